@@ -1,0 +1,33 @@
+# Wraps commands a user could also type. `make demo` and `make test` install what they need.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+STAMP := .venv-installed
+
+.PHONY: install demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null || (apt-get update -qq && apt-get install -y -qq iverilog) \
+		|| echo "warning: could not install iverilog (Icarus tests will fail)"
+	$(PIP) install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m sw.demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -n 2 -m "not slow"
+
+test-all: $(STAMP)
+	$(PYTHON) -m pytest -n 2
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+bench: $(STAMP)
+	$(PYTHON) bench/bench_reference.py
+
+clean:
+	rm -rf build $(STAMP) .pytest_cache

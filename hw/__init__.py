@@ -1,0 +1,1 @@
+"""Hardware side: Amaranth generators built from the integer network description."""

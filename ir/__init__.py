@@ -1,0 +1,10 @@
+"""Integer network description shared by the software reference and the hardware generators.
+
+stdlib + numpy only: importing :mod:`ir` never loads torch or amaranth.
+"""
+
+from ir.errors import FormatError
+from ir.network import Encoding, Layer, Network
+from ir.trace import Trace
+
+__all__ = ["Encoding", "FormatError", "Layer", "Network", "Trace"]

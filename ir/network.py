@@ -1,0 +1,513 @@
+"""Fully-connected ST-BIF networks in hardware units (spec §2.4, §2.5).
+
+Every quantity is an integer: weights ``w``, biases ``B``, thresholds ``Θ``, the initial membrane
+``H = floor(Θ/2)``, tracer bounds ``n ≤ 0 ≤ p``. The derived bit widths are exact — computed from
+the actual weights and the input range, not from a worst case — and both the reference model and
+the RTL generators read them from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ir._io import read_npz, write_npz
+from ir.errors import FormatError
+
+__all__ = ["Encoding", "Layer", "LayerWidths", "Network", "signed_width", "unsigned_width"]
+
+FORMAT_VERSION = 1
+#: Widest datapath the reference (int64 tensors) and the RTL generators accept.
+MAX_WIDTH = 62
+
+
+def signed_width(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every integer in ``[lo, hi]`` (at least 1)."""
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        raise ValueError(f"empty range [{lo}, {hi}]")
+    width = 1
+    while not (-(1 << (width - 1)) <= lo and hi <= (1 << (width - 1)) - 1):
+        width += 1
+    return width
+
+
+def unsigned_width(hi: int) -> int:
+    """Smallest unsigned width holding every integer in ``[0, hi]`` (at least 1)."""
+    return max(1, int(hi).bit_length())
+
+
+class Encoding(str, Enum):
+    """How the input reaches the first layer."""
+
+    #: One integer value per input, injected at t = 0 only (first layer multiplies).
+    ANALOG = "analog"
+    #: Ternary spike trains ``{-1, 0, +1}`` per input and step (every layer only adds).
+    SPIKE = "spike"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_array(value: Any, *, field: str, ndim: int) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            raise TypeError(f"{field} must be an integer array, not {type(value).__name__}") from None
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+        raise TypeError(f"{field} must be an integer array, not an array of {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{field} must have {ndim} dimension(s), not shape {arr.shape}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{field} values must fit in int64")
+    out = np.array(arr, dtype=np.int64, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class LayerWidths:
+    """Exact value ranges and two's-complement widths of one layer (spec §2.5).
+
+    ``input_lo``/``input_hi`` bound the *cumulative* presynaptic value (a tracer, or the analog
+    input), widened to include 0 so that every partial sum of a step's events is covered.
+    """
+
+    input_lo: int
+    input_hi: int
+    drive_lo: int  #: smallest per-step synaptic drive (bias excluded)
+    drive_hi: int  #: largest per-step synaptic drive (bias excluded)
+    membrane_lo: int  #: smallest membrane value reachable at any time, mid-step included
+    membrane_hi: int  #: largest membrane value reachable at any time, mid-step included
+    drive: int  #: signed bits of the per-step drive
+    membrane: int  #: signed bits of the membrane; it never saturates
+    tracer: int  #: signed bits of the tracer ``[n, p]``
+    weight: int  #: signed bits of the weights
+    bias: int  #: signed bits of the biases
+    threshold: int  #: unsigned bits of the largest threshold
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Layer:
+    """One fully-connected ST-BIF layer.
+
+    Parameters
+    ----------
+    weight : integer array ``[n_out, n_in]``
+    bias : integer array ``[n_out]``, injected once at t = 0
+    threshold : int ≥ 1 (per layer) or integer array ``[n_out]`` of values ≥ 1 (per neuron)
+    neg_bound, pos_bound : tracer bounds ``n ≤ 0 ≤ p`` with ``p - n ≥ 1``; symmetric quantizers of
+        ``L`` levels use ``n = (-L)//2, p = L//2 - 1``, asymmetric ones ``n = 0, p = L - 1``
+    name : optional label used in reports and divergence messages
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    threshold: int | np.ndarray
+    neg_bound: int
+    pos_bound: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        weight = _int_array(self.weight, field="weight", ndim=2)
+        n_out, n_in = weight.shape
+        if n_out < 1 or n_in < 1:
+            raise ValueError(f"weight must have at least one row and column, not shape {weight.shape}")
+        object.__setattr__(self, "weight", weight)
+        bias = _int_array(self.bias, field="bias", ndim=1)
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias must have shape ({n_out},) to match weight, not {bias.shape}")
+        object.__setattr__(self, "bias", bias)
+        if _is_int(self.threshold):
+            if self.threshold < 1:
+                raise ValueError(f"threshold must be a positive integer, not {self.threshold!r}")
+            object.__setattr__(self, "threshold", int(self.threshold))
+        else:
+            thr = _int_array(self.threshold, field="threshold", ndim=1)
+            if thr.shape != (n_out,):
+                raise ValueError(
+                    f"threshold must be an integer or have shape ({n_out},), not {thr.shape}"
+                )
+            if thr.min() < 1:
+                i = int(np.argmin(thr))
+                raise ValueError(
+                    f"threshold must be a positive integer, not {int(thr[i])} (neuron {i})"
+                )
+            object.__setattr__(self, "threshold", thr)
+        for field in ("neg_bound", "pos_bound"):
+            if not _is_int(getattr(self, field)):
+                raise TypeError(f"{field} must be an integer, not {getattr(self, field)!r}")
+            object.__setattr__(self, field, int(getattr(self, field)))
+        if self.neg_bound > 0:
+            raise ValueError(f"neg_bound must be ≤ 0, not {self.neg_bound}")
+        if self.pos_bound < 0:
+            raise ValueError(f"pos_bound must be ≥ 0, not {self.pos_bound}")
+        if self.pos_bound - self.neg_bound < 1:
+            raise ValueError("pos_bound - neg_bound must be ≥ 1 (a neuron must be able to spike)")
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a string, not {self.name!r}")
+
+    # -- shape and per-neuron parameters ------------------------------------------------------
+    @property
+    def n_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def per_neuron_threshold(self) -> bool:
+        return isinstance(self.threshold, np.ndarray)
+
+    @cached_property
+    def thresholds(self) -> np.ndarray:
+        """Θ per output neuron, ``int64 [n_out]``."""
+        out = np.broadcast_to(np.asarray(self.threshold, dtype=np.int64), (self.n_out,)).copy()
+        out.setflags(write=False)
+        return out
+
+    @cached_property
+    def initial_membranes(self) -> np.ndarray:
+        """H = floor(Θ/2) per output neuron, ``int64 [n_out]``."""
+        out = self.thresholds // 2
+        out.setflags(write=False)
+        return out
+
+    @property
+    def levels(self) -> int:
+        """Number of quantization levels ``p - n + 1``."""
+        return self.pos_bound - self.neg_bound + 1
+
+    @property
+    def symmetric(self) -> bool:
+        return self.neg_bound < 0
+
+    def widths(self, input_lo: int, input_hi: int, *, analog: bool) -> LayerWidths:
+        """Exact ranges and widths for a cumulative presynaptic value in ``[input_lo, input_hi]``.
+
+        ``analog`` means the whole input arrives in one step (first layer, analog encoding), so
+        the per-step drive spans the cumulative range; otherwise each step brings ±1 per input.
+        """
+        lo, hi = min(int(input_lo), 0), max(int(input_hi), 0)
+        w = self.weight
+        magnitude = int(np.abs(w).max()) * max(-lo, hi, 1) * self.n_in + int(np.abs(self.bias).max())
+        if magnitude + (self.levels + 1) * int(self.thresholds.max()) >= 2**62:
+            w = w.astype(object)  # exact Python integers instead of overflowing int64
+        s_max = np.maximum(w * lo, w * hi).sum(axis=1)
+        s_min = np.minimum(w * lo, w * hi).sum(axis=1)
+        if analog:
+            d_min, d_max = s_min, s_max
+        else:
+            absw = np.abs(w).sum(axis=1)
+            d_min, d_max = -absw, absw
+        thr, h, bias = (a.astype(w.dtype) for a in (self.thresholds, self.initial_membranes,
+                                                     self.bias))
+        u_lo = h + s_min + bias - self.pos_bound * thr
+        u_hi = h + s_max + bias - self.neg_bound * thr
+        mem_lo, mem_hi = int(u_lo.min()), int(u_hi.max())
+        return LayerWidths(
+            input_lo=lo,
+            input_hi=hi,
+            drive_lo=int(d_min.min()),
+            drive_hi=int(d_max.max()),
+            membrane_lo=mem_lo,
+            membrane_hi=mem_hi,
+            drive=signed_width(int(d_min.min()), int(d_max.max())),
+            membrane=signed_width(min(mem_lo, 0), max(mem_hi, int(thr.max()))),
+            tracer=signed_width(self.neg_bound, self.pos_bound),
+            weight=signed_width(int(w.min()), int(w.max())),
+            bias=signed_width(int(self.bias.min()), int(self.bias.max())),
+            threshold=unsigned_width(int(thr.max())),
+        )
+
+    # -- serialisation ------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "neg_bound": self.neg_bound,
+            "pos_bound": self.pos_bound,
+            "per_neuron_threshold": self.per_neuron_threshold,
+            "threshold": None if self.per_neuron_threshold else self.threshold,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (arrays as nested lists)."""
+        d = self._meta()
+        d.pop("n_in"), d.pop("n_out"), d.pop("per_neuron_threshold")
+        d["weight"] = self.weight.tolist()
+        d["bias"] = self.bias.tolist()
+        d["threshold"] = self.thresholds.tolist() if self.per_neuron_threshold else self.threshold
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Layer:
+        try:
+            return cls(
+                weight=np.asarray(d["weight"], dtype=np.int64).reshape(
+                    len(d["weight"]), -1 if d["weight"] else 0
+                ),
+                bias=np.asarray(d["bias"], dtype=np.int64),
+                threshold=d["threshold"]
+                if isinstance(d["threshold"], int)
+                else np.asarray(d["threshold"], dtype=np.int64),
+                neg_bound=d["neg_bound"],
+                pos_bound=d["pos_bound"],
+                name=d.get("name", ""),
+            )
+        except KeyError as e:
+            raise ValueError(f"layer description lacks field {e.args[0]!r}") from None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Network:
+    """An ordered chain of fully-connected ST-BIF layers and its input encoding.
+
+    Parameters
+    ----------
+    layers : sequence of :class:`Layer`; ``layers[k].n_in == layers[k-1].n_out``
+    n_inputs : input size; must equal ``layers[0].n_in``
+    encoding : :class:`Encoding` (or its string value)
+    input_bounds : ``(lo, hi)`` — for ``analog``, the range of every input value; for ``spike``,
+        the range of every input train's running sum (the input's "tracer"), ``lo ≤ 0 ≤ hi``
+    name : optional label
+    """
+
+    layers: tuple[Layer, ...]
+    n_inputs: int
+    encoding: Encoding
+    input_bounds: tuple[int, int]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, Layer) or not hasattr(self.layers, "__iter__"):
+            raise TypeError(f"layers must be a sequence of Layer, not {type(self.layers).__name__}")
+        layers = tuple(self.layers)
+        if not layers:
+            raise ValueError("layers must hold at least one Layer")
+        for k, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{k}] must be a Layer, not {type(layer).__name__}")
+        object.__setattr__(self, "layers", layers)
+        if not _is_int(self.n_inputs) or self.n_inputs < 1:
+            raise ValueError(f"n_inputs must be a positive integer, not {self.n_inputs!r}")
+        object.__setattr__(self, "n_inputs", int(self.n_inputs))
+        if layers[0].n_in != self.n_inputs:
+            raise ValueError(
+                f"layers[0] has {layers[0].n_in} inputs but n_inputs is {self.n_inputs}"
+            )
+        for k in range(1, len(layers)):
+            if layers[k].n_in != layers[k - 1].n_out:
+                raise ValueError(
+                    f"layers[{k}] has {layers[k].n_in} inputs but layers[{k - 1}] has "
+                    f"{layers[k - 1].n_out} outputs"
+                )
+        try:
+            object.__setattr__(self, "encoding", Encoding(self.encoding))
+        except ValueError:
+            valid = ", ".join(repr(e.value) for e in Encoding)
+            raise ValueError(f"encoding must be one of {valid}, not {self.encoding!r}") from None
+        bounds = tuple(self.input_bounds) if hasattr(self.input_bounds, "__iter__") else ()
+        if len(bounds) != 2 or not all(_is_int(b) for b in bounds):
+            raise TypeError(f"input_bounds must be a pair of integers, not {self.input_bounds!r}")
+        lo, hi = int(bounds[0]), int(bounds[1])
+        if lo > hi:
+            raise ValueError(f"input_bounds must satisfy lo ≤ hi, not ({lo}, {hi})")
+        if self.encoding is Encoding.SPIKE and not lo <= 0 <= hi:
+            raise ValueError(f"input_bounds of a spike input must satisfy lo ≤ 0 ≤ hi, not ({lo}, {hi})")
+        object.__setattr__(self, "input_bounds", (lo, hi))
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a string, not {self.name!r}")
+        for k, w in enumerate(self.widths):
+            if w.membrane > MAX_WIDTH:
+                raise ValueError(
+                    f"layers[{k}] needs a {w.membrane}-bit membrane for its weights and input "
+                    f"range; at most {MAX_WIDTH} bits are supported"
+                )
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def layer_name(self, k: int) -> str:
+        """``layers[k].name`` or ``"layer{k}"``."""
+        return self.layers[k].name or f"layer{k}"
+
+    @cached_property
+    def widths(self) -> tuple[LayerWidths, ...]:
+        """Exact widths per layer; layer 0 sees ``input_bounds``, layer k the tracer of k-1."""
+        out = []
+        lo, hi = self.input_bounds
+        for k, layer in enumerate(self.layers):
+            analog = k == 0 and self.encoding is Encoding.ANALOG
+            out.append(layer.widths(lo, hi, analog=analog))
+            lo, hi = layer.neg_bound, layer.pos_bound
+        return tuple(out)
+
+    def step_bound(self, input_steps: int = 1) -> int:
+        """Number of steps within which the network provably reaches its first idle step.
+
+        By spec §2.2 (ii), a layer's last spike comes at most ``p - n`` steps after the last step
+        of its input; the last input step is 0 (analog) or ``input_steps - 1`` (spike). One idle
+        step then ends the run: ``last_input_step + Σ (p - n) + 2`` steps in all.
+        """
+        last_input = 0 if self.encoding is Encoding.ANALOG else max(int(input_steps), 1) - 1
+        return last_input + sum(layer.pos_bound - layer.neg_bound for layer in self.layers) + 2
+
+    # -- inputs --------------------------------------------------------------------------------
+    def check_inputs(self, inputs: Any) -> np.ndarray:
+        """Validate a batch of inputs; return it as read-only ``int64``.
+
+        Analog: ``[batch, n_inputs]`` integers within ``input_bounds``. Spike: ``[batch, steps,
+        n_inputs]`` values in {-1, 0, +1} whose running sums stay within ``input_bounds``.
+        """
+        arr = np.asarray(inputs)
+        if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+            if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(
+                arr == np.round(arr)
+            ):
+                arr = arr.astype(np.int64)
+            else:
+                raise TypeError(f"inputs must be integers, not an array of {arr.dtype}")
+        lo, hi = self.input_bounds
+        if self.encoding is Encoding.ANALOG:
+            if arr.ndim != 2 or arr.shape[1] != self.n_inputs or arr.shape[0] < 1:
+                raise ValueError(
+                    f"inputs must have shape [batch, {self.n_inputs}] for analog encoding, "
+                    f"not {list(arr.shape)}"
+                )
+            bad = (arr < lo) | (arr > hi)
+            if bad.any():
+                b, j = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"inputs[{b}, {j}] = {int(arr[b, j])} is outside input_bounds [{lo}, {hi}]"
+                )
+        else:
+            if arr.ndim != 3 or arr.shape[2] != self.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
+                raise ValueError(
+                    f"inputs must have shape [batch, steps, {self.n_inputs}] for spike encoding, "
+                    f"not {list(arr.shape)}"
+                )
+            bad = (arr < -1) | (arr > 1)
+            if bad.any():
+                b, t, j = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"inputs[{b}, {t}, {j}] = {int(arr[b, t, j])} is not a spike in {{-1, 0, 1}}"
+                )
+            run = np.cumsum(arr.astype(np.int64), axis=1)
+            bad = (run < lo) | (run > hi)
+            if bad.any():
+                b, t, j = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"running sum of inputs[{b}, :{t + 1}, {j}] = {int(run[b, t, j])} is outside "
+                    f"input_bounds [{lo}, {hi}]"
+                )
+        out = np.array(arr, dtype=np.int64)
+        out.setflags(write=False)
+        return out
+
+    # -- serialisation -------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "kind": "spikezip-network",
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "n_inputs": self.n_inputs,
+            "encoding": self.encoding.value,
+            "input_bounds": list(self.input_bounds),
+            "layers": [layer._meta() for layer in self.layers],
+        }
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for k, layer in enumerate(self.layers):
+            arrays[f"layer{k}.weight"] = layer.weight
+            arrays[f"layer{k}.bias"] = layer.bias
+            if layer.per_neuron_threshold:
+                arrays[f"layer{k}.threshold"] = layer.thresholds
+        return arrays
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (arrays as nested lists)."""
+        return {
+            "name": self.name,
+            "n_inputs": self.n_inputs,
+            "encoding": self.encoding.value,
+            "input_bounds": list(self.input_bounds),
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Network:
+        try:
+            return cls(
+                layers=tuple(Layer.from_dict(x) for x in d["layers"]),
+                n_inputs=d["n_inputs"],
+                encoding=d["encoding"],
+                input_bounds=tuple(d["input_bounds"]),
+                name=d.get("name", ""),
+            )
+        except KeyError as e:
+            raise ValueError(f"network description lacks field {e.args[0]!r}") from None
+
+    def digest(self) -> str:
+        """Stable SHA-256 (hex) of the canonical content: metadata JSON and little-endian arrays."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode())
+        for key, arr in sorted(self._arrays().items()):
+            h.update(f"{key}:{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one ``.npz`` file (JSON metadata + int64 arrays), atomically."""
+        write_npz(path, self._meta(), self._arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Network:
+        """Read a file written by :meth:`save`; :class:`FormatError` names what is wrong."""
+        meta, arrays = read_npz(path, kind="spikezip-network")
+        if meta.get("version") != FORMAT_VERSION:
+            raise FormatError(f"{path}: unsupported network format version {meta.get('version')!r}")
+        try:
+            layers = []
+            for k, lm in enumerate(meta["layers"]):
+                thr = arrays[f"layer{k}.threshold"] if lm["per_neuron_threshold"] else lm["threshold"]
+                layers.append(
+                    Layer(
+                        weight=arrays[f"layer{k}.weight"],
+                        bias=arrays[f"layer{k}.bias"],
+                        threshold=thr,
+                        neg_bound=lm["neg_bound"],
+                        pos_bound=lm["pos_bound"],
+                        name=lm["name"],
+                    )
+                )
+            return cls(
+                layers=tuple(layers),
+                n_inputs=meta["n_inputs"],
+                encoding=meta["encoding"],
+                input_bounds=tuple(meta["input_bounds"]),
+                name=meta["name"],
+            )
+        except KeyError as e:
+            raise FormatError(f"{path}: corrupt network file (missing {e.args[0]!r})") from None
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"{path}: invalid network: {e}") from None

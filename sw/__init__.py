@@ -1,0 +1,1 @@
+"""Software side: quantizer, QANN training, conversion to the integer IR, bit-exact reference."""
