@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m sw.demo
+	$(PYTHON) -m spikezip.demo
 
 test: $(STAMP)
-	$(PYTHON) -m pytest -n 2 -m "not slow"
+	$(PYTHON) -m pytest -n 2 -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-all: $(STAMP)
 	$(PYTHON) -m pytest -n 2

@@ -40,8 +40,12 @@ def read_npz(path: str | os.PathLike, *, kind: str) -> tuple[dict[str, Any], dic
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
     try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with open(path, "rb") as f:
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise FormatError(f"{path}: not a valid {kind} file (a bare array, not an archive)")
+            with z:
+                arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise FormatError(f"{path}: not a valid {kind} file ({e})") from None
     if META_KEY not in arrays:
