@@ -96,8 +96,10 @@ def _context(
     cols = range(lo, hi)
     rows = [
         "  step     " + " ".join(f"{t:>4d}" for t in cols),
-        f"  expected " + " ".join(f"{int(exp[t]):>+4d}" for t in cols) + f"   ({label}; run {steps_e} steps)",
-        f"  actual   " + " ".join(f"{int(act[t]):>+4d}" for t in cols) + f"   (run {steps_a} steps)",
+        "  expected "
+        + " ".join(f"{int(exp[t]):>+4d}" for t in cols)
+        + f"   ({label}; run {steps_e} steps)",
+        "  actual   " + " ".join(f"{int(act[t]):>+4d}" for t in cols) + f"   (run {steps_a} steps)",
         "           " + " ".join(" ^^^" if t == step else "    " for t in cols),
     ]
     return "\n".join(r.rstrip() for r in rows)
@@ -128,9 +130,10 @@ def first_divergence(
             )
     if fields is None:
         fields = tuple(
-            f for f in _FIELDS if f in ("spikes", "busy") or (
-                getattr(expected, f) is not None and getattr(actual, f) is not None
-            )
+            f
+            for f in _FIELDS
+            if f in ("spikes", "busy")
+            or (getattr(expected, f) is not None and getattr(actual, f) is not None)
         )
     n_steps = max(expected.n_steps, actual.n_steps)
     batch, depth = expected.batch, expected.depth
@@ -154,17 +157,27 @@ def first_divergence(
     if hits.size == 0:  # same per-step values, different run length
         t = int(min(expected.steps[b], actual.steps[b]))
         name = expected.layer_names[-1]
-        ctx = _context(
-            expected.busy[b, :, -1].astype(int) if t < expected.n_steps else np.zeros(n_steps),
-            actual.busy[b, :, -1].astype(int) if t < actual.n_steps else np.zeros(n_steps),
-            min(t, n_steps - 1),
-            int(expected.steps[b]),
-            int(actual.steps[b]),
-            "busy flag of the last layer",
-        ) if n_steps > t else ""
+        ctx = (
+            _context(
+                expected.busy[b, :, -1].astype(int) if t < expected.n_steps else np.zeros(n_steps),
+                actual.busy[b, :, -1].astype(int) if t < actual.n_steps else np.zeros(n_steps),
+                min(t, n_steps - 1),
+                int(expected.steps[b]),
+                int(actual.steps[b]),
+                "busy flag of the last layer",
+            )
+            if n_steps > t
+            else ""
+        )
         return Divergence(
-            sample=b, layer=depth - 1, layer_name=name, neuron=None, step=t, field="steps",
-            expected=int(expected.steps[b]), actual=int(actual.steps[b]),
+            sample=b,
+            layer=depth - 1,
+            layer_name=name,
+            neuron=None,
+            step=t,
+            field="steps",
+            expected=int(expected.steps[b]),
+            actual=int(actual.steps[b]),
             cycle=_cycle(actual, depth - 1, b, min(t, actual.n_steps - 1), None),
             context=ctx,
         )
@@ -182,8 +195,9 @@ def first_divergence(
         field=name,
         expected=int(e[k][b, t, n]),
         actual=int(a[k][b, t, n]),
-        cycle=_cycle(actual, k, b, t, neuron) if actual.step_cycles is not None or
-        actual.spike_cycles is not None else _cycle(expected, k, b, t, neuron),
+        cycle=_cycle(actual, k, b, t, neuron)
+        if actual.step_cycles is not None or actual.spike_cycles is not None
+        else _cycle(expected, k, b, t, neuron),
         context=_context(
             e[k][b, :, n], a[k][b, :, n], t, int(expected.steps[b]), int(actual.steps[b]), label
         ),

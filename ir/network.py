@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -44,7 +44,7 @@ def unsigned_width(hi: int) -> int:
     return max(1, int(hi).bit_length())
 
 
-class Encoding(str, Enum):
+class Encoding(StrEnum):
     """How the input reaches the first layer."""
 
     #: One integer value per input, injected at t = 0 only (first layer multiplies).
@@ -64,7 +64,9 @@ def _int_array(value: Any, *, field: str, ndim: int) -> np.ndarray:
         try:
             arr = np.asarray(value)
         except (ValueError, TypeError):
-            raise TypeError(f"{field} must be an integer array, not {type(value).__name__}") from None
+            raise TypeError(
+                f"{field} must be an integer array, not {type(value).__name__}"
+            ) from None
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
         raise TypeError(f"{field} must be an integer array, not an array of {arr.dtype}")
     if arr.ndim != ndim:
@@ -123,7 +125,9 @@ class Layer:
         weight = _int_array(self.weight, field="weight", ndim=2)
         n_out, n_in = weight.shape
         if n_out < 1 or n_in < 1:
-            raise ValueError(f"weight must have at least one row and column, not shape {weight.shape}")
+            raise ValueError(
+                f"weight must have at least one row and column, not shape {weight.shape}"
+            )
         object.__setattr__(self, "weight", weight)
         bias = _int_array(self.bias, field="bias", ndim=1)
         if bias.shape != (n_out,):
@@ -202,7 +206,9 @@ class Layer:
         """
         lo, hi = min(int(input_lo), 0), max(int(input_hi), 0)
         w = self.weight
-        magnitude = int(np.abs(w).max()) * max(-lo, hi, 1) * self.n_in + int(np.abs(self.bias).max())
+        magnitude = int(np.abs(w).max()) * max(-lo, hi, 1) * self.n_in + int(
+            np.abs(self.bias).max()
+        )
         if magnitude + (self.levels + 1) * int(self.thresholds.max()) >= 2**62:
             w = w.astype(object)  # exact Python integers instead of overflowing int64
         s_max = np.maximum(w * lo, w * hi).sum(axis=1)
@@ -212,8 +218,9 @@ class Layer:
         else:
             absw = np.abs(w).sum(axis=1)
             d_min, d_max = -absw, absw
-        thr, h, bias = (a.astype(w.dtype) for a in (self.thresholds, self.initial_membranes,
-                                                     self.bias))
+        thr, h, bias = (
+            a.astype(w.dtype) for a in (self.thresholds, self.initial_membranes, self.bias)
+        )
         u_lo = h + s_min + bias - self.pos_bound * thr
         u_hi = h + s_max + bias - self.neg_bound * thr
         mem_lo, mem_hi = int(u_lo.min()), int(u_hi.max())
@@ -327,7 +334,9 @@ class Network:
         if lo > hi:
             raise ValueError(f"input_bounds must satisfy lo ≤ hi, not ({lo}, {hi})")
         if self.encoding is Encoding.SPIKE and not lo <= 0 <= hi:
-            raise ValueError(f"input_bounds of a spike input must satisfy lo ≤ 0 ≤ hi, not ({lo}, {hi})")
+            raise ValueError(
+                f"input_bounds of a spike input must satisfy lo ≤ 0 ≤ hi, not ({lo}, {hi})"
+            )
         object.__setattr__(self, "input_bounds", (lo, hi))
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a string, not {self.name!r}")
@@ -380,8 +389,11 @@ class Network:
         """
         arr = np.asarray(inputs)
         if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
-            if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(
-                arr == np.round(arr)
+            if (
+                arr.dtype.kind == "f"
+                and arr.size
+                and np.all(np.isfinite(arr))
+                and np.all(arr == np.round(arr))
             ):
                 arr = arr.astype(np.int64)
             else:
@@ -400,7 +412,12 @@ class Network:
                     f"inputs[{b}, {j}] = {int(arr[b, j])} is outside input_bounds [{lo}, {hi}]"
                 )
         else:
-            if arr.ndim != 3 or arr.shape[2] != self.n_inputs or arr.shape[0] < 1 or arr.shape[1] < 1:
+            if (
+                arr.ndim != 3
+                or arr.shape[2] != self.n_inputs
+                or arr.shape[0] < 1
+                or arr.shape[1] < 1
+            ):
                 raise ValueError(
                     f"inputs must have shape [batch, steps, {self.n_inputs}] for spike encoding, "
                     f"not {list(arr.shape)}"
@@ -489,7 +506,9 @@ class Network:
         try:
             layers = []
             for k, lm in enumerate(meta["layers"]):
-                thr = arrays[f"layer{k}.threshold"] if lm["per_neuron_threshold"] else lm["threshold"]
+                thr = (
+                    arrays[f"layer{k}.threshold"] if lm["per_neuron_threshold"] else lm["threshold"]
+                )
                 layers.append(
                     Layer(
                         weight=arrays[f"layer{k}.weight"],

@@ -69,7 +69,9 @@ class Trace:
             raise ValueError("spikes must hold one array per layer, at least one")
         for k, s in enumerate(spikes):
             if s.ndim != 3:
-                raise ValueError(f"spikes[{k}] must have shape [batch, steps, neurons], not {s.shape}")
+                raise ValueError(
+                    f"spikes[{k}] must have shape [batch, steps, neurons], not {s.shape}"
+                )
             if s.shape[:2] != spikes[0].shape[:2]:
                 raise ValueError(
                     f"spikes[{k}] has batch×steps {s.shape[:2]}, layer 0 has {spikes[0].shape[:2]}"

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
 import numpy as np
 
 from ir import FormatError, Network, Trace
@@ -113,7 +114,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"inputs {network.n_inputs} ({network.encoding.value}, bounds {network.input_bounds}), "
         f"step bound {network.step_bound()}"
     )
-    print(f"{'layer':<10}{'in':>6}{'out':>6}{'n..p':>10}{'Θ':>8}{'w':>4}{'drive':>7}{'U':>4}{'A':>4}")
+    print(
+        f"{'layer':<10}{'in':>6}{'out':>6}{'n..p':>10}{'Θ':>8}{'w':>4}{'drive':>7}{'U':>4}{'A':>4}"
+    )
     for k, (layer, w) in enumerate(zip(network.layers, network.widths, strict=True)):
         thr = "per-n" if layer.per_neuron_threshold else str(layer.threshold)
         print(

@@ -19,7 +19,7 @@ __all__ = ["multi", "multi1"]
 def multi(
     q: torch.Tensor, k: torch.Tensor, q_acc: torch.Tensor, k_acc: torch.Tensor
 ) -> torch.Tensor:
-    """Score increment ``Qacc·kᵀ + q·Kaccᵀ − q·kᵀ`` (``[..., n, d] × [..., m, d] → [..., n, m]``)."""
+    """Score increment ``Qacc·kᵀ + q·Kaccᵀ − q·kᵀ``: ``[..., n, d] × [..., m, d] → [..., n, m]``."""
     kt, k_acc_t = k.transpose(-1, -2), k_acc.transpose(-1, -2)
     return q_acc @ kt + q @ k_acc_t - q @ kt
 

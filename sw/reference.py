@@ -160,8 +160,12 @@ def simulate(
         for k, op in enumerate(ops):
             drive = op.synapses(inp) if bool((inp != 0).any()) else 0
             s, membranes[k], tracers[k] = stbif_step(
-                drive, membranes[k], tracers[k], threshold=op.threshold,
-                neg_bound=op.neg_bound, pos_bound=op.pos_bound,
+                drive,
+                membranes[k],
+                tracers[k],
+                threshold=op.threshold,
+                neg_bound=op.neg_bound,
+                pos_bound=op.pos_bound,
             )
             upstream = upstream | (s != 0).any(dim=1)
             if t == 0 and op.has_bias:

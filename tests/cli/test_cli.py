@@ -15,10 +15,22 @@ from spikezip.cli import main
 @pytest.fixture
 def files(tmp_path):
     rng = np.random.default_rng(3)
-    l0 = Layer(weight=rng.integers(-20, 21, (6, 4)), bias=rng.integers(-5, 6, 6), threshold=9,
-               neg_bound=0, pos_bound=15, name="fc1")
-    l1 = Layer(weight=rng.integers(-20, 21, (3, 6)), bias=[0, 0, 0], threshold=8, neg_bound=-8,
-               pos_bound=7, name="fc2")
+    l0 = Layer(
+        weight=rng.integers(-20, 21, (6, 4)),
+        bias=rng.integers(-5, 6, 6),
+        threshold=9,
+        neg_bound=0,
+        pos_bound=15,
+        name="fc1",
+    )
+    l1 = Layer(
+        weight=rng.integers(-20, 21, (3, 6)),
+        bias=[0, 0, 0],
+        threshold=8,
+        neg_bound=-8,
+        pos_bound=7,
+        name="fc2",
+    )
     net = Network(layers=(l0, l1), n_inputs=4, encoding="analog", input_bounds=(0, 16))
     net.save(tmp_path / "net.npz")
     np.save(tmp_path / "x.npy", rng.integers(0, 17, (5, 4)))
@@ -45,8 +57,14 @@ def test_compare_names_the_first_divergence(files, capsys):
     spikes = [s.copy() for s in tr.spikes]
     b, t, n = np.argwhere(spikes[1] != 0)[0]
     spikes[1][b, t, n] = 0
-    bad = Trace(network_digest=tr.network_digest, spikes=tuple(spikes), busy=tr.busy,
-                steps=tr.steps, capped=tr.capped, layer_names=tr.layer_names)
+    bad = Trace(
+        network_digest=tr.network_digest,
+        spikes=tuple(spikes),
+        busy=tr.busy,
+        steps=tr.steps,
+        capped=tr.capped,
+        layer_names=tr.layer_names,
+    )
     bad.save(files / "hw.npz")
     capsys.readouterr()
     assert run("compare", files / "g.npz", files / "hw.npz") == 1
@@ -97,9 +115,19 @@ def test_info(files, capsys):
 
 def test_console_script_exit_code(files):
     proc = subprocess.run(
-        [sys.executable, "-m", "spikezip.cli", "trace", str(files / "nope.npz"),
-         str(files / "x.npy"), "-o", str(files / "o.npz")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "spikezip.cli",
+            "trace",
+            str(files / "nope.npz"),
+            str(files / "x.npy"),
+            "-o",
+            str(files / "o.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("nope.npz: no such file")

@@ -29,12 +29,28 @@ def net(**kw):
     [
         (dict(threshold=0), ValueError, "threshold must be a positive integer, not 0"),
         (dict(threshold=-3), ValueError, "threshold must be a positive integer, not -3"),
-        (dict(threshold=[4, 0]), ValueError, r"threshold must be a positive integer, not 0 \(neuron 1\)"),
-        (dict(threshold=[4, 4, 4]), ValueError, r"threshold must be an integer or have shape \(2,\)"),
+        (
+            dict(threshold=[4, 0]),
+            ValueError,
+            r"threshold must be a positive integer, not 0 \(neuron 1\)",
+        ),
+        (
+            dict(threshold=[4, 4, 4]),
+            ValueError,
+            r"threshold must be an integer or have shape \(2,\)",
+        ),
         (dict(threshold=2.5), TypeError, "threshold must be an integer array"),
-        (dict(weight=[[0.5, 1], [1, 1]]), TypeError, "weight must be an integer array, not an array of float64"),
+        (
+            dict(weight=[[0.5, 1], [1, 1]]),
+            TypeError,
+            "weight must be an integer array, not an array of float64",
+        ),
         (dict(weight=[1, 2]), ValueError, r"weight must have 2 dimension\(s\)"),
-        (dict(weight=np.zeros((0, 2), dtype=int), bias=[]), ValueError, "at least one row and column"),
+        (
+            dict(weight=np.zeros((0, 2), dtype=int), bias=[]),
+            ValueError,
+            "at least one row and column",
+        ),
         (dict(bias=[1, 2, 3]), ValueError, r"bias must have shape \(2,\) to match weight"),
         (dict(neg_bound=1), ValueError, "neg_bound must be ≤ 0, not 1"),
         (dict(pos_bound=-1), ValueError, "pos_bound must be ≥ 0, not -1"),
@@ -55,7 +71,11 @@ def test_layer_validation_messages(kw, exc, message):
         (dict(layers=(layer(), "x")), TypeError, r"layers\[1\] must be a Layer, not str"),
         (dict(n_inputs=3), ValueError, "layers\\[0\\] has 2 inputs but n_inputs is 3"),
         (dict(n_inputs=0), ValueError, "n_inputs must be a positive integer, not 0"),
-        (dict(encoding="rate"), ValueError, "encoding must be one of 'analog', 'spike', not 'rate'"),
+        (
+            dict(encoding="rate"),
+            ValueError,
+            "encoding must be one of 'analog', 'spike', not 'rate'",
+        ),
         (dict(input_bounds=(5, 1)), ValueError, r"input_bounds must satisfy lo ≤ hi, not \(5, 1\)"),
         (dict(input_bounds=(1,)), TypeError, "input_bounds must be a pair of integers"),
         (dict(encoding="spike", input_bounds=(1, 5)), ValueError, "lo ≤ 0 ≤ hi"),
@@ -79,7 +99,10 @@ def test_network_validation_messages(kw, exc, message):
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        (np.zeros((3, 2, 2), dtype=int), r"shape \[batch, 2\] for analog encoding, not \[3, 2, 2\]"),
+        (
+            np.zeros((3, 2, 2), dtype=int),
+            r"shape \[batch, 2\] for analog encoding, not \[3, 2, 2\]",
+        ),
         (np.array([[1, 17]]), r"inputs\[0, 1\] = 17 is outside input_bounds \[0, 16\]"),
         (np.array([[1.5, 2]]), "inputs must be integers, not an array of float64"),
     ],
@@ -95,7 +118,7 @@ def test_spike_input_validation():
         n.check_inputs(np.array([[[0, 0], [2, 0]]]))
     with pytest.raises(ValueError, match=r"running sum of inputs\[0, :3, 1\] = 3 is outside"):
         n.check_inputs(np.array([[[0, 1], [0, 1], [0, 1]]]))
-    with pytest.raises(ValueError, match="running sum .* = -2"):
+    with pytest.raises(ValueError, match=r"running sum .* = -2"):
         n.check_inputs(np.array([[[-1, 0], [-1, 0]]]))
     ok = n.check_inputs(np.array([[[1, 1], [1, 1], [-1, -1]]]))
     assert ok.dtype == np.int64 and not ok.flags.writeable
@@ -112,8 +135,19 @@ def test_arrays_are_frozen_copies():
         lay.threshold = 4  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("lo", "hi", "bits"), [(0, 0, 1), (-1, 0, 1), (0, 1, 2), (-8, 7, 4),
-                                                  (-9, 7, 5), (-8, 8, 5), (0, 15, 5), (-128, 127, 8)])
+@pytest.mark.parametrize(
+    ("lo", "hi", "bits"),
+    [
+        (0, 0, 1),
+        (-1, 0, 1),
+        (0, 1, 2),
+        (-8, 7, 4),
+        (-9, 7, 5),
+        (-8, 8, 5),
+        (0, 15, 5),
+        (-128, 127, 8),
+    ],
+)
 def test_signed_width(lo, hi, bits):
     assert signed_width(lo, hi) == bits
 
@@ -138,8 +172,10 @@ def brute_force_membrane_range(lay: Layer, lo: int, hi: int, analog: bool):
 def test_membrane_range_is_exact_against_enumeration(seed):
     rng = np.random.default_rng(seed)
     lay = Layer(
-        weight=rng.integers(-50, 51, (3, 3)), bias=rng.integers(-20, 21, 3),
-        threshold=rng.integers(1, 40, 3), neg_bound=-int(rng.integers(0, 4)),
+        weight=rng.integers(-50, 51, (3, 3)),
+        bias=rng.integers(-20, 21, 3),
+        threshold=rng.integers(1, 40, 3),
+        neg_bound=-int(rng.integers(0, 4)),
         pos_bound=int(rng.integers(1, 4)),
     )
     lo, hi = -int(rng.integers(0, 3)), int(rng.integers(0, 4))
@@ -151,8 +187,9 @@ def test_membrane_range_is_exact_against_enumeration(seed):
 def test_widths_match_spec_example_and_bound():
     # ViT-S qkv-like: N = 384, int8 weights at the extreme, M_in = 8, L = 16, Θ = 2^12
     n = 384
-    lay = Layer(weight=np.full((2, n), -128), bias=[0, 0], threshold=4096, neg_bound=-8,
-                pos_bound=7)
+    lay = Layer(
+        weight=np.full((2, n), -128), bias=[0, 0], threshold=4096, neg_bound=-8, pos_bound=7
+    )
     w = lay.widths(-8, 7, analog=False)
     r = n * 128 * 8
     spec_bound = 1 + int(np.ceil(np.log2(r + (8 + 1) * 4096)))
@@ -184,8 +221,9 @@ def test_step_bound():
 
 
 def test_save_load_round_trip_and_digest(tmp_path):
-    per_neuron = Layer(weight=[[1, 2]], bias=[-4], threshold=np.array([9]), neg_bound=0,
-                       pos_bound=15, name="fc2")
+    per_neuron = Layer(
+        weight=[[1, 2]], bias=[-4], threshold=np.array([9]), neg_bound=0, pos_bound=15, name="fc2"
+    )
     n = net(layers=(layer(name="fc1"), per_neuron), name="demo")
     path = tmp_path / "net.npz"
     n.save(path)

@@ -28,9 +28,15 @@ def make_trace(batch=2, n_steps=5, widths=(3, 2), seed=0, **kw):
 
 def modified(trace: Trace, **changes) -> Trace:
     fields = dict(
-        network_digest=trace.network_digest, spikes=trace.spikes, busy=trace.busy,
-        steps=trace.steps, capped=trace.capped, membranes=trace.membranes, tracers=trace.tracers,
-        step_cycles=trace.step_cycles, spike_cycles=trace.spike_cycles,
+        network_digest=trace.network_digest,
+        spikes=trace.spikes,
+        busy=trace.busy,
+        steps=trace.steps,
+        capped=trace.capped,
+        membranes=trace.membranes,
+        tracers=trace.tracers,
+        step_cycles=trace.step_cycles,
+        spike_cycles=trace.spike_cycles,
         layer_names=trace.layer_names,
     )
     fields.update(changes)
@@ -38,8 +44,10 @@ def modified(trace: Trace, **changes) -> Trace:
 
 
 def test_round_trip(tmp_path):
-    tr = make_trace(step_cycles=(np.arange(10).reshape(2, 5), np.arange(10).reshape(2, 5) + 3),
-                    layer_names=("fc1", "fc2"))
+    tr = make_trace(
+        step_cycles=(np.arange(10).reshape(2, 5), np.arange(10).reshape(2, 5) + 3),
+        layer_names=("fc1", "fc2"),
+    )
     path = tmp_path / "t.npz"
     tr.save(path)
     back = Trace.load(path)
@@ -83,8 +91,12 @@ def test_cycle_is_taken_from_the_hardware_trace():
     spikes[0, 2, 0] = 0 if spikes[0, 2, 0] else 1
     spike_cycles = np.full((1, 4, 2), -1)
     spike_cycles[0, 2, 0] = 123 if spikes[0, 2, 0] else -1
-    hw = modified(tr, spikes=(spikes,), step_cycles=(np.array([[10, 50, 130, 170]]),),
-                  spike_cycles=(spike_cycles,))
+    hw = modified(
+        tr,
+        spikes=(spikes,),
+        step_cycles=(np.array([[10, 50, 130, 170]]),),
+        spike_cycles=(spike_cycles,),
+    )
     div = first_divergence(tr, hw)
     assert div.cycle == (123 if spikes[0, 2, 0] else 130)
     assert f"cycle {div.cycle}" in str(div)
@@ -95,8 +107,14 @@ def test_run_length_divergence():
     spikes = tr.spikes[0].copy()
     spikes[0, 4] = 0
     a = modified(tr, spikes=(spikes,), membranes=None, tracers=None)
-    b = modified(tr, spikes=(spikes[:, :4],), busy=tr.busy[:, :4], steps=np.array([4]),
-                 membranes=None, tracers=None)
+    b = modified(
+        tr,
+        spikes=(spikes[:, :4],),
+        busy=tr.busy[:, :4],
+        steps=np.array([4]),
+        membranes=None,
+        tracers=None,
+    )
     # the per-step values agree where both ran; the hardware stopped one step early: the busy
     # flag of step 4 (recorded busy in a, absent in b) is the first difference
     div = first_divergence(a, b)
@@ -114,8 +132,14 @@ def test_shorter_trace_with_missing_spikes_diverges_at_the_missing_step():
     spikes = tr.spikes[0].copy()
     spikes[0, 4] = [1, 1]
     a = modified(tr, spikes=(spikes,), membranes=None, tracers=None)
-    b = modified(tr, spikes=(spikes[:, :3],), busy=tr.busy[:, :3], steps=np.array([3]),
-                 membranes=None, tracers=None)
+    b = modified(
+        tr,
+        spikes=(spikes[:, :3],),
+        busy=tr.busy[:, :3],
+        steps=np.array([3]),
+        membranes=None,
+        tracers=None,
+    )
     div = first_divergence(a, b)
     assert div.step == 3 or (div.step == 4 and div.field == "spikes")
     assert div.sample == 0
@@ -143,8 +167,10 @@ def test_incomparable_traces(change, message):
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        (dict(spikes=(np.full((2, 5, 3), 2, dtype=np.int8), np.zeros((2, 5, 2)))),
-         r"spikes\[0\] holds values outside"),
+        (
+            dict(spikes=(np.full((2, 5, 3), 2, dtype=np.int8), np.zeros((2, 5, 2)))),
+            r"spikes\[0\] holds values outside",
+        ),
         (dict(busy=np.ones((2, 4, 2), dtype=bool)), r"busy must have shape \(2, 5, 2\)"),
         (dict(steps=np.array([0, 5])), r"steps must lie in \[1, 5\]"),
         (dict(steps=np.array([5])), r"steps must have shape \(2,\)"),
@@ -166,12 +192,17 @@ def test_load_errors(tmp_path):
         Trace.load(bad)
     from ir import Layer, Network
 
-    net = Network(layers=(Layer(weight=[[1]], bias=[0], threshold=1, neg_bound=0, pos_bound=1),),
-                  n_inputs=1, encoding="analog", input_bounds=(0, 1))
+    net = Network(
+        layers=(Layer(weight=[[1]], bias=[0], threshold=1, neg_bound=0, pos_bound=1),),
+        n_inputs=1,
+        encoding="analog",
+        input_bounds=(0, 1),
+    )
     other = tmp_path / "net.npz"
     net.save(other)
-    with pytest.raises(FormatError, match="expected a spikezip-trace file, found kind "
-                                          "'spikezip-network'"):
+    with pytest.raises(
+        FormatError, match="expected a spikezip-trace file, found kind 'spikezip-network'"
+    ):
         Trace.load(other)
 
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for random integer networks and their inputs (shared by sw and hw tests)."""
+"""Hypothesis strategies for random integer networks and inputs (shared by sw and hw tests)."""
 
 from __future__ import annotations
 

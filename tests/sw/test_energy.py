@@ -13,8 +13,9 @@ from sw.reference import simulate
 def test_two_layer_analog_hand_computed():
     # layer 0: 2 inputs → 2 neurons, Θ = 4; layer 1: 2 → 3 neurons, bias on one neuron
     l0 = Layer(weight=[[2, 0], [0, 1]], bias=[0, 0], threshold=4, neg_bound=0, pos_bound=15)
-    l1 = Layer(weight=[[4, 0], [0, 4], [4, 4]], bias=[0, 0, 4], threshold=4, neg_bound=0,
-               pos_bound=15)
+    l1 = Layer(
+        weight=[[4, 0], [0, 4], [4, 4]], bias=[0, 0, 4], threshold=4, neg_bound=0, pos_bound=15
+    )
     net = Network(layers=(l0, l1), n_inputs=2, encoding="analog", input_bounds=(0, 16))
     x = np.array([[4, 2]])
     tr = simulate(net, x)

@@ -20,12 +20,22 @@ def independent_qann(network: Network, x: np.ndarray) -> list[np.ndarray]:
     a = [[int(v) for v in row] for row in (x.sum(axis=1) if x.ndim == 3 else x)]
     out = []
     for layer in network.layers:
-        w, b, th, h = (layer.weight.tolist(), layer.bias.tolist(), layer.thresholds.tolist(),
-                       layer.initial_membranes.tolist())
+        w, b, th, h = (
+            layer.weight.tolist(),
+            layer.bias.tolist(),
+            layer.thresholds.tolist(),
+            layer.initial_membranes.tolist(),
+        )
         a = [
             [
-                min(max((sum(wi * aj for wi, aj in zip(w[i], row)) + b[i] + h[i]) // th[i],
-                        layer.neg_bound), layer.pos_bound)
+                min(
+                    max(
+                        (sum(wi * aj for wi, aj in zip(w[i], row, strict=True)) + b[i] + h[i])
+                        // th[i],
+                        layer.neg_bound,
+                    ),
+                    layer.pos_bound,
+                )
                 for i in range(layer.n_out)
             ]
             for row in a
@@ -40,8 +50,11 @@ def cases(draw):
     return network, draw(inputs_for(network))
 
 
-@settings(max_examples=320, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                    HealthCheck.data_too_large])
+@settings(
+    max_examples=320,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(cases())
 def test_converged_snn_equals_integer_qann(case):
     network, x = case
@@ -70,15 +83,18 @@ def test_converged_snn_equals_integer_qann(case):
 @given(cases())
 def test_integer_qann_matches_independent_python_integers(case):
     network, x = case
-    for k, (mine, ref) in enumerate(zip(integer_qann(network, x), independent_qann(network, x))):
+    for k, (mine, ref) in enumerate(
+        zip(integer_qann(network, x), independent_qann(network, x), strict=True)
+    ):
         np.testing.assert_array_equal(mine, ref, err_msg=f"layer {k}")
 
 
 def test_exact_matmul_paths_beyond_float_precision():
     # weights so large that float32 (and float64) sums would round: the int64 path must be used
     big = 2**40 + 1
-    layer = Layer(weight=[[big, -big + 3, 7]], bias=[5], threshold=2**41 + 3, neg_bound=-32,
-                  pos_bound=31)
+    layer = Layer(
+        weight=[[big, -big + 3, 7]], bias=[5], threshold=2**41 + 3, neg_bound=-32, pos_bound=31
+    )
     net = Network(layers=(layer,), n_inputs=3, encoding="analog", input_bounds=(-1000, 1000))
     x = np.array([[999, 998, -3], [-1000, -999, 1000], [1, 1, 1]])
     tr = simulate(net, x)
@@ -118,8 +134,9 @@ def test_step_cap_is_reported_never_silent():
 def test_stbif_step_is_elementwise_and_pure():
     u = torch.tensor([0, 3, 4, -1, 10, -10])
     a = torch.tensor([0, 0, 0, 0, 7, -8])
-    s, u2, a2 = stbif_step(torch.tensor(0), u, a, threshold=torch.tensor(4), neg_bound=-8,
-                           pos_bound=7)
+    s, u2, a2 = stbif_step(
+        torch.tensor(0), u, a, threshold=torch.tensor(4), neg_bound=-8, pos_bound=7
+    )
     assert s.tolist() == [0, 0, 1, -1, 0, 0]
     assert u2.tolist() == [0, 3, 0, 3, 10, -10]
     assert a2.tolist() == [0, 0, 1, -1, 7, -8]

@@ -40,24 +40,24 @@ def analog(value, **kw):
 
 
 def test_v1_tie_at_plus_half():
-    net, tr = analog(2)
+    _, tr = analog(2)
     assert (tr.spikes[0][0, 0, 0], tr.tracers[0][0, 0, 0], tr.membranes[0][0, 0, 0]) == (1, 1, 0)
     assert tr.counts()[0, 0] == 1
 
 
 def test_v2_tie_at_minus_half_does_not_fire():
-    net, tr = analog(-2)
+    _, tr = analog(-2)
     assert tr.membranes[0][0, 0, 0] == 0 and tr.counts()[0, 0] == 0
     assert not tr.spikes[0].any()
 
 
 def test_v3_just_below_minus_half():
-    net, tr = analog(-3)
+    _, tr = analog(-3)
     assert (tr.spikes[0][0, 0, 0], tr.tracers[0][0, 0, 0], tr.membranes[0][0, 0, 0]) == (-1, -1, 3)
 
 
 def test_v4_positive_saturation_keeps_residue():
-    net, tr = analog(100)
+    _, tr = analog(100)
     s = tr.spikes[0][0, :, 0]
     assert list(s[:7]) == [1] * 7 and not s[7:].any()
     assert tr.tracers[0][0, -1, 0] == 7 and tr.membranes[0][0, -1, 0] == 74
@@ -65,7 +65,7 @@ def test_v4_positive_saturation_keeps_residue():
 
 
 def test_v5_asymmetric_negative_saturation():
-    net, tr = analog(-100, n=0, p=15)
+    _, tr = analog(-100, n=0, p=15)
     assert not tr.spikes[0].any()
     assert tr.membranes[0][0, -1, 0] == -98 and tr.counts()[0, 0] == 0
 
@@ -100,9 +100,9 @@ def test_v9_odd_threshold(value, expected):
 
 
 def test_v10_zero_input_runs_one_step_and_target_zero_runs_two():
-    net, tr = analog(0)
+    _, tr = analog(0)
     assert tr.steps[0] == 1 and not tr.busy.any()
-    net, tr = analog(1)
+    _, tr = analog(1)
     assert tr.steps[0] == 2 and tr.counts()[0, 0] == 0
 
 
@@ -129,7 +129,7 @@ def test_v12_sign_flip_after_large_drive():
 
 
 def test_v12b_negative_saturation_symmetric():
-    net, tr = analog(-100)
+    _, tr = analog(-100)
     s = tr.spikes[0][0, :, 0]
     assert list(s[:8]) == [-1] * 8 and not s[8:].any()
     assert tr.tracers[0][0, -1, 0] == -8 and tr.membranes[0][0, -1, 0] == -66
@@ -204,8 +204,11 @@ def test_v16_layer_serial_zero_delay():
 def test_v17_judger_fixed_point():
     rng = np.random.default_rng(7)
     layer = Layer(
-        weight=rng.integers(-9, 10, (6, 5)), bias=rng.integers(-5, 6, 6), threshold=5,
-        neg_bound=-8, pos_bound=7,
+        weight=rng.integers(-9, 10, (6, 5)),
+        bias=rng.integers(-5, 6, 6),
+        threshold=5,
+        neg_bound=-8,
+        pos_bound=7,
     )
     net = Network(layers=(layer,), n_inputs=5, encoding="analog", input_bounds=(-20, 20))
     x = rng.integers(-20, 21, (8, 5))
@@ -217,7 +220,7 @@ def test_v17_judger_fixed_point():
     for b in range(8):
         t = tr.steps[b] - 1  # the idle step
         assert not tr.busy[b, t, -1]
-        assert tr.busy[b, : t, -1].all()
+        assert tr.busy[b, :t, -1].all()
 
 
 def test_v18_bias_spread_same_result_different_trace():
