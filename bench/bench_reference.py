@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import record  # noqa: E402
+from _record import record
 
-from sw import digits, qann  # noqa: E402
-from sw.convert import to_network  # noqa: E402
-from sw.reference import integer_qann, simulate  # noqa: E402
+from sw import digits, qann
+from sw.convert import to_network
+from sw.reference import integer_qann, simulate
 
 
 def main() -> None:
@@ -36,8 +36,11 @@ def main() -> None:
     reps = -(-args.batch // len(data.x_test))
     x = np.tile(data.x_test, (reps, 1))[: args.batch]
     simulate(network, x[:50])  # warm-up
-    results = {"batch": args.batch, "threads": args.threads, "layers": [
-        f"{layer.n_in}x{layer.n_out}" for layer in network.layers]}
+    results = {
+        "batch": args.batch,
+        "threads": args.threads,
+        "layers": [f"{layer.n_in}x{layer.n_out}" for layer in network.layers],
+    }
     for label, state in (("spikes", False), ("spikes+state", True)):
         times = []
         for _ in range(args.repeats):
@@ -50,8 +53,10 @@ def main() -> None:
             "images_per_s_median": round(args.batch / median),
             "seconds_median": round(median, 4),
         }
-        print(f"reference ({label:<12}) batch {args.batch}: {args.batch / median:>9,.0f} images/s "
-              f"median, {args.batch / best:>9,.0f} best ({args.repeats} runs)")
+        print(
+            f"reference ({label:<12}) batch {args.batch}: {args.batch / median:>9,.0f} images/s "
+            f"median, {args.batch / best:>9,.0f} best ({args.repeats} runs)"
+        )
     t0 = time.perf_counter()
     integer_qann(network, x)
     results["integer_qann_images_per_s"] = round(args.batch / (time.perf_counter() - t0))

@@ -111,15 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep.add("float vs integer QANN", f"class agreement {agree.prediction:.2%} (approximation)")
     rep.add("time steps", f"mean {ops['steps_mean']:.2f}, max {ops['steps_max']}")
-    rep.add("SOPs / inference", f"{ops['sops_mean']:.0f} ({ops['acs_mean']:.0f} AC + "
-            f"{ops['macs_mean']:.0f} MAC)")
+    rep.add(
+        "SOPs / inference",
+        f"{ops['sops_mean']:.0f} ({ops['acs_mean']:.0f} AC + {ops['macs_mean']:.0f} MAC)",
+    )
     rep.add("energy / inference", f"{ops['energy_nj_mean']:.3f} nJ (0.9 pJ/AC, 4.6 pJ/MAC)")
     rep.timings.append(("total", time.perf_counter() - t_start))
 
     print()
     print(rep.table())
     (out / "report.md").write_text(
-        "# spikezip-hw digits demo\n\n" + rep.markdown() + "\n"
+        "# spikezip-hw digits demo\n\n"
+        + rep.markdown()
+        + "\n"
         + ("\nFAILED: " + "; ".join(rep.failures) + "\n" if rep.failures else "")
     )
     print(f"\nwrote {out}/report.md, {out}/digits.npz, {out}/golden.npz")
