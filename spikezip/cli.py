@@ -16,6 +16,7 @@ import numpy as np
 
 from ir import FormatError, Network, Trace
 from ir.compare import TraceMismatchError, first_divergence
+from ir.transformer import VisionTransformer, load_network
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
 
@@ -60,10 +61,15 @@ def _save_inputs(path: Path, arr: np.ndarray) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from sw.energy import count_ops
-    from sw.reference import StepCapWarning, simulate
+    from sw.reference import StepCapWarning
 
-    network = Network.load(args.network)
+    network = load_network(args.network)  # either kind: dispatch on the file's metadata kind
+    if isinstance(network, VisionTransformer):
+        from sw.vit_energy import count_ops
+        from sw.vit_reference import simulate
+    else:
+        from sw.energy import count_ops
+        from sw.reference import simulate
     inputs = load_inputs(args.inputs)
     try:
         x = network.check_inputs(inputs)
@@ -77,7 +83,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     trace.save(args.output)
     ops = count_ops(network, trace, x).summary()
     print(
-        f"wrote {args.output}: {trace.batch} samples, {network.depth} layers, steps mean "
+        f"wrote {args.output}: {trace.batch} samples, {trace.depth} layers, steps mean "
         f"{ops['steps_mean']:.2f} max {ops['steps_max']}, SOPs/sample {ops['sops_mean']:.0f}, "
         f"energy/sample {ops['energy_nj_mean']:.3f} nJ"
     )
@@ -89,7 +95,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     golden, actual = Trace.load(args.golden), Trace.load(args.actual)
     if args.network is not None:
-        digest = Network.load(args.network).digest()
+        digest = load_network(args.network).digest()
         for name, tr in ((args.golden, golden), (args.actual, actual)):
             if tr.network_digest != digest:
                 raise CliError(f"{name}: trace is of another network (digest mismatch)")
@@ -146,12 +152,118 @@ def cmd_digits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_lanes(text: str) -> int | tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CliError(
+            f"--lanes must be an integer or a comma-separated list, not {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise CliError(f"--lanes values must be positive integers, not {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _fc_network(path: str) -> Network:
+    network = load_network(path)
+    if not isinstance(network, Network):
+        raise CliError(
+            f"{path}: {type(network).__name__} has no RTL generator yet (fully-connected ST-BIF "
+            "networks only)"
+        )
+    return network
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from hw.generate import write_design
+
+    network = _fc_network(args.network)
+    lanes = _parse_lanes(args.lanes)
+    try:
+        manifest = write_design(
+            network, args.output, lanes=lanes, toplevel=args.top, backend=args.backend
+        )
+    except (ValueError, TypeError) as e:
+        raise CliError(str(e)) from None
+    print(
+        f"wrote {args.output}/{manifest['verilog']} (top {args.top}, lanes "
+        f"{manifest['parameters']['lanes']}), {len(manifest['layers'])} weight images, "
+        f"manifest.json (digest {manifest['network']['digest'][:12]})"
+    )
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from sim.network import simulate
+
+    network = _fc_network(args.network)
+    try:
+        x = network.check_inputs(load_inputs(args.inputs))
+    except (ValueError, TypeError) as e:
+        raise CliError(f"{args.inputs}: {e}") from None
+    lanes = _parse_lanes(args.lanes)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(x), unit="inference", desc=f"{args.sim}", leave=False)
+
+    def progress(done: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    from sim.runner import SimulationError
+
+    try:
+        run = simulate(
+            network,
+            x,
+            sim=args.sim,
+            lanes=lanes,
+            root=args.build_dir,
+            waves=args.waves,
+            valid=args.valid,
+            ready=args.ready,
+            seed=args.seed,
+            on_progress=progress,
+        )
+    except SimulationError as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    run.trace.save(args.output)
+    done = len(run.done)
+    print(
+        f"wrote {args.output}: {done}/{len(x)} inferences on {args.sim}, {run.total_cycles} "
+        f"cycles, {run.latency.mean() if done else 0:.0f} cycles latency, "
+        f"{run.total_cycles / max(done, 1):.0f} cycles per inference back to back, "
+        f"{run.cycles_per_second:,.0f} cycles/s, {run.run_seconds:.1f} s"
+    )
+    if run.waves is not None:
+        print(
+            f"waves: {run.waves} (cycle c ends at the rising clock edge at "
+            f"{run.edge0_ns:g} + 10·c ns)"
+        )
+    if done < len(x):
+        print(
+            f"spikezip: {len(x) - done} inferences did not finish; compare the trace to see where",
+            file=sys.stderr,
+        )
+        return EXIT_DIVERGED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikezip", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("trace", help="golden trace of NETWORK on INPUTS (integer reference)")
-    t.add_argument("network", help="network file (.npz written by Network.save)")
+    t.add_argument(
+        "network", help="network file (.npz written by Network.save or VisionTransformer.save)"
+    )
     t.add_argument("inputs", help="inputs .npy/.npz: analog [batch, n] or spike [batch, steps, n]")
     t.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
     t.add_argument("--max-steps", type=int, default=None, help="step cap (default: proven bound)")
@@ -171,6 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("digits", help="train (or load cached) the digits QANN and convert it")
     d.add_argument("-o", "--output", default="out", help="directory to write into")
     d.set_defaults(func=cmd_digits)
+    g = sub.add_parser("generate", help="Verilog, weight images and manifest of NETWORK")
+    g.add_argument("network")
+    g.add_argument("-o", "--output", required=True, help="directory to write into")
+    g.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,… (default 8)")
+    g.add_argument("--top", default="spikezip_net", help="top module name")
+    g.add_argument("--backend", default="proc", choices=("proc", "amaranth"))
+    g.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("simulate", help="run NETWORK's RTL on INPUTS in cocotb; write its trace")
+    s.add_argument("network")
+    s.add_argument("inputs")
+    s.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    s.add_argument("-o", "--output", required=True, help="hardware trace to write (.npz)")
+    s.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,… (default 8)")
+    s.add_argument("--build-dir", default="build/designs", help="where designs are built")
+    s.add_argument("--waves", action="store_true", help="dump waveforms (FST, or VCD)")
+    s.add_argument("--valid", type=float, default=1.0, help="input offer probability per cycle")
+    s.add_argument("--ready", type=float, default=1.0, help="output accept probability per cycle")
+    s.add_argument("--seed", type=int, default=None, help="cocotb random seed")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_simulate)
     return p
 
 

@@ -1,0 +1,75 @@
+"""``spikezip trace`` and ``compare`` on a transformer network file (dispatch on its kind)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ir import Trace
+from ir.transformer import VisionTransformer
+from spikezip.cli import main
+from sw.vit_reference import integer_qann, simulate
+from tests.sw.test_vit_reference import one_block_vit
+
+
+@pytest.fixture
+def files(tmp_path):
+    vit = one_block_vit()
+    vit.save(tmp_path / "vit.npz")
+    np.save(tmp_path / "x.npy", np.array([[16, 3], [0, 0], [5, 9]]))
+    return tmp_path
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_trace_of_a_transformer_then_compare(files, capsys):
+    vit = VisionTransformer.load(files / "vit.npz")
+    assert run("trace", files / "vit.npz", files / "x.npy", "-o", files / "g.npz", "--state") == 0
+    out = capsys.readouterr().out
+    assert f"3 samples, {len(vit.sites)} layers" in out and "energy/sample" in out
+    tr = Trace.load(files / "g.npz")
+    assert tr.layer_names == vit.site_names and tr.membranes is not None
+    assert tr.network_digest == vit.digest()
+    x = np.load(files / "x.npy")
+    want = simulate(vit, x, record_state=True)
+    for k in range(tr.depth):
+        np.testing.assert_array_equal(tr.spikes[k], want.spikes[k])
+        np.testing.assert_array_equal(tr.counts(k), integer_qann(vit, x).codes[k])
+    assert run("compare", files / "g.npz", files / "g.npz", "--network", files / "vit.npz") == 0
+    assert "identical: 3 samples" in capsys.readouterr().out
+
+
+def test_compare_names_the_site_of_the_first_divergence(files, capsys):
+    run("trace", files / "vit.npz", files / "x.npy", "-o", files / "g.npz")
+    tr = Trace.load(files / "g.npz")
+    k = tr.layer_names.index("blocks.0.attn")
+    spikes = [s.copy() for s in tr.spikes]
+    b, t, n = np.argwhere(spikes[k] != 0)[0]
+    spikes[k][b, t, n] = 0
+    Trace(
+        network_digest=tr.network_digest,
+        spikes=tuple(spikes),
+        busy=tr.busy,
+        steps=tr.steps,
+        capped=tr.capped,
+        layer_names=tr.layer_names,
+    ).save(files / "hw.npz")
+    capsys.readouterr()
+    assert run("compare", files / "g.npz", files / "hw.npz") == 1
+    out = capsys.readouterr().out
+    assert f"sample {b}, layer {k} (blocks.0.attn), neuron {n}, time step {t}" in out
+
+
+def test_transformer_errors_are_one_line(files, capsys):
+    np.save(files / "wrong.npy", np.zeros((2, 3), dtype=int))
+    assert run("trace", files / "vit.npz", files / "wrong.npy", "-o", files / "o.npz") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and r"shape [batch, 2]" in err
+    assert (
+        run("trace", files / "vit.npz", files / "x.npy", "-o", files / "o.npz", "--max-steps", "2")
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "max_steps=2" in err  # the cap is never silent
