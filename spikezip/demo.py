@@ -62,9 +62,94 @@ class Stopwatch:
         self.report.timings.append((self.name, time.perf_counter() - self.t0))
 
 
+def rtl_stage(
+    rep: Report, network, x, y, golden, out: Path, *, sim: str, images: int | None, lanes: int
+) -> None:
+    """Generate, simulate cycle-accurately, compare every image; add the rows."""
+    from ir.compare import first_divergence
+    from sim.network import design, simulate
+
+    n = len(x) if images is None else min(images, len(x))
+    with Stopwatch(rep, f"generate Verilog (lanes {lanes})"):
+        d = design(network, Path("build") / "designs", lanes=lanes)
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, unit="image", desc=f"RTL on {sim}", leave=False)
+    with Stopwatch(rep, f"build + simulate {n} images ({sim})"):
+        run = simulate(
+            network, x[:n], sim=sim, design_dir=d, on_progress=lambda k: bar.update(k - bar.n)
+        )
+    bar.close()
+    run.trace.save(out / "hw.npz")
+    sub = golden.select(slice(0, n))
+    div = first_divergence(sub, run.trace)
+    exact = sum(first_divergence(sub.select([b]), run.trace.select([b])) is None for b in range(n))
+    rep.check(div is None, f"RTL differs from the reference: {div}")
+    rtl_acc = float((run.trace.predictions() == y[:n]).mean())
+    ref_acc = float((sub.predictions() == y[:n]).mean())
+    rep.check(rtl_acc == ref_acc, "RTL accuracy != SNN accuracy")
+    rep.add(
+        f"accuracy: RTL ({sim}, {n} images)",
+        f"{rtl_acc:.2%} (SNN on the same images: {ref_acc:.2%})",
+    )
+    rep.add("images bit-exact (RTL == reference)", f"{exact} / {n}")
+    rep.add(
+        "cycles / inference",
+        f"latency mean {run.latency.mean():.0f}, max "
+        f"{run.latency.max()}; back to back {run.total_cycles / n:.0f}",
+    )
+    rep.add(
+        "RTL simulation speed",
+        f"{run.cycles_per_second:,.0f} cycles/s, "
+        f"{run.run_seconds / n:.3f} s per image (start-up included)",
+    )
+    rep.add(
+        "design",
+        f"{d.verilog} ({', '.join(str(p) for p in d.manifest['parameters']['lanes'])} lanes)",
+    )
+
+
+def raster(trace, network, path: Path, *, sample: int) -> None:
+    """Spike raster of one sample through all layers (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depth, steps = trace.depth, int(trace.steps[sample])
+    fig, axes = plt.subplots(1, depth, figsize=(4 * depth, 4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        s = trace.spikes[k][sample, :steps]
+        for sign, marker, color in ((1, "^", "tab:blue"), (-1, "v", "tab:red")):
+            t, i = np.nonzero(s == sign)
+            ax.scatter(t, i, marker=marker, s=14, c=color, label=f"{sign:+d}")
+        ax.set_title(f"{network.layer_name(k)} ({network.layers[k].n_out} neurons)")
+        ax.set_xlabel("time step")
+        ax.set_ylabel("neuron")
+        ax.set_xlim(-0.5, steps - 0.5)
+        ax.set_ylim(-0.5, network.layers[k].n_out - 0.5)
+    axes[0][0].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"spike raster, test image {sample}: {steps} steps")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out", help="output directory (default: out)")
+    ap.add_argument(
+        "--sim",
+        default="verilator",
+        choices=("verilator", "icarus", "none"),
+        help="simulator for the RTL stage ('none' skips it)",
+    )
+    ap.add_argument(
+        "--images", type=int, default=None, help="test images to simulate in RTL (default: all)"
+    )
+    ap.add_argument("--lanes", type=int, default=8, help="lanes per layer core (default 8)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,17 +201,26 @@ def main(argv: list[str] | None = None) -> int:
         f"{ops['sops_mean']:.0f} ({ops['acs_mean']:.0f} AC + {ops['macs_mean']:.0f} MAC)",
     )
     rep.add("energy / inference", f"{ops['energy_nj_mean']:.3f} nJ (0.9 pJ/AC, 4.6 pJ/MAC)")
+    if args.sim != "none":
+        rtl_stage(
+            rep, network, x, y, golden, out, sim=args.sim, images=args.images, lanes=args.lanes
+        )
+    raster(golden, network, out / "raster.png", sample=0)
     rep.timings.append(("total", time.perf_counter() - t_start))
 
     print()
     print(rep.table())
-    (out / "report.md").write_text(
+    tmp = out / ".report.md.tmp"
+    tmp.write_text(
         "# spikezip-hw digits demo\n\n"
         + rep.markdown()
         + "\n"
         + ("\nFAILED: " + "; ".join(rep.failures) + "\n" if rep.failures else "")
     )
-    print(f"\nwrote {out}/report.md, {out}/digits.npz, {out}/golden.npz")
+    print(
+        f"\nwrote {out}/report.md, {out}/raster.png, {out}/digits.npz, {out}/golden.npz"
+        + (f", {out}/hw.npz" if args.sim != "none" else "")
+    )
     if rep.failures:
         print("FAILED: " + "; ".join(rep.failures), file=sys.stderr)
         return 1
