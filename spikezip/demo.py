@@ -216,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         + rep.markdown()
         + "\n"
         + ("\nFAILED: " + "; ".join(rep.failures) + "\n" if rep.failures else "")
+        + f"\n![spike raster of test image 0 (label {y[0]})](raster.png)\n\n"
+        "Spike raster of test image 0 through all layers: +1 spikes as up-triangles, -1 spikes "
+        "as down-triangles, one row per neuron, one column per time step.\n"
     )
+    tmp.replace(out / "report.md")
     print(
         f"\nwrote {out}/report.md, {out}/raster.png, {out}/digits.npz, {out}/golden.npz"
         + (f", {out}/hw.npz" if args.sim != "none" else "")
