@@ -1,0 +1,158 @@
+"""Synaptic datapath: turns word operations into per-lane drives ``value × W[lanes, index]``.
+
+The weights of a layer live in one ``lib.memory.Memory`` initialised at generation time. A memory
+word holds the ``lanes`` weights of one input ``j`` to one word ``c`` of output neurons
+(``W[c·lanes + k, j]`` in lane ``k``, zero in padding lanes), at address ``j·words + c``; the depth
+is ``n_in · words``. An input event therefore costs ``words = ceil(n_out / lanes)`` operations,
+one per cycle, and the ``lanes`` synaptic operations of each are done in parallel.
+
+Only the first layer of an analog-encoded network multiplies (``value × w``, one multiplier per
+lane); every other layer sees ``value ∈ {-1, +1}`` and adds or subtracts the weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.cycle_model import LayerTiming
+from hw.layouts import Op, command_layout, op_layout
+from ir.network import Layer, LayerWidths
+
+__all__ = ["Accumulator", "weight_words"]
+
+
+def weight_words(layer: Layer, lanes: int) -> np.ndarray:
+    """Weight memory contents ``int64 [n_in · W, lanes]``: ``W[c·lanes + k, j]`` at ``j·W + c``."""
+    words = -(-layer.n_out // lanes)
+    padded = np.zeros((words * lanes, layer.n_in), dtype=np.int64)
+    padded[: layer.n_out] = layer.weight
+    # [words, lanes, n_in] -> [n_in, words, lanes]
+    return padded.reshape(words, lanes, layer.n_in).transpose(2, 0, 1).reshape(-1, lanes)
+
+
+class Accumulator(wiring.Component):
+    """Weight look-up and multiply (or sign) stage between the sequencer and the neuron array.
+
+    For an ``INTEGRATE`` operation on word ``c`` with ``(index, value)`` it outputs the command
+    with drive ``value × W[c·lanes + k, index]`` in lane ``k``; ``FIRE`` and ``INIT`` operations
+    pass with a zero drive.
+
+    Latency 1 (the synchronous weight read); throughput one word operation per cycle.
+
+    Parameters
+    ----------
+    layer : ir.Layer
+    widths : ir.network.LayerWidths
+        The layer's exact widths (weight width).
+    analog : bool
+        The layer takes analog input values (multiplies); otherwise ±1 spikes (adds).
+    lanes : int
+    index_width, value_width : int
+        Widths of the input events (:func:`hw.events.input_format`).
+
+    Members
+    -------
+    i : In(stream.Signature(op_layout, always_ready=True))
+    o : Out(stream.Signature(command_layout, always_ready=True))
+    """
+
+    def __init__(
+        self,
+        *,
+        layer: Layer,
+        widths: LayerWidths,
+        analog: bool,
+        lanes: int,
+        index_width: int,
+        value_width: int,
+    ) -> None:
+        self._layer, self._widths, self._analog = layer, widths, bool(analog)
+        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
+        self._value_width = value_width
+        words = self._timing.words
+        super().__init__(
+            {
+                "i": In(
+                    stream.Signature(
+                        op_layout(words=words, index_width=index_width, value_width=value_width),
+                        always_ready=True,
+                    )
+                ),
+                "o": Out(
+                    stream.Signature(
+                        command_layout(words=words, lanes=lanes, drive_width=self.drive_width),
+                        always_ready=True,
+                    )
+                ),
+            }
+        )
+
+    @property
+    def layer(self) -> Layer:
+        return self._layer
+
+    @property
+    def lanes(self) -> int:
+        return self._timing.lanes
+
+    @property
+    def words(self) -> int:
+        return self._timing.words
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    @property
+    def drive_width(self) -> int:
+        """Signed bits of one event's drive: the natural width of ``value × w`` (or ``±w``).
+
+        Exactly the width of the product, so that no output bit is a copy of another (Yosys
+        would alias such bits, and Icarus simulates an output port aliased to itself ~100×
+        slower).
+        """
+        if self._analog:
+            return self._value_width + self._widths.weight
+        return self._widths.weight + 1
+
+    @property
+    def weight_depth(self) -> int:
+        """Words of the weight memory: ``n_in · words``."""
+        return self._layer.n_in * self.words
+
+    def weight_words(self) -> np.ndarray:
+        """The weight memory contents, ``int64 [n_in · words, lanes]``."""
+        return weight_words(self._layer, self.lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        words = self.words
+        m.submodules.weights = mem = memory.Memory(
+            shape=data.ArrayLayout(signed(self._widths.weight), self.lanes),
+            depth=self.weight_depth,
+            init=[row.tolist() for row in self.weight_words()],
+        )
+        rp = mem.read_port()
+        m.d.comb += rp.addr.eq(self.i.payload.index * words + self.i.payload.word)
+        op = Signal(self.i.payload.shape(), name="op")
+        op_valid = Signal(name="op_valid")
+        m.d.sync += [op.eq(self.i.payload), op_valid.eq(self.i.valid)]
+        m.d.comb += [
+            self.o.valid.eq(op_valid),
+            self.o.payload.op.eq(op.op),
+            self.o.payload.word.eq(op.word),
+            self.o.payload.last.eq(op.last),
+            self.o.payload.busy.eq(op.busy),
+        ]
+        integrate = op.op == Op.INTEGRATE
+        for k in range(self.lanes):
+            w = rp.data[k]
+            if self._analog:
+                product = op.value * w
+            else:  # ±1 spikes: add or subtract
+                product = Mux(op.value == 0, 0, Mux(op.value < 0, -w, w))
+            m.d.comb += self.o.payload.drive[k].eq(Mux(integrate, product, 0))
+        return m

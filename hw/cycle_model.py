@@ -1,0 +1,239 @@
+"""Exact cycle model of a layer core (``hw.layer_core``), in plain Python (no amaranth).
+
+With ``W = ceil(n_out / lanes)`` words, no backpressure on the output and the input always valid,
+the layer core runs a fixed schedule that this module computes from the golden event lists
+(:mod:`hw.events`). Cycle 0 is the first cycle after reset. All constants live in
+:class:`LayerTiming`; the components read their latency properties from it.
+
+The sequencer issues one word operation per cycle ("slot"):
+
+* **re-initialisation**: ``W`` slots (``U = H + B``, ``A = 0``), from cycle 0 and, after an
+  inference's last sweep, from the cycle its busy flag (0) is known;
+* **accumulate**: each input event takes ``W`` slots, back to back (``E·W`` for ``E`` events);
+* **sweep** (fire phase): ``W`` slots; its first slot is the one that consumes the input marker.
+
+Number the sweeps ``j = 0, 1, …`` over the whole run and let ``m_j`` be the cycle marker ``j``
+leaves. The emitter buffers two steps, so sweep ``j`` starts no earlier than ``m_{j-2} + 1``:
+
+* an input-fed step starts its sweep at ``x_j = max(a + E·W, m_{j-2} + 1)`` where ``a`` is its
+  first accumulate slot (``a`` = the slot after the previous sweep, or after the
+  re-initialisation);
+* a self-running step (after an input marker with ``busy = 0``, while the layer's own marker is
+  busy) at ``x_j = max(x_{j-1} + W - 1 + RESULT_DELAY, m_{j-2} + 1)`` — the previous sweep's
+  busy flag is known ``RESULT_DELAY`` cycles after its last slot;
+* after the inference's last sweep ``x`` (its busy flag 0), the re-initialisation starts at
+  ``x + W - 1 + RESULT_DELAY``.
+
+Output: word ``c`` of sweep ``j`` is updated in slot ``x_j + c``; its spikes leave one per cycle
+in ascending order, the first at the earliest in ``x_j + c + SPIKE_DELAY``, not before the spikes
+of the words below it, and not before ``m_{j-1} + 2``. The marker leaves at
+``m_j = max(x_j + W - 1 + MARKER_DELAY, cycle after the step's last spike, m_{j-1} + 1)``.
+
+So an input-fed step costs ``(E + 1)·W`` cycles unless its output is still draining two steps
+behind; a self-running step ``W + 2`` cycles or its spike count, whichever is larger; a
+re-initialisation ``W + 2`` cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hw.events import Step
+
+__all__ = ["InferenceSchedule", "LayerTiming", "StepSchedule", "schedule", "summary"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """Geometry and pipeline constants of a layer core with ``lanes`` lanes over ``n_out`` neurons.
+
+    Parameters
+    ----------
+    n_out : int
+        Neurons of the layer (≥ 1).
+    lanes : int
+        Neurons updated per cycle, ``P`` (≥ 1; more than ``n_out`` is allowed and wastes lanes).
+    """
+
+    n_out: int
+    lanes: int
+
+    #: cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves on ``o``
+    SPIKE_DELAY = 4
+    #: cycles from the last sweep slot to the earliest cycle the step's marker leaves on ``o``
+    MARKER_DELAY = 3
+    #: cycles from a marker leaving to the earliest slot of the sweep two steps later
+    RESTART_DELAY = 1
+    #: cycles from the last slot of a sweep to the earliest slot that may depend on its busy flag
+    RESULT_DELAY = 3
+    #: cycles from a marker leaving to the earliest spike of the next step
+    BANK_DELAY = 2
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.n_out) or self.n_out < 1:
+            raise ValueError(f"n_out must be a positive integer, not {self.n_out!r}")
+        if not _is_int(self.lanes) or self.lanes < 1:
+            raise ValueError(f"lanes must be a positive integer (1 or more), not {self.lanes!r}")
+        object.__setattr__(self, "n_out", int(self.n_out))
+        object.__setattr__(self, "lanes", int(self.lanes))
+
+    @property
+    def words(self) -> int:
+        """``W = ceil(n_out / lanes)``: words of ``lanes`` neurons."""
+        return -(-self.n_out // self.lanes)
+
+    @property
+    def cycles_per_event(self) -> int:
+        """Accumulate cycles per input event (``W``)."""
+        return self.words
+
+    @property
+    def sweep_cycles(self) -> int:
+        """Slots of a fire sweep (``W``), the first one consuming the input marker."""
+        return self.words
+
+    @property
+    def init_cycles(self) -> int:
+        """Slots of a re-initialisation (``W``)."""
+        return self.words
+
+    @property
+    def lane_utilization(self) -> float:
+        """Fraction of the lanes of an accumulate slot that hold a neuron: ``n_out / (W·P)``."""
+        return self.n_out / (self.words * self.lanes)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """Timing of one output step of a layer core."""
+
+    #: events the step accumulated (0 for a self-running step)
+    n_events: int
+    #: first accumulate slot (``None`` for a self-running step)
+    accumulate_cycle: int | None
+    #: first sweep slot ``x_t``
+    fire_cycle: int
+    #: cycle of every output event, in stream order
+    event_cycles: tuple[int, ...]
+    #: cycle of the end-of-step marker ``m_t``
+    marker_cycle: int
+
+
+@dataclass(frozen=True)
+class InferenceSchedule:
+    """Timing of one inference: its re-initialisation and its output steps."""
+
+    init_cycle: int
+    steps: tuple[StepSchedule, ...]
+
+    @property
+    def end_cycle(self) -> int:
+        """Cycle of the last marker (``busy = 0``)."""
+        return self.steps[-1].marker_cycle
+
+
+def _emit(
+    timing: LayerTiming, x: int, step: Step, previous: int | None
+) -> tuple[tuple[int, ...], int]:
+    """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker."""
+    lanes = timing.lanes
+    cycles: list[int] = []
+    free = x if previous is None else previous + timing.BANK_DELAY  # the output is free
+    marker = x + timing.words - 1 + timing.MARKER_DELAY
+    if previous is not None:
+        marker = max(marker, previous + 1)
+    idx = step.indices
+    for word in np.unique(idx // lanes):
+        k = int(np.count_nonzero(idx // lanes == word))
+        start = max(x + int(word) + timing.SPIKE_DELAY, free)
+        cycles.extend(range(start, start + k))
+        free = start + k
+        marker = max(marker, free)
+    return tuple(cycles), marker
+
+
+def schedule(
+    timing: LayerTiming, inputs: list[list[Step]], outputs: list[list[Step]]
+) -> list[InferenceSchedule]:
+    """The cycle of every output event and marker of a run of inferences, back to back.
+
+    Parameters
+    ----------
+    timing : LayerTiming
+    inputs : per inference, the input steps (:func:`hw.events.input_steps`)
+    outputs : per inference, the golden output steps (:func:`hw.events.output_steps`)
+    """
+    if len(inputs) != len(outputs):
+        raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
+    words = timing.words
+    out: list[InferenceSchedule] = []
+    markers: list[int] = []  # every marker of the run, in order
+    init = 0
+    for b, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
+        if len(outs) < len(ins):
+            raise ValueError(f"inference {b}: {len(outs)} output steps but {len(ins)} input steps")
+        steps: list[StepSchedule] = []
+        acc: int | None = init + timing.init_cycles
+        x = init
+        for t, step in enumerate(outs):
+            bank = markers[-2] + timing.RESTART_DELAY if len(markers) >= 2 else 0
+            if t < len(ins):
+                n, start = ins[t].n_events, acc
+                x = max(acc + n * words, bank)
+            else:
+                n, start = 0, None
+                x = max(x + words - 1 + timing.RESULT_DELAY, bank)
+            events, marker = _emit(timing, x, step, markers[-1] if markers else None)
+            steps.append(StepSchedule(n, start, x, events, marker))
+            markers.append(marker)
+            acc = x + words if t < len(ins) and ins[t].busy else None
+        out.append(InferenceSchedule(init, tuple(steps)))
+        init = x + words - 1 + timing.RESULT_DELAY
+    return out
+
+
+def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> dict[str, float]:
+    """Cycle totals, their split into phases, and utilization of a schedule.
+
+    An *input-fed* step accumulates from ``a_t`` and sweeps from ``x_t``; a *self-running* step
+    (after the input went idle) only sweeps. Utilizations are the delivered fraction of the peak
+    ``lanes`` synaptic operations per cycle (accumulate slots times the lane occupancy
+    ``n_out / (W·P)``) over:
+
+    * ``accumulate_phase_utilization`` — the accumulate phases ``[a_t, x_t)`` (1.0 × occupancy when
+      events follow each other without bubbles and no sweep waits for the previous step's spikes);
+    * ``fed_step_utilization`` — the input-fed steps, sweeps included ``[a_t, x_t + W)``;
+    * ``utilization`` — every cycle from 0 to the last marker, self-running steps,
+      re-initialisations and output latency included.
+    """
+    words, occ = timing.words, timing.lane_utilization
+    steps = [s for inf in sched for s in inf.steps]
+    fed = [s for s in steps if s.accumulate_cycle is not None]
+    total = sched[-1].end_cycle + 1 if sched else 0
+    acc = sum(s.n_events for s in fed) * words
+    phase = sum(s.fire_cycle - s.accumulate_cycle for s in fed)
+    return {
+        "cycles": total,
+        "inferences": len(sched),
+        "steps": len(steps),
+        "self_running_steps": len(steps) - len(fed),
+        "events": sum(s.n_events for s in fed),
+        "output_events": sum(len(s.event_cycles) for s in steps),
+        "accumulate_cycles": acc,
+        "accumulate_phase_cycles": phase,
+        "stall_cycles": phase - acc,
+        "sweep_cycles": len(steps) * words,
+        "init_cycles": len(sched) * timing.init_cycles,
+        "cycles_per_inference": total / max(1, len(sched)),
+        "cycles_per_step": total / max(1, len(steps)),
+        "accumulate_phase_utilization": acc / max(1, phase) * occ,
+        "fed_step_utilization": acc / max(1, phase + len(fed) * words) * occ,
+        "utilization": acc / max(1, total) * occ,
+    }

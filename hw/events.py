@@ -1,0 +1,223 @@
+"""Spike-event streams of a layer core, in plain Python: payload format and golden event lists.
+
+No amaranth import: the cocotb testbenches (which run without amaranth and torch), the cycle model
+and the benchmarks read this module; :func:`hw.layer_core.event_layout` builds the Amaranth payload
+from the same :data:`FIELDS`.
+
+Payload of one stream beat (fields from the least significant bit up, as in a
+``data.StructLayout``):
+
+========  =========================  ==============================================
+field     shape                      meaning
+========  =========================  ==============================================
+marker    1 bit                      1: end-of-step marker, 0: event
+index     unsigned ``index_width``   presynaptic neuron (input) or neuron (output)
+value     signed ``value_width``     ±1 for spikes, the input value for analog
+busy      1 bit                      on markers: the cumulative busy flag of the step
+========  =========================  ==============================================
+
+The golden event lists follow the layer-core protocol (``hw.layer_core``):
+
+* a layer's **output** in step ``t`` is its spikes of that step as events ``(i, ±1)`` in ascending
+  neuron order, then a marker carrying ``trace.busy[b, t, layer]``; a layer emits steps
+  ``0 … t_l`` per inference, ``t_l`` being its first step with ``busy == 0``;
+* the **input** of layer ``l > 0`` is the output of layer ``l - 1``;
+* the input of layer 0 is, for **analog** encoding, step 0 with the events ``(j, x_j)`` of every
+  non-zero ``x_j`` in ascending ``j`` and a marker busy ``any(x ≠ 0)``, then — if that was busy —
+  step 1 with only a marker of busy 0; for **spike** encoding, each step ``t`` its ±1 events in
+  ascending order and a marker busy ``any(x_t ≠ 0) or t < steps - 1``, until the first step whose
+  marker is not busy (one all-zero step is appended when the last input step is busy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ir.network import Encoding, Layer, LayerWidths, Network, signed_width, unsigned_width
+from ir.trace import Trace
+
+__all__ = [
+    "FIELDS",
+    "EventFormat",
+    "Step",
+    "input_format",
+    "input_steps",
+    "layer_formats",
+    "output_format",
+    "output_steps",
+]
+
+#: Payload fields from the least significant bit up; ``None`` widths come from the format.
+FIELDS: tuple[str, ...] = ("marker", "index", "value", "busy")
+
+#: Bits of a spike value (signed, ±1).
+SPIKE_VALUE_WIDTH = 2
+
+
+@dataclass(frozen=True)
+class EventFormat:
+    """Bit format of one event-stream payload.
+
+    Parameters
+    ----------
+    index_width : int
+        Unsigned bits of ``index`` (at least 1).
+    value_width : int
+        Signed bits of ``value`` (at least 2).
+    """
+
+    index_width: int
+    value_width: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index_width, int) or self.index_width < 1:
+            raise ValueError(f"index_width must be a positive integer, not {self.index_width!r}")
+        if not isinstance(self.value_width, int) or self.value_width < 2:
+            raise ValueError(f"value_width must be an integer ≥ 2, not {self.value_width!r}")
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Bits per field, in :data:`FIELDS` order."""
+        return {"marker": 1, "index": self.index_width, "value": self.value_width, "busy": 1}
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Least significant bit of every field."""
+        out, pos = {}, 0
+        for name, width in self.widths.items():
+            out[name] = pos
+            pos += width
+        return out
+
+    @property
+    def width(self) -> int:
+        """Total payload bits."""
+        return sum(self.widths.values())
+
+    def pack(self, *, marker: bool, index: int = 0, value: int = 0, busy: bool = False) -> int:
+        """The payload as an unsigned integer."""
+        off, vw = self.offsets, self.value_width
+        if not 0 <= index < 1 << self.index_width:
+            raise ValueError(f"index {index} does not fit in {self.index_width} unsigned bits")
+        if not -(1 << (vw - 1)) <= value < 1 << (vw - 1):
+            raise ValueError(f"value {value} does not fit in {vw} signed bits")
+        return (
+            (int(bool(marker)) << off["marker"])
+            | (int(index) << off["index"])
+            | ((int(value) & ((1 << vw) - 1)) << off["value"])
+            | (int(bool(busy)) << off["busy"])
+        )
+
+    def unpack(self, word: int) -> tuple[bool, int, int, bool]:
+        """``(marker, index, value, busy)`` of a payload integer."""
+        off, vw = self.offsets, self.value_width
+        value = (word >> off["value"]) & ((1 << vw) - 1)
+        if value >> (vw - 1):
+            value -= 1 << vw
+        return (
+            bool((word >> off["marker"]) & 1),
+            (word >> off["index"]) & ((1 << self.index_width) - 1),
+            value,
+            bool((word >> off["busy"]) & 1),
+        )
+
+
+def _index_width(n: int) -> int:
+    return unsigned_width(n - 1)
+
+
+def layer_formats(layer: Layer, widths: LayerWidths, *, analog: bool) -> tuple[EventFormat, ...]:
+    """``(input, output)`` event formats of a layer with exact widths ``widths``.
+
+    Analog input values take the signed width of ``[widths.input_lo, widths.input_hi]`` (at
+    least 2 bits); spikes take 2 bits.
+    """
+    value_width = SPIKE_VALUE_WIDTH
+    if analog:
+        value_width = max(SPIKE_VALUE_WIDTH, signed_width(widths.input_lo, widths.input_hi))
+    return (
+        EventFormat(_index_width(layer.n_in), value_width),
+        EventFormat(_index_width(layer.n_out), SPIKE_VALUE_WIDTH),
+    )
+
+
+def _analog(network: Network, layer: int) -> bool:
+    return layer == 0 and network.encoding is Encoding.ANALOG
+
+
+def input_format(network: Network, layer: int) -> EventFormat:
+    """Format of the events layer ``layer`` receives."""
+    lay, widths = network.layers[layer], network.widths[layer]
+    return layer_formats(lay, widths, analog=_analog(network, layer))[0]
+
+
+def output_format(network: Network, layer: int) -> EventFormat:
+    """Format of the events layer ``layer`` emits (the next layer's input)."""
+    lay, widths = network.layers[layer], network.widths[layer]
+    return layer_formats(lay, widths, analog=_analog(network, layer))[1]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One time step on an event stream: its events in stream order, then a marker.
+
+    ``indices`` and ``values`` are ``int64`` arrays of equal length.
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+    busy: bool
+
+    @property
+    def n_events(self) -> int:
+        return int(self.indices.size)
+
+    def words(self, fmt: EventFormat) -> list[int]:
+        """The step's payloads (events then marker) packed with ``fmt``."""
+        out = [
+            fmt.pack(marker=False, index=int(i), value=int(v))
+            for i, v in zip(self.indices, self.values, strict=True)
+        ]
+        out.append(fmt.pack(marker=True, busy=self.busy))
+        return out
+
+
+def _step(row: np.ndarray, busy: bool) -> Step:
+    idx = np.flatnonzero(row)
+    return Step(indices=idx.astype(np.int64), values=row[idx].astype(np.int64), busy=bool(busy))
+
+
+def output_steps(trace: Trace, layer: int) -> list[list[Step]]:
+    """Per sample, the steps layer ``layer`` emits: ``0 … t_l`` (first step with busy 0)."""
+    spikes, busy = trace.spikes[layer], trace.busy[:, :, layer]
+    out = []
+    for b in range(trace.batch):
+        idle = np.flatnonzero(~busy[b])
+        if idle.size == 0:
+            raise ValueError(
+                f"layer {layer} of sample {b} never reaches an idle step in the trace "
+                f"({trace.n_steps} steps; capped run?)"
+            )
+        out.append([_step(spikes[b, t], busy[b, t]) for t in range(int(idle[0]) + 1)])
+    return out
+
+
+def input_steps(network: Network, inputs: np.ndarray, trace: Trace, layer: int) -> list[list[Step]]:
+    """Per sample, the steps layer ``layer`` receives (see the module docstring)."""
+    if layer > 0:
+        return output_steps(trace, layer - 1)
+    x = network.check_inputs(inputs)
+    out = []
+    for b in range(x.shape[0]):
+        if network.encoding is Encoding.ANALOG:
+            first = _step(x[b], bool(np.any(x[b])))
+            steps = [first]
+        else:
+            n = x.shape[1]
+            steps = [_step(x[b, t], bool(np.any(x[b, t])) or t < n - 1) for t in range(n)]
+        if steps[-1].busy:
+            steps.append(_step(np.zeros(network.layers[0].n_in, dtype=np.int64), False))
+        out.append(steps)
+    return out

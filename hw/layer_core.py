@@ -1,0 +1,303 @@
+"""Layer core: one fully-connected ST-BIF layer as an event-driven, ``lanes``-wide datapath.
+
+Architecture (one word operation per cycle flows left to right)::
+
+    i ─▶ Sequencer ──ops──▶ Accumulator ──commands──▶ NeuronArray ──words──▶ SpikeEmitter ─▶ o
+         (input reg,        (weight memory,          (membranes,             (2-bank spike
+          step FSM)          × or ± per lane)         tracers, P lanes)       buffer, encoder)
+             ▲                                                                   │
+             └──────────────── sweep done + busy, marker sent ◀──────────────────┘
+
+Protocol (the contract with the other layers and with the golden trace, :mod:`hw.events`):
+
+* The stream payload is :func:`event_layout`: ``marker``, ``index``, ``value`` (signed), ``busy``.
+* Membranes start at ``H + B`` (bias once) after reset and at the start of every inference;
+  tracers at 0.
+* A step: every input event ``(j, v)`` of the step adds ``v·W[:, j]`` to the membranes (``W``
+  cycles per event, ``W = ceil(n_out / lanes)``), until the input marker; then a sweep updates all
+  neurons and the core emits ``(i, ±1)`` for every spike in ascending ``i``, then its own marker
+  with ``busy`` = input marker's busy OR any spike this step OR (step 0 and any bias ≠ 0), which is
+  ``trace.busy[b, t, layer]`` of the reference.
+* An input marker with ``busy = 0`` means the input is idle for good: the core finishes that step
+  and, while its own marker is busy, runs further steps on its own (consuming nothing) until it
+  emits a marker with ``busy = 0``. Then it re-initialises and reads the next inference.
+* ``valid``/``ready`` are respected on both sides: idle input cycles are fine, and backpressure on
+  ``o`` stalls the core once a third step's sweep is due (the emitter buffers two steps).
+  ``i.ready`` and ``o.valid`` depend on registers only, never combinationally on the other side.
+
+Timing (no backpressure, input always valid): :mod:`hw.cycle_model` gives the exact cycle of every
+output event and marker. An input event costs ``W`` cycles with no bubbles, also back to back on
+the same word (the neuron array forwards its read-modify-write); a step costs ``W`` cycles more
+for its sweep, the input marker sharing the sweep's first cycle; the spikes of a step leave while
+the next steps accumulate and sweep. The core's accumulate phase so does ``lanes`` synaptic
+operations per cycle; the overheads are one sweep (``W`` cycles) per step and ``W + 2`` cycles of
+re-initialisation per inference. A step that runs on its own (no input) costs ``W + 2`` cycles or
+its spike count, whichever is larger.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.accumulator import Accumulator
+from hw.cycle_model import LayerTiming
+from hw.emitter import SpikeEmitter
+from hw.events import EventFormat, layer_formats
+from hw.layouts import event_layout, state_layout
+from hw.neuron_array import NeuronArray, Storage, check_storage
+from hw.sequencer import Sequencer
+from ir.network import Encoding, Layer, LayerWidths, Network
+
+__all__ = ["LayerCore", "ProbeSignature", "event_layout"]
+
+
+class ProbeSignature(wiring.Signature):
+    """One fired word per cycle: ``valid``, its number ``word``, its ``state`` after the update.
+
+    Members
+    -------
+    valid : Out(1)
+    word : Out(unsigned(max(1, ceil(log2(words)))))
+    state : Out(state_layout)
+    """
+
+    def __init__(self, *, words: int, lanes: int, membrane_width: int, tracer_width: int):
+        super().__init__(
+            {
+                "valid": Out(1),
+                "word": Out(unsigned(max(1, (words - 1).bit_length()))),  # no 0-bit ports
+                "state": Out(
+                    state_layout(
+                        lanes=lanes, membrane_width=membrane_width, tracer_width=tracer_width
+                    )
+                ),
+            }
+        )
+
+
+def _layout(fmt: EventFormat) -> data.StructLayout:
+    return event_layout(fmt.index_width, fmt.value_width)
+
+
+class LayerCore(wiring.Component):
+    """An event-driven ST-BIF layer (see the module docstring for protocol and architecture).
+
+    Latency: an input marker consumed in cycle ``x`` (one cycle after it was accepted on ``i``
+    when the core was waiting for it) gives the output marker in cycle ``x + W + 2`` at the
+    earliest (:attr:`marker_delay` after the last sweep slot ``x + W - 1``); the spikes of word
+    ``c`` leave from ``x + c + 4`` (:attr:`spike_delay`).
+    Throughput: ``W`` cycles per input event; ``W`` cycles per step for the sweep; one output
+    event per cycle.
+
+    Parameters
+    ----------
+    layer : ir.Layer
+        The layer; weights, bias, thresholds and bounds are built into the RTL.
+    input_bounds : tuple of int
+        Range of the cumulative presynaptic value (``network.input_bounds`` for the first layer,
+        ``(n, p)`` of the previous layer otherwise); with ``analog`` it gives the widths.
+    analog : bool
+        Analog input (first layer of an analog network): events carry integer values and the
+        datapath multiplies. Otherwise events carry ±1 and the datapath adds.
+    lanes : int
+        Neurons processed per cycle, ``P ≥ 1``.
+    storage : Storage or str, optional
+        Where membranes and tracers live; default by size (:func:`hw.neuron_array.default_storage`).
+    probe : bool
+        Add the ``probe`` output (membranes and tracers of each fired word) for testbenches.
+    src_loc_at : int
+        Stack frames between the caller and this constructor (Amaranth's convention).
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout(input_format)))
+    o : Out(stream.Signature(event_layout(output_format)))
+    probe : Out(ProbeSignature)
+        Only with ``probe=True``: valid for one cycle per fired word, in the cycle the word is
+        updated (before its spikes leave on ``o``).
+    """
+
+    def __init__(
+        self,
+        *,
+        layer: Layer,
+        input_bounds: tuple[int, int],
+        analog: bool,
+        lanes: int,
+        storage: Storage | str | None = None,
+        probe: bool = False,
+        src_loc_at: int = 0,
+    ) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be an ir.Layer, not {type(layer).__name__}")
+        bounds = tuple(input_bounds) if hasattr(input_bounds, "__iter__") else ()
+        if len(bounds) != 2 or not all(isinstance(b, int) for b in bounds):
+            raise TypeError(f"input_bounds must be a pair of integers, not {input_bounds!r}")
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"input_bounds must satisfy lo ≤ hi, not {bounds!r}")
+        for name, flag in (("analog", analog), ("probe", probe)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, not {flag!r}")
+        self._layer, self._analog, self._probe = layer, analog, probe
+        self._input_bounds = bounds
+        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
+        self._widths = layer.widths(*bounds, analog=analog)
+        self._storage = check_storage(storage, self._timing.words)
+        self._formats = layer_formats(layer, self._widths, analog=analog)
+        members = {
+            "i": In(stream.Signature(_layout(self.input_format))),
+            "o": Out(stream.Signature(_layout(self.output_format))),
+        }
+        if probe:
+            members["probe"] = Out(
+                ProbeSignature(
+                    words=self.words,
+                    lanes=self.lanes,
+                    membrane_width=self._widths.membrane,
+                    tracer_width=self._widths.tracer,
+                )
+            )
+        super().__init__(members, src_loc_at=1 + src_loc_at)
+
+    @classmethod
+    def for_network(cls, network: Network, index: int, **kwargs) -> LayerCore:
+        """The core of ``network.layers[index]`` (its input bounds and encoding filled in)."""
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
+        if not isinstance(index, int) or not 0 <= index < network.depth:
+            raise ValueError(f"index must be an integer in [0, {network.depth - 1}], not {index!r}")
+        if index == 0:
+            bounds = network.input_bounds
+        else:
+            prev = network.layers[index - 1]
+            bounds = (prev.neg_bound, prev.pos_bound)
+        analog = index == 0 and network.encoding is Encoding.ANALOG
+        return cls(
+            layer=network.layers[index], input_bounds=bounds, analog=analog, src_loc_at=1, **kwargs
+        )
+
+    # -- facts ---------------------------------------------------------------------------------
+    @property
+    def layer(self) -> Layer:
+        return self._layer
+
+    @property
+    def input_bounds(self) -> tuple[int, int]:
+        return self._input_bounds
+
+    @property
+    def analog(self) -> bool:
+        return self._analog
+
+    @property
+    def widths(self) -> LayerWidths:
+        """Exact widths of the layer (:meth:`ir.Layer.widths`)."""
+        return self._widths
+
+    @property
+    def timing(self) -> LayerTiming:
+        """Geometry and pipeline constants, shared with :mod:`hw.cycle_model`."""
+        return self._timing
+
+    @property
+    def lanes(self) -> int:
+        return self._timing.lanes
+
+    @property
+    def words(self) -> int:
+        """``W = ceil(n_out / lanes)``."""
+        return self._timing.words
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def input_format(self) -> EventFormat:
+        return self._formats[0]
+
+    @property
+    def output_format(self) -> EventFormat:
+        return self._formats[1]
+
+    @property
+    def cycles_per_event(self) -> int:
+        """Cycles one input event occupies the datapath (``W``)."""
+        return self._timing.cycles_per_event
+
+    @property
+    def sweep_cycles(self) -> int:
+        """Cycles of a step's fire sweep (``W``)."""
+        return self._timing.sweep_cycles
+
+    @property
+    def init_cycles(self) -> int:
+        """Cycles of a re-initialisation (``W``)."""
+        return self._timing.init_cycles
+
+    @property
+    def spike_delay(self) -> int:
+        """Cycles from a word's sweep slot to the earliest cycle its first spike leaves."""
+        return self._timing.SPIKE_DELAY
+
+    @property
+    def marker_delay(self) -> int:
+        """Cycles from the last sweep slot to the earliest cycle the marker leaves."""
+        return self._timing.MARKER_DELAY
+
+    @property
+    def result_delay(self) -> int:
+        """Cycles from the last sweep slot to the earliest slot that depends on its busy flag."""
+        return self._timing.RESULT_DELAY
+
+    @property
+    def buffered_steps(self) -> int:
+        """Steps whose spikes the emitter holds at once (a sweep waits while both are taken)."""
+        return 2
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of the weight memory."""
+        return self._layer.n_in * self.words * self.lanes * self._widths.weight
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, fmt = self._layer, self.input_format
+        m.submodules.sequencer = seq = Sequencer(
+            n_out=layer.n_out,
+            lanes=self.lanes,
+            index_width=fmt.index_width,
+            value_width=fmt.value_width,
+            has_bias=bool(layer.bias.any()),
+        )
+        m.submodules.synapses = syn = Accumulator(
+            layer=layer,
+            widths=self._widths,
+            analog=self._analog,
+            lanes=self.lanes,
+            index_width=fmt.index_width,
+            value_width=fmt.value_width,
+        )
+        m.submodules.neurons = neurons = NeuronArray(
+            layer=layer,
+            widths=self._widths,
+            lanes=self.lanes,
+            storage=self._storage,
+            drive_width=syn.drive_width,
+        )
+        m.submodules.emitter = emitter = SpikeEmitter(n_out=layer.n_out, lanes=self.lanes)
+        wiring.connect(m, wiring.flipped(self.i), seq.i)
+        wiring.connect(m, seq.o, syn.i)
+        wiring.connect(m, syn.o, neurons.i)
+        wiring.connect(m, neurons.o, emitter.i)
+        wiring.connect(m, emitter.o, wiring.flipped(self.o))
+        wiring.connect(m, emitter.status, seq.status)
+        if self._probe:
+            m.d.comb += [
+                self.probe.valid.eq(neurons.o.valid),
+                self.probe.word.eq(neurons.o.payload.word),
+                self.probe.state.eq(neurons.state),
+            ]
+        return m

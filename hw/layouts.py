@@ -1,0 +1,104 @@
+"""Payload layouts shared by the blocks of a layer core.
+
+* :func:`event_layout` — a spike-event stream beat (event or end-of-step marker), the contract
+  between layer cores; bit order from :data:`hw.events.FIELDS`.
+* :func:`op_layout` — one word operation from the sequencer to the synapse datapath.
+* :func:`command_layout` — one word operation with its drive, into the neuron array.
+* :func:`spike_word_layout` / :func:`state_layout` — a fired word out of the neuron array.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
+
+from hw.events import FIELDS, SPIKE_VALUE_WIDTH, EventFormat
+
+__all__ = [
+    "Op",
+    "command_layout",
+    "event_layout",
+    "op_layout",
+    "spike_word_layout",
+    "state_layout",
+]
+
+
+class Op(enum.Enum, shape=2):
+    """Operation on one word of ``lanes`` neurons."""
+
+    #: ``U += drive``
+    INTEGRATE = 0
+    #: ``U += drive``, then fire: ``s``, ``A += s``, ``U -= s·Θ``
+    FIRE = 1
+    #: ``U = H + B``, ``A = 0``
+    INIT = 2
+
+
+def event_layout(index_width: int, value_width: int) -> data.StructLayout:
+    """Payload of a spike-event stream: ``marker``, ``index``, ``value`` (signed), ``busy``.
+
+    ``marker = 1`` closes a time step and carries the step's cumulative ``busy`` flag; ``index``
+    and ``value`` are meaningful on events (``marker = 0``) only.
+    """
+    fmt = EventFormat(index_width, value_width)  # validates the widths
+    shapes = {
+        "marker": unsigned(1),
+        "index": unsigned(fmt.index_width),
+        "value": signed(fmt.value_width),
+        "busy": unsigned(1),
+    }
+    return data.StructLayout({name: shapes[name] for name in FIELDS})
+
+
+def _word_shape(words: int) -> unsigned:
+    return unsigned(max(0, (words - 1).bit_length()))
+
+
+def op_layout(*, words: int, index_width: int, value_width: int) -> data.StructLayout:
+    """A word operation before the weight look-up: ``value × W[word lanes, index]``."""
+    return data.StructLayout(
+        {
+            "op": Op,
+            "word": _word_shape(words),
+            "last": unsigned(1),
+            "busy": unsigned(1),
+            "index": unsigned(index_width),
+            "value": signed(value_width),
+        }
+    )
+
+
+def command_layout(*, words: int, lanes: int, drive_width: int) -> data.StructLayout:
+    """A word operation with one drive per lane, as the neuron array takes it."""
+    return data.StructLayout(
+        {
+            "op": Op,
+            "word": _word_shape(words),
+            "last": unsigned(1),
+            "busy": unsigned(1),
+            "drive": data.ArrayLayout(signed(drive_width), lanes),
+        }
+    )
+
+
+def spike_word_layout(*, words: int, lanes: int) -> data.StructLayout:
+    """The spikes of one fired word, lane ``k`` being neuron ``word · lanes + k``."""
+    return data.StructLayout(
+        {
+            "word": _word_shape(words),
+            "last": unsigned(1),
+            "busy": unsigned(1),
+            "spikes": data.ArrayLayout(signed(SPIKE_VALUE_WIDTH), lanes),
+        }
+    )
+
+
+def state_layout(*, lanes: int, membrane_width: int, tracer_width: int) -> data.StructLayout:
+    """Membranes and tracers of one word."""
+    return data.StructLayout(
+        {
+            "membranes": data.ArrayLayout(signed(membrane_width), lanes),
+            "tracers": data.ArrayLayout(signed(tracer_width), lanes),
+        }
+    )

@@ -1,0 +1,201 @@
+"""Sequencer of a layer core: turns the input event stream into word operations.
+
+It holds the input in a one-beat register (:class:`StreamRegister`, so ``i.ready`` depends on
+registers only, never combinationally on ``i.valid`` or the payload) and issues one word
+operation per cycle:
+
+* after reset, and after a sweep whose busy flag is 0 once the input is idle: ``INIT`` of every
+  word (the next inference);
+* for an input event: ``INTEGRATE`` of words ``0 … W-1``; the event is consumed with the last;
+* for an input marker: the marker is consumed together with ``FIRE`` of word 0, then words
+  ``1 … W-1`` follow (the *sweep*) — but only while fewer than two steps' markers are still to
+  leave on the output, because the emitter buffers two steps;
+* after an input marker with ``busy = 0`` it no longer reads the input: it waits for the busy
+  flag of the sweep (the step's marker busy, known when the sweep's last word is updated); while
+  it is 1 it runs further sweeps on its own, and after the first sweep with ``busy = 0`` it
+  re-initialises and reads the next inference's events.
+
+``busy`` of the ``FIRE`` operations is the part of the step's busy flag known here: the input
+marker's busy, or step 0 of a layer with a non-zero bias.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.cycle_model import LayerTiming
+from hw.layouts import Op, event_layout, op_layout
+
+__all__ = ["Sequencer", "StepStatus", "StreamRegister"]
+
+
+class StepStatus(wiring.Signature):
+    """Progress of the steps behind the sequencer, as strobes.
+
+    Members
+    -------
+    swept : Out(1)
+        The last word of a sweep has been updated this cycle ...
+    swept_busy : Out(1)
+        ... and this is the step's busy flag.
+    sent : Out(1)
+        A step's marker left the layer core this cycle.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({"swept": Out(1), "swept_busy": Out(1), "sent": Out(1)})
+
+
+class StreamRegister(wiring.Component):
+    """One-beat register on a stream, so that ``i.ready`` depends on registers only.
+
+    ``i.ready = ~o.valid | o.ready``: a beat is taken when the register is empty or is being
+    emptied in the same cycle. Latency 1, throughput one beat per cycle (no bubbles). With a
+    receiver whose ``o.ready`` depends on registers only (as the sequencer's), ``i.ready`` never
+    depends combinationally on ``i.valid`` or ``i.payload``.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload shape.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+class _State(enum.Enum, shape=2):
+    SWEEP = 0  # issuing the words of a sweep (FIRE) or re-initialisation (INIT)
+    ACCUMULATE = 1  # reading input events and markers
+    WAIT = 2  # input idle for good: waiting for the busy flag of the last sweep
+
+
+class Sequencer(wiring.Component):
+    """Issues the word operations of a layer core from its input event stream.
+
+    Latency: the input register adds one cycle from ``i``; an event or marker in it is acted on
+    in the same cycle. Throughput: one word operation per cycle; an event takes ``words``
+    cycles, a marker none of its own (it shares its cycle with the first sweep slot).
+
+    Parameters
+    ----------
+    n_out, lanes : int
+        Give ``words = ceil(n_out / lanes)``.
+    index_width, value_width : int
+        Input event format.
+    has_bias : bool
+        The layer has a non-zero bias: step 0 is busy.
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout))
+        Input events and markers.
+    o : Out(stream.Signature(op_layout, always_ready=True))
+        Word operations.
+    status : In(StepStatus())
+        From the emitter: sweeps done and markers sent.
+    """
+
+    def __init__(
+        self, *, n_out: int, lanes: int, index_width: int, value_width: int, has_bias: bool
+    ) -> None:
+        self._timing = LayerTiming(n_out=n_out, lanes=lanes)
+        self._has_bias = bool(has_bias)
+        words = self._timing.words
+        super().__init__(
+            {
+                "i": In(stream.Signature(event_layout(index_width, value_width))),
+                "o": Out(
+                    stream.Signature(
+                        op_layout(words=words, index_width=index_width, value_width=value_width),
+                        always_ready=True,
+                    )
+                ),
+                "status": In(StepStatus()),
+            }
+        )
+
+    @property
+    def words(self) -> int:
+        return self._timing.words
+
+    def elaborate(self, platform):
+        m = Module()
+        last = self.words - 1
+        m.submodules.input = inp = StreamRegister(self.i.payload.shape())
+        wiring.connect(m, wiring.flipped(self.i), inp.i)
+        buf, buf_valid, consume = inp.o.payload, inp.o.valid, inp.o.ready
+        state = Signal(_State, init=_State.SWEEP, name="state")
+        word = Signal(range(self.words), name="word")
+        sweep_op = Signal(Op, init=Op.INIT, name="sweep_op")  # at reset: re-initialise
+        sweep_busy = Signal(name="sweep_busy")  # busy bit of the current sweep
+        fed = Signal(name="fed")  # the current sweep's input marker was busy: input follows
+        first = Signal(name="first")  # the next sweep is step 0 of an inference
+        inflight = Signal(range(3), name="inflight")  # sweeps whose marker has not left
+        unresolved = Signal(range(3), name="unresolved")  # sweeps not done yet
+        own_busy = Signal(name="own_busy")  # busy flag of the last sweep done
+        can_fire = inflight < 2  # the emitter has a free bank
+        begin, begin_busy, begin_fed = Signal(), Signal(), Signal()
+        begin_op = Signal(Op)
+        o = self.o.payload
+
+        m.d.comb += [o.index.eq(buf.index), o.value.eq(buf.value), o.last.eq(o.word == last)]
+        fire = begin & (begin_op == Op.FIRE)
+        m.d.sync += [
+            inflight.eq(inflight + fire - self.status.sent),
+            unresolved.eq(unresolved + fire - self.status.swept),
+        ]
+        with m.If(self.status.swept):
+            m.d.sync += own_busy.eq(self.status.swept_busy)
+
+        with m.Switch(state):
+            with m.Case(_State.SWEEP):
+                m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(word)]
+                m.d.comb += o.busy.eq(sweep_busy)
+                m.d.sync += word.eq(word + 1)
+            with m.Case(_State.ACCUMULATE):
+                with m.If(buf_valid & ~buf.marker):
+                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
+                    m.d.sync += word.eq(Mux(word == last, 0, word + 1))
+                    m.d.comb += consume.eq(word == last)
+                with m.Elif(buf_valid & can_fire):  # a marker: consume it, start the sweep
+                    m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
+                    m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
+                    m.d.comb += begin_fed.eq(buf.busy)
+                    m.d.sync += first.eq(0)
+            with m.Case(_State.WAIT):
+                with m.If((unresolved == 0) & own_busy & can_fire):  # run on while busy
+                    m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
+                with m.Elif((unresolved == 0) & ~own_busy):  # else re-initialise
+                    m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
+
+        with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
+            m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), o.word.eq(0)]
+            m.d.comb += o.busy.eq(begin_busy)
+            m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
+            m.d.sync += [word.eq(1), state.eq(_State.SWEEP)]
+        with m.If(self.o.valid & (o.op != Op.INTEGRATE) & o.last):  # the sweep ends
+            m.d.sync += word.eq(0)
+            with m.If(o.op == Op.INIT):
+                m.d.sync += [state.eq(_State.ACCUMULATE), first.eq(1)]
+            with m.Elif(Mux(begin, begin_fed, fed)):
+                m.d.sync += state.eq(_State.ACCUMULATE)
+            with m.Else():
+                m.d.sync += state.eq(_State.WAIT)
+        return m

@@ -1,0 +1,218 @@
+"""Test cases for the cocotb testbenches: Verilog, golden trace and stimulus files on disk.
+
+This is the pytest side (it imports torch through :mod:`sw.reference` and amaranth through
+:mod:`hw`); the simulator side (``sim/tb_*.py``) reads the files it writes with numpy and
+:mod:`ir` only.
+
+Files of a layer-core case (:func:`layer_core_case`), in its directory:
+
+* ``<toplevel>.v`` — the generated Verilog;
+* ``golden.npz`` — the reference :class:`ir.Trace` of the whole network (``record_state=True``);
+* ``stimulus.npz`` — the input payloads (every inference back to back), the expected output
+  payloads with their sample, step and neuron (``-1`` for markers), the model's cycle of each
+  (:func:`hw.cycle_model.schedule`), and the formats;
+* ``hardware.npz`` — written by the testbench: the hardware trace (the golden trace with the
+  simulated layer replaced by what the RTL emitted, with cycle stamps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hw import cycle_model, events
+from ir import Network, Trace
+
+__all__ = ["LayerCoreCase", "NeuronArrayCase", "layer_core_case", "neuron_array_case"]
+
+
+@dataclass(frozen=True)
+class LayerCoreCase:
+    """Files and facts of one layer-core simulation."""
+
+    directory: Path
+    verilog: Path
+    toplevel: str
+    golden: Trace
+    layer: int
+    schedule: list[cycle_model.InferenceSchedule]
+    timing: cycle_model.LayerTiming
+
+    @property
+    def hardware_trace(self) -> Path:
+        return self.directory / "hardware.npz"
+
+    def env(
+        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
+    ) -> dict[str, str]:
+        """``extra_env`` of the testbench; cycles are checked by default when nothing stalls."""
+        if check_cycles is None:
+            check_cycles = ready == 1.0 and valid == 1.0
+        return {
+            "LAYER_CORE_DIR": str(self.directory),
+            "LAYER_CORE_READY": repr(float(ready)),
+            "LAYER_CORE_VALID": repr(float(valid)),
+            "LAYER_CORE_CHECK_CYCLES": "1" if check_cycles else "0",
+        }
+
+
+def _golden(network: Network, inputs: np.ndarray, trace: Trace | None) -> Trace:
+    if trace is not None:
+        return trace
+    from sw.reference import simulate  # torch: pytest side only
+
+    return simulate(network, inputs, record_state=True)
+
+
+def layer_core_case(
+    directory: Path,
+    network: Network,
+    inputs: np.ndarray,
+    layer: int,
+    *,
+    lanes: int,
+    storage: str | None = None,
+    backend: str = "proc",
+    trace: Trace | None = None,
+    toplevel: str = "layer_core",
+) -> LayerCoreCase:
+    """Write the Verilog, golden trace and stimulus of ``network.layers[layer]`` on ``inputs``."""
+    from hw.layer_core import LayerCore
+    from hw.verilog import generate
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    golden = _golden(network, inputs, trace)
+    core = LayerCore.for_network(network, layer, lanes=lanes, storage=storage, probe=True)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel, backend=backend))
+    golden.save(directory / "golden.npz")
+
+    ins = events.input_steps(network, inputs, golden, layer)
+    outs = events.output_steps(golden, layer)
+    fin, fout = core.input_format, core.output_format
+    sched = cycle_model.schedule(core.timing, ins, outs)
+    state = core.probe.signature.members["state"].shape
+    in_words = [w for inf in ins for step in inf for w in step.words(fin)]
+    out_words, out_sample, out_step, out_neuron, out_cycle = [], [], [], [], []
+    for b, (inf, timing) in enumerate(zip(outs, sched, strict=True)):
+        for t, (step, st) in enumerate(zip(inf, timing.steps, strict=True)):
+            out_words += step.words(fout)
+            out_neuron += [*step.indices.tolist(), -1]
+            out_cycle += [*st.event_cycles, st.marker_cycle]
+            out_sample += [b] * (step.n_events + 1)
+            out_step += [t] * (step.n_events + 1)
+    np.savez(
+        directory / "stimulus.npz",
+        layer=layer,
+        lanes=core.lanes,
+        words=core.words,
+        n_out=core.layer.n_out,
+        in_index_width=fin.index_width,
+        in_value_width=fin.value_width,
+        out_index_width=fout.index_width,
+        out_value_width=fout.value_width,
+        membrane_width=core.widths.membrane,
+        tracer_width=core.widths.tracer,
+        probe_membranes_offset=state["membranes"].offset,
+        probe_tracers_offset=state["tracers"].offset,
+        in_words=np.array(in_words, dtype=np.uint64),
+        out_words=np.array(out_words, dtype=np.uint64),
+        out_sample=np.array(out_sample, dtype=np.int64),
+        out_step=np.array(out_step, dtype=np.int64),
+        out_neuron=np.array(out_neuron, dtype=np.int64),
+        out_cycle=np.array(out_cycle, dtype=np.int64),
+    )
+    return LayerCoreCase(directory, verilog, toplevel, golden, layer, sched, core.timing)
+
+
+@dataclass(frozen=True)
+class NeuronArrayCase:
+    """Files of one neuron-array simulation."""
+
+    directory: Path
+    verilog: Path
+    toplevel: str
+    golden: Trace
+    layer: int
+
+    def env(self, *, valid: float = 1.0) -> dict[str, str]:
+        return {"NEURON_ARRAY_DIR": str(self.directory), "NEURON_ARRAY_VALID": repr(float(valid))}
+
+
+def layer_drives(network: Network, inputs: np.ndarray, golden: Trace, layer: int) -> np.ndarray:
+    """Per-step synaptic drive ``Σ_j w_ij·s_j(t)`` of a layer (bias excluded), ``[B, T, n_out]``."""
+    x = network.check_inputs(inputs)
+    batch, steps = golden.batch, golden.n_steps
+    if layer > 0:
+        pre = golden.spikes[layer - 1].astype(np.int64)
+    else:
+        pre = np.zeros((batch, steps, network.n_inputs), dtype=np.int64)
+        if network.encoding.value == "analog":
+            pre[:, 0] = x
+        else:
+            n = min(steps, x.shape[1])
+            pre[:, :n] = x[:, :n]
+    return pre @ network.layers[layer].weight.T
+
+
+def neuron_array_case(
+    directory: Path,
+    network: Network,
+    inputs: np.ndarray,
+    layer: int,
+    *,
+    lanes: int,
+    storage: str | None = None,
+    backend: str = "proc",
+    trace: Trace | None = None,
+    toplevel: str = "neuron_array",
+) -> NeuronArrayCase:
+    """Write the Verilog, golden trace and per-step drives for the standalone neuron array.
+
+    ``stimulus.npz`` holds ``drive [B, T, words·lanes]`` (padding lanes 0), the formats and the
+    expected ``busy [B, T]`` (any non-zero drive or spike in the step).
+    """
+    from hw.layouts import Op
+    from hw.neuron_array import NeuronArrayTop
+    from hw.verilog import generate
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    golden = _golden(network, inputs, trace)
+    lay, widths = network.layers[layer], network.widths[layer]
+    top = NeuronArrayTop(layer=lay, widths=widths, lanes=lanes, storage=storage)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(top, toplevel, backend=backend))
+    golden.save(directory / "golden.npz")
+    drive = layer_drives(network, inputs, golden, layer)
+    arr = top.array
+    padded = np.zeros((*drive.shape[:2], arr.words * arr.lanes), dtype=np.int64)
+    padded[:, :, : lay.n_out] = drive
+    busy = (drive != 0).any(axis=2) | (golden.spikes[layer] != 0).any(axis=2)
+    offsets = {}
+    for name, layout in (
+        ("cmd", arr.i.payload.shape()),
+        ("fired", arr.o.payload.shape()),
+        ("state", arr.state_layout),
+    ):
+        for field, member in layout:
+            offsets[f"{name}_{field}_offset"] = member.offset
+    np.savez(
+        directory / "stimulus.npz",
+        layer=layer,
+        lanes=arr.lanes,
+        words=arr.words,
+        n_out=lay.n_out,
+        drive_width=widths.drive,
+        membrane_width=widths.membrane,
+        tracer_width=widths.tracer,
+        drive=padded,
+        busy=busy,
+        op_init=Op.INIT.value,
+        op_fire=Op.FIRE.value,
+        **offsets,
+    )
+    return NeuronArrayCase(directory, verilog, toplevel, golden, layer)

@@ -1,0 +1,102 @@
+"""Tier 1: the analytical cycle model of the layer core (``hw.cycle_model``), by hand."""
+
+import numpy as np
+import pytest
+
+from hw.cycle_model import LayerTiming, schedule, summary
+from hw.events import Step
+
+
+def _step(indices=(), busy=True, values=None) -> Step:
+    idx = np.array(indices, dtype=np.int64)
+    val = np.ones_like(idx) if values is None else np.array(values, dtype=np.int64)
+    return Step(indices=idx, values=val, busy=busy)
+
+
+@pytest.mark.parametrize(
+    ("n_out", "lanes", "words", "occupancy"),
+    [(1, 1, 1, 1.0), (10, 1, 10, 1.0), (10, 3, 4, 10 / 12), (10, 10, 1, 1.0), (10, 16, 1, 10 / 16)],
+)
+def test_geometry(n_out: int, lanes: int, words: int, occupancy: float) -> None:
+    t = LayerTiming(n_out=n_out, lanes=lanes)
+    assert t.words == t.cycles_per_event == t.sweep_cycles == t.init_cycles == words
+    assert t.lane_utilization == pytest.approx(occupancy)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_out": 4, "lanes": 0}, r"lanes must be a positive integer \(1 or more\), not 0"),
+        ({"n_out": 4, "lanes": -3}, r"lanes must be a positive integer \(1 or more\), not -3"),
+        ({"n_out": 4, "lanes": 2.0}, r"lanes must be a positive integer \(1 or more\), not 2.0"),
+        ({"n_out": 4, "lanes": True}, r"lanes must be a positive integer \(1 or more\), not True"),
+        ({"n_out": 0, "lanes": 1}, "n_out must be a positive integer, not 0"),
+    ],
+)
+def test_timing_validation(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        LayerTiming(**kwargs)
+
+
+def test_single_word_schedule() -> None:
+    """W = 1: init in cycle 0, two events in 1-2, sweep (and marker) in 3, spike 4 later."""
+    t = LayerTiming(n_out=1, lanes=1)
+    ins = [[_step(), _step(busy=False)]]
+    ins[0][0] = Step(indices=np.array([0, 0]), values=np.array([1, 1]), busy=True)
+    outs = [[_step([0]), _step(busy=False)]]
+    (inf,) = schedule(t, ins, outs)
+    s0, s1 = inf.steps
+    assert (s0.accumulate_cycle, s0.fire_cycle, s0.event_cycles, s0.marker_cycle) == (1, 3, (7,), 8)
+    # the next step has no events: its sweep follows at once (the emitter buffers two steps);
+    # its marker waits for the one of step 0
+    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles, s1.marker_cycle) == (4, 4, (), 9)
+    assert inf.end_cycle == 9
+
+
+def test_spikes_leave_in_order_without_gaps() -> None:
+    """W = 3 (n_out 6, 2 lanes): words 0 and 2 spike; the sweep outruns the emitter."""
+    t = LayerTiming(n_out=6, lanes=2)
+    ins = [[_step(busy=False)]]
+    outs = [[_step([0, 1, 4, 5], values=[1, -1, 1, 1], busy=True), _step(busy=False)]]
+    (inf,) = schedule(t, ins, outs)
+    s0, s1 = inf.steps
+    assert s0.fire_cycle == 3  # after 3 init slots
+    # word 0 (slot 3) → first spike 7, two spikes; word 2 (slot 5) → from max(9, 9)
+    assert s0.event_cycles == (7, 8, 9, 10)
+    assert s0.marker_cycle == 11  # after the spikes (the sweep's last slot 5 + 3 = 8 is earlier)
+    # self-running step: its sweep starts once the busy flag of sweep 0 is known (last slot 5 + 3),
+    # its marker 3 cycles after its own last slot
+    assert s1.accumulate_cycle is None and s1.fire_cycle == 8 and s1.marker_cycle == 13
+
+
+def test_back_to_back_inferences() -> None:
+    """After a sweep with busy 0 the next inference re-initialises (W slots) and accumulates."""
+    t = LayerTiming(n_out=4, lanes=4)
+    one = ([_step(busy=False)], [_step(busy=False)])
+    a, b = schedule(t, [one[0], one[0]], [one[1], one[1]])
+    assert a.init_cycle == 0 and a.steps[0].fire_cycle == 1 and a.end_cycle == 4
+    # re-initialisation once the sweep's busy flag is known (slot 1 + 3), before its marker left
+    assert b.init_cycle == 4 and b.steps[0].fire_cycle == 5 and b.end_cycle == 8
+
+
+def test_summary_counts_accumulate_cycles() -> None:
+    t = LayerTiming(n_out=8, lanes=4)
+    ins = [[Step(indices=np.arange(5), values=np.ones(5, dtype=np.int64), busy=False)]]
+    outs = [[_step(busy=False)]]
+    sched = schedule(t, ins, outs)
+    s = summary(t, sched)
+    # init 0-1, 5 events × 2 words = 2-11, sweep 12-13, marker 13 + 3 = 16
+    assert s["cycles"] == 17 and s["accumulate_cycles"] == 10 and s["steps"] == 1
+    assert s["accumulate_phase_cycles"] == 10 and s["stall_cycles"] == 0
+    assert s["sweep_cycles"] == 2 and s["init_cycles"] == 2
+    assert s["accumulate_phase_utilization"] == 1.0
+    assert s["fed_step_utilization"] == pytest.approx(10 / 12)
+    assert s["utilization"] == pytest.approx(10 / 17)
+
+
+def test_schedule_rejects_mismatched_lists() -> None:
+    t = LayerTiming(n_out=1, lanes=1)
+    with pytest.raises(ValueError, match="1 input and 0 output inferences"):
+        schedule(t, [[_step(busy=False)]], [])
+    with pytest.raises(ValueError, match="inference 0: 1 output steps but 2 input steps"):
+        schedule(t, [[_step(), _step(busy=False)]], [[_step(busy=False)]])

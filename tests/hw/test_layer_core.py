@@ -1,0 +1,209 @@
+# amaranth: UnusedElaboratable=no
+"""The layer core (``hw.layer_core``): tier 1 (construction, ports, widths, Verilog) and tier 2
+(the whole core in Amaranth's simulator against the golden trace and the cycle model).
+
+Tier 3 (cocotb on Icarus and Verilator) is in ``tests/sim/test_layer_core.py``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw import cycle_model, events
+from hw.layer_core import LayerCore
+from hw.neuron_array import Storage
+from hw.verilog import BACKENDS, generate
+from ir import Layer, Network
+from sw.reference import simulate
+from tests.hw.layer_configs import network
+
+# -- tier 1 -------------------------------------------------------------------------------------
+
+
+def _layer() -> Layer:
+    return network("analog")[0].layers[0]
+
+
+@pytest.mark.parametrize(("lanes", "words"), [(1, 12), (5, 3), (12, 1), (13, 1)])
+def test_facts(lanes: int, words: int) -> None:
+    net, _ = network("analog")
+    core = LayerCore.for_network(net, 0, lanes=lanes)
+    assert core.layer is net.layers[0] and core.analog and core.input_bounds == (-7, 16)
+    assert core.widths == net.widths[0]  # the IR's exact widths, not recomputed
+    assert (core.lanes, core.words) == (lanes, words)
+    assert core.cycles_per_event == core.sweep_cycles == core.init_cycles == words
+    assert (core.spike_delay, core.marker_delay) == (4, 3)
+    assert core.input_format == events.input_format(net, 0)
+    assert core.output_format == events.output_format(net, 0)
+    assert core.storage is (Storage.MEMORY if words > 4 else Storage.REGISTERS)
+    assert core.weight_bits == 9 * words * lanes * net.widths[0].weight
+    second = LayerCore.for_network(net, 1, lanes=lanes)
+    assert not second.analog and second.input_bounds == (-8, 7)
+    assert second.widths == net.widths[1]
+    assert second.input_format.value_width == 2
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_ports(probe: bool) -> None:
+    net, _ = network("analog")
+    core = LayerCore.for_network(net, 0, lanes=5, probe=probe)
+    text = generate(core, "core")
+    header = text[text.index("module core(") : text.index(");")]
+    ports = {p.strip() for p in header[len("module core(") :].split(",")}
+    expected = {"clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready"}
+    expected |= {"o__payload"}
+    if probe:
+        expected |= {"probe__valid", "probe__word", "probe__state"}
+    assert ports == expected
+    assert f"input [{core.input_format.width - 1}:0] i__payload;" in text
+    assert f"output [{core.output_format.width - 1}:0] o__payload;" in text
+
+
+def test_bad_parameters() -> None:
+    layer = _layer()
+    good = {"layer": layer, "input_bounds": (0, 16), "analog": True, "lanes": 2}
+    cases = [
+        ({"lanes": 0}, ValueError, r"lanes must be a positive integer \(1 or more\), not 0"),
+        ({"lanes": -1}, ValueError, r"lanes must be a positive integer \(1 or more\), not -1"),
+        ({"lanes": 1.5}, ValueError, r"lanes must be a positive integer \(1 or more\), not 1.5"),
+        ({"storage": "sram"}, ValueError, "storage must be one of 'registers', 'memory' or None"),
+        ({"layer": None}, TypeError, "layer must be an ir.Layer, not NoneType"),
+        ({"input_bounds": (3,)}, TypeError, "input_bounds must be a pair of integers"),
+        ({"input_bounds": (5, 1)}, ValueError, r"input_bounds must satisfy lo ≤ hi, not \(5, 1\)"),
+        ({"analog": 1}, TypeError, "analog must be a bool, not 1"),
+        ({"probe": "yes"}, TypeError, "probe must be a bool, not 'yes'"),
+    ]
+    for change, error, message in cases:
+        with pytest.raises(error, match=message):
+            LayerCore(**{**good, **change})
+    net, _ = network("analog")
+    with pytest.raises(ValueError, match=r"index must be an integer in \[0, 1\], not 2"):
+        LayerCore.for_network(net, 2, lanes=1)
+    with pytest.raises(TypeError, match=r"network must be an ir\.Network, not Layer"):
+        LayerCore.for_network(layer, 0, lanes=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verilog_is_reproducible(backend: str) -> None:
+    net, _ = network("spike")
+
+    def text():
+        return generate(LayerCore.for_network(net, 0, lanes=3, probe=True), "core", backend=backend)
+
+    assert text() == text()
+
+
+def test_generate_validation() -> None:
+    core = LayerCore.for_network(network("spike")[0], 0, lanes=3)
+    with pytest.raises(ValueError, match="backend must be one of 'proc', 'amaranth', not 'x'"):
+        generate(core, "core", backend="x")
+    with pytest.raises(ValueError, match="name must be a Verilog identifier, not '1core'"):
+        generate(core, "1core")
+    generate(core, "core")  # used
+
+
+def test_no_port_aliased_to_itself() -> None:
+    """Icarus runs ~100× slower when an output port's bits are assigned from the same port."""
+    from tests.hw.verilog_checks import self_referential_assigns
+
+    for name, layer_index, lanes in (("analog", 0, 4), ("analog", 1, 2), ("large", 0, 16)):
+        core = LayerCore.for_network(network(name)[0], layer_index, lanes=lanes, probe=True)
+        assert self_referential_assigns(generate(core, "core")) == []
+
+
+# -- tier 2: the whole core in Amaranth's simulator ---------------------------------------------
+
+
+def run_core(net: Network, x: np.ndarray, k: int, lanes: int, *, storage=None, seed=None):
+    """Drive layer ``k`` with its golden input; return output beats as (cycle, payload) and the
+    expected payloads and model cycles. ``seed`` adds random idle input and output stalls."""
+    trace = simulate(net, x, record_state=True)
+    core = LayerCore.for_network(net, k, lanes=lanes, storage=storage)
+    ins, outs = events.input_steps(net, x, trace, k), events.output_steps(trace, k)
+    words = [w for inf in ins for s in inf for w in s.words(core.input_format)]
+    expected = [w for inf in outs for s in inf for w in s.words(core.output_format)]
+    sched = cycle_model.schedule(core.timing, ins, outs)
+    cycles = [c for inf in sched for s in inf.steps for c in (*s.event_cycles, s.marker_cycle)]
+    rng = np.random.default_rng(seed)
+    got = []
+
+    async def testbench(ctx):
+        ptr, cycle = 0, 0
+        while len(got) < len(expected) and cycle < 20 * (cycles[-1] + 10):
+            valid = ptr < len(words) and (seed is None or rng.random() < 0.7)
+            ready = seed is None or rng.random() < 0.6
+            ctx.set(core.i.valid, valid)
+            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
+            ctx.set(core.o.ready, ready)
+            ptr += bool(valid and ctx.get(core.i.ready))
+            if ready and ctx.get(core.o.valid):
+                got.append((cycle, ctx.get(core.o.payload.as_value())))
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return got, expected, cycles, core
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "lanes", "storage"),
+    [
+        ("analog", 0, 1, None),  # W = 12, memory
+        ("analog", 0, 5, "registers"),  # W = 3, last word padded
+        ("analog", 0, 12, None),  # W = 1: every event hits the same word back to back
+        ("analog", 1, 2, "memory"),
+        ("spike", 0, 16, None),  # lanes > n_out
+        ("bias_only", 0, 3, None),
+    ],
+)
+def test_core_matches_golden_and_cycle_model(name: str, k: int, lanes: int, storage) -> None:
+    net, x = network(name)
+    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage)
+    fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+    assert [c for c, _ in got] == cycles
+
+
+@pytest.mark.parametrize(("name", "k", "lanes"), [("analog", 0, 4), ("saturating", 1, 1)])
+def test_core_under_backpressure(name: str, k: int, lanes: int) -> None:
+    net, x = network(name)
+    got, expected, _, core = run_core(net, x, k, lanes, seed=lanes)
+    fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+
+
+def test_layer_configs_cover_the_corners() -> None:
+    """The shared configurations really hit what they are meant to (guards against edits)."""
+    from tests.hw.layer_configs import NETWORKS
+
+    seen = set()
+    for name in NETWORKS:
+        net, x = network(name)
+        trace = simulate(net, x, record_state=True)
+        for k, layer in enumerate(net.layers):
+            th = layer.thresholds
+            seen |= {"theta1"} if (th == 1).any() else set()
+            seen |= {"odd"} if ((th % 2 == 1) & (th > 1)).any() else set()
+            seen |= {"even"} if (th % 2 == 0).any() else set()
+            seen |= {"large"} if (th >= 4095).any() else set()
+            seen |= {"sym" if layer.symmetric else "asym"}
+            seen |= {"negative_w"} if (layer.weight < 0).any() else set()
+            seen |= {"zero_w"} if (layer.weight == 0).any() else set()
+            tr = trace.tracers[k]
+            seen |= {"saturated"} if (tr == layer.pos_bound).any() else set()
+            seen |= {"negative_spike"} if (trace.spikes[k] < 0).any() else set()
+        seen |= {net.encoding.value}
+    assert seen >= {"theta1", "odd", "even", "large", "sym", "asym", "negative_w", "zero_w"}
+    assert seen >= {"saturated", "negative_spike", "analog", "spike"}
+
+
+def test_verilog_files_in_tmp(tmp_path: Path) -> None:
+    """Generation writes nothing into the working tree (the caller chooses the path)."""
+    core = LayerCore.for_network(network("spike")[0], 1, lanes=2)
+    (tmp_path / "core.v").write_text(generate(core, "core"))
+    assert (tmp_path / "core.v").stat().st_size > 1000

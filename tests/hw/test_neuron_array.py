@@ -1,0 +1,413 @@
+# amaranth: UnusedElaboratable=no
+"""The ST-BIF neuron array (``hw.neuron_array``): tiers 1 (no simulator), 2 (Amaranth's simulator)
+and 3 (cocotb on the generated Verilog, Icarus and Verilator)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw.layouts import Op
+from hw.neuron_array import (
+    REGISTER_WORDS_MAX,
+    NeuronArray,
+    NeuronArrayTop,
+    NeuronLanes,
+    StateStore,
+    Storage,
+    default_storage,
+)
+from hw.verilog import generate
+from ir import Layer, Network
+from sw.reference import stbif_step
+
+STORAGES = [s.value for s in Storage]
+
+
+def _layer(n_out=1, threshold=4, bias=0, neg=-8, pos=7, n_in=1) -> Layer:
+    return Layer(
+        weight=np.ones((n_out, n_in), dtype=np.int64),
+        bias=np.full(n_out, bias, dtype=np.int64),
+        threshold=threshold,
+        neg_bound=neg,
+        pos_bound=pos,
+    )
+
+
+def _array(layer: Layer, lanes: int, storage=None, drive_max=100) -> NeuronArray:
+    widths = layer.widths(-drive_max, drive_max, analog=True)
+    return NeuronArray(layer=layer, widths=widths, lanes=lanes, storage=storage)
+
+
+def _run(dut, testbench) -> None:
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+# -- tier 1 -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n_out", "lanes"), [(1, 1), (10, 3), (10, 10), (10, 16), (40, 4)])
+def test_geometry_and_ports(n_out: int, lanes: int) -> None:
+    layer = _layer(n_out=n_out)
+    arr = _array(layer, lanes)
+    words = -(-n_out // lanes)
+    assert (arr.lanes, arr.words, arr.latency) == (lanes, words, 1)
+    assert arr.storage is default_storage(words)
+    assert arr.drive_width == arr.widths.drive
+    state = arr.state_layout
+    assert state["membranes"].shape.elem_shape.width == arr.widths.membrane
+    assert state["tracers"].shape.elem_shape.width == arr.widths.tracer
+    text = generate(NeuronArrayTop(layer=layer, widths=arr.widths, lanes=lanes), "na")
+    for port in ("cmd_valid", "cmd", "cmd_ready", "fired_valid", "fired", "state", "clk", "rst"):
+        assert f" {port};" in text or f" {port} ;" in text or f"] {port};" in text, port
+
+
+def test_default_storage_by_size() -> None:
+    assert default_storage(1) is Storage.REGISTERS
+    assert default_storage(REGISTER_WORDS_MAX) is Storage.REGISTERS
+    assert default_storage(REGISTER_WORDS_MAX + 1) is Storage.MEMORY
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"lanes": 0}, ValueError, r"lanes must be a positive integer \(1 or more\), not 0"),
+        ({"lanes": 2, "storage": "flash"}, ValueError, "storage must be one of 'registers', "),
+        ({"lanes": 2, "drive_width": 0}, ValueError, "drive_width must be a positive integer"),
+        ({"lanes": 2, "layer": "x"}, TypeError, "layer must be an ir.Layer, not str"),
+        ({"lanes": 2, "widths": (1, 2)}, TypeError, "widths must be an ir.network.LayerWidths"),
+    ],
+)
+def test_bad_parameters(kwargs, error, message) -> None:
+    layer = _layer(n_out=3)
+    args = {"layer": layer, "widths": layer.widths(0, 1, analog=False), **kwargs}
+    with pytest.raises(error, match=message):
+        NeuronArray(**args)
+
+
+# -- tier 2: one lane against the reference's step function ------------------------------------
+
+
+def _lanes_case(layer: Layer, lanes: NeuronLanes, rows) -> list[tuple]:
+    """Apply (op, membrane, tracer, drive) rows to the lanes; return their outputs."""
+    out = []
+
+    async def testbench(ctx):
+        for op, u, a, d in rows:
+            ctx.set(lanes.op, op)
+            for k in range(lanes.lanes):
+                ctx.set(lanes.membranes[k], int(u[k]))
+                ctx.set(lanes.tracers[k], int(a[k]))
+                ctx.set(lanes.drive[k], int(d[k]))
+                ctx.set(lanes.thresholds[k], int(layer.thresholds[k]))
+                ctx.set(lanes.initial[k], int(layer.initial_membranes[k] + layer.bias[k]))
+            out.append(
+                (
+                    [ctx.get(lanes.spikes[k]) for k in range(lanes.lanes)],
+                    [ctx.get(lanes.next_membranes[k]) for k in range(lanes.lanes)],
+                    [ctx.get(lanes.next_tracers[k]) for k in range(lanes.lanes)],
+                    ctx.get(lanes.active),
+                )
+            )
+
+    sim = Simulator(lanes)
+    sim.add_testbench(testbench)
+    sim.run()
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    threshold=st.sampled_from([1, 2, 3, 4, 5, 64, 4095]),
+    levels=st.integers(2, 32),
+    symmetric=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_lanes_match_reference_step(threshold, levels, symmetric, seed) -> None:
+    """Random membranes, tracers and drives, every op: the lanes equal ``stbif_step``."""
+    rng = np.random.default_rng(seed)
+    neg, pos = ((-levels) // 2, levels // 2 - 1) if symmetric else (0, levels - 1)
+    n = 4
+    layer = Layer(
+        weight=np.ones((n, 1), dtype=np.int64),
+        bias=rng.integers(-9, 10, n),
+        threshold=rng.integers(1, threshold + 1, n),
+        neg_bound=neg,
+        pos_bound=pos,
+    )
+    widths = layer.widths(-50 * threshold, 50 * threshold, analog=True)
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n)
+    rows = []
+    for _ in range(30):
+        op = Op(int(rng.integers(0, 3)))
+        a = rng.integers(neg, pos + 1, n)
+        u = rng.integers(-20 * threshold, 20 * threshold, n)
+        d = rng.integers(-20 * threshold, 20 * threshold, n) * (rng.random(n) < 0.7)
+        rows.append((op, u, a, d))
+    got = _lanes_case(layer, lanes, rows)
+    for (op, u, a, d), (s, u2, a2, active) in zip(rows, got, strict=True):
+        if op is Op.FIRE:
+            es, eu, ea = (
+                t.numpy()
+                for t in stbif_step(
+                    torch.from_numpy(d),
+                    torch.from_numpy(u),
+                    torch.from_numpy(a),
+                    threshold=torch.from_numpy(layer.thresholds.copy()),
+                    neg_bound=neg,
+                    pos_bound=pos,
+                )
+            )
+        elif op is Op.INTEGRATE:
+            es, eu, ea = np.zeros(n), u + d, a
+        else:
+            es, eu, ea = np.zeros(n), layer.initial_membranes + layer.bias, np.zeros(n)
+        assert (s, u2, a2) == (es.tolist(), eu.tolist(), ea.tolist()), (op, u, a, d)
+        assert active == int(bool(np.any(es != 0) or np.any(d != 0)))
+
+
+# -- tier 2: spec §7 vectors through a one-neuron array ----------------------------------------
+
+
+def _fire_sequence(arr: NeuronArray, drives: list[list[int]]) -> list[tuple[list, list, list]]:
+    """INIT every word, then one FIRE per word and step; return spikes, membranes, tracers."""
+    words, lanes, out = arr.words, arr.lanes, []
+
+    async def testbench(ctx):
+        cmds = [(Op.INIT, w, [0] * lanes) for w in range(words)]
+        for drive in drives:
+            padded = list(drive) + [0] * (words * lanes - len(drive))
+            cmds += [(Op.FIRE, w, padded[w * lanes : (w + 1) * lanes]) for w in range(words)]
+        pending = []
+        for op, word, drive in [*cmds, (None, 0, None)]:
+            if op is None:
+                ctx.set(arr.i.valid, 0)
+            else:
+                ctx.set(arr.i.valid, 1)
+                ctx.set(arr.i.payload.op, op)
+                ctx.set(arr.i.payload.word, word)
+                ctx.set(arr.i.payload.last, word == words - 1)
+                for k in range(lanes):
+                    ctx.set(arr.i.payload.drive[k], drive[k])
+            if ctx.get(arr.o.valid):
+                p, st = ctx.get(arr.o.payload), ctx.get(arr.state)
+                pending.append(
+                    (
+                        [p.spikes[k] for k in range(lanes)],
+                        [st.membranes[k] for k in range(lanes)],
+                        [st.tracers[k] for k in range(lanes)],
+                    )
+                )
+            await ctx.tick()
+        if ctx.get(arr.o.valid):
+            raise AssertionError("latency is 1: nothing may be left over")
+        for j in range(0, len(pending), words):
+            chunk = pending[j : j + words]
+            out.append(tuple([v for c in chunk for v in c[f]] for f in range(3)))
+
+    _run(arr, testbench)
+    return [tuple(v[: arr.layer.n_out] for v in step) for step in out]
+
+
+SPEC_VECTORS = [
+    # (name, layer kwargs, drives, expected spikes, expected final (U, A))
+    ("1 tie at +1/2", {}, [2], [1], (0, 1)),
+    ("2 tie at -1/2", {}, [-2], [0], (0, 0)),
+    ("3 just below -1/2", {}, [-3], [-1], (3, -1)),
+    ("4 positive saturation", {}, [100] + [0] * 8, [1] * 7 + [0] * 2, (74, 7)),
+    ("5 asym negative saturation", {"neg": 0, "pos": 15}, [-100, 0], [0, 0], (-98, 0)),
+    ("6 overshoot then cancel", {}, [9, -9, 0], [1, -1, 0], (2, 0)),
+    ("7 split input", {}, [3, 3, 3], [1, 1, 0], (3, 2)),
+    ("8 bias only", {"bias": 6, "neg": 0, "pos": 15}, [0, 0, 0], [1, 1, 0], (0, 2)),
+    ("9 odd threshold 7", {"threshold": 5}, [7, 0], [1, 0], (4, 1)),
+    ("9 odd threshold 8", {"threshold": 5}, [8, 0, 0], [1, 1, 0], (0, 2)),
+    ("9 odd threshold -3", {"threshold": 5}, [-3, 0], [-1, 0], (4, -1)),
+    ("12 sign flip", {}, [100, -100, 0], [1, -1, 0], (2, 0)),
+    ("12b negative saturation", {}, [-100] + [0] * 9, [-1] * 8 + [0] * 2, (-66, -8)),
+]
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize(
+    ("name", "kwargs", "drives", "spikes", "final"), SPEC_VECTORS, ids=[v[0] for v in SPEC_VECTORS]
+)
+def test_spec_vectors(name, kwargs, drives, spikes, final, storage) -> None:
+    arr = _array(_layer(**kwargs), 1, storage)
+    steps = _fire_sequence(arr, [[d] for d in drives])
+    assert [s[0][0] for s in steps] == spikes
+    assert (steps[-1][1][0], steps[-1][2][0]) == final
+
+
+# -- tier 2: the state store and read-modify-write hazards -------------------------------------
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_state_store_is_transparent(storage: str, depth: int) -> None:
+    """Random reads and writes: ``rdata`` is the word after the write of the same cycle."""
+    rng = np.random.default_rng(depth)
+    init = rng.integers(0, 256, depth).tolist()
+    store = StateStore(shape=8, depth=depth, init=init, storage=storage)
+    model = list(init)
+
+    async def testbench(ctx):
+        expect = None
+        for _ in range(200):
+            raddr, waddr = int(rng.integers(depth)), int(rng.integers(depth))
+            wen, wdata = bool(rng.random() < 0.6), int(rng.integers(256))
+            ctx.set(store.raddr, raddr)
+            ctx.set(store.waddr, waddr)
+            ctx.set(store.wen, wen)
+            ctx.set(store.wdata, wdata)
+            if expect is not None:
+                assert ctx.get(store.rdata) == expect
+            if wen:
+                model[waddr] = wdata
+            expect = model[raddr]
+            await ctx.tick()
+
+    _run(store, testbench)
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize(("n_out", "lanes"), [(3, 4), (3, 3), (6, 3), (7, 2)])
+def test_back_to_back_integration_has_no_hazard(storage: str, n_out: int, lanes: int) -> None:
+    """INTEGRATE commands every cycle, the same word back to back included, then FIRE."""
+    rng = np.random.default_rng(n_out * lanes)
+    layer = _layer(n_out=n_out, threshold=1, neg=-8, pos=7)
+    arr = _array(layer, lanes, storage, drive_max=1000)
+    words = arr.words
+    seq = [int(w) for w in rng.integers(0, words, 40)] + [0, 0, 0]
+    drives = rng.integers(-20, 21, (len(seq), lanes))
+    total = np.zeros(words * lanes, dtype=np.int64)
+    for w, d in zip(seq, drives, strict=True):
+        total[w * lanes : (w + 1) * lanes] += d
+    got = {}
+
+    async def testbench(ctx):
+        cmds = [(Op.INIT, w, [0] * lanes) for w in range(words)]
+        cmds += [(Op.INTEGRATE, w, d.tolist()) for w, d in zip(seq, drives, strict=True)]
+        cmds += [(Op.FIRE, w, [0] * lanes) for w in range(words)]
+        for op, w, d in [*cmds, (None, 0, None)]:
+            ctx.set(arr.i.valid, op is not None)
+            if op is not None:
+                ctx.set(arr.i.payload.op, op)
+                ctx.set(arr.i.payload.word, w)
+                for k in range(lanes):
+                    ctx.set(arr.i.payload.drive[k], int(d[k]))
+            if ctx.get(arr.o.valid):
+                word = ctx.get(arr.o.payload.word)
+                st = ctx.get(arr.state)
+                spikes = ctx.get(arr.o.payload.spikes)
+                got[word] = [st.membranes[k] + spikes[k] for k in range(lanes)]
+            await ctx.tick()
+
+    _run(arr, testbench)
+    # before firing: U = H + B + Σ drive; after: U' = U - s·Θ with Θ = 1, so U = U' + s
+    flat = np.array([v for w in range(words) for v in got[w]])
+    assert flat[:n_out].tolist() == (total[:n_out] + layer.initial_membranes).tolist()
+
+
+# -- tier 3: cocotb on the generated Verilog ---------------------------------------------------
+
+HERE = Path(__file__).parent
+
+
+def _spike_network(seed: int = 3) -> tuple[Network, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    l0 = Layer(
+        weight=rng.integers(-6, 7, (9, 7)),
+        bias=rng.integers(-5, 6, 9),
+        threshold=rng.integers(1, 12, 9),
+        neg_bound=-4,
+        pos_bound=3,
+    )
+    l1 = Layer(
+        weight=rng.integers(-9, 10, (11, 9)) * (rng.random((11, 9)) < 0.6),
+        bias=rng.integers(-3, 4, 11),
+        threshold=5,
+        neg_bound=0,
+        pos_bound=7,
+    )
+    net = Network(layers=(l0, l1), n_inputs=7, encoding="analog", input_bounds=(-8, 16))
+    return net, rng.integers(-8, 17, (4, 7))
+
+
+SIM_CASES = [
+    # (simulator, layer, lanes, storage)
+    ("icarus", 0, 1, "memory"),
+    ("icarus", 0, 4, "registers"),
+    ("icarus", 1, 3, "memory"),
+    ("icarus", 1, 11, None),
+    ("icarus", 1, 16, None),
+    ("verilator", 1, 4, None),
+]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(("sim", "layer", "lanes", "storage"), SIM_CASES)
+def test_neuron_array_cocotb(tmp_path: Path, sim: str, layer: int, lanes: int, storage) -> None:
+    from sim.cases import neuron_array_case
+    from sim.runner import run_cocotb
+
+    net, x = _spike_network()
+    case = neuron_array_case(tmp_path / "case", net, x, layer, lanes=lanes, storage=storage)
+    run_cocotb(
+        sim=sim,
+        sources=[case.verilog],
+        toplevel=case.toplevel,
+        test_module="sim.tb_neuron_array",
+        build_dir=tmp_path / "build",
+        extra_env=case.env(valid=0.8),
+    )
+
+
+def test_elaborates_for_every_storage() -> None:
+    for storage in STORAGES:
+        Fragment.get(_array(_layer(n_out=5), 2, storage), None)
+
+
+@pytest.mark.sim
+def test_neuron_array_divergence_is_reported(tmp_path: Path) -> None:
+    """A wrong golden membrane makes the run fail with the first divergence, cycle included."""
+    from ir import Trace
+    from sim.cases import neuron_array_case
+    from sim.runner import SimulationError, run_cocotb
+
+    net, x = _spike_network()
+    case = neuron_array_case(tmp_path / "case", net, x, 1, lanes=3)
+    g = case.golden
+    membranes = [m.copy() for m in g.membranes]
+    membranes[1][2, 3, 4] += 1
+    Trace(
+        network_digest=g.network_digest,
+        spikes=g.spikes,
+        busy=g.busy,
+        steps=g.steps,
+        capped=g.capped,
+        membranes=tuple(membranes),
+        tracers=g.tracers,
+        layer_names=g.layer_names,
+    ).save(case.directory / "golden.npz")
+    with pytest.raises(SimulationError) as info:
+        run_cocotb(
+            sim="icarus",
+            sources=[case.verilog],
+            toplevel=case.toplevel,
+            test_module="sim.tb_neuron_array",
+            build_dir=tmp_path / "build",
+            extra_env=case.env(),
+        )
+    first = str(info.value).splitlines()[0]
+    assert (
+        "first divergence in membranes: sample 2, layer 1 (layer1), neuron 4, time step 3" in first
+    )
+    assert ", cycle " in first and "expected" in first and "actual" in first

@@ -1,0 +1,236 @@
+"""Tier 3: the layer core's generated Verilog under cocotb, on Icarus and Verilator.
+
+Every configuration is generated, linted (``verilator --lint-only -Wall``), built in its own
+temporary directory and run twice on the same build:
+
+1. input always valid, output always ready: every output event and marker must equal the golden
+   trace (spikes, busy flags, membranes and tracers from the probe) *and* leave in the cycle the
+   model (:mod:`hw.cycle_model`) gives;
+2. random idle input cycles and output stalls (seeded): the output must still be exact.
+
+The golden traces come from :func:`sw.reference.simulate` in this process; the testbench
+(``sim/tb_layer_core.py``) reads files only. Icarus builds instantly, so it runs the broad
+matrix; Verilator (a C++ build per design) a representative subset.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hw.verilog import LINT_WAIVERS
+from ir import Trace
+from ir.compare import first_divergence
+from sim.cases import layer_core_case
+from sim.runner import AMARANTH_LINT_WAIVERS, SimulationError, lint_verilog, run_cocotb
+from tests.hw.layer_configs import network
+
+# (network, layer, lanes, storage); words = ceil(n_out / lanes) in the comments
+ICARUS = [
+    ("analog", 0, 1, None),  # n_out 12: W 12, memory
+    ("analog", 0, 2, "registers"),  # W 6 in registers (default would be memory)
+    ("analog", 0, 3, None),  # W 4
+    ("analog", 0, 4, "memory"),  # W 3 in a memory (default would be registers)
+    ("analog", 0, 5, None),  # W 3, last word padded
+    ("analog", 0, 7, None),  # 2^3 - 1
+    ("analog", 0, 8, None),  # 2^3
+    ("analog", 0, 9, None),  # 2^3 + 1
+    ("analog", 0, 12, None),  # n_out: W 1
+    ("analog", 0, 16, None),  # > n_out
+    ("analog", 1, 1, None),  # spike layer, n_out 5, per-neuron Θ up to 4096
+    ("analog", 1, 2, None),
+    ("analog", 1, 3, None),
+    ("analog", 1, 5, None),
+    ("analog", 1, 8, None),
+    ("saturating", 0, 1, None),  # Θ = 1, p = 3: saturating tracers
+    ("saturating", 0, 4, None),
+    ("saturating", 1, 3, None),  # symmetric [-2, 1]
+    ("spike", 0, 2, None),  # spike-encoded input, odd and even Θ
+    ("spike", 0, 7, None),
+    ("spike", 1, 1, None),
+    ("spike", 1, 4, None),
+    ("bias_only", 0, 1, None),  # zero weight column, bias-only neuron, zero samples
+    ("bias_only", 0, 4, None),
+    ("large", 0, 3, None),  # Θ = 4095, 19-bit membranes
+    ("large", 0, 16, None),
+]
+VERILATOR = [
+    ("analog", 0, 4, None),
+    ("analog", 1, 2, "memory"),
+    ("spike", 0, 16, None),
+    ("large", 0, 3, "registers"),
+]
+CASES = [("icarus", *c) for c in ICARUS] + [("verilator", *c) for c in VERILATOR]
+HERE = Path(__file__).parent
+
+
+def _run(case, sim: str, build: Path, **env) -> None:
+    run_cocotb(
+        sim=sim,
+        sources=[case.verilog],
+        toplevel=case.toplevel,
+        test_module="sim.tb_layer_core",
+        build_dir=build,
+        extra_env=case.env(**env),
+        seed=env.get("seed_", 1),
+    )
+
+
+def _check_saved_trace(case) -> None:
+    """The hardware trace the testbench saved equals the golden one (checked here as well)."""
+    hw = Trace.load(case.hardware_trace)
+    div = first_divergence(case.golden, hw)
+    assert div is None, str(div)
+    k = case.layer
+    assert hw.step_cycles is not None and (hw.step_cycles[k] >= 0).any()
+
+
+def run_both(tmp_path: Path, sim: str, net, x, layer: int, lanes: int, storage=None) -> None:
+    case = layer_core_case(tmp_path / "case", net, x, layer, lanes=lanes, storage=storage)
+    build = tmp_path / "build"
+    _run(case, sim, build)  # exact, and cycle-exact against the model
+    _check_saved_trace(case)
+    _run(case, sim, build, ready=0.6, valid=0.7)  # exact under backpressure and idle input
+    _check_saved_trace(case)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(("sim", "name", "layer", "lanes", "storage"), CASES)
+def test_layer_core(tmp_path: Path, sim: str, name: str, layer: int, lanes: int, storage) -> None:
+    net, x = network(name)
+    run_both(tmp_path, sim, net, x, layer, lanes, storage)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(("name", "layer", "lanes", "storage"), ICARUS)
+def test_lint(tmp_path: Path, name: str, layer: int, lanes: int, storage) -> None:
+    """``verilator --lint-only -Wall`` is clean on every generated design (waivers documented)."""
+    from hw.layer_core import LayerCore
+    from hw.verilog import generate
+
+    net, _ = network(name)
+    for probe in (False, True):
+        core = LayerCore.for_network(net, layer, lanes=lanes, storage=storage, probe=probe)
+        path = tmp_path / f"core{int(probe)}.v"
+        path.write_text(generate(core, "layer_core"))
+        lint_verilog([path], "layer_core", {**AMARANTH_LINT_WAIVERS, **LINT_WAIVERS})
+
+
+# -- failures reach pytest with the first divergence -------------------------------------------
+
+
+@pytest.mark.sim
+def test_spike_divergence_is_reported(tmp_path: Path) -> None:
+    net, x = network("analog")
+    case = layer_core_case(tmp_path / "case", net, x, 0, lanes=4)
+    golden = case.golden
+    spikes = [s.copy() for s in golden.spikes]
+    b, t, n = np.argwhere(spikes[0] != 0)[5]
+    spikes[0][b, t, n] = 0  # the "golden" model now misses one spike
+    Trace(
+        network_digest=golden.network_digest,
+        spikes=tuple(spikes),
+        busy=golden.busy,
+        steps=golden.steps,
+        capped=golden.capped,
+        membranes=golden.membranes,
+        tracers=golden.tracers,
+        layer_names=golden.layer_names,
+    ).save(case.directory / "golden.npz")
+    with pytest.raises(SimulationError) as info:
+        _run(case, "icarus", tmp_path / "build")
+    first = str(info.value).splitlines()[0]
+    assert "first divergence in spikes" in first
+    assert f"sample {b}, layer 0 (layer0), neuron {n}, time step {t}, cycle " in first
+    assert "expected +0, actual" in first
+
+
+@pytest.mark.sim
+def test_cycle_divergence_is_reported(tmp_path: Path) -> None:
+    net, x = network("spike")
+    case = layer_core_case(tmp_path / "case", net, x, 1, lanes=2)
+    path = case.directory / "stimulus.npz"
+    with np.load(path) as f:
+        stim = {k: f[k] for k in f.files}
+    j = 3
+    stim["out_cycle"][j:] += 1  # the model is now one cycle late from beat 3 on
+    np.savez(path, **stim)
+    with pytest.raises(SimulationError) as info:
+        _run(case, "icarus", tmp_path / "build")
+    first = str(info.value).splitlines()[0]
+    b, t, n = (int(stim[k][j]) for k in ("out_sample", "out_step", "out_neuron"))
+    what = f"neuron {n}" if n >= 0 else "end-of-step marker"
+    assert f"cycle model mismatch: sample {b}, layer 1, {what}, time step {t}: expected" in first
+
+
+# -- random layers ------------------------------------------------------------------------------
+
+
+def _random_case(data, max_width: int):
+    from tests.sw.strategies import inputs_for, networks
+
+    net = data.draw(networks(max_depth=2, max_width=max_width), label="network")
+    x = data.draw(inputs_for(net, max_batch=3, max_steps=4), label="inputs")
+    layer = data.draw(st.integers(0, net.depth - 1), label="layer")
+    n_out = net.layers[layer].n_out
+    lanes = data.draw(st.integers(1, n_out + 2), label="lanes")
+    return net, x, layer, lanes
+
+
+def _random_run(tmp_path_factory, data, sim: str, max_width: int) -> None:
+    net, x, layer, lanes = _random_case(data, max_width)
+    from sw.reference import simulate
+
+    trace = simulate(net, x, record_state=True)
+    if trace.capped.any():  # cannot happen with the default step bound; guards the strategy
+        return
+    tmp = tmp_path_factory.mktemp("random")
+    run_both(tmp, sim, net, x, layer, lanes)
+
+
+@pytest.mark.sim
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_layers_icarus(tmp_path_factory, data) -> None:
+    _random_run(tmp_path_factory, data, "icarus", max_width=12)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_layers_icarus_many(tmp_path_factory, data) -> None:
+    _random_run(tmp_path_factory, data, "icarus", max_width=24)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_layers_verilator(tmp_path_factory, data) -> None:
+    _random_run(tmp_path_factory, data, "verilator", max_width=32)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize(("layer", "lanes"), [(0, 16), (1, 10), (1, 1)])
+def test_digits_network(tmp_path: Path, layer: int, lanes: int) -> None:
+    """The trained digits network on 20 test images (Verilator: ~10k cycles per run)."""
+    from sw import convert, digits, qann
+
+    net = convert.to_network(qann.load_or_train())
+    run_both(tmp_path, "verilator", net, digits.load().x_test[:20], layer, lanes)
