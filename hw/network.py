@@ -1,0 +1,236 @@
+"""A whole network in RTL: layer cores chained through stream FIFOs.
+
+Architecture::
+
+    i ─▶ LayerCore 0 ─▶ FIFO ─▶ LayerCore 1 ─▶ FIFO ─▶ … ─▶ LayerCore D-1 ─▶ o
+                                                                         └──▶ done
+
+Every layer core follows the step protocol of :mod:`hw.layer_core`: it reads its input events
+until an end-of-step marker, fires, emits its spikes and its own marker, and, once its upstream
+is idle for good (a marker with ``busy = 0``), keeps stepping on its own until it is idle too,
+then re-initialises for the next inference. Layers are therefore decoupled: layer ``l`` may work
+on step ``t + 1`` (or on the next inference) while layer ``l + 1`` still integrates step ``t``;
+the FIFOs (one step of spikes deep by default) take up the slack, so the throughput is what the
+step-wise dependency allows.
+
+``done`` is high for one cycle when the last layer's marker with ``busy = 0`` leaves on ``o``: the
+first step in which no layer was busy, the hardware form of SpikeZIP's termination rule. The next
+inference's input events may follow on ``i`` at once, without reset or re-generation.
+
+Counters (32 bits, wrapping, cumulative since reset) per layer — ``events`` (input events
+consumed), ``spikes`` (output events), ``steps`` (output markers), ``stalls`` (cycles the output was
+offered but not taken) — and for the network ``cycles`` and ``inferences`` are readable at any
+time; a host takes differences between two reads. Read after the last ``done`` of a batch they
+give the batch's totals. Read at each ``done`` they give per-inference figures for the last layer
+only: earlier layers may already be working on the next inference.
+
+The ``probe`` output (optional) packs, from the least significant bit, per layer but the last one
+bit "an output beat is transferred this cycle" and that beat's payload; for the last layer its
+``o.valid`` and payload; then ``i.ready``. None of these bits depends combinationally on ``i.valid``
+or ``o.ready`` (the layer cores' ``i.ready`` and ``o.valid`` depend on registers only), so a
+testbench reads the whole vector once per cycle, before driving ``i`` and ``o.ready``, and knows
+every transfer of the coming clock edge: spikes of every layer with cycle stamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.events import EventFormat
+from hw.layer_core import LayerCore, event_layout
+from ir.network import Network
+
+__all__ = ["COUNTERS", "NetworkCore", "probe_layout"]
+
+#: Per-layer counters, in the order of the ``counters`` port.
+COUNTERS = ("events", "spikes", "steps", "stalls")
+COUNTER_WIDTH = 32
+
+
+def _lanes(network: Network, lanes: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
+    if isinstance(lanes, int):
+        lanes = (lanes,) * network.depth
+    lanes = tuple(lanes)
+    if len(lanes) != network.depth:
+        raise ValueError(
+            f"lanes must hold {network.depth} values (one per layer), not {len(lanes)}"
+        )
+    for k, p in enumerate(lanes):
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise ValueError(f"lanes[{k}] must be a positive integer, not {p!r}")
+    return lanes
+
+
+def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
+    """``(name, offset, width)`` of every field of the probe vector (see the module docstring)."""
+    fields, offset = [], 0
+    for k, fmt in enumerate(formats):
+        fields.append((f"fire{k}" if k < len(formats) - 1 else "out_valid", offset, 1))
+        fields.append((f"beat{k}", offset + 1, fmt.width))
+        offset += 1 + fmt.width
+    fields.append(("in_ready", offset, 1))
+    return fields
+
+
+class NetworkCore(wiring.Component):
+    """All layers of ``network`` chained through FIFOs (see the module docstring).
+
+    Latency: per layer as in :class:`hw.layer_core.LayerCore`, plus two cycles per FIFO.
+    Throughput: one input event per ``W_0 = ceil(n_1 / lanes_0)`` cycles into the first layer;
+    layers overlap across steps and inferences.
+
+    Parameters
+    ----------
+    network : ir.Network
+    lanes : int or sequence of int
+        Lanes per layer (one value for all, or one per layer).
+    fifo_depth : int or None
+        Entries of each inter-layer FIFO; default ``n_out + 2`` of the producing layer (a whole
+        step of spikes and its marker).
+    probe : bool
+        Add the ``probe`` output for testbenches.
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout(input format of layer 0)))
+    o : Out(stream.Signature(event_layout(output format of the last layer)))
+    done : Out(1)
+    cycles, inferences : Out(32)
+    counters : Out(32 · 4 · depth), per layer ``events, spikes, steps, stalls``
+    probe : Out(probe_width), only with ``probe=True``
+    """
+
+    def __init__(
+        self,
+        *,
+        network: Network,
+        lanes: int | Sequence[int] = 1,
+        fifo_depth: int | None = None,
+        probe: bool = False,
+    ) -> None:
+        try:
+            self._setup(network, lanes, fifo_depth, probe)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # a rejected parameter is not an unused design
+            raise
+
+    def _setup(self, network, lanes, fifo_depth, probe) -> None:
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
+        if fifo_depth is not None and (
+            isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or fifo_depth < 1
+        ):
+            raise ValueError(f"fifo_depth must be a positive integer, not {fifo_depth!r}")
+        self._network = network
+        self._lanes = _lanes(network, lanes)
+        self._fifo_depth = fifo_depth
+        self._probe = bool(probe)
+        self._cores = [
+            LayerCore.for_network(network, k, lanes=self._lanes[k]) for k in range(network.depth)
+        ]
+        members = {
+            "i": In(stream.Signature(event_layout(*self._widths(self.input_format)))),
+            "o": Out(stream.Signature(event_layout(*self._widths(self.output_format)))),
+            "done": Out(1),
+            "cycles": Out(COUNTER_WIDTH),
+            "inferences": Out(COUNTER_WIDTH),
+            "counters": Out(COUNTER_WIDTH * len(COUNTERS) * network.depth),
+        }
+        if self._probe:
+            members["probe"] = Out(self.probe_width)
+        super().__init__(members)
+
+    @staticmethod
+    def _widths(fmt: EventFormat) -> tuple[int, int]:
+        return fmt.index_width, fmt.value_width
+
+    # -- facts ---------------------------------------------------------------------------------
+    @property
+    def network(self) -> Network:
+        return self._network
+
+    @property
+    def lanes(self) -> tuple[int, ...]:
+        return self._lanes
+
+    @property
+    def cores(self) -> tuple[LayerCore, ...]:
+        """The layer cores (their timing, widths and formats)."""
+        return tuple(self._cores)
+
+    @property
+    def input_format(self) -> EventFormat:
+        return self._cores[0].input_format
+
+    @property
+    def output_format(self) -> EventFormat:
+        return self._cores[-1].output_format
+
+    @property
+    def formats(self) -> tuple[EventFormat, ...]:
+        """Output event format of every layer."""
+        return tuple(c.output_format for c in self._cores)
+
+    def fifo_depths(self) -> tuple[int, ...]:
+        """Depth of the FIFO after each layer but the last."""
+        return tuple(self._fifo_depth or c.layer.n_out + 2 for c in self._cores[:-1])
+
+    @property
+    def probe_width(self) -> int:
+        _, offset, width = probe_layout(self.formats)[-1]
+        return offset + width
+
+    # -- RTL -----------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        cores = self._cores
+        for k, core in enumerate(cores):
+            m.submodules[f"layer{k}"] = core
+        wiring.connect(m, wiring.flipped(self.i), cores[0].i)
+        for k, depth in enumerate(self.fifo_depths()):
+            width = cores[k].output_format.width
+            m.submodules[f"fifo{k}"] = q = fifo.SyncFIFOBuffered(width=width, depth=depth)
+            src, dst = cores[k].o, cores[k + 1].i
+            m.d.comb += [
+                q.w_data.eq(src.payload),
+                q.w_en.eq(src.valid),
+                src.ready.eq(q.w_rdy),
+                dst.payload.eq(q.r_data),
+                dst.valid.eq(q.r_rdy),
+                q.r_en.eq(dst.ready),
+            ]
+        wiring.connect(m, cores[-1].o, wiring.flipped(self.o))
+
+        last = self.o
+        m.d.comb += self.done.eq(last.valid & last.ready & last.payload.marker & ~last.payload.busy)
+        m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.done):
+            m.d.sync += self.inferences.eq(self.inferences + 1)
+
+        counters, probe = [], []
+        for k, core in enumerate(cores):
+            inp, out = core.i, core.o
+            fire_in = inp.valid & inp.ready
+            fire_out = out.valid & out.ready
+            regs = {n: Signal(COUNTER_WIDTH, name=f"{n}{k}") for n in COUNTERS}
+            with m.If(fire_in & ~inp.payload.marker):
+                m.d.sync += regs["events"].eq(regs["events"] + 1)
+            with m.If(fire_out & ~out.payload.marker):
+                m.d.sync += regs["spikes"].eq(regs["spikes"] + 1)
+            with m.If(fire_out & out.payload.marker):
+                m.d.sync += regs["steps"].eq(regs["steps"] + 1)
+            with m.If(out.valid & ~out.ready):
+                m.d.sync += regs["stalls"].eq(regs["stalls"] + 1)
+            counters.extend(regs[n] for n in COUNTERS)
+            probe.extend([fire_out if k < len(cores) - 1 else out.valid, out.payload.as_value()])
+        m.d.comb += self.counters.eq(Cat(*counters))
+        if self._probe:
+            probe.append(self.i.ready)
+            m.d.comb += self.probe.eq(Cat(*probe))
+        return m

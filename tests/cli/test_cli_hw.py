@@ -1,0 +1,113 @@
+"""``spikezip generate`` / ``simulate`` / ``compare`` on a small network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ir import Layer, Network, Trace
+from spikezip.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(5)
+    l0 = Layer(
+        weight=rng.integers(-40, 41, (6, 5)),
+        bias=rng.integers(-9, 10, 6),
+        threshold=17,
+        neg_bound=0,
+        pos_bound=7,
+        name="fc1",
+    )
+    l1 = Layer(
+        weight=rng.integers(-9, 10, (3, 6)),
+        bias=[0, 3, 0],
+        threshold=np.array([5, 6, 7]),
+        neg_bound=-4,
+        pos_bound=3,
+        name="fc2",
+    )
+    net = Network(layers=(l0, l1), n_inputs=5, encoding="analog", input_bounds=(0, 16))
+    net.save(tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", rng.integers(0, 17, (6, 5)))
+    return tmp_path
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_generate_is_byte_identical_and_described(files, capsys):
+    assert run("generate", files / "net.npz", "-o", files / "a", "--lanes", "4,2") == 0
+    assert run("generate", files / "net.npz", "-o", files / "b", "--lanes", "4,2") == 0
+    names = sorted(p.name for p in (files / "a").iterdir())
+    assert names == ["layer0.weights.hex", "layer1.weights.hex", "manifest.json", "spikezip_net.v"]
+    for name in names:
+        assert (files / "a" / name).read_bytes() == (files / "b" / name).read_bytes(), name
+    manifest = json.loads((files / "a" / "manifest.json").read_text())
+    assert manifest["network"]["digest"] == Network.load(files / "net.npz").digest()
+    assert manifest["parameters"]["lanes"] == [4, 2]
+    ports = {p["name"]: (p["direction"], p["width"]) for p in manifest["ports"]}
+    assert ports["done"] == ("out", 1) and ports["i__ready"] == ("out", 1)
+    assert ports["i__valid"] == ("in", 1) and "probe" in ports
+    assert (
+        manifest["layers"][0]["widths"]["membrane"]
+        == Network.load(files / "net.npz").widths[0].membrane
+    )
+    # the weight image holds the weights: word j·W + c, lane k = W[c·lanes + k, j]
+    words = (files / "a" / "layer1.weights.hex").read_text().split()
+    w = Network.load(files / "net.npz").layers[1].weight
+    width = manifest["layers"][1]["widths"]["weight"]
+    word = int(words[2 * 2 + 1], 16)  # input j = 2, word c = 1 of W = 2: neurons 2, 3 (padding)
+    lane0 = word & ((1 << width) - 1)
+    assert lane0 - (1 << width) * (lane0 >> (width - 1)) == w[2, 2]
+    assert "spikezip_net.v" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("generate", "net.npz", "-o", "d", "--lanes", "0"), "--lanes values must be positive"),
+        (("generate", "net.npz", "-o", "d", "--lanes", "2,2,2"), "lanes must hold 2 values"),
+        (("generate", "net.npz", "-o", "d", "--lanes", "x"), "--lanes must be an integer"),
+        (("generate", "missing.npz", "-o", "d"), "no such file"),
+        (("simulate", "net.npz", "bad.npy", "-o", "h.npz"), r"shape \[batch, 5\]"),
+    ],
+)
+def test_errors(files, capsys, argv, message):
+    np.save(files / "bad.npy", np.zeros((2, 7), dtype=int))
+    argv = [files / a if a.endswith((".npz", ".npy")) or a == "d" else a for a in argv]
+    assert run(*argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and __import__("re").search(message, err), err
+
+
+@pytest.mark.sim
+def test_simulate_then_compare(files, capsys):
+    assert run("trace", files / "net.npz", files / "x.npy", "-o", files / "golden.npz") == 0
+    assert (
+        run(
+            "simulate",
+            files / "net.npz",
+            files / "x.npy",
+            "--sim",
+            "icarus",
+            "-q",
+            "--lanes",
+            "4",
+            "--build-dir",
+            files / "build",
+            "-o",
+            files / "hw.npz",
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "6/6 inferences on icarus" in out
+    hw = Trace.load(files / "hw.npz")
+    assert hw.source == "rtl:icarus" and hw.step_cycles is not None
+    assert run("compare", files / "golden.npz", files / "hw.npz") == 0
+    assert "identical: 6 samples" in capsys.readouterr().out
