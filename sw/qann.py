@@ -28,10 +28,7 @@ retrained and replaced.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sw import digits
+from sw import cache, digits
 from sw.quant import MyQuan, bounds
 
 __all__ = [
@@ -269,54 +266,30 @@ def accuracy(model: QannMLP, pixels: np.ndarray, labels: np.ndarray) -> float:
 # -- cache ------------------------------------------------------------------------------------
 def cache_dir() -> Path:
     """``$SPIKEZIP_CACHE``, or ``~/.cache/spikezip-hw`` when unset or empty."""
-    env = os.environ.get("SPIKEZIP_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "spikezip-hw"
+    return cache.cache_dir()
 
 
 def cache_key(config: QannConfig) -> str:
     """Hex digest naming a trained model: configuration, torch version, :data:`CACHE_VERSION`."""
-    blob = json.dumps(
-        {
-            "config": config.to_dict(),
-            "torch": str(torch.__version__),
-            "cache_version": CACHE_VERSION,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return cache.cache_key("qann", config.to_dict(), CACHE_VERSION)
 
 
 def cache_path(config: QannConfig, directory: str | os.PathLike | None = None) -> Path:
     """File that holds (or will hold) the model trained with ``config``."""
-    base = cache_dir() if directory is None else Path(directory)
-    return base / f"qann-{cache_key(config)}.pt"
-
-
-def _load(path: Path, config: QannConfig) -> QannMLP | None:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("key") != cache_key(config):
-            return None
-        with torch.random.fork_rng(devices=[]):
-            model = build(config)
-        model.load_state_dict(blob["state_dict"])
-    except Exception:  # a cache: whatever cannot be read is retrained and replaced
-        return None
-    model.eval()
-    return model
+    return cache.cache_path("qann", cache_key(config), directory)
 
 
 def load_or_train(
     config: QannConfig | None = None, *, directory: str | os.PathLike | None = None
 ) -> QannMLP:
-    """The model trained with ``config``, from the cache or trained now and cached.
+    """The model trained with ``config``, from the cache (:mod:`sw.cache`) or trained and cached.
 
     Parameters
     ----------
     config : QannConfig, optional
         Hyper-parameters; the defaults if omitted.
     directory : path, optional
-        Cache directory; :func:`cache_dir` if omitted. Created when missing.
+        Cache directory; :func:`sw.cache.cache_dir` if omitted. Created when missing.
 
     Returns
     -------
@@ -326,28 +299,11 @@ def load_or_train(
     config = QannConfig() if config is None else config
     if not isinstance(config, QannConfig):
         raise TypeError(f"config must be a QannConfig, not {type(config).__name__}")
-    path = cache_path(config, directory)
-    if path.exists():
-        model = _load(path, config)
-        if model is not None:
-            return model
-    model = train(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "key": cache_key(config),
-        "config": json.dumps(config.to_dict(), sort_keys=True),
-        "torch": str(torch.__version__),
-        "state_dict": model.state_dict(),
-    }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return model
+    return cache.load_or_train(
+        kind="qann",
+        config=config.to_dict(),
+        version=CACHE_VERSION,
+        build=lambda: build(config),
+        train=lambda: train(config),
+        directory=directory,
+    )

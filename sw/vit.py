@@ -29,12 +29,8 @@ the key hashing the configuration, the torch version and :data:`CACHE_VERSION`.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sw import digits
-from sw.qann import _deterministic, cache_dir
+from sw import cache, digits
+from sw.qann import _deterministic
 from sw.quant import MyQuan, bounds
 
 __all__ = [
@@ -367,49 +363,25 @@ def accuracy(model: QannViT, pixels: np.ndarray, labels: np.ndarray) -> float:
 # -- cache ------------------------------------------------------------------------------------
 def cache_key(config: VitConfig) -> str:
     """Hex digest naming a trained model: configuration, torch version, :data:`CACHE_VERSION`."""
-    blob = json.dumps(
-        {
-            "model": "vit",
-            "config": config.to_dict(),
-            "torch": str(torch.__version__),
-            "cache_version": CACHE_VERSION,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return cache.cache_key("vit", config.to_dict(), CACHE_VERSION)
 
 
 def cache_path(config: VitConfig, directory: str | os.PathLike | None = None) -> Path:
     """File that holds (or will hold) the model trained with ``config``."""
-    base = cache_dir() if directory is None else Path(directory)
-    return base / f"vit-{cache_key(config)}.pt"
-
-
-def _load(path: Path, config: VitConfig) -> QannViT | None:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("key") != cache_key(config):
-            return None
-        with torch.random.fork_rng(devices=[]):
-            model = build(config)
-        model.load_state_dict(blob["state_dict"])
-    except Exception:  # a cache: whatever cannot be read is retrained and replaced
-        return None
-    model.eval()
-    return model
+    return cache.cache_path("vit", cache_key(config), directory)
 
 
 def load_or_train(
     config: VitConfig | None = None, *, directory: str | os.PathLike | None = None
 ) -> QannViT:
-    """The model trained with ``config``, from the cache or trained now and cached.
+    """The model trained with ``config``, from the cache (:mod:`sw.cache`) or trained and cached.
 
     Parameters
     ----------
     config : VitConfig, optional
         Hyper-parameters; the defaults if omitted.
     directory : path, optional
-        Cache directory; :func:`sw.qann.cache_dir` if omitted. Created when missing.
+        Cache directory; :func:`sw.cache.cache_dir` if omitted. Created when missing.
 
     Returns
     -------
@@ -419,28 +391,11 @@ def load_or_train(
     config = VitConfig() if config is None else config
     if not isinstance(config, VitConfig):
         raise TypeError(f"config must be a VitConfig, not {type(config).__name__}")
-    path = cache_path(config, directory)
-    if path.exists():
-        model = _load(path, config)
-        if model is not None:
-            return model
-    model = train(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "key": cache_key(config),
-        "config": json.dumps(config.to_dict(), sort_keys=True),
-        "torch": str(torch.__version__),
-        "state_dict": model.state_dict(),
-    }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return model
+    return cache.load_or_train(
+        kind="vit",
+        config=config.to_dict(),
+        version=CACHE_VERSION,
+        build=lambda: build(config),
+        train=lambda: train(config),
+        directory=directory,
+    )
