@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) bench/bench_reference.py
+	$(PYTHON) bench/bench_layer_core.py
+	$(PYTHON) bench/bench_network.py
+	$(PYTHON) bench/bench_vit.py
 
 clean:
 	rm -rf build $(STAMP) .pytest_cache
