@@ -52,12 +52,14 @@ def brute_force(vit: VisionTransformer, spikes: dict[str, np.ndarray], b: int, t
                 for i in range(n):
                     row = 0
                     for j in range(n):
+                        score = 0  # the multi increment of score (i, j): its terms may cancel
                         for c in ch:
                             # the non-zero product terms of Qacc·kᵀ, q·Kaccᵀ and q·kᵀ
                             a += (qa[i, c] != 0) * (k[j, c] != 0)
                             a += (q[i, c] != 0) * (ka[j, c] != 0)
                             a += (q[i, c] != 0) * (k[j, c] != 0)
-                            row += qa[i, c] * k[j, c] + q[i, c] * ka[j, c] - q[i, c] * k[j, c] != 0
+                            score += qa[i, c] * k[j, c] + q[i, c] * ka[j, c] - q[i, c] * k[j, c]
+                        row += score != 0
                     if t == 0 or row:
                         nl += SOFTMAX_OPS * n
         elif s.kind is SiteKind.CONTEXT:
