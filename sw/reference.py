@@ -31,7 +31,14 @@ import torch
 
 from ir import Encoding, Layer, Network, Trace
 
-__all__ = ["StepCapWarning", "integer_qann", "simulate", "stbif_step"]
+__all__ = [
+    "StepCapWarning",
+    "TraceRecorder",
+    "check_max_steps",
+    "integer_qann",
+    "simulate",
+    "stbif_step",
+]
 
 
 class StepCapWarning(RuntimeWarning):
@@ -107,6 +114,89 @@ def _prepare(network: Network) -> list[_LayerOps]:
     return ops
 
 
+class TraceRecorder:
+    """Per-step recording, per-sample termination and the step cap, shared by the references.
+
+    Call :meth:`record` once per step with every layer's (or site's) spikes ``[B, n]`` and the
+    cumulative busy flags ``[B, D]``; it returns True once every sample has had its first step
+    in which the last layer was idle. :meth:`trace` builds the :class:`~ir.Trace`, marks samples
+    still running as ``capped`` and warns (:class:`StepCapWarning`).
+    """
+
+    def __init__(self, depth: int, batch: int, *, record_state: bool) -> None:
+        self.record_state = record_state
+        self.spikes: list[list[torch.Tensor]] = [[] for _ in range(depth)]
+        self.membranes: list[list[torch.Tensor]] = [[] for _ in range(depth)]
+        self.tracers: list[list[torch.Tensor]] = [[] for _ in range(depth)]
+        self.busy: list[torch.Tensor] = []
+        self.steps = torch.zeros(batch, dtype=torch.int64)
+        self.active = torch.ones(batch, dtype=torch.bool)
+        self.t = 0
+
+    def record(
+        self,
+        spikes: list[torch.Tensor],
+        busy: torch.Tensor,
+        membranes: list[torch.Tensor] | None = None,
+        tracers: list[torch.Tensor] | None = None,
+    ) -> bool:
+        for k, s in enumerate(spikes):
+            self.spikes[k].append(s.to(torch.int8))
+            if self.record_state:
+                self.membranes[k].append(membranes[k].clone())
+                self.tracers[k].append(tracers[k].clone())
+        self.busy.append(busy)
+        finished = ~busy[:, -1] & self.active
+        self.t += 1
+        self.steps[finished] = self.t
+        self.active &= ~finished
+        return not bool(self.active.any())
+
+    def trace(
+        self,
+        *,
+        digest: str,
+        layer_names: tuple[str, ...],
+        max_steps: int,
+        bound: int,
+        stacklevel: int = 3,
+    ) -> Trace:
+        capped = self.active.clone()
+        self.steps[capped] = max_steps
+        if bool(capped.any()):
+            warnings.warn(
+                f"{int(capped.sum())} of {len(capped)} samples had not reached an idle step "
+                f"after max_steps={max_steps} (the proven bound for this network is {bound}); "
+                "their results are not converged",
+                StepCapWarning,
+                stacklevel=stacklevel,
+            )
+
+        def stack(rec: list[list[torch.Tensor]]) -> tuple[np.ndarray, ...]:
+            return tuple(torch.stack(r, dim=1).numpy() for r in rec)
+
+        return Trace(
+            network_digest=digest,
+            spikes=stack(self.spikes),
+            busy=torch.stack(self.busy, dim=1).numpy(),
+            steps=self.steps.numpy(),
+            capped=capped.numpy(),
+            membranes=stack(self.membranes) if self.record_state else None,
+            tracers=stack(self.tracers) if self.record_state else None,
+            layer_names=layer_names,
+            source="reference",
+        )
+
+
+def check_max_steps(max_steps: int | None, bound: int) -> int:
+    """``max_steps`` validated, or the proven ``bound`` when None."""
+    if max_steps is None:
+        return bound
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, not {max_steps!r}")
+    return max_steps
+
+
 def simulate(
     network: Network,
     inputs: np.ndarray | torch.Tensor,
@@ -133,20 +223,12 @@ def simulate(
     spike_input = network.encoding is Encoding.SPIKE
     input_steps = x.shape[1] if spike_input else 1
     bound = network.step_bound(input_steps)
-    if max_steps is None:
-        max_steps = bound
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, not {max_steps!r}")
+    max_steps = check_max_steps(max_steps, bound)
     ops = _prepare(network)
     xt = torch.from_numpy(np.array(x))
     membranes = [op.initial.expand(batch, -1) + op.bias for op in ops]  # bias injected at t = 0
     tracers = [torch.zeros_like(m) for m in membranes]
-    rec_spikes: list[list[torch.Tensor]] = [[] for _ in ops]
-    rec_mem: list[list[torch.Tensor]] = [[] for _ in ops]
-    rec_tr: list[list[torch.Tensor]] = [[] for _ in ops]
-    rec_busy: list[torch.Tensor] = []
-    steps = torch.zeros(batch, dtype=torch.int64)
-    active = torch.ones(batch, dtype=torch.bool)
+    rec = TraceRecorder(len(ops), batch, record_state=record_state)
     zero_in = torch.zeros(batch, network.n_inputs, dtype=torch.int64)
     for t in range(max_steps):
         if spike_input:
@@ -156,7 +238,7 @@ def simulate(
         upstream = (inp != 0).any(dim=1)
         if spike_input and t < input_steps - 1:
             upstream = torch.ones_like(upstream)
-        busy_t = []
+        busy_t, spikes_t = [], []
         for k, op in enumerate(ops):
             drive = op.synapses(inp) if bool((inp != 0).any()) else 0
             s, membranes[k], tracers[k] = stbif_step(
@@ -171,42 +253,15 @@ def simulate(
             if t == 0 and op.has_bias:
                 upstream = torch.ones_like(upstream)
             busy_t.append(upstream)
-            rec_spikes[k].append(s.to(torch.int8))
-            if record_state:
-                rec_mem[k].append(membranes[k].clone())
-                rec_tr[k].append(tracers[k].clone())
+            spikes_t.append(s)
             inp = s
-        busy_t = torch.stack(busy_t, dim=1)
-        rec_busy.append(busy_t)
-        finished = ~busy_t[:, -1] & active
-        steps[finished] = t + 1
-        active &= ~finished
-        if not bool(active.any()):
+        if rec.record(spikes_t, torch.stack(busy_t, dim=1), membranes, tracers):
             break
-    capped = active.clone()
-    steps[capped] = max_steps
-    if bool(capped.any()):
-        warnings.warn(
-            f"{int(capped.sum())} of {batch} samples had not reached an idle step after "
-            f"max_steps={max_steps} (the proven bound for this network is {bound}); their "
-            "results are not converged",
-            StepCapWarning,
-            stacklevel=2,
-        )
-
-    def stack(rec: list[list[torch.Tensor]]) -> tuple[np.ndarray, ...]:
-        return tuple(torch.stack(r, dim=1).numpy() for r in rec)
-
-    return Trace(
-        network_digest=network.digest(),
-        spikes=stack(rec_spikes),
-        busy=torch.stack(rec_busy, dim=1).numpy(),
-        steps=steps.numpy(),
-        capped=capped.numpy(),
-        membranes=stack(rec_mem) if record_state else None,
-        tracers=stack(rec_tr) if record_state else None,
+    return rec.trace(
+        digest=network.digest(),
         layer_names=tuple(network.layer_name(k) for k in range(network.depth)),
-        source="reference",
+        max_steps=max_steps,
+        bound=bound,
     )
 
 

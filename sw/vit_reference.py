@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 from ir import Layer, Trace
 from ir.transformer import Site, SiteKind, VisionTransformer
 from sw.attention import multi, multi1
-from sw.reference import StepCapWarning, _LayerOps, stbif_step
+from sw.reference import StepCapWarning, TraceRecorder, _LayerOps, check_max_steps, stbif_step
 
 __all__ = [
     "Activations",
@@ -379,56 +378,25 @@ def _run(
     x = _tensor(vit.check_inputs(inputs))
     batch = x.shape[0]
     bound = vit.step_bound()
-    if max_steps is None:
-        max_steps = bound
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, not {max_steps!r}")
+    max_steps = check_max_steps(max_steps, bound)
     sim = _Simulator(vit, x)
-    n_sites = len(vit.sites)
-    rec_spikes: list[list[torch.Tensor]] = [[] for _ in range(n_sites)]
-    rec_mem: list[list[torch.Tensor]] = [[] for _ in range(n_sites)]
-    rec_tr: list[list[torch.Tensor]] = [[] for _ in range(n_sites)]
-    rec_busy: list[torch.Tensor] = []
-    steps = torch.zeros(batch, dtype=torch.int64)
-    active = torch.ones(batch, dtype=torch.bool)
+    rec = TraceRecorder(len(vit.sites), batch, record_state=record_state)
     for t in range(max_steps):
         spikes, busy = sim.step(t)
-        for k, s in enumerate(spikes):
-            rec_spikes[k].append(s.reshape(batch, -1).to(torch.int8))
-            if record_state:
-                st = sim.states[k]
-                rec_mem[k].append(st.membrane.reshape(batch, -1).clone())
-                rec_tr[k].append(st.tracer.reshape(batch, -1).clone())
-        rec_busy.append(busy)
-        finished = ~busy[:, -1] & active
-        steps[finished] = t + 1
-        active &= ~finished
-        if not bool(active.any()):
+        flat = [s.reshape(batch, -1) for s in spikes]
+        if record_state:
+            mem = [st.membrane.reshape(batch, -1) for st in sim.states]
+            tr = [st.tracer.reshape(batch, -1) for st in sim.states]
+        else:
+            mem = tr = None
+        if rec.record(flat, busy, mem, tr):
             break
-    capped = active.clone()
-    steps[capped] = max_steps
-    if bool(capped.any()):
-        warnings.warn(
-            f"{int(capped.sum())} of {batch} samples had not reached an idle step after "
-            f"max_steps={max_steps} (the proven bound for this network is {bound}); their "
-            "results are not converged",
-            StepCapWarning,
-            stacklevel=3,
-        )
-
-    def stack(rec: list[list[torch.Tensor]]) -> tuple[np.ndarray, ...]:
-        return tuple(torch.stack(r, dim=1).numpy() for r in rec)
-
-    trace = Trace(
-        network_digest=vit.digest(),
-        spikes=stack(rec_spikes),
-        busy=torch.stack(rec_busy, dim=1).numpy(),
-        steps=steps.numpy(),
-        capped=capped.numpy(),
-        membranes=stack(rec_mem) if record_state else None,
-        tracers=stack(rec_tr) if record_state else None,
+    trace = rec.trace(
+        digest=vit.digest(),
         layer_names=vit.site_names,
-        source="reference",
+        max_steps=max_steps,
+        bound=bound,
+        stacklevel=4,
     )
     return SnnRun(trace=trace, totals=sim.totals())
 
