@@ -3,7 +3,9 @@
 Prints images/s for batches of 1,000 images (the digits test set tiled), with and without state
 recording, and the step statistics; target ≥ 10,000 images/s on a 2-core machine.
 
-    python bench/bench_reference.py [--repeats 5] [--threads N]
+    python bench/bench_reference.py [--repeats 5] [--batch 1000]
+
+The reference runs torch single-threaded (sw.reference.single_thread).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
@@ -28,9 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     network = to_network(qann.load_or_train(qann.QannConfig()), name="digits")
     data = digits.load()
     reps = -(-args.batch // len(data.x_test))

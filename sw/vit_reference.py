@@ -22,9 +22,7 @@ step in which no site had a drive and none spiked leaves every state unchanged a
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +32,14 @@ import torch
 from ir import Layer, Trace
 from ir.transformer import Site, SiteKind, VisionTransformer
 from sw.attention import multi, multi1
-from sw.reference import StepCapWarning, TraceRecorder, _LayerOps, check_max_steps, stbif_step
+from sw.reference import (
+    StepCapWarning,
+    TraceRecorder,
+    _LayerOps,
+    check_max_steps,
+    single_thread,
+    stbif_step,
+)
 
 __all__ = [
     "Activations",
@@ -119,22 +124,6 @@ def softmax(scores: torch.Tensor, table: torch.Tensor, numerator: int) -> torch.
 
 
 # -- prepared operators --------------------------------------------------------------------------
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch single-threaded (restored afterwards).
-
-    The tensors here are small; torch's intra-op threads then only cost synchronisation, and on a
-    loaded machine (parallel test workers, simulators) spinning threads slow every small kernel
-    down by orders of magnitude.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _tensor(arr: np.ndarray) -> torch.Tensor:
     """A writable ``int64`` tensor copy of a (possibly read-only) IR array."""
     return torch.from_numpy(np.array(arr, dtype=np.int64))
@@ -234,7 +223,7 @@ def integer_qann(vit: VisionTransformer, inputs: np.ndarray | torch.Tensor) -> A
     inputs : array of int
         ``[batch, n_inputs]`` pixels within ``vit.input_bounds``.
     """
-    with _single_thread():
+    with single_thread():
         return _integer_qann(vit, inputs)
 
 
@@ -362,7 +351,7 @@ def run(
     record_state : bool
         Also record every site's membranes and tracers after every step.
     """
-    with _single_thread():
+    with single_thread():
         return _run(vit, inputs, max_steps=max_steps, record_state=record_state)
 
 

@@ -1,0 +1,166 @@
+"""Co-design benchmark: resources, fmax, latency and energy of the digits network and of a
+784-128-10 network, and the layer core's fmax on ECP5 (nextpnr, 25k, default speed grade).
+
+The 784-128-10 network is the trained digits QANN with a 128-neuron hidden layer whose first
+layer is widened to 28×28 inputs (nearest-neighbour upsampling of the 8×8 images; each 8×8 weight
+column copied to the 28×28 pixels that map to it, thresholds and biases scaled by the copies per
+pixel, ≈12.25): the same activity per pixel as a trained model, for timing only.
+
+    python bench/bench_codesign.py [--samples 50] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record
+
+from hw.layer_core import LayerCore
+from hw.synth import place_and_route
+from ir import Layer, Network
+from spikezip.report import DesignPoint, evaluate, luts, plot_sweep, sweep
+from sw import digits, qann
+from sw.convert import to_network
+
+MAP = (np.arange(28) * 8) // 28  # 28 → 8 nearest neighbour
+
+
+def widen(net: Network) -> Network:
+    first = net.layers[0]
+    cols = (MAP[:, None] * 8 + MAP[None, :]).ravel()  # 784 → 64 pixel index
+    copies = np.bincount(cols, minlength=64)
+    scale = float(copies.mean())
+    w = first.weight[:, cols]
+    thr = np.maximum(1, np.round(np.asarray(first.threshold) * scale)).astype(np.int64)
+    layer0 = Layer(
+        weight=w,
+        bias=np.round(first.bias * scale).astype(np.int64),
+        threshold=thr,
+        neg_bound=first.neg_bound,
+        pos_bound=first.pos_bound,
+        name="fc784",
+    )
+    return Network(
+        layers=(layer0, *net.layers[1:]),
+        n_inputs=784,
+        encoding=net.encoding,
+        input_bounds=net.input_bounds,
+        name="784-128-10",
+    )
+
+
+def upsample(x: np.ndarray) -> np.ndarray:
+    img = x.reshape(-1, 8, 8)
+    return img[:, MAP][:, :, MAP].reshape(-1, 784)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    data = digits.load()
+    out: dict = {"samples": args.samples}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-codesign-"))
+    net = to_network(qann.load_or_train(qann.QannConfig()), name="digits")
+    x = data.x_test[: args.samples]
+    net.save(tmp / "digits.npz")
+
+    # 1. layer-core fmax (step 0 of the climb)
+    out["layer_core_fmax"] = []
+    for k, p in ((0, 8), (1, 8), (1, 1)):
+        t0 = time.perf_counter()
+        r = place_and_route(LayerCore.for_network(net, k, lanes=p), target="ecp5")
+        row = {
+            "layer": k,
+            "lanes": p,
+            "fmax_mhz": round(r.fmax_mhz, 1),
+            "critical_path": r.critical_path_text,
+            "seconds": round(time.perf_counter() - t0),
+        }
+        out["layer_core_fmax"].append(row)
+        print("layer core", row, flush=True)
+
+    # 2. digits sweep over lanes (synthesis + place and route + model), in parallel
+    points = [DesignPoint(lanes=p) for p in (1, 2, 4, 8, 16)]
+    points += [DesignPoint(lanes=8, storage="memory"), DesignPoint(lanes=8, storage="registers")]
+    t0 = time.perf_counter()
+    res = sweep(tmp / "digits.npz", x, points, jobs=args.jobs, target="ecp5", pnr=True)
+    out["digits_sweep_seconds"] = round(time.perf_counter() - t0)
+    front = plot_sweep(
+        res, Path(__file__).resolve().parent.parent / "build" / "bench" / "codesign_sweep.png"
+    )
+    out["digits_sweep"] = []
+    for i, r in enumerate(res):
+        row = {
+            "design": r["point"]["label"],
+            "luts": luts(r),
+            "total": r["synthesis"]["ecp5"]["total"],
+            "layers": r["synthesis"]["ecp5"]["layers"],
+            "fmax_mhz": r["pnr"]["fmax_mhz"],
+            "latency_cycles_mean": r["latency"]["latency_cycles_mean"],
+            "latency_us_mean": round(r["latency"]["us_mean"], 3),
+            "latency_us_max": round(r["latency"]["us_max"], 3),
+            "gsops": round(r["sops_per_second"] / 1e9, 3),
+            "pareto": i in front,
+            "critical_path": r["pnr"]["critical_path"],
+            "fifo_depth": r["latency"]["fifo_depth"],
+        }
+        out["digits_sweep"].append(row)
+        print(row, flush=True)
+    out["digits_energy"] = {
+        k: res[0][k]
+        for k in (
+            "sops_per_inference",
+            "energy_nj_per_inference",
+            "ann_macs_per_inference",
+            "ann_energy_nj_per_inference",
+            "neurons",
+            "synapses",
+            "steps_mean",
+        )
+    }
+
+    # 3. 784-128-10
+    big = widen(to_network(qann.load_or_train(qann.QannConfig(hidden=(128,))), name="d128"))
+    xb = upsample(x)
+    for p in ((16, 16), (64, 16), (128, 16)):
+        t0 = time.perf_counter()
+        r = evaluate(big, xb, DesignPoint(lanes=p), target="ecp5", pnr=p == (64, 16))
+        row = {
+            "lanes": p,
+            "luts": luts(r),
+            "total": r["synthesis"]["ecp5"]["total"],
+            "latency_cycles_mean": r["latency"]["latency_cycles_mean"],
+            "latency_cycles_max": r["latency"]["latency_cycles_max"],
+            "seconds": round(time.perf_counter() - t0),
+        }
+        if "pnr" in r:
+            row.update(
+                fmax_mhz=r["pnr"]["fmax_mhz"],
+                latency_us_mean=r["latency"]["us_mean"],
+                latency_us_max=r["latency"]["us_max"],
+                critical_path=r["pnr"]["critical_path"],
+                utilization={
+                    k: v
+                    for k, v in r["pnr"]["utilization"].items()
+                    if k in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")
+                },
+            )
+        row["energy_nj"] = r["energy_nj_per_inference"]
+        row["sops"] = r["sops_per_inference"]
+        row["ann_energy_nj"] = r["ann_energy_nj_per_inference"]
+        out.setdefault("mnist_size", []).append(row)
+        print("784-128-10", row, flush=True)
+    print(f"recorded in {record('codesign', out)}")
+
+
+if __name__ == "__main__":
+    main()
