@@ -36,6 +36,7 @@ re-initialisation ``W + 2`` cycles.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +161,10 @@ def _emit(
 
 
 def schedule(
-    timing: LayerTiming, inputs: list[list[Step]], outputs: list[list[Step]]
+    timing: LayerTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: list[list[Sequence[int]]] | None = None,
 ) -> list[InferenceSchedule]:
     """The cycle of every output event and marker of a run of inferences, back to back.
 
@@ -169,6 +173,12 @@ def schedule(
     timing : LayerTiming
     inputs : per inference, the input steps (:func:`hw.events.input_steps`)
     outputs : per inference, the golden output steps (:func:`hw.events.output_steps`)
+    arrivals : optional, per inference and input step, the first cycle each beat of the step
+        (its events, then its marker) is valid on ``i``; default: always valid. A beat valid in
+        cycle ``c`` is consumed in a slot ``≥ c + 1`` (the sequencer's input register), so an
+        event's first slot is ``max(previous slot free, c + 1)`` and a sweep's first slot also
+        waits for its marker. Exact as long as ``o`` sees no backpressure
+        (:mod:`hw.network_model` checks this for chained cores).
     """
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
@@ -186,7 +196,16 @@ def schedule(
             bank = markers[-2] + timing.RESTART_DELAY if len(markers) >= 2 else 0
             if t < len(ins):
                 n, start = ins[t].n_events, acc
-                x = max(acc + n * words, bank)
+                if arrivals is None:
+                    x = max(acc + n * words, bank)
+                else:
+                    beats = arrivals[b][t]
+                    free = acc
+                    for k in range(n):
+                        slot = max(free, beats[k] + 1)
+                        start = slot if k == 0 else start
+                        free = slot + words
+                    x = max(free, beats[n] + 1, bank)
             else:
                 n, start = 0, None
                 x = max(x + words - 1 + timing.RESULT_DELAY, bank)

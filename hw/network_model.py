@@ -1,0 +1,128 @@
+"""Exact cycle model of a whole network core (``hw.network``), composed from the layer model.
+
+No amaranth import. Layer ``0`` sees its input always valid (the stimulus of
+:mod:`sim.tb_network`: every inference's beats back to back from cycle 0). Layer ``l > 0`` sees
+each beat of layer ``l - 1`` valid :data:`FIFO_LATENCY` cycles after the cycle it left layer
+``l - 1`` (``SyncFIFOBuffered``: write, inner FIFO, output register), and
+:func:`hw.cycle_model.schedule` with those arrivals gives its own output cycles. The last layer's
+``o`` is always ready, so ``done`` of an inference is the cycle of its last layer's final marker.
+
+The composition is exact while no inter-layer FIFO fills up (no backpressure, the layer model's
+premise). :func:`network_schedule` checks this from the modelled cycles: it counts, per FIFO and
+cycle, the beats written and not yet consumed by the next layer's sequencer, a bound on the
+FIFO's occupancy, and reports in :attr:`NetworkSchedule.exact` whether the bound stays within the
+FIFO's depth. When it does not, the model is not claimed (the RTL may stall the producer).
+tests/sim/test_network_model.py checks the composed model against the RTL's cycle stamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw.cycle_model import InferenceSchedule, LayerTiming, schedule
+from hw.events import input_steps, output_steps
+from ir import Network, Trace
+
+__all__ = ["FIFO_LATENCY", "NetworkSchedule", "network_schedule"]
+
+#: cycles from a beat leaving layer ``l - 1`` to the cycle it is valid on layer ``l``'s input
+FIFO_LATENCY = 2
+
+
+@dataclass(frozen=True)
+class NetworkSchedule:
+    """The modelled cycles of a run of inferences through a network core."""
+
+    layers: tuple[tuple[InferenceSchedule, ...], ...]  #: per layer, per inference
+    first_input: np.ndarray  #: [B] cycle the first input beat of each inference is accepted
+    done: np.ndarray  #: [B] cycle of each inference's last final marker
+    fifo_peak: tuple[int, ...]  #: per FIFO, the occupancy bound's maximum
+    fifo_depths: tuple[int, ...]
+
+    @property
+    def exact(self) -> bool:
+        """No FIFO can fill up: the composition is the RTL's exact schedule."""
+        return all(p <= d for p, d in zip(self.fifo_peak, self.fifo_depths, strict=True))
+
+    @property
+    def latency(self) -> np.ndarray:
+        """Cycles from each inference's first input beat to its ``done``, inclusive."""
+        return self.done - self.first_input + 1
+
+    @property
+    def total_cycles(self) -> int:
+        return int(self.done[-1]) + 1 if self.done.size else 0
+
+    def step_cycles(self, layer: int, sample: int) -> list[int]:
+        return [s.marker_cycle for s in self.layers[layer][sample].steps]
+
+    def spike_cycles(self, layer: int, sample: int) -> list[tuple[int, ...]]:
+        return [s.event_cycles for s in self.layers[layer][sample].steps]
+
+
+def _beats(sched: list[InferenceSchedule]) -> list[list[list[int]]]:
+    """Per inference and step, the output cycles of its beats (events, then the marker)."""
+    return [[[*s.event_cycles, s.marker_cycle] for s in inf.steps] for inf in sched]
+
+
+def _consumed(sched: list[InferenceSchedule], ins, timing: LayerTiming) -> list[int]:
+    """The slot in which each input beat is consumed (an event: its last; a marker: its sweep)."""
+    out = []
+    for inf, steps in zip(sched, ins, strict=True):
+        for s, step in zip(inf.steps, steps, strict=False):
+            if step.n_events:
+                # events are back to back from their first slot unless they waited for input;
+                # the bound uses the earliest possible consumption, so it over-counts occupancy
+                first = s.accumulate_cycle
+                out.extend(first + (k + 1) * timing.words - 1 for k in range(step.n_events))
+            out.append(s.fire_cycle)
+    return out
+
+
+def network_schedule(
+    network: Network,
+    inputs: np.ndarray,
+    trace: Trace,
+    lanes: int | Sequence[int],
+    fifo_depths: Sequence[int] | None = None,
+) -> NetworkSchedule:
+    """Model the network core running ``inputs`` back to back (``trace``: the golden trace)."""
+    lanes = (lanes,) * network.depth if isinstance(lanes, int) else tuple(lanes)
+    if fifo_depths is None:
+        fifo_depths = tuple(layer.n_out + 2 for layer in network.layers[:-1])
+    layers, arrivals, peaks = [], None, []
+    for k, layer in enumerate(network.layers):
+        timing = LayerTiming(n_out=layer.n_out, lanes=lanes[k])
+        ins = input_steps(network, inputs, trace, k)
+        sched = schedule(timing, ins, output_steps(trace, k), arrivals)
+        if k > 0:
+            written = sorted(c for inf in arrivals for st in inf for c in st)
+            written = np.array(written) - FIFO_LATENCY
+            consumed = np.sort(np.array(_consumed(sched, ins, timing)))
+            # beats in FIFO + input register at the end of cycle c: written ≤ c, consumed > c
+            occupancy = np.arange(1, written.size + 1) - np.searchsorted(
+                consumed, written, side="right"
+            )
+            peaks.append(int(occupancy.max()) if occupancy.size else 0)
+        layers.append(tuple(sched))
+        arrivals = [[[c + FIFO_LATENCY for c in st] for st in inf] for inf in _beats(sched)]
+    first = _first_inputs(network, inputs, trace, layers[0])
+    done = np.array([inf.end_cycle for inf in layers[-1]], dtype=np.int64)
+    return NetworkSchedule(
+        layers=tuple(layers),
+        first_input=first,
+        done=done,
+        fifo_peak=tuple(peaks),
+        fifo_depths=tuple(fifo_depths),
+    )
+
+
+def _first_inputs(network, inputs, trace, sched) -> np.ndarray:
+    ins = input_steps(network, inputs, trace, 0)
+    first = [0]
+    for inf, steps in zip(sched[:-1], ins[:-1], strict=True):
+        first.append(inf.steps[len(steps) - 1].fire_cycle)  # last input marker leaves the register
+    return np.array(first, dtype=np.int64)

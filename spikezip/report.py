@@ -1,0 +1,290 @@
+"""Co-design reports: resources, fmax, latency, SOPs and energy of a network's RTL, and sweeps.
+
+* resources: :func:`hw.synth.synthesize` (yosys ``stat -json``) per layer core and in total;
+* fmax: :func:`hw.synth.place_and_route` on the pin-limited harness around the network core;
+* latency: the composed cycle model :mod:`hw.network_model` (checked against the RTL's cycle
+  stamps in tests/sim/test_network_model.py), one inference at a time from reset; the inter-layer
+  FIFOs are sized so that the model is exact (no FIFO fills up on the given inputs);
+* SOPs and energy: :func:`sw.energy.count_ops` (spec §4.5), and the ANN MACs for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ir import Network
+
+__all__ = ["DesignPoint", "evaluate", "model_latency", "pareto", "write_report"]
+
+E_MAC_PJ = 4.6
+
+
+@dataclass(frozen=True)
+class DesignPoint:
+    """The knobs of one design."""
+
+    lanes: int | tuple[int, ...]
+    storage: str | None = None  #: ``registers``, ``memory`` or None (by size)
+
+    @property
+    def label(self) -> str:
+        lanes = self.lanes if isinstance(self.lanes, int) else ",".join(map(str, self.lanes))
+        return f"P={lanes}" + (f" {self.storage}" if self.storage else "")
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def model_latency(network: Network, inputs: np.ndarray, trace, lanes) -> dict[str, Any]:
+    """Latency per inference (one at a time, from reset) from the composed cycle model.
+
+    The FIFO depth is the smallest power of two ≥ the default (``n_out + 2``) that no inference
+    fills, so the model is the RTL's exact schedule.
+    """
+    from hw.network_model import network_schedule
+
+    lat, peaks = [], []
+    for b in range(inputs.shape[0]):
+        s = network_schedule(network, inputs[b : b + 1], trace.select([b]), lanes)
+        lat.append(int(s.latency[0]))
+        peaks.append(max(s.fifo_peak, default=0))
+    default = max((layer.n_out + 2 for layer in network.layers[:-1]), default=2)
+    depth = max(default, _pow2(max(peaks, default=0)))
+    lat = np.array(lat)
+    return {
+        "latency_cycles_mean": float(lat.mean()),
+        "latency_cycles_max": int(lat.max()),
+        "latency_cycles_min": int(lat.min()),
+        "fifo_depth": int(depth),
+        "fifo_peak": int(max(peaks, default=0)),
+    }
+
+
+def evaluate(
+    network: Network,
+    inputs: np.ndarray,
+    point: DesignPoint,
+    *,
+    target: str = "ecp5",
+    pnr: bool = True,
+    generic: bool = False,
+    trace=None,
+) -> dict[str, Any]:
+    """Resources, fmax, latency, SOPs and energy of one design point (a JSON-able dict)."""
+    from hw.network import NetworkCore
+    from hw.synth import place_and_route, synthesize
+    from hw.verilog import generate
+    from sw.energy import count_ops
+    from sw.reference import simulate
+
+    trace = trace if trace is not None else simulate(network, inputs)
+    lat = model_latency(network, inputs, trace, point.lanes)
+
+    def core():
+        return NetworkCore(
+            network=network,
+            lanes=point.lanes,
+            fifo_depth=lat["fifo_depth"],
+            storage=point.storage,
+        )
+
+    top = core()
+    names = [f"spikezip_net.layer{k}" for k in range(network.depth)]
+    verilog = generate(top, "spikezip_net")
+    synth = {}
+    for t in (target, "generic") if generic and target != "generic" else (target,):
+        r = synthesize(verilog, "spikezip_net", target=t, keep=names)
+        synth[t] = {
+            "total": r.total,
+            "layers": [r.modules[n] for n in names],
+            "cells": r.cells["spikezip_net"],
+            "seconds": round(r.seconds, 1),
+        }
+    ops = count_ops(network, trace, inputs)
+    sops = float(ops.sops.mean())
+    macs = float(sum(layer.n_in * layer.n_out for layer in network.layers))
+    out: dict[str, Any] = {
+        "network": network.name or "network",
+        "layers": [
+            {
+                "name": network.layer_name(k),
+                "n_in": c.layer.n_in,
+                "n_out": c.layer.n_out,
+                "lanes": c.lanes,
+                "words": c.words,
+                "storage": str(c.storage.value),
+            }
+            for k, c in enumerate(top.cores)
+        ],
+        "point": {"lanes": point.lanes, "storage": point.storage, "label": point.label},
+        "target": target,
+        "synthesis": synth,
+        "latency": lat,
+        "samples": int(inputs.shape[0]),
+        "sops_per_inference": sops,
+        "energy_nj_per_inference": float(ops.energy_pj.mean() / 1000),
+        "steps_mean": float(ops.steps.mean()),
+        "ann_macs_per_inference": macs,
+        "ann_energy_nj_per_inference": macs * E_MAC_PJ / 1000,
+        "neurons": int(sum(layer.n_out for layer in network.layers)),
+        "synapses": int(sum(layer.n_in * layer.n_out for layer in network.layers)),
+    }
+    if pnr and target in ("ecp5", "ice40"):
+        p = place_and_route(core(), target=target)
+        f = p.fmax_mhz
+        out["pnr"] = {
+            "device": p.device,
+            "fmax_mhz": round(f, 2),
+            "critical_path": p.critical_path_text,
+            "utilization": p.utilization,
+            "seconds": round(p.seconds, 1),
+        }
+        us = lat["latency_cycles_mean"] / f
+        out["latency"]["us_mean"] = us
+        out["latency"]["us_max"] = lat["latency_cycles_max"] / f
+        out["sops_per_second"] = sops / (us * 1e-6)
+    return out
+
+
+def _eval_job(args):
+    path, inputs, point, kw = args
+    return evaluate(Network.load(path), inputs, point, **kw)
+
+
+def sweep(
+    network_path: str | os.PathLike,
+    inputs: np.ndarray,
+    points: Sequence[DesignPoint],
+    *,
+    jobs: int | None = None,
+    on_done: Callable[[dict], None] | None = None,
+    **kw,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate` every point, in parallel processes (default: one per core)."""
+    jobs = jobs or os.cpu_count() or 1
+    results: list[dict | None] = [None] * len(points)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(points))) as pool:
+        futures = {
+            pool.submit(_eval_job, (str(network_path), inputs, p, kw)): i
+            for i, p in enumerate(points)
+        }
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            results[futures[fut]] = r = fut.result()
+            if on_done is not None:
+                on_done(r)
+    return [r for r in results if r is not None]
+
+
+def pareto(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats in both coordinates (smaller is better)."""
+    front = []
+    for i, (a, b) in enumerate(points):
+        if not any(
+            (c <= a and d <= b) and (c < a or d < b) for j, (c, d) in enumerate(points) if j != i
+        ):
+            front.append(i)
+    return front
+
+
+def luts(result: dict) -> int:
+    """LUT4s including the two per carry cell (ECP5 CCU2C / generic), the LUT figure of a design."""
+    total = result["synthesis"][result["target"]]["total"]
+    carry = 2 * total["carry"] if result["target"] == "ecp5" else 0
+    return total["lut"] + carry + 4 * total["lutram"]
+
+
+def table(result: dict) -> str:
+    """The report as a terminal table."""
+    target = result["target"]
+    s = result["synthesis"][target]
+    lines = [
+        f"{result['network']} {result['point']['label']} on {target}",
+        f"{'layer':<12}{'in':>6}{'out':>6}{'P':>5}{'W':>5}{'LUT4':>8}{'carry':>7}{'FF':>7}"
+        f"{'BRAM':>6}{'DSP':>5}{'LUTRAM':>8}",
+    ]
+    for info, r in zip(result["layers"], s["layers"], strict=True):
+        lines.append(
+            f"{info['name']:<12}{info['n_in']:>6}{info['n_out']:>6}{info['lanes']:>5}"
+            f"{info['words']:>5}{r['lut']:>8}{r['carry']:>7}{r['ff']:>7}{r['bram']:>6}"
+            f"{r['dsp']:>5}{r['lutram']:>8}"
+        )
+    t = s["total"]
+    lines.append(
+        f"{'total':<12}{'':>22}{t['lut']:>8}{t['carry']:>7}{t['ff']:>7}{t['bram']:>6}"
+        f"{t['dsp']:>5}{t['lutram']:>8}"
+    )
+    lat = result["latency"]
+    lines.append(
+        f"latency {lat['latency_cycles_mean']:.0f} cycles mean / {lat['latency_cycles_max']} max "
+        f"(exact model, FIFO depth {lat['fifo_depth']}, {result['samples']} samples, "
+        f"{result['steps_mean']:.1f} steps)"
+    )
+    if "pnr" in result:
+        p = result["pnr"]
+        lines.append(
+            f"fmax {p['fmax_mhz']:.1f} MHz ({p['device']}), latency {lat['us_mean']:.2f} µs mean "
+            f"/ {lat['us_max']:.2f} µs max, {result['sops_per_second'] / 1e9:.3f} GSOP/s"
+        )
+        lines.append(f"critical path: {p['critical_path']}")
+    lines.append(
+        f"SOPs {result['sops_per_inference']:.0f}/inference, energy "
+        f"{result['energy_nj_per_inference']:.2f} nJ (§4.5); "
+        f"ANN {result['ann_macs_per_inference']:.0f} MACs = "
+        f"{result['ann_energy_nj_per_inference']:.2f} nJ"
+    )
+    return "\n".join(lines)
+
+
+def markdown(result: dict) -> str:
+    return "# Co-design report\n\n```\n" + table(result) + "\n```\n"
+
+
+def write_report(result: dict, directory: str | os.PathLike) -> tuple[Path, Path]:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (d / "report.md").write_text(markdown(result))
+    return d / "report.json", d / "report.md"
+
+
+def plot_sweep(results: Sequence[dict], path: str | os.PathLike) -> list[int]:
+    """LUTs vs latency, Pareto front marked; returns the front's indices."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    use_us = all("us_mean" in r["latency"] for r in results)
+    key = "us_mean" if use_us else "latency_cycles_mean"
+    xs = [luts(r) for r in results]
+    ys = [r["latency"][key] for r in results]
+    front = pareto(list(zip(xs, ys, strict=True)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(xs, ys, color="tab:blue", label="design points")
+    f = sorted(front, key=lambda i: xs[i])
+    ax.plot([xs[i] for i in f], [ys[i] for i in f], "o-", color="tab:red", label="Pareto front")
+    for x, y, r in zip(xs, ys, results, strict=True):
+        ax.annotate(
+            r["point"]["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.set_xlabel("LUT4 (+2 per carry cell, +4 per LUT-RAM)")
+    ax.set_ylabel("latency per inference [µs]" if use_us else "latency per inference [cycles]")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return front

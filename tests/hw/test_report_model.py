@@ -1,0 +1,26 @@
+"""The report's latency is the composed cycle model that tests/sim/test_network_model.py checks
+against the RTL (same function, same FIFO rule), and the sweep's Pareto front."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw.network_model import network_schedule
+from spikezip.report import model_latency, pareto
+from sw.reference import simulate
+
+
+def test_report_latency_is_the_checked_model(digits_network, digits_data):
+    x = digits_data.x_test[:5]
+    trace = simulate(digits_network, x)
+    lat = model_latency(digits_network, x, trace, 8)
+    per = [network_schedule(digits_network, x[b : b + 1], trace.select([b]), 8) for b in range(5)]
+    assert lat["latency_cycles_max"] == max(int(s.latency[0]) for s in per)
+    assert np.isclose(lat["latency_cycles_mean"], np.mean([s.latency[0] for s in per]))
+    depths = (lat["fifo_depth"],) * (digits_network.depth - 1)
+    for b in range(5):  # at the report's FIFO depth, the model is exact (no FIFO fills)
+        assert network_schedule(digits_network, x[b : b + 1], trace.select([b]), 8, depths).exact
+
+
+def test_pareto():
+    assert pareto([(1, 5), (2, 2), (3, 3), (5, 1), (2, 2)]) == [0, 1, 3, 4]
