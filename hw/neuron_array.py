@@ -231,18 +231,30 @@ class NeuronLanes(wiring.Component):
         active = []
         for k in range(self.lanes):
             u, a, theta = self.membranes[k], self.tracers[k], self.thresholds[k]
+            d = self.drive[k]
+            # Three sums of U in parallel, each one carry chain after the state read: the drive
+            # and threshold are registers, so d ± Θ settle while the state is read.
             u1 = Signal(signed(self._widths.membrane), name=f"u1_{k}")
+            d_minus = Signal.like(d - theta, name=f"d_minus{k}")
+            d_plus = Signal.like(d + theta, name=f"d_plus{k}")
+            u1_minus = Signal.like(u + d_minus, name=f"u1_minus{k}")  # U1 - Θ, exact width
+            u1_plus = Signal.like(u + d_plus, name=f"u1_plus{k}")
             pos = Signal(name=f"pos{k}")
             neg = Signal(name=f"neg{k}")
             m.d.comb += [
-                u1.eq(u + self.drive[k]),
-                pos.eq(fire & (u1 >= theta) & (a < p)),
-                neg.eq(fire & (u1 < 0) & (a > n)),
+                d_minus.eq(d - theta),
+                d_plus.eq(d + theta),
+                u1.eq(u + d),
+                u1_minus.eq(u + d_minus),
+                u1_plus.eq(u + d_plus),
+                # U1 ≥ Θ ⇔ U1 - Θ ≥ 0 (U1 never overflows its width: exact widths)
+                pos.eq(fire & ~u1_minus[-1] & (a < p)),
+                neg.eq(fire & u1[-1] & (a > n)),
                 self.spikes[k].eq(Mux(neg, -1, pos)),
                 self.next_membranes[k].eq(
-                    Mux(init, self.initial[k], Mux(pos, u1 - theta, Mux(neg, u1 + theta, u1)))
+                    Mux(init, self.initial[k], Mux(pos, u1_minus, Mux(neg, u1_plus, u1)))
                 ),
-                self.next_tracers[k].eq(Mux(init, 0, a + pos - neg)),
+                self.next_tracers[k].eq(Mux(init, 0, Mux(pos, a + 1, Mux(neg, a - 1, a)))),
             ]
             active += [pos, neg, self.drive[k] != 0]
         m.d.comb += self.active.eq(_any(active))
