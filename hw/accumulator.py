@@ -40,7 +40,9 @@ class Accumulator(wiring.Component):
     with drive ``value × W[c·lanes + k, index]`` in lane ``k``; ``FIRE`` and ``INIT`` operations
     pass with a zero drive.
 
-    Latency 1 (the synchronous weight read); throughput one word operation per cycle.
+    Latency 2 (the synchronous weight read, then a register on the weight word, so that the
+    memory's output does not feed the multiplier or ``±`` in the same cycle); throughput one word
+    operation per cycle.
 
     Parameters
     ----------
@@ -104,7 +106,7 @@ class Accumulator(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 1
+        return 2
 
     @property
     def drive_width(self) -> int:
@@ -137,9 +139,14 @@ class Accumulator(wiring.Component):
         )
         rp = mem.read_port()
         m.d.comb += rp.addr.eq(self.i.payload.index * words + self.i.payload.word)
+        # stage 1: the weight read; stage 2: the weight word registered
+        op1 = Signal(self.i.payload.shape(), name="op1")
+        op1_valid = Signal(name="op1_valid")
         op = Signal(self.i.payload.shape(), name="op")
         op_valid = Signal(name="op_valid")
-        m.d.sync += [op.eq(self.i.payload), op_valid.eq(self.i.valid)]
+        weight_word = Signal(rp.data.shape(), name="weight_word")
+        m.d.sync += [op1.eq(self.i.payload), op1_valid.eq(self.i.valid)]
+        m.d.sync += [op.eq(op1), op_valid.eq(op1_valid), weight_word.eq(rp.data)]
         m.d.comb += [
             self.o.valid.eq(op_valid),
             self.o.payload.op.eq(op.op),
@@ -149,7 +156,7 @@ class Accumulator(wiring.Component):
         ]
         integrate = op.op == Op.INTEGRATE
         for k in range(self.lanes):
-            w = rp.data[k]
+            w = weight_word[k]
             if self._analog:
                 product = op.value * w
             else:  # ±1 spikes: add or subtract

@@ -30,8 +30,8 @@ of the words below it, and not before ``m_{j-1} + 2``. The marker leaves at
 ``m_j = max(x_j + W - 1 + MARKER_DELAY, cycle after the step's last spike, m_{j-1} + 1)``.
 
 So an input-fed step costs ``(E + 1)·W`` cycles unless its output is still draining two steps
-behind; a self-running step ``W + 2`` cycles or its spike count, whichever is larger; a
-re-initialisation ``W + 2`` cycles.
+behind; a self-running step ``W + 3`` cycles or its spike count, whichever is larger; a
+re-initialisation ``W + 3`` cycles.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ class LayerTiming:
     lanes: int
 
     #: cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves on ``o``
-    SPIKE_DELAY = 4
+    SPIKE_DELAY = 5
     #: cycles from the last sweep slot to the earliest cycle the step's marker leaves on ``o``
-    MARKER_DELAY = 3
+    MARKER_DELAY = 4
     #: cycles from a marker leaving to the earliest slot of the sweep two steps later
     RESTART_DELAY = 1
     #: cycles from the last slot of a sweep to the earliest slot that may depend on its busy flag
-    RESULT_DELAY = 3
+    RESULT_DELAY = 4
     #: cycles from a marker leaving to the earliest spike of the next step
     BANK_DELAY = 2
 

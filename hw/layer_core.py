@@ -30,8 +30,8 @@ output event and marker. An input event costs ``W`` cycles with no bubbles, also
 the same word (the neuron array forwards its read-modify-write); a step costs ``W`` cycles more
 for its sweep, the input marker sharing the sweep's first cycle; the spikes of a step leave while
 the next steps accumulate and sweep. The core's accumulate phase so does ``lanes`` synaptic
-operations per cycle; the overheads are one sweep (``W`` cycles) per step and ``W + 2`` cycles of
-re-initialisation per inference. A step that runs on its own (no input) costs ``W + 2`` cycles or
+operations per cycle; the overheads are one sweep (``W`` cycles) per step and ``W + 3`` cycles of
+re-initialisation per inference. A step that runs on its own (no input) costs ``W + 3`` cycles or
 its spike count, whichever is larger.
 """
 
@@ -85,9 +85,9 @@ class LayerCore(wiring.Component):
     """An event-driven ST-BIF layer (see the module docstring for protocol and architecture).
 
     Latency: an input marker consumed in cycle ``x`` (one cycle after it was accepted on ``i``
-    when the core was waiting for it) gives the output marker in cycle ``x + W + 2`` at the
+    when the core was waiting for it) gives the output marker in cycle ``x + W + 3`` at the
     earliest (:attr:`marker_delay` after the last sweep slot ``x + W - 1``); the spikes of word
-    ``c`` leave from ``x + c + 4`` (:attr:`spike_delay`).
+    ``c`` leave from ``x + c + 5`` (:attr:`spike_delay`).
     Throughput: ``W`` cycles per input event; ``W`` cycles per step for the sweep; one output
     event per cycle.
 

@@ -39,18 +39,18 @@ def test_timing_validation(kwargs, message) -> None:
 
 
 def test_single_word_schedule() -> None:
-    """W = 1: init in cycle 0, two events in 1-2, sweep (and marker) in 3, spike 4 later."""
+    """W = 1: init in cycle 0, two events in 1-2, sweep (and marker) in 3, spike 5 later."""
     t = LayerTiming(n_out=1, lanes=1)
     ins = [[_step(), _step(busy=False)]]
     ins[0][0] = Step(indices=np.array([0, 0]), values=np.array([1, 1]), busy=True)
     outs = [[_step([0]), _step(busy=False)]]
     (inf,) = schedule(t, ins, outs)
     s0, s1 = inf.steps
-    assert (s0.accumulate_cycle, s0.fire_cycle, s0.event_cycles, s0.marker_cycle) == (1, 3, (7,), 8)
+    assert (s0.accumulate_cycle, s0.fire_cycle, s0.event_cycles, s0.marker_cycle) == (1, 3, (8,), 9)
     # the next step has no events: its sweep follows at once (the emitter buffers two steps);
     # its marker waits for the one of step 0
-    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles, s1.marker_cycle) == (4, 4, (), 9)
-    assert inf.end_cycle == 9
+    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles, s1.marker_cycle) == (4, 4, (), 10)
+    assert inf.end_cycle == 10
 
 
 def test_spikes_leave_in_order_without_gaps() -> None:
@@ -61,12 +61,12 @@ def test_spikes_leave_in_order_without_gaps() -> None:
     (inf,) = schedule(t, ins, outs)
     s0, s1 = inf.steps
     assert s0.fire_cycle == 3  # after 3 init slots
-    # word 0 (slot 3) → first spike 7, two spikes; word 2 (slot 5) → from max(9, 9)
-    assert s0.event_cycles == (7, 8, 9, 10)
-    assert s0.marker_cycle == 11  # after the spikes (the sweep's last slot 5 + 3 = 8 is earlier)
-    # self-running step: its sweep starts once the busy flag of sweep 0 is known (last slot 5 + 3),
-    # its marker 3 cycles after its own last slot
-    assert s1.accumulate_cycle is None and s1.fire_cycle == 8 and s1.marker_cycle == 13
+    # word 0 (slot 3) → first spike 8, two spikes; word 2 (slot 5) → from max(10, 10)
+    assert s0.event_cycles == (8, 9, 10, 11)
+    assert s0.marker_cycle == 12  # after the spikes (the sweep's last slot 5 + 4 = 9 is earlier)
+    # self-running step: its sweep starts once the busy flag of sweep 0 is known (last slot 5 + 4),
+    # its marker 4 cycles after its own last slot
+    assert s1.accumulate_cycle is None and s1.fire_cycle == 9 and s1.marker_cycle == 15
 
 
 def test_back_to_back_inferences() -> None:
@@ -74,9 +74,9 @@ def test_back_to_back_inferences() -> None:
     t = LayerTiming(n_out=4, lanes=4)
     one = ([_step(busy=False)], [_step(busy=False)])
     a, b = schedule(t, [one[0], one[0]], [one[1], one[1]])
-    assert a.init_cycle == 0 and a.steps[0].fire_cycle == 1 and a.end_cycle == 4
-    # re-initialisation once the sweep's busy flag is known (slot 1 + 3), before its marker left
-    assert b.init_cycle == 4 and b.steps[0].fire_cycle == 5 and b.end_cycle == 8
+    assert a.init_cycle == 0 and a.steps[0].fire_cycle == 1 and a.end_cycle == 5
+    # re-initialisation once the sweep's busy flag is known (slot 1 + 4), before its marker left
+    assert b.init_cycle == 5 and b.steps[0].fire_cycle == 6 and b.end_cycle == 10
 
 
 def test_summary_counts_accumulate_cycles() -> None:
@@ -85,13 +85,13 @@ def test_summary_counts_accumulate_cycles() -> None:
     outs = [[_step(busy=False)]]
     sched = schedule(t, ins, outs)
     s = summary(t, sched)
-    # init 0-1, 5 events × 2 words = 2-11, sweep 12-13, marker 13 + 3 = 16
-    assert s["cycles"] == 17 and s["accumulate_cycles"] == 10 and s["steps"] == 1
+    # init 0-1, 5 events × 2 words = 2-11, sweep 12-13, marker 13 + 4 = 17
+    assert s["cycles"] == 18 and s["accumulate_cycles"] == 10 and s["steps"] == 1
     assert s["accumulate_phase_cycles"] == 10 and s["stall_cycles"] == 0
     assert s["sweep_cycles"] == 2 and s["init_cycles"] == 2
     assert s["accumulate_phase_utilization"] == 1.0
     assert s["fed_step_utilization"] == pytest.approx(10 / 12)
-    assert s["utilization"] == pytest.approx(10 / 17)
+    assert s["utilization"] == pytest.approx(10 / 18)
 
 
 def test_schedule_rejects_mismatched_lists() -> None:
