@@ -78,6 +78,49 @@ def _int_array(value: Any, *, field: str, ndim: int) -> np.ndarray:
     return out
 
 
+def neuron_fields(obj: Any, channels: int | str | None, *, unit: str = "neuron") -> None:
+    """Validate (and normalise) ``threshold``, ``neg_bound``, ``pos_bound`` and ``name`` of ``obj``.
+
+    ``threshold`` is an int ≥ 1, or (unless ``channels`` is None) an array of ints ≥ 1 of shape
+    ``(channels,)`` — of any length when ``channels == "any"``. ``unit`` names one entry in
+    messages ("neuron", "channel"). Shared by :class:`Layer` and :mod:`ir.transformer`.
+    """
+    thr = obj.threshold
+    if _is_int(thr):
+        if thr < 1:
+            raise ValueError(f"threshold must be a positive integer, not {thr!r}")
+        object.__setattr__(obj, "threshold", int(thr))
+    else:
+        if channels is None:
+            raise TypeError(f"threshold must be a positive integer, not {thr!r}")
+        arr = _int_array(thr, field="threshold", ndim=1)
+        if channels == "any":
+            channels = max(arr.shape[0], 1)
+        if arr.shape != (channels,):
+            raise ValueError(
+                f"threshold must be an integer or have shape ({channels},), not {arr.shape}"
+            )
+        if arr.min() < 1:
+            i = int(np.argmin(arr))
+            raise ValueError(
+                f"threshold must be a positive integer, not {int(arr[i])} ({unit} {i})"
+            )
+        object.__setattr__(obj, "threshold", arr)
+    for field in ("neg_bound", "pos_bound"):
+        value = getattr(obj, field)
+        if not _is_int(value):
+            raise TypeError(f"{field} must be an integer, not {value!r}")
+        object.__setattr__(obj, field, int(value))
+    if obj.neg_bound > 0:
+        raise ValueError(f"neg_bound must be ≤ 0, not {obj.neg_bound}")
+    if obj.pos_bound < 0:
+        raise ValueError(f"pos_bound must be ≥ 0, not {obj.pos_bound}")
+    if obj.pos_bound - obj.neg_bound < 1:
+        raise ValueError("pos_bound - neg_bound must be ≥ 1 (a neuron must be able to spike)")
+    if not isinstance(obj.name, str):
+        raise TypeError(f"name must be a string, not {obj.name!r}")
+
+
 @dataclass(frozen=True)
 class LayerWidths:
     """Exact value ranges and two's-complement widths of one layer (spec §2.5).
@@ -133,34 +176,7 @@ class Layer:
         if bias.shape != (n_out,):
             raise ValueError(f"bias must have shape ({n_out},) to match weight, not {bias.shape}")
         object.__setattr__(self, "bias", bias)
-        if _is_int(self.threshold):
-            if self.threshold < 1:
-                raise ValueError(f"threshold must be a positive integer, not {self.threshold!r}")
-            object.__setattr__(self, "threshold", int(self.threshold))
-        else:
-            thr = _int_array(self.threshold, field="threshold", ndim=1)
-            if thr.shape != (n_out,):
-                raise ValueError(
-                    f"threshold must be an integer or have shape ({n_out},), not {thr.shape}"
-                )
-            if thr.min() < 1:
-                i = int(np.argmin(thr))
-                raise ValueError(
-                    f"threshold must be a positive integer, not {int(thr[i])} (neuron {i})"
-                )
-            object.__setattr__(self, "threshold", thr)
-        for field in ("neg_bound", "pos_bound"):
-            if not _is_int(getattr(self, field)):
-                raise TypeError(f"{field} must be an integer, not {getattr(self, field)!r}")
-            object.__setattr__(self, field, int(getattr(self, field)))
-        if self.neg_bound > 0:
-            raise ValueError(f"neg_bound must be ≤ 0, not {self.neg_bound}")
-        if self.pos_bound < 0:
-            raise ValueError(f"pos_bound must be ≥ 0, not {self.pos_bound}")
-        if self.pos_bound - self.neg_bound < 1:
-            raise ValueError("pos_bound - neg_bound must be ≥ 1 (a neuron must be able to spike)")
-        if not isinstance(self.name, str):
-            raise TypeError(f"name must be a string, not {self.name!r}")
+        neuron_fields(self, n_out)
 
     # -- shape and per-neuron parameters ------------------------------------------------------
     @property

@@ -42,7 +42,7 @@ import numpy as np
 from ir._io import META_KEY, read_npz
 from ir._io import write_npz as _write_npz
 from ir.errors import FormatError
-from ir.network import MAX_WIDTH, Layer, Network, _int_array, _is_int, signed_width
+from ir.network import MAX_WIDTH, Layer, Network, _int_array, _is_int, neuron_fields, signed_width
 
 __all__ = [
     "KIND",
@@ -73,45 +73,6 @@ def _int_field(obj: Any, field: str, *, lo: int | None = None, what: str = "an i
         raise ValueError(f"{field} must be {what} ≥ {lo}, not {value!r}")
     object.__setattr__(obj, field, value)
     return value
-
-
-def _neuron_fields(obj: Any, channels: int | str | None) -> None:
-    """Validate ``threshold`` and the tracer bounds.
-
-    ``threshold`` is an int ≥ 1, or (unless ``channels`` is None) an array of ints ≥ 1 of shape
-    ``(channels,)`` — of any length when ``channels == "any"`` (checked by the owner).
-    """
-    thr = obj.threshold
-    if _is_int(thr):
-        if thr < 1:
-            raise ValueError(f"threshold must be a positive integer, not {thr!r}")
-        object.__setattr__(obj, "threshold", int(thr))
-    else:
-        if channels is None:
-            raise TypeError(f"threshold must be a positive integer, not {thr!r}")
-        arr = _int_array(thr, field="threshold", ndim=1)
-        if channels == "any":
-            channels = max(arr.shape[0], 1)
-        if arr.shape != (channels,):
-            raise ValueError(
-                f"threshold must be an integer or have shape ({channels},), not {arr.shape}"
-            )
-        if arr.min() < 1:
-            i = int(np.argmin(arr))
-            raise ValueError(
-                f"threshold must be a positive integer, not {int(arr[i])} (channel {i})"
-            )
-        object.__setattr__(obj, "threshold", arr)
-    for field in ("neg_bound", "pos_bound"):
-        _int_field(obj, field)
-    if obj.neg_bound > 0:
-        raise ValueError(f"neg_bound must be ≤ 0, not {obj.neg_bound}")
-    if obj.pos_bound < 0:
-        raise ValueError(f"pos_bound must be ≥ 0, not {obj.pos_bound}")
-    if obj.pos_bound - obj.neg_bound < 1:
-        raise ValueError("pos_bound - neg_bound must be ≥ 1 (a neuron must be able to spike)")
-    if not isinstance(obj.name, str):
-        raise TypeError(f"name must be a string, not {obj.name!r}")
 
 
 def _thresholds(threshold: int | np.ndarray, channels: int) -> np.ndarray:
@@ -243,7 +204,7 @@ class LayerNorm(_Neurons):
             raise ValueError(f"bias must have shape {gain.shape} to match gain, not {bias.shape}")
         object.__setattr__(self, "bias", bias)
         _int_field(self, "eps", lo=1, what="a positive integer")
-        _neuron_fields(self, gain.shape[0])
+        neuron_fields(self, gain.shape[0], unit="channel")
 
     @property
     def dim(self) -> int:
@@ -328,7 +289,7 @@ class Softmax(_Neurons):
             raise ValueError(f"table must be non-increasing, but table[{i}] > table[{i - 1}]")
         object.__setattr__(self, "table", table)
         _int_field(self, "numerator", lo=1, what="a positive integer")
-        _neuron_fields(self, None)
+        neuron_fields(self, None, unit="channel")
 
     @cached_property
     def thresholds(self) -> np.ndarray:
@@ -384,7 +345,7 @@ class Context(_Neurons):
 
     def __post_init__(self) -> None:
         _int_field(self, "weight")
-        _neuron_fields(self, "any")
+        neuron_fields(self, "any", unit="channel")
 
     def thresholds_for(self, dim: int) -> np.ndarray:
         """Θ per channel, ``int64 [dim]``."""
