@@ -67,15 +67,15 @@ class LayerTiming:
     lanes: int
 
     #: cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves on ``o``
-    SPIKE_DELAY = 5
+    SPIKE_DELAY = 7
     #: cycles from the last sweep slot to the earliest cycle the step's marker leaves on ``o``
-    MARKER_DELAY = 4
+    MARKER_DELAY = 7
     #: cycles from a marker leaving to the earliest slot of the sweep two steps later
     RESTART_DELAY = 1
     #: cycles from the last slot of a sweep to the earliest slot that may depend on its busy flag
-    RESULT_DELAY = 4
+    RESULT_DELAY = 5
     #: cycles from a marker leaving to the earliest spike of the next step
-    BANK_DELAY = 2
+    BANK_DELAY = 1
 
     def __post_init__(self) -> None:
         if not _is_int(self.n_out) or self.n_out < 1:

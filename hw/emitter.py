@@ -1,20 +1,25 @@
 """Spike emitter: turns fired words into output events ``(index, ±1)`` and the step's marker.
 
-Fired words arrive from the neuron array at one per cycle. The words that hold spikes are kept in a
-buffer memory with a one-bit-per-word "has spikes" mask; the emitter takes the lowest marked word,
-then sends its spikes one per cycle, lowest lane first (a priority encoder over the lanes), and
-moves to the next marked word in the same cycle as the current word's last spike. Words without
-spikes cost no output cycle. When the sweep's last word has arrived and every spike is out, the
-marker leaves with the step's busy flag.
+Fired words arrive from the neuron array at one per cycle and are registered. A word that holds
+spikes, and the last word of every sweep (which carries the step's marker), enters a queue as
+one *entry*: the word's first neuron index, one bit per lane that spiked and its sign, the number
+of output beats it makes (its spikes, plus one for the marker) and the marker's busy flag. Words
+without spikes (other than a sweep's last) cost no queue slot and no output cycle.
 
-The buffer has two banks of ``words`` words (double buffering): one sweep can be written while the
-previous step's spikes still leave, so the datapath goes on accumulating and sweeping while the
-output drains, and backpressure on ``o`` only stalls the core when a third sweep is due.
+A serialiser takes the queue's head and sends its beats one per cycle into a registered output:
+the spikes lowest lane first (a priority encoder over the lanes), then the marker. It moves to
+the next entry in the same cycle as the head's final beat, so the entries of consecutive words and
+steps leave without bubbles. Everything the serialiser decides from is a register or the queue's
+registered head (the beat count of an entry is counted when it enters, not when it leaves).
+
+The queue holds ``2·W`` entries: two sweeps (the sequencer starts a sweep only while fewer than two
+markers are outstanding), so the datapath goes on accumulating and sweeping while the output
+drains, and backpressure on ``o`` only stalls the core when a third sweep is due.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,13 +41,13 @@ def _lowest(m: Module, bits, name: str) -> Signal:
 
 
 class SpikeEmitter(wiring.Component):
-    """Buffer of fired words and serialiser of their spikes onto the output event stream.
+    """Queue of fired words and serialiser of their spikes onto the output event stream.
 
     Latency: a word fired in cycle ``x`` (on ``i``) has its first spike on ``o`` in cycle
-    ``x + 2`` at the earliest, and not before the cycle after next of the previous step's marker;
-    the last word of a sweep in cycle ``x`` lets the marker leave in ``x + 1`` at the earliest,
-    and not before the cycle after the previous marker. Throughput: one output event per cycle, no
-    bubbles between the words of a step.
+    ``x + 4`` at the earliest, and not before the cycle after the previous output beat; a
+    sweep's last word in cycle ``x`` lets the marker leave in ``x + 4`` at the earliest, after
+    that word's spikes. ``status.swept`` is raised in ``x + 1``. Throughput: one output event per
+    cycle, no bubbles between the words and steps.
 
     Parameters
     ----------
@@ -55,7 +60,7 @@ class SpikeEmitter(wiring.Component):
         Fired words of one sweep, in ascending word order; at most two sweeps may be held (the
         sender starts a sweep only when fewer than two markers are outstanding).
     o : Out(stream.Signature(event_layout))
-        Output events and markers.
+        Output events and markers (from registers).
     status : Out(StepStatus())
         A sweep's last word arrived (with its busy flag); a marker left.
     """
@@ -90,86 +95,120 @@ class SpikeEmitter(wiring.Component):
     def output_format(self) -> EventFormat:
         return EventFormat(self.index_width, SPIKE_VALUE_WIDTH)
 
+    @property
+    def queue_depth(self) -> int:
+        """Entries of the queue, its head included: two sweeps of ``W`` words."""
+        return 2 * self.words
+
+    def _entry_layout(self) -> data.StructLayout:
+        lanes = self.lanes
+        return data.StructLayout(
+            {
+                "base": unsigned(self.index_width + lanes.bit_length()),  # word · lanes
+                "fired": unsigned(lanes),  # lanes that spiked
+                "negative": unsigned(lanes),  # ... with -1
+                "beats": range(lanes + 2),  # spikes + marker
+                "single": 1,  # beats == 1
+                "marker": 1,  # the marker follows the spikes
+                "busy": 1,  # the marker's busy flag
+            }
+        )
+
     def elaborate(self, platform):
         m = Module()
-        words, lanes = self.words, self.lanes
-        m.submodules.buffer = mem = memory.Memory(
-            shape=data.ArrayLayout(signed(SPIKE_VALUE_WIDTH), lanes), depth=2 * words, init=[]
-        )
-        wp, rp = mem.write_port(), mem.read_port()
-        wbank = Signal(name="wbank")  # bank the sweep writes
-        rbank = Signal(name="rbank")  # bank whose spikes and marker go out
-        masks = [Signal(words, name=f"mask{b}") for b in (0, 1)]  # words still holding spikes
-        swept = [Signal(name=f"swept{b}") for b in (0, 1)]  # the bank holds a whole sweep
-        busy = [Signal(name=f"busy{b}") for b in (0, 1)]  # the bank's step busy flag
-        mask, done, flag = (Mux(rbank, x[1], x[0]) for x in (masks, swept, busy))
-        cur_word = Signal(range(words), name="cur_word")
-        cur_valid = Signal(name="cur_valid")  # rp.data holds word cur_word of bank rbank
-        sent = Signal(lanes, name="sent")  # lanes of the current word already sent
-
-        fired = [self.i.payload.spikes[k] != 0 for k in range(lanes)]
+        lanes = self.lanes
+        layout = self._entry_layout()
+        # stage 1: the fired word, registered
+        word = Signal(self.i.payload.shape(), name="word_in")
+        word_valid = Signal(name="word_valid")
+        m.d.sync += [word.eq(self.i.payload), word_valid.eq(self.i.valid)]
+        fired = Cat(word.spikes[k] != 0 for k in range(lanes))
+        negative = Cat(word.spikes[k][-1] for k in range(lanes))
+        count = sum(fired[k] for k in range(lanes))
+        entry = Signal(layout, name="entry")
         m.d.comb += [
-            wp.addr.eq(wbank * words + self.i.payload.word),
-            wp.data.eq(self.i.payload.spikes),
-            wp.en.eq(self.i.valid & _or(fired)),
-            self.status.swept.eq(self.i.valid & self.i.payload.last),
-            self.status.swept_busy.eq(self.i.payload.busy),
+            entry.base.eq(word.word * lanes),
+            entry.fired.eq(fired),
+            entry.negative.eq(negative),
+            entry.beats.eq(count + word.last),
+            entry.single.eq(count + word.last == 1),
+            entry.marker.eq(word.last),
+            entry.busy.eq(word.busy),
+            self.status.swept.eq(word_valid & word.last),
+            self.status.swept_busy.eq(word.busy),
         ]
-        left = Signal(lanes, name="left")  # spikes of the current word not sent yet
-        m.d.comb += left.eq(Mux(cur_valid, _nonzero(rp.data, lanes) & ~sent, 0))
-        lane = _lowest(m, left, "lane")
-        one_left = (left & (left - 1)) == 0
-        send = self.o.valid & self.o.ready
-        load = ~left.any() | (one_left & send)  # the current word is done after this cycle
-        nxt = _lowest(m, mask, "next_word")
-        m.d.comb += [
-            self.o.valid.eq(left.any() | (done & ~mask.any())),
-            self.o.payload.marker.eq(~left.any()),
-            self.o.payload.index.eq(Mux(left.any(), cur_word * lanes + lane, 0)),
-            self.o.payload.value.eq(Mux(left.any(), rp.data[lane], 0)),
-            self.o.payload.busy.eq(flag & ~left.any()),
-            self.status.sent.eq(send & ~left.any()),
-            rp.addr.eq(rbank * words + nxt),
-            rp.en.eq(load),
-        ]
-        clear = Signal(words, name="clear")
-        with m.If(load):
-            m.d.sync += [cur_valid.eq(mask.any()), cur_word.eq(nxt), sent.eq(0)]
-            m.d.comb += clear.eq(Mux(mask.any(), _onehot(nxt, words), 0))
-        with m.Elif(send):
-            m.d.sync += sent.eq(sent | _onehot(lane, lanes))
-        set_ = Mux(wp.en, _onehot(self.i.payload.word, words), 0)
-        for b in (0, 1):
-            m.d.sync += masks[b].eq(
-                (masks[b] & ~Mux(rbank == b, clear, 0)) | Mux(wbank == b, set_, 0)
-            )
-            with m.If(self.status.sent & (rbank == b)):
-                m.d.sync += swept[b].eq(0)
-            with m.If(self.status.swept & (wbank == b)):
-                m.d.sync += [swept[b].eq(1), busy[b].eq(self.i.payload.busy)]
-        with m.If(self.status.swept):
-            m.d.sync += wbank.eq(~wbank)
-        with m.If(self.status.sent):
-            m.d.sync += rbank.eq(~rbank)
+        push = word_valid & (fired.any() | word.last)
+        head_raw, head_valid, pop = self._queue(m, entry, push)
+        # stage 2: the serialiser over the queue's head
+        head = layout(head_raw)
+        sent = Signal(lanes, name="sent")  # lanes of the head already sent
+        fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
+        done = Signal(range(lanes + 2), name="done")  # beats of the head sent
+        final_next = Signal(name="final_next")  # the head's next beat is its last (if not fresh)
+        final = Mux(fresh, head.single, final_next)
+        lane = _lowest(m, head.fired & ~sent, "lane")
+        index = Signal.like(self.o.payload.index, name="index")
+        if lanes & (lanes - 1) == 0:  # the base has zero low bits
+            m.d.comb += index.eq(head.base | lane)
+        else:
+            m.d.comb += index.eq(head.base + lane)
+        marker = head.marker & final
+        negative = head.negative.bit_select(lane, 1)
+        advance = ~self.o.valid | self.o.ready
+        beat = advance & head_valid
+        m.d.comb += pop.eq(beat & final)
+        with m.If(advance):
+            m.d.sync += [
+                self.o.valid.eq(head_valid),
+                self.o.payload.marker.eq(marker),
+                self.o.payload.busy.eq(marker & head.busy),
+                self.o.payload.index.eq(Mux(marker, 0, index)),
+                self.o.payload.value.eq(Mux(marker, 0, Mux(negative, -1, 1))),
+            ]
+        with m.If(beat):
+            with m.If(final):
+                m.d.sync += [sent.eq(0), fresh.eq(1), done.eq(0)]
+            with m.Else():
+                m.d.sync += [
+                    sent.eq(sent | (Const(1, lanes) << lane)),
+                    fresh.eq(0),
+                    done.eq(done + 1),
+                    final_next.eq(done + 2 == head.beats),
+                ]
+        m.d.comb += self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker)
         return m
 
+    def _queue(self, m: Module, entry, push):
+        """A first-word-fall-through queue of entries with a registered head.
 
-def _or(bits):
-    out = 0
-    for b in bits:
-        out = out | b
-    return out
-
-
-def _nonzero(word, lanes: int):
-    """One bit per lane of ``word`` (2-bit spikes): the lane holds a spike."""
-    v = word.as_value()
-    bits = [v[2 * k] | v[2 * k + 1] for k in range(lanes)]
-    out = bits[0]
-    for k in range(1, lanes):
-        out = out | (bits[k] << k)
-    return out
-
-
-def _onehot(index, width: int):
-    return Cat(index == k for k in range(width))
+        The sender never pushes into a full queue (the sequencer's credit, see
+        :attr:`queue_depth`), so there is no ``w_rdy``. Returns ``(head, head_valid, pop)``.
+        Latency: an entry pushed in cycle ``x`` into an empty queue is the head in ``x + 2``.
+        """
+        depth = max(1, self.queue_depth - 1)  # the head register holds one entry
+        width = len(entry.as_value())
+        m.submodules.queue = mem = memory.Memory(shape=width, depth=depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        produce = Signal(range(depth), name="produce")
+        consume = Signal(range(depth), name="consume")
+        level = Signal(range(depth + 1), name="level")  # entries in the memory
+        head_valid = Signal(name="head_valid")
+        pop = Signal(name="pop")
+        fetch = (level != 0) & (~head_valid | pop)
+        m.d.comb += [
+            wp.addr.eq(produce),
+            wp.data.eq(entry),
+            wp.en.eq(push),
+            rp.addr.eq(consume),
+            rp.en.eq(fetch),
+        ]
+        with m.If(push):
+            m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
+        with m.If(fetch):
+            m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
+        m.d.sync += level.eq(level + push - fetch)
+        with m.If(fetch):
+            m.d.sync += head_valid.eq(1)
+        with m.Elif(pop):
+            m.d.sync += head_valid.eq(0)
+        return rp.data, head_valid, pop

@@ -38,19 +38,29 @@ def test_timing_validation(kwargs, message) -> None:
         LayerTiming(**kwargs)
 
 
+S, M, R = LayerTiming.SPIKE_DELAY, LayerTiming.MARKER_DELAY, LayerTiming.RESULT_DELAY
+
+
 def test_single_word_schedule() -> None:
-    """W = 1: init in cycle 0, two events in 1-2, sweep (and marker) in 3, spike 5 later."""
+    """W = 1: init in cycle 0, two events in 1-2, sweep in 3, the spike SPIKE_DELAY later."""
     t = LayerTiming(n_out=1, lanes=1)
     ins = [[_step(), _step(busy=False)]]
     ins[0][0] = Step(indices=np.array([0, 0]), values=np.array([1, 1]), busy=True)
     outs = [[_step([0]), _step(busy=False)]]
     (inf,) = schedule(t, ins, outs)
     s0, s1 = inf.steps
-    assert (s0.accumulate_cycle, s0.fire_cycle, s0.event_cycles, s0.marker_cycle) == (1, 3, (8,), 9)
+    m0 = max(3 + M, 3 + S + 1)  # the marker follows the spike
+    assert (s0.accumulate_cycle, s0.fire_cycle, s0.event_cycles, s0.marker_cycle) == (
+        1,
+        3,
+        (3 + S,),
+        m0,
+    )
     # the next step has no events: its sweep follows at once (the emitter buffers two steps);
     # its marker waits for the one of step 0
-    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles, s1.marker_cycle) == (4, 4, (), 10)
-    assert inf.end_cycle == 10
+    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles) == (4, 4, ())
+    assert s1.marker_cycle == max(4 + M, m0 + 1)
+    assert inf.end_cycle == s1.marker_cycle
 
 
 def test_spikes_leave_in_order_without_gaps() -> None:
@@ -61,12 +71,13 @@ def test_spikes_leave_in_order_without_gaps() -> None:
     (inf,) = schedule(t, ins, outs)
     s0, s1 = inf.steps
     assert s0.fire_cycle == 3  # after 3 init slots
-    # word 0 (slot 3) → first spike 8, two spikes; word 2 (slot 5) → from max(10, 10)
-    assert s0.event_cycles == (8, 9, 10, 11)
-    assert s0.marker_cycle == 12  # after the spikes (the sweep's last slot 5 + 4 = 9 is earlier)
-    # self-running step: its sweep starts once the busy flag of sweep 0 is known (last slot 5 + 4),
-    # its marker 4 cycles after its own last slot
-    assert s1.accumulate_cycle is None and s1.fire_cycle == 9 and s1.marker_cycle == 15
+    # word 0 (slot 3): two spikes from 3 + S; word 2 (slot 5): from max(5 + S, 3 + S + 2)
+    assert s0.event_cycles == (3 + S, 4 + S, 5 + S, 6 + S)
+    assert s0.marker_cycle == max(5 + M, 7 + S)  # after the spikes
+    # self-running step: its sweep starts once the busy flag of sweep 0 is known (last slot 5 + R),
+    # its marker M cycles after its own last slot, and after the marker of step 0
+    assert s1.accumulate_cycle is None and s1.fire_cycle == 5 + R
+    assert s1.marker_cycle == max(5 + R + 2 + M, s0.marker_cycle + 1)
 
 
 def test_back_to_back_inferences() -> None:
@@ -74,9 +85,10 @@ def test_back_to_back_inferences() -> None:
     t = LayerTiming(n_out=4, lanes=4)
     one = ([_step(busy=False)], [_step(busy=False)])
     a, b = schedule(t, [one[0], one[0]], [one[1], one[1]])
-    assert a.init_cycle == 0 and a.steps[0].fire_cycle == 1 and a.end_cycle == 5
-    # re-initialisation once the sweep's busy flag is known (slot 1 + 4), before its marker left
-    assert b.init_cycle == 5 and b.steps[0].fire_cycle == 6 and b.end_cycle == 10
+    assert a.init_cycle == 0 and a.steps[0].fire_cycle == 1 and a.end_cycle == 1 + M
+    # re-initialisation once the sweep's busy flag is known (slot 1 + R), before its marker left
+    assert b.init_cycle == 1 + R and b.steps[0].fire_cycle == 2 + R
+    assert b.end_cycle == max(2 + R + M, a.end_cycle + 1)
 
 
 def test_summary_counts_accumulate_cycles() -> None:
@@ -85,13 +97,13 @@ def test_summary_counts_accumulate_cycles() -> None:
     outs = [[_step(busy=False)]]
     sched = schedule(t, ins, outs)
     s = summary(t, sched)
-    # init 0-1, 5 events × 2 words = 2-11, sweep 12-13, marker 13 + 4 = 17
-    assert s["cycles"] == 18 and s["accumulate_cycles"] == 10 and s["steps"] == 1
+    # init 0-1, 5 events × 2 words = 2-11, sweep 12-13, marker 13 + M
+    assert s["cycles"] == 14 + M and s["accumulate_cycles"] == 10 and s["steps"] == 1
     assert s["accumulate_phase_cycles"] == 10 and s["stall_cycles"] == 0
     assert s["sweep_cycles"] == 2 and s["init_cycles"] == 2
     assert s["accumulate_phase_utilization"] == 1.0
     assert s["fed_step_utilization"] == pytest.approx(10 / 12)
-    assert s["utilization"] == pytest.approx(10 / 18)
+    assert s["utilization"] == pytest.approx(10 / (14 + M))
 
 
 def test_schedule_rejects_mismatched_lists() -> None:

@@ -34,7 +34,7 @@ def test_facts(lanes: int, words: int) -> None:
     assert core.widths == net.widths[0]  # the IR's exact widths, not recomputed
     assert (core.lanes, core.words) == (lanes, words)
     assert core.cycles_per_event == core.sweep_cycles == core.init_cycles == words
-    assert (core.spike_delay, core.marker_delay) == (5, 4)
+    assert (core.spike_delay, core.marker_delay) == (7, 7)
     assert core.input_format == events.input_format(net, 0)
     assert core.output_format == events.output_format(net, 0)
     assert core.storage is (Storage.MEMORY if words > 4 else Storage.REGISTERS)
