@@ -41,8 +41,11 @@ class Accumulator(wiring.Component):
     pass with a zero drive.
 
     Latency 2 (the synchronous weight read, then a register on the weight word, so that the
-    memory's output does not feed the multiplier or ``±`` in the same cycle); throughput one word
-    operation per cycle.
+    memory's output does not feed the multiplier or ``±`` in the same cycle); with pipeline 2,
+    latency 4: the value and weight are registered again before the product (or ``±w``) and the
+    product after it — the input and output registers of a DSP block, and the weight word register
+    the block RAM's output register (the ECP5 flow moves them there, :mod:`hw.ecp5`). Those
+    registers have no reset and no enable. Throughput one word operation per cycle.
 
     Parameters
     ----------
@@ -54,6 +57,8 @@ class Accumulator(wiring.Component):
     lanes : int
     index_width, value_width : int
         Widths of the input events (:func:`hw.events.input_format`).
+    pipeline : int
+        The layer core's pipeline depth (:class:`hw.cycle_model.LayerTiming`).
 
     Members
     -------
@@ -70,9 +75,10 @@ class Accumulator(wiring.Component):
         lanes: int,
         index_width: int,
         value_width: int,
+        pipeline: int = 1,
     ) -> None:
         self._layer, self._widths, self._analog = layer, widths, bool(analog)
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
+        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
         self._value_width = value_width
         words = self._timing.words
         super().__init__(
@@ -106,7 +112,7 @@ class Accumulator(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 2
+        return self._timing.accumulator_latency
 
     @property
     def drive_width(self) -> int:
@@ -144,22 +150,38 @@ class Accumulator(wiring.Component):
         op1_valid = Signal(name="op1_valid")
         op = Signal(self.i.payload.shape(), name="op")
         op_valid = Signal(name="op_valid")
-        weight_word = Signal(rp.data.shape(), name="weight_word")
+        # no reset and no enable: the ECP5 flow moves it into the block RAM's output register
+        weight_word = Signal(rp.data.shape(), name="weight_word", reset_less=True)
         m.d.sync += [op1.eq(self.i.payload), op1_valid.eq(self.i.valid)]
         m.d.sync += [op.eq(op1), op_valid.eq(op1_valid), weight_word.eq(rp.data)]
+        out, out_valid = op, op_valid
+        weights, value = weight_word, op.value
+        if self._timing.pipeline == 2:  # the multiplier's input and output registers
+            op3 = Signal(op.shape(), name="op3")
+            op4 = Signal(op.shape(), name="op4")
+            valid3, valid4 = Signal(name="op3_valid"), Signal(name="op4_valid")
+            weights = Signal(weight_word.shape(), name="mul_weight", reset_less=True)
+            value = Signal.like(op.value, name="mul_value", reset_less=True)
+            m.d.sync += [op3.eq(op), valid3.eq(op_valid), weights.eq(weight_word)]
+            m.d.sync += [value.eq(op.value), op4.eq(op3), valid4.eq(valid3)]
+            out, out_valid = op4, valid4
         m.d.comb += [
-            self.o.valid.eq(op_valid),
-            self.o.payload.op.eq(op.op),
-            self.o.payload.word.eq(op.word),
-            self.o.payload.last.eq(op.last),
-            self.o.payload.busy.eq(op.busy),
+            self.o.valid.eq(out_valid),
+            self.o.payload.op.eq(out.op),
+            self.o.payload.word.eq(out.word),
+            self.o.payload.last.eq(out.last),
+            self.o.payload.busy.eq(out.busy),
         ]
-        integrate = op.op == Op.INTEGRATE
+        integrate = out.op == Op.INTEGRATE
         for k in range(self.lanes):
-            w = weight_word[k]
+            w = weights[k]
             if self._analog:
-                product = op.value * w
+                product = value * w
             else:  # ±1 spikes: add or subtract
-                product = Mux(op.value == 0, 0, Mux(op.value < 0, -w, w))
+                product = Mux(value == 0, 0, Mux(value < 0, -w, w))
+            if self._timing.pipeline == 2:
+                registered = Signal.like(product, name=f"product{k}", reset_less=True)
+                m.d.sync += registered.eq(product)
+                product = registered
             m.d.comb += self.o.payload.drive[k].eq(Mux(integrate, product, 0))
         return m

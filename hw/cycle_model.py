@@ -44,11 +44,15 @@ import numpy as np
 
 from hw.events import Step
 
-__all__ = ["InferenceSchedule", "LayerTiming", "StepSchedule", "schedule", "summary"]
+__all__ = ["PIPELINES", "InferenceSchedule", "LayerTiming", "StepSchedule", "schedule", "summary"]
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+#: pipeline depths of the neuron array (see :attr:`LayerTiming.pipeline`)
+PIPELINES = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -61,19 +65,22 @@ class LayerTiming:
         Neurons of the layer (≥ 1).
     lanes : int
         Neurons updated per cycle, ``P`` (≥ 1; more than ``n_out`` is allowed and wastes lanes).
+    pipeline : int
+        Extra register stages in the neuron array's read-modify-write (one of :data:`PIPELINES`):
+        0 — the state read feeds the update in the same cycle; 1 — the state read is registered
+        and the update forwards the two results in flight; 2 — also the update's sums are
+        registered before the choice among them, so two operations on the same word must be two
+        cycles apart: with one word (``W = 1``) every word operation is followed by an idle
+        slot (:attr:`slots`). Each stage delays the spikes, the marker and the busy flag by one
+        cycle; the schedule is otherwise the same.
     """
 
     n_out: int
     lanes: int
+    pipeline: int = 1
 
-    #: cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves on ``o``
-    SPIKE_DELAY = 7
-    #: cycles from the last sweep slot to the earliest cycle the step's marker leaves on ``o``
-    MARKER_DELAY = 7
     #: cycles from a marker leaving to the earliest slot of the sweep two steps later
     RESTART_DELAY = 1
-    #: cycles from the last slot of a sweep to the earliest slot that may depend on its busy flag
-    RESULT_DELAY = 5
     #: cycles from a marker leaving to the earliest spike of the next step
     BANK_DELAY = 1
 
@@ -82,8 +89,39 @@ class LayerTiming:
             raise ValueError(f"n_out must be a positive integer, not {self.n_out!r}")
         if not _is_int(self.lanes) or self.lanes < 1:
             raise ValueError(f"lanes must be a positive integer (1 or more), not {self.lanes!r}")
+        if not _is_int(self.pipeline) or self.pipeline not in PIPELINES:
+            valid = ", ".join(map(str, PIPELINES))
+            raise ValueError(f"pipeline must be one of {valid}, not {self.pipeline!r}")
         object.__setattr__(self, "n_out", int(self.n_out))
         object.__setattr__(self, "lanes", int(self.lanes))
+        object.__setattr__(self, "pipeline", int(self.pipeline))
+
+    @property
+    def accumulator_latency(self) -> int:
+        """Cycles from a word operation to its command with the drive (``hw.accumulator``): the
+        weight read and its register; with pipeline 2 also the multiplier's input and output
+        registers."""
+        return 4 if self.pipeline == 2 else 2
+
+    @property
+    def array_latency(self) -> int:
+        """Cycles from a command to its fired word (``hw.neuron_array``): ``1 + pipeline``."""
+        return 1 + self.pipeline
+
+    @property
+    def SPIKE_DELAY(self) -> int:
+        """Cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves."""
+        return 1 + self.accumulator_latency + self.array_latency + 4  # emitter: 4
+
+    @property
+    def MARKER_DELAY(self) -> int:
+        """Cycles from the last sweep slot to the earliest cycle the step's marker leaves."""
+        return self.SPIKE_DELAY
+
+    @property
+    def RESULT_DELAY(self) -> int:
+        """Cycles from the last slot of a sweep to the earliest slot that may use its busy flag."""
+        return 1 + self.accumulator_latency + self.array_latency + 1  # emitter: 1
 
     @property
     def words(self) -> int:
@@ -91,19 +129,30 @@ class LayerTiming:
         return -(-self.n_out // self.lanes)
 
     @property
+    def min_distance(self) -> int:
+        """Fewest cycles between two operations on the same word (2 for pipeline 2, else 1)."""
+        return 2 if self.pipeline == 2 else 1
+
+    @property
+    def slots(self) -> int:
+        """Cycles of a pass over the words: ``max(W, min_distance)`` (idle slots at the end)."""
+        return max(self.words, self.min_distance)
+
+    @property
     def cycles_per_event(self) -> int:
-        """Accumulate cycles per input event (``W``)."""
-        return self.words
+        """Accumulate cycles per input event (:attr:`slots`, ``W`` but with pipeline 2 and
+        ``W = 1``)."""
+        return self.slots
 
     @property
     def sweep_cycles(self) -> int:
-        """Slots of a fire sweep (``W``), the first one consuming the input marker."""
-        return self.words
+        """Cycles of a fire sweep (:attr:`slots`), the first one consuming the input marker."""
+        return self.slots
 
     @property
     def init_cycles(self) -> int:
-        """Slots of a re-initialisation (``W``)."""
-        return self.words
+        """Cycles of a re-initialisation (:attr:`slots`)."""
+        return self.slots
 
     @property
     def lane_utilization(self) -> float:
@@ -182,7 +231,7 @@ def schedule(
     """
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
-    words = timing.words
+    words, slots = timing.words, timing.slots
     out: list[InferenceSchedule] = []
     markers: list[int] = []  # every marker of the run, in order
     init = 0
@@ -197,14 +246,14 @@ def schedule(
             if t < len(ins):
                 n, start = ins[t].n_events, acc
                 if arrivals is None:
-                    x = max(acc + n * words, bank)
+                    x = max(acc + n * slots, bank)
                 else:
                     beats = arrivals[b][t]
                     free = acc
                     for k in range(n):
                         slot = max(free, beats[k] + 1)
                         start = slot if k == 0 else start
-                        free = slot + words
+                        free = slot + slots
                     x = max(free, beats[n] + 1, bank)
             else:
                 n, start = 0, None
@@ -212,7 +261,7 @@ def schedule(
             events, marker = _emit(timing, x, step, markers[-1] if markers else None)
             steps.append(StepSchedule(n, start, x, events, marker))
             markers.append(marker)
-            acc = x + words if t < len(ins) and ins[t].busy else None
+            acc = x + slots if t < len(ins) and ins[t].busy else None
         out.append(InferenceSchedule(init, tuple(steps)))
         init = x + words - 1 + timing.RESULT_DELAY
     return out
@@ -232,7 +281,7 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> dict[str, fl
     * ``utilization`` — every cycle from 0 to the last marker, self-running steps,
       re-initialisations and output latency included.
     """
-    words, occ = timing.words, timing.lane_utilization
+    words, slots, occ = timing.words, timing.slots, timing.lane_utilization
     steps = [s for inf in sched for s in inf.steps]
     fed = [s for s in steps if s.accumulate_cycle is not None]
     total = sched[-1].end_cycle + 1 if sched else 0
@@ -248,11 +297,11 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> dict[str, fl
         "accumulate_cycles": acc,
         "accumulate_phase_cycles": phase,
         "stall_cycles": phase - acc,
-        "sweep_cycles": len(steps) * words,
+        "sweep_cycles": len(steps) * slots,
         "init_cycles": len(sched) * timing.init_cycles,
         "cycles_per_inference": total / max(1, len(sched)),
         "cycles_per_step": total / max(1, len(steps)),
         "accumulate_phase_utilization": acc / max(1, phase) * occ,
-        "fed_step_utilization": acc / max(1, phase + len(fed) * words) * occ,
+        "fed_step_utilization": acc / max(1, phase + len(fed) * slots) * occ,
         "utilization": acc / max(1, total) * occ,
     }

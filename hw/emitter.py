@@ -44,8 +44,8 @@ class SpikeEmitter(wiring.Component):
     """Queue of fired words and serialiser of their spikes onto the output event stream.
 
     Latency: a word fired in cycle ``x`` (on ``i``) has its first spike on ``o`` in cycle
-    ``x + 4`` at the earliest, and not before the cycle after the previous output beat; a
-    sweep's last word in cycle ``x`` lets the marker leave in ``x + 4`` at the earliest, after
+    ``x + 5`` at the earliest, and not before the cycle after the previous output beat; a
+    sweep's last word in cycle ``x`` lets the marker leave in ``x + 5`` at the earliest, after
     that word's spikes. ``status.swept`` is raised in ``x + 1``. Throughput: one output event per
     cycle, no bubbles between the words and steps.
 
@@ -58,7 +58,8 @@ class SpikeEmitter(wiring.Component):
     -------
     i : In(stream.Signature(spike_word_layout, always_ready=True))
         Fired words of one sweep, in ascending word order; at most two sweeps may be held (the
-        sender starts a sweep only when fewer than two markers are outstanding).
+        sender starts a sweep only when fewer than two markers are outstanding). ``busy`` is the
+        step's busy flag so far without the spikes, which the emitter ORs in.
     o : Out(stream.Signature(event_layout))
         Output events and markers (from registers).
     status : Out(StepStatus())
@@ -123,23 +124,32 @@ class SpikeEmitter(wiring.Component):
         word_valid = Signal(name="word_valid")
         m.d.sync += [word.eq(self.i.payload), word_valid.eq(self.i.valid)]
         fired = Cat(word.spikes[k] != 0 for k in range(lanes))
+        # the step's busy flag: the neuron array's (its marker and drives) or any spike
+        spiked = Signal(name="spiked")  # a spike in an earlier word of the sweep
+        busy = word.busy | spiked | fired.any()
+        with m.If(word_valid):
+            m.d.sync += spiked.eq(~word.last & (spiked | fired.any()))
         negative = Cat(word.spikes[k][-1] for k in range(lanes))
-        count = sum(fired[k] for k in range(lanes))
+        count = _tree_sum([fired[k] for k in range(lanes)])
+        one = fired.any() & ((fired & (fired - 1)) == 0)  # exactly one spike
         entry = Signal(layout, name="entry")
         m.d.comb += [
             entry.base.eq(word.word * lanes),
             entry.fired.eq(fired),
             entry.negative.eq(negative),
             entry.beats.eq(count + word.last),
-            entry.single.eq(count + word.last == 1),
+            entry.single.eq(Mux(word.last, ~fired.any(), one)),
             entry.marker.eq(word.last),
-            entry.busy.eq(word.busy),
+            entry.busy.eq(busy),
             self.status.swept.eq(word_valid & word.last),
-            self.status.swept_busy.eq(word.busy),
+            self.status.swept_busy.eq(busy),
         ]
-        push = word_valid & (fired.any() | word.last)
-        head_raw, head_valid, pop = self._queue(m, entry, push)
-        # stage 2: the serialiser over the queue's head
+        # stage 2: the entry, registered (its beat count is an adder tree over the lanes)
+        entry_reg = Signal(layout, name="entry_reg")
+        push = Signal(name="push")
+        m.d.sync += [entry_reg.eq(entry), push.eq(word_valid & (fired.any() | word.last))]
+        head_raw, head_valid, pop = self._queue(m, entry_reg, push)
+        # stage 3: the serialiser over the queue's head
         head = layout(head_raw)
         sent = Signal(lanes, name="sent")  # lanes of the head already sent
         fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
@@ -212,3 +222,12 @@ class SpikeEmitter(wiring.Component):
         with m.Elif(pop):
             m.d.sync += head_valid.eq(0)
         return rp.data, head_valid, pop
+
+
+def _tree_sum(values):
+    """Sum of ``values`` as a balanced tree of adders (a chain would be ``len(values)`` deep)."""
+    values = list(values)
+    while len(values) > 1:
+        pairs = [values[k] + values[k + 1] for k in range(0, len(values) - 1, 2)]
+        values = pairs + values[len(values) - len(values) % 2 :]
+    return values[0]

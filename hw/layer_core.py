@@ -105,6 +105,10 @@ class LayerCore(wiring.Component):
         Neurons processed per cycle, ``P ≥ 1``.
     storage : Storage or str, optional
         Where membranes and tracers live; default by size (:func:`hw.neuron_array.default_storage`).
+    pipeline : int
+        Extra register stages in the neuron array's read-modify-write (0, 1 or 2, default 1;
+        see :class:`hw.cycle_model.LayerTiming`): each costs a cycle of latency per step for a
+        higher fmax, and 2 an idle cycle per word operation when ``W = 1``.
     probe : bool
         Add the ``probe`` output (membranes and tracers of each fired word) for testbenches.
     src_loc_at : int
@@ -127,6 +131,7 @@ class LayerCore(wiring.Component):
         analog: bool,
         lanes: int,
         storage: Storage | str | None = None,
+        pipeline: int = 1,
         probe: bool = False,
         src_loc_at: int = 0,
     ) -> None:
@@ -142,7 +147,7 @@ class LayerCore(wiring.Component):
                 raise TypeError(f"{name} must be a bool, not {flag!r}")
         self._layer, self._analog, self._probe = layer, analog, probe
         self._input_bounds = bounds
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
+        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
         self._widths = layer.widths(*bounds, analog=analog)
         self._storage = check_storage(storage, self._timing.words)
         self._formats = layer_formats(layer, self._widths, analog=analog)
@@ -211,6 +216,11 @@ class LayerCore(wiring.Component):
         return self._timing.words
 
     @property
+    def pipeline(self) -> int:
+        """Extra register stages of the neuron array (:class:`hw.cycle_model.LayerTiming`)."""
+        return self._timing.pipeline
+
+    @property
     def storage(self) -> Storage:
         return self._storage
 
@@ -271,6 +281,7 @@ class LayerCore(wiring.Component):
             index_width=fmt.index_width,
             value_width=fmt.value_width,
             has_bias=bool(layer.bias.any()),
+            pipeline=self.pipeline,
         )
         m.submodules.synapses = syn = Accumulator(
             layer=layer,
@@ -279,6 +290,7 @@ class LayerCore(wiring.Component):
             lanes=self.lanes,
             index_width=fmt.index_width,
             value_width=fmt.value_width,
+            pipeline=self.pipeline,
         )
         m.submodules.neurons = neurons = NeuronArray(
             layer=layer,
@@ -286,6 +298,7 @@ class LayerCore(wiring.Component):
             lanes=self.lanes,
             storage=self._storage,
             drive_width=syn.drive_width,
+            pipeline=self.pipeline,
         )
         m.submodules.emitter = emitter = SpikeEmitter(n_out=layer.n_out, lanes=self.lanes)
         wiring.connect(m, wiring.flipped(self.i), seq.i)

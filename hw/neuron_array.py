@@ -24,7 +24,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -160,16 +160,22 @@ class StateStore(wiring.Component):
 
 
 class NeuronLanes(wiring.Component):
-    """``lanes`` combinational ST-BIF lanes (spec §2.4) applying one :class:`Op` to a word.
+    """``lanes`` combinational ST-BIF lanes (spec §2.4) updating one word.
 
     Per lane, with ``U1 = U + drive``:
 
-    * ``INTEGRATE``: ``U' = U1``, ``A' = A``, no spike;
-    * ``FIRE``: ``s = +1`` if ``U1 ≥ Θ and A < p``, ``-1`` if ``U1 < 0 and A > n`` (strict),
-      else 0; ``A' = A + s``; ``U' = U1 - s·Θ``;
-    * ``INIT``: ``U' = initial``, ``A' = 0``, no spike.
+    * ``fire = 0``: ``U' = U1``, ``A' = A``, no spike (``INTEGRATE``; ``INIT`` is the same with
+      the initial membrane as ``U``, ``A = 0`` and no drive);
+    * ``fire = 1``: ``s = +1`` if ``U1 ≥ Θ and A < p``, ``-1`` if ``U1 < 0 and A > n`` (strict),
+      else 0; ``A' = A + s``; ``U' = U1 - s·Θ``.
 
-    Latency 0 (combinational). ``active`` is 1 when a lane spikes or has a non-zero drive.
+    The threshold enters only through ``drive_minus = drive - Θ`` and ``drive_plus = drive + Θ``,
+    which the neuron array computes from registers while the state is read: the three sums
+    ``U + drive``, ``U + (drive - Θ)``, ``U + (drive + Θ)`` run in parallel, one carry chain
+    each, and the sign bits choose among them.
+
+    Latency 0 (combinational), or 1 with ``registered``: the three sums, the tracer and its
+    bound checks are registered between the carry chains and the choice among the sums.
 
     Parameters
     ----------
@@ -180,38 +186,47 @@ class NeuronLanes(wiring.Component):
     lanes : int
     drive_width : int, optional
         Signed bits of a drive; ``widths.drive`` by default.
+    registered : bool
+        Latency 1 instead of 0.
 
     Members
     -------
-    op : In(Op)
-    membranes, tracers, drive, thresholds, initial : In(ArrayLayout(..., lanes))
+    fire : In(1)
+    membranes, tracers, drive, drive_minus, drive_plus : In(ArrayLayout(..., lanes))
     spikes, next_membranes, next_tracers : Out(ArrayLayout(..., lanes))
-    active : Out(1)
     """
 
     def __init__(
-        self, *, layer: Layer, widths: LayerWidths, lanes: int, drive_width: int | None = None
+        self,
+        *,
+        layer: Layer,
+        widths: LayerWidths,
+        lanes: int,
+        drive_width: int | None = None,
+        registered: bool = False,
     ) -> None:
         self._layer, self._widths = layer, widths
         self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
+        self._registered = bool(registered)
         m_, t_ = signed(widths.membrane), signed(widths.tracer)
         drive_width = widths.drive if drive_width is None else drive_width
+        d_ = signed(drive_width)
+        minus, plus = offset_shapes(layer, widths, drive_width)
 
         def arr(shape):
             return data.ArrayLayout(shape, lanes)
 
         super().__init__(
             {
-                "op": In(Op),
+                "fire": In(1),
                 "membranes": In(arr(m_)),
                 "tracers": In(arr(t_)),
-                "drive": In(arr(signed(drive_width))),
-                "thresholds": In(arr(unsigned(widths.threshold))),
-                "initial": In(arr(m_)),
+                "drive": In(arr(d_)),
+                "drive_minus": In(arr(minus)),
+                "drive_plus": In(arr(plus)),
                 "spikes": Out(arr(signed(2))),
                 "next_membranes": Out(arr(m_)),
                 "next_tracers": Out(arr(t_)),
-                "active": Out(1),
             }
         )
 
@@ -226,39 +241,48 @@ class NeuronLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, p = self._layer.neg_bound, self._layer.pos_bound
-        fire = self.op == Op.FIRE
-        init = self.op == Op.INIT
-        active = []
+        m_ = signed(self._widths.membrane)
+        stage = m.d.sync if self._registered else m.d.comb  # between the sums and the choice
+        fire = Signal(name="fire_s")
+        stage += fire.eq(self.fire)
         for k in range(self.lanes):
-            u, a, theta = self.membranes[k], self.tracers[k], self.thresholds[k]
-            d = self.drive[k]
-            # Three sums of U in parallel, each one carry chain after the state read: the drive
-            # and threshold are registers, so d ± Θ settle while the state is read.
-            u1 = Signal(signed(self._widths.membrane), name=f"u1_{k}")
-            d_minus = Signal.like(d - theta, name=f"d_minus{k}")
-            d_plus = Signal.like(d + theta, name=f"d_plus{k}")
-            u1_minus = Signal.like(u + d_minus, name=f"u1_minus{k}")  # U1 - Θ, exact width
-            u1_plus = Signal.like(u + d_plus, name=f"u1_plus{k}")
+            u, a_in = self.membranes[k], self.tracers[k]
+            u1 = Signal(m_, name=f"u1_{k}")
+            # U1 - Θ at its natural width: its sign decides the positive spike
+            u1_minus = Signal.like(u + self.drive_minus[k], name=f"u1_minus{k}")
+            u1_plus = Signal(m_, name=f"u1_plus{k}")  # used only when U1 + Θ is the result
+            a = Signal.like(a_in, name=f"a{k}")
+            below_p = Signal(name=f"below_p{k}")
+            above_n = Signal(name=f"above_n{k}")
+            stage += [
+                u1.eq(u + self.drive[k]),
+                u1_minus.eq(u + self.drive_minus[k]),
+                u1_plus.eq(u + self.drive_plus[k]),
+                a.eq(a_in),
+                below_p.eq(a_in < p),
+                above_n.eq(a_in > n),
+            ]
             pos = Signal(name=f"pos{k}")
             neg = Signal(name=f"neg{k}")
             m.d.comb += [
-                d_minus.eq(d - theta),
-                d_plus.eq(d + theta),
-                u1.eq(u + d),
-                u1_minus.eq(u + d_minus),
-                u1_plus.eq(u + d_plus),
                 # U1 ≥ Θ ⇔ U1 - Θ ≥ 0 (U1 never overflows its width: exact widths)
-                pos.eq(fire & ~u1_minus[-1] & (a < p)),
-                neg.eq(fire & u1[-1] & (a > n)),
+                pos.eq(fire & ~u1_minus[-1] & below_p),
+                neg.eq(fire & u1[-1] & above_n),
                 self.spikes[k].eq(Mux(neg, -1, pos)),
-                self.next_membranes[k].eq(
-                    Mux(init, self.initial[k], Mux(pos, u1_minus, Mux(neg, u1_plus, u1)))
-                ),
-                self.next_tracers[k].eq(Mux(init, 0, Mux(pos, a + 1, Mux(neg, a - 1, a)))),
+                self.next_membranes[k].eq(Mux(pos, u1_minus, Mux(neg, u1_plus, u1))),
+                self.next_tracers[k].eq(Mux(pos, a + 1, Mux(neg, a - 1, a))),
             ]
-            active += [pos, neg, self.drive[k] != 0]
-        m.d.comb += self.active.eq(_any(active))
         return m
+
+
+def offset_shapes(layer: Layer, widths: LayerWidths, drive_width: int):
+    """Natural shapes of ``drive - Θ`` and ``drive + Θ`` (no bit a copy of another)."""
+    d = Signal(signed(drive_width))
+    if layer.per_neuron_threshold:
+        theta = Signal(unsigned(widths.threshold))
+    else:
+        theta = Const(layer.threshold)
+    return (d - theta).shape(), (d + theta).shape()
 
 
 def _any(bits):
@@ -277,13 +301,15 @@ class NeuronArray(wiring.Component):
     carrying that step's drive (``Σ w·s``, bias excluded: the bias is in ``H + B``), in any order;
     a run starts with one ``INIT`` per word.
 
-    Latency 1: a ``FIRE`` command in cycle ``x`` leaves on ``o`` (spikes) and ``state`` (the
-    updated membranes and tracers) in cycle ``x + 1``. Throughput: one word per cycle, no
-    bubbles, also for back-to-back commands on the same word.
+    Latency ``1 + pipeline``: a ``FIRE`` command in cycle ``x`` leaves on ``o`` (spikes) and
+    ``state`` (the updated membranes and tracers) in cycle ``x + 1 + pipeline``. Throughput: one
+    word per cycle, no bubbles, also for back-to-back commands on the same word.
 
-    ``o.payload.busy`` is the step's busy flag so far: the OR, over the ``FIRE`` commands since
-    the last one with ``last`` set (this one included), of their ``busy`` bit, a non-zero drive
-    and any spike.
+    ``o.payload.busy`` is the step's busy flag so far, spikes aside: the OR, over the ``FIRE``
+    commands since the last one with ``last`` set (this one included), of their ``busy`` bit and
+    a non-zero drive. The step's busy flag is that OR any spike of the step's words (the
+    receiver sees them: keeping the OR over the lanes' spikes out of this stage keeps it off the
+    update path).
 
     Parameters
     ----------
@@ -314,6 +340,7 @@ class NeuronArray(wiring.Component):
         lanes: int,
         storage: Storage | str | None = None,
         drive_width: int | None = None,
+        pipeline: int = 1,
     ) -> None:
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be an ir.Layer, not {type(layer).__name__}")
@@ -325,7 +352,7 @@ class NeuronArray(wiring.Component):
             raise ValueError(f"drive_width must be a positive integer, not {drive_width!r}")
         self._drive_width = drive_width
         self._layer, self._widths = layer, widths
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
+        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
         self._storage = check_storage(storage, self._timing.words)
         words = self._timing.words
         super().__init__(
@@ -369,9 +396,14 @@ class NeuronArray(wiring.Component):
         return self._drive_width
 
     @property
+    def pipeline(self) -> int:
+        """Extra register stages of the read-modify-write (:class:`hw.cycle_model.LayerTiming`)."""
+        return self._timing.pipeline
+
+    @property
     def latency(self) -> int:
-        """Cycles from a command on ``i`` to its result on ``o``."""
-        return 1
+        """Cycles from a command on ``i`` to its result on ``o``: ``1 + pipeline``."""
+        return 1 + self.pipeline
 
     @property
     def state_layout(self) -> data.StructLayout:
@@ -389,19 +421,23 @@ class NeuronArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        layer, words = self._layer, self.words
+        layer, words, lanes_n = self._layer, self.words, self.lanes
         initial = self.padded(layer.initial_membranes + layer.bias, 0)
         thresholds = self.padded(layer.thresholds, 1)
         m.submodules.store = store = StateStore(
             shape=self.state_layout,
             depth=words,
-            init=[{"membranes": row.tolist(), "tracers": [0] * self.lanes} for row in initial],
+            init=[{"membranes": row.tolist(), "tracers": [0] * lanes_n} for row in initial],
             storage=self._storage,
         )
         m.submodules.lanes = lanes = NeuronLanes(
-            layer=layer, widths=self._widths, lanes=self.lanes, drive_width=self._drive_width
+            layer=layer,
+            widths=self._widths,
+            lanes=lanes_n,
+            drive_width=self._drive_width,
+            registered=self.pipeline == 2,
         )
-        # stage 0: read the word's state and constants
+        # stage 0: the command arrives; the word's state and constants are read
         cmd = Signal(self.i.payload.shape(), name="cmd")
         cmd_valid = Signal(name="cmd_valid")
         m.d.sync += [cmd.eq(self.i.payload), cmd_valid.eq(self.i.valid)]
@@ -409,39 +445,108 @@ class NeuronArray(wiring.Component):
         consts = {"initial": initial}
         if layer.per_neuron_threshold:
             consts["thresholds"] = thresholds
-        const = self._constants(m, consts, lanes)
-        if layer.per_neuron_threshold:
-            thr = const["thresholds"]
-        else:  # one threshold for the layer: a constant
-            thr = lanes.thresholds.shape().const([layer.threshold] * self.lanes)
-        # stage 1: update, write back, emit
+        const = self._constants(m, consts)
+        # stage 1: operands of the update. INIT updates the initial state with no drive (the
+        # accumulator sends INIT with a zero drive); the threshold enters as drive ∓ Θ.
+        init = cmd.op == Op.INIT
+        drive = cmd.drive
+        driven = Signal(name="driven")  # a non-zero drive in the word
+        m.d.comb += driven.eq(_any(cmd.drive[k] != 0 for k in range(lanes_n)))
+        drive_minus = Signal(lanes.drive_minus.shape(), name="drive_minus")
+        drive_plus = Signal(lanes.drive_plus.shape(), name="drive_plus")
+        initial_state = Signal(self.state_layout, name="initial_state")
+        m.d.comb += initial_state.membranes.eq(const["initial"])
+        for k in range(lanes_n):
+            theta = const["thresholds"][k] if layer.per_neuron_threshold else layer.threshold
+            m.d.comb += [
+                drive_minus[k].eq(cmd.drive[k] - theta),
+                drive_plus[k].eq(cmd.drive[k] + theta),
+            ]
+        if self.pipeline == 0:
+            # update in stage 1 from the store's output, write back at once
+            op, op_valid, op_driven = cmd, cmd_valid, driven
+            state = Signal(self.state_layout, name="operand")
+            m.d.comb += state.eq(Mux(init, initial_state, store.rdata))
+            m.d.comb += [
+                lanes.drive.eq(drive),
+                lanes.drive_minus.eq(drive_minus),
+                lanes.drive_plus.eq(drive_plus),
+                store.waddr.eq(cmd.word),
+                store.wen.eq(cmd_valid),
+                store.wdata.membranes.eq(lanes.next_membranes),
+                store.wdata.tracers.eq(lanes.next_tracers),
+            ]
+        else:
+            # Stage 1 registers the operands. The update takes stage 2 (pipeline 1) or stages 2
+            # and 3 (pipeline 2: the sums, then the choice) and ends in the result register,
+            # which the next stage writes back. The store's output misses the results still in
+            # flight: the one in the result register is forwarded into the operand register,
+            # the one being computed in the last update stage (the command just ahead, or two
+            # ahead for pipeline 2) from the result register when the update starts.
+            a_op = Signal(cmd.shape(), name="op_a")  # the command in the first update stage
+            a_valid = Signal(name="op_a_valid")
+            a_driven = Signal(name="op_a_driven")
+            m.d.sync += [a_op.eq(cmd), a_valid.eq(cmd_valid), a_driven.eq(driven)]
+            if self.pipeline == 1:
+                op, op_valid, op_driven = a_op, a_valid, a_driven
+            else:  # the command in the last update stage
+                op = Signal(cmd.shape(), name="op")
+                op_valid = Signal(name="op_valid")
+                op_driven = Signal(name="op_driven")
+                m.d.sync += [op.eq(a_op), op_valid.eq(a_valid), op_driven.eq(a_driven)]
+            result = Signal(self.state_layout, name="result")
+            result_word = Signal.like(cmd.word, name="result_word")
+            result_valid = Signal(name="result_valid")
+            operand = Signal(self.state_layout, name="operand_reg")
+            ahead = Signal(name="forward_ahead")  # operand = the result register
+            m.d.sync += [
+                lanes.drive.eq(drive),
+                lanes.drive_minus.eq(drive_minus),
+                lanes.drive_plus.eq(drive_plus),
+                ahead.eq(op_valid & (op.word == cmd.word) & ~init),
+                result.membranes.eq(lanes.next_membranes),
+                result.tracers.eq(lanes.next_tracers),
+                result_word.eq(op.word),
+                result_valid.eq(op_valid),
+            ]
+            in_result = result_valid & (result_word == cmd.word)
+            m.d.sync += operand.eq(Mux(init, initial_state, Mux(in_result, result, store.rdata)))
+            state = Signal(self.state_layout, name="operand")
+            m.d.comb += state.eq(Mux(ahead, result, operand))
+            m.d.comb += [
+                store.waddr.eq(result_word),
+                store.wen.eq(result_valid),
+                store.wdata.eq(result),
+            ]
+            m.d.comb += lanes.fire.eq(a_op.op == Op.FIRE)
+        # the update (stage 1 or 2) and the fired word
+        if self.pipeline == 0:
+            m.d.comb += lanes.fire.eq(op.op == Op.FIRE)
         sticky = Signal(name="busy_sticky")
         m.d.comb += [
-            lanes.op.eq(cmd.op),
-            lanes.membranes.eq(store.rdata.membranes),
-            lanes.tracers.eq(store.rdata.tracers),
-            lanes.drive.eq(cmd.drive),
-            lanes.thresholds.eq(thr),
-            lanes.initial.eq(const["initial"]),
-            store.waddr.eq(cmd.word),
-            store.wen.eq(cmd_valid),
-            store.wdata.membranes.eq(lanes.next_membranes),
-            store.wdata.tracers.eq(lanes.next_tracers),
-            self.o.valid.eq(cmd_valid & (cmd.op == Op.FIRE)),
-            self.o.payload.word.eq(cmd.word),
-            self.o.payload.last.eq(cmd.last),
-            self.o.payload.busy.eq(sticky | cmd.busy | lanes.active),
+            lanes.membranes.eq(state.membranes),
+            lanes.tracers.eq(state.tracers),
+            self.o.valid.eq(op_valid & (op.op == Op.FIRE)),
+            self.o.payload.word.eq(op.word),
+            self.o.payload.last.eq(op.last),
+            self.o.payload.busy.eq(sticky | op.busy | op_driven),
             self.o.payload.spikes.eq(lanes.spikes),
             self.state.membranes.eq(lanes.next_membranes),
             self.state.tracers.eq(lanes.next_tracers),
         ]
         with m.If(self.o.valid):
-            m.d.sync += sticky.eq(~cmd.last & self.o.payload.busy)
+            m.d.sync += sticky.eq(~op.last & self.o.payload.busy)
         return m
 
-    def _constants(self, m: Module, consts: dict[str, np.ndarray], lanes: NeuronLanes):
+    def _constants(self, m: Module, consts: dict[str, np.ndarray]):
         """Per-word constants, read in stage 0 like the state (a ROM, or constants if 1 word)."""
-        layout = data.StructLayout({name: getattr(lanes, name).shape() for name in consts})
+        shapes = {
+            "initial": signed(self._widths.membrane),
+            "thresholds": unsigned(self._widths.threshold),
+        }
+        layout = data.StructLayout(
+            {name: data.ArrayLayout(shapes[name], self.lanes) for name in consts}
+        )
         rows = [{name: v[w].tolist() for name, v in consts.items()} for w in range(self.words)]
         if self.words == 1:
             return layout.const(rows[0])

@@ -101,6 +101,9 @@ class Sequencer(wiring.Component):
         Input event format.
     has_bias : bool
         The layer has a non-zero bias: step 0 is busy.
+    pipeline : int
+        The neuron array's pipeline (:class:`hw.cycle_model.LayerTiming`): with pipeline 2 and
+        one word, every operation is followed by an idle cycle.
 
     Members
     -------
@@ -113,9 +116,16 @@ class Sequencer(wiring.Component):
     """
 
     def __init__(
-        self, *, n_out: int, lanes: int, index_width: int, value_width: int, has_bias: bool
+        self,
+        *,
+        n_out: int,
+        lanes: int,
+        index_width: int,
+        value_width: int,
+        has_bias: bool,
+        pipeline: int = 1,
     ) -> None:
-        self._timing = LayerTiming(n_out=n_out, lanes=lanes)
+        self._timing = LayerTiming(n_out=n_out, lanes=lanes, pipeline=pipeline)
         self._has_bias = bool(has_bias)
         words = self._timing.words
         super().__init__(
@@ -164,38 +174,43 @@ class Sequencer(wiring.Component):
         with m.If(self.status.swept):
             m.d.sync += own_busy.eq(self.status.swept_busy)
 
-        with m.Switch(state):
-            with m.Case(_State.SWEEP):
-                m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(word)]
-                m.d.comb += o.busy.eq(sweep_busy)
-                m.d.sync += word.eq(word + 1)
-            with m.Case(_State.ACCUMULATE):
-                with m.If(buf_valid & ~buf.marker):
-                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
-                    m.d.sync += word.eq(Mux(word == last, 0, word + 1))
-                    m.d.comb += consume.eq(word == last)
-                with m.Elif(buf_valid & can_fire):  # a marker: consume it, start the sweep
-                    m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
-                    m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
-                    m.d.comb += begin_fed.eq(buf.busy)
-                    m.d.sync += first.eq(0)
-            with m.Case(_State.WAIT):
-                with m.If((unresolved == 0) & own_busy & can_fire):  # run on while busy
-                    m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
-                with m.Elif((unresolved == 0) & ~own_busy):  # else re-initialise
-                    m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
+        gap = Signal(name="gap")  # an idle slot: the word was operated on in the last cycle
+        if self._timing.slots > self.words:  # one word, two cycles apart
+            m.d.sync += gap.eq(self.o.valid)
 
-        with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
-            m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), o.word.eq(0)]
-            m.d.comb += o.busy.eq(begin_busy)
-            m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
-            m.d.sync += [word.eq(1), state.eq(_State.SWEEP)]
-        with m.If(self.o.valid & (o.op != Op.INTEGRATE) & o.last):  # the sweep ends
-            m.d.sync += word.eq(0)
-            with m.If(o.op == Op.INIT):
-                m.d.sync += [state.eq(_State.ACCUMULATE), first.eq(1)]
-            with m.Elif(Mux(begin, begin_fed, fed)):
-                m.d.sync += state.eq(_State.ACCUMULATE)
-            with m.Else():
-                m.d.sync += state.eq(_State.WAIT)
+        with m.If(~gap):
+            with m.Switch(state):
+                with m.Case(_State.SWEEP):
+                    m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(word)]
+                    m.d.comb += o.busy.eq(sweep_busy)
+                    m.d.sync += word.eq(word + 1)
+                with m.Case(_State.ACCUMULATE):
+                    with m.If(buf_valid & ~buf.marker):
+                        m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
+                        m.d.sync += word.eq(Mux(word == last, 0, word + 1))
+                        m.d.comb += consume.eq(word == last)
+                    with m.Elif(buf_valid & can_fire):  # a marker: consume it, start the sweep
+                        m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
+                        m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
+                        m.d.comb += begin_fed.eq(buf.busy)
+                        m.d.sync += first.eq(0)
+                with m.Case(_State.WAIT):
+                    with m.If((unresolved == 0) & own_busy & can_fire):  # run on while busy
+                        m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
+                    with m.Elif((unresolved == 0) & ~own_busy):  # else re-initialise
+                        m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
+
+            with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
+                m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), o.word.eq(0)]
+                m.d.comb += o.busy.eq(begin_busy)
+                m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
+                m.d.sync += [word.eq(1), state.eq(_State.SWEEP)]
+            with m.If(self.o.valid & (o.op != Op.INTEGRATE) & o.last):  # the sweep ends
+                m.d.sync += word.eq(0)
+                with m.If(o.op == Op.INIT):
+                    m.d.sync += [state.eq(_State.ACCUMULATE), first.eq(1)]
+                with m.Elif(Mux(begin, begin_fed, fed)):
+                    m.d.sync += state.eq(_State.ACCUMULATE)
+                with m.Else():
+                    m.d.sync += state.eq(_State.WAIT)
         return m

@@ -32,6 +32,7 @@ from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.ecp5 import PackReport, pack_registers
 from hw.verilog import generate
 
 __all__ = [
@@ -255,6 +256,7 @@ class PnrResult:
     utilization: dict[str, dict[str, int]]  #: nextpnr's per-BEL-type used/available
     synth: SynthResult  #: synthesis of the harness (design + harness registers)
     seconds: float  #: place-and-route wall time
+    packed: PackReport | None = None  #: registers moved into RAMs and multipliers (ECP5)
 
     @property
     def critical_path_text(self) -> str:
@@ -309,6 +311,11 @@ def place_and_route(
             (),
             time.perf_counter() - t0,
         )
+        packed = None
+        if target == "ecp5":  # registers into the block RAMs and multipliers (hw.ecp5)
+            netlist = json.loads((wd / "harness.json").read_text())
+            packed = pack_registers(netlist, "harness")
+            (wd / "harness.json").write_text(json.dumps(netlist))
         t0 = time.perf_counter()
         _run(
             f"nextpnr-{target}",
@@ -330,10 +337,17 @@ def place_and_route(
         )
         seconds = time.perf_counter() - t0
         report = json.loads((wd / "report.json").read_text())
-    return parse_report(report, target, device, synth, seconds)
+    return parse_report(report, target, device, synth, seconds, packed)
 
 
-def parse_report(report: dict, target: str, device: str, synth: SynthResult, seconds: float):
+def parse_report(
+    report: dict,
+    target: str,
+    device: str,
+    synth: SynthResult,
+    seconds: float,
+    packed: PackReport | None = None,
+):
     """A :class:`PnrResult` from nextpnr's ``--report`` JSON."""
     fmax = report.get("fmax", {})
     if not fmax:
@@ -350,4 +364,5 @@ def parse_report(report: dict, target: str, device: str, synth: SynthResult, sec
         utilization={k: dict(v) for k, v in report.get("utilization", {}).items()},
         synth=synth,
         seconds=seconds,
+        packed=packed,
     )

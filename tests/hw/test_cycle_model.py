@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hw.cycle_model import LayerTiming, schedule, summary
+from hw.cycle_model import PIPELINES, LayerTiming, schedule, summary
 from hw.events import Step
 
 
@@ -31,6 +31,8 @@ def test_geometry(n_out: int, lanes: int, words: int, occupancy: float) -> None:
         ({"n_out": 4, "lanes": 2.0}, r"lanes must be a positive integer \(1 or more\), not 2.0"),
         ({"n_out": 4, "lanes": True}, r"lanes must be a positive integer \(1 or more\), not True"),
         ({"n_out": 0, "lanes": 1}, "n_out must be a positive integer, not 0"),
+        ({"n_out": 4, "lanes": 1, "pipeline": 3}, "pipeline must be one of 0, 1, 2, not 3"),
+        ({"n_out": 4, "lanes": 1, "pipeline": True}, "pipeline must be one of 0, 1, 2, not True"),
     ],
 )
 def test_timing_validation(kwargs, message) -> None:
@@ -38,34 +40,37 @@ def test_timing_validation(kwargs, message) -> None:
         LayerTiming(**kwargs)
 
 
-S, M, R = LayerTiming.SPIKE_DELAY, LayerTiming.MARKER_DELAY, LayerTiming.RESULT_DELAY
-
-
-def test_single_word_schedule() -> None:
-    """W = 1: init in cycle 0, two events in 1-2, sweep in 3, the spike SPIKE_DELAY later."""
-    t = LayerTiming(n_out=1, lanes=1)
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_single_word_schedule(pipeline: int) -> None:
+    """W = 1: init in slot 0, two events, the sweep, the spike SPIKE_DELAY later; a pass takes
+    L = 1 cycle (2 with pipeline 2, whose update needs two cycles between operations on a word)."""
+    t = LayerTiming(n_out=1, lanes=1, pipeline=pipeline)
+    S, M, L = t.SPIKE_DELAY, t.MARKER_DELAY, t.slots
+    assert L == (2 if pipeline == 2 else 1)
     ins = [[_step(), _step(busy=False)]]
     ins[0][0] = Step(indices=np.array([0, 0]), values=np.array([1, 1]), busy=True)
     outs = [[_step([0]), _step(busy=False)]]
     (inf,) = schedule(t, ins, outs)
     s0, s1 = inf.steps
-    m0 = max(3 + M, 3 + S + 1)  # the marker follows the spike
+    m0 = max(3 * L + M, 3 * L + S + 1)  # the marker follows the spike
     assert (s0.accumulate_cycle, s0.fire_cycle, s0.event_cycles, s0.marker_cycle) == (
-        1,
-        3,
-        (3 + S,),
+        L,
+        3 * L,
+        (3 * L + S,),
         m0,
     )
     # the next step has no events: its sweep follows at once (the emitter buffers two steps);
     # its marker waits for the one of step 0
-    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles) == (4, 4, ())
-    assert s1.marker_cycle == max(4 + M, m0 + 1)
+    assert (s1.accumulate_cycle, s1.fire_cycle, s1.event_cycles) == (4 * L, 4 * L, ())
+    assert s1.marker_cycle == max(4 * L + M, m0 + 1)
     assert inf.end_cycle == s1.marker_cycle
 
 
-def test_spikes_leave_in_order_without_gaps() -> None:
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_spikes_leave_in_order_without_gaps(pipeline: int) -> None:
     """W = 3 (n_out 6, 2 lanes): words 0 and 2 spike; the sweep outruns the emitter."""
-    t = LayerTiming(n_out=6, lanes=2)
+    t = LayerTiming(n_out=6, lanes=2, pipeline=pipeline)
+    S, M, R = t.SPIKE_DELAY, t.MARKER_DELAY, t.RESULT_DELAY
     ins = [[_step(busy=False)]]
     outs = [[_step([0, 1, 4, 5], values=[1, -1, 1, 1], busy=True), _step(busy=False)]]
     (inf,) = schedule(t, ins, outs)
@@ -80,19 +85,23 @@ def test_spikes_leave_in_order_without_gaps() -> None:
     assert s1.marker_cycle == max(5 + R + 2 + M, s0.marker_cycle + 1)
 
 
-def test_back_to_back_inferences() -> None:
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_back_to_back_inferences(pipeline: int) -> None:
     """After a sweep with busy 0 the next inference re-initialises (W slots) and accumulates."""
-    t = LayerTiming(n_out=4, lanes=4)
+    t = LayerTiming(n_out=4, lanes=4, pipeline=pipeline)
+    M, R, L = t.MARKER_DELAY, t.RESULT_DELAY, t.slots
     one = ([_step(busy=False)], [_step(busy=False)])
     a, b = schedule(t, [one[0], one[0]], [one[1], one[1]])
-    assert a.init_cycle == 0 and a.steps[0].fire_cycle == 1 and a.end_cycle == 1 + M
-    # re-initialisation once the sweep's busy flag is known (slot 1 + R), before its marker left
-    assert b.init_cycle == 1 + R and b.steps[0].fire_cycle == 2 + R
-    assert b.end_cycle == max(2 + R + M, a.end_cycle + 1)
+    assert a.init_cycle == 0 and a.steps[0].fire_cycle == L and a.end_cycle == L + M
+    # re-initialisation once the sweep's busy flag is known (slot L + R), before its marker left
+    assert b.init_cycle == L + R and b.steps[0].fire_cycle == 2 * L + R
+    assert b.end_cycle == max(2 * L + R + M, a.end_cycle + 1)
 
 
-def test_summary_counts_accumulate_cycles() -> None:
-    t = LayerTiming(n_out=8, lanes=4)
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_summary_counts_accumulate_cycles(pipeline: int) -> None:
+    t = LayerTiming(n_out=8, lanes=4, pipeline=pipeline)
+    S, M, R = t.SPIKE_DELAY, t.MARKER_DELAY, t.RESULT_DELAY
     ins = [[Step(indices=np.arange(5), values=np.ones(5, dtype=np.int64), busy=False)]]
     outs = [[_step(busy=False)]]
     sched = schedule(t, ins, outs)

@@ -12,6 +12,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw import cycle_model, events
+from hw.cycle_model import PIPELINES
 from hw.layer_core import LayerCore
 from hw.neuron_array import Storage
 from hw.verilog import BACKENDS, generate
@@ -27,14 +28,17 @@ def _layer() -> Layer:
 
 
 @pytest.mark.parametrize(("lanes", "words"), [(1, 12), (5, 3), (12, 1), (13, 1)])
-def test_facts(lanes: int, words: int) -> None:
+@pytest.mark.parametrize(("pipeline", "delays"), [(0, (8, 8, 5)), (1, (9, 9, 6)), (2, (12, 12, 9))])
+def test_facts(lanes: int, words: int, pipeline: int, delays: tuple) -> None:
     net, _ = network("analog")
-    core = LayerCore.for_network(net, 0, lanes=lanes)
+    core = LayerCore.for_network(net, 0, lanes=lanes, pipeline=pipeline)
     assert core.layer is net.layers[0] and core.analog and core.input_bounds == (-7, 16)
     assert core.widths == net.widths[0]  # the IR's exact widths, not recomputed
     assert (core.lanes, core.words) == (lanes, words)
-    assert core.cycles_per_event == core.sweep_cycles == core.init_cycles == words
-    assert (core.spike_delay, core.marker_delay) == (7, 7)
+    slots = max(words, 2) if pipeline == 2 else words
+    assert core.cycles_per_event == core.sweep_cycles == core.init_cycles == slots
+    assert (core.spike_delay, core.marker_delay, core.result_delay) == delays
+    assert core.pipeline == core.timing.pipeline == pipeline
     assert core.input_format == events.input_format(net, 0)
     assert core.output_format == events.output_format(net, 0)
     assert core.storage is (Storage.MEMORY if words > 4 else Storage.REGISTERS)
@@ -116,11 +120,13 @@ def test_no_port_aliased_to_itself() -> None:
 # -- tier 2: the whole core in Amaranth's simulator ---------------------------------------------
 
 
-def run_core(net: Network, x: np.ndarray, k: int, lanes: int, *, storage=None, seed=None):
+def run_core(
+    net: Network, x: np.ndarray, k: int, lanes: int, *, storage=None, seed=None, pipeline=1
+):
     """Drive layer ``k`` with its golden input; return output beats as (cycle, payload) and the
     expected payloads and model cycles. ``seed`` adds random idle input and output stalls."""
     trace = simulate(net, x, record_state=True)
-    core = LayerCore.for_network(net, k, lanes=lanes, storage=storage)
+    core = LayerCore.for_network(net, k, lanes=lanes, storage=storage, pipeline=pipeline)
     ins, outs = events.input_steps(net, x, trace, k), events.output_steps(trace, k)
     words = [w for inf in ins for s in inf for w in s.words(core.input_format)]
     expected = [w for inf in outs for s in inf for w in s.words(core.output_format)]
@@ -161,18 +167,22 @@ def run_core(net: Network, x: np.ndarray, k: int, lanes: int, *, storage=None, s
         ("bias_only", 0, 3, None),
     ],
 )
-def test_core_matches_golden_and_cycle_model(name: str, k: int, lanes: int, storage) -> None:
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_core_matches_golden_and_cycle_model(
+    name: str, k: int, lanes: int, storage, pipeline: int
+) -> None:
     net, x = network(name)
-    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage)
+    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
     fmt = core.output_format
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
     assert [c for c, _ in got] == cycles
 
 
 @pytest.mark.parametrize(("name", "k", "lanes"), [("analog", 0, 4), ("saturating", 1, 1)])
-def test_core_under_backpressure(name: str, k: int, lanes: int) -> None:
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_core_under_backpressure(name: str, k: int, lanes: int, pipeline: int) -> None:
     net, x = network(name)
-    got, expected, _, core = run_core(net, x, k, lanes, seed=lanes)
+    got, expected, _, core = run_core(net, x, k, lanes, seed=lanes, pipeline=pipeline)
     fmt = core.output_format
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
 

@@ -1,0 +1,156 @@
+"""ECP5 netlist pass: move fabric registers into the block RAMs' and multipliers' own registers.
+
+Yosys maps every memory to a ``DP16KD`` with ``REGMODE = NOREG`` and every multiplier to a
+``MULT18X18D`` without registers, and nextpnr packs no fabric flip-flop into either. An
+unregistered ``DP16KD`` read has a 5.8 ns clock-to-output and an unregistered ``MULT18X18D``
+3.9 ns of logic, so neither can run at 200 MHz whatever registers surround it. The RTL already
+has the registers (:mod:`hw.accumulator`, pipeline 2); this pass moves them into the blocks, on
+the synthesised JSON netlist, before place and route — what instantiating the primitives with
+``REGMODE = "OUTREG"`` and ``REG_INPUTA_CLK``/``REG_INPUTB_CLK``/``REG_OUTPUT_CLK = "CLK0"``
+would give. Cycle behaviour is unchanged: a register moves, none is added or removed.
+
+A flip-flop moves only when it is a plain register — no enable, no reset (``CE`` and ``LSR``
+constant, as Amaranth's ``reset_less`` signals without a condition give), the same clock as the
+block — and:
+
+* block RAM output: its ``DI`` is a ``DO`` bit of the RAM and nothing else reads that bit; all
+  read ``DO`` bits of the RAM must qualify, or the RAM is left alone;
+* multiplier input: every ``A`` (or ``B``) bit is the ``Q`` of such a flip-flop (constants
+  allowed); the multiplier then reads the flip-flops' ``DI`` through its input register, and a
+  flip-flop nobody else reads is removed;
+* multiplier output: every read ``P`` bit feeds only the ``DI`` of such a flip-flop.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PackReport", "pack_registers"]
+
+
+@dataclass(frozen=True)
+class PackReport:
+    """What :func:`pack_registers` moved."""
+
+    bram_outputs: int  #: block RAMs given their output register
+    dsp_inputs: int  #: multiplier operands (A or B) given their input register
+    dsp_outputs: int  #: multipliers given their output register
+    flip_flops: int  #: fabric flip-flops removed
+
+
+def _plain_ff(cell: dict[str, Any]) -> bool:
+    """A ``TRELLIS_FF`` without enable or reset."""
+    if cell["type"] != "TRELLIS_FF":
+        return False
+    conn, par = cell["connections"], cell["parameters"]
+    ce = conn.get("CE", ["1"])[0] == "1" or par.get("CEMUX") == "1"
+    lsr = conn.get("LSR", ["0"])[0] == "0" or par.get("LSRMUX") == "0"
+    return ce and lsr and par.get("CLKMUX", "CLK") == "CLK"
+
+
+def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
+    """Move plain registers into the ``DP16KD`` and ``MULT18X18D`` cells of ``top`` (in place)."""
+    module = netlist["modules"][top]
+    cells: dict[str, dict[str, Any]] = module["cells"]
+    readers: dict[Any, list[tuple[str, str]]] = defaultdict(list)  # bit → (cell, port) reading it
+    driver: dict[Any, tuple[str, str]] = {}  # bit → (cell, port) driving it
+    for name, cell in cells.items():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            for bit in bits:
+                if isinstance(bit, str):
+                    continue
+                if dirs.get(port) == "output":
+                    driver[bit] = (name, port)
+                else:
+                    readers[bit].append((name, port))
+    for port in module.get("ports", {}).values():
+        if port["direction"] != "input":
+            for bit in port["bits"]:
+                readers[bit].append(("<port>", ""))
+    removed: set[str] = set()
+    brams = dsp_in = dsp_out = 0
+
+    def sole_ff(bit, clock) -> str | None:
+        """The plain flip-flop on ``clock`` that is the only reader of ``bit``."""
+        r = readers.get(bit, [])
+        if len(r) != 1 or r[0][1] != "DI" or r[0][0] in removed:
+            return None
+        ff = cells[r[0][0]]
+        return r[0][0] if _plain_ff(ff) and ff["connections"]["CLK"] == [clock] else None
+
+    for name, cell in list(cells.items()):
+        conn = cell["connections"]
+        if cell["type"] == "DP16KD":
+            par = cell["parameters"]
+            if par.get("REGMODE_A", "NOREG") != "NOREG" or par.get("REGMODE_B", "NOREG") != "NOREG":
+                continue
+            clocks = {conn.get("CLKA", ["0"])[0], conn.get("CLKB", ["0"])[0]} - {"0", "1"}
+            if len(clocks) != 1:
+                continue
+            clock = clocks.pop()
+            outs = {p: b[0] for p, b in conn.items() if p.startswith("DO") and b[0] in readers}
+            ffs = {p: sole_ff(bit, clock) for p, bit in outs.items()}
+            if not outs or None in ffs.values():
+                continue
+            for port, ff in ffs.items():
+                conn[port] = cells[ff]["connections"]["Q"]
+                driver[conn[port][0]] = (name, port)
+                removed.add(ff)
+            par["REGMODE_A"] = par["REGMODE_B"] = "OUTREG"
+            # the output registers update every cycle
+            conn["OCEA"] = conn["OCEB"] = ["1"]
+            brams += 1
+        elif cell["type"] == "MULT18X18D":
+            par = cell["parameters"]
+            clock = None
+            for operand in ("A", "B"):
+                if par.get(f"REG_INPUT{operand}_CLK", "NONE") != "NONE":
+                    continue
+                bits = [conn[f"{operand}{k}"][0] for k in range(18)]
+                ffs = {}
+                for bit in bits:
+                    if isinstance(bit, str):
+                        continue
+                    src = driver.get(bit)
+                    if src is None or src[1] != "Q" or not _plain_ff(cells[src[0]]):
+                        break
+                    ffs[bit] = src[0]
+                else:
+                    ff_clocks = {cells[f]["connections"]["CLK"][0] for f in ffs.values()}
+                    if len(ff_clocks) != 1 or (clock is not None and ff_clocks != {clock}):
+                        continue
+                    clock = ff_clocks.pop()
+                    for k, bit in enumerate(bits):
+                        if not isinstance(bit, str):
+                            conn[f"{operand}{k}"] = cells[ffs[bit]]["connections"]["DI"]
+                    for bit, ff in ffs.items():
+                        readers[bit] = [r for r in readers[bit] if r[0] != name]
+                        if not readers[bit]:
+                            removed.add(ff)
+                    par[f"REG_INPUT{operand}_CLK"] = "CLK0"
+                    dsp_in += 1
+            if par.get("REG_OUTPUT_CLK", "NONE") == "NONE":
+                outs = {p: b[0] for p, b in conn.items() if p.startswith("P") and b[0] in readers}
+                out_clock = clock
+                if out_clock is None and outs:
+                    first = readers[next(iter(outs.values()))][0][0]
+                    out_clock = cells[first]["connections"].get("CLK", [None])[0]
+                ffs = {p: sole_ff(bit, out_clock) for p, bit in outs.items()}
+                if outs and None not in ffs.values():
+                    for port, ff in ffs.items():
+                        conn[port] = cells[ff]["connections"]["Q"]
+                        driver[conn[port][0]] = (name, port)
+                        removed.add(ff)
+                    par["REG_OUTPUT_CLK"] = "CLK0"
+                    clock = out_clock
+                    dsp_out += 1
+            if clock is not None:
+                conn["CLK0"], conn["CE0"], conn["RST0"] = [clock], ["1"], ["0"]
+                for port in ("CLK0", "CE0", "RST0"):
+                    cell.setdefault("port_directions", {})[port] = "input"
+    for ff in removed:
+        del cells[ff]
+    return PackReport(brams, dsp_in, dsp_out, len(removed))
