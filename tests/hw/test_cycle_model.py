@@ -101,7 +101,7 @@ def test_back_to_back_inferences(pipeline: int) -> None:
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_summary_counts_accumulate_cycles(pipeline: int) -> None:
     t = LayerTiming(n_out=8, lanes=4, pipeline=pipeline)
-    S, M, R = t.SPIKE_DELAY, t.MARKER_DELAY, t.RESULT_DELAY
+    M = t.MARKER_DELAY
     ins = [[Step(indices=np.arange(5), values=np.ones(5, dtype=np.int64), busy=False)]]
     outs = [[_step(busy=False)]]
     sched = schedule(t, ins, outs)
