@@ -41,11 +41,12 @@ class Accumulator(wiring.Component):
     pass with a zero drive.
 
     Latency 2 (the synchronous weight read, then a register on the weight word, so that the
-    memory's output does not feed the multiplier or ``±`` in the same cycle); with pipeline 2,
-    latency 4: the value and weight are registered again before the product (or ``±w``) and the
-    product after it — the input and output registers of a DSP block, and the weight word register
-    the block RAM's output register (the ECP5 flow moves them there, :mod:`hw.ecp5`). Those
-    registers have no reset and no enable. Throughput one word operation per cycle.
+    memory's output does not feed the multiplier or ``±`` in the same cycle). With pipeline 2,
+    latency 5: the operation is registered before the weight address is computed, and the value
+    and weight are registered again before the product (or ``±w``) and the product after it —
+    the input and output registers of a DSP block, as the weight word register is the block
+    RAM's output register (the ECP5 flow moves them there, :mod:`hw.ecp5`). Those registers
+    have no reset and no enable. Throughput one word operation per cycle.
 
     Parameters
     ----------
@@ -144,7 +145,12 @@ class Accumulator(wiring.Component):
             init=[row.tolist() for row in self.weight_words()],
         )
         rp = mem.read_port()
-        m.d.comb += rp.addr.eq(self.i.payload.index * words + self.i.payload.word)
+        inp, inp_valid = self.i.payload, self.i.valid
+        if self._timing.pipeline == 2:  # the operation registered before the address
+            inp = Signal(self.i.payload.shape(), name="op0")
+            inp_valid = Signal(name="op0_valid")
+            m.d.sync += [inp.eq(self.i.payload), inp_valid.eq(self.i.valid)]
+        m.d.comb += rp.addr.eq(inp.index * words + inp.word)
         # stage 1: the weight read; stage 2: the weight word registered
         op1 = Signal(self.i.payload.shape(), name="op1")
         op1_valid = Signal(name="op1_valid")
@@ -152,7 +158,7 @@ class Accumulator(wiring.Component):
         op_valid = Signal(name="op_valid")
         # no reset and no enable: the ECP5 flow moves it into the block RAM's output register
         weight_word = Signal(rp.data.shape(), name="weight_word", reset_less=True)
-        m.d.sync += [op1.eq(self.i.payload), op1_valid.eq(self.i.valid)]
+        m.d.sync += [op1.eq(inp), op1_valid.eq(inp_valid)]
         m.d.sync += [op.eq(op1), op_valid.eq(op1_valid), weight_word.eq(rp.data)]
         out, out_valid = op, op_valid
         weights, value = weight_word, op.value

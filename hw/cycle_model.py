@@ -99,9 +99,9 @@ class LayerTiming:
     @property
     def accumulator_latency(self) -> int:
         """Cycles from a word operation to its command with the drive (``hw.accumulator``): the
-        weight read and its register; with pipeline 2 also the multiplier's input and output
-        registers."""
-        return 4 if self.pipeline == 2 else 2
+        weight read and its register; with pipeline 2 also a register before the weight address
+        and the multiplier's input and output registers."""
+        return 5 if self.pipeline == 2 else 2
 
     @property
     def array_latency(self) -> int:
@@ -111,7 +111,7 @@ class LayerTiming:
     @property
     def SPIKE_DELAY(self) -> int:
         """Cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves."""
-        return 1 + self.accumulator_latency + self.array_latency + 4  # emitter: 4
+        return 1 + self.accumulator_latency + self.array_latency + 6  # emitter: 6
 
     @property
     def MARKER_DELAY(self) -> int:
@@ -121,7 +121,7 @@ class LayerTiming:
     @property
     def RESULT_DELAY(self) -> int:
         """Cycles from the last slot of a sweep to the earliest slot that may use its busy flag."""
-        return 1 + self.accumulator_latency + self.array_latency + 1  # emitter: 1
+        return 1 + self.accumulator_latency + self.array_latency + 2  # emitter: 2
 
     @property
     def words(self) -> int:

@@ -154,3 +154,53 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
     for ff in removed:
         del cells[ff]
     return PackReport(brams, dsp_in, dsp_out, len(removed))
+
+
+def replicate_registers(netlist: dict[str, Any], top: str, fanout: int = 24) -> int:
+    """Copy every flip-flop read by more than ``fanout`` cell inputs, each copy feeding at most
+    ``fanout`` of them (in place); return the number of copies added.
+
+    nextpnr does no register replication, and a select read by a few hundred membrane bits costs
+    ~2 ns of routing. The copies have the flip-flop's inputs and parameters, so the design is
+    the same cycle for cycle.
+    """
+    module = netlist["modules"][top]
+    cells: dict[str, dict[str, Any]] = module["cells"]
+    readers: dict[Any, list[tuple[str, str, int]]] = defaultdict(list)
+    top_ports = {b for p in module.get("ports", {}).values() for b in p["bits"]}
+    used = set(top_ports)
+    for name, cell in cells.items():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            for k, bit in enumerate(bits):
+                if isinstance(bit, str):
+                    continue
+                used.add(bit)
+                if dirs.get(port) != "output":
+                    readers[bit].append((name, port, k))
+    for net in module.get("netnames", {}).values():
+        used.update(b for b in net["bits"] if not isinstance(b, str))
+    next_bit = max((b for b in used if isinstance(b, int)), default=1) + 1
+    added = 0
+    for name, cell in list(cells.items()):
+        if cell["type"] != "TRELLIS_FF":
+            continue
+        q = cell["connections"]["Q"][0]
+        sinks = readers.get(q, [])
+        if len(sinks) <= fanout or q in top_ports:
+            continue
+        for chunk in range(1, -(-len(sinks) // fanout)):
+            copy = {
+                "type": cell["type"],
+                "parameters": dict(cell["parameters"]),
+                "attributes": dict(cell.get("attributes", {})),
+                "port_directions": dict(cell.get("port_directions", {})),
+                "connections": {p: list(b) for p, b in cell["connections"].items()},
+            }
+            copy["connections"]["Q"] = [next_bit]
+            for sink, port, k in sinks[chunk * fanout : (chunk + 1) * fanout]:
+                cells[sink]["connections"][port][k] = next_bit
+            cells[f"{name}$replica{chunk}"] = copy
+            next_bit += 1
+            added += 1
+    return added

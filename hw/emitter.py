@@ -44,9 +44,9 @@ class SpikeEmitter(wiring.Component):
     """Queue of fired words and serialiser of their spikes onto the output event stream.
 
     Latency: a word fired in cycle ``x`` (on ``i``) has its first spike on ``o`` in cycle
-    ``x + 5`` at the earliest, and not before the cycle after the previous output beat; a
-    sweep's last word in cycle ``x`` lets the marker leave in ``x + 5`` at the earliest, after
-    that word's spikes. ``status.swept`` is raised in ``x + 1``. Throughput: one output event per
+    ``x + 7`` at the earliest, and not before the cycle after the previous output beat; a
+    sweep's last word in cycle ``x`` lets the marker leave in ``x + 7`` at the earliest, after
+    that word's spikes. ``status.swept`` is raised in ``x + 2``. Throughput: one output event per
     cycle, no bubbles between the words and steps.
 
     Parameters
@@ -109,6 +109,9 @@ class SpikeEmitter(wiring.Component):
                 "fired": unsigned(lanes),  # lanes that spiked
                 "negative": unsigned(lanes),  # ... with -1
                 "beats": range(lanes + 2),  # spikes + marker
+                "pair_count": data.ArrayLayout(unsigned(2), -(-lanes // 2)),  # per two lanes
+                "pair_any": unsigned(-(-lanes // 2)),  # a spike in the pair
+                "pair_both": unsigned(-(-lanes // 2)),  # two spikes in the pair
                 "single": 1,  # beats == 1
                 "marker": 1,  # the marker follows the spikes
                 "busy": 1,  # the marker's busy flag
@@ -124,32 +127,56 @@ class SpikeEmitter(wiring.Component):
         word_valid = Signal(name="word_valid")
         m.d.sync += [word.eq(self.i.payload), word_valid.eq(self.i.valid)]
         fired = Cat(word.spikes[k] != 0 for k in range(lanes))
-        # the step's busy flag: the neuron array's (its marker and drives) or any spike
-        spiked = Signal(name="spiked")  # a spike in an earlier word of the sweep
-        busy = word.busy | spiked | fired.any()
-        with m.If(word_valid):
-            m.d.sync += spiked.eq(~word.last & (spiked | fired.any()))
         negative = Cat(word.spikes[k][-1] for k in range(lanes))
-        count = _tree_sum([fired[k] for k in range(lanes)])
-        one = fired.any() & ((fired & (fired - 1)) == 0)  # exactly one spike
         entry = Signal(layout, name="entry")
         m.d.comb += [
             entry.base.eq(word.word * lanes),
             entry.fired.eq(fired),
             entry.negative.eq(negative),
-            entry.beats.eq(count + word.last),
-            entry.single.eq(Mux(word.last, ~fired.any(), one)),
             entry.marker.eq(word.last),
-            entry.busy.eq(busy),
-            self.status.swept.eq(word_valid & word.last),
-            self.status.swept_busy.eq(busy),
+            entry.busy.eq(word.busy),
         ]
+        for g in range(-(-lanes // 2)):  # spikes per two lanes: one LUT level
+            pair = fired[2 * g : 2 * g + 2]
+            m.d.comb += [
+                entry.pair_count[g].eq(sum(pair[k] for k in range(len(pair)))),
+                entry.pair_any[g].eq(pair.any()),
+                entry.pair_both[g].eq(pair.all() if len(pair) == 2 else 0),
+            ]
         # stage 2: the entry, registered (its beat count is an adder tree over the lanes)
         entry_reg = Signal(layout, name="entry_reg")
+        valid2 = Signal(name="word_valid2")
         push = Signal(name="push")
-        m.d.sync += [entry_reg.eq(entry), push.eq(word_valid & (fired.any() | word.last))]
-        head_raw, head_valid, pop = self._queue(m, entry_reg, push)
-        # stage 3: the serialiser over the queue's head
+        m.d.sync += [
+            entry_reg.eq(entry),
+            valid2.eq(word_valid),
+            push.eq(word_valid & (fired.any() | word.last)),
+        ]
+        # the step's busy flag: the neuron array's (its marker and drives) or any spike
+        spiked = Signal(name="spiked")  # a spike in an earlier word of the sweep
+        busy = entry_reg.busy | spiked | entry_reg.fired.any()
+        with m.If(valid2):
+            m.d.sync += spiked.eq(~entry_reg.marker & (spiked | entry_reg.fired.any()))
+        m.d.comb += [
+            self.status.swept.eq(valid2 & entry_reg.marker),
+            self.status.swept_busy.eq(busy),
+        ]
+        # stage 3: the entry with its beat count (an adder tree over the lanes), registered
+        count = _tree_sum([entry_reg.pair_count[g] for g in range(len(entry_reg.pair_any))])
+        pairs = entry_reg.pair_any
+        one_pair = Cat(pairs[g] & ~(pairs & ~(1 << g)).any() for g in range(len(pairs))).any()
+        one = one_pair & ~entry_reg.pair_both.any()  # exactly one spike
+        queued = Signal(layout, name="queued")
+        queue_push = Signal(name="queue_push")
+        m.d.sync += [
+            queued.eq(entry_reg),
+            queued.beats.eq(count + entry_reg.marker),
+            queued.single.eq(Mux(entry_reg.marker, ~pairs.any(), one)),
+            queued.busy.eq(busy),
+            queue_push.eq(push),
+        ]
+        head_raw, head_valid, pop = self._queue(m, queued, queue_push)
+        # stage 4: the serialiser picks the head's next beat (its lane) into the beat register
         head = layout(head_raw)
         sent = Signal(lanes, name="sent")  # lanes of the head already sent
         fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
@@ -157,23 +184,25 @@ class SpikeEmitter(wiring.Component):
         final_next = Signal(name="final_next")  # the head's next beat is its last (if not fresh)
         final = Mux(fresh, head.single, final_next)
         lane = _lowest(m, head.fired & ~sent, "lane")
-        index = Signal.like(self.o.payload.index, name="index")
-        if lanes & (lanes - 1) == 0:  # the base has zero low bits
-            m.d.comb += index.eq(head.base | lane)
-        else:
-            m.d.comb += index.eq(head.base + lane)
-        marker = head.marker & final
-        negative = head.negative.bit_select(lane, 1)
-        advance = ~self.o.valid | self.o.ready
-        beat = advance & head_valid
+        beat_valid = Signal(name="beat_valid")
+        beat_lane = Signal.like(lane, name="beat_lane")
+        beat_base = Signal.like(head.base, name="beat_base")
+        beat_negative = Signal.like(head.negative, name="beat_negative")
+        beat_marker = Signal(name="beat_marker")
+        beat_busy = Signal(name="beat_busy")
+        # stage 5: the output register, from the beat register
+        out_ready = ~self.o.valid | self.o.ready
+        take = ~beat_valid | out_ready  # the beat register is free after this cycle
+        beat = take & head_valid
         m.d.comb += pop.eq(beat & final)
-        with m.If(advance):
+        with m.If(take):
             m.d.sync += [
-                self.o.valid.eq(head_valid),
-                self.o.payload.marker.eq(marker),
-                self.o.payload.busy.eq(marker & head.busy),
-                self.o.payload.index.eq(Mux(marker, 0, index)),
-                self.o.payload.value.eq(Mux(marker, 0, Mux(negative, -1, 1))),
+                beat_valid.eq(head_valid),
+                beat_lane.eq(lane),
+                beat_base.eq(head.base),
+                beat_negative.eq(head.negative),
+                beat_marker.eq(head.marker & final),
+                beat_busy.eq(head.busy),
             ]
         with m.If(beat):
             with m.If(final):
@@ -185,6 +214,20 @@ class SpikeEmitter(wiring.Component):
                     done.eq(done + 1),
                     final_next.eq(done + 2 == head.beats),
                 ]
+        index = Signal.like(self.o.payload.index, name="index")
+        if lanes & (lanes - 1) == 0:  # the base has zero low bits
+            m.d.comb += index.eq(beat_base | beat_lane)
+        else:
+            m.d.comb += index.eq(beat_base + beat_lane)
+        negative = beat_negative.bit_select(beat_lane, 1)
+        with m.If(out_ready):
+            m.d.sync += [
+                self.o.valid.eq(beat_valid),
+                self.o.payload.marker.eq(beat_marker),
+                self.o.payload.busy.eq(beat_marker & beat_busy),
+                self.o.payload.index.eq(Mux(beat_marker, 0, index)),
+                self.o.payload.value.eq(Mux(beat_marker, 0, Mux(negative, -1, 1))),
+            ]
         m.d.comb += self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker)
         return m
 

@@ -5,9 +5,9 @@ Files (all byte-identical for the same network and parameters):
 * ``<toplevel>.v`` — the whole design (weight memories initialised inside it);
 * ``layer<k>.weights.hex`` — layer ``k``'s weight memory, one word per line, lane 0 in the least
   significant bits, two's complement, address ``j·W + c`` (input ``j``, word ``c``);
-* ``manifest.json`` — network digest and name, parameters (lanes, FIFO depths, backend), ports
-  (name, direction, width), per-layer derived widths and timing, event formats, probe layout,
-  tool versions.
+* ``manifest.json`` — network digest and name, parameters (lanes, FIFO depths, pipeline depth,
+  backend), ports (name, direction, width), per-layer derived widths, timing and pipeline depth,
+  event formats, probe layout, tool versions.
 
 Every file is written atomically (temporary file, then rename).
 """
@@ -111,9 +111,15 @@ def write_design(
     toplevel: str = "spikezip_net",
     backend: str = "proc",
     probe: bool = True,
+    pipeline: int = 1,
 ) -> dict[str, Any]:
-    """Generate ``network``'s RTL into ``directory``; return the manifest (also written)."""
-    top = NetworkCore(network=network, lanes=lanes, fifo_depth=fifo_depth, probe=probe)
+    """Generate ``network``'s RTL into ``directory``; return the manifest (also written).
+
+    ``pipeline`` is the layer cores' pipeline depth (:class:`hw.network.NetworkCore`).
+    """
+    top = NetworkCore(
+        network=network, lanes=lanes, fifo_depth=fifo_depth, probe=probe, pipeline=pipeline
+    )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     verilog = generate(top, toplevel, backend=backend)
@@ -132,6 +138,7 @@ def write_design(
                 "words": core.words,
                 "analog": core.analog,
                 "storage": str(core.storage.value),
+                "pipeline": core.pipeline,
                 "bounds": [core.layer.neg_bound, core.layer.pos_bound],
                 "widths": asdict(core.widths),
                 "cycles_per_event": core.cycles_per_event,
@@ -161,6 +168,7 @@ def write_design(
         "parameters": {
             "lanes": list(top.lanes),
             "fifo_depths": list(top.fifo_depths()),
+            "pipeline": top.pipeline,
             "backend": backend,
             "probe": probe,
         },

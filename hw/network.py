@@ -40,6 +40,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.cycle_model import LayerTiming
 from hw.events import EventFormat
 from hw.layer_core import LayerCore, event_layout
 from ir.network import Network
@@ -82,8 +83,9 @@ class NetworkCore(wiring.Component):
     """All layers of ``network`` chained through FIFOs (see the module docstring).
 
     Latency: per layer as in :class:`hw.layer_core.LayerCore`, plus two cycles per FIFO.
-    Throughput: one input event per ``W_0 = ceil(n_1 / lanes_0)`` cycles into the first layer;
-    layers overlap across steps and inferences.
+    Throughput: one input event per ``W_0 = ceil(n_1 / lanes_0)`` cycles into the first layer
+    (``max(W_0, 2)`` with pipeline 2: :attr:`hw.cycle_model.LayerTiming.slots`); layers overlap
+    across steps and inferences.
 
     Parameters
     ----------
@@ -97,6 +99,9 @@ class NetworkCore(wiring.Component):
         Add the ``probe`` output for testbenches.
     storage : hw.neuron_array.Storage, str or None
         Where every layer keeps membranes and tracers (default: by size, per layer).
+    pipeline : int
+        Pipeline depth of every layer core (one of :data:`hw.cycle_model.PIPELINES`, default 1;
+        see :class:`hw.cycle_model.LayerTiming`).
 
     Members
     -------
@@ -116,14 +121,15 @@ class NetworkCore(wiring.Component):
         fifo_depth: int | None = None,
         probe: bool = False,
         storage: str | None = None,
+        pipeline: int = 1,
     ) -> None:
         try:
-            self._setup(network, lanes, fifo_depth, probe, storage)
+            self._setup(network, lanes, fifo_depth, probe, storage, pipeline)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # a rejected parameter is not an unused design
             raise
 
-    def _setup(self, network, lanes, fifo_depth, probe, storage) -> None:
+    def _setup(self, network, lanes, fifo_depth, probe, storage, pipeline) -> None:
         if not isinstance(network, Network):
             raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
         if fifo_depth is not None and (
@@ -134,8 +140,12 @@ class NetworkCore(wiring.Component):
         self._lanes = _lanes(network, lanes)
         self._fifo_depth = fifo_depth
         self._probe = bool(probe)
+        LayerTiming(n_out=1, lanes=1, pipeline=pipeline)  # its error names the valid depths
+        self._pipeline = int(pipeline)
         self._cores = [
-            LayerCore.for_network(network, k, lanes=self._lanes[k], storage=storage)
+            LayerCore.for_network(
+                network, k, lanes=self._lanes[k], storage=storage, pipeline=self._pipeline
+            )
             for k in range(network.depth)
         ]
         members = {
@@ -162,6 +172,11 @@ class NetworkCore(wiring.Component):
     @property
     def lanes(self) -> tuple[int, ...]:
         return self._lanes
+
+    @property
+    def pipeline(self) -> int:
+        """Pipeline depth of every layer core (:class:`hw.cycle_model.LayerTiming`)."""
+        return self._pipeline
 
     @property
     def cores(self) -> tuple[LayerCore, ...]:

@@ -68,16 +68,28 @@ def _beats(sched: list[InferenceSchedule]) -> list[list[list[int]]]:
     return [[[*s.event_cycles, s.marker_cycle] for s in inf.steps] for inf in sched]
 
 
-def _consumed(sched: list[InferenceSchedule], ins, timing: LayerTiming) -> list[int]:
-    """The slot in which each input beat is consumed (an event: its last; a marker: its sweep)."""
+def _consumed(
+    sched: list[InferenceSchedule],
+    ins,
+    timing: LayerTiming,
+    arrivals: list[list[Sequence[int]]] | None,
+) -> list[int]:
+    """The slot in which each input beat is consumed (an event: its last word; a marker: its
+    sweep's first slot), as :func:`hw.cycle_model.schedule` places them: an event's pass takes
+    :attr:`~hw.cycle_model.LayerTiming.slots` cycles from its first slot (``W``, or 2 with
+    pipeline 2 and ``W = 1``: an idle slot after the word), and it starts no earlier than the
+    cycle after its beat arrived."""
+    words, slots = timing.words, timing.slots
     out = []
-    for inf, steps in zip(sched, ins, strict=True):
-        for s, step in zip(inf.steps, steps, strict=False):
-            if step.n_events:
-                # events are back to back from their first slot unless they waited for input;
-                # the bound uses the earliest possible consumption, so it over-counts occupancy
-                first = s.accumulate_cycle
-                out.extend(first + (k + 1) * timing.words - 1 for k in range(step.n_events))
+    for b, (inf, steps) in enumerate(zip(sched, ins, strict=True)):
+        for t, (s, step) in enumerate(zip(inf.steps, steps, strict=False)):
+            slot = s.accumulate_cycle
+            for k in range(step.n_events):
+                if k:
+                    slot += slots
+                    if arrivals is not None:
+                        slot = max(slot, arrivals[b][t][k] + 1)
+                out.append(slot + words - 1)
             out.append(s.fire_cycle)
     return out
 
@@ -88,20 +100,26 @@ def network_schedule(
     trace: Trace,
     lanes: int | Sequence[int],
     fifo_depths: Sequence[int] | None = None,
+    *,
+    pipeline: int = 1,
 ) -> NetworkSchedule:
-    """Model the network core running ``inputs`` back to back (``trace``: the golden trace)."""
+    """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
+
+    ``lanes`` and ``pipeline`` are those of the :class:`hw.network.NetworkCore`; ``fifo_depths``
+    its :meth:`~hw.network.NetworkCore.fifo_depths` (default ``n_out + 2`` per producing layer).
+    """
     lanes = (lanes,) * network.depth if isinstance(lanes, int) else tuple(lanes)
     if fifo_depths is None:
         fifo_depths = tuple(layer.n_out + 2 for layer in network.layers[:-1])
     layers, arrivals, peaks = [], None, []
     for k, layer in enumerate(network.layers):
-        timing = LayerTiming(n_out=layer.n_out, lanes=lanes[k])
+        timing = LayerTiming(n_out=layer.n_out, lanes=lanes[k], pipeline=pipeline)
         ins = input_steps(network, inputs, trace, k)
         sched = schedule(timing, ins, output_steps(trace, k), arrivals)
         if k > 0:
             written = sorted(c for inf in arrivals for st in inf for c in st)
             written = np.array(written) - FIFO_LATENCY
-            consumed = np.sort(np.array(_consumed(sched, ins, timing)))
+            consumed = np.sort(np.array(_consumed(sched, ins, timing, arrivals)))
             # beats in FIFO + input register at the end of cycle c: written ≤ c, consumed > c
             occupancy = np.arange(1, written.size + 1) - np.searchsorted(
                 consumed, written, side="right"

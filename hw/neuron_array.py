@@ -509,8 +509,16 @@ class NeuronArray(wiring.Component):
                 result_word.eq(op.word),
                 result_valid.eq(op_valid),
             ]
-            in_result = result_valid & (result_word == cmd.word)
-            m.d.sync += operand.eq(Mux(init, initial_state, Mux(in_result, result, store.rdata)))
+            # the operand register's selects, from registers: decided a cycle ahead, when the
+            # command arrives (the result register then holds what the last update stage
+            # computes now)
+            in_result = Signal(name="in_result")
+            init1 = Signal(name="init1")
+            m.d.sync += [
+                in_result.eq(op_valid & (op.word == self.i.payload.word)),
+                init1.eq(self.i.payload.op == Op.INIT),
+            ]
+            m.d.sync += operand.eq(Mux(init1, initial_state, Mux(in_result, result, store.rdata)))
             state = Signal(self.state_layout, name="operand")
             m.d.comb += state.eq(Mux(ahead, result, operand))
             m.d.comb += [

@@ -151,26 +151,36 @@ class Sequencer(wiring.Component):
         m.submodules.input = inp = StreamRegister(self.i.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), inp.i)
         buf, buf_valid, consume = inp.o.payload, inp.o.valid, inp.o.ready
-        state = Signal(_State, init=_State.SWEEP, name="state")
+        # the state, one-hot (reset: re-initialise)
+        s_sweep = Signal(init=1, name="state_sweep")
+        s_acc = Signal(name="state_accumulate")
+        s_wait = Signal(name="state_wait")
         word = Signal(range(self.words), name="word")
+        at_last = Signal(init=last == 0, name="at_last")  # word == last
         sweep_op = Signal(Op, init=Op.INIT, name="sweep_op")  # at reset: re-initialise
         sweep_busy = Signal(name="sweep_busy")  # busy bit of the current sweep
         fed = Signal(name="fed")  # the current sweep's input marker was busy: input follows
         first = Signal(name="first")  # the next sweep is step 0 of an inference
-        inflight = Signal(range(3), name="inflight")  # sweeps whose marker has not left
-        unresolved = Signal(range(3), name="unresolved")  # sweeps not done yet
+        # sweeps whose marker has not left (0, 1 or 2), as flags: ≥ 1, = 2
+        inflight_1, inflight_2 = Signal(name="inflight_1"), Signal(name="inflight_2")
+        # sweeps not done yet, likewise
+        unresolved_1, unresolved_2 = Signal(name="unresolved_1"), Signal(name="unresolved_2")
         own_busy = Signal(name="own_busy")  # busy flag of the last sweep done
-        can_fire = inflight < 2  # the emitter has a free bank
+        can_fire = ~inflight_2  # the emitter has room for a sweep
         begin, begin_busy, begin_fed = Signal(), Signal(), Signal()
         begin_op = Signal(Op)
         o = self.o.payload
 
-        m.d.comb += [o.index.eq(buf.index), o.value.eq(buf.value), o.last.eq(o.word == last)]
+        m.d.comb += [o.index.eq(buf.index), o.value.eq(buf.value)]
         fire = begin & (begin_op == Op.FIRE)
-        m.d.sync += [
-            inflight.eq(inflight + fire - self.status.sent),
-            unresolved.eq(unresolved + fire - self.status.swept),
-        ]
+        for one, two, down in (
+            (inflight_1, inflight_2, self.status.sent),
+            (unresolved_1, unresolved_2, self.status.swept),
+        ):
+            with m.If(fire & ~down):
+                m.d.sync += [one.eq(1), two.eq(one)]
+            with m.Elif(down & ~fire):
+                m.d.sync += [one.eq(two), two.eq(0)]
         with m.If(self.status.swept):
             m.d.sync += own_busy.eq(self.status.swept_busy)
 
@@ -178,39 +188,45 @@ class Sequencer(wiring.Component):
         if self._timing.slots > self.words:  # one word, two cycles apart
             m.d.sync += gap.eq(self.o.valid)
 
+        def step_word():  # word + 1, wrapping after the last
+            m.d.sync += [
+                word.eq(Mux(at_last, 0, word + 1)),
+                at_last.eq(Mux(at_last, last == 0, word == last - 1)),
+            ]
+
         with m.If(~gap):
-            with m.Switch(state):
-                with m.Case(_State.SWEEP):
-                    m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(word)]
-                    m.d.comb += o.busy.eq(sweep_busy)
-                    m.d.sync += word.eq(word + 1)
-                with m.Case(_State.ACCUMULATE):
-                    with m.If(buf_valid & ~buf.marker):
-                        m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
-                        m.d.sync += word.eq(Mux(word == last, 0, word + 1))
-                        m.d.comb += consume.eq(word == last)
-                    with m.Elif(buf_valid & can_fire):  # a marker: consume it, start the sweep
-                        m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
-                        m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
-                        m.d.comb += begin_fed.eq(buf.busy)
-                        m.d.sync += first.eq(0)
-                with m.Case(_State.WAIT):
-                    with m.If((unresolved == 0) & own_busy & can_fire):  # run on while busy
-                        m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
-                    with m.Elif((unresolved == 0) & ~own_busy):  # else re-initialise
-                        m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
+            with m.If(s_sweep):
+                m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(word)]
+                m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(at_last)]
+                step_word()
+            with m.If(s_acc):
+                with m.If(buf_valid & ~buf.marker):
+                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
+                    m.d.comb += [o.last.eq(at_last), consume.eq(at_last)]
+                    step_word()
+                with m.Elif(buf_valid & can_fire):  # a marker: consume it, start the sweep
+                    m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
+                    m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
+                    m.d.comb += begin_fed.eq(buf.busy)
+                    m.d.sync += first.eq(0)
+            with m.If(s_wait & ~unresolved_1):
+                with m.If(own_busy & can_fire):  # run on while busy
+                    m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
+                with m.Elif(~own_busy):  # else re-initialise
+                    m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
 
             with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
                 m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), o.word.eq(0)]
-                m.d.comb += o.busy.eq(begin_busy)
+                m.d.comb += [o.busy.eq(begin_busy), o.last.eq(last == 0)]
                 m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
-                m.d.sync += [word.eq(1), state.eq(_State.SWEEP)]
+                m.d.sync += [word.eq(1 % self.words), at_last.eq(last == 1)]
+                m.d.sync += [s_sweep.eq(1), s_acc.eq(0), s_wait.eq(0)]
             with m.If(self.o.valid & (o.op != Op.INTEGRATE) & o.last):  # the sweep ends
-                m.d.sync += word.eq(0)
-                with m.If(o.op == Op.INIT):
-                    m.d.sync += [state.eq(_State.ACCUMULATE), first.eq(1)]
-                with m.Elif(Mux(begin, begin_fed, fed)):
-                    m.d.sync += state.eq(_State.ACCUMULATE)
+                m.d.sync += [word.eq(0), at_last.eq(last == 0), s_sweep.eq(0)]
+                with m.If((o.op == Op.INIT) | Mux(begin, begin_fed, fed)):
+                    m.d.sync += [s_acc.eq(1), s_wait.eq(0)]
+                    with m.If(o.op == Op.INIT):
+                        m.d.sync += first.eq(1)
                 with m.Else():
-                    m.d.sync += state.eq(_State.WAIT)
+                    m.d.sync += [s_acc.eq(0), s_wait.eq(1)]
         return m

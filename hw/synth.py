@@ -32,7 +32,7 @@ from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.ecp5 import PackReport, pack_registers
+from hw.ecp5 import PackReport, pack_registers, replicate_registers
 from hw.verilog import generate
 
 __all__ = [
@@ -315,6 +315,7 @@ def place_and_route(
         if target == "ecp5":  # registers into the block RAMs and multipliers (hw.ecp5)
             netlist = json.loads((wd / "harness.json").read_text())
             packed = pack_registers(netlist, "harness")
+            replicate_registers(netlist, "harness")
             (wd / "harness.json").write_text(json.dumps(netlist))
         t0 = time.perf_counter()
         _run(

@@ -28,7 +28,9 @@ def _layer() -> Layer:
 
 
 @pytest.mark.parametrize(("lanes", "words"), [(1, 12), (5, 3), (12, 1), (13, 1)])
-@pytest.mark.parametrize(("pipeline", "delays"), [(0, (8, 8, 5)), (1, (9, 9, 6)), (2, (12, 12, 9))])
+@pytest.mark.parametrize(
+    ("pipeline", "delays"), [(0, (10, 10, 6)), (1, (11, 11, 7)), (2, (15, 15, 11))]
+)
 def test_facts(lanes: int, words: int, pipeline: int, delays: tuple) -> None:
     net, _ = network("analog")
     core = LayerCore.for_network(net, 0, lanes=lanes, pipeline=pipeline)
