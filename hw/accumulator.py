@@ -146,7 +146,7 @@ class Accumulator(wiring.Component):
         )
         rp = mem.read_port()
         inp, inp_valid = self.i.payload, self.i.valid
-        if self._timing.pipeline == 2:  # the operation registered before the address
+        if self._timing.pipeline >= 2:  # the operation registered before the address
             inp = Signal(self.i.payload.shape(), name="op0")
             inp_valid = Signal(name="op0_valid")
             m.d.sync += [inp.eq(self.i.payload), inp_valid.eq(self.i.valid)]
@@ -162,7 +162,7 @@ class Accumulator(wiring.Component):
         m.d.sync += [op.eq(op1), op_valid.eq(op1_valid), weight_word.eq(rp.data)]
         out, out_valid = op, op_valid
         weights, value = weight_word, op.value
-        if self._timing.pipeline == 2:  # the multiplier's input and output registers
+        if self._timing.pipeline >= 2:  # the multiplier's input and output registers
             op3 = Signal(op.shape(), name="op3")
             op4 = Signal(op.shape(), name="op4")
             valid3, valid4 = Signal(name="op3_valid"), Signal(name="op4_valid")
@@ -183,9 +183,13 @@ class Accumulator(wiring.Component):
             w = weights[k]
             if self._analog:
                 product = value * w
+            elif self._timing.pipeline >= 2:  # ±1 spikes: ±w = (w XOR s) + s, s = value < 0
+                flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
+                m.d.sync += flipped.eq(Mux(op.value < 0, ~weight_word[k], weight_word[k]))
+                product = Mux(value == 0, 0, flipped + (value < 0))
             else:  # ±1 spikes: add or subtract
                 product = Mux(value == 0, 0, Mux(value < 0, -w, w))
-            if self._timing.pipeline == 2:
+            if self._timing.pipeline >= 2:
                 registered = Signal.like(product, name=f"product{k}", reset_less=True)
                 m.d.sync += registered.eq(product)
                 product = registered

@@ -52,7 +52,7 @@ def _is_int(value: Any) -> bool:
 
 
 #: pipeline depths of the neuron array (see :attr:`LayerTiming.pipeline`)
-PIPELINES = (0, 1, 2)
+PIPELINES = (0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,10 @@ class LayerTiming:
         and the update forwards the two results in flight; 2 — also the update's sums are
         registered before the choice among them, so two operations on the same word must be two
         cycles apart: with one word (``W = 1``) every word operation is followed by an idle
-        slot (:attr:`slots`). Each stage delays the spikes, the marker and the busy flag by one
-        cycle; the schedule is otherwise the same.
+        slot (:attr:`slots`); 3 — the same stages, but operations on the same word three cycles
+        apart (``W < 3`` pads every pass to 3 cycles), so no result is forwarded into the sums.
+        Each stage delays the spikes, the marker and the busy flag by one cycle; pipelines 2
+        and 3 also register the multiplier's inputs and output (``accumulator_latency``).
     """
 
     n_out: int
@@ -101,12 +103,13 @@ class LayerTiming:
         """Cycles from a word operation to its command with the drive (``hw.accumulator``): the
         weight read and its register; with pipeline 2 also a register before the weight address
         and the multiplier's input and output registers."""
-        return 5 if self.pipeline == 2 else 2
+        return 5 if self.pipeline >= 2 else 2
 
     @property
     def array_latency(self) -> int:
-        """Cycles from a command to its fired word (``hw.neuron_array``): ``1 + pipeline``."""
-        return 1 + self.pipeline
+        """Cycles from a command to its fired word (``hw.neuron_array``): ``1 + pipeline``
+        (3 for pipeline 3, as for 2)."""
+        return 1 + min(self.pipeline, 2)
 
     @property
     def SPIKE_DELAY(self) -> int:
@@ -130,8 +133,8 @@ class LayerTiming:
 
     @property
     def min_distance(self) -> int:
-        """Fewest cycles between two operations on the same word (2 for pipeline 2, else 1)."""
-        return 2 if self.pipeline == 2 else 1
+        """Fewest cycles between two operations on the same word: 1, 1, 2, 3 for pipeline 0-3."""
+        return max(1, self.pipeline)
 
     @property
     def slots(self) -> int:

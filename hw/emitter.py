@@ -19,7 +19,7 @@ drains, and backpressure on ``o`` only stalls the core when a third sweep is due
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -107,6 +107,7 @@ class SpikeEmitter(wiring.Component):
             {
                 "base": unsigned(self.index_width + lanes.bit_length()),  # word · lanes
                 "fired": unsigned(lanes),  # lanes that spiked
+                "rest": unsigned(lanes),  # ... but the lowest
                 "negative": unsigned(lanes),  # ... with -1
                 "beats": range(lanes + 2),  # spikes + marker
                 "pair_count": data.ArrayLayout(unsigned(2), -(-lanes // 2)),  # per two lanes
@@ -146,17 +147,14 @@ class SpikeEmitter(wiring.Component):
         # stage 2: the entry, registered (its beat count is an adder tree over the lanes)
         entry_reg = Signal(layout, name="entry_reg")
         valid2 = Signal(name="word_valid2")
-        push = Signal(name="push")
-        m.d.sync += [
-            entry_reg.eq(entry),
-            valid2.eq(word_valid),
-            push.eq(word_valid & (fired.any() | word.last)),
-        ]
+        m.d.sync += [entry_reg.eq(entry), valid2.eq(word_valid)]
         # the step's busy flag: the neuron array's (its marker and drives) or any spike
         spiked = Signal(name="spiked")  # a spike in an earlier word of the sweep
-        busy = entry_reg.busy | spiked | entry_reg.fired.any()
+        any_spike = entry_reg.pair_any.any()  # (over lanes / 2 bits)
+        push = valid2 & (any_spike | entry_reg.marker)
+        busy = entry_reg.busy | spiked | any_spike
         with m.If(valid2):
-            m.d.sync += spiked.eq(~entry_reg.marker & (spiked | entry_reg.fired.any()))
+            m.d.sync += spiked.eq(~entry_reg.marker & (spiked | any_spike))
         m.d.comb += [
             self.status.swept.eq(valid2 & entry_reg.marker),
             self.status.swept_busy.eq(busy),
@@ -171,6 +169,7 @@ class SpikeEmitter(wiring.Component):
         m.d.sync += [
             queued.eq(entry_reg),
             queued.beats.eq(count + entry_reg.marker),
+            queued.rest.eq(entry_reg.fired & (entry_reg.fired - 1)),
             queued.single.eq(Mux(entry_reg.marker, ~pairs.any(), one)),
             queued.busy.eq(busy),
             queue_push.eq(push),
@@ -178,21 +177,24 @@ class SpikeEmitter(wiring.Component):
         head_raw, head_valid, pop = self._queue(m, queued, queue_push)
         # stage 4: the serialiser picks the head's next beat (its lane) into the beat register
         head = layout(head_raw)
-        sent = Signal(lanes, name="sent")  # lanes of the head already sent
+        left_reg = Signal(lanes, name="left")  # lanes of the head not sent yet (if not fresh)
         fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
         done = Signal(range(lanes + 2), name="done")  # beats of the head sent
         final_next = Signal(name="final_next")  # the head's next beat is its last (if not fresh)
         final = Mux(fresh, head.single, final_next)
-        lane = _lowest(m, head.fired & ~sent, "lane")
+        left = Mux(fresh, head.fired, left_reg)
+        lane = _lowest(m, left, "lane")
         beat_valid = Signal(name="beat_valid")
         beat_lane = Signal.like(lane, name="beat_lane")
         beat_base = Signal.like(head.base, name="beat_base")
         beat_negative = Signal.like(head.negative, name="beat_negative")
         beat_marker = Signal(name="beat_marker")
         beat_busy = Signal(name="beat_busy")
-        # stage 5: the output register, from the beat register
-        out_ready = ~self.o.valid | self.o.ready
-        take = ~beat_valid | out_ready  # the beat register is free after this cycle
+        # stage 5: the output register, from the beat register, with a skid register that
+        # takes the beat when the output stalls: the stages above see only whether the skid
+        # register is full (a register), never ``o.ready``
+        skid_valid = Signal(name="skid_valid")
+        take = ~beat_valid | ~skid_valid  # the beat register is free after this cycle
         beat = take & head_valid
         m.d.comb += pop.eq(beat & final)
         with m.If(take):
@@ -206,10 +208,11 @@ class SpikeEmitter(wiring.Component):
             ]
         with m.If(beat):
             with m.If(final):
-                m.d.sync += [sent.eq(0), fresh.eq(1), done.eq(0)]
+                m.d.sync += [fresh.eq(1), done.eq(0)]
             with m.Else():
                 m.d.sync += [
-                    sent.eq(sent | (Const(1, lanes) << lane)),
+                    # the lowest lane cleared (for a fresh head, from the queue)
+                    left_reg.eq(Mux(fresh, head.rest, left_reg & (left_reg - 1))),
                     fresh.eq(0),
                     done.eq(done + 1),
                     final_next.eq(done + 2 == head.beats),
@@ -220,14 +223,21 @@ class SpikeEmitter(wiring.Component):
         else:
             m.d.comb += index.eq(beat_base + beat_lane)
         negative = beat_negative.bit_select(beat_lane, 1)
-        with m.If(out_ready):
-            m.d.sync += [
-                self.o.valid.eq(beat_valid),
-                self.o.payload.marker.eq(beat_marker),
-                self.o.payload.busy.eq(beat_marker & beat_busy),
-                self.o.payload.index.eq(Mux(beat_marker, 0, index)),
-                self.o.payload.value.eq(Mux(beat_marker, 0, Mux(negative, -1, 1))),
-            ]
+        out = Signal.like(self.o.payload, name="beat_out")
+        skid = Signal.like(self.o.payload, name="skid")
+        m.d.comb += [
+            out.marker.eq(beat_marker),
+            out.busy.eq(beat_marker & beat_busy),
+            out.index.eq(Mux(beat_marker, 0, index)),
+            out.value.eq(Mux(beat_marker, 0, Mux(negative, -1, 1))),
+        ]
+        with m.If(~self.o.valid | self.o.ready):  # the output register is free
+            with m.If(skid_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.valid.eq(beat_valid), self.o.payload.eq(out)]
+        with m.Elif(beat_valid & ~skid_valid):  # the output stalls: the beat waits aside
+            m.d.sync += [skid_valid.eq(1), skid.eq(out)]
         m.d.comb += self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker)
         return m
 

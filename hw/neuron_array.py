@@ -24,7 +24,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -188,6 +188,10 @@ class NeuronLanes(wiring.Component):
         Signed bits of a drive; ``widths.drive`` by default.
     registered : bool
         Latency 1 instead of 0.
+    flags : bool
+        The tracer bound checks ``A < p`` and ``A > n`` come in with the state (``below_p``,
+        ``above_n``, one bit per lane) and leave updated with it (``next_below_p``,
+        ``next_above_n``), so that no comparison follows the choice of the operand.
 
     Members
     -------
@@ -204,10 +208,11 @@ class NeuronLanes(wiring.Component):
         lanes: int,
         drive_width: int | None = None,
         registered: bool = False,
+        flags: bool = False,
     ) -> None:
         self._layer, self._widths = layer, widths
         self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
-        self._registered = bool(registered)
+        self._registered, self._flags = bool(registered), bool(flags)
         m_, t_ = signed(widths.membrane), signed(widths.tracer)
         drive_width = widths.drive if drive_width is None else drive_width
         d_ = signed(drive_width)
@@ -227,6 +232,16 @@ class NeuronLanes(wiring.Component):
                 "spikes": Out(arr(signed(2))),
                 "next_membranes": Out(arr(m_)),
                 "next_tracers": Out(arr(t_)),
+                **(
+                    {
+                        "below_p": In(lanes),
+                        "above_n": In(lanes),
+                        "next_below_p": Out(lanes),
+                        "next_above_n": Out(lanes),
+                    }
+                    if flags
+                    else {}
+                ),
             }
         )
 
@@ -252,15 +267,27 @@ class NeuronLanes(wiring.Component):
             u1_minus = Signal.like(u + self.drive_minus[k], name=f"u1_minus{k}")
             u1_plus = Signal(m_, name=f"u1_plus{k}")  # used only when U1 + Θ is the result
             a = Signal.like(a_in, name=f"a{k}")
+            a_plus = Signal.like(a_in + 1, name=f"a_plus{k}")
+            a_minus = Signal.like(a_in - 1, name=f"a_minus{k}")
             below_p = Signal(name=f"below_p{k}")
             above_n = Signal(name=f"above_n{k}")
+            # A' < p and A' > n for A' = A + 1, A - 1
+            bounds = [Signal(name=f"{nm}{k}") for nm in ("bp_up", "bp_down", "an_up", "an_down")]
+            stage += [
+                a_plus.eq(a_in + 1),
+                a_minus.eq(a_in - 1),
+                bounds[0].eq(a_in < p - 1),
+                bounds[1].eq(a_in < p + 1),
+                bounds[2].eq(a_in > n - 1),
+                bounds[3].eq(a_in > n + 1),
+            ]
             stage += [
                 u1.eq(u + self.drive[k]),
                 u1_minus.eq(u + self.drive_minus[k]),
                 u1_plus.eq(u + self.drive_plus[k]),
                 a.eq(a_in),
-                below_p.eq(a_in < p),
-                above_n.eq(a_in > n),
+                below_p.eq(self.below_p[k] if self._flags else a_in < p),
+                above_n.eq(self.above_n[k] if self._flags else a_in > n),
             ]
             pos = Signal(name=f"pos{k}")
             neg = Signal(name=f"neg{k}")
@@ -270,8 +297,13 @@ class NeuronLanes(wiring.Component):
                 neg.eq(fire & u1[-1] & above_n),
                 self.spikes[k].eq(Mux(neg, -1, pos)),
                 self.next_membranes[k].eq(Mux(pos, u1_minus, Mux(neg, u1_plus, u1))),
-                self.next_tracers[k].eq(Mux(pos, a + 1, Mux(neg, a - 1, a))),
+                self.next_tracers[k].eq(Mux(pos, a_plus, Mux(neg, a_minus, a))),
             ]
+            if self._flags:  # A' < p and A' > n, from A (registered with pipeline 2)
+                m.d.comb += [
+                    self.next_below_p[k].eq(Mux(pos, bounds[0], Mux(neg, bounds[1], below_p))),
+                    self.next_above_n[k].eq(Mux(pos, bounds[2], Mux(neg, bounds[3], above_n))),
+                ]
         return m
 
 
@@ -424,10 +456,29 @@ class NeuronArray(wiring.Component):
         layer, words, lanes_n = self._layer, self.words, self.lanes
         initial = self.padded(layer.initial_membranes + layer.bias, 0)
         thresholds = self.padded(layer.thresholds, 1)
+        flags = self.pipeline >= 1  # the tracer bound checks live in the store
+        zero_below_p, zero_above_n = int(0 < layer.pos_bound), int(0 > layer.neg_bound)
+        word_layout = self.state_layout
+        init_flags = {}
+        if flags:
+            word_layout = data.StructLayout(
+                {
+                    **{name: f.shape for name, f in self.state_layout},
+                    "below_p": lanes_n,
+                    "above_n": lanes_n,
+                }
+            )
+            init_flags = {
+                "below_p": (1 << lanes_n) - 1 if zero_below_p else 0,
+                "above_n": (1 << lanes_n) - 1 if zero_above_n else 0,
+            }
         m.submodules.store = store = StateStore(
-            shape=self.state_layout,
+            shape=word_layout,
             depth=words,
-            init=[{"membranes": row.tolist(), "tracers": [0] * lanes_n} for row in initial],
+            init=[
+                {"membranes": row.tolist(), "tracers": [0] * lanes_n, **init_flags}
+                for row in initial
+            ],
             storage=self._storage,
         )
         m.submodules.lanes = lanes = NeuronLanes(
@@ -435,7 +486,8 @@ class NeuronArray(wiring.Component):
             widths=self._widths,
             lanes=lanes_n,
             drive_width=self._drive_width,
-            registered=self.pipeline == 2,
+            registered=self.pipeline >= 2,
+            flags=flags,
         )
         # stage 0: the command arrives; the word's state and constants are read
         cmd = Signal(self.i.payload.shape(), name="cmd")
@@ -451,11 +503,15 @@ class NeuronArray(wiring.Component):
         init = cmd.op == Op.INIT
         drive = cmd.drive
         driven = Signal(name="driven")  # a non-zero drive in the word
-        m.d.comb += driven.eq(_any(cmd.drive[k] != 0 for k in range(lanes_n)))
+        lane_driven = Cat(cmd.drive[k] != 0 for k in range(lanes_n))
+        m.d.comb += driven.eq(lane_driven.any())
         drive_minus = Signal(lanes.drive_minus.shape(), name="drive_minus")
         drive_plus = Signal(lanes.drive_plus.shape(), name="drive_plus")
-        initial_state = Signal(self.state_layout, name="initial_state")
+        initial_state = Signal(word_layout, name="initial_state")
         m.d.comb += initial_state.membranes.eq(const["initial"])
+        if flags:
+            m.d.comb += initial_state.below_p.eq(init_flags["below_p"])
+            m.d.comb += initial_state.above_n.eq(init_flags["above_n"])
         for k in range(lanes_n):
             theta = const["thresholds"][k] if layer.per_neuron_threshold else layer.threshold
             m.d.comb += [
@@ -485,19 +541,19 @@ class NeuronArray(wiring.Component):
             # ahead for pipeline 2) from the result register when the update starts.
             a_op = Signal(cmd.shape(), name="op_a")  # the command in the first update stage
             a_valid = Signal(name="op_a_valid")
-            a_driven = Signal(name="op_a_driven")
-            m.d.sync += [a_op.eq(cmd), a_valid.eq(cmd_valid), a_driven.eq(driven)]
+            a_driven = Signal(lanes_n, name="op_a_driven")  # per lane (the OR comes later)
+            m.d.sync += [a_op.eq(cmd), a_valid.eq(cmd_valid), a_driven.eq(lane_driven)]
             if self.pipeline == 1:
-                op, op_valid, op_driven = a_op, a_valid, a_driven
+                op, op_valid, op_driven = a_op, a_valid, a_driven.any()
             else:  # the command in the last update stage
                 op = Signal(cmd.shape(), name="op")
                 op_valid = Signal(name="op_valid")
                 op_driven = Signal(name="op_driven")
-                m.d.sync += [op.eq(a_op), op_valid.eq(a_valid), op_driven.eq(a_driven)]
-            result = Signal(self.state_layout, name="result")
+                m.d.sync += [op.eq(a_op), op_valid.eq(a_valid), op_driven.eq(a_driven.any())]
+            result = Signal(word_layout, name="result")
             result_word = Signal.like(cmd.word, name="result_word")
             result_valid = Signal(name="result_valid")
-            operand = Signal(self.state_layout, name="operand_reg")
+            operand = Signal(word_layout, name="operand_reg")
             ahead = Signal(name="forward_ahead")  # operand = the result register
             m.d.sync += [
                 lanes.drive.eq(drive),
@@ -506,6 +562,8 @@ class NeuronArray(wiring.Component):
                 ahead.eq(op_valid & (op.word == cmd.word) & ~init),
                 result.membranes.eq(lanes.next_membranes),
                 result.tracers.eq(lanes.next_tracers),
+                result.below_p.eq(lanes.next_below_p),
+                result.above_n.eq(lanes.next_above_n),
                 result_word.eq(op.word),
                 result_valid.eq(op_valid),
             ]
@@ -519,8 +577,12 @@ class NeuronArray(wiring.Component):
                 init1.eq(self.i.payload.op == Op.INIT),
             ]
             m.d.sync += operand.eq(Mux(init1, initial_state, Mux(in_result, result, store.rdata)))
-            state = Signal(self.state_layout, name="operand")
-            m.d.comb += state.eq(Mux(ahead, result, operand))
+            state = Signal(word_layout, name="operand")
+            if self.pipeline == 3:  # same-word operations three apart: nothing to forward here
+                m.d.comb += state.eq(operand)
+            else:
+                m.d.comb += state.eq(Mux(ahead, result, operand))
+            m.d.comb += [lanes.below_p.eq(state.below_p), lanes.above_n.eq(state.above_n)]
             m.d.comb += [
                 store.waddr.eq(result_word),
                 store.wen.eq(result_valid),

@@ -22,7 +22,7 @@ marker's busy, or step 0 of a layer with a non-zero bias.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.cycle_model import LayerTiming
@@ -80,12 +80,6 @@ class StreamRegister(wiring.Component):
         return m
 
 
-class _State(enum.Enum, shape=2):
-    SWEEP = 0  # issuing the words of a sweep (FIRE) or re-initialisation (INIT)
-    ACCUMULATE = 1  # reading input events and markers
-    WAIT = 2  # input idle for good: waiting for the busy flag of the last sweep
-
-
 class Sequencer(wiring.Component):
     """Issues the word operations of a layer core from its input event stream.
 
@@ -102,8 +96,8 @@ class Sequencer(wiring.Component):
     has_bias : bool
         The layer has a non-zero bias: step 0 is busy.
     pipeline : int
-        The neuron array's pipeline (:class:`hw.cycle_model.LayerTiming`): with pipeline 2 and
-        one word, every operation is followed by an idle cycle.
+        The neuron array's pipeline (:class:`hw.cycle_model.LayerTiming`): each pass over the
+        words takes ``timing.slots`` cycles, the ones past ``W`` idle.
 
     Members
     -------
@@ -148,9 +142,18 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         last = self.words - 1
-        m.submodules.input = inp = StreamRegister(self.i.payload.shape())
-        wiring.connect(m, wiring.flipped(self.i), inp.i)
-        buf, buf_valid, consume = inp.o.payload, inp.o.valid, inp.o.ready
+        # the input register (as StreamRegister), with the kind of its beat as flags
+        buf = Signal(self.i.payload.shape(), name="buf")
+        buf_valid = Signal(name="buf_valid")
+        buf_event = Signal(name="buf_event")  # holds an event
+        buf_marker = Signal(name="buf_marker")  # holds a marker
+        consume = Signal(name="consume")
+        m.d.comb += self.i.ready.eq(~buf_valid | consume)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [buf.eq(self.i.payload), buf_valid.eq(1)]
+            m.d.sync += [buf_event.eq(~self.i.payload.marker), buf_marker.eq(self.i.payload.marker)]
+        with m.Elif(consume):
+            m.d.sync += [buf_valid.eq(0), buf_event.eq(0), buf_marker.eq(0)]
         # the state, one-hot (reset: re-initialise)
         s_sweep = Signal(init=1, name="state_sweep")
         s_acc = Signal(name="state_accumulate")
@@ -184,9 +187,17 @@ class Sequencer(wiring.Component):
         with m.If(self.status.swept):
             m.d.sync += own_busy.eq(self.status.swept_busy)
 
-        gap = Signal(name="gap")  # an idle slot: the word was operated on in the last cycle
-        if self._timing.slots > self.words:  # one word, two cycles apart
-            m.d.sync += gap.eq(self.o.valid)
+        # idle slots after each pass over the words, so that operations on the same word are
+        # at least min_distance cycles apart (a pass takes timing.slots cycles)
+        pad = self._timing.slots - self.words
+        gap = Signal(name="gap")
+        if pad:
+            gaps = Signal(range(pad + 1), name="gaps")  # idle slots still to come
+            m.d.comb += gap.eq(gaps != 0)
+            with m.If(gap):
+                m.d.sync += gaps.eq(gaps - 1)
+            with m.Elif(self.o.valid & o.last):
+                m.d.sync += gaps.eq(pad)
 
         def step_word():  # word + 1, wrapping after the last
             m.d.sync += [
@@ -200,11 +211,11 @@ class Sequencer(wiring.Component):
                 m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(at_last)]
                 step_word()
             with m.If(s_acc):
-                with m.If(buf_valid & ~buf.marker):
+                with m.If(buf_event):
                     m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
                     m.d.comb += [o.last.eq(at_last), consume.eq(at_last)]
                     step_word()
-                with m.Elif(buf_valid & can_fire):  # a marker: consume it, start the sweep
+                with m.Elif(buf_marker & can_fire):  # a marker: consume it, start the sweep
                     m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
                     m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
                     m.d.comb += begin_fed.eq(buf.busy)
@@ -219,13 +230,21 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), o.word.eq(0)]
                 m.d.comb += [o.busy.eq(begin_busy), o.last.eq(last == 0)]
                 m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
-                m.d.sync += [word.eq(1 % self.words), at_last.eq(last == 1)]
+                m.d.sync += [word.eq(1 % self.words), at_last.eq(1 % self.words == last)]
                 m.d.sync += [s_sweep.eq(1), s_acc.eq(0), s_wait.eq(0)]
-            with m.If(self.o.valid & (o.op != Op.INTEGRATE) & o.last):  # the sweep ends
-                m.d.sync += [word.eq(0), at_last.eq(last == 0), s_sweep.eq(0)]
-                with m.If((o.op == Op.INIT) | Mux(begin, begin_fed, fed)):
+            if self.words == 1:  # a sweep is its first slot
+                sweep_end = self.o.valid & (o.op != Op.INTEGRATE)
+            else:  # (from registers only: the sweep's last word)
+                sweep_end = s_sweep & at_last
+            with m.If(sweep_end):  # the sweep ends
+                m.d.sync += s_sweep.eq(0)  # (the word wrapped to 0)
+                if self.words == 1:
+                    was_init, was_fed = o.op == Op.INIT, Mux(begin, begin_fed, fed)
+                else:  # begin is 0 here: the sweep's registers
+                    was_init, was_fed = sweep_op == Op.INIT, fed
+                with m.If(was_init | was_fed):
                     m.d.sync += [s_acc.eq(1), s_wait.eq(0)]
-                    with m.If(o.op == Op.INIT):
+                    with m.If(was_init):
                         m.d.sync += first.eq(1)
                 with m.Else():
                     m.d.sync += [s_acc.eq(0), s_wait.eq(1)]

@@ -31,8 +31,11 @@ def test_geometry(n_out: int, lanes: int, words: int, occupancy: float) -> None:
         ({"n_out": 4, "lanes": 2.0}, r"lanes must be a positive integer \(1 or more\), not 2.0"),
         ({"n_out": 4, "lanes": True}, r"lanes must be a positive integer \(1 or more\), not True"),
         ({"n_out": 0, "lanes": 1}, "n_out must be a positive integer, not 0"),
-        ({"n_out": 4, "lanes": 1, "pipeline": 3}, "pipeline must be one of 0, 1, 2, not 3"),
-        ({"n_out": 4, "lanes": 1, "pipeline": True}, "pipeline must be one of 0, 1, 2, not True"),
+        ({"n_out": 4, "lanes": 1, "pipeline": 4}, "pipeline must be one of 0, 1, 2, 3, not 4"),
+        (
+            {"n_out": 4, "lanes": 1, "pipeline": True},
+            "pipeline must be one of 0, 1, 2, 3, not True",
+        ),
     ],
 )
 def test_timing_validation(kwargs, message) -> None:
@@ -46,7 +49,7 @@ def test_single_word_schedule(pipeline: int) -> None:
     L = 1 cycle (2 with pipeline 2, whose update needs two cycles between operations on a word)."""
     t = LayerTiming(n_out=1, lanes=1, pipeline=pipeline)
     S, M, L = t.SPIKE_DELAY, t.MARKER_DELAY, t.slots
-    assert L == (2 if pipeline == 2 else 1)
+    assert L == max(1, pipeline)
     ins = [[_step(), _step(busy=False)]]
     ins[0][0] = Step(indices=np.array([0, 0]), values=np.array([1, 1]), busy=True)
     outs = [[_step([0]), _step(busy=False)]]
@@ -101,18 +104,18 @@ def test_back_to_back_inferences(pipeline: int) -> None:
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_summary_counts_accumulate_cycles(pipeline: int) -> None:
     t = LayerTiming(n_out=8, lanes=4, pipeline=pipeline)
-    M = t.MARKER_DELAY
+    M, L = t.MARKER_DELAY, t.slots  # W = 2 words; a pass takes L = 2 cycles (3 for pipeline 3)
     ins = [[Step(indices=np.arange(5), values=np.ones(5, dtype=np.int64), busy=False)]]
     outs = [[_step(busy=False)]]
     sched = schedule(t, ins, outs)
     s = summary(t, sched)
-    # init 0-1, 5 events × 2 words = 2-11, sweep 12-13, marker 13 + M
-    assert s["cycles"] == 14 + M and s["accumulate_cycles"] == 10 and s["steps"] == 1
-    assert s["accumulate_phase_cycles"] == 10 and s["stall_cycles"] == 0
-    assert s["sweep_cycles"] == 2 and s["init_cycles"] == 2
-    assert s["accumulate_phase_utilization"] == 1.0
-    assert s["fed_step_utilization"] == pytest.approx(10 / 12)
-    assert s["utilization"] == pytest.approx(10 / (14 + M))
+    # init [0, L), 5 events × L from L, sweep from 6L (last word 6L + 1), marker 6L + 1 + M
+    assert s["cycles"] == 6 * L + 2 + M and s["accumulate_cycles"] == 10 and s["steps"] == 1
+    assert s["accumulate_phase_cycles"] == 5 * L and s["stall_cycles"] == 5 * L - 10
+    assert s["sweep_cycles"] == L and s["init_cycles"] == L
+    assert s["accumulate_phase_utilization"] == pytest.approx(10 / (5 * L))
+    assert s["fed_step_utilization"] == pytest.approx(10 / (6 * L))
+    assert s["utilization"] == pytest.approx(10 / (6 * L + 2 + M))
 
 
 def test_schedule_rejects_mismatched_lists() -> None:

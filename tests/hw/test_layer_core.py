@@ -29,7 +29,8 @@ def _layer() -> Layer:
 
 @pytest.mark.parametrize(("lanes", "words"), [(1, 12), (5, 3), (12, 1), (13, 1)])
 @pytest.mark.parametrize(
-    ("pipeline", "delays"), [(0, (10, 10, 6)), (1, (11, 11, 7)), (2, (15, 15, 11))]
+    ("pipeline", "delays"),
+    [(0, (10, 10, 6)), (1, (11, 11, 7)), (2, (15, 15, 11)), (3, (15, 15, 11))],
 )
 def test_facts(lanes: int, words: int, pipeline: int, delays: tuple) -> None:
     net, _ = network("analog")
@@ -37,7 +38,7 @@ def test_facts(lanes: int, words: int, pipeline: int, delays: tuple) -> None:
     assert core.layer is net.layers[0] and core.analog and core.input_bounds == (-7, 16)
     assert core.widths == net.widths[0]  # the IR's exact widths, not recomputed
     assert (core.lanes, core.words) == (lanes, words)
-    slots = max(words, 2) if pipeline == 2 else words
+    slots = max(words, pipeline)
     assert core.cycles_per_event == core.sweep_cycles == core.init_cycles == slots
     assert (core.spike_delay, core.marker_delay, core.result_delay) == delays
     assert core.pipeline == core.timing.pipeline == pipeline
