@@ -13,7 +13,7 @@ lane); every other layer sees ``value ∈ {-1, +1}`` and adds or subtracts the w
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,13 +163,17 @@ class Accumulator(wiring.Component):
         out, out_valid = op, op_valid
         weights, value = weight_word, op.value
         if self._timing.pipeline >= 2:  # the multiplier's input and output registers
-            op3 = Signal(op.shape(), name="op3")
-            op4 = Signal(op.shape(), name="op4")
+            # the operation without index and value (which went into the address and operands)
+            control = data.StructLayout({"op": Op, "word": op.word.shape(), "last": 1, "busy": 1})
+            op3 = Signal(control, name="op3")
+            op4 = Signal(control, name="op4")
             valid3, valid4 = Signal(name="op3_valid"), Signal(name="op4_valid")
-            weights = Signal(weight_word.shape(), name="mul_weight", reset_less=True)
             value = Signal.like(op.value, name="mul_value", reset_less=True)
-            m.d.sync += [op3.eq(op), valid3.eq(op_valid), weights.eq(weight_word)]
+            m.d.sync += [op3.eq(Cat(op.op, op.word, op.last, op.busy)), valid3.eq(op_valid)]
             m.d.sync += [value.eq(op.value), op4.eq(op3), valid4.eq(valid3)]
+            if self._analog:  # the multiplier's second input register
+                weights = Signal(weight_word.shape(), name="mul_weight", reset_less=True)
+                m.d.sync += weights.eq(weight_word)
             out, out_valid = op4, valid4
         m.d.comb += [
             self.o.valid.eq(out_valid),

@@ -198,8 +198,9 @@ class SpikeEmitter(wiring.Component):
         beat = take & head_valid
         m.d.comb += pop.eq(beat & final)
         with m.If(take):
+            m.d.sync += beat_valid.eq(head_valid)
+        with m.If(beat):  # (only a valid head: the queue memory has no initial contents)
             m.d.sync += [
-                beat_valid.eq(head_valid),
                 beat_lane.eq(lane),
                 beat_base.eq(head.base),
                 beat_negative.eq(head.negative),
@@ -235,7 +236,9 @@ class SpikeEmitter(wiring.Component):
             with m.If(skid_valid):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
             with m.Else():
-                m.d.sync += [self.o.valid.eq(beat_valid), self.o.payload.eq(out)]
+                m.d.sync += self.o.valid.eq(beat_valid)
+                with m.If(beat_valid):
+                    m.d.sync += self.o.payload.eq(out)
         with m.Elif(beat_valid & ~skid_valid):  # the output stalls: the beat waits aside
             m.d.sync += [skid_valid.eq(1), skid.eq(out)]
         m.d.comb += self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker)

@@ -4,7 +4,7 @@ Architecture (one word operation per cycle flows left to right)::
 
     i ─▶ Sequencer ──ops──▶ Accumulator ──commands──▶ NeuronArray ──words──▶ SpikeEmitter ─▶ o
          (input reg,        (weight memory,          (membranes,             (2-bank spike
-          step FSM)          × or ± per lane)         tracers, P lanes)       buffer, encoder)
+          step FSM)          × or ± per lane)         tracers, P lanes)       queue, serialiser)
              ▲                                                                   │
              └──────────────── sweep done + busy, marker sent ◀──────────────────┘
 
@@ -26,13 +26,15 @@ Protocol (the contract with the other layers and with the golden trace, :mod:`hw
   ``i.ready`` and ``o.valid`` depend on registers only, never combinationally on the other side.
 
 Timing (no backpressure, input always valid): :mod:`hw.cycle_model` gives the exact cycle of every
-output event and marker. An input event costs ``W`` cycles with no bubbles, also back to back on
-the same word (the neuron array forwards its read-modify-write); a step costs ``W`` cycles more
-for its sweep, the input marker sharing the sweep's first cycle; the spikes of a step leave while
-the next steps accumulate and sweep. The core's accumulate phase so does ``lanes`` synaptic
-operations per cycle; the overheads are one sweep (``W`` cycles) per step and ``W + 3`` cycles of
-re-initialisation per inference. A step that runs on its own (no input) costs ``W + 3`` cycles or
-its spike count, whichever is larger.
+output event and marker. An input event costs one pass over the ``W`` words (``timing.slots``
+cycles: ``W``, padded to 2 or 3 for pipelines 2 and 3 when ``W`` is smaller) with no bubbles,
+also back to back on the same word (the neuron array forwards its read-modify-write); a step
+costs one pass more for its sweep, the input marker sharing the sweep's first cycle; the spikes
+of a step leave while the next steps accumulate and sweep. The core's accumulate phase so does
+up to ``lanes`` synaptic operations per cycle; the overheads are one sweep per step, one pass of
+re-initialisation per inference, and the pipeline latency (``timing.SPIKE_DELAY``,
+``MARKER_DELAY``, ``RESULT_DELAY``, which grow with ``pipeline``) where a step waits for the one
+before.
 """
 
 from __future__ import annotations
@@ -85,11 +87,11 @@ class LayerCore(wiring.Component):
     """An event-driven ST-BIF layer (see the module docstring for protocol and architecture).
 
     Latency: an input marker consumed in cycle ``x`` (one cycle after it was accepted on ``i``
-    when the core was waiting for it) gives the output marker in cycle ``x + W + 3`` at the
-    earliest (:attr:`marker_delay` after the last sweep slot ``x + W - 1``); the spikes of word
-    ``c`` leave from ``x + c + 5`` (:attr:`spike_delay`).
-    Throughput: ``W`` cycles per input event; ``W`` cycles per step for the sweep; one output
-    event per cycle.
+    when the core was waiting for it) gives the output marker in cycle
+    ``x + W - 1 + marker_delay`` at the earliest; the spikes of word ``c`` leave from
+    ``x + c + spike_delay`` (both grow with ``pipeline``).
+    Throughput: ``timing.slots`` cycles per input event and per sweep; one output event per
+    cycle.
 
     Parameters
     ----------

@@ -333,9 +333,11 @@ class NeuronArray(wiring.Component):
     carrying that step's drive (``Σ w·s``, bias excluded: the bias is in ``H + B``), in any order;
     a run starts with one ``INIT`` per word.
 
-    Latency ``1 + pipeline``: a ``FIRE`` command in cycle ``x`` leaves on ``o`` (spikes) and
-    ``state`` (the updated membranes and tracers) in cycle ``x + 1 + pipeline``. Throughput: one
-    word per cycle, no bubbles, also for back-to-back commands on the same word.
+    Latency ``L = timing.array_latency`` (1, 2, 3, 3 for pipeline 0–3): a ``FIRE`` command in
+    cycle ``x`` leaves on ``o`` (spikes) and ``state`` (the updated membranes and tracers) in
+    cycle ``x + L``. Throughput: one word per cycle, no bubbles; two commands on the same word
+    must be ``timing.min_distance`` cycles apart (1 for pipelines 0 and 1, so back to back is
+    fine; 2 and 3 for pipelines 2 and 3 — the sequencer pads its passes).
 
     ``o.payload.busy`` is the step's busy flag so far, spikes aside: the OR, over the ``FIRE``
     commands since the last one with ``last`` set (this one included), of their ``busy`` bit and
@@ -434,8 +436,8 @@ class NeuronArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from a command on ``i`` to its result on ``o``: ``1 + pipeline``."""
-        return 1 + self.pipeline
+        """Cycles from a command on ``i`` to its result on ``o`` (``timing.array_latency``)."""
+        return self._timing.array_latency
 
     @property
     def state_layout(self) -> data.StructLayout:
@@ -512,12 +514,13 @@ class NeuronArray(wiring.Component):
         if flags:
             m.d.comb += initial_state.below_p.eq(init_flags["below_p"])
             m.d.comb += initial_state.above_n.eq(init_flags["above_n"])
-        for k in range(lanes_n):
-            theta = const["thresholds"][k] if layer.per_neuron_threshold else layer.threshold
-            m.d.comb += [
-                drive_minus[k].eq(cmd.drive[k] - theta),
-                drive_plus[k].eq(cmd.drive[k] + theta),
-            ]
+        if self.pipeline != 1:  # (pipeline 1 computes them a stage later)
+            for k in range(lanes_n):
+                theta = const["thresholds"][k] if layer.per_neuron_threshold else layer.threshold
+                m.d.comb += [
+                    drive_minus[k].eq(cmd.drive[k] - theta),
+                    drive_plus[k].eq(cmd.drive[k] + theta),
+                ]
         if self.pipeline == 0:
             # update in stage 1 from the store's output, write back at once
             op, op_valid, op_driven = cmd, cmd_valid, driven
@@ -539,14 +542,21 @@ class NeuronArray(wiring.Component):
             # flight: the one in the result register is forwarded into the operand register,
             # the one being computed in the last update stage (the command just ahead, or two
             # ahead for pipeline 2) from the result register when the update starts.
-            a_op = Signal(cmd.shape(), name="op_a")  # the command in the first update stage
+            # the command without its drive (which went into the operands)
+            control = data.StructLayout({"op": Op, "word": cmd.word.shape(), "last": 1, "busy": 1})
+
+            def control_of(c):
+                return [c.op, c.word, c.last, c.busy]
+
+            a_op = Signal(control, name="op_a")  # the command in the first update stage
             a_valid = Signal(name="op_a_valid")
             a_driven = Signal(lanes_n, name="op_a_driven")  # per lane (the OR comes later)
-            m.d.sync += [a_op.eq(cmd), a_valid.eq(cmd_valid), a_driven.eq(lane_driven)]
+            m.d.sync += [a_op.eq(Cat(*control_of(cmd))), a_valid.eq(cmd_valid)]
+            m.d.sync += a_driven.eq(lane_driven)
             if self.pipeline == 1:
                 op, op_valid, op_driven = a_op, a_valid, a_driven.any()
             else:  # the command in the last update stage
-                op = Signal(cmd.shape(), name="op")
+                op = Signal(control, name="op")
                 op_valid = Signal(name="op_valid")
                 op_driven = Signal(name="op_driven")
                 m.d.sync += [op.eq(a_op), op_valid.eq(a_valid), op_driven.eq(a_driven.any())]
@@ -555,10 +565,22 @@ class NeuronArray(wiring.Component):
             result_valid = Signal(name="result_valid")
             operand = Signal(word_layout, name="operand_reg")
             ahead = Signal(name="forward_ahead")  # operand = the result register
+            m.d.sync += lanes.drive.eq(drive)
+            if self.pipeline == 1:  # d ± Θ from the registered drive (registering d ± Θ
+                # themselves lets Yosys alias their sign bits into a combinational knot)
+                theta = thresholds_reg = None
+                if layer.per_neuron_threshold:
+                    thresholds_reg = Signal.like(const["thresholds"], name="thresholds_reg")
+                    m.d.sync += thresholds_reg.eq(const["thresholds"])
+                for k in range(lanes_n):
+                    theta = thresholds_reg[k] if layer.per_neuron_threshold else layer.threshold
+                    m.d.comb += [
+                        lanes.drive_minus[k].eq(lanes.drive[k] - theta),
+                        lanes.drive_plus[k].eq(lanes.drive[k] + theta),
+                    ]
+            else:
+                m.d.sync += [lanes.drive_minus.eq(drive_minus), lanes.drive_plus.eq(drive_plus)]
             m.d.sync += [
-                lanes.drive.eq(drive),
-                lanes.drive_minus.eq(drive_minus),
-                lanes.drive_plus.eq(drive_plus),
                 ahead.eq(op_valid & (op.word == cmd.word) & ~init),
                 result.membranes.eq(lanes.next_membranes),
                 result.tracers.eq(lanes.next_tracers),

