@@ -74,18 +74,25 @@ def layer_core_case(
     *,
     lanes: int,
     storage: str | None = None,
+    pipeline: int = 1,
     backend: str = "proc",
     trace: Trace | None = None,
     toplevel: str = "layer_core",
 ) -> LayerCoreCase:
-    """Write the Verilog, golden trace and stimulus of ``network.layers[layer]`` on ``inputs``."""
+    """Write the Verilog, golden trace and stimulus of ``network.layers[layer]`` on ``inputs``.
+
+    ``lanes``, ``storage`` and ``pipeline`` are the :class:`hw.layer_core.LayerCore`'s; the
+    expected cycles come from the core's own :class:`hw.cycle_model.LayerTiming`.
+    """
     from hw.layer_core import LayerCore
     from hw.verilog import generate
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     golden = _golden(network, inputs, trace)
-    core = LayerCore.for_network(network, layer, lanes=lanes, storage=storage, probe=True)
+    core = LayerCore.for_network(
+        network, layer, lanes=lanes, storage=storage, pipeline=pipeline, probe=True
+    )
     verilog = directory / f"{toplevel}.v"
     verilog.write_text(generate(core, toplevel, backend=backend))
     golden.save(directory / "golden.npz")
@@ -109,6 +116,7 @@ def layer_core_case(
         layer=layer,
         lanes=core.lanes,
         words=core.words,
+        pipeline=core.pipeline,
         n_out=core.layer.n_out,
         in_index_width=fin.index_width,
         in_value_width=fin.value_width,
@@ -166,14 +174,17 @@ def neuron_array_case(
     *,
     lanes: int,
     storage: str | None = None,
+    pipeline: int = 1,
     backend: str = "proc",
     trace: Trace | None = None,
     toplevel: str = "neuron_array",
 ) -> NeuronArrayCase:
     """Write the Verilog, golden trace and per-step drives for the standalone neuron array.
 
-    ``stimulus.npz`` holds ``drive [B, T, words·lanes]`` (padding lanes 0), the formats and the
-    expected ``busy [B, T]`` (any non-zero drive or spike in the step).
+    ``stimulus.npz`` holds ``drive [B, T, words·lanes]`` (padding lanes 0), the formats, the
+    array's ``latency`` (command to fired word) and ``min_distance`` (cycles between two commands
+    on the same word), both from :class:`hw.cycle_model.LayerTiming` as the layer core uses them,
+    and the expected ``busy [B, T]`` (any non-zero drive or spike in the step).
     """
     from hw.layouts import Op
     from hw.neuron_array import NeuronArrayTop
@@ -183,12 +194,13 @@ def neuron_array_case(
     directory.mkdir(parents=True, exist_ok=True)
     golden = _golden(network, inputs, trace)
     lay, widths = network.layers[layer], network.widths[layer]
-    top = NeuronArrayTop(layer=lay, widths=widths, lanes=lanes, storage=storage)
+    top = NeuronArrayTop(layer=lay, widths=widths, lanes=lanes, storage=storage, pipeline=pipeline)
     verilog = directory / f"{toplevel}.v"
     verilog.write_text(generate(top, toplevel, backend=backend))
     golden.save(directory / "golden.npz")
     drive = layer_drives(network, inputs, golden, layer)
     arr = top.array
+    timing = cycle_model.LayerTiming(n_out=lay.n_out, lanes=lanes, pipeline=pipeline)
     padded = np.zeros((*drive.shape[:2], arr.words * arr.lanes), dtype=np.int64)
     padded[:, :, : lay.n_out] = drive
     busy = (drive != 0).any(axis=2) | (golden.spikes[layer] != 0).any(axis=2)
@@ -205,6 +217,8 @@ def neuron_array_case(
         layer=layer,
         lanes=arr.lanes,
         words=arr.words,
+        latency=timing.array_latency,
+        min_distance=timing.min_distance,
         n_out=lay.n_out,
         drive_width=widths.drive,
         membrane_width=widths.membrane,

@@ -1,7 +1,7 @@
 """Simulate a generated network design on a batch of inputs and return its hardware trace.
 
 Parent-process side of :mod:`sim.tb_network`: generates the design once per (network, lanes,
-backend) into a build directory named after the network digest, writes the stimulus, runs the
+pipeline, backend) into a build directory named after them, writes the stimulus, runs the
 cocotb testbench on Verilator or Icarus (one build reused for every batch), and reads back the
 hardware :class:`ir.Trace` and the per-inference cycle facts. No torch here: the golden trace is
 the caller's business.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.cycle_model import LayerTiming
 from hw.events import EventFormat, input_steps
 from hw.generate import MANIFEST, generator_fingerprint, write_design
 from ir import Network, Trace
@@ -55,9 +56,17 @@ def design(
     lanes: int | Sequence[int] = 8,
     backend: str = "proc",
     fifo_depth: int | None = None,
+    pipeline: int = 1,
 ) -> Design:
-    """The design of ``network`` under ``root``; generated unless an identical one is there."""
-    directory = Path(root) / f"{network.digest()[:16]}-{_lanes_key(lanes)}-{backend}"
+    """The design of ``network`` under ``root``; generated unless an identical one is there.
+
+    The directory is named after the network digest, lanes, pipeline depth and backend; a design
+    found there is reused only if its manifest records the same network, generator, lanes,
+    pipeline depth, backend and FIFO depth (``None``: any).
+    """
+    LayerTiming(n_out=1, lanes=1, pipeline=pipeline)  # its error names the valid depths
+    name = f"{network.digest()[:16]}-{_lanes_key(lanes)}-d{pipeline}-{backend}"
+    directory = Path(root) / name
     manifest_path = directory / MANIFEST
     if manifest_path.is_file():
         try:
@@ -69,6 +78,7 @@ def design(
                 and manifest.get("generator") == generator_fingerprint()
                 and params["lanes"] == want
                 and params["backend"] == backend
+                and params["pipeline"] == pipeline
                 and (fifo_depth is None or set(params["fifo_depths"]) == {fifo_depth})
                 and params["probe"]
                 and (directory / manifest["verilog"]).is_file()
@@ -77,15 +87,22 @@ def design(
         except (ValueError, KeyError, TypeError):
             pass  # regenerate a damaged design directory
     manifest = write_design(
-        network, directory, lanes=lanes, backend=backend, fifo_depth=fifo_depth, probe=True
+        network,
+        directory,
+        lanes=lanes,
+        backend=backend,
+        fifo_depth=fifo_depth,
+        probe=True,
+        pipeline=pipeline,
     )
     return Design(directory, manifest)
 
 
 def _max_cycles(network: Network, d: Design, x: np.ndarray, slack: float) -> int:
     steps = network.step_bound(x.shape[1] if x.ndim == 3 else 1)
-    per_step = sum(
-        (layer["n_in"] + 2) * layer["words"] + layer["n_out"] + 16 for layer in d.manifest["layers"]
+    per_step = sum(  # cycles_per_event: a pass over the words (W, padded by deep pipelines)
+        (layer["n_in"] + 2) * layer["cycles_per_event"] + layer["n_out"] + 16
+        for layer in d.manifest["layers"]
     )
     init = sum(layer["init_cycles"] + 16 for layer in d.manifest["layers"])
     return int((steps * per_step + init) * x.shape[0] * slack) + 1000
@@ -182,8 +199,12 @@ def simulate(
     run_dir: str | Path | None = None,
     on_progress: Callable[[int], None] | None = None,
     design_dir: Design | None = None,
+    pipeline: int = 1,
 ) -> HardwareRun:
     """Simulate ``inputs`` on the RTL of ``network``; return the hardware trace and cycle facts.
+
+    The design is :func:`design` of ``lanes``, ``backend`` and ``pipeline`` under ``root``, or
+    ``design_dir`` when given (its own parameters then apply).
 
     A run that does not finish every inference still returns (and saves) the trace of what the
     hardware did, with unfinished samples marked ``capped``: compare it to find where it went
@@ -194,7 +215,7 @@ def simulate(
     for name, p in (("valid", valid), ("ready", ready)):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"{name} must be a probability in (0, 1], not {p!r}")
-    d = design_dir or design(network, root, lanes=lanes, backend=backend)
+    d = design_dir or design(network, root, lanes=lanes, backend=backend, pipeline=pipeline)
     run_dir = Path(run_dir) if run_dir is not None else d.directory / f"run-{sim}"
     prepare(network, inputs, d, run_dir)
     for stale in ("hardware.npz", "inferences.npz", "progress"):

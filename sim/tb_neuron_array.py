@@ -5,9 +5,13 @@ Runs in the simulator process with numpy and :mod:`ir` only. The case directory
 the per-step drives of one layer.
 
 Per inference the testbench sends one ``INIT`` per word, then for every recorded time step one
-``FIRE`` per word carrying that step's drive (the last with ``last`` set). Every fired word must
-come out exactly one cycle after its command, with the golden spikes, membranes and tracers of its
-neurons, and the step's busy flag (any non-zero drive or spike) on the last word.
+``FIRE`` per word carrying that step's drive (the last with ``last`` set); two commands on the same
+word are at least ``min_distance`` cycles apart (2 with pipeline 2, 3 with pipeline 3: with fewer
+words some cycles are idle). Every fired word must come out exactly ``latency`` cycles after its
+command (the cycle model's ``array_latency``), with the golden spikes, membranes and tracers of its
+neurons; on the last word of a step, its busy flag OR any spike of the step's words must be the
+step's busy flag (any non-zero drive or spike: the array's flag leaves the spikes to the
+receiver).
 ``NEURON_ARRAY_VALID`` is the probability that a command is offered in a cycle.
 
 A mismatch fails with :func:`ir.compare.first_divergence` of the hardware trace (saved as
@@ -53,6 +57,7 @@ class TB:
         self.valid_p = float(os.environ.get("NEURON_ARRAY_VALID", "1"))
         s = self.s
         self.lanes, self.words = int(s["lanes"]), int(s["words"])
+        self.latency, self.min_distance = int(s["latency"]), int(s["min_distance"])
         self.commands: list[tuple[int, int, int, int]] = []  # (payload, sample, step, word)
         drive = s["drive"]
         batch, steps = drive.shape[:2]
@@ -94,12 +99,17 @@ class TB:
             dut.state,
         )
         n, ptr, cycle, rnd, p = len(self.commands), 0, 0, random.random, self.valid_p
-        while ptr < n or cycle <= self.sent[-1] + 2:
+        last_sent = [-self.min_distance] * self.words  # per word, the cycle of its last command
+        while ptr < n or cycle <= self.sent[-1] + self.latency + 1:
             valid = ptr < n and (p >= 1.0 or rnd() < p)
+            if valid:
+                w = self.commands[ptr][3]
+                valid = cycle - last_sent[w] >= self.min_distance
             cmd_valid.value = valid
             if valid:
                 cmd.value = self.commands[ptr][0]
                 self.sent.append(cycle)
+                last_sent[w] = cycle
                 ptr += 1
             if fired_valid.value:
                 self.fired.append((cycle, int(fired.value), int(state.value)))
@@ -121,10 +131,10 @@ class TB:
         if len(self.fired) != len(fires):
             raise AssertionError(f"{len(self.fired)} fired words, expected {len(fires)}")
         for (cycle, word, state), (sent, b, t, w) in zip(self.fired, fires, strict=True):
-            if cycle != sent + 1:
+            if cycle != sent + self.latency:
                 raise AssertionError(
                     f"sample {b}, step {t}, word {w}: sent in cycle {sent}, fired in cycle "
-                    f"{cycle} (latency must be 1)"
+                    f"{cycle} (latency must be {self.latency})"
                 )
             word_bits = (self.words - 1).bit_length()
             if word_bits and _field(word, int(s["fired_word_offset"]), word_bits, False) != w:
@@ -142,7 +152,11 @@ class TB:
                 )
             if w == self.words - 1:
                 step_cycles[b, t] = cycle
-                busy = bool(_field(word, int(s["fired_busy_offset"]), 1, False))
+                # the array's busy flag leaves out the spikes (the receiver ORs them in): the
+                # step's busy flag is it OR any spike of the step's words (all decoded by now,
+                # the words of a step come in order)
+                fired_busy = bool(_field(word, int(s["fired_busy_offset"]), 1, False))
+                busy = fired_busy or bool(spikes[b, t].any())
                 if busy != bool(s["busy"][b, t]):
                     raise AssertionError(
                         f"sample {b}, layer {k}, time step {t}, cycle {cycle}: busy flag "

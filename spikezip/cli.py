@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.cycle_model import PIPELINES
 from ir import FormatError, Network, Trace
 from ir.compare import TraceMismatchError, first_divergence
 from ir.transformer import VisionTransformer, load_network
@@ -164,6 +165,17 @@ def _parse_lanes(text: str) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else values
 
 
+def _parse_pipeline(text: str) -> int:
+    """``--pipeline`` of generate / simulate / report: one of :data:`hw.cycle_model.PIPELINES`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in PIPELINES:
+        raise CliError(f"--pipeline must be one of {_PIPELINE_LIST}, not {text!r}")
+    return value
+
+
 def _fc_network(path: str) -> Network:
     network = load_network(path)
     if not isinstance(network, Network):
@@ -179,15 +191,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     network = _fc_network(args.network)
     lanes = _parse_lanes(args.lanes)
+    pipeline = _parse_pipeline(args.pipeline)
     try:
         manifest = write_design(
-            network, args.output, lanes=lanes, toplevel=args.top, backend=args.backend
+            network,
+            args.output,
+            lanes=lanes,
+            toplevel=args.top,
+            backend=args.backend,
+            pipeline=pipeline,
         )
     except (ValueError, TypeError) as e:
         raise CliError(str(e)) from None
     print(
         f"wrote {args.output}/{manifest['verilog']} (top {args.top}, lanes "
-        f"{manifest['parameters']['lanes']}), {len(manifest['layers'])} weight images, "
+        f"{manifest['parameters']['lanes']}, pipeline {manifest['parameters']['pipeline']}), "
+        f"{len(manifest['layers'])} weight images, "
         f"manifest.json (digest {manifest['network']['digest'][:12]})"
     )
     return EXIT_OK
@@ -202,6 +221,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise CliError(f"{args.inputs}: {e}") from None
     lanes = _parse_lanes(args.lanes)
+    pipeline = _parse_pipeline(args.pipeline)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -220,6 +240,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             x,
             sim=args.sim,
             lanes=lanes,
+            pipeline=pipeline,
             root=args.build_dir,
             waves=args.waves,
             valid=args.valid,
@@ -287,15 +308,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     network = _fc_network(args.network)
     x = _report_inputs(args, network)
-    _tools_check(args.target)
     lanes = _parse_lanes(args.lanes)
+    pipeline = _parse_pipeline(args.pipeline)
+    _tools_check(args.target)
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
     print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
     try:
         result = evaluate(
             network,
             x,
-            DesignPoint(lanes=lanes, storage=args.storage),
+            DesignPoint(lanes=lanes, storage=args.storage, pipeline=pipeline),
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
@@ -338,7 +360,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bad = [s for s in storages if s not in (None, "registers", "memory")]
     if bad:
         raise CliError(f"--storage values are auto, registers, memory; not {bad[0]!r}")
-    points = [DesignPoint(lanes=p, storage=s) for p in lanes for s in storages]
+    texts = _parse_list(args.pipeline, "--pipeline")
+    bad = [v for v in texts if not v.isdigit() or int(v) not in PIPELINES]
+    if bad:
+        raise CliError(f"--pipeline values are {_PIPELINE_LIST}; not {bad[0]!r}")
+    pipelines = [int(v) for v in texts]
+    points = [
+        DesignPoint(lanes=p, storage=s, pipeline=d)
+        for p in lanes
+        for s in storages
+        for d in pipelines
+    ]
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
@@ -382,6 +414,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_PIPELINE_LIST = ", ".join(map(str, PIPELINES))
+_PIPELINE_METAVAR = "{" + ",".join(map(str, PIPELINES)) + "}"
+PIPELINE_HELP = (
+    f"pipeline depth of the layer cores, one of {_PIPELINE_LIST} (default 1); deeper: higher "
+    "fmax, more cycles of latency"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikezip", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -415,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,… (default 8)")
     g.add_argument("--top", default="spikezip_net", help="top module name")
     g.add_argument("--backend", default="proc", choices=("proc", "amaranth"))
+    g.add_argument("--pipeline", default="1", metavar=_PIPELINE_METAVAR, help=PIPELINE_HELP)
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("simulate", help="run NETWORK's RTL on INPUTS in cocotb; write its trace")
@@ -423,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     s.add_argument("-o", "--output", required=True, help="hardware trace to write (.npz)")
     s.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,… (default 8)")
+    s.add_argument("--pipeline", default="1", metavar=_PIPELINE_METAVAR, help=PIPELINE_HELP)
     s.add_argument("--build-dir", default="build/designs", help="where designs are built")
     s.add_argument("--waves", action="store_true", help="dump waveforms (FST, or VCD)")
     s.add_argument("--valid", type=float, default=1.0, help="input offer probability per cycle")
@@ -433,7 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (
         ("report", "resources, fmax, latency, SOPs and energy of NETWORK's RTL"),
-        ("sweep", "design-space sweep (lanes × storage): table and LUTs-vs-latency plot"),
+        (
+            "sweep",
+            "design-space sweep (lanes × storage × pipeline): table and LUTs-vs-latency plot",
+        ),
     ):
         r = sub.add_parser(name, help=helptext)
         r.add_argument("network")
@@ -447,11 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "report":
             r.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,…")
             r.add_argument("--storage", default=None, choices=("registers", "memory"))
+            r.add_argument("--pipeline", default="1", metavar=_PIPELINE_METAVAR, help=PIPELINE_HELP)
             r.set_defaults(func=cmd_report)
         else:
             r.add_argument("--lanes", default="1,2,4,8,16", help="lane counts to try")
             r.add_argument(
                 "--storage", default="auto", help="membrane storage: auto,registers,memory"
+            )
+            r.add_argument(
+                "--pipeline",
+                default="1",
+                help=f"pipeline depths to try, comma-separated from {_PIPELINE_LIST} (default 1)",
             )
             r.add_argument("-j", "--jobs", type=int, default=None, help="parallel jobs (cores)")
             r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

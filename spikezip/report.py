@@ -33,28 +33,39 @@ class DesignPoint:
 
     lanes: int | tuple[int, ...]
     storage: str | None = None  #: ``registers``, ``memory`` or None (by size)
+    pipeline: int = 1  #: pipeline depth of the layer cores (:data:`hw.cycle_model.PIPELINES`)
 
     @property
     def label(self) -> str:
+        """``P=<lanes>``, then the storage and ``d<pipeline>`` when not the defaults."""
         lanes = self.lanes if isinstance(self.lanes, int) else ",".join(map(str, self.lanes))
-        return f"P={lanes}" + (f" {self.storage}" if self.storage else "")
+        return (
+            f"P={lanes}"
+            + (f" {self.storage}" if self.storage else "")
+            + (f" d{self.pipeline}" if self.pipeline != 1 else "")
+        )
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def model_latency(network: Network, inputs: np.ndarray, trace, lanes) -> dict[str, Any]:
+def model_latency(
+    network: Network, inputs: np.ndarray, trace, lanes, *, pipeline: int = 1
+) -> dict[str, Any]:
     """Latency per inference (one at a time, from reset) from the composed cycle model.
 
-    The FIFO depth is the smallest power of two ≥ the default (``n_out + 2``) that no inference
-    fills, so the model is the RTL's exact schedule.
+    ``lanes`` and ``pipeline`` are the network core's. The FIFO depth is the smallest power of
+    two ≥ the default (``n_out + 2``) that no inference fills, so the model is the RTL's exact
+    schedule.
     """
     from hw.network_model import network_schedule
 
     lat, peaks = [], []
     for b in range(inputs.shape[0]):
-        s = network_schedule(network, inputs[b : b + 1], trace.select([b]), lanes)
+        s = network_schedule(
+            network, inputs[b : b + 1], trace.select([b]), lanes, pipeline=pipeline
+        )
         lat.append(int(s.latency[0]))
         peaks.append(max(s.fifo_peak, default=0))
     default = max((layer.n_out + 2 for layer in network.layers[:-1]), default=2)
@@ -87,7 +98,7 @@ def evaluate(
     from sw.reference import simulate
 
     trace = trace if trace is not None else simulate(network, inputs)
-    lat = model_latency(network, inputs, trace, point.lanes)
+    lat = model_latency(network, inputs, trace, point.lanes, pipeline=point.pipeline)
 
     def core():
         return NetworkCore(
@@ -95,6 +106,7 @@ def evaluate(
             lanes=point.lanes,
             fifo_depth=lat["fifo_depth"],
             storage=point.storage,
+            pipeline=point.pipeline,
         )
 
     top = core()
@@ -122,10 +134,16 @@ def evaluate(
                 "lanes": c.lanes,
                 "words": c.words,
                 "storage": str(c.storage.value),
+                "pipeline": c.pipeline,
             }
             for k, c in enumerate(top.cores)
         ],
-        "point": {"lanes": point.lanes, "storage": point.storage, "label": point.label},
+        "point": {
+            "lanes": point.lanes,
+            "storage": point.storage,
+            "pipeline": point.pipeline,
+            "label": point.label,
+        },
         "target": target,
         "synthesis": synth,
         "latency": lat,

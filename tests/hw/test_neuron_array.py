@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hw.cycle_model import PIPELINES, LayerTiming
 from hw.layouts import Op
 from hw.neuron_array import (
     REGISTER_WORDS_MAX,
@@ -39,9 +40,55 @@ def _layer(n_out=1, threshold=4, bias=0, neg=-8, pos=7, n_in=1) -> Layer:
     )
 
 
-def _array(layer: Layer, lanes: int, storage=None, drive_max=100) -> NeuronArray:
+def _array(layer: Layer, lanes: int, storage=None, drive_max=100, pipeline=1) -> NeuronArray:
     widths = layer.widths(-drive_max, drive_max, analog=True)
-    return NeuronArray(layer=layer, widths=widths, lanes=lanes, storage=storage)
+    return NeuronArray(layer=layer, widths=widths, lanes=lanes, storage=storage, pipeline=pipeline)
+
+
+def _timing(arr: NeuronArray) -> LayerTiming:
+    """The array's latency and same-word distance as the layer core (and its model) use them."""
+    return LayerTiming(n_out=arr.layer.n_out, lanes=arr.lanes, pipeline=arr.pipeline)
+
+
+def _issue(arr: NeuronArray, cmds, on_output):
+    """A testbench issuing ``(op, word, drive, last)`` commands, each as early as the array's
+    same-word distance allows, then idling until every result is out: ``on_output(ctx, sent)``
+    is called for every fired word with the cycle of its command, which must be
+    ``array_latency`` cycles earlier."""
+    timing = _timing(arr)
+    lanes, latency, distance = arr.lanes, timing.array_latency, timing.min_distance
+
+    async def testbench(ctx):
+        last_sent = {}  # word → cycle of its last command
+        queue, cycle, expect = list(cmds), 0, []  # expect: cycles of the FIRE commands in flight
+        while queue or expect:
+            ctx.set(arr.i.valid, 0)
+            if queue:
+                op, word, drive, last = queue[0]
+                if cycle - last_sent.get(word, -distance) >= distance:
+                    queue.pop(0)
+                    last_sent[word] = cycle
+                    ctx.set(arr.i.valid, 1)
+                    ctx.set(arr.i.payload.op, op)
+                    ctx.set(arr.i.payload.word, word)
+                    ctx.set(arr.i.payload.last, last)
+                    for k in range(lanes):
+                        ctx.set(arr.i.payload.drive[k], int(drive[k]))
+                    if op is Op.FIRE:
+                        expect.append(cycle)
+            if ctx.get(arr.o.valid):
+                assert expect, f"cycle {cycle}: a fired word no command asked for"
+                assert cycle - expect[0] == latency, (cycle, expect[0], latency)
+                on_output(ctx, expect.pop(0))
+            elif expect:
+                assert cycle - expect[0] < latency, f"cycle {cycle}: fired word missing"
+            await ctx.tick()
+            cycle += 1
+        for _ in range(latency + 2):  # nothing is left over
+            assert not ctx.get(arr.o.valid)
+            await ctx.tick()
+
+    return testbench
 
 
 def _run(dut, testbench) -> None:
@@ -59,7 +106,7 @@ def test_geometry_and_ports(n_out: int, lanes: int) -> None:
     layer = _layer(n_out=n_out)
     arr = _array(layer, lanes)
     words = -(-n_out // lanes)
-    assert (arr.lanes, arr.words, arr.latency) == (lanes, words, 1)
+    assert (arr.lanes, arr.words, arr.pipeline, arr.latency) == (lanes, words, 1, 2)
     assert arr.storage is default_storage(words)
     assert arr.drive_width == arr.widths.drive
     state = arr.state_layout
@@ -96,29 +143,42 @@ def test_bad_parameters(kwargs, error, message) -> None:
 # -- tier 2: one lane against the reference's step function ------------------------------------
 
 
-def _lanes_case(layer: Layer, lanes: NeuronLanes, rows) -> list[tuple]:
-    """Apply (op, membrane, tracer, drive) rows to the lanes; return their outputs."""
+def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags: bool):
+    """Apply (fire, membrane, tracer, drive) rows to the lanes; return their outputs (after the
+    register, with ``registered``)."""
     out = []
+    n, p = layer.neg_bound, layer.pos_bound
 
     async def testbench(ctx):
-        for op, u, a, d in rows:
-            ctx.set(lanes.op, op)
+        for fire, u, a, d in rows:
+            ctx.set(lanes.fire, fire)
             for k in range(lanes.lanes):
+                theta = int(layer.thresholds[k])
                 ctx.set(lanes.membranes[k], int(u[k]))
                 ctx.set(lanes.tracers[k], int(a[k]))
                 ctx.set(lanes.drive[k], int(d[k]))
-                ctx.set(lanes.thresholds[k], int(layer.thresholds[k]))
-                ctx.set(lanes.initial[k], int(layer.initial_membranes[k] + layer.bias[k]))
-            out.append(
-                (
-                    [ctx.get(lanes.spikes[k]) for k in range(lanes.lanes)],
-                    [ctx.get(lanes.next_membranes[k]) for k in range(lanes.lanes)],
-                    [ctx.get(lanes.next_tracers[k]) for k in range(lanes.lanes)],
-                    ctx.get(lanes.active),
-                )
-            )
+                ctx.set(lanes.drive_minus[k], int(d[k]) - theta)
+                ctx.set(lanes.drive_plus[k], int(d[k]) + theta)
+            if flags:
+                ctx.set(lanes.below_p, sum(int(a[k] < p) << k for k in range(lanes.lanes)))
+                ctx.set(lanes.above_n, sum(int(a[k] > n) << k for k in range(lanes.lanes)))
+            if registered:
+                await ctx.tick()
+            row = [
+                [ctx.get(lanes.spikes[k]) for k in range(lanes.lanes)],
+                [ctx.get(lanes.next_membranes[k]) for k in range(lanes.lanes)],
+                [ctx.get(lanes.next_tracers[k]) for k in range(lanes.lanes)],
+            ]
+            if flags:
+                row += [
+                    [(ctx.get(lanes.next_below_p) >> k) & 1 for k in range(lanes.lanes)],
+                    [(ctx.get(lanes.next_above_n) >> k) & 1 for k in range(lanes.lanes)],
+                ]
+            out.append(row)
 
     sim = Simulator(lanes)
+    if registered:
+        sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
     return out
@@ -130,9 +190,11 @@ def _lanes_case(layer: Layer, lanes: NeuronLanes, rows) -> list[tuple]:
     levels=st.integers(2, 32),
     symmetric=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
+    registered=st.booleans(),
+    flags=st.booleans(),
 )
-def test_lanes_match_reference_step(threshold, levels, symmetric, seed) -> None:
-    """Random membranes, tracers and drives, every op: the lanes equal ``stbif_step``."""
+def test_lanes_match_reference_step(threshold, levels, symmetric, seed, registered, flags) -> None:
+    """Random membranes, tracers and drives, fire or not: the lanes equal ``stbif_step``."""
     rng = np.random.default_rng(seed)
     neg, pos = ((-levels) // 2, levels // 2 - 1) if symmetric else (0, levels - 1)
     n = 4
@@ -144,17 +206,17 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed) -> None:
         pos_bound=pos,
     )
     widths = layer.widths(-50 * threshold, 50 * threshold, analog=True)
-    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n)
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, registered=registered, flags=flags)
     rows = []
     for _ in range(30):
-        op = Op(int(rng.integers(0, 3)))
+        fire = int(rng.integers(0, 2))
         a = rng.integers(neg, pos + 1, n)
         u = rng.integers(-20 * threshold, 20 * threshold, n)
         d = rng.integers(-20 * threshold, 20 * threshold, n) * (rng.random(n) < 0.7)
-        rows.append((op, u, a, d))
-    got = _lanes_case(layer, lanes, rows)
-    for (op, u, a, d), (s, u2, a2, active) in zip(rows, got, strict=True):
-        if op is Op.FIRE:
+        rows.append((fire, u, a, d))
+    got = _lanes_case(layer, lanes, rows, registered, flags)
+    for (fire, u, a, d), row in zip(rows, got, strict=True):
+        if fire:
             es, eu, ea = (
                 t.numpy()
                 for t in stbif_step(
@@ -166,12 +228,11 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed) -> None:
                     pos_bound=pos,
                 )
             )
-        elif op is Op.INTEGRATE:
-            es, eu, ea = np.zeros(n), u + d, a
         else:
-            es, eu, ea = np.zeros(n), layer.initial_membranes + layer.bias, np.zeros(n)
-        assert (s, u2, a2) == (es.tolist(), eu.tolist(), ea.tolist()), (op, u, a, d)
-        assert active == int(bool(np.any(es != 0) or np.any(d != 0)))
+            es, eu, ea = np.zeros(n), u + d, a
+        assert row[:3] == [es.tolist(), eu.tolist(), ea.tolist()], (fire, u, a, d)
+        if flags:  # the bound checks of the new tracers
+            assert row[3:] == [(ea < pos).astype(int).tolist(), (ea > neg).astype(int).tolist()]
 
 
 # -- tier 2: spec §7 vectors through a one-neuron array ----------------------------------------
@@ -179,41 +240,29 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed) -> None:
 
 def _fire_sequence(arr: NeuronArray, drives: list[list[int]]) -> list[tuple[list, list, list]]:
     """INIT every word, then one FIRE per word and step; return spikes, membranes, tracers."""
-    words, lanes, out = arr.words, arr.lanes, []
+    words, lanes, pending = arr.words, arr.lanes, []
+    cmds = [(Op.INIT, w, [0] * lanes, w == words - 1) for w in range(words)]
+    for drive in drives:
+        padded = list(drive) + [0] * (words * lanes - len(drive))
+        cmds += [
+            (Op.FIRE, w, padded[w * lanes : (w + 1) * lanes], w == words - 1) for w in range(words)
+        ]
 
-    async def testbench(ctx):
-        cmds = [(Op.INIT, w, [0] * lanes) for w in range(words)]
-        for drive in drives:
-            padded = list(drive) + [0] * (words * lanes - len(drive))
-            cmds += [(Op.FIRE, w, padded[w * lanes : (w + 1) * lanes]) for w in range(words)]
-        pending = []
-        for op, word, drive in [*cmds, (None, 0, None)]:
-            if op is None:
-                ctx.set(arr.i.valid, 0)
-            else:
-                ctx.set(arr.i.valid, 1)
-                ctx.set(arr.i.payload.op, op)
-                ctx.set(arr.i.payload.word, word)
-                ctx.set(arr.i.payload.last, word == words - 1)
-                for k in range(lanes):
-                    ctx.set(arr.i.payload.drive[k], drive[k])
-            if ctx.get(arr.o.valid):
-                p, st = ctx.get(arr.o.payload), ctx.get(arr.state)
-                pending.append(
-                    (
-                        [p.spikes[k] for k in range(lanes)],
-                        [st.membranes[k] for k in range(lanes)],
-                        [st.tracers[k] for k in range(lanes)],
-                    )
-                )
-            await ctx.tick()
-        if ctx.get(arr.o.valid):
-            raise AssertionError("latency is 1: nothing may be left over")
-        for j in range(0, len(pending), words):
-            chunk = pending[j : j + words]
-            out.append(tuple([v for c in chunk for v in c[f]] for f in range(3)))
+    def record(ctx, _sent):
+        p, st = ctx.get(arr.o.payload), ctx.get(arr.state)
+        pending.append(
+            (
+                [p.spikes[k] for k in range(lanes)],
+                [st.membranes[k] for k in range(lanes)],
+                [st.tracers[k] for k in range(lanes)],
+            )
+        )
 
-    _run(arr, testbench)
+    _run(arr, _issue(arr, cmds, record))
+    out = []
+    for j in range(0, len(pending), words):
+        chunk = pending[j : j + words]
+        out.append(tuple([v for c in chunk for v in c[f]] for f in range(3)))
     return [tuple(v[: arr.layer.n_out] for v in step) for step in out]
 
 
@@ -235,12 +284,13 @@ SPEC_VECTORS = [
 ]
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize(
     ("name", "kwargs", "drives", "spikes", "final"), SPEC_VECTORS, ids=[v[0] for v in SPEC_VECTORS]
 )
-def test_spec_vectors(name, kwargs, drives, spikes, final, storage) -> None:
-    arr = _array(_layer(**kwargs), 1, storage)
+def test_spec_vectors(name, kwargs, drives, spikes, final, storage, pipeline) -> None:
+    arr = _array(_layer(**kwargs), 1, storage, pipeline=pipeline)
     steps = _fire_sequence(arr, [[d] for d in drives])
     assert [s[0][0] for s in steps] == spikes
     assert (steps[-1][1][0], steps[-1][2][0]) == final
@@ -277,40 +327,35 @@ def test_state_store_is_transparent(storage: str, depth: int) -> None:
     _run(store, testbench)
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize(("n_out", "lanes"), [(3, 4), (3, 3), (6, 3), (7, 2)])
-def test_back_to_back_integration_has_no_hazard(storage: str, n_out: int, lanes: int) -> None:
-    """INTEGRATE commands every cycle, the same word back to back included, then FIRE."""
+def test_back_to_back_integration_has_no_hazard(
+    storage: str, n_out: int, lanes: int, pipeline: int
+) -> None:
+    """INTEGRATE commands every cycle, the same word as close as the pipeline allows (back to
+    back for pipelines 0 and 1, which forward), then FIRE."""
     rng = np.random.default_rng(n_out * lanes)
     layer = _layer(n_out=n_out, threshold=1, neg=-8, pos=7)
-    arr = _array(layer, lanes, storage, drive_max=1000)
+    arr = _array(layer, lanes, storage, drive_max=1000, pipeline=pipeline)
     words = arr.words
     seq = [int(w) for w in rng.integers(0, words, 40)] + [0, 0, 0]
     drives = rng.integers(-20, 21, (len(seq), lanes))
     total = np.zeros(words * lanes, dtype=np.int64)
     for w, d in zip(seq, drives, strict=True):
         total[w * lanes : (w + 1) * lanes] += d
+    cmds = [(Op.INIT, w, [0] * lanes, False) for w in range(words)]
+    cmds += [(Op.INTEGRATE, w, d.tolist(), False) for w, d in zip(seq, drives, strict=True)]
+    cmds += [(Op.FIRE, w, [0] * lanes, w == words - 1) for w in range(words)]
     got = {}
 
-    async def testbench(ctx):
-        cmds = [(Op.INIT, w, [0] * lanes) for w in range(words)]
-        cmds += [(Op.INTEGRATE, w, d.tolist()) for w, d in zip(seq, drives, strict=True)]
-        cmds += [(Op.FIRE, w, [0] * lanes) for w in range(words)]
-        for op, w, d in [*cmds, (None, 0, None)]:
-            ctx.set(arr.i.valid, op is not None)
-            if op is not None:
-                ctx.set(arr.i.payload.op, op)
-                ctx.set(arr.i.payload.word, w)
-                for k in range(lanes):
-                    ctx.set(arr.i.payload.drive[k], int(d[k]))
-            if ctx.get(arr.o.valid):
-                word = ctx.get(arr.o.payload.word)
-                st = ctx.get(arr.state)
-                spikes = ctx.get(arr.o.payload.spikes)
-                got[word] = [st.membranes[k] + spikes[k] for k in range(lanes)]
-            await ctx.tick()
+    def record(ctx, _sent):
+        word = ctx.get(arr.o.payload.word)
+        st = ctx.get(arr.state)
+        spikes = ctx.get(arr.o.payload.spikes)
+        got[word] = [st.membranes[k] + spikes[k] for k in range(lanes)]
 
-    _run(arr, testbench)
+    _run(arr, _issue(arr, cmds, record))
     # before firing: U = H + B + Σ drive; after: U' = U - s·Θ with Θ = 1, so U = U' + s
     flat = np.array([v for w in range(words) for v in got[w]])
     assert flat[:n_out].tolist() == (total[:n_out] + layer.initial_membranes).tolist()
@@ -342,24 +387,35 @@ def _spike_network(seed: int = 3) -> tuple[Network, np.ndarray]:
 
 
 SIM_CASES = [
-    # (simulator, layer, lanes, storage)
-    ("icarus", 0, 1, "memory"),
-    ("icarus", 0, 4, "registers"),
-    ("icarus", 1, 3, "memory"),
-    ("icarus", 1, 11, None),
-    ("icarus", 1, 16, None),
-    ("verilator", 1, 4, None),
+    # (simulator, layer, lanes, storage, pipeline)
+    ("icarus", 0, 1, "memory", 1),
+    ("icarus", 0, 4, "registers", 1),
+    ("icarus", 1, 3, "memory", 1),
+    ("icarus", 1, 11, None, 1),
+    ("icarus", 1, 16, None, 1),
+    ("verilator", 1, 4, None, 1),
+    ("icarus", 0, 4, "memory", 0),
+    ("icarus", 1, 3, None, 0),
+    ("icarus", 0, 2, "registers", 2),
+    ("icarus", 1, 11, None, 2),  # one word: commands two cycles apart
+    ("verilator", 1, 4, "memory", 2),
+    ("icarus", 1, 6, None, 3),  # two words: each word three cycles apart
+    ("icarus", 0, 16, "registers", 3),  # one word
 ]
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize(("sim", "layer", "lanes", "storage"), SIM_CASES)
-def test_neuron_array_cocotb(tmp_path: Path, sim: str, layer: int, lanes: int, storage) -> None:
+@pytest.mark.parametrize(("sim", "layer", "lanes", "storage", "pipeline"), SIM_CASES)
+def test_neuron_array_cocotb(
+    tmp_path: Path, sim: str, layer: int, lanes: int, storage, pipeline: int
+) -> None:
     from sim.cases import neuron_array_case
     from sim.runner import run_cocotb
 
     net, x = _spike_network()
-    case = neuron_array_case(tmp_path / "case", net, x, layer, lanes=lanes, storage=storage)
+    case = neuron_array_case(
+        tmp_path / "case", net, x, layer, lanes=lanes, storage=storage, pipeline=pipeline
+    )
     run_cocotb(
         sim=sim,
         sources=[case.verilog],

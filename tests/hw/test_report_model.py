@@ -24,3 +24,19 @@ def test_report_latency_is_the_checked_model(digits_network, digits_data):
 
 def test_pareto():
     assert pareto([(1, 5), (2, 2), (3, 3), (5, 1), (2, 2)]) == [0, 1, 3, 4]
+
+
+def test_report_latency_uses_the_pipeline_depth(digits_network, digits_data):
+    """``model_latency(pipeline=…)`` is the composed model at that depth, which differs by depth."""
+    x = digits_data.x_test[:3]
+    trace = simulate(digits_network, x)
+    means = {}
+    for depth in (0, 1, 2):
+        lat = model_latency(digits_network, x, trace, 16, pipeline=depth)
+        per = [
+            network_schedule(digits_network, x[b : b + 1], trace.select([b]), 16, pipeline=depth)
+            for b in range(len(x))
+        ]
+        assert lat["latency_cycles_max"] == max(int(s.latency[0]) for s in per)
+        means[depth] = lat["latency_cycles_mean"]
+    assert means[0] < means[1] < means[2]  # every stage adds latency

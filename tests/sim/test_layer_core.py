@@ -10,7 +10,9 @@ temporary directory and run twice on the same build:
 
 The golden traces come from :func:`sw.reference.simulate` in this process; the testbench
 (``sim/tb_layer_core.py``) reads files only. Icarus builds instantly, so it runs the broad
-matrix; Verilator (a C++ build per design) a representative subset.
+matrix; Verilator (a C++ build per design) a representative subset. Both run the other pipeline
+depths (:data:`hw.cycle_model.PIPELINES`) on a few layers besides the default 1, including
+passes padded with idle slots (fewer words than the pipeline's same-word distance).
 """
 
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hw.cycle_model import PIPELINES
 from hw.verilog import LINT_WAIVERS
 from ir import Trace
 from ir.compare import first_divergence
@@ -62,7 +65,30 @@ VERILATOR = [
     ("spike", 0, 16, None),
     ("large", 0, 3, "registers"),
 ]
-CASES = [("icarus", *c) for c in ICARUS] + [("verilator", *c) for c in VERILATOR]
+# (network, layer, lanes, storage, pipeline): the other pipeline depths (the lists above: 1)
+ICARUS_PIPELINES = [
+    ("analog", 0, 4, None, 0),  # W 3
+    ("analog", 0, 12, None, 2),  # W 1: every word operation followed by an idle slot
+    ("analog", 1, 2, "memory", 2),  # W 3 in a memory
+    ("spike", 1, 1, None, 0),  # W 3, spike input
+    ("spike", 0, 16, "registers", 2),  # W 1, spike input
+    ("saturating", 0, 1, "memory", 2),  # W 6
+    ("bias_only", 0, 4, None, 0),  # W 1
+    ("analog", 1, 3, None, 3),  # W 2: a pass takes 3 cycles (same word 3 cycles apart)
+    ("spike", 0, 8, "memory", 3),  # W 1: two idle slots after every word operation
+]
+VERILATOR_PIPELINES = [
+    ("analog", 0, 16, None, 2),  # W 1
+    ("spike", 0, 3, "registers", 0),  # W 3
+    ("large", 0, 4, "memory", 2),  # W 3
+    ("analog", 0, 6, None, 3),  # W 2
+]
+CASES = (
+    [("icarus", *c, 1) for c in ICARUS]
+    + [("verilator", *c, 1) for c in VERILATOR]
+    + [("icarus", *c) for c in ICARUS_PIPELINES]
+    + [("verilator", *c) for c in VERILATOR_PIPELINES]
+)
 HERE = Path(__file__).parent
 
 
@@ -87,8 +113,13 @@ def _check_saved_trace(case) -> None:
     assert hw.step_cycles is not None and (hw.step_cycles[k] >= 0).any()
 
 
-def run_both(tmp_path: Path, sim: str, net, x, layer: int, lanes: int, storage=None) -> None:
-    case = layer_core_case(tmp_path / "case", net, x, layer, lanes=lanes, storage=storage)
+def run_both(
+    tmp_path: Path, sim: str, net, x, layer: int, lanes: int, storage=None, pipeline: int = 1
+) -> None:
+    case = layer_core_case(
+        tmp_path / "case", net, x, layer, lanes=lanes, storage=storage, pipeline=pipeline
+    )
+    assert case.timing.pipeline == pipeline
     build = tmp_path / "build"
     _run(case, sim, build)  # exact, and cycle-exact against the model
     _check_saved_trace(case)
@@ -97,22 +128,29 @@ def run_both(tmp_path: Path, sim: str, net, x, layer: int, lanes: int, storage=N
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize(("sim", "name", "layer", "lanes", "storage"), CASES)
-def test_layer_core(tmp_path: Path, sim: str, name: str, layer: int, lanes: int, storage) -> None:
+@pytest.mark.parametrize(("sim", "name", "layer", "lanes", "storage", "pipeline"), CASES)
+def test_layer_core(
+    tmp_path: Path, sim: str, name: str, layer: int, lanes: int, storage, pipeline: int
+) -> None:
     net, x = network(name)
-    run_both(tmp_path, sim, net, x, layer, lanes, storage)
+    run_both(tmp_path, sim, net, x, layer, lanes, storage, pipeline)
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize(("name", "layer", "lanes", "storage"), ICARUS)
-def test_lint(tmp_path: Path, name: str, layer: int, lanes: int, storage) -> None:
+@pytest.mark.parametrize(
+    ("name", "layer", "lanes", "storage", "pipeline"),
+    [(*c, 1) for c in ICARUS] + ICARUS_PIPELINES,
+)
+def test_lint(tmp_path: Path, name: str, layer: int, lanes: int, storage, pipeline: int) -> None:
     """``verilator --lint-only -Wall`` is clean on every generated design (waivers documented)."""
     from hw.layer_core import LayerCore
     from hw.verilog import generate
 
     net, _ = network(name)
     for probe in (False, True):
-        core = LayerCore.for_network(net, layer, lanes=lanes, storage=storage, probe=probe)
+        core = LayerCore.for_network(
+            net, layer, lanes=lanes, storage=storage, pipeline=pipeline, probe=probe
+        )
         path = tmp_path / f"core{int(probe)}.v"
         path.write_text(generate(core, "layer_core"))
         lint_verilog([path], "layer_core", {**AMARANTH_LINT_WAIVERS, **LINT_WAIVERS})
@@ -176,18 +214,19 @@ def _random_case(data, max_width: int):
     layer = data.draw(st.integers(0, net.depth - 1), label="layer")
     n_out = net.layers[layer].n_out
     lanes = data.draw(st.integers(1, n_out + 2), label="lanes")
-    return net, x, layer, lanes
+    pipeline = data.draw(st.sampled_from(PIPELINES), label="pipeline")
+    return net, x, layer, lanes, pipeline
 
 
 def _random_run(tmp_path_factory, data, sim: str, max_width: int) -> None:
-    net, x, layer, lanes = _random_case(data, max_width)
+    net, x, layer, lanes, pipeline = _random_case(data, max_width)
     from sw.reference import simulate
 
     trace = simulate(net, x, record_state=True)
     if trace.capped.any():  # cannot happen with the default step bound; guards the strategy
         return
     tmp = tmp_path_factory.mktemp("random")
-    run_both(tmp, sim, net, x, layer, lanes)
+    run_both(tmp, sim, net, x, layer, lanes, pipeline=pipeline)
 
 
 @pytest.mark.sim

@@ -1,10 +1,12 @@
 """The composed network cycle model (hw.network_model) == the RTL's cycle stamps.
 
 Every output event and marker of every layer, ``first_input`` and ``done`` of every inference,
-on Verilator, for the digits model and random networks (analog and spike input). The model claims
-exactness only when no inter-layer FIFO can fill up; the cases below cover both sides of that
-check: where it holds the cycles must agree and the RTL must record no stall; where it fails the
-RTL must indeed have stalled (the check is not vacuous).
+on Verilator, for the digits model and random networks (analog and spike input), at every
+pipeline depth (:data:`hw.cycle_model.PIPELINES`; pipelines 2 and 3 also with layers of fewer words
+than their same-word distance, whose passes have idle slots). The model claims exactness only when
+no inter-layer FIFO can fill up; the cases below cover both sides of that check: where it holds
+the cycles must agree and the RTL must record no stall; where it fails the RTL must indeed have
+stalled (the check is not vacuous).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hw.cycle_model import LayerTiming
 from hw.network_model import network_schedule
 from sim.network import design, simulate
 from sw.reference import simulate as reference
@@ -25,11 +28,15 @@ def builds(tmp_path_factory):
     return tmp_path_factory.mktemp("network-model")
 
 
-def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None):
+def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None, *, pipeline=1):
     golden = reference(network, x)
-    d = design(network, builds / f"fifo{fifo_depth}", lanes=lanes, fifo_depth=fifo_depth)
+    d = design(
+        network, builds / f"fifo{fifo_depth}", lanes=lanes, fifo_depth=fifo_depth, pipeline=pipeline
+    )
+    assert d.manifest["parameters"]["pipeline"] == pipeline
     run = simulate(network, x, sim="verilator", design_dir=d)
-    model = network_schedule(network, x, golden, lanes, d.manifest["parameters"]["fifo_depths"])
+    depths = d.manifest["parameters"]["fifo_depths"]
+    model = network_schedule(network, x, golden, lanes, depths, pipeline=pipeline)
     stalls = run.final_counters[:, 3]
     if not model.exact:
         assert stalls[:-1].any(), "model refused a run in which no FIFO filled up"
@@ -52,12 +59,20 @@ def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None):
 
 
 @pytest.mark.parametrize(
-    ("lanes", "fifo_depth"),
-    [(16, None), (8, 1024), pytest.param((4, 16), None, marks=pytest.mark.slow)],
+    ("lanes", "fifo_depth", "pipeline"),
+    [
+        (16, None, 1),
+        (8, 1024, 1),
+        pytest.param((4, 16), None, 1, marks=pytest.mark.slow),
+        # pipeline 2 makes the one-word second layer take two cycles per event: its FIFO must
+        # hold about a batch of spikes for the model to be exact (the default 66 does not)
+        pytest.param(16, 4096, 2, marks=pytest.mark.slow),
+        pytest.param(8, 1024, 0, marks=pytest.mark.slow),
+    ],
 )
-def test_digits_model_equals_rtl(digits_network, digits_data, builds, lanes, fifo_depth):
+def test_digits_model_equals_rtl(digits_network, digits_data, builds, lanes, fifo_depth, pipeline):
     model = assert_model_equals_rtl(
-        digits_network, digits_data.x_test[:24], builds, lanes, fifo_depth
+        digits_network, digits_data.x_test[:24], builds, lanes, fifo_depth, pipeline=pipeline
     )
     assert model.exact
 
@@ -68,15 +83,29 @@ def test_backpressure_is_detected(digits_network, digits_data, builds):
 
 
 @pytest.mark.parametrize(
-    ("seed", "depth", "width", "lanes", "encoding"),
+    ("seed", "depth", "width", "lanes", "encoding", "pipeline"),
     [
-        (1, 2, 12, 1, "analog"),
-        (2, 3, 9, 3, "spike"),
-        pytest.param(3, 1, 17, 4, "analog", marks=pytest.mark.slow),
-        pytest.param(4, 3, 6, 2, "spike", marks=pytest.mark.slow),
+        (1, 2, 12, 1, "analog", 1),
+        (2, 3, 9, 3, "spike", 1),
+        (1, 2, 12, 4, "analog", 0),
+        (2, 3, 9, (3, 16, 2), "spike", 2),  # layer 1: one word
+        (1, 2, 12, (6, 4), "analog", 3),
+        pytest.param(3, 1, 17, 4, "analog", 1, marks=pytest.mark.slow),
+        pytest.param(4, 3, 6, 2, "spike", 1, marks=pytest.mark.slow),
+        pytest.param(5, 2, 8, 16, "analog", 2, marks=pytest.mark.slow),  # one word everywhere
+        pytest.param(6, 3, 10, (1, 4, 16), "spike", 0, marks=pytest.mark.slow),
+        pytest.param(7, 3, 12, (5, 1, 12), "analog", 2, marks=pytest.mark.slow),
     ],
 )
-def test_random_model_equals_rtl(builds, seed, depth, width, lanes, encoding):
+def test_random_model_equals_rtl(builds, seed, depth, width, lanes, encoding, pipeline):
     net = random_network(seed, depth=depth, max_width=width, encoding=encoding)
     x = random_inputs(net, 6, seed)
-    assert_model_equals_rtl(net, x, builds, lanes, fifo_depth=512)
+    if pipeline >= 2:  # the case covers what it claims: a layer whose passes have idle slots
+        per_layer = (lanes,) * depth if isinstance(lanes, int) else lanes
+        timings = [
+            LayerTiming(layer.n_out, p, pipeline)
+            for p, layer in zip(per_layer, net.layers, strict=True)
+        ]
+        assert any(t.slots > t.words for t in timings)
+    model = assert_model_equals_rtl(net, x, builds, lanes, fifo_depth=512, pipeline=pipeline)
+    assert model.exact
