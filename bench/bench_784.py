@@ -1,12 +1,14 @@
-"""784-128-10 (the Spiker+ size) on ECP5-85k: latency per inference at the placed fmax.
+"""784-128-10 (the Spiker+ size) on ECP5: latency per inference at the placed fmax.
 
 The trained 128-hidden digits QANN widened to 28×28 inputs (``bench_codesign.widen``: timing
 only, not an MNIST model), 50 upsampled test images. Latency from the exact network cycle model
 (FIFOs sized so that none fills, where it equals the RTL); fmax from nextpnr-ecp5 on the
-``--85k`` device (156 multipliers; the 25k has 28), default speed grade, 4-pin harness.
-About 6 minutes per design point on 2 cores.
+``--85k`` device (156 multipliers) or the ``--25k`` (28), default speed grade, 4-pin harness,
+at a pipeline depth (``hw.cycle_model.LayerTiming``). About 6 minutes per design point on 2
+cores.
 
-    python bench/bench_784.py [--lanes 32,16 64,16] [--samples 50]
+    python bench/bench_784.py [--lanes 32,16 64,16] [--samples 50] [--device 85k|25k]
+                              [--pipeline 1]
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from sw import digits, qann
 from sw.convert import to_network
 from sw.reference import simulate
 
-DEVICE = ["--85k", "--package", "CABGA381"]
+DEVICES = {"85k": ["--85k", "--package", "CABGA381"], "25k": ["--25k", "--package", "CABGA381"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lanes", nargs="+", default=["32,16", "64,16"])
     ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--device", choices=sorted(DEVICES), default="85k")
+    ap.add_argument("--pipeline", type=int, default=1)
     args = ap.parse_args()
     big = widen(to_network(qann.load_or_train(qann.QannConfig(hidden=(128,))), name="d128"))
     x = upsample(digits.load().x_test[: args.samples])
@@ -41,13 +45,17 @@ def main() -> None:
     rows = []
     for text in args.lanes:
         lanes = tuple(int(v) for v in text.split(","))
-        lat = model_latency(big, x, trace, lanes)
+        lat = model_latency(big, x, trace, lanes, pipeline=args.pipeline)
         t0 = time.perf_counter()
-        top = NetworkCore(network=big, lanes=lanes, fifo_depth=lat["fifo_depth"])
-        r = place_and_route(top, target="ecp5", device_args=DEVICE)
+        top = NetworkCore(
+            network=big, lanes=lanes, fifo_depth=lat["fifo_depth"], pipeline=args.pipeline
+        )
+        r = place_and_route(top, target="ecp5", device_args=DEVICES[args.device])
         row = {
             "lanes": list(lanes),
-            "device": "ECP5 85k CABGA381",
+            "pipeline": args.pipeline,
+            "abc9": r.abc9,
+            "device": f"ECP5 {args.device} CABGA381",
             "fmax_mhz": round(r.fmax_mhz, 1),
             "cycles_mean": lat["latency_cycles_mean"],
             "cycles_max": lat["latency_cycles_max"],
@@ -63,12 +71,13 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"P={lanes}: {row['fmax_mhz']} MHz, {row['us_mean']} µs mean / {row['us_max']} µs "
-            f"max ({row['cycles_mean']:.0f} / {row['cycles_max']} cycles), "
+            f"P={lanes} d{args.pipeline}: {row['fmax_mhz']} MHz, {row['us_mean']} µs mean / "
+            f"{row['us_max']} µs max ({row['cycles_mean']:.0f} / {row['cycles_max']} cycles), "
             f"{row['utilization']}; limit: {row['critical_path']}",
             flush=True,
         )
-    print(f"recorded in {record('mnist_size', {'samples': args.samples, 'designs': rows})}")
+    name = f"mnist_size_{args.device}_d{args.pipeline}"
+    print(f"recorded in {record(name, {'samples': args.samples, 'designs': rows})}")
 
 
 if __name__ == "__main__":

