@@ -44,6 +44,7 @@ __all__ = [
     "place_and_route",
     "resources",
     "synthesize",
+    "synthesize_netlist",
 ]
 
 TARGETS = ("generic", "ecp5", "ice40")
@@ -186,6 +187,22 @@ def synthesize(
         seconds = time.perf_counter() - t0
         stat = json.loads((wd / "stat.json").read_text())
     return _parse_stat(stat, target, top, keep, seconds)
+
+
+def synthesize_netlist(verilog: str, top: str, *, target: str = "ecp5") -> dict[str, Any]:
+    """Synthesise Verilog text for ``target`` and return Yosys's JSON netlist (flattened)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    with tempfile.TemporaryDirectory(prefix="spikezip-synth-") as tmp:
+        wd = Path(tmp)
+        (wd / "design.v").write_text(verilog)
+
+        def script(abc9: bool) -> str:
+            command = _synth_command(target, _esc(top), "netlist.json", abc9=abc9)
+            return f"read_verilog design.v; {command}"
+
+        _yosys(script, wd)
+        return json.loads((wd / "netlist.json").read_text())
 
 
 def _esc(name: str) -> str:
