@@ -1,5 +1,6 @@
 """Co-design benchmark: resources, fmax, latency and energy of the digits network and of a
-784-128-10 network, and the layer core's fmax on ECP5 (nextpnr, 25k, default speed grade).
+784-128-10 network on ECP5 (nextpnr, 25k, default speed grade), over lanes × storage × pipeline
+depth (the layer core's own fmax per pipeline depth: ``bench_fmax.py``).
 
 The 784-128-10 network is the trained digits QANN with a 128-neuron hidden layer whose first
 layer is widened to 28×28 inputs (nearest-neighbour upsampling of the 8×8 images; each 8×8 weight
@@ -22,8 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-from hw.layer_core import LayerCore
-from hw.synth import ToolError, place_and_route
+from hw.synth import ToolError
 from ir import Layer, Network
 from spikezip.report import DesignPoint, evaluate, luts, plot_sweep, sweep
 from sw import digits, qann
@@ -73,23 +73,9 @@ def main() -> None:
     x = data.x_test[: args.samples]
     net.save(tmp / "digits.npz")
 
-    # 1. layer-core fmax (step 0 of the climb)
-    out["layer_core_fmax"] = []
-    for k, p in ((0, 8), (1, 8), (1, 1)):
-        t0 = time.perf_counter()
-        r = place_and_route(LayerCore.for_network(net, k, lanes=p), target="ecp5")
-        row = {
-            "layer": k,
-            "lanes": p,
-            "fmax_mhz": round(r.fmax_mhz, 1),
-            "critical_path": r.critical_path_text,
-            "seconds": round(time.perf_counter() - t0),
-        }
-        out["layer_core_fmax"].append(row)
-        print("layer core", row, flush=True)
-
     # 2. digits sweep over lanes (synthesis + place and route + model), in parallel
-    points = [DesignPoint(lanes=p) for p in (1, 2, 4, 8, 16)]
+    points = [DesignPoint(lanes=p, pipeline=d) for d in (1, 3) for p in (1, 2, 4, 8, 16)]
+    points += [DesignPoint(lanes=(8, 4), pipeline=3), DesignPoint(lanes=(16, 4), pipeline=3)]
     points += [DesignPoint(lanes=8, storage="memory"), DesignPoint(lanes=8, storage="registers")]
     t0 = time.perf_counter()
     res = sweep(tmp / "digits.npz", x, points, jobs=args.jobs, target="ecp5", pnr=True)
