@@ -13,7 +13,7 @@ lane); every other layer sees ``value ∈ {-1, +1}`` and adds or subtracts the w
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +21,11 @@ from hw.cycle_model import LayerTiming
 from hw.layouts import Op, command_layout, op_layout
 from ir.network import Layer, LayerWidths
 
-__all__ = ["Accumulator", "weight_words"]
+__all__ = ["WEIGHT_BANK_DEPTH", "Accumulator", "weight_words"]
+
+
+#: words per weight bank (pipelines 2 and 3): a DP16KD is 512 words deep at 36 bits
+WEIGHT_BANK_DEPTH = 512
 
 
 def weight_words(layer: Layer, lanes: int) -> np.ndarray:
@@ -60,6 +64,10 @@ class Accumulator(wiring.Component):
         Widths of the input events (:func:`hw.events.input_format`).
     pipeline : int
         The layer core's pipeline depth (:class:`hw.cycle_model.LayerTiming`).
+    bank_depth : int
+        With pipeline 2 or 3, a weight memory deeper than this is split into banks of this many
+        words (a power of two; default :data:`WEIGHT_BANK_DEPTH`, one 36-bit-wide ECP5 block
+        RAM), each with its own output register, and the bank is chosen after them.
 
     Members
     -------
@@ -77,7 +85,11 @@ class Accumulator(wiring.Component):
         index_width: int,
         value_width: int,
         pipeline: int = 1,
+        bank_depth: int = WEIGHT_BANK_DEPTH,
     ) -> None:
+        if not isinstance(bank_depth, int) or bank_depth < 2 or bank_depth & (bank_depth - 1):
+            raise ValueError(f"bank_depth must be a power of two ≥ 2, not {bank_depth!r}")
+        self._bank_depth = bank_depth
         self._layer, self._widths, self._analog = layer, widths, bool(analog)
         self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
         self._value_width = value_width
@@ -139,27 +151,49 @@ class Accumulator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         words = self.words
-        m.submodules.weights = mem = memory.Memory(
-            shape=data.ArrayLayout(signed(self._widths.weight), self.lanes),
-            depth=self.weight_depth,
-            init=[row.tolist() for row in self.weight_words()],
-        )
-        rp = mem.read_port()
+        shape = data.ArrayLayout(signed(self._widths.weight), self.lanes)
+        rows = [row.tolist() for row in self.weight_words()]
         inp, inp_valid = self.i.payload, self.i.valid
         if self._timing.pipeline >= 2:  # the operation registered before the address
             inp = Signal(self.i.payload.shape(), name="op0")
             inp_valid = Signal(name="op0_valid")
             m.d.sync += [inp.eq(self.i.payload), inp_valid.eq(self.i.valid)]
-        m.d.comb += rp.addr.eq(inp.index * words + inp.word)
+        address = Signal(range(max(2, self.weight_depth)), name="weight_address")
+        m.d.comb += address.eq(inp.index * words + inp.word)
+        banks = -(-self.weight_depth // self._bank_depth)
+        if self._timing.pipeline >= 2 and banks > 1:
+            # Banks of bank_depth words, each read into its own register (a block RAM's output
+            # register), then the bank chosen: a deep memory would otherwise put Yosys's
+            # multiplexer between the block RAMs and that register.
+            low = (self._bank_depth - 1).bit_length()
+            bank_words = []
+            select = [Signal(range(banks), name=f"bank{k}") for k in (1, 2)]
+            m.d.sync += [select[0].eq(address[low:]), select[1].eq(select[0])]
+            for b in range(banks):
+                part = rows[b * self._bank_depth : (b + 1) * self._bank_depth]
+                bank = memory.Memory(shape=shape, depth=len(part), init=part)
+                m.submodules[f"weights{b}"] = bank
+                rp = bank.read_port()
+                m.d.comb += rp.addr.eq(address[:low])
+                word = Signal(shape, name=f"bank_word{b}", reset_less=True)
+                m.d.sync += word.eq(rp.data)
+                bank_words.append(word)
+            weight_word = Signal(shape, name="weight_word")
+            m.d.comb += weight_word.eq(Array(bank_words)[select[1]])
+        else:
+            m.submodules.weights = mem = memory.Memory(shape=shape, depth=len(rows), init=rows)
+            rp = mem.read_port()
+            m.d.comb += rp.addr.eq(address)
+            # no reset and no enable: the ECP5 flow moves it into the block RAM's output register
+            weight_word = Signal(shape, name="weight_word", reset_less=True)
+            m.d.sync += weight_word.eq(rp.data)
         # stage 1: the weight read; stage 2: the weight word registered
         op1 = Signal(self.i.payload.shape(), name="op1")
         op1_valid = Signal(name="op1_valid")
         op = Signal(self.i.payload.shape(), name="op")
         op_valid = Signal(name="op_valid")
-        # no reset and no enable: the ECP5 flow moves it into the block RAM's output register
-        weight_word = Signal(rp.data.shape(), name="weight_word", reset_less=True)
         m.d.sync += [op1.eq(inp), op1_valid.eq(inp_valid)]
-        m.d.sync += [op.eq(op1), op_valid.eq(op1_valid), weight_word.eq(rp.data)]
+        m.d.sync += [op.eq(op1), op_valid.eq(op1_valid)]
         out, out_valid = op, op_valid
         weights, value = weight_word, op.value
         if self._timing.pipeline >= 2:  # the multiplier's input and output registers

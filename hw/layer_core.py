@@ -43,7 +43,7 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.accumulator import Accumulator
+from hw.accumulator import WEIGHT_BANK_DEPTH, Accumulator
 from hw.cycle_model import LayerTiming
 from hw.emitter import SpikeEmitter
 from hw.events import EventFormat, layer_formats
@@ -111,6 +111,8 @@ class LayerCore(wiring.Component):
         Extra register stages in the neuron array's read-modify-write (0, 1 or 2, default 1;
         see :class:`hw.cycle_model.LayerTiming`): each costs a cycle of latency per step for a
         higher fmax, and 2 an idle cycle per word operation when ``W = 1``.
+    weight_bank_depth : int
+        Words per weight-memory bank with pipelines 2 and 3 (:class:`hw.accumulator.Accumulator`).
     probe : bool
         Add the ``probe`` output (membranes and tracers of each fired word) for testbenches.
     src_loc_at : int
@@ -134,6 +136,7 @@ class LayerCore(wiring.Component):
         lanes: int,
         storage: Storage | str | None = None,
         pipeline: int = 1,
+        weight_bank_depth: int = WEIGHT_BANK_DEPTH,
         probe: bool = False,
         src_loc_at: int = 0,
     ) -> None:
@@ -150,6 +153,15 @@ class LayerCore(wiring.Component):
         self._layer, self._analog, self._probe = layer, analog, probe
         self._input_bounds = bounds
         self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
+        if (
+            not isinstance(weight_bank_depth, int)
+            or weight_bank_depth < 2
+            or weight_bank_depth & (weight_bank_depth - 1)
+        ):
+            raise ValueError(
+                f"weight_bank_depth must be a power of two ≥ 2, not {weight_bank_depth!r}"
+            )
+        self._weight_bank_depth = weight_bank_depth
         self._widths = layer.widths(*bounds, analog=analog)
         self._storage = check_storage(storage, self._timing.words)
         self._formats = layer_formats(layer, self._widths, analog=analog)
@@ -293,6 +305,7 @@ class LayerCore(wiring.Component):
             index_width=fmt.index_width,
             value_width=fmt.value_width,
             pipeline=self.pipeline,
+            bank_depth=self._weight_bank_depth,
         )
         m.submodules.neurons = neurons = NeuronArray(
             layer=layer,

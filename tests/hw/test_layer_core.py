@@ -124,12 +124,20 @@ def test_no_port_aliased_to_itself() -> None:
 
 
 def run_core(
-    net: Network, x: np.ndarray, k: int, lanes: int, *, storage=None, seed=None, pipeline=1
+    net: Network,
+    x: np.ndarray,
+    k: int,
+    lanes: int,
+    *,
+    storage=None,
+    seed=None,
+    pipeline=1,
+    **kwargs,
 ):
     """Drive layer ``k`` with its golden input; return output beats as (cycle, payload) and the
     expected payloads and model cycles. ``seed`` adds random idle input and output stalls."""
     trace = simulate(net, x, record_state=True)
-    core = LayerCore.for_network(net, k, lanes=lanes, storage=storage, pipeline=pipeline)
+    core = LayerCore.for_network(net, k, lanes=lanes, storage=storage, pipeline=pipeline, **kwargs)
     ins, outs = events.input_steps(net, x, trace, k), events.output_steps(trace, k)
     words = [w for inf in ins for s in inf for w in s.words(core.input_format)]
     expected = [w for inf in outs for s in inf for w in s.words(core.output_format)]
@@ -179,6 +187,27 @@ def test_core_matches_golden_and_cycle_model(
     fmt = core.output_format
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
     assert [c for c, _ in got] == cycles
+
+
+@pytest.mark.parametrize(("name", "k", "lanes"), [("analog", 0, 1), ("analog", 1, 2)])
+@pytest.mark.parametrize("pipeline", [2, 3])
+def test_banked_weight_memory(name: str, k: int, lanes: int, pipeline: int) -> None:
+    """Weights split into banks of 8 words (several banks, the last one partial): same output,
+    same cycles as the model."""
+    net, x = network(name)
+    got, expected, cycles, core = run_core(net, x, k, lanes, pipeline=pipeline, weight_bank_depth=8)
+    depth = core.layer.n_in * core.words
+    assert depth > 2 * 8 and depth % 8 != 0  # three banks or more, the last one partial
+    fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+    assert [c for c, _ in got] == cycles
+
+
+def test_weight_bank_depth_validation() -> None:
+    net, _ = network("analog")
+    for bad in (0, 1, 6, 8.0):
+        with pytest.raises(ValueError, match="weight_bank_depth must be a power of two ≥ 2"):
+            LayerCore.for_network(net, 0, lanes=2, weight_bank_depth=bad)
 
 
 @pytest.mark.parametrize(("name", "k", "lanes"), [("analog", 0, 4), ("saturating", 1, 1)])
