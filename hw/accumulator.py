@@ -178,8 +178,11 @@ class Accumulator(wiring.Component):
                 word = Signal(shape, name=f"bank_word{b}", reset_less=True)
                 m.d.sync += word.eq(rp.data)
                 bank_words.append(word)
+            # (padded to a power of two with the last bank: no out-of-range constant, which
+            # Yosys would turn into a reset of the register that follows)
+            pad = (1 << (banks - 1).bit_length()) - banks
             weight_word = Signal(shape, name="weight_word")
-            m.d.comb += weight_word.eq(Array(bank_words)[select[1]])
+            m.d.comb += weight_word.eq(Array(bank_words + bank_words[-1:] * pad)[select[1]])
         else:
             m.submodules.weights = mem = memory.Memory(shape=shape, depth=len(rows), init=rows)
             rp = mem.read_port()

@@ -15,9 +15,10 @@ block — and:
 
 * block RAM output: its ``DI`` is a ``DO`` bit of the RAM and nothing else reads that bit; all
   read ``DO`` bits of the RAM must qualify, or the RAM is left alone;
-* multiplier input: every ``A`` (or ``B``) bit is the ``Q`` of such a flip-flop (constants
-  allowed); the multiplier then reads the flip-flops' ``DI`` through its input register, and a
-  flip-flop nobody else reads is removed;
+* multiplier inputs: every ``A`` and every ``B`` bit is the ``Q`` of such a flip-flop (constants
+  allowed) — both operands or neither, since nextpnr times a multiplier with one registered
+  input as unregistered; the multiplier then reads the flip-flops' ``DI`` through its input
+  registers, and a flip-flop nobody else reads is removed;
 * multiplier output: every read ``P`` bit feeds only the ``DI`` of such a flip-flop.
 """
 
@@ -106,9 +107,12 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
         elif cell["type"] == "MULT18X18D":
             par = cell["parameters"]
             clock = None
+            # both operands from plain registers on one clock, or neither (nextpnr times a
+            # multiplier with one registered input as if neither were)
+            operands = {}
             for operand in ("A", "B"):
                 if par.get(f"REG_INPUT{operand}_CLK", "NONE") != "NONE":
-                    continue
+                    break
                 bits = [conn[f"{operand}{k}"][0] for k in range(18)]
                 ffs = {}
                 for bit in bits:
@@ -119,10 +123,15 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                         break
                     ffs[bit] = src[0]
                 else:
-                    ff_clocks = {cells[f]["connections"]["CLK"][0] for f in ffs.values()}
-                    if len(ff_clocks) != 1 or (clock is not None and ff_clocks != {clock}):
-                        continue
-                    clock = ff_clocks.pop()
+                    operands[operand] = (bits, ffs)
+            ff_clocks = {
+                cells[f]["connections"]["CLK"][0]
+                for _, ffs in operands.values()
+                for f in ffs.values()
+            }
+            if len(operands) == 2 and len(ff_clocks) == 1:
+                clock = ff_clocks.pop()
+                for operand, (bits, ffs) in operands.items():
                     for k, bit in enumerate(bits):
                         if not isinstance(bit, str):
                             conn[f"{operand}{k}"] = cells[ffs[bit]]["connections"]["DI"]

@@ -148,6 +148,22 @@ def test_multiplier_takes_input_and_output_registers():
     assert "a" in cells and "b" not in cells and "p" not in cells  # a is still read by a LUT
 
 
+def test_multiplier_inputs_are_registered_both_or_neither():
+    # B comes from logic: A must not be registered either (nextpnr would time neither)
+    cells = {
+        "a": _ff(50, 40),
+        "lut": _lut([51], 41),
+        "mul": _mult([40], [41], [60]),
+        "p": _ff(60, 70),
+    }
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert report.dsp_inputs == 0 and report.dsp_outputs == 1
+    mul = net["modules"]["top"]["cells"]["mul"]
+    assert mul["parameters"].get("REG_INPUTA_CLK", "NONE") == "NONE"
+    assert mul["connections"]["A0"] == [40] and "a" in net["modules"]["top"]["cells"]
+
+
 def test_multiplier_output_stays_when_logic_reads_the_product():
     cells = {
         "a": _ff(50, 40),
