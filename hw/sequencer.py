@@ -1,6 +1,6 @@
 """Sequencer of a layer core: turns the input event stream into word operations.
 
-It holds the input in a one-beat register (:class:`StreamRegister`, so ``i.ready`` depends on
+It holds the input in a one-beat register (so that ``i.ready`` depends on
 registers only, never combinationally on ``i.valid`` or the payload) and issues one word
 operation per cycle:
 
@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from hw.cycle_model import LayerTiming
 from hw.layouts import Op, event_layout, op_layout
 
-__all__ = ["Sequencer", "StepStatus", "StreamRegister"]
+__all__ = ["Sequencer", "StepStatus"]
 
 
 class StepStatus(wiring.Signature):
@@ -46,38 +46,6 @@ class StepStatus(wiring.Signature):
 
     def __init__(self) -> None:
         super().__init__({"swept": Out(1), "swept_busy": Out(1), "sent": Out(1)})
-
-
-class StreamRegister(wiring.Component):
-    """One-beat register on a stream, so that ``i.ready`` depends on registers only.
-
-    ``i.ready = ~o.valid | o.ready``: a beat is taken when the register is empty or is being
-    emptied in the same cycle. Latency 1, throughput one beat per cycle (no bubbles). With a
-    receiver whose ``o.ready`` depends on registers only (as the sequencer's), ``i.ready`` never
-    depends combinationally on ``i.valid`` or ``i.payload``.
-
-    Parameters
-    ----------
-    shape : shape-castable
-        Payload shape.
-
-    Members
-    -------
-    i : In(stream.Signature(shape))
-    o : Out(stream.Signature(shape))
-    """
-
-    def __init__(self, shape) -> None:
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        return m
 
 
 class Sequencer(wiring.Component):
@@ -142,7 +110,8 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         last = self.words - 1
-        # the input register (as StreamRegister), with the kind of its beat as flags
+        # the input register: i.ready = ~valid | consume (a beat is taken when the register is
+        # empty or emptied in the same cycle), with the kind of its beat as flags
         buf = Signal(self.i.payload.shape(), name="buf")
         buf_valid = Signal(name="buf_valid")
         buf_event = Signal(name="buf_event")  # holds an event
