@@ -360,11 +360,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bad = [s for s in storages if s not in (None, "registers", "memory")]
     if bad:
         raise CliError(f"--storage values are auto, registers, memory; not {bad[0]!r}")
-    texts = _parse_list(args.pipeline, "--pipeline")
-    bad = [v for v in texts if not v.isdigit() or int(v) not in PIPELINES]
-    if bad:
-        raise CliError(f"--pipeline values are {_PIPELINE_LIST}; not {bad[0]!r}")
-    pipelines = [int(v) for v in texts]
+    pipelines = [_parse_pipeline(v) for v in _parse_list(args.pipeline, "--pipeline")]
     points = [
         DesignPoint(lanes=p, storage=s, pipeline=d)
         for p in lanes

@@ -32,9 +32,9 @@ def test_report_missing_inputs(files, capsys):  # noqa: F811
         (["--lanes", "x"], "--lanes must be a comma-separated list of integers"),
         (
             ["--pipeline", f"1,{BAD_PIPELINE}"],
-            f"--pipeline values are {VALID_PIPELINES}; not '{BAD_PIPELINE}'",
+            f"--pipeline must be one of {VALID_PIPELINES}, not '{BAD_PIPELINE}'",
         ),
-        (["--pipeline", "1,-1"], f"--pipeline values are {VALID_PIPELINES}; not '-1'"),
+        (["--pipeline", "1,-1"], f"--pipeline must be one of {VALID_PIPELINES}, not '-1'"),
         (["--pipeline", ","], "--pipeline must be a comma-separated list"),
     ],
 )
