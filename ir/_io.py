@@ -1,19 +1,63 @@
-"""Atomic, pickle-free ``.npz`` files holding JSON metadata and integer arrays."""
+"""Atomic, pickle-free ``.npz`` files holding JSON metadata and integer arrays, and atomic writes.
+
+:func:`atomic_write` is the one way the project writes a file: a temporary file beside the
+target (so the rename is atomic on one file system), mode ``0666 & ~umask`` like any file the
+user creates, renamed over the target only after it is complete; on any error or interrupt the
+temporary file is removed and the target is untouched.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from ir.errors import FormatError
 
 META_KEY = "__meta__"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it to ``path`` when the block ends cleanly.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0666 & ~umask``),
+    not ``mkstemp``'s ``0600``. On an exception (``KeyboardInterrupt`` included) the temporary
+    file is removed and ``path`` keeps its old content.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def write_npz(path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -23,15 +67,8 @@ def write_npz(path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, n
         raise ValueError(f"array name {META_KEY!r} is reserved")
     payload = {META_KEY: np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)}
     payload.update(arrays)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **payload)
 
 
 def read_npz(path: str | os.PathLike, *, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
