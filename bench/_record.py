@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ir._io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent.parent / "build" / "bench"
 
@@ -24,8 +25,5 @@ def record(name: str, results: dict[str, Any]) -> Path:
         **results,
     }
     path = OUT / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=OUT, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2))
     return path

@@ -36,6 +36,7 @@ re-initialisation ``W + 3`` cycles.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,15 @@ import numpy as np
 
 from hw.events import Step
 
-__all__ = ["PIPELINES", "InferenceSchedule", "LayerTiming", "StepSchedule", "schedule", "summary"]
+__all__ = [
+    "PIPELINES",
+    "InferenceSchedule",
+    "LayerTiming",
+    "StepSchedule",
+    "resolve_lanes",
+    "schedule",
+    "summary",
+]
 
 
 def _is_int(value: Any) -> bool:
@@ -308,3 +317,35 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> dict[str, fl
         "fed_step_utilization": acc / max(1, phase + len(fed) * slots) * occ,
         "utilization": acc / max(1, total) * occ,
     }
+
+
+def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
+    """Lanes per layer of ``network``, validated before anything is built.
+
+    One integer ``P`` applies to every layer, capped at each layer's neuron count (a layer of
+    10 neurons runs ``P = 16`` as 10 lanes: the same one word, fewer wasted lanes); it must not
+    exceed the widest layer. One value per layer must lie in ``1 … n_out`` of its layer.
+    """
+    if isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
+    widest = max(layer.n_out for layer in network.layers)
+    if isinstance(lanes, int):
+        if not 1 <= lanes <= widest:
+            raise ValueError(
+                f"lanes must lie in 1..{widest} (the widest layer's neuron count), not {lanes}"
+            )
+        return tuple(min(lanes, layer.n_out) for layer in network.layers)
+    lanes = tuple(lanes)
+    if len(lanes) != network.depth:
+        raise ValueError(
+            f"lanes must hold {network.depth} values (one per layer), not {len(lanes)}"
+        )
+    for k, (p, layer) in enumerate(zip(lanes, network.layers, strict=True)):
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise ValueError(f"lanes[{k}] must be a positive integer, not {p!r}")
+        if not 1 <= p <= layer.n_out:
+            raise ValueError(
+                f"lanes[{k}] of layer {network.layer_name(k)} must lie in 1..{layer.n_out} "
+                f"(its neuron count), not {p}"
+            )
+    return tuple(int(p) for p in lanes)

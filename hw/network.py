@@ -40,32 +40,16 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cycle_model import LayerTiming
+from hw.cycle_model import LayerTiming, resolve_lanes
 from hw.events import EventFormat
 from hw.layer_core import LayerCore, event_layout
 from ir.network import Network
 
-__all__ = ["COUNTERS", "NetworkCore", "probe_layout"]
+__all__ = ["COUNTERS", "NetworkCore", "probe_layout", "resolve_lanes"]
 
 #: Per-layer counters, in the order of the ``counters`` port.
 COUNTERS = ("events", "spikes", "steps", "stalls")
 COUNTER_WIDTH = 32
-
-
-def _lanes(network: Network, lanes: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
-    if isinstance(lanes, int):
-        lanes = (lanes,) * network.depth
-    lanes = tuple(lanes)
-    if len(lanes) != network.depth:
-        raise ValueError(
-            f"lanes must hold {network.depth} values (one per layer), not {len(lanes)}"
-        )
-    for k, p in enumerate(lanes):
-        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
-            raise ValueError(f"lanes[{k}] must be a positive integer, not {p!r}")
-    return lanes
 
 
 def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
@@ -137,7 +121,7 @@ class NetworkCore(wiring.Component):
         ):
             raise ValueError(f"fifo_depth must be a positive integer, not {fifo_depth!r}")
         self._network = network
-        self._lanes = _lanes(network, lanes)
+        self._lanes = resolve_lanes(network, lanes)
         self._fifo_depth = fifo_depth
         self._probe = bool(probe)
         LayerTiming(n_out=1, lanes=1, pipeline=pipeline)  # its error names the valid depths

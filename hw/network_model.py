@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.cycle_model import InferenceSchedule, LayerTiming, schedule
+from hw.cycle_model import InferenceSchedule, LayerTiming, resolve_lanes, schedule
 from hw.events import input_steps, output_steps
 from ir import Network, Trace
 
@@ -108,7 +108,7 @@ def network_schedule(
     ``lanes`` and ``pipeline`` are those of the :class:`hw.network.NetworkCore`; ``fifo_depths``
     its :meth:`~hw.network.NetworkCore.fifo_depths` (default ``n_out + 2`` per producing layer).
     """
-    lanes = (lanes,) * network.depth if isinstance(lanes, int) else tuple(lanes)
+    lanes = resolve_lanes(network, lanes)
     if fifo_depths is None:
         fifo_depths = tuple(layer.n_out + 2 for layer in network.layers[:-1])
     layers, arrivals, peaks = [], None, []

@@ -1,36 +1,47 @@
 """``spikezip`` command line: golden traces, comparisons, network facts and the digits model.
 
-Every user error (missing or corrupt file, wrong shape, digest mismatch) is one line on stderr and
-exit code 2; ``compare`` exits 1 on a divergence. Set ``SPIKEZIP_DEBUG=1`` for tracebacks.
-Heavy packages (torch, amaranth, cocotb) are imported only by the commands that need them.
+What it guarantees, whatever the input:
+
+* every failure is **one line** on stderr (``spikezip: error: …`` naming the option or field and
+  the path as typed) and exit code 2; ``compare`` exits 1 on a divergence; an interrupt (Ctrl-C,
+  SIGTERM) prints ``spikezip: interrupted`` and exits 130, leaving no temporary files;
+* options and paths are checked before any work starts (an output that is an input, or a device,
+  or in a missing directory, is refused up front);
+* every output file is written atomically with the user's umask;
+* concurrent runs on one build folder are safe (:mod:`sim.network`).
+
+``SPIKEZIP_DEBUG=1`` (or ``true``/``yes``/``on``) shows tracebacks instead. Heavy packages
+(torch, amaranth, cocotb) are imported only by the commands that need them.
 """
 
 from __future__ import annotations
 
 import argparse
+import keyword
 import os
+import re
+import signal
 import sys
+import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from hw.cycle_model import PIPELINES
+from hw.cycle_model import PIPELINES, resolve_lanes
 from ir import FormatError, Network, Trace
+from ir._io import atomic_write
 from ir.compare import TraceMismatchError, first_divergence
 from ir.transformer import VisionTransformer, load_network
+from spikezip.paths import CliError, input_file, output_dir, output_file
 
-EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def load_inputs(path: str | os.PathLike) -> np.ndarray:
+def load_inputs(path: str | os.PathLike, what: str = "INPUTS") -> np.ndarray:
     """Inputs from ``.npy`` or ``.npz`` (a single array, or the array named ``inputs``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CliError(f"{path}: no such file")
+    path = input_file(path, what)
     try:
         with open(path, "rb") as f:
             data = np.load(f, allow_pickle=False)
@@ -41,41 +52,151 @@ def load_inputs(path: str | os.PathLike) -> np.ndarray:
                     if len(data.files) == 1:
                         return data[data.files[0]]
                     raise CliError(
-                        f"{path}: holds arrays {data.files}; name the input array 'inputs'"
+                        f"{what} {path}: holds arrays {data.files}; name the input array 'inputs'"
                     )
             return data
-    except (OSError, ValueError, EOFError) as e:
-        raise CliError(f"{path}: not a .npy/.npz array file ({e})") from None
-
-
-def _save_inputs(path: Path, arr: np.ndarray) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except CliError:
         raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as e:
+        raise CliError(f"{what} {path}: not a .npy/.npz array file ({e})") from None
+
+
+def _save_array(path: Path, arr: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, arr)
+
+
+# -- option converters (argparse ``type=``): each error names the option ----------------------
+
+
+def _converter(convert: Callable[[str], object], expected: str) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        try:
+            return convert(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"must be {expected}, not {text!r}") from None
+
+    parse.__name__ = expected  # argparse names the type in some messages
+    return parse
+
+
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], object]:
+    def convert(text: str) -> int:
+        value = int(text.strip())
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError
+        return value
+
+    span = f"an integer ≥ {lo}" if hi is None else f"an integer in {lo}..{hi}"
+    return _converter(convert, span)
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:  # also rejects nan
+        raise ValueError
+    return value
+
+
+MAX_LANES = 1 << 16
+"""Largest lane count the parser accepts; each layer then bounds it by its neuron count."""
+
+
+def _lanes_list(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(","))
+    if not values or any(not 1 <= v <= MAX_LANES for v in values):
+        raise ValueError
+    return values
+
+
+def _pipeline(text: str) -> int:
+    value = int(text)
+    if value not in PIPELINES:
+        raise ValueError
+    return value
+
+
+_VERILOG_KEYWORDS = frozenset(
+    "always and assign automatic begin buf case casex casez cell config deassign default "
+    "defparam design disable edge else end endcase endconfig endfunction endgenerate endmodule "
+    "endprimitive endspecify endtable endtask event for force forever fork function generate "
+    "genvar if ifnone initial inout input instance integer join large liblist library localparam "
+    "macromodule medium module nand negedge nmos nor not or output parameter posedge primitive "
+    "pull0 pull1 pulldown pullup real realtime reg release repeat scalared signed small specify "
+    "specparam strong0 strong1 supply0 supply1 table task time tran tri tri0 tri1 triand trior "
+    "trireg unsigned use vectored wait wand weak0 weak1 while wire wor xnor xor logic bit int "
+    "byte shortint longint".split()
+)
+
+
+def _module_name(text: str) -> str:
+    if (
+        not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", text)
+        or text in _VERILOG_KEYWORDS
+        or keyword.iskeyword(text)
+    ):
+        raise ValueError
+    return text
+
+
+_PIPELINE_LIST = ", ".join(map(str, PIPELINES))
+POSITIVE = _int_in(1)
+LANES = _converter(_lanes_list, f"P or P0,P1,… with each value in 1..{MAX_LANES}")
+PIPELINE = _converter(_pipeline, f"one of {_PIPELINE_LIST}")
+PROBABILITY = _converter(_probability, "a probability in (0, 1]")
+SEED = _int_in(0, (1 << 32) - 1)
+JOBS = _int_in(1, 256)
+MODULE = _converter(
+    _module_name, "a Verilog identifier (letters, digits, _; not a keyword, ≤ 128 characters)"
+)
+
+
+def _lanes_of(network: Network, lanes: tuple[int, ...]) -> tuple[int, ...]:
+    """``--lanes`` resolved per layer (:func:`hw.cycle_model.resolve_lanes`), or a CliError."""
+    try:
+        return resolve_lanes(network, lanes[0] if len(lanes) == 1 else lanes)
+    except (TypeError, ValueError) as e:
+        raise CliError(f"--lanes {','.join(map(str, lanes))}: {e}") from None
+
+
+def _network(path: str, what: str = "NETWORK") -> Network | VisionTransformer:
+    input_file(path, what)
+    return load_network(path)
+
+
+def _fc_network(path: str) -> Network:
+    network = _network(path)
+    if not isinstance(network, Network):
+        raise CliError(
+            f"{path}: {type(network).__name__} has no RTL generator yet (fully-connected ST-BIF "
+            "networks only)"
+        )
+    return network
+
+
+def _checked_inputs(network, path: str, what: str = "INPUTS") -> np.ndarray:
+    try:
+        return network.check_inputs(load_inputs(path, what))
+    except (ValueError, TypeError) as e:
+        raise CliError(f"{what} {path}: {e}") from None
+
+
+# -- commands ------------------------------------------------------------------------------
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    sources = [("NETWORK", input_file(args.network, "NETWORK")), ("INPUTS", Path(args.inputs))]
+    output_file(args.output, "-o", sources)
+    network = _network(args.network)
     from sw.reference import StepCapWarning
 
-    network = load_network(args.network)  # either kind: dispatch on the file's metadata kind
     if isinstance(network, VisionTransformer):
         from sw.vit_energy import count_ops
         from sw.vit_reference import simulate
     else:
         from sw.energy import count_ops
         from sw.reference import simulate
-    inputs = load_inputs(args.inputs)
-    try:
-        x = network.check_inputs(inputs)
-    except (ValueError, TypeError) as e:
-        raise CliError(f"{args.inputs}: {e}") from None
+    x = _checked_inputs(network, args.inputs)
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
@@ -94,9 +215,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    input_file(args.golden, "GOLDEN")
+    input_file(args.actual, "ACTUAL")
     golden, actual = Trace.load(args.golden), Trace.load(args.actual)
     if args.network is not None:
-        digest = load_network(args.network).digest()
+        digest = _network(args.network, "--network").digest()
         for name, tr in ((args.golden, golden), (args.actual, actual)):
             if tr.network_digest != digest:
                 raise CliError(f"{name}: trace is of another network (digest mismatch)")
@@ -115,7 +238,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    network = Network.load(args.network)
+    network = _network(args.network)
+    if not isinstance(network, Network):
+        raise CliError(f"{args.network}: info shows fully-connected networks only (a ViT file)")
     print(f"network {network.name or '(unnamed)'}  digest {network.digest()}")
     print(
         f"inputs {network.n_inputs} ({network.encoding.value}, bounds {network.input_bounds}), "
@@ -134,18 +259,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DIGITS_FILES = ("digits.npz", "digits_inputs.npy", "digits_labels.npy")
+
+
 def cmd_digits(args: argparse.Namespace) -> int:
+    out = output_dir(args.output, "-o", DIGITS_FILES)
     from sw import digits, qann
     from sw.convert import to_network
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     model = qann.load_or_train(qann.QannConfig())
     network = to_network(model, name="digits")
     data = digits.load()
+    out.mkdir(parents=True, exist_ok=True)
     network.save(out / "digits.npz")
-    _save_inputs(out / "digits_inputs.npy", data.x_test)
-    _save_inputs(out / "digits_labels.npy", data.y_test)
+    _save_array(out / "digits_inputs.npy", data.x_test)
+    _save_array(out / "digits_labels.npy", data.y_test)
     print(
         f"wrote {out}/digits.npz ({network.depth} layers, digest {network.digest()[:12]}), "
         f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
@@ -153,45 +281,16 @@ def cmd_digits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_lanes(text: str) -> int | tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise CliError(
-            f"--lanes must be an integer or a comma-separated list, not {text!r}"
-        ) from None
-    if any(v < 1 for v in values):
-        raise CliError(f"--lanes values must be positive integers, not {text!r}")
-    return values[0] if len(values) == 1 else values
-
-
-def _parse_pipeline(text: str) -> int:
-    """``--pipeline`` of generate / simulate / report: one of :data:`hw.cycle_model.PIPELINES`."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value not in PIPELINES:
-        raise CliError(f"--pipeline must be one of {_PIPELINE_LIST}, not {text!r}")
-    return value
-
-
-def _fc_network(path: str) -> Network:
-    network = load_network(path)
-    if not isinstance(network, Network):
-        raise CliError(
-            f"{path}: {type(network).__name__} has no RTL generator yet (fully-connected ST-BIF "
-            "networks only)"
-        )
-    return network
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
+    source = input_file(args.network, "NETWORK")
+    network = _fc_network(args.network)
+    lanes = _lanes_of(network, args.lanes)
+    writes = [f"{args.top}.v", "manifest.json"] + [
+        f"layer{k}.weights.hex" for k in range(network.depth)
+    ]
+    output_dir(args.output, "-o", writes, [("NETWORK", source)])
     from hw.generate import write_design
 
-    network = _fc_network(args.network)
-    lanes = _parse_lanes(args.lanes)
-    pipeline = _parse_pipeline(args.pipeline)
     try:
         manifest = write_design(
             network,
@@ -199,7 +298,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             lanes=lanes,
             toplevel=args.top,
             backend=args.backend,
-            pipeline=pipeline,
+            pipeline=args.pipeline,
         )
     except (ValueError, TypeError) as e:
         raise CliError(str(e)) from None
@@ -212,16 +311,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from sim.network import simulate
+def _build_dir(path: str, sources: list[tuple[str, Path]]) -> None:
+    output_dir(path, "--build-dir", (), sources)
 
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    sources = [("NETWORK", input_file(args.network, "NETWORK"))]
+    sources.append(("INPUTS", input_file(args.inputs, "INPUTS")))
+    output_file(args.output, "-o", sources)
+    _build_dir(args.build_dir, sources)
     network = _fc_network(args.network)
-    try:
-        x = network.check_inputs(load_inputs(args.inputs))
-    except (ValueError, TypeError) as e:
-        raise CliError(f"{args.inputs}: {e}") from None
-    lanes = _parse_lanes(args.lanes)
-    pipeline = _parse_pipeline(args.pipeline)
+    x = _checked_inputs(network, args.inputs)
+    lanes = _lanes_of(network, args.lanes)
+    from sim.network import simulate
+    from sim.runner import BuildError, SimulationError
+
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -230,9 +334,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     def progress(done: int) -> None:
         if bar is not None:
-            bar.update(done - bar.n)
-
-    from sim.runner import SimulationError
+            bar.update(min(done, len(x)) - bar.n)
 
     try:
         run = simulate(
@@ -240,7 +342,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             x,
             sim=args.sim,
             lanes=lanes,
-            pipeline=pipeline,
+            pipeline=args.pipeline,
             root=args.build_dir,
             waves=args.waves,
             valid=args.valid,
@@ -248,10 +350,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_progress=progress,
         )
-    except SimulationError as e:
+    except (SimulationError, BuildError) as e:
         raise CliError(str(e).splitlines()[0]) from None
-    except ValueError as e:
-        raise CliError(str(e)) from None
+    except (ValueError, RuntimeError) as e:
+        raise CliError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     finally:
         if bar is not None:
             bar.close()
@@ -277,20 +379,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_inputs(args: argparse.Namespace, network: Network) -> np.ndarray:
+def _report_sources(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    sources = [("NETWORK", input_file(args.network, "NETWORK"))]
     path = args.inputs
     if path is None:
         guess = Path(args.network).with_name(Path(args.network).stem + "_inputs.npy")
         if not guess.is_file():
             raise CliError(f"--inputs is needed (no {guess} next to the network)")
-        path = guess
-    try:
-        x = network.check_inputs(load_inputs(path))
-    except (ValueError, TypeError) as e:
-        raise CliError(f"{path}: {e}") from None
-    if args.samples < 1:
-        raise CliError(f"--samples must be a positive integer, not {args.samples}")
-    return x[: args.samples]
+        path = str(guess)
+    args.inputs = path
+    sources.append(("--inputs", input_file(path, "--inputs")))
+    return sources
+
+
+def _report_inputs(args: argparse.Namespace, network: Network) -> np.ndarray:
+    return _checked_inputs(network, args.inputs, "--inputs")[: args.samples]
 
 
 def _tools_check(target: str) -> None:
@@ -303,28 +406,29 @@ def _tools_check(target: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    sources = _report_sources(args)
+    output_dir(args.output, "-o", ("report.json", "report.md"), sources)
+    network = _fc_network(args.network)
+    x = _report_inputs(args, network)
+    lanes = _lanes_of(network, args.lanes)
+    _tools_check(args.target)
     from hw.synth import ToolError
     from spikezip.report import DesignPoint, evaluate, table, write_report
 
-    network = _fc_network(args.network)
-    x = _report_inputs(args, network)
-    lanes = _parse_lanes(args.lanes)
-    pipeline = _parse_pipeline(args.pipeline)
-    _tools_check(args.target)
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
     print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
+    given = args.lanes[0] if len(args.lanes) == 1 else lanes  # one P: labelled P=<P>
+    point = DesignPoint(lanes=given, storage=args.storage, pipeline=args.pipeline)
     try:
         result = evaluate(
             network,
             x,
-            DesignPoint(lanes=lanes, storage=args.storage, pipeline=pipeline),
+            point,
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
         )
-    except ToolError as e:
-        raise CliError(str(e)) from None
-    except ValueError as e:
+    except (ToolError, ValueError) as e:
         raise CliError(str(e)) from None
     print(table(result))
     js, md = write_report(result, args.output)
@@ -339,34 +443,46 @@ def _parse_list(text: str, name: str) -> list[str]:
     return values
 
 
+STORAGES = ("registers", "memory")
+SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import json
-
-    from hw.synth import ToolError
-    from spikezip.report import DesignPoint, luts, plot_sweep, sweep
-
+    sources = _report_sources(args)
+    output_dir(args.output, "-o", SWEEP_FILES, sources)
     network = _fc_network(args.network)
     x = _report_inputs(args, network)
     _tools_check(args.target)
-    try:
-        lanes = [int(v) for v in _parse_list(args.lanes, "--lanes")]
-    except ValueError:
-        raise CliError(
-            f"--lanes must be a comma-separated list of integers, not {args.lanes!r}"
-        ) from None
-    if any(p < 1 for p in lanes):
-        raise CliError(f"--lanes values must be positive integers, not {args.lanes!r}")
     storages = [None if s == "auto" else s for s in _parse_list(args.storage, "--storage")]
-    bad = [s for s in storages if s not in (None, "registers", "memory")]
+    bad = [s for s in storages if s not in (None, *STORAGES)]
     if bad:
-        raise CliError(f"--storage values are auto, registers, memory; not {bad[0]!r}")
-    pipelines = [_parse_pipeline(v) for v in _parse_list(args.pipeline, "--pipeline")]
-    points = [
-        DesignPoint(lanes=p, storage=s, pipeline=d)
-        for p in lanes
-        for s in storages
-        for d in pipelines
-    ]
+        raise CliError(f"--storage values are auto, {', '.join(STORAGES)}; not {bad[0]!r}")
+    pipelines = []
+    for v in _parse_list(args.pipeline, "--pipeline"):
+        try:
+            pipelines.append(_pipeline(v))
+        except ValueError:
+            raise CliError(f"--pipeline must be one of {_PIPELINE_LIST}, not {v!r}") from None
+    widest = max(layer.n_out for layer in network.layers)
+    given = args.lanes or (1, 2, 4, 8, 16)
+    if args.lanes and any(p > widest for p in given):
+        print(
+            f"spikezip: warning: --lanes {','.join(map(str, given))}: values above the "
+            f"widest layer's {widest} neurons are run as {widest} (valid: 1..{widest})",
+            file=sys.stderr,
+        )
+    lane_values = list(dict.fromkeys(min(p, widest) for p in given))
+    from hw.synth import ToolError
+    from spikezip.report import DesignPoint, sweep, sweep_table, write_sweep
+
+    points = list(
+        dict.fromkeys(
+            DesignPoint(lanes=p, storage=s, pipeline=d)
+            for p in lane_values
+            for s in storages
+            for d in pipelines
+        )
+    )
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
@@ -380,47 +496,46 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             target=args.target,
             pnr=args.pnr and args.target != "generic",
         )
-    except ToolError as e:
-        raise CliError(str(e)) from None
+    except (ToolError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
     finally:
         bar.close()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    front = plot_sweep(results, out / "sweep.png")
-    lines = [
-        f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'cycles':>9}{'fmax':>8}"
-        f"{'µs':>9}  Pareto"
-    ]
-    for i, r in enumerate(results):
-        t = r["synthesis"][r["target"]]["total"]
-        lat = r["latency"]
-        fmax = r.get("pnr", {}).get("fmax_mhz")
-        lines.append(
-            f"{r['point']['label']:<22}{luts(r):>8}{t['ff']:>7}{t['bram']:>6}{t['dsp']:>5}"
-            f"{lat['latency_cycles_mean']:>9.0f}{fmax or float('nan'):>8.1f}"
-            f"{lat.get('us_mean', float('nan')):>9.2f}  {'*' if i in front else ''}"
-        )
-    text = "\n".join(lines)
-    print(text)
-    (out / "sweep.json").write_text(
-        json.dumps({"results": results, "pareto": front}, indent=2) + "\n"
-    )
-    (out / "sweep.md").write_text("# Design-space sweep\n\n```\n" + text + "\n```\n")
-    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
+    print(sweep_table(results))
+    written = write_sweep(results, args.output)
+    print(f"wrote {', '.join(map(str, written))}")
     return EXIT_OK
 
 
-_PIPELINE_LIST = ", ".join(map(str, PIPELINES))
-_PIPELINE_METAVAR = "{" + ",".join(map(str, PIPELINES)) + "}"
+PIPELINE_METAVAR = "{" + ",".join(map(str, PIPELINES)) + "}"
 PIPELINE_HELP = (
     f"pipeline depth of the layer cores, one of {_PIPELINE_LIST} (default 1); deeper: higher "
     "fmax, more cycles of latency"
 )
+LANES_HELP = (
+    "lanes per layer: P (capped at each layer's neuron count) or P0,P1,… (one per layer, "
+    "each at most its layer's neuron count)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``spikezip simulate: error: argument --sim: …``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        # "argument --lanes: must be …" reads as "--lanes must be …"
+        message = re.sub(r"^argument ([^:]+): (must|invalid)", r"\1 \2", message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _design_options(p: argparse.ArgumentParser, *, lanes_default: str = "8") -> None:
+    p.add_argument("--lanes", default=LANES(lanes_default), type=LANES, help=LANES_HELP)
+    p.add_argument(
+        "--pipeline", default=1, type=PIPELINE, metavar=PIPELINE_METAVAR, help=PIPELINE_HELP
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikezip", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="spikezip", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="golden trace of NETWORK on INPUTS (integer reference)")
     t.add_argument(
@@ -428,7 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("inputs", help="inputs .npy/.npz: analog [batch, n] or spike [batch, steps, n]")
     t.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
-    t.add_argument("--max-steps", type=int, default=None, help="step cap (default: proven bound)")
+    t.add_argument(
+        "--max-steps", type=POSITIVE, default=None, help="step cap (default: proven bound)"
+    )
     t.add_argument("--state", action="store_true", help="also record membranes and tracers")
     t.set_defaults(func=cmd_trace)
 
@@ -445,13 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("digits", help="train (or load cached) the digits QANN and convert it")
     d.add_argument("-o", "--output", default="out", help="directory to write into")
     d.set_defaults(func=cmd_digits)
+
     g = sub.add_parser("generate", help="Verilog, weight images and manifest of NETWORK")
     g.add_argument("network")
     g.add_argument("-o", "--output", required=True, help="directory to write into")
-    g.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,… (default 8)")
-    g.add_argument("--top", default="spikezip_net", help="top module name")
+    _design_options(g)
+    g.add_argument("--top", default="spikezip_net", type=MODULE, help="top module name")
     g.add_argument("--backend", default="proc", choices=("proc", "amaranth"))
-    g.add_argument("--pipeline", default="1", metavar=_PIPELINE_METAVAR, help=PIPELINE_HELP)
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("simulate", help="run NETWORK's RTL on INPUTS in cocotb; write its trace")
@@ -459,13 +576,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs")
     s.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     s.add_argument("-o", "--output", required=True, help="hardware trace to write (.npz)")
-    s.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,… (default 8)")
-    s.add_argument("--pipeline", default="1", metavar=_PIPELINE_METAVAR, help=PIPELINE_HELP)
+    _design_options(s)
     s.add_argument("--build-dir", default="build/designs", help="where designs are built")
     s.add_argument("--waves", action="store_true", help="dump waveforms (FST, or VCD)")
-    s.add_argument("--valid", type=float, default=1.0, help="input offer probability per cycle")
-    s.add_argument("--ready", type=float, default=1.0, help="output accept probability per cycle")
-    s.add_argument("--seed", type=int, default=None, help="cocotb random seed")
+    s.add_argument(
+        "--valid", type=PROBABILITY, default=1.0, help="input offer probability per cycle"
+    )
+    s.add_argument(
+        "--ready", type=PROBABILITY, default=1.0, help="output accept probability per cycle"
+    )
+    s.add_argument("--seed", type=SEED, default=None, help="cocotb random seed")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
 
@@ -481,17 +601,22 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument(
             "--inputs", help="inputs that set the activity (default: <network>_inputs.npy)"
         )
-        r.add_argument("--samples", type=int, default=50, help="inputs used (default 50)")
+        r.add_argument("--samples", type=POSITIVE, default=50, help="inputs used (default 50)")
         r.add_argument("--target", default="ecp5", choices=("ecp5", "ice40", "generic"))
         r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
         r.add_argument("-o", "--output", default=f"build/{name}", help="directory to write into")
         if name == "report":
-            r.add_argument("--lanes", default="8", help="lanes per layer: P or P0,P1,…")
-            r.add_argument("--storage", default=None, choices=("registers", "memory"))
-            r.add_argument("--pipeline", default="1", metavar=_PIPELINE_METAVAR, help=PIPELINE_HELP)
+            _design_options(r)
+            r.add_argument("--storage", default=None, choices=STORAGES)
             r.set_defaults(func=cmd_report)
         else:
-            r.add_argument("--lanes", default="1,2,4,8,16", help="lane counts to try")
+            r.add_argument(
+                "--lanes",
+                default=None,
+                type=LANES,
+                help="lane counts to try, comma-separated, each applied to every layer "
+                "(default 1,2,4,8,16 up to the widest layer)",
+            )
             r.add_argument(
                 "--storage", default="auto", help="membrane storage: auto,registers,memory"
             )
@@ -500,26 +625,69 @@ def build_parser() -> argparse.ArgumentParser:
                 default="1",
                 help=f"pipeline depths to try, comma-separated from {_PIPELINE_LIST} (default 1)",
             )
-            r.add_argument("-j", "--jobs", type=int, default=None, help="parallel jobs (cores)")
+            r.add_argument("-j", "--jobs", type=JOBS, default=None, help="parallel jobs (cores)")
             r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
             r.set_defaults(func=cmd_sweep)
     return p
 
 
+def debug() -> bool:
+    """``SPIKEZIP_DEBUG`` set to a true value (1, true, yes, on): show tracebacks."""
+    return os.environ.get("SPIKEZIP_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _error(text: str) -> None:
+    line = " ".join(str(text).split()) or "(no message)"
+    print(f"spikezip: error: {line}", file=sys.stderr)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, one line already printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _terminate)  # cleanup as for Ctrl-C
+    except ValueError:  # not the main thread
+        previous = None
     try:
         return args.func(args)
-    except (CliError, FormatError, TraceMismatchError) as e:
-        if os.environ.get("SPIKEZIP_DEBUG"):
+    except KeyboardInterrupt:
+        if debug():
             raise
-        print(f"spikezip: error: {e}", file=sys.stderr)
+        print("spikezip: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CliError, FormatError, TraceMismatchError) as e:
+        if debug():
+            raise
+        _error(e)
         return EXIT_USAGE
     except OSError as e:
-        if os.environ.get("SPIKEZIP_DEBUG"):
+        if debug():
             raise
-        print(f"spikezip: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        _error(f"{e.filename or ''}: {e.strerror or e}" if e.filename else (e.strerror or e))
         return EXIT_USAGE
+    except (MemoryError, RecursionError) as e:
+        if debug():
+            raise
+        _error(f"out of resources ({type(e).__name__}); the input is too large or too deep")
+        return EXIT_USAGE
+    except Exception as e:  # a bug: still one line, with how to see more
+        if debug():
+            raise
+        _error(
+            f"internal error: {type(e).__name__}: {e} (SPIKEZIP_DEBUG=1 shows the traceback; "
+            "please report it)"
+        )
+        return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ir._io import atomic_write, atomic_write_text
+
 
 @dataclass
 class Report:
@@ -131,10 +133,11 @@ def raster(trace, network, path: Path, *, sample: int) -> None:
     axes[0][0].legend(loc="upper right", fontsize=8)
     fig.suptitle(f"spike raster, test image {sample}: {steps} steps")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,17 +213,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(rep.table())
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(
+    atomic_write_text(
+        out / "report.md",
         "# spikezip-hw digits demo\n\n"
         + rep.markdown()
         + "\n"
         + ("\nFAILED: " + "; ".join(rep.failures) + "\n" if rep.failures else "")
         + f"\n![spike raster of test image 0 (label {y[0]})](raster.png)\n\n"
         "Spike raster of test image 0 through all layers: +1 spikes as up-triangles, -1 spikes "
-        "as down-triangles, one row per neuron, one column per time step.\n"
+        "as down-triangles, one row per neuron, one column per time step.\n",
     )
-    tmp.replace(out / "report.md")
     print(
         f"\nwrote {out}/report.md, {out}/raster.png, {out}/digits.npz, {out}/golden.npz"
         + (f", {out}/hw.npz" if args.sim != "none" else "")

@@ -21,8 +21,17 @@ from typing import Any
 import numpy as np
 
 from ir import Network
+from ir._io import atomic_write, atomic_write_text
 
-__all__ = ["DesignPoint", "evaluate", "model_latency", "pareto", "write_report"]
+__all__ = [
+    "DesignPoint",
+    "evaluate",
+    "model_latency",
+    "pareto",
+    "sweep_table",
+    "write_report",
+    "write_sweep",
+]
 
 E_MAC_PJ = 4.6
 
@@ -178,6 +187,12 @@ def _eval_job(args):
     return evaluate(Network.load(path), inputs, point, **kw)
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+
+
 def sweep(
     network_path: str | os.PathLike,
     inputs: np.ndarray,
@@ -187,20 +202,34 @@ def sweep(
     on_done: Callable[[dict], None] | None = None,
     **kw,
 ) -> list[dict[str, Any]]:
-    """:func:`evaluate` every point, in parallel processes (default: one per core)."""
+    """:func:`evaluate` every point, in parallel processes (default: one per core).
+
+    On an interrupt (or any error) the pending points are cancelled and the running workers
+    are terminated before the exception propagates, so no orphan keeps synthesising.
+    """
+    from concurrent.futures import as_completed
+
     jobs = jobs or os.cpu_count() or 1
     results: list[dict | None] = [None] * len(points)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(points))) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_ignore_sigint)
+    try:
         futures = {
             pool.submit(_eval_job, (str(network_path), inputs, p, kw)): i
             for i, p in enumerate(points)
         }
-        from concurrent.futures import as_completed
-
         for fut in as_completed(futures):
             results[futures[fut]] = r = fut.result()
             if on_done is not None:
                 on_done(r)
+    except BaseException:
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.join(5)
+        raise
+    pool.shutdown()
     return [r for r in results if r is not None]
 
 
@@ -269,11 +298,51 @@ def markdown(result: dict) -> str:
 
 
 def write_report(result: dict, directory: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``directory``, each atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    (d / "report.md").write_text(markdown(result))
+    atomic_write_text(d / "report.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(d / "report.md", markdown(result))
     return d / "report.json", d / "report.md"
+
+
+def sweep_table(results: Sequence[dict]) -> str:
+    """The sweep as a terminal table, Pareto points (LUTs vs latency) starred."""
+    front = set(_front(results))
+    lines = [
+        f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'cycles':>9}{'fmax':>8}"
+        f"{'µs':>9}  Pareto"
+    ]
+    for i, r in enumerate(results):
+        t = r["synthesis"][r["target"]]["total"]
+        lat = r["latency"]
+        fmax = r.get("pnr", {}).get("fmax_mhz")
+        lines.append(
+            f"{r['point']['label']:<22}{luts(r):>8}{t['ff']:>7}{t['bram']:>6}{t['dsp']:>5}"
+            f"{lat['latency_cycles_mean']:>9.0f}{fmax or float('nan'):>8.1f}"
+            f"{lat.get('us_mean', float('nan')):>9.2f}  {'*' if i in front else ''}"
+        )
+    return "\n".join(lines)
+
+
+def write_sweep(results: Sequence[dict], directory: str | os.PathLike) -> tuple[Path, ...]:
+    """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``directory``, each atomically."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    front = plot_sweep(results, d / "sweep.png")
+    atomic_write_text(
+        d / "sweep.json", json.dumps({"results": list(results), "pareto": front}, indent=2) + "\n"
+    )
+    atomic_write_text(
+        d / "sweep.md", "# Design-space sweep\n\n```\n" + sweep_table(results) + "\n```\n"
+    )
+    return d / "sweep.json", d / "sweep.md", d / "sweep.png"
+
+
+def _front(results: Sequence[dict]) -> list[int]:
+    use_us = all("us_mean" in r["latency"] for r in results)
+    key = "us_mean" if use_us else "latency_cycles_mean"
+    return pareto([(luts(r), r["latency"][key]) for r in results])
 
 
 def plot_sweep(results: Sequence[dict], path: str | os.PathLike) -> list[int]:
@@ -303,6 +372,9 @@ def plot_sweep(results: Sequence[dict], path: str | os.PathLike) -> list[int]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return front

@@ -6,16 +6,16 @@ different key) is retrained and replaced: it is a cache, never the only copy of 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+
+from ir._io import atomic_write
 
 __all__ = ["cache_dir", "cache_key", "cache_path", "load_or_train"]
 
@@ -86,15 +86,8 @@ def load_or_train(
         "torch": str(torch.__version__),
         "state_dict": model.state_dict(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(blob, f)
+        f.flush()
+        os.fsync(f.fileno())
     return model

@@ -27,9 +27,9 @@ def test_report_missing_inputs(files, capsys):  # noqa: F811
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--lanes", "0"], "--lanes values must be positive"),
+        (["--lanes", "0"], "--lanes must be P or P0,P1,… with each value in 1..65536"),
         (["--storage", "flash"], "--storage values are"),
-        (["--lanes", "x"], "--lanes must be a comma-separated list of integers"),
+        (["--lanes", "x"], "--lanes must be P or P0,P1,…"),
         (
             ["--pipeline", f"1,{BAD_PIPELINE}"],
             f"--pipeline must be one of {VALID_PIPELINES}, not '{BAD_PIPELINE}'",
