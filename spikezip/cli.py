@@ -151,8 +151,15 @@ MODULE = _converter(
 )
 
 
-def _lanes_of(network: Network, lanes: tuple[int, ...]) -> tuple[int, ...]:
+DEFAULT_LANES = 8
+"""``--lanes`` when not given: 8, or the widest layer's neuron count if smaller."""
+
+
+def _lanes_of(network: Network, lanes: tuple[int, ...] | None) -> tuple[int, ...]:
     """``--lanes`` resolved per layer (:func:`hw.cycle_model.resolve_lanes`), or a CliError."""
+    if lanes is None:
+        widest = max(layer.n_out for layer in network.layers)
+        return resolve_lanes(network, min(DEFAULT_LANES, widest))
     try:
         return resolve_lanes(network, lanes[0] if len(lanes) == 1 else lanes)
     except (TypeError, ValueError) as e:
@@ -284,11 +291,11 @@ def cmd_digits(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     source = input_file(args.network, "NETWORK")
     network = _fc_network(args.network)
-    lanes = _lanes_of(network, args.lanes)
     writes = [f"{args.top}.v", "manifest.json"] + [
         f"layer{k}.weights.hex" for k in range(network.depth)
     ]
     output_dir(args.output, "-o", writes, [("NETWORK", source)])
+    lanes = _lanes_of(network, args.lanes)
     from hw.generate import write_design
 
     try:
@@ -417,7 +424,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
     print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
-    given = args.lanes[0] if len(args.lanes) == 1 else lanes  # one P: labelled P=<P>
+    given = args.lanes[0] if args.lanes and len(args.lanes) == 1 else lanes  # labelled P=<P>
     point = DesignPoint(lanes=given, storage=args.storage, pipeline=args.pipeline)
     try:
         result = evaluate(
@@ -526,8 +533,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _design_options(p: argparse.ArgumentParser, *, lanes_default: str = "8") -> None:
-    p.add_argument("--lanes", default=LANES(lanes_default), type=LANES, help=LANES_HELP)
+def _design_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lanes", default=None, type=LANES, help=LANES_HELP + " (default 8)")
     p.add_argument(
         "--pipeline", default=1, type=PIPELINE, metavar=PIPELINE_METAVAR, help=PIPELINE_HELP
     )
