@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ir._io import atomic_write, atomic_write_text
+from spikezip.cli import POSITIVE
+from spikezip.paths import CliError, output_dir
 
 
 @dataclass
@@ -150,11 +152,25 @@ def main(argv: list[str] | None = None) -> int:
         help="simulator for the RTL stage ('none' skips it)",
     )
     ap.add_argument(
-        "--images", type=int, default=None, help="test images to simulate in RTL (default: all)"
+        "--images",
+        type=POSITIVE,
+        default=None,
+        help="test images to simulate in RTL (default: all)",
     )
-    ap.add_argument("--lanes", type=int, default=8, help="lanes per layer core (default 8)")
+    ap.add_argument("--lanes", type=POSITIVE, default=8, help="lanes per layer core (default 8)")
     args = ap.parse_args(argv)
-    out = Path(args.out)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("spikezip demo: interrupted", file=sys.stderr)
+        return 130
+    except CliError as e:
+        print(f"spikezip demo: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = output_dir(args.out, "--out", ("report.md", "raster.png", "digits.npz", "golden.npz"))
     out.mkdir(parents=True, exist_ok=True)
 
     from sw import digits, qann
