@@ -26,6 +26,10 @@ __all__ = ["Encoding", "Layer", "LayerWidths", "Network", "signed_width", "unsig
 FORMAT_VERSION = 1
 #: Widest datapath the reference (int64 tensors) and the RTL generators accept.
 MAX_WIDTH = 62
+#: Every integer parameter (weights, biases, thresholds, bounds) must lie in this signed range:
+#: a value outside it cannot fit the widest datapath. Checked before any conversion to int64.
+VALUE_MIN, VALUE_MAX = -(1 << (MAX_WIDTH - 1)), (1 << (MAX_WIDTH - 1)) - 1
+_RANGE = f"[{VALUE_MIN}, {VALUE_MAX}] (the {MAX_WIDTH}-bit datapath)"
 
 
 def signed_width(lo: int, hi: int) -> int:
@@ -57,22 +61,58 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _where(index: Any) -> str:
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+def check_value(value: int, field: str, *, lo: int = VALUE_MIN, hi: int = VALUE_MAX) -> int:
+    """``value`` (an integer) checked against ``[lo, hi]`` within the datapath's range."""
+    lo, hi = max(lo, VALUE_MIN), min(hi, VALUE_MAX)
+    if not lo <= value <= hi:
+        raise ValueError(
+            f"{field} must lie in [{lo}, {hi}] (the {MAX_WIDTH}-bit datapath), not {value}"
+        )
+    return int(value)
+
+
 def _int_array(value: Any, *, field: str, ndim: int) -> np.ndarray:
+    """``value`` as a read-only int64 array, after checking its dtype and that every value lies
+    in ``[VALUE_MIN, VALUE_MAX]`` (Python integers beyond int64 included)."""
     if isinstance(value, np.ndarray):
         arr = value
     else:
         try:
             arr = np.asarray(value)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise TypeError(
                 f"{field} must be an integer array, not {type(value).__name__}"
             ) from None
+        if arr.size == 0 and arr.dtype.kind == "f":  # an empty list
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind == "f":  # Python integers ≥ 2**63 make numpy choose float64
+            exact = np.asarray(value, dtype=object)
+            if exact.shape == arr.shape and all(_is_int(v) for v in exact.flat):
+                arr = exact
+    if arr.dtype == object:  # Python integers too large for int64, or anything else
+        flat = arr.reshape(-1)
+        for i, v in enumerate(flat):
+            if not _is_int(v):
+                raise TypeError(
+                    f"{field} must be an integer array, not one holding {type(v).__name__}"
+                )
+            if not VALUE_MIN <= v <= VALUE_MAX:
+                where = _where(np.unravel_index(i, arr.shape))
+                raise ValueError(f"{field} holds {v} at {where}; values must lie in {_RANGE}")
+        arr = arr.astype(np.int64)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
         raise TypeError(f"{field} must be an integer array, not an array of {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{field} must have {ndim} dimension(s), not shape {arr.shape}")
-    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"{field} values must fit in int64")
+    if arr.size and (int(arr.min()) < VALUE_MIN or int(arr.max()) > VALUE_MAX):
+        first = np.argwhere((arr < VALUE_MIN) | (arr > VALUE_MAX))[0]
+        raise ValueError(
+            f"{field} holds {arr[tuple(first)]} at {_where(first)}; values must lie in {_RANGE}"
+        )
     out = np.array(arr, dtype=np.int64, copy=True)
     out.setflags(write=False)
     return out
@@ -89,7 +129,7 @@ def neuron_fields(obj: Any, channels: int | str | None, *, unit: str = "neuron")
     if _is_int(thr):
         if thr < 1:
             raise ValueError(f"threshold must be a positive integer, not {thr!r}")
-        object.__setattr__(obj, "threshold", int(thr))
+        object.__setattr__(obj, "threshold", check_value(thr, "threshold", lo=1))
     else:
         if channels is None:
             raise TypeError(f"threshold must be a positive integer, not {thr!r}")
@@ -110,7 +150,7 @@ def neuron_fields(obj: Any, channels: int | str | None, *, unit: str = "neuron")
         value = getattr(obj, field)
         if not _is_int(value):
             raise TypeError(f"{field} must be an integer, not {value!r}")
-        object.__setattr__(obj, field, int(value))
+        object.__setattr__(obj, field, check_value(value, field))
     if obj.neg_bound > 0:
         raise ValueError(f"neg_bound must be ≤ 0, not {obj.neg_bound}")
     if obj.pos_bound < 0:
@@ -279,14 +319,11 @@ class Layer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Layer:
         try:
+            # no casts here: the validators check the values before converting them
             return cls(
-                weight=np.asarray(d["weight"], dtype=np.int64).reshape(
-                    len(d["weight"]), -1 if d["weight"] else 0
-                ),
-                bias=np.asarray(d["bias"], dtype=np.int64),
-                threshold=d["threshold"]
-                if isinstance(d["threshold"], int)
-                else np.asarray(d["threshold"], dtype=np.int64),
+                weight=d["weight"],
+                bias=d["bias"],
+                threshold=d["threshold"],
                 neg_bound=d["neg_bound"],
                 pos_bound=d["pos_bound"],
                 name=d.get("name", ""),
@@ -349,6 +386,8 @@ class Network:
         lo, hi = int(bounds[0]), int(bounds[1])
         if lo > hi:
             raise ValueError(f"input_bounds must satisfy lo ≤ hi, not ({lo}, {hi})")
+        if lo < VALUE_MIN or hi > VALUE_MAX:
+            raise ValueError(f"input_bounds must lie in {_RANGE}, not ({lo}, {hi})")
         if self.encoding is Encoding.SPIKE and not lo <= 0 <= hi:
             raise ValueError(
                 f"input_bounds of a spike input must satisfy lo ≤ 0 ≤ hi, not ({lo}, {hi})"
@@ -411,7 +450,7 @@ class Network:
                 and np.all(np.isfinite(arr))
                 and np.all(arr == np.round(arr))
             ):
-                arr = arr.astype(np.int64)
+                pass  # integral floats: range-checked below as they are, converted at the end
             else:
                 raise TypeError(f"inputs must be integers, not an array of {arr.dtype}")
         lo, hi = self.input_bounds
@@ -517,24 +556,47 @@ class Network:
     def load(cls, path: str | os.PathLike) -> Network:
         """Read a file written by :meth:`save`; :class:`FormatError` names what is wrong."""
         meta, arrays = read_npz(path, kind="spikezip-network")
-        if meta.get("version") != FORMAT_VERSION:
-            raise FormatError(f"{path}: unsupported network format version {meta.get('version')!r}")
+        name = os.fspath(path)
+        version = meta.get("version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise FormatError(f"{name}: unsupported network format version {version!r}")
         try:
-            layers = []
+            if not isinstance(meta["layers"], list):
+                raise ValueError(f"layers must be a list, not {meta['layers']!r}")
+            layers, expected = [], set()
             for k, lm in enumerate(meta["layers"]):
-                thr = (
-                    arrays[f"layer{k}.threshold"] if lm["per_neuron_threshold"] else lm["threshold"]
-                )
-                layers.append(
-                    Layer(
+                if not isinstance(lm, dict):
+                    raise ValueError(f"layers[{k}] must be an object, not {lm!r}")
+                per_neuron = lm["per_neuron_threshold"]
+                if not isinstance(per_neuron, bool):
+                    raise ValueError(
+                        f"layers[{k}].per_neuron_threshold must be true or false, not "
+                        f"{per_neuron!r}"
+                    )
+                expected |= {f"layer{k}.weight", f"layer{k}.bias"}
+                if per_neuron:
+                    expected.add(f"layer{k}.threshold")
+                try:
+                    layer = Layer(
                         weight=arrays[f"layer{k}.weight"],
                         bias=arrays[f"layer{k}.bias"],
-                        threshold=thr,
+                        threshold=arrays[f"layer{k}.threshold"] if per_neuron else lm["threshold"],
                         neg_bound=lm["neg_bound"],
                         pos_bound=lm["pos_bound"],
                         name=lm["name"],
                     )
-                )
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"layers[{k}]: {e}") from None
+                for key in ("n_in", "n_out"):
+                    if key in lm and lm[key] != getattr(layer, key):
+                        raise ValueError(
+                            f"layers[{k}].{key} is {lm[key]!r} but layer{k}.weight has shape "
+                            f"{layer.weight.shape}"
+                        )
+                layers.append(layer)
+            extra = sorted(set(arrays) - expected)
+            if extra:
+                raise ValueError(f"unexpected array {extra[0]!r}")
             return cls(
                 layers=tuple(layers),
                 n_inputs=meta["n_inputs"],
@@ -543,6 +605,6 @@ class Network:
                 name=meta["name"],
             )
         except KeyError as e:
-            raise FormatError(f"{path}: corrupt network file (missing {e.args[0]!r})") from None
+            raise FormatError(f"{name}: corrupt network file (missing {e.args[0]!r})") from None
         except (TypeError, ValueError) as e:
-            raise FormatError(f"{path}: invalid network: {e}") from None
+            raise FormatError(f"{name}: invalid network: {e}") from None

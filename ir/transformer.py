@@ -39,10 +39,21 @@ from typing import Any
 
 import numpy as np
 
-from ir._io import META_KEY, read_npz
+from ir._io import read_npz, read_npz_meta
 from ir._io import write_npz as _write_npz
 from ir.errors import FormatError
-from ir.network import MAX_WIDTH, Layer, Network, _int_array, _is_int, neuron_fields, signed_width
+from ir.network import (
+    MAX_WIDTH,
+    VALUE_MAX,
+    VALUE_MIN,
+    Layer,
+    Network,
+    _int_array,
+    _is_int,
+    check_value,
+    neuron_fields,
+    signed_width,
+)
 
 __all__ = [
     "KIND",
@@ -71,6 +82,7 @@ def _int_field(obj: Any, field: str, *, lo: int | None = None, what: str = "an i
     value = int(value)
     if lo is not None and value < lo:
         raise ValueError(f"{field} must be {what} ≥ {lo}, not {value!r}")
+    check_value(value, field, lo=VALUE_MIN if lo is None else lo)
     object.__setattr__(obj, field, value)
     return value
 
@@ -85,8 +97,9 @@ def _threshold_json(threshold: int | np.ndarray) -> int | list[int]:
     return threshold.tolist() if isinstance(threshold, np.ndarray) else int(threshold)
 
 
-def _threshold_from(value: Any) -> int | np.ndarray:
-    return int(value) if _is_int(value) else np.asarray(value, dtype=np.int64)
+def _threshold_from(value: Any) -> Any:
+    """A threshold from JSON, unconverted: the site's validator checks it before converting."""
+    return value
 
 
 class _Neurons:
@@ -237,8 +250,8 @@ class LayerNorm(_Neurons):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LayerNorm:
         return cls(
-            gain=np.asarray(d["gain"], dtype=np.int64),
-            bias=np.asarray(d["bias"], dtype=np.int64),
+            gain=d["gain"],
+            bias=d["bias"],
             eps=d["eps"],
             threshold=_threshold_from(d["threshold"]),
             neg_bound=d["neg_bound"],
@@ -309,7 +322,7 @@ class Softmax(_Neurons):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Softmax:
         return cls(
-            table=np.asarray(d["table"], dtype=np.int64),
+            table=d["table"],
             numerator=d["numerator"],
             threshold=d["threshold"],
             neg_bound=d["neg_bound"],
@@ -600,6 +613,11 @@ class VisionTransformer:
         lo, hi = int(bounds[0]), int(bounds[1])
         if lo > hi:
             raise ValueError(f"input_bounds must satisfy lo ≤ hi, not ({lo}, {hi})")
+        if lo < VALUE_MIN or hi > VALUE_MAX:
+            raise ValueError(
+                f"input_bounds must lie in [{VALUE_MIN}, {VALUE_MAX}] (the {MAX_WIDTH}-bit "
+                f"datapath), not ({lo}, {hi})"
+            )
         object.__setattr__(self, "input_bounds", (lo, hi))
         idx = _int_array(self.patch_index, field="patch_index", ndim=2)
         if idx.shape[0] < 1 or idx.shape[1] < 1:
@@ -877,9 +895,9 @@ class VisionTransformer:
             return cls(
                 n_inputs=d["n_inputs"],
                 input_bounds=tuple(d["input_bounds"]),
-                patch_index=np.asarray(d["patch_index"], dtype=np.int64),
+                patch_index=d["patch_index"],
                 embed=Layer.from_dict(d["embed"]),
-                position=np.asarray(d["position"], dtype=np.int64),
+                position=d["position"],
                 embed_residual=d["embed_residual"],
                 blocks=tuple(Block.from_dict(b) for b in d["blocks"]),
                 norm=LayerNorm.from_dict(d["norm"]),
@@ -925,39 +943,45 @@ class VisionTransformer:
     def load(cls, path: str | os.PathLike) -> VisionTransformer:
         """Read a file written by :meth:`save`; :class:`FormatError` names what is wrong."""
         meta, arrays = read_npz(path, kind=KIND)
-        if meta.get("version") != FORMAT_VERSION:
-            raise FormatError(
-                f"{path}: unsupported transformer format version {meta.get('version')!r}"
-            )
+        name = os.fspath(path)
+        version = meta.get("version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise FormatError(f"{name}: unsupported transformer format version {version!r}")
+        used: set[str] = set()
 
-        def fill(obj: Any) -> Any:
+        def fill(obj: Any) -> Any:  # the metadata's nesting is bounded by read_npz
             if isinstance(obj, dict):
                 if set(obj) == {"array"}:
-                    return arrays[obj["array"]].tolist()
+                    key = obj["array"]
+                    if not isinstance(key, str):
+                        raise ValueError(f"array reference {key!r} is not a name")
+                    used.add(key)
+                    return arrays[key]
                 return {k: fill(v) for k, v in obj.items()}
             if isinstance(obj, list):
                 return [fill(v) for v in obj]
             return obj
 
         try:
-            return cls.from_dict(fill(meta["network"]))
+            network = fill(meta["network"])
+            extra = sorted(set(arrays) - used)
+            if extra:
+                raise ValueError(f"unexpected array {extra[0]!r}")
+            return cls.from_dict(network)
         except KeyError as e:
-            raise FormatError(f"{path}: corrupt transformer file (missing {e.args[0]!r})") from None
-        except (TypeError, ValueError) as e:
-            raise FormatError(f"{path}: invalid transformer: {e}") from None
+            raise FormatError(f"{name}: corrupt transformer file (missing {e.args[0]!r})") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise FormatError(f"{name}: invalid transformer: {e}") from None
 
 
 # -- files of either kind -------------------------------------------------------------------------
 def network_kind(path: str | os.PathLike) -> str | None:
     """The ``kind`` of a spikezip ``.npz`` file's metadata record, or ``None`` if unreadable."""
     try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile) or META_KEY not in z.files:
-                return None
-            meta = json.loads(z[META_KEY].tobytes().decode())
-    except Exception:  # unreadable: the loader of the default kind reports the problem
+        meta = read_npz_meta(path)
+    except FormatError:  # unreadable: the loader of the default kind reports the problem
         return None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
+    kind = meta.get("kind")
     return kind if isinstance(kind, str) else None
 
 
