@@ -3,7 +3,13 @@
 "First" means: the lowest sample index, then the earliest time step, then the lowest layer (layers
 run in order within a step), then the field (spike before membrane before tracer before busy),
 then the lowest neuron. A run that differs only in its length is reported as a ``steps``
-divergence at the first step where one trace stopped and the other did not.
+divergence at the first step where one trace stopped and the other did not. A sample that hit
+its step cap (``capped``) has no values past its last recorded step, so nothing is compared
+there: only its run length.
+
+Traces that cannot be compared raise :class:`TraceMismatchError`: different networks, batch
+sizes, depths or widths, no samples at all, or — when both traces record input digests
+(:func:`ir.trace.sample_digests`) — different inputs for some sample.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ _FIELDS = ("spikes", "membranes", "tracers", "busy")
 
 
 class TraceMismatchError(ValueError):
-    """Two traces cannot be compared (different networks, batch sizes or depths)."""
+    """Two traces cannot be compared (different networks, inputs, batch sizes or depths)."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +50,20 @@ class Divergence:
             where += f", neuron {self.neuron}"
         where += f", time step {self.step}"
         where += f", cycle {self.cycle}" if self.cycle is not None else ", cycle n/a"
-        head = (
-            f"first divergence in {self.field}: {where}: expected {self.expected:+d}, "
-            f"actual {self.actual:+d}"
-            if self.field != "steps"
-            else f"first divergence in run length: {where}: expected {self.expected} steps, "
-            f"actual {self.actual}"
-        )
+        if self.field == "steps":
+            head = (
+                f"first divergence in run length: {where}: expected {self.expected} steps, "
+                f"actual {self.actual}"
+            )
+        elif self.field == "busy":
+            head = (
+                f"first divergence in busy: {where}: expected {self.expected}, actual {self.actual}"
+            )
+        else:
+            head = (
+                f"first divergence in {self.field}: {where}: expected {self.expected:+d}, "
+                f"actual {self.actual:+d}"
+            )
         return head + "\n" + self.context
 
 
@@ -89,17 +102,51 @@ def _cycle(trace: Trace, layer: int, sample: int, step: int, neuron: int | None)
     return None
 
 
+def _run(trace: Trace, sample: int) -> str:
+    steps = int(trace.steps[sample])
+    return f"run {steps} steps, capped" if trace.capped[sample] else f"run {steps} steps"
+
+
+def _known(trace: Trace, sample: int) -> int:
+    """Steps whose values are known: all for a finished run, the recorded ones when capped."""
+    return int(trace.steps[sample]) if trace.capped[sample] else np.iinfo(np.int64).max
+
+
 def _context(
-    exp: np.ndarray, act: np.ndarray, step: int, steps_e: int, steps_a: int, label: str
+    exp: np.ndarray,
+    act: np.ndarray,
+    step: int,
+    expected: Trace,
+    actual: Trace,
+    sample: int,
+    label: str,
+    *,
+    flag: bool = False,
 ) -> str:
+    """A few steps of ``exp`` and ``act`` (padded to the same length) around ``step``.
+
+    Flags print as 0/1, values with their sign; steps past a capped run print as ``-``.
+    """
     lo, hi = max(0, step - 3), min(len(exp), step + 4)
     cols = range(lo, hi)
+
+    def row(values: np.ndarray, known: int) -> str:
+        cells = []
+        for t in cols:
+            if t >= known:
+                cells.append(f"{'-':>4}")
+            elif flag:
+                cells.append(f"{int(values[t]):>4d}")
+            else:
+                cells.append(f"{int(values[t]):>+4d}")
+        return " ".join(cells)
+
     rows = [
         "  step     " + " ".join(f"{t:>4d}" for t in cols),
         "  expected "
-        + " ".join(f"{int(exp[t]):>+4d}" for t in cols)
-        + f"   ({label}; run {steps_e} steps)",
-        "  actual   " + " ".join(f"{int(act[t]):>+4d}" for t in cols) + f"   (run {steps_a} steps)",
+        + row(exp, _known(expected, sample))
+        + f"   ({label}; {_run(expected, sample)})",
+        "  actual   " + row(act, _known(actual, sample)) + f"   ({_run(actual, sample)})",
         "           " + " ".join(" ^^^" if t == step else "    " for t in cols),
     ]
     return "\n".join(r.rstrip() for r in rows)
@@ -120,6 +167,8 @@ def first_divergence(
         )
     if expected.batch != actual.batch:
         raise TraceMismatchError(f"batch sizes differ: {expected.batch} vs {actual.batch}")
+    if expected.batch == 0:
+        raise TraceMismatchError("no samples to compare: both traces hold 0 samples")
     if expected.depth != actual.depth:
         raise TraceMismatchError(f"layer counts differ: {expected.depth} vs {actual.depth}")
     for k in range(expected.depth):
@@ -128,6 +177,7 @@ def first_divergence(
                 f"layer {k} widths differ: {expected.spikes[k].shape[2]} vs "
                 f"{actual.spikes[k].shape[2]} neurons"
             )
+    _check_inputs(expected, actual)
     if fields is None:
         fields = tuple(
             f
@@ -140,7 +190,10 @@ def first_divergence(
     # mism[b, t, layer, field] : any neuron differs
     per_field: list[tuple[str, list[np.ndarray], list[np.ndarray]]] = []
     mism = np.zeros((batch, n_steps, depth, len(fields)), dtype=bool)
-    valid = np.arange(n_steps)[None, :] < np.maximum(expected.steps, actual.steps)[:, None]
+    t_axis = np.arange(n_steps)[None, :]
+    valid = t_axis < np.maximum(expected.steps, actual.steps)[:, None]
+    for trace in (expected, actual):  # nothing is known past a capped run's last step
+        valid &= ~trace.capped[:, None] | (t_axis < trace.steps[:, None])
     for f_idx, name in enumerate(fields):
         e, a = _field_arrays(expected, name, n_steps), _field_arrays(actual, name, n_steps)
         if e is None or a is None:
@@ -156,23 +209,22 @@ def first_divergence(
     hits = np.argwhere(mism[b])
     if hits.size == 0:  # same per-step values, different run length
         t = int(min(expected.steps[b], actual.steps[b]))
-        name = expected.layer_names[-1]
-        ctx = (
-            _context(
-                expected.busy[b, :, -1].astype(int) if t < expected.n_steps else np.zeros(n_steps),
-                actual.busy[b, :, -1].astype(int) if t < actual.n_steps else np.zeros(n_steps),
-                min(t, n_steps - 1),
-                int(expected.steps[b]),
-                int(actual.steps[b]),
-                "busy flag of the last layer",
-            )
-            if n_steps > t
-            else ""
+        busy_e = _field_arrays(expected, "busy", n_steps)[-1][b, :, 0]
+        busy_a = _field_arrays(actual, "busy", n_steps)[-1][b, :, 0]
+        ctx = _context(
+            busy_e,
+            busy_a,
+            min(t, n_steps - 1),
+            expected,
+            actual,
+            b,
+            "busy flag of the last layer",
+            flag=True,
         )
         return Divergence(
             sample=b,
             layer=depth - 1,
-            layer_name=name,
+            layer_name=expected.layer_names[-1],
             neuron=None,
             step=t,
             field="steps",
@@ -199,6 +251,23 @@ def first_divergence(
         if actual.step_cycles is not None or actual.spike_cycles is not None
         else _cycle(expected, k, b, t, neuron),
         context=_context(
-            e[k][b, :, n], a[k][b, :, n], t, int(expected.steps[b]), int(actual.steps[b]), label
+            e[k][b, :, n], a[k][b, :, n], t, expected, actual, b, label, flag=name == "busy"
         ),
     )
+
+
+def _check_inputs(expected: Trace, actual: Trace) -> None:
+    """Raise :class:`TraceMismatchError` when both traces record input digests that differ."""
+    if expected.input_digests is None or actual.input_digests is None:
+        return
+    differ = (expected.input_digests != actual.input_digests).any(axis=1)
+    if differ.any():
+        k = int(np.flatnonzero(differ)[0])
+        e, a = expected.input_digests[k].tobytes().hex(), actual.input_digests[k].tobytes().hex()
+        others = int(differ.sum()) - 1
+        more = f" (and {others} more samples)" if others else ""
+        raise TraceMismatchError(
+            f"different inputs: sample {k} has input digest {e[:12]}… in the expected trace "
+            f"and {a[:12]}… in the actual one{more}; the traces are of different input batches "
+            "(or of the same inputs in a different order)"
+        )

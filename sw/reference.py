@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ir import Encoding, Layer, Network, Trace
+from ir.trace import sample_digests
 
 __all__ = [
     "StepCapWarning",
@@ -139,7 +140,8 @@ class TraceRecorder:
     Call :meth:`record` once per step with every layer's (or site's) spikes ``[B, n]`` and the
     cumulative busy flags ``[B, D]``; it returns True once every sample has had its first step
     in which the last layer was idle. :meth:`trace` builds the :class:`~ir.Trace`, marks samples
-    still running as ``capped`` and warns (:class:`StepCapWarning`).
+    still running as ``capped`` and warns (:class:`StepCapWarning`); it records the digests of
+    the inputs (:func:`ir.trace.sample_digests`) it is given.
     """
 
     def __init__(self, depth: int, batch: int, *, record_state: bool) -> None:
@@ -178,6 +180,7 @@ class TraceRecorder:
         layer_names: tuple[str, ...],
         max_steps: int,
         bound: int,
+        input_digests: np.ndarray | None = None,
         stacklevel: int = 3,
     ) -> Trace:
         capped = self.active.clone()
@@ -204,6 +207,7 @@ class TraceRecorder:
             tracers=stack(self.tracers) if self.record_state else None,
             layer_names=layer_names,
             source="reference",
+            input_digests=input_digests,
         )
 
 
@@ -234,6 +238,8 @@ def simulate(
         cap is only hit when set lower. Samples that hit it are marked ``capped`` in the trace and
         a :class:`StepCapWarning` is issued.
     record_state : also record membranes and tracers after every step
+
+    The trace records each sample's input digest (:func:`ir.trace.sample_digests`).
     """
     with single_thread():
         return _simulate(network, inputs, max_steps=max_steps, record_state=record_state)
@@ -292,6 +298,7 @@ def _simulate(
         layer_names=tuple(network.layer_name(k) for k in range(network.depth)),
         max_steps=max_steps,
         bound=bound,
+        input_digests=sample_digests(x),
         stacklevel=4,
     )
 

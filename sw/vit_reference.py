@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ir import Layer, Trace
+from ir.trace import sample_digests
 from ir.transformer import Site, SiteKind, VisionTransformer
 from sw.attention import multi, multi1
 from sw.reference import (
@@ -364,7 +365,8 @@ def _run(
 ) -> SnnRun:
     if isinstance(inputs, torch.Tensor):
         inputs = inputs.detach().cpu().numpy()
-    x = _tensor(vit.check_inputs(inputs))
+    checked = vit.check_inputs(inputs)
+    x = _tensor(checked)
     batch = x.shape[0]
     bound = vit.step_bound()
     max_steps = check_max_steps(max_steps, bound)
@@ -385,6 +387,7 @@ def _run(
         layer_names=vit.site_names,
         max_steps=max_steps,
         bound=bound,
+        input_digests=sample_digests(checked),
         stacklevel=4,
     )
     return SnnRun(trace=trace, totals=sim.totals())
