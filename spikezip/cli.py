@@ -22,8 +22,6 @@ import os
 import re
 import signal
 import sys
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import numpy as np
 
 from hw.cycle_model import PIPELINES, resolve_lanes
 from ir import FormatError, Network, Trace
-from ir._io import atomic_write
+from ir._io import atomic_write, read_array
 from ir.compare import TraceMismatchError, first_divergence
 from ir.transformer import VisionTransformer, load_network
 from spikezip.paths import CliError, input_file, output_dir, output_file
@@ -40,25 +38,15 @@ EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def load_inputs(path: str | os.PathLike, what: str = "INPUTS") -> np.ndarray:
-    """Inputs from ``.npy`` or ``.npz`` (a single array, or the array named ``inputs``)."""
-    path = input_file(path, what)
+    """Inputs from ``.npy`` or ``.npz`` (a single array, or the array named ``inputs``).
+
+    Read by :func:`ir._io.read_array`: no pickle, bounded size, one error on any corruption.
+    """
+    input_file(path, what)
     try:
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if isinstance(data, np.lib.npyio.NpzFile):
-                with data:
-                    if "inputs" in data.files:
-                        return data["inputs"]
-                    if len(data.files) == 1:
-                        return data[data.files[0]]
-                    raise CliError(
-                        f"{what} {path}: holds arrays {data.files}; name the input array 'inputs'"
-                    )
-            return data
-    except CliError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as e:
-        raise CliError(f"{what} {path}: not a .npy/.npz array file ({e})") from None
+        return read_array(path)
+    except FormatError as e:
+        raise CliError(f"{what} {e}") from None
 
 
 def _save_array(path: Path, arr: np.ndarray) -> None:

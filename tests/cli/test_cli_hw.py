@@ -74,7 +74,10 @@ def test_generate_is_byte_identical_and_described(files, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("generate", "net.npz", "-o", "d", "--lanes", "0"), r"--lanes must be P or P0,P1,… with each value in 1\.\.65536, not '0'"),
+        (
+            ("generate", "net.npz", "-o", "d", "--lanes", "0"),
+            r"--lanes must be P or P0,P1,… with each value in 1\.\.65536, not '0'",
+        ),
         (("generate", "net.npz", "-o", "d", "--lanes", "2,2,2"), "lanes must hold 2 values"),
         (("generate", "net.npz", "-o", "d", "--lanes", "x"), r"--lanes must be P or P0,P1"),
         (("generate", "missing.npz", "-o", "d"), "no such file"),
