@@ -48,7 +48,7 @@ def main() -> None:
         lat = model_latency(big, x, trace, lanes, pipeline=args.pipeline)
         t0 = time.perf_counter()
         top = NetworkCore(
-            network=big, lanes=lanes, fifo_depth=lat["fifo_depth"], pipeline=args.pipeline
+            network=big, lanes=lanes, fifo_depth=lat.fifo_depth, pipeline=args.pipeline
         )
         r = place_and_route(top, target="ecp5", device_args=DEVICES[args.device])
         row = {
@@ -57,10 +57,10 @@ def main() -> None:
             "abc9": r.abc9,
             "device": f"ECP5 {args.device} CABGA381",
             "fmax_mhz": round(r.fmax_mhz, 1),
-            "cycles_mean": lat["latency_cycles_mean"],
-            "cycles_max": lat["latency_cycles_max"],
-            "us_mean": round(lat["latency_cycles_mean"] / r.fmax_mhz, 1),
-            "us_max": round(lat["latency_cycles_max"] / r.fmax_mhz, 1),
+            "cycles_mean": lat.cycles_mean,
+            "cycles_max": lat.cycles_max,
+            "us_mean": round(lat.cycles_mean / r.fmax_mhz, 1),
+            "us_max": round(lat.cycles_max / r.fmax_mhz, 1),
             "utilization": {
                 k: v["used"]
                 for k, v in r.utilization.items()

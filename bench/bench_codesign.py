@@ -16,6 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from _record import record
 
 from hw.synth import ToolError
 from ir import Layer, Network
-from spikezip.report import DesignPoint, evaluate, luts, plot_sweep, sweep
+from spikezip.report import DesignPoint, evaluate, plot_sweep, sweep
 from sw import digits, qann
 from sw.convert import to_network
 
@@ -86,23 +87,23 @@ def main() -> None:
     out["digits_sweep"] = []
     for i, r in enumerate(res):
         row = {
-            "design": r["point"]["label"],
-            "luts": luts(r),
-            "total": r["synthesis"]["ecp5"]["total"],
-            "layers": r["synthesis"]["ecp5"]["layers"],
-            "fmax_mhz": r["pnr"]["fmax_mhz"],
-            "latency_cycles_mean": r["latency"]["latency_cycles_mean"],
-            "latency_us_mean": round(r["latency"]["us_mean"], 3),
-            "latency_us_max": round(r["latency"]["us_max"], 3),
-            "gsops": round(r["sops_per_second"] / 1e9, 3),
+            "design": r.point.label,
+            "luts": r.luts,
+            "total": asdict(r.resources.total),
+            "layers": [asdict(layer) for layer in r.resources.layers],
+            "fmax_mhz": r.pnr.fmax_mhz,
+            "latency_cycles_mean": r.latency.cycles_mean,
+            "latency_us_mean": round(r.latency.us_mean, 3),
+            "latency_us_max": round(r.latency.us_max, 3),
+            "gsops": round(r.sops_per_second / 1e9, 3),
             "pareto": i in front,
-            "critical_path": r["pnr"]["critical_path"],
-            "fifo_depth": r["latency"]["fifo_depth"],
+            "critical_path": r.pnr.critical_path,
+            "fifo_depth": r.latency.fifo_depth,
         }
         out["digits_sweep"].append(row)
         print(row, flush=True)
     out["digits_energy"] = {
-        k: res[0][k]
+        k: getattr(res[0], k)
         for k in (
             "sops_per_inference",
             "energy_nj_per_inference",
@@ -127,27 +128,27 @@ def main() -> None:
             continue
         row = {
             "lanes": p,
-            "luts": luts(r),
-            "total": r["synthesis"]["ecp5"]["total"],
-            "latency_cycles_mean": r["latency"]["latency_cycles_mean"],
-            "latency_cycles_max": r["latency"]["latency_cycles_max"],
+            "luts": r.luts,
+            "total": asdict(r.resources.total),
+            "latency_cycles_mean": r.latency.cycles_mean,
+            "latency_cycles_max": r.latency.cycles_max,
             "seconds": round(time.perf_counter() - t0),
         }
-        if "pnr" in r:
+        if r.pnr is not None:
             row.update(
-                fmax_mhz=r["pnr"]["fmax_mhz"],
-                latency_us_mean=r["latency"]["us_mean"],
-                latency_us_max=r["latency"]["us_max"],
-                critical_path=r["pnr"]["critical_path"],
+                fmax_mhz=r.pnr.fmax_mhz,
+                latency_us_mean=r.latency.us_mean,
+                latency_us_max=r.latency.us_max,
+                critical_path=r.pnr.critical_path,
                 utilization={
                     k: v
-                    for k, v in r["pnr"]["utilization"].items()
+                    for k, v in r.pnr.utilization.items()
                     if k in ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D")
                 },
             )
-        row["energy_nj"] = r["energy_nj_per_inference"]
-        row["sops"] = r["sops_per_inference"]
-        row["ann_energy_nj"] = r["ann_energy_nj_per_inference"]
+        row["energy_nj"] = r.energy_nj_per_inference
+        row["sops"] = r.sops_per_inference
+        row["ann_energy_nj"] = r.ann_energy_nj_per_inference
         out.setdefault("mnist_size", []).append(row)
         print("784-128-10", row, flush=True)
     print(f"recorded in {record('codesign', out)}")

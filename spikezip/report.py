@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from ir._io import atomic_write, atomic_write_text
 
 __all__ = [
     "DesignPoint",
+    "Latency",
+    "PlaceRoute",
+    "Report",
+    "Resources",
+    "Synthesis",
     "evaluate",
     "model_latency",
     "pareto",
@@ -55,13 +60,182 @@ class DesignPoint:
         )
 
 
+REPORT_KIND = "spikezip-report"
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Cells of a synthesised design by class (``hw.synth.RESOURCES``)."""
+
+    lut: int = 0
+    carry: int = 0
+    ff: int = 0
+    bram: int = 0
+    dsp: int = 0
+    lutram: int = 0
+    mux: int = 0
+    other: int = 0
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Resources:
+        return cls(**{f.name: int(d.get(f.name, 0)) for f in fields(cls)})
+
+    def lut4(self, target: str) -> int:
+        """LUT4s including the two per carry cell on ECP5 and four per LUT-RAM."""
+        return self.lut + (2 * self.carry if target == "ecp5" else 0) + 4 * self.lutram
+
+
+@dataclass(frozen=True, kw_only=True)
+class Synthesis:
+    """Yosys ``stat -json`` of the whole design and of each layer core."""
+
+    target: str
+    total: Resources
+    layers: tuple[Resources, ...]
+    cells: dict[str, int]  #: the top module's raw cell histogram
+    seconds: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Synthesis:
+        return cls(
+            target=d["target"],
+            total=Resources.from_json(d["total"]),
+            layers=tuple(Resources.from_json(r) for r in d["layers"]),
+            cells={k: int(v) for k, v in d["cells"].items()},
+            seconds=float(d["seconds"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Latency:
+    """Latency per inference (one at a time, from reset) from the exact composed cycle model."""
+
+    cycles_mean: float
+    cycles_max: int
+    cycles_min: int
+    fifo_depth: int  #: the FIFO depth the design is built with (no FIFO fills: model exact)
+    fifo_peak: int  #: the deepest any inter-layer FIFO got
+    us_mean: float | None = None  #: at the placed-and-routed fmax, when known
+    us_max: float | None = None
+
+    def at(self, fmax_mhz: float) -> Latency:
+        """The same latency with the times at ``fmax_mhz``."""
+        return replace(self, us_mean=self.cycles_mean / fmax_mhz, us_max=self.cycles_max / fmax_mhz)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Latency:
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlaceRoute:
+    """What nextpnr achieved on the pin-limited harness."""
+
+    device: str
+    fmax_mhz: float
+    critical_path: str
+    utilization: dict[str, dict[str, int]]
+    seconds: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PlaceRoute:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerInfo:
+    """One layer core as built."""
+
+    name: str
+    n_in: int
+    n_out: int
+    lanes: int
+    words: int
+    storage: str
+    pipeline: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """Resources, fmax, latency, SOPs and energy of one design point; JSON with kind + version."""
+
+    network: str
+    point: DesignPoint
+    target: str
+    layers: tuple[LayerInfo, ...]
+    synthesis: dict[str, Synthesis]  #: per target synthesised (the target, maybe ``generic``)
+    latency: Latency
+    samples: int
+    steps_mean: float
+    sops_per_inference: float
+    energy_nj_per_inference: float
+    ann_macs_per_inference: float
+    ann_energy_nj_per_inference: float
+    neurons: int
+    synapses: int
+    pnr: PlaceRoute | None = None
+
+    @property
+    def resources(self) -> Synthesis:
+        """The synthesis for :attr:`target`."""
+        return self.synthesis[self.target]
+
+    @property
+    def luts(self) -> int:
+        """The LUT figure of the design (:meth:`Resources.lut4` of the total)."""
+        return self.resources.total.lut4(self.target)
+
+    @property
+    def sops_per_second(self) -> float | None:
+        """Synaptic operations per second at fmax (None without place and route)."""
+        if self.latency.us_mean is None:
+            return None
+        return self.sops_per_inference / (self.latency.us_mean * 1e-6)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["point"]["label"] = self.point.label
+        d["sops_per_second"] = self.sops_per_second
+        return {"kind": REPORT_KIND, "version": REPORT_VERSION, **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Report:
+        if d.get("kind") != REPORT_KIND or d.get("version") != REPORT_VERSION:
+            raise ValueError(
+                f"not a {REPORT_KIND} version {REPORT_VERSION} record "
+                f"(kind {d.get('kind')!r}, version {d.get('version')!r})"
+            )
+        point = d["point"]
+        lanes = point["lanes"]
+        return cls(
+            network=d["network"],
+            point=DesignPoint(
+                lanes=lanes if isinstance(lanes, int) else tuple(lanes),
+                storage=point["storage"],
+                pipeline=point["pipeline"],
+            ),
+            target=d["target"],
+            layers=tuple(LayerInfo(**info) for info in d["layers"]),
+            synthesis={t: Synthesis.from_json(v) for t, v in d["synthesis"].items()},
+            latency=Latency.from_json(d["latency"]),
+            pnr=PlaceRoute.from_json(d["pnr"]) if d.get("pnr") else None,
+            **{
+                f.name: d[f.name]
+                for f in fields(cls)
+                if f.name
+                not in ("network", "point", "target", "layers", "synthesis", "latency", "pnr")
+            },
+        )
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
 def model_latency(
     network: Network, inputs: np.ndarray, trace, lanes, *, pipeline: int = 1
-) -> dict[str, Any]:
+) -> Latency:
     """Latency per inference (one at a time, from reset) from the composed cycle model.
 
     ``lanes`` and ``pipeline`` are the network core's. The FIFO depth is the smallest power of
@@ -80,13 +254,13 @@ def model_latency(
     default = max((layer.n_out + 2 for layer in network.layers[:-1]), default=2)
     depth = max(default, _pow2(max(peaks, default=0)))
     lat = np.array(lat)
-    return {
-        "latency_cycles_mean": float(lat.mean()),
-        "latency_cycles_max": int(lat.max()),
-        "latency_cycles_min": int(lat.min()),
-        "fifo_depth": int(depth),
-        "fifo_peak": int(max(peaks, default=0)),
-    }
+    return Latency(
+        cycles_mean=float(lat.mean()),
+        cycles_max=int(lat.max()),
+        cycles_min=int(lat.min()),
+        fifo_depth=int(depth),
+        fifo_peak=int(max(peaks, default=0)),
+    )
 
 
 def evaluate(
@@ -98,8 +272,8 @@ def evaluate(
     pnr: bool = True,
     generic: bool = False,
     trace=None,
-) -> dict[str, Any]:
-    """Resources, fmax, latency, SOPs and energy of one design point (a JSON-able dict)."""
+) -> Report:
+    """Resources, fmax, latency, SOPs and energy of one design point."""
     from hw.network import NetworkCore
     from hw.synth import place_and_route, synthesize
     from hw.verilog import generate
@@ -113,7 +287,7 @@ def evaluate(
         return NetworkCore(
             network=network,
             lanes=point.lanes,
-            fifo_depth=lat["fifo_depth"],
+            fifo_depth=lat.fifo_depth,
             storage=point.storage,
             pipeline=point.pipeline,
         )
@@ -124,62 +298,54 @@ def evaluate(
     synth = {}
     for t in (target, "generic") if generic and target != "generic" else (target,):
         r = synthesize(verilog, "spikezip_net", target=t, keep=names)
-        synth[t] = {
-            "total": r.total,
-            "layers": [r.modules[n] for n in names],
-            "cells": r.cells["spikezip_net"],
-            "seconds": round(r.seconds, 1),
-        }
+        synth[t] = Synthesis(
+            target=t,
+            total=Resources.from_json(r.total),
+            layers=tuple(Resources.from_json(r.modules[n]) for n in names),
+            cells=dict(r.cells["spikezip_net"]),
+            seconds=round(r.seconds, 1),
+        )
     ops = count_ops(network, trace, inputs)
-    sops = float(ops.sops.mean())
     macs = float(sum(layer.n_in * layer.n_out for layer in network.layers))
-    out: dict[str, Any] = {
-        "network": network.name or "network",
-        "layers": [
-            {
-                "name": network.layer_name(k),
-                "n_in": c.layer.n_in,
-                "n_out": c.layer.n_out,
-                "lanes": c.lanes,
-                "words": c.words,
-                "storage": str(c.storage.value),
-                "pipeline": c.pipeline,
-            }
-            for k, c in enumerate(top.cores)
-        ],
-        "point": {
-            "lanes": point.lanes,
-            "storage": point.storage,
-            "pipeline": point.pipeline,
-            "label": point.label,
-        },
-        "target": target,
-        "synthesis": synth,
-        "latency": lat,
-        "samples": int(inputs.shape[0]),
-        "sops_per_inference": sops,
-        "energy_nj_per_inference": float(ops.energy_pj.mean() / 1000),
-        "steps_mean": float(ops.steps.mean()),
-        "ann_macs_per_inference": macs,
-        "ann_energy_nj_per_inference": macs * E_MAC_PJ / 1000,
-        "neurons": int(sum(layer.n_out for layer in network.layers)),
-        "synapses": int(sum(layer.n_in * layer.n_out for layer in network.layers)),
-    }
+    placed = None
     if pnr and target in ("ecp5", "ice40"):
         p = place_and_route(core(), target=target)
-        f = p.fmax_mhz
-        out["pnr"] = {
-            "device": p.device,
-            "fmax_mhz": round(f, 2),
-            "critical_path": p.critical_path_text,
-            "utilization": p.utilization,
-            "seconds": round(p.seconds, 1),
-        }
-        us = lat["latency_cycles_mean"] / f
-        out["latency"]["us_mean"] = us
-        out["latency"]["us_max"] = lat["latency_cycles_max"] / f
-        out["sops_per_second"] = sops / (us * 1e-6)
-    return out
+        placed = PlaceRoute(
+            device=p.device,
+            fmax_mhz=round(p.fmax_mhz, 2),
+            critical_path=p.critical_path_text,
+            utilization=p.utilization,
+            seconds=round(p.seconds, 1),
+        )
+        lat = lat.at(p.fmax_mhz)
+    return Report(
+        network=network.name or "network",
+        point=point,
+        target=target,
+        layers=tuple(
+            LayerInfo(
+                name=network.layer_name(k),
+                n_in=c.layer.n_in,
+                n_out=c.layer.n_out,
+                lanes=c.lanes,
+                words=c.words,
+                storage=str(c.storage.value),
+                pipeline=c.pipeline,
+            )
+            for k, c in enumerate(top.cores)
+        ),
+        synthesis=synth,
+        latency=lat,
+        samples=int(inputs.shape[0]),
+        steps_mean=float(ops.steps.mean()),
+        sops_per_inference=float(ops.sops.mean()),
+        energy_nj_per_inference=float(ops.energy_pj.mean() / 1000),
+        ann_macs_per_inference=macs,
+        ann_energy_nj_per_inference=macs * E_MAC_PJ / 1000,
+        neurons=int(sum(layer.n_out for layer in network.layers)),
+        synapses=int(sum(layer.n_in * layer.n_out for layer in network.layers)),
+        pnr=placed,
+    )
 
 
 def _eval_job(args):
@@ -199,9 +365,9 @@ def sweep(
     points: Sequence[DesignPoint],
     *,
     jobs: int | None = None,
-    on_done: Callable[[dict], None] | None = None,
+    on_done: Callable[[Report], None] | None = None,
     **kw,
-) -> list[dict[str, Any]]:
+) -> list[Report]:
     """:func:`evaluate` every point, in parallel processes (default: one per core).
 
     On an interrupt (or any error) the pending points are cancelled and the running workers
@@ -210,7 +376,7 @@ def sweep(
     from concurrent.futures import as_completed
 
     jobs = jobs or os.cpu_count() or 1
-    results: list[dict | None] = [None] * len(points)
+    results: list[Report | None] = [None] * len(points)
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_ignore_sigint)
     try:
         futures = {
@@ -244,127 +410,119 @@ def pareto(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def luts(result: dict) -> int:
-    """LUT4s including the two per carry cell (ECP5 CCU2C / generic), the LUT figure of a design."""
-    total = result["synthesis"][result["target"]]["total"]
-    carry = 2 * total["carry"] if result["target"] == "ecp5" else 0
-    return total["lut"] + carry + 4 * total["lutram"]
-
-
-def table(result: dict) -> str:
+def table(result: Report) -> str:
     """The report as a terminal table."""
-    target = result["target"]
-    s = result["synthesis"][target]
+    s = result.resources
     lines = [
-        f"{result['network']} {result['point']['label']} on {target}",
+        f"{result.network} {result.point.label} on {result.target}",
         f"{'layer':<12}{'in':>6}{'out':>6}{'P':>5}{'W':>5}{'LUT4':>8}{'carry':>7}{'FF':>7}"
         f"{'BRAM':>6}{'DSP':>5}{'LUTRAM':>8}",
     ]
-    for info, r in zip(result["layers"], s["layers"], strict=True):
+    for info, r in zip(result.layers, s.layers, strict=True):
         lines.append(
-            f"{info['name']:<12}{info['n_in']:>6}{info['n_out']:>6}{info['lanes']:>5}"
-            f"{info['words']:>5}{r['lut']:>8}{r['carry']:>7}{r['ff']:>7}{r['bram']:>6}"
-            f"{r['dsp']:>5}{r['lutram']:>8}"
+            f"{info.name:<12}{info.n_in:>6}{info.n_out:>6}{info.lanes:>5}"
+            f"{info.words:>5}{r.lut:>8}{r.carry:>7}{r.ff:>7}{r.bram:>6}"
+            f"{r.dsp:>5}{r.lutram:>8}"
         )
-    t = s["total"]
+    t = s.total
     lines.append(
-        f"{'total':<12}{'':>22}{t['lut']:>8}{t['carry']:>7}{t['ff']:>7}{t['bram']:>6}"
-        f"{t['dsp']:>5}{t['lutram']:>8}"
+        f"{'total':<12}{'':>22}{t.lut:>8}{t.carry:>7}{t.ff:>7}{t.bram:>6}{t.dsp:>5}{t.lutram:>8}"
     )
-    lat = result["latency"]
+    lat = result.latency
     lines.append(
-        f"latency {lat['latency_cycles_mean']:.0f} cycles mean / {lat['latency_cycles_max']} max "
-        f"(exact model, FIFO depth {lat['fifo_depth']}, {result['samples']} samples, "
-        f"{result['steps_mean']:.1f} steps)"
+        f"latency {lat.cycles_mean:.0f} cycles mean / {lat.cycles_max} max "
+        f"(exact model, FIFO depth {lat.fifo_depth}, {result.samples} samples, "
+        f"{result.steps_mean:.1f} steps)"
     )
-    if "pnr" in result:
-        p = result["pnr"]
+    if result.pnr is not None:
+        p = result.pnr
         lines.append(
-            f"fmax {p['fmax_mhz']:.1f} MHz ({p['device']}), latency {lat['us_mean']:.2f} µs mean "
-            f"/ {lat['us_max']:.2f} µs max, {result['sops_per_second'] / 1e9:.3f} GSOP/s"
+            f"fmax {p.fmax_mhz:.1f} MHz ({p.device}), latency {lat.us_mean:.2f} µs mean "
+            f"/ {lat.us_max:.2f} µs max, {result.sops_per_second / 1e9:.3f} GSOP/s"
         )
-        lines.append(f"critical path: {p['critical_path']}")
+        lines.append(f"critical path: {p.critical_path}")
     lines.append(
-        f"SOPs {result['sops_per_inference']:.0f}/inference, energy "
-        f"{result['energy_nj_per_inference']:.2f} nJ (§4.5); "
-        f"ANN {result['ann_macs_per_inference']:.0f} MACs = "
-        f"{result['ann_energy_nj_per_inference']:.2f} nJ"
+        f"SOPs {result.sops_per_inference:.0f}/inference, energy "
+        f"{result.energy_nj_per_inference:.2f} nJ (§4.5); "
+        f"ANN {result.ann_macs_per_inference:.0f} MACs = "
+        f"{result.ann_energy_nj_per_inference:.2f} nJ"
     )
     return "\n".join(lines)
 
 
-def markdown(result: dict) -> str:
+def markdown(result: Report) -> str:
     return "# Co-design report\n\n```\n" + table(result) + "\n```\n"
 
 
-def write_report(result: dict, directory: str | os.PathLike) -> tuple[Path, Path]:
+def write_report(result: Report, directory: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``directory``, each atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / "report.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(d / "report.json", json.dumps(result.to_json(), indent=2) + "\n")
     atomic_write_text(d / "report.md", markdown(result))
     return d / "report.json", d / "report.md"
 
 
-def sweep_table(results: Sequence[dict]) -> str:
+def sweep_table(results: Sequence[Report]) -> str:
     """The sweep as a terminal table, Pareto points (LUTs vs latency) starred."""
     front = set(_front(results))
     lines = [
         f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'cycles':>9}{'fmax':>8}"
         f"{'µs':>9}  Pareto"
     ]
+    nan = float("nan")
     for i, r in enumerate(results):
-        t = r["synthesis"][r["target"]]["total"]
-        lat = r["latency"]
-        fmax = r.get("pnr", {}).get("fmax_mhz")
+        t = r.resources.total
+        lat = r.latency
+        fmax = r.pnr.fmax_mhz if r.pnr is not None else nan
         lines.append(
-            f"{r['point']['label']:<22}{luts(r):>8}{t['ff']:>7}{t['bram']:>6}{t['dsp']:>5}"
-            f"{lat['latency_cycles_mean']:>9.0f}{fmax or float('nan'):>8.1f}"
-            f"{lat.get('us_mean', float('nan')):>9.2f}  {'*' if i in front else ''}"
+            f"{r.point.label:<22}{r.luts:>8}{t.ff:>7}{t.bram:>6}{t.dsp:>5}"
+            f"{lat.cycles_mean:>9.0f}{fmax:>8.1f}"
+            f"{lat.us_mean if lat.us_mean is not None else nan:>9.2f}  "
+            f"{'*' if i in front else ''}"
         )
     return "\n".join(lines)
 
 
-def write_sweep(results: Sequence[dict], directory: str | os.PathLike) -> tuple[Path, ...]:
+def write_sweep(results: Sequence[Report], directory: str | os.PathLike) -> tuple[Path, ...]:
     """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``directory``, each atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     front = plot_sweep(results, d / "sweep.png")
-    atomic_write_text(
-        d / "sweep.json", json.dumps({"results": list(results), "pareto": front}, indent=2) + "\n"
-    )
+    record = {"results": [r.to_json() for r in results], "pareto": front}
+    atomic_write_text(d / "sweep.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(
         d / "sweep.md", "# Design-space sweep\n\n```\n" + sweep_table(results) + "\n```\n"
     )
     return d / "sweep.json", d / "sweep.md", d / "sweep.png"
 
 
-def _front(results: Sequence[dict]) -> list[int]:
-    use_us = all("us_mean" in r["latency"] for r in results)
-    key = "us_mean" if use_us else "latency_cycles_mean"
-    return pareto([(luts(r), r["latency"][key]) for r in results])
+def _latency_axis(results: Sequence[Report]) -> tuple[list[float], bool]:
+    use_us = all(r.latency.us_mean is not None for r in results)
+    return [r.latency.us_mean if use_us else r.latency.cycles_mean for r in results], use_us
 
 
-def plot_sweep(results: Sequence[dict], path: str | os.PathLike) -> list[int]:
+def _front(results: Sequence[Report]) -> list[int]:
+    ys, _ = _latency_axis(results)
+    return pareto(list(zip((r.luts for r in results), ys, strict=True)))
+
+
+def plot_sweep(results: Sequence[Report], path: str | os.PathLike) -> list[int]:
     """LUTs vs latency, Pareto front marked; returns the front's indices."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    use_us = all("us_mean" in r["latency"] for r in results)
-    key = "us_mean" if use_us else "latency_cycles_mean"
-    xs = [luts(r) for r in results]
-    ys = [r["latency"][key] for r in results]
-    front = pareto(list(zip(xs, ys, strict=True)))
+    xs = [r.luts for r in results]
+    ys, use_us = _latency_axis(results)
+    front = _front(results)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(xs, ys, color="tab:blue", label="design points")
     f = sorted(front, key=lambda i: xs[i])
     ax.plot([xs[i] for i in f], [ys[i] for i in f], "o-", color="tab:red", label="Pareto front")
     for x, y, r in zip(xs, ys, results, strict=True):
-        ax.annotate(
-            r["point"]["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
+        ax.annotate(r.point.label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("LUT4 (+2 per carry cell, +4 per LUT-RAM)")
     ax.set_ylabel("latency per inference [µs]" if use_us else "latency per inference [cycles]")
     ax.set_xscale("log")

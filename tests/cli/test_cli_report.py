@@ -10,7 +10,7 @@ import pytest
 
 from ir import Network
 from spikezip.cli import main
-from spikezip.report import DesignPoint, model_latency
+from spikezip.report import DesignPoint, Report, model_latency
 from tests.cli.test_cli_hw import BAD_PIPELINE, VALID_PIPELINES, files  # noqa: F401  (fixture)
 
 
@@ -83,6 +83,8 @@ def test_sweep_over_pipeline_depths(files, tmp_path, capsys):  # noqa: F811
     assert run(*argv) == 0
     results = json.loads((out / "sweep.json").read_text())["results"]
     points = [(r["point"]["lanes"], r["point"]["pipeline"]) for r in results]
+    typed = [json.loads(json.dumps(Report.from_json(r).to_json())) for r in results]
+    assert typed == results  # the typed record round-trips
     assert points == [(2, 1), (2, 2)]
     net = Network.load(files / "net.npz")
     x = np.load(files / "x.npy")
@@ -95,8 +97,8 @@ def test_sweep_over_pipeline_depths(files, tmp_path, capsys):  # noqa: F811
         assert [layer["pipeline"] for layer in r["layers"]] == [depth] * net.depth
         # the latency is the cycle model's at the point's own depth
         lat = model_latency(net, x, trace, lanes, pipeline=depth)
-        assert r["latency"]["latency_cycles_mean"] == lat["latency_cycles_mean"]
-    by = {p: r["latency"]["latency_cycles_mean"] for p, r in zip(points, results, strict=True)}
+        assert r["latency"]["cycles_mean"] == lat.cycles_mean
+    by = {p: r["latency"]["cycles_mean"] for p, r in zip(points, results, strict=True)}
     assert by[(2, 2)] > by[(2, 1)]  # deeper: more cycles
     table = capsys.readouterr().out
     assert "P=2 d2" in table
@@ -121,9 +123,9 @@ def test_report_generic_writes_json_and_markdown(files, tmp_path, capsys):  # no
         )
         == 0
     )
-    result = json.loads((out / "report.json").read_text())
-    assert result["synthesis"]["generic"]["total"]["lut"] > 0
-    assert len(result["synthesis"]["generic"]["layers"]) == 2
-    assert result["latency"]["latency_cycles_mean"] > 0
+    result = Report.from_json(json.loads((out / "report.json").read_text()))
+    assert result.resources.total.lut > 0 and result.target == "generic"
+    assert len(result.resources.layers) == 2
+    assert result.latency.cycles_mean > 0 and result.pnr is None
     assert "total" in (out / "report.md").read_text()
     assert "latency" in capsys.readouterr().out

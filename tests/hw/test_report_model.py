@@ -15,9 +15,9 @@ def test_report_latency_is_the_checked_model(digits_network, digits_data):
     trace = simulate(digits_network, x)
     lat = model_latency(digits_network, x, trace, 8)
     per = [network_schedule(digits_network, x[b : b + 1], trace.select([b]), 8) for b in range(5)]
-    assert lat["latency_cycles_max"] == max(int(s.latency[0]) for s in per)
-    assert np.isclose(lat["latency_cycles_mean"], np.mean([s.latency[0] for s in per]))
-    depths = (lat["fifo_depth"],) * (digits_network.depth - 1)
+    assert lat.cycles_max == max(int(s.latency[0]) for s in per)
+    assert np.isclose(lat.cycles_mean, np.mean([s.latency[0] for s in per]))
+    depths = (lat.fifo_depth,) * (digits_network.depth - 1)
     for b in range(5):  # at the report's FIFO depth, the model is exact (no FIFO fills)
         assert network_schedule(digits_network, x[b : b + 1], trace.select([b]), 8, depths).exact
 
@@ -37,6 +37,6 @@ def test_report_latency_uses_the_pipeline_depth(digits_network, digits_data):
             network_schedule(digits_network, x[b : b + 1], trace.select([b]), 16, pipeline=depth)
             for b in range(len(x))
         ]
-        assert lat["latency_cycles_max"] == max(int(s.latency[0]) for s in per)
-        means[depth] = lat["latency_cycles_mean"]
+        assert lat.cycles_max == max(int(s.latency[0]) for s in per)
+        means[depth] = lat.cycles_mean
     assert means[0] < means[1] < means[2]  # every stage adds latency
