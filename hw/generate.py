@@ -7,18 +7,23 @@ Files (all byte-identical for the same network and parameters):
   significant bits, two's complement, address ``j·W + c`` (input ``j``, word ``c``);
 * ``manifest.json`` — network digest and name, parameters (lanes, FIFO depths, pipeline depth,
   backend), ports (name, direction, width), per-layer derived widths, timing and pipeline depth,
-  event formats, probe layout, tool versions.
+  event formats, probe layout, tool versions, and the SHA-256 of every file above (``files``), so
+  that a reader can tell a complete design from a truncated or edited one
+  (:func:`verify_design`).
 
-Every file is written atomically (temporary file, then rename).
+Every file is written atomically (temporary file, then rename), the manifest last. Generating into
+a folder that holds an older design removes the files the old manifest lists and the new design
+does not write (weight images of layers it no longer has, a Verilog file of another top name);
+files no manifest lists are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -31,22 +36,73 @@ from hw.accumulator import weight_words
 from hw.network import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
 from hw.verilog import generate
 from ir import Network
+from ir._io import atomic_write, atomic_write_text
 
-__all__ = ["MANIFEST", "generator_fingerprint", "weight_words", "write_design"]
+__all__ = ["MANIFEST", "generator_fingerprint", "verify_design", "weight_words", "write_design"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _plain_name(name: object) -> bool:
+    """A file name inside the design folder (no directory part, not the manifest)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..", MANIFEST)
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+def _listed_files(manifest: Mapping[str, Any]) -> set[str]:
+    """Names of the files a (possibly older or damaged) manifest says the design wrote."""
+    names: set[str] = set()
+    files = manifest.get("files")
+    if isinstance(files, dict):
+        names.update(files)
+    names.add(manifest.get("verilog"))
+    layers = manifest.get("layers")
+    for layer in layers if isinstance(layers, list) else []:
+        try:
+            names.add(layer["weights"]["file"])
+        except (TypeError, KeyError, IndexError):
+            pass
+    return {name for name in names if _plain_name(name)}
+
+
+def _old_manifest(directory: Path) -> dict[str, Any]:
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def verify_design(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> str | None:
+    """Check the files of a design folder against the SHA-256 sums its manifest records.
+
+    Returns ``None`` when every listed file is there with its recorded content, else a short
+    reason (``"spikezip_net.v: content differs from the manifest"``). A manifest without sums
+    (written before they were recorded) fails.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict) or manifest.get("verilog") not in files:
+        return "the manifest records no file sums"
+    for name, digest in files.items():
+        if not _plain_name(name):
+            return f"the manifest lists {name!r}, not a file name"
+        try:
+            data = (Path(directory) / name).read_bytes()
+        except OSError as e:
+            return f"{name}: {e.strerror or e}"
+        if _sha256(data) != digest:
+            return f"{name}: content differs from the manifest"
+    return None
 
 
 def _ports(component: wiring.Component) -> list[dict[str, Any]]:
@@ -115,20 +171,31 @@ def write_design(
 ) -> dict[str, Any]:
     """Generate ``network``'s RTL into ``directory``; return the manifest (also written).
 
-    ``pipeline`` is the layer cores' pipeline depth (:class:`hw.network.NetworkCore`).
+    ``pipeline`` is the layer cores' pipeline depth (:class:`hw.network.NetworkCore`). Files of an
+    older design in ``directory`` that its manifest lists and this design does not write are
+    removed; other files are left alone. Not safe against a concurrent ``write_design`` into the
+    same folder: callers that share folders serialise (:func:`sim.network.design` locks).
     """
     top = NetworkCore(
         network=network, lanes=lanes, fifo_depth=fifo_depth, probe=probe, pipeline=pipeline
     )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    verilog = generate(top, toplevel, backend=backend)
-    _atomic_write(directory / f"{toplevel}.v", verilog)
+    old_files = _listed_files(_old_manifest(directory))
+    files: dict[str, str] = {}
+
+    def write(name: str, text: str) -> None:
+        data = text.encode()
+        with atomic_write(directory / name) as f:
+            f.write(data)
+        files[name] = _sha256(data)
+
+    write(f"{toplevel}.v", generate(top, toplevel, backend=backend))
     layers = []
     for k, core in enumerate(top.cores):
         words = weight_words(core.layer, core.lanes)
         hex_name = f"layer{k}.weights.hex"
-        _atomic_write(directory / hex_name, _hex(words, core.widths.weight, core.lanes))
+        write(hex_name, _hex(words, core.widths.weight, core.lanes))
         layers.append(
             {
                 "name": network.layer_name(k),
@@ -183,6 +250,10 @@ def write_design(
         else [],
         "tools": _versions(),
         "generator": generator_fingerprint(),
+        "files": dict(sorted(files.items())),
     }
-    _atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for stale in sorted(old_files - files.keys()):  # before the manifest: a crash re-lists them
+        with contextlib.suppress(IsADirectoryError):  # not what the old manifest wrote
+            (directory / stale).unlink(missing_ok=True)
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -1,5 +1,6 @@
 """``sim.network.design``: a cached design is reused only for the same parameters, pipeline depth
-included (no simulator needed: it only generates Verilog)."""
+included; ``hw.generate.write_design`` into a reused folder removes what the old design wrote and
+the new one does not (no simulator needed: they only generate Verilog)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 
 import pytest
 
-from hw.generate import MANIFEST
+from hw.generate import MANIFEST, verify_design, write_design
 from sim.network import design
 from tests.sim.test_network import random_network
 
@@ -38,3 +39,40 @@ def test_cached_design_of_another_pipeline_is_not_reused(tmp_path):
 
     with pytest.raises(ValueError, match="pipeline must be one of"):
         design(net, tmp_path, lanes=2, pipeline=-1)
+
+
+def test_generate_into_a_reused_folder_removes_only_stale_design_files(tmp_path):
+    deep = random_network(2, depth=3, max_width=5)
+    shallow = random_network(3, depth=2, max_width=5)
+    old = write_design(deep, tmp_path, lanes=1, toplevel="old_top")
+    assert sorted(old["files"]) == [f"layer{k}.weights.hex" for k in range(3)] + ["old_top.v"]
+    assert verify_design(tmp_path, old) is None
+    (tmp_path / "notes.txt").write_text("mine")  # listed by no manifest: left alone
+    (tmp_path / "layer9.weights.hex").write_text("also mine")
+    new = write_design(shallow, tmp_path, lanes=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "layer0.weights.hex",
+        "layer1.weights.hex",
+        "layer9.weights.hex",
+        MANIFEST,
+        "notes.txt",
+        "spikezip_net.v",
+    ]
+    assert verify_design(tmp_path, new) is None
+    assert json.loads((tmp_path / MANIFEST).read_text())["files"] == new["files"]
+
+    # a manifest naming files outside the folder (or itself) removes nothing there
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("keep")
+    hostile = dict(new, files={f"../{outside.name}": "0", MANIFEST: "0"}, verilog="../x.v")
+    (tmp_path / MANIFEST).write_text(json.dumps(hostile))
+    write_design(shallow, tmp_path, lanes=1)
+    assert outside.read_text() == "keep"
+    assert (tmp_path / MANIFEST).is_file()
+
+    # a folder with files but no manifest is simply written into
+    other = tmp_path.parent / f"{tmp_path.name}-plain"
+    other.mkdir()
+    (other / "layer5.weights.hex").write_text("x")
+    write_design(shallow, other, lanes=1)
+    assert (other / "layer5.weights.hex").read_text() == "x"
