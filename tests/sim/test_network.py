@@ -79,6 +79,14 @@ def random_inputs(network: Network, batch: int, seed: int) -> np.ndarray:
     return x
 
 
+def fit_lanes(network: Network, lanes):
+    """``lanes`` capped at each layer's neuron count (one value: the widest layer's): more lanes
+    than neurons are refused (:func:`hw.cycle_model.resolve_lanes`)."""
+    if isinstance(lanes, int):
+        return min(lanes, max(layer.n_out for layer in network.layers))
+    return tuple(min(p, layer.n_out) for p, layer in zip(lanes, network.layers, strict=True))
+
+
 def assert_equal_traces(golden: Trace, hw: Trace) -> None:
     div = first_divergence(golden, hw)
     assert div is None, f"\n{div}"
@@ -137,7 +145,7 @@ SLOW_RANDOM = [
 def _random_case(builds, net_seed, depth, width, lanes, encoding, sim, batch, **kw):
     net = random_network(net_seed, depth=depth, max_width=width, encoding=encoding)
     x = random_inputs(net, batch, net_seed + 100)
-    run = simulate(net, x, sim=sim, lanes=lanes, root=builds, **kw)
+    run = simulate(net, x, sim=sim, lanes=fit_lanes(net, lanes), root=builds, **kw)
     assert_equal_traces(reference(net, x), run.trace)
     return run
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.cycle_model import LayerTiming
+from hw.cycle_model import LayerTiming, resolve_lanes
 from hw.network_model import network_schedule
 from sim.network import design, simulate
 from sw.reference import simulate as reference
-from tests.sim.test_network import random_inputs, random_network
+from tests.sim.test_network import fit_lanes, random_inputs, random_network
 
 pytestmark = pytest.mark.sim
 
@@ -99,9 +99,10 @@ def test_backpressure_is_detected(digits_network, digits_data, builds):
 )
 def test_random_model_equals_rtl(builds, seed, depth, width, lanes, encoding, pipeline):
     net = random_network(seed, depth=depth, max_width=width, encoding=encoding)
+    lanes = fit_lanes(net, lanes)
     x = random_inputs(net, 6, seed)
     if pipeline >= 2:  # the case covers what it claims: a layer whose passes have idle slots
-        per_layer = (lanes,) * depth if isinstance(lanes, int) else lanes
+        per_layer = resolve_lanes(net, lanes)
         timings = [
             LayerTiming(layer.n_out, p, pipeline)
             for p, layer in zip(per_layer, net.layers, strict=True)
