@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ir._io import atomic_write_text
+from spikezip.ir._io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent.parent / "build" / "bench"
 

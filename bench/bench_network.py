@@ -19,11 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-from ir.compare import first_divergence
-from sim.network import design, simulate
-from sw import digits, qann
-from sw.convert import to_network
-from sw.reference import simulate as reference
+from spikezip.ir.compare import first_divergence
+from spikezip.sim.simulate import design, simulate
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
+from spikezip.sw.reference import simulate as reference
 
 
 def main() -> None:

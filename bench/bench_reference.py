@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-from sw import digits, qann
-from sw.convert import to_network
-from sw.reference import integer_qann, simulate
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
+from spikezip.sw.reference import integer_qann, simulate
 
 
 def main() -> None:

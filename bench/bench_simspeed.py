@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 from amaranth.sim import Simulator
 
-from hw import events
-from hw.layer_core import LayerCore
-from sim.cases import layer_core_case
-from sim.runner import run_cocotb
-from sw import digits, qann
-from sw.convert import to_network
-from sw.reference import simulate
+from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.model import events
+from spikezip.sim.cases import layer_core_case
+from spikezip.sim.runner import run_cocotb
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
+from spikezip.sw.reference import simulate
 
 
 def amaranth_run(net, x, trace, k: int, lanes: int) -> tuple[int, float]:
@@ -84,7 +84,7 @@ def main() -> None:
                 sim=sim,
                 sources=[case.verilog],
                 toplevel=case.toplevel,
-                test_module="sim.tb_layer_core",
+                test_module="spikezip.sim.tb.layer_core",
                 build_dir=work / f"build-{sim}",
                 extra_env=case.env(),
             )

@@ -3,7 +3,7 @@
     python bench/bench_vit.py [--retrain] [--out DIR]
 
 Trains (``--retrain``: into a fresh temporary cache, so the training time is measured) or loads the
-cached default :class:`sw.vit.VitConfig` model, converts it, and on the whole digits test set:
+cached default :class:`sw.vit.model.VitConfig` model, converts it, and on the whole digits test set:
 float / integer-QANN / SNN accuracy, converged SNN == integer QANN at every site (must hold),
 float-vs-integer agreement (int8 and 16-bit conversions), steps, SOPs and energy (spec §4.5).
 ``--out DIR`` also writes ``DIR/digits-vit.npz`` and ``DIR/digits-vit_inputs.npy`` for
@@ -23,10 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-from sw import digits, vit
-from sw.vit_convert import agreement, to_transformer
-from sw.vit_energy import count_ops
-from sw.vit_reference import integer_qann, run
+from spikezip.sw import digits
+from spikezip.sw.vit import model as vit
+from spikezip.sw.vit.convert import agreement, to_transformer
+from spikezip.sw.vit.energy import count_ops
+from spikezip.sw.vit.reference import integer_qann, run
 
 CHUNK = 150
 

@@ -3,8 +3,8 @@
 stdlib + numpy only: importing :mod:`ir` never loads torch or amaranth.
 """
 
-from ir.errors import FormatError
-from ir.network import Encoding, Layer, Network
-from ir.trace import Trace
+from spikezip.ir.errors import FormatError
+from spikezip.ir.network import Encoding, Layer, Network
+from spikezip.ir.trace import Trace
 
 __all__ = ["Encoding", "FormatError", "Layer", "Network", "Trace"]

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ir.errors import FormatError
+from spikezip.ir.errors import FormatError
 
 META_KEY = "__meta__"
 #: Metadata key recording every array's dtype and shape (added by :func:`write_npz`).

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ir.trace import Trace
+from spikezip.ir.trace import Trace
 
 __all__ = ["Divergence", "TraceMismatchError", "first_divergence"]
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ir._io import read_npz, write_npz
-from ir.errors import FormatError
+from spikezip.ir._io import read_npz, write_npz
+from spikezip.ir.errors import FormatError
 
 __all__ = ["DIGEST_BYTES", "Trace", "sample_digests"]
 

@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from ir._io import read_npz, read_npz_meta
-from ir._io import write_npz as _write_npz
-from ir.errors import FormatError
-from ir.network import (
+from spikezip.ir._io import read_npz, read_npz_meta
+from spikezip.ir._io import write_npz as _write_npz
+from spikezip.ir.errors import FormatError
+from spikezip.ir.network import (
     MAX_WIDTH,
     VALUE_MAX,
     VALUE_MIN,

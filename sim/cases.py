@@ -10,7 +10,7 @@ Files of a layer-core case (:func:`layer_core_case`), in its directory:
 * ``golden.npz`` — the reference :class:`ir.Trace` of the whole network (``record_state=True``);
 * ``stimulus.npz`` — the input payloads (every inference back to back), the expected output
   payloads with their sample, step and neuron (``-1`` for markers), the model's cycle of each
-  (:func:`hw.cycle_model.schedule`), and the formats;
+  (:func:`hw.model.cycle_model.schedule`), and the formats;
 * ``hardware.npz`` — written by the testbench: the hardware trace (the golden trace with the
   simulated layer replaced by what the RTL emitted, with cycle stamps).
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw import cycle_model, events
-from ir import Network, Trace
+from spikezip.hw.model import cycle_model, events
+from spikezip.ir import Network, Trace
 
 __all__ = ["LayerCoreCase", "NeuronArrayCase", "layer_core_case", "neuron_array_case"]
 
@@ -61,7 +61,7 @@ class LayerCoreCase:
 def _golden(network: Network, inputs: np.ndarray, trace: Trace | None) -> Trace:
     if trace is not None:
         return trace
-    from sw.reference import simulate  # torch: pytest side only
+    from spikezip.sw.reference import simulate  # torch: pytest side only
 
     return simulate(network, inputs, record_state=True)
 
@@ -81,11 +81,11 @@ def layer_core_case(
 ) -> LayerCoreCase:
     """Write the Verilog, golden trace and stimulus of ``network.layers[layer]`` on ``inputs``.
 
-    ``lanes``, ``storage`` and ``pipeline`` are the :class:`hw.layer_core.LayerCore`'s; the
-    expected cycles come from the core's own :class:`hw.cycle_model.LayerTiming`.
+    ``lanes``, ``storage`` and ``pipeline`` are the :class:`hw.cores.layer_core.LayerCore`'s; the
+    expected cycles come from the core's own :class:`hw.model.cycle_model.LayerTiming`.
     """
-    from hw.layer_core import LayerCore
-    from hw.verilog import generate
+    from spikezip.hw.cores.layer_core import LayerCore
+    from spikezip.hw.flow.verilog import generate
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -183,12 +183,12 @@ def neuron_array_case(
 
     ``stimulus.npz`` holds ``drive [B, T, words·lanes]`` (padding lanes 0), the formats, the
     array's ``latency`` (command to fired word) and ``min_distance`` (cycles between two commands
-    on the same word), both from :class:`hw.cycle_model.LayerTiming` as the layer core uses them,
-    and the expected ``busy [B, T]`` (any non-zero drive or spike in the step).
+    on the same word), both from :class:`hw.model.cycle_model.LayerTiming` as the layer core uses
+    them, and the expected ``busy [B, T]`` (any non-zero drive or spike in the step).
     """
-    from hw.layouts import Op
-    from hw.neuron_array import NeuronArrayTop
-    from hw.verilog import generate
+    from spikezip.hw.cores.layouts import Op
+    from spikezip.hw.cores.neuron_array import NeuronArrayTop
+    from spikezip.hw.flow.verilog import generate
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -834,7 +834,7 @@ def _build(
         record = {"settings": settings, "model": model.name, "model_sha256": model_sha}
         if origin != sim_dir:
             record["build_dir"] = str(origin)  # the path make could not take
-        from ir._io import atomic_write_text  # numpy: not for the runs that only simulate
+        from spikezip.ir._io import atomic_write_text  # numpy: not for the runs that only simulate
 
         atomic_write_text(stamp, json.dumps(record, indent=1) + "\n")
         built = True
@@ -885,7 +885,7 @@ _PARENT_ENV = "SPIKEZIP_SIM_PARENT_PID"
 WORKER_PID_ENV = "SPIKEZIP_SIM_WORKER_PID"
 """Set in the simulator's environment by :func:`run_cocotb_isolated`: the worker process's id."""
 _PR_SET_PDEATHSIG = 1
-_CHILD_MAIN = "import sim.runner as r; r._child_main()"
+_CHILD_MAIN = "import spikezip.sim.runner as r; r._child_main()"
 
 
 def run_cocotb_isolated(
@@ -942,7 +942,7 @@ def run_cocotb_isolated(
                     [
                         sys.executable,
                         "-c",
-                        "import sim.runner as r; r._child_main()",
+                        "import spikezip.sim.runner as r; r._child_main()",
                         str(write_fd),
                     ],
                     stdin=subprocess.PIPE,
@@ -1035,7 +1035,7 @@ def _child_main() -> None:
     out = int(sys.argv[1])
     _die_with_parent(int(os.environ.pop(_PARENT_ENV)))
     os.environ[WORKER_PID_ENV] = str(os.getpid())  # the simulator inherits it (its testbench
-    # may watch it: sim.tb_network ends the simulation when the worker is gone)
+    # may watch it: sim.tb.network ends the simulation when the worker is gone)
     child_traceback = ""
     try:
         kwargs = pickle.load(sys.stdin.buffer)

@@ -8,7 +8,7 @@ What it guarantees, whatever the input:
 * options and paths are checked before any work starts (an output that is an input, or a device,
   or in a missing directory, is refused up front);
 * every output file is written atomically with the user's umask;
-* concurrent runs on one build folder are safe (:mod:`sim.network`).
+* concurrent runs on one build folder are safe (:mod:`sim.simulate`).
 
 ``SPIKEZIP_DEBUG=1`` (or ``true``/``yes``/``on``) shows tracebacks instead. Heavy packages
 (torch, amaranth, cocotb) are imported only by the commands that need them.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.cycle_model import PIPELINES, resolve_lanes
-from ir import FormatError, Network, Trace
-from ir._io import atomic_write, read_array
-from ir.compare import TraceMismatchError, first_divergence
-from ir.transformer import VisionTransformer, load_network
+from spikezip.hw.model.cycle_model import PIPELINES, resolve_lanes
+from spikezip.ir import FormatError, Network, Trace
+from spikezip.ir._io import atomic_write, read_array
+from spikezip.ir.compare import TraceMismatchError, first_divergence
+from spikezip.ir.transformer import VisionTransformer, load_network
 from spikezip.paths import CliError, input_file, output_dir, output_file
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -144,7 +144,8 @@ DEFAULT_LANES = 8
 
 
 def _lanes_of(network: Network, lanes: tuple[int, ...] | None) -> tuple[int, ...]:
-    """``--lanes`` resolved per layer (:func:`hw.cycle_model.resolve_lanes`), or a CliError."""
+    """``--lanes`` resolved per layer (:func:`hw.model.cycle_model.resolve_lanes`), or a
+    CliError."""
     if lanes is None:
         widest = max(layer.n_out for layer in network.layers)
         return resolve_lanes(network, min(DEFAULT_LANES, widest))
@@ -183,14 +184,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     sources = [("NETWORK", input_file(args.network, "NETWORK")), ("INPUTS", Path(args.inputs))]
     output_file(args.output, "-o", sources)
     network = _network(args.network)
-    from sw.reference import StepCapWarning
+    from spikezip.sw.reference import StepCapWarning
 
     if isinstance(network, VisionTransformer):
-        from sw.vit_energy import count_ops
-        from sw.vit_reference import simulate
+        from spikezip.sw.vit.energy import count_ops
+        from spikezip.sw.vit.reference import simulate
     else:
-        from sw.energy import count_ops
-        from sw.reference import simulate
+        from spikezip.sw.energy import count_ops
+        from spikezip.sw.reference import simulate
     x = _checked_inputs(network, args.inputs)
     import warnings
 
@@ -259,8 +260,8 @@ DIGITS_FILES = ("digits.npz", "digits_inputs.npy", "digits_labels.npy")
 
 def cmd_digits(args: argparse.Namespace) -> int:
     out = output_dir(args.output, "-o", DIGITS_FILES)
-    from sw import digits, qann
-    from sw.convert import to_network
+    from spikezip.sw import digits, qann
+    from spikezip.sw.convert import to_network
 
     model = qann.load_or_train(qann.QannConfig())
     network = to_network(model, name="digits")
@@ -284,7 +285,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     ]
     output_dir(args.output, "-o", writes, [("NETWORK", source)])
     lanes = _lanes_of(network, args.lanes)
-    from hw.generate import write_design
+    from spikezip.hw.flow.generate import write_design
 
     try:
         manifest = write_design(
@@ -318,8 +319,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     network = _fc_network(args.network)
     x = _checked_inputs(network, args.inputs)
     lanes = _lanes_of(network, args.lanes)
-    from sim.network import simulate
-    from sim.runner import BuildError, SimulationError
+    from spikezip.sim.runner import BuildError, SimulationError
+    from spikezip.sim.simulate import simulate
 
     bar = None
     if not args.quiet:
@@ -407,7 +408,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     x = _report_inputs(args, network)
     lanes = _lanes_of(network, args.lanes)
     _tools_check(args.target)
-    from hw.synth import ToolError
+    from spikezip.hw.flow.synth import ToolError
     from spikezip.report import DesignPoint, evaluate, table, write_report
 
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
@@ -467,7 +468,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     lane_values = list(dict.fromkeys(min(p, widest) for p in given))
-    from hw.synth import ToolError
+    from spikezip.hw.flow.synth import ToolError
     from spikezip.report import DesignPoint, sweep, sweep_table, write_sweep
 
     points = list(

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ir._io import atomic_write, atomic_write_text
 from spikezip.cli import POSITIVE
+from spikezip.ir._io import atomic_write, atomic_write_text
 from spikezip.paths import CliError, output_dir
 
 
@@ -70,8 +70,8 @@ def rtl_stage(
     rep: Report, network, x, y, golden, out: Path, *, sim: str, images: int | None, lanes: int
 ) -> None:
     """Generate, simulate cycle-accurately, compare every image; add the rows."""
-    from ir.compare import first_divergence
-    from sim.network import design, simulate
+    from spikezip.ir.compare import first_divergence
+    from spikezip.sim.simulate import design, simulate
 
     n = len(x) if images is None else min(images, len(x))
     with Stopwatch(rep, f"generate Verilog (lanes {lanes})"):
@@ -173,10 +173,10 @@ def _run(args: argparse.Namespace) -> int:
     out = output_dir(args.out, "--out", ("report.md", "raster.png", "digits.npz", "golden.npz"))
     out.mkdir(parents=True, exist_ok=True)
 
-    from sw import digits, qann
-    from sw.convert import agreement, to_network
-    from sw.energy import count_ops
-    from sw.reference import integer_qann, simulate
+    from spikezip.sw import digits, qann
+    from spikezip.sw.convert import agreement, to_network
+    from spikezip.sw.energy import count_ops
+    from spikezip.sw.reference import integer_qann, simulate
 
     rep = Report()
     t_start = time.perf_counter()

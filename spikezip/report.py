@@ -1,8 +1,8 @@
 """Co-design reports: resources, fmax, latency, SOPs and energy of a network's RTL, and sweeps.
 
-* resources: :func:`hw.synth.synthesize` (yosys ``stat -json``) per layer core and in total;
-* fmax: :func:`hw.synth.place_and_route` on the pin-limited harness around the network core;
-* latency: the composed cycle model :mod:`hw.network_model` (checked against the RTL's cycle
+* resources: :func:`hw.flow.synth.synthesize` (yosys ``stat -json``) per layer core and in total;
+* fmax: :func:`hw.flow.synth.place_and_route` on the pin-limited harness around the network core;
+* latency: the composed cycle model :mod:`hw.model.network_model` (checked against the RTL's cycle
   stamps in tests/sim/test_network_model.py), one inference at a time from reset; the inter-layer
   FIFOs are sized so that the model is exact (no FIFO fills up on the given inputs);
 * SOPs and energy: :func:`sw.energy.count_ops` (spec §4.5), and the ANN MACs for comparison.
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ir import Network
-from ir._io import atomic_write, atomic_write_text
+from spikezip.ir import Network
+from spikezip.ir._io import atomic_write, atomic_write_text
 
 __all__ = [
     "DesignPoint",
@@ -47,7 +47,7 @@ class DesignPoint:
 
     lanes: int | tuple[int, ...]
     storage: str | None = None  #: ``registers``, ``memory`` or None (by size)
-    pipeline: int = 1  #: pipeline depth of the layer cores (:data:`hw.cycle_model.PIPELINES`)
+    pipeline: int = 1  #: pipeline depth of the layer cores (:data:`hw.model.cycle_model.PIPELINES`)
 
     @property
     def label(self) -> str:
@@ -66,7 +66,7 @@ REPORT_VERSION = 1
 
 @dataclass(frozen=True, kw_only=True)
 class Resources:
-    """Cells of a synthesised design by class (``hw.synth.RESOURCES``)."""
+    """Cells of a synthesised design by class (``hw.flow.synth.RESOURCES``)."""
 
     lut: int = 0
     carry: int = 0
@@ -242,7 +242,7 @@ def model_latency(
     two ≥ the default (``n_out + 2``) that no inference fills, so the model is the RTL's exact
     schedule.
     """
-    from hw.network_model import network_schedule
+    from spikezip.hw.model.network_model import network_schedule
 
     lat, peaks = [], []
     for b in range(inputs.shape[0]):
@@ -274,11 +274,11 @@ def evaluate(
     trace=None,
 ) -> Report:
     """Resources, fmax, latency, SOPs and energy of one design point."""
-    from hw.network import NetworkCore
-    from hw.synth import place_and_route, synthesize
-    from hw.verilog import generate
-    from sw.energy import count_ops
-    from sw.reference import simulate
+    from spikezip.hw.cores.network_core import NetworkCore
+    from spikezip.hw.flow.synth import place_and_route, synthesize
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.sw.energy import count_ops
+    from spikezip.sw.reference import simulate
 
     trace = trace if trace is not None else simulate(network, inputs)
     lat = model_latency(network, inputs, trace, point.lanes, pipeline=point.pipeline)

@@ -1,7 +1,7 @@
 """On-disk cache of trained models: keyed by configuration and torch version, written atomically.
 
-Used by :mod:`sw.qann` and :mod:`sw.vit`. A file that cannot be read (corrupt, another format, a
-different key) is retrained and replaced: it is a cache, never the only copy of anything.
+Used by :mod:`sw.qann` and :mod:`sw.vit.model`. A file that cannot be read (corrupt, another format,
+a different key) is retrained and replaced: it is a cache, never the only copy of anything.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ir._io import atomic_write
+from spikezip.ir._io import atomic_write
 
 __all__ = ["cache_dir", "cache_key", "cache_path", "load_or_train"]
 

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ir import Encoding, Layer, Network
-from sw.quant import MyQuan
+from spikezip.ir import Encoding, Layer, Network
+from spikezip.sw.quant import MyQuan
 
 __all__ = ["Agreement", "agreement", "evaluate_float", "to_network"]
 
@@ -375,7 +375,7 @@ def agreement(
     -------
     Agreement
     """
-    from sw.reference import integer_qann
+    from spikezip.sw.reference import integer_qann
 
     if not isinstance(network, Network):
         raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ir import Encoding, Network, Trace
+from spikezip.ir import Encoding, Network, Trace
 
 __all__ = ["E_AC_PJ", "E_MAC_PJ", "OpCounts", "count_ops"]
 

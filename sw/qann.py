@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sw import cache, digits
-from sw.quant import MyQuan, bounds
+from spikezip.sw import cache, digits
+from spikezip.sw.quant import MyQuan, bounds
 
 __all__ = [
     "CACHE_VERSION",
@@ -257,7 +257,7 @@ def train(config: QannConfig | None = None) -> QannMLP:
 
 def accuracy(model: QannMLP, pixels: np.ndarray, labels: np.ndarray) -> float:
     """Float-QANN accuracy: arg-max of the output codes (first index on ties) against ``labels``."""
-    from sw.convert import evaluate_float
+    from spikezip.sw.convert import evaluate_float
 
     pred = np.argmax(evaluate_float(model, pixels)[-1], axis=1)
     return float(np.mean(pred == np.asarray(labels)))

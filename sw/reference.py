@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ir import Encoding, Layer, Network, Trace
-from ir.trace import sample_digests
+from spikezip.ir import Encoding, Layer, Network, Trace
+from spikezip.ir.trace import sample_digests
 
 __all__ = [
     "StepCapWarning",

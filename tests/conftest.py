@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def digits_data():
-    from sw import digits
+    from spikezip.sw import digits
 
     return digits.load()
 
@@ -15,8 +15,8 @@ def digits_data():
 @pytest.fixture(scope="session")
 def digits_network(tmp_path_factory):
     """The default digits QANN (trained once per session, cache in a tmp dir), converted."""
-    from sw import qann
-    from sw.convert import to_network
+    from spikezip.sw import qann
+    from spikezip.sw.convert import to_network
 
     model = qann.load_or_train(qann.QannConfig(), directory=tmp_path_factory.mktemp("qann"))
     return to_network(model, name="digits")

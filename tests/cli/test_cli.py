@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from ir import Layer, Network, Trace
 from spikezip.cli import main
+from spikezip.ir import Layer, Network, Trace
 
 
 @pytest.fixture

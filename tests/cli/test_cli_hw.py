@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from hw.cycle_model import PIPELINES
-from ir import Layer, Network, Trace
 from spikezip.cli import main
+from spikezip.hw.model.cycle_model import PIPELINES
+from spikezip.ir import Layer, Network, Trace
 
 BAD_PIPELINE = str(max(PIPELINES) + 1)  # the first depth that does not exist
 VALID_PIPELINES = ", ".join(map(str, PIPELINES))

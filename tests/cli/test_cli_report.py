@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from ir import Network
 from spikezip.cli import main
+from spikezip.ir import Network
 from spikezip.report import DesignPoint, Report, model_latency
 from tests.cli.test_cli_hw import BAD_PIPELINE, VALID_PIPELINES, files  # noqa: F401  (fixture)
 
@@ -46,7 +46,7 @@ def test_sweep_bad_knobs(files, capsys, args, message):  # noqa: F811
 
 def test_sweep_points_are_lanes_storage_pipeline(files, capsys, monkeypatch):  # noqa: F811
     """The points handed to the sweep (stopped there: no synthesis) are the product."""
-    from hw.synth import ToolError
+    from spikezip.hw.flow.synth import ToolError
 
     seen = []
 
@@ -88,7 +88,7 @@ def test_sweep_over_pipeline_depths(files, tmp_path, capsys):  # noqa: F811
     assert points == [(2, 1), (2, 2)]
     net = Network.load(files / "net.npz")
     x = np.load(files / "x.npy")
-    from sw.reference import simulate
+    from spikezip.sw.reference import simulate
 
     trace = simulate(net, x)
     for r in results:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir import Trace
-from ir.transformer import VisionTransformer
 from spikezip.cli import main
-from sw.vit_reference import integer_qann, simulate
+from spikezip.ir import Trace
+from spikezip.ir.transformer import VisionTransformer
+from spikezip.sw.vit.reference import integer_qann, simulate
 from tests.sw.test_vit_reference import one_block_vit
 
 

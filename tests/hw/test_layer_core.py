@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""The layer core (``hw.layer_core``): tier 1 (construction, ports, widths, Verilog) and tier 2
-(the whole core in Amaranth's simulator against the golden trace and the cycle model).
+"""The layer core (``hw.cores.layer_core``): tier 1 (construction, ports, widths, Verilog) and tier
+2 (the whole core in Amaranth's simulator against the golden trace and the cycle model).
 
 Tier 3 (cocotb on Icarus and Verilator) is in ``tests/sim/test_layer_core.py``.
 """
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw import cycle_model, events
-from hw.cycle_model import PIPELINES
-from hw.layer_core import LayerCore
-from hw.neuron_array import Storage
-from hw.verilog import BACKENDS, generate
-from ir import Layer, Network
-from sw.reference import simulate
+from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.cores.neuron_array import Storage
+from spikezip.hw.flow.verilog import BACKENDS, generate
+from spikezip.hw.model import cycle_model, events
+from spikezip.hw.model.cycle_model import PIPELINES
+from spikezip.ir import Layer, Network
+from spikezip.sw.reference import simulate
 from tests.hw.layer_configs import network
 
 # -- tier 1 -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""The ST-BIF neuron array (``hw.neuron_array``): tiers 1 (no simulator), 2 (Amaranth's simulator)
-and 3 (cocotb on the generated Verilog, Icarus and Verilator)."""
+"""The ST-BIF neuron array (``hw.cores.neuron_array``): tiers 1 (no simulator), 2 (Amaranth's
+simulator) and 3 (cocotb on the generated Verilog, Icarus and Verilator)."""
 
 from pathlib import Path
 
@@ -12,9 +12,8 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.cycle_model import PIPELINES, LayerTiming
-from hw.layouts import Op
-from hw.neuron_array import (
+from spikezip.hw.cores.layouts import Op
+from spikezip.hw.cores.neuron_array import (
     REGISTER_WORDS_MAX,
     NeuronArray,
     NeuronArrayTop,
@@ -23,9 +22,10 @@ from hw.neuron_array import (
     Storage,
     default_storage,
 )
-from hw.verilog import generate
-from ir import Layer, Network
-from sw.reference import stbif_step
+from spikezip.hw.flow.verilog import generate
+from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming
+from spikezip.ir import Layer, Network
+from spikezip.sw.reference import stbif_step
 
 STORAGES = [s.value for s in Storage]
 
@@ -409,8 +409,8 @@ SIM_CASES = [
 def test_neuron_array_cocotb(
     tmp_path: Path, sim: str, layer: int, lanes: int, storage, pipeline: int
 ) -> None:
-    from sim.cases import neuron_array_case
-    from sim.runner import run_cocotb
+    from spikezip.sim.cases import neuron_array_case
+    from spikezip.sim.runner import run_cocotb
 
     net, x = _spike_network()
     case = neuron_array_case(
@@ -420,7 +420,7 @@ def test_neuron_array_cocotb(
         sim=sim,
         sources=[case.verilog],
         toplevel=case.toplevel,
-        test_module="sim.tb_neuron_array",
+        test_module="spikezip.sim.tb.neuron_array",
         build_dir=tmp_path / "build",
         extra_env=case.env(valid=0.8),
     )
@@ -434,9 +434,9 @@ def test_elaborates_for_every_storage() -> None:
 @pytest.mark.sim
 def test_neuron_array_divergence_is_reported(tmp_path: Path) -> None:
     """A wrong golden membrane makes the run fail with the first divergence, cycle included."""
-    from ir import Trace
-    from sim.cases import neuron_array_case
-    from sim.runner import SimulationError, run_cocotb
+    from spikezip.ir import Trace
+    from spikezip.sim.cases import neuron_array_case
+    from spikezip.sim.runner import SimulationError, run_cocotb
 
     net, x = _spike_network()
     case = neuron_array_case(tmp_path / "case", net, x, 1, lanes=3)
@@ -458,7 +458,7 @@ def test_neuron_array_divergence_is_reported(tmp_path: Path) -> None:
             sim="icarus",
             sources=[case.verilog],
             toplevel=case.toplevel,
-            test_module="sim.tb_neuron_array",
+            test_module="spikezip.sim.tb.neuron_array",
             build_dir=tmp_path / "build",
             extra_env=case.env(),
         )

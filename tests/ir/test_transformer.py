@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ir import FormatError, Layer, Network
-from ir.transformer import (
+from spikezip.ir import FormatError, Layer, Network
+from spikezip.ir.transformer import (
     Block,
     Context,
     LayerNorm,
@@ -262,7 +262,7 @@ def test_load_network_dispatches_on_kind(tmp_path):
 
 
 def test_corrupt_transformer_file(tmp_path):
-    from ir._io import read_npz, write_npz
+    from spikezip.ir._io import read_npz, write_npz
 
     vit().save(tmp_path / "vit.npz")
     meta, arrays = read_npz(tmp_path / "vit.npz", kind="spikezip-transformer")

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ir import Trace
-from ir.compare import first_divergence
-from sim.network import RUNS, design, simulate
-from sw.reference import simulate as reference
+from spikezip.ir import Trace
+from spikezip.ir.compare import first_divergence
+from spikezip.sim.simulate import RUNS, design, simulate
+from spikezip.sw.reference import simulate as reference
 from tests.sim.test_network import random_inputs, random_network
 
 pytestmark = pytest.mark.sim

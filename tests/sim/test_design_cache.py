@@ -1,6 +1,6 @@
-"""``sim.network.design``: a cached design is reused only for the same parameters, pipeline depth
-included; ``hw.generate.write_design`` into a reused folder removes what the old design wrote and
-the new one does not (no simulator needed: they only generate Verilog)."""
+"""``sim.simulate.design``: a cached design is reused only for the same parameters, pipeline depth
+included; ``hw.flow.generate.write_design`` into a reused folder removes what the old design wrote
+and the new one does not (no simulator needed: they only generate Verilog)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from hw.generate import MANIFEST, verify_design, write_design
-from sim.network import design
+from spikezip.hw.flow.generate import MANIFEST, verify_design, write_design
+from spikezip.sim.simulate import design
 from tests.sim.test_network import random_network
 
 

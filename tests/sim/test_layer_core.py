@@ -5,13 +5,13 @@ temporary directory and run twice on the same build:
 
 1. input always valid, output always ready: every output event and marker must equal the golden
    trace (spikes, busy flags, membranes and tracers from the probe) *and* leave in the cycle the
-   model (:mod:`hw.cycle_model`) gives;
+   model (:mod:`hw.model.cycle_model`) gives;
 2. random idle input cycles and output stalls (seeded): the output must still be exact.
 
 The golden traces come from :func:`sw.reference.simulate` in this process; the testbench
-(``sim/tb_layer_core.py``) reads files only. Icarus builds instantly, so it runs the broad
+(``sim/tb/layer_core.py``) reads files only. Icarus builds instantly, so it runs the broad
 matrix; Verilator (a C++ build per design) a representative subset. Both run the other pipeline
-depths (:data:`hw.cycle_model.PIPELINES`) on a few layers besides the default 1, including
+depths (:data:`hw.model.cycle_model.PIPELINES`) on a few layers besides the default 1, including
 passes padded with idle slots (fewer words than the pipeline's same-word distance).
 """
 
@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hw.cycle_model import PIPELINES
-from hw.verilog import LINT_WAIVERS
-from ir import Trace
-from ir.compare import first_divergence
-from sim.cases import layer_core_case
-from sim.runner import AMARANTH_LINT_WAIVERS, SimulationError, lint_verilog, run_cocotb
+from spikezip.hw.flow.verilog import LINT_WAIVERS
+from spikezip.hw.model.cycle_model import PIPELINES
+from spikezip.ir import Trace
+from spikezip.ir.compare import first_divergence
+from spikezip.sim.cases import layer_core_case
+from spikezip.sim.runner import AMARANTH_LINT_WAIVERS, SimulationError, lint_verilog, run_cocotb
 from tests.hw.layer_configs import network
 
 # (network, layer, lanes, storage); words = ceil(n_out / lanes) in the comments
@@ -97,7 +97,7 @@ def _run(case, sim: str, build: Path, **env) -> None:
         sim=sim,
         sources=[case.verilog],
         toplevel=case.toplevel,
-        test_module="sim.tb_layer_core",
+        test_module="spikezip.sim.tb.layer_core",
         build_dir=build,
         extra_env=case.env(**env),
         seed=env.get("seed_", 1),
@@ -143,8 +143,8 @@ def test_layer_core(
 )
 def test_lint(tmp_path: Path, name: str, layer: int, lanes: int, storage, pipeline: int) -> None:
     """``verilator --lint-only -Wall`` is clean on every generated design (waivers documented)."""
-    from hw.layer_core import LayerCore
-    from hw.verilog import generate
+    from spikezip.hw.cores.layer_core import LayerCore
+    from spikezip.hw.flow.verilog import generate
 
     net, _ = network(name)
     for probe in (False, True):
@@ -220,7 +220,7 @@ def _random_case(data, max_width: int):
 
 def _random_run(tmp_path_factory, data, sim: str, max_width: int) -> None:
     net, x, layer, lanes, pipeline = _random_case(data, max_width)
-    from sw.reference import simulate
+    from spikezip.sw.reference import simulate
 
     trace = simulate(net, x, record_state=True)
     if trace.capped.any():  # cannot happen with the default step bound; guards the strategy
@@ -269,7 +269,7 @@ def test_random_layers_verilator(tmp_path_factory, data) -> None:
 @pytest.mark.parametrize(("layer", "lanes"), [(0, 16), (1, 10), (1, 1)])
 def test_digits_network(tmp_path: Path, layer: int, lanes: int) -> None:
     """The trained digits network on 20 test images (Verilator: ~10k cycles per run)."""
-    from sw import convert, digits, qann
+    from spikezip.sw import convert, digits, qann
 
     net = convert.to_network(qann.load_or_train())
     run_both(tmp_path, "verilator", net, digits.load().x_test[:20], layer, lanes)

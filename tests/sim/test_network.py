@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw.generate import weight_words
-from ir import Layer, Network, Trace
-from ir.compare import first_divergence
-from sim.network import Design, design, simulate
-from sw.reference import simulate as reference
+from spikezip.hw.flow.generate import weight_words
+from spikezip.ir import Layer, Network, Trace
+from spikezip.ir.compare import first_divergence
+from spikezip.sim.simulate import Design, design, simulate
+from spikezip.sw.reference import simulate as reference
 from tests.sw.strategies import bounds_for
 
 pytestmark = pytest.mark.sim
@@ -81,7 +81,7 @@ def random_inputs(network: Network, batch: int, seed: int) -> np.ndarray:
 
 def fit_lanes(network: Network, lanes):
     """``lanes`` capped at each layer's neuron count (one value: the widest layer's): more lanes
-    than neurons are refused (:func:`hw.cycle_model.resolve_lanes`)."""
+    than neurons are refused (:func:`hw.model.cycle_model.resolve_lanes`)."""
     if isinstance(lanes, int):
         return min(lanes, max(layer.n_out for layer in network.layers))
     return tuple(min(p, layer.n_out) for p, layer in zip(lanes, network.layers, strict=True))

@@ -1,10 +1,10 @@
-"""The composed network cycle model (hw.network_model) == the RTL's cycle stamps.
+"""The composed network cycle model (hw.model.network_model) == the RTL's cycle stamps.
 
 Every output event and marker of every layer, ``first_input`` and ``done`` of every inference,
 on Verilator, for the digits model and random networks (analog and spike input), at every
-pipeline depth (:data:`hw.cycle_model.PIPELINES`; pipelines 2 and 3 also with layers of fewer words
-than their same-word distance, whose passes have idle slots). The model claims exactness only when
-no inter-layer FIFO can fill up; the cases below cover both sides of that check: where it holds
+pipeline depth (:data:`hw.model.cycle_model.PIPELINES`; pipelines 2 and 3 also with layers of fewer
+words than their same-word distance, whose passes have idle slots). The model claims exactness only
+when no inter-layer FIFO can fill up; the cases below cover both sides of that check: where it holds
 the cycles must agree and the RTL must record no stall; where it fails the RTL must indeed have
 stalled (the check is not vacuous).
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.cycle_model import LayerTiming, resolve_lanes
-from hw.network_model import network_schedule
-from sim.network import design, simulate
-from sw.reference import simulate as reference
+from spikezip.hw.model.cycle_model import LayerTiming, resolve_lanes
+from spikezip.hw.model.network_model import network_schedule
+from spikezip.sim.simulate import design, simulate
+from spikezip.sw.reference import simulate as reference
 from tests.sim.test_network import fit_lanes, random_inputs, random_network
 
 pytestmark = pytest.mark.sim

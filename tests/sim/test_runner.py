@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.runner import (
+from spikezip.sim.runner import (
     AMARANTH_LINT_WAIVERS,
     SIMULATORS,
     BuildError,

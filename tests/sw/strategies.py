@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from ir import Layer, Network
+from spikezip.ir import Layer, Network
 
 
 def bounds_for(levels: int, symmetric: bool) -> tuple[int, int]:

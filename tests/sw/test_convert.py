@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ir import Encoding
-from sw.convert import agreement, evaluate_float, to_network
-from sw.quant import MyQuan
-from sw.reference import integer_qann
+from spikezip.ir import Encoding
+from spikezip.sw.convert import agreement, evaluate_float, to_network
+from spikezip.sw.quant import MyQuan
+from spikezip.sw.reference import integer_qann
 
 
 def _linear(weight: list[list[float]], bias: list[float] | None) -> torch.nn.Linear:

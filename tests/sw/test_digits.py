@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ir import Network
-from sw import digits, qann
-from sw.convert import agreement, evaluate_float, to_network
-from sw.reference import integer_qann, simulate
+from spikezip.ir import Network
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import agreement, evaluate_float, to_network
+from spikezip.sw.reference import integer_qann, simulate
 
 
 # -- the split ---------------------------------------------------------------------------------

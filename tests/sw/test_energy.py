@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir import Layer, Network
-from sw.energy import count_ops
-from sw.reference import simulate
+from spikezip.ir import Layer, Network
+from spikezip.sw.energy import count_ops
+from spikezip.sw.reference import simulate
 
 
 def test_two_layer_analog_hand_computed():

@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir import Layer, Network
-from sw.reference import StepCapWarning, integer_qann, simulate, stbif_step
+from spikezip.ir import Layer, Network
+from spikezip.sw.reference import StepCapWarning, integer_qann, simulate, stbif_step
 from tests.sw.strategies import inputs_for, networks
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw.quant import MyQuan, bounds
+from spikezip.sw.quant import MyQuan, bounds
 
 # spec §1.1 table: sym p = L//2 - 1, n = (-L)//2; asym p = L - 1, n = 0
 SPEC_BOUNDS = {

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ir import Layer, Network
-from sw.attention import multi, multi1
-from sw.reference import integer_qann, simulate, stbif_step
+from spikezip.ir import Layer, Network
+from spikezip.sw.attention import multi, multi1
+from spikezip.sw.reference import integer_qann, simulate, stbif_step
 
 
 def one_neuron(*, theta=4, n=-8, p=7, bias=0, weight=1, encoding="spike", bounds=(-1000, 1000)):

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from ir.transformer import VisionTransformer
-from sw import digits, vit
-from sw.vit_convert import agreement, evaluate_float, to_transformer
-from sw.vit_energy import count_ops
-from sw.vit_reference import integer_qann, run
+from spikezip.ir.transformer import VisionTransformer
+from spikezip.sw import digits
+from spikezip.sw.vit import model as vit
+from spikezip.sw.vit.convert import agreement, evaluate_float, to_transformer
+from spikezip.sw.vit.energy import count_ops
+from spikezip.sw.vit.reference import integer_qann, run
 
 CHUNK = 150  # samples per SNN run (bounds the memory of the recorded spikes)
 
@@ -102,7 +103,7 @@ def test_conversion_argument_errors(tmp_path) -> None:
         to_transformer(model, weight_bits=1)
     with pytest.raises(TypeError, match="stream_bits must be an integer"):
         to_transformer(model, stream_bits=2.0)
-    with pytest.raises(TypeError, match=r"model must be a sw\.vit\.QannViT"):
+    with pytest.raises(TypeError, match=r"model must be a sw\.vit\.model\.QannViT"):
         to_transformer(torch.nn.Linear(2, 2))
     with torch.no_grad():
         model.embed.weight.mul_(1e6)  # a private copy, loaded from the cache file

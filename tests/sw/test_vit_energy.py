@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir.transformer import SiteKind, VisionTransformer
-from sw.vit_energy import LAYERNORM_OPS, SOFTMAX_OPS, count_ops
-from sw.vit_reference import simulate
+from spikezip.ir.transformer import SiteKind, VisionTransformer
+from spikezip.sw.vit.energy import LAYERNORM_OPS, SOFTMAX_OPS, count_ops
+from spikezip.sw.vit.reference import simulate
 from tests.sw.test_vit_reference import one_block_vit
 from tests.sw.vit_strategies import images, transformers
 

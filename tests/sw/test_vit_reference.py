@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir import Layer
-from ir.compare import first_divergence
-from ir.transformer import (
+from spikezip.ir import Layer
+from spikezip.ir.compare import first_divergence
+from spikezip.ir.transformer import (
     Block,
     Context,
     LayerNorm,
@@ -22,9 +22,9 @@ from ir.transformer import (
     layer_norm_exact,
     softmax_exact,
 )
-from sw.attention import multi, multi1
-from sw.reference import StepCapWarning
-from sw.vit_reference import integer_qann, layer_norm, run, simulate, softmax
+from spikezip.sw.attention import multi, multi1
+from spikezip.sw.reference import StepCapWarning
+from spikezip.sw.vit.reference import integer_qann, layer_norm, run, simulate, softmax
 from tests.sw.vit_strategies import images, transformers
 
 SETTINGS = {

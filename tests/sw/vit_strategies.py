@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from ir import Layer
-from ir.transformer import Block, Context, LayerNorm, Softmax, VisionTransformer
+from spikezip.ir import Layer
+from spikezip.ir.transformer import Block, Context, LayerNorm, Softmax, VisionTransformer
 
 #: Quantizer levels drawn for random sites (small, so that runs stay short).
 LEVELS = (2, 3, 4, 8, 16)

@@ -1,4 +1,5 @@
-"""cocotb testbench of the standalone ST-BIF neuron array (``hw.neuron_array.NeuronArrayTop``).
+"""cocotb testbench of the standalone ST-BIF neuron array
+(``hw.cores.neuron_array.NeuronArrayTop``).
 
 Runs in the simulator process with numpy and :mod:`ir` only. The case directory
 (``NEURON_ARRAY_DIR``, written by :func:`sim.cases.neuron_array_case`) holds the golden trace and
@@ -29,8 +30,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from ir import Trace
-from ir.compare import first_divergence
+from spikezip.ir import Trace
+from spikezip.ir.compare import first_divergence
 
 
 def _pack(values, width: int) -> int:

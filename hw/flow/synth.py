@@ -32,8 +32,8 @@ from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.ecp5 import PackReport, pack_registers, replicate_registers
-from hw.verilog import generate
+from spikezip.hw.flow.ecp5 import PackReport, pack_registers, replicate_registers
+from spikezip.hw.flow.verilog import generate
 
 __all__ = [
     "TARGETS",
@@ -359,7 +359,7 @@ def place_and_route(
             time.perf_counter() - t0,
         )
         packed = None
-        if target == "ecp5":  # registers into the block RAMs and multipliers (hw.ecp5)
+        if target == "ecp5":  # registers into the block RAMs and multipliers (hw.flow.ecp5)
             netlist = json.loads((wd / "harness.json").read_text())
             packed = pack_registers(netlist, "harness")
             replicate_registers(netlist, "harness")

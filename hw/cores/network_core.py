@@ -5,7 +5,7 @@ Architecture::
     i ─▶ LayerCore 0 ─▶ FIFO ─▶ LayerCore 1 ─▶ FIFO ─▶ … ─▶ LayerCore D-1 ─▶ o
                                                                          └──▶ done
 
-Every layer core follows the step protocol of :mod:`hw.layer_core`: it reads its input events
+Every layer core follows the step protocol of :mod:`hw.cores.layer_core`: it reads its input events
 until an end-of-step marker, fires, emits its spikes and its own marker, and, once its upstream
 is idle for good (a marker with ``busy = 0``), keeps stepping on its own until it is idle too,
 then re-initialises for the next inference. Layers are therefore decoupled: layer ``l`` may work
@@ -40,10 +40,10 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cycle_model import LayerTiming, resolve_lanes
-from hw.events import EventFormat
-from hw.layer_core import LayerCore, event_layout
-from ir.network import Network
+from spikezip.hw.cores.layer_core import LayerCore, event_layout
+from spikezip.hw.model.cycle_model import LayerTiming, resolve_lanes
+from spikezip.hw.model.events import EventFormat
+from spikezip.ir.network import Network
 
 __all__ = ["COUNTERS", "NetworkCore", "probe_layout", "resolve_lanes"]
 
@@ -66,10 +66,10 @@ def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
 class NetworkCore(wiring.Component):
     """All layers of ``network`` chained through FIFOs (see the module docstring).
 
-    Latency: per layer as in :class:`hw.layer_core.LayerCore`, plus two cycles per FIFO.
+    Latency: per layer as in :class:`hw.cores.layer_core.LayerCore`, plus two cycles per FIFO.
     Throughput: one input event per ``W_0 = ceil(n_1 / lanes_0)`` cycles into the first layer
-    (``max(W_0, 2)`` with pipeline 2: :attr:`hw.cycle_model.LayerTiming.slots`); layers overlap
-    across steps and inferences.
+    (``max(W_0, 2)`` with pipeline 2: :attr:`hw.model.cycle_model.LayerTiming.slots`); layers
+    overlap across steps and inferences.
 
     Parameters
     ----------
@@ -81,11 +81,11 @@ class NetworkCore(wiring.Component):
         step of spikes and its marker).
     probe : bool
         Add the ``probe`` output for testbenches.
-    storage : hw.neuron_array.Storage, str or None
+    storage : hw.cores.neuron_array.Storage, str or None
         Where every layer keeps membranes and tracers (default: by size, per layer).
     pipeline : int
-        Pipeline depth of every layer core (one of :data:`hw.cycle_model.PIPELINES`, default 1;
-        see :class:`hw.cycle_model.LayerTiming`).
+        Pipeline depth of every layer core (one of :data:`hw.model.cycle_model.PIPELINES`, default
+        1; see :class:`hw.model.cycle_model.LayerTiming`).
 
     Members
     -------
@@ -159,7 +159,7 @@ class NetworkCore(wiring.Component):
 
     @property
     def pipeline(self) -> int:
-        """Pipeline depth of every layer core (:class:`hw.cycle_model.LayerTiming`)."""
+        """Pipeline depth of every layer core (:class:`hw.model.cycle_model.LayerTiming`)."""
         return self._pipeline
 
     @property

@@ -17,9 +17,9 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cycle_model import LayerTiming
-from hw.layouts import Op, command_layout, op_layout
-from ir.network import Layer, LayerWidths
+from spikezip.hw.cores.layouts import Op, command_layout, op_layout
+from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.ir.network import Layer, LayerWidths
 
 __all__ = ["WEIGHT_BANK_DEPTH", "Accumulator", "weight_words"]
 
@@ -49,7 +49,7 @@ class Accumulator(wiring.Component):
     latency 5: the operation is registered before the weight address is computed, and the value
     and weight are registered again before the product (or ``±w``) and the product after it —
     the input and output registers of a DSP block, as the weight word register is the block
-    RAM's output register (the ECP5 flow moves them there, :mod:`hw.ecp5`). Those registers
+    RAM's output register (the ECP5 flow moves them there, :mod:`hw.flow.ecp5`). Those registers
     have no reset and no enable. Throughput one word operation per cycle.
 
     Parameters
@@ -61,9 +61,9 @@ class Accumulator(wiring.Component):
         The layer takes analog input values (multiplies); otherwise ±1 spikes (adds).
     lanes : int
     index_width, value_width : int
-        Widths of the input events (:func:`hw.events.input_format`).
+        Widths of the input events (:func:`hw.model.events.input_format`).
     pipeline : int
-        The layer core's pipeline depth (:class:`hw.cycle_model.LayerTiming`).
+        The layer core's pipeline depth (:class:`hw.model.cycle_model.LayerTiming`).
     bank_depth : int
         With pipeline 2 or 3, a weight memory deeper than this is split into banks of this many
         words (a power of two; default :data:`WEIGHT_BANK_DEPTH`, one 36-bit-wide ECP5 block

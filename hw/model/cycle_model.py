@@ -1,8 +1,8 @@
-"""Exact cycle model of a layer core (``hw.layer_core``), in plain Python (no amaranth).
+"""Exact cycle model of a layer core (``hw.cores.layer_core``), in plain Python (no amaranth).
 
 With ``W = ceil(n_out / lanes)`` words, no backpressure on the output and the input always valid,
 the layer core runs a fixed schedule that this module computes from the golden event lists
-(:mod:`hw.events`). Cycle 0 is the first cycle after reset. All constants live in
+(:mod:`hw.model.events`). Cycle 0 is the first cycle after reset. All constants live in
 :class:`LayerTiming`; the components read their latency properties from it.
 
 The sequencer issues one word operation per cycle ("slot"):
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hw.events import Step
+from spikezip.hw.model.events import Step
 
 __all__ = [
     "PIPELINES",
@@ -109,14 +109,14 @@ class LayerTiming:
 
     @property
     def accumulator_latency(self) -> int:
-        """Cycles from a word operation to its command with the drive (``hw.accumulator``): the
-        weight read and its register; with pipeline 2 also a register before the weight address
+        """Cycles from a word operation to its command with the drive (``hw.cores.accumulator``):
+        the weight read and its register; with pipeline 2 also a register before the weight address
         and the multiplier's input and output registers."""
         return 5 if self.pipeline >= 2 else 2
 
     @property
     def array_latency(self) -> int:
-        """Cycles from a command to its fired word (``hw.neuron_array``): ``1 + pipeline``
+        """Cycles from a command to its fired word (``hw.cores.neuron_array``): ``1 + pipeline``
         (3 for pipeline 3, as for 2)."""
         return 1 + min(self.pipeline, 2)
 
@@ -232,14 +232,14 @@ def schedule(
     Parameters
     ----------
     timing : LayerTiming
-    inputs : per inference, the input steps (:func:`hw.events.input_steps`)
-    outputs : per inference, the golden output steps (:func:`hw.events.output_steps`)
+    inputs : per inference, the input steps (:func:`hw.model.events.input_steps`)
+    outputs : per inference, the golden output steps (:func:`hw.model.events.output_steps`)
     arrivals : optional, per inference and input step, the first cycle each beat of the step
         (its events, then its marker) is valid on ``i``; default: always valid. A beat valid in
         cycle ``c`` is consumed in a slot ``≥ c + 1`` (the sequencer's input register), so an
         event's first slot is ``max(previous slot free, c + 1)`` and a sweep's first slot also
         waits for its marker. Exact as long as ``o`` sees no backpressure
-        (:mod:`hw.network_model` checks this for chained cores).
+        (:mod:`hw.model.network_model` checks this for chained cores).
     """
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")

@@ -32,11 +32,11 @@ from typing import Any
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
-from hw.accumulator import weight_words
-from hw.network import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
-from hw.verilog import generate
-from ir import Network
-from ir._io import atomic_write, atomic_write_text
+from spikezip.hw.cores.accumulator import weight_words
+from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
+from spikezip.hw.flow.verilog import generate
+from spikezip.ir import Network
+from spikezip.ir._io import atomic_write, atomic_write_text
 
 __all__ = ["MANIFEST", "generator_fingerprint", "verify_design", "weight_words", "write_design"]
 
@@ -141,8 +141,9 @@ def generator_fingerprint() -> str:
     version of the generator and is regenerated rather than reused.
     """
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        h.update(path.name.encode())
+    hw = Path(__file__).resolve().parents[1]  # every module of spikezip.hw, in every folder
+    for path in sorted(hw.rglob("*.py")):
+        h.update(path.relative_to(hw).as_posix().encode())
         h.update(path.read_bytes())
     h.update(_versions()["amaranth"].encode())
     return h.hexdigest()
@@ -171,10 +172,10 @@ def write_design(
 ) -> dict[str, Any]:
     """Generate ``network``'s RTL into ``directory``; return the manifest (also written).
 
-    ``pipeline`` is the layer cores' pipeline depth (:class:`hw.network.NetworkCore`). Files of an
-    older design in ``directory`` that its manifest lists and this design does not write are
-    removed; other files are left alone. Not safe against a concurrent ``write_design`` into the
-    same folder: callers that share folders serialise (:func:`sim.network.design` locks).
+    ``pipeline`` is the layer cores' pipeline depth (:class:`hw.cores.network_core.NetworkCore`).
+    Files of an older design in ``directory`` that its manifest lists and this design does not write
+    are removed; other files are left alone. Not safe against a concurrent ``write_design`` into the
+    same folder: callers that share folders serialise (:func:`sim.simulate.design` locks).
     """
     top = NetworkCore(
         network=network, lanes=lanes, fifo_depth=fifo_depth, probe=probe, pipeline=pipeline

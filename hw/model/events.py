@@ -1,8 +1,8 @@
 """Spike-event streams of a layer core, in plain Python: payload format and golden event lists.
 
 No amaranth import: the cocotb testbenches (which run without amaranth and torch), the cycle model
-and the benchmarks read this module; :func:`hw.layer_core.event_layout` builds the Amaranth payload
-from the same :data:`FIELDS`.
+and the benchmarks read this module; :func:`hw.cores.layer_core.event_layout` builds the Amaranth
+payload from the same :data:`FIELDS`.
 
 Payload of one stream beat (fields from the least significant bit up, as in a
 ``data.StructLayout``):
@@ -16,7 +16,7 @@ value     signed ``value_width``     ±1 for spikes, the input value for analog
 busy      1 bit                      on markers: the cumulative busy flag of the step
 ========  =========================  ==============================================
 
-The golden event lists follow the layer-core protocol (``hw.layer_core``):
+The golden event lists follow the layer-core protocol (``hw.cores.layer_core``):
 
 * a layer's **output** in step ``t`` is its spikes of that step as events ``(i, ±1)`` in ascending
   neuron order, then a marker carrying ``trace.busy[b, t, layer]``; a layer emits steps
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ir.network import Encoding, Layer, LayerWidths, Network, signed_width, unsigned_width
-from ir.trace import Trace
+from spikezip.ir.network import Encoding, Layer, LayerWidths, Network, signed_width, unsigned_width
+from spikezip.ir.trace import Trace
 
 __all__ = [
     "FIELDS",

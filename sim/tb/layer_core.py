@@ -1,6 +1,6 @@
-"""cocotb testbench of a layer core (``hw.layer_core.LayerCore`` with ``probe=True``).
+"""cocotb testbench of a layer core (``hw.cores.layer_core.LayerCore`` with ``probe=True``).
 
-Runs in the simulator process: imports numpy, :mod:`ir` and the pure-Python :mod:`hw.events`
+Runs in the simulator process: imports numpy, :mod:`ir` and the pure-Python :mod:`hw.model.events`
 only (no torch, no amaranth). The case directory (``LAYER_CORE_DIR``, written by
 :func:`sim.cases.layer_core_case`) holds the stimulus and the golden trace.
 
@@ -31,9 +31,9 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from hw.events import EventFormat
-from ir import Trace
-from ir.compare import first_divergence
+from spikezip.hw.model.events import EventFormat
+from spikezip.ir import Trace
+from spikezip.ir.compare import first_divergence
 
 
 def _field(word: int, offset: int, width: int, signed: bool) -> int:

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ir import Layer, Trace
-from ir.trace import sample_digests
-from ir.transformer import Site, SiteKind, VisionTransformer
-from sw.attention import multi, multi1
-from sw.reference import (
+from spikezip.ir import Layer, Trace
+from spikezip.ir.trace import sample_digests
+from spikezip.ir.transformer import Site, SiteKind, VisionTransformer
+from spikezip.sw.attention import multi, multi1
+from spikezip.sw.reference import (
     StepCapWarning,
     TraceRecorder,
     _LayerOps,

@@ -23,10 +23,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cycle_model import LayerTiming
-from hw.events import SPIKE_VALUE_WIDTH, EventFormat
-from hw.layouts import event_layout, spike_word_layout
-from hw.sequencer import StepStatus
+from spikezip.hw.cores.layouts import event_layout, spike_word_layout
+from spikezip.hw.cores.sequencer import StepStatus
+from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat
 
 __all__ = ["SpikeEmitter"]
 

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sw import cache, digits
-from sw.qann import _deterministic
-from sw.quant import MyQuan, bounds
+from spikezip.sw import cache, digits
+from spikezip.sw.qann import _deterministic
+from spikezip.sw.quant import MyQuan, bounds
 
 __all__ = [
     "CACHE_VERSION",

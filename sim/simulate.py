@@ -1,6 +1,6 @@
 """Simulate a generated network design on a batch of inputs and return its hardware trace.
 
-Parent-process side of :mod:`sim.tb_network`: generates the design once per (network, lanes,
+Parent-process side of :mod:`sim.tb.network`: generates the design once per (network, lanes,
 pipeline, backend) into a build directory named after them, writes the stimulus, runs the
 cocotb testbench on Verilator or Icarus (one build reused for every batch), and reads back the
 hardware :class:`ir.Trace` and the per-inference cycle facts. No torch here: the golden trace is
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.cycle_model import LayerTiming, resolve_lanes
-from hw.events import EventFormat, input_steps
-from hw.generate import MANIFEST, generator_fingerprint, verify_design, write_design
-from ir import Network, Trace
-from sim.runner import (
+from spikezip.hw.flow.generate import MANIFEST, generator_fingerprint, verify_design, write_design
+from spikezip.hw.model.cycle_model import LayerTiming, resolve_lanes
+from spikezip.hw.model.events import EventFormat, input_steps
+from spikezip.ir import Network, Trace
+from spikezip.sim.runner import (
     SIMULATORS,
     FileLock,
     SimulationError,
@@ -52,7 +52,7 @@ from sim.runner import (
 
 __all__ = ["Design", "HardwareRun", "design", "prepare", "simulate"]
 
-TESTBENCH = "sim.tb_network"
+TESTBENCH = "spikezip.sim.tb.network"
 LOCK = ".lock"  #: the design lock, inside the design directory
 RUNS = "runs"  #: the folder of the per-simulation run folders, inside the design directory
 _ACTIVE = ".active"  #: locked by the process running in a run folder
@@ -171,7 +171,7 @@ def _max_cycles(network: Network, d: Design, x: np.ndarray, slack: float) -> int
 def prepare(
     network: Network, inputs: np.ndarray, d: Design, run_dir: Path, *, slack: float = 2.0
 ) -> Path:
-    """Write ``stimulus.npz`` for :mod:`sim.tb_network` into ``run_dir``."""
+    """Write ``stimulus.npz`` for :mod:`sim.tb.network` into ``run_dir``."""
     x = network.check_inputs(inputs)
     if d.manifest["network"]["digest"] != network.digest():
         raise ValueError("design was generated from another network (digest mismatch)")

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ir import Layer
-from ir.transformer import Block, Context, LayerNorm, Softmax, VisionTransformer
-from sw.convert import Agreement, _round, _thresholds
-from sw.quant import MyQuan
-from sw.vit import QannViT
+from spikezip.ir import Layer
+from spikezip.ir.transformer import Block, Context, LayerNorm, Softmax, VisionTransformer
+from spikezip.sw.convert import Agreement, _round, _thresholds
+from spikezip.sw.quant import MyQuan
+from spikezip.sw.vit.model import QannViT
 
 __all__ = ["agreement", "evaluate_float", "to_transformer"]
 
@@ -139,11 +139,11 @@ def to_transformer(
     max_threshold: int = 1 << 16,
     name: str = "",
 ) -> VisionTransformer:
-    """Convert a trained :class:`~sw.vit.QannViT` into an integer ViT (module docstring).
+    """Convert a trained :class:`~sw.vit.model.QannViT` into an integer ViT (module docstring).
 
     Parameters
     ----------
-    model : sw.vit.QannViT
+    model : sw.vit.model.QannViT
         The trained float QANN.
     weight_bits : int
         Signed width of every linear weight, 2…32.
@@ -174,7 +174,7 @@ def to_transformer(
         Naming the offending argument or site.
     """
     if not isinstance(model, QannViT):
-        raise TypeError(f"model must be a sw.vit.QannViT, not {type(model).__name__}")
+        raise TypeError(f"model must be a sw.vit.model.QannViT, not {type(model).__name__}")
     _check_bits(weight_bits, "weight_bits")
     _check_bits(gain_bits, "gain_bits")
     _check_bits(stream_bits, "stream_bits", 0, 24)
@@ -318,7 +318,7 @@ def to_transformer(
 def evaluate_float(model: QannViT, inputs: np.ndarray | torch.Tensor) -> list[np.ndarray]:
     """The float QANN's integer codes per site, ``int64 [batch, size]`` each (its own floats)."""
     if not isinstance(model, QannViT):
-        raise TypeError(f"model must be a sw.vit.QannViT, not {type(model).__name__}")
+        raise TypeError(f"model must be a sw.vit.model.QannViT, not {type(model).__name__}")
     return model.codes(inputs)
 
 
@@ -336,7 +336,7 @@ def agreement(
         Per site (in ``vit.sites`` order) the fraction of equal codes, of samples with all codes
         equal, the largest difference, and the fraction of equal predictions.
     """
-    from sw.vit_reference import integer_qann
+    from spikezip.sw.vit.reference import integer_qann
 
     if not isinstance(vit, VisionTransformer):
         raise TypeError(

@@ -28,9 +28,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cycle_model import LayerTiming
-from hw.layouts import Op, command_layout, spike_word_layout, state_layout
-from ir.network import Layer, LayerWidths
+from spikezip.hw.cores.layouts import Op, command_layout, spike_word_layout, state_layout
+from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.ir.network import Layer, LayerWidths
 
 __all__ = [
     "NeuronArray",
@@ -431,7 +431,8 @@ class NeuronArray(wiring.Component):
 
     @property
     def pipeline(self) -> int:
-        """Extra register stages of the read-modify-write (:class:`hw.cycle_model.LayerTiming`)."""
+        """Extra register stages of the read-modify-write
+        (:class:`hw.model.cycle_model.LayerTiming`)."""
         return self._timing.pipeline
 
     @property

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ir import Trace
-from ir.transformer import SiteKind, VisionTransformer
-from sw.energy import E_AC_PJ, E_MAC_PJ
+from spikezip.ir import Trace
+from spikezip.ir.transformer import SiteKind, VisionTransformer
+from spikezip.sw.energy import E_AC_PJ, E_MAC_PJ
 
 __all__ = ["LAYERNORM_OPS", "SOFTMAX_OPS", "VitOpCounts", "count_ops"]
 

@@ -25,8 +25,8 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cycle_model import LayerTiming
-from hw.layouts import Op, event_layout, op_layout
+from spikezip.hw.cores.layouts import Op, event_layout, op_layout
+from spikezip.hw.model.cycle_model import LayerTiming
 
 __all__ = ["Sequencer", "StepStatus"]
 
@@ -64,7 +64,7 @@ class Sequencer(wiring.Component):
     has_bias : bool
         The layer has a non-zero bias: step 0 is busy.
     pipeline : int
-        The neuron array's pipeline (:class:`hw.cycle_model.LayerTiming`): each pass over the
+        The neuron array's pipeline (:class:`hw.model.cycle_model.LayerTiming`): each pass over the
         words takes ``timing.slots`` cycles, the ones past ``W`` idle.
 
     Members

@@ -1,11 +1,13 @@
-"""Exact cycle model of a whole network core (``hw.network``), composed from the layer model.
+"""Exact cycle model of a whole network core (``hw.cores.network_core``), composed from the layer
+model.
 
 No amaranth import. Layer ``0`` sees its input always valid (the stimulus of
-:mod:`sim.tb_network`: every inference's beats back to back from cycle 0). Layer ``l > 0`` sees
+:mod:`sim.tb.network`: every inference's beats back to back from cycle 0). Layer ``l > 0`` sees
 each beat of layer ``l - 1`` valid :data:`FIFO_LATENCY` cycles after the cycle it left layer
 ``l - 1`` (``SyncFIFOBuffered``: write, inner FIFO, output register), and
-:func:`hw.cycle_model.schedule` with those arrivals gives its own output cycles. The last layer's
-``o`` is always ready, so ``done`` of an inference is the cycle of its last layer's final marker.
+:func:`hw.model.cycle_model.schedule` with those arrivals gives its own output cycles. The last
+layer's ``o`` is always ready, so ``done`` of an inference is the cycle of its last layer's final
+marker.
 
 The composition is exact while no inter-layer FIFO fills up (no backpressure, the layer model's
 premise). :func:`network_schedule` checks this from the modelled cycles: it counts, per FIFO and
@@ -22,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.cycle_model import InferenceSchedule, LayerTiming, resolve_lanes, schedule
-from hw.events import input_steps, output_steps
-from ir import Network, Trace
+from spikezip.hw.model.cycle_model import InferenceSchedule, LayerTiming, resolve_lanes, schedule
+from spikezip.hw.model.events import input_steps, output_steps
+from spikezip.ir import Network, Trace
 
 __all__ = ["FIFO_LATENCY", "NetworkSchedule", "network_schedule"]
 
@@ -75,8 +77,8 @@ def _consumed(
     arrivals: list[list[Sequence[int]]] | None,
 ) -> list[int]:
     """The slot in which each input beat is consumed (an event: its last word; a marker: its
-    sweep's first slot), as :func:`hw.cycle_model.schedule` places them: an event's pass takes
-    :attr:`~hw.cycle_model.LayerTiming.slots` cycles from its first slot (``W``, or 2 with
+    sweep's first slot), as :func:`hw.model.cycle_model.schedule` places them: an event's pass takes
+    :attr:`~hw.model.cycle_model.LayerTiming.slots` cycles from its first slot (``W``, or 2 with
     pipeline 2 and ``W = 1``: an idle slot after the word), and it starts no earlier than the
     cycle after its beat arrived."""
     words, slots = timing.words, timing.slots
@@ -105,8 +107,9 @@ def network_schedule(
 ) -> NetworkSchedule:
     """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
 
-    ``lanes`` and ``pipeline`` are those of the :class:`hw.network.NetworkCore`; ``fifo_depths``
-    its :meth:`~hw.network.NetworkCore.fifo_depths` (default ``n_out + 2`` per producing layer).
+    ``lanes`` and ``pipeline`` are those of the :class:`hw.cores.network_core.NetworkCore`;
+    ``fifo_depths`` its :meth:`~hw.cores.network_core.NetworkCore.fifo_depths` (default ``n_out +
+    2`` per producing layer).
     """
     lanes = resolve_lanes(network, lanes)
     if fifo_depths is None:

@@ -1,15 +1,15 @@
-"""cocotb testbench of a whole network (``hw.network.NetworkCore`` with ``probe=True``).
+"""cocotb testbench of a whole network (``hw.cores.network_core.NetworkCore`` with ``probe=True``).
 
 Runs in the simulator process with numpy and :mod:`ir` only (no torch, no amaranth). The run
-directory (``NETWORK_SIM_DIR``, written by :func:`sim.network.prepare`) holds ``stimulus.npz``:
+directory (``NETWORK_SIM_DIR``, written by :func:`sim.simulate.prepare`) holds ``stimulus.npz``:
 the input payloads of every inference back to back, the probe layout and the event formats.
 
 Per cycle, on one falling-edge trigger built once: one read of the probe vector (every layer's
-transfers of the coming edge, :mod:`hw.network`), one write of ``i.valid``/``i.payload`` when they
-change, one of ``o.ready`` under random backpressure. After the run the recorded probe words are
-decoded into a hardware :class:`ir.Trace` (spikes, cumulative busy flags from the markers, steps,
-cycle stamps; cycle 0 is the first cycle after reset) and per-inference facts (first input cycle,
-done cycle, counters read at done), saved as ``hardware.npz`` and ``inferences.npz``.
+transfers of the coming edge, :mod:`hw.cores.network_core`), one write of ``i.valid``/``i.payload``
+when they change, one of ``o.ready`` under random backpressure. After the run the recorded probe
+words are decoded into a hardware :class:`ir.Trace` (spikes, cumulative busy flags from the markers,
+steps, cycle stamps; cycle 0 is the first cycle after reset) and per-inference facts (first input
+cycle, done cycle, counters read at done), saved as ``hardware.npz`` and ``inferences.npz``.
 
 Knobs (environment): ``NETWORK_SIM_VALID`` / ``NETWORK_SIM_READY`` — probability that an input
 beat is offered / the output accepted in a cycle (seeded by ``COCOTB_RANDOM_SEED``);
@@ -35,7 +35,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 from cocotb.utils import get_sim_time
 
-from ir import Trace
+from spikezip.ir import Trace
 
 WATCH_CYCLES = 2048  #: cycles between two checks that the requesting process is alive
 

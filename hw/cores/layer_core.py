@@ -8,7 +8,7 @@ Architecture (one word operation per cycle flows left to right)::
              ▲                                                                   │
              └──────────────── sweep done + busy, marker sent ◀──────────────────┘
 
-Protocol (the contract with the other layers and with the golden trace, :mod:`hw.events`):
+Protocol (the contract with the other layers and with the golden trace, :mod:`hw.model.events`):
 
 * The stream payload is :func:`event_layout`: ``marker``, ``index``, ``value`` (signed), ``busy``.
 * Membranes start at ``H + B`` (bias once) after reset and at the start of every inference;
@@ -25,16 +25,15 @@ Protocol (the contract with the other layers and with the golden trace, :mod:`hw
   ``o`` stalls the core once a third step's sweep is due (the emitter buffers two steps).
   ``i.ready`` and ``o.valid`` depend on registers only, never combinationally on the other side.
 
-Timing (no backpressure, input always valid): :mod:`hw.cycle_model` gives the exact cycle of every
-output event and marker. An input event costs one pass over the ``W`` words (``timing.slots``
-cycles: ``W``, padded to 2 or 3 for pipelines 2 and 3 when ``W`` is smaller) with no bubbles,
-also back to back on the same word (the neuron array forwards its read-modify-write); a step
-costs one pass more for its sweep, the input marker sharing the sweep's first cycle; the spikes
-of a step leave while the next steps accumulate and sweep. The core's accumulate phase so does
-up to ``lanes`` synaptic operations per cycle; the overheads are one sweep per step, one pass of
-re-initialisation per inference, and the pipeline latency (``timing.SPIKE_DELAY``,
-``MARKER_DELAY``, ``RESULT_DELAY``, which grow with ``pipeline``) where a step waits for the one
-before.
+Timing (no backpressure, input always valid): :mod:`hw.model.cycle_model` gives the exact cycle of
+every output event and marker. An input event costs one pass over the ``W`` words (``timing.slots``
+cycles: ``W``, padded to 2 or 3 for pipelines 2 and 3 when ``W`` is smaller) with no bubbles, also
+back to back on the same word (the neuron array forwards its read-modify-write); a step costs one
+pass more for its sweep, the input marker sharing the sweep's first cycle; the spikes of a step
+leave while the next steps accumulate and sweep. The core's accumulate phase so does up to ``lanes``
+synaptic operations per cycle; the overheads are one sweep per step, one pass of re-initialisation
+per inference, and the pipeline latency (``timing.SPIKE_DELAY``, ``MARKER_DELAY``, ``RESULT_DELAY``,
+which grow with ``pipeline``) where a step waits for the one before.
 """
 
 from __future__ import annotations
@@ -43,14 +42,14 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.accumulator import WEIGHT_BANK_DEPTH, Accumulator
-from hw.cycle_model import LayerTiming
-from hw.emitter import SpikeEmitter
-from hw.events import EventFormat, layer_formats
-from hw.layouts import event_layout, state_layout
-from hw.neuron_array import NeuronArray, Storage, check_storage
-from hw.sequencer import Sequencer
-from ir.network import Encoding, Layer, LayerWidths, Network
+from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator
+from spikezip.hw.cores.emitter import SpikeEmitter
+from spikezip.hw.cores.layouts import event_layout, state_layout
+from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
+from spikezip.hw.cores.sequencer import Sequencer
+from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.events import EventFormat, layer_formats
+from spikezip.ir.network import Encoding, Layer, LayerWidths, Network
 
 __all__ = ["LayerCore", "ProbeSignature", "event_layout"]
 
@@ -106,13 +105,15 @@ class LayerCore(wiring.Component):
     lanes : int
         Neurons processed per cycle, ``P ≥ 1``.
     storage : Storage or str, optional
-        Where membranes and tracers live; default by size (:func:`hw.neuron_array.default_storage`).
+        Where membranes and tracers live; default by size
+        (:func:`hw.cores.neuron_array.default_storage`).
     pipeline : int
         Extra register stages in the neuron array's read-modify-write (0, 1 or 2, default 1;
-        see :class:`hw.cycle_model.LayerTiming`): each costs a cycle of latency per step for a
+        see :class:`hw.model.cycle_model.LayerTiming`): each costs a cycle of latency per step for a
         higher fmax, and 2 an idle cycle per word operation when ``W = 1``.
     weight_bank_depth : int
-        Words per weight-memory bank with pipelines 2 and 3 (:class:`hw.accumulator.Accumulator`).
+        Words per weight-memory bank with pipelines 2 and 3
+        (:class:`hw.cores.accumulator.Accumulator`).
     probe : bool
         Add the ``probe`` output (membranes and tracers of each fired word) for testbenches.
     src_loc_at : int
@@ -217,7 +218,7 @@ class LayerCore(wiring.Component):
 
     @property
     def timing(self) -> LayerTiming:
-        """Geometry and pipeline constants, shared with :mod:`hw.cycle_model`."""
+        """Geometry and pipeline constants, shared with :mod:`hw.model.cycle_model`."""
         return self._timing
 
     @property
@@ -231,7 +232,7 @@ class LayerCore(wiring.Component):
 
     @property
     def pipeline(self) -> int:
-        """Extra register stages of the neuron array (:class:`hw.cycle_model.LayerTiming`)."""
+        """Extra register stages of the neuron array (:class:`hw.model.cycle_model.LayerTiming`)."""
         return self._timing.pipeline
 
     @property

@@ -1,7 +1,7 @@
 """Payload layouts shared by the blocks of a layer core.
 
 * :func:`event_layout` — a spike-event stream beat (event or end-of-step marker), the contract
-  between layer cores; bit order from :data:`hw.events.FIELDS`.
+  between layer cores; bit order from :data:`hw.model.events.FIELDS`.
 * :func:`op_layout` — one word operation from the sequencer to the synapse datapath.
 * :func:`command_layout` — one word operation with its drive, into the neuron array.
 * :func:`spike_word_layout` / :func:`state_layout` — a fired word out of the neuron array.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
-from hw.events import FIELDS, SPIKE_VALUE_WIDTH, EventFormat
+from spikezip.hw.model.events import FIELDS, SPIKE_VALUE_WIDTH, EventFormat
 
 __all__ = [
     "Op",

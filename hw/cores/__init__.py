@@ -1,0 +1,1 @@
+"""Amaranth components: the layer core and its blocks, the network core."""

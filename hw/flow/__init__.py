@@ -1,0 +1,1 @@
+"""The tool flow: Verilog generation, synthesis, place and route."""

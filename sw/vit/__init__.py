@@ -1,0 +1,1 @@
+"""The spiking ViT: QAT model, conversion, exact reference, energy."""
