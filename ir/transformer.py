@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.ir._io import read_npz, read_npz_meta
+from spikezip.ir._io import read_npz
 from spikezip.ir._io import write_npz as _write_npz
 from spikezip.ir.errors import FormatError
+from spikezip.ir.files import TRANSFORMER_KIND
 from spikezip.ir.network import (
     MAX_WIDTH,
     VALUE_MAX,
@@ -65,12 +66,10 @@ __all__ = [
     "Softmax",
     "VisionTransformer",
     "layer_norm_exact",
-    "load_network",
-    "network_kind",
     "softmax_exact",
 ]
 
-KIND = "spikezip-transformer"
+KIND = TRANSFORMER_KIND
 FORMAT_VERSION = 1
 
 
@@ -972,25 +971,3 @@ class VisionTransformer:
             raise FormatError(f"{name}: corrupt transformer file (missing {e.args[0]!r})") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise FormatError(f"{name}: invalid transformer: {e}") from None
-
-
-# -- files of either kind -------------------------------------------------------------------------
-def network_kind(path: str | os.PathLike) -> str | None:
-    """The ``kind`` of a spikezip ``.npz`` file's metadata record, or ``None`` if unreadable."""
-    try:
-        meta = read_npz_meta(path)
-    except FormatError:  # unreadable: the loader of the default kind reports the problem
-        return None
-    kind = meta.get("kind")
-    return kind if isinstance(kind, str) else None
-
-
-def load_network(path: str | os.PathLike) -> Network | VisionTransformer:
-    """Load a network file of either kind, dispatching on its metadata ``kind``.
-
-    ``spikezip-transformer`` files give a :class:`VisionTransformer`; everything else goes to
-    :meth:`ir.Network.load`, whose :class:`~ir.errors.FormatError` names what is wrong.
-    """
-    if network_kind(path) == KIND:
-        return VisionTransformer.load(path)
-    return Network.load(path)

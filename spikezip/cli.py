@@ -31,7 +31,8 @@ from spikezip.hw.model.cycle_model import PIPELINES, resolve_lanes
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
 from spikezip.ir.compare import TraceMismatchError, first_divergence
-from spikezip.ir.transformer import VisionTransformer, load_network
+from spikezip.ir.files import load_network
+from spikezip.ir.transformer import VisionTransformer
 from spikezip.paths import CliError, input_file, output_dir, output_file
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -22,9 +22,10 @@ import pytest
 from spikezip.ir import FormatError, Layer, Network, Trace
 from spikezip.ir._io import MAX_META_DEPTH, read_array, read_npz, write_npz
 from spikezip.ir.compare import TraceMismatchError, first_divergence
+from spikezip.ir.files import load_network, network_kind
 from spikezip.ir.network import VALUE_MAX
 from spikezip.ir.trace import DIGEST_BYTES, sample_digests
-from spikezip.ir.transformer import VisionTransformer, load_network, network_kind
+from spikezip.ir.transformer import VisionTransformer
 
 from .test_transformer import vit
 

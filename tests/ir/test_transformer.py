@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spikezip.ir import FormatError, Layer, Network
+from spikezip.ir.files import load_network, network_kind
 from spikezip.ir.transformer import (
     Block,
     Context,
@@ -16,8 +17,6 @@ from spikezip.ir.transformer import (
     Softmax,
     VisionTransformer,
     layer_norm_exact,
-    load_network,
-    network_kind,
     softmax_exact,
 )
 
