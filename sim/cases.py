@@ -1,29 +1,50 @@
 """Test cases for the cocotb testbenches: Verilog, golden trace and stimulus files on disk.
 
 This is the pytest side (it imports torch through :mod:`sw.reference` and amaranth through
-:mod:`hw`); the simulator side (``sim/tb_*.py``) reads the files it writes with numpy and
-:mod:`ir` only.
+:mod:`hw`); the simulator side (:mod:`sim.tb`) reads the typed files it writes
+(:mod:`sim.tb.files`) with numpy and :mod:`ir` only. A case's :meth:`~LayerCoreCase.env` sets
+the run's knobs in its stimulus file and returns the testbench's one environment variable.
 
 Files of a layer-core case (:func:`layer_core_case`), in its directory:
 
 * ``<toplevel>.v`` — the generated Verilog;
 * ``golden.npz`` — the reference :class:`ir.Trace` of the whole network (``record_state=True``);
-* ``stimulus.npz`` — the input payloads (every inference back to back), the expected output
-  payloads with their sample, step and neuron (``-1`` for markers), the model's cycle of each
-  (:func:`hw.model.cycle_model.schedule`), and the formats;
+* ``stimulus.npz`` — a :class:`sim.tb.files.LayerCoreStimulus`: the input payloads (every
+  inference back to back), the expected output payloads with their sample, step and neuron
+  (``-1`` for markers), the model's cycle of each (:func:`hw.model.cycle_model.schedule`), the
+  formats and the probe's state layout;
 * ``hardware.npz`` — written by the testbench: the hardware trace (the golden trace with the
   simulated layer replaced by what the RTL emitted, with cycle stamps).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from spikezip.hw.model import cycle_model, events
 from spikezip.ir import Network, Trace
+from spikezip.sim.tb.files import (
+    STIMULUS_ENV,
+    BitLayout,
+    LayerCoreStimulus,
+    NeuronArrayStimulus,
+    Record,
+)
+
+STIMULUS = "stimulus.npz"  #: a case's stimulus file, in its directory
+
+
+def _knobs(directory: Path, cls: type[Record], **knobs) -> dict[str, str]:
+    """Set ``knobs`` in the case's stimulus file; the testbench's environment."""
+    path = directory / STIMULUS
+    stim = cls.load(path)
+    if any(getattr(stim, k) != v for k, v in knobs.items()):
+        replace(stim, **knobs).save(path)
+    return {STIMULUS_ENV: str(path.resolve())}
+
 
 __all__ = ["LayerCoreCase", "NeuronArrayCase", "layer_core_case", "neuron_array_case"]
 
@@ -47,15 +68,19 @@ class LayerCoreCase:
     def env(
         self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
     ) -> dict[str, str]:
-        """``extra_env`` of the testbench; cycles are checked by default when nothing stalls."""
+        """Set the knobs in the stimulus file; return the testbench's ``extra_env``.
+
+        Cycles are checked by default when nothing stalls.
+        """
         if check_cycles is None:
             check_cycles = ready == 1.0 and valid == 1.0
-        return {
-            "LAYER_CORE_DIR": str(self.directory),
-            "LAYER_CORE_READY": repr(float(ready)),
-            "LAYER_CORE_VALID": repr(float(valid)),
-            "LAYER_CORE_CHECK_CYCLES": "1" if check_cycles else "0",
-        }
+        return _knobs(
+            self.directory,
+            LayerCoreStimulus,
+            ready=float(ready),
+            valid=float(valid),
+            check_cycles=bool(check_cycles),
+        )
 
 
 def _golden(network: Network, inputs: np.ndarray, trace: Trace | None) -> Trace:
@@ -111,28 +136,22 @@ def layer_core_case(
             out_cycle += [*st.event_cycles, st.marker_cycle]
             out_sample += [b] * (step.n_events + 1)
             out_step += [t] * (step.n_events + 1)
-    np.savez(
-        directory / "stimulus.npz",
+    LayerCoreStimulus(
         layer=layer,
         lanes=core.lanes,
         words=core.words,
-        pipeline=core.pipeline,
-        n_out=core.layer.n_out,
-        in_index_width=fin.index_width,
-        in_value_width=fin.value_width,
-        out_index_width=fout.index_width,
-        out_value_width=fout.value_width,
+        in_format=fin,
+        out_format=fout,
         membrane_width=core.widths.membrane,
         tracer_width=core.widths.tracer,
-        probe_membranes_offset=state["membranes"].offset,
-        probe_tracers_offset=state["tracers"].offset,
+        state=BitLayout.of(state),
         in_words=np.array(in_words, dtype=np.uint64),
         out_words=np.array(out_words, dtype=np.uint64),
         out_sample=np.array(out_sample, dtype=np.int64),
         out_step=np.array(out_step, dtype=np.int64),
         out_neuron=np.array(out_neuron, dtype=np.int64),
         out_cycle=np.array(out_cycle, dtype=np.int64),
-    )
+    ).save(directory / STIMULUS)
     return LayerCoreCase(directory, verilog, toplevel, golden, layer, sched, core.timing)
 
 
@@ -147,7 +166,8 @@ class NeuronArrayCase:
     layer: int
 
     def env(self, *, valid: float = 1.0) -> dict[str, str]:
-        return {"NEURON_ARRAY_DIR": str(self.directory), "NEURON_ARRAY_VALID": repr(float(valid))}
+        """Set ``valid`` in the stimulus file; return the testbench's ``extra_env``."""
+        return _knobs(self.directory, NeuronArrayStimulus, valid=float(valid))
 
 
 def layer_drives(network: Network, inputs: np.ndarray, golden: Trace, layer: int) -> np.ndarray:
@@ -181,7 +201,8 @@ def neuron_array_case(
 ) -> NeuronArrayCase:
     """Write the Verilog, golden trace and per-step drives for the standalone neuron array.
 
-    ``stimulus.npz`` holds ``drive [B, T, words·lanes]`` (padding lanes 0), the formats, the
+    ``stimulus.npz`` (a :class:`sim.tb.files.NeuronArrayStimulus`) holds
+    ``drive [B, T, words·lanes]`` (padding lanes 0), the formats, the
     array's ``latency`` (command to fired word) and ``min_distance`` (cycles between two commands
     on the same word), both from :class:`hw.model.cycle_model.LayerTiming` as the layer core uses
     them, and the expected ``busy [B, T]`` (any non-zero drive or spike in the step).
@@ -204,29 +225,21 @@ def neuron_array_case(
     padded = np.zeros((*drive.shape[:2], arr.words * arr.lanes), dtype=np.int64)
     padded[:, :, : lay.n_out] = drive
     busy = (drive != 0).any(axis=2) | (golden.spikes[layer] != 0).any(axis=2)
-    offsets = {}
-    for name, layout in (
-        ("cmd", arr.i.payload.shape()),
-        ("fired", arr.o.payload.shape()),
-        ("state", arr.state_layout),
-    ):
-        for field, member in layout:
-            offsets[f"{name}_{field}_offset"] = member.offset
-    np.savez(
-        directory / "stimulus.npz",
+    NeuronArrayStimulus(
         layer=layer,
         lanes=arr.lanes,
         words=arr.words,
         latency=timing.array_latency,
         min_distance=timing.min_distance,
-        n_out=lay.n_out,
         drive_width=widths.drive,
         membrane_width=widths.membrane,
         tracer_width=widths.tracer,
-        drive=padded,
-        busy=busy,
         op_init=Op.INIT.value,
         op_fire=Op.FIRE.value,
-        **offsets,
-    )
+        cmd=BitLayout.of(arr.i.payload.shape()),
+        fired=BitLayout.of(arr.o.payload.shape()),
+        state=BitLayout.of(arr.state_layout),
+        drive=padded,
+        busy=busy,
+    ).save(directory / STIMULUS)
     return NeuronArrayCase(directory, verilog, toplevel, golden, layer)

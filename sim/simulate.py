@@ -49,6 +49,13 @@ from spikezip.sim.runner import (
     _waves_from_env,
     run_cocotb_isolated,
 )
+from spikezip.sim.tb.files import (
+    CALLER_PID_ENV,
+    STIMULUS_ENV,
+    BitLayout,
+    NetworkResult,
+    NetworkStimulus,
+)
 
 __all__ = ["Design", "HardwareRun", "design", "prepare", "simulate"]
 
@@ -56,6 +63,7 @@ TESTBENCH = "spikezip.sim.tb.network"
 LOCK = ".lock"  #: the design lock, inside the design directory
 RUNS = "runs"  #: the folder of the per-simulation run folders, inside the design directory
 _ACTIVE = ".active"  #: locked by the process running in a run folder
+STIMULUS = "stimulus.npz"  #: the testbench's input, inside the run folder
 
 
 @dataclass(frozen=True)
@@ -169,9 +177,21 @@ def _max_cycles(network: Network, d: Design, x: np.ndarray, slack: float) -> int
 
 
 def prepare(
-    network: Network, inputs: np.ndarray, d: Design, run_dir: Path, *, slack: float = 2.0
+    network: Network,
+    inputs: np.ndarray,
+    d: Design,
+    run_dir: Path,
+    *,
+    slack: float = 2.0,
+    valid: float = 1.0,
+    ready: float = 1.0,
+    simulator: str = "",
+    progress: Path | None = None,
 ) -> Path:
-    """Write ``stimulus.npz`` for :mod:`sim.tb.network` into ``run_dir``."""
+    """Write the :class:`sim.tb.files.NetworkStimulus` of :mod:`sim.tb.network` into ``run_dir``.
+
+    Returns its path (what :data:`sim.tb.files.STIMULUS_ENV` names for the testbench).
+    """
     x = network.check_inputs(inputs)
     if d.manifest["network"]["digest"] != network.digest():
         raise ValueError("design was generated from another network (digest mismatch)")
@@ -185,22 +205,20 @@ def prepare(
     if fmt.width > 62:
         raise ValueError(f"input payload of {fmt.width} bits does not fit the stimulus file")
     run_dir.mkdir(parents=True, exist_ok=True)
-    probe = {f["field"]: [f["offset"], f["width"]] for f in d.manifest["probe"]}
-    path = run_dir / "stimulus.npz"
-    np.savez(
-        path,
-        in_words=np.array(words, dtype=np.int64),
+    return NetworkStimulus(
+        words=np.array(words, dtype=np.int64),
         sample_starts=np.array(starts, dtype=np.int64),
-        samples=np.array(x.shape[0]),
-        depth=np.array(network.depth),
-        n_out=np.array([layer["n_out"] for layer in layers]),
-        layer_names=np.array([network.layer_name(k) for k in range(network.depth)]),
-        probe_layout=np.array(json.dumps(probe)),
-        formats=np.array(json.dumps([layer["output_format"] for layer in layers])),
-        digest=np.array(network.digest()),
-        max_cycles=np.array(_max_cycles(network, d, x, slack)),
-    )
-    return path
+        n_out=tuple(int(layer["n_out"]) for layer in layers),
+        layer_names=tuple(network.layer_name(k) for k in range(network.depth)),
+        formats=tuple(EventFormat(**layer["output_format"]) for layer in layers),
+        probe=BitLayout.from_json(d.manifest["probe"]),
+        digest=network.digest(),
+        max_cycles=_max_cycles(network, d, x, slack),
+        valid=float(valid),
+        ready=float(ready),
+        simulator=simulator,
+        progress=str(progress.resolve()) if progress is not None else "",
+    ).save(run_dir / STIMULUS)
 
 
 @dataclass(frozen=True)
@@ -306,7 +324,7 @@ def simulate(
         if run_dir is not None:
             run_dir = Path(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in ("hardware.npz", "inferences.npz", "progress"):
+            for stale in (STIMULUS, "hardware.npz", "inferences.npz", "progress"):
                 (run_dir / stale).unlink(missing_ok=True)
             return _run(network, inputs, d, run_dir, sim, waves, valid, ready, seed, on_progress)
         runs = d.directory / RUNS
@@ -383,15 +401,13 @@ def _run(
     seed: int | None,
     on_progress: Callable[[int], None] | None,
 ) -> HardwareRun:
-    prepare(network, inputs, d, run_dir)
     progress = run_dir / "progress"
+    stimulus = prepare(
+        network, inputs, d, run_dir, valid=valid, ready=ready, simulator=sim, progress=progress
+    )
     env = {
-        "NETWORK_SIM_DIR": str(run_dir.resolve()),
-        "NETWORK_SIM_NAME": sim,
-        "NETWORK_SIM_VALID": repr(float(valid)),
-        "NETWORK_SIM_READY": repr(float(ready)),
-        "NETWORK_SIM_PROGRESS": str(progress.resolve()),
-        "NETWORK_SIM_PARENT_PID": str(os.getpid()),
+        STIMULUS_ENV: str(stimulus.resolve()),
+        CALLER_PID_ENV: str(os.getpid()),  # the testbench ends itself when this one is gone
     }
     last = -1
 
@@ -427,23 +443,22 @@ def _run(
     if error is not None and not hw_path.is_file():
         raise error
     trace = Trace.load(hw_path)
-    with np.load(run_dir / "inferences.npz") as f:
-        facts = {k: f[k] for k in f.files}
+    facts = NetworkResult.load(run_dir / "inferences.npz")
     if on_progress is not None:
-        on_progress(len(facts["done"]))
+        on_progress(len(facts.done))
     depth = network.depth
     return HardwareRun(
         trace=trace,
-        first_input=facts["first_input"],
-        done=facts["done"],
-        counters=facts["counters"].reshape(-1, depth, 4),
-        final_counters=facts["final_counters"].reshape(depth, 4),
-        total_cycles=int(facts["total_cycles"]),
-        sim_seconds=float(facts["wall_seconds"]),
+        first_input=facts.first_input,
+        done=facts.done,
+        counters=facts.counters.reshape(-1, depth, 4),
+        final_counters=facts.final_counters.reshape(depth, 4),
+        total_cycles=facts.total_cycles,
+        sim_seconds=facts.wall_seconds,
         run_seconds=run_seconds,
         simulator=sim,
         waves=_wave_file(run_dir) if waves else None,
-        edge0_ns=float(facts["edge0_ns"]),
+        edge0_ns=facts.edge0_ns,
         run_dir=run_dir,
     )
 

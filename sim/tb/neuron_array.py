@@ -1,195 +1,115 @@
 """cocotb testbench of the standalone ST-BIF neuron array
 (``hw.cores.neuron_array.NeuronArrayTop``).
 
-Runs in the simulator process with numpy and :mod:`ir` only. The case directory
-(``NEURON_ARRAY_DIR``, written by :func:`sim.cases.neuron_array_case`) holds the golden trace and
-the per-step drives of one layer.
-
-Per inference the testbench sends one ``INIT`` per word, then for every recorded time step one
-``FIRE`` per word carrying that step's drive (the last with ``last`` set); two commands on the same
-word are at least ``min_distance`` cycles apart (2 with pipeline 2, 3 with pipeline 3: with fewer
-words some cycles are idle). Every fired word must come out exactly ``latency`` cycles after its
-command (the cycle model's ``array_latency``), with the golden spikes, membranes and tracers of its
-neurons; on the last word of a step, its busy flag OR any spike of the step's words must be the
-step's busy flag (any non-zero drive or spike: the array's flag leaves the spikes to the
-receiver).
-``NEURON_ARRAY_VALID`` is the probability that a command is offered in a cycle.
-
-A mismatch fails with :func:`ir.compare.first_divergence` of the hardware trace (saved as
-``hardware.npz``) against the golden one.
+Reads a :class:`sim.tb.files.NeuronArrayStimulus` and ``golden.npz`` beside it (written by
+:func:`sim.cases.neuron_array_case`). Per inference the testbench sends one ``INIT`` per word,
+then for every recorded time step one ``FIRE`` per word carrying that step's drive (the last with
+``last`` set); two commands on the same word are at least ``min_distance`` cycles apart, and a
+command is offered in a cycle with probability ``valid``. Every fired word must come out exactly
+``latency`` cycles after its command (the cycle model's ``array_latency``), with the golden
+spikes, membranes and tracers of its neurons; on the last word of a step, its busy flag OR any
+spike of the step's words must be the step's busy flag (the array's flag leaves the spikes to
+the receiver). A mismatch fails with :func:`ir.compare.first_divergence` of the hardware trace
+(saved as ``hardware.npz``) against the golden one.
 """
 
 from __future__ import annotations
 
-import os
-import random
-from pathlib import Path
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge
 
 from spikezip.ir import Trace
 from spikezip.ir.compare import first_divergence
+from spikezip.sim.tb import kit
+from spikezip.sim.tb.files import NeuronArrayStimulus, bits, stimulus_path
 
 
-def _pack(values, width: int) -> int:
-    out, mask = 0, (1 << width) - 1
-    for k, v in enumerate(values):
-        out |= (int(v) & mask) << (k * width)
+def commands(s: NeuronArrayStimulus) -> list[tuple[int, int, int, int]]:
+    """``(payload, sample, step, word)`` of every command (step ``-1``: ``INIT``)."""
+    cmd, mask = s.cmd.fields, (1 << s.drive_width) - 1
+
+    def pack(op: int, w: int, lanes) -> int:
+        drive = sum((int(v) & mask) << (j * s.drive_width) for j, v in enumerate(lanes))
+        return (
+            (op << cmd["op"][0])
+            | (w << cmd["word"][0])
+            | (int(w == s.words - 1) << cmd["last"][0])
+            | (drive << cmd["drive"][0])
+        )
+
+    out = []
+    for b in range(s.drive.shape[0]):
+        out += [(pack(s.op_init, w, ()), b, -1, w) for w in range(s.words)]
+        for t in range(s.drive.shape[1]):
+            for w in range(s.words):
+                lanes = s.drive[b, t, w * s.lanes : (w + 1) * s.lanes]
+                out.append((pack(s.op_fire, w, lanes), b, t, w))
     return out
 
 
-def _field(word: int, offset: int, width: int, signed: bool) -> int:
-    v = (word >> offset) & ((1 << width) - 1)
-    return v - (1 << width) if signed and v >> (width - 1) else v
-
-
-class TB:
-    """Clock, reset, command driver and result monitor of one neuron array."""
-
-    def __init__(self, dut) -> None:
-        self.dut = dut
-        self.directory = Path(os.environ["NEURON_ARRAY_DIR"])
-        with np.load(self.directory / "stimulus.npz") as f:
-            self.s = {k: f[k] for k in f.files}
-        self.golden = Trace.load(self.directory / "golden.npz")
-        self.valid_p = float(os.environ.get("NEURON_ARRAY_VALID", "1"))
-        s = self.s
-        self.lanes, self.words = int(s["lanes"]), int(s["words"])
-        self.latency, self.min_distance = int(s["latency"]), int(s["min_distance"])
-        self.commands: list[tuple[int, int, int, int]] = []  # (payload, sample, step, word)
-        drive = s["drive"]
-        batch, steps = drive.shape[:2]
-        for b in range(batch):
-            for w in range(self.words):
-                self.commands.append((self._cmd(int(s["op_init"]), w, 0), b, -1, w))
-            for t in range(steps):
-                for w in range(self.words):
-                    lanes = drive[b, t, w * self.lanes : (w + 1) * self.lanes]
-                    self.commands.append((self._cmd(int(s["op_fire"]), w, lanes), b, t, w))
-        self.sent: list[int] = []  # cycle of each command
-        self.fired: list[tuple[int, int, int]] = []  # (cycle, fired payload, state)
-
-    def _cmd(self, op: int, word: int, lanes) -> int:
-        s = self.s
-        drive = 0 if isinstance(lanes, int) else _pack(lanes, int(s["drive_width"]))
-        return (
-            (op << int(s["cmd_op_offset"]))
-            | (word << int(s["cmd_word_offset"]))
-            | (int(word == self.words - 1) << int(s["cmd_last_offset"]))
-            | (drive << int(s["cmd_drive_offset"]))
-        )
-
-    async def run(self) -> None:
-        dut = self.dut
-        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
-        edge = FallingEdge(dut.clk)
-        dut.cmd_valid.value = 0
-        dut.cmd.value = 0
-        dut.rst.value = 1
-        await edge
-        await edge
-        dut.rst.value = 0
-        cmd_valid, cmd, fired_valid, fired, state = (
-            dut.cmd_valid,
-            dut.cmd,
-            dut.fired_valid,
-            dut.fired,
-            dut.state,
-        )
-        n, ptr, cycle, rnd, p = len(self.commands), 0, 0, random.random, self.valid_p
-        last_sent = [-self.min_distance] * self.words  # per word, the cycle of its last command
-        while ptr < n or cycle <= self.sent[-1] + self.latency + 1:
-            valid = ptr < n and (p >= 1.0 or rnd() < p)
-            if valid:
-                w = self.commands[ptr][3]
-                valid = cycle - last_sent[w] >= self.min_distance
-            cmd_valid.value = valid
-            if valid:
-                cmd.value = self.commands[ptr][0]
-                self.sent.append(cycle)
-                last_sent[w] = cycle
-                ptr += 1
-            if fired_valid.value:
-                self.fired.append((cycle, int(fired.value), int(state.value)))
-            await edge
-            cycle += 1
-
-    def check(self) -> None:
-        s, g = self.s, self.golden
-        k, lanes = int(s["layer"]), self.lanes
-        n = g.spikes[k].shape[2]
-        mw, tw = int(s["membrane_width"]), int(s["tracer_width"])
-        spikes = np.zeros_like(g.spikes[k])
-        membranes = np.zeros_like(g.membranes[k])
-        tracers = np.zeros_like(g.tracers[k])
-        step_cycles = np.full(g.busy.shape[:2], -1, dtype=np.int64)
-        fires = [
-            (c, b, t, w) for c, (_, b, t, w) in zip(self.sent, self.commands, strict=True) if t >= 0
-        ]
-        if len(self.fired) != len(fires):
-            raise AssertionError(f"{len(self.fired)} fired words, expected {len(fires)}")
-        for (cycle, word, state), (sent, b, t, w) in zip(self.fired, fires, strict=True):
-            if cycle != sent + self.latency:
+def check(s: NeuronArrayStimulus, golden: Trace, fires, fired) -> Trace:
+    """The hardware trace of the fired words; raise on a latency, word number or busy error."""
+    k, n = s.layer, golden.spikes[s.layer].shape[2]
+    spikes = np.zeros_like(golden.spikes[k])
+    membranes = np.zeros_like(golden.membranes[k])
+    tracers = np.zeros_like(golden.tracers[k])
+    step_cycles = np.full(golden.busy.shape[:2], -1, dtype=np.int64)
+    if len(fired) != len(fires):
+        raise AssertionError(f"{len(fired)} fired words, expected {len(fires)}")
+    word_bits = (s.words - 1).bit_length()
+    for (cycle, word, state), (sent, b, t, w) in zip(fired, fires, strict=True):
+        if cycle != sent + s.latency:
+            raise AssertionError(
+                f"sample {b}, step {t}, word {w}: sent in cycle {sent}, fired in cycle "
+                f"{cycle} (latency must be {s.latency})"
+            )
+        if word_bits and bits(word, s.fired.fields["word"][0], word_bits) != w:
+            raise AssertionError(f"sample {b}, step {t}: fired word number differs from {w}")
+        for lane in range(min(s.lanes, n - w * s.lanes)):
+            i = w * s.lanes + lane
+            spikes[b, t, i] = s.fired.element(word, "spikes", lane, 2)
+            membranes[b, t, i] = s.state.element(state, "membranes", lane, s.membrane_width)
+            tracers[b, t, i] = s.state.element(state, "tracers", lane, s.tracer_width)
+        if w == s.words - 1:  # the words of a step come in order: all decoded by now
+            step_cycles[b, t] = cycle
+            busy = bool(s.fired.get(word, "busy")) or bool(spikes[b, t].any())
+            if busy != bool(s.busy[b, t]):
                 raise AssertionError(
-                    f"sample {b}, step {t}, word {w}: sent in cycle {sent}, fired in cycle "
-                    f"{cycle} (latency must be {self.latency})"
+                    f"sample {b}, layer {k}, time step {t}, cycle {cycle}: busy flag "
+                    f"expected {int(s.busy[b, t])}, actual {int(busy)}"
                 )
-            word_bits = (self.words - 1).bit_length()
-            if word_bits and _field(word, int(s["fired_word_offset"]), word_bits, False) != w:
-                raise AssertionError(f"sample {b}, step {t}: fired word number differs from {w}")
-            for lane in range(lanes):
-                i = w * lanes + lane
-                if i >= n:
-                    continue
-                spikes[b, t, i] = _field(word, int(s["fired_spikes_offset"]) + 2 * lane, 2, True)
-                membranes[b, t, i] = _field(
-                    state, int(s["state_membranes_offset"]) + lane * mw, mw, True
-                )
-                tracers[b, t, i] = _field(
-                    state, int(s["state_tracers_offset"]) + lane * tw, tw, True
-                )
-            if w == self.words - 1:
-                step_cycles[b, t] = cycle
-                # the array's busy flag leaves out the spikes (the receiver ORs them in): the
-                # step's busy flag is it OR any spike of the step's words (all decoded by now,
-                # the words of a step come in order)
-                fired_busy = bool(_field(word, int(s["fired_busy_offset"]), 1, False))
-                busy = fired_busy or bool(spikes[b, t].any())
-                if busy != bool(s["busy"][b, t]):
-                    raise AssertionError(
-                        f"sample {b}, layer {k}, time step {t}, cycle {cycle}: busy flag "
-                        f"expected {int(s['busy'][b, t])}, actual {int(busy)}"
-                    )
-
-        def put(arrs, value):
-            return tuple(value if j == k else a for j, a in enumerate(arrs))
-
-        minus = [np.full(g.busy.shape[:2], -1, dtype=np.int64) for _ in range(g.depth)]
-        hw = Trace(
-            network_digest=g.network_digest,
-            spikes=put(g.spikes, spikes),
-            busy=g.busy,
-            steps=g.steps,
-            capped=g.capped,
-            membranes=put(g.membranes, membranes),
-            tracers=put(g.tracers, tracers),
-            step_cycles=put(minus, step_cycles),
-            layer_names=g.layer_names,
-            source=f"rtl:{cocotb.SIM_NAME}",
-        )
-        hw.save(self.directory / "hardware.npz")
-        div = first_divergence(g, hw)
-        if div is not None:
-            raise AssertionError(str(div))
+    arrays = {"spikes": spikes, "membranes": membranes, "tracers": tracers}
+    return kit.with_layer(golden, k, f"rtl:{cocotb.SIM_NAME}", step_cycles=step_cycles, **arrays)
 
 
 @cocotb.test()
 async def matches_golden_trace(dut) -> None:
     """Spikes, membranes, tracers and busy flags of every step equal the golden trace."""
-    tb = TB(dut)
-    await tb.run()
-    tb.check()
-    dut._log.info("%d commands, %d fired words", len(tb.commands), len(tb.fired))
+    path = stimulus_path()
+    s = NeuronArrayStimulus.load(path)
+    golden = Trace.load(path.parent / "golden.npz")
+    cmds = commands(s)
+    edge = await kit.start(dut, {"cmd_valid": 0, "cmd": 0})
+    driver = kit.Driver(dut.cmd_valid, dut.cmd, [c[0] for c in cmds], kit.pauses(s.valid))
+    fired_valid, fired, state = dut.fired_valid, dut.fired, dut.state
+    last_sent = [-s.min_distance] * s.words  # per word, the cycle of its last command
+    sent: list[int] = []  # cycle of each command
+    out: list[tuple[int, int, int]] = []  # (cycle, fired payload, state)
+    cycle = 0
+    while not driver.done or cycle <= sent[-1] + s.latency + 1:
+        w = cmds[driver.sent][3] if not driver.done else 0
+        if driver.step(True, hold=cycle - last_sent[w] < s.min_distance):
+            sent.append(cycle)
+            last_sent[w] = cycle
+        if fired_valid.value:
+            out.append((cycle, int(fired.value), int(state.value)))
+        await edge
+        cycle += 1
+
+    fires = [(c, b, t, w) for c, (_, b, t, w) in zip(sent, cmds, strict=True) if t >= 0]
+    hw = check(s, golden, fires, out)
+    hw.save(path.parent / "hardware.npz")
+    div = first_divergence(golden, hw)
+    if div is not None:
+        raise AssertionError(str(div))
+    dut._log.info("%d commands, %d fired words", len(cmds), len(out))

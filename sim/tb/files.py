@@ -1,0 +1,286 @@
+"""Typed stimulus and result files of the cocotb testbenches, and the one environment variable.
+
+The parent process (:func:`sim.simulate.prepare`, :mod:`sim.cases`) writes one record per run
+with :meth:`~Record.save`; the testbench finds it through :data:`STIMULUS_ENV` (its folder is the
+run folder: results go beside it) and reads it with :meth:`~Record.load`. Every file is a
+:func:`ir._io.write_npz` archive with a ``kind`` and a ``version``: JSON metadata for scalars,
+formats and bit layouts, integer arrays for the rest. Pure Python and numpy: imported on both
+sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from spikezip.hw.model.events import EventFormat
+from spikezip.ir._io import read_npz, write_npz
+from spikezip.ir.errors import FormatError
+
+__all__ = [
+    "CALLER_PID_ENV",
+    "STIMULUS_ENV",
+    "BitLayout",
+    "LayerCoreStimulus",
+    "NetworkResult",
+    "NetworkStimulus",
+    "NeuronArrayStimulus",
+    "Record",
+    "bits",
+    "stimulus_path",
+]
+
+#: The one variable the parent sets for a testbench: the path of its stimulus file.
+STIMULUS_ENV = "SPIKEZIP_TB_STIMULUS"
+#: The process that asked for the run (set by :func:`sim.simulate.simulate`): the testbench
+#: ends itself when it is gone (:class:`sim.tb.kit.Watchdog`).
+CALLER_PID_ENV = "NETWORK_SIM_PARENT_PID"
+
+
+def stimulus_path() -> Path:
+    """The stimulus file named by :data:`STIMULUS_ENV` (in the simulator process)."""
+    try:
+        return Path(os.environ[STIMULUS_ENV])
+    except KeyError:
+        raise RuntimeError(f"{STIMULUS_ENV} is not set: run the testbench through sim.*") from None
+
+
+@dataclass(frozen=True)
+class BitLayout:
+    """Named bit fields of one vector: ``name → (offset, width)``, offsets from the LSB.
+
+    Serialised as the generator's manifest writes a probe layout (``[{field, offset, width}]``):
+    :meth:`to_json` and :meth:`from_json` are the one serialisation, for the manifest, the
+    stimulus files and the testbenches.
+    """
+
+    fields: Mapping[str, tuple[int, int]]
+
+    @classmethod
+    def from_json(cls, records: Iterable[Mapping[str, Any]]) -> BitLayout:
+        return cls({str(r["field"]): (int(r["offset"]), int(r["width"])) for r in records})
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{"field": k, "offset": o, "width": w} for k, (o, w) in self.fields.items()]
+
+    @classmethod
+    def of(cls, members: Iterable[tuple[str, Any]]) -> BitLayout:
+        """From ``(name, member)`` pairs with ``offset`` and ``width`` (an Amaranth layout)."""
+        return cls({str(name): (int(m.offset), int(m.width)) for name, m in members})
+
+    @property
+    def width(self) -> int:
+        return max((o + w for o, w in self.fields.values()), default=0)
+
+    def bit(self, name: str) -> int:
+        """The mask of the lowest bit of field ``name``."""
+        return 1 << self.fields[name][0]
+
+    def get(self, word: int, name: str, *, signed: bool = False) -> int:
+        """Field ``name`` of ``word``."""
+        offset, width = self.fields[name]
+        return bits(word, offset, width, signed=signed)
+
+    def element(self, word: int, name: str, j: int, width: int, *, signed: bool = True) -> int:
+        """Element ``j`` (of ``width`` bits) of the array field ``name`` of ``word``."""
+        return bits(word, self.fields[name][0] + j * width, width, signed=signed)
+
+
+def bits(word: int, offset: int, width: int, *, signed: bool = False) -> int:
+    """``width`` bits of ``word`` from ``offset`` (two's complement when ``signed``)."""
+    v = (word >> offset) & ((1 << width) - 1)
+    return v - (1 << width) if signed and width and v >> (width - 1) else v
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, EventFormat):
+        return {"index_width": value.index_width, "value_width": value.value_width}
+    if isinstance(value, BitLayout):
+        return value.to_json()
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """A typed file: arrays (numpy fields) and JSON metadata (the rest), with kind and version.
+
+    Subclasses set :attr:`KIND` and :attr:`VERSION` and name in :attr:`DECODE` how a metadata
+    field is rebuilt (formats, layouts, tuples); every ``np.ndarray`` field is an array.
+    """
+
+    KIND: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+    DECODE: ClassVar[Mapping[str, Any]] = {}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        meta: dict[str, Any] = {"kind": self.KIND, "version": self.VERSION}
+        arrays = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                arrays[f.name] = value
+            else:
+                meta[f.name] = _encode(value)
+        write_npz(path, meta, arrays)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        meta, arrays = read_npz(path, kind=cls.KIND)
+        version = meta.get("version")
+        if type(version) is not int or version != cls.VERSION:
+            raise FormatError(
+                f"{os.fspath(path)}: unsupported {cls.KIND} version {version!r} "
+                f"(this code reads version {cls.VERSION})"
+            )
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in arrays:
+                values[f.name] = arrays[f.name]
+            elif f.name in meta:
+                decode = cls.DECODE.get(f.name)
+                values[f.name] = decode(meta[f.name]) if decode else meta[f.name]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise FormatError(f"{os.fspath(path)}: {cls.KIND} file lacks {f.name!r}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError, KeyError) as e:
+            raise FormatError(f"{os.fspath(path)}: invalid {cls.KIND} file ({e})") from None
+
+
+def _formats(v):
+    return tuple(EventFormat(**d) for d in v)
+
+
+def _ints(v):
+    return tuple(int(x) for x in v)
+
+
+def _strs(v):
+    return tuple(str(x) for x in v)
+
+
+def _format(d):
+    return EventFormat(**d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkStimulus(Record):
+    """Input of :mod:`sim.tb.network`: every inference's input payloads back to back."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-network"
+    DECODE: ClassVar[Mapping[str, Any]] = {
+        "formats": _formats,
+        "probe": BitLayout.from_json,
+        "n_out": _ints,
+        "layer_names": _strs,
+    }
+
+    words: np.ndarray  #: input payloads, every inference back to back
+    sample_starts: np.ndarray  #: index in ``words`` of each inference's first payload
+    n_out: tuple[int, ...]  #: neurons per layer
+    layer_names: tuple[str, ...]
+    formats: tuple[EventFormat, ...]  #: output event format per layer
+    probe: BitLayout  #: the probe vector (manifest ``probe``)
+    digest: str  #: the network's digest
+    max_cycles: int  #: the run stops here at the latest
+    valid: float = 1.0  #: probability that an input beat is offered in a cycle
+    ready: float = 1.0  #: probability that the output is accepted in a cycle
+    simulator: str = ""  #: name for the trace's ``source`` (default: cocotb's)
+    progress: str = ""  #: file the testbench rewrites with the finished inferences ("": none)
+
+    @property
+    def samples(self) -> int:
+        return len(self.sample_starts)
+
+    @property
+    def depth(self) -> int:
+        return len(self.n_out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkResult(Record):
+    """Per-inference cycle facts written by :mod:`sim.tb.network` beside ``hardware.npz``."""
+
+    KIND: ClassVar[str] = "spikezip-result-network"
+
+    first_input: np.ndarray  #: [B] cycle the first input beat of each inference was accepted
+    done: np.ndarray  #: [B] cycle of each inference's final marker
+    counters: np.ndarray  #: [B, 4·D] counters read the cycle after each done
+    final_counters: np.ndarray  #: [4·D] counters at the end of the run
+    total_cycles: int
+    wall_seconds: float
+    edge0_ns: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCoreStimulus(Record):
+    """Input of :mod:`sim.tb.layer_core`: payloads in, expected payloads out with their cycles.
+
+    The golden trace is ``golden.npz`` beside the file.
+    """
+
+    KIND: ClassVar[str] = "spikezip-stimulus-layer-core"
+    DECODE: ClassVar[Mapping[str, Any]] = {
+        "in_format": _format,
+        "out_format": _format,
+        "state": BitLayout.from_json,
+    }
+
+    layer: int
+    lanes: int
+    words: int  #: neuron words (lanes per word)
+    in_format: EventFormat
+    out_format: EventFormat
+    membrane_width: int
+    tracer_width: int
+    state: BitLayout  #: the probe's ``state`` vector (fields ``membranes``, ``tracers``)
+    in_words: np.ndarray
+    out_words: np.ndarray
+    out_sample: np.ndarray
+    out_step: np.ndarray
+    out_neuron: np.ndarray  #: ``-1`` for markers
+    out_cycle: np.ndarray  #: the cycle model's cycle of each output beat
+    valid: float = 1.0
+    ready: float = 1.0
+    check_cycles: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeuronArrayStimulus(Record):
+    """Input of :mod:`sim.tb.neuron_array`: the per-step drives of one layer.
+
+    The golden trace is ``golden.npz`` beside the file.
+    """
+
+    KIND: ClassVar[str] = "spikezip-stimulus-neuron-array"
+    DECODE: ClassVar[Mapping[str, Any]] = {
+        "cmd": BitLayout.from_json,
+        "fired": BitLayout.from_json,
+        "state": BitLayout.from_json,
+    }
+
+    layer: int
+    lanes: int
+    words: int
+    latency: int  #: command to fired word, cycles
+    min_distance: int  #: cycles between two commands on one word
+    drive_width: int
+    membrane_width: int
+    tracer_width: int
+    op_init: int
+    op_fire: int
+    cmd: BitLayout
+    fired: BitLayout
+    state: BitLayout
+    drive: np.ndarray  #: [B, T, words·lanes]
+    busy: np.ndarray  #: [B, T] expected busy flags
+    valid: float = 1.0
