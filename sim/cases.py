@@ -99,7 +99,7 @@ def layer_core_case(
     *,
     lanes: int,
     storage: str | None = None,
-    pipeline: int = 1,
+    pipeline: cycle_model.Pipeline | int = 1,
     backend: str = "proc",
     trace: Trace | None = None,
     toplevel: str = "layer_core",
@@ -194,7 +194,7 @@ def neuron_array_case(
     *,
     lanes: int,
     storage: str | None = None,
-    pipeline: int = 1,
+    pipeline: cycle_model.Pipeline | int = 1,
     backend: str = "proc",
     trace: Trace | None = None,
     toplevel: str = "neuron_array",
@@ -215,13 +215,13 @@ def neuron_array_case(
     directory.mkdir(parents=True, exist_ok=True)
     golden = _golden(network, inputs, trace)
     lay, widths = network.layers[layer], network.widths[layer]
-    top = NeuronArrayTop(layer=lay, widths=widths, lanes=lanes, storage=storage, pipeline=pipeline)
+    timing = cycle_model.LayerTiming(n_out=lay.n_out, lanes=lanes, pipeline=pipeline)
+    top = NeuronArrayTop(layer=lay, widths=widths, timing=timing, storage=storage)
     verilog = directory / f"{toplevel}.v"
     verilog.write_text(generate(top, toplevel, backend=backend))
     golden.save(directory / "golden.npz")
     drive = layer_drives(network, inputs, golden, layer)
     arr = top.array
-    timing = cycle_model.LayerTiming(n_out=lay.n_out, lanes=lanes, pipeline=pipeline)
     padded = np.zeros((*drive.shape[:2], arr.words * arr.lanes), dtype=np.int64)
     padded[:, :, : lay.n_out] = drive
     busy = (drive != 0).any(axis=2) | (golden.spikes[layer] != 0).any(axis=2)

@@ -13,18 +13,19 @@ lane); every other layer sees ``value ∈ {-1, +1}`` and adds or subtracts the w
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, command_layout, op_layout
-from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.cores.stages import Delay
+from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, LayerTiming, check_timing
 from spikezip.ir.network import Layer, LayerWidths
 
-__all__ = ["WEIGHT_BANK_DEPTH", "Accumulator", "weight_words"]
+__all__ = ["WEIGHT_BANK_DEPTH", "Accumulator", "Products", "WeightRead", "weight_words"]
 
 
-#: words per weight bank (pipelines 2 and 3): a DP16KD is 512 words deep at 36 bits
+#: words per weight bank (``banked_weights``): a DP16KD is 512 words deep at 36 bits
 WEIGHT_BANK_DEPTH = 512
 
 
@@ -37,6 +38,150 @@ def weight_words(layer: Layer, lanes: int) -> np.ndarray:
     return padded.reshape(words, lanes, layer.n_in).transpose(2, 0, 1).reshape(-1, lanes)
 
 
+class WeightRead(wiring.Component):
+    """The weight memory, read one word per cycle into a register.
+
+    Latency 2 (:data:`hw.model.cycle_model.WEIGHT_READ_LATENCY`): ``data`` in cycle ``x + 2`` is the
+    word at ``address`` of cycle ``x`` (the synchronous read, then a register with no reset and
+    no enable, which the ECP5 flow moves into the block RAM's output register). With
+    ``bank_depth``, a memory deeper than that is split into banks of ``bank_depth`` words, each
+    read into its own register, and the bank chosen after them: one memory would put Yosys's
+    multiplexer between the block RAMs and the register. Throughput one read per cycle.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        A memory word.
+    rows : list
+        The memory contents (constant-castable to ``shape``), at least one.
+    bank_depth : int or None
+        Words per bank (a power of two), or ``None`` for one memory.
+
+    Members
+    -------
+    address : In(range(max(2, len(rows))))
+    data : Out(shape)
+    """
+
+    def __init__(self, *, shape, rows: list, bank_depth: int | None = None) -> None:
+        self._shape, self._rows, self._bank_depth = shape, list(rows), bank_depth
+        super().__init__({"address": In(range(max(2, len(self._rows)))), "data": Out(shape)})
+
+    @property
+    def latency(self) -> int:
+        return WEIGHT_READ_LATENCY
+
+    @property
+    def banks(self) -> int:
+        """Banks of the memory (1 without ``bank_depth``)."""
+        return 1 if self._bank_depth is None else -(-len(self._rows) // self._bank_depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        shape, rows, banks = self._shape, self._rows, self.banks
+        if banks == 1:
+            m.submodules.weights = mem = memory.Memory(shape=shape, depth=len(rows), init=rows)
+            rp = mem.read_port()
+            m.d.comb += rp.addr.eq(self.address)
+            # no reset and no enable: the ECP5 flow moves it into the block RAM's output register
+            weight_word = Signal(shape, name="weight_word", reset_less=True)
+            m.d.sync += weight_word.eq(rp.data)
+            m.d.comb += self.data.eq(weight_word)
+            return m
+        depth = self._bank_depth
+        low = (depth - 1).bit_length()
+        bank_words = []
+        select = [Signal(range(banks), name=f"bank{k}") for k in (1, 2)]
+        m.d.sync += [select[0].eq(self.address[low:]), select[1].eq(select[0])]
+        for b in range(banks):
+            part = rows[b * depth : (b + 1) * depth]
+            m.submodules[f"weights{b}"] = bank = memory.Memory(
+                shape=shape, depth=len(part), init=part
+            )
+            rp = bank.read_port()
+            m.d.comb += rp.addr.eq(self.address[:low])
+            word = Signal(shape, name=f"bank_word{b}", reset_less=True)
+            m.d.sync += word.eq(rp.data)
+            bank_words.append(word)
+        # (padded to a power of two with the last bank: no out-of-range constant, which Yosys
+        # would turn into a reset of the register that follows)
+        pad = (1 << (banks - 1).bit_length()) - banks
+        m.d.comb += self.data.eq(Array(bank_words + bank_words[-1:] * pad)[select[1]])
+        return m
+
+
+class Products(wiring.Component):
+    """Per lane the drive of one input event: ``value × w`` (analog) or ``±w`` (spikes).
+
+    With spikes, ``value ∈ {-1, 0, +1}`` adds, skips or subtracts the weight. Latency 0
+    (combinational), or 2 with ``registered``: the multiplier's input registers (``value``,
+    and the weights with ``analog``; with spikes, ``w XOR s`` for ``s = value < 0``) and output
+    register, with no reset and no enable (the ECP5 flow moves them into the DSP block,
+    :mod:`hw.flow.ecp5`). Throughput one word per cycle.
+
+    Parameters
+    ----------
+    analog : bool
+        Multiply; otherwise add or subtract.
+    lanes : int
+    value_width, weight_width : int
+        Signed widths of the operands.
+    registered : bool
+        Latency 2 instead of 0 (:attr:`hw.model.cycle_model.Pipeline.dsp_registers`).
+
+    Members
+    -------
+    value : In(signed(value_width))
+    weights : In(ArrayLayout(signed(weight_width), lanes))
+    products : Out(ArrayLayout(signed(drive_width), lanes))
+        At the natural width of ``value × w`` (or ``±w``): no output bit a copy of another.
+    """
+
+    def __init__(
+        self, *, analog: bool, lanes: int, value_width: int, weight_width: int, registered: bool
+    ) -> None:
+        self._analog, self._registered = bool(analog), bool(registered)
+        self._lanes = lanes
+        width = value_width + weight_width if analog else weight_width + 1
+        super().__init__(
+            {
+                "value": In(signed(value_width)),
+                "weights": In(data.ArrayLayout(signed(weight_width), lanes)),
+                "products": Out(data.ArrayLayout(signed(width), lanes)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return 2 * self._registered
+
+    def elaborate(self, platform):
+        m = Module()
+        value, weights = self.value, self.weights
+        if self._registered:  # the multiplier's input registers
+            value = Signal.like(self.value, name="mul_value", reset_less=True)
+            m.d.sync += value.eq(self.value)
+            if self._analog:
+                weights = Signal.like(self.weights, name="mul_weight", reset_less=True)
+                m.d.sync += weights.eq(self.weights)
+        for k in range(self._lanes):
+            w = weights[k]
+            if self._analog:
+                product = value * w
+            elif self._registered:  # ±w = (w XOR s) + s, s = value < 0
+                flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
+                m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
+                product = Mux(value == 0, 0, flipped + (value < 0))
+            else:
+                product = Mux(value == 0, 0, Mux(value < 0, -w, w))
+            if self._registered:  # the multiplier's output register
+                registered = Signal.like(product, name=f"product{k}", reset_less=True)
+                m.d.sync += registered.eq(product)
+                product = registered
+            m.d.comb += self.products[k].eq(product)
+        return m
+
+
 class Accumulator(wiring.Component):
     """Weight look-up and multiply (or sign) stage between the sequencer and the neuron array.
 
@@ -44,13 +189,9 @@ class Accumulator(wiring.Component):
     with drive ``value × W[c·lanes + k, index]`` in lane ``k``; ``FIRE`` and ``INIT`` operations
     pass with a zero drive.
 
-    Latency 2 (the synchronous weight read, then a register on the weight word, so that the
-    memory's output does not feed the multiplier or ``±`` in the same cycle). With pipeline 2,
-    latency 5: the operation is registered before the weight address is computed, and the value
-    and weight are registered again before the product (or ``±w``) and the product after it —
-    the input and output registers of a DSP block, as the weight word register is the block
-    RAM's output register (the ECP5 flow moves them there, :mod:`hw.flow.ecp5`). Those registers
-    have no reset and no enable. Throughput one word operation per cycle.
+    Latency ``timing.accumulator_latency``: the address stage (1 with ``registered_address``,
+    else 0), :class:`WeightRead` (2) and :class:`Products` (2 with ``dsp_registers``, else 0)
+    — 2 for pipeline presets 0 and 1, 5 for 2 and 3. Throughput one word operation per cycle.
 
     Parameters
     ----------
@@ -59,15 +200,14 @@ class Accumulator(wiring.Component):
         The layer's exact widths (weight width).
     analog : bool
         The layer takes analog input values (multiplies); otherwise ±1 spikes (adds).
-    lanes : int
+    timing : hw.model.cycle_model.LayerTiming
+        The core's geometry and pipeline (``timing.n_out == layer.n_out``).
     index_width, value_width : int
         Widths of the input events (:func:`hw.model.events.input_format`).
-    pipeline : int
-        The layer core's pipeline depth (:class:`hw.model.cycle_model.LayerTiming`).
     bank_depth : int
-        With pipeline 2 or 3, a weight memory deeper than this is split into banks of this many
-        words (a power of two; default :data:`WEIGHT_BANK_DEPTH`, one 36-bit-wide ECP5 block
-        RAM), each with its own output register, and the bank is chosen after them.
+        With ``banked_weights``, a weight memory deeper than this is split into banks of this
+        many words (a power of two; default :data:`WEIGHT_BANK_DEPTH`, one 36-bit-wide ECP5
+        block RAM; :class:`WeightRead`).
 
     Members
     -------
@@ -81,19 +221,19 @@ class Accumulator(wiring.Component):
         layer: Layer,
         widths: LayerWidths,
         analog: bool,
-        lanes: int,
+        timing: LayerTiming,
         index_width: int,
         value_width: int,
-        pipeline: int = 1,
         bank_depth: int = WEIGHT_BANK_DEPTH,
     ) -> None:
         if not isinstance(bank_depth, int) or bank_depth < 2 or bank_depth & (bank_depth - 1):
             raise ValueError(f"bank_depth must be a power of two ≥ 2, not {bank_depth!r}")
+        check_timing(timing, layer.n_out)
         self._bank_depth = bank_depth
         self._layer, self._widths, self._analog = layer, widths, bool(analog)
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
+        self._timing = timing
         self._value_width = value_width
-        words = self._timing.words
+        words, lanes = timing.words, timing.lanes
         super().__init__(
             {
                 "i": In(
@@ -125,6 +265,7 @@ class Accumulator(wiring.Component):
 
     @property
     def latency(self) -> int:
+        """Cycles from a word operation on ``i`` to its command on ``o``."""
         return self._timing.accumulator_latency
 
     @property
@@ -150,89 +291,37 @@ class Accumulator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        words = self.words
+        p, ops = self._timing.pipeline, self.i.payload.shape()
         shape = data.ArrayLayout(signed(self._widths.weight), self.lanes)
-        rows = [row.tolist() for row in self.weight_words()]
-        inp, inp_valid = self.i.payload, self.i.valid
-        if self._timing.pipeline >= 2:  # the operation registered before the address
-            inp = Signal(self.i.payload.shape(), name="op0")
-            inp_valid = Signal(name="op0_valid")
-            m.d.sync += [inp.eq(self.i.payload), inp_valid.eq(self.i.valid)]
-        address = Signal(range(max(2, self.weight_depth)), name="weight_address")
-        m.d.comb += address.eq(inp.index * words + inp.word)
-        banks = -(-self.weight_depth // self._bank_depth)
-        if self._timing.pipeline >= 2 and banks > 1:
-            # Banks of bank_depth words, each read into its own register (a block RAM's output
-            # register), then the bank chosen: a deep memory would otherwise put Yosys's
-            # multiplexer between the block RAMs and that register.
-            low = (self._bank_depth - 1).bit_length()
-            bank_words = []
-            select = [Signal(range(banks), name=f"bank{k}") for k in (1, 2)]
-            m.d.sync += [select[0].eq(address[low:]), select[1].eq(select[0])]
-            for b in range(banks):
-                part = rows[b * self._bank_depth : (b + 1) * self._bank_depth]
-                bank = memory.Memory(shape=shape, depth=len(part), init=part)
-                m.submodules[f"weights{b}"] = bank
-                rp = bank.read_port()
-                m.d.comb += rp.addr.eq(address[:low])
-                word = Signal(shape, name=f"bank_word{b}", reset_less=True)
-                m.d.sync += word.eq(rp.data)
-                bank_words.append(word)
-            # (padded to a power of two with the last bank: no out-of-range constant, which
-            # Yosys would turn into a reset of the register that follows)
-            pad = (1 << (banks - 1).bit_length()) - banks
-            weight_word = Signal(shape, name="weight_word")
-            m.d.comb += weight_word.eq(Array(bank_words + bank_words[-1:] * pad)[select[1]])
-        else:
-            m.submodules.weights = mem = memory.Memory(shape=shape, depth=len(rows), init=rows)
-            rp = mem.read_port()
-            m.d.comb += rp.addr.eq(address)
-            # no reset and no enable: the ECP5 flow moves it into the block RAM's output register
-            weight_word = Signal(shape, name="weight_word", reset_less=True)
-            m.d.sync += weight_word.eq(rp.data)
-        # stage 1: the weight read; stage 2: the weight word registered
-        op1 = Signal(self.i.payload.shape(), name="op1")
-        op1_valid = Signal(name="op1_valid")
-        op = Signal(self.i.payload.shape(), name="op")
-        op_valid = Signal(name="op_valid")
-        m.d.sync += [op1.eq(inp), op1_valid.eq(inp_valid)]
-        m.d.sync += [op.eq(op1), op_valid.eq(op1_valid)]
-        out, out_valid = op, op_valid
-        weights, value = weight_word, op.value
-        if self._timing.pipeline >= 2:  # the multiplier's input and output registers
-            # the operation without index and value (which went into the address and operands)
-            control = data.StructLayout({"op": Op, "word": op.word.shape(), "last": 1, "busy": 1})
-            op3 = Signal(control, name="op3")
-            op4 = Signal(control, name="op4")
-            valid3, valid4 = Signal(name="op3_valid"), Signal(name="op4_valid")
-            value = Signal.like(op.value, name="mul_value", reset_less=True)
-            m.d.sync += [op3.eq(Cat(op.op, op.word, op.last, op.busy)), valid3.eq(op_valid)]
-            m.d.sync += [value.eq(op.value), op4.eq(op3), valid4.eq(valid3)]
-            if self._analog:  # the multiplier's second input register
-                weights = Signal(weight_word.shape(), name="mul_weight", reset_less=True)
-                m.d.sync += weights.eq(weight_word)
-            out, out_valid = op4, valid4
-        m.d.comb += [
-            self.o.valid.eq(out_valid),
-            self.o.payload.op.eq(out.op),
-            self.o.payload.word.eq(out.word),
-            self.o.payload.last.eq(out.last),
-            self.o.payload.busy.eq(out.busy),
-        ]
+        m.submodules.address_stage = address = Delay(ops, cycles=p.address_latency, name="op0")
+        m.submodules.weight_read = weights = WeightRead(
+            shape=shape,
+            rows=[row.tolist() for row in self.weight_words()],
+            bank_depth=self._bank_depth if p.banked_weights else None,
+        )
+        m.submodules.read = read = Delay(ops, cycles=weights.latency, name="op")
+        m.submodules.product = products = Products(
+            analog=self._analog,
+            lanes=self.lanes,
+            value_width=self._value_width,
+            weight_width=self._widths.weight,
+            registered=p.dsp_registers,
+        )
+        # the operation without index and value (which went into the address and operands)
+        control = data.StructLayout({"op": Op, "word": ops["word"].shape, "last": 1, "busy": 1})
+        m.submodules.control = ctrl = Delay(control, cycles=products.latency, name="op_mul")
+        wiring.connect(m, wiring.flipped(self.i), address.i)
+        wiring.connect(m, address.o, read.i)
+        op = address.o.payload
+        m.d.comb += weights.address.eq(op.index * self.words + op.word)
+        op = read.o.payload
+        m.d.comb += [products.value.eq(op.value), products.weights.eq(weights.data)]
+        m.d.comb += ctrl.i.valid.eq(read.o.valid)
+        m.d.comb += [ctrl.i.payload[name].eq(op[name]) for name in ("op", "word", "last", "busy")]
+        out = ctrl.o.payload
+        m.d.comb += self.o.valid.eq(ctrl.o.valid)
+        m.d.comb += [self.o.payload[name].eq(out[name]) for name in ("op", "word", "last", "busy")]
         integrate = out.op == Op.INTEGRATE
         for k in range(self.lanes):
-            w = weights[k]
-            if self._analog:
-                product = value * w
-            elif self._timing.pipeline >= 2:  # ±1 spikes: ±w = (w XOR s) + s, s = value < 0
-                flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
-                m.d.sync += flipped.eq(Mux(op.value < 0, ~weight_word[k], weight_word[k]))
-                product = Mux(value == 0, 0, flipped + (value < 0))
-            else:  # ±1 spikes: add or subtract
-                product = Mux(value == 0, 0, Mux(value < 0, -w, w))
-            if self._timing.pipeline >= 2:
-                registered = Signal.like(product, name=f"product{k}", reset_less=True)
-                m.d.sync += registered.eq(product)
-                product = registered
-            m.d.comb += self.o.payload.drive[k].eq(Mux(integrate, product, 0))
+            m.d.comb += self.o.payload.drive[k].eq(Mux(integrate, products.products[k], 0))
         return m

@@ -19,16 +19,23 @@ drains, and backpressure on ``o`` only stalls the core when a third sweep is due
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import event_layout, spike_word_layout
 from spikezip.hw.cores.sequencer import StepStatus
-from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.cycle_model import (
+    OUTPUT_BUFFER_LATENCY,
+    PACKER_LATENCY,
+    PACKER_STATUS_LATENCY,
+    SERIALISER_LATENCY,
+    LayerTiming,
+    check_timing,
+)
 from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat
 
-__all__ = ["SpikeEmitter"]
+__all__ = ["OutputBuffer", "Serialiser", "SpikeEmitter", "WordPacker", "entry_layout"]
 
 
 def _lowest(m: Module, bits, name: str) -> Signal:
@@ -40,19 +47,265 @@ def _lowest(m: Module, bits, name: str) -> Signal:
     return index
 
 
-class SpikeEmitter(wiring.Component):
-    """Queue of fired words and serialiser of their spikes onto the output event stream.
+def entry_layout(*, index_width: int, lanes: int) -> data.StructLayout:
+    """A queue entry: one fired word with spikes, or a sweep's last word (with the marker)."""
+    pairs = -(-lanes // 2)
+    return data.StructLayout(
+        {
+            "base": unsigned(index_width + lanes.bit_length()),  # word · lanes
+            "fired": unsigned(lanes),  # lanes that spiked
+            "rest": unsigned(lanes),  # ... but the lowest
+            "negative": unsigned(lanes),  # ... with -1
+            "beats": range(lanes + 2),  # spikes + marker
+            "pair_count": data.ArrayLayout(unsigned(2), pairs),  # per two lanes
+            "pair_any": unsigned(pairs),  # a spike in the pair
+            "pair_both": unsigned(pairs),  # two spikes in the pair
+            "single": 1,  # beats == 1
+            "marker": 1,  # the marker follows the spikes
+            "busy": 1,  # the marker's busy flag
+        }
+    )
 
-    Latency: a word fired in cycle ``x`` (on ``i``) has its first spike on ``o`` in cycle
-    ``x + 7`` at the earliest, and not before the cycle after the previous output beat; a
-    sweep's last word in cycle ``x`` lets the marker leave in ``x + 7`` at the earliest, after
-    that word's spikes. ``status.swept`` is raised in ``x + 2``. Throughput: one output event per
-    cycle, no bubbles between the words and steps.
+
+class WordPacker(wiring.Component):
+    """Turns fired words into queue entries, and reports the sweeps' ends and busy flags.
+
+    Stage 1 registers the word; stage 2 the entry (its spikes per pair of lanes); stage 3 the
+    entry with its beat count (an adder tree over the lanes) and the step's busy flag, pushed on
+    ``o`` if it has spikes or ends a sweep. Latency 3 (:data:`hw.model.cycle_model.PACKER_LATENCY`);
+    ``swept`` is raised 2 cycles after a sweep's last word
+    (:data:`hw.model.cycle_model.PACKER_STATUS_LATENCY`). Throughput one word per cycle; it never
+    waits: the sequencer's credit keeps the queue from overflowing (``o.ready`` is ignored).
 
     Parameters
     ----------
-    n_out, lanes : int
-        Neurons and lanes of the layer.
+    timing : hw.model.cycle_model.LayerTiming
+    index_width : int
+        Bits of an output event's index.
+
+    Members
+    -------
+    i : In(stream.Signature(spike_word_layout, always_ready=True))
+    o : Out(stream.Signature(entry_layout))
+    swept : Out(1)
+        The last word of a sweep is in stage 2 ...
+    swept_busy : Out(1)
+        ... and this is the step's busy flag (the array's, or any spike of the sweep).
+    """
+
+    def __init__(self, *, timing: LayerTiming, index_width: int) -> None:
+        self._timing = timing
+        words, lanes = timing.words, timing.lanes
+        entry = entry_layout(index_width=index_width, lanes=lanes)
+        super().__init__(
+            {
+                "i": In(
+                    stream.Signature(spike_word_layout(words=words, lanes=lanes), always_ready=True)
+                ),
+                "o": Out(stream.Signature(entry)),
+                "swept": Out(1),
+                "swept_busy": Out(1),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return PACKER_LATENCY
+
+    @property
+    def status_latency(self) -> int:
+        return PACKER_STATUS_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, layout = self._timing.lanes, self.o.payload.shape()
+        # stage 1: the fired word, registered
+        word = Signal(self.i.payload.shape(), name="word_in")
+        word_valid = Signal(name="word_valid")
+        m.d.sync += [word.eq(self.i.payload), word_valid.eq(self.i.valid)]
+        fired = Cat(word.spikes[k] != 0 for k in range(lanes))
+        entry = Signal(layout, name="entry")
+        m.d.comb += [
+            entry.base.eq(word.word * lanes),
+            entry.fired.eq(fired),
+            entry.negative.eq(Cat(word.spikes[k][-1] for k in range(lanes))),
+            entry.marker.eq(word.last),
+            entry.busy.eq(word.busy),
+        ]
+        for g in range(-(-lanes // 2)):  # spikes per two lanes: one LUT level
+            pair = fired[2 * g : 2 * g + 2]
+            m.d.comb += [
+                entry.pair_count[g].eq(sum(pair[k] for k in range(len(pair)))),
+                entry.pair_any[g].eq(pair.any()),
+                entry.pair_both[g].eq(pair.all() if len(pair) == 2 else 0),
+            ]
+        # stage 2: the entry, registered; the step's busy flag: the array's or any spike
+        entry_reg = Signal(layout, name="entry_reg")
+        valid2 = Signal(name="word_valid2")
+        m.d.sync += [entry_reg.eq(entry), valid2.eq(word_valid)]
+        spiked = Signal(name="spiked")  # a spike in an earlier word of the sweep
+        pairs = entry_reg.pair_any
+        any_spike = pairs.any()  # (over lanes / 2 bits)
+        busy = entry_reg.busy | spiked | any_spike
+        with m.If(valid2):
+            m.d.sync += spiked.eq(~entry_reg.marker & (spiked | any_spike))
+        m.d.comb += [self.swept.eq(valid2 & entry_reg.marker), self.swept_busy.eq(busy)]
+        # stage 3: the entry with its beat count (an adder tree over the lanes), registered
+        count = _tree_sum([entry_reg.pair_count[g] for g in range(len(pairs))])
+        one_pair = Cat(pairs[g] & ~(pairs & ~(1 << g)).any() for g in range(len(pairs))).any()
+        one = one_pair & ~entry_reg.pair_both.any()  # exactly one spike
+        m.d.sync += [
+            self.o.payload.eq(entry_reg),
+            self.o.payload.beats.eq(count + entry_reg.marker),
+            self.o.payload.rest.eq(entry_reg.fired & (entry_reg.fired - 1)),
+            self.o.payload.single.eq(Mux(entry_reg.marker, ~pairs.any(), one)),
+            self.o.payload.busy.eq(busy),
+            self.o.valid.eq(valid2 & (any_spike | entry_reg.marker)),
+        ]
+        return m
+
+
+class Serialiser(wiring.Component):
+    """Sends the beats of the queue's head one per cycle: its spikes lowest lane first (a
+    priority encoder over the lanes), then its marker.
+
+    It takes the next entry in the same cycle as the head's final beat, so the entries of
+    consecutive words and steps leave without bubbles. Everything it decides from is a register
+    or the queue's registered head. Latency 1 (:data:`hw.model.cycle_model.SERIALISER_LATENCY`): the
+    head's first beat is on ``o`` (the beat register) a cycle after it is on ``i``.
+
+    Parameters
+    ----------
+    index_width, lanes : int
+
+    Members
+    -------
+    i : In(stream.Signature(entry_layout))
+        The queue's head; ``ready`` with its final beat.
+    o : Out(stream.Signature(event_layout))
+        The beat register, as an output event or marker.
+    """
+
+    def __init__(self, *, index_width: int, lanes: int) -> None:
+        self._lanes = lanes
+        entry = entry_layout(index_width=index_width, lanes=lanes)
+        super().__init__(
+            {
+                "i": In(stream.Signature(entry)),
+                "o": Out(stream.Signature(event_layout(index_width, SPIKE_VALUE_WIDTH))),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return SERIALISER_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, head = self._lanes, self.i.payload
+        left_reg = Signal(lanes, name="left")  # lanes of the head not sent yet (if not fresh)
+        fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
+        done = Signal(range(lanes + 2), name="done")  # beats of the head sent
+        final_next = Signal(name="final_next")  # the head's next beat is its last (if not fresh)
+        final = Mux(fresh, head.single, final_next)
+        lane = _lowest(m, Mux(fresh, head.fired, left_reg), "lane")
+        beat_lane = Signal.like(lane, name="beat_lane")
+        beat_base = Signal.like(head.base, name="beat_base")
+        beat_negative = Signal.like(head.negative, name="beat_negative")
+        beat_marker, beat_busy = Signal(name="beat_marker"), Signal(name="beat_busy")
+        take = ~self.o.valid | self.o.ready  # the beat register is free after this cycle
+        beat = take & self.i.valid
+        m.d.comb += self.i.ready.eq(beat & final)
+        with m.If(take):
+            m.d.sync += self.o.valid.eq(self.i.valid)
+        with m.If(beat):  # (only a valid head: the queue memory has no initial contents)
+            m.d.sync += [
+                beat_lane.eq(lane),
+                beat_base.eq(head.base),
+                beat_negative.eq(head.negative),
+                beat_marker.eq(head.marker & final),
+                beat_busy.eq(head.busy),
+            ]
+            with m.If(final):
+                m.d.sync += [fresh.eq(1), done.eq(0)]
+            with m.Else():
+                m.d.sync += [
+                    # the lowest lane cleared (for a fresh head, from the queue)
+                    left_reg.eq(Mux(fresh, head.rest, left_reg & (left_reg - 1))),
+                    fresh.eq(0),
+                    done.eq(done + 1),
+                    final_next.eq(done + 2 == head.beats),
+                ]
+        index = Signal.like(self.o.payload.index, name="index")
+        if lanes & (lanes - 1) == 0:  # the base has zero low bits
+            m.d.comb += index.eq(beat_base | beat_lane)
+        else:
+            m.d.comb += index.eq(beat_base + beat_lane)
+        negative = beat_negative.bit_select(beat_lane, 1)
+        m.d.comb += [
+            self.o.payload.marker.eq(beat_marker),
+            self.o.payload.busy.eq(beat_marker & beat_busy),
+            self.o.payload.index.eq(Mux(beat_marker, 0, index)),
+            self.o.payload.value.eq(Mux(beat_marker, 0, Mux(negative, -1, 1))),
+        ]
+        return m
+
+
+class OutputBuffer(wiring.Component):
+    """The output register, with a skid register that takes a beat when the output stalls.
+
+    ``i.ready`` is "the skid register is empty", a register: the stages before never see
+    ``o.ready``. Latency 1 (:data:`hw.model.cycle_model.OUTPUT_BUFFER_LATENCY`); throughput one beat
+    per cycle.
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout))
+    o : Out(stream.Signature(event_layout))
+        From registers.
+    """
+
+    def __init__(self, *, layout: data.StructLayout) -> None:
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    @property
+    def latency(self) -> int:
+        return OUTPUT_BUFFER_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        skid_valid = Signal(name="skid_valid")
+        skid = Signal.like(self.o.payload, name="skid")
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        with m.If(~self.o.valid | self.o.ready):  # the output register is free
+            with m.If(skid_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += self.o.valid.eq(self.i.valid)
+                with m.If(self.i.valid):
+                    m.d.sync += self.o.payload.eq(self.i.payload)
+        with m.Elif(self.i.valid & ~skid_valid):  # the output stalls: the beat waits aside
+            m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+        return m
+
+
+class SpikeEmitter(wiring.Component):
+    """Queue of fired words and serialiser of their spikes onto the output event stream.
+
+    Blocks: :class:`WordPacker` → queue (``lib.fifo.SyncFIFOBuffered``) → :class:`Serialiser`
+    → :class:`OutputBuffer`, connected stream to stream.
+
+    Latency ``timing.emitter_latency`` (7: packer 3, queue 2, serialiser 1, output register 1):
+    a word fired in cycle ``x`` (on ``i``) has its first spike on ``o`` in cycle ``x + 7`` at the
+    earliest, and not before the cycle after the previous output beat; a sweep's last word in
+    cycle ``x`` lets the marker leave in ``x + 7`` at the earliest, after that word's spikes.
+    ``status.swept`` is raised in ``x + 2``. Throughput: one output event per cycle, no bubbles
+    between the words and steps.
+
+    Parameters
+    ----------
+    timing : hw.model.cycle_model.LayerTiming
+        The core's (gives ``n_out``, ``lanes`` and ``W``).
 
     Members
     -------
@@ -66,9 +319,9 @@ class SpikeEmitter(wiring.Component):
         A sweep's last word arrived (with its busy flag); a marker left.
     """
 
-    def __init__(self, *, n_out: int, lanes: int) -> None:
-        self._timing = timing = LayerTiming(n_out=n_out, lanes=lanes)
-        words = timing.words
+    def __init__(self, *, timing: LayerTiming) -> None:
+        self._timing = check_timing(timing)
+        words, lanes = timing.words, timing.lanes
         super().__init__(
             {
                 "i": In(
@@ -88,6 +341,11 @@ class SpikeEmitter(wiring.Component):
         return self._timing.words
 
     @property
+    def latency(self) -> int:
+        """Cycles from a fired word on ``i`` to its first output beat on ``o``, at the earliest."""
+        return self._timing.emitter_latency
+
+    @property
     def index_width(self) -> int:
         """Bits of an output event's index."""
         return max(1, (self._timing.n_out - 1).bit_length())
@@ -98,186 +356,32 @@ class SpikeEmitter(wiring.Component):
 
     @property
     def queue_depth(self) -> int:
-        """Entries of the queue, its head included: two sweeps of ``W`` words."""
+        """Entries the queue holds at most, its head included: two sweeps of ``W`` words."""
         return 2 * self.words
-
-    def _entry_layout(self) -> data.StructLayout:
-        lanes = self.lanes
-        return data.StructLayout(
-            {
-                "base": unsigned(self.index_width + lanes.bit_length()),  # word · lanes
-                "fired": unsigned(lanes),  # lanes that spiked
-                "rest": unsigned(lanes),  # ... but the lowest
-                "negative": unsigned(lanes),  # ... with -1
-                "beats": range(lanes + 2),  # spikes + marker
-                "pair_count": data.ArrayLayout(unsigned(2), -(-lanes // 2)),  # per two lanes
-                "pair_any": unsigned(-(-lanes // 2)),  # a spike in the pair
-                "pair_both": unsigned(-(-lanes // 2)),  # two spikes in the pair
-                "single": 1,  # beats == 1
-                "marker": 1,  # the marker follows the spikes
-                "busy": 1,  # the marker's busy flag
-            }
-        )
 
     def elaborate(self, platform):
         m = Module()
-        lanes = self.lanes
-        layout = self._entry_layout()
-        # stage 1: the fired word, registered
-        word = Signal(self.i.payload.shape(), name="word_in")
-        word_valid = Signal(name="word_valid")
-        m.d.sync += [word.eq(self.i.payload), word_valid.eq(self.i.valid)]
-        fired = Cat(word.spikes[k] != 0 for k in range(lanes))
-        negative = Cat(word.spikes[k][-1] for k in range(lanes))
-        entry = Signal(layout, name="entry")
+        index_width, lanes = self.index_width, self.lanes
+        m.submodules.packer = packer = WordPacker(timing=self._timing, index_width=index_width)
+        # SyncFIFOBuffered counts only its inner memory in w_rdy (an entry moving to its output
+        # register in the same cycle is not credited): one entry more than the sender's credit
+        # allows keeps w_rdy high whenever the packer writes (with W = 1 a second entry may
+        # follow the first into an empty queue in the next cycle)
+        width = Shape.cast(packer.o.payload.shape()).width
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
+        m.submodules.serialiser = serialiser = Serialiser(index_width=index_width, lanes=lanes)
+        m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape())
+        wiring.connect(m, wiring.flipped(self.i), packer.i)
+        wiring.connect(m, packer.o, queue.w_stream)
+        wiring.connect(m, queue.r_stream, serialiser.i)
+        wiring.connect(m, serialiser.o, output.i)
+        wiring.connect(m, output.o, wiring.flipped(self.o))
         m.d.comb += [
-            entry.base.eq(word.word * lanes),
-            entry.fired.eq(fired),
-            entry.negative.eq(negative),
-            entry.marker.eq(word.last),
-            entry.busy.eq(word.busy),
+            self.status.swept.eq(packer.swept),
+            self.status.swept_busy.eq(packer.swept_busy),
+            self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker),
         ]
-        for g in range(-(-lanes // 2)):  # spikes per two lanes: one LUT level
-            pair = fired[2 * g : 2 * g + 2]
-            m.d.comb += [
-                entry.pair_count[g].eq(sum(pair[k] for k in range(len(pair)))),
-                entry.pair_any[g].eq(pair.any()),
-                entry.pair_both[g].eq(pair.all() if len(pair) == 2 else 0),
-            ]
-        # stage 2: the entry, registered (its beat count is an adder tree over the lanes)
-        entry_reg = Signal(layout, name="entry_reg")
-        valid2 = Signal(name="word_valid2")
-        m.d.sync += [entry_reg.eq(entry), valid2.eq(word_valid)]
-        # the step's busy flag: the neuron array's (its marker and drives) or any spike
-        spiked = Signal(name="spiked")  # a spike in an earlier word of the sweep
-        any_spike = entry_reg.pair_any.any()  # (over lanes / 2 bits)
-        push = valid2 & (any_spike | entry_reg.marker)
-        busy = entry_reg.busy | spiked | any_spike
-        with m.If(valid2):
-            m.d.sync += spiked.eq(~entry_reg.marker & (spiked | any_spike))
-        m.d.comb += [
-            self.status.swept.eq(valid2 & entry_reg.marker),
-            self.status.swept_busy.eq(busy),
-        ]
-        # stage 3: the entry with its beat count (an adder tree over the lanes), registered
-        count = _tree_sum([entry_reg.pair_count[g] for g in range(len(entry_reg.pair_any))])
-        pairs = entry_reg.pair_any
-        one_pair = Cat(pairs[g] & ~(pairs & ~(1 << g)).any() for g in range(len(pairs))).any()
-        one = one_pair & ~entry_reg.pair_both.any()  # exactly one spike
-        queued = Signal(layout, name="queued")
-        queue_push = Signal(name="queue_push")
-        m.d.sync += [
-            queued.eq(entry_reg),
-            queued.beats.eq(count + entry_reg.marker),
-            queued.rest.eq(entry_reg.fired & (entry_reg.fired - 1)),
-            queued.single.eq(Mux(entry_reg.marker, ~pairs.any(), one)),
-            queued.busy.eq(busy),
-            queue_push.eq(push),
-        ]
-        head_raw, head_valid, pop = self._queue(m, queued, queue_push)
-        # stage 4: the serialiser picks the head's next beat (its lane) into the beat register
-        head = layout(head_raw)
-        left_reg = Signal(lanes, name="left")  # lanes of the head not sent yet (if not fresh)
-        fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
-        done = Signal(range(lanes + 2), name="done")  # beats of the head sent
-        final_next = Signal(name="final_next")  # the head's next beat is its last (if not fresh)
-        final = Mux(fresh, head.single, final_next)
-        left = Mux(fresh, head.fired, left_reg)
-        lane = _lowest(m, left, "lane")
-        beat_valid = Signal(name="beat_valid")
-        beat_lane = Signal.like(lane, name="beat_lane")
-        beat_base = Signal.like(head.base, name="beat_base")
-        beat_negative = Signal.like(head.negative, name="beat_negative")
-        beat_marker = Signal(name="beat_marker")
-        beat_busy = Signal(name="beat_busy")
-        # stage 5: the output register, from the beat register, with a skid register that
-        # takes the beat when the output stalls: the stages above see only whether the skid
-        # register is full (a register), never ``o.ready``
-        skid_valid = Signal(name="skid_valid")
-        take = ~beat_valid | ~skid_valid  # the beat register is free after this cycle
-        beat = take & head_valid
-        m.d.comb += pop.eq(beat & final)
-        with m.If(take):
-            m.d.sync += beat_valid.eq(head_valid)
-        with m.If(beat):  # (only a valid head: the queue memory has no initial contents)
-            m.d.sync += [
-                beat_lane.eq(lane),
-                beat_base.eq(head.base),
-                beat_negative.eq(head.negative),
-                beat_marker.eq(head.marker & final),
-                beat_busy.eq(head.busy),
-            ]
-        with m.If(beat):
-            with m.If(final):
-                m.d.sync += [fresh.eq(1), done.eq(0)]
-            with m.Else():
-                m.d.sync += [
-                    # the lowest lane cleared (for a fresh head, from the queue)
-                    left_reg.eq(Mux(fresh, head.rest, left_reg & (left_reg - 1))),
-                    fresh.eq(0),
-                    done.eq(done + 1),
-                    final_next.eq(done + 2 == head.beats),
-                ]
-        index = Signal.like(self.o.payload.index, name="index")
-        if lanes & (lanes - 1) == 0:  # the base has zero low bits
-            m.d.comb += index.eq(beat_base | beat_lane)
-        else:
-            m.d.comb += index.eq(beat_base + beat_lane)
-        negative = beat_negative.bit_select(beat_lane, 1)
-        out = Signal.like(self.o.payload, name="beat_out")
-        skid = Signal.like(self.o.payload, name="skid")
-        m.d.comb += [
-            out.marker.eq(beat_marker),
-            out.busy.eq(beat_marker & beat_busy),
-            out.index.eq(Mux(beat_marker, 0, index)),
-            out.value.eq(Mux(beat_marker, 0, Mux(negative, -1, 1))),
-        ]
-        with m.If(~self.o.valid | self.o.ready):  # the output register is free
-            with m.If(skid_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += self.o.valid.eq(beat_valid)
-                with m.If(beat_valid):
-                    m.d.sync += self.o.payload.eq(out)
-        with m.Elif(beat_valid & ~skid_valid):  # the output stalls: the beat waits aside
-            m.d.sync += [skid_valid.eq(1), skid.eq(out)]
-        m.d.comb += self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker)
         return m
-
-    def _queue(self, m: Module, entry, push):
-        """A first-word-fall-through queue of entries with a registered head.
-
-        The sender never pushes into a full queue (the sequencer's credit, see
-        :attr:`queue_depth`), so there is no ``w_rdy``. Returns ``(head, head_valid, pop)``.
-        Latency: an entry pushed in cycle ``x`` into an empty queue is the head in ``x + 2``.
-        """
-        depth = max(1, self.queue_depth - 1)  # the head register holds one entry
-        width = len(entry.as_value())
-        m.submodules.queue = mem = memory.Memory(shape=width, depth=depth, init=[])
-        wp, rp = mem.write_port(), mem.read_port()
-        produce = Signal(range(depth), name="produce")
-        consume = Signal(range(depth), name="consume")
-        level = Signal(range(depth + 1), name="level")  # entries in the memory
-        head_valid = Signal(name="head_valid")
-        pop = Signal(name="pop")
-        fetch = (level != 0) & (~head_valid | pop)
-        m.d.comb += [
-            wp.addr.eq(produce),
-            wp.data.eq(entry),
-            wp.en.eq(push),
-            rp.addr.eq(consume),
-            rp.en.eq(fetch),
-        ]
-        with m.If(push):
-            m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
-        with m.If(fetch):
-            m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
-        m.d.sync += level.eq(level + push - fetch)
-        with m.If(fetch):
-            m.d.sync += head_valid.eq(1)
-        with m.Elif(pop):
-            m.d.sync += head_valid.eq(0)
-        return rp.data, head_valid, pop
 
 
 def _tree_sum(values):

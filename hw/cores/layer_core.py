@@ -27,13 +27,28 @@ Protocol (the contract with the other layers and with the golden trace, :mod:`hw
 
 Timing (no backpressure, input always valid): :mod:`hw.model.cycle_model` gives the exact cycle of
 every output event and marker. An input event costs one pass over the ``W`` words (``timing.slots``
-cycles: ``W``, padded to 2 or 3 for pipelines 2 and 3 when ``W`` is smaller) with no bubbles, also
-back to back on the same word (the neuron array forwards its read-modify-write); a step costs one
-pass more for its sweep, the input marker sharing the sweep's first cycle; the spikes of a step
-leave while the next steps accumulate and sweep. The core's accumulate phase so does up to ``lanes``
-synaptic operations per cycle; the overheads are one sweep per step, one pass of re-initialisation
-per inference, and the pipeline latency (``timing.SPIKE_DELAY``, ``MARKER_DELAY``, ``RESULT_DELAY``,
-which grow with ``pipeline``) where a step waits for the one before.
+cycles: ``W``, padded to ``min_distance`` — 2 or 3 with the pipeline presets 2 and 3 — when ``W`` is
+smaller) with no bubbles, also back to back on the same word (the neuron array forwards its
+read-modify-write); a step costs one pass more for its sweep, the input marker sharing the sweep's
+first cycle; the spikes of a step leave while the next steps accumulate and sweep. The core's
+accumulate phase so does up to ``lanes`` synaptic operations per cycle; the overheads are one sweep
+per step, one pass of re-initialisation per inference, and the pipeline latency
+(``timing.SPIKE_DELAY``, ``MARKER_DELAY``, ``RESULT_DELAY``) where a step waits for the one before.
+
+The register stages are the switches of one :class:`hw.model.cycle_model.Pipeline` (presets 0–3);
+the core builds one :class:`hw.model.cycle_model.LayerTiming` from it and hands it to every block.
+Each block reports its ``latency``, and the timing's delays are their sums:
+
+=============================  =========  =========  =========  =========
+latency (cycles)               preset 0   preset 1   preset 2   preset 3
+=============================  =========  =========  =========  =========
+Sequencer (input register)     1          1          1          1
+Accumulator                    2          2          5          5
+NeuronArray                    1          2          3          3
+SpikeEmitter                   7          7          7          7
+SPIKE_DELAY = MARKER_DELAY     10         11         15         15
+RESULT_DELAY                   6          7          11         11
+=============================  =========  =========  =========  =========
 """
 
 from __future__ import annotations
@@ -47,7 +62,7 @@ from spikezip.hw.cores.emitter import SpikeEmitter
 from spikezip.hw.cores.layouts import event_layout, state_layout
 from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
 from spikezip.hw.cores.sequencer import Sequencer
-from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.events import EventFormat, layer_formats
 from spikezip.ir.network import Encoding, Layer, LayerWidths, Network
 
@@ -88,7 +103,7 @@ class LayerCore(wiring.Component):
     Latency: an input marker consumed in cycle ``x`` (one cycle after it was accepted on ``i``
     when the core was waiting for it) gives the output marker in cycle
     ``x + W - 1 + marker_delay`` at the earliest; the spikes of word ``c`` leave from
-    ``x + c + spike_delay`` (both grow with ``pipeline``).
+    ``x + c + spike_delay`` (the sums of the blocks' latencies, see the module docstring).
     Throughput: ``timing.slots`` cycles per input event and per sweep; one output event per
     cycle.
 
@@ -107,13 +122,13 @@ class LayerCore(wiring.Component):
     storage : Storage or str, optional
         Where membranes and tracers live; default by size
         (:func:`hw.cores.neuron_array.default_storage`).
-    pipeline : int
-        Extra register stages in the neuron array's read-modify-write (0, 1 or 2, default 1;
-        see :class:`hw.model.cycle_model.LayerTiming`): each costs a cycle of latency per step for a
-        higher fmax, and 2 an idle cycle per word operation when ``W = 1``.
+    pipeline : hw.model.cycle_model.Pipeline or int
+        The register stages, or a preset's depth (0–3, default 1; see
+        :class:`hw.model.cycle_model.Pipeline`): deeper presets cost cycles of latency per step for
+        a higher fmax, and presets 2 and 3 idle slots when ``W`` is below 2 or 3.
     weight_bank_depth : int
-        Words per weight-memory bank with pipelines 2 and 3
-        (:class:`hw.cores.accumulator.Accumulator`).
+        Words per weight-memory bank with ``banked_weights``
+        (:class:`hw.cores.accumulator.WeightRead`).
     probe : bool
         Add the ``probe`` output (membranes and tracers of each fired word) for testbenches.
     src_loc_at : int
@@ -136,7 +151,7 @@ class LayerCore(wiring.Component):
         analog: bool,
         lanes: int,
         storage: Storage | str | None = None,
-        pipeline: int = 1,
+        pipeline: Pipeline | int = 1,
         weight_bank_depth: int = WEIGHT_BANK_DEPTH,
         probe: bool = False,
         src_loc_at: int = 0,
@@ -231,9 +246,10 @@ class LayerCore(wiring.Component):
         return self._timing.words
 
     @property
-    def pipeline(self) -> int:
-        """Extra register stages of the neuron array (:class:`hw.model.cycle_model.LayerTiming`)."""
-        return self._timing.pipeline
+    def pipeline(self) -> int | None:
+        """The depth of the preset the core's pipeline is (0–3), ``None`` for another one; the
+        switches themselves are ``timing.pipeline``."""
+        return self._timing.pipeline.depth
 
     @property
     def storage(self) -> Storage:
@@ -289,34 +305,30 @@ class LayerCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        layer, fmt = self._layer, self.input_format
+        layer, fmt, timing = self._layer, self.input_format, self._timing
         m.submodules.sequencer = seq = Sequencer(
-            n_out=layer.n_out,
-            lanes=self.lanes,
+            timing=timing,
             index_width=fmt.index_width,
             value_width=fmt.value_width,
             has_bias=bool(layer.bias.any()),
-            pipeline=self.pipeline,
         )
         m.submodules.synapses = syn = Accumulator(
             layer=layer,
             widths=self._widths,
             analog=self._analog,
-            lanes=self.lanes,
+            timing=timing,
             index_width=fmt.index_width,
             value_width=fmt.value_width,
-            pipeline=self.pipeline,
             bank_depth=self._weight_bank_depth,
         )
         m.submodules.neurons = neurons = NeuronArray(
             layer=layer,
             widths=self._widths,
-            lanes=self.lanes,
+            timing=timing,
             storage=self._storage,
             drive_width=syn.drive_width,
-            pipeline=self.pipeline,
         )
-        m.submodules.emitter = emitter = SpikeEmitter(n_out=layer.n_out, lanes=self.lanes)
+        m.submodules.emitter = emitter = SpikeEmitter(timing=timing)
         wiring.connect(m, wiring.flipped(self.i), seq.i)
         wiring.connect(m, seq.o, syn.i)
         wiring.connect(m, syn.o, neurons.i)

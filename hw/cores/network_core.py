@@ -41,7 +41,8 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layer_core import LayerCore, event_layout
-from spikezip.hw.model.cycle_model import LayerTiming, resolve_lanes
+from spikezip.hw.cores.neuron_array import check_storage
+from spikezip.hw.model.cycle_model import Pipeline, resolve_lanes
 from spikezip.hw.model.events import EventFormat
 from spikezip.ir.network import Network
 
@@ -66,10 +67,14 @@ def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
 class NetworkCore(wiring.Component):
     """All layers of ``network`` chained through FIFOs (see the module docstring).
 
-    Latency: per layer as in :class:`hw.cores.layer_core.LayerCore`, plus two cycles per FIFO.
-    Throughput: one input event per ``W_0 = ceil(n_1 / lanes_0)`` cycles into the first layer
-    (``max(W_0, 2)`` with pipeline 2: :attr:`hw.model.cycle_model.LayerTiming.slots`); layers
-    overlap across steps and inferences.
+    Latency: per layer as in :class:`hw.cores.layer_core.LayerCore`, plus
+    :data:`hw.model.cycle_model.FIFO_LATENCY` (2) cycles per FIFO. Throughput: one input event per
+    ``timing.slots`` cycles into the first layer (``W_0 = ceil(n_1 / lanes_0)``, or
+    ``min_distance`` if more: 2 and 3 with the presets 2 and 3,
+    :attr:`hw.model.cycle_model.LayerTiming.slots`); layers overlap across steps and inferences.
+
+    Every parameter is checked before the component exists (in ``__new__``), so a rejected one
+    leaves no unused design behind.
 
     Parameters
     ----------
@@ -83,9 +88,10 @@ class NetworkCore(wiring.Component):
         Add the ``probe`` output for testbenches.
     storage : hw.cores.neuron_array.Storage, str or None
         Where every layer keeps membranes and tracers (default: by size, per layer).
-    pipeline : int
-        Pipeline depth of every layer core (one of :data:`hw.model.cycle_model.PIPELINES`, default
-        1; see :class:`hw.model.cycle_model.LayerTiming`).
+    pipeline : hw.model.cycle_model.Pipeline or int
+        The register stages of every layer core, or a preset's depth (one of
+        :data:`hw.model.cycle_model.PIPELINES`, default 1; see
+        :class:`hw.model.cycle_model.Pipeline`).
 
     Members
     -------
@@ -97,6 +103,29 @@ class NetworkCore(wiring.Component):
     probe : Out(probe_width), only with ``probe=True``
     """
 
+    def __new__(
+        cls,
+        *,
+        network: Network,
+        lanes: int | Sequence[int] = 1,
+        fifo_depth: int | None = None,
+        probe: bool = False,
+        storage: str | None = None,
+        pipeline: Pipeline | int = 1,
+    ) -> NetworkCore:
+        # Every parameter is checked before the object exists: Amaranth warns about a component
+        # created but never elaborated, which a rejected one would otherwise be.
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
+        if fifo_depth is not None and (
+            isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or fifo_depth < 1
+        ):
+            raise ValueError(f"fifo_depth must be a positive integer, not {fifo_depth!r}")
+        checked = (resolve_lanes(network, lanes), check_storage(storage), Pipeline.parse(pipeline))
+        self = super().__new__(cls, src_loc_at=1)
+        self._checked = checked
+        return self
+
     def __init__(
         self,
         *,
@@ -105,27 +134,10 @@ class NetworkCore(wiring.Component):
         fifo_depth: int | None = None,
         probe: bool = False,
         storage: str | None = None,
-        pipeline: int = 1,
+        pipeline: Pipeline | int = 1,
     ) -> None:
-        try:
-            self._setup(network, lanes, fifo_depth, probe, storage, pipeline)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # a rejected parameter is not an unused design
-            raise
-
-    def _setup(self, network, lanes, fifo_depth, probe, storage, pipeline) -> None:
-        if not isinstance(network, Network):
-            raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
-        if fifo_depth is not None and (
-            isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or fifo_depth < 1
-        ):
-            raise ValueError(f"fifo_depth must be a positive integer, not {fifo_depth!r}")
-        self._network = network
-        self._lanes = resolve_lanes(network, lanes)
-        self._fifo_depth = fifo_depth
-        self._probe = bool(probe)
-        LayerTiming(n_out=1, lanes=1, pipeline=pipeline)  # its error names the valid depths
-        self._pipeline = int(pipeline)
+        self._network, self._fifo_depth, self._probe = network, fifo_depth, bool(probe)
+        self._lanes, storage, self._pipeline = self._checked  # (checked by __new__)
         self._cores = [
             LayerCore.for_network(
                 network, k, lanes=self._lanes[k], storage=storage, pipeline=self._pipeline
@@ -158,9 +170,10 @@ class NetworkCore(wiring.Component):
         return self._lanes
 
     @property
-    def pipeline(self) -> int:
-        """Pipeline depth of every layer core (:class:`hw.model.cycle_model.LayerTiming`)."""
-        return self._pipeline
+    def pipeline(self) -> int | None:
+        """The preset depth of every layer core's pipeline (0–3), ``None`` for another one
+        (:attr:`LayerCore.pipeline <hw.cores.layer_core.LayerCore.pipeline>`)."""
+        return self._pipeline.depth
 
     @property
     def cores(self) -> tuple[LayerCore, ...]:
@@ -199,15 +212,8 @@ class NetworkCore(wiring.Component):
         for k, depth in enumerate(self.fifo_depths()):
             width = cores[k].output_format.width
             m.submodules[f"fifo{k}"] = q = fifo.SyncFIFOBuffered(width=width, depth=depth)
-            src, dst = cores[k].o, cores[k + 1].i
-            m.d.comb += [
-                q.w_data.eq(src.payload),
-                q.w_en.eq(src.valid),
-                src.ready.eq(q.w_rdy),
-                dst.payload.eq(q.r_data),
-                dst.valid.eq(q.r_rdy),
-                q.r_en.eq(dst.ready),
-            ]
+            wiring.connect(m, cores[k].o, q.w_stream)
+            wiring.connect(m, q.r_stream, cores[k + 1].i)
         wiring.connect(m, cores[-1].o, wiring.flipped(self.o))
 
         last = self.o

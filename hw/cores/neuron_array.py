@@ -5,14 +5,22 @@ neurons each (lane ``k`` of word ``c`` is neuron ``c·lanes + k``; the lanes pas
 last word are padding that holds ``U = 0`` and never fires). Each word holds the membranes ``U``
 (signed, the exact width of :meth:`ir.Layer.widths`, never saturating) and tracers ``A``.
 
-The array is a two-stage read-modify-write pipeline over the words, one word operation per cycle:
+The array is a read-modify-write pipeline over the words, one word operation per cycle, whose
+register stages are switches of :class:`hw.model.cycle_model.Pipeline`:
 
-* stage 0: the command arrives; the word's state (and per-neuron constants) are read;
-* stage 1: the lanes update the word and write it back; fired words leave on ``o``.
+* stage 0: the command arrives; the word's state (:class:`StateStore`) and its constants
+  (:class:`WordConstants`) are read;
+* stage 1: :class:`Operands` registers the command. Without ``registered_read`` (preset 0)
+  :class:`Update` (the lanes, :class:`NeuronLanes`) updates the word from the store's output and
+  writes it back in this stage;
+* with ``registered_read`` (presets 1–3), stage 2: the operands are registered and the update
+  runs here (and in stage 3 with ``registered_sums``: the sums, then the choice among them); the
+  result register writes back a cycle later and is forwarded into the operands while in flight.
 
-A command's read sees the write of the command just before it (the state store is transparent,
-see :class:`StateStore`), so any sequence of commands — the same word back to back included —
-runs without bubbles and gives the result of executing them one after another.
+A command's read sees the writes of the commands before it that are at least ``min_distance``
+cycles ahead (the store is transparent and the results in flight are forwarded), so any sequence
+of commands that keeps that distance gives the result of executing them one after another — with
+presets 0 and 1 the same word back to back included, without bubbles.
 
 Trade-off: the state lives in registers when there are few words (no memory block, a small read
 multiplexer) and in a memory with a transparent synchronous read port otherwise; see
@@ -29,15 +37,21 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, command_layout, spike_word_layout, state_layout
-from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.cycle_model import READ_LATENCY, LayerTiming, Pipeline, check_timing
 from spikezip.ir.network import Layer, LayerWidths
 
 __all__ = [
+    "DriveOffsets",
+    "Forward",
     "NeuronArray",
     "NeuronArrayTop",
     "NeuronLanes",
+    "Operands",
     "StateStore",
     "Storage",
+    "StoreWrite",
+    "Update",
+    "WordConstants",
     "default_storage",
 ]
 
@@ -59,10 +73,11 @@ def default_storage(words: int) -> Storage:
     return Storage.REGISTERS if words <= REGISTER_WORDS_MAX else Storage.MEMORY
 
 
-def check_storage(storage: Storage | str | None, words: int) -> Storage:
-    """``storage`` as a :class:`Storage` (``None`` picks :func:`default_storage`)."""
+def check_storage(storage: Storage | str | None, words: int | None = None) -> Storage | None:
+    """``storage`` as a :class:`Storage`; ``None`` picks :func:`default_storage` of ``words``
+    (and stays ``None`` without ``words``)."""
     if storage is None:
-        return default_storage(words)
+        return None if words is None else default_storage(words)
     try:
         return Storage(storage)
     except ValueError:
@@ -70,13 +85,31 @@ def check_storage(storage: Storage | str | None, words: int) -> Storage:
         raise ValueError(f"storage must be one of {valid} or None, not {storage!r}") from None
 
 
+def _addr_shape(depth: int):
+    return unsigned(max(0, (depth - 1).bit_length()))
+
+
+class StoreWrite(wiring.Signature):
+    """The write port of a :class:`StateStore` (``en``: write ``data`` to word ``addr``).
+
+    Members
+    -------
+    addr : Out(range(depth))
+    en : Out(1)
+    data : Out(shape)
+    """
+
+    def __init__(self, *, shape, depth: int) -> None:
+        super().__init__({"addr": Out(_addr_shape(depth)), "en": Out(1), "data": Out(shape)})
+
+
 class StateStore(wiring.Component):
     """``depth`` words with a transparent synchronous read port and a write port.
 
-    Latency 1: ``rdata`` in cycle ``x + 1`` is word ``raddr`` of cycle ``x`` *after* the write of
-    cycle ``x`` (when ``wen`` and ``waddr == raddr``, the written data is forwarded).
-    Throughput: one read and one write per cycle. The words start at ``init`` (registers: also
-    on reset; memory: at power-on only).
+    Latency 1 (:data:`hw.model.cycle_model.READ_LATENCY`): ``rdata`` in cycle ``x + 1`` is word
+    ``raddr`` of cycle ``x`` *after* the write of cycle ``x`` (when ``write.en`` and
+    ``write.addr == raddr``, the written data is forwarded). Throughput: one read and one write
+    per cycle. The words start at ``init`` (registers: also on reset; memory: at power-on only).
 
     Parameters
     ----------
@@ -93,9 +126,7 @@ class StateStore(wiring.Component):
     -------
     raddr : In(range(depth))
     rdata : Out(shape)
-    waddr : In(range(depth))
-    wen : In(1)
-    wdata : In(shape)
+    write : In(StoreWrite(shape=shape, depth=depth))
     """
 
     def __init__(self, *, shape, depth: int, init, storage: Storage) -> None:
@@ -106,14 +137,11 @@ class StateStore(wiring.Component):
             raise ValueError(f"init must hold {depth} words, not {len(init)}")
         self._shape, self._depth, self._init = shape, depth, init
         self._storage = Storage(storage)
-        addr = unsigned(max(0, (depth - 1).bit_length()))
         super().__init__(
             {
-                "raddr": In(addr),
+                "raddr": In(_addr_shape(depth)),
                 "rdata": Out(shape),
-                "waddr": In(addr),
-                "wen": In(1),
-                "wdata": In(shape),
+                "write": In(StoreWrite(shape=shape, depth=depth)),
             }
         )
 
@@ -125,8 +153,13 @@ class StateStore(wiring.Component):
     def storage(self) -> Storage:
         return self._storage
 
+    @property
+    def latency(self) -> int:
+        return READ_LATENCY
+
     def elaborate(self, platform):
         m = Module()
+        write = self.write
         if self._storage is Storage.MEMORY:
             m.submodules.mem = mem = memory.Memory(
                 shape=self._shape, depth=self._depth, init=self._init
@@ -134,9 +167,9 @@ class StateStore(wiring.Component):
             wp = mem.write_port()
             rp = mem.read_port(transparent_for=(wp,))
             m.d.comb += [
-                wp.addr.eq(self.waddr),
-                wp.en.eq(self.wen),
-                wp.data.eq(self.wdata),
+                wp.addr.eq(write.addr),
+                wp.en.eq(write.en),
+                wp.data.eq(write.data),
                 rp.addr.eq(self.raddr),
                 self.rdata.eq(rp.data),
             ]
@@ -147,10 +180,10 @@ class StateStore(wiring.Component):
         rdata = Signal(self._shape, init=self._init[0], name="rdata_reg")
         m.d.comb += self.rdata.eq(rdata)
         for k, reg in enumerate(regs):
-            with m.If(self.wen & (self.waddr == k)):
-                m.d.sync += reg.eq(self.wdata)
-        with m.If(self.wen & (self.waddr == self.raddr)):
-            m.d.sync += rdata.eq(self.wdata)  # forward the write in flight
+            with m.If(write.en & (write.addr == k)):
+                m.d.sync += reg.eq(write.data)
+        with m.If(write.en & (write.addr == self.raddr)):
+            m.d.sync += rdata.eq(write.data)  # forward the write in flight
         with m.Else():
             with m.Switch(self.raddr):
                 for k, reg in enumerate(regs):
@@ -160,7 +193,7 @@ class StateStore(wiring.Component):
 
 
 class NeuronLanes(wiring.Component):
-    """``lanes`` combinational ST-BIF lanes (spec §2.4) updating one word.
+    """``lanes`` ST-BIF lanes (spec §2.4) updating one word.
 
     Per lane, with ``U1 = U + drive``:
 
@@ -169,13 +202,14 @@ class NeuronLanes(wiring.Component):
     * ``fire = 1``: ``s = +1`` if ``U1 ≥ Θ and A < p``, ``-1`` if ``U1 < 0 and A > n`` (strict),
       else 0; ``A' = A + s``; ``U' = U1 - s·Θ``.
 
-    The threshold enters only through ``drive_minus = drive - Θ`` and ``drive_plus = drive + Θ``,
-    which the neuron array computes from registers while the state is read: the three sums
-    ``U + drive``, ``U + (drive - Θ)``, ``U + (drive + Θ)`` run in parallel, one carry chain
-    each, and the sign bits choose among them.
+    The threshold enters only through ``drive_minus = drive - Θ`` and ``drive_plus = drive + Θ``
+    (:class:`DriveOffsets`): the three sums ``U + drive``, ``U + (drive - Θ)``,
+    ``U + (drive + Θ)`` run in parallel, one carry chain each, and the sign bits choose among
+    them.
 
-    Latency 0 (combinational), or 1 with ``registered``: the three sums, the tracer and its
-    bound checks are registered between the carry chains and the choice among the sums.
+    Latency ``pipeline.update_latency``: 0 (combinational), or 1 with ``registered_sums`` (the
+    three sums, the tracer and its bound checks are registered between the carry chains and the
+    choice among the sums). Throughput one word per cycle.
 
     Parameters
     ----------
@@ -184,20 +218,21 @@ class NeuronLanes(wiring.Component):
     widths : ir.network.LayerWidths
         Membrane, tracer, drive and threshold widths.
     lanes : int
+    pipeline : hw.model.cycle_model.Pipeline
+        Reads ``registered_sums`` and ``bound_flags``: the tracer bound checks ``A < p`` and
+        ``A > n`` come in with the state (``below_p``, ``above_n``, one bit per lane) and leave
+        updated with it (``next_below_p``, ``next_above_n``), so that no comparison follows the
+        choice of the operand.
     drive_width : int, optional
         Signed bits of a drive; ``widths.drive`` by default.
-    registered : bool
-        Latency 1 instead of 0.
-    flags : bool
-        The tracer bound checks ``A < p`` and ``A > n`` come in with the state (``below_p``,
-        ``above_n``, one bit per lane) and leave updated with it (``next_below_p``,
-        ``next_above_n``), so that no comparison follows the choice of the operand.
 
     Members
     -------
     fire : In(1)
     membranes, tracers, drive, drive_minus, drive_plus : In(ArrayLayout(..., lanes))
     spikes, next_membranes, next_tracers : Out(ArrayLayout(..., lanes))
+    below_p, above_n : In(lanes), next_below_p, next_above_n : Out(lanes)
+        Only with ``bound_flags``.
     """
 
     def __init__(
@@ -206,42 +241,35 @@ class NeuronLanes(wiring.Component):
         layer: Layer,
         widths: LayerWidths,
         lanes: int,
+        pipeline: Pipeline,
         drive_width: int | None = None,
-        registered: bool = False,
-        flags: bool = False,
     ) -> None:
-        self._layer, self._widths = layer, widths
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes)
-        self._registered, self._flags = bool(registered), bool(flags)
+        if not _is_count(lanes):
+            raise ValueError(f"lanes must be a positive integer (1 or more), not {lanes!r}")
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"pipeline must be a hw.model.cycle_model.Pipeline, not {pipeline!r}")
+        self._layer, self._widths, self._lanes, self._pipeline = layer, widths, lanes, pipeline
         m_, t_ = signed(widths.membrane), signed(widths.tracer)
         drive_width = widths.drive if drive_width is None else drive_width
-        d_ = signed(drive_width)
         minus, plus = offset_shapes(layer, widths, drive_width)
 
         def arr(shape):
             return data.ArrayLayout(shape, lanes)
 
+        flags = {"below_p": In(lanes), "above_n": In(lanes)}
+        flags |= {"next_below_p": Out(lanes), "next_above_n": Out(lanes)}
         super().__init__(
             {
                 "fire": In(1),
                 "membranes": In(arr(m_)),
                 "tracers": In(arr(t_)),
-                "drive": In(arr(d_)),
+                "drive": In(arr(signed(drive_width))),
                 "drive_minus": In(arr(minus)),
                 "drive_plus": In(arr(plus)),
                 "spikes": Out(arr(signed(2))),
                 "next_membranes": Out(arr(m_)),
                 "next_tracers": Out(arr(t_)),
-                **(
-                    {
-                        "below_p": In(lanes),
-                        "above_n": In(lanes),
-                        "next_below_p": Out(lanes),
-                        "next_above_n": Out(lanes),
-                    }
-                    if flags
-                    else {}
-                ),
+                **(flags if pipeline.bound_flags else {}),
             }
         )
 
@@ -251,13 +279,18 @@ class NeuronLanes(wiring.Component):
 
     @property
     def lanes(self) -> int:
-        return self._timing.lanes
+        return self._lanes
+
+    @property
+    def latency(self) -> int:
+        return self._pipeline.update_latency
 
     def elaborate(self, platform):
         m = Module()
         n, p = self._layer.neg_bound, self._layer.pos_bound
-        m_ = signed(self._widths.membrane)
-        stage = m.d.sync if self._registered else m.d.comb  # between the sums and the choice
+        m_, flags = signed(self._widths.membrane), self._pipeline.bound_flags
+        # between the sums and the choice
+        stage = m.d.sync if self._pipeline.registered_sums else m.d.comb
         fire = Signal(name="fire_s")
         stage += fire.eq(self.fire)
         for k in range(self.lanes):
@@ -286,8 +319,8 @@ class NeuronLanes(wiring.Component):
                 u1_minus.eq(u + self.drive_minus[k]),
                 u1_plus.eq(u + self.drive_plus[k]),
                 a.eq(a_in),
-                below_p.eq(self.below_p[k] if self._flags else a_in < p),
-                above_n.eq(self.above_n[k] if self._flags else a_in > n),
+                below_p.eq(self.below_p[k] if flags else a_in < p),
+                above_n.eq(self.above_n[k] if flags else a_in > n),
             ]
             pos = Signal(name=f"pos{k}")
             neg = Signal(name=f"neg{k}")
@@ -299,12 +332,16 @@ class NeuronLanes(wiring.Component):
                 self.next_membranes[k].eq(Mux(pos, u1_minus, Mux(neg, u1_plus, u1))),
                 self.next_tracers[k].eq(Mux(pos, a_plus, Mux(neg, a_minus, a))),
             ]
-            if self._flags:  # A' < p and A' > n, from A (registered with pipeline 2)
+            if flags:  # A' < p and A' > n, from A (registered with registered_sums)
                 m.d.comb += [
                     self.next_below_p[k].eq(Mux(pos, bounds[0], Mux(neg, bounds[1], below_p))),
                     self.next_above_n[k].eq(Mux(pos, bounds[2], Mux(neg, bounds[3], above_n))),
                 ]
         return m
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def offset_shapes(layer: Layer, widths: LayerWidths, drive_width: int):
@@ -317,11 +354,402 @@ def offset_shapes(layer: Layer, widths: LayerWidths, drive_width: int):
     return (d - theta).shape(), (d + theta).shape()
 
 
-def _any(bits):
-    out = 0
-    for b in bits:
-        out = out | b
-    return out
+class DriveOffsets(wiring.Component):
+    """``drive - Θ`` and ``drive + Θ`` per lane: the threshold's share of the update's sums.
+
+    Latency 0 (combinational), or 1 with ``registered``. Throughput one word per cycle.
+
+    Parameters
+    ----------
+    layer : ir.Layer
+        Its threshold (a constant) unless it has one per neuron (then ``thresholds``).
+    widths : ir.network.LayerWidths
+    lanes, drive_width : int
+    registered : bool
+
+    Members
+    -------
+    drive : In(ArrayLayout(signed(drive_width), lanes))
+    thresholds : In(ArrayLayout(unsigned(widths.threshold), lanes))
+        Only with per-neuron thresholds.
+    minus, plus : Out(ArrayLayout(..., lanes))
+        At their natural widths (:func:`offset_shapes`).
+    """
+
+    def __init__(
+        self, *, layer: Layer, widths: LayerWidths, lanes: int, drive_width: int, registered: bool
+    ) -> None:
+        self._layer, self._lanes, self._registered = layer, lanes, bool(registered)
+        minus, plus = offset_shapes(layer, widths, drive_width)
+        members = {"drive": In(data.ArrayLayout(signed(drive_width), lanes))}
+        if layer.per_neuron_threshold:
+            members["thresholds"] = In(data.ArrayLayout(unsigned(widths.threshold), lanes))
+        members |= {"minus": Out(data.ArrayLayout(minus, lanes))}
+        members |= {"plus": Out(data.ArrayLayout(plus, lanes))}
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        return int(self._registered)
+
+    def elaborate(self, platform):
+        m = Module()
+        stage = m.d.sync if self._registered else m.d.comb
+        for k in range(self._lanes):
+            per_neuron = self._layer.per_neuron_threshold
+            theta = self.thresholds[k] if per_neuron else self._layer.threshold
+            stage += [
+                self.minus[k].eq(self.drive[k] - theta),
+                self.plus[k].eq(self.drive[k] + theta),
+            ]
+        return m
+
+
+class WordConstants(wiring.Component):
+    """Per-word constants, read like the state: the initial word and the thresholds.
+
+    Latency 1 (:data:`hw.model.cycle_model.READ_LATENCY`): the outputs in cycle ``x + 1`` are those
+    of ``word`` in cycle ``x`` (a ROM; constants when there is one word).
+
+    Parameters
+    ----------
+    word_layout : data.StructLayout
+        A stored word (:meth:`NeuronArray.word_layout`).
+    membranes : numpy.ndarray
+        ``[words, lanes]`` initial membranes ``H + B``.
+    flags : dict
+        Initial bound flags (``below_p``, ``above_n``) of every word, if stored.
+    thresholds : numpy.ndarray or None
+        ``[words, lanes]`` per-neuron thresholds, or ``None`` for one threshold.
+    threshold_width : int
+
+    Members
+    -------
+    word : In(range(words))
+    initial : Out(word_layout)
+        ``U = H + B``, ``A = 0`` and the bound flags of ``A = 0``.
+    thresholds : Out(ArrayLayout(unsigned(threshold_width), lanes))
+        Only with per-neuron thresholds.
+    """
+
+    def __init__(self, *, word_layout, membranes, flags, thresholds, threshold_width: int) -> None:
+        words, lanes = membranes.shape
+        self._flags = dict(flags)
+        rows = {"initial": membranes}
+        shapes = {"initial": word_layout["membranes"].shape}
+        members = {"word": In(_addr_shape(words)), "initial": Out(word_layout)}
+        if thresholds is not None:
+            rows["thresholds"] = thresholds
+            shapes["thresholds"] = data.ArrayLayout(unsigned(threshold_width), lanes)
+            members["thresholds"] = Out(shapes["thresholds"])
+        self._layout = data.StructLayout(shapes)
+        self._rows = [{name: v[w].tolist() for name, v in rows.items()} for w in range(words)]
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        return READ_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        if len(self._rows) == 1:
+            read = self._layout.const(self._rows[0])
+        else:
+            rom = memory.Memory(shape=self._layout, depth=len(self._rows), init=self._rows)
+            m.submodules.rom = rom
+            rp = rom.read_port()
+            m.d.comb += rp.addr.eq(self.word)
+            read = rp.data
+        m.d.comb += self.initial.membranes.eq(read.initial)
+        m.d.comb += [self.initial[name].eq(value) for name, value in self._flags.items()]
+        if "thresholds" in self._layout.members:
+            m.d.comb += self.thresholds.eq(read.thresholds)
+        return m
+
+
+def _control_layout(words: int) -> data.StructLayout:
+    """A word operation without its drive."""
+    return data.StructLayout({"op": Op, "word": _addr_shape(words), "last": 1, "busy": 1})
+
+
+_CONTROL = ("op", "word", "last", "busy")
+
+
+def operands_layout(
+    *, words: int, lanes: int, word_layout, drive_width: int, offsets
+) -> data.StructLayout:
+    """Everything the update of one word takes: the operation, its drive and the word's state."""
+    minus, plus = offsets
+    return data.StructLayout(
+        {
+            **{name: f.shape for name, f in _control_layout(words)},
+            "driven": unsigned(lanes),  # per lane, a non-zero drive
+            "drive": data.ArrayLayout(signed(drive_width), lanes),
+            "drive_minus": data.ArrayLayout(minus, lanes),
+            "drive_plus": data.ArrayLayout(plus, lanes),
+            "state": word_layout,
+        }
+    )
+
+
+class Forward(wiring.Signature):
+    """The results in flight, from the update back to the operands (``registered_read``).
+
+    Members
+    -------
+    valid, word : Out(1), Out(range(words))
+        The operation in the update's last stage (its result is computed in this cycle).
+    result : Out(word_layout)
+        The result register: the result of the operation that was there a cycle earlier.
+    """
+
+    def __init__(self, *, words: int, word_layout) -> None:
+        super().__init__(
+            {"valid": Out(1), "word": Out(_addr_shape(words)), "result": Out(word_layout)}
+        )
+
+
+class Operands(wiring.Component):
+    """Stages 0 and 1 of the read-modify-write: the operands of each command's update.
+
+    A command on ``i`` in cycle ``x`` (stage 0) is registered; the parent reads its word from
+    the store and the constants meanwhile, so ``stored``, ``initial`` and ``thresholds`` belong
+    to it in ``x + 1`` (stage 1). Without ``registered_read`` the operands go to the update in
+    stage 1: the stored word (the initial one for ``INIT``) and ``drive ∓ Θ``. With it they are
+    registered (stage 2): the operand register takes the stored word, the initial one, or the
+    result register when the operation that last wrote the word is still in flight
+    (``forward``); with ``forwarding``, the result register also replaces the operand register
+    in stage 2 for an operation one ahead on the same word.
+
+    Latency ``pipeline.operand_latency`` (1, or 2 with ``registered_read``); throughput one
+    command per cycle.
+
+    Members
+    -------
+    i : In(stream.Signature(command_layout, always_ready=True))
+    stored, initial : In(word_layout)
+        The command's word from the store and its initial value, a cycle after ``i``.
+    thresholds : In(ArrayLayout(unsigned(widths.threshold), lanes))
+        Its per-neuron thresholds, a cycle after ``i`` (only with per-neuron thresholds).
+    forward : In(Forward)
+        Only with ``registered_read``.
+    o : Out(stream.Signature(operands_layout, always_ready=True))
+    """
+
+    def __init__(
+        self,
+        *,
+        layer: Layer,
+        widths: LayerWidths,
+        timing: LayerTiming,
+        drive_width: int,
+        word_layout,
+    ) -> None:
+        self._layer, self._widths, self._timing = layer, widths, timing
+        self._drive_width, self._word_layout = drive_width, word_layout
+        words, lanes = timing.words, timing.lanes
+        command = command_layout(words=words, lanes=lanes, drive_width=drive_width)
+        offsets = offset_shapes(layer, widths, drive_width)
+        layout = operands_layout(
+            words=words,
+            lanes=lanes,
+            word_layout=word_layout,
+            drive_width=drive_width,
+            offsets=offsets,
+        )
+        members = {
+            "i": In(stream.Signature(command, always_ready=True)),
+            "stored": In(word_layout),
+            "initial": In(word_layout),
+        }
+        if layer.per_neuron_threshold:
+            members["thresholds"] = In(data.ArrayLayout(unsigned(widths.threshold), lanes))
+        if timing.pipeline.registered_read:
+            members["forward"] = In(Forward(words=words, word_layout=word_layout))
+        members["o"] = Out(stream.Signature(layout, always_ready=True))
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        return self._timing.pipeline.operand_latency
+
+    def elaborate(self, platform):
+        m = Module()
+        p, lanes, o = self._timing.pipeline, self._timing.lanes, self.o.payload
+        # stage 1: the command, registered
+        cmd = Signal(self.i.payload.shape(), name="cmd")
+        cmd_valid = Signal(name="cmd_valid")
+        m.d.sync += [cmd.eq(self.i.payload), cmd_valid.eq(self.i.valid)]
+        driven = Cat(cmd.drive[k] != 0 for k in range(lanes))
+        m.submodules.offsets = offsets = DriveOffsets(
+            layer=self._layer,
+            widths=self._widths,
+            lanes=lanes,
+            drive_width=self._drive_width,
+            registered=p.registered_offsets,
+        )
+        m.d.comb += [o.drive_minus.eq(offsets.minus), o.drive_plus.eq(offsets.plus)]
+        thresholds = self.thresholds if self._layer.per_neuron_threshold else None
+        if not p.registered_read:  # the update in stage 1, from the store's output
+            m.d.comb += [self.o.valid.eq(cmd_valid), o.driven.eq(driven), o.drive.eq(cmd.drive)]
+            m.d.comb += [o[name].eq(cmd[name]) for name in _CONTROL]
+            m.d.comb += o.state.eq(Mux(cmd.op == Op.INIT, self.initial, self.stored))
+            _feed(m, offsets, cmd.drive, thresholds)
+            return m
+        # stage 2: the operands, registered
+        control = Signal(_control_layout(self._timing.words), name="op_a")
+        valid, a_driven = Signal(name="op_a_valid"), Signal(lanes, name="op_a_driven")
+        drive = Signal.like(cmd.drive, name="drive")
+        m.d.sync += [control[name].eq(cmd[name]) for name in _CONTROL]
+        m.d.sync += [valid.eq(cmd_valid), a_driven.eq(driven), drive.eq(cmd.drive)]
+        m.d.comb += [self.o.valid.eq(valid), o.driven.eq(a_driven), o.drive.eq(drive)]
+        m.d.comb += [o[name].eq(control[name]) for name in _CONTROL]
+        if p.registered_offsets:  # d ± Θ computed in stage 1, registered
+            _feed(m, offsets, cmd.drive, thresholds)
+        else:  # from the registered drive (registering d ± Θ themselves lets Yosys alias their
+            # sign bits into a combinational knot)
+            if thresholds is not None:
+                registered = Signal.like(thresholds, name="thresholds_reg")
+                m.d.sync += registered.eq(thresholds)
+                thresholds = registered
+            _feed(m, offsets, drive, thresholds)
+        # the operand register's selects, from registers: decided a cycle ahead, when the
+        # command arrives (the result register then holds what the update computes now)
+        fwd, nxt = self.forward, self.i.payload
+        ahead = Signal(name="forward_ahead")  # the operand is the result register
+        in_result, init1 = Signal(name="in_result"), Signal(name="init1")
+        m.d.sync += [
+            ahead.eq(fwd.valid & (fwd.word == cmd.word) & (cmd.op != Op.INIT)),
+            in_result.eq(fwd.valid & (fwd.word == nxt.word)),
+            init1.eq(nxt.op == Op.INIT),
+        ]
+        operand = Signal(self._word_layout, name="operand_reg")
+        m.d.sync += operand.eq(Mux(init1, self.initial, Mux(in_result, fwd.result, self.stored)))
+        m.d.comb += o.state.eq(Mux(ahead, fwd.result, operand) if p.forwarding else operand)
+        return m
+
+
+def _feed(m: Module, offsets: DriveOffsets, drive, thresholds) -> None:
+    m.d.comb += offsets.drive.eq(drive)
+    if thresholds is not None:
+        m.d.comb += offsets.thresholds.eq(thresholds)
+
+
+class Update(wiring.Component):
+    """The update of one word per cycle by the lanes, its write-back and the fired word.
+
+    Latency ``pipeline.update_latency`` (:class:`NeuronLanes`: 0, or 1 with
+    ``registered_sums``): operands on ``i`` in cycle ``x`` give ``o`` and ``state`` in
+    ``x + latency``. The result is written back in that cycle (without ``registered_read``) or a
+    cycle later from the result register, which ``forward`` hands back to the operands.
+    Throughput one word per cycle.
+
+    ``o.payload.busy`` is the step's busy flag so far, spikes aside: the OR, over the ``FIRE``
+    operations since the last one with ``last`` set (this one included), of their ``busy`` bit
+    and a non-zero drive.
+
+    Members
+    -------
+    i : In(stream.Signature(operands_layout, always_ready=True))
+    o : Out(stream.Signature(spike_word_layout, always_ready=True))
+    state : Out(state_layout)
+    write : Out(StoreWrite)
+    forward : Out(Forward)
+        Only with ``registered_read``.
+    """
+
+    def __init__(
+        self,
+        *,
+        layer: Layer,
+        widths: LayerWidths,
+        timing: LayerTiming,
+        drive_width: int,
+        word_layout,
+        operands: data.StructLayout,
+    ) -> None:
+        self._layer, self._widths, self._timing = layer, widths, timing
+        self._drive_width, self._word_layout = drive_width, word_layout
+        words, lanes = timing.words, timing.lanes
+        members = {
+            "i": In(stream.Signature(operands, always_ready=True)),
+            "o": Out(
+                stream.Signature(spike_word_layout(words=words, lanes=lanes), always_ready=True)
+            ),
+            "state": Out(
+                state_layout(
+                    lanes=lanes, membrane_width=widths.membrane, tracer_width=widths.tracer
+                )
+            ),
+            "write": Out(StoreWrite(shape=word_layout, depth=words)),
+        }
+        if timing.pipeline.registered_read:
+            members["forward"] = Out(Forward(words=words, word_layout=word_layout))
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        return self._timing.pipeline.update_latency
+
+    def elaborate(self, platform):
+        m = Module()
+        p, ops, o = self._timing.pipeline, self.i.payload, self.o.payload
+        m.submodules.lanes = lanes = NeuronLanes(
+            layer=self._layer,
+            widths=self._widths,
+            lanes=self._timing.lanes,
+            pipeline=p,
+            drive_width=self._drive_width,
+        )
+        m.d.comb += lanes.fire.eq(ops.op == Op.FIRE)
+        m.d.comb += [lanes.membranes.eq(ops.state.membranes), lanes.tracers.eq(ops.state.tracers)]
+        m.d.comb += [lanes.drive.eq(ops.drive), lanes.drive_minus.eq(ops.drive_minus)]
+        m.d.comb += lanes.drive_plus.eq(ops.drive_plus)
+        if p.bound_flags:
+            m.d.comb += [lanes.below_p.eq(ops.state.below_p), lanes.above_n.eq(ops.state.above_n)]
+        # the operation at the lanes' output (a cycle later with registered sums)
+        op = Signal(_control_layout(self._timing.words), name="op")
+        op_valid, op_driven = Signal(name="op_valid"), Signal(name="op_driven")
+        stage = m.d.sync if p.registered_sums else m.d.comb
+        stage += [op[name].eq(ops[name]) for name in _CONTROL]
+        stage += [op_valid.eq(self.i.valid), op_driven.eq(ops.driven.any())]
+        updated = Signal(self._word_layout, name="updated")
+        m.d.comb += [
+            updated.membranes.eq(lanes.next_membranes),
+            updated.tracers.eq(lanes.next_tracers),
+        ]
+        if p.bound_flags:
+            m.d.comb += [
+                updated.below_p.eq(lanes.next_below_p),
+                updated.above_n.eq(lanes.next_above_n),
+            ]
+        # the fired word, with the step's busy flag so far
+        sticky = Signal(name="busy_sticky")
+        m.d.comb += [
+            self.o.valid.eq(op_valid & (op.op == Op.FIRE)),
+            o.word.eq(op.word),
+            o.last.eq(op.last),
+            o.busy.eq(sticky | op.busy | op_driven),
+            o.spikes.eq(lanes.spikes),
+            self.state.membranes.eq(lanes.next_membranes),
+            self.state.tracers.eq(lanes.next_tracers),
+        ]
+        with m.If(self.o.valid):
+            m.d.sync += sticky.eq(~op.last & o.busy)
+        write = self.write
+        if not p.registered_read:  # written back at once
+            m.d.comb += [write.addr.eq(op.word), write.en.eq(op_valid), write.data.eq(updated)]
+            return m
+        result = Signal(self._word_layout, name="result")
+        result_word, result_valid = (
+            Signal.like(op.word, name="result_word"),
+            Signal(name="result_valid"),
+        )
+        m.d.sync += [result.eq(updated), result_word.eq(op.word), result_valid.eq(op_valid)]
+        m.d.comb += [write.addr.eq(result_word), write.en.eq(result_valid), write.data.eq(result)]
+        fwd = self.forward
+        m.d.comb += [fwd.valid.eq(op_valid), fwd.word.eq(op.word), fwd.result.eq(result)]
+        return m
 
 
 class NeuronArray(wiring.Component):
@@ -333,25 +761,26 @@ class NeuronArray(wiring.Component):
     carrying that step's drive (``Σ w·s``, bias excluded: the bias is in ``H + B``), in any order;
     a run starts with one ``INIT`` per word.
 
-    Latency ``L = timing.array_latency`` (1, 2, 3, 3 for pipeline 0–3): a ``FIRE`` command in
-    cycle ``x`` leaves on ``o`` (spikes) and ``state`` (the updated membranes and tracers) in
-    cycle ``x + L``. Throughput: one word per cycle, no bubbles; two commands on the same word
-    must be ``timing.min_distance`` cycles apart (1 for pipelines 0 and 1, so back to back is
-    fine; 2 and 3 for pipelines 2 and 3 — the sequencer pads its passes).
+    Blocks: :class:`StateStore` and :class:`WordConstants` read in stage 0, :class:`Operands`
+    (stage 1, and 2 with ``registered_read``), :class:`Update` (:class:`NeuronLanes` and the
+    write-back). Latency ``timing.array_latency``, the sum of :class:`Operands`' and
+    :class:`Update`'s (1, 2, 3, 3 for the presets 0–3): a ``FIRE`` command in cycle ``x`` leaves
+    on ``o`` (spikes) and ``state`` (the updated membranes and tracers) in cycle ``x + L``.
+    Throughput: one word per cycle, no bubbles; two commands on the same word must be
+    ``timing.min_distance`` cycles apart (1 for presets 0 and 1, so back to back is fine; 2 and
+    3 for presets 2 and 3 — the sequencer pads its passes).
 
-    ``o.payload.busy`` is the step's busy flag so far, spikes aside: the OR, over the ``FIRE``
-    commands since the last one with ``last`` set (this one included), of their ``busy`` bit and
-    a non-zero drive. The step's busy flag is that OR any spike of the step's words (the
-    receiver sees them: keeping the OR over the lanes' spikes out of this stage keeps it off the
-    update path).
+    ``o.payload.busy`` is the step's busy flag so far, spikes aside (:class:`Update`). The
+    step's busy flag is that OR any spike of the step's words (the receiver sees them: keeping
+    the OR over the lanes' spikes out of this stage keeps it off the update path).
 
     Parameters
     ----------
     layer : ir.Layer
     widths : ir.network.LayerWidths
         The layer's exact widths (``network.widths[k]``).
-    lanes : int
-        Neurons updated per cycle (≥ 1).
+    timing : hw.model.cycle_model.LayerTiming
+        Lanes and pipeline (``timing.n_out == layer.n_out``), the layer core's.
     drive_width : int, optional
         Signed bits of a command's drive: ``widths.drive`` (a whole step's drive) by default;
         the layer core gives the width of one event's product instead.
@@ -371,24 +800,23 @@ class NeuronArray(wiring.Component):
         *,
         layer: Layer,
         widths: LayerWidths,
-        lanes: int,
+        timing: LayerTiming,
         storage: Storage | str | None = None,
         drive_width: int | None = None,
-        pipeline: int = 1,
     ) -> None:
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be an ir.Layer, not {type(layer).__name__}")
         if not isinstance(widths, LayerWidths):
             raise TypeError(f"widths must be an ir.network.LayerWidths, not {widths!r}")
+        check_timing(timing, layer.n_out)
         if drive_width is None:
             drive_width = widths.drive
-        if not isinstance(drive_width, int) or drive_width < 1:
+        if not _is_count(drive_width):
             raise ValueError(f"drive_width must be a positive integer, not {drive_width!r}")
         self._drive_width = drive_width
-        self._layer, self._widths = layer, widths
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
-        self._storage = check_storage(storage, self._timing.words)
-        words = self._timing.words
+        self._layer, self._widths, self._timing = layer, widths, timing
+        self._storage = check_storage(storage, timing.words)
+        words, lanes = timing.words, timing.lanes
         super().__init__(
             {
                 "i": In(
@@ -414,6 +842,10 @@ class NeuronArray(wiring.Component):
         return self._widths
 
     @property
+    def timing(self) -> LayerTiming:
+        return self._timing
+
+    @property
     def lanes(self) -> int:
         return self._timing.lanes
 
@@ -430,9 +862,8 @@ class NeuronArray(wiring.Component):
         return self._drive_width
 
     @property
-    def pipeline(self) -> int:
-        """Extra register stages of the read-modify-write
-        (:class:`hw.model.cycle_model.LayerTiming`)."""
+    def pipeline(self) -> Pipeline:
+        """The register stages (:class:`hw.model.cycle_model.Pipeline`)."""
         return self._timing.pipeline
 
     @property
@@ -448,6 +879,15 @@ class NeuronArray(wiring.Component):
             tracer_width=self._widths.tracer,
         )
 
+    @property
+    def word_layout(self) -> data.StructLayout:
+        """A stored word: :attr:`state_layout`, with ``bound_flags`` also one bit per lane for
+        ``A < p`` (``below_p``) and ``A > n`` (``above_n``)."""
+        fields = {name: f.shape for name, f in self.state_layout}
+        if self.pipeline.bound_flags:
+            fields |= {"below_p": self.lanes, "above_n": self.lanes}
+        return data.StructLayout(fields)
+
     def padded(self, values: np.ndarray, fill: int) -> np.ndarray:
         """Per-neuron ``values`` as ``[words, lanes]``, padding lanes set to ``fill``."""
         out = np.full(self.words * self.lanes, fill, dtype=np.int64)
@@ -456,197 +896,52 @@ class NeuronArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        layer, words, lanes_n = self._layer, self.words, self.lanes
-        initial = self.padded(layer.initial_membranes + layer.bias, 0)
-        thresholds = self.padded(layer.thresholds, 1)
-        flags = self.pipeline >= 1  # the tracer bound checks live in the store
-        zero_below_p, zero_above_n = int(0 < layer.pos_bound), int(0 > layer.neg_bound)
-        word_layout = self.state_layout
-        init_flags = {}
-        if flags:
-            word_layout = data.StructLayout(
-                {
-                    **{name: f.shape for name, f in self.state_layout},
-                    "below_p": lanes_n,
-                    "above_n": lanes_n,
-                }
-            )
-            init_flags = {
-                "below_p": (1 << lanes_n) - 1 if zero_below_p else 0,
-                "above_n": (1 << lanes_n) - 1 if zero_above_n else 0,
+        layer, lanes, word_layout = self._layer, self.lanes, self.word_layout
+        membranes = self.padded(layer.initial_membranes + layer.bias, 0)
+        flags = {}
+        if self.pipeline.bound_flags:  # A < p and A > n of A = 0, in every lane
+            ones = (1 << lanes) - 1
+            flags = {
+                "below_p": ones * (0 < layer.pos_bound),
+                "above_n": ones * (0 > layer.neg_bound),
             }
+        m.submodules.constants = consts = WordConstants(
+            word_layout=word_layout,
+            membranes=membranes,
+            flags=flags,
+            thresholds=self.padded(layer.thresholds, 1) if layer.per_neuron_threshold else None,
+            threshold_width=self._widths.threshold,
+        )
         m.submodules.store = store = StateStore(
             shape=word_layout,
-            depth=words,
+            depth=self.words,
             init=[
-                {"membranes": row.tolist(), "tracers": [0] * lanes_n, **init_flags}
-                for row in initial
+                {"membranes": row.tolist(), "tracers": [0] * lanes, **flags} for row in membranes
             ],
             storage=self._storage,
         )
-        m.submodules.lanes = lanes = NeuronLanes(
+        args = dict(
             layer=layer,
             widths=self._widths,
-            lanes=lanes_n,
+            timing=self._timing,
             drive_width=self._drive_width,
-            registered=self.pipeline >= 2,
-            flags=flags,
+            word_layout=word_layout,
         )
-        # stage 0: the command arrives; the word's state and constants are read
-        cmd = Signal(self.i.payload.shape(), name="cmd")
-        cmd_valid = Signal(name="cmd_valid")
-        m.d.sync += [cmd.eq(self.i.payload), cmd_valid.eq(self.i.valid)]
-        m.d.comb += store.raddr.eq(self.i.payload.word)
-        consts = {"initial": initial}
+        m.submodules.operands = operands = Operands(**args)
+        m.submodules.update = update = Update(**args, operands=operands.o.payload.shape())
+        # stage 0: the command's word is read from the store and the constants
+        m.d.comb += [store.raddr.eq(self.i.payload.word), consts.word.eq(self.i.payload.word)]
+        wiring.connect(m, wiring.flipped(self.i), operands.i)
+        m.d.comb += [operands.stored.eq(store.rdata), operands.initial.eq(consts.initial)]
         if layer.per_neuron_threshold:
-            consts["thresholds"] = thresholds
-        const = self._constants(m, consts)
-        # stage 1: operands of the update. INIT updates the initial state with no drive (the
-        # accumulator sends INIT with a zero drive); the threshold enters as drive ∓ Θ.
-        init = cmd.op == Op.INIT
-        drive = cmd.drive
-        driven = Signal(name="driven")  # a non-zero drive in the word
-        lane_driven = Cat(cmd.drive[k] != 0 for k in range(lanes_n))
-        m.d.comb += driven.eq(lane_driven.any())
-        drive_minus = Signal(lanes.drive_minus.shape(), name="drive_minus")
-        drive_plus = Signal(lanes.drive_plus.shape(), name="drive_plus")
-        initial_state = Signal(word_layout, name="initial_state")
-        m.d.comb += initial_state.membranes.eq(const["initial"])
-        if flags:
-            m.d.comb += initial_state.below_p.eq(init_flags["below_p"])
-            m.d.comb += initial_state.above_n.eq(init_flags["above_n"])
-        if self.pipeline != 1:  # (pipeline 1 computes them a stage later)
-            for k in range(lanes_n):
-                theta = const["thresholds"][k] if layer.per_neuron_threshold else layer.threshold
-                m.d.comb += [
-                    drive_minus[k].eq(cmd.drive[k] - theta),
-                    drive_plus[k].eq(cmd.drive[k] + theta),
-                ]
-        if self.pipeline == 0:
-            # update in stage 1 from the store's output, write back at once
-            op, op_valid, op_driven = cmd, cmd_valid, driven
-            state = Signal(self.state_layout, name="operand")
-            m.d.comb += state.eq(Mux(init, initial_state, store.rdata))
-            m.d.comb += [
-                lanes.drive.eq(drive),
-                lanes.drive_minus.eq(drive_minus),
-                lanes.drive_plus.eq(drive_plus),
-                store.waddr.eq(cmd.word),
-                store.wen.eq(cmd_valid),
-                store.wdata.membranes.eq(lanes.next_membranes),
-                store.wdata.tracers.eq(lanes.next_tracers),
-            ]
-        else:
-            # Stage 1 registers the operands. The update takes stage 2 (pipeline 1) or stages 2
-            # and 3 (pipeline 2: the sums, then the choice) and ends in the result register,
-            # which the next stage writes back. The store's output misses the results still in
-            # flight: the one in the result register is forwarded into the operand register,
-            # the one being computed in the last update stage (the command just ahead, or two
-            # ahead for pipeline 2) from the result register when the update starts.
-            # the command without its drive (which went into the operands)
-            control = data.StructLayout({"op": Op, "word": cmd.word.shape(), "last": 1, "busy": 1})
-
-            def control_of(c):
-                return [c.op, c.word, c.last, c.busy]
-
-            a_op = Signal(control, name="op_a")  # the command in the first update stage
-            a_valid = Signal(name="op_a_valid")
-            a_driven = Signal(lanes_n, name="op_a_driven")  # per lane (the OR comes later)
-            m.d.sync += [a_op.eq(Cat(*control_of(cmd))), a_valid.eq(cmd_valid)]
-            m.d.sync += a_driven.eq(lane_driven)
-            if self.pipeline == 1:
-                op, op_valid, op_driven = a_op, a_valid, a_driven.any()
-            else:  # the command in the last update stage
-                op = Signal(control, name="op")
-                op_valid = Signal(name="op_valid")
-                op_driven = Signal(name="op_driven")
-                m.d.sync += [op.eq(a_op), op_valid.eq(a_valid), op_driven.eq(a_driven.any())]
-            result = Signal(word_layout, name="result")
-            result_word = Signal.like(cmd.word, name="result_word")
-            result_valid = Signal(name="result_valid")
-            operand = Signal(word_layout, name="operand_reg")
-            ahead = Signal(name="forward_ahead")  # operand = the result register
-            m.d.sync += lanes.drive.eq(drive)
-            if self.pipeline == 1:  # d ± Θ from the registered drive (registering d ± Θ
-                # themselves lets Yosys alias their sign bits into a combinational knot)
-                theta = thresholds_reg = None
-                if layer.per_neuron_threshold:
-                    thresholds_reg = Signal.like(const["thresholds"], name="thresholds_reg")
-                    m.d.sync += thresholds_reg.eq(const["thresholds"])
-                for k in range(lanes_n):
-                    theta = thresholds_reg[k] if layer.per_neuron_threshold else layer.threshold
-                    m.d.comb += [
-                        lanes.drive_minus[k].eq(lanes.drive[k] - theta),
-                        lanes.drive_plus[k].eq(lanes.drive[k] + theta),
-                    ]
-            else:
-                m.d.sync += [lanes.drive_minus.eq(drive_minus), lanes.drive_plus.eq(drive_plus)]
-            m.d.sync += [
-                ahead.eq(op_valid & (op.word == cmd.word) & ~init),
-                result.membranes.eq(lanes.next_membranes),
-                result.tracers.eq(lanes.next_tracers),
-                result.below_p.eq(lanes.next_below_p),
-                result.above_n.eq(lanes.next_above_n),
-                result_word.eq(op.word),
-                result_valid.eq(op_valid),
-            ]
-            # the operand register's selects, from registers: decided a cycle ahead, when the
-            # command arrives (the result register then holds what the last update stage
-            # computes now)
-            in_result = Signal(name="in_result")
-            init1 = Signal(name="init1")
-            m.d.sync += [
-                in_result.eq(op_valid & (op.word == self.i.payload.word)),
-                init1.eq(self.i.payload.op == Op.INIT),
-            ]
-            m.d.sync += operand.eq(Mux(init1, initial_state, Mux(in_result, result, store.rdata)))
-            state = Signal(word_layout, name="operand")
-            if self.pipeline == 3:  # same-word operations three apart: nothing to forward here
-                m.d.comb += state.eq(operand)
-            else:
-                m.d.comb += state.eq(Mux(ahead, result, operand))
-            m.d.comb += [lanes.below_p.eq(state.below_p), lanes.above_n.eq(state.above_n)]
-            m.d.comb += [
-                store.waddr.eq(result_word),
-                store.wen.eq(result_valid),
-                store.wdata.eq(result),
-            ]
-            m.d.comb += lanes.fire.eq(a_op.op == Op.FIRE)
-        # the update (stage 1 or 2) and the fired word
-        if self.pipeline == 0:
-            m.d.comb += lanes.fire.eq(op.op == Op.FIRE)
-        sticky = Signal(name="busy_sticky")
-        m.d.comb += [
-            lanes.membranes.eq(state.membranes),
-            lanes.tracers.eq(state.tracers),
-            self.o.valid.eq(op_valid & (op.op == Op.FIRE)),
-            self.o.payload.word.eq(op.word),
-            self.o.payload.last.eq(op.last),
-            self.o.payload.busy.eq(sticky | op.busy | op_driven),
-            self.o.payload.spikes.eq(lanes.spikes),
-            self.state.membranes.eq(lanes.next_membranes),
-            self.state.tracers.eq(lanes.next_tracers),
-        ]
-        with m.If(self.o.valid):
-            m.d.sync += sticky.eq(~op.last & self.o.payload.busy)
+            m.d.comb += operands.thresholds.eq(consts.thresholds)
+        wiring.connect(m, operands.o, update.i)
+        wiring.connect(m, update.write, store.write)
+        if self.pipeline.registered_read:
+            wiring.connect(m, update.forward, operands.forward)
+        wiring.connect(m, update.o, wiring.flipped(self.o))
+        m.d.comb += self.state.eq(update.state)
         return m
-
-    def _constants(self, m: Module, consts: dict[str, np.ndarray]):
-        """Per-word constants, read in stage 0 like the state (a ROM, or constants if 1 word)."""
-        shapes = {
-            "initial": signed(self._widths.membrane),
-            "thresholds": unsigned(self._widths.threshold),
-        }
-        layout = data.StructLayout(
-            {name: data.ArrayLayout(shapes[name], self.lanes) for name in consts}
-        )
-        rows = [{name: v[w].tolist() for name, v in consts.items()} for w in range(self.words)]
-        if self.words == 1:
-            return layout.const(rows[0])
-        m.submodules.constants = rom = memory.Memory(shape=layout, depth=self.words, init=rows)
-        rp = rom.read_port()
-        m.d.comb += rp.addr.eq(self.i.payload.word)
-        return rp.data
 
 
 class NeuronArrayTop(wiring.Component):

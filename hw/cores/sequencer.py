@@ -26,9 +26,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, event_layout, op_layout
-from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.cycle_model import (
+    CREDIT_LATENCY,
+    EVENT_BUFFER_LATENCY,
+    LayerTiming,
+    check_timing,
+)
 
-__all__ = ["Sequencer", "StepStatus"]
+__all__ = ["EventBuffer", "Sequencer", "StepCredits", "StepStatus", "WordCounter"]
 
 
 class StepStatus(wiring.Signature):
@@ -48,24 +53,201 @@ class StepStatus(wiring.Signature):
         super().__init__({"swept": Out(1), "swept_busy": Out(1), "sent": Out(1)})
 
 
-class Sequencer(wiring.Component):
-    """Issues the word operations of a layer core from its input event stream.
+class EventBuffer(wiring.Component):
+    """One-beat input register: ``i.ready`` depends on registers only.
 
-    Latency: the input register adds one cycle from ``i``; an event or marker in it is acted on
-    in the same cycle. Throughput: one word operation per cycle; an event takes ``words``
-    cycles, a marker none of its own (it shares its cycle with the first sweep slot).
+    Latency 1 (:data:`hw.model.cycle_model.EVENT_BUFFER_LATENCY`): a beat accepted on ``i`` in cycle
+    ``c`` is on ``o`` in ``c + 1``. Throughput one beat per cycle: a beat is accepted in the
+    cycle the one held leaves (``i.ready = ~o.valid | o.ready``). The payload register takes
+    ``i.payload`` whenever it is free, valid or not (``o.payload`` means nothing while
+    ``o.valid`` is low), so that ``i.valid`` is not in its enable: one logic level less between
+    the sequencer's state and the register.
 
     Parameters
     ----------
-    n_out, lanes : int
-        Give ``words = ceil(n_out / lanes)``.
+    index_width, value_width : int
+        The event format.
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout))
+    o : Out(stream.Signature(event_layout))
+        The beat held (``o.valid`` and the payload from registers).
+    event, marker : Out(1)
+        ``o`` holds an event, a marker (from registers: no decoding of the payload).
+    """
+
+    def __init__(self, *, index_width: int, value_width: int) -> None:
+        layout = event_layout(index_width, value_width)
+        super().__init__(
+            {
+                "i": In(stream.Signature(layout)),
+                "o": Out(stream.Signature(layout)),
+                "event": Out(1),
+                "marker": Out(1),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return EVENT_BUFFER_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.i.ready):  # (valid or not: i.valid stays off the payload's enable)
+            m.d.sync += self.o.payload.eq(self.i.payload)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += [
+                self.event.eq(~self.i.payload.marker),
+                self.marker.eq(self.i.payload.marker),
+            ]
+        with m.Elif(self.o.ready):
+            m.d.sync += [self.o.valid.eq(0), self.event.eq(0), self.marker.eq(0)]
+        return m
+
+
+class StepCredits(wiring.Component):
+    """The sweeps the sequencer started that are not finished downstream, as flags.
+
+    Two counts of 0, 1 or 2 (as flags ≥ 1, = 2): sweeps whose marker has not left the core (the
+    emitter buffers two steps), and sweeps whose busy flag is not known yet.
+
+    Latency 1 (:data:`hw.model.cycle_model.CREDIT_LATENCY`): a strobe on ``start`` or ``status`` in
+    cycle ``c`` shows on the outputs in ``c + 1``.
+
+    Members
+    -------
+    start : In(1)
+        A sweep starts (its first ``FIRE`` slot).
+    status : In(StepStatus())
+    room : Out(1)
+        Fewer than two markers outstanding: a sweep may start.
+    resolved : Out(1)
+        Every sweep started is done (its busy flag known) ...
+    busy : Out(1)
+        ... and this is the busy flag of the last one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "start": In(1),
+                "status": In(StepStatus()),
+                "room": Out(1),
+                "resolved": Out(1),
+                "busy": Out(1),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return CREDIT_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        # sweeps whose marker has not left (0, 1 or 2), as flags: ≥ 1, = 2
+        inflight_1, inflight_2 = Signal(name="inflight_1"), Signal(name="inflight_2")
+        # sweeps not done yet, likewise
+        unresolved_1, unresolved_2 = Signal(name="unresolved_1"), Signal(name="unresolved_2")
+        for one, two, down in (
+            (inflight_1, inflight_2, self.status.sent),
+            (unresolved_1, unresolved_2, self.status.swept),
+        ):
+            with m.If(self.start & ~down):
+                m.d.sync += [one.eq(1), two.eq(one)]
+            with m.Elif(down & ~self.start):
+                m.d.sync += [one.eq(two), two.eq(0)]
+        with m.If(self.status.swept):
+            m.d.sync += self.busy.eq(self.status.swept_busy)
+        m.d.comb += [self.room.eq(~inflight_2), self.resolved.eq(~unresolved_1)]
+        return m
+
+
+class WordCounter(wiring.Component):
+    """The word of the next slot, and the idle slots that pad a pass to ``timing.slots``.
+
+    Latency 1: ``word``, ``last`` and ``gap`` follow the strobes of the cycle before (from
+    registers only).
+
+    Parameters
+    ----------
+    timing : hw.model.cycle_model.LayerTiming
+        Gives ``W`` and the pass length ``timing.slots`` (``W`` plus idle slots).
+
+    Members
+    -------
+    advance : In(1)
+        An operation on ``word`` is issued: the next slot is on the next word (after the last
+        one: word 0, after the pass's idle slots).
+    restart : In(1)
+        Word 0 of a pass is issued from elsewhere: the next slot is on word 1.
+    word : Out(range(W))
+    last : Out(1)
+        ``word`` is the last word.
+    gap : Out(1)
+        This slot is idle (no operation may be issued).
+    """
+
+    def __init__(self, *, timing: LayerTiming) -> None:
+        self._timing = timing
+        words = timing.words
+        super().__init__(
+            {
+                "advance": In(1),
+                "restart": In(1),
+                "word": Out(range(words)),
+                "last": Out(1, init=words == 1),
+                "gap": Out(1),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        words, word, at_last = self._timing.words, self.word, self.last
+        last = words - 1
+        with m.If(self.restart):
+            m.d.sync += [word.eq(1 % words), at_last.eq(1 % words == last)]
+        with m.Elif(self.advance):  # word + 1, wrapping after the last
+            m.d.sync += [
+                word.eq(Mux(at_last, 0, word + 1)),
+                at_last.eq(Mux(at_last, last == 0, word == last - 1)),
+            ]
+        # idle slots after each pass over the words, so that operations on the same word are
+        # at least min_distance cycles apart
+        pad = self._timing.slots - words
+        if pad:
+            gaps = Signal(range(pad + 1), name="gaps")  # idle slots still to come
+            m.d.comb += self.gap.eq(gaps != 0)
+            with m.If(self.gap):
+                m.d.sync += gaps.eq(gaps - 1)
+            with m.Elif((self.advance | self.restart) & at_last):
+                m.d.sync += gaps.eq(pad)
+        return m
+
+
+class Sequencer(wiring.Component):
+    """Issues the word operations of a layer core from its input event stream.
+
+    Latency: an event or marker accepted on ``i`` in cycle ``c`` is acted on from ``c + 1``
+    (:attr:`latency`, the input register); a ``status`` strobe in cycle ``c`` from ``c + 1``
+    (:attr:`status_latency`). Throughput: one word operation per cycle, except the idle slots
+    that pad a pass to ``timing.slots`` cycles; an event takes a pass, a marker none of its own
+    (it shares its cycle with the first sweep slot).
+
+    Parameters
+    ----------
+    timing : hw.model.cycle_model.LayerTiming
+        The core's geometry and pipeline.
     index_width, value_width : int
         Input event format.
     has_bias : bool
         The layer has a non-zero bias: step 0 is busy.
-    pipeline : int
-        The neuron array's pipeline (:class:`hw.model.cycle_model.LayerTiming`): each pass over the
-        words takes ``timing.slots`` cycles, the ones past ``W`` idle.
 
     Members
     -------
@@ -78,18 +260,12 @@ class Sequencer(wiring.Component):
     """
 
     def __init__(
-        self,
-        *,
-        n_out: int,
-        lanes: int,
-        index_width: int,
-        value_width: int,
-        has_bias: bool,
-        pipeline: int = 1,
+        self, *, timing: LayerTiming, index_width: int, value_width: int, has_bias: bool
     ) -> None:
-        self._timing = LayerTiming(n_out=n_out, lanes=lanes, pipeline=pipeline)
+        self._timing = check_timing(timing)
         self._has_bias = bool(has_bias)
-        words = self._timing.words
+        self._widths = (index_width, value_width)
+        words = timing.words
         super().__init__(
             {
                 "i": In(stream.Signature(event_layout(index_width, value_width))),
@@ -107,107 +283,69 @@ class Sequencer(wiring.Component):
     def words(self) -> int:
         return self._timing.words
 
+    @property
+    def latency(self) -> int:
+        """Cycles from a beat accepted on ``i`` to the first slot that may act on it."""
+        return self._timing.sequencer_latency
+
+    @property
+    def status_latency(self) -> int:
+        """Cycles from a ``status`` strobe to the first slot that may act on it."""
+        return CREDIT_LATENCY
+
     def elaborate(self, platform):
         m = Module()
-        last = self.words - 1
-        # the input register: i.ready = ~valid | consume (a beat is taken when the register is
-        # empty or emptied in the same cycle), with the kind of its beat as flags
-        buf = Signal(self.i.payload.shape(), name="buf")
-        buf_valid = Signal(name="buf_valid")
-        buf_event = Signal(name="buf_event")  # holds an event
-        buf_marker = Signal(name="buf_marker")  # holds a marker
-        consume = Signal(name="consume")
-        m.d.comb += self.i.ready.eq(~buf_valid | consume)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [buf.eq(self.i.payload), buf_valid.eq(1)]
-            m.d.sync += [buf_event.eq(~self.i.payload.marker), buf_marker.eq(self.i.payload.marker)]
-        with m.Elif(consume):
-            m.d.sync += [buf_valid.eq(0), buf_event.eq(0), buf_marker.eq(0)]
+        index_width, value_width = self._widths
+        m.submodules.buffer = buf = EventBuffer(index_width=index_width, value_width=value_width)
+        m.submodules.credits = credits = StepCredits()
+        m.submodules.counter = counter = WordCounter(timing=self._timing)
+        wiring.connect(m, wiring.flipped(self.i), buf.i)
+        wiring.connect(m, wiring.flipped(self.status), credits.status)
+        o, event, one_word = self.o.payload, buf.o.payload, self.words == 1
+        m.d.comb += [o.index.eq(event.index), o.value.eq(event.value)]
         # the state, one-hot (reset: re-initialise)
         s_sweep = Signal(init=1, name="state_sweep")
         s_acc = Signal(name="state_accumulate")
         s_wait = Signal(name="state_wait")
-        word = Signal(range(self.words), name="word")
-        at_last = Signal(init=last == 0, name="at_last")  # word == last
         sweep_op = Signal(Op, init=Op.INIT, name="sweep_op")  # at reset: re-initialise
         sweep_busy = Signal(name="sweep_busy")  # busy bit of the current sweep
         fed = Signal(name="fed")  # the current sweep's input marker was busy: input follows
         first = Signal(name="first")  # the next sweep is step 0 of an inference
-        # sweeps whose marker has not left (0, 1 or 2), as flags: ≥ 1, = 2
-        inflight_1, inflight_2 = Signal(name="inflight_1"), Signal(name="inflight_2")
-        # sweeps not done yet, likewise
-        unresolved_1, unresolved_2 = Signal(name="unresolved_1"), Signal(name="unresolved_2")
-        own_busy = Signal(name="own_busy")  # busy flag of the last sweep done
-        can_fire = ~inflight_2  # the emitter has room for a sweep
         begin, begin_busy, begin_fed = Signal(), Signal(), Signal()
         begin_op = Signal(Op)
-        o = self.o.payload
-
-        m.d.comb += [o.index.eq(buf.index), o.value.eq(buf.value)]
-        fire = begin & (begin_op == Op.FIRE)
-        for one, two, down in (
-            (inflight_1, inflight_2, self.status.sent),
-            (unresolved_1, unresolved_2, self.status.swept),
-        ):
-            with m.If(fire & ~down):
-                m.d.sync += [one.eq(1), two.eq(one)]
-            with m.Elif(down & ~fire):
-                m.d.sync += [one.eq(two), two.eq(0)]
-        with m.If(self.status.swept):
-            m.d.sync += own_busy.eq(self.status.swept_busy)
-
-        # idle slots after each pass over the words, so that operations on the same word are
-        # at least min_distance cycles apart (a pass takes timing.slots cycles)
-        pad = self._timing.slots - self.words
-        gap = Signal(name="gap")
-        if pad:
-            gaps = Signal(range(pad + 1), name="gaps")  # idle slots still to come
-            m.d.comb += gap.eq(gaps != 0)
-            with m.If(gap):
-                m.d.sync += gaps.eq(gaps - 1)
-            with m.Elif(self.o.valid & o.last):
-                m.d.sync += gaps.eq(pad)
-
-        def step_word():  # word + 1, wrapping after the last
-            m.d.sync += [
-                word.eq(Mux(at_last, 0, word + 1)),
-                at_last.eq(Mux(at_last, last == 0, word == last - 1)),
-            ]
-
-        with m.If(~gap):
+        m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
+        with m.If(~counter.gap):
             with m.If(s_sweep):
-                m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(word)]
-                m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(at_last)]
-                step_word()
+                m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(counter.word)]
+                m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(counter.last)]
+                m.d.comb += counter.advance.eq(1)
             with m.If(s_acc):
-                with m.If(buf_event):
-                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(word)]
-                    m.d.comb += [o.last.eq(at_last), consume.eq(at_last)]
-                    step_word()
-                with m.Elif(buf_marker & can_fire):  # a marker: consume it, start the sweep
-                    m.d.comb += [consume.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
-                    m.d.comb += [begin_busy.eq(buf.busy | (first & self._has_bias))]
-                    m.d.comb += begin_fed.eq(buf.busy)
+                with m.If(buf.event):
+                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(counter.word)]
+                    m.d.comb += [o.last.eq(counter.last), buf.o.ready.eq(counter.last)]
+                    m.d.comb += counter.advance.eq(1)
+                with m.Elif(buf.marker & credits.room):  # a marker: consume it, start the sweep
+                    m.d.comb += [buf.o.ready.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
+                    m.d.comb += [begin_busy.eq(event.busy | (first & self._has_bias))]
+                    m.d.comb += begin_fed.eq(event.busy)
                     m.d.sync += first.eq(0)
-            with m.If(s_wait & ~unresolved_1):
-                with m.If(own_busy & can_fire):  # run on while busy
+            with m.If(s_wait & credits.resolved):
+                with m.If(credits.busy & credits.room):  # run on while busy
                     m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
-                with m.Elif(~own_busy):  # else re-initialise
+                with m.Elif(~credits.busy):  # else re-initialise
                     m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
-
             with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
-                m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), o.word.eq(0)]
-                m.d.comb += [o.busy.eq(begin_busy), o.last.eq(last == 0)]
+                m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), counter.restart.eq(1)]
+                m.d.comb += [o.busy.eq(begin_busy), o.last.eq(one_word), o.word.eq(0)]
                 m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
-                m.d.sync += [word.eq(1 % self.words), at_last.eq(1 % self.words == last)]
                 m.d.sync += [s_sweep.eq(1), s_acc.eq(0), s_wait.eq(0)]
-            if self.words == 1:  # a sweep is its first slot
+            if one_word:  # a sweep is its first slot
                 sweep_end = self.o.valid & (o.op != Op.INTEGRATE)
             else:  # (from registers only: the sweep's last word)
-                sweep_end = s_sweep & at_last
-            with m.If(sweep_end):  # the sweep ends
+                sweep_end = s_sweep & counter.last
+            with m.If(sweep_end):
                 m.d.sync += s_sweep.eq(0)  # (the word wrapped to 0)
-                if self.words == 1:
+                if one_word:
                     was_init, was_fed = o.op == Op.INIT, Mux(begin, begin_fed, fed)
                 else:  # begin is 0 here: the sweep's registers
                     was_init, was_fed = sweep_op == Op.INIT, fed

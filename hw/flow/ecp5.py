@@ -1,13 +1,13 @@
 """ECP5 netlist pass: move fabric registers into the block RAMs' and multipliers' own registers.
 
 Yosys maps every memory to a ``DP16KD`` with ``REGMODE = NOREG`` and every multiplier to a
-``MULT18X18D`` without registers, and nextpnr packs no fabric flip-flop into either. An
-unregistered ``DP16KD`` read has a 5.8 ns clock-to-output and an unregistered ``MULT18X18D``
-3.9 ns of logic, so neither can run at 200 MHz whatever registers surround it. The RTL already
-has the registers (:mod:`hw.cores.accumulator`, pipeline 2); this pass moves them into the blocks,
-on the synthesised JSON netlist, before place and route — what instantiating the primitives with
-``REGMODE = "OUTREG"`` and ``REG_INPUTA_CLK``/``REG_INPUTB_CLK``/``REG_OUTPUT_CLK = "CLK0"`` would
-give. Cycle behaviour is unchanged: a register moves, none is added or removed.
+``MULT18X18D`` without registers, and nextpnr packs no fabric flip-flop into either. An unregistered
+``DP16KD`` read has a 5.8 ns clock-to-output and an unregistered ``MULT18X18D`` 3.9 ns of logic, so
+neither can run at 200 MHz whatever registers surround it. The RTL already has the registers
+(:mod:`hw.cores.accumulator`, ``dsp_registers``: presets 2 and 3); this pass moves them into the
+blocks, on the synthesised JSON netlist, before place and route — what instantiating the primitives
+with ``REGMODE = "OUTREG"`` and ``REG_INPUTA_CLK``/``REG_INPUTB_CLK``/``REG_OUTPUT_CLK = "CLK0"``
+would give. Cycle behaviour is unchanged: a register moves, none is added or removed.
 
 A flip-flop moves only when it is a plain register — no enable, no reset (``CE`` and ``LSR``
 constant, as Amaranth's ``reset_less`` signals without a condition give), the same clock as the

@@ -41,6 +41,12 @@ LINT_WAIVERS = {
         "bit; the select is one-hot by construction (mutually exclusive case values), so the "
         "patterns that overlap are never taken together."
     ),
+    "UNDRIVEN": (
+        "Amaranth drives every signal it emits (one nothing assigns is its reset value), so an "
+        "undriven wire in the `proc` output is one whose driver `opt_clean` removed because "
+        "nothing reads it: lib.fifo.SyncFIFOBuffered's `level`, `r_level` and `w_level`, which "
+        "neither the emitter's queue nor the FIFOs between layer cores use."
+    ),
 }
 
 

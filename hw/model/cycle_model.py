@@ -3,7 +3,7 @@
 With ``W = ceil(n_out / lanes)`` words, no backpressure on the output and the input always valid,
 the layer core runs a fixed schedule that this module computes from the golden event lists
 (:mod:`hw.model.events`). Cycle 0 is the first cycle after reset. All constants live in
-:class:`LayerTiming`; the components read their latency properties from it.
+:class:`LayerTiming`, built once per core from its :class:`Pipeline`.
 
 The sequencer issues one word operation per cycle ("slot"):
 
@@ -13,7 +13,8 @@ The sequencer issues one word operation per cycle ("slot"):
 * **sweep** (fire phase): ``W`` slots; its first slot is the one that consumes the input marker.
 
 Number the sweeps ``j = 0, 1, …`` over the whole run and let ``m_j`` be the cycle marker ``j``
-leaves. The emitter buffers two steps, so sweep ``j`` starts no earlier than ``m_{j-2} + 1``:
+leaves. The emitter buffers two steps, so sweep ``j`` starts no earlier than ``m_{j-2} + 1``
+(``RESTART_DELAY``):
 
 * an input-fed step starts its sweep at ``x_j = max(a + E·W, m_{j-2} + 1)`` where ``a`` is its
   first accumulate slot (``a`` = the slot after the previous sweep, or after the
@@ -26,12 +27,17 @@ leaves. The emitter buffers two steps, so sweep ``j`` starts no earlier than ``m
 
 Output: word ``c`` of sweep ``j`` is updated in slot ``x_j + c``; its spikes leave one per cycle
 in ascending order, the first at the earliest in ``x_j + c + SPIKE_DELAY``, not before the spikes
-of the words below it, and not before ``m_{j-1} + 2``. The marker leaves at
+of the words below it, and not before ``m_{j-1} + 1`` (``BANK_DELAY``). The marker leaves at
 ``m_j = max(x_j + W - 1 + MARKER_DELAY, cycle after the step's last spike, m_{j-1} + 1)``.
 
 So an input-fed step costs ``(E + 1)·W`` cycles unless its output is still draining two steps
-behind; a self-running step ``W + 3`` cycles or its spike count, whichever is larger; a
-re-initialisation ``W + 3`` cycles.
+behind; a self-running step ``W - 1 + RESULT_DELAY`` cycles or its spike count, whichever is
+larger; a re-initialisation ``W - 1 + RESULT_DELAY`` cycles. (``W`` reads :attr:`LayerTiming.slots`
+where a pass is padded with idle slots.)
+
+Every delay is a sum of the latencies of the core's blocks (:class:`LayerTiming`), each defined
+once here, in plain Python, and returned by the block's ``latency`` property; the register stages
+behind them are the switches of a :class:`Pipeline`.
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ import numpy as np
 from spikezip.hw.model.events import Step
 
 __all__ = [
+    "FIFO_LATENCY",
     "PIPELINES",
     "InferenceSchedule",
     "LayerTiming",
+    "Pipeline",
     "StepSchedule",
+    "check_timing",
     "resolve_lanes",
     "schedule",
     "summary",
@@ -60,13 +69,204 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-#: pipeline depths of the neuron array (see :attr:`LayerTiming.pipeline`)
+#: depths of the preset pipelines (:meth:`Pipeline.preset`), as the command line names them
 PIPELINES = (0, 1, 2, 3)
+
+# -- latencies of the blocks whose structure no switch changes ----------------------------------
+# (each is its component's ``latency``; :class:`LayerTiming` adds them up)
+
+#: ``hw.cores.sequencer.EventBuffer``: a beat accepted on ``i`` is acted on in the next cycle
+EVENT_BUFFER_LATENCY = 1
+#: ``hw.cores.sequencer.StepCredits``: a status strobe is seen by the sequencer in the next cycle
+CREDIT_LATENCY = 1
+#: ``hw.cores.accumulator.WeightRead``: the synchronous read, then the output register
+WEIGHT_READ_LATENCY = 2
+#: ``hw.cores.neuron_array``'s stage 0: the command register, and the synchronous reads of the state
+#: store and the per-word constants alongside it
+READ_LATENCY = 1
+#: ``hw.cores.emitter.WordPacker``: fired word register, entry register, queued-entry register
+PACKER_LATENCY = 3
+#: ``hw.cores.emitter.WordPacker``: cycles from a sweep's last word to ``status.swept``
+PACKER_STATUS_LATENCY = 2
+#: ``amaranth.lib.fifo.SyncFIFOBuffered``: an entry written into an empty FIFO is readable two
+#: cycles later (the inner memory, then the output register); the emitter's queue and the FIFOs
+#: between layer cores (:mod:`hw.model.network_model`)
+FIFO_LATENCY = 2
+#: ``hw.cores.emitter.Serialiser``: the queue's head to the beat register
+SERIALISER_LATENCY = 1
+#: ``hw.cores.emitter.OutputBuffer``: the beat register to the output register
+OUTPUT_BUFFER_LATENCY = 1
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipeline:
+    """The register stages of a layer core, one switch per structural choice.
+
+    Each switch buys a shorter logic path with cycles of latency (or idle slots); the block that
+    implements it is named. The depths 0–3 of the command line are presets (:meth:`preset`):
+
+    ======================  =====  =====  =====  =====
+    switch                    0      1      2      3
+    ======================  =====  =====  =====  =====
+    ``registered_read``       no     yes    yes    yes
+    ``bound_flags``           no     yes    yes    yes
+    ``registered_offsets``    no     no     yes    yes
+    ``registered_sums``       no     no     yes    yes
+    ``min_distance``          1      1      2      3
+    ``registered_address``    no     no     yes    yes
+    ``banked_weights``        no     no     yes    yes
+    ``dsp_registers``         no     no     yes    yes
+    ======================  =====  =====  =====  =====
+
+    Depth 0 updates a word from its state store's output in the cycle after its command; depth 1
+    registers the read and forwards the results in flight; depth 2 also registers the update's
+    sums, so two operations on one word must be two cycles apart, and registers the weight
+    memory's and the multiplier's operands and outputs; depth 3 keeps those stages with the
+    operations on one word three cycles apart, so that no result is forwarded into the sums.
+
+    Parameters
+    ----------
+    registered_read : bool
+        ``hw.cores.neuron_array.Operands``: the word read from the state store is registered (the
+        operand register) before the update, with the results still in flight forwarded into it.
+        One cycle of array latency.
+    bound_flags : bool
+        ``hw.cores.neuron_array``: the tracer bound checks ``A < p`` and ``A > n`` are kept in the
+        state store with each word and updated with it, so that no comparison follows the
+        choice of the operand.
+    registered_offsets : bool
+        ``hw.cores.neuron_array.Operands``: ``drive ∓ Θ`` are computed before the operand register
+        and registered; otherwise after it, from the registered drive. Needs ``registered_read``.
+    registered_sums : bool
+        ``hw.cores.neuron_array.NeuronLanes``: the update's three sums (and the tracer and its bound
+        checks) are registered before the choice among them. One cycle of array latency; needs
+        ``registered_read`` and ``min_distance`` ≥ 2.
+    min_distance : int
+        Fewest cycles between two operations on the same word: 1, 2 or 3. The sequencer pads a
+        pass over fewer words with idle slots (:attr:`LayerTiming.slots`). The array forwards
+        its result register straight into the update (:attr:`forwarding`) only when
+        ``min_distance`` is the smallest its stages allow.
+    registered_address : bool
+        ``hw.cores.accumulator.Accumulator``: the word operation is registered before the weight
+        address is computed from it. One cycle of accumulator latency.
+    banked_weights : bool
+        ``hw.cores.accumulator.WeightRead``: a weight memory deeper than the bank depth is split
+        into banks, each with its own output register, and the bank is chosen after them.
+    dsp_registers : bool
+        ``hw.cores.accumulator.Products``: the multiplier's (or ``±w``'s) input and output
+        registers, which the ECP5 flow moves into the DSP block (:mod:`hw.flow.ecp5`). Two cycles of
+        accumulator latency.
+    """
+
+    registered_read: bool
+    bound_flags: bool
+    registered_offsets: bool
+    registered_sums: bool
+    min_distance: int
+    registered_address: bool
+    banked_weights: bool
+    dsp_registers: bool
+
+    def __post_init__(self) -> None:
+        for name in (
+            "registered_read",
+            "bound_flags",
+            "registered_offsets",
+            "registered_sums",
+            "registered_address",
+            "banked_weights",
+            "dsp_registers",
+        ):
+            _check_bool(name, getattr(self, name))
+        if not _is_int(self.min_distance) or self.min_distance not in (1, 2, 3):
+            raise ValueError(f"min_distance must be 1, 2 or 3, not {self.min_distance!r}")
+        object.__setattr__(self, "min_distance", int(self.min_distance))
+        for name in ("registered_offsets", "registered_sums"):
+            if getattr(self, name) and not self.registered_read:
+                raise ValueError(f"{name} needs registered_read (the operand register)")
+        if self.min_distance < 1 + self.registered_sums:
+            raise ValueError(
+                "min_distance must be 2 or 3 with registered_sums (the update takes two cycles), "
+                f"not {self.min_distance}"
+            )
+
+    @classmethod
+    def preset(cls, depth: int) -> Pipeline:
+        """The preset of pipeline depth ``depth`` (one of :data:`PIPELINES`)."""
+        if not _is_int(depth) or depth not in PIPELINES:
+            valid = ", ".join(map(str, PIPELINES))
+            raise ValueError(f"pipeline must be one of {valid}, not {depth!r}")
+        return _PRESETS[int(depth)]
+
+    @classmethod
+    def parse(cls, value: int | Pipeline) -> Pipeline:
+        """``value`` as a :class:`Pipeline`: a preset depth or a :class:`Pipeline` itself."""
+        return value if isinstance(value, Pipeline) else cls.preset(value)
+
+    @property
+    def depth(self) -> int | None:
+        """The preset depth this pipeline is (:data:`PIPELINES`), or ``None`` for another one."""
+        return next((d for d, p in _PRESETS.items() if p == self), None)
+
+    @property
+    def forwarding(self) -> bool:
+        """The neuron array forwards its result register straight into the update: the next
+        operation on a word may follow ``min_distance`` cycles after the previous one, before
+        that one's result reached the operand register."""
+        return self.registered_read and self.min_distance == 1 + self.registered_sums
+
+    # -- latency of the blocks the switches shape (each is its component's ``latency``) --------
+    @property
+    def address_latency(self) -> int:
+        """``hw.cores.accumulator``'s address stage: 1 with ``registered_address``, else 0."""
+        return int(self.registered_address)
+
+    @property
+    def product_latency(self) -> int:
+        """``hw.cores.accumulator.Products``: 2 with ``dsp_registers`` (input and output
+        registers)."""
+        return 2 * self.dsp_registers
+
+    @property
+    def operand_latency(self) -> int:
+        """``hw.cores.neuron_array.Operands``, command to operands: the command register, and the
+        operand register with ``registered_read``."""
+        return READ_LATENCY + self.registered_read
+
+    @property
+    def update_latency(self) -> int:
+        """``hw.cores.neuron_array.NeuronLanes``: 1 with ``registered_sums``, else 0."""
+        return int(self.registered_sums)
+
+
+def _preset(stages: int, min_distance: int) -> Pipeline:
+    return Pipeline(
+        registered_read=stages >= 1,
+        bound_flags=stages >= 1,
+        registered_offsets=stages >= 2,
+        registered_sums=stages >= 2,
+        min_distance=min_distance,
+        registered_address=stages >= 2,
+        banked_weights=stages >= 2,
+        dsp_registers=stages >= 2,
+    )
+
+
+#: the preset of every depth in :data:`PIPELINES`
+_PRESETS = {0: _preset(0, 1), 1: _preset(1, 1), 2: _preset(2, 2), 3: _preset(2, 3)}
 
 
 @dataclass(frozen=True)
 class LayerTiming:
-    """Geometry and pipeline constants of a layer core with ``lanes`` lanes over ``n_out`` neurons.
+    """Geometry and latencies of a layer core with ``lanes`` lanes over ``n_out`` neurons.
+
+    One per layer core, built by the core and handed to its blocks; its delays are sums of the
+    blocks' latencies (each block's ``latency`` property returns its term).
 
     Parameters
     ----------
@@ -74,25 +274,17 @@ class LayerTiming:
         Neurons of the layer (≥ 1).
     lanes : int
         Neurons updated per cycle, ``P`` (≥ 1; more than ``n_out`` is allowed and wastes lanes).
-    pipeline : int
-        Extra register stages in the neuron array's read-modify-write (one of :data:`PIPELINES`):
-        0 — the state read feeds the update in the same cycle; 1 — the state read is registered
-        and the update forwards the two results in flight; 2 — also the update's sums are
-        registered before the choice among them, so two operations on the same word must be two
-        cycles apart: with one word (``W = 1``) every word operation is followed by an idle
-        slot (:attr:`slots`); 3 — the same stages, but operations on the same word three cycles
-        apart (``W < 3`` pads every pass to 3 cycles), so no result is forwarded into the sums.
-        Each stage delays the spikes, the marker and the busy flag by one cycle; pipelines 2
-        and 3 also register the multiplier's inputs and output (``accumulator_latency``).
+    pipeline : Pipeline or int
+        The core's register stages, or the depth of a preset (one of :data:`PIPELINES`,
+        default 1); kept as a :class:`Pipeline`.
     """
 
     n_out: int
     lanes: int
-    pipeline: int = 1
+    pipeline: Pipeline = 1  # type: ignore[assignment]  (an int preset is converted)
 
-    #: cycles from a marker leaving to the earliest slot of the sweep two steps later
-    RESTART_DELAY = 1
-    #: cycles from a marker leaving to the earliest spike of the next step
+    #: cycles from a marker leaving to the earliest spike of the next step (the emitter's output
+    #: register takes one beat per cycle)
     BANK_DELAY = 1
 
     def __post_init__(self) -> None:
@@ -100,30 +292,40 @@ class LayerTiming:
             raise ValueError(f"n_out must be a positive integer, not {self.n_out!r}")
         if not _is_int(self.lanes) or self.lanes < 1:
             raise ValueError(f"lanes must be a positive integer (1 or more), not {self.lanes!r}")
-        if not _is_int(self.pipeline) or self.pipeline not in PIPELINES:
-            valid = ", ".join(map(str, PIPELINES))
-            raise ValueError(f"pipeline must be one of {valid}, not {self.pipeline!r}")
+        object.__setattr__(self, "pipeline", Pipeline.parse(self.pipeline))
         object.__setattr__(self, "n_out", int(self.n_out))
         object.__setattr__(self, "lanes", int(self.lanes))
-        object.__setattr__(self, "pipeline", int(self.pipeline))
+
+    # -- the blocks' latencies, added up ------------------------------------------------------
+    @property
+    def sequencer_latency(self) -> int:
+        """``hw.cores.sequencer.Sequencer``: a beat accepted on ``i`` is acted on this much
+        later."""
+        return EVENT_BUFFER_LATENCY
 
     @property
     def accumulator_latency(self) -> int:
-        """Cycles from a word operation to its command with the drive (``hw.cores.accumulator``):
-        the weight read and its register; with pipeline 2 also a register before the weight address
-        and the multiplier's input and output registers."""
-        return 5 if self.pipeline >= 2 else 2
+        """``hw.cores.accumulator.Accumulator``, word operation to command with its drive: the
+        address stage, the weight read and the products."""
+        p = self.pipeline
+        return p.address_latency + WEIGHT_READ_LATENCY + p.product_latency
 
     @property
     def array_latency(self) -> int:
-        """Cycles from a command to its fired word (``hw.cores.neuron_array``): ``1 + pipeline``
-        (3 for pipeline 3, as for 2)."""
-        return 1 + min(self.pipeline, 2)
+        """``hw.cores.neuron_array.NeuronArray``, command to fired word: the operands, the
+        update."""
+        return self.pipeline.operand_latency + self.pipeline.update_latency
+
+    @property
+    def emitter_latency(self) -> int:
+        """``hw.cores.emitter.SpikeEmitter``, fired word to its first output beat at the earliest:
+        the packer, the queue, the serialiser and the output register."""
+        return PACKER_LATENCY + FIFO_LATENCY + SERIALISER_LATENCY + OUTPUT_BUFFER_LATENCY
 
     @property
     def SPIKE_DELAY(self) -> int:
         """Cycles from the sweep slot of a word to the earliest cycle one of its spikes leaves."""
-        return 1 + self.accumulator_latency + self.array_latency + 6  # emitter: 6
+        return self.accumulator_latency + self.array_latency + self.emitter_latency
 
     @property
     def MARKER_DELAY(self) -> int:
@@ -132,8 +334,16 @@ class LayerTiming:
 
     @property
     def RESULT_DELAY(self) -> int:
-        """Cycles from the last slot of a sweep to the earliest slot that may use its busy flag."""
-        return 1 + self.accumulator_latency + self.array_latency + 2  # emitter: 2
+        """Cycles from the last slot of a sweep to the earliest slot that may use its busy flag:
+        through the accumulator and the array to the emitter's ``status``, then the credits."""
+        return (
+            self.accumulator_latency + self.array_latency + PACKER_STATUS_LATENCY + CREDIT_LATENCY
+        )
+
+    @property
+    def RESTART_DELAY(self) -> int:
+        """Cycles from a marker leaving to the earliest slot of the sweep two steps later."""
+        return CREDIT_LATENCY
 
     @property
     def words(self) -> int:
@@ -142,8 +352,8 @@ class LayerTiming:
 
     @property
     def min_distance(self) -> int:
-        """Fewest cycles between two operations on the same word: 1, 1, 2, 3 for pipeline 0-3."""
-        return max(1, self.pipeline)
+        """Fewest cycles between two operations on the same word (:class:`Pipeline`)."""
+        return self.pipeline.min_distance
 
     @property
     def slots(self) -> int:
@@ -152,8 +362,7 @@ class LayerTiming:
 
     @property
     def cycles_per_event(self) -> int:
-        """Accumulate cycles per input event (:attr:`slots`, ``W`` but with pipeline 2 and
-        ``W = 1``)."""
+        """Accumulate cycles per input event (:attr:`slots`)."""
         return self.slots
 
     @property
@@ -170,6 +379,16 @@ class LayerTiming:
     def lane_utilization(self) -> float:
         """Fraction of the lanes of an accumulate slot that hold a neuron: ``n_out / (W·P)``."""
         return self.n_out / (self.words * self.lanes)
+
+
+def check_timing(timing: Any, n_out: int | None = None) -> LayerTiming:
+    """``timing`` if it is a :class:`LayerTiming` (over ``n_out`` neurons, if given): the check
+    of a block handed its core's timing."""
+    if not isinstance(timing, LayerTiming):
+        raise TypeError(f"timing must be a hw.model.cycle_model.LayerTiming, not {timing!r}")
+    if n_out is not None and timing.n_out != n_out:
+        raise ValueError(f"timing is for {timing.n_out} neurons, not the layer's {n_out}")
+    return timing
 
 
 @dataclass(frozen=True)
@@ -236,8 +455,9 @@ def schedule(
     outputs : per inference, the golden output steps (:func:`hw.model.events.output_steps`)
     arrivals : optional, per inference and input step, the first cycle each beat of the step
         (its events, then its marker) is valid on ``i``; default: always valid. A beat valid in
-        cycle ``c`` is consumed in a slot ``≥ c + 1`` (the sequencer's input register), so an
-        event's first slot is ``max(previous slot free, c + 1)`` and a sweep's first slot also
+        cycle ``c`` is consumed in a slot ``≥ c + 1`` (the sequencer's input register,
+        :attr:`LayerTiming.sequencer_latency`), so an event's first slot is
+        ``max(previous slot free, c + 1)`` and a sweep's first slot also
         waits for its marker. Exact as long as ``o`` sees no backpressure
         (:mod:`hw.model.network_model` checks this for chained cores).
     """
@@ -263,10 +483,10 @@ def schedule(
                     beats = arrivals[b][t]
                     free = acc
                     for k in range(n):
-                        slot = max(free, beats[k] + 1)
+                        slot = max(free, beats[k] + timing.sequencer_latency)
                         start = slot if k == 0 else start
                         free = slot + slots
-                    x = max(free, beats[n] + 1, bank)
+                    x = max(free, beats[n] + timing.sequencer_latency, bank)
             else:
                 n, start = 0, None
                 x = max(x + words - 1 + timing.RESULT_DELAY, bank)

@@ -24,14 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikezip.hw.model.cycle_model import InferenceSchedule, LayerTiming, resolve_lanes, schedule
+from spikezip.hw.model.cycle_model import (
+    FIFO_LATENCY,
+    InferenceSchedule,
+    LayerTiming,
+    Pipeline,
+    resolve_lanes,
+    schedule,
+)
 from spikezip.hw.model.events import input_steps, output_steps
 from spikezip.ir import Network, Trace
 
 __all__ = ["FIFO_LATENCY", "NetworkSchedule", "network_schedule"]
-
-#: cycles from a beat leaving layer ``l - 1`` to the cycle it is valid on layer ``l``'s input
-FIFO_LATENCY = 2
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,9 @@ def _consumed(
 ) -> list[int]:
     """The slot in which each input beat is consumed (an event: its last word; a marker: its
     sweep's first slot), as :func:`hw.model.cycle_model.schedule` places them: an event's pass takes
-    :attr:`~hw.model.cycle_model.LayerTiming.slots` cycles from its first slot (``W``, or 2 with
-    pipeline 2 and ``W = 1``: an idle slot after the word), and it starts no earlier than the
-    cycle after its beat arrived."""
+    :attr:`~hw.model.cycle_model.LayerTiming.slots` cycles from its first slot (``W``, or
+    ``min_distance`` — 2 or 3 with presets 2 and 3 — if more: idle slots after the words), and
+    it starts no earlier than the cycle after its beat arrived."""
     words, slots = timing.words, timing.slots
     out = []
     for b, (inf, steps) in enumerate(zip(sched, ins, strict=True)):
@@ -103,7 +107,7 @@ def network_schedule(
     lanes: int | Sequence[int],
     fifo_depths: Sequence[int] | None = None,
     *,
-    pipeline: int = 1,
+    pipeline: Pipeline | int = 1,
 ) -> NetworkSchedule:
     """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
 

@@ -1,9 +1,11 @@
 """Tier 1: the analytical cycle model of the layer core (``hw.model.cycle_model``), by hand."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming, schedule, summary
+from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming, Pipeline, schedule, summary
 from spikezip.hw.model.events import Step
 
 
@@ -43,10 +45,77 @@ def test_timing_validation(kwargs, message) -> None:
         LayerTiming(**kwargs)
 
 
+#: the presets, switch by switch (the table of :class:`hw.model.cycle_model.Pipeline`)
+PRESET_SWITCHES = {
+    "registered_read": (False, True, True, True),
+    "bound_flags": (False, True, True, True),
+    "registered_offsets": (False, False, True, True),
+    "registered_sums": (False, False, True, True),
+    "min_distance": (1, 1, 2, 3),
+    "registered_address": (False, False, True, True),
+    "banked_weights": (False, False, True, True),
+    "dsp_registers": (False, False, True, True),
+}
+
+
+@pytest.mark.parametrize("depth", PIPELINES)
+def test_pipeline_presets(depth: int) -> None:
+    p = Pipeline.preset(depth)
+    assert {name: getattr(p, name) for name in PRESET_SWITCHES} == {
+        name: values[depth] for name, values in PRESET_SWITCHES.items()
+    }
+    assert p.depth == depth and Pipeline.parse(depth) is p and Pipeline.parse(p) is p
+    assert p.forwarding == (depth in (1, 2))  # depth 3: operations on a word 3 cycles apart
+    t = LayerTiming(n_out=5, lanes=2, pipeline=depth)
+    assert t.pipeline is p and t == LayerTiming(n_out=5, lanes=2, pipeline=p)
+    # the delays of the presets (the module docstring of hw.cores.layer_core)
+    delays = {0: (2, 1, 10, 6), 1: (2, 2, 11, 7), 2: (5, 3, 15, 11), 3: (5, 3, 15, 11)}[depth]
+    assert (t.accumulator_latency, t.array_latency, t.SPIKE_DELAY, t.RESULT_DELAY) == delays
+    assert t.SPIKE_DELAY == t.accumulator_latency + t.array_latency + t.emitter_latency
+    assert t.MARKER_DELAY == t.SPIKE_DELAY and t.min_distance == p.min_distance
+
+
+def test_custom_pipeline() -> None:
+    """Any combination the RTL can build; its depth is None, its latencies follow the switches."""
+    p = replace(Pipeline.preset(1), min_distance=3, bound_flags=False, dsp_registers=True)
+    assert p.depth is None and not p.forwarding
+    t = LayerTiming(n_out=4, lanes=4, pipeline=p)
+    assert (t.accumulator_latency, t.array_latency, t.slots) == (4, 2, 3)
+    assert replace(Pipeline.preset(3), min_distance=2).depth == 2  # the preset 2 again
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"min_distance": 4}, ValueError, "min_distance must be 1, 2 or 3, not 4"),
+        ({"min_distance": True}, ValueError, "min_distance must be 1, 2 or 3, not True"),
+        ({"min_distance": 2.0}, ValueError, "min_distance must be 1, 2 or 3, not 2.0"),
+        ({"registered_read": 1}, TypeError, "registered_read must be a bool, not 1"),
+        ({"dsp_registers": None}, TypeError, "dsp_registers must be a bool, not None"),
+        ({"registered_sums": True, "min_distance": 2}, ValueError, "registered_sums needs "),
+        ({"registered_offsets": True}, ValueError, "registered_offsets needs registered_read"),
+    ],
+)
+def test_pipeline_validation(change, error, message) -> None:
+    with pytest.raises(error, match=message):
+        replace(Pipeline.preset(0), **change)
+
+
+def test_pipeline_rejects_forwarding_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="min_distance must be 2 or 3 with registered_sums"):
+        replace(Pipeline.preset(2), min_distance=1)
+    with pytest.raises(ValueError, match="pipeline must be one of 0, 1, 2, 3, not 'deep'"):
+        Pipeline.parse("deep")
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument"):
+        Pipeline(
+            **{name: values[1] for name, values in PRESET_SWITCHES.items() if name != "bound_flags"}
+        )
+
+
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_single_word_schedule(pipeline: int) -> None:
     """W = 1: init in slot 0, two events, the sweep, the spike SPIKE_DELAY later; a pass takes
-    L = 1 cycle (2 with pipeline 2, whose update needs two cycles between operations on a word)."""
+    L = 1 cycle (``min_distance``: 2 and 3 with presets 2 and 3, whose update needs two cycles)."""
     t = LayerTiming(n_out=1, lanes=1, pipeline=pipeline)
     S, M, L = t.SPIKE_DELAY, t.MARKER_DELAY, t.slots
     assert L == max(1, pipeline)
@@ -104,7 +173,7 @@ def test_back_to_back_inferences(pipeline: int) -> None:
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_summary_counts_accumulate_cycles(pipeline: int) -> None:
     t = LayerTiming(n_out=8, lanes=4, pipeline=pipeline)
-    M, L = t.MARKER_DELAY, t.slots  # W = 2 words; a pass takes L = 2 cycles (3 for pipeline 3)
+    M, L = t.MARKER_DELAY, t.slots  # W = 2 words; a pass takes L = 2 cycles (3 for preset 3)
     ins = [[Step(indices=np.arange(5), values=np.ones(5, dtype=np.int64), busy=False)]]
     outs = [[_step(busy=False)]]
     sched = schedule(t, ins, outs)

@@ -41,7 +41,7 @@ def test_facts(lanes: int, words: int, pipeline: int, delays: tuple) -> None:
     slots = max(words, pipeline)
     assert core.cycles_per_event == core.sweep_cycles == core.init_cycles == slots
     assert (core.spike_delay, core.marker_delay, core.result_delay) == delays
-    assert core.pipeline == core.timing.pipeline == pipeline
+    assert core.pipeline == core.timing.pipeline.depth == pipeline
     assert core.input_format == events.input_format(net, 0)
     assert core.output_format == events.output_format(net, 0)
     assert core.storage is (Storage.MEMORY if words > 4 else Storage.REGISTERS)

@@ -2,6 +2,7 @@
 """The ST-BIF neuron array (``hw.cores.neuron_array``): tiers 1 (no simulator), 2 (Amaranth's
 simulator) and 3 (cocotb on the generated Verilog, Icarus and Verilator)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,12 @@ from spikezip.hw.cores.neuron_array import (
     default_storage,
 )
 from spikezip.hw.flow.verilog import generate
-from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming
+from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming, Pipeline
 from spikezip.ir import Layer, Network
 from spikezip.sw.reference import stbif_step
 
 STORAGES = [s.value for s in Storage]
+_P1 = Pipeline.preset(1)
 
 
 def _layer(n_out=1, threshold=4, bias=0, neg=-8, pos=7, n_in=1) -> Layer:
@@ -42,12 +44,13 @@ def _layer(n_out=1, threshold=4, bias=0, neg=-8, pos=7, n_in=1) -> Layer:
 
 def _array(layer: Layer, lanes: int, storage=None, drive_max=100, pipeline=1) -> NeuronArray:
     widths = layer.widths(-drive_max, drive_max, analog=True)
-    return NeuronArray(layer=layer, widths=widths, lanes=lanes, storage=storage, pipeline=pipeline)
+    timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
+    return NeuronArray(layer=layer, widths=widths, timing=timing, storage=storage)
 
 
 def _timing(arr: NeuronArray) -> LayerTiming:
     """The array's latency and same-word distance as the layer core (and its model) use them."""
-    return LayerTiming(n_out=arr.layer.n_out, lanes=arr.lanes, pipeline=arr.pipeline)
+    return arr.timing
 
 
 def _issue(arr: NeuronArray, cmds, on_output):
@@ -106,13 +109,13 @@ def test_geometry_and_ports(n_out: int, lanes: int) -> None:
     layer = _layer(n_out=n_out)
     arr = _array(layer, lanes)
     words = -(-n_out // lanes)
-    assert (arr.lanes, arr.words, arr.pipeline, arr.latency) == (lanes, words, 1, 2)
+    assert (arr.lanes, arr.words, arr.pipeline, arr.latency) == (lanes, words, _P1, 2)
     assert arr.storage is default_storage(words)
     assert arr.drive_width == arr.widths.drive
     state = arr.state_layout
     assert state["membranes"].shape.elem_shape.width == arr.widths.membrane
     assert state["tracers"].shape.elem_shape.width == arr.widths.tracer
-    text = generate(NeuronArrayTop(layer=layer, widths=arr.widths, lanes=lanes), "na")
+    text = generate(NeuronArrayTop(layer=layer, widths=arr.widths, timing=arr.timing), "na")
     for port in ("cmd_valid", "cmd", "cmd_ready", "fired_valid", "fired", "state", "clk", "rst"):
         assert f" {port};" in text or f" {port} ;" in text or f"] {port};" in text, port
 
@@ -126,16 +129,22 @@ def test_default_storage_by_size() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"lanes": 0}, ValueError, r"lanes must be a positive integer \(1 or more\), not 0"),
-        ({"lanes": 2, "storage": "flash"}, ValueError, "storage must be one of 'registers', "),
-        ({"lanes": 2, "drive_width": 0}, ValueError, "drive_width must be a positive integer"),
-        ({"lanes": 2, "layer": "x"}, TypeError, "layer must be an ir.Layer, not str"),
-        ({"lanes": 2, "widths": (1, 2)}, TypeError, "widths must be an ir.network.LayerWidths"),
+        ({"storage": "flash"}, ValueError, "storage must be one of 'registers', "),
+        ({"drive_width": 0}, ValueError, "drive_width must be a positive integer"),
+        ({"layer": "x"}, TypeError, "layer must be an ir.Layer, not str"),
+        ({"widths": (1, 2)}, TypeError, "widths must be an ir.network.LayerWidths"),
+        ({"timing": 2}, TypeError, "timing must be a hw.model.cycle_model.LayerTiming, not 2"),
+        (
+            {"timing": LayerTiming(n_out=4, lanes=2)},
+            ValueError,
+            "timing is for 4 neurons, not the layer's 3",
+        ),
     ],
 )
 def test_bad_parameters(kwargs, error, message) -> None:
     layer = _layer(n_out=3)
-    args = {"layer": layer, "widths": layer.widths(0, 1, analog=False), **kwargs}
+    timing = LayerTiming(n_out=3, lanes=2)
+    args = {"layer": layer, "widths": layer.widths(0, 1, analog=False), "timing": timing, **kwargs}
     with pytest.raises(error, match=message):
         NeuronArray(**args)
 
@@ -206,7 +215,8 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed, register
         pos_bound=pos,
     )
     widths = layer.widths(-50 * threshold, 50 * threshold, analog=True)
-    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, registered=registered, flags=flags)
+    pipeline = replace(Pipeline.preset(2 if registered else 1), bound_flags=flags)
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, pipeline=pipeline)
     rows = []
     for _ in range(30):
         fire = int(rng.integers(0, 2))
@@ -314,9 +324,9 @@ def test_state_store_is_transparent(storage: str, depth: int) -> None:
             raddr, waddr = int(rng.integers(depth)), int(rng.integers(depth))
             wen, wdata = bool(rng.random() < 0.6), int(rng.integers(256))
             ctx.set(store.raddr, raddr)
-            ctx.set(store.waddr, waddr)
-            ctx.set(store.wen, wen)
-            ctx.set(store.wdata, wdata)
+            ctx.set(store.write.addr, waddr)
+            ctx.set(store.write.en, wen)
+            ctx.set(store.write.data, wdata)
             if expect is not None:
                 assert ctx.get(store.rdata) == expect
             if wen:

@@ -171,7 +171,7 @@ def test_backpressure_and_idle_input_change_no_spike(builds):
 # -- a planted fault ---------------------------------------------------------------------------
 def flip_weight_bit(verilog: str, toplevel: str, layer: int, address: int, bit: int) -> str:
     """Flip one bit of word ``address`` of layer ``layer``'s weight memory in the Verilog text."""
-    start = verilog.index(f"module \\{toplevel}.layer{layer}.synapses ")
+    start = verilog.index(f"module \\{toplevel}.layer{layer}.synapses.weight_read ")
     end = verilog.index("endmodule", start)
     body = verilog[start:end]
     pattern = re.compile(rf"weights\[{address}\] = (\d+)'([hd])([0-9a-f]+);")
