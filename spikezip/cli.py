@@ -199,8 +199,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StepCapWarning)
         trace = simulate(network, x, max_steps=args.max_steps, record_state=args.state)
-    trace.save(args.output)
     ops = count_ops(network, trace, x).summary()
+    trace.save(args.output)  # the commit is the last act: an interrupt before it leaves nothing
     print(
         f"wrote {args.output}: {trace.batch} samples, {trace.depth} layers, steps mean "
         f"{ops['steps_mean']:.2f} max {ops['steps_max']}, SOPs/sample {ops['sops_mean']:.0f}, "

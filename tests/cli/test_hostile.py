@@ -561,14 +561,49 @@ def test_debug_switch_only_when_true(work, value, traceback):
         assert err == "spikezip: error: NETWORK missing.npz: no such file\n"
 
 
-def test_sigint_in_trace_exits_130_with_one_line_and_no_temp_files(work):
-    x = np.random.default_rng(0).integers(0, 17, (200_000, 4))
+def test_sigint_in_trace_exits_130_with_one_line_and_no_temp_files(work, tmp_path):
+    """SIGINT while the reference runs: one line, exit 130, no output and no temporary file.
+
+    The reference is wrapped so that it says when it has started (a file outside the case
+    folder) and keeps computing until interrupted: the signal lands inside the real work on
+    any machine, however fast (a fixed sleep raced the whole run on a fast CI machine).
+    """
+    ready = tmp_path / "reference started"
+    wrapper = (
+        "import pathlib, sys\n"
+        "import spikezip.sw.reference as ref\n"
+        "real = ref.simulate\n"
+        "def simulate(*a, **k):\n"
+        f"    pathlib.Path({str(ready)!r}).touch()\n"
+        "    while True:\n"
+        "        real(*a, **k)\n"
+        "ref.simulate = simulate\n"
+        "from spikezip.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    x = np.random.default_rng(0).integers(0, 17, (20_000, 4))
     np.save(work / "big.npy", x)
     before = _snapshot(work)
-    p = _cli("trace", "net.npz", "big.npy", "-o", "t.npz", cwd=work)
-    time.sleep(4.0)  # past the imports, inside the reference run
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    p = subprocess.Popen(
+        [sys.executable, "-c", wrapper, "trace", "net.npz", "big.npy", "-o", "t.npz"],
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "the reference never started"
+        time.sleep(0.2)  # inside the torch loop, not at its first line
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
     assert p.returncode == 130, err
     assert err == "spikezip: interrupted\n"
     assert _snapshot(work) == before and not _temp_files(work)
