@@ -296,10 +296,17 @@ class SnnRun:
     totals : dict of str to numpy.ndarray
         The same keys as :attr:`Activations.values`: every site's summed drive, the final stream
         accumulated by each LayerNorm, the final scores ``Σ_t multi``.
+    steps : list of dict of str to numpy.ndarray, or None
+        With ``record_drives``: per step ``t``, ``"{site}.drive"`` (the drive every site integrated
+        in step ``t``, ``int64 [batch, *shape]``, zeros included), ``"{norm}.increment"`` (the
+        stream increment ``ΔR_t`` that LayerNorm site added to its accumulator, ``[batch, tokens,
+        dim]``) and ``"blocks.{b}.scores_step"`` (``P_t − P_{t−1}``, ``[batch, heads, tokens,
+        tokens]``): the stimulus and golden output of one core of the block, step by step.
     """
 
     trace: Trace
     totals: dict[str, np.ndarray]
+    steps: list[dict[str, np.ndarray]] | None = None
 
 
 class _State:
@@ -337,6 +344,7 @@ def run(
     *,
     max_steps: int | None = None,
     record_state: bool = False,
+    record_drives: bool = False,
 ) -> SnnRun:
     """Run the integer SNN on a batch; return its trace and final totals.
 
@@ -351,9 +359,14 @@ def run(
         :class:`~sw.reference.StepCapWarning` is issued.
     record_state : bool
         Also record every site's membranes and tracers after every step.
+    record_drives : bool
+        Also record every site's drive, each LayerNorm's stream increment and each block's score
+        change per step (:attr:`SnnRun.steps`).
     """
     with single_thread():
-        return _run(vit, inputs, max_steps=max_steps, record_state=record_state)
+        return _run(
+            vit, inputs, max_steps=max_steps, record_state=record_state, record_drives=record_drives
+        )
 
 
 def _run(
@@ -362,6 +375,7 @@ def _run(
     *,
     max_steps: int | None,
     record_state: bool,
+    record_drives: bool = False,
 ) -> SnnRun:
     if isinstance(inputs, torch.Tensor):
         inputs = inputs.detach().cpu().numpy()
@@ -370,10 +384,13 @@ def _run(
     batch = x.shape[0]
     bound = vit.step_bound()
     max_steps = check_max_steps(max_steps, bound)
-    sim = _Simulator(vit, x)
+    sim = _Simulator(vit, x, record_drives=record_drives)
     rec = TraceRecorder(len(vit.sites), batch, record_state=record_state)
+    steps: list[dict[str, np.ndarray]] | None = [] if record_drives else None
     for t in range(max_steps):
         spikes, busy = sim.step(t)
+        if steps is not None:
+            steps.append(sim.recorded)
         flat = [s.reshape(batch, -1) for s in spikes]
         if record_state:
             mem = [st.membrane.reshape(batch, -1) for st in sim.states]
@@ -390,7 +407,7 @@ def _run(
         input_digests=sample_digests(checked),
         stacklevel=4,
     )
-    return SnnRun(trace=trace, totals=sim.totals())
+    return SnnRun(trace=trace, totals=sim.totals(), steps=steps)
 
 
 def simulate(
@@ -407,8 +424,10 @@ def simulate(
 class _Simulator:
     """The SNN's state and one step of it (layer-serial, zero delay)."""
 
-    def __init__(self, vit: VisionTransformer, x: torch.Tensor) -> None:
+    def __init__(self, vit: VisionTransformer, x: torch.Tensor, *, record_drives: bool = False):
         self.vit = vit
+        self.record_drives = record_drives
+        self.recorded: dict[str, np.ndarray] = {}
         batch = x.shape[0]
         self.x = x
         self.patches = x[:, _tensor(vit.patch_index)]
@@ -450,11 +469,15 @@ class _Simulator:
         spikes: list[torch.Tensor] = []
         busy: list[torch.Tensor] = []
         upstream = _active(self.x) if t == 0 else torch.zeros(batch, dtype=torch.bool)
+        rec = self.recorded = {}
 
         def fire(name: str, drive: torch.Tensor | int) -> torch.Tensor:
             nonlocal upstream
             state = self.by_name[name]
             s = state.step(drive)
+            if self.record_drives:
+                full = torch.zeros_like(state.membrane) + drive
+                rec[f"{name}.drive"] = full.numpy()
             upstream = upstream | _active(s)
             if isinstance(drive, torch.Tensor):
                 upstream = upstream | _active(drive.expand(state.membrane.shape))
@@ -473,9 +496,14 @@ class _Simulator:
 
         def norm(name: str, inc: torch.Tensor | None) -> torch.Tensor:
             if inc is None and t > 0:
+                if self.record_drives:
+                    rec[f"{name}.increment"] = torch.zeros_like(self.stream[name]).numpy()
                 return fire(name, 0)
             if inc is not None:
                 self.stream[name] += inc
+            if self.record_drives:
+                zero = torch.zeros_like(self.stream[name])
+                rec[f"{name}.increment"] = (zero if inc is None else zero + inc).numpy()
             gain, bias, eps = self.norm_params[name]
             g = layer_norm(self.stream[name], gain, bias, eps)
             drive = g - self.last[name]
@@ -497,8 +525,10 @@ class _Simulator:
             sq, sk, sv = (linear(p + f, s_n1) for f in ("q", "k", "v"))
             q, k, v = (_heads(s, blk.heads) for s in (sq, sk, sv))
             qa, ka, va = (_heads(self.by_name[p + f].tracer, blk.heads) for f in ("q", "k", "v"))
+            step_scores = torch.zeros_like(self.scores[b])
             if bool((q != 0).any() or (k != 0).any()):
-                self.scores[b] += _exact(multi, q, k, qa, ka, bound=vit.ranges.score_step[b])
+                step_scores = _exact(multi, q, k, qa, ka, bound=vit.ranges.score_step[b])
+                self.scores[b] += step_scores
                 g = softmax(self.scores[b], self.tables[b], blk.softmax.numerator)
                 d_attn: torch.Tensor | int = g - self.last_attn[b]
                 self.last_attn[b] = g
@@ -507,6 +537,8 @@ class _Simulator:
                 d_attn, self.last_attn[b] = g, g
             else:
                 d_attn = 0
+            if self.record_drives:
+                rec[p + "scores_step"] = step_scores.numpy()
             sa = fire(p + "attn", d_attn)
             aa = self.by_name[p + "attn"].tracer
             d_ctx: torch.Tensor | int = 0

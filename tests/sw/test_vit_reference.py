@@ -17,6 +17,7 @@ from spikezip.ir.transformer import (
     Block,
     Context,
     LayerNorm,
+    SiteKind,
     Softmax,
     VisionTransformer,
     layer_norm_exact,
@@ -345,3 +346,58 @@ def test_zero_delay_inside_a_step():
         assert tr.spikes[names.index(name)][0, 0].any(), name
     q = names.index("blocks.0.q")
     assert (tr.membranes[q][0, 0] != vit.blocks[0].q.initial_membranes[0]).any()
+
+
+# -- per-step drives: the golden stimulus and output of each core of the block ------------------
+@settings(max_examples=60, **SETTINGS)
+@given(cases())
+def test_recorded_step_drives_telescope_and_follow_the_exact_definitions(case):
+    """``record_drives``: per step, each site's drive, each LayerNorm's stream increment and each
+    block's score change. Their sums are the QANN's totals; the softmax and LayerNorm drives are
+    differences of the Python-integer definitions applied to the accumulated inputs."""
+    vit, x = case
+    result = run(vit, x, record_drives=True)
+    steps = result.steps
+    assert steps is not None and len(steps) == int(result.trace.steps.max())
+    plain = run(vit, x)
+    assert first_divergence(plain.trace, result.trace) is None  # recording changes nothing
+    for site in vit.sites:
+        total = sum(s[f"{site.name}.drive"] for s in steps)
+        np.testing.assert_array_equal(total, result.totals[f"{site.name}.drive"], site.name)
+    for b, blk in enumerate(vit.blocks):
+        p = f"blocks.{b}."
+        scores = np.zeros_like(steps[0][p + "scores_step"])
+        last = np.zeros_like(scores)
+        table, n = [int(v) for v in blk.softmax.table], int(blk.softmax.numerator)
+        for t, s in enumerate(steps):
+            scores = scores + s[p + "scores_step"]
+            g = np.array(
+                [
+                    softmax_exact([int(v) for v in row], table, n)
+                    for row in scores.reshape(-1, vit.tokens)
+                ]
+            ).reshape(scores.shape)
+            want = g - last if t == 0 or s[p + "scores_step"].any() else np.zeros_like(g)
+            last = g if t == 0 or s[p + "scores_step"].any() else last
+            got = s[p + "attn.drive"].reshape(scores.shape)
+            np.testing.assert_array_equal(got, want, f"{p}attn step {t}")
+        np.testing.assert_array_equal(scores, result.totals[p + "scores"])
+    norms = [s for s in vit.sites if s.kind is SiteKind.LAYERNORM]
+    assert norms
+    for site in norms:
+        stream = np.zeros_like(steps[0][f"{site.name}.increment"])
+        last = np.zeros_like(stream)
+        gain = [int(v) for v in site.op.gain]
+        bias = [int(v) for v in site.op.bias]
+        for t, s in enumerate(steps):
+            stream = stream + s[f"{site.name}.increment"]
+            g = np.array(
+                [
+                    layer_norm_exact([int(v) for v in tok], gain, bias, int(site.op.eps))
+                    for tok in stream.reshape(-1, vit.dim)
+                ]
+            ).reshape(stream.shape)
+            got = s[f"{site.name}.drive"]
+            np.testing.assert_array_equal(got, g - last, f"{site.name} step {t}")
+            last = g
+        np.testing.assert_array_equal(stream, result.totals[f"{site.name}.stream"])
