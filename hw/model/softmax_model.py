@@ -34,6 +34,7 @@ rows), plus ``E + 1`` per inference; the divider is busy ``n`` of every ``2n + 2
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,7 @@ class SoftmaxParams:
         table = tuple(int(v) for v in np.asarray(self.table, dtype=object).ravel())
         if not table or table[0] < 1:
             raise ValueError("table must hold at least one entry with table[0] ≥ 1")
-        if min(table) < 0 or any(b > a for a, b in zip(table, table[1:], strict=False)):
+        if min(table) < 0 or any(b > a for a, b in itertools.pairwise(table)):
             raise ValueError("table must be non-negative and non-increasing")
         object.__setattr__(self, "table", table)
         if self.sum_bound * self.numerator >= 1 << 62:
