@@ -99,7 +99,7 @@ def _stages(model: Any) -> list[_Stage]:
 
 
 def _scale(stage: _Stage) -> float:
-    s = float(stage.quant.s.detach())
+    s = float(stage.quant.scale.detach())
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"the quantizer after {stage.name!r} has scale s = {s!r}; it must be > 0")
     return s

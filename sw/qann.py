@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Bump when training code changes in a way that should invalidate cached models.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _positive_int(value: Any, field: str) -> int:

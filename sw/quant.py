@@ -114,7 +114,8 @@ class MyQuan(torch.nn.Module):
     Attributes
     ----------
     s : torch.nn.Parameter
-        The scale (a scalar); it becomes the float threshold θ of the ST-BIF neuron.
+        The learned scale parameter (a scalar); its magnitude :attr:`scale` is the quantizer's
+        step and becomes the float threshold θ of the ST-BIF neuron.
     initialized : torch.Tensor
         Boolean buffer; ``False`` until the first training batch has set ``s``. It is part of the
         state dict, so a loaded model is not re-initialised.
@@ -129,6 +130,14 @@ class MyQuan(torch.nn.Module):
         self.symmetric = bool(symmetric)
         self.s = torch.nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The step ``|s|``: an optimiser step that carries ``s`` across zero reflects it
+        instead of turning the site off (a negative step maps every input of an unsigned site
+        to code 0; seen on one machine when training the digits ViT's ``attn`` quantizer). Equal
+        to ``s`` while ``s > 0``, so a run that keeps ``s`` positive trains exactly as before."""
+        return self.s.abs()
 
     @property
     def _grad_levels(self) -> int:
@@ -157,12 +166,12 @@ class MyQuan(torch.nn.Module):
                     )
                 self.s.copy_(init)
                 self.initialized.fill_(True)
-        scale = _GradScale.apply(self.s, 1.0 / math.sqrt(x.numel() * self._grad_levels))
+        scale = _GradScale.apply(self.s, 1.0 / math.sqrt(x.numel() * self._grad_levels)).abs()
         code = torch.clamp(_FloorSTE.apply(x / scale + 0.5), self.neg_bound, self.pos_bound)
         return code * scale
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes ``clamp(floor(x/s + 0.5), n, p)`` as ``int64`` (no gradient)."""
-        q = torch.floor(x / self.s + 0.5)
+        q = torch.floor(x / self.scale + 0.5)
         return torch.clamp(q, self.neg_bound, self.pos_bound).to(torch.int64)

@@ -38,7 +38,7 @@ __all__ = ["agreement", "evaluate_float", "to_transformer"]
 
 
 def _scale(quant: MyQuan, name: str) -> float:
-    s = float(quant.s.detach())
+    s = float(quant.scale.detach())
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"the quantizer of site {name!r} has scale s = {s!r}; it must be > 0")
     return s

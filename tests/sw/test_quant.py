@@ -144,3 +144,24 @@ def test_initialisation_rejects_zero_batch() -> None:
     q = MyQuan(8, symmetric=False).train()
     with pytest.raises(ValueError, match=r"mean \|x\|"):
         q(torch.zeros(4))
+
+
+def test_a_step_across_zero_reflects_the_scale_instead_of_killing_the_site() -> None:
+    """The step is ``|s|``: ``s = -0.25`` quantizes, converts and is pushed exactly like
+    ``s = 0.25`` with the gradient's sign flipped (an unsigned site with a negative step would
+    map every input to code 0)."""
+    x = torch.linspace(-1.0, 3.0, 33)
+    pos, neg = MyQuan(16, symmetric=False), MyQuan(16, symmetric=False)
+    with torch.no_grad():
+        pos.s.fill_(0.25)
+        neg.s.fill_(-0.25)
+    for q in (pos, neg):
+        q.initialized.fill_(True)
+    assert neg.scale.item() == 0.25
+    np.testing.assert_array_equal(neg(x).detach().numpy(), pos(x).detach().numpy())
+    np.testing.assert_array_equal(neg.codes(x).numpy(), pos.codes(x).numpy())
+    assert neg.codes(x).max().item() == 12  # not all zero
+    pos(x).sum().backward()
+    neg(x).sum().backward()
+    assert pos.s.grad.item() != 0.0
+    assert neg.s.grad.item() == -pos.s.grad.item()
