@@ -25,7 +25,7 @@ first step, so it needs no clearing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -192,7 +192,8 @@ class StepSequencer(wiring.Component):
         for r in reversed(range(p.rows)):
             with m.If(flags[r]):
                 m.d.comb += lowest.eq(r)
-        row_of = (beat.index * mult) >> shift
+        row_of = Signal(range(p.rows))  # the event's row, narrow: 1 << row must not be wide
+        m.d.comb += row_of.eq((beat.index * mult) >> shift)
         m.d.comb += [self.event.payload.index.eq(beat.index), self.wipe_addr.eq(count)]
         m.d.comb += self.event.payload.value.eq(beat.value)
         with m.Switch(phase):
@@ -202,7 +203,7 @@ class StepSequencer(wiring.Component):
                     m.d.sync += [step_busy.eq(beat.busy), phase.eq(Phase.ROWS)]
                 with m.If(en & self.i.valid & ~beat.marker):
                     m.d.comb += self.event.valid.eq(1)
-                    m.d.sync += flags.eq(flags | (Const(1, p.rows) << row_of))
+                    m.d.sync += flags.bit_select(row_of, 1).eq(1)
             with m.Case(Phase.ROWS):
                 with m.If(en & ~self.passes_busy):
                     with m.If(flags.any()):
