@@ -73,9 +73,23 @@ RANDOM = [
 ]
 
 
+def _slow_on_verilator(cases, fast):
+    """Every case on both simulators; Verilator (a 30–60 s build each) only for ``fast`` ones in
+    the default test run, the rest marked ``slow`` (``make test-all``)."""
+    return [
+        pytest.param(sim, k, marks=[pytest.mark.slow] if (sim, k) not in fast else [])
+        for k in cases
+        for sim in SIMS
+    ]
+
+
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", SIMS)
-@pytest.mark.parametrize("k", range(len(RANDOM)))
+@pytest.mark.parametrize(
+    ("sim", "k"),
+    _slow_on_verilator(
+        range(len(RANDOM)), {(s, k) for s in ("icarus",) for k in range(3)} | {("verilator", 1)}
+    ),
+)
 def test_random_blocks(tmp_path: Path, sim: str, k: int) -> None:
     params, inferences, steps, density = RANDOM[k]
     ins = random_inputs(params, np.random.default_rng(k), inferences, steps, density)
@@ -102,8 +116,7 @@ def digits_vit(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", SIMS)
-@pytest.mark.parametrize("block", [0, 1])
+@pytest.mark.parametrize(("sim", "block"), _slow_on_verilator([0, 1], {("icarus", 0)}))
 def test_digits_vit_scores(tmp_path: Path, sim: str, block: int, digits_vit) -> None:
     from spikezip.sw.vit.reference import run
 
