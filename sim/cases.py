@@ -46,7 +46,14 @@ def _knobs(directory: Path, cls: type[Record], **knobs) -> dict[str, str]:
     return {STIMULUS_ENV: str(path.resolve())}
 
 
-__all__ = ["LayerCoreCase", "NeuronArrayCase", "layer_core_case", "neuron_array_case"]
+__all__ = [
+    "LayerCoreCase",
+    "NeuronArrayCase",
+    "SoftmaxCase",
+    "layer_core_case",
+    "neuron_array_case",
+    "softmax_case",
+]
 
 
 @dataclass(frozen=True)
@@ -243,3 +250,87 @@ def neuron_array_case(
         busy=busy,
     ).save(directory / STIMULUS)
     return NeuronArrayCase(directory, verilog, toplevel, golden, layer)
+
+
+# -- the differential softmax core (issue 12 §2) -----------------------------------------------
+@dataclass(frozen=True)
+class SoftmaxCase:
+    """Files and facts of one softmax-core simulation."""
+
+    directory: Path
+    verilog: Path
+    toplevel: str
+    schedule: list[cycle_model.InferenceSchedule]
+
+    def env(
+        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
+    ) -> dict[str, str]:
+        """Set the knobs in the stimulus file; cycles are checked by default when nothing
+        stalls."""
+        from spikezip.sim.tb.softmax import SoftmaxStimulus
+
+        if check_cycles is None:
+            check_cycles = ready == 1.0 and valid == 1.0
+        return _knobs(
+            self.directory,
+            SoftmaxStimulus,
+            ready=float(ready),
+            valid=float(valid),
+            check_cycles=bool(check_cycles),
+        )
+
+
+def softmax_case(
+    directory: Path,
+    params,
+    inputs: list[list[events.Step]],
+    outputs: list[list[events.Step]] | None = None,
+    *,
+    toplevel: str = "softmax",
+) -> SoftmaxCase:
+    """Write the Verilog and stimulus of a :class:`hw.cores.softmax.SoftmaxCore`.
+
+    ``outputs`` (the golden steps, e.g. from the reference's recorded drives) default to the
+    definition (:func:`hw.model.softmax_model.output_steps`); when given, they must agree with
+    it, so a reference run and the definition are checked against each other on the way.
+    """
+    from spikezip.hw.cores.softmax import SoftmaxCore
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model import softmax_model as sm
+    from spikezip.sim.tb.softmax import SoftmaxStimulus
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    core = SoftmaxCore(params)
+    sm.check_inputs(params, inputs)
+    defined = sm.output_steps(params, inputs)
+    if outputs is not None:
+        fmt = params.output_format
+        words = [[w for s in inf for w in s.words(fmt)] for inf in outputs]
+        if words != [[w for s in inf for w in s.words(fmt)] for inf in defined]:
+            raise ValueError("the golden outputs disagree with softmax_exact")
+    outputs = defined
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel))
+    sched = sm.schedule(core.timing, inputs, outputs)
+    fin, fout = params.input_format, params.output_format
+    in_words = [w for inf in inputs for step in inf for w in step.words(fin)]
+    out_words, sample, step_no, index, cycle = [], [], [], [], []
+    for b, (inf, timing) in enumerate(zip(outputs, sched, strict=True)):
+        for t, (step, st) in enumerate(zip(inf, timing.steps, strict=True)):
+            out_words += step.words(fout)
+            index += [*step.indices.tolist(), -1]
+            cycle += [*st.event_cycles, st.marker_cycle]
+            sample += [b] * (step.n_events + 1)
+            step_no += [t] * (step.n_events + 1)
+    SoftmaxStimulus(
+        in_format=fin,
+        out_format=fout,
+        in_words=np.array(in_words, dtype=np.uint64),
+        out_words=np.array(out_words, dtype=np.uint64),
+        out_sample=np.array(sample, dtype=np.int64),
+        out_step=np.array(step_no, dtype=np.int64),
+        out_index=np.array(index, dtype=np.int64),
+        out_cycle=np.array(cycle, dtype=np.int64),
+    ).save(directory / STIMULUS)
+    return SoftmaxCase(directory, verilog, toplevel, sched)

@@ -1,0 +1,326 @@
+"""The differential softmax core (``hw.cores.softmax``) in plain Python: its geometry and widths,
+its exact output (the golden event lists, from the definition or from the reference's recorded
+steps) and its exact cycle model. No amaranth import (the cocotb testbench reads this module).
+
+Streams (the layer core's protocol, :mod:`hw.model.events`): the **input** of one block is, per
+step ``t``, the score changes ``P_t − P_{t−1}`` as events ``(index, value)`` (non-zero entries in
+ascending flat index ``index = (head·n + row)·n + col``) closed by a marker carrying the cumulative
+busy flag of the block's ``v`` site (the last site before ``attn``); an inference is the steps up
+to the first marker with busy 0. The **output** in step ``t`` is the drive ``G_t − G_{t−1}`` of the
+``attn`` site (non-zero entries, ascending index) and a marker with ``busy`` = the input marker's
+busy OR any non-zero drive. When the last input step (busy 0) still gave a busy output marker (only
+possible at ``t = 0``), one more step follows with no events and a marker of busy 0 (the layer
+core's self-running step; the softmax has no state that moves without input).
+
+Schedule (no backpressure, input always valid; cycle 0 the first after reset). ``n`` tokens, ``E``
+score entries, ``L = OUT_DELAY`` (:meth:`SoftmaxTiming.out_delay`). Per inference:
+
+* the step's input beats are consumed one per cycle from ``a`` (``a = 1`` for the first inference,
+  the input register's latency): events in ``a … a + e − 1``, the marker in ``m = a + e``;
+* every row that received an event in the step (every row in step 0) is processed in ascending
+  order, row ``i`` (0-based among them) from ``r_i = m + 2 + i·(2n + 2)``: ``n`` cycles for the
+  row's maximum, ``n`` for the table look-ups and ``Σ``, 2 cycles of latency; its ``n`` divisions
+  enter in ``r_i + 2n + 2 + j`` (column ``j``), while the next row already starts;
+* the output event of column ``j`` leaves in ``r_i + 2n + 2 + j + L`` when its drive is non-zero;
+* the marker token enters in ``z = r_last + 3n + 2`` (``z = m + 2`` when no row changed) and
+  leaves in ``z + L``; the next step's beats are consumed from ``z + 1``;
+* after the inference's last step (input busy 0) an extra token enters in ``z + 1`` (it leaves as
+  the extra marker in ``z + 1 + L`` when needed), then the score memory is cleared in ``E``
+  cycles, and the next inference starts at ``a = z + 2 + E``.
+
+So a step with ``k`` changed rows costs ``e + 2 + k·(2n + 2) + n`` cycles (``e + 2`` without
+rows), plus ``E + 1`` per inference; the divider is busy ``n`` of every ``2n + 2`` row cycles.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spikezip.hw.model.cycle_model import InferenceSchedule, StepSchedule
+from spikezip.hw.model.events import EventFormat, Step
+from spikezip.ir.network import signed_width, unsigned_width
+from spikezip.ir.transformer import softmax_exact
+
+__all__ = [
+    "SoftmaxParams",
+    "SoftmaxTiming",
+    "golden_from_reference",
+    "output_steps",
+    "schedule",
+]
+
+#: ``hw.cores.softmax.InputBuffer``: a beat accepted on ``i`` is consumed in the next cycle
+INPUT_LATENCY = 1
+#: cycles from a row's strobe to its first score read (the row passes register the base)
+ROW_START_LATENCY = 1
+#: ``hw.cores.softmax.ScoreStore``: score read latency
+SCORE_READ_LATENCY = 1
+#: ``hw.cores.softmax.RowExp``: table ROM read latency (then ``Σ`` and the row buffer register)
+TABLE_LATENCY = 1
+#: ``hw.cores.softmax.DivideIssue``: row-buffer read, then the operand register
+ISSUE_LATENCY = 2
+#: ``hw.cores.softmax.DriveOut``: previous-output read, then the output register
+DRIVE_LATENCY = 2
+
+
+def _pos(name: str, value: Any, lo: int = 1) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+        raise ValueError(f"{name} must be an integer ≥ {lo}, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SoftmaxParams:
+    """What a softmax core is built from: one block's geometry, table, numerator and bounds.
+
+    Parameters
+    ----------
+    heads, tokens : int ≥ 1
+    table : sequence of int
+        ``T[δ]``, ``T[0] ≥ 1``, non-increasing, ≥ 0 (as :class:`ir.transformer.Softmax`).
+    numerator : int ≥ 1
+    score_bound : int ≥ 0
+        ``max |P|`` (``VisionTransformer.ranges.scores``).
+    step_bound : int ≥ 1
+        ``max |P_t − P_{t−1}|`` (``ranges.score_step``).
+    """
+
+    heads: int
+    tokens: int
+    table: tuple[int, ...]
+    numerator: int
+    score_bound: int
+    step_bound: int
+
+    def __post_init__(self) -> None:
+        for name in ("heads", "tokens", "numerator", "step_bound"):
+            object.__setattr__(self, name, _pos(name, getattr(self, name)))
+        object.__setattr__(self, "score_bound", _pos("score_bound", self.score_bound, 0))
+        table = tuple(int(v) for v in np.asarray(self.table, dtype=object).ravel())
+        if not table or table[0] < 1:
+            raise ValueError("table must hold at least one entry with table[0] ≥ 1")
+        if min(table) < 0 or any(b > a for a, b in itertools.pairwise(table)):
+            raise ValueError("table must be non-negative and non-increasing")
+        object.__setattr__(self, "table", table)
+        if self.sum_bound * self.numerator >= 1 << 62:
+            raise ValueError("table[0]·tokens·numerator must stay below 2^62")
+
+    @classmethod
+    def of_block(cls, vit: Any, block: int) -> SoftmaxParams:
+        """The parameters of ``vit.blocks[block]`` (widths from ``vit.ranges``)."""
+        if not isinstance(block, int) or not 0 <= block < len(vit.blocks):
+            raise ValueError(
+                f"block must be an integer in [0, {len(vit.blocks) - 1}], not {block!r}"
+            )
+        blk, r = vit.blocks[block], vit.ranges
+        return cls(
+            heads=blk.heads,
+            tokens=vit.tokens,
+            table=tuple(int(v) for v in blk.softmax.table),
+            numerator=int(blk.softmax.numerator),
+            score_bound=r.scores[block],
+            step_bound=r.score_step[block],
+        )
+
+    # -- geometry and widths ----------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        return self.heads * self.tokens
+
+    @property
+    def entries(self) -> int:
+        return self.rows * self.tokens
+
+    @property
+    def sum_bound(self) -> int:
+        return self.tokens * self.table[0]
+
+    @property
+    def index_width(self) -> int:
+        return unsigned_width(self.entries - 1)
+
+    @property
+    def score_width(self) -> int:
+        return signed_width(-self.score_bound, self.score_bound)
+
+    @property
+    def gap_width(self) -> int:
+        """Unsigned bits of ``max P − P_j`` (≤ 2·score_bound)."""
+        return unsigned_width(2 * self.score_bound)
+
+    @property
+    def table_width(self) -> int:
+        return unsigned_width(self.table[0])
+
+    @property
+    def sum_width(self) -> int:
+        return unsigned_width(self.sum_bound)
+
+    @property
+    def dividend_width(self) -> int:
+        return unsigned_width(self.table[0] * self.numerator + self.sum_bound // 2)
+
+    @property
+    def quotient_width(self) -> int:
+        """``G ≤ N``."""
+        return unsigned_width(self.numerator)
+
+    @property
+    def input_format(self) -> EventFormat:
+        return EventFormat(
+            self.index_width, max(2, signed_width(-self.step_bound, self.step_bound))
+        )
+
+    @property
+    def output_format(self) -> EventFormat:
+        return EventFormat(self.index_width, max(2, signed_width(-self.numerator, self.numerator)))
+
+    def row_reciprocal(self) -> tuple[int, int]:
+        """``(M, S)`` with ``(i·M) >> S == i // tokens`` for every index ``i < entries``."""
+        n, top = self.tokens, self.entries - 1
+        for s in range(64):
+            mult = -(-(1 << s) // n)
+            if all((i * mult) >> s == i // n for i in range(top + 1)):
+                return mult, s
+        raise ValueError("no reciprocal found")  # pragma: no cover (s = 2·width always works)
+
+
+@dataclass(frozen=True)
+class SoftmaxTiming:
+    """Cycle constants of a core: ``tokens`` and the divider's latency."""
+
+    tokens: int
+    entries: int
+    divider_latency: int
+
+    @property
+    def row_period(self) -> int:
+        """Cycles between the starts of two rows (max pass, exp pass, 2 of latency)."""
+        return 2 * self.tokens + SCORE_READ_LATENCY + TABLE_LATENCY
+
+    @property
+    def divide_offset(self) -> int:
+        """Cycles from a row's first read to its first division issue."""
+        return self.row_period
+
+    @property
+    def out_delay(self) -> int:
+        """Cycles from a token's issue to its output beat."""
+        return ISSUE_LATENCY + self.divider_latency + DRIVE_LATENCY
+
+    @property
+    def clear_cycles(self) -> int:
+        return self.entries
+
+
+# -- golden event lists -------------------------------------------------------------------------
+def _step(values: np.ndarray, busy: bool) -> Step:
+    idx = np.flatnonzero(values)
+    return Step(idx.astype(np.int64), values[idx].astype(np.int64), bool(busy))
+
+
+def output_steps(params: SoftmaxParams, inputs: list[list[Step]]) -> list[list[Step]]:
+    """Per inference, the output steps of the core on ``inputs``, from ``softmax_exact``."""
+    n, table, num = params.tokens, list(params.table), params.numerator
+    out = []
+    for inf in inputs:
+        p = np.zeros(params.entries, dtype=np.int64)
+        g_prev = np.zeros(params.entries, dtype=np.int64)
+        steps = []
+        for t, st in enumerate(inf):
+            np.add.at(p, st.indices, st.values)
+            rows = range(params.rows) if t == 0 else np.unique(st.indices // n)
+            g = g_prev.copy()
+            for r in rows:
+                g[r * n : (r + 1) * n] = softmax_exact(
+                    [int(v) for v in p[r * n : (r + 1) * n]], table, num
+                )
+            drive = g - g_prev
+            g_prev = g
+            steps.append(_step(drive, st.busy or bool(drive.any())))
+        if steps[-1].busy:
+            steps.append(_step(np.zeros(params.entries, dtype=np.int64), False))
+        out.append(steps)
+    return out
+
+
+def golden_from_reference(
+    vit: Any, block: int, result: Any
+) -> tuple[list[list[Step]], list[list[Step]]]:
+    """``(inputs, outputs)`` per sample of ``result = sw.vit.reference.run(vit, x,
+    record_drives=True)``: the recorded score changes and ``attn`` drives of ``block``."""
+    steps, trace = result.steps, result.trace
+    v_site = vit.site_names.index(f"blocks.{block}.v")
+    key_in, key_out = f"blocks.{block}.scores_step", f"blocks.{block}.attn.drive"
+    ins, outs = [], []
+    for b in range(trace.batch):
+        busy = trace.busy[b, :, v_site]
+        idle = np.flatnonzero(~busy)
+        if idle.size == 0:
+            raise ValueError(f"block {block}: sample {b} never idle at its v site")
+        last = int(idle[0])
+        inf_in, inf_out = [], []
+        for t in range(last + 1):
+            inf_in.append(_step(steps[t][key_in][b].ravel(), busy[t]))
+            drive = steps[t][key_out][b].ravel()
+            inf_out.append(_step(drive, bool(busy[t]) or bool(drive.any())))
+        if inf_out[-1].busy:
+            inf_out.append(_step(np.zeros_like(steps[0][key_out][b].ravel()), False))
+        ins.append(inf_in)
+        outs.append(inf_out)
+    return ins, outs
+
+
+# -- the cycle model ----------------------------------------------------------------------------
+def schedule(
+    timing: SoftmaxTiming, inputs: list[list[Step]], outputs: list[list[Step]]
+) -> list[InferenceSchedule]:
+    """The cycle of every output event and marker (no backpressure, input always valid).
+
+    ``StepSchedule.accumulate_cycle`` is the cycle the step's first beat is consumed,
+    ``fire_cycle`` the cycle its marker is; see the module docstring for the rules.
+    """
+    if len(inputs) != len(outputs):
+        raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
+    n, out_delay = timing.tokens, timing.out_delay
+    period = timing.row_period
+    a = INPUT_LATENCY
+    result = []
+    for ins, outs in zip(inputs, outputs, strict=True):
+        if len(outs) not in (len(ins), len(ins) + 1):
+            raise ValueError(f"{len(outs)} output steps for {len(ins)} input steps")
+        steps: list[StepSchedule] = []
+        for t, st in enumerate(ins):
+            m = a + st.n_events
+            rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
+            first = m + 1 + ROW_START_LATENCY
+            issue = {int(r): first + i * period + timing.divide_offset for i, r in enumerate(rows)}
+            idx = outs[t].indices
+            events = tuple(int(issue[int(i) // n] + int(i) % n + out_delay) for i in idx)
+            z = first + (len(rows) - 1) * period + timing.divide_offset + n if len(rows) else m + 2
+            steps.append(StepSchedule(st.n_events, a, m, events, z + out_delay))
+            a = z + 1
+        if len(outs) > len(ins):
+            steps.append(StepSchedule(0, None, z + 1, (), z + 1 + out_delay))
+        a = z + 2 + timing.clear_cycles
+        result.append(InferenceSchedule(steps[0].accumulate_cycle, tuple(steps)))
+    return result
+
+
+def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> None:
+    """Every inference ends with its only busy-0 marker, indices and values fit the formats."""
+    fmt = params.input_format
+    for b, inf in enumerate(inputs):
+        if not inf or inf[-1].busy or any(not s.busy for s in inf[:-1]):
+            raise ValueError(f"inference {b}: exactly its last marker must have busy 0")
+        for s in inf:
+            if s.n_events and (s.indices.max() >= params.entries or s.indices.min() < 0):
+                raise ValueError(f"inference {b}: index out of [0, {params.entries})")
+            lim = 1 << (fmt.value_width - 1)
+            if s.n_events and (s.values.min() < -lim or s.values.max() >= lim):
+                raise ValueError(f"inference {b}: value out of the input format")
