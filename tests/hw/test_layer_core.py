@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.neuron_array import Storage
@@ -19,6 +18,7 @@ from spikezip.hw.model.cycle_model import PIPELINES
 from spikezip.ir import Layer, Network
 from spikezip.sw.reference import simulate
 from tests.hw.layer_configs import network
+from tests.hw.stream_bench import drive_stream
 
 # -- tier 1 -------------------------------------------------------------------------------------
 
@@ -143,27 +143,7 @@ def run_core(
     expected = [w for inf in outs for s in inf for w in s.words(core.output_format)]
     sched = cycle_model.schedule(core.timing, ins, outs)
     cycles = [c for inf in sched for s in inf.steps for c in (*s.event_cycles, s.marker_cycle)]
-    rng = np.random.default_rng(seed)
-    got = []
-
-    async def testbench(ctx):
-        ptr, cycle = 0, 0
-        while len(got) < len(expected) and cycle < 20 * (cycles[-1] + 10):
-            valid = ptr < len(words) and (seed is None or rng.random() < 0.7)
-            ready = seed is None or rng.random() < 0.6
-            ctx.set(core.i.valid, valid)
-            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
-            ctx.set(core.o.ready, ready)
-            ptr += bool(valid and ctx.get(core.i.ready))
-            if ready and ctx.get(core.o.valid):
-                got.append((cycle, ctx.get(core.o.payload.as_value())))
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(core)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    got = drive_stream(core, words, len(expected), limit=20 * (cycles[-1] + 10), seed=seed)
     return got, expected, cycles, core
 
 

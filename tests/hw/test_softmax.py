@@ -20,6 +20,7 @@ from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model import softmax_model as sm
 from spikezip.hw.model.events import Step
 from spikezip.ir.transformer import softmax_exact
+from tests.hw.stream_bench import drive_stream
 
 # -- the divider ---------------------------------------------------------------------------------
 
@@ -170,27 +171,7 @@ def run_core(p: sm.SoftmaxParams, ins: list[list[Step]], seed=None):
     expected = [w for inf in outs for s in inf for w in s.words(p.output_format)]
     sched = sm.schedule(core.timing, ins, outs)
     cycles = [c for inf in sched for s in inf.steps for c in (*s.event_cycles, s.marker_cycle)]
-    rng = np.random.default_rng(seed)
-    got = []
-
-    async def bench(ctx):
-        ptr, cycle = 0, 0
-        while len(got) < len(expected) and cycle < 20 * (cycles[-1] + 10):
-            valid = ptr < len(words) and (seed is None or rng.random() < 0.7)
-            ready = seed is None or rng.random() < 0.6
-            ctx.set(core.i.valid, valid)
-            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
-            ctx.set(core.o.ready, ready)
-            ptr += bool(valid and ctx.get(core.i.ready))
-            if ready and ctx.get(core.o.valid):
-                got.append((cycle, ctx.get(core.o.payload.as_value())))
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(core)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    got = drive_stream(core, words, len(expected), limit=20 * (cycles[-1] + 10), seed=seed)
     return got, expected, cycles
 
 
