@@ -45,7 +45,7 @@ def main() -> None:
     rows = []
     for text in args.lanes:
         lanes = tuple(int(v) for v in text.split(","))
-        lat = model_latency(big, x, trace, lanes, pipeline=args.pipeline)
+        lat = model_latency(big, x, trace, lanes=lanes, pipeline=args.pipeline)
         t0 = time.perf_counter()
         top = NetworkCore(
             network=big, lanes=lanes, fifo_depth=lat.fifo_depth, pipeline=args.pipeline

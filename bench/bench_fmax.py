@@ -83,7 +83,7 @@ def main() -> None:
     print(f"\nlayer cores, P={args.lanes}, ECP5-25k, seeds {seeds}")
     print("pipeline | layer | fmax MHz min / median / max | cycles per inference | limiting path")
     for p in pipelines:
-        sched = network_schedule(net, x, trace, args.lanes, pipeline=p)
+        sched = network_schedule(net, x, trace, lanes=args.lanes, pipeline=p)
         cycles = float(sched.done[-1] + 1) / len(x)
         for k in (0, 1):
             mine = [r for r in runs if r["pipeline"] == p and r["layer"] == k]

@@ -19,6 +19,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def schedule_table(net: Network, x, trace) -> list[dict]:
                     "lanes": lanes,
                     "words": timing.words,
                     "lane_occupancy": timing.lane_utilization,
-                    **s,
+                    **asdict(s),
                 }
             )
     return rows

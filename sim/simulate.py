@@ -27,20 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from spikezip.hw.flow.generate import MANIFEST, generator_fingerprint, verify_design, write_design
-from spikezip.hw.model.cycle_model import LayerTiming, resolve_lanes
-from spikezip.hw.model.events import EventFormat, input_steps
+from spikezip.hw.flow.generate import generator_fingerprint, verify_design, write_design
+from spikezip.hw.flow.manifest import Manifest
+from spikezip.hw.model.design import DesignParams
+from spikezip.hw.model.events import input_steps
 from spikezip.ir import Network, Trace
 from spikezip.sim.runner import (
     SIMULATORS,
@@ -71,78 +71,71 @@ class Design:
     """A generated design on disk and its manifest."""
 
     directory: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def verilog(self) -> Path:
-        return self.directory / self.manifest["verilog"]
+        return self.directory / self.manifest.verilog
 
     @property
     def toplevel(self) -> str:
-        return self.manifest["toplevel"]
+        return self.manifest.toplevel
 
-
-def _lanes_key(lanes: Sequence[int]) -> str:
-    """``p8`` for 8 lanes in every layer (however spelt), ``p5-1-8`` otherwise."""
-    return "p" + (str(lanes[0]) if len(set(lanes)) == 1 else "-".join(map(str, lanes)))
+    @property
+    def params(self) -> DesignParams:
+        return self.manifest.design
 
 
 def design(
     network: Network,
     root: str | Path,
+    params: DesignParams | None = None,
     *,
-    lanes: int | Sequence[int] = 8,
-    backend: str = "proc",
+    lanes: int | Sequence[int] | None = None,
+    pipeline: int | None = None,
     fifo_depth: int | None = None,
-    pipeline: int = 1,
+    storage: str | None = None,
+    backend: str = "proc",
 ) -> Design:
     """The design of ``network`` under ``root``; generated unless an identical one is there.
 
-    The directory is named after the network digest, lanes, pipeline depth and backend; a design
-    found there is reused only if its manifest records the same network, generator, lanes,
-    pipeline depth, backend and FIFO depth (``None``: any), and every file it lists still has
-    the SHA-256 sum recorded. Safe against concurrent calls (a lock file in the directory).
+    ``params`` are the design's knobs (:class:`hw.model.design.DesignParams`), or give them as
+    keywords (not both). The directory is named after the network digest, the parameters'
+    :attr:`~hw.model.design.DesignParams.key` and the backend; a design found there is reused
+    only if its manifest records the same network, generator, parameters and backend, and every
+    file it lists still has the SHA-256 sum recorded. Safe against concurrent calls (a lock
+    file in the directory).
     """
-    with _locked_design(
-        network, root, lanes=lanes, backend=backend, fifo_depth=fifo_depth, pipeline=pipeline
-    ) as d:
+    params = DesignParams.coerce(
+        network, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth, storage=storage
+    )
+    with _locked_design(network, root, params, backend=backend) as d:
         return d
 
 
 @contextlib.contextmanager
 def _locked_design(
-    network: Network,
-    root: str | Path,
-    *,
-    lanes: int | Sequence[int],
-    backend: str,
-    fifo_depth: int | None,
-    pipeline: int,
+    network: Network, root: str | Path, params: DesignParams, *, backend: str
 ) -> Iterator[Design]:
     """:func:`design`, holding its lock shared until the block ends."""
-    LayerTiming(n_out=1, lanes=1, pipeline=pipeline)  # its error names the valid depths
-    want = list(resolve_lanes(network, lanes))  # as the manifest records them (capped per layer)
-    name = f"{network.digest()[:16]}-{_lanes_key(want)}-d{pipeline}-{backend}"
+    name = f"{network.digest()[:16]}-{params.key}-{backend}"
     directory = Path(root) / name
     directory.mkdir(parents=True, exist_ok=True)
 
     def reusable() -> Design | None:
         try:
-            manifest = json.loads((directory / MANIFEST).read_text())
-            params = manifest["parameters"]
-            if (
-                manifest["network"]["digest"] == network.digest()
-                and manifest.get("generator") == generator_fingerprint()
-                and params["lanes"] == want
-                and params["backend"] == backend
-                and params["pipeline"] == pipeline
-                and (fifo_depth is None or set(params["fifo_depths"]) == {fifo_depth})
-                and params["probe"]
-                and verify_design(directory, manifest) is None
-            ):
-                return Design(directory, manifest)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # regenerate a damaged design directory
+            manifest = Manifest.load(directory)
+        except (OSError, ValueError):
+            return None  # regenerate a damaged (or older) design directory
+        if (
+            manifest.network.digest == network.digest()
+            and manifest.generator == generator_fingerprint()
+            and manifest.design == params
+            and manifest.backend == backend
+            and manifest.probe
+            and verify_design(directory, manifest) is None
+        ):
+            return Design(directory, manifest)
         return None
 
     with FileLock(directory / LOCK) as lock:
@@ -152,15 +145,7 @@ def _locked_design(
             lock.exclusive()
             d = reusable()  # another process may have generated it while we waited
             if d is None:
-                manifest = write_design(
-                    network,
-                    directory,
-                    lanes=lanes,
-                    backend=backend,
-                    fifo_depth=fifo_depth,
-                    probe=True,
-                    pipeline=pipeline,
-                )
+                manifest = write_design(network, directory, params, backend=backend, probe=True)
                 d = Design(directory, manifest)
             lock.shared()  # nobody regenerates it while we use it: it is valid now
         yield d
@@ -169,10 +154,9 @@ def _locked_design(
 def _max_cycles(network: Network, d: Design, x: np.ndarray, slack: float) -> int:
     steps = network.step_bound(x.shape[1] if x.ndim == 3 else 1)
     per_step = sum(  # cycles_per_event: a pass over the words (W, padded by deep pipelines)
-        (layer["n_in"] + 2) * layer["cycles_per_event"] + layer["n_out"] + 16
-        for layer in d.manifest["layers"]
+        (layer.n_in + 2) * layer.cycles_per_event + layer.n_out + 16 for layer in d.manifest.layers
     )
-    init = sum(layer["init_cycles"] + 16 for layer in d.manifest["layers"])
+    init = sum(layer.init_cycles + 16 for layer in d.manifest.layers)
     return int((steps * per_step + init) * x.shape[0] * slack) + 1000
 
 
@@ -193,10 +177,10 @@ def prepare(
     Returns its path (what :data:`sim.tb.files.STIMULUS_ENV` names for the testbench).
     """
     x = network.check_inputs(inputs)
-    if d.manifest["network"]["digest"] != network.digest():
+    if d.manifest.network.digest != network.digest():
         raise ValueError("design was generated from another network (digest mismatch)")
-    layers = d.manifest["layers"]
-    fmt = EventFormat(**layers[0]["input_format"])
+    layers = d.manifest.layers
+    fmt = layers[0].input_format
     words, starts = [], []
     for steps in input_steps(network, x, None, 0):
         starts.append(len(words))
@@ -208,10 +192,10 @@ def prepare(
     return NetworkStimulus(
         words=np.array(words, dtype=np.int64),
         sample_starts=np.array(starts, dtype=np.int64),
-        n_out=tuple(int(layer["n_out"]) for layer in layers),
+        n_out=tuple(layer.n_out for layer in layers),
         layer_names=tuple(network.layer_name(k) for k in range(network.depth)),
-        formats=tuple(EventFormat(**layer["output_format"]) for layer in layers),
-        probe=BitLayout.from_json(d.manifest["probe"]),
+        formats=tuple(layer.output_format for layer in layers),
+        probe=BitLayout.from_json([asdict(f) for f in d.manifest.probe_layout]),
         digest=network.digest(),
         max_cycles=_max_cycles(network, d, x, slack),
         valid=float(valid),
@@ -266,9 +250,10 @@ class HardwareRun:
 def simulate(
     network: Network,
     inputs: np.ndarray,
+    params: DesignParams | None = None,
     *,
     sim: str = "verilator",
-    lanes: int | Sequence[int] = 8,
+    lanes: int | Sequence[int] | None = None,
     root: str | Path = "build/designs",
     backend: str = "proc",
     waves: bool = False,
@@ -278,11 +263,12 @@ def simulate(
     run_dir: str | Path | None = None,
     on_progress: Callable[[int], None] | None = None,
     design_dir: Design | None = None,
-    pipeline: int = 1,
+    pipeline: int | None = None,
 ) -> HardwareRun:
     """Simulate ``inputs`` on the RTL of ``network``; return the hardware trace and cycle facts.
 
-    The design is :func:`design` of ``lanes``, ``backend`` and ``pipeline`` under ``root``, or
+    The design is :func:`design` of ``params`` (or ``lanes`` and ``pipeline``: not both) and
+    ``backend`` under ``root``, or
     ``design_dir`` when given (used as it is: its own parameters apply, its files are not
     checked against the manifest, so a deliberately edited design can be simulated).
 
@@ -311,16 +297,8 @@ def simulate(
             d = design_dir
             stack.enter_context(FileLock(d.directory / LOCK)).shared()
         else:
-            d = stack.enter_context(
-                _locked_design(
-                    network,
-                    root,
-                    lanes=lanes,
-                    backend=backend,
-                    fifo_depth=None,
-                    pipeline=pipeline,
-                )
-            )
+            params = DesignParams.coerce(network, params, lanes=lanes, pipeline=pipeline)
+            d = stack.enter_context(_locked_design(network, root, params, backend=backend))
         if run_dir is not None:
             run_dir = Path(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from spikezip.hw.model.cycle_model import PIPELINES, resolve_lanes
+from spikezip.hw.model.cycle_model import PIPELINES
+from spikezip.hw.model.design import DesignParams, Storage
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
 from spikezip.ir.compare import TraceMismatchError, first_divergence
 from spikezip.ir.files import load_network
 from spikezip.ir.transformer import VisionTransformer
 from spikezip.paths import CliError, input_file, output_dir, output_file
+from spikezip.sim.runner import SIMULATORS
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -66,6 +68,30 @@ def _converter(convert: Callable[[str], object], expected: str) -> Callable[[str
             raise argparse.ArgumentTypeError(f"must be {expected}, not {text!r}") from None
 
     parse.__name__ = expected  # argparse names the type in some messages
+    return parse
+
+
+def _list_converter(
+    convert: Callable[[str], object], expected: str
+) -> Callable[[str], tuple[object, ...]]:
+    """A comma-separated list of ``convert``'s values (duplicates dropped); the error names the
+    first bad item."""
+
+    def parse(text: str) -> tuple[object, ...]:
+        items = [v.strip() for v in text.split(",")]
+        if not any(items):
+            raise argparse.ArgumentTypeError(
+                f"must be a comma-separated list of {expected}, not {text!r}"
+            )
+        out = []
+        for item in items:
+            try:
+                out.append(convert(item))
+            except (ValueError, OverflowError):
+                raise argparse.ArgumentTypeError(f"must be {expected}, not {item!r}") from None
+        return tuple(dict.fromkeys(out))
+
+    parse.__name__ = expected
     return parse
 
 
@@ -105,6 +131,16 @@ def _pipeline(text: str) -> int:
     return value
 
 
+#: the storage choices, from the library's :class:`hw.model.design.Storage`
+STORAGES = tuple(s.value for s in Storage)
+
+
+def _storage(text: str) -> str | None:
+    if text != "auto" and text not in STORAGES:
+        raise ValueError
+    return None if text == "auto" else text
+
+
 _VERILOG_KEYWORDS = frozenset(
     "always and assign automatic begin buf case casex casez cell config deassign default "
     "defparam design disable edge else end endcase endconfig endfunction endgenerate endmodule "
@@ -132,6 +168,8 @@ _PIPELINE_LIST = ", ".join(map(str, PIPELINES))
 POSITIVE = _int_in(1)
 LANES = _converter(_lanes_list, f"P or P0,P1,… with each value in 1..{MAX_LANES}")
 PIPELINE = _converter(_pipeline, f"one of {_PIPELINE_LIST}")
+PIPELINE_LIST = _list_converter(_pipeline, f"one of {_PIPELINE_LIST}")
+STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
 SEED = _int_in(0, (1 << 32) - 1)
 JOBS = _int_in(1, 256)
@@ -140,18 +178,22 @@ MODULE = _converter(
 )
 
 
-DEFAULT_LANES = 8
-"""``--lanes`` when not given: 8, or the widest layer's neuron count if smaller."""
+def _design_params(network: Network, args: argparse.Namespace) -> DesignParams:
+    """The design options (``--lanes``, ``--pipeline``, ``--storage``) as one
+    :class:`hw.model.design.DesignParams` for ``network``, or a CliError naming ``--lanes``.
 
-
-def _lanes_of(network: Network, lanes: tuple[int, ...] | None) -> tuple[int, ...]:
-    """``--lanes`` resolved per layer (:func:`hw.model.cycle_model.resolve_lanes`), or a
-    CliError."""
-    if lanes is None:
-        widest = max(layer.n_out for layer in network.layers)
-        return resolve_lanes(network, min(DEFAULT_LANES, widest))
+    The converters checked each value's form; what depends on the network (a lane count per
+    layer, each at most its neuron count) is checked here, once. ``--lanes`` defaults to
+    :data:`hw.model.design.DEFAULT_LANES` capped at the widest layer.
+    """
+    lanes = args.lanes
     try:
-        return resolve_lanes(network, lanes[0] if len(lanes) == 1 else lanes)
+        return DesignParams.of(
+            network,
+            lanes=None if lanes is None else lanes[0] if len(lanes) == 1 else lanes,
+            pipeline=args.pipeline,
+            storage=args.storage,
+        )
     except (TypeError, ValueError) as e:
         raise CliError(f"--lanes {','.join(map(str, lanes))}: {e}") from None
 
@@ -285,25 +327,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"layer{k}.weights.hex" for k in range(network.depth)
     ]
     output_dir(args.output, "-o", writes, [("NETWORK", source)])
-    lanes = _lanes_of(network, args.lanes)
+    params = _design_params(network, args)
     from spikezip.hw.flow.generate import write_design
 
     try:
         manifest = write_design(
-            network,
-            args.output,
-            lanes=lanes,
-            toplevel=args.top,
-            backend=args.backend,
-            pipeline=args.pipeline,
+            network, args.output, params, toplevel=args.top, backend=args.backend
         )
     except (ValueError, TypeError) as e:
         raise CliError(str(e)) from None
     print(
-        f"wrote {args.output}/{manifest['verilog']} (top {args.top}, lanes "
-        f"{manifest['parameters']['lanes']}, pipeline {manifest['parameters']['pipeline']}), "
-        f"{len(manifest['layers'])} weight images, "
-        f"manifest.json (digest {manifest['network']['digest'][:12]})"
+        f"wrote {args.output}/{manifest.verilog} (top {args.top}, lanes "
+        f"{list(manifest.lanes)}, pipeline {manifest.pipeline}), "
+        f"{len(manifest.layers)} weight images, "
+        f"manifest.json (digest {manifest.network.digest[:12]})"
     )
     return EXIT_OK
 
@@ -319,7 +356,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _build_dir(args.build_dir, sources)
     network = _fc_network(args.network)
     x = _checked_inputs(network, args.inputs)
-    lanes = _lanes_of(network, args.lanes)
+    params = _design_params(network, args)
     from spikezip.sim.runner import BuildError, SimulationError
     from spikezip.sim.simulate import simulate
 
@@ -337,9 +374,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         run = simulate(
             network,
             x,
+            params,
             sim=args.sim,
-            lanes=lanes,
-            pipeline=args.pipeline,
             root=args.build_dir,
             waves=args.waves,
             valid=args.valid,
@@ -407,15 +443,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     output_dir(args.output, "-o", ("report.json", "report.md"), sources)
     network = _fc_network(args.network)
     x = _report_inputs(args, network)
-    lanes = _lanes_of(network, args.lanes)
+    params = _design_params(network, args)
     _tools_check(args.target)
     from spikezip.hw.flow.synth import ToolError
     from spikezip.report import DesignPoint, evaluate, table, write_report
 
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
     print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
-    given = args.lanes[0] if args.lanes and len(args.lanes) == 1 else lanes  # labelled P=<P>
-    point = DesignPoint(lanes=given, storage=args.storage, pipeline=args.pipeline)
+    given = args.lanes[0] if args.lanes and len(args.lanes) == 1 else params.lanes  # P=<P>
+    point = DesignPoint(lanes=given, storage=params.storage, pipeline=params.pipeline)
     try:
         result = evaluate(
             network,
@@ -433,14 +469,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_list(text: str, name: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise CliError(f"{name} must be a comma-separated list, not {text!r}")
-    return values
-
-
-STORAGES = ("registers", "memory")
 SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
 
 
@@ -450,16 +478,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     network = _fc_network(args.network)
     x = _report_inputs(args, network)
     _tools_check(args.target)
-    storages = [None if s == "auto" else s for s in _parse_list(args.storage, "--storage")]
-    bad = [s for s in storages if s not in (None, *STORAGES)]
-    if bad:
-        raise CliError(f"--storage values are auto, {', '.join(STORAGES)}; not {bad[0]!r}")
-    pipelines = []
-    for v in _parse_list(args.pipeline, "--pipeline"):
-        try:
-            pipelines.append(_pipeline(v))
-        except ValueError:
-            raise CliError(f"--pipeline must be one of {_PIPELINE_LIST}, not {v!r}") from None
+    storages, pipelines = args.storage, args.pipeline
     widest = max(layer.n_out for layer in network.layers)
     given = args.lanes or (1, 2, 4, 8, 16)
     if args.lanes and any(p > widest for p in given):
@@ -523,16 +542,52 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _design_options(p: argparse.ArgumentParser) -> None:
+def _design_parent() -> argparse.ArgumentParser:
+    """The design options of one design (generate, simulate, report), as a parent parser."""
+    p = _Parser(add_help=False)
     p.add_argument("--lanes", default=None, type=LANES, help=LANES_HELP + " (default 8)")
     p.add_argument(
         "--pipeline", default=1, type=PIPELINE, metavar=PIPELINE_METAVAR, help=PIPELINE_HELP
     )
+    p.add_argument(
+        "--storage",
+        default=None,
+        choices=STORAGES,
+        help="where membranes and tracers live (default: by size, per layer)",
+    )
+    return p
+
+
+def _sweep_parent() -> argparse.ArgumentParser:
+    """The design options of a sweep: the same knobs, each a list of values to try."""
+    p = _Parser(add_help=False)
+    p.add_argument(
+        "--lanes",
+        default=None,
+        type=LANES,
+        help="lane counts to try, comma-separated, each applied to every layer "
+        "(default 1,2,4,8,16 up to the widest layer)",
+    )
+    p.add_argument(
+        "--pipeline",
+        default=(1,),
+        type=PIPELINE_LIST,
+        help=f"pipeline depths to try, comma-separated from {_PIPELINE_LIST} (default 1)",
+    )
+    p.add_argument(
+        "--storage",
+        default=(None,),
+        type=STORAGE_LIST,
+        help=f"membrane storage to try, comma-separated from auto, {', '.join(STORAGES)} "
+        "(default auto)",
+    )
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="spikezip", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    design, sweep = _design_parent(), _sweep_parent()
 
     t = sub.add_parser("trace", help="golden trace of NETWORK on INPUTS (integer reference)")
     t.add_argument(
@@ -560,20 +615,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="out", help="directory to write into")
     d.set_defaults(func=cmd_digits)
 
-    g = sub.add_parser("generate", help="Verilog, weight images and manifest of NETWORK")
+    g = sub.add_parser(
+        "generate", help="Verilog, weight images and manifest of NETWORK", parents=[design]
+    )
     g.add_argument("network")
     g.add_argument("-o", "--output", required=True, help="directory to write into")
-    _design_options(g)
     g.add_argument("--top", default="spikezip_net", type=MODULE, help="top module name")
     g.add_argument("--backend", default="proc", choices=("proc", "amaranth"))
     g.set_defaults(func=cmd_generate)
 
-    s = sub.add_parser("simulate", help="run NETWORK's RTL on INPUTS in cocotb; write its trace")
+    s = sub.add_parser(
+        "simulate",
+        help="run NETWORK's RTL on INPUTS in cocotb; write its trace",
+        parents=[design],
+    )
     s.add_argument("network")
     s.add_argument("inputs")
-    s.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    s.add_argument("--sim", default="verilator", choices=SIMULATORS)
     s.add_argument("-o", "--output", required=True, help="hardware trace to write (.npz)")
-    _design_options(s)
     s.add_argument("--build-dir", default="build/designs", help="where designs are built")
     s.add_argument("--waves", action="store_true", help="dump waveforms (FST, or VCD)")
     s.add_argument(
@@ -593,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
             "design-space sweep (lanes × storage × pipeline): table and LUTs-vs-latency plot",
         ),
     ):
-        r = sub.add_parser(name, help=helptext)
+        r = sub.add_parser(name, help=helptext, parents=[design if name == "report" else sweep])
         r.add_argument("network")
         r.add_argument(
             "--inputs", help="inputs that set the activity (default: <network>_inputs.npy)"
@@ -603,25 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
         r.add_argument("-o", "--output", default=f"build/{name}", help="directory to write into")
         if name == "report":
-            _design_options(r)
-            r.add_argument("--storage", default=None, choices=STORAGES)
             r.set_defaults(func=cmd_report)
         else:
-            r.add_argument(
-                "--lanes",
-                default=None,
-                type=LANES,
-                help="lane counts to try, comma-separated, each applied to every layer "
-                "(default 1,2,4,8,16 up to the widest layer)",
-            )
-            r.add_argument(
-                "--storage", default="auto", help="membrane storage: auto,registers,memory"
-            )
-            r.add_argument(
-                "--pipeline",
-                default="1",
-                help=f"pipeline depths to try, comma-separated from {_PIPELINE_LIST} (default 1)",
-            )
             r.add_argument("-j", "--jobs", type=JOBS, default=None, help="parallel jobs (cores)")
             r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
             r.set_defaults(func=cmd_sweep)

@@ -109,7 +109,7 @@ def rtl_stage(
     )
     rep.add(
         "design",
-        f"{d.verilog} ({', '.join(str(p) for p in d.manifest['parameters']['lanes'])} lanes)",
+        f"{d.verilog} ({', '.join(map(str, d.manifest.lanes))} lanes)",
     )
 
 

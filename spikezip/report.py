@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Network
 from spikezip.ir._io import atomic_write, atomic_write_text
 
@@ -43,11 +44,25 @@ E_MAC_PJ = 4.6
 
 @dataclass(frozen=True)
 class DesignPoint:
-    """The knobs of one design."""
+    """One point of a sweep or report as the user asked for it (lanes as given, for the label).
+
+    :meth:`params` checks it against a network into the
+    :class:`hw.model.design.DesignParams` every consumer takes.
+    """
 
     lanes: int | tuple[int, ...]
     storage: str | None = None  #: ``registers``, ``memory`` or None (by size)
     pipeline: int = 1  #: pipeline depth of the layer cores (:data:`hw.model.cycle_model.PIPELINES`)
+
+    def params(self, network: Network, *, fifo_depth: int | None = None) -> DesignParams:
+        """The validated parameters of this point for ``network``."""
+        return DesignParams.of(
+            network,
+            lanes=self.lanes,
+            pipeline=self.pipeline,
+            storage=self.storage,
+            fifo_depth=fifo_depth,
+        )
 
     @property
     def label(self) -> str:
@@ -234,21 +249,28 @@ def _pow2(n: int) -> int:
 
 
 def model_latency(
-    network: Network, inputs: np.ndarray, trace, lanes, *, pipeline: int = 1
+    network: Network,
+    inputs: np.ndarray,
+    trace,
+    params: DesignParams | None = None,
+    *,
+    lanes: int | Sequence[int] | None = None,
+    pipeline: int | None = None,
 ) -> Latency:
     """Latency per inference (one at a time, from reset) from the composed cycle model.
 
-    ``lanes`` and ``pipeline`` are the network core's. The FIFO depth is the smallest power of
-    two ≥ the default (``n_out + 2``) that no inference fills, so the model is the RTL's exact
-    schedule.
+    ``params`` (or ``lanes`` and ``pipeline``; not both) are the network core's; their FIFO depth
+    is not used: the depth is the smallest power of two ≥ the default (``n_out + 2``) that no
+    inference fills, so the model is the RTL's exact schedule.
     """
     from spikezip.hw.model.network_model import network_schedule
 
+    params = replace(
+        DesignParams.coerce(network, params, lanes=lanes, pipeline=pipeline), fifo_depth=None
+    )
     lat, peaks = [], []
     for b in range(inputs.shape[0]):
-        s = network_schedule(
-            network, inputs[b : b + 1], trace.select([b]), lanes, pipeline=pipeline
-        )
+        s = network_schedule(network, inputs[b : b + 1], trace.select([b]), params)
         lat.append(int(s.latency[0]))
         peaks.append(max(s.fifo_peak, default=0))
     default = max((layer.n_out + 2 for layer in network.layers[:-1]), default=2)
@@ -281,16 +303,11 @@ def evaluate(
     from spikezip.sw.reference import simulate
 
     trace = trace if trace is not None else simulate(network, inputs)
-    lat = model_latency(network, inputs, trace, point.lanes, pipeline=point.pipeline)
+    lat = model_latency(network, inputs, trace, point.params(network))
+    params = point.params(network, fifo_depth=lat.fifo_depth)
 
     def core():
-        return NetworkCore(
-            network=network,
-            lanes=point.lanes,
-            fifo_depth=lat.fifo_depth,
-            storage=point.storage,
-            pipeline=point.pipeline,
-        )
+        return NetworkCore(network=network, params=params)
 
     top = core()
     names = [f"spikezip_net.layer{k}" for k in range(network.depth)]

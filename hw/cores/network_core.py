@@ -41,8 +41,8 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layer_core import LayerCore, event_layout
-from spikezip.hw.cores.neuron_array import check_storage
-from spikezip.hw.model.cycle_model import Pipeline, resolve_lanes
+from spikezip.hw.model.cycle_model import Pipeline
+from spikezip.hw.model.design import DesignParams, resolve_lanes
 from spikezip.hw.model.events import EventFormat
 from spikezip.ir.network import Network
 
@@ -79,19 +79,25 @@ class NetworkCore(wiring.Component):
     Parameters
     ----------
     network : ir.Network
-    lanes : int or sequence of int
-        Lanes per layer (one value for all, or one per layer).
+    params : hw.model.design.DesignParams, optional
+        Lanes per layer, pipeline, storage and FIFO depth, validated once
+        (:class:`hw.model.design.DesignParams`); or give them as the keywords below, which
+        :meth:`DesignParams.coerce <hw.model.design.DesignParams.coerce>` turns into one (not
+        both).
+    lanes : int or sequence of int, optional
+        Lanes per layer (one value for all, capped per layer, or one per layer); default 8
+        capped at the widest layer.
     fifo_depth : int or None
         Entries of each inter-layer FIFO; default ``n_out + 2`` of the producing layer (a whole
         step of spikes and its marker).
-    probe : bool
-        Add the ``probe`` output for testbenches.
-    storage : hw.cores.neuron_array.Storage, str or None
+    storage : hw.model.design.Storage, str or None
         Where every layer keeps membranes and tracers (default: by size, per layer).
-    pipeline : hw.model.cycle_model.Pipeline or int
+    pipeline : hw.model.cycle_model.Pipeline or int, optional
         The register stages of every layer core, or a preset's depth (one of
         :data:`hw.model.cycle_model.PIPELINES`, default 1; see
         :class:`hw.model.cycle_model.Pipeline`).
+    probe : bool
+        Add the ``probe`` output for testbenches.
 
     Members
     -------
@@ -107,40 +113,36 @@ class NetworkCore(wiring.Component):
         cls,
         *,
         network: Network,
-        lanes: int | Sequence[int] = 1,
+        params: DesignParams | None = None,
+        lanes: int | Sequence[int] | None = None,
         fifo_depth: int | None = None,
-        probe: bool = False,
         storage: str | None = None,
-        pipeline: Pipeline | int = 1,
+        pipeline: Pipeline | int | None = None,
+        probe: bool = False,
     ) -> NetworkCore:
         # Every parameter is checked before the object exists: Amaranth warns about a component
         # created but never elaborated, which a rejected one would otherwise be.
         if not isinstance(network, Network):
             raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
-        if fifo_depth is not None and (
-            isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or fifo_depth < 1
-        ):
-            raise ValueError(f"fifo_depth must be a positive integer, not {fifo_depth!r}")
-        checked = (resolve_lanes(network, lanes), check_storage(storage), Pipeline.parse(pipeline))
+        checked = DesignParams.coerce(
+            network,
+            params,
+            lanes=lanes,
+            fifo_depth=fifo_depth,
+            storage=storage,
+            pipeline=pipeline,
+        )
         self = super().__new__(cls, src_loc_at=1)
-        self._checked = checked
+        self._params = checked
         return self
 
-    def __init__(
-        self,
-        *,
-        network: Network,
-        lanes: int | Sequence[int] = 1,
-        fifo_depth: int | None = None,
-        probe: bool = False,
-        storage: str | None = None,
-        pipeline: Pipeline | int = 1,
-    ) -> None:
-        self._network, self._fifo_depth, self._probe = network, fifo_depth, bool(probe)
-        self._lanes, storage, self._pipeline = self._checked  # (checked by __new__)
+    def __init__(self, *, network: Network, probe: bool = False, **_: object) -> None:
+        # (the parameters were checked by __new__ into self._params)
+        self._network, self._probe = network, bool(probe)
+        params = self._params
         self._cores = [
             LayerCore.for_network(
-                network, k, lanes=self._lanes[k], storage=storage, pipeline=self._pipeline
+                network, k, lanes=params.lanes[k], storage=params.storage, pipeline=params.pipeline
             )
             for k in range(network.depth)
         ]
@@ -166,14 +168,19 @@ class NetworkCore(wiring.Component):
         return self._network
 
     @property
+    def params(self) -> DesignParams:
+        """The design's knobs, as validated (:class:`hw.model.design.DesignParams`)."""
+        return self._params
+
+    @property
     def lanes(self) -> tuple[int, ...]:
-        return self._lanes
+        return self._params.lanes
 
     @property
     def pipeline(self) -> int | None:
         """The preset depth of every layer core's pipeline (0–3), ``None`` for another one
         (:attr:`LayerCore.pipeline <hw.cores.layer_core.LayerCore.pipeline>`)."""
-        return self._pipeline.depth
+        return self._params.depth
 
     @property
     def cores(self) -> tuple[LayerCore, ...]:
@@ -195,7 +202,7 @@ class NetworkCore(wiring.Component):
 
     def fifo_depths(self) -> tuple[int, ...]:
         """Depth of the FIFO after each layer but the last."""
-        return tuple(self._fifo_depth or c.layer.n_out + 2 for c in self._cores[:-1])
+        return tuple(self._params.fifo_depth or c.layer.n_out + 2 for c in self._cores[:-1])
 
     @property
     def probe_width(self) -> int:

@@ -29,8 +29,6 @@ multiplexer) and in a memory with a transparent synchronous read port otherwise;
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -38,6 +36,8 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, command_layout, spike_word_layout, state_layout
 from spikezip.hw.model.cycle_model import READ_LATENCY, LayerTiming, Pipeline, check_timing
+from spikezip.hw.model.design import Storage
+from spikezip.hw.model.design import check_storage as _check_storage
 from spikezip.ir.network import Layer, LayerWidths
 
 __all__ = [
@@ -59,15 +59,6 @@ __all__ = [
 REGISTER_WORDS_MAX = 4
 
 
-class Storage(StrEnum):
-    """Where a layer's membranes and tracers live."""
-
-    #: one register per word, a read multiplexer, forwarding of the write in flight
-    REGISTERS = "registers"
-    #: a ``lib.memory.Memory`` with a synchronous read port transparent for its write port
-    MEMORY = "memory"
-
-
 def default_storage(words: int) -> Storage:
     """Registers up to :data:`REGISTER_WORDS_MAX` words, a memory beyond."""
     return Storage.REGISTERS if words <= REGISTER_WORDS_MAX else Storage.MEMORY
@@ -76,13 +67,8 @@ def default_storage(words: int) -> Storage:
 def check_storage(storage: Storage | str | None, words: int | None = None) -> Storage | None:
     """``storage`` as a :class:`Storage`; ``None`` picks :func:`default_storage` of ``words``
     (and stays ``None`` without ``words``)."""
-    if storage is None:
-        return None if words is None else default_storage(words)
-    try:
-        return Storage(storage)
-    except ValueError:
-        valid = ", ".join(repr(s.value) for s in Storage)
-        raise ValueError(f"storage must be one of {valid} or None, not {storage!r}") from None
+    checked = _check_storage(storage)
+    return default_storage(words) if checked is None and words is not None else checked
 
 
 def _addr_shape(depth: int):

@@ -34,14 +34,28 @@ from amaranth.lib import wiring
 
 from spikezip.hw.cores.accumulator import weight_words
 from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
+from spikezip.hw.flow.manifest import (
+    MANIFEST,
+    LayerEntry,
+    Manifest,
+    NetworkEntry,
+    PortEntry,
+    ProbeField,
+    WeightImage,
+)
 from spikezip.hw.flow.verilog import generate
+from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Network
-from spikezip.ir._io import atomic_write, atomic_write_text
+from spikezip.ir._io import atomic_write
 
-__all__ = ["MANIFEST", "generator_fingerprint", "verify_design", "weight_words", "write_design"]
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+__all__ = [
+    "MANIFEST",
+    "Manifest",
+    "generator_fingerprint",
+    "verify_design",
+    "weight_words",
+    "write_design",
+]
 
 
 def _sha256(data: bytes) -> str:
@@ -83,17 +97,15 @@ def _old_manifest(directory: Path) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def verify_design(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> str | None:
+def verify_design(directory: str | os.PathLike, manifest: Manifest) -> str | None:
     """Check the files of a design folder against the SHA-256 sums its manifest records.
 
     Returns ``None`` when every listed file is there with its recorded content, else a short
-    reason (``"spikezip_net.v: content differs from the manifest"``). A manifest without sums
-    (written before they were recorded) fails.
+    reason (``"spikezip_net.v: content differs from the manifest"``).
     """
-    files = manifest.get("files")
-    if not isinstance(files, dict) or manifest.get("verilog") not in files:
-        return "the manifest records no file sums"
-    for name, digest in files.items():
+    if manifest.verilog not in manifest.files:
+        return "the manifest records no sum of its Verilog file"
+    for name, digest in manifest.files.items():
         if not _plain_name(name):
             return f"the manifest lists {name!r}, not a file name"
         try:
@@ -105,21 +117,21 @@ def verify_design(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> 
     return None
 
 
-def _ports(component: wiring.Component) -> list[dict[str, Any]]:
+def _ports(component: wiring.Component) -> tuple[PortEntry, ...]:
     ports = [
-        {"name": "clk", "direction": "in", "width": 1},
-        {"name": "rst", "direction": "in", "width": 1, "note": "synchronous, active high"},
+        PortEntry(name="clk", direction="in", width=1),
+        PortEntry(name="rst", direction="in", width=1, note="synchronous, active high"),
     ]
     for path, member in component.signature.members.flatten():
         if member.is_port:
             ports.append(
-                {
-                    "name": "__".join(str(p) for p in path),
-                    "direction": "in" if member.flow == wiring.In else "out",
-                    "width": Shape.cast(member.shape).width,
-                }
+                PortEntry(
+                    name="__".join(str(p) for p in path),
+                    direction="in" if member.flow == wiring.In else "out",
+                    width=Shape.cast(member.shape).width,
+                )
             )
-    return ports
+    return tuple(ports)
 
 
 def _hex(words, width: int, lanes: int) -> str:
@@ -162,23 +174,30 @@ def _versions() -> dict[str, str]:
 def write_design(
     network: Network,
     directory: str | os.PathLike,
+    params: DesignParams | None = None,
     *,
-    lanes: int | Sequence[int] = 8,
+    lanes: int | Sequence[int] | None = None,
     fifo_depth: int | None = None,
+    pipeline: int | None = None,
+    storage: str | None = None,
     toplevel: str = "spikezip_net",
     backend: str = "proc",
     probe: bool = True,
-    pipeline: int = 1,
-) -> dict[str, Any]:
+) -> Manifest:
     """Generate ``network``'s RTL into ``directory``; return the manifest (also written).
 
-    ``pipeline`` is the layer cores' pipeline depth (:class:`hw.cores.network_core.NetworkCore`).
-    Files of an older design in ``directory`` that its manifest lists and this design does not write
-    are removed; other files are left alone. Not safe against a concurrent ``write_design`` into the
-    same folder: callers that share folders serialise (:func:`sim.simulate.design` locks).
+    ``params`` are the design's knobs (:class:`hw.model.design.DesignParams`), or give them as
+    keywords (``lanes``, ``fifo_depth``, ``pipeline``, ``storage``; not both). Files of an older
+    design in ``directory`` that its manifest lists and this design does not write are removed;
+    other files are left alone. Not safe against a concurrent ``write_design`` into the same
+    folder: callers that share folders serialise (:func:`sim.simulate.design` locks).
     """
     top = NetworkCore(
-        network=network, lanes=lanes, fifo_depth=fifo_depth, probe=probe, pipeline=pipeline
+        network=network,
+        params=DesignParams.coerce(
+            network, params, lanes=lanes, fifo_depth=fifo_depth, pipeline=pipeline, storage=storage
+        ),
+        probe=probe,
     )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -198,63 +217,57 @@ def write_design(
         hex_name = f"layer{k}.weights.hex"
         write(hex_name, _hex(words, core.widths.weight, core.lanes))
         layers.append(
-            {
-                "name": network.layer_name(k),
-                "n_in": core.layer.n_in,
-                "n_out": core.layer.n_out,
-                "lanes": core.lanes,
-                "words": core.words,
-                "analog": core.analog,
-                "storage": str(core.storage.value),
-                "pipeline": core.pipeline,
-                "bounds": [core.layer.neg_bound, core.layer.pos_bound],
-                "widths": asdict(core.widths),
-                "cycles_per_event": core.cycles_per_event,
-                "sweep_cycles": core.sweep_cycles,
-                "init_cycles": core.init_cycles,
-                "input_format": asdict(core.input_format),
-                "output_format": asdict(core.output_format),
-                "weights": {
-                    "file": hex_name,
-                    "depth": len(words),
-                    "word_width": core.widths.weight * core.lanes,
-                },
-            }
+            LayerEntry(
+                name=network.layer_name(k),
+                n_in=core.layer.n_in,
+                n_out=core.layer.n_out,
+                lanes=core.lanes,
+                words=core.words,
+                analog=core.analog,
+                storage=str(core.storage.value),
+                pipeline=core.pipeline,
+                bounds=(core.layer.neg_bound, core.layer.pos_bound),
+                widths=asdict(core.widths),
+                cycles_per_event=core.cycles_per_event,
+                sweep_cycles=core.sweep_cycles,
+                init_cycles=core.init_cycles,
+                input_format=core.input_format,
+                output_format=core.output_format,
+                weights=WeightImage(
+                    file=hex_name, depth=len(words), word_width=core.widths.weight * core.lanes
+                ),
+            )
         )
-    manifest = {
-        "kind": "spikezip-design",
-        "version": FORMAT_VERSION,
-        "toplevel": toplevel,
-        "verilog": f"{toplevel}.v",
-        "network": {
-            "name": network.name,
-            "digest": network.digest(),
-            "encoding": network.encoding.value,
-            "n_inputs": network.n_inputs,
-            "input_bounds": list(network.input_bounds),
-        },
-        "parameters": {
-            "lanes": list(top.lanes),
-            "fifo_depths": list(top.fifo_depths()),
-            "pipeline": top.pipeline,
-            "backend": backend,
-            "probe": probe,
-        },
-        "ports": _ports(top),
-        "layers": layers,
-        "counters": {"per_layer": list(COUNTERS), "width": COUNTER_WIDTH},
-        "probe": [
-            {"field": name, "offset": off, "width": width}
+    manifest = Manifest(
+        toplevel=toplevel,
+        verilog=f"{toplevel}.v",
+        network=NetworkEntry(
+            name=network.name,
+            digest=network.digest(),
+            encoding=network.encoding.value,
+            n_inputs=network.n_inputs,
+            input_bounds=tuple(network.input_bounds),
+        ),
+        design=top.params,
+        fifo_depths=top.fifo_depths(),
+        backend=backend,
+        probe=probe,
+        ports=_ports(top),
+        layers=tuple(layers),
+        counters=COUNTERS,
+        counter_width=COUNTER_WIDTH,
+        probe_layout=tuple(
+            ProbeField(field=name, offset=off, width=width)
             for name, off, width in probe_layout(top.formats)
-        ]
+        )
         if probe
-        else [],
-        "tools": _versions(),
-        "generator": generator_fingerprint(),
-        "files": dict(sorted(files.items())),
-    }
+        else (),
+        tools=_versions(),
+        generator=generator_fingerprint(),
+        files=dict(sorted(files.items())),
+    )
     for stale in sorted(old_files - files.keys()):  # before the manifest: a crash re-lists them
         with contextlib.suppress(IsADirectoryError):  # not what the old manifest wrote
             (directory / stale).unlink(missing_ok=True)
-    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest.save(directory)
     return manifest

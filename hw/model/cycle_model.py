@@ -42,9 +42,8 @@ behind them are the switches of a :class:`Pipeline`.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -54,12 +53,12 @@ from spikezip.hw.model.events import Step
 __all__ = [
     "FIFO_LATENCY",
     "PIPELINES",
+    "CycleSummary",
     "InferenceSchedule",
     "LayerTiming",
     "Pipeline",
     "StepSchedule",
     "check_timing",
-    "resolve_lanes",
     "schedule",
     "summary",
 ]
@@ -499,8 +498,13 @@ def schedule(
     return out
 
 
-def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> dict[str, float]:
-    """Cycle totals, their split into phases, and utilization of a schedule.
+#: version of :meth:`CycleSummary.to_json`
+SUMMARY_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class CycleSummary:
+    """Cycle totals of a schedule, their split into phases, and its utilization (:func:`summary`).
 
     An *input-fed* step accumulates from ``a_t`` and sweeps from ``x_t``; a *self-running* step
     (after the input went idle) only sweeps. Utilizations are the delivered fraction of the peak
@@ -513,59 +517,60 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> dict[str, fl
     * ``utilization`` — every cycle from 0 to the last marker, self-running steps,
       re-initialisations and output latency included.
     """
+
+    cycles: int  #: from cycle 0 to the last marker, inclusive
+    inferences: int
+    steps: int
+    self_running_steps: int
+    events: int  #: input events of the input-fed steps
+    output_events: int
+    accumulate_cycles: int  #: slots that accumulated (events × words)
+    accumulate_phase_cycles: int
+    stall_cycles: int  #: accumulate-phase cycles that did not accumulate
+    sweep_cycles: int
+    init_cycles: int
+    cycles_per_inference: float
+    cycles_per_step: float
+    accumulate_phase_utilization: float
+    fed_step_utilization: float
+    utilization: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": SUMMARY_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CycleSummary:
+        if not isinstance(d, dict) or d.get("version") != SUMMARY_VERSION:
+            raise ValueError(f"cycle summary: not version {SUMMARY_VERSION}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k != "version"})
+        except TypeError as e:
+            raise ValueError(f"cycle summary: {e}") from None
+
+
+def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> CycleSummary:
+    """The :class:`CycleSummary` of a layer core's schedule ``sched`` (of :func:`schedule`)."""
     words, slots, occ = timing.words, timing.slots, timing.lane_utilization
     steps = [s for inf in sched for s in inf.steps]
     fed = [s for s in steps if s.accumulate_cycle is not None]
     total = sched[-1].end_cycle + 1 if sched else 0
     acc = sum(s.n_events for s in fed) * words
     phase = sum(s.fire_cycle - s.accumulate_cycle for s in fed)
-    return {
-        "cycles": total,
-        "inferences": len(sched),
-        "steps": len(steps),
-        "self_running_steps": len(steps) - len(fed),
-        "events": sum(s.n_events for s in fed),
-        "output_events": sum(len(s.event_cycles) for s in steps),
-        "accumulate_cycles": acc,
-        "accumulate_phase_cycles": phase,
-        "stall_cycles": phase - acc,
-        "sweep_cycles": len(steps) * slots,
-        "init_cycles": len(sched) * timing.init_cycles,
-        "cycles_per_inference": total / max(1, len(sched)),
-        "cycles_per_step": total / max(1, len(steps)),
-        "accumulate_phase_utilization": acc / max(1, phase) * occ,
-        "fed_step_utilization": acc / max(1, phase + len(fed) * slots) * occ,
-        "utilization": acc / max(1, total) * occ,
-    }
-
-
-def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
-    """Lanes per layer of ``network``, validated before anything is built.
-
-    One integer ``P`` applies to every layer, capped at each layer's neuron count (a layer of
-    10 neurons runs ``P = 16`` as 10 lanes: the same one word, fewer wasted lanes); it must not
-    exceed the widest layer. One value per layer must lie in ``1 … n_out`` of its layer.
-    """
-    if isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
-    widest = max(layer.n_out for layer in network.layers)
-    if isinstance(lanes, int):
-        if not 1 <= lanes <= widest:
-            raise ValueError(
-                f"lanes must lie in 1..{widest} (the widest layer's neuron count), not {lanes}"
-            )
-        return tuple(min(lanes, layer.n_out) for layer in network.layers)
-    lanes = tuple(lanes)
-    if len(lanes) != network.depth:
-        raise ValueError(
-            f"lanes must hold {network.depth} values (one per layer), not {len(lanes)}"
-        )
-    for k, (p, layer) in enumerate(zip(lanes, network.layers, strict=True)):
-        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
-            raise ValueError(f"lanes[{k}] must be a positive integer, not {p!r}")
-        if not 1 <= p <= layer.n_out:
-            raise ValueError(
-                f"lanes[{k}] of layer {network.layer_name(k)} must lie in 1..{layer.n_out} "
-                f"(its neuron count), not {p}"
-            )
-    return tuple(int(p) for p in lanes)
+    return CycleSummary(
+        cycles=total,
+        inferences=len(sched),
+        steps=len(steps),
+        self_running_steps=len(steps) - len(fed),
+        events=sum(s.n_events for s in fed),
+        output_events=sum(len(s.event_cycles) for s in steps),
+        accumulate_cycles=acc,
+        accumulate_phase_cycles=phase,
+        stall_cycles=phase - acc,
+        sweep_cycles=len(steps) * slots,
+        init_cycles=len(sched) * timing.init_cycles,
+        cycles_per_inference=total / max(1, len(sched)),
+        cycles_per_step=total / max(1, len(steps)),
+        accumulate_phase_utilization=acc / max(1, phase) * occ,
+        fed_step_utilization=acc / max(1, phase + len(fed) * slots) * occ,
+        utilization=acc / max(1, total) * occ,
+    )

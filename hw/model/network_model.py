@@ -29,9 +29,9 @@ from spikezip.hw.model.cycle_model import (
     InferenceSchedule,
     LayerTiming,
     Pipeline,
-    resolve_lanes,
     schedule,
 )
+from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import input_steps, output_steps
 from spikezip.ir import Network, Trace
 
@@ -104,20 +104,23 @@ def network_schedule(
     network: Network,
     inputs: np.ndarray,
     trace: Trace,
-    lanes: int | Sequence[int],
-    fifo_depths: Sequence[int] | None = None,
+    params: DesignParams | None = None,
     *,
-    pipeline: Pipeline | int = 1,
+    lanes: int | Sequence[int] | None = None,
+    pipeline: Pipeline | int | None = None,
+    fifo_depth: int | None = None,
 ) -> NetworkSchedule:
     """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
 
-    ``lanes`` and ``pipeline`` are those of the :class:`hw.cores.network_core.NetworkCore`;
-    ``fifo_depths`` its :meth:`~hw.cores.network_core.NetworkCore.fifo_depths` (default ``n_out +
-    2`` per producing layer).
+    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``; not both) are those of
+    the :class:`hw.cores.network_core.NetworkCore`; its FIFOs hold ``fifo_depth`` entries
+    (default ``n_out + 2`` per producing layer, as the core builds them).
     """
-    lanes = resolve_lanes(network, lanes)
-    if fifo_depths is None:
-        fifo_depths = tuple(layer.n_out + 2 for layer in network.layers[:-1])
+    params = DesignParams.coerce(
+        network, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth
+    )
+    lanes, pipeline = params.lanes, params.pipeline
+    fifo_depths = tuple(params.fifo_depth or layer.n_out + 2 for layer in network.layers[:-1])
     layers, arrivals, peaks = [], None, []
     for k, layer in enumerate(network.layers):
         timing = LayerTiming(n_out=layer.n_out, lanes=lanes[k], pipeline=pipeline)

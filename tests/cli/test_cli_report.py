@@ -28,7 +28,7 @@ def test_report_missing_inputs(files, capsys):  # noqa: F811
     ("args", "message"),
     [
         (["--lanes", "0"], "--lanes must be P or P0,P1,… with each value in 1..65536"),
-        (["--storage", "flash"], "--storage values are"),
+        (["--storage", "flash"], "--storage must be one of auto, registers, memory, not 'flash'"),
         (["--lanes", "x"], "--lanes must be P or P0,P1,…"),
         (
             ["--pipeline", f"1,{BAD_PIPELINE}"],
@@ -96,7 +96,7 @@ def test_sweep_over_pipeline_depths(files, tmp_path, capsys):  # noqa: F811
         assert r["point"]["label"] == DesignPoint(lanes=lanes, pipeline=depth).label
         assert [layer["pipeline"] for layer in r["layers"]] == [depth] * net.depth
         # the latency is the cycle model's at the point's own depth
-        lat = model_latency(net, x, trace, lanes, pipeline=depth)
+        lat = model_latency(net, x, trace, lanes=lanes, pipeline=depth)
         assert r["latency"]["cycles_mean"] == lat.cycles_mean
     by = {p: r["latency"]["cycles_mean"] for p, r in zip(points, results, strict=True)}
     assert by[(2, 2)] > by[(2, 1)]  # deeper: more cycles

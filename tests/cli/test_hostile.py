@@ -435,7 +435,7 @@ CASES: list[tuple[str, Callable | None, list[str], int, str, tuple[str, ...]]] =
      ["sweep", "net.npz", "--inputs", "x.npy", "--pipeline", "1,9"], 2,
      r"--pipeline must be one of 0, 1, 2, 3, not '9'", ()),
     ("sweep-storage", NOOP, ["sweep", "net.npz", "--inputs", "x.npy", "--storage", "flash"], 2,
-     r"--storage values are auto, registers, memory; not 'flash'", ()),
+     r"--storage must be one of auto, registers, memory, not 'flash'", ()),
 ]
 # fmt: on
 

@@ -5,7 +5,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming, Pipeline, schedule, summary
+from spikezip.hw.model.cycle_model import (
+    PIPELINES,
+    CycleSummary,
+    LayerTiming,
+    Pipeline,
+    schedule,
+    summary,
+)
 from spikezip.hw.model.events import Step
 
 
@@ -179,12 +186,13 @@ def test_summary_counts_accumulate_cycles(pipeline: int) -> None:
     sched = schedule(t, ins, outs)
     s = summary(t, sched)
     # init [0, L), 5 events × L from L, sweep from 6L (last word 6L + 1), marker 6L + 1 + M
-    assert s["cycles"] == 6 * L + 2 + M and s["accumulate_cycles"] == 10 and s["steps"] == 1
-    assert s["accumulate_phase_cycles"] == 5 * L and s["stall_cycles"] == 5 * L - 10
-    assert s["sweep_cycles"] == L and s["init_cycles"] == L
-    assert s["accumulate_phase_utilization"] == pytest.approx(10 / (5 * L))
-    assert s["fed_step_utilization"] == pytest.approx(10 / (6 * L))
-    assert s["utilization"] == pytest.approx(10 / (6 * L + 2 + M))
+    assert s.cycles == 6 * L + 2 + M and s.accumulate_cycles == 10 and s.steps == 1
+    assert s.accumulate_phase_cycles == 5 * L and s.stall_cycles == 5 * L - 10
+    assert s.sweep_cycles == L and s.init_cycles == L
+    assert s.accumulate_phase_utilization == pytest.approx(10 / (5 * L))
+    assert s.fed_step_utilization == pytest.approx(10 / (6 * L))
+    assert s.utilization == pytest.approx(10 / (6 * L + 2 + M))
+    assert CycleSummary.from_json(s.to_json()) == s
 
 
 def test_schedule_rejects_mismatched_lists() -> None:

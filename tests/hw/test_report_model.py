@@ -13,13 +13,17 @@ from spikezip.sw.reference import simulate
 def test_report_latency_is_the_checked_model(digits_network, digits_data):
     x = digits_data.x_test[:5]
     trace = simulate(digits_network, x)
-    lat = model_latency(digits_network, x, trace, 8)
-    per = [network_schedule(digits_network, x[b : b + 1], trace.select([b]), 8) for b in range(5)]
+    lat = model_latency(digits_network, x, trace, lanes=8)
+    per = [
+        network_schedule(digits_network, x[b : b + 1], trace.select([b]), lanes=8) for b in range(5)
+    ]
     assert lat.cycles_max == max(int(s.latency[0]) for s in per)
     assert np.isclose(lat.cycles_mean, np.mean([s.latency[0] for s in per]))
-    depths = (lat.fifo_depth,) * (digits_network.depth - 1)
     for b in range(5):  # at the report's FIFO depth, the model is exact (no FIFO fills)
-        assert network_schedule(digits_network, x[b : b + 1], trace.select([b]), 8, depths).exact
+        s = network_schedule(
+            digits_network, x[b : b + 1], trace.select([b]), lanes=8, fifo_depth=lat.fifo_depth
+        )
+        assert s.exact
 
 
 def test_pareto():
@@ -32,9 +36,11 @@ def test_report_latency_uses_the_pipeline_depth(digits_network, digits_data):
     trace = simulate(digits_network, x)
     means = {}
     for depth in (0, 1, 2):
-        lat = model_latency(digits_network, x, trace, 16, pipeline=depth)
+        lat = model_latency(digits_network, x, trace, lanes=16, pipeline=depth)
         per = [
-            network_schedule(digits_network, x[b : b + 1], trace.select([b]), 16, pipeline=depth)
+            network_schedule(
+                digits_network, x[b : b + 1], trace.select([b]), lanes=16, pipeline=depth
+            )
             for b in range(len(x))
         ]
         assert lat.cycles_max == max(int(s.latency[0]) for s in per)

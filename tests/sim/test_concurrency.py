@@ -153,7 +153,7 @@ def test_concurrent_runs_keep_their_own_results(shared, net, tmp_path, sim):
 # -- damaged caches -----------------------------------------------------------------------------
 def test_damaged_verilog_and_weights_are_regenerated(net, tmp_path):
     d = design(net, tmp_path, lanes=LANES)
-    files = {name: (d.directory / name).read_bytes() for name in d.manifest["files"]}
+    files = {name: (d.directory / name).read_bytes() for name in d.manifest.files}
     assert d.verilog.name in files and "layer0.weights.hex" in files
     text = files[d.verilog.name]
     damages = [

@@ -81,7 +81,7 @@ def random_inputs(network: Network, batch: int, seed: int) -> np.ndarray:
 
 def fit_lanes(network: Network, lanes):
     """``lanes`` capped at each layer's neuron count (one value: the widest layer's): more lanes
-    than neurons are refused (:func:`hw.model.cycle_model.resolve_lanes`)."""
+    than neurons are refused (:func:`hw.model.design.resolve_lanes`)."""
     if isinstance(lanes, int):
         return min(lanes, max(layer.n_out for layer in network.layers))
     return tuple(min(p, layer.n_out) for p, layer in zip(lanes, network.layers, strict=True))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikezip.hw.model.cycle_model import LayerTiming, resolve_lanes
+from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.design import resolve_lanes
 from spikezip.hw.model.network_model import network_schedule
 from spikezip.sim.simulate import design, simulate
 from spikezip.sw.reference import simulate as reference
@@ -33,10 +34,9 @@ def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None, *, pipel
     d = design(
         network, builds / f"fifo{fifo_depth}", lanes=lanes, fifo_depth=fifo_depth, pipeline=pipeline
     )
-    assert d.manifest["parameters"]["pipeline"] == pipeline
+    assert d.manifest.pipeline == pipeline
     run = simulate(network, x, sim="verilator", design_dir=d)
-    depths = d.manifest["parameters"]["fifo_depths"]
-    model = network_schedule(network, x, golden, lanes, depths, pipeline=pipeline)
+    model = network_schedule(network, x, golden, d.params)
     stalls = run.final_counters[:, 3]
     if not model.exact:
         assert stalls[:-1].any(), "model refused a run in which no FIFO filled up"

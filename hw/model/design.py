@@ -1,0 +1,229 @@
+"""The knobs of one network design, validated once against its network (plain Python, no amaranth).
+
+A :class:`DesignParams` is what a user chooses about the hardware of a network: lanes per layer,
+the pipeline, where the neuron state lives and the depth of the inter-layer FIFOs. It is built
+once — by the command line from its converters, or by :meth:`DesignParams.of` from loose
+keywords — and handed down unchanged to every consumer: :class:`hw.cores.network_core.NetworkCore`,
+:func:`hw.flow.generate.write_design`, :func:`sim.simulate.design`,
+:func:`hw.model.network_model.network_schedule` and the report. Nothing downstream normalises a
+knob again; each reads the record's fields.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from spikezip.hw.model.cycle_model import PIPELINES, Pipeline  # noqa: F401  (PIPELINES: docs)
+
+__all__ = ["DEFAULT_LANES", "DesignParams", "Storage", "resolve_lanes"]
+
+#: ``lanes`` when not given: 8, capped per layer at its neuron count
+DEFAULT_LANES = 8
+
+#: version of :meth:`DesignParams.to_json`
+PARAMS_VERSION = 1
+
+
+class Storage(StrEnum):
+    """Where a layer's membranes and tracers live (``hw.cores.neuron_array``)."""
+
+    #: one register per word, a read multiplexer, forwarding of the write in flight
+    REGISTERS = "registers"
+    #: a ``lib.memory.Memory`` with a synchronous read port transparent for its write port
+    MEMORY = "memory"
+
+
+def check_storage(storage: Storage | str | None) -> Storage | None:
+    """``storage`` as a :class:`Storage` (``None`` stays ``None``: by size, per layer)."""
+    if storage is None:
+        return None
+    try:
+        return Storage(storage)
+    except ValueError:
+        valid = ", ".join(repr(s.value) for s in Storage)
+        raise ValueError(f"storage must be one of {valid} or None, not {storage!r}") from None
+
+
+def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
+    """Lanes per layer of ``network``, validated before anything is built.
+
+    One integer ``P`` applies to every layer, capped at each layer's neuron count (a layer of
+    10 neurons runs ``P = 16`` as 10 lanes: the same one word, fewer wasted lanes); it must not
+    exceed the widest layer. One value per layer must lie in ``1 … n_out`` of its layer.
+    """
+    if isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
+    widest = max(layer.n_out for layer in network.layers)
+    if isinstance(lanes, numbers.Integral):
+        if not 1 <= lanes <= widest:
+            raise ValueError(
+                f"lanes must lie in 1..{widest} (the widest layer's neuron count), not {lanes}"
+            )
+        return tuple(min(int(lanes), layer.n_out) for layer in network.layers)
+    lanes = tuple(lanes)
+    if len(lanes) != network.depth:
+        raise ValueError(
+            f"lanes must hold {network.depth} values (one per layer), not {len(lanes)}"
+        )
+    for k, (p, layer) in enumerate(zip(lanes, network.layers, strict=True)):
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise ValueError(f"lanes[{k}] must be a positive integer, not {p!r}")
+        if not 1 <= p <= layer.n_out:
+            raise ValueError(
+                f"lanes[{k}] of layer {network.layer_name(k)} must lie in 1..{layer.n_out} "
+                f"(its neuron count), not {p}"
+            )
+    return tuple(int(p) for p in lanes)
+
+
+def _positive_or_none(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class DesignParams:
+    """The knobs of one network design (see the module docstring), frozen and validated.
+
+    Parameters
+    ----------
+    lanes : tuple of int
+        Lanes of each layer core, resolved per layer (:func:`resolve_lanes`).
+    pipeline : Pipeline
+        The register stages of every layer core (:meth:`Pipeline.preset` of a depth in
+        :data:`hw.model.cycle_model.PIPELINES`, or another combination of switches).
+    storage : Storage or None
+        Where every layer keeps membranes and tracers; ``None``: by size, per layer.
+    fifo_depth : int or None
+        Entries of each inter-layer FIFO; ``None``: ``n_out + 2`` of the producing layer.
+    """
+
+    lanes: tuple[int, ...]
+    pipeline: Pipeline = field(default_factory=lambda: Pipeline.preset(1))
+    storage: Storage | None = None
+    fifo_depth: int | None = None
+
+    def __post_init__(self) -> None:
+        lanes = tuple(self.lanes)
+        if not lanes or any(
+            isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 1 for p in lanes
+        ):
+            raise ValueError(f"lanes must be positive integers, one per layer, not {self.lanes!r}")
+        object.__setattr__(self, "lanes", tuple(int(p) for p in lanes))
+        if not isinstance(self.pipeline, Pipeline):
+            raise TypeError(f"pipeline must be a Pipeline, not {type(self.pipeline).__name__}")
+        object.__setattr__(self, "storage", check_storage(self.storage))
+        object.__setattr__(self, "fifo_depth", _positive_or_none("fifo_depth", self.fifo_depth))
+
+    @classmethod
+    def of(
+        cls,
+        network: Any,
+        *,
+        lanes: int | Sequence[int] | None = None,
+        pipeline: int | Pipeline = 1,
+        storage: Storage | str | None = None,
+        fifo_depth: int | None = None,
+    ) -> DesignParams:
+        """The parameters of a design of ``network`` from loose values, each checked once.
+
+        ``lanes``: one value for every layer (capped per layer) or one per layer; default
+        :data:`DEFAULT_LANES` capped at the widest layer. ``pipeline``: a preset depth or a
+        :class:`Pipeline`.
+        """
+        if lanes is None:
+            lanes = min(DEFAULT_LANES, max(layer.n_out for layer in network.layers))
+        return cls(
+            lanes=resolve_lanes(network, lanes),
+            pipeline=Pipeline.parse(pipeline),
+            storage=storage,
+            fifo_depth=fifo_depth,
+        )
+
+    @classmethod
+    def coerce(
+        cls, network: Any, params: DesignParams | None = None, /, **knobs: Any
+    ) -> DesignParams:
+        """``params`` checked against ``network``, or :meth:`of` ``network`` with ``knobs``.
+
+        The one entry point of every consumer that accepts either a record or loose keywords
+        (``None`` values are "not given"); giving both is a ``TypeError``.
+        """
+        given = {k: v for k, v in knobs.items() if v is not None}
+        if params is None:
+            return cls.of(network, **given)
+        if not isinstance(params, DesignParams):
+            raise TypeError(f"params must be a DesignParams, not {type(params).__name__}")
+        if given:
+            raise TypeError(f"give params or {', '.join(sorted(given))}, not both")
+        return params.checked(network)
+
+    def checked(self, network: Any) -> DesignParams:
+        """``self``, after checking that its lanes fit ``network`` (one per layer, in range)."""
+        resolve_lanes(network, self.lanes)
+        return self
+
+    # -- derived facts -------------------------------------------------------------------------
+    @property
+    def depth(self) -> int | None:
+        """The preset depth of :attr:`pipeline` (:data:`PIPELINES`), ``None`` for another one."""
+        return self.pipeline.depth
+
+    @property
+    def key(self) -> str:
+        """A short name for folder names: ``p8-d1``, ``p5-1-8-d3``, ``…-registers``, ``…-f12``.
+
+        Equal parameters have equal keys; a pipeline that is no preset is spelt by its switches.
+        """
+        lanes = self.lanes
+        out = "p" + (str(lanes[0]) if len(set(lanes)) == 1 else "-".join(map(str, lanes)))
+        out += f"-d{self.depth}" if self.depth is not None else "-" + _switches(self.pipeline)
+        if self.storage is not None:
+            out += f"-{self.storage.value}"
+        if self.fifo_depth is not None:
+            out += f"-f{self.fifo_depth}"
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the manifest's and the report's ``parameters``)."""
+        return {
+            "version": PARAMS_VERSION,
+            "lanes": list(self.lanes),
+            "pipeline": self.depth,
+            "switches": _switch_dict(self.pipeline),
+            "storage": None if self.storage is None else self.storage.value,
+            "fifo_depth": self.fifo_depth,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DesignParams:
+        """Inverse of :meth:`to_json`; a ``ValueError`` names what is wrong."""
+        if not isinstance(d, dict) or d.get("version") != PARAMS_VERSION:
+            raise ValueError(f"design parameters: not version {PARAMS_VERSION}")
+        try:
+            pipeline = Pipeline(**d["switches"])
+            return cls(
+                lanes=tuple(d["lanes"]),
+                pipeline=pipeline,
+                storage=d["storage"],
+                fifo_depth=d["fifo_depth"],
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"design parameters: {e}") from None
+
+
+def _switch_dict(p: Pipeline) -> dict[str, Any]:
+    return {name: getattr(p, name) for name in Pipeline.__dataclass_fields__}
+
+
+def _switches(p: Pipeline) -> str:
+    """A pipeline that is no preset, as a short string of its switches."""
+    bits = "".join(str(int(v)) for v in _switch_dict(p).values() if isinstance(v, bool))
+    return f"s{bits}m{p.min_distance}"
