@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from amaranth.hdl import Fragment
 
 from spikezip.hw.cores.network_core import NetworkCore
 from spikezip.hw.flow.generate import write_design
@@ -82,7 +83,10 @@ def test_network_core_takes_the_record(net):
     core = NetworkCore(network=net, params=p)
     assert core.params is p and core.lanes == p.lanes and core.pipeline == 2
     assert set(core.fifo_depths()) == {5}
-    assert NetworkCore(network=net, lanes=2, pipeline=2, fifo_depth=5).params == p
+    loose = NetworkCore(network=net, lanes=2, pipeline=2, fifo_depth=5)
+    assert loose.params == p
+    for c in (core, loose):
+        Fragment.get(c, None)  # elaborated: a component built and never used warns
     with pytest.raises(TypeError, match="not both"):
         NetworkCore(network=net, params=p, pipeline=1)
 
