@@ -47,7 +47,8 @@ class Rounding(wiring.Component):
     Members
     -------
     start : In(1)
-    a : In(signed(a_width))
+    numerator : In(signed(a_width))
+        ``a``.
     w : In(unsigned(w_width))
     valid : Out(1)
     result : Out(signed(bits + 2))
@@ -61,7 +62,7 @@ class Rounding(wiring.Component):
         super().__init__(
             {
                 "start": In(1),
-                "a": In(signed(a_width)),
+                "numerator": In(signed(a_width)),
                 "w": In(unsigned(w_width)),
                 "valid": Out(1),
                 "result": Out(signed(bits + 2)),
@@ -104,8 +105,8 @@ class Rounding(wiring.Component):
                 m.d.sync += [self.result.eq(Mux(neg, -q, q)), self.valid.eq(1)]
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
-            m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.a < 0)]
-            m.d.sync += mag.eq(Mux(self.a < 0, -self.a, self.a))
+            m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.numerator < 0)]
+            m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
         return m
 
 
@@ -120,7 +121,8 @@ class Moments(wiring.Component):
     -------
     clear, valid : In(1)
     x : In(signed(stream_width))
-    s : Out(signed(sum_width))
+    total : Out(signed(sum_width))
+        ``S``.
     w : Out(unsigned(w_width))
     """
 
@@ -131,7 +133,7 @@ class Moments(wiring.Component):
                 "clear": In(1),
                 "valid": In(1),
                 "x": In(signed(g.stream_width)),
-                "s": Out(signed(g.sum_width)),
+                "total": Out(signed(g.sum_width)),
                 "w": Out(unsigned(g.w_width)),
             }
         )
@@ -148,10 +150,10 @@ class Moments(wiring.Component):
         s2 = Signal(2 * g.sum_width)
         m.d.sync += [xs.eq(self.x), sq.eq(self.x * self.x), v1.eq(self.valid)]
         with m.If(self.clear):
-            m.d.sync += [self.s.eq(0), q.eq(0)]
+            m.d.sync += [self.total.eq(0), q.eq(0)]
         with m.Elif(v1):
-            m.d.sync += [self.s.eq(self.s + xs), q.eq(q + sq)]
-        m.d.sync += s2.eq(self.s * self.s)
+            m.d.sync += [self.total.eq(self.total + xs), q.eq(q + sq)]
+        m.d.sync += s2.eq(self.total * self.total)
         m.d.sync += self.w.eq(g.dim * q - s2 + g.eps)
         return m
 
@@ -337,7 +339,7 @@ class StepSequencer(wiring.Component):
                 "bias": In(signed(bias_width)),
                 "any": In(1),
                 "first": In(range(g.tokens)),
-                "s": In(signed(g.sum_width)),
+                "total": In(signed(g.sum_width)),
                 "r_valid": In(1),
                 "r_result": In(signed(g.rounding_bits + 2)),
             }
@@ -399,7 +401,7 @@ class StepSequencer(wiring.Component):
             with m.State("ADDRESS"):
                 m.next = "CENTRE"
             with m.State("CENTRE"):
-                m.d.sync += [z.eq(d * self.x - self.s), gain.eq(self.gain), bias.eq(self.bias)]
+                m.d.sync += [z.eq(d * self.x - self.total), gain.eq(self.gain), bias.eq(self.bias)]
                 m.d.sync += gprev.eq(self.g_prev)
                 m.next = "START"
             with m.State("START"):
@@ -436,6 +438,8 @@ class LayerNormCore(wiring.Component):
         Tokens per inference (``≥ 1``).
     stream_bound : int
         ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``).
+    src_loc_at : int
+        Stack frames between the caller and this constructor (Amaranth's convention).
 
     Members
     -------
@@ -445,7 +449,9 @@ class LayerNormCore(wiring.Component):
         Drives ``(token·dim + channel, G_t − G_{t−1})`` and markers.
     """
 
-    def __init__(self, *, norm: LayerNorm, tokens: int, stream_bound: int) -> None:
+    def __init__(
+        self, *, norm: LayerNorm, tokens: int, stream_bound: int, src_loc_at: int = 0
+    ) -> None:
         if not isinstance(norm, LayerNorm):
             raise TypeError(f"norm must be an ir.transformer.LayerNorm, not {type(norm).__name__}")
         self._norm = norm
@@ -462,7 +468,8 @@ class LayerNormCore(wiring.Component):
             {
                 "i": In(stream.Signature(event_layout(fin.index_width, fin.value_width))),
                 "o": Out(stream.Signature(event_layout(fout.index_width, fout.value_width))),
-            }
+            },
+            src_loc_at=1 + src_loc_at,
         )
 
     @classmethod
@@ -475,7 +482,8 @@ class LayerNormCore(wiring.Component):
         if name not in names:
             raise ValueError(f"name must be one of the LayerNorm sites {names}, not {name!r}")
         j = names.index(name)
-        return cls(norm=norms[j].op, tokens=vit.tokens, stream_bound=vit.ranges.stream[j])
+        bound = vit.ranges.stream[j]
+        return cls(norm=norms[j].op, tokens=vit.tokens, stream_bound=bound, src_loc_at=1)
 
     @property
     def norm(self) -> LayerNorm:
@@ -527,7 +535,7 @@ class LayerNormCore(wiring.Component):
             moments.valid.eq(seq.m_valid),
             moments.x.eq(store.x),
             rnd.start.eq(seq.r_start),
-            rnd.a.eq(seq.r_a),
+            rnd.numerator.eq(seq.r_a),
             rnd.w.eq(moments.w),
             seq.x.eq(store.x),
             seq.g_prev.eq(store.g_prev),
@@ -535,7 +543,7 @@ class LayerNormCore(wiring.Component):
             seq.bias.eq(store.bias),
             seq.any.eq(changed.any),
             seq.first.eq(changed.first),
-            seq.s.eq(moments.s),
+            seq.total.eq(moments.total),
             seq.r_valid.eq(rnd.valid),
             seq.r_result.eq(rnd.result),
         ]

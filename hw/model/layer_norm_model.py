@@ -67,7 +67,7 @@ class LayerNormGeometry:
     tokens, dim : int
         Tokens and channels (``≥ 1``).
     stream_bound : int
-        ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``), ``≥ 1``.
+        ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``), ``≥ 0``.
     gain_bound, bias_bound : int
         ``max |c_i|`` and ``max |B_i|``.
     eps : int
@@ -85,7 +85,7 @@ class LayerNormGeometry:
         for name, lo in (
             ("tokens", 1),
             ("dim", 1),
-            ("stream_bound", 1),
+            ("stream_bound", 0),
             ("gain_bound", 0),
             ("bias_bound", 0),
             ("eps", 1),
@@ -137,14 +137,18 @@ class LayerNormGeometry:
         return unsigned_width(self.dim**2 * self.stream_bound**2 + self.eps)
 
     @property
+    def z_bound(self) -> int:
+        """``|Z_i| = |(D − 1)·X_i − Σ_{j≠i} X_j| ≤ 2·(D − 1)·bound``."""
+        return 2 * (self.dim - 1) * self.stream_bound
+
+    @property
     def z_width(self) -> int:
-        r = 2 * self.dim * self.stream_bound
-        return signed_width(-r, r)
+        return signed_width(-self.z_bound, self.z_bound)
 
     @property
     def numerator_bound(self) -> int:
-        """``max |a| = max|c|·max|Z|``."""
-        return self.gain_bound * 2 * self.dim * self.stream_bound
+        """``max |a| = max|c|·max|Z|`` (``VisionTransformer.ranges.layernorm_input``)."""
+        return self.gain_bound * self.z_bound
 
     @property
     def numerator_width(self) -> int:
