@@ -1,7 +1,8 @@
 """The differential LayerNorm core (issue 12 §3) on the trained digits ViT: resources, fmax and
 cycles.
 
-Per LayerNorm site: LUT4, CCU2C, FF, BRAM, DSP of the core alone (``synth_ecp5`` via
+Per LayerNorm site: LUT4, CCU2C, FF, BRAM, DSP of the core alone (and of its residual-stream
+stage, ``hw.cores.residual``) (``synth_ecp5`` via
 ``hw.flow.synth.synthesize``); fmax on ECP5-25k (CABGA381, the 4-pin harness, ``--freq 200``,
 registers moved into block RAMs and multipliers, ``hw.flow.place_and_route``); the rounding
 unit alone; and, from the exact cycle model on the reference's real stream increments of
@@ -23,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
 from spikezip.hw.cores.layer_norm import LayerNormCore, Rounding
+from spikezip.hw.cores.residual import ResidualCore
 from spikezip.hw.flow.synth import place_and_route, synthesize
 from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model import layer_norm_model as lnm
+from spikezip.hw.model import residual_model as rm
 from spikezip.sw import digits
 from spikezip.sw.vit import model as vit
 from spikezip.sw.vit.convert import to_transformer
@@ -86,6 +89,13 @@ def main() -> None:
             "resources": res,
             "rounding_resources": rres,
             "synth_seconds": round(time.perf_counter() - t0, 1),
+        }
+        stage = next(s for s in rm.stages(net) if s["name"] == name)
+        residual = ResidualCore(geometry=rm.stage_geometry(net, stage), position=stage["position"])
+        row["residual_stage"] = {
+            "inputs": ("" if stage["base"] is None else stage["base"] + " + ") + stage["site"],
+            "multiplier": stage["multiplier"],
+            "resources": _resources(residual, "residual"),
         }
         if not args.no_pnr:
             p = place_and_route(core, target="ecp5", seed=args.seed)

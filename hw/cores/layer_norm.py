@@ -38,11 +38,11 @@ __all__ = ["ChangedTokens", "LayerNormCore", "Moments", "Rounding", "StateStore"
 class Rounding(wiring.Component):
     """``sgn(a)·⌊|a|/√W + ½⌋`` exactly, bit-serial: shifts, adds and compares in the loop.
 
-    Latency: ``bits + 3`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
+    Latency: ``bits + 4`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
     operands are latched, ``a²`` is formed (one multiplier, outside the loop), ``bits``
-    iterations decide one bit of ``r`` each, then the tie step. Throughput: one result per
-    ``latency`` cycles. ``valid`` falls with ``start`` and stays high with ``result`` until the
-    next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits`` and ``W ≥ 1``.
+    iterations decide one bit of ``r`` each, then ``a² − r²W − rW`` and the tie step.
+    Throughput: one result per ``latency`` cycles. ``valid`` falls with ``start`` and stays
+    high with ``result`` until the next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
 
     Members
     -------
@@ -80,7 +80,7 @@ class Rounding(wiring.Component):
         mag, neg, w = Signal(aw), Signal(), Signal(ww)
         a2, p, t, u = Signal(2 * aw), Signal(wide), Signal(wide), Signal(wide)
         r, count = Signal(nb + 1), Signal(range(nb + 1))
-        cand = Signal(wide)
+        cand, rest = Signal(wide), Signal(signed(2 * aw + 1))  # |rest| ≤ a²
         m.d.comb += cand.eq(p + t + u)
         with m.FSM():
             with m.State("IDLE"):
@@ -98,10 +98,12 @@ class Rounding(wiring.Component):
                 with m.Else():
                     m.d.sync += t.eq(t >> 1)
                 with m.If(count == 1):
-                    m.next = "TIE"
+                    m.next = "REST"
+            with m.State("REST"):
+                m.d.sync += rest.eq(a2 - p - t)  # a² − r²W − rW (t = r·W now)
+                m.next = "TIE"
             with m.State("TIE"):
-                up = (a2 << 2) >= (p << 2) + (t << 2) + w  # t = r·W now
-                q = r + up
+                q = r + ((rest << 2) >= w)  # 4a² ≥ (2r + 1)²·W
                 m.d.sync += [self.result.eq(Mux(neg, -q, q)), self.valid.eq(1)]
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
@@ -145,14 +147,17 @@ class Moments(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self._geo
-        xs, sq, v1 = Signal(signed(g.stream_width)), Signal(2 * g.stream_width), Signal()
+        x1, x2 = Signal(signed(g.stream_width)), Signal(signed(g.stream_width))
+        v1, v2, sq = Signal(), Signal(), Signal(2 * g.stream_width)
         q = Signal(g.square_sum_width)
         s2 = Signal(2 * g.sum_width)
-        m.d.sync += [xs.eq(self.x), sq.eq(self.x * self.x), v1.eq(self.valid)]
+        # x is registered before the squarer: the memory output goes to a flip-flop, the
+        # multiplier gets registered operands (hw.flow.ecp5 packs both into the DSP)
+        m.d.sync += [x1.eq(self.x), v1.eq(self.valid), x2.eq(x1), sq.eq(x1 * x1), v2.eq(v1)]
         with m.If(self.clear):
             m.d.sync += [self.total.eq(0), q.eq(0)]
-        with m.Elif(v1):
-            m.d.sync += [self.total.eq(self.total + xs), q.eq(q + sq)]
+        with m.Elif(v2):
+            m.d.sync += [self.total.eq(self.total + x2), q.eq(q + sq)]
         m.d.sync += s2.eq(self.total * self.total)
         m.d.sync += self.w.eq(g.dim * q - s2 + g.eps)
         return m

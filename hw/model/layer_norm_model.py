@@ -49,13 +49,15 @@ __all__ = [
 
 #: ``hw.cores.layer_norm.StateStore``: synchronous reads (address in one cycle, data the next)
 READ_LATENCY = 1
-#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x², Σ, S², W registers)
-MOMENTS_LATENCY = 4
+#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x, x², Σ, S², W
+#: registers; ``S`` is ready two cycles earlier)
+MOMENTS_LATENCY = 5
 
 
 def rounding_latency(bits: int) -> int:
-    """``hw.cores.layer_norm.Rounding``: start to result: latch, a², ``bits`` iterations, tie."""
-    return bits + 3
+    """``hw.cores.layer_norm.Rounding``: start to result: latch, a², ``bits`` iterations, the
+    remainder ``a² − r²W − rW``, the tie."""
+    return bits + 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,8 +187,9 @@ class LayerNormGeometry:
 
     @property
     def stats_wait(self) -> int:
-        """Cycles between a token's statistics pass and its first element: the element reads S
-        one cycle and W three cycles after its address (E1, E2), so ``W`` must be ready."""
+        """Cycles between a token's statistics pass and its first element: the element reads
+        ``S`` one cycle and ``W`` two cycles after its address, so ``W`` must be ready (``S``,
+        two cycles earlier than ``W``, then is too)."""
         return max(1, READ_LATENCY + MOMENTS_LATENCY - 3)
 
     @property

@@ -31,8 +31,16 @@ import numpy as np
 
 from spikezip.hw.model.events import Step
 from spikezip.ir.network import signed_width, unsigned_width
+from spikezip.ir.transformer import SiteKind
 
-__all__ = ["ResidualGeometry", "golden_outputs", "schedule"]
+__all__ = [
+    "ResidualGeometry",
+    "golden_outputs",
+    "schedule",
+    "spike_steps",
+    "stage_geometry",
+    "stages",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,3 +246,21 @@ def spike_steps(trace, site: int) -> list[list[Step]]:
         t_end = int(np.flatnonzero(~busy)[0])
         out.append([_step(trace.spikes[site][b, t].reshape(-1), busy[t]) for t in range(t_end + 1)])
     return out
+
+
+def stage_geometry(vit, stage: dict) -> ResidualGeometry:
+    """The :class:`ResidualGeometry` of one of :func:`stages`' stages; the base input's values
+    are a LayerNorm site's increments, ``|ΔR| ≤ 2·ranges.stream``."""
+    sites = {s.name: s for s in vit.sites}
+    norms = [s.name for s in vit.sites if s.kind is SiteKind.LAYERNORM]
+    base = stage["base"]
+    pos = stage["position"]
+    return ResidualGeometry(
+        tokens=vit.tokens,
+        dim=vit.dim,
+        multiplier=stage["multiplier"],
+        spike_neurons=sites[stage["site"]].size,
+        offset=stage["offset"],
+        base_bound=None if base is None else 2 * vit.ranges.stream[norms.index(base)],
+        position_bound=0 if pos is None else int(np.abs(pos).max()),
+    )

@@ -87,9 +87,9 @@ def test_cycle_model_by_hand() -> None:
     """One token of 2 channels, W = 3 iterations: the schedule written out cycle by cycle."""
     norm = norm_site([3, -3], [0, 0], 1)  # quotient bound isqrt(9) + 1 = 4: 3 bits
     geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
-    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 6
-    assert (geo.stats_wait, geo.element_cycles) == (2, 9)
-    assert geo.token_cycles == 1 + 2 + 2 + 2 * 9
+    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 7
+    assert (geo.stats_wait, geo.element_cycles) == (3, 10)
+    assert geo.token_cycles == 1 + 2 + 3 + 2 * 10
     ins = [
         [
             lnm.Step(np.array([0]), np.array([4]), True),
@@ -100,9 +100,9 @@ def test_cycle_model_by_hand() -> None:
     # X = (4, 0): S = 4, V = 2·16 − 16 = 16, W = 17, Z = ±4, a = ±12: 12/√17 = 2.91 → ±3
     assert [s.values.tolist() for s in outs[0]] == [[3, 3], []]
     (steps,) = lnm.schedule(geo, ins, outs)
-    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-8, elements from 9 (9 cycles)
-    assert steps[0].event_cycles == [9 + 9, 9 + 18] and steps[0].marker_cycle == 4 + 23 + 1
-    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 28 + 1 + 1
+    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (10 cycles)
+    assert steps[0].event_cycles == [10 + 10, 10 + 20] and steps[0].marker_cycle == 4 + 26 + 1
+    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 31 + 1 + 1
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])

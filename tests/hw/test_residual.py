@@ -61,19 +61,9 @@ def _lists(vit, x):
         increments[s["name"]] = ins
         k = names.index(s["site"])
         spikes = rm.spike_steps(tr, k)
-        bounds = vit.ranges.stream
-        norms = [n for n in names if "norm" in n]
-        base_bound = None if s["base"] is None else 2 * bounds[norms.index(s["base"])]
+        geo = rm.stage_geometry(vit, s)
+        assert geo.spike_neurons == int(tr.spikes[k].shape[2])
         pos = s["position"]
-        geo = rm.ResidualGeometry(
-            tokens=vit.tokens,
-            dim=vit.dim,
-            multiplier=s["multiplier"],
-            spike_neurons=int(tr.spikes[k].shape[2]),
-            offset=s["offset"],
-            base_bound=base_bound,
-            position_bound=0 if pos is None else int(np.abs(pos).max()),
-        )
         base = None if s["base"] is None else increments[s["base"]]
         out.append((s["name"], geo, pos, base, spikes, ins))
     return out

@@ -47,6 +47,7 @@ def test_random_stages_icarus(tmp_path_factory, case) -> None:
 
 
 @pytest.mark.sim
+@pytest.mark.slow
 @settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
 @given(residual_cases())
 def test_random_stage_verilator(tmp_path_factory, case) -> None:
