@@ -48,10 +48,14 @@ def _knobs(directory: Path, cls: type[Record], **knobs) -> dict[str, str]:
 
 __all__ = [
     "LayerCoreCase",
+    "LayerNormCase",
     "NeuronArrayCase",
+    "ResidualCase",
     "SoftmaxCase",
     "layer_core_case",
+    "layer_norm_case",
     "neuron_array_case",
+    "residual_case",
     "softmax_case",
 ]
 
@@ -250,6 +254,159 @@ def neuron_array_case(
         busy=busy,
     ).save(directory / STIMULUS)
     return NeuronArrayCase(directory, verilog, toplevel, golden, layer)
+
+
+# -- the differential LayerNorm core -------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerNormCase:
+    """Files and facts of one LayerNorm-core simulation."""
+
+    directory: Path
+    verilog: Path
+    toplevel: str
+    schedule: list
+
+    def env(
+        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
+    ) -> dict[str, str]:
+        """Set the knobs in the stimulus file; return the testbench's ``extra_env`` (cycles are
+        checked by default when nothing stalls)."""
+        from spikezip.sim.tb.files import LayerNormStimulus
+
+        if check_cycles is None:
+            check_cycles = ready == 1.0 and valid == 1.0
+        return _knobs(
+            self.directory,
+            LayerNormStimulus,
+            ready=float(ready),
+            valid=float(valid),
+            check_cycles=bool(check_cycles),
+        )
+
+
+def layer_norm_case(
+    directory: Path,
+    core,
+    inputs: list[list[events.Step]],
+    outputs: list[list[events.Step]] | None = None,
+    *,
+    name: str = "layer_norm",
+    backend: str = "proc",
+    toplevel: str = "layer_norm",
+) -> LayerNormCase:
+    """Write the Verilog and stimulus of a :class:`hw.cores.layer_norm.LayerNormCore` fed with
+    ``inputs`` (per inference, the increment steps); ``outputs`` default to
+    :func:`hw.model.layer_norm_model.golden_outputs` (give the reference's recorded drives to
+    test against those). The expected cycles come from the core's own geometry."""
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model import layer_norm_model as lnm
+    from spikezip.sim.tb.files import LayerNormStimulus
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    norm = core.norm
+    if outputs is None:
+        outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, core.geometry.tokens, inputs)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel, backend=backend))
+    fin, fout = core.input_format, core.output_format
+    sched = lnm.schedule(core.geometry, inputs, outputs)
+    in_words = [w for inf in inputs for step in inf for w in step.words(fin)]
+    out_words, out_sample, out_step, out_index, out_cycle = [], [], [], [], []
+    for b, (inf, timing) in enumerate(zip(outputs, sched, strict=True)):
+        for t, (step, st) in enumerate(zip(inf, timing, strict=True)):
+            out_words += step.words(fout)
+            out_index += [*step.indices.tolist(), -1]
+            out_cycle += [*st.event_cycles, st.marker_cycle]
+            out_sample += [b] * (step.n_events + 1)
+            out_step += [t] * (step.n_events + 1)
+    LayerNormStimulus(
+        name=name,
+        in_format=fin,
+        out_format=fout,
+        in_words=np.array(in_words, dtype=np.uint64),
+        out_words=np.array(out_words, dtype=np.uint64),
+        out_sample=np.array(out_sample, dtype=np.int64),
+        out_step=np.array(out_step, dtype=np.int64),
+        out_index=np.array(out_index, dtype=np.int64),
+        out_cycle=np.array(out_cycle, dtype=np.int64),
+    ).save(directory / STIMULUS)
+    return LayerNormCase(directory, verilog, toplevel, sched)
+
+
+# -- the residual-stream stage -------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResidualCase(LayerNormCase):
+    """Files and facts of one residual-stage simulation."""
+
+    def env(
+        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
+    ) -> dict[str, str]:
+        from spikezip.sim.tb.files import ResidualStimulus
+
+        if check_cycles is None:
+            check_cycles = ready == 1.0 and valid == 1.0
+        return _knobs(
+            self.directory,
+            ResidualStimulus,
+            ready=float(ready),
+            valid=float(valid),
+            check_cycles=bool(check_cycles),
+        )
+
+
+def residual_case(
+    directory: Path,
+    core,
+    base: list[list[events.Step]] | None,
+    spikes: list[list[events.Step]],
+    outputs: list[list[events.Step]],
+    *,
+    name: str = "residual",
+    toplevel: str = "residual",
+) -> ResidualCase:
+    """Write the Verilog and stimulus of a :class:`hw.cores.residual.ResidualCore` fed with
+    ``base`` (or ``None``) and ``spikes``, expecting ``outputs`` in the cycles of
+    :func:`hw.model.residual_model.schedule`."""
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model import residual_model as rm
+    from spikezip.sim.tb.files import ResidualStimulus
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel))
+    sched = rm.schedule(core.geometry, base, spikes, outputs)
+    fout = core.output_format
+    out_words, out_sample, out_step, out_index, out_cycle = [], [], [], [], []
+    for b, (inf, timing) in enumerate(zip(outputs, sched, strict=True)):
+        for t, (step, (ev, marker)) in enumerate(zip(inf, timing, strict=True)):
+            out_words += step.words(fout)
+            out_index += [*step.indices.tolist(), -1]
+            out_cycle += [*ev, marker]
+            out_sample += [b] * (step.n_events + 1)
+            out_step += [t] * (step.n_events + 1)
+    has_base = base is not None
+    base_words = (
+        [w for inf in base for s in inf for w in s.words(core.base_format)] if has_base else []
+    )
+    ResidualStimulus(
+        name=name,
+        in_format=core.spike_format,
+        out_format=fout,
+        in_words=np.array(
+            [w for inf in spikes for s in inf for w in s.words(core.spike_format)], dtype=np.uint64
+        ),
+        out_words=np.array(out_words, dtype=np.uint64),
+        out_sample=np.array(out_sample, dtype=np.int64),
+        out_step=np.array(out_step, dtype=np.int64),
+        out_index=np.array(out_index, dtype=np.int64),
+        out_cycle=np.array(out_cycle, dtype=np.int64),
+        has_base=has_base,
+        base_format=core.base_format if has_base else events.EventFormat(1, 2),
+        base_words=np.array(base_words, dtype=np.uint64),
+    ).save(directory / STIMULUS)
+    return ResidualCase(directory, verilog, toplevel, sched)
 
 
 # -- the differential softmax core (issue 12 §2) -----------------------------------------------

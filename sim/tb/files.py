@@ -28,10 +28,12 @@ __all__ = [
     "STIMULUS_ENV",
     "BitLayout",
     "LayerCoreStimulus",
+    "LayerNormStimulus",
     "NetworkResult",
     "NetworkStimulus",
     "NeuronArrayStimulus",
     "Record",
+    "ResidualStimulus",
     "bits",
     "stimulus_path",
 ]
@@ -284,3 +286,42 @@ class NeuronArrayStimulus(Record):
     drive: np.ndarray  #: [B, T, words·lanes]
     busy: np.ndarray  #: [B, T] expected busy flags
     valid: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerNormStimulus(Record):
+    """Input of :mod:`sim.tb.layer_norm`: payloads in (every inference back to back), expected
+    payloads out with their inference, step, index (``-1`` for markers) and model cycle."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-layer-norm"
+    DECODE: ClassVar[Mapping[str, Any]] = {"in_format": _format, "out_format": _format}
+
+    name: str  #: the site
+    in_format: EventFormat
+    out_format: EventFormat
+    in_words: np.ndarray
+    out_words: np.ndarray
+    out_sample: np.ndarray
+    out_step: np.ndarray
+    out_index: np.ndarray  #: ``-1`` for markers
+    out_cycle: np.ndarray  #: the cycle model's cycle of each output beat
+    valid: float = 1.0
+    ready: float = 1.0
+    check_cycles: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResidualStimulus(LayerNormStimulus):
+    """Input of :mod:`sim.tb.residual`: as :class:`LayerNormStimulus` (``in_words`` the spike
+    input ``b``), plus the base input ``a``'s payloads (``has_base``)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-residual"
+    DECODE: ClassVar[Mapping[str, Any]] = {
+        "in_format": _format,
+        "out_format": _format,
+        "base_format": _format,
+    }
+
+    has_base: bool = False
+    base_format: EventFormat = dataclasses.field(default_factory=lambda: EventFormat(1, 2))
+    base_words: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint64))

@@ -1,0 +1,555 @@
+"""Differential LayerNorm core: one LayerNorm site of a spiking ViT, event-driven and exact.
+
+Architecture (one engine, one token at a time)::
+
+    i ─▶ StepSequencer ─┬─ events ─▶ StateStore (X += v: one event per cycle)   ChangedTokens
+                        │            (X, G_{t−1}, gain and bias ROMs)            (mask, first)
+                        ├─ stats pass: X ─▶ Moments (S, ΣX², W = D·ΣX² − S² + E)
+                        └─ elements: Z = D·X_i − S, a = c_i·Z ─▶ Rounding ─▶ G = B + r
+                                                                  └─▶ o: (index, G − G_{t−1})
+
+Protocol, schedule and the cycle model: :mod:`hw.model.layer_norm_model` (every delay is a
+block's ``latency``, defined once there). The rounding unit needs no divider and no multiplier in
+its loop: it finds ``r = ⌊|a|/√W⌋`` bit by bit from the top as the largest ``r`` with
+``r²·W ≤ a²``, keeping ``r²·W`` and ``r·W`` (scaled) up to date with shifts and adds, then adds 1
+exactly when ``4a² ≥ (2r + 1)²·W`` — the definition :func:`ir.transformer.layer_norm_exact`,
+ties included.
+
+``i.ready`` and ``o.valid`` depend on registers only; backpressure on ``o`` stalls the engine at
+the element (or marker) whose beat cannot leave, idle input cycles stall the accumulate phase;
+neither changes a value.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from spikezip.hw.cores.layouts import event_layout
+from spikezip.hw.model import layer_norm_model as lnm
+from spikezip.hw.model.events import EventFormat
+from spikezip.ir.transformer.sites import LayerNorm
+from spikezip.ir.transformer.vit import VisionTransformer
+
+__all__ = ["ChangedTokens", "LayerNormCore", "Moments", "Rounding", "StateStore", "StepSequencer"]
+
+
+class Rounding(wiring.Component):
+    """``sgn(a)·⌊|a|/√W + ½⌋`` exactly, bit-serial: shifts, adds and compares in the loop.
+
+    Latency: ``bits + 4`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
+    operands are latched, ``a²`` is formed (one multiplier, outside the loop), ``bits``
+    iterations decide one bit of ``r`` each, then ``a² − r²W − rW`` and the tie step.
+    Throughput: one result per ``latency`` cycles. ``valid`` falls with ``start`` and stays
+    high with ``result`` until the next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
+
+    Members
+    -------
+    start : In(1)
+    numerator : In(signed(a_width))
+        ``a``.
+    w : In(unsigned(w_width))
+    valid : Out(1)
+    result : Out(signed(bits + 2))
+    """
+
+    def __init__(self, *, a_width: int, w_width: int, bits: int) -> None:
+        for name, v in (("a_width", a_width), ("w_width", w_width), ("bits", bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        self._aw, self._ww, self._bits = a_width, w_width, bits
+        super().__init__(
+            {
+                "start": In(1),
+                "numerator": In(signed(a_width)),
+                "w": In(unsigned(w_width)),
+                "valid": Out(1),
+                "result": Out(signed(bits + 2)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return lnm.rounding_latency(self._bits)
+
+    def elaborate(self, platform):
+        m = Module()
+        aw, ww, nb = self._aw, self._ww, self._bits
+        wide = max(2 * aw, ww + 2 * nb) + 3
+        mag, neg, w = Signal(aw), Signal(), Signal(ww)
+        a2, p, t, u = Signal(2 * aw), Signal(wide), Signal(wide), Signal(wide)
+        r, count = Signal(nb + 1), Signal(range(nb + 1))
+        cand, rest = Signal(wide), Signal(signed(2 * aw + 1))  # |rest| ≤ a²
+        m.d.comb += cand.eq(p + t + u)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "SQUARE"
+            with m.State("SQUARE"):
+                m.d.sync += [a2.eq(mag * mag), p.eq(0), t.eq(0), r.eq(0), count.eq(nb)]
+                m.d.sync += u.eq(w << (2 * (nb - 1)))
+                m.next = "ITERATE"
+            with m.State("ITERATE"):
+                take = cand <= a2
+                m.d.sync += [r.eq((r << 1) | take), u.eq(u >> 2), count.eq(count - 1)]
+                with m.If(take):
+                    m.d.sync += [p.eq(cand), t.eq((t + (u << 1)) >> 1)]
+                with m.Else():
+                    m.d.sync += t.eq(t >> 1)
+                with m.If(count == 1):
+                    m.next = "REST"
+            with m.State("REST"):
+                m.d.sync += rest.eq(a2 - p - t)  # a² − r²W − rW (t = r·W now)
+                m.next = "TIE"
+            with m.State("TIE"):
+                q = r + ((rest << 2) >= w)  # 4a² ≥ (2r + 1)²·W
+                m.d.sync += [self.result.eq(Mux(neg, -q, q)), self.valid.eq(1)]
+                m.next = "IDLE"
+        with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
+            m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.numerator < 0)]
+            m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
+        return m
+
+
+class Moments(wiring.Component):
+    """``S = Σ x`` and ``W = D·Σ x² − S² + E`` over the ``x`` of one token.
+
+    Latency: ``W`` (and ``S``) hold the sums of every ``x`` given up to cycle ``c`` from cycle
+    ``c + latency`` on (:data:`hw.model.layer_norm_model.MOMENTS_LATENCY`; ``S`` two cycles
+    earlier). ``clear`` empties the sums (no ``x`` may be in flight).
+
+    Members
+    -------
+    clear, valid : In(1)
+    x : In(signed(stream_width))
+    total : Out(signed(sum_width))
+        ``S``.
+    w : Out(unsigned(w_width))
+    """
+
+    def __init__(self, *, geometry: lnm.LayerNormGeometry) -> None:
+        g = self._geo = geometry
+        super().__init__(
+            {
+                "clear": In(1),
+                "valid": In(1),
+                "x": In(signed(g.stream_width)),
+                "total": Out(signed(g.sum_width)),
+                "w": Out(unsigned(g.w_width)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return lnm.MOMENTS_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geo
+        x1, x2 = Signal(signed(g.stream_width)), Signal(signed(g.stream_width))
+        v1, v2, sq = Signal(), Signal(), Signal(2 * g.stream_width)
+        q = Signal(g.square_sum_width)
+        s2 = Signal(2 * g.sum_width)
+        # x is registered before the squarer: the memory output goes to a flip-flop, the
+        # multiplier gets registered operands (hw.flow.ecp5 packs both into the DSP)
+        m.d.sync += [x1.eq(self.x), v1.eq(self.valid), x2.eq(x1), sq.eq(x1 * x1), v2.eq(v1)]
+        with m.If(self.clear):
+            m.d.sync += [self.total.eq(0), q.eq(0)]
+        with m.Elif(v2):
+            m.d.sync += [self.total.eq(self.total + x2), q.eq(q + sq)]
+        m.d.sync += s2.eq(self.total * self.total)
+        m.d.sync += self.w.eq(g.dim * q - s2 + g.eps)
+        return m
+
+
+class StateStore(wiring.Component):
+    """The accumulated stream ``X``, the previous output ``G``, and the gain and bias ROMs.
+
+    * ``ev_valid``: ``X[ev_index] += ev_value`` (read in this cycle, written at the end of the
+      next; back-to-back events on one entry see each other through a transparent read);
+    * ``addr``/``channel``: read ``x``, ``g_prev``, ``gain``, ``bias`` in the next cycle
+      (:data:`~hw.model.layer_norm_model.READ_LATENCY`; ``ev_valid`` takes the ``X`` port);
+    * ``g_we``: ``G[g_addr] = g_data``; ``clear``: ``X[addr] = G[addr] = 0``.
+
+    Members
+    -------
+    ev_valid : In(1); ev_index : In(index); ev_value : In(signed(increment_width))
+    addr : In(index); channel : In(channel); clear, g_we : In(1); g_addr, g_data : In
+    x, g_prev, gain, bias : Out
+    """
+
+    def __init__(self, *, norm: LayerNorm, geometry: lnm.LayerNormGeometry) -> None:
+        self._norm, g = norm, geometry
+        self._geo = g
+        gw = max(2, (int(abs(norm.gain).max())).bit_length() + 1)
+        bw = max(2, (int(abs(norm.bias).max())).bit_length() + 1)
+        super().__init__(
+            {
+                "ev_valid": In(1),
+                "ev_index": In(g.index_width),
+                "ev_value": In(signed(g.increment_width)),
+                "addr": In(g.index_width),
+                "channel": In(g.channel_width),
+                "clear": In(1),
+                "g_we": In(1),
+                "g_addr": In(g.index_width),
+                "g_data": In(signed(g.output_width)),
+                "x": Out(signed(g.stream_width)),
+                "g_prev": Out(signed(g.output_width)),
+                "gain": Out(signed(gw)),
+                "bias": Out(signed(bw)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return lnm.READ_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        g, n = self._geo, self._norm
+        m.submodules.xmem = xmem = memory.Memory(
+            shape=signed(g.stream_width), depth=g.entries, init=[]
+        )
+        m.submodules.gmem = gmem = memory.Memory(
+            shape=signed(g.output_width), depth=g.entries, init=[]
+        )
+        m.submodules.gain = gain = memory.Memory(
+            shape=self.gain.shape(), depth=g.dim, init=[int(v) for v in n.gain]
+        )
+        m.submodules.bias = bias = memory.Memory(
+            shape=self.bias.shape(), depth=g.dim, init=[int(v) for v in n.bias]
+        )
+        xw, gwp = xmem.write_port(), gmem.write_port()
+        xr = xmem.read_port(transparent_for=[xw])
+        gr, cr, br = gmem.read_port(), gain.read_port(), bias.read_port()
+        pend, pidx = Signal(), Signal(g.index_width)
+        pval = Signal(signed(g.increment_width))
+        m.d.sync += [pend.eq(self.ev_valid), pidx.eq(self.ev_index), pval.eq(self.ev_value)]
+        m.d.comb += [
+            xr.addr.eq(Mux(self.ev_valid, self.ev_index, self.addr)),
+            gr.addr.eq(self.addr),
+            cr.addr.eq(self.channel),
+            br.addr.eq(self.channel),
+            xw.addr.eq(Mux(self.clear, self.addr, pidx)),
+            xw.data.eq(Mux(self.clear, 0, xr.data + pval)),
+            xw.en.eq(self.clear | pend),
+            gwp.addr.eq(Mux(self.clear, self.addr, self.g_addr)),
+            gwp.data.eq(Mux(self.clear, 0, self.g_data)),
+            gwp.en.eq(self.clear | self.g_we),
+            self.x.eq(xr.data),
+            self.g_prev.eq(gr.data),
+            self.gain.eq(cr.data),
+            self.bias.eq(br.data),
+        ]
+        return m
+
+
+class ChangedTokens(wiring.Component):
+    """The per-token "changed" mask and its lowest set token.
+
+    ``mark`` sets the token of flat index ``index`` (``token = index·mult >> shift``, exact for
+    every index, checked at construction), ``set_all`` every token, ``drop`` token ``token``;
+    the effect is visible in the next cycle (latency 1). ``any``/``first`` are combinational.
+
+    Members
+    -------
+    mark, set_all, drop : In(1); index : In(index_width); token : In(range(tokens))
+    any : Out(1); first : Out(range(tokens))
+    """
+
+    def __init__(self, *, geometry: lnm.LayerNormGeometry) -> None:
+        g = self._geo = geometry
+        shift = g.index_width + g.channel_width + 1
+        self._mult = -(-(1 << shift) // g.dim)
+        self._shift = shift
+        if any((i * self._mult) >> shift != i // g.dim for i in range(g.entries)):
+            raise AssertionError("token-of-index reciprocal is not exact")  # pragma: no cover
+        super().__init__(
+            {
+                "mark": In(1),
+                "set_all": In(1),
+                "drop": In(1),
+                "index": In(g.index_width),
+                "token": In(range(g.tokens)),
+                "any": Out(1),
+                "first": Out(range(g.tokens)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._geo.tokens
+        mask = Signal(n)
+        of = Signal(range(n))
+        m.d.comb += of.eq((self.index * self._mult) >> self._shift)
+        with m.If(self.set_all):
+            m.d.sync += mask.eq((1 << n) - 1)
+        with m.Else():
+            nxt = mask & ~Mux(self.drop, Const(1, n) << self.token, 0)
+            m.d.sync += mask.eq(nxt | Mux(self.mark, Const(1, n) << of, 0))
+        m.d.comb += self.any.eq(mask.any())
+        for k in reversed(range(n)):  # the lowest set bit wins
+            with m.If(mask[k]):
+                m.d.comb += self.first.eq(k)
+        return m
+
+
+class StepSequencer(wiring.Component):
+    """The step schedule of :mod:`hw.model.layer_norm_model`: clear, accumulate, then per changed
+    token a statistics pass and one element after the other through the rounding unit.
+
+    Latency: per evaluated token ``geometry.token_cycles``; a drive leaves one cycle after its
+    element's rounding result, the marker one cycle after the last scan. ``i.ready`` is high in
+    the accumulate phase only; ``o`` is a register (``o.valid`` depends on registers only).
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout(input format)))
+    o : Out(stream.Signature(event_layout(output format)))
+    the control of :class:`StateStore`, :class:`ChangedTokens`, :class:`Moments`,
+    :class:`Rounding` (``Out``) and their results (``In``), named as their members.
+    """
+
+    def __init__(self, *, geometry: lnm.LayerNormGeometry, gain_width: int, bias_width: int):
+        g = self._geo = geometry
+        fin = EventFormat(g.index_width, g.increment_width)
+        fout = EventFormat(g.index_width, g.drive_width)
+        super().__init__(
+            {
+                "i": In(stream.Signature(event_layout(fin.index_width, fin.value_width))),
+                "o": Out(stream.Signature(event_layout(fout.index_width, fout.value_width))),
+                "ev_valid": Out(1),
+                "ev_value": Out(signed(g.increment_width)),
+                "addr": Out(g.index_width),
+                "channel": Out(g.channel_width),
+                "clear": Out(1),
+                "g_we": Out(1),
+                "g_data": Out(signed(g.output_width)),
+                "set_all": Out(1),
+                "drop": Out(1),
+                "token": Out(range(g.tokens)),
+                "m_clear": Out(1),
+                "m_valid": Out(1),
+                "r_start": Out(1),
+                "r_a": Out(signed(g.numerator_width)),
+                "x": In(signed(g.stream_width)),
+                "g_prev": In(signed(g.output_width)),
+                "gain": In(signed(gain_width)),
+                "bias": In(signed(bias_width)),
+                "any": In(1),
+                "first": In(range(g.tokens)),
+                "total": In(signed(g.sum_width)),
+                "r_valid": In(1),
+                "r_result": In(signed(g.rounding_bits + 2)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        g, d, o = self._geo, self._geo.dim, self.o
+        k, ch, base = Signal(range(g.entries)), Signal(range(d)), Signal(g.index_width)
+        busy_in, drove, rd, cnt = Signal(), Signal(), Signal(), Signal(range(g.stats_wait + 1))
+        z, gain = Signal(signed(g.z_width)), Signal.like(self.gain)
+        bias, gprev = Signal.like(self.bias), Signal.like(self.g_prev)
+        new = Signal(signed(g.output_width))
+        drive = Signal(signed(g.drive_width))
+        free = ~o.valid | o.ready
+        m.d.comb += [new.eq(bias + self.r_result), drive.eq(new - gprev), self.g_data.eq(new)]
+        m.d.comb += [self.addr.eq(base + ch), self.channel.eq(ch), self.m_valid.eq(rd)]
+        m.d.comb += [self.token.eq(self.first), self.r_a.eq(gain * z)]
+        m.d.sync += rd.eq(0)
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.FSM():
+            with m.State("CLEAR"):
+                m.d.comb += [self.clear.eq(1), self.addr.eq(k), self.set_all.eq(1)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == g.entries - 1):
+                    m.d.sync += k.eq(0)
+                    m.next = "ACCUMULATE"
+            with m.State("ACCUMULATE"):
+                m.d.comb += [self.i.ready.eq(1), self.addr.eq(self.i.payload.index)]
+                m.d.comb += self.ev_value.eq(self.i.payload.value)
+                with m.If(self.i.valid & self.i.payload.marker):
+                    m.d.sync += busy_in.eq(self.i.payload.busy)
+                    m.next = "SCAN"
+                with m.Elif(self.i.valid):
+                    m.d.comb += self.ev_valid.eq(1)
+            with m.State("SCAN"):
+                with m.If(self.any):
+                    m.d.comb += [self.drop.eq(1), self.m_clear.eq(1)]
+                    m.d.sync += [base.eq(self.first * d), ch.eq(0)]
+                    m.next = "STATS"
+                with m.Elif(free):
+                    busy = busy_in | drove
+                    m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(busy)]
+                    m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), drove.eq(0)]
+                    with m.If(~busy):
+                        m.next = "CLEAR"
+                    with m.Elif(busy_in):
+                        m.next = "ACCUMULATE"
+            with m.State("STATS"):
+                m.d.sync += [rd.eq(1), ch.eq(ch + 1), cnt.eq(0)]
+                with m.If(ch == d - 1):
+                    m.d.sync += ch.eq(0)
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == g.stats_wait - 1):
+                    m.next = "ADDRESS"
+            with m.State("ADDRESS"):
+                m.next = "CENTRE"
+            with m.State("CENTRE"):
+                m.d.sync += [z.eq(d * self.x - self.total), gain.eq(self.gain), bias.eq(self.bias)]
+                m.d.sync += gprev.eq(self.g_prev)
+                m.next = "START"
+            with m.State("START"):
+                m.d.comb += self.r_start.eq(1)
+                m.next = "ROUND"
+            with m.State("ROUND"):
+                with m.If(self.r_valid & ((drive == 0) | free)):
+                    m.d.comb += self.g_we.eq(1)
+                    with m.If(drive != 0):
+                        m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+                        m.d.sync += drove.eq(1)
+                        m.d.sync += [o.payload.index.eq(base + ch), o.payload.value.eq(drive)]
+                    m.d.sync += ch.eq(ch + 1)
+                    m.next = "ADDRESS"
+                    with m.If(ch == d - 1):
+                        m.d.sync += ch.eq(0)
+                        m.next = "SCAN"
+        return m
+
+
+class LayerNormCore(wiring.Component):
+    """A differential LayerNorm site (see the module docstring and
+    :mod:`hw.model.layer_norm_model` for protocol, schedule and cycle model).
+
+    Latency: per step, one cycle per input event, then ``geometry.token_cycles`` per changed
+    token (every token in step 0), the marker one cycle after. Throughput: one drive per
+    ``geometry.element_cycles`` cycles while a token is evaluated.
+
+    Parameters
+    ----------
+    norm : ir.transformer.LayerNorm
+        The site: gains, biases and ε are built into the RTL (ROMs).
+    tokens : int
+        Tokens per inference (``≥ 1``).
+    stream_bound : int
+        ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``).
+    src_loc_at : int
+        Stack frames between the caller and this constructor (Amaranth's convention).
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout(input_format)))
+        Stream increments ``(token·dim + channel, ΔR)`` and markers.
+    o : Out(stream.Signature(event_layout(output_format)))
+        Drives ``(token·dim + channel, G_t − G_{t−1})`` and markers.
+    """
+
+    def __init__(
+        self, *, norm: LayerNorm, tokens: int, stream_bound: int, src_loc_at: int = 0
+    ) -> None:
+        if not isinstance(norm, LayerNorm):
+            raise TypeError(f"norm must be an ir.transformer.LayerNorm, not {type(norm).__name__}")
+        self._norm = norm
+        self._geo = lnm.LayerNormGeometry(
+            tokens=tokens,
+            dim=norm.dim,
+            stream_bound=stream_bound,
+            gain_bound=int(abs(norm.gain).max()),
+            bias_bound=int(abs(norm.bias).max()),
+            eps=int(norm.eps),
+        )
+        fin, fout = self.input_format, self.output_format
+        super().__init__(
+            {
+                "i": In(stream.Signature(event_layout(fin.index_width, fin.value_width))),
+                "o": Out(stream.Signature(event_layout(fout.index_width, fout.value_width))),
+            },
+            src_loc_at=1 + src_loc_at,
+        )
+
+    @classmethod
+    def for_site(cls, vit: VisionTransformer, name: str) -> LayerNormCore:
+        """The core of LayerNorm site ``name`` of ``vit`` (its stream bound from ``vit.ranges``)."""
+        if not isinstance(vit, VisionTransformer):
+            raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
+        norms = [s for s in vit.sites if isinstance(s.op, LayerNorm)]
+        names = [s.name for s in norms]
+        if name not in names:
+            raise ValueError(f"name must be one of the LayerNorm sites {names}, not {name!r}")
+        j = names.index(name)
+        bound = vit.ranges.stream[j]
+        return cls(norm=norms[j].op, tokens=vit.tokens, stream_bound=bound, src_loc_at=1)
+
+    @property
+    def norm(self) -> LayerNorm:
+        return self._norm
+
+    @property
+    def geometry(self) -> lnm.LayerNormGeometry:
+        """Sizes, widths and cycle constants (shared with the cycle model)."""
+        return self._geo
+
+    @property
+    def input_format(self) -> EventFormat:
+        return EventFormat(self._geo.index_width, self._geo.increment_width)
+
+    @property
+    def output_format(self) -> EventFormat:
+        return EventFormat(self._geo.index_width, self._geo.drive_width)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geo
+        m.submodules.store = store = StateStore(norm=self._norm, geometry=g)
+        m.submodules.changed = changed = ChangedTokens(geometry=g)
+        m.submodules.moments = moments = Moments(geometry=g)
+        m.submodules.rounding = rnd = Rounding(
+            a_width=g.numerator_width, w_width=g.w_width, bits=g.rounding_bits
+        )
+        m.submodules.sequencer = seq = StepSequencer(
+            geometry=g, gain_width=len(store.gain), bias_width=len(store.bias)
+        )
+        wiring.connect(m, wiring.flipped(self.i), seq.i)
+        wiring.connect(m, seq.o, wiring.flipped(self.o))
+        m.d.comb += [
+            store.ev_valid.eq(seq.ev_valid),
+            store.ev_index.eq(seq.addr),
+            store.ev_value.eq(seq.ev_value),
+            store.addr.eq(seq.addr),
+            store.channel.eq(seq.channel),
+            store.clear.eq(seq.clear),
+            store.g_we.eq(seq.g_we),
+            store.g_addr.eq(seq.addr),
+            store.g_data.eq(seq.g_data),
+            changed.mark.eq(seq.ev_valid),
+            changed.index.eq(seq.addr),
+            changed.set_all.eq(seq.set_all),
+            changed.drop.eq(seq.drop),
+            changed.token.eq(seq.token),
+            moments.clear.eq(seq.m_clear),
+            moments.valid.eq(seq.m_valid),
+            moments.x.eq(store.x),
+            rnd.start.eq(seq.r_start),
+            rnd.numerator.eq(seq.r_a),
+            rnd.w.eq(moments.w),
+            seq.x.eq(store.x),
+            seq.g_prev.eq(store.g_prev),
+            seq.gain.eq(store.gain),
+            seq.bias.eq(store.bias),
+            seq.any.eq(changed.any),
+            seq.first.eq(changed.first),
+            seq.total.eq(moments.total),
+            seq.r_valid.eq(rnd.valid),
+            seq.r_result.eq(rnd.result),
+        ]
+        return m

@@ -1,0 +1,313 @@
+"""Differential LayerNorm core (``hw.cores.layer_norm``) in plain Python: geometry, golden event
+lists and the exact cycle model (no amaranth: the cocotb testbench imports this module).
+
+Protocol (the layer core's, :mod:`hw.model.events`): the input carries the stream increments
+ΔR_t of one LayerNorm site — events ``(index, value)`` with ``index = token·dim + channel`` and
+``value`` the non-zero increment, in any order, then an end-of-step marker with the cumulative
+busy flag. The output carries the drive ``G_t − G_{t−1}`` of the site: events ``(index, drive)``
+for every non-zero drive in ascending index, then a marker with busy = input busy OR any non-zero
+drive. Step 0 of an inference evaluates every token (``G_{−1} = 0``); later steps only the tokens
+that received an event. An input marker with busy 0 ends the inference once the core's own
+marker is not busy (a step 0 whose drive is non-zero is followed by one self-running step with
+no input, as the layer core does); the core then clears its state and reads the next inference.
+
+Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset):
+
+* **clear**: ``tokens·dim`` cycles (X = 0, G = 0), from cycle 0 and from the cycle after an
+  inference's last marker was emitted;
+* **accumulate**: one input event per cycle, then the marker, accepted in cycle ``m``;
+* **scan** from ``s = m + 1`` (a self-running step: the cycle its predecessor's marker leaves):
+  each changed token, ascending, costs ``token_cycles = 1 + dim + STATS_WAIT + dim·element_cycles``
+  (one scan cycle, one statistics pass reading ``dim`` entries, the wait for ``W``, and one
+  element after the other through the rounding unit); its channel ``i``'s drive leaves in cycle
+  ``s + 1 + dim + STATS_WAIT + (i + 1)·element_cycles``; unchanged tokens cost nothing;
+* the marker leaves one cycle after the scan finds no changed token left: ``s_end + 1``; the
+  next step accumulates from that cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikezip.hw.model.events import Step
+from spikezip.ir.network import signed_width, unsigned_width
+from spikezip.ir.transformer.ops import layer_norm_exact
+
+__all__ = [
+    "MOMENTS_LATENCY",
+    "READ_LATENCY",
+    "LayerNormGeometry",
+    "golden_outputs",
+    "reference_steps",
+    "rounding_latency",
+    "schedule",
+]
+
+#: ``hw.cores.layer_norm.StateStore``: synchronous reads (address in one cycle, data the next)
+READ_LATENCY = 1
+#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x, x², Σ, S², W
+#: registers; ``S`` is ready two cycles earlier)
+MOMENTS_LATENCY = 5
+
+
+def rounding_latency(bits: int) -> int:
+    """``hw.cores.layer_norm.Rounding``: start to result: latch, a², ``bits`` iterations, the
+    remainder ``a² − r²W − rW``, the tie."""
+    return bits + 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerNormGeometry:
+    """Sizes, widths and cycle constants of one LayerNorm core, defined once.
+
+    Parameters
+    ----------
+    tokens, dim : int
+        Tokens and channels (``≥ 1``).
+    stream_bound : int
+        ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``), ``≥ 0``.
+    gain_bound, bias_bound : int
+        ``max |c_i|`` and ``max |B_i|``.
+    eps : int
+        ``E ≥ 1``.
+    """
+
+    tokens: int
+    dim: int
+    stream_bound: int
+    gain_bound: int
+    bias_bound: int
+    eps: int
+
+    def __post_init__(self) -> None:
+        for name, lo in (
+            ("tokens", 1),
+            ("dim", 1),
+            ("stream_bound", 0),
+            ("gain_bound", 0),
+            ("bias_bound", 0),
+            ("eps", 1),
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer ≥ {lo}, not {v!r}")
+        if self.dim**2 * self.stream_bound**2 + self.eps >= 2**62:
+            raise ValueError(
+                f"stream_bound must satisfy dim²·stream_bound² + eps < 2^62 (dim {self.dim}), "
+                f"not {self.stream_bound}"
+            )
+
+    # -- widths (every bound follows from |X| ≤ stream_bound) ------------------------------------
+    @property
+    def entries(self) -> int:
+        return self.tokens * self.dim
+
+    @property
+    def index_width(self) -> int:
+        return unsigned_width(self.entries - 1)
+
+    @property
+    def channel_width(self) -> int:
+        return unsigned_width(self.dim - 1)
+
+    @property
+    def increment_width(self) -> int:
+        """Input values: an increment is a difference of two streams, ``|ΔR| ≤ 2·bound``."""
+        r = 2 * self.stream_bound
+        return max(2, signed_width(-r, r))
+
+    @property
+    def stream_width(self) -> int:
+        return signed_width(-self.stream_bound, self.stream_bound)
+
+    @property
+    def sum_width(self) -> int:
+        r = self.dim * self.stream_bound
+        return signed_width(-r, r)
+
+    @property
+    def square_sum_width(self) -> int:
+        return unsigned_width(self.dim * self.stream_bound**2)
+
+    @property
+    def w_width(self) -> int:
+        """``W = D·ΣX² − S² + E ≤ D²·bound² + E``."""
+        return unsigned_width(self.dim**2 * self.stream_bound**2 + self.eps)
+
+    @property
+    def z_bound(self) -> int:
+        """``|Z_i| = |(D − 1)·X_i − Σ_{j≠i} X_j| ≤ 2·(D − 1)·bound``."""
+        return 2 * (self.dim - 1) * self.stream_bound
+
+    @property
+    def z_width(self) -> int:
+        return signed_width(-self.z_bound, self.z_bound)
+
+    @property
+    def numerator_bound(self) -> int:
+        """``max |a| = max|c|·max|Z|`` (``VisionTransformer.ranges.layernorm_input``)."""
+        return self.gain_bound * self.z_bound
+
+    @property
+    def numerator_width(self) -> int:
+        return signed_width(-self.numerator_bound, self.numerator_bound)
+
+    @property
+    def quotient_bound(self) -> int:
+        """An upper bound of ``⌊|a|/√W⌋`` and of the rounded quotient: ``|Z|/√W ≤ √(D−1)``."""
+        return math.isqrt(self.gain_bound**2 * (self.dim - 1)) + 1
+
+    @property
+    def rounding_bits(self) -> int:
+        """Bits of ``r = ⌊|a|/√W⌋`` (the rounding unit's iterations)."""
+        return unsigned_width(self.quotient_bound)
+
+    @property
+    def output_bound(self) -> int:
+        """``max |G|`` (``VisionTransformer.ranges.layernorm_output``)."""
+        return self.quotient_bound + self.bias_bound
+
+    @property
+    def output_width(self) -> int:
+        return signed_width(-self.output_bound, self.output_bound)
+
+    @property
+    def drive_width(self) -> int:
+        r = 2 * self.output_bound
+        return max(2, signed_width(-r, r))
+
+    # -- cycles -------------------------------------------------------------------------------
+    @property
+    def clear_cycles(self) -> int:
+        return self.entries
+
+    @property
+    def stats_wait(self) -> int:
+        """Cycles between a token's statistics pass and its first element: the element reads
+        ``S`` one cycle and ``W`` two cycles after its address, so ``W`` must be ready (``S``,
+        two cycles earlier than ``W``, then is too)."""
+        return max(1, READ_LATENCY + MOMENTS_LATENCY - 3)
+
+    @property
+    def element_cycles(self) -> int:
+        """Cycles per channel: address, Z, a (start), the rounding unit, result."""
+        return 2 + rounding_latency(self.rounding_bits) + 1
+
+    @property
+    def token_cycles(self) -> int:
+        """Cycles per evaluated token."""
+        return 1 + self.dim + self.stats_wait + self.dim * self.element_cycles
+
+
+# -- golden event lists -------------------------------------------------------------------------
+def _step(row: np.ndarray, busy: bool) -> Step:
+    idx = np.flatnonzero(row)
+    return Step(indices=idx.astype(np.int64), values=row[idx].astype(np.int64), busy=bool(busy))
+
+
+def golden_outputs(
+    gain: Sequence[int],
+    bias: Sequence[int],
+    eps: int,
+    tokens: int,
+    inputs: Sequence[Sequence[Step]],
+) -> list[list[Step]]:
+    """Per inference, the steps the core emits for the input ``inputs`` (Python integers,
+    :func:`ir.transformer.layer_norm_exact`); see the module docstring for the protocol."""
+    gain, bias = [int(v) for v in gain], [int(v) for v in bias]
+    d = len(gain)
+    out = []
+    for inf in inputs:
+        x = [[0] * d for _ in range(tokens)]
+        g = [[0] * d for _ in range(tokens)]
+        steps: list[Step] = []
+        for t, step in enumerate(inf):
+            changed = set(range(tokens)) if t == 0 else set()
+            for i, v in zip(step.indices.tolist(), step.values.tolist(), strict=True):
+                x[i // d][i % d] += v
+                changed.add(i // d)
+            drive = np.zeros(tokens * d, dtype=np.int64)
+            for k in sorted(changed):
+                new = layer_norm_exact(x[k], gain, bias, eps)
+                drive[k * d : (k + 1) * d] = [a - b for a, b in zip(new, g[k], strict=True)]
+                g[k] = new
+            steps.append(_step(drive, step.busy or bool(drive.any())))
+            if not step.busy:
+                break
+        if steps[-1].busy:  # one self-running step: nothing changes
+            steps.append(_step(np.zeros(tokens * d, dtype=np.int64), False))
+        out.append(steps)
+    return out
+
+
+def reference_steps(
+    recorded: Sequence[dict[str, np.ndarray]], busy: np.ndarray, site: int, name: str
+) -> tuple[list[list[Step]], list[list[Step]]]:
+    """``(inputs, outputs)`` per sample of LayerNorm site ``name`` from the reference's
+    ``record_drives`` steps and the trace's cumulative ``busy [B, T, sites]``.
+
+    The input of step ``t`` is the increment ``{name}.increment`` with the busy flag of the
+    site before it in execution order (``site - 1``), until the first step where that is 0; the
+    output is ``{name}.drive`` with busy = input busy OR any non-zero drive, until the first
+    step where that is 0.
+    """
+    batch = busy.shape[0]
+    ins, outs = [], []
+    for b in range(batch):
+        inc = [np.asarray(s[f"{name}.increment"][b]).reshape(-1) for s in recorded]
+        drv = [np.asarray(s[f"{name}.drive"][b]).reshape(-1) for s in recorded]
+        prev = busy[b, : len(recorded), site - 1]
+        t_in = int(np.flatnonzero(~prev)[0])
+        ins.append([_step(inc[t], prev[t]) for t in range(t_in + 1)])
+        o: list[Step] = []
+        for t in range(len(recorded)):
+            o.append(_step(drv[t], bool(prev[t]) or bool(drv[t].any())))
+            if not o[-1].busy:
+                break
+        outs.append(o)
+    return ins, outs
+
+
+# -- the cycle model ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepCycles:
+    """Cycles of one output step: each event's and the marker's."""
+
+    event_cycles: list[int]
+    marker_cycle: int
+
+
+def schedule(
+    geo: LayerNormGeometry, inputs: Sequence[Sequence[Step]], outputs: Sequence[Sequence[Step]]
+) -> list[list[StepCycles]]:
+    """Per inference and output step, the cycle of every output event and marker."""
+    d = geo.dim
+    result = []
+    free = 0  # the cycle the clear pass starts
+    for ins, outs in zip(inputs, outputs, strict=True):
+        cycle = free + geo.clear_cycles  # first accumulate cycle
+        steps = []
+        for t, out in enumerate(outs):
+            if t < len(ins):
+                step = ins[t]
+                s = cycle + step.n_events + 1
+                changed = set(range(geo.tokens)) if t == 0 else set((step.indices // d).tolist())
+            else:  # self-running: scans from the cycle the previous marker leaves
+                s, changed = cycle, set()
+            first = {}
+            for k in sorted(changed):
+                first[k] = s + 1 + d + geo.stats_wait
+                s += geo.token_cycles
+            ev = [
+                first[int(i) // d] + (int(i) % d + 1) * geo.element_cycles
+                for i in out.indices.tolist()
+            ]
+            steps.append(StepCycles(ev, s + 1))
+            cycle = s + 1
+        result.append(steps)
+        free = cycle
+    return result

@@ -1,0 +1,266 @@
+"""Residual-stream accumulator (``hw.cores.residual``) in plain Python: geometry, golden event
+lists and the exact cycle model (no amaranth).
+
+One stage per LayerNorm site produces that site's stream increments ΔR_t. A stage adds, per
+step, an optional **base** stream ``a`` (the previous LayerNorm site's increments, events
+``(index, ΔR)``) and one **spike** stream ``b`` of a contributing site (``(neuron, ±1)``) times
+its integer multiplier ``m`` at ``index = neuron + offset`` (``offset = dim`` for the embedding,
+whose patch ``p`` is token ``p + 1``); the first stage also injects the position/class-token
+matrix ``P`` at step 0. Output: ``(index, Δ)`` for every non-zero Δ in ascending index, then a
+marker with busy = ``a``'s busy OR ``b``'s busy OR any non-zero Δ. An input whose marker had busy
+0 is idle for the rest of the inference (read no more); the inference ends with the first output
+marker whose busy is 0.
+
+So ``blocks.0.norm1`` = stage(embed, m_e, offset dim, P); ``blocks.b.norm2`` = stage(norm1's
+increments, proj_b, m_p); ``blocks.b+1.norm1`` and ``norm`` = stage(norm2's increments, fc2_b, m_f).
+
+Schedule (inputs always valid, output always ready; cycle 0 = first cycle after reset): a step
+reads ``a``'s events and marker (one per cycle; one cycle once ``a`` has ended), then ``b``'s; then
+each token that received an event (every token in step 0 of an injecting stage), ascending, costs
+``1 + 2·dim`` cycles (a scan cycle, then two per entry: read, then emit and clear), the entry
+``j``'s beat leaving in ``s + 3 + 2j``; the marker leaves one cycle after the last scan ``s_end``,
+and the next step reads from that cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikezip.hw.model.events import Step
+from spikezip.ir.network import signed_width, unsigned_width
+from spikezip.ir.transformer import SiteKind
+
+__all__ = [
+    "ResidualGeometry",
+    "golden_outputs",
+    "schedule",
+    "spike_steps",
+    "stage_geometry",
+    "stages",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResidualGeometry:
+    """Sizes and widths of one stage.
+
+    Parameters
+    ----------
+    tokens, dim : int
+        ``≥ 1``.
+    multiplier : int
+        ``m`` of the spike input (non-zero).
+    spike_neurons : int
+        Neurons of the spike input (``≤ tokens·dim − offset``).
+    offset : int
+        Added to a spike's neuron to give its stream index (``≥ 0``).
+    base_bound : int or None
+        ``max |value|`` of the base input's events; ``None``: no base input.
+    position_bound : int
+        ``max |P|`` (0: no injection).
+    """
+
+    tokens: int
+    dim: int
+    multiplier: int
+    spike_neurons: int
+    offset: int = 0
+    base_bound: int | None = None
+    position_bound: int = 0
+
+    def __post_init__(self) -> None:
+        for name, lo in (("tokens", 1), ("dim", 1), ("spike_neurons", 1), ("offset", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer ≥ {lo}, not {v!r}")
+        if not isinstance(self.multiplier, int) or self.multiplier == 0:
+            raise ValueError(f"multiplier must be a non-zero integer, not {self.multiplier!r}")
+        if self.offset + self.spike_neurons > self.entries:
+            raise ValueError(
+                f"offset must be in [0, {self.entries - self.spike_neurons}] so that every spike "
+                f"index lies in the {self.entries} stream entries, not {self.offset}"
+            )
+        b = self.base_bound
+        if b is not None and (not isinstance(b, int) or b < 0):
+            raise ValueError(f"base_bound must be None or an integer ≥ 0, not {b!r}")
+        p = self.position_bound
+        if not isinstance(p, int) or p < 0:
+            raise ValueError(f"position_bound must be an integer ≥ 0, not {p!r}")
+
+    @property
+    def entries(self) -> int:
+        return self.tokens * self.dim
+
+    @property
+    def has_base(self) -> bool:
+        return self.base_bound is not None
+
+    @property
+    def index_width(self) -> int:
+        return unsigned_width(self.entries - 1)
+
+    @property
+    def channel_width(self) -> int:
+        return unsigned_width(self.dim - 1)
+
+    @property
+    def spike_index_width(self) -> int:
+        return unsigned_width(self.spike_neurons - 1)
+
+    @property
+    def base_width(self) -> int:
+        b = self.base_bound or 0
+        return max(2, signed_width(-b, b))
+
+    @property
+    def bound(self) -> int:
+        """``max |Δ|`` of one step: base + |m| + P."""
+        return (self.base_bound or 0) + abs(self.multiplier) + self.position_bound
+
+    @property
+    def value_width(self) -> int:
+        return max(2, signed_width(-self.bound, self.bound))
+
+    @property
+    def token_cycles(self) -> int:
+        return 1 + 2 * self.dim
+
+
+def _step(row: np.ndarray, busy: bool) -> Step:
+    idx = np.flatnonzero(row)
+    return Step(indices=idx.astype(np.int64), values=row[idx].astype(np.int64), busy=bool(busy))
+
+
+def golden_outputs(
+    geo: ResidualGeometry,
+    base: Sequence[Sequence[Step]] | None,
+    spikes: Sequence[Sequence[Step]],
+    position: np.ndarray | None = None,
+) -> list[list[Step]]:
+    """Per inference, the steps the stage emits (see the module docstring)."""
+    out = []
+    for j, b_steps in enumerate(spikes):
+        a_steps = base[j] if base is not None else []
+        steps: list[Step] = []
+        t = 0
+        while True:
+            delta = np.zeros(geo.entries, dtype=np.int64)
+            busy = False
+            if t < len(a_steps):
+                np.add.at(delta, a_steps[t].indices, a_steps[t].values)
+                busy |= a_steps[t].busy
+            if t < len(b_steps):
+                np.add.at(
+                    delta, b_steps[t].indices + geo.offset, geo.multiplier * b_steps[t].values
+                )
+                busy |= b_steps[t].busy
+            if t == 0 and position is not None:
+                delta += np.asarray(position, dtype=np.int64).reshape(-1)
+            steps.append(_step(delta, busy or bool(delta.any())))
+            if not steps[-1].busy:
+                break
+            t += 1
+        out.append(steps)
+    return out
+
+
+def schedule(
+    geo: ResidualGeometry,
+    base: Sequence[Sequence[Step]] | None,
+    spikes: Sequence[Sequence[Step]],
+    outputs: Sequence[Sequence[Step]],
+) -> list[list[tuple[list[int], int]]]:
+    """Per inference and output step, ``(event cycles, marker cycle)``."""
+    d, cycle, result = geo.dim, 0, []
+    for j, outs in enumerate(outputs):
+        a_steps = base[j] if base is not None else []
+        b_steps = spikes[j]
+        steps = []
+        for t, out in enumerate(outs):
+            touched: set[int] = set()
+            if t < len(a_steps):
+                cycle += a_steps[t].n_events + 1
+                touched |= set((a_steps[t].indices // d).tolist())
+            elif geo.has_base:
+                cycle += 1  # an ended input: one cycle, as an empty step
+            if t < len(b_steps):
+                cycle += b_steps[t].n_events + 1
+                touched |= set(((b_steps[t].indices + geo.offset) // d).tolist())
+            else:
+                cycle += 1
+            if t == 0 and geo.position_bound > 0:
+                touched = set(range(geo.tokens))
+            first = {}
+            for k in sorted(touched):
+                first[k] = cycle
+                cycle += geo.token_cycles
+            ev = [first[int(i) // d] + 3 + 2 * (int(i) % d) for i in out.indices.tolist()]
+            steps.append((ev, cycle + 1))
+            cycle += 1
+        result.append(steps)
+    return result
+
+
+def stages(vit) -> list[dict]:
+    """The stages of a ``VisionTransformer``, one per LayerNorm site in execution order: its
+    ``name``, the contributing spike ``site``, ``multiplier``, ``offset``, the ``base`` LayerNorm
+    site (``None`` for the first) and ``position`` (first stage only)."""
+    out, base = [], None
+    for b, blk in enumerate(vit.blocks):
+        p = f"blocks.{b}."
+        if b == 0:
+            out.append(
+                {"name": p + "norm1", "site": "embed", "multiplier": int(vit.embed_residual),
+                 "offset": vit.dim, "base": None,
+                 "position": np.asarray(vit.position, dtype=np.int64)}
+            )  # fmt: skip
+        else:
+            prev = vit.blocks[b - 1]
+            out.append(
+                {"name": p + "norm1", "site": f"blocks.{b - 1}.fc2",
+                 "multiplier": int(prev.mlp_residual), "offset": 0, "base": base, "position": None}
+            )  # fmt: skip
+        out.append(
+            {"name": p + "norm2", "site": p + "proj", "multiplier": int(blk.attn_residual),
+             "offset": 0, "base": p + "norm1", "position": None}
+        )  # fmt: skip
+        base = p + "norm2"
+    last = len(vit.blocks) - 1
+    out.append(
+        {"name": "norm", "site": f"blocks.{last}.fc2",
+         "multiplier": int(vit.blocks[last].mlp_residual), "offset": 0, "base": base,
+         "position": None}
+    )  # fmt: skip
+    return out
+
+
+def spike_steps(trace, site: int) -> list[list[Step]]:
+    """Per sample, a site's spikes as the layer-core protocol's steps: ``0 … t`` (first step
+    with busy 0), busy = the trace's cumulative flag at the site."""
+    out = []
+    for b in range(trace.batch):
+        busy = trace.busy[b, :, site]
+        t_end = int(np.flatnonzero(~busy)[0])
+        out.append([_step(trace.spikes[site][b, t].reshape(-1), busy[t]) for t in range(t_end + 1)])
+    return out
+
+
+def stage_geometry(vit, stage: dict) -> ResidualGeometry:
+    """The :class:`ResidualGeometry` of one of :func:`stages`' stages; the base input's values
+    are a LayerNorm site's increments, ``|ΔR| ≤ 2·ranges.stream``."""
+    sites = {s.name: s for s in vit.sites}
+    norms = [s.name for s in vit.sites if s.kind is SiteKind.LAYERNORM]
+    base = stage["base"]
+    pos = stage["position"]
+    return ResidualGeometry(
+        tokens=vit.tokens,
+        dim=vit.dim,
+        multiplier=stage["multiplier"],
+        spike_neurons=sites[stage["site"]].size,
+        offset=stage["offset"],
+        base_bound=None if base is None else 2 * vit.ranges.stream[norms.index(base)],
+        position_bound=0 if pos is None else int(np.abs(pos).max()),
+    )

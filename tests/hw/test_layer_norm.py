@@ -1,0 +1,274 @@
+# amaranth: UnusedElaboratable=no
+"""The differential LayerNorm core (``hw.cores.layer_norm``): tier 1 (validation, widths, ports,
+golden lists against the reference) and tier 2 (the rounding unit and the whole core in
+Amaranth's simulator against ``ir.transformer.layer_norm_exact`` and the cycle model).
+
+Tier 3 (cocotb on Icarus and Verilator) is in ``tests/sim/test_layer_norm.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikezip.hw.cores.layer_norm import LayerNormCore, Rounding
+from spikezip.hw.flow.verilog import generate
+from spikezip.hw.model import layer_norm_model as lnm
+from spikezip.ir.transformer import SiteKind
+from spikezip.ir.transformer.ops import layer_norm_exact
+from tests.hw.layer_norm_cases import norm_site, random_cases, simulate, tie_cases
+from tests.sw.vit_strategies import images, transformers
+
+
+def _norm(dim: int = 4):
+    return norm_site(list(range(1, dim + 1)), [0] * dim, 5)
+
+
+# -- tier 1 -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tokens": 0, "stream_bound": 5}, "tokens must be an integer ≥ 1, not 0"),
+        ({"tokens": True, "stream_bound": 5}, "tokens must be an integer ≥ 1, not True"),
+        ({"tokens": 2, "stream_bound": -1}, "stream_bound must be an integer ≥ 0, not -1"),
+        ({"tokens": 2, "stream_bound": 2**31}, "stream_bound must satisfy dim²·stream_bound²"),
+    ],
+)
+def test_validation(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        LayerNormCore(norm=_norm(), **kwargs)
+
+
+def test_type_errors_and_site_names() -> None:
+    with pytest.raises(TypeError, match=r"norm must be an ir\.transformer\.LayerNorm, not int"):
+        LayerNormCore(norm=3, tokens=1, stream_bound=1)
+    with pytest.raises(TypeError, match="vit must be a VisionTransformer"):
+        LayerNormCore.for_site(None, "norm")
+    with pytest.raises(ValueError, match="a_width must be a positive integer, not 0"):
+        Rounding(a_width=0, w_width=4, bits=3)
+    with pytest.raises(ValueError, match="bits must be a positive integer, not -1"):
+        Rounding(a_width=4, w_width=4, bits=-1)
+
+
+@settings(max_examples=4, deadline=None)
+@given(transformers(max_tokens=3, max_dim=4, max_depth=1))
+def test_widths_come_from_the_vit_ranges(vit) -> None:
+    norms = [s for s in vit.sites if s.kind is SiteKind.LAYERNORM]
+    r = vit.ranges
+    with pytest.raises(ValueError, match="name must be one of the LayerNorm sites"):
+        LayerNormCore.for_site(vit, "embed")
+    for j, site in enumerate(norms):
+        core = LayerNormCore.for_site(vit, site.name)
+        geo = core.geometry
+        assert (geo.tokens, geo.dim, geo.stream_bound) == (vit.tokens, vit.dim, r.stream[j])
+        assert geo.numerator_bound == r.layernorm_input[j]
+        assert geo.output_bound == r.layernorm_output[j]
+        assert geo.index_width == max(1, (vit.tokens * vit.dim - 1).bit_length())
+
+
+def test_ports_and_verilog() -> None:
+    core = LayerNormCore(norm=_norm(), tokens=3, stream_bound=100)
+    text = generate(core, "layer_norm")
+    header = text[text.index("module layer_norm(") : text.index(");")]
+    ports = {p.strip() for p in header.split("(", 1)[1].split(",")}
+    assert ports == {"clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready",
+                     "o__payload"}  # fmt: skip
+    assert f"input [{core.input_format.width - 1}:0] i__payload;" in text
+    assert f"output [{core.output_format.width - 1}:0] o__payload;" in text
+    assert generate(core, "layer_norm") == text  # byte-reproducible
+
+
+def test_cycle_model_by_hand() -> None:
+    """One token of 2 channels, W = 3 iterations: the schedule written out cycle by cycle."""
+    norm = norm_site([3, -3], [0, 0], 1)  # quotient bound isqrt(9) + 1 = 4: 3 bits
+    geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
+    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 7
+    assert (geo.stats_wait, geo.element_cycles) == (3, 10)
+    assert geo.token_cycles == 1 + 2 + 3 + 2 * 10
+    ins = [
+        [
+            lnm.Step(np.array([0]), np.array([4]), True),
+            lnm.Step(np.zeros(0, np.int64), np.zeros(0, np.int64), False),
+        ]
+    ]
+    outs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, 1, ins)
+    # X = (4, 0): S = 4, V = 2·16 − 16 = 16, W = 17, Z = ±4, a = ±12: 12/√17 = 2.91 → ±3
+    assert [s.values.tolist() for s in outs[0]] == [[3, 3], []]
+    (steps,) = lnm.schedule(geo, ins, outs)
+    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (10 cycles)
+    assert steps[0].event_cycles == [10 + 10, 10 + 20] and steps[0].marker_cycle == 4 + 26 + 1
+    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 31 + 1 + 1
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_golden_lists_equal_the_reference(data) -> None:
+    """The reference's recorded increments and drives, cut into the core's event lists, equal
+    the lists :func:`golden_outputs` computes from the increments (``layer_norm_exact``); the
+    trace's busy flag at the site is the core's OR the site's own spikes."""
+    from spikezip.sw.vit.reference import run
+
+    vit = data.draw(transformers(max_tokens=3, max_dim=4, max_depth=2))
+    x = data.draw(images(vit, max_batch=2))
+    result = run(vit, x, record_drives=True)
+    tr = result.trace
+    for j, site in enumerate(vit.sites):
+        if site.kind is not SiteKind.LAYERNORM:
+            continue
+        ins, outs = lnm.reference_steps(result.steps, tr.busy, j, site.name)
+        want = lnm.golden_outputs(site.op.gain, site.op.bias, site.op.eps, vit.tokens, ins)
+        for b, (got, exp) in enumerate(zip(outs, want, strict=True)):
+            assert len(got) == len(exp), (site.name, b)
+            for t, (g, e) in enumerate(zip(got, exp, strict=True)):
+                assert g.indices.tolist() == e.indices.tolist(), (site.name, b, t)
+                assert g.values.tolist() == e.values.tolist() and g.busy == e.busy
+                spiked = bool(tr.spikes[j][b, t].any())
+                assert bool(tr.busy[b, t, j]) == (g.busy or spiked)
+
+
+# -- tier 2 -------------------------------------------------------------------------------------
+def _rounding_run(pairs, a_width, w_width, bits):
+    from amaranth.sim import Simulator
+
+    dut = Rounding(a_width=a_width, w_width=w_width, bits=bits)
+    out = []
+
+    async def testbench(ctx):
+        for a, w in pairs:
+            ctx.set(dut.start, 1)
+            ctx.set(dut.numerator, a)
+            ctx.set(dut.w, w)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for cycle in range(1, dut.latency + 1):
+                assert ctx.get(dut.valid) == (cycle == dut.latency), (a, w, cycle)
+                if cycle < dut.latency:
+                    await ctx.tick()
+            out.append(ctx.get(dut.result))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return out
+
+
+def _q(a: int, w: int) -> int:
+    """``sgn(a)·⌊|a|/√W + ½⌋`` by the definition: ``layer_norm_exact`` of a 2-channel token with
+    ``Z = (1, −1)``, gain ``a`` and ``W = 1 + (w − 1)``."""
+    return layer_norm_exact([1, 0], [a, 0], [0, 0], w - 1)[0] if w > 1 else _direct(a, w)
+
+
+def _direct(a: int, w: int) -> int:
+    m = abs(a)
+    r = math.isqrt(m * m // w)
+    r += 4 * m * m >= (2 * r + 1) ** 2 * w
+    return r if a >= 0 else -r
+
+
+@st.composite
+def rounding_operands(draw, bits: int):
+    """``(a, W)`` with ``⌊|a|/√W⌋ < 2^bits``: random, exact ties, and extremes."""
+    kind = draw(st.sampled_from(["random", "tie", "square", "edge"]))
+    top = (1 << bits) - 1
+    if kind == "tie":  # W = k², |a| = (2n + 1)·k/2
+        h = draw(st.integers(1, 1000))
+        n = draw(st.integers(0, top // 2 - 1 if top > 2 else 0))
+        a, w = (2 * n + 1) * h, (2 * h) ** 2
+    elif kind == "square":  # |a|/√W an integer, or one off it
+        k = draw(st.integers(1, 3000))
+        a, w = draw(st.integers(0, top)) * k + draw(st.sampled_from([-1, 0, 1])), k * k
+    elif kind == "edge":
+        w = draw(st.sampled_from([1, 2, 3, (1 << 20) - 1]))
+        a = min(math.isqrt(w * (1 << bits) ** 2 - 1), draw(st.sampled_from([0, 1, 1 << 40])))
+    else:
+        w = draw(st.integers(1, 1 << 20))
+        a = draw(st.integers(0, math.isqrt(w * (1 << bits) ** 2 - 1)))
+    a = max(a, 0) * draw(st.sampled_from([-1, 1]))
+    return a, w
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda b: st.tuples(st.just(b), st.lists(rounding_operands(b), min_size=1, max_size=25))
+    )
+)
+def test_rounding_unit_is_exact(case) -> None:
+    """Random operands, exact ties and extremes: the unit equals the definition, at its latency."""
+    bits, pairs = case
+    a_width = max(2, max(abs(a) for a, _ in pairs).bit_length() + 1)
+    got = _rounding_run(pairs, a_width, max(w for _, w in pairs).bit_length(), bits)
+    assert got == [_q(a, w) for a, w in pairs]
+
+
+def test_rounding_unit_extremes() -> None:
+    """The widest numerator and the largest quotient that fits the bits."""
+    bits, w = 14, (1 << 40) - 3
+    a = math.isqrt(w * (1 << bits) ** 2 - 1)
+    pairs = [(a, w), (-a, w), (0, 1), (1, 1), (-1, 4), (3, 4), (-3, 4), (5, 4), ((1 << 14) - 1, 1)]
+    got = _rounding_run(pairs, a.bit_length() + 1, 40, bits)
+    assert got == [_q(a_, w_) for a_, w_ in pairs]
+    assert got[4:8] == [-1, 2, -2, 3]  # ties: 0.5, 1.5, 2.5 round away from zero
+
+
+def _check(got, expected, cycles, *, timed: bool) -> None:
+    assert [w for _, w in got] == expected
+    if timed:
+        assert [c for c, _ in got] == cycles
+
+
+def _core_case(case, *, stalls: bool):
+    norm, tokens, bound, inputs = case
+    core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound)
+    outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, tokens, inputs)
+    got, expected, cycles = simulate(core, inputs, outputs)
+    _check(got, expected, cycles, timed=True)
+    if stalls:
+        seed = random.Random(len(expected)).randrange(1 << 30)
+        got, expected, _ = simulate(core, inputs, outputs, valid=0.6, ready=0.5, seed=seed)
+        _check(got, expected, cycles, timed=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases())
+def test_core_random_sites(case) -> None:
+    """Random sites and streams (extremes included): every drive and marker equals the
+    definition, in the model's cycle."""
+    _core_case(case, stalls=False)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tie_cases())
+def test_core_ties(case) -> None:
+    """Every channel an exact tie: rounding half away from zero, in the model's cycle."""
+    norm, tokens, _bound, inputs = case
+    x = np.zeros(tokens * 4, dtype=np.int64)
+    for step in inputs[0][:1]:  # the construction really is a tie
+        np.add.at(x, step.indices, step.values)
+        tok = x[:4].tolist()
+        s, w = sum(tok), 4 * sum(v * v for v in tok) - sum(tok) ** 2 + norm.eps
+        k = math.isqrt(w)
+        assert k * k == w
+        for c, v in zip(norm.gain.tolist(), tok, strict=True):
+            assert (2 * abs(c * (4 * v - s))) % k == 0 and (2 * abs(c * (4 * v - s)) // k) % 2
+    _core_case(case, stalls=False)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases(max_tokens=2, max_dim=3))
+def test_core_stalls_change_no_value(case) -> None:
+    """Idle input cycles and output backpressure change timing only."""
+    _core_case(case, stalls=True)
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(random_cases(), tie_cases()))
+def test_core_many_sites(case) -> None:
+    _core_case(case, stalls=False)

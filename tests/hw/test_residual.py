@@ -1,0 +1,188 @@
+# amaranth: UnusedElaboratable=no
+"""The residual-stream accumulator (``hw.cores.residual``): tier 1 (validation, the stages of a
+ViT == the reference's recorded increments) and tier 2 (Amaranth's simulator against the golden
+lists and the cycle model, with stalls)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from spikezip.hw.cores.residual import ResidualCore
+from spikezip.hw.model import layer_norm_model as lnm
+from spikezip.hw.model import residual_model as rm
+from spikezip.hw.model.events import Step
+from tests.sw.vit_strategies import images, transformers
+
+
+# -- tier 1 -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tokens": 0}, "tokens must be an integer ≥ 1, not 0"),
+        ({"multiplier": 0}, "multiplier must be a non-zero integer, not 0"),
+        ({"offset": 5}, r"offset must be in \[0, 4\]"),
+        ({"base_bound": -1}, "base_bound must be None or an integer ≥ 0, not -1"),
+    ],
+)
+def test_validation(kwargs, message) -> None:
+    args = {"tokens": 2, "dim": 4, "multiplier": 3, "spike_neurons": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        rm.ResidualGeometry(**args)
+
+
+def test_position_checks() -> None:
+    geo = rm.ResidualGeometry(tokens=2, dim=2, multiplier=1, spike_neurons=2, position_bound=3)
+    with pytest.raises(ValueError, match=r"position must have shape \(2, 2\)"):
+        ResidualCore(geometry=geo, position=np.zeros((2, 3), dtype=int))
+    with pytest.raises(ValueError, match=r"must equal geometry\.position_bound"):
+        ResidualCore(geometry=geo, position=np.ones((2, 2), dtype=int))
+    with pytest.raises(ValueError, match="position must be given"):
+        ResidualCore(geometry=geo)
+    with pytest.raises(TypeError, match="geometry must be a ResidualGeometry"):
+        ResidualCore(geometry=None)
+
+
+def _lists(vit, x):
+    """Per stage ``(geometry, position, base, spikes, expected)`` from the reference."""
+    from spikezip.sw.vit.reference import run
+
+    result = run(vit, x, record_drives=True)
+    tr, names = result.trace, vit.site_names
+    increments = {}
+    out = []
+    for s in rm.stages(vit):
+        j = names.index(s["name"])
+        ins, _ = lnm.reference_steps(result.steps, tr.busy, j, s["name"])
+        increments[s["name"]] = ins
+        k = names.index(s["site"])
+        spikes = rm.spike_steps(tr, k)
+        geo = rm.stage_geometry(vit, s)
+        assert geo.spike_neurons == int(tr.spikes[k].shape[2])
+        pos = s["position"]
+        base = None if s["base"] is None else increments[s["base"]]
+        out.append((s["name"], geo, pos, base, spikes, ins))
+    return out
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_stages_give_the_reference_increments(data) -> None:
+    """Chained stages (embed + position; + proj; + fc2) reproduce every LayerNorm site's
+    recorded increments and busy flags, step for step."""
+    vit = data.draw(transformers(max_tokens=3, max_dim=4, max_depth=2))
+    assume(all(s["multiplier"] != 0 for s in rm.stages(vit)))
+    x = data.draw(images(vit, max_batch=2))
+    for name, geo, pos, base, spikes, want in _lists(vit, x):
+        pos = None if pos is None or not pos.any() else pos
+        got = rm.golden_outputs(geo, base, spikes, pos)
+        for b, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert len(g) == len(w), (name, b)
+            for t, (gs, ws) in enumerate(zip(g, w, strict=True)):
+                assert gs.indices.tolist() == ws.indices.tolist(), (name, b, t)
+                assert gs.values.tolist() == ws.values.tolist() and gs.busy == ws.busy
+
+
+# -- tier 2 -------------------------------------------------------------------------------------
+def simulate(core, base, spikes, outputs, *, valid=1.0, ready=1.0, seed=0):
+    from amaranth.sim import Simulator
+
+    geo = core.geometry
+    b_words = [w for inf in spikes for s in inf for w in s.words(core.spike_format)]
+    a_words = (
+        [] if base is None else [w for inf in base for s in inf for w in s.words(core.base_format)]
+    )
+    expected = [w for inf in outputs for s in inf for w in s.words(core.output_format)]
+    sched = rm.schedule(geo, base, spikes, outputs)
+    cycles = [c for inf in sched for ev, mk in inf for c in [*ev, mk]]
+    limit = int((max(cycles) + 50) * 3 / min(valid, ready)) + 100
+    rnd, got = random.Random(seed), []
+
+    async def testbench(ctx):
+        ptrs = [0, 0]
+        ports = [(core.b, b_words)] + ([] if base is None else [(core.a, a_words)])
+        cycle = 0
+        while len(got) < len(expected) and cycle < limit:
+            for j, (port, words) in enumerate(ports):
+                offer = ptrs[j] < len(words) and rnd.random() < valid
+                ctx.set(port.valid, offer)
+                if offer:
+                    ctx.set(port.payload.as_value(), words[ptrs[j]])
+                    if ctx.get(port.ready):
+                        ptrs[j] += 1
+            take = rnd.random() < ready
+            ctx.set(core.o.ready, take)
+            if take and ctx.get(core.o.valid):
+                got.append((cycle, ctx.get(core.o.payload.as_value())))
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return got, expected, cycles
+
+
+def _steps(rng, n, bound, length, spikes):
+    out = []
+    for t in range(length):
+        row = np.zeros(n, dtype=np.int64)
+        pick = rng.random(n) < 0.3
+        row[pick] = (
+            rng.choice([-1, 1], n)[pick] if spikes else rng.integers(-bound, bound + 1, n)[pick]
+        )
+        if t == length - 1 and rng.random() < 0.7:
+            row[:] = 0
+        idx = np.flatnonzero(row)
+        out.append(Step(idx.astype(np.int64), row[idx], t < length - 1))
+    return out
+
+
+@st.composite
+def residual_cases(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    tokens, dim = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    n = tokens * dim
+    offset = draw(st.integers(0, n - 1))
+    neurons = draw(st.integers(1, n - offset))
+    has_base = draw(st.booleans())
+    pos = None
+    if draw(st.booleans()):
+        pos = rng.integers(-50, 51, (tokens, dim))
+    mult = draw(st.sampled_from([1, 2, 3, 64, -5, 100]))
+    geo = rm.ResidualGeometry(
+        tokens=tokens,
+        dim=dim,
+        multiplier=mult,
+        spike_neurons=neurons,
+        offset=offset,
+        base_bound=300 if has_base else None,
+        position_bound=0 if pos is None else int(np.abs(pos).max()),
+    )
+    spikes, base = [], [] if has_base else None
+    for _ in range(draw(st.integers(1, 2))):
+        length = int(rng.integers(1, 5))
+        spikes.append(_steps(rng, neurons, 1, length, True))
+        if has_base:
+            base.append(_steps(rng, n, 300, int(rng.integers(1, length + 1)), False))
+    return geo, pos, base, spikes
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(residual_cases())
+def test_core_random_stages(case) -> None:
+    """Every output beat equals the golden list, in the model's cycle; stalls change no value."""
+    geo, pos, base, spikes = case
+    core = ResidualCore(geometry=geo, position=pos)
+    p = None if pos is None or not pos.any() else pos
+    outputs = rm.golden_outputs(geo, base, spikes, p)
+    got, expected, cycles = simulate(core, base, spikes, outputs)
+    assert [w for _, w in got] == expected
+    assert [c for c, _ in got] == cycles
+    got, expected, _ = simulate(core, base, spikes, outputs, valid=0.6, ready=0.5, seed=len(cycles))
+    assert [w for _, w in got] == expected
