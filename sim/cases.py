@@ -424,7 +424,7 @@ class SoftmaxCase:
     ) -> dict[str, str]:
         """Set the knobs in the stimulus file; cycles are checked by default when nothing
         stalls."""
-        from spikezip.sim.tb.softmax import SoftmaxStimulus
+        from spikezip.sim.tb.files import SoftmaxStimulus
 
         if check_cycles is None:
             check_cycles = ready == 1.0 and valid == 1.0
@@ -454,7 +454,7 @@ def softmax_case(
     from spikezip.hw.cores.softmax import SoftmaxCore
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model import softmax_model as sm
-    from spikezip.sim.tb.softmax import SoftmaxStimulus
+    from spikezip.sim.tb.files import SoftmaxStimulus
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -481,6 +481,7 @@ def softmax_case(
             sample += [b] * (step.n_events + 1)
             step_no += [t] * (step.n_events + 1)
     SoftmaxStimulus(
+        name="softmax",
         in_format=fin,
         out_format=fout,
         in_words=np.array(in_words, dtype=np.uint64),

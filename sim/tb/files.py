@@ -34,6 +34,8 @@ __all__ = [
     "NeuronArrayStimulus",
     "Record",
     "ResidualStimulus",
+    "SoftmaxStimulus",
+    "StreamStimulus",
     "bits",
     "stimulus_path",
 ]
@@ -289,14 +291,16 @@ class NeuronArrayStimulus(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LayerNormStimulus(Record):
-    """Input of :mod:`sim.tb.layer_norm`: payloads in (every inference back to back), expected
-    payloads out with their inference, step, index (``-1`` for markers) and model cycle."""
+class StreamStimulus(Record):
+    """Input of a testbench of a core on the stream protocol (:func:`sim.tb.kit.run_streams`,
+    :func:`sim.tb.kit.check_beats`): payloads in (every inference back to back), expected payloads
+    out with their inference, step, index (``-1`` for markers) and model cycle. Each core's
+    stimulus is a subclass with its own ``KIND``."""
 
-    KIND: ClassVar[str] = "spikezip-stimulus-layer-norm"
+    KIND: ClassVar[str] = "spikezip-stimulus-stream"
     DECODE: ClassVar[Mapping[str, Any]] = {"in_format": _format, "out_format": _format}
 
-    name: str  #: the site
+    name: str  #: the core or site, as error messages name it
     in_format: EventFormat
     out_format: EventFormat
     in_words: np.ndarray
@@ -311,7 +315,21 @@ class LayerNormStimulus(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ResidualStimulus(LayerNormStimulus):
+class LayerNormStimulus(StreamStimulus):
+    """Input of :mod:`sim.tb.layer_norm` (``name``: the LayerNorm site)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-layer-norm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftmaxStimulus(StreamStimulus):
+    """Input of :mod:`sim.tb.softmax`."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-softmax"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResidualStimulus(StreamStimulus):
     """Input of :mod:`sim.tb.residual`: as :class:`LayerNormStimulus` (``in_words`` the spike
     input ``b``), plus the base input ``a``'s payloads (``has_base``)."""
 

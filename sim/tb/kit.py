@@ -27,7 +27,7 @@ from cocotb.triggers import FallingEdge
 from spikezip.hw.model.events import EventFormat, Step
 from spikezip.ir import Trace
 from spikezip.sim.runner import WORKER_PID_ENV
-from spikezip.sim.tb.files import CALLER_PID_ENV
+from spikezip.sim.tb.files import CALLER_PID_ENV, stimulus_path
 
 __all__ = [
     "Driver",
@@ -275,3 +275,63 @@ class Watchdog:
         if not all(_alive(pid) for pid in self.pids):
             print(f"{self.name}: one of processes {self.pids} is gone; ending", flush=True)
             os._exit(3)
+
+
+# -- a core on the stream protocol: run it, then score its output --------------------------------
+async def run_streams(edge, drivers, sink: Sink, o_valid, s, *, name: str) -> int:
+    """Clock ``drivers`` (``(Driver, ready signal)`` pairs) and ``sink`` one await per cycle until
+    every expected output beat of the stimulus ``s`` arrived (``s.out_words``, ``s.out_cycle``,
+    ``s.valid``, ``s.ready``) or a limit generous for its pauses passed; return the cycles run."""
+    n_out = len(s.out_words)
+    end = int(s.out_cycle.max()) if n_out else 0
+    limit = int((end + 100) * 4 / (min(s.valid, s.ready) or 1.0)) + 1000
+    watchdog, cycle = Watchdog(name), 0
+    while len(sink.beats) < n_out and cycle < limit:
+        for driver, ready in drivers:
+            driver.step(ready.value)
+        sink.step(o_valid.value, cycle)
+        await edge
+        cycle += 1
+        if cycle % watchdog.every == 0:
+            watchdog.check()
+    return cycle
+
+
+def check_beats(s, got: list[tuple[int, int]], cycles: int, name: str) -> None:
+    """The output payloads, then (``s.check_cycles``) their cycles, against the stimulus ``s``
+    (``out_format``, ``out_words``, ``out_sample``, ``out_step``, ``out_index`` with ``-1`` for
+    markers, ``out_cycle``); the first mismatch names sample, ``name``, index and time step."""
+    fmt = s.out_format
+    for j, ((cycle, word), exp) in enumerate(zip(got, s.out_words.tolist(), strict=False)):
+        index = int(s.out_index[j])
+        what = f"index {index}" if index >= 0 else "end-of-step marker"
+        where = f"sample {int(s.out_sample[j])}, {name}, {what}, time step {int(s.out_step[j])}"
+        if word != exp:
+            raise AssertionError(
+                f"first divergence: {where}, cycle {cycle}: expected {fmt.unpack(exp)}, "
+                f"actual {fmt.unpack(word)}"
+            )
+        if s.check_cycles and cycle != s.out_cycle[j]:
+            raise AssertionError(
+                f"cycle model mismatch: {where}: expected cycle {int(s.out_cycle[j])}, "
+                f"actual {cycle}"
+            )
+    if len(got) != len(s.out_words):
+        raise AssertionError(
+            f"{name}: {len(got)} output beats, expected {len(s.out_words)} "
+            f"(simulated {cycles} cycles)"
+        )
+
+
+async def single_stream(dut, stimulus_type) -> None:
+    """The whole testbench of a core with one input stream ``i`` and one output stream ``o``:
+    load the stimulus (a :class:`sim.tb.files.StreamStimulus` subclass), reset, drive and collect
+    one await per cycle, then score every payload and (``check_cycles``) every cycle."""
+    s = stimulus_type.load(stimulus_path())
+    dut._log.info("testbench %s", __file__)
+    edge = await start(dut, {"i__valid": 0, "i__payload": 0, "o__ready": 0})
+    driver = Driver(dut.i__valid, dut.i__payload, s.in_words, pauses(s.valid))
+    sink = Sink(dut.o__ready, pauses(s.ready), dut.o__payload)
+    cycle = await run_streams(edge, [(driver, dut.i__ready)], sink, dut.o__valid, s, name=s.name)
+    check_beats(s, sink.beats, cycle, s.name)
+    dut._log.info("%d output beats in %d cycles", len(s.out_words), cycle)

@@ -12,7 +12,6 @@ import cocotb
 
 from spikezip.sim.tb import kit
 from spikezip.sim.tb.files import ResidualStimulus, stimulus_path
-from spikezip.sim.tb.layer_norm import check_beats
 
 
 @cocotb.test()
@@ -30,18 +29,6 @@ async def matches_golden_increments(dut) -> None:
         a = kit.Driver(dut.a__valid, dut.a__payload, s.base_words, kit.pauses(s.valid))
         drivers.append((a, dut.a__ready))
     sink = kit.Sink(dut.o__ready, kit.pauses(s.ready), dut.o__payload)
-    watchdog = kit.Watchdog("residual")
-    o_valid, n_out = dut.o__valid, len(s.out_words)
-    expected_end = int(s.out_cycle.max()) if n_out else 0
-    limit = int((expected_end + 100) * 4 / (min(s.valid, s.ready) or 1.0)) + 1000
-    cycle = 0
-    while len(sink.beats) < n_out and cycle < limit:
-        for driver, ready in drivers:
-            driver.step(ready.value)
-        sink.step(o_valid.value, cycle)
-        await edge
-        cycle += 1
-        if cycle % watchdog.every == 0:
-            watchdog.check()
-    check_beats(s, sink.beats, cycle)
-    dut._log.info("%d output beats in %d cycles", n_out, cycle)
+    cycle = await kit.run_streams(edge, drivers, sink, dut.o__valid, s, name=s.name)
+    kit.check_beats(s, sink.beats, cycle, s.name)
+    dut._log.info("%d output beats in %d cycles", len(s.out_words), cycle)

@@ -133,7 +133,7 @@ def test_cycle_divergence_is_reported(tmp_path: Path) -> None:
     ins = random_inputs(params, np.random.default_rng(5), 1, 3, 0.3)
     case = softmax_case(tmp_path / "case", params, ins)
     path = case.directory / "stimulus.npz"
-    from spikezip.sim.tb.softmax import SoftmaxStimulus
+    from spikezip.sim.tb.files import SoftmaxStimulus
 
     stim = SoftmaxStimulus.load(path)
     cycles = stim.out_cycle.copy()
