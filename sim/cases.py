@@ -30,8 +30,11 @@ from spikezip.sim.tb.files import (
     STIMULUS_ENV,
     BitLayout,
     LayerCoreStimulus,
+    LayerNormStimulus,
     NeuronArrayStimulus,
     Record,
+    ResidualStimulus,
+    SoftmaxStimulus,
 )
 
 STIMULUS = "stimulus.npz"  #: a case's stimulus file, in its directory
@@ -52,6 +55,7 @@ __all__ = [
     "NeuronArrayCase",
     "ResidualCase",
     "SoftmaxCase",
+    "StreamCase",
     "layer_core_case",
     "layer_norm_case",
     "neuron_array_case",
@@ -258,30 +262,50 @@ def neuron_array_case(
 
 # -- the differential LayerNorm core -------------------------------------------------------------
 @dataclass(frozen=True)
-class LayerNormCase:
-    """Files and facts of one LayerNorm-core simulation."""
+class StreamCase:
+    """Files and facts of one simulation of a core on the stream protocol (one testbench of
+    :func:`sim.tb.kit.single_stream` or :mod:`sim.tb.residual`): its Verilog, top module, the
+    model's schedule, its stimulus record type and its testbench module."""
 
     directory: Path
     verilog: Path
     toplevel: str
     schedule: list
+    stimulus: type
+    testbench: str
 
     def env(
         self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
     ) -> dict[str, str]:
         """Set the knobs in the stimulus file; return the testbench's ``extra_env`` (cycles are
         checked by default when nothing stalls)."""
-        from spikezip.sim.tb.files import LayerNormStimulus
-
         if check_cycles is None:
             check_cycles = ready == 1.0 and valid == 1.0
         return _knobs(
             self.directory,
-            LayerNormStimulus,
+            self.stimulus,
             ready=float(ready),
             valid=float(valid),
             check_cycles=bool(check_cycles),
         )
+
+    def run(self, sim: str, build_dir: Path, *, seed: int = 1, **knobs) -> None:
+        """Build (once per ``build_dir``) and run the testbench with ``knobs`` (:meth:`env`)."""
+        from spikezip.sim.runner import run_cocotb
+
+        run_cocotb(
+            sim=sim,
+            sources=[self.verilog],
+            toplevel=self.toplevel,
+            test_module=self.testbench,
+            build_dir=build_dir,
+            extra_env=self.env(**knobs),
+            seed=seed,
+        )
+
+
+#: the cases of the ViT cores (one type: :class:`StreamCase`)
+LayerNormCase = ResidualCase = SoftmaxCase = StreamCase
 
 
 def layer_norm_case(
@@ -300,7 +324,6 @@ def layer_norm_case(
     test against those). The expected cycles come from the core's own geometry."""
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model import layer_norm_model as lnm
-    from spikezip.sim.tb.files import LayerNormStimulus
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -331,30 +354,12 @@ def layer_norm_case(
         out_index=np.array(out_index, dtype=np.int64),
         out_cycle=np.array(out_cycle, dtype=np.int64),
     ).save(directory / STIMULUS)
-    return LayerNormCase(directory, verilog, toplevel, sched)
+    return StreamCase(
+        directory, verilog, toplevel, sched, LayerNormStimulus, "spikezip.sim.tb.layer_norm"
+    )
 
 
 # -- the residual-stream stage -------------------------------------------------------------------
-@dataclass(frozen=True)
-class ResidualCase(LayerNormCase):
-    """Files and facts of one residual-stage simulation."""
-
-    def env(
-        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
-    ) -> dict[str, str]:
-        from spikezip.sim.tb.files import ResidualStimulus
-
-        if check_cycles is None:
-            check_cycles = ready == 1.0 and valid == 1.0
-        return _knobs(
-            self.directory,
-            ResidualStimulus,
-            ready=float(ready),
-            valid=float(valid),
-            check_cycles=bool(check_cycles),
-        )
-
-
 def residual_case(
     directory: Path,
     core,
@@ -370,7 +375,6 @@ def residual_case(
     :func:`hw.model.residual_model.schedule`."""
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model import residual_model as rm
-    from spikezip.sim.tb.files import ResidualStimulus
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -406,37 +410,12 @@ def residual_case(
         base_format=core.base_format if has_base else events.EventFormat(1, 2),
         base_words=np.array(base_words, dtype=np.uint64),
     ).save(directory / STIMULUS)
-    return ResidualCase(directory, verilog, toplevel, sched)
+    return StreamCase(
+        directory, verilog, toplevel, sched, ResidualStimulus, "spikezip.sim.tb.residual"
+    )
 
 
 # -- the differential softmax core (issue 12 §2) -----------------------------------------------
-@dataclass(frozen=True)
-class SoftmaxCase:
-    """Files and facts of one softmax-core simulation."""
-
-    directory: Path
-    verilog: Path
-    toplevel: str
-    schedule: list[cycle_model.InferenceSchedule]
-
-    def env(
-        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
-    ) -> dict[str, str]:
-        """Set the knobs in the stimulus file; cycles are checked by default when nothing
-        stalls."""
-        from spikezip.sim.tb.files import SoftmaxStimulus
-
-        if check_cycles is None:
-            check_cycles = ready == 1.0 and valid == 1.0
-        return _knobs(
-            self.directory,
-            SoftmaxStimulus,
-            ready=float(ready),
-            valid=float(valid),
-            check_cycles=bool(check_cycles),
-        )
-
-
 def softmax_case(
     directory: Path,
     params,
@@ -454,7 +433,6 @@ def softmax_case(
     from spikezip.hw.cores.softmax import SoftmaxCore
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model import softmax_model as sm
-    from spikezip.sim.tb.files import SoftmaxStimulus
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -491,4 +469,6 @@ def softmax_case(
         out_index=np.array(index, dtype=np.int64),
         out_cycle=np.array(cycle, dtype=np.int64),
     ).save(directory / STIMULUS)
-    return SoftmaxCase(directory, verilog, toplevel, sched)
+    return StreamCase(
+        directory, verilog, toplevel, sched, SoftmaxStimulus, "spikezip.sim.tb.softmax"
+    )

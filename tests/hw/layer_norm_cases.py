@@ -3,14 +3,13 @@ tie-heavy sites, and an Amaranth-simulator driver."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 from hypothesis import strategies as st
 
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model.events import Step
 from spikezip.ir.transformer.sites import LayerNorm
+from tests.hw.stream_bench import drive_stream
 
 
 def norm_site(gain, bias, eps: int) -> LayerNorm:
@@ -102,7 +101,6 @@ def tie_cases(draw, *, max_tokens: int = 3):
 def simulate(core, inputs, outputs, *, valid: float = 1.0, ready: float = 1.0, seed: int = 0):
     """Run ``core`` in Amaranth's simulator on ``inputs``; return the output beats as
     ``(cycle, payload)`` and the expected payloads and model cycles."""
-    from amaranth.sim import Simulator
 
     fin, fout = core.input_format, core.output_format
     words = [w for inf in inputs for s in inf for w in s.words(fin)]
@@ -110,27 +108,7 @@ def simulate(core, inputs, outputs, *, valid: float = 1.0, ready: float = 1.0, s
     sched = lnm.schedule(core.geometry, inputs, outputs)
     cycles = [c for inf in sched for s in inf for c in [*s.event_cycles, s.marker_cycle]]
     limit = int((max(cycles) + 50) * 3 / min(valid, ready)) + 100
-    got: list[tuple[int, int]] = []
-    rnd = random.Random(seed)
-
-    async def testbench(ctx):
-        ptr, cycle = 0, 0
-        while len(got) < len(expected) and cycle < limit:
-            offer = ptr < len(words) and rnd.random() < valid
-            take = rnd.random() < ready
-            ctx.set(core.i.valid, offer)
-            if offer:
-                ctx.set(core.i.payload.as_value(), words[ptr])
-            ctx.set(core.o.ready, take)
-            if offer and ctx.get(core.i.ready):
-                ptr += 1
-            if take and ctx.get(core.o.valid):
-                got.append((cycle, ctx.get(core.o.payload.as_value())))
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(core)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    got = drive_stream(
+        core, words, len(expected), limit=limit, seed=seed, valid_p=valid, ready_p=ready
+    )
     return got, expected, cycles

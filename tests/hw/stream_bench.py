@@ -13,9 +13,9 @@ import numpy as np
 from amaranth.sim import Simulator
 
 
-def drive_stream(
+def drive_streams(
     core,
-    words: Sequence[int],
+    inputs: Sequence[tuple[object, Sequence[int]]],
     n_out: int,
     *,
     limit: int,
@@ -23,22 +23,31 @@ def drive_stream(
     valid_p: float = 0.7,
     ready_p: float = 0.6,
 ) -> list[tuple[int, int]]:
-    """Run ``core`` until ``n_out`` output beats arrived (or ``limit`` cycles); return them as
-    ``(cycle, payload)``. Cycle 0 is the first after reset. With ``seed``, the input is offered
-    with probability ``valid_p`` per cycle and the output taken with ``ready_p``; without, the
-    input is always valid (while words remain) and the output always ready."""
+    """Run ``core`` until ``n_out`` beats arrived on ``core.o`` (or ``limit`` cycles); return them
+    as ``(cycle, payload)``. ``inputs``: ``(stream port, payload words)`` pairs, each offered in
+    order. Cycle 0 is the first after reset. With ``seed``, each input is offered with probability
+    ``valid_p`` per cycle and the output taken with ``ready_p``; without, inputs are always valid
+    (while words remain) and the output always ready."""
     rng = np.random.default_rng(seed)
     got: list[tuple[int, int]] = []
 
+    def chance(p: float) -> bool:
+        return seed is None or p >= 1.0 or rng.random() < p
+
     async def bench(ctx):
-        ptr, cycle = 0, 0
+        ptrs, cycle = [0] * len(inputs), 0
         while len(got) < n_out and cycle < limit:
-            valid = ptr < len(words) and (seed is None or rng.random() < valid_p)
-            ready = seed is None or rng.random() < ready_p
-            ctx.set(core.i.valid, valid)
-            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)] if words else 0)
+            offered = []
+            for j, (port, words) in enumerate(inputs):
+                valid = ptrs[j] < len(words) and chance(valid_p)
+                ctx.set(port.valid, valid)
+                word = words[min(ptrs[j], len(words) - 1)] if len(words) else 0
+                ctx.set(port.payload.as_value(), word)
+                offered.append(valid)
+            ready = chance(ready_p)
             ctx.set(core.o.ready, ready)
-            ptr += bool(valid and ctx.get(core.i.ready))
+            for j, (port, _) in enumerate(inputs):
+                ptrs[j] += bool(offered[j] and ctx.get(port.ready))
             if ready and ctx.get(core.o.valid):
                 got.append((cycle, ctx.get(core.o.payload.as_value())))
             await ctx.tick()
@@ -49,3 +58,8 @@ def drive_stream(
     sim.add_testbench(bench)
     sim.run()
     return got
+
+
+def drive_stream(core, words: Sequence[int], n_out: int, **kw) -> list[tuple[int, int]]:
+    """:func:`drive_streams` with one input, ``core.i``."""
+    return drive_streams(core, [(core.i, words)], n_out, **kw)

@@ -5,8 +5,6 @@ lists and the cycle model, with stalls)."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -16,6 +14,7 @@ from spikezip.hw.cores.residual import ResidualCore
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model.events import Step
+from tests.hw.stream_bench import drive_streams
 from tests.sw.vit_strategies import images, transformers
 
 
@@ -89,7 +88,6 @@ def test_stages_give_the_reference_increments(data) -> None:
 
 # -- tier 2 -------------------------------------------------------------------------------------
 def simulate(core, base, spikes, outputs, *, valid=1.0, ready=1.0, seed=0):
-    from amaranth.sim import Simulator
 
     geo = core.geometry
     b_words = [w for inf in spikes for s in inf for w in s.words(core.spike_format)]
@@ -100,31 +98,10 @@ def simulate(core, base, spikes, outputs, *, valid=1.0, ready=1.0, seed=0):
     sched = rm.schedule(geo, base, spikes, outputs)
     cycles = [c for inf in sched for ev, mk in inf for c in [*ev, mk]]
     limit = int((max(cycles) + 50) * 3 / min(valid, ready)) + 100
-    rnd, got = random.Random(seed), []
-
-    async def testbench(ctx):
-        ptrs = [0, 0]
-        ports = [(core.b, b_words)] + ([] if base is None else [(core.a, a_words)])
-        cycle = 0
-        while len(got) < len(expected) and cycle < limit:
-            for j, (port, words) in enumerate(ports):
-                offer = ptrs[j] < len(words) and rnd.random() < valid
-                ctx.set(port.valid, offer)
-                if offer:
-                    ctx.set(port.payload.as_value(), words[ptrs[j]])
-                    if ctx.get(port.ready):
-                        ptrs[j] += 1
-            take = rnd.random() < ready
-            ctx.set(core.o.ready, take)
-            if take and ctx.get(core.o.valid):
-                got.append((cycle, ctx.get(core.o.payload.as_value())))
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(core)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    ports = [(core.b, b_words)] + ([] if base is None else [(core.a, a_words)])
+    got = drive_streams(
+        core, ports, len(expected), limit=limit, seed=seed, valid_p=valid, ready_p=ready
+    )
     return got, expected, cycles
 
 

@@ -25,30 +25,18 @@ from spikezip.hw.cores.layer_norm import LayerNormCore
 from spikezip.hw.flow.verilog import LINT_WAIVERS, generate
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.sim.cases import layer_norm_case
-from spikezip.sim.runner import AMARANTH_LINT_WAIVERS, SimulationError, lint_verilog, run_cocotb
+from spikezip.sim.runner import AMARANTH_LINT_WAIVERS, SimulationError, lint_verilog
 from tests.hw.layer_norm_cases import norm_site, random_cases, random_inference, tie_cases
 
 SIMS = ["icarus", "verilator"]
-
-
-def _run(case, sim: str, build: Path, **env) -> None:
-    run_cocotb(
-        sim=sim,
-        sources=[case.verilog],
-        toplevel=case.toplevel,
-        test_module="spikezip.sim.tb.layer_norm",
-        build_dir=build,
-        extra_env=case.env(**env),
-        seed=env.pop("seed_", 1) if "seed_" in env else 1,
-    )
 
 
 def run_both(tmp_path: Path, sim: str, core, inputs, outputs=None, name="layer_norm") -> None:
     case = layer_norm_case(tmp_path / "case", core, inputs, outputs, name=name)
     lint_verilog([case.verilog], case.toplevel, {**AMARANTH_LINT_WAIVERS, **LINT_WAIVERS})
     build = tmp_path / "build"
-    _run(case, sim, build)  # exact, and cycle-exact against the model
-    _run(case, sim, build, ready=0.6, valid=0.7)  # exact under backpressure and idle input
+    case.run(sim, build)  # exact, and cycle-exact against the model
+    case.run(sim, build, ready=0.6, valid=0.7)  # exact under backpressure and idle input
 
 
 def _mixed_case(seed: int):
@@ -86,7 +74,7 @@ def test_cycle_divergence_is_reported(tmp_path: Path) -> None:
     stim["out_cycle"][2:] += 1
     np.savez(path, **stim)
     with pytest.raises(SimulationError) as info:
-        _run(case, "icarus", tmp_path / "build")
+        case.run("icarus", tmp_path / "build")
     assert "cycle model mismatch: sample 0, layer_norm, index" in str(info.value)
 
 
@@ -101,7 +89,7 @@ def test_value_divergence_is_reported(tmp_path: Path) -> None:
     outputs[0][0] = bad
     case = layer_norm_case(tmp_path / "case", core, inputs, outputs)
     with pytest.raises(SimulationError) as info:
-        _run(case, "icarus", tmp_path / "build")
+        case.run("icarus", tmp_path / "build")
     assert "first divergence: sample 0, layer_norm, index" in str(info.value)
 
 

@@ -13,20 +13,8 @@ from spikezip.hw.cores.residual import ResidualCore
 from spikezip.hw.flow.verilog import LINT_WAIVERS
 from spikezip.hw.model import residual_model as rm
 from spikezip.sim.cases import residual_case
-from spikezip.sim.runner import AMARANTH_LINT_WAIVERS, lint_verilog, run_cocotb
+from spikezip.sim.runner import AMARANTH_LINT_WAIVERS, lint_verilog
 from tests.hw.test_residual import residual_cases
-
-
-def _run(case, sim: str, build: Path, **env) -> None:
-    run_cocotb(
-        sim=sim,
-        sources=[case.verilog],
-        toplevel=case.toplevel,
-        test_module="spikezip.sim.tb.residual",
-        build_dir=build,
-        extra_env=case.env(**env),
-        seed=1,
-    )
 
 
 def run_both(tmp: Path, sim: str, geo, pos, base, spikes) -> None:
@@ -35,8 +23,8 @@ def run_both(tmp: Path, sim: str, geo, pos, base, spikes) -> None:
     outputs = rm.golden_outputs(geo, base, spikes, p)
     case = residual_case(tmp / "case", core, base, spikes, outputs)
     lint_verilog([case.verilog], case.toplevel, {**AMARANTH_LINT_WAIVERS, **LINT_WAIVERS})
-    _run(case, sim, tmp / "build")
-    _run(case, sim, tmp / "build", ready=0.6, valid=0.7)
+    case.run(sim, tmp / "build")
+    case.run(sim, tmp / "build", ready=0.6, valid=0.7)
 
 
 @pytest.mark.sim

@@ -20,29 +20,17 @@ import pytest
 
 from spikezip.hw.model import softmax_model as sm
 from spikezip.sim.cases import softmax_case
-from spikezip.sim.runner import SimulationError, run_cocotb
+from spikezip.sim.runner import SimulationError
 from tests.hw.test_softmax import GOOD, random_inputs
 
 SIMS = ["icarus", "verilator"]
 
 
-def _run(case, sim: str, build: Path, **env) -> None:
-    run_cocotb(
-        sim=sim,
-        sources=[case.verilog],
-        toplevel=case.toplevel,
-        test_module="spikezip.sim.tb.softmax",
-        build_dir=build,
-        extra_env=case.env(**env),
-        seed=env.pop("seed_", 1) if "seed_" in env else 1,
-    )
-
-
 def run_both(tmp_path: Path, sim: str, params, ins, outs=None) -> None:
     case = softmax_case(tmp_path / "case", params, ins, outs)
     build = tmp_path / "build"
-    _run(case, sim, build)  # exact and cycle-exact
-    _run(case, sim, build, ready=0.6, valid=0.7)  # exact under stalls
+    case.run(sim, build)  # exact and cycle-exact
+    case.run(sim, build, ready=0.6, valid=0.7)  # exact under stalls
 
 
 RANDOM = [
@@ -142,5 +130,5 @@ def test_cycle_divergence_is_reported(tmp_path: Path) -> None:
 
     replace(stim, out_cycle=cycles).save(path)
     with pytest.raises(SimulationError) as info:
-        _run(case, "icarus", tmp_path / "build")
+        case.run("icarus", tmp_path / "build")
     assert "cycle model mismatch" in str(info.value)
