@@ -20,3 +20,29 @@ def digits_network(tmp_path_factory):
 
     model = qann.load_or_train(qann.QannConfig(), directory=tmp_path_factory.mktemp("qann"))
     return to_network(model, name="digits")
+
+
+@pytest.fixture(scope="session")
+def trained_vit(tmp_path_factory):
+    """The default digits ViT QANN and the seconds it took to train or load: trained once per
+    session, its cache shared by the xdist workers (a lock file: the first worker trains, the
+    other waits and loads)."""
+    import fcntl
+    import os
+    import time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from spikezip.sw.vit import model as vit
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    cache = Path(root) / "vit-cache"
+    cache.mkdir(exist_ok=True)
+    with open(Path(root) / "vit-cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.perf_counter()
+        model = vit.load_or_train(vit.VitConfig(), directory=cache)
+        seconds = time.perf_counter() - start
+    return SimpleNamespace(model=model, seconds=seconds)

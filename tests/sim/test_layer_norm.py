@@ -13,8 +13,6 @@ ViT's real per-step stream increments, checked against the reference's recorded 
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 
 import numpy as np
@@ -95,23 +93,14 @@ def test_value_divergence_is_reported(tmp_path: Path) -> None:
 
 # -- the trained digits ViT --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits_vit(tmp_path_factory):
-    """The trained digits ViT (the cache shared with ``tests/sw/test_vit.py``) and the
-    reference's recorded steps for three test images."""
+def digits_vit(trained_vit):
+    """The trained digits ViT (``tests/conftest.py``) and the reference's recorded steps for
+    three test images."""
     from spikezip.sw import digits
-    from spikezip.sw.vit import model as vit
     from spikezip.sw.vit.convert import to_transformer
     from spikezip.sw.vit.reference import run
 
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    cache = Path(root) / "vit-cache"
-    cache.mkdir(exist_ok=True)
-    with open(Path(root) / "vit-cache.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        model = vit.load_or_train(vit.VitConfig(), directory=cache)
-    net = to_transformer(model, name="digits-vit")
+    net = to_transformer(trained_vit.model, name="digits-vit")
     x = digits.load().x_test[:3]
     return net, run(net, x, record_drives=True)
 

@@ -11,8 +11,6 @@ per-step score changes of both blocks for a few test images, whose recorded ``at
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 
 import numpy as np
@@ -85,22 +83,12 @@ def test_random_blocks(tmp_path: Path, sim: str, k: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_vit(tmp_path_factory: pytest.TempPathFactory):
-    """The trained digits ViT (the cache shared with tests/sw/test_vit.py) and 3 test images."""
+def digits_vit(trained_vit):
+    """The trained digits ViT (``tests/conftest.py``) and 3 test images."""
     from spikezip.sw import digits
-    from spikezip.sw.vit import model as vit
     from spikezip.sw.vit.convert import to_transformer
 
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    cache = Path(root) / "vit-cache"
-    cache.mkdir(exist_ok=True)
-    with open(Path(root) / "vit-cache.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        model = vit.load_or_train(vit.VitConfig(), directory=cache)
-    data = digits.load()
-    return to_transformer(model, name="digits-vit"), data.x_test[:3]
+    return to_transformer(trained_vit.model, name="digits-vit"), digits.load().x_test[:3]
 
 
 @pytest.mark.sim

@@ -6,11 +6,7 @@ lock trains it into a temporary cache, the other loads it).
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,18 +117,11 @@ class Trained:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # shared by the workers of this session
-    cache = Path(root) / "vit-cache"
-    cache.mkdir(exist_ok=True)
-    with open(Path(root) / "vit-cache.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        start = time.perf_counter()
-        model = vit.load_or_train(vit.VitConfig(), directory=cache)
-        seconds = time.perf_counter() - start
-    return Trained(model, seconds, digits.load(), to_transformer(model, name="digits-vit"))
+def trained(trained_vit) -> Trained:
+    model = trained_vit.model
+    return Trained(
+        model, trained_vit.seconds, digits.load(), to_transformer(model, name="digits-vit")
+    )
 
 
 def _acc(pred: np.ndarray, labels: np.ndarray) -> float:
