@@ -150,7 +150,7 @@ def residual_cases(draw):
     return geo, pos, base, spikes
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(residual_cases())
 def test_core_random_stages(case) -> None:
     """Every output beat equals the golden list, in the model's cycle; stalls change no value."""
