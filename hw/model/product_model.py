@@ -42,15 +42,13 @@ def _positive(name: str, value: Any) -> int:
 
 
 def _bounds(name: str, value: Any) -> tuple[int, int]:
-    try:
-        lo, hi = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a pair of integers (lo ≤ 0 ≤ hi), not {value!r}"
-        ) from None
-    if not lo <= 0 <= hi:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    ok = len(pair) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair
+    )
+    if not ok or not pair[0] <= 0 <= pair[1]:
         raise ValueError(f"{name} must be a pair of integers (lo ≤ 0 ≤ hi), not {value!r}")
-    return lo, hi
+    return int(pair[0]), int(pair[1])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -300,3 +298,39 @@ def product_schedule(
             cycle += 1  # the marker
         cycle += geo.clear_cycles
     return beats
+
+
+def trace_inferences(
+    geo: ProductGeometry,
+    x_spikes: np.ndarray,
+    y_spikes: np.ndarray,
+    x_busy: np.ndarray,
+    y_busy: np.ndarray,
+    steps: np.ndarray,
+) -> list[tuple[list, list, list]]:
+    """The core's input per inference from a trace: ``(xs, ys, busy)`` as
+    :func:`product_schedule` takes it.
+
+    ``x_spikes``/``y_spikes`` ``[B, T, size]`` are the X and Y sites' spikes, ``x_busy``/
+    ``y_busy`` ``[B, T]`` their cumulative busy flags, ``steps`` ``[B]`` the steps per sample.
+    An inference ends with its first step whose flags are both clear (the stream protocol: the
+    upstream cores send no further steps; nothing before the Y site changes after it).
+    """
+    out = []
+    for b in range(len(steps)):
+        xs, ys, busy = [], [], []
+        for t in range(int(steps[b])):
+            for spikes, dest in ((x_spikes, xs), (y_spikes, ys)):
+                idx = np.flatnonzero(spikes[b, t])
+                dest.append(list(zip(idx.tolist(), spikes[b, t, idx].tolist(), strict=True)))
+            busy.append(bool(x_busy[b, t] or y_busy[b, t]))
+            if not busy[-1]:  # the inputs are idle for good: the inference ends here
+                break
+        out.append((xs, ys, busy))
+    return out
+
+
+def output_words(beats: list[tuple[int, tuple[bool, int, int, bool]]], fmt: Any) -> np.ndarray:
+    """The payloads of :func:`product_schedule`'s beats in ``fmt`` (an ``EventFormat``)."""
+    words = [fmt.pack(marker=mk, index=i, value=v, busy=b) for _, (mk, i, v, b) in beats]
+    return np.array(words, dtype=np.uint64)
