@@ -31,6 +31,7 @@ from spikezip.sim.tb.files import (
     BitLayout,
     LayerCoreStimulus,
     NeuronArrayStimulus,
+    ProductStimulus,
     Record,
 )
 
@@ -46,7 +47,14 @@ def _knobs(directory: Path, cls: type[Record], **knobs) -> dict[str, str]:
     return {STIMULUS_ENV: str(path.resolve())}
 
 
-__all__ = ["LayerCoreCase", "NeuronArrayCase", "layer_core_case", "neuron_array_case"]
+__all__ = [
+    "LayerCoreCase",
+    "NeuronArrayCase",
+    "ProductCase",
+    "layer_core_case",
+    "neuron_array_case",
+    "product_case",
+]
 
 
 @dataclass(frozen=True)
@@ -243,3 +251,75 @@ def neuron_array_case(
         busy=busy,
     ).save(directory / STIMULUS)
     return NeuronArrayCase(directory, verilog, toplevel, golden, layer)
+
+
+@dataclass(frozen=True)
+class ProductCase:
+    """Files of one spike-product-core simulation (:func:`product_case`)."""
+
+    directory: Path
+    verilog: Path
+    toplevel: str
+
+    def env(
+        self, *, ready: float = 1.0, valid: float = 1.0, check_cycles: bool | None = None
+    ) -> dict[str, str]:
+        """Set the knobs in the stimulus file; cycles are checked when nothing stalls."""
+        if check_cycles is None:
+            check_cycles = ready == 1.0 and valid == 1.0
+        return _knobs(
+            self.directory,
+            ProductStimulus,
+            ready=float(ready),
+            valid=float(valid),
+            check_cycles=bool(check_cycles),
+        )
+
+
+def product_case(
+    directory: Path,
+    geo,
+    inferences: list,
+    *,
+    pipeline: cycle_model.Pipeline | int = 1,
+    backend: str = "proc",
+    toplevel: str = "product",
+) -> ProductCase:
+    """Write the Verilog and stimulus of a :class:`hw.cores.product.SpikeProduct` of ``geo``.
+
+    ``inferences``: per inference ``(xs, ys, busy)`` (:mod:`hw.model.product_model`, e.g.
+    :func:`~hw.model.product_model.trace_inferences` of a reference trace); the expected beats
+    are the definition of ``ΔO`` at the model's cycles.
+    """
+    from spikezip.hw.cores.product import SpikeProduct
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model.product_model import output_words, product_schedule
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    core = SpikeProduct(geo=geo, pipeline=pipeline)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel, backend=backend))
+    iw = geo.index_widths
+    fx, fy = (events.EventFormat(w, events.SPIKE_VALUE_WIDTH) for w in iw[:2])
+    fout = events.EventFormat(iw[2], geo.value_width)
+
+    def words(fmt, side):
+        return [
+            w
+            for xs_ys_b in inferences
+            for evs, busy in zip(xs_ys_b[side], xs_ys_b[2], strict=True)
+            for w in [fmt.pack(marker=False, index=i, value=v) for i, v in evs]
+            + [fmt.pack(marker=True, busy=busy)]
+        ]
+
+    beats = product_schedule(geo, inferences)
+    ProductStimulus(
+        product=geo.kind,
+        out_format=fout,
+        x_words=np.array(words(fx, 0), dtype=np.uint64),
+        y_words=np.array(words(fy, 1), dtype=np.uint64),
+        out_words=output_words(beats, fout),
+        out_cycle=np.array([c for c, _ in beats], dtype=np.int64),
+    ).save(directory / STIMULUS)
+    return ProductCase(directory, verilog, toplevel)

@@ -31,6 +31,7 @@ __all__ = [
     "NetworkResult",
     "NetworkStimulus",
     "NeuronArrayStimulus",
+    "ProductStimulus",
     "Record",
     "bits",
     "stimulus_path",
@@ -284,3 +285,22 @@ class NeuronArrayStimulus(Record):
     drive: np.ndarray  #: [B, T, words·lanes]
     busy: np.ndarray  #: [B, T] expected busy flags
     valid: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductStimulus(Record):
+    """Input of :mod:`sim.tb.product`: the X and Y payloads in, the expected payloads out and
+    the model's cycle of each (:func:`hw.model.product_model.product_schedule`)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-product"
+    DECODE: ClassVar[Mapping[str, Any]] = {"out_format": _format}
+
+    product: str  #: ``scores`` or ``context``
+    out_format: EventFormat
+    x_words: np.ndarray
+    y_words: np.ndarray
+    out_words: np.ndarray
+    out_cycle: np.ndarray
+    valid: float = 1.0
+    ready: float = 1.0
+    check_cycles: bool = False
