@@ -475,9 +475,10 @@ class ProductEmitter(wiring.Component):
         rem = Signal(p, name="remaining")
         m.d.comb += rem.eq(nonzero & ~mask)
         low = Signal(range(max(2, p)), name="lowest")
-        for k in reversed(range(p)):
-            with m.If(rem[k]):
-                m.d.comb += low.eq(k)
+        pick = 0
+        for k in reversed(range(p)):  # a chain of multiplexers (no overlapping case arms)
+            pick = Mux(rem[k], k, pick)
+        m.d.comb += low.eq(pick)
         more = (rem & (rem - 1)) != 0
         hs, rs = geo.out_strides
         finished = Signal(name="finished")

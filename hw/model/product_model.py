@@ -334,3 +334,32 @@ def output_words(beats: list[tuple[int, tuple[bool, int, int, bool]]], fmt: Any)
     """The payloads of :func:`product_schedule`'s beats in ``fmt`` (an ``EventFormat``)."""
     words = [fmt.pack(marker=mk, index=i, value=v, busy=b) for _, (mk, i, v, b) in beats]
     return np.array(words, dtype=np.uint64)
+
+
+def product_summary(geo: ProductGeometry, inferences: list[tuple[list, list, list]]) -> dict:
+    """Cycles and lane use of :func:`product_schedule`'s run (same inputs, same assumptions).
+
+    ``lane_utilization``: useful lane operations (entries of ``ΔO`` inside its ``n × m``) over
+    ``P ×`` the word operations of the accumulate phase (no bubbles between them);
+    ``accumulate_utilization`` counts the markers' cycles of that phase as idle lanes too.
+    """
+    n, _, m = geo.shape
+    wm, wn, p = geo.row_words, geo.column_words, geo.lanes
+    ops = useful = markers = steps = 0
+    for xs, ys, _busy in inferences:
+        for xe, ye in zip(xs, ys, strict=True):
+            ops += len(xe) * wm + len(ye) * wn
+            useful += len(xe) * m + len(ye) * n
+            markers += 2
+            steps += 1
+    beats = product_schedule(geo, inferences)
+    total = (beats[-1][0] + geo.clear_cycles) if beats else 0
+    return {
+        "steps": steps,
+        "cycles": total,
+        "accumulate_cycles": ops + markers,
+        "word_operations": ops,
+        "lane_utilization": useful / (p * ops) if ops else 1.0,
+        "accumulate_utilization": useful / (p * (ops + markers)) if ops else 0.0,
+        "output_events": sum(1 for _, b in beats if not b[0]),
+    }
