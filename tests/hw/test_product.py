@@ -316,3 +316,15 @@ def test_random_vit(data):
     for a, b in zip(deltas, want, strict=True):
         assert np.array_equal(a, b)
     assert got == product_schedule(geo, infs)
+
+
+@pytest.mark.parametrize(("pipeline", "latency"), [(0, 2), (2, 5), (3, 5)])
+@pytest.mark.parametrize("kind", ["scores", "context"])
+def test_pipelines(pipeline, latency, kind):
+    """The other accumulator pipelines (address stage, registered products): cycle-exact."""
+    x = (0, 3) if kind == "context" else (-2, 3)
+    for lanes in (1, 2):
+        geo = geometry(kind=kind, lanes=lanes, accumulator_latency=latency, x_bounds=x)
+        rng = random.Random(lanes)
+        infs = [random_trains(geo, rng, 3, 0.5) for _ in range(2)]
+        assert simulate(geo, infs, pipeline=pipeline) == product_schedule(geo, infs)
