@@ -34,12 +34,13 @@ WAIVERS = {
     "CASEOVERLAP": "Yosys $pmux with a one-hot select (parallel_case): arms are exclusive",
 }
 
+SLOW = pytest.mark.slow
 CASES = [
-    ("icarus", "scores", 1),  # W 5
+    pytest.param("icarus", "scores", 1, marks=SLOW),  # W 5
     ("icarus", "scores", 3),  # W 2, last word padded
     ("icarus", "context", 2),  # Wn 3, Wm 2
-    ("icarus", "context", 5),  # Wn 1, Wm 1
-    ("verilator", "scores", 5),
+    pytest.param("icarus", "context", 5, marks=SLOW),  # Wn 1, Wm 1
+    pytest.param("verilator", "scores", 5, marks=SLOW),  # (a C++ build each: ~45 s)
     ("verilator", "context", 3),
 ]
 
