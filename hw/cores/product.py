@@ -30,7 +30,7 @@ cycle; the read-out ``max(1, non-zeros)`` cycles per word of ``ΔO`` after a dra
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -419,10 +419,11 @@ class ProductSequencer(wiring.Component):
 class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
-    After ``start`` it scans the ``geo.scan_words`` words (head, row, word) in order: a word
-    costs ``max(1, non-zeros)`` cycles (one event per cycle, lowest column first), the marker
-    one more; ``done`` in the cycle the marker is loaded. ``o`` is a register (``o.valid`` and
-    the payload depend on registers only).
+    After ``start`` it scans the ``geo.scan_words`` words (head, row, word) in order, one read
+    ahead of the word whose events it sends (held in a register): the first word is examined two
+    cycles after ``start``, then a word costs ``max(1, non-zeros)`` cycles (one event per cycle,
+    lowest column first), the marker one more; ``done`` in the cycle the marker is loaded.
+    ``o`` is a register (``o.valid`` and the payload depend on registers only).
 
     Members
     -------
@@ -453,55 +454,72 @@ class ProductEmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, p, o = self._geo, self._geo.lanes, self.o
-        n, wm = geo.shape[0], geo.row_words
-        h = Signal(range(max(2, geo.heads)), name="scan_head")
-        i = Signal(range(max(2, n)), name="scan_row")
-        w = Signal(range(max(2, wm)), name="scan_word")
-        rot = Signal(range(max(2, p)), name="scan_rotation")
-        mask = Signal(p, name="sent")
-        active, at_marker = Signal(name="active"), Signal(name="at_marker")
-        # the next word
-        end_w, end_i = w == wm - 1, i == n - 1
-        nh = Mux(end_w & end_i, h + 1, h)
-        ni = Mux(end_w, Mux(end_i, 0, i + 1), i)
-        nw = Mux(end_w, 0, w + 1)
-        nrot = Mux(end_w, Mux(end_i | (rot == p - 1), 0, rot + 1), rot)
+        n, wm, heads = geo.shape[0], geo.row_words, geo.heads
+        # the word read last (shown on ``word`` until the next read): ``pending`` ...
+        ph, pi = (
+            Signal(range(max(2, heads)), name="read_head"),
+            Signal(range(max(2, n)), name="read_row"),
+        )
+        pw, prot = (
+            Signal(range(max(2, wm)), name="read_word"),
+            Signal(range(max(2, p)), name="read_rot"),
+        )
+        pending, p_last = Signal(name="pending"), Signal(name="read_last")
+        # ... and the word whose events are being sent (registers only: no path from the banks'
+        # read data to their next address)
+        held = Signal.like(self.word, name="held")
+        hh, hi, hw = (
+            Signal.like(ph, name="held_head"),
+            Signal.like(pi, name="held_row"),
+            Signal.like(pw, name="held_word"),
+        )
+        valid, h_last, mask = (
+            Signal(name="held_valid"),
+            Signal(name="held_last"),
+            Signal(p, name="sent"),
+        )
+        at_marker = Signal(name="at_marker")
+        end_w, end_i = pw == wm - 1, pi == n - 1
+        nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
+        nw = Mux(end_w, 0, pw + 1)
+        nrot = Mux(end_w, Mux(end_i | (prot == p - 1), 0, prot + 1), prot)
         free = ~o.valid | o.ready
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
-        nonzero = Signal(p, name="nonzero")
-        for k in range(p):
-            m.d.comb += nonzero[k].eq(self.word[k] != 0)
         rem = Signal(p, name="remaining")
-        m.d.comb += rem.eq(nonzero & ~mask)
-        low = Signal(range(max(2, p)), name="lowest")
+        m.d.comb += rem.eq(Cat(held[k] != 0 for k in range(p)) & ~mask)
         pick = 0
         for k in reversed(range(p)):  # a chain of multiplexers (no overlapping case arms)
             pick = Mux(rem[k], k, pick)
+        low = Signal(range(max(2, p)), name="lowest")
         m.d.comb += low.eq(pick)
-        more = (rem & (rem - 1)) != 0
         hs, rs = geo.out_strides
         finished = Signal(name="finished")
-        with m.If(active):
+        with m.If(valid):
             with m.If(rem == 0):
                 m.d.comb += finished.eq(1)
             with m.Elif(free):
                 m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-                m.d.sync += o.payload.index.eq(h * hs + i * rs + w * p + low)
-                m.d.sync += o.payload.value.eq(Array(self.word[k] for k in range(p))[low])
+                m.d.sync += o.payload.index.eq(hh * hs + hi * rs + hw * p + low)
+                m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
                 m.d.sync += mask.eq(mask | (1 << low)[:p])
-                m.d.comb += finished.eq(~more)
+                m.d.comb += finished.eq((rem & (rem - 1)) == 0)
         with m.If(finished):
-            m.d.sync += mask.eq(0)
-            with m.If((h == geo.heads - 1) & end_i & end_w):
-                m.d.sync += [active.eq(0), at_marker.eq(1)]
-            with m.Else():
+            m.d.sync += valid.eq(0)
+            with m.If(h_last):
+                m.d.sync += at_marker.eq(1)
+        with m.If(pending & (~valid | finished)):  # move the word read into ``held``
+            m.d.sync += [held.eq(self.word), valid.eq(1), mask.eq(0), h_last.eq(p_last)]
+            m.d.sync += [hh.eq(ph), hi.eq(pi), hw.eq(pw), pending.eq(~p_last)]
+            with m.If(~p_last):  # and read the next one
                 m.d.comb += [self.scan.eq(1), self.scan_rot.eq(nrot)]
                 m.d.comb += self.scan_address.eq((nh * geo.column_words * p + ni) * wm + nw)
-                m.d.sync += [h.eq(nh), i.eq(ni), w.eq(nw), rot.eq(nrot)]
-        with m.If(self.start):  # word 0
+                m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), prot.eq(nrot)]
+                m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
+        with m.If(self.start):  # read word 0
             m.d.comb += [self.scan.eq(1), self.scan_address.eq(0), self.scan_rot.eq(0)]
-            m.d.sync += [active.eq(1), h.eq(0), i.eq(0), w.eq(0), rot.eq(0), mask.eq(0)]
+            m.d.sync += [ph.eq(0), pi.eq(0), pw.eq(0), prot.eq(0), pending.eq(1)]
+            m.d.sync += p_last.eq(geo.scan_words == 1)
         with m.If(at_marker & free):
             m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
             m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), at_marker.eq(0)]

@@ -282,6 +282,7 @@ def product_schedule(
         for t, delta in enumerate(reference_product(geo, xs, ys)):
             cycle += len(xs[t]) * wm + len(ys[t]) * wn + 2  # accumulate, both markers
             cycle += geo.drain_cycles  # (its last cycle reads the first word)
+            cycle += 1  # the first word into the emitter's register
             n, _, m = geo.shape
             padded = np.zeros((geo.heads, n, wm * p), dtype=np.int64)
             padded[:, :, :m] = delta
