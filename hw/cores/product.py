@@ -483,6 +483,11 @@ class ProductEmitter(wiring.Component):
         nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
         nw = Mux(end_w, 0, pw + 1)
         nrot = Mux(end_w, Mux(end_i | (prot == p - 1), 0, prot + 1), prot)
+        # its bank address (h·Wn·P + i)·Wm + w, and the next one by an addition
+        pa = Signal(range(max(2, geo.bank_depth)), name="read_address")
+        jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
+        next_address = Signal.like(pa, name="next_address")
+        m.d.comb += next_address.eq(pa + Mux(end_w & end_i, jump, 1))
         free = ~o.valid | o.ready
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
@@ -513,12 +518,12 @@ class ProductEmitter(wiring.Component):
             m.d.sync += [hh.eq(ph), hi.eq(pi), hw.eq(pw), pending.eq(~p_last)]
             with m.If(~p_last):  # and read the next one
                 m.d.comb += [self.scan.eq(1), self.scan_rot.eq(nrot)]
-                m.d.comb += self.scan_address.eq((nh * geo.column_words * p + ni) * wm + nw)
-                m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), prot.eq(nrot)]
+                m.d.comb += self.scan_address.eq(next_address)
+                m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), prot.eq(nrot), pa.eq(next_address)]
                 m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
         with m.If(self.start):  # read word 0
             m.d.comb += [self.scan.eq(1), self.scan_address.eq(0), self.scan_rot.eq(0)]
-            m.d.sync += [ph.eq(0), pi.eq(0), pw.eq(0), prot.eq(0), pending.eq(1)]
+            m.d.sync += [ph.eq(0), pi.eq(0), pw.eq(0), prot.eq(0), pa.eq(0), pending.eq(1)]
             m.d.sync += p_last.eq(geo.scan_words == 1)
         with m.If(at_marker & free):
             m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
