@@ -32,6 +32,7 @@ from spikezip.sim.tb.files import (
     LayerCoreStimulus,
     LayerNormStimulus,
     NeuronArrayStimulus,
+    ProductStimulus,
     Record,
     ResidualStimulus,
     SoftmaxStimulus,
@@ -53,12 +54,14 @@ __all__ = [
     "LayerCoreCase",
     "LayerNormCase",
     "NeuronArrayCase",
+    "ProductCase",
     "ResidualCase",
     "SoftmaxCase",
     "StreamCase",
     "layer_core_case",
     "layer_norm_case",
     "neuron_array_case",
+    "product_case",
     "residual_case",
     "softmax_case",
 ]
@@ -305,7 +308,7 @@ class StreamCase:
 
 
 #: the cases of the ViT cores (one type: :class:`StreamCase`)
-LayerNormCase = ResidualCase = SoftmaxCase = StreamCase
+LayerNormCase = ProductCase = ResidualCase = SoftmaxCase = StreamCase
 
 
 def layer_norm_case(
@@ -471,4 +474,56 @@ def softmax_case(
     ).save(directory / STIMULUS)
     return StreamCase(
         directory, verilog, toplevel, sched, SoftmaxStimulus, "spikezip.sim.tb.softmax"
+    )
+
+
+# -- the spike-product core (issue 12 §1) -------------------------------------------------------
+def product_case(
+    directory: Path,
+    geo,
+    inferences: list,
+    *,
+    pipeline: cycle_model.Pipeline | int = 1,
+    backend: str = "proc",
+    toplevel: str = "product",
+) -> StreamCase:
+    """Write the Verilog and stimulus of a :class:`hw.cores.product.SpikeProduct` of ``geo``.
+
+    ``inferences``: per inference ``(xs, ys, busy)`` (:mod:`hw.model.product_model`, e.g.
+    :func:`~hw.model.product_model.trace_inferences` of a reference trace); the expected beats
+    are the definition of ``ΔO`` at the model's cycles.
+    """
+    from spikezip.hw.cores.product import SpikeProduct
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model.product_model import output_words, product_schedule
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    core = SpikeProduct(geo=geo, pipeline=pipeline)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel, backend=backend))
+    iw = geo.index_widths
+    fx, fy = (events.EventFormat(w, events.SPIKE_VALUE_WIDTH) for w in iw[:2])
+    fout = events.EventFormat(iw[2], geo.value_width)
+
+    def words(fmt, side):
+        return [
+            w
+            for xs_ys_b in inferences
+            for evs, busy in zip(xs_ys_b[side], xs_ys_b[2], strict=True)
+            for w in [fmt.pack(marker=False, index=i, value=v) for i, v in evs]
+            + [fmt.pack(marker=True, busy=busy)]
+        ]
+
+    beats = product_schedule(geo, inferences)
+    ProductStimulus(
+        product=geo.kind,
+        out_format=fout,
+        x_words=np.array(words(fx, 0), dtype=np.uint64),
+        y_words=np.array(words(fy, 1), dtype=np.uint64),
+        out_words=output_words(beats, fout),
+        out_cycle=np.array([c for c, _ in beats], dtype=np.int64),
+    ).save(directory / STIMULUS)
+    return StreamCase(
+        directory, verilog, toplevel, beats, ProductStimulus, "spikezip.sim.tb.product"
     )

@@ -22,7 +22,14 @@ from spikezip.hw.cores.stages import Delay
 from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, LayerTiming, check_timing
 from spikezip.ir.network import Layer, LayerWidths
 
-__all__ = ["WEIGHT_BANK_DEPTH", "Accumulator", "Products", "WeightRead", "weight_words"]
+__all__ = [
+    "WEIGHT_BANK_DEPTH",
+    "Accumulator",
+    "Products",
+    "WeightPort",
+    "WeightRead",
+    "weight_words",
+]
 
 
 #: words per weight bank (``banked_weights``): a DP16KD is 512 words deep at 36 bits
@@ -36,6 +43,21 @@ def weight_words(layer: Layer, lanes: int) -> np.ndarray:
     padded[: layer.n_out] = layer.weight
     # [words, lanes, n_in] -> [n_in, words, lanes]
     return padded.reshape(words, lanes, layer.n_in).transpose(2, 0, 1).reshape(-1, lanes)
+
+
+class WeightPort(wiring.Signature):
+    """A weight memory's read port as its user sees it: ``address`` out, ``data`` back in.
+
+    ``data`` is the word at the ``address`` of :data:`WEIGHT_READ_LATENCY` cycles before.
+
+    Members
+    -------
+    address : Out(range(max(2, depth)))
+    data : In(shape)
+    """
+
+    def __init__(self, *, shape, depth: int) -> None:
+        super().__init__({"address": Out(range(max(2, depth))), "data": In(shape)})
 
 
 class WeightRead(wiring.Component):
@@ -208,11 +230,17 @@ class Accumulator(wiring.Component):
         With ``banked_weights``, a weight memory deeper than this is split into banks of this
         many words (a power of two; default :data:`WEIGHT_BANK_DEPTH`, one 36-bit-wide ECP5
         block RAM; :class:`WeightRead`).
+    external : tuple of int or None
+        ``(weight_width, weight_depth)``: no weight ROM; the weights come from a memory outside
+        (``layer`` and ``widths`` then ``None``) through the ``weights`` port, with the latency
+        of :class:`WeightRead` (the spike-product core's writable tracer memories).
 
     Members
     -------
     i : In(stream.Signature(op_layout, always_ready=True))
     o : Out(stream.Signature(command_layout, always_ready=True))
+    weights : Out(WeightPort)
+        Only with ``external``: ``address`` out, ``data`` in, ``WEIGHT_READ_LATENCY`` apart.
     """
 
     def __init__(
@@ -225,17 +253,25 @@ class Accumulator(wiring.Component):
         index_width: int,
         value_width: int,
         bank_depth: int = WEIGHT_BANK_DEPTH,
+        external: tuple[int, int] | None = None,
     ) -> None:
         if not isinstance(bank_depth, int) or bank_depth < 2 or bank_depth & (bank_depth - 1):
             raise ValueError(f"bank_depth must be a power of two ≥ 2, not {bank_depth!r}")
-        check_timing(timing, layer.n_out)
-        self._bank_depth = bank_depth
+        check_timing(timing, None if external else layer.n_out)
+        self._bank_depth, self._external = bank_depth, external
         self._layer, self._widths, self._analog = layer, widths, bool(analog)
         self._timing = timing
         self._value_width = value_width
+        self._weight_width = external[0] if external else widths.weight
         words, lanes = timing.words, timing.lanes
+        members = {}
+        if external:
+            members["weights"] = Out(
+                WeightPort(shape=data.ArrayLayout(signed(external[0]), lanes), depth=external[1])
+            )
         super().__init__(
-            {
+            members
+            | {
                 "i": In(
                     stream.Signature(
                         op_layout(words=words, index_width=index_width, value_width=value_width),
@@ -277,12 +313,14 @@ class Accumulator(wiring.Component):
         slower).
         """
         if self._analog:
-            return self._value_width + self._widths.weight
-        return self._widths.weight + 1
+            return self._value_width + self._weight_width
+        return self._weight_width + 1
 
     @property
     def weight_depth(self) -> int:
         """Words of the weight memory: ``n_in · words``."""
+        if self._external:
+            return self._external[1]
         return self._layer.n_in * self.words
 
     def weight_words(self) -> np.ndarray:
@@ -292,19 +330,22 @@ class Accumulator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, ops = self._timing.pipeline, self.i.payload.shape()
-        shape = data.ArrayLayout(signed(self._widths.weight), self.lanes)
+        shape = data.ArrayLayout(signed(self._weight_width), self.lanes)
         m.submodules.address_stage = address = Delay(ops, cycles=p.address_latency, name="op0")
-        m.submodules.weight_read = weights = WeightRead(
-            shape=shape,
-            rows=[row.tolist() for row in self.weight_words()],
-            bank_depth=self._bank_depth if p.banked_weights else None,
-        )
-        m.submodules.read = read = Delay(ops, cycles=weights.latency, name="op")
+        if self._external:
+            weights = self.weights
+        else:
+            m.submodules.weight_read = weights = WeightRead(
+                shape=shape,
+                rows=[row.tolist() for row in self.weight_words()],
+                bank_depth=self._bank_depth if p.banked_weights else None,
+            )
+        m.submodules.read = read = Delay(ops, cycles=WEIGHT_READ_LATENCY, name="op")
         m.submodules.product = products = Products(
             analog=self._analog,
             lanes=self.lanes,
             value_width=self._value_width,
-            weight_width=self._widths.weight,
+            weight_width=self._weight_width,
             registered=p.dsp_registers,
         )
         # the operation without index and value (which went into the address and operands)

@@ -32,6 +32,7 @@ __all__ = [
     "NetworkResult",
     "NetworkStimulus",
     "NeuronArrayStimulus",
+    "ProductStimulus",
     "Record",
     "ResidualStimulus",
     "SoftmaxStimulus",
@@ -343,3 +344,22 @@ class ResidualStimulus(StreamStimulus):
     has_base: bool = False
     base_format: EventFormat = dataclasses.field(default_factory=lambda: EventFormat(1, 2))
     base_words: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint64))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductStimulus(Record):
+    """Input of :mod:`sim.tb.product`: the X and Y payloads in, the expected payloads out and
+    the model's cycle of each (:func:`hw.model.product_model.product_schedule`)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-product"
+    DECODE: ClassVar[Mapping[str, Any]] = {"out_format": _format}
+
+    product: str  #: ``scores`` or ``context``
+    out_format: EventFormat
+    x_words: np.ndarray
+    y_words: np.ndarray
+    out_words: np.ndarray
+    out_cycle: np.ndarray
+    valid: float = 1.0
+    ready: float = 1.0
+    check_cycles: bool = False

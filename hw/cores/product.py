@@ -1,0 +1,616 @@
+"""Spike-product core: the attention products ``multi`` (scores) and ``multi1`` (context).
+
+Per step it turns the X and Y spike events of a block (q and k, or attn and v) into the events of
+``ΔO = Xacc_t·Yacc_t − Xacc_{t−1}·Yacc_{t−1}`` per head (spec §3.5; the order argument is in
+:mod:`hw.model.product_model`)::
+
+    x ┐                    ┌─ Accumulator (reused) ──────────────┐
+      ├▶ ProductSequencer ─┤ address ─▶ TracerStore ─▶ ±tracer   ├─▶ DeltaBanks ─▶ Emitter ─▶ o
+    y ┘  (decode ROMs,     └─────────────────────────────────────┘   (P skewed     (non-zero
+          merge, step FSM) ── tracer update (RMW) ──▶ TracerStore      banks)        entries)
+
+* The tracers ``Xacc`` and ``Yacc`` are the accumulator's "weights": a writable
+  :class:`TracerStore` (two memories, a row of ``P`` lanes per word) on the accumulator's
+  external weight port instead of its ROM. An X spike ``(h, i, c, s)`` reads the ``Wm`` words of
+  ``Yacc[h, c, :]`` (one per cycle) and adds ``s`` to ``Xacc[h, i, c]`` (read-modify-write with
+  forwarding, so back-to-back events see each other); a Y spike symmetrically.
+* ``ΔO`` lives in ``P`` banks, entry ``(h, i, j)`` in bank ``(i + j) mod P`` (skewed storage), so a
+  row word (X spike) and a column word (Y spike) both touch every bank once per cycle.
+* At the end of the step (both input markers consumed, the datapath drained) the emitter reads
+  ``ΔO`` row by row, clears it, emits each non-zero entry as an event ``(index, value)`` and then
+  the marker, with ``busy`` = the two input markers' OR. A step whose input markers are both idle
+  ends the inference: the core clears the tracers (``geo.clear_cycles``) and reads the next one.
+
+Timing (inputs always valid, output always ready): :func:`hw.model.product_model.product_schedule`
+gives the cycle of every output beat. An X event costs ``Wm = ceil(m/P)`` cycles, a Y event
+``Wn = ceil(n/P)``, with no bubbles (also back to back on the same tracer word); each marker one
+cycle; the read-out ``max(1, non-zeros)`` cycles per word of ``ΔO`` after a drain of
+``accumulator latency + 1`` cycles.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from spikezip.hw.cores.accumulator import Accumulator, WeightPort
+from spikezip.hw.cores.layouts import Op, event_layout, op_layout
+from spikezip.hw.cores.sequencer import EventBuffer
+from spikezip.hw.cores.stages import Delay
+from spikezip.hw.model.cycle_model import LayerTiming
+from spikezip.hw.model.events import SPIKE_VALUE_WIDTH
+from spikezip.hw.model.product_model import ProductGeometry
+
+__all__ = ["DecodedInput", "DeltaBanks", "ProductEmitter", "SpikeProduct", "TracerStore"]
+
+X, Y = 0, 1
+
+
+def _decode_layout(geo: ProductGeometry) -> data.StructLayout:
+    return data.StructLayout(
+        {
+            "h": range(max(2, geo.heads)),
+            "g": range(max(2, geo.groups)),
+            "pos_div": range(max(2, geo.words)),
+            "pos_mod": range(max(2, geo.lanes)),
+            "own": range(max(2, geo.tracer_depth)),
+        }
+    )
+
+
+def _update_layout(geo: ProductGeometry) -> data.StructLayout:
+    return data.StructLayout(
+        {
+            "kind": 1,
+            "address": range(max(2, geo.tracer_depth)),
+            "lane": range(max(2, geo.lanes)),
+            "value": signed(SPIKE_VALUE_WIDTH),
+        }
+    )
+
+
+def _side_layout(geo: ProductGeometry) -> data.StructLayout:
+    return data.StructLayout(
+        {"kind": 1, "base": range(max(2, geo.bank_depth)), "rot": range(max(2, geo.lanes))}
+    )
+
+
+class DecodedInput(wiring.Component):
+    """:class:`hw.cores.sequencer.EventBuffer` plus a ROM decoding the held event's index.
+
+    Latency 1 (the buffer; the ROM's read port loads with it). ``fields`` of the held event:
+    head ``h``, tracer row ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the
+    row of its own tracer, and ``own``, the address of its own tracer word.
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout))
+    o : Out(stream.Signature(event_layout))
+    event, marker : Out(1)
+    fields : Out(decode layout)
+    """
+
+    def __init__(self, *, geo: ProductGeometry, side: int) -> None:
+        self._geo, self._side = geo, side
+        layout = event_layout(geo.index_widths[side], SPIKE_VALUE_WIDTH)
+        super().__init__(
+            {
+                "i": In(stream.Signature(layout)),
+                "o": Out(stream.Signature(layout)),
+                "event": Out(1),
+                "marker": Out(1),
+                "fields": Out(_decode_layout(geo)),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def rows(self) -> list[dict]:
+        geo, p, r = self._geo, self._geo.lanes, self._geo.shape[1]
+        out = []
+        for index in range(1 << geo.index_widths[self._side]):
+            size = geo.x_size if self._side == X else geo.y_size
+            if index >= size:
+                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0})
+                continue
+            if self._side == X:
+                h, pos, c = geo.x_entry(index)
+            else:
+                h, c, pos = geo.y_entry(index)
+            g = h * r + c
+            out.append(
+                {"h": h, "g": g, "pos_div": pos // p, "pos_mod": pos % p,
+                 "own": g * geo.words + pos // p}
+            )  # fmt: skip
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, side = self._geo, self._side
+        m.submodules.buffer = buf = EventBuffer(
+            index_width=geo.index_widths[side], value_width=SPIKE_VALUE_WIDTH
+        )
+        wiring.connect(m, wiring.flipped(self.i), buf.i)
+        wiring.connect(m, buf.o, wiring.flipped(self.o))
+        m.d.comb += [self.event.eq(buf.event), self.marker.eq(buf.marker)]
+        layout = _decode_layout(geo)
+        m.submodules.decode = rom = memory.Memory(
+            shape=layout, depth=1 << geo.index_widths[side], init=self.rows()
+        )
+        rp = rom.read_port()  # loads with the buffer's payload register
+        m.d.comb += [rp.addr.eq(self.i.payload.index), rp.en.eq(buf.i.ready)]
+        m.d.comb += self.fields.eq(rp.data)
+        return m
+
+
+class TracerStore(wiring.Component):
+    """The tracer memories ``Xacc`` and ``Yacc``, read by the accumulator, updated by spikes.
+
+    ``weights``: the accumulator's weight port; logical address ``g·words + w`` reads ``Yacc``
+    (for X spikes), ``G·words + g·words + w`` reads ``Xacc`` (for Y spikes); latency 2
+    (:data:`hw.model.cycle_model.WEIGHT_READ_LATENCY`). ``update`` adds ``value`` to lane
+    ``lane`` of word ``address`` of ``Xacc`` (``kind`` 0) or ``Yacc`` (1): read in that cycle
+    (an X spike's own update reads ``Xacc`` while its product reads ``Yacc``), written one cycle
+    later; the write of the cycle before is forwarded to every read, so reads always see every
+    earlier update. ``clear`` writes a zero word to both memories.
+
+    Members
+    -------
+    weights : In(WeightPort)
+    update : In(stream.Signature(update layout, always_ready=True))
+    clear : In(1)
+    clear_address : In(range(clear_cycles))
+    """
+
+    def __init__(self, *, geo: ProductGeometry) -> None:
+        self._geo = geo
+        self._word = data.ArrayLayout(signed(geo.tracer_width), geo.lanes)
+        super().__init__(
+            {
+                "weights": In(WeightPort(shape=self._word, depth=2 * geo.tracer_depth)),
+                "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
+                "clear": In(1),
+                "clear_address": In(range(max(2, geo.clear_cycles))),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return 2
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, upd, half = self._geo, self.update, self._geo.tracer_depth
+        reads_x = self.weights.address >= half  # the product reads Xacc (a Y spike's)
+        data_reg = Signal(self._word, name="tracer_word", reset_less=True)
+        sel1 = Signal(name="read_x")
+        m.d.sync += sel1.eq(reads_x)
+        for kind, name in ((X, "x"), (Y, "y")):
+            m.submodules[f"{name}acc"] = mem = memory.Memory(shape=self._word, depth=half, init=[])
+            rp, wp = mem.read_port(), mem.write_port()
+            product = reads_x if kind == X else ~reads_x
+            local = self.weights.address - (half if kind == X else 0)
+            m.d.comb += rp.addr.eq(Mux(product, local, upd.payload.address))
+            a1 = Signal.like(rp.addr, name=f"{name}_address1")
+            u1 = Signal(name=f"{name}_update1")
+            lane1 = Signal.like(upd.payload.lane, name=f"{name}_lane1")
+            value1 = Signal.like(upd.payload.value, name=f"{name}_value1")
+            m.d.sync += [a1.eq(rp.addr), lane1.eq(upd.payload.lane), value1.eq(upd.payload.value)]
+            m.d.sync += u1.eq(upd.valid & (upd.payload.kind == kind) & ~product)
+            pw = Signal(name=f"{name}_written")
+            pa = Signal.like(a1, name=f"{name}_written_address")
+            pd = Signal(self._word, name=f"{name}_written_word")
+            fwd = Signal(self._word, name=f"{name}_word")
+            m.d.comb += fwd.eq(Mux(pw & (pa == a1), pd, rp.data))
+            new = Signal(self._word, name=f"{name}_new")
+            for k in range(geo.lanes):
+                m.d.comb += new[k].eq(fwd[k] + Mux(lane1 == k, value1, 0))
+            with m.If(u1):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(new)]
+            with m.Elif(self.clear & (self.clear_address < half)):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(self.clear_address), wp.data.eq(0)]
+            m.d.sync += [pw.eq(u1), pa.eq(a1), pd.eq(new)]
+            with m.If(sel1 == (kind == X)):
+                m.d.sync += data_reg.eq(fwd)
+        m.d.comb += self.weights.data.eq(data_reg)
+        return m
+
+
+class DeltaBanks(wiring.Component):
+    """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
+
+    A command (``cmd``, aligned with ``drive``) adds lane ``k`` of ``drive`` to entry
+    ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
+    column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
+    ``(h·Wn·P + row)·Wm + col // P``. Read-modify-write in two cycles with the previous write
+    forwarded: one command per cycle. ``scan`` reads (and then clears) the row word at
+    ``address`` whose row is ``rot (mod P)``; ``word`` shows it from the next cycle on, lanes
+    in column order, until the next scan.
+
+    Members
+    -------
+    cmd : In(stream.Signature(side layout, always_ready=True))
+    drive : In(ArrayLayout(signed(tracer_width + 1), P))
+    scan : In(1)
+    scan_address : In(range(bank_depth))
+    scan_rot : In(range(P))
+    word : Out(ArrayLayout(signed(value_width), P))
+    clear : In(1)
+    clear_address : In(range(clear_cycles))
+    """
+
+    def __init__(self, *, geo: ProductGeometry) -> None:
+        self._geo = geo
+        self._value = signed(geo.value_width)
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(_side_layout(geo), always_ready=True)),
+                "drive": In(data.ArrayLayout(signed(geo.tracer_width + 1), geo.lanes)),
+                "scan": In(1),
+                "scan_address": In(range(max(2, geo.bank_depth))),
+                "scan_rot": In(range(max(2, geo.lanes))),
+                "word": Out(data.ArrayLayout(self._value, geo.lanes)),
+                "clear": In(1),
+                "clear_address": In(range(max(2, geo.clear_cycles))),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, p, cmd = self._geo, self._geo.lanes, self.cmd
+        rot1 = Signal.like(self.scan_rot, name="scan_rot1")
+        scan1 = Signal(name="scan1")
+        m.d.sync += scan1.eq(self.scan)
+        with m.If(self.scan):
+            m.d.sync += rot1.eq(self.scan_rot)
+        drives = Array(self.drive[k] for k in range(p))
+        banks = []
+        for b in range(p):
+            m.submodules[f"bank{b}"] = mem = memory.Memory(
+                shape=self._value, depth=geo.bank_depth, init=[]
+            )
+            rp, wp = mem.read_port(), mem.write_port()
+            rot = cmd.payload.rot
+            lane = Signal(range(max(2, p)), name=f"lane{b}")  # (b − rot) mod P
+            m.d.comb += lane.eq(Mux(rot <= b, b - rot, b + p - rot))
+            offset = Mux(cmd.payload.kind == Y, lane * geo.row_words, 0)
+            m.d.comb += rp.addr.eq(Mux(self.scan, self.scan_address, cmd.payload.base + offset))
+            m.d.comb += rp.en.eq(cmd.valid | self.scan)
+            v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
+            d1 = Signal.like(self.drive[0], name=f"drive{b}")
+            m.d.sync += [v1.eq(cmd.valid), a1.eq(rp.addr), d1.eq(drives[lane])]
+            pw, pa = Signal(name=f"written{b}"), Signal.like(a1, name=f"written_address{b}")
+            pd = Signal(self._value, name=f"written_value{b}")
+            total = Signal(self._value, name=f"sum{b}")
+            m.d.comb += total.eq(Mux(pw & (pa == a1), pd, rp.data) + d1)
+            with m.If(v1):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(total)]
+            with m.Elif(scan1):  # clear what was read
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(0)]
+            with m.Elif(self.clear & (self.clear_address < geo.bank_depth)):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(self.clear_address), wp.data.eq(0)]
+            m.d.sync += [pw.eq(v1), pa.eq(a1), pd.eq(total)]
+            banks.append(rp.data)
+        bank_words = Array(banks)
+        for k in range(p):  # column k of the row read is in bank (rot + k) mod P
+            m.d.comb += self.word[k].eq(bank_words[Mux(rot1 + k < p, rot1 + k, rot1 + k - p)])
+        return m
+
+
+class ProductSequencer(wiring.Component):
+    """Merges the X and Y streams into word operations and runs the step.
+
+    States: ``clear`` (``geo.clear_cycles`` cycles, after reset and after an idle step),
+    ``accumulate`` (one word operation per cycle: an X event's ``Wm`` words, then the next
+    event, X before Y; a marker takes one cycle of its own), ``drain``
+    (``geo.drain_cycles``), ``scan`` (until the emitter is ``done``). Latency 1 (the inputs'
+    buffers).
+
+    Members
+    -------
+    x, y : In(stream.Signature(event_layout))
+    op : Out(stream.Signature(op_layout, always_ready=True))
+    update : Out(stream.Signature(update layout, always_ready=True))
+    side : Out(stream.Signature(side layout, always_ready=True))
+    clear : Out(1)
+    clear_address : Out(range(clear_cycles))
+    start : Out(1)
+        The step's ``ΔO`` is complete: the emitter starts in the next cycle ...
+    busy : Out(1)
+        ... and this is the step's busy flag (held until the next ``start``).
+    done : In(1)
+        The emitter sent the marker.
+    """
+
+    def __init__(self, *, geo: ProductGeometry) -> None:
+        self._geo = geo
+        iw = geo.index_widths
+        self._op = op_layout(words=geo.words, index_width=self.op_index_width, value_width=2)
+        super().__init__(
+            {
+                "x": In(stream.Signature(event_layout(iw[X], SPIKE_VALUE_WIDTH))),
+                "y": In(stream.Signature(event_layout(iw[Y], SPIKE_VALUE_WIDTH))),
+                "op": Out(stream.Signature(self._op, always_ready=True)),
+                "update": Out(stream.Signature(_update_layout(geo), always_ready=True)),
+                "side": Out(stream.Signature(_side_layout(geo), always_ready=True)),
+                "clear": Out(1),
+                "clear_address": Out(range(max(2, geo.clear_cycles))),
+                "start": Out(1),
+                "busy": Out(1),
+                "done": In(1),
+            }
+        )
+
+    @property
+    def op_index_width(self) -> int:
+        return max(1, (2 * self._geo.groups - 1).bit_length())
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, p = self._geo, self._geo.lanes
+        m.submodules.x_input = xi = DecodedInput(geo=geo, side=X)
+        m.submodules.y_input = yi = DecodedInput(geo=geo, side=Y)
+        wiring.connect(m, wiring.flipped(self.x), xi.i)
+        wiring.connect(m, wiring.flipped(self.y), yi.i)
+        count = Signal(range(max(2, geo.clear_cycles, geo.drain_cycles)), name="count")
+        word = Signal(range(max(2, geo.words)), name="word")
+        cur_y = Signal(name="current_y")  # the event in progress is a Y event
+        x_done, y_done = Signal(name="x_done"), Signal(name="y_done")
+        busy = Signal(name="step_busy")
+        go_x = ~x_done & xi.event
+        take_x = Mux(word != 0, ~cur_y, go_x)
+        take_y = Mux(word != 0, cur_y, ~go_x & ~y_done & yi.event)
+        f = Signal(_decode_layout(geo), name="fields")
+        m.d.comb += f.eq(Mux(take_x, xi.fields.as_value(), yi.fields.as_value()))
+        last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)
+        rn, wm = geo.column_words * p, geo.row_words
+        op, side, upd = self.op.payload, self.side.payload, self.update.payload
+        m.d.comb += [op.op.eq(Op.INTEGRATE), op.word.eq(word), op.last.eq(last)]
+        m.d.comb += [op.index.eq(Mux(take_x, f.g, f.g + geo.groups))]
+        m.d.comb += op.value.eq(Mux(take_x, xi.o.payload.value, yi.o.payload.value))
+        m.d.comb += [upd.kind.eq(take_y), upd.address.eq(f.own), upd.lane.eq(f.pos_mod)]
+        m.d.comb += [upd.value.eq(op.value), side.kind.eq(take_y), side.rot.eq(f.pos_mod)]
+        row = f.h * rn + f.pos_div * p
+        m.d.comb += side.base.eq(
+            Mux(take_x, (row + f.pos_mod) * wm + word, (f.h * rn + word * p) * wm + f.pos_div)
+        )
+        with m.FSM(init="clear"):
+            with m.State("clear"):
+                m.d.comb += [self.clear.eq(1), self.clear_address.eq(count)]
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == geo.clear_cycles - 1):
+                    m.d.sync += [count.eq(0), x_done.eq(0), y_done.eq(0), busy.eq(0)]
+                    m.next = "accumulate"
+            with m.State("accumulate"):
+                with m.If(take_x | take_y):
+                    m.d.comb += [self.op.valid.eq(1), self.side.valid.eq(1)]
+                    m.d.comb += self.update.valid.eq(word == 0)
+                    m.d.sync += [word.eq(Mux(last, 0, word + 1)), cur_y.eq(take_y)]
+                    m.d.comb += [xi.o.ready.eq(take_x & last), yi.o.ready.eq(take_y & last)]
+                with m.Else():
+                    x_end = ~x_done & xi.marker
+                    y_end = ~x_end & ~y_done & yi.marker
+                    m.d.comb += [xi.o.ready.eq(x_end), yi.o.ready.eq(y_end)]
+                    with m.If(x_end | y_end):
+                        m.d.sync += [x_done.eq(x_done | x_end), y_done.eq(y_done | y_end)]
+                        m.d.sync += busy.eq(busy | Mux(x_end, xi.o.payload.busy, yi.o.payload.busy))
+                    with m.If((x_done | x_end) & (y_done | y_end)):
+                        m.next = "drain"
+            with m.State("drain"):
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == geo.drain_cycles - 1):
+                    m.d.comb += self.start.eq(1)
+                    m.d.sync += count.eq(0)
+                    m.next = "scan"
+            with m.State("scan"):
+                with m.If(self.done):
+                    m.d.sync += [x_done.eq(0), y_done.eq(0), busy.eq(0)]
+                    with m.If(busy):
+                        m.next = "accumulate"
+                    with m.Else():
+                        m.next = "clear"
+        m.d.comb += self.busy.eq(busy)
+        return m
+
+
+class ProductEmitter(wiring.Component):
+    """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
+
+    After ``start`` it scans the ``geo.scan_words`` words (head, row, word) in order, one read
+    ahead of the word whose events it sends (held in a register): the first word is examined two
+    cycles after ``start``, then a word costs ``max(1, non-zeros)`` cycles (one event per cycle,
+    lowest column first), the marker one more; ``done`` in the cycle the marker is loaded.
+    ``o`` is a register (``o.valid`` and the payload depend on registers only).
+
+    Members
+    -------
+    start, busy : In(1)
+    done : Out(1)
+    scan : Out(1)
+    scan_address : Out(range(bank_depth))
+    scan_rot : Out(range(P))
+    word : In(ArrayLayout(signed(value_width), P))
+    o : Out(stream.Signature(event_layout(output format)))
+    """
+
+    def __init__(self, *, geo: ProductGeometry) -> None:
+        self._geo = geo
+        super().__init__(
+            {
+                "start": In(1),
+                "busy": In(1),
+                "done": Out(1),
+                "scan": Out(1),
+                "scan_address": Out(range(max(2, geo.bank_depth))),
+                "scan_rot": Out(range(max(2, geo.lanes))),
+                "word": In(data.ArrayLayout(signed(geo.value_width), geo.lanes)),
+                "o": Out(stream.Signature(event_layout(geo.index_widths[2], geo.value_width))),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, p, o = self._geo, self._geo.lanes, self.o
+        n, wm, heads = geo.shape[0], geo.row_words, geo.heads
+        # the word read last (shown on ``word`` until the next read): ``pending`` ...
+        ph, pi = (
+            Signal(range(max(2, heads)), name="read_head"),
+            Signal(range(max(2, n)), name="read_row"),
+        )
+        pw, prot = (
+            Signal(range(max(2, wm)), name="read_word"),
+            Signal(range(max(2, p)), name="read_rot"),
+        )
+        pending, p_last = Signal(name="pending"), Signal(name="read_last")
+        # ... and the word whose events are being sent (registers only: no path from the banks'
+        # read data to their next address)
+        held = Signal.like(self.word, name="held")
+        hh, hi, hw = (
+            Signal.like(ph, name="held_head"),
+            Signal.like(pi, name="held_row"),
+            Signal.like(pw, name="held_word"),
+        )
+        valid, h_last, mask = (
+            Signal(name="held_valid"),
+            Signal(name="held_last"),
+            Signal(p, name="sent"),
+        )
+        at_marker = Signal(name="at_marker")
+        end_w, end_i = pw == wm - 1, pi == n - 1
+        nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
+        nw = Mux(end_w, 0, pw + 1)
+        nrot = Mux(end_w, Mux(end_i | (prot == p - 1), 0, prot + 1), prot)
+        # its bank address (h·Wn·P + i)·Wm + w, and the next one by an addition
+        pa = Signal(range(max(2, geo.bank_depth)), name="read_address")
+        jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
+        next_address = Signal.like(pa, name="next_address")
+        m.d.comb += next_address.eq(pa + Mux(end_w & end_i, jump, 1))
+        free = ~o.valid | o.ready
+        with m.If(o.ready):
+            m.d.sync += o.valid.eq(0)
+        rem = Signal(p, name="remaining")
+        m.d.comb += rem.eq(Cat(held[k] != 0 for k in range(p)) & ~mask)
+        pick = 0
+        for k in reversed(range(p)):  # a chain of multiplexers (no overlapping case arms)
+            pick = Mux(rem[k], k, pick)
+        low = Signal(range(max(2, p)), name="lowest")
+        m.d.comb += low.eq(pick)
+        hs, rs = geo.out_strides
+        finished = Signal(name="finished")
+        with m.If(valid):
+            with m.If(rem == 0):
+                m.d.comb += finished.eq(1)
+            with m.Elif(free):
+                m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+                m.d.sync += o.payload.index.eq(hh * hs + hi * rs + hw * p + low)
+                m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
+                m.d.sync += mask.eq(mask | (1 << low)[:p])
+                m.d.comb += finished.eq((rem & (rem - 1)) == 0)
+        with m.If(finished):
+            m.d.sync += valid.eq(0)
+            with m.If(h_last):
+                m.d.sync += at_marker.eq(1)
+        with m.If(pending & (~valid | finished)):  # move the word read into ``held``
+            m.d.sync += [held.eq(self.word), valid.eq(1), mask.eq(0), h_last.eq(p_last)]
+            m.d.sync += [hh.eq(ph), hi.eq(pi), hw.eq(pw), pending.eq(~p_last)]
+            with m.If(~p_last):  # and read the next one
+                m.d.comb += [self.scan.eq(1), self.scan_rot.eq(nrot)]
+                m.d.comb += self.scan_address.eq(next_address)
+                m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), prot.eq(nrot), pa.eq(next_address)]
+                m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
+        with m.If(self.start):  # read word 0
+            m.d.comb += [self.scan.eq(1), self.scan_address.eq(0), self.scan_rot.eq(0)]
+            m.d.sync += [ph.eq(0), pi.eq(0), pw.eq(0), prot.eq(0), pa.eq(0), pending.eq(1)]
+            m.d.sync += p_last.eq(geo.scan_words == 1)
+        with m.If(at_marker & free):
+            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
+            m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), at_marker.eq(0)]
+            m.d.comb += self.done.eq(1)
+        return m
+
+
+class SpikeProduct(wiring.Component):
+    """The spike-product core of one block (see the module docstring).
+
+    Parameters
+    ----------
+    geo : hw.model.product_model.ProductGeometry
+        Shapes, bounds and lanes (``ProductGeometry.for_block``).
+    pipeline : hw.model.cycle_model.Pipeline or int
+        The reused accumulator's register stages (a preset 0–3, default 1).
+
+    Members
+    -------
+    x : In(stream.Signature(event_layout(x index bits, 2)))
+        The X site's spikes (q, or attn), then its marker, per step.
+    y : In(stream.Signature(event_layout(y index bits, 2)))
+        The Y site's spikes (k, or v).
+    o : Out(stream.Signature(event_layout(out index bits, value_width)))
+        The non-zero entries of ``ΔO`` (index of the scores or the context site), then the
+        marker with the inputs' busy.
+    """
+
+    def __init__(self, *, geo: ProductGeometry, pipeline=1) -> None:
+        if not isinstance(geo, ProductGeometry):
+            raise TypeError(f"geo must be a ProductGeometry, not {type(geo).__name__}")
+        self._timing = LayerTiming(n_out=max(geo.shape[0], geo.shape[2]), lanes=geo.lanes,
+                                   pipeline=pipeline)  # fmt: skip
+        lat = self._timing.accumulator_latency
+        if geo.accumulator_latency != lat:
+            raise ValueError(
+                f"geo.accumulator_latency must be {lat} for this pipeline, "
+                f"not {geo.accumulator_latency}"
+            )
+        self._geo = geo
+        iw = geo.index_widths
+        super().__init__(
+            {
+                "x": In(stream.Signature(event_layout(iw[X], SPIKE_VALUE_WIDTH))),
+                "y": In(stream.Signature(event_layout(iw[Y], SPIKE_VALUE_WIDTH))),
+                "o": Out(stream.Signature(event_layout(iw[2], geo.value_width))),
+            }
+        )
+
+    @property
+    def geo(self) -> ProductGeometry:
+        return self._geo
+
+    @property
+    def timing(self) -> LayerTiming:
+        return self._timing
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, timing = self._geo, self._timing
+        m.submodules.sequencer = seq = ProductSequencer(geo=geo)
+        m.submodules.synapses = acc = Accumulator(
+            layer=None, widths=None, analog=False, timing=timing,
+            index_width=seq.op_index_width, value_width=SPIKE_VALUE_WIDTH,
+            external=(geo.tracer_width, 2 * geo.tracer_depth),
+        )  # fmt: skip
+        m.submodules.tracers = store = TracerStore(geo=geo)
+        m.submodules.banks = banks = DeltaBanks(geo=geo)
+        m.submodules.emitter = emit = ProductEmitter(geo=geo)
+        m.submodules.update_stage = upd = Delay(
+            _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
+        )
+        m.submodules.side_stage = side = Delay(_side_layout(geo), cycles=acc.latency, name="side")
+        wiring.connect(m, wiring.flipped(self.x), seq.x)
+        wiring.connect(m, wiring.flipped(self.y), seq.y)
+        wiring.connect(m, seq.op, acc.i)
+        wiring.connect(m, acc.weights, store.weights)
+        wiring.connect(m, seq.update, upd.i)
+        wiring.connect(m, upd.o, store.update)
+        wiring.connect(m, seq.side, side.i)
+        wiring.connect(m, side.o, banks.cmd)
+        m.d.comb += banks.drive.eq(acc.o.payload.drive)
+        for part in (store, banks):
+            m.d.comb += [part.clear.eq(seq.clear), part.clear_address.eq(seq.clear_address)]
+        m.d.comb += [emit.start.eq(seq.start), emit.busy.eq(seq.busy), seq.done.eq(emit.done)]
+        m.d.comb += [banks.scan.eq(emit.scan), banks.scan_address.eq(emit.scan_address)]
+        m.d.comb += [banks.scan_rot.eq(emit.scan_rot), emit.word.eq(banks.word)]
+        wiring.connect(m, emit.o, wiring.flipped(self.o))
+        return m

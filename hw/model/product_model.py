@@ -1,0 +1,366 @@
+"""Geometry and exact cycle model of the spike-product core (:mod:`hw.cores.product`).
+
+Pure Python (no Amaranth): the simulator process imports it.
+
+One core computes, per step and per head ``h``, the change ``ΔO_h`` of a product
+``O_h = Xacc_h · Yacc_h`` of two spike tracers (``X_h`` is ``n × r``, ``Y_h`` is ``r × m``):
+
+* ``multi`` (the scores, ``kind="scores"``): X = q (``[tokens, head_dim]`` per head), Y = kᵀ;
+  O = P, the ``[heads, tokens, tokens]`` scores, out index ``(h·N + i)·N + j``;
+* ``multi1`` (the context, ``kind="context"``): X = attn (``[tokens, tokens]`` per head), Y = v;
+  O = C, out index ``i·D + h·d_h + j`` (the context site's order).
+
+An X spike ``(h, i, c, s)`` adds ``s·Yacc[h, c, :]`` to row ``i`` of ``ΔO_h`` and then
+``Xacc[h, i, c] += s``; a Y spike ``(h, c, j, s)`` adds ``s·Xacc[h, :, c]`` to column ``j`` and
+then ``Yacc[h, c, j] += s``. In **any** order of the step's spikes this is exactly
+``Xacc_t·Yacc_tᵀ − Xacc_{t−1}·Yacc_{t−1}ᵀ`` (spec §3.5): for one entry ``(i, j)`` and one inner
+index ``c``, the pair of an X spike and a Y spike of the step contributes ``s_x·s_y`` exactly once
+(through whichever of the two comes second), and every other term is a spike times the other
+tracer's value of the step before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY
+from spikezip.ir.network import signed_width
+
+__all__ = ["KINDS", "ProductGeometry", "product_schedule", "reference_product"]
+
+#: the two products of a block
+KINDS = ("scores", "context")
+
+
+def _positive(name: str, value: Any) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _bounds(name: str, value: Any) -> tuple[int, int]:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    ok = len(pair) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair
+    )
+    if not ok or not pair[0] <= 0 <= pair[1]:
+        raise ValueError(f"{name} must be a pair of integers (lo ≤ 0 ≤ hi), not {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductGeometry:
+    """Shapes, widths and latencies of one spike-product core.
+
+    Parameters
+    ----------
+    kind : str
+        ``"scores"`` (``multi``) or ``"context"`` (``multi1``).
+    tokens, heads, head_dim : int
+        ``N``, ``H``, ``d_h`` of the block (``≥ 1``).
+    x_bounds, y_bounds : tuple of int
+        ``(n, p)`` of the X and Y sites' tracers (q and k, or attn and v).
+    step_bound : int
+        Largest ``|ΔO|`` of a step (``VisionTransformer.ranges.score_step`` /
+        ``context_step``); also bounds every partial sum within the step.
+    lanes : int
+        ``P``: entries of ``ΔO`` updated per cycle (``≥ 1``).
+    accumulator_latency : int
+        Latency of the reused accumulator (the address stage, the weight read, the products).
+    """
+
+    kind: str
+    tokens: int
+    heads: int
+    head_dim: int
+    x_bounds: tuple[int, int]
+    y_bounds: tuple[int, int]
+    step_bound: int
+    lanes: int
+    accumulator_latency: int = WEIGHT_READ_LATENCY
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
+        for name in ("tokens", "heads", "head_dim", "step_bound", "lanes"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        object.__setattr__(self, "x_bounds", _bounds("x_bounds", self.x_bounds))
+        object.__setattr__(self, "y_bounds", _bounds("y_bounds", self.y_bounds))
+        lat = self.accumulator_latency
+        if not isinstance(lat, int) or lat < WEIGHT_READ_LATENCY:
+            raise ValueError(
+                f"accumulator_latency must be an integer ≥ {WEIGHT_READ_LATENCY}, not {lat!r}"
+            )
+
+    @classmethod
+    def for_block(cls, vit: Any, block: int, kind: str, *, lanes: int) -> ProductGeometry:
+        """The core of ``vit.blocks[block]`` (``kind`` ``"scores"`` or ``"context"``)."""
+        if not isinstance(block, int) or not 0 <= block < len(vit.blocks):
+            raise ValueError(
+                f"block must be an integer in [0, {len(vit.blocks) - 1}], not {block!r}"
+            )
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        blk, sites = vit.blocks[block], {s.name: s for s in vit.sites}
+        x, y = ("q", "k") if kind == "scores" else ("attn", "v")
+        p = f"blocks.{block}."
+        step = vit.ranges.score_step if kind == "scores" else vit.ranges.context_step
+        return cls(
+            kind=kind,
+            tokens=vit.tokens,
+            heads=blk.heads,
+            head_dim=blk.head_dim,
+            x_bounds=(sites[p + x].neg_bound, sites[p + x].pos_bound),
+            y_bounds=(sites[p + y].neg_bound, sites[p + y].pos_bound),
+            step_bound=int(step[block]),
+            lanes=lanes,
+        )
+
+    # -- shapes ------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(n, r, m)``: rows, inner and columns of one head's product."""
+        n, dh = self.tokens, self.head_dim
+        return (n, dh, n) if self.kind == "scores" else (n, n, dh)
+
+    @property
+    def x_size(self) -> int:
+        """Neurons of the X site (its event indices)."""
+        return self.tokens * self.dim if self.kind == "scores" else self.heads * self.tokens**2
+
+    @property
+    def y_size(self) -> int:
+        return self.tokens * self.dim
+
+    @property
+    def out_size(self) -> int:
+        n, _, m = self.shape
+        return self.heads * n * m
+
+    def x_entry(self, index: int) -> tuple[int, int, int]:
+        """``(h, i, c)`` of X event ``index``."""
+        if self.kind == "scores":
+            tok, ch = divmod(index, self.dim)
+            return ch // self.head_dim, tok, ch % self.head_dim
+        hi, col = divmod(index, self.tokens)
+        return hi // self.tokens, hi % self.tokens, col
+
+    def y_entry(self, index: int) -> tuple[int, int, int]:
+        """``(h, c, j)`` of Y event ``index``."""
+        tok, ch = divmod(index, self.dim)
+        if self.kind == "scores":
+            return ch // self.head_dim, ch % self.head_dim, tok
+        return ch // self.head_dim, tok, ch % self.head_dim
+
+    @property
+    def out_strides(self) -> tuple[int, int]:
+        """``(head, row)`` strides of the output index (the column's is 1)."""
+        n = self.tokens
+        return (n * n, n) if self.kind == "scores" else (self.head_dim, self.dim)
+
+    def out_index(self, h: int, i: int, j: int) -> int:
+        hs, rs = self.out_strides
+        return h * hs + i * rs + j
+
+    # -- words -------------------------------------------------------------------------------
+    @property
+    def row_words(self) -> int:
+        """``Wm = ceil(m / P)``: cycles of an X event (a row of ``ΔO``)."""
+        return -(-self.shape[2] // self.lanes)
+
+    @property
+    def column_words(self) -> int:
+        """``Wn = ceil(n / P)``: cycles of a Y event (a column of ``ΔO``)."""
+        return -(-self.shape[0] // self.lanes)
+
+    @property
+    def words(self) -> int:
+        """Words per tracer row in the tracer memories: ``max(Wn, Wm)``."""
+        return max(self.row_words, self.column_words)
+
+    @property
+    def groups(self) -> int:
+        """``G = H·r``: tracer rows (one per head and inner index)."""
+        return self.heads * self.shape[1]
+
+    @property
+    def tracer_depth(self) -> int:
+        """Words of each tracer memory: ``G·words``."""
+        return self.groups * self.words
+
+    @property
+    def bank_depth(self) -> int:
+        """Words of each of the ``P`` banks of ``ΔO``: ``H·Wn·P·Wm``."""
+        return self.heads * self.column_words * self.lanes * self.row_words
+
+    @property
+    def scan_words(self) -> int:
+        """Words read out per step: ``H·n·Wm``."""
+        return self.heads * self.shape[0] * self.row_words
+
+    @property
+    def clear_cycles(self) -> int:
+        """Cycles of a re-initialisation (tracers and banks to zero)."""
+        return max(self.tracer_depth, self.bank_depth)
+
+    # -- widths ------------------------------------------------------------------------------
+    @property
+    def x_width(self) -> int:
+        return signed_width(*self.x_bounds)
+
+    @property
+    def y_width(self) -> int:
+        return signed_width(*self.y_bounds)
+
+    @property
+    def tracer_width(self) -> int:
+        """Signed bits of a tracer word lane (both memories: the products' shared operand)."""
+        return max(self.x_width, self.y_width)
+
+    @property
+    def value_width(self) -> int:
+        """Signed bits of a ``ΔO`` entry, any partial sum within a step included."""
+        return max(2, signed_width(-self.step_bound, self.step_bound))
+
+    @property
+    def index_widths(self) -> tuple[int, int, int]:
+        """Index bits of the X, Y and output streams."""
+        return tuple(
+            max(1, (s - 1).bit_length()) for s in (self.x_size, self.y_size, self.out_size)
+        )
+
+    @property
+    def drain_cycles(self) -> int:
+        """Cycles after the step's last accumulate slot (the second marker) up to the first
+        read of ``ΔO``, which is the last of them (the datapath drains: its last write
+        lands before)."""
+        return self.accumulator_latency + 1
+
+
+def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarray]:
+    """``ΔO`` per step ``[H, n, m]`` from the steps' X and Y spikes, in plain integers.
+
+    ``xs[t]``, ``ys[t]``: the step's events ``(index, value)`` in any order. The definition,
+    ``Xacc_t·Yacc_t − Xacc_{t−1}·Yacc_{t−1}`` per head, written independently of the hardware.
+    """
+    n, r, m = geo.shape
+    xa = np.zeros((geo.heads, n, r), dtype=np.int64)
+    ya = np.zeros((geo.heads, r, m), dtype=np.int64)
+    out = []
+    for xe, ye in zip(xs, ys, strict=True):
+        before = xa @ ya
+        for idx, v in xe:
+            h, i, c = geo.x_entry(idx)
+            xa[h, i, c] += v
+        for idx, v in ye:
+            h, c, j = geo.y_entry(idx)
+            ya[h, c, j] += v
+        out.append(xa @ ya - before)
+    return out
+
+
+def product_schedule(
+    geo: ProductGeometry, inferences: list[tuple[list, list, list]]
+) -> list[tuple[int, tuple[bool, int, int, bool]]]:
+    """Every output beat ``(cycle, (marker, index, value, busy))`` with inputs always valid and
+    the output always ready, cycle 0 being the first after reset.
+
+    ``inferences``: per inference ``(xs, ys, busy)`` — the steps' X and Y events and the busy
+    flag of each step's Y marker OR X marker (the last step's is 0).
+    """
+    wm, wn, p = geo.row_words, geo.column_words, geo.lanes
+    beats = []
+    cycle = geo.clear_cycles  # re-initialisation after reset
+    for xs, ys, busy in inferences:
+        for t, delta in enumerate(reference_product(geo, xs, ys)):
+            cycle += len(xs[t]) * wm + len(ys[t]) * wn + 2  # accumulate, both markers
+            cycle += geo.drain_cycles  # (its last cycle reads the first word)
+            cycle += 1  # the first word into the emitter's register
+            n, _, m = geo.shape
+            padded = np.zeros((geo.heads, n, wm * p), dtype=np.int64)
+            padded[:, :, :m] = delta
+            for h in range(geo.heads):
+                for i in range(n):
+                    for w in range(wm):
+                        lanes = padded[h, i, w * p : (w + 1) * p]
+                        nz = np.flatnonzero(lanes)
+                        for k_, k in enumerate(nz):
+                            index = geo.out_index(h, i, w * p + int(k))
+                            beats.append((cycle + k_ + 1, (False, index, int(lanes[k]), False)))
+                        cycle += max(1, len(nz))
+            beats.append((cycle + 1, (True, 0, 0, bool(busy[t]))))
+            cycle += 1  # the marker
+        cycle += geo.clear_cycles
+    return beats
+
+
+def trace_inferences(
+    geo: ProductGeometry,
+    x_spikes: np.ndarray,
+    y_spikes: np.ndarray,
+    x_busy: np.ndarray,
+    y_busy: np.ndarray,
+    steps: np.ndarray,
+) -> list[tuple[list, list, list]]:
+    """The core's input per inference from a trace: ``(xs, ys, busy)`` as
+    :func:`product_schedule` takes it.
+
+    ``x_spikes``/``y_spikes`` ``[B, T, size]`` are the X and Y sites' spikes, ``x_busy``/
+    ``y_busy`` ``[B, T]`` their cumulative busy flags, ``steps`` ``[B]`` the steps per sample.
+    An inference ends with its first step whose flags are both clear (the stream protocol: the
+    upstream cores send no further steps; nothing before the Y site changes after it).
+    """
+    out = []
+    for b in range(len(steps)):
+        xs, ys, busy = [], [], []
+        for t in range(int(steps[b])):
+            for spikes, dest in ((x_spikes, xs), (y_spikes, ys)):
+                idx = np.flatnonzero(spikes[b, t])
+                dest.append(list(zip(idx.tolist(), spikes[b, t, idx].tolist(), strict=True)))
+            busy.append(bool(x_busy[b, t] or y_busy[b, t]))
+            if not busy[-1]:  # the inputs are idle for good: the inference ends here
+                break
+        out.append((xs, ys, busy))
+    return out
+
+
+def output_words(beats: list[tuple[int, tuple[bool, int, int, bool]]], fmt: Any) -> np.ndarray:
+    """The payloads of :func:`product_schedule`'s beats in ``fmt`` (an ``EventFormat``)."""
+    words = [fmt.pack(marker=mk, index=i, value=v, busy=b) for _, (mk, i, v, b) in beats]
+    return np.array(words, dtype=np.uint64)
+
+
+def product_summary(geo: ProductGeometry, inferences: list[tuple[list, list, list]]) -> dict:
+    """Cycles and lane use of :func:`product_schedule`'s run (same inputs, same assumptions).
+
+    ``lane_utilization``: useful lane operations (entries of ``ΔO`` inside its ``n × m``) over
+    ``P ×`` the word operations of the accumulate phase (no bubbles between them);
+    ``accumulate_utilization`` counts the markers' cycles of that phase as idle lanes too.
+    """
+    n, _, m = geo.shape
+    wm, wn, p = geo.row_words, geo.column_words, geo.lanes
+    ops = useful = markers = steps = 0
+    for xs, ys, _busy in inferences:
+        for xe, ye in zip(xs, ys, strict=True):
+            ops += len(xe) * wm + len(ye) * wn
+            useful += len(xe) * m + len(ye) * n
+            markers += 2
+            steps += 1
+    beats = product_schedule(geo, inferences)
+    total = (beats[-1][0] + geo.clear_cycles) if beats else 0
+    return {
+        "steps": steps,
+        "cycles": total,
+        "accumulate_cycles": ops + markers,
+        "word_operations": ops,
+        "lane_utilization": useful / (p * ops) if ops else 1.0,
+        "accumulate_utilization": useful / (p * (ops + markers)) if ops else 0.0,
+        "output_events": sum(1 for _, b in beats if not b[0]),
+    }

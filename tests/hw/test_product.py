@@ -1,0 +1,330 @@
+"""Tiers 1 and 2 of the spike-product core (``hw.cores.product``, ``hw.model.product_model``).
+
+Tier 1: geometry validation and its messages, widths from ``VisionTransformer.ranges``, the
+index maps and the order argument against the reference's recorded score changes and context
+drives, elaboration and ports. Tier 2: Amaranth's simulator on random spike trains (hypothesis)
+and on random ViTs' traces: every output beat equals the definition ``Xacc_t·Yacc_t −
+Xacc_{t−1}·Yacc_{t−1}`` (computed independently of the RTL) and leaves in the model's cycle;
+with random idle input cycles and output stalls every beat is still the same.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikezip.hw.cores.product import SpikeProduct
+from spikezip.hw.model.product_model import (
+    ProductGeometry,
+    product_schedule,
+    reference_product,
+    trace_inferences,
+)
+from spikezip.sw.attention import multi, multi1
+from tests.sw.vit_strategies import images, transformers
+
+
+def geometry(kind="scores", tokens=3, heads=2, head_dim=2, lanes=2, **kw) -> ProductGeometry:
+    x = kw.pop("x_bounds", (-2, 3))
+    y = kw.pop("y_bounds", (-3, 2))
+    mx, my = (max(-int(b[0]), int(b[1])) for b in (x, y))
+    inner = head_dim if kind == "scores" else tokens
+    step = kw.pop("step_bound", inner * (mx + my + 1))
+    return ProductGeometry(
+        kind=kind, tokens=tokens, heads=heads, head_dim=head_dim, x_bounds=x, y_bounds=y,
+        step_bound=step, lanes=lanes, **kw,
+    )  # fmt: skip
+
+
+# -- stimulus ------------------------------------------------------------------------------------
+def random_trains(geo: ProductGeometry, rng: random.Random, steps: int, density: float):
+    """Random X and Y spike trains whose tracers stay in their bounds; the last step idle."""
+    trains = []
+    for size, (lo, hi) in ((geo.x_size, geo.x_bounds), (geo.y_size, geo.y_bounds)):
+        acc, per = [0] * size, []
+        for t in range(steps):
+            events = []
+            for idx in range(size):
+                if t < steps - 1 and rng.random() < density:
+                    s = rng.choice((-1, 1))
+                    if lo <= acc[idx] + s <= hi:
+                        acc[idx] += s
+                        events.append((idx, s))
+            per.append(events)
+        trains.append(per)
+    busy = [True] * (steps - 1) + [False]
+    return trains[0], trains[1], busy
+
+
+def _beats(events: list, busy: list) -> list[tuple[int, int, int, int]]:
+    out = []
+    for ev, b in zip(events, busy, strict=True):
+        out += [(0, i, v, 0) for i, v in ev] + [(1, 0, 0, int(b))]
+    return out
+
+
+def simulate(geo: ProductGeometry, inferences, *, valid=1.0, ready=1.0, seed=0, pipeline=1):
+    """Run the core on ``inferences``; every accepted output beat ``(cycle, beat)``."""
+    dut = SpikeProduct(geo=geo, pipeline=pipeline)
+    rng = random.Random(seed)
+    streams = [[b for inf in inferences for b in _beats(inf[side], inf[2])] for side in (0, 1)]
+    markers = sum(len(inf[2]) for inf in inferences)
+    got = []
+    limit = 50 * (sum(len(s) for s in streams) + 100 * markers) + 1000
+
+    async def bench(ctx):
+        pos, cycle, seen = [0, 0], 0, 0
+        ports = (dut.x, dut.y)
+        while seen < markers and cycle < limit:
+            for side, port in enumerate(ports):
+                beats = streams[side]
+                on = pos[side] < len(beats) and rng.random() < valid
+                ctx.set(port.valid, on)
+                if on:
+                    mk, i, v, b = beats[pos[side]]
+                    ctx.set(port.payload, {"marker": mk, "index": i, "value": v, "busy": b})
+            ctx.set(dut.o.ready, rng.random() < ready)
+            taken = [ctx.get(p.valid) and ctx.get(p.ready) for p in ports]
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                p = ctx.get(dut.o.payload)
+                beat = (bool(p.marker), int(p.index), int(p.value), bool(p.busy))
+                got.append((cycle, beat))
+                seen += beat[0]
+            await ctx.tick()
+            pos = [q + t for q, t in zip(pos, taken, strict=True)]
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def values(beats) -> list:
+    return [b for _, b in beats]
+
+
+def expected_deltas(geo: ProductGeometry, beats) -> list[np.ndarray]:
+    """``ΔO`` per step rebuilt from output beats (the inverse of the emission)."""
+    n, _, m = geo.shape
+    out, cur = [], np.zeros((geo.heads, n, m), dtype=np.int64)
+    hs, rs = geo.out_strides
+    for _, (marker, index, value, _b) in beats:
+        if marker:
+            out.append(cur)
+            cur = np.zeros_like(cur)
+            continue
+        h, rest = divmod(index, hs) if geo.kind == "scores" else (None, None)
+        if geo.kind == "scores":
+            i, j = divmod(rest, rs)
+        else:
+            i, rest = divmod(index, rs)
+            h, j = divmod(rest, hs)
+        assert value != 0, "a zero entry was emitted"
+        cur[h, i, j] += value
+    return out
+
+
+# -- tier 1 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"kind": "both"}, "kind must be one of"),
+        ({"lanes": 0}, "lanes must be a positive integer"),
+        ({"tokens": 0}, "tokens must be a positive integer"),
+        ({"heads": 1.5}, "heads must be a positive integer"),
+        ({"step_bound": 0}, "step_bound must be a positive integer"),
+        ({"x_bounds": (1, 3)}, r"x_bounds must be a pair of integers \(lo ≤ 0 ≤ hi\)"),
+        ({"y_bounds": (-1, 1), "step_bound": 3, "x_bounds": (0, 1.5)}, "x_bounds must be"),
+        ({"accumulator_latency": 1}, "accumulator_latency must be an integer ≥ 2"),
+    ],
+)
+def test_geometry_validation(kw, message):
+    with pytest.raises(ValueError, match=message):
+        geometry(**kw)
+
+
+def test_core_validation():
+    with pytest.raises(TypeError, match="geo must be a ProductGeometry"):
+        SpikeProduct(geo=None)
+    with pytest.raises(ValueError, match=r"geo\.accumulator_latency must be 5"):
+        SpikeProduct(geo=geometry(), pipeline=2)
+    with pytest.raises(ValueError, match="lanes must be a positive integer"):
+        SpikeProduct(geo=geometry(lanes=-1))
+
+
+def test_ports_and_widths():
+    geo = geometry(kind="context", tokens=3, heads=2, head_dim=2, x_bounds=(0, 15))
+    core = SpikeProduct(geo=geo)
+    text = verilog.convert(core, name="product", emit_src=False)
+    # X = attn [2, 3, 3] (18 → 5 bits), Y = v [3, 4] (12 → 4 bits), out context [3, 4]
+    assert geo.index_widths == (5, 4, 4)
+    assert geo.value_width == len(bin(geo.step_bound)) - 2 + 1
+    assert geo.tracer_width == 5  # 0..15 signed
+    width = {"x": 5 + 2 + 2, "y": 4 + 2 + 2, "o": 4 + geo.value_width + 2}
+    for port, bits in width.items():
+        assert f"[{bits - 1}:0] {port}__payload" in text
+    for port in ("x__valid", "x__ready", "y__valid", "y__ready", "o__valid", "o__ready"):
+        assert port in text
+
+
+@pytest.mark.parametrize("kind", ["scores", "context"])
+def test_reference_product_is_multi(kind):
+    """The definition the tests use equals ``sw.attention.multi``/``multi1`` summed (the index
+    maps of both kinds, and any order of the events within a step)."""
+    rng = random.Random(3)
+    geo = geometry(kind=kind, tokens=4, heads=2, head_dim=3)
+    xs, ys, _ = random_trains(geo, rng, 5, 0.4)
+    n, r, m = geo.shape
+    deltas = reference_product(geo, xs, ys)
+    shuffled = reference_product(geo, [rng.sample(e, len(e)) for e in xs], ys)
+    xa, ya = torch.zeros(geo.heads, n, r), torch.zeros(geo.heads, r, m)
+    for t, (xe, ye) in enumerate(zip(xs, ys, strict=True)):
+        x, y = torch.zeros_like(xa), torch.zeros_like(ya)
+        for idx, v in xe:
+            x[geo.x_entry(idx)] = v
+        for idx, v in ye:
+            y[geo.y_entry(idx)] = v
+        xa, ya = xa + x, ya + y
+        if kind == "scores":  # multi(q, k, Qacc, Kacc) with k = Yᵀ
+            step = multi(x, y.transpose(-1, -2), xa, ya.transpose(-1, -2))
+        else:
+            step = multi1(x, y, xa, ya)
+        assert np.array_equal(step.to(torch.int64).numpy(), deltas[t])
+        assert np.array_equal(shuffled[t], deltas[t])
+
+
+# -- tier 2: random trains -----------------------------------------------------------------------
+@st.composite
+def cases(draw):
+    kind = draw(st.sampled_from(["scores", "context"]))
+    tokens = draw(st.integers(1, 4))
+    heads = draw(st.integers(1, 2))
+    head_dim = draw(st.integers(1, 3))
+    lanes = draw(st.sampled_from([1, 2, 3, 4, 5, 8]))
+    lo = draw(st.integers(-3, 0))
+    x = (0, draw(st.integers(1, 7))) if kind == "context" else (lo, draw(st.integers(0, 3)))
+    y = (draw(st.integers(-3, 0)), draw(st.integers(0, 3)))
+    geo = geometry(kind=kind, tokens=tokens, heads=heads, head_dim=head_dim, lanes=lanes,
+                   x_bounds=x, y_bounds=y)  # fmt: skip
+    seed = draw(st.integers(0, 2**16))
+    rng = random.Random(seed)
+    density = draw(st.sampled_from([0.1, 0.5, 1.0]))
+    runs = draw(st.integers(1, 2))
+    infs = [random_trains(geo, rng, draw(st.integers(1, 3)), density) for _ in range(runs)]
+    return geo, infs, seed
+
+
+def check(geo, infs, seed, stalls: bool) -> None:
+    got = simulate(geo, infs)
+    exp = product_schedule(geo, infs)
+    # the values against the definition, then every beat and its cycle against the model
+    want = [d for xs, ys, _ in infs for d in reference_product(geo, xs, ys)]
+    assert len(expected_deltas(geo, got)) == len(want)
+    for a, b in zip(expected_deltas(geo, got), want, strict=True):
+        assert np.array_equal(a, b)
+    assert got == exp
+    if stalls:
+        slow = simulate(geo, infs, valid=0.6, ready=0.5, seed=seed)
+        assert values(slow) == values(exp)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_random_trains(case):
+    geo, infs, seed = case
+    check(geo, infs, seed, stalls=seed % 8 == 0)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_random_trains_many(case):
+    geo, infs, seed = case
+    check(geo, infs, seed, stalls=True)
+
+
+def test_back_to_back_same_word():
+    """One lane, one word: every event hits the word the one before wrote (forwarding)."""
+    geo = geometry(tokens=1, heads=1, head_dim=1, lanes=4, x_bounds=(-3, 3), y_bounds=(-3, 3))
+    xs = [[(0, 1)], [(0, 1)], [(0, -1)], []]
+    ys = [[(0, 1)], [(0, -1)], [(0, -1)], []]
+    infs = [(xs, ys, [True, True, True, False])]
+    check(geo, infs, 0, stalls=True)
+
+
+# -- tier 2: the reference's traces --------------------------------------------------------------
+def vit_inferences(vit, x, block: int, kind: str, lanes: int):
+    """The core's geometry and input from the reference, and ``ΔO`` as the reference records."""
+    from spikezip.sw.vit.reference import run
+
+    res = run(vit, x, record_drives=True, record_state=True)
+    geo = ProductGeometry.for_block(vit, block, kind, lanes=lanes)
+    names = vit.site_names
+    xs_, ys_ = ("q", "k") if kind == "scores" else ("attn", "v")
+    kx, ky = (names.index(f"blocks.{block}.{s}") for s in (xs_, ys_))
+    tr = res.trace
+    infs = trace_inferences(
+        geo, tr.spikes[kx].reshape(tr.batch, tr.n_steps, -1),
+        tr.spikes[ky].reshape(tr.batch, tr.n_steps, -1),
+        tr.busy[:, :, kx], tr.busy[:, :, ky], tr.steps,
+    )  # fmt: skip
+    blk = vit.blocks[block]
+    recorded = []
+    for b in range(tr.batch):
+        per = []
+        for t in range(int(tr.steps[b])):
+            if kind == "scores":
+                per.append(res.steps[t][f"blocks.{block}.scores_step"][b])
+            elif blk.context.weight == 0:  # the drive shows nothing: the definition instead
+                per.append(
+                    reference_product(geo, infs[b][0], infs[b][1])[t]
+                    if t < len(infs[b][0])
+                    else np.zeros((blk.heads, vit.tokens, blk.head_dim), np.int64)
+                )
+            else:
+                drive = res.steps[t][f"blocks.{block}.context.drive"][b]
+                assert (drive % blk.context.weight == 0).all()
+                c = drive // blk.context.weight  # [N, D] → [H, N, dh]
+                per.append(c.reshape(vit.tokens, blk.heads, -1).transpose(1, 0, 2))
+        # after the inputs' first idle step nothing changes (the core's inference ends there)
+        assert all(not d.any() for d in per[len(infs[b][0]) :])
+        recorded.append(per[: len(infs[b][0])])
+    return geo, infs, recorded
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_vit(data):
+    vit = data.draw(transformers(max_tokens=4, max_dim=4, max_depth=1))
+    x = data.draw(images(vit, max_batch=2))
+    kind = data.draw(st.sampled_from(["scores", "context"]))
+    lanes = data.draw(st.sampled_from([1, 2, 3, 4]))
+    geo, infs, recorded = vit_inferences(vit, x, 0, kind, lanes)
+    got = simulate(geo, infs)
+    deltas = expected_deltas(geo, got)
+    want = [d for per in recorded for d in per]
+    assert len(deltas) == len(want)
+    for a, b in zip(deltas, want, strict=True):
+        assert np.array_equal(a, b)
+    assert got == product_schedule(geo, infs)
+
+
+@pytest.mark.parametrize(("pipeline", "latency"), [(0, 2), (2, 5), (3, 5)])
+@pytest.mark.parametrize("kind", ["scores", "context"])
+def test_pipelines(pipeline, latency, kind):
+    """The other accumulator pipelines (address stage, registered products): cycle-exact."""
+    x = (0, 3) if kind == "context" else (-2, 3)
+    for lanes in (1, 2):
+        geo = geometry(kind=kind, lanes=lanes, accumulator_latency=latency, x_bounds=x)
+        rng = random.Random(lanes)
+        infs = [random_trains(geo, rng, 3, 0.5) for _ in range(2)]
+        assert simulate(geo, infs, pipeline=pipeline) == product_schedule(geo, infs)
