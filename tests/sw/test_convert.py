@@ -236,7 +236,7 @@ def test_missing_input_scale_and_bounds() -> None:
             ValueError,
             "quantizer after '0' has scale s = 0.0",
         ),
-        ([_linear([[1.0]], None), _quant(4, False, -1.0)], ValueError, "it must be > 0"),
+        ([_linear([[1.0]], None), _quant(4, False, float("nan"))], ValueError, "it must be > 0"),
         (
             [_linear([[float("nan")]], None), _quant(4, False, 1.0)],
             ValueError,
@@ -252,6 +252,19 @@ def test_missing_input_scale_and_bounds() -> None:
 def test_model_validation(mods: list, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         to_network(torch.nn.Sequential(*mods), input_scale=1.0, input_bounds=(0, 1))
+
+
+def test_a_negative_scale_parameter_converts_as_its_magnitude() -> None:
+    """The quantizer's step is ``|s|`` (``MyQuan.scale``): ``s = -0.5`` converts exactly as
+    ``s = 0.5`` (the same network, digest included)."""
+
+    def model(s: float) -> torch.nn.Sequential:
+        return torch.nn.Sequential(
+            _linear([[1.0, -0.5], [0.25, 2.0]], [0.1, 0.0]), _quant(4, False, s)
+        )
+
+    kw = {"input_scale": 0.25, "input_bounds": (0, 3)}
+    assert to_network(model(-0.5), **kw).digest() == to_network(model(0.5), **kw).digest()
 
 
 def test_not_a_module() -> None:
