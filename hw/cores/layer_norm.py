@@ -22,6 +22,8 @@ neither changes a value.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -353,78 +355,99 @@ class StepSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, d, o = self._geo, self._geo.dim, self.o
-        k, ch, base = Signal(range(g.entries)), Signal(range(d)), Signal(g.index_width)
-        busy_in, drove, rd, cnt = Signal(), Signal(), Signal(), Signal(range(g.stats_wait + 1))
-        z, gain = Signal(signed(g.z_width)), Signal.like(self.gain)
-        bias, gprev = Signal.like(self.bias), Signal.like(self.g_prev)
-        new = Signal(signed(g.output_width))
-        drive = Signal(signed(g.drive_width))
-        free = ~o.valid | o.ready
-        m.d.comb += [new.eq(bias + self.r_result), drive.eq(new - gprev), self.g_data.eq(new)]
-        m.d.comb += [self.addr.eq(base + ch), self.channel.eq(ch), self.m_valid.eq(rd)]
-        m.d.comb += [self.token.eq(self.first), self.r_a.eq(gain * z)]
-        m.d.sync += rd.eq(0)
+        r = SimpleNamespace(
+            k=Signal(range(g.entries), name="k"),
+            ch=Signal(range(d), name="ch"),
+            base=Signal(g.index_width, name="base"),
+            busy_in=Signal(name="busy_in"),
+            drove=Signal(name="drove"),
+            rd=Signal(name="rd"),
+            cnt=Signal(range(g.stats_wait + 1), name="cnt"),
+            z=Signal(signed(g.z_width), name="z"),
+            gain=Signal.like(self.gain, name="gain"),
+            bias=Signal.like(self.bias, name="bias"),
+            gprev=Signal.like(self.g_prev, name="gprev"),
+            new=Signal(signed(g.output_width), name="new"),
+            drive=Signal(signed(g.drive_width), name="drive"),
+            free=~o.valid | o.ready,
+        )
+        m.d.comb += [r.new.eq(r.bias + self.r_result), r.drive.eq(r.new - r.gprev)]
+        m.d.comb += [self.g_data.eq(r.new), self.addr.eq(r.base + r.ch), self.channel.eq(r.ch)]
+        m.d.comb += [self.m_valid.eq(r.rd), self.token.eq(self.first), self.r_a.eq(r.gain * r.z)]
+        m.d.sync += r.rd.eq(0)
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.FSM():
-            with m.State("CLEAR"):
-                m.d.comb += [self.clear.eq(1), self.addr.eq(k), self.set_all.eq(1)]
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == g.entries - 1):
-                    m.d.sync += k.eq(0)
-                    m.next = "ACCUMULATE"
-            with m.State("ACCUMULATE"):
-                m.d.comb += [self.i.ready.eq(1), self.addr.eq(self.i.payload.index)]
-                m.d.comb += self.ev_value.eq(self.i.payload.value)
-                with m.If(self.i.valid & self.i.payload.marker):
-                    m.d.sync += busy_in.eq(self.i.payload.busy)
-                    m.next = "SCAN"
-                with m.Elif(self.i.valid):
-                    m.d.comb += self.ev_valid.eq(1)
-            with m.State("SCAN"):
-                with m.If(self.any):
-                    m.d.comb += [self.drop.eq(1), self.m_clear.eq(1)]
-                    m.d.sync += [base.eq(self.first * d), ch.eq(0)]
-                    m.next = "STATS"
-                with m.Elif(free):
-                    busy = busy_in | drove
-                    m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(busy)]
-                    m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), drove.eq(0)]
-                    with m.If(~busy):
-                        m.next = "CLEAR"
-                    with m.Elif(busy_in):
-                        m.next = "ACCUMULATE"
-            with m.State("STATS"):
-                m.d.sync += [rd.eq(1), ch.eq(ch + 1), cnt.eq(0)]
-                with m.If(ch == d - 1):
-                    m.d.sync += ch.eq(0)
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == g.stats_wait - 1):
-                    m.next = "ADDRESS"
-            with m.State("ADDRESS"):
-                m.next = "CENTRE"
-            with m.State("CENTRE"):
-                m.d.sync += [z.eq(d * self.x - self.total), gain.eq(self.gain), bias.eq(self.bias)]
-                m.d.sync += gprev.eq(self.g_prev)
-                m.next = "START"
-            with m.State("START"):
-                m.d.comb += self.r_start.eq(1)
-                m.next = "ROUND"
-            with m.State("ROUND"):
-                with m.If(self.r_valid & ((drive == 0) | free)):
-                    m.d.comb += self.g_we.eq(1)
-                    with m.If(drive != 0):
-                        m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-                        m.d.sync += drove.eq(1)
-                        m.d.sync += [o.payload.index.eq(base + ch), o.payload.value.eq(drive)]
-                    m.d.sync += ch.eq(ch + 1)
-                    m.next = "ADDRESS"
-                    with m.If(ch == d - 1):
-                        m.d.sync += ch.eq(0)
-                        m.next = "SCAN"
+            self._step_states(m, r)
+            self._token_states(m, r)
         return m
+
+    def _step_states(self, m: Module, r: SimpleNamespace) -> None:
+        """Clear after an inference, accumulate the step's events, scan for changed tokens and
+        close the step with its marker."""
+        g, o = self._geo, self.o
+        with m.State("CLEAR"):
+            m.d.comb += [self.clear.eq(1), self.addr.eq(r.k), self.set_all.eq(1)]
+            m.d.sync += r.k.eq(r.k + 1)
+            with m.If(r.k == g.entries - 1):
+                m.d.sync += r.k.eq(0)
+                m.next = "ACCUMULATE"
+        with m.State("ACCUMULATE"):
+            m.d.comb += [self.i.ready.eq(1), self.addr.eq(self.i.payload.index)]
+            m.d.comb += self.ev_value.eq(self.i.payload.value)
+            with m.If(self.i.valid & self.i.payload.marker):
+                m.d.sync += r.busy_in.eq(self.i.payload.busy)
+                m.next = "SCAN"
+            with m.Elif(self.i.valid):
+                m.d.comb += self.ev_valid.eq(1)
+        with m.State("SCAN"):
+            with m.If(self.any):
+                m.d.comb += [self.drop.eq(1), self.m_clear.eq(1)]
+                m.d.sync += [r.base.eq(self.first * g.dim), r.ch.eq(0)]
+                m.next = "STATS"
+            with m.Elif(r.free):
+                busy = r.busy_in | r.drove
+                m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(busy)]
+                m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), r.drove.eq(0)]
+                with m.If(~busy):
+                    m.next = "CLEAR"
+                with m.Elif(r.busy_in):
+                    m.next = "ACCUMULATE"
+
+    def _token_states(self, m: Module, r: SimpleNamespace) -> None:
+        """One changed token: its moments, then per channel the centred value, the rounding
+        and the drive (emitted when non-zero)."""
+        g, d, o = self._geo, self._geo.dim, self.o
+        with m.State("STATS"):
+            m.d.sync += [r.rd.eq(1), r.ch.eq(r.ch + 1), r.cnt.eq(0)]
+            with m.If(r.ch == d - 1):
+                m.d.sync += r.ch.eq(0)
+                m.next = "WAIT"
+        with m.State("WAIT"):
+            m.d.sync += r.cnt.eq(r.cnt + 1)
+            with m.If(r.cnt == g.stats_wait - 1):
+                m.next = "ADDRESS"
+        with m.State("ADDRESS"):
+            m.next = "CENTRE"
+        with m.State("CENTRE"):
+            m.d.sync += [r.z.eq(d * self.x - self.total), r.gain.eq(self.gain)]
+            m.d.sync += [r.bias.eq(self.bias), r.gprev.eq(self.g_prev)]
+            m.next = "START"
+        with m.State("START"):
+            m.d.comb += self.r_start.eq(1)
+            m.next = "ROUND"
+        with m.State("ROUND"):
+            with m.If(self.r_valid & ((r.drive == 0) | r.free)):
+                m.d.comb += self.g_we.eq(1)
+                with m.If(r.drive != 0):
+                    m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+                    m.d.sync += r.drove.eq(1)
+                    m.d.sync += [o.payload.index.eq(r.base + r.ch), o.payload.value.eq(r.drive)]
+                m.d.sync += r.ch.eq(r.ch + 1)
+                m.next = "ADDRESS"
+                with m.If(r.ch == d - 1):
+                    m.d.sync += r.ch.eq(0)
+                    m.next = "SCAN"
 
 
 class LayerNormCore(wiring.Component):

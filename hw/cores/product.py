@@ -451,9 +451,11 @@ class ProductEmitter(wiring.Component):
             }
         )
 
-    def elaborate(self, platform):
-        m = Module()
-        geo, p, o = self._geo, self._geo.lanes, self.o
+    def _registers(self) -> tuple:
+        """The emitter's registers: the word read last and where it is (``read_*``,
+        ``pending``), the word whose events are being sent and where it is (``held*``), the
+        lanes already sent, and the marker flag."""
+        geo, p = self._geo, self._geo.lanes
         n, wm, heads = geo.shape[0], geo.row_words, geo.heads
         # the word read last (shown on ``word`` until the next read): ``pending`` ...
         ph, pi = (
@@ -479,6 +481,15 @@ class ProductEmitter(wiring.Component):
             Signal(p, name="sent"),
         )
         at_marker = Signal(name="at_marker")
+        return ph, pi, pw, prot, pending, p_last, held, hh, hi, hw, valid, h_last, mask, at_marker
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, p, o = self._geo, self._geo.lanes, self.o
+        n, wm, heads = geo.shape[0], geo.row_words, geo.heads
+        ph, pi, pw, prot, pending, p_last, held, hh, hi, hw, valid, h_last, mask, at_marker = (
+            self._registers()
+        )
         end_w, end_i = pw == wm - 1, pi == n - 1
         nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
         nw = Mux(end_w, 0, pw + 1)

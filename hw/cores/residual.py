@@ -135,31 +135,14 @@ class ResidualSequencer(wiring.Component):
             m.d.sync += o.valid.eq(0)
         start = "READ_A" if g.has_base else "READ_B"
         with m.FSM(init=start):
+            inject = step0 & self._inject
             if g.has_base:
-                with m.State("READ_A"):
-                    a = self.a
-                    m.d.comb += [a.ready.eq(~a_end), self.ev_index.eq(a.payload.index)]
-                    m.d.comb += [
-                        self.ev_value.eq(a.payload.value),
-                        self.set_all.eq(step0 & self._inject),
-                    ]
-                    with m.If(a_end | (a.valid & a.payload.marker)):
-                        m.d.sync += busy.eq(busy | (~a_end & a.payload.busy))
-                        m.d.sync += a_end.eq(a_end | ~a.payload.busy)
-                        m.next = "READ_B"
-                    with m.Elif(a.valid):
-                        m.d.comb += self.ev_valid.eq(1)
-            with m.State("READ_B"):
-                b = self.b
-                m.d.comb += self.set_all.eq(step0 & self._inject)
-                m.d.comb += [b.ready.eq(~b_end), self.ev_index.eq(b.payload.index + g.offset)]
-                m.d.comb += self.ev_value.eq(b.payload.value * g.multiplier)
-                with m.If(b_end | (b.valid & b.payload.marker)):
-                    m.d.sync += busy.eq(busy | (~b_end & b.payload.busy))
-                    m.d.sync += b_end.eq(b_end | ~b.payload.busy)
-                    m.next = "SCAN"
-                with m.Elif(b.valid):
-                    m.d.comb += self.ev_valid.eq(1)
+                a = self.a
+                ev = (a.payload.index, a.payload.value)
+                self._read(m, "READ_A", a, a_end, busy, ev, inject, "READ_B")
+            b = self.b
+            ev = (b.payload.index + g.offset, b.payload.value * g.multiplier)
+            self._read(m, "READ_B", b, b_end, busy, ev, inject, "SCAN")
             with m.State("SCAN"):
                 with m.If(self.any):
                     m.d.comb += self.drop.eq(1)
@@ -187,6 +170,21 @@ class ResidualSequencer(wiring.Component):
                         m.d.sync += ch.eq(0)
                         m.next = "SCAN"
         return m
+
+    def _read(self, m: Module, state: str, port, end, busy, ev, set_all, then: str) -> None:
+        """State ``state``: take ``port``'s events into the delta store (``ev``: index and
+        value) until its marker (or at once when the input ``end``-ed the inference), then
+        ``then``; ``set_all`` marks every token changed meanwhile (the position injection)."""
+        index, value = ev
+        with m.State(state):
+            m.d.comb += [port.ready.eq(~end), self.ev_index.eq(index), self.ev_value.eq(value)]
+            m.d.comb += self.set_all.eq(set_all)
+            with m.If(end | (port.valid & port.payload.marker)):
+                m.d.sync += busy.eq(busy | (~end & port.payload.busy))
+                m.d.sync += end.eq(end | ~port.payload.busy)
+                m.next = then
+            with m.Elif(port.valid):
+                m.d.comb += self.ev_valid.eq(1)
 
 
 class ResidualCore(wiring.Component):

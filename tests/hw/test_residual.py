@@ -163,3 +163,27 @@ def test_core_random_stages(case) -> None:
     assert [c for c, _ in got] == cycles
     got, expected, _ = simulate(core, base, spikes, outputs, valid=0.6, ready=0.5, seed=len(cycles))
     assert [w for _, w in got] == expected
+
+
+def test_digits_vit_stages_in_rtl(trained_vit) -> None:
+    """The trained digits ViT, one test image: every stage's golden list equals the reference's
+    recorded increments of its LayerNorm site, and every stage's core (Amaranth simulator) emits
+    exactly that list, each beat in the model's cycle."""
+    from spikezip.sw import digits
+    from spikezip.sw.vit.convert import to_transformer
+
+    vit = to_transformer(trained_vit.model, name="digits-vit")
+    x = digits.load().x_test[:1]
+    stages = _lists(vit, x)
+    assert len(stages) == 2 * vit.depth + 1
+    for name, geo, pos, base, spikes, want in stages:
+        pos = None if pos is None or not pos.any() else pos
+        outputs = rm.golden_outputs(geo, base, spikes, pos)
+        for g, w in zip(outputs[0], want[0], strict=True):
+            assert g.indices.tolist() == w.indices.tolist(), name
+            assert g.values.tolist() == w.values.tolist() and g.busy == w.busy, name
+        got, expected, cycles = simulate(
+            ResidualCore(geometry=geo, position=pos), base, spikes, outputs
+        )
+        assert [w for _, w in got] == expected, name
+        assert [c for c, _ in got] == cycles, name

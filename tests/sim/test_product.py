@@ -55,3 +55,33 @@ def test_product(tmp_path: Path, sim: str, kind: str, lanes: int) -> None:
     build = tmp_path / "build"
     for env in ({}, {"ready": 0.6, "valid": 0.7}):
         case.run(sim, build, **env)
+
+
+# -- the trained digits ViT's own traces -------------------------------------------------------
+@pytest.mark.sim
+@pytest.mark.parametrize(
+    "kind", ["scores", pytest.param("context", marks=SLOW)]
+)  # context: ~10k cycles per image more on Icarus
+def test_digits_vit_block0(tmp_path: Path, trained_vit, kind: str) -> None:
+    """The trained digits ViT, block 0, one test image at the lanes the benchmark recommends
+    (P = 17): the reference's recorded score changes (or context drives / w) equal the definition
+    of ``ΔO`` on the sites' real spikes, and the RTL emits exactly those, in the model's cycles,
+    on Icarus (then again under stalls)."""
+    import numpy as np
+
+    from spikezip.hw.model.product_model import reference_product
+    from spikezip.sw import digits
+    from spikezip.sw.vit.convert import to_transformer
+    from tests.hw.test_product import vit_inferences
+
+    vit = to_transformer(trained_vit.model, name="digits-vit")
+    x = digits.load().x_test[:1]
+    geo, infs, recorded = vit_inferences(vit, x, 0, kind, lanes=17)
+    ((xs, ys, _),) = infs
+    assert sum(len(e) for e in xs) + sum(len(e) for e in ys) > 100  # real traffic
+    for got, want in zip(reference_product(geo, xs, ys), recorded[0], strict=True):
+        np.testing.assert_array_equal(got, want)
+    case = product_case(tmp_path / "case", geo, infs)
+    build = tmp_path / "build"
+    for env in ({}, {"ready": 0.6, "valid": 0.7}):
+        case.run("icarus", build, **env)
