@@ -564,17 +564,24 @@ class SpikeProduct(wiring.Component):
         marker with the inputs' busy.
     """
 
-    def __init__(self, *, geo: ProductGeometry, pipeline=1) -> None:
+    def __new__(cls, *, geo: ProductGeometry, pipeline=1) -> SpikeProduct:
+        # Checked before the object exists: Amaranth warns about a component created but never
+        # elaborated, which a rejected one would otherwise be.
         if not isinstance(geo, ProductGeometry):
             raise TypeError(f"geo must be a ProductGeometry, not {type(geo).__name__}")
-        self._timing = LayerTiming(n_out=max(geo.shape[0], geo.shape[2]), lanes=geo.lanes,
-                                   pipeline=pipeline)  # fmt: skip
-        lat = self._timing.accumulator_latency
+        timing = LayerTiming(n_out=max(geo.shape[0], geo.shape[2]), lanes=geo.lanes,
+                             pipeline=pipeline)  # fmt: skip
+        lat = timing.accumulator_latency
         if geo.accumulator_latency != lat:
             raise ValueError(
                 f"geo.accumulator_latency must be {lat} for this pipeline, "
                 f"not {geo.accumulator_latency}"
             )
+        self = super().__new__(cls, src_loc_at=1)
+        self._timing = timing
+        return self
+
+    def __init__(self, *, geo: ProductGeometry, pipeline=1) -> None:
         self._geo = geo
         iw = geo.index_widths
         super().__init__(
