@@ -47,18 +47,7 @@ async def matches_definition(dut) -> None:
     xd = kit.Driver(dut.x__valid, dut.x__payload, s.x_words, kit.pauses(s.valid))
     yd = kit.Driver(dut.y__valid, dut.y__payload, s.y_words, kit.pauses(s.valid))
     sink = kit.Sink(dut.o__ready, kit.pauses(s.ready), dut.o__payload)
-    x_ready, y_ready, o_valid = dut.x__ready, dut.y__ready, dut.o__valid
-    n_out = len(s.out_words)
-    end = int(s.out_cycle.max()) if n_out else 0
-    limit = int((end + 100) * 4 / (min(s.valid, s.ready) or 1.0)) + 1000
-    watchdog, cycle = kit.Watchdog("product"), 0
-    while len(sink.beats) < n_out and cycle < limit:
-        xd.step(x_ready.value)
-        yd.step(y_ready.value)
-        sink.step(o_valid.value, cycle)
-        await edge
-        cycle += 1
-        if cycle % watchdog.every == 0:
-            watchdog.check()
+    drivers = [(xd, dut.x__ready), (yd, dut.y__ready)]
+    cycle = await kit.run_streams(edge, drivers, sink, dut.o__valid, s, name="product")
     check_beats(s, sink.beats, cycle)
-    dut._log.info("%d output beats in %d cycles", n_out, cycle)
+    dut._log.info("%d output beats in %d cycles", len(s.out_words), cycle)
