@@ -263,6 +263,29 @@ def neuron_array_case(
     return NeuronArrayCase(directory, verilog, toplevel, golden, layer)
 
 
+def _expected_beats(
+    fout: events.EventFormat, outputs: list[list[events.Step]], cycles: list[list[tuple]]
+) -> dict[str, np.ndarray]:
+    """The expected output of a stream core as :class:`sim.tb.files.StreamStimulus` arrays:
+    ``outputs`` per inference and step, ``cycles`` per inference and step ``(event cycles,
+    marker cycle)`` from the core's model."""
+    words, sample, step_no, index, cycle = [], [], [], [], []
+    for b, (inf, timing) in enumerate(zip(outputs, cycles, strict=True)):
+        for t, (step, (ev, marker)) in enumerate(zip(inf, timing, strict=True)):
+            words += step.words(fout)
+            index += [*step.indices.tolist(), -1]
+            cycle += [*ev, marker]
+            sample += [b] * (step.n_events + 1)
+            step_no += [t] * (step.n_events + 1)
+    return {
+        "out_words": np.array(words, dtype=np.uint64),
+        "out_sample": np.array(sample, dtype=np.int64),
+        "out_step": np.array(step_no, dtype=np.int64),
+        "out_index": np.array(index, dtype=np.int64),
+        "out_cycle": np.array(cycle, dtype=np.int64),
+    }
+
+
 # -- the differential LayerNorm core -------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamCase:
@@ -338,24 +361,14 @@ def layer_norm_case(
     fin, fout = core.input_format, core.output_format
     sched = lnm.schedule(core.geometry, inputs, outputs)
     in_words = [w for inf in inputs for step in inf for w in step.words(fin)]
-    out_words, out_sample, out_step, out_index, out_cycle = [], [], [], [], []
-    for b, (inf, timing) in enumerate(zip(outputs, sched, strict=True)):
-        for t, (step, st) in enumerate(zip(inf, timing, strict=True)):
-            out_words += step.words(fout)
-            out_index += [*step.indices.tolist(), -1]
-            out_cycle += [*st.event_cycles, st.marker_cycle]
-            out_sample += [b] * (step.n_events + 1)
-            out_step += [t] * (step.n_events + 1)
     LayerNormStimulus(
         name=name,
         in_format=fin,
         out_format=fout,
         in_words=np.array(in_words, dtype=np.uint64),
-        out_words=np.array(out_words, dtype=np.uint64),
-        out_sample=np.array(out_sample, dtype=np.int64),
-        out_step=np.array(out_step, dtype=np.int64),
-        out_index=np.array(out_index, dtype=np.int64),
-        out_cycle=np.array(out_cycle, dtype=np.int64),
+        **_expected_beats(
+            fout, outputs, [[(st.event_cycles, st.marker_cycle) for st in inf] for inf in sched]
+        ),
     ).save(directory / STIMULUS)
     return StreamCase(
         directory, verilog, toplevel, sched, LayerNormStimulus, "spikezip.sim.tb.layer_norm"
@@ -385,14 +398,6 @@ def residual_case(
     verilog.write_text(generate(core, toplevel))
     sched = rm.schedule(core.geometry, base, spikes, outputs)
     fout = core.output_format
-    out_words, out_sample, out_step, out_index, out_cycle = [], [], [], [], []
-    for b, (inf, timing) in enumerate(zip(outputs, sched, strict=True)):
-        for t, (step, (ev, marker)) in enumerate(zip(inf, timing, strict=True)):
-            out_words += step.words(fout)
-            out_index += [*step.indices.tolist(), -1]
-            out_cycle += [*ev, marker]
-            out_sample += [b] * (step.n_events + 1)
-            out_step += [t] * (step.n_events + 1)
     has_base = base is not None
     base_words = (
         [w for inf in base for s in inf for w in s.words(core.base_format)] if has_base else []
@@ -404,11 +409,7 @@ def residual_case(
         in_words=np.array(
             [w for inf in spikes for s in inf for w in s.words(core.spike_format)], dtype=np.uint64
         ),
-        out_words=np.array(out_words, dtype=np.uint64),
-        out_sample=np.array(out_sample, dtype=np.int64),
-        out_step=np.array(out_step, dtype=np.int64),
-        out_index=np.array(out_index, dtype=np.int64),
-        out_cycle=np.array(out_cycle, dtype=np.int64),
+        **_expected_beats(fout, outputs, sched),
         has_base=has_base,
         base_format=core.base_format if has_base else events.EventFormat(1, 2),
         base_words=np.array(base_words, dtype=np.uint64),
@@ -453,24 +454,16 @@ def softmax_case(
     sched = sm.schedule(core.timing, inputs, outputs)
     fin, fout = params.input_format, params.output_format
     in_words = [w for inf in inputs for step in inf for w in step.words(fin)]
-    out_words, sample, step_no, index, cycle = [], [], [], [], []
-    for b, (inf, timing) in enumerate(zip(outputs, sched, strict=True)):
-        for t, (step, st) in enumerate(zip(inf, timing.steps, strict=True)):
-            out_words += step.words(fout)
-            index += [*step.indices.tolist(), -1]
-            cycle += [*st.event_cycles, st.marker_cycle]
-            sample += [b] * (step.n_events + 1)
-            step_no += [t] * (step.n_events + 1)
     SoftmaxStimulus(
         name="softmax",
         in_format=fin,
         out_format=fout,
         in_words=np.array(in_words, dtype=np.uint64),
-        out_words=np.array(out_words, dtype=np.uint64),
-        out_sample=np.array(sample, dtype=np.int64),
-        out_step=np.array(step_no, dtype=np.int64),
-        out_index=np.array(index, dtype=np.int64),
-        out_cycle=np.array(cycle, dtype=np.int64),
+        **_expected_beats(
+            fout,
+            outputs,
+            [[(st.event_cycles, st.marker_cycle) for st in inf.steps] for inf in sched],
+        ),
     ).save(directory / STIMULUS)
     return StreamCase(
         directory, verilog, toplevel, sched, SoftmaxStimulus, "spikezip.sim.tb.softmax"
