@@ -163,7 +163,6 @@ class ResidualSequencer(wiring.Component):
                     with m.If(total != 0):
                         m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
                         m.d.sync += [o.payload.index.eq(self.addr), o.payload.value.eq(total)]
-                        m.d.sync += busy.eq(1)
                     m.d.sync += ch.eq(ch + 1)
                     m.next = "ADDRESS"
                     with m.If(ch == d - 1):

@@ -7,7 +7,9 @@ step, an optional **base** stream ``a`` (the previous LayerNorm site's increment
 its integer multiplier ``m`` at ``index = neuron + offset`` (``offset = dim`` for the embedding,
 whose patch ``p`` is token ``p + 1``); the first stage also injects the position/class-token
 matrix ``P`` at step 0. Output: ``(index, Δ)`` for every non-zero Δ in ascending index, then a
-marker with busy = ``a``'s busy OR ``b``'s busy OR any non-zero Δ. An input whose marker had busy
+marker with busy = ``a``'s busy OR ``b``'s busy — the reference's cumulative flag of the site before
+the LayerNorm; the step-0 injection of ``P`` is not a site and sets no flag (the LayerNorm's own
+flag covers its drive). An input whose marker had busy
 0 is idle for the rest of the inference (read no more); the inference ends with the first output
 marker whose busy is 0.
 
@@ -159,7 +161,7 @@ def golden_outputs(
                 busy |= b_steps[t].busy
             if t == 0 and position is not None:
                 delta += np.asarray(position, dtype=np.int64).reshape(-1)
-            steps.append(_step(delta, busy or bool(delta.any())))
+            steps.append(_step(delta, busy))
             if not steps[-1].busy:
                 break
             t += 1

@@ -187,3 +187,21 @@ def test_digits_vit_stages_in_rtl(trained_vit) -> None:
         )
         assert [w for _, w in got] == expected, name
         assert [c for c, _ in got] == cycles, name
+
+
+def test_injection_alone_sets_no_busy_flag() -> None:
+    """An idle spike input at step 0 with a position injection: the stage emits P with busy 0
+    (the reference's cumulative flag of the site before the LayerNorm; the injection is not a
+    site) and the inference ends there — in the golden list and in the RTL."""
+    geo = rm.ResidualGeometry(
+        tokens=2, dim=1, multiplier=3, spike_neurons=1, offset=1, position_bound=5
+    )
+    pos = np.array([[5], [-2]])
+    none = np.zeros(0, dtype=np.int64)
+    spikes = [[Step(none, none, False)], [Step(none, none, False)]]
+    outputs = rm.golden_outputs(geo, None, spikes, pos)
+    assert [len(o) for o in outputs] == [1, 1]
+    assert outputs[0][0].values.tolist() == [5, -2] and not outputs[0][0].busy
+    got, expected, cycles = simulate(ResidualCore(geometry=geo, position=pos), None, spikes, outputs)
+    assert [w for _, w in got] == expected
+    assert [c for c, _ in got] == cycles
