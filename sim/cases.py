@@ -482,13 +482,14 @@ def product_case(
 ) -> StreamCase:
     """Write the Verilog and stimulus of a :class:`hw.cores.product.SpikeProduct` of ``geo``.
 
-    ``inferences``: per inference ``(xs, ys, busy)`` (:mod:`hw.model.product_model`, e.g.
+    ``inferences``: per inference ``(xs, ys)``, the X and Y inputs' steps, each input's last
+    marker with busy 0 (:mod:`hw.model.product_model`; the lists may differ in length, e.g.
     :func:`~hw.model.product_model.trace_inferences` of a reference trace); the expected beats
     are the definition of ``ΔO`` at the model's cycles.
     """
     from spikezip.hw.cores.product import SpikeProduct
     from spikezip.hw.flow.verilog import generate
-    from spikezip.hw.model.product_model import output_words, product_schedule
+    from spikezip.hw.model.product_model import input_beats, output_words, product_schedule
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -501,11 +502,9 @@ def product_case(
 
     def words(fmt, side):
         return [
-            w
-            for xs_ys_b in inferences
-            for evs, busy in zip(xs_ys_b[side], xs_ys_b[2], strict=True)
-            for w in [fmt.pack(marker=False, index=i, value=v) for i, v in evs]
-            + [fmt.pack(marker=True, busy=busy)]
+            fmt.pack(marker=mk, index=i, value=v, busy=b)
+            for inference in inferences
+            for mk, i, v, b in input_beats(inference[side])
         ]
 
     beats = product_schedule(geo, inferences)

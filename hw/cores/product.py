@@ -16,16 +16,19 @@ Per step it turns the X and Y spike events of a block (q and k, or attn and v) i
   forwarding, so back-to-back events see each other); a Y spike symmetrically.
 * ``ΔO`` lives in ``P`` banks, entry ``(h, i, j)`` in bank ``(i + j) mod P`` (skewed storage), so a
   row word (X spike) and a column word (Y spike) both touch every bank once per cycle.
-* At the end of the step (both input markers consumed, the datapath drained) the emitter reads
+* At the end of the step (the input markers consumed, the datapath drained) the emitter reads
   ``ΔO`` row by row, clears it, emits each non-zero entry as an event ``(index, value)`` and then
-  the marker, with ``busy`` = the two input markers' OR. A step whose input markers are both idle
-  ends the inference: the core clears the tracers (``geo.clear_cycles``) and reads the next one.
+  the marker, with ``busy`` = the OR of the step's input markers. An input whose marker had busy 0
+  is idle for the rest of the inference: it is not read again (no wait for its marker; its next
+  beats belong to the next inference and wait in its input buffer and stream). A step whose
+  output marker has busy 0 (both inputs idle) ends the inference: the core clears the tracers
+  (``geo.clear_cycles``) and reads the next one.
 
 Timing (inputs always valid, output always ready): :func:`hw.model.product_model.product_schedule`
 gives the cycle of every output beat. An X event costs ``Wm = ceil(m/P)`` cycles, a Y event
-``Wn = ceil(n/P)``, with no bubbles (also back to back on the same tracer word); each marker one
-cycle; the read-out ``max(1, non-zeros)`` cycles per word of ``ΔO`` after a drain of
-``accumulator latency + 1`` cycles.
+``Wn = ceil(n/P)``, with no bubbles (also back to back on the same tracer word); each marker read
+one cycle (an idle input's none); the read-out ``max(1, non-zeros)`` cycles per word of ``ΔO``
+after a drain of ``accumulator latency + 1`` cycles.
 """
 
 from __future__ import annotations
@@ -303,11 +306,11 @@ class DeltaBanks(wiring.Component):
 class ProductSequencer(wiring.Component):
     """Merges the X and Y streams into word operations and runs the step.
 
-    States: ``clear`` (``geo.clear_cycles`` cycles, after reset and after an idle step),
-    ``accumulate`` (one word operation per cycle: an X event's ``Wm`` words, then the next
-    event, X before Y; a marker takes one cycle of its own), ``drain``
-    (``geo.drain_cycles``), ``scan`` (until the emitter is ``done``). Latency 1 (the inputs'
-    buffers).
+    States: ``clear`` (``geo.clear_cycles`` cycles, after reset and after a step whose busy is
+    0), ``accumulate`` (one word operation per cycle: an X event's ``Wm`` words, then the next
+    event, X before Y; a marker takes one cycle of its own; an input whose marker had busy 0 is
+    not read again until the clear), ``drain`` (``geo.drain_cycles``), ``scan`` (until the
+    emitter is ``done``). Latency 1 (the inputs' buffers).
 
     Members
     -------
@@ -348,21 +351,10 @@ class ProductSequencer(wiring.Component):
     def op_index_width(self) -> int:
         return max(1, (2 * self._geo.groups - 1).bit_length())
 
-    def elaborate(self, platform):
-        m = Module()
+    def _operation(self, m: Module, xi, yi, take_x, take_y, word):
+        """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
+        event (``take_x``) or the Y event held; returns whether it is the event's last word."""
         geo, p = self._geo, self._geo.lanes
-        m.submodules.x_input = xi = DecodedInput(geo=geo, side=X)
-        m.submodules.y_input = yi = DecodedInput(geo=geo, side=Y)
-        wiring.connect(m, wiring.flipped(self.x), xi.i)
-        wiring.connect(m, wiring.flipped(self.y), yi.i)
-        count = Signal(range(max(2, geo.clear_cycles, geo.drain_cycles)), name="count")
-        word = Signal(range(max(2, geo.words)), name="word")
-        cur_y = Signal(name="current_y")  # the event in progress is a Y event
-        x_done, y_done = Signal(name="x_done"), Signal(name="y_done")
-        busy = Signal(name="step_busy")
-        go_x = ~x_done & xi.event
-        take_x = Mux(word != 0, ~cur_y, go_x)
-        take_y = Mux(word != 0, cur_y, ~go_x & ~y_done & yi.event)
         f = Signal(_decode_layout(geo), name="fields")
         m.d.comb += f.eq(Mux(take_x, xi.fields.as_value(), yi.fields.as_value()))
         last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)
@@ -377,12 +369,32 @@ class ProductSequencer(wiring.Component):
         m.d.comb += side.base.eq(
             Mux(take_x, (row + f.pos_mod) * wm + word, (f.h * rn + word * p) * wm + f.pos_div)
         )
+        return last
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self._geo
+        m.submodules.x_input = xi = DecodedInput(geo=geo, side=X)
+        m.submodules.y_input = yi = DecodedInput(geo=geo, side=Y)
+        wiring.connect(m, wiring.flipped(self.x), xi.i)
+        wiring.connect(m, wiring.flipped(self.y), yi.i)
+        count = Signal(range(max(2, geo.clear_cycles, geo.drain_cycles)), name="count")
+        word = Signal(range(max(2, geo.words)), name="word")
+        cur_y = Signal(name="current_y")  # the event in progress is a Y event
+        x_done, y_done = Signal(name="x_done"), Signal(name="y_done")  # no more in this step
+        x_idle, y_idle = Signal(name="x_idle"), Signal(name="y_idle")  # no more in this inference
+        busy = Signal(name="step_busy")
+        go_x = ~x_done & xi.event
+        take_x = Mux(word != 0, ~cur_y, go_x)
+        take_y = Mux(word != 0, cur_y, ~go_x & ~y_done & yi.event)
+        last = self._operation(m, xi, yi, take_x, take_y, word)
         with m.FSM(init="clear"):
             with m.State("clear"):
                 m.d.comb += [self.clear.eq(1), self.clear_address.eq(count)]
                 m.d.sync += count.eq(count + 1)
                 with m.If(count == geo.clear_cycles - 1):
                     m.d.sync += [count.eq(0), x_done.eq(0), y_done.eq(0), busy.eq(0)]
+                    m.d.sync += [x_idle.eq(0), y_idle.eq(0)]
                     m.next = "accumulate"
             with m.State("accumulate"):
                 with m.If(take_x | take_y):
@@ -394,9 +406,12 @@ class ProductSequencer(wiring.Component):
                     x_end = ~x_done & xi.marker
                     y_end = ~x_end & ~y_done & yi.marker
                     m.d.comb += [xi.o.ready.eq(x_end), yi.o.ready.eq(y_end)]
+                    end_busy = Mux(x_end, xi.o.payload.busy, yi.o.payload.busy)
                     with m.If(x_end | y_end):
                         m.d.sync += [x_done.eq(x_done | x_end), y_done.eq(y_done | y_end)]
-                        m.d.sync += busy.eq(busy | Mux(x_end, xi.o.payload.busy, yi.o.payload.busy))
+                        m.d.sync += busy.eq(busy | end_busy)
+                        m.d.sync += x_idle.eq(x_idle | (x_end & ~end_busy))
+                        m.d.sync += y_idle.eq(y_idle | (y_end & ~end_busy))
                     with m.If((x_done | x_end) & (y_done | y_end)):
                         m.next = "drain"
             with m.State("drain"):
@@ -406,8 +421,8 @@ class ProductSequencer(wiring.Component):
                     m.d.sync += count.eq(0)
                     m.next = "scan"
             with m.State("scan"):
-                with m.If(self.done):
-                    m.d.sync += [x_done.eq(0), y_done.eq(0), busy.eq(0)]
+                with m.If(self.done):  # an idle input stays done: its marker is not awaited
+                    m.d.sync += [x_done.eq(x_idle), y_done.eq(y_idle), busy.eq(0)]
                     with m.If(busy):
                         m.next = "accumulate"
                     with m.Else():

@@ -17,11 +17,19 @@ then ``Yacc[h, c, j] += s``. In **any** order of the step's spikes this is exact
 index ``c``, the pair of an X spike and a Y spike of the step contributes ``s_x·s_y`` exactly once
 (through whichever of the two comes second), and every other term is a spike times the other
 tracer's value of the step before.
+
+An inference is given per input as its steps (events, then the marker): every marker but the last
+has busy 1, the last busy 0 — after it the input is idle for the rest of the inference (the
+stream protocol: its producer sends no further marker of this inference), so the two inputs' step
+lists may differ in length. The core's steps are the longer list's; an idle input adds no events
+and no marker to a step; the output marker's busy is the OR of the step's input markers', so the
+inference ends after the step in which the second input went idle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -29,7 +37,14 @@ import numpy as np
 from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY
 from spikezip.ir.network import signed_width
 
-__all__ = ["KINDS", "ProductGeometry", "product_schedule", "reference_product"]
+__all__ = [
+    "KINDS",
+    "ProductGeometry",
+    "input_beats",
+    "output_busy",
+    "product_schedule",
+    "reference_product",
+]
 
 #: the two products of a block
 KINDS = ("scores", "context")
@@ -247,14 +262,15 @@ class ProductGeometry:
 def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarray]:
     """``ΔO`` per step ``[H, n, m]`` from the steps' X and Y spikes, in plain integers.
 
-    ``xs[t]``, ``ys[t]``: the step's events ``(index, value)`` in any order. The definition,
+    ``xs[t]``, ``ys[t]``: the step's events ``(index, value)`` in any order; the shorter list
+    (an input idle from its end on) counts as empty steps. The definition,
     ``Xacc_t·Yacc_t − Xacc_{t−1}·Yacc_{t−1}`` per head, written independently of the hardware.
     """
     n, r, m = geo.shape
     xa = np.zeros((geo.heads, n, r), dtype=np.int64)
     ya = np.zeros((geo.heads, r, m), dtype=np.int64)
     out = []
-    for xe, ye in zip(xs, ys, strict=True):
+    for xe, ye in zip_longest(xs, ys, fillvalue=()):
         before = xa @ ya
         for idx, v in xe:
             h, i, c = geo.x_entry(idx)
@@ -266,21 +282,50 @@ def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarr
     return out
 
 
+def _inference(inference: Any) -> tuple[list, list]:
+    ok = isinstance(inference, (tuple, list)) and len(inference) == 2
+    if not ok or not all(isinstance(s, (tuple, list)) and len(s) >= 1 for s in inference):
+        raise ValueError(
+            f"an inference must be a pair (xs, ys) of non-empty step lists, not {inference!r}"
+        )
+    return list(inference[0]), list(inference[1])
+
+
+def input_beats(steps: list) -> list[tuple[bool, int, int, bool]]:
+    """One input's beats ``(marker, index, value, busy)`` in one inference: per step its events,
+    then its marker, busy 1 but in the last step (the input is idle from there on)."""
+    out = []
+    for t, events in enumerate(steps):
+        out += [(False, int(i), int(v), False) for i, v in events]
+        out.append((True, 0, 0, t < len(steps) - 1))
+    return out
+
+
+def output_busy(xs: list, ys: list) -> list[bool]:
+    """The busy flag of each output marker: the OR of the step's input markers' (an idle input
+    contributes 0); the last is the first 0."""
+    return [t < len(xs) - 1 or t < len(ys) - 1 for t in range(max(len(xs), len(ys)))]
+
+
 def product_schedule(
-    geo: ProductGeometry, inferences: list[tuple[list, list, list]]
+    geo: ProductGeometry, inferences: list[tuple[list, list]]
 ) -> list[tuple[int, tuple[bool, int, int, bool]]]:
     """Every output beat ``(cycle, (marker, index, value, busy))`` with inputs always valid and
     the output always ready, cycle 0 being the first after reset.
 
-    ``inferences``: per inference ``(xs, ys, busy)`` — the steps' X and Y events and the busy
-    flag of each step's Y marker OR X marker (the last step's is 0).
+    ``inferences``: per inference ``(xs, ys)``, the X and Y inputs' steps (the module docstring:
+    each input's last marker has busy 0, the lists may differ in length). A step costs one cycle
+    per marker read, so one less once an input is idle.
     """
     wm, wn, p = geo.row_words, geo.column_words, geo.lanes
     beats = []
     cycle = geo.clear_cycles  # re-initialisation after reset
-    for xs, ys, busy in inferences:
+    for inference in inferences:
+        xs, ys = _inference(inference)
+        busy = output_busy(xs, ys)
         for t, delta in enumerate(reference_product(geo, xs, ys)):
-            cycle += len(xs[t]) * wm + len(ys[t]) * wn + 2  # accumulate, both markers
+            nx, ny = (len(s[t]) if t < len(s) else 0 for s in (xs, ys))
+            cycle += nx * wm + ny * wn + (t < len(xs)) + (t < len(ys))  # accumulate, markers
             cycle += geo.drain_cycles  # (its last cycle reads the first word)
             cycle += 1  # the first word into the emitter's register
             n, _, m = geo.shape
@@ -295,7 +340,7 @@ def product_schedule(
                             index = geo.out_index(h, i, w * p + int(k))
                             beats.append((cycle + k_ + 1, (False, index, int(lanes[k]), False)))
                         cycle += max(1, len(nz))
-            beats.append((cycle + 1, (True, 0, 0, bool(busy[t]))))
+            beats.append((cycle + 1, (True, 0, 0, busy[t])))
             cycle += 1  # the marker
         cycle += geo.clear_cycles
     return beats
@@ -308,26 +353,32 @@ def trace_inferences(
     x_busy: np.ndarray,
     y_busy: np.ndarray,
     steps: np.ndarray,
-) -> list[tuple[list, list, list]]:
-    """The core's input per inference from a trace: ``(xs, ys, busy)`` as
-    :func:`product_schedule` takes it.
+) -> list[tuple[list, list]]:
+    """The core's input per inference from a trace: ``(xs, ys)`` as :func:`product_schedule`
+    takes it.
 
     ``x_spikes``/``y_spikes`` ``[B, T, size]`` are the X and Y sites' spikes, ``x_busy``/
     ``y_busy`` ``[B, T]`` their cumulative busy flags, ``steps`` ``[B]`` the steps per sample.
-    An inference ends with its first step whose flags are both clear (the stream protocol: the
-    upstream cores send no further steps; nothing before the Y site changes after it).
+    Each input's steps end with its first step whose flag is clear (its producer's marker with
+    busy 0; nothing before the site changes after it, so it never spikes again).
     """
     out = []
     for b in range(len(steps)):
-        xs, ys, busy = [], [], []
-        for t in range(int(steps[b])):
-            for spikes, dest in ((x_spikes, xs), (y_spikes, ys)):
+        pair = []
+        for name, spikes, busy in (("X", x_spikes, x_busy), ("Y", y_spikes, y_busy)):
+            n = int(steps[b])
+            idle = np.flatnonzero(~np.asarray(busy[b, :n], dtype=bool))
+            if not len(idle):
+                raise ValueError(f"sample {b}: the {name} site is busy in all its {n} steps")
+            end = int(idle[0]) + 1
+            if spikes[b, end:n].any():
+                raise ValueError(f"sample {b}: the {name} site spikes after its idle step")
+            per = []
+            for t in range(end):
                 idx = np.flatnonzero(spikes[b, t])
-                dest.append(list(zip(idx.tolist(), spikes[b, t, idx].tolist(), strict=True)))
-            busy.append(bool(x_busy[b, t] or y_busy[b, t]))
-            if not busy[-1]:  # the inputs are idle for good: the inference ends here
-                break
-        out.append((xs, ys, busy))
+                per.append(list(zip(idx.tolist(), spikes[b, t, idx].tolist(), strict=True)))
+            pair.append(per)
+        out.append((pair[0], pair[1]))
     return out
 
 
@@ -337,7 +388,7 @@ def output_words(beats: list[tuple[int, tuple[bool, int, int, bool]]], fmt: Any)
     return np.array(words, dtype=np.uint64)
 
 
-def product_summary(geo: ProductGeometry, inferences: list[tuple[list, list, list]]) -> dict:
+def product_summary(geo: ProductGeometry, inferences: list[tuple[list, list]]) -> dict:
     """Cycles and lane use of :func:`product_schedule`'s run (same inputs, same assumptions).
 
     ``lane_utilization``: useful lane operations (entries of ``ΔO`` inside its ``n × m``) over
@@ -347,12 +398,13 @@ def product_summary(geo: ProductGeometry, inferences: list[tuple[list, list, lis
     n, _, m = geo.shape
     wm, wn, p = geo.row_words, geo.column_words, geo.lanes
     ops = useful = markers = steps = 0
-    for xs, ys, _busy in inferences:
-        for xe, ye in zip(xs, ys, strict=True):
+    for inference in inferences:
+        xs, ys = _inference(inference)
+        for xe, ye in zip_longest(xs, ys, fillvalue=()):
             ops += len(xe) * wm + len(ye) * wn
             useful += len(xe) * m + len(ye) * n
-            markers += 2
             steps += 1
+        markers += len(xs) + len(ys)
     beats = product_schedule(geo, inferences)
     total = (beats[-1][0] + geo.clear_cycles) if beats else 0
     return {

@@ -5,7 +5,9 @@ index maps and the order argument against the reference's recorded score changes
 drives, elaboration and ports. Tier 2: Amaranth's simulator on random spike trains (hypothesis)
 and on random ViTs' traces: every output beat equals the definition ``Xacc_t·Yacc_t −
 Xacc_{t−1}·Yacc_{t−1}`` (computed independently of the RTL) and leaves in the model's cycle;
-with random idle input cycles and output stalls every beat is still the same.
+with random idle input cycles and output stalls every beat is still the same. The inputs go idle
+(their marker with busy 0) at different steps, and inferences run back to back with the next
+one's beats already waiting on the inputs, so a beat read by the wrong inference shows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from hypothesis import strategies as st
 from spikezip.hw.cores.product import SpikeProduct
 from spikezip.hw.model.product_model import (
     ProductGeometry,
+    input_beats,
+    output_busy,
     product_schedule,
     reference_product,
     trace_inferences,
@@ -44,38 +48,38 @@ def geometry(kind="scores", tokens=3, heads=2, head_dim=2, lanes=2, **kw) -> Pro
 
 
 # -- stimulus ------------------------------------------------------------------------------------
-def random_trains(geo: ProductGeometry, rng: random.Random, steps: int, density: float):
-    """Random X and Y spike trains whose tracers stay in their bounds; the last step idle."""
+def random_trains(geo: ProductGeometry, rng: random.Random, steps, density: float):
+    """Random X and Y spike trains whose tracers stay in their bounds: ``(xs, ys)``, ``steps``
+    per input (an integer, or a pair: the inputs go idle at different steps), each input's last
+    step without spikes (its marker has busy 0)."""
+    counts = (steps, steps) if isinstance(steps, int) else steps
     trains = []
-    for size, (lo, hi) in ((geo.x_size, geo.x_bounds), (geo.y_size, geo.y_bounds)):
+    for size, (lo, hi), n in zip((geo.x_size, geo.y_size), (geo.x_bounds, geo.y_bounds), counts,
+                                 strict=True):  # fmt: skip
         acc, per = [0] * size, []
-        for t in range(steps):
+        for t in range(n):
             events = []
             for idx in range(size):
-                if t < steps - 1 and rng.random() < density:
+                if t < n - 1 and rng.random() < density:
                     s = rng.choice((-1, 1))
                     if lo <= acc[idx] + s <= hi:
                         acc[idx] += s
                         events.append((idx, s))
             per.append(events)
         trains.append(per)
-    busy = [True] * (steps - 1) + [False]
-    return trains[0], trains[1], busy
+    return trains[0], trains[1]
 
 
-def _beats(events: list, busy: list) -> list[tuple[int, int, int, int]]:
-    out = []
-    for ev, b in zip(events, busy, strict=True):
-        out += [(0, i, v, 0) for i, v in ev] + [(1, 0, 0, int(b))]
-    return out
+def _beats(steps: list) -> list[tuple[int, int, int, int]]:
+    return [(int(mk), i, v, int(b)) for mk, i, v, b in input_beats(steps)]
 
 
 def simulate(geo: ProductGeometry, inferences, *, valid=1.0, ready=1.0, seed=0, pipeline=1):
     """Run the core on ``inferences``; every accepted output beat ``(cycle, beat)``."""
     dut = SpikeProduct(geo=geo, pipeline=pipeline)
     rng = random.Random(seed)
-    streams = [[b for inf in inferences for b in _beats(inf[side], inf[2])] for side in (0, 1)]
-    markers = sum(len(inf[2]) for inf in inferences)
+    streams = [[b for inf in inferences for b in _beats(inf[side])] for side in (0, 1)]
+    markers = sum(len(output_busy(*inf)) for inf in inferences)
     got = []
     limit = 50 * (sum(len(s) for s in streams) + 100 * markers) + 1000
 
@@ -110,6 +114,10 @@ def simulate(geo: ProductGeometry, inferences, *, valid=1.0, ready=1.0, seed=0, 
 
 def values(beats) -> list:
     return [b for _, b in beats]
+
+
+def marker_busy(beats) -> list[bool]:
+    return [b[3] for _, b in beats if b[0]]
 
 
 def expected_deltas(geo: ProductGeometry, beats) -> list[np.ndarray]:
@@ -182,7 +190,7 @@ def test_reference_product_is_multi(kind):
     maps of both kinds, and any order of the events within a step)."""
     rng = random.Random(3)
     geo = geometry(kind=kind, tokens=4, heads=2, head_dim=3)
-    xs, ys, _ = random_trains(geo, rng, 5, 0.4)
+    xs, ys = random_trains(geo, rng, 5, 0.4)
     n, r, m = geo.shape
     deltas = reference_product(geo, xs, ys)
     shuffled = reference_product(geo, [rng.sample(e, len(e)) for e in xs], ys)
@@ -219,18 +227,23 @@ def cases(draw):
     rng = random.Random(seed)
     density = draw(st.sampled_from([0.1, 0.5, 1.0]))
     runs = draw(st.integers(1, 2))
-    infs = [random_trains(geo, rng, draw(st.integers(1, 3)), density) for _ in range(runs)]
+    steps = st.tuples(st.integers(1, 3), st.integers(1, 3))  # each input idle at its own step
+    infs = [random_trains(geo, rng, draw(steps), density) for _ in range(runs)]
     return geo, infs, seed
 
 
 def check(geo, infs, seed, stalls: bool) -> None:
     got = simulate(geo, infs)
     exp = product_schedule(geo, infs)
-    # the values against the definition, then every beat and its cycle against the model
-    want = [d for xs, ys, _ in infs for d in reference_product(geo, xs, ys)]
+    # the values against the definition (busy: the OR of the inputs' markers of the step, an
+    # idle input's 0), then every beat and its cycle against the model
+    want = [d for xs, ys in infs for d in reference_product(geo, xs, ys)]
     assert len(expected_deltas(geo, got)) == len(want)
     for a, b in zip(expected_deltas(geo, got), want, strict=True):
         assert np.array_equal(a, b)
+    busy = [[t < len(xs) - 1 or t < len(ys) - 1 for t in range(max(len(xs), len(ys)))]
+            for xs, ys in infs]  # fmt: skip
+    assert marker_busy(got) == [b for per in busy for b in per]
     assert got == exp
     if stalls:
         slow = simulate(geo, infs, valid=0.6, ready=0.5, seed=seed)
@@ -257,8 +270,58 @@ def test_back_to_back_same_word():
     geo = geometry(tokens=1, heads=1, head_dim=1, lanes=4, x_bounds=(-3, 3), y_bounds=(-3, 3))
     xs = [[(0, 1)], [(0, 1)], [(0, -1)], []]
     ys = [[(0, 1)], [(0, -1)], [(0, -1)], []]
-    infs = [(xs, ys, [True, True, True, False])]
+    infs = [(xs, ys)]
     check(geo, infs, 0, stalls=True)
+
+
+#: ``(x steps, y steps)`` of three inferences run back to back
+IDLE_RUNS = {
+    "x_first": [(2, 5), (4, 2), (3, 3)],
+    "y_first": [(5, 2), (1, 3), (2, 4)],
+    "x_idle_from_step_0": [(1, 4), (3, 1), (2, 2)],
+    "y_idle_from_step_0": [(4, 1), (1, 1), (3, 2)],
+    "both_idle_from_step_0": [(1, 1), (3, 4), (1, 1)],
+}
+
+
+@pytest.mark.parametrize("kind", ["scores", "context"])
+@pytest.mark.parametrize("runs", list(IDLE_RUNS.values()), ids=list(IDLE_RUNS))
+def test_inputs_idle_at_different_steps(kind, runs):
+    """An input whose marker had busy 0 is read no more in its inference: the core does not
+    wait for its marker (one cycle less per step), though the next inference's beats of that
+    input are already waiting (in step 0 of the later inferences every input that is not idle
+    from the start spikes, so a beat taken too early changes ``ΔO`` and the cycles)."""
+    x = (0, 3) if kind == "context" else (-2, 3)
+    for lanes in (1, 3):
+        geo = geometry(kind=kind, lanes=lanes, x_bounds=x)
+        rng = random.Random(lanes)
+        infs = [random_trains(geo, rng, steps, 0.6) for steps in runs]
+        for xs, ys in infs[1:]:
+            assert all(len(s) == 1 or s[0] for s in (xs, ys))  # spikes waiting in step 0
+        check(geo, infs, lanes, stalls=True)
+        exp = product_schedule(geo, infs)
+        assert sum(b[0] for _, b in exp) == sum(max(s) for s in runs)
+
+
+def test_idle_input_costs_no_marker_cycle():
+    """The model: once X is idle, a step is one cycle shorter than with an empty busy X step
+    (the same output; the RTL's cycles are checked against the model above)."""
+    geo = geometry()
+    ys = [[(0, 1)], [(1, 1)], [(2, -1)], []]
+    idle = product_schedule(geo, [([[]], ys)])
+    empty = product_schedule(geo, [([[], [], [], []], ys)])
+    assert values(idle) == values(empty)
+    steps = np.cumsum([0] + [b[0] for _, b in idle[:-1]])  # the markers before each beat
+    assert [c for c, _ in empty] == [c + int(t) for (c, _), t in zip(idle, steps, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "inference",
+    [([[]], [[]], [True]), ([], [[]]), ([[]],), "xy"],
+)
+def test_schedule_validation(inference):
+    with pytest.raises(ValueError, match=r"an inference must be a pair \(xs, ys\) of non-empty"):
+        product_schedule(geometry(), [inference])
 
 
 # -- tier 2: the reference's traces --------------------------------------------------------------
@@ -287,7 +350,7 @@ def vit_inferences(vit, x, block: int, kind: str, lanes: int):
             elif blk.context.weight == 0:  # the drive shows nothing: the definition instead
                 per.append(
                     reference_product(geo, infs[b][0], infs[b][1])[t]
-                    if t < len(infs[b][0])
+                    if t < max(len(s) for s in infs[b])
                     else np.zeros((blk.heads, vit.tokens, blk.head_dim), np.int64)
                 )
             else:
@@ -295,9 +358,10 @@ def vit_inferences(vit, x, block: int, kind: str, lanes: int):
                 assert (drive % blk.context.weight == 0).all()
                 c = drive // blk.context.weight  # [N, D] → [H, N, dh]
                 per.append(c.reshape(vit.tokens, blk.heads, -1).transpose(1, 0, 2))
-        # after the inputs' first idle step nothing changes (the core's inference ends there)
-        assert all(not d.any() for d in per[len(infs[b][0]) :])
-        recorded.append(per[: len(infs[b][0])])
+        # after the second input's idle step nothing changes (the core's inference ends there)
+        steps = max(len(s) for s in infs[b])
+        assert all(not d.any() for d in per[steps:])
+        recorded.append(per[:steps])
     return geo, infs, recorded
 
 
@@ -326,5 +390,5 @@ def test_pipelines(pipeline, latency, kind):
     for lanes in (1, 2):
         geo = geometry(kind=kind, lanes=lanes, accumulator_latency=latency, x_bounds=x)
         rng = random.Random(lanes)
-        infs = [random_trains(geo, rng, 3, 0.5) for _ in range(2)]
+        infs = [random_trains(geo, rng, steps, 0.5) for steps in ((3, 2), (1, 3))]
         assert simulate(geo, infs, pipeline=pipeline) == product_schedule(geo, infs)
