@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from spikezip.hw.cores.layouts import Op, command_layout, op_layout
 from spikezip.hw.cores.stages import Delay
 from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, LayerTiming, check_timing
+from spikezip.hw.model.input_map import InputMap
 from spikezip.ir.network import Layer, LayerWidths
 
 __all__ = [
@@ -254,16 +255,25 @@ class Accumulator(wiring.Component):
         value_width: int,
         bank_depth: int = WEIGHT_BANK_DEPTH,
         external: tuple[int, int] | None = None,
+        input_map: InputMap | None = None,
     ) -> None:
         if not isinstance(bank_depth, int) or bank_depth < 2 or bank_depth & (bank_depth - 1):
             raise ValueError(f"bank_depth must be a power of two ≥ 2, not {bank_depth!r}")
-        check_timing(timing, None if external else layer.n_out)
-        self._bank_depth, self._external = bank_depth, external
+        check_timing(timing, None if external or input_map else layer.n_out)
+        self._bank_depth, self._external, self._map = bank_depth, external, input_map
         self._layer, self._widths, self._analog = layer, widths, bool(analog)
         self._timing = timing
         self._value_width = value_width
-        self._weight_width = external[0] if external else widths.weight
+        if external:
+            self._weight_width = external[0]
+        elif input_map is not None:
+            self._weight_width = input_map.weight_width
+        else:
+            self._weight_width = widths.weight
         words, lanes = timing.words, timing.lanes
+        if input_map is not None:
+            index_width = max(1, (input_map.n_rows - 1).bit_length())
+        span = None if input_map is None else input_map.span
         members = {}
         if external:
             members["weights"] = Out(
@@ -274,7 +284,9 @@ class Accumulator(wiring.Component):
             | {
                 "i": In(
                     stream.Signature(
-                        op_layout(words=words, index_width=index_width, value_width=value_width),
+                        op_layout(
+                            words=words, index_width=index_width, value_width=value_width, span=span
+                        ),
                         always_ready=True,
                     )
                 ),
@@ -321,10 +333,15 @@ class Accumulator(wiring.Component):
         """Words of the weight memory: ``n_in · words``."""
         if self._external:
             return self._external[1]
+        if self._map is not None:
+            return int(self._map.table.shape[0])
         return self._layer.n_in * self.words
 
     def weight_words(self) -> np.ndarray:
-        """The weight memory contents, ``int64 [n_in · words, lanes]``."""
+        """The weight memory contents, ``int64 [n_in · words, lanes]`` (a mapped core's: the
+        map's table)."""
+        if self._map is not None:
+            return self._map.table
         return weight_words(self._layer, self.lanes)
 
     def elaborate(self, platform):
@@ -354,7 +371,10 @@ class Accumulator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), address.i)
         wiring.connect(m, address.o, read.i)
         op = address.o.payload
-        m.d.comb += weights.address.eq(op.index * self.words + op.word)
+        if self._map is None:
+            m.d.comb += weights.address.eq(op.index * self.words + op.word)
+        else:
+            m.d.comb += weights.address.eq(op.index * self._map.span + op.offset)
         op = read.o.payload
         m.d.comb += [products.value.eq(op.value), products.weights.eq(weights.data)]
         m.d.comb += ctrl.i.valid.eq(read.o.valid)

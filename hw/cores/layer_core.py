@@ -64,6 +64,8 @@ from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
 from spikezip.hw.cores.sequencer import Sequencer
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.events import EventFormat, layer_formats
+from spikezip.hw.model.input_map import InputMap
+from spikezip.hw.model.vit_sites import SiteSpec
 from spikezip.ir.network import Encoding, Layer, LayerWidths, Network
 
 __all__ = ["LayerCore", "ProbeSignature", "event_layout"]
@@ -155,7 +157,9 @@ class LayerCore(wiring.Component):
         weight_bank_depth: int = WEIGHT_BANK_DEPTH,
         probe: bool = False,
         src_loc_at: int = 0,
+        site: SiteSpec | None = None,
     ) -> None:
+        self._site = site
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be an ir.Layer, not {type(layer).__name__}")
         bounds = tuple(input_bounds) if hasattr(input_bounds, "__iter__") else ()
@@ -178,9 +182,15 @@ class LayerCore(wiring.Component):
                 f"weight_bank_depth must be a power of two ≥ 2, not {weight_bank_depth!r}"
             )
         self._weight_bank_depth = weight_bank_depth
-        self._widths = layer.widths(*bounds, analog=analog)
+        if site is None:
+            self._widths = layer.widths(*bounds, analog=analog)
+            self._formats = layer_formats(layer, self._widths, analog=analog)
+        else:
+            if site.input_map.lanes != lanes:
+                raise ValueError(f"the site's map is for {site.input_map.lanes} lanes, not {lanes}")
+            self._widths = site.widths
+            self._formats = (site.input_format, site.output_format)
         self._storage = check_storage(storage, self._timing.words)
-        self._formats = layer_formats(layer, self._widths, analog=analog)
         members = {
             "i": In(stream.Signature(_layout(self.input_format))),
             "o": Out(stream.Signature(_layout(self.output_format))),
@@ -213,7 +223,35 @@ class LayerCore(wiring.Component):
             layer=network.layers[index], input_bounds=bounds, analog=analog, src_loc_at=1, **kwargs
         )
 
+    @classmethod
+    def for_site(cls, site: SiteSpec, **kwargs) -> LayerCore:
+        """The core of one transformer site (:func:`hw.model.vit_sites.site_spec`): its neurons,
+        exact widths and formats, and its input map (``lanes`` must be the map's)."""
+        if not isinstance(site, SiteSpec):
+            raise TypeError(
+                f"site must be a hw.model.vit_sites.SiteSpec, not {type(site).__name__}"
+            )
+        kwargs.setdefault("lanes", site.input_map.lanes)
+        lo, hi = site.widths.input_lo, site.widths.input_hi
+        return cls(
+            layer=site.neurons,
+            input_bounds=(lo, hi),
+            analog=site.analog,
+            site=site,
+            src_loc_at=1,
+            **kwargs,
+        )
+
     # -- facts ---------------------------------------------------------------------------------
+    @property
+    def site(self) -> SiteSpec | None:
+        """The transformer site of a mapped core, else ``None``."""
+        return self._site
+
+    @property
+    def input_map(self) -> InputMap | None:
+        return None if self._site is None else self._site.input_map
+
     @property
     def layer(self) -> Layer:
         return self._layer
@@ -301,6 +339,8 @@ class LayerCore(wiring.Component):
     @property
     def weight_bits(self) -> int:
         """Bits of the weight memory."""
+        if self._site is not None:
+            return self._site.input_map.table.size * self._widths.weight
         return self._layer.n_in * self.words * self.lanes * self._widths.weight
 
     def elaborate(self, platform):
@@ -311,6 +351,7 @@ class LayerCore(wiring.Component):
             index_width=fmt.index_width,
             value_width=fmt.value_width,
             has_bias=bool(layer.bias.any()),
+            input_map=self.input_map,
         )
         m.submodules.synapses = syn = Accumulator(
             layer=layer,
@@ -320,6 +361,7 @@ class LayerCore(wiring.Component):
             index_width=fmt.index_width,
             value_width=fmt.value_width,
             bank_depth=self._weight_bank_depth,
+            input_map=self.input_map,
         )
         m.submodules.neurons = neurons = NeuronArray(
             layer=layer,

@@ -55,18 +55,26 @@ def _word_shape(words: int) -> unsigned:
     return unsigned(max(0, (words - 1).bit_length()))
 
 
-def op_layout(*, words: int, index_width: int, value_width: int) -> data.StructLayout:
-    """A word operation before the weight look-up: ``value × W[word lanes, index]``."""
-    return data.StructLayout(
-        {
-            "op": Op,
-            "word": _word_shape(words),
-            "last": unsigned(1),
-            "busy": unsigned(1),
-            "index": unsigned(index_width),
-            "value": signed(value_width),
-        }
-    )
+def op_layout(
+    *, words: int, index_width: int, value_width: int, span: int | None = None
+) -> data.StructLayout:
+    """A word operation before the weight look-up: ``value × W[word lanes, index]``.
+
+    With ``span`` (a mapped core, :mod:`hw.model.input_map`) it also carries ``offset``, the
+    word's place in its event's pass (``index`` is then the weight row): the weight word is
+    ``index·span + offset`` while ``word`` is the neuron word.
+    """
+    fields = {
+        "op": Op,
+        "word": _word_shape(words),
+        "last": unsigned(1),
+        "busy": unsigned(1),
+        "index": unsigned(index_width),
+        "value": signed(value_width),
+    }
+    if span is not None:
+        fields["offset"] = _word_shape(span)
+    return data.StructLayout(fields)
 
 
 def command_layout(*, words: int, lanes: int, drive_width: int) -> data.StructLayout:

@@ -21,8 +21,8 @@ marker's busy, or step 0 of a layer with a non-zero bias.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, event_layout, op_layout
@@ -32,6 +32,7 @@ from spikezip.hw.model.cycle_model import (
     LayerTiming,
     check_timing,
 )
+from spikezip.hw.model.input_map import InputMap
 
 __all__ = ["EventBuffer", "Sequencer", "StepCredits", "StepStatus", "WordCounter"]
 
@@ -190,8 +191,8 @@ class WordCounter(wiring.Component):
         This slot is idle (no operation may be issued).
     """
 
-    def __init__(self, *, timing: LayerTiming) -> None:
-        self._timing = timing
+    def __init__(self, *, timing: LayerTiming, extra: int = 0) -> None:
+        self._timing, self._extra = timing, extra
         words = timing.words
         super().__init__(
             {
@@ -220,7 +221,7 @@ class WordCounter(wiring.Component):
             ]
         # idle slots after each pass over the words, so that operations on the same word are
         # at least min_distance cycles apart
-        pad = self._timing.slots - words
+        pad = self._timing.slots - words + self._extra
         if pad:
             gaps = Signal(range(pad + 1), name="gaps")  # idle slots still to come
             m.d.comb += self.gap.eq(gaps != 0)
@@ -260,24 +261,42 @@ class Sequencer(wiring.Component):
     """
 
     def __init__(
-        self, *, timing: LayerTiming, index_width: int, value_width: int, has_bias: bool
+        self,
+        *,
+        timing: LayerTiming,
+        index_width: int,
+        value_width: int,
+        has_bias: bool,
+        input_map: InputMap | None = None,
     ) -> None:
         self._timing = check_timing(timing)
         self._has_bias = bool(has_bias)
         self._widths = (index_width, value_width)
+        self._map = input_map
         words = timing.words
+        if input_map is None:
+            layout = op_layout(words=words, index_width=index_width, value_width=value_width)
+        else:
+            if input_map.lanes != timing.lanes:
+                raise ValueError(f"input_map is for {input_map.lanes} lanes, not {timing.lanes}")
+            layout = op_layout(
+                words=words,
+                index_width=max(1, (input_map.n_rows - 1).bit_length()),
+                value_width=value_width,
+                span=input_map.span,
+            )
         super().__init__(
             {
                 "i": In(stream.Signature(event_layout(index_width, value_width))),
-                "o": Out(
-                    stream.Signature(
-                        op_layout(words=words, index_width=index_width, value_width=value_width),
-                        always_ready=True,
-                    )
-                ),
+                "o": Out(stream.Signature(layout, always_ready=True)),
                 "status": In(StepStatus()),
             }
         )
+
+    @property
+    def input_map(self) -> InputMap | None:
+        """The input map of a mapped core (:mod:`hw.model.input_map`), else ``None``."""
+        return self._map
 
     @property
     def words(self) -> int:
@@ -298,11 +317,20 @@ class Sequencer(wiring.Component):
         index_width, value_width = self._widths
         m.submodules.buffer = buf = EventBuffer(index_width=index_width, value_width=value_width)
         m.submodules.credits = credits = StepCredits()
-        m.submodules.counter = counter = WordCounter(timing=self._timing)
+        extra = 0 if self._map is None else self._map.sweep_extra(self._timing.min_distance)
+        m.submodules.counter = counter = WordCounter(timing=self._timing, extra=extra)
         wiring.connect(m, wiring.flipped(self.i), buf.i)
         wiring.connect(m, wiring.flipped(self.status), credits.status)
         o, event, one_word = self.o.payload, buf.o.payload, self.words == 1
-        m.d.comb += [o.index.eq(event.index), o.value.eq(event.value)]
+        m.d.comb += o.value.eq(event.value)
+        if self._map is None:  # an event is a pass over all words, weight row = its index
+            m.d.comb += o.index.eq(event.index)
+            passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
+        else:  # a pass over the map's span from the event's base word, or dropped
+            passes, decoded = self._decoder(m, buf)
+            m.d.comb += [o.index.eq(decoded.row), o.offset.eq(passes.word)]
+            gap, base = counter.gap | passes.gap, decoded.base
+            pass_event = buf.event & decoded.kept
         # the state, one-hot (reset: re-initialise)
         s_sweep = Signal(init=1, name="state_sweep")
         s_acc = Signal(name="state_accumulate")
@@ -314,16 +342,20 @@ class Sequencer(wiring.Component):
         begin, begin_busy, begin_fed = Signal(), Signal(), Signal()
         begin_op = Signal(Op)
         m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
-        with m.If(~counter.gap):
+        with m.If(~gap):
             with m.If(s_sweep):
                 m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(counter.word)]
                 m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(counter.last)]
                 m.d.comb += counter.advance.eq(1)
             with m.If(s_acc):
-                with m.If(buf.event):
-                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE), o.word.eq(counter.word)]
-                    m.d.comb += [o.last.eq(counter.last), buf.o.ready.eq(counter.last)]
-                    m.d.comb += counter.advance.eq(1)
+                with m.If(pass_event):
+                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE)]
+                    m.d.comb += o.word.eq(passes.word if self._map is None else base + passes.word)
+                    m.d.comb += [o.last.eq(passes.last), buf.o.ready.eq(passes.last)]
+                    m.d.comb += passes.advance.eq(1)
+                if self._map is not None:
+                    with m.Elif(buf.event):  # an event the map drops: consumed, no pass
+                        m.d.comb += buf.o.ready.eq(1)
                 with m.Elif(buf.marker & credits.room):  # a marker: consume it, start the sweep
                     m.d.comb += [buf.o.ready.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
                     m.d.comb += [begin_busy.eq(event.busy | (first & self._has_bias))]
@@ -356,3 +388,30 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.d.sync += [s_acc.eq(0), s_wait.eq(1)]
         return m
+
+    def _decoder(self, m: Module, buf: EventBuffer):
+        """The map's table, read with the input register: ``(row, base, kept)`` of the event held
+        by ``buf`` (a ROM read in the cycle the beat enters ``buf``), and the pass counter."""
+        imap, words = self._map, self.words
+        layout = data.StructLayout(
+            {
+                "row": unsigned(max(1, (imap.n_rows - 1).bit_length())),
+                "base": unsigned(max(1, (words - 1).bit_length())),
+                "kept": unsigned(1),
+            }
+        )
+        init = [
+            layout.const({"row": int(r), "base": int(b), "kept": int(k)}).as_value().value
+            for r, b, k in zip(imap.rows, imap.bases, imap.kept, strict=True)
+        ]
+        m.submodules.decode = rom = memory.Memory(
+            shape=layout.as_shape().width, depth=len(init), init=init
+        )
+        rp = rom.read_port()
+        m.d.comb += [rp.addr.eq(self.i.payload.index), rp.en.eq(buf.i.ready)]
+        timing = self._timing
+        span = LayerTiming(
+            n_out=imap.span * timing.lanes, lanes=timing.lanes, pipeline=timing.pipeline
+        )
+        m.submodules.pass_counter = passes = WordCounter(timing=span)
+        return passes, layout(rp.data)

@@ -444,6 +444,7 @@ def schedule(
     inputs: list[list[Step]],
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
+    input_map: Any = None,
 ) -> list[InferenceSchedule]:
     """The cycle of every output event and marker of a run of inferences, back to back.
 
@@ -459,10 +460,15 @@ def schedule(
         ``max(previous slot free, c + 1)`` and a sweep's first slot also
         waits for its marker. Exact as long as ``o`` sees no backpressure
         (:mod:`hw.model.network_model` checks this for chained cores).
+    input_map : hw.model.input_map.InputMap, optional
+        A mapped core's input map: an event costs :meth:`InputMap.event_cycles
+        <hw.model.input_map.InputMap.event_cycles>` (its pass, or 1 cycle if dropped) instead of
+        ``slots``.
     """
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     words, slots = timing.words, timing.slots
+    extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
     out: list[InferenceSchedule] = []
     markers: list[int] = []  # every marker of the run, in order
     init = 0
@@ -470,21 +476,25 @@ def schedule(
         if len(outs) < len(ins):
             raise ValueError(f"inference {b}: {len(outs)} output steps but {len(ins)} input steps")
         steps: list[StepSchedule] = []
-        acc: int | None = init + timing.init_cycles
+        acc: int | None = init + timing.init_cycles + extra
         x = init
         for t, step in enumerate(outs):
             bank = markers[-2] + timing.RESTART_DELAY if len(markers) >= 2 else 0
             if t < len(ins):
                 n, start = ins[t].n_events, acc
+                if input_map is None:
+                    costs = np.full(n, slots)
+                else:
+                    costs = input_map.event_cycles(ins[t].indices, timing.min_distance)
                 if arrivals is None:
-                    x = max(acc + n * slots, bank)
+                    x = max(acc + int(costs.sum()), bank)
                 else:
                     beats = arrivals[b][t]
                     free = acc
                     for k in range(n):
                         slot = max(free, beats[k] + timing.sequencer_latency)
                         start = slot if k == 0 else start
-                        free = slot + slots
+                        free = slot + int(costs[k])
                     x = max(free, beats[n] + timing.sequencer_latency, bank)
             else:
                 n, start = 0, None
@@ -492,7 +502,7 @@ def schedule(
             events, marker = _emit(timing, x, step, markers[-1] if markers else None)
             steps.append(StepSchedule(n, start, x, events, marker))
             markers.append(marker)
-            acc = x + slots if t < len(ins) and ins[t].busy else None
+            acc = x + slots + extra if t < len(ins) and ins[t].busy else None
         out.append(InferenceSchedule(init, tuple(steps)))
         init = x + words - 1 + timing.RESULT_DELAY
     return out

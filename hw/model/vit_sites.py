@@ -1,0 +1,266 @@
+"""Every ST-BIF site of a ``VisionTransformer`` as a mapped layer core (pure Python).
+
+A site's neurons are an ST-BIF array exactly like a layer's (:class:`ir.network.Layer` holds their
+thresholds, bias and bounds); what differs is how its input reaches them, an
+:class:`hw.model.input_map.InputMap`:
+
+==========================  ==============================  ===================================
+site                        input events                    map
+==========================  ==============================  ===================================
+embed                       pixels ``(patch·size + k, x)``  token-wise ``size → dim``, analog
+q, k, v, proj, fc1, fc2     spikes ``(token·d_in + c, ±1)``  token-wise ``d_in → d_out``
+head                        norm spikes (every token)       token-wise, class token only
+norm1, norm2, norm          LayerNorm drives                direct, gain 1
+attn                        softmax drives                  direct, gain 1
+context                     ``ΔC`` of the context product   direct, gain ``Context.weight``
+==========================  ==============================  ===================================
+
+:func:`site_spec` gives the neurons, the exact widths (from ``VisionTransformer.ranges``, as the
+reference's bounds), the input format (the producer's output format) and the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat, Step
+from spikezip.hw.model.input_map import InputMap
+from spikezip.hw.model.layer_norm_model import LayerNormGeometry
+from spikezip.hw.model.product_model import ProductGeometry
+from spikezip.hw.model.softmax_model import SoftmaxParams
+from spikezip.ir.network import Layer, LayerWidths, signed_width, unsigned_width
+from spikezip.ir.transformer import SiteKind, VisionTransformer
+
+__all__ = ["SiteSpec", "site_spec", "site_specs", "site_streams"]
+
+
+@dataclass(frozen=True, eq=False)
+class SiteSpec:
+    """What a mapped layer core needs for one site (:func:`site_spec`)."""
+
+    name: str
+    kind: SiteKind
+    neurons: Layer  #: thresholds, bias, bounds of every neuron (weights unused: ``[n, 1]`` zeros)
+    widths: LayerWidths
+    input_format: EventFormat
+    input_map: InputMap
+    analog: bool  #: events carry values (multiplied), not ±1 spikes
+
+    @property
+    def n_out(self) -> int:
+        return self.neurons.n_out
+
+    @property
+    def output_format(self) -> EventFormat:
+        return EventFormat(unsigned_width(self.n_out - 1), SPIKE_VALUE_WIDTH)
+
+
+def _neurons(name: str, n: int, op: Any, thresholds: np.ndarray, bias: np.ndarray) -> Layer:
+    thr = np.asarray(thresholds, dtype=np.int64)
+    return Layer(
+        weight=np.zeros((n, 1), dtype=np.int64),
+        bias=np.asarray(bias, dtype=np.int64),
+        threshold=int(thr[0]) if np.all(thr == thr[0]) else thr,
+        neg_bound=int(op.neg_bound),
+        pos_bound=int(op.pos_bound),
+        name=name,
+    )
+
+
+def _producer_width(vit: VisionTransformer, site: Any) -> int:
+    """Signed bits of the drive events a direct site receives (its producer's output format)."""
+    b = site.block
+    if site.kind is SiteKind.SOFTMAX:
+        return SoftmaxParams.of_block(vit, b).output_format.value_width
+    if site.kind is SiteKind.CONTEXT:
+        return ProductGeometry.for_block(vit, b, "context", lanes=1).value_width
+    norms = [s.name for s in vit.sites if s.kind is SiteKind.LAYERNORM]
+    op = site.op
+    geo = LayerNormGeometry(
+        tokens=vit.tokens,
+        dim=op.dim,
+        stream_bound=int(vit.ranges.stream[norms.index(site.name)]),
+        gain_bound=int(abs(op.gain).max()),
+        bias_bound=int(abs(op.bias).max()),
+        eps=int(op.eps),
+    )
+    return geo.drive_width
+
+
+def _input_bounds(vit: VisionTransformer, name: str) -> tuple[int, int]:
+    """The cumulative presynaptic range of a linear site (its input site's tracer bounds)."""
+    role = name.rsplit(".", 1)[-1]
+    prefix = name[: len(name) - len(role)]
+    source = {
+        "q": "norm1",
+        "k": "norm1",
+        "v": "norm1",
+        "proj": "context",
+        "fc1": "norm2",
+        "fc2": "fc1",
+    }.get(role)
+    sites = {s.name: s for s in vit.sites}
+    if name == "embed":
+        return tuple(vit.input_bounds)
+    src = sites["norm"] if name == "head" else sites[prefix + source]
+    return src.neg_bound, src.pos_bound
+
+
+def _linear(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
+    layer: Layer = site.op
+    analog = site.name == "embed"
+    lo, hi = _input_bounds(vit, site.name)
+    widths = layer.widths(lo, hi, analog=analog)
+    if site.name == "embed":
+        tokens, read, n_in = vit.n_patches, vit.n_patches, vit.n_patches * vit.patch_size
+    elif site.name == "head":
+        tokens, read, n_in = vit.tokens, 1, vit.tokens * layer.n_in
+    else:
+        tokens, read, n_in = vit.tokens, vit.tokens, vit.tokens * layer.n_in
+    imap = InputMap.tokens(layer.weight, tokens=tokens, lanes=lanes, read_tokens=read)
+    value_width = SPIKE_VALUE_WIDTH
+    if analog:
+        value_width = max(SPIKE_VALUE_WIDTH, signed_width(widths.input_lo, widths.input_hi))
+    return SiteSpec(
+        name=site.name,
+        kind=site.kind,
+        neurons=_neurons(
+            site.name, site.size, layer, np.tile(layer.thresholds, read), np.tile(layer.bias, read)
+        ),
+        widths=widths,
+        input_format=EventFormat(unsigned_width(n_in - 1), value_width),
+        input_map=imap,
+        analog=analog,
+    )
+
+
+def _direct(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
+    op, n = site.op, site.size
+    if site.kind is SiteKind.SOFTMAX:
+        thr, gain = np.full(n, int(op.threshold)), 1
+    elif site.kind is SiteKind.CONTEXT:
+        thr, gain = np.tile(op.thresholds_for(vit.dim), vit.tokens), int(op.weight)
+    else:
+        thr, gain = np.tile(op.thresholds, vit.tokens), 1
+    imap = InputMap.direct(n, lanes=lanes, gain=gain)
+    value_width = _producer_width(vit, site)
+    reach = 1 << (value_width - 1)
+    d_lo, d_hi = -reach * abs(gain), reach * abs(gain)
+    mem_lo, mem_hi = vit.ranges.membrane[site.name]
+    widths = LayerWidths(
+        input_lo=-reach,
+        input_hi=reach - 1,
+        drive_lo=d_lo,
+        drive_hi=d_hi,
+        membrane_lo=mem_lo,
+        membrane_hi=mem_hi,
+        drive=signed_width(d_lo, d_hi),
+        membrane=vit.ranges.membrane_width[site.name],
+        tracer=signed_width(op.neg_bound, op.pos_bound),
+        weight=imap.weight_width,
+        bias=1,
+        threshold=unsigned_width(int(thr.max())),
+    )
+    return SiteSpec(
+        name=site.name,
+        kind=site.kind,
+        neurons=_neurons(site.name, n, op, thr, np.zeros(n, dtype=np.int64)),
+        widths=widths,
+        input_format=EventFormat(unsigned_width(n - 1), value_width),
+        input_map=imap,
+        analog=True,
+    )
+
+
+def site_spec(vit: VisionTransformer, name: str, *, lanes: int) -> SiteSpec:
+    """The :class:`SiteSpec` of site ``name`` of ``vit`` with ``lanes`` lanes."""
+    if not isinstance(vit, VisionTransformer):
+        raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
+    sites = {s.name: s for s in vit.sites}
+    if name not in sites:
+        raise ValueError(f"name must be one of the sites {list(sites)}, not {name!r}")
+    site = sites[name]
+    if site.kind is SiteKind.LINEAR:
+        return _linear(vit, site, lanes)
+    return _direct(vit, site, lanes)
+
+
+def site_specs(vit: VisionTransformer, lanes: dict[str, int] | int) -> dict[str, SiteSpec]:
+    """Every site's spec in execution order; ``lanes`` one value or one per site name."""
+    return {
+        s.name: site_spec(vit, s.name, lanes=lanes if isinstance(lanes, int) else lanes[s.name])
+        for s in vit.sites
+    }
+
+
+# -- golden streams of one site ------------------------------------------------------------------
+def _source(vit: VisionTransformer, name: str) -> str | None:
+    """The site whose spikes a linear site reads (``None`` for embed)."""
+    if name == "embed":
+        return None
+    if name == "head":
+        return "norm"
+    role = name.rsplit(".", 1)[-1]
+    src = {"q": "norm1", "k": "norm1", "v": "norm1", "proj": "context", "fc1": "norm2"}
+    return name[: len(name) - len(role)] + src.get(role, "fc1")
+
+
+def site_streams(
+    vit: VisionTransformer,
+    inputs: np.ndarray,
+    trace: Any,
+    steps: list[dict[str, np.ndarray]],
+    name: str,
+) -> tuple[list[list[Step]], list[list[Step]]]:
+    """Per sample, the steps site ``name``'s core receives and emits in the reference
+    (``trace`` and ``steps`` from ``sw.vit.reference.run(…, record_drives=True)``).
+
+    Input: a linear site's source spikes, a direct site's drive events (``ΔC`` for context:
+    the drive divided by ``Context.weight``), the embed's pixels per patch; each step's marker
+    busy = the trace's cumulative flag of the site before (or the drive's own activity), up to
+    the first idle one. Output: the site's spikes with its own cumulative flag, up to the first
+    idle step.
+    """
+    names = [s.name for s in vit.sites]
+    site = vit.sites[names.index(name)]
+    at = names.index(name)
+    outputs = _spike_steps(trace, at)
+    ins: list[list[Step]] = []
+    x = np.asarray(inputs, dtype=np.int64)
+    for b in range(trace.batch):
+        if name == "embed":
+            pix = x[b][np.asarray(vit.patch_index)].reshape(-1)
+            first = _step(pix, bool(pix.any()))
+            ins.append([first] + ([_step(np.zeros_like(pix), False)] if first.busy else []))
+            continue
+        seq = []
+        for t in range(int(trace.busy.shape[1])):
+            prev = bool(trace.busy[b, t, at - 1])
+            if site.kind is SiteKind.LINEAR:
+                row = trace.spikes[names.index(_source(vit, name))][b, t].reshape(-1)
+            else:
+                row = np.asarray(steps[t][name + ".drive"][b], dtype=np.int64).reshape(-1)
+                if site.kind is SiteKind.CONTEXT:  # (a weight of 0 drives nothing)
+                    row = row // int(site.op.weight) if site.op.weight else row
+            seq.append(_step(row, prev or bool(row.any())))
+            if not seq[-1].busy:
+                break
+        ins.append(seq)
+    return ins, outputs
+
+
+def _step(row: np.ndarray, busy: bool) -> Step:
+    idx = np.flatnonzero(row)
+    return Step(idx.astype(np.int64), row[idx].astype(np.int64), bool(busy))
+
+
+def _spike_steps(trace: Any, site: int) -> list[list[Step]]:
+    out = []
+    for b in range(trace.batch):
+        busy = trace.busy[b, :, site]
+        t_end = int(np.flatnonzero(~busy)[0])
+        out.append([_step(trace.spikes[site][b, t].reshape(-1), busy[t]) for t in range(t_end + 1)])
+    return out
