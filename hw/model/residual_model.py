@@ -78,8 +78,8 @@ class ResidualGeometry:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer ≥ {lo}, not {v!r}")
-        if not isinstance(self.multiplier, int) or self.multiplier == 0:
-            raise ValueError(f"multiplier must be a non-zero integer, not {self.multiplier!r}")
+        if not isinstance(self.multiplier, int) or isinstance(self.multiplier, bool):
+            raise ValueError(f"multiplier must be an integer, not {self.multiplier!r}")
         if self.offset + self.spike_neurons > self.entries:
             raise ValueError(
                 f"offset must be in [0, {self.entries - self.spike_neurons}] so that every spike "

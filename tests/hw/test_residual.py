@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikezip.hw.cores.residual import ResidualCore
@@ -23,7 +23,7 @@ from tests.sw.vit_strategies import images, transformers
     ("kwargs", "message"),
     [
         ({"tokens": 0}, "tokens must be an integer ≥ 1, not 0"),
-        ({"multiplier": 0}, "multiplier must be a non-zero integer, not 0"),
+        ({"multiplier": 1.5}, "multiplier must be an integer, not 1.5"),
         ({"offset": 5}, r"offset must be in \[0, 4\]"),
         ({"base_bound": -1}, "base_bound must be None or an integer ≥ 0, not -1"),
     ],
@@ -74,7 +74,6 @@ def test_stages_give_the_reference_increments(data) -> None:
     """Chained stages (embed + position; + proj; + fc2) reproduce every LayerNorm site's
     recorded increments and busy flags, step for step."""
     vit = data.draw(transformers(max_tokens=3, max_dim=4, max_depth=2))
-    assume(all(s["multiplier"] != 0 for s in rm.stages(vit)))
     x = data.draw(images(vit, max_batch=2))
     for name, geo, pos, base, spikes, want in _lists(vit, x):
         pos = None if pos is None or not pos.any() else pos
@@ -131,7 +130,7 @@ def residual_cases(draw):
     pos = None
     if draw(st.booleans()):
         pos = rng.integers(-50, 51, (tokens, dim))
-    mult = draw(st.sampled_from([1, 2, 3, 64, -5, 100]))
+    mult = draw(st.sampled_from([1, 2, 3, 64, -5, 100, 0]))
     geo = rm.ResidualGeometry(
         tokens=tokens,
         dim=dim,
@@ -202,6 +201,8 @@ def test_injection_alone_sets_no_busy_flag() -> None:
     outputs = rm.golden_outputs(geo, None, spikes, pos)
     assert [len(o) for o in outputs] == [1, 1]
     assert outputs[0][0].values.tolist() == [5, -2] and not outputs[0][0].busy
-    got, expected, cycles = simulate(ResidualCore(geometry=geo, position=pos), None, spikes, outputs)
+    got, expected, cycles = simulate(
+        ResidualCore(geometry=geo, position=pos), None, spikes, outputs
+    )
     assert [w for _, w in got] == expected
     assert [c for c, _ in got] == cycles
