@@ -57,6 +57,12 @@ def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
     """
     if isinstance(lanes, bool):
         raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
+    from spikezip.ir.transformer import VisionTransformer
+
+    if isinstance(network, VisionTransformer):  # one core per site
+        from spikezip.hw.model.vit_sites import resolve_site_lanes
+
+        return resolve_site_lanes(network, lanes)
     widest = max(layer.n_out for layer in network.layers)
     if isinstance(lanes, numbers.Integral):
         if not 1 <= lanes <= widest:
@@ -138,7 +144,9 @@ class DesignParams:
         :data:`DEFAULT_LANES` capped at the widest layer. ``pipeline``: a preset depth or a
         :class:`Pipeline`.
         """
-        if lanes is None:
+        if lanes is None and not hasattr(network, "layers"):  # a ViT: capped per site
+            lanes = DEFAULT_LANES
+        elif lanes is None:
             lanes = min(DEFAULT_LANES, max(layer.n_out for layer in network.layers))
         return cls(
             lanes=resolve_lanes(network, lanes),

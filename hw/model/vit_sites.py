@@ -34,7 +34,14 @@ from spikezip.hw.model.softmax_model import SoftmaxParams
 from spikezip.ir.network import Layer, LayerWidths, signed_width, unsigned_width
 from spikezip.ir.transformer import SiteKind, VisionTransformer
 
-__all__ = ["SiteSpec", "site_spec", "site_specs", "site_streams"]
+__all__ = [
+    "SiteSpec",
+    "input_steps",
+    "resolve_site_lanes",
+    "site_spec",
+    "site_specs",
+    "site_streams",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,9 +239,7 @@ def site_streams(
     x = np.asarray(inputs, dtype=np.int64)
     for b in range(trace.batch):
         if name == "embed":
-            pix = x[b][np.asarray(vit.patch_index)].reshape(-1)
-            first = _step(pix, bool(pix.any()))
-            ins.append([first] + ([_step(np.zeros_like(pix), False)] if first.busy else []))
+            ins.append(input_steps(vit, x[b : b + 1])[0])
             continue
         seq = []
         for t in range(int(trace.busy.shape[1])):
@@ -263,4 +268,55 @@ def _spike_steps(trace: Any, site: int) -> list[list[Step]]:
         busy = trace.busy[b, :, site]
         t_end = int(np.flatnonzero(~busy)[0])
         out.append([_step(trace.spikes[site][b, t].reshape(-1), busy[t]) for t in range(t_end + 1)])
+    return out
+
+
+# -- lanes and input ---------------------------------------------------------------------------
+def resolve_site_lanes(vit: VisionTransformer, lanes: Any) -> tuple[int, ...]:
+    """Lanes per site, in execution order, from one value or one per site.
+
+    One value ``P``: a token-wise site takes the largest divisor of its channels per token not
+    above ``P`` (its neurons stay token-aligned), the head and the direct sites ``min(P, n)``.
+    One per site: each must lie in ``1..n`` (a token-wise site's must divide its channels per
+    token); the error names the site and the valid values.
+    """
+    sites = vit.sites
+    if isinstance(lanes, int | np.integer) and not isinstance(lanes, bool):
+        if lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes}")
+        out = []
+        for s in sites:
+            if s.kind is SiteKind.LINEAR and s.name != "head":
+                d = s.shape[-1]
+                out.append(max(p for p in range(1, min(int(lanes), d) + 1) if d % p == 0))
+            else:
+                out.append(min(int(lanes), s.size))
+        return tuple(out)
+    lanes = tuple(lanes)
+    if len(lanes) != len(sites):
+        raise ValueError(f"lanes must hold {len(sites)} values (one per site), not {len(lanes)}")
+    for s, p in zip(sites, lanes, strict=True):
+        if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 1 <= p <= s.size:
+            raise ValueError(f"lanes of site {s.name} must lie in 1..{s.size}, not {p!r}")
+        d = s.shape[-1]
+        if s.kind is SiteKind.LINEAR and s.name != "head" and d % p:
+            valid = [q for q in range(1, d + 1) if d % q == 0]
+            raise ValueError(
+                f"lanes of site {s.name} must divide its {d} channels per token (one of {valid}), "
+                f"not {p}"
+            )
+    return tuple(int(p) for p in lanes)
+
+
+def input_steps(vit: VisionTransformer, inputs: np.ndarray) -> list[list[Step]]:
+    """Per sample, the embed core's input: the pixels of every patch ``(patch·size + k, x)`` at
+    step 0 (non-zero ones; busy = any pixel of the image is non-zero, as the reference's flag),
+    then an empty step with busy 0 if step 0 was busy — the
+    analog input protocol of the MLP's first layer."""
+    x = vit.check_inputs(inputs)
+    out = []
+    for b in range(x.shape[0]):
+        pix = x[b][np.asarray(vit.patch_index)].reshape(-1)
+        first = _step(pix, bool(x[b].any()))  # (the reference: any pixel, patched or not)
+        out.append([first] + ([_step(np.zeros_like(pix), False)] if first.busy else []))
     return out

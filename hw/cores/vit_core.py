@@ -1,0 +1,356 @@
+"""The spiking ViT in RTL: every site's core, the attention, LayerNorm and residual cores, wired
+as the reference's site graph (``ir.transformer.VisionTransformer``).
+
+Per block ``b`` (streams are the layer core's protocol: events, then an end-of-step marker with
+the busy flag; ``⇉`` is a broadcast to several consumers, each through its own FIFO)::
+
+    stream_b ⇉ LayerNorm norm1 ─▶ norm1 ⇉ q ─┐                    (stream_0 = stage(embed, P))
+       │                                ⇉ k ─┴▶ scores ─▶ softmax ─▶ attn ─┐
+       │                                ⇉ v ───────────────────────────────┴▶ context product ─▶
+       │      context ─▶ proj ─┐
+       └──────────────────────-┴▶ stage norm2 ⇉ LayerNorm norm2 ─▶ norm2 ─▶ fc1 ─▶ fc2 ─┐
+                                      └──────────────────────────────────────────────┴▶ stage ─▶ …
+    … stage norm ─▶ LayerNorm norm ─▶ norm ─▶ head ─▶ o
+
+* **Sites** (23 in the digits ViT) are layer cores with an input map
+  (:mod:`hw.model.vit_sites`): the linear ones run **per token on one core** — the tokens are
+  time-multiplexed over the core's lanes, one weight matrix for all of them, the event's token
+  choosing the neuron words — and the LayerNorm, attn and context sites integrate the drive
+  events of their producer directly.
+* **Producers** of non-spike streams: the residual stages (:mod:`hw.cores.residual`), the
+  differential LayerNorm (:mod:`hw.cores.layer_norm`), the spike products
+  (:mod:`hw.cores.product`) and the differential softmax (:mod:`hw.cores.softmax`).
+
+Every core finishes a step from that step's inputs alone and reads a step only after it emitted
+the one before, so the graph runs steps and inferences in a pipeline without deadlock for any
+FIFO depth (the argument is in docs/transformer.md, "ViT network top"). Every core's marker busy
+flag is the OR of the activity of the sites it depends on, the head's therefore the whole
+network's: ``done`` pulses when the head's marker with busy 0 leaves on ``o``, the SpikeZIP
+termination rule.
+
+The ``probe`` output has :func:`hw.cores.network_core.probe_layout`'s fields over the sites in
+execution order (one transfer bit and beat per site's output, the head's ``o.valid``, then
+``i.ready``), so the network testbench decodes it into a trace with one layer per site.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.cores.layer_norm import LayerNormCore
+from spikezip.hw.cores.layouts import event_layout
+from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, probe_layout
+from spikezip.hw.cores.product import SpikeProduct
+from spikezip.hw.cores.residual import ResidualCore
+from spikezip.hw.cores.softmax import SoftmaxCore
+from spikezip.hw.model import residual_model as rm
+from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
+from spikezip.hw.model.design import DesignParams
+from spikezip.hw.model.events import EventFormat
+from spikezip.hw.model.product_model import ProductGeometry
+from spikezip.hw.model.softmax_model import SoftmaxParams
+from spikezip.hw.model.vit_sites import SiteSpec, site_spec
+from spikezip.ir.transformer import SiteKind, VisionTransformer
+
+__all__ = ["Broadcast", "ViTCore"]
+
+
+class Broadcast(wiring.Component):
+    """One stream to ``n`` consumers: a beat leaves when every consumer has taken it (each
+    output's ``valid`` drops once its consumer took the beat). ``o_k.valid`` depends on ``i.valid``
+    and registers only; ``i.ready`` on the consumers' ``ready``.
+
+    Members
+    -------
+    i : In(stream.Signature(layout))
+    o0 … o{n-1} : Out(stream.Signature(layout))
+    """
+
+    def __init__(self, layout, n: int) -> None:
+        self._n = n
+        members = {"i": In(stream.Signature(layout))}
+        members |= {f"o{k}": Out(stream.Signature(layout)) for k in range(n)}
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        outs = [getattr(self, f"o{k}") for k in range(self._n)]
+        taken = [Signal(name=f"taken{k}") for k in range(self._n)]
+        for o, t in zip(outs, taken, strict=True):
+            m.d.comb += [o.payload.eq(self.i.payload), o.valid.eq(self.i.valid & ~t)]
+        m.d.comb += self.i.ready.eq(
+            Cat(*(t | o.ready for o, t in zip(outs, taken, strict=True))).all()
+        )
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [t.eq(0) for t in taken]
+        with m.Else():
+            m.d.sync += [t.eq(t | (o.valid & o.ready)) for o, t in zip(outs, taken, strict=True)]
+        return m
+
+
+def _fields(port) -> tuple[int, int]:
+    layout = port.payload.shape()
+    return layout["index"].shape.width, layout["value"].shape.width
+
+
+class ViTCore(wiring.Component):
+    """The whole ViT (see the module docstring).
+
+    Parameters
+    ----------
+    vit : ir.transformer.VisionTransformer
+    params : hw.model.design.DesignParams, optional
+        Lanes per site (:func:`hw.model.vit_sites.resolve_site_lanes`), pipeline, storage and
+        FIFO depth; or give them as the keywords below (not both).
+    lanes : int or sequence of int, optional
+        One value for every site (a token-wise site takes the largest divisor of its channels
+        per token not above it) or one per site; default 8.
+    pipeline : hw.model.cycle_model.Pipeline or int, optional
+        Register stages of the site cores and products (preset depth 0–3, default 1).
+    fifo_depth : int, optional
+        Entries of every FIFO (default: a whole step of the producer's events and its marker).
+    storage : str, optional
+        Where the site cores keep membranes and tracers (default by size).
+    product_lanes : int, optional
+        Lanes of the spike products (default: the token count).
+    probe : bool
+        Add the ``probe`` output for testbenches.
+
+    Members
+    -------
+    i : In(stream.Signature(event_layout(embed input format)))
+        Pixels ``(patch·patch_size + k, x)`` of step 0, then markers (as the MLP's analog input).
+    o : Out(stream.Signature(event_layout(head output format)))
+        The head's spikes and markers.
+    done : Out(1)
+    cycles, inferences : Out(32)
+    counters : Out(32 · 4 · sites), per site ``events, spikes, steps, stalls`` (as NetworkCore)
+    probe : Out(probe_width), only with ``probe=True``
+    """
+
+    def __new__(
+        cls,
+        *,
+        vit: VisionTransformer,
+        params: DesignParams | None = None,
+        lanes: int | Sequence[int] | None = None,
+        pipeline: Pipeline | int | None = None,
+        fifo_depth: int | None = None,
+        storage: str | None = None,
+        product_lanes: int | None = None,
+        probe: bool = False,
+    ) -> ViTCore:
+        # checked before the object exists (a rejected one leaves no unused elaboratable)
+        if not isinstance(vit, VisionTransformer):
+            raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
+        checked = DesignParams.coerce(
+            vit, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth, storage=storage
+        )
+        pl = vit.tokens if product_lanes is None else product_lanes
+        if isinstance(pl, bool) or not isinstance(pl, int) or pl < 1:
+            raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
+        self = super().__new__(cls, src_loc_at=1)
+        self._params, self._product_lanes = checked, pl
+        self._specs = {
+            s.name: site_spec(vit, s.name, lanes=p)
+            for s, p in zip(vit.sites, checked.lanes, strict=True)
+        }
+        return self
+
+    def __init__(self, *, vit: VisionTransformer, probe: bool = False, **_: object) -> None:
+        self._vit, self._probe = vit, bool(probe)
+        self._pipeline, self._fifo_depth = self._params.pipeline, self._params.fifo_depth
+        first, last = self._specs[vit.sites[0].name], self._specs[vit.sites[-1].name]
+        fin, fout = first.input_format, last.output_format
+        members = {
+            "i": In(stream.Signature(event_layout(fin.index_width, fin.value_width))),
+            "o": Out(stream.Signature(event_layout(fout.index_width, fout.value_width))),
+            "done": Out(1),
+            "cycles": Out(COUNTER_WIDTH),
+            "inferences": Out(COUNTER_WIDTH),
+            "counters": Out(COUNTER_WIDTH * len(COUNTERS) * len(vit.sites)),
+        }
+        if self._probe:
+            members["probe"] = Out(self.probe_width)
+        super().__init__(members)
+
+    # -- facts ---------------------------------------------------------------------------------
+    @property
+    def vit(self) -> VisionTransformer:
+        return self._vit
+
+    @property
+    def sites(self) -> dict[str, SiteSpec]:
+        """Every site's spec (neurons, widths, formats, map), in execution order."""
+        return dict(self._specs)
+
+    @property
+    def params(self) -> DesignParams:
+        """The design's knobs (lanes per site, pipeline, storage, FIFO depth)."""
+        return self._params
+
+    @property
+    def lanes(self) -> tuple[int, ...]:
+        """Lanes of every site core, in execution order."""
+        return self._params.lanes
+
+    def fifo_depths(self) -> tuple[int, ...]:
+        """Depth of every FIFO, in the order they are built (known once elaborated)."""
+        return tuple(getattr(self, "_fifos", ()))
+
+    @property
+    def product_lanes(self) -> int:
+        return self._product_lanes
+
+    @property
+    def formats(self) -> tuple[EventFormat, ...]:
+        """Output event format of every site, in execution order."""
+        return tuple(s.output_format for s in self._specs.values())
+
+    def product_geometry(self, block: int, kind: str) -> ProductGeometry:
+        """The geometry of a block's spike product (its accumulator latency the pipeline's)."""
+        timing = LayerTiming(n_out=1, lanes=1, pipeline=self._pipeline)
+        geo = ProductGeometry.for_block(self._vit, block, kind, lanes=self._product_lanes)
+        return dataclasses.replace(geo, accumulator_latency=timing.accumulator_latency)
+
+    @property
+    def input_format(self) -> EventFormat:
+        return next(iter(self._specs.values())).input_format
+
+    @property
+    def probe_width(self) -> int:
+        _, offset, width = probe_layout(self.formats)[-1]
+        return offset + width
+
+    # -- RTL -----------------------------------------------------------------------------------
+    def _link(self, m: Module, src, dsts: list, name: str, depth: int) -> None:
+        """``src`` to every port of ``dsts``, each through a FIFO of ``depth`` (a broadcast first
+        when there are several); index and value are widened, never narrowed."""
+        iw, vw = _fields(src)
+        layout, name = event_layout(iw, vw), name.replace(".", "_")
+        if len(dsts) > 1:
+            m.submodules[f"{name}_fork"] = fork = Broadcast(layout, len(dsts))
+            wiring.connect(m, src, fork.i)
+            heads = [getattr(fork, f"o{k}") for k in range(len(dsts))]
+        else:
+            heads = [src]
+        for k, (head, dst) in enumerate(zip(heads, dsts, strict=True)):
+            diw, dvw = _fields(dst)
+            if diw < iw or dvw < vw:
+                raise ValueError(
+                    f"{name}: a ({iw}, {vw})-bit stream does not fit a ({diw}, {dvw})-bit input"
+                )
+            q = fifo.SyncFIFOBuffered(width=layout.size, depth=depth)
+            self._fifos.append(depth)
+            m.submodules[f"{name}_fifo{k}" if len(dsts) > 1 else f"{name}_fifo"] = q
+            wiring.connect(m, head, q.w_stream)
+            beat = layout(q.r_stream.payload)
+            d = dst.payload
+            m.d.comb += [dst.valid.eq(q.r_stream.valid), q.r_stream.ready.eq(dst.ready)]
+            m.d.comb += [d.marker.eq(beat.marker), d.busy.eq(beat.busy)]
+            m.d.comb += [d.index.eq(beat.index), d.value.eq(beat.value)]
+
+    def _depth(self, entries: int) -> int:
+        return self._fifo_depth or entries + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        self._fifos = []
+        vit, specs, pipe = self._vit, self._specs, self._pipeline
+        site = {}
+        for name, spec in specs.items():
+            core = LayerCore.for_site(spec, pipeline=pipe, storage=self._params.storage)
+            m.submodules["site_" + name.replace(".", "_")] = site[name] = core
+        norms = {s.name: LayerNormCore.for_site(vit, s.name) for s in vit.sites
+                 if s.kind is SiteKind.LAYERNORM}  # fmt: skip
+        for name, core in norms.items():
+            m.submodules["ln_" + name.replace(".", "_")] = core
+        stages = {}
+        for st in rm.stages(vit):
+            pos = st["position"]
+            pos = None if pos is None or not pos.any() else pos
+            core = ResidualCore(geometry=rm.stage_geometry(vit, st), position=pos)
+            m.submodules["stage_" + st["name"].replace(".", "_")] = stages[st["name"]] = core
+        link = self._link
+        wiring.connect(m, wiring.flipped(self.i), site[vit.sites[0].name].i)
+        entries = vit.tokens * vit.dim
+        for st in rm.stages(vit):
+            name = st["name"]
+            link(
+                m,
+                site[st["site"]].o,
+                [stages[name].b],
+                f"{st['site']}_to_stage",
+                self._depth(specs[st["site"]].n_out),
+            )
+            nxt = [x for x in rm.stages(vit) if x["base"] == name]
+            dsts = [norms[name].i] + [stages[x["name"]].a for x in nxt]
+            link(m, stages[name].o, dsts, f"stage_{name}", self._depth(entries))
+            link(m, norms[name].o, [site[name].i], f"ln_{name}", self._depth(entries))
+        for b in range(vit.depth):
+            self._block(m, f"blocks.{b}.", b, site)
+        link(m, site["norm"].o, [site["head"].i], "norm", self._depth(specs["norm"].n_out))
+        wiring.connect(m, site["head"].o, wiring.flipped(self.o))
+        self._monitor(m, site)
+        return m
+
+    def _block(self, m: Module, p: str, b: int, site: dict) -> None:
+        vit, link, specs = self._vit, self._link, self._specs
+        pipe = self._pipeline
+        scores, context = (
+            SpikeProduct(geo=self.product_geometry(b, kind), pipeline=pipe)
+            for kind in ("scores", "context")
+        )
+        softmax = SoftmaxCore(SoftmaxParams.of_block(vit, b))
+        tag = p.replace(".", "_")
+        m.submodules[tag + "scores"] = scores
+        m.submodules[tag + "context_product"] = context
+        m.submodules[tag + "softmax"] = softmax
+
+        def depth(name: str) -> int:
+            return self._depth(specs[p + name].n_out)
+
+        link(m, site[p + "norm1"].o, [site[p + f].i for f in "qkv"], p + "norm1", depth("norm1"))
+        link(m, site[p + "q"].o, [scores.x], p + "q", depth("q"))
+        link(m, site[p + "k"].o, [scores.y], p + "k", depth("k"))
+        link(m, scores.o, [softmax.i], p + "scores", depth("attn"))
+        link(m, softmax.o, [site[p + "attn"].i], p + "softmax", depth("attn"))
+        link(m, site[p + "attn"].o, [context.x], p + "attn", depth("attn"))
+        link(m, site[p + "v"].o, [context.y], p + "v", depth("v"))
+        link(m, context.o, [site[p + "context"].i], p + "context_product", depth("context"))
+        link(m, site[p + "context"].o, [site[p + "proj"].i], p + "context", depth("context"))
+        link(m, site[p + "norm2"].o, [site[p + "fc1"].i], p + "norm2", depth("norm2"))
+        link(m, site[p + "fc1"].o, [site[p + "fc2"].i], p + "fc1", depth("fc1"))
+
+    def _monitor(self, m: Module, site: dict) -> None:
+        last = self.o
+        m.d.comb += self.done.eq(last.valid & last.ready & last.payload.marker & ~last.payload.busy)
+        m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.done):
+            m.d.sync += self.inferences.eq(self.inferences + 1)
+        probe, cores, counters = [], list(site.values()), []
+        for k, core in enumerate(cores):
+            inp, out = core.i, core.o
+            fire_out = out.valid & out.ready
+            regs = {n: Signal(COUNTER_WIDTH, name=f"{n}{k}") for n in COUNTERS}
+            for n, cond in (
+                ("events", inp.valid & inp.ready & ~inp.payload.marker),
+                ("spikes", fire_out & ~out.payload.marker),
+                ("steps", fire_out & out.payload.marker),
+                ("stalls", out.valid & ~out.ready),
+            ):
+                with m.If(cond):
+                    m.d.sync += regs[n].eq(regs[n] + 1)
+            counters.extend(regs[n] for n in COUNTERS)
+            probe.extend([fire_out if k < len(cores) - 1 else out.valid, out.payload.as_value()])
+        m.d.comb += self.counters.eq(Cat(*counters))
+        if not self._probe:
+            return
+        probe.append(self.i.ready)
+        m.d.comb += self.probe.eq(Cat(*probe))

@@ -1,0 +1,149 @@
+"""The whole ViT top (``hw.cores.vit_core.ViTCore``) in Amaranth's simulator (tier 2).
+
+Random ViTs and images, random lanes, pipeline presets and FIFO depths (down to 1 entry: the
+graph must not deadlock at any depth): every site's spikes, every step, equal the reference's;
+the cumulative busy flags (the OR of the site cores' marker flags in execution order) equal the
+reference's; every sample ends in the reference's step count; several inferences back to back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikezip.hw.cores.layouts import event_layout
+from spikezip.hw.cores.network_core import probe_layout
+from spikezip.hw.cores.vit_core import Broadcast, ViTCore
+from spikezip.hw.model.vit_sites import input_steps
+from spikezip.sim.tb import kit
+from spikezip.sw.vit.reference import run
+from tests.sw.vit_strategies import images, transformers
+
+
+def simulate_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000) -> list[list]:
+    """Run every sample back to back; per site, its decoded steps per sample."""
+    fmt_in = core.input_format
+    words = [w for inf in input_steps(core.vit, x) for s in inf for w in s.words(fmt_in)]
+    fields = {n: (o, w) for n, o, w in probe_layout(core.formats)}
+    rec: list[int] = []
+    batch = x.shape[0]
+
+    async def bench(ctx):
+        ptr, done, cycle = 0, 0, 0
+        ctx.set(core.o.ready, 1)
+        while done < batch and cycle < limit:
+            ctx.set(core.i.valid, ptr < len(words))
+            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
+            rec.append(ctx.get(core.probe))
+            ptr += bool(ptr < len(words) and ctx.get(core.i.ready))
+            done += ctx.get(core.done)
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    sites = core.vit.sites
+    out = []
+    for k in range(len(sites)):
+        fo, _ = fields[f"fire{k}"] if k < len(sites) - 1 else fields["out_valid"]
+        bo, bw = fields[f"beat{k}"]
+        beats = [(c, (p >> bo) & ((1 << bw) - 1)) for c, p in enumerate(rec) if (p >> fo) & 1]
+        out.append(kit.decode_stream(beats, core.formats[k], batch))
+    return out
+
+
+def check_against_reference(core: ViTCore, x: np.ndarray) -> None:
+    hw = simulate_vit(core, x)
+    tr = run(core.vit, x).trace
+    n_sites = len(core.vit.sites)
+    for b in range(x.shape[0]):
+        T = int(tr.steps[b])
+        assert len(hw[-1][b]) == T, ("steps", b)
+        busy = np.zeros((T, n_sites), dtype=bool)
+        for k, site in enumerate(core.vit.sites):
+            steps = hw[k][b]
+            assert len(steps) <= T, (site.name, b)
+            for t in range(T):
+                ref = tr.spikes[k][b, t].reshape(-1)
+                got = np.zeros_like(ref)
+                if t < len(steps):
+                    got[steps[t].step.indices] = steps[t].step.values
+                    busy[t, k] = steps[t].step.busy
+                assert np.array_equal(got, ref), (site.name, b, t)
+        assert np.array_equal(np.logical_or.accumulate(busy, axis=1), tr.busy[b, :T]), b
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_vits_equal_the_reference(data) -> None:
+    vit = data.draw(transformers(max_dim=4, max_tokens=3, max_depth=1))
+    x = data.draw(images(vit, max_batch=2))
+    core = ViTCore(
+        vit=vit,
+        lanes=data.draw(st.integers(1, 4)),
+        pipeline=data.draw(st.sampled_from([0, 1, 2, 3])),
+        fifo_depth=data.draw(st.sampled_from([None, 1, 2])),
+        probe=True,
+    )
+    check_against_reference(core, x)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_vits_equal_the_reference_more(data) -> None:
+    vit = data.draw(transformers(max_dim=8, max_tokens=5, max_depth=2))
+    x = data.draw(images(vit, max_batch=3))
+    core = ViTCore(
+        vit=vit,
+        lanes=data.draw(st.integers(1, 8)),
+        pipeline=data.draw(st.sampled_from([0, 1, 2, 3])),
+        fifo_depth=data.draw(st.sampled_from([None, 1, 2, 5])),
+        product_lanes=data.draw(st.integers(1, 5)),
+        probe=True,
+    )
+    check_against_reference(core, x)
+
+
+def test_broadcast_waits_for_every_consumer() -> None:
+    """A beat leaves only when both consumers took it; each gets every beat once, in order."""
+    fork = Broadcast(event_layout(4, 2), 2)
+    beats = list(range(1, 9))
+    got = [[], []]
+    rng = np.random.default_rng(1)
+
+    async def bench(ctx):
+        ptr = 0
+        for _ in range(200):
+            ctx.set(fork.i.valid, ptr < len(beats))
+            ctx.set(fork.i.payload.as_value(), beats[min(ptr, len(beats) - 1)] << 1)
+            readies = [bool(rng.random() < 0.4), bool(rng.random() < 0.7)]
+            for k, r in enumerate(readies):
+                port = getattr(fork, f"o{k}")
+                ctx.set(port.ready, r)
+                if r and ctx.get(port.valid):
+                    got[k].append(ctx.get(port.payload.as_value()) >> 1)
+            ptr += bool(ptr < len(beats) and ctx.get(fork.i.ready))
+            await ctx.tick()
+
+    sim = Simulator(fork)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [beats, beats]
+
+
+@settings(max_examples=1, deadline=None)
+@given(transformers(max_dim=4, max_tokens=3, max_depth=1))
+def test_parameters_are_checked_first(vit) -> None:
+    with pytest.raises(TypeError, match="vit must be a VisionTransformer"):
+        ViTCore(vit=None)
+    with pytest.raises(ValueError, match="product_lanes must be a positive integer"):
+        ViTCore(vit=vit, product_lanes=0)
+    with pytest.raises(ValueError, match="lanes must hold"):
+        ViTCore(vit=vit, lanes=(1, 2))
