@@ -41,7 +41,9 @@ from spikezip.hw.flow.generate import generator_fingerprint, verify_design, writ
 from spikezip.hw.flow.manifest import Manifest
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import input_steps
+from spikezip.hw.model.vit_sites import input_steps as vit_input_steps
 from spikezip.ir import Network, Trace
+from spikezip.ir.transformer import VisionTransformer
 from spikezip.sim.runner import (
     SIMULATORS,
     FileLock,
@@ -151,11 +153,19 @@ def _locked_design(
         yield d
 
 
-def _max_cycles(network: Network, d: Design, x: np.ndarray, slack: float) -> int:
-    steps = network.step_bound(x.shape[1] if x.ndim == 3 else 1)
+def _max_cycles(
+    network: Network | VisionTransformer, d: Design, x: np.ndarray, slack: float
+) -> int:
     per_step = sum(  # cycles_per_event: a pass over the words (W, padded by deep pipelines)
         (layer.n_in + 2) * layer.cycles_per_event + layer.n_out + 16 for layer in d.manifest.layers
     )
+    if isinstance(network, VisionTransformer):
+        steps = network.step_bound()
+        # the LayerNorm cores (≤ 64 cycles per entry), the softmax and product read-outs
+        per_step += 64 * network.tokens * network.dim * (2 * network.depth + 1)
+        per_step += sum(16 * b.heads * network.tokens**2 for b in network.blocks)
+    else:
+        steps = network.step_bound(x.shape[1] if x.ndim == 3 else 1)
     init = sum(layer.init_cycles + 16 for layer in d.manifest.layers)
     return int((steps * per_step + init) * x.shape[0] * slack) + 1000
 
@@ -182,7 +192,12 @@ def prepare(
     layers = d.manifest.layers
     fmt = layers[0].input_format
     words, starts = [], []
-    for steps in input_steps(network, x, None, 0):
+    if isinstance(network, VisionTransformer):
+        samples, names = vit_input_steps(network, x), network.site_names
+    else:
+        samples = input_steps(network, x, None, 0)
+        names = tuple(network.layer_name(k) for k in range(network.depth))
+    for steps in samples:
         starts.append(len(words))
         for step in steps:
             words.extend(step.words(fmt))
@@ -193,7 +208,7 @@ def prepare(
         words=np.array(words, dtype=np.int64),
         sample_starts=np.array(starts, dtype=np.int64),
         n_out=tuple(layer.n_out for layer in layers),
-        layer_names=tuple(network.layer_name(k) for k in range(network.depth)),
+        layer_names=names,
         formats=tuple(layer.output_format for layer in layers),
         probe=BitLayout.from_json([asdict(f) for f in d.manifest.probe_layout]),
         digest=network.digest(),
@@ -424,7 +439,7 @@ def _run(
     facts = NetworkResult.load(run_dir / "inferences.npz")
     if on_progress is not None:
         on_progress(len(facts.done))
-    depth = network.depth
+    depth = len(d.manifest.layers)
     return HardwareRun(
         trace=trace,
         first_input=facts.first_input,

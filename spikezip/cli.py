@@ -203,6 +203,16 @@ def _network(path: str, what: str = "NETWORK") -> Network | VisionTransformer:
     return load_network(path)
 
 
+def _rtl_network(path: str) -> Network | VisionTransformer:
+    """A network ``generate`` and ``simulate`` take: an MLP or a ViT."""
+    return _network(path)
+
+
+def _n_cores(network: Network | VisionTransformer) -> int:
+    """Layer cores of the design: one per layer, or one per ViT site."""
+    return len(network.sites) if isinstance(network, VisionTransformer) else network.depth
+
+
 def _fc_network(path: str) -> Network:
     network = _network(path)
     if not isinstance(network, Network):
@@ -301,7 +311,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 DIGITS_FILES = ("digits.npz", "digits_inputs.npy", "digits_labels.npy")
 
 
+DIGITS_VIT_FILES = ("digits-vit.npz", "digits_inputs.npy", "digits_labels.npy")
+
+
 def cmd_digits(args: argparse.Namespace) -> int:
+    if args.model == "vit":
+        return _digits_vit(args)
     out = output_dir(args.output, "-o", DIGITS_FILES)
     from spikezip.sw import digits, qann
     from spikezip.sw.convert import to_network
@@ -320,11 +335,31 @@ def cmd_digits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _digits_vit(args: argparse.Namespace) -> int:
+    out = output_dir(args.output, "-o", DIGITS_VIT_FILES)
+    from spikezip.sw import digits
+    from spikezip.sw.vit import model as vit_model
+    from spikezip.sw.vit.convert import to_transformer
+
+    vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit")
+    data = digits.load()
+    out.mkdir(parents=True, exist_ok=True)
+    vit.save(out / "digits-vit.npz")
+    _save_array(out / "digits_inputs.npy", data.x_test)
+    _save_array(out / "digits_labels.npy", data.y_test)
+    print(
+        f"wrote {out}/digits-vit.npz ({vit.tokens} tokens × {vit.dim}, depth {vit.depth}, "
+        f"{len(vit.sites)} sites, digest {vit.digest()[:12]}), "
+        f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
+    )
+    return EXIT_OK
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     source = input_file(args.network, "NETWORK")
-    network = _fc_network(args.network)
+    network = _rtl_network(args.network)
     writes = [f"{args.top}.v", "manifest.json"] + [
-        f"layer{k}.weights.hex" for k in range(network.depth)
+        f"layer{k}.weights.hex" for k in range(_n_cores(network))
     ]
     output_dir(args.output, "-o", writes, [("NETWORK", source)])
     params = _design_params(network, args)
@@ -354,7 +389,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     sources.append(("INPUTS", input_file(args.inputs, "INPUTS")))
     output_file(args.output, "-o", sources)
     _build_dir(args.build_dir, sources)
-    network = _fc_network(args.network)
+    network = _rtl_network(args.network)
     x = _checked_inputs(network, args.inputs)
     params = _design_params(network, args)
     from spikezip.sim.runner import BuildError, SimulationError
@@ -613,6 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("digits", help="train (or load cached) the digits QANN and convert it")
     d.add_argument("-o", "--output", default="out", help="directory to write into")
+    d.add_argument(
+        "--model",
+        choices=("mlp", "vit"),
+        default="mlp",
+        help="the MLP (digits.npz, default) or the spiking ViT (digits-vit.npz)",
+    )
     d.set_defaults(func=cmd_digits)
 
     g = sub.add_parser(

@@ -53,11 +53,12 @@ RESULT_DELAY                   6          7          11         11
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator
+from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator, weight_words
 from spikezip.hw.cores.emitter import SpikeEmitter
 from spikezip.hw.cores.layouts import event_layout, state_layout
 from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
@@ -335,6 +336,18 @@ class LayerCore(wiring.Component):
     def buffered_steps(self) -> int:
         """Steps whose spikes the emitter holds at once (a sweep waits while both are taken)."""
         return 2
+
+    @property
+    def n_in(self) -> int:
+        """Input indices the core reads (a mapped core's: its map's)."""
+        return self._layer.n_in if self._site is None else self._site.input_map.n_in
+
+    def weight_table(self) -> np.ndarray:
+        """The weight memory, ``int64 [depth, lanes]`` (address ``j·W + c``; a mapped core's:
+        its map's table, address ``row·span + offset``)."""
+        if self._site is not None:
+            return self._site.input_map.table
+        return weight_words(self._layer, self.lanes)
 
     @property
     def weight_bits(self) -> int:

@@ -200,6 +200,16 @@ class ViTCore(wiring.Component):
         """Lanes of every site core, in execution order."""
         return self._params.lanes
 
+    @property
+    def cores(self) -> tuple[LayerCore, ...]:
+        """The site cores, in execution order (built once; the RTL instantiates these)."""
+        if not hasattr(self, "_cores"):
+            self._cores = tuple(
+                LayerCore.for_site(spec, pipeline=self._pipeline, storage=self._params.storage)
+                for spec in self._specs.values()
+            )
+        return self._cores
+
     def fifo_depths(self) -> tuple[int, ...]:
         """Depth of every FIFO, in the order they are built (known once elaborated)."""
         return tuple(getattr(self, "_fifos", ()))
@@ -262,10 +272,9 @@ class ViTCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         self._fifos = []
-        vit, specs, pipe = self._vit, self._specs, self._pipeline
+        vit, specs = self._vit, self._specs
         site = {}
-        for name, spec in specs.items():
-            core = LayerCore.for_site(spec, pipeline=pipe, storage=self._params.storage)
+        for name, core in zip(specs, self.cores, strict=True):
             m.submodules["site_" + name.replace(".", "_")] = site[name] = core
         norms = {s.name: LayerNormCore.for_site(vit, s.name) for s in vit.sites
                  if s.kind is SiteKind.LAYERNORM}  # fmt: skip

@@ -34,6 +34,7 @@ from amaranth.lib import wiring
 
 from spikezip.hw.cores.accumulator import weight_words
 from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
+from spikezip.hw.cores.vit_core import ViTCore
 from spikezip.hw.flow.manifest import (
     MANIFEST,
     LayerEntry,
@@ -47,6 +48,7 @@ from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Network
 from spikezip.ir._io import atomic_write
+from spikezip.ir.transformer import VisionTransformer
 
 __all__ = [
     "MANIFEST",
@@ -192,13 +194,15 @@ def write_design(
     other files are left alone. Not safe against a concurrent ``write_design`` into the same
     folder: callers that share folders serialise (:func:`sim.simulate.design` locks).
     """
-    top = NetworkCore(
-        network=network,
-        params=DesignParams.coerce(
-            network, params, lanes=lanes, fifo_depth=fifo_depth, pipeline=pipeline, storage=storage
-        ),
-        probe=probe,
+    checked = DesignParams.coerce(
+        network, params, lanes=lanes, fifo_depth=fifo_depth, pipeline=pipeline, storage=storage
     )
+    if isinstance(network, VisionTransformer):
+        top = ViTCore(vit=network, params=checked, probe=probe)
+        names = network.site_names
+    else:
+        top = NetworkCore(network=network, params=checked, probe=probe)
+        names = tuple(network.layer_name(k) for k in range(network.depth))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     old_files = _listed_files(_old_manifest(directory))
@@ -213,13 +217,13 @@ def write_design(
     write(f"{toplevel}.v", generate(top, toplevel, backend=backend))
     layers = []
     for k, core in enumerate(top.cores):
-        words = weight_words(core.layer, core.lanes)
+        words = core.weight_table()
         hex_name = f"layer{k}.weights.hex"
         write(hex_name, _hex(words, core.widths.weight, core.lanes))
         layers.append(
             LayerEntry(
-                name=network.layer_name(k),
-                n_in=core.layer.n_in,
+                name=names[k],
+                n_in=core.n_in,
                 n_out=core.layer.n_out,
                 lanes=core.lanes,
                 words=core.words,
@@ -244,7 +248,7 @@ def write_design(
         network=NetworkEntry(
             name=network.name,
             digest=network.digest(),
-            encoding=network.encoding.value,
+            encoding=network.encoding.value if isinstance(network, Network) else "analog",
             n_inputs=network.n_inputs,
             input_bounds=tuple(network.input_bounds),
         ),

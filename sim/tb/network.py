@@ -50,7 +50,9 @@ def hardware_trace(stim: NetworkStimulus, rec: list[int], source: str) -> Trace:
     return Trace(
         network_digest=stim.digest,
         spikes=tuple(a["spikes"] for a in layers),
-        busy=np.stack([a["busy"] for a in layers], axis=2),
+        # cumulative in layer order: a chain's markers already are; a ViT site's marker flags
+        # only the sites it depends on (docs/transformer.md, "ViT network top")
+        busy=np.logical_or.accumulate(np.stack([a["busy"] for a in layers], axis=2), axis=2),
         steps=np.maximum(layers[-1]["steps"], 1),
         capped=np.array([not s or s[-1].step.busy for s in last], dtype=bool),
         step_cycles=tuple(a["step_cycles"] for a in layers),

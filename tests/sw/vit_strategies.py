@@ -91,7 +91,34 @@ def transformers(draw, *, max_tokens: int = 5, max_dim: int = 8, max_depth: int 
     heads = draw(st.sampled_from([h for h in (1, 2, 4) if dim % h == 0]))
     hidden = draw(st.integers(1, 8))
     depth = draw(st.integers(1, max_depth))
-    lo, hi = draw(st.sampled_from([(0, 16), (-8, 7), (0, 1), (-300, 255)]))
+    bounds = draw(st.sampled_from([(0, 16), (-8, 7), (0, 1), (-300, 255)]))
+    return build_vit(
+        rng,
+        patches=patches,
+        patch_size=patch_size,
+        n_inputs=n_inputs,
+        dim=dim,
+        heads=heads,
+        hidden=hidden,
+        depth=depth,
+        input_bounds=bounds,
+    )
+
+
+def build_vit(
+    rng: np.random.Generator,
+    *,
+    patches: int,
+    patch_size: int,
+    n_inputs: int,
+    dim: int,
+    heads: int,
+    hidden: int,
+    depth: int,
+    input_bounds: tuple[int, int] = (0, 16),
+) -> VisionTransformer:
+    """A random :class:`VisionTransformer` of the given shape, deterministic in ``rng``."""
+    lo, hi = input_bounds
     rmax = int(rng.choice([1, 16, 300]))
     blocks = tuple(
         Block(
