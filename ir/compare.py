@@ -14,6 +14,7 @@ sizes, depths or widths, no samples at all, or — when both traces record input
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,11 +44,14 @@ class Divergence:
     actual: int
     cycle: int | None  #: the hardware cycle of that event or step, when a trace has cycle stamps
     context: str  #: a few steps of expected vs actual around the divergence
+    #: the neuron's coordinates in its layer's shape (``token 3, channel 5``), when known
+    coordinates: str = ""
 
     def __str__(self) -> str:
         where = f"sample {self.sample}, layer {self.layer} ({self.layer_name})"
         if self.neuron is not None:
             where += f", neuron {self.neuron}"
+            where += f" ({self.coordinates})" if self.coordinates else ""
         where += f", time step {self.step}"
         where += f", cycle {self.cycle}" if self.cycle is not None else ", cycle n/a"
         if self.field == "steps":
@@ -153,11 +157,17 @@ def _context(
 
 
 def first_divergence(
-    expected: Trace, actual: Trace, *, fields: tuple[str, ...] | None = None
+    expected: Trace,
+    actual: Trace,
+    *,
+    fields: tuple[str, ...] | None = None,
+    describe: Callable[[int, int], str] | None = None,
 ) -> Divergence | None:
     """Compare two traces exactly; return the first :class:`Divergence` or ``None``.
 
-    ``fields`` defaults to every per-step field recorded in both traces. Raises
+    ``fields`` defaults to every per-step field recorded in both traces. ``describe(layer,
+    neuron)`` names a neuron's coordinates in its layer (a ViT site's token and channel,
+    :meth:`ir.transformer.VisionTransformer.describe_neuron`). Raises
     :class:`TraceMismatchError` when the traces are of different networks or shapes.
     """
     if expected.network_digest != actual.network_digest:
@@ -253,6 +263,7 @@ def first_divergence(
         context=_context(
             e[k][b, :, n], a[k][b, :, n], t, expected, actual, b, label, flag=name == "busy"
         ),
+        coordinates=describe(k, n) if describe is not None and neuron is not None else "",
     )
 
 

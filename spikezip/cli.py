@@ -267,13 +267,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     input_file(args.golden, "GOLDEN")
     input_file(args.actual, "ACTUAL")
     golden, actual = Trace.load(args.golden), Trace.load(args.actual)
+    describe = None
     if args.network is not None:
-        digest = _network(args.network, "--network").digest()
+        network = _network(args.network, "--network")
+        digest = network.digest()
         for name, tr in ((args.golden, golden), (args.actual, actual)):
             if tr.network_digest != digest:
                 raise CliError(f"{name}: trace is of another network (digest mismatch)")
+        if isinstance(network, VisionTransformer):
+            describe = network.describe_neuron
     try:
-        div = first_divergence(golden, actual)
+        div = first_divergence(golden, actual, describe=describe)
     except TraceMismatchError as e:
         raise CliError(str(e)) from None
     if div is None:

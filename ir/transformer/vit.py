@@ -242,6 +242,19 @@ class VisionTransformer:
     def site_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.sites)
 
+    def describe_neuron(self, site: int, neuron: int) -> str:
+        """The coordinates of flat ``neuron`` of site number ``site`` in its shape:
+        ``token 3, channel 5`` (``patch`` for the embedding, ``head, query, key`` for attn,
+        ``class`` for the head)."""
+        s = self.sites[site]
+        axes = {
+            "embed": ("patch", "channel"),
+            "attn": ("head", "query token", "key token"),
+            "head": ("class",),
+        }.get(s.role, ("token", "channel"))
+        idx = np.unravel_index(int(neuron), s.shape)
+        return ", ".join(f"{a} {int(i)}" for a, i in zip(axes, idx, strict=True))
+
     # -- derived facts ---------------------------------------------------------------------------
     def step_bound(self) -> int:
         """Number of steps within which the network provably reaches its first idle step.

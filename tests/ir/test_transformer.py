@@ -273,3 +273,20 @@ def test_corrupt_transformer_file(tmp_path):
     write_npz(tmp_path / "v99.npz", meta, arrays)
     with pytest.raises(FormatError, match="unsupported transformer format version 99"):
         VisionTransformer.load(tmp_path / "v99.npz")
+
+
+def test_describe_neuron_names_coordinates() -> None:
+    from tests.sw.vit_strategies import build_vit
+
+    vit = build_vit(
+        np.random.default_rng(0), patches=3, patch_size=2, n_inputs=6, dim=4, heads=2,
+        hidden=4, depth=1,
+    )  # fmt: skip
+    names = vit.site_names
+    assert vit.describe_neuron(names.index("embed"), 5) == "patch 1, channel 1"
+    assert vit.describe_neuron(names.index("blocks.0.q"), 13) == "token 3, channel 1"
+    # attn: (heads, tokens, tokens) = (2, 4, 4)
+    assert vit.describe_neuron(names.index("blocks.0.attn"), 16 + 4 + 2) == (
+        "head 1, query token 1, key token 2"
+    )
+    assert vit.describe_neuron(names.index("head"), 1) == "class 1"

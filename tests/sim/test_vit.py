@@ -82,7 +82,7 @@ def test_planted_fault_is_located(kind, tmp_path) -> None:
         d.manifest, network=dataclasses.replace(d.manifest.network, digest=vit.digest())
     )
     hw = simulate(vit, x, sim="icarus", design_dir=Design(d.directory, manifest))
-    found = first_divergence(golden, hw.trace)
+    found = first_divergence(golden, hw.trace, describe=vit.describe_neuron)
     assert found is not None
     assert (found.sample, found.layer, found.neuron, found.step) == (
         expected.sample,
@@ -92,3 +92,8 @@ def test_planted_fault_is_located(kind, tmp_path) -> None:
     )
     assert found.cycle is not None and found.cycle > 0
     assert site in str(found)
+    token, channel = divmod(found.neuron, vit.dim)  # norm1 and attn: (token, channel) or …
+    if kind == "layernorm":
+        assert f"neuron {found.neuron} (token {token}, channel {channel})" in str(found)
+    else:
+        assert f"neuron {found.neuron} (head " in str(found)
