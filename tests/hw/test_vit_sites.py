@@ -117,7 +117,7 @@ def _lanes(data, site) -> int:
     return data.draw(st.integers(1, 4))
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_vit_sites_equal_the_reference(data) -> None:
     """Random ViTs and images: every site's core (random lanes and pipeline preset) emits the

@@ -62,7 +62,7 @@ def _faulty(vit, kind: str):
     return dataclasses.replace(vit, blocks=(blk, *vit.blocks[1:])), site
 
 
-@pytest.mark.parametrize("kind", ["softmax", "layernorm"])
+@pytest.mark.parametrize("kind", ["softmax", pytest.param("layernorm", marks=pytest.mark.slow)])
 def test_planted_fault_is_located(kind, tmp_path) -> None:
     """The RTL of a network with one changed softmax table entry (or LayerNorm gain), run as if
     it were the right one: the first divergence is the reference's own for that fault, at the
