@@ -113,6 +113,66 @@ def rtl_stage(
     )
 
 
+def vit_stage(rep: Report, out: Path, *, sim: str, images: int, lanes: int) -> None:
+    """The spiking digits ViT: reference on the test images (SNN == integer QANN at every site),
+    then RTL (generate, simulate, compare every image); add its rows."""
+    from spikezip.ir.compare import first_divergence
+    from spikezip.sim.simulate import design, simulate
+    from spikezip.sw import digits
+    from spikezip.sw.vit import model as vit_model
+    from spikezip.sw.vit.convert import to_transformer
+    from spikezip.sw.vit.reference import integer_qann, run
+
+    with Stopwatch(rep, "ViT: train or load QANN, convert"):
+        vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit")
+        vit.save(out / "digits-vit.npz")
+    data = digits.load()
+    n = min(images, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    with Stopwatch(rep, f"ViT: integer reference, {n} images"):
+        golden = run(vit, x).trace
+        acts = integer_qann(vit, x)
+    same = all(np.array_equal(golden.counts(k), acts.codes[k]) for k in range(len(vit.sites)))
+    rep.check(same, "ViT: converged SNN != integer QANN")
+    snn_acc = float((golden.predictions() == y).mean())
+    rep.add(
+        "ViT",
+        f"{vit.tokens} tokens × {vit.dim}, depth {vit.depth}, {len(vit.sites)} sites, "
+        f"digest {vit.digest()[:12]}",
+    )
+    rep.add(f"ViT: SNN == integer QANN ({n} images)", "yes (every site)" if same else "NO")
+    if sim == "none":
+        rep.add(f"ViT: accuracy SNN ({n} images)", f"{snn_acc:.2%}")
+        return
+    with Stopwatch(rep, f"ViT: generate Verilog (lanes {lanes})"):
+        d = design(vit, Path("build") / "designs", lanes=lanes)
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, unit="image", desc=f"ViT RTL on {sim}", leave=False)
+    with Stopwatch(rep, f"ViT: build + simulate {n} images ({sim})"):
+        hw = simulate(vit, x, sim=sim, design_dir=d, on_progress=lambda k: bar.update(k - bar.n))
+    bar.close()
+    hw.trace.save(out / "hw-vit.npz")
+    div = first_divergence(golden, hw.trace, describe=vit.describe_neuron)
+    exact = sum(
+        first_divergence(golden.select([b]), hw.trace.select([b])) is None for b in range(n)
+    )
+    rep.check(div is None, f"ViT RTL differs from the reference: {div}")
+    rtl_acc = float((hw.trace.predictions() == y).mean())
+    rep.add(f"ViT: accuracy RTL ({sim}, {n} images)", f"{rtl_acc:.2%} (SNN: {snn_acc:.2%})")
+    rep.add("ViT: images bit-exact (RTL == reference)", f"{exact} / {n}")
+    rep.add(
+        "ViT: cycles / inference",
+        f"latency mean {hw.latency.mean():.0f}, max {hw.latency.max()}; back to back "
+        f"{hw.total_cycles / n:.0f}",
+    )
+    rep.add(
+        "ViT: RTL simulation speed",
+        f"{hw.cycles_per_second:,.0f} cycles/s, {hw.run_seconds / n:.2f} s per image "
+        "(start-up included)",
+    )
+
+
 def raster(trace, network, path: Path, *, sample: int) -> None:
     """Spike raster of one sample through all layers (PNG)."""
     import matplotlib
@@ -158,6 +218,19 @@ def main(argv: list[str] | None = None) -> int:
         help="test images to simulate in RTL (default: all)",
     )
     ap.add_argument("--lanes", type=POSITIVE, default=8, help="lanes per layer core (default 8)")
+    ap.add_argument(
+        "--model",
+        choices=("both", "mlp", "vit"),
+        default="both",
+        help="the MLP, the ViT or both (default); the ViT runs --vit-images images",
+    )
+    ap.add_argument(
+        "--vit-images",
+        type=POSITIVE,
+        default=None,
+        help="test images for the ViT (--model both: its RTL runs only when given; "
+        "default 50 reference images; --model vit: default --images or all)",
+    )
     args = ap.parse_args(argv)
     try:
         return _run(args)
@@ -172,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     out = output_dir(args.out, "--out", ("report.md", "raster.png", "digits.npz", "golden.npz"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.model == "vit":
+        rep = Report()
+        t_start = time.perf_counter()
+        vit_stage(rep, out, sim=args.sim, images=args.vit_images or args.images or 10**9,
+                  lanes=args.lanes)  # fmt: skip
+        rep.timings.append(("total", time.perf_counter() - t_start))
+        return _finish(rep, out, "# spikezip-hw digits ViT demo\n\n", "")
 
     from spikezip.sw import digits, qann
     from spikezip.sw.convert import agreement, to_network
@@ -224,25 +304,40 @@ def _run(args: argparse.Namespace) -> int:
         rtl_stage(
             rep, network, x, y, golden, out, sim=args.sim, images=args.images, lanes=args.lanes
         )
+    if args.model == "both":  # the ViT's RTL only when asked (minutes per image today)
+        sim = args.sim if args.vit_images is not None else "none"
+        vit_stage(rep, out, sim=sim, images=args.vit_images or 50, lanes=args.lanes)
+        if sim == "none":
+            rep.add(
+                "ViT: RTL",
+                "not run by default (about 240k cycles and ~1 min of Verilator per image "
+                "today); python -m spikezip.demo --model vit --images N",
+            )
     raster(golden, network, out / "raster.png", sample=0)
     rep.timings.append(("total", time.perf_counter() - t_start))
+    return _finish(
+        rep,
+        out,
+        "# spikezip-hw digits demo\n\n",
+        f"\n![spike raster of test image 0 (label {y[0]})](raster.png)\n\n"
+        "Spike raster of test image 0 through all layers: +1 spikes as up-triangles, -1 spikes "
+        "as down-triangles, one row per neuron, one column per time step.\n",
+    )
 
+
+def _finish(rep: Report, out: Path, title: str, tail: str) -> int:
     print()
     print(rep.table())
     atomic_write_text(
         out / "report.md",
-        "# spikezip-hw digits demo\n\n"
+        title
         + rep.markdown()
         + "\n"
         + ("\nFAILED: " + "; ".join(rep.failures) + "\n" if rep.failures else "")
-        + f"\n![spike raster of test image 0 (label {y[0]})](raster.png)\n\n"
-        "Spike raster of test image 0 through all layers: +1 spikes as up-triangles, -1 spikes "
-        "as down-triangles, one row per neuron, one column per time step.\n",
+        + tail,
     )
-    print(
-        f"\nwrote {out}/report.md, {out}/raster.png, {out}/digits.npz, {out}/golden.npz"
-        + (f", {out}/hw.npz" if args.sim != "none" else "")
-    )
+    written = [p.name for p in sorted(out.glob("*")) if p.suffix in (".md", ".png", ".npz")]
+    print(f"\nwrote {', '.join(f'{out}/{name}' for name in written)}")
     if rep.failures:
         print("FAILED: " + "; ".join(rep.failures), file=sys.stderr)
         return 1

@@ -45,4 +45,4 @@ def trained_vit(tmp_path_factory):
         start = time.perf_counter()
         model = vit.load_or_train(vit.VitConfig(), directory=cache)
         seconds = time.perf_counter() - start
-    return SimpleNamespace(model=model, seconds=seconds)
+    return SimpleNamespace(model=model, seconds=seconds, cache=cache)

@@ -7,10 +7,22 @@ from spikezip.demo import main
 
 def test_demo_reference_stage(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPIKEZIP_CACHE", str(tmp_path / "cache"))
-    assert main(["--out", str(tmp_path / "out"), "--sim", "none"]) == 0
+    assert main(["--out", str(tmp_path / "out"), "--sim", "none", "--model", "mlp"]) == 0
     out = capsys.readouterr().out
     assert "SNN == integer QANN        yes" in out
     report = (tmp_path / "out" / "report.md").read_text()
     assert "accuracy: SNN (reference)" in report and "FAILED" not in report
     assert (tmp_path / "out" / "golden.npz").is_file()
     assert (tmp_path / "out" / "raster.png").stat().st_size > 10_000
+
+
+def test_demo_vit_reference_stage(trained_vit, tmp_path, monkeypatch, capsys):
+    """``--model vit``: the ViT's SNN == integer QANN at every site on the images asked for (its
+    cache is the session's trained ViT, so nothing trains here)."""
+    monkeypatch.setenv("SPIKEZIP_CACHE", str(trained_vit.cache))
+    out = tmp_path / "out"
+    assert main(["--out", str(out), "--sim", "none", "--model", "vit", "--vit-images", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "ViT: SNN == integer QANN (20 images)  yes (every site)" in text
+    assert "FAILED" not in (out / "report.md").read_text()
+    assert (out / "digits-vit.npz").is_file()
