@@ -46,11 +46,27 @@ from spikezip.hw.model.design import DesignParams, resolve_lanes
 from spikezip.hw.model.events import EventFormat
 from spikezip.ir.network import Network
 
-__all__ = ["COUNTERS", "NetworkCore", "probe_layout", "resolve_lanes"]
+__all__ = ["COUNTERS", "NetworkCore", "probe_layout", "resolve_lanes", "stream_counters"]
 
 #: Per-layer counters, in the order of the ``counters`` port.
 COUNTERS = ("events", "spikes", "steps", "stalls")
 COUNTER_WIDTH = 32
+
+
+def stream_counters(m: Module, k: int, inp, out) -> list[Signal]:
+    """The :data:`COUNTERS` of core ``k`` with input stream ``inp`` and output stream ``out``:
+    input events taken, output events and markers sent, cycles the output waited."""
+    regs = {n: Signal(COUNTER_WIDTH, name=f"{n}{k}") for n in COUNTERS}
+    fire_in, fire_out = inp.valid & inp.ready, out.valid & out.ready
+    for name, cond in (
+        ("events", fire_in & ~inp.payload.marker),
+        ("spikes", fire_out & ~out.payload.marker),
+        ("steps", fire_out & out.payload.marker),
+        ("stalls", out.valid & ~out.ready),
+    ):
+        with m.If(cond):
+            m.d.sync += regs[name].eq(regs[name] + 1)
+    return [regs[n] for n in COUNTERS]
 
 
 def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
@@ -231,19 +247,9 @@ class NetworkCore(wiring.Component):
 
         counters, probe = [], []
         for k, core in enumerate(cores):
-            inp, out = core.i, core.o
-            fire_in = inp.valid & inp.ready
+            out = core.o
+            counters.extend(stream_counters(m, k, core.i, out))
             fire_out = out.valid & out.ready
-            regs = {n: Signal(COUNTER_WIDTH, name=f"{n}{k}") for n in COUNTERS}
-            with m.If(fire_in & ~inp.payload.marker):
-                m.d.sync += regs["events"].eq(regs["events"] + 1)
-            with m.If(fire_out & ~out.payload.marker):
-                m.d.sync += regs["spikes"].eq(regs["spikes"] + 1)
-            with m.If(fire_out & out.payload.marker):
-                m.d.sync += regs["steps"].eq(regs["steps"] + 1)
-            with m.If(out.valid & ~out.ready):
-                m.d.sync += regs["stalls"].eq(regs["stalls"] + 1)
-            counters.extend(regs[n] for n in COUNTERS)
             probe.extend([fire_out if k < len(cores) - 1 else out.valid, out.payload.as_value()])
         m.d.comb += self.counters.eq(Cat(*counters))
         if self._probe:

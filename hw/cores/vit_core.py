@@ -45,7 +45,12 @@ from amaranth.lib.wiring import In, Out
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.layer_norm import LayerNormCore
 from spikezip.hw.cores.layouts import event_layout
-from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, probe_layout
+from spikezip.hw.cores.network_core import (
+    COUNTER_WIDTH,
+    COUNTERS,
+    probe_layout,
+    stream_counters,
+)
 from spikezip.hw.cores.product import SpikeProduct
 from spikezip.hw.cores.residual import ResidualCore
 from spikezip.hw.cores.softmax import SoftmaxCore
@@ -345,18 +350,9 @@ class ViTCore(wiring.Component):
             m.d.sync += self.inferences.eq(self.inferences + 1)
         probe, cores, counters = [], list(site.values()), []
         for k, core in enumerate(cores):
-            inp, out = core.i, core.o
+            out = core.o
+            counters.extend(stream_counters(m, k, core.i, out))
             fire_out = out.valid & out.ready
-            regs = {n: Signal(COUNTER_WIDTH, name=f"{n}{k}") for n in COUNTERS}
-            for n, cond in (
-                ("events", inp.valid & inp.ready & ~inp.payload.marker),
-                ("spikes", fire_out & ~out.payload.marker),
-                ("steps", fire_out & out.payload.marker),
-                ("stalls", out.valid & ~out.ready),
-            ):
-                with m.If(cond):
-                    m.d.sync += regs[n].eq(regs[n] + 1)
-            counters.extend(regs[n] for n in COUNTERS)
             probe.extend([fire_out if k < len(cores) - 1 else out.valid, out.payload.as_value()])
         m.d.comb += self.counters.eq(Cat(*counters))
         if not self._probe:

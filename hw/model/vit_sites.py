@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat, Step
+from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat, Step, _step
 from spikezip.hw.model.input_map import InputMap
 from spikezip.hw.model.layer_norm_model import LayerNormGeometry
 from spikezip.hw.model.product_model import ProductGeometry
+from spikezip.hw.model.residual_model import spike_steps
 from spikezip.hw.model.softmax_model import SoftmaxParams
 from spikezip.ir.network import Layer, LayerWidths, signed_width, unsigned_width
 from spikezip.ir.transformer import SiteKind, VisionTransformer
@@ -98,21 +99,12 @@ def _producer_width(vit: VisionTransformer, site: Any) -> int:
 
 
 def _input_bounds(vit: VisionTransformer, name: str) -> tuple[int, int]:
-    """The cumulative presynaptic range of a linear site (its input site's tracer bounds)."""
-    role = name.rsplit(".", 1)[-1]
-    prefix = name[: len(name) - len(role)]
-    source = {
-        "q": "norm1",
-        "k": "norm1",
-        "v": "norm1",
-        "proj": "context",
-        "fc1": "norm2",
-        "fc2": "fc1",
-    }.get(role)
-    sites = {s.name: s for s in vit.sites}
-    if name == "embed":
+    """The cumulative presynaptic range of a linear site (its source site's tracer bounds, the
+    pixels' for the embedding)."""
+    source = _source(vit, name)
+    if source is None:
         return tuple(vit.input_bounds)
-    src = sites["norm"] if name == "head" else sites[prefix + source]
+    src = next(s for s in vit.sites if s.name == source)
     return src.neg_bound, src.pos_bound
 
 
@@ -234,7 +226,7 @@ def site_streams(
     names = [s.name for s in vit.sites]
     site = vit.sites[names.index(name)]
     at = names.index(name)
-    outputs = _spike_steps(trace, at)
+    outputs = spike_steps(trace, at)
     ins: list[list[Step]] = []
     x = np.asarray(inputs, dtype=np.int64)
     for b in range(trace.batch):
@@ -255,20 +247,6 @@ def site_streams(
                 break
         ins.append(seq)
     return ins, outputs
-
-
-def _step(row: np.ndarray, busy: bool) -> Step:
-    idx = np.flatnonzero(row)
-    return Step(idx.astype(np.int64), row[idx].astype(np.int64), bool(busy))
-
-
-def _spike_steps(trace: Any, site: int) -> list[list[Step]]:
-    out = []
-    for b in range(trace.batch):
-        busy = trace.busy[b, :, site]
-        t_end = int(np.flatnonzero(~busy)[0])
-        out.append([_step(trace.spikes[site][b, t].reshape(-1), busy[t]) for t in range(t_end + 1)])
-    return out
 
 
 # -- lanes and input ---------------------------------------------------------------------------
