@@ -19,7 +19,8 @@ The unit takes ``bits + 4`` cycles per result, so a token's elements go through 
 (:class:`RoundingBank`): element ``i`` is read as soon as the previous one was and unit
 ``i mod units`` is free, and the results leave in ascending order. ``units = 1`` is the serial
 schedule (``dim·(bits + 7)`` cycles per token's element pass); ``units ≥ bits + 7`` reads one
-element per cycle (``dim + bits + 6``) at ``units`` times the unit's area and multipliers.
+element per cycle (``dim + bits + 6``) at ``units`` times the unit's area (its loop registers,
+adders and compare; the ``a²`` multiplier is one, shared).
 
 ``i.ready`` and ``o.valid`` depend on registers only; backpressure on ``o`` stalls the engine at
 the element (or marker) whose beat cannot leave, idle input cycles stall the accumulate phase;
@@ -61,26 +62,41 @@ class Rounding(wiring.Component):
     Throughput: one result per ``latency`` cycles. ``valid`` falls with ``start`` and stays
     high with ``result`` until the next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
 
+    Parameters
+    ----------
+    a_width, w_width, bits : int
+        Widths of ``a`` and ``W``, bits of ``r``.
+    shared_square : bool
+        No multiplier of its own: ``a²`` is read from ``square`` in the cycle after ``start``
+        (:class:`RoundingBank`'s one squarer).
+
     Members
     -------
     start : In(1)
     numerator : In(signed(a_width))
         ``a``.
     w : In(unsigned(w_width))
+    square : In(unsigned(2·a_width))
+        Only with ``shared_square``.
     valid : Out(1)
     result : Out(signed(bits + 2))
     """
 
-    def __init__(self, *, a_width: int, w_width: int, bits: int) -> None:
+    def __init__(
+        self, *, a_width: int, w_width: int, bits: int, shared_square: bool = False
+    ) -> None:
         for name, v in (("a_width", a_width), ("w_width", w_width), ("bits", bits)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self._aw, self._ww, self._bits = a_width, w_width, bits
+        self._shared = bool(shared_square)
+        square = {"square": In(unsigned(2 * a_width))} if self._shared else {}
         super().__init__(
             {
                 "start": In(1),
                 "numerator": In(signed(a_width)),
                 "w": In(unsigned(w_width)),
+                **square,
                 "valid": Out(1),
                 "result": Out(signed(bits + 2)),
             }
@@ -104,7 +120,8 @@ class Rounding(wiring.Component):
                 with m.If(self.start):
                     m.next = "SQUARE"
             with m.State("SQUARE"):
-                m.d.sync += [a2.eq(mag * mag), p.eq(0), t.eq(0), r.eq(0), count.eq(nb)]
+                m.d.sync += a2.eq(self.square if self._shared else mag * mag)
+                m.d.sync += [p.eq(0), t.eq(0), r.eq(0), count.eq(nb)]
                 m.d.sync += u.eq(w << (2 * (nb - 1)))
                 m.next = "ITERATE"
             with m.State("ITERATE"):
@@ -125,7 +142,8 @@ class Rounding(wiring.Component):
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
             m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.numerator < 0)]
-            m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
+            if not self._shared:
+                m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
         return m
 
 
@@ -142,7 +160,9 @@ class RoundingBank(wiring.Component):
 
     Latency: ``bits + 4`` cycles from ``start`` to ``valid`` (:class:`Rounding`). Throughput: one
     start per cycle while units are free; each unit holds its element from ``reserve`` to
-    ``take``. Resources: ``units`` copies of :class:`Rounding` (one ``a²`` multiplier each).
+    ``take``. Resources: ``units`` copies of :class:`Rounding` without their multipliers, and
+    one squarer for all: ``|a|`` is registered at ``start`` and the unit just started takes
+    ``a²`` in the next cycle (at most one start per cycle, so the operand is always its own).
 
     Members
     -------
@@ -182,6 +202,11 @@ class RoundingBank(wiring.Component):
         m = Module()
         n = self._units
         held, armed = Signal(n), Signal(n)  # reserved / started, until taken
+        mag = Signal(self._args["a_width"], name="mag")
+        square = Signal(2 * self._args["a_width"], name="square")
+        with m.If(self.start):
+            m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
+        m.d.comb += square.eq(mag * mag)
         ptr = {k: Signal(range(n), name=f"{k}_ptr") for k in ("reserve", "start", "take")}
         for k, p in ptr.items():
             with m.If(getattr(self, k)):
@@ -192,7 +217,8 @@ class RoundingBank(wiring.Component):
         m.d.sync += armed.eq((armed | Mux(self.start, one << ptr["start"], 0)) & ~took)
         m.d.comb += self.ready.eq(~held.bit_select(ptr["reserve"], 1))
         for j in range(n):
-            m.submodules[f"unit{j}"] = unit = Rounding(**self._args)
+            m.submodules[f"unit{j}"] = unit = Rounding(**self._args, shared_square=True)
+            m.d.comb += unit.square.eq(square)
             tag = Signal.like(self.tag, name=f"tag{j}")
             go = self.start & (ptr["start"] == j)
             m.d.comb += [unit.start.eq(go), unit.numerator.eq(self.numerator), unit.w.eq(self.w)]
@@ -574,7 +600,7 @@ class LayerNormCore(wiring.Component):
     stream_bound : int
         ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``).
     units : int or None
-        Rounding units (``≥ 1``; each has its own ``a²`` multiplier). ``None``:
+        Rounding units (``≥ 1``; one ``a²`` multiplier shared by all). ``None``:
         ``geometry.full_rate_units``, the fewest that read one element per cycle.
     src_loc_at : int
         Stack frames between the caller and this constructor (Amaranth's convention).

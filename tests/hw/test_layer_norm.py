@@ -160,10 +160,10 @@ def test_golden_lists_equal_the_reference(data) -> None:
 
 
 # -- tier 2 -------------------------------------------------------------------------------------
-def _rounding_run(pairs, a_width, w_width, bits):
+def _rounding_run(pairs, a_width, w_width, bits, *, shared_square: bool = False):
     from amaranth.sim import Simulator
 
-    dut = Rounding(a_width=a_width, w_width=w_width, bits=bits)
+    dut = Rounding(a_width=a_width, w_width=w_width, bits=bits, shared_square=shared_square)
     out = []
 
     async def testbench(ctx):
@@ -173,6 +173,16 @@ def _rounding_run(pairs, a_width, w_width, bits):
             ctx.set(dut.w, w)
             await ctx.tick()
             ctx.set(dut.start, 0)
+            if shared_square:  # a² in the cycle after start, garbage after that
+                ctx.set(dut.square, a * a)
+                await ctx.tick()
+                ctx.set(dut.square, (1 << len(dut.square)) - 1)
+                for cycle in range(2, dut.latency + 1):
+                    assert ctx.get(dut.valid) == (cycle == dut.latency), (a, w, cycle)
+                    if cycle < dut.latency:
+                        await ctx.tick()
+                out.append(ctx.get(dut.result))
+                continue
             for cycle in range(1, dut.latency + 1):
                 assert ctx.get(dut.valid) == (cycle == dut.latency), (a, w, cycle)
                 if cycle < dut.latency:
@@ -235,12 +245,14 @@ def test_rounding_unit_is_exact(case) -> None:
     assert got == [_q(a, w) for a, w in pairs]
 
 
-def test_rounding_unit_extremes() -> None:
-    """The widest numerator and the largest quotient that fits the bits."""
+@pytest.mark.parametrize("shared_square", [False, True])
+def test_rounding_unit_extremes(shared_square) -> None:
+    """The widest numerator and the largest quotient that fits the bits (with its own squarer
+    and with ``a²`` given from outside, as in the bank)."""
     bits, w = 14, (1 << 40) - 3
     a = math.isqrt(w * (1 << bits) ** 2 - 1)
     pairs = [(a, w), (-a, w), (0, 1), (1, 1), (-1, 4), (3, 4), (-3, 4), (5, 4), ((1 << 14) - 1, 1)]
-    got = _rounding_run(pairs, a.bit_length() + 1, 40, bits)
+    got = _rounding_run(pairs, a.bit_length() + 1, 40, bits, shared_square=shared_square)
     assert got == [_q(a_, w_) for a_, w_ in pairs]
     assert got[4:8] == [-1, 2, -2, 3]  # ties: 0.5, 1.5, 2.5 round away from zero
 
