@@ -5,8 +5,8 @@ Architecture (one engine, one token at a time)::
     i ─▶ StepSequencer ─┬─ events ─▶ StateStore (X += v: one event per cycle)   ChangedTokens
                         │            (X, G_{t−1}, gain and bias ROMs)            (mask, first)
                         ├─ stats pass: X ─▶ Moments (S, ΣX², W = D·ΣX² − S² + E)
-                        └─ elements: Z = D·X_i − S, a = c_i·Z ─▶ Rounding ─▶ G = B + r
-                                                                  └─▶ o: (index, G − G_{t−1})
+                        └─ elements: Z = D·X_i − S, a = c_i·Z ─▶ RoundingBank ─▶ G = B + r
+                                     (``units`` × Rounding, round robin) └─▶ o: (index, G − G_{t−1})
 
 Protocol, schedule and the cycle model: :mod:`hw.model.layer_norm_model` (every delay is a
 block's ``latency``, defined once there). The rounding unit needs no divider and no multiplier in
@@ -15,6 +15,13 @@ its loop: it finds ``r = ⌊|a|/√W⌋`` bit by bit from the top as the largest
 exactly when ``4a² ≥ (2r + 1)²·W`` — the definition :func:`ir.transformer.layer_norm_exact`,
 ties included.
 
+The unit takes ``bits + 4`` cycles per result, so a token's elements go through ``units`` of them
+(:class:`RoundingBank`): element ``i`` is read as soon as the previous one was and unit
+``i mod units`` is free, and the results leave in ascending order. ``units = 1`` is the serial
+schedule (``dim·(bits + 7)`` cycles per token's element pass); ``units ≥ bits + 7`` reads one
+element per cycle (``dim + bits + 6``) at ``units`` times the unit's area (its loop registers,
+adders and compare; the ``a²`` multiplier is one, shared).
+
 ``i.ready`` and ``o.valid`` depend on registers only; backpressure on ``o`` stalls the engine at
 the element (or marker) whose beat cannot leave, idle input cycles stall the accumulate phase;
 neither changes a value.
@@ -22,9 +29,10 @@ neither changes a value.
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,7 +42,15 @@ from spikezip.hw.model.events import EventFormat
 from spikezip.ir.transformer.sites import LayerNorm
 from spikezip.ir.transformer.vit import VisionTransformer
 
-__all__ = ["ChangedTokens", "LayerNormCore", "Moments", "Rounding", "StateStore", "StepSequencer"]
+__all__ = [
+    "ChangedTokens",
+    "LayerNormCore",
+    "Moments",
+    "Rounding",
+    "RoundingBank",
+    "StateStore",
+    "StepSequencer",
+]
 
 
 class Rounding(wiring.Component):
@@ -46,26 +62,41 @@ class Rounding(wiring.Component):
     Throughput: one result per ``latency`` cycles. ``valid`` falls with ``start`` and stays
     high with ``result`` until the next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
 
+    Parameters
+    ----------
+    a_width, w_width, bits : int
+        Widths of ``a`` and ``W``, bits of ``r``.
+    shared_square : bool
+        No multiplier of its own: ``a²`` is read from ``square`` in the cycle after ``start``
+        (:class:`RoundingBank`'s one squarer).
+
     Members
     -------
     start : In(1)
     numerator : In(signed(a_width))
         ``a``.
     w : In(unsigned(w_width))
+    square : In(unsigned(2·a_width))
+        Only with ``shared_square``.
     valid : Out(1)
     result : Out(signed(bits + 2))
     """
 
-    def __init__(self, *, a_width: int, w_width: int, bits: int) -> None:
+    def __init__(
+        self, *, a_width: int, w_width: int, bits: int, shared_square: bool = False
+    ) -> None:
         for name, v in (("a_width", a_width), ("w_width", w_width), ("bits", bits)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self._aw, self._ww, self._bits = a_width, w_width, bits
+        self._shared = bool(shared_square)
+        square = {"square": In(unsigned(2 * a_width))} if self._shared else {}
         super().__init__(
             {
                 "start": In(1),
                 "numerator": In(signed(a_width)),
                 "w": In(unsigned(w_width)),
+                **square,
                 "valid": Out(1),
                 "result": Out(signed(bits + 2)),
             }
@@ -89,7 +120,8 @@ class Rounding(wiring.Component):
                 with m.If(self.start):
                     m.next = "SQUARE"
             with m.State("SQUARE"):
-                m.d.sync += [a2.eq(mag * mag), p.eq(0), t.eq(0), r.eq(0), count.eq(nb)]
+                m.d.sync += a2.eq(self.square if self._shared else mag * mag)
+                m.d.sync += [p.eq(0), t.eq(0), r.eq(0), count.eq(nb)]
                 m.d.sync += u.eq(w << (2 * (nb - 1)))
                 m.next = "ITERATE"
             with m.State("ITERATE"):
@@ -110,7 +142,91 @@ class Rounding(wiring.Component):
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
             m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.numerator < 0)]
+            if not self._shared:
+                m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
+        return m
+
+
+class RoundingBank(wiring.Component):
+    """``units`` rounding units behind one in-order interface: element ``k`` (the ``k``-th
+    reserved) goes to unit ``k mod units``, results come back in the order reserved.
+
+    * ``reserve`` claims the next unit (only while ``ready``: it holds no element; a unit freed by
+      ``take`` is ready in the next cycle — ``ready`` depends on registers only);
+    * ``start`` starts the earliest reserved unit not yet started, with ``numerator``, ``w``
+      and ``tag`` (carried along unchanged);
+    * ``valid``/``result``/``tag_out``: the oldest element's result once it is ready; ``take``
+      retires it and frees its unit.
+
+    Latency: ``bits + 4`` cycles from ``start`` to ``valid`` (:class:`Rounding`). Throughput: one
+    start per cycle while units are free; each unit holds its element from ``reserve`` to
+    ``take``. Resources: ``units`` copies of :class:`Rounding` without their multipliers, and
+    one squarer for all: ``|a|`` is registered at ``start`` and the unit just started takes
+    ``a²`` in the next cycle (at most one start per cycle, so the operand is always its own).
+
+    Members
+    -------
+    reserve, start, take : In(1)
+    numerator : In(signed(a_width)); w : In(unsigned(w_width)); tag : In(tag_width)
+    ready, valid : Out(1); result : Out(signed(bits + 2)); tag_out : Out(tag_width)
+    """
+
+    def __init__(self, *, units: int, a_width: int, w_width: int, bits: int, tag_width: int):
+        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+            raise ValueError(f"units must be a positive integer, not {units!r}")
+        self._units, self._args = units, {"a_width": a_width, "w_width": w_width, "bits": bits}
+        super().__init__(
+            {
+                "reserve": In(1),
+                "start": In(1),
+                "take": In(1),
+                "numerator": In(signed(a_width)),
+                "w": In(unsigned(w_width)),
+                "tag": In(tag_width),
+                "ready": Out(1),
+                "valid": Out(1),
+                "result": Out(signed(bits + 2)),
+                "tag_out": Out(tag_width),
+            }
+        )
+
+    @property
+    def units(self) -> int:
+        return self._units
+
+    @property
+    def latency(self) -> int:
+        return lnm.rounding_latency(self._args["bits"])
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._units
+        held, armed = Signal(n), Signal(n)  # reserved / started, until taken
+        mag = Signal(self._args["a_width"], name="mag")
+        square = Signal(2 * self._args["a_width"], name="square")
+        with m.If(self.start):
             m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
+        m.d.comb += square.eq(mag * mag)
+        ptr = {k: Signal(range(n), name=f"{k}_ptr") for k in ("reserve", "start", "take")}
+        for k, p in ptr.items():
+            with m.If(getattr(self, k)):
+                m.d.sync += p.eq(Mux(p == n - 1, 0, p + 1))
+        one = Const(1, n)
+        took = Mux(self.take, one << ptr["take"], 0)
+        m.d.sync += held.eq((held | Mux(self.reserve, one << ptr["reserve"], 0)) & ~took)
+        m.d.sync += armed.eq((armed | Mux(self.start, one << ptr["start"], 0)) & ~took)
+        m.d.comb += self.ready.eq(~held.bit_select(ptr["reserve"], 1))
+        for j in range(n):
+            m.submodules[f"unit{j}"] = unit = Rounding(**self._args, shared_square=True)
+            m.d.comb += unit.square.eq(square)
+            tag = Signal.like(self.tag, name=f"tag{j}")
+            go = self.start & (ptr["start"] == j)
+            m.d.comb += [unit.start.eq(go), unit.numerator.eq(self.numerator), unit.w.eq(self.w)]
+            with m.If(go):
+                m.d.sync += tag.eq(self.tag)
+            with m.If(ptr["take"] == j):
+                m.d.comb += [self.valid.eq(unit.valid & armed[j]), self.result.eq(unit.result)]
+                m.d.comb += self.tag_out.eq(tag)
         return m
 
 
@@ -304,7 +420,8 @@ class ChangedTokens(wiring.Component):
 
 class StepSequencer(wiring.Component):
     """The step schedule of :mod:`hw.model.layer_norm_model`: clear, accumulate, then per changed
-    token a statistics pass and one element after the other through the rounding unit.
+    token a statistics pass and its elements through the rounding bank (read when the element's
+    unit is free, retired in ascending order).
 
     Latency: per evaluated token ``geometry.token_cycles``; a drive leaves one cycle after its
     element's rounding result, the marker one cycle after the last scan. ``i.ready`` is high in
@@ -315,7 +432,8 @@ class StepSequencer(wiring.Component):
     i : In(stream.Signature(event_layout(input format)))
     o : Out(stream.Signature(event_layout(output format)))
     the control of :class:`StateStore`, :class:`ChangedTokens`, :class:`Moments`,
-    :class:`Rounding` (``Out``) and their results (``In``), named as their members.
+    :class:`RoundingBank` (``Out``, ``r_`` and the bank's member name) and their results
+    (``In``); ``g_addr``: the retired element's index.
     """
 
     def __init__(self, *, geometry: lnm.LayerNormGeometry, gain_width: int, bias_width: int):
@@ -336,10 +454,14 @@ class StepSequencer(wiring.Component):
                 "set_all": Out(1),
                 "drop": Out(1),
                 "token": Out(range(g.tokens)),
+                "g_addr": Out(g.index_width),
                 "m_clear": Out(1),
                 "m_valid": Out(1),
+                "r_reserve": Out(1),
                 "r_start": Out(1),
+                "r_take": Out(1),
                 "r_a": Out(signed(g.numerator_width)),
+                "r_tag": Out(bias_width + g.output_width),
                 "x": In(signed(g.stream_width)),
                 "g_prev": In(signed(g.output_width)),
                 "gain": In(signed(gain_width)),
@@ -347,8 +469,10 @@ class StepSequencer(wiring.Component):
                 "any": In(1),
                 "first": In(range(g.tokens)),
                 "total": In(signed(g.sum_width)),
+                "r_ready": In(1),
                 "r_valid": In(1),
                 "r_result": In(signed(g.rounding_bits + 2)),
+                "r_tag_out": In(bias_width + g.output_width),
             }
         )
 
@@ -358,10 +482,14 @@ class StepSequencer(wiring.Component):
         r = SimpleNamespace(
             k=Signal(range(g.entries), name="k"),
             ch=Signal(range(d), name="ch"),
+            out=Signal(range(d), name="out"),
             base=Signal(g.index_width, name="base"),
             busy_in=Signal(name="busy_in"),
             drove=Signal(name="drove"),
             rd=Signal(name="rd"),
+            issuing=Signal(name="issuing"),
+            fetched=Signal(name="fetched"),
+            centred=Signal(name="centred"),
             cnt=Signal(range(g.stats_wait + 1), name="cnt"),
             z=Signal(signed(g.z_width), name="z"),
             gain=Signal.like(self.gain, name="gain"),
@@ -371,10 +499,19 @@ class StepSequencer(wiring.Component):
             drive=Signal(signed(g.drive_width), name="drive"),
             free=~o.valid | o.ready,
         )
-        m.d.comb += [r.new.eq(r.bias + self.r_result), r.drive.eq(r.new - r.gprev)]
+        bw = len(self.bias)
+        m.d.comb += [r.new.eq(self.r_tag_out[:bw].as_signed() + self.r_result)]
+        m.d.comb += r.drive.eq(r.new - self.r_tag_out[bw:].as_signed())
         m.d.comb += [self.g_data.eq(r.new), self.addr.eq(r.base + r.ch), self.channel.eq(r.ch)]
-        m.d.comb += [self.m_valid.eq(r.rd), self.token.eq(self.first), self.r_a.eq(r.gain * r.z)]
-        m.d.sync += r.rd.eq(0)
+        m.d.comb += [self.g_addr.eq(r.base + r.out), self.m_valid.eq(r.rd)]
+        m.d.comb += self.token.eq(self.first)
+        # the element pipeline: read (``fetched`` next cycle), Z = D·X_i − S, start a = c_i·Z
+        m.d.sync += [r.rd.eq(0), r.fetched.eq(0), r.centred.eq(r.fetched)]
+        with m.If(r.fetched):
+            m.d.sync += [r.z.eq(d * self.x - self.total), r.gain.eq(self.gain)]
+            m.d.sync += [r.bias.eq(self.bias), r.gprev.eq(self.g_prev)]
+        m.d.comb += [self.r_start.eq(r.centred), self.r_a.eq(r.gain * r.z)]
+        m.d.comb += self.r_tag.eq(Cat(r.bias, r.gprev))
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.FSM():
@@ -426,27 +563,23 @@ class StepSequencer(wiring.Component):
         with m.State("WAIT"):
             m.d.sync += r.cnt.eq(r.cnt + 1)
             with m.If(r.cnt == g.stats_wait - 1):
-                m.next = "ADDRESS"
-        with m.State("ADDRESS"):
-            m.next = "CENTRE"
-        with m.State("CENTRE"):
-            m.d.sync += [r.z.eq(d * self.x - self.total), r.gain.eq(self.gain)]
-            m.d.sync += [r.bias.eq(self.bias), r.gprev.eq(self.g_prev)]
-            m.next = "START"
-        with m.State("START"):
-            m.d.comb += self.r_start.eq(1)
-            m.next = "ROUND"
-        with m.State("ROUND"):
+                m.d.sync += [r.issuing.eq(1), r.out.eq(0)]
+                m.next = "ELEMENTS"
+        with m.State("ELEMENTS"):  # read the next element when its unit is free ...
+            with m.If(r.issuing & self.r_ready):
+                m.d.comb += self.r_reserve.eq(1)
+                m.d.sync += [r.fetched.eq(1), r.ch.eq(r.ch + 1)]
+                with m.If(r.ch == d - 1):
+                    m.d.sync += [r.ch.eq(0), r.issuing.eq(0)]
+            # ... and retire the oldest one, in ascending channel order
             with m.If(self.r_valid & ((r.drive == 0) | r.free)):
-                m.d.comb += self.g_we.eq(1)
+                m.d.comb += [self.r_take.eq(1), self.g_we.eq(1)]
                 with m.If(r.drive != 0):
                     m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
                     m.d.sync += r.drove.eq(1)
-                    m.d.sync += [o.payload.index.eq(r.base + r.ch), o.payload.value.eq(r.drive)]
-                m.d.sync += r.ch.eq(r.ch + 1)
-                m.next = "ADDRESS"
-                with m.If(r.ch == d - 1):
-                    m.d.sync += r.ch.eq(0)
+                    m.d.sync += [o.payload.index.eq(self.g_addr), o.payload.value.eq(r.drive)]
+                m.d.sync += r.out.eq(r.out + 1)
+                with m.If(r.out == d - 1):
                     m.next = "SCAN"
 
 
@@ -455,8 +588,8 @@ class LayerNormCore(wiring.Component):
     :mod:`hw.model.layer_norm_model` for protocol, schedule and cycle model).
 
     Latency: per step, one cycle per input event, then ``geometry.token_cycles`` per changed
-    token (every token in step 0), the marker one cycle after. Throughput: one drive per
-    ``geometry.element_cycles`` cycles while a token is evaluated.
+    token (every token in step 0), the marker one cycle after. Throughput while a token is
+    evaluated: ``units`` drives per ``max(geometry.element_cycles, units)`` cycles.
 
     Parameters
     ----------
@@ -466,6 +599,9 @@ class LayerNormCore(wiring.Component):
         Tokens per inference (``≥ 1``).
     stream_bound : int
         ``max |X|`` of the accumulated stream (``VisionTransformer.ranges.stream``).
+    units : int or None
+        Rounding units (``≥ 1``; one ``a²`` multiplier shared by all). ``None``:
+        ``geometry.full_rate_units``, the fewest that read one element per cycle.
     src_loc_at : int
         Stack frames between the caller and this constructor (Amaranth's convention).
 
@@ -478,12 +614,18 @@ class LayerNormCore(wiring.Component):
     """
 
     def __init__(
-        self, *, norm: LayerNorm, tokens: int, stream_bound: int, src_loc_at: int = 0
+        self,
+        *,
+        norm: LayerNorm,
+        tokens: int,
+        stream_bound: int,
+        units: int | None = None,
+        src_loc_at: int = 0,
     ) -> None:
         if not isinstance(norm, LayerNorm):
             raise TypeError(f"norm must be an ir.transformer.LayerNorm, not {type(norm).__name__}")
         self._norm = norm
-        self._geo = lnm.LayerNormGeometry(
+        geo = lnm.LayerNormGeometry(
             tokens=tokens,
             dim=norm.dim,
             stream_bound=stream_bound,
@@ -491,6 +633,8 @@ class LayerNormCore(wiring.Component):
             bias_bound=int(abs(norm.bias).max()),
             eps=int(norm.eps),
         )
+        units = geo.full_rate_units if units is None else units
+        self._geo = dataclasses.replace(geo, units=units)
         fin, fout = self.input_format, self.output_format
         super().__init__(
             {
@@ -501,8 +645,11 @@ class LayerNormCore(wiring.Component):
         )
 
     @classmethod
-    def for_site(cls, vit: VisionTransformer, name: str) -> LayerNormCore:
-        """The core of LayerNorm site ``name`` of ``vit`` (its stream bound from ``vit.ranges``)."""
+    def for_site(
+        cls, vit: VisionTransformer, name: str, *, units: int | None = None
+    ) -> LayerNormCore:
+        """The core of LayerNorm site ``name`` of ``vit`` (its stream bound from ``vit.ranges``;
+        ``units`` as in the constructor)."""
         if not isinstance(vit, VisionTransformer):
             raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
         norms = [s for s in vit.sites if isinstance(s.op, LayerNorm)]
@@ -511,7 +658,9 @@ class LayerNormCore(wiring.Component):
             raise ValueError(f"name must be one of the LayerNorm sites {names}, not {name!r}")
         j = names.index(name)
         bound = vit.ranges.stream[j]
-        return cls(norm=norms[j].op, tokens=vit.tokens, stream_bound=bound, src_loc_at=1)
+        return cls(
+            norm=norms[j].op, tokens=vit.tokens, stream_bound=bound, units=units, src_loc_at=1
+        )
 
     @property
     def norm(self) -> LayerNorm:
@@ -536,8 +685,12 @@ class LayerNormCore(wiring.Component):
         m.submodules.store = store = StateStore(norm=self._norm, geometry=g)
         m.submodules.changed = changed = ChangedTokens(geometry=g)
         m.submodules.moments = moments = Moments(geometry=g)
-        m.submodules.rounding = rnd = Rounding(
-            a_width=g.numerator_width, w_width=g.w_width, bits=g.rounding_bits
+        m.submodules.rounding = rnd = RoundingBank(
+            units=g.units,
+            a_width=g.numerator_width,
+            w_width=g.w_width,
+            bits=g.rounding_bits,
+            tag_width=len(store.bias) + g.output_width,
         )
         m.submodules.sequencer = seq = StepSequencer(
             geometry=g, gain_width=len(store.gain), bias_width=len(store.bias)
@@ -552,7 +705,7 @@ class LayerNormCore(wiring.Component):
             store.channel.eq(seq.channel),
             store.clear.eq(seq.clear),
             store.g_we.eq(seq.g_we),
-            store.g_addr.eq(seq.addr),
+            store.g_addr.eq(seq.g_addr),
             store.g_data.eq(seq.g_data),
             changed.mark.eq(seq.ev_valid),
             changed.index.eq(seq.addr),
@@ -562,9 +715,12 @@ class LayerNormCore(wiring.Component):
             moments.clear.eq(seq.m_clear),
             moments.valid.eq(seq.m_valid),
             moments.x.eq(store.x),
+            rnd.reserve.eq(seq.r_reserve),
             rnd.start.eq(seq.r_start),
+            rnd.take.eq(seq.r_take),
             rnd.numerator.eq(seq.r_a),
             rnd.w.eq(moments.w),
+            rnd.tag.eq(seq.r_tag),
             seq.x.eq(store.x),
             seq.g_prev.eq(store.g_prev),
             seq.gain.eq(store.gain),
@@ -572,7 +728,9 @@ class LayerNormCore(wiring.Component):
             seq.any.eq(changed.any),
             seq.first.eq(changed.first),
             seq.total.eq(moments.total),
+            seq.r_ready.eq(rnd.ready),
             seq.r_valid.eq(rnd.valid),
             seq.r_result.eq(rnd.result),
+            seq.r_tag_out.eq(rnd.tag_out),
         ]
         return m

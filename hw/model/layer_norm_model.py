@@ -17,10 +17,15 @@ Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset
   inference's last marker was emitted;
 * **accumulate**: one input event per cycle, then the marker, accepted in cycle ``m``;
 * **scan** from ``s = m + 1`` (a self-running step: the cycle its predecessor's marker leaves):
-  each changed token, ascending, costs ``token_cycles = 1 + dim + STATS_WAIT + dim·element_cycles``
-  (one scan cycle, one statistics pass reading ``dim`` entries, the wait for ``W``, and one
-  element after the other through the rounding unit); its channel ``i``'s drive leaves in cycle
-  ``s + 1 + dim + STATS_WAIT + (i + 1)·element_cycles``; unchanged tokens cost nothing;
+  each changed token, ascending, costs ``token_cycles = 1 + dim + STATS_WAIT + element_start(dim
+  − 1) + element_cycles`` (one scan cycle, one statistics pass reading ``dim`` entries, the wait
+  for ``W``, then the elements through ``units`` rounding units: element ``i`` goes to unit
+  ``i mod units``, which it holds from its read to its result's write, ``element_cycles``
+  cycles; it starts ``element_start(i) = ⌊i/units⌋·max(element_cycles, units) + i mod units``
+  cycles into the pass — one element after the other for ``units = 1``, one per cycle for
+  ``units ≥ element_cycles``); its channel ``i``'s drive leaves in cycle
+  ``s + 1 + dim + STATS_WAIT + element_start(i) + element_cycles``; unchanged tokens cost
+  nothing;
 * the marker leaves one cycle after the scan finds no changed token left: ``s_end + 1``; the
   next step accumulates from that cycle.
 """
@@ -74,6 +79,9 @@ class LayerNormGeometry:
         ``max |c_i|`` and ``max |B_i|``.
     eps : int
         ``E ≥ 1``.
+    units : int
+        Rounding units working in parallel (``≥ 1``; :attr:`full_rate_units` is the fewest that
+        start one element per cycle).
     """
 
     tokens: int
@@ -82,6 +90,7 @@ class LayerNormGeometry:
     gain_bound: int
     bias_bound: int
     eps: int
+    units: int = 1
 
     def __post_init__(self) -> None:
         for name, lo in (
@@ -91,6 +100,7 @@ class LayerNormGeometry:
             ("gain_bound", 0),
             ("bias_bound", 0),
             ("eps", 1),
+            ("units", 1),
         ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -198,9 +208,22 @@ class LayerNormGeometry:
         return 2 + rounding_latency(self.rounding_bits) + 1
 
     @property
+    def full_rate_units(self) -> int:
+        """The fewest units that start one element per cycle: ``min(dim, element_cycles)``."""
+        return min(self.dim, self.element_cycles)
+
+    def element_start(self, i: int) -> int:
+        """Cycles from a token's element pass to the read of its element ``i``: element ``i``
+        waits for the previous one (one read per cycle) and for its unit (``i mod units``), free
+        ``element_cycles`` after element ``i − units`` started."""
+        u = self.units
+        return (i // u) * max(self.element_cycles, u) + i % u
+
+    @property
     def token_cycles(self) -> int:
         """Cycles per evaluated token."""
-        return 1 + self.dim + self.stats_wait + self.dim * self.element_cycles
+        last = self.element_start(self.dim - 1)
+        return 1 + self.dim + self.stats_wait + last + self.element_cycles
 
 
 # -- golden event lists -------------------------------------------------------------------------
@@ -303,7 +326,7 @@ def schedule(
                 first[k] = s + 1 + d + geo.stats_wait
                 s += geo.token_cycles
             ev = [
-                first[int(i) // d] + (int(i) % d + 1) * geo.element_cycles
+                first[int(i) // d] + geo.element_start(int(i) % d) + geo.element_cycles
                 for i in out.indices.tolist()
             ]
             steps.append(StepCycles(ev, s + 1))

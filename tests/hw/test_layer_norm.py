@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikezip.hw.cores.layer_norm import LayerNormCore, Rounding
+from spikezip.hw.cores.layer_norm import LayerNormCore, Rounding, RoundingBank
 from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.ir.transformer import SiteKind
@@ -37,6 +37,8 @@ def _norm(dim: int = 4):
         ({"tokens": True, "stream_bound": 5}, "tokens must be an integer ≥ 1, not True"),
         ({"tokens": 2, "stream_bound": -1}, "stream_bound must be an integer ≥ 0, not -1"),
         ({"tokens": 2, "stream_bound": 2**31}, "stream_bound must satisfy dim²·stream_bound²"),
+        ({"tokens": 2, "stream_bound": 5, "units": 0}, "units must be an integer ≥ 1, not 0"),
+        ({"tokens": 2, "stream_bound": 5, "units": 2.0}, "units must be an integer ≥ 1, not 2.0"),
     ],
 )
 def test_validation(kwargs, message) -> None:
@@ -53,6 +55,8 @@ def test_type_errors_and_site_names() -> None:
         Rounding(a_width=0, w_width=4, bits=3)
     with pytest.raises(ValueError, match="bits must be a positive integer, not -1"):
         Rounding(a_width=4, w_width=4, bits=-1)
+    with pytest.raises(ValueError, match="units must be a positive integer, not 0"):
+        RoundingBank(units=0, a_width=4, w_width=4, bits=3, tag_width=2)
 
 
 @settings(max_examples=4, deadline=None)
@@ -69,6 +73,8 @@ def test_widths_come_from_the_vit_ranges(vit) -> None:
         assert geo.numerator_bound == r.layernorm_input[j]
         assert geo.output_bound == r.layernorm_output[j]
         assert geo.index_width == max(1, (vit.tokens * vit.dim - 1).bit_length())
+        assert geo.units == geo.full_rate_units  # the default: one element per cycle
+        assert LayerNormCore.for_site(vit, site.name, units=1).geometry.units == 1
 
 
 def test_ports_and_verilog() -> None:
@@ -86,7 +92,7 @@ def test_ports_and_verilog() -> None:
 def test_cycle_model_by_hand() -> None:
     """One token of 2 channels, W = 3 iterations: the schedule written out cycle by cycle."""
     norm = norm_site([3, -3], [0, 0], 1)  # quotient bound isqrt(9) + 1 = 4: 3 bits
-    geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
+    geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4, units=1).geometry
     assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 7
     assert (geo.stats_wait, geo.element_cycles) == (3, 10)
     assert geo.token_cycles == 1 + 2 + 3 + 2 * 10
@@ -103,6 +109,28 @@ def test_cycle_model_by_hand() -> None:
     # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (10 cycles)
     assert steps[0].event_cycles == [10 + 10, 10 + 20] and steps[0].marker_cycle == 4 + 26 + 1
     assert steps[1].event_cycles == [] and steps[1].marker_cycle == 31 + 1 + 1
+    # two units (the default here: min(dim, element_cycles)): element 1 is read one cycle
+    # after element 0, its drive leaves one cycle after element 0's
+    fast = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
+    assert fast.units == 2 and fast.token_cycles == 1 + 2 + 3 + 1 + 10
+    (steps,) = lnm.schedule(fast, ins, outs)
+    assert steps[0].event_cycles == [10 + 10, 10 + 11] and steps[0].marker_cycle == 4 + 17 + 1
+
+
+@pytest.mark.parametrize("units", [1, 2, 3, 7, 10, 11, 32])
+def test_element_starts_follow_the_unit_recurrence(units) -> None:
+    """``element_start`` in closed form equals the rule: element ``i`` is read one cycle after
+    element ``i − 1`` at the earliest, and ``element_cycles`` after element ``i − units`` (its
+    unit is free then)."""
+    geo = LayerNormCore(norm=_norm(32), tokens=1, stream_bound=9, units=units).geometry
+    e, start = geo.element_cycles, []
+    for i in range(32):
+        after_previous = start[i - 1] + 1 if i else 0
+        unit_free = start[i - units] + e if i >= units else 0
+        start.append(max(after_previous, unit_free))
+    assert [geo.element_start(i) for i in range(32)] == start
+    assert geo.token_cycles == 1 + 32 + geo.stats_wait + start[-1] + e
+    assert geo.full_rate_units == min(32, e)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -132,10 +160,10 @@ def test_golden_lists_equal_the_reference(data) -> None:
 
 
 # -- tier 2 -------------------------------------------------------------------------------------
-def _rounding_run(pairs, a_width, w_width, bits):
+def _rounding_run(pairs, a_width, w_width, bits, *, shared_square: bool = False):
     from amaranth.sim import Simulator
 
-    dut = Rounding(a_width=a_width, w_width=w_width, bits=bits)
+    dut = Rounding(a_width=a_width, w_width=w_width, bits=bits, shared_square=shared_square)
     out = []
 
     async def testbench(ctx):
@@ -145,6 +173,16 @@ def _rounding_run(pairs, a_width, w_width, bits):
             ctx.set(dut.w, w)
             await ctx.tick()
             ctx.set(dut.start, 0)
+            if shared_square:  # a² in the cycle after start, garbage after that
+                ctx.set(dut.square, a * a)
+                await ctx.tick()
+                ctx.set(dut.square, (1 << len(dut.square)) - 1)
+                for cycle in range(2, dut.latency + 1):
+                    assert ctx.get(dut.valid) == (cycle == dut.latency), (a, w, cycle)
+                    if cycle < dut.latency:
+                        await ctx.tick()
+                out.append(ctx.get(dut.result))
+                continue
             for cycle in range(1, dut.latency + 1):
                 assert ctx.get(dut.valid) == (cycle == dut.latency), (a, w, cycle)
                 if cycle < dut.latency:
@@ -207,12 +245,14 @@ def test_rounding_unit_is_exact(case) -> None:
     assert got == [_q(a, w) for a, w in pairs]
 
 
-def test_rounding_unit_extremes() -> None:
-    """The widest numerator and the largest quotient that fits the bits."""
+@pytest.mark.parametrize("shared_square", [False, True])
+def test_rounding_unit_extremes(shared_square) -> None:
+    """The widest numerator and the largest quotient that fits the bits (with its own squarer
+    and with ``a²`` given from outside, as in the bank)."""
     bits, w = 14, (1 << 40) - 3
     a = math.isqrt(w * (1 << bits) ** 2 - 1)
     pairs = [(a, w), (-a, w), (0, 1), (1, 1), (-1, 4), (3, 4), (-3, 4), (5, 4), ((1 << 14) - 1, 1)]
-    got = _rounding_run(pairs, a.bit_length() + 1, 40, bits)
+    got = _rounding_run(pairs, a.bit_length() + 1, 40, bits, shared_square=shared_square)
     assert got == [_q(a_, w_) for a_, w_ in pairs]
     assert got[4:8] == [-1, 2, -2, 3]  # ties: 0.5, 1.5, 2.5 round away from zero
 
@@ -223,9 +263,13 @@ def _check(got, expected, cycles, *, timed: bool) -> None:
         assert [c for c, _ in got] == cycles
 
 
-def _core_case(case, *, stalls: bool):
+#: rounding units of the tier-2 core tests: one (the serial schedule), a few, the default
+UNITS = [1, 2, 3, None]
+
+
+def _core_case(case, *, stalls: bool, units: int | None = None):
     norm, tokens, bound, inputs = case
-    core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound)
+    core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound, units=units)
     outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, tokens, inputs)
     got, expected, cycles = simulate(core, inputs, outputs)
     _check(got, expected, cycles, timed=True)
@@ -235,17 +279,27 @@ def _core_case(case, *, stalls: bool):
         _check(got, expected, cycles, timed=False)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("units", UNITS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_cases())
-def test_core_random_sites(case) -> None:
+def test_core_random_sites(units, case) -> None:
     """Random sites and streams (extremes included): every drive and marker equals the
     definition, in the model's cycle."""
-    _core_case(case, stalls=False)
+    _core_case(case, stalls=False, units=units)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases(max_tokens=2, max_dim=24), st.sampled_from([9, 12]))
+def test_core_more_units_than_element_cycles(case, units) -> None:
+    """Wide tokens with more units than ``element_cycles`` (or close to it): one element per
+    cycle, every beat in the model's cycle."""
+    _core_case(case, stalls=False, units=min(units, case[0].dim))
+
+
+@pytest.mark.parametrize("units", UNITS)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tie_cases())
-def test_core_ties(case) -> None:
+def test_core_ties(units, case) -> None:
     """Every channel an exact tie: rounding half away from zero, in the model's cycle."""
     norm, tokens, _bound, inputs = case
     x = np.zeros(tokens * 4, dtype=np.int64)
@@ -257,18 +311,20 @@ def test_core_ties(case) -> None:
         assert k * k == w
         for c, v in zip(norm.gain.tolist(), tok, strict=True):
             assert (2 * abs(c * (4 * v - s))) % k == 0 and (2 * abs(c * (4 * v - s)) // k) % 2
-    _core_case(case, stalls=False)
+    _core_case(case, stalls=False, units=units)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_cases(max_tokens=2, max_dim=3))
-def test_core_stalls_change_no_value(case) -> None:
-    """Idle input cycles and output backpressure change timing only."""
-    _core_case(case, stalls=True)
+@pytest.mark.parametrize("units", UNITS)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases(max_tokens=2, max_dim=4))
+def test_core_stalls_change_no_value(units, case) -> None:
+    """Idle input cycles and output backpressure change timing only (with several units in
+    flight a stalled drive holds back the ones behind it)."""
+    _core_case(case, stalls=True, units=units)
 
 
 @pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(random_cases(), tie_cases()))
-def test_core_many_sites(case) -> None:
-    _core_case(case, stalls=False)
+@given(st.one_of(random_cases(), tie_cases()), st.sampled_from([*UNITS, 4, 5]))
+def test_core_many_sites(case, units) -> None:
+    _core_case(case, stalls=False, units=units)

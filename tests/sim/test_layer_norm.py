@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spikezip.hw.cores.layer_norm import LayerNormCore
 from spikezip.hw.flow.verilog import LINT_WAIVERS, generate
@@ -37,27 +38,36 @@ def run_both(tmp_path: Path, sim: str, core, inputs, outputs=None, name="layer_n
     case.run(sim, build, ready=0.6, valid=0.7)  # exact under backpressure and idle input
 
 
-def _mixed_case(seed: int):
+def _mixed_case(seed: int, units: int | None = None):
     """Three inferences on 4 tokens of 6 channels: random streams with the extremes ±bound."""
     rng = np.random.default_rng(seed)
     norm = norm_site(rng.integers(-1024, 1025, 6), rng.integers(-2000, 2001, 6), 100)
     inputs = [random_inference(rng, 4, 6, 5000, int(rng.integers(1, 5))) for _ in range(3)]
-    return LayerNormCore(norm=norm, tokens=4, stream_bound=5000), inputs
+    return LayerNormCore(norm=norm, tokens=4, stream_bound=5000, units=units), inputs
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", [*SIMS[:1], pytest.param(SIMS[1], marks=pytest.mark.slow)])
-def test_random_site(tmp_path: Path, sim: str) -> None:
-    core, inputs = _mixed_case(7 if sim == "icarus" else 8)
+@pytest.mark.parametrize(
+    ("sim", "units"),
+    [
+        ("icarus", None),  # the default: 6 units, one element per cycle
+        ("icarus", 4),
+        pytest.param("icarus", 1, marks=pytest.mark.slow),
+        pytest.param("verilator", None, marks=pytest.mark.slow),
+    ],
+)
+def test_random_site(tmp_path: Path, sim: str, units: int | None) -> None:
+    core, inputs = _mixed_case(7 if sim == "icarus" else 8, units)
     run_both(tmp_path, sim, core, inputs)
 
 
 @pytest.mark.sim
 @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
-@given(random_cases(max_tokens=3, max_dim=5), tie_cases(max_tokens=2))
-def test_random_and_tie_sites_icarus(tmp_path_factory, case, ties) -> None:
+@given(random_cases(max_tokens=3, max_dim=5), tie_cases(max_tokens=2), st.sampled_from([1, 2]))
+def test_random_and_tie_sites_icarus(tmp_path_factory, case, ties, units) -> None:
+    """Random and tie sites with one unit (the serial schedule) or two."""
     for j, (norm, tokens, bound, inputs) in enumerate((case, ties)):
-        core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound)
+        core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound, units=units)
         run_both(tmp_path_factory.mktemp(f"c{j}"), "icarus", core, inputs)
 
 
