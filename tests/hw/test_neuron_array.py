@@ -396,21 +396,23 @@ def _spike_network(seed: int = 3) -> tuple[Network, np.ndarray]:
     return net, rng.integers(-8, 17, (4, 7))
 
 
+SLOW = pytest.mark.slow
 SIM_CASES = [
-    # (simulator, layer, lanes, storage, pipeline)
+    # (simulator, layer, lanes, storage, pipeline); make test: one Icarus case per pipeline depth
+    # and storage (the layer core's cocotb tests run the array inside every core besides)
     ("icarus", 0, 1, "memory", 1),
     ("icarus", 0, 4, "registers", 1),
-    ("icarus", 1, 3, "memory", 1),
-    ("icarus", 1, 11, None, 1),
-    ("icarus", 1, 16, None, 1),
-    ("verilator", 1, 4, None, 1),
-    ("icarus", 0, 4, "memory", 0),
+    pytest.param("icarus", 1, 3, "memory", 1, marks=SLOW),
+    pytest.param("icarus", 1, 11, None, 1, marks=SLOW),
+    pytest.param("icarus", 1, 16, None, 1, marks=SLOW),
+    pytest.param("verilator", 1, 4, None, 1, marks=SLOW),
+    pytest.param("icarus", 0, 4, "memory", 0, marks=SLOW),
     ("icarus", 1, 3, None, 0),
-    ("icarus", 0, 2, "registers", 2),
+    pytest.param("icarus", 0, 2, "registers", 2, marks=SLOW),
     ("icarus", 1, 11, None, 2),  # one word: commands two cycles apart
-    ("verilator", 1, 4, "memory", 2),
+    pytest.param("verilator", 1, 4, "memory", 2, marks=SLOW),
     ("icarus", 1, 6, None, 3),  # two words: each word three cycles apart
-    ("icarus", 0, 16, "registers", 3),  # one word
+    pytest.param("icarus", 0, 16, "registers", 3, marks=SLOW),  # one word
 ]
 
 

@@ -149,9 +149,9 @@ def residual_cases(draw):
     return geo, pos, base, spikes
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(residual_cases())
-def test_core_random_stages(case) -> None:
+def test_core_random_stages(case) -> None:  # test_core_many_random_stages: 100 (slow)
     """Every output beat equals the golden list, in the model's cycle; stalls change no value."""
     geo, pos, base, spikes = case
     core = ResidualCore(geometry=geo, position=pos)
@@ -164,6 +164,15 @@ def test_core_random_stages(case) -> None:
     assert [w for _, w in got] == expected
 
 
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(residual_cases())
+def test_core_many_random_stages(case) -> None:
+    test_core_random_stages.hypothesis.inner_test(case)
+
+
+# slow; make test: random ViTs' stages (above) and the digits ViT's other cores (tests/sim)
+@pytest.mark.slow
 def test_digits_vit_stages_in_rtl(trained_vit) -> None:
     """The trained digits ViT, one test image: every stage's golden list equals the reference's
     recorded increments of its LayerNorm site, and every stage's core (Amaranth simulator) emits

@@ -81,8 +81,15 @@ def division_cases(draw):
 
 
 @given(division_cases())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_divider_is_exact(case) -> None:  # the _many twin: 120 (slow)
+    _check_divider(*case)
+
+
+@pytest.mark.slow
+@given(division_cases())
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_divider_is_exact(case) -> None:
+def test_divider_is_exact_many(case) -> None:
     _check_divider(*case)
 
 
@@ -226,14 +233,28 @@ def _check(p, ins, seed=None) -> None:
 
 
 @given(blocks())
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_core_matches_definition_and_model(case) -> None:
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_core_matches_definition_and_model(case) -> None:  # the _many twin: 50 (slow)
     _check(*case)
 
 
 @given(blocks(ties=True))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_core_is_exact_on_ties(case) -> None:  # the _many twin: 40 (slow)
+    _check(*case)
+
+
+@pytest.mark.slow
+@given(blocks())
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_core_matches_definition_and_model_many(case) -> None:
+    _check(*case)
+
+
+@pytest.mark.slow
+@given(blocks(ties=True))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_core_is_exact_on_ties(case) -> None:
+def test_core_is_exact_on_ties_many(case) -> None:
     _check(*case)
 
 

@@ -29,7 +29,11 @@ def test_resources_classify_cells():
     assert resources("ice40", {"SB_DFFE": 3, "SB_LUT4": 4})["ff"] == 3
 
 
-@pytest.mark.parametrize("target", ["ecp5", "generic"])
+@pytest.mark.parametrize(
+    # generic, per layer, in make test: tests/cli/test_cli_report.py (a report of two layers)
+    "target",
+    ["ecp5", pytest.param("generic", marks=pytest.mark.slow)],
+)
 def test_per_layer_counts_are_stat_json(digits_network, digits_verilog, target):
     names = [f"spikezip_net.layer{k}" for k in range(digits_network.depth)]
     r = synthesize(digits_verilog, "spikezip_net", target=target, keep=names)

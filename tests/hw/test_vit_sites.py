@@ -119,7 +119,7 @@ def _lanes(data, site) -> int:
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
-def test_random_vit_sites_equal_the_reference(data) -> None:
+def test_random_vit_sites_equal_the_reference(data) -> None:  # the _more twin: 100 (slow)
     """Random ViTs and images: every site's core (random lanes and pipeline preset) emits the
     reference's spikes and busy flags, each beat in the exact model's cycle; with random idle
     input cycles and output stalls the same beats."""

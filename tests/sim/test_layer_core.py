@@ -13,6 +13,10 @@ The golden traces come from :func:`sw.reference.simulate` in this process; the t
 matrix; Verilator (a C++ build per design) a representative subset. Both run the other pipeline
 depths (:data:`hw.model.cycle_model.PIPELINES`) on a few layers besides the default 1, including
 passes padded with idle slots (fewer words than the pipeline's same-word distance).
+
+The default test run (``make test``) takes a subset of each matrix (:data:`FAST`): every network
+kind, padded and one-word passes, more lanes than neurons, every pipeline depth (passes with idle
+slots included), memory storage, and one Verilator build; the rest is ``slow`` (``make test-all``).
 """
 
 from pathlib import Path
@@ -83,12 +87,57 @@ VERILATOR_PIPELINES = [
     ("large", 0, 4, "memory", 2),  # W 3
     ("analog", 0, 6, None, 3),  # W 2
 ]
+#: (simulator, network, layer, lanes, storage, pipeline) run by ``make test``; every other case
+#: above is ``slow``.
+FAST = {
+    ("icarus", "analog", 0, 1, None, 1),  # W 12 in a memory
+    ("icarus", "analog", 0, 16, None, 1),  # more lanes than neurons
+    ("icarus", "analog", 1, 3, None, 1),  # per-neuron thresholds, last word padded
+    ("icarus", "spike", 0, 7, None, 1),  # spike-encoded input
+    ("icarus", "bias_only", 0, 1, None, 1),
+    ("icarus", "large", 0, 16, None, 1),  # 19-bit membranes
+    ("icarus", "analog", 0, 4, None, 0),
+    ("icarus", "analog", 0, 12, None, 2),  # W 1: an idle slot after every word operation
+    ("icarus", "saturating", 0, 1, "memory", 2),  # saturating tracers
+    ("icarus", "spike", 0, 8, "memory", 3),  # two idle slots after every word operation
+    # pipeline 1 on Verilator: tests/sim/test_network.py and test_network_model.py
+    ("verilator", "spike", 0, 3, "registers", 0),
+}
+#: the same for test_lint (Icarus lists): analog, spike and 19-bit membranes, every pipeline depth
+LINT_FAST = {
+    ("icarus", "analog", 0, 1, None, 1),
+    ("icarus", "spike", 0, 7, None, 1),
+    ("icarus", "large", 0, 3, None, 1),
+    ("icarus", "analog", 0, 4, None, 0),
+    ("icarus", "saturating", 0, 1, "memory", 2),
+    ("icarus", "spike", 0, 8, "memory", 3),
+}
+
+
+def _cases(sim: str, cases, pipeline=None, *, fast=FAST, with_sim: bool = True) -> list:
+    """``cases`` on ``sim`` (with ``pipeline`` appended if given), ``slow`` unless in ``fast``."""
+    out = []
+    for c in cases:
+        case = (sim, *c) if pipeline is None else (sim, *c, pipeline)
+        marks = [] if case in fast else [pytest.mark.slow]
+        out.append(pytest.param(*(case if with_sim else case[1:]), marks=marks))
+    return out
+
+
 CASES = (
-    [("icarus", *c, 1) for c in ICARUS]
-    + [("verilator", *c, 1) for c in VERILATOR]
-    + [("icarus", *c) for c in ICARUS_PIPELINES]
-    + [("verilator", *c) for c in VERILATOR_PIPELINES]
+    _cases("icarus", ICARUS, 1)
+    + _cases("verilator", VERILATOR, 1)
+    + _cases("icarus", ICARUS_PIPELINES)
+    + _cases("verilator", VERILATOR_PIPELINES)
 )
+
+
+def test_fast_cases_are_in_the_matrix() -> None:
+    """Every FAST entry names a case of the lists (a typo would leave nothing fast in its place)."""
+    assert FAST <= {tuple(p.values) for p in CASES}
+    assert LINT_FAST <= {tuple(p.values) for p in CASES if p.values[0] == "icarus"}
+
+
 HERE = Path(__file__).parent
 
 
@@ -139,7 +188,8 @@ def test_layer_core(
 @pytest.mark.sim
 @pytest.mark.parametrize(
     ("name", "layer", "lanes", "storage", "pipeline"),
-    [(*c, 1) for c in ICARUS] + ICARUS_PIPELINES,
+    _cases("icarus", ICARUS, 1, fast=LINT_FAST, with_sim=False)
+    + _cases("icarus", ICARUS_PIPELINES, fast=LINT_FAST, with_sim=False),
 )
 def test_lint(tmp_path: Path, name: str, layer: int, lanes: int, storage, pipeline: int) -> None:
     """``verilator --lint-only -Wall`` is clean on every generated design (waivers documented)."""
@@ -231,7 +281,7 @@ def _random_run(tmp_path_factory, data, sim: str, max_width: int) -> None:
 
 @pytest.mark.sim
 @settings(
-    max_examples=3,
+    max_examples=2,  # the first is the simplest layer; test_random_layers_icarus_many: 40
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -62,6 +62,7 @@ def test_random_site(tmp_path: Path, sim: str, units: int | None) -> None:
 
 
 @pytest.mark.sim
+@pytest.mark.slow  # make test: test_random_site, and random and tie sites in tier 2 (tests/hw)
 @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(random_cases(max_tokens=3, max_dim=5), tie_cases(max_tokens=2), st.sampled_from([1, 2]))
 def test_random_and_tie_sites_icarus(tmp_path_factory, case, ties, units) -> None:

@@ -98,7 +98,11 @@ def builds(tmp_path_factory) -> Path:
 
 
 # -- digits -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("sim", "images"), [("verilator", 60), ("icarus", 4)])
+@pytest.mark.parametrize(
+    # make test: Icarus; Verilator runs random networks below (and the whole test set, slow)
+    ("sim", "images"),
+    [pytest.param("verilator", 60, marks=pytest.mark.slow), ("icarus", 4)],
+)
 def test_digits_rtl_equals_reference(digits_network, digits_data, builds, sim, images):
     x = digits_data.x_test[:images]
     golden = reference(digits_network, x)
@@ -128,10 +132,11 @@ def test_digits_whole_test_set(digits_network, digits_data, builds, sim):
 # -- random networks --------------------------------------------------------------------------
 RANDOM = [
     # (seed, depth, max width, lanes, encoding, simulator)
-    (1, 3, 12, 3, "analog", "icarus"),
+    # analog on Icarus (slow): make test runs the digits network there
+    pytest.param(1, 3, 12, 3, "analog", "icarus", marks=pytest.mark.slow),
     (2, 3, 16, 4, "spike", "icarus"),
-    (3, 4, 24, (5, 1, 8, 2), "analog", "verilator"),
-    (4, 3, 20, 16, "spike", "verilator"),
+    (3, 4, 24, (5, 1, 8, 2), "analog", "verilator"),  # its build serves the backpressure test
+    pytest.param(4, 3, 20, 16, "spike", "verilator", marks=pytest.mark.slow),
 ]
 SLOW_RANDOM = [
     (11, 3, 128, 8, "analog", "verilator"),

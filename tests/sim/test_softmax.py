@@ -72,9 +72,9 @@ def _slow_on_verilator(cases, fast):
 @pytest.mark.sim
 @pytest.mark.parametrize(
     ("sim", "k"),
-    _slow_on_verilator(
-        range(len(RANDOM)), {(s, k) for s in ("icarus",) for k in range(3)} | {("verilator", 1)}
-    ),
+    # make test: the tie-heavy and the wide block on Icarus (the digits ViT's blocks below run the
+    # usual sizes)
+    _slow_on_verilator(range(len(RANDOM)), {("icarus", 1), ("icarus", 2)}),
 )
 def test_random_blocks(tmp_path: Path, sim: str, k: int) -> None:
     params, inferences, steps, density = RANDOM[k]

@@ -51,7 +51,7 @@ def cases(draw):
 
 
 @settings(
-    max_examples=320,
+    max_examples=100,  # test_converged_snn_equals_integer_qann_many: 320 (slow)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -77,6 +77,17 @@ def test_converged_snn_equals_integer_qann(case):
         t = int(trace.steps[b]) - 1
         assert not trace.busy[b, t, -1] and trace.busy[b, :t, -1].all()
         assert all(not trace.spikes[k][b, t:].any() for k in range(network.depth))
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=320,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases())
+def test_converged_snn_equals_integer_qann_many(case):
+    test_converged_snn_equals_integer_qann.hypothesis.inner_test(case)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -41,7 +41,7 @@ def cases(draw):
 
 
 # -- the main property ---------------------------------------------------------------------------
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)  # the _many twin: 150 (slow)
 @given(cases())
 def test_converged_snn_equals_integer_qann_at_every_site(case):
     vit, x = case
@@ -68,6 +68,13 @@ def test_converged_snn_equals_integer_qann_at_every_site(case):
         assert not trace.busy[b, t, -1] and trace.busy[b, :t, -1].all()
         assert all(not s[b, t:].any() for s in trace.spikes)
     assert trace.steps.max() <= vit.step_bound()
+
+
+@pytest.mark.slow
+@settings(max_examples=150, **SETTINGS)
+@given(cases())
+def test_converged_snn_equals_integer_qann_at_every_site_many(case):
+    test_converged_snn_equals_integer_qann_at_every_site.hypothesis.inner_test(case)
 
 
 def flat(rows: list[list[int]]) -> list[int]:
@@ -349,7 +356,7 @@ def test_zero_delay_inside_a_step():
 
 
 # -- per-step drives: the golden stimulus and output of each core of the block ------------------
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=20, **SETTINGS)  # the _many twin: 60 (slow)
 @given(cases())
 def test_recorded_step_drives_telescope_and_follow_the_exact_definitions(case):
     """``record_drives``: per step, each site's drive, each LayerNorm's stream increment and each
@@ -401,3 +408,10 @@ def test_recorded_step_drives_telescope_and_follow_the_exact_definitions(case):
             np.testing.assert_array_equal(got, g - last, f"{site.name} step {t}")
             last = g
         np.testing.assert_array_equal(stream, result.totals[f"{site.name}.stream"])
+
+
+@pytest.mark.slow
+@settings(max_examples=60, **SETTINGS)
+@given(cases())
+def test_recorded_step_drives_telescope_and_follow_the_exact_definitions_many(case):
+    test_recorded_step_drives_telescope_and_follow_the_exact_definitions.hypothesis.inner_test(case)
