@@ -250,7 +250,7 @@ def check(geo, infs, seed, stalls: bool) -> None:
         assert values(slow) == values(exp)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_random_trains(case):  # test_random_trains_many: 300 examples (slow)
     geo, infs, seed = case

@@ -7,7 +7,7 @@ words than their same-word distance, whose passes have idle slots). The model cl
 when no inter-layer FIFO can fill up; the cases below cover both sides of that check: where it holds
 the cycles must agree and the RTL must record no stall; where it fails the RTL must indeed have
 stalled (the check is not vacuous). Every case is a Verilator build: ``make test`` runs the first
-digits case, the backpressure case and one random network at pipeline 2, the rest is ``slow``.
+digits case and the backpressure case, the rest is ``slow``.
 """
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ def test_backpressure_is_detected(digits_network, digits_data, builds):
 @pytest.mark.parametrize(
     ("seed", "depth", "width", "lanes", "encoding", "pipeline"),
     [
-        # make test: pipeline 2 (passes with idle slots) and the digits cases (1); each depth's
-        # layer timing is checked in the layer core's cocotb tests (0 on Verilator)
+        # all slow: make test runs the digits cases above; each depth's layer timing (idle slots
+        # included) is checked in the layer core's cocotb tests (pipeline 0 on Verilator)
         pytest.param(1, 2, 12, 1, "analog", 1, marks=pytest.mark.slow),
         pytest.param(2, 3, 9, 3, "spike", 1, marks=pytest.mark.slow),
         pytest.param(1, 2, 12, 4, "analog", 0, marks=pytest.mark.slow),
-        (2, 3, 9, (3, 16, 2), "spike", 2),  # layer 1: one word
+        pytest.param(2, 3, 9, (3, 16, 2), "spike", 2, marks=pytest.mark.slow),  # layer 1: one word
         pytest.param(1, 2, 12, (6, 4), "analog", 3, marks=pytest.mark.slow),
         pytest.param(3, 1, 17, 4, "analog", 1, marks=pytest.mark.slow),
         pytest.param(4, 3, 6, 2, "spike", 1, marks=pytest.mark.slow),
