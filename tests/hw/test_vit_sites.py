@@ -117,7 +117,7 @@ def _lanes(data, site) -> int:
     return data.draw(st.integers(1, 4))
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_vit_sites_equal_the_reference(data) -> None:  # the _more twin: 100 (slow)
     """Random ViTs and images: every site's core (random lanes and pipeline preset) emits the
