@@ -278,7 +278,10 @@ class DeltaBanks(wiring.Component):
             rp, wp = mem.read_port(), mem.write_port()
             rot = cmd.payload.rot
             lane = Signal(range(max(2, p)), name=f"lane{b}")  # (b − rot) mod P
-            m.d.comb += lane.eq(Mux(rot <= b, b - rot, b + p - rot))
+            if b == p - 1:  # rot < P always: no wrap (a constant comparison otherwise)
+                m.d.comb += lane.eq(b - rot)
+            else:
+                m.d.comb += lane.eq(Mux(rot <= b, b - rot, b + p - rot))
             offset = Mux(cmd.payload.kind == Y, lane * geo.row_words, 0)
             m.d.comb += rp.addr.eq(Mux(self.scan, self.scan_address, cmd.payload.base + offset))
             m.d.comb += rp.en.eq(cmd.valid | self.scan)

@@ -87,3 +87,13 @@ def test_digits_vit_block0(tmp_path: Path, trained_vit, kind: str) -> None:
     build = tmp_path / "build"
     for env in ({}, {"ready": 0.6, "valid": 0.7}):
         case.run("icarus", build, **env)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(("kind", "lanes"), [("scores", 2), ("context", 2), ("scores", 4)])
+def test_lint_at_power_of_two_lanes(tmp_path: Path, kind: str, lanes: int) -> None:
+    """Verilator's lint at lanes 2 and 4, where the last bank's lane rotation once compared a
+    1- or 2-bit value with its maximum (CMPCONST)."""
+    geo, infs = _random_case(kind, lanes)
+    case = product_case(tmp_path / "case", geo, infs)
+    lint_verilog([case.verilog], case.toplevel, WAIVERS)
