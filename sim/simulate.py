@@ -44,6 +44,13 @@ from spikezip.hw.model.events import input_steps
 from spikezip.hw.model.vit_sites import input_steps as vit_input_steps
 from spikezip.ir import Network, Trace
 from spikezip.ir.transformer import VisionTransformer
+from spikezip.sim.harness import (
+    HARNESS,
+    HARNESS_FILES,
+    VERILATOR_ARGS,
+    harness_verilog,
+    write_harness,
+)
 from spikezip.sim.runner import (
     SIMULATORS,
     FileLock,
@@ -181,6 +188,7 @@ def prepare(
     ready: float = 1.0,
     simulator: str = "",
     progress: Path | None = None,
+    per_cycle: bool = False,
 ) -> Path:
     """Write the :class:`sim.tb.files.NetworkStimulus` of :mod:`sim.tb.network` into ``run_dir``.
 
@@ -217,6 +225,7 @@ def prepare(
         ready=float(ready),
         simulator=simulator,
         progress=str(progress.resolve()) if progress is not None else "",
+        per_cycle=bool(per_cycle),
     ).save(run_dir / STIMULUS)
 
 
@@ -279,6 +288,7 @@ def simulate(
     on_progress: Callable[[int], None] | None = None,
     design_dir: Design | None = None,
     pipeline: int | None = None,
+    per_cycle: bool = False,
 ) -> HardwareRun:
     """Simulate ``inputs`` on the RTL of ``network``; return the hardware trace and cycle facts.
 
@@ -292,6 +302,11 @@ def simulate(
     results are read, unless waves were asked for (``waves`` or the ``WAVES`` environment
     variable): it is then kept, and :attr:`HardwareRun.waves` names the waveform file in it.
     Safe to call concurrently, from threads or processes, on one ``root``.
+
+    Without pauses (``valid`` and ``ready`` 1) the harness of :mod:`sim.harness` streams and
+    records in the simulator and the testbench wakes once per :data:`sim.harness.CHUNK` cycles;
+    ``per_cycle`` forces the one-``await``-per-cycle loop instead (same results, cycle for cycle;
+    for tests of the harness).
 
     A run that does not finish every inference still returns (and saves) the trace of what the
     hardware did, with unfinished samples marked ``capped``: compare it to find where it went
@@ -317,9 +332,11 @@ def simulate(
         if run_dir is not None:
             run_dir = Path(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (STIMULUS, "hardware.npz", "inferences.npz", "progress"):
+            for stale in (STIMULUS, "hardware.npz", "inferences.npz", "progress", *HARNESS_FILES):
                 (run_dir / stale).unlink(missing_ok=True)
-            return _run(network, inputs, d, run_dir, sim, waves, valid, ready, seed, on_progress)
+            return _run(
+                network, inputs, d, run_dir, sim, waves, valid, ready, seed, on_progress, per_cycle
+            )
         runs = d.directory / RUNS
         runs.mkdir(exist_ok=True)
         _sweep(runs)
@@ -331,7 +348,19 @@ def simulate(
         try:
             with _claim(own):
                 try:
-                    run = _run(network, inputs, d, own, sim, waves, valid, ready, seed, on_progress)
+                    run = _run(
+                        network,
+                        inputs,
+                        d,
+                        own,
+                        sim,
+                        waves,
+                        valid,
+                        ready,
+                        seed,
+                        on_progress,
+                        per_cycle,
+                    )
                     keep = waves
                 except SimulationError:
                     keep = True  # its message names the simulator log in the run folder
@@ -393,10 +422,19 @@ def _run(
     ready: float,
     seed: int | None,
     on_progress: Callable[[int], None] | None,
+    per_cycle: bool = False,
 ) -> HardwareRun:
     progress = run_dir / "progress"
     stimulus = prepare(
-        network, inputs, d, run_dir, valid=valid, ready=ready, simulator=sim, progress=progress
+        network,
+        inputs,
+        d,
+        run_dir,
+        valid=valid,
+        ready=ready,
+        simulator=sim,
+        progress=progress,
+        per_cycle=per_cycle,
     )
     env = {
         STIMULUS_ENV: str(stimulus.resolve()),
@@ -416,12 +454,22 @@ def _run(
 
     t0 = time.perf_counter()
     error: SimulationError | None = None
+    harness = write_harness(
+        d.directory / "build" / "harness.v",
+        harness_verilog(
+            d.toplevel,
+            [(p.name, p.direction, p.width) for p in d.manifest.ports],
+            [(f.field, f.offset, f.width) for f in d.manifest.probe_layout],
+            d.manifest.layers[-1].output_format,
+        ),
+    )
     try:
         run_cocotb_isolated(
             poll=poll if on_progress is not None else None,
             sim=sim,
-            sources=[d.verilog],
-            toplevel=d.toplevel,
+            sources=[d.verilog, harness],
+            toplevel=HARNESS,
+            build_args=VERILATOR_ARGS if sim == "verilator" else (),
             test_module=TESTBENCH,
             build_dir=d.directory / "build",
             test_dir=run_dir,

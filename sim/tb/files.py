@@ -201,6 +201,7 @@ class NetworkStimulus(Record):
     ready: float = 1.0  #: probability that the output is accepted in a cycle
     simulator: str = ""  #: name for the trace's ``source`` (default: cocotb's)
     progress: str = ""  #: file the testbench rewrites with the finished inferences ("": none)
+    per_cycle: bool = False  #: one ``await`` per cycle even without pauses (not the harness)
 
     @property
     def samples(self) -> int:
