@@ -47,9 +47,7 @@ def assert_same_run(a: HardwareRun, b: HardwareRun) -> None:
     assert a.total_cycles == b.total_cycles
 
 
-@pytest.mark.parametrize(
-    "sim", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("sim", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
 def test_mlp_free_running_equals_per_cycle(sim, tmp_path) -> None:
     net = random_network(11, depth=3, max_width=12)
     x = random_inputs(net, 6, 3)
