@@ -53,6 +53,7 @@ from spikezip.hw.model.events import Step
 __all__ = [
     "FIFO_LATENCY",
     "PIPELINES",
+    "CoreRun",
     "CycleSummary",
     "InferenceSchedule",
     "LayerTiming",
@@ -61,6 +62,7 @@ __all__ = [
     "check_timing",
     "schedule",
     "summary",
+    "timed",
 ]
 
 
@@ -506,6 +508,88 @@ def schedule(
         out.append(InferenceSchedule(init, tuple(steps)))
         init = x + words - 1 + timing.RESULT_DELAY
     return out
+
+
+@dataclass(frozen=True)
+class CoreRun:
+    """A core's modelled run with timed inputs (each core model's ``timed``): what a composition
+    of cores through FIFOs (:mod:`hw.model.vit_model`) reads from it.
+
+    ``taken`` is the cycle each input beat leaves the FIFO in front of the port (the core's
+    ``i.ready`` handshake), per port in stream order over the whole run; ``work`` counts the
+    cycles the core spends on its own work (passes, scans, clears, one per beat read), waits for
+    input excluded; ``accumulate`` and ``ops`` are the cycles of its accumulate phases (first
+    input beat of a step to its last, waits included) and the useful lane operations done in
+    them, for the cores that have one (site cores and products; 0 otherwise).
+    """
+
+    #: per inference and output step: (cycle of every event, cycle of the marker)
+    beats: tuple[tuple[tuple[tuple[int, ...], int], ...], ...]
+    taken: tuple[tuple[int, ...], ...]
+    work: int
+    accumulate: int = 0
+    ops: int = 0
+
+    @property
+    def end_cycle(self) -> int:
+        """Cycle of the last output marker (-1 for an empty run)."""
+        return self.beats[-1][-1][1] if self.beats else -1
+
+
+def timed(
+    timing: LayerTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: list[list[Sequence[int]]] | None = None,
+    input_map: Any = None,
+    *,
+    ops_per_event: int | None = None,
+) -> CoreRun:
+    """:func:`schedule` (same parameters) as a :class:`CoreRun`.
+
+    The input register (``hw.cores.sequencer.EventBuffer``) takes a beat in the cycle it is valid
+    and the beat held leaves, ``max(arrival, consumption of the previous beat)``: an event is
+    consumed with the last word of its pass (at once if the map drops it), a marker with its
+    sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
+    cycle 0). ``ops_per_event``: neurons a kept event updates (default: ``n_out``, or a map's
+    ``span·lanes``).
+    """
+    sched = schedule(timing, inputs, outputs, arrivals, input_map)
+    extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
+    if ops_per_event is None:
+        ops_per_event = timing.n_out if input_map is None else input_map.span * timing.lanes
+    slots = timing.slots
+    last = timing.words - 1 if input_map is None else input_map.span - 1
+    taken: list[int] = []
+    held = -1  # the cycle the beat held by the input register leaves it
+    work = accumulate = ops = 0
+    for b, (ins, inf) in enumerate(zip(inputs, sched, strict=True)):
+        work += timing.init_cycles + extra + len(inf.steps) * (slots + extra)
+        for t, step in enumerate(ins):
+            s = inf.steps[t]
+            if input_map is None:
+                costs, kept = np.full(step.n_events, slots), np.ones(step.n_events, dtype=bool)
+            else:
+                costs = input_map.event_cycles(step.indices, timing.min_distance)
+                kept = input_map.kept[step.indices]
+            beats = arrivals[b][t] if arrivals is not None else None
+            free = s.accumulate_cycle
+            for k in range(step.n_events):
+                arrive = 0 if beats is None else int(beats[k])
+                slot = free if beats is None else max(free, arrive + timing.sequencer_latency)
+                taken.append(max(arrive, held))
+                held = slot + (last if kept[k] else 0)
+                free = slot + int(costs[k])
+            taken.append(max(0 if beats is None else int(beats[-1]), held))
+            held = s.fire_cycle
+            work += int(costs.sum())
+            accumulate += s.fire_cycle - s.accumulate_cycle
+            ops += int(kept.sum()) * ops_per_event
+    beats_out = tuple(
+        tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched
+    )
+    return CoreRun(beats=beats_out, taken=(tuple(taken),), work=work, accumulate=accumulate,
+                   ops=ops)  # fmt: skip
 
 
 #: version of :meth:`CycleSummary.to_json`

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikezip.hw.model.cycle_model import CoreRun
 from spikezip.hw.model.events import Step
 from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer.ops import layer_norm_exact
@@ -50,6 +51,7 @@ __all__ = [
     "reference_steps",
     "rounding_latency",
     "schedule",
+    "timed",
 ]
 
 #: ``hw.cores.layer_norm.StateStore``: synchronous reads (address in one cycle, data the next)
@@ -305,19 +307,46 @@ class StepCycles:
 
 
 def schedule(
-    geo: LayerNormGeometry, inputs: Sequence[Sequence[Step]], outputs: Sequence[Sequence[Step]]
+    geo: LayerNormGeometry,
+    inputs: Sequence[Sequence[Step]],
+    outputs: Sequence[Sequence[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[StepCycles]]:
-    """Per inference and output step, the cycle of every output event and marker."""
+    """Per inference and output step, the cycle of every output event and marker
+    (:func:`timed`)."""
+    run = timed(geo, inputs, outputs, arrivals)
+    return [[StepCycles(list(ev), mk) for ev, mk in inf] for inf in run.beats]
+
+
+def timed(
+    geo: LayerNormGeometry,
+    inputs: Sequence[Sequence[Step]],
+    outputs: Sequence[Sequence[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
+) -> CoreRun:
+    """The core's run as a :class:`~hw.model.cycle_model.CoreRun`.
+
+    ``arrivals``: optional, per inference and input step, the first cycle each beat (events,
+    then the marker) is valid on ``i``; default: always valid. ``i.ready`` is high in the
+    accumulate phase, so a beat is consumed in ``max(cycle, valid)``, one per cycle.
+    """
     d = geo.dim
-    result = []
-    free = 0  # the cycle the clear pass starts
-    for ins, outs in zip(inputs, outputs, strict=True):
+    beats, taken = [], []
+    free = work = 0  # the cycle the clear pass starts
+    for j, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         cycle = free + geo.clear_cycles  # first accumulate cycle
+        work += geo.clear_cycles
         steps = []
         for t, out in enumerate(outs):
             if t < len(ins):
                 step = ins[t]
-                s = cycle + step.n_events + 1
+                s = cycle
+                for k in range(step.n_events + 1):
+                    if arrivals is not None:
+                        s = max(s, int(arrivals[j][t][k]))
+                    taken.append(s)
+                    s += 1
+                work += step.n_events + 1
                 changed = set(range(geo.tokens)) if t == 0 else set((step.indices // d).tolist())
             else:  # self-running: scans from the cycle the previous marker leaves
                 s, changed = cycle, set()
@@ -325,12 +354,13 @@ def schedule(
             for k in sorted(changed):
                 first[k] = s + 1 + d + geo.stats_wait
                 s += geo.token_cycles
-            ev = [
+            work += len(changed) * geo.token_cycles + 1
+            ev = tuple(
                 first[int(i) // d] + geo.element_start(int(i) % d) + geo.element_cycles
                 for i in out.indices.tolist()
-            ]
-            steps.append(StepCycles(ev, s + 1))
+            )
+            steps.append((ev, s + 1))
             cycle = s + 1
-        result.append(steps)
+        beats.append(tuple(steps))
         free = cycle
-    return result
+    return CoreRun(beats=tuple(beats), taken=(tuple(taken),), work=work)

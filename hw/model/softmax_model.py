@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model.cycle_model import InferenceSchedule, StepSchedule
+from spikezip.hw.model.cycle_model import CoreRun, InferenceSchedule, StepSchedule
 from spikezip.hw.model.events import EventFormat, Step
 from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer import softmax_exact
@@ -49,9 +49,11 @@ from spikezip.ir.transformer import softmax_exact
 __all__ = [
     "SoftmaxParams",
     "SoftmaxTiming",
+    "divider_latency",
     "golden_from_reference",
     "output_steps",
     "schedule",
+    "timed",
 ]
 
 #: ``hw.cores.softmax.InputBuffer``: a beat accepted on ``i`` is consumed in the next cycle
@@ -190,6 +192,12 @@ class SoftmaxParams:
         raise ValueError("no reciprocal found")  # pragma: no cover (s = 2·width always works)
 
 
+def divider_latency(quotient_width: int) -> int:
+    """``hw.cores.divider.Divider``: cycles from a division's input to its quotient (one stage
+    per quotient bit)."""
+    return quotient_width
+
+
 @dataclass(frozen=True)
 class SoftmaxTiming:
     """Cycle constants of a core: ``tokens`` and the divider's latency."""
@@ -197,6 +205,15 @@ class SoftmaxTiming:
     tokens: int
     entries: int
     divider_latency: int
+
+    @classmethod
+    def of(cls, params: SoftmaxParams) -> SoftmaxTiming:
+        """The timing of the core built from ``params`` (``hw.cores.softmax.SoftmaxCore``)."""
+        return cls(
+            tokens=params.tokens,
+            entries=params.entries,
+            divider_latency=divider_latency(params.quotient_width),
+        )
 
     @property
     def row_period(self) -> int:
@@ -278,25 +295,65 @@ def golden_from_reference(
 
 # -- the cycle model ----------------------------------------------------------------------------
 def schedule(
-    timing: SoftmaxTiming, inputs: list[list[Step]], outputs: list[list[Step]]
+    timing: SoftmaxTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[InferenceSchedule]:
-    """The cycle of every output event and marker (no backpressure, input always valid).
+    """The cycle of every output event and marker (no backpressure; input always valid, or
+    valid from ``arrivals``: per inference and input step, the first cycle each beat — events,
+    then the marker — is valid on ``i``).
 
     ``StepSchedule.accumulate_cycle`` is the cycle the step's first beat is consumed,
     ``fire_cycle`` the cycle its marker is; see the module docstring for the rules.
     """
+    return _run(timing, inputs, outputs, arrivals)[0]
+
+
+def timed(
+    timing: SoftmaxTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
+) -> CoreRun:
+    """:func:`schedule` as a :class:`~hw.model.cycle_model.CoreRun`.
+
+    The input buffer (``hw.cores.softmax.InputBuffer``, two entries, ``i.ready`` a register)
+    offers beat ``k`` to the sequencer from ``max(valid_k, consumed_{k−1}) + 1``, and takes it
+    from the FIFO in ``max(valid_k, taken_{k−1} + 1, consumed_{k−2} + 1)`` (its second entry is
+    full until the beat before the previous one is consumed).
+    """
+    sched, taken, work = _run(timing, inputs, outputs, arrivals)
+    beats = tuple(
+        tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched
+    )
+    return CoreRun(beats=beats, taken=(tuple(taken),), work=work)
+
+
+def _run(timing, inputs, outputs, arrivals):
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     n, out_delay = timing.tokens, timing.out_delay
     period = timing.row_period
-    a = INPUT_LATENCY
-    result = []
-    for ins, outs in zip(inputs, outputs, strict=True):
+    phase = 0  # the cycle the accumulate phase starts
+    consumed = [-2, -2]  # the two beats consumed last (the buffer's entries free after them)
+    last_taken = -2
+    taken, result, work = [], [], 0
+    for j, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         if len(outs) not in (len(ins), len(ins) + 1):
             raise ValueError(f"{len(outs)} output steps for {len(ins)} input steps")
         steps: list[StepSchedule] = []
         for t, st in enumerate(ins):
-            m = a + st.n_events
+            c = phase
+            for k in range(st.n_events + 1):
+                valid = 0 if arrivals is None else int(arrivals[j][t][k])
+                last_taken = max(valid, last_taken + 1, consumed[0] + 1)
+                taken.append(last_taken)
+                c = max(c, valid + INPUT_LATENCY, consumed[1] + 1)
+                consumed = [consumed[1], c]
+                a = c if k == 0 else a
+                c += 1
+            m = c - 1
             rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
             first = m + 1 + ROW_START_LATENCY
             issue = {int(r): first + i * period + timing.divide_offset for i, r in enumerate(rows)}
@@ -304,12 +361,14 @@ def schedule(
             events = tuple(int(issue[int(i) // n] + int(i) % n + out_delay) for i in idx)
             z = first + (len(rows) - 1) * period + timing.divide_offset + n if len(rows) else m + 2
             steps.append(StepSchedule(st.n_events, a, m, events, z + out_delay))
-            a = z + 1
+            work += st.n_events + 1 + z - m
+            phase = z + 1
         if len(outs) > len(ins):
             steps.append(StepSchedule(0, None, z + 1, (), z + 1 + out_delay))
-        a = z + 2 + timing.clear_cycles
+        phase = z + 2 + timing.clear_cycles
+        work += 1 + timing.clear_cycles
         result.append(InferenceSchedule(steps[0].accumulate_cycle, tuple(steps)))
-    return result
+    return result, taken, work
 
 
 def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> None:
