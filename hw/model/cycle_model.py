@@ -422,9 +422,14 @@ class InferenceSchedule:
 
 
 def _emit(
-    timing: LayerTiming, x: int, step: Step, previous: int | None
+    timing: LayerTiming,
+    x: int,
+    step: Step,
+    previous: int | None,
+    ready: _Ready | None = None,
 ) -> tuple[tuple[int, ...], int]:
-    """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker."""
+    """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker;
+    ``ready``: the cycle from which each beat may leave (backpressure), offers recorded."""
     lanes = timing.lanes
     cycles: list[int] = []
     free = x if previous is None else previous + timing.BANK_DELAY  # the output is free
@@ -435,10 +440,33 @@ def _emit(
     for word in np.unique(idx // lanes):
         k = int(np.count_nonzero(idx // lanes == word))
         start = max(x + int(word) + timing.SPIKE_DELAY, free)
-        cycles.extend(range(start, start + k))
-        free = start + k
+        if ready is None:
+            cycles.extend(range(start, start + k))
+            free = start + k
+        else:
+            for _ in range(k):
+                start = ready.leave(start)
+                cycles.append(start)
+                start += 1
+            free = start
         marker = max(marker, free)
+    if ready is not None:
+        marker = ready.leave(marker)
     return tuple(cycles), marker
+
+
+class _Ready:
+    """Backpressure on an output: beat ``k`` (over the run) offered in cycle ``c`` leaves in
+    ``max(c, ready[k])``; the offers are recorded."""
+
+    def __init__(self, ready: Sequence[int]) -> None:
+        self.ready, self.k, self.offered = ready, 0, []
+
+    def leave(self, cycle: int) -> int:
+        self.offered.append(cycle)
+        bound = int(self.ready[self.k]) if self.k < len(self.ready) else 0
+        self.k += 1
+        return max(cycle, bound)
 
 
 def schedule(
@@ -447,6 +475,7 @@ def schedule(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
+    ready: Sequence[int] | None = None,
 ) -> list[InferenceSchedule]:
     """The cycle of every output event and marker of a run of inferences, back to back.
 
@@ -466,13 +495,23 @@ def schedule(
         A mapped core's input map: an event costs :meth:`InputMap.event_cycles
         <hw.model.input_map.InputMap.event_cycles>` (its pass, or 1 cycle if dropped) instead of
         ``slots``.
+    ready : optional, per output beat of the run (events and markers in stream order), the
+        first cycle it may leave (backpressure on ``o``: ``hw.model.vit_model``). The emitter
+        is an elastic pipeline (a skid register behind the serialiser), so a beat held back
+        delays only the beats after it — one per cycle — and, through the marker, the sweep two
+        steps later.
     """
+    return _schedule(timing, inputs, outputs, arrivals, input_map, ready)[0]
+
+
+def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     words, slots = timing.words, timing.slots
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
     out: list[InferenceSchedule] = []
     markers: list[int] = []  # every marker of the run, in order
+    hold = None if ready is None else _Ready(ready)
     init = 0
     for b, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         if len(outs) < len(ins):
@@ -501,13 +540,13 @@ def schedule(
             else:
                 n, start = 0, None
                 x = max(x + words - 1 + timing.RESULT_DELAY, bank)
-            events, marker = _emit(timing, x, step, markers[-1] if markers else None)
+            events, marker = _emit(timing, x, step, markers[-1] if markers else None, hold)
             steps.append(StepSchedule(n, start, x, events, marker))
             markers.append(marker)
             acc = x + slots + extra if t < len(ins) and ins[t].busy else None
         out.append(InferenceSchedule(init, tuple(steps)))
         init = x + words - 1 + timing.RESULT_DELAY
-    return out
+    return out, (None if hold is None else hold.offered)
 
 
 @dataclass(frozen=True)
@@ -529,6 +568,9 @@ class CoreRun:
     work: int
     accumulate: int = 0
     ops: int = 0
+    #: the cycle each output beat was first offered (valid on ``o``), in stream order; equal to
+    #: its leaving cycle without backpressure
+    offered: tuple[int, ...] = ()
 
     @property
     def end_cycle(self) -> int:
@@ -542,6 +584,7 @@ def timed(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
+    ready: Sequence[int] | None = None,
     *,
     ops_per_event: int | None = None,
 ) -> CoreRun:
@@ -554,7 +597,7 @@ def timed(
     cycle 0). ``ops_per_event``: neurons a kept event updates (default: ``n_out``, or a map's
     ``span·lanes``).
     """
-    sched = schedule(timing, inputs, outputs, arrivals, input_map)
+    sched, offered = _schedule(timing, inputs, outputs, arrivals, input_map, ready)
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
     if ops_per_event is None:
         ops_per_event = timing.n_out if input_map is None else input_map.span * timing.lanes
@@ -588,8 +631,10 @@ def timed(
     beats_out = tuple(
         tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched
     )
+    if offered is None:
+        offered = [c for inf in beats_out for ev, mk in inf for c in (*ev, mk)]
     return CoreRun(beats=beats_out, taken=(tuple(taken),), work=work, accumulate=accumulate,
-                   ops=ops)  # fmt: skip
+                   ops=ops, offered=tuple(offered))  # fmt: skip
 
 
 #: version of :meth:`CycleSummary.to_json`

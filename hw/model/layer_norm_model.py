@@ -323,21 +323,35 @@ def timed(
     inputs: Sequence[Sequence[Step]],
     outputs: Sequence[Sequence[Step]],
     arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
+    ready: Sequence[int] | None = None,
 ) -> CoreRun:
     """The core's run as a :class:`~hw.model.cycle_model.CoreRun`.
 
     ``arrivals``: optional, per inference and input step, the first cycle each beat (events,
     then the marker) is valid on ``i``; default: always valid. ``i.ready`` is high in the
     accumulate phase, so a beat is consumed in ``max(cycle, valid)``, one per cycle.
+    ``ready``: optional, per output beat of the run, the first cycle it may leave (backpressure
+    on ``o``, a register). Element ``i`` of a token is read in ``max(previous read + 1, the
+    take of element i − units + 1)`` (its unit is then free), its result is ready
+    ``element_cycles − 1`` cycles later and taken (retired) no earlier than the one before plus
+    1 and, with a non-zero drive, than the cycle the beat before left; its beat leaves from the
+    cycle after the take. The step's marker waits likewise.
     """
-    d = geo.dim
-    beats, taken = [], []
+    d, u, ec = geo.dim, geo.units, geo.element_cycles
+    beats, taken, offered = [], [], []
     free = work = 0  # the cycle the clear pass starts
+    left = -1  # the cycle the last output beat left
+
+    def out(cycle: int) -> int:
+        offered.append(cycle)
+        k = len(offered) - 1
+        return cycle if ready is None or k >= len(ready) else max(cycle, int(ready[k]))
+
     for j, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         cycle = free + geo.clear_cycles  # first accumulate cycle
         work += geo.clear_cycles
         steps = []
-        for t, out in enumerate(outs):
+        for t, step_out in enumerate(outs):
             if t < len(ins):
                 step = ins[t]
                 s = cycle
@@ -350,17 +364,29 @@ def timed(
                 changed = set(range(geo.tokens)) if t == 0 else set((step.indices // d).tolist())
             else:  # self-running: scans from the cycle the previous marker leaves
                 s, changed = cycle, set()
-            first = {}
-            for k in sorted(changed):
-                first[k] = s + 1 + d + geo.stats_wait
-                s += geo.token_cycles
+            nonzero = set(step_out.indices.tolist())
+            ev = []
+            for k in sorted(changed):  # SCAN in s, STATS, WAIT, then the elements
+                issue, takes = s + 1 + d + geo.stats_wait, []
+                for i in range(d):
+                    if i:
+                        issue += 1
+                    if i >= u:
+                        issue = max(issue, takes[i - u] + 1)
+                    take = issue + ec - 1
+                    if takes:
+                        take = max(take, takes[-1] + 1)
+                    if k * d + i in nonzero:
+                        take = max(take, left)
+                        left = out(take + 1)
+                        ev.append(left)
+                    takes.append(take)
+                s = takes[-1] + 1
             work += len(changed) * geo.token_cycles + 1
-            ev = tuple(
-                first[int(i) // d] + geo.element_start(int(i) % d) + geo.element_cycles
-                for i in out.indices.tolist()
-            )
-            steps.append((ev, s + 1))
+            s = max(s, left)  # the marker's SCAN waits for o to be free
+            left = out(s + 1)
+            steps.append((tuple(ev), left))
             cycle = s + 1
         beats.append(tuple(steps))
         free = cycle
-    return CoreRun(beats=tuple(beats), taken=(tuple(taken),), work=work)
+    return CoreRun(beats=tuple(beats), taken=(tuple(taken),), work=work, offered=tuple(offered))

@@ -346,6 +346,7 @@ def timed(
     geo: ProductGeometry,
     inferences: list[tuple[list, list]],
     arrivals: list[tuple[list, list]] | None = None,
+    ready: list[int] | None = None,
 ) -> CoreRun:
     """:func:`product_schedule` as a :class:`~hw.model.cycle_model.CoreRun` (ports X, Y).
 
@@ -355,9 +356,12 @@ def timed(
     else the X marker, else the Y marker (an event takes its ``Wm`` or ``Wn`` word cycles, and
     is consumed with the last; a marker one cycle), and idles when none is offered; the drain
     starts the cycle after the step's last marker. ``ops``: entries of ``ΔO`` updated in the
-    accumulate phases (``m`` per X event, ``n`` per Y event).
+    accumulate phases (``m`` per X event, ``n`` per Y event). ``ready``: optional, per output
+    beat of the run, the first cycle it may leave (backpressure on ``o``, a register): the
+    emitter sends an entry, or the marker, only once the beat before has left, and the next
+    step's accumulate phase starts the cycle after the marker is sent.
     """
-    return _run(geo, inferences, arrivals)[0]
+    return _run(geo, inferences, arrivals, ready)[0]
 
 
 def _accumulate(geo, start, queues, taken, held):
@@ -393,14 +397,25 @@ def _accumulate(geo, start, queues, taken, held):
         c += cost
 
 
-def _run(geo, inferences, arrivals):
+def _run(geo, inferences, arrivals, ready=None):
     wm, wn, p = geo.row_words, geo.column_words, geo.lanes
     n, _, m = geo.shape
     cycle = geo.clear_cycles  # re-initialisation after reset
     work, accumulate, ops = geo.clear_cycles, 0, 0
     taken: list[list[int]] = [[], []]
     held = [-1, -1]
-    beats, steps_out = [], []
+    beats, steps_out, offered = [], [], []
+    left = -1  # the cycle the last output beat left
+
+    def send(cycle: int) -> int:
+        """Load a beat into ``o`` in ``cycle`` (or once ``o`` is free); its leaving cycle."""
+        nonlocal left
+        cycle = max(cycle, left)
+        offered.append(cycle + 1)
+        k = len(offered) - 1
+        bound = int(ready[k]) if ready is not None and k < len(ready) else 0
+        left = max(cycle + 1, bound)
+        return cycle
     for j, inference in enumerate(inferences):
         xs, ys = _inference(inference)
         arr = (None, None) if arrivals is None else arrivals[j]
@@ -428,12 +443,15 @@ def _run(geo, inferences, arrivals):
                     for w in range(wm):
                         lanes = padded[h, i, w * p : (w + 1) * p]
                         nz = np.flatnonzero(lanes)
-                        for k_, k in enumerate(nz):
+                        for k in nz:
                             idx.append(geo.out_index(h, i, w * p + int(k)))
                             val.append(int(lanes[k]))
-                            cycles.append(cycle + k_ + 1)
-                        cycle += max(1, len(nz))
-            inf_beats.append((tuple(cycles), cycle + 1))
+                            cycle = send(cycle) + 1
+                            cycles.append(left)
+                        if not len(nz):
+                            cycle += 1
+            cycle = send(cycle)
+            inf_beats.append((tuple(cycles), left))
             inf_steps.append(Step(np.array(idx, dtype=np.int64), np.array(val, dtype=np.int64),
                                   busy[t]))  # fmt: skip
             cycle += 1  # the marker
@@ -443,7 +461,7 @@ def _run(geo, inferences, arrivals):
         beats.append(tuple(inf_beats))
         steps_out.append(inf_steps)
     run = CoreRun(beats=tuple(beats), taken=(tuple(taken[0]), tuple(taken[1])), work=work,
-                  accumulate=accumulate, ops=ops)  # fmt: skip
+                  accumulate=accumulate, ops=ops, offered=tuple(offered))  # fmt: skip
     return run, steps_out
 
 

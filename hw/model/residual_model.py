@@ -202,18 +202,23 @@ def timed(
     outputs: Sequence[Sequence[Step]],
     arrivals: Sequence[tuple[Sequence[Sequence[int]] | None, Sequence[Sequence[int]]]]
     | None = None,
+    ready: Sequence[int] | None = None,
 ) -> CoreRun:
     """The stage's run as a :class:`~hw.model.cycle_model.CoreRun` (ports ``a`` then ``b``).
 
     ``arrivals``: optional, per inference ``(a, b)``, per input step the first cycle each beat
     (events, then the marker) is valid on the port (``a`` is ``None`` without a base input);
     default: always valid. The sequencer reads a beat in the cycle it is valid (``ready`` is
-    high while it waits for it), so a beat is consumed in ``max(cycle, valid)``.
+    high while it waits for it), so a beat is consumed in ``max(cycle, valid)``. ``ready``:
+    optional, per output beat of the run, the first cycle it may leave (backpressure on ``o``,
+    a register: an entry's ``EMIT`` or the marker's ``SCAN`` cycle waits until the beat before
+    has left; zero entries do not wait).
     """
     d, cycle, work = geo.dim, 0, 0
     taken_a: list[int] = []
     taken_b: list[int] = []
-    beats = []
+    beats, offered = [], []
+    left = -1  # the cycle the last output beat left
     for j, outs in enumerate(outputs):
         a_steps = base[j] if base is not None else []
         b_steps = spikes[j]
@@ -237,17 +242,32 @@ def timed(
                 work += 1
             if t == 0 and geo.position_bound > 0:
                 touched = set(range(geo.tokens))
-            first = {}
-            for k in sorted(touched):
-                first[k] = cycle
-                cycle += geo.token_cycles
             work += len(touched) * geo.token_cycles + 1
-            ev = tuple(first[int(i) // d] + 3 + 2 * (int(i) % d) for i in out.indices.tolist())
-            steps.append((ev, cycle + 1))
+            nonzero = set(out.indices.tolist())
+            ev = []
+            for k in sorted(touched):  # SCAN in cycle, then ADDRESS, EMIT per entry
+                for i in range(k * d, (k + 1) * d):
+                    emit = cycle + 2 + 2 * (i - k * d)
+                    if i in nonzero:
+                        if emit < left:  # o is not free: EMIT waits, the rest with it
+                            cycle += left - emit
+                            emit = left
+                        offered.append(emit + 1)
+                        left = emit + 1 if ready is None else max(emit + 1, _at(ready, len(offered) - 1))
+                        ev.append(left)
+                cycle += geo.token_cycles
+            cycle = max(cycle, left)  # the marker's SCAN waits for o to be free
+            offered.append(cycle + 1)
+            left = cycle + 1 if ready is None else max(cycle + 1, _at(ready, len(offered) - 1))
+            steps.append((tuple(ev), left))
             cycle += 1
         beats.append(tuple(steps))
     taken = (tuple(taken_a), tuple(taken_b)) if geo.has_base else (tuple(taken_b),)
-    return CoreRun(beats=tuple(beats), taken=taken, work=work)
+    return CoreRun(beats=tuple(beats), taken=taken, work=work, offered=tuple(offered))
+
+
+def _at(ready: Sequence[int], k: int) -> int:
+    return int(ready[k]) if k < len(ready) else 0
 
 
 def stages(vit) -> list[dict]:

@@ -307,7 +307,7 @@ def schedule(
     ``StepSchedule.accumulate_cycle`` is the cycle the step's first beat is consumed,
     ``fire_cycle`` the cycle its marker is; see the module docstring for the rules.
     """
-    return _run(timing, inputs, outputs, arrivals)[0]
+    return _run(timing, inputs, outputs, arrivals, None)[0]
 
 
 def timed(
@@ -315,60 +315,121 @@ def timed(
     inputs: list[list[Step]],
     outputs: list[list[Step]],
     arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
+    ready: Sequence[int] | None = None,
 ) -> CoreRun:
-    """:func:`schedule` as a :class:`~hw.model.cycle_model.CoreRun`.
+    """The core's run as a :class:`~hw.model.cycle_model.CoreRun`.
 
     The input buffer (``hw.cores.softmax.InputBuffer``, two entries, ``i.ready`` a register)
     offers beat ``k`` to the sequencer from ``max(valid_k, consumed_{k−1}) + 1``, and takes it
     from the FIFO in ``max(valid_k, taken_{k−1} + 1, consumed_{k−2} + 1)`` (its second entry is
-    full until the beat before the previous one is consumed).
+    full until the beat before the previous one is consumed). ``ready``: optional, per output
+    beat of the run, the first cycle it may leave (backpressure on ``o``). Every block but the
+    input buffer runs on ``en = ~o.valid | o.ready``: while a beat waits, the core is frozen, so
+    the schedule above holds in *enabled* cycles, and a beat waiting ``s`` cycles delays every
+    later enabled cycle by ``s``.
     """
-    sched, taken, work = _run(timing, inputs, outputs, arrivals)
+    sched, taken, work, offered = _run(timing, inputs, outputs, arrivals, ready)
     beats = tuple(
         tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched
     )
-    return CoreRun(beats=beats, taken=(tuple(taken),), work=work)
+    return CoreRun(beats=beats, taken=(tuple(taken),), work=work, offered=tuple(offered))
 
 
-def _run(timing, inputs, outputs, arrivals):
+class _Freeze:
+    """Enabled cycles (``en = 1``) to real cycles, as the output beats' waits freeze the core.
+
+    Output beats are queued in stream order with the enabled cycle ``X`` they leave in without
+    waits; beat ``k`` is offered in real cycle ``R(X − 1) + 1`` and leaves in ``max(that,
+    ready[k])``, which is ``R(X)``: the core is frozen in between.
+    """
+
+    def __init__(self, ready: Sequence[int] | None) -> None:
+        self.ready, self.shift = ready, 0
+        self.pending: list[list[int]] = []  # [X, leave] in stream order, leave -1 until resolved
+        self.head = 0
+        self.offered: list[int] = []
+
+    def emit(self, enabled: int) -> list[int]:
+        beat = [enabled, -1]
+        self.pending.append(beat)
+        return beat
+
+    def resolve(self, enabled: float) -> None:
+        """Place every queued beat leaving in an enabled cycle ``≤ enabled``."""
+        while self.head < len(self.pending) and self.pending[self.head][0] <= enabled:
+            beat = self.pending[self.head]
+            offer = beat[0] + self.shift
+            k = len(self.offered)
+            self.offered.append(offer)
+            leave = offer
+            if self.ready is not None and k < len(self.ready):
+                leave = max(offer, int(self.ready[k]))
+            self.shift += leave - offer
+            beat[1] = leave
+            self.head += 1
+
+    def real(self, enabled: int) -> int:
+        self.resolve(enabled)
+        return enabled + self.shift
+
+    def first_at(self, enabled: int, cycle: int) -> int:
+        """The first enabled cycle ``≥ enabled`` that is in real cycle ``≥ cycle``."""
+        while True:
+            if self.real(enabled) >= cycle:
+                return enabled
+            goal = cycle - self.shift
+            nxt = self.pending[self.head][0] if self.head < len(self.pending) else None
+            enabled = goal if nxt is None or nxt > goal else nxt
+
+
+def _run(timing, inputs, outputs, arrivals, ready):
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     n, out_delay = timing.tokens, timing.out_delay
     period = timing.row_period
-    phase = 0  # the cycle the accumulate phase starts
-    consumed = [-2, -2]  # the two beats consumed last (the buffer's entries free after them)
+    fz = _Freeze(ready)
+    phase = 0  # the enabled cycle the accumulate phase starts
+    consumed = [-2, -2]  # real cycles the two beats consumed last (the buffer frees after them)
     last_taken = -2
-    taken, result, work = [], [], 0
+    taken, work, marks = [], 0, []
     for j, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         if len(outs) not in (len(ins), len(ins) + 1):
             raise ValueError(f"{len(outs)} output steps for {len(ins)} input steps")
-        steps: list[StepSchedule] = []
+        inf_marks = []
         for t, st in enumerate(ins):
             c = phase
             for k in range(st.n_events + 1):
                 valid = 0 if arrivals is None else int(arrivals[j][t][k])
                 last_taken = max(valid, last_taken + 1, consumed[0] + 1)
                 taken.append(last_taken)
-                c = max(c, valid + INPUT_LATENCY, consumed[1] + 1)
-                consumed = [consumed[1], c]
-                a = c if k == 0 else a
+                c = fz.first_at(c, max(valid + INPUT_LATENCY, consumed[1] + 1))
+                consumed = [consumed[1], fz.real(c)]
+                a = consumed[1] if k == 0 else a
                 c += 1
             m = c - 1
             rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
             first = m + 1 + ROW_START_LATENCY
             issue = {int(r): first + i * period + timing.divide_offset for i, r in enumerate(rows)}
             idx = outs[t].indices
-            events = tuple(int(issue[int(i) // n] + int(i) % n + out_delay) for i in idx)
+            events = [fz.emit(int(issue[int(i) // n] + int(i) % n + out_delay)) for i in idx]
             z = first + (len(rows) - 1) * period + timing.divide_offset + n if len(rows) else m + 2
-            steps.append(StepSchedule(st.n_events, a, m, events, z + out_delay))
+            inf_marks.append((st.n_events, a, fz.real(m), events, fz.emit(z + out_delay)))
             work += st.n_events + 1 + z - m
             phase = z + 1
         if len(outs) > len(ins):
-            steps.append(StepSchedule(0, None, z + 1, (), z + 1 + out_delay))
+            inf_marks.append((0, None, fz.real(z + 1), [], fz.emit(z + 1 + out_delay)))
         phase = z + 2 + timing.clear_cycles
         work += 1 + timing.clear_cycles
-        result.append(InferenceSchedule(steps[0].accumulate_cycle, tuple(steps)))
-    return result, taken, work
+        marks.append(inf_marks)
+    fz.resolve(float("inf"))
+    result = []
+    for inf_marks in marks:
+        steps = tuple(
+            StepSchedule(ne, a, m, tuple(e[1] for e in ev), mk[1])
+            for ne, a, m, ev, mk in inf_marks
+        )
+        result.append(InferenceSchedule(steps[0].accumulate_cycle, steps))
+    return result, taken, work, fz.offered
 
 
 def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> None:

@@ -63,17 +63,21 @@ def fifo_latency(depth: int) -> int:
 
 @dataclass(frozen=True)
 class FifoCheck:
-    """The premise check of one FIFO (:func:`vit_schedule`)."""
+    """How full one FIFO ran (:func:`vit_schedule`)."""
 
     name: str  #: the FIFO's name in ``ViTCore`` (``"blocks_0_q_fifo"``)
     depth: int
-    #: the fewest entries with which it never refuses a beat at the modelled cycles (≥ 2; 1
-    #: when a one-entry FIFO is always empty at its writes)
+    #: the fewest entries with which it would refuse no beat, its producer offering each beat
+    #: and its consumer taking it in the modelled cycles (≥ 2; 1 when a one-entry FIFO is always
+    #: empty when a beat comes)
     need: int
+    #: cycles its producer's beats waited for room in it, summed
+    waited: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.need <= self.depth
+        """It never refused a beat: no backpressure from it."""
+        return self.waited == 0
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,17 @@ class ViTSchedule:
     done: np.ndarray  #: [B] cycle ``done`` pulses (the head's last marker)
     fifos: tuple[FifoCheck, ...]  #: every FIFO, named as in ``ViTCore``
     loads: tuple[CoreLoad, ...]  #: every core's cycles and lane use
+    passes: int = 1  #: passes of the composition until the backpressure settled
 
     @property
     def exact(self) -> bool:
-        """No FIFO can fill: the composition is the RTL's exact schedule."""
-        return all(f.ok for f in self.fifos)
+        """The composition settled (:func:`vit_schedule`): the RTL's exact schedule."""
+        return True
+
+    @property
+    def backpressure(self) -> bool:
+        """Some FIFO filled up and made its producer wait."""
+        return not all(f.ok for f in self.fifos)
 
     @property
     def latency(self) -> np.ndarray:
@@ -174,8 +184,8 @@ def _events(steps: list[list[Step]]) -> list[list[list[tuple[int, int]]]]:
 
 # -- the composition ----------------------------------------------------------------------------
 class _Graph:
-    """The cores' runs, the streams between them, and the FIFO checks, built in execution
-    order."""
+    """The cores' runs, the streams between them and their FIFOs, built in execution order; run
+    again (:func:`vit_schedule`) until no FIFO's backpressure changes."""
 
     def __init__(self, vit: VisionTransformer, params: DesignParams, product_lanes: int) -> None:
         self.vit, self.params, self.product_lanes = vit, params, product_lanes
@@ -184,67 +194,104 @@ class _Graph:
             s.name: site_spec(vit, s.name, lanes=p)
             for s, p in zip(vit.sites, params.lanes, strict=True)
         }
-        self.runs: dict[str, CoreRun] = {}  # every core's run, by core name
-        self.streams: dict[str, list[list[Step]]] = {}  # every core's output steps
-        self.fifos: list[FifoCheck] = []
+        self.streams: dict[str, list[list[Step]]] = {}  # every core's output steps (fixed)
+        #: per FIFO, the first cycle each beat may be written (from the last pass)
+        self.fifo_ready: dict[str, np.ndarray] = {}
+        self.producer_fifos: dict[str, list[str]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a pass."""
+        self.runs: dict[str, CoreRun] = {}
         self.loads: list[tuple[str, str, int]] = []  # (core, kind, lanes)
-        self._links: list[tuple[str, str, str, int, int]] = []
+        self.links: list[tuple[str, str, str, int, int, np.ndarray]] = []
 
     def depth(self, entries: int) -> int:
         return self.params.fifo_depth or entries + 2
 
-    def arrivals(self, producer: str, depth: int) -> list[list[list[int]]]:
-        """Per inference and step, the cycle each beat of ``producer``'s output is valid at the
-        far end of a FIFO of ``depth`` entries."""
-        lat = fifo_latency(depth)
-        return [[[c + lat for c in ev] + [mk + lat] for ev, mk in inf]
-                for inf in self.runs[producer].beats]  # fmt: skip
+    def ready(self, core: str) -> np.ndarray | None:
+        """Per output beat of ``core``, the first cycle every FIFO it feeds has room for it."""
+        fifos = self.producer_fifos.get(core)
+        if not fifos:
+            return None
+        return np.max([self.fifo_ready[f] for f in fifos], axis=0)
 
     def link(self, producer: str, consumers: list[tuple[str, int]], name: str, depth: int):
-        """Record the FIFOs from ``producer`` to each ``(consumer, port)`` (checked in
-        :meth:`check` once the consumers ran); returns the arrivals at each."""
-        name = name.replace(".", "_")
+        """The FIFOs from ``producer`` to each ``(consumer, port)`` (through a broadcast when
+        there are several): per consumer, per inference and step, the cycle each beat is valid
+        at the FIFO's output."""
+        run = self.runs[producer]
+        offered = np.asarray(run.offered, dtype=np.int64)
+        name, lat, out = name.replace(".", "_"), fifo_latency(depth), []
         for k, (core, port) in enumerate(consumers):
             fifo = f"{name}_fifo{k}" if len(consumers) > 1 else f"{name}_fifo"
-            self._links.append((fifo, producer, core, port, depth))
-        return self.arrivals(producer, depth)
+            writes = offered
+            if fifo in self.fifo_ready:  # the beat waits for room in this FIFO only
+                writes = np.maximum(offered, self.fifo_ready[fifo])
+            else:
+                self.fifo_ready[fifo] = np.zeros_like(offered)
+                self.producer_fifos.setdefault(producer, []).append(fifo)
+            self.links.append((fifo, producer, core, port, depth, writes))
+            it = iter((writes + lat).tolist())
+            out.append([[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats])
+        return out
 
-    def check(self) -> None:
-        for fifo, producer, core, port, depth in self._links:
-            written = [c for inf in self.runs[producer].beats for ev, mk in inf for c in (*ev, mk)]
-            taken = self.runs[core].taken[port]
-            if len(taken) != len(written):  # (a model's bug, not the user's)
-                raise AssertionError(f"{fifo}: {len(written)} beats written, {len(taken)} taken")
-            self.fifos.append(FifoCheck(fifo, depth, _need(written, taken, depth)))
+    def settle(self) -> bool:
+        """Each FIFO's room from this pass's cycles; whether any changed."""
+        changed = False
+        for fifo, _, core, port, depth, writes in self.links:
+            taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
+            if taken.size != writes.size:  # (a model's bug, not the user's)
+                raise AssertionError(f"{fifo}: {writes.size} beats written, {taken.size} taken")
+            room = _room(writes, taken, depth)
+            if not np.array_equal(room, self.fifo_ready[fifo]):
+                self.fifo_ready[fifo], changed = room, True
+        return changed
+
+    def checks(self) -> tuple[FifoCheck, ...]:
+        out = []
+        for fifo, producer, core, port, depth, writes in self.links:
+            offered = np.asarray(self.runs[producer].offered, dtype=np.int64)
+            taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
+            out.append(FifoCheck(fifo, depth, _need(offered, taken, depth),
+                                 int((writes - offered).sum())))  # fmt: skip
+        return tuple(out)
 
     # -- cores ------------------------------------------------------------------------------------
     def site(self, name: str, ins: list[list[Step]], arrivals, trace: Trace, at: int) -> None:
         spec = self.specs[name]
         timing = LayerTiming(n_out=spec.n_out, lanes=spec.input_map.lanes, pipeline=self.pipeline)
-        has_bias = bool(spec.neurons.bias.any())
-        outs = _site_outputs(trace, at, name, ins, has_bias)
-        if spec.kind is SiteKind.LINEAR:
-            ops = self.vit.sites[at].op.n_out
-        else:
-            ops = 1
-        self.runs[name] = cm.timed(timing, ins, outs, arrivals, spec.input_map, ops_per_event=ops)
-        self.streams[name] = outs
+        if name not in self.streams:
+            has_bias = bool(spec.neurons.bias.any())
+            self.streams[name] = _site_outputs(trace, at, name, ins, has_bias)
+        ops = self.vit.sites[at].op.n_out if spec.kind is SiteKind.LINEAR else 1
+        self.runs[name] = cm.timed(timing, ins, self.streams[name], arrivals, spec.input_map,
+                                   self.ready(name), ops_per_event=ops)  # fmt: skip
         kind = "linear" if spec.kind is SiteKind.LINEAR else "direct"
         self.loads.append((name, kind, timing.lanes))
 
 
-def _need(written: Sequence[int], taken: Sequence[int], depth: int) -> int:
-    """The fewest entries with which a FIFO written in ``written`` and read in ``taken`` never
-    refuses a beat (see the module docstring)."""
+def _room(writes: np.ndarray, taken: np.ndarray, depth: int) -> np.ndarray:
+    """Per beat, the first cycle a FIFO of ``depth`` entries has room for it: beat ``k`` moves
+    from the memory to the output register in ``max(w_k + 1, taken_{k−1})``, and the memory
+    (``depth − 1`` entries) has room for beat ``k`` once beat ``k − depth + 1`` moved; a
+    one-entry FIFO once the beat before was taken."""
+    room = np.zeros_like(writes)
     if depth == 1:
-        return 1 if all(taken[k - 1] < written[k] for k in range(1, len(written))) else 2
-    moved, prev = [], -1
-    for w, t in zip(written, [-1, *taken[:-1]], strict=True):
-        prev = max(w + 1, t)
-        moved.append(prev)
-    moved_sorted = np.asarray(moved)  # ascending: one move per cycle, in order
-    w = np.asarray(written)
-    inner = np.arange(len(w)) - np.searchsorted(moved_sorted, w, side="left")
+        room[1:] = taken[:-1] + 1
+        return room
+    moved = np.maximum(writes + 1, np.concatenate([[-1], taken[:-1]]))
+    room[depth - 1 :] = moved[: max(0, writes.size - depth + 1)] + 1
+    return room
+
+
+def _need(offered: np.ndarray, taken: np.ndarray, depth: int) -> int:
+    """The fewest entries (≥ 2) with which a FIFO fed at the ``offered`` cycles and read at the
+    ``taken`` cycles never refuses a beat (1 when a one-entry FIFO never does)."""
+    if depth == 1 and np.all(taken[:-1] < offered[1:]):
+        return 1
+    moved = np.maximum(offered + 1, np.concatenate([[-1], taken[:-1]]))
+    inner = np.arange(offered.size) - np.searchsorted(moved, offered, side="left")
     return int(inner.max()) + 2 if inner.size else 2
 
 
@@ -258,6 +305,7 @@ def vit_schedule(
     pipeline: Pipeline | int | None = None,
     fifo_depth: int | None = None,
     product_lanes: int | None = None,
+    max_passes: int = 100_000,
 ) -> ViTSchedule:
     """Model the ``ViTCore`` running ``inputs`` back to back (``trace``: the golden trace of
     ``sw.vit.reference``).
@@ -267,6 +315,11 @@ def vit_schedule(
     every FIFO (default a step of the producer's beats plus 2, as the core builds them), lanes of
     the spike products (default the token count). The LayerNorm cores have their default
     rounding units (``LayerNormGeometry.full_rate_units``).
+
+    The composition runs every core's model in execution order, each with the cycle every FIFO
+    in front of it has room for each of its beats as found by the pass before (none in the
+    first), until a pass changes none: every modelled cycle only grows from pass to pass, and
+    the first pass that changes nothing is the RTL's schedule (``max_passes`` bounds them).
     """
     if not isinstance(vit, VisionTransformer):
         raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
@@ -278,14 +331,21 @@ def vit_schedule(
     pl = vit.tokens if product_lanes is None else product_lanes
     if isinstance(pl, bool) or not isinstance(pl, int | np.integer) or pl < 1:
         raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
+    if isinstance(max_passes, bool) or not isinstance(max_passes, int) or max_passes < 1:
+        raise ValueError(f"max_passes must be a positive integer, not {max_passes!r}")
     x = vit.check_inputs(inputs)
     if trace.batch != x.shape[0]:
         raise ValueError(f"trace must hold the {x.shape[0]} inputs' samples, not {trace.batch}")
     if trace.network_digest != vit.digest():
-        raise ValueError("trace must come from this vit (its digest differs)")
+        raise ValueError("trace must come from this vit (its network_digest differs)")
     g = _Graph(vit, params, int(pl))
-    _compose(g, x, trace)
-    g.check()
+    for passes in range(1, max_passes + 1):  # noqa: B007 (reported)
+        g.reset()
+        _compose(g, x, trace)
+        if not g.settle():
+            break
+    else:
+        raise RuntimeError(f"the FIFOs' backpressure did not settle in {max_passes} passes")
     embed = vit.sites[0].name
     counts = [sum(s.n_events + 1 for s in inf) for inf in input_steps(vit, x)]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -301,11 +361,12 @@ def vit_schedule(
     sites = {s.name: g.runs[s.name] for s in vit.sites}
     cores = {n: r for n, r in g.runs.items() if n not in sites}
     return ViTSchedule(sites=sites, cores=cores, first_input=first, done=done,
-                       fifos=tuple(g.fifos), loads=loads)  # fmt: skip
+                       fifos=g.checks(), loads=loads, passes=passes)  # fmt: skip
 
 
 def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
-    """Run every core's model in execution order (a core after the producers of its inputs)."""
+    """One pass: every core's model in execution order (a core after the producers of its
+    inputs)."""
     vit, specs = g.vit, g.specs
     at = {s.name: k for k, s in enumerate(vit.sites)}
     entries = vit.tokens * vit.dim
@@ -314,33 +375,34 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
     stages = rm.stages(vit)
     norms = {s.name: s.op for s in vit.sites if s.kind is SiteKind.LAYERNORM}
     norm_index = {name: j for j, name in enumerate(norms)}
-    stage_out: dict[str, list] = {}  # a stage's output, as valid at the far end of its FIFOs
+    based: dict[str, list] = {}  # a stage's output as valid at the stage based on it
 
     def run_stage(st: dict) -> None:
         """A residual stage, its LayerNorm core and LayerNorm site (ViTCore's stage loop)."""
-        name, src = st["name"], st["site"]
+        name, src, core = st["name"], st["site"], "stage:" + st["name"]
         geo = rm.stage_geometry(vit, st)
-        pos = st["position"]
-        pos = None if pos is None or not pos.any() else pos
         b_port = 1 if geo.has_base else 0  # (ports a, b)
-        b_arr = g.link(src, [("stage:" + name, b_port)], f"{src}_to_stage",
-                       g.depth(specs[src].n_out))  # fmt: skip
+        (b_arr,) = g.link(src, [(core, b_port)], f"{src}_to_stage", g.depth(specs[src].n_out))
         base = a_arr = None
         if st["base"] is not None:
-            base, a_arr = g.streams["stage:" + st["base"]], stage_out[st["base"]]
+            base, a_arr = g.streams["stage:" + st["base"]], based[st["base"]]
         spikes = g.streams[src]
-        outs = rm.golden_outputs(geo, base, spikes, pos)
+        if core not in g.streams:
+            pos = st["position"]
+            pos = None if pos is None or not pos.any() else pos
+            g.streams[core] = rm.golden_outputs(geo, base, spikes, pos)
+        outs = g.streams[core]
         arr = [(None if a_arr is None else a_arr[j], b_arr[j]) for j in range(len(spikes))]
-        g.runs["stage:" + name] = rm.timed(geo, base, spikes, outs, arr)
-        g.streams["stage:" + name] = outs
-        g.loads.append(("stage:" + name, "residual", 0))
-        # stage ⇉ its LayerNorm and the stages based on it
+        g.runs[core] = rm.timed(geo, base, spikes, outs, arr, g.ready(core))
+        g.loads.append((core, "residual", 0))
+        # stage ⇉ its LayerNorm and the stage based on it
         nxt = [s["name"] for s in stages if s["base"] == name]
         consumers = [("ln:" + name, 0)] + [("stage:" + n, 0) for n in nxt]
-        arr = g.link("stage:" + name, consumers, f"stage_{name}", g.depth(entries))
-        stage_out[name] = arr
+        arrs = g.link(core, consumers, f"stage_{name}", g.depth(entries))
+        if nxt:
+            based[name] = arrs[1]
         # the LayerNorm core, then the LN → site FIFO and the site
-        op = norms[name]
+        op, ln = norms[name], "ln:" + name
         geo_ln = lnm.LayerNormGeometry(
             tokens=vit.tokens, dim=op.dim,
             stream_bound=int(vit.ranges.stream[norm_index[name]]),
@@ -348,12 +410,16 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
             eps=int(op.eps),
         )  # fmt: skip
         geo_ln = dataclasses.replace(geo_ln, units=geo_ln.full_rate_units)
-        ln_out = lnm.golden_outputs(op.gain, op.bias, op.eps, vit.tokens, outs)
-        g.runs["ln:" + name] = lnm.timed(geo_ln, outs, ln_out, arr)
-        g.streams["ln:" + name] = ln_out
-        g.loads.append(("ln:" + name, "layernorm", 0))
-        arr = g.link("ln:" + name, [(name, 0)], f"ln_{name}", g.depth(entries))
-        g.site(name, ln_out, arr, trace, at[name])
+        if ln not in g.streams:
+            g.streams[ln] = lnm.golden_outputs(op.gain, op.bias, op.eps, vit.tokens, outs)
+        g.runs[ln] = lnm.timed(geo_ln, outs, g.streams[ln], arrs[0], g.ready(ln))
+        g.loads.append((ln, "layernorm", 0))
+        (arr,) = g.link(ln, [(name, 0)], f"ln_{name}", g.depth(entries))
+        g.site(name, g.streams[ln], arr, trace, at[name])
+
+    def chain(src: str, dst: str) -> None:
+        (arr,) = g.link(src, [(dst, 0)], src, g.depth(specs[src].n_out))
+        g.site(dst, g.streams[src], arr, trace, at[dst])
 
     by_name = {st["name"]: st for st in stages}
     for b in range(vit.depth):
@@ -361,16 +427,10 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
         run_stage(by_name[p + "norm1"])
         _block(g, p, b, trace, at)
         run_stage(by_name[p + "norm2"])
-        g.site(p + "fc1", g.streams[p + "norm2"],
-               g.link(p + "norm2", [(p + "fc1", 0)], p + "norm2", g.depth(specs[p + "norm2"].n_out)),
-               trace, at[p + "fc1"])  # fmt: skip
-        g.site(p + "fc2", g.streams[p + "fc1"],
-               g.link(p + "fc1", [(p + "fc2", 0)], p + "fc1", g.depth(specs[p + "fc1"].n_out)),
-               trace, at[p + "fc2"])  # fmt: skip
+        chain(p + "norm2", p + "fc1")
+        chain(p + "fc1", p + "fc2")
     run_stage(by_name["norm"])
-    head = vit.sites[-1].name
-    arr = g.link("norm", [(head, 0)], "norm", g.depth(specs["norm"].n_out))
-    g.site(head, g.streams["norm"], arr, trace, at[head])
+    chain("norm", vit.sites[-1].name)
 
 
 def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
@@ -381,8 +441,8 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
     def depth(name: str) -> int:
         return g.depth(specs[p + name].n_out)
 
-    arr = g.link(p + "norm1", [(p + f, 0) for f in "qkv"], p + "norm1", depth("norm1"))
-    for f in "qkv":
+    arrs = g.link(p + "norm1", [(p + f, 0) for f in "qkv"], p + "norm1", depth("norm1"))
+    for f, arr in zip("qkv", arrs, strict=True):
         g.site(p + f, g.streams[p + "norm1"], arr, trace, at[p + f])
     timing = LayerTiming(n_out=1, lanes=1, pipeline=g.pipeline)
     geos = {
@@ -393,33 +453,35 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
         for kind in pm.KINDS
     }
     # scores = q · kᵀ
-    xq = g.link(p + "q", [(p + "scores", 0)], p + "q", depth("q"))
-    yk = g.link(p + "k", [(p + "scores", 1)], p + "k", depth("k"))
+    (xq,) = g.link(p + "q", [(p + "scores", 0)], p + "q", depth("q"))
+    (yk,) = g.link(p + "k", [(p + "scores", 1)], p + "k", depth("k"))
     _product(g, p + "scores", geos["scores"], p + "q", p + "k", xq, yk)
     # softmax, attn
-    params = sm.SoftmaxParams.of_block(vit, b)
-    arr = g.link(p + "scores", [(p + "softmax", 0)], p + "scores", depth("attn"))
+    params, name = sm.SoftmaxParams.of_block(vit, b), p + "softmax"
+    (arr,) = g.link(p + "scores", [(name, 0)], p + "scores", depth("attn"))
     ins = g.streams[p + "scores"]
-    outs = sm.output_steps(params, ins)
-    g.runs[p + "softmax"] = sm.timed(sm.SoftmaxTiming.of(params), ins, outs, arr)
-    g.streams[p + "softmax"] = outs
-    g.loads.append((p + "softmax", "softmax", 0))
-    arr = g.link(p + "softmax", [(p + "attn", 0)], p + "softmax", depth("attn"))
-    g.site(p + "attn", outs, arr, trace, at[p + "attn"])
+    if name not in g.streams:
+        g.streams[name] = sm.output_steps(params, ins)
+    g.runs[name] = sm.timed(sm.SoftmaxTiming.of(params), ins, g.streams[name], arr,
+                            g.ready(name))  # fmt: skip
+    g.loads.append((name, "softmax", 0))
+    (arr,) = g.link(name, [(p + "attn", 0)], name, depth("attn"))
+    g.site(p + "attn", g.streams[name], arr, trace, at[p + "attn"])
     # context = attn · v, the context site, proj
-    xa = g.link(p + "attn", [(p + "context_product", 0)], p + "attn", depth("attn"))
-    yv = g.link(p + "v", [(p + "context_product", 1)], p + "v", depth("v"))
+    (xa,) = g.link(p + "attn", [(p + "context_product", 0)], p + "attn", depth("attn"))
+    (yv,) = g.link(p + "v", [(p + "context_product", 1)], p + "v", depth("v"))
     _product(g, p + "context_product", geos["context"], p + "attn", p + "v", xa, yv)
-    arr = g.link(p + "context_product", [(p + "context", 0)], p + "context_product",
-                 depth("context"))  # fmt: skip
+    (arr,) = g.link(p + "context_product", [(p + "context", 0)], p + "context_product",
+                    depth("context"))  # fmt: skip
     g.site(p + "context", g.streams[p + "context_product"], arr, trace, at[p + "context"])
-    arr = g.link(p + "context", [(p + "proj", 0)], p + "context", depth("context"))
+    (arr,) = g.link(p + "context", [(p + "proj", 0)], p + "context", depth("context"))
     g.site(p + "proj", g.streams[p + "context"], arr, trace, at[p + "proj"])
 
 
 def _product(g: _Graph, name: str, geo, x: str, y: str, x_arr, y_arr) -> None:
     infs = list(zip(_events(g.streams[x]), _events(g.streams[y]), strict=True))
     arr = list(zip(x_arr, y_arr, strict=True))
-    g.runs[name] = pm.timed(geo, infs, arr)
-    g.streams[name] = pm.output_steps(geo, infs)
+    g.runs[name] = pm.timed(geo, infs, arr, g.ready(name))
+    if name not in g.streams:
+        g.streams[name] = pm.output_steps(geo, infs)
     g.loads.append((name, "product", geo.lanes))
