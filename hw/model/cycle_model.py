@@ -430,16 +430,15 @@ def _emit(
 ) -> tuple[tuple[int, ...], int]:
     """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker;
     ``ready``: the cycle from which each beat may leave (backpressure), offers recorded."""
-    lanes = timing.lanes
+    lanes, delay = timing.lanes, timing.SPIKE_DELAY
     cycles: list[int] = []
     free = x if previous is None else previous + timing.BANK_DELAY  # the output is free
     marker = x + timing.words - 1 + timing.MARKER_DELAY
     if previous is not None:
         marker = max(marker, previous + 1)
-    idx = step.indices
-    for word in np.unique(idx // lanes):
-        k = int(np.count_nonzero(idx // lanes == word))
-        start = max(x + int(word) + timing.SPIKE_DELAY, free)
+    words, counts = np.unique(step.indices // lanes, return_counts=True)
+    for word, k in zip(words.tolist(), counts.tolist(), strict=True):
+        start = max(x + word + delay, free)
         if ready is None:
             cycles.extend(range(start, start + k))
             free = start + k
@@ -460,13 +459,14 @@ class _Ready:
     ``max(c, ready[k])``; the offers are recorded."""
 
     def __init__(self, ready: Sequence[int]) -> None:
-        self.ready, self.k, self.offered = ready, 0, []
+        self.ready = ready.tolist() if isinstance(ready, np.ndarray) else list(ready)
+        self.k, self.offered = 0, []
 
     def leave(self, cycle: int) -> int:
         self.offered.append(cycle)
-        bound = int(self.ready[self.k]) if self.k < len(self.ready) else 0
+        k = self.k
         self.k += 1
-        return max(cycle, bound)
+        return max(cycle, self.ready[k]) if k < len(self.ready) else cycle
 
 
 def schedule(

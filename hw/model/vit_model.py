@@ -67,8 +67,8 @@ class FifoCheck:
 
     name: str  #: the FIFO's name in ``ViTCore`` (``"blocks_0_q_fifo"``)
     depth: int
-    #: the fewest entries with which it would refuse no beat, its producer offering each beat
-    #: and its consumer taking it in the modelled cycles (≥ 2; 1 when a one-entry FIFO is always
+    #: the fewest entries with which it would never be full, every FIFO being that deep: its
+    #: occupancy in the schedule without backpressure (≥ 2; 1 when a one-entry FIFO is always
     #: empty when a beat comes)
     need: int
     #: cycles its producer's beats waited for room in it, summed
@@ -209,12 +209,12 @@ class _Graph:
     def depth(self, entries: int) -> int:
         return self.params.fifo_depth or entries + 2
 
-    def ready(self, core: str) -> np.ndarray | None:
+    def ready(self, core: str) -> list[int] | None:
         """Per output beat of ``core``, the first cycle every FIFO it feeds has room for it."""
         fifos = self.producer_fifos.get(core)
         if not fifos:
             return None
-        return np.max([self.fifo_ready[f] for f in fifos], axis=0)
+        return np.max([self.fifo_ready[f] for f in fifos], axis=0).tolist()
 
     def link(self, producer: str, consumers: list[tuple[str, int]], name: str, depth: int):
         """The FIFOs from ``producer`` to each ``(consumer, port)`` (through a broadcast when
@@ -339,9 +339,12 @@ def vit_schedule(
     if trace.network_digest != vit.digest():
         raise ValueError("trace must come from this vit (its network_digest differs)")
     g = _Graph(vit, params, int(pl))
+    need = {}
     for passes in range(1, max_passes + 1):  # noqa: B007 (reported)
         g.reset()
         _compose(g, x, trace)
+        if passes == 1:  # no backpressure yet: how deep each FIFO would have to be
+            need = {f.name: f.need for f in g.checks()}
         if not g.settle():
             break
     else:
@@ -361,7 +364,8 @@ def vit_schedule(
     sites = {s.name: g.runs[s.name] for s in vit.sites}
     cores = {n: r for n, r in g.runs.items() if n not in sites}
     return ViTSchedule(sites=sites, cores=cores, first_input=first, done=done,
-                       fifos=g.checks(), loads=loads, passes=passes)  # fmt: skip
+                       fifos=tuple(dataclasses.replace(f, need=need[f.name]) for f in g.checks()),
+                       loads=loads, passes=passes)  # fmt: skip
 
 
 def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
