@@ -198,6 +198,7 @@ class _Graph:
         #: per FIFO, the first cycle each beat may be written (from the last pass)
         self.fifo_ready: dict[str, np.ndarray] = {}
         self.producer_fifos: dict[str, list[str]] = {}
+        self.units: int | None = None  # LayerNorm rounding units (None: the cores' default)
         self.reset()
 
     def reset(self) -> None:
@@ -305,6 +306,7 @@ def vit_schedule(
     pipeline: Pipeline | int | None = None,
     fifo_depth: int | None = None,
     product_lanes: int | None = None,
+    layer_norm_units: int | None = None,
     max_passes: int = 100_000,
 ) -> ViTSchedule:
     """Model the ``ViTCore`` running ``inputs`` back to back (``trace``: the golden trace of
@@ -313,8 +315,8 @@ def vit_schedule(
     ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``; not both) and
     ``product_lanes`` are those of the ``ViTCore``: lanes per site, pipeline preset, entries of
     every FIFO (default a step of the producer's beats plus 2, as the core builds them), lanes of
-    the spike products (default the token count). The LayerNorm cores have their default
-    rounding units (``LayerNormGeometry.full_rate_units``).
+    the spike products (default the token count). ``layer_norm_units``: rounding units of every
+    LayerNorm core (default, as ``ViTCore`` builds them, ``LayerNormGeometry.full_rate_units``).
 
     The composition runs every core's model in execution order, each with the cycle every FIFO
     in front of it has room for each of its beats as found by the pass before (none in the
@@ -331,6 +333,9 @@ def vit_schedule(
     pl = vit.tokens if product_lanes is None else product_lanes
     if isinstance(pl, bool) or not isinstance(pl, int | np.integer) or pl < 1:
         raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
+    units = layer_norm_units
+    if units is not None and (isinstance(units, bool) or not isinstance(units, int) or units < 1):
+        raise ValueError(f"layer_norm_units must be a positive integer or None, not {units!r}")
     if isinstance(max_passes, bool) or not isinstance(max_passes, int) or max_passes < 1:
         raise ValueError(f"max_passes must be a positive integer, not {max_passes!r}")
     x = vit.check_inputs(inputs)
@@ -339,6 +344,7 @@ def vit_schedule(
     if trace.network_digest != vit.digest():
         raise ValueError("trace must come from this vit (its network_digest differs)")
     g = _Graph(vit, params, int(pl))
+    g.units = units
     need = {}
     for passes in range(1, max_passes + 1):  # noqa: B007 (reported)
         g.reset()
@@ -413,7 +419,7 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
             gain_bound=int(abs(op.gain).max()), bias_bound=int(abs(op.bias).max()),
             eps=int(op.eps),
         )  # fmt: skip
-        geo_ln = dataclasses.replace(geo_ln, units=geo_ln.full_rate_units)
+        geo_ln = dataclasses.replace(geo_ln, units=g.units or geo_ln.full_rate_units)
         if ln not in g.streams:
             g.streams[ln] = lnm.golden_outputs(op.gain, op.bias, op.eps, vit.tokens, outs)
         g.runs[ln] = lnm.timed(geo_ln, outs, g.streams[ln], arrs[0], g.ready(ln))
