@@ -42,20 +42,31 @@ def main() -> int:
     trace = run(net, x).trace
     t0 = time.perf_counter()
     sched = vit_schedule(
-        net, x, trace, lanes=args.lanes, pipeline=args.pipeline,
-        fifo_depth=args.fifo_depth, layer_norm_units=args.layer_norm_units,
-    )  # fmt: skip
+        net,
+        x,
+        trace,
+        lanes=args.lanes,
+        pipeline=args.pipeline,
+        fifo_depth=args.fifo_depth,
+        layer_norm_units=args.layer_norm_units,
+    )
     model_s = time.perf_counter() - t0
     n = len(x)
     loads = sorted(sched.loads, key=lambda ld: -ld.work)
-    print(f"digits ViT ({net.digest()[:12]}), {n} images back to back, lanes {args.lanes}, "
-          f"pipeline {args.pipeline}, LayerNorm units {args.layer_norm_units or 'default'}")  # fmt: skip
-    print(f"  total {sched.total_cycles:,} cycles ({sched.total_cycles / n:,.0f} per image); "
-          f"latency per image {', '.join(f'{v:,}' for v in sched.latency.tolist())}")  # fmt: skip
+    print(
+        f"digits ViT ({net.digest()[:12]}), {n} images back to back, lanes {args.lanes}, "
+        f"pipeline {args.pipeline}, LayerNorm units {args.layer_norm_units or 'default'}"
+    )
+    print(
+        f"  total {sched.total_cycles:,} cycles ({sched.total_cycles / n:,.0f} per image); "
+        f"latency per image {', '.join(f'{v:,}' for v in sched.latency.tolist())}"
+    )
     print(f"  steps {trace.steps.tolist()}; model {model_s:.1f} s, {sched.passes} passes")
     waited = [f for f in sched.fifos if f.waited]
-    print(f"  FIFOs that made their producer wait: {len(waited)} of {len(sched.fifos)}; deepest "
-          f"needed without backpressure {max(f.need for f in sched.fifos):,} entries")  # fmt: skip
+    print(
+        f"  FIFOs that made their producer wait: {len(waited)} of {len(sched.fifos)}; deepest "
+        f"needed without backpressure {max(f.need for f in sched.fifos):,} entries"
+    )
     print()
     print(f"  {'core':28s} {'kind':9s} {'busy/image':>10s} {'busy':>6s} {'acc. util':>9s}")
     for ld in loads:
@@ -77,11 +88,15 @@ def main() -> int:
         "model_s": round(model_s, 1),
         "fifos_waited": {f.name: f.waited for f in waited},
         "loads": [
-            {"core": ld.name, "kind": ld.kind, "busy_per_image": round(ld.work / n),
-             "busy_fraction": round(ld.busy_fraction, 4),
-             "accumulate_utilization": round(ld.accumulate_utilization, 4)}
+            {
+                "core": ld.name,
+                "kind": ld.kind,
+                "busy_per_image": round(ld.work / n),
+                "busy_fraction": round(ld.busy_fraction, 4),
+                "accumulate_utilization": round(ld.accumulate_utilization, 4),
+            }
             for ld in loads
-        ],  # fmt: skip
+        ],
     }
     print(f"recorded {record('vit_model', results)}")
     return 0

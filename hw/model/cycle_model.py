@@ -628,13 +628,17 @@ def timed(
             work += int(costs.sum())
             accumulate += s.fire_cycle - s.accumulate_cycle
             ops += int(kept.sum()) * ops_per_event
-    beats_out = tuple(
-        tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched
-    )
+    beats_out = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
     if offered is None:
         offered = [c for inf in beats_out for ev, mk in inf for c in (*ev, mk)]
-    return CoreRun(beats=beats_out, taken=(tuple(taken),), work=work, accumulate=accumulate,
-                   ops=ops, offered=tuple(offered))  # fmt: skip
+    return CoreRun(
+        beats=beats_out,
+        taken=(tuple(taken),),
+        work=work,
+        accumulate=accumulate,
+        ops=ops,
+        offered=tuple(offered),
+    )
 
 
 #: version of :meth:`CycleSummary.to_json`

@@ -416,6 +416,7 @@ def _run(geo, inferences, arrivals, ready=None):
         bound = int(ready[k]) if ready is not None and k < len(ready) else 0
         left = max(cycle + 1, bound)
         return cycle
+
     for j, inference in enumerate(inferences):
         xs, ys = _inference(inference)
         arr = (None, None) if arrivals is None else arrivals[j]
@@ -452,16 +453,23 @@ def _run(geo, inferences, arrivals, ready=None):
                             cycle += 1
             cycle = send(cycle)
             inf_beats.append((tuple(cycles), left))
-            inf_steps.append(Step(np.array(idx, dtype=np.int64), np.array(val, dtype=np.int64),
-                                  busy[t]))  # fmt: skip
+            inf_steps.append(
+                Step(np.array(idx, dtype=np.int64), np.array(val, dtype=np.int64), busy[t])
+            )
             cycle += 1  # the marker
             work += cycle - begin
         cycle += geo.clear_cycles
         work += geo.clear_cycles
         beats.append(tuple(inf_beats))
         steps_out.append(inf_steps)
-    run = CoreRun(beats=tuple(beats), taken=(tuple(taken[0]), tuple(taken[1])), work=work,
-                  accumulate=accumulate, ops=ops, offered=tuple(offered))  # fmt: skip
+    run = CoreRun(
+        beats=tuple(beats),
+        taken=(tuple(taken[0]), tuple(taken[1])),
+        work=work,
+        accumulate=accumulate,
+        ops=ops,
+        offered=tuple(offered),
+    )
     return run, steps_out
 
 

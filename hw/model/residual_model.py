@@ -253,7 +253,11 @@ def timed(
                             cycle += left - emit
                             emit = left
                         offered.append(emit + 1)
-                        left = emit + 1 if ready is None else max(emit + 1, _at(ready, len(offered) - 1))
+                        left = (
+                            emit + 1
+                            if ready is None
+                            else max(emit + 1, _at(ready, len(offered) - 1))
+                        )
                         ev.append(left)
                 cycle += geo.token_cycles
             cycle = max(cycle, left)  # the marker's SCAN waits for o to be free

@@ -329,9 +329,7 @@ def timed(
     later enabled cycle by ``s``.
     """
     sched, taken, work, offered = _run(timing, inputs, outputs, arrivals, ready)
-    beats = tuple(
-        tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched
-    )
+    beats = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
     return CoreRun(beats=beats, taken=(tuple(taken),), work=work, offered=tuple(offered))
 
 
@@ -397,14 +395,15 @@ def _run(timing, inputs, outputs, arrivals, ready):
             raise ValueError(f"{len(outs)} output steps for {len(ins)} input steps")
         inf_marks = []
         for t, st in enumerate(ins):
-            c = phase
+            c, a = phase, None
             for k in range(st.n_events + 1):
                 valid = 0 if arrivals is None else int(arrivals[j][t][k])
                 last_taken = max(valid, last_taken + 1, consumed[0] + 1)
                 taken.append(last_taken)
                 c = fz.first_at(c, max(valid + INPUT_LATENCY, consumed[1] + 1))
                 consumed = [consumed[1], fz.real(c)]
-                a = consumed[1] if k == 0 else a
+                if k == 0:
+                    a = consumed[1]
                 c += 1
             m = c - 1
             rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
@@ -425,8 +424,7 @@ def _run(timing, inputs, outputs, arrivals, ready):
     result = []
     for inf_marks in marks:
         steps = tuple(
-            StepSchedule(ne, a, m, tuple(e[1] for e in ev), mk[1])
-            for ne, a, m, ev, mk in inf_marks
+            StepSchedule(ne, a, m, tuple(e[1] for e in ev), mk[1]) for ne, a, m, ev, mk in inf_marks
         )
         result.append(InferenceSchedule(steps[0].accumulate_cycle, steps))
     return result, taken, work, fz.offered

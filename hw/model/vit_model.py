@@ -33,6 +33,7 @@ the model against the RTL's cycle stamps in Amaranth's simulator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,8 @@ class FifoCheck:
 class CoreLoad:
     """Cycles and lane use of one core over a run (:meth:`ViTSchedule.loads`)."""
 
-    name: str  #: the site's name, or ``"{stage,ln}:{site}"``, ``"blocks.{b}.{scores,context,softmax}"``
+    #: the site's name, ``"stage:{site}"``, ``"ln:{site}"`` or ``"blocks.{b}.{product}"``
+    name: str
     kind: str  #: ``linear``, ``direct``, ``product``, ``residual``, ``layernorm``, ``softmax``
     lanes: int  #: lanes of the accumulate phase (0 for cores without one)
     work: int  #: cycles of work (passes, scans, clears, beats read), waits for input excluded
@@ -199,7 +201,19 @@ class _Graph:
         self.fifo_ready: dict[str, np.ndarray] = {}
         self.producer_fifos: dict[str, list[str]] = {}
         self.units: int | None = None  # LayerNorm rounding units (None: the cores' default)
+        self.memo: dict[str, tuple] = {}
         self.reset()
+
+    def run(self, core: str, arrivals: Any, model: Any, *args: Any) -> None:
+        """``core``'s run: ``model(*args, arrivals, ready)``, reused from the pass before when
+        its arrivals and backpressure did not change (a core's model is a function of them)."""
+        ready = self.ready(core)
+        memo = self.memo.get(core)
+        if memo is not None and memo[0] == arrivals and memo[1] == ready:
+            self.runs[core] = memo[2]
+            return
+        self.runs[core] = run = model(*args, arrivals, ready)
+        self.memo[core] = (arrivals, ready, run)
 
     def reset(self) -> None:
         """Start a pass."""
@@ -234,7 +248,9 @@ class _Graph:
                 self.producer_fifos.setdefault(producer, []).append(fifo)
             self.links.append((fifo, producer, core, port, depth, writes))
             it = iter((writes + lat).tolist())
-            out.append([[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats])
+            out.append(
+                [[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats]
+            )
         return out
 
     def settle(self) -> bool:
@@ -254,8 +270,9 @@ class _Graph:
         for fifo, producer, core, port, depth, writes in self.links:
             offered = np.asarray(self.runs[producer].offered, dtype=np.int64)
             taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
-            out.append(FifoCheck(fifo, depth, _need(offered, taken, depth),
-                                 int((writes - offered).sum())))  # fmt: skip
+            out.append(
+                FifoCheck(fifo, depth, _need(offered, taken, depth), int((writes - offered).sum()))
+            )
         return tuple(out)
 
     # -- cores ------------------------------------------------------------------------------------
@@ -266,10 +283,20 @@ class _Graph:
             has_bias = bool(spec.neurons.bias.any())
             self.streams[name] = _site_outputs(trace, at, name, ins, has_bias)
         ops = self.vit.sites[at].op.n_out if spec.kind is SiteKind.LINEAR else 1
-        self.runs[name] = cm.timed(timing, ins, self.streams[name], arrivals, spec.input_map,
-                                   self.ready(name), ops_per_event=ops)  # fmt: skip
+        self.run(
+            name,
+            arrivals,
+            functools.partial(_site_model, ops=ops, imap=spec.input_map),
+            timing,
+            ins,
+            self.streams[name],
+        )
         kind = "linear" if spec.kind is SiteKind.LINEAR else "direct"
         self.loads.append((name, kind, timing.lanes))
+
+
+def _site_model(timing, ins, outs, arrivals, ready, *, ops: int, imap: Any) -> CoreRun:
+    return cm.timed(timing, ins, outs, arrivals, imap, ready, ops_per_event=ops)
 
 
 def _room(writes: np.ndarray, taken: np.ndarray, depth: int) -> np.ndarray:
@@ -327,9 +354,7 @@ def vit_schedule(
         raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
     if not isinstance(trace, Trace):
         raise TypeError(f"trace must be an ir.Trace, not {type(trace).__name__}")
-    params = DesignParams.coerce(
-        vit, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth
-    )
+    params = DesignParams.coerce(vit, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth)
     pl = vit.tokens if product_lanes is None else product_lanes
     if isinstance(pl, bool) or not isinstance(pl, int | np.integer) or pl < 1:
         raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
@@ -346,7 +371,7 @@ def vit_schedule(
     g = _Graph(vit, params, int(pl))
     g.units = units
     need = {}
-    for passes in range(1, max_passes + 1):  # noqa: B007 (reported)
+    for passes in range(1, max_passes + 1):
         g.reset()
         _compose(g, x, trace)
         if passes == 1:  # no backpressure yet: how deep each FIFO would have to be
@@ -363,15 +388,28 @@ def vit_schedule(
     done = np.array([inf[-1][1] for inf in g.runs[head].beats], dtype=np.int64)
     end = int(done[-1]) + 1 if done.size else 0
     loads = tuple(
-        CoreLoad(name=n, kind=k, lanes=p, work=g.runs[n].work, accumulate=g.runs[n].accumulate,
-                 ops=g.runs[n].ops, cycles=end)  # fmt: skip
+        CoreLoad(
+            name=n,
+            kind=k,
+            lanes=p,
+            work=g.runs[n].work,
+            accumulate=g.runs[n].accumulate,
+            ops=g.runs[n].ops,
+            cycles=end,
+        )
         for n, k, p in g.loads
     )
     sites = {s.name: g.runs[s.name] for s in vit.sites}
     cores = {n: r for n, r in g.runs.items() if n not in sites}
-    return ViTSchedule(sites=sites, cores=cores, first_input=first, done=done,
-                       fifos=tuple(dataclasses.replace(f, need=need[f.name]) for f in g.checks()),
-                       loads=loads, passes=passes)  # fmt: skip
+    return ViTSchedule(
+        sites=sites,
+        cores=cores,
+        first_input=first,
+        done=done,
+        fifos=tuple(dataclasses.replace(f, need=need[f.name]) for f in g.checks()),
+        loads=loads,
+        passes=passes,
+    )
 
 
 def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
@@ -403,7 +441,7 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
             g.streams[core] = rm.golden_outputs(geo, base, spikes, pos)
         outs = g.streams[core]
         arr = [(None if a_arr is None else a_arr[j], b_arr[j]) for j in range(len(spikes))]
-        g.runs[core] = rm.timed(geo, base, spikes, outs, arr, g.ready(core))
+        g.run(core, arr, rm.timed, geo, base, spikes, outs)
         g.loads.append((core, "residual", 0))
         # stage ⇉ its LayerNorm and the stage based on it
         nxt = [s["name"] for s in stages if s["base"] == name]
@@ -414,15 +452,17 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
         # the LayerNorm core, then the LN → site FIFO and the site
         op, ln = norms[name], "ln:" + name
         geo_ln = lnm.LayerNormGeometry(
-            tokens=vit.tokens, dim=op.dim,
+            tokens=vit.tokens,
+            dim=op.dim,
             stream_bound=int(vit.ranges.stream[norm_index[name]]),
-            gain_bound=int(abs(op.gain).max()), bias_bound=int(abs(op.bias).max()),
+            gain_bound=int(abs(op.gain).max()),
+            bias_bound=int(abs(op.bias).max()),
             eps=int(op.eps),
-        )  # fmt: skip
+        )
         geo_ln = dataclasses.replace(geo_ln, units=g.units or geo_ln.full_rate_units)
         if ln not in g.streams:
             g.streams[ln] = lnm.golden_outputs(op.gain, op.bias, op.eps, vit.tokens, outs)
-        g.runs[ln] = lnm.timed(geo_ln, outs, g.streams[ln], arrs[0], g.ready(ln))
+        g.run(ln, arrs[0], lnm.timed, geo_ln, outs, g.streams[ln])
         g.loads.append((ln, "layernorm", 0))
         (arr,) = g.link(ln, [(name, 0)], f"ln_{name}", g.depth(entries))
         g.site(name, g.streams[ln], arr, trace, at[name])
@@ -472,8 +512,7 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
     ins = g.streams[p + "scores"]
     if name not in g.streams:
         g.streams[name] = sm.output_steps(params, ins)
-    g.runs[name] = sm.timed(sm.SoftmaxTiming.of(params), ins, g.streams[name], arr,
-                            g.ready(name))  # fmt: skip
+    g.run(name, arr, sm.timed, sm.SoftmaxTiming.of(params), ins, g.streams[name])
     g.loads.append((name, "softmax", 0))
     (arr,) = g.link(name, [(p + "attn", 0)], name, depth("attn"))
     g.site(p + "attn", g.streams[name], arr, trace, at[p + "attn"])
@@ -481,8 +520,9 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
     (xa,) = g.link(p + "attn", [(p + "context_product", 0)], p + "attn", depth("attn"))
     (yv,) = g.link(p + "v", [(p + "context_product", 1)], p + "v", depth("v"))
     _product(g, p + "context_product", geos["context"], p + "attn", p + "v", xa, yv)
-    (arr,) = g.link(p + "context_product", [(p + "context", 0)], p + "context_product",
-                    depth("context"))  # fmt: skip
+    (arr,) = g.link(
+        p + "context_product", [(p + "context", 0)], p + "context_product", depth("context")
+    )
     g.site(p + "context", g.streams[p + "context_product"], arr, trace, at[p + "context"])
     (arr,) = g.link(p + "context", [(p + "proj", 0)], p + "context", depth("context"))
     g.site(p + "proj", g.streams[p + "context"], arr, trace, at[p + "proj"])
@@ -491,7 +531,7 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
 def _product(g: _Graph, name: str, geo, x: str, y: str, x_arr, y_arr) -> None:
     infs = list(zip(_events(g.streams[x]), _events(g.streams[y]), strict=True))
     arr = list(zip(x_arr, y_arr, strict=True))
-    g.runs[name] = pm.timed(geo, infs, arr, g.ready(name))
+    g.run(name, arr, pm.timed, geo, infs)
     if name not in g.streams:
         g.streams[name] = pm.output_steps(geo, infs)
     g.loads.append((name, "product", geo.lanes))
