@@ -28,6 +28,10 @@ Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset
   nothing;
 * the marker leaves one cycle after the scan finds no changed token left: ``s_end + 1``; the
   next step accumulates from that cycle.
+
+:func:`timed` also takes input beats that arrive late and an output held back (an element is
+retired, and its unit freed, only once its beat can leave), as the ViT's composed model
+(:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ stream protocol: its producer sends no further marker of this inference), so the
 lists may differ in length. The core's steps are the longer list's; an idle input adds no events
 and no marker to a step; the output marker's busy is the OR of the step's input markers', so the
 inference ends after the step in which the second input went idle.
+
+:func:`timed` also takes input beats that arrive late (each cycle the sequencer starts what its
+input registers offer: an X event, else a Y event, else a marker) and an output held back (the
+read-out waits at the beat), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ reads ``a``'s events and marker (one per cycle; one cycle once ``a`` has ended),
 each token that received an event (every token in step 0 of an injecting stage), ascending, costs
 ``1 + 2·dim`` cycles (a scan cycle, then two per entry: read, then emit and clear), the entry
 ``j``'s beat leaving in ``s + 3 + 2j``; the marker leaves one cycle after the last scan ``s_end``,
-and the next step reads from that cycle.
+and the next step reads from that cycle. :func:`timed` also takes input beats that arrive late
+(a beat is read once valid) and an output held back (the sequencer waits at the beat), as the
+ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations

@@ -30,6 +30,10 @@ score entries, ``L = OUT_DELAY`` (:meth:`SoftmaxTiming.out_delay`). Per inferenc
 
 So a step with ``k`` changed rows costs ``e + 2 + k·(2n + 2) + n`` cycles (``e + 2`` without
 rows), plus ``E + 1`` per inference; the divider is busy ``n`` of every ``2n + 2`` row cycles.
+
+:func:`timed` also takes input beats that arrive late (through the two-entry input buffer) and an
+output held back (the whole core but the input buffer freezes: the schedule above holds in
+enabled cycles), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations

@@ -2,32 +2,42 @@
 cores' models.
 
 No amaranth import. The top is a graph of cores joined by FIFOs (``SyncFIFOBuffered``) and
-broadcasts (``Broadcast``, combinational: a beat leaves when every consumer's FIFO takes it):
-per site a layer core with an input map (:func:`hw.model.cycle_model.timed`), per LayerNorm site
-a residual stage (:func:`hw.model.residual_model.timed`) and a LayerNorm core
+broadcasts (``Broadcast``, combinational: a beat leaves when every consumer's FIFO took it, each
+FIFO taking it as soon as it has room): per site a layer core with an input map
+(:func:`hw.model.cycle_model.timed`), per LayerNorm site a residual stage
+(:func:`hw.model.residual_model.timed`) and a LayerNorm core
 (:func:`hw.model.layer_norm_model.timed`), per block two spike products
 (:func:`hw.model.product_model.timed`) and a softmax (:func:`hw.model.softmax_model.timed`).
-Each core's model takes the cycle each input beat is valid at its port and gives the cycle of
-each output beat; walking the cores in execution order, a beat that leaves a producer in cycle
-``w`` is valid at its consumer in ``w + 2`` (:data:`~hw.model.cycle_model.FIFO_LATENCY`: the
-FIFO's memory, then its output register), or ``w + 1`` behind a FIFO of one entry (a single
-register). The embedding's input is always valid (the testbench's stimulus: every inference's
-beats back to back from cycle 0) and the head's output always ready, so ``done`` of an
-inference is the cycle of the head's last marker.
+Each core's model takes the cycle each input beat is valid at its ports and, per output beat,
+the first cycle the FIFOs it feeds have room for it (backpressure), and gives the cycle each
+output beat was offered and left, and the cycle each input beat was taken. A beat written into
+a FIFO in cycle ``w`` is valid at its far end in ``w + 2``
+(:data:`~hw.model.cycle_model.FIFO_LATENCY`: the memory, then the output register), ``w + 1``
+in a one-entry FIFO (a single register). The embedding's input is always valid (the
+testbench's stimulus: every inference's beats back to back from cycle 0) and the head's output
+always ready, so ``done`` of an inference is the cycle of the head's last marker.
+
+**Backpressure.** A FIFO of ``d ≥ 2`` entries moves beat ``k`` from its memory to its output
+register in ``max(w_k + 1, taken_{k−1})`` and has room for beat ``k`` once beat ``k − d + 1``
+moved; a one-entry FIFO once beat ``k − 1`` was taken. Room depends on the consumer's progress
+on earlier beats, which depends on its own FIFOs downstream, so :func:`vit_schedule` runs the
+composition in **passes**: every core in execution order, each with the room its FIFOs had in the
+pass before (none in the first, the schedule with FIFOs that never fill). Every cycle only grows
+from pass to pass; the first pass that changes no FIFO's room is a consistent schedule, the
+RTL's (the digits ViT: 24 passes for 3 images, 9 for one). How each core waits for room is its
+model's: the layer core's emitter is an elastic pipeline (a held beat delays only the beats
+behind it, and through its marker the sweep two steps later), the residual stage's and the
+LayerNorm's and the product's output registers hold their sequencer, the softmax freezes
+entirely (``en = ~o.valid | o.ready``).
 
 The streams' contents come from the golden trace: a site's output in step ``t`` is its spikes
 (``trace.spikes``) and a marker whose busy flag is the core's own — its input marker's flag, the
 bias at step 0, or a spike — up to the first that is 0; every other core's output is its model's
 golden list of its inputs (:func:`~hw.model.residual_model.golden_outputs`, …).
 
-**Premise** (as :mod:`hw.model.network_model`'s): no FIFO fills, so no producer ever waits.
-:func:`vit_schedule` checks it from the modelled cycles: per FIFO, beat ``k`` moves from the
-FIFO's memory to its output register in ``max(w_k + 1, taken_{k−1})`` (``taken``: the cycle the
-consumer took the previous beat, each core model's :attr:`~hw.model.cycle_model.CoreRun.taken`),
-and the memory (``depth − 1`` entries) must have room at every write; a one-entry FIFO must be
-empty at every write. :attr:`ViTSchedule.exact` is ``True`` when every FIFO passes; otherwise
-the cycles are not claimed (the RTL would stall a producer). tests/hw/test_vit_model.py checks
-the model against the RTL's cycle stamps in Amaranth's simulator.
+tests/hw/test_vit_model.py checks every output beat of every site, every first input beat and
+every ``done`` against ``ViTCore`` in Amaranth's simulator (FIFO depths down to 1);
+bench/bench_vit_model.py reproduces the RTL's measured cycles of the digits ViT.
 """
 
 from __future__ import annotations
