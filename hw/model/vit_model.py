@@ -95,7 +95,7 @@ class FifoCheck:
 class CoreLoad:
     """Cycles and lane use of one core over a run (:meth:`ViTSchedule.loads`)."""
 
-    #: the site's name, ``"stage:{site}"``, ``"ln:{site}"`` or ``"blocks.{b}.{product}"``
+    #: the site's name, or a key of :attr:`ViTSchedule.cores`
     name: str
     kind: str  #: ``linear``, ``direct``, ``product``, ``residual``, ``layernorm``, ``softmax``
     lanes: int  #: lanes of the accumulate phase (0 for cores without one)
@@ -121,8 +121,8 @@ class ViTSchedule:
 
     #: per site (execution order), its core's run: ``beats[b][t] = (event cycles, marker)``
     sites: dict[str, CoreRun]
-    #: every other core's run: ``"stage:{site}"``, ``"ln:{site}"``, ``"blocks.{b}.scores"``,
-    #: ``"blocks.{b}.softmax"``, ``"blocks.{b}.context"``
+    #: every other core's run: ``"stage:{site}"`` (residual stage), ``"ln:{site}"`` (LayerNorm),
+    #: ``"blocks.{b}.scores"``, ``"blocks.{b}.softmax"``, ``"blocks.{b}.context_product"``
     cores: dict[str, CoreRun]
     first_input: np.ndarray  #: [B] cycle the first input beat of each inference is accepted
     done: np.ndarray  #: [B] cycle ``done`` pulses (the head's last marker)
