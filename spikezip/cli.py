@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from spikezip.hw.model.cycle_model import PIPELINES
-from spikezip.hw.model.design import DesignParams, Storage
+from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
 from spikezip.ir.compare import TraceMismatchError, first_divergence
@@ -106,6 +106,13 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], object]:
     return _converter(convert, span)
 
 
+def _mhz(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 10_000.0:  # also rejects nan and inf
+        raise ValueError
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:  # also rejects nan
@@ -171,6 +178,7 @@ PIPELINE = _converter(_pipeline, f"one of {_PIPELINE_LIST}")
 PIPELINE_LIST = _list_converter(_pipeline, f"one of {_PIPELINE_LIST}")
 STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
+MHZ = _converter(_mhz, "a clock in MHz in (0, 10000]")
 SEED = _int_in(0, (1 << 32) - 1)
 JOBS = _int_in(1, 256)
 MODULE = _converter(
@@ -178,7 +186,7 @@ MODULE = _converter(
 )
 
 
-def _design_params(network: Network, args: argparse.Namespace) -> DesignParams:
+def _design_params(network: Network | VisionTransformer, args: argparse.Namespace) -> DesignParams:
     """The design options (``--lanes``, ``--pipeline``, ``--storage``) as one
     :class:`hw.model.design.DesignParams` for ``network``, or a CliError naming ``--lanes``.
 
@@ -464,7 +472,7 @@ def _report_sources(args: argparse.Namespace) -> list[tuple[str, Path]]:
     return sources
 
 
-def _report_inputs(args: argparse.Namespace, network: Network) -> np.ndarray:
+def _report_inputs(args: argparse.Namespace, network: Network | VisionTransformer) -> np.ndarray:
     return _checked_inputs(network, args.inputs, "--inputs")[: args.samples]
 
 
@@ -480,7 +488,11 @@ def _tools_check(target: str) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     sources = _report_sources(args)
     output_dir(args.output, "-o", ("report.json", "report.md"), sources)
-    network = _fc_network(args.network)
+    network = _network(args.network)
+    if isinstance(network, VisionTransformer):
+        return _report_vit(args, network)
+    if args.fmax is not None:
+        raise CliError("--fmax is for a ViT (an MLP's fmax comes from place and route)")
     x = _report_inputs(args, network)
     params = _design_params(network, args)
     _tools_check(args.target)
@@ -501,6 +513,30 @@ def cmd_report(args: argparse.Namespace) -> int:
             generic=args.target != "generic",
         )
     except (ToolError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(table(result))
+    js, md = write_report(result, args.output)
+    print(f"wrote {js} and {md}")
+    return EXIT_OK
+
+
+def _report_vit(args: argparse.Namespace, vit: VisionTransformer) -> int:
+    """``report`` of a ViT: the latency part only (resources and fmax are not evaluated)."""
+    x = _report_inputs(args, vit)
+    params = _design_params(vit, args)
+    from spikezip.report import DesignPoint, evaluate_vit, table, write_report
+
+    print(
+        f"report: reference trace + exact ViT cycle model ({len(x)} samples); resources and "
+        "fmax of a ViT are not evaluated (--target and --no-pnr do not apply)",
+        file=sys.stderr,
+    )
+    lanes = args.lanes or (DEFAULT_LANES,)
+    given = lanes[0] if len(lanes) == 1 else tuple(lanes)  # as the user gave it (for the label)
+    point = DesignPoint(lanes=given, storage=params.storage, pipeline=args.pipeline)
+    try:
+        result = evaluate_vit(vit, x, point, fmax_mhz=args.fmax)
+    except ValueError as e:
         raise CliError(str(e)) from None
     print(table(result))
     js, md = write_report(result, args.output)
@@ -691,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     for name, helptext in (
-        ("report", "resources, fmax, latency, SOPs and energy of NETWORK's RTL"),
+        ("report", "resources, fmax, latency, SOPs and energy of NETWORK's RTL (a ViT: latency)"),
         (
             "sweep",
             "design-space sweep (lanes × storage × pipeline): table and LUTs-vs-latency plot",
@@ -707,6 +743,14 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
         r.add_argument("-o", "--output", default=f"build/{name}", help="directory to write into")
         if name == "report":
+            r.add_argument(
+                "--fmax",
+                type=MHZ,
+                default=None,
+                metavar="MHZ",
+                help="a ViT only: the clock its latency is also given in µs at (its fmax is not "
+                "measured here)",
+            )
             r.set_defaults(func=cmd_report)
         else:
             r.add_argument("-j", "--jobs", type=JOBS, default=None, help="parallel jobs (cores)")

@@ -6,6 +6,12 @@
   stamps in tests/sim/test_network_model.py), one inference at a time from reset; the inter-layer
   FIFOs are sized so that the model is exact (no FIFO fills up on the given inputs);
 * SOPs and energy: :func:`sw.energy.count_ops` (spec §4.5), and the ANN MACs for comparison.
+
+A ViT (``ir.transformer.VisionTransformer``) gets the latency part only (:func:`evaluate_vit`,
+:class:`ViTReport`): per image from reset, the exact model of the whole ``ViTCore``
+(:mod:`hw.model.vit_model`, exact at any FIFO depth, so the design's own FIFOs are modelled), in
+µs at a clock the caller gives; its resources and fmax are not evaluated here (synthesising the
+whole digits ViT takes about 20 minutes).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ __all__ = [
     "Report",
     "Resources",
     "Synthesis",
+    "ViTReport",
     "evaluate",
+    "evaluate_vit",
     "model_latency",
     "pareto",
     "sweep_table",
@@ -77,6 +85,8 @@ class DesignPoint:
 
 REPORT_KIND = "spikezip-report"
 REPORT_VERSION = 1
+VIT_REPORT_KIND = "spikezip-vit-report"
+VIT_REPORT_VERSION = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,6 +254,47 @@ class Report:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ViTReport:
+    """Latency of one design point of a ViT's RTL (``hw.cores.vit_core.ViTCore``) from the exact
+    model of the whole top; JSON with kind + version. Resources and fmax are not evaluated."""
+
+    network: str
+    point: DesignPoint
+    product_lanes: int
+    sites: int
+    latency: Latency  #: per image from reset; µs at :attr:`fmax_mhz` when given
+    fmax_mhz: float | None  #: the clock the µs figures are at (given, not measured)
+    samples: int
+    steps_mean: float
+    backpressure: bool  #: some FIFO made its producer wait in some image (included above)
+    busiest: str  #: the core with the most busy cycles per image (``hw.model.vit_model``)
+    busiest_cycles: float  #: ... its busy cycles per image, mean over the samples
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["point"]["label"] = self.point.label
+        return {"kind": VIT_REPORT_KIND, "version": VIT_REPORT_VERSION, **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ViTReport:
+        if d.get("kind") != VIT_REPORT_KIND or d.get("version") != VIT_REPORT_VERSION:
+            raise ValueError(
+                f"not a {VIT_REPORT_KIND} version {VIT_REPORT_VERSION} record "
+                f"(kind {d.get('kind')!r}, version {d.get('version')!r})"
+            )
+        point, lanes = d["point"], d["point"]["lanes"]
+        return cls(
+            point=DesignPoint(
+                lanes=lanes if isinstance(lanes, int) else tuple(lanes),
+                storage=point["storage"],
+                pipeline=point["pipeline"],
+            ),
+            latency=Latency.from_json(d["latency"]),
+            **{f.name: d[f.name] for f in fields(cls) if f.name not in ("point", "latency")},
+        )
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -282,6 +333,61 @@ def model_latency(
         cycles_min=int(lat.min()),
         fifo_depth=int(depth),
         fifo_peak=int(max(peaks, default=0)),
+    )
+
+
+def evaluate_vit(
+    vit: Any,
+    inputs: np.ndarray,
+    point: DesignPoint,
+    *,
+    product_lanes: int | None = None,
+    fmax_mhz: float | None = None,
+    trace=None,
+) -> ViTReport:
+    """The latency of one design point of a ViT: each image alone from reset through the exact
+    model of ``ViTCore`` (:func:`hw.model.vit_model.vit_schedule`) with the design's FIFOs (one
+    step of the producer deep), in cycles and, at ``fmax_mhz``, in µs."""
+    from spikezip.hw.model.vit_model import vit_schedule
+    from spikezip.sw.vit.reference import simulate
+
+    if fmax_mhz is not None and not (isinstance(fmax_mhz, int | float) and fmax_mhz > 0):
+        raise ValueError(f"fmax_mhz must be a positive number, not {fmax_mhz!r}")
+    trace = trace if trace is not None else simulate(vit, inputs)
+    params = point.params(vit)
+    lat, need, depth, waited, busy = [], 0, 0, False, {}
+    for b in range(inputs.shape[0]):
+        s = vit_schedule(vit, inputs[b : b + 1], trace.select([b]), params,
+                         product_lanes=product_lanes)  # fmt: skip
+        lat.append(int(s.latency[0]))
+        need = max(need, max(min(f.need, f.depth) for f in s.fifos))
+        depth = max(depth, max(f.depth for f in s.fifos))
+        waited |= s.backpressure
+        for ld in s.loads:
+            busy[ld.name] = busy.get(ld.name, 0) + ld.work
+    lat = np.array(lat)
+    latency = Latency(
+        cycles_mean=float(lat.mean()),
+        cycles_max=int(lat.max()),
+        cycles_min=int(lat.min()),
+        fifo_depth=int(depth),
+        fifo_peak=int(need),
+    )
+    if fmax_mhz is not None:
+        latency = latency.at(float(fmax_mhz))
+    top = max(busy, key=busy.get)
+    return ViTReport(
+        network=vit.name or "vit",
+        point=point,
+        product_lanes=vit.tokens if product_lanes is None else int(product_lanes),
+        sites=len(vit.sites),
+        latency=latency,
+        fmax_mhz=None if fmax_mhz is None else float(fmax_mhz),
+        samples=int(inputs.shape[0]),
+        steps_mean=float(np.asarray(trace.steps).mean()),
+        backpressure=bool(waited),
+        busiest=top,
+        busiest_cycles=busy[top] / inputs.shape[0],
     )
 
 
@@ -427,8 +533,10 @@ def pareto(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def table(result: Report) -> str:
+def table(result: Report | ViTReport) -> str:
     """The report as a terminal table."""
+    if isinstance(result, ViTReport):
+        return _vit_table(result)
     s = result.resources
     lines = [
         f"{result.network} {result.point.label} on {result.target}",
@@ -467,11 +575,32 @@ def table(result: Report) -> str:
     return "\n".join(lines)
 
 
-def markdown(result: Report) -> str:
+def _vit_table(result: ViTReport) -> str:
+    lat = result.latency
+    lines = [
+        f"{result.network} {result.point.label} (ViT, {result.sites} sites, product lanes "
+        f"{result.product_lanes})",
+        f"latency {lat.cycles_mean:.0f} cycles mean / {lat.cycles_max} max / {lat.cycles_min} min "
+        f"per image from reset (exact ViT model, {result.samples} samples, "
+        f"{result.steps_mean:.1f} steps)",
+        f"FIFOs: one producer step deep (up to {lat.fifo_depth} entries); "
+        + ("backpressure in some image (modelled)" if result.backpressure else "never full"),
+        f"busiest core: {result.busiest}, {result.busiest_cycles:.0f} busy cycles per image",
+    ]
+    if result.fmax_mhz is not None:
+        lines.append(
+            f"at {result.fmax_mhz:g} MHz (given): {lat.us_mean:.2f} µs mean / {lat.us_max:.2f} "
+            "µs max"
+        )
+    lines.append("resources and fmax: not evaluated for a ViT (whole-ViT synthesis ~20 min)")
+    return "\n".join(lines)
+
+
+def markdown(result: Report | ViTReport) -> str:
     return "# Co-design report\n\n```\n" + table(result) + "\n```\n"
 
 
-def write_report(result: Report, directory: str | os.PathLike) -> tuple[Path, Path]:
+def write_report(result: Report | ViTReport, directory: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``directory``, each atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,9 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from spikezip.hw.model.softmax_model import divider_latency
+
 __all__ = ["Divider", "divider_latency"]
-
-
-def divider_latency(quotient_width: int) -> int:
-    """Cycles from a division's input to its quotient (one stage per quotient bit)."""
-    return quotient_width
 
 
 def _width(name: str, value: object, lo: int = 1) -> int:

@@ -53,6 +53,7 @@ from spikezip.hw.model.events import Step
 __all__ = [
     "FIFO_LATENCY",
     "PIPELINES",
+    "CoreRun",
     "CycleSummary",
     "InferenceSchedule",
     "LayerTiming",
@@ -61,6 +62,7 @@ __all__ = [
     "check_timing",
     "schedule",
     "summary",
+    "timed",
 ]
 
 
@@ -420,23 +422,51 @@ class InferenceSchedule:
 
 
 def _emit(
-    timing: LayerTiming, x: int, step: Step, previous: int | None
+    timing: LayerTiming,
+    x: int,
+    step: Step,
+    previous: int | None,
+    ready: _Ready | None = None,
 ) -> tuple[tuple[int, ...], int]:
-    """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker."""
-    lanes = timing.lanes
+    """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker;
+    ``ready``: the cycle from which each beat may leave (backpressure), offers recorded."""
+    lanes, delay = timing.lanes, timing.SPIKE_DELAY
     cycles: list[int] = []
     free = x if previous is None else previous + timing.BANK_DELAY  # the output is free
     marker = x + timing.words - 1 + timing.MARKER_DELAY
     if previous is not None:
         marker = max(marker, previous + 1)
-    idx = step.indices
-    for word in np.unique(idx // lanes):
-        k = int(np.count_nonzero(idx // lanes == word))
-        start = max(x + int(word) + timing.SPIKE_DELAY, free)
-        cycles.extend(range(start, start + k))
-        free = start + k
+    words, counts = np.unique(step.indices // lanes, return_counts=True)
+    for word, k in zip(words.tolist(), counts.tolist(), strict=True):
+        start = max(x + word + delay, free)
+        if ready is None:
+            cycles.extend(range(start, start + k))
+            free = start + k
+        else:
+            for _ in range(k):
+                start = ready.leave(start)
+                cycles.append(start)
+                start += 1
+            free = start
         marker = max(marker, free)
+    if ready is not None:
+        marker = ready.leave(marker)
     return tuple(cycles), marker
+
+
+class _Ready:
+    """Backpressure on an output: beat ``k`` (over the run) offered in cycle ``c`` leaves in
+    ``max(c, ready[k])``; the offers are recorded."""
+
+    def __init__(self, ready: Sequence[int]) -> None:
+        self.ready = ready.tolist() if isinstance(ready, np.ndarray) else list(ready)
+        self.k, self.offered = 0, []
+
+    def leave(self, cycle: int) -> int:
+        self.offered.append(cycle)
+        k = self.k
+        self.k += 1
+        return max(cycle, self.ready[k]) if k < len(self.ready) else cycle
 
 
 def schedule(
@@ -445,6 +475,7 @@ def schedule(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
+    ready: Sequence[int] | None = None,
 ) -> list[InferenceSchedule]:
     """The cycle of every output event and marker of a run of inferences, back to back.
 
@@ -464,13 +495,23 @@ def schedule(
         A mapped core's input map: an event costs :meth:`InputMap.event_cycles
         <hw.model.input_map.InputMap.event_cycles>` (its pass, or 1 cycle if dropped) instead of
         ``slots``.
+    ready : optional, per output beat of the run (events and markers in stream order), the
+        first cycle it may leave (backpressure on ``o``: ``hw.model.vit_model``). The emitter
+        is an elastic pipeline (a skid register behind the serialiser), so a beat held back
+        delays only the beats after it — one per cycle — and, through the marker, the sweep two
+        steps later.
     """
+    return _schedule(timing, inputs, outputs, arrivals, input_map, ready)[0]
+
+
+def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     words, slots = timing.words, timing.slots
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
     out: list[InferenceSchedule] = []
     markers: list[int] = []  # every marker of the run, in order
+    hold = None if ready is None else _Ready(ready)
     init = 0
     for b, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         if len(outs) < len(ins):
@@ -499,13 +540,105 @@ def schedule(
             else:
                 n, start = 0, None
                 x = max(x + words - 1 + timing.RESULT_DELAY, bank)
-            events, marker = _emit(timing, x, step, markers[-1] if markers else None)
+            events, marker = _emit(timing, x, step, markers[-1] if markers else None, hold)
             steps.append(StepSchedule(n, start, x, events, marker))
             markers.append(marker)
             acc = x + slots + extra if t < len(ins) and ins[t].busy else None
         out.append(InferenceSchedule(init, tuple(steps)))
         init = x + words - 1 + timing.RESULT_DELAY
-    return out
+    return out, (None if hold is None else hold.offered)
+
+
+@dataclass(frozen=True)
+class CoreRun:
+    """A core's modelled run with timed inputs (each core model's ``timed``): what a composition
+    of cores through FIFOs (:mod:`hw.model.vit_model`) reads from it.
+
+    ``taken`` is the cycle each input beat leaves the FIFO in front of the port (the core's
+    ``i.ready`` handshake), per port in stream order over the whole run; ``work`` counts the
+    cycles the core spends on its own work (passes, scans, clears, one per beat read), waits for
+    input excluded; ``accumulate`` and ``ops`` are the cycles of its accumulate phases (first
+    input beat of a step to its last, waits included) and the useful lane operations done in
+    them, for the cores that have one (site cores and products; 0 otherwise).
+    """
+
+    #: per inference and output step: (cycle of every event, cycle of the marker)
+    beats: tuple[tuple[tuple[tuple[int, ...], int], ...], ...]
+    taken: tuple[tuple[int, ...], ...]
+    work: int
+    accumulate: int = 0
+    ops: int = 0
+    #: the cycle each output beat was first offered (valid on ``o``), in stream order; equal to
+    #: its leaving cycle without backpressure
+    offered: tuple[int, ...] = ()
+
+    @property
+    def end_cycle(self) -> int:
+        """Cycle of the last output marker (-1 for an empty run)."""
+        return self.beats[-1][-1][1] if self.beats else -1
+
+
+def timed(
+    timing: LayerTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: list[list[Sequence[int]]] | None = None,
+    input_map: Any = None,
+    ready: Sequence[int] | None = None,
+    *,
+    ops_per_event: int | None = None,
+) -> CoreRun:
+    """:func:`schedule` (same parameters) as a :class:`CoreRun`.
+
+    The input register (``hw.cores.sequencer.EventBuffer``) takes a beat in the cycle it is valid
+    and the beat held leaves, ``max(arrival, consumption of the previous beat)``: an event is
+    consumed with the last word of its pass (at once if the map drops it), a marker with its
+    sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
+    cycle 0). ``ops_per_event``: neurons a kept event updates (default: ``n_out``, or a map's
+    ``span·lanes``).
+    """
+    sched, offered = _schedule(timing, inputs, outputs, arrivals, input_map, ready)
+    extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
+    if ops_per_event is None:
+        ops_per_event = timing.n_out if input_map is None else input_map.span * timing.lanes
+    slots = timing.slots
+    last = timing.words - 1 if input_map is None else input_map.span - 1
+    taken: list[int] = []
+    held = -1  # the cycle the beat held by the input register leaves it
+    work = accumulate = ops = 0
+    for b, (ins, inf) in enumerate(zip(inputs, sched, strict=True)):
+        work += timing.init_cycles + extra + len(inf.steps) * (slots + extra)
+        for t, step in enumerate(ins):
+            s = inf.steps[t]
+            if input_map is None:
+                costs, kept = np.full(step.n_events, slots), np.ones(step.n_events, dtype=bool)
+            else:
+                costs = input_map.event_cycles(step.indices, timing.min_distance)
+                kept = input_map.kept[step.indices]
+            beats = arrivals[b][t] if arrivals is not None else None
+            free = s.accumulate_cycle
+            for k in range(step.n_events):
+                arrive = 0 if beats is None else int(beats[k])
+                slot = free if beats is None else max(free, arrive + timing.sequencer_latency)
+                taken.append(max(arrive, held))
+                held = slot + (last if kept[k] else 0)
+                free = slot + int(costs[k])
+            taken.append(max(0 if beats is None else int(beats[-1]), held))
+            held = s.fire_cycle
+            work += int(costs.sum())
+            accumulate += s.fire_cycle - s.accumulate_cycle
+            ops += int(kept.sum()) * ops_per_event
+    beats_out = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
+    if offered is None:
+        offered = [c for inf in beats_out for ev, mk in inf for c in (*ev, mk)]
+    return CoreRun(
+        beats=beats_out,
+        taken=(tuple(taken),),
+        work=work,
+        accumulate=accumulate,
+        ops=ops,
+        offered=tuple(offered),
+    )
 
 
 #: version of :meth:`CycleSummary.to_json`

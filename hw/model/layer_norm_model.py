@@ -28,6 +28,10 @@ Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset
   nothing;
 * the marker leaves one cycle after the scan finds no changed token left: ``s_end + 1``; the
   next step accumulates from that cycle.
+
+:func:`timed` also takes input beats that arrive late and an output held back (an element is
+retired, and its unit freed, only once its beat can leave), as the ViT's composed model
+(:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikezip.hw.model.cycle_model import CoreRun
 from spikezip.hw.model.events import Step
 from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer.ops import layer_norm_exact
@@ -50,6 +55,7 @@ __all__ = [
     "reference_steps",
     "rounding_latency",
     "schedule",
+    "timed",
 ]
 
 #: ``hw.cores.layer_norm.StateStore``: synchronous reads (address in one cycle, data the next)
@@ -305,32 +311,86 @@ class StepCycles:
 
 
 def schedule(
-    geo: LayerNormGeometry, inputs: Sequence[Sequence[Step]], outputs: Sequence[Sequence[Step]]
+    geo: LayerNormGeometry,
+    inputs: Sequence[Sequence[Step]],
+    outputs: Sequence[Sequence[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[StepCycles]]:
-    """Per inference and output step, the cycle of every output event and marker."""
-    d = geo.dim
-    result = []
-    free = 0  # the cycle the clear pass starts
-    for ins, outs in zip(inputs, outputs, strict=True):
+    """Per inference and output step, the cycle of every output event and marker
+    (:func:`timed`)."""
+    run = timed(geo, inputs, outputs, arrivals)
+    return [[StepCycles(list(ev), mk) for ev, mk in inf] for inf in run.beats]
+
+
+def timed(
+    geo: LayerNormGeometry,
+    inputs: Sequence[Sequence[Step]],
+    outputs: Sequence[Sequence[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
+    ready: Sequence[int] | None = None,
+) -> CoreRun:
+    """The core's run as a :class:`~hw.model.cycle_model.CoreRun`.
+
+    ``arrivals``: optional, per inference and input step, the first cycle each beat (events,
+    then the marker) is valid on ``i``; default: always valid. ``i.ready`` is high in the
+    accumulate phase, so a beat is consumed in ``max(cycle, valid)``, one per cycle.
+    ``ready``: optional, per output beat of the run, the first cycle it may leave (backpressure
+    on ``o``, a register). Element ``i`` of a token is read in ``max(previous read + 1, the
+    take of element i − units + 1)`` (its unit is then free), its result is ready
+    ``element_cycles − 1`` cycles later and taken (retired) no earlier than the one before plus
+    1 and, with a non-zero drive, than the cycle the beat before left; its beat leaves from the
+    cycle after the take. The step's marker waits likewise.
+    """
+    d, u, ec = geo.dim, geo.units, geo.element_cycles
+    beats, taken, offered = [], [], []
+    free = work = 0  # the cycle the clear pass starts
+    left = -1  # the cycle the last output beat left
+
+    def out(cycle: int) -> int:
+        offered.append(cycle)
+        k = len(offered) - 1
+        return cycle if ready is None or k >= len(ready) else max(cycle, int(ready[k]))
+
+    for j, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         cycle = free + geo.clear_cycles  # first accumulate cycle
+        work += geo.clear_cycles
         steps = []
-        for t, out in enumerate(outs):
+        for t, step_out in enumerate(outs):
             if t < len(ins):
                 step = ins[t]
-                s = cycle + step.n_events + 1
+                s = cycle
+                for k in range(step.n_events + 1):
+                    if arrivals is not None:
+                        s = max(s, int(arrivals[j][t][k]))
+                    taken.append(s)
+                    s += 1
+                work += step.n_events + 1
                 changed = set(range(geo.tokens)) if t == 0 else set((step.indices // d).tolist())
             else:  # self-running: scans from the cycle the previous marker leaves
                 s, changed = cycle, set()
-            first = {}
-            for k in sorted(changed):
-                first[k] = s + 1 + d + geo.stats_wait
-                s += geo.token_cycles
-            ev = [
-                first[int(i) // d] + geo.element_start(int(i) % d) + geo.element_cycles
-                for i in out.indices.tolist()
-            ]
-            steps.append(StepCycles(ev, s + 1))
+            nonzero = set(step_out.indices.tolist())
+            ev = []
+            for k in sorted(changed):  # SCAN in s, STATS, WAIT, then the elements
+                issue, takes = s + 1 + d + geo.stats_wait, []
+                for i in range(d):
+                    if i:
+                        issue += 1
+                    if i >= u:
+                        issue = max(issue, takes[i - u] + 1)
+                    take = issue + ec - 1
+                    if takes:
+                        take = max(take, takes[-1] + 1)
+                    if k * d + i in nonzero:
+                        take = max(take, left)
+                        left = out(take + 1)
+                        ev.append(left)
+                    takes.append(take)
+                s = takes[-1] + 1
+            work += len(changed) * geo.token_cycles + 1
+            s = max(s, left)  # the marker's SCAN waits for o to be free
+            left = out(s + 1)
+            steps.append((tuple(ev), left))
             cycle = s + 1
-        result.append(steps)
+        beats.append(tuple(steps))
         free = cycle
-    return result
+    return CoreRun(beats=tuple(beats), taken=(tuple(taken),), work=work, offered=tuple(offered))

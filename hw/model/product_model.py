@@ -24,6 +24,10 @@ stream protocol: its producer sends no further marker of this inference), so the
 lists may differ in length. The core's steps are the longer list's; an idle input adds no events
 and no marker to a step; the output marker's busy is the OR of the step's input markers', so the
 inference ends after the step in which the second input went idle.
+
+:func:`timed` also takes input beats that arrive late (each cycle the sequencer starts what its
+input registers offer: an X event, else a Y event, else a marker) and an output held back (the
+read-out waits at the beat), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY
+from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, CoreRun
+from spikezip.hw.model.events import Step
 from spikezip.ir.network import signed_width
 
 __all__ = [
@@ -42,12 +47,16 @@ __all__ = [
     "ProductGeometry",
     "input_beats",
     "output_busy",
+    "output_steps",
     "product_schedule",
     "reference_product",
+    "timed",
 ]
 
 #: the two products of a block
 KINDS = ("scores", "context")
+#: the two inputs, in the sequencer's priority order
+X_SIDE, Y_SIDE = 0, 1
 
 
 def _positive(name: str, value: Any) -> int:
@@ -308,42 +317,164 @@ def output_busy(xs: list, ys: list) -> list[bool]:
 
 
 def product_schedule(
-    geo: ProductGeometry, inferences: list[tuple[list, list]]
+    geo: ProductGeometry,
+    inferences: list[tuple[list, list]],
+    arrivals: list[tuple[list, list]] | None = None,
 ) -> list[tuple[int, tuple[bool, int, int, bool]]]:
-    """Every output beat ``(cycle, (marker, index, value, busy))`` with inputs always valid and
-    the output always ready, cycle 0 being the first after reset.
+    """Every output beat ``(cycle, (marker, index, value, busy))`` with the output always ready,
+    cycle 0 being the first after reset.
 
     ``inferences``: per inference ``(xs, ys)``, the X and Y inputs' steps (the module docstring:
     each input's last marker has busy 0, the lists may differ in length). A step costs one cycle
-    per marker read, so one less once an input is idle.
+    per marker read, so one less once an input is idle. ``arrivals``: optional, per inference
+    ``(x, y)``, per input step the first cycle each beat (events, then the marker) is valid on
+    the port (:func:`timed`); default: inputs always valid.
     """
-    wm, wn, p = geo.row_words, geo.column_words, geo.lanes
+    run, steps = _run(geo, inferences, arrivals)
     beats = []
+    for inf_beats, inf_steps in zip(run.beats, steps, strict=True):
+        for (cycles, marker), step in zip(inf_beats, inf_steps, strict=True):
+            for c, i, v in zip(cycles, step.indices.tolist(), step.values.tolist(), strict=True):
+                beats.append((c, (False, i, v, False)))
+            beats.append((marker, (True, 0, 0, step.busy)))
+    return beats
+
+
+def output_steps(geo: ProductGeometry, inferences: list[tuple[list, list]]) -> list[list[Step]]:
+    """Per inference, the output steps: the non-zero entries of ``ΔO`` in the read-out order
+    (head, row, word, lane), then the marker with :func:`output_busy`."""
+    return _run(geo, inferences, None)[1]
+
+
+def timed(
+    geo: ProductGeometry,
+    inferences: list[tuple[list, list]],
+    arrivals: list[tuple[list, list]] | None = None,
+    ready: list[int] | None = None,
+) -> CoreRun:
+    """:func:`product_schedule` as a :class:`~hw.model.cycle_model.CoreRun` (ports X, Y).
+
+    Each input has a one-beat register (``hw.cores.sequencer.EventBuffer``): it takes beat ``k``
+    from the FIFO in ``max(valid_k, consumed_{k−1})`` and offers it from the next cycle. Each
+    accumulate cycle the sequencer starts, of the beats offered, an X event, else a Y event,
+    else the X marker, else the Y marker (an event takes its ``Wm`` or ``Wn`` word cycles, and
+    is consumed with the last; a marker one cycle), and idles when none is offered; the drain
+    starts the cycle after the step's last marker. ``ops``: entries of ``ΔO`` updated in the
+    accumulate phases (``m`` per X event, ``n`` per Y event). ``ready``: optional, per output
+    beat of the run, the first cycle it may leave (backpressure on ``o``, a register): the
+    emitter sends an entry, or the marker, only once the beat before has left, and the next
+    step's accumulate phase starts the cycle after the marker is sent.
+    """
+    return _run(geo, inferences, arrivals, ready)[0]
+
+
+def _accumulate(geo, start, queues, taken, held):
+    """Cycle after the step's last marker: ``queues`` per side ``[events, arrivals]`` (``None``:
+    idle); ``held`` per side the cycle the beat in its register leaves (updated)."""
+    wm, wn = geo.row_words, geo.column_words
+    pos, c = [0, 0], start
+    while True:
+        offered = [None, None]
+        for side, q in enumerate(queues):
+            if q is None or pos[side] > q[0]:
+                continue
+            valid = 0 if q[1] is None else int(q[1][pos[side]])
+            offered[side] = max(valid, held[side]) + 1
+        if offered == [None, None]:
+            return c
+        ready = [o is not None and o <= c for o in offered]
+        event = [ready[s] and pos[s] < queues[s][0] for s in (X_SIDE, Y_SIDE)]
+        marker = [ready[s] and pos[s] == queues[s][0] for s in (X_SIDE, Y_SIDE)]
+        side = next((s for s in (X_SIDE, Y_SIDE) if event[s]), None)
+        cost = None
+        if side is not None:
+            cost = wm if side == X_SIDE else wn
+        else:
+            side = next((s for s in (X_SIDE, Y_SIDE) if marker[s]), None)
+            cost = 1
+        if side is None:  # nothing offered yet: idle until the first beat is
+            c = min(o for o in offered if o is not None)
+            continue
+        taken[side].append(offered[side] - 1)
+        held[side] = c + cost - 1
+        pos[side] += 1
+        c += cost
+
+
+def _run(geo, inferences, arrivals, ready=None):
+    wm, wn, p = geo.row_words, geo.column_words, geo.lanes
+    n, _, m = geo.shape
     cycle = geo.clear_cycles  # re-initialisation after reset
-    for inference in inferences:
+    work, accumulate, ops = geo.clear_cycles, 0, 0
+    taken: list[list[int]] = [[], []]
+    held = [-1, -1]
+    beats, steps_out, offered = [], [], []
+    left = -1  # the cycle the last output beat left
+
+    def send(cycle: int) -> int:
+        """Load a beat into ``o`` in ``cycle`` (or once ``o`` is free); its leaving cycle."""
+        nonlocal left
+        cycle = max(cycle, left)
+        offered.append(cycle + 1)
+        k = len(offered) - 1
+        bound = int(ready[k]) if ready is not None and k < len(ready) else 0
+        left = max(cycle + 1, bound)
+        return cycle
+
+    for j, inference in enumerate(inferences):
         xs, ys = _inference(inference)
+        arr = (None, None) if arrivals is None else arrivals[j]
         busy = output_busy(xs, ys)
+        inf_beats, inf_steps = [], []
         for t, delta in enumerate(reference_product(geo, xs, ys)):
-            nx, ny = (len(s[t]) if t < len(s) else 0 for s in (xs, ys))
-            cycle += nx * wm + ny * wn + (t < len(xs)) + (t < len(ys))  # accumulate, markers
+            queues = [
+                None if t >= len(s) else [len(s[t]), None if a is None else a[t]]
+                for s, a in ((xs, arr[0]), (ys, arr[1]))
+            ]
+            nx, ny = (q[0] if q else 0 for q in queues)
+            start = cycle
+            cycle = _accumulate(geo, cycle, queues, taken, held)
+            accumulate += cycle - start
+            ops += nx * m + ny * n
+            work += nx * wm + ny * wn + sum(q is not None for q in queues)
+            begin = cycle
             cycle += geo.drain_cycles  # (its last cycle reads the first word)
             cycle += 1  # the first word into the emitter's register
-            n, _, m = geo.shape
             padded = np.zeros((geo.heads, n, wm * p), dtype=np.int64)
             padded[:, :, :m] = delta
+            cycles, idx, val = [], [], []
             for h in range(geo.heads):
                 for i in range(n):
                     for w in range(wm):
                         lanes = padded[h, i, w * p : (w + 1) * p]
                         nz = np.flatnonzero(lanes)
-                        for k_, k in enumerate(nz):
-                            index = geo.out_index(h, i, w * p + int(k))
-                            beats.append((cycle + k_ + 1, (False, index, int(lanes[k]), False)))
-                        cycle += max(1, len(nz))
-            beats.append((cycle + 1, (True, 0, 0, busy[t])))
+                        for k in nz:
+                            idx.append(geo.out_index(h, i, w * p + int(k)))
+                            val.append(int(lanes[k]))
+                            cycle = send(cycle) + 1
+                            cycles.append(left)
+                        if not len(nz):
+                            cycle += 1
+            cycle = send(cycle)
+            inf_beats.append((tuple(cycles), left))
+            inf_steps.append(
+                Step(np.array(idx, dtype=np.int64), np.array(val, dtype=np.int64), busy[t])
+            )
             cycle += 1  # the marker
+            work += cycle - begin
         cycle += geo.clear_cycles
-    return beats
+        work += geo.clear_cycles
+        beats.append(tuple(inf_beats))
+        steps_out.append(inf_steps)
+    run = CoreRun(
+        beats=tuple(beats),
+        taken=(tuple(taken[0]), tuple(taken[1])),
+        work=work,
+        accumulate=accumulate,
+        ops=ops,
+        offered=tuple(offered),
+    )
+    return run, steps_out
 
 
 def trace_inferences(

@@ -21,7 +21,9 @@ reads ``a``'s events and marker (one per cycle; one cycle once ``a`` has ended),
 each token that received an event (every token in step 0 of an injecting stage), ascending, costs
 ``1 + 2·dim`` cycles (a scan cycle, then two per entry: read, then emit and clear), the entry
 ``j``'s beat leaving in ``s + 3 + 2j``; the marker leaves one cycle after the last scan ``s_end``,
-and the next step reads from that cycle.
+and the next step reads from that cycle. :func:`timed` also takes input beats that arrive late
+(a beat is read once valid) and an output held back (the sequencer waits at the beat), as the
+ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikezip.hw.model.cycle_model import CoreRun
 from spikezip.hw.model.events import Step
 from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer import SiteKind
@@ -42,6 +45,7 @@ __all__ = [
     "spike_steps",
     "stage_geometry",
     "stages",
+    "timed",
 ]
 
 
@@ -174,36 +178,102 @@ def schedule(
     base: Sequence[Sequence[Step]] | None,
     spikes: Sequence[Sequence[Step]],
     outputs: Sequence[Sequence[Step]],
+    arrivals: Sequence[tuple[Sequence[Sequence[int]] | None, Sequence[Sequence[int]]]]
+    | None = None,
 ) -> list[list[tuple[list[int], int]]]:
-    """Per inference and output step, ``(event cycles, marker cycle)``."""
-    d, cycle, result = geo.dim, 0, []
+    """Per inference and output step, ``(event cycles, marker cycle)`` (:func:`timed`)."""
+    run = timed(geo, base, spikes, outputs, arrivals)
+    return [[(list(ev), mk) for ev, mk in inf] for inf in run.beats]
+
+
+def _read(cycle: int, step: Step, beats: Sequence[int] | None, taken: list[int]) -> int:
+    """Read one input step (its events, then its marker), one beat per cycle from ``cycle``, each
+    no earlier than it is valid; returns the cycle after the marker."""
+    for k in range(step.n_events + 1):
+        if beats is not None:
+            cycle = max(cycle, int(beats[k]))
+        taken.append(cycle)
+        cycle += 1
+    return cycle
+
+
+def timed(
+    geo: ResidualGeometry,
+    base: Sequence[Sequence[Step]] | None,
+    spikes: Sequence[Sequence[Step]],
+    outputs: Sequence[Sequence[Step]],
+    arrivals: Sequence[tuple[Sequence[Sequence[int]] | None, Sequence[Sequence[int]]]]
+    | None = None,
+    ready: Sequence[int] | None = None,
+) -> CoreRun:
+    """The stage's run as a :class:`~hw.model.cycle_model.CoreRun` (ports ``a`` then ``b``).
+
+    ``arrivals``: optional, per inference ``(a, b)``, per input step the first cycle each beat
+    (events, then the marker) is valid on the port (``a`` is ``None`` without a base input);
+    default: always valid. The sequencer reads a beat in the cycle it is valid (``ready`` is
+    high while it waits for it), so a beat is consumed in ``max(cycle, valid)``. ``ready``:
+    optional, per output beat of the run, the first cycle it may leave (backpressure on ``o``,
+    a register: an entry's ``EMIT`` or the marker's ``SCAN`` cycle waits until the beat before
+    has left; zero entries do not wait).
+    """
+    d, cycle, work = geo.dim, 0, 0
+    taken_a: list[int] = []
+    taken_b: list[int] = []
+    beats, offered = [], []
+    left = -1  # the cycle the last output beat left
     for j, outs in enumerate(outputs):
         a_steps = base[j] if base is not None else []
         b_steps = spikes[j]
+        arr_a, arr_b = (None, None) if arrivals is None else arrivals[j]
         steps = []
         for t, out in enumerate(outs):
             touched: set[int] = set()
             if t < len(a_steps):
-                cycle += a_steps[t].n_events + 1
+                work += a_steps[t].n_events + 1
+                cycle = _read(cycle, a_steps[t], None if arr_a is None else arr_a[t], taken_a)
                 touched |= set((a_steps[t].indices // d).tolist())
             elif geo.has_base:
                 cycle += 1  # an ended input: one cycle, as an empty step
+                work += 1
             if t < len(b_steps):
-                cycle += b_steps[t].n_events + 1
+                work += b_steps[t].n_events + 1
+                cycle = _read(cycle, b_steps[t], None if arr_b is None else arr_b[t], taken_b)
                 touched |= set(((b_steps[t].indices + geo.offset) // d).tolist())
             else:
                 cycle += 1
+                work += 1
             if t == 0 and geo.position_bound > 0:
                 touched = set(range(geo.tokens))
-            first = {}
-            for k in sorted(touched):
-                first[k] = cycle
+            work += len(touched) * geo.token_cycles + 1
+            nonzero = set(out.indices.tolist())
+            ev = []
+            for k in sorted(touched):  # SCAN in cycle, then ADDRESS, EMIT per entry
+                for i in range(k * d, (k + 1) * d):
+                    emit = cycle + 2 + 2 * (i - k * d)
+                    if i in nonzero:
+                        if emit < left:  # o is not free: EMIT waits, the rest with it
+                            cycle += left - emit
+                            emit = left
+                        offered.append(emit + 1)
+                        left = (
+                            emit + 1
+                            if ready is None
+                            else max(emit + 1, _at(ready, len(offered) - 1))
+                        )
+                        ev.append(left)
                 cycle += geo.token_cycles
-            ev = [first[int(i) // d] + 3 + 2 * (int(i) % d) for i in out.indices.tolist()]
-            steps.append((ev, cycle + 1))
+            cycle = max(cycle, left)  # the marker's SCAN waits for o to be free
+            offered.append(cycle + 1)
+            left = cycle + 1 if ready is None else max(cycle + 1, _at(ready, len(offered) - 1))
+            steps.append((tuple(ev), left))
             cycle += 1
-        result.append(steps)
-    return result
+        beats.append(tuple(steps))
+    taken = (tuple(taken_a), tuple(taken_b)) if geo.has_base else (tuple(taken_b),)
+    return CoreRun(beats=tuple(beats), taken=taken, work=work, offered=tuple(offered))
+
+
+def _at(ready: Sequence[int], k: int) -> int:
+    return int(ready[k]) if k < len(ready) else 0
 
 
 def stages(vit) -> list[dict]:

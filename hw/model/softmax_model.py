@@ -30,6 +30,10 @@ score entries, ``L = OUT_DELAY`` (:meth:`SoftmaxTiming.out_delay`). Per inferenc
 
 So a step with ``k`` changed rows costs ``e + 2 + k·(2n + 2) + n`` cycles (``e + 2`` without
 rows), plus ``E + 1`` per inference; the divider is busy ``n`` of every ``2n + 2`` row cycles.
+
+:func:`timed` also takes input beats that arrive late (through the two-entry input buffer) and an
+output held back (the whole core but the input buffer freezes: the schedule above holds in
+enabled cycles), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model.cycle_model import InferenceSchedule, StepSchedule
+from spikezip.hw.model.cycle_model import CoreRun, InferenceSchedule, StepSchedule
 from spikezip.hw.model.events import EventFormat, Step
 from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer import softmax_exact
@@ -49,9 +53,11 @@ from spikezip.ir.transformer import softmax_exact
 __all__ = [
     "SoftmaxParams",
     "SoftmaxTiming",
+    "divider_latency",
     "golden_from_reference",
     "output_steps",
     "schedule",
+    "timed",
 ]
 
 #: ``hw.cores.softmax.InputBuffer``: a beat accepted on ``i`` is consumed in the next cycle
@@ -190,6 +196,12 @@ class SoftmaxParams:
         raise ValueError("no reciprocal found")  # pragma: no cover (s = 2·width always works)
 
 
+def divider_latency(quotient_width: int) -> int:
+    """``hw.cores.divider.Divider``: cycles from a division's input to its quotient (one stage
+    per quotient bit)."""
+    return quotient_width
+
+
 @dataclass(frozen=True)
 class SoftmaxTiming:
     """Cycle constants of a core: ``tokens`` and the divider's latency."""
@@ -197,6 +209,15 @@ class SoftmaxTiming:
     tokens: int
     entries: int
     divider_latency: int
+
+    @classmethod
+    def of(cls, params: SoftmaxParams) -> SoftmaxTiming:
+        """The timing of the core built from ``params`` (``hw.cores.softmax.SoftmaxCore``)."""
+        return cls(
+            tokens=params.tokens,
+            entries=params.entries,
+            divider_latency=divider_latency(params.quotient_width),
+        )
 
     @property
     def row_period(self) -> int:
@@ -278,38 +299,139 @@ def golden_from_reference(
 
 # -- the cycle model ----------------------------------------------------------------------------
 def schedule(
-    timing: SoftmaxTiming, inputs: list[list[Step]], outputs: list[list[Step]]
+    timing: SoftmaxTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[InferenceSchedule]:
-    """The cycle of every output event and marker (no backpressure, input always valid).
+    """The cycle of every output event and marker (no backpressure; input always valid, or
+    valid from ``arrivals``: per inference and input step, the first cycle each beat — events,
+    then the marker — is valid on ``i``).
 
     ``StepSchedule.accumulate_cycle`` is the cycle the step's first beat is consumed,
     ``fire_cycle`` the cycle its marker is; see the module docstring for the rules.
     """
+    return _run(timing, inputs, outputs, arrivals, None)[0]
+
+
+def timed(
+    timing: SoftmaxTiming,
+    inputs: list[list[Step]],
+    outputs: list[list[Step]],
+    arrivals: Sequence[Sequence[Sequence[int]]] | None = None,
+    ready: Sequence[int] | None = None,
+) -> CoreRun:
+    """The core's run as a :class:`~hw.model.cycle_model.CoreRun`.
+
+    The input buffer (``hw.cores.softmax.InputBuffer``, two entries, ``i.ready`` a register)
+    offers beat ``k`` to the sequencer from ``max(valid_k, consumed_{k−1}) + 1``, and takes it
+    from the FIFO in ``max(valid_k, taken_{k−1} + 1, consumed_{k−2} + 1)`` (its second entry is
+    full until the beat before the previous one is consumed). ``ready``: optional, per output
+    beat of the run, the first cycle it may leave (backpressure on ``o``). Every block but the
+    input buffer runs on ``en = ~o.valid | o.ready``: while a beat waits, the core is frozen, so
+    the schedule above holds in *enabled* cycles, and a beat waiting ``s`` cycles delays every
+    later enabled cycle by ``s``.
+    """
+    sched, taken, work, offered = _run(timing, inputs, outputs, arrivals, ready)
+    beats = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
+    return CoreRun(beats=beats, taken=(tuple(taken),), work=work, offered=tuple(offered))
+
+
+class _Freeze:
+    """Enabled cycles (``en = 1``) to real cycles, as the output beats' waits freeze the core.
+
+    Output beats are queued in stream order with the enabled cycle ``X`` they leave in without
+    waits; beat ``k`` is offered in real cycle ``R(X − 1) + 1`` and leaves in ``max(that,
+    ready[k])``, which is ``R(X)``: the core is frozen in between.
+    """
+
+    def __init__(self, ready: Sequence[int] | None) -> None:
+        self.ready, self.shift = ready, 0
+        self.pending: list[list[int]] = []  # [X, leave] in stream order, leave -1 until resolved
+        self.head = 0
+        self.offered: list[int] = []
+
+    def emit(self, enabled: int) -> list[int]:
+        beat = [enabled, -1]
+        self.pending.append(beat)
+        return beat
+
+    def resolve(self, enabled: float) -> None:
+        """Place every queued beat leaving in an enabled cycle ``≤ enabled``."""
+        while self.head < len(self.pending) and self.pending[self.head][0] <= enabled:
+            beat = self.pending[self.head]
+            offer = beat[0] + self.shift
+            k = len(self.offered)
+            self.offered.append(offer)
+            leave = offer
+            if self.ready is not None and k < len(self.ready):
+                leave = max(offer, int(self.ready[k]))
+            self.shift += leave - offer
+            beat[1] = leave
+            self.head += 1
+
+    def real(self, enabled: int) -> int:
+        self.resolve(enabled)
+        return enabled + self.shift
+
+    def first_at(self, enabled: int, cycle: int) -> int:
+        """The first enabled cycle ``≥ enabled`` that is in real cycle ``≥ cycle``."""
+        while True:
+            if self.real(enabled) >= cycle:
+                return enabled
+            goal = cycle - self.shift
+            nxt = self.pending[self.head][0] if self.head < len(self.pending) else None
+            enabled = goal if nxt is None or nxt > goal else nxt
+
+
+def _run(timing, inputs, outputs, arrivals, ready):
     if len(inputs) != len(outputs):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     n, out_delay = timing.tokens, timing.out_delay
     period = timing.row_period
-    a = INPUT_LATENCY
-    result = []
-    for ins, outs in zip(inputs, outputs, strict=True):
+    fz = _Freeze(ready)
+    phase = 0  # the enabled cycle the accumulate phase starts
+    consumed = [-2, -2]  # real cycles the two beats consumed last (the buffer frees after them)
+    last_taken = -2
+    taken, work, marks = [], 0, []
+    for j, (ins, outs) in enumerate(zip(inputs, outputs, strict=True)):
         if len(outs) not in (len(ins), len(ins) + 1):
             raise ValueError(f"{len(outs)} output steps for {len(ins)} input steps")
-        steps: list[StepSchedule] = []
+        inf_marks = []
         for t, st in enumerate(ins):
-            m = a + st.n_events
+            c, a = phase, None
+            for k in range(st.n_events + 1):
+                valid = 0 if arrivals is None else int(arrivals[j][t][k])
+                last_taken = max(valid, last_taken + 1, consumed[0] + 1)
+                taken.append(last_taken)
+                c = fz.first_at(c, max(valid + INPUT_LATENCY, consumed[1] + 1))
+                consumed = [consumed[1], fz.real(c)]
+                if k == 0:
+                    a = consumed[1]
+                c += 1
+            m = c - 1
             rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
             first = m + 1 + ROW_START_LATENCY
             issue = {int(r): first + i * period + timing.divide_offset for i, r in enumerate(rows)}
             idx = outs[t].indices
-            events = tuple(int(issue[int(i) // n] + int(i) % n + out_delay) for i in idx)
+            events = [fz.emit(int(issue[int(i) // n] + int(i) % n + out_delay)) for i in idx]
             z = first + (len(rows) - 1) * period + timing.divide_offset + n if len(rows) else m + 2
-            steps.append(StepSchedule(st.n_events, a, m, events, z + out_delay))
-            a = z + 1
+            inf_marks.append((st.n_events, a, fz.real(m), events, fz.emit(z + out_delay)))
+            work += st.n_events + 1 + z - m
+            phase = z + 1
         if len(outs) > len(ins):
-            steps.append(StepSchedule(0, None, z + 1, (), z + 1 + out_delay))
-        a = z + 2 + timing.clear_cycles
-        result.append(InferenceSchedule(steps[0].accumulate_cycle, tuple(steps)))
-    return result
+            inf_marks.append((0, None, fz.real(z + 1), [], fz.emit(z + 1 + out_delay)))
+        phase = z + 2 + timing.clear_cycles
+        work += 1 + timing.clear_cycles
+        marks.append(inf_marks)
+    fz.resolve(float("inf"))
+    result = []
+    for inf_marks in marks:
+        steps = tuple(
+            StepSchedule(ne, a, m, tuple(e[1] for e in ev), mk[1]) for ne, a, m, ev, mk in inf_marks
+        )
+        result.append(InferenceSchedule(steps[0].accumulate_cycle, steps))
+    return result, taken, work, fz.offered
 
 
 def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> None:

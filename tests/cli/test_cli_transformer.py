@@ -73,3 +73,30 @@ def test_transformer_errors_are_one_line(files, capsys):
     )
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "max_steps=2" in err  # the cap is never silent
+
+
+def test_report_of_a_transformer_is_its_latency(files, capsys):
+    """``report`` of a ViT: each image's latency from the exact ViT model, µs at ``--fmax``."""
+    import json
+
+    from spikezip.hw.model.vit_model import vit_schedule
+    from spikezip.report import ViTReport
+
+    out = files / "rep"
+    argv = ["report", files / "vit.npz", "--inputs", files / "x.npy", "--lanes", "2"]
+    assert run(*argv, "--fmax", "125", "-o", out) == 0
+    printed = capsys.readouterr()
+    assert "fmax of a ViT are not evaluated" in printed.err and "at 125 MHz (given)" in printed.out
+    report = ViTReport.from_json(json.loads((out / "report.json").read_text()))
+    vit, x = VisionTransformer.load(files / "vit.npz"), np.load(files / "x.npy")
+    tr = simulate(vit, x)
+    lat = [
+        int(vit_schedule(vit, x[b : b + 1], tr.select([b]), lanes=2).latency[0])
+        for b in range(len(x))
+    ]
+    assert (report.latency.cycles_max, report.latency.cycles_min) == (max(lat), min(lat))
+    assert report.latency.cycles_mean == pytest.approx(np.mean(lat))
+    assert report.latency.us_max == pytest.approx(max(lat) / 125)
+    assert report.point.label == "P=2" and report.samples == 3 and report.sites == len(vit.sites)
+    assert run(*argv, "--fmax", "nan", "-o", out) == 2
+    assert "--fmax must be a clock in MHz" in capsys.readouterr().err

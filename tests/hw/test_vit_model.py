@@ -1,0 +1,205 @@
+"""The exact cycle model of the whole ViT top (``hw.model.vit_model``) against the RTL.
+
+Tier 1: parameter checks; the composition without backpressure equals each core's own model.
+Tier 2: ``ViTCore`` in Amaranth's simulator on random ViTs, images, lanes, pipeline presets,
+product lanes and FIFO depths (down to one entry, where every FIFO makes its producer wait):
+every output beat of every site (spikes and markers), every inference's first input beat and
+its ``done``, in the model's cycle. ``-m slow``: more and larger ViTs, and the trained digits
+ViT on 3 images (the RTL's measured cycles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikezip.hw.cores.network_core import probe_layout
+from spikezip.hw.cores.vit_core import ViTCore
+from spikezip.hw.model import cycle_model
+from spikezip.hw.model.vit_model import fifo_latency, vit_schedule
+from spikezip.hw.model.vit_sites import input_steps
+from spikezip.sim.tb import kit
+from spikezip.sw.vit.reference import run
+from tests.sw.vit_strategies import build_vit, images, transformers
+
+
+def run_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000):
+    """Every sample back to back, input always valid, output always ready: per site its decoded
+    steps per sample, the cycle every input beat was accepted, and the cycles ``done`` pulsed."""
+    fmt_in = core.input_format
+    words = [w for inf in input_steps(core.vit, x) for s in inf for w in s.words(fmt_in)]
+    fields = {n: (o, w) for n, o, w in probe_layout(core.formats)}
+    rec: list[int] = []
+    accepted: list[int] = []
+    done_at: list[int] = []
+    batch = x.shape[0]
+
+    async def bench(ctx):
+        ptr, cycle = 0, 0
+        ctx.set(core.o.ready, 1)
+        while len(done_at) < batch and cycle < limit:
+            ctx.set(core.i.valid, ptr < len(words))
+            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
+            rec.append(ctx.get(core.probe))
+            if ptr < len(words) and ctx.get(core.i.ready):
+                accepted.append(cycle)
+                ptr += 1
+            if ctx.get(core.done):
+                done_at.append(cycle)
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    sites = core.vit.sites
+    out = []
+    for k in range(len(sites)):
+        fo, _ = fields[f"fire{k}"] if k < len(sites) - 1 else fields["out_valid"]
+        bo, bw = fields[f"beat{k}"]
+        beats = [(c, (p >> bo) & ((1 << bw) - 1)) for c, p in enumerate(rec) if (p >> fo) & 1]
+        out.append(kit.decode_stream(beats, core.formats[k], batch))
+    return out, accepted, done_at
+
+
+def check_model(vit, x, **knobs) -> object:
+    """The RTL's cycle stamps == the model's, beat for beat; returns the schedule."""
+    core = ViTCore(vit=vit, probe=True, **knobs)
+    hw, accepted, done_at = run_vit(core, x)
+    model = vit_schedule(vit, x, run(vit, x).trace, **knobs)
+    assert model.exact
+    for k, site in enumerate(vit.sites):
+        for b in range(x.shape[0]):
+            got = [(tuple(int(c) for c in s.event_cycles), int(s.cycle)) for s in hw[k][b]]
+            exp = list(model.site_steps(site.name, b))
+            assert len(got) == len(exp), (site.name, b, "steps")
+            for t, (g, e) in enumerate(zip(got, exp, strict=True)):
+                assert g == e, (site.name, b, t, g, e)
+    counts = [sum(s.n_events + 1 for s in inf) for inf in input_steps(vit, x)]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    assert model.first_input.tolist() == [accepted[s] for s in starts]
+    assert model.done.tolist() == done_at
+    return model
+
+
+# -- tier 1 ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_parameters_are_checked(data) -> None:
+    vit = data.draw(transformers(max_dim=4, max_tokens=3, max_depth=1))
+    x = data.draw(images(vit, max_batch=2))
+    trace = run(vit, x).trace
+    with pytest.raises(TypeError, match="vit must be a VisionTransformer"):
+        vit_schedule(None, x, trace)
+    with pytest.raises(TypeError, match=r"trace must be an ir\.Trace"):
+        vit_schedule(vit, x, None)
+    with pytest.raises(ValueError, match="product_lanes must be a positive integer"):
+        vit_schedule(vit, x, trace, product_lanes=0)
+    with pytest.raises(ValueError, match="max_passes must be a positive integer"):
+        vit_schedule(vit, x, trace, max_passes=0)
+    with pytest.raises(ValueError, match="trace must hold the 3 inputs' samples"):
+        vit_schedule(vit, np.concatenate([x, x, x])[:3], trace)
+    with pytest.raises(ValueError, match="lanes must hold"):
+        vit_schedule(vit, x, trace, lanes=(1, 2))
+    other = build_vit(
+        np.random.default_rng(5),
+        patches=1,
+        patch_size=1,
+        n_inputs=1,
+        dim=1,
+        heads=1,
+        hidden=1,
+        depth=1,
+    )
+    with pytest.raises(ValueError, match="trace must come from this vit"):
+        vit_schedule(other, np.zeros((x.shape[0], 1), dtype=np.int64), trace)
+    sched = vit_schedule(vit, x, trace, fifo_depth=1 << 20)
+    with pytest.raises(ValueError, match="name must be one of the sites"):
+        sched.site_steps("nope", 0)
+    assert not sched.backpressure and sched.passes == 1
+
+
+def test_fifo_latency() -> None:
+    """``SyncFIFOBuffered``: memory then output register, a single register at one entry."""
+    assert fifo_latency(1) == 1
+    assert fifo_latency(2) == fifo_latency(546) == cycle_model.FIFO_LATENCY == 2
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_sites_without_backpressure_are_their_own_model(data) -> None:
+    """With FIFOs that never fill, every site's beats are its layer model's
+    (:func:`hw.model.cycle_model.schedule`) on its input as it arrives, and the loads add up."""
+    vit = data.draw(transformers(max_dim=4, max_tokens=3, max_depth=1))
+    x = data.draw(images(vit, max_batch=2))
+    trace = run(vit, x).trace
+    sched = vit_schedule(vit, x, trace, fifo_depth=1 << 20, lanes=data.draw(st.integers(1, 4)))
+    assert sched.passes == 1 and all(f.waited == 0 for f in sched.fifos)
+    assert all(f.need <= 1 << 20 for f in sched.fifos)
+    first = sched.sites[vit.sites[0].name]
+    assert sched.first_input[0] == 0 == first.taken[0][0]
+    assert (sched.latency >= 1).all() and sched.total_cycles == sched.done[-1] + 1
+    for load in sched.loads:
+        assert 0 <= load.work and load.cycles == sched.total_cycles
+        if load.kind in ("linear", "product"):
+            assert 0.0 <= load.accumulate_utilization <= 1.0
+
+
+# -- tier 2: against Amaranth's simulator ---------------------------------------------------------
+
+
+def _knobs(data, max_lanes: int, depths) -> dict:
+    return {
+        "lanes": data.draw(st.integers(1, max_lanes)),
+        "pipeline": data.draw(st.sampled_from([0, 1, 2, 3])),
+        "fifo_depth": data.draw(st.sampled_from(depths)),
+        "product_lanes": data.draw(st.one_of(st.none(), st.integers(1, 5))),
+    }
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_vits_cycle_exact(data) -> None:
+    vit = data.draw(transformers(max_dim=4, max_tokens=3, max_depth=1))
+    x = data.draw(images(vit, max_batch=2))
+    check_model(vit, x, **_knobs(data, 4, [None, 1, 2, 3]))
+
+
+@pytest.mark.slow
+@settings(max_examples=24, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_vits_cycle_exact_more(data) -> None:
+    vit = data.draw(transformers(max_dim=8, max_tokens=4, max_depth=2))
+    x = data.draw(images(vit, max_batch=3))
+    check_model(vit, x, **_knobs(data, 8, [None, 1, 2, 3, 5, 64]))
+
+
+def test_one_entry_fifos_backpressure() -> None:
+    """One-entry FIFOs everywhere: producers wait on them, and the model still has every cycle."""
+    rng = np.random.default_rng(11)
+    vit = build_vit(rng, patches=2, patch_size=2, n_inputs=4, dim=4, heads=2, hidden=3, depth=1)
+    x = rng.integers(*vit.input_bounds, (2, vit.n_inputs), endpoint=True)
+    model = check_model(vit, x, lanes=2, pipeline=1, fifo_depth=1)
+    assert model.backpressure and model.passes > 1
+    assert any(f.waited for f in model.fifos)
+
+
+@pytest.mark.slow
+def test_digits_vit_three_images() -> None:
+    """The trained digits ViT, 3 test images back to back, lanes 8, pipeline 1, default FIFOs
+    and products: the RTL's measured 221,920 cycles and 91,147 for the first image."""
+    from spikezip.sw import digits
+    from spikezip.sw.vit import model as vit_model
+    from spikezip.sw.vit.convert import to_transformer
+
+    vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit")
+    x = digits.load().x_test[:3]
+    sched = vit_schedule(vit, x, run(vit, x).trace, lanes=8, pipeline=1)
+    assert sched.total_cycles == 221_920
+    assert int(sched.latency[0]) == 91_147
