@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
@@ -60,10 +61,14 @@ from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import EventFormat
 from spikezip.hw.model.product_model import ProductGeometry
 from spikezip.hw.model.softmax_model import SoftmaxParams
-from spikezip.hw.model.vit_sites import SiteSpec, site_spec
+from spikezip.hw.model.vit_sites import SiteSpec, fifo_depth, fifo_names, site_spec
 from spikezip.ir.transformer import SiteKind, VisionTransformer
 
-__all__ = ["Broadcast", "ViTCore"]
+__all__ = [
+    "Broadcast",
+    "ViTCore",
+    "fifo_names",
+]
 
 
 class Broadcast(wiring.Component):
@@ -119,7 +124,10 @@ class ViTCore(wiring.Component):
     pipeline : hw.model.cycle_model.Pipeline or int, optional
         Register stages of the site cores and products (preset depth 0–3, default 1).
     fifo_depth : int, optional
-        Entries of every FIFO (default: a whole step of the producer's events and its marker).
+        Entries of every FIFO (default: :func:`hw.model.vit_sites.default_fifo_depths`, the
+        skip paths :data:`~hw.model.vit_sites.SKIP_STEPS` steps deep, the others
+        :data:`~hw.model.vit_sites.SHALLOW_FIFO` entries). ``params.fifo_depths`` sets single
+        FIFOs' entries by name (:func:`hw.model.vit_sites.fifo_names`).
     storage : str, optional
         Where the site cores keep membranes and tracers (default by size).
     product_lanes : int, optional
@@ -150,16 +158,29 @@ class ViTCore(wiring.Component):
         storage: str | None = None,
         product_lanes: int | None = None,
         probe: bool = False,
+        fifo_depths: Any = None,
     ) -> ViTCore:
         # checked before the object exists (a rejected one leaves no unused elaboratable)
         if not isinstance(vit, VisionTransformer):
             raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
         checked = DesignParams.coerce(
-            vit, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth, storage=storage
+            vit,
+            params,
+            lanes=lanes,
+            pipeline=pipeline,
+            fifo_depth=fifo_depth,
+            storage=storage,
+            fifo_depths=fifo_depths,
         )
         pl = vit.tokens if product_lanes is None else product_lanes
         if isinstance(pl, bool) or not isinstance(pl, int) or pl < 1:
             raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
+        unknown = sorted(set(dict(checked.fifo_depths)) - set(fifo_names(vit)))
+        if unknown:
+            raise ValueError(
+                f"fifo_depths names no FIFO of this ViT: {', '.join(unknown[:3])}"
+                f"{' …' if len(unknown) > 3 else ''} (see hw.cores.vit_core.fifo_names)"
+            )
         self = super().__new__(cls, src_loc_at=1)
         self._params, self._product_lanes = checked, pl
         self._specs = {
@@ -216,8 +237,13 @@ class ViTCore(wiring.Component):
         return self._cores
 
     def fifo_depths(self) -> tuple[int, ...]:
-        """Depth of every FIFO, in the order they are built (known once elaborated)."""
+        """Depth of every FIFO, in the order they are built (:func:`fifo_names`; known once
+        elaborated)."""
         return tuple(getattr(self, "_fifos", ()))
+
+    def built_fifo_names(self) -> tuple[str, ...]:
+        """The name of every FIFO as elaborated (equal to :func:`fifo_names`)."""
+        return tuple(getattr(self, "_fifo_names", ()))
 
     @property
     def product_lanes(self) -> int:
@@ -261,9 +287,12 @@ class ViTCore(wiring.Component):
                 raise ValueError(
                     f"{name}: a ({iw}, {vw})-bit stream does not fit a ({diw}, {dvw})-bit input"
                 )
-            q = fifo.SyncFIFOBuffered(width=layout.size, depth=depth)
-            self._fifos.append(depth)
-            m.submodules[f"{name}_fifo{k}" if len(dsts) > 1 else f"{name}_fifo"] = q
+            fifo_name = f"{name}_fifo{k}" if len(dsts) > 1 else f"{name}_fifo"
+            entries = fifo_depth(self._vit, self._params, fifo_name)
+            q = fifo.SyncFIFOBuffered(width=layout.size, depth=entries)
+            self._fifos.append(entries)
+            self._fifo_names.append(fifo_name)
+            m.submodules[fifo_name] = q
             wiring.connect(m, head, q.w_stream)
             beat = layout(q.r_stream.payload)
             d = dst.payload
@@ -276,7 +305,7 @@ class ViTCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._fifos = []
+        self._fifos, self._fifo_names = [], []
         vit, specs = self._vit, self._specs
         site = {}
         for name, core in zip(specs, self.cores, strict=True):

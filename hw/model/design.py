@@ -11,8 +11,9 @@ knob again; each reads the record's fields.
 
 from __future__ import annotations
 
+import hashlib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -109,12 +110,16 @@ class DesignParams:
         Where every layer keeps membranes and tracers; ``None``: by size, per layer.
     fifo_depth : int or None
         Entries of each inter-layer FIFO; ``None``: ``n_out + 2`` of the producing layer.
+    fifo_depths : tuple of (str, int)
+        Entries of single FIFOs by name, over ``fifo_depth`` (a ViT's FIFOs,
+        ``hw.cores.vit_core.ViTCore.fifo_names``); given as a mapping or pairs, kept sorted.
     """
 
     lanes: tuple[int, ...]
     pipeline: Pipeline = field(default_factory=lambda: Pipeline.preset(1))
     storage: Storage | None = None
     fifo_depth: int | None = None
+    fifo_depths: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         lanes = tuple(self.lanes)
@@ -127,6 +132,11 @@ class DesignParams:
             raise TypeError(f"pipeline must be a Pipeline, not {type(self.pipeline).__name__}")
         object.__setattr__(self, "storage", check_storage(self.storage))
         object.__setattr__(self, "fifo_depth", _positive_or_none("fifo_depth", self.fifo_depth))
+        object.__setattr__(self, "fifo_depths", _fifo_depths(self.fifo_depths))
+
+    def fifo_depth_of(self, name: str, default: int) -> int:
+        """Entries of the FIFO ``name``: its own in :attr:`fifo_depths`, else ``default``."""
+        return dict(self.fifo_depths).get(name, default)
 
     @classmethod
     def of(
@@ -137,6 +147,7 @@ class DesignParams:
         pipeline: int | Pipeline = 1,
         storage: Storage | str | None = None,
         fifo_depth: int | None = None,
+        fifo_depths: Any = (),
     ) -> DesignParams:
         """The parameters of a design of ``network`` from loose values, each checked once.
 
@@ -153,7 +164,8 @@ class DesignParams:
             pipeline=Pipeline.parse(pipeline),
             storage=storage,
             fifo_depth=fifo_depth,
-        )
+            fifo_depths=fifo_depths,
+        ).checked(network)
 
     @classmethod
     def coerce(
@@ -176,6 +188,10 @@ class DesignParams:
     def checked(self, network: Any) -> DesignParams:
         """``self``, after checking that its lanes fit ``network`` (one per layer, in range)."""
         resolve_lanes(network, self.lanes)
+        if self.fifo_depths and hasattr(network, "layers"):
+            raise ValueError(
+                "fifo_depths sets a ViT's FIFOs by name; an MLP's FIFOs take fifo_depth"
+            )
         return self
 
     # -- derived facts -------------------------------------------------------------------------
@@ -197,6 +213,9 @@ class DesignParams:
             out += f"-{self.storage.value}"
         if self.fifo_depth is not None:
             out += f"-f{self.fifo_depth}"
+        if self.fifo_depths:
+            text = ",".join(f"{n}={d}" for n, d in self.fifo_depths)
+            out += "-F" + hashlib.sha256(text.encode()).hexdigest()[:8]
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -208,6 +227,7 @@ class DesignParams:
             "switches": _switch_dict(self.pipeline),
             "storage": None if self.storage is None else self.storage.value,
             "fifo_depth": self.fifo_depth,
+            "fifo_depths": dict(self.fifo_depths),
         }
 
     @classmethod
@@ -222,9 +242,28 @@ class DesignParams:
                 pipeline=pipeline,
                 storage=d["storage"],
                 fifo_depth=d["fifo_depth"],
+                fifo_depths=d.get("fifo_depths", {}),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"design parameters: {e}") from None
+
+
+def _fifo_depths(value: Any) -> tuple[tuple[str, int], ...]:
+    pairs = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(n, d) for n, d in pairs]
+    except (TypeError, ValueError):
+        raise ValueError(f"fifo_depths must map FIFO names to depths, not {value!r}") from None
+    out = {}
+    for name, depth in pairs:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"fifo_depths: a FIFO name must be a non-empty string, not {name!r}")
+        if name in out:
+            raise ValueError(f"fifo_depths: FIFO {name!r} given twice")
+        out[name] = _positive_or_none(f"fifo_depths[{name!r}]", depth)
+        if out[name] is None:
+            raise ValueError(f"fifo_depths[{name!r}] must be a positive integer, not None")
+    return tuple(sorted(out.items()))
 
 
 def _switch_dict(p: Pipeline) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from spikezip.hw.model import softmax_model as sm
 from spikezip.hw.model.cycle_model import FIFO_LATENCY, CoreRun, LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import Step
-from spikezip.hw.model.vit_sites import SiteSpec, input_steps, site_spec
+from spikezip.hw.model.vit_sites import SiteSpec, fifo_depth, input_steps, site_spec
 from spikezip.ir import Trace
 from spikezip.ir.transformer import SiteKind, VisionTransformer
 
@@ -247,9 +247,11 @@ class _Graph:
         at the FIFO's output."""
         run = self.runs[producer]
         offered = np.asarray(run.offered, dtype=np.int64)
-        name, lat, out = name.replace(".", "_"), fifo_latency(depth), []
+        name, out = name.replace(".", "_"), []
         for k, (core, port) in enumerate(consumers):
             fifo = f"{name}_fifo{k}" if len(consumers) > 1 else f"{name}_fifo"
+            depth = fifo_depth(self.vit, self.params, fifo)
+            lat = fifo_latency(depth)
             writes = offered
             if fifo in self.fifo_ready:  # the beat waits for room in this FIFO only
                 writes = np.maximum(offered, self.fifo_ready[fifo])
@@ -342,6 +344,7 @@ def vit_schedule(
     lanes: int | Sequence[int] | None = None,
     pipeline: Pipeline | int | None = None,
     fifo_depth: int | None = None,
+    fifo_depths: Any = None,
     product_lanes: int | None = None,
     layer_norm_units: int | None = None,
     max_passes: int = 100_000,
@@ -349,7 +352,8 @@ def vit_schedule(
     """Model the ``ViTCore`` running ``inputs`` back to back (``trace``: the golden trace of
     ``sw.vit.reference``).
 
-    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``; not both) and
+    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``, ``fifo_depths``; not
+    both) and
     ``product_lanes`` are those of the ``ViTCore``: lanes per site, pipeline preset, entries of
     every FIFO (default a step of the producer's beats plus 2, as the core builds them), lanes of
     the spike products (default the token count). ``layer_norm_units``: rounding units of every
@@ -364,7 +368,14 @@ def vit_schedule(
         raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
     if not isinstance(trace, Trace):
         raise TypeError(f"trace must be an ir.Trace, not {type(trace).__name__}")
-    params = DesignParams.coerce(vit, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth)
+    params = DesignParams.coerce(
+        vit,
+        params,
+        lanes=lanes,
+        pipeline=pipeline,
+        fifo_depth=fifo_depth,
+        fifo_depths=fifo_depths,
+    )
     pl = vit.tokens if product_lanes is None else product_lanes
     if isinstance(pl, bool) or not isinstance(pl, int | np.integer) or pl < 1:
         raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")

@@ -31,6 +31,7 @@ from spikezip.hw.model.input_map import InputMap
 from spikezip.hw.model.layer_norm_model import LayerNormGeometry
 from spikezip.hw.model.product_model import ProductGeometry
 from spikezip.hw.model.residual_model import spike_steps
+from spikezip.hw.model.residual_model import stages as residual_stages
 from spikezip.hw.model.softmax_model import SoftmaxParams
 from spikezip.ir.network import Layer, LayerWidths, signed_width, unsigned_width
 from spikezip.ir.transformer import SiteKind, VisionTransformer
@@ -298,3 +299,82 @@ def input_steps(vit: VisionTransformer, inputs: np.ndarray) -> list[list[Step]]:
         first = _step(pix, bool(x[b].any()))  # (the reference: any pixel, patched or not)
         out.append([first] + ([_step(np.zeros_like(pix), False)] if first.busy else []))
     return out
+
+
+# -- the FIFOs of the ViT top ---------------------------------------------------------------------
+SKIP_STEPS = 4  #: steps of its producer's beats a FIFO on a skip path holds (default)
+SHALLOW_FIFO = 16  #: entries of every other FIFO (default; LUT RAM on an FPGA)
+
+
+def fifo_names(vit: VisionTransformer) -> tuple[str, ...]:
+    """The name of every FIFO ``hw.cores.vit_core.ViTCore`` builds for ``vit``, in the order it
+    builds them (the keys of :attr:`hw.model.design.DesignParams.fifo_depths`;
+    ``hw.model.vit_model`` names them alike: tests/hw/test_vit_model.py)."""
+
+    def link(name: str, n: int) -> list[str]:
+        name = name.replace(".", "_")
+        return [f"{name}_fifo{k}" for k in range(n)] if n > 1 else [f"{name}_fifo"]
+
+    out: list[str] = []
+    stages = residual_stages(vit)
+    for st in stages:
+        name = st["name"]
+        out += link(f"{st['site']}_to_stage", 1)
+        out += link(f"stage_{name}", 1 + sum(x["base"] == name for x in stages))
+        out += link(f"ln_{name}", 1)
+    for b in range(vit.depth):
+        p = f"blocks.{b}."
+        out += link(p + "norm1", 3)
+        for f in ("q", "k", "scores", "softmax", "attn", "v", "context_product", "context"):
+            out += link(p + f, 1)
+        out += link(p + "norm2", 1) + link(p + "fc1", 1)
+    return (*out, *link("norm", 1))
+
+
+def default_fifo_depths(vit: VisionTransformer) -> dict[str, int]:
+    """Entries of every FIFO by default: deep where a stream waits for a longer parallel path,
+    shallow elsewhere.
+
+    The **skip paths** are the residual stream into the next residual stage (it waits for the
+    whole attention or MLP branch), the embedding into the first stage, ``v`` into the context
+    product (it waits for q·k and the softmax) and the scores into the softmax: each holds
+    :data:`SKIP_STEPS` steps of its producer's beats, so the producer runs ahead instead of
+    stalling the branch that feeds the long path. Every other FIFO has :data:`SHALLOW_FIFO`
+    entries: its consumer keeps up, so a deep one would only hold block RAM. Every residual
+    stage's output counts as a skip path (the LayerNorm after it takes a token per ~90 cycles
+    while the stage emits in bursts). With the digits ViT (3 images, lanes 8) the exact model
+    gives 47,843 cycles per image against 73,973 with every FIFO a step deep and 47,359 with
+    every FIFO unbounded; 2 steps give 52,237 (docs/performance.md, "FIFO plan").
+    """
+    tokens_x_dim = vit.tokens * vit.dim + 2
+    scores = max((blk.heads for blk in vit.blocks), default=1) * vit.tokens**2 + 2
+    out, embed = {}, vit.sites[0].name
+    for n in fifo_names(vit):
+        if n.startswith("stage_") or n.endswith("_v_fifo") or n == f"{embed}_to_stage_fifo":
+            out[n] = SKIP_STEPS * tokens_x_dim
+        elif n.endswith("_scores_fifo"):
+            out[n] = SKIP_STEPS * scores
+        else:
+            out[n] = SHALLOW_FIFO
+    return out
+
+
+def fifo_depth(vit: VisionTransformer, params: Any, name: str) -> int:
+    """Entries of the FIFO ``name`` under ``params``: its own in ``params.fifo_depths``, else
+    ``params.fifo_depth`` for every FIFO, else :func:`default_fifo_depths`."""
+    own = dict(params.fifo_depths).get(name)
+    if own is not None:
+        return own
+    if params.fifo_depth is not None:
+        return params.fifo_depth
+    return _default_depths(vit)[name]
+
+
+_DEFAULTS: dict[str, dict[str, int]] = {}
+
+
+def _default_depths(vit: VisionTransformer) -> dict[str, int]:
+    key = vit.digest()
+    if key not in _DEFAULTS:
+        _DEFAULTS[key] = default_fifo_depths(vit)
+    return _DEFAULTS[key]

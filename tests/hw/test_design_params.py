@@ -43,6 +43,10 @@ def test_of_resolves_every_knob_once(net):
         ({"pipeline": 4}, ValueError, "pipeline must be one of 0, 1, 2, 3, not 4"),
         ({"storage": "flash"}, ValueError, "storage must be one of 'registers', 'memory'"),
         ({"fifo_depth": 0}, ValueError, "fifo_depth must be a positive integer, not 0"),
+        ({"fifo_depths": {"a_fifo": 0}}, ValueError, r"fifo_depths\['a_fifo'\] must be a pos"),
+        ({"fifo_depths": 5}, ValueError, "fifo_depths must map FIFO names to depths, not 5"),
+        ({"fifo_depths": {"": 3}}, ValueError, "a FIFO name must be a non-empty string"),
+        ({"fifo_depths": {"a_fifo": 3}}, ValueError, "an MLP's FIFOs take fifo_depth"),
     ],
 )
 def test_bad_knobs_name_the_field(net, knobs, error, message):
@@ -71,7 +75,11 @@ def test_key_and_json(net):
     assert odd.depth is None and odd.key != p.key and "m3" in odd.key
     full = DesignParams.of(net, lanes=2, storage="registers", fifo_depth=7)
     assert full.key == "p2-d1-registers-f7"
-    for q in (p, odd, full):
+    named = replace(p, fifo_depths={"b_fifo": 3, "a_fifo": 9})  # a ViT's FIFOs, by name
+    assert named.fifo_depths == (("a_fifo", 9), ("b_fifo", 3))
+    assert named.fifo_depth_of("b_fifo", 7) == 3 and named.fifo_depth_of("c_fifo", 7) == 7
+    assert named.key.startswith("p2-d1-F") and named.key != replace(named, fifo_depths={}).key
+    for q in (p, odd, full, named):
         assert DesignParams.from_json(json.loads(json.dumps(q.to_json()))) == q
     with pytest.raises(ValueError, match="not version"):
         DesignParams.from_json({"version": 99})

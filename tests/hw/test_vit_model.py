@@ -193,13 +193,52 @@ def test_one_entry_fifos_backpressure() -> None:
 @pytest.mark.slow
 def test_digits_vit_three_images() -> None:
     """The trained digits ViT, 3 test images back to back, lanes 8, pipeline 1, default FIFOs
-    and products: the RTL's measured 221,920 cycles and 91,147 for the first image."""
+    and products: the RTL's measured 143,530 cycles and 72,470 for the first image (Verilator,
+    docs/performance.md "FIFO plan"; 221,920 and 91,147 with every FIFO one step deep)."""
     from spikezip.sw import digits
     from spikezip.sw.vit import model as vit_model
     from spikezip.sw.vit.convert import to_transformer
 
     vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit")
     x = digits.load().x_test[:3]
-    sched = vit_schedule(vit, x, run(vit, x).trace, lanes=8, pipeline=1)
-    assert sched.total_cycles == 221_920
-    assert int(sched.latency[0]) == 91_147
+    golden = run(vit, x).trace
+    sched = vit_schedule(vit, x, golden, lanes=8, pipeline=1)
+    assert sched.total_cycles == 143_530
+    assert int(sched.latency[0]) == 72_470
+
+
+def test_fifo_names_and_depths_agree() -> None:
+    """``fifo_names`` is what ``ViTCore`` builds and what the model checks, with equal depths:
+    the default plan (skip paths deep, the rest shallow) and single FIFOs set by name."""
+    from amaranth.back import rtlil
+
+    from spikezip.hw.model.vit_sites import SHALLOW_FIFO, default_fifo_depths, fifo_names
+
+    rng = np.random.default_rng(5)
+    vit = build_vit(rng, patches=2, patch_size=2, n_inputs=4, dim=4, heads=2, hidden=3, depth=2)
+    x = rng.integers(*vit.input_bounds, (1, vit.n_inputs), endpoint=True)
+    names = fifo_names(vit)
+    plan = default_fifo_depths(vit)
+    assert set(plan) == set(names) and len(set(names)) == len(names)
+    deep = {n for n, d in plan.items() if d > SHALLOW_FIFO}
+    assert {"stage_blocks_0_norm1_fifo1", "blocks_0_v_fifo", "blocks_1_scores_fifo"} <= deep
+    assert "stage_norm_fifo" in deep and "blocks_0_q_fifo" not in deep
+    for knobs in ({}, {"fifo_depths": {"blocks_0_q_fifo": 1, "blocks_1_v_fifo": 3}}):
+        core = ViTCore(vit=vit, lanes=2, **knobs)
+        rtlil.convert(core)
+        assert core.built_fifo_names() == names
+        expect = {**plan, **knobs.get("fifo_depths", {})}
+        assert core.fifo_depths() == tuple(expect[n] for n in names)
+        model = vit_schedule(vit, x, run(vit, x).trace, core.params)
+        assert {f.name: f.depth for f in model.fifos} == expect
+    with pytest.raises(ValueError, match="fifo_depths names no FIFO of this ViT: nope_fifo"):
+        ViTCore(vit=vit, lanes=2, fifo_depths={"nope_fifo": 4})
+
+
+def test_mixed_fifo_depths_cycle_exact() -> None:
+    """Single FIFOs set by name (one-entry on a path, deep elsewhere): still every cycle."""
+    rng = np.random.default_rng(12)
+    vit = build_vit(rng, patches=2, patch_size=2, n_inputs=4, dim=4, heads=2, hidden=3, depth=1)
+    x = rng.integers(*vit.input_bounds, (2, vit.n_inputs), endpoint=True)
+    mixed = {"blocks_0_k_fifo": 1, "blocks_0_scores_fifo": 2, "stage_blocks_0_norm1_fifo1": 1}
+    check_model(vit, x, lanes=2, pipeline=1, fifo_depths=mixed)
