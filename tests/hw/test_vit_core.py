@@ -23,23 +23,29 @@ from spikezip.sw.vit.reference import run
 from tests.sw.vit_strategies import images, transformers
 
 
-def simulate_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000) -> list[list]:
-    """Run every sample back to back; per site, its decoded steps per sample."""
+def run_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000):
+    """Every sample back to back, input always valid, output always ready: per site its decoded
+    steps per sample, the cycle every input beat was accepted, and the cycles ``done`` pulsed."""
     fmt_in = core.input_format
     words = [w for inf in input_steps(core.vit, x) for s in inf for w in s.words(fmt_in)]
     fields = {n: (o, w) for n, o, w in probe_layout(core.formats)}
     rec: list[int] = []
+    accepted: list[int] = []
+    done_at: list[int] = []
     batch = x.shape[0]
 
     async def bench(ctx):
-        ptr, done, cycle = 0, 0, 0
+        ptr, cycle = 0, 0
         ctx.set(core.o.ready, 1)
-        while done < batch and cycle < limit:
+        while len(done_at) < batch and cycle < limit:
             ctx.set(core.i.valid, ptr < len(words))
             ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
             rec.append(ctx.get(core.probe))
-            ptr += bool(ptr < len(words) and ctx.get(core.i.ready))
-            done += ctx.get(core.done)
+            if ptr < len(words) and ctx.get(core.i.ready):
+                accepted.append(cycle)
+                ptr += 1
+            if ctx.get(core.done):
+                done_at.append(cycle)
             await ctx.tick()
             cycle += 1
 
@@ -54,7 +60,12 @@ def simulate_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000) -> list[
         bo, bw = fields[f"beat{k}"]
         beats = [(c, (p >> bo) & ((1 << bw) - 1)) for c, p in enumerate(rec) if (p >> fo) & 1]
         out.append(kit.decode_stream(beats, core.formats[k], batch))
-    return out
+    return out, accepted, done_at
+
+
+def simulate_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000) -> list[list]:
+    """Run every sample back to back; per site, its decoded steps per sample."""
+    return run_vit(core, x, limit=limit)[0]
 
 
 def check_against_reference(core: ViTCore, x: np.ndarray) -> None:

@@ -12,58 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikezip.hw.cores.network_core import probe_layout
 from spikezip.hw.cores.vit_core import ViTCore
 from spikezip.hw.model import cycle_model
 from spikezip.hw.model.vit_model import fifo_latency, vit_schedule
 from spikezip.hw.model.vit_sites import input_steps
-from spikezip.sim.tb import kit
 from spikezip.sw.vit.reference import run
+from tests.hw.test_vit_core import run_vit
 from tests.sw.vit_strategies import build_vit, images, transformers
-
-
-def run_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000):
-    """Every sample back to back, input always valid, output always ready: per site its decoded
-    steps per sample, the cycle every input beat was accepted, and the cycles ``done`` pulsed."""
-    fmt_in = core.input_format
-    words = [w for inf in input_steps(core.vit, x) for s in inf for w in s.words(fmt_in)]
-    fields = {n: (o, w) for n, o, w in probe_layout(core.formats)}
-    rec: list[int] = []
-    accepted: list[int] = []
-    done_at: list[int] = []
-    batch = x.shape[0]
-
-    async def bench(ctx):
-        ptr, cycle = 0, 0
-        ctx.set(core.o.ready, 1)
-        while len(done_at) < batch and cycle < limit:
-            ctx.set(core.i.valid, ptr < len(words))
-            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
-            rec.append(ctx.get(core.probe))
-            if ptr < len(words) and ctx.get(core.i.ready):
-                accepted.append(cycle)
-                ptr += 1
-            if ctx.get(core.done):
-                done_at.append(cycle)
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(core)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    sites = core.vit.sites
-    out = []
-    for k in range(len(sites)):
-        fo, _ = fields[f"fire{k}"] if k < len(sites) - 1 else fields["out_valid"]
-        bo, bw = fields[f"beat{k}"]
-        beats = [(c, (p >> bo) & ((1 << bw) - 1)) for c, p in enumerate(rec) if (p >> fo) & 1]
-        out.append(kit.decode_stream(beats, core.formats[k], batch))
-    return out, accepted, done_at
 
 
 def check_model(vit, x, **knobs) -> object:
