@@ -61,7 +61,12 @@ def probe_beats(stim: NetworkStimulus, rec: list[int]) -> list[list[tuple[int, i
 
 def file_beats(path: Path, depth: int, end: int) -> list[list[tuple[int, int]]]:
     """Per core, the ``(cycle, payload)`` beats the harness wrote (cycles before ``end``)."""
-    flat = np.array(path.read_bytes().split(), dtype=np.int64).reshape(-1, 3)
+    text = path.read_bytes()
+    flat = np.fromstring(text, dtype=np.int64, sep=" ")  # no per-token objects: ~8 B a number
+    lines = text.count(b"\n")
+    if flat.size != 3 * lines:
+        raise RuntimeError(f"{path}: {flat.size} numbers on {lines} lines (3 each)")
+    flat = flat.reshape(-1, 3)
     flat = flat[flat[:, 0] < end]
     flat = flat[np.argsort(flat[:, 1], kind="stable")]  # per core, in cycle order
     bounds = np.searchsorted(flat[:, 1], np.arange(depth + 1))
