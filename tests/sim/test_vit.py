@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from spikezip.hw.model.vit_model import vit_schedule
 from spikezip.ir.compare import first_divergence
 from spikezip.sim.simulate import Design, design, simulate
 from spikezip.sw.vit.reference import run
@@ -42,6 +43,18 @@ def test_tiny_vit_rtl_equals_reference(sim, tmp_path) -> None:
     assert hw.trace.layer_names == vit.site_names
     assert first_divergence(golden, hw.trace) is None
     assert np.array_equal(hw.trace.steps, golden.steps)
+    # the exact model of the whole top has the generated RTL's every cycle (tests/hw has the
+    # Amaranth run): each site's event and marker cycles, first input and done of each image
+    model = vit_schedule(vit, x, golden, lanes=2)
+    assert model.done.tolist() == hw.done.tolist()
+    assert model.first_input.tolist() == hw.first_input.tolist()
+    assert model.total_cycles == hw.total_cycles
+    for k, site in enumerate(vit.sites):
+        for b in range(x.shape[0]):
+            for t, (events, marker) in enumerate(model.site_steps(site.name, b)):
+                assert hw.trace.step_cycles[k][b, t] == marker, (site.name, b, t)
+                cycles = hw.trace.spike_cycles[k][b, t]
+                assert sorted(cycles[cycles >= 0].tolist()) == sorted(events), (site.name, b, t)
     # a site's events and steps counters: every site's markers, one per step it emitted
     assert hw.final_counters.shape == (len(vit.sites), 4)
     assert hw.final_counters[-1, 2] == golden.steps.sum()
