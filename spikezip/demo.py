@@ -304,14 +304,14 @@ def _run(args: argparse.Namespace) -> int:
         rtl_stage(
             rep, network, x, y, golden, out, sim=args.sim, images=args.images, lanes=args.lanes
         )
-    if args.model == "both":  # the ViT's RTL only when asked (minutes per image today)
+    if args.model == "both":  # the ViT's RTL only when asked (a ~3-minute build, ~4 s per image)
         sim = args.sim if args.vit_images is not None else "none"
         vit_stage(rep, out, sim=sim, images=args.vit_images or 50, lanes=args.lanes)
         if sim == "none":
             rep.add(
                 "ViT: RTL",
-                "not run by default (about 240k cycles and ~1 min of Verilator per image "
-                "today); python -m spikezip.demo --model vit --images N",
+                "not run by default (a ~3-minute Verilator build, then ~48k cycles and ~4 s "
+                "per image); python -m spikezip.demo --model vit --images N",
             )
     raster(golden, network, out / "raster.png", sample=0)
     rep.timings.append(("total", time.perf_counter() - t_start))

@@ -114,8 +114,8 @@ def test_planted_fault_is_located(kind, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_digits_vit_rtl_equals_reference(trained_vit, tmp_path) -> None:
-    """The trained digits ViT (23 sites) in Verilator, 2 test images back to back: bit-exact.
-    (All 450 are issue 13's target; at ~240k cycles per image the run takes hours today.)"""
+    """The trained digits ViT (23 sites) in Verilator, 2 test images back to back: bit-exact
+    (the whole test set: the next test)."""
     from spikezip.sw import digits
     from spikezip.sw.vit.convert import to_transformer
 
@@ -123,5 +123,25 @@ def test_digits_vit_rtl_equals_reference(trained_vit, tmp_path) -> None:
     x = digits.load().x_test[:2]
     hw = simulate(vit, x, sim="verilator", lanes=8, root=tmp_path)
     golden = run(vit, x).trace
+    assert first_divergence(golden, hw.trace, describe=vit.describe_neuron) is None
+    assert np.array_equal(hw.trace.predictions(), golden.predictions())
+
+
+@pytest.mark.slow
+def test_digits_vit_whole_test_set(trained_vit, tmp_path) -> None:
+    """All 450 digits test images through the digits ViT in Verilator, back to back: QANN ==
+    SNN == RTL at every site, step and busy flag, the predictions the reference's (~30 minutes:
+    a ~3-minute build, 3.7 s per image measured; docs/performance.md, "FIFO plan")."""
+    from spikezip.sw import digits
+    from spikezip.sw.vit.convert import to_transformer
+    from spikezip.sw.vit.reference import integer_qann
+
+    vit = to_transformer(trained_vit.model, name="digits-vit")
+    x = digits.load().x_test
+    golden = run(vit, x).trace
+    acts = integer_qann(vit, x)
+    assert all(np.array_equal(golden.counts(k), acts.codes[k]) for k in range(len(vit.sites)))
+    hw = simulate(vit, x, sim="verilator", lanes=8, root=tmp_path)
+    assert len(hw.done) == 450
     assert first_divergence(golden, hw.trace, describe=vit.describe_neuron) is None
     assert np.array_equal(hw.trace.predictions(), golden.predictions())
