@@ -187,8 +187,9 @@ def test_fifo_names_and_depths_agree() -> None:
         assert core.built_fifo_names() == names
         expect = {**plan, **knobs.get("fifo_depths", {})}
         assert core.fifo_depths() == tuple(expect[n] for n in names)
-        model = vit_schedule(vit, x, run(vit, x).trace, core.params)
-        assert {f.name: f.depth for f in model.fifos} == expect
+    # the model, with the plan and the two set by name: the same depths under the same names
+    model = vit_schedule(vit, x, run(vit, x).trace, core.params)
+    assert {f.name: f.depth for f in model.fifos} == expect
     with pytest.raises(ValueError, match="fifo_depths names no FIFO of this ViT: nope_fifo"):
         ViTCore(vit=vit, lanes=2, fifo_depths={"nope_fifo": 4})
 

@@ -59,6 +59,7 @@ def test_mlp_free_running_equals_per_cycle(sim, tmp_path) -> None:
     assert len(free.done) == 6 and free.counters.shape == (6, net.depth, 4)
 
 
+@pytest.mark.slow  # make test: tests/sim/test_vit.py runs the tiny ViT through the harness
 def test_vit_free_running_equals_per_cycle(tmp_path) -> None:
     vit = tiny_vit()
     x = images(vit, 3, seed=5)
