@@ -191,7 +191,7 @@ class ViTCore(wiring.Component):
 
     def __init__(self, *, vit: VisionTransformer, probe: bool = False, **_: object) -> None:
         self._vit, self._probe = vit, bool(probe)
-        self._pipeline, self._fifo_depth = self._params.pipeline, self._params.fifo_depth
+        self._pipeline = self._params.pipeline
         first, last = self._specs[vit.sites[0].name], self._specs[vit.sites[-1].name]
         fin, fout = first.input_format, last.output_format
         members = {
@@ -270,8 +270,9 @@ class ViTCore(wiring.Component):
         return offset + width
 
     # -- RTL -----------------------------------------------------------------------------------
-    def _link(self, m: Module, src, dsts: list, name: str, depth: int) -> None:
-        """``src`` to every port of ``dsts``, each through a FIFO of ``depth`` (a broadcast first
+    def _link(self, m: Module, src, dsts: list, name: str) -> None:
+        """``src`` to every port of ``dsts``, each through a FIFO of
+        :func:`~hw.model.vit_sites.fifo_depth` entries (a broadcast first
         when there are several); index and value are widened, never narrowed."""
         iw, vw = _fields(src)
         layout, name = event_layout(iw, vw), name.replace(".", "_")
@@ -300,9 +301,6 @@ class ViTCore(wiring.Component):
             m.d.comb += [d.marker.eq(beat.marker), d.busy.eq(beat.busy)]
             m.d.comb += [d.index.eq(beat.index), d.value.eq(beat.value)]
 
-    def _depth(self, entries: int) -> int:
-        return self._fifo_depth or entries + 2
-
     def elaborate(self, platform):
         m = Module()
         self._fifos, self._fifo_names = [], []
@@ -322,7 +320,6 @@ class ViTCore(wiring.Component):
             m.submodules["stage_" + st["name"].replace(".", "_")] = stages[st["name"]] = core
         link = self._link
         wiring.connect(m, wiring.flipped(self.i), site[vit.sites[0].name].i)
-        entries = vit.tokens * vit.dim
         for st in rm.stages(vit):
             name = st["name"]
             link(
@@ -330,21 +327,20 @@ class ViTCore(wiring.Component):
                 site[st["site"]].o,
                 [stages[name].b],
                 f"{st['site']}_to_stage",
-                self._depth(specs[st["site"]].n_out),
             )
             nxt = [x for x in rm.stages(vit) if x["base"] == name]
             dsts = [norms[name].i] + [stages[x["name"]].a for x in nxt]
-            link(m, stages[name].o, dsts, f"stage_{name}", self._depth(entries))
-            link(m, norms[name].o, [site[name].i], f"ln_{name}", self._depth(entries))
+            link(m, stages[name].o, dsts, f"stage_{name}")
+            link(m, norms[name].o, [site[name].i], f"ln_{name}")
         for b in range(vit.depth):
             self._block(m, f"blocks.{b}.", b, site)
-        link(m, site["norm"].o, [site["head"].i], "norm", self._depth(specs["norm"].n_out))
+        link(m, site["norm"].o, [site["head"].i], "norm")
         wiring.connect(m, site["head"].o, wiring.flipped(self.o))
         self._monitor(m, site)
         return m
 
     def _block(self, m: Module, p: str, b: int, site: dict) -> None:
-        vit, link, specs = self._vit, self._link, self._specs
+        vit, link = self._vit, self._link
         pipe = self._pipeline
         scores, context = (
             SpikeProduct(geo=self.product_geometry(b, kind), pipeline=pipe)
@@ -356,20 +352,17 @@ class ViTCore(wiring.Component):
         m.submodules[tag + "context_product"] = context
         m.submodules[tag + "softmax"] = softmax
 
-        def depth(name: str) -> int:
-            return self._depth(specs[p + name].n_out)
-
-        link(m, site[p + "norm1"].o, [site[p + f].i for f in "qkv"], p + "norm1", depth("norm1"))
-        link(m, site[p + "q"].o, [scores.x], p + "q", depth("q"))
-        link(m, site[p + "k"].o, [scores.y], p + "k", depth("k"))
-        link(m, scores.o, [softmax.i], p + "scores", depth("attn"))
-        link(m, softmax.o, [site[p + "attn"].i], p + "softmax", depth("attn"))
-        link(m, site[p + "attn"].o, [context.x], p + "attn", depth("attn"))
-        link(m, site[p + "v"].o, [context.y], p + "v", depth("v"))
-        link(m, context.o, [site[p + "context"].i], p + "context_product", depth("context"))
-        link(m, site[p + "context"].o, [site[p + "proj"].i], p + "context", depth("context"))
-        link(m, site[p + "norm2"].o, [site[p + "fc1"].i], p + "norm2", depth("norm2"))
-        link(m, site[p + "fc1"].o, [site[p + "fc2"].i], p + "fc1", depth("fc1"))
+        link(m, site[p + "norm1"].o, [site[p + f].i for f in "qkv"], p + "norm1")
+        link(m, site[p + "q"].o, [scores.x], p + "q")
+        link(m, site[p + "k"].o, [scores.y], p + "k")
+        link(m, scores.o, [softmax.i], p + "scores")
+        link(m, softmax.o, [site[p + "attn"].i], p + "softmax")
+        link(m, site[p + "attn"].o, [context.x], p + "attn")
+        link(m, site[p + "v"].o, [context.y], p + "v")
+        link(m, context.o, [site[p + "context"].i], p + "context_product")
+        link(m, site[p + "context"].o, [site[p + "proj"].i], p + "context")
+        link(m, site[p + "norm2"].o, [site[p + "fc1"].i], p + "norm2")
+        link(m, site[p + "fc1"].o, [site[p + "fc2"].i], p + "fc1")
 
     def _monitor(self, m: Module, site: dict) -> None:
         last = self.o

@@ -231,9 +231,6 @@ class _Graph:
         self.loads: list[tuple[str, str, int]] = []  # (core, kind, lanes)
         self.links: list[tuple[str, str, str, int, int, np.ndarray]] = []
 
-    def depth(self, entries: int) -> int:
-        return self.params.fifo_depth or entries + 2
-
     def ready(self, core: str) -> list[int] | None:
         """Per output beat of ``core``, the first cycle every FIFO it feeds has room for it."""
         fifos = self.producer_fifos.get(core)
@@ -241,7 +238,7 @@ class _Graph:
             return None
         return np.max([self.fifo_ready[f] for f in fifos], axis=0).tolist()
 
-    def link(self, producer: str, consumers: list[tuple[str, int]], name: str, depth: int):
+    def link(self, producer: str, consumers: list[tuple[str, int]], name: str):
         """The FIFOs from ``producer`` to each ``(consumer, port)`` (through a broadcast when
         there are several): per consumer, per inference and step, the cycle each beat is valid
         at the FIFO's output."""
@@ -436,9 +433,8 @@ def vit_schedule(
 def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
     """One pass: every core's model in execution order (a core after the producers of its
     inputs)."""
-    vit, specs = g.vit, g.specs
+    vit = g.vit
     at = {s.name: k for k, s in enumerate(vit.sites)}
-    entries = vit.tokens * vit.dim
     embed = vit.sites[0].name
     g.site(embed, input_steps(vit, x), None, trace, at[embed])
     stages = rm.stages(vit)
@@ -451,7 +447,7 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
         name, src, core = st["name"], st["site"], "stage:" + st["name"]
         geo = rm.stage_geometry(vit, st)
         b_port = 1 if geo.has_base else 0  # (ports a, b)
-        (b_arr,) = g.link(src, [(core, b_port)], f"{src}_to_stage", g.depth(specs[src].n_out))
+        (b_arr,) = g.link(src, [(core, b_port)], f"{src}_to_stage")
         base = a_arr = None
         if st["base"] is not None:
             base, a_arr = g.streams["stage:" + st["base"]], based[st["base"]]
@@ -467,7 +463,7 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
         # stage ⇉ its LayerNorm and the stage based on it
         nxt = [s["name"] for s in stages if s["base"] == name]
         consumers = [("ln:" + name, 0)] + [("stage:" + n, 0) for n in nxt]
-        arrs = g.link(core, consumers, f"stage_{name}", g.depth(entries))
+        arrs = g.link(core, consumers, f"stage_{name}")
         if nxt:
             based[name] = arrs[1]
         # the LayerNorm core, then the LN → site FIFO and the site
@@ -485,11 +481,11 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
             g.streams[ln] = lnm.golden_outputs(op.gain, op.bias, op.eps, vit.tokens, outs)
         g.run(ln, arrs[0], lnm.timed, geo_ln, outs, g.streams[ln])
         g.loads.append((ln, "layernorm", 0))
-        (arr,) = g.link(ln, [(name, 0)], f"ln_{name}", g.depth(entries))
+        (arr,) = g.link(ln, [(name, 0)], f"ln_{name}")
         g.site(name, g.streams[ln], arr, trace, at[name])
 
     def chain(src: str, dst: str) -> None:
-        (arr,) = g.link(src, [(dst, 0)], src, g.depth(specs[src].n_out))
+        (arr,) = g.link(src, [(dst, 0)], src)
         g.site(dst, g.streams[src], arr, trace, at[dst])
 
     by_name = {st["name"]: st for st in stages}
@@ -507,12 +503,8 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
 def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
     """The attention of block ``b``: norm1 ⇉ q, k, v; the products, the softmax, attn, context
     and proj."""
-    vit, specs = g.vit, g.specs
-
-    def depth(name: str) -> int:
-        return g.depth(specs[p + name].n_out)
-
-    arrs = g.link(p + "norm1", [(p + f, 0) for f in "qkv"], p + "norm1", depth("norm1"))
+    vit = g.vit
+    arrs = g.link(p + "norm1", [(p + f, 0) for f in "qkv"], p + "norm1")
     for f, arr in zip("qkv", arrs, strict=True):
         g.site(p + f, g.streams[p + "norm1"], arr, trace, at[p + f])
     timing = LayerTiming(n_out=1, lanes=1, pipeline=g.pipeline)
@@ -524,28 +516,26 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
         for kind in pm.KINDS
     }
     # scores = q · kᵀ
-    (xq,) = g.link(p + "q", [(p + "scores", 0)], p + "q", depth("q"))
-    (yk,) = g.link(p + "k", [(p + "scores", 1)], p + "k", depth("k"))
+    (xq,) = g.link(p + "q", [(p + "scores", 0)], p + "q")
+    (yk,) = g.link(p + "k", [(p + "scores", 1)], p + "k")
     _product(g, p + "scores", geos["scores"], p + "q", p + "k", xq, yk)
     # softmax, attn
     params, name = sm.SoftmaxParams.of_block(vit, b), p + "softmax"
-    (arr,) = g.link(p + "scores", [(name, 0)], p + "scores", depth("attn"))
+    (arr,) = g.link(p + "scores", [(name, 0)], p + "scores")
     ins = g.streams[p + "scores"]
     if name not in g.streams:
         g.streams[name] = sm.output_steps(params, ins)
     g.run(name, arr, sm.timed, sm.SoftmaxTiming.of(params), ins, g.streams[name])
     g.loads.append((name, "softmax", 0))
-    (arr,) = g.link(name, [(p + "attn", 0)], name, depth("attn"))
+    (arr,) = g.link(name, [(p + "attn", 0)], name)
     g.site(p + "attn", g.streams[name], arr, trace, at[p + "attn"])
     # context = attn · v, the context site, proj
-    (xa,) = g.link(p + "attn", [(p + "context_product", 0)], p + "attn", depth("attn"))
-    (yv,) = g.link(p + "v", [(p + "context_product", 1)], p + "v", depth("v"))
+    (xa,) = g.link(p + "attn", [(p + "context_product", 0)], p + "attn")
+    (yv,) = g.link(p + "v", [(p + "context_product", 1)], p + "v")
     _product(g, p + "context_product", geos["context"], p + "attn", p + "v", xa, yv)
-    (arr,) = g.link(
-        p + "context_product", [(p + "context", 0)], p + "context_product", depth("context")
-    )
+    (arr,) = g.link(p + "context_product", [(p + "context", 0)], p + "context_product")
     g.site(p + "context", g.streams[p + "context_product"], arr, trace, at[p + "context"])
-    (arr,) = g.link(p + "context", [(p + "proj", 0)], p + "context", depth("context"))
+    (arr,) = g.link(p + "context", [(p + "proj", 0)], p + "context")
     g.site(p + "proj", g.streams[p + "context"], arr, trace, at[p + "proj"])
 
 
