@@ -23,6 +23,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from spikezip.ir.compare import TraceMismatchError, first_divergence
 from spikezip.ir.files import load_network
 from spikezip.ir.transformer import VisionTransformer
 from spikezip.paths import CliError, input_file, output_dir, output_file
+from spikezip.report import ECP5_DEVICES
 from spikezip.sim.runner import SIMULATORS
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -171,6 +173,23 @@ def _module_name(text: str) -> str:
     return text
 
 
+MAX_FIFO_ENTRIES = 1 << 20
+
+
+def _fifo_depths(text: str) -> tuple[tuple[str, int], ...]:
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in out:
+            raise ValueError
+        depth = int(value.strip())
+        if not 1 <= depth <= MAX_FIFO_ENTRIES:
+            raise ValueError
+        out[name] = depth
+    return tuple(sorted(out.items()))
+
+
 _PIPELINE_LIST = ", ".join(map(str, PIPELINES))
 POSITIVE = _int_in(1)
 LANES = _converter(_lanes_list, f"P or P0,P1,… with each value in 1..{MAX_LANES}")
@@ -180,6 +199,9 @@ STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
 MHZ = _converter(_mhz, "a clock in MHz in (0, 10000]")
 SEED = _int_in(0, (1 << 32) - 1)
+FIFO_DEPTHS = _converter(
+    _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
+)
 JOBS = _int_in(1, 256)
 MODULE = _converter(
     _module_name, "a Verilog identifier (letters, digits, _; not a keyword, ≤ 128 characters)"
@@ -195,8 +217,11 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     :data:`hw.model.design.DEFAULT_LANES` capped at the widest layer.
     """
     lanes = args.lanes
+    depths = getattr(args, "fifo_depths", None) or ()
+    if depths and not isinstance(network, VisionTransformer):
+        raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
     try:
-        return DesignParams.of(
+        params = DesignParams.of(
             network,
             lanes=None if lanes is None else lanes[0] if len(lanes) == 1 else lanes,
             pipeline=args.pipeline,
@@ -204,6 +229,17 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         )
     except (TypeError, ValueError) as e:
         raise CliError(f"--lanes {','.join(map(str, lanes))}: {e}") from None
+    return _with_fifo_depths(network, params, depths)
+
+
+def _with_fifo_depths(network, params: DesignParams, depths) -> DesignParams:
+    """``params`` with ``--fifo-depths`` (checked against the ViT's FIFO names)."""
+    if not depths:
+        return params
+    try:
+        return replace(params, fifo_depths=depths).checked(network)
+    except ValueError as e:
+        raise CliError(f"--fifo-depths: {e}".replace("fifo_depths names", "names")) from None
 
 
 def _network(path: str, what: str = "NETWORK") -> Network | VisionTransformer:
@@ -493,6 +529,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _report_vit(args, network)
     if args.fmax is not None:
         raise CliError("--fmax is for a ViT (an MLP's fmax comes from place and route)")
+    if not args.synth:
+        raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
+    if args.device is not None and args.target != "ecp5":
+        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
     x = _report_inputs(args, network)
     params = _design_params(network, args)
     _tools_check(args.target)
@@ -511,6 +551,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
+            device=args.device,
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -521,26 +562,54 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report_vit(args: argparse.Namespace, vit: VisionTransformer) -> int:
-    """``report`` of a ViT: the latency part only (resources and fmax are not evaluated)."""
+    """``report`` of a ViT: latency alone and back to back (exact model), resources per core,
+    fmax on the ECP5-85k (or ``--device``), SOPs and energy."""
     x = _report_inputs(args, vit)
     params = _design_params(vit, args)
-    from spikezip.report import DesignPoint, evaluate_vit, table, write_report
+    synth, pnr = args.synth, args.synth and args.pnr and args.target != "generic"
+    if args.fmax is not None and pnr:
+        raise CliError("--fmax is the clock of a report without place and route (--no-pnr)")
+    if synth:
+        _tools_check(args.target)
+    from spikezip.hw.flow.synth import ToolError
+    from spikezip.report import VIT_DEVICE, DesignPoint, evaluate_vit, table, write_report
 
-    print(
-        f"report: reference trace + exact ViT cycle model ({len(x)} samples); resources and "
-        "fmax of a ViT are not evaluated (--target and --no-pnr do not apply)",
-        file=sys.stderr,
-    )
+    if args.device is not None and args.target != "ecp5":
+        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
+    device = args.device or (VIT_DEVICE if args.target == "ecp5" else None)
+    if synth:
+        print(
+            f"report: the whole ViT is synthesised{' and placed and routed' if pnr else ''} "
+            f"({args.target}{' ' + device if pnr and device else ''}): ~20–45 minutes on 2 "
+            "cores; --no-synth gives the latency, SOPs and energy in about a minute",
+            file=sys.stderr,
+        )
     lanes = args.lanes or (DEFAULT_LANES,)
     given = lanes[0] if len(lanes) == 1 else tuple(lanes)  # as the user gave it (for the label)
     point = DesignPoint(lanes=given, storage=params.storage, pipeline=args.pipeline)
+
+    def stage(text: str) -> None:
+        if not args.quiet:
+            print(f"report: {text}", file=sys.stderr)
+
     try:
-        result = evaluate_vit(vit, x, point, fmax_mhz=args.fmax)
-    except ValueError as e:
-        raise CliError(str(e)) from None
+        result = evaluate_vit(
+            vit,
+            x,
+            point,
+            fifo_depths=params.fifo_depths,
+            fmax_mhz=args.fmax,
+            synth=synth,
+            pnr=pnr,
+            target=args.target,
+            device=device,
+            on_stage=stage,
+        )
+    except (ToolError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
     print(table(result))
     js, md = write_report(result, args.output)
-    print(f"wrote {js} and {md}")
+    print(f"wrote {js} and {md} (every core's resources are in {md.name})")
     return EXIT_OK
 
 
@@ -550,12 +619,22 @@ SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
 def cmd_sweep(args: argparse.Namespace) -> int:
     sources = _report_sources(args)
     output_dir(args.output, "-o", SWEEP_FILES, sources)
-    network = _fc_network(args.network)
+    network = _network(args.network)
+    vit = isinstance(network, VisionTransformer)
     x = _report_inputs(args, network)
-    _tools_check(args.target)
+    if not vit and not args.synth:
+        raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
+    if args.device is not None and args.target != "ecp5":
+        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
+    if args.synth:
+        _tools_check(args.target)
     storages, pipelines = args.storage, args.pipeline
-    widest = max(layer.n_out for layer in network.layers)
-    given = args.lanes or (1, 2, 4, 8, 16)
+    if vit:  # each site takes the largest divisor ≤ P of its channels (DesignParams.of)
+        widest = max(DesignParams.of(network, lanes=max(args.lanes or (16,))).lanes)
+        given = args.lanes or (4, 8, 16)
+    else:
+        widest = max(layer.n_out for layer in network.layers)
+        given = args.lanes or (1, 2, 4, 8, 16)
     if args.lanes and any(p > widest for p in given):
         print(
             f"spikezip: warning: --lanes {','.join(map(str, given))}: values above the "
@@ -564,7 +643,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     lane_values = list(dict.fromkeys(min(p, widest) for p in given))
     from spikezip.hw.flow.synth import ToolError
-    from spikezip.report import DesignPoint, sweep, sweep_table, write_sweep
+    from spikezip.report import VIT_DEVICE, DesignPoint, sweep, sweep_table, write_sweep
 
     points = list(
         dict.fromkeys(
@@ -574,18 +653,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             for d in pipelines
         )
     )
+    pnr = args.synth and args.pnr and args.target != "generic"
+    kw: dict = {"target": args.target, "pnr": pnr}
+    if args.fifo_depths and not vit:
+        raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    if vit:
+        params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
+        kw |= {
+            "synth": args.synth,
+            "device": args.device or (VIT_DEVICE if args.target == "ecp5" else None),
+            "fifo_depths": params.fifo_depths,
+        }
+        if args.synth:
+            print(
+                f"sweep: {len(points)} ViT designs, each synthesised"
+                f"{' and placed and routed' if pnr else ''} (~20–45 minutes each on 2 cores); "
+                "--no-synth sweeps the latency only",
+                file=sys.stderr,
+            )
+    else:
+        kw["device"] = args.device
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
     try:
         results = sweep(
-            args.network,
-            x,
-            points,
-            jobs=args.jobs,
-            on_done=lambda r: bar.update(1),
-            target=args.target,
-            pnr=args.pnr and args.target != "generic",
+            args.network, x, points, jobs=args.jobs, on_done=lambda r: bar.update(1), **kw
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
@@ -630,6 +723,14 @@ def _design_parent() -> argparse.ArgumentParser:
         choices=STORAGES,
         help="where membranes and tracers live (default: by size, per layer)",
     )
+    p.add_argument(
+        "--fifo-depths",
+        default=None,
+        type=FIFO_DEPTHS,
+        metavar="NAME=N[,NAME=N…]",
+        help="a ViT only: entries of single FIFOs by name (hw.model.vit_sites.fifo_names; "
+        "default: the FIFO plan, docs/transformer.md §14)",
+    )
     return p
 
 
@@ -655,6 +756,13 @@ def _sweep_parent() -> argparse.ArgumentParser:
         type=STORAGE_LIST,
         help=f"membrane storage to try, comma-separated from auto, {', '.join(STORAGES)} "
         "(default auto)",
+    )
+    p.add_argument(
+        "--fifo-depths",
+        default=None,
+        type=FIFO_DEPTHS,
+        metavar="NAME=N[,NAME=N…]",
+        help="a ViT only: entries of single FIFOs by name, in every design of the sweep",
     )
     return p
 
@@ -741,20 +849,32 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--samples", type=POSITIVE, default=50, help="inputs used (default 50)")
         r.add_argument("--target", default="ecp5", choices=("ecp5", "ice40", "generic"))
         r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
+        r.add_argument(
+            "--no-synth",
+            dest="synth",
+            action="store_false",
+            help="a ViT only: skip synthesis and place and route (latency, SOPs and energy only; "
+            "the whole ViT's synthesis takes ~20–45 minutes)",
+        )
+        r.add_argument(
+            "--device",
+            default=None,
+            choices=ECP5_DEVICES,
+            help="ECP5 device to place and route on (default: 25k; a ViT: 85k)",
+        )
         r.add_argument("-o", "--output", default=f"build/{name}", help="directory to write into")
+        r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         if name == "report":
             r.add_argument(
                 "--fmax",
                 type=MHZ,
                 default=None,
                 metavar="MHZ",
-                help="a ViT only: the clock its latency is also given in µs at (its fmax is not "
-                "measured here)",
+                help="a ViT without place and route: the clock its latency is also given in µs at",
             )
             r.set_defaults(func=cmd_report)
         else:
             r.add_argument("-j", "--jobs", type=JOBS, default=None, help="parallel jobs (cores)")
-            r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
             r.set_defaults(func=cmd_sweep)
     return p
 

@@ -7,11 +7,13 @@
   FIFOs are sized so that the model is exact (no FIFO fills up on the given inputs);
 * SOPs and energy: :func:`sw.energy.count_ops` (spec §4.5), and the ANN MACs for comparison.
 
-A ViT (``ir.transformer.VisionTransformer``) gets the latency part only (:func:`evaluate_vit`,
-:class:`ViTReport`): per image from reset, the exact model of the whole ``ViTCore``
-(:mod:`hw.model.vit_model`, exact at any FIFO depth, so the design's own FIFOs are modelled), in
-µs at a clock the caller gives; its resources and fmax are not evaluated here (synthesising the
-whole digits ViT takes about 20 minutes).
+A ViT (``ir.transformer.VisionTransformer``) gets :func:`evaluate_vit` (:class:`ViTReport`):
+latency per image alone and back to back from the exact model of the whole ``ViTCore``
+(:mod:`hw.model.vit_model`, exact at any FIFO depth, so the design's own FIFOs are modelled),
+accumulate-phase lane utilization, SOPs and energy (:func:`sw.vit.energy.count_ops`), and (opt-in
+in the API, the CLI's default) resources per core from one synthesis with every core kept
+separate, placed and routed on the ECP5-85k from the same netlist (the whole digits ViT takes
+tens of minutes).
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class DesignPoint:
 REPORT_KIND = "spikezip-report"
 REPORT_VERSION = 1
 VIT_REPORT_KIND = "spikezip-vit-report"
-VIT_REPORT_VERSION = 1
+VIT_REPORT_VERSION = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,26 +256,105 @@ class Report:
         )
 
 
+#: the kinds of a ViT top's cores, by the submodule names ``ViTCore`` gives them (first match)
+VIT_CORE_KINDS = (
+    ("FIFOs", lambda n: "_fifo" in n),
+    ("broadcasts", lambda n: n.endswith("_fork")),
+    ("LayerNorm", lambda n: n.startswith("ln_")),
+    ("residual stages", lambda n: n.startswith("stage_")),
+    ("softmax", lambda n: n.endswith("_softmax")),
+    ("products", lambda n: n.endswith(("_scores", "_context_product"))),
+    ("site cores", lambda n: n.startswith("site_")),
+)
+
+
+def vit_core_kind(name: str) -> str:
+    """The kind of a ``ViTCore`` submodule (:data:`VIT_CORE_KINDS`), ``other`` if none."""
+    return next((kind for kind, match in VIT_CORE_KINDS if match(name)), "other")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTSynthesis:
+    """Yosys ``stat -json`` of a ViT top (``ViTCore``): the whole top and every core, kept
+    separate through synthesis; ``kinds`` sums the cores by :func:`vit_core_kind` and holds the
+    top's own glue as ``other``."""
+
+    target: str
+    total: Resources  #: the ViT top (the place-and-route harness's registers excluded)
+    cores: dict[str, Resources]  #: per ``ViTCore`` submodule name
+    kinds: dict[str, Resources]
+    seconds: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ViTSynthesis:
+        return cls(
+            target=d["target"],
+            total=Resources.from_json(d["total"]),
+            cores={k: Resources.from_json(v) for k, v in d["cores"].items()},
+            kinds={k: Resources.from_json(v) for k, v in d["kinds"].items()},
+            seconds=float(d["seconds"]),
+        )
+
+
+def _vit_synthesis(target: str, total: dict, modules: dict[str, dict], seconds: float):
+    """A :class:`ViTSynthesis` from a synthesis whose kept modules are the top's children."""
+    cores = {name.rsplit(".", 1)[-1]: Resources.from_json(r) for name, r in modules.items()}
+    kinds: dict[str, dict[str, int]] = {}
+    for name, r in cores.items():
+        acc = kinds.setdefault(vit_core_kind(name), dict.fromkeys(asdict(r), 0))
+        for k, v in asdict(r).items():
+            acc[k] += v
+    glue = {k: v - sum(kd[k] for kd in kinds.values()) for k, v in total.items()}
+    kinds["other"] = {k: kinds.get("other", {}).get(k, 0) + glue[k] for k in glue}
+    return ViTSynthesis(
+        target=target,
+        total=Resources.from_json(total),
+        cores=cores,
+        kinds={k: Resources.from_json(v) for k, v in kinds.items()},
+        seconds=round(seconds, 1),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ViTReport:
-    """Latency of one design point of a ViT's RTL (``hw.cores.vit_core.ViTCore``) from the exact
-    model of the whole top; JSON with kind + version. Resources and fmax are not evaluated."""
+    """One design point of a ViT's RTL (``hw.cores.vit_core.ViTCore``): latency per image alone
+    and back to back from the exact model of the whole top, resources per core and in total,
+    fmax, SOPs and energy per image; JSON with kind + version."""
 
     network: str
     point: DesignPoint
     product_lanes: int
     sites: int
-    latency: Latency  #: per image from reset; µs at :attr:`fmax_mhz` when given
-    fmax_mhz: float | None  #: the clock the µs figures are at (given, not measured)
+    fifo_depths: dict[str, int]  #: FIFOs set by name (the rest follow the FIFO plan)
+    latency: Latency  #: per image alone, from reset; µs at :attr:`fmax_mhz` when known
+    back_to_back_cycles: float  #: cycles per image, the samples back to back
+    fmax_mhz: float | None  #: placed and routed (:attr:`pnr`), or the clock the caller gave
     samples: int
     steps_mean: float
-    backpressure: bool  #: some FIFO made its producer wait in some image (included above)
+    backpressure: bool  #: some FIFO made its producer wait (alone or back to back; modelled)
     busiest: str  #: the core with the most busy cycles per image (``hw.model.vit_model``)
-    busiest_cycles: float  #: ... its busy cycles per image, mean over the samples
+    busiest_cycles: float  #: ... its busy cycles per image, back to back
+    #: accumulate-phase lane utilization back to back, ops-weighted over the cores of a kind
+    #: (``linear`` site cores, ``product`` cores), and the lowest single core of each
+    utilization: dict[str, float]
+    sops_per_image: float
+    energy_nj_per_image: float
+    ann_macs_per_image: float
+    ann_energy_nj_per_image: float
+    synthesis: ViTSynthesis | None = None
+    pnr: PlaceRoute | None = None
+
+    @property
+    def images_per_second(self) -> float | None:
+        """Back-to-back throughput at :attr:`fmax_mhz` (None without a clock)."""
+        if self.fmax_mhz is None:
+            return None
+        return self.fmax_mhz * 1e6 / self.back_to_back_cycles
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["point"]["label"] = self.point.label
+        d["images_per_second"] = self.images_per_second
         return {"kind": VIT_REPORT_KIND, "version": VIT_REPORT_VERSION, **d}
 
     @classmethod
@@ -284,6 +365,7 @@ class ViTReport:
                 f"(kind {d.get('kind')!r}, version {d.get('version')!r})"
             )
         point, lanes = d["point"], d["point"]["lanes"]
+        special = ("point", "latency", "synthesis", "pnr")
         return cls(
             point=DesignPoint(
                 lanes=lanes if isinstance(lanes, int) else tuple(lanes),
@@ -291,8 +373,16 @@ class ViTReport:
                 pipeline=point["pipeline"],
             ),
             latency=Latency.from_json(d["latency"]),
-            **{f.name: d[f.name] for f in fields(cls) if f.name not in ("point", "latency")},
+            synthesis=ViTSynthesis.from_json(d["synthesis"]) if d.get("synthesis") else None,
+            pnr=PlaceRoute.from_json(d["pnr"]) if d.get("pnr") else None,
+            **{f.name: d[f.name] for f in fields(cls) if f.name not in special},
         )
+
+    # the sweep's table and plot read these as they read a Report's
+    @property
+    def luts(self) -> int | None:
+        s = self.synthesis
+        return None if s is None else s.total.lut4(s.target)
 
 
 def _pow2(n: int) -> int:
@@ -336,35 +426,83 @@ def model_latency(
     )
 
 
+#: ECP5 device a ViT is placed on by default (the digits ViT is over the 25k's 24k LUTs)
+VIT_DEVICE = "85k"
+ECP5_DEVICES = ("25k", "45k", "85k")
+
+
+def device_args(target: str, device: str | None) -> list[str] | None:
+    """nextpnr's device arguments for an ECP5 ``device`` (``25k``, ``45k``, ``85k``; CABGA381),
+    None for the target's default."""
+    if device is None:
+        return None
+    if target != "ecp5" or device not in ECP5_DEVICES:
+        raise ValueError(f"device must be one of {', '.join(ECP5_DEVICES)} (ECP5), not {device!r}")
+    return [f"--{device}", "--package", "CABGA381"]
+
+
 def evaluate_vit(
     vit: Any,
     inputs: np.ndarray,
     point: DesignPoint,
     *,
     product_lanes: int | None = None,
+    fifo_depths: Any = (),
     fmax_mhz: float | None = None,
     trace=None,
+    synth: bool = False,
+    pnr: bool = False,
+    target: str = "ecp5",
+    device: str | None = VIT_DEVICE,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ViTReport:
-    """The latency of one design point of a ViT: each image alone from reset through the exact
-    model of ``ViTCore`` (:func:`hw.model.vit_model.vit_schedule`) with the design's FIFOs (one
-    step of the producer deep), in cycles and, at ``fmax_mhz``, in µs."""
+    """One design point of a ViT (:class:`ViTReport`).
+
+    * latency: each image alone from reset, and the images back to back, through the exact
+      model of ``ViTCore`` (:func:`hw.model.vit_model.vit_schedule`) with the design's FIFOs
+      (the FIFO plan, ``fifo_depths`` by name);
+    * ``synth``: resources of the top and of every core (kept separate through synthesis);
+    * ``pnr`` (ECP5 or iCE40): place and route of the top in the pin-limited harness on
+      ``device`` (default the 85k), from the same synthesis; its fmax sets the µs and images/s.
+      Without it, ``fmax_mhz`` (a clock the caller gives) does;
+    * SOPs and energy per image: :func:`sw.vit.energy.count_ops`.
+    """
     from spikezip.hw.model.vit_model import vit_schedule
+    from spikezip.sw.vit.energy import count_ops
     from spikezip.sw.vit.reference import simulate
 
     if fmax_mhz is not None and not (isinstance(fmax_mhz, int | float) and fmax_mhz > 0):
         raise ValueError(f"fmax_mhz must be a positive number, not {fmax_mhz!r}")
+    if pnr and fmax_mhz is not None:
+        raise ValueError("give fmax_mhz or pnr, not both (place and route measures fmax)")
+    if pnr and target not in ("ecp5", "ice40"):
+        raise ValueError(f"place and route targets are ecp5 and ice40, not {target!r}")
+    dev_args = device_args(target, device) if pnr and target == "ecp5" else None
+    stage = on_stage or (lambda text: None)
+    params = replace(point.params(vit), fifo_depths=fifo_depths).checked(vit)
+    stage("reference trace")
     trace = trace if trace is not None else simulate(vit, inputs)
-    params = point.params(vit)
-    lat, need, depth, waited, busy = [], 0, 0, False, {}
-    for b in range(inputs.shape[0]):
+    n = inputs.shape[0]
+    stage(f"exact model, {n} images alone")
+    lat, need, depth, waited = [], 0, 0, False
+    for b in range(n):
         s = vit_schedule(vit, inputs[b : b + 1], trace.select([b]), params,
                          product_lanes=product_lanes)  # fmt: skip
         lat.append(int(s.latency[0]))
         need = max(need, max(min(f.need, f.depth) for f in s.fifos))
         depth = max(depth, max(f.depth for f in s.fifos))
         waited |= s.backpressure
-        for ld in s.loads:
-            busy[ld.name] = busy.get(ld.name, 0) + ld.work
+    stage(f"exact model, {n} images back to back")
+    run = vit_schedule(vit, inputs, trace, params, product_lanes=product_lanes)
+    waited |= run.backpressure
+    busy = {ld.name: ld.work for ld in run.loads}
+    top = max(busy, key=busy.get)
+    util: dict[str, float] = {}
+    for kind in ("linear", "product"):
+        lds = [ld for ld in run.loads if ld.kind == kind and ld.lanes and ld.accumulate]
+        if lds:
+            util[kind] = sum(ld.ops for ld in lds) / sum(ld.lanes * ld.accumulate for ld in lds)
+            util[f"{kind} lowest"] = min(ld.accumulate_utilization for ld in lds)
     lat = np.array(lat)
     latency = Latency(
         cycles_mean=float(lat.mean()),
@@ -373,21 +511,62 @@ def evaluate_vit(
         fifo_depth=int(depth),
         fifo_peak=int(need),
     )
+    ops = count_ops(vit, trace, inputs)
+    synthesis = placed = None
+    if synth or pnr:
+        from spikezip.hw.cores.vit_core import ViTCore
+        from spikezip.hw.flow.synth import place_and_route, synthesize
+        from spikezip.hw.flow.verilog import generate
+
+        def core():
+            return ViTCore(vit=vit, params=params, product_lanes=product_lanes)
+
+        if pnr:
+            stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
+            p = place_and_route(
+                core(), target=target, device_args=dev_args, keep=("harness.dut", "harness.dut.*")
+            )
+            mods = dict(p.synth.modules)
+            total = mods.pop("harness.dut")
+            synthesis = _vit_synthesis(target, total, mods, p.synth.seconds)
+            placed = PlaceRoute(
+                device=p.device,
+                fmax_mhz=round(p.fmax_mhz, 2),
+                critical_path=p.critical_path_text,
+                utilization=p.utilization,
+                seconds=round(p.seconds, 1),
+            )
+            fmax_mhz = placed.fmax_mhz
+        else:
+            stage(f"synthesis ({target})")
+            r = synthesize(
+                generate(core(), "spikezip_net"), "spikezip_net", target=target,
+                keep=("spikezip_net.*",),
+            )  # fmt: skip
+            synthesis = _vit_synthesis(target, r.total, r.modules, r.seconds)
     if fmax_mhz is not None:
         latency = latency.at(float(fmax_mhz))
-    top = max(busy, key=busy.get)
     return ViTReport(
         network=vit.name or "vit",
         point=point,
         product_lanes=vit.tokens if product_lanes is None else int(product_lanes),
         sites=len(vit.sites),
+        fifo_depths=dict(params.fifo_depths),
         latency=latency,
+        back_to_back_cycles=run.total_cycles / n,
         fmax_mhz=None if fmax_mhz is None else float(fmax_mhz),
-        samples=int(inputs.shape[0]),
+        samples=int(n),
         steps_mean=float(np.asarray(trace.steps).mean()),
         backpressure=bool(waited),
         busiest=top,
-        busiest_cycles=busy[top] / inputs.shape[0],
+        busiest_cycles=busy[top] / n,
+        utilization=util,
+        sops_per_image=float(ops.sops.mean()),
+        energy_nj_per_image=float(ops.energy_pj.mean() / 1000),
+        ann_macs_per_image=float(ops.ann_macs),
+        ann_energy_nj_per_image=float(ops.ann_energy_pj / 1000),
+        synthesis=synthesis,
+        pnr=placed,
     )
 
 
@@ -400,8 +579,10 @@ def evaluate(
     pnr: bool = True,
     generic: bool = False,
     trace=None,
+    device: str | None = None,
 ) -> Report:
-    """Resources, fmax, latency, SOPs and energy of one design point."""
+    """Resources, fmax, latency, SOPs and energy of one design point (``device``: an ECP5
+    size, :func:`device_args`; default the 25k)."""
     from spikezip.hw.cores.network_core import NetworkCore
     from spikezip.hw.flow.synth import place_and_route, synthesize
     from spikezip.hw.flow.verilog import generate
@@ -432,7 +613,7 @@ def evaluate(
     macs = float(sum(layer.n_in * layer.n_out for layer in network.layers))
     placed = None
     if pnr and target in ("ecp5", "ice40"):
-        p = place_and_route(core(), target=target)
+        p = place_and_route(core(), target=target, device_args=device_args(target, device))
         placed = PlaceRoute(
             device=p.device,
             fmax_mhz=round(p.fmax_mhz, 2),
@@ -472,8 +653,13 @@ def evaluate(
 
 
 def _eval_job(args):
+    from spikezip.ir.files import load_network
+
     path, inputs, point, kw = args
-    return evaluate(Network.load(path), inputs, point, **kw)
+    network = load_network(path)
+    if isinstance(network, Network):
+        return evaluate(network, inputs, point, **kw)
+    return evaluate_vit(network, inputs, point, **kw)
 
 
 def _ignore_sigint() -> None:
@@ -575,29 +761,98 @@ def table(result: Report | ViTReport) -> str:
     return "\n".join(lines)
 
 
-def _vit_table(result: ViTReport) -> str:
+def _resources_row(label: str, r: Resources, target: str, width: int = 18) -> str:
+    return (
+        f"{label:<{width}}{r.lut4(target):>8}{r.lut:>8}{r.carry:>7}{r.ff:>7}{r.bram:>6}{r.dsp:>5}"
+        f"{r.lutram:>8}"
+    )
+
+
+def _resources_header(first: str, width: int = 18) -> str:
+    return (
+        f"{first:<{width}}{'LUT4*':>8}{'LUT4':>8}{'carry':>7}{'FF':>7}{'BRAM':>6}{'DSP':>5}"
+        f"{'LUTRAM':>8}"
+    )
+
+
+def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
     lat = result.latency
+    fifos = "the FIFO plan" + (
+        f", {len(result.fifo_depths)} set by name" if result.fifo_depths else ""
+    )
     lines = [
         f"{result.network} {result.point.label} (ViT, {result.sites} sites, product lanes "
-        f"{result.product_lanes})",
-        f"latency {lat.cycles_mean:.0f} cycles mean / {lat.cycles_max} max / {lat.cycles_min} min "
-        f"per image from reset (exact ViT model, {result.samples} samples, "
-        f"{result.steps_mean:.1f} steps)",
-        f"FIFOs: one producer step deep (up to {lat.fifo_depth} entries); "
-        + ("backpressure in some image (modelled)" if result.backpressure else "never full"),
-        f"busiest core: {result.busiest}, {result.busiest_cycles:.0f} busy cycles per image",
+        f"{result.product_lanes}, FIFOs: {fifos})",
     ]
-    if result.fmax_mhz is not None:
+    s = result.synthesis
+    if s is not None:
+        lines.append(_resources_header("cores (" + s.target + ")"))
+        for kind, r in s.kinds.items():
+            lines.append(_resources_row(kind, r, s.target))
+        lines.append(_resources_row("total", s.total, s.target))
+        lines.append("(LUT4*: LUT4 + 2 per carry cell + 4 per LUT-RAM)")
+        if cores:
+            lines.append("")
+            lines.append(_resources_header("core", 34))
+            for name, r in sorted(s.cores.items()):
+                lines.append(_resources_row(name, r, s.target, 34))
+            lines.append("")
+    lines += [
+        f"latency {lat.cycles_mean:.0f} cycles mean / {lat.cycles_max} max / {lat.cycles_min} min "
+        f"per image alone (exact ViT model, {result.samples} samples, "
+        f"{result.steps_mean:.1f} steps); back to back {result.back_to_back_cycles:.0f} cycles "
+        "per image",
+        "FIFO backpressure: "
+        + ("in some image (modelled exactly)" if result.backpressure else "none")
+        + f"; busiest core {result.busiest}, {result.busiest_cycles:.0f} busy cycles per image",
+    ]
+    if result.utilization:
         lines.append(
-            f"at {result.fmax_mhz:g} MHz (given): {lat.us_mean:.2f} µs mean / {lat.us_max:.2f} "
-            "µs max"
+            "accumulate-phase lane utilization back to back: "
+            + ", ".join(
+                f"{kind} cores {result.utilization[kind]:.1%} (lowest "
+                f"{result.utilization[kind + ' lowest']:.1%})"
+                for kind in ("linear", "product")
+                if kind in result.utilization
+            )
         )
-    lines.append("resources and fmax: not evaluated for a ViT (whole-ViT synthesis ~20 min)")
+    if result.pnr is not None:
+        p = result.pnr
+        lines.append(
+            f"fmax {p.fmax_mhz:.1f} MHz ({p.device}, placed and routed): "
+            f"{lat.us_mean:.1f} µs mean / {lat.us_max:.1f} µs max per image alone, "
+            f"{result.images_per_second:.0f} images/s back to back"
+        )
+        lines.append(f"critical path: {p.critical_path}")
+        used = {
+            k: v for k, v in p.utilization.items() if k in ("TRELLIS_SLICE", "DP16KD", "MULT18X18D")
+        }
+        if used:
+            lines.append(
+                "device use: "
+                + ", ".join(f"{k} {v.get('used')}/{v.get('available')}" for k, v in used.items())
+            )
+    elif result.fmax_mhz is not None:
+        lines.append(
+            f"at {result.fmax_mhz:g} MHz (given, not measured): {lat.us_mean:.1f} µs mean / "
+            f"{lat.us_max:.1f} µs max per image alone, {result.images_per_second:.0f} images/s "
+            "back to back"
+        )
+    if s is None:
+        lines.append("resources and fmax: not evaluated (--no-synth)")
+    elif result.pnr is None:
+        lines.append("fmax: not evaluated (--no-pnr)")
+    lines.append(
+        f"SOPs {result.sops_per_image:.0f}/image, energy {result.energy_nj_per_image:.2f} nJ "
+        f"(§4.5); ANN {result.ann_macs_per_image:.0f} MACs = "
+        f"{result.ann_energy_nj_per_image:.2f} nJ"
+    )
     return "\n".join(lines)
 
 
 def markdown(result: Report | ViTReport) -> str:
-    return "# Co-design report\n\n```\n" + table(result) + "\n```\n"
+    text = _vit_table(result, cores=True) if isinstance(result, ViTReport) else table(result)
+    return "# Co-design report\n\n```\n" + text + "\n```\n"
 
 
 def write_report(result: Report | ViTReport, directory: str | os.PathLike) -> tuple[Path, Path]:
@@ -609,14 +864,33 @@ def write_report(result: Report | ViTReport, directory: str | os.PathLike) -> tu
     return d / "report.json", d / "report.md"
 
 
-def sweep_table(results: Sequence[Report]) -> str:
-    """The sweep as a terminal table, Pareto points (LUTs vs latency) starred."""
+def sweep_table(results: Sequence[Report | ViTReport]) -> str:
+    """The sweep as a terminal table, Pareto points (LUTs, or a ViT's back-to-back cycles
+    without synthesis, vs latency) starred."""
     front = set(_front(results))
+    nan = float("nan")
+    if results and isinstance(results[0], ViTReport):
+        lines = [
+            f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'alone':>9}{'b2b':>9}"
+            f"{'fmax':>8}{'µs':>9}{'img/s':>8}  Pareto"
+        ]
+        for i, r in enumerate(results):
+            t = r.synthesis.total if r.synthesis is not None else None
+            ips = r.images_per_second
+            lines.append(
+                f"{r.point.label:<22}"
+                + (f"{r.luts:>8}{t.ff:>7}{t.bram:>6}{t.dsp:>5}" if t else f"{'-':>8}{'':>18}")
+                + f"{r.latency.cycles_mean:>9.0f}{r.back_to_back_cycles:>9.0f}"
+                f"{r.fmax_mhz if r.fmax_mhz is not None else nan:>8.1f}"
+                f"{r.latency.us_mean if r.latency.us_mean is not None else nan:>9.1f}"
+                f"{ips if ips is not None else nan:>8.0f}  {'*' if i in front else ''}"
+            )
+        lines.append("(alone: cycles per image from reset; b2b: per image back to back)")
+        return "\n".join(lines)
     lines = [
         f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'cycles':>9}{'fmax':>8}"
         f"{'µs':>9}  Pareto"
     ]
-    nan = float("nan")
     for i, r in enumerate(results):
         t = r.resources.total
         lat = r.latency
@@ -630,7 +904,9 @@ def sweep_table(results: Sequence[Report]) -> str:
     return "\n".join(lines)
 
 
-def write_sweep(results: Sequence[Report], directory: str | os.PathLike) -> tuple[Path, ...]:
+def write_sweep(
+    results: Sequence[Report | ViTReport], directory: str | os.PathLike
+) -> tuple[Path, ...]:
     """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``directory``, each atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -643,24 +919,33 @@ def write_sweep(results: Sequence[Report], directory: str | os.PathLike) -> tupl
     return d / "sweep.json", d / "sweep.md", d / "sweep.png"
 
 
-def _latency_axis(results: Sequence[Report]) -> tuple[list[float], bool]:
+def _latency_axis(results: Sequence[Report | ViTReport]) -> tuple[list[float], bool]:
     use_us = all(r.latency.us_mean is not None for r in results)
     return [r.latency.us_mean if use_us else r.latency.cycles_mean for r in results], use_us
 
 
-def _front(results: Sequence[Report]) -> list[int]:
+def _size_axis(results: Sequence[Report | ViTReport]) -> tuple[list[float], str]:
+    """LUTs, or (ViTs without synthesis) cycles per image back to back."""
+    if all(r.luts is not None for r in results):
+        return [r.luts for r in results], "LUT4 (+2 per carry cell, +4 per LUT-RAM)"
+    return [r.back_to_back_cycles for r in results], "cycles per image back to back"
+
+
+def _front(results: Sequence[Report | ViTReport]) -> list[int]:
     ys, _ = _latency_axis(results)
-    return pareto(list(zip((r.luts for r in results), ys, strict=True)))
+    xs, _ = _size_axis(results)
+    return pareto(list(zip(xs, ys, strict=True)))
 
 
-def plot_sweep(results: Sequence[Report], path: str | os.PathLike) -> list[int]:
-    """LUTs vs latency, Pareto front marked; returns the front's indices."""
+def plot_sweep(results: Sequence[Report | ViTReport], path: str | os.PathLike) -> list[int]:
+    """LUTs (a ViT without synthesis: back-to-back cycles) vs latency, Pareto front marked;
+    returns the front's indices."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [r.luts for r in results]
+    xs, xlabel = _size_axis(results)
     ys, use_us = _latency_axis(results)
     front = _front(results)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -669,7 +954,7 @@ def plot_sweep(results: Sequence[Report], path: str | os.PathLike) -> list[int]:
     ax.plot([xs[i] for i in f], [ys[i] for i in f], "o-", color="tab:red", label="Pareto front")
     for x, y, r in zip(xs, ys, results, strict=True):
         ax.annotate(r.point.label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("LUT4 (+2 per carry cell, +4 per LUT-RAM)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("latency per inference [µs]" if use_us else "latency per inference [cycles]")
     ax.set_xscale("log")
     ax.set_yscale("log")

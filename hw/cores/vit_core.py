@@ -175,12 +175,7 @@ class ViTCore(wiring.Component):
         pl = vit.tokens if product_lanes is None else product_lanes
         if isinstance(pl, bool) or not isinstance(pl, int) or pl < 1:
             raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
-        unknown = sorted(set(dict(checked.fifo_depths)) - set(fifo_names(vit)))
-        if unknown:
-            raise ValueError(
-                f"fifo_depths names no FIFO of this ViT: {', '.join(unknown[:3])}"
-                f"{' …' if len(unknown) > 3 else ''} (see hw.cores.vit_core.fifo_names)"
-            )
+        # (DesignParams.checked refused FIFO names this ViT does not have)
         self = super().__new__(cls, src_loc_at=1)
         self._params, self._product_lanes = checked, pl
         self._specs = {

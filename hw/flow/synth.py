@@ -19,6 +19,7 @@ The first yowasp call on a machine compiles the WebAssembly (~30–70 s, then ca
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,8 @@ __all__ = [
     "PnrResult",
     "SynthResult",
     "ToolError",
+    "expand_keep",
+    "module_names",
     "place_and_route",
     "resources",
     "synthesize",
@@ -167,13 +170,15 @@ def synthesize(
     keep: Sequence[str] = (),
     workdir: str | Path | None = None,
 ) -> SynthResult:
-    """Synthesise Verilog text for ``target``; modules in ``keep`` stay separate (their counts)."""
+    """Synthesise Verilog text for ``target``; modules in ``keep`` stay separate (their counts;
+    ``<module>.*`` keeps every direct submodule of ``<module>``, :func:`expand_keep`)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     with tempfile.TemporaryDirectory(prefix="spikezip-synth-") as tmp:
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "design.v").write_text(verilog)
+        keep = expand_keep(verilog, keep)
         keeps = "".join(f"setattr -mod -set keep_hierarchy 1 {_esc(m)}; " for m in keep)
 
         def script(abc9: bool) -> str:
@@ -203,6 +208,29 @@ def synthesize_netlist(verilog: str, top: str, *, target: str = "ecp5") -> dict[
 
         _yosys(script, wd)
         return json.loads((wd / "netlist.json").read_text())
+
+
+def module_names(verilog: str) -> list[str]:
+    """The modules a Verilog text defines, in order (escaped names without the backslash)."""
+    return [m.lstrip("\\") for m in re.findall(r"^module\s+(\S+?)\s*\(", verilog, re.M)]
+
+
+def expand_keep(verilog: str, keep: Sequence[str]) -> tuple[str, ...]:
+    """``keep`` with every ``<module>.*`` replaced by that module's direct submodules (Amaranth
+    names them ``<module>.<child>``) in ``verilog``; a name that is not defined is an error."""
+    have = module_names(verilog)
+    out: list[str] = []
+    for k in keep:
+        if k.endswith(".*"):
+            parent = k[:-2]
+            prefix = parent + "."
+            out += [m for m in have if m.startswith(prefix) and "." not in m[len(prefix) :]]
+        else:
+            out.append(k)
+    missing = [m for m in out if m not in have]
+    if missing:
+        raise ValueError(f"keep: no module {missing[0]!r} in the design")
+    return tuple(dict.fromkeys(out))
 
 
 def _esc(name: str) -> str:
@@ -329,25 +357,43 @@ def place_and_route(
     seed: int = 1,
     device_args: Sequence[str] | None = None,
     workdir: str | Path | None = None,
+    keep: Sequence[str] = (),
 ) -> PnrResult:
-    """Wrap ``component`` in a :class:`Harness`, synthesise it and place and route it."""
+    """Wrap ``component`` in a :class:`Harness`, synthesise it and place and route it.
+
+    ``keep``: modules of the harness's Verilog (``harness.dut``, ``harness.dut.<core>``) that
+    stay separate through synthesis, so ``result.synth.modules`` has their resources from the
+    same run; they are flattened before place and route (one synthesis for both numbers).
+    """
     if target not in DEVICES:
         raise ValueError(f"place and route targets are {', '.join(DEVICES)}, not {target!r}")
     device, args = DEVICES[target]
     if device_args is not None:
         device, args = " ".join(device_args), list(device_args)
     verilog = generate(Harness(component), "harness")
+    keep = expand_keep(verilog, keep)
     with tempfile.TemporaryDirectory(prefix="spikezip-pnr-") as tmp:
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "design.v").write_text(verilog)
         t0 = time.perf_counter()
 
+        keeps = " ".join(_esc(m) for m in keep)
+
         def script(abc9: bool) -> str:
+            if not keep:
+                return (
+                    "read_verilog design.v; "
+                    f"{_synth_command(target, 'harness', 'harness.json', abc9=abc9)}; "
+                    "tee -q -o stat.json stat -json"
+                )
             return (
-                "read_verilog design.v; "
-                f"{_synth_command(target, 'harness', 'harness.json', abc9=abc9)}; "
-                "tee -q -o stat.json stat -json"
+                "read_verilog design.v; hierarchy -top harness; "
+                f"setattr -mod -set keep_hierarchy 1 {keeps}; "
+                f"{_synth_command(target, 'harness', abc9=abc9)}; "
+                "tee -q -o stat.json stat -json; "
+                f"setattr -mod -unset keep_hierarchy {keeps}; flatten; clean; "
+                "write_json harness.json"
             )
 
         abc9 = _yosys(script, wd)
@@ -355,7 +401,7 @@ def place_and_route(
             json.loads((wd / "stat.json").read_text()),
             target,
             "harness",
-            (),
+            tuple(keep),
             time.perf_counter() - t0,
         )
         packed = None

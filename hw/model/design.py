@@ -192,6 +192,17 @@ class DesignParams:
             raise ValueError(
                 "fifo_depths sets a ViT's FIFOs by name; an MLP's FIFOs take fifo_depth"
             )
+        if self.fifo_depths:
+            from spikezip.hw.model.vit_sites import fifo_names
+
+            names = fifo_names(network)
+            unknown = sorted(n for n, _ in self.fifo_depths if n not in names)
+            if unknown:
+                raise ValueError(
+                    f"fifo_depths names no FIFO of this ViT: {', '.join(unknown[:3])}"
+                    f"{' …' if len(unknown) > 3 else ''} (its {len(names)} FIFOs: "
+                    f"{', '.join(names[:3])}, …; hw.model.vit_sites.fifo_names)"
+                )
         return self
 
     # -- derived facts -------------------------------------------------------------------------

@@ -76,18 +76,22 @@ def test_transformer_errors_are_one_line(files, capsys):
 
 
 def test_report_of_a_transformer_is_its_latency(files, capsys):
-    """``report`` of a ViT: each image's latency from the exact ViT model, µs at ``--fmax``."""
+    """``report --no-synth`` of a ViT: each image's latency alone and the images back to back
+    from the exact ViT model, µs and images/s at ``--fmax``, lane utilization, SOPs, energy."""
     import json
 
     from spikezip.hw.model.vit_model import vit_schedule
     from spikezip.report import ViTReport
+    from spikezip.sw.vit.energy import count_ops
 
     out = files / "rep"
     argv = ["report", files / "vit.npz", "--inputs", files / "x.npy", "--lanes", "2"]
-    assert run(*argv, "--fmax", "125", "-o", out) == 0
+    assert run(*argv, "--no-synth", "--fmax", "125", "-o", out) == 0
     printed = capsys.readouterr()
-    assert "fmax of a ViT are not evaluated" in printed.err and "at 125 MHz (given)" in printed.out
+    assert "resources and fmax: not evaluated (--no-synth)" in printed.out
+    assert "at 125 MHz (given, not measured)" in printed.out
     report = ViTReport.from_json(json.loads((out / "report.json").read_text()))
+    assert ViTReport.from_json(report.to_json()) == report
     vit, x = VisionTransformer.load(files / "vit.npz"), np.load(files / "x.npy")
     tr = simulate(vit, x)
     lat = [
@@ -97,6 +101,63 @@ def test_report_of_a_transformer_is_its_latency(files, capsys):
     assert (report.latency.cycles_max, report.latency.cycles_min) == (max(lat), min(lat))
     assert report.latency.cycles_mean == pytest.approx(np.mean(lat))
     assert report.latency.us_max == pytest.approx(max(lat) / 125)
+    whole = vit_schedule(vit, x, tr, lanes=2)
+    assert report.back_to_back_cycles == pytest.approx(whole.total_cycles / 3)
+    assert report.images_per_second == pytest.approx(125e6 * 3 / whole.total_cycles)
+    linear = [ld for ld in whole.loads if ld.kind == "linear"]
+    assert report.utilization["linear"] == pytest.approx(
+        sum(ld.ops for ld in linear) / sum(ld.lanes * ld.accumulate for ld in linear)
+    )
+    assert report.utilization["linear lowest"] <= report.utilization["linear"] <= 1
+    ops = count_ops(vit, tr, x)
+    assert report.sops_per_image == pytest.approx(ops.sops.mean())
+    assert report.energy_nj_per_image == pytest.approx(ops.energy_pj.mean() / 1000)
     assert report.point.label == "P=2" and report.samples == 3 and report.sites == len(vit.sites)
+    assert report.synthesis is None and report.pnr is None and report.fifo_depths == {}
     assert run(*argv, "--fmax", "nan", "-o", out) == 2
     assert "--fmax must be a clock in MHz" in capsys.readouterr().err
+    assert run(*argv, "--fmax", "100", "-o", out) == 2  # fmax comes from place and route
+    assert "--fmax is the clock of a report without place and route" in capsys.readouterr().err
+
+
+def test_report_and_sweep_take_fifo_depths_by_name(files, capsys):
+    """``--fifo-depths NAME=N,…`` sets single FIFOs of a ViT: the report's latency is the exact
+    model's with those FIFOs; bad forms, unknown names and an MLP get one line and exit 2."""
+    import json
+
+    from spikezip.hw.model.vit_model import vit_schedule
+    from spikezip.hw.model.vit_sites import fifo_names
+    from spikezip.report import ViTReport
+
+    vit, x = VisionTransformer.load(files / "vit.npz"), np.load(files / "x.npy")
+    names = fifo_names(vit)
+    depths = {names[0]: 1, names[-1]: 2}
+    text = ",".join(f"{n}={d}" for n, d in depths.items())
+    argv = ["report", files / "vit.npz", "--inputs", files / "x.npy", "--no-synth"]
+    assert run(*argv, "--fifo-depths", text, "-o", files / "rep") == 0
+    capsys.readouterr()
+    report = ViTReport.from_json(json.loads((files / "rep" / "report.json").read_text()))
+    assert report.fifo_depths == depths
+    tr = simulate(vit, x)
+    want = vit_schedule(vit, x, tr, lanes=8, fifo_depths=depths).total_cycles / 3
+    assert report.back_to_back_cycles == pytest.approx(want)
+    for bad, message in [
+        ("nope_fifo=3", "--fifo-depths: names no FIFO of this ViT: nope_fifo"),
+        (f"{names[0]}=0", "--fifo-depths must be NAME=N[,NAME=N…]"),
+        (f"{names[0]}=2,{names[0]}=3", "each FIFO once"),
+        ("=4", "--fifo-depths must be"),
+    ]:
+        assert run(*argv, "--fifo-depths", bad, "-o", files / "rep2") == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    sweep = ["sweep", files / "vit.npz", "--inputs", files / "x.npy", "--no-synth", "-q"]
+    assert run(*sweep, "--lanes", "1,2", "--fifo-depths", text, "-o", files / "sw") == 0
+    record = json.loads((files / "sw" / "sweep.json").read_text())
+    results = [ViTReport.from_json(r) for r in record["results"]]
+    assert [r.point.label for r in results] == ["P=1", "P=2"]
+    assert all(r.fifo_depths == depths for r in results)
+    assert (files / "sw" / "sweep.png").stat().st_size > 0
+    for r in results:
+        lanes = int(r.point.lanes)
+        sched = vit_schedule(vit, x, tr, lanes=lanes, fifo_depths=depths)
+        assert r.back_to_back_cycles == pytest.approx(sched.total_cycles / 3)

@@ -94,3 +94,51 @@ def test_place_and_route_layer_core(digits_network):
     p = place_and_route(LayerCore.for_network(digits_network, 1, lanes=4), target="ecp5")
     assert 20 < p.fmax_mhz < 500
     assert p.critical_path and p.utilization["TRELLIS_IO"]["used"] <= 8
+
+
+def test_keep_expands_to_the_direct_submodules(digits_network, digits_verilog):
+    """``<module>.*`` keeps every direct child (not grandchildren); an unknown name is an
+    error, not a silent no-op (Yosys would otherwise report no such module's counts)."""
+    from spikezip.hw.flow.synth import expand_keep, module_names
+
+    names = module_names(digits_verilog)
+    kept = expand_keep(digits_verilog, ["spikezip_net.*"])
+    layers = [f"spikezip_net.layer{k}" for k in range(digits_network.depth)]
+    assert set(layers) <= set(kept)
+    assert all(n.count(".") == 1 and n in names for n in kept)
+    assert any(n.count(".") > 1 for n in names)  # grandchildren exist and are not kept
+    with pytest.raises(ValueError, match=r"keep: no module 'spikezip_net\.nope'"):
+        expand_keep(digits_verilog, ["spikezip_net.nope"])
+
+
+@pytest.mark.slow
+@pytest.mark.synth
+def test_vit_synthesis_counts_every_core():
+    """A ViT's report synthesis keeps every ``ViTCore`` submodule: one count per core, grouped
+    by kind; the top's own glue (what no core holds) is never negative."""
+    import dataclasses
+
+    import numpy as np
+
+    from spikezip.hw.cores.vit_core import ViTCore
+    from spikezip.hw.flow.synth import expand_keep
+    from spikezip.hw.model.design import DesignParams
+    from spikezip.report import DesignPoint, evaluate_vit, vit_core_kind
+    from tests.sw.test_vit_reference import one_block_vit
+
+    vit = one_block_vit()
+    x = np.array([[16, 3], [0, 0], [5, 9]])
+    r = evaluate_vit(vit, x, DesignPoint(lanes=2), synth=True)
+    verilog = generate(ViTCore(vit=vit, params=DesignParams.of(vit, lanes=2)), "spikezip_net")
+    children = {n.rsplit(".", 1)[-1] for n in expand_keep(verilog, ["spikezip_net.*"])}
+    assert set(r.synthesis.cores) == children
+    kinds = {vit_core_kind(n) for n in children}
+    assert {"site cores", "LayerNorm", "residual stages", "softmax", "products", "FIFOs"} <= kinds
+    for site in vit.sites:
+        core = r.synthesis.cores["site_" + site.name.replace(".", "_")]
+        assert core.ff > 0, site.name
+    for field in dataclasses.fields(r.synthesis.total):
+        total = getattr(r.synthesis.total, field.name)
+        assert sum(getattr(k, field.name) for k in r.synthesis.kinds.values()) == total
+        assert getattr(r.synthesis.kinds["other"], field.name) >= 0, field.name
+    assert r.luts == r.synthesis.total.lut4("ecp5") > 0
