@@ -2,14 +2,17 @@
 which core sets the pace.
 
     python bench/bench_vit_model.py [--images N] [--lanes P] [--pipeline D]
-                                    [--layer-norm-units U] [--fifo-depth F]
+                                    [--layer-norm-units U] [--fifo-depth F] [--chain]
 
 Loads the cached default :class:`sw.vit.model.VitConfig` model, runs the reference on the first
 ``N`` digits test images (default 3) and models ``ViTCore`` running them back to back (lanes
 ``P``, default 8; pipeline preset 1; product lanes = tokens; FIFOs one step deep unless
 ``--fifo-depth``): total cycles, each image's latency, the model's passes and time, the FIFOs
 that made their producers wait, and per core its busy cycles per image, busy fraction and (site
-cores and products) accumulate-phase lane utilization. Records ``build/bench/vit_model.json``.
+cores and products) accumulate-phase lane utilization. ``--chain``: also the first image's step-0
+wavefront, the critical-path view of the latency — per core in the order its step-0 marker
+leaves, the cycle it took its first input, emitted its first event and its marker, and what it
+added to the chain. Records ``build/bench/vit_model.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> int:
     ap.add_argument("--pipeline", type=int, default=1, choices=(0, 1, 2, 3))
     ap.add_argument("--layer-norm-units", type=int, default=None)
     ap.add_argument("--fifo-depth", type=int, default=None)
+    ap.add_argument("--chain", action="store_true", help="print the step-0 wavefront (image 0)")
     args = ap.parse_args()
     net = to_transformer(vit.load_or_train(vit.VitConfig()), name="digits-vit")
     x = digits.load().x_test[: args.images]
@@ -74,6 +78,20 @@ def main() -> int:
         print(f"  {ld.name:28s} {ld.kind:9s} {ld.work / n:10,.0f} {ld.busy_fraction:6.3f} {util}")
     top = loads[0]
     print(f"\n  pace-setter: {top.name} ({top.kind}), {top.work / n:,.0f} busy cycles per image")
+    chain = step0_chain(sched)
+    if args.chain:
+        print("\n  step-0 wavefront of image 0 (cycles from reset; 'adds': marker after the one")
+        print("  before it in this order; 'own': marker after the core's first input)")
+        print(f"  {'core':28s} {'in':>7s} {'first out':>9s} {'events':>6s} {'marker':>7s} "
+              f"{'adds':>6s} {'own':>6s}")  # fmt: skip
+        prev = 0
+        for row in chain:
+            print(
+                f"  {row['core']:28s} {row['first_in']:7d} {row['first_out']:9d} "
+                f"{row['events']:6d} {row['marker']:7d} {row['marker'] - prev:6d} "
+                f"{row['marker'] - row['first_in']:6d}"
+            )
+            prev = row["marker"]
     results = {
         "digest": net.digest(),
         "images": n,
@@ -87,6 +105,7 @@ def main() -> int:
         "passes": sched.passes,
         "model_s": round(model_s, 1),
         "fifos_waited": {f.name: f.waited for f in waited},
+        "step0_chain": chain,
         "loads": [
             {
                 "core": ld.name,
@@ -100,6 +119,24 @@ def main() -> int:
     }
     print(f"recorded {record('vit_model', results)}")
     return 0
+
+
+def step0_chain(sched) -> list[dict]:
+    """Every core's step 0 of the first inference, in the order its marker leaves: the cycle it
+    took its first input beat, offered its first event (-1: none) and sent its marker."""
+    rows = []
+    for name, core in list(sched.sites.items()) + list(sched.cores.items()):
+        events, marker = core.beats[0][0]
+        rows.append(
+            {
+                "core": name,
+                "first_in": min((t[0] for t in core.taken if t), default=-1),
+                "first_out": min(events) if events else -1,
+                "events": len(events),
+                "marker": marker,
+            }
+        )
+    return sorted(rows, key=lambda r: r["marker"])
 
 
 if __name__ == "__main__":
