@@ -62,16 +62,32 @@ __all__ = [
 
 #: ``hw.cores.softmax.InputBuffer``: a beat accepted on ``i`` is consumed in the next cycle
 INPUT_LATENCY = 1
+#: ``hw.cores.softmax.StepSequencer``: cycles from an event's consumption to its row's flag
+#: being set (the index, then the row ``(index·M) >> S`` registered, then the flag)
+ROW_FLAG_LATENCY = 3
+#: ``hw.cores.softmax.StepSequencer``: cycles from a change of the row flags (the last event's
+#: flag, a row start) to the next row pick (the lowest flag one-hot, then its base index)
+ROW_PICK_LATENCY = 2
+#: cycles from a step's marker to its first row strobe (the last event's flag, then the pick)
+ROW_FIRST_LATENCY = ROW_FLAG_LATENCY - 1 + ROW_PICK_LATENCY
 #: cycles from a row's strobe to its first score read (the row passes register the base)
 ROW_START_LATENCY = 1
-#: ``hw.cores.softmax.ScoreStore``: score read latency
-SCORE_READ_LATENCY = 1
-#: ``hw.cores.softmax.RowExp``: table ROM read latency (then ``Σ`` and the row buffer register)
-TABLE_LATENCY = 1
-#: ``hw.cores.softmax.DivideIssue``: row-buffer read, then the operand register
-ISSUE_LATENCY = 2
-#: ``hw.cores.softmax.DriveOut``: previous-output read, then the output register
-DRIVE_LATENCY = 2
+#: ``hw.cores.softmax.ScoreStore``: score read latency (the block RAM, its output register, a
+#: register near the logic)
+SCORE_READ_LATENCY = 3
+#: ``hw.cores.softmax.RowExp``: a copy of the score (apart from the maximum's compare), then the
+#: registered gap ``max − P_j`` (the table address)
+GAP_LATENCY = 2
+#: ``hw.cores.softmax.RowExp``: table ROM read latency (the block RAM, its output register;
+#: then ``Σ`` and the row buffer are written)
+TABLE_LATENCY = 2
+#: cycles from a score read to the write of its ``E`` (the row buffer and ``Σ``)
+ROW_WRITE_LATENCY = SCORE_READ_LATENCY + GAP_LATENCY + TABLE_LATENCY
+#: ``hw.cores.softmax.DivideIssue``: row-buffer read, the product ``E·N``, the operand register
+ISSUE_LATENCY = 3
+#: ``hw.cores.softmax.DriveOut``: previous-output read (block RAM, output register), the drive
+#: register, then the output register
+DRIVE_LATENCY = 4
 
 
 def _pos(name: str, value: Any, lo: int = 1) -> int:
@@ -221,13 +237,14 @@ class SoftmaxTiming:
 
     @property
     def row_period(self) -> int:
-        """Cycles between the starts of two rows (max pass, exp pass, 2 of latency)."""
-        return 2 * self.tokens + SCORE_READ_LATENCY + TABLE_LATENCY
+        """Cycles between the starts of two rows: the max pass and the exp pass (the next row's
+        reads follow the last one; at least the row pick's ``ROW_PICK_LATENCY + 1``)."""
+        return max(2 * self.tokens, ROW_PICK_LATENCY + 1)
 
     @property
     def divide_offset(self) -> int:
-        """Cycles from a row's first read to its first division issue."""
-        return self.row_period
+        """Cycles from a row's first read to its first division issue (its last ``E`` written)."""
+        return 2 * self.tokens + ROW_WRITE_LATENCY
 
     @property
     def out_delay(self) -> int:
@@ -411,11 +428,13 @@ def _run(timing, inputs, outputs, arrivals, ready):
                 c += 1
             m = c - 1
             rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
-            first = m + 1 + ROW_START_LATENCY
+            first = m + ROW_FIRST_LATENCY + ROW_START_LATENCY
             issue = {int(r): first + i * period + timing.divide_offset for i, r in enumerate(rows)}
             idx = outs[t].indices
             events = [fz.emit(int(issue[int(i) // n] + int(i) % n + out_delay)) for i in idx]
-            z = first + (len(rows) - 1) * period + timing.divide_offset + n if len(rows) else m + 2
+            z = first + (len(rows) - 1) * period + timing.divide_offset + n
+            if not len(rows):
+                z = m + 1 + ROW_FIRST_LATENCY
             inf_marks.append((st.n_events, a, fz.real(m), events, fz.emit(z + out_delay)))
             work += st.n_events + 1 + z - m
             phase = z + 1

@@ -155,8 +155,11 @@ def test_widths_and_ports() -> None:
     mult, shift = p.row_reciprocal()
     assert all((i * mult) >> shift == i // 3 for i in range(18))
     core = SoftmaxCore(p)
-    assert core.out_delay == 2 + core.divider_latency + 2 == core.timing.out_delay
-    assert core.timing.row_period == 2 * 3 + 2
+    assert core.out_delay == 3 + core.divider_latency + 4 == core.timing.out_delay
+    assert core.timing.row_period == 2 * 3  # the next row's reads follow the last one
+    assert core.timing.divide_offset == 2 * 3 + 7  # score read 3, gap 2, table 2
+    one = sm.SoftmaxParams(**{**GOOD, "tokens": 1, "score_bound": 2, "step_bound": 2})
+    assert sm.SoftmaxTiming.of(one).row_period == 3  # the row pick's 2 cycles, then the start
     text = generate(core, "softmax")
     header = text[text.index("module softmax(") : text.index(");")]
     for port in ("i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload"):
