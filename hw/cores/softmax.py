@@ -554,7 +554,8 @@ class SoftmaxCore(wiring.Component):
 
     Latency: an output beat leaves :attr:`out_delay` cycles after its token is issued; see
     :mod:`hw.model.softmax_model` for the whole schedule. Throughput: one input event per cycle;
-    ``2n + 2`` cycles per changed row (``n`` divisions overlapped with the next row).
+    ``2n`` cycles per changed row (``max(2n, 3)``; ``n`` divisions overlapped with the next
+    rows), ``12 + n`` more per step with changed rows.
 
     Parameters
     ----------

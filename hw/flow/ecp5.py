@@ -13,7 +13,8 @@ A flip-flop moves only when it is a plain register — no reset (``LSR`` constan
 ``reset_less`` signals give), the same clock as the block, and either no enable or an enable
 shared by every flip-flop that moves into the block (a core frozen by one stall signal): the
 block's registers then take that enable (``OCEA``/``OCEB`` of the RAM, ``CE0`` of the
-multiplier), which updates them exactly when the flip-flops would have updated — and:
+multiplier; an inverted one through a new ``LUT4`` inverter), which updates them exactly when
+the flip-flops would have updated — and:
 
 * block RAM output: its ``DI`` is a ``DO`` bit of the RAM and nothing else reads that bit; all
   read ``DO`` bits of the RAM must qualify, or the RAM is left alone;
@@ -44,18 +45,21 @@ class PackReport:
 
 
 def _ff_enable(cell: dict[str, Any]) -> Any:
-    """A ``TRELLIS_FF`` without reset: its enable (``"1"`` when it has none, else the ``CE`` bit);
-    ``None`` for any other cell (a reset, an inverted enable or clock)."""
+    """A ``TRELLIS_FF`` without reset: its enable — ``"1"`` when it has none, else ``("CE",
+    bit)`` or ``("INV", bit)`` (enabled while the bit is low); ``None`` for any other cell (a
+    reset, an inverted clock)."""
     if cell["type"] != "TRELLIS_FF":
         return None
     conn, par = cell["connections"], cell["parameters"]
     lsr = conn.get("LSR", ["0"])[0] == "0" or par.get("LSRMUX") == "0"
     if not lsr or par.get("CLKMUX", "CLK") != "CLK":
         return None
-    ce = conn.get("CE", ["1"])[0]
-    if ce == "1" or par.get("CEMUX") == "1":
+    ce, mux = conn.get("CE", ["1"])[0], par.get("CEMUX", "CE")
+    if ce == "1" or mux == "1":
         return "1"
-    return ce if par.get("CEMUX", "CE") == "CE" and not isinstance(ce, str) else None
+    if mux in ("CE", "INV") and not isinstance(ce, str):
+        return (mux, ce)
+    return None
 
 
 def _plain_ff(cell: dict[str, Any]) -> bool:
@@ -93,6 +97,33 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                 readers[bit].append(("<port>", ""))
     removed: set[str] = set()
     brams = dsp_in = dsp_out = 0
+    used = [b for c in cells.values() for bits in c["connections"].values() for b in bits]
+    used += [b for p in module.get("ports", {}).values() for b in p["bits"]]
+    used += [b for n in module.get("netnames", {}).values() for b in n["bits"]]
+    next_bit = [max((b for b in used if isinstance(b, int)), default=1) + 1]
+    inverted: dict[Any, int] = {}
+
+    def enable_net(enable) -> Any:
+        """The net that is high when ``enable`` (of :func:`_ff_enable`) lets a register load:
+        ``"1"``, the ``CE`` bit, or a new inverter (``LUT4``) of an ``INV`` enable's bit."""
+        if enable == "1":
+            return "1"
+        mux, bit = enable
+        if mux == "CE":
+            return bit
+        if bit not in inverted:
+            inverted[bit] = next_bit[0]
+            next_bit[0] += 1
+            cells[f"$pack_enable_inverter{len(inverted)}"] = {
+                "type": "LUT4",
+                "parameters": {"INIT": "0101010101010101"},  # Z = ~A
+                "attributes": {},
+                "port_directions": {"A": "input", "B": "input", "C": "input", "D": "input",
+                                    "Z": "output"},
+                "connections": {"A": [bit], "B": ["0"], "C": ["0"], "D": ["0"],
+                                "Z": [inverted[bit]]},
+            }  # fmt: skip
+        return inverted[bit]
 
     def sole_ff(bit, clock) -> str | None:
         """The plain flip-flop on ``clock`` that is the only reader of ``bit``."""
@@ -125,7 +156,7 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                 removed.add(ff)
             par["REGMODE_A"] = par["REGMODE_B"] = "OUTREG"
             # the output registers update when the flip-flops did (every cycle without enable)
-            conn["OCEA"] = conn["OCEB"] = [enable]
+            conn["OCEA"] = conn["OCEB"] = [enable_net(enable)]
             brams += 1
         elif cell["type"] == "MULT18X18D":
             par = cell["parameters"]
@@ -186,7 +217,7 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                     clock = out_clock
                     dsp_out += 1
             if clock is not None:  # the registers update when the flip-flops did
-                conn["CLK0"], conn["CE0"], conn["RST0"] = [clock], [enable], ["0"]
+                conn["CLK0"], conn["CE0"], conn["RST0"] = [clock], [enable_net(enable)], ["0"]
                 for port in ("CLK0", "CE0", "RST0"):
                     cell.setdefault("port_directions", {})[port] = "input"
     for ff in removed:

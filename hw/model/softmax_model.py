@@ -18,18 +18,21 @@ score entries, ``L = OUT_DELAY`` (:meth:`SoftmaxTiming.out_delay`). Per inferenc
 * the step's input beats are consumed one per cycle from ``a`` (``a = 1`` for the first inference,
   the input register's latency): events in ``a … a + e − 1``, the marker in ``m = a + e``;
 * every row that received an event in the step (every row in step 0) is processed in ascending
-  order, row ``i`` (0-based among them) from ``r_i = m + 2 + i·(2n + 2)``: ``n`` cycles for the
-  row's maximum, ``n`` for the table look-ups and ``Σ``, 2 cycles of latency; its ``n`` divisions
-  enter in ``r_i + 2n + 2 + j`` (column ``j``), while the next row already starts;
-* the output event of column ``j`` leaves in ``r_i + 2n + 2 + j + L`` when its drive is non-zero;
-* the marker token enters in ``z = r_last + 3n + 2`` (``z = m + 2`` when no row changed) and
+  order, row ``i`` (0-based among them) reading from ``r_i = m + F + 1 + i·R`` (``F =
+  ROW_FIRST_LATENCY``, ``R = max(2n, ROW_PICK_LATENCY + 1)``, :attr:`SoftmaxTiming.row_period`):
+  ``n`` cycles for the row's maximum, ``n`` for the table look-ups and ``Σ``; each ``E`` is
+  written ``W = ROW_WRITE_LATENCY`` cycles after its read, and the row's ``n`` divisions enter in
+  ``r_i + 2n + W + j`` (column ``j``), while the next rows' reads go on;
+* the output event of column ``j`` leaves in ``r_i + 2n + W + j + L`` when its drive is non-zero;
+* the marker token enters in ``z = r_last + 3n + W`` (``z = m + F + 1`` when no row changed) and
   leaves in ``z + L``; the next step's beats are consumed from ``z + 1``;
 * after the inference's last step (input busy 0) an extra token enters in ``z + 1`` (it leaves as
   the extra marker in ``z + 1 + L`` when needed), then the score memory is cleared in ``E``
   cycles, and the next inference starts at ``a = z + 2 + E``.
 
-So a step with ``k`` changed rows costs ``e + 2 + k·(2n + 2) + n`` cycles (``e + 2`` without
-rows), plus ``E + 1`` per inference; the divider is busy ``n`` of every ``2n + 2`` row cycles.
+So a step with ``k`` changed rows costs ``e + F + 1 + (k − 1)·R + 3n + W`` cycles (``e + F + 1``
+without rows; ``F = 4``, ``W = 7``: ``e + 12 + (k − 1)·2n + 3n``), plus ``E + 1`` per inference;
+the divider is busy ``n`` of every ``R`` row cycles.
 
 :func:`timed` also takes input beats that arrive late (through the two-entry input buffer) and an
 output held back (the whole core but the input buffer freezes: the schedule above holds in
