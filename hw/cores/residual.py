@@ -42,11 +42,13 @@ class DeltaStore(wiring.Component):
     is forwarded, so events on one entry may follow each other in any order. ``scan_valid`` in
     ``c``: ``Δ[scan_addr] + P[scan_addr]·inject`` in ``total`` with ``nonzero`` and
     ``out_valid`` in ``c + 4`` (:data:`~hw.model.residual_model.SCAN_LATENCY`, the emit stage),
-    where the entry is zeroed. ``en`` low freezes every stage; ``busy``: a scan read in flight.
+    where the entry is zeroed. ``reading`` (a register: the input phase) selects the read
+    address, the event's or the scan's. ``en`` low freezes every stage; ``busy``: a scan read
+    in flight.
 
     Members
     -------
-    en, ev_valid, scan_valid, inject : In(1); ev_index, scan_addr : In(index_width);
+    en, ev_valid, reading, scan_valid, inject : In(1); ev_index, scan_addr : In(index_width);
     ev_value : In(signed(value_width)); total : Out(signed(value_width));
     nonzero, out_valid, busy : Out(1); out_index : Out(index_width)
     """
@@ -60,6 +62,7 @@ class DeltaStore(wiring.Component):
                 "ev_valid": In(1),
                 "ev_index": In(g.index_width),
                 "ev_value": In(signed(g.value_width)),
+                "reading": In(1),
                 "scan_valid": In(1),
                 "scan_addr": In(g.index_width),
                 "inject": In(1),
@@ -111,7 +114,7 @@ class DeltaStore(wiring.Component):
         ]
         m.d.comb += [
             rd.en.eq(en),
-            rd.addr.eq(Mux(self.ev_valid, self.ev_index, self.scan_addr)),
+            rd.addr.eq(Mux(self.reading, self.ev_index, self.scan_addr)),
             wr.en.eq(w_v[0]),  # repeated while frozen: the same word again
             wr.addr.eq(w_i[0]),
             wr.data.eq(w_x[0]),
@@ -243,6 +246,7 @@ class ResidualSequencer(wiring.Component):
             "ev_valid": Out(1),
             "ev_index": Out(g.index_width),
             "ev_value": Out(signed(g.value_width)),
+            "reading": Out(1, init=1),
             "scan_valid": Out(1),
             "scan_addr": Out(g.index_width),
             "step0": Out(1, init=1),
@@ -300,7 +304,7 @@ class ResidualSequencer(wiring.Component):
                         m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1)]
                         m.d.sync += [o.payload.busy.eq(busy), busy.eq(0)]
                         m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0)]
-                        m.d.sync += self.step0.eq(0)
+                        m.d.sync += [self.step0.eq(0), self.reading.eq(1)]
                         m.next = start
                         with m.If(~busy):  # the inference is over
                             m.d.sync += [self.step0.eq(1), a_end.eq(0), b_end.eq(0)]
@@ -325,6 +329,8 @@ class ResidualSequencer(wiring.Component):
                 m.d.sync += busy.eq(busy | (~end & port.payload.busy))
                 m.d.sync += end.eq(end | ~port.payload.busy)
                 m.d.sync += settle.eq(rm.SCAN_SETTLE)
+                if then == "SCAN":
+                    m.d.sync += self.reading.eq(0)
                 m.next = then
             with m.Elif(port.valid):
                 m.d.comb += self.ev_valid.eq(1)
@@ -412,6 +418,7 @@ class ResidualCore(wiring.Component):
             store.ev_valid.eq(seq.ev_valid),
             store.ev_index.eq(seq.ev_index),
             store.ev_value.eq(seq.ev_value),
+            store.reading.eq(seq.reading),
             store.scan_valid.eq(seq.scan_valid),
             store.scan_addr.eq(seq.scan_addr),
             store.inject.eq(seq.step0),
