@@ -113,6 +113,24 @@ def test_block_ram_output_register_takes_the_shared_enable():
     assert ram["connections"]["OCEA"] == ram["connections"]["OCEB"] == [7]
 
 
+def test_block_ram_output_register_takes_an_inverted_enable_through_an_inverter():
+    # both FFs load while bit 7 is low (CEMUX INV): OCE is a new LUT4 inverting bit 7
+    cells = {"ram": _bram([10, 11]), "ff0": _ff(10, 20, ce=7), "ff1": _ff(11, 21, ce=7)}
+    for ff in ("ff0", "ff1"):
+        cells[ff]["parameters"]["CEMUX"] = "INV"
+    cells["use"] = _lut([20, 21], 30)
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert (report.bram_outputs, report.flip_flops) == (1, 2)
+    cells = net["modules"]["top"]["cells"]
+    oce = cells["ram"]["connections"]["OCEB"]
+    (inv,) = [c for c in cells.values() if c["connections"].get("Z") == oce]
+    assert inv["type"] == "LUT4" and inv["connections"]["A"] == [7]
+    assert inv["parameters"]["INIT"] == "0101010101010101"  # Z = ~A
+    read, drivers = _readers(net)
+    assert all(drivers[b] == 1 for b in read if b not in (CLK, 7))  # 7: a free input here
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -166,6 +166,13 @@ def test_widths_and_ports() -> None:
         assert port in header
     with pytest.raises(TypeError, match="params must be a SoftmaxParams"):
         SoftmaxCore(GOOD)
+    # the score and G memories keep Yosys's no_rw_check in the Verilog (their block RAMs then
+    # take the output registers, hw.flow.ecp5); the table ROM and the row buffer do not need it
+    assert text.count("(* no_rw_check *)") == 2
+    for module in ("softmax.scores", "softmax.drive"):
+        body = text[text.index(f"module \\{module} ") :]
+        body = body[: body.index("endmodule")]
+        assert "(* no_rw_check *)\n  reg [" in body and "] mem [17:0];" in body
 
 
 # -- tier 2: the core in Amaranth's simulator ------------------------------------------------------
