@@ -457,7 +457,9 @@ def _run(timing, inputs, outputs, arrivals, ready):
 
 
 def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> None:
-    """Every inference ends with its only busy-0 marker, indices and values fit the formats."""
+    """Every inference ends with its only busy-0 marker, indices ascend within each step (the
+    score memory's read-modify-write needs two events on one entry ≥ 4 cycles apart), indices
+    and values fit the formats."""
     fmt = params.input_format
     for b, inf in enumerate(inputs):
         if not inf or inf[-1].busy or any(not s.busy for s in inf[:-1]):
@@ -465,6 +467,8 @@ def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> Non
         for s in inf:
             if s.n_events and (s.indices.max() >= params.entries or s.indices.min() < 0):
                 raise ValueError(f"inference {b}: index out of [0, {params.entries})")
+            if s.n_events > 1 and (np.diff(s.indices) <= 0).any():
+                raise ValueError(f"inference {b}: indices must ascend within a step")
             lim = 1 << (fmt.value_width - 1)
             if s.n_events and (s.values.min() < -lim or s.values.max() >= lim):
                 raise ValueError(f"inference {b}: value out of the input format")

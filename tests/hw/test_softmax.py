@@ -311,3 +311,15 @@ def test_fixed_cases() -> None:
     _check(p, [[empty], *random_inputs(p, rng, 2, 5, 0.5), [empty]])
     outs = sm.output_steps(p, [[empty]])
     assert [s.busy for s in outs[0]] == [True, False]  # the injection at t = 0, then idle
+
+
+def test_inputs_must_ascend_within_a_step() -> None:
+    """The score memory's read-modify-write needs two events on one entry ≥ 4 cycles apart: the
+    protocol's ascending indices, checked (a repeated or descending index is refused)."""
+    p = sm.SoftmaxParams(**GOOD)
+    ok = Step(np.array([0, 4]), np.array([1, -1]), False)
+    sm.check_inputs(p, [[ok]])
+    for idx in ([4, 4], [4, 0]):
+        bad = Step(np.array(idx), np.array([1, 1]), False)
+        with pytest.raises(ValueError, match="inference 0: indices must ascend within a step"):
+            sm.check_inputs(p, [[bad]])
