@@ -4,41 +4,53 @@ Architecture::
 
     a (base ΔR events) ──┐
                          ├─▶ ResidualSequencer ─ Δ[index] += value ─▶ DeltaStore (Δ, P ROM)
-    b (spikes) × m ──────┘        │                                   ChangedTokens (mask)
+    b (spikes) × m ──────┘        │                                   TokenMask (changed tokens)
                                   └─ scan the touched tokens: emit Δ (+ P at step 0), clear ─▶ o
 
 Protocol, schedule and cycle model: :mod:`hw.model.residual_model`. The multiplier is a
-constant: a power of two costs a shift (Yosys folds the constant product), others a constant
-multiplication. ``Δ`` is zero again after every scan, so no clear pass is needed.
+constant: a spike's value (2 bits) selects ``m``, ``−m`` or ``−2m``. ``Δ`` is zero again after
+every scan, so no clear pass is needed.
+
+Pipelined for ≥ 150 MHz on ECP5 (docs/performance.md): the memories' reads go through the block
+RAMs' output registers (``no_rw_check``: a word read in the cycle it is written is never used —
+the writes of the 4 cycles before an event's read-modify-write are forwarded instead), the scan
+reads one entry per cycle, its sums and their non-zero test are registered before the emit
+stage, and the token mask is picked through registers (one-hot, then the token's base index).
+A non-zero sum that finds ``o`` busy freezes the whole core (``en``) until it leaves.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikezip.hw.cores.layer_norm import ChangedTokens
 from spikezip.hw.cores.layouts import event_layout
-from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat
 
-__all__ = ["DeltaStore", "ResidualCore", "ResidualSequencer"]
+__all__ = ["DeltaStore", "ResidualCore", "ResidualSequencer", "TokenMask"]
 
 
 class DeltaStore(wiring.Component):
-    """The step's increments ``Δ`` (zero between steps) and the position ROM ``P``.
+    """The step's increments ``Δ`` (zero between steps) and the position ROM ``P``, pipelined.
 
-    ``ev_valid``: ``Δ[ev_index] += ev_value`` (read now, written at the end of the next cycle; a
-    transparent read forwards back-to-back events on one entry). ``addr``: ``delta`` and
-    ``position`` in the next cycle (latency 1); ``zero``: ``Δ[addr] = 0``.
+    ``ev_valid`` in cycle ``c``: ``Δ[ev_index] += ev_value``, read in ``c`` (the block RAM and
+    its output register, then a copy near the logic) and written in ``c + 3``
+    (:data:`~hw.model.residual_model.EVENT_LATENCY`); the value written in the 3 cycles before
+    is forwarded, so events on one entry may follow each other in any order. ``scan_valid`` in
+    ``c``: ``Δ[scan_addr] + P[scan_addr]·inject`` in ``total`` with ``nonzero`` and
+    ``out_valid`` in ``c + 4`` (:data:`~hw.model.residual_model.SCAN_LATENCY`, the emit stage),
+    where the entry is zeroed. ``reading`` (a register: the input phase) selects the read
+    address, the event's or the scan's. ``en`` low freezes every stage; ``busy``: a scan read
+    in flight.
 
     Members
     -------
-    ev_valid, zero : In(1); ev_index, addr : In(index_width); ev_value : In(signed(value_width))
-    delta, position : Out(signed(value_width))
+    en, ev_valid, reading, scan_valid, inject : In(1); ev_index, scan_addr : In(index_width);
+    ev_value : In(signed(value_width)); total : Out(signed(value_width));
+    nonzero, out_valid, busy : Out(1); out_index : Out(index_width)
     """
 
     def __init__(self, *, geometry: rm.ResidualGeometry, position: np.ndarray | None):
@@ -46,46 +58,172 @@ class DeltaStore(wiring.Component):
         self._position = position
         super().__init__(
             {
+                "en": In(1),
                 "ev_valid": In(1),
                 "ev_index": In(g.index_width),
                 "ev_value": In(signed(g.value_width)),
-                "addr": In(g.index_width),
-                "zero": In(1),
-                "delta": Out(signed(g.value_width)),
-                "position": Out(signed(g.value_width)),
+                "reading": In(1),
+                "scan_valid": In(1),
+                "scan_addr": In(g.index_width),
+                "inject": In(1),
+                "total": Out(signed(g.value_width)),
+                "nonzero": Out(1),
+                "out_valid": Out(1),
+                "out_index": Out(g.index_width),
+                "busy": Out(1),
             }
         )
 
     @property
     def latency(self) -> int:
-        return lnm.READ_LATENCY
+        return rm.SCAN_LATENCY
 
     def elaborate(self, platform):
         m = Module()
-        g, vw = self._geo, self._geo.value_width
-        m.submodules.dmem = dmem = memory.Memory(shape=signed(vw), depth=g.entries, init=[])
-        wr = dmem.write_port()
-        rd = dmem.read_port(transparent_for=[wr])
-        pend, pidx, pval = Signal(), Signal(g.index_width), Signal(signed(vw))
-        m.d.sync += [pend.eq(self.ev_valid), pidx.eq(self.ev_index), pval.eq(self.ev_value)]
+        g, vw, en = self._geo, self._geo.value_width, self.en
+        iw = g.index_width
+        m.submodules.dmem = dmem = memory.Memory(
+            shape=signed(vw), depth=g.entries, init=[], attrs={"no_rw_check": 1}
+        )
+        wr, rd = dmem.write_port(), dmem.read_port()
+        word = Signal(signed(vw), reset_less=True)  # the block RAM's output register
+        copy = Signal(signed(vw), reset_less=True)  # near the logic
+        # the event pipeline (stages 1 … 3) and the scan pipeline (stages 1 … 4)
+        ev_v = [Signal(name=f"ev_valid{k}") for k in (1, 2, 3)]
+        ev_i = [Signal(iw, name=f"ev_index{k}", reset_less=True) for k in (1, 2, 3)]
+        ev_x = [Signal(signed(vw), name=f"ev_value{k}", reset_less=True) for k in (1, 2, 3)]
+        sc_v = [Signal(name=f"scan_valid{k}") for k in (1, 2, 3, 4)]
+        sc_i = [Signal(iw, name=f"scan_addr{k}", reset_less=True) for k in (1, 2, 3, 4)]
+        inj = [Signal(name=f"inject{k}") for k in (1, 2, 3)]
+        # the write is formed (events in stage 3, zeroes in the emit stage 4), registered, then
+        # performed; w[k] = the write formed k cycles ago (w[0] is the one being performed). An
+        # event's read misses the writes formed in the 4 cycles before its stage 3: the newest
+        # is compared in stage 3, the older three in stage 2 (hit, older, older_x)
+        calc_v, calc_i, calc_x = Signal(), Signal(iw), Signal(signed(vw))
+        w_v = [Signal(name=f"w_valid{k}") for k in (1, 2, 3)]
+        w_i = [Signal(iw, name=f"w_index{k}", reset_less=True) for k in (1, 2, 3)]
+        w_x = [Signal(signed(vw), name=f"w_data{k}", reset_less=True) for k in (1, 2, 3)]
+        hit, older = Signal(), Signal()
+        older_x = Signal(signed(vw), reset_less=True)
+        base = Signal(signed(vw))
         m.d.comb += [
-            rd.addr.eq(Mux(self.ev_valid, self.ev_index, self.addr)),
-            wr.addr.eq(Mux(self.zero, self.addr, pidx)),
-            wr.data.eq(Mux(self.zero, 0, rd.data + pval)),
-            wr.en.eq(self.zero | pend),
-            self.delta.eq(rd.data),
+            base.eq(Mux(hit, w_x[0], Mux(older, older_x, copy))),
+            calc_v.eq(sc_v[3] | ev_v[2]),
+            calc_i.eq(Mux(sc_v[3], sc_i[3], ev_i[2])),
+            calc_x.eq(Mux(sc_v[3], 0, base + ev_x[2])),
         ]
+        m.d.comb += [
+            rd.en.eq(en),
+            rd.addr.eq(Mux(self.reading, self.ev_index, self.scan_addr)),
+            wr.en.eq(w_v[0]),  # repeated while frozen: the same word again
+            wr.addr.eq(w_i[0]),
+            wr.data.eq(w_x[0]),
+            self.out_valid.eq(sc_v[3]),
+            self.out_index.eq(sc_i[3]),
+            self.busy.eq(Cat(*sc_v).any()),
+        ]
+        with m.If(en):
+            m.d.sync += [word.eq(rd.data), copy.eq(word)]
+            m.d.sync += [ev_v[0].eq(self.ev_valid), ev_i[0].eq(self.ev_index)]
+            m.d.sync += [ev_x[0].eq(self.ev_value), sc_v[0].eq(self.scan_valid)]
+            m.d.sync += [sc_i[0].eq(self.scan_addr), inj[0].eq(self.inject)]
+            for x in (ev_v, ev_i, ev_x, sc_v, sc_i, inj):
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1])]
+            m.d.sync += [w_v[0].eq(calc_v), w_i[0].eq(calc_i), w_x[0].eq(calc_x)]
+            for x in (w_v, w_i, w_x):
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1])]
+            m.d.sync += hit.eq(calc_v & (calc_i == ev_i[1]))
+            same = [w_v[k] & (w_i[k] == ev_i[1]) for k in range(3)]
+            m.d.sync += older.eq(same[0] | same[1] | same[2])
+            m.d.sync += older_x.eq(Mux(same[0], w_x[0], Mux(same[1], w_x[1], w_x[2])))
+        total = Signal(signed(vw), reset_less=True)
+        nonzero = Signal()
         if self._position is not None:
             init = [int(v) for v in np.asarray(self._position).reshape(-1)]
             m.submodules.pos = pos = memory.Memory(shape=signed(vw), depth=g.entries, init=init)
             pr = pos.read_port()
-            m.d.comb += [pr.addr.eq(self.addr), self.position.eq(pr.data)]
+            p_word = Signal(signed(vw), reset_less=True)  # the ROM's output register
+            p_copy = Signal(signed(vw), reset_less=True)
+            p_neg = Signal(signed(vw + 1), reset_less=True)  # Δ + P ≠ 0 ⟺ Δ ≠ −P: no carry
+            m.d.comb += [pr.en.eq(en), pr.addr.eq(self.scan_addr)]
+            with m.If(en):
+                m.d.sync += [p_word.eq(pr.data), p_copy.eq(p_word), p_neg.eq(-p_word)]
+            added = copy + Mux(inj[2], p_copy, 0)
+            differs = Mux(inj[2], copy != p_neg, copy != 0)
+        else:
+            added, differs = copy, copy != 0
+        with m.If(en):
+            m.d.sync += [total.eq(added), nonzero.eq(differs)]
+        m.d.comb += [self.total.eq(total), self.nonzero.eq(nonzero)]
+        return m
+
+
+class TokenMask(wiring.Component):
+    """The per-token "changed" mask and its lowest set token, registered.
+
+    ``mark`` sets the token of flat index ``index`` (``token = index·M >> S``, exact for every
+    index; the index and the token registered, the bit set :data:`~hw.model.residual_model.
+    MARK_LATENCY` cycles after the mark), ``set_all`` every token, ``drop`` the lowest set token.
+    ``any`` and ``base`` (the lowest set token's first index, ``token·dim``) follow a change of
+    the mask :data:`~hw.model.residual_model.PICK_LATENCY` cycles later (a one-hot word, then an
+    OR of constants). ``en`` low freezes it.
+
+    Members
+    -------
+    en, mark, set_all, drop : In(1); index : In(index_width); any : Out(1); base : Out(index_width)
+    """
+
+    def __init__(self, *, geometry: rm.ResidualGeometry) -> None:
+        g = self._geo = geometry
+        mult, shift = 1, 0
+        while any((i * mult) >> shift != i // g.dim for i in range(g.entries)):
+            shift += 1
+            mult = -(-(1 << shift) // g.dim)
+        self._mult, self._shift = mult, shift
+        super().__init__(
+            {
+                "en": In(1),
+                "mark": In(1),
+                "set_all": In(1),
+                "drop": In(1),
+                "index": In(g.index_width),
+                "any": Out(1),
+                "base": Out(g.index_width),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        g, en = self._geo, self.en
+        n = g.tokens
+        mask = Signal(n)
+        index = Signal(g.index_width, reset_less=True)
+        token = Signal(range(n), reset_less=True)
+        marks = [Signal(name=f"mark{k}") for k in range(1, rm.MARK_LATENCY)]
+        onehot, base = Signal(n), Signal(g.index_width)
+        with m.If(en):
+            m.d.sync += [index.eq(self.index), token.eq((index * self._mult) >> self._shift)]
+            m.d.sync += [marks[0].eq(self.mark)]
+            m.d.sync += [d.eq(q) for d, q in zip(marks[1:], marks[:-1])]
+            with m.If(self.set_all):
+                m.d.sync += mask.eq((1 << n) - 1)
+            with m.Elif(self.drop):
+                m.d.sync += mask.eq(mask & (mask - 1))
+            with m.Elif(marks[-1]):
+                m.d.sync += mask.bit_select(token, 1).eq(1)
+            m.d.sync += [onehot.eq(mask & (~mask + 1)), self.any.eq(mask.any())]
+            for j in range(len(base)):  # bit j of token·dim: the tokens that have it
+                rows_j = [r for r in range(n) if (r * g.dim) >> j & 1]
+                m.d.sync += base[j].eq(Cat(*(onehot[r] for r in rows_j)).any() if rows_j else 0)
+        m.d.comb += self.base.eq(base)
         return m
 
 
 class ResidualSequencer(wiring.Component):
     """Reads ``a`` then ``b`` until their markers (an ended input is skipped), scans the touched
-    tokens (two cycles per entry), emits the non-zero sums, then the marker.
+    tokens (a scan cycle, then one read per entry), emits the non-zero sums (the store's emit
+    stage; a non-zero sum waits there for ``o``, freezing the core: ``en``), then the marker once
+    the reads are through.
 
     ``a.ready``/``b.ready`` and ``o.valid`` depend on registers only.
 
@@ -94,7 +232,8 @@ class ResidualSequencer(wiring.Component):
     a : In(stream.Signature(event_layout(base format)))   (only with a base input)
     b : In(stream.Signature(event_layout(spike format)))
     o : Out(stream.Signature(event_layout(output format)))
-    and the control of :class:`DeltaStore` and :class:`~hw.cores.layer_norm.ChangedTokens`.
+    en : Out(1)
+    and the control of :class:`DeltaStore` and :class:`TokenMask`.
     """
 
     def __init__(self, *, geometry: rm.ResidualGeometry, inject: bool):
@@ -103,17 +242,23 @@ class ResidualSequencer(wiring.Component):
         members = {
             "b": In(stream.Signature(event_layout(g.spike_index_width, SPIKE_VALUE_WIDTH))),
             "o": Out(stream.Signature(event_layout(g.index_width, g.value_width))),
+            "en": Out(1),
             "ev_valid": Out(1),
             "ev_index": Out(g.index_width),
             "ev_value": Out(signed(g.value_width)),
-            "addr": Out(g.index_width),
-            "zero": Out(1),
+            "reading": Out(1, init=1),
+            "scan_valid": Out(1),
+            "scan_addr": Out(g.index_width),
+            "step0": Out(1, init=1),
             "set_all": Out(1),
             "drop": Out(1),
-            "delta": In(signed(g.value_width)),
-            "position": In(signed(g.value_width)),
+            "total": In(signed(g.value_width)),
+            "nonzero": In(1),
+            "out_valid": In(1),
+            "out_index": In(g.index_width),
+            "scan_busy": In(1),
             "any": In(1),
-            "first": In(range(g.tokens)),
+            "base": In(g.index_width),
         }
         if g.has_base:
             members["a"] = In(stream.Signature(event_layout(g.index_width, g.base_width)))
@@ -122,58 +267,60 @@ class ResidualSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, d, o = self._geo, self._geo.dim, self.o
-        ch, base = Signal(range(d)), Signal(g.index_width)
-        busy, step0 = Signal(), Signal(init=1)
+        ch, addr = Signal(range(d)), Signal(g.index_width)
+        busy = Signal()
         a_end, b_end = Signal(), Signal()
-        total = Signal(signed(g.value_width))
-        m.d.comb += total.eq(
-            self.delta + Mux(step0, self.position, 0) if self._inject else self.delta
-        )
-        m.d.comb += self.addr.eq(base + ch)
-        free = ~o.valid | o.ready
+        settle = Signal(range(max(rm.SCAN_SETTLE, rm.PICK_LATENCY) + 1))
+        free, en = Signal(), Signal()
+        m.d.comb += [free.eq(~o.valid | o.ready), self.scan_addr.eq(addr)]
+        m.d.comb += [en.eq(~(self.out_valid & self.nonzero & ~free)), self.en.eq(en)]
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
+        with m.If(en & self.out_valid & self.nonzero):  # the emit stage (free)
+            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+            m.d.sync += [o.payload.index.eq(self.out_index), o.payload.value.eq(self.total)]
+        with m.If(en & (settle != 0)):
+            m.d.sync += settle.eq(settle - 1)
         start = "READ_A" if g.has_base else "READ_B"
         with m.FSM(init=start):
-            inject = step0 & self._inject
+            inject = self.step0 & self._inject
             if g.has_base:
                 a = self.a
                 ev = (a.payload.index, a.payload.value)
-                self._read(m, "READ_A", a, a_end, busy, ev, inject, "READ_B")
+                self._read(m, "READ_A", a, a_end, busy, ev, inject, "READ_B", settle)
             b = self.b
-            ev = (b.payload.index + g.offset, b.payload.value * g.multiplier)
-            self._read(m, "READ_B", b, b_end, busy, ev, inject, "SCAN")
+            v, mul = b.payload.value, g.multiplier  # a spike value (2 bits) times m: constants
+            scaled = Mux(v == 1, mul, Mux(v == -1, -mul, Mux(v == -2, -2 * mul, 0)))
+            ev = (b.payload.index + g.offset, scaled)
+            self._read(m, "READ_B", b, b_end, busy, ev, inject, "SCAN", settle)
             with m.State("SCAN"):
-                with m.If(self.any):
-                    m.d.comb += self.drop.eq(1)
-                    m.d.sync += [base.eq(self.first * d), ch.eq(0)]
-                    m.next = "ADDRESS"
-                with m.Elif(free):
-                    m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(busy)]
-                    m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), busy.eq(0)]
-                    m.d.sync += step0.eq(0)
-                    m.next = start
-                    with m.If(~busy):  # the inference is over
-                        m.d.sync += [step0.eq(1), a_end.eq(0), b_end.eq(0)]
-            with m.State("ADDRESS"):
-                m.next = "EMIT"
-            with m.State("EMIT"):
-                with m.If((total == 0) | free):
-                    m.d.comb += self.zero.eq(1)
-                    with m.If(total != 0):
-                        m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-                        m.d.sync += [o.payload.index.eq(self.addr), o.payload.value.eq(total)]
-                    m.d.sync += ch.eq(ch + 1)
-                    m.next = "ADDRESS"
+                with m.If(en & (settle == 0)):
+                    with m.If(self.any):
+                        m.d.comb += self.drop.eq(1)
+                        m.d.sync += [addr.eq(self.base), ch.eq(0)]
+                        m.d.sync += settle.eq(rm.PICK_LATENCY)
+                        m.next = "ISSUE"
+                    with m.Elif(~self.scan_busy & free):
+                        m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1)]
+                        m.d.sync += [o.payload.busy.eq(busy), busy.eq(0)]
+                        m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0)]
+                        m.d.sync += [self.step0.eq(0), self.reading.eq(1)]
+                        m.next = start
+                        with m.If(~busy):  # the inference is over
+                            m.d.sync += [self.step0.eq(1), a_end.eq(0), b_end.eq(0)]
+            with m.State("ISSUE"):
+                with m.If(en):
+                    m.d.comb += self.scan_valid.eq(1)
+                    m.d.sync += [ch.eq(ch + 1), addr.eq(addr + 1)]
                     with m.If(ch == d - 1):
-                        m.d.sync += ch.eq(0)
                         m.next = "SCAN"
         return m
 
-    def _read(self, m: Module, state: str, port, end, busy, ev, set_all, then: str) -> None:
+    def _read(self, m, state, port, end, busy, ev, set_all, then, settle) -> None:
         """State ``state``: take ``port``'s events into the delta store (``ev``: index and
         value) until its marker (or at once when the input ``end``-ed the inference), then
-        ``then``; ``set_all`` marks every token changed meanwhile (the position injection)."""
+        ``then``; ``set_all`` marks every token changed meanwhile (the position injection).
+        The core is never frozen here (the scan is through before the marker leaves)."""
         index, value = ev
         with m.State(state):
             m.d.comb += [port.ready.eq(~end), self.ev_index.eq(index), self.ev_value.eq(value)]
@@ -181,6 +328,9 @@ class ResidualSequencer(wiring.Component):
             with m.If(end | (port.valid & port.payload.marker)):
                 m.d.sync += busy.eq(busy | (~end & port.payload.busy))
                 m.d.sync += end.eq(end | ~port.payload.busy)
+                m.d.sync += settle.eq(rm.SCAN_SETTLE)
+                if then == "SCAN":
+                    m.d.sync += self.reading.eq(0)
                 m.next = then
             with m.Elif(port.valid):
                 m.d.comb += self.ev_valid.eq(1)
@@ -189,8 +339,9 @@ class ResidualSequencer(wiring.Component):
 class ResidualCore(wiring.Component):
     """One residual-stream stage (see the module docstring and :mod:`hw.model.residual_model`).
 
-    Latency: one cycle per input event and per input marker, ``geometry.token_cycles`` per
-    touched token, the marker one cycle after. Throughput: one output beat per two cycles.
+    Latency: one cycle per input event and per input marker, ``SCAN_SETTLE`` cycles, then
+    ``geometry.token_cycles`` per touched token, the marker once the last entry's emit stage is
+    through (``hw.model.residual_model``). Throughput: one output beat per cycle.
 
     Parameters
     ----------
@@ -254,7 +405,7 @@ class ResidualCore(wiring.Component):
         m = Module()
         g = self._geo
         m.submodules.store = store = DeltaStore(geometry=g, position=self._position)
-        m.submodules.changed = changed = ChangedTokens(geometry=g)
+        m.submodules.changed = changed = TokenMask(geometry=g)
         m.submodules.sequencer = seq = ResidualSequencer(
             geometry=g, inject=self._position is not None
         )
@@ -263,19 +414,25 @@ class ResidualCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.b), seq.b)
         wiring.connect(m, seq.o, wiring.flipped(self.o))
         m.d.comb += [
+            store.en.eq(seq.en),
             store.ev_valid.eq(seq.ev_valid),
             store.ev_index.eq(seq.ev_index),
             store.ev_value.eq(seq.ev_value),
-            store.addr.eq(seq.addr),
-            store.zero.eq(seq.zero),
+            store.reading.eq(seq.reading),
+            store.scan_valid.eq(seq.scan_valid),
+            store.scan_addr.eq(seq.scan_addr),
+            store.inject.eq(seq.step0),
+            changed.en.eq(seq.en),
             changed.mark.eq(seq.ev_valid),
             changed.index.eq(seq.ev_index),
             changed.set_all.eq(seq.set_all),
             changed.drop.eq(seq.drop),
-            changed.token.eq(seq.first),
-            seq.delta.eq(store.delta),
-            seq.position.eq(store.position),
+            seq.total.eq(store.total),
+            seq.nonzero.eq(store.nonzero),
+            seq.out_valid.eq(store.out_valid),
+            seq.out_index.eq(store.out_index),
+            seq.scan_busy.eq(store.busy),
             seq.any.eq(changed.any),
-            seq.first.eq(changed.first),
+            seq.base.eq(changed.base),
         ]
         return m

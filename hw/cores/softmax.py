@@ -25,7 +25,7 @@ first step, so it needs no clearing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,6 +35,12 @@ from spikezip.hw.model import softmax_model as sm
 from spikezip.hw.model.events import EventFormat
 
 __all__ = ["SoftmaxCore"]
+
+
+#: Yosys attribute of a memory whose read port never reads an entry in the cycle it is written
+#: (or ignores that read): no bypass logic for the block RAM's undefined collision, so its
+#: output register takes the read data directly (``hw.flow.ecp5``)
+_NO_COLLISION = {"no_rw_check": 1}
 
 
 def _count(n: int) -> unsigned:
@@ -93,8 +99,10 @@ class InputBuffer(wiring.Component):
 
 class ScoreStore(wiring.Component):
     """The scores ``P`` (one memory word per entry): ``P[index] += value`` for each ``event``
-    (one per cycle, back to back on one entry through a transparent read), a read port for the
-    row passes (latency :attr:`latency`) and a clear port (``wipe``: ``P[wipe_addr] = 0``)."""
+    (one per cycle; read, the memory's output register, a register near the logic, then the
+    write: no two events on one entry within 4 cycles, as the protocol's ascending indices
+    give), a read port for the row passes (latency :attr:`latency`, the same three registers)
+    and a clear port (``wipe``: ``P[wipe_addr] = 0``)."""
 
     def __init__(self, params: sm.SoftmaxParams) -> None:
         self._p = params
@@ -117,26 +125,31 @@ class ScoreStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self._p
+        p, en, ev = self._p, self.en, self.event
         m.submodules.mem = mem = memory.Memory(
-            shape=signed(p.score_width), depth=p.entries, init=[]
+            shape=signed(p.score_width), depth=p.entries, init=[], attrs=_NO_COLLISION
         )
-        wr = mem.write_port()
-        rd = mem.read_port(transparent_for=(wr,))
-        ev = self.event
-        valid1 = Signal()
-        index1 = Signal.like(ev.payload.index)
-        value1 = Signal.like(ev.payload.value)
-        with m.If(self.en):
-            m.d.sync += [valid1.eq(ev.valid), index1.eq(ev.payload.index)]
-            m.d.sync += value1.eq(ev.payload.value)
+        wr, rd = mem.write_port(), mem.read_port()
+        word = Signal(signed(p.score_width), reset_less=True)  # the block RAM's output register
+        score = Signal(signed(p.score_width))  # near the logic (the RAM's routing is ~2.4 ns)
+        stages = range(1, sm.SCORE_READ_LATENCY + 1)
+        valid = [Signal(name=f"valid{k}") for k in stages]
+        index = [Signal.like(ev.payload.index, name=f"index{k}") for k in stages]
+        value = [Signal.like(ev.payload.value, name=f"value{k}") for k in stages]
+        with m.If(en):
+            m.d.sync += [word.eq(rd.data), score.eq(word)]
+            m.d.sync += [valid[0].eq(ev.valid), index[0].eq(ev.payload.index)]
+            m.d.sync += value[0].eq(ev.payload.value)
+            for k in range(1, len(stages)):
+                m.d.sync += [valid[k].eq(valid[k - 1]), index[k].eq(index[k - 1])]
+                m.d.sync += value[k].eq(value[k - 1])
         m.d.comb += [
-            rd.en.eq(self.en),
+            rd.en.eq(en),
             rd.addr.eq(Mux(ev.valid, ev.payload.index, self.read_addr)),
-            self.data.eq(rd.data),
-            wr.en.eq(self.en & (valid1 | self.wipe)),
-            wr.addr.eq(Mux(self.wipe, self.wipe_addr, index1)),
-            wr.data.eq(Mux(self.wipe, 0, rd.data + value1)),
+            self.data.eq(score),
+            wr.en.eq(en & (valid[-1] | self.wipe)),
+            wr.addr.eq(Mux(self.wipe, self.wipe_addr, index[-1])),
+            wr.data.eq(Mux(self.wipe, 0, score + value[-1])),
         ]
         return m
 
@@ -150,10 +163,13 @@ class Phase(enum.Enum, shape=3):
 
 
 class StepSequencer(wiring.Component):
-    """The step FSM: consumes input beats (events into the score store, flagging their row), then
-    starts every flagged row in ascending order (a priority encoder: no cycle for unflagged rows),
-    then issues the marker token once the divisions are issued, and at the end of an inference the
-    extra token and the clear. Latency: a row strobe one cycle after the marker is consumed."""
+    """The step FSM: consumes input beats (events into the score store, flagging their row
+    from :data:`ROW_FLAG_LATENCY` cycles later), then starts every flagged row in ascending order
+    (the lowest flag as a one-hot word, then its base index, both registered: a row starts
+    :data:`ROW_PICK_LATENCY` cycles after the flags last changed, no cycle for unflagged rows),
+    then issues the marker token once the divisions are issued, and at the end of an inference
+    the extra token and the clear. Latency: the first row strobe :data:`ROW_FIRST_LATENCY`
+    cycles after the marker is consumed; its payload is the row's base index."""
 
     def __init__(self, params: sm.SoftmaxParams) -> None:
         self._p = params
@@ -169,7 +185,7 @@ class StepSequencer(wiring.Component):
                 "event": Out(stream.Signature(ev, always_ready=True)),
                 "wipe": Out(1),
                 "wipe_addr": Out(unsigned(iw)),
-                "row": Out(stream.Signature(_count(rows), always_ready=True)),
+                "row": Out(stream.Signature(unsigned(iw), always_ready=True)),
                 "passes_busy": In(1),
                 "issue_busy": In(1),
                 "marker": Out(stream.Signature(mk, always_ready=True)),
@@ -188,12 +204,27 @@ class StepSequencer(wiring.Component):
         flags = Signal(p.rows, init=(1 << p.rows) - 1)
         phase, step_busy = Signal(Phase), Signal()
         count = Signal(range(p.entries))
-        lowest = Signal.like(self.row.payload)
-        for r in reversed(range(p.rows)):
-            with m.If(flags[r]):
-                m.d.comb += lowest.eq(r)
-        row_of = Signal(range(p.rows))  # the event's row, narrow: 1 << row must not be wide
-        m.d.comb += row_of.eq((beat.index * mult) >> shift)
+        # the lowest flagged row: one-hot, then its base index (an OR of constants) and "any"
+        onehot, base, pending = Signal(p.rows), Signal.like(self.row.payload), Signal()
+        settle = Signal(range(max(sm.ROW_FIRST_LATENCY, sm.ROW_PICK_LATENCY + 1)))
+        with m.If(en):
+            m.d.sync += [onehot.eq(flags & (~flags + 1)), pending.eq(flags.any())]
+            for j in range(len(base)):  # bit j of the base r·n: the rows r that have it
+                rows_j = [r for r in range(p.rows) if (r * p.tokens) >> j & 1]
+                m.d.sync += base[j].eq(Cat(*(onehot[r] for r in rows_j)).any() if rows_j else 0)
+            with m.If(settle != 0):
+                m.d.sync += settle.eq(settle - 1)
+        # the event's row ⌊index/n⌋ = (index·M) >> S: the index and the product registered (the
+        # multiplier's input and output registers), then the row's flag is set
+        index = Signal.like(beat.index, reset_less=True)
+        row_of = Signal(range(p.rows), reset_less=True)
+        flag_row = [Signal(name=f"flag_row{k}") for k in range(1, sm.ROW_FLAG_LATENCY)]
+        with m.If(en):
+            m.d.sync += [index.eq(beat.index), row_of.eq((index * mult) >> shift)]
+            m.d.sync += [flag_row[0].eq(self.event.valid)]
+            m.d.sync += [d.eq(q) for d, q in zip(flag_row[1:], flag_row[:-1])]
+            with m.If(flag_row[-1]):
+                m.d.sync += flags.bit_select(row_of, 1).eq(1)
         m.d.comb += [self.event.payload.index.eq(beat.index), self.wipe_addr.eq(count)]
         m.d.comb += self.event.payload.value.eq(beat.value)
         with m.Switch(phase):
@@ -201,14 +232,15 @@ class StepSequencer(wiring.Component):
                 m.d.comb += self.i.ready.eq(en)
                 with m.If(en & self.i.valid & beat.marker):
                     m.d.sync += [step_busy.eq(beat.busy), phase.eq(Phase.ROWS)]
+                    m.d.sync += settle.eq(sm.ROW_FIRST_LATENCY - 1)
                 with m.If(en & self.i.valid & ~beat.marker):
                     m.d.comb += self.event.valid.eq(1)
-                    m.d.sync += flags.bit_select(row_of, 1).eq(1)
             with m.Case(Phase.ROWS):
-                with m.If(en & ~self.passes_busy):
-                    with m.If(flags.any()):
-                        m.d.comb += [self.row.valid.eq(1), self.row.payload.eq(lowest)]
-                        m.d.sync += flags.eq(flags & (flags - 1))
+                with m.If(en & ~self.passes_busy & (settle == 0)):
+                    with m.If(pending):
+                        m.d.comb += [self.row.valid.eq(1), self.row.payload.eq(base)]
+                        m.d.sync += [flags.eq(flags & (flags - 1))]
+                        m.d.sync += settle.eq(sm.ROW_PICK_LATENCY)
                     with m.Else():
                         m.d.sync += phase.eq(Phase.WAIT)
             with m.Case(Phase.WAIT):
@@ -231,9 +263,11 @@ class StepSequencer(wiring.Component):
 
 
 class RowPasses(wiring.Component):
-    """Per row strobe: ``2n`` score reads (the max pass, then the exp pass) from the next cycle,
-    then 2 cycles of latency; in the last of them ``divide`` strobes the row's base index and the
-    next row may start. ``busy`` is low in that last cycle."""
+    """Per row strobe (payload: the row's base index): ``2n`` score reads (the max pass, then
+    the exp pass) from the next cycle, from registered addresses; ``busy`` is low in the last of
+    them (the next row may start). ``divide`` strobes the row's base index
+    :data:`ROW_WRITE_LATENCY` cycles after the last read (its ``E`` is then in the row buffer);
+    ``draining`` is high while such a strobe is on its way."""
 
     def __init__(self, params: sm.SoftmaxParams) -> None:
         self._p = params
@@ -241,8 +275,9 @@ class RowPasses(wiring.Component):
         super().__init__(
             {
                 "en": In(1),
-                "row": In(stream.Signature(_count(params.rows), always_ready=True)),
+                "row": In(stream.Signature(unsigned(iw), always_ready=True)),
                 "busy": Out(1),
+                "draining": Out(1),
                 "read_addr": Out(unsigned(iw)),
                 "max_pass": Out(1),
                 "exp_pass": Out(1),
@@ -257,34 +292,44 @@ class RowPasses(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, en = self._p.tokens, self.en
-        last = 2 * n + sm.SCORE_READ_LATENCY + sm.TABLE_LATENCY - 1
-        active, k = Signal(), Signal(range(last + 1))
-        base = Signal.like(self.read_addr)
-        col = Mux(k < n, k, k - n)
+        n, en, w = self._p.tokens, self.en, sm.ROW_WRITE_LATENCY
+        active, second = Signal(), Signal()
+        col, addr, base = Signal.like(self.col), Signal.like(self.read_addr), Signal.like(self.read_addr)
+        last = active & second & (col == n - 1)
+        done = [Signal(name=f"done{k}") for k in range(w)]
+        bases = [Signal.like(base, name=f"base{k}") for k in range(w)]
         m.d.comb += [
-            self.busy.eq(active & (k != last)),
-            self.read_addr.eq(base + col),
-            self.max_pass.eq(active & (k < n)),
-            self.exp_pass.eq(active & (k >= n) & (k < 2 * n)),
+            self.busy.eq(active & ~last),
+            self.draining.eq(Cat(*done[:-1]).any() if w > 1 else 0),
+            self.read_addr.eq(addr),
+            self.max_pass.eq(active & ~second),
+            self.exp_pass.eq(active & second),
             self.col.eq(col),
-            self.divide.valid.eq(active & (k == last)),
-            self.divide.payload.eq(base),
+            self.divide.valid.eq(done[-1]),
+            self.divide.payload.eq(bases[-1]),
         ]
         with m.If(en):
+            m.d.sync += [done[0].eq(last), bases[0].eq(base)]
+            m.d.sync += [d.eq(s) for d, s in zip(done[1:], done[:-1])]
+            m.d.sync += [d.eq(s) for d, s in zip(bases[1:], bases[:-1])]
             with m.If(active):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == last):
+                m.d.sync += [col.eq(col + 1), addr.eq(addr + 1)]
+                with m.If(col == n - 1):
+                    m.d.sync += [col.eq(0), addr.eq(base), second.eq(1)]
+                with m.If(last):
                     m.d.sync += active.eq(0)
             with m.If(self.row.valid):
-                m.d.sync += [active.eq(1), k.eq(0), base.eq(self.row.payload * n)]
+                m.d.sync += [active.eq(1), second.eq(0), col.eq(0)]
+                m.d.sync += [base.eq(self.row.payload), addr.eq(self.row.payload)]
         return m
 
 
 class RowExp(wiring.Component):
     """The row's maximum (max pass), then ``E_j = T[max − P_j]`` (0 beyond the table) into the
-    row buffer and ``Σ = Σ_j E_j`` (exp pass). The table is a ROM (latency :attr:`latency`); the
-    row buffer has a read port for the divisions (``e_addr`` → ``e_data`` one cycle later)."""
+    row buffer and ``Σ = Σ_j E_j`` (exp pass): the score is copied, the gap ``max − P_j``
+    registered (:data:`GAP_LATENCY`), then read from the table ROM (latency :data:`TABLE_LATENCY`, the block RAM and its output register).
+    The row buffer has a read port for the divisions (``e_addr`` → ``e_data`` one cycle
+    later)."""
 
     def __init__(self, params: sm.SoftmaxParams) -> None:
         self._p = params
@@ -304,7 +349,7 @@ class RowExp(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return sm.TABLE_LATENCY
+        return sm.GAP_LATENCY + sm.TABLE_LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -318,24 +363,35 @@ class RowExp(wiring.Component):
         )
         trd, bwr = rom.read_port(), buf.write_port()
         brd = buf.read_port()
-        a1, b1, b2, beyond2 = Signal(), Signal(), Signal(), Signal()
-        col1, col2 = Signal.like(self.col), Signal.like(self.col)
-        top = Signal(signed(p.score_width))
-        gap = Signal(unsigned(p.gap_width))
+        # stage k: the score read issued k cycles ago (its data arrives at k = S; the gap is
+        # formed from a copy of it, apart from the maximum's compare, at S + 1)
+        s, g, w = sm.SCORE_READ_LATENCY, sm.GAP_LATENCY, sm.ROW_WRITE_LATENCY
+        a = [Signal(name=f"a{k}") for k in range(1, s + 1)]
+        b = [Signal(name=f"b{k}") for k in range(1, w + 1)]
+        col = [Signal.like(self.col, name=f"col{k}") for k in range(1, w + 1)]
+        zero = [Signal(name=f"zero{k}") for k in range(1, w + 1)]  # col == 0
+        beyond = [Signal(name=f"beyond{k}") for k in range(s + g + 1, w + 1)]
+        top = Signal(signed(p.score_width), reset_less=True)  # each row's first score sets it
+        score = Signal(signed(p.score_width), reset_less=True)
+        gap = Signal(unsigned(p.gap_width), reset_less=True)
+        word = Signal(unsigned(p.table_width), reset_less=True)  # the ROM's output register
         with m.If(en):
-            m.d.sync += [a1.eq(self.max_pass), b1.eq(self.exp_pass), col1.eq(self.col)]
-            m.d.sync += [b2.eq(b1), col2.eq(col1), beyond2.eq(gap >= k_tab)]
-        m.d.comb += gap.eq(top - self.score)
-        with m.If(en & a1):
-            m.d.sync += top.eq(Mux((col1 == 0) | (self.score > top), self.score, top))
-        e = Mux(beyond2, 0, trd.data)
-        with m.If(en & b2):
-            m.d.sync += self.total.eq(Mux(col2 == 0, 0, self.total) + e)
+            m.d.sync += [a[0].eq(self.max_pass), b[0].eq(self.exp_pass), col[0].eq(self.col)]
+            m.d.sync += zero[0].eq(self.col == 0)
+            for x in (a, b, col, zero, beyond):
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1])]
+            m.d.sync += [score.eq(self.score), gap.eq(top - score), word.eq(trd.data)]
+            m.d.sync += [beyond[0].eq(gap >= k_tab)]
+        with m.If(en & a[-1]):
+            m.d.sync += top.eq(Mux(zero[s - 1] | (self.score > top), self.score, top))
+        e = Mux(beyond[-1], 0, word)
+        with m.If(en & b[-1]):
+            m.d.sync += self.total.eq(Mux(zero[-1], 0, self.total) + e)
         m.d.comb += [
             trd.en.eq(en),
             trd.addr.eq(gap),
-            bwr.en.eq(en & b2),
-            bwr.addr.eq(col2),
+            bwr.en.eq(en & b[-1]),
+            bwr.addr.eq(col[-1]),
             bwr.data.eq(e),
             brd.en.eq(en),
             brd.addr.eq(self.e_addr),
@@ -345,9 +401,10 @@ class RowExp(wiring.Component):
 
 
 class DivideIssue(wiring.Component):
-    """Per ``divide`` strobe, ``n`` tokens (one per column, from the next cycle); a ``marker``
-    request becomes a marker or extra token. Each token reads the row buffer, then its operands
-    ``(E·N + ⌊Σ/2⌋, Σ)`` are registered for the divider (latency :attr:`latency`)."""
+    """Per ``divide`` strobe, ``n`` tokens (one per column, from the next cycle), the row's
+    ``Σ`` latched in the first; a ``marker`` request becomes a marker or extra token. Each token
+    reads the row buffer, then ``E·N`` is registered (the multiplier's output register), then
+    the operands ``(E·N + ⌊Σ/2⌋, Σ)`` for the divider (latency :attr:`latency`)."""
 
     def __init__(self, params: sm.SoftmaxParams, tag) -> None:
         self._p = params
@@ -382,11 +439,13 @@ class DivideIssue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, en = self._p, self.en
-        active, col = Signal(), Signal(range(p.tokens))
+        active, col, latch = Signal(), Signal(range(p.tokens)), Signal()
         base = Signal.like(self.divide.payload)
         tag0 = Signal(self._tag)
-        tag1, tag2 = Signal(self._tag), Signal(self._tag)
-        valid1, valid2 = Signal(), Signal()
+        tags = [Signal(self._tag, name=f"tag{k}") for k in (1, 2, 3)]
+        valid = [Signal(name=f"valid{k}") for k in (1, 2, 3)]
+        row_total = Signal(unsigned(p.sum_width))
+        product = Signal(unsigned(p.table_width + p.numerator.bit_length()), reset_less=True)
         operand = Signal(unsigned(p.dividend_width))
         divisor = Signal(unsigned(p.sum_width))
         m.d.comb += [
@@ -400,11 +459,14 @@ class DivideIssue(wiring.Component):
             tag0.index.eq(base + col),
         ]
         with m.If(en):
-            m.d.sync += [tag1.eq(tag0), valid1.eq(active | self.marker.valid)]
-            m.d.sync += [tag2.eq(tag1), valid2.eq(valid1), divisor.eq(self.total)]
-            m.d.sync += operand.eq(
-                Mux(tag1.event, self.e_data * p.numerator + (self.total >> 1), 0)
-            )
+            m.d.sync += [tags[0].eq(tag0), valid[0].eq(active | self.marker.valid)]
+            m.d.sync += [d.eq(q) for d, q in zip(tags[1:], tags[:-1])]
+            m.d.sync += [d.eq(q) for d, q in zip(valid[1:], valid[:-1])]
+            m.d.sync += [product.eq(self.e_data * p.numerator), latch.eq(self.divide.valid)]
+            with m.If(latch):
+                m.d.sync += row_total.eq(self.total)
+            m.d.sync += divisor.eq(row_total)
+            m.d.sync += operand.eq(Mux(tags[1].event, product + (row_total >> 1), 0))
             with m.If(active):
                 m.d.sync += col.eq(col + 1)
                 with m.If(col == p.tokens - 1):
@@ -412,19 +474,21 @@ class DivideIssue(wiring.Component):
             with m.If(self.divide.valid):
                 m.d.sync += [active.eq(1), col.eq(0), base.eq(self.divide.payload)]
         m.d.comb += [
-            self.o.valid.eq(valid2),
+            self.o.valid.eq(valid[2]),
             self.o.payload.dividend.eq(operand),
             self.o.payload.divisor.eq(divisor),
-            self.o.payload.tag.eq(tag2),
+            self.o.payload.tag.eq(tags[2]),
         ]
         return m
 
 
 class DriveOut(wiring.Component):
-    """Quotient ``G_j`` in: reads ``G_{t−1,j}`` (0 in an inference's first step), writes ``G_j``
-    back and registers the output beat: the drive ``G_j − G_{t−1,j}`` when non-zero, the marker
-    (busy = its token's busy OR any non-zero drive since the last marker), the extra marker (busy 0)
-    when the marker before it was busy. Latency :attr:`latency`; ``en = ~o.valid | o.ready``."""
+    """Quotient ``G_j`` in: reads ``G_{t−1,j}`` (0 in an inference's first step; the block RAM
+    and its output register), writes ``G_j`` back, registers the drive ``G_j − G_{t−1,j}`` and
+    then the output beat: the drive
+    ``G_j − G_{t−1,j}`` when non-zero, the marker (busy = its token's busy OR any non-zero drive
+    since the last marker), the extra marker (busy 0) when the marker before it was busy.
+    Latency :attr:`latency`; ``en = ~o.valid | o.ready``."""
 
     def __init__(self, params: sm.SoftmaxParams, tag) -> None:
         self._p, self._tag = params, tag
@@ -447,36 +511,40 @@ class DriveOut(wiring.Component):
         en = Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.en.eq(en)]
         m.submodules.mem = mem = memory.Memory(
-            shape=unsigned(p.quotient_width), depth=p.entries, init=[]
+            shape=unsigned(p.quotient_width), depth=p.entries, init=[], attrs=_NO_COLLISION
         )
         wr, rd = mem.write_port(), mem.read_port()
-        valid1, q1, tag1 = Signal(), Signal(unsigned(p.quotient_width)), Signal(self._tag)
+        valid = [Signal(name=f"valid{k}") for k in (1, 2, 3)]
+        q = [Signal(unsigned(p.quotient_width), name=f"q{k}") for k in (1, 2)]
+        tags = [Signal(self._tag, name=f"tag{k}") for k in (1, 2, 3)]
+        word = Signal(unsigned(p.quotient_width), reset_less=True)  # the RAM's output register
+        drive = Signal(signed(p.quotient_width + 1))
         any_drive, last_busy = Signal(), Signal()
         with m.If(en):
-            m.d.sync += [valid1.eq(self.i.valid), q1.eq(self.i.payload.quotient)]
-            m.d.sync += tag1.eq(self.i.payload.tag)
-        prev = Mux(tag1.first, 0, rd.data)
-        drive = Signal(signed(p.quotient_width + 1))
-        busy = Signal()
+            m.d.sync += [valid[0].eq(self.i.valid), q[0].eq(self.i.payload.quotient)]
+            m.d.sync += [tags[0].eq(self.i.payload.tag), word.eq(rd.data)]
+            m.d.sync += [valid[1].eq(valid[0]), q[1].eq(q[0]), tags[1].eq(tags[0])]
+            m.d.sync += [valid[2].eq(valid[1]), tags[2].eq(tags[1])]
+            m.d.sync += drive.eq(q[1] - Mux(tags[1].first, 0, word))
         m.d.comb += [
             rd.en.eq(en),
             rd.addr.eq(self.i.payload.tag.index),
-            drive.eq(q1 - prev),
-            wr.en.eq(en & valid1 & tag1.event),
-            wr.addr.eq(tag1.index),
-            wr.data.eq(q1),
-            busy.eq(tag1.busy | any_drive),
+            wr.en.eq(en & valid[1] & tags[1].event),
+            wr.addr.eq(tags[1].index),
+            wr.data.eq(q[1]),
         ]
+        tag, busy = tags[2], Signal()
+        m.d.comb += busy.eq(tag.busy | any_drive)
         out, o = self.o.payload, self.o
         with m.If(en):
-            m.d.sync += [o.valid.eq(0), out.index.eq(Mux(tag1.event, tag1.index, 0))]
-            m.d.sync += out.value.eq(Mux(tag1.event, drive, 0))
-            m.d.sync += [out.marker.eq(~tag1.event), out.busy.eq(busy & tag1.marker)]
-            with m.If(valid1 & tag1.event & (drive != 0)):
+            m.d.sync += [o.valid.eq(0), out.index.eq(Mux(tag.event, tag.index, 0))]
+            m.d.sync += out.value.eq(Mux(tag.event, drive, 0))
+            m.d.sync += [out.marker.eq(~tag.event), out.busy.eq(busy & tag.marker)]
+            with m.If(valid[2] & tag.event & (drive != 0)):
                 m.d.sync += [o.valid.eq(1), any_drive.eq(1)]
-            with m.If(valid1 & tag1.marker):
+            with m.If(valid[2] & tag.marker):
                 m.d.sync += [o.valid.eq(1), any_drive.eq(0), last_busy.eq(busy)]
-            with m.If(valid1 & tag1.extra):
+            with m.If(valid[2] & tag.extra):
                 m.d.sync += [o.valid.eq(last_busy), last_busy.eq(0)]
         return m
 
@@ -486,7 +554,8 @@ class SoftmaxCore(wiring.Component):
 
     Latency: an output beat leaves :attr:`out_delay` cycles after its token is issued; see
     :mod:`hw.model.softmax_model` for the whole schedule. Throughput: one input event per cycle;
-    ``2n + 2`` cycles per changed row (``n`` divisions overlapped with the next row).
+    ``2n`` cycles per changed row (``max(2n, 3)``; ``n`` divisions overlapped with the next
+    rows), ``12 + n`` more per step with changed rows.
 
     Parameters
     ----------
@@ -580,7 +649,7 @@ class SoftmaxCore(wiring.Component):
             store.wipe_addr.eq(seq.wipe_addr),
             store.read_addr.eq(passes.read_addr),
             seq.passes_busy.eq(passes.busy),
-            seq.issue_busy.eq(issue.busy),
+            seq.issue_busy.eq(issue.busy | passes.draining),
             issue.first.eq(seq.first),
             exp.score.eq(store.data),
             exp.max_pass.eq(passes.max_pass),

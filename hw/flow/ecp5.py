@@ -9,9 +9,12 @@ blocks, on the synthesised JSON netlist, before place and route — what instant
 with ``REGMODE = "OUTREG"`` and ``REG_INPUTA_CLK``/``REG_INPUTB_CLK``/``REG_OUTPUT_CLK = "CLK0"``
 would give. Cycle behaviour is unchanged: a register moves, none is added or removed.
 
-A flip-flop moves only when it is a plain register — no enable, no reset (``CE`` and ``LSR``
-constant, as Amaranth's ``reset_less`` signals without a condition give), the same clock as the
-block — and:
+A flip-flop moves only when it is a plain register — no reset (``LSR`` constant, as Amaranth's
+``reset_less`` signals give), the same clock as the block, and either no enable or an enable
+shared by every flip-flop that moves into the block (a core frozen by one stall signal): the
+block's registers then take that enable (``OCEA``/``OCEB`` of the RAM, ``CE0`` of the
+multiplier; an inverted one through a new ``LUT4`` inverter), which updates them exactly when
+the flip-flops would have updated — and:
 
 * block RAM output: its ``DI`` is a ``DO`` bit of the RAM and nothing else reads that bit; all
   read ``DO`` bits of the RAM must qualify, or the RAM is left alone;
@@ -41,14 +44,35 @@ class PackReport:
     flip_flops: int  #: fabric flip-flops removed
 
 
-def _plain_ff(cell: dict[str, Any]) -> bool:
-    """A ``TRELLIS_FF`` without enable or reset."""
+def _ff_enable(cell: dict[str, Any]) -> Any:
+    """A ``TRELLIS_FF`` without reset: its enable — ``"1"`` when it has none, else ``("CE",
+    bit)`` or ``("INV", bit)`` (enabled while the bit is low); ``None`` for any other cell (a
+    reset, an inverted clock)."""
     if cell["type"] != "TRELLIS_FF":
-        return False
+        return None
     conn, par = cell["connections"], cell["parameters"]
-    ce = conn.get("CE", ["1"])[0] == "1" or par.get("CEMUX") == "1"
     lsr = conn.get("LSR", ["0"])[0] == "0" or par.get("LSRMUX") == "0"
-    return ce and lsr and par.get("CLKMUX", "CLK") == "CLK"
+    if not lsr or par.get("CLKMUX", "CLK") != "CLK":
+        return None
+    ce, mux = conn.get("CE", ["1"])[0], par.get("CEMUX", "CE")
+    if ce == "1" or mux == "1":
+        return "1"
+    if mux in ("CE", "INV") and not isinstance(ce, str):
+        return (mux, ce)
+    return None
+
+
+def _plain_ff(cell: dict[str, Any]) -> bool:
+    """A ``TRELLIS_FF`` without reset (with or without an enable)."""
+    return _ff_enable(cell) is not None
+
+
+def _one_enable(ffs: Any, cells: dict[str, dict[str, Any]]) -> Any:
+    """The enable shared by every flip-flop named in ``ffs``, or ``None`` when they differ."""
+    enables = {str(_ff_enable(cells[f])) for f in ffs}
+    if len(enables) != 1:
+        return None
+    return _ff_enable(cells[next(iter(ffs))])
 
 
 def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
@@ -73,6 +97,33 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                 readers[bit].append(("<port>", ""))
     removed: set[str] = set()
     brams = dsp_in = dsp_out = 0
+    used = [b for c in cells.values() for bits in c["connections"].values() for b in bits]
+    used += [b for p in module.get("ports", {}).values() for b in p["bits"]]
+    used += [b for n in module.get("netnames", {}).values() for b in n["bits"]]
+    next_bit = [max((b for b in used if isinstance(b, int)), default=1) + 1]
+    inverted: dict[Any, int] = {}
+
+    def enable_net(enable) -> Any:
+        """The net that is high when ``enable`` (of :func:`_ff_enable`) lets a register load:
+        ``"1"``, the ``CE`` bit, or a new inverter (``LUT4``) of an ``INV`` enable's bit."""
+        if enable == "1":
+            return "1"
+        mux, bit = enable
+        if mux == "CE":
+            return bit
+        if bit not in inverted:
+            inverted[bit] = next_bit[0]
+            next_bit[0] += 1
+            cells[f"$pack_enable_inverter{len(inverted)}"] = {
+                "type": "LUT4",
+                "parameters": {"INIT": "0101010101010101"},  # Z = ~A
+                "attributes": {},
+                "port_directions": {"A": "input", "B": "input", "C": "input", "D": "input",
+                                    "Z": "output"},
+                "connections": {"A": [bit], "B": ["0"], "C": ["0"], "D": ["0"],
+                                "Z": [inverted[bit]]},
+            }  # fmt: skip
+        return inverted[bit]
 
     def sole_ff(bit, clock) -> str | None:
         """The plain flip-flop on ``clock`` that is the only reader of ``bit``."""
@@ -96,13 +147,16 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
             ffs = {p: sole_ff(bit, clock) for p, bit in outs.items()}
             if not outs or None in ffs.values():
                 continue
+            enable = _one_enable(ffs.values(), cells)
+            if enable is None:
+                continue
             for port, ff in ffs.items():
                 conn[port] = cells[ff]["connections"]["Q"]
                 driver[conn[port][0]] = (name, port)
                 removed.add(ff)
             par["REGMODE_A"] = par["REGMODE_B"] = "OUTREG"
-            # the output registers update every cycle
-            conn["OCEA"] = conn["OCEB"] = ["1"]
+            # the output registers update when the flip-flops did (every cycle without enable)
+            conn["OCEA"] = conn["OCEB"] = [enable_net(enable)]
             brams += 1
         elif cell["type"] == "MULT18X18D":
             par = cell["parameters"]
@@ -129,7 +183,9 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                 for _, ffs in operands.values()
                 for f in ffs.values()
             }
-            if len(operands) == 2 and len(ff_clocks) == 1:
+            in_ffs = [f for _, ffs in operands.values() for f in ffs.values()]
+            enable = _one_enable(in_ffs, cells) if in_ffs else None
+            if len(operands) == 2 and len(ff_clocks) == 1 and enable is not None:
                 clock = ff_clocks.pop()
                 for operand, (bits, ffs) in operands.items():
                     for k, bit in enumerate(bits):
@@ -148,7 +204,11 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                     first = readers[next(iter(outs.values()))][0][0]
                     out_clock = cells[first]["connections"].get("CLK", [None])[0]
                 ffs = {p: sole_ff(bit, out_clock) for p, bit in outs.items()}
+                out_enable = None
                 if outs and None not in ffs.values():
+                    out_enable = _one_enable(ffs.values(), cells)
+                if out_enable is not None and (clock is None or str(out_enable) == str(enable)):
+                    enable = out_enable
                     for port, ff in ffs.items():
                         conn[port] = cells[ff]["connections"]["Q"]
                         driver[conn[port][0]] = (name, port)
@@ -156,8 +216,8 @@ def pack_registers(netlist: dict[str, Any], top: str) -> PackReport:
                     par["REG_OUTPUT_CLK"] = "CLK0"
                     clock = out_clock
                     dsp_out += 1
-            if clock is not None:
-                conn["CLK0"], conn["CE0"], conn["RST0"] = [clock], ["1"], ["0"]
+            if clock is not None:  # the registers update when the flip-flops did
+                conn["CLK0"], conn["CE0"], conn["RST0"] = [clock], [enable_net(enable)], ["0"]
                 for port in ("CLK0", "CE0", "RST0"):
                     cell.setdefault("port_directions", {})[port] = "input"
     for ff in removed:

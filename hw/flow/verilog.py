@@ -27,10 +27,17 @@ stimulus, no cocotb): ``"amaranth"`` ~460 cycles/s, ``proc`` without ``wreduce``
   ``"amaranth"`` a combinational output can keep its initial value for the first cycles (seen as a
   one-cycle late first handshake of a layer core with one word); ``"proc"`` has no such blocks.
   Verilator and Amaranth's simulator agree with ``"proc"`` on Icarus cycle for cycle.
+
+``write_verilog -noattr`` drops every attribute; the one a synthesis tool needs from the RTL is put
+back: a memory built with ``attrs={"no_rw_check": 1}`` (its read port never uses a word read in
+the cycle it is written) keeps ``(* no_rw_check *)`` on its ``reg`` array, so Yosys maps it to a
+block RAM without the read/write collision logic (which would stand between the RAM's output and
+its output register, :mod:`hw.flow.ecp5`).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -83,7 +90,42 @@ def generate(component: wiring.Component, name: str, *, backend: str = "proc") -
             "write_verilog -noattr",
         ]
     )
-    return _yosys(script)
+    return _keep_memory_attributes(text, _yosys(script))
+
+
+def _keep_memory_attributes(il: str, text: str) -> str:
+    """``text`` with ``(* no_rw_check *)`` on each memory that has it in the RTLIL ``il``."""
+    marked, module, pending = [], None, False
+    for line in il.splitlines():
+        s = line.strip()
+        if s.startswith("module "):
+            module, pending = s.split()[1], False
+        elif s == "attribute \\no_rw_check 1":
+            pending = True
+        elif s.startswith("memory ") and pending:
+            marked.append((module, s.split()[-1]))
+            pending = False
+        elif s and not s.startswith("attribute "):
+            pending = False
+
+    def verilog_name(rtlil_name: str) -> str:  # an identifier plain, else escaped with a space
+        return rtlil_name[1:] if rtlil_name[1:].isidentifier() else rtlil_name + " "
+
+    for module, memory in marked:
+        head = re.compile(r"\nmodule " + re.escape(verilog_name(module).rstrip()) + r" ?\(")
+        found = head.search(text)
+        if found is None:
+            raise RuntimeError(f"memory {memory} of {module}: module not found in the Verilog")
+        start = found.start()
+        end = text.find("\nendmodule", start)
+        name = verilog_name(memory)
+        decl = re.compile(r"\n(\s*)reg (\[[^\]]*\] )?" + re.escape(name) + r" ?\[")
+        found = decl.search(text, start, end)
+        if found is None:
+            raise RuntimeError(f"memory {memory} of {module}: no reg array in the Verilog")
+        at = found.start() + 1
+        text = text[:at] + found.group(1) + "(* no_rw_check *)\n" + text[at:]
+    return text
 
 
 def _yosys(script: str) -> str:

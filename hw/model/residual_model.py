@@ -17,13 +17,17 @@ So ``blocks.0.norm1`` = stage(embed, m_e, offset dim, P); ``blocks.b.norm2`` = s
 increments, proj_b, m_p); ``blocks.b+1.norm1`` and ``norm`` = stage(norm2's increments, fc2_b, m_f).
 
 Schedule (inputs always valid, output always ready; cycle 0 = first cycle after reset): a step
-reads ``a``'s events and marker (one per cycle; one cycle once ``a`` has ended), then ``b``'s; then
-each token that received an event (every token in step 0 of an injecting stage), ascending, costs
-``1 + 2·dim`` cycles (a scan cycle, then two per entry: read, then emit and clear), the entry
-``j``'s beat leaving in ``s + 3 + 2j``; the marker leaves one cycle after the last scan ``s_end``,
-and the next step reads from that cycle. :func:`timed` also takes input beats that arrive late
-(a beat is read once valid) and an output held back (the sequencer waits at the beat), as the
-ViT's composed model (:mod:`hw.model.vit_model`) needs.
+reads ``a``'s events and marker (one per cycle; one cycle once ``a`` has ended), then ``b``'s; from
+the cycle after ``b``'s marker, ``SCAN_SETTLE`` cycles until the first scan decision (the last
+event's token marked and picked); then each token that received an event (every token in step 0
+of an injecting stage), ascending, costs ``token_cycles = 1 + max(dim, PICK_LATENCY)`` cycles (a
+decision ``s``, then one read per entry), the entry ``j``'s sum reaching the emit stage in
+``s + 1 + j + SCAN_LATENCY`` and its beat leaving one cycle later; the marker is decided in the
+later of the cycle after the last token and the cycle after the last entry's emit stage (in the
+first decision cycle when no token changed), leaves one cycle later, and the next step reads
+from that cycle. :func:`timed` also takes input beats that arrive late (a beat is read once
+valid) and an output held back (a non-zero sum waits at the emit stage and the whole stage
+freezes meanwhile), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer import SiteKind
 
 __all__ = [
+    "EVENT_LATENCY",
+    "MARK_LATENCY",
+    "PICK_LATENCY",
+    "SCAN_LATENCY",
+    "SCAN_SETTLE",
     "ResidualGeometry",
     "golden_outputs",
     "schedule",
@@ -47,6 +56,22 @@ __all__ = [
     "stages",
     "timed",
 ]
+
+
+#: ``hw.cores.residual.DeltaStore``: an event's read to the forming of its write (the block
+#: RAM, its output register, a copy near the logic), performed one cycle later; the writes in
+#: between are forwarded
+EVENT_LATENCY = 3
+#: ``hw.cores.residual.DeltaStore``: a scan read to its emit stage (the same three registers, then
+#: the sum ``Δ + P`` and whether it is non-zero)
+SCAN_LATENCY = 4
+#: ``hw.cores.residual.TokenMask``: an event to its token's bit (the index, the token registered)
+MARK_LATENCY = 3
+#: ``hw.cores.residual.TokenMask``: a change of the mask to the next pick (one-hot, then the base)
+PICK_LATENCY = 2
+#: cycles from the last input marker of a step to the first scan decision (the last event's
+#: token marked, then picked)
+SCAN_SETTLE = MARK_LATENCY + PICK_LATENCY - 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +157,8 @@ class ResidualGeometry:
 
     @property
     def token_cycles(self) -> int:
-        return 1 + 2 * self.dim
+        """A scan decision, then one read per entry (at least the pick's latency)."""
+        return 1 + max(self.dim, PICK_LATENCY)
 
 
 def _step(row: np.ndarray, busy: bool) -> Step:
@@ -244,14 +270,18 @@ def timed(
                 work += 1
             if t == 0 and geo.position_bound > 0:
                 touched = set(range(geo.tokens))
-            work += len(touched) * geo.token_cycles + 1
+            work += SCAN_SETTLE + 1
+            if touched:
+                work += (len(touched) - 1) * geo.token_cycles + d + SCAN_LATENCY + 1
             nonzero = set(out.indices.tolist())
             ev = []
-            for k in sorted(touched):  # SCAN in cycle, then ADDRESS, EMIT per entry
+            cycle += SCAN_SETTLE  # the first scan decision
+            last_emit = None
+            for k in sorted(touched):  # the decision in cycle, then one read per entry
                 for i in range(k * d, (k + 1) * d):
-                    emit = cycle + 2 + 2 * (i - k * d)
+                    emit = cycle + 1 + (i - k * d) + SCAN_LATENCY  # the emit stage
                     if i in nonzero:
-                        if emit < left:  # o is not free: EMIT waits, the rest with it
+                        if emit < left:  # o is not free: the core freezes until it is
                             cycle += left - emit
                             emit = left
                         offered.append(emit + 1)
@@ -261,8 +291,11 @@ def timed(
                             else max(emit + 1, _at(ready, len(offered) - 1))
                         )
                         ev.append(left)
+                    last_emit = emit
                 cycle += geo.token_cycles
-            cycle = max(cycle, left)  # the marker's SCAN waits for o to be free
+            if last_emit is not None:
+                cycle = max(cycle, last_emit + 1)  # the marker waits for the reads to be through
+            cycle = max(cycle, left)  # and for o to be free
             offered.append(cycle + 1)
             left = cycle + 1 if ready is None else max(cycle + 1, _at(ready, len(offered) - 1))
             steps.append((tuple(ev), left))

@@ -18,18 +18,21 @@ score entries, ``L = OUT_DELAY`` (:meth:`SoftmaxTiming.out_delay`). Per inferenc
 * the step's input beats are consumed one per cycle from ``a`` (``a = 1`` for the first inference,
   the input register's latency): events in ``a … a + e − 1``, the marker in ``m = a + e``;
 * every row that received an event in the step (every row in step 0) is processed in ascending
-  order, row ``i`` (0-based among them) from ``r_i = m + 2 + i·(2n + 2)``: ``n`` cycles for the
-  row's maximum, ``n`` for the table look-ups and ``Σ``, 2 cycles of latency; its ``n`` divisions
-  enter in ``r_i + 2n + 2 + j`` (column ``j``), while the next row already starts;
-* the output event of column ``j`` leaves in ``r_i + 2n + 2 + j + L`` when its drive is non-zero;
-* the marker token enters in ``z = r_last + 3n + 2`` (``z = m + 2`` when no row changed) and
+  order, row ``i`` (0-based among them) reading from ``r_i = m + F + 1 + i·R`` (``F =
+  ROW_FIRST_LATENCY``, ``R = max(2n, ROW_PICK_LATENCY + 1)``, :attr:`SoftmaxTiming.row_period`):
+  ``n`` cycles for the row's maximum, ``n`` for the table look-ups and ``Σ``; each ``E`` is
+  written ``W = ROW_WRITE_LATENCY`` cycles after its read, and the row's ``n`` divisions enter in
+  ``r_i + 2n + W + j`` (column ``j``), while the next rows' reads go on;
+* the output event of column ``j`` leaves in ``r_i + 2n + W + j + L`` when its drive is non-zero;
+* the marker token enters in ``z = r_last + 3n + W`` (``z = m + F + 1`` when no row changed) and
   leaves in ``z + L``; the next step's beats are consumed from ``z + 1``;
 * after the inference's last step (input busy 0) an extra token enters in ``z + 1`` (it leaves as
   the extra marker in ``z + 1 + L`` when needed), then the score memory is cleared in ``E``
   cycles, and the next inference starts at ``a = z + 2 + E``.
 
-So a step with ``k`` changed rows costs ``e + 2 + k·(2n + 2) + n`` cycles (``e + 2`` without
-rows), plus ``E + 1`` per inference; the divider is busy ``n`` of every ``2n + 2`` row cycles.
+So a step with ``k`` changed rows costs ``e + F + 1 + (k − 1)·R + 3n + W`` cycles (``e + F + 1``
+without rows; ``F = 4``, ``W = 7``: ``e + 12 + (k − 1)·2n + 3n``), plus ``E + 1`` per inference;
+the divider is busy ``n`` of every ``R`` row cycles.
 
 :func:`timed` also takes input beats that arrive late (through the two-entry input buffer) and an
 output held back (the whole core but the input buffer freezes: the schedule above holds in
@@ -62,16 +65,32 @@ __all__ = [
 
 #: ``hw.cores.softmax.InputBuffer``: a beat accepted on ``i`` is consumed in the next cycle
 INPUT_LATENCY = 1
+#: ``hw.cores.softmax.StepSequencer``: cycles from an event's consumption to its row's flag
+#: being set (the index, then the row ``(index·M) >> S`` registered, then the flag)
+ROW_FLAG_LATENCY = 3
+#: ``hw.cores.softmax.StepSequencer``: cycles from a change of the row flags (the last event's
+#: flag, a row start) to the next row pick (the lowest flag one-hot, then its base index)
+ROW_PICK_LATENCY = 2
+#: cycles from a step's marker to its first row strobe (the last event's flag, then the pick)
+ROW_FIRST_LATENCY = ROW_FLAG_LATENCY - 1 + ROW_PICK_LATENCY
 #: cycles from a row's strobe to its first score read (the row passes register the base)
 ROW_START_LATENCY = 1
-#: ``hw.cores.softmax.ScoreStore``: score read latency
-SCORE_READ_LATENCY = 1
-#: ``hw.cores.softmax.RowExp``: table ROM read latency (then ``Σ`` and the row buffer register)
-TABLE_LATENCY = 1
-#: ``hw.cores.softmax.DivideIssue``: row-buffer read, then the operand register
-ISSUE_LATENCY = 2
-#: ``hw.cores.softmax.DriveOut``: previous-output read, then the output register
-DRIVE_LATENCY = 2
+#: ``hw.cores.softmax.ScoreStore``: score read latency (the block RAM, its output register, a
+#: register near the logic)
+SCORE_READ_LATENCY = 3
+#: ``hw.cores.softmax.RowExp``: a copy of the score (apart from the maximum's compare), then the
+#: registered gap ``max − P_j`` (the table address)
+GAP_LATENCY = 2
+#: ``hw.cores.softmax.RowExp``: table ROM read latency (the block RAM, its output register;
+#: then ``Σ`` and the row buffer are written)
+TABLE_LATENCY = 2
+#: cycles from a score read to the write of its ``E`` (the row buffer and ``Σ``)
+ROW_WRITE_LATENCY = SCORE_READ_LATENCY + GAP_LATENCY + TABLE_LATENCY
+#: ``hw.cores.softmax.DivideIssue``: row-buffer read, the product ``E·N``, the operand register
+ISSUE_LATENCY = 3
+#: ``hw.cores.softmax.DriveOut``: previous-output read (block RAM, output register), the drive
+#: register, then the output register
+DRIVE_LATENCY = 4
 
 
 def _pos(name: str, value: Any, lo: int = 1) -> int:
@@ -221,13 +240,14 @@ class SoftmaxTiming:
 
     @property
     def row_period(self) -> int:
-        """Cycles between the starts of two rows (max pass, exp pass, 2 of latency)."""
-        return 2 * self.tokens + SCORE_READ_LATENCY + TABLE_LATENCY
+        """Cycles between the starts of two rows: the max pass and the exp pass (the next row's
+        reads follow the last one; at least the row pick's ``ROW_PICK_LATENCY + 1``)."""
+        return max(2 * self.tokens, ROW_PICK_LATENCY + 1)
 
     @property
     def divide_offset(self) -> int:
-        """Cycles from a row's first read to its first division issue."""
-        return self.row_period
+        """Cycles from a row's first read to its first division issue (its last ``E`` written)."""
+        return 2 * self.tokens + ROW_WRITE_LATENCY
 
     @property
     def out_delay(self) -> int:
@@ -411,11 +431,13 @@ def _run(timing, inputs, outputs, arrivals, ready):
                 c += 1
             m = c - 1
             rows = range(timing.entries // n) if t == 0 else np.unique(st.indices // n)
-            first = m + 1 + ROW_START_LATENCY
+            first = m + ROW_FIRST_LATENCY + ROW_START_LATENCY
             issue = {int(r): first + i * period + timing.divide_offset for i, r in enumerate(rows)}
             idx = outs[t].indices
             events = [fz.emit(int(issue[int(i) // n] + int(i) % n + out_delay)) for i in idx]
-            z = first + (len(rows) - 1) * period + timing.divide_offset + n if len(rows) else m + 2
+            z = first + (len(rows) - 1) * period + timing.divide_offset + n
+            if not len(rows):
+                z = m + 1 + ROW_FIRST_LATENCY
             inf_marks.append((st.n_events, a, fz.real(m), events, fz.emit(z + out_delay)))
             work += st.n_events + 1 + z - m
             phase = z + 1
@@ -435,7 +457,9 @@ def _run(timing, inputs, outputs, arrivals, ready):
 
 
 def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> None:
-    """Every inference ends with its only busy-0 marker, indices and values fit the formats."""
+    """Every inference ends with its only busy-0 marker, indices ascend within each step (the
+    score memory's read-modify-write needs two events on one entry ≥ 4 cycles apart), indices
+    and values fit the formats."""
     fmt = params.input_format
     for b, inf in enumerate(inputs):
         if not inf or inf[-1].busy or any(not s.busy for s in inf[:-1]):
@@ -443,6 +467,8 @@ def check_inputs(params: SoftmaxParams, inputs: Sequence[Sequence[Step]]) -> Non
         for s in inf:
             if s.n_events and (s.indices.max() >= params.entries or s.indices.min() < 0):
                 raise ValueError(f"inference {b}: index out of [0, {params.entries})")
+            if s.n_events > 1 and (np.diff(s.indices) <= 0).any():
+                raise ValueError(f"inference {b}: indices must ascend within a step")
             lim = 1 << (fmt.value_width - 1)
             if s.n_events and (s.values.min() < -lim or s.values.max() >= lim):
                 raise ValueError(f"inference {b}: value out of the input format")

@@ -97,10 +97,45 @@ def test_block_ram_output_register_absorbs_sole_plain_flip_flops():
     assert all(drivers[b] == 1 for b in read if b != CLK)
 
 
+def test_block_ram_output_register_takes_the_shared_enable():
+    # both FFs enabled by bit 7 (a core's stall): the output register updates with OCE = 7
+    cells = {
+        "ram": _bram([10, 11]),
+        "ff0": _ff(10, 20, ce=7),
+        "ff1": _ff(11, 21, ce=7),
+        "use": _lut([20, 21], 30),
+    }
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert (report.bram_outputs, report.flip_flops) == (1, 2)
+    ram = net["modules"]["top"]["cells"]["ram"]
+    assert ram["parameters"]["REGMODE_B"] == "OUTREG"
+    assert ram["connections"]["OCEA"] == ram["connections"]["OCEB"] == [7]
+
+
+def test_block_ram_output_register_takes_an_inverted_enable_through_an_inverter():
+    # both FFs load while bit 7 is low (CEMUX INV): OCE is a new LUT4 inverting bit 7
+    cells = {"ram": _bram([10, 11]), "ff0": _ff(10, 20, ce=7), "ff1": _ff(11, 21, ce=7)}
+    for ff in ("ff0", "ff1"):
+        cells[ff]["parameters"]["CEMUX"] = "INV"
+    cells["use"] = _lut([20, 21], 30)
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert (report.bram_outputs, report.flip_flops) == (1, 2)
+    cells = net["modules"]["top"]["cells"]
+    oce = cells["ram"]["connections"]["OCEB"]
+    (inv,) = [c for c in cells.values() if c["connections"].get("Z") == oce]
+    assert inv["type"] == "LUT4" and inv["connections"]["A"] == [7]
+    assert inv["parameters"]["INIT"] == "0101010101010101"  # Z = ~A
+    read, drivers = _readers(net)
+    assert all(drivers[b] == 1 for b in read if b not in (CLK, 7))  # 7: a free input here
+
+
 @pytest.mark.parametrize(
     "bad",
     [
-        {"ff1": _ff(11, 21, ce=7)},  # an enable
+        {"ff1": _ff(11, 21, ce=7)},  # an enable the other flip-flop does not have
+        {"ff0": _ff(10, 20, ce=8), "ff1": _ff(11, 21, ce=7)},  # two enables
         {"ff1": _ff(11, 21, lsr=7)},  # a reset
         {"ff1": _ff(11, 21, clk=9)},  # another clock
         {"ff1": _ff(11, 21), "other": _lut([11], 31)},  # DOB1 also read by logic
@@ -146,6 +181,45 @@ def test_multiplier_takes_input_and_output_registers():
     assert mul["connections"]["A0"] == [50] and mul["connections"]["B17"] == [51]
     assert mul["connections"]["P0"] == [70]
     assert "a" in cells and "b" not in cells and "p" not in cells  # a is still read by a LUT
+
+
+def test_multiplier_registers_take_the_shared_enable():
+    cells = {
+        "a": _ff(50, 40, ce=7),
+        "b": _ff(51, 41, ce=7),
+        "mul": _mult([40], [41], [60]),
+        "p": _ff(60, 70, ce=7),
+    }
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert (report.dsp_inputs, report.dsp_outputs, report.flip_flops) == (2, 1, 3)
+    mul = net["modules"]["top"]["cells"]["mul"]
+    assert mul["connections"]["CE0"] == [7] and mul["connections"]["P0"] == [70]
+
+
+def test_multiplier_registers_need_one_enable():
+    # inputs enabled by 7, product by 8: one CE0 for all, so the product stays in the fabric;
+    # inputs with two enables stay too
+    cells = {
+        "a": _ff(50, 40, ce=7),
+        "b": _ff(51, 41, ce=7),
+        "mul": _mult([40], [41], [60]),
+        "p": _ff(60, 70, ce=8),
+    }
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert (report.dsp_inputs, report.dsp_outputs) == (2, 0)
+    assert net["modules"]["top"]["cells"]["mul"]["connections"]["CE0"] == [7]
+    cells = {
+        "a": _ff(50, 40, ce=7),
+        "b": _ff(51, 41, ce=8),
+        "mul": _mult([40], [41], [60]),
+        "p": _ff(60, 70),
+    }
+    net = _netlist(cells)
+    report = pack_registers(net, "top")
+    assert (report.dsp_inputs, report.dsp_outputs) == (0, 1)
+    assert net["modules"]["top"]["cells"]["mul"]["connections"]["CE0"] == ["1"]
 
 
 def test_multiplier_inputs_are_registered_both_or_neither():

@@ -155,14 +155,24 @@ def test_widths_and_ports() -> None:
     mult, shift = p.row_reciprocal()
     assert all((i * mult) >> shift == i // 3 for i in range(18))
     core = SoftmaxCore(p)
-    assert core.out_delay == 2 + core.divider_latency + 2 == core.timing.out_delay
-    assert core.timing.row_period == 2 * 3 + 2
+    assert core.out_delay == 3 + core.divider_latency + 4 == core.timing.out_delay
+    assert core.timing.row_period == 2 * 3  # the next row's reads follow the last one
+    assert core.timing.divide_offset == 2 * 3 + 7  # score read 3, gap 2, table 2
+    one = sm.SoftmaxParams(**{**GOOD, "tokens": 1, "score_bound": 2, "step_bound": 2})
+    assert sm.SoftmaxTiming.of(one).row_period == 3  # the row pick's 2 cycles, then the start
     text = generate(core, "softmax")
     header = text[text.index("module softmax(") : text.index(");")]
     for port in ("i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload"):
         assert port in header
     with pytest.raises(TypeError, match="params must be a SoftmaxParams"):
         SoftmaxCore(GOOD)
+    # the score and G memories keep Yosys's no_rw_check in the Verilog (their block RAMs then
+    # take the output registers, hw.flow.ecp5); the table ROM and the row buffer do not need it
+    assert text.count("(* no_rw_check *)") == 2
+    for module in ("softmax.scores", "softmax.drive"):
+        body = text[text.index(f"module \\{module} ") :]
+        body = body[: body.index("endmodule")]
+        assert "(* no_rw_check *)\n  reg [" in body and "] mem [17:0];" in body
 
 
 # -- tier 2: the core in Amaranth's simulator ------------------------------------------------------
@@ -301,3 +311,15 @@ def test_fixed_cases() -> None:
     _check(p, [[empty], *random_inputs(p, rng, 2, 5, 0.5), [empty]])
     outs = sm.output_steps(p, [[empty]])
     assert [s.busy for s in outs[0]] == [True, False]  # the injection at t = 0, then idle
+
+
+def test_inputs_must_ascend_within_a_step() -> None:
+    """The score memory's read-modify-write needs two events on one entry ≥ 4 cycles apart: the
+    protocol's ascending indices, checked (a repeated or descending index is refused)."""
+    p = sm.SoftmaxParams(**GOOD)
+    ok = Step(np.array([0, 4]), np.array([1, -1]), False)
+    sm.check_inputs(p, [[ok]])
+    for idx in ([4, 4], [4, 0]):
+        bad = Step(np.array(idx), np.array([1, 1]), False)
+        with pytest.raises(ValueError, match="inference 0: indices must ascend within a step"):
+            sm.check_inputs(p, [[bad]])
