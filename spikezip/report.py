@@ -343,6 +343,7 @@ class ViTReport:
     ann_energy_nj_per_image: float
     synthesis: ViTSynthesis | None = None
     pnr: PlaceRoute | None = None
+    pnr_error: str | None = None  #: why place and route gave no fmax (e.g. it does not fit)
 
     @property
     def images_per_second(self) -> float | None:
@@ -512,10 +513,10 @@ def evaluate_vit(
         fifo_peak=int(need),
     )
     ops = count_ops(vit, trace, inputs)
-    synthesis = placed = None
+    synthesis = placed = pnr_error = None
     if synth or pnr:
         from spikezip.hw.cores.vit_core import ViTCore
-        from spikezip.hw.flow.synth import place_and_route, synthesize
+        from spikezip.hw.flow.synth import PlaceRouteError, place_and_route, synthesize
         from spikezip.hw.flow.verilog import generate
 
         def core():
@@ -523,20 +524,27 @@ def evaluate_vit(
 
         if pnr:
             stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
-            p = place_and_route(
-                core(), target=target, device_args=dev_args, keep=("harness.dut", "harness.dut.*")
-            )
-            mods = dict(p.synth.modules)
+            keep = ("harness.dut", "harness.dut.*")
+            try:
+                p = place_and_route(core(), target=target, device_args=dev_args, keep=keep)
+            except PlaceRouteError as e:  # synthesised, but it did not place: say so, keep counts
+                p, synthesized = None, e.synth
+                what = f"more {e.misfit} than the device has" if e.misfit else str(e)
+                pnr_error = f"does not fit the {target} {e.device}: {what}"
+            else:
+                synthesized = p.synth
+            mods = dict(synthesized.modules)
             total = mods.pop("harness.dut")
-            synthesis = _vit_synthesis(target, total, mods, p.synth.seconds)
-            placed = PlaceRoute(
-                device=p.device,
-                fmax_mhz=round(p.fmax_mhz, 2),
-                critical_path=p.critical_path_text,
-                utilization=p.utilization,
-                seconds=round(p.seconds, 1),
-            )
-            fmax_mhz = placed.fmax_mhz
+            synthesis = _vit_synthesis(target, total, mods, synthesized.seconds)
+            if p is not None:
+                placed = PlaceRoute(
+                    device=p.device,
+                    fmax_mhz=round(p.fmax_mhz, 2),
+                    critical_path=p.critical_path_text,
+                    utilization=p.utilization,
+                    seconds=round(p.seconds, 1),
+                )
+                fmax_mhz = placed.fmax_mhz
         else:
             stage(f"synthesis ({target})")
             r = synthesize(
@@ -567,6 +575,7 @@ def evaluate_vit(
         ann_energy_nj_per_image=float(ops.ann_energy_pj / 1000),
         synthesis=synthesis,
         pnr=placed,
+        pnr_error=pnr_error,
     )
 
 
@@ -840,6 +849,8 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
         )
     if s is None:
         lines.append("resources and fmax: not evaluated (--no-synth)")
+    elif result.pnr_error is not None:
+        lines.append(f"place and route: {result.pnr_error} (resources above; try --device)")
     elif result.pnr is None:
         lines.append("fmax: not evaluated (--no-pnr)")
     lines.append(

@@ -128,10 +128,10 @@ class DeltaStore(wiring.Component):
             m.d.sync += [ev_x[0].eq(self.ev_value), sc_v[0].eq(self.scan_valid)]
             m.d.sync += [sc_i[0].eq(self.scan_addr), inj[0].eq(self.inject)]
             for x in (ev_v, ev_i, ev_x, sc_v, sc_i, inj):
-                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1])]
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1], strict=False)]
             m.d.sync += [w_v[0].eq(calc_v), w_i[0].eq(calc_i), w_x[0].eq(calc_x)]
             for x in (w_v, w_i, w_x):
-                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1])]
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1], strict=False)]
             m.d.sync += hit.eq(calc_v & (calc_i == ev_i[1]))
             same = [w_v[k] & (w_i[k] == ev_i[1]) for k in range(3)]
             m.d.sync += older.eq(same[0] | same[1] | same[2])
@@ -204,7 +204,7 @@ class TokenMask(wiring.Component):
         with m.If(en):
             m.d.sync += [index.eq(self.index), token.eq((index * self._mult) >> self._shift)]
             m.d.sync += [marks[0].eq(self.mark)]
-            m.d.sync += [d.eq(q) for d, q in zip(marks[1:], marks[:-1])]
+            m.d.sync += [d.eq(q) for d, q in zip(marks[1:], marks[:-1], strict=False)]
             with m.If(self.set_all):
                 m.d.sync += mask.eq((1 << n) - 1)
             with m.Elif(self.drop):

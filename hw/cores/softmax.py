@@ -173,7 +173,7 @@ class StepSequencer(wiring.Component):
 
     def __init__(self, params: sm.SoftmaxParams) -> None:
         self._p = params
-        iw, rows = params.index_width, params.rows
+        iw, _rows = params.index_width, params.rows
         ev = data.StructLayout(
             {"index": unsigned(iw), "value": signed(params.input_format.value_width)}
         )
@@ -222,7 +222,7 @@ class StepSequencer(wiring.Component):
         with m.If(en):
             m.d.sync += [index.eq(beat.index), row_of.eq((index * mult) >> shift)]
             m.d.sync += [flag_row[0].eq(self.event.valid)]
-            m.d.sync += [d.eq(q) for d, q in zip(flag_row[1:], flag_row[:-1])]
+            m.d.sync += [d.eq(q) for d, q in zip(flag_row[1:], flag_row[:-1], strict=False)]
             with m.If(flag_row[-1]):
                 m.d.sync += flags.bit_select(row_of, 1).eq(1)
         m.d.comb += [self.event.payload.index.eq(beat.index), self.wipe_addr.eq(count)]
@@ -294,7 +294,8 @@ class RowPasses(wiring.Component):
         m = Module()
         n, en, w = self._p.tokens, self.en, sm.ROW_WRITE_LATENCY
         active, second = Signal(), Signal()
-        col, addr, base = Signal.like(self.col), Signal.like(self.read_addr), Signal.like(self.read_addr)
+        col = Signal.like(self.col)
+        addr, base = Signal.like(self.read_addr), Signal.like(self.read_addr)
         last = active & second & (col == n - 1)
         done = [Signal(name=f"done{k}") for k in range(w)]
         bases = [Signal.like(base, name=f"base{k}") for k in range(w)]
@@ -310,8 +311,8 @@ class RowPasses(wiring.Component):
         ]
         with m.If(en):
             m.d.sync += [done[0].eq(last), bases[0].eq(base)]
-            m.d.sync += [d.eq(s) for d, s in zip(done[1:], done[:-1])]
-            m.d.sync += [d.eq(s) for d, s in zip(bases[1:], bases[:-1])]
+            m.d.sync += [d.eq(s) for d, s in zip(done[1:], done[:-1], strict=False)]
+            m.d.sync += [d.eq(s) for d, s in zip(bases[1:], bases[:-1], strict=False)]
             with m.If(active):
                 m.d.sync += [col.eq(col + 1), addr.eq(addr + 1)]
                 with m.If(col == n - 1):
@@ -327,7 +328,8 @@ class RowPasses(wiring.Component):
 class RowExp(wiring.Component):
     """The row's maximum (max pass), then ``E_j = T[max − P_j]`` (0 beyond the table) into the
     row buffer and ``Σ = Σ_j E_j`` (exp pass): the score is copied, the gap ``max − P_j``
-    registered (:data:`GAP_LATENCY`), then read from the table ROM (latency :data:`TABLE_LATENCY`, the block RAM and its output register).
+    registered (:data:`GAP_LATENCY`), then read from the table ROM (latency
+    :data:`TABLE_LATENCY`, the block RAM and its output register).
     The row buffer has a read port for the divisions (``e_addr`` → ``e_data`` one cycle
     later)."""
 
@@ -379,7 +381,7 @@ class RowExp(wiring.Component):
             m.d.sync += [a[0].eq(self.max_pass), b[0].eq(self.exp_pass), col[0].eq(self.col)]
             m.d.sync += zero[0].eq(self.col == 0)
             for x in (a, b, col, zero, beyond):
-                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1])]
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1], strict=False)]
             m.d.sync += [score.eq(self.score), gap.eq(top - score), word.eq(trd.data)]
             m.d.sync += [beyond[0].eq(gap >= k_tab)]
         with m.If(en & a[-1]):
@@ -460,8 +462,8 @@ class DivideIssue(wiring.Component):
         ]
         with m.If(en):
             m.d.sync += [tags[0].eq(tag0), valid[0].eq(active | self.marker.valid)]
-            m.d.sync += [d.eq(q) for d, q in zip(tags[1:], tags[:-1])]
-            m.d.sync += [d.eq(q) for d, q in zip(valid[1:], valid[:-1])]
+            m.d.sync += [d.eq(q) for d, q in zip(tags[1:], tags[:-1], strict=False)]
+            m.d.sync += [d.eq(q) for d, q in zip(valid[1:], valid[:-1], strict=False)]
             m.d.sync += [product.eq(self.e_data * p.numerator), latch.eq(self.divide.valid)]
             with m.If(latch):
                 m.d.sync += row_total.eq(self.total)

@@ -39,6 +39,7 @@ from spikezip.hw.flow.verilog import generate
 __all__ = [
     "TARGETS",
     "Harness",
+    "PlaceRouteError",
     "PnrResult",
     "SynthResult",
     "ToolError",
@@ -79,6 +80,18 @@ RESOURCES = ("lut", "carry", "ff", "bram", "dsp", "lutram", "mux", "other")
 
 class ToolError(RuntimeError):
     """A synthesis or place-and-route tool failed; the message holds the tail of its log."""
+
+
+class PlaceRouteError(ToolError):
+    """nextpnr failed after the synthesis succeeded (e.g. the design does not fit the device):
+    :attr:`synth` keeps the synthesis's resources, :attr:`misfit` the cell type that found no
+    BEL, if that was the failure."""
+
+    def __init__(self, message: str, *, synth: SynthResult, device: str) -> None:
+        super().__init__(message)
+        self.synth, self.device = synth, device
+        found = re.search(r"no BELs remaining to implement cell type '([^']+)'", message)
+        self.misfit: str | None = found.group(1) if found else None
 
 
 def _classify(target: str, cell: str) -> str | None:
@@ -411,27 +424,34 @@ def place_and_route(
             replicate_registers(netlist, "harness")
             (wd / "harness.json").write_text(json.dumps(netlist))
         t0 = time.perf_counter()
-        _run(
-            f"nextpnr-{target}",
-            [
-                *args,
-                "--json",
-                "harness.json",
-                "--freq",
-                f"{freq_mhz:g}",
-                "--seed",
-                str(seed),
-                "--timing-allow-fail",
-                "--report",
-                "report.json",
-                "--quiet",
-            ],
-            wd,
-            "nextpnr.log",
-        )
+        try:
+            _pnr(target, args, freq_mhz, seed, wd)
+        except ToolError as e:
+            raise PlaceRouteError(str(e), synth=synth, device=device) from None
         seconds = time.perf_counter() - t0
         report = json.loads((wd / "report.json").read_text())
     return replace(parse_report(report, target, device, synth, seconds, packed), abc9=abc9)
+
+
+def _pnr(target: str, args: Sequence[str], freq_mhz: float, seed: int, wd: Path) -> None:
+    _run(
+        f"nextpnr-{target}",
+        [
+            *args,
+            "--json",
+            "harness.json",
+            "--freq",
+            f"{freq_mhz:g}",
+            "--seed",
+            str(seed),
+            "--timing-allow-fail",
+            "--report",
+            "report.json",
+            "--quiet",
+        ],
+        wd,
+        "nextpnr.log",
+    )
 
 
 def parse_report(
