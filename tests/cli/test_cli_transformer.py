@@ -161,3 +161,45 @@ def test_report_and_sweep_take_fifo_depths_by_name(files, capsys):
         lanes = int(r.point.lanes)
         sched = vit_schedule(vit, x, tr, lanes=lanes, fifo_depths=depths)
         assert r.back_to_back_cycles == pytest.approx(sched.total_cycles / 3)
+
+
+def test_report_of_a_vit_that_does_not_fit_keeps_its_resources(files, capsys, monkeypatch):
+    """nextpnr failing to place (the digits ViT on the 85k: block RAMs) is a result, not a
+    crash: the report keeps the synthesis's counts and names the cell type that did not fit."""
+    import json
+
+    from spikezip.hw.flow import synth as flow
+    from spikezip.report import ViTReport
+
+    counts = {"lut": 900, "carry": 10, "ff": 700, "bram": 300, "dsp": 4, "lutram": 0}
+    site = {"lut": 500, "carry": 5, "ff": 400, "bram": 200, "dsp": 1, "lutram": 0}
+
+    def no_fit(component, **kw):
+        assert kw["device_args"][0] == "--85k" and "harness.dut.*" in kw["keep"]
+        result = flow.SynthResult(
+            target="ecp5",
+            top="harness",
+            total=counts,
+            modules={"harness.dut": counts, "harness.dut.site_embed": site},
+            cells={},
+            seconds=1.0,
+            stat={},
+        )
+        message = (
+            "nextpnr-ecp5 failed (exit 125): ERROR: Unable to place cell 'dut.x', no BELs "
+            "remaining to implement cell type 'DP16KD'"
+        )
+        raise flow.PlaceRouteError(message, synth=result, device="85k")
+
+    monkeypatch.setattr(flow, "place_and_route", no_fit)
+    monkeypatch.setattr("spikezip.cli._tools_check", lambda target: None)
+    out = files / "rep"
+    argv = ["report", files / "vit.npz", "--inputs", files / "x.npy", "-q", "-o", out]
+    assert run(*argv) == 0
+    printed = capsys.readouterr().out
+    assert "does not fit the ecp5 85k: more DP16KD than the device has" in printed
+    report = ViTReport.from_json(json.loads((out / "report.json").read_text()))
+    assert report.pnr is None and report.synthesis.total.bram == 300
+    assert report.synthesis.cores["site_embed"].bram == 200
+    assert report.synthesis.kinds["other"].bram == 100  # the top's own, beyond its cores
+    assert report.fmax_mhz is None and report.latency.us_mean is None
