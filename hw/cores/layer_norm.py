@@ -284,10 +284,13 @@ class Moments(wiring.Component):
 class StateStore(wiring.Component):
     """The accumulated stream ``X``, the previous output ``G``, and the gain and bias ROMs.
 
-    * ``ev_valid``: ``X[ev_index] += ev_value`` (read in this cycle, written at the end of the
-      next; back-to-back events on one entry see each other through a transparent read);
-    * ``addr``/``channel``: read ``x``, ``g_prev``, ``gain``, ``bias`` in the next cycle
+    * ``ev_valid``: ``X[ev_index] += ev_value`` (read in this cycle, added two cycles later,
+      written in the third; one event per cycle, on any entries: a read sees every earlier
+      event, the three whose writes are still in flight through forwarding registers);
+    * ``addr``/``channel``: read ``x``, ``g_prev``, ``gain``, ``bias``: valid two cycles later
       (:data:`~hw.model.layer_norm_model.READ_LATENCY`; ``ev_valid`` takes the ``X`` port);
+      every memory has a plain output register (``hw.flow.ecp5`` moves it into the block RAM),
+      so no logic follows a block RAM's read directly;
     * ``g_we``: ``G[g_addr] = g_data``; ``clear``: ``X[addr] = G[addr] = 0``.
 
     Members
@@ -340,26 +343,49 @@ class StateStore(wiring.Component):
             shape=self.bias.shape(), depth=g.dim, init=[int(v) for v in n.bias]
         )
         xw, gwp = xmem.write_port(), gmem.write_port()
-        xr = xmem.read_port(transparent_for=[xw])
-        gr, cr, br = gmem.read_port(), gain.read_port(), bias.read_port()
-        pend, pidx = Signal(), Signal(g.index_width)
-        pval = Signal(signed(g.increment_width))
-        m.d.sync += [pend.eq(self.ev_valid), pidx.eq(self.ev_index), pval.eq(self.ev_value)]
+        xr, gr = xmem.read_port(), gmem.read_port()
+        cr, br = gain.read_port(), bias.read_port()
+        # read-out registers (plain: hw.flow.ecp5 moves them into the DP16KD output registers)
+        reads = (("x", None, xr), ("g", self.g_prev, gr), ("gain", self.gain, cr),
+                 ("bias", self.bias, br))  # fmt: skip
+        for name, port, rp in reads:
+            reg = Signal.like(rp.data, name=f"{name}_q", reset_less=True)
+            m.d.sync += reg.eq(rp.data)
+            if port is None:
+                xq = reg
+            else:
+                m.d.comb += port.eq(reg)
+        # the accumulate pipeline: event k is read in k, added in k + 2 (``p[1]``), written in
+        # k + 3 (``p[2]``, its sum in ``h[0]``); a read in c misses the writes of events c − 3 ..
+        # c − 1, whose sums are in ``h`` in c + 2: ``hit`` (registered in c + 1) forwards them
+        p = [SimpleNamespace(v=Signal(name=f"p{j}_valid"), i=Signal(g.index_width, name=f"p{j}_index"))
+             for j in range(4)]  # fmt: skip
+        val = [Signal(signed(g.increment_width), name=f"p{j}_value") for j in range(2)]
+        h = [Signal(signed(g.stream_width), name=f"h{j}", reset_less=True) for j in range(3)]
+        hit = [Signal(name=f"hit{j}") for j in range(3)]
+        raddr = Signal(g.index_width)
+        rd = Mux(self.ev_valid, self.ev_index, self.addr)
+        m.d.sync += [p[0].v.eq(self.ev_valid), p[0].i.eq(self.ev_index), val[0].eq(self.ev_value)]
+        m.d.sync += [val[1].eq(val[0]), raddr.eq(rd)]
+        for j in range(1, 4):
+            m.d.sync += [p[j].v.eq(p[j - 1].v), p[j].i.eq(p[j - 1].i)]
+        for j in range(3):
+            m.d.sync += hit[j].eq(p[j + 1].v & (p[j + 1].i == raddr))
+        x = Signal(signed(g.stream_width))
+        m.d.comb += x.eq(Mux(hit[0], h[0], Mux(hit[1], h[1], Mux(hit[2], h[2], xq))))
+        m.d.sync += [h[0].eq(x + val[1]), h[1].eq(h[0]), h[2].eq(h[1])]
         m.d.comb += [
-            xr.addr.eq(Mux(self.ev_valid, self.ev_index, self.addr)),
+            xr.addr.eq(rd),
             gr.addr.eq(self.addr),
             cr.addr.eq(self.channel),
             br.addr.eq(self.channel),
-            xw.addr.eq(Mux(self.clear, self.addr, pidx)),
-            xw.data.eq(Mux(self.clear, 0, xr.data + pval)),
-            xw.en.eq(self.clear | pend),
+            xw.addr.eq(Mux(self.clear, self.addr, p[2].i)),
+            xw.data.eq(Mux(self.clear, 0, h[0])),
+            xw.en.eq(self.clear | p[2].v),
             gwp.addr.eq(Mux(self.clear, self.addr, self.g_addr)),
             gwp.data.eq(Mux(self.clear, 0, self.g_data)),
             gwp.en.eq(self.clear | self.g_we),
-            self.x.eq(xr.data),
-            self.g_prev.eq(gr.data),
-            self.gain.eq(cr.data),
-            self.bias.eq(br.data),
+            self.x.eq(x),
         ]
         return m
 
@@ -488,7 +514,7 @@ class StepSequencer(wiring.Component):
             drove=Signal(name="drove"),
             rd=Signal(name="rd"),
             issuing=Signal(name="issuing"),
-            fetched=Signal(name="fetched"),
+            fetch=Signal(name="fetch"),
             centred=Signal(name="centred"),
             cnt=Signal(range(g.stats_wait + 1), name="cnt"),
             z=Signal(signed(g.z_width), name="z"),
@@ -503,11 +529,17 @@ class StepSequencer(wiring.Component):
         m.d.comb += [r.new.eq(self.r_tag_out[:bw].as_signed() + self.r_result)]
         m.d.comb += r.drive.eq(r.new - self.r_tag_out[bw:].as_signed())
         m.d.comb += [self.g_data.eq(r.new), self.addr.eq(r.base + r.ch), self.channel.eq(r.ch)]
-        m.d.comb += [self.g_addr.eq(r.base + r.out), self.m_valid.eq(r.rd)]
+        # reads (``rd``: statistics, ``fetch``: elements) and their data, READ_LATENCY apart
+        rl = lnm.READ_LATENCY
+        rd_line, fetch_line = Signal(rl, name="rd_line"), Signal(rl, name="fetch_line")
+        m.d.sync += [rd_line.eq(Cat(r.rd, rd_line)), fetch_line.eq(Cat(r.fetch, fetch_line))]
+        fetched = fetch_line[rl - 1]
+        m.d.comb += [self.g_addr.eq(r.base + r.out), self.m_valid.eq(rd_line[rl - 1])]
         m.d.comb += self.token.eq(self.first)
-        # the element pipeline: read (``fetched`` next cycle), Z = D·X_i − S, start a = c_i·Z
-        m.d.sync += [r.rd.eq(0), r.fetched.eq(0), r.centred.eq(r.fetched)]
-        with m.If(r.fetched):
+        # the element pipeline: read (``fetched`` READ_LATENCY later), Z = D·X_i − S, start
+        # a = c_i·Z
+        m.d.sync += r.centred.eq(fetched)
+        with m.If(fetched):
             m.d.sync += [r.z.eq(d * self.x - self.total), r.gain.eq(self.gain)]
             m.d.sync += [r.bias.eq(self.bias), r.gprev.eq(self.g_prev)]
         m.d.comb += [self.r_start.eq(r.centred), self.r_a.eq(r.gain * r.z)]
@@ -556,7 +588,8 @@ class StepSequencer(wiring.Component):
         and the drive (emitted when non-zero)."""
         g, d, o = self._geo, self._geo.dim, self.o
         with m.State("STATS"):
-            m.d.sync += [r.rd.eq(1), r.ch.eq(r.ch + 1), r.cnt.eq(0)]
+            m.d.comb += r.rd.eq(1)
+            m.d.sync += [r.ch.eq(r.ch + 1), r.cnt.eq(0)]
             with m.If(r.ch == d - 1):
                 m.d.sync += r.ch.eq(0)
                 m.next = "WAIT"
@@ -568,7 +601,8 @@ class StepSequencer(wiring.Component):
         with m.State("ELEMENTS"):  # read the next element when its unit is free ...
             with m.If(r.issuing & self.r_ready):
                 m.d.comb += self.r_reserve.eq(1)
-                m.d.sync += [r.fetched.eq(1), r.ch.eq(r.ch + 1)]
+                m.d.comb += r.fetch.eq(1)
+                m.d.sync += r.ch.eq(r.ch + 1)
                 with m.If(r.ch == d - 1):
                     m.d.sync += [r.ch.eq(0), r.issuing.eq(0)]
             # ... and retire the oldest one, in ascending channel order

@@ -58,8 +58,9 @@ __all__ = [
     "timed",
 ]
 
-#: ``hw.cores.layer_norm.StateStore``: synchronous reads (address in one cycle, data the next)
-READ_LATENCY = 1
+#: ``hw.cores.layer_norm.StateStore``: address in cycle ``c``, data in ``c + 2`` (every memory
+#: has an output register; the ``X`` reads see the events still in flight through forwarding)
+READ_LATENCY = 2
 #: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x, x², Σ, S², W
 #: registers; ``S`` is ready two cycles earlier)
 MOMENTS_LATENCY = 5
@@ -204,14 +205,15 @@ class LayerNormGeometry:
     @property
     def stats_wait(self) -> int:
         """Cycles between a token's statistics pass and its first element: the element reads
-        ``S`` one cycle and ``W`` two cycles after its address, so ``W`` must be ready (``S``,
-        two cycles earlier than ``W``, then is too)."""
-        return max(1, READ_LATENCY + MOMENTS_LATENCY - 3)
+        ``S`` ``READ_LATENCY`` cycles and ``W`` one cycle more after its address, the last
+        statistics ``x`` arrives ``READ_LATENCY`` cycles after its address and ``W`` is ready
+        ``MOMENTS_LATENCY`` cycles later (``S``, two cycles earlier than ``W``, then is too)."""
+        return max(1, MOMENTS_LATENCY - 2)
 
     @property
     def element_cycles(self) -> int:
-        """Cycles per channel: address, Z, a (start), the rounding unit, result."""
-        return 2 + rounding_latency(self.rounding_bits) + 1
+        """Cycles per channel: address, the read, Z, a (start), the rounding unit, result."""
+        return READ_LATENCY + 1 + rounding_latency(self.rounding_bits) + 1
 
     @property
     def full_rate_units(self) -> int:
