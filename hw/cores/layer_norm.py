@@ -48,36 +48,87 @@ __all__ = [
     "Moments",
     "Rounding",
     "RoundingBank",
+    "Squarer",
     "StateStore",
     "StepSequencer",
 ]
 
 
-class Rounding(wiring.Component):
-    """``sgn(a)·⌊|a|/√W + ½⌋`` exactly, bit-serial: shifts, adds and compares in the loop.
+class Squarer(wiring.Component):
+    """``x²`` in two registered stages: the limb products ``lo²``, ``hi·lo``, ``hi²`` (each one
+    ``MULT18X18D`` for ``width ≤ 36``, its input and output registers plain, so
+    ``hw.flow.ecp5`` moves them into the block), then ``Cat(lo², hi²) + 2·hi·lo·2^k`` — one add.
 
-    Latency: ``bits + 4`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
-    operands are latched, ``a²`` is formed (one multiplier, outside the loop), ``bits``
-    iterations decide one bit of ``r`` each, then ``a² − r²W − rW`` and the tie step.
+    Latency: :data:`~hw.model.layer_norm_model.SQUARE_LATENCY` (``square`` in cycle ``c + 2`` is
+    the square of ``x`` in cycle ``c``). Throughput: one per cycle. ``x`` should come from a
+    register (it is the multipliers' input register).
+
+    Members
+    -------
+    x : In(unsigned(width)); square : Out(unsigned(2·width))
+    """
+
+    def __init__(self, *, width: int) -> None:
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        self._width = width
+        super().__init__({"x": In(unsigned(width)), "square": Out(unsigned(2 * width))})
+
+    @property
+    def latency(self) -> int:
+        return lnm.SQUARE_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self._width
+        k = (w + 1) // 2
+        out = Signal(2 * w, reset_less=True)
+        m.d.comb += self.square.eq(out)
+        if w - k == 0:
+            sq = Signal(2 * w, reset_less=True)
+            m.d.sync += [sq.eq(self.x * self.x), out.eq(sq)]
+            return m
+        lo, hi = self.x[:k], self.x[k:]
+        ll, hl = Signal(2 * k, reset_less=True), Signal(w, reset_less=True)
+        hh = Signal(2 * (w - k), reset_less=True)
+        m.d.sync += [ll.eq(lo * lo), hl.eq(hi * lo), hh.eq(hi * hi)]
+        m.d.sync += out.eq(Cat(ll, hh) + (hl << (k + 1)))
+        return m
+
+
+class Rounding(wiring.Component):
+    """``sgn(a)·⌊|a|/√W + ½⌋`` exactly, digit by digit: one subtraction per bit in the loop.
+
+    The square root recurrence on ``a²/W``: with ``q`` the bits of ``r = ⌊|a|/√W⌋`` decided so
+    far, ``R = ⌊a²/4^b⌋ − q²·W`` and ``Y = (4q + 1)·W``, the next bit is 1 exactly when
+    ``T = 4R + (the next two bits of a²) − Y ≥ 0`` (then ``R ← T``, ``Y ← 2Y + 3W``, else
+    ``R ← 4R + …``, ``Y ← 2Y − W``). One more step with two zero bits is the tie:
+    ``4a² ≥ (2r + 1)²·W``, the definition :func:`ir.transformer.layer_norm_exact`.
+
+    Latency: ``bits + 5`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
+    operands are latched, ``a²`` arrives :data:`~hw.model.layer_norm_model.SQUARE_LATENCY`
+    cycles after ``start`` and is loaded, ``bits + 1`` steps, then ``±(r + tie)``.
     Throughput: one result per ``latency`` cycles. ``valid`` falls with ``start`` and stays
     high with ``result`` until the next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
 
     Parameters
     ----------
     a_width, w_width, bits : int
-        Widths of ``a`` and ``W``, bits of ``r``.
+        Widths of ``|a|`` and ``W``, bits of ``r``.
     shared_square : bool
-        No multiplier of its own: ``a²`` is read from ``square`` in the cycle after ``start``
-        (:class:`RoundingBank`'s one squarer).
+        No squarer of its own: ``a²`` is read from ``square`` ``SQUARE_LATENCY`` cycles after
+        ``start`` (:class:`RoundingBank`'s one :class:`Squarer`).
 
     Members
     -------
     start : In(1)
-    numerator : In(signed(a_width))
-        ``a``.
+    negative : In(1)
+        ``a < 0``.
+    magnitude : In(unsigned(a_width))
+        ``|a|``, without ``shared_square``.
     w : In(unsigned(w_width))
     square : In(unsigned(2·a_width))
-        Only with ``shared_square``.
+        ``a²``, only with ``shared_square``.
     valid : Out(1)
     result : Out(signed(bits + 2))
     """
@@ -90,13 +141,16 @@ class Rounding(wiring.Component):
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self._aw, self._ww, self._bits = a_width, w_width, bits
         self._shared = bool(shared_square)
-        square = {"square": In(unsigned(2 * a_width))} if self._shared else {}
+        if self._shared:
+            operand = {"square": In(unsigned(2 * a_width))}
+        else:
+            operand = {"magnitude": In(unsigned(a_width))}
         super().__init__(
             {
                 "start": In(1),
-                "numerator": In(signed(a_width)),
+                "negative": In(1),
+                **operand,
                 "w": In(unsigned(w_width)),
-                **square,
                 "valid": Out(1),
                 "result": Out(signed(bits + 2)),
             }
@@ -109,41 +163,49 @@ class Rounding(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw, ww, nb = self._aw, self._ww, self._bits
-        wide = max(2 * aw, ww + 2 * nb) + 3
-        mag, neg, w = Signal(aw), Signal(), Signal(ww)
-        a2, p, t, u = Signal(2 * aw), Signal(wide), Signal(wide), Signal(wide)
-        r, count = Signal(nb + 1), Signal(range(nb + 1))
-        cand, rest = Signal(wide), Signal(signed(2 * aw + 1))  # |rest| ≤ a²
-        m.d.comb += cand.eq(p + t + u)
+        if self._shared:
+            square = self.square
+        else:
+            m.submodules.squarer = sq = Squarer(width=aw)
+            m.d.comb += sq.x.eq(self.magnitude)
+            square = sq.square
+        # R < 2^(nb+1)·W; Y < 2^(nb+3)·W (its last update is not used); T = 4R + pair − Y
+        neg, w = Signal(), Signal(ww)
+        w3 = Signal(ww + 2, reset_less=True)
+        rem, y = Signal(ww + nb + 1), Signal(ww + nb + 3)
+        low = Signal(2 * nb)  # the bits of a² not yet shifted in, top first
+        q, count = Signal(nb + 1), Signal(range(max(nb + 1, lnm.SQUARE_LATENCY)))
+        t = Signal(signed(ww + nb + 4))
+        m.d.sync += w3.eq(w + (w << 1))
+        m.d.comb += t.eq(Cat(low[2 * nb - 2 :], rem) - y)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.next = "SQUARE"
-            with m.State("SQUARE"):
-                m.d.sync += a2.eq(self.square if self._shared else mag * mag)
-                m.d.sync += [p.eq(0), t.eq(0), r.eq(0), count.eq(nb)]
-                m.d.sync += u.eq(w << (2 * (nb - 1)))
-                m.next = "ITERATE"
-            with m.State("ITERATE"):
-                take = cand <= a2
-                m.d.sync += [r.eq((r << 1) | take), u.eq(u >> 2), count.eq(count - 1)]
-                with m.If(take):
-                    m.d.sync += [p.eq(cand), t.eq((t + (u << 1)) >> 1)]
-                with m.Else():
-                    m.d.sync += t.eq(t >> 1)
+                    m.d.sync += count.eq(lnm.SQUARE_LATENCY - 1)
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.sync += count.eq(count - 1)
                 with m.If(count == 1):
-                    m.next = "REST"
-            with m.State("REST"):
-                m.d.sync += rest.eq(a2 - p - t)  # a² − r²W − rW (t = r·W now)
-                m.next = "TIE"
-            with m.State("TIE"):
-                q = r + ((rest << 2) >= w)  # 4a² ≥ (2r + 1)²·W
-                m.d.sync += [self.result.eq(Mux(neg, -q, q)), self.valid.eq(1)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.sync += [rem.eq(square >> (2 * nb)), low.eq(square), y.eq(w), q.eq(0)]
+                m.d.sync += count.eq(nb)
+                m.next = "STEP"
+            with m.State("STEP"):
+                take = ~t[-1]
+                m.d.sync += [q.eq(Cat(take, q)), low.eq(low << 2), count.eq(count - 1)]
+                with m.If(take):
+                    m.d.sync += [rem.eq(t), y.eq((y << 1) + w3)]
+                with m.Else():
+                    m.d.sync += [rem.eq(Cat(low[2 * nb - 2 :], rem)), y.eq((y << 1) - w)]
+                with m.If(count == 0):
+                    m.next = "OUT"
+            with m.State("OUT"):  # q = 2r + tie
+                half = (q + 1)[1:]
+                m.d.sync += [self.result.eq(Mux(neg, -half, half)), self.valid.eq(1)]
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
-            m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.numerator < 0)]
-            if not self._shared:
-                m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
+            m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.negative)]
         return m
 
 
@@ -153,21 +215,23 @@ class RoundingBank(wiring.Component):
 
     * ``reserve`` claims the next unit (only while ``ready``: it holds no element; a unit freed by
       ``take`` is ready in the next cycle — ``ready`` depends on registers only);
-    * ``start`` starts the earliest reserved unit not yet started, with ``numerator``, ``w``
-      and ``tag`` (carried along unchanged);
+    * ``start`` starts the earliest reserved unit not yet started, with ``negative``,
+      ``magnitude``, ``w`` and ``tag`` (carried along unchanged);
     * ``valid``/``result``/``tag_out``: the oldest element's result once it is ready; ``take``
       retires it and frees its unit.
 
-    Latency: ``bits + 4`` cycles from ``start`` to ``valid`` (:class:`Rounding`). Throughput: one
+    Latency: ``bits + 5`` cycles from ``start`` to ``valid`` (:class:`Rounding`). Throughput: one
     start per cycle while units are free; each unit holds its element from ``reserve`` to
-    ``take``. Resources: ``units`` copies of :class:`Rounding` without their multipliers, and
-    one squarer for all: ``|a|`` is registered at ``start`` and the unit just started takes
-    ``a²`` in the next cycle (at most one start per cycle, so the operand is always its own).
+    ``take``. Resources: ``units`` copies of :class:`Rounding` without their squarers, and
+    one :class:`Squarer` for all: the unit started in cycle ``c`` takes ``a²`` in ``c + 2`` (at
+    most one start per cycle, so the square is always its own; ``magnitude`` should come from
+    a register: it is the squarer's multipliers' input register).
 
     Members
     -------
     reserve, start, take : In(1)
-    numerator : In(signed(a_width)); w : In(unsigned(w_width)); tag : In(tag_width)
+    negative : In(1); magnitude : In(unsigned(a_width)); w : In(unsigned(w_width))
+    tag : In(tag_width)
     ready, valid : Out(1); result : Out(signed(bits + 2)); tag_out : Out(tag_width)
     """
 
@@ -180,7 +244,8 @@ class RoundingBank(wiring.Component):
                 "reserve": In(1),
                 "start": In(1),
                 "take": In(1),
-                "numerator": In(signed(a_width)),
+                "negative": In(1),
+                "magnitude": In(unsigned(a_width)),
                 "w": In(unsigned(w_width)),
                 "tag": In(tag_width),
                 "ready": Out(1),
@@ -202,11 +267,8 @@ class RoundingBank(wiring.Component):
         m = Module()
         n = self._units
         held, armed = Signal(n), Signal(n)  # reserved / started, until taken
-        mag = Signal(self._args["a_width"], name="mag")
-        square = Signal(2 * self._args["a_width"], name="square")
-        with m.If(self.start):
-            m.d.sync += mag.eq(Mux(self.numerator < 0, -self.numerator, self.numerator))
-        m.d.comb += square.eq(mag * mag)
+        m.submodules.squarer = squarer = Squarer(width=self._args["a_width"])
+        m.d.comb += squarer.x.eq(self.magnitude)
         ptr = {k: Signal(range(n), name=f"{k}_ptr") for k in ("reserve", "start", "take")}
         for k, p in ptr.items():
             with m.If(getattr(self, k)):
@@ -218,10 +280,10 @@ class RoundingBank(wiring.Component):
         m.d.comb += self.ready.eq(~held.bit_select(ptr["reserve"], 1))
         for j in range(n):
             m.submodules[f"unit{j}"] = unit = Rounding(**self._args, shared_square=True)
-            m.d.comb += unit.square.eq(square)
+            m.d.comb += unit.square.eq(squarer.square)
             tag = Signal.like(self.tag, name=f"tag{j}")
             go = self.start & (ptr["start"] == j)
-            m.d.comb += [unit.start.eq(go), unit.numerator.eq(self.numerator), unit.w.eq(self.w)]
+            m.d.comb += [unit.start.eq(go), unit.negative.eq(self.negative), unit.w.eq(self.w)]
             with m.If(go):
                 m.d.sync += tag.eq(self.tag)
             with m.If(ptr["take"] == j):
@@ -486,7 +548,8 @@ class StepSequencer(wiring.Component):
                 "r_reserve": Out(1),
                 "r_start": Out(1),
                 "r_take": Out(1),
-                "r_a": Out(signed(g.numerator_width)),
+                "r_negative": Out(1),
+                "r_magnitude": Out(unsigned(g.numerator_width)),
                 "r_tag": Out(bias_width + g.output_width),
                 "x": In(signed(g.stream_width)),
                 "g_prev": In(signed(g.output_width)),
@@ -515,12 +578,7 @@ class StepSequencer(wiring.Component):
             rd=Signal(name="rd"),
             issuing=Signal(name="issuing"),
             fetch=Signal(name="fetch"),
-            centred=Signal(name="centred"),
             cnt=Signal(range(g.stats_wait + 1), name="cnt"),
-            z=Signal(signed(g.z_width), name="z"),
-            gain=Signal.like(self.gain, name="gain"),
-            bias=Signal.like(self.bias, name="bias"),
-            gprev=Signal.like(self.g_prev, name="gprev"),
             new=Signal(signed(g.output_width), name="new"),
             drive=Signal(signed(g.drive_width), name="drive"),
             free=~o.valid | o.ready,
@@ -536,20 +594,38 @@ class StepSequencer(wiring.Component):
         fetched = fetch_line[rl - 1]
         m.d.comb += [self.g_addr.eq(r.base + r.out), self.m_valid.eq(rd_line[rl - 1])]
         m.d.comb += self.token.eq(self.first)
-        # the element pipeline: read (``fetched`` READ_LATENCY later), Z = D·X_i − S, start
-        # a = c_i·Z
-        m.d.sync += r.centred.eq(fetched)
-        with m.If(fetched):
-            m.d.sync += [r.z.eq(d * self.x - self.total), r.gain.eq(self.gain)]
-            m.d.sync += [r.bias.eq(self.bias), r.gprev.eq(self.g_prev)]
-        m.d.comb += [self.r_start.eq(r.centred), self.r_a.eq(r.gain * r.z)]
-        m.d.comb += self.r_tag.eq(Cat(r.bias, r.gprev))
+        self._centre(m, fetched)
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.FSM():
             self._step_states(m, r)
             self._token_states(m, r)
         return m
+
+    def _centre(self, m: Module, fetched) -> None:
+        """The element pipeline from its data (``fetched``) to its start, CENTRE_LATENCY
+        registers: ``|Z| = |D·X_i − S|`` (both differences at once) and ``|c_i|``; the two
+        halves of ``|c_i|·|Z|`` (multipliers); their sum ``|a|``, the bank's operand. Plain
+        registers (the multipliers' input and output registers, ``hw.flow.ecp5``)."""
+        g = self._geo
+        dx = g.dim * self.x
+        zp, zn = dx - self.total, self.total - dx
+        zm = Signal(g.z_width, name="z_mag", reset_less=True)  # |Z| ≤ z_bound
+        gm = Signal(len(self.gain), name="gain_mag", reset_less=True)
+        m.d.sync += [zm.eq(Mux(zp < 0, zn, zp)), gm.eq(Mux(self.gain < 0, -self.gain, self.gain))]
+        k = (g.z_width + 1) // 2 if g.z_width > 17 else g.z_width
+        lo = Signal(len(gm) + k, name="a_lo", reset_less=True)
+        hi = Signal(len(gm) + g.z_width - k, name="a_hi", reset_less=True)
+        m.d.sync += [lo.eq(gm * zm[:k]), hi.eq(gm * zm[k:])]
+        am = Signal(len(self.r_magnitude), name="a_mag", reset_less=True)
+        m.d.sync += am.eq(lo + (hi << k))
+        m.d.comb += self.r_magnitude.eq(am)
+        go, neg = Signal(lnm.CENTRE_LATENCY), Signal(lnm.CENTRE_LATENCY)
+        tag = [Signal(len(self.r_tag), name=f"tag{j}", reset_less=True) for j in range(3)]
+        m.d.sync += [go.eq(Cat(fetched, go)), neg.eq(Cat((zp < 0) ^ (self.gain < 0), neg))]
+        m.d.sync += [tag[0].eq(Cat(self.bias, self.g_prev)), tag[1].eq(tag[0]), tag[2].eq(tag[1])]
+        m.d.comb += [self.r_start.eq(go[-1]), self.r_negative.eq(neg[-1])]
+        m.d.comb += self.r_tag.eq(tag[-1])
 
     def _step_states(self, m: Module, r: SimpleNamespace) -> None:
         """Clear after an inference, accumulate the step's events, scan for changed tokens and
@@ -752,7 +828,8 @@ class LayerNormCore(wiring.Component):
             rnd.reserve.eq(seq.r_reserve),
             rnd.start.eq(seq.r_start),
             rnd.take.eq(seq.r_take),
-            rnd.numerator.eq(seq.r_a),
+            rnd.negative.eq(seq.r_negative),
+            rnd.magnitude.eq(seq.r_magnitude),
             rnd.w.eq(moments.w),
             rnd.tag.eq(seq.r_tag),
             seq.x.eq(store.x),

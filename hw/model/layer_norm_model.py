@@ -48,8 +48,10 @@ from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer.ops import layer_norm_exact
 
 __all__ = [
+    "CENTRE_LATENCY",
     "MOMENTS_LATENCY",
     "READ_LATENCY",
+    "SQUARE_LATENCY",
     "LayerNormGeometry",
     "golden_outputs",
     "reference_steps",
@@ -61,15 +63,20 @@ __all__ = [
 #: ``hw.cores.layer_norm.StateStore``: address in cycle ``c``, data in ``c + 2`` (every memory
 #: has an output register; the ``X`` reads see the events still in flight through forwarding)
 READ_LATENCY = 2
+#: ``hw.cores.layer_norm.StepSequencer``: registers from an element's data to its rounding
+#: start (``|Z|`` and ``|c|``; the two halves of ``|c|·|Z|``; their sum ``|a|``)
+CENTRE_LATENCY = 3
+#: ``hw.cores.layer_norm.Squarer``: ``a²`` two cycles after ``|a|`` (limb products, their sum)
+SQUARE_LATENCY = 2
 #: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x, x², Σ, S², W
 #: registers; ``S`` is ready two cycles earlier)
 MOMENTS_LATENCY = 5
 
 
 def rounding_latency(bits: int) -> int:
-    """``hw.cores.layer_norm.Rounding``: start to result: latch, a², ``bits`` iterations, the
-    remainder ``a² − r²W − rW``, the tie."""
-    return bits + 4
+    """``hw.cores.layer_norm.Rounding``: start to result: latch, wait for ``a²``
+    (``SQUARE_LATENCY``), load, ``bits`` steps, the tie step, ``±(r + tie)``."""
+    return bits + SQUARE_LATENCY + 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,8 +219,8 @@ class LayerNormGeometry:
 
     @property
     def element_cycles(self) -> int:
-        """Cycles per channel: address, the read, Z, a (start), the rounding unit, result."""
-        return READ_LATENCY + 1 + rounding_latency(self.rounding_bits) + 1
+        """Cycles per channel: address, the read, ``|a|`` (start), the rounding unit, result."""
+        return READ_LATENCY + CENTRE_LATENCY + rounding_latency(self.rounding_bits) + 1
 
     @property
     def full_rate_units(self) -> int:

@@ -93,9 +93,9 @@ def test_cycle_model_by_hand() -> None:
     """One token of 2 channels, W = 3 iterations: the schedule written out cycle by cycle."""
     norm = norm_site([3, -3], [0, 0], 1)  # quotient bound isqrt(9) + 1 = 4: 3 bits
     geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4, units=1).geometry
-    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 7
-    assert (geo.stats_wait, geo.element_cycles) == (3, 11)
-    assert geo.token_cycles == 1 + 2 + 3 + 2 * 11
+    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 8
+    assert (geo.stats_wait, geo.element_cycles) == (3, 14)
+    assert geo.token_cycles == 1 + 2 + 3 + 2 * 14
     ins = [
         [
             lnm.Step(np.array([0]), np.array([4]), True),
@@ -106,15 +106,15 @@ def test_cycle_model_by_hand() -> None:
     # X = (4, 0): S = 4, V = 2·16 − 16 = 16, W = 17, Z = ±4, a = ±12: 12/√17 = 2.91 → ±3
     assert [s.values.tolist() for s in outs[0]] == [[3, 3], []]
     (steps,) = lnm.schedule(geo, ins, outs)
-    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (11 cycles)
-    assert steps[0].event_cycles == [10 + 11, 10 + 22] and steps[0].marker_cycle == 4 + 28 + 1
-    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 33 + 1 + 1
+    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (14 cycles)
+    assert steps[0].event_cycles == [10 + 14, 10 + 28] and steps[0].marker_cycle == 4 + 34 + 1
+    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 39 + 1 + 1
     # two units (the default here: min(dim, element_cycles)): element 1 is read one cycle
     # after element 0, its drive leaves one cycle after element 0's
     fast = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
-    assert fast.units == 2 and fast.token_cycles == 1 + 2 + 3 + 1 + 11
+    assert fast.units == 2 and fast.token_cycles == 1 + 2 + 3 + 1 + 14
     (steps,) = lnm.schedule(fast, ins, outs)
-    assert steps[0].event_cycles == [10 + 11, 10 + 12] and steps[0].marker_cycle == 4 + 18 + 1
+    assert steps[0].event_cycles == [10 + 14, 10 + 15] and steps[0].marker_cycle == 4 + 21 + 1
 
 
 @pytest.mark.parametrize("units", [1, 2, 3, 7, 10, 11, 32])
@@ -169,15 +169,24 @@ def _rounding_run(pairs, a_width, w_width, bits, *, shared_square: bool = False)
     async def testbench(ctx):
         for a, w in pairs:
             ctx.set(dut.start, 1)
-            ctx.set(dut.numerator, a)
+            ctx.set(dut.negative, a < 0)
+            if not shared_square:
+                ctx.set(dut.magnitude, abs(a))
             ctx.set(dut.w, w)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            if shared_square:  # a² in the cycle after start, garbage after that
-                ctx.set(dut.square, a * a)
-                await ctx.tick()
-                ctx.set(dut.square, (1 << len(dut.square)) - 1)
-                for cycle in range(2, dut.latency + 1):
+            ctx.set(dut.negative, a >= 0)  # latched (or registered) at start
+            ctx.set(dut.w, (1 << w_width) - 1)
+            if not shared_square:
+                ctx.set(dut.magnitude, (1 << a_width) - 1)
+            if shared_square:  # a² SQUARE_LATENCY cycles after start, garbage otherwise
+                garbage = (1 << len(dut.square)) - 1
+                for cycle in range(1, lnm.SQUARE_LATENCY + 1):
+                    ctx.set(dut.square, a * a if cycle == lnm.SQUARE_LATENCY else garbage)
+                    assert not ctx.get(dut.valid)
+                    await ctx.tick()
+                ctx.set(dut.square, garbage)
+                for cycle in range(lnm.SQUARE_LATENCY + 1, dut.latency + 1):
                     assert ctx.get(dut.valid) == (cycle == dut.latency), (a, w, cycle)
                     if cycle < dut.latency:
                         await ctx.tick()
@@ -242,6 +251,10 @@ def test_rounding_unit_is_exact(case) -> None:
     bits, pairs = case
     a_width = max(2, max(abs(a) for a, _ in pairs).bit_length() + 1)
     got = _rounding_run(pairs, a_width, max(w for _, w in pairs).bit_length(), bits)
+    got_shared = _rounding_run(
+        pairs, a_width, max(w for _, w in pairs).bit_length(), bits, shared_square=True
+    )
+    assert got_shared == got
     assert got == [_q(a, w) for a, w in pairs]
 
 
