@@ -33,6 +33,7 @@ import dataclasses
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import signed as _signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -61,18 +62,20 @@ class Squarer(wiring.Component):
 
     Latency: :data:`~hw.model.layer_norm_model.SQUARE_LATENCY` (``square`` in cycle ``c + 2`` is
     the square of ``x`` in cycle ``c``). Throughput: one per cycle. ``x`` should come from a
-    register (it is the multipliers' input register).
+    register (it is the multipliers' input register). ``signed``: ``x`` is two's complement
+    (``hi`` is signed, ``lo`` unsigned).
 
     Members
     -------
-    x : In(unsigned(width)); square : Out(unsigned(2·width))
+    x : In(unsigned(width) or signed(width)); square : Out(unsigned(2·width))
     """
 
-    def __init__(self, *, width: int) -> None:
+    def __init__(self, *, width: int, signed: bool = False) -> None:
         if not isinstance(width, int) or isinstance(width, bool) or width < 1:
             raise ValueError(f"width must be a positive integer, not {width!r}")
-        self._width = width
-        super().__init__({"x": In(unsigned(width)), "square": Out(unsigned(2 * width))})
+        self._width, self._signed = width, bool(signed)
+        shape = _signed(width) if self._signed else unsigned(width)
+        super().__init__({"x": In(shape), "square": Out(unsigned(2 * width))})
 
     @property
     def latency(self) -> int:
@@ -84,12 +87,15 @@ class Squarer(wiring.Component):
         k = (w + 1) // 2
         out = Signal(2 * w, reset_less=True)
         m.d.comb += self.square.eq(out)
-        if w - k == 0:
-            sq = Signal(2 * w, reset_less=True)
-            m.d.sync += [sq.eq(self.x * self.x), out.eq(sq)]
+        if w == 1:  # x² = |x|
+            bit = Signal(reset_less=True)
+            m.d.sync += [bit.eq(self.x[0]), out.eq(bit)]
             return m
         lo, hi = self.x[:k], self.x[k:]
-        ll, hl = Signal(2 * k, reset_less=True), Signal(w, reset_less=True)
+        if self._signed:
+            hi = hi.as_signed()
+        ll = Signal(2 * k, reset_less=True)
+        hl = Signal(_signed(w + 1) if self._signed else unsigned(w), reset_less=True)
         hh = Signal(2 * (w - k), reset_less=True)
         m.d.sync += [ll.eq(lo * lo), hl.eq(hi * lo), hh.eq(hi * hi)]
         m.d.sync += out.eq(Cat(ll, hh) + (hl << (k + 1)))
@@ -295,9 +301,9 @@ class RoundingBank(wiring.Component):
 class Moments(wiring.Component):
     """``S = Σ x`` and ``W = D·Σ x² − S² + E`` over the ``x`` of one token.
 
-    Latency: ``W`` (and ``S``) hold the sums of every ``x`` given up to cycle ``c`` from cycle
-    ``c + latency`` on (:data:`hw.model.layer_norm_model.MOMENTS_LATENCY`; ``S`` two cycles
-    earlier). ``clear`` empties the sums (no ``x`` may be in flight).
+    Latency: ``W`` and ``S`` hold the sums of every ``x`` given up to cycle ``c`` from cycle
+    ``c + MOMENTS_LATENCY`` and ``c + MOMENTS_SUM_LATENCY`` on
+    (:mod:`hw.model.layer_norm_model`). ``clear`` empties the sums (no ``x`` may be in flight).
 
     Members
     -------
@@ -327,19 +333,23 @@ class Moments(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self._geo
-        x1, x2 = Signal(signed(g.stream_width)), Signal(signed(g.stream_width))
-        v1, v2, sq = Signal(), Signal(), Signal(2 * g.stream_width)
+        plain = {"reset_less": True}
+        x1, x2 = Signal(signed(g.stream_width), **plain), Signal(signed(g.stream_width), **plain)
+        v1, v2, sq = Signal(), Signal(), Signal(2 * g.stream_width, **plain)
         q = Signal(g.square_sum_width)
-        s2 = Signal(2 * g.sum_width)
-        # x is registered before the squarer: the memory output goes to a flip-flop, the
-        # multiplier gets registered operands (hw.flow.ecp5 packs both into the DSP)
+        # plain registers around the multipliers (hw.flow.ecp5 moves them into the DSPs): x
+        # before and x² after the squarer; a copy of S before the S² Squarer; D·Σx² + E
         m.d.sync += [x1.eq(self.x), v1.eq(self.valid), x2.eq(x1), sq.eq(x1 * x1), v2.eq(v1)]
         with m.If(self.clear):
             m.d.sync += [self.total.eq(0), q.eq(0)]
         with m.Elif(v2):
             m.d.sync += [self.total.eq(self.total + x2), q.eq(q + sq)]
-        m.d.sync += s2.eq(self.total * self.total)
-        m.d.sync += self.w.eq(g.dim * q - s2 + g.eps)
+        m.submodules.s2 = s2 = Squarer(width=g.sum_width, signed=True)
+        copy = Signal(signed(g.sum_width), **plain)
+        scaled = Signal(g.w_width + 1, **plain)  # D·Σx² + E ≤ D²·bound² + E
+        m.d.sync += [copy.eq(self.total), scaled.eq(g.dim * q + g.eps)]
+        m.d.comb += s2.x.eq(copy)
+        m.d.sync += self.w.eq(scaled - s2.square)
         return m
 
 

@@ -50,6 +50,7 @@ from spikezip.ir.transformer.ops import layer_norm_exact
 __all__ = [
     "CENTRE_LATENCY",
     "MOMENTS_LATENCY",
+    "MOMENTS_SUM_LATENCY",
     "READ_LATENCY",
     "SQUARE_LATENCY",
     "LayerNormGeometry",
@@ -68,9 +69,10 @@ READ_LATENCY = 2
 CENTRE_LATENCY = 3
 #: ``hw.cores.layer_norm.Squarer``: ``a²`` two cycles after ``|a|`` (limb products, their sum)
 SQUARE_LATENCY = 2
-#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x, x², Σ, S², W
-#: registers; ``S`` is ready two cycles earlier)
-MOMENTS_LATENCY = 5
+#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``S`` (x, x², Σ registers)
+MOMENTS_SUM_LATENCY = 3
+#: ... and to ``W`` (then a copy of ``S``, the two stages of the ``S²`` squarer, ``W``)
+MOMENTS_LATENCY = 7
 
 
 def rounding_latency(bits: int) -> int:
@@ -211,11 +213,12 @@ class LayerNormGeometry:
 
     @property
     def stats_wait(self) -> int:
-        """Cycles between a token's statistics pass and its first element: the element reads
-        ``S`` ``READ_LATENCY`` cycles and ``W`` one cycle more after its address, the last
-        statistics ``x`` arrives ``READ_LATENCY`` cycles after its address and ``W`` is ready
-        ``MOMENTS_LATENCY`` cycles later (``S``, two cycles earlier than ``W``, then is too)."""
-        return max(1, MOMENTS_LATENCY - 2)
+        """Cycles between a token's statistics pass and its first element: an element reads
+        ``S`` with its data (``READ_LATENCY`` after its address) and ``W`` at its start
+        (``CENTRE_LATENCY`` later); the last statistics ``x`` arrives ``READ_LATENCY`` after its
+        address, ``S`` and ``W`` are ready ``MOMENTS_SUM_LATENCY`` and ``MOMENTS_LATENCY``
+        later."""
+        return max(1, MOMENTS_SUM_LATENCY - 1, MOMENTS_LATENCY - CENTRE_LATENCY - 1)
 
     @property
     def element_cycles(self) -> int:
