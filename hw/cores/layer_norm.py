@@ -222,26 +222,37 @@ class RoundingBank(wiring.Component):
     * ``reserve`` claims the next unit (only while ``ready``: it holds no element; a unit freed by
       ``take`` is ready in the next cycle — ``ready`` depends on registers only);
     * ``start`` starts the earliest reserved unit not yet started, with ``negative``,
-      ``magnitude``, ``w`` and ``tag`` (carried along unchanged);
-    * ``valid``/``result``/``tag_out``: the oldest element's result once it is ready; ``take``
+      ``magnitude``, ``w``, and ``bias`` and ``ref`` (carried along);
+    * ``valid``: the oldest element's result ``q`` is ready, with ``total = bias + q``,
+      ``diff = q − ref`` and ``differs = (q ≠ ref)`` (formed per unit, registered); ``take``
       retires it and frees its unit.
 
-    Latency: ``bits + 5`` cycles from ``start`` to ``valid`` (:class:`Rounding`). Throughput: one
-    start per cycle while units are free; each unit holds its element from ``reserve`` to
-    ``take``. Resources: ``units`` copies of :class:`Rounding` without their squarers, and
-    one :class:`Squarer` for all: the unit started in cycle ``c`` takes ``a²`` in ``c + 2`` (at
-    most one start per cycle, so the square is always its own; ``magnitude`` should come from
-    a register: it is the squarer's multipliers' input register).
+    Latency: ``bits + 6`` cycles from ``start`` to ``valid`` (:func:`bank_latency`: the
+    :class:`Rounding` unit, then its sums). Throughput: one start per cycle while units are
+    free; each unit holds its element from ``reserve`` to ``take``. Resources: ``units`` copies
+    of :class:`Rounding` without their squarers, and one :class:`Squarer` for all: the unit
+    started in cycle ``c`` takes ``a²`` in ``c + 2`` (at most one start per cycle, so the
+    square is always its own; ``magnitude`` should come from a register: it is the squarer's
+    multipliers' input register).
 
     Members
     -------
     reserve, start, take : In(1)
     negative : In(1); magnitude : In(unsigned(a_width)); w : In(unsigned(w_width))
-    tag : In(tag_width)
-    ready, valid : Out(1); result : Out(signed(bits + 2)); tag_out : Out(tag_width)
+    bias : In(signed(bias_width)); ref : In(signed(ref_width))
+    ready, valid, differs : Out(1); total, diff : Out(signed)
     """
 
-    def __init__(self, *, units: int, a_width: int, w_width: int, bits: int, tag_width: int):
+    def __init__(
+        self,
+        *,
+        units: int,
+        a_width: int,
+        w_width: int,
+        bits: int,
+        bias_width: int,
+        ref_width: int,
+    ):
         if not isinstance(units, int) or isinstance(units, bool) or units < 1:
             raise ValueError(f"units must be a positive integer, not {units!r}")
         self._units, self._args = units, {"a_width": a_width, "w_width": w_width, "bits": bits}
@@ -253,11 +264,13 @@ class RoundingBank(wiring.Component):
                 "negative": In(1),
                 "magnitude": In(unsigned(a_width)),
                 "w": In(unsigned(w_width)),
-                "tag": In(tag_width),
+                "bias": In(signed(bias_width)),
+                "ref": In(signed(ref_width)),
                 "ready": Out(1),
                 "valid": Out(1),
-                "result": Out(signed(bits + 2)),
-                "tag_out": Out(tag_width),
+                "total": Out(signed(max(bias_width, bits + 2) + 1)),
+                "diff": Out(signed(max(ref_width, bits + 2) + 1)),
+                "differs": Out(1),
             }
         )
 
@@ -267,7 +280,7 @@ class RoundingBank(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return lnm.rounding_latency(self._args["bits"])
+        return lnm.bank_latency(self._args["bits"])
 
     def elaborate(self, platform):
         m = Module()
@@ -284,17 +297,27 @@ class RoundingBank(wiring.Component):
         m.d.sync += held.eq((held | Mux(self.reserve, one << ptr["reserve"], 0)) & ~took)
         m.d.sync += armed.eq((armed | Mux(self.start, one << ptr["start"], 0)) & ~took)
         m.d.comb += self.ready.eq(~held.bit_select(ptr["reserve"], 1))
+        plain = {"reset_less": True}
         for j in range(n):
             m.submodules[f"unit{j}"] = unit = Rounding(**self._args, shared_square=True)
             m.d.comb += unit.square.eq(squarer.square)
-            tag = Signal.like(self.tag, name=f"tag{j}")
+            bias = Signal.like(self.bias, name=f"bias{j}")
+            ref = Signal.like(self.ref, name=f"ref{j}")
             go = self.start & (ptr["start"] == j)
             m.d.comb += [unit.start.eq(go), unit.negative.eq(self.negative), unit.w.eq(self.w)]
             with m.If(go):
-                m.d.sync += tag.eq(self.tag)
+                m.d.sync += [bias.eq(self.bias), ref.eq(self.ref)]
+            # one cycle after the unit's result: its sums, and valid until taken
+            ok = Signal(name=f"ok{j}")
+            total = Signal.like(self.total, name=f"total{j}", **plain)
+            diff = Signal.like(self.diff, name=f"diff{j}", **plain)
+            differs = Signal(name=f"differs{j}", **plain)
+            q = unit.result
+            m.d.sync += [ok.eq(unit.valid & armed[j] & ~took[j]), total.eq(bias + q)]
+            m.d.sync += [diff.eq(q - ref), differs.eq(q != ref)]
             with m.If(ptr["take"] == j):
-                m.d.comb += [self.valid.eq(unit.valid & armed[j]), self.result.eq(unit.result)]
-                m.d.comb += self.tag_out.eq(tag)
+                m.d.comb += [self.valid.eq(ok), self.total.eq(total), self.diff.eq(diff)]
+                m.d.comb += self.differs.eq(differs)
         return m
 
 
@@ -560,7 +583,8 @@ class StepSequencer(wiring.Component):
                 "r_take": Out(1),
                 "r_negative": Out(1),
                 "r_magnitude": Out(unsigned(g.numerator_width)),
-                "r_tag": Out(bias_width + g.output_width),
+                "r_bias": Out(signed(bias_width)),
+                "r_ref": Out(signed(g.ref_width)),
                 "x": In(signed(g.stream_width)),
                 "g_prev": In(signed(g.output_width)),
                 "gain": In(signed(gain_width)),
@@ -570,8 +594,9 @@ class StepSequencer(wiring.Component):
                 "total": In(signed(g.sum_width)),
                 "r_ready": In(1),
                 "r_valid": In(1),
-                "r_result": In(signed(g.rounding_bits + 2)),
-                "r_tag_out": In(bias_width + g.output_width),
+                "r_total": In(signed(max(bias_width, g.rounding_bits + 2) + 1)),
+                "r_diff": In(signed(max(g.ref_width, g.rounding_bits + 2) + 1)),
+                "r_differs": In(1),
             }
         )
 
@@ -589,14 +614,11 @@ class StepSequencer(wiring.Component):
             issuing=Signal(name="issuing"),
             fetch=Signal(name="fetch"),
             cnt=Signal(range(g.stats_wait + 1), name="cnt"),
-            new=Signal(signed(g.output_width), name="new"),
             drive=Signal(signed(g.drive_width), name="drive"),
             free=~o.valid | o.ready,
         )
-        bw = len(self.bias)
-        m.d.comb += [r.new.eq(self.r_tag_out[:bw].as_signed() + self.r_result)]
-        m.d.comb += r.drive.eq(r.new - self.r_tag_out[bw:].as_signed())
-        m.d.comb += [self.g_data.eq(r.new), self.addr.eq(r.base + r.ch), self.channel.eq(r.ch)]
+        m.d.comb += [self.g_data.eq(self.r_total), r.drive.eq(self.r_diff)]
+        m.d.comb += [self.addr.eq(r.base + r.ch), self.channel.eq(r.ch)]
         # reads (``rd``: statistics, ``fetch``: elements) and their data, READ_LATENCY apart
         rl = lnm.READ_LATENCY
         rd_line, fetch_line = Signal(rl, name="rd_line"), Signal(rl, name="fetch_line")
@@ -631,11 +653,15 @@ class StepSequencer(wiring.Component):
         m.d.sync += am.eq(lo + (hi << k))
         m.d.comb += self.r_magnitude.eq(am)
         go, neg = Signal(lnm.CENTRE_LATENCY), Signal(lnm.CENTRE_LATENCY)
-        tag = [Signal(len(self.r_tag), name=f"tag{j}", reset_less=True) for j in range(3)]
+        # the bank's operands besides |a|: B_i and G_{t−1} − B_i (the drive is q − that)
+        tag = [Signal(len(self.r_bias) + len(self.r_ref), name=f"tag{j}", reset_less=True)
+               for j in range(lnm.CENTRE_LATENCY)]  # fmt: skip
         m.d.sync += [go.eq(Cat(fetched, go)), neg.eq(Cat((zp < 0) ^ (self.gain < 0), neg))]
-        m.d.sync += [tag[0].eq(Cat(self.bias, self.g_prev)), tag[1].eq(tag[0]), tag[2].eq(tag[1])]
+        m.d.sync += tag[0].eq(Cat(self.bias, self.g_prev - self.bias))
+        m.d.sync += [tag[j].eq(tag[j - 1]) for j in range(1, len(tag))]
         m.d.comb += [self.r_start.eq(go[-1]), self.r_negative.eq(neg[-1])]
-        m.d.comb += self.r_tag.eq(tag[-1])
+        bw = len(self.r_bias)
+        m.d.comb += [self.r_bias.eq(tag[-1][:bw]), self.r_ref.eq(tag[-1][bw:])]
 
     def _step_states(self, m: Module, r: SimpleNamespace) -> None:
         """Clear after an inference, accumulate the step's events, scan for changed tokens and
@@ -692,9 +718,9 @@ class StepSequencer(wiring.Component):
                 with m.If(r.ch == d - 1):
                     m.d.sync += [r.ch.eq(0), r.issuing.eq(0)]
             # ... and retire the oldest one, in ascending channel order
-            with m.If(self.r_valid & ((r.drive == 0) | r.free)):
+            with m.If(self.r_valid & (~self.r_differs | r.free)):
                 m.d.comb += [self.r_take.eq(1), self.g_we.eq(1)]
-                with m.If(r.drive != 0):
+                with m.If(self.r_differs):
                     m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
                     m.d.sync += r.drove.eq(1)
                     m.d.sync += [o.payload.index.eq(self.g_addr), o.payload.value.eq(r.drive)]
@@ -810,7 +836,8 @@ class LayerNormCore(wiring.Component):
             a_width=g.numerator_width,
             w_width=g.w_width,
             bits=g.rounding_bits,
-            tag_width=len(store.bias) + g.output_width,
+            bias_width=len(store.bias),
+            ref_width=g.ref_width,
         )
         m.submodules.sequencer = seq = StepSequencer(
             geometry=g, gain_width=len(store.gain), bias_width=len(store.bias)
@@ -841,7 +868,8 @@ class LayerNormCore(wiring.Component):
             rnd.negative.eq(seq.r_negative),
             rnd.magnitude.eq(seq.r_magnitude),
             rnd.w.eq(moments.w),
-            rnd.tag.eq(seq.r_tag),
+            rnd.bias.eq(seq.r_bias),
+            rnd.ref.eq(seq.r_ref),
             seq.x.eq(store.x),
             seq.g_prev.eq(store.g_prev),
             seq.gain.eq(store.gain),
@@ -851,7 +879,8 @@ class LayerNormCore(wiring.Component):
             seq.total.eq(moments.total),
             seq.r_ready.eq(rnd.ready),
             seq.r_valid.eq(rnd.valid),
-            seq.r_result.eq(rnd.result),
-            seq.r_tag_out.eq(rnd.tag_out),
+            seq.r_total.eq(rnd.total),
+            seq.r_diff.eq(rnd.diff),
+            seq.r_differs.eq(rnd.differs),
         ]
         return m

@@ -54,6 +54,7 @@ __all__ = [
     "READ_LATENCY",
     "SQUARE_LATENCY",
     "LayerNormGeometry",
+    "bank_latency",
     "golden_outputs",
     "reference_steps",
     "rounding_latency",
@@ -79,6 +80,12 @@ def rounding_latency(bits: int) -> int:
     """``hw.cores.layer_norm.Rounding``: start to result: latch, wait for ``a²``
     (``SQUARE_LATENCY``), load, ``bits`` steps, the tie step, ``±(r + tie)``."""
     return bits + SQUARE_LATENCY + 3
+
+
+def bank_latency(bits: int) -> int:
+    """``hw.cores.layer_norm.RoundingBank``: start to result: the unit, then the unit's sums
+    ``B + q``, ``q − (G_{t−1} − B)`` (one register)."""
+    return rounding_latency(bits) + 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +209,12 @@ class LayerNormGeometry:
         return signed_width(-self.output_bound, self.output_bound)
 
     @property
+    def ref_width(self) -> int:
+        """``G_{t−1} − B``: the rounded quotient it is compared with gives the drive."""
+        r = self.output_bound + self.bias_bound
+        return signed_width(-r, r)
+
+    @property
     def drive_width(self) -> int:
         r = 2 * self.output_bound
         return max(2, signed_width(-r, r))
@@ -223,7 +236,7 @@ class LayerNormGeometry:
     @property
     def element_cycles(self) -> int:
         """Cycles per channel: address, the read, ``|a|`` (start), the rounding unit, result."""
-        return READ_LATENCY + CENTRE_LATENCY + rounding_latency(self.rounding_bits) + 1
+        return READ_LATENCY + CENTRE_LATENCY + bank_latency(self.rounding_bits) + 1
 
     @property
     def full_rate_units(self) -> int:
