@@ -221,8 +221,9 @@ class RoundingBank(wiring.Component):
 
     * ``reserve`` claims the next unit (only while ``ready``: it holds no element; a unit freed by
       ``take`` is ready in the next cycle — ``ready`` depends on registers only);
-    * ``start`` starts the earliest reserved unit not yet started, with ``negative``,
-      ``magnitude``, ``w``, and ``bias`` and ``ref`` (carried along);
+    * ``start`` starts the earliest reserved unit not yet started, with ``numerator`` (``a``),
+      ``negative`` (its sign; any value when ``a = 0``), ``w``, and ``bias`` and ``ref``
+      (carried along);
     * ``valid``: the oldest element's result ``q`` is ready, with ``total = bias + q``,
       ``diff = q − ref`` and ``differs = (q ≠ ref)`` (formed per unit, registered); ``take``
       retires it and frees its unit.
@@ -232,13 +233,13 @@ class RoundingBank(wiring.Component):
     free; each unit holds its element from ``reserve`` to ``take``. Resources: ``units`` copies
     of :class:`Rounding` without their squarers, and one :class:`Squarer` for all: the unit
     started in cycle ``c`` takes ``a²`` in ``c + 2`` (at most one start per cycle, so the
-    square is always its own; ``magnitude`` should come from a register: it is the squarer's
+    square is always its own; ``numerator`` should come from a register: it is the squarer's
     multipliers' input register).
 
     Members
     -------
     reserve, start, take : In(1)
-    negative : In(1); magnitude : In(unsigned(a_width)); w : In(unsigned(w_width))
+    negative : In(1); numerator : In(signed(a_width)); w : In(unsigned(w_width))
     bias : In(signed(bias_width)); ref : In(signed(ref_width))
     ready, valid, differs : Out(1); total, diff : Out(signed)
     """
@@ -262,7 +263,7 @@ class RoundingBank(wiring.Component):
                 "start": In(1),
                 "take": In(1),
                 "negative": In(1),
-                "magnitude": In(unsigned(a_width)),
+                "numerator": In(signed(a_width)),
                 "w": In(unsigned(w_width)),
                 "bias": In(signed(bias_width)),
                 "ref": In(signed(ref_width)),
@@ -286,8 +287,8 @@ class RoundingBank(wiring.Component):
         m = Module()
         n = self._units
         held, armed = Signal(n), Signal(n)  # reserved / started, until taken
-        m.submodules.squarer = squarer = Squarer(width=self._args["a_width"])
-        m.d.comb += squarer.x.eq(self.magnitude)
+        m.submodules.squarer = squarer = Squarer(width=self._args["a_width"], signed=True)
+        m.d.comb += squarer.x.eq(self.numerator)
         ptr = {k: Signal(range(n), name=f"{k}_ptr") for k in ("reserve", "start", "take")}
         for k, p in ptr.items():
             with m.If(getattr(self, k)):
@@ -382,10 +383,11 @@ class StateStore(wiring.Component):
     * ``ev_valid``: ``X[ev_index] += ev_value`` (read in this cycle, added two cycles later,
       written in the third; one event per cycle, on any entries: a read sees every earlier
       event, the three whose writes are still in flight through forwarding registers);
-    * ``addr``/``channel``: read ``x``, ``g_prev``, ``gain``, ``bias``: valid two cycles later
-      (:data:`~hw.model.layer_norm_model.READ_LATENCY`; ``ev_valid`` takes the ``X`` port);
-      every memory has a plain output register (``hw.flow.ecp5`` moves it into the block RAM),
-      so no logic follows a block RAM's read directly;
+    * ``addr``/``channel``: read ``x``, ``g_prev``, ``gain``, ``bias``: valid three cycles
+      later (:data:`~hw.model.layer_norm_model.READ_LATENCY`; ``ev_valid`` takes the ``X``
+      port); every memory has a plain output register (``hw.flow.ecp5`` moves it into the block
+      RAM), so no logic follows a block RAM's read directly, and ``x`` is registered again
+      after the forwarding;
     * ``g_we``: ``G[g_addr] = g_data``; ``clear``: ``X[addr] = G[addr] = 0``.
 
     Members
@@ -425,12 +427,13 @@ class StateStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, n = self._geo, self._norm
-        m.submodules.xmem = xmem = memory.Memory(
-            shape=signed(g.stream_width), depth=g.entries, init=[]
-        )
-        m.submodules.gmem = gmem = memory.Memory(
-            shape=signed(g.output_width), depth=g.entries, init=[]
-        )
+        # no read ever needs the value written in its own cycle (the X reads forward the writes
+        # in flight; a G entry is read long before its write): ``_nocollide`` names
+        # (hw.flow.synth.NOCOLLIDE), so Yosys adds no read-first logic between the block RAM
+        # and its output register
+        xmem = memory.Memory(shape=signed(g.stream_width), depth=g.entries, init=[])
+        gmem = memory.Memory(shape=signed(g.output_width), depth=g.entries, init=[])
+        m.submodules.xmem_nocollide, m.submodules.gmem_nocollide = xmem, gmem
         m.submodules.gain = gain = memory.Memory(
             shape=self.gain.shape(), depth=g.dim, init=[int(v) for v in n.gain]
         )
@@ -448,8 +451,10 @@ class StateStore(wiring.Component):
             m.d.sync += reg.eq(rp.data)
             if port is None:
                 xq = reg
-            else:
-                m.d.comb += port.eq(reg)
+            else:  # one more register: aligned with x (registered after the forwarding)
+                late = Signal.like(rp.data, name=f"{name}_r", reset_less=True)
+                m.d.sync += late.eq(reg)
+                m.d.comb += port.eq(late)
         # the accumulate pipeline: event k is read in k, added in k + 2 (``p[1]``), written in
         # k + 3 (``p[2]``, its sum in ``h[0]``); a read in c misses the writes of events c − 3 ..
         # c − 1, whose sums are in ``h`` in c + 2: ``hit`` (registered in c + 1) forwards them
@@ -480,8 +485,10 @@ class StateStore(wiring.Component):
             gwp.addr.eq(Mux(self.clear, self.addr, self.g_addr)),
             gwp.data.eq(Mux(self.clear, 0, self.g_data)),
             gwp.en.eq(self.clear | self.g_we),
-            self.x.eq(x),
         ]
+        xr_ = Signal.like(x, name="x_r", reset_less=True)
+        m.d.sync += xr_.eq(x)
+        m.d.comb += self.x.eq(xr_)
         return m
 
 
@@ -582,7 +589,7 @@ class StepSequencer(wiring.Component):
                 "r_start": Out(1),
                 "r_take": Out(1),
                 "r_negative": Out(1),
-                "r_magnitude": Out(unsigned(g.numerator_width)),
+                "r_numerator": Out(signed(g.numerator_width)),
                 "r_bias": Out(signed(bias_width)),
                 "r_ref": Out(signed(g.ref_width)),
                 "x": In(signed(g.stream_width)),
@@ -636,27 +643,30 @@ class StepSequencer(wiring.Component):
 
     def _centre(self, m: Module, fetched) -> None:
         """The element pipeline from its data (``fetched``) to its start, CENTRE_LATENCY
-        registers: ``|Z| = |D·X_i − S|`` (both differences at once) and ``|c_i|``; the two
-        halves of ``|c_i|·|Z|`` (multipliers); their sum ``|a|``, the bank's operand. Plain
-        registers (the multipliers' input and output registers, ``hw.flow.ecp5``)."""
+        registers: ``Z = D·X_i − S`` and ``c_i``; the two halves of ``a = c_i·Z`` (signed
+        multipliers, ``Z`` split into a signed high and an unsigned low part); their sum ``a``,
+        the bank's operand. Plain registers (the multipliers' input and output registers,
+        ``hw.flow.ecp5``)."""
         g = self._geo
-        dx = g.dim * self.x
-        zp, zn = dx - self.total, self.total - dx
-        zm = Signal(g.z_width, name="z_mag", reset_less=True)  # |Z| ≤ z_bound
-        gm = Signal(len(self.gain), name="gain_mag", reset_less=True)
-        m.d.sync += [zm.eq(Mux(zp < 0, zn, zp)), gm.eq(Mux(self.gain < 0, -self.gain, self.gain))]
+        plain = {"reset_less": True}
+        z = Signal(signed(g.z_width), name="z", **plain)  # |Z| ≤ z_bound
+        c = Signal.like(self.gain, name="c", **plain)
+        m.d.sync += [z.eq(g.dim * self.x - self.total), c.eq(self.gain)]
         k = (g.z_width + 1) // 2 if g.z_width > 17 else g.z_width
-        lo = Signal(len(gm) + k, name="a_lo", reset_less=True)
-        hi = Signal(len(gm) + g.z_width - k, name="a_hi", reset_less=True)
-        m.d.sync += [lo.eq(gm * zm[:k]), hi.eq(gm * zm[k:])]
-        am = Signal(len(self.r_magnitude), name="a_mag", reset_less=True)
-        m.d.sync += am.eq(lo + (hi << k))
-        m.d.comb += self.r_magnitude.eq(am)
-        go, neg = Signal(lnm.CENTRE_LATENCY), Signal(lnm.CENTRE_LATENCY)
-        # the bank's operands besides |a|: B_i and G_{t−1} − B_i (the drive is q − that)
-        tag = [Signal(len(self.r_bias) + len(self.r_ref), name=f"tag{j}", reset_less=True)
+        lo = Signal(signed(len(c) + k + 1), name="a_lo", **plain)
+        hi = Signal(signed(len(c) + g.z_width - k), name="a_hi", **plain)
+        if k < g.z_width:
+            m.d.sync += [lo.eq(c * z[:k]), hi.eq(c * z[k:].as_signed())]
+        else:  # one multiplier
+            m.d.sync += lo.eq(c * z)
+        a = Signal.like(self.r_numerator, name="a", **plain)
+        m.d.sync += a.eq(lo + (hi << k))
+        m.d.comb += self.r_numerator.eq(a)
+        go, neg = Signal(lnm.CENTRE_LATENCY), Signal(lnm.CENTRE_LATENCY - 1)
+        # the bank's operands besides a: B_i and G_{t−1} − B_i (the drive is q − that)
+        tag = [Signal(len(self.r_bias) + len(self.r_ref), name=f"tag{j}", **plain)
                for j in range(lnm.CENTRE_LATENCY)]  # fmt: skip
-        m.d.sync += [go.eq(Cat(fetched, go)), neg.eq(Cat((zp < 0) ^ (self.gain < 0), neg))]
+        m.d.sync += [go.eq(Cat(fetched, go)), neg.eq(Cat((z < 0) ^ (c < 0), neg))]
         m.d.sync += tag[0].eq(Cat(self.bias, self.g_prev - self.bias))
         m.d.sync += [tag[j].eq(tag[j - 1]) for j in range(1, len(tag))]
         m.d.comb += [self.r_start.eq(go[-1]), self.r_negative.eq(neg[-1])]
@@ -866,7 +876,7 @@ class LayerNormCore(wiring.Component):
             rnd.start.eq(seq.r_start),
             rnd.take.eq(seq.r_take),
             rnd.negative.eq(seq.r_negative),
-            rnd.magnitude.eq(seq.r_magnitude),
+            rnd.numerator.eq(seq.r_numerator),
             rnd.w.eq(moments.w),
             rnd.bias.eq(seq.r_bias),
             rnd.ref.eq(seq.r_ref),

@@ -62,11 +62,12 @@ __all__ = [
     "timed",
 ]
 
-#: ``hw.cores.layer_norm.StateStore``: address in cycle ``c``, data in ``c + 2`` (every memory
-#: has an output register; the ``X`` reads see the events still in flight through forwarding)
-READ_LATENCY = 2
+#: ``hw.cores.layer_norm.StateStore``: address in cycle ``c``, data in ``c + 3`` (every memory
+#: has an output register; the ``X`` reads see the events still in flight through forwarding,
+#: registered once more)
+READ_LATENCY = 3
 #: ``hw.cores.layer_norm.StepSequencer``: registers from an element's data to its rounding
-#: start (``|Z|`` and ``|c|``; the two halves of ``|c|·|Z|``; their sum ``|a|``)
+#: start (``Z`` and ``c``; the two halves of ``c·Z``; their sum ``a``)
 CENTRE_LATENCY = 3
 #: ``hw.cores.layer_norm.Squarer``: ``a²`` two cycles after ``|a|`` (limb products, their sum)
 SQUARE_LATENCY = 2
