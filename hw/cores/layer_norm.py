@@ -496,12 +496,13 @@ class ChangedTokens(wiring.Component):
     """The per-token "changed" mask and its lowest set token.
 
     ``mark`` sets the token of flat index ``index`` (``token = index·mult >> shift``, exact for
-    every index, checked at construction), ``set_all`` every token, ``drop`` token ``token``;
-    the effect is visible in the next cycle (latency 1). ``any``/``first`` are combinational.
+    every index, checked at construction; registered first, so visible two cycles later),
+    ``set_all`` every token, ``drop`` the lowest set token (``mask & (mask − 1)``): visible in
+    the next cycle (latency 1). ``any``/``first`` are combinational.
 
     Members
     -------
-    mark, set_all, drop : In(1); index : In(index_width); token : In(range(tokens))
+    mark, set_all, drop : In(1); index : In(index_width)
     any : Out(1); first : Out(range(tokens))
     """
 
@@ -518,7 +519,6 @@ class ChangedTokens(wiring.Component):
                 "set_all": In(1),
                 "drop": In(1),
                 "index": In(g.index_width),
-                "token": In(range(g.tokens)),
                 "any": Out(1),
                 "first": Out(range(g.tokens)),
             }
@@ -532,13 +532,13 @@ class ChangedTokens(wiring.Component):
         m = Module()
         n = self._geo.tokens
         mask = Signal(n)
-        of = Signal(range(n))
-        m.d.comb += of.eq((self.index * self._mult) >> self._shift)
+        of, marked = Signal(range(n)), Signal()
+        m.d.sync += [of.eq((self.index * self._mult) >> self._shift), marked.eq(self.mark)]
         with m.If(self.set_all):
             m.d.sync += mask.eq((1 << n) - 1)
         with m.Else():
-            nxt = mask & ~Mux(self.drop, Const(1, n) << self.token, 0)
-            m.d.sync += mask.eq(nxt | Mux(self.mark, Const(1, n) << of, 0))
+            nxt = Mux(self.drop, mask & (mask - 1), mask)
+            m.d.sync += mask.eq(nxt | Mux(marked, Const(1, n) << of, 0))
         m.d.comb += self.any.eq(mask.any())
         for k in reversed(range(n)):  # the lowest set bit wins
             with m.If(mask[k]):
@@ -581,7 +581,6 @@ class StepSequencer(wiring.Component):
                 "g_data": Out(signed(g.output_width)),
                 "set_all": Out(1),
                 "drop": Out(1),
-                "token": Out(range(g.tokens)),
                 "g_addr": Out(g.index_width),
                 "m_clear": Out(1),
                 "m_valid": Out(1),
@@ -632,7 +631,6 @@ class StepSequencer(wiring.Component):
         m.d.sync += [rd_line.eq(Cat(r.rd, rd_line)), fetch_line.eq(Cat(r.fetch, fetch_line))]
         fetched = fetch_line[rl - 1]
         m.d.comb += [self.g_addr.eq(r.base + r.out), self.m_valid.eq(rd_line[rl - 1])]
-        m.d.comb += self.token.eq(self.first)
         self._centre(m, fetched)
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
@@ -868,7 +866,6 @@ class LayerNormCore(wiring.Component):
             changed.index.eq(seq.addr),
             changed.set_all.eq(seq.set_all),
             changed.drop.eq(seq.drop),
-            changed.token.eq(seq.token),
             moments.clear.eq(seq.m_clear),
             moments.valid.eq(seq.m_valid),
             moments.x.eq(store.x),
