@@ -147,8 +147,14 @@ class Rounding(wiring.Component):
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self._aw, self._ww, self._bits = a_width, w_width, bits
         self._shared = bool(shared_square)
+        tw = w_width + bits + 4
         if self._shared:
-            operand = {"square": In(unsigned(2 * a_width))}
+            operand = {
+                "square": In(unsigned(2 * a_width)),
+                "w3": In(w_width + 2),
+                "wn": In(tw),
+                "wn3": In(tw),
+            }
         else:
             operand = {"magnitude": In(unsigned(a_width))}
         super().__init__(
@@ -168,22 +174,32 @@ class Rounding(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw, ww, nb = self._aw, self._ww, self._bits
+        aw, nb = self._aw, self._bits
+        tw = self._ww + nb + 4  # T = 4R + pair − Y: |T| < 2^(nb+3)·W
         if self._shared:
-            square = self.square
+            square, consts = self.square, (self.w, self.w3, self.wn, self.wn3)
         else:
             m.submodules.squarer = sq = Squarer(width=aw)
             m.d.comb += sq.x.eq(self.magnitude)
-            square = sq.square
-        # R < 2^(nb+1)·W; Y < 2^(nb+3)·W (its last update is not used); T = 4R + pair − Y
-        neg, w = Signal(), Signal(ww)
-        w3 = Signal(ww + 2, reset_less=True)
-        rem, y = Signal(ww + nb + 1), Signal(ww + nb + 3)
+            square, consts = sq.square, w_constants(m, self.w, tw)
+        w, w3, wn, wn3 = consts
+        # non-restoring: S = the last T (R = S, or S + Y when T was negative), P = 2Y + W and
+        # Q = 2Y + 3W of the previous Y; the next T = 4S + pair + (S ≥ 0 ? −Q : P),
+        # P ← 2·(S ≥ 0 ? Q : P) + (S ≥ 0 ? W : −3W), Q ← … + (S ≥ 0 ? 3W : −W): every update
+        # is one adder whose operands are chosen by a register bit (no logic after an adder)
+        neg = Signal()
+        t, p, q_ = Signal(signed(tw)), Signal(tw), Signal(tw)
         low = Signal(2 * nb)  # the bits of a² not yet shifted in, top first
-        q, count = Signal(nb + 1), Signal(range(max(nb + 1, lnm.SQUARE_LATENCY)))
-        t = Signal(signed(ww + nb + 4))
-        m.d.sync += w3.eq(w + (w << 1))
-        m.d.comb += t.eq(Cat(low[2 * nb - 2 :], rem) - y)
+        bits, count = Signal(nb + 1), Signal(range(max(nb + 1, lnm.SQUARE_LATENCY)))
+        load, step = Signal(), Signal()
+        d = ~t[-1] | load  # the previous decision (LOAD: the operands below are forced)
+        pq = Mux(load, 0, Mux(d, q_, p) << 1)
+        a_op = Mux(load, (square >> (2 * nb))[:tw], Cat(low[2 * nb - 2 :], t))
+        b_op = Mux(load, 0, Mux(d, ~q_, p))
+        with m.If(load | step):
+            m.d.sync += t.eq((Cat(Const(1, 1), a_op) + Cat(d & ~load, b_op))[1:])
+            m.d.sync += p.eq(pq + Mux(load | d, w, wn3))
+            m.d.sync += q_.eq(pq + Mux(load, w, Mux(d, w3, wn)))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -194,25 +210,30 @@ class Rounding(wiring.Component):
                 with m.If(count == 1):
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += [rem.eq(square >> (2 * nb)), low.eq(square), y.eq(w), q.eq(0)]
-                m.d.sync += count.eq(nb)
+                m.d.comb += load.eq(1)
+                m.d.sync += [low.eq(square), count.eq(nb)]
                 m.next = "STEP"
             with m.State("STEP"):
-                take = ~t[-1]
-                m.d.sync += [q.eq(Cat(take, q)), low.eq(low << 2), count.eq(count - 1)]
-                with m.If(take):
-                    m.d.sync += [rem.eq(t), y.eq((y << 1) + w3)]
-                with m.Else():
-                    m.d.sync += [rem.eq(Cat(low[2 * nb - 2 :], rem)), y.eq((y << 1) - w)]
+                m.d.comb += step.eq(1)
+                m.d.sync += [bits.eq(Cat(d, bits)), low.eq(low << 2), count.eq(count - 1)]
                 with m.If(count == 0):
                     m.next = "OUT"
-            with m.State("OUT"):  # q = 2r + tie
-                half = (q + 1)[1:]
+            with m.State("OUT"):  # bits: r (and one bit above it), the tie in the sign of T
+                half = bits[:nb] + ~t[-1]
                 m.d.sync += [self.result.eq(Mux(neg, -half, half)), self.valid.eq(1)]
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
-            m.d.sync += [self.valid.eq(0), w.eq(self.w), neg.eq(self.negative)]
+            m.d.sync += [self.valid.eq(0), neg.eq(self.negative)]
         return m
+
+
+def w_constants(m: Module, w, width: int) -> tuple:
+    """``W``, ``3W``, ``−W``, ``−3W`` (``width`` bits, two's complement) for :class:`Rounding`:
+    ``W`` as given, the others in plain registers (valid one cycle after ``W``)."""
+    w3 = Signal(len(w) + 2, name="w_3", reset_less=True)
+    wn, wn3 = (Signal(width, name=n, reset_less=True) for n in ("w_neg", "w_3_neg"))
+    m.d.sync += [w3.eq(w + (w << 1)), wn.eq(-w), wn3.eq(-(w + (w << 1)))]
+    return w, w3, wn, wn3
 
 
 class RoundingBank(wiring.Component):
@@ -289,6 +310,8 @@ class RoundingBank(wiring.Component):
         held, armed = Signal(n), Signal(n)  # reserved / started, until taken
         m.submodules.squarer = squarer = Squarer(width=self._args["a_width"], signed=True)
         m.d.comb += squarer.x.eq(self.numerator)
+        tw = self._args["w_width"] + self._args["bits"] + 4
+        _, w3, wn, wn3 = w_constants(m, self.w, tw)  # W is the same for every unit in flight
         ptr = {k: Signal(range(n), name=f"{k}_ptr") for k in ("reserve", "start", "take")}
         for k, p in ptr.items():
             with m.If(getattr(self, k)):
@@ -301,7 +324,8 @@ class RoundingBank(wiring.Component):
         plain = {"reset_less": True}
         for j in range(n):
             m.submodules[f"unit{j}"] = unit = Rounding(**self._args, shared_square=True)
-            m.d.comb += unit.square.eq(squarer.square)
+            m.d.comb += [unit.square.eq(squarer.square), unit.w3.eq(w3), unit.wn.eq(wn)]
+            m.d.comb += unit.wn3.eq(wn3)
             bias = Signal.like(self.bias, name=f"bias{j}")
             ref = Signal.like(self.ref, name=f"ref{j}")
             go = self.start & (ptr["start"] == j)

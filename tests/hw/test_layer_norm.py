@@ -165,9 +165,13 @@ def _rounding_run(pairs, a_width, w_width, bits, *, shared_square: bool = False)
 
     dut = Rounding(a_width=a_width, w_width=w_width, bits=bits, shared_square=shared_square)
     out = []
+    tw = w_width + bits + 4
 
     async def testbench(ctx):
         for a, w in pairs:
+            if shared_square:  # the bank's constants (registered there: valid from start + 1)
+                for port, v in ((dut.w3, 3 * w), (dut.wn, -w), (dut.wn3, -3 * w)):
+                    ctx.set(port, v % (1 << tw))
             ctx.set(dut.start, 1)
             ctx.set(dut.negative, a < 0)
             if not shared_square:
@@ -175,8 +179,7 @@ def _rounding_run(pairs, a_width, w_width, bits, *, shared_square: bool = False)
             ctx.set(dut.w, w)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            ctx.set(dut.negative, a >= 0)  # latched (or registered) at start
-            ctx.set(dut.w, (1 << w_width) - 1)
+            ctx.set(dut.negative, a >= 0)  # latched (or registered) at start; W is held
             if not shared_square:
                 ctx.set(dut.magnitude, (1 << a_width) - 1)
             if shared_square:  # a² SQUARE_LATENCY cycles after start, garbage otherwise
