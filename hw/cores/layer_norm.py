@@ -52,6 +52,7 @@ __all__ = [
     "Squarer",
     "StateStore",
     "StepSequencer",
+    "w_constants",
 ]
 
 
@@ -103,27 +104,32 @@ class Squarer(wiring.Component):
 
 
 class Rounding(wiring.Component):
-    """``sgn(a)·⌊|a|/√W + ½⌋`` exactly, digit by digit: one subtraction per bit in the loop.
+    """``sgn(a)·⌊|a|/√W + ½⌋`` exactly, digit by digit: one adder per bit in the loop.
 
     The square root recurrence on ``a²/W``: with ``q`` the bits of ``r = ⌊|a|/√W⌋`` decided so
     far, ``R = ⌊a²/4^b⌋ − q²·W`` and ``Y = (4q + 1)·W``, the next bit is 1 exactly when
     ``T = 4R + (the next two bits of a²) − Y ≥ 0`` (then ``R ← T``, ``Y ← 2Y + 3W``, else
     ``R ← 4R + …``, ``Y ← 2Y − W``). One more step with two zero bits is the tie:
-    ``4a² ≥ (2r + 1)²·W``, the definition :func:`ir.transformer.layer_norm_exact`.
+    ``4a² ≥ (2r + 1)²·W``, the definition :func:`ir.transformer.layer_norm_exact`. The loop
+    keeps ``T`` itself (non-restoring) and ``2Y + W``, ``2Y + 3W`` of the previous ``Y``, so
+    each step is three adders whose operands the sign of the kept ``T`` (a register) selects.
 
     Latency: ``bits + 5`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
-    operands are latched, ``a²`` arrives :data:`~hw.model.layer_norm_model.SQUARE_LATENCY`
-    cycles after ``start`` and is loaded, ``bits + 1`` steps, then ``±(r + tie)``.
-    Throughput: one result per ``latency`` cycles. ``valid`` falls with ``start`` and stays
-    high with ``result`` until the next ``start``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
+    sign is latched, ``a²`` arrives :data:`~hw.model.layer_norm_model.SQUARE_LATENCY` cycles
+    after ``start`` and is loaded, ``bits + 1`` steps, then ``±(r + tie)``. Throughput: one
+    result per ``latency`` cycles. ``valid`` falls with ``start`` and stays high with
+    ``result`` until the next ``start``. ``w`` (and the constants) must be held from ``start``
+    until ``valid``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
 
     Parameters
     ----------
     a_width, w_width, bits : int
         Widths of ``|a|`` and ``W``, bits of ``r``.
     shared_square : bool
-        No squarer of its own: ``a²`` is read from ``square`` ``SQUARE_LATENCY`` cycles after
-        ``start`` (:class:`RoundingBank`'s one :class:`Squarer`).
+        No squarer and no constants of its own: ``a²`` is read from ``square``
+        ``SQUARE_LATENCY`` cycles after ``start``, ``3W``, ``−W``, ``−3W`` from ``w3``,
+        ``wn``, ``wn3`` from ``start + 1`` on (:class:`RoundingBank`'s one :class:`Squarer`
+        and :func:`w_constants`).
 
     Members
     -------
@@ -133,8 +139,9 @@ class Rounding(wiring.Component):
     magnitude : In(unsigned(a_width))
         ``|a|``, without ``shared_square``.
     w : In(unsigned(w_width))
-    square : In(unsigned(2·a_width))
-        ``a²``, only with ``shared_square``.
+    square : In(unsigned(2·a_width)); w3, wn, wn3 : In
+        ``a²``, ``3W``, ``−W``, ``−3W`` (two's complement, ``w_width + bits + 4`` bits), only
+        with ``shared_square``.
     valid : Out(1)
     result : Out(signed(bits + 2))
     """
@@ -675,7 +682,7 @@ class StepSequencer(wiring.Component):
         c = Signal.like(self.gain, name="c", **plain)
         m.d.sync += [z.eq(g.dim * self.x - self.total), c.eq(self.gain)]
         k = (g.z_width + 1) // 2 if g.z_width > 17 else g.z_width
-        lo = Signal(signed(len(c) + k + 1), name="a_lo", **plain)
+        lo = Signal(signed(len(c) + k + (k < g.z_width)), name="a_lo", **plain)
         hi = Signal(signed(len(c) + g.z_width - k), name="a_hi", **plain)
         if k < g.z_width:
             m.d.sync += [lo.eq(c * z[:k]), hi.eq(c * z[k:].as_signed())]
