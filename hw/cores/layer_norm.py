@@ -198,7 +198,7 @@ class Rounding(wiring.Component):
         t, p, q_ = Signal(signed(tw)), Signal(tw), Signal(tw)
         low = Signal(2 * nb)  # the bits of a² not yet shifted in, top first
         bits, count = Signal(nb + 1), Signal(range(max(nb + 1, lnm.SQUARE_LATENCY)))
-        load, step = Signal(), Signal()
+        load, step = Signal(), Signal()  # registers: LOAD and STEP (FSM state, a cycle early)
         d = ~t[-1] | load  # the previous decision (LOAD: the operands below are forced)
         pq = Mux(load, 0, Mux(d, q_, p) << 1)
         a_op = Mux(load, (square >> (2 * nb))[:tw], Cat(low[2 * nb - 2 :], t))
@@ -215,15 +215,15 @@ class Rounding(wiring.Component):
             with m.State("WAIT"):
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 1):
+                    m.d.sync += load.eq(1)
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += load.eq(1)
-                m.d.sync += [low.eq(square), count.eq(nb)]
+                m.d.sync += [low.eq(square), count.eq(nb), load.eq(0), step.eq(1)]
                 m.next = "STEP"
             with m.State("STEP"):
-                m.d.comb += step.eq(1)
                 m.d.sync += [bits.eq(Cat(d, bits)), low.eq(low << 2), count.eq(count - 1)]
                 with m.If(count == 0):
+                    m.d.sync += step.eq(0)
                     m.next = "OUT"
             with m.State("OUT"):  # bits: r (and one bit above it), the tie in the sign of T
                 half = bits[:nb] + ~t[-1]
