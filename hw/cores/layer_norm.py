@@ -10,17 +10,21 @@ Architecture (one engine, one token at a time)::
 
 Protocol, schedule and the cycle model: :mod:`hw.model.layer_norm_model` (every delay is a
 block's ``latency``, defined once there). The rounding unit needs no divider and no multiplier in
-its loop: it finds ``r = ⌊|a|/√W⌋`` bit by bit from the top as the largest ``r`` with
-``r²·W ≤ a²``, keeping ``r²·W`` and ``r·W`` (scaled) up to date with shifts and adds, then adds 1
-exactly when ``4a² ≥ (2r + 1)²·W`` — the definition :func:`ir.transformer.layer_norm_exact`,
-ties included.
+its loop: it finds ``r = ⌊|a|/√W⌋`` bit by bit from the top with the square root recurrence on
+``a²/W`` (one adder decides a bit), then adds 1 exactly when ``4a² ≥ (2r + 1)²·W`` — the
+definition :func:`ir.transformer.layer_norm_exact`, ties included.
 
-The unit takes ``bits + 4`` cycles per result, so a token's elements go through ``units`` of them
+The unit takes ``bits + 5`` cycles per result, so a token's elements go through ``units`` of them
 (:class:`RoundingBank`): element ``i`` is read as soon as the previous one was and unit
 ``i mod units`` is free, and the results leave in ascending order. ``units = 1`` is the serial
-schedule (``dim·(bits + 7)`` cycles per token's element pass); ``units ≥ bits + 7`` reads one
-element per cycle (``dim + bits + 6``) at ``units`` times the unit's area (its loop registers,
-adders and compare; the ``a²`` multiplier is one, shared).
+schedule (``dim·element_cycles`` cycles per token's element pass, ``element_cycles = bits +
+13``); ``units ≥ element_cycles`` reads one element per cycle at ``units`` times the unit's
+area (its loop registers and adders; the ``a²`` squarer is one, shared).
+
+Timing (ECP5, issue 13's 150 MHz): every block RAM and multiplier has plain registers around it
+(``hw.flow.ecp5`` moves them inside), the ``X`` updates in flight are forwarded instead of read
+back through a transparent port, the rounding loop is one adder per register with operands a
+register selects, and the sums of a result are formed per unit before the in-order retire.
 
 ``i.ready`` and ``o.valid`` depend on registers only; backpressure on ``o`` stalls the engine at
 the element (or marker) whose beat cannot leave, idle input cycles stall the accumulate phase;
@@ -114,9 +118,10 @@ class Rounding(wiring.Component):
     keeps ``T`` itself (non-restoring) and ``2Y + W``, ``2Y + 3W`` of the previous ``Y``, so
     each step is three adders whose operands the sign of the kept ``T`` (a register) selects.
 
-    Latency: ``bits + 5`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
+    Latency: ``bits + 6`` cycles from ``start`` to ``valid`` (:func:`rounding_latency`): the
     sign is latched, ``a²`` arrives :data:`~hw.model.layer_norm_model.SQUARE_LATENCY` cycles
-    after ``start`` and is loaded, ``bits + 1`` steps, then ``±(r + tie)``. Throughput: one
+    after ``start`` and is loaded into the unit's registers, then into the loop's, ``bits + 1``
+    steps, then ``±(r + tie)``. Throughput: one
     result per ``latency`` cycles. ``valid`` falls with ``start`` and stays high with
     ``result`` until the next ``start``. ``w`` (and the constants) must be held from ``start``
     until ``valid``. Precondition: ``⌊|a|/√W⌋ < 2^bits``, ``W ≥ 1``.
@@ -197,11 +202,12 @@ class Rounding(wiring.Component):
         neg = Signal()
         t, p, q_ = Signal(signed(tw)), Signal(tw), Signal(tw)
         low = Signal(2 * nb)  # the bits of a² not yet shifted in, top first
+        high = Signal(max(1, 2 * aw - 2 * nb))  # a² >> 2·bits: the first R (< W)
         bits, count = Signal(nb + 1), Signal(range(max(nb + 1, lnm.SQUARE_LATENCY)))
-        load, step = Signal(), Signal()  # registers: LOAD and STEP (FSM state, a cycle early)
-        d = ~t[-1] | load  # the previous decision (LOAD: the operands below are forced)
+        load, step = Signal(), Signal()  # registers: INIT and STEP (FSM state, a cycle early)
+        d = ~t[-1] | load  # the previous decision (INIT: the operands below are forced)
         pq = Mux(load, 0, Mux(d, q_, p) << 1)
-        a_op = Mux(load, (square >> (2 * nb))[:tw], Cat(low[2 * nb - 2 :], t))
+        a_op = Mux(load, high[:tw], Cat(low[2 * nb - 2 :], t))
         b_op = Mux(load, 0, Mux(d, ~q_, p))
         with m.If(load | step):
             m.d.sync += t.eq((Cat(Const(1, 1), a_op) + Cat(d & ~load, b_op))[1:])
@@ -215,10 +221,12 @@ class Rounding(wiring.Component):
             with m.State("WAIT"):
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 1):
-                    m.d.sync += load.eq(1)
                     m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.sync += [low.eq(square), count.eq(nb), load.eq(0), step.eq(1)]
+            with m.State("LOAD"):  # a² into the unit's own registers, then into the adders
+                m.d.sync += [low.eq(square), high.eq(square >> (2 * nb)), load.eq(1)]
+                m.next = "INIT"
+            with m.State("INIT"):
+                m.d.sync += [count.eq(nb), load.eq(0), step.eq(1)]
                 m.next = "STEP"
             with m.State("STEP"):
                 m.d.sync += [bits.eq(Cat(d, bits)), low.eq(low << 2), count.eq(count - 1)]
@@ -256,7 +264,7 @@ class RoundingBank(wiring.Component):
       ``diff = q − ref`` and ``differs = (q ≠ ref)`` (formed per unit, registered); ``take``
       retires it and frees its unit.
 
-    Latency: ``bits + 6`` cycles from ``start`` to ``valid`` (:func:`bank_latency`: the
+    Latency: ``bits + 7`` cycles from ``start`` to ``valid`` (:func:`bank_latency`: the
     :class:`Rounding` unit, then its sums). Throughput: one start per cycle while units are
     free; each unit holds its element from ``reserve`` to ``take``. Resources: ``units`` copies
     of :class:`Rounding` without their squarers, and one :class:`Squarer` for all: the unit

@@ -79,8 +79,9 @@ MOMENTS_LATENCY = 7
 
 def rounding_latency(bits: int) -> int:
     """``hw.cores.layer_norm.Rounding``: start to result: latch, wait for ``a²``
-    (``SQUARE_LATENCY``), load, ``bits`` steps, the tie step, ``±(r + tie)``."""
-    return bits + SQUARE_LATENCY + 3
+    (``SQUARE_LATENCY``), load it, initialise the loop, ``bits`` steps, the tie step,
+    ``±(r + tie)``."""
+    return bits + SQUARE_LATENCY + 4
 
 
 def bank_latency(bits: int) -> int:

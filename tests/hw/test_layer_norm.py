@@ -93,9 +93,9 @@ def test_cycle_model_by_hand() -> None:
     """One token of 2 channels, W = 3 iterations: the schedule written out cycle by cycle."""
     norm = norm_site([3, -3], [0, 0], 1)  # quotient bound isqrt(9) + 1 = 4: 3 bits
     geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4, units=1).geometry
-    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 8
-    assert (geo.stats_wait, geo.element_cycles) == (3, 16)
-    assert geo.token_cycles == 1 + 2 + 3 + 2 * 16
+    assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 9
+    assert (geo.stats_wait, geo.element_cycles) == (3, 17)
+    assert geo.token_cycles == 1 + 2 + 3 + 2 * 17
     ins = [
         [
             lnm.Step(np.array([0]), np.array([4]), True),
@@ -106,15 +106,15 @@ def test_cycle_model_by_hand() -> None:
     # X = (4, 0): S = 4, V = 2·16 − 16 = 16, W = 17, Z = ±4, a = ±12: 12/√17 = 2.91 → ±3
     assert [s.values.tolist() for s in outs[0]] == [[3, 3], []]
     (steps,) = lnm.schedule(geo, ins, outs)
-    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (16 cycles)
-    assert steps[0].event_cycles == [10 + 16, 10 + 32] and steps[0].marker_cycle == 4 + 38 + 1
-    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 43 + 1 + 1
+    # clear 0..1, event 2, marker 3, scan 4, stats 5-6, wait 7-9, elements from 10 (17 cycles)
+    assert steps[0].event_cycles == [10 + 17, 10 + 34] and steps[0].marker_cycle == 4 + 40 + 1
+    assert steps[1].event_cycles == [] and steps[1].marker_cycle == 45 + 1 + 1
     # two units (the default here: min(dim, element_cycles)): element 1 is read one cycle
     # after element 0, its drive leaves one cycle after element 0's
     fast = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
-    assert fast.units == 2 and fast.token_cycles == 1 + 2 + 3 + 1 + 16
+    assert fast.units == 2 and fast.token_cycles == 1 + 2 + 3 + 1 + 17
     (steps,) = lnm.schedule(fast, ins, outs)
-    assert steps[0].event_cycles == [10 + 16, 10 + 17] and steps[0].marker_cycle == 4 + 23 + 1
+    assert steps[0].event_cycles == [10 + 17, 10 + 18] and steps[0].marker_cycle == 4 + 24 + 1
 
 
 @pytest.mark.parametrize("units", [1, 2, 3, 7, 10, 11, 32])
