@@ -133,7 +133,7 @@ class Rounding(wiring.Component):
     shared_square : bool
         No squarer and no constants of its own: ``a²`` is read from ``square``
         ``SQUARE_LATENCY`` cycles after ``start``, ``3W``, ``−W``, ``−3W`` from ``w3``,
-        ``wn``, ``wn3`` from ``start + 1`` on (:class:`RoundingBank`'s one :class:`Squarer`
+        ``wn``, ``wn3`` from ``start + 4`` on (:class:`RoundingBank`'s one :class:`Squarer`
         and :func:`w_constants`).
 
     Members
@@ -244,10 +244,11 @@ class Rounding(wiring.Component):
 
 def w_constants(m: Module, w, width: int) -> tuple:
     """``W``, ``3W``, ``−W``, ``−3W`` (``width`` bits, two's complement) for :class:`Rounding`:
-    ``W`` as given, the others in plain registers (valid one cycle after ``W``)."""
+    ``W`` as given, the others in plain registers (valid one, one and two cycles after ``W``;
+    the unit reads them from its first step, ``SQUARE_LATENCY + 2`` cycles after ``start``)."""
     w3 = Signal(len(w) + 2, name="w_3", reset_less=True)
     wn, wn3 = (Signal(width, name=n, reset_less=True) for n in ("w_neg", "w_3_neg"))
-    m.d.sync += [w3.eq(w + (w << 1)), wn.eq(-w), wn3.eq(-(w + (w << 1)))]
+    m.d.sync += [w3.eq(w + (w << 1)), wn.eq(-w), wn3.eq(-w3)]  # one adder each
     return w, w3, wn, wn3
 
 
