@@ -234,8 +234,11 @@ class Rounding(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = "OUT"
             with m.State("OUT"):  # bits: r (and one bit above it), the tie in the sign of T
-                half = bits[:nb] + ~t[-1]
-                m.d.sync += [self.result.eq(Mux(neg, -half, half)), self.valid.eq(1)]
+                # ±(r + tie) = (neg ? ~r : r) + (tie XOR neg), one adder (carry in below bit 0)
+                r_ext = Cat(bits[:nb], Const(0, 2))
+                signed_r = Mux(neg, ~r_ext, r_ext)
+                total = (Cat(Const(1, 1), signed_r) + Cat(~t[-1] ^ neg, Const(0, nb + 2)))[1:]
+                m.d.sync += [self.result.eq(total[: nb + 2]), self.valid.eq(1)]
                 m.next = "IDLE"
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
             m.d.sync += [self.valid.eq(0), neg.eq(self.negative)]
