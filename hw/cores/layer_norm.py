@@ -553,29 +553,35 @@ class ChangedTokens(wiring.Component):
     """The per-token "changed" mask and its lowest set token.
 
     ``mark`` sets the token of flat index ``index`` (``token = index·mult >> shift``, exact for
-    every index, checked at construction; registered first, so visible two cycles later),
-    ``set_all`` every token, ``drop`` the lowest set token (``mask & (mask − 1)``): visible in
-    the next cycle (latency 1). ``any``/``first`` are combinational.
+    every index, checked at construction), ``set_all`` every token, ``drop`` token ``token``;
+    the effect is visible in the next cycle (latency 1). ``any``/``first`` are combinational.
+
+    ``pipelined`` (the LayerNorm core's): ``mark`` is registered first (visible two cycles
+    later) and ``drop`` drops the lowest set token (``mask & (mask − 1)``; no ``token``
+    member), so no priority encoder lies in the mask's loop.
 
     Members
     -------
-    mark, set_all, drop : In(1); index : In(index_width)
+    mark, set_all, drop : In(1); index : In(index_width); token : In(range(tokens))
     any : Out(1); first : Out(range(tokens))
     """
 
-    def __init__(self, *, geometry: lnm.LayerNormGeometry) -> None:
+    def __init__(self, *, geometry: lnm.LayerNormGeometry, pipelined: bool = False) -> None:
         g = self._geo = geometry
+        self._pipelined = bool(pipelined)
         shift = g.index_width + g.channel_width + 1
         self._mult = -(-(1 << shift) // g.dim)
         self._shift = shift
         if any((i * self._mult) >> shift != i // g.dim for i in range(g.entries)):
             raise AssertionError("token-of-index reciprocal is not exact")  # pragma: no cover
+        token = {} if self._pipelined else {"token": In(range(g.tokens))}
         super().__init__(
             {
                 "mark": In(1),
                 "set_all": In(1),
                 "drop": In(1),
                 "index": In(g.index_width),
+                **token,
                 "any": Out(1),
                 "first": Out(range(g.tokens)),
             }
@@ -590,11 +596,16 @@ class ChangedTokens(wiring.Component):
         n = self._geo.tokens
         mask = Signal(n)
         of, marked = Signal(range(n)), Signal()
-        m.d.sync += [of.eq((self.index * self._mult) >> self._shift), marked.eq(self.mark)]
+        token = (self.index * self._mult) >> self._shift
+        if self._pipelined:
+            m.d.sync += [of.eq(token), marked.eq(self.mark)]
+            nxt = Mux(self.drop, mask & (mask - 1), mask)
+        else:
+            m.d.comb += [of.eq(token), marked.eq(self.mark)]
+            nxt = mask & ~Mux(self.drop, Const(1, n) << self.token, 0)
         with m.If(self.set_all):
             m.d.sync += mask.eq((1 << n) - 1)
         with m.Else():
-            nxt = Mux(self.drop, mask & (mask - 1), mask)
             m.d.sync += mask.eq(nxt | Mux(marked, Const(1, n) << of, 0))
         m.d.comb += self.any.eq(mask.any())
         for k in reversed(range(n)):  # the lowest set bit wins
@@ -894,7 +905,7 @@ class LayerNormCore(wiring.Component):
         m = Module()
         g = self._geo
         m.submodules.store = store = StateStore(norm=self._norm, geometry=g)
-        m.submodules.changed = changed = ChangedTokens(geometry=g)
+        m.submodules.changed = changed = ChangedTokens(geometry=g, pipelined=True)
         m.submodules.moments = moments = Moments(geometry=g)
         m.submodules.rounding = rnd = RoundingBank(
             units=g.units,
