@@ -210,7 +210,7 @@ class Rounding(wiring.Component):
         a_op = Mux(load, high[:tw], Cat(low[2 * nb - 2 :], t))
         b_op = Mux(load, 0, Mux(d, ~q_, p))
         with m.If(load | step):
-            m.d.sync += t.eq(carry_select(m, Cat(Const(1, 1), a_op), Cat(d & ~load, b_op))[1:])
+            m.d.sync += t.eq((Cat(Const(1, 1), a_op) + Cat(d & ~load, b_op))[1:])
             m.d.sync += p.eq(pq + Mux(load | d, w, wn3))
             m.d.sync += q_.eq(pq + Mux(load, w, Mux(d, w3, wn)))
         with m.FSM():
@@ -243,20 +243,6 @@ class Rounding(wiring.Component):
         with m.If(self.start):  # only while IDLE (the sequencer waits for ``valid``)
             m.d.sync += [self.valid.eq(0), neg.eq(self.negative)]
         return m
-
-
-def carry_select(m: Module, a, b):
-    """``a + b`` (``max`` width, modulo) as a carry-select adder: the low half, and the high half
-    twice (with carry 0 and 1: ``a − ~b``, an ``$sub``, so Yosys keeps both), chosen by the low
-    half's carry — half the carry chain of one adder, for the rounding loop's ``T``."""
-    n = max(len(a), len(b))
-    a, b = a.as_unsigned(), b.as_unsigned()
-    a, b = Cat(a, Const(0, n - len(a))), Cat(b, Const(0, n - len(b)))
-    k = (n + 1) // 2
-    lo = Signal(k + 1, name="cs_lo")
-    hi0, hi1 = Signal(n - k, name="cs_hi0"), Signal(n - k, name="cs_hi1")
-    m.d.comb += [lo.eq(a[:k] + b[:k]), hi0.eq(a[k:] + b[k:]), hi1.eq(a[k:] - ~b[k:])]
-    return Cat(lo[:k], Mux(lo[k], hi1, hi0))
 
 
 def w_constants(m: Module, w, width: int) -> tuple:
