@@ -9,7 +9,10 @@ unit alone; and, from the exact cycle model on the reference's real stream incre
 ``--images`` test images, the cycles per image (back to back) and per evaluated token.
 
     python bench/bench_layer_norm.py [--images 20] [--sites blocks.0.norm1,norm] [--seed 1]
-        [--no-pnr] [--cache build/bench/vit-cache]
+        [--units U] [--device 25k] [--no-pnr] [--cache build/bench/vit-cache]
+
+``--units``: rounding units per core (default: the ViT's, ``full_rate_units``); ``--device``:
+the ECP5 size for place and route (``25k`` or ``85k``, CABGA381).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--sites", default="blocks.0.norm1,norm")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--units", type=int, default=None, help="rounding units (default: full rate)")
+    ap.add_argument("--device", default="25k", choices=("25k", "45k", "85k"))
     ap.add_argument("--no-pnr", action="store_true", help="skip place and route (fmax)")
     ap.add_argument(
         "--cache",
@@ -56,9 +61,9 @@ def main() -> None:
     net = to_transformer(model, name="digits-vit")
     x = digits.load().x_test[: args.images]
     result = run(net, x, record_drives=True)
-    out = {"images": args.images, "sites": {}}
+    out = {"images": args.images, "units": args.units, "device": args.device, "sites": {}}
     for name in args.sites.split(","):
-        core = LayerNormCore.for_site(net, name)
+        core = LayerNormCore.for_site(net, name, units=args.units)
         geo = core.geometry
         j = net.site_names.index(name)
         ins, outs = lnm.reference_steps(result.steps, result.trace.busy, j, name)
@@ -79,6 +84,7 @@ def main() -> None:
             "tokens": geo.tokens,
             "dim": geo.dim,
             "stream_bound": geo.stream_bound,
+            "units": geo.units,
             "rounding_bits": geo.rounding_bits,
             "rounding_latency": rounding.latency,
             "element_cycles": geo.element_cycles,
@@ -98,7 +104,8 @@ def main() -> None:
             "resources": _resources(residual, "residual"),
         }
         if not args.no_pnr:
-            p = place_and_route(core, target="ecp5", seed=args.seed)
+            dev = [f"--{args.device}", "--package", "CABGA381"]
+            p = place_and_route(core, target="ecp5", seed=args.seed, device_args=dev)
             row["fmax_mhz"] = round(p.fmax_mhz, 1)
             row["critical_path"] = p.critical_path_text
             row["pnr_seconds"] = round(p.seconds, 1)

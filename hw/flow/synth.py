@@ -78,6 +78,14 @@ CELL_CLASSES: dict[str, dict[str, str]] = {
 RESOURCES = ("lut", "carry", "ff", "bram", "dsp", "lutram", "mux", "other")
 
 
+#: memories whose name ends in ``_nocollide`` never read an entry in the cycle it is written (their
+#: design forwards or orders around it): Yosys's ``no_rw_check`` on them, so it adds no
+#: read-first emulation (a multiplexer after the block RAM's output, which keeps the output
+#: register out of the RAM). ``write_verilog -noattr`` drops memory attributes, hence the name.
+NOCOLLIDE = "_nocollide"
+NO_RW_CHECK = f"setattr -set no_rw_check 1 m:*{NOCOLLIDE}"
+
+
 class ToolError(RuntimeError):
     """A synthesis or place-and-route tool failed; the message holds the tail of its log."""
 
@@ -196,7 +204,7 @@ def synthesize(
 
         def script(abc9: bool) -> str:
             return (
-                f"read_verilog design.v; hierarchy -top {_esc(top)}; {keeps}"
+                f"read_verilog design.v; {NO_RW_CHECK}; hierarchy -top {_esc(top)}; {keeps}"
                 f"{_synth_command(target, _esc(top), abc9=abc9)}; tee -q -o stat.json stat -json"
             )
 
@@ -217,7 +225,7 @@ def synthesize_netlist(verilog: str, top: str, *, target: str = "ecp5") -> dict[
 
         def script(abc9: bool) -> str:
             command = _synth_command(target, _esc(top), "netlist.json", abc9=abc9)
-            return f"read_verilog design.v; {command}"
+            return f"read_verilog design.v; {NO_RW_CHECK}; {command}"
 
         _yosys(script, wd)
         return json.loads((wd / "netlist.json").read_text())
@@ -396,12 +404,12 @@ def place_and_route(
         def script(abc9: bool) -> str:
             if not keep:
                 return (
-                    "read_verilog design.v; "
+                    f"read_verilog design.v; {NO_RW_CHECK}; "
                     f"{_synth_command(target, 'harness', 'harness.json', abc9=abc9)}; "
                     "tee -q -o stat.json stat -json"
                 )
             return (
-                "read_verilog design.v; hierarchy -top harness; "
+                f"read_verilog design.v; {NO_RW_CHECK}; hierarchy -top harness; "
                 f"setattr -mod -set keep_hierarchy 1 {keeps}; "
                 f"{_synth_command(target, 'harness', abc9=abc9)}; "
                 "tee -q -o stat.json stat -json; "

@@ -48,9 +48,13 @@ from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer.ops import layer_norm_exact
 
 __all__ = [
+    "CENTRE_LATENCY",
     "MOMENTS_LATENCY",
+    "MOMENTS_SUM_LATENCY",
     "READ_LATENCY",
+    "SQUARE_LATENCY",
     "LayerNormGeometry",
+    "bank_latency",
     "golden_outputs",
     "reference_steps",
     "rounding_latency",
@@ -58,17 +62,32 @@ __all__ = [
     "timed",
 ]
 
-#: ``hw.cores.layer_norm.StateStore``: synchronous reads (address in one cycle, data the next)
-READ_LATENCY = 1
-#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``W`` (x, x², Σ, S², W
-#: registers; ``S`` is ready two cycles earlier)
-MOMENTS_LATENCY = 5
+#: ``hw.cores.layer_norm.StateStore``: address in cycle ``c``, data in ``c + 3`` (every memory
+#: has an output register; the ``X`` reads see the events still in flight through forwarding,
+#: registered once more)
+READ_LATENCY = 3
+#: ``hw.cores.layer_norm.StepSequencer``: registers from an element's data to its rounding
+#: start (``Z`` and ``c``; the two halves of ``c·Z``; their sum ``a``)
+CENTRE_LATENCY = 3
+#: ``hw.cores.layer_norm.Squarer``: ``a²`` two cycles after ``|a|`` (limb products, their sum)
+SQUARE_LATENCY = 2
+#: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``S`` (x, x², Σ registers)
+MOMENTS_SUM_LATENCY = 3
+#: ... and to ``W`` (then a copy of ``S``, the two stages of the ``S²`` squarer, ``W``)
+MOMENTS_LATENCY = 7
 
 
 def rounding_latency(bits: int) -> int:
-    """``hw.cores.layer_norm.Rounding``: start to result: latch, a², ``bits`` iterations, the
-    remainder ``a² − r²W − rW``, the tie."""
-    return bits + 4
+    """``hw.cores.layer_norm.Rounding``: start to result: latch, wait for ``a²``
+    (``SQUARE_LATENCY``), load it, initialise the loop, ``bits`` steps, the tie step,
+    ``±(r + tie)``."""
+    return bits + SQUARE_LATENCY + 4
+
+
+def bank_latency(bits: int) -> int:
+    """``hw.cores.layer_norm.RoundingBank``: start to result: the unit, then the unit's sums
+    ``B + q``, ``q − (G_{t−1} − B)`` (one register)."""
+    return rounding_latency(bits) + 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +211,12 @@ class LayerNormGeometry:
         return signed_width(-self.output_bound, self.output_bound)
 
     @property
+    def ref_width(self) -> int:
+        """``G_{t−1} − B``: the rounded quotient it is compared with gives the drive."""
+        r = self.output_bound + self.bias_bound
+        return signed_width(-r, r)
+
+    @property
     def drive_width(self) -> int:
         r = 2 * self.output_bound
         return max(2, signed_width(-r, r))
@@ -203,15 +228,17 @@ class LayerNormGeometry:
 
     @property
     def stats_wait(self) -> int:
-        """Cycles between a token's statistics pass and its first element: the element reads
-        ``S`` one cycle and ``W`` two cycles after its address, so ``W`` must be ready (``S``,
-        two cycles earlier than ``W``, then is too)."""
-        return max(1, READ_LATENCY + MOMENTS_LATENCY - 3)
+        """Cycles between a token's statistics pass and its first element: an element reads
+        ``S`` with its data (``READ_LATENCY`` after its address) and ``W`` at its start
+        (``CENTRE_LATENCY`` later); the last statistics ``x`` arrives ``READ_LATENCY`` after its
+        address, ``S`` and ``W`` are ready ``MOMENTS_SUM_LATENCY`` and ``MOMENTS_LATENCY``
+        later."""
+        return max(1, MOMENTS_SUM_LATENCY - 1, MOMENTS_LATENCY - CENTRE_LATENCY - 1)
 
     @property
     def element_cycles(self) -> int:
-        """Cycles per channel: address, Z, a (start), the rounding unit, result."""
-        return 2 + rounding_latency(self.rounding_bits) + 1
+        """Cycles per channel: address, the read, ``|a|`` (start), the rounding unit, result."""
+        return READ_LATENCY + CENTRE_LATENCY + bank_latency(self.rounding_bits) + 1
 
     @property
     def full_rate_units(self) -> int:
