@@ -33,7 +33,7 @@ after a drain of ``accumulator latency + 1`` cycles.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,8 +58,43 @@ def _decode_layout(geo: ProductGeometry) -> data.StructLayout:
             "pos_div": range(max(2, geo.words)),
             "pos_mod": range(max(2, geo.lanes)),
             "own": range(max(2, geo.tracer_depth)),
+            "base": range(max(2, geo.bank_depth)),
         }
     )
+
+
+def _table(index, rows: list[int]):
+    """``rows[index]`` as logic: a tree of multiplexers on the index bits with constant leaves
+    (equal subtrees shared), which Yosys maps to LUTs. (A case statement would become a block-RAM
+    ROM, whose 5.6 ns clock-to-output leaves no time for the logic after it.)"""
+    width = max(1, max(rows).bit_length())
+    rows = rows + [0] * ((1 << len(index)) - len(rows))
+    memo: dict = {}
+
+    def node(lo: int, bit: int):
+        part = tuple(rows[lo : lo + (1 << (bit + 1))])
+        if part not in memo:
+            if all(v == part[0] for v in part):
+                memo[part] = Const(part[0], width)
+            else:
+                half = 1 << bit
+                memo[part] = Mux(index[bit], node(lo + half, bit - 1), node(lo, bit - 1))
+        return memo[part]
+
+    return node(0, len(index) - 1)
+
+
+def _lowest(bits: list):
+    """``(any, several, index)`` of 1-bit values: one is set, two are, the lowest set one's
+    position (meaningless if none) — a balanced tree split at powers of two, so no adder."""
+    if len(bits) == 1:
+        return bits[0], Const(0, 1), Const(0, 1)
+    k = 1 << ((len(bits) - 1).bit_length() - 1)  # the largest power of two below the length
+    a_lo, s_lo, i_lo = _lowest(bits[:k])
+    a_hi, s_hi, i_hi = _lowest(bits[k:])
+    lg = k.bit_length() - 1  # bits of a position in the low part
+    index = Mux(a_lo, i_lo, Cat(Cat(i_hi, Const(0, lg))[:lg], 1))
+    return a_lo | a_hi, s_lo | s_hi | (a_lo & a_hi), index
 
 
 def _update_layout(geo: ProductGeometry) -> data.StructLayout:
@@ -69,6 +104,7 @@ def _update_layout(geo: ProductGeometry) -> data.StructLayout:
             "address": range(max(2, geo.tracer_depth)),
             "lane": range(max(2, geo.lanes)),
             "value": signed(SPIKE_VALUE_WIDTH),
+            "product": 1,
         }
     )
 
@@ -80,11 +116,13 @@ def _side_layout(geo: ProductGeometry) -> data.StructLayout:
 
 
 class DecodedInput(wiring.Component):
-    """:class:`hw.cores.sequencer.EventBuffer` plus a ROM decoding the held event's index.
+    """:class:`hw.cores.sequencer.EventBuffer` plus a table decoding the held event's index.
 
-    Latency 1 (the buffer; the ROM's read port loads with it). ``fields`` of the held event:
-    head ``h``, tracer row ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the
-    row of its own tracer, and ``own``, the address of its own tracer word.
+    Latency 1 (the buffer; the table's output register loads with it: the table is logic on the
+    incoming index, not a block RAM). ``fields`` of the held event: head ``h``, tracer row
+    ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
+    ``own``, the address of its own tracer word, and ``base``, the bank address of its first
+    word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event).
 
     Members
     -------
@@ -117,16 +155,18 @@ class DecodedInput(wiring.Component):
         for index in range(1 << geo.index_widths[self._side]):
             size = geo.x_size if self._side == X else geo.y_size
             if index >= size:
-                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0})
+                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0, "base": 0})
                 continue
             if self._side == X:
                 h, pos, c = geo.x_entry(index)
             else:
                 h, c, pos = geo.y_entry(index)
             g = h * r + c
+            rn, wm = geo.column_words * p, geo.row_words
+            base = (h * rn + pos) * wm if self._side == X else h * rn * wm + pos // p
             out.append(
                 {"h": h, "g": g, "pos_div": pos // p, "pos_mod": pos % p,
-                 "own": g * geo.words + pos // p}
+                 "own": g * geo.words + pos // p, "base": base}
             )  # fmt: skip
         return out
 
@@ -140,21 +180,20 @@ class DecodedInput(wiring.Component):
         wiring.connect(m, buf.o, wiring.flipped(self.o))
         m.d.comb += [self.event.eq(buf.event), self.marker.eq(buf.marker)]
         layout = _decode_layout(geo)
-        m.submodules.decode = rom = memory.Memory(
-            shape=layout, depth=1 << geo.index_widths[side], init=self.rows()
-        )
-        rp = rom.read_port()  # loads with the buffer's payload register
-        m.d.comb += [rp.addr.eq(self.i.payload.index), rp.en.eq(buf.i.ready)]
-        m.d.comb += self.fields.eq(rp.data)
+        rows = [layout.const(row).as_value().value for row in self.rows()]
+        fields = Signal(layout, name="fields", reset_less=True)
+        with m.If(buf.i.ready):  # loads with the buffer's payload register
+            m.d.sync += fields.eq(_table(self.i.payload.index, rows))
+        m.d.comb += self.fields.eq(fields)
         return m
 
 
 class TracerStore(wiring.Component):
     """The tracer memories ``Xacc`` and ``Yacc``, read by the accumulator, updated by spikes.
 
-    ``weights``: the accumulator's weight port; logical address ``g·words + w`` reads ``Yacc``
-    (for X spikes), ``G·words + g·words + w`` reads ``Xacc`` (for Y spikes); latency 2
-    (:data:`hw.model.cycle_model.WEIGHT_READ_LATENCY`). ``update`` adds ``value`` to lane
+    ``weights``: the accumulator's weight port; address ``g·words + w`` reads ``Yacc`` (for X
+    spikes) or, if ``update.payload.product`` is set in that cycle, ``Xacc`` (for Y spikes);
+    latency 2 (:data:`hw.model.cycle_model.WEIGHT_READ_LATENCY`). ``update`` adds ``value`` to lane
     ``lane`` of word ``address`` of ``Xacc`` (``kind`` 0) or ``Yacc`` (1): read in that cycle
     (an X spike's own update reads ``Xacc`` while its product reads ``Yacc``), written one cycle
     later; the write of the cycle before is forwarded to every read, so reads always see every
@@ -173,7 +212,7 @@ class TracerStore(wiring.Component):
         self._word = data.ArrayLayout(signed(geo.tracer_width), geo.lanes)
         super().__init__(
             {
-                "weights": In(WeightPort(shape=self._word, depth=2 * geo.tracer_depth)),
+                "weights": In(WeightPort(shape=self._word, depth=geo.tracer_depth)),
                 "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
                 "clear": In(1),
                 "clear_address": In(range(max(2, geo.clear_cycles))),
@@ -187,7 +226,7 @@ class TracerStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, upd, half = self._geo, self.update, self._geo.tracer_depth
-        reads_x = self.weights.address >= half  # the product reads Xacc (a Y spike's)
+        reads_x = upd.payload.product  # the product reads Xacc (a Y spike's)
         data_reg = Signal(self._word, name="tracer_word", reset_less=True)
         sel1 = Signal(name="read_x")
         m.d.sync += sel1.eq(reads_x)
@@ -195,8 +234,7 @@ class TracerStore(wiring.Component):
             m.submodules[f"{name}acc"] = mem = memory.Memory(shape=self._word, depth=half, init=[])
             rp, wp = mem.read_port(), mem.write_port()
             product = reads_x if kind == X else ~reads_x
-            local = self.weights.address - (half if kind == X else 0)
-            m.d.comb += rp.addr.eq(Mux(product, local, upd.payload.address))
+            m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
             a1 = Signal.like(rp.addr, name=f"{name}_address1")
             u1 = Signal(name=f"{name}_update1")
             lane1 = Signal.like(upd.payload.lane, name=f"{name}_lane1")
@@ -225,13 +263,15 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, aligned with ``drive``) adds lane ``k`` of ``drive`` to entry
+    A command (``cmd``, one cycle before its ``drive``) adds lane ``k`` of ``drive`` to entry
     ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
     column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
-    ``(h·Wn·P + row)·Wm + col // P``. Read-modify-write in two cycles with the previous write
-    forwarded: one command per cycle. ``scan`` reads (and then clears) the row word at
-    ``address`` whose row is ``rot (mod P)``; ``word`` shows it from the next cycle on, lanes
-    in column order, until the next scan.
+    ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
+    command, then the entry is read, and written one cycle later (read-modify-write with the
+    previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row
+    word at ``scan_address`` (the banks' address whenever no command is in flight) whose row is
+    ``rot (mod P)``; ``word`` shows it from the next cycle on, lanes in column order, until the
+    next scan.
 
     Members
     -------
@@ -283,11 +323,16 @@ class DeltaBanks(wiring.Component):
             else:
                 m.d.comb += lane.eq(Mux(rot <= b, b - rot, b + p - rot))
             offset = Mux(cmd.payload.kind == Y, lane * geo.row_words, 0)
-            m.d.comb += rp.addr.eq(Mux(self.scan, self.scan_address, cmd.payload.base + offset))
-            m.d.comb += rp.en.eq(cmd.valid | self.scan)
+            # the command's bank address and lane, registered
+            v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
+            l0 = Signal.like(lane, name=f"command_lane{b}")
+            m.d.sync += v0.eq(cmd.valid)
+            m.d.sync += [a0.eq(cmd.payload.base + offset), l0.eq(lane)]
+            m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
+            m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal.like(self.drive[0], name=f"drive{b}")
-            m.d.sync += [v1.eq(cmd.valid), a1.eq(rp.addr), d1.eq(drives[lane])]
+            m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(drives[l0])]
             pw, pa = Signal(name=f"written{b}"), Signal.like(a1, name=f"written_address{b}")
             pd = Signal(self._value, name=f"written_value{b}")
             total = Signal(self._value, name=f"sum{b}")
@@ -352,7 +397,7 @@ class ProductSequencer(wiring.Component):
 
     @property
     def op_index_width(self) -> int:
-        return max(1, (2 * self._geo.groups - 1).bit_length())
+        return max(1, (self._geo.groups - 1).bit_length())
 
     def _operation(self, m: Module, xi, yi, take_x, take_y, word):
         """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
@@ -361,17 +406,17 @@ class ProductSequencer(wiring.Component):
         f = Signal(_decode_layout(geo), name="fields")
         m.d.comb += f.eq(Mux(take_x, xi.fields.as_value(), yi.fields.as_value()))
         last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)
-        rn, wm = geo.column_words * p, geo.row_words
         op, side, upd = self.op.payload, self.side.payload, self.update.payload
         m.d.comb += [op.op.eq(Op.INTEGRATE), op.word.eq(word), op.last.eq(last)]
-        m.d.comb += [op.index.eq(Mux(take_x, f.g, f.g + geo.groups))]
+        m.d.comb += op.index.eq(f.g)  # the tracer row; ``update.product`` chooses the memory
         m.d.comb += op.value.eq(Mux(take_x, xi.o.payload.value, yi.o.payload.value))
         m.d.comb += [upd.kind.eq(take_y), upd.address.eq(f.own), upd.lane.eq(f.pos_mod)]
-        m.d.comb += [upd.value.eq(op.value), side.kind.eq(take_y), side.rot.eq(f.pos_mod)]
-        row = f.h * rn + f.pos_div * p
-        m.d.comb += side.base.eq(
-            Mux(take_x, (row + f.pos_mod) * wm + word, (f.h * rn + word * p) * wm + f.pos_div)
-        )
+        m.d.comb += [upd.value.eq(op.value), upd.product.eq(take_y)]
+        m.d.comb += [side.kind.eq(take_y), side.rot.eq(f.pos_mod)]
+        if geo.words == 1:  # (``word`` is always 0)
+            m.d.comb += side.base.eq(f.base)
+        else:
+            m.d.comb += side.base.eq(f.base + Mux(take_x, word, word * (p * geo.row_words)))
         return last
 
     def elaborate(self, platform):
@@ -437,11 +482,14 @@ class ProductSequencer(wiring.Component):
 class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
-    After ``start`` it scans the ``geo.scan_words`` words (head, row, word) in order, one read
-    ahead of the word whose events it sends (held in a register): the first word is examined two
-    cycles after ``start``, then a word costs ``max(1, non-zeros)`` cycles (one event per cycle,
-    lowest column first), the marker one more; ``done`` in the cycle the marker is loaded.
-    ``o`` is a register (``o.valid`` and the payload depend on registers only).
+    A pipeline of four word registers that all move together (``advance``): the banks' read
+    register, the word in column order, the word with its non-zero flags, and the word whose
+    events are being sent (``held``) with, per lane, the next non-zero lane after it (so the
+    send loop is one multiplexer on a register: no search). ``start`` reads the first word of
+    the ``geo.scan_words`` (head, row, word), the first word is held
+    ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
+    per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
+    loaded. Every decision depends on registers only (and ``o.ready``); ``o`` is a register.
 
     Members
     -------
@@ -469,91 +517,102 @@ class ProductEmitter(wiring.Component):
             }
         )
 
-    def _registers(self) -> tuple:
-        """The emitter's registers: the word read last and where it is (``read_*``,
-        ``pending``), the word whose events are being sent and where it is (``held*``), the
-        lanes already sent, and the marker flag."""
+    def _reader(self, m: Module, issue):
+        """The read pointer (the next word: its bank address, rotation and output index of
+        lane 0), back at word 0 after the last word's read; returns (its output index, last)."""
         geo, p = self._geo, self._geo.lanes
         n, wm, heads = geo.shape[0], geo.row_words, geo.heads
-        # the word read last (shown on ``word`` until the next read): ``pending`` ...
-        ph, pi = (
-            Signal(range(max(2, heads)), name="read_head"),
-            Signal(range(max(2, n)), name="read_row"),
-        )
-        pw, prot = (
-            Signal(range(max(2, wm)), name="read_word"),
-            Signal(range(max(2, p)), name="read_rot"),
-        )
-        pending, p_last = Signal(name="pending"), Signal(name="read_last")
-        # ... and the word whose events are being sent (registers only: no path from the banks'
-        # read data to their next address)
-        held = Signal.like(self.word, name="held")
-        hh, hi, hw = (
-            Signal.like(ph, name="held_head"),
-            Signal.like(pi, name="held_row"),
-            Signal.like(pw, name="held_word"),
-        )
-        valid, h_last, mask = (
-            Signal(name="held_valid"),
-            Signal(name="held_last"),
-            Signal(p, name="sent"),
-        )
-        at_marker = Signal(name="at_marker")
-        return ph, pi, pw, prot, pending, p_last, held, hh, hi, hw, valid, h_last, mask, at_marker
+        hs, rs = geo.out_strides
+        ph = Signal(range(max(2, heads)), name="read_head")
+        pi = Signal(range(max(2, n)), name="read_row")
+        pw = Signal(range(max(2, wm)), name="read_word")
+        prot = Signal(range(max(2, p)), name="read_rot")
+        pa = Signal(range(max(2, geo.bank_depth)), name="read_address")
+        pb, prb, phb = (Signal(range(max(2, geo.out_size)), name=f"read_{x}base")
+                        for x in ("", "row_", "head_"))  # fmt: skip
+        p_last = Signal(name="read_last", init=geo.scan_words == 1)
+        m.d.comb += [self.scan_address.eq(pa), self.scan_rot.eq(prot)]
+        end_w, end_i = pw == wm - 1, pi == n - 1
+        nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
+        nw = Mux(end_w, 0, pw + 1)
+        jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
+        with m.If(issue & p_last):  # back to word 0 for the next step
+            m.d.sync += [x.eq(0) for x in (ph, pi, pw, prot, pa, pb, prb, phb)]
+            m.d.sync += p_last.eq(geo.scan_words == 1)
+        with m.Elif(issue):
+            m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), pa.eq(pa + Mux(end_w & end_i, jump, 1))]
+            m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
+            with m.If(end_w & end_i):
+                m.d.sync += [prot.eq(0), phb.eq(phb + hs), prb.eq(phb + hs), pb.eq(phb + hs)]
+            with m.Elif(end_w):
+                m.d.sync += [prot.eq(Mux(prot == p - 1, 0, prot + 1))]
+                m.d.sync += [prb.eq(prb + rs), pb.eq(prb + rs)]
+            with m.Else():
+                m.d.sync += pb.eq(pb + p)
+        return pb, p_last
 
     def elaborate(self, platform):
         m = Module()
         geo, p, o = self._geo, self._geo.lanes, self.o
-        n, wm, heads = geo.shape[0], geo.row_words, geo.heads
-        ph, pi, pw, prot, pending, p_last, held, hh, hi, hw, valid, h_last, mask, at_marker = (
-            self._registers()
-        )
-        end_w, end_i = pw == wm - 1, pi == n - 1
-        nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
-        nw = Mux(end_w, 0, pw + 1)
-        nrot = Mux(end_w, Mux(end_i | (prot == p - 1), 0, prot + 1), prot)
-        # its bank address (h·Wn·P + i)·Wm + w, and the next one by an addition
-        pa = Signal(range(max(2, geo.bank_depth)), name="read_address")
-        jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
-        next_address = Signal.like(pa, name="next_address")
-        m.d.comb += next_address.eq(pa + Mux(end_w & end_i, jump, 1))
+        word_shape = data.ArrayLayout(signed(geo.value_width), p)
+        lane = range(max(2, p))
         free = ~o.valid | o.ready
+        # the held word
+        h_valid, h_last, h_empty = (Signal(name=f"held_{x}") for x in ("valid", "last", "empty"))
+        held = Signal(word_shape, name="held", reset_less=True)
+        h_base = Signal(range(max(2, geo.out_size)), name="held_base", reset_less=True)
+        low = Signal(lane, name="held_lane")  # the lane sent next
+        final = Signal(name="held_final")  # it is the word's last non-zero lane
+        nexts = [Signal(lane, name=f"next{k}", reset_less=True) for k in range(p)]
+        finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
+        at_marker = Signal(name="at_marker")
+        finished = Signal(name="finished")
+        m.d.comb += finished.eq(h_valid & (h_empty | (free & final)))
+        advance = ~h_valid | finished
+        active = Signal(name="reading")  # words of the step left to read
+        issue = advance & (self.start | active)
+        m.d.comb += self.scan.eq(issue)
+        base, last = self._reader(m, issue)
+        with m.If(issue):
+            m.d.sync += active.eq(~last)
+        # the stages behind ``held``: the banks' read register (valid, base, last), the word in
+        # column order, the word with its non-zero flags
+        stages = []
+        for name in ("read", "word", "flags"):
+            stages.append(
+                (Signal(name=f"{name}_valid"), Signal.like(h_base, name=f"{name}_base"),
+                 Signal(name=f"{name}_last"))
+            )  # fmt: skip
+        u_word = Signal(word_shape, name="word_reg", reset_less=True)
+        z_word = Signal(word_shape, name="flags_word", reset_less=True)
+        z_nz = Signal(p, name="flags")
+        with m.If(advance):
+            m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last), strict=True)]
+            for prev, cur in zip(stages, stages[1:], strict=False):
+                m.d.sync += [a.eq(b) for a, b in zip(cur, prev, strict=True)]
+            m.d.sync += [u_word.eq(self.word), z_word.eq(u_word)]
+            m.d.sync += z_nz.eq(Cat(u_word[k] != 0 for k in range(p)))
+            # into ``held``: the first non-zero lane and, per lane, the next one
+            z_valid, z_base, z_last = stages[2]
+            bits = [z_nz[k] for k in range(p)]
+            any_, several, first = _lowest(bits)
+            m.d.sync += [h_valid.eq(z_valid), h_base.eq(z_base), h_last.eq(z_last)]
+            m.d.sync += [held.eq(z_word), h_empty.eq(~any_), low.eq(first), final.eq(~several)]
+            for k in range(p):
+                a, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
+                m.d.sync += [nexts[k].eq(nxt), finals[k].eq(~sev)]
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
-        rem = Signal(p, name="remaining")
-        m.d.comb += rem.eq(Cat(held[k] != 0 for k in range(p)) & ~mask)
-        pick = 0
-        for k in reversed(range(p)):  # a chain of multiplexers (no overlapping case arms)
-            pick = Mux(rem[k], k, pick)
-        low = Signal(range(max(2, p)), name="lowest")
-        m.d.comb += low.eq(pick)
-        hs, rs = geo.out_strides
-        finished = Signal(name="finished")
-        with m.If(valid):
-            with m.If(rem == 0):
-                m.d.comb += finished.eq(1)
-            with m.Elif(free):
-                m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-                m.d.sync += o.payload.index.eq(hh * hs + hi * rs + hw * p + low)
-                m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
-                m.d.sync += mask.eq(mask | (1 << low)[:p])
-                m.d.comb += finished.eq((rem & (rem - 1)) == 0)
-        with m.If(finished):
-            m.d.sync += valid.eq(0)
-            with m.If(h_last):
-                m.d.sync += at_marker.eq(1)
-        with m.If(pending & (~valid | finished)):  # move the word read into ``held``
-            m.d.sync += [held.eq(self.word), valid.eq(1), mask.eq(0), h_last.eq(p_last)]
-            m.d.sync += [hh.eq(ph), hi.eq(pi), hw.eq(pw), pending.eq(~p_last)]
-            with m.If(~p_last):  # and read the next one
-                m.d.comb += [self.scan.eq(1), self.scan_rot.eq(nrot)]
-                m.d.comb += self.scan_address.eq(next_address)
-                m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), prot.eq(nrot), pa.eq(next_address)]
-                m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
-        with m.If(self.start):  # read word 0
-            m.d.comb += [self.scan.eq(1), self.scan_address.eq(0), self.scan_rot.eq(0)]
-            m.d.sync += [ph.eq(0), pi.eq(0), pw.eq(0), prot.eq(0), pa.eq(0), pending.eq(1)]
-            m.d.sync += p_last.eq(geo.scan_words == 1)
+        hs_index = Signal.like(o.payload.index, name="held_index")
+        m.d.comb += hs_index.eq(h_base + low)
+        with m.If(h_valid & ~h_empty & free):  # send lane ``low``
+            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+            m.d.sync += o.payload.index.eq(hs_index)
+            m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
+            with m.If(~advance):  # (else the next word's first lane)
+                m.d.sync += low.eq(Array(nexts)[low]), final.eq(Array(finals)[low])
+        with m.If(finished & h_last):
+            m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
             m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
             m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), at_marker.eq(0)]
@@ -625,7 +684,7 @@ class SpikeProduct(wiring.Component):
         m.submodules.synapses = acc = Accumulator(
             layer=None, widths=None, analog=False, timing=timing,
             index_width=seq.op_index_width, value_width=SPIKE_VALUE_WIDTH,
-            external=(geo.tracer_width, 2 * geo.tracer_depth),
+            external=(geo.tracer_width, geo.tracer_depth),
         )  # fmt: skip
         m.submodules.tracers = store = TracerStore(geo=geo)
         m.submodules.banks = banks = DeltaBanks(geo=geo)
@@ -633,7 +692,10 @@ class SpikeProduct(wiring.Component):
         m.submodules.update_stage = upd = Delay(
             _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
         )
-        m.submodules.side_stage = side = Delay(_side_layout(geo), cycles=acc.latency, name="side")
+        # the banks register the command once more (its per-bank address and lane)
+        m.submodules.side_stage = side = Delay(
+            _side_layout(geo), cycles=acc.latency - 1, name="side"
+        )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)
         wiring.connect(m, seq.op, acc.i)

@@ -267,6 +267,13 @@ class ProductGeometry:
         lands before)."""
         return self.accumulator_latency + 1
 
+    @property
+    def scan_latency(self) -> int:
+        """Cycles from the first read of ``ΔO`` to its word held in the emitter, whose events
+        then leave one per cycle: the banks' read register, the word in column order, its
+        non-zero flags."""
+        return 3
+
 
 def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarray]:
     """``ΔO`` per step ``[H, n, m]`` from the steps' X and Y spikes, in plain integers.
@@ -439,7 +446,7 @@ def _run(geo, inferences, arrivals, ready=None):
             work += nx * wm + ny * wn + sum(q is not None for q in queues)
             begin = cycle
             cycle += geo.drain_cycles  # (its last cycle reads the first word)
-            cycle += 1  # the first word into the emitter's register
+            cycle += geo.scan_latency  # the first word through the emitter's registers
             padded = np.zeros((geo.heads, n, wm * p), dtype=np.int64)
             padded[:, :, :m] = delta
             cycles, idx, val = [], [], []
