@@ -97,6 +97,15 @@ def _lowest(bits: list):
     return a_lo | a_hi, s_lo | s_hi | (a_lo & a_hi), index
 
 
+def _registered_clear(m: Module, clear, address, depth: int):
+    """The clear command one cycle later, for a memory of ``depth`` words: (enable, address)
+    from registers (``geo.clear_cycles`` has the cycle this costs)."""
+    en = Signal(name="clear1")
+    at = Signal(range(max(2, depth)), name="clear_address1", reset_less=True)
+    m.d.sync += [en.eq(clear & (address < depth)), at.eq(address)]
+    return en, at
+
+
 def _update_layout(geo: ProductGeometry) -> data.StructLayout:
     return data.StructLayout(
         {
@@ -230,6 +239,7 @@ class TracerStore(wiring.Component):
         data_reg = Signal(self._word, name="tracer_word", reset_less=True)
         sel1 = Signal(name="read_x")
         m.d.sync += sel1.eq(reads_x)
+        clear, clear_address = _registered_clear(m, self.clear, self.clear_address, half)
         for kind, name in ((X, "x"), (Y, "y")):
             m.submodules[f"{name}acc"] = mem = memory.Memory(shape=self._word, depth=half, init=[])
             rp, wp = mem.read_port(), mem.write_port()
@@ -251,8 +261,8 @@ class TracerStore(wiring.Component):
                 m.d.comb += new[k].eq(fwd[k] + Mux(lane1 == k, value1, 0))
             with m.If(u1):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(new)]
-            with m.Elif(self.clear & (self.clear_address < half)):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(self.clear_address), wp.data.eq(0)]
+            with m.Elif(clear):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
             m.d.sync += [pw.eq(u1), pa.eq(a1), pd.eq(new)]
             with m.If(sel1 == (kind == X)):
                 m.d.sync += data_reg.eq(fwd)
@@ -310,6 +320,7 @@ class DeltaBanks(wiring.Component):
         with m.If(self.scan):
             m.d.sync += rot1.eq(self.scan_rot)
         drives = Array(self.drive[k] for k in range(p))
+        clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
         banks = []
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
@@ -317,11 +328,8 @@ class DeltaBanks(wiring.Component):
             )
             rp, wp = mem.read_port(), mem.write_port()
             rot = cmd.payload.rot
-            lane = Signal(range(max(2, p)), name=f"lane{b}")  # (b − rot) mod P
-            if b == p - 1:  # rot < P always: no wrap (a constant comparison otherwise)
-                m.d.comb += lane.eq(b - rot)
-            else:
-                m.d.comb += lane.eq(Mux(rot <= b, b - rot, b + p - rot))
+            lane = Signal(range(max(2, p)), name=f"lane{b}")  # (b − rot) mod P, as a table
+            m.d.comb += lane.eq(Array(Const((b - r) % p, lane.shape()) for r in range(p))[rot])
             offset = Mux(cmd.payload.kind == Y, lane * geo.row_words, 0)
             # the command's bank address and lane, registered
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
@@ -341,13 +349,12 @@ class DeltaBanks(wiring.Component):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(total)]
             with m.Elif(scan1):  # clear what was read
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(0)]
-            with m.Elif(self.clear & (self.clear_address < geo.bank_depth)):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(self.clear_address), wp.data.eq(0)]
+            with m.Elif(clear):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
             m.d.sync += [pw.eq(v1), pa.eq(a1), pd.eq(total)]
             banks.append(rp.data)
-        bank_words = Array(banks)
         for k in range(p):  # column k of the row read is in bank (rot + k) mod P
-            m.d.comb += self.word[k].eq(bank_words[Mux(rot1 + k < p, rot1 + k, rot1 + k - p)])
+            m.d.comb += self.word[k].eq(Array(banks[(r + k) % p] for r in range(p))[rot1])
         return m
 
 

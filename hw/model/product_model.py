@@ -231,8 +231,9 @@ class ProductGeometry:
 
     @property
     def clear_cycles(self) -> int:
-        """Cycles of a re-initialisation (tracers and banks to zero)."""
-        return max(self.tracer_depth, self.bank_depth)
+        """Cycles of a re-initialisation (tracers and banks to zero): a word per cycle of the
+        deeper memory, plus one (each memory registers the clear before its write enable)."""
+        return max(self.tracer_depth, self.bank_depth) + 1
 
     # -- widths ------------------------------------------------------------------------------
     @property
