@@ -43,7 +43,7 @@ from spikezip.hw.cores.sequencer import EventBuffer
 from spikezip.hw.cores.stages import Delay
 from spikezip.hw.model.cycle_model import LayerTiming
 from spikezip.hw.model.events import SPIKE_VALUE_WIDTH
-from spikezip.hw.model.product_model import ProductGeometry
+from spikezip.hw.model.product_model import OP_STAGES, ProductGeometry
 
 __all__ = ["DecodedInput", "DeltaBanks", "ProductEmitter", "SpikeProduct", "TracerStore"]
 
@@ -247,23 +247,25 @@ class TracerStore(wiring.Component):
             m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
             a1 = Signal.like(rp.addr, name=f"{name}_address1")
             u1 = Signal(name=f"{name}_update1")
-            lane1 = Signal.like(upd.payload.lane, name=f"{name}_lane1")
+            lane1 = Signal(geo.lanes, name=f"{name}_lane1")  # one-hot
             value1 = Signal.like(upd.payload.value, name=f"{name}_value1")
-            m.d.sync += [a1.eq(rp.addr), lane1.eq(upd.payload.lane), value1.eq(upd.payload.value)]
+            m.d.sync += [a1.eq(rp.addr), value1.eq(upd.payload.value)]
+            m.d.sync += lane1.eq(Cat(upd.payload.lane == k for k in range(geo.lanes)))
             m.d.sync += u1.eq(upd.valid & (upd.payload.kind == kind) & ~product)
-            pw = Signal(name=f"{name}_written")
-            pa = Signal.like(a1, name=f"{name}_written_address")
+            # the word read is the one written now: forward it (compared a cycle ahead)
+            same = Signal(name=f"{name}_forward")
+            m.d.sync += same.eq(u1 & (a1 == rp.addr))
             pd = Signal(self._word, name=f"{name}_written_word")
             fwd = Signal(self._word, name=f"{name}_word")
-            m.d.comb += fwd.eq(Mux(pw & (pa == a1), pd, rp.data))
+            m.d.comb += fwd.eq(Mux(same, pd, rp.data))
             new = Signal(self._word, name=f"{name}_new")
             for k in range(geo.lanes):
-                m.d.comb += new[k].eq(fwd[k] + Mux(lane1 == k, value1, 0))
+                m.d.comb += new[k].eq(fwd[k] + Mux(lane1[k], value1, 0))
             with m.If(u1):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(new)]
             with m.Elif(clear):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
-            m.d.sync += [pw.eq(u1), pa.eq(a1), pd.eq(new)]
+            m.d.sync += pd.eq(new)
             with m.If(sel1 == (kind == X)):
                 m.d.sync += data_reg.eq(fwd)
         m.d.comb += self.weights.data.eq(data_reg)
@@ -341,17 +343,18 @@ class DeltaBanks(wiring.Component):
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal.like(self.drive[0], name=f"drive{b}")
             m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(drives[l0])]
-            pw, pa = Signal(name=f"written{b}"), Signal.like(a1, name=f"written_address{b}")
+            same = Signal(name=f"forward{b}")  # the entry read is the one written now
+            m.d.sync += same.eq(v1 & (a1 == rp.addr))
             pd = Signal(self._value, name=f"written_value{b}")
             total = Signal(self._value, name=f"sum{b}")
-            m.d.comb += total.eq(Mux(pw & (pa == a1), pd, rp.data) + d1)
+            m.d.comb += total.eq(Mux(same, pd, rp.data) + d1)
             with m.If(v1):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(total)]
             with m.Elif(scan1):  # clear what was read
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(0)]
             with m.Elif(clear):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
-            m.d.sync += [pw.eq(v1), pa.eq(a1), pd.eq(total)]
+            m.d.sync += pd.eq(total)
             banks.append(rp.data)
         for k in range(p):  # column k of the row read is in bank (rot + k) mod P
             m.d.comb += self.word[k].eq(Array(banks[(r + k) % p] for r in range(p))[rot1])
@@ -696,16 +699,20 @@ class SpikeProduct(wiring.Component):
         m.submodules.tracers = store = TracerStore(geo=geo)
         m.submodules.banks = banks = DeltaBanks(geo=geo)
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
+        # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
+        # the tracer update and the banks' command; the banks register their command once more
+        # (its per-bank address and lane), so it leaves its stage a cycle before the drive
+        m.submodules.op_stage = ops = Delay(seq.op.payload.shape(), cycles=OP_STAGES, name="word_op")
         m.submodules.update_stage = upd = Delay(
-            _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
+            _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
         )
-        # the banks register the command once more (its per-bank address and lane)
         m.submodules.side_stage = side = Delay(
-            _side_layout(geo), cycles=acc.latency - 1, name="side"
+            _side_layout(geo), cycles=OP_STAGES + acc.latency - 1, name="side"
         )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)
-        wiring.connect(m, seq.op, acc.i)
+        wiring.connect(m, seq.op, ops.i)
+        wiring.connect(m, ops.o, acc.i)
         wiring.connect(m, acc.weights, store.weights)
         wiring.connect(m, seq.update, upd.i)
         wiring.connect(m, upd.o, store.update)

@@ -44,6 +44,7 @@ from spikezip.ir.network import signed_width
 
 __all__ = [
     "KINDS",
+    "OP_STAGES",
     "ProductGeometry",
     "input_beats",
     "output_busy",
@@ -57,6 +58,9 @@ __all__ = [
 KINDS = ("scores", "context")
 #: the two inputs, in the sequencer's priority order
 X_SIDE, Y_SIDE = 0, 1
+#: registers between the sequencer's word operation and the accumulator (and the tracer update
+#: and the banks' command, which travel with it)
+OP_STAGES = 1
 
 
 def _positive(name: str, value: Any) -> int:
@@ -265,8 +269,8 @@ class ProductGeometry:
     def drain_cycles(self) -> int:
         """Cycles after the step's last accumulate slot (the second marker) up to the first
         read of ``ΔO``, which is the last of them (the datapath drains: its last write
-        lands before)."""
-        return self.accumulator_latency + 1
+        lands before: the operation register, the accumulator, the banks' read-modify-write)."""
+        return OP_STAGES + self.accumulator_latency + 1
 
     @property
     def scan_latency(self) -> int:
