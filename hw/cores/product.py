@@ -275,7 +275,7 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, one cycle before its ``drive``) adds lane ``k`` of ``drive`` to entry
+    A command (``cmd``, aligned with its ``drive``, which is registered) adds lane ``k`` of ``drive`` to entry
     ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
     column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
     ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
@@ -321,7 +321,9 @@ class DeltaBanks(wiring.Component):
         m.d.sync += scan1.eq(self.scan)
         with m.If(self.scan):
             m.d.sync += rot1.eq(self.scan_rot)
-        drives = Array(self.drive[k] for k in range(p))
+        drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
+        m.d.sync += drive.eq(self.drive)
+        drives = Array(drive[k] for k in range(p))
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
         banks = []
         for b in range(p):
@@ -586,9 +588,9 @@ class ProductEmitter(wiring.Component):
         with m.If(issue):
             m.d.sync += active.eq(~last)
         # the stages behind ``held``: the banks' read register (valid, base, last), the word in
-        # column order, the word with its non-zero flags
+        # column order, the word with its non-zero flags, the word with its lanes' order
         stages = []
-        for name in ("read", "word", "flags"):
+        for name in ("read", "word", "flags", "order"):
             stages.append(
                 (Signal(name=f"{name}_valid"), Signal.like(h_base, name=f"{name}_base"),
                  Signal(name=f"{name}_last"))
@@ -596,21 +598,31 @@ class ProductEmitter(wiring.Component):
         u_word = Signal(word_shape, name="word_reg", reset_less=True)
         z_word = Signal(word_shape, name="flags_word", reset_less=True)
         z_nz = Signal(p, name="flags")
+        n_word = Signal(word_shape, name="order_word", reset_less=True)
+        n_empty, n_first, n_final = (Signal(name="order_empty"), Signal(lane, name="order_first"),
+                                     Signal(name="order_final"))  # fmt: skip
+        n_nexts = [Signal(lane, name=f"order_next{k}", reset_less=True) for k in range(p)]
+        n_finals = [Signal(name=f"order_final{k}", reset_less=True) for k in range(p)]
         with m.If(advance):
             m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last), strict=True)]
             for prev, cur in zip(stages, stages[1:], strict=False):
                 m.d.sync += [a.eq(b) for a, b in zip(cur, prev, strict=True)]
             m.d.sync += [u_word.eq(self.word), z_word.eq(u_word)]
             m.d.sync += z_nz.eq(Cat(u_word[k] != 0 for k in range(p)))
-            # into ``held``: the first non-zero lane and, per lane, the next one
-            z_valid, z_base, z_last = stages[2]
+            # the order: the first non-zero lane and, per lane, the next one (and whether it is
+            # the last)
             bits = [z_nz[k] for k in range(p)]
             any_, several, first = _lowest(bits)
-            m.d.sync += [h_valid.eq(z_valid), h_base.eq(z_base), h_last.eq(z_last)]
-            m.d.sync += [held.eq(z_word), h_empty.eq(~any_), low.eq(first), final.eq(~several)]
+            m.d.sync += [n_word.eq(z_word), n_empty.eq(~any_), n_first.eq(first)]
+            m.d.sync += n_final.eq(~several)
             for k in range(p):
-                a, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
-                m.d.sync += [nexts[k].eq(nxt), finals[k].eq(~sev)]
+                _, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
+                m.d.sync += [n_nexts[k].eq(nxt), n_finals[k].eq(~sev)]
+            # into ``held``
+            n_valid, n_base, n_last = stages[3]
+            m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
+            m.d.sync += [held.eq(n_word), h_empty.eq(n_empty), low.eq(n_first), final.eq(n_final)]
+            m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
         hs_index = Signal.like(o.payload.index, name="held_index")
@@ -701,13 +713,13 @@ class SpikeProduct(wiring.Component):
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
         # the tracer update and the banks' command; the banks register their command once more
-        # (its per-bank address and lane), so it leaves its stage a cycle before the drive
+        # (its per-bank address and lane), as they do the drive
         m.submodules.op_stage = ops = Delay(seq.op.payload.shape(), cycles=OP_STAGES, name="word_op")
         m.submodules.update_stage = upd = Delay(
             _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
         )
         m.submodules.side_stage = side = Delay(
-            _side_layout(geo), cycles=OP_STAGES + acc.latency - 1, name="side"
+            _side_layout(geo), cycles=OP_STAGES + acc.latency, name="side"
         )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)

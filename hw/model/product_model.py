@@ -269,15 +269,16 @@ class ProductGeometry:
     def drain_cycles(self) -> int:
         """Cycles after the step's last accumulate slot (the second marker) up to the first
         read of ``ΔO``, which is the last of them (the datapath drains: its last write
-        lands before: the operation register, the accumulator, the banks' read-modify-write)."""
-        return OP_STAGES + self.accumulator_latency + 1
+        lands before: the operation register, the accumulator, the banks' drive register and
+        read-modify-write)."""
+        return OP_STAGES + self.accumulator_latency + 2
 
     @property
     def scan_latency(self) -> int:
         """Cycles from the first read of ``ΔO`` to its word held in the emitter, whose events
         then leave one per cycle: the banks' read register, the word in column order, its
-        non-zero flags."""
-        return 3
+        non-zero flags, the order of its non-zero lanes."""
+        return 4
 
 
 def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarray]:
