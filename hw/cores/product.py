@@ -6,7 +6,7 @@ Per step it turns the X and Y spike events of a block (q and k, or attn and v) i
 
     x ┐                    ┌─ Accumulator (reused) ──────────────┐
       ├▶ ProductSequencer ─┤ address ─▶ TracerStore ─▶ ±tracer   ├─▶ DeltaBanks ─▶ Emitter ─▶ o
-    y ┘  (decode ROMs,     └─────────────────────────────────────┘   (P skewed     (non-zero
+    y ┘  (decode tables,   └─────────────────────────────────────┘   (P skewed     (non-zero
           merge, step FSM) ── tracer update (RMW) ──▶ TracerStore      banks)        entries)
 
 * The tracers ``Xacc`` and ``Yacc`` are the accumulator's "weights": a writable
@@ -28,7 +28,15 @@ Timing (inputs always valid, output always ready): :func:`hw.model.product_model
 gives the cycle of every output beat. An X event costs ``Wm = ceil(m/P)`` cycles, a Y event
 ``Wn = ceil(n/P)``, with no bubbles (also back to back on the same tracer word); each marker read
 one cycle (an idle input's none); the read-out ``max(1, non-zeros)`` cycles per word of ``ΔO``
-after a drain of ``accumulator latency + 1`` cycles.
+after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
+
+Clock rate: every memory read is registered and nothing but registers drives a memory's address,
+write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
+block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
+rotations are tables; the read-out decides from registers (the next non-zero lane of each lane is
+computed a stage before the word is sent). The cycles this costs against a combinational
+version: one per step for the word operation's register, one for the banks' drive register,
+three per read-out (the emitter's stages), one per inference for the registered clear.
 """
 
 from __future__ import annotations
@@ -281,9 +289,9 @@ class DeltaBanks(wiring.Component):
     ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
     command, then the entry is read, and written one cycle later (read-modify-write with the
     previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row
-    word at ``scan_address`` (the banks' address whenever no command is in flight) whose row is
-    ``rot (mod P)``; ``word`` shows it from the next cycle on, lanes in column order, until the
-    next scan.
+    word at ``scan_address`` (the banks' address whenever no command is in flight); ``word``
+    shows it from the next cycle on, lane ``b`` from bank ``b`` (column ``(b − row) mod P``),
+    until the next scan.
 
     Members
     -------
@@ -291,7 +299,6 @@ class DeltaBanks(wiring.Component):
     drive : In(ArrayLayout(signed(tracer_width + 1), P))
     scan : In(1)
     scan_address : In(range(bank_depth))
-    scan_rot : In(range(P))
     word : Out(ArrayLayout(signed(value_width), P))
     clear : In(1)
     clear_address : In(range(clear_cycles))
@@ -306,7 +313,6 @@ class DeltaBanks(wiring.Component):
                 "drive": In(data.ArrayLayout(signed(geo.tracer_width + 1), geo.lanes)),
                 "scan": In(1),
                 "scan_address": In(range(max(2, geo.bank_depth))),
-                "scan_rot": In(range(max(2, geo.lanes))),
                 "word": Out(data.ArrayLayout(self._value, geo.lanes)),
                 "clear": In(1),
                 "clear_address": In(range(max(2, geo.clear_cycles))),
@@ -316,16 +322,12 @@ class DeltaBanks(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, p, cmd = self._geo, self._geo.lanes, self.cmd
-        rot1 = Signal.like(self.scan_rot, name="scan_rot1")
         scan1 = Signal(name="scan1")
         m.d.sync += scan1.eq(self.scan)
-        with m.If(self.scan):
-            m.d.sync += rot1.eq(self.scan_rot)
         drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
         m.d.sync += drive.eq(self.drive)
         drives = Array(drive[k] for k in range(p))
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
-        banks = []
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
                 shape=self._value, depth=geo.bank_depth, init=[]
@@ -357,9 +359,7 @@ class DeltaBanks(wiring.Component):
             with m.Elif(clear):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
             m.d.sync += pd.eq(total)
-            banks.append(rp.data)
-        for k in range(p):  # column k of the row read is in bank (rot + k) mod P
-            m.d.comb += self.word[k].eq(Array(banks[(r + k) % p] for r in range(p))[rot1])
+            m.d.comb += self.word[b].eq(rp.data)
         return m
 
 
@@ -509,8 +509,8 @@ class ProductEmitter(wiring.Component):
     done : Out(1)
     scan : Out(1)
     scan_address : Out(range(bank_depth))
-    scan_rot : Out(range(P))
     word : In(ArrayLayout(signed(value_width), P))
+        The word read, in bank order.
     o : Out(stream.Signature(event_layout(output format)))
     """
 
@@ -523,7 +523,6 @@ class ProductEmitter(wiring.Component):
                 "done": Out(1),
                 "scan": Out(1),
                 "scan_address": Out(range(max(2, geo.bank_depth))),
-                "scan_rot": Out(range(max(2, geo.lanes))),
                 "word": In(data.ArrayLayout(signed(geo.value_width), geo.lanes)),
                 "o": Out(stream.Signature(event_layout(geo.index_widths[2], geo.value_width))),
             }
@@ -543,7 +542,7 @@ class ProductEmitter(wiring.Component):
         pb, prb, phb = (Signal(range(max(2, geo.out_size)), name=f"read_{x}base")
                         for x in ("", "row_", "head_"))  # fmt: skip
         p_last = Signal(name="read_last", init=geo.scan_words == 1)
-        m.d.comb += [self.scan_address.eq(pa), self.scan_rot.eq(prot)]
+        m.d.comb += self.scan_address.eq(pa)
         end_w, end_i = pw == wm - 1, pi == n - 1
         nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
         nw = Mux(end_w, 0, pw + 1)
@@ -561,7 +560,7 @@ class ProductEmitter(wiring.Component):
                 m.d.sync += [prb.eq(prb + rs), pb.eq(prb + rs)]
             with m.Else():
                 m.d.sync += pb.eq(pb + p)
-        return pb, p_last
+        return pb, p_last, prot
 
     def elaborate(self, platform):
         m = Module()
@@ -570,31 +569,34 @@ class ProductEmitter(wiring.Component):
         lane = range(max(2, p))
         free = ~o.valid | o.ready
         # the held word
-        h_valid, h_last, h_empty = (Signal(name=f"held_{x}") for x in ("valid", "last", "empty"))
+        h_valid, h_last = Signal(name="held_valid"), Signal(name="held_last")
         held = Signal(word_shape, name="held", reset_less=True)
         h_base = Signal(range(max(2, geo.out_size)), name="held_base", reset_less=True)
         low = Signal(lane, name="held_lane")  # the lane sent next
-        final = Signal(name="held_final")  # it is the word's last non-zero lane
         nexts = [Signal(lane, name=f"next{k}", reset_less=True) for k in range(p)]
         finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
         at_marker = Signal(name="at_marker")
-        finished = Signal(name="finished")
-        m.d.comb += finished.eq(h_valid & (h_empty | (free & final)))
-        advance = ~h_valid | finished
+        # the held word has two or more lanes left to send, or one: the stages move unless
+        # ``stuck``, or one is left and ``o`` is not free (one logic level from registers)
+        stuck, one_left = Signal(name="held_stuck"), Signal(name="held_one_left")
+        advance = Signal(name="advance")
+        m.d.comb += advance.eq(~stuck & ~(one_left & o.valid & ~o.ready))
         active = Signal(name="reading")  # words of the step left to read
         issue = advance & (self.start | active)
         m.d.comb += self.scan.eq(issue)
-        base, last = self._reader(m, issue)
+        base, last, rot = self._reader(m, issue)
         with m.If(issue):
             m.d.sync += active.eq(~last)
-        # the stages behind ``held``: the banks' read register (valid, base, last), the word in
-        # column order, the word with its non-zero flags, the word with its lanes' order
+        # the stages behind ``held``: the banks' read register (valid, base, last, rotation), the
+        # word turned by ``rot mod 4``, the word in column order (turned by the rest), the word
+        # with its non-zero flags, the word with its lanes' order
         stages = []
-        for name in ("read", "word", "flags", "order"):
+        for name in ("read", "turn", "word", "flags", "order"):
             stages.append(
                 (Signal(name=f"{name}_valid"), Signal.like(h_base, name=f"{name}_base"),
-                 Signal(name=f"{name}_last"))
+                 Signal(name=f"{name}_last"), Signal.like(rot, name=f"{name}_rot"))
             )  # fmt: skip
+        t_word = Signal(word_shape, name="turn_word", reset_less=True)
         u_word = Signal(word_shape, name="word_reg", reset_less=True)
         z_word = Signal(word_shape, name="flags_word", reset_less=True)
         z_nz = Signal(p, name="flags")
@@ -604,10 +606,18 @@ class ProductEmitter(wiring.Component):
         n_nexts = [Signal(lane, name=f"order_next{k}", reset_less=True) for k in range(p)]
         n_finals = [Signal(name=f"order_final{k}", reset_less=True) for k in range(p)]
         with m.If(advance):
-            m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last), strict=True)]
+            m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last, rot), strict=True)]
             for prev, cur in zip(stages, stages[1:], strict=False):
                 m.d.sync += [a.eq(b) for a, b in zip(cur, prev, strict=True)]
-            m.d.sync += [u_word.eq(self.word), z_word.eq(u_word)]
+            # column k is in bank (rot + k) mod P: two rotations, by rot mod 4 and the rest (4:1
+            # and ceil(P/4):1 multiplexers, no adder)
+            r_rot, t_rot = stages[0][3], stages[1][3]
+            lo, hi = r_rot[:2], (t_rot[2:] if len(t_rot) > 2 else Const(0, 1))
+            for k in range(p):
+                m.d.sync += t_word[k].eq(Array(self.word[(k + r) % p] for r in range(4))[lo])
+                turns = Array(t_word[(k + 4 * r) % p] for r in range(-(-p // 4)))
+                m.d.sync += u_word[k].eq(turns[hi])
+            m.d.sync += z_word.eq(u_word)
             m.d.sync += z_nz.eq(Cat(u_word[k] != 0 for k in range(p)))
             # the order: the first non-zero lane and, per lane, the next one (and whether it is
             # the last)
@@ -619,21 +629,25 @@ class ProductEmitter(wiring.Component):
                 _, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
                 m.d.sync += [n_nexts[k].eq(nxt), n_finals[k].eq(~sev)]
             # into ``held``
-            n_valid, n_base, n_last = stages[3]
+            n_valid, n_base, n_last, _ = stages[4]
             m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
-            m.d.sync += [held.eq(n_word), h_empty.eq(n_empty), low.eq(n_first), final.eq(n_final)]
+            m.d.sync += [held.eq(n_word), low.eq(n_first)]
+            m.d.sync += stuck.eq(n_valid & ~n_empty & ~n_final)
+            m.d.sync += one_left.eq(n_valid & ~n_empty & n_final)
             m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
         hs_index = Signal.like(o.payload.index, name="held_index")
         m.d.comb += hs_index.eq(h_base + low)
-        with m.If(h_valid & ~h_empty & free):  # send lane ``low``
+        with m.If((stuck | one_left) & free):  # send lane ``low``
             m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
             m.d.sync += o.payload.index.eq(hs_index)
             m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
             with m.If(~advance):  # (else the next word's first lane)
-                m.d.sync += low.eq(Array(nexts)[low]), final.eq(Array(finals)[low])
-        with m.If(finished & h_last):
+                next_final = Array(finals)[low]
+                m.d.sync += low.eq(Array(nexts)[low])
+                m.d.sync += [stuck.eq(~next_final), one_left.eq(next_final)]
+        with m.If(advance & h_valid & h_last):  # (the last word is finished)
             m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
             m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
@@ -735,6 +749,6 @@ class SpikeProduct(wiring.Component):
             m.d.comb += [part.clear.eq(seq.clear), part.clear_address.eq(seq.clear_address)]
         m.d.comb += [emit.start.eq(seq.start), emit.busy.eq(seq.busy), seq.done.eq(emit.done)]
         m.d.comb += [banks.scan.eq(emit.scan), banks.scan_address.eq(emit.scan_address)]
-        m.d.comb += [banks.scan_rot.eq(emit.scan_rot), emit.word.eq(banks.word)]
+        m.d.comb += emit.word.eq(banks.word)
         wiring.connect(m, emit.o, wiring.flipped(self.o))
         return m

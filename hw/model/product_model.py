@@ -276,9 +276,9 @@ class ProductGeometry:
     @property
     def scan_latency(self) -> int:
         """Cycles from the first read of ``ΔO`` to its word held in the emitter, whose events
-        then leave one per cycle: the banks' read register, the word in column order, its
-        non-zero flags, the order of its non-zero lanes."""
-        return 4
+        then leave one per cycle: the banks' read register, the word turned by ``row mod 4``
+        lanes, the word in column order, its non-zero flags, the order of its non-zero lanes."""
+        return 5
 
 
 def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarray]:
