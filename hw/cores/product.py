@@ -41,6 +41,8 @@ three per read-out (the emitter's stages), one per inference for the registered 
 
 from __future__ import annotations
 
+import itertools
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -283,9 +285,9 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, aligned with its ``drive``, which is registered) adds lane ``k`` of ``drive`` to entry
-    ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
-    column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
+    A command (``cmd``, aligned with its ``drive``, which is registered) adds lane ``k`` of
+    ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or
+    ``(h, w·P + k, j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
     ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
     command, then the entry is read, and written one cycle later (read-modify-write with the
     previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row
@@ -607,7 +609,7 @@ class ProductEmitter(wiring.Component):
         n_finals = [Signal(name=f"order_final{k}", reset_less=True) for k in range(p)]
         with m.If(advance):
             m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last, rot), strict=True)]
-            for prev, cur in zip(stages, stages[1:], strict=False):
+            for prev, cur in itertools.pairwise(stages):
                 m.d.sync += [a.eq(b) for a, b in zip(cur, prev, strict=True)]
             # column k is in bank (rot + k) mod P: two rotations, by rot mod 4 and the rest (4:1
             # and ceil(P/4):1 multiplexers, no adder)
@@ -728,7 +730,9 @@ class SpikeProduct(wiring.Component):
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
         # the tracer update and the banks' command; the banks register their command once more
         # (its per-bank address and lane), as they do the drive
-        m.submodules.op_stage = ops = Delay(seq.op.payload.shape(), cycles=OP_STAGES, name="word_op")
+        m.submodules.op_stage = ops = Delay(
+            seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
+        )
         m.submodules.update_stage = upd = Delay(
             _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
         )
