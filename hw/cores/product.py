@@ -287,8 +287,8 @@ class DeltaBanks(wiring.Component):
 
     A command (``cmd``, aligned with its ``drive``, which is registered) adds lane ``k`` of
     ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or
-    ``(h, w·P + k, j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
-    ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
+    ``(h, w·P + k, j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P``
+    holds an entry, at address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
     command, then the entry is read, and written one cycle later (read-modify-write with the
     previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row
     word at ``scan_address`` (the banks' address whenever no command is in flight); ``word``
