@@ -286,14 +286,14 @@ class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
     A command (``cmd``, aligned with its ``drive``, which is registered) adds lane ``k`` of
-    ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or
-    ``(h, w·P + k, j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P``
-    holds an entry, at address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
+    ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k,
+    j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
+    address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
     command, then the entry is read, and written one cycle later (read-modify-write with the
-    previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row
-    word at ``scan_address`` (the banks' address whenever no command is in flight); ``word``
-    shows it from the next cycle on, lane ``b`` from bank ``b`` (column ``(b − row) mod P``),
-    until the next scan.
+    previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row word
+    at ``scan_address`` (the banks' address whenever no command is in flight); ``word`` shows it
+    from the next cycle on, lane ``b`` from bank ``b`` (column ``(b − row) mod P``), until the next
+    scan.
 
     Members
     -------
