@@ -285,7 +285,7 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, aligned with its ``drive``, which is registered) adds lane ``k`` of
+    A command (``cmd``, a cycle before its ``drive``, which is registered) adds lane ``k`` of
     ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k,
     j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
     address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
@@ -330,20 +330,23 @@ class DeltaBanks(wiring.Component):
         m.d.sync += drive.eq(self.drive)
         drives = Array(drive[k] for k in range(p))
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
+        valid1, kind1 = Signal(name="command_valid1"), Signal(name="command_kind1")
+        base1 = Signal.like(cmd.payload.base, name="command_base1")
+        m.d.sync += [valid1.eq(cmd.valid), kind1.eq(cmd.payload.kind), base1.eq(cmd.payload.base)]
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
                 shape=self._value, depth=geo.bank_depth, init=[]
             )
             rp, wp = mem.read_port(), mem.write_port()
-            rot = cmd.payload.rot
-            lane = Signal(range(max(2, p)), name=f"lane{b}")  # (b − rot) mod P, as a table
-            m.d.comb += lane.eq(Array(Const((b - r) % p, lane.shape()) for r in range(p))[rot])
-            offset = Mux(cmd.payload.kind == Y, lane * geo.row_words, 0)
-            # the command's bank address and lane, registered
+            # the command's lane (b − rot) mod P (a table), then its bank address, registered
+            lane = Signal(range(max(2, p)), name=f"lane{b}")
+            table = Array(Const((b - r) % p, lane.shape()) for r in range(p))
+            m.d.sync += lane.eq(table[cmd.payload.rot])
+            offset = Mux(kind1 == Y, lane * geo.row_words, 0)
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
             l0 = Signal.like(lane, name=f"command_lane{b}")
-            m.d.sync += v0.eq(cmd.valid)
-            m.d.sync += [a0.eq(cmd.payload.base + offset), l0.eq(lane)]
+            m.d.sync += v0.eq(valid1)
+            m.d.sync += [a0.eq(base1 + offset), l0.eq(lane)]
             m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
             m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
@@ -446,6 +449,8 @@ class ProductSequencer(wiring.Component):
         x_done, y_done = Signal(name="x_done"), Signal(name="y_done")  # no more in this step
         x_idle, y_idle = Signal(name="x_idle"), Signal(name="y_idle")  # no more in this inference
         busy = Signal(name="step_busy")
+        start = Signal(name="start")  # a register: 1 in the drain's last cycle
+        m.d.sync += start.eq(0)
         go_x = ~x_done & xi.event
         take_x = Mux(word != 0, ~cur_y, go_x)
         take_y = Mux(word != 0, cur_y, ~go_x & ~y_done & yi.event)
@@ -478,8 +483,8 @@ class ProductSequencer(wiring.Component):
                         m.next = "drain"
             with m.State("drain"):
                 m.d.sync += count.eq(count + 1)
+                m.d.sync += start.eq(count == geo.drain_cycles - 2)  # (drain_cycles ≥ 2)
                 with m.If(count == geo.drain_cycles - 1):
-                    m.d.comb += self.start.eq(1)
                     m.d.sync += count.eq(0)
                     m.next = "scan"
             with m.State("scan"):
@@ -489,7 +494,7 @@ class ProductSequencer(wiring.Component):
                         m.next = "accumulate"
                     with m.Else():
                         m.next = "clear"
-        m.d.comb += self.busy.eq(busy)
+        m.d.comb += [self.busy.eq(busy), self.start.eq(start)]
         return m
 
 
@@ -729,7 +734,7 @@ class SpikeProduct(wiring.Component):
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
         # the tracer update and the banks' command; the banks register their command once more
-        # (its per-bank address and lane), as they do the drive
+        # in two steps (its per-bank lane, then address), so it leaves its stage a cycle early
         m.submodules.op_stage = ops = Delay(
             seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
@@ -737,7 +742,7 @@ class SpikeProduct(wiring.Component):
             _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
         )
         m.submodules.side_stage = side = Delay(
-            _side_layout(geo), cycles=OP_STAGES + acc.latency, name="side"
+            _side_layout(geo), cycles=OP_STAGES + acc.latency - 1, name="side"
         )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)
