@@ -36,7 +36,7 @@ block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the pe
 rotations are tables; the read-out decides from registers (the next non-zero lane of each lane is
 computed a stage before the word is sent). The cycles this costs against a combinational
 version: one per step for the word operation's register, one for the banks' drive register,
-three per read-out (the emitter's stages), one per inference for the registered clear.
+four per read-out (the emitter's stages), one per inference for the registered clear.
 """
 
 from __future__ import annotations
@@ -501,10 +501,11 @@ class ProductSequencer(wiring.Component):
 class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
-    A pipeline of four word registers that all move together (``advance``): the banks' read
-    register, the word in column order, the word with its non-zero flags, and the word whose
-    events are being sent (``held``) with, per lane, the next non-zero lane after it (so the
-    send loop is one multiplexer on a register: no search). ``start`` reads the first word of
+    A pipeline of word registers that all move together (``advance``, one logic level from
+    registers and ``o.ready``): the banks' read register (bank order), the word turned by
+    ``row mod 4`` lanes, the word in column order, its non-zero flags, its lanes' order (per
+    lane the next non-zero lane after it), and the word whose events are being sent (``held``),
+    so the send loop is one multiplexer on a register: no search. ``start`` reads the first word of
     the ``geo.scan_words`` (head, row, word), the first word is held
     ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
     per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
