@@ -6,7 +6,7 @@ Per step it turns the X and Y spike events of a block (q and k, or attn and v) i
 
     x ┐                    ┌─ Accumulator (reused) ──────────────┐
       ├▶ ProductSequencer ─┤ address ─▶ TracerStore ─▶ ±tracer   ├─▶ DeltaBanks ─▶ Emitter ─▶ o
-    y ┘  (decode ROMs,     └─────────────────────────────────────┘   (P skewed     (non-zero
+    y ┘  (decode tables,   └─────────────────────────────────────┘   (P skewed     (non-zero
           merge, step FSM) ── tracer update (RMW) ──▶ TracerStore      banks)        entries)
 
 * The tracers ``Xacc`` and ``Yacc`` are the accumulator's "weights": a writable
@@ -28,12 +28,22 @@ Timing (inputs always valid, output always ready): :func:`hw.model.product_model
 gives the cycle of every output beat. An X event costs ``Wm = ceil(m/P)`` cycles, a Y event
 ``Wn = ceil(n/P)``, with no bubbles (also back to back on the same tracer word); each marker read
 one cycle (an idle input's none); the read-out ``max(1, non-zeros)`` cycles per word of ``ΔO``
-after a drain of ``accumulator latency + 1`` cycles.
+after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
+
+Clock rate: every memory read is registered and nothing but registers drives a memory's address,
+write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
+block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
+rotations are tables; the read-out decides from registers (the next non-zero lane of each lane is
+computed a stage before the word is sent). The cycles this costs against a combinational
+version: one per step for the word operation's register, one for the banks' drive register,
+four per read-out (the emitter's stages), one per inference for the registered clear.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+import itertools
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,7 +53,7 @@ from spikezip.hw.cores.sequencer import EventBuffer
 from spikezip.hw.cores.stages import Delay
 from spikezip.hw.model.cycle_model import LayerTiming
 from spikezip.hw.model.events import SPIKE_VALUE_WIDTH
-from spikezip.hw.model.product_model import ProductGeometry
+from spikezip.hw.model.product_model import OP_STAGES, ProductGeometry
 
 __all__ = ["DecodedInput", "DeltaBanks", "ProductEmitter", "SpikeProduct", "TracerStore"]
 
@@ -58,8 +68,52 @@ def _decode_layout(geo: ProductGeometry) -> data.StructLayout:
             "pos_div": range(max(2, geo.words)),
             "pos_mod": range(max(2, geo.lanes)),
             "own": range(max(2, geo.tracer_depth)),
+            "base": range(max(2, geo.bank_depth)),
         }
     )
+
+
+def _table(index, rows: list[int]):
+    """``rows[index]`` as logic: a tree of multiplexers on the index bits with constant leaves
+    (equal subtrees shared), which Yosys maps to LUTs. (A case statement would become a block-RAM
+    ROM, whose 5.6 ns clock-to-output leaves no time for the logic after it.)"""
+    width = max(1, max(rows).bit_length())
+    rows = rows + [0] * ((1 << len(index)) - len(rows))
+    memo: dict = {}
+
+    def node(lo: int, bit: int):
+        part = tuple(rows[lo : lo + (1 << (bit + 1))])
+        if part not in memo:
+            if all(v == part[0] for v in part):
+                memo[part] = Const(part[0], width)
+            else:
+                half = 1 << bit
+                memo[part] = Mux(index[bit], node(lo + half, bit - 1), node(lo, bit - 1))
+        return memo[part]
+
+    return node(0, len(index) - 1)
+
+
+def _lowest(bits: list):
+    """``(any, several, index)`` of 1-bit values: one is set, two are, the lowest set one's
+    position (meaningless if none) — a balanced tree split at powers of two, so no adder."""
+    if len(bits) == 1:
+        return bits[0], Const(0, 1), Const(0, 1)
+    k = 1 << ((len(bits) - 1).bit_length() - 1)  # the largest power of two below the length
+    a_lo, s_lo, i_lo = _lowest(bits[:k])
+    a_hi, s_hi, i_hi = _lowest(bits[k:])
+    lg = k.bit_length() - 1  # bits of a position in the low part
+    index = Mux(a_lo, i_lo, Cat(Cat(i_hi, Const(0, lg))[:lg], 1))
+    return a_lo | a_hi, s_lo | s_hi | (a_lo & a_hi), index
+
+
+def _registered_clear(m: Module, clear, address, depth: int):
+    """The clear command one cycle later, for a memory of ``depth`` words: (enable, address)
+    from registers (``geo.clear_cycles`` has the cycle this costs)."""
+    en = Signal(name="clear1")
+    at = Signal(range(max(2, depth)), name="clear_address1", reset_less=True)
+    m.d.sync += [en.eq(clear & (address < depth)), at.eq(address)]
+    return en, at
 
 
 def _update_layout(geo: ProductGeometry) -> data.StructLayout:
@@ -69,6 +123,7 @@ def _update_layout(geo: ProductGeometry) -> data.StructLayout:
             "address": range(max(2, geo.tracer_depth)),
             "lane": range(max(2, geo.lanes)),
             "value": signed(SPIKE_VALUE_WIDTH),
+            "product": 1,
         }
     )
 
@@ -80,11 +135,13 @@ def _side_layout(geo: ProductGeometry) -> data.StructLayout:
 
 
 class DecodedInput(wiring.Component):
-    """:class:`hw.cores.sequencer.EventBuffer` plus a ROM decoding the held event's index.
+    """:class:`hw.cores.sequencer.EventBuffer` plus a table decoding the held event's index.
 
-    Latency 1 (the buffer; the ROM's read port loads with it). ``fields`` of the held event:
-    head ``h``, tracer row ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the
-    row of its own tracer, and ``own``, the address of its own tracer word.
+    Latency 1 (the buffer; the table's output register loads with it: the table is logic on the
+    incoming index, not a block RAM). ``fields`` of the held event: head ``h``, tracer row
+    ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
+    ``own``, the address of its own tracer word, and ``base``, the bank address of its first
+    word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event).
 
     Members
     -------
@@ -117,16 +174,18 @@ class DecodedInput(wiring.Component):
         for index in range(1 << geo.index_widths[self._side]):
             size = geo.x_size if self._side == X else geo.y_size
             if index >= size:
-                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0})
+                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0, "base": 0})
                 continue
             if self._side == X:
                 h, pos, c = geo.x_entry(index)
             else:
                 h, c, pos = geo.y_entry(index)
             g = h * r + c
+            rn, wm = geo.column_words * p, geo.row_words
+            base = (h * rn + pos) * wm if self._side == X else h * rn * wm + pos // p
             out.append(
                 {"h": h, "g": g, "pos_div": pos // p, "pos_mod": pos % p,
-                 "own": g * geo.words + pos // p}
+                 "own": g * geo.words + pos // p, "base": base}
             )  # fmt: skip
         return out
 
@@ -140,21 +199,20 @@ class DecodedInput(wiring.Component):
         wiring.connect(m, buf.o, wiring.flipped(self.o))
         m.d.comb += [self.event.eq(buf.event), self.marker.eq(buf.marker)]
         layout = _decode_layout(geo)
-        m.submodules.decode = rom = memory.Memory(
-            shape=layout, depth=1 << geo.index_widths[side], init=self.rows()
-        )
-        rp = rom.read_port()  # loads with the buffer's payload register
-        m.d.comb += [rp.addr.eq(self.i.payload.index), rp.en.eq(buf.i.ready)]
-        m.d.comb += self.fields.eq(rp.data)
+        rows = [layout.const(row).as_value().value for row in self.rows()]
+        fields = Signal(layout, name="fields", reset_less=True)
+        with m.If(buf.i.ready):  # loads with the buffer's payload register
+            m.d.sync += fields.eq(_table(self.i.payload.index, rows))
+        m.d.comb += self.fields.eq(fields)
         return m
 
 
 class TracerStore(wiring.Component):
     """The tracer memories ``Xacc`` and ``Yacc``, read by the accumulator, updated by spikes.
 
-    ``weights``: the accumulator's weight port; logical address ``g·words + w`` reads ``Yacc``
-    (for X spikes), ``G·words + g·words + w`` reads ``Xacc`` (for Y spikes); latency 2
-    (:data:`hw.model.cycle_model.WEIGHT_READ_LATENCY`). ``update`` adds ``value`` to lane
+    ``weights``: the accumulator's weight port; address ``g·words + w`` reads ``Yacc`` (for X
+    spikes) or, if ``update.payload.product`` is set in that cycle, ``Xacc`` (for Y spikes);
+    latency 2 (:data:`hw.model.cycle_model.WEIGHT_READ_LATENCY`). ``update`` adds ``value`` to lane
     ``lane`` of word ``address`` of ``Xacc`` (``kind`` 0) or ``Yacc`` (1): read in that cycle
     (an X spike's own update reads ``Xacc`` while its product reads ``Yacc``), written one cycle
     later; the write of the cycle before is forwarded to every read, so reads always see every
@@ -173,7 +231,7 @@ class TracerStore(wiring.Component):
         self._word = data.ArrayLayout(signed(geo.tracer_width), geo.lanes)
         super().__init__(
             {
-                "weights": In(WeightPort(shape=self._word, depth=2 * geo.tracer_depth)),
+                "weights": In(WeightPort(shape=self._word, depth=geo.tracer_depth)),
                 "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
                 "clear": In(1),
                 "clear_address": In(range(max(2, geo.clear_cycles))),
@@ -187,35 +245,37 @@ class TracerStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, upd, half = self._geo, self.update, self._geo.tracer_depth
-        reads_x = self.weights.address >= half  # the product reads Xacc (a Y spike's)
+        reads_x = upd.payload.product  # the product reads Xacc (a Y spike's)
         data_reg = Signal(self._word, name="tracer_word", reset_less=True)
         sel1 = Signal(name="read_x")
         m.d.sync += sel1.eq(reads_x)
+        clear, clear_address = _registered_clear(m, self.clear, self.clear_address, half)
         for kind, name in ((X, "x"), (Y, "y")):
             m.submodules[f"{name}acc"] = mem = memory.Memory(shape=self._word, depth=half, init=[])
             rp, wp = mem.read_port(), mem.write_port()
             product = reads_x if kind == X else ~reads_x
-            local = self.weights.address - (half if kind == X else 0)
-            m.d.comb += rp.addr.eq(Mux(product, local, upd.payload.address))
+            m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
             a1 = Signal.like(rp.addr, name=f"{name}_address1")
             u1 = Signal(name=f"{name}_update1")
-            lane1 = Signal.like(upd.payload.lane, name=f"{name}_lane1")
+            lane1 = Signal(geo.lanes, name=f"{name}_lane1")  # one-hot
             value1 = Signal.like(upd.payload.value, name=f"{name}_value1")
-            m.d.sync += [a1.eq(rp.addr), lane1.eq(upd.payload.lane), value1.eq(upd.payload.value)]
+            m.d.sync += [a1.eq(rp.addr), value1.eq(upd.payload.value)]
+            m.d.sync += lane1.eq(Cat(upd.payload.lane == k for k in range(geo.lanes)))
             m.d.sync += u1.eq(upd.valid & (upd.payload.kind == kind) & ~product)
-            pw = Signal(name=f"{name}_written")
-            pa = Signal.like(a1, name=f"{name}_written_address")
+            # the word read is the one written now: forward it (compared a cycle ahead)
+            same = Signal(name=f"{name}_forward")
+            m.d.sync += same.eq(u1 & (a1 == rp.addr))
             pd = Signal(self._word, name=f"{name}_written_word")
             fwd = Signal(self._word, name=f"{name}_word")
-            m.d.comb += fwd.eq(Mux(pw & (pa == a1), pd, rp.data))
+            m.d.comb += fwd.eq(Mux(same, pd, rp.data))
             new = Signal(self._word, name=f"{name}_new")
             for k in range(geo.lanes):
-                m.d.comb += new[k].eq(fwd[k] + Mux(lane1 == k, value1, 0))
+                m.d.comb += new[k].eq(fwd[k] + Mux(lane1[k], value1, 0))
             with m.If(u1):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(new)]
-            with m.Elif(self.clear & (self.clear_address < half)):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(self.clear_address), wp.data.eq(0)]
-            m.d.sync += [pw.eq(u1), pa.eq(a1), pd.eq(new)]
+            with m.Elif(clear):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
+            m.d.sync += pd.eq(new)
             with m.If(sel1 == (kind == X)):
                 m.d.sync += data_reg.eq(fwd)
         m.d.comb += self.weights.data.eq(data_reg)
@@ -225,13 +285,15 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, aligned with ``drive``) adds lane ``k`` of ``drive`` to entry
-    ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
-    column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at address
-    ``(h·Wn·P + row)·Wm + col // P``. Read-modify-write in two cycles with the previous write
-    forwarded: one command per cycle. ``scan`` reads (and then clears) the row word at
-    ``address`` whose row is ``rot (mod P)``; ``word`` shows it from the next cycle on, lanes
-    in column order, until the next scan.
+    A command (``cmd``, a cycle before its ``drive``, which is registered) adds lane ``k`` of
+    ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k,
+    j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
+    address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
+    command, then the entry is read, and written one cycle later (read-modify-write with the
+    previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row word
+    at ``scan_address`` (the banks' address whenever no command is in flight); ``word`` shows it
+    from the next cycle on, lane ``b`` from bank ``b`` (column ``(b − row) mod P``), until the next
+    scan.
 
     Members
     -------
@@ -239,7 +301,6 @@ class DeltaBanks(wiring.Component):
     drive : In(ArrayLayout(signed(tracer_width + 1), P))
     scan : In(1)
     scan_address : In(range(bank_depth))
-    scan_rot : In(range(P))
     word : Out(ArrayLayout(signed(value_width), P))
     clear : In(1)
     clear_address : In(range(clear_cycles))
@@ -254,7 +315,6 @@ class DeltaBanks(wiring.Component):
                 "drive": In(data.ArrayLayout(signed(geo.tracer_width + 1), geo.lanes)),
                 "scan": In(1),
                 "scan_address": In(range(max(2, geo.bank_depth))),
-                "scan_rot": In(range(max(2, geo.lanes))),
                 "word": Out(data.ArrayLayout(self._value, geo.lanes)),
                 "clear": In(1),
                 "clear_address": In(range(max(2, geo.clear_cycles))),
@@ -264,45 +324,47 @@ class DeltaBanks(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, p, cmd = self._geo, self._geo.lanes, self.cmd
-        rot1 = Signal.like(self.scan_rot, name="scan_rot1")
         scan1 = Signal(name="scan1")
         m.d.sync += scan1.eq(self.scan)
-        with m.If(self.scan):
-            m.d.sync += rot1.eq(self.scan_rot)
-        drives = Array(self.drive[k] for k in range(p))
-        banks = []
+        drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
+        m.d.sync += drive.eq(self.drive)
+        drives = Array(drive[k] for k in range(p))
+        clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
+        valid1, kind1 = Signal(name="command_valid1"), Signal(name="command_kind1")
+        base1 = Signal.like(cmd.payload.base, name="command_base1")
+        m.d.sync += [valid1.eq(cmd.valid), kind1.eq(cmd.payload.kind), base1.eq(cmd.payload.base)]
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
                 shape=self._value, depth=geo.bank_depth, init=[]
             )
             rp, wp = mem.read_port(), mem.write_port()
-            rot = cmd.payload.rot
-            lane = Signal(range(max(2, p)), name=f"lane{b}")  # (b − rot) mod P
-            if b == p - 1:  # rot < P always: no wrap (a constant comparison otherwise)
-                m.d.comb += lane.eq(b - rot)
-            else:
-                m.d.comb += lane.eq(Mux(rot <= b, b - rot, b + p - rot))
-            offset = Mux(cmd.payload.kind == Y, lane * geo.row_words, 0)
-            m.d.comb += rp.addr.eq(Mux(self.scan, self.scan_address, cmd.payload.base + offset))
-            m.d.comb += rp.en.eq(cmd.valid | self.scan)
+            # the command's lane (b − rot) mod P (a table), then its bank address, registered
+            lane = Signal(range(max(2, p)), name=f"lane{b}")
+            table = Array(Const((b - r) % p, lane.shape()) for r in range(p))
+            m.d.sync += lane.eq(table[cmd.payload.rot])
+            offset = Mux(kind1 == Y, lane * geo.row_words, 0)
+            v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
+            l0 = Signal.like(lane, name=f"command_lane{b}")
+            m.d.sync += v0.eq(valid1)
+            m.d.sync += [a0.eq(base1 + offset), l0.eq(lane)]
+            m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
+            m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal.like(self.drive[0], name=f"drive{b}")
-            m.d.sync += [v1.eq(cmd.valid), a1.eq(rp.addr), d1.eq(drives[lane])]
-            pw, pa = Signal(name=f"written{b}"), Signal.like(a1, name=f"written_address{b}")
+            m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(drives[l0])]
+            same = Signal(name=f"forward{b}")  # the entry read is the one written now
+            m.d.sync += same.eq(v1 & (a1 == rp.addr))
             pd = Signal(self._value, name=f"written_value{b}")
             total = Signal(self._value, name=f"sum{b}")
-            m.d.comb += total.eq(Mux(pw & (pa == a1), pd, rp.data) + d1)
+            m.d.comb += total.eq(Mux(same, pd, rp.data) + d1)
             with m.If(v1):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(total)]
             with m.Elif(scan1):  # clear what was read
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(0)]
-            with m.Elif(self.clear & (self.clear_address < geo.bank_depth)):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(self.clear_address), wp.data.eq(0)]
-            m.d.sync += [pw.eq(v1), pa.eq(a1), pd.eq(total)]
-            banks.append(rp.data)
-        bank_words = Array(banks)
-        for k in range(p):  # column k of the row read is in bank (rot + k) mod P
-            m.d.comb += self.word[k].eq(bank_words[Mux(rot1 + k < p, rot1 + k, rot1 + k - p)])
+            with m.Elif(clear):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
+            m.d.sync += pd.eq(total)
+            m.d.comb += self.word[b].eq(rp.data)
         return m
 
 
@@ -352,7 +414,7 @@ class ProductSequencer(wiring.Component):
 
     @property
     def op_index_width(self) -> int:
-        return max(1, (2 * self._geo.groups - 1).bit_length())
+        return max(1, (self._geo.groups - 1).bit_length())
 
     def _operation(self, m: Module, xi, yi, take_x, take_y, word):
         """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
@@ -361,17 +423,17 @@ class ProductSequencer(wiring.Component):
         f = Signal(_decode_layout(geo), name="fields")
         m.d.comb += f.eq(Mux(take_x, xi.fields.as_value(), yi.fields.as_value()))
         last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)
-        rn, wm = geo.column_words * p, geo.row_words
         op, side, upd = self.op.payload, self.side.payload, self.update.payload
         m.d.comb += [op.op.eq(Op.INTEGRATE), op.word.eq(word), op.last.eq(last)]
-        m.d.comb += [op.index.eq(Mux(take_x, f.g, f.g + geo.groups))]
+        m.d.comb += op.index.eq(f.g)  # the tracer row; ``update.product`` chooses the memory
         m.d.comb += op.value.eq(Mux(take_x, xi.o.payload.value, yi.o.payload.value))
         m.d.comb += [upd.kind.eq(take_y), upd.address.eq(f.own), upd.lane.eq(f.pos_mod)]
-        m.d.comb += [upd.value.eq(op.value), side.kind.eq(take_y), side.rot.eq(f.pos_mod)]
-        row = f.h * rn + f.pos_div * p
-        m.d.comb += side.base.eq(
-            Mux(take_x, (row + f.pos_mod) * wm + word, (f.h * rn + word * p) * wm + f.pos_div)
-        )
+        m.d.comb += [upd.value.eq(op.value), upd.product.eq(take_y)]
+        m.d.comb += [side.kind.eq(take_y), side.rot.eq(f.pos_mod)]
+        if geo.words == 1:  # (``word`` is always 0)
+            m.d.comb += side.base.eq(f.base)
+        else:
+            m.d.comb += side.base.eq(f.base + Mux(take_x, word, word * (p * geo.row_words)))
         return last
 
     def elaborate(self, platform):
@@ -387,6 +449,8 @@ class ProductSequencer(wiring.Component):
         x_done, y_done = Signal(name="x_done"), Signal(name="y_done")  # no more in this step
         x_idle, y_idle = Signal(name="x_idle"), Signal(name="y_idle")  # no more in this inference
         busy = Signal(name="step_busy")
+        start = Signal(name="start")  # a register: 1 in the drain's last cycle
+        m.d.sync += start.eq(0)
         go_x = ~x_done & xi.event
         take_x = Mux(word != 0, ~cur_y, go_x)
         take_y = Mux(word != 0, cur_y, ~go_x & ~y_done & yi.event)
@@ -419,8 +483,8 @@ class ProductSequencer(wiring.Component):
                         m.next = "drain"
             with m.State("drain"):
                 m.d.sync += count.eq(count + 1)
+                m.d.sync += start.eq(count == geo.drain_cycles - 2)  # (drain_cycles ≥ 2)
                 with m.If(count == geo.drain_cycles - 1):
-                    m.d.comb += self.start.eq(1)
                     m.d.sync += count.eq(0)
                     m.next = "scan"
             with m.State("scan"):
@@ -430,18 +494,22 @@ class ProductSequencer(wiring.Component):
                         m.next = "accumulate"
                     with m.Else():
                         m.next = "clear"
-        m.d.comb += self.busy.eq(busy)
+        m.d.comb += [self.busy.eq(busy), self.start.eq(start)]
         return m
 
 
 class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
-    After ``start`` it scans the ``geo.scan_words`` words (head, row, word) in order, one read
-    ahead of the word whose events it sends (held in a register): the first word is examined two
-    cycles after ``start``, then a word costs ``max(1, non-zeros)`` cycles (one event per cycle,
-    lowest column first), the marker one more; ``done`` in the cycle the marker is loaded.
-    ``o`` is a register (``o.valid`` and the payload depend on registers only).
+    A pipeline of word registers that all move together (``advance``, one logic level from
+    registers and ``o.ready``): the banks' read register (bank order), the word turned by
+    ``row mod 4`` lanes, the word in column order, its non-zero flags, its lanes' order (per
+    lane the next non-zero lane after it), and the word whose events are being sent (``held``),
+    so the send loop is one multiplexer on a register: no search. ``start`` reads the first word of
+    the ``geo.scan_words`` (head, row, word), the first word is held
+    ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
+    per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
+    loaded. Every decision depends on registers only (and ``o.ready``); ``o`` is a register.
 
     Members
     -------
@@ -449,8 +517,8 @@ class ProductEmitter(wiring.Component):
     done : Out(1)
     scan : Out(1)
     scan_address : Out(range(bank_depth))
-    scan_rot : Out(range(P))
     word : In(ArrayLayout(signed(value_width), P))
+        The word read, in bank order.
     o : Out(stream.Signature(event_layout(output format)))
     """
 
@@ -463,97 +531,132 @@ class ProductEmitter(wiring.Component):
                 "done": Out(1),
                 "scan": Out(1),
                 "scan_address": Out(range(max(2, geo.bank_depth))),
-                "scan_rot": Out(range(max(2, geo.lanes))),
                 "word": In(data.ArrayLayout(signed(geo.value_width), geo.lanes)),
                 "o": Out(stream.Signature(event_layout(geo.index_widths[2], geo.value_width))),
             }
         )
 
-    def _registers(self) -> tuple:
-        """The emitter's registers: the word read last and where it is (``read_*``,
-        ``pending``), the word whose events are being sent and where it is (``held*``), the
-        lanes already sent, and the marker flag."""
+    def _reader(self, m: Module, issue):
+        """The read pointer (the next word: its bank address, rotation and output index of
+        lane 0), back at word 0 after the last word's read; returns (its output index, last)."""
         geo, p = self._geo, self._geo.lanes
         n, wm, heads = geo.shape[0], geo.row_words, geo.heads
-        # the word read last (shown on ``word`` until the next read): ``pending`` ...
-        ph, pi = (
-            Signal(range(max(2, heads)), name="read_head"),
-            Signal(range(max(2, n)), name="read_row"),
-        )
-        pw, prot = (
-            Signal(range(max(2, wm)), name="read_word"),
-            Signal(range(max(2, p)), name="read_rot"),
-        )
-        pending, p_last = Signal(name="pending"), Signal(name="read_last")
-        # ... and the word whose events are being sent (registers only: no path from the banks'
-        # read data to their next address)
-        held = Signal.like(self.word, name="held")
-        hh, hi, hw = (
-            Signal.like(ph, name="held_head"),
-            Signal.like(pi, name="held_row"),
-            Signal.like(pw, name="held_word"),
-        )
-        valid, h_last, mask = (
-            Signal(name="held_valid"),
-            Signal(name="held_last"),
-            Signal(p, name="sent"),
-        )
-        at_marker = Signal(name="at_marker")
-        return ph, pi, pw, prot, pending, p_last, held, hh, hi, hw, valid, h_last, mask, at_marker
+        hs, rs = geo.out_strides
+        ph = Signal(range(max(2, heads)), name="read_head")
+        pi = Signal(range(max(2, n)), name="read_row")
+        pw = Signal(range(max(2, wm)), name="read_word")
+        prot = Signal(range(max(2, p)), name="read_rot")
+        pa = Signal(range(max(2, geo.bank_depth)), name="read_address")
+        pb, prb, phb = (Signal(range(max(2, geo.out_size)), name=f"read_{x}base")
+                        for x in ("", "row_", "head_"))  # fmt: skip
+        p_last = Signal(name="read_last", init=geo.scan_words == 1)
+        m.d.comb += self.scan_address.eq(pa)
+        end_w, end_i = pw == wm - 1, pi == n - 1
+        nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
+        nw = Mux(end_w, 0, pw + 1)
+        jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
+        with m.If(issue & p_last):  # back to word 0 for the next step
+            m.d.sync += [x.eq(0) for x in (ph, pi, pw, prot, pa, pb, prb, phb)]
+            m.d.sync += p_last.eq(geo.scan_words == 1)
+        with m.Elif(issue):
+            m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), pa.eq(pa + Mux(end_w & end_i, jump, 1))]
+            m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
+            with m.If(end_w & end_i):
+                m.d.sync += [prot.eq(0), phb.eq(phb + hs), prb.eq(phb + hs), pb.eq(phb + hs)]
+            with m.Elif(end_w):
+                m.d.sync += [prot.eq(Mux(prot == p - 1, 0, prot + 1))]
+                m.d.sync += [prb.eq(prb + rs), pb.eq(prb + rs)]
+            with m.Else():
+                m.d.sync += pb.eq(pb + p)
+        return pb, p_last, prot
 
     def elaborate(self, platform):
         m = Module()
         geo, p, o = self._geo, self._geo.lanes, self.o
-        n, wm, heads = geo.shape[0], geo.row_words, geo.heads
-        ph, pi, pw, prot, pending, p_last, held, hh, hi, hw, valid, h_last, mask, at_marker = (
-            self._registers()
-        )
-        end_w, end_i = pw == wm - 1, pi == n - 1
-        nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
-        nw = Mux(end_w, 0, pw + 1)
-        nrot = Mux(end_w, Mux(end_i | (prot == p - 1), 0, prot + 1), prot)
-        # its bank address (h·Wn·P + i)·Wm + w, and the next one by an addition
-        pa = Signal(range(max(2, geo.bank_depth)), name="read_address")
-        jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
-        next_address = Signal.like(pa, name="next_address")
-        m.d.comb += next_address.eq(pa + Mux(end_w & end_i, jump, 1))
+        word_shape = data.ArrayLayout(signed(geo.value_width), p)
+        lane = range(max(2, p))
         free = ~o.valid | o.ready
+        # the held word
+        h_valid, h_last = Signal(name="held_valid"), Signal(name="held_last")
+        held = Signal(word_shape, name="held", reset_less=True)
+        h_base = Signal(range(max(2, geo.out_size)), name="held_base", reset_less=True)
+        low = Signal(lane, name="held_lane")  # the lane sent next
+        nexts = [Signal(lane, name=f"next{k}", reset_less=True) for k in range(p)]
+        finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
+        at_marker = Signal(name="at_marker")
+        # the held word has two or more lanes left to send, or one: the stages move unless
+        # ``stuck``, or one is left and ``o`` is not free (one logic level from registers)
+        stuck, one_left = Signal(name="held_stuck"), Signal(name="held_one_left")
+        advance = Signal(name="advance")
+        m.d.comb += advance.eq(~stuck & ~(one_left & o.valid & ~o.ready))
+        active = Signal(name="reading")  # words of the step left to read
+        issue = advance & (self.start | active)
+        m.d.comb += self.scan.eq(issue)
+        base, last, rot = self._reader(m, issue)
+        with m.If(issue):
+            m.d.sync += active.eq(~last)
+        # the stages behind ``held``: the banks' read register (valid, base, last, rotation), the
+        # word turned by ``rot mod 4``, the word in column order (turned by the rest), the word
+        # with its non-zero flags, the word with its lanes' order
+        stages = []
+        for name in ("read", "turn", "word", "flags", "order"):
+            stages.append(
+                (Signal(name=f"{name}_valid"), Signal.like(h_base, name=f"{name}_base"),
+                 Signal(name=f"{name}_last"), Signal.like(rot, name=f"{name}_rot"))
+            )  # fmt: skip
+        t_word = Signal(word_shape, name="turn_word", reset_less=True)
+        u_word = Signal(word_shape, name="word_reg", reset_less=True)
+        z_word = Signal(word_shape, name="flags_word", reset_less=True)
+        z_nz = Signal(p, name="flags")
+        n_word = Signal(word_shape, name="order_word", reset_less=True)
+        n_empty, n_first, n_final = (Signal(name="order_empty"), Signal(lane, name="order_first"),
+                                     Signal(name="order_final"))  # fmt: skip
+        n_nexts = [Signal(lane, name=f"order_next{k}", reset_less=True) for k in range(p)]
+        n_finals = [Signal(name=f"order_final{k}", reset_less=True) for k in range(p)]
+        with m.If(advance):
+            m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last, rot), strict=True)]
+            for prev, cur in itertools.pairwise(stages):
+                m.d.sync += [a.eq(b) for a, b in zip(cur, prev, strict=True)]
+            # column k is in bank (rot + k) mod P: two rotations, by rot mod 4 and the rest (4:1
+            # and ceil(P/4):1 multiplexers, no adder)
+            r_rot, t_rot = stages[0][3], stages[1][3]
+            lo, hi = r_rot[:2], (t_rot[2:] if len(t_rot) > 2 else Const(0, 1))
+            for k in range(p):
+                m.d.sync += t_word[k].eq(Array(self.word[(k + r) % p] for r in range(4))[lo])
+                turns = Array(t_word[(k + 4 * r) % p] for r in range(-(-p // 4)))
+                m.d.sync += u_word[k].eq(turns[hi])
+            m.d.sync += z_word.eq(u_word)
+            m.d.sync += z_nz.eq(Cat(u_word[k] != 0 for k in range(p)))
+            # the order: the first non-zero lane and, per lane, the next one (and whether it is
+            # the last)
+            bits = [z_nz[k] for k in range(p)]
+            any_, several, first = _lowest(bits)
+            m.d.sync += [n_word.eq(z_word), n_empty.eq(~any_), n_first.eq(first)]
+            m.d.sync += n_final.eq(~several)
+            for k in range(p):
+                _, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
+                m.d.sync += [n_nexts[k].eq(nxt), n_finals[k].eq(~sev)]
+            # into ``held``
+            n_valid, n_base, n_last, _ = stages[4]
+            m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
+            m.d.sync += [held.eq(n_word), low.eq(n_first)]
+            m.d.sync += stuck.eq(n_valid & ~n_empty & ~n_final)
+            m.d.sync += one_left.eq(n_valid & ~n_empty & n_final)
+            m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
-        rem = Signal(p, name="remaining")
-        m.d.comb += rem.eq(Cat(held[k] != 0 for k in range(p)) & ~mask)
-        pick = 0
-        for k in reversed(range(p)):  # a chain of multiplexers (no overlapping case arms)
-            pick = Mux(rem[k], k, pick)
-        low = Signal(range(max(2, p)), name="lowest")
-        m.d.comb += low.eq(pick)
-        hs, rs = geo.out_strides
-        finished = Signal(name="finished")
-        with m.If(valid):
-            with m.If(rem == 0):
-                m.d.comb += finished.eq(1)
-            with m.Elif(free):
-                m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-                m.d.sync += o.payload.index.eq(hh * hs + hi * rs + hw * p + low)
-                m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
-                m.d.sync += mask.eq(mask | (1 << low)[:p])
-                m.d.comb += finished.eq((rem & (rem - 1)) == 0)
-        with m.If(finished):
-            m.d.sync += valid.eq(0)
-            with m.If(h_last):
-                m.d.sync += at_marker.eq(1)
-        with m.If(pending & (~valid | finished)):  # move the word read into ``held``
-            m.d.sync += [held.eq(self.word), valid.eq(1), mask.eq(0), h_last.eq(p_last)]
-            m.d.sync += [hh.eq(ph), hi.eq(pi), hw.eq(pw), pending.eq(~p_last)]
-            with m.If(~p_last):  # and read the next one
-                m.d.comb += [self.scan.eq(1), self.scan_rot.eq(nrot)]
-                m.d.comb += self.scan_address.eq(next_address)
-                m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), prot.eq(nrot), pa.eq(next_address)]
-                m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
-        with m.If(self.start):  # read word 0
-            m.d.comb += [self.scan.eq(1), self.scan_address.eq(0), self.scan_rot.eq(0)]
-            m.d.sync += [ph.eq(0), pi.eq(0), pw.eq(0), prot.eq(0), pa.eq(0), pending.eq(1)]
-            m.d.sync += p_last.eq(geo.scan_words == 1)
+        hs_index = Signal.like(o.payload.index, name="held_index")
+        m.d.comb += hs_index.eq(h_base + low)
+        with m.If((stuck | one_left) & free):  # send lane ``low``
+            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+            m.d.sync += o.payload.index.eq(hs_index)
+            m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
+            with m.If(~advance):  # (else the next word's first lane)
+                next_final = Array(finals)[low]
+                m.d.sync += low.eq(Array(nexts)[low])
+                m.d.sync += [stuck.eq(~next_final), one_left.eq(next_final)]
+        with m.If(advance & h_valid & h_last):  # (the last word is finished)
+            m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
             m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
             m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), at_marker.eq(0)]
@@ -625,18 +728,27 @@ class SpikeProduct(wiring.Component):
         m.submodules.synapses = acc = Accumulator(
             layer=None, widths=None, analog=False, timing=timing,
             index_width=seq.op_index_width, value_width=SPIKE_VALUE_WIDTH,
-            external=(geo.tracer_width, 2 * geo.tracer_depth),
+            external=(geo.tracer_width, geo.tracer_depth),
         )  # fmt: skip
         m.submodules.tracers = store = TracerStore(geo=geo)
         m.submodules.banks = banks = DeltaBanks(geo=geo)
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
-        m.submodules.update_stage = upd = Delay(
-            _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
+        # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
+        # the tracer update and the banks' command; the banks register their command once more
+        # in two steps (its per-bank lane, then address), so it leaves its stage a cycle early
+        m.submodules.op_stage = ops = Delay(
+            seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
-        m.submodules.side_stage = side = Delay(_side_layout(geo), cycles=acc.latency, name="side")
+        m.submodules.update_stage = upd = Delay(
+            _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
+        )
+        m.submodules.side_stage = side = Delay(
+            _side_layout(geo), cycles=OP_STAGES + acc.latency - 1, name="side"
+        )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)
-        wiring.connect(m, seq.op, acc.i)
+        wiring.connect(m, seq.op, ops.i)
+        wiring.connect(m, ops.o, acc.i)
         wiring.connect(m, acc.weights, store.weights)
         wiring.connect(m, seq.update, upd.i)
         wiring.connect(m, upd.o, store.update)
@@ -647,6 +759,6 @@ class SpikeProduct(wiring.Component):
             m.d.comb += [part.clear.eq(seq.clear), part.clear_address.eq(seq.clear_address)]
         m.d.comb += [emit.start.eq(seq.start), emit.busy.eq(seq.busy), seq.done.eq(emit.done)]
         m.d.comb += [banks.scan.eq(emit.scan), banks.scan_address.eq(emit.scan_address)]
-        m.d.comb += [banks.scan_rot.eq(emit.scan_rot), emit.word.eq(banks.word)]
+        m.d.comb += emit.word.eq(banks.word)
         wiring.connect(m, emit.o, wiring.flipped(self.o))
         return m

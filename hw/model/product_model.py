@@ -44,6 +44,7 @@ from spikezip.ir.network import signed_width
 
 __all__ = [
     "KINDS",
+    "OP_STAGES",
     "ProductGeometry",
     "input_beats",
     "output_busy",
@@ -57,6 +58,9 @@ __all__ = [
 KINDS = ("scores", "context")
 #: the two inputs, in the sequencer's priority order
 X_SIDE, Y_SIDE = 0, 1
+#: registers between the sequencer's word operation and the accumulator (and the tracer update
+#: and the banks' command, which travel with it)
+OP_STAGES = 1
 
 
 def _positive(name: str, value: Any) -> int:
@@ -231,8 +235,9 @@ class ProductGeometry:
 
     @property
     def clear_cycles(self) -> int:
-        """Cycles of a re-initialisation (tracers and banks to zero)."""
-        return max(self.tracer_depth, self.bank_depth)
+        """Cycles of a re-initialisation (tracers and banks to zero): a word per cycle of the
+        deeper memory, plus one (each memory registers the clear before its write enable)."""
+        return max(self.tracer_depth, self.bank_depth) + 1
 
     # -- widths ------------------------------------------------------------------------------
     @property
@@ -264,8 +269,16 @@ class ProductGeometry:
     def drain_cycles(self) -> int:
         """Cycles after the step's last accumulate slot (the second marker) up to the first
         read of ``ΔO``, which is the last of them (the datapath drains: its last write
-        lands before)."""
-        return self.accumulator_latency + 1
+        lands before: the operation register, the accumulator, the banks' drive register and
+        read-modify-write)."""
+        return OP_STAGES + self.accumulator_latency + 2
+
+    @property
+    def scan_latency(self) -> int:
+        """Cycles from the first read of ``ΔO`` to its word held in the emitter, whose events
+        then leave one per cycle: the banks' read register, the word turned by ``row mod 4``
+        lanes, the word in column order, its non-zero flags, the order of its non-zero lanes."""
+        return 5
 
 
 def reference_product(geo: ProductGeometry, xs: list, ys: list) -> list[np.ndarray]:
@@ -439,7 +452,7 @@ def _run(geo, inferences, arrivals, ready=None):
             work += nx * wm + ny * wn + sum(q is not None for q in queues)
             begin = cycle
             cycle += geo.drain_cycles  # (its last cycle reads the first word)
-            cycle += 1  # the first word into the emitter's register
+            cycle += geo.scan_latency  # the first word through the emitter's registers
             padded = np.zeros((geo.heads, n, wm * p), dtype=np.int64)
             padded[:, :, :m] = delta
             cycles, idx, val = [], [], []

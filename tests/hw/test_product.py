@@ -392,3 +392,15 @@ def test_pipelines(pipeline, latency, kind):
         rng = random.Random(lanes)
         infs = [random_trains(geo, rng, steps, 0.5) for steps in ((3, 2), (1, 3))]
         assert simulate(geo, infs, pipeline=pipeline) == product_schedule(geo, infs)
+
+
+@pytest.mark.parametrize("kind", ["scores", "context"])
+def test_rotations_above_four(kind):
+    """Rows up to 10 on 5, 7 and 11 lanes: the read-out's two lane rotations (by ``row mod 4``,
+    then by the rest) reach every amount; cycle-exact, and exact under stalls."""
+    x = (0, 3) if kind == "context" else (-2, 3)
+    for lanes in (5, 7, 11):
+        geo = geometry(kind=kind, tokens=11, heads=1, head_dim=2, lanes=lanes, x_bounds=x)
+        rng = random.Random(lanes)
+        infs = [random_trains(geo, rng, steps, 0.3) for steps in ((3, 2), (2, 2))]
+        check(geo, infs, lanes, stalls=True)
