@@ -36,7 +36,7 @@ from spikezip.ir.compare import TraceMismatchError, first_divergence
 from spikezip.ir.files import load_network
 from spikezip.ir.transformer import VisionTransformer
 from spikezip.paths import CliError, input_file, output_dir, output_file
-from spikezip.report import ECP5_DEVICES
+from spikezip.report import ECP5_DEVICES, VIT_DEVICE
 from spikezip.sim.runner import SIMULATORS
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -218,7 +218,7 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     """
     lanes = args.lanes
     depths = getattr(args, "fifo_depths", None) or ()
-    if depths and not isinstance(network, VisionTransformer):
+    if depths and not isinstance(network, VisionTransformer):  # (generate, simulate)
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
     try:
         params = DesignParams.of(
@@ -521,18 +521,29 @@ def _tools_check(target: str) -> None:
         raise CliError(f"{', '.join(missing)} not installed: pip install -e '.[synth]'")
 
 
+def _device(args: argparse.Namespace, network: Network | VisionTransformer) -> str | None:
+    """The checks ``report`` and ``sweep`` share, once: ``--no-synth`` and ``--fifo-depths`` are
+    a ViT's, ``--device`` an ECP5's. Returns the ECP5 device to place on (a ViT: the 85k by
+    default; None: the target's default)."""
+    vit = isinstance(network, VisionTransformer)
+    if not vit and not args.synth:
+        raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
+    if not vit and args.fifo_depths:
+        raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    if args.device is not None and args.target != "ecp5":
+        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
+    return args.device or (VIT_DEVICE if vit and args.target == "ecp5" else None)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     sources = _report_sources(args)
     output_dir(args.output, "-o", ("report.json", "report.md"), sources)
     network = _network(args.network)
+    device = _device(args, network)
     if isinstance(network, VisionTransformer):
-        return _report_vit(args, network)
+        return _report_vit(args, network, device)
     if args.fmax is not None:
         raise CliError("--fmax is for a ViT (an MLP's fmax comes from place and route)")
-    if not args.synth:
-        raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
-    if args.device is not None and args.target != "ecp5":
-        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
     x = _report_inputs(args, network)
     params = _design_params(network, args)
     _tools_check(args.target)
@@ -551,7 +562,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
-            device=args.device,
+            device=device,
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -561,7 +572,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_vit(args: argparse.Namespace, vit: VisionTransformer) -> int:
+def _report_vit(args: argparse.Namespace, vit: VisionTransformer, device: str | None) -> int:
     """``report`` of a ViT: latency alone and back to back (exact model), resources per core,
     fmax on the ECP5-85k (or ``--device``), SOPs and energy."""
     x = _report_inputs(args, vit)
@@ -572,11 +583,8 @@ def _report_vit(args: argparse.Namespace, vit: VisionTransformer) -> int:
     if synth:
         _tools_check(args.target)
     from spikezip.hw.flow.synth import ToolError
-    from spikezip.report import VIT_DEVICE, DesignPoint, evaluate_vit, table, write_report
+    from spikezip.report import DesignPoint, evaluate_vit, table, write_report
 
-    if args.device is not None and args.target != "ecp5":
-        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
-    device = args.device or (VIT_DEVICE if args.target == "ecp5" else None)
     if synth:
         print(
             f"report: the whole ViT is synthesised{' and placed and routed' if pnr else ''} "
@@ -622,10 +630,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     network = _network(args.network)
     vit = isinstance(network, VisionTransformer)
     x = _report_inputs(args, network)
-    if not vit and not args.synth:
-        raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
-    if args.device is not None and args.target != "ecp5":
-        raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
+    device = _device(args, network)
     if args.synth:
         _tools_check(args.target)
     storages, pipelines = args.storage, args.pipeline
@@ -643,7 +648,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     lane_values = list(dict.fromkeys(min(p, widest) for p in given))
     from spikezip.hw.flow.synth import ToolError
-    from spikezip.report import VIT_DEVICE, DesignPoint, sweep, sweep_table, write_sweep
+    from spikezip.report import DesignPoint, sweep, sweep_table, write_sweep
 
     points = list(
         dict.fromkeys(
@@ -654,16 +659,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     )
     pnr = args.synth and args.pnr and args.target != "generic"
-    kw: dict = {"target": args.target, "pnr": pnr}
-    if args.fifo_depths and not vit:
-        raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    kw: dict = {"target": args.target, "pnr": pnr, "device": device}
     if vit:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
-        kw |= {
-            "synth": args.synth,
-            "device": args.device or (VIT_DEVICE if args.target == "ecp5" else None),
-            "fifo_depths": params.fifo_depths,
-        }
+        kw |= {"synth": args.synth, "fifo_depths": params.fifo_depths}
         if args.synth:
             print(
                 f"sweep: {len(points)} ViT designs, each synthesised"
@@ -671,8 +670,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "--no-synth sweeps the latency only",
                 file=sys.stderr,
             )
-    else:
-        kw["device"] = args.device
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
