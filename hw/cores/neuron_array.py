@@ -391,6 +391,15 @@ class DriveOffsets(wiring.Component):
         return m
 
 
+def _period(rows: np.ndarray) -> int:
+    """The smallest ``p`` with ``rows[w] == rows[w mod p]`` for every ``w``."""
+    words = len(rows)
+    for p in range(1, words // 2 + 1):
+        if np.array_equal(rows[p:], rows[:-p]):
+            return p
+    return words
+
+
 class WordConstants(wiring.Component):
     """Per-word constants, read like the state: the initial word and the thresholds.
 
@@ -430,21 +439,40 @@ class WordConstants(wiring.Component):
             members["thresholds"] = Out(shapes["thresholds"])
         self._layout = data.StructLayout(shapes)
         self._rows = [{name: v[w].tolist() for name, v in rows.items()} for w in range(words)]
+        self._period = _period(
+            np.concatenate([np.asarray(v).reshape(words, -1) for v in rows.values()], axis=1)
+        )
         super().__init__(members)
 
     @property
     def latency(self) -> int:
         return READ_LATENCY
 
+    @property
+    def period(self) -> int:
+        """The ROM's rows: the smallest ``p`` with row ``w`` == row ``w mod p`` for every word (a
+        ViT site's neurons repeat their thresholds and bias per token: ``p`` = words per token)."""
+        return self._period
+
     def elaborate(self, platform):
         m = Module()
-        if len(self._rows) == 1:
+        p = self._period
+        if p == 1:
             read = self._layout.const(self._rows[0])
         else:
-            rom = memory.Memory(shape=self._layout, depth=len(self._rows), init=self._rows)
+            rom = memory.Memory(shape=self._layout, depth=p, init=self._rows[:p])
             m.submodules.rom = rom
             rp = rom.read_port()
-            m.d.comb += rp.addr.eq(self.word)
+            if p == len(self._rows):
+                m.d.comb += rp.addr.eq(self.word)
+            elif p & (p - 1) == 0:  # word mod p: the low bits
+                m.d.comb += rp.addr.eq(self.word[: p.bit_length() - 1])
+            else:  # word mod p from a table (logic: words × log2 p bits)
+                rows = len(self._rows)
+                mod = memory.Memory(shape=range(p), depth=rows, init=[w % p for w in range(rows)])
+                m.submodules.row_of_word = mod
+                mp = mod.read_port(domain="comb")
+                m.d.comb += [mp.addr.eq(self.word), rp.addr.eq(mp.data)]
             read = rp.data
         m.d.comb += self.initial.membranes.eq(read.initial)
         m.d.comb += [self.initial[name].eq(value) for name, value in self._flags.items()]

@@ -2,6 +2,7 @@
 """The ST-BIF neuron array (``hw.cores.neuron_array``): tiers 1 (no simulator), 2 (Amaranth's
 simulator) and 3 (cocotb on the generated Verilog, Icarus and Verilator)."""
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikezip.hw.cores.layouts import Op
+from spikezip.hw.cores.layouts import Op, state_layout
 from spikezip.hw.cores.neuron_array import (
     REGISTER_WORDS_MAX,
     NeuronArray,
@@ -21,6 +22,7 @@ from spikezip.hw.cores.neuron_array import (
     NeuronLanes,
     StateStore,
     Storage,
+    WordConstants,
     default_storage,
 )
 from spikezip.hw.flow.verilog import generate
@@ -479,3 +481,47 @@ def test_neuron_array_divergence_is_reported(tmp_path: Path) -> None:
         "first divergence in membranes: sample 2, layer 1 (layer1), neuron 4, time step 3" in first
     )
     assert ", cycle " in first and "expected" in first and "actual" in first
+
+
+@pytest.mark.parametrize(
+    ("period", "repeats", "per_neuron"), [(1, 5, False), (4, 17, True), (3, 6, True), (5, 1, False)]
+)
+def test_word_constants_store_one_period(period: int, repeats: int, per_neuron: bool) -> None:
+    """Rows that repeat (a ViT site's thresholds and bias per token) are stored once: the ROM has
+    ``period`` rows (a constant for one), and every word still reads its own row, one cycle after
+    its address (power-of-two periods by the low bits, others through a word → row table)."""
+    lanes, words = 2, period * repeats
+    rng = np.random.default_rng(period * 100 + repeats)
+    base = rng.integers(-50, 50, size=(period, lanes))
+    if period > 1:
+        base[1:, 0] = np.arange(1, period) * 7 + 60  # no shorter period
+    membranes = np.tile(base, (repeats, 1))
+    thresholds = np.tile(rng.integers(1, 30, size=(period, lanes)), (repeats, 1))
+    layout = state_layout(lanes=lanes, membrane_width=8, tracer_width=4)
+    consts = WordConstants(
+        word_layout=layout,
+        membranes=membranes,
+        flags={},
+        thresholds=thresholds if per_neuron else None,
+        threshold_width=6,
+    )
+    assert consts.period == (period if repeats > 1 else words)
+    text = generate(consts, "wc")
+    depths = [int(d) + 1 for d in re.findall(r"reg .*\brom \[(\d+):0\]", text)]
+    assert depths == ([] if consts.period == 1 else [consts.period])
+
+    async def testbench(ctx):
+        for w in range(words):
+            ctx.set(consts.word, w)
+            await (ctx.tick() if consts.period > 1 else ctx.delay(1e-9))
+            got = [ctx.get(consts.initial.membranes[k]) for k in range(lanes)]
+            assert got == membranes[w].tolist(), w
+            if per_neuron:
+                assert [ctx.get(consts.thresholds[k]) for k in range(lanes)] == thresholds[
+                    w
+                ].tolist()
+
+    sim = Simulator(consts)
+    sim.add_clock(1e-8, if_exists=True)  # one row: a constant, no clock domain
+    sim.add_testbench(testbench)
+    sim.run()
