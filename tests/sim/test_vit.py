@@ -131,7 +131,8 @@ def test_digits_vit_rtl_equals_reference(trained_vit, tmp_path) -> None:
 def test_digits_vit_whole_test_set(trained_vit, tmp_path) -> None:
     """All 450 digits test images through the digits ViT in Verilator, back to back: QANN ==
     SNN == RTL at every site, step and busy flag, the predictions the reference's (~30 minutes:
-    a ~3-minute build, 3.45 s per image measured in session 8; docs/performance.md, "The whole ViT, session 8")."""
+    a ~3-minute build, 3.45 s per image measured in session 8; docs/performance.md, "The whole
+    ViT, session 8")."""
     from spikezip.sw import digits
     from spikezip.sw.vit.convert import to_transformer
     from spikezip.sw.vit.reference import integer_qann
