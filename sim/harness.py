@@ -25,6 +25,7 @@ files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,9 +38,13 @@ __all__ = [
     "FACTS_FILE",
     "HARNESS",
     "HARNESS_FILES",
+    "THREADS_MIN_VERILOG",
     "VERILATOR_ARGS",
     "WORDS_FILE",
     "harness_verilog",
+    "usable_cpus",
+    "verilator_args",
+    "verilator_threads",
     "write_harness",
 ]
 
@@ -55,6 +60,58 @@ CHUNK = 1024  #: cycles the testbench lets the simulator run between two looks
 #: slower, 1.8k instead of 10k cycles/s, and took 1.9× longer to build)
 VERILATOR_ARGS = ("--no-public-flat-rw",)
 PUBLIC = "/*verilator public_flat_rw*/"
+#: Verilog at least this large (bytes) simulates on two Verilator threads by default. Measured
+#: (docs/performance.md, "Verilator threads"): the digits ViT (7.5 MB) runs 2.9× faster on two
+#: threads (10.7k → 30.9k cycles/s), the digits MLP (0.17 MB) 2× slower (250k → 125k):
+#: the threads' synchronisation per cycle only pays on a large model.
+THREADS_MIN_VERILOG = 2_000_000
+MAX_AUTO_THREADS = 2  #: the most threads chosen by default (the largest count measured)
+#: spins of a waiting model thread before it yields the CPU (:func:`verilator_args`)
+SPINS_BEFORE_YIELD = 100
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def verilator_threads(verilog: Path, threads: int | None = None) -> int:
+    """Threads of the Verilator model of ``verilog``: ``threads`` if given (checked), else
+    ``min(2, usable CPUs)`` for Verilog of :data:`THREADS_MIN_VERILOG` bytes or more and 1 for
+    smaller designs.
+
+    A model built for more threads than the process may use does not start (Verilator aborts:
+    "VerilatedContext has 1 threads but model … was Verilated with --threads 2"), so more than
+    :func:`usable_cpus` is refused here.
+    """
+    cpus = usable_cpus()
+    if threads is None:
+        return min(MAX_AUTO_THREADS, cpus) if verilog.stat().st_size >= THREADS_MIN_VERILOG else 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cpus:
+        raise ValueError(
+            f"threads must be an integer from 1 to {cpus} (the CPUs this process may use), "
+            f"not {threads!r}"
+        )
+    return threads
+
+
+def verilator_args(threads: int = 1) -> tuple[str, ...]:
+    """Verilator build arguments of a harness build on ``threads`` threads.
+
+    With more than one thread the model's threads spin only :data:`SPINS_BEFORE_YIELD` times
+    (Verilator's default: 50,000) while waiting for each other before they yield the CPU.
+    Measured on the digits ViT, 2 cores (docs/performance.md, "Verilator threads"): with the
+    default, one other busy process made two threads take over 9.5 minutes for 5 images that
+    one thread ran in 22 s (a waiting thread spins away the time slice its partner needs); with
+    100 spins the same run took 29 s, and an idle machine runs as fast as with 50,000.
+    """
+    if threads <= 1:
+        return VERILATOR_ARGS
+    spins = f"-DVL_LOCK_SPINS={SPINS_BEFORE_YIELD}"
+    return (*VERILATOR_ARGS, "-CFLAGS", spins, "--threads", str(threads))
 
 
 def _decl(width: int) -> str:

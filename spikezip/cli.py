@@ -437,6 +437,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     sources.append(("INPUTS", input_file(args.inputs, "INPUTS")))
     output_file(args.output, "-o", sources)
     _build_dir(args.build_dir, sources)
+    if args.threads is not None:
+        from spikezip.sim.harness import verilator_threads
+
+        if args.sim != "verilator":
+            raise CliError(f"--threads applies to --sim verilator only, not to {args.sim}")
+        try:
+            verilator_threads(Path(), args.threads)
+        except ValueError as e:
+            raise CliError(f"--threads {args.threads}: {e}") from None
     network = _rtl_network(args.network)
     x = _checked_inputs(network, args.inputs)
     params = _design_params(network, args)
@@ -465,6 +474,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             ready=args.ready,
             seed=args.seed,
             on_progress=progress,
+            threads=args.threads,
         )
     except (SimulationError, BuildError) as e:
         raise CliError(str(e).splitlines()[0]) from None
@@ -479,7 +489,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"wrote {args.output}: {done}/{len(x)} inferences on {args.sim}, {run.total_cycles} "
         f"cycles, {run.latency.mean() if done else 0:.0f} cycles latency, "
         f"{run.total_cycles / max(done, 1):.0f} cycles per inference back to back, "
-        f"{run.cycles_per_second:,.0f} cycles/s, {run.run_seconds:.1f} s"
+        f"{run.cycles_per_second:,.0f} cycles/s"
+        + (f" on {run.threads} threads" if run.threads > 1 else "")
+        + f", {run.run_seconds:.1f} s"
     )
     if run.waves is not None:
         print(
@@ -791,6 +803,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("network")
     i.set_defaults(func=cmd_info)
 
+    sub.add_parser(  # listed for --help; main() hands `spikezip demo …` to spikezip.demo
+        "demo",
+        help="the end-to-end digits demo, MLP and ViT (`spikezip demo --help`)",
+        add_help=False,
+    )
     d = sub.add_parser("digits", help="train (or load cached) the digits QANN and convert it")
     d.add_argument("-o", "--output", default="out", help="directory to write into")
     d.add_argument(
@@ -828,6 +845,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--ready", type=PROBABILITY, default=1.0, help="output accept probability per cycle"
     )
     s.add_argument("--seed", type=SEED, default=None, help="cocotb random seed")
+    s.add_argument(
+        "--threads",
+        type=POSITIVE,
+        default=None,
+        help="Verilator model threads, up to the CPUs this process may use (default: 2 for a "
+        "large design such as the ViT, 1 for a small one)",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
 
@@ -891,6 +915,11 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # its own options: spikezip.demo (also `python -m spikezip.demo`)
+        from spikezip.demo import main as demo_main
+
+        return demo_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, one line already printed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from spikezip.cli import main as cli_main
 from spikezip.demo import main
 
 
@@ -26,3 +29,26 @@ def test_demo_vit_reference_stage(trained_vit, tmp_path, monkeypatch, capsys):
     assert "ViT: SNN == integer QANN (20 images)  yes (every site)" in text
     assert "FAILED" not in (out / "report.md").read_text()
     assert (out / "digits-vit.npz").is_file()
+
+
+def test_spikezip_demo_all_images(trained_vit, tmp_path, monkeypatch, capsys):
+    """``spikezip demo --model vit --images all`` (issue 13): the CLI hands over to the demo,
+    and ``all`` means the whole test set (450 images)."""
+    monkeypatch.setenv("SPIKEZIP_CACHE", str(trained_vit.cache))
+    out = tmp_path / "out"
+    argv = ["demo", "--out", str(out), "--sim", "none", "--model", "vit", "--images", "all"]
+    assert cli_main(argv) == 0
+    assert "ViT: SNN == integer QANN (450 images)  yes (every site)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--images", "0"), ("--images", "most"), ("--vit-images", "-3")]
+)
+def test_demo_bad_image_count(option, value, tmp_path, capsys):
+    assert cli_main(["demo", "--out", str(tmp_path / "out"), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"spikezip demo: error: {option} must be a positive integer or 'all', not '{value}' "
+        "(see spikezip demo --help)"
+    ]
+    assert not (tmp_path / "out").exists()
