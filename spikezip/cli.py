@@ -229,7 +229,20 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         )
     except (TypeError, ValueError) as e:
         raise CliError(f"--lanes {','.join(map(str, lanes))}: {e}") from None
-    return _with_fifo_depths(network, params, depths)
+    return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
+
+
+def _with_vit_knobs(network, params: DesignParams, args: argparse.Namespace) -> DesignParams:
+    """``params`` with ``--product-lanes`` and ``--layer-norm-units`` (a ViT's only)."""
+    knobs = {
+        name: getattr(args, name, None)
+        for name in ("product_lanes", "layer_norm_units")
+        if getattr(args, name, None) is not None
+    }
+    if knobs and not isinstance(network, VisionTransformer):
+        option = "--" + next(iter(knobs)).replace("_", "-")
+        raise CliError(f"{option} sets a ViT's cores; an MLP has none")
+    return replace(params, **knobs).checked(network) if knobs else params
 
 
 def _with_fifo_depths(network, params: DesignParams, depths) -> DesignParams:
@@ -542,6 +555,9 @@ def _device(args: argparse.Namespace, network: Network | VisionTransformer) -> s
         raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
     if not vit and args.fifo_depths:
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    for name in ("product_lanes", "layer_norm_units"):
+        if not vit and getattr(args, name, None) is not None:
+            raise CliError(f"--{name.replace('_', '-')} sets a ViT's cores; an MLP has none")
     if args.device is not None and args.target != "ecp5":
         raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
     return args.device or (VIT_DEVICE if vit and args.target == "ecp5" else None)
@@ -618,6 +634,8 @@ def _report_vit(args: argparse.Namespace, vit: VisionTransformer, device: str | 
             x,
             point,
             fifo_depths=params.fifo_depths,
+            product_lanes=params.product_lanes,
+            layer_norm_units=params.layer_norm_units,
             fmax_mhz=args.fmax,
             synth=synth,
             pnr=pnr,
@@ -674,7 +692,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     kw: dict = {"target": args.target, "pnr": pnr, "device": device}
     if vit:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
+        params = _with_vit_knobs(network, params, args)
         kw |= {"synth": args.synth, "fifo_depths": params.fifo_depths}
+        kw |= {"product_lanes": params.product_lanes, "layer_norm_units": params.layer_norm_units}
         if args.synth:
             print(
                 f"sweep: {len(points)} ViT designs, each synthesised"
@@ -740,6 +760,19 @@ def _design_parent() -> argparse.ArgumentParser:
         help="a ViT only: entries of single FIFOs by name (hw.model.vit_sites.fifo_names; "
         "default: the FIFO plan, docs/transformer.md §14)",
     )
+    p.add_argument(
+        "--product-lanes",
+        default=None,
+        type=POSITIVE,
+        help="a ViT only: lanes of each spike product (default: one per token)",
+    )
+    p.add_argument(
+        "--layer-norm-units",
+        default=None,
+        type=POSITIVE,
+        help="a ViT only: rounding units of each LayerNorm (default: full rate, one element "
+        "per cycle); fewer units and product lanes make a smaller, slower design",
+    )
     return p
 
 
@@ -772,6 +805,19 @@ def _sweep_parent() -> argparse.ArgumentParser:
         type=FIFO_DEPTHS,
         metavar="NAME=N[,NAME=N…]",
         help="a ViT only: entries of single FIFOs by name, in every design of the sweep",
+    )
+    p.add_argument(
+        "--product-lanes",
+        default=None,
+        type=POSITIVE,
+        help="a ViT only: lanes of each spike product (default: one per token)",
+    )
+    p.add_argument(
+        "--layer-norm-units",
+        default=None,
+        type=POSITIVE,
+        help="a ViT only: rounding units of each LayerNorm (default: full rate, one element "
+        "per cycle); fewer units and product lanes make a smaller, slower design",
     )
     return p
 

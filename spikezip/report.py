@@ -324,6 +324,7 @@ class ViTReport:
     network: str
     point: DesignPoint
     product_lanes: int
+    layer_norm_units: int | None = None  #: rounding units per LayerNorm (None: full rate)
     sites: int
     fifo_depths: dict[str, int]  #: FIFOs set by name (the rest follow the FIFO plan)
     latency: Latency  #: per image alone, from reset; µs at :attr:`fmax_mhz` when known
@@ -366,7 +367,7 @@ class ViTReport:
                 f"(kind {d.get('kind')!r}, version {d.get('version')!r})"
             )
         point, lanes = d["point"], d["point"]["lanes"]
-        special = ("point", "latency", "synthesis", "pnr")
+        special = ("point", "latency", "synthesis", "pnr", "layer_norm_units")
         return cls(
             point=DesignPoint(
                 lanes=lanes if isinstance(lanes, int) else tuple(lanes),
@@ -376,6 +377,7 @@ class ViTReport:
             latency=Latency.from_json(d["latency"]),
             synthesis=ViTSynthesis.from_json(d["synthesis"]) if d.get("synthesis") else None,
             pnr=PlaceRoute.from_json(d["pnr"]) if d.get("pnr") else None,
+            layer_norm_units=d.get("layer_norm_units"),  # absent from session-8 records
             **{f.name: d[f.name] for f in fields(cls) if f.name not in special},
         )
 
@@ -448,6 +450,7 @@ def evaluate_vit(
     point: DesignPoint,
     *,
     product_lanes: int | None = None,
+    layer_norm_units: int | None = None,
     fifo_depths: Any = (),
     fmax_mhz: float | None = None,
     trace=None,
@@ -480,21 +483,25 @@ def evaluate_vit(
         raise ValueError(f"place and route targets are ecp5 and ice40, not {target!r}")
     dev_args = device_args(target, device) if pnr and target == "ecp5" else None
     stage = on_stage or (lambda text: None)
-    params = replace(point.params(vit), fifo_depths=fifo_depths).checked(vit)
+    params = replace(
+        point.params(vit),
+        fifo_depths=fifo_depths,
+        product_lanes=product_lanes,
+        layer_norm_units=layer_norm_units,
+    ).checked(vit)
     stage("reference trace")
     trace = trace if trace is not None else simulate(vit, inputs)
     n = inputs.shape[0]
     stage(f"exact model, {n} images alone")
     lat, need, depth, waited = [], 0, 0, False
     for b in range(n):
-        s = vit_schedule(vit, inputs[b : b + 1], trace.select([b]), params,
-                         product_lanes=product_lanes)  # fmt: skip
+        s = vit_schedule(vit, inputs[b : b + 1], trace.select([b]), params)
         lat.append(int(s.latency[0]))
         need = max(need, max(min(f.need, f.depth) for f in s.fifos))
         depth = max(depth, max(f.depth for f in s.fifos))
         waited |= s.backpressure
     stage(f"exact model, {n} images back to back")
-    run = vit_schedule(vit, inputs, trace, params, product_lanes=product_lanes)
+    run = vit_schedule(vit, inputs, trace, params)
     waited |= run.backpressure
     busy = {ld.name: ld.work for ld in run.loads}
     top = max(busy, key=busy.get)
@@ -520,7 +527,7 @@ def evaluate_vit(
         from spikezip.hw.flow.verilog import generate
 
         def core():
-            return ViTCore(vit=vit, params=params, product_lanes=product_lanes)
+            return ViTCore(vit=vit, params=params)
 
         if pnr:
             stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
@@ -557,7 +564,8 @@ def evaluate_vit(
     return ViTReport(
         network=vit.name or "vit",
         point=point,
-        product_lanes=vit.tokens if product_lanes is None else int(product_lanes),
+        product_lanes=vit.tokens if params.product_lanes is None else params.product_lanes,
+        layer_norm_units=params.layer_norm_units,
         sites=len(vit.sites),
         fifo_depths=dict(params.fifo_depths),
         latency=latency,
@@ -791,7 +799,8 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
     )
     lines = [
         f"{result.network} {result.point.label} (ViT, {result.sites} sites, product lanes "
-        f"{result.product_lanes}, FIFOs: {fifos})",
+        f"{result.product_lanes}, LayerNorm units "
+        f"{result.layer_norm_units or 'full rate'}, FIFOs: {fifos})",
     ]
     s = result.synthesis
     if s is not None:

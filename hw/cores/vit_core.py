@@ -132,6 +132,9 @@ class ViTCore(wiring.Component):
         Where the site cores keep membranes and tracers (default by size).
     product_lanes : int, optional
         Lanes of the spike products (default: the token count).
+    layer_norm_units : int, optional
+        Rounding units of every LayerNorm core (default: full rate,
+        ``LayerNormGeometry.full_rate_units``).
     probe : bool
         Add the ``probe`` output for testbenches.
 
@@ -159,6 +162,7 @@ class ViTCore(wiring.Component):
         product_lanes: int | None = None,
         probe: bool = False,
         fifo_depths: Any = None,
+        layer_norm_units: int | None = None,
     ) -> ViTCore:
         # checked before the object exists (a rejected one leaves no unused elaboratable)
         if not isinstance(vit, VisionTransformer):
@@ -171,10 +175,10 @@ class ViTCore(wiring.Component):
             fifo_depth=fifo_depth,
             storage=storage,
             fifo_depths=fifo_depths,
+            product_lanes=product_lanes,
+            layer_norm_units=layer_norm_units,
         )
-        pl = vit.tokens if product_lanes is None else product_lanes
-        if isinstance(pl, bool) or not isinstance(pl, int) or pl < 1:
-            raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
+        pl = vit.tokens if checked.product_lanes is None else checked.product_lanes
         # (DesignParams.checked refused FIFO names this ViT does not have)
         self = super().__new__(cls, src_loc_at=1)
         self._params, self._product_lanes = checked, pl
@@ -303,7 +307,8 @@ class ViTCore(wiring.Component):
         site = {}
         for name, core in zip(specs, self.cores, strict=True):
             m.submodules["site_" + name.replace(".", "_")] = site[name] = core
-        norms = {s.name: LayerNormCore.for_site(vit, s.name) for s in vit.sites
+        units = self._params.layer_norm_units
+        norms = {s.name: LayerNormCore.for_site(vit, s.name, units=units) for s in vit.sites
                  if s.kind is SiteKind.LAYERNORM}  # fmt: skip
         for name, core in norms.items():
             m.submodules["ln_" + name.replace(".", "_")] = core

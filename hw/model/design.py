@@ -113,6 +113,12 @@ class DesignParams:
     fifo_depths : tuple of (str, int)
         Entries of single FIFOs by name, over ``fifo_depth`` (a ViT's FIFOs,
         ``hw.cores.vit_core.ViTCore.fifo_names``); given as a mapping or pairs, kept sorted.
+    product_lanes : int or None
+        A ViT's spike products: lanes of each (``None``: the token count, one per key token).
+    layer_norm_units : int or None
+        A ViT's LayerNorm cores: rounding units of each (``None``: the fewest at one element per
+        cycle, ``LayerNormGeometry.full_rate_units``). With ``product_lanes`` the knobs that
+        trade a ViT's size against its cycles (docs/transformer.md §14, "Sizes").
     """
 
     lanes: tuple[int, ...]
@@ -120,6 +126,8 @@ class DesignParams:
     storage: Storage | None = None
     fifo_depth: int | None = None
     fifo_depths: tuple[tuple[str, int], ...] = ()
+    product_lanes: int | None = None
+    layer_norm_units: int | None = None
 
     def __post_init__(self) -> None:
         lanes = tuple(self.lanes)
@@ -133,6 +141,8 @@ class DesignParams:
         object.__setattr__(self, "storage", check_storage(self.storage))
         object.__setattr__(self, "fifo_depth", _positive_or_none("fifo_depth", self.fifo_depth))
         object.__setattr__(self, "fifo_depths", _fifo_depths(self.fifo_depths))
+        for name in ("product_lanes", "layer_norm_units"):
+            object.__setattr__(self, name, _positive_or_none(name, getattr(self, name)))
 
     def fifo_depth_of(self, name: str, default: int) -> int:
         """Entries of the FIFO ``name``: its own in :attr:`fifo_depths`, else ``default``."""
@@ -148,6 +158,8 @@ class DesignParams:
         storage: Storage | str | None = None,
         fifo_depth: int | None = None,
         fifo_depths: Any = (),
+        product_lanes: int | None = None,
+        layer_norm_units: int | None = None,
     ) -> DesignParams:
         """The parameters of a design of ``network`` from loose values, each checked once.
 
@@ -165,6 +177,8 @@ class DesignParams:
             storage=storage,
             fifo_depth=fifo_depth,
             fifo_depths=fifo_depths,
+            product_lanes=product_lanes,
+            layer_norm_units=layer_norm_units,
         ).checked(network)
 
     @classmethod
@@ -192,6 +206,9 @@ class DesignParams:
             raise ValueError(
                 "fifo_depths sets a ViT's FIFOs by name; an MLP's FIFOs take fifo_depth"
             )
+        for name in ("product_lanes", "layer_norm_units"):
+            if getattr(self, name) is not None and hasattr(network, "layers"):
+                raise ValueError(f"{name} sets a ViT's cores; an MLP has none")
         if self.fifo_depths:
             from spikezip.hw.model.vit_sites import fifo_names
 
@@ -213,7 +230,8 @@ class DesignParams:
 
     @property
     def key(self) -> str:
-        """A short name for folder names: ``p8-d1``, ``p5-1-8-d3``, ``…-registers``, ``…-f12``.
+        """A short name for folder names: ``p8-d1``, ``p5-1-8-d3``, ``…-registers``, ``…-f12``
+        (a ViT's product lanes ``…-x4``, LayerNorm units ``…-n8``).
 
         Equal parameters have equal keys; a pipeline that is no preset is spelt by its switches.
         """
@@ -227,6 +245,10 @@ class DesignParams:
         if self.fifo_depths:
             text = ",".join(f"{n}={d}" for n, d in self.fifo_depths)
             out += "-F" + hashlib.sha256(text.encode()).hexdigest()[:8]
+        if self.product_lanes is not None:
+            out += f"-x{self.product_lanes}"
+        if self.layer_norm_units is not None:
+            out += f"-n{self.layer_norm_units}"
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -239,6 +261,8 @@ class DesignParams:
             "storage": None if self.storage is None else self.storage.value,
             "fifo_depth": self.fifo_depth,
             "fifo_depths": dict(self.fifo_depths),
+            "product_lanes": self.product_lanes,
+            "layer_norm_units": self.layer_norm_units,
         }
 
     @classmethod
@@ -254,6 +278,8 @@ class DesignParams:
                 storage=d["storage"],
                 fifo_depth=d["fifo_depth"],
                 fifo_depths=d.get("fifo_depths", {}),
+                product_lanes=d.get("product_lanes"),
+                layer_norm_units=d.get("layer_norm_units"),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"design parameters: {e}") from None

@@ -349,11 +349,10 @@ def vit_schedule(
     """Model the ``ViTCore`` running ``inputs`` back to back (``trace``: the golden trace of
     ``sw.vit.reference``).
 
-    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``, ``fifo_depths``; not
-    both) and
-    ``product_lanes`` are those of the ``ViTCore``: lanes per site, pipeline preset, entries of
-    every FIFO (default a step of the producer's beats plus 2, as the core builds them), lanes of
-    the spike products (default the token count). ``layer_norm_units``: rounding units of every
+    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``, ``fifo_depths``,
+    ``product_lanes``, ``layer_norm_units``; not both) are those of the ``ViTCore``: lanes per
+    site, pipeline preset, entries of every FIFO (default the FIFO plan, as the core builds
+    them), lanes of the spike products (default the token count), rounding units of every
     LayerNorm core (default, as ``ViTCore`` builds them, ``LayerNormGeometry.full_rate_units``).
 
     The composition runs every core's model in execution order, each with the cycle every FIFO
@@ -372,13 +371,11 @@ def vit_schedule(
         pipeline=pipeline,
         fifo_depth=fifo_depth,
         fifo_depths=fifo_depths,
+        product_lanes=product_lanes,
+        layer_norm_units=layer_norm_units,
     )
-    pl = vit.tokens if product_lanes is None else product_lanes
-    if isinstance(pl, bool) or not isinstance(pl, int | np.integer) or pl < 1:
-        raise ValueError(f"product_lanes must be a positive integer, not {pl!r}")
-    units = layer_norm_units
-    if units is not None and (isinstance(units, bool) or not isinstance(units, int) or units < 1):
-        raise ValueError(f"layer_norm_units must be a positive integer or None, not {units!r}")
+    pl = vit.tokens if params.product_lanes is None else params.product_lanes
+    units = params.layer_norm_units
     if isinstance(max_passes, bool) or not isinstance(max_passes, int) or max_passes < 1:
         raise ValueError(f"max_passes must be a positive integer, not {max_passes!r}")
     x = vit.check_inputs(inputs)

@@ -163,6 +163,42 @@ def test_report_and_sweep_take_fifo_depths_by_name(files, capsys):
         assert r.back_to_back_cycles == pytest.approx(sched.total_cycles / 3)
 
 
+def test_size_knobs_reach_the_report_and_the_design(files, capsys):
+    """``--product-lanes`` and ``--layer-norm-units``: the report's cycles are the exact model's
+    of that smaller design, ``generate`` builds it (its manifest says so), an MLP refuses them."""
+    import json
+
+    from spikezip.hw.model.vit_model import vit_schedule
+    from spikezip.report import ViTReport
+
+    vit, x = VisionTransformer.load(files / "vit.npz"), np.load(files / "x.npy")
+    knobs = ["--product-lanes", "1", "--layer-norm-units", "1"]
+    argv = ["report", files / "vit.npz", "--inputs", files / "x.npy", "--no-synth", *knobs]
+    assert run(*argv, "-o", files / "rep") == 0
+    assert "product lanes 1, LayerNorm units 1" in capsys.readouterr().out
+    report = ViTReport.from_json(json.loads((files / "rep" / "report.json").read_text()))
+    assert (report.product_lanes, report.layer_norm_units) == (1, 1)
+    tr = simulate(vit, x)
+    small = vit_schedule(vit, x, tr, lanes=8, product_lanes=1, layer_norm_units=1)
+    assert report.back_to_back_cycles == pytest.approx(small.total_cycles / 3)
+    assert small.total_cycles > vit_schedule(vit, x, tr, lanes=8).total_cycles
+    assert run("generate", files / "vit.npz", "-o", files / "g", *knobs) == 0
+    capsys.readouterr()
+    manifest = json.loads((files / "g" / "manifest.json").read_text())
+    assert manifest["design"]["product_lanes"] == 1
+    assert manifest["design"]["layer_norm_units"] == 1
+    net = files / "mlp.npz"
+    from tests.sim.test_network import random_network
+
+    random_network(3, depth=2, max_width=4).save(net)
+    for option in ("--product-lanes", "--layer-norm-units"):
+        assert run("generate", net, "-o", files / "g2", option, "2") == 2
+        err = capsys.readouterr().err
+        assert f"{option} sets a ViT's cores; an MLP has none" in err and err.count("\n") == 1
+    assert run(*argv[:4], "--product-lanes", "0") == 2
+    assert "--product-lanes must be an integer ≥ 1, not '0'" in capsys.readouterr().err
+
+
 def test_report_of_a_vit_that_does_not_fit_keeps_its_resources(files, capsys, monkeypatch):
     """nextpnr failing to place (the digits ViT on the 85k: block RAMs) is a result, not a
     crash: the report keeps the synthesis's counts and names the cell type that did not fit."""

@@ -47,6 +47,8 @@ def test_of_resolves_every_knob_once(net):
         ({"fifo_depths": 5}, ValueError, "fifo_depths must map FIFO names to depths, not 5"),
         ({"fifo_depths": {"": 3}}, ValueError, "a FIFO name must be a non-empty string"),
         ({"fifo_depths": {"a_fifo": 3}}, ValueError, "an MLP's FIFOs take fifo_depth"),
+        ({"product_lanes": 4}, ValueError, "product_lanes sets a ViT's cores; an MLP has none"),
+        ({"layer_norm_units": 2}, ValueError, "layer_norm_units sets a ViT's cores; an MLP has"),
     ],
 )
 def test_bad_knobs_name_the_field(net, knobs, error, message):
@@ -79,8 +81,15 @@ def test_key_and_json(net):
     assert named.fifo_depths == (("a_fifo", 9), ("b_fifo", 3))
     assert named.fifo_depth_of("b_fifo", 7) == 3 and named.fifo_depth_of("c_fifo", 7) == 7
     assert named.key.startswith("p2-d1-F") and named.key != replace(named, fifo_depths={}).key
-    for q in (p, odd, full, named):
+    sized = replace(p, product_lanes=4, layer_norm_units=8)  # a ViT's size knobs
+    assert sized.key == "p2-d1-x4-n8"
+    old = {k: v for k, v in p.to_json().items() if k not in ("product_lanes", "layer_norm_units")}
+    assert DesignParams.from_json(old) == p  # a manifest written before the knobs existed
+    for q in (p, odd, full, named, sized):
         assert DesignParams.from_json(json.loads(json.dumps(q.to_json()))) == q
+    for name, bad in (("product_lanes", 0), ("layer_norm_units", True), ("product_lanes", 2.5)):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer, not {bad!r}"):
+            replace(p, **{name: bad})
     with pytest.raises(ValueError, match="not version"):
         DesignParams.from_json({"version": 99})
     assert {DesignParams.of(net, lanes=d, pipeline=d).depth for d in PIPELINES if d} == {1, 2, 3}

@@ -2,10 +2,10 @@
 
 Tier 1: parameter checks; the composition without backpressure equals each core's own model.
 Tier 2: ``ViTCore`` in Amaranth's simulator on random ViTs, images, lanes, pipeline presets,
-product lanes and FIFO depths (down to one entry, where every FIFO makes its producer wait):
-every output beat of every site (spikes and markers), every inference's first input beat and
-its ``done``, in the model's cycle. ``-m slow``: more and larger ViTs, and the trained digits
-ViT on 3 images (the RTL's measured cycles).
+product lanes, LayerNorm units and FIFO depths (down to one entry, where every FIFO makes its
+producer wait): every output beat of every site (spikes and markers), every inference's first
+input beat and its ``done``, in the model's cycle. ``-m slow``: more and larger ViTs, and the
+trained digits ViT on 3 images (the RTL's measured cycles).
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def _knobs(data, max_lanes: int, depths) -> dict:
         "pipeline": data.draw(st.sampled_from([0, 1, 2, 3])),
         "fifo_depth": data.draw(st.sampled_from(depths)),
         "product_lanes": data.draw(st.one_of(st.none(), st.integers(1, 5))),
+        "layer_norm_units": data.draw(st.one_of(st.none(), st.integers(1, 3))),
     }
 
 
@@ -146,6 +147,17 @@ def test_one_entry_fifos_backpressure() -> None:
     model = check_model(vit, x, lanes=2, pipeline=1, fifo_depth=1)
     assert model.backpressure and model.passes > 1
     assert any(f.waited for f in model.fifos)
+
+
+def test_small_configuration_cycle_exact() -> None:
+    """The size knobs (``DesignParams.product_lanes``, ``layer_norm_units``) at their smallest:
+    one rounding unit per LayerNorm, one product lane; the design is slower and still exact."""
+    rng = np.random.default_rng(23)
+    vit = build_vit(rng, patches=2, patch_size=2, n_inputs=4, dim=4, heads=2, hidden=3, depth=1)
+    x = rng.integers(*vit.input_bounds, (2, vit.n_inputs), endpoint=True)
+    full = check_model(vit, x, lanes=2, pipeline=1)
+    small = check_model(vit, x, lanes=2, pipeline=1, product_lanes=1, layer_norm_units=1)
+    assert small.total_cycles > full.total_cycles
 
 
 @pytest.mark.slow
