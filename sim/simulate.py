@@ -341,25 +341,17 @@ def simulate(
         else:
             params = DesignParams.coerce(network, params, lanes=lanes, pipeline=pipeline)
             d = stack.enter_context(_locked_design(network, root, params, backend=backend))
+
+        def run_in(folder: Path) -> HardwareRun:
+            return _run(network, inputs, d, folder, sim, waves, valid, ready, seed, on_progress,
+                        per_cycle, threads)  # fmt: skip
+
         if run_dir is not None:
             run_dir = Path(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             for stale in (STIMULUS, "hardware.npz", "inferences.npz", "progress", *HARNESS_FILES):
                 (run_dir / stale).unlink(missing_ok=True)
-            return _run(
-                network,
-                inputs,
-                d,
-                run_dir,
-                sim,
-                waves,
-                valid,
-                ready,
-                seed,
-                on_progress,
-                per_cycle,
-                threads,
-            )
+            return run_in(run_dir)
         runs = d.directory / RUNS
         runs.mkdir(exist_ok=True)
         _sweep(runs)
@@ -371,20 +363,7 @@ def simulate(
         try:
             with _claim(own):
                 try:
-                    run = _run(
-                        network,
-                        inputs,
-                        d,
-                        own,
-                        sim,
-                        waves,
-                        valid,
-                        ready,
-                        seed,
-                        on_progress,
-                        per_cycle,
-                        threads,
-                    )
+                    run = run_in(own)
                     keep = waves
                 except SimulationError:
                     keep = True  # its message names the simulator log in the run folder

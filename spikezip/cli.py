@@ -760,6 +760,11 @@ def _design_parent() -> argparse.ArgumentParser:
         help="a ViT only: entries of single FIFOs by name (hw.model.vit_sites.fifo_names; "
         "default: the FIFO plan, docs/transformer.md §14)",
     )
+    return _with_size_options(p)
+
+
+def _with_size_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``p`` with a ViT's size knobs (``DesignParams.product_lanes``, ``.layer_norm_units``)."""
     p.add_argument(
         "--product-lanes",
         default=None,
@@ -806,20 +811,7 @@ def _sweep_parent() -> argparse.ArgumentParser:
         metavar="NAME=N[,NAME=N…]",
         help="a ViT only: entries of single FIFOs by name, in every design of the sweep",
     )
-    p.add_argument(
-        "--product-lanes",
-        default=None,
-        type=POSITIVE,
-        help="a ViT only: lanes of each spike product (default: one per token)",
-    )
-    p.add_argument(
-        "--layer-norm-units",
-        default=None,
-        type=POSITIVE,
-        help="a ViT only: rounding units of each LayerNorm (default: full rate, one element "
-        "per cycle); fewer units and product lanes make a smaller, slower design",
-    )
-    return p
+    return _with_size_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
