@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spikezip.hw.model.cycle_model import PIPELINES
-from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage
+from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
 from spikezip.ir.compare import TraceMismatchError, first_divergence
@@ -221,6 +221,10 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     depths = getattr(args, "fifo_depths", None) or ()
     if depths and not isinstance(network, VisionTransformer):  # (generate, simulate)
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    try:
+        check_stbif(network)
+    except ValueError as e:
+        raise CliError(f"{args.network}: {e}") from None
     try:
         params = DesignParams.of(
             network,

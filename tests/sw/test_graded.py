@@ -407,3 +407,20 @@ def test_cli_digits_graded_errors(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_trace_and_report_of_a_graded_network(tmp_path, capsys):
+    """``spikezip trace`` runs a graded network (the reference); the hardware commands refuse it
+    with one line naming the layer, until the RTL part of issue 14 lands."""
+    net = _net(neuron="graded")
+    net.save(tmp_path / "n.npz")
+    np.save(tmp_path / "x.npy", np.array([[7, 0], [3, 5]]))
+    argv = ["trace", tmp_path / "n.npz", tmp_path / "x.npy", "-o", tmp_path / "t.npz"]
+    assert main([str(a) for a in argv]) == 0
+    trace = Trace.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(trace.counts(0), integer_qann(net, [[7, 0], [3, 5]])[0])
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "n.npz"), "--inputs", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "layer0 has graded neurons; the hardware implements ST-BIF only" in err
+    assert err.count("\n") == 1
