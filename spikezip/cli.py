@@ -209,6 +209,14 @@ MODULE = _converter(
 )
 
 
+def _hardware_neurons(network: Network | VisionTransformer, args: argparse.Namespace) -> None:
+    """A CliError when ``network`` has graded neurons (the RTL implements ST-BIF only so far)."""
+    try:
+        check_stbif(network)
+    except ValueError as e:
+        raise CliError(f"{args.network}: {e}") from None
+
+
 def _design_params(network: Network | VisionTransformer, args: argparse.Namespace) -> DesignParams:
     """The design options (``--lanes``, ``--pipeline``, ``--storage``) as one
     :class:`hw.model.design.DesignParams` for ``network``, or a CliError naming ``--lanes``.
@@ -221,10 +229,7 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     depths = getattr(args, "fifo_depths", None) or ()
     if depths and not isinstance(network, VisionTransformer):  # (generate, simulate)
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
-    try:
-        check_stbif(network)
-    except ValueError as e:
-        raise CliError(f"{args.network}: {e}") from None
+    _hardware_neurons(network, args)
     try:
         params = DesignParams.of(
             network,
@@ -648,6 +653,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sources = _report_sources(args)
     output_dir(args.output, "-o", SWEEP_FILES, sources)
     network = _network(args.network)
+    _hardware_neurons(network, args)
     vit = isinstance(network, VisionTransformer)
     x = _report_inputs(args, network)
     device = _device(args, network)

@@ -420,7 +420,12 @@ def test_cli_trace_and_report_of_a_graded_network(tmp_path, capsys):
     trace = Trace.load(tmp_path / "t.npz")
     np.testing.assert_array_equal(trace.counts(0), integer_qann(net, [[7, 0], [3, 5]])[0])
     capsys.readouterr()
-    assert main(["report", str(tmp_path / "n.npz"), "--inputs", str(tmp_path / "x.npy")]) == 2
-    err = capsys.readouterr().err
-    assert "layer0 has graded neurons; the hardware implements ST-BIF only" in err
-    assert err.count("\n") == 1
+    for cmd in (["report"], ["sweep", "--no-synth"], ["generate", "-o", str(tmp_path / "g")]):
+        argv = [cmd[0], str(tmp_path / "n.npz"), *cmd[1:]]
+        if cmd[0] != "generate":
+            argv += ["--inputs", str(tmp_path / "x.npy")]
+        assert main(argv) == 2, cmd
+        err = capsys.readouterr().err
+        assert "layer0 has graded neurons; the hardware implements ST-BIF only" in err, cmd
+        assert err.count("\n") == 1
+    assert not (tmp_path / "g").exists()
