@@ -514,6 +514,11 @@ class Network:
                     f"layers[{k}] needs a {w.membrane}-bit membrane for its weights and input "
                     f"range; at most {MAX_WIDTH} bits are supported"
                 )
+            if w.drive > MAX_WIDTH:  # only graded inputs (spikes up to 2^K) can get here
+                raise ValueError(
+                    f"layers[{k}] needs a {w.drive}-bit per-step drive for its weights and "
+                    f"input spikes; at most {MAX_WIDTH} bits are supported"
+                )
 
     @property
     def n_outputs(self) -> int:
