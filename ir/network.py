@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -21,7 +21,18 @@ import numpy as np
 from spikezip.ir._io import read_npz, write_npz
 from spikezip.ir.errors import FormatError
 
-__all__ = ["Encoding", "Layer", "LayerWidths", "Network", "signed_width", "unsigned_width"]
+__all__ = [
+    "NEURON_KINDS",
+    "Encoding",
+    "Layer",
+    "LayerWidths",
+    "Network",
+    "check_neuron",
+    "settle_steps",
+    "signed_width",
+    "spike_magnitude",
+    "unsigned_width",
+]
 
 FORMAT_VERSION = 1
 #: Widest datapath the reference (int64 tensors) and the RTL generators accept.
@@ -118,8 +129,90 @@ def _int_array(value: Any, *, field: str, ndim: int) -> np.ndarray:
     return out
 
 
+#: Neuron kinds: ``stbif`` fires ±1 (spec §2.2); ``graded`` fires ±2^k (docs/graded.md).
+NEURON_KINDS = ("stbif", "graded")
+#: Largest maximum level K of a graded neuron (a spike of 2^K must fit the datapath).
+MAX_LEVEL = MAX_WIDTH - 1
+
+
+def spike_magnitude(neuron: str, max_level: int | None, neg_bound: int, pos_bound: int) -> int:
+    """Largest ``|s|`` a neuron can fire: 1 (ST-BIF), else the largest power of two
+    ``≤ p − n`` (and ``≤ 2^K``) — a graded spike never exceeds ``p − A`` nor ``A − n``."""
+    if neuron == "stbif":
+        return 1
+    m = 1 << ((pos_bound - neg_bound).bit_length() - 1)
+    return m if max_level is None else min(m, 1 << max_level)
+
+
+def _max_popcount(g: int) -> int:
+    """``max {popcount(x) : 0 ≤ x ≤ g}``."""
+    return max(bin(g).count("1"), g.bit_length() - 1) if g > 0 else 0
+
+
+def settle_steps(neuron: str, max_level: int | None, span: int) -> int:
+    """Most steps in which a neuron with a constant cumulative input still spikes, its tracer
+    ``span = p − n`` away from the target at worst (docs/graded.md §3).
+
+    ST-BIF: ``span``. Graded: the gap ``g`` loses its largest power of two (at most ``2^K``) per
+    step, so it takes ``⌊g/2^K⌋ + popcount(g mod 2^K)`` steps; this is the maximum over
+    ``0 ≤ g ≤ span`` (``popcount``'s maximum ``max(popcount(span), bit_length(span) − 1)`` when
+    K is None).
+    """
+    if neuron == "stbif":
+        return int(span)
+    if max_level is None:
+        return _max_popcount(span)
+    q, r = divmod(span, 1 << max_level)
+    best = q + _max_popcount(r)
+    if q >= 1:
+        best = max(best, q - 1 + max_level)
+    return best
+
+
+def neuron_json(obj: Any) -> dict[str, Any]:
+    """The neuron kind of ``obj`` for files and digests: empty for ST-BIF (so that files and
+    digests of ST-BIF networks are unchanged), else ``neuron`` and ``max_level``."""
+    if obj.neuron == "stbif":
+        return {}
+    return {"neuron": obj.neuron, "max_level": obj.max_level}
+
+
+def neuron_kind_from(d: dict[str, Any]) -> dict[str, Any]:
+    """The ``neuron``/``max_level`` keyword arguments read from a file's record (absent: ST-BIF)."""
+    return {"neuron": d.get("neuron", "stbif"), "max_level": d.get("max_level")}
+
+
+def check_neuron(neuron: Any, max_level: Any) -> None:
+    """Validate a ``neuron`` kind and ``max_level`` pair (the errors of :class:`Layer`)."""
+
+    class _Kind:
+        pass
+
+    obj = _Kind()
+    obj.neuron, obj.max_level = neuron, max_level
+    _neuron_kind(obj)
+
+
+def _neuron_kind(obj: Any) -> None:
+    neuron = obj.neuron
+    if not isinstance(neuron, str) or neuron not in NEURON_KINDS:
+        valid = ", ".join(repr(k) for k in NEURON_KINDS)
+        raise ValueError(f"neuron must be one of {valid}, not {neuron!r}")
+    k = obj.max_level
+    if k is None:
+        return
+    if neuron != "graded":
+        raise ValueError(f"max_level applies to graded neurons only (neuron is {neuron!r})")
+    if not _is_int(k):
+        raise TypeError(f"max_level must be an integer in [0, {MAX_LEVEL}] or None, not {k!r}")
+    if not 0 <= k <= MAX_LEVEL:
+        raise ValueError(f"max_level must lie in [0, {MAX_LEVEL}], not {k}")
+    object.__setattr__(obj, "max_level", int(k))
+
+
 def neuron_fields(obj: Any, channels: int | str | None, *, unit: str = "neuron") -> None:
-    """Validate (and normalise) ``threshold``, ``neg_bound``, ``pos_bound`` and ``name`` of ``obj``.
+    """Validate (and normalise) ``threshold``, ``neg_bound``, ``pos_bound``, ``name``, ``neuron``
+    and ``max_level`` of ``obj``.
 
     ``threshold`` is an int ≥ 1, or (unless ``channels`` is None) an array of ints ≥ 1 of shape
     ``(channels,)`` — of any length when ``channels == "any"``. ``unit`` names one entry in
@@ -159,6 +252,7 @@ def neuron_fields(obj: Any, channels: int | str | None, *, unit: str = "neuron")
         raise ValueError("pos_bound - neg_bound must be ≥ 1 (a neuron must be able to spike)")
     if not isinstance(obj.name, str):
         raise TypeError(f"name must be a string, not {obj.name!r}")
+    _neuron_kind(obj)
 
 
 @dataclass(frozen=True)
@@ -195,6 +289,8 @@ class Layer:
     neg_bound, pos_bound : tracer bounds ``n ≤ 0 ≤ p`` with ``p - n ≥ 1``; symmetric quantizers of
         ``L`` levels use ``n = (-L)//2, p = L//2 - 1``, asymmetric ones ``n = 0, p = L - 1``
     name : optional label used in reports and divergence messages
+    neuron : ``"stbif"`` (spikes ±1, the default) or ``"graded"`` (spikes ±2^k, docs/graded.md)
+    max_level : graded only: the largest level K (spikes ``|s| ≤ 2^K``), or None (unbounded)
     """
 
     weight: np.ndarray
@@ -203,6 +299,8 @@ class Layer:
     neg_bound: int
     pos_bound: int
     name: str = ""
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     def __post_init__(self) -> None:
         weight = _int_array(self.weight, field="weight", ndim=2)
@@ -254,15 +352,28 @@ class Layer:
     def symmetric(self) -> bool:
         return self.neg_bound < 0
 
-    def widths(self, input_lo: int, input_hi: int, *, analog: bool) -> LayerWidths:
+    @property
+    def spike_max(self) -> int:
+        """Largest ``|s|`` of an output spike (1 for ST-BIF; see :func:`spike_magnitude`)."""
+        return spike_magnitude(self.neuron, self.max_level, self.neg_bound, self.pos_bound)
+
+    @property
+    def settle_steps(self) -> int:
+        """Most spiking steps after the input stops (see :func:`settle_steps`)."""
+        return settle_steps(self.neuron, self.max_level, self.pos_bound - self.neg_bound)
+
+    def widths(
+        self, input_lo: int, input_hi: int, *, analog: bool, spike_max: int = 1
+    ) -> LayerWidths:
         """Exact ranges and widths for a cumulative presynaptic value in ``[input_lo, input_hi]``.
 
         ``analog`` means the whole input arrives in one step (first layer, analog encoding), so
-        the per-step drive spans the cumulative range; otherwise each step brings ±1 per input.
+        the per-step drive spans the cumulative range; otherwise each step brings at most
+        ``±spike_max`` per input (1 for ST-BIF inputs, up to ``2^K`` for graded ones).
         """
         lo, hi = min(int(input_lo), 0), max(int(input_hi), 0)
         w = self.weight
-        magnitude = int(np.abs(w).max()) * max(-lo, hi, 1) * self.n_in + int(
+        magnitude = int(np.abs(w).max()) * max(-lo, hi, 1) * self.n_in * int(spike_max) + int(
             np.abs(self.bias).max()
         )
         if magnitude + (self.levels + 1) * int(self.thresholds.max()) >= 2**62:
@@ -272,7 +383,7 @@ class Layer:
         if analog:
             d_min, d_max = s_min, s_max
         else:
-            absw = np.abs(w).sum(axis=1)
+            absw = np.abs(w).sum(axis=1) * int(spike_max)
             d_min, d_max = -absw, absw
         thr, h, bias = (
             a.astype(w.dtype) for a in (self.thresholds, self.initial_membranes, self.bias)
@@ -305,6 +416,7 @@ class Layer:
             "pos_bound": self.pos_bound,
             "per_neuron_threshold": self.per_neuron_threshold,
             "threshold": None if self.per_neuron_threshold else self.threshold,
+            **neuron_json(self),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,6 +439,7 @@ class Layer:
                 neg_bound=d["neg_bound"],
                 pos_bound=d["pos_bound"],
                 name=d.get("name", ""),
+                **neuron_kind_from(d),
             )
         except KeyError as e:
             raise ValueError(f"layer description lacks field {e.args[0]!r}") from None
@@ -401,10 +514,24 @@ class Network:
                     f"layers[{k}] needs a {w.membrane}-bit membrane for its weights and input "
                     f"range; at most {MAX_WIDTH} bits are supported"
                 )
+            if w.drive > MAX_WIDTH:  # only graded inputs (spikes up to 2^K) can get here
+                raise ValueError(
+                    f"layers[{k}] needs a {w.drive}-bit per-step drive for its weights and "
+                    f"input spikes; at most {MAX_WIDTH} bits are supported"
+                )
 
     @property
     def n_outputs(self) -> int:
         return self.layers[-1].n_out
+
+    def with_neuron(self, neuron: str = "graded", max_level: int | None = None) -> Network:
+        """The same network with every layer's neuron kind set (docs/graded.md)."""
+        return replace(
+            self,
+            layers=tuple(
+                replace(layer, neuron=neuron, max_level=max_level) for layer in self.layers
+            ),
+        )
 
     @property
     def depth(self) -> int:
@@ -419,21 +546,24 @@ class Network:
         """Exact widths per layer; layer 0 sees ``input_bounds``, layer k the tracer of k-1."""
         out = []
         lo, hi = self.input_bounds
+        spike_max = 1  # the network's input spikes are ternary
         for k, layer in enumerate(self.layers):
             analog = k == 0 and self.encoding is Encoding.ANALOG
-            out.append(layer.widths(lo, hi, analog=analog))
-            lo, hi = layer.neg_bound, layer.pos_bound
+            out.append(layer.widths(lo, hi, analog=analog, spike_max=spike_max))
+            lo, hi, spike_max = layer.neg_bound, layer.pos_bound, layer.spike_max
         return tuple(out)
 
     def step_bound(self, input_steps: int = 1) -> int:
         """Number of steps within which the network provably reaches its first idle step.
 
-        By spec §2.2 (ii), a layer's last spike comes at most ``p - n`` steps after the last step
-        of its input; the last input step is 0 (analog) or ``input_steps - 1`` (spike). One idle
-        step then ends the run: ``last_input_step + Σ (p - n) + 2`` steps in all.
+        By spec §2.2 (ii), an ST-BIF layer's last spike comes at most ``p - n`` steps after the
+        last step of its input; a graded layer's at most ``settle_steps`` (``O(log(p − n))``,
+        docs/graded.md §3). The last input step is 0 (analog) or ``input_steps - 1`` (spike). One
+        idle step then ends the run: ``last_input_step + Σ settle_steps + 2`` steps in all
+        (``settle_steps = p − n`` for ST-BIF).
         """
         last_input = 0 if self.encoding is Encoding.ANALOG else max(int(input_steps), 1) - 1
-        return last_input + sum(layer.pos_bound - layer.neg_bound for layer in self.layers) + 2
+        return last_input + sum(layer.settle_steps for layer in self.layers) + 2
 
     # -- inputs --------------------------------------------------------------------------------
     def check_inputs(self, inputs: Any) -> np.ndarray:
@@ -584,6 +714,7 @@ class Network:
                         neg_bound=lm["neg_bound"],
                         pos_bound=lm["pos_bound"],
                         name=lm["name"],
+                        **neuron_kind_from(lm),
                     )
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"layers[{k}]: {e}") from None

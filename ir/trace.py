@@ -11,7 +11,8 @@ would give: no spikes, no busy flag, membranes and tracers frozen (the state is 
 
 File layout (``.npz``, no pickle): a JSON record ``__meta__`` (kind ``spikezip-trace``, version,
 network digest, source, layer names) and the arrays ``steps [B]``, ``capped [B]``,
-``busy [B, T, D]``, ``layer{k}.spikes [B, T, n_k]`` (int8) and, when present,
+``busy [B, T, D]``, ``layer{k}.spikes [B, T, n_k]`` (int8; int64 when a graded spike exceeds
+64 — spikes are 0 or ±2^k, docs/graded.md) and, when present,
 ``layer{k}.membranes`` / ``layer{k}.tracers`` (int64, same shape), ``layer{k}.step_cycles [B, T]``
 (the cycle of the step's end marker) and ``layer{k}.spike_cycles [B, T, n_k]`` (the cycle of each
 output event, -1 where none), and ``input_digests [B, 32]`` (uint8, :func:`sample_digests` of the
@@ -105,10 +106,32 @@ def _checked(
     return out
 
 
+#: Largest spike magnitude: a graded spike is ±2^k with k ≤ MAX_LEVEL (ir.network).
+SPIKE_MAX = 1 << 61
+_SPIKE_VALID = "spikes must be 0 or ±2^k (ST-BIF: -1, 0 or 1; graded: k ≤ 61)"
+
+
 def _spikes(value: Any, field: str) -> np.ndarray:
-    return _checked(
-        value, field, lo=-1, hi=1, valid="spikes must be -1, 0 or 1", dtype=np.int8, bool_ok=True
+    """Spikes: 0 or ±2^k (graded ST-BIF, docs/graded.md; ST-BIF's ±1 is k = 0). Stored as int8
+    when every value fits it, else int64."""
+    arr = _checked(
+        value,
+        field,
+        lo=-SPIKE_MAX,
+        hi=SPIKE_MAX,
+        valid=_SPIKE_VALID,
+        dtype=np.int64,
+        bool_ok=True,
     )
+    mag = np.abs(arr)
+    bad = (mag & (mag - 1)) != 0  # neither 0 nor a power of two
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise ValueError(f"{field} holds {arr[tuple(first)]} at {_where(first)}; {_SPIKE_VALID}")
+    if not arr.size or int(mag.max()) <= 64:
+        arr = arr.astype(np.int8)
+    arr.setflags(write=False)
+    return arr
 
 
 def _flags(value: Any, field: str) -> np.ndarray:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spikezip.hw.model.cycle_model import PIPELINES
-from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage
+from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
 from spikezip.ir.compare import TraceMismatchError, first_divergence
@@ -203,9 +203,18 @@ FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
 JOBS = _int_in(1, 256)
+MAX_LEVEL = _int_in(0, 61)
 MODULE = _converter(
     _module_name, "a Verilog identifier (letters, digits, _; not a keyword, ≤ 128 characters)"
 )
+
+
+def _hardware_neurons(network: Network | VisionTransformer, args: argparse.Namespace) -> None:
+    """A CliError when ``network`` has graded neurons (the RTL implements ST-BIF only so far)."""
+    try:
+        check_stbif(network)
+    except ValueError as e:
+        raise CliError(f"{args.network}: {e}") from None
 
 
 def _design_params(network: Network | VisionTransformer, args: argparse.Namespace) -> DesignParams:
@@ -220,6 +229,7 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     depths = getattr(args, "fifo_depths", None) or ()
     if depths and not isinstance(network, VisionTransformer):  # (generate, simulate)
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    _hardware_neurons(network, args)
     try:
         params = DesignParams.of(
             network,
@@ -356,6 +366,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"inputs {network.n_inputs} ({network.encoding.value}, bounds {network.input_bounds}), "
         f"step bound {network.step_bound()}"
     )
+    graded = [k for k, layer in enumerate(network.layers) if layer.neuron == "graded"]
+    if graded:
+        kinds = ", ".join(
+            f"{network.layer_name(k)} (K = {network.layers[k].max_level})" for k in graded
+        )
+        print(f"graded neurons (spikes ±2^k): {kinds}")
     print(
         f"{'layer':<10}{'in':>6}{'out':>6}{'n..p':>10}{'Θ':>8}{'w':>4}{'drive':>7}{'U':>4}{'A':>4}"
     )
@@ -375,15 +391,24 @@ DIGITS_FILES = ("digits.npz", "digits_inputs.npy", "digits_labels.npy")
 DIGITS_VIT_FILES = ("digits-vit.npz", "digits_inputs.npy", "digits_labels.npy")
 
 
+def _neuron_kind(args: argparse.Namespace) -> dict[str, object]:
+    """``neuron``/``max_level`` from ``--graded``/``--max-level``; a CliError when ``--max-level``
+    comes without ``--graded``."""
+    if args.max_level is not None and not args.graded:
+        raise CliError("--max-level applies to graded neurons only: add --graded")
+    return {"neuron": "graded" if args.graded else "stbif", "max_level": args.max_level}
+
+
 def cmd_digits(args: argparse.Namespace) -> int:
+    kind = _neuron_kind(args)
     if args.model == "vit":
-        return _digits_vit(args)
+        return _digits_vit(args, kind)
     out = output_dir(args.output, "-o", DIGITS_FILES)
     from spikezip.sw import digits, qann
     from spikezip.sw.convert import to_network
 
     model = qann.load_or_train(qann.QannConfig())
-    network = to_network(model, name="digits")
+    network = to_network(model, name="digits", **kind)
     data = digits.load()
     out.mkdir(parents=True, exist_ok=True)
     network.save(out / "digits.npz")
@@ -396,13 +421,13 @@ def cmd_digits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _digits_vit(args: argparse.Namespace) -> int:
+def _digits_vit(args: argparse.Namespace, kind: dict[str, object]) -> int:
     out = output_dir(args.output, "-o", DIGITS_VIT_FILES)
     from spikezip.sw import digits
     from spikezip.sw.vit import model as vit_model
     from spikezip.sw.vit.convert import to_transformer
 
-    vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit")
+    vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit", **kind)
     data = digits.load()
     out.mkdir(parents=True, exist_ok=True)
     vit.save(out / "digits-vit.npz")
@@ -658,6 +683,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sources = _report_sources(args)
     output_dir(args.output, "-o", SWEEP_FILES, sources)
     network = _network(args.network)
+    _hardware_neurons(network, args)
     vit = isinstance(network, VisionTransformer)
     x = _report_inputs(args, network)
     device = _device(args, network)
@@ -853,6 +879,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("mlp", "vit"),
         default="mlp",
         help="the MLP (digits.npz, default) or the spiking ViT (digits-vit.npz)",
+    )
+    d.add_argument(
+        "--graded",
+        action="store_true",
+        help="graded ST-BIF neurons (spikes ±2^k, O(log) steps, same results; docs/graded.md)",
+    )
+    d.add_argument(
+        "--max-level",
+        type=MAX_LEVEL,
+        default=None,
+        metavar="K",
+        help="with --graded: the largest spike level K (|s| ≤ 2^K); default unbounded",
     )
     d.set_defaults(func=cmd_digits)
 

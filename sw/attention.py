@@ -7,6 +7,8 @@ included):
 * ``multi1``: O_t = Aacc_t·v_t + a_t·Vacc_t − a_t·v_t, so Σ_t O_t = Aacc_T·Vacc_T.
 
 Both telescope exactly in integers; every term is a sign-controlled sum of small integers (ACs).
+The identities are ring identities: they hold for any integer spike values, e.g. graded ST-BIF's
+±2^k (docs/graded.md §5), where each term is a shifted AC.
 """
 
 from __future__ import annotations

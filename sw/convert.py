@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from spikezip.ir import Encoding, Layer, Network
+from spikezip.ir.network import check_neuron
 from spikezip.sw.quant import MyQuan
 
 __all__ = ["Agreement", "agreement", "evaluate_float", "to_network"]
@@ -167,6 +168,8 @@ def to_network(
     input_scale: float | None = None,
     input_bounds: tuple[int, int] | None = None,
     name: str = "",
+    neuron: str = "stbif",
+    max_level: int | None = None,
 ) -> Network:
     """Convert a trained QANN into an integer ST-BIF network (spec §2.4, Option B).
 
@@ -190,6 +193,11 @@ def to_network(
         Range of the integer (analog) inputs; default ``model.input_bounds``.
     name : str
         The network's name.
+    neuron : str
+        ``"stbif"`` (default) or ``"graded"`` (spikes ±2^k, docs/graded.md): the same integer
+        network, whose converged tracers are the same.
+    max_level : int, optional
+        Graded only: the largest level K (``|s| ≤ 2^K``); None for unbounded.
 
     Returns
     -------
@@ -215,6 +223,7 @@ def to_network(
         raise ValueError(f"max_threshold must be a positive integer, not {max_threshold!r}")
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, not {name!r}")
+    check_neuron(neuron, max_level)
     stages = _stages(model)
     prev_scale = _input_scale(model, input_scale)
     if input_bounds is None:
@@ -257,6 +266,8 @@ def to_network(
                 neg_bound=st.quant.neg_bound,
                 pos_bound=st.quant.pos_bound,
                 name=st.name,
+                neuron=neuron,
+                max_level=max_level,
             )
         )
         prev_scale = scale

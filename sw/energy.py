@@ -10,6 +10,12 @@ Per sample, layer and step:
   the energy figure here does not).
 
 Energy = 0.9 pJ · (synaptic ACs + bias ACs) + 4.6 pJ · MACs (45 nm figures, §4.1).
+
+**Graded spikes** (docs/graded.md §6): a spike ``s = ±2^k`` is *one* event, and at each target
+one AC of the weight shifted by ``k`` (``w·s = ±(w << k)``: a wire shift, no multiplier), so the
+counts above count non-zero spikes, never ``|s|``. ``spike_units`` (``Σ|s|``) is reported beside
+``spikes`` (the event count): it is the number of ±1 spikes an ST-BIF network sends for the same
+tracers, so the two kinds compare event for event.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class OpCounts:
     macs: np.ndarray  #: [B, D] MACs (analog first layer only)
     bias_acs: np.ndarray  #: [B, D]
     neuron_updates: np.ndarray  #: [B, D]
-    spikes: np.ndarray  #: [B, D] number of non-zero output spikes
+    spikes: np.ndarray  #: [B, D] number of non-zero output spikes (events; a graded spike is one)
+    spike_units: np.ndarray  #: [B, D] Σ|s| of the output spikes (ST-BIF: = spikes)
     firing_rate: np.ndarray  #: [B, T, D] fraction of a layer's neurons spiking in a step
     steps: np.ndarray  #: [B]
 
@@ -55,6 +62,8 @@ class OpCounts:
         return {
             "steps_mean": float(self.steps.mean()),
             "steps_max": int(self.steps.max()),
+            "events_mean": float(self.spikes.sum(axis=1).mean()),
+            "spike_units_mean": float(self.spike_units.sum(axis=1).mean()),
             "acs_mean": float(self.acs.sum(axis=(1, 2)).mean()),
             "macs_mean": float(self.macs.sum(axis=1).mean()),
             "bias_acs_mean": float(self.bias_acs.sum(axis=1).mean()),
@@ -90,6 +99,7 @@ def count_ops(network: Network, trace: Trace, inputs: np.ndarray) -> OpCounts:
     bias_acs = np.tile([int((layer.bias != 0).sum()) for layer in network.layers], (batch, 1))
     updates = trace.steps[:, None] * np.array([layer.n_out for layer in network.layers])[None]
     spikes = np.stack([(s != 0).sum(axis=(1, 2)) for s in trace.spikes], axis=1)
+    units = np.stack([np.abs(s.astype(np.int64)).sum(axis=(1, 2)) for s in trace.spikes], axis=1)
     return OpCounts(
         layer_names=trace.layer_names,
         acs=acs,
@@ -97,6 +107,7 @@ def count_ops(network: Network, trace: Trace, inputs: np.ndarray) -> OpCounts:
         bias_acs=bias_acs.astype(np.int64),
         neuron_updates=updates.astype(np.int64),
         spikes=spikes.astype(np.int64),
+        spike_units=units.astype(np.int64),
         firing_rate=rate,
         steps=trace.steps.copy(),
     )

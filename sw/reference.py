@@ -1,6 +1,8 @@
 """Bit-exact integer reference of ST-BIF networks (spec §2.4, §3.1, §3.8).
 
-* :func:`stbif_step` — one integer ST-BIF update of a layer (pure function, state in and out).
+* :func:`stbif_step` — one integer ST-BIF update of a layer (pure function, state in and out);
+  :func:`graded_step` — the graded ST-BIF update (spikes ±2^k, docs/graded.md);
+  :func:`neuron_step` — either, by the layer's ``neuron`` kind.
 * :func:`simulate` — whole-network simulation with SpikeZIP's semantics: layer-serial with zero
   delay inside a step, bias injected at t = 0 only, analog or spike input, dynamic termination at
   the first idle step, a ``max_steps`` cap that is recorded and warned about when hit.
@@ -38,7 +40,9 @@ __all__ = [
     "StepCapWarning",
     "TraceRecorder",
     "check_max_steps",
+    "graded_step",
     "integer_qann",
+    "neuron_step",
     "simulate",
     "single_thread",
     "stbif_step",
@@ -70,6 +74,72 @@ def stbif_step(
     return s, u - s * threshold, tracer + s
 
 
+def _floor_pow2(x: torch.Tensor) -> torch.Tensor:
+    """Largest power of two ``≤ x`` per element of a non-negative int64 tensor (0 for 0)."""
+    for shift in (1, 2, 4, 8, 16, 32):
+        x = x | (x >> shift)
+    return x - (x >> 1)
+
+
+def graded_step(
+    drive: torch.Tensor,
+    membrane: torch.Tensor,
+    tracer: torch.Tensor,
+    *,
+    threshold: torch.Tensor,
+    neg_bound: int,
+    pos_bound: int,
+    max_level: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One integer graded ST-BIF step (docs/graded.md §1): integrate ``drive``, fire one graded
+    spike, reset by subtraction.
+
+    Where ``U ≥ Θ and A < p``: ``s = +m``, ``m`` the largest power of two ``≤ min(⌊U/Θ⌋, p − A)``;
+    where ``U < 0 and A > n``: ``s = −m``, ``m`` the largest power of two
+    ``≤ min(⌈−U/Θ⌉, A − n)``; else 0. ``m ≤ 2^max_level`` too when ``max_level`` is given. Then
+    ``A += s``, ``U −= s·Θ``. Returns ``(spikes, membrane, tracer)``, int64, broadcast.
+    """
+    u = membrane + drive
+    pos = (u >= threshold) & (tracer < pos_bound)
+    neg = (u < 0) & (tracer > neg_bound)
+    q = torch.div(u, threshold, rounding_mode="floor")  # ⌈−U/Θ⌉ = −⌊U/Θ⌋
+    room = torch.where(
+        pos, torch.minimum(q, pos_bound - tracer), torch.minimum(-q, tracer - neg_bound)
+    )
+    m = _floor_pow2(torch.where(pos | neg, room, 0))
+    if max_level is not None:
+        m = m.clamp(max=1 << max_level)
+    s = torch.where(pos, m, -m)
+    return s, u - s * threshold, tracer + s
+
+
+def neuron_step(
+    neuron: str,
+    drive: torch.Tensor,
+    membrane: torch.Tensor,
+    tracer: torch.Tensor,
+    *,
+    threshold: torch.Tensor,
+    neg_bound: int,
+    pos_bound: int,
+    max_level: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`stbif_step` or :func:`graded_step` by ``neuron`` (``"stbif"`` or ``"graded"``)."""
+    if neuron == "graded":
+        return graded_step(
+            drive,
+            membrane,
+            tracer,
+            threshold=threshold,
+            neg_bound=neg_bound,
+            pos_bound=pos_bound,
+            max_level=max_level,
+        )
+    return stbif_step(
+        drive, membrane, tracer, threshold=threshold, neg_bound=neg_bound, pos_bound=pos_bound
+    )
+
+
 @dataclass(frozen=True)
 class _LayerOps:
     """Per-layer tensors prepared once per simulation."""
@@ -81,6 +151,8 @@ class _LayerOps:
     neg_bound: int
     pos_bound: int
     has_bias: bool
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     @classmethod
     def build(cls, layer: Layer, max_abs_input: int) -> _LayerOps:
@@ -99,6 +171,23 @@ class _LayerOps:
             neg_bound=layer.neg_bound,
             pos_bound=layer.pos_bound,
             has_bias=bool(layer.bias.any()),
+            neuron=layer.neuron,
+            max_level=layer.max_level,
+        )
+
+    def step(
+        self, drive: torch.Tensor | int, membrane: torch.Tensor, tracer: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This layer's neuron update (:func:`neuron_step`)."""
+        return neuron_step(
+            self.neuron,
+            drive,
+            membrane,
+            tracer,
+            threshold=self.threshold,
+            neg_bound=self.neg_bound,
+            pos_bound=self.pos_bound,
+            max_level=self.max_level,
         )
 
     def synapses(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +203,7 @@ def _prepare(network: Network) -> list[_LayerOps]:
     ops = []
     for layer in network.layers:
         ops.append(_LayerOps.build(layer, max_in))
-        max_in = 1
+        max_in = layer.spike_max  # the next layer's input: this layer's spikes
     return ops
 
 
@@ -139,13 +228,16 @@ class TraceRecorder:
 
     Call :meth:`record` once per step with every layer's (or site's) spikes ``[B, n]`` and the
     cumulative busy flags ``[B, D]``; it returns True once every sample has had its first step
-    in which the last layer was idle. :meth:`trace` builds the :class:`~ir.Trace`, marks samples
-    still running as ``capped`` and warns (:class:`StepCapWarning`); it records the digests of
-    the inputs (:func:`ir.trace.sample_digests`) it is given.
+    in which the last layer was idle. Spikes are stored as int8 when ``spike_max`` (the largest
+    ``|s|``) fits it (ST-BIF; graded up to 64), else int64. :meth:`trace` builds the
+    :class:`~ir.Trace`, marks samples still running as ``capped`` and warns
+    (:class:`StepCapWarning`); it records the digests of the inputs
+    (:func:`ir.trace.sample_digests`) it is given.
     """
 
-    def __init__(self, depth: int, batch: int, *, record_state: bool) -> None:
+    def __init__(self, depth: int, batch: int, *, record_state: bool, spike_max: int = 1) -> None:
         self.record_state = record_state
+        self.spike_dtype = torch.int8 if spike_max <= 64 else torch.int64
         self.spikes: list[list[torch.Tensor]] = [[] for _ in range(depth)]
         self.membranes: list[list[torch.Tensor]] = [[] for _ in range(depth)]
         self.tracers: list[list[torch.Tensor]] = [[] for _ in range(depth)]
@@ -162,7 +254,7 @@ class TraceRecorder:
         tracers: list[torch.Tensor] | None = None,
     ) -> bool:
         for k, s in enumerate(spikes):
-            self.spikes[k].append(s.to(torch.int8))
+            self.spikes[k].append(s.to(self.spike_dtype))
             if self.record_state:
                 self.membranes[k].append(membranes[k].clone())
                 self.tracers[k].append(tracers[k].clone())
@@ -264,7 +356,8 @@ def _simulate(
     xt = torch.from_numpy(np.array(x))
     membranes = [op.initial.expand(batch, -1) + op.bias for op in ops]  # bias injected at t = 0
     tracers = [torch.zeros_like(m) for m in membranes]
-    rec = TraceRecorder(len(ops), batch, record_state=record_state)
+    spike_max = max(layer.spike_max for layer in network.layers)
+    rec = TraceRecorder(len(ops), batch, record_state=record_state, spike_max=spike_max)
     zero_in = torch.zeros(batch, network.n_inputs, dtype=torch.int64)
     for t in range(max_steps):
         if spike_input:
@@ -277,14 +370,7 @@ def _simulate(
         busy_t, spikes_t = [], []
         for k, op in enumerate(ops):
             drive = op.synapses(inp) if bool((inp != 0).any()) else 0
-            s, membranes[k], tracers[k] = stbif_step(
-                drive,
-                membranes[k],
-                tracers[k],
-                threshold=op.threshold,
-                neg_bound=op.neg_bound,
-                pos_bound=op.pos_bound,
-            )
+            s, membranes[k], tracers[k] = op.step(drive, membranes[k], tracers[k])
             upstream = upstream | (s != 0).any(dim=1)
             if t == 0 and op.has_bias:
                 upstream = torch.ones_like(upstream)

@@ -49,6 +49,23 @@ def check_storage(storage: Storage | str | None) -> Storage | None:
         raise ValueError(f"storage must be one of {valid} or None, not {storage!r}") from None
 
 
+def check_stbif(network: Any) -> None:
+    """A ValueError when ``network`` (a Network or a VisionTransformer) has a graded layer or site:
+    the RTL and its models implement ST-BIF only so far (docs/graded.md §10)."""
+    from spikezip.ir.transformer import VisionTransformer
+
+    if isinstance(network, VisionTransformer):
+        named = [(s.name, s.op) for s in network.sites]
+    else:
+        named = [(network.layer_name(k), layer) for k, layer in enumerate(network.layers)]
+    for name, op in named:
+        if getattr(op, "neuron", "stbif") != "stbif":
+            raise ValueError(
+                f"{name} has {op.neuron} neurons; the hardware implements ST-BIF only so far "
+                "(graded ST-BIF: software reference only, docs/graded.md §10)"
+            )
+
+
 def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
     """Lanes per layer of ``network``, validated before anything is built.
 
@@ -60,6 +77,7 @@ def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
         raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
     from spikezip.ir.transformer import VisionTransformer
 
+    check_stbif(network)
     if isinstance(network, VisionTransformer):  # one core per site
         from spikezip.hw.model.vit_sites import resolve_site_lanes
 

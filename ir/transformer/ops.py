@@ -12,6 +12,8 @@ from spikezip.ir.network import (
     VALUE_MIN,
     _is_int,
     check_value,
+    settle_steps,
+    spike_magnitude,
 )
 
 
@@ -49,6 +51,18 @@ class _Neurons:
     threshold: int | np.ndarray
     neg_bound: int
     pos_bound: int
+    neuron: str
+    max_level: int | None
+
+    @property
+    def spike_max(self) -> int:
+        """Largest ``|s|`` of a spike (1 for ST-BIF, up to ``2^K`` graded)."""
+        return spike_magnitude(self.neuron, self.max_level, self.neg_bound, self.pos_bound)
+
+    @property
+    def settle_steps(self) -> int:
+        """Most spiking steps after the input stops (:func:`ir.network.settle_steps`)."""
+        return settle_steps(self.neuron, self.max_level, self.pos_bound - self.neg_bound)
 
     @property
     def levels(self) -> int:

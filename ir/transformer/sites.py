@@ -13,6 +13,8 @@ import numpy as np
 from spikezip.ir.network import (
     _int_array,
     neuron_fields,
+    neuron_json,
+    neuron_kind_from,
 )
 from spikezip.ir.transformer.ops import (
     _int_field,
@@ -56,6 +58,9 @@ class LayerNorm(_Neurons):
         Tracer bounds ``n ≤ 0 ≤ p``.
     name : str
         Label.
+    neuron, max_level : str, int or None
+        The neuron kind (``"stbif"`` or ``"graded"``) and a graded neuron's maximum level K
+        (as :class:`~ir.network.Layer`).
     """
 
     gain: np.ndarray
@@ -65,6 +70,8 @@ class LayerNorm(_Neurons):
     neg_bound: int
     pos_bound: int
     name: str = ""
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     def __post_init__(self) -> None:
         gain = _int_array(self.gain, field="gain", ndim=1)
@@ -104,6 +111,7 @@ class LayerNorm(_Neurons):
             "neg_bound": self.neg_bound,
             "pos_bound": self.pos_bound,
             "name": self.name,
+            **neuron_json(self),
         }
 
     @classmethod
@@ -116,6 +124,7 @@ class LayerNorm(_Neurons):
             neg_bound=d["neg_bound"],
             pos_bound=d["pos_bound"],
             name=d.get("name", ""),
+            **neuron_kind_from(d),
         )
 
 
@@ -139,6 +148,9 @@ class Softmax(_Neurons):
         Tracer bounds (SpikeZIP: asymmetric, ``n = 0``).
     name : str
         Label.
+    neuron, max_level : str, int or None
+        The neuron kind (``"stbif"`` or ``"graded"``) and a graded neuron's maximum level K
+        (as :class:`~ir.network.Layer`).
     """
 
     table: np.ndarray
@@ -147,6 +159,8 @@ class Softmax(_Neurons):
     neg_bound: int
     pos_bound: int
     name: str = ""
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     def __post_init__(self) -> None:
         table = _int_array(self.table, field="table", ndim=1)
@@ -176,6 +190,7 @@ class Softmax(_Neurons):
             "neg_bound": self.neg_bound,
             "pos_bound": self.pos_bound,
             "name": self.name,
+            **neuron_json(self),
         }
 
     @classmethod
@@ -187,6 +202,7 @@ class Softmax(_Neurons):
             neg_bound=d["neg_bound"],
             pos_bound=d["pos_bound"],
             name=d.get("name", ""),
+            **neuron_kind_from(d),
         )
 
 
@@ -207,6 +223,9 @@ class Context(_Neurons):
         Tracer bounds.
     name : str
         Label.
+    neuron, max_level : str, int or None
+        The neuron kind (``"stbif"`` or ``"graded"``) and a graded neuron's maximum level K
+        (as :class:`~ir.network.Layer`).
     """
 
     weight: int
@@ -214,6 +233,8 @@ class Context(_Neurons):
     neg_bound: int
     pos_bound: int
     name: str = ""
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     def __post_init__(self) -> None:
         _int_field(self, "weight")
@@ -231,6 +252,7 @@ class Context(_Neurons):
             "neg_bound": self.neg_bound,
             "pos_bound": self.pos_bound,
             "name": self.name,
+            **neuron_json(self),
         }
 
     @classmethod
@@ -241,4 +263,5 @@ class Context(_Neurons):
             neg_bound=d["neg_bound"],
             pos_bound=d["pos_bound"],
             name=d.get("name", ""),
+            **neuron_kind_from(d),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -255,6 +255,26 @@ class VisionTransformer:
         idx = np.unravel_index(int(neuron), s.shape)
         return ", ".join(f"{a} {int(i)}" for a, i in zip(axes, idx, strict=True))
 
+    def with_neuron(
+        self, neuron: str = "graded", max_level: int | None = None
+    ) -> VisionTransformer:
+        """The same ViT with every quantizer site's neuron kind set (docs/graded.md §5)."""
+
+        def kind(op: Any) -> Any:
+            return replace(op, neuron=neuron, max_level=max_level)
+
+        fields = ("norm1", "q", "k", "v", "softmax", "context", "proj", "norm2", "fc1", "fc2")
+        blocks = tuple(
+            replace(blk, **{f: kind(getattr(blk, f)) for f in fields}) for blk in self.blocks
+        )
+        return replace(
+            self,
+            embed=kind(self.embed),
+            blocks=blocks,
+            norm=kind(self.norm),
+            head=kind(self.head),
+        )
+
     # -- derived facts ---------------------------------------------------------------------------
     def step_bound(self) -> int:
         """Number of steps within which the network provably reaches its first idle step.
@@ -268,11 +288,12 @@ class VisionTransformer:
 
             τ(embed) = p − n;   τ(site) = max τ(inputs) + (p − n)
 
-        and the run ends one idle step after the last change: ``τ(head) + 2`` steps.
+        and the run ends one idle step after the last change: ``τ(head) + 2`` steps. For a graded
+        site ``p − n`` becomes its ``settle_steps`` (``O(log(p − n))``, docs/graded.md §3).
         """
 
         def span(op: Any) -> int:
-            return int(op.pos_bound - op.neg_bound)
+            return int(op.settle_steps)
 
         stream = span(self.embed)
         for blk in self.blocks:
@@ -291,8 +312,11 @@ class VisionTransformer:
         lo, hi = self.input_bounds
         mem: dict[str, tuple[int, int]] = {}
 
-        def linear(name: str, layer: Layer, in_lo: int, in_hi: int, analog: bool) -> None:
-            w = layer.widths(in_lo, in_hi, analog=analog)
+        def linear(
+            name: str, layer: Layer, in_lo: int, in_hi: int, analog: bool, src: Any = None
+        ) -> None:
+            spike_max = 1 if src is None else src.spike_max
+            w = layer.widths(in_lo, in_hi, analog=analog, spike_max=spike_max)
             mem[name] = (w.membrane_lo, w.membrane_hi)
 
         def quant(name: str, op: Any, g_lo: int, g_hi: int) -> None:
@@ -324,25 +348,41 @@ class VisionTransformer:
             p = f"blocks.{b}."
             norm(p + "norm1", blk.norm1, stream)
             for f in ("q", "k", "v"):
-                linear(p + f, getattr(blk, f), blk.norm1.neg_bound, blk.norm1.pos_bound, False)
+                linear(
+                    p + f,
+                    getattr(blk, f),
+                    blk.norm1.neg_bound,
+                    blk.norm1.pos_bound,
+                    False,
+                    blk.norm1,
+                )
             dh, n = blk.head_dim, self.tokens
             mq, mk, mv, ma = mag(blk.q), mag(blk.k), mag(blk.v), mag(blk.softmax)
+            # |multi| ≤ dh·(|Qacc|·|k| + |q|·|Kacc| + |q|·|k|) with |q| ≤ sq, |k| ≤ sk per step
+            sq, sk, sv, sa = (x.spike_max for x in (blk.q, blk.k, blk.v, blk.softmax))
             scores.append(dh * mq * mk)
-            score_step.append(dh * (mq + mk + 1))
+            score_step.append(dh * (mq * sk + sq * mk + sq * sk))
             quant(p + "attn", blk.softmax, 0, blk.softmax.numerator)
             # the per-step drive of the attn neuron is a difference of two softmax outputs
             ctx.append(n * ma * mv)
-            ctx_step.append(n * (ma + mv + 1))
+            ctx_step.append(n * (ma * sv + sa * mv + sa * sv))
             c = abs(blk.context.weight) * n * ma * mv
             quant(p + "context", blk.context, -c, c)
-            linear(p + "proj", blk.proj, blk.context.neg_bound, blk.context.pos_bound, False)
+            linear(
+                p + "proj",
+                blk.proj,
+                blk.context.neg_bound,
+                blk.context.pos_bound,
+                False,
+                blk.context,
+            )
             stream += abs(blk.attn_residual) * mag(blk.proj)
             norm(p + "norm2", blk.norm2, stream)
-            linear(p + "fc1", blk.fc1, blk.norm2.neg_bound, blk.norm2.pos_bound, False)
-            linear(p + "fc2", blk.fc2, blk.fc1.neg_bound, blk.fc1.pos_bound, False)
+            linear(p + "fc1", blk.fc1, blk.norm2.neg_bound, blk.norm2.pos_bound, False, blk.norm2)
+            linear(p + "fc2", blk.fc2, blk.fc1.neg_bound, blk.fc1.pos_bound, False, blk.fc1)
             stream += abs(blk.mlp_residual) * mag(blk.fc2)
         norm("norm", self.norm, stream)
-        linear("head", self.head, self.norm.neg_bound, self.norm.pos_bound, False)
+        linear("head", self.head, self.norm.neg_bound, self.norm.pos_bound, False, self.norm)
         widths = {
             k: signed_width(min(v[0], 0), max(v[1], int(np.max(self._site_op(k).threshold))))
             for k, v in mem.items()

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from spikezip.ir import Layer
+from spikezip.ir.network import check_neuron
 from spikezip.ir.transformer import Block, Context, LayerNorm, Softmax, VisionTransformer
 from spikezip.sw.convert import Agreement, _round, _thresholds
 from spikezip.sw.quant import MyQuan
@@ -138,6 +139,8 @@ def to_transformer(
     per_neuron_threshold: bool = True,
     max_threshold: int = 1 << 16,
     name: str = "",
+    neuron: str = "stbif",
+    max_level: int | None = None,
 ) -> VisionTransformer:
     """Convert a trained :class:`~sw.vit.model.QannViT` into an integer ViT (module docstring).
 
@@ -163,6 +166,10 @@ def to_transformer(
         Upper limit of Θ (reached by channels whose weights are all 0 or tiny).
     name : str
         The network's name.
+    neuron : str
+        ``"stbif"`` (default) or ``"graded"`` at every quantizer site (docs/graded.md §5).
+    max_level : int, optional
+        Graded only: the largest level K (``|s| ≤ 2^K``); None for unbounded.
 
     Returns
     -------
@@ -187,6 +194,7 @@ def to_transformer(
         raise ValueError(f"max_threshold must be a positive integer, not {max_threshold!r}")
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, not {name!r}")
+    check_neuron(neuron, max_level)
     conv = _Converter(
         weight_bits=weight_bits,
         gain_bits=gain_bits,
@@ -301,7 +309,7 @@ def to_transformer(
         model.q_head,
         "head",
     )
-    return VisionTransformer(
+    vit = VisionTransformer(
         n_inputs=model.n_inputs,
         input_bounds=model.input_bounds,
         patch_index=model.patch_index.numpy(),
@@ -313,6 +321,7 @@ def to_transformer(
         head=head,
         name=name,
     )
+    return vit if neuron == "stbif" else vit.with_neuron(neuron, max_level)
 
 
 def evaluate_float(model: QannViT, inputs: np.ndarray | torch.Tensor) -> list[np.ndarray]:

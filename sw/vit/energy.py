@@ -24,7 +24,12 @@ Counted per sample, site and step from an integer trace (every count is exact):
   and one per non-zero class-token/position element per LayerNorm register, at t = 0;
 * **neuron updates** (reported apart; SpikeZIP's code counts them as ACs, the energy here does not).
 
-Energy = 0.9 pJ·(ACs + bias ACs) + 4.6 pJ·(MACs + non-linear ops) (45 nm figures, §4.1). The dense
+Energy = 0.9 pJ·(ACs + bias ACs) + 4.6 pJ·(MACs + non-linear ops) (45 nm figures, §4.1).
+
+Graded sites (docs/graded.md §6): a spike ``±2^k`` is one event and one AC per target (the weight,
+tracer or stream weight shifted by ``k``); the counts above use ``nnz``, never ``|s|``.
+``spike_units`` (``Σ|s|``) is reported beside ``spikes`` (the events) for the comparison with
+ST-BIF. The dense
 QANN's MAC count (``ann_macs``) is given for comparison: every linear layer, ``QKᵀ`` and ``A·V``
 per token, plus the same LayerNorm/softmax operations once.
 """
@@ -66,7 +71,8 @@ class VitOpCounts:
     nonlinear: np.ndarray  #: [B, T, S] LayerNorm/softmax re-evaluation ops (MAC-type)
     bias_acs: np.ndarray  #: [B, S] bias and position injections (t = 0)
     neuron_updates: np.ndarray  #: [B, S]
-    spikes: np.ndarray  #: [B, S] number of non-zero output spikes
+    spikes: np.ndarray  #: [B, S] number of non-zero output spikes (events; a graded spike is one)
+    spike_units: np.ndarray  #: [B, S] Σ|s| of the output spikes (ST-BIF: = spikes)
     firing_rate: np.ndarray  #: [B, T, S] fraction of a site's neurons spiking in a step
     steps: np.ndarray  #: [B]
     ann_macs: int  #: dense QANN MACs per sample (linear layers, QKᵀ, A·V, LayerNorm, softmax)
@@ -102,6 +108,8 @@ class VitOpCounts:
         return {
             "steps_mean": float(self.steps.mean()),
             "steps_max": int(self.steps.max()),
+            "events_mean": float(self.spikes.sum(axis=1).mean()),
+            "spike_units_mean": float(self.spike_units.sum(axis=1).mean()),
             "acs_mean": float(self.acs.sum(axis=(1, 2)).mean()),
             "attention_acs_mean": float(self.attention_acs.mean()),
             "macs_mean": float(self.macs.sum(axis=1).mean()),
@@ -232,6 +240,10 @@ def count_ops(
         bias_acs=bias,
         neuron_updates=updates.astype(np.int64),
         spikes=np.stack([f.sum(axis=(1, 2)) for f in flat], axis=1).astype(np.int64),
+        spike_units=np.stack(
+            [np.abs(trace.spikes[k].astype(np.int64)).sum(axis=(1, 2)) for k in range(depth)],
+            axis=1,
+        ),
         firing_rate=rate,
         steps=trace.steps.copy(),
         ann_macs=int(ann),

@@ -10,7 +10,9 @@
   ``multi1`` on spikes and tracers; per-sample dynamic termination at the first idle step; a
   ``max_steps`` cap (default: the proven bound) that is recorded and warned about when hit.
 
-Every SNN quantity is an integer, and every ST-BIF site is :func:`sw.reference.stbif_step`. Each
+Every SNN quantity is an integer, and every ST-BIF site is :func:`sw.reference.stbif_step` (or
+:func:`~sw.reference.graded_step` for a graded site: spikes ±2^k; the products ``multi`` and
+``multi1`` telescope for any integer spike values, docs/graded.md §5). Each
 site's cumulative drive converges to the integer QANN's drive of that site, so its tracer
 converges to the QANN's code (docs/transformer.md proves it).
 
@@ -38,8 +40,8 @@ from spikezip.sw.reference import (
     TraceRecorder,
     _LayerOps,
     check_max_steps,
+    neuron_step,
     single_thread,
-    stbif_step,
 )
 
 __all__ = [
@@ -155,6 +157,8 @@ class _Quant:
     initial: torch.Tensor
     neg_bound: int
     pos_bound: int
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     @classmethod
     def of(cls, site: Site) -> _Quant:
@@ -167,7 +171,14 @@ class _Quant:
         else:
             thr = np.asarray(op.thresholds, dtype=np.int64)
         t = _tensor(thr)
-        return cls(threshold=t, initial=t // 2, neg_bound=op.neg_bound, pos_bound=op.pos_bound)
+        return cls(
+            threshold=t,
+            initial=t // 2,
+            neg_bound=op.neg_bound,
+            pos_bound=op.pos_bound,
+            neuron=op.neuron,
+            max_level=op.max_level,
+        )
 
     def code(self, drive: torch.Tensor) -> torch.Tensor:
         """The integer QANN's quantizer: ``clamp(floor((drive + H)/Θ), n, p)``."""
@@ -321,13 +332,15 @@ class _State:
         self.drive_total = torch.zeros(shape, dtype=torch.int64)
 
     def step(self, drive: torch.Tensor | int) -> torch.Tensor:
-        s, self.membrane, self.tracer = stbif_step(
+        s, self.membrane, self.tracer = neuron_step(
+            self.quant.neuron,
             drive,
             self.membrane,
             self.tracer,
             threshold=self.quant.threshold,
             neg_bound=self.quant.neg_bound,
             pos_bound=self.quant.pos_bound,
+            max_level=self.quant.max_level,
         )
         self.drive_total = self.drive_total + drive
         return s
@@ -385,7 +398,8 @@ def _run(
     bound = vit.step_bound()
     max_steps = check_max_steps(max_steps, bound)
     sim = _Simulator(vit, x, record_drives=record_drives)
-    rec = TraceRecorder(len(vit.sites), batch, record_state=record_state)
+    spike_max = max(s.op.spike_max for s in vit.sites)
+    rec = TraceRecorder(len(vit.sites), batch, record_state=record_state, spike_max=spike_max)
     steps: list[dict[str, np.ndarray]] | None = [] if record_drives else None
     for t in range(max_steps):
         spikes, busy = sim.step(t)
@@ -435,10 +449,12 @@ class _Simulator:
         self.by_name = {st.site.name: st for st in self.states}
         lo, hi = vit.input_bounds
         self.ops: dict[str, _LayerOps] = {}
+        # a spike-fed layer's input is a spike of at most the largest |s| of any site
+        spike_max = max(s.op.spike_max for s in vit.sites)
         for s in vit.sites:
             if s.kind is SiteKind.LINEAR:
                 self.ops[s.name] = _LayerOps.build(
-                    s.op, max(abs(lo), abs(hi)) if s.name == "embed" else 1
+                    s.op, max(abs(lo), abs(hi)) if s.name == "embed" else spike_max
                 )
         n, d = vit.tokens, vit.dim
         # differential operators: accumulated input and previous output

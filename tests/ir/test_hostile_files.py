@@ -501,9 +501,10 @@ def test_record_and_members_must_agree(tmp_path):
 
 # -- 4. trace values checked before they are cast ------------------------------------------------
 SPIKE_CASES = [
-    (np.int64, 257, "layer0.spikes holds 257 at [0, 3, 2]; spikes must be -1, 0 or 1"),
-    (np.int64, 256, "layer0.spikes holds 256 at [0, 3, 2]; spikes must be -1, 0 or 1"),
-    (np.int16, -2, "layer0.spikes holds -2 at [0, 3, 2]"),
+    (np.int64, 257, "layer0.spikes holds 257 at [0, 3, 2]; spikes must be 0 or ±2^k"),
+    # a power of two beyond the largest graded spike 2^61 (graded ST-BIF, docs/graded.md)
+    (np.int64, 2**62, f"layer0.spikes holds {2**62} at [0, 3, 2]; spikes must be 0 or ±2^k"),
+    (np.int16, -3, "layer0.spikes holds -3 at [0, 3, 2]"),
     (np.uint64, 2**64 - 1, "layer0.spikes holds 18446744073709551615 at [0, 3, 2]"),
 ]
 

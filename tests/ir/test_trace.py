@@ -168,8 +168,8 @@ def test_incomparable_traces(change, message):
     ("kw", "message"),
     [
         (
-            dict(spikes=(np.full((2, 5, 3), 2, dtype=np.int8), np.zeros((2, 5, 2)))),
-            r"layer0.spikes holds 2 at \[0, 0, 0\]; spikes must be -1, 0 or 1",
+            dict(spikes=(np.full((2, 5, 3), 3, dtype=np.int8), np.zeros((2, 5, 2)))),
+            r"layer0.spikes holds 3 at \[0, 0, 0\]; spikes must be 0 or ±2\^k",
         ),
         (dict(busy=np.ones((2, 4, 2), dtype=bool)), r"busy must have shape \(2, 5, 2\)"),
         (dict(steps=np.array([0, 5])), r"steps must lie in \[1, 5\]"),
