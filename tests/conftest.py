@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 
@@ -46,3 +48,22 @@ def trained_vit(tmp_path_factory):
         model = vit.load_or_train(vit.VitConfig(), directory=cache)
         seconds = time.perf_counter() - start
     return SimpleNamespace(model=model, seconds=seconds, cache=cache)
+
+
+def default_sigint() -> None:
+    """In a child before it runs the CLI: Ctrl-C as in a terminal. A suite started as a
+    background job (``make test &``, ``nohup``) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler in the child: the SIGINT tests would fail."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _keeps_sigint_handled():
+    """No test may leave its process ignoring Ctrl-C: every subprocess it starts later (the CLI
+    under test) would inherit SIG_IGN, and Python then installs no KeyboardInterrupt handler."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is signal.SIG_IGN and before is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail("this test left SIGINT ignored in the test process")

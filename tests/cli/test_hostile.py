@@ -34,6 +34,7 @@ import pytest
 
 from spikezip.cli import main
 from spikezip.ir import Layer, Network, Trace
+from tests.conftest import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -598,6 +599,7 @@ def test_sigint_in_trace_exits_130_with_one_line_and_no_temp_files(work, tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # also when the suite runs as a background job
     )
     try:
         deadline = time.monotonic() + 120

@@ -30,6 +30,7 @@ from spikezip.ir import Trace
 from spikezip.ir.compare import first_divergence
 from spikezip.sim.simulate import RUNS, design, simulate
 from spikezip.sw.reference import simulate as reference
+from tests.conftest import default_sigint
 from tests.sim.test_network import random_inputs, random_network
 
 pytestmark = pytest.mark.sim
@@ -87,6 +88,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
 
 
