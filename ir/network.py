@@ -277,8 +277,28 @@ class LayerWidths:
     threshold: int  #: unsigned bits of the largest threshold
 
 
+class NeuronFacts:
+    """What a neuron kind implies, for any object with ``neuron``, ``max_level``, ``neg_bound``
+    and ``pos_bound`` (a :class:`Layer`, a ViT quantizer site)."""
+
+    neuron: str
+    max_level: int | None
+    neg_bound: int
+    pos_bound: int
+
+    @property
+    def spike_max(self) -> int:
+        """Largest ``|s|`` of an output spike (1 for ST-BIF; see :func:`spike_magnitude`)."""
+        return spike_magnitude(self.neuron, self.max_level, self.neg_bound, self.pos_bound)
+
+    @property
+    def settle_steps(self) -> int:
+        """Most spiking steps after the input stops (see :func:`settle_steps`)."""
+        return settle_steps(self.neuron, self.max_level, self.pos_bound - self.neg_bound)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Layer:
+class Layer(NeuronFacts):
     """One fully-connected ST-BIF layer.
 
     Parameters
@@ -351,16 +371,6 @@ class Layer:
     @property
     def symmetric(self) -> bool:
         return self.neg_bound < 0
-
-    @property
-    def spike_max(self) -> int:
-        """Largest ``|s|`` of an output spike (1 for ST-BIF; see :func:`spike_magnitude`)."""
-        return spike_magnitude(self.neuron, self.max_level, self.neg_bound, self.pos_bound)
-
-    @property
-    def settle_steps(self) -> int:
-        """Most spiking steps after the input stops (see :func:`settle_steps`)."""
-        return settle_steps(self.neuron, self.max_level, self.pos_bound - self.neg_bound)
 
     def widths(
         self, input_lo: int, input_hi: int, *, analog: bool, spike_max: int = 1

@@ -8,13 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.ir.network import (
-    VALUE_MIN,
-    _is_int,
-    check_value,
-    settle_steps,
-    spike_magnitude,
-)
+from spikezip.ir.network import VALUE_MIN, NeuronFacts, _is_int, check_value
 
 
 # -- validation helpers -----------------------------------------------------------------------
@@ -45,7 +39,7 @@ def _threshold_from(value: Any) -> Any:
     return value
 
 
-class _Neurons:
+class _Neurons(NeuronFacts):
     """Shared facts of a quantizer site's neurons (mixin of the site dataclasses)."""
 
     threshold: int | np.ndarray
@@ -53,16 +47,6 @@ class _Neurons:
     pos_bound: int
     neuron: str
     max_level: int | None
-
-    @property
-    def spike_max(self) -> int:
-        """Largest ``|s|`` of a spike (1 for ST-BIF, up to ``2^K`` graded)."""
-        return spike_magnitude(self.neuron, self.max_level, self.neg_bound, self.pos_bound)
-
-    @property
-    def settle_steps(self) -> int:
-        """Most spiking steps after the input stops (:func:`ir.network.settle_steps`)."""
-        return settle_steps(self.neuron, self.max_level, self.pos_bound - self.neg_bound)
 
     @property
     def levels(self) -> int:
