@@ -61,18 +61,23 @@ def test_converged_snn_equals_integer_qann(case):
     trace = simulate(network, x, record_state=True)
     qann = integer_qann(network, x)
     assert not trace.capped.any(), "the proven step bound was not enough"
+    assert_converged(network, x, trace, qann)
+    for k in range(network.depth):  # ST-BIF: at most one ±1 spike per neuron per step
+        assert np.isin(trace.spikes[k], (-1, 0, 1)).all(), f"layer {k}"
+
+
+def assert_converged(network, x, trace, qann) -> None:
+    """What every reference run must show (ST-BIF or graded): spike counts and the final
+    tracers == the integer QANN, tracers within their bounds, membranes within the exact range
+    the hardware is sized for, and the run stops at the first idle step of the last layer."""
     for k in range(network.depth):
         np.testing.assert_array_equal(trace.counts(k), qann[k], err_msg=f"layer {k}")
-        # the tracer after the last step is the converged activation
         np.testing.assert_array_equal(trace.tracers[k][:, -1], qann[k])
         assert (trace.tracers[k] >= network.layers[k].neg_bound).all()
         assert (trace.tracers[k] <= network.layers[k].pos_bound).all()
-        # the membrane stays within the exact range the hardware is sized for
         w = network.widths[k]
         assert trace.membranes[k].min() >= w.membrane_lo
         assert trace.membranes[k].max() <= w.membrane_hi
-    # at most one spike per neuron per step is implied by int8 {-1,0,1}; the run stops at the
-    # first idle step of the last layer, and that step really is idle
     for b in range(len(x)):
         t = int(trace.steps[b]) - 1
         assert not trace.busy[b, t, -1] and trace.busy[b, :t, -1].all()
