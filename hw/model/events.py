@@ -12,13 +12,13 @@ field     shape                      meaning
 ========  =========================  ==============================================
 marker    1 bit                      1: end-of-step marker, 0: event
 index     unsigned ``index_width``   presynaptic neuron (input) or neuron (output)
-value     signed ``value_width``     ±1 for spikes, the input value for analog
+value     signed ``value_width``     ±1 (graded: ±2^k) for spikes, the input value for analog
 busy      1 bit                      on markers: the cumulative busy flag of the step
 ========  =========================  ==============================================
 
 The golden event lists follow the layer-core protocol (``hw.cores.layer_core``):
 
-* a layer's **output** in step ``t`` is its spikes of that step as events ``(i, ±1)`` in ascending
+* a layer's **output** in step ``t`` is its spikes of that step as events ``(i, s)`` (``s = ±1``, or ``±2^k`` for graded neurons) in ascending
   neuron order, then a marker carrying ``trace.busy[b, t, layer]``; a layer emits steps
   ``0 … t_l`` per inference, ``t_l`` being its first step with ``busy == 0``;
 * the **input** of layer ``l > 0`` is the output of layer ``l - 1``;
@@ -47,13 +47,22 @@ __all__ = [
     "layer_formats",
     "output_format",
     "output_steps",
+    "spike_value_width",
 ]
 
 #: Payload fields from the least significant bit up; ``None`` widths come from the format.
 FIELDS: tuple[str, ...] = ("marker", "index", "value", "busy")
 
-#: Bits of a spike value (signed, ±1).
+#: Bits of an ST-BIF spike value (signed, ±1).
 SPIKE_VALUE_WIDTH = 2
+
+
+def spike_value_width(spike_max: int = 1) -> int:
+    """Signed bits of a spike value ``±m``, ``m ≤ spike_max`` (a power of two): 2 for ST-BIF
+    (``spike_max = 1``), ``K + 2`` for graded spikes ``±2^k, k ≤ K`` (``NeuronFacts.spike_max``)."""
+    if isinstance(spike_max, bool) or not isinstance(spike_max, int) or spike_max < 1:
+        raise ValueError(f"spike_max must be a positive integer, not {spike_max!r}")
+    return max(SPIKE_VALUE_WIDTH, signed_width(-spike_max, spike_max))
 
 
 @dataclass(frozen=True)
@@ -128,18 +137,21 @@ def _index_width(n: int) -> int:
     return unsigned_width(n - 1)
 
 
-def layer_formats(layer: Layer, widths: LayerWidths, *, analog: bool) -> tuple[EventFormat, ...]:
+def layer_formats(
+    layer: Layer, widths: LayerWidths, *, analog: bool, input_spike_max: int = 1
+) -> tuple[EventFormat, ...]:
     """``(input, output)`` event formats of a layer with exact widths ``widths``.
 
     Analog input values take the signed width of ``[widths.input_lo, widths.input_hi]`` (at
-    least 2 bits); spikes take 2 bits.
+    least 2 bits); input spikes take :func:`spike_value_width` of ``input_spike_max`` (the
+    producer's ``spike_max``), output spikes that of ``layer.spike_max``.
     """
-    value_width = SPIKE_VALUE_WIDTH
+    value_width = spike_value_width(input_spike_max)
     if analog:
         value_width = max(SPIKE_VALUE_WIDTH, signed_width(widths.input_lo, widths.input_hi))
     return (
         EventFormat(_index_width(layer.n_in), value_width),
-        EventFormat(_index_width(layer.n_out), SPIKE_VALUE_WIDTH),
+        EventFormat(_index_width(layer.n_out), spike_value_width(layer.spike_max)),
     )
 
 
@@ -150,7 +162,8 @@ def _analog(network: Network, layer: int) -> bool:
 def input_format(network: Network, layer: int) -> EventFormat:
     """Format of the events layer ``layer`` receives."""
     lay, widths = network.layers[layer], network.widths[layer]
-    return layer_formats(lay, widths, analog=_analog(network, layer))[0]
+    spike_max = network.layers[layer - 1].spike_max if layer > 0 else 1
+    return layer_formats(lay, widths, analog=_analog(network, layer), input_spike_max=spike_max)[0]
 
 
 def output_format(network: Network, layer: int) -> EventFormat:
