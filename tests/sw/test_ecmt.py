@@ -1,0 +1,227 @@
+"""ECMT's multi-threshold conversion on the integer QANN (``sw.ecmt``, docs/graded.md §11).
+
+The expected values are derived by hand in the comments, from ECMT's rules — never from the code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from spikezip.ir import Layer, Network
+from spikezip.sw import ecmt
+from spikezip.sw.reference import integer_qann, simulate
+
+
+def mt_sequence(drives, *, threshold, levels):
+    v = torch.zeros(1, dtype=torch.int64)
+    spikes, membranes = [], []
+    for d in drives:
+        s, v = ecmt.mt_step(torch.tensor([d]), v, threshold=threshold, levels=levels)
+        spikes.append(int(s))
+        membranes.append(int(v))
+    return spikes, membranes
+
+
+def test_mt_neuron_hand_sequence():
+    # θ = 4, N = 3 levels (4, 8, 16): +2^j when v ≥ 4·2^j − 2, i.e. v ≥ 2 / 6 / 14;
+    # −2^j when v ≤ −2 / −6 / −14. Reset by subtraction of s·θ.
+    #  t  drive   v     spike  v after
+    #  1    5     5      +1     1
+    #  2    5     6      +2    −2
+    #  3   20    18      +4     2     (top level 16)
+    #  4    0     2      +1    −2     (v = θ/2 fires: ECMT's ≥ is inclusive)
+    #  5   −3    −5      −1    −1
+    #  6   −9   −10      −2    −2
+    #  7    1    −1       0    −1     (−θ/2 < v < θ/2: silent)
+    spikes, membranes = mt_sequence([5, 5, 20, 0, -3, -9, 1], threshold=4, levels=3)
+    assert spikes == [1, 2, 4, 1, -1, -2, 0]
+    assert membranes == [1, -2, 2, -2, -1, -2, -1]
+
+
+def test_mt_neuron_saturates_at_its_top_level():
+    # θ = 3, N = 2 (levels 3, 6): 40 at once drains 6 per step: 40 → 34 → 28 → 22
+    spikes, membranes = mt_sequence([40, 0, 0], threshold=3, levels=2)
+    assert spikes == [2, 2, 2]
+    assert membranes == [34, 28, 22]
+    # odd θ: v = 1 < θ/2 = 1.5 is silent, v = 2 fires; v = −1 silent, v = −2 fires
+    assert mt_sequence([1], threshold=3, levels=2)[0] == [0]
+    assert mt_sequence([2], threshold=3, levels=2) == ([1], [-1])
+    assert mt_sequence([-1], threshold=3, levels=2)[0] == [0]
+    assert mt_sequence([-2], threshold=3, levels=2) == ([-1], [1])
+
+
+def test_ecm_code_by_hand():
+    # Θ = 2, H = 1, n = 0, p = 3: t · clamp(⌊(Y/t + 1)/2⌋, 0, 3)
+    kw = dict(threshold=torch.tensor([2]), half=torch.tensor([1]), neg_bound=0, pos_bound=3)
+    for t, total, expected in [
+        (1, 4, 2),  # ⌊5/2⌋ = 2
+        (2, 8, 4),  # mean 4: ⌊5/2⌋ = 2, times 2
+        (3, 12, 6),
+        (4, 20, 12),  # mean 5: ⌊6/2⌋ = 3, times 4
+        (2, 30, 6),  # mean 15: ⌊16/2⌋ = 8, clamped to 3
+        (3, 7, 3),  # mean 7/3: ⌊(7/3 + 1)/2⌋ = ⌊5/3⌋ = 1 — a fraction, exactly
+        (2, -7, 0),  # mean −3.5: ⌊−1.25⌋ = −2, clamped to 0
+    ]:
+        assert int(ecmt.ecm_code(torch.tensor([total]), t, **kw)) == expected, (t, total)
+
+
+def two_layer(bias1=(1, 10), w1=((2,), (0,))) -> Network:
+    """x (one pixel, 0..16) → 1 neuron (w 1, Θ 1, 0..15) → 2 neurons (Θ 4, H 2, 0..7)."""
+    return Network(
+        layers=(
+            Layer(weight=[[1]], bias=[0], threshold=1, neg_bound=0, pos_bound=15),
+            Layer(weight=w1, bias=bias1, threshold=4, neg_bound=0, pos_bound=7),
+        ),
+        n_inputs=1,
+        encoding="analog",
+        input_bounds=(0, 16),
+    )
+
+
+def test_small_t_differs_from_the_qann_by_hand():
+    # QANN on x = 5: a0 = 5; a1 = (⌊(2·5 + 1 + 2)/4⌋, ⌊(10 + 2)/4⌋) = (3, 3) → class 0 (first).
+    # ECMT: layer 0's ECM output is 5 every step; its MT neuron (θ = 1, N = 5, top 16) fires the
+    # largest 2^j ≤ v: v = 5, 6, 7, 8 → spikes 4, 4, 4, 8 (residual 1, 2, 3, 0), then repeats.
+    # Layer 1, neuron 0: Y_t = 2·S_t + t, code of the mean ⌊(Y_t/t + 2)/4⌋ = ⌊(2·S_t + 3t)/4t⌋:
+    #   t = 1: S 4  → ⌊11/4⌋ = 2;  t = 2: S 8 → ⌊22/8⌋ = 2;  t = 3: S 12 → ⌊33/12⌋ = 2;
+    #   t = 4: S 20 → ⌊52/16⌋ = 3.  Neuron 1 (bias 10 only): ⌊(10 + 2)/4⌋ = 3 every step.
+    # So the summed outputs are (2, 3)·1, (4, 6), (6, 9), (12, 12): class 1 for T < 4, 0 at T = 4.
+    net = two_layer()
+    x = np.array([[5]])
+    assert [int(a) for a in integer_qann(net, x)[-1][0]] == [3, 3]
+    for t, out, pred in [(1, [2, 3], 1), (2, [4, 6], 1), (3, [6, 9], 1), (4, [12, 12], 0)]:
+        run = ecmt.simulate(net, x, t)
+        assert run.outputs[-1][0].tolist() == out, t
+        assert run.predictions()[0] == pred, t
+    run = ecmt.simulate(net, x, 8)
+    assert run.spikes[0][0, :, 0].tolist() == [4, 4, 4, 8, 4, 4, 4, 8]
+    assert run.levels == (5, 4)  # top 16 ≥ p = 15; top 8 ≥ p = 7
+    assert run.events().tolist() == [8]  # one MT spike per step; the last layer is read out
+    # ours is exact: ST-BIF and graded both end at (3, 3), class 0
+    for kind in ("stbif", "graded"):
+        trace = simulate(net.with_neuron(kind), x)
+        assert trace.counts(-1)[0].tolist() == [3, 3] and trace.predictions()[0] == 0
+
+
+def test_a_tie_is_missed_forever():
+    # Layer 1 neuron 0 with w 1, bias 1, Θ 4, H 2: QANN ⌊(5 + 1 + 2)/4⌋ = ⌊8/4⌋ = 2 exactly — a
+    # tie. ECMT's mean input is 5 − u_t/t with the MT residual u_t = 1, 2, 3, 0, 1, … ≥ 0, so
+    # ⌊(6 − u_t/t + 2)/4⌋ = 1 whenever u_t > 0: ECMT reads 1 at three steps in four, at any T
+    # however large (it matches only in expectation); ours is exact.
+    net = two_layer(bias1=(1, 0), w1=((1,), (0,)))
+    x = np.array([[5]])
+    assert int(integer_qann(net, x)[-1][0, 0]) == 2
+    for t in range(1, 65):
+        code = ecmt.simulate(net, x, t).outputs[-1][0, 0]
+        assert code == (2 * t if t % 4 == 0 else t), t
+
+
+def test_too_few_levels_never_catch_up():
+    # N = 2 (top 2) carries at most 2 per step: layer 0's code 5 arrives as 2, 2, 2, …
+    net = two_layer()
+    run = ecmt.simulate(net, np.array([[5]]), 16, levels=2)
+    assert set(run.spikes[0][0, :, 0].tolist()) == {2}
+    # layer 1 sees a mean of 2: ⌊(2·2 + 1 + 2)/4⌋ = 1 instead of 3
+    assert run.outputs[-1][0, 0] == 16 * 1
+
+
+@st.composite
+def tiny_networks(draw):
+    """1–3 analog layers, widths ≤ 4, |w| ≤ 3, Θ in 2..9, 2–16 levels, and a batch."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    depth = draw(st.integers(1, 3))
+    widths = [int(rng.integers(1, 5)) for _ in range(depth + 1)]
+    layers = []
+    for k in range(depth):
+        levels = int(rng.integers(2, 17))
+        signed = bool(rng.integers(0, 2))
+        neg, pos = ((-levels) // 2, levels // 2 - 1) if signed else (0, levels - 1)
+        layers.append(
+            Layer(
+                weight=rng.integers(-3, 4, (widths[k + 1], widths[k])),
+                bias=rng.integers(-6, 7, widths[k + 1]),
+                threshold=rng.integers(2, 10, widths[k + 1]),
+                neg_bound=neg,
+                pos_bound=pos,
+            )
+        )
+    net = Network(layers=tuple(layers), n_inputs=widths[0], encoding="analog", input_bounds=(0, 8))
+    return net, rng.integers(0, 9, (4, widths[0]))
+
+
+def ties(network: Network, x: np.ndarray) -> bool:
+    """Some neuron of layer ≥ 1 whose QANN input sits exactly on a rounding boundary inside
+    its clamp range (approached from one side, the mean rounds the other way)."""
+    codes = integer_qann(network, x)
+    for k in range(1, network.depth):
+        layer = network.layers[k]
+        z = codes[k - 1] @ layer.weight.T + layer.bias + layer.initial_membranes
+        q = z // layer.thresholds
+        on = (z % layer.thresholds == 0) & (q > layer.neg_bound) & (q <= layer.pos_bound)
+        if on.any():
+            return True
+    return False
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tiny_networks())
+def test_large_t_reaches_the_qann_without_ties(case):
+    net, x = case
+    codes = integer_qann(net, x)
+    for t in (1, 3):  # layer 0 (analog, constant) is exact at any T
+        assert np.array_equal(ecmt.simulate(net, x, t).outputs[0], t * codes[0])
+    assume(not ties(net, x))
+    t = 256  # ample: 300 random cases all reach it by T = 8
+    run = ecmt.simulate(net, x, t)
+    for k in range(net.depth):
+        assert np.array_equal(run.outputs[k], t * codes[k]), k
+    assert np.array_equal(run.predictions(), np.argmax(codes[-1], axis=1))
+    for k, s in enumerate(run.spikes):  # spikes are 0 or ±2^j ≤ 2^(N−1)
+        mag = np.abs(s)
+        assert mag.max(initial=0) <= 1 << (run.levels[k] - 1)
+        assert ((mag & (mag - 1)) == 0).all()
+
+
+def test_digits_table(digits_network, digits_data):
+    x, y = digits_data.x_test[:60], digits_data.y_test[:60]
+    rows = ecmt.compare(digits_network, x, y, (2, 8))
+    names = [r.name for r in rows]
+    assert names == ["ECMT T=2", "ECMT T=8", "ST-BIF (exact)", "graded K=∞ (exact)", "integer QANN"]
+    by = {r.name: r for r in rows}
+    for exact in ("ST-BIF (exact)", "graded K=∞ (exact)", "integer QANN"):
+        assert by[exact].agreement == 1.0
+        assert by[exact].accuracy == by["integer QANN"].accuracy
+    assert by["ECMT T=2"].steps_max == 2 and by["ECMT T=8"].steps_mean == 8.0
+    assert by["graded K=∞ (exact)"].steps_max < by["ST-BIF (exact)"].steps_max
+    assert by["ECMT T=8"].events_mean > by["ECMT T=2"].events_mean  # a fixed T never stops
+    assert by["integer QANN"].steps_mean is None and by["integer QANN"].events_mean is None
+    text = ecmt.format_table(rows)
+    assert text.splitlines()[0].split()[:3] == ["model", "accuracy", "=="]
+    assert len(text.splitlines()) == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"steps": 0}, ValueError, "steps must lie in [1, 65536], not 0"),
+        ({"steps": True}, TypeError, "steps must be an integer, not bool"),
+        ({"steps": 2, "levels": 0}, ValueError, "levels must lie in [1, 32], not 0"),
+        ({"steps": 2, "levels": 2.0}, TypeError, "levels must be an integer, not float"),
+    ],
+)
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error) as e:
+        ecmt.simulate(two_layer(), np.array([[5]]), **kwargs)
+    assert str(e.value) == message
+
+
+def test_spike_input_and_bad_inputs_are_refused():
+    net = Network(layers=two_layer().layers, n_inputs=1, encoding="spike", input_bounds=(-1, 1))
+    with pytest.raises(ValueError, match=r"ECMT takes analog input.*'spike'"):
+        ecmt.simulate(net, np.zeros((1, 2, 1), dtype=np.int64), 2)
+    with pytest.raises(ValueError):
+        ecmt.simulate(two_layer(), np.array([[17]]), 2)  # outside the input bounds 0..16
