@@ -5,6 +5,8 @@ The expected values are derived by hand in the comments, from ECMT's rules — n
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,91 @@ def test_large_t_reaches_the_qann_without_ties(case):
         mag = np.abs(s)
         assert mag.max(initial=0) <= 1 << (run.levels[k] - 1)
         assert ((mag & (mag - 1)) == 0).all()
+
+
+def two_side_neuron(drives, theta, levels):
+    """ECMT's ``TwoSideNeuron`` loop transcribed with exact fractions: try the levels from the top
+    (θ·2^(N−1) … θ), the first whose ``v − level + θ/2 ≥ 0`` (or ``−v − level + θ/2 ≥ 0``)
+    fires, one spike per step, subtract it."""
+    v, out = Fraction(0), []
+    for x in drives:
+        v += x
+        fired = 0
+        for j in reversed(range(levels)):
+            level = Fraction(theta * 2**j)
+            if v - level + Fraction(theta, 2) >= 0:
+                fired = level
+            elif -v - level + Fraction(theta, 2) >= 0:
+                fired = -level
+            if fired:
+                break
+        v -= fired
+        out.append((int(fired / theta), v))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-300, 300), min_size=1, max_size=12),
+    st.integers(1, 40),
+    st.integers(1, 6),
+)
+def test_mt_step_is_ecmts_two_side_neuron(drives, theta, levels):
+    spikes, membranes = mt_sequence(drives, threshold=theta, levels=levels)
+    assert list(zip(spikes, membranes, strict=True)) == two_side_neuron(drives, theta, levels)
+
+
+def ecmt_by_fractions(net: Network, x: np.ndarray, steps: int):
+    """ECMT on one sample in plain Python fractions, as its modules compute it: each layer's ECM
+    (``exp_comp_neuron``) emits ``t·f(Y_t/t) − (t−1)·f(Y_{t−1}/(t−1))`` with f the QANN quantizer
+    (scaled by Θ), an MT neuron (:func:`two_side_neuron`'s rule) feeds the next layer; returns
+    every layer's summed ECM output in codes and the MT spikes."""
+    layers = net.layers
+    totals = [[Fraction(0)] * layer.n_out for layer in layers]
+    last = [[Fraction(0)] * layer.n_out for layer in layers]
+    v = [[Fraction(0)] * layer.n_out for layer in layers]
+    summed = [[Fraction(0)] * layer.n_out for layer in layers]
+    spikes = [[] for _ in layers[:-1]]
+
+    def f(z, i, layer):
+        theta, half = int(layer.thresholds[i]), int(layer.initial_membranes[i])
+        code = min(max((z + half) // theta, layer.neg_bound), layer.pos_bound)
+        return Fraction(code * theta)
+
+    for t in range(1, steps + 1):
+        inp = [int(a) for a in x]
+        for k, layer in enumerate(layers):
+            out = []
+            for i in range(layer.n_out):
+                y = sum(int(w) * a for w, a in zip(layer.weight[i], inp, strict=True))
+                totals[k][i] += y + int(layer.bias[i])
+                now = f(totals[k][i] / t, i, layer) * t
+                ecm, last[k][i] = now - last[k][i], now
+                summed[k][i] += ecm / int(layer.thresholds[i])
+                out.append(ecm)
+            if k == len(layers) - 1:
+                break
+            inp = []
+            for i, ecm in enumerate(out):
+                theta = int(layer.thresholds[i])
+                levels = ecmt.default_levels(layer)
+                (s, v[k][i]), *_ = two_side_neuron([v[k][i] + ecm], theta, levels)
+                inp.append(s)
+            spikes[k].append(inp)
+    return summed, spikes
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tiny_networks(), st.integers(1, 9))
+def test_simulate_is_ecmt_by_fractions(case, steps):
+    net, x = case
+    run = ecmt.simulate(net, x, steps)
+    for b in range(len(x)):
+        summed, spikes = ecmt_by_fractions(net, x[b], steps)
+        for k in range(net.depth):
+            assert run.outputs[k][b].tolist() == summed[k]
+        for k, s in enumerate(spikes):
+            assert run.spikes[k][b].tolist() == s
 
 
 def test_digits_table(digits_network, digits_data):
