@@ -459,14 +459,11 @@ def _labels(path: str, batch: int, classes: int) -> np.ndarray:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     network = _network(args.network)
-    if not isinstance(network, Network):
-        raise CliError(
-            f"{args.network}: the ECMT baseline runs on fully-connected networks (a ViT file)"
-        )
     from spikezip.ir import Encoding
     from spikezip.sw import ecmt
 
-    if network.encoding is not Encoding.ANALOG:
+    vit = isinstance(network, VisionTransformer)
+    if not vit and network.encoding is not Encoding.ANALOG:
         raise CliError(
             f"{args.network}: ECMT presents an analog input every step; the network's encoding "
             f"is {network.encoding.value!r}"
@@ -477,13 +474,19 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if args.levels is not None and args.levels > ecmt.MAX_LEVELS:
         raise CliError(f"--levels must be an integer in 1..{ecmt.MAX_LEVELS}, not {args.levels}")
     x = _checked_inputs(network, args.inputs)
-    y = None if args.labels is None else _labels(args.labels, len(x), network.layers[-1].n_out)
+    classes = network.sites[-1].size if vit else network.layers[-1].n_out
+    y = None if args.labels is None else _labels(args.labels, len(x), classes)
     rows = ecmt.compare(network, x, y, args.steps, levels=args.levels, max_level=args.max_level)
-    levels = ecmt.check_levels(args.levels, network)[:-1]
+    if vit:
+        where = "on the sites feeding a linear layer or a product"
+        levels = str(args.levels) if args.levels else "max(p, −n)-reaching"
+    else:
+        where = f"after layers 0..{network.depth - 2}"
+        levels = "/".join(map(str, ecmt.check_levels(args.levels, network)[:-1]))
     print(
-        f"{network.name or args.network}: {len(x)} inputs. ECMT: fixed T, MT neurons of "
-        f"{'/'.join(map(str, levels))} levels after layers 0..{network.depth - 2} (the last "
-        "layer is read out); ST-BIF and graded: exact, run to their idle step"
+        f"{network.name or args.network}: {len(x)} inputs. ECMT: fixed T, MT neurons of {levels} "
+        f"levels {where} (the last layer is read out); ST-BIF and graded: exact, run to their "
+        "idle step"
     )
     print(ecmt.format_table(rows))
     return EXIT_OK
@@ -947,7 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ECMT's multi-threshold conversion at fixed T vs our exact SNNs and the QANN "
         "(one table; docs/graded.md §11)",
     )
-    b.add_argument("network", help="fully-connected network file (e.g. `spikezip digits`)")
+    b.add_argument("network", help="MLP or ViT network file (`spikezip digits [--model vit]`)")
     b.add_argument("inputs", help="analog inputs .npy/.npz [batch, n]")
     b.add_argument("--labels", default=None, help="class labels .npy [batch] (for accuracy)")
     b.add_argument(

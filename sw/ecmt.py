@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from spikezip.ir import Encoding, Layer, Network
+from spikezip.ir.transformer import VisionTransformer
 from spikezip.sw.reference import _floor_pow2, _LayerOps, integer_qann, single_thread
 
 __all__ = [
@@ -118,13 +119,20 @@ def check_steps(steps: int) -> int:
 def check_levels(levels: int | None, network: Network) -> tuple[int, ...]:
     """Levels per layer: :func:`default_levels` when None, else ``levels`` in
     ``[1, MAX_LEVELS]`` for every layer."""
-    if levels is None:
+    if check_level_count(levels) is None:
         return tuple(default_levels(layer) for layer in network.layers)
+    return (int(levels),) * network.depth
+
+
+def check_level_count(levels: int | None) -> int | None:
+    """``levels`` validated: None, or an integer in ``[1, MAX_LEVELS]``."""
+    if levels is None:
+        return None
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
         raise TypeError(f"levels must be an integer, not {type(levels).__name__}")
     if not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"levels must lie in [1, {MAX_LEVELS}], not {levels}")
-    return (int(levels),) * network.depth
+    return int(levels)
 
 
 @dataclass(frozen=True)
@@ -230,31 +238,52 @@ class Row:
 
 
 def compare(
-    network: Network,
+    network: Network | VisionTransformer,
     inputs: np.ndarray,
     labels: np.ndarray | None,
     steps: tuple[int, ...],
     *,
     levels: int | None = None,
     max_level: int | None = None,
+    chunk: int = 150,
 ) -> list[Row]:
     """The baseline table: ECMT at each of ``steps``, our ST-BIF and graded SNNs (exact, run to
     their idle step; graded with ``max_level`` K) and the integer QANN, on ``network``'s weights
-    (its own neuron kind is ignored) and ``inputs``; accuracy against ``labels`` when given."""
-    from spikezip.sw.energy import count_ops
-    from spikezip.sw.reference import simulate as snn_simulate
+    (its own neuron kind is ignored) and ``inputs``; accuracy against ``labels`` when given.
+
+    ``network`` is an MLP (:func:`simulate`) or a ViT (:func:`sw.vit.ecmt.simulate`); the runs
+    take ``chunk`` samples at a time (it bounds the memory, not the result).
+    """
+    if isinstance(network, VisionTransformer):
+        from spikezip.sw.vit import reference as ref
+        from spikezip.sw.vit.ecmt import simulate as run_ecmt
+        from spikezip.sw.vit.energy import count_ops
+
+        def qann(x):
+            return ref.integer_qann(network, x).predictions()
+    else:
+        from spikezip.sw import reference as ref
+        from spikezip.sw.energy import count_ops
+
+        run_ecmt = simulate
+
+        def qann(x):
+            return np.argmax(integer_qann(network, x)[-1], axis=1)
 
     x = network.check_inputs(inputs)
-    qann = np.argmax(integer_qann(network, x)[-1], axis=1)
+    parts = [x[lo : lo + chunk] for lo in range(0, len(x), chunk)]
+    truth = np.concatenate([qann(xc) for xc in parts])
 
     def row(name, preds, steps_mean, steps_max, events) -> Row:
         acc = None if labels is None else float((preds == labels).mean())
-        return Row(name, acc, float((preds == qann).mean()), steps_mean, steps_max, events)
+        return Row(name, acc, float((preds == truth).mean()), steps_mean, steps_max, events)
 
     rows = []
     for t in steps:
-        run = simulate(network, x, t, levels=levels)
-        rows.append(row(f"ECMT T={t}", run.predictions(), float(t), t, float(run.events().mean())))
+        runs = [run_ecmt(network, xc, t, levels=levels) for xc in parts]
+        preds = np.concatenate([r.predictions() for r in runs])
+        events = float(np.concatenate([r.events() for r in runs]).mean())
+        rows.append(row(f"ECMT T={t}", preds, float(t), t, events))
     for name, net in (
         ("ST-BIF (exact)", network.with_neuron("stbif")),
         (
@@ -262,12 +291,23 @@ def compare(
             network.with_neuron("graded", max_level),
         ),
     ):
-        trace = snn_simulate(net, x)
-        s = count_ops(net, trace, x).summary()
+        preds, steps_all, events = [], [], []
+        for xc in parts:
+            trace = ref.simulate(net, xc)
+            preds.append(trace.predictions())
+            steps_all.append(trace.steps)
+            events.append(count_ops(net, trace, xc).summary()["events_mean"] * len(xc))
+        steps_all = np.concatenate(steps_all)
         rows.append(
-            row(name, trace.predictions(), s["steps_mean"], s["steps_max"], s["events_mean"])
+            row(
+                name,
+                np.concatenate(preds),
+                float(steps_all.mean()),
+                int(steps_all.max()),
+                sum(events) / len(x),
+            )
         )
-    rows.append(row("integer QANN", qann, None, None, None))
+    rows.append(row("integer QANN", truth, None, None, None))
     return rows
 
 
