@@ -16,6 +16,11 @@ from hypothesis import strategies as st
 from spikezip.ir import Layer, Network
 from spikezip.sw import ecmt
 from spikezip.sw.reference import integer_qann, simulate
+from spikezip.sw.vit import ecmt as vit_ecmt
+from spikezip.sw.vit import reference as vit_ref
+from spikezip.sw.vit.reference import _heads, _merge, _Quant, _tensor, layer_norm, softmax
+
+from .vit_strategies import build_vit
 
 
 def mt_sequence(drives, *, threshold, levels):
@@ -312,3 +317,107 @@ def test_spike_input_and_bad_inputs_are_refused():
         ecmt.simulate(net, np.zeros((1, 2, 1), dtype=np.int64), 2)
     with pytest.raises(ValueError):
         ecmt.simulate(two_layer(), np.array([[17]]), 2)  # outside the input bounds 0..16
+
+
+# -- the ViT (sw.vit.ecmt) -----------------------------------------------------------------------
+
+
+def test_softmax_of_a_mean_by_hand():
+    # t = 2, summed scores S = (0, 5, 8): mean gaps (8 − S)/4 = 2, 0.75, 0 → rounded 2, 1, 0;
+    # table (8, 4, 2) → E = (2, 4, 8), Σ = 14; N = 100: ⌊(100·E + 7)/14⌋ = 14, 29, 57
+    g = vit_ecmt._softmax_of_mean(torch.tensor([[0, 5, 8]]), 2, torch.tensor([8, 4, 2]), 100)
+    assert g.tolist() == [[14, 29, 57]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(-50, 50), min_size=1, max_size=6),
+    st.integers(1, 40),
+    st.integers(1, 3),
+)
+def test_converged_means_give_the_qanns_softmax_and_layer_norm(p, t, gain):
+    # at convergence the summed scores are t²·P and the summed stream t·R: the ECM's mean is
+    # the QANN's own integer input, so the functions must return the QANN's values exactly
+    scores, table = torch.tensor([p]), torch.tensor([64, 40, 20, 9, 3, 1])
+    assert torch.equal(
+        vit_ecmt._softmax_of_mean(t * t * scores, t, table, 255), softmax(scores, table, 255)
+    )
+    r, g, b = torch.tensor([p]), torch.full((len(p),), gain), torch.zeros(len(p), dtype=torch.long)
+    assert torch.equal(layer_norm(t * r, g, b, 7 * t * t), layer_norm(r, g, b, 7))
+
+
+def vit_qann_at_one_step(vit, x):
+    """ECMT at T = 1 by hand: the integer QANN, except that a site with an MT neuron passes on
+    its MT spike — the largest power of two ≤ |code| (capped at 2^(N−1)), with the code's sign —
+    instead of its code (ECM at t = 1 is the function itself; a product's mean is the product)."""
+    x = _tensor(vit.check_inputs(x))
+    sites = {s.name: s for s in vit.sites}
+    codes = {}
+
+    def mt(name, code):
+        cap = 1 << (vit_ecmt.default_levels(sites[name].op) - 1)
+        m = code.abs()
+        for shift in (1, 2, 4, 8, 16, 32):
+            m = m | (m >> shift)
+        return torch.sign(code) * (m - (m >> 1)).clamp(max=cap)
+
+    def quant(name, drive):
+        codes[name] = _Quant.of(sites[name]).code(drive)
+        return codes[name]
+
+    def linear(name, a):
+        layer = sites[name].op
+        return quant(name, a @ _tensor(layer.weight.T) + _tensor(layer.bias))
+
+    def norm(name, stream):
+        op = sites[name].op
+        g = layer_norm(stream, _tensor(op.gain), _tensor(op.bias), op.eps)
+        return mt(name, quant(name, g))
+
+    stream = _tensor(np.array(vit.position)).expand(x.shape[0], -1, -1).clone()
+    stream[:, 1:] += vit.embed_residual * linear("embed", x[:, _tensor(vit.patch_index)])
+    for b, blk in enumerate(vit.blocks):
+        p = f"blocks.{b}."
+        n1 = norm(p + "norm1", stream)
+        q, k, v = (_heads(mt(p + f, linear(p + f, n1)), blk.heads) for f in ("q", "k", "v"))
+        g = softmax(q @ k.transpose(-1, -2), _tensor(blk.softmax.table), blk.softmax.numerator)
+        a = mt(p + "attn", quant(p + "attn", g))
+        ctx = mt(p + "context", quant(p + "context", blk.context.weight * _merge(a @ v)))
+        stream = stream + blk.attn_residual * linear(p + "proj", ctx)
+        f1 = mt(p + "fc1", linear(p + "fc1", norm(p + "norm2", stream)))
+        stream = stream + blk.mlp_residual * linear(p + "fc2", f1)
+    linear("head", norm("norm", stream)[:, 0])
+    return [codes[s.name].reshape(x.shape[0], -1).numpy() for s in vit.sites]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_vit_one_step_is_the_qann_with_mt_spikes(seed):
+    rng = np.random.default_rng(seed)
+    vit = build_vit(
+        rng,
+        patches=3,
+        patch_size=2,
+        n_inputs=6,
+        dim=4,
+        heads=2,
+        hidden=3,
+        depth=2,
+        input_bounds=(0, 8),
+    )
+    x = rng.integers(0, 9, (3, 6))
+    run = vit_ecmt.simulate(vit, x, 1)
+    expected = vit_qann_at_one_step(vit, x)
+    for k, site in enumerate(vit.sites):
+        assert np.array_equal(run.outputs[k], expected[k]), site.name
+        has_mt = site.name.rsplit(".", 1)[-1] in vit_ecmt.MT_SITES
+        assert run.spikes[k].shape == (3, 1, site.size if has_mt else 0)
+    # the spikes: 0 or ±2^j, at most 2^(N−1)
+    for k, s in enumerate(run.spikes):
+        mag = np.abs(s)
+        assert mag.max(initial=0) <= 1 << (run.levels[k] - 1) and ((mag & (mag - 1)) == 0).all()
+    # more steps: the embedding (analog input, every step) stays exact; the head reads out
+    codes = vit_ref.integer_qann(vit, x).codes
+    run = vit_ecmt.simulate(vit, x, 5)
+    assert np.array_equal(run.outputs[0], 5 * codes[0])
+    assert np.array_equal(run.predictions(), np.argmax(run.outputs[-1], axis=1))
