@@ -108,3 +108,30 @@ def test_bad_network_and_inputs(files, capsys):
     assert run("baseline", files / "net.npz", files / "big.npy") == 2
     err = capsys.readouterr().err
     assert err.startswith("spikezip: error: INPUTS") and len(err.strip().splitlines()) == 1
+
+
+def test_vit_table(tmp_path, capsys):
+    from tests.sw.vit_strategies import build_vit
+
+    rng = np.random.default_rng(11)
+    vit = build_vit(rng, patches=3, patch_size=2, n_inputs=6, dim=4, heads=2, hidden=3, depth=1)
+    vit.save(tmp_path / "vit.npz")
+    np.save(tmp_path / "x.npy", rng.integers(0, 17, (6, 6)))
+    np.save(tmp_path / "y.npy", rng.integers(0, vit.sites[-1].size, 6))
+    argv = ("baseline", tmp_path / "vit.npz", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
+    assert run(*argv, "--steps", "1,3") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "6 inputs" in lines[0] and "a linear layer or a product" in lines[0]
+    rows = {line[:22].strip(): line[22:].split() for line in lines[2:]}
+    assert list(rows) == [
+        "ECMT T=1",
+        "ECMT T=3",
+        "ST-BIF (exact)",
+        "graded K=∞ (exact)",
+        "integer QANN",
+    ]
+    for name in ("ST-BIF (exact)", "graded K=∞ (exact)"):
+        assert rows[name][:4] == rows["integer QANN"][:4]
+    np.save(tmp_path / "y_bad.npy", np.full(6, vit.sites[-1].size))
+    assert run(*argv[:4], tmp_path / "y_bad.npy") == 2
+    assert f"classes must lie in 0..{vit.sites[-1].size - 1}" in capsys.readouterr().err
