@@ -476,7 +476,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     x = _checked_inputs(network, args.inputs)
     classes = network.sites[-1].size if vit else network.layers[-1].n_out
     y = None if args.labels is None else _labels(args.labels, len(x), classes)
-    rows = ecmt.compare(network, x, y, args.steps, levels=args.levels, max_level=args.max_level)
+    try:
+        rows = ecmt.compare(network, x, y, args.steps, levels=args.levels, max_level=args.max_level)
+    except ValueError as e:  # a run beyond the exact int64 range
+        raise CliError(f"{args.network}: {e}") from None
     if vit:
         where = "on the sites feeding a linear layer or a product"
         levels = str(args.levels) if args.levels else "max(p, −n)-reaching"

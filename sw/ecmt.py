@@ -44,11 +44,18 @@ from spikezip.ir.transformer import VisionTransformer
 from spikezip.sw.reference import _floor_pow2, _LayerOps, integer_qann, single_thread
 
 __all__ = [
+    "INT64_LIMIT",
     "MAX_LEVELS",
     "MAX_STEPS",
     "EcmtRun",
+    "Row",
+    "check_level_count",
+    "check_levels",
+    "check_steps",
+    "compare",
     "default_levels",
     "ecm_code",
+    "format_table",
     "mt_step",
     "simulate",
 ]
@@ -57,6 +64,18 @@ __all__ = [
 MAX_LEVELS = 32
 #: Most time steps a run may take.
 MAX_STEPS = 1 << 16
+#: Every running sum and intermediate of a run must stay below this magnitude (int64 with room).
+INT64_LIMIT = 1 << 62
+
+
+def check_int64(bound: int, what: str) -> None:
+    """A ValueError when ``bound`` (a proven magnitude bound, a Python int) reaches
+    :data:`INT64_LIMIT`: the run would not be exact in int64."""
+    if bound >= INT64_LIMIT:
+        raise ValueError(
+            f"{what} can reach {bound}, beyond the exact int64 range (2^62): fewer steps or "
+            "smaller values"
+        )
 
 
 def mt_step(
@@ -184,7 +203,29 @@ def simulate(
         return _run(network, x, steps, levels_k)
 
 
+def _check_ranges(network: Network, steps: int, levels: tuple[int, ...]) -> None:
+    """Every int64 quantity of a run is bounded (Python ints): the running sum Y + t·H ≤
+    T·(Σ|w|·max|in| + |B| + H), the ECM's divisor T·Θ, and the MT membrane: |v| ≤
+    Θ·(|c| + |S|) ≤ Θ·T·(max(p, −n) + 2^(N−1)), doubled in :func:`mt_step`."""
+    lo, hi = network.input_bounds
+    max_in = max(abs(lo), abs(hi))
+    for k, (layer, n) in enumerate(zip(network.layers, levels, strict=True)):
+        w = np.abs(layer.weight).astype(object).sum(axis=1)
+        theta = int(layer.thresholds.max())
+        drive = max(
+            int(wi) * max_in + abs(int(b)) + int(h)
+            for wi, b, h in zip(w, layer.bias, layer.initial_membranes, strict=True)
+        )
+        name = network.layer_name(k)
+        check_int64(steps * max(drive, theta), f"{name}: ECMT's running input")
+        if k < network.depth - 1:  # the last layer has no MT neuron
+            top = max(layer.pos_bound, -layer.neg_bound) + (1 << (n - 1))
+            check_int64(2 * theta * steps * top + theta, f"{name}: the MT membrane")
+        max_in = 1 << (n - 1)
+
+
 def _run(network: Network, x: torch.Tensor, steps: int, levels: tuple[int, ...]) -> EcmtRun:
+    _check_ranges(network, steps, levels)
     lo, hi = network.input_bounds
     max_in = max(abs(lo), abs(hi))
     ops = []

@@ -31,7 +31,7 @@ import torch
 
 from spikezip.ir import Layer
 from spikezip.ir.transformer import VisionTransformer
-from spikezip.sw.ecmt import EcmtRun, check_level_count, check_steps, mt_step
+from spikezip.sw.ecmt import EcmtRun, check_int64, check_level_count, check_steps, mt_step
 from spikezip.sw.reference import _LayerOps, single_thread
 from spikezip.sw.vit.reference import _heads, _merge, _Quant, _tensor, layer_norm
 
@@ -48,9 +48,17 @@ def default_levels(op) -> int:
     return (top - 1).bit_length() + 1
 
 
-def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _max(t: torch.Tensor | int) -> int:
+    """``max |t|`` as a Python int (0 for an empty tensor)."""
+    if isinstance(t, int):
+        return abs(t)
+    return int(t.abs().amax()) if t.numel() else 0
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, what: str) -> torch.Tensor:
     """``a @ b`` of int64 tensors, exactly (float64 when every partial sum fits 2^53)."""
-    bound = a.abs().amax().item() * b.abs().amax().item() * a.shape[-1]
+    bound = _max(a) * _max(b) * a.shape[-1]
+    check_int64(bound, what)
     if bound < 2**53:
         return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64)
     return a @ b
@@ -60,6 +68,7 @@ def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class _Site:
     """ECM and MT state of one site."""
 
+    name: str
     quant: _Quant
     levels: int
     code: torch.Tensor | int = 0  # Σ of the ECM's outputs so far, in codes: t·f(mean)
@@ -69,6 +78,8 @@ class _Site:
     def ecm(self, num: torch.Tensor, den: int, t: int) -> torch.Tensor:
         """Update with the mean ``num/den``; return this step's ECM output in codes."""
         q = self.quant
+        theta = _max(q.threshold)
+        check_int64(_max(num) + theta * den, f"{self.name}: the ECM's numerator")
         code = torch.div(num + q.initial * den, q.threshold * den, rounding_mode="floor")
         new = t * code.clamp(q.neg_bound, q.pos_bound)
         delta, self.code = new - self.code, new
@@ -120,20 +131,30 @@ def _run(vit: VisionTransformer, x: torch.Tensor, steps: int, levels: int | None
     sites = {s.name: s for s in vit.sites}
     state = {
         name: _Site(
+            name=name,
             quant=_Quant.of(site),
             levels=levels or default_levels(site.op),
             spikes=[] if site.name.rsplit(".", 1)[-1] in MT_SITES else None,
         )
         for name, site in sites.items()
     }
+    for name, st in state.items():  # the MT membrane: |v| ≤ Θ·T·(max(p, −n) + 2^(N−1)), doubled
+        if st.spikes is not None:
+            theta, op = _max(st.quant.threshold), sites[name].op
+            top = max(int(op.pos_bound), -int(op.neg_bound)) + (1 << (st.levels - 1))
+            check_int64(2 * theta * steps * top + theta, f"{name}: the MT membrane")
     totals: dict[str, torch.Tensor | int] = {name: 0 for name in sites}
-    ops: dict[str, _LayerOps] = {}
+    ops: dict[str, tuple[_LayerOps, int]] = {}
 
     def linear(name: str, a: torch.Tensor, max_in: int, t: int) -> torch.Tensor:
         if name not in ops:
             layer: Layer = sites[name].op
-            ops[name] = _LayerOps.build(layer, max_in)
-        op = ops[name]
+            w = np.abs(layer.weight).astype(object).sum(axis=1)
+            drive = max(int(wi) * max_in + abs(int(b)) for wi, b in zip(w, layer.bias, strict=True))
+            check_int64(drive, f"{name}: the drive")
+            ops[name] = (_LayerOps.build(layer, max_in), drive)
+        op, drive = ops[name]
+        check_int64(_max(totals[name]) + drive, f"{name}: ECMT's running input")
         totals[name] = totals[name] + op.synapses(a) + op.bias
         return state[name].ecm(totals[name], t, t)
 
@@ -145,6 +166,9 @@ def _run(vit: VisionTransformer, x: torch.Tensor, steps: int, levels: int | None
         it added), the ECM of q∘LN at the mean R_t/t, the MT neuron."""
         op = sites[name].op
         totals[name] = totals[name] + increment
+        m, d = _max(totals[name]), increment.shape[-1]
+        check_int64(d * d * m * m + op.eps * t * t, f"{name}: the LayerNorm's variance")
+        check_int64(2 * d * m * _max(_tensor(op.gain)), f"{name}: the LayerNorm's numerator")
         g = layer_norm(totals[name], _tensor(op.gain), _tensor(op.bias), op.eps * t * t)
         return state[name].mt(state[name].ecm(g, 1, t))
 
@@ -162,12 +186,15 @@ def _run(vit: VisionTransformer, x: torch.Tensor, steps: int, levels: int | None
             for f in ("q", "k", "v"):
                 qkv[f] = state[p + f].mt(linear(p + f, n1, top(p + "norm1"), t))
                 acc[p + f] = acc.get(p + f, 0) + _heads(qkv[f], blk.heads)
-            scores = _matmul(acc[p + "q"], acc[p + "k"].transpose(-1, -2))  # A·Bᵀ: mean /t²
+            scores = _matmul(acc[p + "q"], acc[p + "k"].transpose(-1, -2), p + "scores")
             sm = blk.softmax
+            check_int64(4 * _max(scores) + t * t, p + "scores: the softmax's gap")
             g = _softmax_of_mean(scores, t, _tensor(sm.table), sm.numerator)
             a = state[p + "attn"].mt(state[p + "attn"].ecm(g, 1, t))
             acc[p + "attn"] = acc.get(p + "attn", 0) + a
-            c = blk.context.weight * _merge(_matmul(acc[p + "attn"], acc[p + "v"]))
+            av = _matmul(acc[p + "attn"], acc[p + "v"], p + "context")
+            check_int64(abs(blk.context.weight) * _max(av), p + "context: the drive")
+            c = blk.context.weight * _merge(av)
             ctx = state[p + "context"].mt(state[p + "context"].ecm(c, t * t, t))
             stream = stream + blk.attn_residual * linear(p + "proj", ctx, top(p + "context"), t)
             n2 = norm(p + "norm2", stream, t)

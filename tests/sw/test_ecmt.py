@@ -311,6 +311,32 @@ def test_bad_arguments(kwargs, error, message):
     assert str(e.value) == message
 
 
+def big(weight: int, threshold: int) -> Network:
+    return Network(
+        layers=(
+            Layer(weight=[[weight]], bias=[0], threshold=threshold, neg_bound=0, pos_bound=15),
+            Layer(weight=[[1]], bias=[0], threshold=1 << 40, neg_bound=0, pos_bound=7),
+        ),
+        n_inputs=1,
+        encoding="analog",
+        input_bounds=(0, 16),
+    )
+
+
+def test_runs_beyond_int64_are_refused():
+    # layer 0's drive is 16·2^55 = 2^59 per step (a valid network): 2^62 at T = 8
+    ecmt.simulate(big(1 << 55, 1), np.array([[16]]), 7)
+    with pytest.raises(ValueError, match=r"^layer0: ECMT's running input can reach \d+, beyond"):
+        ecmt.simulate(big(1 << 55, 1), np.array([[16]]), 8)
+    # Θ = 2^55, N = 5: the MT membrane's bound 2·Θ·T·(15 + 16) + Θ reaches 2^62 at T = 3
+    ecmt.simulate(big(1, 1 << 55), np.array([[16]]), 2)
+    with pytest.raises(ValueError, match=r"^layer0: the MT membrane can reach"):
+        ecmt.simulate(big(1, 1 << 55), np.array([[16]]), 3)
+    a = torch.full((1, 2), 1 << 31)  # 2 · 2^31 · 2^31 = 2^63
+    with pytest.raises(ValueError, match=r"^scores can reach"):
+        vit_ecmt._matmul(a, a.T, "scores")
+
+
 def test_spike_input_and_bad_inputs_are_refused():
     net = Network(layers=two_layer().layers, n_inputs=1, encoding="spike", input_bounds=(-1, 1))
     with pytest.raises(ValueError, match=r"ECMT takes analog input.*'spike'"):
