@@ -1,4 +1,5 @@
-"""``spikezip`` command line: golden traces, comparisons, network facts and the digits model.
+"""``spikezip`` command line: golden traces, comparisons, network facts, the digits model and the
+ECMT baseline.
 
 What it guarantees, whatever the input:
 
