@@ -1,4 +1,5 @@
-"""``spikezip`` command line: golden traces, comparisons, network facts and the digits model.
+"""``spikezip`` command line: golden traces, comparisons, network facts, the digits model and the
+ECMT baseline.
 
 What it guarantees, whatever the input:
 
@@ -204,6 +205,7 @@ FIFO_DEPTHS = _converter(
 )
 JOBS = _int_in(1, 256)
 MAX_LEVEL = _int_in(0, 61)
+STEPS_LIST = _list_converter(_int_in(1), "an integer ≥ 1")
 MODULE = _converter(
     _module_name, "a Verilog identifier (letters, digits, _; not a keyword, ≤ 128 characters)"
 )
@@ -438,6 +440,59 @@ def _digits_vit(args: argparse.Namespace, kind: dict[str, object]) -> int:
         f"{len(vit.sites)} sites, digest {vit.digest()[:12]}), "
         f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
     )
+    return EXIT_OK
+
+
+def _labels(path: str, batch: int, classes: int) -> np.ndarray:
+    """Class labels from ``path``: one integer in ``[0, classes)`` per input, or a CliError
+    naming ``--labels``."""
+    y = load_inputs(path, "--labels")
+    if y.ndim != 1 or y.dtype.kind not in "iu" or y.shape[0] != batch:
+        raise CliError(
+            f"--labels {path}: must hold one integer class per input ({batch} inputs), "
+            f"not an array of {y.dtype} with shape {list(y.shape)}"
+        )
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise CliError(f"--labels {path}: classes must lie in 0..{classes - 1}, not {bad}")
+    return y.astype(np.int64)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    network = _network(args.network)
+    from spikezip.ir import Encoding
+    from spikezip.sw import ecmt
+
+    vit = isinstance(network, VisionTransformer)
+    if not vit and network.encoding is not Encoding.ANALOG:
+        raise CliError(
+            f"{args.network}: ECMT presents an analog input every step; the network's encoding "
+            f"is {network.encoding.value!r}"
+        )
+    bad = [t for t in args.steps if t > ecmt.MAX_STEPS]
+    if bad:
+        raise CliError(f"--steps must be integers in 1..{ecmt.MAX_STEPS}, not {bad[0]}")
+    if args.levels is not None and args.levels > ecmt.MAX_LEVELS:
+        raise CliError(f"--levels must be an integer in 1..{ecmt.MAX_LEVELS}, not {args.levels}")
+    x = _checked_inputs(network, args.inputs)
+    classes = network.sites[-1].size if vit else network.layers[-1].n_out
+    y = None if args.labels is None else _labels(args.labels, len(x), classes)
+    try:
+        rows = ecmt.compare(network, x, y, args.steps, levels=args.levels, max_level=args.max_level)
+    except ValueError as e:  # a run beyond the exact int64 range
+        raise CliError(f"{args.network}: {e}") from None
+    if vit:
+        where = "on the sites feeding a linear layer or a product"
+        levels = str(args.levels) if args.levels else "max(p, −n)-reaching"
+    else:
+        where = f"after layers 0..{network.depth - 2}"
+        levels = "/".join(map(str, ecmt.check_levels(args.levels, network)[:-1]))
+    print(
+        f"{network.name or args.network}: {len(x)} inputs. ECMT: fixed T, MT neurons of {levels} "
+        f"levels {where} (the last layer is read out); ST-BIF and graded: exact, run to their "
+        "idle step"
+    )
+    print(ecmt.format_table(rows))
     return EXIT_OK
 
 
@@ -893,6 +948,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --graded: the largest spike level K (|s| ≤ 2^K); default unbounded",
     )
     d.set_defaults(func=cmd_digits)
+
+    b = sub.add_parser(
+        "baseline",
+        help="ECMT's multi-threshold conversion at fixed T vs our exact SNNs and the QANN "
+        "(one table; docs/graded.md §11)",
+    )
+    b.add_argument("network", help="MLP or ViT network file (`spikezip digits [--model vit]`)")
+    b.add_argument("inputs", help="analog inputs .npy/.npz [batch, n]")
+    b.add_argument("--labels", default=None, help="class labels .npy [batch] (for accuracy)")
+    b.add_argument(
+        "--steps",
+        type=STEPS_LIST,
+        default=(2, 4, 8),
+        help="ECMT's fixed step counts T, comma-separated (default 2,4,8)",
+    )
+    b.add_argument(
+        "--levels",
+        type=POSITIVE,
+        default=None,
+        metavar="N",
+        help="ECMT's levels per MT neuron (spikes up to 2^(N-1)); default per layer: the "
+        "fewest reaching max(p, -n)",
+    )
+    b.add_argument(
+        "--max-level",
+        type=MAX_LEVEL,
+        default=None,
+        metavar="K",
+        help="the graded SNN's largest spike level K (default unbounded)",
+    )
+    b.set_defaults(func=cmd_baseline)
 
     g = sub.add_parser(
         "generate", help="Verilog, weight images and manifest of NETWORK", parents=[design]
