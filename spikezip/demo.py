@@ -9,7 +9,9 @@ Stages, each timed:
    image (equality 1), accuracies, steps, SOPs and energy (spec §4.5);
 3. when the hardware flow is available (``hw`` + ``sim``): generate Verilog, simulate the images
    cycle-accurately, compare every image's trace with the golden one (equalities 2 and 3);
-4. the digits ViT (``--model both``, the default, or ``vit``): converted, SNN == integer QANN at
+4. the same QANN with graded ST-BIF neurons (spikes ±2^k, docs/graded.md): equality 1, its steps,
+   events and energy beside ST-BIF's, and its RTL on the same images (equalities 2 and 3);
+5. the digits ViT (``--model both``, the default, or ``vit``): converted, SNN == integer QANN at
    every site, then its RTL on ``--vit-images`` images, compared image by image.
 
 Prints one table and writes ``<out>/report.md``. Exits non-zero if any equality fails.
@@ -85,50 +87,100 @@ class Stopwatch:
 
 
 def rtl_stage(
-    rep: Report, network, x, y, golden, out: Path, *, sim: str, images: int | None, lanes: int
-) -> None:
-    """Generate, simulate cycle-accurately, compare every image; add the rows."""
+    rep: Report,
+    network,
+    x,
+    y,
+    golden,
+    out: Path,
+    *,
+    sim: str,
+    images: int | None,
+    lanes: int,
+    label: str = "",
+):
+    """Generate, simulate cycle-accurately, compare every image; add the rows (their names
+    prefixed with ``label``); return the run."""
     from spikezip.ir.compare import first_divergence
     from spikezip.sim.simulate import design, simulate
 
     n = len(x) if images is None else min(images, len(x))
-    with Stopwatch(rep, f"generate Verilog (lanes {lanes})"):
+    with Stopwatch(rep, f"{label}generate Verilog (lanes {lanes})"):
         d = design(network, Path("build") / "designs", lanes=lanes)
     from tqdm import tqdm
 
-    bar = tqdm(total=n, unit="image", desc=f"RTL on {sim}", leave=False)
-    with Stopwatch(rep, f"build + simulate {n} images ({sim})"):
+    bar = tqdm(total=n, unit="image", desc=f"{label}RTL on {sim}", leave=False)
+    with Stopwatch(rep, f"{label}build + simulate {n} images ({sim})"):
         run = simulate(
             network, x[:n], sim=sim, design_dir=d, on_progress=lambda k: bar.update(k - bar.n)
         )
     bar.close()
-    run.trace.save(out / "hw.npz")
+    run.trace.save(out / ("hw-graded.npz" if label else "hw.npz"))
     sub = golden.select(slice(0, n))
     div = first_divergence(sub, run.trace)
     exact = sum(first_divergence(sub.select([b]), run.trace.select([b])) is None for b in range(n))
-    rep.check(div is None, f"RTL differs from the reference: {div}")
+    rep.check(div is None, f"{label}RTL differs from the reference: {div}")
     rtl_acc = float((run.trace.predictions() == y[:n]).mean())
     ref_acc = float((sub.predictions() == y[:n]).mean())
-    rep.check(rtl_acc == ref_acc, "RTL accuracy != SNN accuracy")
+    rep.check(rtl_acc == ref_acc, f"{label}RTL accuracy != SNN accuracy")
     rep.add(
-        f"accuracy: RTL ({sim}, {n} images)",
+        f"{label}accuracy: RTL ({sim}, {n} images)",
         f"{rtl_acc:.2%} (SNN on the same images: {ref_acc:.2%})",
     )
-    rep.add("images bit-exact (RTL == reference)", f"{exact} / {n}")
+    rep.add(f"{label}images bit-exact (RTL == reference)", f"{exact} / {n}")
     rep.add(
-        "cycles / inference",
+        f"{label}cycles / inference",
         f"latency mean {run.latency.mean():.0f}, max "
         f"{run.latency.max()}; back to back {run.total_cycles / n:.0f}",
     )
+    if not label:
+        rep.add(
+            "RTL simulation speed",
+            f"{run.cycles_per_second:,.0f} cycles/s, "
+            f"{run.run_seconds / n:.3f} s per image (start-up included)",
+        )
+    rep.add(f"{label}design", f"{d.verilog} ({', '.join(map(str, d.manifest.lanes))} lanes)")
+    return run
+
+
+def graded_stage(
+    rep: Report, model, x, y, out: Path, *, sim: str, images: int | None, lanes: int, base: dict
+) -> None:
+    """The same QANN with graded ST-BIF neurons (spikes ±2^k, docs/graded.md): the reference
+    against the integer QANN, its steps, events and energy beside ST-BIF's (``base``, the
+    ST-BIF network's ``count_ops`` summary), then its RTL."""
+    from spikezip.sw.convert import to_network
+    from spikezip.sw.energy import count_ops
+    from spikezip.sw.reference import integer_qann, simulate
+
+    label = "graded: "
+    with Stopwatch(rep, f"{label}convert, integer reference"):
+        network = to_network(model, name="digits-graded", neuron="graded")
+        network.save(out / "digits-graded.npz")
+        golden = simulate(network, x)
+    acts = integer_qann(network, x)
+    equal = all(np.array_equal(golden.counts(k), acts[k]) for k in range(network.depth))
+    rep.check(equal, "graded SNN != integer QANN")
+    rep.check(not golden.capped.any(), "a graded sample hit the step cap")
+    ops = count_ops(network, golden, x).summary()
+    acc = float((golden.predictions() == y).mean())
     rep.add(
-        "RTL simulation speed",
-        f"{run.cycles_per_second:,.0f} cycles/s, "
-        f"{run.run_seconds / n:.3f} s per image (start-up included)",
+        f"{label}SNN == integer QANN",
+        f"{'yes' if equal else 'NO'} (every layer, every image); accuracy {acc:.2%}",
     )
     rep.add(
-        "design",
-        f"{d.verilog} ({', '.join(map(str, d.manifest.lanes))} lanes)",
+        f"{label}time steps",
+        f"mean {ops['steps_mean']:.2f}, max {ops['steps_max']} "
+        f"(ST-BIF {base['steps_mean']:.2f}, {base['steps_max']}: "
+        f"{base['steps_mean'] / ops['steps_mean']:.2f}× fewer)",
     )
+    rep.add(
+        f"{label}events / energy per inference",
+        f"{ops['events_mean']:.0f} spikes (ST-BIF {base['events_mean']:.0f}), "
+        f"{ops['energy_nj_mean']:.3f} nJ (ST-BIF {base['energy_nj_mean']:.3f} nJ)",
+    )
+    if sim != "none":
+        rtl_stage(rep, network, x, y, golden, out, sim=sim, images=images, lanes=lanes, label=label)
 
 
 def vit_stage(
@@ -337,6 +389,9 @@ def _run(args: argparse.Namespace) -> int:
         rtl_stage(
             rep, network, x, y, golden, out, sim=args.sim, images=args.images, lanes=args.lanes
         )
+    graded_stage(
+        rep, model, x, y, out, sim=args.sim, images=args.images, lanes=args.lanes, base=ops
+    )
     if args.model == "both":
         vit_stage(
             rep, out, sim=args.sim, images=args.vit_images or VIT_DEMO_IMAGES, lanes=args.lanes,

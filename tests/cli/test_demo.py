@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from spikezip.cli import main as cli_main
@@ -12,10 +14,15 @@ def test_demo_reference_stage(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPIKEZIP_CACHE", str(tmp_path / "cache"))
     assert main(["--out", str(tmp_path / "out"), "--sim", "none", "--model", "mlp"]) == 0
     out = capsys.readouterr().out
-    assert "SNN == integer QANN        yes" in out
+    assert re.search(r"^SNN == integer QANN +yes", out, re.M)
+    # the graded design's rows beside ST-BIF's (issue 14): equality 1 and ≥ 3× fewer steps
+    assert re.search(r"^graded: SNN == integer QANN +yes", out, re.M)
+    steps = re.search(r"^graded: time steps +mean ([\d.]+), .*: ([\d.]+)× fewer\)", out, re.M)
+    assert steps and float(steps[2]) >= 3.0, out
     report = (tmp_path / "out" / "report.md").read_text()
     assert "accuracy: SNN (reference)" in report and "FAILED" not in report
     assert (tmp_path / "out" / "golden.npz").is_file()
+    assert (tmp_path / "out" / "digits-graded.npz").is_file()
     assert (tmp_path / "out" / "raster.png").stat().st_size > 10_000
 
 

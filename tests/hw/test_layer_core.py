@@ -5,10 +5,13 @@
 Tier 3 (cocotb on Icarus and Verilator) is in ``tests/sim/test_layer_core.py``.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.neuron_array import Storage
@@ -19,6 +22,7 @@ from spikezip.ir import Layer, Network
 from spikezip.sw.reference import simulate
 from tests.hw.layer_configs import network
 from tests.hw.stream_bench import drive_stream
+from tests.sw.strategies import inputs_for, networks
 
 # -- tier 1 -------------------------------------------------------------------------------------
 
@@ -156,14 +160,6 @@ def run_core(
         ("analog", 1, 2, "memory"),
         ("spike", 0, 16, None),  # lanes > n_out
         ("bias_only", 0, 3, None),
-        # graded neurons (spikes ±2^k): analog in, graded out (8 levels), per-neuron Θ with
-        # graded input; graded ±2^k input events, K = 1; 16 levels and a large Θ
-        ("graded_analog", 0, 5, None),
-        ("graded_analog", 1, 2, "memory"),
-        ("graded_spike", 1, 1, None),
-        ("graded_analog_k1", 1, 3, None),
-        ("graded_saturating", 1, 4, "registers"),
-        ("graded_large", 0, 4, None),
     ],
 )
 @pytest.mark.parametrize("pipeline", PIPELINES)
@@ -173,6 +169,34 @@ def test_core_matches_golden_and_cycle_model(
     net, x = network(name)
     got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
     fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+    assert [c for c, _ in got] == cycles
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "lanes", "storage", "pipeline"),
+    [
+        # graded neurons (spikes ±2^k): analog in, graded out (8 levels), per-neuron Θ with
+        # graded input; graded ±2^k input events, K = 1; 16 levels and a large Θ
+        ("graded_analog", 0, 5, None, 1),
+        ("graded_analog", 0, 12, None, 2),  # W 1: idle slots
+        ("graded_analog", 1, 2, "memory", 3),
+        ("graded_spike", 1, 1, None, 0),
+        ("graded_spike", 0, 3, "memory", 1),
+        ("graded_analog_k1", 1, 3, None, 2),
+        ("graded_saturating", 1, 4, "registers", 3),
+        ("graded_large", 0, 4, None, 1),
+    ],
+)
+def test_graded_core_matches_golden_and_cycle_model(
+    name: str, k: int, lanes: int, storage, pipeline: int
+) -> None:
+    """Graded neurons: output events carry ±2^k, graded input events shift the weights; the
+    events and their cycles equal the reference and the cycle model."""
+    net, x = network(name)
+    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
+    fmt = core.output_format
+    assert fmt.value_width == core.layer.spike_max.bit_length() + 1
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
     assert [c for c, _ in got] == cycles
 
@@ -237,3 +261,56 @@ def test_verilog_files_in_tmp(tmp_path: Path) -> None:
     core = LayerCore.for_network(network("spike")[0], 1, lanes=2)
     (tmp_path / "core.v").write_text(generate(core, "core"))
     assert (tmp_path / "core.v").stat().st_size > 1000
+
+
+# -- random graded layers (issue 14) -------------------------------------------------------------
+
+
+@st.composite
+def graded_layer_cases(draw, max_width: int = 16):
+    """A random network (analog or spike input), a layer of it and a core geometry; the layer and
+    the one before it are each graded (random K) three times in four, so the core sees every mix
+    of ±1 and ±2^k input and output."""
+    net = draw(networks(max_depth=3, max_width=max_width), label="network")
+    k = draw(st.integers(0, net.depth - 1), label="layer")
+
+    def kind(layer):
+        if draw(st.sampled_from([True, True, True, False])):
+            return replace(layer, neuron="graded", max_level=draw(st.none() | st.integers(0, 4)))
+        return layer
+
+    layers = list(net.layers)
+    for j in {k - 1, k} - {-1}:
+        layers[j] = kind(layers[j])
+    net = replace(net, layers=tuple(layers))
+    x = draw(inputs_for(net, max_batch=3, max_steps=4), label="inputs")
+    lanes = draw(st.integers(1, net.layers[k].n_out + 2), label="lanes")
+    pipeline = draw(st.sampled_from(PIPELINES), label="pipeline")
+    storage = draw(st.sampled_from([None, "registers", "memory"]), label="storage")
+    return net, x, k, lanes, pipeline, storage
+
+
+def _graded_layer_run(case) -> None:
+    net, x, k, lanes, pipeline, storage = case
+    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
+    fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+    assert [c for c, _ in got] == cycles
+
+
+_RANDOM = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@settings(max_examples=12, **_RANDOM)  # the _many twin: 300 (slow)
+@given(graded_layer_cases())
+def test_random_graded_layers_match_golden_and_cycle_model(case) -> None:
+    """Random graded layer cores (Amaranth's simulator): output events ±2^k and their cycles ==
+    the reference's spikes and the cycle model."""
+    _graded_layer_run(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, **_RANDOM)
+@given(graded_layer_cases(max_width=32))
+def test_random_graded_layers_many(case) -> None:
+    _graded_layer_run(case)
