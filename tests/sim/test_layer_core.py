@@ -20,6 +20,7 @@ slots included), memory storage, and one Verilator build; the rest is ``slow`` (
 Every generated design is linted; ``make test`` lints a subset (:data:`LINT_FAST`).
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +275,10 @@ def _random_case(data, max_width: int):
     from tests.sw.strategies import inputs_for, networks
 
     net = data.draw(networks(max_depth=2, max_width=max_width), label="network")
+    if data.draw(st.booleans(), label="graded"):  # every layer graded (spikes ±2^k, random K)
+        k = data.draw(st.none() | st.integers(0, 4), label="max_level")
+        layers = tuple(replace(layer, neuron="graded", max_level=k) for layer in net.layers)
+        net = replace(net, layers=layers)
     x = data.draw(inputs_for(net, max_batch=3, max_steps=4), label="inputs")
     layer = data.draw(st.integers(0, net.depth - 1), label="layer")
     n_out = net.layers[layer].n_out
