@@ -40,6 +40,7 @@ def _net(neuron: str = "stbif"):
 def _run(job):
     layer, lanes, pipeline, seed, neuron = job
     t0 = time.perf_counter()
+    point = {"neuron": neuron, "layer": layer, "lanes": lanes, "pipeline": pipeline, "seed": seed}
     try:
         r = place_and_route(
             LayerCore.for_network(_net(neuron), layer, lanes=lanes, pipeline=pipeline),
@@ -47,20 +48,8 @@ def _run(job):
             seed=seed,
         )
     except ToolError as e:
-        return {
-            "neuron": neuron,
-            "layer": layer,
-            "lanes": lanes,
-            "pipeline": pipeline,
-            "seed": seed,
-            "error": str(e),
-        }
-    return {
-        "neuron": neuron,
-        "layer": layer,
-        "lanes": lanes,
-        "pipeline": pipeline,
-        "seed": seed,
+        return point | {"error": str(e)}
+    return point | {
         "fmax_mhz": round(r.fmax_mhz, 1),
         "abc9": r.abc9,
         "critical_path": r.critical_path_text,

@@ -201,6 +201,23 @@ def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags:
     return out
 
 
+def _expected(step, layer: Layer, fire, u, a, d, **kw):
+    """``(spikes, membranes, tracers)`` of the reference's ``step`` (a firing row) or of a plain
+    integration."""
+    if not fire:
+        return np.zeros(len(u)), u + d, a
+    out = step(
+        torch.from_numpy(d),
+        torch.from_numpy(u),
+        torch.from_numpy(a),
+        threshold=torch.from_numpy(layer.thresholds.copy()),
+        neg_bound=layer.neg_bound,
+        pos_bound=layer.pos_bound,
+        **kw,
+    )
+    return tuple(t.numpy() for t in out)
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     threshold=st.sampled_from([1, 2, 3, 4, 5, 64, 4095]),
@@ -234,20 +251,7 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed, register
         rows.append((fire, u, a, d))
     got = _lanes_case(layer, lanes, rows, registered, flags)
     for (fire, u, a, d), row in zip(rows, got, strict=True):
-        if fire:
-            es, eu, ea = (
-                t.numpy()
-                for t in stbif_step(
-                    torch.from_numpy(d),
-                    torch.from_numpy(u),
-                    torch.from_numpy(a),
-                    threshold=torch.from_numpy(layer.thresholds.copy()),
-                    neg_bound=neg,
-                    pos_bound=pos,
-                )
-            )
-        else:
-            es, eu, ea = np.zeros(n), u + d, a
+        es, eu, ea = _expected(stbif_step, layer, fire, u, a, d)
         assert row[:3] == [es.tolist(), eu.tolist(), ea.tolist()], (fire, u, a, d)
         if flags:  # the bound checks of the new tracers
             assert row[3:] == [(ea < pos).astype(int).tolist(), (ea > neg).astype(int).tolist()]
@@ -302,21 +306,7 @@ def test_graded_lanes_match_reference_step(
         rows.append((fire, u, a, d))
     got = _lanes_case(layer, lanes, rows, registered, flagged)
     for (fire, u, a, d), row in zip(rows, got, strict=True):
-        if fire:
-            es, eu, ea = (
-                t.numpy()
-                for t in graded_step(
-                    torch.from_numpy(d),
-                    torch.from_numpy(u),
-                    torch.from_numpy(a),
-                    threshold=torch.from_numpy(theta.copy()),
-                    neg_bound=neg,
-                    pos_bound=pos,
-                    max_level=max_level,
-                )
-            )
-        else:
-            es, eu, ea = np.zeros(n), u + d, a
+        es, eu, ea = _expected(graded_step, layer, fire, u, a, d, max_level=max_level)
         assert row[:3] == [es.tolist(), eu.tolist(), ea.tolist()], (fire, u, a, d)
 
 
