@@ -382,15 +382,26 @@ class NeuronLanes(wiring.Component):
             stage += [u1_s.eq(u1), a.eq(a_in)]
             stage += [up_s[j].eq(up[j]) for j in range(J)]  # (a chosen one fits the membrane)
             stage += [down_s[j].eq(down[j]) for j in range(J)]
-            spikes, membranes, tracers = [], [Mux(stay, u1_s, 0)], [Mux(stay, a, 0)]
-            for j in range(J):
-                spikes += [Mux(top_pos[j], 1 << j, 0), Mux(top_neg[j], -(1 << j), 0)]
-                membranes += [Mux(top_pos[j], up_s[j], 0), Mux(top_neg[j], down_s[j], 0)]
-                tracers += [Mux(top_pos[j], a + (1 << j), 0), Mux(top_neg[j], a - (1 << j), 0)]
+            if self._pipeline.registered_sums:  # one-hot selects from registers: an AND-OR
+                spikes, membranes, tracers = [], [Mux(stay, u1_s, 0)], [Mux(stay, a, 0)]
+                for j in range(J):
+                    pick = (top_pos[j], top_neg[j])
+                    spikes += [Mux(pick[0], 1 << j, 0), Mux(pick[1], -(1 << j), 0)]
+                    membranes += [Mux(pick[0], up_s[j], 0), Mux(pick[1], down_s[j], 0)]
+                    tracers += [Mux(pick[0], a + (1 << j), 0), Mux(pick[1], a - (1 << j), 0)]
+                spike, membrane, tracer = _any(spikes), _any(membranes), _any(tracers)
+            else:  # selects straight from the carry chains: a priority chain maps smaller and
+                # no slower (measured, docs/performance.md "Graded ST-BIF (issue 14), RTL")
+                spike, membrane, tracer = 0, u1_s, a
+                for j in range(J):  # the highest open level wins (pos and neg exclude each other)
+                    chosen = pos[j] | neg[j]
+                    spike = Mux(chosen, Mux(pos[j], 1 << j, -(1 << j)), spike)
+                    membrane = Mux(chosen, Mux(pos[j], up_s[j], down_s[j]), membrane)
+                    tracer = Mux(chosen, Mux(pos[j], a + (1 << j), a - (1 << j)), tracer)
             m.d.comb += [
-                self.spikes[k].eq(_any(spikes)),
-                self.next_membranes[k].eq(_any(membranes)),
-                self.next_tracers[k].eq(_any(tracers)),
+                self.spikes[k].eq(spike),
+                self.next_membranes[k].eq(membrane),
+                self.next_tracers[k].eq(tracer),
             ]
         return m
 
