@@ -7,7 +7,8 @@ is ``n_in · words``. An input event therefore costs ``words = ceil(n_out / lane
 one per cycle, and the ``lanes`` synaptic operations of each are done in parallel.
 
 Only the first layer of an analog-encoded network multiplies (``value × w``, one multiplier per
-lane); every other layer sees ``value ∈ {-1, +1}`` and adds or subtracts the weight.
+lane); every other layer sees spikes ``value ∈ {-1, +1}`` and adds or subtracts the weight, or
+graded spikes ``±2^k`` and adds or subtracts the weight shifted by ``k``.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ class WeightRead(wiring.Component):
 class Products(wiring.Component):
     """Per lane the drive of one input event: ``value × w`` (analog) or ``±w`` (spikes).
 
-    With spikes, ``value ∈ {-1, 0, +1}`` adds, skips or subtracts the weight. Latency 0
+    With spikes, ``value ∈ {-1, 0, +1}`` adds, skips or subtracts the weight; graded spikes
+    (``value_width = v > 2``: ``value = ±2^k``, ``k < v − 1``) add or subtract ``w << k``, a
+    shift chosen by the value's one-hot magnitude: no multiplier. Latency 0
     (combinational), or 2 with ``registered``: the multiplier's input registers (``value``,
     and the weights with ``analog``; with spikes, ``w XOR s`` for ``s = value < 0``) and output
     register, with no reset and no enable (the ECP5 flow moves them into the DSP block,
@@ -165,7 +168,10 @@ class Products(wiring.Component):
     ) -> None:
         self._analog, self._registered = bool(analog), bool(registered)
         self._lanes = lanes
-        width = value_width + weight_width if analog else weight_width + 1
+        #: spike levels: |value| ∈ {2^0 … 2^(levels − 1)} (1 for ST-BIF spikes)
+        self._levels = 0 if analog else value_width - 1
+        # analog: value × w; spikes: ±(w << k), k < levels
+        width = value_width + weight_width if analog else weight_width + value_width - 1
         super().__init__(
             {
                 "value": In(signed(value_width)),
@@ -191,6 +197,8 @@ class Products(wiring.Component):
             w = weights[k]
             if self._analog:
                 product = value * w
+            elif self._levels > 1:
+                product = self._shifted(m, k, w, value)
             elif self._registered:  # ±w = (w XOR s) + s, s = value < 0
                 flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
                 m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
@@ -203,6 +211,26 @@ class Products(wiring.Component):
                 product = registered
             m.d.comb += self.products[k].eq(product)
         return m
+
+    def _shifted(self, m: Module, k: int, w, value):
+        """``±(w << j)`` for a graded spike ``value = ±2^j`` (0 for 0): ``±w`` as for a ±1
+        spike, then the shift chosen by the magnitude's one-hot bits (an AND-OR, no shifter)."""
+        if self._registered:  # ±w = (w XOR s) + s, s = value < 0, as for ±1 spikes
+            flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
+            m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
+            signed_w = flipped + (value < 0)
+        else:
+            signed_w = Mux(value < 0, -w, w)
+        # |value|'s bit j is set for ±2^j: 2^j has it; −2^j = …1 10…0 has bit j set and nothing
+        # below, so "bit j and no lower bit" picks the level for both signs
+        terms = []
+        for j in range(self._levels):
+            lower = value[:j].any() if j else 0
+            terms.append(Mux(value[j] & ~lower, signed_w << j, 0))
+        product = terms[0]
+        for term in terms[1:]:
+            product = product | term
+        return product
 
 
 class Accumulator(wiring.Component):
@@ -326,7 +354,7 @@ class Accumulator(wiring.Component):
         """
         if self._analog:
             return self._value_width + self._weight_width
-        return self._weight_width + 1
+        return self._weight_width + self._value_width - 1  # ±(w << k), k < value_width − 1
 
     @property
     def weight_depth(self) -> int:

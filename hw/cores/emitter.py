@@ -1,4 +1,5 @@
-"""Spike emitter: turns fired words into output events ``(index, ±1)`` and the step's marker.
+"""Spike emitter: turns fired words into output events ``(index, s)`` (``s = ±1``, graded:
+``±2^k``) and the step's marker.
 
 Fired words arrive from the neuron array at one per cycle and are registered. A word that holds
 spikes, and the last word of every sweep (which carries the step's marker), enters a queue as
@@ -19,7 +20,7 @@ drains, and backpressure on ``o`` only stalls the core when a third sweep is due
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,11 +48,18 @@ def _lowest(m: Module, bits, name: str) -> Signal:
     return index
 
 
-def entry_layout(*, index_width: int, lanes: int) -> data.StructLayout:
-    """A queue entry: one fired word with spikes, or a sweep's last word (with the marker)."""
+def entry_layout(
+    *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+) -> data.StructLayout:
+    """A queue entry: one fired word with spikes, or a sweep's last word (with the marker).
+    Graded spikes (``value_width`` above 2 bits) also carry each lane's value."""
     pairs = -(-lanes // 2)
+    values = {}
+    if value_width > SPIKE_VALUE_WIDTH:
+        values = {"values": data.ArrayLayout(signed(value_width), lanes)}
     return data.StructLayout(
         {
+            **values,
             "base": unsigned(index_width + lanes.bit_length()),  # word · lanes
             "fired": unsigned(lanes),  # lanes that spiked
             "rest": unsigned(lanes),  # ... but the lowest
@@ -82,6 +90,8 @@ class WordPacker(wiring.Component):
     timing : hw.model.cycle_model.LayerTiming
     index_width : int
         Bits of an output event's index.
+    value_width : int
+        Signed bits of a spike (2: ±1; graded neurons: ``spike_value_width(spike_max)``).
 
     Members
     -------
@@ -93,15 +103,16 @@ class WordPacker(wiring.Component):
         ... and this is the step's busy flag (the array's, or any spike of the sweep).
     """
 
-    def __init__(self, *, timing: LayerTiming, index_width: int) -> None:
+    def __init__(
+        self, *, timing: LayerTiming, index_width: int, value_width: int = SPIKE_VALUE_WIDTH
+    ) -> None:
         self._timing = timing
         words, lanes = timing.words, timing.lanes
-        entry = entry_layout(index_width=index_width, lanes=lanes)
+        entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
+        word = spike_word_layout(words=words, lanes=lanes, value_width=value_width)
         super().__init__(
             {
-                "i": In(
-                    stream.Signature(spike_word_layout(words=words, lanes=lanes), always_ready=True)
-                ),
+                "i": In(stream.Signature(word, always_ready=True)),
                 "o": Out(stream.Signature(entry)),
                 "swept": Out(1),
                 "swept_busy": Out(1),
@@ -132,6 +143,8 @@ class WordPacker(wiring.Component):
             entry.marker.eq(word.last),
             entry.busy.eq(word.busy),
         ]
+        if "values" in layout.members:
+            m.d.comb += entry.values.eq(word.spikes)
         for g in range(-(-lanes // 2)):  # spikes per two lanes: one LUT level
             pair = fired[2 * g : 2 * g + 2]
             m.d.comb += [
@@ -177,6 +190,8 @@ class Serialiser(wiring.Component):
     Parameters
     ----------
     index_width, lanes : int
+    value_width : int
+        Signed bits of a spike (above 2: graded values from the entry).
 
     Members
     -------
@@ -186,13 +201,15 @@ class Serialiser(wiring.Component):
         The beat register, as an output event or marker.
     """
 
-    def __init__(self, *, index_width: int, lanes: int) -> None:
-        self._lanes = lanes
-        entry = entry_layout(index_width=index_width, lanes=lanes)
+    def __init__(
+        self, *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+    ) -> None:
+        self._lanes, self._graded = lanes, value_width > SPIKE_VALUE_WIDTH
+        entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
         super().__init__(
             {
                 "i": In(stream.Signature(entry)),
-                "o": Out(stream.Signature(event_layout(index_width, SPIKE_VALUE_WIDTH))),
+                "o": Out(stream.Signature(event_layout(index_width, value_width))),
             }
         )
 
@@ -242,11 +259,17 @@ class Serialiser(wiring.Component):
         else:
             m.d.comb += index.eq(beat_base + beat_lane)
         negative = beat_negative.bit_select(beat_lane, 1)
+        value = Mux(negative, -1, 1)
+        if self._graded:  # the lane's value, registered with the beat
+            beat_values = Signal.like(head.values, name="beat_values")
+            with m.If(beat):
+                m.d.sync += beat_values.eq(head.values)
+            value = beat_values[beat_lane]
         m.d.comb += [
             self.o.payload.marker.eq(beat_marker),
             self.o.payload.busy.eq(beat_marker & beat_busy),
             self.o.payload.index.eq(Mux(beat_marker, 0, index)),
-            self.o.payload.value.eq(Mux(beat_marker, 0, Mux(negative, -1, 1))),
+            self.o.payload.value.eq(Mux(beat_marker, 0, value)),
         ]
         return m
 
@@ -306,6 +329,9 @@ class SpikeEmitter(wiring.Component):
     ----------
     timing : hw.model.cycle_model.LayerTiming
         The core's (gives ``n_out``, ``lanes`` and ``W``).
+    value_width : int
+        Signed bits of a spike: 2 (±1), or ``spike_value_width(spike_max)`` for graded neurons
+        (events then carry ``±2^k``).
 
     Members
     -------
@@ -319,15 +345,16 @@ class SpikeEmitter(wiring.Component):
         A sweep's last word arrived (with its busy flag); a marker left.
     """
 
-    def __init__(self, *, timing: LayerTiming) -> None:
+    def __init__(self, *, timing: LayerTiming, value_width: int = SPIKE_VALUE_WIDTH) -> None:
         self._timing = check_timing(timing)
+        EventFormat(1, value_width)  # validates the width
+        self._value_width = value_width
         words, lanes = timing.words, timing.lanes
+        word = spike_word_layout(words=words, lanes=lanes, value_width=value_width)
         super().__init__(
             {
-                "i": In(
-                    stream.Signature(spike_word_layout(words=words, lanes=lanes), always_ready=True)
-                ),
-                "o": Out(stream.Signature(event_layout(self.index_width, SPIKE_VALUE_WIDTH))),
+                "i": In(stream.Signature(word, always_ready=True)),
+                "o": Out(stream.Signature(event_layout(self.index_width, value_width))),
                 "status": Out(StepStatus()),
             }
         )
@@ -352,7 +379,7 @@ class SpikeEmitter(wiring.Component):
 
     @property
     def output_format(self) -> EventFormat:
-        return EventFormat(self.index_width, SPIKE_VALUE_WIDTH)
+        return EventFormat(self.index_width, self._value_width)
 
     @property
     def queue_depth(self) -> int:
@@ -362,14 +389,19 @@ class SpikeEmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         index_width, lanes = self.index_width, self.lanes
-        m.submodules.packer = packer = WordPacker(timing=self._timing, index_width=index_width)
+        vw = self._value_width
+        m.submodules.packer = packer = WordPacker(
+            timing=self._timing, index_width=index_width, value_width=vw
+        )
         # SyncFIFOBuffered counts only its inner memory in w_rdy (an entry moving to its output
         # register in the same cycle is not credited): one entry more than the sender's credit
         # allows keeps w_rdy high whenever the packer writes (with W = 1 a second entry may
         # follow the first into an empty queue in the next cycle)
         width = Shape.cast(packer.o.payload.shape()).width
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
-        m.submodules.serialiser = serialiser = Serialiser(index_width=index_width, lanes=lanes)
+        m.submodules.serialiser = serialiser = Serialiser(
+            index_width=index_width, lanes=lanes, value_width=vw
+        )
         m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), packer.i)
         wiring.connect(m, packer.o, queue.w_stream)

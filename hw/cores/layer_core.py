@@ -101,7 +101,8 @@ def _layout(fmt: EventFormat) -> data.StructLayout:
 
 
 class LayerCore(wiring.Component):
-    """An event-driven ST-BIF layer (see the module docstring for protocol and architecture).
+    """An event-driven ST-BIF (or graded ST-BIF) layer (see the module docstring for protocol
+    and architecture).
 
     Latency: an input marker consumed in cycle ``x`` (one cycle after it was accepted on ``i``
     when the core was waiting for it) gives the output marker in cycle
@@ -119,7 +120,8 @@ class LayerCore(wiring.Component):
         ``(n, p)`` of the previous layer otherwise); with ``analog`` it gives the widths.
     analog : bool
         Analog input (first layer of an analog network): events carry integer values and the
-        datapath multiplies. Otherwise events carry ±1 and the datapath adds.
+        datapath multiplies. Otherwise events carry spikes (±1, or ±2^k from graded neurons) and
+        the datapath adds (the weight shifted by k).
     lanes : int
         Neurons processed per cycle, ``P ≥ 1``.
     storage : Storage or str, optional
@@ -136,6 +138,10 @@ class LayerCore(wiring.Component):
         Add the ``probe`` output (membranes and tracers of each fired word) for testbenches.
     src_loc_at : int
         Stack frames between the caller and this constructor (Amaranth's convention).
+    input_spike_max : int
+        Largest ``|s|`` of an input spike: 1 for ST-BIF inputs, the producer's ``spike_max``
+        (a power of two) for graded ones (:meth:`for_network` fills it in). Output spikes are
+        ``±2^k`` when ``layer.neuron`` is graded (docs/graded.md).
 
     Members
     -------
@@ -159,6 +165,7 @@ class LayerCore(wiring.Component):
         probe: bool = False,
         src_loc_at: int = 0,
         site: SiteSpec | None = None,
+        input_spike_max: int = 1,
     ) -> None:
         self._site = site
         if not isinstance(layer, Layer):
@@ -183,9 +190,15 @@ class LayerCore(wiring.Component):
                 f"weight_bank_depth must be a power of two ≥ 2, not {weight_bank_depth!r}"
             )
         self._weight_bank_depth = weight_bank_depth
+        if isinstance(input_spike_max, bool) or not isinstance(input_spike_max, int):
+            raise TypeError(f"input_spike_max must be an integer, not {input_spike_max!r}")
+        if input_spike_max < 1 or input_spike_max & (input_spike_max - 1):
+            raise ValueError(f"input_spike_max must be a power of two ≥ 1, not {input_spike_max}")
         if site is None:
-            self._widths = layer.widths(*bounds, analog=analog)
-            self._formats = layer_formats(layer, self._widths, analog=analog)
+            self._widths = layer.widths(*bounds, analog=analog, spike_max=input_spike_max)
+            self._formats = layer_formats(
+                layer, self._widths, analog=analog, input_spike_max=input_spike_max
+            )
         else:
             if site.input_map.lanes != lanes:
                 raise ValueError(f"the site's map is for {site.input_map.lanes} lanes, not {lanes}")
@@ -214,14 +227,20 @@ class LayerCore(wiring.Component):
             raise TypeError(f"network must be an ir.Network, not {type(network).__name__}")
         if not isinstance(index, int) or not 0 <= index < network.depth:
             raise ValueError(f"index must be an integer in [0, {network.depth - 1}], not {index!r}")
+        spike_max = 1  # the network's input spikes are ternary
         if index == 0:
             bounds = network.input_bounds
         else:
             prev = network.layers[index - 1]
-            bounds = (prev.neg_bound, prev.pos_bound)
+            bounds, spike_max = (prev.neg_bound, prev.pos_bound), prev.spike_max
         analog = index == 0 and network.encoding is Encoding.ANALOG
         return cls(
-            layer=network.layers[index], input_bounds=bounds, analog=analog, src_loc_at=1, **kwargs
+            layer=network.layers[index],
+            input_bounds=bounds,
+            analog=analog,
+            src_loc_at=1,
+            input_spike_max=spike_max,
+            **kwargs,
         )
 
     @classmethod
@@ -383,7 +402,9 @@ class LayerCore(wiring.Component):
             storage=self._storage,
             drive_width=syn.drive_width,
         )
-        m.submodules.emitter = emitter = SpikeEmitter(timing=timing)
+        m.submodules.emitter = emitter = SpikeEmitter(
+            timing=timing, value_width=self.output_format.value_width
+        )
         wiring.connect(m, wiring.flipped(self.i), seq.i)
         wiring.connect(m, seq.o, syn.i)
         wiring.connect(m, syn.o, neurons.i)

@@ -90,14 +90,17 @@ def command_layout(*, words: int, lanes: int, drive_width: int) -> data.StructLa
     )
 
 
-def spike_word_layout(*, words: int, lanes: int) -> data.StructLayout:
-    """The spikes of one fired word, lane ``k`` being neuron ``word · lanes + k``."""
+def spike_word_layout(
+    *, words: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+) -> data.StructLayout:
+    """The spikes of one fired word, lane ``k`` being neuron ``word · lanes + k`` (signed
+    ``value_width`` bits: ±1, or ±2^k for graded neurons)."""
     return data.StructLayout(
         {
             "word": _word_shape(words),
             "last": unsigned(1),
             "busy": unsigned(1),
-            "spikes": data.ArrayLayout(signed(SPIKE_VALUE_WIDTH), lanes),
+            "spikes": data.ArrayLayout(signed(value_width), lanes),
         }
     )
 

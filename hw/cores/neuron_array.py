@@ -38,7 +38,8 @@ from spikezip.hw.cores.layouts import Op, command_layout, spike_word_layout, sta
 from spikezip.hw.model.cycle_model import READ_LATENCY, LayerTiming, Pipeline, check_timing
 from spikezip.hw.model.design import Storage
 from spikezip.hw.model.design import check_storage as _check_storage
-from spikezip.ir.network import Layer, LayerWidths
+from spikezip.hw.model.events import spike_value_width
+from spikezip.ir.network import Layer, LayerWidths, signed_width
 
 __all__ = [
     "DriveOffsets",
@@ -244,6 +245,7 @@ class NeuronLanes(wiring.Component):
 
         flags = {"below_p": In(lanes), "above_n": In(lanes)}
         flags |= {"next_below_p": Out(lanes), "next_above_n": Out(lanes)}
+        graded = level_layout(layer, widths, drive_width, lanes)
         super().__init__(
             {
                 "fire": In(1),
@@ -252,10 +254,11 @@ class NeuronLanes(wiring.Component):
                 "drive": In(arr(signed(drive_width))),
                 "drive_minus": In(arr(minus)),
                 "drive_plus": In(arr(plus)),
-                "spikes": Out(arr(signed(2))),
+                **({} if graded is None else {"drive_levels": In(graded)}),
+                "spikes": Out(arr(signed(spike_value_width(layer.spike_max)))),
                 "next_membranes": Out(arr(m_)),
                 "next_tracers": Out(arr(t_)),
-                **(flags if pipeline.bound_flags else {}),
+                **(flags if uses_bound_flags(pipeline, layer) else {}),
             }
         )
 
@@ -272,6 +275,8 @@ class NeuronLanes(wiring.Component):
         return self._pipeline.update_latency
 
     def elaborate(self, platform):
+        if levels(self._layer) > 1:
+            return self._elaborate_graded()
         m = Module()
         n, p = self._layer.neg_bound, self._layer.pos_bound
         m_, flags = signed(self._widths.membrane), self._pipeline.bound_flags
@@ -325,19 +330,119 @@ class NeuronLanes(wiring.Component):
                 ]
         return m
 
+    def _elaborate_graded(self) -> Module:
+        """Graded lanes (docs/graded.md §10): with ``U1 = U + drive`` and ``J`` levels, level ``j``
+        is open upwards when ``U1 − Θ·2^j ≥ 0`` and ``A ≤ p − 2^j``, downwards when
+        ``U1 + Θ·(2^j − 1) < 0`` and ``A ≥ n + 2^j``; both tests are monotone in ``j``, so the
+        spike is ``±2^j`` for the highest open level and the new membrane is the sum
+        ``U1 ∓ Θ·2^j`` computed beside it: ``3J − 1`` parallel sums, the tracer's tests against
+        constants, no divider and no multiplier."""
+        m = Module()
+        layer, lanes, J = self._layer, self.lanes, levels(self._layer)
+        n, p = layer.neg_bound, layer.pos_bound
+        m_ = signed(self._widths.membrane)
+        stage = m.d.sync if self._pipeline.registered_sums else m.d.comb
+        fire = Signal(name="fire_s")
+        stage += fire.eq(self.fire)
+        offsets = self.drive_levels
+        for k in range(lanes):
+            u, a_in = self.membranes[k], self.tracers[k]
+            u1 = Signal(m_, name=f"u1_{k}")
+            minus = {0: self.drive_minus[k]} | {j: offsets[f"minus{j}"][k] for j in range(1, J)}
+            plus = {0: self.drive_plus[k]} | {j: offsets[f"plus{j}"][k] for j in range(1, J)}
+            below = {j: offsets[f"below{j}"][k] for j in range(2, J)}
+            # U1 − Θ·2^j (test and result of +2^j) and U1 + Θ·2^j (result of −2^j; its sign for
+            # j = 0 is the test of −2), at natural widths; U1 + Θ·(2^j − 1) for j ≥ 2 (tests)
+            up = [Signal.like(u + minus[j], name=f"u_minus{j}_{k}") for j in range(J)]
+            down = [Signal.like(u + plus[j], name=f"u_plus{j}_{k}") for j in range(J)]
+            test = {j: Signal.like(u + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
+            a = Signal.like(a_in, name=f"a{k}")
+            room_up = Signal(J, name=f"room_up{k}")  # A + 2^j ≤ p
+            room_down = Signal(J, name=f"room_down{k}")  # A − 2^j ≥ n
+            stage += [u1.eq(u + self.drive[k]), a.eq(a_in)]
+            stage += [up[j].eq(u + minus[j]) for j in range(J)]
+            stage += [down[j].eq(u + plus[j]) for j in range(J)]
+            stage += [test[j].eq(u + below[j]) for j in range(2, J)]
+            stage += [room_up[j].eq(a_in <= p - (1 << j)) for j in range(J)]
+            stage += [room_down[j].eq(a_in >= n + (1 << j)) for j in range(J)]
+            negative = [u1[-1], down[0][-1]] + [test[j][-1] for j in range(2, J)]
+            pos = [Signal(name=f"pos{j}_{k}") for j in range(J)]
+            neg = [Signal(name=f"neg{j}_{k}") for j in range(J)]
+            m.d.comb += [pos[j].eq(fire & ~up[j][-1] & room_up[j]) for j in range(J)]
+            m.d.comb += [neg[j].eq(fire & negative[j] & room_down[j]) for j in range(J)]
+            spike, membrane, tracer = 0, u1, a
+            for j in range(J):  # the highest open level wins (pos and neg exclude each other)
+                chosen = pos[j] | neg[j]
+                spike = Mux(chosen, Mux(pos[j], 1 << j, -(1 << j)), spike)
+                membrane = Mux(chosen, Mux(pos[j], up[j], down[j]), membrane)
+                tracer = Mux(chosen, Mux(pos[j], a + (1 << j), a - (1 << j)), tracer)
+            m.d.comb += [
+                self.spikes[k].eq(spike),
+                self.next_membranes[k].eq(membrane),
+                self.next_tracers[k].eq(tracer),
+            ]
+        return m
+
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def uses_bound_flags(pipeline: Pipeline, layer: Layer) -> bool:
+    """The stored tracer bound flags of ``bound_flags``: ST-BIF only (graded lanes compare the
+    tracer with their levels' constants)."""
+    return pipeline.bound_flags and levels(layer) == 1
+
+
+def levels(layer: Layer) -> int:
+    """Spike levels ``J`` of a layer's neurons: ``|s| ∈ {2^0 … 2^(J−1)}`` (1 for ST-BIF)."""
+    return layer.spike_max.bit_length()
+
+
+def _theta(layer: Layer, widths: LayerWidths):
+    if layer.per_neuron_threshold:
+        return Signal(unsigned(widths.threshold))
+    return Const(layer.threshold)
+
+
 def offset_shapes(layer: Layer, widths: LayerWidths, drive_width: int):
     """Natural shapes of ``drive - Θ`` and ``drive + Θ`` (no bit a copy of another)."""
-    d = Signal(signed(drive_width))
-    if layer.per_neuron_threshold:
-        theta = Signal(unsigned(widths.threshold))
-    else:
-        theta = Const(layer.threshold)
+    d, theta = Signal(signed(drive_width)), _theta(layer, widths)
     return (d - theta).shape(), (d + theta).shape()
+
+
+def level_layout(layer: Layer, widths: LayerWidths, drive_width: int, lanes: int):
+    """The graded offsets of the levels above 0, per lane (``None`` with one level):
+    ``minus{j} = drive − Θ·2^j`` and ``plus{j} = drive + Θ·2^j`` for ``1 ≤ j < J``, and
+    ``below{j} = drive + Θ·(2^j − 1)`` for ``2 ≤ j < J`` (the test of a negative level ``j``:
+    ``⌈−U1/Θ⌉ ≥ 2^j ⇔ U1 + Θ·(2^j − 1) < 0``).
+
+    Each is exactly as wide as the range of its operands' bits needs (not Amaranth's shape of
+    the expression, whose top bit can be a copy of the next: Yosys would alias the two bits of
+    the one port vector, a combinational loop to Verilator)."""
+    d_lo, d_hi = -(1 << (drive_width - 1)), (1 << (drive_width - 1)) - 1
+    if layer.per_neuron_threshold:
+        t_lo, t_hi = 0, (1 << widths.threshold) - 1
+    else:
+        t_lo = t_hi = int(layer.threshold)
+    fields = {}
+    for j in range(1, levels(layer)):
+        ranges = {
+            f"minus{j}": (d_lo - (t_hi << j), d_hi - (t_lo << j)),
+            f"plus{j}": (d_lo + (t_lo << j), d_hi + (t_hi << j)),
+        }
+        if j >= 2:
+            ranges[f"below{j}"] = (d_lo + t_lo * ((1 << j) - 1), d_hi + t_hi * ((1 << j) - 1))
+        for name, (lo, hi) in ranges.items():
+            fields[name] = data.ArrayLayout(signed(signed_width(lo, hi)), lanes)
+    return data.StructLayout(fields) if fields else None
+
+
+def _level_offsets(layer: Layer, drive, theta, j: int) -> dict:
+    out = {f"minus{j}": drive - (theta << j), f"plus{j}": drive + (theta << j)}
+    if j >= 2:
+        out[f"below{j}"] = drive + ((theta << j) - theta)  # no multiplier
+    return out
 
 
 class DriveOffsets(wiring.Component):
@@ -360,6 +465,9 @@ class DriveOffsets(wiring.Component):
         Only with per-neuron thresholds.
     minus, plus : Out(ArrayLayout(..., lanes))
         At their natural widths (:func:`offset_shapes`).
+    levels : Out(level_layout)
+        Graded neurons with more than one level only: the offsets of the levels above 0
+        (:func:`level_layout`).
     """
 
     def __init__(
@@ -372,6 +480,9 @@ class DriveOffsets(wiring.Component):
             members["thresholds"] = In(data.ArrayLayout(unsigned(widths.threshold), lanes))
         members |= {"minus": Out(data.ArrayLayout(minus, lanes))}
         members |= {"plus": Out(data.ArrayLayout(plus, lanes))}
+        graded = level_layout(layer, widths, drive_width, lanes)
+        if graded is not None:
+            members["levels"] = Out(graded)
         super().__init__(members)
 
     @property
@@ -388,6 +499,9 @@ class DriveOffsets(wiring.Component):
                 self.minus[k].eq(self.drive[k] - theta),
                 self.plus[k].eq(self.drive[k] + theta),
             ]
+            for j in range(1, levels(self._layer)):
+                for name, value in _level_offsets(self._layer, self.drive[k], theta, j).items():
+                    stage += self.levels[name][k].eq(value)
         return m
 
 
@@ -490,9 +604,10 @@ _CONTROL = ("op", "word", "last", "busy")
 
 
 def operands_layout(
-    *, words: int, lanes: int, word_layout, drive_width: int, offsets
+    *, words: int, lanes: int, word_layout, drive_width: int, offsets, levels=None
 ) -> data.StructLayout:
-    """Everything the update of one word takes: the operation, its drive and the word's state."""
+    """Everything the update of one word takes: the operation, its drive and the word's state
+    (and the graded levels' offsets, :func:`level_layout`, when ``levels`` is given)."""
     minus, plus = offsets
     return data.StructLayout(
         {
@@ -501,6 +616,7 @@ def operands_layout(
             "drive": data.ArrayLayout(signed(drive_width), lanes),
             "drive_minus": data.ArrayLayout(minus, lanes),
             "drive_plus": data.ArrayLayout(plus, lanes),
+            **({} if levels is None else {"drive_levels": levels}),
             "state": word_layout,
         }
     )
@@ -570,6 +686,7 @@ class Operands(wiring.Component):
             word_layout=word_layout,
             drive_width=drive_width,
             offsets=offsets,
+            levels=level_layout(layer, widths, drive_width, lanes),
         )
         members = {
             "i": In(stream.Signature(command, always_ready=True)),
@@ -603,6 +720,8 @@ class Operands(wiring.Component):
             registered=p.registered_offsets,
         )
         m.d.comb += [o.drive_minus.eq(offsets.minus), o.drive_plus.eq(offsets.plus)]
+        if "levels" in offsets.signature.members:
+            m.d.comb += o.drive_levels.eq(offsets.levels)
         thresholds = self.thresholds if self._layer.per_neuron_threshold else None
         if not p.registered_read:  # the update in stage 1, from the store's output
             m.d.comb += [self.o.valid.eq(cmd_valid), o.driven.eq(driven), o.drive.eq(cmd.drive)]
@@ -688,7 +807,12 @@ class Update(wiring.Component):
         members = {
             "i": In(stream.Signature(operands, always_ready=True)),
             "o": Out(
-                stream.Signature(spike_word_layout(words=words, lanes=lanes), always_ready=True)
+                stream.Signature(
+                    spike_word_layout(
+                        words=words, lanes=lanes, value_width=spike_value_width(layer.spike_max)
+                    ),
+                    always_ready=True,
+                )
             ),
             "state": Out(
                 state_layout(
@@ -719,8 +843,10 @@ class Update(wiring.Component):
         m.d.comb += [lanes.membranes.eq(ops.state.membranes), lanes.tracers.eq(ops.state.tracers)]
         m.d.comb += [lanes.drive.eq(ops.drive), lanes.drive_minus.eq(ops.drive_minus)]
         m.d.comb += lanes.drive_plus.eq(ops.drive_plus)
-        if p.bound_flags:
+        if uses_bound_flags(p, self._layer):
             m.d.comb += [lanes.below_p.eq(ops.state.below_p), lanes.above_n.eq(ops.state.above_n)]
+        if "drive_levels" in ops.shape().members:
+            m.d.comb += lanes.drive_levels.eq(ops.drive_levels)
         # the operation at the lanes' output (a cycle later with registered sums)
         op = Signal(_control_layout(self._timing.words), name="op")
         op_valid, op_driven = Signal(name="op_valid"), Signal(name="op_driven")
@@ -732,7 +858,7 @@ class Update(wiring.Component):
             updated.membranes.eq(lanes.next_membranes),
             updated.tracers.eq(lanes.next_tracers),
         ]
-        if p.bound_flags:
+        if uses_bound_flags(p, self._layer):
             m.d.comb += [
                 updated.below_p.eq(lanes.next_below_p),
                 updated.above_n.eq(lanes.next_above_n),
@@ -840,7 +966,12 @@ class NeuronArray(wiring.Component):
                     )
                 ),
                 "o": Out(
-                    stream.Signature(spike_word_layout(words=words, lanes=lanes), always_ready=True)
+                    stream.Signature(
+                        spike_word_layout(
+                            words=words, lanes=lanes, value_width=spike_value_width(layer.spike_max)
+                        ),
+                        always_ready=True,
+                    )
                 ),
                 "state": Out(self.state_layout),
             }
@@ -898,7 +1029,7 @@ class NeuronArray(wiring.Component):
         """A stored word: :attr:`state_layout`, with ``bound_flags`` also one bit per lane for
         ``A < p`` (``below_p``) and ``A > n`` (``above_n``)."""
         fields = {name: f.shape for name, f in self.state_layout}
-        if self.pipeline.bound_flags:
+        if uses_bound_flags(self.pipeline, self._layer):
             fields |= {"below_p": self.lanes, "above_n": self.lanes}
         return data.StructLayout(fields)
 
@@ -913,7 +1044,7 @@ class NeuronArray(wiring.Component):
         layer, lanes, word_layout = self._layer, self.lanes, self.word_layout
         membranes = self.padded(layer.initial_membranes + layer.bias, 0)
         flags = {}
-        if self.pipeline.bound_flags:  # A < p and A > n of A = 0, in every lane
+        if uses_bound_flags(self.pipeline, layer):  # A < p and A > n of A = 0, in every lane
             ones = (1 << lanes) - 1
             flags = {
                 "below_p": ones * (0 < layer.pos_bound),

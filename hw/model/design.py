@@ -50,19 +50,18 @@ def check_storage(storage: Storage | str | None) -> Storage | None:
 
 
 def check_stbif(network: Any) -> None:
-    """A ValueError when ``network`` (a Network or a VisionTransformer) has a graded layer or site:
-    the RTL and its models implement ST-BIF only so far (docs/graded.md §10)."""
+    """A ValueError when ``network`` has a graded site the RTL does not implement yet: an MLP's
+    graded layers run in the layer cores (docs/graded.md §10); a VisionTransformer's graded
+    sites are refused until its products and residual stream take graded spikes."""
     from spikezip.ir.transformer import VisionTransformer
 
-    if isinstance(network, VisionTransformer):
-        named = [(s.name, s.op) for s in network.sites]
-    else:
-        named = [(network.layer_name(k), layer) for k, layer in enumerate(network.layers)]
-    for name, op in named:
-        if getattr(op, "neuron", "stbif") != "stbif":
+    if not isinstance(network, VisionTransformer):
+        return
+    for site in network.sites:
+        if getattr(site.op, "neuron", "stbif") != "stbif":
             raise ValueError(
-                f"{name} has {op.neuron} neurons; the hardware implements ST-BIF only so far "
-                "(graded ST-BIF: software reference only, docs/graded.md §10)"
+                f"{site.name} has {site.op.neuron} neurons; the ViT's hardware implements ST-BIF "
+                "only so far (graded ST-BIF runs in hardware for MLPs; docs/graded.md §10)"
             )
 
 

@@ -18,9 +18,10 @@ busy      1 bit                      on markers: the cumulative busy flag of the
 
 The golden event lists follow the layer-core protocol (``hw.cores.layer_core``):
 
-* a layer's **output** in step ``t`` is its spikes of that step as events ``(i, s)`` (``s = ±1``, or ``±2^k`` for graded neurons) in ascending
-  neuron order, then a marker carrying ``trace.busy[b, t, layer]``; a layer emits steps
-  ``0 … t_l`` per inference, ``t_l`` being its first step with ``busy == 0``;
+* a layer's **output** in step ``t`` is its spikes of that step as events ``(i, s)``
+  (``s = ±1``, or ``±2^k`` for graded neurons) in ascending neuron order, then a marker
+  carrying ``trace.busy[b, t, layer]``; a layer emits steps ``0 … t_l`` per inference,
+  ``t_l`` being its first step with ``busy == 0``;
 * the **input** of layer ``l > 0`` is the output of layer ``l - 1``;
 * the input of layer 0 is, for **analog** encoding, step 0 with the events ``(j, x_j)`` of every
   non-zero ``x_j`` in ascending ``j`` and a marker busy ``any(x ≠ 0)``, then — if that was busy —

@@ -57,6 +57,7 @@ def check(s: NeuronArrayStimulus, golden: Trace, fires, fired) -> Trace:
     if len(fired) != len(fires):
         raise AssertionError(f"{len(fired)} fired words, expected {len(fires)}")
     word_bits = (s.words - 1).bit_length()
+    spike_bits = s.fired.fields["spikes"][1] // s.lanes  # 2 (±1), or graded ±2^k
     for (cycle, word, state), (sent, b, t, w) in zip(fired, fires, strict=True):
         if cycle != sent + s.latency:
             raise AssertionError(
@@ -67,7 +68,7 @@ def check(s: NeuronArrayStimulus, golden: Trace, fires, fired) -> Trace:
             raise AssertionError(f"sample {b}, step {t}: fired word number differs from {w}")
         for lane in range(min(s.lanes, n - w * s.lanes)):
             i = w * s.lanes + lane
-            spikes[b, t, i] = s.fired.element(word, "spikes", lane, 2)
+            spikes[b, t, i] = s.fired.element(word, "spikes", lane, spike_bits)
             membranes[b, t, i] = s.state.element(state, "membranes", lane, s.membrane_width)
             tracers[b, t, i] = s.state.element(state, "tracers", lane, s.tracer_width)
         if w == s.words - 1:  # the words of a step come in order: all decoded by now

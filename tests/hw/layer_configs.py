@@ -8,13 +8,14 @@ values; spike-encoded input; zero inputs and bias-only neurons.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
 import numpy as np
 
 from spikezip.ir import Layer, Network
 
-__all__ = ["NETWORKS", "network"]
+__all__ = ["NETWORKS", "graded", "network"]
 
 
 def _sparse(rng, lo, hi, shape, density):
@@ -113,6 +114,24 @@ def _large(rng) -> tuple[Network, np.ndarray]:
     return net, rng.integers(0, 64, (3, 6))
 
 
+def graded(net: Network, max_level: int | None = None) -> Network:
+    """``net`` with graded ST-BIF neurons in every layer (spikes ±2^k, ``k ≤ max_level``)."""
+    layers = tuple(
+        dataclasses.replace(layer, neuron="graded", max_level=max_level) for layer in net.layers
+    )
+    return dataclasses.replace(net, layers=layers)
+
+
+def _graded(name: str, max_level: int | None = None):
+    def make(rng) -> tuple[Network, np.ndarray]:
+        net, x = NETWORKS[name](rng)
+        return graded(net, max_level), x
+
+    make.__doc__ = f"``{name}`` with graded neurons (K = {max_level})."
+    make.base = name
+    return make
+
+
 NETWORKS = {
     "analog": _analog,
     "saturating": _saturating,
@@ -120,11 +139,22 @@ NETWORKS = {
     "bias_only": _bias_only,
     "large": _large,
 }
+#: the same networks with graded neurons: levels 1, 2, 4, 8 (L = 16), 16 (L = 32), K = 1
+NETWORKS |= {
+    "graded_analog": _graded("analog"),
+    "graded_saturating": _graded("saturating"),
+    "graded_spike": _graded("spike"),
+    "graded_large": _graded("large"),
+    "graded_analog_k1": _graded("analog", 1),
+}
 
 
 @cache
 def network(name: str) -> tuple[Network, np.ndarray]:
-    """The named network and its inputs (deterministic)."""
-    net, x = NETWORKS[name](np.random.default_rng(sorted(NETWORKS).index(name)))
+    """The named network and its inputs (deterministic; a graded variant is its base network,
+    same seed, with graded neurons)."""
+    make = NETWORKS[name]
+    base = sorted(n for n, f in NETWORKS.items() if not hasattr(f, "base"))
+    net, x = make(np.random.default_rng(base.index(getattr(make, "base", name))))
     x.setflags(write=False)
     return net, x

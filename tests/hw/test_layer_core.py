@@ -156,6 +156,14 @@ def run_core(
         ("analog", 1, 2, "memory"),
         ("spike", 0, 16, None),  # lanes > n_out
         ("bias_only", 0, 3, None),
+        # graded neurons (spikes ±2^k): analog in, graded out (8 levels), per-neuron Θ with
+        # graded input; graded ±2^k input events, K = 1; 16 levels and a large Θ
+        ("graded_analog", 0, 5, None),
+        ("graded_analog", 1, 2, "memory"),
+        ("graded_spike", 1, 1, None),
+        ("graded_analog_k1", 1, 3, None),
+        ("graded_saturating", 1, 4, "registers"),
+        ("graded_large", 0, 4, None),
     ],
 )
 @pytest.mark.parametrize("pipeline", PIPELINES)

@@ -24,11 +24,12 @@ from spikezip.hw.cores.neuron_array import (
     Storage,
     WordConstants,
     default_storage,
+    levels,
 )
 from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model.cycle_model import PIPELINES, LayerTiming, Pipeline
 from spikezip.ir import Layer, Network
-from spikezip.sw.reference import stbif_step
+from spikezip.sw.reference import graded_step, stbif_step
 
 STORAGES = [s.value for s in Storage]
 _P1 = Pipeline.preset(1)
@@ -170,6 +171,11 @@ def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags:
                 ctx.set(lanes.drive[k], int(d[k]))
                 ctx.set(lanes.drive_minus[k], int(d[k]) - theta)
                 ctx.set(lanes.drive_plus[k], int(d[k]) + theta)
+                for j in range(1, levels(layer)):  # graded: the offsets of the higher levels
+                    ctx.set(lanes.drive_levels[f"minus{j}"][k], int(d[k]) - (theta << j))
+                    ctx.set(lanes.drive_levels[f"plus{j}"][k], int(d[k]) + (theta << j))
+                    if j >= 2:
+                        ctx.set(lanes.drive_levels[f"below{j}"][k], int(d[k]) + theta * (2**j - 1))
             if flags:
                 ctx.set(lanes.below_p, sum(int(a[k] < p) << k for k in range(lanes.lanes)))
                 ctx.set(lanes.above_n, sum(int(a[k] > n) << k for k in range(lanes.lanes)))
@@ -245,6 +251,105 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed, register
         assert row[:3] == [es.tolist(), eu.tolist(), ea.tolist()], (fire, u, a, d)
         if flags:  # the bound checks of the new tracers
             assert row[3:] == [(ea < pos).astype(int).tolist(), (ea > neg).astype(int).tolist()]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    threshold=st.sampled_from([1, 2, 3, 4, 5, 7, 64, 4095]),
+    span=st.integers(1, 40),
+    symmetric=st.booleans(),
+    max_level=st.none() | st.integers(0, 5),
+    seed=st.integers(0, 2**32 - 1),
+    registered=st.booleans(),
+    flags=st.booleans(),
+)
+def test_graded_lanes_match_reference_step(
+    threshold, span, symmetric, max_level, seed, registered, flags
+) -> None:
+    """Graded lanes (levels up to 2^5, per-neuron Θ, any K, every pipeline flag): random
+    membranes, tracers and drives, fire or not, equal ``graded_step``; membranes near the
+    levels' edges (U1 = Θ·2^j − 1, Θ·2^j, −Θ·(2^j − 1), …) are drawn on purpose."""
+    rng = np.random.default_rng(seed)
+    neg, pos = (-((span + 1) // 2), span // 2) if symmetric else (0, span)
+    n = 4
+    layer = Layer(
+        weight=np.ones((n, 1), dtype=np.int64),
+        bias=rng.integers(-9, 10, n),
+        threshold=rng.integers(1, threshold + 1, n),
+        neg_bound=neg,
+        pos_bound=pos,
+        neuron="graded",
+        max_level=max_level,
+    )
+    widths = layer.widths(-100 * threshold, 100 * threshold, analog=True)  # edges ≤ 64Θ
+    pipeline = replace(Pipeline.preset(2 if registered else 1), bound_flags=flags)
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, pipeline=pipeline)
+    flagged = "below_p" in lanes.signature.members
+    assert flagged == (flags and levels(layer) == 1)  # graded lanes compare the tracer
+    theta = layer.thresholds
+    rows = []
+    for _ in range(40):
+        fire = int(rng.integers(0, 2))
+        a = rng.integers(neg, pos + 1, n)
+        u = rng.integers(-20 * threshold, 20 * threshold, n)
+        if rng.random() < 0.5:  # U1 on a level's edge
+            j = rng.integers(0, levels(layer) + 1, n)
+            edge = np.where(rng.random(n) < 0.5, theta << j, -theta * ((1 << j) - 1))
+            u = edge + rng.integers(-1, 2, n)
+        d = rng.integers(-20 * threshold, 20 * threshold, n) * (rng.random(n) < 0.7)
+        if rng.random() < 0.5:
+            d[:] = 0
+        rows.append((fire, u, a, d))
+    got = _lanes_case(layer, lanes, rows, registered, flagged)
+    for (fire, u, a, d), row in zip(rows, got, strict=True):
+        if fire:
+            es, eu, ea = (
+                t.numpy()
+                for t in graded_step(
+                    torch.from_numpy(d),
+                    torch.from_numpy(u),
+                    torch.from_numpy(a),
+                    threshold=torch.from_numpy(theta.copy()),
+                    neg_bound=neg,
+                    pos_bound=pos,
+                    max_level=max_level,
+                )
+            )
+        else:
+            es, eu, ea = np.zeros(n), u + d, a
+        assert row[:3] == [es.tolist(), eu.tolist(), ea.tolist()], (fire, u, a, d)
+
+
+def test_graded_lanes_hand_sequence() -> None:
+    """One neuron, Θ = 3, n = −8, p = 7 (levels 1, 2, 4, 8), worked by hand:
+
+    * U1 = 25: ⌊25/3⌋ = 8, p − A = 7 → m = 4 (the largest power of two ≤ 7): s = +4, U = 13, A = 4;
+    * U1 = 13: ⌊13/3⌋ = 4, p − A = 3 → m = 2: s = +2, U = 7, A = 6;
+    * U1 = 7 − 20 = −13: ⌈13/3⌉ = 5, A − n = 14 → m = 4: s = −4, U = −1, A = 2;
+    * U1 = −1: ⌈1/3⌉ = 1 → s = −1, U = 2, A = 1;
+    * U1 = 2 < Θ: no spike.
+    """
+    layer = Layer(
+        weight=np.ones((1, 1), dtype=np.int64),
+        bias=np.zeros(1, dtype=np.int64),
+        threshold=3,
+        neg_bound=-8,
+        pos_bound=7,
+        neuron="graded",
+    )
+    widths = layer.widths(-40, 40, analog=True)
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=1, pipeline=Pipeline.preset(1))
+    rows = [(1, [0], [0], [25]), (1, [13], [4], [0]), (1, [7], [6], [-20])]
+    rows += [(1, [-1], [2], [0]), (1, [2], [1], [0])]
+    rows = [(fire, *(np.array(v) for v in vectors)) for fire, *vectors in rows]
+    got = _lanes_case(layer, lanes, rows, False, False)
+    assert [r[:3] for r in got] == [
+        [[4], [13], [4]],
+        [[2], [7], [6]],
+        [[-4], [-1], [2]],
+        [[-1], [2], [1]],
+        [[0], [2], [1]],
+    ]
 
 
 # -- tier 2: spec §7 vectors through a one-neuron array ----------------------------------------

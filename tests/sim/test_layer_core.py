@@ -63,12 +63,19 @@ ICARUS = [
     ("bias_only", 0, 4, None),
     ("large", 0, 3, None),  # Θ = 4095, 19-bit membranes
     ("large", 0, 16, None),
+    # graded neurons: ±2^k out (8 and 16 levels, K = 1), ±2^k in (shifted weights)
+    ("graded_analog", 0, 5, None),
+    ("graded_analog", 1, 2, None),  # graded in and out, per-neuron Θ
+    ("graded_spike", 1, 1, None),
+    ("graded_large", 0, 4, None),
+    ("graded_analog_k1", 1, 3, None),
 ]
 VERILATOR = [
     ("analog", 0, 4, None),
     ("analog", 1, 2, "memory"),
     ("spike", 0, 16, None),
     ("large", 0, 3, "registers"),
+    ("graded_analog", 1, 3, "memory"),
 ]
 # (network, layer, lanes, storage, pipeline): the other pipeline depths (the lists above: 1)
 ICARUS_PIPELINES = [
@@ -81,6 +88,9 @@ ICARUS_PIPELINES = [
     ("bias_only", 0, 4, None, 0),  # W 1
     ("analog", 1, 3, None, 3),  # W 2: a pass takes 3 cycles (same word 3 cycles apart)
     ("spike", 0, 8, "memory", 3),  # W 1: two idle slots after every word operation
+    ("graded_analog", 1, 2, None, 2),
+    ("graded_saturating", 1, 4, None, 3),  # W 1, graded in and out
+    ("graded_spike", 0, 3, None, 0),
 ]
 VERILATOR_PIPELINES = [
     ("analog", 0, 16, None, 2),  # W 1
@@ -102,6 +112,10 @@ FAST = {
     ("icarus", "spike", 0, 8, "memory", 3),  # two idle slots after every word operation
     # pipeline 1 on Verilator: tests/sim/test_network.py and test_network_model.py
     ("verilator", "spike", 0, 3, "registers", 0),
+    ("icarus", "graded_analog", 1, 2, None, 1),  # graded in and out
+    ("icarus", "graded_large", 0, 4, None, 1),  # 16 levels, Θ = 4095
+    ("icarus", "graded_saturating", 1, 4, None, 3),
+    ("verilator", "graded_analog", 1, 3, "memory", 1),
 }
 #: the same for test_lint (Icarus lists): analog, spike and 19-bit membranes, every pipeline depth
 LINT_FAST = {

@@ -23,8 +23,17 @@ from tests.sw.strategies import bounds_for
 pytestmark = pytest.mark.sim
 
 
-def random_network(seed: int, *, depth: int, max_width: int, encoding: str = "analog") -> Network:
-    """A random network whose neurons actually fire (thresholds scaled to the drive)."""
+def random_network(
+    seed: int,
+    *,
+    depth: int,
+    max_width: int,
+    encoding: str = "analog",
+    neuron: str = "stbif",
+    max_level: int | None = None,
+) -> Network:
+    """A random network whose neurons actually fire (thresholds scaled to the drive); with
+    ``neuron="graded"`` every layer's neurons are graded (spikes ±2^k, ``k ≤ max_level``)."""
     rng = np.random.default_rng(seed)
     widths = [int(rng.integers(1, max_width + 1)) for _ in range(depth + 1)]
     widths[-1] = max(widths[-1], 2)
@@ -50,6 +59,8 @@ def random_network(seed: int, *, depth: int, max_width: int, encoding: str = "an
                 neg_bound=neg,
                 pos_bound=pos,
                 name=f"fc{k}",
+                neuron=neuron,
+                max_level=max_level if neuron == "graded" else None,
             )
         )
         m_in = max(pos, -neg)
@@ -158,6 +169,32 @@ def _random_case(builds, net_seed, depth, width, lanes, encoding, sim, batch, **
 @pytest.mark.parametrize(("seed", "depth", "width", "lanes", "encoding", "sim"), RANDOM)
 def test_random_network_rtl_equals_reference(builds, seed, depth, width, lanes, encoding, sim):
     _random_case(builds, seed, depth, width, lanes, encoding, sim, batch=8)
+
+
+#: graded neurons in every layer: ±2^k events between the layers, shifts in the accumulators
+GRADED_RANDOM = [
+    # (seed, depth, max width, lanes, encoding, simulator, K)
+    (21, 3, 16, 4, "analog", "icarus", None),
+    (22, 3, 24, (5, 1, 8), "spike", "verilator", None),
+    pytest.param(23, 4, 32, 3, "analog", "icarus", 1, marks=pytest.mark.slow),
+    pytest.param(24, 4, 64, 8, "analog", "verilator", None, marks=pytest.mark.slow),
+    pytest.param(25, 5, 48, (7, 2, 16, 1, 4), "spike", "verilator", 2, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("seed", "depth", "width", "lanes", "encoding", "sim", "k"), GRADED_RANDOM)
+def test_random_graded_network_rtl_equals_reference(
+    builds, seed, depth, width, lanes, encoding, sim, k
+):
+    net = random_network(
+        seed, depth=depth, max_width=width, encoding=encoding, neuron="graded", max_level=k
+    )
+    x = random_inputs(net, 8, seed + 100)
+    golden = reference(net, x)
+    # the case is graded for real: spikes beyond ±1 between the layers
+    assert max(int(np.abs(s).max()) for s in golden.spikes[:-1]) > 1
+    run = simulate(net, x, sim=sim, lanes=fit_lanes(net, lanes), root=builds)
+    assert_equal_traces(golden, run.trace)
 
 
 @pytest.mark.slow

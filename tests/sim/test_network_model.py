@@ -101,7 +101,27 @@ def test_backpressure_is_detected(digits_network, digits_data, builds):
     ],
 )
 def test_random_model_equals_rtl(builds, seed, depth, width, lanes, encoding, pipeline):
-    net = random_network(seed, depth=depth, max_width=width, encoding=encoding)
+    _random_model_equals_rtl(builds, seed, depth, width, lanes, encoding, pipeline)
+
+
+@pytest.mark.parametrize(
+    ("seed", "depth", "width", "lanes", "encoding", "pipeline"),
+    [
+        (31, 3, 12, (4, 1, 3), "analog", 1),
+        pytest.param(32, 3, 16, (2, 16, 2), "spike", 2, marks=pytest.mark.slow),
+        pytest.param(33, 4, 24, (5, 16, 1, 3), "analog", 3, marks=pytest.mark.slow),
+        pytest.param(34, 3, 20, 4, "analog", 0, marks=pytest.mark.slow),
+    ],
+)
+def test_random_graded_model_equals_rtl(builds, seed, depth, width, lanes, encoding, pipeline):
+    """Graded neurons: events are ±2^k, fewer steps; the network model stays cycle-exact."""
+    _random_model_equals_rtl(builds, seed, depth, width, lanes, encoding, pipeline, "graded")
+
+
+def _random_model_equals_rtl(
+    builds, seed, depth, width, lanes, encoding, pipeline, neuron="stbif"
+) -> None:
+    net = random_network(seed, depth=depth, max_width=width, encoding=encoding, neuron=neuron)
     lanes = fit_lanes(net, lanes)
     x = random_inputs(net, 6, seed)
     if pipeline >= 2:  # the case covers what it claims: a layer whose passes have idle slots

@@ -400,9 +400,9 @@ def test_cli_digits_graded_errors(tmp_path, capsys, argv, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_trace_and_report_of_a_graded_network(tmp_path, capsys):
-    """``spikezip trace`` runs a graded network (the reference); the hardware commands refuse it
-    with one line naming the layer, until the RTL part of issue 14 lands."""
+def test_cli_trace_and_generate_of_a_graded_network(tmp_path, capsys):
+    """``spikezip trace`` runs a graded network (the reference) and ``generate`` builds its RTL:
+    the output events carry ±2^k (the manifest's output value width grows with the levels)."""
     net = _net(neuron="graded")
     net.save(tmp_path / "n.npz")
     np.save(tmp_path / "x.npy", np.array([[7, 0], [3, 5]]))
@@ -411,12 +411,31 @@ def test_cli_trace_and_report_of_a_graded_network(tmp_path, capsys):
     trace = Trace.load(tmp_path / "t.npz")
     np.testing.assert_array_equal(trace.counts(0), integer_qann(net, [[7, 0], [3, 5]])[0])
     capsys.readouterr()
-    for cmd in (["report"], ["sweep", "--no-synth"], ["generate", "-o", str(tmp_path / "g")]):
-        argv = [cmd[0], str(tmp_path / "n.npz"), *cmd[1:]]
-        if cmd[0] != "generate":
-            argv += ["--inputs", str(tmp_path / "x.npy")]
-        assert main(argv) == 2, cmd
-        err = capsys.readouterr().err
-        assert "layer0 has graded neurons; the hardware implements ST-BIF only" in err, cmd
-        assert err.count("\n") == 1
-    assert not (tmp_path / "g").exists()
+    assert main(["generate", str(tmp_path / "n.npz"), "-o", str(tmp_path / "g")]) == 0
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    spike_max = net.layers[-1].spike_max
+    assert spike_max > 1
+    # ±2^k, k < log2(spike_max) + 1: the signed width of ±spike_max
+    fmt = manifest["layers"][-1]["output_format"]
+    assert fmt["value_width"] == spike_max.bit_length() + 1
+
+
+def test_hardware_refuses_a_graded_vit() -> None:
+    """The ViT's products and residual stream take ±1 spikes only so far: one line naming the
+    site."""
+    from spikezip.hw.model.design import check_stbif
+
+    vit = build_vit(
+        np.random.default_rng(0),
+        patches=2,
+        patch_size=2,
+        n_inputs=4,
+        dim=4,
+        heads=1,
+        hidden=3,
+        depth=1,
+    )
+    site = vit.with_neuron("graded").sites[0]
+    with pytest.raises(ValueError, match=f"^{site.name} has graded neurons; the ViT's hardware"):
+        check_stbif(vit.with_neuron("graded"))
+    check_stbif(vit)
