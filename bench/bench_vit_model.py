@@ -14,7 +14,8 @@ cores and products) accumulate-phase lane utilization. ``--chain``: also the fir
 wavefront, the critical-path view of the latency — per core in the order its step-0 marker
 leaves, the cycle it took its first input, emitted its first event and its marker, and what it
 added to the chain. ``--graded``: every site graded ST-BIF (K unbounded, or ``--max-level K``;
-docs/graded.md), recorded as ``vit_model_graded.json``. Records ``build/bench/vit_model.json``.
+docs/graded.md), recorded as ``vit_model_graded.json`` (``vit_model_graded_kK.json``). Records
+``build/bench/vit_model.json``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def main() -> int:
             for ld in loads
         ],
     }
-    name = "vit_model_graded" if args.graded else "vit_model"
+    name = "vit_model"
+    if args.graded:
+        name += "_graded" + ("" if args.max_level is None else f"_k{args.max_level}")
     print(f"recorded {record(name, results)}")
     return 0
 
