@@ -3,6 +3,7 @@ which core sets the pace.
 
     python bench/bench_vit_model.py [--images N] [--lanes P] [--pipeline D]
                                     [--layer-norm-units U] [--fifo-depth F] [--chain]
+                                    [--graded [--max-level K]]
 
 Loads the cached default :class:`sw.vit.model.VitConfig` model, runs the reference on the first
 ``N`` digits test images (default 3) and models ``ViTCore`` running them back to back (lanes
@@ -12,7 +13,9 @@ that made their producers wait, and per core its busy cycles per image, busy fra
 cores and products) accumulate-phase lane utilization. ``--chain``: also the first image's step-0
 wavefront, the critical-path view of the latency — per core in the order its step-0 marker
 leaves, the cycle it took its first input, emitted its first event and its marker, and what it
-added to the chain. Records ``build/bench/vit_model.json``.
+added to the chain. ``--graded``: every site graded ST-BIF (K unbounded, or ``--max-level K``;
+docs/graded.md), recorded as ``vit_model_graded.json`` (``vit_model_graded_kK.json``). Records
+``build/bench/vit_model.json``.
 """
 
 from __future__ import annotations
@@ -40,8 +43,14 @@ def main() -> int:
     ap.add_argument("--layer-norm-units", type=int, default=None)
     ap.add_argument("--fifo-depth", type=int, default=None)
     ap.add_argument("--chain", action="store_true", help="print the step-0 wavefront (image 0)")
+    ap.add_argument("--graded", action="store_true", help="graded ST-BIF sites (issue 14)")
+    ap.add_argument("--max-level", type=int, default=None, help="graded: the largest level K")
     args = ap.parse_args()
+    if args.max_level is not None and not args.graded:
+        ap.error("--max-level applies to --graded only")
     net = to_transformer(vit.load_or_train(vit.VitConfig()), name="digits-vit")
+    if args.graded:
+        net = net.with_neuron("graded", args.max_level)
     x = digits.load().x_test[: args.images]
     trace = run(net, x).trace
     t0 = time.perf_counter()
@@ -57,8 +66,11 @@ def main() -> int:
     model_s = time.perf_counter() - t0
     n = len(x)
     loads = sorted(sched.loads, key=lambda ld: -ld.work)
+    neuron = "ST-BIF"
+    if args.graded:
+        neuron = "graded, K = " + ("∞" if args.max_level is None else str(args.max_level))
     print(
-        f"digits ViT ({net.digest()[:12]}), {n} images back to back, lanes {args.lanes}, "
+        f"digits ViT ({net.digest()[:12]}; {neuron}), {n} images back to back, lanes {args.lanes}, "
         f"pipeline {args.pipeline}, LayerNorm units {args.layer_norm_units or 'default'}"
     )
     print(
@@ -94,6 +106,7 @@ def main() -> int:
             prev = row["marker"]
     results = {
         "digest": net.digest(),
+        "neuron": neuron,
         "images": n,
         "lanes": args.lanes,
         "pipeline": args.pipeline,
@@ -117,7 +130,10 @@ def main() -> int:
             for ld in loads
         ],
     }
-    print(f"recorded {record('vit_model', results)}")
+    name = "vit_model"
+    if args.graded:
+        name += "_graded" + ("" if args.max_level is None else f"_k{args.max_level}")
+    print(f"recorded {record(name, results)}")
     return 0
 
 

@@ -497,7 +497,7 @@ def product_case(
     verilog = directory / f"{toplevel}.v"
     verilog.write_text(generate(core, toplevel, backend=backend))
     iw = geo.index_widths
-    fx, fy = (events.EventFormat(w, events.SPIKE_VALUE_WIDTH) for w in iw[:2])
+    fx, fy = (events.EventFormat(w, v) for w, v in zip(iw[:2], geo.spike_widths, strict=True))
     fout = events.EventFormat(iw[2], geo.value_width)
 
     def words(fmt, side):

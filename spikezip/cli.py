@@ -212,7 +212,8 @@ MODULE = _converter(
 
 
 def _hardware_neurons(network: Network | VisionTransformer, args: argparse.Namespace) -> None:
-    """A CliError when ``network`` has graded neurons (the RTL implements ST-BIF only so far)."""
+    """A CliError when ``network`` has a neuron kind the RTL does not implement (none so far:
+    ST-BIF and graded ST-BIF both run in hardware, MLP and ViT)."""
     try:
         check_stbif(network)
     except ValueError as e:

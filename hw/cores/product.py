@@ -14,6 +14,10 @@ Per step it turns the X and Y spike events of a block (q and k, or attn and v) i
   external weight port instead of its ROM. An X spike ``(h, i, c, s)`` reads the ``Wm`` words of
   ``Yacc[h, c, :]`` (one per cycle) and adds ``s`` to ``Xacc[h, i, c]`` (read-modify-write with
   forwarding, so back-to-back events see each other); a Y spike symmetrically.
+* Graded spikes ``±2^k`` (docs/graded.md): the accumulator still adds or subtracts the tracer
+  word (the event's sign), the banks shift the lane they add by ``k`` (a (K+1):1 multiplexer in
+  the register that already picks the lane: no multiplier, no cycle), and the tracer update
+  adds the value itself. ``k`` is the value's trailing zeros, decoded with the index.
 * ``ΔO`` lives in ``P`` banks, entry ``(h, i, j)`` in bank ``(i + j) mod P`` (skewed storage), so a
   row word (X spike) and a column word (Y spike) both touch every bank once per cycle.
 * At the end of the step (the input markers consumed, the datapath drained) the emitter reads
@@ -43,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,7 +56,6 @@ from spikezip.hw.cores.layouts import Op, event_layout, op_layout
 from spikezip.hw.cores.sequencer import EventBuffer
 from spikezip.hw.cores.stages import Delay
 from spikezip.hw.model.cycle_model import LayerTiming
-from spikezip.hw.model.events import SPIKE_VALUE_WIDTH
 from spikezip.hw.model.product_model import OP_STAGES, ProductGeometry
 
 __all__ = ["DecodedInput", "DeltaBanks", "ProductEmitter", "SpikeProduct", "TracerStore"]
@@ -69,6 +72,7 @@ def _decode_layout(geo: ProductGeometry) -> data.StructLayout:
             "pos_mod": range(max(2, geo.lanes)),
             "own": range(max(2, geo.tracer_depth)),
             "base": range(max(2, geo.bank_depth)),
+            "shift": range(max(2, geo.max_shift + 1)),
         }
     )
 
@@ -122,7 +126,7 @@ def _update_layout(geo: ProductGeometry) -> data.StructLayout:
             "kind": 1,
             "address": range(max(2, geo.tracer_depth)),
             "lane": range(max(2, geo.lanes)),
-            "value": signed(SPIKE_VALUE_WIDTH),
+            "value": signed(max(geo.spike_widths)),
             "product": 1,
         }
     )
@@ -130,7 +134,12 @@ def _update_layout(geo: ProductGeometry) -> data.StructLayout:
 
 def _side_layout(geo: ProductGeometry) -> data.StructLayout:
     return data.StructLayout(
-        {"kind": 1, "base": range(max(2, geo.bank_depth)), "rot": range(max(2, geo.lanes))}
+        {
+            "kind": 1,
+            "base": range(max(2, geo.bank_depth)),
+            "rot": range(max(2, geo.lanes)),
+            "shift": range(max(2, geo.max_shift + 1)),
+        }
     )
 
 
@@ -140,8 +149,9 @@ class DecodedInput(wiring.Component):
     Latency 1 (the buffer; the table's output register loads with it: the table is logic on the
     incoming index, not a block RAM). ``fields`` of the held event: head ``h``, tracer row
     ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
-    ``own``, the address of its own tracer word, and ``base``, the bank address of its first
-    word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event).
+    ``own``, the address of its own tracer word, ``base``, the bank address of its first
+    word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event),
+    and ``shift``, the ``k`` of its value ``±2^k`` (the value's trailing zeros: 0 for ST-BIF).
 
     Members
     -------
@@ -153,7 +163,7 @@ class DecodedInput(wiring.Component):
 
     def __init__(self, *, geo: ProductGeometry, side: int) -> None:
         self._geo, self._side = geo, side
-        layout = event_layout(geo.index_widths[side], SPIKE_VALUE_WIDTH)
+        layout = event_layout(geo.index_widths[side], geo.spike_widths[side])
         super().__init__(
             {
                 "i": In(stream.Signature(layout)),
@@ -193,7 +203,7 @@ class DecodedInput(wiring.Component):
         m = Module()
         geo, side = self._geo, self._side
         m.submodules.buffer = buf = EventBuffer(
-            index_width=geo.index_widths[side], value_width=SPIKE_VALUE_WIDTH
+            index_width=geo.index_widths[side], value_width=geo.spike_widths[side]
         )
         wiring.connect(m, wiring.flipped(self.i), buf.i)
         wiring.connect(m, buf.o, wiring.flipped(self.o))
@@ -201,8 +211,13 @@ class DecodedInput(wiring.Component):
         layout = _decode_layout(geo)
         rows = [layout.const(row).as_value().value for row in self.rows()]
         fields = Signal(layout, name="fields", reset_less=True)
+        # ``±2^k`` has exactly ``k`` trailing zeros (k ≤ K, the side's largest level)
+        levels = (geo.x_spike_max if side == X else geo.y_spike_max).bit_length()
+        _, _, shift = _lowest([self.i.payload.value[b] for b in range(levels)])
         with m.If(buf.i.ready):  # loads with the buffer's payload register
             m.d.sync += fields.eq(_table(self.i.payload.index, rows))
+            if levels > 1:
+                m.d.sync += fields.shift.eq(shift)
         m.d.comb += self.fields.eq(fields)
         return m
 
@@ -286,8 +301,9 @@ class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
     A command (``cmd``, a cycle before its ``drive``, which is registered) adds lane ``k`` of
-    ``drive`` to entry ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k,
-    j)`` (a Y spike's column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
+    ``drive``, shifted left by the command's ``shift`` (a graded spike's ``k``), to entry
+    ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
+    column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
     address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
     command, then the entry is read, and written one cycle later (read-modify-write with the
     previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row word
@@ -333,6 +349,12 @@ class DeltaBanks(wiring.Component):
         valid1, kind1 = Signal(name="command_valid1"), Signal(name="command_kind1")
         base1 = Signal.like(cmd.payload.base, name="command_base1")
         m.d.sync += [valid1.eq(cmd.valid), kind1.eq(cmd.payload.kind), base1.eq(cmd.payload.base)]
+        # a graded spike's shift, registered with the lane (then with the address): the drive
+        # register's lane is shifted into ``d1`` (a (K+1):1 multiplexer after the lane's P:1)
+        shift1 = Signal.like(cmd.payload.shift, name="command_shift1")
+        shift0 = Signal.like(cmd.payload.shift, name="command_shift0")
+        m.d.sync += [shift1.eq(cmd.payload.shift), shift0.eq(shift1)]
+        k_max = geo.max_shift
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
                 shape=self._value, depth=geo.bank_depth, init=[]
@@ -350,8 +372,11 @@ class DeltaBanks(wiring.Component):
             m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
             m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
-            d1 = Signal.like(self.drive[0], name=f"drive{b}")
-            m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(drives[l0])]
+            d1 = Signal(signed(geo.tracer_width + 1 + k_max), name=f"drive{b}")
+            picked = drives[l0]
+            if k_max:
+                picked = Array(Value.cast(picked << k) for k in range(k_max + 1))[shift0]
+            m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(picked)]
             same = Signal(name=f"forward{b}")  # the entry read is the one written now
             m.d.sync += same.eq(v1 & (a1 == rp.addr))
             pd = Signal(self._value, name=f"written_value{b}")
@@ -399,8 +424,8 @@ class ProductSequencer(wiring.Component):
         self._op = op_layout(words=geo.words, index_width=self.op_index_width, value_width=2)
         super().__init__(
             {
-                "x": In(stream.Signature(event_layout(iw[X], SPIKE_VALUE_WIDTH))),
-                "y": In(stream.Signature(event_layout(iw[Y], SPIKE_VALUE_WIDTH))),
+                "x": In(stream.Signature(event_layout(iw[X], geo.spike_widths[X]))),
+                "y": In(stream.Signature(event_layout(iw[Y], geo.spike_widths[Y]))),
                 "op": Out(stream.Signature(self._op, always_ready=True)),
                 "update": Out(stream.Signature(_update_layout(geo), always_ready=True)),
                 "side": Out(stream.Signature(_side_layout(geo), always_ready=True)),
@@ -426,10 +451,13 @@ class ProductSequencer(wiring.Component):
         op, side, upd = self.op.payload, self.side.payload, self.update.payload
         m.d.comb += [op.op.eq(Op.INTEGRATE), op.word.eq(word), op.last.eq(last)]
         m.d.comb += op.index.eq(f.g)  # the tracer row; ``update.product`` chooses the memory
-        m.d.comb += op.value.eq(Mux(take_x, xi.o.payload.value, yi.o.payload.value))
+        # the accumulator adds or subtracts the tracer word (the sign); the banks shift it by
+        # ``k`` (graded spikes ``±2^k``); the tracer update adds the value itself
+        value = Mux(take_x, xi.o.payload.value, yi.o.payload.value)
+        m.d.comb += op.value.eq(Mux(value < 0, -1, 1))
         m.d.comb += [upd.kind.eq(take_y), upd.address.eq(f.own), upd.lane.eq(f.pos_mod)]
-        m.d.comb += [upd.value.eq(op.value), upd.product.eq(take_y)]
-        m.d.comb += [side.kind.eq(take_y), side.rot.eq(f.pos_mod)]
+        m.d.comb += [upd.value.eq(value), upd.product.eq(take_y)]
+        m.d.comb += [side.kind.eq(take_y), side.rot.eq(f.pos_mod), side.shift.eq(f.shift)]
         if geo.words == 1:  # (``word`` is always 0)
             m.d.comb += side.base.eq(f.base)
         else:
@@ -676,9 +704,10 @@ class SpikeProduct(wiring.Component):
 
     Members
     -------
-    x : In(stream.Signature(event_layout(x index bits, 2)))
-        The X site's spikes (q, or attn), then its marker, per step.
-    y : In(stream.Signature(event_layout(y index bits, 2)))
+    x : In(stream.Signature(event_layout(x index bits, spike_value_width(x_spike_max))))
+        The X site's spikes (q, or attn; ±1, or ±2^k from graded neurons), then its marker, per
+        step.
+    y : In(stream.Signature(event_layout(y index bits, spike_value_width(y_spike_max))))
         The Y site's spikes (k, or v).
     o : Out(stream.Signature(event_layout(out index bits, value_width)))
         The non-zero entries of ``ΔO`` (index of the scores or the context site), then the
@@ -707,8 +736,8 @@ class SpikeProduct(wiring.Component):
         iw = geo.index_widths
         super().__init__(
             {
-                "x": In(stream.Signature(event_layout(iw[X], SPIKE_VALUE_WIDTH))),
-                "y": In(stream.Signature(event_layout(iw[Y], SPIKE_VALUE_WIDTH))),
+                "x": In(stream.Signature(event_layout(iw[X], geo.spike_widths[X]))),
+                "y": In(stream.Signature(event_layout(iw[Y], geo.spike_widths[Y]))),
                 "o": Out(stream.Signature(event_layout(iw[2], geo.value_width))),
             }
         )
@@ -727,7 +756,7 @@ class SpikeProduct(wiring.Component):
         m.submodules.sequencer = seq = ProductSequencer(geo=geo)
         m.submodules.synapses = acc = Accumulator(
             layer=None, widths=None, analog=False, timing=timing,
-            index_width=seq.op_index_width, value_width=SPIKE_VALUE_WIDTH,
+            index_width=seq.op_index_width, value_width=2,  # the sign; the banks shift
             external=(geo.tracer_width, geo.tracer_depth),
         )  # fmt: skip
         m.submodules.tracers = store = TracerStore(geo=geo)

@@ -8,8 +8,9 @@ Architecture::
                                   └─ scan the touched tokens: emit Δ (+ P at step 0), clear ─▶ o
 
 Protocol, schedule and cycle model: :mod:`hw.model.residual_model`. The multiplier is a
-constant: a spike's value (2 bits) selects ``m``, ``−m`` or ``−2m``. ``Δ`` is zero again after
-every scan, so no clear pass is needed.
+constant: a spike's value selects one of the constants ``±m·2^k`` (``±m`` for ST-BIF; ``k ≤ K``
+for graded spikes ``±2^k``): a table, no multiplier. ``Δ`` is zero again after every scan, so no
+clear pass is needed.
 
 Pipelined for ≥ 150 MHz on ECP5 (docs/performance.md): the memories' reads go through the block
 RAMs' output registers (``no_rw_check``: a word read in the cycle it is written is never used —
@@ -28,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import event_layout
 from spikezip.hw.model import residual_model as rm
-from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat
+from spikezip.hw.model.events import EventFormat
 
 __all__ = ["DeltaStore", "ResidualCore", "ResidualSequencer", "TokenMask"]
 
@@ -240,7 +241,7 @@ class ResidualSequencer(wiring.Component):
         g = self._geo = geometry
         self._inject = inject
         members = {
-            "b": In(stream.Signature(event_layout(g.spike_index_width, SPIKE_VALUE_WIDTH))),
+            "b": In(stream.Signature(event_layout(g.spike_index_width, g.spike_width))),
             "o": Out(stream.Signature(event_layout(g.index_width, g.value_width))),
             "en": Out(1),
             "ev_valid": Out(1),
@@ -289,8 +290,7 @@ class ResidualSequencer(wiring.Component):
                 ev = (a.payload.index, a.payload.value)
                 self._read(m, "READ_A", a, a_end, busy, ev, inject, "READ_B", settle)
             b = self.b
-            v, mul = b.payload.value, g.multiplier  # a spike value (2 bits) times m: constants
-            scaled = Mux(v == 1, mul, Mux(v == -1, -mul, Mux(v == -2, -2 * mul, 0)))
+            scaled = _scaled(b.payload.value, g.multiplier, g.spike_max)
             ev = (b.payload.index + g.offset, scaled)
             self._read(m, "READ_B", b, b_end, busy, ev, inject, "SCAN", settle)
             with m.State("SCAN"):
@@ -336,6 +336,19 @@ class ResidualSequencer(wiring.Component):
                 m.d.comb += self.ev_valid.eq(1)
 
 
+def _scaled(value, multiplier: int, spike_max: int):
+    """``value × multiplier`` for a spike ``value = ±2^k`` (``k ≤ log2 spike_max``): constants
+    chosen by comparisons (``±m``, then ``±2m`` … ``±m·spike_max``; ``−2·m·spike_max`` for the
+    one other power of two the width holds, which no spike takes; else 0)."""
+    levels = spike_max.bit_length()
+    cases = [(s << k, multiplier * (s << k)) for k in range(levels) for s in (1, -1)]
+    cases.append((-(2 << (levels - 1)), -multiplier * (2 << (levels - 1))))
+    scaled = 0
+    for v, c in reversed(cases):
+        scaled = Mux(value == v, c, scaled)
+    return scaled
+
+
 class ResidualCore(wiring.Component):
     """One residual-stream stage (see the module docstring and :mod:`hw.model.residual_model`).
 
@@ -378,7 +391,7 @@ class ResidualCore(wiring.Component):
             raise ValueError("position must be given when geometry.position_bound > 0")
         self._position = position
         members = {
-            "b": In(stream.Signature(event_layout(g.spike_index_width, SPIKE_VALUE_WIDTH))),
+            "b": In(stream.Signature(event_layout(g.spike_index_width, g.spike_width))),
             "o": Out(stream.Signature(event_layout(g.index_width, g.value_width))),
         }
         if g.has_base:
@@ -395,7 +408,7 @@ class ResidualCore(wiring.Component):
 
     @property
     def spike_format(self) -> EventFormat:
-        return EventFormat(self._geo.spike_index_width, SPIKE_VALUE_WIDTH)
+        return EventFormat(self._geo.spike_index_width, self._geo.spike_width)
 
     @property
     def output_format(self) -> EventFormat:

@@ -16,7 +16,10 @@ then ``Yacc[h, c, j] += s``. In **any** order of the step's spikes this is exact
 ``Xacc_t·Yacc_tᵀ − Xacc_{t−1}·Yacc_{t−1}ᵀ`` (spec §3.5): for one entry ``(i, j)`` and one inner
 index ``c``, the pair of an X spike and a Y spike of the step contributes ``s_x·s_y`` exactly once
 (through whichever of the two comes second), and every other term is a spike times the other
-tracer's value of the step before.
+tracer's value of the step before. Nothing here assumes ``s = ±1``: graded spikes ``s = ±2^k``
+(docs/graded.md) satisfy the same ring identity, and the core adds ``±(row << k)`` (a shift, no
+multiplier). An event costs the same cycles whatever its value, so the cycle model does not
+read the values.
 
 An inference is given per input as its steps (events, then the marker): every marker but the last
 has busy 1, the last busy 0 — after it the input is idle for the rest of the inference (the
@@ -39,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, CoreRun
-from spikezip.hw.model.events import Step
+from spikezip.hw.model.events import Step, spike_value_width
 from spikezip.ir.network import signed_width
 
 __all__ = [
@@ -98,6 +101,9 @@ class ProductGeometry:
         ``P``: entries of ``ΔO`` updated per cycle (``≥ 1``).
     accumulator_latency : int
         Latency of the reused accumulator (the address stage, the weight read, the products).
+    x_spike_max, y_spike_max : int
+        Largest ``|s|`` of an X and a Y spike (the sites' ``spike_max``: 1 for ST-BIF, ``2^K``
+        for graded neurons; a power of two). ``step_bound`` must allow for them.
     """
 
     kind: str
@@ -109,6 +115,8 @@ class ProductGeometry:
     step_bound: int
     lanes: int
     accumulator_latency: int = WEIGHT_READ_LATENCY
+    x_spike_max: int = 1
+    y_spike_max: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -122,6 +130,11 @@ class ProductGeometry:
             raise ValueError(
                 f"accumulator_latency must be an integer ≥ {WEIGHT_READ_LATENCY}, not {lat!r}"
             )
+        for name in ("x_spike_max", "y_spike_max"):
+            v = _positive(name, getattr(self, name))
+            if v & (v - 1):
+                raise ValueError(f"{name} must be a power of two ≥ 1, not {v!r}")
+            object.__setattr__(self, name, v)
 
     @classmethod
     def for_block(cls, vit: Any, block: int, kind: str, *, lanes: int) -> ProductGeometry:
@@ -145,6 +158,8 @@ class ProductGeometry:
             y_bounds=(sites[p + y].neg_bound, sites[p + y].pos_bound),
             step_bound=int(step[block]),
             lanes=lanes,
+            x_spike_max=int(sites[p + x].op.spike_max),
+            y_spike_max=int(sites[p + y].op.spike_max),
         )
 
     # -- shapes ------------------------------------------------------------------------------
@@ -247,6 +262,16 @@ class ProductGeometry:
     @property
     def y_width(self) -> int:
         return signed_width(*self.y_bounds)
+
+    @property
+    def spike_widths(self) -> tuple[int, int]:
+        """Signed bits of an X and a Y spike value (``hw.model.events.spike_value_width``)."""
+        return spike_value_width(self.x_spike_max), spike_value_width(self.y_spike_max)
+
+    @property
+    def max_shift(self) -> int:
+        """Largest ``k`` of a spike ``±2^k`` on either input (0 for ST-BIF)."""
+        return max(self.x_spike_max, self.y_spike_max).bit_length() - 1
 
     @property
     def tracer_width(self) -> int:

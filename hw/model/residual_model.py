@@ -3,7 +3,8 @@ lists and the exact cycle model (no amaranth).
 
 One stage per LayerNorm site produces that site's stream increments ΔR_t. A stage adds, per
 step, an optional **base** stream ``a`` (the previous LayerNorm site's increments, events
-``(index, ΔR)``) and one **spike** stream ``b`` of a contributing site (``(neuron, ±1)``) times
+``(index, ΔR)``) and one **spike** stream ``b`` of a contributing site (``(neuron, ±1)``, or
+``(neuron, ±2^k)`` from graded neurons, docs/graded.md) times
 its integer multiplier ``m`` at ``index = neuron + offset`` (``offset = dim`` for the embedding,
 whose patch ``p`` is token ``p + 1``); the first stage also injects the position/class-token
 matrix ``P`` at step 0. Output: ``(index, Δ)`` for every non-zero Δ in ascending index, then a
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikezip.hw.model.cycle_model import CoreRun
-from spikezip.hw.model.events import Step
+from spikezip.hw.model.events import Step, spike_value_width
 from spikezip.ir.network import signed_width, unsigned_width
 from spikezip.ir.transformer import SiteKind
 
@@ -92,6 +93,9 @@ class ResidualGeometry:
         ``max |value|`` of the base input's events; ``None``: no base input.
     position_bound : int
         ``max |P|`` (0: no injection).
+    spike_max : int
+        Largest ``|s|`` of a spike (the contributing site's ``spike_max``: 1 for ST-BIF, ``2^K``
+        for graded neurons; a power of two).
     """
 
     tokens: int
@@ -101,6 +105,7 @@ class ResidualGeometry:
     offset: int = 0
     base_bound: int | None = None
     position_bound: int = 0
+    spike_max: int = 1
 
     def __post_init__(self) -> None:
         for name, lo in (("tokens", 1), ("dim", 1), ("spike_neurons", 1), ("offset", 0)):
@@ -120,6 +125,9 @@ class ResidualGeometry:
         p = self.position_bound
         if not isinstance(p, int) or p < 0:
             raise ValueError(f"position_bound must be an integer ≥ 0, not {p!r}")
+        s = self.spike_max
+        if not isinstance(s, int) or isinstance(s, bool) or s < 1 or s & (s - 1):
+            raise ValueError(f"spike_max must be a power of two ≥ 1, not {s!r}")
 
     @property
     def entries(self) -> int:
@@ -147,9 +155,14 @@ class ResidualGeometry:
         return max(2, signed_width(-b, b))
 
     @property
+    def spike_width(self) -> int:
+        """Signed bits of a spike value (``hw.model.events.spike_value_width``)."""
+        return spike_value_width(self.spike_max)
+
+    @property
     def bound(self) -> int:
-        """``max |Δ|`` of one step: base + |m| + P."""
-        return (self.base_bound or 0) + abs(self.multiplier) + self.position_bound
+        """``max |Δ|`` of one step: base + |m|·spike_max + P."""
+        return (self.base_bound or 0) + abs(self.multiplier) * self.spike_max + self.position_bound
 
     @property
     def value_width(self) -> int:
@@ -368,4 +381,5 @@ def stage_geometry(vit, stage: dict) -> ResidualGeometry:
         offset=stage["offset"],
         base_bound=None if base is None else 2 * vit.ranges.stream[norms.index(base)],
         position_bound=0 if pos is None else int(np.abs(pos).max()),
+        spike_max=int(sites[stage["site"]].op.spike_max),
     )

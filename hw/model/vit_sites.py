@@ -1,14 +1,14 @@
-"""Every ST-BIF site of a ``VisionTransformer`` as a mapped layer core (pure Python).
+"""Every quantizer site of a ``VisionTransformer`` as a mapped layer core (pure Python).
 
-A site's neurons are an ST-BIF array exactly like a layer's (:class:`ir.network.Layer` holds their
-thresholds, bias and bounds); what differs is how its input reaches them, an
-:class:`hw.model.input_map.InputMap`:
+A site's neurons are an ST-BIF (or graded ST-BIF) array exactly like a layer's
+(:class:`ir.network.Layer` holds their thresholds, bias, bounds and neuron kind); what differs is
+how its input reaches them, an :class:`hw.model.input_map.InputMap`:
 
 ==========================  ==============================  ===================================
 site                        input events                    map
 ==========================  ==============================  ===================================
 embed                       pixels ``(patch·size + k, x)``  token-wise ``size → dim``, analog
-q, k, v, proj, fc1, fc2     spikes ``(token·d_in + c, ±1)``  token-wise ``d_in → d_out``
+q, k, v, proj, fc1, fc2     spikes ``(token·d_in + c, s)``   token-wise ``d_in → d_out``
 head                        norm spikes (every token)       token-wise, class token only
 norm1, norm2, norm          LayerNorm drives                direct, gain 1
 attn                        softmax drives                  direct, gain 1
@@ -16,7 +16,10 @@ context                     ``ΔC`` of the context product   direct, gain ``Cont
 ==========================  ==============================  ===================================
 
 :func:`site_spec` gives the neurons, the exact widths (from ``VisionTransformer.ranges``, as the
-reference's bounds), the input format (the producer's output format) and the map.
+reference's bounds), the input format (the producer's output format) and the map. A spike ``s``
+is ±1, or ±2^k from a graded site (docs/graded.md): a site's output format has
+``spike_value_width`` of its ``spike_max``, and a linear site fed by a graded site records that
+site's ``spike_max`` (``input_spike_max``: its drive widths and its accumulator's shifts).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat, Step, _step
+from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat, Step, _step, spike_value_width
 from spikezip.hw.model.input_map import InputMap
 from spikezip.hw.model.layer_norm_model import LayerNormGeometry
 from spikezip.hw.model.product_model import ProductGeometry
@@ -56,15 +59,21 @@ class SiteSpec:
     widths: LayerWidths
     input_format: EventFormat
     input_map: InputMap
-    analog: bool  #: events carry values (multiplied), not ±1 spikes
+    analog: bool  #: events carry values (multiplied), not spikes
+    input_spike_max: int = 1  #: largest ``|s|`` of an input spike (its producer's ``spike_max``)
 
     @property
     def n_out(self) -> int:
         return self.neurons.n_out
 
     @property
+    def spike_max(self) -> int:
+        """Largest ``|s|`` of an output spike (1 for ST-BIF, ``2^k`` for graded neurons)."""
+        return self.neurons.spike_max
+
+    @property
     def output_format(self) -> EventFormat:
-        return EventFormat(unsigned_width(self.n_out - 1), SPIKE_VALUE_WIDTH)
+        return EventFormat(unsigned_width(self.n_out - 1), spike_value_width(self.spike_max))
 
 
 def _neurons(name: str, n: int, op: Any, thresholds: np.ndarray, bias: np.ndarray) -> Layer:
@@ -76,6 +85,8 @@ def _neurons(name: str, n: int, op: Any, thresholds: np.ndarray, bias: np.ndarra
         neg_bound=int(op.neg_bound),
         pos_bound=int(op.pos_bound),
         name=name,
+        neuron=op.neuron,
+        max_level=op.max_level,
     )
 
 
@@ -99,21 +110,21 @@ def _producer_width(vit: VisionTransformer, site: Any) -> int:
     return geo.drive_width
 
 
-def _input_bounds(vit: VisionTransformer, name: str) -> tuple[int, int]:
+def _input_bounds(vit: VisionTransformer, name: str) -> tuple[int, int, int]:
     """The cumulative presynaptic range of a linear site (its source site's tracer bounds, the
-    pixels' for the embedding)."""
+    pixels' for the embedding) and the largest spike of its source (1 for the embedding)."""
     source = _source(vit, name)
     if source is None:
-        return tuple(vit.input_bounds)
+        return (*vit.input_bounds, 1)
     src = next(s for s in vit.sites if s.name == source)
-    return src.neg_bound, src.pos_bound
+    return src.neg_bound, src.pos_bound, int(src.op.spike_max)
 
 
 def _linear(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
     layer: Layer = site.op
     analog = site.name == "embed"
-    lo, hi = _input_bounds(vit, site.name)
-    widths = layer.widths(lo, hi, analog=analog)
+    lo, hi, spike_max = _input_bounds(vit, site.name)
+    widths = layer.widths(lo, hi, analog=analog, spike_max=spike_max)
     if site.name == "embed":
         tokens, read, n_in = vit.n_patches, vit.n_patches, vit.n_patches * vit.patch_size
     elif site.name == "head":
@@ -121,7 +132,7 @@ def _linear(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
     else:
         tokens, read, n_in = vit.tokens, vit.tokens, vit.tokens * layer.n_in
     imap = InputMap.tokens(layer.weight, tokens=tokens, lanes=lanes, read_tokens=read)
-    value_width = SPIKE_VALUE_WIDTH
+    value_width = spike_value_width(spike_max)
     if analog:
         value_width = max(SPIKE_VALUE_WIDTH, signed_width(widths.input_lo, widths.input_hi))
     return SiteSpec(
@@ -134,6 +145,7 @@ def _linear(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
         input_format=EventFormat(unsigned_width(n_in - 1), value_width),
         input_map=imap,
         analog=analog,
+        input_spike_max=spike_max,
     )
 
 

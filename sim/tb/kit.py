@@ -178,7 +178,7 @@ def stream_arrays(samples: list[list[StreamStep]], n: int, n_steps: int) -> dict
     ``step_cycles`` ``[B, T]``, ``steps`` ``[B]`` (steps emitted per sample).
     """
     batch = len(samples)
-    spikes = np.zeros((batch, n_steps, n), dtype=np.int8)
+    spikes = np.zeros((batch, n_steps, n), dtype=np.int64)  # (graded: ±2^k; the Trace narrows)
     spike_cycles = np.full((batch, n_steps, n), -1, dtype=np.int64)
     busy = np.zeros((batch, n_steps), dtype=bool)
     step_cycles = np.full((batch, n_steps), -1, dtype=np.int64)

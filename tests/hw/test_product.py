@@ -39,8 +39,10 @@ def geometry(kind="scores", tokens=3, heads=2, head_dim=2, lanes=2, **kw) -> Pro
     x = kw.pop("x_bounds", (-2, 3))
     y = kw.pop("y_bounds", (-3, 2))
     mx, my = (max(-int(b[0]), int(b[1])) for b in (x, y))
+    sx, sy = kw.get("x_spike_max", 1), kw.get("y_spike_max", 1)
     inner = head_dim if kind == "scores" else tokens
-    step = kw.pop("step_bound", inner * (mx + my + 1))
+    # (ranges.score_step's form: dh·(|Qacc|·s_k + s_q·|Kacc| + s_q·s_k))
+    step = kw.pop("step_bound", inner * (mx * sy + sx * my + sx * sy))
     return ProductGeometry(
         kind=kind, tokens=tokens, heads=heads, head_dim=head_dim, x_bounds=x, y_bounds=y,
         step_bound=step, lanes=lanes, **kw,
@@ -51,17 +53,24 @@ def geometry(kind="scores", tokens=3, heads=2, head_dim=2, lanes=2, **kw) -> Pro
 def random_trains(geo: ProductGeometry, rng: random.Random, steps, density: float):
     """Random X and Y spike trains whose tracers stay in their bounds: ``(xs, ys)``, ``steps``
     per input (an integer, or a pair: the inputs go idle at different steps), each input's last
-    step without spikes (its marker has busy 0)."""
+    step without spikes (its marker has busy 0). Spikes are ``±2^k`` with ``k`` uniform up to
+    the side's level (``geo.x_spike_max``, ``geo.y_spike_max``; ±1 for ST-BIF), halved until
+    the tracer stays in its bounds."""
     counts = (steps, steps) if isinstance(steps, int) else steps
     trains = []
-    for size, (lo, hi), n in zip((geo.x_size, geo.y_size), (geo.x_bounds, geo.y_bounds), counts,
-                                 strict=True):  # fmt: skip
+    sides = zip((geo.x_size, geo.y_size), (geo.x_bounds, geo.y_bounds), counts,
+                (geo.x_spike_max, geo.y_spike_max), strict=True)  # fmt: skip
+    for size, (lo, hi), n, top in sides:
         acc, per = [0] * size, []
         for t in range(n):
             events = []
             for idx in range(size):
                 if t < n - 1 and rng.random() < density:
                     s = rng.choice((-1, 1))
+                    if top > 1:
+                        s <<= rng.randrange(top.bit_length())
+                        while abs(s) > 1 and not lo <= acc[idx] + s <= hi:
+                            s //= 2
                     if lo <= acc[idx] + s <= hi:
                         acc[idx] += s
                         events.append((idx, s))
@@ -153,6 +162,8 @@ def expected_deltas(geo: ProductGeometry, beats) -> list[np.ndarray]:
         ({"x_bounds": (1, 3)}, r"x_bounds must be a pair of integers \(lo ≤ 0 ≤ hi\)"),
         ({"y_bounds": (-1, 1), "step_bound": 3, "x_bounds": (0, 1.5)}, "x_bounds must be"),
         ({"accumulator_latency": 1}, "accumulator_latency must be an integer ≥ 2"),
+        ({"x_spike_max": 0}, "x_spike_max must be a positive integer"),
+        ({"y_spike_max": 6}, "y_spike_max must be a power of two ≥ 1, not 6"),
     ],
 )
 def test_geometry_validation(kw, message):
@@ -185,11 +196,15 @@ def test_ports_and_widths():
 
 
 @pytest.mark.parametrize("kind", ["scores", "context"])
-def test_reference_product_is_multi(kind):
+@pytest.mark.parametrize("levels", [(1, 1), (8, 4)], ids=["stbif", "graded"])
+def test_reference_product_is_multi(kind, levels):
     """The definition the tests use equals ``sw.attention.multi``/``multi1`` summed (the index
-    maps of both kinds, and any order of the events within a step)."""
+    maps of both kinds, and any order of the events within a step), with ±1 and with graded
+    spikes ±2^k."""
     rng = random.Random(3)
-    geo = geometry(kind=kind, tokens=4, heads=2, head_dim=3)
+    x = (0, 15) if kind == "context" else (-8, 7)
+    geo = geometry(kind=kind, tokens=4, heads=2, head_dim=3, x_bounds=x, y_bounds=(-8, 7),
+                   x_spike_max=levels[0], y_spike_max=levels[1])  # fmt: skip
     xs, ys = random_trains(geo, rng, 5, 0.4)
     n, r, m = geo.shape
     deltas = reference_product(geo, xs, ys)
@@ -208,6 +223,9 @@ def test_reference_product_is_multi(kind):
             step = multi1(x, y, xa, ya)
         assert np.array_equal(step.to(torch.int64).numpy(), deltas[t])
         assert np.array_equal(shuffled[t], deltas[t])
+        assert np.abs(deltas[t]).max(initial=0) <= geo.step_bound
+    if levels != (1, 1):
+        assert any(abs(v) > 1 for e in xs for _, v in e)
 
 
 # -- tier 2: random trains -----------------------------------------------------------------------
@@ -263,6 +281,88 @@ def test_random_trains(case):  # test_random_trains_many: 300 examples (slow)
 def test_random_trains_many(case):
     geo, infs, seed = case
     check(geo, infs, seed, stalls=True)
+
+
+@st.composite
+def graded_cases(draw):
+    """Graded X and Y spikes ``±2^k`` (each side's K in 0–4, bounds that let the largest fit)."""
+    kind = draw(st.sampled_from(["scores", "context"]))
+    tokens = draw(st.integers(1, 4))
+    heads = draw(st.integers(1, 2))
+    head_dim = draw(st.integers(1, 3))
+    lanes = draw(st.sampled_from([1, 2, 3, 4, 5, 8]))
+    kx, ky = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    reach = [draw(st.integers(1 << k, 1 << (k + 1))) for k in (kx, ky)]
+    x = (0, reach[0]) if kind == "context" else (-reach[0], draw(st.integers(0, reach[0])))
+    y = (draw(st.integers(-reach[1], 0)), reach[1])
+    geo = geometry(kind=kind, tokens=tokens, heads=heads, head_dim=head_dim, lanes=lanes,
+                   x_bounds=x, y_bounds=y, x_spike_max=1 << kx, y_spike_max=1 << ky)  # fmt: skip
+    seed = draw(st.integers(0, 2**16))
+    rng = random.Random(seed)
+    density = draw(st.sampled_from([0.1, 0.5, 1.0]))
+    runs = draw(st.integers(1, 2))
+    steps = st.tuples(st.integers(1, 4), st.integers(1, 4))
+    infs = [random_trains(geo, rng, draw(steps), density) for _ in range(runs)]
+    return geo, infs, seed
+
+
+def check_graded(geo, infs, seed, stalls: bool) -> None:
+    """``check``, and the definition against the integer identity: the step's ``ΔO`` is
+    ``Xacc_t·Yacc_t − Xacc_{t−1}·Yacc_{t−1}`` of the spike *values*, every partial sum within
+    ``step_bound`` (the banks' width), the spikes ``±2^k`` within the sides' levels."""
+    for xs, ys in infs:
+        for steps, top in ((xs, geo.x_spike_max), (ys, geo.y_spike_max)):
+            for _, v in (e for step in steps for e in step):
+                assert abs(v) <= top and abs(v) & (abs(v) - 1) == 0
+        for d in reference_product(geo, xs, ys):
+            assert np.abs(d).max(initial=0) <= geo.step_bound
+    check(geo, infs, seed, stalls)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graded_cases())
+def test_random_graded_trains(case):  # test_random_graded_trains_many: 300 examples (slow)
+    geo, infs, seed = case
+    check_graded(geo, infs, seed, stalls=seed % 4 == 0)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graded_cases())
+def test_random_graded_trains_many(case):
+    geo, infs, seed = case
+    check_graded(geo, infs, seed, stalls=True)
+
+
+@pytest.mark.parametrize("kind", ["scores", "context"])
+def test_graded_largest_spikes(kind):
+    """Every spike at the largest level ``±2^4`` and back (tracers swinging across their whole
+    range), both inputs, back to back on one word and across lanes: the shifts of every level
+    through the RTL, cycle-exact; with stalls every value still the same."""
+    x = (0, 16) if kind == "context" else (-16, 16)
+    for lanes in (1, 3):
+        geo = geometry(kind=kind, lanes=lanes, x_bounds=x, y_bounds=(-16, 16),
+                       x_spike_max=16, y_spike_max=16)  # fmt: skip
+        # X up by 16 on even steps, back down on odd ones; Y down by 2^(i mod 5), then back up
+        sign = [1, -1, 1, -1, 1]
+        xs = [[(i, s * 16) for i in range(geo.x_size)] for s in sign] + [[]]
+        ys = [[(i, -s * (1 << (i % 5))) for i in range(geo.y_size)] for s in sign] + [[]]
+        infs = [(xs, ys), random_trains(geo, random.Random(lanes), (3, 4), 0.7)]
+        check_graded(geo, infs, lanes, stalls=True)
+
+
+def test_graded_ports_and_widths():
+    """The inputs carry ``spike_value_width`` of their sides' ``spike_max``; the output and the
+    banks keep ``step_bound``'s width; the tracers their bounds' width."""
+    geo = geometry(kind="scores", tokens=2, heads=1, head_dim=2, x_bounds=(-8, 7),
+                   y_bounds=(-4, 3), x_spike_max=8, y_spike_max=2)  # fmt: skip
+    assert geo.spike_widths == (5, 3) and geo.max_shift == 3
+    assert geo.tracer_width == 4
+    text = verilog.convert(SpikeProduct(geo=geo), name="product", emit_src=False)
+    iw = geo.index_widths
+    width = {"x": iw[0] + 5 + 2, "y": iw[1] + 3 + 2, "o": iw[2] + geo.value_width + 2}
+    for port, bits in width.items():
+        assert f"[{bits - 1}:0] {port}__payload" in text
 
 
 def test_back_to_back_same_word():

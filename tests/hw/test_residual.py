@@ -26,6 +26,8 @@ from tests.sw.vit_strategies import images, transformers
         ({"multiplier": 1.5}, "multiplier must be an integer, not 1.5"),
         ({"offset": 5}, r"offset must be in \[0, 4\]"),
         ({"base_bound": -1}, "base_bound must be None or an integer ≥ 0, not -1"),
+        ({"spike_max": 12}, "spike_max must be a power of two ≥ 1, not 12"),
+        ({"spike_max": 0}, "spike_max must be a power of two ≥ 1, not 0"),
     ],
 )
 def test_validation(kwargs, message) -> None:
@@ -104,7 +106,7 @@ def simulate(core, base, spikes, outputs, *, valid=1.0, ready=1.0, seed=0):
     return got, expected, cycles
 
 
-def _steps(rng, n, bound, length, spikes):
+def _steps(rng, n, bound, length, spikes, spike_max=1):
     out = []
     for t in range(length):
         row = np.zeros(n, dtype=np.int64)
@@ -112,6 +114,8 @@ def _steps(rng, n, bound, length, spikes):
         row[pick] = (
             rng.choice([-1, 1], n)[pick] if spikes else rng.integers(-bound, bound + 1, n)[pick]
         )
+        if spikes and spike_max > 1:  # graded: ±2^k, k uniform in 0..K
+            row <<= rng.integers(0, spike_max.bit_length(), n)
         if t == length - 1 and rng.random() < 0.7:
             row[:] = 0
         idx = np.flatnonzero(row)
@@ -120,7 +124,8 @@ def _steps(rng, n, bound, length, spikes):
 
 
 @st.composite
-def residual_cases(draw):
+def residual_cases(draw, graded=False):
+    """A random stage and its inputs; ``graded``: spikes ``±2^k`` with a random K in 0–4."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     tokens, dim = draw(st.integers(1, 3)), draw(st.integers(1, 4))
     n = tokens * dim
@@ -131,7 +136,9 @@ def residual_cases(draw):
     if draw(st.booleans()):
         pos = rng.integers(-50, 51, (tokens, dim))
     mult = draw(st.sampled_from([1, 2, 3, 64, -5, 100, 0]))
+    spike_max = 1 << draw(st.integers(0, 4)) if graded else 1
     geo = rm.ResidualGeometry(
+        spike_max=spike_max,
         tokens=tokens,
         dim=dim,
         multiplier=mult,
@@ -143,7 +150,7 @@ def residual_cases(draw):
     spikes, base = [], [] if has_base else None
     for _ in range(draw(st.integers(1, 2))):
         length = int(rng.integers(1, 5))
-        spikes.append(_steps(rng, neurons, 1, length, True))
+        spikes.append(_steps(rng, neurons, 1, length, True, spike_max))
         if has_base:
             base.append(_steps(rng, n, 300, int(rng.integers(1, length + 1)), False))
     return geo, pos, base, spikes
@@ -169,6 +176,62 @@ def test_core_random_stages(case) -> None:  # test_core_many_random_stages: 100 
 @given(residual_cases())
 def test_core_many_random_stages(case) -> None:
     test_core_random_stages.hypothesis.inner_test(case)
+
+
+def _check_graded(case) -> None:
+    geo, pos, base, spikes = case
+    values = np.concatenate([s.values for inf in spikes for s in inf] + [np.zeros(0, np.int64)])
+    mags = np.abs(values)
+    assert (mags <= geo.spike_max).all() and not (mags & (mags - 1)).any()
+    # the golden list is the integer definition: Δ = base + m·s (+ P at step 0)
+    p = None if pos is None or not pos.any() else pos
+    outputs = rm.golden_outputs(geo, base, spikes, p)
+    for j, inf in enumerate(outputs):
+        for t, step in enumerate(inf):
+            want = np.zeros(geo.entries, dtype=np.int64)
+            if base is not None and t < len(base[j]):
+                want[base[j][t].indices] += base[j][t].values
+            if t < len(spikes[j]):
+                want[spikes[j][t].indices + geo.offset] += geo.multiplier * spikes[j][t].values
+            if t == 0 and p is not None:
+                want += p.reshape(-1)
+            got = np.zeros(geo.entries, dtype=np.int64)
+            got[step.indices] = step.values
+            assert np.array_equal(got, want)
+            assert np.abs(want).max(initial=0) <= geo.bound
+    test_core_random_stages.hypothesis.inner_test(case)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(residual_cases(graded=True))
+def test_core_random_graded_stages(case) -> None:  # test_core_many_random_graded_stages (slow)
+    """Graded spikes ``±2^k`` (K in 0–4) on ``b``: the golden list is ``base + m·s (+ P)``, the
+    RTL emits it beat for beat in the model's cycle, and stalls change no value."""
+    _check_graded(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(residual_cases(graded=True))
+def test_core_many_random_graded_stages(case) -> None:
+    _check_graded(case)
+
+
+def test_graded_every_level() -> None:
+    """Every spike value ``±2^k``, ``k ≤ 4``, once on each neuron, with ``m = −7``: each of the
+    table's constants reaches the stream; the spike port is ``K + 2`` bits wide."""
+    geo = rm.ResidualGeometry(tokens=2, dim=5, multiplier=-7, spike_neurons=10, spike_max=16)
+    core = ResidualCore(geometry=geo)
+    assert core.spike_format.value_width == 6 and geo.bound == 7 * 16
+    vals = np.array([1, -1, 2, -2, 4, -4, 8, -8, 16, -16], dtype=np.int64)
+    idx = np.arange(10, dtype=np.int64)
+    spikes = [[Step(idx, vals, True), Step(idx, vals[::-1].copy(), True), Step(idx[:0], idx[:0],
+                                                                             False)]]  # fmt: skip
+    outputs = rm.golden_outputs(geo, None, spikes)
+    assert outputs[0][0].values.tolist() == (-7 * vals).tolist()
+    got, expected, cycles = simulate(core, None, spikes, outputs)
+    assert [w for _, w in got] == expected
+    assert [c for c, _ in got] == cycles
 
 
 # slow; make test: random ViTs' stages (above) and the digits ViT's other cores (tests/sim)

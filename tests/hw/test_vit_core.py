@@ -121,6 +121,74 @@ def test_random_vits_equal_the_reference_more(data) -> None:
     check_against_reference(core, x)
 
 
+#: tiny graded ViTs (build_vit seed, K): between them every spike consumer sees spikes > 1 — the
+#: residual stages (embed, proj, fc2), both products (q·kᵀ, attn·v) and the linear sites
+GRADED = [(28, None), (11, 1)]
+
+
+@pytest.mark.parametrize(("seed", "max_level"), GRADED)
+def test_graded_vit_equals_the_reference_and_the_model(seed, max_level) -> None:
+    """A graded ViT (every site graded ST-BIF, docs/graded.md) in RTL: every site's spikes
+    (±2^k), every step, equal the reference's, the busy flags and step counts too, and every
+    beat of every site, every first input beat and ``done`` is in the exact model's cycle."""
+    from spikezip.hw.model.vit_model import vit_schedule
+    from tests.sw.vit_strategies import build_vit
+
+    rng = np.random.default_rng(seed)
+    plain = build_vit(rng, patches=3, patch_size=2, n_inputs=6, dim=4, heads=2, hidden=4, depth=1)
+    vit = plain.with_neuron("graded", max_level)
+    lo, hi = vit.input_bounds
+    x = np.random.default_rng(0).integers(lo, hi + 1, (3, vit.n_inputs))
+    golden = run(vit, x).trace
+    assert golden.steps.max() < run(plain, x).trace.steps.min()
+    knobs = {"lanes": 2, "pipeline": 1}
+    core = ViTCore(vit=vit, probe=True, **knobs)
+    hw, accepted, done_at = run_vit(core, x)
+    n_sites = len(vit.sites)
+    model = vit_schedule(vit, x, golden, **knobs)
+    assert model.exact
+    for b in range(x.shape[0]):
+        T = int(golden.steps[b])
+        assert len(hw[-1][b]) == T, ("steps", b)
+        busy = np.zeros((T, n_sites), dtype=bool)
+        for k, site in enumerate(vit.sites):
+            steps = hw[k][b]
+            for t in range(T):
+                ref = golden.spikes[k][b, t].reshape(-1)
+                got = np.zeros(ref.shape, dtype=np.int64)
+                if t < len(steps):
+                    got[steps[t].step.indices] = steps[t].step.values
+                    busy[t, k] = steps[t].step.busy
+                assert np.array_equal(got, ref), (site.name, b, t)
+            cycles = [(tuple(int(c) for c in s.event_cycles), int(s.cycle)) for s in steps]
+            assert cycles == list(model.site_steps(site.name, b)), (site.name, b)
+        assert np.array_equal(np.logical_or.accumulate(busy, axis=1), golden.busy[b, :T]), b
+    counts = [sum(s.n_events + 1 for s in inf) for inf in input_steps(vit, x)]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    assert model.first_input.tolist() == [accepted[s] for s in starts]
+    assert model.done.tolist() == done_at
+
+
+def test_graded_vits_cover_every_spike_consumer() -> None:
+    """The :data:`GRADED` ViTs' spikes > 1 reach the residual stages, both products and linear
+    sites (so the RTL test above exercises each consumer's shift)."""
+    from tests.sw.vit_strategies import build_vit
+
+    seen = set()
+    for seed, max_level in GRADED:
+        rng = np.random.default_rng(seed)
+        plain = build_vit(rng, patches=3, patch_size=2, n_inputs=6, dim=4, heads=2, hidden=4,
+                          depth=1)  # fmt: skip
+        vit = plain.with_neuron("graded", max_level)
+        lo, hi = vit.input_bounds
+        x = np.random.default_rng(0).integers(lo, hi + 1, (3, vit.n_inputs))
+        tr = run(vit, x).trace
+        seen |= {s.name.rsplit(".", 1)[-1] for k, s in enumerate(vit.sites)
+                 if np.abs(tr.spikes[k]).max() > 1}  # fmt: skip
+    # residual b: embed, proj, fc2; products: q, k, attn, v; linear sites: norm1, context, fc1
+    assert {"embed", "proj", "fc2", "q", "k", "attn", "v", "norm1", "context", "fc1"} <= seen
+
+
 def test_broadcast_waits_for_every_consumer() -> None:
     """A beat leaves only when both consumers took it; each gets every beat once, in order."""
     fork = Broadcast(event_layout(4, 2), 2)

@@ -92,6 +92,56 @@ def test_site_specs_follow_the_ir(vit) -> None:
         site_spec(vit, "nope", lanes=1)
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(transformers(), st.sampled_from([None, 0, 1, 2]))
+def test_graded_site_specs(vit, max_level) -> None:
+    """A graded ViT (every site graded, K random): each site's neurons are graded with the
+    site's K, its output format carries ``±spike_max`` (``spike_value_width``), a linear site
+    fed by a site records that site's ``spike_max`` (input format, drive widths as
+    ``Layer.widths(…, spike_max=)``, the ranges' membranes); the spike products and residual
+    stages take the sites' ``spike_max`` too. K = 0 gives ST-BIF's formats."""
+    from spikezip.hw.model import residual_model as rm
+    from spikezip.hw.model.events import spike_value_width
+    from spikezip.hw.model.product_model import ProductGeometry
+
+    g = vit.with_neuron("graded", max_level)
+    sites = {s.name: s for s in g.sites}
+    for s in g.sites:
+        spec, plain = site_spec(g, s.name, lanes=1), site_spec(vit, s.name, lanes=1)
+        assert spec.neurons.neuron == "graded" and spec.neurons.max_level == max_level
+        assert spec.spike_max == s.op.spike_max
+        assert spec.output_format.value_width == spike_value_width(s.op.spike_max)
+        assert spec.output_format.index_width == plain.output_format.index_width
+        assert spec.widths.membrane == g.ranges.membrane_width[s.name]
+        if s.kind is SiteKind.LINEAR and s.name != "embed":
+            src = next(x for x in g.sites if x.name == _source_of(s.name))
+            assert spec.input_spike_max == src.op.spike_max and not spec.analog
+            assert spec.input_format.value_width == spike_value_width(src.op.spike_max)
+            lo, hi = src.neg_bound, src.pos_bound
+            assert spec.widths == s.op.widths(lo, hi, analog=False, spike_max=src.op.spike_max)
+        else:  # (a direct site's drive events: its producer's width, from the graded ranges)
+            assert spec.input_spike_max == 1 and spec.analog
+            if s.name == "embed":
+                assert spec.input_format == plain.input_format
+        if max_level == 0:
+            assert spec.output_format == plain.output_format
+            assert spec.input_format == plain.input_format and spec.widths == plain.widths
+    for b in range(g.depth):
+        for kind, (x, y) in (("scores", ("q", "k")), ("context", ("attn", "v"))):
+            geo = ProductGeometry.for_block(g, b, kind, lanes=2)
+            p = f"blocks.{b}."
+            assert geo.x_spike_max == sites[p + x].op.spike_max
+            assert geo.y_spike_max == sites[p + y].op.spike_max
+    for st_ in rm.stages(g):
+        assert rm.stage_geometry(g, st_).spike_max == sites[st_["site"]].op.spike_max
+
+
+def _source_of(name: str) -> str:
+    from spikezip.hw.model.vit_sites import _source
+
+    return _source(None, name)
+
+
 # -- tier 2 ---------------------------------------------------------------------------------------
 
 

@@ -40,3 +40,11 @@ def test_random_stages_icarus(tmp_path_factory, case) -> None:
 @given(residual_cases())
 def test_random_stage_verilator(tmp_path_factory, case) -> None:
     run_both(tmp_path_factory.mktemp("r"), "verilator", *case)
+
+
+@pytest.mark.sim
+@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
+@given(residual_cases(graded=True))
+def test_random_graded_stage_icarus(tmp_path_factory, case) -> None:
+    """Graded spikes ``±2^k`` (K in 0–4) on ``b``."""
+    run_both(tmp_path_factory.mktemp("r"), "icarus", *case)
