@@ -201,6 +201,18 @@ def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags:
     return out
 
 
+def _lanes_layer(rng, n: int, threshold: int, neg: int, pos: int, **kw) -> Layer:
+    """``n`` one-input neurons with random biases and per-neuron thresholds up to ``threshold``."""
+    return Layer(
+        weight=np.ones((n, 1), dtype=np.int64),
+        bias=rng.integers(-9, 10, n),
+        threshold=rng.integers(1, threshold + 1, n),
+        neg_bound=neg,
+        pos_bound=pos,
+        **kw,
+    )
+
+
 def _expected(step, layer: Layer, fire, u, a, d, **kw):
     """``(spikes, membranes, tracers)`` of the reference's ``step`` (a firing row) or of a plain
     integration."""
@@ -232,13 +244,7 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed, register
     rng = np.random.default_rng(seed)
     neg, pos = ((-levels) // 2, levels // 2 - 1) if symmetric else (0, levels - 1)
     n = 4
-    layer = Layer(
-        weight=np.ones((n, 1), dtype=np.int64),
-        bias=rng.integers(-9, 10, n),
-        threshold=rng.integers(1, threshold + 1, n),
-        neg_bound=neg,
-        pos_bound=pos,
-    )
+    layer = _lanes_layer(rng, n, threshold, neg, pos)
     widths = layer.widths(-50 * threshold, 50 * threshold, analog=True)
     pipeline = replace(Pipeline.preset(2 if registered else 1), bound_flags=flags)
     lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, pipeline=pipeline)
@@ -276,15 +282,7 @@ def test_graded_lanes_match_reference_step(
     rng = np.random.default_rng(seed)
     neg, pos = (-((span + 1) // 2), span // 2) if symmetric else (0, span)
     n = 4
-    layer = Layer(
-        weight=np.ones((n, 1), dtype=np.int64),
-        bias=rng.integers(-9, 10, n),
-        threshold=rng.integers(1, threshold + 1, n),
-        neg_bound=neg,
-        pos_bound=pos,
-        neuron="graded",
-        max_level=max_level,
-    )
+    layer = _lanes_layer(rng, n, threshold, neg, pos, neuron="graded", max_level=max_level)
     widths = layer.widths(-100 * threshold, 100 * threshold, analog=True)  # edges ≤ 64Θ
     pipeline = replace(Pipeline.preset(2 if registered else 1), bound_flags=flags)
     lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, pipeline=pipeline)
