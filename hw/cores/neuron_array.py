@@ -472,8 +472,8 @@ def level_layout(layer: Layer, widths: LayerWidths, drive_width: int, lanes: int
 
 def multiples_layout(layer: Layer, widths: LayerWidths, lanes: int):
     """Per-neuron thresholds of a graded layer with more than two levels: ``x{j} = Θ·(2^j − 1)``
-    per lane for ``2 ≤ j < J`` (else ``None``), computed a stage ahead of the offsets
-    (:class:`Operands`) so that ``below{j}`` is one adder."""
+    per lane for ``2 ≤ j < J`` (else ``None``), stored in the threshold ROM
+    (:class:`WordConstants`) so that ``below{j}`` is one adder."""
     if not layer.per_neuron_threshold or levels(layer) <= 2:
         return None
     return data.StructLayout(
@@ -482,13 +482,6 @@ def multiples_layout(layer: Layer, widths: LayerWidths, lanes: int):
             for j in range(2, levels(layer))
         }
     )
-
-
-def _multiples(m: Module, stage, target, thresholds, layer: Layer) -> None:
-    """``target`` (a :func:`multiples_layout` value) ``= Θ·(2^j − 1)`` of ``thresholds``."""
-    for j in range(2, levels(layer)):
-        for k in range(len(thresholds)):
-            stage += target[f"x{j}"][k].eq((thresholds[k] << j) - thresholds[k])
 
 
 def _level_offsets(layer: Layer, drive, theta, j: int, multiple=None) -> dict:
@@ -603,7 +596,16 @@ class WordConstants(wiring.Component):
         Only with per-neuron thresholds.
     """
 
-    def __init__(self, *, word_layout, membranes, flags, thresholds, threshold_width: int) -> None:
+    def __init__(
+        self,
+        *,
+        word_layout,
+        membranes,
+        flags,
+        thresholds,
+        threshold_width: int,
+        multiples: data.StructLayout | None = None,
+    ) -> None:
         words, lanes = membranes.shape
         self._flags = dict(flags)
         rows = {"initial": membranes}
@@ -613,6 +615,13 @@ class WordConstants(wiring.Component):
             rows["thresholds"] = thresholds
             shapes["thresholds"] = data.ArrayLayout(unsigned(threshold_width), lanes)
             members["thresholds"] = Out(shapes["thresholds"])
+        if multiples is not None:  # graded: Θ·(2^j − 1) per neuron, stored beside Θ
+            for name, field in multiples:
+                j = int(name[1:])
+                rows[name] = thresholds * ((1 << j) - 1)
+                shapes[name] = field.shape
+            members["multiples"] = Out(multiples)
+        self._multiples = multiples
         self._layout = data.StructLayout(shapes)
         self._rows = [{name: v[w].tolist() for name, v in rows.items()} for w in range(words)]
         self._period = _period(
@@ -654,6 +663,8 @@ class WordConstants(wiring.Component):
         m.d.comb += [self.initial[name].eq(value) for name, value in self._flags.items()]
         if "thresholds" in self._layout.members:
             m.d.comb += self.thresholds.eq(read.thresholds)
+        if self._multiples is not None:
+            m.d.comb += [self.multiples[name].eq(read[name]) for name, _ in self._multiples]
         return m
 
 
@@ -757,6 +768,9 @@ class Operands(wiring.Component):
         }
         if layer.per_neuron_threshold:
             members["thresholds"] = In(data.ArrayLayout(unsigned(widths.threshold), lanes))
+        multiples = multiples_layout(layer, widths, lanes)
+        if multiples is not None:
+            members["multiples"] = In(multiples)
         if timing.pipeline.registered_read:
             members["forward"] = In(Forward(words=words, word_layout=word_layout))
         members["o"] = Out(stream.Signature(layout, always_ready=True))
@@ -785,11 +799,12 @@ class Operands(wiring.Component):
         if "levels" in offsets.signature.members:
             m.d.comb += o.drive_levels.eq(offsets.levels)
         thresholds = self.thresholds if self._layer.per_neuron_threshold else None
+        multiples = self.multiples if "multiples" in self.signature.members else None
         if not p.registered_read:  # the update in stage 1, from the store's output
             m.d.comb += [self.o.valid.eq(cmd_valid), o.driven.eq(driven), o.drive.eq(cmd.drive)]
             m.d.comb += [o[name].eq(cmd[name]) for name in _CONTROL]
             m.d.comb += o.state.eq(Mux(cmd.op == Op.INIT, self.initial, self.stored))
-            _feed(m, offsets, cmd.drive, thresholds)
+            _feed(m, offsets, cmd.drive, thresholds, multiples)
             return m
         # stage 2: the operands, registered
         control = Signal(_control_layout(self._timing.words), name="op_a")
@@ -800,15 +815,14 @@ class Operands(wiring.Component):
         m.d.comb += [self.o.valid.eq(valid), o.driven.eq(a_driven), o.drive.eq(drive)]
         m.d.comb += [o[name].eq(control[name]) for name in _CONTROL]
         if p.registered_offsets:  # d ± Θ computed in stage 1, registered
-            _feed(m, offsets, cmd.drive, thresholds)
+            _feed(m, offsets, cmd.drive, thresholds, multiples)
         else:  # from the registered drive (registering d ± Θ themselves lets Yosys alias their
             # sign bits into a combinational knot)
-            multiples = None
+            if multiples is not None:  # Θ·(2^j − 1) from the ROM, registered with Θ
+                registered_multiples = Signal.like(multiples, name="multiples_reg")
+                m.d.sync += registered_multiples.eq(multiples)
+                multiples = registered_multiples
             if thresholds is not None:
-                layout = multiples_layout(self._layer, self._widths, lanes)
-                if layout is not None:  # Θ·(2^j − 1) from the ROM's output, registered
-                    multiples = Signal(layout, name="multiples_reg")
-                    _multiples(m, m.d.sync, multiples, thresholds, self._layer)
                 registered = Signal.like(thresholds, name="thresholds_reg")
                 m.d.sync += registered.eq(thresholds)
                 thresholds = registered
@@ -833,11 +847,8 @@ def _feed(m: Module, offsets: DriveOffsets, drive, thresholds, multiples=None) -
     m.d.comb += offsets.drive.eq(drive)
     if thresholds is not None:
         m.d.comb += offsets.thresholds.eq(thresholds)
-    if "multiples" in offsets.signature.members:
-        if multiples is None:  # from the thresholds, in this stage
-            _multiples(m, m.d.comb, offsets.multiples, thresholds, offsets._layer)
-        else:
-            m.d.comb += offsets.multiples.eq(multiples)
+    if multiples is not None:
+        m.d.comb += offsets.multiples.eq(multiples)
 
 
 class Update(wiring.Component):
@@ -1128,6 +1139,7 @@ class NeuronArray(wiring.Component):
             flags=flags,
             thresholds=self.padded(layer.thresholds, 1) if layer.per_neuron_threshold else None,
             threshold_width=self._widths.threshold,
+            multiples=multiples_layout(layer, self._widths, lanes),
         )
         m.submodules.store = store = StateStore(
             shape=word_layout,
@@ -1152,6 +1164,8 @@ class NeuronArray(wiring.Component):
         m.d.comb += [operands.stored.eq(store.rdata), operands.initial.eq(consts.initial)]
         if layer.per_neuron_threshold:
             m.d.comb += operands.thresholds.eq(consts.thresholds)
+        if "multiples" in operands.signature.members:
+            m.d.comb += operands.multiples.eq(consts.multiples)
         wiring.connect(m, operands.o, update.i)
         wiring.connect(m, update.write, store.write)
         if self.pipeline.registered_read:
