@@ -198,13 +198,9 @@ class Products(wiring.Component):
             if self._analog:
                 product = value * w
             elif self._levels > 1:
-                product = self._shifted(m, k, w, value)
-            elif self._registered:  # ±w = (w XOR s) + s, s = value < 0
-                flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
-                m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
-                product = Mux(value == 0, 0, flipped + (value < 0))
+                product = self._shifted(self._signed(m, k, w, value), value)
             else:
-                product = Mux(value == 0, 0, Mux(value < 0, -w, w))
+                product = Mux(value == 0, 0, self._signed(m, k, w, value))
             if self._registered:  # the multiplier's output register
                 registered = Signal.like(product, name=f"product{k}", reset_less=True)
                 m.d.sync += registered.eq(product)
@@ -212,24 +208,24 @@ class Products(wiring.Component):
             m.d.comb += self.products[k].eq(product)
         return m
 
-    def _shifted(self, m: Module, k: int, w, value):
-        """``±(w << j)`` for a graded spike ``value = ±2^j`` (0 for 0): ``±w`` as for a ±1
-        spike, then the shift chosen by the magnitude's one-hot bits (an AND-OR, no shifter)."""
-        if self._registered:  # ±w = (w XOR s) + s, s = value < 0, as for ±1 spikes
-            flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
-            m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
-            signed_w = flipped + (value < 0)
-        else:
-            signed_w = Mux(value < 0, -w, w)
+    def _signed(self, m: Module, k: int, w, value):
+        """``±w`` by the sign of ``value``; with ``registered``, ``(w XOR s) + s`` for
+        ``s = value < 0``, the XOR in the input register."""
+        if not self._registered:
+            return Mux(value < 0, -w, w)
+        flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
+        m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
+        return flipped + (value < 0)
+
+    def _shifted(self, signed_w, value):
+        """``±(w << j)`` for a graded spike ``value = ±2^j`` (0 for 0), from ``signed_w = ±w``:
+        the shift chosen by the magnitude's one-hot bits (an AND-OR, no shifter)."""
         # |value|'s bit j is set for ±2^j: 2^j has it; −2^j = …1 10…0 has bit j set and nothing
         # below, so "bit j and no lower bit" picks the level for both signs
-        terms = []
+        product = 0
         for j in range(self._levels):
             lower = value[:j].any() if j else 0
-            terms.append(Mux(value[j] & ~lower, signed_w << j, 0))
-        product = terms[0]
-        for term in terms[1:]:
-            product = product | term
+            product = product | Mux(value[j] & ~lower, signed_w << j, 0)
         return product
 
 

@@ -365,15 +365,6 @@ class NeuronLanes(wiring.Component):
             # level j open: the sum's sign and the tracer's room (A + 2^j ≤ p, A − 2^j ≥ n)
             pos = [fire & ~up[j][-1] & (a_in <= p - (1 << j)) for j in range(J)]
             neg = [fire & negative[j] & (a_in >= n + (1 << j)) for j in range(J)]
-            # the tests are thermometer codes in j: the highest open level, one-hot, chooses
-            # among the sums with an AND-OR (a balanced tree, not a chain of 2J multiplexers)
-            stay = Signal(name=f"stay{k}")
-            top_pos = [Signal(name=f"top_pos{j}_{k}") for j in range(J)]
-            top_neg = [Signal(name=f"top_neg{j}_{k}") for j in range(J)]
-            stage += stay.eq(~pos[0] & ~neg[0])
-            for j in range(J):
-                above = (pos[j + 1], neg[j + 1]) if j + 1 < J else (0, 0)
-                stage += [top_pos[j].eq(pos[j] & ~above[0]), top_neg[j].eq(neg[j] & ~above[1])]
             # the sums and the tracer at the choice (registered with registered_sums)
             u1_s = Signal(m_, name=f"u1_{k}")
             up_s = [Signal(m_, name=f"u_minus{j}_{k}") for j in range(J)]
@@ -382,7 +373,17 @@ class NeuronLanes(wiring.Component):
             stage += [u1_s.eq(u1), a.eq(a_in)]
             stage += [up_s[j].eq(up[j]) for j in range(J)]  # (a chosen one fits the membrane)
             stage += [down_s[j].eq(down[j]) for j in range(J)]
-            if self._pipeline.registered_sums:  # one-hot selects from registers: an AND-OR
+            if self._pipeline.registered_sums:
+                # the tests are thermometer codes in j: the highest open level, one-hot and
+                # registered with the sums, picks among them with an AND-OR (a balanced tree)
+                stay = Signal(name=f"stay{k}")
+                top_pos = [Signal(name=f"top_pos{j}_{k}") for j in range(J)]
+                top_neg = [Signal(name=f"top_neg{j}_{k}") for j in range(J)]
+                stage += stay.eq(~pos[0] & ~neg[0])
+                for j in range(J):
+                    above = (pos[j + 1], neg[j + 1]) if j + 1 < J else (0, 0)
+                    stage += top_pos[j].eq(pos[j] & ~above[0])
+                    stage += top_neg[j].eq(neg[j] & ~above[1])
                 spikes, membranes, tracers = [], [Mux(stay, u1_s, 0)], [Mux(stay, a, 0)]
                 for j in range(J):
                     pick = (top_pos[j], top_neg[j])
