@@ -191,18 +191,19 @@ class WordCounter(wiring.Component):
         This slot is idle (no operation may be issued).
     """
 
-    def __init__(self, *, timing: LayerTiming, extra: int = 0) -> None:
-        self._timing, self._extra = timing, extra
+    def __init__(self, *, timing: LayerTiming, extra: int = 0, from_word: bool = False) -> None:
+        self._timing, self._extra, self._from = timing, extra, from_word
         words = timing.words
-        super().__init__(
-            {
-                "advance": In(1),
-                "restart": In(1),
-                "word": Out(range(words)),
-                "last": Out(1, init=words == 1),
-                "gap": Out(1),
-            }
-        )
+        members = {
+            "advance": In(1),
+            "restart": In(1),
+            "word": Out(range(words)),
+            "last": Out(1, init=words == 1),
+            "gap": Out(1),
+        }
+        if from_word:  # a pass may start on any word: ``restart`` goes on from ``start + 1``
+            members |= {"start": In(range(words)), "start_last": In(1)}
+        super().__init__(members)
 
     @property
     def latency(self) -> int:
@@ -212,8 +213,13 @@ class WordCounter(wiring.Component):
         m = Module()
         words, word, at_last = self._timing.words, self.word, self.last
         last = words - 1
-        with m.If(self.restart):
-            m.d.sync += [word.eq(1 % words), at_last.eq(1 % words == last)]
+        if self._from:  # ``start_last``: the pass began on the last word (it is over)
+            after = Mux(self.start_last, 0, self.start + 1)
+            with m.If(self.restart):
+                m.d.sync += [word.eq(after), at_last.eq(Mux(self.start_last, 0, after == last))]
+        else:
+            with m.If(self.restart):
+                m.d.sync += [word.eq(1 % words), at_last.eq(1 % words == last)]
         with m.Elif(self.advance):  # word + 1, wrapping after the last
             m.d.sync += [
                 word.eq(Mux(at_last, 0, word + 1)),
@@ -227,8 +233,12 @@ class WordCounter(wiring.Component):
             m.d.comb += self.gap.eq(gaps != 0)
             with m.If(self.gap):
                 m.d.sync += gaps.eq(gaps - 1)
-            with m.Elif((self.advance | self.restart) & at_last):
-                m.d.sync += gaps.eq(pad)
+            if self._from:
+                with m.Elif((self.advance & at_last) | (self.restart & self.start_last)):
+                    m.d.sync += gaps.eq(pad)
+            else:
+                with m.Elif((self.advance | self.restart) & at_last):
+                    m.d.sync += gaps.eq(pad)
         return m
 
 
@@ -318,7 +328,10 @@ class Sequencer(wiring.Component):
         m.submodules.buffer = buf = EventBuffer(index_width=index_width, value_width=value_width)
         m.submodules.credits = credits = StepCredits()
         extra = 0 if self._map is None else self._map.sweep_extra(self._timing.min_distance)
-        m.submodules.counter = counter = WordCounter(timing=self._timing, extra=extra)
+        streams = self._map is not None and self._map.stream
+        m.submodules.counter = counter = WordCounter(
+            timing=self._timing, extra=extra, from_word=streams
+        )
         wiring.connect(m, wiring.flipped(self.i), buf.i)
         wiring.connect(m, wiring.flipped(self.status), credits.status)
         o, event, one_word = self.o.payload, buf.o.payload, self.words == 1
@@ -341,22 +354,51 @@ class Sequencer(wiring.Component):
         first = Signal(name="first")  # the next sweep is step 0 of an inference
         begin, begin_busy, begin_fed = Signal(), Signal(), Signal()
         begin_op = Signal(Op)
-        m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
+        if streams:
+            # words below ``ptr`` are swept in this step already (each before the first event
+            # above it); the marker's sweep covers ``ptr … W-1``
+            ptr = Signal(range(self.words), name="swept_below")
+            at_ptr = ptr == self.words - 1  # the marker's sweep is one word
+            early, early_first = Signal(name="early_fire"), Signal(name="early_first")
+            m.d.comb += [counter.start.eq(ptr), counter.start_last.eq(at_ptr)]
+            m.d.comb += credits.start.eq((begin & (begin_op == Op.FIRE) & (ptr == 0)) | early_first)
+            with m.If(begin):
+                m.d.sync += ptr.eq(0)
+        else:
+            m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
         with m.If(~gap):
             with m.If(s_sweep):
                 m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(counter.word)]
                 m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(counter.last)]
                 m.d.comb += counter.advance.eq(1)
             with m.If(s_acc):
-                with m.If(pass_event):
-                    m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.INTEGRATE)]
-                    m.d.comb += o.word.eq(passes.word if self._map is None else base + passes.word)
-                    m.d.comb += [o.last.eq(passes.last), buf.o.ready.eq(passes.last)]
-                    m.d.comb += passes.advance.eq(1)
+                integrate = [
+                    self.o.valid.eq(1),
+                    o.op.eq(Op.INTEGRATE),
+                    o.word.eq(passes.word if self._map is None else base + passes.word),
+                    o.last.eq(passes.last),
+                    buf.o.ready.eq(passes.last),
+                    passes.advance.eq(1),
+                ]
+                if streams:  # a word below the event's pass not swept yet: sweep it first
+                    m.d.comb += early.eq(pass_event & (base > ptr))
+                    with m.If(early):
+                        # (the step's first sweep slot takes the emitter's room, as a marker's)
+                        with m.If((ptr != 0) | credits.room):
+                            m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.FIRE), o.word.eq(ptr)]
+                            m.d.comb += [o.busy.eq(first & self._has_bias)]
+                            m.d.comb += early_first.eq(ptr == 0)
+                            m.d.sync += ptr.eq(ptr + 1)
+                    with m.Elif(pass_event):
+                        m.d.comb += integrate
+                else:
+                    with m.If(pass_event):
+                        m.d.comb += integrate
                 if self._map is not None:
                     with m.Elif(buf.event):  # an event the map drops: consumed, no pass
                         m.d.comb += buf.o.ready.eq(1)
-                with m.Elif(buf.marker & credits.room):  # a marker: consume it, start the sweep
+                with m.Elif(buf.marker & (credits.room | (ptr != 0) if streams else credits.room)):
+                    # a marker: consume it, start the sweep (its room taken if it began early)
                     m.d.comb += [buf.o.ready.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
                     m.d.comb += [begin_busy.eq(event.busy | (first & self._has_bias))]
                     m.d.comb += begin_fed.eq(event.busy)
@@ -368,16 +410,24 @@ class Sequencer(wiring.Component):
                     m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
             with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
                 m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), counter.restart.eq(1)]
-                m.d.comb += [o.busy.eq(begin_busy), o.last.eq(one_word), o.word.eq(0)]
+                if streams:  # (``ptr`` is 0 but after early sweeps)
+                    m.d.comb += [o.busy.eq(begin_busy), o.last.eq(at_ptr), o.word.eq(ptr)]
+                else:
+                    m.d.comb += [o.busy.eq(begin_busy), o.last.eq(one_word), o.word.eq(0)]
                 m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
                 m.d.sync += [s_sweep.eq(1), s_acc.eq(0), s_wait.eq(0)]
-            if one_word:  # a sweep is its first slot
+            if streams and not one_word:  # the marker's sweep may be its first slot
+                sweep_end = (s_sweep & counter.last) | (begin & at_ptr)
+            elif one_word:  # a sweep is its first slot
                 sweep_end = self.o.valid & (o.op != Op.INTEGRATE)
             else:  # (from registers only: the sweep's last word)
                 sweep_end = s_sweep & counter.last
             with m.If(sweep_end):
                 m.d.sync += s_sweep.eq(0)  # (the word wrapped to 0)
-                if one_word:
+                if streams and not one_word:
+                    was_init = Mux(begin, begin_op == Op.INIT, sweep_op == Op.INIT)
+                    was_fed = Mux(begin, begin_fed, fed)
+                elif one_word:
                     was_init, was_fed = o.op == Op.INIT, Mux(begin, begin_fed, fed)
                 else:  # begin is 0 here: the sweep's registers
                     was_init, was_fed = sweep_op == Op.INIT, fed

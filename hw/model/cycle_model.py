@@ -406,6 +406,11 @@ class StepSchedule:
     event_cycles: tuple[int, ...]
     #: cycle of the end-of-step marker ``m_t``
     marker_cycle: int
+    #: first slot of each input event (its pass, or the cycle a dropped event is consumed);
+    #: empty for a self-running step
+    event_slots: tuple[int, ...] = ()
+    #: sweep slots of a streaming core's step spent before its marker (``InputMap.stream``)
+    early_fire: int = 0
 
 
 @dataclass(frozen=True)
@@ -423,22 +428,23 @@ class InferenceSchedule:
 
 def _emit(
     timing: LayerTiming,
-    x: int,
+    fire: np.ndarray,
     step: Step,
     previous: int | None,
     ready: _Ready | None = None,
 ) -> tuple[tuple[int, ...], int]:
-    """Output cycles of a step whose sweep starts in ``x``; ``previous`` is the last marker;
-    ``ready``: the cycle from which each beat may leave (backpressure), offers recorded."""
+    """Output cycles of a step whose word ``c`` is swept in slot ``fire[c]``; ``previous`` is the
+    last marker; ``ready``: the cycle from which each beat may leave (backpressure), offers
+    recorded."""
     lanes, delay = timing.lanes, timing.SPIKE_DELAY
     cycles: list[int] = []
-    free = x if previous is None else previous + timing.BANK_DELAY  # the output is free
-    marker = x + timing.words - 1 + timing.MARKER_DELAY
+    free = int(fire[0]) if previous is None else previous + timing.BANK_DELAY  # output free
+    marker = int(fire[-1]) + timing.MARKER_DELAY
     if previous is not None:
         marker = max(marker, previous + 1)
     words, counts = np.unique(step.indices // lanes, return_counts=True)
     for word, k in zip(words.tolist(), counts.tolist(), strict=True):
-        start = max(x + word + delay, free)
+        start = max(int(fire[word]) + delay, free)
         if ready is None:
             cycles.extend(range(start, start + k))
             free = start + k
@@ -509,6 +515,9 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
         raise ValueError(f"{len(inputs)} input and {len(outputs)} output inferences")
     words, slots = timing.words, timing.slots
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
+    stream = input_map is not None and input_map.stream
+    pad = slots - words + extra  # idle slots after a sweep's last word
+    order = np.arange(words)
     out: list[InferenceSchedule] = []
     markers: list[int] = []  # every marker of the run, in order
     hold = None if ready is None else _Ready(ready)
@@ -518,34 +527,58 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
             raise ValueError(f"inference {b}: {len(outs)} output steps but {len(ins)} input steps")
         steps: list[StepSchedule] = []
         acc: int | None = init + timing.init_cycles + extra
-        x = init
+        last = init + words - 1  # the last slot of the pass before
         for t, step in enumerate(outs):
             bank = markers[-2] + timing.RESTART_DELAY if len(markers) >= 2 else 0
+            fire = None
             if t < len(ins):
-                n, start = ins[t].n_events, acc
+                n, start, ptr = ins[t].n_events, acc, 0
                 if input_map is None:
                     costs = np.full(n, slots)
                 else:
                     costs = input_map.event_cycles(ins[t].indices, timing.min_distance)
-                if arrivals is None:
-                    x = max(acc + int(costs.sum()), bank)
-                else:
-                    beats = arrivals[b][t]
-                    free = acc
-                    for k in range(n):
-                        slot = max(free, beats[k] + timing.sequencer_latency)
-                        start = slot if k == 0 else start
-                        free = slot + int(costs[k])
-                    x = max(free, beats[n] + timing.sequencer_latency, bank)
+                if stream:
+                    fire = np.empty(words, dtype=np.int64)
+                    bases = input_map.bases[ins[t].indices].tolist()
+                    kept = input_map.kept[ins[t].indices].tolist()
+                beats = None if arrivals is None else arrivals[b][t]
+                free, first_slots = acc, []
+                for k in range(n):
+                    slot = free if beats is None else max(free, beats[k] + timing.sequencer_latency)
+                    if k == 0:
+                        start = slot  # (an early sweep may come first)
+                    if stream and kept[k] and bases[k] < ptr:
+                        raise ValueError(
+                            f"inference {b}, step {t}: event {k} (index {ins[t].indices[k]}) is "
+                            f"on word {bases[k]}, below word {ptr} the streaming core swept: "
+                            "its input must come in ascending word order"
+                        )
+                    if stream and kept[k] and bases[k] > ptr:
+                        # the words below the event's pass are complete: sweep them first
+                        if ptr == 0:  # the step's first sweep slot: the emitter's room
+                            slot = max(slot, bank)
+                        fire[ptr : bases[k]] = slot + np.arange(bases[k] - ptr)
+                        slot += bases[k] - ptr
+                        ptr = bases[k]
+                    first_slots.append(slot)
+                    free = slot + int(costs[k])
+                x = free if beats is None else max(free, beats[n] + timing.sequencer_latency)
+                if ptr == 0:
+                    x = max(x, bank)
+                if stream:
+                    fire[ptr:] = x + np.arange(words - ptr)
             else:
-                n, start = 0, None
-                x = max(x + words - 1 + timing.RESULT_DELAY, bank)
-            events, marker = _emit(timing, x, step, markers[-1] if markers else None, hold)
-            steps.append(StepSchedule(n, start, x, events, marker))
+                n, start, first_slots, ptr = 0, None, [], 0
+                x = max(last + timing.RESULT_DELAY, bank)
+            if fire is None:
+                fire = x + order
+            last = int(fire[-1])
+            events, marker = _emit(timing, fire, step, markers[-1] if markers else None, hold)
+            steps.append(StepSchedule(n, start, x, events, marker, tuple(first_slots), ptr))
             markers.append(marker)
-            acc = x + slots + extra if t < len(ins) and ins[t].busy else None
+            acc = x + words - ptr + pad if t < len(ins) and ins[t].busy else None
         out.append(InferenceSchedule(init, tuple(steps)))
-        init = x + words - 1 + timing.RESULT_DELAY
+        init = last + timing.RESULT_DELAY
     return out, (None if hold is None else hold.offered)
 
 
@@ -616,17 +649,14 @@ def timed(
                 costs = input_map.event_cycles(step.indices, timing.min_distance)
                 kept = input_map.kept[step.indices]
             beats = arrivals[b][t] if arrivals is not None else None
-            free = s.accumulate_cycle
             for k in range(step.n_events):
                 arrive = 0 if beats is None else int(beats[k])
-                slot = free if beats is None else max(free, arrive + timing.sequencer_latency)
                 taken.append(max(arrive, held))
-                held = slot + (last if kept[k] else 0)
-                free = slot + int(costs[k])
+                held = s.event_slots[k] + (last if kept[k] else 0)
             taken.append(max(0 if beats is None else int(beats[-1]), held))
             held = s.fire_cycle
             work += int(costs.sum())
-            accumulate += s.fire_cycle - s.accumulate_cycle
+            accumulate += s.fire_cycle - s.accumulate_cycle - s.early_fire
             ops += int(kept.sum()) * ops_per_event
     beats_out = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
     if offered is None:
@@ -698,7 +728,7 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> CycleSummary
     fed = [s for s in steps if s.accumulate_cycle is not None]
     total = sched[-1].end_cycle + 1 if sched else 0
     acc = sum(s.n_events for s in fed) * words
-    phase = sum(s.fire_cycle - s.accumulate_cycle for s in fed)
+    phase = sum(s.fire_cycle - s.accumulate_cycle - s.early_fire for s in fed)
     return CycleSummary(
         cycles=total,
         inferences=len(sched),

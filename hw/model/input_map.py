@@ -26,6 +26,7 @@ core's), a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisat
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,17 @@ class InputMap:
     bases: np.ndarray
     kept: np.ndarray
     table: np.ndarray
+    #: sweep the words below an event's pass before the pass (:meth:`streaming`)
+    stream: bool = False
+
+    def streaming(self, stream: bool = True) -> InputMap:
+        """This map with ``stream`` set: the core sweeps the words below a kept event's pass
+        (``[p, base)``, ``p`` the first word not swept yet in the step) before the pass, so
+        that a token's spikes leave as soon as the next token's input begins instead of after
+        the step's marker. Exact only for inputs whose kept events come in ascending ``base``
+        within a step; the cycle model raises ``ValueError`` on an input out of that order
+        (:data:`hw.model.vit_sites.STREAMING_KINDS`: the sites whose producers send so)."""
+        return dataclasses.replace(self, stream=bool(stream))
 
     @property
     def n_in(self) -> int:

@@ -24,6 +24,7 @@ site's ``spike_max`` (``input_spike_max``: its drive widths and its accumulator'
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,17 +188,33 @@ def _direct(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
     )
 
 
-def site_spec(vit: VisionTransformer, name: str, *, lanes: int) -> SiteSpec:
-    """The :class:`SiteSpec` of site ``name`` of ``vit`` with ``lanes`` lanes."""
+#: sites whose producer sends a step's events in ascending index (a streaming core needs it):
+#: layer cores' emitters (linear sites), LayerNorm cores and softmax cores do; the context
+#: product sends head by head (channel-major within a token is split across heads), so its site
+#: keeps the plain core
+STREAMING_KINDS = frozenset({SiteKind.LINEAR, SiteKind.LAYERNORM, SiteKind.SOFTMAX})
+
+
+def site_spec(
+    vit: VisionTransformer, name: str, *, lanes: int, stream: bool | None = None
+) -> SiteSpec:
+    """The :class:`SiteSpec` of site ``name`` of ``vit`` with ``lanes`` lanes.
+
+    ``stream``: the core sweeps a token's words as soon as an event of a later token arrives
+    (:meth:`InputMap.streaming`), so its spikes leave while the rest of the step comes in;
+    ``False``: after the step's marker, as a plain layer core; ``None`` (default): streaming
+    where the site's producer sends in ascending order (:data:`STREAMING_KINDS`).
+    """
     if not isinstance(vit, VisionTransformer):
         raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
     sites = {s.name: s for s in vit.sites}
     if name not in sites:
         raise ValueError(f"name must be one of the sites {list(sites)}, not {name!r}")
     site = sites[name]
-    if site.kind is SiteKind.LINEAR:
-        return _linear(vit, site, lanes)
-    return _direct(vit, site, lanes)
+    spec = _linear(vit, site, lanes) if site.kind is SiteKind.LINEAR else _direct(vit, site, lanes)
+    if stream is None:
+        stream = site.kind in STREAMING_KINDS
+    return dataclasses.replace(spec, input_map=spec.input_map.streaming(stream))
 
 
 def site_specs(vit: VisionTransformer, lanes: dict[str, int] | int) -> dict[str, SiteSpec]:

@@ -161,11 +161,13 @@ def test_small_configuration_cycle_exact() -> None:
 
 
 @pytest.mark.slow
-def test_digits_vit_three_images() -> None:
+def test_digits_vit_three_images(monkeypatch) -> None:
     """The trained digits ViT, 3 test images back to back, lanes 8, pipeline 1, default FIFOs
-    and products: the RTL's measured 144,878 cycles and 71,687 for the first image (Verilator,
-    bit-exact, after session 7's pipelined softmax, residual, LayerNorm and product cores;
-    docs/performance.md "The whole ViT, session 7"; 143,530 and 72,470 before them)."""
+    and products: the streaming site cores (``vit_sites.STREAMING_KINDS``) take the first image's
+    latency down by at least a tenth against the plain cores (session 12: 68,993 → 57,323 on one
+    machine's trained model; the model's cycles are the RTL's: tests/sim/test_vit.py compares
+    them in Verilator), and every image's too."""
+    from spikezip.hw.model import vit_sites
     from spikezip.sw import digits
     from spikezip.sw.vit import model as vit_model
     from spikezip.sw.vit.convert import to_transformer
@@ -173,9 +175,12 @@ def test_digits_vit_three_images() -> None:
     vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit")
     x = digits.load().x_test[:3]
     golden = run(vit, x).trace
-    sched = vit_schedule(vit, x, golden, lanes=8, pipeline=1)
-    assert sched.total_cycles == 144_878
-    assert int(sched.latency[0]) == 71_687
+    streaming = vit_schedule(vit, x, golden, lanes=8, pipeline=1)
+    monkeypatch.setattr(vit_sites, "STREAMING_KINDS", frozenset())  # every site plain
+    plain = vit_schedule(vit, x, golden, lanes=8, pipeline=1)
+    assert streaming.exact and plain.exact
+    assert int(streaming.latency[0]) < 0.9 * int(plain.latency[0])
+    assert streaming.total_cycles < plain.total_cycles
 
 
 def test_fifo_names_and_depths_agree() -> None:

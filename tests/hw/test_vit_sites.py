@@ -92,6 +92,45 @@ def test_site_specs_follow_the_ir(vit) -> None:
         site_spec(vit, "nope", lanes=1)
 
 
+def test_streaming_sites_and_their_order() -> None:
+    """Which sites stream (their producers send in ascending index; the context product does
+    not), and the model of a streaming core: a later token's event sweeps the words below it
+    first, so the step's first spike leaves before the marker; an input out of word order is
+    refused with the event and words named, never scheduled silently wrong."""
+    from spikezip.hw.model.events import Step
+    from spikezip.hw.model.vit_sites import STREAMING_KINDS
+    from tests.sw.vit_strategies import build_vit
+
+    rng = np.random.default_rng(3)
+    vit = build_vit(rng, patches=3, patch_size=2, n_inputs=6, dim=4, heads=2, hidden=4, depth=1)
+    for s in vit.sites:
+        spec = site_spec(vit, s.name, lanes=2)
+        assert spec.input_map.stream == (s.kind is not SiteKind.CONTEXT), s.name
+        assert site_spec(vit, s.name, lanes=2, stream=False).input_map.stream is False
+        assert site_spec(vit, s.name, lanes=2, stream=True).input_map.stream is True
+    assert SiteKind.CONTEXT not in STREAMING_KINDS
+    attn = next(s for s in vit.sites if s.kind is SiteKind.SOFTMAX)
+    plain = site_spec(vit, attn.name, lanes=1, stream=False)
+    streaming = site_spec(vit, attn.name, lanes=1)
+    timing = LayerCore.for_site(streaming, pipeline=1).timing
+    n = attn.size
+    one = np.ones(2, dtype=np.int64)
+    step = Step(np.array([0, n - 1]), one * 0, busy=True)
+    beats = [[[0, 200, 400]]]  # word 0's event, then word n-1's at cycle 200, the marker at 400
+    out = [[Step(np.array([0]), np.array([1]), busy=True)]]  # neuron 0 fires at step 0
+    first = {}
+    for name, spec in (("plain", plain), ("streaming", streaming)):
+        (inf,) = cycle_model.schedule(timing, [[step]], out, beats, input_map=spec.input_map)
+        first[name] = inf.steps[0].event_cycles[0]
+        assert inf.steps[0].marker_cycle > first[name]
+    # streaming: word 0 is swept when word n-1's event arrives, not after the marker
+    assert first["streaming"] < 220 < 400 < first["plain"]
+    backwards = Step(np.array([n - 1, 0]), one, busy=True)
+    with pytest.raises(ValueError, match=rf"event 1 \(index 0\) is on word 0, below word {n - 1}"):
+        cycle_model.schedule(timing, [[backwards]], out, input_map=streaming.input_map)
+    cycle_model.schedule(timing, [[backwards]], out, input_map=plain.input_map)  # any order
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(transformers(), st.sampled_from([None, 0, 1, 2]))
 def test_graded_site_specs(vit, max_level) -> None:
@@ -145,10 +184,10 @@ def _source_of(name: str) -> str:
 # -- tier 2 ---------------------------------------------------------------------------------------
 
 
-def run_site(vit, x, name, lanes, *, pipeline=1, seed=None, record=None):
+def run_site(vit, x, name, lanes, *, pipeline=1, seed=None, record=None, stream=True):
     """Drive site ``name``'s core with the reference's input; return (got, expected, cycles)."""
     r = record or run(vit, x, record_drives=True)
-    spec = site_spec(vit, name, lanes=lanes)
+    spec = site_spec(vit, name, lanes=lanes, stream=stream)
     core = LayerCore.for_site(spec, pipeline=pipeline)
     ins, outs = site_streams(vit, x, r.trace, r.steps, name)
     words = [w for inf in ins for s in inf for w in s.words(core.input_format)]
@@ -178,13 +217,15 @@ def test_random_vit_sites_equal_the_reference(data) -> None:  # the _more twin: 
     record = run(vit, x, record_drives=True)
     for s in vit.sites:
         lanes, pipeline = _lanes(data, s), data.draw(st.sampled_from([0, 1, 2, 3]))
+        stream = data.draw(st.booleans())
         got, expected, cycles, beats = run_site(vit, x, s.name, lanes, pipeline=pipeline,
-                                                record=record)  # fmt: skip
-        assert got == expected, s.name
-        assert [c for c, _ in beats] == cycles, s.name
+                                                record=record, stream=stream)  # fmt: skip
+        assert got == expected, (s.name, stream)
+        assert [c for c, _ in beats] == cycles, (s.name, stream)
         if data.draw(st.booleans()):
-            got, expected, _, _ = run_site(vit, x, s.name, lanes, seed=len(cycles), record=record)
-            assert got == expected, s.name
+            got, expected, _, _ = run_site(vit, x, s.name, lanes, seed=len(cycles), record=record,
+                                           stream=stream)  # fmt: skip
+            assert got == expected, (s.name, stream)
 
 
 @pytest.mark.slow
