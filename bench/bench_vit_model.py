@@ -3,7 +3,7 @@ which core sets the pace.
 
     python bench/bench_vit_model.py [--images N] [--lanes P] [--pipeline D]
                                     [--layer-norm-units U] [--fifo-depth F] [--chain]
-                                    [--graded [--max-level K]]
+                                    [--graded [--max-level K]] [--compare-streaming]
 
 Loads the cached default :class:`sw.vit.model.VitConfig` model, runs the reference on the first
 ``N`` digits test images (default 3) and models ``ViTCore`` running them back to back (lanes
@@ -14,8 +14,9 @@ cores and products) accumulate-phase lane utilization. ``--chain``: also the fir
 wavefront, the critical-path view of the latency — per core in the order its step-0 marker
 leaves, the cycle it took its first input, emitted its first event and its marker, and what it
 added to the chain. ``--graded``: every site graded ST-BIF (K unbounded, or ``--max-level K``;
-docs/graded.md), recorded as ``vit_model_graded.json`` (``vit_model_graded_kK.json``). Records
-``build/bench/vit_model.json``.
+docs/graded.md), recorded as ``vit_model_graded.json`` (``vit_model_graded_kK.json``).
+``--compare-streaming``: the same images with plain cores, with streaming site cores only, and as
+built (site cores and LayerNorms streaming). Records ``build/bench/vit_model.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def main() -> int:
     ap.add_argument("--chain", action="store_true", help="print the step-0 wavefront (image 0)")
     ap.add_argument("--graded", action="store_true", help="graded ST-BIF sites (issue 14)")
     ap.add_argument("--max-level", type=int, default=None, help="graded: the largest level K")
+    ap.add_argument(
+        "--compare-streaming",
+        action="store_true",
+        help="also model the top with plain cores and with streaming site cores only",
+    )
     args = ap.parse_args()
     if args.max_level is not None and not args.graded:
         ap.error("--max-level applies to --graded only")
@@ -133,8 +139,50 @@ def main() -> int:
     name = "vit_model"
     if args.graded:
         name += "_graded" + ("" if args.max_level is None else f"_k{args.max_level}")
+    if args.compare_streaming:
+        results["streaming"] = compare_streaming(net, x, trace, args, sched)
     print(f"recorded {record(name, results)}")
     return 0
+
+
+def compare_streaming(net, x, trace, args, sched) -> list[dict]:
+    """The same run with every core plain (a core emits a step after its marker) and with only
+    the site cores streaming (``vit_sites.STREAMING_KINDS``, ``STREAM_LAYER_NORM``: the design's
+    choices, switched off here for the comparison); prints and returns the three rows."""
+    from spikezip.hw.model import vit_sites
+
+    n = len(x)
+    kinds, ln = vit_sites.STREAMING_KINDS, vit_sites.STREAM_LAYER_NORM
+    rows = []
+    try:
+        for label, k, s_ln in (
+            ("plain cores", frozenset(), False),
+            ("streaming site cores", kinds, False),
+            ("+ streaming LayerNorms (the design)", kinds, ln),
+        ):
+            vit_sites.STREAMING_KINDS, vit_sites.STREAM_LAYER_NORM = k, s_ln
+            got = sched if (k, s_ln) == (kinds, ln) else vit_schedule(
+                net, x, trace, lanes=args.lanes, pipeline=args.pipeline,
+                fifo_depth=args.fifo_depth, layer_norm_units=args.layer_norm_units,
+            )  # fmt: skip
+            rows.append(
+                {
+                    "cores": label,
+                    "total_cycles": got.total_cycles,
+                    "cycles_per_image": round(got.total_cycles / n),
+                    "latency_first": int(got.latency[0]),
+                    "latency_mean": round(float(got.latency.mean())),
+                }
+            )
+    finally:
+        vit_sites.STREAMING_KINDS, vit_sites.STREAM_LAYER_NORM = kinds, ln
+    print(f"\n  {'cores':36s} {'per image':>9s} {'latency 1st':>11s} {'mean latency':>12s}")
+    for r in rows:
+        print(
+            f"  {r['cores']:36s} {r['cycles_per_image']:9,} {r['latency_first']:11,} "
+            f"{r['latency_mean']:12,}"
+        )
+    return rows
 
 
 def step0_chain(sched) -> list[dict]:

@@ -47,6 +47,8 @@ from spikezip.hw.model.events import EventFormat
 from spikezip.ir.transformer.sites import LayerNorm
 from spikezip.ir.transformer.vit import VisionTransformer
 
+_streams = stream  # (``LayerNormCore``'s ``stream`` argument shadows the module)
+
 __all__ = [
     "ChangedTokens",
     "LayerNormCore",
@@ -550,21 +552,30 @@ class ChangedTokens(wiring.Component):
     later) and ``drop`` drops the lowest set token (``mask & (mask − 1)``; no ``token``
     member), so no priority encoder lies in the mask's loop.
 
+    ``geometry.stream`` (pipelined only): ``later`` is high while a set token lies below the
+    token of the last index marked (visible with the mask, two cycles after the mark), i.e. a
+    changed token whose input is complete when the input comes in ascending token order;
+    ``forget`` (the step's end) empties that record.
+
     Members
     -------
     mark, set_all, drop : In(1); index : In(index_width); token : In(range(tokens))
-    any : Out(1); first : Out(range(tokens))
+    any : Out(1); first : Out(range(tokens)); later : Out(1), forget : In(1) (streaming)
     """
 
     def __init__(self, *, geometry: lnm.LayerNormGeometry, pipelined: bool = False) -> None:
         g = self._geo = geometry
         self._pipelined = bool(pipelined)
+        if g.stream and not self._pipelined:
+            raise ValueError("a streaming geometry needs pipelined=True")
         shift = g.index_width + g.channel_width + 1
         self._mult = -(-(1 << shift) // g.dim)
         self._shift = shift
         if any((i * self._mult) >> shift != i // g.dim for i in range(g.entries)):
             raise AssertionError("token-of-index reciprocal is not exact")  # pragma: no cover
         token = {} if self._pipelined else {"token": In(range(g.tokens))}
+        if g.stream:
+            token |= {"later": Out(1), "forget": In(1)}
         super().__init__(
             {
                 "mark": In(1),
@@ -598,6 +609,13 @@ class ChangedTokens(wiring.Component):
         with m.Else():
             m.d.sync += mask.eq(nxt | Mux(marked, Const(1, n) << of, 0))
         m.d.comb += self.any.eq(mask.any())
+        if self._geo.stream:  # tokens below the last one marked (a thermometer of ``of``)
+            below = Signal(n, name="below")
+            with m.If(self.forget):
+                m.d.sync += below.eq(0)
+            with m.Elif(marked):
+                m.d.sync += below.eq(Cat(*(of > k for k in range(n))))
+            m.d.comb += self.later.eq((mask & below).any())
         for k in reversed(range(n)):  # the lowest set bit wins
             with m.If(mask[k]):
                 m.d.comb += self.first.eq(k)
@@ -655,6 +673,7 @@ class StepSequencer(wiring.Component):
                 "bias": In(signed(bias_width)),
                 "any": In(1),
                 "first": In(range(g.tokens)),
+                **({"later": In(1), "forget": Out(1)} if g.stream else {}),
                 "total": In(signed(g.sum_width)),
                 "r_ready": In(1),
                 "r_valid": In(1),
@@ -674,6 +693,7 @@ class StepSequencer(wiring.Component):
             base=Signal(g.index_width, name="base"),
             busy_in=Signal(name="busy_in"),
             drove=Signal(name="drove"),
+            early=Signal(name="early"),
             rd=Signal(name="rd"),
             issuing=Signal(name="issuing"),
             fetch=Signal(name="fetch"),
@@ -735,17 +755,29 @@ class StepSequencer(wiring.Component):
         g, o = self._geo, self.o
         with m.State("CLEAR"):
             m.d.comb += [self.clear.eq(1), self.addr.eq(r.k), self.set_all.eq(1)]
+            if g.stream:
+                m.d.comb += self.forget.eq(1)
             m.d.sync += r.k.eq(r.k + 1)
             with m.If(r.k == g.entries - 1):
                 m.d.sync += r.k.eq(0)
                 m.next = "ACCUMULATE"
         with m.State("ACCUMULATE"):
-            m.d.comb += [self.i.ready.eq(1), self.addr.eq(self.i.payload.index)]
+            m.d.comb += [self.addr.eq(self.i.payload.index)]
             m.d.comb += self.ev_value.eq(self.i.payload.value)
-            with m.If(self.i.valid & self.i.payload.marker):
+            if g.stream:  # a changed token below the last one marked is complete: evaluate it
+                m.d.comb += self.forget.eq(self.i.ready & self.i.valid & self.i.payload.marker)
+                with m.If(self.later):  # (this cycle is its SCAN)
+                    m.d.comb += [self.drop.eq(1), self.m_clear.eq(1)]
+                    m.d.sync += [r.base.eq(self.first * g.dim), r.ch.eq(0), r.early.eq(1)]
+                    m.next = "STATS"
+                ready = ~self.later
+            else:
+                ready = 1
+            m.d.comb += self.i.ready.eq(ready)
+            with m.If(ready & self.i.valid & self.i.payload.marker):
                 m.d.sync += r.busy_in.eq(self.i.payload.busy)
                 m.next = "SCAN"
-            with m.Elif(self.i.valid):
+            with m.Elif(ready & self.i.valid):
                 m.d.comb += self.ev_valid.eq(1)
         with m.State("SCAN"):
             with m.If(self.any):
@@ -792,7 +824,13 @@ class StepSequencer(wiring.Component):
                     m.d.sync += [o.payload.index.eq(self.g_addr), o.payload.value.eq(r.drive)]
                 m.d.sync += r.out.eq(r.out + 1)
                 with m.If(r.out == d - 1):
-                    m.next = "SCAN"
+                    if g.stream:  # an early token goes back to its step's input
+                        m.d.sync += r.early.eq(0)
+                        m.next = "SCAN"
+                        with m.If(r.early):
+                            m.next = "ACCUMULATE"
+                    else:
+                        m.next = "SCAN"
 
 
 class LayerNormCore(wiring.Component):
@@ -832,6 +870,7 @@ class LayerNormCore(wiring.Component):
         tokens: int,
         stream_bound: int,
         units: int | None = None,
+        stream: bool = False,
         src_loc_at: int = 0,
     ) -> None:
         if not isinstance(norm, LayerNorm):
@@ -844,24 +883,25 @@ class LayerNormCore(wiring.Component):
             gain_bound=int(abs(norm.gain).max()),
             bias_bound=int(abs(norm.bias).max()),
             eps=int(norm.eps),
+            stream=stream,
         )
         units = geo.full_rate_units if units is None else units
         self._geo = dataclasses.replace(geo, units=units)
         fin, fout = self.input_format, self.output_format
         super().__init__(
             {
-                "i": In(stream.Signature(event_layout(fin.index_width, fin.value_width))),
-                "o": Out(stream.Signature(event_layout(fout.index_width, fout.value_width))),
+                "i": In(_streams.Signature(event_layout(fin.index_width, fin.value_width))),
+                "o": Out(_streams.Signature(event_layout(fout.index_width, fout.value_width))),
             },
             src_loc_at=1 + src_loc_at,
         )
 
     @classmethod
     def for_site(
-        cls, vit: VisionTransformer, name: str, *, units: int | None = None
+        cls, vit: VisionTransformer, name: str, *, units: int | None = None, stream: bool = False
     ) -> LayerNormCore:
         """The core of LayerNorm site ``name`` of ``vit`` (its stream bound from ``vit.ranges``;
-        ``units`` as in the constructor)."""
+        ``units`` and ``stream`` as in the constructor)."""
         if not isinstance(vit, VisionTransformer):
             raise TypeError(f"vit must be a VisionTransformer, not {type(vit).__name__}")
         norms = [s for s in vit.sites if isinstance(s.op, LayerNorm)]
@@ -871,7 +911,12 @@ class LayerNormCore(wiring.Component):
         j = names.index(name)
         bound = vit.ranges.stream[j]
         return cls(
-            norm=norms[j].op, tokens=vit.tokens, stream_bound=bound, units=units, src_loc_at=1
+            norm=norms[j].op,
+            tokens=vit.tokens,
+            stream_bound=bound,
+            units=units,
+            stream=stream,
+            src_loc_at=1,
         )
 
     @property
@@ -948,4 +993,6 @@ class LayerNormCore(wiring.Component):
             seq.r_diff.eq(rnd.diff),
             seq.r_differs.eq(rnd.differs),
         ]
+        if g.stream:
+            m.d.comb += [seq.later.eq(changed.later), changed.forget.eq(seq.forget)]
         return m

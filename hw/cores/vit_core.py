@@ -56,6 +56,7 @@ from spikezip.hw.cores.product import SpikeProduct
 from spikezip.hw.cores.residual import ResidualCore
 from spikezip.hw.cores.softmax import SoftmaxCore
 from spikezip.hw.model import residual_model as rm
+from spikezip.hw.model import vit_sites
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import EventFormat
@@ -182,6 +183,7 @@ class ViTCore(wiring.Component):
         # (DesignParams.checked refused FIFO names this ViT does not have)
         self = super().__new__(cls, src_loc_at=1)
         self._params, self._product_lanes = checked, pl
+        self._stream_ln = vit_sites.STREAM_LAYER_NORM
         self._specs = {
             s.name: site_spec(vit, s.name, lanes=p)
             for s, p in zip(vit.sites, checked.lanes, strict=True)
@@ -308,8 +310,8 @@ class ViTCore(wiring.Component):
         for name, core in zip(specs, self.cores, strict=True):
             m.submodules["site_" + name.replace(".", "_")] = site[name] = core
         units = self._params.layer_norm_units
-        norms = {s.name: LayerNormCore.for_site(vit, s.name, units=units) for s in vit.sites
-                 if s.kind is SiteKind.LAYERNORM}  # fmt: skip
+        norms = {s.name: LayerNormCore.for_site(vit, s.name, units=units, stream=self._stream_ln)
+                 for s in vit.sites if s.kind is SiteKind.LAYERNORM}  # fmt: skip
         for name, core in norms.items():
             m.submodules["ln_" + name.replace(".", "_")] = core
         stages = {}

@@ -29,6 +29,13 @@ Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset
 * the marker leaves one cycle after the scan finds no changed token left: ``s_end + 1``; the
   next step accumulates from that cycle.
 
+A **streaming** core (``LayerNormGeometry.stream``) needs its input in ascending token order: in
+an accumulate cycle where the lowest changed token (the mask: a token is in it two cycles after
+its first event's take, every token in step 0) lies below the token of the last event taken two
+or more cycles before, it takes no beat and that cycle is the token's SCAN; the token costs
+``token_cycles`` as above and the core accumulates again from the cycle after its last element;
+the marker's scan evaluates the changed tokens left.
+
 :func:`timed` also takes input beats that arrive late and an output held back (an element is
 retired, and its unit freed, only once its beat can leave), as the ViT's composed model
 (:mod:`hw.model.vit_model`) needs.
@@ -36,6 +43,7 @@ retired, and its unit freed, only once its beat can leave), as the ViT's compose
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +124,10 @@ class LayerNormGeometry:
     bias_bound: int
     eps: int
     units: int = 1
+    #: evaluate a token as soon as the step's input has passed it (an event of a later token
+    #: seen), instead of after the step's marker; needs the input in ascending token order
+    #: (the residual stage's: ascending index), which :func:`timed` checks
+    stream: bool = False
 
     def __post_init__(self) -> None:
         for name, lo in (
@@ -130,6 +142,8 @@ class LayerNormGeometry:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer ≥ {lo}, not {v!r}")
+        if not isinstance(self.stream, bool):
+            raise ValueError(f"stream must be a bool, not {self.stream!r}")
         if self.dim**2 * self.stream_bound**2 + self.eps >= 2**62:
             raise ValueError(
                 f"stream_bound must satisfy dim²·stream_bound² + eps < 2^62 (dim {self.dim}), "
@@ -383,21 +397,11 @@ def timed(
         work += geo.clear_cycles
         steps = []
         for t, step_out in enumerate(outs):
-            if t < len(ins):
-                step = ins[t]
-                s = cycle
-                for k in range(step.n_events + 1):
-                    if arrivals is not None:
-                        s = max(s, int(arrivals[j][t][k]))
-                    taken.append(s)
-                    s += 1
-                work += step.n_events + 1
-                changed = set(range(geo.tokens)) if t == 0 else set((step.indices // d).tolist())
-            else:  # self-running: scans from the cycle the previous marker leaves
-                s, changed = cycle, set()
             nonzero = set(step_out.indices.tolist())
-            ev = []
-            for k in sorted(changed):  # SCAN in s, STATS, WAIT, then the elements
+            ev: list[int] = []
+
+            def token(k: int, s: int, nonzero=nonzero, ev=ev) -> int:  # SCAN in s, STATS, …
+                nonlocal left
                 issue, takes = s + 1 + d + geo.stats_wait, []
                 for i in range(d):
                     if i:
@@ -412,7 +416,27 @@ def timed(
                         left = out(take + 1)
                         ev.append(left)
                     takes.append(take)
-                s = takes[-1] + 1
+                return takes[-1] + 1  # the next SCAN (or ACCUMULATE after an early token)
+
+            done: set[int] = set()
+            if t < len(ins):
+                step = ins[t]
+                beat = None if arrivals is None else arrivals[j][t]
+                changed = set(range(geo.tokens)) if t == 0 else set((step.indices // d).tolist())
+                if geo.stream:
+                    s = _accumulate_streaming(geo, step, t, j, cycle, beat, taken, token, done)
+                else:
+                    s = cycle
+                    for k in range(step.n_events + 1):
+                        if beat is not None:
+                            s = max(s, int(beat[k]))
+                        taken.append(s)
+                        s += 1
+                work += step.n_events + 1
+            else:  # self-running: scans from the cycle the previous marker leaves
+                s, changed = cycle, set()
+            for k in sorted(changed - done):
+                s = token(k, s)
             work += len(changed) * geo.token_cycles + 1
             s = max(s, left)  # the marker's SCAN waits for o to be free
             left = out(s + 1)
@@ -421,3 +445,43 @@ def timed(
         beats.append(tuple(steps))
         free = cycle
     return CoreRun(beats=tuple(beats), taken=(tuple(taken),), work=work, offered=tuple(offered))
+
+
+def _accumulate_streaming(geo, step, t, j, cycle, beat, taken, token, done) -> int:
+    """The accumulate phase of a streaming core (``geo.stream``) from ``cycle``: beats are taken
+    one per cycle once valid; in a cycle where the lowest changed token in the mask is below the
+    token of the last event marked (both two cycles after its take), that token is evaluated
+    instead (``token(k, s)`` from that cycle, which is its SCAN; ``done`` records it) and the
+    phase goes on after it. Returns the cycle after the marker's take (the marker's SCAN)."""
+    d = geo.dim
+    toks = (step.indices // d).tolist()
+    if any(b < a for a, b in itertools.pairwise(toks)):
+        k = next(i for i in range(1, len(toks)) if toks[i] < toks[i - 1])
+        raise ValueError(
+            f"inference {j}, step {t}: event {k} (index {int(step.indices[k])}) is on token "
+            f"{toks[k]}, after an event of token {toks[k - 1]}: a streaming LayerNorm needs "
+            "its input in ascending token order"
+        )
+    lo = -(1 << 62)
+    visible = dict.fromkeys(range(geo.tokens), lo) if t == 0 else {}  # token: in the mask from
+    seen: list[tuple[int, int]] = []  # (cycle it counts from, token) of each event taken
+    c, k, n = cycle, 0, step.n_events
+    while True:
+        last = next((tok for at, tok in reversed(seen) if at <= c), None)
+        pending = [q for q, at in visible.items() if at <= c and q not in done]
+        if last is not None and pending and min(pending) < last:
+            q = min(pending)
+            done.add(q)
+            c = token(q, c)
+            continue
+        ready = c if beat is None else max(c, int(beat[k]))
+        if ready > c:  # idle until the beat, or until a mark becomes visible
+            later = [at for at, _ in seen if at > c] + [at for at in visible.values() if at > c]
+            c = min([ready, *later])
+            continue
+        taken.append(c)
+        if k == n:  # the marker
+            return c + 1
+        visible.setdefault(toks[k], c + 2)
+        seen.append((c + 2, toks[k]))
+        c, k = c + 1, k + 1

@@ -55,6 +55,7 @@ from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model import product_model as pm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model import softmax_model as sm
+from spikezip.hw.model import vit_sites
 from spikezip.hw.model.cycle_model import FIFO_LATENCY, CoreRun, LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import Step
@@ -472,6 +473,7 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
             gain_bound=int(abs(op.gain).max()),
             bias_bound=int(abs(op.bias).max()),
             eps=int(op.eps),
+            stream=vit_sites.STREAM_LAYER_NORM,
         )
         geo_ln = dataclasses.replace(geo_ln, units=g.units or geo_ln.full_rate_units)
         if ln not in g.streams:

@@ -194,6 +194,10 @@ def _direct(vit: VisionTransformer, site: Any, lanes: int) -> SiteSpec:
 #: keeps the plain core
 STREAMING_KINDS = frozenset({SiteKind.LINEAR, SiteKind.LAYERNORM, SiteKind.SOFTMAX})
 
+#: the LayerNorm cores of a ViT top evaluate a token as soon as the stage's increments have
+#: passed it (``LayerNormGeometry.stream``; the stage sends in ascending index)
+STREAM_LAYER_NORM = True
+
 
 def site_spec(
     vit: VisionTransformer, name: str, *, lanes: int, stream: bool | None = None

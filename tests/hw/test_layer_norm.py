@@ -8,6 +8,7 @@ Tier 3 (cocotb on Icarus and Verilator) is in ``tests/sim/test_layer_norm.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -283,9 +284,9 @@ def _check(got, expected, cycles, *, timed: bool) -> None:
 UNITS = [1, 2, 3, None]
 
 
-def _core_case(case, *, stalls: bool, units: int | None = None):
+def _core_case(case, *, stalls: bool, units: int | None = None, stream: bool = False):
     norm, tokens, bound, inputs = case
-    core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound, units=units)
+    core = LayerNormCore(norm=norm, tokens=tokens, stream_bound=bound, units=units, stream=stream)
     outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, tokens, inputs)
     got, expected, cycles = simulate(core, inputs, outputs)
     _check(got, expected, cycles, timed=True)
@@ -297,11 +298,11 @@ def _core_case(case, *, stalls: bool, units: int | None = None):
 
 @pytest.mark.parametrize("units", UNITS)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_cases())
-def test_core_random_sites(units, case) -> None:
-    """Random sites and streams (extremes included): every drive and marker equals the
-    definition, in the model's cycle."""
-    _core_case(case, stalls=False, units=units)
+@given(random_cases(), st.booleans())
+def test_core_random_sites(units, case, stream) -> None:
+    """Random sites and streams (extremes included), plain and streaming: every drive and marker
+    equals the definition, in the model's cycle."""
+    _core_case(case, stalls=False, units=units, stream=stream)
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -332,11 +333,112 @@ def test_core_ties(units, case) -> None:
 
 @pytest.mark.parametrize("units", UNITS)
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_cases(max_tokens=2, max_dim=4))
-def test_core_stalls_change_no_value(units, case) -> None:
+@given(random_cases(max_tokens=2, max_dim=4), st.booleans())
+def test_core_stalls_change_no_value(units, case, stream) -> None:
     """Idle input cycles and output backpressure change timing only (with several units in
     flight a stalled drive holds back the ones behind it)."""
-    _core_case(case, stalls=True, units=units)
+    _core_case(case, stalls=True, units=units, stream=stream)
+
+
+def _gapped_run(core, inputs, arrivals):
+    """Run ``core`` with every input beat offered from its cycle in ``arrivals`` (flat, one per
+    beat, non-decreasing) and held until taken, the output always ready; the output beats'
+    cycles and payloads."""
+    from amaranth.sim import Simulator
+
+    words = [w for inf in inputs for s in inf for w in s.words(core.input_format)]
+    got: list[tuple[int, int]] = []
+
+    async def bench(ctx):
+        ptr, cycle = 0, 0
+        ctx.set(core.o.ready, 1)
+        while cycle < arrivals[-1] + 4000 and (ptr < len(words) or cycle < 40_000):
+            valid = ptr < len(words) and cycle >= arrivals[ptr]
+            ctx.set(core.i.valid, valid)
+            ctx.set(core.i.payload.as_value(), words[min(ptr, len(words) - 1)])
+            ptr += bool(valid and ctx.get(core.i.ready))
+            if ctx.get(core.o.valid):
+                got.append((cycle, ctx.get(core.o.payload.as_value())))
+            await ctx.tick()
+            cycle += 1
+            if ptr == len(words) and len(got) and cycle > got[-1][0] + 3000:
+                break
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_cases(max_tokens=4, max_dim=4), st.sampled_from([1, 2, None]), st.integers(0, 99))
+def test_streaming_core_with_input_gaps_is_cycle_exact(case, units, seed) -> None:
+    """A streaming core fed with gaps between beats (as a residual stage feeds it): a token is
+    evaluated as soon as a later token's event has been marked, between input beats, and every
+    drive and marker leaves in the cycle of ``lnm.timed`` given the beats' arrival cycles; the
+    same input without streaming waits for the marker and is never earlier."""
+    norm, tokens, bound, inputs = case
+    rng = np.random.default_rng(seed)
+    outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, tokens, inputs)
+    beats = [s.n_events + 1 for inf in inputs for s in inf]
+    gaps = rng.choice([0, 0, 0, 1, 2, 7, 60], sum(beats))
+    flat = np.cumsum(gaps).tolist()
+    arrivals, k = [], 0
+    for inf in inputs:
+        arrivals.append([])
+        for s in inf:
+            arrivals[-1].append(flat[k : k + s.n_events + 1])
+            k += s.n_events + 1
+    expected = [w for inf in outputs for s in inf for w in s.words(LayerNormCore(
+        norm=norm, tokens=tokens, stream_bound=bound).output_format)]  # fmt: skip
+    runs = {}
+    for stream in (False, True):
+        core = LayerNormCore(
+            norm=norm, tokens=tokens, stream_bound=bound, units=units, stream=stream
+        )
+        model = lnm.timed(core.geometry, inputs, outputs, arrivals)
+        cycles = [c for inf in model.beats for ev, mk in inf for c in (*ev, mk)]
+        got = _gapped_run(core, inputs, flat)
+        assert [w for _, w in got] == expected, stream
+        assert [c for c, _ in got] == cycles, stream
+        runs[stream] = cycles
+    assert all(a <= b for a, b in zip(runs[True], runs[False], strict=True))
+
+
+def test_streaming_core_emits_a_token_before_the_marker() -> None:
+    """Three tokens whose increments arrive 300 cycles apart: the streaming core's first drive
+    leaves before the last token's increments arrive (the plain core's only after the marker),
+    both in the model's cycles."""
+    rng = np.random.default_rng(4)
+    norm = norm_site(rng.integers(1, 9, 4), rng.integers(-5, 6, 4), 3)
+    x = rng.integers(-50, 51, (3, 4))
+    inputs = [[lnm.Step(np.arange(12), x.reshape(-1), False)]]
+    outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, 3, inputs)
+    flat = [300 * (k // 4) for k in range(12)] + [900]
+    first = {}
+    for stream in (False, True):
+        core = LayerNormCore(norm=norm, tokens=3, stream_bound=50, stream=stream)
+        model = lnm.timed(core.geometry, inputs, outputs, [[flat]])
+        got = _gapped_run(core, inputs, flat)
+        assert [c for c, _ in got] == [c for ev, mk in model.beats[0] for c in (*ev, mk)]
+        first[stream] = got[0][0]
+    assert first[True] < 600 < 900 < first[False]
+
+
+def test_streaming_model_refuses_input_out_of_token_order() -> None:
+    """A streaming core needs ascending tokens: the model names the event that breaks it."""
+    norm = norm_site([3, -3], [0, 0], 1)
+    geo = LayerNormCore(norm=norm, tokens=2, stream_bound=4, stream=True).geometry
+    ins = [[lnm.Step(np.array([2, 0]), np.array([1, 1]), False)]]
+    outs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, 2, ins)
+    with pytest.raises(
+        ValueError, match=r"event 1 \(index 0\) is on token 0, after an event of token 1"
+    ):
+        lnm.timed(geo, ins, outs)
+    lnm.timed(dataclasses.replace(geo, stream=False), ins, outs)  # the plain core: any order
+    with pytest.raises(ValueError, match="stream must be a bool"):
+        dataclasses.replace(geo, stream=1)
 
 
 @pytest.mark.slow
