@@ -112,7 +112,7 @@ def test_streaming_sites_and_their_order() -> None:
     attn = next(s for s in vit.sites if s.kind is SiteKind.SOFTMAX)
     plain = site_spec(vit, attn.name, lanes=1, stream=False)
     streaming = site_spec(vit, attn.name, lanes=1)
-    timing = LayerCore.for_site(streaming, pipeline=1).timing
+    timing = cycle_model.LayerTiming(n_out=streaming.n_out, lanes=1, pipeline=1)
     n = attn.size
     one = np.ones(2, dtype=np.int64)
     step = Step(np.array([0, n - 1]), one * 0, busy=True)
