@@ -849,12 +849,12 @@ class StepSequencer(wiring.Component):
                 m.d.comb += self.r_reserve.eq(1)
                 m.d.comb += r.fetch.eq(1)
                 m.d.sync += [r.ch.eq(r.ch + 1), r.first.eq(0), r.cnt.eq(0)]
-                with m.If(r.ch == d - 1):  # the last read: TOKEN_GAP cycles to the next SCAN
+                with m.If(r.ch == d - 1):  # the last read: ``token_gap`` cycles to the next SCAN
                     m.d.sync += [r.ch.eq(0), r.issuing.eq(0)]
                     m.next = "GAP"
         with m.State("GAP"):  # (the last element's data still reads S; it rounds on)
             m.d.sync += r.cnt.eq(r.cnt + 1)
-            with m.If(r.cnt == lnm.TOKEN_GAP - 2):
+            with m.If(r.cnt == g.token_gap - 2):
                 if g.stream:  # an early token goes back to its step's input
                     m.d.sync += r.early.eq(0)
                     m.next = "SCAN"

@@ -26,8 +26,8 @@ Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset
   ⌊i/units⌋·max(element_cycles, units) + i mod units`` cycles into the pass — one element after
   the other for ``units = 1``, one per cycle for ``units ≥ element_cycles``; its channel ``i``'s
   drive leaves in ``e + element_start(i) + element_cycles``. The **next token's scan** is
-  ``TOKEN_GAP`` cycles after the last element's read (``e + element_start(dim − 1) +
-  TOKEN_GAP``): its statistics pass overlaps this token's rounding, ``token_cycles`` apart one
+  ``token_gap`` cycles after the last element's read (``TOKEN_GAP``, one more when ``dim = 1``):
+  its statistics pass overlaps this token's rounding, ``token_cycles`` apart one
   after the other; unchanged tokens cost nothing;
 * the marker leaves one cycle after the scan finds no changed token left and every element is
   retired; the next step accumulates from that cycle.
@@ -36,7 +36,7 @@ A **streaming** core (``LayerNormGeometry.stream``) needs its input in ascending
 an accumulate cycle where the lowest changed token (the mask: a token is in it two cycles after
 its first event's take, every token in step 0) lies below the token of the last event taken two
 or more cycles before, it takes no beat and that cycle is the token's SCAN; the core accumulates
-again ``TOKEN_GAP`` cycles after the token's last element read (its elements still rounding and
+again ``token_gap`` cycles after the token's last element read (its elements still rounding and
 retiring meanwhile); the marker's scan evaluates the changed tokens left.
 
 :func:`timed` also takes input beats that arrive late and an output held back (an element is
@@ -275,13 +275,22 @@ class LayerNormGeometry:
         return (i // u) * max(self.element_cycles, u) + i % u
 
     @property
+    def token_gap(self) -> int:
+        """Cycles from a token's last element read to the next token's SCAN: ``TOKEN_GAP``
+        (the element reads ``S`` with its data), one more when ``dim = 1`` (the first element
+        is the last, and the bank takes ``W`` at its start, ``READ_LATENCY + CENTRE_LATENCY``
+        after its read: the next statistics pass changes ``W`` from ``TOKEN_GAP + 3`` cycles
+        after its SCAN)."""
+        return TOKEN_GAP + (self.dim == 1)
+
+    @property
     def token_cycles(self) -> int:
         """Cycles per evaluated token, one after the other: the next token's SCAN follows the
         last element's read by ``TOKEN_GAP`` and its element pass waits for the bank to be
         empty (one cycle after the last retire, read in the next)."""
         last = self.element_start(self.dim - 1)
         stats = 1 + self.dim + self.stats_wait
-        return last + max(TOKEN_GAP + stats, self.element_cycles + 1)
+        return last + max(self.token_gap + stats, self.element_cycles + 1)
 
 
 # -- golden event lists -------------------------------------------------------------------------
@@ -430,7 +439,7 @@ def timed(
                         ev.append(left)
                     takes.append(take)
                 last_take = takes[-1]
-                return issue + TOKEN_GAP  # the next SCAN (or ACCUMULATE after an early token)
+                return issue + geo.token_gap  # the next SCAN (ACCUMULATE after an early token)
 
             done: set[int] = set()
             if t < len(ins):

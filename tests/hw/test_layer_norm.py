@@ -431,6 +431,27 @@ def test_streaming_core_emits_a_token_before_the_marker() -> None:
     assert first[True] < 600 < 900 < first[False]
 
 
+def test_one_channel_tokens_keep_their_w() -> None:
+    """``dim = 1``: a token's only element is its first and its last, so the next token's scan
+    comes one cycle later (``token_gap`` = 4) or its statistics would change ``W`` before the
+    bank takes it (found by the slow random test: a drive from a zero gain)."""
+    norm = norm_site([0], [0], 1)
+    empty = np.zeros(0, np.int64)
+    inputs = [
+        [
+            lnm.Step(np.array([0, 1]), np.array([-1, 1]), True),
+            lnm.Step(empty, empty, True),
+            lnm.Step(empty, empty, False),
+        ]
+    ]
+    for units in (1, None):
+        core = LayerNormCore(norm=norm, tokens=2, stream_bound=1, units=units)
+        assert core.geometry.token_gap == lnm.TOKEN_GAP + 1
+        outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, 2, inputs)
+        assert all(s.n_events == 0 for s in outputs[0])
+        _check(*simulate(core, inputs, outputs), timed=True)
+
+
 def test_streaming_model_refuses_input_out_of_token_order() -> None:
     """A streaming core needs ascending tokens: the model names the event that breaks it."""
     norm = norm_site([3, -3], [0, 0], 1)
