@@ -282,6 +282,9 @@ class RoundingBank(wiring.Component):
     -------
     reserve, start, take : In(1)
     negative : In(1); numerator : In(signed(a_width)); w : In(unsigned(w_width))
+    load_w : In(1), idle : Out(1) (``hold_w``: ``W`` is taken in when ``load_w`` is high — with a
+    token's first start — and held for every unit after it, so the next token's statistics
+    may change ``w`` while this one rounds; ``idle``: no unit holds an element, from registers)
     bias : In(signed(bias_width)); ref : In(signed(ref_width))
     ready, valid, differs : Out(1); total, diff : Out(signed)
     """
@@ -295,12 +298,16 @@ class RoundingBank(wiring.Component):
         bits: int,
         bias_width: int,
         ref_width: int,
+        hold_w: bool = False,
     ):
         if not isinstance(units, int) or isinstance(units, bool) or units < 1:
             raise ValueError(f"units must be a positive integer, not {units!r}")
         self._units, self._args = units, {"a_width": a_width, "w_width": w_width, "bits": bits}
+        self._hold_w = bool(hold_w)
+        held = {"load_w": In(1), "idle": Out(1)} if self._hold_w else {}
         super().__init__(
             {
+                **held,
                 "reserve": In(1),
                 "start": In(1),
                 "take": In(1),
@@ -332,7 +339,13 @@ class RoundingBank(wiring.Component):
         m.submodules.squarer = squarer = Squarer(width=self._args["a_width"], signed=True)
         m.d.comb += squarer.x.eq(self.numerator)
         tw = self._args["w_width"] + self._args["bits"] + 4
-        _, w3, wn, wn3 = w_constants(m, self.w, tw)  # W is the same for every unit in flight
+        w = self.w
+        if self._hold_w:  # W held from ``load_w`` (a token's first start) to the next one
+            w = Signal.like(self.w, name="w_held", reset_less=True)
+            with m.If(self.load_w):
+                m.d.sync += w.eq(self.w)
+            m.d.comb += self.idle.eq(~held.any())
+        _, w3, wn, wn3 = w_constants(m, w, tw)  # W is the same for every unit in flight
         ptr = {k: Signal(range(n), name=f"{k}_ptr") for k in ("reserve", "start", "take")}
         for k, p in ptr.items():
             with m.If(getattr(self, k)):
@@ -350,7 +363,7 @@ class RoundingBank(wiring.Component):
             bias = Signal.like(self.bias, name=f"bias{j}")
             ref = Signal.like(self.ref, name=f"ref{j}")
             go = self.start & (ptr["start"] == j)
-            m.d.comb += [unit.start.eq(go), unit.negative.eq(self.negative), unit.w.eq(self.w)]
+            m.d.comb += [unit.start.eq(go), unit.negative.eq(self.negative), unit.w.eq(w)]
             with m.If(go):
                 m.d.sync += [bias.eq(self.bias), ref.eq(self.ref)]
             # one cycle after the unit's result: its sums, and valid until taken
@@ -675,6 +688,8 @@ class StepSequencer(wiring.Component):
                 "first": In(range(g.tokens)),
                 **({"later": In(1), "forget": Out(1)} if g.stream else {}),
                 "total": In(signed(g.sum_width)),
+                "r_idle": In(1),
+                "r_load_w": Out(1),
                 "r_ready": In(1),
                 "r_valid": In(1),
                 "r_total": In(signed(max(bias_width, g.rounding_bits + 2) + 1)),
@@ -694,6 +709,8 @@ class StepSequencer(wiring.Component):
             busy_in=Signal(name="busy_in"),
             drove=Signal(name="drove"),
             early=Signal(name="early"),
+            rbase=Signal(g.index_width, name="retire_base"),
+            first=Signal(name="first_fetch"),
             rd=Signal(name="rd"),
             issuing=Signal(name="issuing"),
             fetch=Signal(name="fetch"),
@@ -706,18 +723,33 @@ class StepSequencer(wiring.Component):
         # reads (``rd``: statistics, ``fetch``: elements) and their data, READ_LATENCY apart
         rl = lnm.READ_LATENCY
         rd_line, fetch_line = Signal(rl, name="rd_line"), Signal(rl, name="fetch_line")
+        first_line = Signal(rl, name="first_line")  # the token's first element
         m.d.sync += [rd_line.eq(Cat(r.rd, rd_line)), fetch_line.eq(Cat(r.fetch, fetch_line))]
+        m.d.sync += first_line.eq(Cat(r.fetch & r.first, first_line))
         fetched = fetch_line[rl - 1]
-        m.d.comb += [self.g_addr.eq(r.base + r.out), self.m_valid.eq(rd_line[rl - 1])]
-        self._centre(m, fetched)
+        m.d.comb += [self.g_addr.eq(r.rbase + r.out), self.m_valid.eq(rd_line[rl - 1])]
+        self._centre(m, fetched, first_line[rl - 1])
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
+        self._retire(m, r)
         with m.FSM():
             self._step_states(m, r)
             self._token_states(m, r)
         return m
 
-    def _centre(self, m: Module, fetched) -> None:
+    def _retire(self, m: Module, r: SimpleNamespace) -> None:
+        """Retire the oldest element in ascending channel order, in any state (the next token's
+        statistics pass overlaps this token's rounding): write G, emit a non-zero drive."""
+        d, o = self._geo.dim, self.o
+        with m.If(self.r_valid & (~self.r_differs | r.free)):
+            m.d.comb += [self.r_take.eq(1), self.g_we.eq(1)]
+            with m.If(self.r_differs):
+                m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+                m.d.sync += r.drove.eq(1)
+                m.d.sync += [o.payload.index.eq(self.g_addr), o.payload.value.eq(r.drive)]
+            m.d.sync += r.out.eq(Mux(r.out == d - 1, 0, r.out + 1))
+
+    def _centre(self, m: Module, fetched, fetched_first) -> None:
         """The element pipeline from its data (``fetched``) to its start, CENTRE_LATENCY
         registers: ``Z = D·X_i − S`` and ``c_i``; the two halves of ``a = c_i·Z`` (signed
         multipliers, ``Z`` split into a signed high and an unsigned low part); their sum ``a``,
@@ -743,6 +775,9 @@ class StepSequencer(wiring.Component):
         tag = [Signal(len(self.r_bias) + len(self.r_ref), name=f"tag{j}", **plain)
                for j in range(lnm.CENTRE_LATENCY)]  # fmt: skip
         m.d.sync += [go.eq(Cat(fetched, go)), neg.eq(Cat((z < 0) ^ (c < 0), neg))]
+        first = Signal(lnm.CENTRE_LATENCY, name="first_go")  # the token's first start: its W
+        m.d.sync += first.eq(Cat(fetched_first, first))
+        m.d.comb += self.r_load_w.eq(first[-1])
         m.d.sync += tag[0].eq(Cat(self.bias, self.g_prev - self.bias))
         m.d.sync += [tag[j].eq(tag[j - 1]) for j in range(1, len(tag))]
         m.d.comb += [self.r_start.eq(go[-1]), self.r_negative.eq(neg[-1])]
@@ -784,7 +819,7 @@ class StepSequencer(wiring.Component):
                 m.d.comb += [self.drop.eq(1), self.m_clear.eq(1)]
                 m.d.sync += [r.base.eq(self.first * g.dim), r.ch.eq(0)]
                 m.next = "STATS"
-            with m.Elif(r.free):
+            with m.Elif(r.free & self.r_idle):  # (every element retired)
                 busy = r.busy_in | r.drove
                 m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(busy)]
                 m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), r.drove.eq(0)]
@@ -795,42 +830,38 @@ class StepSequencer(wiring.Component):
 
     def _token_states(self, m: Module, r: SimpleNamespace) -> None:
         """One changed token: its moments, then per channel the centred value, the rounding
-        and the drive (emitted when non-zero)."""
-        g, d, o = self._geo, self._geo.dim, self.o
+        and the drive (emitted by :meth:`_retire`)."""
+        g, d = self._geo, self._geo.dim
         with m.State("STATS"):
             m.d.comb += r.rd.eq(1)
             m.d.sync += [r.ch.eq(r.ch + 1), r.cnt.eq(0)]
             with m.If(r.ch == d - 1):
                 m.d.sync += r.ch.eq(0)
                 m.next = "WAIT"
-        with m.State("WAIT"):
-            m.d.sync += r.cnt.eq(r.cnt + 1)
-            with m.If(r.cnt == g.stats_wait - 1):
-                m.d.sync += [r.issuing.eq(1), r.out.eq(0)]
+        with m.State("WAIT"):  # W; then the bank empty (its units share one W)
+            with m.If(r.cnt != g.stats_wait - 1):
+                m.d.sync += r.cnt.eq(r.cnt + 1)
+            with m.Elif(self.r_idle):
+                m.d.sync += [r.issuing.eq(1), r.out.eq(0), r.rbase.eq(r.base), r.first.eq(1)]
                 m.next = "ELEMENTS"
-        with m.State("ELEMENTS"):  # read the next element when its unit is free ...
+        with m.State("ELEMENTS"):  # read the next element when its unit is free
             with m.If(r.issuing & self.r_ready):
                 m.d.comb += self.r_reserve.eq(1)
                 m.d.comb += r.fetch.eq(1)
-                m.d.sync += r.ch.eq(r.ch + 1)
-                with m.If(r.ch == d - 1):
+                m.d.sync += [r.ch.eq(r.ch + 1), r.first.eq(0), r.cnt.eq(0)]
+                with m.If(r.ch == d - 1):  # the last read: ``token_gap`` cycles to the next SCAN
                     m.d.sync += [r.ch.eq(0), r.issuing.eq(0)]
-            # ... and retire the oldest one, in ascending channel order
-            with m.If(self.r_valid & (~self.r_differs | r.free)):
-                m.d.comb += [self.r_take.eq(1), self.g_we.eq(1)]
-                with m.If(self.r_differs):
-                    m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-                    m.d.sync += r.drove.eq(1)
-                    m.d.sync += [o.payload.index.eq(self.g_addr), o.payload.value.eq(r.drive)]
-                m.d.sync += r.out.eq(r.out + 1)
-                with m.If(r.out == d - 1):
-                    if g.stream:  # an early token goes back to its step's input
-                        m.d.sync += r.early.eq(0)
-                        m.next = "SCAN"
-                        with m.If(r.early):
-                            m.next = "ACCUMULATE"
-                    else:
-                        m.next = "SCAN"
+                    m.next = "GAP"
+        with m.State("GAP"):  # (the last element's data still reads S; it rounds on)
+            m.d.sync += r.cnt.eq(r.cnt + 1)
+            with m.If(r.cnt == g.token_gap - 2):
+                if g.stream:  # an early token goes back to its step's input
+                    m.d.sync += r.early.eq(0)
+                    m.next = "SCAN"
+                    with m.If(r.early):
+                        m.next = "ACCUMULATE"
+                else:
+                    m.next = "SCAN"
 
 
 class LayerNormCore(wiring.Component):
@@ -949,6 +980,7 @@ class LayerNormCore(wiring.Component):
             bits=g.rounding_bits,
             bias_width=len(store.bias),
             ref_width=g.ref_width,
+            hold_w=True,
         )
         m.submodules.sequencer = seq = StepSequencer(
             geometry=g, gain_width=len(store.gain), bias_width=len(store.bias)
@@ -988,6 +1020,8 @@ class LayerNormCore(wiring.Component):
             seq.first.eq(changed.first),
             seq.total.eq(moments.total),
             seq.r_ready.eq(rnd.ready),
+            seq.r_idle.eq(rnd.idle),
+            rnd.load_w.eq(seq.r_load_w),
             seq.r_valid.eq(rnd.valid),
             seq.r_total.eq(rnd.total),
             seq.r_diff.eq(rnd.diff),

@@ -17,24 +17,27 @@ Schedule (no backpressure, input always valid; cycle 0 = first cycle after reset
   inference's last marker was emitted;
 * **accumulate**: one input event per cycle, then the marker, accepted in cycle ``m``;
 * **scan** from ``s = m + 1`` (a self-running step: the cycle its predecessor's marker leaves):
-  each changed token, ascending, costs ``token_cycles = 1 + dim + STATS_WAIT + element_start(dim
-  − 1) + element_cycles`` (one scan cycle, one statistics pass reading ``dim`` entries, the wait
-  for ``W``, then the elements through ``units`` rounding units: element ``i`` goes to unit
-  ``i mod units``, which it holds from its read to its result's write, ``element_cycles``
-  cycles; it starts ``element_start(i) = ⌊i/units⌋·max(element_cycles, units) + i mod units``
-  cycles into the pass — one element after the other for ``units = 1``, one per cycle for
-  ``units ≥ element_cycles``); its channel ``i``'s drive leaves in cycle
-  ``s + 1 + dim + STATS_WAIT + element_start(i) + element_cycles``; unchanged tokens cost
-  nothing;
-* the marker leaves one cycle after the scan finds no changed token left: ``s_end + 1``; the
-  next step accumulates from that cycle.
+  each changed token, ascending: one scan cycle ``s``, one statistics pass reading ``dim``
+  entries, the wait for ``W`` (``STATS_WAIT``), then the elements through ``units`` rounding
+  units from ``e = max(s + 1 + dim + STATS_WAIT, r + 2)``, ``r`` the cycle the previous token's
+  last element was retired (the element pass waits for the bank to be empty: its units share
+  one ``W``). Element ``i`` goes to unit ``i mod units``, which it holds from its read to its
+  result's write, ``element_cycles`` cycles; it is read ``element_start(i) =
+  ⌊i/units⌋·max(element_cycles, units) + i mod units`` cycles into the pass — one element after
+  the other for ``units = 1``, one per cycle for ``units ≥ element_cycles``; its channel ``i``'s
+  drive leaves in ``e + element_start(i) + element_cycles``. The **next token's scan** is
+  ``token_gap`` cycles after the last element's read (``TOKEN_GAP``, one more when ``dim = 1``):
+  its statistics pass overlaps this token's rounding, ``token_cycles`` apart one
+  after the other; unchanged tokens cost nothing;
+* the marker leaves one cycle after the scan finds no changed token left and every element is
+  retired; the next step accumulates from that cycle.
 
 A **streaming** core (``LayerNormGeometry.stream``) needs its input in ascending token order: in
 an accumulate cycle where the lowest changed token (the mask: a token is in it two cycles after
 its first event's take, every token in step 0) lies below the token of the last event taken two
-or more cycles before, it takes no beat and that cycle is the token's SCAN; the token costs
-``token_cycles`` as above and the core accumulates again from the cycle after its last element;
-the marker's scan evaluates the changed tokens left.
+or more cycles before, it takes no beat and that cycle is the token's SCAN; the core accumulates
+again ``token_gap`` cycles after the token's last element read (its elements still rounding and
+retiring meanwhile); the marker's scan evaluates the changed tokens left.
 
 :func:`timed` also takes input beats that arrive late and an output held back (an element is
 retired, and its unit freed, only once its beat can leave), as the ViT's composed model
@@ -61,6 +64,7 @@ __all__ = [
     "MOMENTS_SUM_LATENCY",
     "READ_LATENCY",
     "SQUARE_LATENCY",
+    "TOKEN_GAP",
     "LayerNormGeometry",
     "bank_latency",
     "golden_outputs",
@@ -79,6 +83,10 @@ READ_LATENCY = 3
 CENTRE_LATENCY = 3
 #: ``hw.cores.layer_norm.Squarer``: ``a²`` two cycles after ``|a|`` (limb products, their sum)
 SQUARE_LATENCY = 2
+#: cycles from a token's last element read to the next token's SCAN (its statistics pass clears
+#: ``S``, which that element reads with its data, ``READ_LATENCY`` after its address); the
+#: element pass still rounding meanwhile
+TOKEN_GAP = READ_LATENCY
 #: ``hw.cores.layer_norm.Moments``: cycles from the last ``x`` to ``S`` (x, x², Σ registers)
 MOMENTS_SUM_LATENCY = 3
 #: ... and to ``W`` (then a copy of ``S``, the two stages of the ``S²`` squarer, ``W``)
@@ -267,10 +275,22 @@ class LayerNormGeometry:
         return (i // u) * max(self.element_cycles, u) + i % u
 
     @property
+    def token_gap(self) -> int:
+        """Cycles from a token's last element read to the next token's SCAN: ``TOKEN_GAP``
+        (the element reads ``S`` with its data), one more when ``dim = 1`` (the first element
+        is the last, and the bank takes ``W`` at its start, ``READ_LATENCY + CENTRE_LATENCY``
+        after its read: the next statistics pass changes ``W`` from ``TOKEN_GAP + 3`` cycles
+        after its SCAN)."""
+        return TOKEN_GAP + (self.dim == 1)
+
+    @property
     def token_cycles(self) -> int:
-        """Cycles per evaluated token."""
+        """Cycles per evaluated token, one after the other: the next token's SCAN follows the
+        last element's read by ``TOKEN_GAP`` and its element pass waits for the bank to be
+        empty (one cycle after the last retire, read in the next)."""
         last = self.element_start(self.dim - 1)
-        return 1 + self.dim + self.stats_wait + last + self.element_cycles
+        stats = 1 + self.dim + self.stats_wait
+        return last + max(self.token_gap + stats, self.element_cycles + 1)
 
 
 # -- golden event lists -------------------------------------------------------------------------
@@ -386,6 +406,7 @@ def timed(
     beats, taken, offered = [], [], []
     free = work = 0  # the cycle the clear pass starts
     left = -1  # the cycle the last output beat left
+    last_take = -2  # the cycle the last element was retired
 
     def out(cycle: int) -> int:
         offered.append(cycle)
@@ -401,8 +422,9 @@ def timed(
             ev: list[int] = []
 
             def token(k: int, s: int, nonzero=nonzero, ev=ev) -> int:  # SCAN in s, STATS, …
-                nonlocal left
-                issue, takes = s + 1 + d + geo.stats_wait, []
+                nonlocal left, last_take
+                # the element pass waits for the bank to be empty (the previous token retired)
+                issue, takes = max(s + 1 + d + geo.stats_wait, last_take + 2), []
                 for i in range(d):
                     if i:
                         issue += 1
@@ -416,7 +438,8 @@ def timed(
                         left = out(take + 1)
                         ev.append(left)
                     takes.append(take)
-                return takes[-1] + 1  # the next SCAN (or ACCUMULATE after an early token)
+                last_take = takes[-1]
+                return issue + geo.token_gap  # the next SCAN (ACCUMULATE after an early token)
 
             done: set[int] = set()
             if t < len(ins):
@@ -438,7 +461,7 @@ def timed(
             for k in sorted(changed - done):
                 s = token(k, s)
             work += len(changed) * geo.token_cycles + 1
-            s = max(s, left)  # the marker's SCAN waits for o to be free
+            s = max(s, left, last_take + 1)  # the marker's SCAN: o free, every element retired
             left = out(s + 1)
             steps.append((tuple(ev), left))
             cycle = s + 1

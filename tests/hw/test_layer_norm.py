@@ -96,7 +96,9 @@ def test_cycle_model_by_hand() -> None:
     geo = LayerNormCore(norm=norm, tokens=1, stream_bound=4, units=1).geometry
     assert geo.rounding_bits == 3 and lnm.rounding_latency(3) == 9
     assert (geo.stats_wait, geo.element_cycles) == (3, 17)
-    assert geo.token_cycles == 1 + 2 + 3 + 2 * 17
+    # one token after the other: element 1 read 17 cycles after element 0 (one unit); the next
+    # token's scan 3 cycles after that read, its element pass once the bank is empty
+    assert geo.token_cycles == 17 + max(lnm.TOKEN_GAP + 1 + 2 + 3, 17 + 1) == 35
     ins = [
         [
             lnm.Step(np.array([0]), np.array([4]), True),
@@ -113,7 +115,7 @@ def test_cycle_model_by_hand() -> None:
     # two units (the default here: min(dim, element_cycles)): element 1 is read one cycle
     # after element 0, its drive leaves one cycle after element 0's
     fast = LayerNormCore(norm=norm, tokens=1, stream_bound=4).geometry
-    assert fast.units == 2 and fast.token_cycles == 1 + 2 + 3 + 1 + 17
+    assert fast.units == 2 and fast.token_cycles == 1 + max(lnm.TOKEN_GAP + 1 + 2 + 3, 17 + 1)
     (steps,) = lnm.schedule(fast, ins, outs)
     assert steps[0].event_cycles == [10 + 17, 10 + 18] and steps[0].marker_cycle == 4 + 24 + 1
 
@@ -130,7 +132,10 @@ def test_element_starts_follow_the_unit_recurrence(units) -> None:
         unit_free = start[i - units] + e if i >= units else 0
         start.append(max(after_previous, unit_free))
     assert [geo.element_start(i) for i in range(32)] == start
-    assert geo.token_cycles == 1 + 32 + geo.stats_wait + start[-1] + e
+    # tokens one after the other: the next scan TOKEN_GAP after the last read, the next
+    # element pass once every element of this one is retired
+    stats = 1 + 32 + geo.stats_wait
+    assert geo.token_cycles == start[-1] + max(lnm.TOKEN_GAP + stats, e + 1)
     assert geo.full_rate_units == min(32, e)
 
 
@@ -424,6 +429,27 @@ def test_streaming_core_emits_a_token_before_the_marker() -> None:
         assert [c for c, _ in got] == [c for ev, mk in model.beats[0] for c in (*ev, mk)]
         first[stream] = got[0][0]
     assert first[True] < 600 < 900 < first[False]
+
+
+def test_one_channel_tokens_keep_their_w() -> None:
+    """``dim = 1``: a token's only element is its first and its last, so the next token's scan
+    comes one cycle later (``token_gap`` = 4) or its statistics would change ``W`` before the
+    bank takes it (found by the slow random test: a drive from a zero gain)."""
+    norm = norm_site([0], [0], 1)
+    empty = np.zeros(0, np.int64)
+    inputs = [
+        [
+            lnm.Step(np.array([0, 1]), np.array([-1, 1]), True),
+            lnm.Step(empty, empty, True),
+            lnm.Step(empty, empty, False),
+        ]
+    ]
+    for units in (1, None):
+        core = LayerNormCore(norm=norm, tokens=2, stream_bound=1, units=units)
+        assert core.geometry.token_gap == lnm.TOKEN_GAP + 1
+        outputs = lnm.golden_outputs(norm.gain, norm.bias, norm.eps, 2, inputs)
+        assert all(s.n_events == 0 for s in outputs[0])
+        _check(*simulate(core, inputs, outputs), timed=True)
 
 
 def test_streaming_model_refuses_input_out_of_token_order() -> None:
