@@ -92,12 +92,14 @@ class Squarer(wiring.Component):
         m = Module()
         w = self._width
         k = (w + 1) // 2
+        if w == 1:  # x² = |x|, two registered bits (a constant top register bit would give
+            # Yosys conflicting init values on the exported Verilog)
+            bit, late = Signal(reset_less=True), Signal(reset_less=True)
+            m.d.sync += [bit.eq(self.x[0]), late.eq(bit)]
+            m.d.comb += self.square.eq(late)
+            return m
         out = Signal(2 * w, reset_less=True)
         m.d.comb += self.square.eq(out)
-        if w == 1:  # x² = |x|
-            bit = Signal(reset_less=True)
-            m.d.sync += [bit.eq(self.x[0]), out.eq(bit)]
-            return m
         lo, hi = self.x[:k], self.x[k:]
         if self._signed:
             hi = hi.as_signed()
