@@ -376,7 +376,7 @@ def _gapped_run(core, inputs, arrivals):
     return got
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_cases(max_tokens=4, max_dim=4), st.sampled_from([1, 2, None]), st.integers(0, 99))
 def test_streaming_core_with_input_gaps_is_cycle_exact(case, units, seed) -> None:
     """A streaming core fed with gaps between beats (as a residual stage feeds it): a token is
@@ -409,6 +409,17 @@ def test_streaming_core_with_input_gaps_is_cycle_exact(case, units, seed) -> Non
         assert [c for c, _ in got] == cycles, stream
         runs[stream] = cycles
     assert all(a <= b for a, b in zip(runs[True], runs[False], strict=True))
+
+
+@pytest.mark.slow
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(random_cases(max_tokens=5, max_dim=5), tie_cases(max_tokens=4)),
+    st.sampled_from([1, 2, 3, None]),
+    st.integers(0, 999),
+)
+def test_streaming_core_with_input_gaps_more(case, units, seed) -> None:
+    test_streaming_core_with_input_gaps_is_cycle_exact.hypothesis.inner_test(case, units, seed)
 
 
 def test_streaming_core_emits_a_token_before_the_marker() -> None:
