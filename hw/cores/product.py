@@ -300,8 +300,9 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, a cycle before its ``drive``, which is registered) adds lane ``k`` of
-    ``drive``, shifted left by the command's ``shift`` (a graded spike's ``k``), to entry
+    A command (``cmd``, in the cycle of its ``drive``, which is registered and then turned in two
+    registered steps) adds lane ``k`` of ``drive``, shifted left by the command's ``shift`` (a
+    graded spike's ``k``), to entry
     ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
     column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
     address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
@@ -344,13 +345,22 @@ class DeltaBanks(wiring.Component):
         m.d.sync += scan1.eq(self.scan)
         drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
         m.d.sync += drive.eq(self.drive)
-        drives = Array(drive[k] for k in range(p))
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
         valid1, kind1 = Signal(name="command_valid1"), Signal(name="command_kind1")
         base1 = Signal.like(cmd.payload.base, name="command_base1")
         m.d.sync += [valid1.eq(cmd.valid), kind1.eq(cmd.payload.kind), base1.eq(cmd.payload.base)]
-        # a graded spike's shift, registered with the lane (then with the address): the drive
-        # register's lane is shifted into ``d1`` (a (K+1):1 multiplexer after the lane's P:1)
+        # bank b adds lane (b − rot) mod P of the drive: the drive word turned by ``rot mod 4``
+        # lanes (one register for all banks), then per bank by the rest (4:1, then
+        # ceil(P/4):1 multiplexers, no adder; ``geo.drain_cycles`` has the cycle this costs)
+        rot1 = Signal.like(cmd.payload.rot, name="command_rot1")
+        rot2 = Signal.like(cmd.payload.rot, name="command_rot2")
+        m.d.sync += [rot1.eq(cmd.payload.rot), rot2.eq(rot1)]
+        turned = Signal.like(self.drive, name="drive_turned", reset_less=True)
+        for k in range(p):
+            m.d.sync += turned[k].eq(Array(drive[(k - r) % p] for r in range(4))[rot1[:2]])
+        hi = rot2[2:] if len(rot2) > 2 else Const(0, 1)
+        # a graded spike's shift, registered with the command twice: the turned drive's lane is
+        # shifted into ``d1`` (a (K+1):1 multiplexer after the lane's ceil(P/4):1)
         shift1 = Signal.like(cmd.payload.shift, name="command_shift1")
         shift0 = Signal.like(cmd.payload.shift, name="command_shift0")
         m.d.sync += [shift1.eq(cmd.payload.shift), shift0.eq(shift1)]
@@ -366,14 +376,12 @@ class DeltaBanks(wiring.Component):
             m.d.sync += lane.eq(table[cmd.payload.rot])
             offset = Mux(kind1 == Y, lane * geo.row_words, 0)
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
-            l0 = Signal.like(lane, name=f"command_lane{b}")
-            m.d.sync += v0.eq(valid1)
-            m.d.sync += [a0.eq(base1 + offset), l0.eq(lane)]
+            m.d.sync += [v0.eq(valid1), a0.eq(base1 + offset)]
             m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
             m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal(signed(geo.tracer_width + 1 + k_max), name=f"drive{b}")
-            picked = drives[l0]
+            picked = Array(turned[(b - 4 * q) % p] for q in range(-(-p // 4)))[hi]
             if k_max:
                 picked = Array(Value.cast(picked << k) for k in range(k_max + 1))[shift0]
             m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(picked)]
@@ -763,8 +771,7 @@ class SpikeProduct(wiring.Component):
         m.submodules.banks = banks = DeltaBanks(geo=geo)
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
-        # the tracer update and the banks' command; the banks register their command once more
-        # in two steps (its per-bank lane, then address), so it leaves its stage a cycle early
+        # the tracer update and the banks' command; the banks take the command with its drive
         m.submodules.op_stage = ops = Delay(
             seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
@@ -772,7 +779,7 @@ class SpikeProduct(wiring.Component):
             _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
         )
         m.submodules.side_stage = side = Delay(
-            _side_layout(geo), cycles=OP_STAGES + acc.latency - 1, name="side"
+            _side_layout(geo), cycles=OP_STAGES + acc.latency, name="side"
         )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)

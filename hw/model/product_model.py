@@ -294,9 +294,9 @@ class ProductGeometry:
     def drain_cycles(self) -> int:
         """Cycles after the step's last accumulate slot (the second marker) up to the first
         read of ``ΔO``, which is the last of them (the datapath drains: its last write
-        lands before: the operation register, the accumulator, the banks' drive register and
-        read-modify-write)."""
-        return OP_STAGES + self.accumulator_latency + 2
+        lands before: the operation register, the accumulator, the banks' drive register, the
+        drive turned in two registered steps, the read-modify-write)."""
+        return OP_STAGES + self.accumulator_latency + 3
 
     @property
     def scan_latency(self) -> int:
