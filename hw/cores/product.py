@@ -545,7 +545,9 @@ class ProductEmitter(wiring.Component):
     the ``geo.scan_words`` (head, row, word), the first word is held
     ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
     per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
-    loaded. Every decision depends on registers only (and ``o.ready``); ``o`` is a register.
+    loaded. Every decision depends on registers only; ``o`` is a register with a skid register
+    behind it (a beat is sent while the skid register is free: with ``o`` held, one more beat
+    waits in it), so ``o.ready`` reaches these two registers only.
 
     Members
     -------
@@ -611,7 +613,19 @@ class ProductEmitter(wiring.Component):
         geo, p, o = self._geo, self._geo.lanes, self.o
         word_shape = data.ArrayLayout(signed(geo.value_width), p)
         lane = range(max(2, p))
-        free = ~o.valid | o.ready
+        # a beat is loaded into ``o`` or, if ``o`` is held, into the skid register behind it
+        # (and moves on when ``o`` leaves): the emitter sends while the skid register is free,
+        # a register, so ``o.ready`` reaches only these two registers
+        load = Signal(name="load")
+        beat = Signal.like(o.payload, name="beat")
+        s_valid = Signal(name="skid_valid")
+        skid = Signal.like(o.payload, name="skid", reset_less=True)
+        free = ~s_valid
+        with m.If(o.ready | ~o.valid):
+            m.d.sync += o.valid.eq(s_valid | load)
+            m.d.sync += [o.payload.eq(Mux(s_valid, skid, beat)), s_valid.eq(0)]
+        with m.Elif(load):
+            m.d.sync += [skid.eq(beat), s_valid.eq(1)]
         # the held word
         h_valid, h_last = Signal(name="held_valid"), Signal(name="held_last")
         held = Signal(word_shape, name="held", reset_less=True)
@@ -621,10 +635,10 @@ class ProductEmitter(wiring.Component):
         finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
         at_marker = Signal(name="at_marker")
         # the held word has two or more lanes left to send, or one: the stages move unless
-        # ``stuck``, or one is left and ``o`` is not free (one logic level from registers)
+        # ``stuck``, or one is left and the skid register is full (one logic level from registers)
         stuck, one_left = Signal(name="held_stuck"), Signal(name="held_one_left")
         advance = Signal(name="advance")
-        m.d.comb += advance.eq(~stuck & ~(one_left & o.valid & ~o.ready))
+        m.d.comb += advance.eq(~stuck & ~(one_left & s_valid))
         active = Signal(name="reading")  # words of the step left to read
         issue = advance & (self.start | active)
         m.d.comb += self.scan.eq(issue)
@@ -679,14 +693,12 @@ class ProductEmitter(wiring.Component):
             m.d.sync += stuck.eq(n_valid & ~n_empty & ~n_final)
             m.d.sync += one_left.eq(n_valid & ~n_empty & n_final)
             m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
-        with m.If(o.ready):
-            m.d.sync += o.valid.eq(0)
         hs_index = Signal.like(o.payload.index, name="held_index")
         m.d.comb += hs_index.eq(h_base + low)
         with m.If((stuck | one_left) & free):  # send lane ``low``
-            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-            m.d.sync += o.payload.index.eq(hs_index)
-            m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
+            m.d.comb += [load.eq(1), beat.marker.eq(0), beat.busy.eq(0)]
+            m.d.comb += beat.index.eq(hs_index)
+            m.d.comb += beat.value.eq(Array(held[k] for k in range(p))[low])
             with m.If(~advance):  # (else the next word's first lane)
                 next_final = Array(finals)[low]
                 m.d.sync += low.eq(Array(nexts)[low])
@@ -694,9 +706,9 @@ class ProductEmitter(wiring.Component):
         with m.If(advance & h_valid & h_last):  # (the last word is finished)
             m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
-            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
-            m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), at_marker.eq(0)]
-            m.d.comb += self.done.eq(1)
+            m.d.comb += [load.eq(1), beat.marker.eq(1), beat.busy.eq(self.busy)]
+            m.d.comb += [beat.index.eq(0), beat.value.eq(0), self.done.eq(1)]
+            m.d.sync += at_marker.eq(0)
         return m
 
 
