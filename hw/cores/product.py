@@ -618,14 +618,17 @@ class ProductEmitter(wiring.Component):
         # a register, so ``o.ready`` reaches only these two registers
         load = Signal(name="load")
         beat = Signal.like(o.payload, name="beat")
-        s_valid = Signal(name="skid_valid")
+        s_valid, s_valid_n = Signal(name="skid_valid"), Signal(name="skid_valid_next")
         skid = Signal.like(o.payload, name="skid", reset_less=True)
         free = ~s_valid
+        m.d.comb += s_valid_n.eq(s_valid)
         with m.If(o.ready | ~o.valid):
             m.d.sync += o.valid.eq(s_valid | load)
-            m.d.sync += [o.payload.eq(Mux(s_valid, skid, beat)), s_valid.eq(0)]
+            m.d.sync += o.payload.eq(Mux(s_valid, skid, beat))
+            m.d.comb += s_valid_n.eq(0)
         with m.Elif(load):
-            m.d.sync += [skid.eq(beat), s_valid.eq(1)]
+            m.d.sync += skid.eq(beat)
+            m.d.comb += s_valid_n.eq(1)
         # the held word
         h_valid, h_last = Signal(name="held_valid"), Signal(name="held_last")
         held = Signal(word_shape, name="held", reset_less=True)
@@ -635,10 +638,15 @@ class ProductEmitter(wiring.Component):
         finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
         at_marker = Signal(name="at_marker")
         # the held word has two or more lanes left to send, or one: the stages move unless
-        # ``stuck``, or one is left and the skid register is full (one logic level from registers)
+        # ``stuck``, or one is left and the skid register is full; ``advance`` is a register
+        # (computed from the next values of the three), which the flow replicates
+        # (``hw.flow.ecp5.replicate_registers``) for the stages' ~900 enables
         stuck, one_left = Signal(name="held_stuck"), Signal(name="held_one_left")
-        advance = Signal(name="advance")
-        m.d.comb += advance.eq(~stuck & ~(one_left & s_valid))
+        stuck_n, one_left_n = Signal(name="held_stuck_next"), Signal(name="held_one_left_next")
+        m.d.comb += [stuck_n.eq(stuck), one_left_n.eq(one_left)]
+        m.d.sync += [stuck.eq(stuck_n), one_left.eq(one_left_n), s_valid.eq(s_valid_n)]
+        advance = Signal(name="advance", init=1)
+        m.d.sync += advance.eq(~stuck_n & ~(one_left_n & s_valid_n))
         active = Signal(name="reading")  # words of the step left to read
         issue = advance & (self.start | active)
         m.d.comb += self.scan.eq(issue)
@@ -690,8 +698,8 @@ class ProductEmitter(wiring.Component):
             n_valid, n_base, n_last, _ = stages[4]
             m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
             m.d.sync += [held.eq(n_word), low.eq(n_first)]
-            m.d.sync += stuck.eq(n_valid & ~n_empty & ~n_final)
-            m.d.sync += one_left.eq(n_valid & ~n_empty & n_final)
+            m.d.comb += stuck_n.eq(n_valid & ~n_empty & ~n_final)
+            m.d.comb += one_left_n.eq(n_valid & ~n_empty & n_final)
             m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
         hs_index = Signal.like(o.payload.index, name="held_index")
         m.d.comb += hs_index.eq(h_base + low)
@@ -702,7 +710,7 @@ class ProductEmitter(wiring.Component):
             with m.If(~advance):  # (else the next word's first lane)
                 next_final = Array(finals)[low]
                 m.d.sync += low.eq(Array(nexts)[low])
-                m.d.sync += [stuck.eq(~next_final), one_left.eq(next_final)]
+                m.d.comb += [stuck_n.eq(~next_final), one_left_n.eq(next_final)]
         with m.If(advance & h_valid & h_last):  # (the last word is finished)
             m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
