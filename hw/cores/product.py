@@ -37,10 +37,12 @@ after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
 Clock rate: every memory read is registered and nothing but registers drives a memory's address,
 write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
 block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
-rotations are tables; the read-out decides from registers (the next non-zero lane of each lane is
-computed a stage before the word is sent). The cycles this costs against a combinational
-version: one per step for the word operation's register, one for the banks' drive register,
-four per read-out (the emitter's stages), one per inference for the registered clear.
+rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
+from registers (its stall enable is a register; the lanes left to send are masks, shifted by a
+carry chain; ``o`` has a skid register, so ``o.ready`` reaches two registers only). The cycles
+this costs against a combinational version: one per step for the word operation's register,
+two for the banks' drive registers, four per read-out (the emitter's stages), one per inference
+for the registered clear.
 """
 
 from __future__ import annotations
@@ -109,6 +111,16 @@ def _lowest(bits: list):
     lg = k.bit_length() - 1  # bits of a position in the low part
     index = Mux(a_lo, i_lo, Cat(Cat(i_hi, Const(0, lg))[:lg], 1))
     return a_lo | a_hi, s_lo | s_hi | (a_lo & a_hi), index
+
+
+def _encode(onehot: Value, width: int) -> Value:
+    """The position of the set bit of ``onehot`` (an OR per bit of the position: no adder)."""
+    return Cat(
+        Cat(onehot[k] for k in range(len(onehot)) if k >> b & 1).any()
+        if any(k >> b & 1 for k in range(len(onehot)))
+        else Const(0, 1)
+        for b in range(width)
+    )
 
 
 def _registered_clear(m: Module, clear, address, depth: int):
@@ -537,12 +549,13 @@ class ProductSequencer(wiring.Component):
 class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
-    A pipeline of word registers that all move together (``advance``, one logic level from
-    registers and ``o.ready``): the banks' read register (bank order), the word turned by
-    ``row mod 4`` lanes, the word in column order, its non-zero flags, its lanes' order (per
-    lane the next non-zero lane after it), and the word whose events are being sent (``held``),
-    so the send loop is one multiplexer on a register: no search. ``start`` reads the first word of
-    the ``geo.scan_words`` (head, row, word), the first word is held
+    A pipeline of word registers that all move together (``advance``, a register): the banks'
+    read register (bank order), the word turned by ``row mod 4`` lanes, the word in column order,
+    its non-zero flags (and the mask of those after the lowest), its lanes' order (the first
+    non-zero lane, the masks of the lanes after it and after the second), and the word whose
+    events are being sent (``held``): a send takes the lane the masks give (``rest ^ rest2``)
+    and shifts them (``rest2 & (rest2 − 1)``, a carry chain): no search. ``start`` reads the
+    first word of the ``geo.scan_words`` (head, row, word), the first word is held
     ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
     per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
     loaded. Every decision depends on registers only; ``o`` is a register with a skid register
@@ -634,8 +647,10 @@ class ProductEmitter(wiring.Component):
         held = Signal(word_shape, name="held", reset_less=True)
         h_base = Signal(range(max(2, geo.out_size)), name="held_base", reset_less=True)
         low = Signal(lane, name="held_lane")  # the lane sent next
-        nexts = [Signal(lane, name=f"next{k}", reset_less=True) for k in range(p)]
-        finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
+        # the non-zero lanes after ``low``, and those after the lowest of them (masks): the
+        # next lane is ``rest ^ rest2`` (one-hot), the send shifts them (a carry chain)
+        rest = Signal(p, name="held_rest", reset_less=True)
+        rest2 = Signal(p, name="held_rest2", reset_less=True)
         at_marker = Signal(name="at_marker")
         # the held word has two or more lanes left to send, or one: the stages move unless
         # ``stuck``, or one is left and the skid register is full; ``advance`` is a register
@@ -655,7 +670,7 @@ class ProductEmitter(wiring.Component):
             m.d.sync += active.eq(~last)
         # the stages behind ``held``: the banks' read register (valid, base, last, rotation), the
         # word turned by ``rot mod 4``, the word in column order (turned by the rest), the word
-        # with its non-zero flags, the word with its lanes' order
+        # with its non-zero flags, the word with its lanes' order (first lane and masks)
         stages = []
         for name in ("read", "turn", "word", "flags", "order"):
             stages.append(
@@ -666,11 +681,12 @@ class ProductEmitter(wiring.Component):
         u_word = Signal(word_shape, name="word_reg", reset_less=True)
         z_word = Signal(word_shape, name="flags_word", reset_less=True)
         z_nz = Signal(p, name="flags")
+        z_rest = Signal(p, name="flags_rest")  # the non-zero lanes after the lowest
         n_word = Signal(word_shape, name="order_word", reset_less=True)
         n_empty, n_first, n_final = (Signal(name="order_empty"), Signal(lane, name="order_first"),
                                      Signal(name="order_final"))  # fmt: skip
-        n_nexts = [Signal(lane, name=f"order_next{k}", reset_less=True) for k in range(p)]
-        n_finals = [Signal(name=f"order_final{k}", reset_less=True) for k in range(p)]
+        n_rest = Signal(p, name="order_rest", reset_less=True)
+        n_rest2 = Signal(p, name="order_rest2", reset_less=True)
         with m.If(advance):
             m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last, rot), strict=True)]
             for prev, cur in itertools.pairwise(stages):
@@ -683,24 +699,21 @@ class ProductEmitter(wiring.Component):
                 m.d.sync += t_word[k].eq(Array(self.word[(k + r) % p] for r in range(4))[lo])
                 turns = Array(t_word[(k + 4 * r) % p] for r in range(-(-p // 4)))
                 m.d.sync += u_word[k].eq(turns[hi])
-            m.d.sync += z_word.eq(u_word)
-            m.d.sync += z_nz.eq(Cat(u_word[k] != 0 for k in range(p)))
-            # the order: the first non-zero lane and, per lane, the next one (and whether it is
-            # the last)
-            bits = [z_nz[k] for k in range(p)]
-            any_, several, first = _lowest(bits)
+            nz = Signal(p, name="word_nonzero")
+            m.d.comb += nz.eq(Cat(u_word[k] != 0 for k in range(p)))
+            m.d.sync += [z_word.eq(u_word), z_nz.eq(nz), z_rest.eq(nz & (nz - 1))]
+            # the order: the first non-zero lane, the rest, the rest after the second
+            any_, _, first = _lowest([z_nz[k] for k in range(p)])
             m.d.sync += [n_word.eq(z_word), n_empty.eq(~any_), n_first.eq(first)]
-            m.d.sync += n_final.eq(~several)
-            for k in range(p):
-                _, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
-                m.d.sync += [n_nexts[k].eq(nxt), n_finals[k].eq(~sev)]
+            m.d.sync += [n_final.eq(z_rest == 0), n_rest.eq(z_rest)]
+            m.d.sync += n_rest2.eq(z_rest & (z_rest - 1))
             # into ``held``
             n_valid, n_base, n_last, _ = stages[4]
             m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
             m.d.sync += [held.eq(n_word), low.eq(n_first)]
             m.d.comb += stuck_n.eq(n_valid & ~n_empty & ~n_final)
             m.d.comb += one_left_n.eq(n_valid & ~n_empty & n_final)
-            m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
+            m.d.sync += [rest.eq(n_rest), rest2.eq(n_rest2)]
         hs_index = Signal.like(o.payload.index, name="held_index")
         m.d.comb += hs_index.eq(h_base + low)
         with m.If((stuck | one_left) & free):  # send lane ``low``
@@ -708,9 +721,9 @@ class ProductEmitter(wiring.Component):
             m.d.comb += beat.index.eq(hs_index)
             m.d.comb += beat.value.eq(Array(held[k] for k in range(p))[low])
             with m.If(~advance):  # (else the next word's first lane)
-                next_final = Array(finals)[low]
-                m.d.sync += low.eq(Array(nexts)[low])
-                m.d.comb += [stuck_n.eq(~next_final), one_left_n.eq(next_final)]
+                m.d.sync += [low.eq(_encode(rest ^ rest2, len(low))), rest.eq(rest2)]
+                m.d.sync += rest2.eq(rest2 & (rest2 - 1))
+                m.d.comb += [stuck_n.eq(rest2 != 0), one_left_n.eq(rest2 == 0)]
         with m.If(advance & h_valid & h_last):  # (the last word is finished)
             m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
