@@ -318,8 +318,9 @@ class DeltaBanks(wiring.Component):
     ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
     column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
     address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
-    command, then the entry is read, and written one cycle later (read-modify-write with the
-    previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row word
+    command, then the entry is read, summed into a register and written from it (read-modify-write
+    with the sum of the cycle before forwarded and the read port transparent for the write of
+    its cycle: one command per cycle). ``scan`` reads (and then clears) the row word
     at ``scan_address`` (the banks' address whenever no command is in flight); ``word`` shows it
     from the next cycle on, lane ``b`` from bank ``b`` (column ``(b − row) mod P``), until the next
     scan.
@@ -353,8 +354,8 @@ class DeltaBanks(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, p, cmd = self._geo, self._geo.lanes, self.cmd
-        scan1 = Signal(name="scan1")
-        m.d.sync += scan1.eq(self.scan)
+        scan1, scan2 = Signal(name="scan1"), Signal(name="scan2")
+        m.d.sync += [scan1.eq(self.scan), scan2.eq(scan1)]
         drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
         m.d.sync += drive.eq(self.drive)
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
@@ -381,7 +382,8 @@ class DeltaBanks(wiring.Component):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
                 shape=self._value, depth=geo.bank_depth, init=[]
             )
-            rp, wp = mem.read_port(), mem.write_port()
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,))  # (a read sees the write of its cycle)
             # the command's lane (b − rot) mod P (a table), then its bank address, registered
             lane = Signal(range(max(2, p)), name=f"lane{b}")
             table = Array(Const((b - r) % p, lane.shape()) for r in range(p))
@@ -397,18 +399,23 @@ class DeltaBanks(wiring.Component):
             if k_max:
                 picked = Array(Value.cast(picked << k) for k in range(k_max + 1))[shift0]
             m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(picked)]
-            same = Signal(name=f"forward{b}")  # the entry read is the one written now
+            # the sum is registered and written in the next cycle (``v2``, ``a2``): a read in
+            # that cycle sees it (transparent port), the read the cycle before takes it from
+            # ``pd`` (the entry read is the one summed now)
+            same = Signal(name=f"forward{b}")
             m.d.sync += same.eq(v1 & (a1 == rp.addr))
             pd = Signal(self._value, name=f"written_value{b}")
             total = Signal(self._value, name=f"sum{b}")
             m.d.comb += total.eq(Mux(same, pd, rp.data) + d1)
-            with m.If(v1):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(total)]
-            with m.Elif(scan1):  # clear what was read
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(0)]
+            m.d.sync += pd.eq(total)
+            v2, a2 = Signal(name=f"write{b}"), Signal.like(a1, name=f"write_address{b}")
+            m.d.sync += [v2.eq(v1), a2.eq(a1)]
+            with m.If(v2):
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(a2), wp.data.eq(pd)]
+            with m.Elif(scan2):  # clear what was read
+                m.d.comb += [wp.en.eq(1), wp.addr.eq(a2), wp.data.eq(0)]
             with m.Elif(clear):
                 m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
-            m.d.sync += pd.eq(total)
             m.d.comb += self.word[b].eq(rp.data)
         return m
 
