@@ -125,10 +125,14 @@ def _encode(onehot: Value, width: int) -> Value:
 
 def _registered_clear(m: Module, clear, address, depth: int):
     """The clear command one cycle later, for a memory of ``depth`` words: (enable, address)
-    from registers (``geo.clear_cycles`` has the cycle this costs)."""
+    from registers (``geo.clear_cycles`` has the cycle this costs). ``address`` counts up from 0
+    in each clear (the sequencer's), so ``address ≥ depth`` is a flag set after ``depth − 1``:
+    no comparator in front of the enable."""
     en = Signal(name="clear1")
     at = Signal(range(max(2, depth)), name="clear_address1", reset_less=True)
-    m.d.sync += [en.eq(clear & (address < depth)), at.eq(address)]
+    past = Signal(name="clear_past")  # this clear's address passed depth - 1
+    m.d.sync += [past.eq(clear & (past | (address == depth - 1))), at.eq(address)]
+    m.d.sync += en.eq(clear & ~past)
     return en, at
 
 
@@ -354,8 +358,8 @@ class DeltaBanks(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, p, cmd = self._geo, self._geo.lanes, self.cmd
-        scan1, scan2 = Signal(name="scan1"), Signal(name="scan2")
-        m.d.sync += [scan1.eq(self.scan), scan2.eq(scan1)]
+        scan1 = Signal(name="scan1")
+        m.d.sync += scan1.eq(self.scan)
         drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
         m.d.sync += drive.eq(self.drive)
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
@@ -399,23 +403,18 @@ class DeltaBanks(wiring.Component):
             if k_max:
                 picked = Array(Value.cast(picked << k) for k in range(k_max + 1))[shift0]
             m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(picked)]
-            # the sum is registered and written in the next cycle (``v2``, ``a2``): a read in
-            # that cycle sees it (transparent port), the read the cycle before takes it from
-            # ``pd`` (the entry read is the one summed now)
+            # the write port is registers: the sum (0 for the scan's and the clear's writes) is
+            # written in the next cycle; a read in that cycle sees it (transparent port), the
+            # read the cycle before takes it from ``pd`` (the entry read is the one summed now)
             same = Signal(name=f"forward{b}")
             m.d.sync += same.eq(v1 & (a1 == rp.addr))
             pd = Signal(self._value, name=f"written_value{b}")
             total = Signal(self._value, name=f"sum{b}")
             m.d.comb += total.eq(Mux(same, pd, rp.data) + d1)
-            m.d.sync += pd.eq(total)
-            v2, a2 = Signal(name=f"write{b}"), Signal.like(a1, name=f"write_address{b}")
-            m.d.sync += [v2.eq(v1), a2.eq(a1)]
-            with m.If(v2):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(a2), wp.data.eq(pd)]
-            with m.Elif(scan2):  # clear what was read
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(a2), wp.data.eq(0)]
-            with m.Elif(clear):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
+            m.d.sync += pd.eq(Mux(v1, total, 0))  # (a synchronous reset)
+            we, wa = Signal(name=f"write{b}"), Signal.like(a1, name=f"write_address{b}")
+            m.d.sync += [we.eq(v1 | scan1 | clear), wa.eq(Mux(clear, clear_address, a1))]
+            m.d.comb += [wp.en.eq(we), wp.addr.eq(wa), wp.data.eq(pd)]
             m.d.comb += self.word[b].eq(rp.data)
         return m
 
