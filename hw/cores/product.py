@@ -47,7 +47,9 @@ for the registered clear.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
@@ -652,8 +654,10 @@ class ProductEmitter(wiring.Component):
         h_valid, h_last = Signal(name="held_valid"), Signal(name="held_last")
         held = Signal(word_shape, name="held", reset_less=True)
         h_base = Signal(range(max(2, geo.out_size)), name="held_base", reset_less=True)
-        low = Signal(lane, name="held_lane")  # the lane sent next
-        # the non-zero lanes after ``low``, and those after the lowest of them (masks): the
+        # the lane sent next: its value and output index, registers (picked when it is chosen)
+        low_value = Signal(signed(geo.value_width), name="held_value", reset_less=True)
+        low_index = Signal.like(o.payload.index, name="held_index", reset_less=True)
+        # the non-zero lanes after the one chosen, and those after the lowest of them (masks): the
         # next lane is ``rest ^ rest2`` (one-hot), the send shifts them (a carry chain)
         rest = Signal(p, name="held_rest", reset_less=True)
         rest2 = Signal(p, name="held_rest2", reset_less=True)
@@ -716,18 +720,21 @@ class ProductEmitter(wiring.Component):
             # into ``held``
             n_valid, n_base, n_last, _ = stages[4]
             m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
-            m.d.sync += [held.eq(n_word), low.eq(n_first)]
+            m.d.sync += held.eq(n_word)
+            m.d.sync += low_value.eq(Array(n_word[k] for k in range(p))[n_first])
+            m.d.sync += low_index.eq(n_base + n_first)
             m.d.comb += stuck_n.eq(n_valid & ~n_empty & ~n_final)
             m.d.comb += one_left_n.eq(n_valid & ~n_empty & n_final)
             m.d.sync += [rest.eq(n_rest), rest2.eq(n_rest2)]
-        hs_index = Signal.like(o.payload.index, name="held_index")
-        m.d.comb += hs_index.eq(h_base + low)
-        with m.If((stuck | one_left) & free):  # send lane ``low``
+        with m.If((stuck | one_left) & free):  # send the lane chosen
             m.d.comb += [load.eq(1), beat.marker.eq(0), beat.busy.eq(0)]
-            m.d.comb += beat.index.eq(hs_index)
-            m.d.comb += beat.value.eq(Array(held[k] for k in range(p))[low])
+            m.d.comb += [beat.index.eq(low_index), beat.value.eq(low_value)]
             with m.If(~advance):  # (else the next word's first lane)
-                m.d.sync += [low.eq(_encode(rest ^ rest2, len(low))), rest.eq(rest2)]
+                nxt = rest ^ rest2  # one-hot
+                picked = [Mux(nxt[k], Value.cast(held[k]), 0) for k in range(p)]
+                m.d.sync += low_value.eq(functools.reduce(operator.or_, picked))
+                m.d.sync += low_index.eq(h_base + _encode(nxt, max(1, (p - 1).bit_length())))
+                m.d.sync += rest.eq(rest2)
                 m.d.sync += rest2.eq(rest2 & (rest2 - 1))
                 m.d.comb += [stuck_n.eq(rest2 != 0), one_left_n.eq(rest2 == 0)]
         with m.If(advance & h_valid & h_last):  # (the last word is finished)
