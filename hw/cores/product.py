@@ -38,8 +38,9 @@ Clock rate: every memory read is registered and nothing but registers drives a m
 write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
 block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
 rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
-from registers (its stall enable is a register; the lanes left to send are masks, shifted by a
-carry chain; ``o`` has a skid register, so ``o.ready`` reaches two registers only). The cycles
+from registers (its stall enable one logic level from them; the lanes left to send are masks,
+shifted by a carry chain; ``o`` has a skid register, so ``o.ready`` reaches two registers
+only). The cycles
 this costs against a combinational version: one per step for the word operation's register,
 two for the banks' drive registers, four per read-out (the emitter's stages), one per inference
 for the registered clear.
@@ -557,16 +558,16 @@ class ProductSequencer(wiring.Component):
 class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
-    A pipeline of word registers that all move together (``advance``, a register): the banks'
-    read register (bank order), the word turned by ``row mod 4`` lanes, the word in column order,
-    its non-zero flags (and the mask of those after the lowest), its lanes' order (the first
-    non-zero lane, the masks of the lanes after it and after the second), and the word whose
-    events are being sent (``held``): a send takes the lane the masks give (``rest ^ rest2``)
-    and shifts them (``rest2 & (rest2 − 1)``, a carry chain): no search. ``start`` reads the
-    first word of the ``geo.scan_words`` (head, row, word), the first word is held
-    ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
-    per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
-    loaded. Every decision depends on registers only; ``o`` is a register with a skid register
+    A pipeline of word registers that all move together (``advance``, one logic level from
+    registers): the banks' read register (bank order), the word turned by ``row mod 4`` lanes, the
+    word in column order, its non-zero flags (and the mask of those after the lowest), its lanes'
+    order (the first non-zero lane, the masks of the lanes after it and after the second), and the
+    word whose events are being sent (``held``): a send takes the lane the masks give
+    (``rest ^ rest2``) and shifts them (``rest2 & (rest2 − 1)``, a carry chain): no search.
+    ``start`` reads the first word of the ``geo.scan_words`` (head, row, word), the first word is
+    held ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one
+    event per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker
+    is loaded. Every decision depends on registers only; ``o`` is a register with a skid register
     behind it (a beat is sent while the skid register is free: with ``o`` held, one more beat
     waits in it), so ``o.ready`` reaches these two registers only.
 
@@ -663,15 +664,15 @@ class ProductEmitter(wiring.Component):
         rest2 = Signal(p, name="held_rest2", reset_less=True)
         at_marker = Signal(name="at_marker")
         # the held word has two or more lanes left to send, or one: the stages move unless
-        # ``stuck``, or one is left and the skid register is full; ``advance`` is a register
-        # (computed from the next values of the three), which the flow replicates
-        # (``hw.flow.ecp5.replicate_registers``) for the stages' ~900 enables
+        # ``stuck``, or one is left and the skid register is full (one logic level from
+        # registers; as a register of its own, computed from their next values, its input net
+        # fans out to the ~40 copies the flow makes of it and measured slower)
         stuck, one_left = Signal(name="held_stuck"), Signal(name="held_one_left")
         stuck_n, one_left_n = Signal(name="held_stuck_next"), Signal(name="held_one_left_next")
         m.d.comb += [stuck_n.eq(stuck), one_left_n.eq(one_left)]
         m.d.sync += [stuck.eq(stuck_n), one_left.eq(one_left_n), s_valid.eq(s_valid_n)]
-        advance = Signal(name="advance", init=1)
-        m.d.sync += advance.eq(~stuck_n & ~(one_left_n & s_valid_n))
+        advance = Signal(name="advance")
+        m.d.comb += advance.eq(~stuck & ~(one_left & s_valid))
         active = Signal(name="reading")  # words of the step left to read
         issue = advance & (self.start | active)
         m.d.comb += self.scan.eq(issue)
