@@ -37,15 +37,20 @@ after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
 Clock rate: every memory read is registered and nothing but registers drives a memory's address,
 write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
 block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
-rotations are tables; the read-out decides from registers (the next non-zero lane of each lane is
-computed a stage before the word is sent). The cycles this costs against a combinational
-version: one per step for the word operation's register, one for the banks' drive register,
-four per read-out (the emitter's stages), one per inference for the registered clear.
+rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
+from registers (its stall enable one logic level from them; the lanes left to send are masks,
+shifted by a carry chain; ``o`` has a skid register, so ``o.ready`` reaches two registers
+only). The cycles
+this costs against a combinational version: one per step for the word operation's register,
+two for the banks' drive registers, four per read-out (the emitter's stages), one per inference
+for the registered clear.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
@@ -111,12 +116,26 @@ def _lowest(bits: list):
     return a_lo | a_hi, s_lo | s_hi | (a_lo & a_hi), index
 
 
+def _encode(onehot: Value, width: int) -> Value:
+    """The position of the set bit of ``onehot`` (an OR per bit of the position: no adder)."""
+    return Cat(
+        Cat(onehot[k] for k in range(len(onehot)) if k >> b & 1).any()
+        if any(k >> b & 1 for k in range(len(onehot)))
+        else Const(0, 1)
+        for b in range(width)
+    )
+
+
 def _registered_clear(m: Module, clear, address, depth: int):
     """The clear command one cycle later, for a memory of ``depth`` words: (enable, address)
-    from registers (``geo.clear_cycles`` has the cycle this costs)."""
+    from registers (``geo.clear_cycles`` has the cycle this costs). ``address`` counts up from 0
+    in each clear (the sequencer's), so ``address ≥ depth`` is a flag set after ``depth − 1``:
+    no comparator in front of the enable."""
     en = Signal(name="clear1")
     at = Signal(range(max(2, depth)), name="clear_address1", reset_less=True)
-    m.d.sync += [en.eq(clear & (address < depth)), at.eq(address)]
+    past = Signal(name="clear_past")  # this clear's address passed depth - 1
+    m.d.sync += [past.eq(clear & (past | (address == depth - 1))), at.eq(address)]
+    m.d.sync += en.eq(clear & ~past)
     return en, at
 
 
@@ -300,13 +319,15 @@ class TracerStore(wiring.Component):
 class DeltaBanks(wiring.Component):
     """``ΔO`` in ``P`` skewed banks: accumulate row or column words, read out row words.
 
-    A command (``cmd``, a cycle before its ``drive``, which is registered) adds lane ``k`` of
-    ``drive``, shifted left by the command's ``shift`` (a graded spike's ``k``), to entry
+    A command (``cmd``, in the cycle of its ``drive``, which is registered and then turned in two
+    registered steps) adds lane ``k`` of ``drive``, shifted left by the command's ``shift`` (a
+    graded spike's ``k``), to entry
     ``(h, i, w·P + k)`` (an X spike's row ``i``, ``kind`` 0) or ``(h, w·P + k, j)`` (a Y spike's
     column ``j``, ``kind`` 1); bank ``(row + col) mod P`` holds an entry, at
     address ``(h·Wn·P + row)·Wm + col // P``. Each bank's address and lane are registered from the
-    command, then the entry is read, and written one cycle later (read-modify-write with the
-    previous write forwarded: one command per cycle). ``scan`` reads (and then clears) the row word
+    command, then the entry is read, summed into a register and written from it (read-modify-write
+    with the sum of the cycle before forwarded and the read port transparent for the write of
+    its cycle: one command per cycle). ``scan`` reads (and then clears) the row word
     at ``scan_address`` (the banks' address whenever no command is in flight); ``word`` shows it
     from the next cycle on, lane ``b`` from bank ``b`` (column ``(b − row) mod P``), until the next
     scan.
@@ -344,13 +365,22 @@ class DeltaBanks(wiring.Component):
         m.d.sync += scan1.eq(self.scan)
         drive = Signal.like(self.drive, name="drive", reset_less=True)  # the products, registered
         m.d.sync += drive.eq(self.drive)
-        drives = Array(drive[k] for k in range(p))
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, geo.bank_depth)
         valid1, kind1 = Signal(name="command_valid1"), Signal(name="command_kind1")
         base1 = Signal.like(cmd.payload.base, name="command_base1")
         m.d.sync += [valid1.eq(cmd.valid), kind1.eq(cmd.payload.kind), base1.eq(cmd.payload.base)]
-        # a graded spike's shift, registered with the lane (then with the address): the drive
-        # register's lane is shifted into ``d1`` (a (K+1):1 multiplexer after the lane's P:1)
+        # bank b adds lane (b − rot) mod P of the drive: the drive word turned by ``rot mod 4``
+        # lanes (one register for all banks), then per bank by the rest (4:1, then
+        # ceil(P/4):1 multiplexers, no adder; ``geo.drain_cycles`` has the cycle this costs)
+        rot1 = Signal.like(cmd.payload.rot, name="command_rot1")
+        rot2 = Signal.like(cmd.payload.rot, name="command_rot2")
+        m.d.sync += [rot1.eq(cmd.payload.rot), rot2.eq(rot1)]
+        turned = Signal.like(self.drive, name="drive_turned", reset_less=True)
+        for k in range(p):
+            m.d.sync += turned[k].eq(Array(drive[(k - r) % p] for r in range(4))[rot1[:2]])
+        hi = rot2[2:] if len(rot2) > 2 else Const(0, 1)
+        # a graded spike's shift, registered with the command twice: the turned drive's lane is
+        # shifted into ``d1`` (a (K+1):1 multiplexer after the lane's ceil(P/4):1)
         shift1 = Signal.like(cmd.payload.shift, name="command_shift1")
         shift0 = Signal.like(cmd.payload.shift, name="command_shift0")
         m.d.sync += [shift1.eq(cmd.payload.shift), shift0.eq(shift1)]
@@ -359,36 +389,35 @@ class DeltaBanks(wiring.Component):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
                 shape=self._value, depth=geo.bank_depth, init=[]
             )
-            rp, wp = mem.read_port(), mem.write_port()
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,))  # (a read sees the write of its cycle)
             # the command's lane (b − rot) mod P (a table), then its bank address, registered
             lane = Signal(range(max(2, p)), name=f"lane{b}")
             table = Array(Const((b - r) % p, lane.shape()) for r in range(p))
             m.d.sync += lane.eq(table[cmd.payload.rot])
             offset = Mux(kind1 == Y, lane * geo.row_words, 0)
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
-            l0 = Signal.like(lane, name=f"command_lane{b}")
-            m.d.sync += v0.eq(valid1)
-            m.d.sync += [a0.eq(base1 + offset), l0.eq(lane)]
+            m.d.sync += [v0.eq(valid1), a0.eq(base1 + offset)]
             m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
             m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal(signed(geo.tracer_width + 1 + k_max), name=f"drive{b}")
-            picked = drives[l0]
+            picked = Array(turned[(b - 4 * q) % p] for q in range(-(-p // 4)))[hi]
             if k_max:
                 picked = Array(Value.cast(picked << k) for k in range(k_max + 1))[shift0]
             m.d.sync += [v1.eq(v0), a1.eq(rp.addr), d1.eq(picked)]
-            same = Signal(name=f"forward{b}")  # the entry read is the one written now
+            # the write port is registers: the sum (0 for the scan's and the clear's writes) is
+            # written in the next cycle; a read in that cycle sees it (transparent port), the
+            # read the cycle before takes it from ``pd`` (the entry read is the one summed now)
+            same = Signal(name=f"forward{b}")
             m.d.sync += same.eq(v1 & (a1 == rp.addr))
             pd = Signal(self._value, name=f"written_value{b}")
             total = Signal(self._value, name=f"sum{b}")
             m.d.comb += total.eq(Mux(same, pd, rp.data) + d1)
-            with m.If(v1):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(total)]
-            with m.Elif(scan1):  # clear what was read
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(a1), wp.data.eq(0)]
-            with m.Elif(clear):
-                m.d.comb += [wp.en.eq(1), wp.addr.eq(clear_address), wp.data.eq(0)]
-            m.d.sync += pd.eq(total)
+            m.d.sync += pd.eq(Mux(v1, total, 0))  # (a synchronous reset)
+            we, wa = Signal(name=f"write{b}"), Signal.like(a1, name=f"write_address{b}")
+            m.d.sync += [we.eq(v1 | scan1 | clear), wa.eq(Mux(clear, clear_address, a1))]
+            m.d.comb += [wp.en.eq(we), wp.addr.eq(wa), wp.data.eq(pd)]
             m.d.comb += self.word[b].eq(rp.data)
         return m
 
@@ -530,14 +559,17 @@ class ProductEmitter(wiring.Component):
     """Reads ``ΔO`` out row word by row word and emits its non-zero entries, then the marker.
 
     A pipeline of word registers that all move together (``advance``, one logic level from
-    registers and ``o.ready``): the banks' read register (bank order), the word turned by
-    ``row mod 4`` lanes, the word in column order, its non-zero flags, its lanes' order (per
-    lane the next non-zero lane after it), and the word whose events are being sent (``held``),
-    so the send loop is one multiplexer on a register: no search. ``start`` reads the first word of
-    the ``geo.scan_words`` (head, row, word), the first word is held
-    ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one event
-    per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker is
-    loaded. Every decision depends on registers only (and ``o.ready``); ``o`` is a register.
+    registers): the banks' read register (bank order), the word turned by ``row mod 4`` lanes, the
+    word in column order, its non-zero flags (and the mask of those after the lowest), its lanes'
+    order (the first non-zero lane, the masks of the lanes after it and after the second), and the
+    word whose events are being sent (``held``): a send takes the lane the masks give
+    (``rest ^ rest2``) and shifts them (``rest2 & (rest2 − 1)``, a carry chain): no search.
+    ``start`` reads the first word of the ``geo.scan_words`` (head, row, word), the first word is
+    held ``geo.scan_latency`` cycles later, then a word costs ``max(1, non-zeros)`` cycles (one
+    event per cycle, lowest column first), the marker one more; ``done`` in the cycle the marker
+    is loaded. Every decision depends on registers only; ``o`` is a register with a skid register
+    behind it (a beat is sent while the skid register is free: with ``o`` held, one more beat
+    waits in it), so ``o.ready`` reaches these two registers only.
 
     Members
     -------
@@ -603,20 +635,44 @@ class ProductEmitter(wiring.Component):
         geo, p, o = self._geo, self._geo.lanes, self.o
         word_shape = data.ArrayLayout(signed(geo.value_width), p)
         lane = range(max(2, p))
-        free = ~o.valid | o.ready
+        # a beat is loaded into ``o`` or, if ``o`` is held, into the skid register behind it
+        # (and moves on when ``o`` leaves): the emitter sends while the skid register is free,
+        # a register, so ``o.ready`` reaches only these two registers
+        load = Signal(name="load")
+        beat = Signal.like(o.payload, name="beat")
+        s_valid, s_valid_n = Signal(name="skid_valid"), Signal(name="skid_valid_next")
+        skid = Signal.like(o.payload, name="skid", reset_less=True)
+        free = ~s_valid
+        m.d.comb += s_valid_n.eq(s_valid)
+        with m.If(o.ready | ~o.valid):
+            m.d.sync += o.valid.eq(s_valid | load)
+            m.d.sync += o.payload.eq(Mux(s_valid, skid, beat))
+            m.d.comb += s_valid_n.eq(0)
+        with m.Elif(load):
+            m.d.sync += skid.eq(beat)
+            m.d.comb += s_valid_n.eq(1)
         # the held word
         h_valid, h_last = Signal(name="held_valid"), Signal(name="held_last")
         held = Signal(word_shape, name="held", reset_less=True)
         h_base = Signal(range(max(2, geo.out_size)), name="held_base", reset_less=True)
-        low = Signal(lane, name="held_lane")  # the lane sent next
-        nexts = [Signal(lane, name=f"next{k}", reset_less=True) for k in range(p)]
-        finals = [Signal(name=f"next_final{k}", reset_less=True) for k in range(p)]
+        # the lane sent next: its value and output index, registers (picked when it is chosen)
+        low_value = Signal(signed(geo.value_width), name="held_value", reset_less=True)
+        low_index = Signal.like(o.payload.index, name="held_index", reset_less=True)
+        # the non-zero lanes after the one chosen, and those after the lowest of them (masks): the
+        # next lane is ``rest ^ rest2`` (one-hot), the send shifts them (a carry chain)
+        rest = Signal(p, name="held_rest", reset_less=True)
+        rest2 = Signal(p, name="held_rest2", reset_less=True)
         at_marker = Signal(name="at_marker")
         # the held word has two or more lanes left to send, or one: the stages move unless
-        # ``stuck``, or one is left and ``o`` is not free (one logic level from registers)
+        # ``stuck``, or one is left and the skid register is full (one logic level from
+        # registers; as a register of its own, computed from their next values, its input net
+        # fans out to the ~40 copies the flow makes of it and measured slower)
         stuck, one_left = Signal(name="held_stuck"), Signal(name="held_one_left")
+        stuck_n, one_left_n = Signal(name="held_stuck_next"), Signal(name="held_one_left_next")
+        m.d.comb += [stuck_n.eq(stuck), one_left_n.eq(one_left)]
+        m.d.sync += [stuck.eq(stuck_n), one_left.eq(one_left_n), s_valid.eq(s_valid_n)]
         advance = Signal(name="advance")
-        m.d.comb += advance.eq(~stuck & ~(one_left & o.valid & ~o.ready))
+        m.d.comb += advance.eq(~stuck & ~(one_left & s_valid))
         active = Signal(name="reading")  # words of the step left to read
         issue = advance & (self.start | active)
         m.d.comb += self.scan.eq(issue)
@@ -625,7 +681,7 @@ class ProductEmitter(wiring.Component):
             m.d.sync += active.eq(~last)
         # the stages behind ``held``: the banks' read register (valid, base, last, rotation), the
         # word turned by ``rot mod 4``, the word in column order (turned by the rest), the word
-        # with its non-zero flags, the word with its lanes' order
+        # with its non-zero flags, the word with its lanes' order (first lane and masks)
         stages = []
         for name in ("read", "turn", "word", "flags", "order"):
             stages.append(
@@ -636,11 +692,12 @@ class ProductEmitter(wiring.Component):
         u_word = Signal(word_shape, name="word_reg", reset_less=True)
         z_word = Signal(word_shape, name="flags_word", reset_less=True)
         z_nz = Signal(p, name="flags")
+        z_rest = Signal(p, name="flags_rest")  # the non-zero lanes after the lowest
         n_word = Signal(word_shape, name="order_word", reset_less=True)
         n_empty, n_first, n_final = (Signal(name="order_empty"), Signal(lane, name="order_first"),
                                      Signal(name="order_final"))  # fmt: skip
-        n_nexts = [Signal(lane, name=f"order_next{k}", reset_less=True) for k in range(p)]
-        n_finals = [Signal(name=f"order_final{k}", reset_less=True) for k in range(p)]
+        n_rest = Signal(p, name="order_rest", reset_less=True)
+        n_rest2 = Signal(p, name="order_rest2", reset_less=True)
         with m.If(advance):
             m.d.sync += [a.eq(b) for a, b in zip(stages[0], (issue, base, last, rot), strict=True)]
             for prev, cur in itertools.pairwise(stages):
@@ -653,42 +710,40 @@ class ProductEmitter(wiring.Component):
                 m.d.sync += t_word[k].eq(Array(self.word[(k + r) % p] for r in range(4))[lo])
                 turns = Array(t_word[(k + 4 * r) % p] for r in range(-(-p // 4)))
                 m.d.sync += u_word[k].eq(turns[hi])
-            m.d.sync += z_word.eq(u_word)
-            m.d.sync += z_nz.eq(Cat(u_word[k] != 0 for k in range(p)))
-            # the order: the first non-zero lane and, per lane, the next one (and whether it is
-            # the last)
-            bits = [z_nz[k] for k in range(p)]
-            any_, several, first = _lowest(bits)
+            nz = Signal(p, name="word_nonzero")
+            m.d.comb += nz.eq(Cat(u_word[k] != 0 for k in range(p)))
+            m.d.sync += [z_word.eq(u_word), z_nz.eq(nz), z_rest.eq(nz & (nz - 1))]
+            # the order: the first non-zero lane, the rest, the rest after the second
+            any_, _, first = _lowest([z_nz[k] for k in range(p)])
             m.d.sync += [n_word.eq(z_word), n_empty.eq(~any_), n_first.eq(first)]
-            m.d.sync += n_final.eq(~several)
-            for k in range(p):
-                _, sev, nxt = _lowest([bits[j] if j > k else Const(0, 1) for j in range(p)])
-                m.d.sync += [n_nexts[k].eq(nxt), n_finals[k].eq(~sev)]
+            m.d.sync += [n_final.eq(z_rest == 0), n_rest.eq(z_rest)]
+            m.d.sync += n_rest2.eq(z_rest & (z_rest - 1))
             # into ``held``
             n_valid, n_base, n_last, _ = stages[4]
             m.d.sync += [h_valid.eq(n_valid), h_base.eq(n_base), h_last.eq(n_last)]
-            m.d.sync += [held.eq(n_word), low.eq(n_first)]
-            m.d.sync += stuck.eq(n_valid & ~n_empty & ~n_final)
-            m.d.sync += one_left.eq(n_valid & ~n_empty & n_final)
-            m.d.sync += [a.eq(b) for a, b in zip(nexts + finals, n_nexts + n_finals, strict=True)]
-        with m.If(o.ready):
-            m.d.sync += o.valid.eq(0)
-        hs_index = Signal.like(o.payload.index, name="held_index")
-        m.d.comb += hs_index.eq(h_base + low)
-        with m.If((stuck | one_left) & free):  # send lane ``low``
-            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-            m.d.sync += o.payload.index.eq(hs_index)
-            m.d.sync += o.payload.value.eq(Array(held[k] for k in range(p))[low])
+            m.d.sync += held.eq(n_word)
+            m.d.sync += low_value.eq(Array(n_word[k] for k in range(p))[n_first])
+            m.d.sync += low_index.eq(n_base + n_first)
+            m.d.comb += stuck_n.eq(n_valid & ~n_empty & ~n_final)
+            m.d.comb += one_left_n.eq(n_valid & ~n_empty & n_final)
+            m.d.sync += [rest.eq(n_rest), rest2.eq(n_rest2)]
+        with m.If((stuck | one_left) & free):  # send the lane chosen
+            m.d.comb += [load.eq(1), beat.marker.eq(0), beat.busy.eq(0)]
+            m.d.comb += [beat.index.eq(low_index), beat.value.eq(low_value)]
             with m.If(~advance):  # (else the next word's first lane)
-                next_final = Array(finals)[low]
-                m.d.sync += low.eq(Array(nexts)[low])
-                m.d.sync += [stuck.eq(~next_final), one_left.eq(next_final)]
+                nxt = rest ^ rest2  # one-hot
+                picked = [Mux(nxt[k], Value.cast(held[k]), 0) for k in range(p)]
+                m.d.sync += low_value.eq(functools.reduce(operator.or_, picked))
+                m.d.sync += low_index.eq(h_base + _encode(nxt, max(1, (p - 1).bit_length())))
+                m.d.sync += rest.eq(rest2)
+                m.d.sync += rest2.eq(rest2 & (rest2 - 1))
+                m.d.comb += [stuck_n.eq(rest2 != 0), one_left_n.eq(rest2 == 0)]
         with m.If(advance & h_valid & h_last):  # (the last word is finished)
             m.d.sync += at_marker.eq(1)
         with m.If(at_marker & free):
-            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(self.busy)]
-            m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0), at_marker.eq(0)]
-            m.d.comb += self.done.eq(1)
+            m.d.comb += [load.eq(1), beat.marker.eq(1), beat.busy.eq(self.busy)]
+            m.d.comb += [beat.index.eq(0), beat.value.eq(0), self.done.eq(1)]
+            m.d.sync += at_marker.eq(0)
         return m
 
 
@@ -763,8 +818,7 @@ class SpikeProduct(wiring.Component):
         m.submodules.banks = banks = DeltaBanks(geo=geo)
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
-        # the tracer update and the banks' command; the banks register their command once more
-        # in two steps (its per-bank lane, then address), so it leaves its stage a cycle early
+        # the tracer update and the banks' command; the banks take the command with its drive
         m.submodules.op_stage = ops = Delay(
             seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
@@ -772,7 +826,7 @@ class SpikeProduct(wiring.Component):
             _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
         )
         m.submodules.side_stage = side = Delay(
-            _side_layout(geo), cycles=OP_STAGES + acc.latency - 1, name="side"
+            _side_layout(geo), cycles=OP_STAGES + acc.latency, name="side"
         )
         wiring.connect(m, wiring.flipped(self.x), seq.x)
         wiring.connect(m, wiring.flipped(self.y), seq.y)

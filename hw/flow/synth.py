@@ -46,6 +46,7 @@ __all__ = [
     "expand_keep",
     "module_names",
     "place_and_route",
+    "place_and_route_seeds",
     "resources",
     "synthesize",
     "synthesize_netlist",
@@ -386,6 +387,32 @@ def place_and_route(
     stay separate through synthesis, so ``result.synth.modules`` has their resources from the
     same run; they are flattened before place and route (one synthesis for both numbers).
     """
+    (result,) = place_and_route_seeds(
+        component,
+        target=target,
+        freq_mhz=freq_mhz,
+        seeds=(seed,),
+        device_args=device_args,
+        workdir=workdir,
+        keep=keep,
+    )
+    return result
+
+
+def place_and_route_seeds(
+    component: wiring.Component,
+    *,
+    target: str = "ecp5",
+    freq_mhz: float = 200.0,
+    seeds: Sequence[int] = (1,),
+    device_args: Sequence[str] | None = None,
+    workdir: str | Path | None = None,
+    keep: Sequence[str] = (),
+) -> list[PnrResult]:
+    """:func:`place_and_route` with each nextpnr seed of ``seeds`` on one synthesis (the same
+    netlist): one :class:`PnrResult` per seed, in order."""
+    if not seeds:
+        raise ValueError("seeds must name at least one nextpnr seed")
     if target not in DEVICES:
         raise ValueError(f"place and route targets are {', '.join(DEVICES)}, not {target!r}")
     device, args = DEVICES[target]
@@ -431,14 +458,19 @@ def place_and_route(
             packed = pack_registers(netlist, "harness")
             replicate_registers(netlist, "harness")
             (wd / "harness.json").write_text(json.dumps(netlist))
-        t0 = time.perf_counter()
-        try:
-            _pnr(target, args, freq_mhz, seed, wd)
-        except ToolError as e:
-            raise PlaceRouteError(str(e), synth=synth, device=device) from None
-        seconds = time.perf_counter() - t0
-        report = json.loads((wd / "report.json").read_text())
-    return replace(parse_report(report, target, device, synth, seconds, packed), abc9=abc9)
+        results = []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            try:
+                _pnr(target, args, freq_mhz, seed, wd)
+            except ToolError as e:
+                raise PlaceRouteError(str(e), synth=synth, device=device) from None
+            seconds = time.perf_counter() - t0
+            report = json.loads((wd / "report.json").read_text())
+            results.append(
+                replace(parse_report(report, target, device, synth, seconds, packed), abc9=abc9)
+            )
+    return results
 
 
 def _pnr(target: str, args: Sequence[str], freq_mhz: float, seed: int, wd: Path) -> None:

@@ -294,9 +294,9 @@ class ProductGeometry:
     def drain_cycles(self) -> int:
         """Cycles after the step's last accumulate slot (the second marker) up to the first
         read of ``ΔO``, which is the last of them (the datapath drains: its last write
-        lands before: the operation register, the accumulator, the banks' drive register and
-        read-modify-write)."""
-        return OP_STAGES + self.accumulator_latency + 2
+        lands before: the operation register, the accumulator, the banks' drive register, the
+        drive turned in two registered steps, the read-modify-write)."""
+        return OP_STAGES + self.accumulator_latency + 3
 
     @property
     def scan_latency(self) -> int:
@@ -399,9 +399,11 @@ def timed(
     is consumed with the last; a marker one cycle), and idles when none is offered; the drain
     starts the cycle after the step's last marker. ``ops``: entries of ``ΔO`` updated in the
     accumulate phases (``m`` per X event, ``n`` per Y event). ``ready``: optional, per output
-    beat of the run, the first cycle it may leave (backpressure on ``o``, a register): the
-    emitter sends an entry, or the marker, only once the beat before has left, and the next
-    step's accumulate phase starts the cycle after the marker is sent.
+    beat of the run, the first cycle it may leave (backpressure on ``o``, a register with a skid
+    register behind it): the emitter sends an entry, or the marker, once the beat two before has
+    left (into ``o``, or into the skid register while ``o`` holds the beat before: it is offered
+    the cycle after that one leaves), and the next step's accumulate phase starts the cycle
+    after the marker is sent.
     """
     return _run(geo, inferences, arrivals, ready)[0]
 
@@ -447,16 +449,19 @@ def _run(geo, inferences, arrivals, ready=None):
     taken: list[list[int]] = [[], []]
     held = [-1, -1]
     beats, steps_out, offered = [], [], []
+    leaves = [-1, -1]  # the cycles the last two output beats left
     left = -1  # the cycle the last output beat left
 
     def send(cycle: int) -> int:
-        """Load a beat into ``o`` in ``cycle`` (or once ``o`` is free); its leaving cycle."""
+        """Load a beat in ``cycle`` (or once the skid register is free: the beat two before has
+        left) into ``o``, or into the skid register if ``o`` is held; the loading cycle."""
         nonlocal left
-        cycle = max(cycle, left)
-        offered.append(cycle + 1)
+        cycle = max(cycle, leaves[-2] + 1)
+        offered.append(max(cycle, leaves[-1]) + 1)
         k = len(offered) - 1
         bound = int(ready[k]) if ready is not None and k < len(ready) else 0
-        left = max(cycle + 1, bound)
+        left = max(offered[-1], bound)
+        leaves[:] = [leaves[-1], left]
         return cycle
 
     for j, inference in enumerate(inferences):

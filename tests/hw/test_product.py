@@ -29,6 +29,7 @@ from spikezip.hw.model.product_model import (
     output_busy,
     product_schedule,
     reference_product,
+    timed,
     trace_inferences,
 )
 from spikezip.sw.attention import multi, multi1
@@ -83,8 +84,12 @@ def _beats(steps: list) -> list[tuple[int, int, int, int]]:
     return [(int(mk), i, v, int(b)) for mk, i, v, b in input_beats(steps)]
 
 
-def simulate(geo: ProductGeometry, inferences, *, valid=1.0, ready=1.0, seed=0, pipeline=1):
-    """Run the core on ``inferences``; every accepted output beat ``(cycle, beat)``."""
+def simulate(
+    geo: ProductGeometry, inferences, *, valid=1.0, ready=1.0, seed=0, pipeline=1, bounds=None
+):
+    """Run the core on ``inferences``; every accepted output beat ``(cycle, beat)``.
+    ``bounds``: instead of a random ``o.ready``, output beat ``k`` is taken from cycle
+    ``bounds[k]`` on (the ``ready`` of :func:`hw.model.product_model.timed`)."""
     dut = SpikeProduct(geo=geo, pipeline=pipeline)
     rng = random.Random(seed)
     streams = [[b for inf in inferences for b in _beats(inf[side])] for side in (0, 1)]
@@ -103,7 +108,10 @@ def simulate(geo: ProductGeometry, inferences, *, valid=1.0, ready=1.0, seed=0, 
                 if on:
                     mk, i, v, b = beats[pos[side]]
                     ctx.set(port.payload, {"marker": mk, "index": i, "value": v, "busy": b})
-            ctx.set(dut.o.ready, rng.random() < ready)
+            if bounds is None:
+                ctx.set(dut.o.ready, rng.random() < ready)
+            else:
+                ctx.set(dut.o.ready, len(got) >= len(bounds) or cycle >= bounds[len(got)])
             taken = [ctx.get(p.valid) and ctx.get(p.ready) for p in ports]
             if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
                 p = ctx.get(dut.o.payload)
@@ -401,6 +409,26 @@ def test_inputs_idle_at_different_steps(kind, runs):
         check(geo, infs, lanes, stalls=True)
         exp = product_schedule(geo, infs)
         assert sum(b[0] for _, b in exp) == sum(max(s) for s in runs)
+
+
+@pytest.mark.parametrize("kind", ["scores", "context"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_backpressure_cycles(kind, seed):
+    """Output backpressure: every beat leaves in the model's cycle (``timed`` with ``ready``;
+    the skid register behind ``o`` lets the emitter load a beat while ``o`` is held)."""
+    x = (0, 3) if kind == "context" else (-2, 3)
+    geo = geometry(kind=kind, lanes=2 + seed, x_bounds=x)
+    rng = random.Random(seed)
+    infs = [random_trains(geo, rng, steps, 0.6) for steps in ((3, 2), (2, 3))]
+    free = product_schedule(geo, infs)  # the cycles with the output always ready
+    # beats held now and then, 3 to 15 cycles after their cycle with the output always ready
+    bounds = [c + rng.choice((0, 0, 3, 8, 15)) for c, _ in free]
+    got = simulate(geo, infs, bounds=bounds)
+    run = timed(geo, infs, ready=bounds)
+    want = [c for inf in run.beats for cycles, marker in inf for c in (*cycles, marker)]
+    assert values(got) == values(free)
+    assert [c for c, _ in got] == want
+    assert [c for c, _ in got] != [c for c, _ in free]  # (the backpressure did hold beats)
 
 
 def test_idle_input_costs_no_marker_cycle():
