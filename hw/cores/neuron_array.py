@@ -347,7 +347,10 @@ class NeuronLanes(wiring.Component):
         ``U1 + Θ·(2^j − 1) < 0`` and ``A ≥ n + 2^j``; both tests are monotone in ``j``, so the
         spike is ``±2^j`` for the highest open level and the new membrane is the sum
         ``U1 ∓ Θ·2^j`` computed beside it: ``3J − 1`` parallel sums, the tracer's tests against
-        constants, no divider and no multiplier."""
+        constants, no divider and no multiplier. With ``registered_sums`` the tests are registered
+        with the sums as thermometer codes and a multiplexer tree picks the level after the
+        register (:func:`_thermometer_choice`); with ``membrane_copy`` the negative sums read the
+        second operand register."""
         m = Module()
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
@@ -753,7 +756,9 @@ class Operands(wiring.Component):
     registered (stage 2): the operand register takes the stored word, the initial one, or the
     result register when the operation that last wrote the word is still in flight
     (``forward``); with ``forwarding``, the result register also replaces the operand register
-    in stage 2 for an operation one ahead on the same word.
+    in stage 2 for an operation one ahead on the same word. Graded lanes with ``registered_sums``
+    (:func:`uses_membrane_copy`) also get ``membranes_copy``, the membranes from a second operand
+    register beside the first (no reset, so that synthesis keeps it).
 
     Latency ``pipeline.operand_latency`` (1, or 2 with ``registered_read``); throughput one
     command per cycle.
