@@ -141,7 +141,8 @@ class Products(wiring.Component):
     (``value_width = v > 2``: ``value = ±2^k``, ``k < v − 1``) add or subtract ``w << k``, a
     shift chosen by the value's one-hot magnitude: no multiplier. Latency 0
     (combinational), or 2 with ``registered``: the multiplier's input registers (``value``,
-    and the weights with ``analog``; with spikes, ``w XOR s`` for ``s = value < 0``) and output
+    and the weights with ``analog``; with spikes, ``w XOR s`` for ``s = value < 0``, graded
+    spikes ``(w << k) XOR s``: the shift before the register, only ``+ s`` after it) and output
     register, with no reset and no enable (the ECP5 flow moves them into the DSP block,
     :mod:`hw.flow.ecp5`). Throughput one word per cycle.
 
@@ -197,6 +198,8 @@ class Products(wiring.Component):
             w = weights[k]
             if self._analog:
                 product = value * w
+            elif self._levels > 1 and self._registered:
+                product = self._shifted_registered(m, k)
             elif self._levels > 1:
                 product = self._shifted(self._signed(m, k, w, value), value)
             else:
@@ -216,6 +219,24 @@ class Products(wiring.Component):
         flipped = Signal.like(w, name=f"flipped{k}", reset_less=True)
         m.d.sync += flipped.eq(Mux(self.value < 0, ~self.weights[k], self.weights[k]))
         return flipped + (value < 0)
+
+    def _shifted_registered(self, m: Module, k: int):
+        """``±(w << j)`` with ``registered``: the input register takes ``(w << j) XOR s`` (the
+        shift chosen by the magnitude's one-hot bits, ``s = value < 0`` spread over every bit, so
+        that the low bits are ones for a negative value) and the product is that ``+ s``: the
+        carry chain alone between the input and output registers."""
+        value, w = self.value, self.weights[k]
+        negative = value < 0
+        shifted = 0
+        for j in range(self._levels):
+            lower = value[:j].any() if j else 0
+            term = Mux(negative, ~(w << j), w << j)
+            shifted = shifted | Mux(value[j] & ~lower, term, 0)
+        width = self.products[k].shape().width
+        flipped = Signal(signed(width), name=f"flipped{k}", reset_less=True)
+        sign = Signal(name=f"negative{k}", reset_less=True)
+        m.d.sync += [flipped.eq(shifted), sign.eq(negative)]
+        return flipped + sign
 
     def _shifted(self, signed_w, value):
         """``±(w << j)`` for a graded spike ``value = ±2^j`` (0 for 0), from ``signed_w = ±w``:

@@ -212,11 +212,17 @@ class NeuronLanes(wiring.Component):
         choice of the operand.
     drive_width : int, optional
         Signed bits of a drive; ``widths.drive`` by default.
+    membrane_copy : bool
+        Graded lanes with ``registered_sums``: half of the sums read ``membranes_copy``, a copy
+        of the membranes from a second operand register (each register then drives half the
+        carry chains).
 
     Members
     -------
     fire : In(1)
     membranes, tracers, drive, drive_minus, drive_plus : In(ArrayLayout(..., lanes))
+    membranes_copy : In(ArrayLayout(..., lanes))
+        Only with ``membrane_copy``: equal to ``membranes``.
     spikes, next_membranes, next_tracers : Out(ArrayLayout(..., lanes))
     below_p, above_n : In(lanes), next_below_p, next_above_n : Out(lanes)
         Only with ``bound_flags``.
@@ -230,12 +236,16 @@ class NeuronLanes(wiring.Component):
         lanes: int,
         pipeline: Pipeline,
         drive_width: int | None = None,
+        membrane_copy: bool = False,
     ) -> None:
         if not _is_count(lanes):
             raise ValueError(f"lanes must be a positive integer (1 or more), not {lanes!r}")
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"pipeline must be a hw.model.cycle_model.Pipeline, not {pipeline!r}")
+        if membrane_copy and not uses_membrane_copy(pipeline, layer):
+            raise ValueError("membrane_copy needs graded lanes with registered_sums")
         self._layer, self._widths, self._lanes, self._pipeline = layer, widths, lanes, pipeline
+        self._copy = bool(membrane_copy)
         m_, t_ = signed(widths.membrane), signed(widths.tracer)
         drive_width = widths.drive if drive_width is None else drive_width
         minus, plus = offset_shapes(layer, widths, drive_width)
@@ -250,6 +260,7 @@ class NeuronLanes(wiring.Component):
             {
                 "fire": In(1),
                 "membranes": In(arr(m_)),
+                **({"membranes_copy": In(arr(m_))} if membrane_copy else {}),
                 "tracers": In(arr(t_)),
                 "drive": In(arr(signed(drive_width))),
                 "drive_minus": In(arr(minus)),
@@ -336,7 +347,10 @@ class NeuronLanes(wiring.Component):
         ``U1 + Θ·(2^j − 1) < 0`` and ``A ≥ n + 2^j``; both tests are monotone in ``j``, so the
         spike is ``±2^j`` for the highest open level and the new membrane is the sum
         ``U1 ∓ Θ·2^j`` computed beside it: ``3J − 1`` parallel sums, the tracer's tests against
-        constants, no divider and no multiplier."""
+        constants, no divider and no multiplier. With ``registered_sums`` the tests are registered
+        with the sums as thermometer codes and a multiplexer tree picks the level after the
+        register (:func:`_thermometer_choice`); with ``membrane_copy`` the negative sums read the
+        second operand register."""
         m = Module()
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
@@ -348,6 +362,8 @@ class NeuronLanes(wiring.Component):
         offsets = self.drive_levels
         for k in range(lanes):
             u, a_in = self.membranes[k], self.tracers[k]
+            # the results and tests of negative spikes from the copy (half the fan-out each)
+            u2 = self.membranes_copy[k] if self._copy else u
             minus = {0: self.drive_minus[k]} | {j: offsets[f"minus{j}"][k] for j in range(1, J)}
             plus = {0: self.drive_plus[k]} | {j: offsets[f"plus{j}"][k] for j in range(1, J)}
             below = {j: offsets[f"below{j}"][k] for j in range(2, J)}
@@ -355,16 +371,13 @@ class NeuronLanes(wiring.Component):
             # j = 0 is the test of −2), at natural widths; U1 + Θ·(2^j − 1) for j ≥ 2 (tests)
             u1 = Signal(m_, name=f"u1c_{k}")
             up = [Signal.like(u + minus[j], name=f"u_minus{j}c_{k}") for j in range(J)]
-            down = [Signal.like(u + plus[j], name=f"u_plus{j}c_{k}") for j in range(J)]
-            test = {j: Signal.like(u + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
+            down = [Signal.like(u2 + plus[j], name=f"u_plus{j}c_{k}") for j in range(J)]
+            test = {j: Signal.like(u2 + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
             m.d.comb += [u1.eq(u + self.drive[k])]
             m.d.comb += [up[j].eq(u + minus[j]) for j in range(J)]
-            m.d.comb += [down[j].eq(u + plus[j]) for j in range(J)]
-            m.d.comb += [test[j].eq(u + below[j]) for j in range(2, J)]
+            m.d.comb += [down[j].eq(u2 + plus[j]) for j in range(J)]
+            m.d.comb += [test[j].eq(u2 + below[j]) for j in range(2, J)]
             negative = [u1[-1], down[0][-1]] + [test[j][-1] for j in range(2, J)]
-            # level j open: the sum's sign and the tracer's room (A + 2^j ≤ p, A − 2^j ≥ n)
-            pos = [fire & ~up[j][-1] & (a_in <= p - (1 << j)) for j in range(J)]
-            neg = [fire & negative[j] & (a_in >= n + (1 << j)) for j in range(J)]
             # the sums and the tracer at the choice (registered with registered_sums)
             u1_s = Signal(m_, name=f"u1_{k}")
             up_s = [Signal(m_, name=f"u_minus{j}_{k}") for j in range(J)]
@@ -374,25 +387,19 @@ class NeuronLanes(wiring.Component):
             stage += [up_s[j].eq(up[j]) for j in range(J)]  # (a chosen one fits the membrane)
             stage += [down_s[j].eq(down[j]) for j in range(J)]
             if self._pipeline.registered_sums:
-                # the tests are thermometer codes in j: the highest open level, one-hot and
-                # registered with the sums, picks among them with an AND-OR (a balanced tree)
-                stay = Signal(name=f"stay{k}")
-                top_pos = [Signal(name=f"top_pos{j}_{k}") for j in range(J)]
-                top_neg = [Signal(name=f"top_neg{j}_{k}") for j in range(J)]
-                stage += stay.eq(~pos[0] & ~neg[0])
+                # the tests (thermometer codes in j) are registered with the sums, one LUT after
+                # the carry chains; a tree of multiplexers picks the highest open level after it
+                pos_r = Signal(J, name=f"open_up{k}")
+                neg_r = Signal(J, name=f"open_down{k}")
                 for j in range(J):
-                    above = (pos[j + 1], neg[j + 1]) if j + 1 < J else (0, 0)
-                    stage += top_pos[j].eq(pos[j] & ~above[0])
-                    stage += top_neg[j].eq(neg[j] & ~above[1])
-                spikes, membranes, tracers = [], [Mux(stay, u1_s, 0)], [Mux(stay, a, 0)]
-                for j in range(J):
-                    pick = (top_pos[j], top_neg[j])
-                    spikes += [Mux(pick[0], 1 << j, 0), Mux(pick[1], -(1 << j), 0)]
-                    membranes += [Mux(pick[0], up_s[j], 0), Mux(pick[1], down_s[j], 0)]
-                    tracers += [Mux(pick[0], a + (1 << j), 0), Mux(pick[1], a - (1 << j), 0)]
-                spike, membrane, tracer = _any(spikes), _any(membranes), _any(tracers)
+                    stage += pos_r[j].eq(fire & ~up[j][-1] & (a_in <= p - (1 << j)))
+                    stage += neg_r[j].eq(fire & negative[j] & (a_in >= n + (1 << j)))
+                pos, neg = list(pos_r), list(neg_r)
+                spike, membrane, tracer = _thermometer_choice(pos, neg, up_s, down_s, u1_s, a)
             else:  # selects straight from the carry chains: a priority chain maps smaller and
                 # no slower (measured, docs/performance.md "Graded ST-BIF (issue 14), RTL")
+                pos = [fire & ~up[j][-1] & (a_in <= p - (1 << j)) for j in range(J)]
+                neg = [fire & negative[j] & (a_in >= n + (1 << j)) for j in range(J)]
                 spike, membrane, tracer = 0, u1_s, a
                 for j in range(J):  # the highest open level wins (pos and neg exclude each other)
                     chosen = pos[j] | neg[j]
@@ -407,14 +414,31 @@ class NeuronLanes(wiring.Component):
         return m
 
 
-def _any(values):
-    """OR of ``values`` as a balanced tree (at most one is non-zero: an AND-OR multiplexer)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] | values[i + 1] for i in range(0, len(values) - 1, 2)] + (
-            values[-1:] if len(values) % 2 else []
-        )
-    return values[0]
+def _thermometer_choice(pos, neg, up, down, stay, a):
+    """The spike, membrane and tracer of the highest open level: ``pos`` and ``neg`` are
+    thermometer codes (level ``j`` open implies every level below it open) that exclude each
+    other; a balanced tree of multiplexers selected by single code bits (bit ``mid`` of the levels
+    ``lo … hi − 1`` splits them in halves), no one-hot decoding."""
+
+    def pick(code, values, lo, hi):
+        if hi - lo == 1:
+            return values[lo]
+        mid = (lo + hi) // 2
+        return Mux(code[mid], pick(code, values, mid, hi), pick(code, values, lo, mid))
+
+    J = len(pos)
+    levels_ = range(J)
+    spike_up, spike_down = [1 << j for j in levels_], [-(1 << j) for j in levels_]
+    tracer_up, tracer_down = [a + (1 << j) for j in levels_], [a - (1 << j) for j in levels_]
+    out = []
+    for ups, downs, rest in (
+        (spike_up, spike_down, 0),
+        (up, down, stay),
+        (tracer_up, tracer_down, a),
+    ):
+        up_value, down_value = pick(pos, ups, 0, J), pick(neg, downs, 0, J)
+        out.append(Mux(pos[0], up_value, Mux(neg[0], down_value, rest)))
+    return tuple(out)
 
 
 def _is_count(value) -> bool:
@@ -425,6 +449,12 @@ def uses_bound_flags(pipeline: Pipeline, layer: Layer) -> bool:
     """The stored tracer bound flags of ``bound_flags``: ST-BIF only (graded lanes compare the
     tracer with their levels' constants)."""
     return pipeline.bound_flags and levels(layer) == 1
+
+
+def uses_membrane_copy(pipeline: Pipeline, layer: Layer) -> bool:
+    """Graded lanes with ``registered_sums`` read a second copy of the membranes (the operand
+    register's fan-out into ``3J − 1`` carry chains, halved)."""
+    return pipeline.registered_sums and levels(layer) > 1
 
 
 def levels(layer: Layer) -> int:
@@ -678,11 +708,13 @@ _CONTROL = ("op", "word", "last", "busy")
 
 
 def operands_layout(
-    *, words: int, lanes: int, word_layout, drive_width: int, offsets, levels=None
+    *, words: int, lanes: int, word_layout, drive_width: int, offsets, levels=None, copy=False
 ) -> data.StructLayout:
     """Everything the update of one word takes: the operation, its drive and the word's state
-    (and the graded levels' offsets, :func:`level_layout`, when ``levels`` is given)."""
+    (and the graded levels' offsets, :func:`level_layout`, when ``levels`` is given; with
+    ``copy``, a second copy of the membranes, :func:`uses_membrane_copy`)."""
     minus, plus = offsets
+    copies = {"membranes_copy": word_layout["membranes"].shape} if copy else {}
     return data.StructLayout(
         {
             **{name: f.shape for name, f in _control_layout(words)},
@@ -692,6 +724,7 @@ def operands_layout(
             "drive_plus": data.ArrayLayout(plus, lanes),
             **({} if levels is None else {"drive_levels": levels}),
             "state": word_layout,
+            **copies,
         }
     )
 
@@ -723,7 +756,9 @@ class Operands(wiring.Component):
     registered (stage 2): the operand register takes the stored word, the initial one, or the
     result register when the operation that last wrote the word is still in flight
     (``forward``); with ``forwarding``, the result register also replaces the operand register
-    in stage 2 for an operation one ahead on the same word.
+    in stage 2 for an operation one ahead on the same word. Graded lanes with ``registered_sums``
+    (:func:`uses_membrane_copy`) also get ``membranes_copy``, the membranes from a second operand
+    register beside the first (no reset, so that synthesis keeps it).
 
     Latency ``pipeline.operand_latency`` (1, or 2 with ``registered_read``); throughput one
     command per cycle.
@@ -761,6 +796,7 @@ class Operands(wiring.Component):
             drive_width=drive_width,
             offsets=offsets,
             levels=level_layout(layer, widths, drive_width, lanes),
+            copy=uses_membrane_copy(timing.pipeline, layer),
         )
         members = {
             "i": In(stream.Signature(command, always_ready=True)),
@@ -840,6 +876,14 @@ class Operands(wiring.Component):
         ]
         operand = Signal(self._word_layout, name="operand_reg")
         m.d.sync += operand.eq(Mux(init1, self.initial, Mux(in_result, fwd.result, self.stored)))
+        if uses_membrane_copy(p, self._layer):  # no reset: not merged with the operand register
+            copy = Signal.like(operand.membranes, name="operand_copy", reset_less=True)
+            membranes = [v.membranes for v in (self.initial, fwd.result, self.stored)]
+            chosen = Mux(init1, membranes[0], Mux(in_result, membranes[1], membranes[2]))
+            m.d.sync += copy.eq(chosen)
+            m.d.comb += o.membranes_copy.eq(
+                Mux(ahead, fwd.result.membranes, copy) if p.forwarding else copy
+            )
         m.d.comb += o.state.eq(Mux(ahead, fwd.result, operand) if p.forwarding else operand)
         return m
 
@@ -922,8 +966,11 @@ class Update(wiring.Component):
             lanes=self._timing.lanes,
             pipeline=p,
             drive_width=self._drive_width,
+            membrane_copy=uses_membrane_copy(p, self._layer),
         )
         m.d.comb += lanes.fire.eq(ops.op == Op.FIRE)
+        if uses_membrane_copy(p, self._layer):
+            m.d.comb += lanes.membranes_copy.eq(ops.membranes_copy)
         m.d.comb += [lanes.membranes.eq(ops.state.membranes), lanes.tracers.eq(ops.state.tracers)]
         m.d.comb += [lanes.drive.eq(ops.drive), lanes.drive_minus.eq(ops.drive_minus)]
         m.d.comb += lanes.drive_plus.eq(ops.drive_plus)
