@@ -60,7 +60,9 @@ def test_tiny_vit_rtl_equals_reference(sim, tmp_path) -> None:
     assert hw.final_counters[-1, 2] == golden.steps.sum()
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize(
+    "sim", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
+)  # (as the ST-BIF case: a ViT Verilator build is the slowest case of make test, ~54 s)
 def test_tiny_graded_vit_rtl_equals_reference(sim, tmp_path) -> None:
     """The tiny ViT with every site graded ST-BIF (K unbounded: spikes ±2^k up to ±8) on both
     simulators: the hardware trace (spike values) equals the reference's, in fewer steps than
