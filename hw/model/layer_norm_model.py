@@ -499,7 +499,8 @@ def _accumulate_streaming(geo, step, t, j, cycle, beat, taken, token, done) -> i
             continue
         ready = c if beat is None else max(c, int(beat[k]))
         if ready > c:  # idle until the beat, or until a mark becomes visible
-            later = [at for at, _ in seen if at > c] + [at for at in visible.values() if at > c]
+            # (a mark counts from its take + 2: only the last two takes can still be ahead)
+            later = [at for at, _ in seen[-2:] if at > c]
             c = min([ready, *later])
             continue
         taken.append(c)
