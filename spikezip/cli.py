@@ -662,7 +662,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
     print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
     given = args.lanes[0] if args.lanes and len(args.lanes) == 1 else params.lanes  # P=<P>
-    point = DesignPoint(lanes=given, storage=params.storage, pipeline=params.pipeline)
+    point = DesignPoint(lanes=given, storage=params.storage, pipeline=args.pipeline)
     try:
         result = evaluate(
             network,

@@ -116,6 +116,8 @@ def test_report_generic_writes_json_and_markdown(files, tmp_path, capsys):  # no
             files / "x.npy",
             "--lanes",
             "2",
+            "--pipeline",
+            "2",
             "--target",
             "generic",
             "-o",
@@ -123,7 +125,10 @@ def test_report_generic_writes_json_and_markdown(files, tmp_path, capsys):  # no
         )
         == 0
     )
-    result = Report.from_json(json.loads((out / "report.json").read_text()))
+    data = json.loads((out / "report.json").read_text())
+    # the point as the user gave it (a report once wrote the Pipeline's switches here)
+    assert data["point"]["pipeline"] == 2 and data["point"]["label"] == "P=2 d2"
+    result = Report.from_json(data)
     assert result.resources.total.lut > 0 and result.target == "generic"
     assert len(result.resources.layers) == 2
     assert result.latency.cycles_mean > 0 and result.pnr is None
