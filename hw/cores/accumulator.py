@@ -394,6 +394,10 @@ class Accumulator(wiring.Component):
         p, ops = self._timing.pipeline, self.i.payload.shape()
         shape = data.ArrayLayout(signed(self._weight_width), self.lanes)
         m.submodules.address_stage = address = Delay(ops, cycles=p.address_latency, name="op0")
+        # the weight row, computed before the address stage: with ``registered_address`` the
+        # block RAM's address is a register (no multiply-add between op0 and the memory)
+        depth = max(2, self.weight_depth)
+        m.submodules.row_stage = row = Delay(range(depth), cycles=p.address_latency, name="row0")
         if self._external:
             weights = self.weights
         else:
@@ -415,11 +419,12 @@ class Accumulator(wiring.Component):
         m.submodules.control = ctrl = Delay(control, cycles=products.latency, name="op_mul")
         wiring.connect(m, wiring.flipped(self.i), address.i)
         wiring.connect(m, address.o, read.i)
-        op = address.o.payload
+        op = self.i.payload
         if self._map is None:
-            m.d.comb += weights.address.eq(op.index * self.words + op.word)
+            m.d.comb += row.i.payload.eq(op.index * self.words + op.word)
         else:
-            m.d.comb += weights.address.eq(op.index * self._map.span + op.offset)
+            m.d.comb += row.i.payload.eq(op.index * self._map.span + op.offset)
+        m.d.comb += [row.i.valid.eq(self.i.valid), weights.address.eq(row.o.payload)]
         op = read.o.payload
         m.d.comb += [products.value.eq(op.value), products.weights.eq(weights.data)]
         m.d.comb += ctrl.i.valid.eq(read.o.valid)

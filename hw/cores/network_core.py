@@ -37,9 +37,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from spikezip.hw.cores.fifo import RegisteredFIFO
 from spikezip.hw.cores.layer_core import LayerCore, event_layout
 from spikezip.hw.model.cycle_model import Pipeline
 from spikezip.hw.model.design import DesignParams, resolve_lanes
@@ -84,9 +85,10 @@ class NetworkCore(wiring.Component):
     """All layers of ``network`` chained through FIFOs (see the module docstring).
 
     Latency: per layer as in :class:`hw.cores.layer_core.LayerCore`, plus
-    :data:`hw.model.cycle_model.FIFO_LATENCY` (2) cycles per FIFO. Throughput: one input event per
-    ``timing.slots`` cycles into the first layer (``W_0 = ceil(n_1 / lanes_0)``, or
-    ``min_distance`` if more: 2 and 3 with the presets 2 and 3,
+    :data:`hw.model.cycle_model.REGISTERED_FIFO_LATENCY` (3) cycles per FIFO
+    (:class:`hw.cores.fifo.RegisteredFIFO`: its output is the block RAM's register).
+    Throughput: one input event per ``timing.slots`` cycles into the first layer
+    (``W_0 = ceil(n_1 / lanes_0)``, or ``min_distance`` if more: 2 and 3 with the presets 2 and 3,
     :attr:`hw.model.cycle_model.LayerTiming.slots`); layers overlap across steps and inferences.
 
     Every parameter is checked before the component exists (in ``__new__``), so a rejected one
@@ -234,7 +236,7 @@ class NetworkCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), cores[0].i)
         for k, depth in enumerate(self.fifo_depths()):
             width = cores[k].output_format.width
-            m.submodules[f"fifo{k}"] = q = fifo.SyncFIFOBuffered(width=width, depth=depth)
+            m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth)
             wiring.connect(m, cores[k].o, q.w_stream)
             wiring.connect(m, q.r_stream, cores[k + 1].i)
         wiring.connect(m, cores[-1].o, wiring.flipped(self.o))

@@ -53,6 +53,7 @@ from spikezip.hw.model.events import Step
 __all__ = [
     "FIFO_LATENCY",
     "PIPELINES",
+    "REGISTERED_FIFO_LATENCY",
     "CoreRun",
     "CycleSummary",
     "InferenceSchedule",
@@ -90,9 +91,12 @@ PACKER_LATENCY = 3
 #: ``hw.cores.emitter.WordPacker``: cycles from a sweep's last word to ``status.swept``
 PACKER_STATUS_LATENCY = 2
 #: ``amaranth.lib.fifo.SyncFIFOBuffered``: an entry written into an empty FIFO is readable two
-#: cycles later (the inner memory, then the output register); the emitter's queue and the FIFOs
-#: between layer cores (:mod:`hw.model.network_model`)
+#: cycles later (the inner memory, then the output register); the emitter's queue and the ViT
+#: top's FIFOs (:mod:`hw.model.vit_model`)
 FIFO_LATENCY = 2
+#: ``hw.cores.fifo.RegisteredFIFO``, the FIFOs between layer cores (:mod:`hw.model.network_model`):
+#: the memory, its read register, then the output register the block RAM holds
+REGISTERED_FIFO_LATENCY = 3
 #: ``hw.cores.emitter.Serialiser``: the queue's head to the beat register
 SERIALISER_LATENCY = 1
 #: ``hw.cores.emitter.OutputBuffer``: the beat register to the output register

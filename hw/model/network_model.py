@@ -3,8 +3,9 @@ model.
 
 No amaranth import. Layer ``0`` sees its input always valid (the stimulus of
 :mod:`sim.tb.network`: every inference's beats back to back from cycle 0). Layer ``l > 0`` sees
-each beat of layer ``l - 1`` valid :data:`FIFO_LATENCY` cycles after the cycle it left layer
-``l - 1`` (``SyncFIFOBuffered``: write, inner FIFO, output register), and
+each beat of layer ``l - 1`` valid :data:`REGISTERED_FIFO_LATENCY` cycles after the cycle it left
+layer ``l - 1`` (``hw.cores.fifo.RegisteredFIFO``: the memory, its read register, the output
+register), and
 :func:`hw.model.cycle_model.schedule` with those arrivals gives its own output cycles. The last
 layer's ``o`` is always ready, so ``done`` of an inference is the cycle of its last layer's final
 marker.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikezip.hw.model.cycle_model import (
-    FIFO_LATENCY,
+    REGISTERED_FIFO_LATENCY,
     InferenceSchedule,
     LayerTiming,
     Pipeline,
@@ -35,7 +36,7 @@ from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import input_steps, output_steps
 from spikezip.ir import Network, Trace
 
-__all__ = ["FIFO_LATENCY", "NetworkSchedule", "network_schedule"]
+__all__ = ["REGISTERED_FIFO_LATENCY", "NetworkSchedule", "network_schedule"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def network_schedule(
         sched = schedule(timing, ins, output_steps(trace, k), arrivals)
         if k > 0:
             written = sorted(c for inf in arrivals for st in inf for c in st)
-            written = np.array(written) - FIFO_LATENCY
+            written = np.array(written) - REGISTERED_FIFO_LATENCY
             consumed = np.sort(np.array(_consumed(sched, ins, timing, arrivals)))
             # beats in FIFO + input register at the end of cycle c: written ≤ c, consumed > c
             occupancy = np.arange(1, written.size + 1) - np.searchsorted(
@@ -136,7 +137,8 @@ def network_schedule(
             )
             peaks.append(int(occupancy.max()) if occupancy.size else 0)
         layers.append(tuple(sched))
-        arrivals = [[[c + FIFO_LATENCY for c in st] for st in inf] for inf in _beats(sched)]
+        delay = REGISTERED_FIFO_LATENCY
+        arrivals = [[[c + delay for c in st] for st in inf] for inf in _beats(sched)]
     first = _first_inputs(network, inputs, trace, layers[0])
     done = np.array([inf.end_cycle for inf in layers[-1]], dtype=np.int64)
     return NetworkSchedule(

@@ -1,0 +1,126 @@
+"""A stream FIFO whose output is the block RAM's own output register.
+
+``amaranth.lib.fifo.SyncFIFOBuffered`` hands the memory's read data straight to its reader. On
+the ECP5 an unregistered ``DP16KD`` read has a 5.8 ns clock-to-output (:mod:`hw.flow.ecp5`), so a
+deep inter-layer FIFO (``spikezip report`` sizes them to 512 entries: block RAM) cannot feed
+anything at 200 MHz: the whole digits network placed at 113 MHz with
+``fifo0.storage → events1`` its critical path. :class:`RegisteredFIFO` reads into a register
+with no reset whose only enable is the pipeline's, which :func:`hw.flow.ecp5.pack_registers`
+moves into the block RAM (``REGMODE = OUTREG``): the reader then sees a register.
+
+Architecture (two stages frozen together while the output waits)::
+
+    w ─▶ memory (depth) ─▶ read address register (inside the RAM) ─▶ output register ─▶ r
+         level, produce, consume                     v1                    v2
+
+``advance = ~v2 | r.ready``: the output register takes the word read (``v2 = v1``);
+``fetch = ~v1 | advance``: the memory's read port takes the next address when the memory holds
+an entry (``v1``), so the read stage refills while the output waits. Nothing else reads the
+memory's data, and the output register's enable is ``advance`` alone, as the packing needs.
+
+Timing (the exact network model's :data:`hw.model.cycle_model.REGISTERED_FIFO_LATENCY`): an
+entry written in cycle ``c`` into an empty FIFO is valid on ``r`` in cycle ``c + 3``; entries
+behind it follow one per cycle (after a stall too: both stages hold theirs), so entry ``n`` is
+valid from ``max(written_n + 3, taken_{n-1} + 1)`` on. ``w.ready`` is ``level < depth``, a
+register: the memory is full with ``depth`` entries not yet read (the FIFO then holds up to
+``depth + 2``).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from spikezip.hw.model.cycle_model import REGISTERED_FIFO_LATENCY
+
+__all__ = ["RegisteredFIFO"]
+
+
+class RegisteredFIFO(wiring.Component):
+    """A FIFO of ``depth`` memory entries with a registered, block-RAM-packable output (see the
+    module docstring). Latency 3, one entry per cycle.
+
+    Parameters
+    ----------
+    width : int
+        Bits per entry (≥ 1).
+    depth : int
+        Entries of the memory (≥ 1).
+
+    Members
+    -------
+    w_stream : In(stream.Signature(width))
+    r_stream : Out(stream.Signature(width))
+    """
+
+    #: cycles from a write into an empty FIFO to its entry valid on ``r_stream``
+    LATENCY = REGISTERED_FIFO_LATENCY
+
+    def __init__(self, *, width: int, depth: int) -> None:
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, not {depth!r}")
+        self._width, self._depth = width, depth
+        super().__init__(
+            {"w_stream": In(stream.Signature(width)), "r_stream": Out(stream.Signature(width))}
+        )
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        w, r, depth = self.w_stream, self.r_stream, self._depth
+        # a read never meets the write of its cycle (it reads only entries counted in ``level``,
+        # written in an earlier cycle; a full memory takes no write): ``_nocollide``
+        # (hw.flow.synth.NOCOLLIDE), so Yosys puts no read-first logic after the block RAM
+        mem = memory.Memory(shape=self._width, depth=depth, init=[])
+        m.submodules.storage_nocollide = mem
+        wp, rp = mem.write_port(), mem.read_port(domain="sync")
+        produce = Signal(range(depth), name="produce")
+        consume = Signal(range(depth), name="consume")
+        level = Signal(range(depth + 1), name="level")
+        v1, v2 = Signal(name="read_valid"), Signal(name="out_valid")
+        word = Signal(self._width, name="out_word", reset_less=True)  # the RAM's OUTREG
+
+        advance = ~v2 | r.ready  # the output register takes the read word
+        fetch = ~v1 | advance  # the read register takes the next address
+        do_write = w.valid & w.ready
+        do_read = fetch & (level != 0)
+        m.d.comb += [
+            w.ready.eq(level != depth),
+            wp.addr.eq(produce),
+            wp.data.eq(w.payload),
+            wp.en.eq(do_write),
+            rp.addr.eq(consume),
+            rp.en.eq(fetch),
+            r.valid.eq(v2),
+            r.payload.eq(word),
+        ]
+        with m.If(do_write):
+            m.d.sync += produce.eq(_next(produce, depth))
+        with m.If(do_read):
+            m.d.sync += consume.eq(_next(consume, depth))
+        with m.If(do_write & ~do_read):
+            m.d.sync += level.eq(level + 1)
+        with m.Elif(do_read & ~do_write):
+            m.d.sync += level.eq(level - 1)
+        with m.If(fetch):
+            m.d.sync += v1.eq(level != 0)
+        with m.If(advance):
+            m.d.sync += [v2.eq(v1), word.eq(rp.data)]
+        return m
+
+
+def _next(pointer: Signal, depth: int):
+    """``pointer + 1`` modulo ``depth`` (the increment's low bits for a power of two)."""
+    if depth & (depth - 1) == 0:
+        return (pointer + 1)[: len(pointer)]
+    return Mux(pointer == depth - 1, 0, pointer + 1)
