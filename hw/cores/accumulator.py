@@ -330,7 +330,11 @@ class Accumulator(wiring.Component):
                 "i": In(
                     stream.Signature(
                         op_layout(
-                            words=words, index_width=index_width, value_width=value_width, span=span
+                            words=words,
+                            index_width=index_width,
+                            value_width=value_width,
+                            span=span,
+                            first_row=not external,
                         ),
                         always_ready=True,
                     )
@@ -420,10 +424,12 @@ class Accumulator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), address.i)
         wiring.connect(m, address.o, read.i)
         op = self.i.payload
-        if self._map is None:
+        if self._external:  # (the spike products' tracer rows)
             m.d.comb += row.i.payload.eq(op.index * self.words + op.word)
+        elif self._map is None:  # the sequencer's first row: one addition, no multiplication
+            m.d.comb += row.i.payload.eq(op.first + op.word)
         else:
-            m.d.comb += row.i.payload.eq(op.index * self._map.span + op.offset)
+            m.d.comb += row.i.payload.eq(op.first + op.offset)
         m.d.comb += [row.i.valid.eq(self.i.valid), weights.address.eq(row.o.payload)]
         op = read.o.payload
         m.d.comb += [products.value.eq(op.value), products.weights.eq(weights.data)]

@@ -21,9 +21,9 @@ memory's data, and the output register's enable is ``advance`` alone, as the pac
 Timing (the exact network model's :data:`hw.model.cycle_model.REGISTERED_FIFO_LATENCY`): an
 entry written in cycle ``c`` into an empty FIFO is valid on ``r`` in cycle ``c + 3``; entries
 behind it follow one per cycle (after a stall too: both stages hold theirs), so entry ``n`` is
-valid from ``max(written_n + 3, taken_{n-1} + 1)`` on. ``w.ready`` is ``level < depth``, a
-register: the memory is full with ``depth`` entries not yet read (the FIFO then holds up to
-``depth + 2``).
+valid from ``max(written_n + 3, taken_{n-1} + 1)`` on. ``w.ready`` is ``level < depth``, from a
+register of its own (``full``): the memory is full with ``depth`` entries not yet read (the FIFO
+then holds up to ``depth + 2``).
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class RegisteredFIFO(wiring.Component):
         produce = Signal(range(depth), name="produce")
         consume = Signal(range(depth), name="consume")
         level = Signal(range(depth + 1), name="level")
+        full = Signal(name="full")  # level == depth, as a register (w.ready feeds counters)
         v1, v2 = Signal(name="read_valid"), Signal(name="out_valid")
         word = Signal(self._width, name="out_word", reset_less=True)  # the RAM's OUTREG
 
@@ -95,7 +96,7 @@ class RegisteredFIFO(wiring.Component):
         do_write = w.valid & w.ready
         do_read = fetch & (level != 0)
         m.d.comb += [
-            w.ready.eq(level != depth),
+            w.ready.eq(~full),
             wp.addr.eq(produce),
             wp.data.eq(w.payload),
             wp.en.eq(do_write),
@@ -109,9 +110,9 @@ class RegisteredFIFO(wiring.Component):
         with m.If(do_read):
             m.d.sync += consume.eq(_next(consume, depth))
         with m.If(do_write & ~do_read):
-            m.d.sync += level.eq(level + 1)
+            m.d.sync += [level.eq(level + 1), full.eq(level == depth - 1)]
         with m.Elif(do_read & ~do_write):
-            m.d.sync += level.eq(level - 1)
+            m.d.sync += [level.eq(level - 1), full.eq(0)]
         with m.If(fetch):
             m.d.sync += v1.eq(level != 0)
         with m.If(advance):

@@ -56,13 +56,22 @@ def _word_shape(words: int) -> unsigned:
 
 
 def op_layout(
-    *, words: int, index_width: int, value_width: int, span: int | None = None
+    *,
+    words: int,
+    index_width: int,
+    value_width: int,
+    span: int | None = None,
+    first_row: bool = False,
 ) -> data.StructLayout:
     """A word operation before the weight look-up: ``value × W[word lanes, index]``.
 
     With ``span`` (a mapped core, :mod:`hw.model.input_map`) it also carries ``offset``, the
     word's place in its event's pass (``index`` is then the weight row): the weight word is
     ``index·span + offset`` while ``word`` is the neuron word.
+
+    With ``first_row`` it also carries ``first``: ``index·words`` (``index·span`` when mapped),
+    the weight word of the pass's first word, from a register of the sequencer, so the weight
+    address is one addition (``first + word``, or ``first + offset``) and no multiplication.
     """
     fields = {
         "op": Op,
@@ -74,6 +83,8 @@ def op_layout(
     }
     if span is not None:
         fields["offset"] = _word_shape(span)
+    if first_row:
+        fields["first"] = unsigned(max(1, ((1 << index_width) * (span or words) - 1).bit_length()))
     return data.StructLayout(fields)
 
 

@@ -285,7 +285,9 @@ class Sequencer(wiring.Component):
         self._map = input_map
         words = timing.words
         if input_map is None:
-            layout = op_layout(words=words, index_width=index_width, value_width=value_width)
+            layout = op_layout(
+                words=words, index_width=index_width, value_width=value_width, first_row=True
+            )
         else:
             if input_map.lanes != timing.lanes:
                 raise ValueError(f"input_map is for {input_map.lanes} lanes, not {timing.lanes}")
@@ -294,6 +296,7 @@ class Sequencer(wiring.Component):
                 index_width=max(1, (input_map.n_rows - 1).bit_length()),
                 value_width=value_width,
                 span=input_map.span,
+                first_row=True,
             )
         super().__init__(
             {
@@ -339,9 +342,15 @@ class Sequencer(wiring.Component):
         if self._map is None:  # an event is a pass over all words, weight row = its index
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
+            # the pass's first weight word, taken with the input register (its index · W)
+            first = Signal.like(o.first, name="first_row", reset_less=True)
+            with m.If(buf.i.ready):
+                m.d.sync += first.eq(self.i.payload.index * self.words)
+            m.d.comb += o.first.eq(first)
         else:  # a pass over the map's span from the event's base word, or dropped
             passes, decoded = self._decoder(m, buf)
             m.d.comb += [o.index.eq(decoded.row), o.offset.eq(passes.word)]
+            m.d.comb += o.first.eq(decoded.first)
             gap, base = counter.gap | passes.gap, decoded.base
             pass_event = buf.event & decoded.kept
         # the state, one-hot (reset: re-initialise)
@@ -446,12 +455,17 @@ class Sequencer(wiring.Component):
         layout = data.StructLayout(
             {
                 "row": unsigned(max(1, (imap.n_rows - 1).bit_length())),
+                "first": unsigned(max(1, (imap.n_rows * imap.span - 1).bit_length())),
                 "base": unsigned(max(1, (words - 1).bit_length())),
                 "kept": unsigned(1),
             }
         )
         init = [
-            layout.const({"row": int(r), "base": int(b), "kept": int(k)}).as_value().value
+            layout.const(
+                {"row": int(r), "first": int(r) * imap.span, "base": int(b), "kept": int(k)}
+            )
+            .as_value()
+            .value
             for r, b, k in zip(imap.rows, imap.bases, imap.kept, strict=True)
         ]
         m.submodules.decode = rom = memory.Memory(

@@ -1,0 +1,86 @@
+"""fmax of the whole digits network as ``spikezip report`` builds it (issue 16 §1).
+
+The layer cores, the FIFOs between them (as deep as ``report`` makes them: the smallest power of
+two ≥ ``n_out + 2`` that no inference of the samples fills, ``report.model_latency``) and the
+4-pin harness, synthesised once with ``synth_ecp5`` and placed and routed on the ECP5-25k with
+each nextpnr seed (``hw.flow.synth.place_and_route_seeds``). What a user sees from ``spikezip
+report digits.npz --lanes … --pipeline …``, here as min / median / max over seeds, beside the
+exact model's latency. ``bench/bench_fmax.py`` has the layer cores alone.
+
+    python bench/bench_network_fmax.py [--lanes 8,4 8] [--pipeline 3] [--seeds 1,2,3]
+                                       [--samples 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record
+
+from spikezip.hw.cores.network_core import NetworkCore
+from spikezip.hw.flow.synth import place_and_route_seeds
+from spikezip.report import DesignPoint, model_latency
+from spikezip.sw import digits, qann
+from spikezip.sw.convert import to_network
+from spikezip.sw.reference import simulate
+
+
+def _lanes(text: str) -> int | tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lanes", nargs="+", default=["8,4", "8"], help="lane configurations")
+    ap.add_argument("--pipeline", type=int, default=3)
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--samples", type=int, default=50)
+    args = ap.parse_args()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    net = to_network(qann.load_or_train(qann.QannConfig()), name="digits")
+    x = digits.load().x_test[: args.samples]
+    trace = simulate(net, x)
+    rows = []
+    print(f"digits network, pipeline {args.pipeline}, ECP5-25k, seeds {list(seeds)}")
+    print("lanes | FIFO depth | fmax MHz min / median / max | µs mean at the median | LUT4 | path")
+    for text in args.lanes:
+        point = DesignPoint(lanes=_lanes(text), pipeline=args.pipeline)
+        lat = model_latency(net, x, trace, point.params(net))
+        core = NetworkCore(network=net, params=point.params(net, fifo_depth=lat.fifo_depth))
+        t0 = time.perf_counter()
+        runs = place_and_route_seeds(core, target="ecp5", seeds=seeds)
+        f = [r.fmax_mhz for r in runs]
+        worst = min(runs, key=lambda r: r.fmax_mhz)
+        med = statistics.median(f)
+        row = {
+            "lanes": text,
+            "pipeline": args.pipeline,
+            "fifo_depth": lat.fifo_depth,
+            "fmax": [round(v, 1) for v in f],
+            "fmax_median": round(med, 1),
+            "cycles_mean": lat.cycles_mean,
+            "cycles_max": lat.cycles_max,
+            "us_mean_at_median": round(lat.cycles_mean / med, 2),
+            "us_max_at_median": round(lat.cycles_max / med, 2),
+            "lut4": runs[0].synth.total.get("lut"),
+            "worst_path": worst.critical_path_text,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row)
+        print(
+            f"{text} | {lat.fifo_depth} | {min(f):.1f} / {med:.1f} / {max(f):.1f} | "
+            f"{row['us_mean_at_median']} (max {row['us_max_at_median']}) | {row['lut4']} | "
+            f"{worst.critical_path_text}",
+            flush=True,
+        )
+    print("recorded", record("network_fmax", {"seeds": list(seeds), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
