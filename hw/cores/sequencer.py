@@ -345,7 +345,7 @@ class Sequencer(wiring.Component):
             # the pass's first weight word, taken with the input register (its index · W)
             first = Signal.like(o.first, name="first_row", reset_less=True)
             with m.If(buf.i.ready):
-                m.d.sync += first.eq(self.i.payload.index * self.words)
+                m.d.sync += first.eq(_times(self.i.payload.index, self.words))
             m.d.comb += o.first.eq(first)
         else:  # a pass over the map's span from the event's base word, or dropped
             passes, decoded = self._decoder(m, buf)
@@ -479,3 +479,14 @@ class Sequencer(wiring.Component):
         )
         m.submodules.pass_counter = passes = WordCounter(timing=span)
         return passes, layout(rp.data)
+
+
+def _times(value, k: int):
+    """``value · k`` for a constant ``k ≥ 1`` as a sum of shifted copies: Yosys maps a ``$mul`` by
+    a constant to an unregistered multiplier block (3.9 ns of logic on the ECP5), a sum of
+    shifts to carry chains."""
+    terms = [value << b for b in range(k.bit_length()) if k >> b & 1]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
