@@ -56,11 +56,19 @@ COUNTER_WIDTH = 32
 
 def stream_counters(m: Module, k: int, inp, out) -> list[Signal]:
     """The :data:`COUNTERS` of core ``k`` with input stream ``inp`` and output stream ``out``:
-    input events taken, output events and markers sent, cycles the output waited."""
+    input events taken, output events and markers sent, cycles the output waited.
+
+    ``events`` counts one cycle late: a core's ``i.ready`` comes out of its sequencer's logic,
+    and ``valid & ready`` straight into the enable of 32 flip-flops was the whole network's
+    critical path; registered first, it is not. (A core takes its last event of an inference at
+    least two cycles before its final marker, so a reading the cycle after ``done`` is the same.)
+    The output side's handshakes are registers and a FIFO's ``~full``: counted as they happen."""
     regs = {n: Signal(COUNTER_WIDTH, name=f"{n}{k}") for n in COUNTERS}
     fire_in, fire_out = inp.valid & inp.ready, out.valid & out.ready
+    took = Signal(name=f"took_event{k}")
+    m.d.sync += took.eq(fire_in & ~inp.payload.marker)
     for name, cond in (
-        ("events", fire_in & ~inp.payload.marker),
+        ("events", took),
         ("spikes", fire_out & ~out.payload.marker),
         ("steps", fire_out & out.payload.marker),
         ("stalls", out.valid & ~out.ready),
