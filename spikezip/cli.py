@@ -233,15 +233,26 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     if depths and not isinstance(network, VisionTransformer):  # (generate, simulate)
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
     _hardware_neurons(network, args)
+    chosen = None if lanes is None else lanes[0] if len(lanes) == 1 else lanes
+    if getattr(args, "fast", False):
+        from spikezip.hw.model.design import FAST_PIPELINE, fast_lanes
+
+        if isinstance(network, VisionTransformer):
+            raise CliError(
+                "--fast is an MLP's preset (pipeline 3, lanes per layer); a ViT has none"
+            )
+        if args.pipeline not in (None, FAST_PIPELINE):
+            raise CliError(f"--fast sets --pipeline {FAST_PIPELINE}, not {args.pipeline}")
+        args.pipeline = FAST_PIPELINE
+        chosen = fast_lanes(network) if chosen is None else chosen
+    if args.pipeline is None:
+        args.pipeline = 1  # (the default; after --fast had its say)
     try:
         params = DesignParams.of(
-            network,
-            lanes=None if lanes is None else lanes[0] if len(lanes) == 1 else lanes,
-            pipeline=args.pipeline,
-            storage=args.storage,
+            network, lanes=chosen, pipeline=args.pipeline, storage=args.storage
         )
     except (TypeError, ValueError) as e:
-        raise CliError(f"--lanes {','.join(map(str, lanes))}: {e}") from None
+        raise CliError(f"--lanes {','.join(map(str, lanes or ()))}: {e}") from None
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
 
 
@@ -826,7 +837,14 @@ def _design_parent() -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
     p.add_argument("--lanes", default=None, type=LANES, help=LANES_HELP + " (default 8)")
     p.add_argument(
-        "--pipeline", default=1, type=PIPELINE, metavar=PIPELINE_METAVAR, help=PIPELINE_HELP
+        "--pipeline", default=None, type=PIPELINE, metavar=PIPELINE_METAVAR, help=PIPELINE_HELP
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="an MLP's fast preset: pipeline 3 and, unless --lanes is given, per layer the most "
+        "lanes ≤ 8 that leave it ≥ 3 words (the digits network: 8,4; ~200 MHz on the ECP5-25k, "
+        "docs/performance.md)",
     )
     p.add_argument(
         "--storage",

@@ -67,6 +67,25 @@ def check_stbif(network: Any) -> None:
             raise ValueError(f"{name} has {kind} neurons; the hardware implements stbif, graded")
 
 
+#: pipeline depth of the fast preset (``spikezip … --fast``)
+FAST_PIPELINE = 3
+
+
+def fast_lanes(network: Any, most: int = DEFAULT_LANES) -> tuple[int, ...]:
+    """Lanes per layer of the fast preset: per layer the most lanes ``P ≤ most`` (a power of two)
+    that leave the layer ``ceil(n_out / P) ≥ 3`` words, the spacing pipeline 3 needs between
+    operations on one word (fewer words pad every pass to three cycles: wider lanes then cost
+    logic and buy no cycle), or 1 for a layer of fewer than 3 neurons. The digits network: (8, 4).
+    """
+    out = []
+    for layer in network.layers:
+        p = 1 << (max(1, most).bit_length() - 1)
+        while p > 1 and -(-layer.n_out // p) < 3:
+            p //= 2
+        out.append(p)
+    return tuple(out)
+
+
 def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
     """Lanes per layer of ``network``, validated before anything is built.
 

@@ -163,3 +163,44 @@ def test_simulate_then_compare(files, capsys, sim, pipeline):
     assert hw.source == f"rtl:{sim}" and hw.step_cycles is not None
     assert run("compare", files / "golden.npz", files / "hw.npz") == 0
     assert "identical: 6 samples" in capsys.readouterr().out
+
+
+def test_fast_preset(files, capsys):
+    """``--fast``: pipeline 3 and the preset's lanes (here 6 and 3 neurons: 2 lanes leave layer 0
+    three words, layer 1 keeps 1 lane), or the given ``--lanes``; a clash is one line, exit 2."""
+    out = files / "fast"
+    assert run("generate", files / "net.npz", "-o", out, "--fast") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["pipeline"] == 3
+    assert manifest["parameters"]["lanes"] == [2, 1]
+    assert run("generate", files / "net.npz", "-o", files / "f4", "--fast", "--lanes", "4") == 0
+    manifest = json.loads((files / "f4" / "manifest.json").read_text())
+    assert (manifest["parameters"]["pipeline"], manifest["parameters"]["lanes"]) == (3, [4, 3])
+    capsys.readouterr()
+    assert run("generate", files / "net.npz", "-o", files / "f1", "--fast", "--pipeline", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "spikezip: error: --fast sets --pipeline 3, not 1"
+    assert not (files / "f1").exists()
+
+
+def test_fast_lanes() -> None:
+    from spikezip.hw.model.design import fast_lanes
+
+    def net(*widths):
+        layers, n_in = [], 4
+        for n in widths:
+            layers.append(
+                Layer(
+                    weight=np.ones((n, n_in), int),
+                    bias=np.zeros(n, int),
+                    threshold=4,
+                    neg_bound=0,
+                    pos_bound=3,
+                )
+            )
+            n_in = n
+        return Network(layers=tuple(layers), n_inputs=4, encoding="analog", input_bounds=(0, 3))
+
+    assert fast_lanes(net(64, 10)) == (8, 4)  # the digits network
+    assert fast_lanes(net(128, 17, 24, 2, 5)) == (8, 8, 8, 1, 2)  # 17 / 8 → 3 words
+    assert fast_lanes(net(64, 10), most=6) == (4, 4)  # powers of two ≤ 6
