@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikezip.cluster import SchedulerError, check_address
 from spikezip.hw.model.cycle_model import PIPELINES
 from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
@@ -41,6 +42,7 @@ from spikezip.report import ECP5_DEVICES, VIT_DEVICE
 from spikezip.sim.runner import SIMULATORS
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_PARTIAL = 1  #: ``sweep``: some design points failed (their errors are in the table)
 
 
 def load_inputs(path: str | os.PathLike, what: str = "INPUTS") -> np.ndarray:
@@ -204,6 +206,8 @@ FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
 JOBS = _int_in(1, 256)
+SHARDS = _int_in(1, 4096)
+SCHEDULER = _converter(check_address, "a scheduler address [tcp://]HOST:PORT (port 1..65535)")
 MAX_LEVEL = _int_in(0, 61)
 STEPS_LIST = _list_converter(_int_in(1), "an integer ≥ 1")
 MODULE = _converter(
@@ -540,11 +544,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             verilator_threads(Path(), args.threads)
         except ValueError as e:
             raise CliError(f"--threads {args.threads}: {e}") from None
+    if args.shards is None and args.scheduler is not None:
+        raise CliError("--scheduler runs the shards of --shards N on a Dask cluster; add --shards")
+    if args.shards is not None and args.waves:
+        raise CliError("--waves is for one run; a sharded run (--shards) has one per shard")
     network = _rtl_network(args.network)
     x = _checked_inputs(network, args.inputs)
     params = _design_params(network, args)
     from spikezip.sim.runner import BuildError, SimulationError
     from spikezip.sim.simulate import simulate
+
+    if args.shards is not None:
+        from functools import partial
+
+        from spikezip.cluster import simulate_shards
+
+        simulate = partial(simulate_shards, shards=args.shards, scheduler=args.scheduler)
 
     bar = None
     if not args.quiet:
@@ -570,7 +585,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             on_progress=progress,
             threads=args.threads,
         )
-    except (SimulationError, BuildError) as e:
+    except (SimulationError, BuildError, SchedulerError) as e:
         raise CliError(str(e).splitlines()[0]) from None
     except (ValueError, RuntimeError) as e:
         raise CliError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
@@ -585,6 +600,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{run.total_cycles / max(done, 1):.0f} cycles per inference back to back, "
         f"{run.cycles_per_second:,.0f} cycles/s"
         + (f" on {run.threads} threads" if run.threads > 1 else "")
+        + (f" per shard, {min(args.shards, len(x))} shards" if args.shards is not None else "")
         + f", {run.run_seconds:.1f} s"
     )
     if run.waves is not None:
@@ -745,6 +761,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     device = _device(args, network)
     if args.synth:
         _tools_check(args.target)
+    if args.scheduler is not None and args.jobs is not None:
+        raise CliError("-j sets the workers of the local cluster; --scheduler's has its own")
     storages, pipelines = args.storage, args.pipeline
     if vit:  # each site takes the largest divisor ≤ P of its channels (DesignParams.of)
         widest = max(DesignParams.of(network, lanes=max(args.lanes or (16,))).lanes)
@@ -760,7 +778,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     lane_values = list(dict.fromkeys(min(p, widest) for p in given))
     from spikezip.hw.flow.synth import ToolError
-    from spikezip.report import DesignPoint, sweep, sweep_table, write_sweep
+    from spikezip.report import (
+        DesignPoint,
+        PointFailure,
+        sweep,
+        sweep_row,
+        sweep_table,
+        write_sweep,
+    )
 
     points = list(
         dict.fromkeys(
@@ -787,17 +812,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
+
+    def done(result) -> None:  # streamed as each point finishes, in completion order
+        if not args.quiet:
+            bar.write(sweep_row(result), file=sys.stderr)
+        bar.update(1)
+
     try:
         results = sweep(
-            args.network, x, points, jobs=args.jobs, on_done=lambda r: bar.update(1), **kw
+            network, x, points, jobs=args.jobs, scheduler=args.scheduler, on_done=done, **kw
         )
-    except (ToolError, ValueError) as e:
+    except (ToolError, ValueError, SchedulerError) as e:
         raise CliError(str(e).splitlines()[0]) from None
     finally:
         bar.close()
     print(sweep_table(results))
     written = write_sweep(results, args.output)
     print(f"wrote {', '.join(map(str, written))}")
+    failed = [r for r in results if isinstance(r, PointFailure)]
+    if failed:
+        print(
+            f"spikezip: {len(failed)} of {len(results)} design points failed: "
+            + "; ".join(f"{r.point.label} ({r.error})" for r in failed),
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     return EXIT_OK
 
 
@@ -1015,6 +1054,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="Verilator model threads, up to the CPUs this process may use (default: 2 for a "
         "large design such as the ViT, 1 for a small one)",
     )
+    s.add_argument(
+        "--shards",
+        type=SHARDS,
+        default=None,
+        metavar="N",
+        help="split the inputs into N contiguous chunks simulated in parallel on Dask workers "
+        "and merged in input order (spikes identical to one run; each shard's cycles re-based "
+        "after the previous shard's)",
+    )
+    s.add_argument(
+        "--scheduler",
+        type=SCHEDULER,
+        default=None,
+        metavar="ADDRESS",
+        help="run the shards on the Dask cluster at ADDRESS (default: a local cluster of "
+        "min(N, CPUs) workers); its workers must see --build-dir at the same path",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
 
@@ -1058,7 +1114,20 @@ def build_parser() -> argparse.ArgumentParser:
             )
             r.set_defaults(func=cmd_report)
         else:
-            r.add_argument("-j", "--jobs", type=JOBS, default=None, help="parallel jobs (cores)")
+            r.add_argument(
+                "-j",
+                "--jobs",
+                type=JOBS,
+                default=None,
+                help="worker processes of the local Dask cluster (default: one per core)",
+            )
+            r.add_argument(
+                "--scheduler",
+                type=SCHEDULER,
+                default=None,
+                metavar="ADDRESS",
+                help="evaluate the points on the Dask cluster at ADDRESS instead of a local one",
+            )
             r.set_defaults(func=cmd_sweep)
     return p
 

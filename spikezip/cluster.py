@@ -6,7 +6,8 @@ Dask cluster (``distributed``), never on a scheduler of our own:
 
 * by default a :class:`distributed.LocalCluster` on this machine: ``workers`` processes, one
   thread each (synthesis, place and route and the simulators are single-threaded Python or
-  subprocesses), no dashboard (no port to clash with another run), no memory limit (a worker
+  subprocesses), no dashboard, its HTTP server on a free port (no clash with another run on
+  8787), no memory limit (a worker
   is never restarted for the memory a place and route takes);
 * or an existing cluster, by its scheduler's address (``tcp://host:8786``), reached within
   :data:`CONNECT_TIMEOUT` seconds or refused with one line. Its workers must see the same files:
@@ -98,12 +99,15 @@ def dask_client(
     scheduler: str | Client | None = None,
     *,
     workers: int = 1,
-    timeout: float = CONNECT_TIMEOUT,
+    timeout: float | None = None,
 ) -> Iterator[Client]:
-    """A Dask client for the block: on ``scheduler`` (an address, or a client used as it is and
-    left open), or on a new local cluster of ``workers`` processes, closed with its workers when
-    the block ends, however it ends."""
+    """A Dask client for the block: on ``scheduler`` (an address, reached within ``timeout``
+    seconds, default :data:`CONNECT_TIMEOUT`, or a client used as it is and left open), or on
+    a new local cluster of ``workers`` processes, closed with its workers when the block ends,
+    however it ends."""
     from distributed import Client
+
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
 
     if scheduler is not None and not isinstance(scheduler, str):
         yield scheduler  # the caller's client: theirs to close
@@ -128,6 +132,7 @@ def dask_client(
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP server (no dashboard): any port
         memory_limit=0,
         silence_logs=logging.ERROR,
     )

@@ -67,3 +67,13 @@ def _keeps_sigint_handled():
     if after is signal.SIG_IGN and before is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, before)
         pytest.fail("this test left SIGINT ignored in the test process")
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A 2-worker Dask ``LocalCluster`` (processes, one thread each, no dashboard) and its
+    client, one per test module (starting one costs ~2 s)."""
+    from spikezip.cluster import dask_client
+
+    with dask_client(workers=2) as client:
+        yield client
