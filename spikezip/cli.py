@@ -4,8 +4,10 @@ ECMT baseline.
 What it guarantees, whatever the input:
 
 * every failure is **one line** on stderr (``spikezip: error: …`` naming the option or field and
-  the path as typed) and exit code 2; ``compare`` exits 1 on a divergence; an interrupt (Ctrl-C,
-  SIGTERM) prints ``spikezip: interrupted`` and exits 130, leaving no temporary files;
+  the path as typed) and exit code 2; ``compare`` exits 1 on a divergence, ``sweep`` when a
+  design point failed (the others are still evaluated and written); an interrupt (Ctrl-C,
+  SIGTERM) prints ``spikezip: interrupted`` and exits 130, leaving no temporary files (a sweep's
+  or sharded simulation's local Dask cluster is closed with its workers);
 * options and paths are checked before any work starts (an output that is an input, or a device,
   or in a missing directory, is refused up front);
 * every output file is written atomically with the user's umask;

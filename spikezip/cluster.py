@@ -134,7 +134,7 @@ def dask_client(
         dashboard_address=None,
         scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP server (no dashboard): any port
         memory_limit=0,
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # a failed task is reported by its result, not logged
     )
     try:
         with Client(cluster, set_as_default=False) as client:
