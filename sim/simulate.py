@@ -67,7 +67,15 @@ from spikezip.sim.tb.files import (
     NetworkStimulus,
 )
 
-__all__ = ["Design", "HardwareRun", "design", "merge_runs", "prepare", "simulate"]
+__all__ = [
+    "Design",
+    "HardwareRun",
+    "design",
+    "merge_runs",
+    "prepare",
+    "remove_dead_runs",
+    "simulate",
+]
 
 TESTBENCH = "spikezip.sim.tb.network"
 LOCK = ".lock"  #: the design lock, inside the design directory
@@ -123,13 +131,29 @@ def design(
         return d
 
 
+def _design_directory(
+    network: Network, root: str | Path, params: DesignParams, backend: str
+) -> Path:
+    return Path(root) / f"{network.digest()[:16]}-{params.key}-{backend}"
+
+
+def remove_dead_runs(
+    network: Network, root: str | Path, params: DesignParams, *, backend: str = "proc"
+) -> None:
+    """Remove the run folders of the design ``params`` of ``network`` under ``root`` whose
+    process is gone (a sharded simulation calls it once its local workers were ended; the next
+    run on the design would do it too)."""
+    runs = _design_directory(network, root, params, backend) / RUNS
+    if runs.is_dir():
+        _sweep(runs)
+
+
 @contextlib.contextmanager
 def _locked_design(
     network: Network, root: str | Path, params: DesignParams, *, backend: str
 ) -> Iterator[Design]:
     """:func:`design`, holding its lock shared until the block ends."""
-    name = f"{network.digest()[:16]}-{params.key}-{backend}"
-    directory = Path(root) / name
+    directory = _design_directory(network, root, params, backend)
     directory.mkdir(parents=True, exist_ok=True)
 
     def reusable() -> Design | None:

@@ -212,10 +212,11 @@ def simulate_shards(
     each shard finishes. ``**kw``: the other keywords of :func:`sim.simulate.simulate`
     (``sim``, ``valid``, ``ready``, ``seed``, ``threads``, …; not ``run_dir`` or waves: every
     shard has its own run folder). The first shard that fails raises its error, the others are
-    cancelled.
+    cancelled. On an interrupt, the local cluster's workers are ended with their simulators and
+    their run folders removed.
     """
     from spikezip.hw.model.design import DesignParams
-    from spikezip.sim.simulate import merge_runs
+    from spikezip.sim.simulate import merge_runs, remove_dead_runs
 
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise ValueError(f"shards must be a positive integer, not {shards!r}")
@@ -238,12 +239,17 @@ def simulate_shards(
 
     t0 = time.perf_counter()
     workers = min(len(chunks), os.cpu_count() or 1)
-    with dask_client(scheduler, workers=workers) as client:
-        runs = run_streamed(
-            client,
-            _simulate_job,
-            [(network, c, params, kw) for c in chunks],
-            on_done=finished,
-            stop_on_error=True,
-        )
+    try:
+        with dask_client(scheduler, workers=workers) as client:
+            runs = run_streamed(
+                client,
+                _simulate_job,
+                [(network, c, params, kw) for c in chunks],
+                on_done=finished,
+                stop_on_error=True,
+            )
+    except BaseException:
+        # the local workers are gone (their simulators with them): so are their run folders
+        remove_dead_runs(network, kw["root"], params, backend=kw.get("backend", "proc"))
+        raise
     return merge_runs(runs, run_seconds=time.perf_counter() - t0)

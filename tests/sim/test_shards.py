@@ -6,15 +6,26 @@ its own run's shifted by the cycles of the shards before it. Icarus, a 2-layer M
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
+import psutil
 import pytest
 
 from spikezip.cli import main
 from spikezip.cluster import simulate_shards
 from spikezip.ir import Layer, Network, Trace
 from spikezip.sim.simulate import merge_runs, simulate
+from tests.conftest import default_sigint
 
 pytestmark = pytest.mark.sim
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _network() -> Network:
@@ -124,3 +135,49 @@ def test_cli_simulate_shards_on_a_scheduler(dask_client, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_sigint_during_a_sharded_simulation_ends_workers_and_simulators(tmp_path):
+    """Ctrl-C (to the process group, as a terminal sends it) while both shards simulate: exit 130
+    with one line, no process left (the simulators run in sessions of their own and die with
+    their worker), no trace written, no run folder left."""
+    net = _network()
+    net.save(tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", np.random.default_rng(7).integers(0, 17, (20_000, 5)))
+    argv = ["simulate", "net.npz", "x.npy", "--sim", "icarus", "--lanes", "2", "--shards", "2"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "spikezip.cli", *argv, "-q", "--build-dir", "d", "-o", "t.npz"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+        start_new_session=True,
+    )
+
+    def simulators() -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            kids = psutil.Process(p.pid).children(recursive=True)
+            return [k for k in kids if k.name() == "vvp"]
+        return []
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(simulators()) < 2 and p.poll() is None:
+            assert time.monotonic() < deadline, "the shards never simulated"
+            time.sleep(0.1)
+        assert p.poll() is None, p.communicate()
+        children = psutil.Process(p.pid).children(recursive=True)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert p.returncode == 130, err
+    assert err == "spikezip: interrupted\n"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, alive
+    assert not (tmp_path / "t.npz").exists()
+    assert [list(r.iterdir()) for r in (tmp_path / "d").glob("*/runs")] == [[]]
