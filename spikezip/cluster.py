@@ -17,10 +17,10 @@ Dask cluster (``distributed``), never on a scheduler of our own:
 :func:`run_streamed` submits the tasks and hands each result to a callback **as it finishes**
 (``as_completed``), in completion order; a task that raises is recorded as a :class:`TaskError`
 (one line) and the others go on. On an interrupt (Ctrl-C, SIGTERM) or any other exception the
-futures are cancelled and, for the local cluster, the cluster is closed, which ends its worker
-processes (and with them a running synthesis or simulator: :func:`sim.runner.run_cocotb_isolated`
-kills its process group when its caller dies); on an existing cluster a task that already runs
-finishes there (Dask cannot stop a running task), its result is dropped.
+futures are cancelled and, for the local cluster, what its workers started is killed (a synthesis
+tool; a simulator of :func:`sim.runner.run_cocotb_isolated` also dies by itself with its caller)
+and the cluster closed, which ends its worker processes; on an existing cluster a task that
+already runs finishes there (Dask cannot stop a running task), its result is dropped.
 
 :func:`simulate_shards` splits a batch into contiguous chunks, simulates each on a worker
 (:func:`sim.simulate.simulate`, one run folder each under the shared, lock-protected design
@@ -140,7 +140,34 @@ def dask_client(
         with Client(cluster, set_as_default=False) as client:
             yield client
     finally:
+        _end(_started_by(cluster))
         cluster.close()
+
+
+def _started_by(cluster) -> list:
+    """The processes the local cluster's workers started and that still run (a synthesis tool,
+    say), found before the workers end (their children are then re-parented)."""
+    import psutil
+
+    out = []
+    for nanny in list(cluster.workers.values()):
+        pid = getattr(nanny, "pid", None)
+        if isinstance(pid, int):  # (psutil.Process(None) would be this process)
+            with contextlib.suppress(psutil.Error):
+                out += psutil.Process(pid).children(recursive=True)
+    return out
+
+
+def _end(processes: list) -> None:
+    """Kill ``processes`` (psutil, so a pid reused since is spared) and reap them: a worker
+    ended by the cluster's close would leave its children running (``hw.flow.synth`` runs yosys
+    and nextpnr as subprocesses)."""
+    import psutil
+
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(processes, timeout=5)
 
 
 def run_streamed(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,14 @@ def failing_at_lanes_2(job: tuple):
 
 
 def hanging(job: tuple):
-    """Marks that it started (a file named after the worker's pid), then never finishes."""
-    Path(os.environ[STARTED_ENV], str(os.getpid())).touch()
+    """Starts a stand-in for a synthesis tool (a child process, as ``hw.flow.synth`` runs yosys),
+    marks that it started (a file named after the worker's pid, holding the tool's), then never
+    finishes."""
+    tool = subprocess.Popen(  # its output goes to a log, as the real tools' does
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    Path(os.environ[STARTED_ENV], str(os.getpid())).write_text(str(tool.pid))
     while True:
         time.sleep(0.1)

@@ -118,9 +118,18 @@ def test_bad_scheduler_is_one_line_and_exit_2(files, capsys, monkeypatch, args, 
     assert not (files / "sw").exists()
 
 
-def test_sigint_during_a_sweep_ends_the_local_cluster(files, tmp_path):
-    """Ctrl-C (to the whole process group, as a terminal sends it) while both workers of the
-    CLI's own cluster are evaluating: exit 130 with one line, no process left, nothing written."""
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("ctrl-c", id="SIGINT to the process group (a terminal's Ctrl-C)"),
+        pytest.param("sigterm", id="SIGTERM to spikezip alone", marks=pytest.mark.slow),
+    ],
+)
+def test_interrupted_sweep_ends_the_local_cluster_and_its_tools(files, tmp_path, how):
+    """An interrupt while both workers of the CLI's own cluster evaluate, each running a
+    stand-in synthesis tool: exit 130 with one line, no process left (the workers, the tools),
+    nothing written. A SIGTERM to spikezip alone reaches neither the workers nor the tools: the
+    cluster's close must end them."""
     started = tmp_path / "started"
     started.mkdir()
     wrapper = (
@@ -144,14 +153,18 @@ def test_sigint_during_a_sweep_ends_the_local_cluster(files, tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while len(list(started.iterdir())) < 2 and p.poll() is None:
+        while sum(f.read_text() != "" for f in started.iterdir()) < 2 and p.poll() is None:
             assert time.monotonic() < deadline, "the workers never started"
             time.sleep(0.1)
         assert p.poll() is None, p.communicate()
         children = psutil.Process(p.pid).children(recursive=True)
         workers = {int(f.name) for f in started.iterdir()}
-        assert workers <= {c.pid for c in children}
-        os.killpg(p.pid, signal.SIGINT)
+        tools = {int(f.read_text()) for f in started.iterdir()}
+        assert workers | tools <= {c.pid for c in children}
+        if how == "ctrl-c":
+            os.killpg(p.pid, signal.SIGINT)
+        else:
+            p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
