@@ -17,10 +17,11 @@ Dask cluster (``distributed``), never on a scheduler of our own:
 :func:`run_streamed` submits the tasks and hands each result to a callback **as it finishes**
 (``as_completed``), in completion order; a task that raises is recorded as a :class:`TaskError`
 (one line) and the others go on. On an interrupt (Ctrl-C, SIGTERM) or any other exception the
-futures are cancelled and, for the local cluster, what its workers started is killed (a synthesis
-tool; a simulator of :func:`sim.runner.run_cocotb_isolated` also dies by itself with its caller)
-and the cluster closed, which ends its worker processes; on an existing cluster a task that
-already runs finishes there (Dask cannot stop a running task), its result is dropped.
+futures are cancelled and, for the local cluster, the cluster is closed, which ends its worker
+processes, and then what they started is killed if it still runs (a synthesis tool; a simulator
+of :func:`sim.runner.run_cocotb_isolated` dies by itself with its caller); on an existing cluster
+a task that already runs finishes there (Dask cannot stop a running task), its result is
+dropped.
 
 :func:`simulate_shards` splits a batch into contiguous chunks, simulates each on a worker
 (:func:`sim.simulate.simulate`, one run folder each under the shared, lock-protected design
@@ -55,6 +56,7 @@ __all__ = [
     "TaskError",
     "check_address",
     "dask_client",
+    "dask_setup",
     "run_streamed",
     "simulate_shards",
 ]
@@ -134,14 +136,28 @@ def dask_client(
         dashboard_address=None,
         scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP server (no dashboard): any port
         memory_limit=0,
+        preload=["spikezip.cluster"],  # dask_setup: Ctrl-C is the parent's to handle
         silence_logs=logging.CRITICAL,  # a failed task is reported by its result, not logged
     )
     try:
         with Client(cluster, set_as_default=False) as client:
             yield client
     finally:
-        _end(_started_by(cluster))
-        cluster.close()
+        stray = _started_by(cluster)
+        cluster.close()  # ends the workers (a running simulation's folder is left for its
+        _end(stray)  # caller to remove: remove_dead_runs); then what they started, if alive
+
+
+def dask_setup(worker) -> None:
+    """In each worker of :func:`dask_client`'s local cluster (a Dask preload), at its start:
+    ignore SIGINT. A terminal's Ctrl-C reaches the whole process group; the parent handles it
+    (cancels, closes the cluster, which ends the workers) and a worker interrupted on its own
+    would only print a traceback on the way."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _started_by(cluster) -> list:
