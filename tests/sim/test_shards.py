@@ -52,6 +52,12 @@ def _network() -> Network:
 INPUTS = np.random.default_rng(6).integers(0, 17, (7, 5))
 
 
+@pytest.fixture(scope="module")
+def designs(tmp_path_factory):
+    """One design cache for the module: the simulator is built once."""
+    return tmp_path_factory.mktemp("designs")
+
+
 def _same_spikes(a: Trace, b: Trace) -> None:
     assert a.network_digest == b.network_digest and a.layer_names == b.layer_names
     for name in ("busy", "steps", "capped"):
@@ -60,9 +66,9 @@ def _same_spikes(a: Trace, b: Trace) -> None:
         np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"layer{k}.spikes")
 
 
-def test_shards_merge_to_one_run(dask_client, tmp_path):
+def test_shards_merge_to_one_run(dask_client, designs):
     net = _network()
-    one = simulate(net, INPUTS, sim="icarus", root=tmp_path, lanes=2)
+    one = simulate(net, INPUTS, sim="icarus", root=designs, lanes=2)
     progress = []
     sharded = simulate_shards(
         net,
@@ -71,7 +77,7 @@ def test_shards_merge_to_one_run(dask_client, tmp_path):
         shards=2,
         scheduler=dask_client,
         sim="icarus",
-        root=tmp_path,
+        root=designs,
         on_progress=progress.append,
     )
     _same_spikes(sharded.trace, one.trace)  # element for element
@@ -88,7 +94,7 @@ def test_shards_merge_to_one_run(dask_client, tmp_path):
         np.testing.assert_array_equal(
             sharded.trace.step_cycles[k][first], one.trace.step_cycles[k][first]
         )
-    last = simulate(net, INPUTS[4:], sim="icarus", root=tmp_path, lanes=2)
+    last = simulate(net, INPUTS[4:], sim="icarus", root=designs, lanes=2)
     offset = sharded.total_cycles - last.total_cycles
     assert offset == one.done[3] + 1  # shard 0 ends at its last done
     np.testing.assert_array_equal(sharded.done[4:], last.done + offset)
@@ -113,12 +119,12 @@ def test_shards_merge_to_one_run(dask_client, tmp_path):
     assert merged.total_cycles == run.total_cycles
 
 
-def test_cli_simulate_shards_on_a_scheduler(dask_client, tmp_path, capsys):
+def test_cli_simulate_shards_on_a_scheduler(dask_client, designs, tmp_path, capsys):
     net = _network()
     net.save(tmp_path / "net.npz")
     np.save(tmp_path / "x.npy", INPUTS[:3])
     argv = ["simulate", tmp_path / "net.npz", tmp_path / "x.npy", "--sim", "icarus", "-q"]
-    argv += ["--lanes", "2", "--build-dir", tmp_path / "designs"]
+    argv += ["--lanes", "2", "--build-dir", designs]
     assert main([str(a) for a in [*argv, "-o", tmp_path / "one.npz"]]) == 0
     address = dask_client.scheduler.address
     sharded = [*argv, "--shards", "9", "--scheduler", address, "-o", tmp_path / "sh.npz"]
@@ -137,13 +143,14 @@ def test_cli_simulate_shards_on_a_scheduler(dask_client, tmp_path, capsys):
     assert not (tmp_path / "bad.npz").exists()
 
 
+@pytest.mark.slow  # ~12 s; the fast tier's sweep test covers the local cluster's interrupt
 def test_sigint_during_a_sharded_simulation_ends_workers_and_simulators(tmp_path):
     """Ctrl-C (to the process group, as a terminal sends it) while both shards simulate: exit 130
     with one line, no process left (the simulators run in sessions of their own and die with
     their worker), no trace written, no run folder left."""
     net = _network()
     net.save(tmp_path / "net.npz")
-    np.save(tmp_path / "x.npy", np.random.default_rng(7).integers(0, 17, (20_000, 5)))
+    np.save(tmp_path / "x.npy", np.random.default_rng(7).integers(0, 17, (3_000, 5)))
     argv = ["simulate", "net.npz", "x.npy", "--sim", "icarus", "--lanes", "2", "--shards", "2"]
     p = subprocess.Popen(
         [sys.executable, "-m", "spikezip.cli", *argv, "-q", "--build-dir", "d", "-o", "t.npz"],
