@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from spikezip.ir import Layer, Trace
-from spikezip.ir.cnn import Add, ConvNet, Conv2d, Flatten, MaxPool2d, SumPool2d
+from spikezip.ir.cnn import Add, Conv2d, ConvNet, Flatten, MaxPool2d, SumPool2d
 from spikezip.ir.trace import sample_digests
 from spikezip.sw.reference import (
     TraceRecorder,
@@ -172,7 +172,7 @@ def integer_qann(net: ConvNet, inputs: np.ndarray | torch.Tensor) -> list[np.nda
 
         for p in _prepare(net):
             op, batch = p.op, img.shape[0]
-            x = src(p.sources[0])
+            x = out[p.sources[0]]
             if isinstance(op, Flatten):
                 acts.append(x.reshape(batch, -1))
                 continue
@@ -239,19 +239,13 @@ def _simulate(net: ConvNet, inputs: Any, *, max_steps: int | None, record_state:
     rec = TraceRecorder(net.depth, batch, record_state=record_state, spike_max=spike_max)
     zeros = torch.zeros(batch, dtype=torch.bool)
     for t in range(max_steps):
-        out: dict[int, torch.Tensor] = {}
-
-        def src(i: int) -> torch.Tensor | None:
-            if i < 0:
-                return img if t == 0 else None
-            return out[i]
-
+        out: dict[int, torch.Tensor | None] = {-1: img if t == 0 else None}
         upstream = (img.reshape(batch, -1) != 0).any(dim=1) if t == 0 else zeros
         spikes, busy, mems, tracers = [], [], [], []
         for k, p in enumerate(ops):
             op = p.op
             if isinstance(op, Flatten):
-                x = src(p.sources[0])
+                x = out[p.sources[0]]
                 out[k] = None if x is None else x.reshape(batch, -1)
                 continue
             if isinstance(op, MaxPool2d):
@@ -270,7 +264,7 @@ def _simulate(net: ConvNet, inputs: Any, *, max_steps: int | None, record_state:
                         m * x for m, x in zip(op.multipliers, ins, strict=True) if x is not None
                     )
                 else:
-                    x = src(p.sources[0])
+                    x = out[p.sources[0]]
                     drive = p.drive(x) if x is not None and bool(x.any()) else 0
                 s, mem[k], acc[k] = p.step(drive, mem[k], acc[k])
             out[k] = s if bool(s.any()) else None
