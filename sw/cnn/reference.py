@@ -172,7 +172,7 @@ def integer_qann(net: ConvNet, inputs: np.ndarray | torch.Tensor) -> list[np.nda
 
         for p in _prepare(net):
             op, batch = p.op, img.shape[0]
-            x = out[p.sources[0]]
+            x = src(p.sources[0])
             if isinstance(op, Flatten):
                 acts.append(x.reshape(batch, -1))
                 continue
