@@ -1,0 +1,279 @@
+"""The CNN reference: integer QANN == a direct loop reference, converged SNN == integer QANN,
+max-pool telescoping, residual merges, exact SOP counts, and the digits CNN end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikezip.ir import Layer
+from spikezip.ir.cnn import Add, Conv2d, ConvNet, Flatten, MaxPool2d, SumPool2d
+from spikezip.sw.cnn.energy import count_ops, dense_macs, fan_out
+from spikezip.sw.cnn.reference import integer_qann, simulate
+
+from .cnn_strategies import conv_pairs, images_for, qann_direct, residual_nets
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check_equivalence(net: ConvNet, x: np.ndarray) -> None:
+    """integer QANN == direct reference; converged SNN counts and tracers == integer QANN."""
+    qann = integer_qann(net, x)
+    direct = qann_direct(net, x)
+    trace = simulate(net, x, record_state=True)
+    assert not trace.capped.any()
+    assert int(trace.steps.max()) <= net.step_bound()
+    for k, site in enumerate(net.sites):
+        np.testing.assert_array_equal(qann[k], direct[k], err_msg=site.name)
+        flat = qann[k].reshape(len(x), -1)
+        np.testing.assert_array_equal(trace.counts(k), flat, err_msg=site.name)
+        last = trace.tracers[k][np.arange(len(x)), trace.steps - 1]
+        np.testing.assert_array_equal(last, flat, err_msg=site.name)
+
+
+@FAST
+@given(st.data())
+def test_random_conv_layers_snn_equals_qann_equals_direct(data):
+    net = data.draw(conv_pairs())
+    check_equivalence(net, data.draw(images_for(net)))
+
+
+@FAST
+@given(st.data())
+def test_random_residual_nets_snn_equals_qann(data):
+    net = data.draw(residual_nets())
+    check_equivalence(net, data.draw(images_for(net)))
+
+
+@FAST
+@given(st.data())
+def test_graded_residual_nets_snn_equals_qann(data):
+    net = data.draw(residual_nets(graded=True))
+    check_equivalence(net, data.draw(images_for(net)))
+
+
+@pytest.mark.slow
+@SLOW
+@given(st.data())
+def test_random_conv_layers_slow(data):
+    net = data.draw(conv_pairs())
+    check_equivalence(net, data.draw(images_for(net, max_batch=8)))
+
+
+@pytest.mark.slow
+@SLOW
+@given(st.data())
+def test_random_residual_nets_slow(data):
+    net = data.draw(residual_nets(graded=data.draw(st.booleans())))
+    check_equivalence(net, data.draw(images_for(net, max_batch=8)))
+
+
+def _pool_net(kernel, stride) -> ConvNet:
+    rng = np.random.default_rng(3)
+    conv = Conv2d(
+        weight=rng.integers(-6, 7, (3, 1, 3, 3)),
+        bias=rng.integers(-8, 9, 3),
+        threshold=5,
+        neg_bound=-8,
+        pos_bound=7,
+        padding=1,
+    )
+    return ConvNet(
+        input_shape=(1, 6, 6),
+        input_bounds=(0, 16),
+        layers=(conv, MaxPool2d(kernel=kernel, stride=stride)),
+    )
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(2, None), (3, 1), ((2, 3), (1, 2)), (1, 1)])
+def test_max_pool_telescopes(kernel, stride):
+    """Every step: the pool's tracer is max(X_t) of its source's cumulative tracers, its spike is
+    max(X_t) − max(X_{t−1}) ∈ {−1, 0, +1}, and the spikes sum to the QANN's max (docs/cnn.md §3)."""
+    net = _pool_net(kernel, stride)
+    x = np.random.default_rng(0).integers(0, 17, (20, 36))
+    tr = simulate(net, x, record_state=True)
+    pool = net.layers[1]
+    src = tr.tracers[0].reshape(20, tr.n_steps, *net.output_shape(0))
+    prev = np.zeros((20, *net.output_shape(1)), dtype=np.int64)
+    moved = 0
+    for t in range(tr.n_steps):
+        want = np.stack(
+            [
+                np.stack(
+                    [
+                        src[:, t, :, oy * pool.stride[0] : oy * pool.stride[0] + pool.kernel[0]][
+                            ..., ox * pool.stride[1] : ox * pool.stride[1] + pool.kernel[1]
+                        ].max(axis=(2, 3))
+                        for ox in range(net.output_shape(1)[2])
+                    ],
+                    axis=-1,
+                )
+                for oy in range(net.output_shape(1)[1])
+            ],
+            axis=-2,
+        )
+        np.testing.assert_array_equal(tr.tracers[1][:, t].reshape(want.shape), want)
+        spikes = tr.spikes[1][:, t].reshape(want.shape)
+        np.testing.assert_array_equal(spikes, want - prev)
+        moved += int((want < prev).sum())
+        prev = want
+    assert set(np.unique(tr.spikes[1])) <= {-1, 0, 1}
+    assert moved > 0  # the max also went down somewhere: the negative differences are exercised
+    np.testing.assert_array_equal(tr.counts(1), integer_qann(net, x)[1].reshape(20, -1))
+
+
+def test_residual_merge_is_the_weighted_stream():
+    """Add's cumulative drive is Σ m_c·A_c: its membrane after every step is
+    H + Σ m_c·A_c(t) − A(t)·Θ, the invariant of an ST-BIF neuron on that stream."""
+    rng = np.random.default_rng(5)
+    c = Conv2d(
+        weight=rng.integers(-5, 6, (2, 1, 3, 3)),
+        bias=[1, -2],
+        threshold=6,
+        neg_bound=-4,
+        pos_bound=3,
+        padding=1,
+    )
+    d = Conv2d(
+        weight=rng.integers(-5, 6, (2, 2, 1, 1)), bias=[0, 0], threshold=3, neg_bound=0, pos_bound=7
+    )
+    add = Add(multipliers=(3, -2), threshold=7, neg_bound=-8, pos_bound=7)
+    net = ConvNet(
+        input_shape=(1, 4, 4),
+        input_bounds=(0, 16),
+        layers=(c, d, add),
+        sources=((-1,), (0,), (1, 0)),
+    )
+    x = rng.integers(0, 17, (10, 16))
+    tr = simulate(net, x, record_state=True)
+    stream = 3 * tr.tracers[1] - 2 * tr.tracers[0]
+    np.testing.assert_array_equal(tr.membranes[2], 7 // 2 + stream - 7 * tr.tracers[2])
+    np.testing.assert_array_equal(tr.counts(2), integer_qann(net, x)[2].reshape(10, -1))
+
+
+# -- SOPs ------------------------------------------------------------------------------------
+def brute_fan_out(op, shape) -> np.ndarray:
+    """Count, by walking every output neuron and tap, how often each input element is touched."""
+    c, h, w = shape
+    (kh, kw), (sy, sx), (py, px) = op.kernel, op.stride, op.padding
+    ho, wo = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
+    per_out = op.c_out if isinstance(op, Conv2d) else 1
+    count = np.zeros((c, h, w), dtype=np.int64)
+    for ci in range(c):
+        for oy in range(ho):
+            for ox in range(wo):
+                for ky in range(kh):
+                    for kx in range(kw):
+                        iy, ix = oy * sy - py + ky, ox * sx - px + kx
+                        if 0 <= iy < h and 0 <= ix < w:
+                            count[ci, iy, ix] += per_out
+    return count
+
+
+@FAST
+@given(st.data())
+def test_conv_fan_out_and_fan_in_match_a_brute_force_count(data):
+    net = data.draw(conv_pairs())
+    op, shape = net.layers[1], net.input_shape_of(1)
+    want = brute_fan_out(op, shape)
+    np.testing.assert_array_equal(fan_out(net, 1), want)
+    # the same touches counted from the outputs' side: Σ fan-in over output neurons
+    assert int(op.fan_in(shape).sum()) * op.c_out == int(want.sum())
+
+
+@FAST
+@given(st.data())
+def test_sops_match_a_brute_force_count_per_event(data):
+    net = data.draw(residual_nets())
+    x = data.draw(images_for(net))
+    tr = simulate(net, x)
+    ops = count_ops(net, tr, x)
+    b, steps = tr.batch, tr.n_steps
+    for d, site in enumerate(net.sites):
+        k, op = site.layer, site.op
+        if k == 0:  # analog: the dense count at t = 0
+            assert (ops.macs[:, 0] == brute_fan_out(op, net.input_shape).sum()).all()
+            continue
+        want = np.zeros((b, steps), dtype=np.int64)
+        for i in net.sources[k]:
+            src_site = i if i < 4 else 3  # through the Flatten (layer 4) to the pool (site 3)
+            shape = net.output_shape(i if i < 4 else 3)
+            fan = (
+                brute_fan_out(op, shape)
+                if isinstance(op, (Conv2d, SumPool2d, MaxPool2d))
+                else np.full(shape, op.n_out if isinstance(op, Layer) else 1)
+            ).reshape(-1)
+            for s in range(b):
+                for t in range(steps):
+                    for j in np.flatnonzero(tr.spikes[src_site][s, t]):
+                        want[s, t] += fan[j]
+        np.testing.assert_array_equal(ops.acs[:, :, d], want, err_msg=site.name)
+    assert (dense_macs(net) > 0).all()
+
+
+# -- the digits CNN ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_cnn(tmp_path_factory):
+    from spikezip.sw.cnn import model
+    from spikezip.sw.cnn.convert import to_convnet
+
+    trained = model.load_or_train(model.CnnConfig(), directory=tmp_path_factory.mktemp("cnn"))
+    return trained, to_convnet(trained, name="digits-cnn")
+
+
+def test_digits_cnn_accuracy_and_snn_equals_qann_on_every_image(digits_cnn, digits_data):
+    _, net = digits_cnn
+    x, y = digits_data.x_test, digits_data.y_test
+    qann = integer_qann(net, x)
+    acc = float(np.mean(np.argmax(qann[-1], axis=1) == y))
+    assert acc >= 0.985, acc
+    tr = simulate(net, x)
+    assert not tr.capped.any()
+    same = np.ones(len(x), dtype=bool)
+    for k in range(net.depth):
+        same &= (tr.counts(k) == qann[k].reshape(len(x), -1)).all(axis=1)
+    assert same.all(), f"{int((~same).sum())} images differ"
+    np.testing.assert_array_equal(tr.predictions(), np.argmax(qann[-1], axis=1))
+
+
+def test_digits_cnn_conversion_folds_batchnorm(digits_cnn, digits_data):
+    from spikezip.sw.cnn.convert import agreement, fold_batchnorm
+
+    model, net = digits_cnn
+    assert net.site_names == ("conv1", "conv2", "conv3", "conv4", "add", "pool", "fc")
+    assert isinstance(net.layers[4], Add) and net.sources[4] == (3, 1)
+    import torch
+
+    w, b = fold_batchnorm(model.conv2, model.bn2)
+    h = torch.randn(5, model.conv1.out_channels, 8, 8, dtype=torch.float64)
+    conv = model.conv2.double()
+    bn = model.bn2.double()
+    try:
+        want = bn(conv(h)).detach().numpy()
+    finally:
+        model.float()
+    got = torch.nn.functional.conv2d(h, torch.from_numpy(w), torch.from_numpy(b), 2, 1).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    agree = agreement(model, net, digits_data.x_test[:100])
+    assert agree.prediction >= 0.97 and agree.neurons[0] >= 0.95
+
+
+def test_flatten_only_reshapes():
+    rng = np.random.default_rng(2)
+    conv = Conv2d(
+        weight=rng.integers(-3, 4, (2, 1, 2, 2)), bias=[0, 1], threshold=3, neg_bound=0, pos_bound=3
+    )
+    fc = Layer(
+        weight=rng.integers(-3, 4, (4, 18)),
+        bias=np.zeros(4, int),
+        threshold=2,
+        neg_bound=-2,
+        pos_bound=1,
+    )
+    net = ConvNet(input_shape=(1, 4, 4), input_bounds=(0, 16), layers=(conv, Flatten(), fc))
+    x = rng.integers(0, 17, (6, 16))
+    check_equivalence(net, x)
+    assert simulate(net, x).depth == 2
