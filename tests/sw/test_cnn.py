@@ -216,12 +216,10 @@ def test_sops_match_a_brute_force_count_per_event(data):
 
 # -- the digits CNN ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits_cnn(tmp_path_factory):
-    from spikezip.sw.cnn import model
+def digits_cnn(trained_cnn):
     from spikezip.sw.cnn.convert import to_convnet
 
-    trained = model.load_or_train(model.CnnConfig(), directory=tmp_path_factory.mktemp("cnn"))
-    return trained, to_convnet(trained, name="digits-cnn")
+    return trained_cnn.model, to_convnet(trained_cnn.model, name="digits-cnn")
 
 
 def test_digits_cnn_accuracy_and_snn_equals_qann_on_every_image(digits_cnn, digits_data):
