@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from spikezip.ir import Layer
-from spikezip.ir.cnn import Add, Conv2d, ConvNet, Flatten, MaxPool2d
+from spikezip.ir.cnn import Add, Conv2d, ConvNet, Flatten, MaxPool2d, SumPool2d
 from spikezip.ir.network import check_neuron
 from spikezip.sw.cnn.model import SITES, QannCNN
 from spikezip.sw.convert import _round, _thresholds
 from spikezip.sw.quant import MyQuan
 
-__all__ = ["Agreement", "agreement", "fold_batchnorm", "to_convnet"]
+__all__ = ["Agreement", "agreement", "avg_pool", "fold_batchnorm", "to_convnet"]
 
 
 def fold_batchnorm(
@@ -203,4 +203,41 @@ def agreement(model: QannCNN, net: ConvNet, pixels: np.ndarray) -> Agreement:
         samples=tuple(float(e.all(axis=1).mean()) for e in eq),
         max_difference=tuple(int(np.abs(f - i).max()) for f, i in zip(fl, it, strict=True)),
         prediction=float(np.mean(np.argmax(fl[-1], axis=1) == np.argmax(it[-1], axis=1))),
+    )
+
+
+def avg_pool(
+    kernel: int | tuple[int, int],
+    *,
+    in_scale: float,
+    out_scale: float,
+    neg_bound: int,
+    pos_bound: int,
+    stride: int | tuple[int, int] | None = None,
+    weight_bits: int = 8,
+    max_threshold: int = 1 << 16,
+    name: str = "",
+) -> SumPool2d:
+    """``AvgPool2d`` of codes with scale ``in_scale`` followed by a quantizer of scale
+    ``out_scale`` and bounds ``[n, p]``, as a :class:`ir.cnn.SumPool2d`.
+
+    The float site is ``clamp(floor(mean(a)·s_in/s_out + 0.5), n, p)``; the integer one
+    ``clamp(floor((w·Σ a + H)/Θ), n, p)`` with ``w = round(s_in·Θ/(kh·kw·s_out))`` and Θ the largest
+    power of two keeping ``w`` in ``weight_bits`` signed bits.
+    """
+    for field, v in (("in_scale", in_scale), ("out_scale", out_scale)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{field} must be a positive number, not {v!r}")
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    ratio = np.array([[in_scale / (kh * kw * out_scale)]])
+    kw_ = dict(weight_bits=weight_bits, power_of_two=True, max_threshold=max_threshold)
+    theta, w, _ = _site(ratio, np.zeros(1), out_scale, name=name or "avg_pool", **kw_)
+    return SumPool2d(
+        kernel=(kh, kw),
+        stride=stride,
+        weight=int(w[0, 0]),
+        threshold=int(theta[0]),
+        neg_bound=neg_bound,
+        pos_bound=pos_bound,
+        name=name,
     )

@@ -275,3 +275,28 @@ def test_flatten_only_reshapes():
     x = rng.integers(0, 17, (6, 16))
     check_equivalence(net, x)
     assert simulate(net, x).depth == 2
+
+
+@pytest.mark.parametrize(("s_out", "exact"), [(0.5, True), (0.3, False), (1.7, False)])
+def test_avg_pool_converts_to_a_sum_pool(s_out, exact):
+    from spikezip.sw.cnn.convert import avg_pool
+
+    rng = np.random.default_rng(4)
+    conv = Conv2d(
+        weight=rng.integers(-4, 5, (3, 1, 3, 3)),
+        bias=[1, 0, -1],
+        threshold=4,
+        neg_bound=0,
+        pos_bound=15,
+        padding=1,
+    )
+    pool = avg_pool(2, in_scale=1.0, out_scale=s_out, neg_bound=0, pos_bound=15, name="avg")
+    assert pool.kernel == (2, 2) and pool.stride == (2, 2)
+    net = ConvNet(input_shape=(1, 6, 6), input_bounds=(0, 16), layers=(conv, pool))
+    x = rng.integers(0, 17, (40, 36))
+    codes, pooled = integer_qann(net, x)
+    mean = codes.reshape(40, 3, 3, 2, 3, 2).mean(axis=(3, 5))
+    want = np.clip(np.floor(mean * 1.0 / s_out + 0.5), 0, 15)
+    agree = float(np.mean(want == pooled))
+    assert agree == 1.0 if exact else agree >= 0.95, agree  # int8 weight: rounded ratio
+    check_equivalence(net, x)
