@@ -71,8 +71,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-#: Largest kernel, stride and padding accepted (a sanity bound for files).
+#: Largest kernel, stride, padding and image side accepted (a sanity bound for files).
 MAX_SPATIAL = 1 << 16
+#: Most neurons of one site (and pixels of the image): bounds what a hostile file can allocate.
+MAX_NEURONS = 1 << 24
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -124,6 +126,14 @@ def _out_size(op: Any, shape: tuple[int, ...], padding: tuple[int, int]) -> tupl
             f"(input {h}×{w}{pad})"
         )
     return (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
+
+
+def _check_size(shape: tuple[int, ...], what: str) -> None:
+    size = int(np.prod(shape, dtype=object))
+    if size > MAX_NEURONS:
+        raise ValueError(
+            f"{what} {list(shape)} holds {size} neurons; at most {MAX_NEURONS} are supported"
+        )
 
 
 def _tap_sum(my: np.ndarray, mx: np.ndarray, per_tap: np.ndarray) -> np.ndarray:
@@ -184,6 +194,49 @@ def _exact(*arrays: np.ndarray, bound: int) -> tuple[np.ndarray, ...]:
 
 
 # -- layers -----------------------------------------------------------------------------------
+class _Window:
+    """Geometry of a windowed layer (``kernel``, ``stride``, ``padding``; ``output_shape``)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def reach(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(my [H', kh], mx [W', kw])``: which kernel taps of each output row/column fall
+        inside an input of ``shape = (C, H, W)`` (:func:`window_reach`)."""
+        self.output_shape(shape)
+        (kh, kw), (sy, sx), (py, px) = self.kernel, self.stride, self.padding
+        return window_reach(shape[1], kh, sy, py), window_reach(shape[2], kw, sx, px)
+
+    def targets(self, shape: tuple[int, ...], y: int, x: int) -> list[tuple[int, int, int, int]]:
+        """What an input event at ``(·, y, x)`` reaches: every ``(oy, ox, ky, kx)`` with
+        ``oy·sy − py + ky = y`` and ``ox·sx − px + kx = x`` inside the output, in row-major
+        order of ``(oy, ox)``: the output window an event-driven core updates, and the kernel
+        tap it uses there."""
+        my, mx = self.reach(shape)
+        if not (0 <= y < shape[1] and 0 <= x < shape[2]):
+            raise ValueError(f"({y}, {x}) lies outside the {shape[1]}×{shape[2]} input")
+        (sy, sx), (py, px) = self.stride, self.padding
+        rows = [(o, k) for o, k in np.argwhere(my) if o * sy - py + k == y]
+        cols = [(o, k) for o, k in np.argwhere(mx) if o * sx - px + k == x]
+        return [(int(oy), int(ox), int(ky), int(kx)) for oy, ky in rows for ox, kx in cols]
+
+    def _fan(self, shape: tuple[int, ...]) -> np.ndarray:
+        """``int64 [H, W]``: windows (output positions) one input position lies in."""
+        my, mx = self.reach(shape)
+        (sy, sx), (py, px) = self.stride, self.padding
+        fy = np.zeros(shape[1], dtype=np.int64)
+        fx = np.zeros(shape[2], dtype=np.int64)
+        for o, k in np.argwhere(my):
+            fy[o * sy - py + k] += 1
+        for o, k in np.argwhere(mx):
+            fx[o * sx - px + k] += 1
+        return np.outer(fy, fx)
+
+
 class _Neurons(NeuronFacts):
     """Facts shared by the layers with ST-BIF neurons."""
 
@@ -194,7 +247,7 @@ class _Neurons(NeuronFacts):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Conv2d(_Neurons):
+class Conv2d(_Neurons, _Window):
     """A 2-D convolution with zero padding and its ST-BIF neurons (one per output element).
 
     Parameters
@@ -276,14 +329,6 @@ class Conv2d(_Neurons):
             raise ValueError(f"has {self.c_in} input channels but its input has {shape[0]}")
         return (self.c_out, *_out_size(self, shape, self.padding))
 
-    def reach(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """``(my [H', kh], mx [W', kw])``: which kernel taps of each output row/column fall inside
-        the input (:func:`window_reach`); the fan-in of output ``(c, y, x)`` is
-        ``c_in · my[y].sum() · mx[x].sum()``."""
-        self.output_shape(shape)
-        (kh, kw), (sy, sx), (py, px) = self.kernel, self.stride, self.padding
-        return window_reach(shape[1], kh, sy, py), window_reach(shape[2], kw, sx, px)
-
     def fan_in(self, shape: tuple[int, ...]) -> np.ndarray:
         """``int64 [H', W']``: inputs each output neuron actually reaches (edges included)."""
         my, mx = self.reach(shape)
@@ -291,15 +336,7 @@ class Conv2d(_Neurons):
 
     def fan_out(self, shape: tuple[int, ...]) -> np.ndarray:
         """``int64 [H, W]``: output neurons (positions × ``c_out``) one input element reaches."""
-        my, mx = self.reach(shape)
-        (sy, sx), (py, px) = self.stride, self.padding
-        fy = np.zeros(shape[1], dtype=np.int64)
-        fx = np.zeros(shape[2], dtype=np.int64)
-        for o, k in np.argwhere(my):
-            fy[o * sy - py + k] += 1
-        for o, k in np.argwhere(mx):
-            fx[o * sx - px + k] += 1
-        return self.c_out * np.outer(fy, fx)
+        return self.c_out * self._fan(shape)
 
     def widths(
         self, shape: tuple[int, ...], input_lo: int, input_hi: int, *, analog: bool, spike_max: int
@@ -368,7 +405,7 @@ class Conv2d(_Neurons):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SumPool2d(_Neurons):
+class SumPool2d(_Neurons, _Window):
     """Sum pooling (no padding) times one integer ``weight``, and its ST-BIF neurons.
 
     The drive of output ``(c, y, x)`` is ``weight · Σ`` of its input window in channel ``c``.
@@ -421,16 +458,9 @@ class SumPool2d(_Neurons):
             )
         return (shape[0], *_out_size(self, shape, (0, 0)))
 
-    def reach(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        self.output_shape(shape)
-        return (
-            window_reach(shape[1], self.kernel[0], self.stride[0], 0),
-            window_reach(shape[2], self.kernel[1], self.stride[1], 0),
-        )
-
     def fan_out(self, shape: tuple[int, ...]) -> np.ndarray:
         """``int64 [H, W]``: windows (output neurons) one input element reaches."""
-        return _pool_fan_out(self, shape)
+        return self._fan(shape)
 
     def widths(
         self, shape: tuple[int, ...], input_lo: int, input_hi: int, *, spike_max: int
@@ -487,19 +517,8 @@ class SumPool2d(_Neurons):
         )
 
 
-def _pool_fan_out(op: Any, shape: tuple[int, ...]) -> np.ndarray:
-    my, mx = op.reach(shape)
-    fy = np.zeros(shape[1], dtype=np.int64)
-    fx = np.zeros(shape[2], dtype=np.int64)
-    for o, k in np.argwhere(my):
-        fy[o * op.stride[0] + k] += 1
-    for o, k in np.argwhere(mx):
-        fx[o * op.stride[1] + k] += 1
-    return np.outer(fy, fx)
-
-
 @dataclass(frozen=True, kw_only=True, eq=False)
-class MaxPool2d:
+class MaxPool2d(_Window):
     """Max pooling (no padding) as a differential operator, without neurons (docs/cnn.md §3).
 
     It keeps the cumulative input ``X_t`` (the tracers of its source) and emits, per window,
@@ -534,16 +553,9 @@ class MaxPool2d:
             raise ValueError(f"needs a [channels, height, width] input, not shape {list(shape)}")
         return (shape[0], *_out_size(self, shape, (0, 0)))
 
-    def reach(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        self.output_shape(shape)
-        return (
-            window_reach(shape[1], self.kernel[0], self.stride[0], 0),
-            window_reach(shape[2], self.kernel[1], self.stride[1], 0),
-        )
-
     def fan_out(self, shape: tuple[int, ...]) -> np.ndarray:
         """``int64 [H, W]``: windows one input element belongs to (max updates per event)."""
-        return _pool_fan_out(self, shape)
+        return self._fan(shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -772,6 +784,7 @@ class ConvNet:
         if min(shape) < 1 or max(shape) > MAX_SPATIAL:
             raise ValueError(f"input_shape sizes must lie in [1, {MAX_SPATIAL}], not {shape}")
         object.__setattr__(self, "input_shape", tuple(int(v) for v in shape))
+        _check_size(self.input_shape, "input_shape")
         bounds = tuple(self.input_bounds) if hasattr(self.input_bounds, "__iter__") else ()
         if len(bounds) != 2 or not all(_is_int(b) for b in bounds):
             raise TypeError(f"input_bounds must be a pair of integers, not {self.input_bounds!r}")
@@ -918,11 +931,13 @@ class ConvNet:
             shape: tuple[int, ...] = (op.n_out,)
         elif isinstance(op, Conv2d):
             shape = op.output_shape(src.shape)
+            _check_size(shape, "its output")
             width = op.widths(
                 src.shape, src.lo, src.hi, analog=src.analog, spike_max=max(src.spike_max, 1)
             )
         else:  # SumPool2d
             shape = op.output_shape(src.shape)
+            _check_size(shape, "its output")
             width = op.widths(src.shape, src.lo, src.hi, spike_max=src.spike_max)
         tau = src.tau + op.settle_steps
         return _Out(shape, op.neg_bound, op.pos_bound, op.spike_max, False, tau), width

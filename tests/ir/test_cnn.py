@@ -408,3 +408,37 @@ def test_inputs_are_checked_like_analog_networks():
         net.check_inputs(np.zeros((2, 15), dtype=int))
     with pytest.raises(ValueError, match="outside input_bounds"):
         net.check_inputs(np.full((1, 16), 17))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_targets_list_exactly_the_outputs_an_event_reaches(data):
+    """For every input position: targets() == a walk over every output and tap; their number is
+    the fan-out; each target's tap maps back to the event's position."""
+    from tests.sw.cnn_strategies import conv_layers
+
+    size = (data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6)))
+    op = data.draw(conv_layers(1, size))
+    shape = (1, *size)
+    (kh, kw), (sy, sx), (py, px) = op.kernel, op.stride, op.padding
+    _, ho, wo = op.output_shape(shape)
+    fan = op.fan_out(shape)
+    for y in range(size[0]):
+        for x in range(size[1]):
+            want = [
+                (oy, ox, ky, kx)
+                for oy in range(ho)
+                for ox in range(wo)
+                for ky in range(kh)
+                for kx in range(kw)
+                if oy * sy - py + ky == y and ox * sx - px + kx == x
+            ]
+            assert sorted(op.targets(shape, y, x)) == want
+            assert len(want) * op.c_out == fan[y, x]
+    with pytest.raises(ValueError, match="outside the"):
+        op.targets(shape, size[0], 0)
+
+
+def test_a_huge_image_is_refused_before_anything_is_allocated():
+    with pytest.raises(ValueError, match=r"input_shape \[1, 65536, 65536\] holds 4294967296"):
+        ConvNet(input_shape=(1, 1 << 16, 1 << 16), input_bounds=(0, 1), layers=(conv(),))
