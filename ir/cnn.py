@@ -8,9 +8,10 @@ A :class:`ConvNet` is a directed acyclic graph of layers over an analog image
   x·sx − px + kx]`` over the taps that fall inside the input (padding contributes nothing);
 * :class:`SumPool2d` — a linear pooling layer (one integer ``weight`` times the window sum) and its
   neurons; ``AvgPool2d`` converts to it (the ``1/k²`` goes into ``weight``/Θ);
-* :class:`MaxPool2d` — a **differential operator** without neurons: it keeps the cumulative input
-  ``X_t`` and emits ``max(X_t) − max(X_{t−1})`` per window, which is a ±1 spike or nothing when
-  its input spikes are ±1 (docs/cnn.md §3); its tracer is ``max(X_t)``;
+* :class:`MaxPool2d` — a **differential operator**: it keeps the cumulative input ``X_t`` and
+  emits ``max(X_t) − max(X_{t−1})`` per window, which is a ±1 spike or nothing when its input
+  spikes are ±1 (docs/cnn.md §3; its tracer is then ``max(X_t)``, no neuron needed); a graded
+  max-pool re-encodes the differences with a graded neuron of Θ = 1;
 * :class:`Flatten` — ``[C, H, W] → [C·H·W]`` in C order (no neurons, not a trace layer);
 * :class:`ir.Layer` — a fully-connected layer on a flat input;
 * :class:`Add` — the residual merge: the drive is ``Σ_c m_c·s_c(t)`` over its sources, one integer
@@ -50,11 +51,14 @@ from spikezip.ir.network import (
     NeuronFacts,
     _int_array,
     _is_int,
+    check_neuron,
     check_value,
     neuron_fields,
     neuron_json,
     neuron_kind_from,
+    settle_steps,
     signed_width,
+    spike_magnitude,
     unsigned_width,
 )
 
@@ -519,34 +523,70 @@ class SumPool2d(_Neurons, _Window):
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MaxPool2d(_Window):
-    """Max pooling (no padding) as a differential operator, without neurons (docs/cnn.md §3).
+    """Max pooling (no padding) as a differential operator (docs/cnn.md §3).
 
-    It keeps the cumulative input ``X_t`` (the tracers of its source) and emits, per window,
-    ``max(X_t) − max(X_{t−1})`` (``max(X_{−1}) := 0``); its tracer is ``max(X_t)``. Its source
-    must spike ±1 (ST-BIF), so the output is a ±1 spike too.
+    It keeps the cumulative input ``X_t`` (the tracers of its source) and drives, per window,
+    ``max(X_t) − max(X_{t−1})`` (``max(X_{−1}) := 0``) into a neuron of ``Θ = 1`` whose tracer
+    bounds are its source's. An ``"stbif"`` max-pool needs ±1 input spikes: its drive is then a
+    ±1 spike already, the neuron passes it through unchanged (docs/cnn.md Lemma MP2) and its
+    tracer is ``max(X_t)`` at every step — no neuron is needed in hardware. A ``"graded"``
+    max-pool takes any source: its graded neuron re-encodes the differences into ±2^k spikes.
 
     Parameters
     ----------
     kernel : int or ``(kh, kw)``, each ≥ 1
     stride : int or ``(sy, sx)``, each ≥ 1; default the kernel
     name : str
+    neuron, max_level : ``"stbif"`` (default) or ``"graded"`` and its largest level K
     """
 
     kernel: int | tuple[int, int]
     stride: int | tuple[int, int] | None = None
     name: str = ""
+    neuron: str = "stbif"
+    max_level: int | None = None
 
     def __post_init__(self) -> None:
         _pair(self, "kernel", lo=1)
         _pair(self, "stride", lo=1, default=self.kernel)
         _name(self)
+        check_neuron(self.neuron, self.max_level)
+        if self.max_level is not None:
+            object.__setattr__(self, "max_level", int(self.max_level))
 
     kind = "maxpool2d"
     padding = (0, 0)
-    neuron = "stbif"
-    max_level = None
-    spike_max = 1
-    settle_steps = 0
+    threshold = 1
+
+    def spike_max_for(self, neg_bound: int, pos_bound: int) -> int:
+        """Largest ``|s|`` it fires for a source with tracer bounds ``[n, p]``."""
+        return spike_magnitude(self.neuron, self.max_level, neg_bound, pos_bound)
+
+    def settle_for(self, neg_bound: int, pos_bound: int) -> int:
+        """Steps it may still spike after its source's last spike: 0 for ST-BIF (no lag), else
+        the graded neuron's settle steps for a span ``p − n``."""
+        if self.neuron == "stbif":
+            return 0
+        return settle_steps(self.neuron, self.max_level, pos_bound - neg_bound)
+
+    def widths(self, neg_bound: int, pos_bound: int, spike_max: int) -> LayerWidths:
+        """Its neuron's widths: drive ``±spike_max`` (its source's), membrane
+        ``U = max(X) − A ∈ [n − p, p − n]``, tracer ``[n, p]``, Θ = 1."""
+        span = pos_bound - neg_bound
+        return LayerWidths(
+            input_lo=neg_bound,
+            input_hi=pos_bound,
+            drive_lo=-spike_max,
+            drive_hi=spike_max,
+            membrane_lo=-span,
+            membrane_hi=span,
+            drive=signed_width(-spike_max, spike_max),
+            membrane=signed_width(-span, span),
+            tracer=signed_width(neg_bound, pos_bound),
+            weight=1,
+            bias=1,
+            threshold=1,
+        )
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         if len(shape) != 3:
@@ -563,11 +603,14 @@ class MaxPool2d(_Window):
             "kernel": list(self.kernel),
             "stride": list(self.stride),
             "name": self.name,
+            **neuron_json(self),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MaxPool2d:
-        return cls(kernel=d["kernel"], stride=d["stride"], name=d.get("name", ""))
+        return cls(
+            kernel=d["kernel"], stride=d["stride"], name=d.get("name", ""), **neuron_kind_from(d)
+        )
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -898,13 +941,22 @@ class ConvNet:
         if isinstance(op, Flatten):
             return replace(src, shape=(int(np.prod(src.shape)),)), None
         if isinstance(op, MaxPool2d):
-            if src.spike_max != 1:
+            if op.neuron == "stbif" and src.spike_max != 1:
                 raise ValueError(
-                    "max-pool needs ±1 input spikes (an ST-BIF source) for its differences "
-                    f"max(X_t) − max(X_t−1) to be spikes; its source fires up to ±{src.spike_max}"
+                    "an ST-BIF max-pool needs ±1 input spikes for its differences "
+                    f"max(X_t) − max(X_t−1) to be spikes; its source fires up to "
+                    f"±{src.spike_max} (make the max-pool graded)"
                 )
             shape = op.output_shape(src.shape)
-            return _Out(shape, src.lo, src.hi, 1, False, src.tau), None
+            out = _Out(
+                shape,
+                src.lo,
+                src.hi,
+                op.spike_max_for(src.lo, src.hi),
+                False,
+                src.tau + op.settle_for(src.lo, src.hi),
+            )
+            return out, op.widths(src.lo, src.hi, src.spike_max)
         if isinstance(op, Add):
             shapes = {i.shape for i in ins}
             if len(shapes) != 1:
@@ -979,8 +1031,12 @@ class ConvNet:
 
     @property
     def widths(self) -> tuple[LayerWidths | None, ...]:
-        """Exact widths per layer (None for MaxPool2d and Flatten, which have no membranes)."""
+        """Exact widths per layer (None for Flatten)."""
         return tuple(self._widths)
+
+    def spike_max(self, k: int) -> int:
+        """Largest ``|s|`` ``layers[k]`` emits (0 for the image's Flatten)."""
+        return self._outs[k].spike_max
 
     def source_range(self, k: int) -> tuple[int, int]:
         """``(lo, hi)`` of the cumulative value ``layers[k]`` reads (its first source's)."""
@@ -995,7 +1051,7 @@ class ConvNet:
 
     def step_bound(self) -> int:
         """Steps within which a run provably reaches its first idle step: ``max τ + 2`` with
-        ``τ(site) = max τ(sources) + settle_steps`` (0 for max-pool), τ(image) = 0
+        ``τ(site) = max τ(sources) + settle_steps`` (0 for an ST-BIF max-pool), τ(image) = 0
         (docs/cnn.md §5)."""
         return max(o.tau for o in self._outs) + 2
 
@@ -1008,10 +1064,10 @@ class ConvNet:
         return ", ".join(f"{a} {int(i)}" for a, i in zip(axes, idx, strict=True))
 
     def with_neuron(self, neuron: str = "graded", max_level: int | None = None) -> ConvNet:
-        """The same network with every neuron site's kind set (max-pool has none)."""
+        """The same network with every site's neuron kind set (max-pools included)."""
 
         def kind(op: Any) -> Any:
-            if isinstance(op, (MaxPool2d, Flatten)):
+            if isinstance(op, Flatten):
                 return op
             return replace(op, neuron=neuron, max_level=max_level)
 

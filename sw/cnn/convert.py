@@ -93,8 +93,8 @@ def to_convnet(
 
     Sites (trace layers): :data:`sw.cnn.model.SITES`. Θ are powers of two (a shift), per output
     channel for the convolutions, per neuron for ``fc``, one for the residual merge.
-    ``neuron``/``max_level``: as :func:`sw.convert.to_network` (the max-pool's source must stay
-    ST-BIF, so graded networks with a max-pool are refused by the IR).
+    ``neuron``/``max_level``: as :func:`sw.convert.to_network`, for every site (the max-pool
+    too: a graded max-pool re-encodes its differences, docs/cnn.md §3).
     """
     if not isinstance(model, QannCNN):
         raise TypeError(f"model must be a QannCNN, not {type(model).__name__}")
@@ -144,7 +144,10 @@ def to_convnet(
             **kind,
         )
     )
-    layers += [MaxPool2d(kernel=model.pool.kernel_size, name="pool"), Flatten(name="flatten")]
+    layers += [
+        MaxPool2d(kernel=model.pool.kernel_size, name="pool", **kind),
+        Flatten(name="flatten"),
+    ]
     s_out = _scale(model.q_out, "fc")
     w = model.fc.weight.detach().to(torch.float64).numpy()
     b = model.fc.bias.detach().to(torch.float64).numpy()

@@ -13,7 +13,8 @@ convolution reaches fewer output positions than an interior one):
   AC (an add-type operation; spec §4.5 does not name it);
 * **residual merge** (:class:`ir.cnn.Add`): one AC per input event (its multiplier, a constant);
 * **bias ACs**: one per neuron with a non-zero bias, at t = 0; **neuron updates**: the site's
-  neurons per step run (max-pool has none). Both reported apart, as in :mod:`sw.energy`.
+  neurons per step run (an ST-BIF max-pool has none: its differences are spikes already). Both
+  reported apart, as in :mod:`sw.energy`.
 
 A graded spike is one event (:mod:`sw.energy`). Energy = 0.9 pJ·(ACs + bias ACs) + 4.6 pJ·MACs.
 """
@@ -79,7 +80,7 @@ def count_ops(net: ConvNet, trace: Trace, inputs: np.ndarray) -> OpCounts:
         if isinstance(bias, np.ndarray):
             per_channel = int(np.prod(site.shape[1:])) if isinstance(op, Conv2d) else 1
             bias_acs[:, d] = int((bias != 0).sum()) * per_channel
-        if not isinstance(op, MaxPool2d):
+        if not (isinstance(op, MaxPool2d) and op.neuron == "stbif"):  # ST-BIF: no neuron
             updates[:, d] = trace.steps * site.size
         rate[:, :, d] = (trace.spikes[d] != 0).mean(axis=2)
     spikes = np.stack([(s != 0).sum(axis=(1, 2)) for s in trace.spikes], axis=1)

@@ -5,7 +5,8 @@
   the source codes (plus the bias), and ``a = max`` over the window for max-pool;
 * :func:`simulate` — the SNN: every site one :func:`sw.reference.neuron_step` per step, layer-serial
   with zero delay inside a step, biases and the analog image at t = 0, max-pool as the
-  differential operator ``max(X_t) − max(X_{t−1})``, per-sample termination at the first idle
+  differential operator ``max(X_t) − max(X_{t−1})`` driving a Θ = 1 neuron (transparent for
+  ST-BIF), per-sample termination at the first idle
   step, the proven step bound as the default cap. Traces are :class:`ir.Trace` with one layer per
   site (neurons flattened in C order: channel, y, x).
 
@@ -78,6 +79,8 @@ class _Op:
     bias: torch.Tensor | None = None  #: int64, broadcast to the output
     threshold: torch.Tensor | None = None
     initial: torch.Tensor | None = None
+    neg_bound: int = 0  #: tracer bounds (a max-pool's are its source's)
+    pos_bound: int = 0
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
         """The synaptic drive of an input ``x`` (int64, ``[B, *in_shape]``), int64 out."""
@@ -105,8 +108,8 @@ class _Op:
             membrane,
             tracer,
             threshold=self.threshold,
-            neg_bound=op.neg_bound,
-            pos_bound=op.pos_bound,
+            neg_bound=self.neg_bound,
+            pos_bound=self.pos_bound,
             max_level=op.max_level,
         )
 
@@ -132,9 +135,14 @@ def _prepare(net: ConvNet) -> list[_Op]:
             thr = op.thresholds
         elif isinstance(op, (SumPool2d, Add)):
             thr = op.thresholds_for(out_shape[0])
+        elif isinstance(op, MaxPool2d):  # Θ = 1, the source's bounds (docs/cnn.md §3)
+            thr = np.ones(out_shape[0], dtype=np.int64)
         else:
             ops.append(p)
             continue
+        p.neg_bound, p.pos_bound = (
+            net.source_range(k) if isinstance(op, MaxPool2d) else (op.neg_bound, op.pos_bound)
+        )
         shape = (-1,) + (1,) * (len(out_shape) - 1)
         t = torch.from_numpy(np.array(thr)).reshape(shape)
         p.threshold = t.expand(out_shape).contiguous()
@@ -203,8 +211,9 @@ def simulate(
 
     ``max_steps`` defaults to :meth:`ir.cnn.ConvNet.step_bound` (proven sufficient); samples that
     hit a lower cap are marked ``capped`` and a :class:`sw.reference.StepCapWarning` is issued.
-    ``record_state`` records membranes and tracers after every step (a max-pool's membrane is its
-    tracer, ``max(X_t)``). Busy flags are cumulative in site order (:mod:`sw.reference`).
+    ``record_state`` records membranes and tracers after every step (a max-pool's membrane is
+    ``max(X_t) − A_t``: 0 for an ST-BIF max-pool, whose tracer is ``max(X_t)``). Busy flags are
+    cumulative in site order (:mod:`sw.reference`).
     """
     if not isinstance(net, ConvNet):
         raise TypeError(f"network must be an ir.cnn.ConvNet, not {type(net).__name__}")
@@ -219,8 +228,9 @@ def _simulate(net: ConvNet, inputs: Any, *, max_steps: int | None, record_state:
     max_steps = check_max_steps(max_steps, bound)
     ops = _prepare(net)
     mem: dict[int, torch.Tensor] = {}
-    acc: dict[int, torch.Tensor] = {}  # tracers (max-pool: max(X_t))
+    acc: dict[int, torch.Tensor] = {}  # tracers
     cum: dict[int, torch.Tensor] = {}  # max-pool: the cumulative input X_t
+    top: dict[int, torch.Tensor] = {}  # max-pool: max(X_t) per window
     has_bias = []
     for k, p in enumerate(ops):
         if p.site < 0:
@@ -228,14 +238,11 @@ def _simulate(net: ConvNet, inputs: Any, *, max_steps: int | None, record_state:
         shape = (batch, *p.out_shape)
         if isinstance(p.op, MaxPool2d):
             cum[k] = torch.zeros(batch, *p.in_shape, dtype=torch.int64)
-            mem[k] = torch.zeros(shape, dtype=torch.int64)
-            acc[k] = mem[k]
-            has_bias.append(False)
-            continue
+            top[k] = torch.zeros(shape, dtype=torch.int64)
         mem[k] = (p.initial + p.bias).expand(shape).clone()  # bias injected at t = 0
         acc[k] = torch.zeros(shape, dtype=torch.int64)
         has_bias.append(bool(p.bias.any()))
-    spike_max = max(getattr(s.op, "spike_max", 1) for s in net.sites)
+    spike_max = max(net.spike_max(s.layer) for s in net.sites)
     rec = TraceRecorder(net.depth, batch, record_state=record_state, spike_max=spike_max)
     zeros = torch.zeros(batch, dtype=torch.bool)
     for t in range(max_steps):
@@ -248,15 +255,14 @@ def _simulate(net: ConvNet, inputs: Any, *, max_steps: int | None, record_state:
                 x = out[p.sources[0]]
                 out[k] = None if x is None else x.reshape(batch, -1)
                 continue
-            if isinstance(op, MaxPool2d):
+            if isinstance(op, MaxPool2d):  # drive max(X_t) − max(X_{t−1}) into a Θ = 1 neuron
                 x = out[p.sources[0]]
+                drive = 0
                 if x is not None and bool(x.any()):
                     cum[k] = cum[k] + x
                     new = im2col(cum[k], op.kernel, op.stride, (0, 0)).amax(dim=2)
-                    s = new - acc[k]
-                    acc[k] = mem[k] = new
-                else:
-                    s = torch.zeros(batch, *p.out_shape, dtype=torch.int64)
+                    drive, top[k] = new - top[k], new
+                s, mem[k], acc[k] = p.step(drive, mem[k], acc[k])
             else:
                 if isinstance(op, Add):
                     ins = [out[i] for i in p.sources]

@@ -155,9 +155,15 @@ def small_cnn(**kw) -> ConvNet:
             "layers[2] (add 'res'): reads the analog image",
         ),
         (
-            lambda: small_cnn().with_neuron("graded"),
+            lambda: small_cnn(
+                layers=(
+                    *small_cnn().with_neuron("graded").layers[:3],
+                    MaxPool2d(kernel=2, name="pool"),
+                    *small_cnn().layers[4:],
+                )
+            ),
             ValueError,
-            "layers[3] (maxpool2d 'pool'): max-pool needs ±1 input spikes",
+            "layers[3] (maxpool2d 'pool'): an ST-BIF max-pool needs ±1 input spikes",
         ),
         (
             lambda: small_cnn(input_shape=(1, 4)),
@@ -225,7 +231,13 @@ def test_shapes_sites_and_coordinates():
     assert [s.layer for s in net.sites] == [0, 1, 2, 3, 5]
     assert net.describe_neuron(3, 5) == "channel 1, y 0, x 1"
     assert net.describe_neuron(4, 2) == "neuron 2"
-    assert net.widths[3] is None and net.widths[4] is None
+    assert net.widths[4] is None  # the Flatten
+    assert (net.widths[3].membrane_lo, net.widths[3].membrane_hi) == (-7, 7)  # U ∈ [n − p, p − n]
+    graded = net.with_neuron("graded", 1)
+    assert graded.layers[3].neuron == "graded" and graded.spike_max(3) == 2
+    # graded, K = 1: a span of 7 settles in ⌊7/2⌋ + popcount(1) = 4 steps; every site (the pool
+    # too, re-encoding) is on the path c1 → layer1 → res → pool → fc
+    assert graded.step_bound() == 5 * 4 + 2
 
 
 def test_step_bound_is_the_longest_path():

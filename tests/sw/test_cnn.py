@@ -121,7 +121,23 @@ def test_max_pool_telescopes(kernel, stride):
         moved += int((want < prev).sum())
         prev = want
     assert set(np.unique(tr.spikes[1])) <= {-1, 0, 1}
+    assert not tr.membranes[1].any()  # Lemma MP2: the Θ = 1 neuron passes ±1 through at once
     assert moved > 0  # the max also went down somewhere: the negative differences are exercised
+    np.testing.assert_array_equal(tr.counts(1), integer_qann(net, x)[1].reshape(20, -1))
+
+
+def test_graded_max_pool_re_encodes_the_differences():
+    """A graded source moves a window's max by up to 2^K, not always a power of two: the graded
+    max-pool's Θ = 1 neuron integrates max(X_t) − max(X_{t−1}) (its membrane is max(X_t) − A_t
+    after every step) and fires ±2^k until its tracer is the max."""
+    net = _pool_net(2, None).with_neuron("graded", 2)
+    x = np.random.default_rng(1).integers(0, 17, (20, 36))
+    tr = simulate(net, x, record_state=True)
+    src = tr.tracers[0].reshape(20, tr.n_steps, *net.output_shape(0))
+    top = src.reshape(20, tr.n_steps, 3, 3, 2, 3, 2).max(axis=(4, 6)).reshape(20, tr.n_steps, -1)
+    np.testing.assert_array_equal(tr.membranes[1], top - tr.tracers[1])
+    mag = np.abs(tr.spikes[1].astype(np.int64))
+    assert ((mag & (mag - 1)) == 0).all() and mag.max() > 1
     np.testing.assert_array_equal(tr.counts(1), integer_qann(net, x)[1].reshape(20, -1))
 
 
@@ -235,6 +251,10 @@ def test_digits_cnn_accuracy_and_snn_equals_qann_on_every_image(digits_cnn, digi
         same &= (tr.counts(k) == qann[k].reshape(len(x), -1)).all(axis=1)
     assert same.all(), f"{int((~same).sum())} images differ"
     np.testing.assert_array_equal(tr.predictions(), np.argmax(qann[-1], axis=1))
+    graded = simulate(net.with_neuron("graded"), x)  # the same tracers in fewer steps
+    for k in range(net.depth):
+        np.testing.assert_array_equal(graded.counts(k), tr.counts(k))
+    assert graded.steps.mean() < tr.steps.mean()
 
 
 def test_digits_cnn_conversion_folds_batchnorm(digits_cnn, digits_data):
