@@ -251,10 +251,21 @@ def test_digits_cnn_accuracy_and_snn_equals_qann_on_every_image(digits_cnn, digi
         same &= (tr.counts(k) == qann[k].reshape(len(x), -1)).all(axis=1)
     assert same.all(), f"{int((~same).sum())} images differ"
     np.testing.assert_array_equal(tr.predictions(), np.argmax(qann[-1], axis=1))
+    check_graded_digits(net, x[:90], tr.select(slice(0, 90)))
+
+
+def check_graded_digits(net, x, stbif) -> None:
     graded = simulate(net.with_neuron("graded"), x)  # the same tracers in fewer steps
     for k in range(net.depth):
-        np.testing.assert_array_equal(graded.counts(k), tr.counts(k))
-    assert graded.steps.mean() < tr.steps.mean()
+        np.testing.assert_array_equal(graded.counts(k), stbif.counts(k))
+    assert not graded.capped.any() and graded.steps.mean() < stbif.steps.mean() / 2
+
+
+@pytest.mark.slow
+def test_graded_digits_cnn_equals_qann_on_every_image(digits_cnn, digits_data):
+    _, net = digits_cnn
+    x = digits_data.x_test
+    check_graded_digits(net, x, simulate(net, x))
 
 
 def test_digits_cnn_conversion_folds_batchnorm(digits_cnn, digits_data):
