@@ -454,3 +454,20 @@ def test_targets_list_exactly_the_outputs_an_event_reaches(data):
 def test_a_huge_image_is_refused_before_anything_is_allocated():
     with pytest.raises(ValueError, match=r"input_shape \[1, 65536, 65536\] holds 4294967296"):
         ConvNet(input_shape=(1, 1 << 16, 1 << 16), input_bounds=(0, 1), layers=(conv(),))
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_random_networks_round_trip_through_files(tmp_path_factory, data):
+    from tests.sw.cnn_strategies import conv_pairs, residual_nets
+
+    net = data.draw(
+        st.one_of(conv_pairs(), residual_nets(), residual_nets(graded=True)), label="net"
+    )
+    path = tmp_path_factory.mktemp("rt") / "n.npz"
+    net.save(path)
+    loaded = load_network(path)
+    assert isinstance(loaded, ConvNet) and loaded.digest() == net.digest()
+    assert loaded.sources == net.sources and loaded.site_names == net.site_names
+    assert [w and w.membrane for w in loaded.widths] == [w and w.membrane for w in net.widths]
+    assert ConvNet.from_dict(json.loads(json.dumps(net.to_dict()))).digest() == net.digest()
