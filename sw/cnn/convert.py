@@ -19,7 +19,8 @@ follows it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,14 @@ from spikezip.sw.cnn.model import SITES, QannCNN
 from spikezip.sw.convert import _round, _thresholds
 from spikezip.sw.quant import MyQuan
 
-__all__ = ["Agreement", "agreement", "avg_pool", "fold_batchnorm", "to_convnet"]
+__all__ = [
+    "Agreement",
+    "agreement",
+    "avg_pool",
+    "fold_batchnorm",
+    "sequential_to_convnet",
+    "to_convnet",
+]
 
 
 def fold_batchnorm(
@@ -242,5 +250,165 @@ def avg_pool(
         threshold=int(theta[0]),
         neg_bound=neg_bound,
         pos_bound=pos_bound,
+        name=name,
+    )
+
+
+# -- chains: a conv front end as an nn.Sequential ------------------------------------------------
+_PASS = (torch.nn.Identity, torch.nn.Dropout)
+
+
+def sequential_to_convnet(
+    model: torch.nn.Module,
+    *,
+    input_shape: tuple[int, int, int],
+    input_scale: float,
+    input_bounds: tuple[int, int],
+    weight_bits: int = 8,
+    max_threshold: int = 1 << 16,
+    name: str = "",
+    neuron: str = "stbif",
+    max_level: int | None = None,
+) -> ConvNet:
+    """Convert a chain of quantized stages (its leaf modules in registration order) to a
+    :class:`ir.cnn.ConvNet`:
+
+    * ``Conv2d [BatchNorm2d] MyQuan`` → :class:`ir.cnn.Conv2d` (BN folded, zero padding only);
+    * ``Linear MyQuan`` → :class:`ir.Layer`;
+    * ``AvgPool2d MyQuan`` → :class:`ir.cnn.SumPool2d` (:func:`avg_pool`);
+    * ``MaxPool2d`` → :class:`ir.cnn.MaxPool2d` (no padding, dilation 1);
+    * ``Flatten`` → :class:`ir.cnn.Flatten`;
+
+    ``ReLU`` after an asymmetric quantizer, ``Identity`` and ``Dropout`` are the identity and
+    skipped. Every unsupported module or option is a ``TypeError``/``ValueError`` naming it.
+    ``input_scale`` is the float value of one integer input step (the digits: 1/16).
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    check_neuron(neuron, max_level)
+    if not (
+        isinstance(input_scale, (int, float)) and math.isfinite(input_scale) and input_scale > 0
+    ):
+        raise ValueError(f"input_scale must be a positive number, not {input_scale!r}")
+    kw = dict(weight_bits=weight_bits, power_of_two=True, max_threshold=max_threshold)
+    kind = dict(neuron=neuron, max_level=max_level)
+    leaves = [
+        (n, m)
+        for n, m in list(model.named_modules())[1:]
+        if not any(True for _ in m.children()) and not isinstance(m, _PASS)
+    ]
+    layers: list[Any] = []
+    scale, i = float(input_scale), 0
+
+    def take(types: tuple[type, ...]) -> tuple[str, Any] | None:
+        nonlocal i
+        if i < len(leaves) and isinstance(leaves[i][1], types):
+            i += 1
+            return leaves[i - 1]
+        return None
+
+    def quant(after: str) -> MyQuan:
+        q = take((MyQuan,))
+        if q is None:
+            got = type(leaves[i][1]).__name__ if i < len(leaves) else "nothing"
+            raise TypeError(f"model module {after!r} must be followed by a MyQuan, not {got}")
+        relu = take((torch.nn.ReLU,))
+        if relu is not None and q[1].symmetric:
+            raise TypeError(
+                f"model module {relu[0]!r} is a ReLU after the symmetric quantizer {q[0]!r}; an "
+                "ST-BIF neuron cannot reproduce it (use an asymmetric quantizer)"
+            )
+        return q[1]
+
+    while i < len(leaves):
+        n, m = leaves[i]
+        i += 1
+        if isinstance(m, torch.nn.Conv2d):
+            if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros":
+                raise ValueError(
+                    f"model module {n!r}: groups, dilation and non-zero padding modes "
+                    "are not supported"
+                )
+            if isinstance(m.padding, str):
+                raise ValueError(f"model module {n!r}: give padding as integers, not {m.padding!r}")
+            bn = take((torch.nn.BatchNorm2d,))
+            q = quant(n)
+            s = _scale(q, n)
+            w, b = fold_batchnorm(m, None if bn is None else bn[1])
+            theta, wi, bi = _site(w * (scale / s), b, s, name=n, **kw)
+            layers.append(
+                Conv2d(
+                    weight=wi,
+                    bias=bi,
+                    threshold=theta,
+                    neg_bound=q.neg_bound,
+                    pos_bound=q.pos_bound,
+                    stride=tuple(m.stride),
+                    padding=tuple(m.padding),
+                    name=n,
+                    **kind,
+                )
+            )
+        elif isinstance(m, torch.nn.Linear):
+            q = quant(n)
+            s = _scale(q, n)
+            w = m.weight.detach().to(torch.float64).numpy()
+            b = np.zeros(w.shape[0]) if m.bias is None else m.bias.detach().double().numpy()
+            theta, wi, bi = _site(w * (scale / s), b, s, name=n, **kw)
+            layers.append(
+                Layer(
+                    weight=wi,
+                    bias=bi,
+                    threshold=theta,
+                    neg_bound=q.neg_bound,
+                    pos_bound=q.pos_bound,
+                    name=n,
+                    **kind,
+                )
+            )
+        elif isinstance(m, torch.nn.AvgPool2d):
+            if m.padding not in (0, (0, 0)) or m.ceil_mode or m.divisor_override is not None:
+                raise ValueError(
+                    f"model module {n!r}: padding, ceil_mode and divisor_override are not supported"
+                )
+            q = quant(n)
+            s = _scale(q, n)
+            layers.append(
+                avg_pool(
+                    m.kernel_size,
+                    stride=m.stride,
+                    in_scale=scale,
+                    out_scale=s,
+                    neg_bound=q.neg_bound,
+                    pos_bound=q.pos_bound,
+                    name=n,
+                    weight_bits=weight_bits,
+                    max_threshold=max_threshold,
+                )
+            )
+            if neuron != "stbif":
+                layers[-1] = replace(layers[-1], **kind)
+        elif isinstance(m, torch.nn.MaxPool2d):
+            if m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)) or m.ceil_mode:
+                raise ValueError(
+                    f"model module {n!r}: padding, dilation and ceil_mode are not supported"
+                )
+            layers.append(MaxPool2d(kernel=m.kernel_size, stride=m.stride, name=n, **kind))
+            continue
+        elif isinstance(m, torch.nn.Flatten):
+            layers.append(Flatten(name=n))
+            continue
+        else:
+            raise TypeError(
+                f"model module {n!r} is a {type(m).__name__}; expected Conv2d, BatchNorm2d, "
+                "Linear, AvgPool2d, MaxPool2d, Flatten or MyQuan in a chain"
+            )
+        scale = s
+    if not layers:
+        raise ValueError("model holds no convertible stage")
+    return ConvNet(
+        input_shape=tuple(input_shape),
+        input_bounds=tuple(input_bounds),
+        layers=tuple(layers),
         name=name,
     )

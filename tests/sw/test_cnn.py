@@ -331,3 +331,112 @@ def test_avg_pool_converts_to_a_sum_pool(s_out, exact):
     agree = float(np.mean(want == pooled))
     assert agree == 1.0 if exact else agree >= 0.95, agree  # int8 weight: rounded ratio
     check_equivalence(net, x)
+
+
+def _front_end():
+    import torch
+
+    from spikezip.sw.quant import MyQuan
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        MyQuan(8, symmetric=False),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False),
+        MyQuan(8, symmetric=False),
+        torch.nn.AvgPool2d(2),
+        MyQuan(8, symmetric=False),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(6, 5),
+        MyQuan(8, symmetric=True),
+    )
+
+
+def test_a_sequential_front_end_converts(digits_data):
+    """Conv+BN+Q, ReLU, max-pool, strided conv, avg-pool+Q, flatten, linear: the integer network's
+    codes follow the float chain's, and its SNN equals its QANN."""
+    import torch
+
+    from spikezip.sw.cnn.convert import sequential_to_convnet
+    from spikezip.sw.quant import MyQuan
+
+    model = _front_end()
+    x = digits_data.x_train[:256]
+    img = torch.from_numpy(x.astype(np.float32) / 16).reshape(-1, 1, 8, 8)
+    model.train()
+    with torch.no_grad():
+        model(img)  # MyQuan scales and BatchNorm statistics from one batch
+    model.eval()
+    net = sequential_to_convnet(
+        model, input_shape=(1, 8, 8), input_scale=1 / 16, input_bounds=(0, 16), name="front"
+    )
+    assert [s.kind for s in net.sites] == ["conv2d", "maxpool2d", "conv2d", "sumpool2d", "linear"]
+    codes = []
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: codes.append(mod.codes(inp[0]).numpy()))
+        for m in model
+        if isinstance(m, MyQuan)
+    ]
+    with torch.no_grad():
+        model(img)
+    for h in hooks:
+        h.remove()
+    qann = integer_qann(net, x)
+    for site, fl in zip((0, 2, 3, 4), codes, strict=True):
+        agree = float(np.mean(qann[site].reshape(len(x), -1) == fl.reshape(len(x), -1)))
+        assert agree >= 0.9, (net.sites[site].name, agree)
+    check_equivalence(net, x[:40])
+    graded = sequential_to_convnet(
+        model, input_shape=(1, 8, 8), input_scale=1 / 16, input_bounds=(0, 16), neuron="graded"
+    )
+    assert {s.op.neuron for s in graded.sites} == {"graded"}
+    check_equivalence(graded, x[:40])
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        (
+            lambda m: m.__setitem__(2, __import__("torch").nn.GELU()),
+            TypeError,
+            "model module '0' must be followed by a MyQuan, not GELU",
+        ),
+        (
+            lambda m: m.__setitem__(4, __import__("torch").nn.MaxPool2d(2, padding=1)),
+            ValueError,
+            "model module '4': padding, dilation and ceil_mode are not supported",
+        ),
+        (
+            lambda m: m.__setitem__(7, __import__("torch").nn.AvgPool2d(2, ceil_mode=True)),
+            ValueError,
+            "model module '7': padding, ceil_mode and divisor_override",
+        ),
+        (
+            lambda m: m.__setitem__(3, __import__("torch").nn.Tanh()),
+            TypeError,
+            "model module '3' is a Tanh; expected Conv2d",
+        ),
+        (
+            lambda m: m.__setitem__(12, __import__("torch").nn.ReLU()),
+            TypeError,
+            "model module '11' must be followed by a MyQuan, not ReLU",
+        ),
+    ],
+)
+def test_sequential_conversion_names_what_it_cannot_convert(edit, error, message):
+    from spikezip.sw.cnn.convert import sequential_to_convnet
+
+    model = _front_end()
+    for m in model:
+        if hasattr(m, "initialized"):
+            m.initialized.fill_(True)
+    edit(model)
+    with pytest.raises(error) as e:
+        sequential_to_convnet(
+            model, input_shape=(1, 8, 8), input_scale=1 / 16, input_bounds=(0, 16)
+        )
+    assert message in str(e.value)
