@@ -129,7 +129,13 @@ def _out_size(op: Any, shape: tuple[int, ...], padding: tuple[int, int]) -> tupl
             f"kernel {kh}×{kw} is larger than the padded input {h + 2 * py}×{w + 2 * px} "
             f"(input {h}×{w}{pad})"
         )
-    return (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
+    out = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
+    if out[0] * kh > MAX_NEURONS or out[1] * kw > MAX_NEURONS:
+        raise ValueError(
+            f"kernel {kh}×{kw} over {out[0]}×{out[1]} output positions exceeds {MAX_NEURONS} "
+            "taps along one axis"
+        )
+    return out
 
 
 def _check_size(shape: tuple[int, ...], what: str) -> None:
@@ -143,13 +149,9 @@ def _check_size(shape: tuple[int, ...], what: str) -> None:
 def _tap_sum(my: np.ndarray, mx: np.ndarray, per_tap: np.ndarray) -> np.ndarray:
     """``[C, H', W']``: Σ over reached taps ``(ky, kx)`` of ``per_tap[c, ky, kx]`` (exact; works
     for object arrays too)."""
-    c, kh, kw = per_tap.shape
-    out = np.zeros((c, my.shape[0], mx.shape[0]), dtype=per_tap.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            mask = (my[:, ky][:, None] & mx[:, kx][None, :]).astype(per_tap.dtype)
-            out = out + per_tap[:, ky, kx][:, None, None] * mask[None]
-    return out
+    dtype = per_tap.dtype
+    # S[c] = my · P[c] · mxᵀ: the reach masks select the taps row by row and column by column
+    return np.matmul(np.matmul(my.astype(dtype), per_tap), mx.T.astype(dtype))
 
 
 def _widths(

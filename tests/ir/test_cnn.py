@@ -471,3 +471,13 @@ def test_random_networks_round_trip_through_files(tmp_path_factory, data):
     assert loaded.sources == net.sources and loaded.site_names == net.site_names
     assert [w and w.membrane for w in loaded.widths] == [w and w.membrane for w in net.widths]
     assert ConvNet.from_dict(json.loads(json.dumps(net.to_dict()))).digest() == net.digest()
+
+
+def test_a_huge_window_is_refused_before_anything_is_allocated():
+    pool = SumPool2d(kernel=(1 << 12, 1), stride=1, weight=1, threshold=1, neg_bound=0, pos_bound=1)
+    with pytest.raises(ValueError, match=r"kernel 4096×1 over 4097×1 output positions exceeds"):
+        ConvNet(
+            input_shape=(1, 1 << 13, 1),
+            input_bounds=(0, 1),
+            layers=(conv(k=1), pool),
+        )
