@@ -123,7 +123,10 @@ def _prepare(net: ConvNet) -> list[_Op]:
         p = _Op(op, net.sources[k], -1 if isinstance(op, Flatten) else site, in_shape, out_shape)
         site += 0 if isinstance(op, Flatten) else 1
         lo, hi = net.source_range(k)
-        max_in = max(abs(lo), abs(hi), 1)
+        src = net.sources[k][0]
+        # the largest |input| of one product: a cumulative code (QANN), a spike (SNN; a graded
+        # spike may exceed the tracer's magnitude, up to p − n), or a pixel
+        max_in = max(abs(lo), abs(hi), 1, net.spike_max(src) if src >= 0 else 0)
         if isinstance(op, Conv2d):
             w = op.weight.reshape(op.c_out, -1)
             dtype = _dtype(int(np.abs(w).sum(axis=1).max()) * max_in)
