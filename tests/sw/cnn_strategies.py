@@ -174,3 +174,81 @@ def qann_direct(net: ConvNet, pixels: np.ndarray) -> list[np.ndarray]:
         else:
             acts.append(quant(op, x @ op.weight.T + op.bias, op.thresholds))
     return [a for a, op in zip(acts, net.layers, strict=True) if not isinstance(op, Flatten)]
+
+
+def _neuron(kind, k, u, a, thr, n, p):
+    """One ST-BIF or graded step in numpy (spec §2.4, docs/graded.md §1), from the definitions."""
+    pos = (u >= thr) & (a < p)
+    neg = (u < 0) & (a > n)
+    if kind == "stbif":
+        s = pos.astype(np.int64) - neg.astype(np.int64)
+    else:
+        q = np.floor_divide(u, thr)
+        room = np.where(pos, np.minimum(q, p - a), np.minimum(-q, a - n))
+        room = np.where(pos | neg, np.maximum(room, 1), 1)
+        m = np.array([1 << (int(r).bit_length() - 1) for r in room.reshape(-1)]).reshape(room.shape)
+        if k is not None:
+            m = np.minimum(m, 1 << k)
+        s = np.where(pos, m, np.where(neg, -m, 0))
+    return s, u - s * thr, a + s
+
+
+def snn_direct(net: ConvNet, pixels: np.ndarray, n_steps: int) -> list[np.ndarray]:
+    """Spikes per site ``[B, T, n]`` of the SNN, step by step from the definitions, with the
+    direct (tap-by-tap) drives: an implementation of :func:`sw.cnn.reference.simulate` that
+    shares nothing with it."""
+    img = np.asarray(pixels, dtype=np.int64).reshape(-1, *net.input_shape)
+    b = img.shape[0]
+    state: dict[int, tuple] = {}
+    cum: dict[int, np.ndarray] = {}
+    top: dict[int, np.ndarray] = {}
+    rec: dict[int, list] = {k: [] for k, op in enumerate(net.layers) if not isinstance(op, Flatten)}
+    for k, op in enumerate(net.layers):
+        shape = (b, *net.output_shape(k))
+        if isinstance(op, Flatten):
+            continue
+        if isinstance(op, MaxPool2d):
+            thr = np.ones(shape[1], dtype=np.int64)
+            bias = np.zeros(shape[1], dtype=np.int64)
+            cum[k] = np.zeros((b, *net.input_shape_of(k)), dtype=np.int64)
+            top[k] = np.zeros(shape, dtype=np.int64)
+        else:
+            thr = op.thresholds if hasattr(op, "thresholds") else op.thresholds_for(shape[1])
+            bias = getattr(op, "bias", np.zeros(shape[1], dtype=np.int64))
+        bshape = (1, -1) + (1,) * (len(shape) - 2)
+        thr, bias = thr.reshape(bshape), bias.reshape(bshape)
+        state[k] = (
+            thr // 2 + bias + np.zeros(shape, dtype=np.int64),
+            np.zeros(shape, np.int64),
+            thr,
+        )
+    for t in range(n_steps):
+        out = {-1: img if t == 0 else np.zeros_like(img)}
+        for k, op in enumerate(net.layers):
+            x = out[net.sources[k][0]]
+            if isinstance(op, Flatten):
+                out[k] = x.reshape(b, -1)
+                continue
+            u, a, thr = state[k]
+            if isinstance(op, Conv2d):
+                d = conv_direct(op, x)
+                n, p = op.neg_bound, op.pos_bound
+            elif isinstance(op, SumPool2d):
+                d = op.weight * pool_direct(op, x, lambda v: v.sum(axis=(2, 3)))
+                n, p = op.neg_bound, op.pos_bound
+            elif isinstance(op, Add):
+                d = sum(m * out[i] for m, i in zip(op.multipliers, net.sources[k], strict=True))
+                n, p = op.neg_bound, op.pos_bound
+            elif isinstance(op, MaxPool2d):
+                cum[k] = cum[k] + x
+                new = pool_direct(op, cum[k], lambda v: v.max(axis=(2, 3)))
+                d, top[k] = new - top[k], new
+                n, p = net.source_range(k)
+            else:
+                d = x @ op.weight.T
+                n, p = op.neg_bound, op.pos_bound
+            s, u, a = _neuron(op.neuron, op.max_level, u + d, a, thr, n, p)
+            state[k] = (u, a, thr)
+            out[k] = s
+            rec[k].append(s.reshape(b, -1))
+    return [np.stack(v, axis=1) for v in rec.values()]

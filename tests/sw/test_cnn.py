@@ -440,3 +440,20 @@ def test_sequential_conversion_names_what_it_cannot_convert(edit, error, message
             model, input_shape=(1, 8, 8), input_scale=1 / 16, input_bounds=(0, 16)
         )
     assert message in str(e.value)
+
+
+@FAST
+@given(st.data())
+def test_snn_spike_for_spike_against_a_direct_step_loop(data):
+    """The batched im2col SNN == an independent step-by-step implementation from the definitions
+    (tap-by-tap drives, numpy neurons), every spike of every step, ST-BIF and graded."""
+    from .cnn_strategies import snn_direct
+
+    net = data.draw(st.one_of(conv_pairs(max_size=5), residual_nets(), residual_nets(graded=True)))
+    x = data.draw(images_for(net, max_batch=3))
+    tr = simulate(net, x)
+    direct = snn_direct(net, x, tr.n_steps)
+    for k in range(net.depth):
+        got = tr.spikes[k].astype(np.int64)
+        live = np.arange(tr.n_steps)[None, :] < tr.steps[:, None]  # after a sample's end: padding
+        np.testing.assert_array_equal(got[live], direct[k][live], err_msg=net.sites[k].name)
