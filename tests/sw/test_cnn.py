@@ -3,6 +3,8 @@ max-pool telescoping, residual merges, exact SOP counts, and the digits CNN end 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -278,12 +280,9 @@ def test_digits_cnn_conversion_folds_batchnorm(digits_cnn, digits_data):
 
     w, b = fold_batchnorm(model.conv2, model.bn2)
     h = torch.randn(5, model.conv1.out_channels, 8, 8, dtype=torch.float64)
-    conv = model.conv2.double()
-    bn = model.bn2.double()
-    try:
-        want = bn(conv(h)).detach().numpy()
-    finally:
-        model.float()
+    conv, bn = copy.deepcopy(model.conv2).double(), copy.deepcopy(model.bn2).double().eval()
+    with torch.no_grad():
+        want = bn(conv(h)).numpy()
     got = torch.nn.functional.conv2d(h, torch.from_numpy(w), torch.from_numpy(b), 2, 1).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
     agree = agreement(model, net, digits_data.x_test[:100])
