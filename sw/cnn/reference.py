@@ -100,7 +100,10 @@ class _Op:
             return im2col(x, op.kernel, op.stride, (0, 0)).sum(dim=2) * op.weight
         raise TypeError(type(op).__name__)
 
-    def step(self, drive, membrane, tracer):
+    def step(
+        self, drive: torch.Tensor | int, membrane: torch.Tensor, tracer: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This site's neuron update (:func:`sw.reference.neuron_step`)."""
         op = self.op
         return neuron_step(
             op.neuron,
