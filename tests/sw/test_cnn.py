@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from spikezip.ir import Layer
 from spikezip.ir.cnn import Add, Conv2d, ConvNet, Flatten, MaxPool2d, SumPool2d
+from spikezip.ir.network import signed_width
 from spikezip.sw.cnn.energy import count_ops, dense_macs, fan_out
 from spikezip.sw.cnn.reference import integer_qann, simulate
 
@@ -34,6 +35,13 @@ def check_equivalence(net: ConvNet, x: np.ndarray) -> None:
         np.testing.assert_array_equal(trace.counts(k), flat, err_msg=site.name)
         last = trace.tracers[k][np.arange(len(x)), trace.steps - 1]
         np.testing.assert_array_equal(last, flat, err_msg=site.name)
+        w = net.widths[site.layer]  # the proven ranges hold at every step (§6)
+        assert (
+            w.membrane_lo <= trace.membranes[k].min() <= trace.membranes[k].max() <= w.membrane_hi
+        )
+        assert (
+            signed_width(int(trace.membranes[k].min()), int(trace.membranes[k].max())) <= w.membrane
+        )
 
 
 @FAST
