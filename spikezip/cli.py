@@ -410,6 +410,10 @@ def _info_cnn(net: ConvNet) -> int:
         f"cnn input {'×'.join(map(str, net.input_shape))} (analog, bounds {net.input_bounds}), "
         f"{net.depth} sites, step bound {net.step_bound()}"
     )
+    graded = [s for s in net.sites if s.op.neuron == "graded"]
+    if graded:
+        kinds = ", ".join(f"{s.name} (K = {s.op.max_level})" for s in graded)
+        print(f"graded neurons (spikes ±2^k): {kinds}")
     print(f"{'site':<10}{'op':<11}{'from':<8}{'shape':<10}{'n..p':>8}{'w':>4}{'drive':>7}{'U':>4}")
     for site in net.sites:
         k, op = site.layer, site.op

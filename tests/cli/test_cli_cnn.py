@@ -39,6 +39,9 @@ def test_digits_cnn_writes_the_network_and_the_test_set(tmp_path, trained_cnn, m
     assert run("digits", "--model", "cnn", "--graded", "-o", tmp_path / "g") == 0
     graded = load_network(tmp_path / "g" / "digits-cnn.npz")
     assert {s.op.neuron for s in graded.sites} == {"graded"}
+    capsys.readouterr()
+    assert run("info", tmp_path / "g" / "digits-cnn.npz") == 0
+    assert "graded neurons (spikes ±2^k): conv1 (K = None)" in capsys.readouterr().out
 
 
 def test_trace_of_a_cnn_then_compare_and_info(files, capsys):
