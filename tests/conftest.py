@@ -93,3 +93,11 @@ def _keeps_sigint_handled():
     if after is signal.SIG_IGN and before is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, before)
         pytest.fail("this test left SIGINT ignored in the test process")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run the test files that start an HDL simulator first, each file's tests kept together and
+    in order (module fixtures are built once). `make test` runs on 2 xdist workers: with the
+    simulations at the end, the last long one ran alone while the other worker sat idle."""
+    simulates = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("sim")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in simulates)
