@@ -115,6 +115,11 @@ _SPIKE_VALID = "spikes must be 0 or ±2^k (ST-BIF: -1, 0 or 1; graded: k ≤ 61)
 def _spikes(value: Any, field: str) -> np.ndarray:
     """Spikes: 0 or ±2^k (graded ST-BIF, docs/graded.md; ST-BIF's ±1 is k = 0). Stored as int8
     when every value fits it, else int64."""
+    raw = _array(value, field)
+    if raw.dtype == np.int8 and raw.size and int(raw.min()) >= -1 and int(raw.max()) <= 1:
+        out = np.array(raw, copy=True)  # ST-BIF spikes as recorded: valid, no int64 round trip
+        out.setflags(write=False)
+        return out
     arr = _checked(
         value,
         field,

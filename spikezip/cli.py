@@ -36,6 +36,7 @@ from spikezip.hw.model.cycle_model import PIPELINES
 from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
+from spikezip.ir.cnn import ConvNet
 from spikezip.ir.compare import TraceMismatchError, first_divergence
 from spikezip.ir.files import load_network
 from spikezip.ir.transformer import VisionTransformer
@@ -274,9 +275,19 @@ def _with_fifo_depths(network, params: DesignParams, depths) -> DesignParams:
         raise CliError(f"--fifo-depths: {e}".replace("fifo_depths names", "names")) from None
 
 
-def _network(path: str, what: str = "NETWORK") -> Network | VisionTransformer:
+def _network(
+    path: str, what: str = "NETWORK", *, cnn: bool = False
+) -> Network | VisionTransformer | ConvNet:
+    """The network file ``path`` (any kind); a CNN only where ``cnn`` says the command takes
+    one (``trace``, ``compare``, ``info``), else a CliError naming the file."""
     input_file(path, what)
-    return load_network(path)
+    network = load_network(path)
+    if isinstance(network, ConvNet) and not cnn:
+        raise CliError(
+            f"{path}: a convolutional network (ConvNet); this command takes MLP and ViT networks "
+            "only (CNNs: trace, compare, info)"
+        )
+    return network
 
 
 def _rtl_network(path: str) -> Network | VisionTransformer:
@@ -312,12 +323,15 @@ def _checked_inputs(network, path: str, what: str = "INPUTS") -> np.ndarray:
 def cmd_trace(args: argparse.Namespace) -> int:
     sources = [("NETWORK", input_file(args.network, "NETWORK")), ("INPUTS", Path(args.inputs))]
     output_file(args.output, "-o", sources)
-    network = _network(args.network)
+    network = _network(args.network, cnn=True)
     from spikezip.sw.reference import StepCapWarning
 
     if isinstance(network, VisionTransformer):
         from spikezip.sw.vit.energy import count_ops
         from spikezip.sw.vit.reference import simulate
+    elif isinstance(network, ConvNet):
+        from spikezip.sw.cnn.energy import count_ops
+        from spikezip.sw.cnn.reference import simulate
     else:
         from spikezip.sw.energy import count_ops
         from spikezip.sw.reference import simulate
@@ -345,12 +359,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     golden, actual = Trace.load(args.golden), Trace.load(args.actual)
     describe = None
     if args.network is not None:
-        network = _network(args.network, "--network")
+        network = _network(args.network, "--network", cnn=True)
         digest = network.digest()
         for name, tr in ((args.golden, golden), (args.actual, actual)):
             if tr.network_digest != digest:
                 raise CliError(f"{name}: trace is of another network (digest mismatch)")
-        if isinstance(network, VisionTransformer):
+        if isinstance(network, (VisionTransformer, ConvNet)):
             describe = network.describe_neuron
     try:
         div = first_divergence(golden, actual, describe=describe)
@@ -367,7 +381,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    network = _network(args.network)
+    network = _network(args.network, cnn=True)
+    if isinstance(network, ConvNet):
+        return _info_cnn(network)
     if not isinstance(network, Network):
         raise CliError(f"{args.network}: info shows fully-connected networks only (a ViT file)")
     print(f"network {network.name or '(unnamed)'}  digest {network.digest()}")
@@ -394,10 +410,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _info_cnn(net: ConvNet) -> int:
+    print(f"network {net.name or '(unnamed)'}  digest {net.digest()}")
+    print(
+        f"cnn input {'×'.join(map(str, net.input_shape))} (analog, bounds {net.input_bounds}), "
+        f"{net.depth} sites, step bound {net.step_bound()}"
+    )
+    graded = [s for s in net.sites if s.op.neuron == "graded"]
+    if graded:
+        kinds = ", ".join(f"{s.name} (K = {s.op.max_level})" for s in graded)
+        print(f"graded neurons (spikes ±2^k): {kinds}")
+    print(f"{'site':<10}{'op':<11}{'from':<8}{'shape':<10}{'n..p':>8}{'w':>4}{'drive':>7}{'U':>4}")
+    for site in net.sites:
+        k, op = site.layer, site.op
+        w = net.widths[k]
+        lo, hi = net.source_range(k) if site.kind == "maxpool2d" else (op.neg_bound, op.pos_bound)
+        bounds = f"{lo}..{hi}"
+        widths = "" if w is None else f"{w.weight:>4}{w.drive:>7}{w.membrane:>4}"
+        src = ",".join(str(i) for i in net.sources[k])
+        shape = "×".join(map(str, site.shape))
+        print(f"{site.name:<10}{site.kind:<11}{src:<8}{shape:<10}{bounds:>8}{widths}")
+    return EXIT_OK
+
+
 DIGITS_FILES = ("digits.npz", "digits_inputs.npy", "digits_labels.npy")
 
 
 DIGITS_VIT_FILES = ("digits-vit.npz", "digits_inputs.npy", "digits_labels.npy")
+
+
+DIGITS_CNN_FILES = ("digits-cnn.npz", "digits_inputs.npy", "digits_labels.npy")
 
 
 def _neuron_kind(args: argparse.Namespace) -> dict[str, object]:
@@ -412,6 +454,8 @@ def cmd_digits(args: argparse.Namespace) -> int:
     kind = _neuron_kind(args)
     if args.model == "vit":
         return _digits_vit(args, kind)
+    if args.model == "cnn":
+        return _digits_cnn(args, kind)
     out = output_dir(args.output, "-o", DIGITS_FILES)
     from spikezip.sw import digits, qann
     from spikezip.sw.convert import to_network
@@ -446,6 +490,25 @@ def _digits_vit(args: argparse.Namespace, kind: dict[str, object]) -> int:
         f"wrote {out}/digits-vit.npz ({vit.tokens} tokens × {vit.dim}, depth {vit.depth}, "
         f"{len(vit.sites)} sites, digest {vit.digest()[:12]}), "
         f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
+    )
+    return EXIT_OK
+
+
+def _digits_cnn(args: argparse.Namespace, kind: dict[str, object]) -> int:
+    out = output_dir(args.output, "-o", DIGITS_CNN_FILES)
+    from spikezip.sw import digits
+    from spikezip.sw.cnn import model as cnn_model
+    from spikezip.sw.cnn.convert import to_convnet
+
+    net = to_convnet(cnn_model.load_or_train(cnn_model.CnnConfig()), name="digits-cnn", **kind)
+    data = digits.load()
+    out.mkdir(parents=True, exist_ok=True)
+    net.save(out / "digits-cnn.npz")
+    _save_array(out / "digits_inputs.npy", data.x_test)
+    _save_array(out / "digits_labels.npy", data.y_test)
+    print(
+        f"wrote {out}/digits-cnn.npz ({net.depth} sites: {', '.join(net.site_names)}; digest "
+        f"{net.digest()[:12]}), digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
     )
     return EXIT_OK
 
@@ -973,9 +1036,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="out", help="directory to write into")
     d.add_argument(
         "--model",
-        choices=("mlp", "vit"),
+        choices=("mlp", "vit", "cnn"),
         default="mlp",
-        help="the MLP (digits.npz, default) or the spiking ViT (digits-vit.npz)",
+        help="the MLP (digits.npz, default), the spiking ViT (digits-vit.npz) or the CNN "
+        "(digits-cnn.npz)",
     )
     d.add_argument(
         "--graded",
