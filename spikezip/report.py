@@ -953,9 +953,10 @@ def sweep_table(results: Sequence[Report | ViTReport | PointFailure]) -> str:
 def write_sweep(
     results: Sequence[Report | ViTReport | PointFailure], directory: str | os.PathLike
 ) -> tuple[Path, ...]:
-    """Write ``sweep.json``, ``sweep.md`` and (when a point was evaluated) ``sweep.png`` into
-    ``directory``, each atomically. The JSON's ``results`` are the evaluated points (``pareto``
-    indexes them), ``failed`` the points that failed, each with its error."""
+    """Write ``sweep.json``, ``sweep.md`` and (when a point was evaluated; else an old one is
+    removed) ``sweep.png`` into ``directory``, each atomically. The JSON's ``results`` are the
+    evaluated points (``pareto`` indexes them), ``failed`` the points that failed, each with its
+    error."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     evaluated = _evaluated(results)
@@ -964,6 +965,8 @@ def write_sweep(
     if evaluated:
         plot_sweep(evaluated, d / "sweep.png")
         written.append(d / "sweep.png")
+    else:  # nothing to plot: no stale plot of an earlier sweep beside this one's table
+        (d / "sweep.png").unlink(missing_ok=True)
     record = {
         "results": [r.to_json() for r in evaluated],
         "pareto": front,

@@ -23,7 +23,14 @@ import psutil
 import pytest
 
 from spikezip.cli import main
-from spikezip.report import DesignPoint, PointFailure, ViTReport, evaluate_vit, sweep
+from spikezip.report import (
+    DesignPoint,
+    PointFailure,
+    ViTReport,
+    evaluate_vit,
+    sweep,
+    write_sweep,
+)
 from tests.cli import dask_jobs
 from tests.conftest import default_sigint
 from tests.sw.test_vit_reference import one_block_vit
@@ -95,6 +102,17 @@ def test_cli_sweep_on_a_scheduler_records_a_failed_point_and_exits_1(
         {"point": {"lanes": 2, "storage": None, "pipeline": 1, "label": "P=2"}, "error": error}
     ]
     assert (out / "sweep.png").stat().st_size > 0
+
+
+def test_a_sweep_whose_every_point_failed_is_written_without_a_plot(tmp_path):
+    (tmp_path / "sweep.png").write_bytes(b"an older sweep's plot")
+    failed = [PointFailure(point=DesignPoint(lanes=p), error="ToolError: no") for p in (1, 2)]
+    assert write_sweep(failed, tmp_path) == (tmp_path / "sweep.json", tmp_path / "sweep.md")
+    assert not (tmp_path / "sweep.png").exists()
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["results"] == [] and record["pareto"] == []
+    assert [f["point"]["label"] for f in record["failed"]] == ["P=1", "P=2"]
+    assert (tmp_path / "sweep.md").read_text().count("failed: ToolError: no") == 2
 
 
 @pytest.mark.parametrize(
