@@ -26,7 +26,7 @@ from _record import record
 
 from spikezip.hw.flow.synth import ToolError
 from spikezip.ir import Layer, Network
-from spikezip.report import DesignPoint, evaluate, plot_sweep, sweep
+from spikezip.report import DesignPoint, PointFailure, evaluate, plot_sweep, sweep
 from spikezip.sw import digits, qann
 from spikezip.sw.convert import to_network
 
@@ -80,6 +80,9 @@ def main() -> None:
     points += [DesignPoint(lanes=8, storage="memory"), DesignPoint(lanes=8, storage="registers")]
     t0 = time.perf_counter()
     res = sweep(tmp / "digits.npz", x, points, jobs=args.jobs, target="ecp5", pnr=True)
+    failed = [f"{r.point.label}: {r.error}" for r in res if isinstance(r, PointFailure)]
+    if failed:
+        raise SystemExit("sweep points failed: " + "; ".join(failed))
     out["digits_sweep_seconds"] = round(time.perf_counter() - t0)
     front = plot_sweep(
         res, Path(__file__).resolve().parent.parent / "build" / "bench" / "codesign_sweep.png"

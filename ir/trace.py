@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,11 @@ _SPIKE_VALID = "spikes must be 0 or ±2^k (ST-BIF: -1, 0 or 1; graded: k ≤ 61)
 def _spikes(value: Any, field: str) -> np.ndarray:
     """Spikes: 0 or ±2^k (graded ST-BIF, docs/graded.md; ST-BIF's ±1 is k = 0). Stored as int8
     when every value fits it, else int64."""
+    raw = _array(value, field)
+    if raw.dtype == np.int8 and raw.size and int(raw.min()) >= -1 and int(raw.max()) <= 1:
+        out = np.array(raw, copy=True)  # ST-BIF spikes as recorded: valid, no int64 round trip
+        out.setflags(write=False)
+        return out
     arr = _checked(
         value,
         field,
@@ -301,6 +307,65 @@ class Trace:
             layer_names=self.layer_names,
             source=self.source,
             input_digests=None if self.input_digests is None else self.input_digests[idx],
+        )
+
+    @classmethod
+    def concat(cls, traces: Sequence[Trace]) -> Trace:
+        """The traces of consecutive batches of one network as one trace, in the given order.
+
+        Each is padded to the longest run as its own padding is made (no spikes, no busy flag,
+        membranes and tracers frozen, cycle stamps ``-1``), so the result equals the trace of
+        one run on all the inputs wherever that run's samples do not depend on each other.
+        Cycle stamps are taken as they are (re-base them first if they should not restart).
+        """
+        traces = list(traces)
+        if not traces:
+            raise ValueError("concat needs at least one trace")
+        first = traces[0]
+        for k, t in enumerate(traces[1:], 1):
+            for name in ("network_digest", "layer_names", "source", "depth"):
+                if getattr(t, name) != getattr(first, name):
+                    raise ValueError(
+                        f"trace {k} has {name} {getattr(t, name)!r}, trace 0 has "
+                        f"{getattr(first, name)!r}"
+                    )
+            for name in ("membranes", "tracers", "step_cycles", "spike_cycles", "input_digests"):
+                if (getattr(t, name) is None) != (getattr(first, name) is None):
+                    raise ValueError(f"trace {k} and trace 0 differ in whether they have {name}")
+        n = max(t.n_steps for t in traces)
+
+        def pad(a: np.ndarray, how: str) -> np.ndarray:
+            extra = n - a.shape[1]
+            if not extra:
+                return a
+            if how == "freeze":  # the last recorded step, repeated
+                return np.concatenate([a, np.repeat(a[:, -1:], extra, axis=1)], axis=1)
+            width = [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2)
+            return np.pad(a, width, constant_values=-1 if how == "cycles" else 0)
+
+        def layered(name: str, how: str) -> tuple[np.ndarray, ...] | None:
+            if getattr(first, name) is None:
+                return None
+            return tuple(
+                np.concatenate([pad(getattr(t, name)[k], how) for t in traces])
+                for k in range(first.depth)
+            )
+
+        return cls(
+            network_digest=first.network_digest,
+            spikes=layered("spikes", "zero"),
+            busy=np.concatenate([pad(t.busy, "zero") for t in traces]),
+            steps=np.concatenate([t.steps for t in traces]),
+            capped=np.concatenate([t.capped for t in traces]),
+            membranes=layered("membranes", "freeze"),
+            tracers=layered("tracers", "freeze"),
+            step_cycles=layered("step_cycles", "cycles"),
+            spike_cycles=layered("spike_cycles", "cycles"),
+            layer_names=first.layer_names,
+            source=first.source,
+            input_digests=None
+            if first.input_digests is None
+            else np.concatenate([t.input_digests for t in traces]),
         )
 
     # -- files -----------------------------------------------------------------------------

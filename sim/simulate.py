@@ -67,7 +67,15 @@ from spikezip.sim.tb.files import (
     NetworkStimulus,
 )
 
-__all__ = ["Design", "HardwareRun", "design", "prepare", "simulate"]
+__all__ = [
+    "Design",
+    "HardwareRun",
+    "design",
+    "merge_runs",
+    "prepare",
+    "remove_dead_runs",
+    "simulate",
+]
 
 TESTBENCH = "spikezip.sim.tb.network"
 LOCK = ".lock"  #: the design lock, inside the design directory
@@ -123,13 +131,29 @@ def design(
         return d
 
 
+def _design_directory(
+    network: Network, root: str | Path, params: DesignParams, backend: str
+) -> Path:
+    return Path(root) / f"{network.digest()[:16]}-{params.key}-{backend}"
+
+
+def remove_dead_runs(
+    network: Network, root: str | Path, params: DesignParams, *, backend: str = "proc"
+) -> None:
+    """Remove the run folders of the design ``params`` of ``network`` under ``root`` whose
+    process is gone (a sharded simulation calls it once its local workers were ended; the next
+    run on the design would do it too)."""
+    runs = _design_directory(network, root, params, backend) / RUNS
+    if runs.is_dir():
+        _sweep(runs)
+
+
 @contextlib.contextmanager
 def _locked_design(
     network: Network, root: str | Path, params: DesignParams, *, backend: str
 ) -> Iterator[Design]:
     """:func:`design`, holding its lock shared until the block ends."""
-    name = f"{network.digest()[:16]}-{params.key}-{backend}"
-    directory = Path(root) / name
+    directory = _design_directory(network, root, params, backend)
     directory.mkdir(parents=True, exist_ok=True)
 
     def reusable() -> Design | None:
@@ -271,6 +295,62 @@ class HardwareRun:
     @property
     def cycles_per_second(self) -> float:
         return self.total_cycles / self.sim_seconds if self.sim_seconds else 0.0
+
+
+def merge_runs(runs: Sequence[HardwareRun], *, run_seconds: float | None = None) -> HardwareRun:
+    """The runs of consecutive chunks of one batch (shards) as one run, in the given order.
+
+    Spikes, busy flags, steps and ``capped`` are those of one run on the whole batch, bit for
+    bit (an inference's spikes do not depend on its neighbours; :meth:`ir.Trace.concat`).
+    Cycle stamps cannot be: each shard ran from its own reset, so the first inference of a
+    shard starts on an empty pipeline where one back-to-back run would have overlapped it with
+    the previous inference. They are **re-based** instead: every cycle of shard ``k`` (cycle
+    stamps, ``first_input``, ``done``) is shifted by the ``total_cycles`` of the shards before
+    it, as if the shards had run one after another with a reset in between; counter readings
+    likewise add the earlier shards' final readings (modulo 2^32). So the first shard's stamps
+    equal one run's, stamps increase across shards, and :attr:`HardwareRun.latency` of each
+    inference is what its shard measured. ``sim_seconds`` is summed (simulator time);
+    ``run_seconds`` is the given wall time, else the longest shard's.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("merge_runs needs at least one run")
+    wrap = 1 << 32
+    offsets = [int(o) for o in np.cumsum([0] + [r.total_cycles for r in runs[:-1]])]
+    readings = [np.zeros_like(runs[0].final_counters)] + [r.final_counters for r in runs]
+    counts = np.cumsum(np.stack(readings), axis=0)  # [shards + 1, D, 4]
+
+    def shifted(a: np.ndarray, offset: int) -> np.ndarray:
+        return np.where(a >= 0, a + offset, a)
+
+    traces = []
+    for r, offset in zip(runs, offsets, strict=True):
+        t = r.trace
+        if t.step_cycles is not None:
+            t = replace(
+                t,
+                step_cycles=tuple(shifted(a, offset) for a in t.step_cycles),
+                spike_cycles=None
+                if t.spike_cycles is None
+                else tuple(shifted(a, offset) for a in t.spike_cycles),
+            )
+        traces.append(t)
+    first = runs[0]
+    return HardwareRun(
+        trace=Trace.concat(traces),
+        first_input=np.concatenate([r.first_input + o for r, o in zip(runs, offsets, strict=True)]),
+        done=np.concatenate([r.done + o for r, o in zip(runs, offsets, strict=True)]),
+        counters=np.concatenate(
+            [(r.counters + c) % wrap for r, c in zip(runs, counts[:-1], strict=True)]
+        ),
+        final_counters=counts[-1] % wrap,
+        total_cycles=int(sum(r.total_cycles for r in runs)),
+        sim_seconds=float(sum(r.sim_seconds for r in runs)),
+        run_seconds=float(max(r.run_seconds for r in runs) if run_seconds is None else run_seconds),
+        simulator=first.simulator,
+        edge0_ns=first.edge0_ns,
+        threads=first.threads,
+    )
 
 
 def simulate(

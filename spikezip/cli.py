@@ -4,8 +4,10 @@ ECMT baseline.
 What it guarantees, whatever the input:
 
 * every failure is **one line** on stderr (``spikezip: error: …`` naming the option or field and
-  the path as typed) and exit code 2; ``compare`` exits 1 on a divergence; an interrupt (Ctrl-C,
-  SIGTERM) prints ``spikezip: interrupted`` and exits 130, leaving no temporary files;
+  the path as typed) and exit code 2; ``compare`` exits 1 on a divergence, ``sweep`` when a
+  design point failed (the others are still evaluated and written); an interrupt (Ctrl-C,
+  SIGTERM) prints ``spikezip: interrupted`` and exits 130, leaving no temporary files (a sweep's
+  or sharded simulation's local Dask cluster is closed with its workers);
 * options and paths are checked before any work starts (an output that is an input, or a device,
   or in a missing directory, is refused up front);
 * every output file is written atomically with the user's umask;
@@ -29,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from spikezip.cluster import SchedulerError, check_address
 from spikezip.hw.model.cycle_model import PIPELINES
 from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
+from spikezip.ir.cnn import ConvNet
 from spikezip.ir.compare import TraceMismatchError, first_divergence
 from spikezip.ir.files import load_network
 from spikezip.ir.transformer import VisionTransformer
@@ -41,6 +45,7 @@ from spikezip.report import ECP5_DEVICES, VIT_DEVICE
 from spikezip.sim.runner import SIMULATORS
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_PARTIAL = 1  #: ``sweep``: some design points failed (their errors are in the table)
 
 
 def load_inputs(path: str | os.PathLike, what: str = "INPUTS") -> np.ndarray:
@@ -204,6 +209,8 @@ FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
 JOBS = _int_in(1, 256)
+SHARDS = _int_in(1, 4096)
+SCHEDULER = _converter(check_address, "a scheduler address [tcp://]HOST:PORT (port 1..65535)")
 MAX_LEVEL = _int_in(0, 61)
 STEPS_LIST = _list_converter(_int_in(1), "an integer ≥ 1")
 MODULE = _converter(
@@ -279,9 +286,19 @@ def _with_fifo_depths(network, params: DesignParams, depths) -> DesignParams:
         raise CliError(f"--fifo-depths: {e}".replace("fifo_depths names", "names")) from None
 
 
-def _network(path: str, what: str = "NETWORK") -> Network | VisionTransformer:
+def _network(
+    path: str, what: str = "NETWORK", *, cnn: bool = False
+) -> Network | VisionTransformer | ConvNet:
+    """The network file ``path`` (any kind); a CNN only where ``cnn`` says the command takes
+    one (``trace``, ``compare``, ``info``), else a CliError naming the file."""
     input_file(path, what)
-    return load_network(path)
+    network = load_network(path)
+    if isinstance(network, ConvNet) and not cnn:
+        raise CliError(
+            f"{path}: a convolutional network (ConvNet); this command takes MLP and ViT networks "
+            "only (CNNs: trace, compare, info)"
+        )
+    return network
 
 
 def _rtl_network(path: str) -> Network | VisionTransformer:
@@ -317,12 +334,15 @@ def _checked_inputs(network, path: str, what: str = "INPUTS") -> np.ndarray:
 def cmd_trace(args: argparse.Namespace) -> int:
     sources = [("NETWORK", input_file(args.network, "NETWORK")), ("INPUTS", Path(args.inputs))]
     output_file(args.output, "-o", sources)
-    network = _network(args.network)
+    network = _network(args.network, cnn=True)
     from spikezip.sw.reference import StepCapWarning
 
     if isinstance(network, VisionTransformer):
         from spikezip.sw.vit.energy import count_ops
         from spikezip.sw.vit.reference import simulate
+    elif isinstance(network, ConvNet):
+        from spikezip.sw.cnn.energy import count_ops
+        from spikezip.sw.cnn.reference import simulate
     else:
         from spikezip.sw.energy import count_ops
         from spikezip.sw.reference import simulate
@@ -350,12 +370,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     golden, actual = Trace.load(args.golden), Trace.load(args.actual)
     describe = None
     if args.network is not None:
-        network = _network(args.network, "--network")
+        network = _network(args.network, "--network", cnn=True)
         digest = network.digest()
         for name, tr in ((args.golden, golden), (args.actual, actual)):
             if tr.network_digest != digest:
                 raise CliError(f"{name}: trace is of another network (digest mismatch)")
-        if isinstance(network, VisionTransformer):
+        if isinstance(network, (VisionTransformer, ConvNet)):
             describe = network.describe_neuron
     try:
         div = first_divergence(golden, actual, describe=describe)
@@ -372,7 +392,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    network = _network(args.network)
+    network = _network(args.network, cnn=True)
+    if isinstance(network, ConvNet):
+        return _info_cnn(network)
     if not isinstance(network, Network):
         raise CliError(f"{args.network}: info shows fully-connected networks only (a ViT file)")
     print(f"network {network.name or '(unnamed)'}  digest {network.digest()}")
@@ -399,10 +421,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _info_cnn(net: ConvNet) -> int:
+    print(f"network {net.name or '(unnamed)'}  digest {net.digest()}")
+    print(
+        f"cnn input {'×'.join(map(str, net.input_shape))} (analog, bounds {net.input_bounds}), "
+        f"{net.depth} sites, step bound {net.step_bound()}"
+    )
+    graded = [s for s in net.sites if s.op.neuron == "graded"]
+    if graded:
+        kinds = ", ".join(f"{s.name} (K = {s.op.max_level})" for s in graded)
+        print(f"graded neurons (spikes ±2^k): {kinds}")
+    print(f"{'site':<10}{'op':<11}{'from':<8}{'shape':<10}{'n..p':>8}{'w':>4}{'drive':>7}{'U':>4}")
+    for site in net.sites:
+        k, op = site.layer, site.op
+        w = net.widths[k]
+        lo, hi = net.source_range(k) if site.kind == "maxpool2d" else (op.neg_bound, op.pos_bound)
+        bounds = f"{lo}..{hi}"
+        widths = "" if w is None else f"{w.weight:>4}{w.drive:>7}{w.membrane:>4}"
+        src = ",".join(str(i) for i in net.sources[k])
+        shape = "×".join(map(str, site.shape))
+        print(f"{site.name:<10}{site.kind:<11}{src:<8}{shape:<10}{bounds:>8}{widths}")
+    return EXIT_OK
+
+
 DIGITS_FILES = ("digits.npz", "digits_inputs.npy", "digits_labels.npy")
 
 
 DIGITS_VIT_FILES = ("digits-vit.npz", "digits_inputs.npy", "digits_labels.npy")
+
+
+DIGITS_CNN_FILES = ("digits-cnn.npz", "digits_inputs.npy", "digits_labels.npy")
 
 
 def _neuron_kind(args: argparse.Namespace) -> dict[str, object]:
@@ -417,6 +465,8 @@ def cmd_digits(args: argparse.Namespace) -> int:
     kind = _neuron_kind(args)
     if args.model == "vit":
         return _digits_vit(args, kind)
+    if args.model == "cnn":
+        return _digits_cnn(args, kind)
     out = output_dir(args.output, "-o", DIGITS_FILES)
     from spikezip.sw import digits, qann
     from spikezip.sw.convert import to_network
@@ -451,6 +501,25 @@ def _digits_vit(args: argparse.Namespace, kind: dict[str, object]) -> int:
         f"wrote {out}/digits-vit.npz ({vit.tokens} tokens × {vit.dim}, depth {vit.depth}, "
         f"{len(vit.sites)} sites, digest {vit.digest()[:12]}), "
         f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
+    )
+    return EXIT_OK
+
+
+def _digits_cnn(args: argparse.Namespace, kind: dict[str, object]) -> int:
+    out = output_dir(args.output, "-o", DIGITS_CNN_FILES)
+    from spikezip.sw import digits
+    from spikezip.sw.cnn import model as cnn_model
+    from spikezip.sw.cnn.convert import to_convnet
+
+    net = to_convnet(cnn_model.load_or_train(cnn_model.CnnConfig()), name="digits-cnn", **kind)
+    data = digits.load()
+    out.mkdir(parents=True, exist_ok=True)
+    net.save(out / "digits-cnn.npz")
+    _save_array(out / "digits_inputs.npy", data.x_test)
+    _save_array(out / "digits_labels.npy", data.y_test)
+    print(
+        f"wrote {out}/digits-cnn.npz ({net.depth} sites: {', '.join(net.site_names)}; digest "
+        f"{net.digest()[:12]}), digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
     )
     return EXIT_OK
 
@@ -551,11 +620,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             verilator_threads(Path(), args.threads)
         except ValueError as e:
             raise CliError(f"--threads {args.threads}: {e}") from None
+    if args.shards is None and args.scheduler is not None:
+        raise CliError("--scheduler runs the shards of --shards N on a Dask cluster; add --shards")
+    if args.shards is not None and args.waves:
+        raise CliError("--waves is for one run; a sharded run (--shards) has one per shard")
     network = _rtl_network(args.network)
     x = _checked_inputs(network, args.inputs)
     params = _design_params(network, args)
     from spikezip.sim.runner import BuildError, SimulationError
     from spikezip.sim.simulate import simulate
+
+    if args.shards is not None:
+        from functools import partial
+
+        from spikezip.cluster import simulate_shards
+
+        simulate = partial(simulate_shards, shards=args.shards, scheduler=args.scheduler)
 
     bar = None
     if not args.quiet:
@@ -581,7 +661,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             on_progress=progress,
             threads=args.threads,
         )
-    except (SimulationError, BuildError) as e:
+    except (SimulationError, BuildError, SchedulerError) as e:
         raise CliError(str(e).splitlines()[0]) from None
     except (ValueError, RuntimeError) as e:
         raise CliError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
@@ -596,6 +676,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{run.total_cycles / max(done, 1):.0f} cycles per inference back to back, "
         f"{run.cycles_per_second:,.0f} cycles/s"
         + (f" on {run.threads} threads" if run.threads > 1 else "")
+        + (f" per shard, {min(args.shards, len(x))} shards" if args.shards is not None else "")
         + f", {run.run_seconds:.1f} s"
     )
     if run.waves is not None:
@@ -756,6 +837,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     device = _device(args, network)
     if args.synth:
         _tools_check(args.target)
+    if args.scheduler is not None and args.jobs is not None:
+        raise CliError("-j sets the workers of the local cluster; --scheduler's has its own")
     storages, pipelines = args.storage, args.pipeline
     if vit:  # each site takes the largest divisor ≤ P of its channels (DesignParams.of)
         widest = max(DesignParams.of(network, lanes=max(args.lanes or (16,))).lanes)
@@ -771,7 +854,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     lane_values = list(dict.fromkeys(min(p, widest) for p in given))
     from spikezip.hw.flow.synth import ToolError
-    from spikezip.report import DesignPoint, sweep, sweep_table, write_sweep
+    from spikezip.report import (
+        DesignPoint,
+        PointFailure,
+        sweep,
+        sweep_row,
+        sweep_table,
+        write_sweep,
+    )
 
     points = list(
         dict.fromkeys(
@@ -798,17 +888,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     bar = tqdm(total=len(points), unit="design", desc="sweep", disable=args.quiet)
+
+    def done(result) -> None:  # streamed as each point finishes, in completion order
+        if not args.quiet:
+            bar.write(sweep_row(result), file=sys.stderr)
+        bar.update(1)
+
     try:
         results = sweep(
-            args.network, x, points, jobs=args.jobs, on_done=lambda r: bar.update(1), **kw
+            network, x, points, jobs=args.jobs, scheduler=args.scheduler, on_done=done, **kw
         )
-    except (ToolError, ValueError) as e:
+    except (ToolError, ValueError, SchedulerError) as e:
         raise CliError(str(e).splitlines()[0]) from None
     finally:
         bar.close()
     print(sweep_table(results))
     written = write_sweep(results, args.output)
     print(f"wrote {', '.join(map(str, written))}")
+    failed = [r for r in results if isinstance(r, PointFailure)]
+    if failed:
+        print(
+            f"spikezip: {len(failed)} of {len(results)} design points failed: "
+            + "; ".join(f"{r.point.label} ({r.error})" for r in failed),
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     return EXIT_OK
 
 
@@ -950,9 +1054,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="out", help="directory to write into")
     d.add_argument(
         "--model",
-        choices=("mlp", "vit"),
+        choices=("mlp", "vit", "cnn"),
         default="mlp",
-        help="the MLP (digits.npz, default) or the spiking ViT (digits-vit.npz)",
+        help="the MLP (digits.npz, default), the spiking ViT (digits-vit.npz) or the CNN "
+        "(digits-cnn.npz)",
     )
     d.add_argument(
         "--graded",
@@ -1033,6 +1138,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="Verilator model threads, up to the CPUs this process may use (default: 2 for a "
         "large design such as the ViT, 1 for a small one)",
     )
+    s.add_argument(
+        "--shards",
+        type=SHARDS,
+        default=None,
+        metavar="N",
+        help="split the inputs into N contiguous chunks simulated in parallel on Dask workers "
+        "and merged in input order (spikes identical to one run; each shard's cycles re-based "
+        "after the previous shard's)",
+    )
+    s.add_argument(
+        "--scheduler",
+        type=SCHEDULER,
+        default=None,
+        metavar="ADDRESS",
+        help="run the shards on the Dask cluster at ADDRESS (default: a local cluster of "
+        "min(N, CPUs) workers); its workers must see --build-dir at the same path",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_simulate)
 
@@ -1076,7 +1198,20 @@ def build_parser() -> argparse.ArgumentParser:
             )
             r.set_defaults(func=cmd_report)
         else:
-            r.add_argument("-j", "--jobs", type=JOBS, default=None, help="parallel jobs (cores)")
+            r.add_argument(
+                "-j",
+                "--jobs",
+                type=JOBS,
+                default=None,
+                help="worker processes of the local Dask cluster (default: one per core)",
+            )
+            r.add_argument(
+                "--scheduler",
+                type=SCHEDULER,
+                default=None,
+                metavar="ADDRESS",
+                help="evaluate the points on the Dask cluster at ADDRESS instead of a local one",
+            )
             r.set_defaults(func=cmd_sweep)
     return p
 

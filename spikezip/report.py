@@ -21,21 +21,25 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Network
 from spikezip.ir._io import atomic_write, atomic_write_text
+from spikezip.ir.transformer import VisionTransformer
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "DesignPoint",
     "Latency",
     "PlaceRoute",
+    "PointFailure",
     "Report",
     "Resources",
     "Synthesis",
@@ -44,6 +48,8 @@ __all__ = [
     "evaluate_vit",
     "model_latency",
     "pareto",
+    "sweep",
+    "sweep_row",
     "sweep_table",
     "write_report",
     "write_sweep",
@@ -669,60 +675,64 @@ def evaluate(
     )
 
 
-def _eval_job(args):
-    from spikezip.ir.files import load_network
+@dataclass(frozen=True, kw_only=True)
+class PointFailure:
+    """A design point of a sweep whose evaluation raised: the error as one line."""
 
-    path, inputs, point, kw = args
-    network = load_network(path)
+    point: DesignPoint
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"point": {**asdict(self.point), "label": self.point.label}, "error": self.error}
+
+
+def _eval_job(job: tuple) -> Report | ViTReport:
+    network, inputs, point, kw = job
     if isinstance(network, Network):
         return evaluate(network, inputs, point, **kw)
     return evaluate_vit(network, inputs, point, **kw)
 
 
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-
-
 def sweep(
-    network_path: str | os.PathLike,
+    network: Network | VisionTransformer | str | os.PathLike,
     inputs: np.ndarray,
     points: Sequence[DesignPoint],
     *,
     jobs: int | None = None,
-    on_done: Callable[[Report], None] | None = None,
+    scheduler: str | Client | None = None,
+    on_done: Callable[[Report | ViTReport | PointFailure], None] | None = None,
     **kw,
-) -> list[Report]:
-    """:func:`evaluate` every point, in parallel processes (default: one per core).
+) -> list[Report | ViTReport | PointFailure]:
+    """:func:`evaluate` (a ViT: :func:`evaluate_vit`) every point on Dask workers.
 
-    On an interrupt (or any error) the pending points are cancelled and the running workers
-    are terminated before the exception propagates, so no orphan keeps synthesising.
+    ``scheduler``: an existing cluster's address (or a ``distributed.Client``); by default a
+    local cluster of ``jobs`` worker processes (default one per core, at most one per point),
+    :func:`spikezip.cluster.dask_client`. ``on_done`` gets each result as it finishes
+    (completion order); the list returned is in point order. A point that raises is recorded
+    as a :class:`PointFailure` (its error in one line) and the sweep goes on. On an interrupt
+    (or any other exception here) the pending points are cancelled and the local cluster is
+    closed with its worker processes before the exception propagates, so no orphan keeps
+    synthesising.
     """
-    from concurrent.futures import as_completed
+    from spikezip.cluster import TaskError, dask_client, run_streamed
+    from spikezip.ir.files import load_network
 
-    jobs = jobs or os.cpu_count() or 1
-    results: list[Report | None] = [None] * len(points)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_ignore_sigint)
-    try:
-        futures = {
-            pool.submit(_eval_job, (str(network_path), inputs, p, kw)): i
-            for i, p in enumerate(points)
-        }
-        for fut in as_completed(futures):
-            results[futures[fut]] = r = fut.result()
-            if on_done is not None:
-                on_done(r)
-    except BaseException:
-        workers = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.join(5)
-        raise
-    pool.shutdown()
-    return [r for r in results if r is not None]
+    if isinstance(network, str | os.PathLike):
+        network = load_network(network)
+    points = list(points)
+
+    def recorded(i: int, r: Report | ViTReport | TaskError) -> Report | ViTReport | PointFailure:
+        return PointFailure(point=points[i], error=r.error) if isinstance(r, TaskError) else r
+
+    def done(i: int, r: Report | ViTReport | TaskError) -> None:
+        if on_done is not None:
+            on_done(recorded(i, r))
+
+    workers = min(jobs or os.cpu_count() or 1, max(len(points), 1))
+    with dask_client(scheduler, workers=workers) as client:
+        tasks = [(network, inputs, p, kw) for p in points]
+        results = run_streamed(client, _eval_job, tasks, on_done=done)
+    return [recorded(i, r) for i, r in enumerate(results)]
 
 
 def pareto(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -884,59 +894,89 @@ def write_report(result: Report | ViTReport, directory: str | os.PathLike) -> tu
     return d / "report.json", d / "report.md"
 
 
-def sweep_table(results: Sequence[Report | ViTReport]) -> str:
-    """The sweep as a terminal table, Pareto points (LUTs, or a ViT's back-to-back cycles
-    without synthesis, vs latency) starred."""
-    front = set(_front(results))
-    nan = float("nan")
-    if results and isinstance(results[0], ViTReport):
-        lines = [
+def _evaluated(results: Sequence[Report | ViTReport | PointFailure]) -> list[Report | ViTReport]:
+    return [r for r in results if not isinstance(r, PointFailure)]
+
+
+def _sweep_header(vit: bool) -> str:
+    if vit:
+        return (
             f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'alone':>9}{'b2b':>9}"
             f"{'fmax':>8}{'µs':>9}{'img/s':>8}  Pareto"
-        ]
-        for i, r in enumerate(results):
-            t = r.synthesis.total if r.synthesis is not None else None
-            ips = r.images_per_second
-            lines.append(
-                f"{r.point.label:<22}"
-                + (f"{r.luts:>8}{t.ff:>7}{t.bram:>6}{t.dsp:>5}" if t else f"{'-':>8}{'':>18}")
-                + f"{r.latency.cycles_mean:>9.0f}{r.back_to_back_cycles:>9.0f}"
-                f"{r.fmax_mhz if r.fmax_mhz is not None else nan:>8.1f}"
-                f"{r.latency.us_mean if r.latency.us_mean is not None else nan:>9.1f}"
-                f"{ips if ips is not None else nan:>8.0f}  {'*' if i in front else ''}"
-            )
-        lines.append("(alone: cycles per image from reset; b2b: per image back to back)")
-        return "\n".join(lines)
-    lines = [
+        )
+    return (
         f"{'design':<22}{'LUT':>8}{'FF':>7}{'BRAM':>6}{'DSP':>5}{'cycles':>9}{'fmax':>8}"
         f"{'µs':>9}  Pareto"
-    ]
-    for i, r in enumerate(results):
-        t = r.resources.total
-        lat = r.latency
-        fmax = r.pnr.fmax_mhz if r.pnr is not None else nan
-        lines.append(
-            f"{r.point.label:<22}{r.luts:>8}{t.ff:>7}{t.bram:>6}{t.dsp:>5}"
-            f"{lat.cycles_mean:>9.0f}{fmax:>8.1f}"
-            f"{lat.us_mean if lat.us_mean is not None else nan:>9.2f}  "
-            f"{'*' if i in front else ''}"
+    )
+
+
+def sweep_row(r: Report | ViTReport | PointFailure, pareto: bool = False) -> str:
+    """One point's line of :func:`sweep_table` (a failed point: its error)."""
+    nan = float("nan")
+    if isinstance(r, PointFailure):
+        return f"{r.point.label:<22}failed: {r.error}"
+    if isinstance(r, ViTReport):
+        t = r.synthesis.total if r.synthesis is not None else None
+        ips = r.images_per_second
+        return (
+            f"{r.point.label:<22}"
+            + (f"{r.luts:>8}{t.ff:>7}{t.bram:>6}{t.dsp:>5}" if t else f"{'-':>8}{'':>18}")
+            + f"{r.latency.cycles_mean:>9.0f}{r.back_to_back_cycles:>9.0f}"
+            f"{r.fmax_mhz if r.fmax_mhz is not None else nan:>8.1f}"
+            f"{r.latency.us_mean if r.latency.us_mean is not None else nan:>9.1f}"
+            f"{ips if ips is not None else nan:>8.0f}  {'*' if pareto else ''}"
         )
+    t = r.resources.total
+    lat = r.latency
+    fmax = r.pnr.fmax_mhz if r.pnr is not None else nan
+    return (
+        f"{r.point.label:<22}{r.luts:>8}{t.ff:>7}{t.bram:>6}{t.dsp:>5}"
+        f"{lat.cycles_mean:>9.0f}{fmax:>8.1f}"
+        f"{lat.us_mean if lat.us_mean is not None else nan:>9.2f}  "
+        f"{'*' if pareto else ''}"
+    )
+
+
+def sweep_table(results: Sequence[Report | ViTReport | PointFailure]) -> str:
+    """The sweep as a terminal table, in point order, Pareto points (LUTs, or a ViT's
+    back-to-back cycles without synthesis, vs latency) starred; a failed point is a row with
+    its error."""
+    evaluated = _evaluated(results)
+    front = {id(evaluated[i]) for i in _front(evaluated)}
+    vit = any(isinstance(r, ViTReport) for r in results)
+    lines = [_sweep_header(vit)] + [sweep_row(r, id(r) in front) for r in results]
+    if vit:
+        lines.append("(alone: cycles per image from reset; b2b: per image back to back)")
     return "\n".join(lines)
 
 
 def write_sweep(
-    results: Sequence[Report | ViTReport], directory: str | os.PathLike
+    results: Sequence[Report | ViTReport | PointFailure], directory: str | os.PathLike
 ) -> tuple[Path, ...]:
-    """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` into ``directory``, each atomically."""
+    """Write ``sweep.json``, ``sweep.md`` and (when a point was evaluated; else an old one is
+    removed) ``sweep.png`` into ``directory``, each atomically. The JSON's ``results`` are the
+    evaluated points (``pareto`` indexes them), ``failed`` the points that failed, each with its
+    error."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    front = plot_sweep(results, d / "sweep.png")
-    record = {"results": [r.to_json() for r in results], "pareto": front}
+    evaluated = _evaluated(results)
+    written = []
+    front = _front(evaluated)
+    if evaluated:
+        plot_sweep(evaluated, d / "sweep.png")
+        written.append(d / "sweep.png")
+    else:  # nothing to plot: no stale plot of an earlier sweep beside this one's table
+        (d / "sweep.png").unlink(missing_ok=True)
+    record = {
+        "results": [r.to_json() for r in evaluated],
+        "pareto": front,
+        "failed": [r.to_json() for r in results if isinstance(r, PointFailure)],
+    }
     atomic_write_text(d / "sweep.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(
         d / "sweep.md", "# Design-space sweep\n\n```\n" + sweep_table(results) + "\n```\n"
     )
-    return d / "sweep.json", d / "sweep.md", d / "sweep.png"
+    return (d / "sweep.json", d / "sweep.md", *written)
 
 
 def _latency_axis(results: Sequence[Report | ViTReport]) -> tuple[list[float], bool]:

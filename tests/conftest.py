@@ -50,6 +50,32 @@ def trained_vit(tmp_path_factory):
     return SimpleNamespace(model=model, seconds=seconds, cache=cache)
 
 
+@pytest.fixture(scope="session")
+def trained_cnn(tmp_path_factory):
+    """The default digits CNN QANN, trained once per session into a cache shared by the xdist
+    workers (as :func:`trained_vit`); ``cache`` is the directory (``SPIKEZIP_CACHE`` for CLI
+    tests)."""
+    import fcntl
+    import os
+    import time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from spikezip.sw.cnn import model as cnn
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    cache = Path(root) / "cnn-cache"
+    cache.mkdir(exist_ok=True)
+    with open(Path(root) / "cnn-cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.perf_counter()
+        model = cnn.load_or_train(cnn.CnnConfig(), directory=cache)
+        seconds = time.perf_counter() - start
+    return SimpleNamespace(model=model, seconds=seconds, cache=cache)
+
+
 def default_sigint() -> None:
     """In a child before it runs the CLI: Ctrl-C as in a terminal. A suite started as a
     background job (``make test &``, ``nohup``) inherits SIGINT ignored, and Python then
@@ -67,3 +93,21 @@ def _keeps_sigint_handled():
     if after is signal.SIG_IGN and before is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, before)
         pytest.fail("this test left SIGINT ignored in the test process")
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A 2-worker Dask ``LocalCluster`` (processes, one thread each, no dashboard) and its
+    client, one per test module (starting one costs ~2 s)."""
+    from spikezip.cluster import dask_client
+
+    with dask_client(workers=2) as client:
+        yield client
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run the test files that start an HDL simulator first, each file's tests kept together and
+    in order (module fixtures are built once). `make test` runs on 2 xdist workers: with the
+    simulations at the end, the last long one ran alone while the other worker sat idle."""
+    simulates = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("sim")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in simulates)

@@ -212,3 +212,41 @@ def test_select_subset_keeps_per_sample_lengths():
     sub = tr.select([1, 2])
     assert sub.batch == 2 and sub.n_steps == 3 and sub.steps.tolist() == [2, 3]
     assert np.array_equal(sub.spikes[0], tr.spikes[0][1:3, :3])
+
+
+def test_concat_is_the_inverse_of_select_and_pads_as_a_run_pads():
+    """Consecutive batches joined: each padded to the longest run (no spikes, no busy flag,
+    membranes and tracers frozen, cycle stamps -1); splitting a trace and joining the parts
+    gives it back."""
+    cycles = np.arange(3 * 6).reshape(3, 6)
+    tr = make_trace(batch=3, n_steps=6, step_cycles=(cycles, cycles + 1))
+    tr = modified(tr, steps=np.array([6, 2, 3]), input_digests=np.arange(96).reshape(3, 32))
+    parts = [tr.select([0]), tr.select([1, 2])]
+    assert parts[1].n_steps == 3
+    back = Trace.concat(parts)
+    assert first_divergence(tr, back) is None
+    for name in ("busy", "steps", "capped", "input_digests"):
+        assert np.array_equal(getattr(back, name)[:1], getattr(tr, name)[:1]), name
+    short = Trace.concat([parts[1], parts[0]])  # the short part first: padded to 6 steps
+    assert short.n_steps == 6 and short.steps.tolist() == [2, 3, 6]
+    assert not short.busy[:2, 3:].any() and not short.spikes[0][:2, 3:].any()
+    assert (short.step_cycles[0][:2, 3:] == -1).all()
+    frozen = short.membranes[1][:2, 2:3]
+    assert np.array_equal(short.membranes[1][:2, 3:], np.repeat(frozen, 3, axis=1))
+    assert np.array_equal(short.input_digests, tr.input_digests[[1, 2, 0]])
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        ({"network_digest": "cd" * 32}, "trace 1 has network_digest"),
+        ({"layer_names": ("a", "b")}, "trace 1 has layer_names"),
+        ({"membranes": None}, "differ in whether they have membranes"),
+    ],
+)
+def test_concat_refuses_traces_of_other_networks_or_fields(other, message):
+    tr = make_trace()
+    with pytest.raises(ValueError, match=message):
+        Trace.concat([tr, modified(tr, **other)])
+    with pytest.raises(ValueError, match="at least one trace"):
+        Trace.concat([])

@@ -116,25 +116,30 @@ def digits_vit(trained_vit):
     return net, run(net, x, record_drives=True)
 
 
-def _site(net, result, name: str, samples: int):
+def _site(net, result, name: str, samples: int, **knobs):
     j = net.site_names.index(name)
     ins, outs = lnm.reference_steps(result.steps, result.trace.busy, j, name)
-    return LayerNormCore.for_site(net, name), ins[:samples], outs[:samples]
+    return LayerNormCore.for_site(net, name, **knobs), ins[:samples], outs[:samples]
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize(
-    ("sim", "name", "samples"),
+    ("sim", "name", "samples", "knobs"),
     [
-        ("verilator", "norm", 1),
-        pytest.param("verilator", "blocks.0.norm1", 2, marks=pytest.mark.slow),
-        pytest.param("icarus", "blocks.1.norm2", 1, marks=pytest.mark.slow),  # ~80 s
+        # streaming, 4 rounding units (as `--layer-norm-units 4` builds it): 40 % less build time
+        # than the full-rate core, which the slow cases below run
+        ("verilator", "norm", 1, {"units": 4, "stream": True}),
+        pytest.param("verilator", "norm", 1, {}, marks=pytest.mark.slow),
+        pytest.param("verilator", "blocks.0.norm1", 2, {"stream": True}, marks=pytest.mark.slow),
+        pytest.param("icarus", "blocks.1.norm2", 1, {}, marks=pytest.mark.slow),  # ~80 s
     ],
 )
-def test_digits_vit(tmp_path: Path, digits_vit, sim: str, name: str, samples: int) -> None:
+def test_digits_vit(
+    tmp_path: Path, digits_vit, sim: str, name: str, samples: int, knobs: dict
+) -> None:
     """Real per-step stream increments; the expected drives are the reference's recorded ones."""
     net, result = digits_vit
-    core, ins, outs = _site(net, result, name, samples)
+    core, ins, outs = _site(net, result, name, samples, **knobs)
     run_both(tmp_path, sim, core, ins, outs, name=name)
 
 

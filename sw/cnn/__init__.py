@@ -1,0 +1,2 @@
+"""The convolutional network: float QANN, conversion, integer reference, SOP/energy
+(docs/cnn.md)."""

@@ -1,0 +1,90 @@
+"""``spikezip digits --model cnn``, and ``trace``/``compare``/``info`` on a CNN file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spikezip.cli import main
+from spikezip.ir import Trace
+from spikezip.ir.cnn import ConvNet
+from spikezip.ir.files import load_network
+from spikezip.sw.cnn.reference import integer_qann, simulate
+from tests.ir.test_cnn import small_cnn
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture
+def files(tmp_path):
+    small_cnn().save(tmp_path / "cnn.npz")
+    x = np.random.default_rng(0).integers(0, 17, (3, 16))
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path
+
+
+def test_digits_cnn_writes_the_network_and_the_test_set(tmp_path, trained_cnn, monkeypatch, capsys):
+    monkeypatch.setenv("SPIKEZIP_CACHE", str(trained_cnn.cache))
+    assert run("digits", "--model", "cnn", "-o", tmp_path / "out") == 0
+    out = capsys.readouterr().out
+    assert "digits-cnn.npz (7 sites: conv1, conv2, conv3, conv4, add, pool, fc" in out
+    net = load_network(tmp_path / "out" / "digits-cnn.npz")
+    assert isinstance(net, ConvNet) and net.name == "digits-cnn"
+    x = np.load(tmp_path / "out" / "digits_inputs.npy")
+    y = np.load(tmp_path / "out" / "digits_labels.npy")
+    assert x.shape == (450, 64) and y.shape == (450,)
+    assert np.mean(np.argmax(integer_qann(net, x)[-1], axis=1) == y) >= 0.985
+    assert run("digits", "--model", "cnn", "--graded", "-o", tmp_path / "g") == 0
+    graded = load_network(tmp_path / "g" / "digits-cnn.npz")
+    assert {s.op.neuron for s in graded.sites} == {"graded"}
+    capsys.readouterr()
+    assert run("info", tmp_path / "g" / "digits-cnn.npz") == 0
+    assert "graded neurons (spikes ±2^k): conv1 (K = None)" in capsys.readouterr().out
+
+
+def test_trace_of_a_cnn_then_compare_and_info(files, capsys):
+    net = ConvNet.load(files / "cnn.npz")
+    assert run("trace", files / "cnn.npz", files / "x.npy", "-o", files / "g.npz", "--state") == 0
+    out = capsys.readouterr().out
+    assert f"3 samples, {net.depth} layers" in out and "energy/sample" in out
+    tr = Trace.load(files / "g.npz")
+    x = np.load(files / "x.npy")
+    want = simulate(net, x, record_state=True)
+    assert tr.layer_names == net.site_names and tr.network_digest == net.digest()
+    for k in range(tr.depth):
+        np.testing.assert_array_equal(tr.spikes[k], want.spikes[k])
+    assert run("compare", files / "g.npz", files / "g.npz", "--network", files / "cnn.npz") == 0
+    assert "identical: 3 samples" in capsys.readouterr().out
+    assert run("info", files / "cnn.npz") == 0
+    out = capsys.readouterr().out
+    assert "cnn input 1×4×4" in out and "pool      maxpool2d  2       2×2×2" in out
+
+
+def test_compare_names_channel_y_x(files, capsys):
+    run("trace", files / "cnn.npz", files / "x.npy", "-o", files / "g.npz")
+    tr = Trace.load(files / "g.npz")
+    k = tr.layer_names.index("res")
+    spikes = [s.copy() for s in tr.spikes]
+    b, t, n = np.argwhere(spikes[k] != 0)[0]
+    spikes[k][b, t, n] = 0
+    Trace(
+        network_digest=tr.network_digest,
+        spikes=tuple(spikes),
+        busy=tr.busy,
+        steps=tr.steps,
+        capped=tr.capped,
+        layer_names=tr.layer_names,
+    ).save(files / "hw.npz")
+    capsys.readouterr()
+    assert run("compare", files / "g.npz", files / "hw.npz", "--network", files / "cnn.npz") == 1
+    out = capsys.readouterr().out
+    c, y, x = np.unravel_index(n, (2, 4, 4))
+    assert f"layer {k} (res), neuron {n} (channel {c}, y {y}, x {x}), time step {t}" in out
+
+
+def test_commands_without_cnn_support_refuse_it_in_one_line(files, capsys):
+    assert run("generate", files / "cnn.npz", "-o", files / "v") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a convolutional network (ConvNet)" in err
