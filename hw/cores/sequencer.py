@@ -21,6 +21,7 @@ marker's busy, or step 0 of a layer with a non-zero bias.
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -340,7 +341,7 @@ class Sequencer(wiring.Component):
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
         else:  # a pass over the map's span from the event's base word, or dropped
-            passes, decoded = self._decoder(m, buf)
+            passes, decoded, final, pass_end = self._decoder(m, buf)
             m.d.comb += [o.index.eq(decoded.row), o.offset.eq(passes.word)]
             gap, base = counter.gap | passes.gap, decoded.base
             pass_event = buf.event & decoded.kept
@@ -377,9 +378,11 @@ class Sequencer(wiring.Component):
                     o.op.eq(Op.INTEGRATE),
                     o.word.eq(passes.word if self._map is None else base + passes.word),
                     o.last.eq(passes.last),
-                    buf.o.ready.eq(passes.last),
+                    buf.o.ready.eq(passes.last & final),
                     passes.advance.eq(1),
                 ]
+                if self._map is not None:  # (the event's pass list moves on after each pass)
+                    integrate.append(pass_end.eq(passes.last))
                 if streams:  # a word below the event's pass not swept yet: sweep it first
                     m.d.comb += early.eq(pass_event & (base > ptr))
                     with m.If(early):
@@ -443,17 +446,22 @@ class Sequencer(wiring.Component):
         """The map's table, read with the input register: ``(row, base, kept)`` of the event held
         by ``buf`` (a ROM read in the cycle the beat enters ``buf``), and the pass counter."""
         imap, words = self._map, self.words
-        layout = data.StructLayout(
-            {
-                "row": unsigned(max(1, (imap.n_rows - 1).bit_length())),
-                "base": unsigned(max(1, (words - 1).bit_length())),
-                "kept": unsigned(1),
-            }
-        )
-        init = [
-            layout.const({"row": int(r), "base": int(b), "kept": int(k)}).as_value().value
-            for r, b, k in zip(imap.rows, imap.bases, imap.kept, strict=True)
-        ]
+        row_shape = unsigned(max(1, (imap.n_rows - 1).bit_length()))
+        base_shape = unsigned(max(1, (words - 1).bit_length()))
+        fields = {"row": row_shape, "base": base_shape, "kept": unsigned(1)}
+        counts = imap.pass_counts
+        later = np.maximum(counts - 1, 0)  # passes after the first, per index
+        depth = int(later.sum())
+        if depth:  # the first pass is the last one; the address of the second in the pass ROM
+            fields |= {"single": unsigned(1), "second": unsigned(max(1, (depth - 1).bit_length()))}
+        layout = data.StructLayout(fields)
+        seconds = np.concatenate([[0], np.cumsum(later)[:-1]]).astype(np.int64)
+        init = []
+        for j, (r, b, k) in enumerate(zip(imap.rows, imap.bases, imap.kept, strict=True)):
+            entry = {"row": int(r), "base": int(b), "kept": int(k)}
+            if depth:
+                entry |= {"single": int(counts[j] <= 1), "second": int(seconds[j]) % depth}
+            init.append(layout.const(entry).as_value().value)
         m.submodules.decode = rom = memory.Memory(
             shape=layout.as_shape().width, depth=len(init), init=init
         )
@@ -464,4 +472,29 @@ class Sequencer(wiring.Component):
             n_out=imap.span * timing.lanes, lanes=timing.lanes, pipeline=timing.pipeline
         )
         m.submodules.pass_counter = passes = WordCounter(timing=span)
-        return passes, layout(rp.data)
+        first = layout(rp.data)
+        pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
+        if not depth:  # one pass per event (or none)
+            return passes, first, 1, pass_end
+        # the pass ROM: every pass after an index's first, in order, with ``last``
+        entry = data.StructLayout({"row": row_shape, "base": base_shape, "last": unsigned(1)})
+        table = []
+        for j in range(imap.n_in):
+            for q, (r, b) in enumerate(imap.passes(j)[1:], start=2):
+                table.append(entry.const({"row": r, "base": b, "last": int(q == counts[j])}))
+        m.submodules.pass_list = plist = memory.Memory(
+            shape=entry.as_shape().width, depth=depth, init=[e.as_value().value for e in table]
+        )
+        pp = plist.read_port()  # read at a pass's last slot: the next pass, from the next cycle
+        later_pass = Signal(name="later_pass")  # the held event is past its first pass
+        after = Signal(range(depth), name="next_pass")  # pass ROM address after the one read
+        m.d.comb += [pp.addr.eq(Mux(later_pass, after, first.second)), pp.en.eq(pass_end)]
+        read = entry(pp.data)
+        final = Mux(later_pass, read.last, first.single)
+        with m.If(pass_end):
+            m.d.sync += [later_pass.eq(~final), after.eq(pp.addr + 1)]
+        decoded = Signal(layout, name="pass")
+        m.d.comb += decoded.eq(first)
+        with m.If(later_pass):
+            m.d.comb += [decoded.row.eq(read.row), decoded.base.eq(read.base)]
+        return passes, decoded, final, pass_end
