@@ -6,7 +6,11 @@ operation per cycle:
 
 * after reset, and after a sweep whose busy flag is 0 once the input is idle: ``INIT`` of every
   word (the next inference);
-* for an input event: ``INTEGRATE`` of words ``0 … W-1``; the event is consumed with the last;
+* for an input event: ``INTEGRATE`` of words ``0 … W-1``; the event is consumed with the last
+  (a mapped core, :mod:`hw.model.input_map`: one pass over the map's ``span`` words from the
+  event's base word, or — a convolution's map — one pass per target, read from a pass ROM one
+  pass ahead so that passes follow without bubbles; the event is consumed with the last word of
+  its last pass, or at once if the map drops it);
 * for an input marker: the marker is consumed together with ``FIRE`` of word 0, then words
   ``1 … W-1`` follow (the *sweep*) — but only while fewer than two steps' markers are still to
   leave on the output, because the emitter buffers two steps;
