@@ -9,8 +9,9 @@ operation per cycle:
 * for an input event: ``INTEGRATE`` of words ``0 … W-1``; the event is consumed with the last
   (a mapped core, :mod:`hw.model.input_map`: one pass over the map's ``span`` words from the
   event's base word, or — a convolution's map — one pass per target, read from a pass ROM one
-  pass ahead so that passes follow without bubbles; the event is consumed with the last word of
-  its last pass, or at once if the map drops it);
+  pass ahead so that passes follow without bubbles, the idle slots of a short pass only after
+  the last; the event is consumed with the last word of its last pass, or at once if the map
+  drops it);
 * for an input marker: the marker is consumed together with ``FIRE`` of word 0, then words
   ``1 … W-1`` follow (the *sweep*) — but only while fewer than two steps' markers are still to
   leave on the output, because the emitter buffers two steps;
@@ -189,6 +190,9 @@ class WordCounter(wiring.Component):
         one: word 0, after the pass's idle slots).
     restart : In(1)
         Word 0 of a pass is issued from elsewhere: the next slot is on word 1.
+    final : In(1)
+        Only with ``gated``: the pass ending now is followed by the idle slots (the last pass
+        of a multi-pass event; the passes before follow each other without idle slots).
     word : Out(range(W))
     last : Out(1)
         ``word`` is the last word.
@@ -196,8 +200,10 @@ class WordCounter(wiring.Component):
         This slot is idle (no operation may be issued).
     """
 
-    def __init__(self, *, timing: LayerTiming, extra: int = 0, from_word: bool = False) -> None:
-        self._timing, self._extra, self._from = timing, extra, from_word
+    def __init__(
+        self, *, timing: LayerTiming, extra: int = 0, from_word: bool = False, gated: bool = False
+    ) -> None:
+        self._timing, self._extra, self._from, self._gated = timing, extra, from_word, gated
         words = timing.words
         members = {
             "advance": In(1),
@@ -208,6 +214,8 @@ class WordCounter(wiring.Component):
         }
         if from_word:  # a pass may start on any word: ``restart`` goes on from ``start + 1``
             members |= {"start": In(range(words)), "start_last": In(1)}
+        if gated:  # the idle slots follow only a pass with ``final`` (an event's last pass)
+            members |= {"final": In(1)}
         super().__init__(members)
 
     @property
@@ -240,6 +248,9 @@ class WordCounter(wiring.Component):
                 m.d.sync += gaps.eq(gaps - 1)
             if self._from:
                 with m.Elif((self.advance & at_last) | (self.restart & self.start_last)):
+                    m.d.sync += gaps.eq(pad)
+            elif self._gated:
+                with m.Elif((self.advance | self.restart) & at_last & self.final):
                     m.d.sync += gaps.eq(pad)
             else:
                 with m.Elif((self.advance | self.restart) & at_last):
@@ -475,7 +486,7 @@ class Sequencer(wiring.Component):
         span = LayerTiming(
             n_out=imap.span * timing.lanes, lanes=timing.lanes, pipeline=timing.pipeline
         )
-        m.submodules.pass_counter = passes = WordCounter(timing=span)
+        m.submodules.pass_counter = passes = WordCounter(timing=span, gated=bool(depth))
         first = layout(rp.data)
         pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
         if not depth:  # one pass per event (or none)
@@ -495,6 +506,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [pp.addr.eq(Mux(later_pass, after, first.second)), pp.en.eq(pass_end)]
         read = entry(pp.data)
         final = Mux(later_pass, read.last, first.single)
+        m.d.comb += passes.final.eq(final)  # (idle slots after the event's last pass only)
         with m.If(pass_end):
             m.d.sync += [later_pass.eq(~final), after.eq(pp.addr + 1)]
         decoded = Signal(layout, name="pass")

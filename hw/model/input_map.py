@@ -22,8 +22,8 @@ sequencer reads together with the event:
 Neuron ``i`` is lane ``i mod lanes`` of word ``i // lanes`` in both, as in the plain core (token
 maps need ``lanes`` to divide ``d_out``), so the spikes leave with their own index.
 
-Cost: a kept event occupies ``passes·max(span, min_distance)`` slots (each pass padded as the
-plain core's), a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
+Cost: a kept event occupies ``passes·span`` slots, its last pass padded to ``min_distance`` as
+the plain core's, a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
 :meth:`sweep_extra` idle slots more than the plain core's (both used by
 :func:`hw.model.cycle_model.schedule`).
 """
@@ -243,14 +243,19 @@ class InputMap:
         return max(0, min_distance - self.span)
 
     def event_cycles(self, indices: np.ndarray, min_distance: int) -> np.ndarray:
-        """Cycles each input event occupies the sequencer: its passes if kept, else 1."""
+        """Cycles each input event occupies the sequencer: ``passes·span`` slots and the idle
+        slots that pad its *last* pass to ``min_distance`` (``passes·span + max(0, min_distance −
+        span)``; one pass: :meth:`event_slots`), or 1 if dropped. The passes of one event are on
+        distinct words (distinct output positions), so only the next event or sweep needs the
+        distance."""
         idx = np.asarray(indices, dtype=np.int64)
         n = self.pass_counts[idx]
-        return np.where(n > 0, n * self.event_slots(min_distance), 1)
+        pad = self.event_slots(min_distance) - self.span
+        return np.where(n > 0, n * self.span + pad, 1)
 
     def consumed_after(self, indices: np.ndarray, min_distance: int) -> np.ndarray:
         """Cycles from an event's first slot to the slot that consumes it: the last word of its
-        last pass, ``(passes − 1)·slots + span − 1``, or 0 if dropped."""
+        last pass, ``passes·span − 1``, or 0 if dropped."""
         idx = np.asarray(indices, dtype=np.int64)
         n = self.pass_counts[idx]
-        return np.where(n > 0, (n - 1) * self.event_slots(min_distance) + self.span - 1, 0)
+        return np.where(n > 0, n * self.span - 1, 0)

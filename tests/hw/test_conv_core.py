@@ -68,12 +68,12 @@ def test_conv_map_passes_are_the_targets(order, k, stride, padding, lanes) -> No
         assert imap.kept[j] == bool(targets)
     # every (output neuron, reached tap) pair exactly once: the dense MAC count
     assert imap.pass_counts.sum() * span * lanes == conv.fan_in(shape).sum() * conv.c_out
-    slots = imap.event_slots(3)
-    idx = np.arange(imap.n_in)
-    n = imap.pass_counts
-    assert imap.event_cycles(idx, 3).tolist() == np.where(n > 0, n * slots, 1).tolist()
-    consumed = imap.consumed_after(idx, 3)
-    assert consumed.tolist() == np.where(n > 0, (n - 1) * slots + span - 1, 0).tolist()
+    # an event: its passes back to back, the last padded to min_distance; dropped: 1 cycle
+    idx, n = np.arange(imap.n_in), imap.pass_counts
+    for d in (1, 2, 3):
+        cost = np.where(n > 0, n * span + max(0, d - span), 1)
+        assert imap.event_cycles(idx, d).tolist() == cost.tolist()
+        assert imap.consumed_after(idx, d).tolist() == np.where(n > 0, n * span - 1, 0).tolist()
 
 
 def test_conv_map_validation() -> None:
