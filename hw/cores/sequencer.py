@@ -355,6 +355,7 @@ class Sequencer(wiring.Component):
         if self._map is None:  # an event is a pass over all words, weight row = its index
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
+            final = pass_end = None
         else:  # a pass over the map's span from the event's base word, or dropped
             passes, decoded, final, pass_end = self._decoder(m, buf)
             m.d.comb += [o.index.eq(decoded.row), o.offset.eq(passes.word)]
@@ -393,10 +394,10 @@ class Sequencer(wiring.Component):
                     o.op.eq(Op.INTEGRATE),
                     o.word.eq(passes.word if self._map is None else base + passes.word),
                     o.last.eq(passes.last),
-                    buf.o.ready.eq(passes.last & final),
+                    buf.o.ready.eq(passes.last if final is None else passes.last & final),
                     passes.advance.eq(1),
                 ]
-                if self._map is not None:  # (the event's pass list moves on after each pass)
+                if pass_end is not None:  # (the event's pass list moves on after each pass)
                     integrate.append(pass_end.eq(passes.last))
                 if streams:  # a word below the event's pass not swept yet: sweep it first
                     m.d.comb += early.eq(pass_event & (base > ptr))
@@ -488,9 +489,9 @@ class Sequencer(wiring.Component):
         )
         m.submodules.pass_counter = passes = WordCounter(timing=span, gated=bool(depth))
         first = layout(rp.data)
-        pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
         if not depth:  # one pass per event (or none)
-            return passes, first, 1, pass_end
+            return passes, first, None, None
+        pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
         # the pass ROM: every pass after an index's first, in order, with ``last``
         entry = data.StructLayout({"row": row_shape, "base": base_shape, "last": unsigned(1)})
         table = []
