@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.model import cycle_model
 from spikezip.hw.model.conv_sites import conv_spec, conv_streams, hwc_order
+from spikezip.hw.model.events import Step
 from spikezip.hw.model.input_map import InputMap
 from spikezip.ir.cnn import Conv2d, ConvNet
 from spikezip.sw.cnn.reference import simulate
@@ -165,3 +166,26 @@ def test_random_conv_layers_equal_the_reference_and_the_model(data) -> None:
 @given(st.data())
 def test_random_conv_layers_many(data) -> None:
     _check_random(data, 40_000)
+
+
+def test_multi_pass_schedule_by_hand() -> None:
+    """A 3×3, padding-1 conv on a 3×3 image, 2 channels on 2 lanes (one-word passes), preset 3
+    (``min_distance`` 3): the centre pixel has 9 passes (9 + 2 cycles: only the last pass is
+    padded), a corner 4 (4 + 2); the sweep follows; each event leaves the input register with
+    the last word of its last pass."""
+    conv = _conv(c_out=2, c_in=1, k=(3, 3), padding=1)
+    imap = InputMap.conv(conv, (1, 3, 3), lanes=2, order="chw")
+    assert imap.pass_counts.tolist() == [4, 6, 4, 6, 9, 6, 4, 6, 4]
+    timing = cycle_model.LayerTiming(n_out=18, lanes=2, pipeline=3)
+    assert timing.min_distance == 3 and imap.sweep_extra(3) == 2
+    step = Step(indices=np.array([4, 0]), values=np.array([1, 1]), busy=True)
+    idle = Step(indices=np.zeros(0, np.int64), values=np.zeros(0, np.int64), busy=False)
+    ins, outs = [[step, idle]], [[idle, idle]]
+    (inf,) = cycle_model.schedule(timing, ins, outs, input_map=imap)
+    s0 = inf.steps[0]
+    a = timing.init_cycles + 2  # re-initialisation, padded like a sweep
+    assert s0.accumulate_cycle == a and s0.event_slots == (a, a + 11)
+    assert s0.fire_cycle == a + 11 + 6
+    run = cycle_model.timed(timing, ins, outs, input_map=imap)
+    assert run.taken[0][:3] == (0, a + 8, a + 11 + 3)  # consumed at the last pass's word
+    assert run.ops == (9 + 4) * 2 and run.accumulate == 17
