@@ -96,15 +96,19 @@ def test_hwc_order() -> None:
 
 
 @st.composite
-def conv_nets(draw, *, max_size: int = 8, max_c0: int = 3) -> ConvNet:
+def conv_nets(draw, *, max_size: int = 8, max_c0: int = 3, graded: bool = True) -> ConvNet:
     """A random analog conv feeding a random spike-fed conv (both :func:`conv_layers`: kernel
-    1–5, stride 1–3, padding 0–2, c_out 1–16) on a ``c0 × h × w`` image, 3–``max_size`` pixels."""
+    1–5, stride 1–3, padding 0–2, c_out 1–16) on a ``c0 × h × w`` image, 3–``max_size`` pixels;
+    with ``graded``, half of them with graded neurons."""
     c0 = draw(st.integers(1, max_c0))
     size = (draw(st.integers(3, max_size)), draw(st.integers(3, max_size)))
     first = draw(conv_layers(c0, size))
     shape = first.output_shape((c0, *size))
     second = draw(conv_layers(shape[0], shape[1:]))
-    return ConvNet(input_shape=(c0, *size), input_bounds=(0, 16), layers=(first, second))
+    net = ConvNet(input_shape=(c0, *size), input_bounds=(0, 16), layers=(first, second))
+    if graded and draw(st.booleans()):  # graded neurons: spikes ±2^k out, shifted weights in
+        net = net.with_neuron("graded", draw(st.sampled_from([None, 0, 1, 2])))
+    return net
 
 
 def run_conv(net, x, layer, lanes, *, pipeline=1, seed=None, trace=None):

@@ -93,3 +93,12 @@ def test_random_conv_cores_icarus(tmp_path_factory, data) -> None:
     pipeline = data.draw(st.sampled_from([0, 1, 2, 3]))
     assume(_model_cycles(net, x, simulate(net, x), layer, lanes, pipeline) < 20_000)
     run_both(tmp_path_factory.mktemp("conv"), "icarus", net, x, layer, lanes, pipeline)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(("layer", "lanes", "pipeline"), [(0, 4, 1), (1, 3, 2)])
+def test_graded_conv_core_icarus(tmp_path, layer: int, lanes: int, pipeline: int) -> None:
+    """Graded neurons: spikes ±2^k out of the analog conv, into the spike-fed one (shifted
+    weights)."""
+    net, x = _net()
+    run_both(tmp_path, "icarus", net.with_neuron("graded"), x, layer, lanes, pipeline)
