@@ -469,14 +469,22 @@ class Sequencer(wiring.Component):
         later = np.maximum(counts - 1, 0)  # passes after the first, per index
         depth = int(later.sum())
         if depth:  # the first pass is the last one; the address of the second in the pass ROM
-            fields |= {"single": unsigned(1), "second": unsigned(max(1, (depth - 1).bit_length()))}
+            fields |= {
+                "single": unsigned(1),
+                "pair": unsigned(1),  # exactly two passes: the second is the last
+                "second": unsigned(max(1, (depth - 1).bit_length())),
+            }
         layout = data.StructLayout(fields)
         seconds = np.concatenate([[0], np.cumsum(later)[:-1]]).astype(np.int64)
         init = []
         for j, (r, b, k) in enumerate(zip(imap.rows, imap.bases, imap.kept, strict=True)):
             entry = {"row": int(r), "base": int(b), "kept": int(k)}
             if depth:
-                entry |= {"single": int(counts[j] <= 1), "second": int(seconds[j]) % depth}
+                entry |= {
+                    "single": int(counts[j] <= 1),
+                    "pair": int(counts[j] == 2),
+                    "second": int(seconds[j]) % depth,
+                }
             init.append(layout.const(entry).as_value().value)
         m.submodules.decode = rom = memory.Memory(
             shape=layout.as_shape().width, depth=len(init), init=init
@@ -492,12 +500,16 @@ class Sequencer(wiring.Component):
         if not depth:  # one pass per event (or none)
             return passes, first, None, None
         pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
-        # the pass ROM: every pass after an index's first, in order, with ``last``
-        entry = data.StructLayout({"row": row_shape, "base": base_shape, "last": unsigned(1)})
+        # the pass ROM: every pass after an index's first, in order
+        # ``next_last``: the pass after this one is the event's last (so that whether a pass is
+        # the last comes from a register, not from the ROM's output: it decides the consumption)
+        entry = data.StructLayout({"row": row_shape, "base": base_shape, "next_last": unsigned(1)})
         table = []
         for j in range(imap.n_in):
             for q, (r, b) in enumerate(imap.passes(j)[1:], start=2):
-                table.append(entry.const({"row": r, "base": b, "last": int(q == counts[j])}))
+                table.append(
+                    entry.const({"row": r, "base": b, "next_last": int(q + 1 == counts[j])})
+                )
         m.submodules.pass_list = plist = memory.Memory(
             shape=entry.as_shape().width, depth=depth, init=[e.as_value().value for e in table]
         )
@@ -506,10 +518,12 @@ class Sequencer(wiring.Component):
         after = Signal(range(depth), name="next_pass")  # pass ROM address after the one read
         m.d.comb += [pp.addr.eq(Mux(later_pass, after, first.second)), pp.en.eq(pass_end)]
         read = entry(pp.data)
-        final = Mux(later_pass, read.last, first.single)
+        last_later = Signal(name="last_later")  # the current later pass is the event's last
+        final = Mux(later_pass, last_later, first.single)
         m.d.comb += passes.final.eq(final)  # (idle slots after the event's last pass only)
         with m.If(pass_end):
             m.d.sync += [later_pass.eq(~final), after.eq(pp.addr + 1)]
+            m.d.sync += last_later.eq(Mux(later_pass, read.next_last, first.pair))
         decoded = Signal(layout, name="pass")
         m.d.comb += decoded.eq(first)
         with m.If(later_pass):
