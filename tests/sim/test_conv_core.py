@@ -90,7 +90,9 @@ def test_random_conv_cores_icarus(tmp_path_factory, data) -> None:
     layer = data.draw(st.sampled_from([0, 1]))
     c_out = net.layers[layer].c_out
     lanes = data.draw(st.sampled_from([p for p in range(1, c_out + 1) if c_out % p == 0]))
-    pipeline = data.draw(st.sampled_from([0, 1, 2, 3]))
+    # (preset 0 is left out here: a known neuron-array lint failure, see the xfail below; the
+    # fixed cases and the Amaranth-simulator tests run preset 0)
+    pipeline = data.draw(st.sampled_from([1, 2, 3]))
     assume(_model_cycles(net, x, simulate(net, x), layer, lanes, pipeline) < 20_000)
     run_both(tmp_path_factory.mktemp("conv"), "icarus", net, x, layer, lanes, pipeline)
 
@@ -102,3 +104,26 @@ def test_graded_conv_core_icarus(tmp_path, layer: int, lanes: int, pipeline: int
     weights)."""
     net, x = _net()
     run_both(tmp_path, "icarus", net.with_neuron("graded"), x, layer, lanes, pipeline)
+
+
+@pytest.mark.sim
+@pytest.mark.xfail(strict=True, reason="known issue: UNOPTFLAT in NeuronArray's DriveOffsets")
+def test_known_issue_constant_per_lane_thresholds_at_preset_0(tmp_path) -> None:
+    """Found by the random conv test, but not the conv core's: a plain layer core (main has it
+    too) whose per-neuron thresholds are the same in every word of a lane (here Θ = 1, 5, …, as
+    a conv site's with ``lanes = c_out``), narrow drives and preset 0 (combinational offsets):
+    Yosys folds the constant Θ into ``drive + Θ``, whose top bit then copies the next one, and
+    aliases the two bits of the port vector — a combinational loop to ``verilator -Wall``
+    (UNOPTFLAT). The simulation itself is exact (the Amaranth-simulator tests run preset 0)."""
+    from spikezip.hw.cores.layer_core import LayerCore
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.ir.network import Encoding, Layer, Network
+
+    l0 = Layer(weight=np.ones((9, 9), int), bias=np.zeros(9, int), threshold=1, neg_bound=0,
+               pos_bound=1)  # fmt: skip
+    l1 = Layer(weight=np.array([[1] * 9, [0] * 9] * 9), bias=np.zeros(18, int),
+               threshold=np.array([1, 5] * 9), neg_bound=0, pos_bound=1)  # fmt: skip
+    net = Network(layers=(l0, l1), input_bounds=(0, 16), encoding=Encoding.ANALOG, n_inputs=9)
+    path = tmp_path / "core.v"
+    path.write_text(generate(LayerCore.for_network(net, 1, lanes=2, pipeline=0), "core"))
+    lint_verilog([path], "core", {**AMARANTH_LINT_WAIVERS, **LINT_WAIVERS})
