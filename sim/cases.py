@@ -29,6 +29,7 @@ from spikezip.ir import Network, Trace
 from spikezip.sim.tb.files import (
     STIMULUS_ENV,
     BitLayout,
+    ConvCoreStimulus,
     LayerCoreStimulus,
     LayerNormStimulus,
     NeuronArrayStimulus,
@@ -416,6 +417,53 @@ def residual_case(
     ).save(directory / STIMULUS)
     return StreamCase(
         directory, verilog, toplevel, sched, ResidualStimulus, "spikezip.sim.tb.residual"
+    )
+
+
+# -- the convolution core (docs/cnn.md §11) -----------------------------------------------------
+def conv_core_case(
+    directory: Path,
+    net,
+    inputs: np.ndarray,
+    layer: int,
+    *,
+    lanes: int,
+    pipeline: cycle_model.Pipeline | int = 1,
+    trace: Trace | None = None,
+    toplevel: str = "conv_core",
+) -> StreamCase:
+    """Write the Verilog and stimulus of the conv core of ``net.layers[layer]`` (an
+    ``ir.cnn.ConvNet``; :func:`hw.model.conv_sites.conv_spec`) fed with the reference's input of
+    that site for ``inputs``, expecting the reference's spikes (``trace``, default
+    ``sw.cnn.reference.simulate``) at the exact cycle model's cycles."""
+    from spikezip.hw.cores.layer_core import LayerCore
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model.conv_sites import conv_spec, conv_streams
+
+    if trace is None:
+        from spikezip.sw.cnn.reference import simulate
+
+        trace = simulate(net, inputs)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = conv_spec(net, layer, lanes=lanes)
+    core = LayerCore.for_site(spec, pipeline=pipeline)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel))
+    ins, outs = conv_streams(net, inputs, trace, layer)
+    sched = cycle_model.schedule(core.timing, ins, outs, input_map=spec.input_map)
+    fin, fout = core.input_format, core.output_format
+    ConvCoreStimulus(
+        name=spec.name,
+        in_format=fin,
+        out_format=fout,
+        in_words=np.array([w for inf in ins for s in inf for w in s.words(fin)], dtype=np.uint64),
+        **_expected_beats(
+            fout, outs, [[(st.event_cycles, st.marker_cycle) for st in inf.steps] for inf in sched]
+        ),
+    ).save(directory / STIMULUS)
+    return StreamCase(
+        directory, verilog, toplevel, sched, ConvCoreStimulus, "spikezip.sim.tb.conv_core"
     )
 
 

@@ -6,7 +6,12 @@ operation per cycle:
 
 * after reset, and after a sweep whose busy flag is 0 once the input is idle: ``INIT`` of every
   word (the next inference);
-* for an input event: ``INTEGRATE`` of words ``0 … W-1``; the event is consumed with the last;
+* for an input event: ``INTEGRATE`` of words ``0 … W-1``; the event is consumed with the last
+  (a mapped core, :mod:`hw.model.input_map`: one pass over the map's ``span`` words from the
+  event's base word, or — a convolution's map — one pass per target, read from a pass ROM one
+  pass ahead so that passes follow without bubbles, the idle slots of a short pass only after
+  the last; the event is consumed with the last word of its last pass, or at once if the map
+  drops it);
 * for an input marker: the marker is consumed together with ``FIRE`` of word 0, then words
   ``1 … W-1`` follow (the *sweep*) — but only while fewer than two steps' markers are still to
   leave on the output, because the emitter buffers two steps;
@@ -21,6 +26,7 @@ marker's busy, or step 0 of a layer with a non-zero bias.
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -184,6 +190,9 @@ class WordCounter(wiring.Component):
         one: word 0, after the pass's idle slots).
     restart : In(1)
         Word 0 of a pass is issued from elsewhere: the next slot is on word 1.
+    final : In(1)
+        Only with ``gated``: the pass ending now is followed by the idle slots (the last pass
+        of a multi-pass event; the passes before follow each other without idle slots).
     word : Out(range(W))
     last : Out(1)
         ``word`` is the last word.
@@ -191,8 +200,10 @@ class WordCounter(wiring.Component):
         This slot is idle (no operation may be issued).
     """
 
-    def __init__(self, *, timing: LayerTiming, extra: int = 0, from_word: bool = False) -> None:
-        self._timing, self._extra, self._from = timing, extra, from_word
+    def __init__(
+        self, *, timing: LayerTiming, extra: int = 0, from_word: bool = False, gated: bool = False
+    ) -> None:
+        self._timing, self._extra, self._from, self._gated = timing, extra, from_word, gated
         words = timing.words
         members = {
             "advance": In(1),
@@ -203,6 +214,8 @@ class WordCounter(wiring.Component):
         }
         if from_word:  # a pass may start on any word: ``restart`` goes on from ``start + 1``
             members |= {"start": In(range(words)), "start_last": In(1)}
+        if gated:  # the idle slots follow only a pass with ``final`` (an event's last pass)
+            members |= {"final": In(1)}
         super().__init__(members)
 
     @property
@@ -235,6 +248,9 @@ class WordCounter(wiring.Component):
                 m.d.sync += gaps.eq(gaps - 1)
             if self._from:
                 with m.Elif((self.advance & at_last) | (self.restart & self.start_last)):
+                    m.d.sync += gaps.eq(pad)
+            elif self._gated:
+                with m.Elif((self.advance | self.restart) & at_last & self.final):
                     m.d.sync += gaps.eq(pad)
             else:
                 with m.Elif((self.advance | self.restart) & at_last):
@@ -347,8 +363,9 @@ class Sequencer(wiring.Component):
             with m.If(buf.i.ready):
                 m.d.sync += first.eq(_times(self.i.payload.index, self.words))
             m.d.comb += o.first.eq(first)
+            final = pass_end = None
         else:  # a pass over the map's span from the event's base word, or dropped
-            passes, decoded = self._decoder(m, buf)
+            passes, decoded, final, pass_end = self._decoder(m, buf)
             m.d.comb += [o.index.eq(decoded.row), o.offset.eq(passes.word)]
             m.d.comb += o.first.eq(decoded.first)
             gap, base = counter.gap | passes.gap, decoded.base
@@ -386,9 +403,11 @@ class Sequencer(wiring.Component):
                     o.op.eq(Op.INTEGRATE),
                     o.word.eq(passes.word if self._map is None else base + passes.word),
                     o.last.eq(passes.last),
-                    buf.o.ready.eq(passes.last),
+                    buf.o.ready.eq(passes.last if final is None else passes.last & final),
                     passes.advance.eq(1),
                 ]
+                if pass_end is not None:  # (the event's pass list moves on after each pass)
+                    integrate.append(pass_end.eq(passes.last))
                 if streams:  # a word below the event's pass not swept yet: sweep it first
                     m.d.comb += early.eq(pass_event & (base > ptr))
                     with m.If(early):
@@ -452,22 +471,32 @@ class Sequencer(wiring.Component):
         """The map's table, read with the input register: ``(row, base, kept)`` of the event held
         by ``buf`` (a ROM read in the cycle the beat enters ``buf``), and the pass counter."""
         imap, words = self._map, self.words
-        layout = data.StructLayout(
-            {
-                "row": unsigned(max(1, (imap.n_rows - 1).bit_length())),
-                "first": unsigned(max(1, (imap.n_rows * imap.span - 1).bit_length())),
-                "base": unsigned(max(1, (words - 1).bit_length())),
-                "kept": unsigned(1),
+        row_shape = unsigned(max(1, (imap.n_rows - 1).bit_length()))
+        base_shape = unsigned(max(1, (words - 1).bit_length()))
+        first_shape = unsigned(max(1, (imap.n_rows * imap.span - 1).bit_length()))
+        # ``first``: the pass's first weight word (row · span): the address is then one addition
+        fields = {"row": row_shape, "first": first_shape, "base": base_shape, "kept": unsigned(1)}
+        counts = imap.pass_counts
+        later = np.maximum(counts - 1, 0)  # passes after the first, per index
+        depth = int(later.sum())
+        if depth:  # the first pass is the last one; the address of the second in the pass ROM
+            fields |= {
+                "single": unsigned(1),
+                "pair": unsigned(1),  # exactly two passes: the second is the last
+                "second": unsigned(max(1, (depth - 1).bit_length())),
             }
-        )
-        init = [
-            layout.const(
-                {"row": int(r), "first": int(r) * imap.span, "base": int(b), "kept": int(k)}
-            )
-            .as_value()
-            .value
-            for r, b, k in zip(imap.rows, imap.bases, imap.kept, strict=True)
-        ]
+        layout = data.StructLayout(fields)
+        seconds = np.concatenate([[0], np.cumsum(later)[:-1]]).astype(np.int64)
+        init = []
+        for j, (r, b, k) in enumerate(zip(imap.rows, imap.bases, imap.kept, strict=True)):
+            entry = {"row": int(r), "first": int(r) * imap.span, "base": int(b), "kept": int(k)}
+            if depth:
+                entry |= {
+                    "single": int(counts[j] <= 1),
+                    "pair": int(counts[j] == 2),
+                    "second": int(seconds[j]) % depth,
+                }
+            init.append(layout.const(entry).as_value().value)
         m.submodules.decode = rom = memory.Memory(
             shape=layout.as_shape().width, depth=len(init), init=init
         )
@@ -477,8 +506,50 @@ class Sequencer(wiring.Component):
         span = LayerTiming(
             n_out=imap.span * timing.lanes, lanes=timing.lanes, pipeline=timing.pipeline
         )
-        m.submodules.pass_counter = passes = WordCounter(timing=span)
-        return passes, layout(rp.data)
+        m.submodules.pass_counter = passes = WordCounter(timing=span, gated=bool(depth))
+        first = layout(rp.data)
+        if not depth:  # one pass per event (or none)
+            return passes, first, None, None
+        pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
+        # the pass ROM: every pass after an index's first, in order
+        # ``next_last``: the pass after this one is the event's last (so that whether a pass is
+        # the last comes from a register, not from the ROM's output: it decides the consumption)
+        entry = data.StructLayout(
+            {"row": row_shape, "first": first_shape, "base": base_shape, "next_last": unsigned(1)}
+        )
+        table = []
+        for j in range(imap.n_in):
+            for q, (r, b) in enumerate(imap.passes(j)[1:], start=2):
+                table.append(
+                    entry.const(
+                        {
+                            "row": r,
+                            "first": r * imap.span,
+                            "base": b,
+                            "next_last": int(q + 1 == counts[j]),
+                        }
+                    )
+                )
+        m.submodules.pass_list = plist = memory.Memory(
+            shape=entry.as_shape().width, depth=depth, init=[e.as_value().value for e in table]
+        )
+        pp = plist.read_port()  # read at a pass's last slot: the next pass, from the next cycle
+        later_pass = Signal(name="later_pass")  # the held event is past its first pass
+        after = Signal(range(depth), name="next_pass")  # pass ROM address after the one read
+        m.d.comb += [pp.addr.eq(Mux(later_pass, after, first.second)), pp.en.eq(pass_end)]
+        read = entry(pp.data)
+        last_later = Signal(name="last_later")  # the current later pass is the event's last
+        final = Mux(later_pass, last_later, first.single)
+        m.d.comb += passes.final.eq(final)  # (idle slots after the event's last pass only)
+        with m.If(pass_end):
+            m.d.sync += [later_pass.eq(~final), after.eq(pp.addr + 1)]
+            m.d.sync += last_later.eq(Mux(later_pass, read.next_last, first.pair))
+        decoded = Signal(layout, name="pass")
+        m.d.comb += decoded.eq(first)
+        with m.If(later_pass):
+            m.d.comb += [decoded.row.eq(read.row), decoded.base.eq(read.base)]
+            m.d.comb += decoded.first.eq(read.first)
+        return passes, decoded, final, pass_end
 
 
 def _times(value, k: int):

@@ -629,17 +629,16 @@ def timed(
 
     The input register (``hw.cores.sequencer.EventBuffer``) takes a beat in the cycle it is valid
     and the beat held leaves, ``max(arrival, consumption of the previous beat)``: an event is
-    consumed with the last word of its pass (at once if the map drops it), a marker with its
-    sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
-    cycle 0). ``ops_per_event``: neurons a kept event updates (default: ``n_out``, or a map's
-    ``span·lanes``).
+    consumed with the last word of its last pass (at once if the map drops it), a marker with
+    its sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
+    cycle 0). ``ops_per_event``: neurons one pass updates (default: ``n_out``, or a map's
+    ``span·lanes``; a multi-pass map's event counts once per pass).
     """
     sched, offered = _schedule(timing, inputs, outputs, arrivals, input_map, ready)
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
     if ops_per_event is None:
         ops_per_event = timing.n_out if input_map is None else input_map.span * timing.lanes
     slots = timing.slots
-    last = timing.words - 1 if input_map is None else input_map.span - 1
     taken: list[int] = []
     held = -1  # the cycle the beat held by the input register leaves it
     work = accumulate = ops = 0
@@ -648,20 +647,23 @@ def timed(
         for t, step in enumerate(ins):
             s = inf.steps[t]
             if input_map is None:
-                costs, kept = np.full(step.n_events, slots), np.ones(step.n_events, dtype=bool)
+                costs = np.full(step.n_events, slots)
+                after = np.full(step.n_events, timing.words - 1)
+                passes = np.ones(step.n_events, dtype=np.int64)
             else:
                 costs = input_map.event_cycles(step.indices, timing.min_distance)
-                kept = input_map.kept[step.indices]
+                after = input_map.consumed_after(step.indices, timing.min_distance)
+                passes = input_map.pass_counts[step.indices]
             beats = arrivals[b][t] if arrivals is not None else None
             for k in range(step.n_events):
                 arrive = 0 if beats is None else int(beats[k])
                 taken.append(max(arrive, held))
-                held = s.event_slots[k] + (last if kept[k] else 0)
+                held = s.event_slots[k] + int(after[k])
             taken.append(max(0 if beats is None else int(beats[-1]), held))
             held = s.fire_cycle
             work += int(costs.sum())
             accumulate += s.fire_cycle - s.accumulate_cycle - s.early_fire
-            ops += int(kept.sum()) * ops_per_event
+            ops += int(passes.sum()) * ops_per_event
     beats_out = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
     if offered is None:
         offered = [c for inf in beats_out for ev, mk in inf for c in (*ev, mk)]

@@ -14,12 +14,16 @@ sequencer reads together with the event:
   computed elsewhere): event ``(i, value)`` adds ``gain·value`` to neuron ``i`` only — a pass of
   one word (``base = i // lanes``) whose weight word is ``gain`` in lane ``i mod lanes`` and 0
   elsewhere (row ``i mod lanes`` of a ``lanes``-row table).
+* **convolution** (:meth:`InputMap.conv`; docs/cnn.md §11): event ``(c', y, x)`` is a *list* of
+  passes, one per target ``(oy, ox, ky, kx)`` of ``Conv2d.targets``: over the ``span = c_out /
+  lanes`` words of output position ``(oy, ox)`` (neurons in HWC order) with weight row
+  ``(c'·kh + ky)·kw + kx``. Events no window reaches are dropped.
 
 Neuron ``i`` is lane ``i mod lanes`` of word ``i // lanes`` in both, as in the plain core (token
 maps need ``lanes`` to divide ``d_out``), so the spikes leave with their own index.
 
-Cost: a kept event occupies ``max(span, min_distance)`` slots (the pass, padded as the plain
-core's), a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
+Cost: a kept event occupies ``passes·span`` slots, its last pass padded to ``min_distance`` as
+the plain core's, a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
 :meth:`sweep_extra` idle slots more than the plain core's (both used by
 :func:`hw.model.cycle_model.schedule`).
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +52,10 @@ class InputMap:
     """Per input index: its weight ``row``, the first neuron word ``base`` of its pass and whether
     it is ``kept``; the weight table ``[rows·span, lanes]`` (row ``r`` at words ``r·span …``).
 
-    Build with :meth:`tokens` or :meth:`direct`.
+    Build with :meth:`tokens`, :meth:`direct` or :meth:`conv`. A map whose events may have more
+    than one pass (:attr:`multi`) also lists every pass: ``counts[j]`` passes for index ``j``
+    (0: dropped), their rows and bases ``pass_rows``/``pass_bases`` concatenated in index order
+    (``rows``/``bases`` are each index's first pass).
     """
 
     kind: str
@@ -59,6 +67,35 @@ class InputMap:
     table: np.ndarray
     #: sweep the words below an event's pass before the pass (:meth:`streaming`)
     stream: bool = False
+    counts: np.ndarray | None = None
+    pass_rows: np.ndarray | None = None
+    pass_bases: np.ndarray | None = None
+
+    @property
+    def multi(self) -> bool:
+        """Some event has more than one pass (the sequencer needs its pass ROM)."""
+        return self.counts is not None and bool((self.counts > 1).any())
+
+    @property
+    def pass_counts(self) -> np.ndarray:
+        """Passes per input index, ``int64 [n_in]`` (0: dropped)."""
+        if self.counts is None:
+            return self.kept.astype(np.int64)
+        return self.counts
+
+    def passes(self, index: int) -> list[tuple[int, int]]:
+        """``(row, base)`` of every pass of input index ``index``, in issue order."""
+        if self.counts is None:
+            return [(int(self.rows[index]), int(self.bases[index]))] if self.kept[index] else []
+        start = int(self.counts[:index].sum())
+        stop = start + int(self.counts[index])
+        return list(
+            zip(
+                self.pass_rows[start:stop].tolist(),
+                self.pass_bases[start:stop].tolist(),
+                strict=True,
+            )
+        )
 
     def streaming(self, stream: bool = True) -> InputMap:
         """This map with ``stream`` set: the core sweeps the words below a kept event's pass
@@ -66,7 +103,10 @@ class InputMap:
         that a token's spikes leave as soon as the next token's input begins instead of after
         the step's marker. Exact only for inputs whose kept events come in ascending ``base``
         within a step; the cycle model raises ``ValueError`` on an input out of that order
-        (:data:`hw.model.vit_sites.STREAMING_KINDS`: the sites whose producers send so)."""
+        (:data:`hw.model.vit_sites.STREAMING_KINDS`: the sites whose producers send so). A map
+        with several passes per event cannot stream (its passes are not in word order)."""
+        if stream and self.multi:
+            raise ValueError("a map with several passes per event cannot stream")
         return dataclasses.replace(self, stream=bool(stream))
 
     @property
@@ -136,6 +176,60 @@ class InputMap:
             table=np.eye(lanes, dtype=np.int64) * int(gain),
         )
 
+    @classmethod
+    def conv(
+        cls, conv: Any, shape: tuple[int, int, int], *, lanes: int, order: str = "hwc"
+    ) -> InputMap:
+        """The passes of ``conv`` (an ``ir.cnn.Conv2d``) on an input of ``shape = (C, H, W)``;
+        input index ``j`` is ``(c', y, x)`` in ``order``: ``"chw"`` (C order: the analog image)
+        or ``"hwc"`` (``(y·W + x)·C + c'``: another core's output). Output neuron ``(c, oy, ox)``
+        is ``(oy·W' + ox)·c_out + c``; ``lanes`` must divide ``c_out``."""
+        lanes = _pos_int("lanes", lanes)
+        if order not in ("chw", "hwc"):
+            raise ValueError(f"order must be 'chw' or 'hwc', not {order!r}")
+        c_in, h, w = (int(v) for v in shape)
+        c_out, (kh, kw) = conv.c_out, conv.kernel
+        wo = conv.output_shape(shape)[2]
+        if c_out % lanes:
+            raise ValueError(
+                f"lanes must divide the site's {c_out} output channels "
+                f"(one of {[p for p in range(1, c_out + 1) if c_out % p == 0]}), not {lanes}"
+            )
+        span = c_out // lanes
+        # per (y, x): the targets' (oy, ox, ky, kx), the same for every input channel
+        at = {(y, x): conv.targets(shape, y, x) for y in range(h) for x in range(w)}
+        counts, rows, bases, first_rows, first_bases = [], [], [], [], []
+        for j in range(c_in * h * w):
+            if order == "chw":
+                c, rest = divmod(j, h * w)
+                y, x = divmod(rest, w)
+            else:
+                rest, c = divmod(j, c_in)
+                y, x = divmod(rest, w)
+            targets = at[(y, x)]
+            counts.append(len(targets))
+            r = [(c * kh + ky) * kw + kx for _, _, ky, kx in targets]
+            b = [(oy * wo + ox) * span for oy, ox, _, _ in targets]
+            rows += r
+            bases += b
+            first_rows.append(r[0] if r else 0)
+            first_bases.append(b[0] if b else 0)
+        weight = np.asarray(conv.weight, dtype=np.int64)  # [c_out, c_in, kh, kw]
+        table = weight.transpose(1, 2, 3, 0).reshape(c_in * kh * kw * span, lanes)
+        counts_a = np.asarray(counts, dtype=np.int64)
+        return cls(
+            kind="conv",
+            span=span,
+            lanes=lanes,
+            rows=np.asarray(first_rows, dtype=np.int64),
+            bases=np.asarray(first_bases, dtype=np.int64),
+            kept=counts_a > 0,
+            table=table,
+            counts=counts_a,
+            pass_rows=np.asarray(rows, dtype=np.int64),
+            pass_bases=np.asarray(bases, dtype=np.int64),
+        )
+
     # -- cost --------------------------------------------------------------------------------------
     def event_slots(self, min_distance: int) -> int:
         """Slots of a kept event's pass: ``max(span, min_distance)``."""
@@ -149,6 +243,19 @@ class InputMap:
         return max(0, min_distance - self.span)
 
     def event_cycles(self, indices: np.ndarray, min_distance: int) -> np.ndarray:
-        """Cycles each input event occupies the sequencer: the pass if kept, else 1."""
+        """Cycles each input event occupies the sequencer: ``passes·span`` slots and the idle
+        slots that pad its *last* pass to ``min_distance`` (``passes·span + max(0, min_distance −
+        span)``; one pass: :meth:`event_slots`), or 1 if dropped. The passes of one event are on
+        distinct words (distinct output positions), so only the next event or sweep needs the
+        distance."""
         idx = np.asarray(indices, dtype=np.int64)
-        return np.where(self.kept[idx], self.event_slots(min_distance), 1)
+        n = self.pass_counts[idx]
+        pad = self.event_slots(min_distance) - self.span
+        return np.where(n > 0, n * self.span + pad, 1)
+
+    def consumed_after(self, indices: np.ndarray, min_distance: int) -> np.ndarray:
+        """Cycles from an event's first slot to the slot that consumes it: the last word of its
+        last pass, ``passes·span − 1``, or 0 if dropped."""
+        idx = np.asarray(indices, dtype=np.int64)
+        n = self.pass_counts[idx]
+        return np.where(n > 0, n * self.span - 1, 0)

@@ -27,6 +27,7 @@ __all__ = [
     "CALLER_PID_ENV",
     "STIMULUS_ENV",
     "BitLayout",
+    "ConvCoreStimulus",
     "LayerCoreStimulus",
     "LayerNormStimulus",
     "NetworkResult",
@@ -321,6 +322,14 @@ class LayerNormStimulus(StreamStimulus):
     """Input of :mod:`sim.tb.layer_norm` (``name``: the LayerNorm site)."""
 
     KIND: ClassVar[str] = "spikezip-stimulus-layer-norm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvCoreStimulus(StreamStimulus):
+    """Input of :mod:`sim.tb.conv_core` (``name``: the conv site): output indices in the core's
+    HWC order (:mod:`hw.model.conv_sites`)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-conv-core"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,195 @@
+"""The convolution core (docs/cnn.md §11): a layer core with a convolution input map.
+
+Tier 1: the map's passes are ``Conv2d.targets`` (rows, bases, weights), the costs, validation.
+Tier 2: random conv layers (kernel 1–5, stride 1–3, padding 0–2, channels 1–16, images 3–8
+pixels; analog and spike-fed; random lanes and pipeline presets) in Amaranth's simulator: every
+output beat equals the reference's (``sw.cnn.reference``), in the exact cycle model's cycle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.model import cycle_model
+from spikezip.hw.model.conv_sites import conv_spec, conv_streams, hwc_order
+from spikezip.hw.model.events import Step
+from spikezip.hw.model.input_map import InputMap
+from spikezip.ir.cnn import Conv2d, ConvNet
+from spikezip.sw.cnn.reference import simulate
+from tests.hw.stream_bench import drive_stream
+from tests.sw.cnn_strategies import conv_layers
+
+# -- tier 1 ---------------------------------------------------------------------------------------
+
+
+def _conv(c_out=4, c_in=2, k=(3, 3), stride=1, padding=1, seed=0) -> Conv2d:
+    rng = np.random.default_rng(seed)
+    return Conv2d(
+        weight=rng.integers(-9, 10, (c_out, c_in, *k)),
+        bias=np.zeros(c_out, dtype=np.int64),
+        threshold=4,
+        neg_bound=0,
+        pos_bound=3,
+        stride=stride,
+        padding=padding,
+    )
+
+
+@pytest.mark.parametrize("order", ["chw", "hwc"])
+@pytest.mark.parametrize(
+    ("k", "stride", "padding", "lanes"),
+    [((3, 3), 1, 1, 2), ((2, 3), (2, 1), (1, 0), 4), ((1, 1), 2, 0, 1), ((5, 4), 3, 2, 1)],
+)
+def test_conv_map_passes_are_the_targets(order, k, stride, padding, lanes) -> None:
+    """Every pass of every input index is a target of ``Conv2d.targets``, in its order; the
+    table word of a pass is the kernel slice ``w[lanes·o …, c', ky, kx]``."""
+    conv = _conv(k=k, stride=stride, padding=padding)
+    shape = (2, 5, 6)
+    imap = InputMap.conv(conv, shape, lanes=lanes, order=order)
+    wo = conv.output_shape(shape)[2]
+    span, (kh, kw) = conv.c_out // lanes, conv.kernel
+    assert imap.span == span and imap.multi == (max(conv.fan_out(shape).flat) > conv.c_out)
+    for j in range(int(np.prod(shape))):
+        if order == "chw":
+            c, y, x = np.unravel_index(j, shape)
+        else:
+            y, x, c = np.unravel_index(j, (shape[1], shape[2], shape[0]))
+        targets = conv.targets(shape, int(y), int(x))
+        got = imap.passes(j)
+        assert len(got) == len(targets) == imap.pass_counts[j]
+        for (row, base), (oy, ox, ky, kx) in zip(got, targets, strict=True):
+            assert base == (oy * wo + ox) * span
+            assert row == (c * kh + ky) * kw + kx
+            words = imap.table[row * span : (row + 1) * span].reshape(-1)
+            assert words.tolist() == conv.weight[:, c, ky, kx].tolist()
+        assert imap.kept[j] == bool(targets)
+    # every (output neuron, reached tap) pair exactly once: the dense MAC count
+    assert imap.pass_counts.sum() * span * lanes == conv.fan_in(shape).sum() * conv.c_out
+    # an event: its passes back to back, the last padded to min_distance; dropped: 1 cycle
+    idx, n = np.arange(imap.n_in), imap.pass_counts
+    for d in (1, 2, 3):
+        cost = np.where(n > 0, n * span + max(0, d - span), 1)
+        assert imap.event_cycles(idx, d).tolist() == cost.tolist()
+        assert imap.consumed_after(idx, d).tolist() == np.where(n > 0, n * span - 1, 0).tolist()
+
+
+def test_conv_map_validation() -> None:
+    conv = _conv(c_out=6)
+    with pytest.raises(ValueError, match=r"lanes must divide the site's 6 output channels"):
+        InputMap.conv(conv, (2, 4, 4), lanes=4)
+    with pytest.raises(ValueError, match="order must be"):
+        InputMap.conv(conv, (2, 4, 4), lanes=2, order="cwh")
+    with pytest.raises(ValueError, match="cannot stream"):
+        InputMap.conv(conv, (2, 4, 4), lanes=2).streaming()
+
+
+def test_hwc_order() -> None:
+    a = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    assert a.reshape(-1)[hwc_order((2, 3, 4))].tolist() == a.transpose(1, 2, 0).ravel().tolist()
+
+
+# -- tier 2 ---------------------------------------------------------------------------------------
+
+
+@st.composite
+def conv_nets(draw, *, max_size: int = 8, max_c0: int = 3, graded: bool = True) -> ConvNet:
+    """A random analog conv feeding a random spike-fed conv (both :func:`conv_layers`: kernel
+    1–5, stride 1–3, padding 0–2, c_out 1–16) on a ``c0 × h × w`` image, 3–``max_size`` pixels;
+    with ``graded``, half of them with graded neurons."""
+    c0 = draw(st.integers(1, max_c0))
+    size = (draw(st.integers(3, max_size)), draw(st.integers(3, max_size)))
+    first = draw(conv_layers(c0, size))
+    shape = first.output_shape((c0, *size))
+    second = draw(conv_layers(shape[0], shape[1:]))
+    net = ConvNet(input_shape=(c0, *size), input_bounds=(0, 16), layers=(first, second))
+    if graded and draw(st.booleans()):  # graded neurons: spikes ±2^k out, shifted weights in
+        net = net.with_neuron("graded", draw(st.sampled_from([None, 0, 1, 2])))
+    return net
+
+
+def run_conv(net, x, layer, lanes, *, pipeline=1, seed=None, trace=None):
+    """Drive the conv core of ``net.layers[layer]`` with its golden input; return the output
+    beats unpacked, the expected ones, the model's cycles and the beats' cycles."""
+    trace = trace if trace is not None else simulate(net, x)
+    spec = conv_spec(net, layer, lanes=lanes)
+    core = LayerCore.for_site(spec, pipeline=pipeline)
+    ins, outs = conv_streams(net, x, trace, layer)
+    words = [w for inf in ins for s in inf for w in s.words(core.input_format)]
+    expected = [w for inf in outs for s in inf for w in s.words(core.output_format)]
+    sched = cycle_model.schedule(core.timing, ins, outs, input_map=spec.input_map)
+    cycles = [c for inf in sched for s in inf.steps for c in (*s.event_cycles, s.marker_cycle)]
+    got = drive_stream(core, words, len(expected), limit=20 * (cycles[-1] + 10), seed=seed)
+    fmt = core.output_format
+    return [fmt.unpack(w) for _, w in got], [fmt.unpack(w) for w in expected], cycles, got
+
+
+def _model_cycles(net, x, trace, layer, lanes, pipeline) -> int:
+    spec = conv_spec(net, layer, lanes=lanes)
+    timing = cycle_model.LayerTiming(n_out=spec.n_out, lanes=lanes, pipeline=pipeline)
+    ins, outs = conv_streams(net, x, trace, layer)
+    sched = cycle_model.schedule(timing, ins, outs, input_map=spec.input_map)
+    return sched[-1].end_cycle
+
+
+def _check_random(data, max_cycles: int) -> None:
+    net = data.draw(conv_nets())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    batch = data.draw(st.integers(1, 2))
+    x = rng.integers(0, 17, (batch, net.n_inputs))
+    x = x * (rng.random(x.shape) < data.draw(st.sampled_from([0.3, 1.0])))
+    trace = simulate(net, x)
+    for layer in (0, 1):
+        c_out = net.layers[layer].c_out
+        lanes = data.draw(st.sampled_from([p for p in range(1, c_out + 1) if c_out % p == 0]))
+        pipeline = data.draw(st.sampled_from([0, 1, 2, 3]))
+        assume(_model_cycles(net, x, trace, layer, lanes, pipeline) < max_cycles)
+        got, expected, cycles, beats = run_conv(
+            net, x, layer, lanes, pipeline=pipeline, trace=trace
+        )
+        assert got == expected, layer
+        assert [c for c, _ in beats] == cycles, layer
+        if data.draw(st.booleans()):  # random idle input cycles and output stalls: same beats
+            got, _, _, _ = run_conv(net, x, layer, lanes, pipeline=pipeline, seed=1, trace=trace)
+            assert got == expected, layer
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_conv_layers_equal_the_reference_and_the_model(data) -> None:
+    """Random conv layers: the core's spikes and busy flags equal the reference's, each beat in
+    the exact model's cycle (the ``_many`` twin: 60 examples, slow)."""
+    _check_random(data, 6_000)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_conv_layers_many(data) -> None:
+    _check_random(data, 40_000)
+
+
+def test_multi_pass_schedule_by_hand() -> None:
+    """A 3×3, padding-1 conv on a 3×3 image, 2 channels on 2 lanes (one-word passes), preset 3
+    (``min_distance`` 3): the centre pixel has 9 passes (9 + 2 cycles: only the last pass is
+    padded), a corner 4 (4 + 2); the sweep follows; each event leaves the input register with
+    the last word of its last pass."""
+    conv = _conv(c_out=2, c_in=1, k=(3, 3), padding=1)
+    imap = InputMap.conv(conv, (1, 3, 3), lanes=2, order="chw")
+    assert imap.pass_counts.tolist() == [4, 6, 4, 6, 9, 6, 4, 6, 4]
+    timing = cycle_model.LayerTiming(n_out=18, lanes=2, pipeline=3)
+    assert timing.min_distance == 3 and imap.sweep_extra(3) == 2
+    step = Step(indices=np.array([4, 0]), values=np.array([1, 1]), busy=True)
+    idle = Step(indices=np.zeros(0, np.int64), values=np.zeros(0, np.int64), busy=False)
+    ins, outs = [[step, idle]], [[idle, idle]]
+    (inf,) = cycle_model.schedule(timing, ins, outs, input_map=imap)
+    s0 = inf.steps[0]
+    a = timing.init_cycles + 2  # re-initialisation, padded like a sweep
+    assert s0.accumulate_cycle == a and s0.event_slots == (a, a + 11)
+    assert s0.fire_cycle == a + 11 + 6
+    run = cycle_model.timed(timing, ins, outs, input_map=imap)
+    assert run.taken[0][:3] == (0, a + 8, a + 11 + 3)  # consumed at the last pass's word
+    assert run.ops == (9 + 4) * 2 and run.accumulate == 17
