@@ -542,8 +542,11 @@ def evaluate_vit(
                 p = place_and_route(core(), target=target, device_args=dev_args, keep=keep)
             except PlaceRouteError as e:  # synthesised, but it did not place: say so, keep counts
                 p, synthesized = None, e.synth
-                what = f"more {e.misfit} than the device has" if e.misfit else str(e)
-                pnr_error = f"does not fit the {target} {e.device}: {what}"
+                if e.misfit:  # (any other failure, a stopped nextpnr too, is not a misfit)
+                    what = f"more {e.misfit} than the device has"
+                    pnr_error = f"does not fit the {target} {e.device}: {what}"
+                else:
+                    pnr_error = f"failed on the {target} {e.device}: {e}"
             else:
                 synthesized = p.synth
             mods = dict(synthesized.modules)

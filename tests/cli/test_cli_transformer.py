@@ -224,11 +224,12 @@ def test_report_of_a_vit_that_does_not_fit_keeps_its_resources(files, capsys, mo
             seconds=1.0,
             stat={},
         )
-        message = (
-            "nextpnr-ecp5 failed (exit 125): ERROR: Unable to place cell 'dut.x', no BELs "
-            "remaining to implement cell type 'DP16KD'"
-        )
-        raise flow.PlaceRouteError(message, synth=result, device="85k")
+        raise flow.PlaceRouteError(messages[0], synth=result, device="85k")
+
+    messages = [
+        "nextpnr-ecp5 failed (exit 125): ERROR: Unable to place cell 'dut.x', no BELs "
+        "remaining to implement cell type 'DP16KD'"
+    ]
 
     monkeypatch.setattr(flow, "place_and_route", no_fit)
     monkeypatch.setattr("spikezip.cli._tools_check", lambda target: None)
@@ -242,3 +243,9 @@ def test_report_of_a_vit_that_does_not_fit_keeps_its_resources(files, capsys, mo
     assert report.synthesis.cores["site_embed"].bram == 200
     assert report.synthesis.kinds["other"].bram == 100  # the top's own, beyond its cores
     assert report.fmax_mhz is None and report.latency.us_mean is None
+    # a nextpnr that failed otherwise (here: stopped by a signal) is not called a misfit
+    messages[0] = "nextpnr-ecp5 failed (exit -15): "
+    assert run(*argv[:-1], files / "rep2") == 0
+    printed = capsys.readouterr().out
+    assert "place and route: failed on the ecp5 85k: nextpnr-ecp5 failed (exit -15)" in printed
+    assert "does not fit" not in printed
