@@ -57,11 +57,16 @@ class RegisteredFIFO(wiring.Component):
     #: cycles from a write into an empty FIFO to its entry valid on ``r_stream``
     LATENCY = REGISTERED_FIFO_LATENCY
 
-    def __init__(self, *, width: int, depth: int) -> None:
+    def __new__(cls, *, width: int, depth: int) -> RegisteredFIFO:
+        # checked before the object exists: Amaranth warns about a component created but never
+        # elaborated, which a rejected one would otherwise be
         if not isinstance(width, int) or isinstance(width, bool) or width < 1:
             raise ValueError(f"width must be a positive integer, not {width!r}")
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive integer, not {depth!r}")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, width: int, depth: int) -> None:
         self._width, self._depth = width, depth
         super().__init__(
             {"w_stream": In(stream.Signature(width)), "r_stream": Out(stream.Signature(width))}
