@@ -195,7 +195,7 @@ def test_damaged_verilog_and_weights_are_regenerated(net, tmp_path):
     assert (d.directory / "layer0.weights.hex").read_bytes() == files["layer0.weights.hex"]
 
 
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+@pytest.mark.parametrize("sim", [pytest.param("verilator", marks=pytest.mark.slow), "icarus"])
 def test_damaged_built_model_is_rebuilt(shared, net, sim):
     root = shared / "designs"
     x = random_inputs(net, 2, 11)
@@ -205,10 +205,9 @@ def test_damaged_built_model_is_rebuilt(shared, net, sim):
     model = stamp_path.parent / json.loads(stamp_path.read_text())["model"]
     size = model.stat().st_size
     data = bytearray(model.read_bytes())
-    if sim == "icarus":  # one rebuild per simulator: both damages take the same path
-        del data[len(data) // 2 :]
-    else:
-        data[len(data) // 3] ^= 0x40  # one bit: same size, same date
+    # one bit: same size, same date (only the recorded SHA-256 tells); make test runs Icarus,
+    # the Verilator case is slow (its rebuild takes ~25 s)
+    data[len(data) // 3] ^= 0x40
     model.write_bytes(bytes(data))
     run = simulate(net, x, sim=sim, lanes=LANES, root=root)
     assert first_divergence(golden, run.trace) is None

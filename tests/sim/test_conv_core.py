@@ -61,11 +61,12 @@ def run_both(tmp: Path, sim: str, net, x, layer: int, lanes: int, pipeline: int)
 @pytest.mark.parametrize(
     ("layer", "lanes", "pipeline"),
     [
-        (0, 2, 1),  # analog, span 2
+        # make test: the padded and the back-to-back passes; the random cases below cover more
+        pytest.param(0, 2, 1, marks=pytest.mark.slow),  # analog, span 2
         (0, 4, 3),  # analog, one-word passes padded to min_distance 3
         (1, 6, 0),  # spike-fed, one-slot passes back to back
-        (1, 3, 2),  # spike-fed, span 2 (preset 2)
-        (1, 1, 1),  # span 6
+        pytest.param(1, 3, 2, marks=pytest.mark.slow),  # spike-fed, span 2 (preset 2)
+        pytest.param(1, 1, 1, marks=pytest.mark.slow),  # span 6
     ],
 )
 def test_conv_core_icarus(tmp_path, layer: int, lanes: int, pipeline: int) -> None:

@@ -116,8 +116,7 @@ FAST = {
     ("icarus", "graded_analog", 1, 2, None, 1),  # graded in and out
     ("icarus", "graded_large", 0, 4, None, 1),  # 16 levels, Θ = 4095
     ("icarus", "graded_saturating", 1, 4, None, 3),
-    ("verilator", "graded_analog", 1, 3, "memory", 1),
-}
+}  # (Verilator on a graded layer core: the slow cases and the graded network model)
 #: the same for test_lint (Icarus lists): analog, spike and 19-bit membranes, every pipeline depth
 LINT_FAST = {
     ("icarus", "analog", 0, 1, None, 1),
