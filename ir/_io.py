@@ -16,6 +16,7 @@ that names the path as the caller gave it and what is wrong.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -480,3 +481,16 @@ def _read_npy_file(f: IO[bytes], size: int, max_bytes: int) -> np.ndarray:
             f"but the file is {_plural_bytes(size)} long"
         )
     return _read_data(f, shape, fortran, dtype, nbytes)
+
+
+def content_digest(meta: dict[str, Any], arrays: dict[str, np.ndarray], kind: str = "") -> str:
+    """Stable SHA-256 (hex) of a file's canonical content: ``kind`` (a ViT's or CNN's; empty for
+    an MLP, whose digests predate the kinds), the metadata as sorted compact JSON, then every
+    array by name with its shape, as little-endian int64."""
+    h = hashlib.sha256()
+    h.update(kind.encode())
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    for key, arr in sorted(arrays.items()):
+        h.update(f"{key}:{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
+    return h.hexdigest()

@@ -29,8 +29,6 @@ tracer ranges (spec §2.5).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -38,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.ir._io import read_npz, write_npz
+from spikezip.ir._io import content_digest, read_npz, write_npz
 from spikezip.ir.errors import FormatError
 from spikezip.ir.files import CNN_KIND
 from spikezip.ir.network import (
@@ -1149,14 +1147,7 @@ class ConvNet:
 
     def digest(self) -> str:
         """Stable SHA-256 (hex) of the canonical content: metadata JSON and little-endian arrays."""
-        meta, arrays = self._split()
-        h = hashlib.sha256()
-        h.update(CNN_KIND.encode())
-        h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
-        for key, arr in sorted(arrays.items()):
-            h.update(f"{key}:{arr.shape}".encode())
-            h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
-        return h.hexdigest()
+        return content_digest(*self._split(), kind=CNN_KIND)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` file (JSON metadata + int64 arrays), atomically."""

@@ -8,8 +8,6 @@ the RTL generators read them from here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -18,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.ir._io import read_npz, write_npz
+from spikezip.ir._io import content_digest, read_npz, write_npz
 from spikezip.ir.errors import FormatError
 
 __all__ = [
@@ -681,12 +679,7 @@ class Network:
 
     def digest(self) -> str:
         """Stable SHA-256 (hex) of the canonical content: metadata JSON and little-endian arrays."""
-        h = hashlib.sha256()
-        h.update(json.dumps(self._meta(), sort_keys=True, separators=(",", ":")).encode())
-        for key, arr in sorted(self._arrays().items()):
-            h.update(f"{key}:{arr.shape}".encode())
-            h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
-        return h.hexdigest()
+        return content_digest(self._meta(), self._arrays())
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` file (JSON metadata + int64 arrays), atomically."""
