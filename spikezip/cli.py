@@ -487,39 +487,37 @@ def cmd_digits(args: argparse.Namespace) -> int:
 
 def _digits_vit(args: argparse.Namespace, kind: dict[str, object]) -> int:
     out = output_dir(args.output, "-o", DIGITS_VIT_FILES)
-    from spikezip.sw import digits
     from spikezip.sw.vit import model as vit_model
     from spikezip.sw.vit.convert import to_transformer
 
     vit = to_transformer(vit_model.load_or_train(vit_model.VitConfig()), name="digits-vit", **kind)
-    data = digits.load()
-    out.mkdir(parents=True, exist_ok=True)
-    vit.save(out / "digits-vit.npz")
-    _save_array(out / "digits_inputs.npy", data.x_test)
-    _save_array(out / "digits_labels.npy", data.y_test)
-    print(
-        f"wrote {out}/digits-vit.npz ({vit.tokens} tokens × {vit.dim}, depth {vit.depth}, "
-        f"{len(vit.sites)} sites, digest {vit.digest()[:12]}), "
-        f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
-    )
-    return EXIT_OK
+    what = f"{vit.tokens} tokens × {vit.dim}, depth {vit.depth}, {len(vit.sites)} sites"
+    return _write_digits(out, vit, DIGITS_VIT_FILES[0], what)
 
 
 def _digits_cnn(args: argparse.Namespace, kind: dict[str, object]) -> int:
     out = output_dir(args.output, "-o", DIGITS_CNN_FILES)
-    from spikezip.sw import digits
     from spikezip.sw.cnn import model as cnn_model
     from spikezip.sw.cnn.convert import to_convnet
 
     net = to_convnet(cnn_model.load_or_train(cnn_model.CnnConfig()), name="digits-cnn", **kind)
+    return _write_digits(
+        out, net, DIGITS_CNN_FILES[0], f"{net.depth} sites: {', '.join(net.site_names)}"
+    )
+
+
+def _write_digits(out: Path, net, name: str, what: str) -> int:
+    """``net`` as ``out/name`` and the digits test inputs and labels beside it, then one line."""
+    from spikezip.sw import digits
+
     data = digits.load()
     out.mkdir(parents=True, exist_ok=True)
-    net.save(out / "digits-cnn.npz")
+    net.save(out / name)
     _save_array(out / "digits_inputs.npy", data.x_test)
     _save_array(out / "digits_labels.npy", data.y_test)
     print(
-        f"wrote {out}/digits-cnn.npz ({net.depth} sites: {', '.join(net.site_names)}; digest "
-        f"{net.digest()[:12]}), digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
+        f"wrote {out}/{name} ({what}, digest {net.digest()[:12]}), "
+        f"digits_inputs.npy {list(data.x_test.shape)}, digits_labels.npy"
     )
     return EXIT_OK
 
