@@ -60,9 +60,10 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator, weight_words
 from spikezip.hw.cores.emitter import SpikeEmitter
-from spikezip.hw.cores.layouts import event_layout, state_layout
+from spikezip.hw.cores.layouts import event_layout, state_layout, stream_layout
 from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
 from spikezip.hw.cores.sequencer import Sequencer
+from spikezip.hw.cores.unpacker import Unpacker
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.events import EventFormat, layer_formats
 from spikezip.hw.model.input_map import InputMap
@@ -96,8 +97,8 @@ class ProbeSignature(wiring.Signature):
         )
 
 
-def _layout(fmt: EventFormat) -> data.StructLayout:
-    return event_layout(fmt.index_width, fmt.value_width)
+def _layout(fmt: EventFormat, width: int = 1) -> data.StructLayout:
+    return stream_layout(fmt.index_width, fmt.value_width, width)
 
 
 class LayerCore(wiring.Component):
@@ -142,6 +143,13 @@ class LayerCore(wiring.Component):
         Largest ``|s|`` of an input spike: 1 for ST-BIF inputs, the producer's ``spike_max``
         (a power of two) for graded ones (:meth:`for_network` fills it in). Output spikes are
         ``±2^k`` when ``layer.neuron`` is graded (docs/graded.md).
+    emit_width : int
+        Spikes per output beat, ``k`` (default 1; :attr:`LayerTiming.emit_width
+        <hw.model.cycle_model.LayerTiming.emit_width>`): above 1 ``o`` carries up to ``k``
+        spikes of one fired word per beat (``hw.cores.layouts.beat_layout``).
+    input_width : int
+        Events per input beat (default 1): above 1 ``i`` is a ``beat_layout`` stream and an
+        :class:`hw.cores.unpacker.Unpacker` hands the sequencer one event per handshake.
 
     Members
     -------
@@ -166,6 +174,8 @@ class LayerCore(wiring.Component):
         src_loc_at: int = 0,
         site: SiteSpec | None = None,
         input_spike_max: int = 1,
+        emit_width: int = 1,
+        input_width: int = 1,
     ) -> None:
         self._site = site
         if not isinstance(layer, Layer):
@@ -180,7 +190,15 @@ class LayerCore(wiring.Component):
                 raise TypeError(f"{name} must be a bool, not {flag!r}")
         self._layer, self._analog, self._probe = layer, analog, probe
         self._input_bounds = bounds
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
+        self._timing = LayerTiming(
+            n_out=layer.n_out,
+            lanes=lanes,
+            pipeline=pipeline,
+            emit_width=emit_width,
+            input_width=input_width,
+        )
+        if site is not None and (emit_width != 1 or input_width != 1):
+            raise ValueError("a mapped (ViT or conv) core sends and takes one event per beat")
         if (
             not isinstance(weight_bank_depth, int)
             or weight_bank_depth < 2
@@ -206,8 +224,8 @@ class LayerCore(wiring.Component):
             self._formats = (site.input_format, site.output_format)
         self._storage = check_storage(storage, self._timing.words)
         members = {
-            "i": In(stream.Signature(_layout(self.input_format))),
-            "o": Out(stream.Signature(_layout(self.output_format))),
+            "i": In(stream.Signature(_layout(self.input_format, self._timing.input_width))),
+            "o": Out(stream.Signature(_layout(self.output_format, self._timing.emit_width))),
         }
         if probe:
             members["probe"] = Out(
@@ -297,6 +315,17 @@ class LayerCore(wiring.Component):
     @property
     def lanes(self) -> int:
         return self._timing.lanes
+
+    @property
+    def emit_width(self) -> int:
+        """Spikes per output beat (:attr:`LayerTiming.emit_width
+        <hw.model.cycle_model.LayerTiming.emit_width>`)."""
+        return self._timing.emit_width
+
+    @property
+    def input_width(self) -> int:
+        """Events per input beat."""
+        return self._timing.input_width
 
     @property
     def words(self) -> int:
@@ -405,7 +434,14 @@ class LayerCore(wiring.Component):
         m.submodules.emitter = emitter = SpikeEmitter(
             timing=timing, value_width=self.output_format.value_width
         )
-        wiring.connect(m, wiring.flipped(self.i), seq.i)
+        if timing.input_width == 1:
+            wiring.connect(m, wiring.flipped(self.i), seq.i)
+        else:
+            m.submodules.unpacker = unpack = Unpacker(
+                index_width=fmt.index_width, value_width=fmt.value_width, width=timing.input_width
+            )
+            wiring.connect(m, wiring.flipped(self.i), unpack.i)
+            wiring.connect(m, unpack.o, seq.i)
         wiring.connect(m, seq.o, syn.i)
         wiring.connect(m, syn.o, neurons.i)
         wiring.connect(m, neurons.o, emitter.i)

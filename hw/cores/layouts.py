@@ -16,11 +16,13 @@ from spikezip.hw.model.events import FIELDS, SPIKE_VALUE_WIDTH, EventFormat
 
 __all__ = [
     "Op",
+    "beat_layout",
     "command_layout",
     "event_layout",
     "op_layout",
     "spike_word_layout",
     "state_layout",
+    "stream_layout",
 ]
 
 
@@ -49,6 +51,34 @@ def event_layout(index_width: int, value_width: int) -> data.StructLayout:
         "busy": unsigned(1),
     }
     return data.StructLayout({name: shapes[name] for name in FIELDS})
+
+
+def beat_layout(index_width: int, value_width: int, width: int) -> data.StructLayout:
+    """Payload of a wide spike-event stream (``width = k > 1`` events per beat, a layer core's
+    ``emit_width``): ``marker``, ``busy``, ``count`` and ``k`` slots of ``index`` and ``value``.
+
+    A beat is either a marker (``marker = 1``, ``count = 0``, the step's ``busy``) or ``count``
+    events (1 … ``k``) in slots ``0 … count-1``, in stream order; unused slots are 0.
+    """
+    fmt = EventFormat(index_width, value_width)  # validates the widths
+    if not isinstance(width, int) or width < 2:
+        raise ValueError(f"a wide beat carries 2 or more events, not {width!r}")
+    return data.StructLayout(
+        {
+            "marker": unsigned(1),
+            "busy": unsigned(1),
+            "count": unsigned(width.bit_length()),
+            "index": data.ArrayLayout(unsigned(fmt.index_width), width),
+            "value": data.ArrayLayout(signed(fmt.value_width), width),
+        }
+    )
+
+
+def stream_layout(index_width: int, value_width: int, width: int) -> data.StructLayout:
+    """:func:`event_layout` for one event per beat, else :func:`beat_layout`."""
+    if width == 1:
+        return event_layout(index_width, value_width)
+    return beat_layout(index_width, value_width, width)
 
 
 def _word_shape(words: int) -> unsigned:

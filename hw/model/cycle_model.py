@@ -52,6 +52,7 @@ from spikezip.hw.model.events import Step
 
 __all__ = [
     "FIFO_LATENCY",
+    "MAX_EMIT_WIDTH",
     "PIPELINES",
     "REGISTERED_FIFO_LATENCY",
     "CoreRun",
@@ -101,6 +102,12 @@ REGISTERED_FIFO_LATENCY = 3
 SERIALISER_LATENCY = 1
 #: ``hw.cores.emitter.OutputBuffer``: the beat register to the output register
 OUTPUT_BUFFER_LATENCY = 1
+#: ``hw.cores.sequencer.Unpacker`` (a core whose input beats carry up to ``k > 1`` events,
+#: :attr:`LayerTiming.input_width`): a beat taken on ``i`` shows its first event on ``o`` a cycle
+#: later; the next events follow one per handshake
+UNPACKER_LATENCY = 1
+#: the largest spikes per beat (``emit_width``) a layer core builds
+MAX_EMIT_WIDTH = 8
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -282,11 +289,22 @@ class LayerTiming:
     pipeline : Pipeline or int
         The core's register stages, or the depth of a preset (one of :data:`PIPELINES`,
         default 1); kept as a :class:`Pipeline`.
+    emit_width : int
+        Spikes per output beat, ``k`` (1 … :data:`MAX_EMIT_WIDTH`, default 1): the emitter sends
+        up to ``k`` spikes of one fired word per beat (``hw.cores.emitter.WideSerialiser``), so a
+        word with ``n`` spikes costs ``ceil(n / k)`` beats; the marker keeps its own beat.
+    input_width : int
+        Events per input beat (1 … :data:`MAX_EMIT_WIDTH`, default 1): above 1 an unpacker
+        (``hw.cores.sequencer.Unpacker``) hands the sequencer one event per handshake, which
+        costs :data:`UNPACKER_LATENCY` cycles per beat (:attr:`sequencer_latency`); every event
+        still takes its own pass.
     """
 
     n_out: int
     lanes: int
     pipeline: Pipeline = 1  # type: ignore[assignment]  (an int preset is converted)
+    emit_width: int = 1
+    input_width: int = 1
 
     #: cycles from a marker leaving to the earliest spike of the next step (the emitter's output
     #: register takes one beat per cycle)
@@ -300,13 +318,20 @@ class LayerTiming:
         object.__setattr__(self, "pipeline", Pipeline.parse(self.pipeline))
         object.__setattr__(self, "n_out", int(self.n_out))
         object.__setattr__(self, "lanes", int(self.lanes))
+        for name in ("emit_width", "input_width"):
+            value = getattr(self, name)
+            if not _is_int(value) or not 1 <= value <= MAX_EMIT_WIDTH:
+                raise ValueError(
+                    f"{name} must be an integer in 1..{MAX_EMIT_WIDTH}, not {value!r}"
+                )
+            object.__setattr__(self, name, int(value))
 
     # -- the blocks' latencies, added up ------------------------------------------------------
     @property
     def sequencer_latency(self) -> int:
         """``hw.cores.sequencer.Sequencer``: a beat accepted on ``i`` is acted on this much
-        later."""
-        return EVENT_BUFFER_LATENCY
+        later (with ``input_width > 1``, through the unpacker in front of it)."""
+        return EVENT_BUFFER_LATENCY + (UNPACKER_LATENCY if self.input_width > 1 else 0)
 
     @property
     def accumulator_latency(self) -> int:
@@ -446,18 +471,16 @@ def _emit(
     marker = int(fire[-1]) + timing.MARKER_DELAY
     if previous is not None:
         marker = max(marker, previous + 1)
+    width = timing.emit_width  # spikes of one word per beat
     words, counts = np.unique(step.indices // lanes, return_counts=True)
-    for word, k in zip(words.tolist(), counts.tolist(), strict=True):
+    for word, n in zip(words.tolist(), counts.tolist(), strict=True):
         start = max(int(fire[word]) + delay, free)
-        if ready is None:
-            cycles.extend(range(start, start + k))
-            free = start + k
-        else:
-            for _ in range(k):
+        for b in range(-(-n // width)):  # the word's beats, one per cycle
+            if ready is not None:
                 start = ready.leave(start)
-                cycles.append(start)
-                start += 1
-            free = start
+            cycles.extend([start] * min(width, n - b * width))
+            start += 1
+        free = start
         marker = max(marker, free)
     if ready is not None:
         marker = ready.leave(marker)

@@ -36,7 +36,7 @@ from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import input_steps, output_steps
 from spikezip.ir import Network, Trace
 
-__all__ = ["REGISTERED_FIFO_LATENCY", "NetworkSchedule", "network_schedule"]
+__all__ = ["REGISTERED_FIFO_LATENCY", "NetworkSchedule", "layer_timing", "network_schedule"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _consumed(
                 if k:
                     slot += slots
                     if arrivals is not None:
-                        slot = max(slot, arrivals[b][t][k] + 1)
+                        slot = max(slot, arrivals[b][t][k] + timing.sequencer_latency)
                 out.append(slot + words - 1)
             out.append(s.fire_cycle)
     return out
@@ -110,27 +110,38 @@ def network_schedule(
     lanes: int | Sequence[int] | None = None,
     pipeline: Pipeline | int | None = None,
     fifo_depth: int | None = None,
+    emit_width: int | None = None,
 ) -> NetworkSchedule:
     """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
 
-    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``; not both) are those of
+    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``, ``emit_width``; not
+    both) are those of
     the :class:`hw.cores.network_core.NetworkCore`; its FIFOs hold ``fifo_depth`` entries
     (default ``n_out + 2`` per producing layer, as the core builds them).
     """
     params = DesignParams.coerce(
-        network, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth
+        network,
+        params,
+        lanes=lanes,
+        pipeline=pipeline,
+        fifo_depth=fifo_depth,
+        emit_width=emit_width,
     )
     lanes, pipeline = params.lanes, params.pipeline
     fifo_depths = tuple(params.fifo_depth or layer.n_out + 2 for layer in network.layers[:-1])
     layers, arrivals, peaks = [], None, []
     for k, layer in enumerate(network.layers):
-        timing = LayerTiming(n_out=layer.n_out, lanes=lanes[k], pipeline=pipeline)
+        timing = layer_timing(network, params, k)
         ins = input_steps(network, inputs, trace, k)
         sched = schedule(timing, ins, output_steps(trace, k), arrivals)
         if k > 0:
-            written = sorted(c for inf in arrivals for st in inf for c in st)
+            # per FIFO beat (the events of a wide beat share its cycle): written when the
+            # producer sent it, consumed with its last event
+            flat = [c for inf in arrivals for st in inf for c in st]
+            used = _consumed(sched, ins, timing, arrivals)
+            written, consumed = _per_beat(flat, used)
             written = np.array(written) - REGISTERED_FIFO_LATENCY
-            consumed = np.sort(np.array(_consumed(sched, ins, timing, arrivals)))
+            consumed = np.sort(np.array(consumed))
             # beats in FIFO + input register at the end of cycle c: written ≤ c, consumed > c
             occupancy = np.arange(1, written.size + 1) - np.searchsorted(
                 consumed, written, side="right"
@@ -148,6 +159,37 @@ def network_schedule(
         fifo_peak=tuple(peaks),
         fifo_depths=tuple(fifo_depths),
     )
+
+
+def layer_timing(network: Network, params: DesignParams, k: int) -> LayerTiming:
+    """The :class:`LayerTiming` of layer ``k``'s core in a network core of ``params``: every
+    layer but the last sends ``params.emit_width`` spikes per beat into its FIFO, and every
+    layer but the first takes them (the network's own input and output carry one event per
+    beat)."""
+    width = params.emit_width
+    return LayerTiming(
+        n_out=network.layers[k].n_out,
+        lanes=params.lanes[k],
+        pipeline=params.pipeline,
+        emit_width=width if k < network.depth - 1 else 1,
+        input_width=width if k > 0 else 1,
+    )
+
+
+def _per_beat(arrived: list[int], consumed: list[int]) -> tuple[list[int], list[int]]:
+    """Group the events of one wide beat (consecutive equal arrival cycles: one beat per cycle)
+    into the beat: its arrival, and the consumption of its last event."""
+    if len(arrived) != len(consumed):
+        raise AssertionError(f"{len(arrived)} beats arrived, {len(consumed)} consumed")
+    written: list[int] = []
+    used: list[int] = []
+    for a, c in zip(arrived, consumed, strict=True):
+        if written and written[-1] == a:
+            used[-1] = max(used[-1], c)
+        else:
+            written.append(a)
+            used.append(c)
+    return written, used
 
 
 def _first_inputs(network, inputs, trace, sched) -> np.ndarray:
