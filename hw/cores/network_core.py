@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -45,6 +45,7 @@ from spikezip.hw.cores.layer_core import LayerCore, event_layout
 from spikezip.hw.model.cycle_model import Pipeline
 from spikezip.hw.model.design import DesignParams, resolve_lanes
 from spikezip.hw.model.events import EventFormat
+from spikezip.hw.model.network_model import layer_timing
 from spikezip.ir.network import Network
 
 __all__ = ["COUNTERS", "NetworkCore", "probe_layout", "resolve_lanes", "stream_counters"]
@@ -123,7 +124,11 @@ class NetworkCore(wiring.Component):
         :data:`hw.model.cycle_model.PIPELINES`, default 1; see
         :class:`hw.model.cycle_model.Pipeline`).
     probe : bool
-        Add the ``probe`` output for testbenches.
+        Add the ``probe`` output for testbenches (not yet with ``emit_width > 1``).
+    emit_width : int, optional
+        Spikes per beat between the layers (:attr:`DesignParams.emit_width
+        <hw.model.design.DesignParams.emit_width>`, default 1); the network's ``i`` and ``o``
+        carry one event per beat at any width.
 
     Members
     -------
@@ -145,6 +150,7 @@ class NetworkCore(wiring.Component):
         storage: str | None = None,
         pipeline: Pipeline | int | None = None,
         probe: bool = False,
+        emit_width: int | None = None,
     ) -> NetworkCore:
         # Every parameter is checked before the object exists: Amaranth warns about a component
         # created but never elaborated, which a rejected one would otherwise be.
@@ -157,7 +163,13 @@ class NetworkCore(wiring.Component):
             fifo_depth=fifo_depth,
             storage=storage,
             pipeline=pipeline,
+            emit_width=emit_width,
         )
+        if checked.emit_width > 1 and probe:
+            raise ValueError(
+                "emit_width > 1: the probe (and so the cocotb harness) does not decode wide "
+                "beats yet; build without probe"
+            )
         self = super().__new__(cls, src_loc_at=1)
         self._params = checked
         return self
@@ -168,7 +180,12 @@ class NetworkCore(wiring.Component):
         params = self._params
         self._cores = [
             LayerCore.for_network(
-                network, k, lanes=params.lanes[k], storage=params.storage, pipeline=params.pipeline
+                network,
+                k,
+                lanes=params.lanes[k],
+                storage=params.storage,
+                pipeline=params.pipeline,
+                **self._widths_of(k),
             )
             for k in range(network.depth)
         ]
@@ -183,6 +200,16 @@ class NetworkCore(wiring.Component):
         if self._probe:
             members["probe"] = Out(self.probe_width)
         super().__init__(members)
+
+    def _widths_of(self, k: int) -> dict[str, int]:
+        """Layer ``k``'s ``emit_width`` and ``input_width`` when ``params.emit_width > 1``
+        (:func:`hw.model.network_model.layer_timing`: wide beats between the layers only); no
+        keyword at 1, so that the default builds today's cores."""
+        width = self._params.emit_width
+        if width == 1:
+            return {}
+        timing = layer_timing(self._network, self._params, k)
+        return {"emit_width": timing.emit_width, "input_width": timing.input_width}
 
     @staticmethod
     def _widths(fmt: EventFormat) -> tuple[int, int]:
@@ -243,7 +270,7 @@ class NetworkCore(wiring.Component):
             m.submodules[f"layer{k}"] = core
         wiring.connect(m, wiring.flipped(self.i), cores[0].i)
         for k, depth in enumerate(self.fifo_depths()):
-            width = cores[k].output_format.width
+            width = Shape.cast(cores[k].o.payload.shape()).width
             m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth)
             wiring.connect(m, cores[k].o, q.w_stream)
             wiring.connect(m, q.r_stream, cores[k + 1].i)
