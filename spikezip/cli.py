@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from spikezip.cluster import SchedulerError, check_address
-from spikezip.hw.model.cycle_model import PIPELINES
-from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH
+from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH, PIPELINES
 from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array

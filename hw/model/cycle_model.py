@@ -321,9 +321,7 @@ class LayerTiming:
         for name in ("emit_width", "input_width"):
             value = getattr(self, name)
             if not _is_int(value) or not 1 <= value <= MAX_EMIT_WIDTH:
-                raise ValueError(
-                    f"{name} must be an integer in 1..{MAX_EMIT_WIDTH}, not {value!r}"
-                )
+                raise ValueError(f"{name} must be an integer in 1..{MAX_EMIT_WIDTH}, not {value!r}")
             object.__setattr__(self, name, int(value))
 
     # -- the blocks' latencies, added up ------------------------------------------------------

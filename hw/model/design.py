@@ -192,7 +192,11 @@ class DesignParams:
         for name in ("product_lanes", "layer_norm_units"):
             object.__setattr__(self, name, _positive_or_none(name, getattr(self, name)))
         k = self.emit_width
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_EMIT_WIDTH:
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, numbers.Integral)
+            or not 1 <= k <= MAX_EMIT_WIDTH
+        ):
             raise ValueError(f"emit_width must be an integer in 1..{MAX_EMIT_WIDTH}, not {k!r}")
         object.__setattr__(self, "emit_width", int(k))
 
@@ -264,7 +268,9 @@ class DesignParams:
             if getattr(self, name) is not None and hasattr(network, "layers"):
                 raise ValueError(f"{name} sets a ViT's cores; an MLP has none")
         if self.emit_width != 1 and not hasattr(network, "layers"):
-            raise ValueError("emit_width sets an MLP's layer cores; a ViT's cores send one per beat")
+            raise ValueError(
+                "emit_width sets an MLP's layer cores; a ViT's cores send one per beat"
+            )
         if self.fifo_depths:
             from spikezip.hw.model.vit_sites import fifo_names
 

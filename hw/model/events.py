@@ -256,7 +256,9 @@ class BeatFormat:
         pos = 2
         count = word >> pos & ((1 << self.count_width) - 1)
         pos += self.count_width
-        indices = [(word >> (pos + j * e.index_width)) & ((1 << e.index_width) - 1) for j in range(k)]
+        indices = [
+            (word >> (pos + j * e.index_width)) & ((1 << e.index_width) - 1) for j in range(k)
+        ]
         pos += k * e.index_width
         values = []
         for j in range(k):
@@ -282,7 +284,9 @@ class BeatFormat:
     def words(self, step: Step, lanes: int) -> list[int]:
         """:meth:`beats` packed."""
         return [
-            self.pack(marker=True, busy=step.busy) if b is None else self.pack(marker=False, events=b)
+            self.pack(marker=True, busy=step.busy)
+            if b is None
+            else self.pack(marker=False, events=b)
             for b in self.beats(step, lanes)
         ]
 

@@ -130,7 +130,7 @@ def network_schedule(
     lanes, pipeline = params.lanes, params.pipeline
     fifo_depths = tuple(params.fifo_depth or layer.n_out + 2 for layer in network.layers[:-1])
     layers, arrivals, peaks = [], None, []
-    for k, layer in enumerate(network.layers):
+    for k in range(network.depth):
         timing = layer_timing(network, params, k)
         ins = input_steps(network, inputs, trace, k)
         sched = schedule(timing, ins, output_steps(trace, k), arrivals)

@@ -1,0 +1,158 @@
+"""Emitter bandwidth (issue 16 §3): up to ``k`` spikes per beat, side by side with ``k = 1``.
+
+On the digits network (the default QANN, ``sw.qann``; test images back to back), from the exact
+cycle models (the Amaranth tests check them against the RTL beat for beat,
+``tests/hw/test_emit_width.py``):
+
+* layer 0 alone (analog, input always valid) at ``P`` lanes and ``k`` spikes per beat: cycles per
+  inference and overall utilization, with the bound no emitter can pass — the accumulate slots
+  over accumulate + sweep + re-initialisation slots (every step sweeps ``W`` words);
+* the whole network back to back (``hw.model.network_model``, FIFOs sized so that none fills:
+  the model is exact), cycles per inference per lanes, pipeline and ``k``.
+
+With ``--pnr``: layer 0's core (``P = 8``, pipeline 1) at each ``k``, synthesised and placed and
+routed on the ECP5-25k (one seed each, one at a time): LUT4s and fmax.
+
+    python bench/bench_emit_width.py [--images 100] [--widths 1,2,4] [--pnr]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record
+
+from spikezip.hw.model import cycle_model, events
+from spikezip.hw.model.design import DesignParams
+from spikezip.hw.model.network_model import network_schedule
+
+NETWORK_POINTS = ((8, 1), ((8, 10), 1), ((16, 10), 1), (8, 3), ((8, 4), 3))
+
+
+def digits():
+    from spikezip.sw import convert, digits, qann
+
+    return convert.to_network(qann.load_or_train()), digits.load()
+
+
+def layer0_rows(net, x, trace, widths, lanes_list=(8, 16)) -> list[dict]:
+    ins, outs = events.input_steps(net, x, trace, 0), events.output_steps(trace, 0)
+    rows = []
+    for lanes in lanes_list:
+        for k in widths:
+            timing = cycle_model.LayerTiming(n_out=net.layers[0].n_out, lanes=lanes, emit_width=k)
+            s = cycle_model.summary(timing, cycle_model.schedule(timing, ins, outs))
+            passes = (s.steps + s.inferences) * timing.slots  # sweeps and re-initialisations
+            bound = s.accumulate_cycles / (s.accumulate_cycles + passes) * timing.lane_utilization
+            rows.append(
+                {
+                    "lanes": lanes,
+                    "k": k,
+                    "cycles_per_inference": round(s.cycles_per_inference, 1),
+                    "utilization": round(s.utilization, 3),
+                    "bound": round(bound, 3),
+                }
+            )
+    return rows
+
+
+def network_rows(net, x, trace, widths) -> list[dict]:
+    rows = []
+    for lanes, depth in NETWORK_POINTS:
+        for k in widths:
+            params = DesignParams.of(net, lanes=lanes, pipeline=depth, emit_width=k)
+            fifo = 4
+            while True:  # the smallest power of two no FIFO fills: the model is exact
+                sched = network_schedule(net, x, trace, DesignParams.of(
+                    net, lanes=lanes, pipeline=depth, emit_width=k, fifo_depth=fifo))  # fmt: skip
+                if sched.exact:
+                    break
+                fifo *= 2
+            rows.append(
+                {
+                    "lanes": list(params.lanes),
+                    "pipeline": depth,
+                    "k": k,
+                    "fifo_depth": fifo,
+                    "cycles_per_inference": round(sched.total_cycles / len(x), 1),
+                }
+            )
+    return rows
+
+
+def pnr_rows(net, widths) -> list[dict]:
+    from spikezip.hw.cores.layer_core import LayerCore
+    from spikezip.hw.flow.synth import ToolError, place_and_route
+
+    rows = []
+    for k in widths:
+        t0 = time.perf_counter()
+        core = LayerCore.for_network(net, 0, lanes=8, pipeline=1, emit_width=k)
+        try:
+            r = place_and_route(core, target="ecp5", seed=1)
+        except ToolError as e:
+            rows.append({"k": k, "error": str(e).splitlines()[0]})
+            continue
+        rows.append(
+            {
+                "k": k,
+                "lut4": r.synth.total.get("lut"),
+                "ff": r.synth.total.get("ff"),
+                "fmax_mhz": round(r.fmax_mhz, 1),
+                "critical_path": r.critical_path_text.splitlines()[0]
+                if r.critical_path_text
+                else "",
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--widths", default="1,2,4", help="spikes per beat to compare (first: 1)")
+    ap.add_argument("--pnr", action="store_true", help="also LUT4s and fmax of layer 0 per k")
+    args = ap.parse_args()
+    widths = [int(w) for w in args.widths.split(",")]
+    from spikezip.sw.reference import simulate
+
+    net, data = digits()
+    x = data.x_test[: args.images]
+    trace = simulate(net, x)
+    print(f"digits {[(ly.n_in, ly.n_out) for ly in net.layers]}, {len(x)} images back to back")
+    layer0 = layer0_rows(net, x, trace, widths)
+    print(f"{'layer 0: P':>10} {'k':>2} {'cyc/inf':>8} {'overall':>7} {'bound':>6}")
+    for r in layer0:
+        print(
+            f"{r['lanes']:>10} {r['k']:>2} {r['cycles_per_inference']:>8} "
+            f"{r['utilization']:>7.3f} {r['bound']:>6.3f}"
+        )
+    network = network_rows(net, x, trace, widths)
+    print(f"{'network: lanes':>16} {'d':>2} {'k':>2} {'fifo':>5} {'cyc/inf':>8} {'vs k=1':>6}")
+    base = {}
+    for r in network:
+        key = (tuple(r["lanes"]), r["pipeline"])
+        base.setdefault(key, r["cycles_per_inference"])
+        r["speedup"] = round(base[key] / r["cycles_per_inference"], 2)
+        print(
+            f"{','.join(map(str, r['lanes'])):>16} {r['pipeline']:>2} {r['k']:>2} "
+            f"{r['fifo_depth']:>5} {r['cycles_per_inference']:>8} {r['speedup']:>6.2f}"
+        )
+    pnr = pnr_rows(net, widths) if args.pnr else []
+    for r in pnr:
+        print(f"layer 0 P=8 d1 k={r['k']}: {r}")
+    path = record(
+        "bench_emit_width",
+        {"images": len(x), "layer0": layer0, "network": network, "layer0_pnr": pnr},
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
