@@ -8,7 +8,8 @@ cycle models (the Amaranth tests check them against the RTL beat for beat,
   inference and overall utilization, with the bound no emitter can pass — the accumulate slots
   over accumulate + sweep + re-initialisation slots (every step sweeps ``W`` words);
 * the whole network back to back (``hw.model.network_model``, FIFOs sized so that none fills:
-  the model is exact), cycles per inference per lanes, pipeline and ``k``.
+  the model is exact), cycles per inference per lanes, pipeline and ``k``, the receiving core
+  taking a beat's events in one shared pass (the design) or one pass each (``serial``).
 
 With ``--pnr``: layer 0's core (``P = 8``, pipeline 1) at each ``k``, synthesised and placed and
 routed on the ECP5-25k (one seed each, one at a time): LUT4s and fmax.
@@ -30,7 +31,7 @@ from spikezip.hw.model import cycle_model, events
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.network_model import network_schedule
 
-NETWORK_POINTS = ((8, 1), ((8, 10), 1), ((16, 10), 1), (8, 3), ((8, 4), 3))
+NETWORK_POINTS = ((8, 1), ((8, 10), 1), ((16, 8), 1), (8, 3), ((8, 4), 3))
 
 
 def digits():
@@ -60,27 +61,33 @@ def layer0_rows(net, x, trace, widths, lanes_list=(8, 16)) -> list[dict]:
     return rows
 
 
+def _exact(net, x, trace, lanes, depth, k, serial):
+    """The network schedule with the smallest power-of-two FIFOs no inference fills (exact)."""
+    fifo = 4
+    while True:
+        params = DesignParams.of(net, lanes=lanes, pipeline=depth, emit_width=k, fifo_depth=fifo)
+        sched = network_schedule(net, x, trace, params, serial_input=serial)
+        if sched.exact:
+            return params, sched
+        fifo *= 2
+
+
 def network_rows(net, x, trace, widths) -> list[dict]:
     rows = []
     for lanes, depth in NETWORK_POINTS:
         for k in widths:
-            params = DesignParams.of(net, lanes=lanes, pipeline=depth, emit_width=k)
-            fifo = 4
-            while True:  # the smallest power of two no FIFO fills: the model is exact
-                sched = network_schedule(net, x, trace, DesignParams.of(
-                    net, lanes=lanes, pipeline=depth, emit_width=k, fifo_depth=fifo))  # fmt: skip
-                if sched.exact:
-                    break
-                fifo *= 2
-            rows.append(
-                {
-                    "lanes": list(params.lanes),
-                    "pipeline": depth,
-                    "k": k,
-                    "fifo_depth": fifo,
-                    "cycles_per_inference": round(sched.total_cycles / len(x), 1),
-                }
-            )
+            for serial in (False, True) if k > 1 else (False,):
+                params, sched = _exact(net, x, trace, lanes, depth, k, serial)
+                rows.append(
+                    {
+                        "lanes": list(params.lanes),
+                        "pipeline": depth,
+                        "k": k,
+                        "receive": "serial" if serial else "one pass" if k > 1 else "-",
+                        "fifo_depth": params.fifo_depth,
+                        "cycles_per_inference": round(sched.total_cycles / len(x), 1),
+                    }
+                )
     return rows
 
 
@@ -134,7 +141,10 @@ def main() -> None:
             f"{r['utilization']:>7.3f} {r['bound']:>6.3f}"
         )
     network = network_rows(net, x, trace, widths)
-    print(f"{'network: lanes':>16} {'d':>2} {'k':>2} {'fifo':>5} {'cyc/inf':>8} {'vs k=1':>6}")
+    print(
+        f"{'network: lanes':>16} {'d':>2} {'k':>2} {'receive':>8} {'fifo':>5} {'cyc/inf':>8} "
+        f"{'vs k=1':>6}"
+    )
     base = {}
     for r in network:
         key = (tuple(r["lanes"]), r["pipeline"])
@@ -142,7 +152,8 @@ def main() -> None:
         r["speedup"] = round(base[key] / r["cycles_per_inference"], 2)
         print(
             f"{','.join(map(str, r['lanes'])):>16} {r['pipeline']:>2} {r['k']:>2} "
-            f"{r['fifo_depth']:>5} {r['cycles_per_inference']:>8} {r['speedup']:>6.2f}"
+            f"{r['receive']:>8} {r['fifo_depth']:>5} {r['cycles_per_inference']:>8} "
+            f"{r['speedup']:>6.2f}"
         )
     pnr = pnr_rows(net, widths) if args.pnr else []
     for r in pnr:

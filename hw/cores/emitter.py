@@ -325,17 +325,30 @@ class WideSerialiser(wiring.Component):
         lanes, head, k = self._lanes, self.i.payload, self._width
         left_reg = Signal(lanes, name="left")  # lanes of the head not sent yet (if not fresh)
         fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
+        count_reg = Signal(range(lanes + 1), name="spikes_left")  # (if not fresh)
         pending = Signal(lanes, name="pending")
-        m.d.comb += pending.eq(Mux(fresh, head.fired, left_reg))
-        bits, lane_sel, has = pending, [], []
-        for j in range(k):  # the k lowest lanes pending
-            lane_sel.append(_lowest(m, bits, f"lane{j}"))
-            has.append(bits.any())
-            rest = Signal(lanes, name=f"rest{j}")
-            m.d.comb += rest.eq(bits & (bits - 1))
-            bits = rest
-        spikes = pending.any()
-        final = ~spikes | (~bits.any() & ~head.marker)  # the marker's beat, or the last spikes
+        count = Signal(range(lanes + 1), name="pending_count")  # spikes of the head not sent
+        m.d.comb += [
+            pending.eq(Mux(fresh, head.fired, left_reg)),
+            count.eq(Mux(fresh, head.beats - head.marker, count_reg)),
+        ]
+        # slot of every pending lane: the count of pending lanes below it (an adder tree per lane,
+        # shallower than k priority encoders in a chain)
+        slot_of = []
+        for i in range(lanes):
+            slot = Signal(range(lanes + 1), name=f"below{i}")
+            m.d.comb += slot.eq(_tree_sum([pending[b] for b in range(i)]) if i else 0)
+            slot_of.append(slot)
+        lane_sel, has = [], []
+        for j in range(k):  # the lane of slot j: the pending lane with j pending lanes below
+            hit = [pending[i] & (slot_of[i] == j) for i in range(lanes)]
+            lane = Signal(range(max(2, lanes)), name=f"lane{j}")
+            m.d.comb += lane.eq(_or_encode(hit))
+            lane_sel.append(lane)
+            has.append(Cat(*hit).any())
+        rest = Cat(pending[i] & (slot_of[i] >= k) for i in range(lanes))  # lanes after this beat
+        spikes = count != 0
+        final = ~spikes | ((count <= k) & ~head.marker)  # the marker's beat, or the last spikes
         beat_lanes = [Signal.like(sel, name=f"beat_lane{j}") for j, sel in enumerate(lane_sel)]
         beat_has = Signal(k, name="beat_has")
         beat_base = Signal.like(head.base, name="beat_base")
@@ -351,7 +364,7 @@ class WideSerialiser(wiring.Component):
             m.d.sync += [
                 *(r.eq(sel) for r, sel in zip(beat_lanes, lane_sel, strict=True)),
                 beat_has.eq(Cat(*has)),
-                beat_count.eq(_tree_sum(has)),
+                beat_count.eq(Mux(count > k, k, count)),
                 beat_base.eq(head.base),
                 beat_negative.eq(head.negative),
                 beat_marker.eq(~spikes),
@@ -360,7 +373,11 @@ class WideSerialiser(wiring.Component):
             with m.If(final):
                 m.d.sync += fresh.eq(1)
             with m.Else():
-                m.d.sync += [left_reg.eq(bits), fresh.eq(0)]
+                m.d.sync += [
+                    left_reg.eq(rest),
+                    count_reg.eq(Mux(count > k, count - k, 0)),
+                    fresh.eq(0),
+                ]
         if self._graded:  # the lanes' values, registered with the beat
             beat_values = Signal.like(head.values, name="beat_values")
             with m.If(beat):
@@ -386,6 +403,15 @@ class WideSerialiser(wiring.Component):
             self.o.payload.count.eq(Mux(beat_marker, 0, beat_count)),
         ]
         return m
+
+
+def _or_encode(hits):
+    """The index of the one set bit of ``hits`` (at most one is set), as an OR per index bit."""
+    width = max(1, (len(hits) - 1).bit_length())
+    return Cat(
+        Cat(*(h for i, h in enumerate(hits) if i >> b & 1)).any() if len(hits) > 1 else 0
+        for b in range(width)
+    )
 
 
 class OutputBuffer(wiring.Component):

@@ -148,8 +148,14 @@ class LayerCore(wiring.Component):
         <hw.model.cycle_model.LayerTiming.emit_width>`): above 1 ``o`` carries up to ``k``
         spikes of one fired word per beat (``hw.cores.layouts.beat_layout``).
     input_width : int
-        Events per input beat (default 1): above 1 ``i`` is a ``beat_layout`` stream and an
-        :class:`hw.cores.unpacker.Unpacker` hands the sequencer one event per handshake.
+        Events per input beat (default 1): above 1 ``i`` is a ``beat_layout`` stream whose
+        beat's events share one pass (``k`` weight reads and products per slot, their sum the
+        drive), or with ``serial_input`` an :class:`hw.cores.unpacker.Unpacker` hands the
+        sequencer one event per handshake, one pass each.
+    input_lanes : int
+        Lanes of the sending core (how its beats group the events; the cycle model's only).
+    serial_input : bool
+        See ``input_width``.
 
     Members
     -------
@@ -176,6 +182,8 @@ class LayerCore(wiring.Component):
         input_spike_max: int = 1,
         emit_width: int = 1,
         input_width: int = 1,
+        input_lanes: int = 1,
+        serial_input: bool = False,
     ) -> None:
         self._site = site
         if not isinstance(layer, Layer):
@@ -196,6 +204,8 @@ class LayerCore(wiring.Component):
             pipeline=pipeline,
             emit_width=emit_width,
             input_width=input_width,
+            input_lanes=input_lanes,
+            serial_input=serial_input,
         )
         if site is not None and (emit_width != 1 or input_width != 1):
             raise ValueError("a mapped (ViT or conv) core sends and takes one event per beat")
@@ -434,7 +444,7 @@ class LayerCore(wiring.Component):
         m.submodules.emitter = emitter = SpikeEmitter(
             timing=timing, value_width=self.output_format.value_width
         )
-        if timing.input_width == 1:
+        if not timing.unpacks:
             wiring.connect(m, wiring.flipped(self.i), seq.i)
         else:
             m.submodules.unpacker = unpack = Unpacker(

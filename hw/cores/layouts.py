@@ -92,6 +92,7 @@ def op_layout(
     value_width: int,
     span: int | None = None,
     first_row: bool = False,
+    width: int = 1,
 ) -> data.StructLayout:
     """A word operation before the weight look-up: ``value × W[word lanes, index]``.
 
@@ -102,6 +103,9 @@ def op_layout(
     With ``first_row`` it also carries ``first``: ``index·words`` (``index·span`` when mapped),
     the weight word of the pass's first word, from a register of the sequencer, so the weight
     address is one addition (``first + word``, or ``first + offset``) and no multiplication.
+
+    With ``width = k > 1`` (the events of a wide input beat in one pass) ``index``, ``value``
+    and ``first`` are arrays of ``k`` (an unused slot has value 0).
     """
     fields = {
         "op": Op,
@@ -115,6 +119,10 @@ def op_layout(
         fields["offset"] = _word_shape(span)
     if first_row:
         fields["first"] = unsigned(max(1, ((1 << index_width) * (span or words) - 1).bit_length()))
+    if width > 1:  # the events of a wide beat, one pass for all (unused slots: value 0)
+        for name in ("index", "value", "first"):
+            if name in fields:
+                fields[name] = data.ArrayLayout(fields[name], width)
     return data.StructLayout(fields)
 
 

@@ -129,6 +129,10 @@ class NetworkCore(wiring.Component):
         Spikes per beat between the layers (:attr:`DesignParams.emit_width
         <hw.model.design.DesignParams.emit_width>`, default 1); the network's ``i`` and ``o``
         carry one event per beat at any width.
+    serial_input : bool
+        With ``emit_width > 1``: the receiving cores take a beat's events one pass each
+        (through an unpacker) instead of in one shared pass — the slower alternative, kept for
+        the comparison (``bench/bench_emit_width.py``).
 
     Members
     -------
@@ -151,6 +155,7 @@ class NetworkCore(wiring.Component):
         pipeline: Pipeline | int | None = None,
         probe: bool = False,
         emit_width: int | None = None,
+        serial_input: bool = False,
     ) -> NetworkCore:
         # Every parameter is checked before the object exists: Amaranth warns about a component
         # created but never elaborated, which a rejected one would otherwise be.
@@ -171,7 +176,7 @@ class NetworkCore(wiring.Component):
                 "beats yet; build without probe"
             )
         self = super().__new__(cls, src_loc_at=1)
-        self._params = checked
+        self._params, self._serial = checked, bool(serial_input)
         return self
 
     def __init__(self, *, network: Network, probe: bool = False, **_: object) -> None:
@@ -208,8 +213,13 @@ class NetworkCore(wiring.Component):
         width = self._params.emit_width
         if width == 1:
             return {}
-        timing = layer_timing(self._network, self._params, k)
-        return {"emit_width": timing.emit_width, "input_width": timing.input_width}
+        timing = layer_timing(self._network, self._params, k, serial=self._serial)
+        return {
+            "emit_width": timing.emit_width,
+            "input_width": timing.input_width,
+            "input_lanes": timing.input_lanes,
+            "serial_input": timing.serial_input,
+        }
 
     @staticmethod
     def _widths(fmt: EventFormat) -> tuple[int, int]:

@@ -294,10 +294,17 @@ class LayerTiming:
         up to ``k`` spikes of one fired word per beat (``hw.cores.emitter.WideSerialiser``), so a
         word with ``n`` spikes costs ``ceil(n / k)`` beats; the marker keeps its own beat.
     input_width : int
-        Events per input beat (1 … :data:`MAX_EMIT_WIDTH`, default 1): above 1 an unpacker
-        (``hw.cores.sequencer.Unpacker``) hands the sequencer one event per handshake, which
-        costs :data:`UNPACKER_LATENCY` cycles per beat (:attr:`sequencer_latency`); every event
-        still takes its own pass.
+        Events per input beat, ``k`` (1 … :data:`MAX_EMIT_WIDTH`, default 1). Above 1 the
+        events of one beat share **one pass** (the accumulator reads ``k`` weight rows per slot
+        and adds their products), unless ``serial_input``.
+    input_lanes : int
+        Lanes of the core that sends the input (default 1): how its beats group the events
+        (per word of ``input_lanes`` indices, chunks of ``k``: :meth:`hw.model.events.BeatFormat.beats`),
+        which the model needs with ``input_width > 1`` and shared passes.
+    serial_input : bool
+        With ``input_width > 1``: an unpacker (``hw.cores.unpacker.Unpacker``) hands the
+        sequencer one event per handshake instead, every event taking its own pass, at
+        :data:`UNPACKER_LATENCY` cycles per beat (:attr:`sequencer_latency`).
     """
 
     n_out: int
@@ -305,6 +312,8 @@ class LayerTiming:
     pipeline: Pipeline = 1  # type: ignore[assignment]  (an int preset is converted)
     emit_width: int = 1
     input_width: int = 1
+    input_lanes: int = 1
+    serial_input: bool = False
 
     #: cycles from a marker leaving to the earliest spike of the next step (the emitter's output
     #: register takes one beat per cycle)
@@ -323,13 +332,42 @@ class LayerTiming:
             if not _is_int(value) or not 1 <= value <= MAX_EMIT_WIDTH:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_EMIT_WIDTH}, not {value!r}")
             object.__setattr__(self, name, int(value))
+        if not _is_int(self.input_lanes) or self.input_lanes < 1:
+            raise ValueError(f"input_lanes must be a positive integer, not {self.input_lanes!r}")
+        object.__setattr__(self, "input_lanes", int(self.input_lanes))
+        _check_bool("serial_input", self.serial_input)
 
     # -- the blocks' latencies, added up ------------------------------------------------------
     @property
     def sequencer_latency(self) -> int:
         """``hw.cores.sequencer.Sequencer``: a beat accepted on ``i`` is acted on this much
         later (with ``input_width > 1``, through the unpacker in front of it)."""
-        return EVENT_BUFFER_LATENCY + (UNPACKER_LATENCY if self.input_width > 1 else 0)
+        return EVENT_BUFFER_LATENCY + (UNPACKER_LATENCY if self.unpacks else 0)
+
+    @property
+    def unpacks(self) -> bool:
+        """Wide input beats go through the unpacker, one event per pass."""
+        return self.input_width > 1 and self.serial_input
+
+    @property
+    def shares_passes(self) -> bool:
+        """The events of a wide input beat share one pass."""
+        return self.input_width > 1 and not self.serial_input
+
+    def input_groups(self, indices: np.ndarray) -> np.ndarray:
+        """The input beat of every event of a step (``0, 0, 1, …``): one beat per event, or with
+        :attr:`shares_passes` the producer's beats — per word of ``input_lanes`` indices,
+        chunks of ``input_width`` (``hw.model.events.BeatFormat.beats``)."""
+        n = len(indices)
+        if not self.shares_passes or n == 0:
+            return np.arange(n)
+        words = np.asarray(indices) // self.input_lanes
+        out, beat, size = np.empty(n, dtype=np.int64), 0, 0
+        for j in range(n):
+            if j and (words[j] != words[j - 1] or size == self.input_width):
+                beat, size = beat + 1, 0
+            out[j], size = beat, size + 1
+        return out
 
     @property
     def accumulator_latency(self) -> int:
@@ -568,7 +606,11 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
                     kept = input_map.kept[ins[t].indices].tolist()
                 beats = None if arrivals is None else arrivals[b][t]
                 free, first_slots = acc, []
+                groups = timing.input_groups(ins[t].indices)
                 for k in range(n):
+                    if k and groups[k] == groups[k - 1]:  # shares the pass of the one before
+                        first_slots.append(first_slots[-1])
+                        continue
                     slot = free if beats is None else max(free, beats[k] + timing.sequencer_latency)
                     if k == 0:
                         start = slot  # (an early sweep may come first)
@@ -716,6 +758,10 @@ class CycleSummary:
     * ``fed_step_utilization`` — the input-fed steps, sweeps included ``[a_t, x_t + W)``;
     * ``utilization`` — every cycle from 0 to the last marker, self-running steps,
       re-initialisations and output latency included.
+
+    The numerators count one pass of ``W`` slots per input event: when the events of a wide
+    input beat share a pass (:attr:`LayerTiming.shares_passes`, up to ``k·P`` operations per
+    cycle) a utilization may exceed 1.
     """
 
     cycles: int  #: from cycle 0 to the last marker, inclusive
@@ -724,7 +770,8 @@ class CycleSummary:
     self_running_steps: int
     events: int  #: input events of the input-fed steps
     output_events: int
-    accumulate_cycles: int  #: slots that accumulated (events × words)
+    accumulate_cycles: int  #: slots that accumulated (events × words; passes × words when a
+    #: wide input beat's events share a pass, :attr:`LayerTiming.shares_passes`)
     accumulate_phase_cycles: int
     stall_cycles: int  #: accumulate-phase cycles that did not accumulate
     sweep_cycles: int
@@ -754,7 +801,9 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> CycleSummary
     steps = [s for inf in sched for s in inf.steps]
     fed = [s for s in steps if s.accumulate_cycle is not None]
     total = sched[-1].end_cycle + 1 if sched else 0
-    acc = sum(s.n_events for s in fed) * words
+    acc = sum(s.n_events for s in fed) * words  # (useful: one event's pass each)
+    passes = sum(len(set(s.event_slots)) for s in fed) if timing.shares_passes else None
+    slots_used = acc if passes is None else passes * words  # slots that accumulated
     phase = sum(s.fire_cycle - s.accumulate_cycle - s.early_fire for s in fed)
     return CycleSummary(
         cycles=total,
@@ -763,9 +812,9 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> CycleSummary
         self_running_steps=len(steps) - len(fed),
         events=sum(s.n_events for s in fed),
         output_events=sum(len(s.event_cycles) for s in steps),
-        accumulate_cycles=acc,
+        accumulate_cycles=slots_used,
         accumulate_phase_cycles=phase,
-        stall_cycles=phase - acc,
+        stall_cycles=phase - slots_used,
         sweep_cycles=len(steps) * slots,
         init_cycles=len(sched) * timing.init_cycles,
         cycles_per_inference=total / max(1, len(sched)),

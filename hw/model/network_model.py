@@ -81,22 +81,14 @@ def _consumed(
     timing: LayerTiming,
     arrivals: list[list[Sequence[int]]] | None,
 ) -> list[int]:
-    """The slot in which each input beat is consumed (an event: its last word; a marker: its
-    sweep's first slot), as :func:`hw.model.cycle_model.schedule` places them: an event's pass takes
-    :attr:`~hw.model.cycle_model.LayerTiming.slots` cycles from its first slot (``W``, or
-    ``min_distance`` — 2 or 3 with presets 2 and 3 — if more: idle slots after the words), and
-    it starts no earlier than the cycle after its beat arrived."""
-    words, slots = timing.words, timing.slots
+    """The slot in which each input beat is consumed (an event: the last word of its pass, from
+    its first slot as :func:`hw.model.cycle_model.schedule` placed it; a marker: its sweep's
+    first slot)."""
+    words = timing.words
     out = []
-    for b, (inf, steps) in enumerate(zip(sched, ins, strict=True)):
-        for t, (s, step) in enumerate(zip(inf.steps, steps, strict=False)):
-            slot = s.accumulate_cycle
-            for k in range(step.n_events):
-                if k:
-                    slot += slots
-                    if arrivals is not None:
-                        slot = max(slot, arrivals[b][t][k] + timing.sequencer_latency)
-                out.append(slot + words - 1)
+    for inf, steps in zip(sched, ins, strict=True):
+        for s, step in zip(inf.steps, steps, strict=False):
+            out.extend(slot + words - 1 for slot in s.event_slots[: step.n_events])
             out.append(s.fire_cycle)
     return out
 
@@ -111,13 +103,16 @@ def network_schedule(
     pipeline: Pipeline | int | None = None,
     fifo_depth: int | None = None,
     emit_width: int | None = None,
+    serial_input: bool = False,
 ) -> NetworkSchedule:
     """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
 
     ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``, ``emit_width``; not
     both) are those of
     the :class:`hw.cores.network_core.NetworkCore`; its FIFOs hold ``fifo_depth`` entries
-    (default ``n_out + 2`` per producing layer, as the core builds them).
+    (default ``n_out + 2`` per producing layer, as the core builds them). ``serial_input``:
+    model the cores that take wide beats one event per pass (:func:`layer_timing`), as
+    ``NetworkCore(serial_input=True)`` builds them.
     """
     params = DesignParams.coerce(
         network,
@@ -131,7 +126,7 @@ def network_schedule(
     fifo_depths = tuple(params.fifo_depth or layer.n_out + 2 for layer in network.layers[:-1])
     layers, arrivals, peaks = [], None, []
     for k in range(network.depth):
-        timing = layer_timing(network, params, k)
+        timing = layer_timing(network, params, k, serial=serial_input)
         ins = input_steps(network, inputs, trace, k)
         sched = schedule(timing, ins, output_steps(trace, k), arrivals)
         if k > 0:
@@ -161,11 +156,13 @@ def network_schedule(
     )
 
 
-def layer_timing(network: Network, params: DesignParams, k: int) -> LayerTiming:
+def layer_timing(
+    network: Network, params: DesignParams, k: int, *, serial: bool = False
+) -> LayerTiming:
     """The :class:`LayerTiming` of layer ``k``'s core in a network core of ``params``: every
     layer but the last sends ``params.emit_width`` spikes per beat into its FIFO, and every
-    layer but the first takes them (the network's own input and output carry one event per
-    beat)."""
+    layer but the first takes them, a beat's events in one pass (``serial``: one pass each,
+    through an unpacker; the network's own input and output carry one event per beat)."""
     width = params.emit_width
     return LayerTiming(
         n_out=network.layers[k].n_out,
@@ -173,6 +170,8 @@ def layer_timing(network: Network, params: DesignParams, k: int) -> LayerTiming:
         pipeline=params.pipeline,
         emit_width=width if k < network.depth - 1 else 1,
         input_width=width if k > 0 else 1,
+        input_lanes=params.lanes[k - 1] if k > 0 and width > 1 else 1,
+        serial_input=serial,
     )
 
 

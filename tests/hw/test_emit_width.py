@@ -69,7 +69,11 @@ def test_timing_and_params_validate_the_width() -> None:
     assert DesignParams.from_json(p.to_json()) == p
     old = {k: v for k, v in DesignParams.of(net, lanes=2).to_json().items() if k != "emit_width"}
     assert DesignParams.from_json(old).emit_width == 1  # records written before the knob
-    assert LayerTiming(n_out=8, lanes=2, input_width=2).sequencer_latency == 2
+    assert LayerTiming(n_out=8, lanes=2, input_width=2, serial_input=True).sequencer_latency == 2
+    assert LayerTiming(n_out=8, lanes=2, input_width=2).sequencer_latency == 1
+    idx = np.array([0, 1, 2, 3, 5, 8, 9, 10, 11])
+    groups = LayerTiming(n_out=8, lanes=2, input_width=2, input_lanes=4).input_groups(idx)
+    assert groups.tolist() == [0, 0, 1, 1, 2, 3, 3, 4, 4]  # per word of 4, pairs
 
 
 def _text(core) -> str:
@@ -84,7 +88,8 @@ def test_width_one_builds_todays_core() -> None:
     base = _text(LayerCore.for_network(net, 1, lanes=2))
     assert _text(LayerCore.for_network(net, 1, lanes=2, emit_width=1, input_width=1)) == base
     assert "unpacker" not in base and "rest1" not in base
-    assert "unpacker" in _text(LayerCore.for_network(net, 1, lanes=2, input_width=2))
+    unpacked = LayerCore.for_network(net, 1, lanes=2, input_width=2, serial_input=True)
+    assert "unpacker" in _text(unpacked)
     assert _text(LayerCore.for_network(net, 1, lanes=2, emit_width=2)) != base
     with pytest.raises(ValueError, match=r"the probe .* does not decode wide beats"):
         NetworkCore(network=net, lanes=2, emit_width=2, probe=True)
@@ -98,10 +103,12 @@ def _beat_cycles(steps) -> list[int]:
     return [c for s in steps for c in (*sorted(set(s.event_cycles)), s.marker_cycle)]
 
 
-def run_wide(net, x, k, lanes, pipeline, emit_width, input_width, in_lanes=3, storage=None):
-    """Layer ``k`` with ``input_width`` events per input beat (grouped per ``in_lanes`` word)
-    and ``emit_width`` spikes per output beat, input always valid: (got, expected, cycles,
-    decode)."""
+def run_wide(
+    net, x, k, lanes, pipeline, emit_width, input_width, serial=False, in_lanes=3, storage=None
+):
+    """Layer ``k`` with ``input_width`` events per input beat (grouped per ``in_lanes`` word; one
+    pass per beat, or per event with ``serial``) and ``emit_width`` spikes per output beat,
+    input always valid: (got, expected, cycles, decode)."""
     trace = simulate(net, x)
     core = LayerCore.for_network(
         net,
@@ -111,6 +118,8 @@ def run_wide(net, x, k, lanes, pipeline, emit_width, input_width, in_lanes=3, st
         storage=storage,
         emit_width=emit_width,
         input_width=input_width,
+        input_lanes=in_lanes,
+        serial_input=serial,
     )
     ins, outs = events.input_steps(net, x, trace, k), events.output_steps(trace, k)
     if input_width == 1:
@@ -134,21 +143,27 @@ def run_wide(net, x, k, lanes, pipeline, emit_width, input_width, in_lanes=3, st
 
 
 @pytest.mark.parametrize(
-    ("name", "k", "lanes", "pipeline", "emit_width", "input_width"),
+    ("name", "k", "lanes", "pipeline", "emit_width", "input_width", "serial"),
     [
-        ("analog", 0, 5, 1, 2, 1),  # W = 3, words of up to 5 spikes: 3 beats of 2
-        pytest.param("analog", 0, 12, 0, 4, 1, marks=pytest.mark.slow),  # W = 1
-        pytest.param("spike", 1, 2, 1, 1, 2, marks=pytest.mark.slow),  # wide input only
-        pytest.param("analog", 1, 2, 3, 3, 2, marks=pytest.mark.slow),  # both, deepest pipeline
-        pytest.param("graded_analog", 0, 5, 2, 2, 1, marks=pytest.mark.slow),  # ±2^k, wide out
-        ("graded_spike", 1, 1, 0, 2, 3),  # graded wide input and output
+        ("analog", 0, 5, 1, 2, 1, False),  # W = 3, words of up to 5 spikes: 3 beats of 2
+        pytest.param("analog", 0, 12, 0, 4, 1, False, marks=pytest.mark.slow),  # W = 1
+        ("spike", 1, 2, 1, 1, 2, False),  # wide input only, one pass per beat
+        pytest.param("spike", 1, 2, 1, 1, 2, True, marks=pytest.mark.slow),  # one per event
+        pytest.param("analog", 1, 2, 3, 3, 2, False, marks=pytest.mark.slow),  # pipeline 3
+        pytest.param("analog", 1, 2, 3, 3, 2, True, marks=pytest.mark.slow),
+        pytest.param("graded_analog", 0, 5, 2, 2, 1, False, marks=pytest.mark.slow),  # ±2^k
+        ("graded_spike", 1, 1, 0, 2, 3, True),  # graded wide input and output, unpacked
+        pytest.param("graded_spike", 1, 1, 2, 2, 3, False, marks=pytest.mark.slow),
+        pytest.param("saturating", 1, 2, 2, 2, 4, False, marks=pytest.mark.slow),
     ],
 )
 def test_wide_core_matches_golden_and_cycle_model(
-    name, k, lanes, pipeline, emit_width, input_width
+    name, k, lanes, pipeline, emit_width, input_width, serial
 ) -> None:
     net, x = network(name)
-    got, expected, cycles, decode = run_wide(net, x, k, lanes, pipeline, emit_width, input_width)
+    got, expected, cycles, decode = run_wide(
+        net, x, k, lanes, pipeline, emit_width, input_width, serial
+    )
     assert [decode(w) for _, w in got] == [decode(w) for w in expected]
     assert [c for c, _ in got] == cycles
 
@@ -164,13 +179,18 @@ def wide_cases(draw, max_width: int = 12):
     x = draw(inputs_for(net, max_batch=2, max_steps=4), label="inputs")
     lanes = draw(st.integers(1, net.layers[k].n_out), label="lanes")
     emit = draw(st.integers(1, 4), label="emit_width")
-    wide_in = draw(st.integers(1, 3), label="input_width")
-    return net, x, k, lanes, draw(st.sampled_from(PIPELINES)), emit, wide_in
+    wide_in = draw(st.integers(1, 4), label="input_width")
+    serial = draw(st.booleans(), label="serial_input")
+    in_lanes = draw(st.integers(1, 8), label="input_lanes")
+    pipeline = draw(st.sampled_from(PIPELINES), label="pipeline")
+    return net, x, k, lanes, pipeline, emit, wide_in, serial, in_lanes
 
 
 def _wide_run(case) -> None:
-    net, x, k, lanes, pipeline, emit, wide_in = case
-    got, expected, cycles, decode = run_wide(net, x, k, lanes, pipeline, emit, wide_in)
+    net, x, k, lanes, pipeline, emit, wide_in, serial, in_lanes = case
+    got, expected, cycles, decode = run_wide(
+        net, x, k, lanes, pipeline, emit, wide_in, serial, in_lanes
+    )
     assert [decode(w) for _, w in got] == [decode(w) for w in expected]
     assert [c for c, _ in got] == cycles
 
@@ -202,14 +222,14 @@ def exact_depth(net, x, trace, **knobs) -> int:
     return depth
 
 
-def run_network(net, x, lanes, pipeline, emit_width):
+def run_network(net, x, lanes, pipeline, emit_width, serial=False):
     """The network core in Amaranth's simulator, input always valid: every core's output beats
     (cycle, payload) against the golden beats and ``network_schedule``'s cycles."""
     trace = simulate(net, x)
     knobs = dict(lanes=lanes, pipeline=pipeline, emit_width=emit_width)
-    depth = exact_depth(net, x, trace, **knobs)
-    dut = NetworkCore(network=net, fifo_depth=depth, **knobs)
-    sched = network_schedule(net, x, trace, dut.params)
+    depth = exact_depth(net, x, trace, serial_input=serial, **knobs)
+    dut = NetworkCore(network=net, fifo_depth=depth, serial_input=serial, **knobs)
+    sched = network_schedule(net, x, trace, dut.params, serial_input=serial)
     assert sched.exact
     words = [
         w for inf in events.input_steps(net, x, trace, 0) for s in inf
@@ -254,16 +274,18 @@ def test_wide_network_matches_golden_and_network_model() -> None:
     dut = run_network(net, x, 3, 1, 2)
     assert [c.emit_width for c in dut.cores] == [2, 2, 1]
     assert [c.input_width for c in dut.cores] == [1, 2, 2]
+    assert not any(c.timing.unpacks for c in dut.cores)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("emit_width", [2, 3, 4])
 @pytest.mark.parametrize(("lanes", "pipeline"), [(8, 1), ((8, 10), 1), ((8, 4), 3), (16, 0)])
-def test_wide_digits_network_matches_network_model(lanes, pipeline, emit_width) -> None:
+def test_wide_digits_network_matches_network_model(lanes, pipeline, emit_width, serial) -> None:
     from spikezip.sw import convert, digits, qann
 
     net = convert.to_network(qann.load_or_train())
-    run_network(net, digits.load().x_test[:3], lanes, pipeline, emit_width)
+    run_network(net, digits.load().x_test[:3], lanes, pipeline, emit_width, serial)
 
 
 @pytest.mark.slow
@@ -274,4 +296,4 @@ def test_random_wide_networks(seed) -> None:
     net = random_network(seed, depth=int(rng.integers(2, 4)), max_width=16, neuron=neuron)
     x = rng.integers(0, 16, (3, net.n_inputs))
     lanes = int(rng.integers(1, max(layer.n_out for layer in net.layers) + 1))
-    run_network(net, x, lanes, int(rng.integers(0, 4)), int(rng.integers(2, 5)))
+    run_network(net, x, lanes, int(rng.integers(0, 4)), int(rng.integers(2, 5)), seed % 3 == 2)
