@@ -280,16 +280,8 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
 
 
 def _probed_params(network, args: argparse.Namespace) -> DesignParams:
-    """:func:`_design_params` of a design with the testbench probe (generate, simulate), which
-    does not decode wide beats yet: ``--emit-width`` above 1 is refused."""
-    params = _design_params(network, args)
-    if params.emit_width != 1:
-        raise CliError(
-            f"--emit-width {params.emit_width}: generate and simulate build the testbench "
-            "probe, which decodes one event per beat (only 1 for now; report and sweep take "
-            f"1..{MAX_EMIT_WIDTH})"
-        )
-    return params
+    """:func:`_design_params` of a design with the testbench probe (generate, simulate)."""
+    return _design_params(network, args)
 
 
 def _with_vit_knobs(network, params: DesignParams, args: argparse.Namespace) -> DesignParams:

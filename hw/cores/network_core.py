@@ -18,7 +18,7 @@ first step in which no layer was busy, the hardware form of SpikeZIP's terminati
 inference's input events may follow on ``i`` at once, without reset or re-generation.
 
 Counters (32 bits, wrapping, cumulative since reset) per layer — ``events`` (input events
-consumed), ``spikes`` (output events), ``steps`` (output markers), ``stalls`` (cycles the output was
+consumed), ``spikes`` (output events; a wide beat's count of them), ``steps`` (output markers), ``stalls`` (cycles the output was
 offered but not taken) — and for the network ``cycles`` and ``inferences`` are readable at any
 time; a host takes differences between two reads. Read after the last ``done`` of a batch they
 give the batch's totals. Read at each ``done`` they give per-inference figures for the last layer
@@ -68,24 +68,40 @@ def stream_counters(m: Module, k: int, inp, out) -> list[Signal]:
     fire_in, fire_out = inp.valid & inp.ready, out.valid & out.ready
     took = Signal(name=f"took_event{k}")
     m.d.sync += took.eq(fire_in & ~inp.payload.marker)
+    wide_in, wide_out = _has_count(inp), _has_count(out)
+    if wide_in:  # a wide beat's events (the count registered with ``took``)
+        took_count = Signal.like(inp.payload.count, name=f"took_count{k}")
+        m.d.sync += took_count.eq(inp.payload.count)
     for name, cond in (
         ("events", took),
         ("spikes", fire_out & ~out.payload.marker),
         ("steps", fire_out & out.payload.marker),
         ("stalls", out.valid & ~out.ready),
     ):
+        step = 1
+        if name == "events" and wide_in:
+            step = took_count
+        elif name == "spikes" and wide_out:
+            step = out.payload.count
         with m.If(cond):
-            m.d.sync += regs[name].eq(regs[name] + 1)
+            m.d.sync += regs[name].eq(regs[name] + step)
     return [regs[n] for n in COUNTERS]
 
 
-def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
-    """``(name, offset, width)`` of every field of the probe vector (see the module docstring)."""
+def _has_count(port) -> bool:
+    """The stream carries wide beats (a ``count`` of events per beat)."""
+    return "count" in port.payload.shape().members
+
+
+def probe_layout(formats: Sequence[EventFormat | int]) -> list[tuple[str, int, int]]:
+    """``(name, offset, width)`` of every field of the probe vector (see the module docstring);
+    ``formats``: each core's output format, or the bits of its output beat (a wide beat's)."""
     fields, offset = [], 0
     for k, fmt in enumerate(formats):
+        width = fmt if isinstance(fmt, int) else fmt.width
         fields.append((f"fire{k}" if k < len(formats) - 1 else "out_valid", offset, 1))
-        fields.append((f"beat{k}", offset + 1, fmt.width))
-        offset += 1 + fmt.width
+        fields.append((f"beat{k}", offset + 1, width))
+        offset += 1 + width
     fields.append(("in_ready", offset, 1))
     return fields
 
@@ -124,7 +140,7 @@ class NetworkCore(wiring.Component):
         :data:`hw.model.cycle_model.PIPELINES`, default 1; see
         :class:`hw.model.cycle_model.Pipeline`).
     probe : bool
-        Add the ``probe`` output for testbenches (not yet with ``emit_width > 1``).
+        Add the ``probe`` output for testbenches (a wide beat's whole payload per core).
     emit_width : int, optional
         Spikes per beat between the layers (:attr:`DesignParams.emit_width
         <hw.model.design.DesignParams.emit_width>`, default 1); the network's ``i`` and ``o``
@@ -170,11 +186,6 @@ class NetworkCore(wiring.Component):
             pipeline=pipeline,
             emit_width=emit_width,
         )
-        if checked.emit_width > 1 and probe:
-            raise ValueError(
-                "emit_width > 1: the probe (and so the cocotb harness) does not decode wide "
-                "beats yet; build without probe"
-            )
         self = super().__new__(cls, src_loc_at=1)
         self._params, self._serial = checked, bool(serial_input)
         return self
@@ -268,8 +279,18 @@ class NetworkCore(wiring.Component):
         return tuple(self._params.fifo_depth or c.layer.n_out + 2 for c in self._cores[:-1])
 
     @property
+    def beat_widths(self) -> tuple[int, ...]:
+        """Bits of every core's output beat (its event format's, or a wide beat's)."""
+        return tuple(Shape.cast(c.o.payload.shape()).width for c in self._cores)
+
+    @property
+    def emit_widths(self) -> tuple[int, ...]:
+        """Events per output beat of every core."""
+        return tuple(c.emit_width for c in self._cores)
+
+    @property
     def probe_width(self) -> int:
-        _, offset, width = probe_layout(self.formats)[-1]
+        _, offset, width = probe_layout(self.beat_widths)[-1]
         return offset + width
 
     # -- RTL -----------------------------------------------------------------------------------

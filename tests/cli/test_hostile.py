@@ -451,8 +451,6 @@ CASES: list[tuple[str, Callable | None, list[str], int, str, tuple[str, ...]]] =
     ("sweep-emit-width-list", NOOP,
      ["sweep", "net.npz", "--inputs", "x.npy", "--emit-width", "1,wide"], 2,
      r"--emit-width must be an integer in 1\.\.8, not 'wide'", ()),
-    ("generate-emit-width-probe", NOOP, ["generate", "net.npz", "-o", "g", "--emit-width", "2"],
-     2, r"--emit-width 2: generate and simulate build the testbench probe", ()),
 ]
 # fmt: on
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,8 +92,10 @@ def test_width_one_builds_todays_core() -> None:
     unpacked = LayerCore.for_network(net, 1, lanes=2, input_width=2, serial_input=True)
     assert "unpacker" in _text(unpacked)
     assert _text(LayerCore.for_network(net, 1, lanes=2, emit_width=2)) != base
-    with pytest.raises(ValueError, match=r"the probe .* does not decode wide beats"):
-        NetworkCore(network=net, lanes=2, emit_width=2, probe=True)
+    wide = NetworkCore(network=net, lanes=2, emit_width=2, probe=True)
+    assert wide.emit_widths == (2, 1) and wide.beat_widths[0] > wide.formats[0].width
+    assert wide.probe_width == sum(wide.beat_widths) + len(wide.beat_widths) + 1
+    Fragment.get(wide, None)  # (elaborated: no unused-component warning)
 
 
 # -- tier 2: layer cores -------------------------------------------------------------------------
