@@ -18,8 +18,8 @@ first step in which no layer was busy, the hardware form of SpikeZIP's terminati
 inference's input events may follow on ``i`` at once, without reset or re-generation.
 
 Counters (32 bits, wrapping, cumulative since reset) per layer — ``events`` (input events
-consumed), ``spikes`` (output events; a wide beat's count of them), ``steps`` (output markers), ``stalls`` (cycles the output was
-offered but not taken) — and for the network ``cycles`` and ``inferences`` are readable at any
+consumed), ``spikes`` (output events; a wide beat counts its events), ``steps`` (output
+markers), ``stalls`` (cycles the output was offered but not taken) — and for the network ``cycles`` and ``inferences`` are readable at any
 time; a host takes differences between two reads. Read after the last ``done`` of a batch they
 give the batch's totals. Read at each ``done`` they give per-inference figures for the last layer
 only: earlier layers may already be working on the next inference.

@@ -299,8 +299,9 @@ class LayerTiming:
         and adds their products), unless ``serial_input``.
     input_lanes : int
         Lanes of the core that sends the input (default 1): how its beats group the events
-        (per word of ``input_lanes`` indices, chunks of ``k``: :meth:`hw.model.events.BeatFormat.beats`),
-        which the model needs with ``input_width > 1`` and shared passes.
+        (per word of ``input_lanes`` indices, chunks of ``k``:
+        :meth:`hw.model.events.BeatFormat.beats`), which the model needs with
+        ``input_width > 1`` and shared passes.
     serial_input : bool
         With ``input_width > 1``: an unpacker (``hw.cores.unpacker.Unpacker``) hands the
         sequencer one event per handshake instead, every event taking its own pass, at
