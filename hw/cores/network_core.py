@@ -19,9 +19,10 @@ inference's input events may follow on ``i`` at once, without reset or re-genera
 
 Counters (32 bits, wrapping, cumulative since reset) per layer — ``events`` (input events
 consumed), ``spikes`` (output events; a wide beat counts its events), ``steps`` (output
-markers), ``stalls`` (cycles the output was offered but not taken) — and for the network ``cycles`` and ``inferences`` are readable at any
-time; a host takes differences between two reads. Read after the last ``done`` of a batch they
-give the batch's totals. Read at each ``done`` they give per-inference figures for the last layer
+markers), ``stalls`` (cycles the output was offered but not taken) — and for the network
+``cycles`` and ``inferences`` are readable at any time; a host takes differences between two
+reads. Read after the last ``done`` of a batch they give the batch's totals. Read at each
+``done`` they give per-inference figures for the last layer
 only: earlier layers may already be working on the next inference.
 
 The ``probe`` output (optional) packs, from the least significant bit, per layer but the last one
