@@ -11,10 +11,12 @@ cycle models (the Amaranth tests check them against the RTL beat for beat,
   the model is exact), cycles per inference per lanes, pipeline and ``k``, the receiving core
   taking a beat's events in one shared pass (the design) or one pass each (``serial``).
 
-With ``--pnr``: layer 0's core (``P = 8``, pipeline 1) at each ``k``, synthesised and placed and
-routed on the ECP5-25k (one seed each, one at a time): LUT4s and fmax.
+With ``--pnr``: layer 0's core (``P = 8``, pipeline 1) at each ``k`` (``--pnr-layers 0,1``: also
+layer 1 taking the beats, one pass each), synthesised and placed and routed on the ECP5-25k
+(one seed each, one at a time): LUT4s and fmax.
 
-    python bench/bench_emit_width.py [--images 100] [--widths 1,2,4] [--pnr]
+    python bench/bench_emit_width.py [--images 100] [--widths 1,2,4] [--pnr [--pnr-layers 0,1]]
+                                     [--no-model]
 """
 
 from __future__ import annotations
@@ -91,33 +93,39 @@ def network_rows(net, x, trace, widths) -> list[dict]:
     return rows
 
 
-def pnr_rows(net, widths) -> list[dict]:
+def pnr_rows(net, widths, layers=(0,)) -> list[dict]:
+    """Layer 0 sends ``k`` spikes per beat; layer 1 takes them, a beat in one pass (its input
+    from 8 lanes), both at 8 lanes and pipeline 1: LUT4s and fmax, one seed."""
     from spikezip.hw.cores.layer_core import LayerCore
     from spikezip.hw.flow.synth import ToolError, place_and_route
 
     rows = []
-    for k in widths:
-        t0 = time.perf_counter()
-        core = LayerCore.for_network(net, 0, lanes=8, pipeline=1, emit_width=k)
-        try:
-            r = place_and_route(core, target="ecp5", seed=1)
-        except ToolError as e:
-            rows.append({"k": k, "error": str(e).splitlines()[0]})
-            continue
-        rows.append(
-            {
-                "k": k,
-                "lut4": r.synth.total.get("lut"),
-                "ff": r.synth.total.get("ff"),
-                "fmax_mhz": round(r.fmax_mhz, 1),
-                "critical_path": r.critical_path_text.splitlines()[0]
-                if r.critical_path_text
-                else "",
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        print(rows[-1], flush=True)
+    for layer in layers:
+        for k in widths:
+            t0 = time.perf_counter()
+            knobs = {"emit_width": k} if layer == 0 else {"input_width": k, "input_lanes": 8}
+            core = LayerCore.for_network(net, layer, lanes=8, pipeline=1, **knobs)
+            try:
+                r = place_and_route(core, target="ecp5", seed=1)
+            except ToolError as e:
+                rows.append({"layer": layer, "k": k, "error": str(e).splitlines()[0]})
+                continue
+            rows.append(_pnr_row(layer, k, r, t0))
+            print(rows[-1], flush=True)
     return rows
+
+
+def _pnr_row(layer, k, r, t0) -> dict:
+    return {
+        "layer": layer,
+        "k": k,
+        "lut4": r.synth.total.get("lut"),
+        "ff": r.synth.total.get("ff"),
+        "bram": r.synth.total.get("bram"),
+        "fmax_mhz": round(r.fmax_mhz, 1),
+        "critical_path": r.critical_path_text.splitlines()[0] if r.critical_path_text else "",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main() -> None:
@@ -125,6 +133,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--widths", default="1,2,4", help="spikes per beat to compare (first: 1)")
     ap.add_argument("--pnr", action="store_true", help="also LUT4s and fmax of layer 0 per k")
+    ap.add_argument("--pnr-layers", default="0", help="layers to place and route (0, 1 or 0,1)")
+    ap.add_argument("--no-model", action="store_true", help="skip the cycle tables")
     args = ap.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     from spikezip.sw.reference import simulate
@@ -133,6 +143,11 @@ def main() -> None:
     x = data.x_test[: args.images]
     trace = simulate(net, x)
     print(f"digits {[(ly.n_in, ly.n_out) for ly in net.layers]}, {len(x)} images back to back")
+    layers = tuple(int(v) for v in args.pnr_layers.split(","))
+    if args.no_model:
+        pnr = pnr_rows(net, widths, layers)
+        print(f"wrote {record('bench_emit_width_pnr', {'layer_pnr': pnr})}")
+        return
     layer0 = layer0_rows(net, x, trace, widths)
     print(f"{'layer 0: P':>10} {'k':>2} {'cyc/inf':>8} {'overall':>7} {'bound':>6}")
     for r in layer0:
@@ -155,12 +170,10 @@ def main() -> None:
             f"{r['receive']:>8} {r['fifo_depth']:>5} {r['cycles_per_inference']:>8} "
             f"{r['speedup']:>6.2f}"
         )
-    pnr = pnr_rows(net, widths) if args.pnr else []
-    for r in pnr:
-        print(f"layer 0 P=8 d1 k={r['k']}: {r}")
+    pnr = pnr_rows(net, widths, layers) if args.pnr else []
     path = record(
         "bench_emit_width",
-        {"images": len(x), "layer0": layer0, "network": network, "layer0_pnr": pnr},
+        {"images": len(x), "layer0": layer0, "network": network, "layer_pnr": pnr},
     )
     print(f"wrote {path}")
 

@@ -35,6 +35,13 @@ accumulate phase so does up to ``lanes`` synaptic operations per cycle; the over
 per step, one pass of re-initialisation per inference, and the pipeline latency
 (``timing.SPIKE_DELAY``, ``MARKER_DELAY``, ``RESULT_DELAY``) where a step waits for the one before.
 
+Wide beats (``emit_width``/``input_width`` ``k > 1``, issue 16 §3): ``o`` carries up to ``k``
+spikes of one fired word per beat (:func:`hw.cores.layouts.beat_layout`; a word with ``n`` spikes
+costs ``ceil(n / k)`` beats, the marker its own), and a core taking such beats on ``i`` reads ``k``
+weight rows per slot and adds their products, so the beat's events share one pass (or, with
+``serial_input``, an unpacker hands them on one pass each). The cycle model follows both
+(:attr:`hw.model.cycle_model.LayerTiming.emit_width`, ``input_width``).
+
 The register stages are the switches of one :class:`hw.model.cycle_model.Pipeline` (presets 0–3);
 the core builds one :class:`hw.model.cycle_model.LayerTiming` from it and hands it to every block.
 Each block reports its ``latency``, and the timing's delays are their sums:

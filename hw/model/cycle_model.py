@@ -30,6 +30,13 @@ in ascending order, the first at the earliest in ``x_j + c + SPIKE_DELAY``, not 
 of the words below it, and not before ``m_{j-1} + 1`` (``BANK_DELAY``). The marker leaves at
 ``m_j = max(x_j + W - 1 + MARKER_DELAY, cycle after the step's last spike, m_{j-1} + 1)``.
 
+With ``emit_width = k > 1`` the spikes of a word leave ``k`` per beat (one beat per cycle, its
+events sharing its cycle), so a word of ``n`` spikes takes ``ceil(n / k)`` cycles. With
+``input_width = k > 1`` the events of one input beat (the sender's grouping:
+:meth:`LayerTiming.input_groups`) share one pass of ``W`` slots, the beat's arrival its events';
+with ``serial_input`` each event takes its own pass and a beat reaches the sequencer
+:data:`UNPACKER_LATENCY` cycle later.
+
 So an input-fed step costs ``(E + 1)·W`` cycles unless its output is still draining two steps
 behind; a self-running step ``W - 1 + RESULT_DELAY`` cycles or its spike count, whichever is
 larger; a re-initialisation ``W - 1 + RESULT_DELAY`` cycles. (``W`` reads :attr:`LayerTiming.slots`
