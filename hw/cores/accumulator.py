@@ -20,7 +20,12 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, command_layout, op_layout
 from spikezip.hw.cores.stages import Delay
-from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, LayerTiming, check_timing
+from spikezip.hw.model.cycle_model import (
+    SUM_LATENCY,
+    WEIGHT_READ_LATENCY,
+    LayerTiming,
+    check_timing,
+)
 from spikezip.hw.model.input_map import InputMap
 from spikezip.ir.network import Layer, LayerWidths
 
@@ -454,7 +459,8 @@ class Accumulator(wiring.Component):
     def _elaborate_wide(self):
         """The events of a wide beat in one pass: per slot ``j`` its own copy of the weight
         memory read at ``first[j] + word`` and its products, the drive their sum per lane (an
-        unused slot has value 0: no drive). Same latency as one event's path."""
+        unused slot has value 0: no drive), registered: one cycle more than one event's path
+        (:data:`hw.model.cycle_model.SUM_LATENCY`)."""
         m = Module()
         p, ops, k = self._timing.pipeline, self.i.payload.shape(), self._width
         shape = data.ArrayLayout(signed(self._weight_width), self.lanes)
@@ -489,18 +495,30 @@ class Accumulator(wiring.Component):
             ]
             products.append(product)
         control = data.StructLayout({"op": Op, "word": ops["word"].shape, "last": 1, "busy": 1})
-        m.submodules.control = ctrl = Delay(control, cycles=products[0].latency, name="op_mul")
+        m.submodules.control = ctrl = Delay(
+            control, cycles=products[0].latency + SUM_LATENCY, name="op_mul"
+        )
         op = read.o.payload
         m.d.comb += ctrl.i.valid.eq(read.o.valid)
         m.d.comb += [ctrl.i.payload[name].eq(op[name]) for name in ("op", "word", "last", "busy")]
         out = ctrl.o.payload
         m.d.comb += self.o.valid.eq(ctrl.o.valid)
         m.d.comb += [self.o.payload[name].eq(out[name]) for name in ("op", "word", "last", "busy")]
-        integrate = out.op == Op.INTEGRATE
+        # the op one stage before the sum register: whether the summed drive is an INTEGRATE's
+        before = Signal(Op, name="op_sum")
+        if products[0].latency:
+            m.submodules.control_early = early = Delay(Op, cycles=products[0].latency, name="op_p")
+            m.d.comb += [early.i.valid.eq(read.o.valid), early.i.payload.eq(op.op)]
+            m.d.comb += before.eq(early.o.payload)
+        else:
+            m.d.comb += before.eq(op.op)
+        integrate = before == Op.INTEGRATE
         for lane in range(self.lanes):
             terms = [pr.products[lane] for pr in products]
             while len(terms) > 1:  # a balanced tree of adders
                 pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
                 terms = pairs + terms[len(terms) - len(terms) % 2 :]
-            m.d.comb += self.o.payload.drive[lane].eq(Mux(integrate, terms[0], 0))
+            drive = Signal.like(self.o.payload.drive[lane], name=f"drive{lane}", reset_less=True)
+            m.d.sync += drive.eq(Mux(integrate, terms[0], 0))  # the sum register
+            m.d.comb += self.o.payload.drive[lane].eq(drive)
         return m
