@@ -459,8 +459,9 @@ class Accumulator(wiring.Component):
     def _elaborate_wide(self):
         """The events of a wide beat in one pass: per slot ``j`` its own copy of the weight
         memory read at ``first[j] + word`` and its products, the drive their sum per lane (an
-        unused slot has value 0: no drive), registered: one cycle more than one event's path
-        (:data:`hw.model.cycle_model.SUM_LATENCY`)."""
+        unused slot has value 0: no drive). The products are registered before the sum (the
+        weight memory's output, the product and an adder tree in one cycle were the critical
+        path): one cycle more than one event's path (:data:`hw.model.cycle_model.SUM_LATENCY`)."""
         m = Module()
         p, ops, k = self._timing.pipeline, self.i.payload.shape(), self._width
         shape = data.ArrayLayout(signed(self._weight_width), self.lanes)
@@ -504,21 +505,15 @@ class Accumulator(wiring.Component):
         out = ctrl.o.payload
         m.d.comb += self.o.valid.eq(ctrl.o.valid)
         m.d.comb += [self.o.payload[name].eq(out[name]) for name in ("op", "word", "last", "busy")]
-        # the op one stage before the sum register: whether the summed drive is an INTEGRATE's
-        before = Signal(Op, name="op_sum")
-        if products[0].latency:
-            m.submodules.control_early = early = Delay(Op, cycles=products[0].latency, name="op_p")
-            m.d.comb += [early.i.valid.eq(read.o.valid), early.i.payload.eq(op.op)]
-            m.d.comb += before.eq(early.o.payload)
-        else:
-            m.d.comb += before.eq(op.op)
-        integrate = before == Op.INTEGRATE
+        integrate = out.op == Op.INTEGRATE
         for lane in range(self.lanes):
-            terms = [pr.products[lane] for pr in products]
+            terms = []
+            for j, pr in enumerate(products):  # the products registered before their sum
+                term = Signal.like(pr.products[lane], name=f"term{j}_{lane}", reset_less=True)
+                m.d.sync += term.eq(pr.products[lane])
+                terms.append(term)
             while len(terms) > 1:  # a balanced tree of adders
                 pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
                 terms = pairs + terms[len(terms) - len(terms) % 2 :]
-            drive = Signal.like(self.o.payload.drive[lane], name=f"drive{lane}", reset_less=True)
-            m.d.sync += drive.eq(Mux(integrate, terms[0], 0))  # the sum register
-            m.d.comb += self.o.payload.drive[lane].eq(drive)
+            m.d.comb += self.o.payload.drive[lane].eq(Mux(integrate, terms[0], 0))
         return m

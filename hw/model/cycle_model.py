@@ -113,8 +113,8 @@ OUTPUT_BUFFER_LATENCY = 1
 #: :attr:`LayerTiming.input_width`): a beat taken on ``i`` shows its first event on ``o`` a cycle
 #: later; the next events follow one per handshake
 UNPACKER_LATENCY = 1
-#: ``hw.cores.accumulator.Accumulator`` taking a wide beat's events in one pass: the register
-#: after the sum of their products
+#: ``hw.cores.accumulator.Accumulator`` taking a wide beat's events in one pass: the products'
+#: registers before their sum
 SUM_LATENCY = 1
 #: the largest spikes per beat (``emit_width``) a layer core builds
 MAX_EMIT_WIDTH = 8
@@ -384,7 +384,7 @@ class LayerTiming:
     def accumulator_latency(self) -> int:
         """``hw.cores.accumulator.Accumulator``, word operation to command with its drive: the
         address stage, the weight read and the products (and, for a wide beat's events in one
-        pass, the register after their sum)."""
+        pass, the products' registers before their sum)."""
         p = self.pipeline
         wide = SUM_LATENCY if self.shares_passes else 0
         return p.address_latency + WEIGHT_READ_LATENCY + p.product_latency + wide
