@@ -38,7 +38,28 @@ import numpy as np
 
 from spikezip.hw.model.cycle_model import FIFO_LATENCY, REGISTERED_FIFO_LATENCY
 
-__all__ = ["REGISTERED_FIFO", "SYNC_FIFO", "FifoTiming", "registered_fetches"]
+__all__ = ["REGISTERED_FIFO", "SYNC_FIFO", "FifoCheck", "FifoTiming", "registered_fetches"]
+
+
+@dataclass(frozen=True)
+class FifoCheck:
+    """How full one FIFO ran (:func:`hw.model.vit_model.vit_schedule`,
+    :func:`hw.model.network_model.network_schedule`)."""
+
+    #: the FIFO's name in its top (``"blocks_0_q_fifo"`` in ``ViTCore``, ``"fifo0"`` in
+    #: ``NetworkCore``)
+    name: str
+    depth: int
+    #: the fewest entries with which it would never be full, every FIFO being that deep: its
+    #: occupancy in the schedule without backpressure (:meth:`FifoTiming.need`)
+    need: int
+    #: cycles its producer's beats waited for room in it, summed
+    waited: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """It never refused a beat: no backpressure from it."""
+        return self.waited == 0
 
 
 def _ints(a) -> np.ndarray:
@@ -129,6 +150,40 @@ class FifoTiming:
         if self is REGISTERED_FIFO:
             return _registered_need(o, t)
         return _sync_need(o, t, depth)
+
+    def producer_ready(self, taken, depth: int) -> _Room:
+        """The FIFO's ``w.ready`` as its producer's model asks for it (the ``ready`` function of
+        :func:`hw.model.cycle_model.schedule`): called once per beat, in stream order, with the
+        cycle the beat is offered, it returns the cycle the beat is written, its room computed
+        from the beats written before it in this very run and the consumer's ``taken`` cycles
+        (from the pass before). So a producer filling the FIFO settles in one pass; only the
+        consumer's progress needs passes (:mod:`hw.model.network_model`)."""
+        return _Room(self is REGISTERED_FIFO, _ints(taken).tolist(), depth)
+
+
+class _Room:
+    """:meth:`FifoTiming.producer_ready`: beat ``k`` offered in ``c`` is written in
+    ``max(c, room_k)``, ``room_k`` as :meth:`FifoTiming.room` computes it from the writes so far."""
+
+    def __init__(self, registered: bool, taken: list[int], depth: int) -> None:
+        self.registered, self.taken, self.depth = registered, taken, depth
+        self.moved: list[int] = []  # per beat written: its fetch (or move into ``v2``) cycle
+
+    def _taken(self, j: int) -> int:
+        return self.taken[j] if 0 <= j < len(self.taken) else -1
+
+    def __call__(self, cycle: int) -> int:
+        k, d, moved = len(self.moved), self.depth, self.moved
+        if self.registered:
+            w = max(cycle, moved[k - d] + 1) if k >= d else cycle
+            moved.append(max(w + 1, moved[-1] + 1 if moved else -1, self._taken(k - 2)))
+        else:
+            if d == 1:
+                w = max(cycle, self._taken(k - 1) + 1) if k else cycle
+            else:
+                w = max(cycle, moved[k - d + 1] + 1) if k >= d - 1 else cycle
+            moved.append(max(w + 1, self._taken(k - 1)))
+        return w
 
 
 #: ``amaranth.lib.fifo.SyncFIFOBuffered`` (the ViT top's FIFOs)

@@ -60,7 +60,7 @@ from spikezip.hw.model import vit_sites
 from spikezip.hw.model.cycle_model import CoreRun, LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import Step
-from spikezip.hw.model.fifo_model import SYNC_FIFO
+from spikezip.hw.model.fifo_model import SYNC_FIFO, FifoCheck
 from spikezip.hw.model.vit_sites import SiteSpec, fifo_depth, input_steps, site_spec
 from spikezip.ir import Trace
 from spikezip.ir.transformer import SiteKind, VisionTransformer
@@ -73,25 +73,6 @@ def fifo_latency(depth: int) -> int:
     valid at the FIFO's output: :data:`~hw.model.cycle_model.FIFO_LATENCY`, 1 for one entry
     (``SyncFIFOBuffered`` is then a single register; :data:`hw.model.fifo_model.SYNC_FIFO`)."""
     return SYNC_FIFO.latency_of(depth)
-
-
-@dataclass(frozen=True)
-class FifoCheck:
-    """How full one FIFO ran (:func:`vit_schedule`)."""
-
-    name: str  #: the FIFO's name in ``ViTCore`` (``"blocks_0_q_fifo"``)
-    depth: int
-    #: the fewest entries with which it would never be full, every FIFO being that deep: its
-    #: occupancy in the schedule without backpressure (≥ 2; 1 when a one-entry FIFO is always
-    #: empty when a beat comes)
-    need: int
-    #: cycles its producer's beats waited for room in it, summed
-    waited: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """It never refused a beat: no backpressure from it."""
-        return self.waited == 0
 
 
 @dataclass(frozen=True)
