@@ -49,9 +49,9 @@ def test_report_latency_uses_the_pipeline_depth(digits_network, digits_data):
 
 
 def test_report_latency_at_a_fifo_depth(digits_network, digits_data):
-    """``model_latency(fifo_depth=N)`` (``--fifo-depth``) is the model at N, which fills below the
-    default depth (and costs cycles at depth 1); the default is the smallest power of two ≥ ``n_out + 2``
-    that no inference fills (every FIFO's need)."""
+    """``model_latency(fifo_depth=N)`` (``--fifo-depth``) is the model at N, which fills below
+    the default depth (and costs cycles at depth 1); the default is the smallest power of two
+    ≥ ``n_out + 2`` that no inference fills (every FIFO's need)."""
     x = digits_data.x_test[:4]
     trace = simulate(digits_network, x)
     default = model_latency(digits_network, x, trace, lanes=8)
