@@ -154,6 +154,9 @@ class Latency:
     fifo_depth: int
     #: the fewest entries with which no inter-layer FIFO would fill (the model's need)
     fifo_peak: int
+    #: cycles per inference with every input streamed back to back (``total cycles / samples``)
+    #: at ``fifo_depth``: where a shallow FIFO costs (layer 0 cannot run ahead)
+    back_to_back_cycles: float | None = None
     us_mean: float | None = None  #: at the placed-and-routed fmax, when known
     us_max: float | None = None
 
@@ -420,7 +423,9 @@ def model_latency(
     is not used. The depth is ``fifo_depth`` when given, else the default: the smallest power of
     two ≥ ``n_out + 2`` that no inference fills (every FIFO's
     :attr:`~hw.model.fifo_model.FifoCheck.need`, from the model: a smaller depth makes some
-    inference wait, ``bench/bench_fifo_depth.py``).
+    inference wait, ``bench/bench_fifo_depth.py``). Also the cycles per inference with all
+    ``inputs`` back to back at that depth (:attr:`Latency.back_to_back_cycles`), where a shallow
+    FIFO costs most.
     """
     from spikezip.hw.model.network_model import network_schedule
 
@@ -439,7 +444,9 @@ def model_latency(
         s = network_schedule(network, inputs[b : b + 1], trace.select([b]), params)
         lat.append(int(s.latency[0]))
     lat = np.array(lat)
+    b2b = network_schedule(network, inputs, trace, params).total_cycles / max(1, inputs.shape[0])
     return Latency(
+        back_to_back_cycles=float(b2b),
         cycles_mean=float(lat.mean()),
         cycles_max=int(lat.max()),
         cycles_min=int(lat.min()),
@@ -802,6 +809,8 @@ def table(result: Report | ViTReport) -> str:
         f"(exact model, FIFO depth {lat.fifo_depth}: {fills}; {result.samples} samples, "
         f"{result.steps_mean:.1f} steps)"
     )
+    if lat.back_to_back_cycles is not None:
+        lines.append(f"back to back {lat.back_to_back_cycles:.0f} cycles per inference")
     if result.pnr is not None:
         p = result.pnr
         lines.append(

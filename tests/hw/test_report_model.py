@@ -68,6 +68,11 @@ def test_report_latency_at_a_fifo_depth(digits_network, digits_data):
         assert lat.cycles_max == max(int(s.latency[0]) for s in per)
         assert any(s.backpressure for s in per) == (depth < default.fifo_peak)
         assert lat.cycles_mean >= default.cycles_mean
-        if depth == 1:  # the one-entry FIFO costs cycles even one inference at a time
+        whole = network_schedule(digits_network, x, trace, lanes=8, fifo_depth=depth)
+        assert lat.back_to_back_cycles == whole.total_cycles / len(x)
+        if depth == 1:  # the one-entry FIFO costs cycles, alone and more so back to back
             assert lat.cycles_mean > default.cycles_mean
+            assert lat.back_to_back_cycles - default.back_to_back_cycles > 10 * (
+                lat.cycles_mean - default.cycles_mean
+            )
     assert lat == default
