@@ -50,12 +50,16 @@ class StreamMerge(wiring.Component):
     o : Out(stream.Signature(event_layout(output_format)))
     """
 
+    def __new__(cls, formats, stride_bits: int) -> StreamMerge:
+        formats = tuple(formats)
+        if len(formats) < 2:
+            raise ValueError(f"formats must hold at least two sources, not {len(formats)}")
+        if any(f.index_width > stride_bits for f in formats):
+            raise ValueError(f"every source's index must fit stride_bits = {stride_bits}")
+        return super().__new__(cls)
+
     def __init__(self, formats, stride_bits: int) -> None:
         self._formats = tuple(formats)
-        if len(self._formats) < 2:
-            raise ValueError(f"formats must hold at least two sources, not {len(self._formats)}")
-        if any(f.index_width > stride_bits for f in self._formats):
-            raise ValueError(f"every source's index must fit stride_bits = {stride_bits}")
         self._bits = stride_bits
         n = len(self._formats)
         fo = self.output_format
@@ -138,9 +142,18 @@ class AddCore(wiring.Component):
     o : Out(stream.Signature(event_layout(site.output_format)))
     """
 
-    def __init__(self, *, site: SiteSpec, formats, pipeline=1, storage=None) -> None:
+    def __new__(cls, *, site: SiteSpec, formats, **_: object) -> AddCore:
+        # checked before the object exists (a rejected one leaves no unused elaboratable)
         if not isinstance(site, SiteSpec):
             raise TypeError(f"site must be a SiteSpec, not {type(site).__name__}")
+        formats = tuple(formats)
+        if len(formats) < 2 or site.input_map.n_in % len(formats):
+            raise ValueError(
+                f"formats must give one format per source of the merge map, not {len(formats)}"
+            )
+        return super().__new__(cls)
+
+    def __init__(self, *, site: SiteSpec, formats, pipeline=1, storage=None) -> None:
         formats = tuple(formats)
         stride = site.input_map.n_in // len(formats)
         bits = max(0, (stride - 1).bit_length())

@@ -52,9 +52,13 @@ class MaxPoolCore(wiring.Component):
     o : Out(stream.Signature(event_layout(output format)))
     """
 
-    def __init__(self, geometry: pm.PoolGeometry) -> None:
+    def __new__(cls, geometry: pm.PoolGeometry) -> MaxPoolCore:
+        # checked before the object exists (a rejected one leaves no unused elaboratable)
         if not isinstance(geometry, pm.PoolGeometry):
             raise TypeError(f"geometry must be a PoolGeometry, not {type(geometry).__name__}")
+        return super().__new__(cls)
+
+    def __init__(self, geometry: pm.PoolGeometry) -> None:
         self._geo = g = geometry
         fin, fout = g.input_format, g.output_format
         super().__init__(
@@ -93,7 +97,7 @@ class MaxPoolCore(wiring.Component):
         free = Signal()
         m.d.comb += free.eq(~o.valid | o.ready)
 
-        # -- the read phase: X[index] += value, one event per cycle ---------------------------------
+        # -- the read phase: X[index] += value, one event per cycle ---------------------------
         ev0_v, ev1_v = Signal(), Signal()
         ev0_i, ev1_i = Signal(iw), Signal(iw)
         ev0_x, ev1_x = (Signal(signed(g.input_format.value_width)) for _ in range(2))
@@ -181,7 +185,11 @@ class MaxPoolCore(wiring.Component):
                         with m.If(ch != c_n - 1):
                             m.d.sync += ch.eq(ch + 1)
                         with m.Elif(ox != wo - 1):
-                            m.d.sync += [ch.eq(0), ox.eq(ox + 1), pos_base.eq(pos_base + offsets[0])]
+                            m.d.sync += [
+                                ch.eq(0),
+                                ox.eq(ox + 1),
+                                pos_base.eq(pos_base + offsets[0]),
+                            ]
                         with m.Elif(oy != ho - 1):
                             nxt = row_base + offsets[2]
                             m.d.sync += [ch.eq(0), ox.eq(0), oy.eq(oy + 1)]
