@@ -3,13 +3,14 @@ layer core with a merge map.
 
 Architecture::
 
-    i0 (source 0's spikes) ─┐
-    i1 (source 1's spikes) ─┼─▶ StreamMerge ─(s·stride + i, v)─▶ LayerCore (merge map: m_s in
-    …                       ┘   step by step,                    lane i mod lanes; neurons) ─▶ o
-                                one marker
+    i0 (source 0's spikes) ─ buffer ─┐
+    i1 (source 1's spikes) ─ buffer ─┼─▶ StreamMerge ─(s·stride + i, v)─▶ LayerCore (merge map: m_s in
+    …                                ┘   step by step,           lane i mod lanes; neurons) ─▶ o
+                                         one marker
 
-Protocol, streams and the exact cycle model: :mod:`hw.model.add_model`. The merger is
-combinational (no cycle, a few gates): in state ``k`` it offers the event of the first source
+Protocol, streams and the exact cycle model: :mod:`hw.model.add_model`. Each input goes
+through a one-beat register (``hw.cores.sequencer.EventBuffer``: ``i{s}.ready`` depends on
+registers only, one cycle of latency); the merger behind them is combinational (a few gates): in state ``k`` it offers the event of the first source
 ``s ≥ k`` not at its marker (and not ended), taking the markers of the sources before it in the
 same transfer, or — every source at its marker or ended — the merged marker (busy: the OR). A
 source whose marker had busy 0 has ended its inference; the merged marker with busy 0 ends it
@@ -24,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.layouts import event_layout
+from spikezip.hw.cores.sequencer import EventBuffer
 from spikezip.hw.model.events import EventFormat
 from spikezip.hw.model.vit_sites import SiteSpec
 
@@ -192,8 +194,11 @@ class AddCore(wiring.Component):
         m = Module()
         m.submodules.merge = merge = self._merge
         m.submodules.core = core = self._core
-        for s in range(len(self._formats)):
-            wiring.connect(m, wiring.flipped(getattr(self, f"i{s}")), getattr(merge, f"i{s}"))
+        for s, f in enumerate(self._formats):  # a register per source: i.ready from registers
+            buf = EventBuffer(index_width=f.index_width, value_width=f.value_width)
+            m.submodules[f"buffer{s}"] = buf
+            wiring.connect(m, wiring.flipped(getattr(self, f"i{s}")), buf.i)
+            wiring.connect(m, buf.o, getattr(merge, f"i{s}"))
         mo, ci = merge.o, core.i
         m.d.comb += [ci.valid.eq(mo.valid), mo.ready.eq(ci.ready)]
         m.d.comb += [ci.payload.marker.eq(mo.payload.marker), ci.payload.busy.eq(mo.payload.busy)]
