@@ -571,7 +571,7 @@ def product_case(
     )
 
 
-# -- the max-pool and residual merge cores (docs/cnn.md §11) -------------------------------------
+# -- the max-pool and residual merge cores (docs/cnn.md §12) -------------------------------------
 def max_pool_case(
     directory: Path,
     net,

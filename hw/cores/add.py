@@ -1,20 +1,20 @@
-"""The residual merge core (``ir.cnn.Add``; docs/cnn.md §11): a stream merger in front of a
+"""The residual merge core (``ir.cnn.Add``; docs/cnn.md §12): a stream merger in front of a
 layer core with a merge map.
 
 Architecture::
 
-    i0 (source 0's spikes) ─ buffer ─┐
-    i1 (source 1's spikes) ─ buffer ─┼─▶ StreamMerge ─(s·stride + i, v)─▶ LayerCore (merge map: m_s in
-    …                                ┘   step by step,           lane i mod lanes; neurons) ─▶ o
-                                         one marker
+    i0 (source 0's spikes) ─ register ─┐
+    i1 (source 1's spikes) ─ register ─┼─▶ StreamMerge ─(s·stride + i, v)─▶ LayerCore ─▶ o
+    …                                  ┘   step by step, one marker        (merge map: m_s in
+                                                                            lane i mod lanes)
 
 Protocol, streams and the exact cycle model: :mod:`hw.model.add_model`. Each input goes
 through a one-beat register (``hw.cores.sequencer.EventBuffer``: ``i{s}.ready`` depends on
-registers only, one cycle of latency); the merger behind them is combinational (a few gates): in state ``k`` it offers the event of the first source
-``s ≥ k`` not at its marker (and not ended), taking the markers of the sources before it in the
-same transfer, or — every source at its marker or ended — the merged marker (busy: the OR). A
-source whose marker had busy 0 has ended its inference; the merged marker with busy 0 ends it
-for all.
+registers only, one cycle of latency); the merger behind them is combinational (a few gates):
+in state ``k`` it offers the event of the first source ``s ≥ k`` not at its marker (and not
+ended), taking the markers of the sources before it in the same transfer, or — every source at
+its marker or ended — the merged marker (busy: the OR). A source whose marker had busy 0 has
+ended its inference; the merged marker with busy 0 ends it for all.
 """
 
 from __future__ import annotations

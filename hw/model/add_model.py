@@ -1,5 +1,5 @@
 """The residual merge (``ir.cnn.Add``) as a stream merger and a mapped layer core (pure Python;
-docs/cnn.md §11).
+docs/cnn.md §12).
 
 The core (``hw.cores.add.AddCore``) is a :class:`hw.cores.add.StreamMerge` in front of a
 :class:`hw.cores.layer_core.LayerCore` with a merge map (:meth:`InputMap.merge`): per step the
@@ -171,7 +171,7 @@ def merged_arrivals(
                 arr = [0] * (p[t].n_events + 1) if arrivals is None else arrivals[b][s][t]
                 beats += [max(int(a) + BUFFER_LATENCY, gate) for a in arr[:-1]]
                 gate = max(gate, int(arr[-1]) + BUFFER_LATENCY)
-            steps.append(beats + [gate])
+            steps.append([*beats, gate])
         out.append(steps)
     return out
 

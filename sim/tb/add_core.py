@@ -1,4 +1,4 @@
-"""cocotb testbench of a residual merge core (``hw.cores.add.AddCore``, docs/cnn.md §11).
+"""cocotb testbench of a residual merge core (``hw.cores.add.AddCore``, docs/cnn.md §12).
 
 Reads an :class:`AddStimulus` (written by :func:`sim.cases.add_case`): one
 :class:`~sim.tb.kit.Driver` per source (``i0``, ``i1``, …, each with its own pauses), the

@@ -1,4 +1,4 @@
-"""cocotb testbench of a max-pool core (``hw.cores.max_pool.MaxPoolCore``, docs/cnn.md §11).
+"""cocotb testbench of a max-pool core (``hw.cores.max_pool.MaxPoolCore``, docs/cnn.md §12).
 
 Reads a :class:`MaxPoolStimulus` (written by :func:`sim.cases.max_pool_case`): the input
 payloads (the source site's spikes in HWC order, every inference back to back), the expected

@@ -1,4 +1,4 @@
-"""The residual merge core (docs/cnn.md §11; ``hw.cores.add``): a stream merger in front of a
+"""The residual merge core (docs/cnn.md §12; ``hw.cores.add``): a stream merger in front of a
 layer core with a merge map.
 
 Tier 1: the merge map (rows, bases, gains, the stride's gap), the spec's neurons and formats,

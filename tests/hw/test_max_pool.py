@@ -1,4 +1,4 @@
-"""The differential max-pool core (docs/cnn.md §3, §11; ``hw.cores.max_pool``).
+"""The differential max-pool core (docs/cnn.md §3, §12; ``hw.cores.max_pool``).
 
 Tier 1: the geometry's validation and facts (windows, tap offsets, widths), the spike rule
 against the reference's neuron (``sw.reference.neuron_step`` with Θ = 1), the golden streams
@@ -117,10 +117,10 @@ def _idle(n: int = 0) -> Step:
 
 def test_schedule_by_hand() -> None:
     """One channel, 2×2 input, kernel 2×1, stride 1 (2 windows of 2 taps): step 0 reads two
-    events and the marker in cycles 0–2, the sweep issues in 3–6, window 1's spike is formed in
-    6 + EMIT_LATENCY and leaves one cycle later, the marker is decided the cycle after, the
-    next step reads from the cycle after that; the last step's marker is followed by the
-    clear (4 cycles)."""
+    events and the marker in cycles 0–2, waits ``SETTLE`` cycles, the sweep issues its 4 reads,
+    window 1's spike is formed ``EMIT_LATENCY`` cycles after its last issue and leaves one cycle
+    later, the marker is decided the cycle after, the next step reads from the cycle after that;
+    a step with a duplicate index is refused."""
     g = pm.PoolGeometry(channels=1, height=2, width=2, kernel=(2, 1), stride=(1, 1),
                         neg_bound=0, pos_bound=3)  # fmt: skip
     assert g.windows == 2 and g.taps == 2
@@ -128,12 +128,18 @@ def test_schedule_by_hand() -> None:
     outs = pm.golden_outputs(g, ins)
     assert [s.indices.tolist() for s in outs[0]] == [[1], []]
     run = pm.timed(g, ins, outs)
-    spike = 6 + pm.EMIT_LATENCY
+    start = 3 + pm.SETTLE
+    spike = start + 3 + pm.EMIT_LATENCY
     (s0, s1) = run.beats[0]
     assert s0 == ((spike + 1,), spike + 2)
     read1 = spike + 2  # the step-1 marker is read the cycle after the decision
-    assert s1 == ((), read1 + 1 + g.sweep_cycles - 1 + pm.EMIT_LATENCY + 2)
+    assert s1 == ((), read1 + 1 + pm.SETTLE + g.sweep_cycles - 1 + pm.EMIT_LATENCY + 2)
     assert run.taken[0] == (0, 1, 2, read1)
+    twice = [[Step(np.array([1, 1]), np.array([1, 1]), True), _idle()]]
+    with pytest.raises(ValueError, match="step 0 of inference 0 has input index 1 twice"):
+        pm.golden_outputs(g, twice)
+    with pytest.raises(ValueError, match="has input index 1 twice"):
+        pm.timed(g, twice, outs)
 
 
 # -- tier 2 ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tier 3: the residual merge core's generated Verilog under cocotb (docs/cnn.md §11).
+"""Tier 3: the residual merge core's generated Verilog under cocotb (docs/cnn.md §12).
 
 Each case is generated, linted, built and run twice on the same build: every source always valid
 and the output always ready (every beat equal to the reference's, in the exact cycle model's

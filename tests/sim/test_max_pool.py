@@ -1,4 +1,4 @@
-"""Tier 3: the max-pool core's generated Verilog under cocotb (docs/cnn.md §11).
+"""Tier 3: the max-pool core's generated Verilog under cocotb (docs/cnn.md §12).
 
 Each case is generated, linted, built and run twice on the same build: input always valid and
 output always ready (every beat equal to the reference's, in the exact cycle model's cycle), then
