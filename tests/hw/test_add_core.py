@@ -137,7 +137,7 @@ def _random(data, max_cycles: int) -> None:
            timed_seed=data.draw(st.integers(0, 99)))  # fmt: skip
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_merges_equal_the_reference_and_the_model(data) -> None:
     """Random merges: the core's spikes and busy flags equal the reference's, each beat in the
@@ -162,8 +162,9 @@ def test_sources_that_end_early(n_src: int, neuron: str) -> None:
     net = fixed_add_net(n_src, neuron)
     x = images(np.random.default_rng(0), net, 3)
     sources, _, _ = am.add_streams(net, x, simulate(net, x), n_src)
-    assert any(len(sources[0][b]) < len(sources[-1][b]) for b in range(3))
-    _check(net, x, 2, 1, timed_seed=1)
+    early = [b for b in range(3) if len(sources[0][b]) < len(sources[-1][b])]
+    assert early
+    _check(net, x[early[:1]], 2, 1, timed_seed=1)
 
 
 @pytest.mark.slow
