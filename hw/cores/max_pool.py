@@ -168,7 +168,7 @@ class MaxPoolCore(wiring.Component):
         ky, kx = Signal(_range(kh)), Signal(_range(kw))
         ch, ox, oy = Signal(_range(c_n)), Signal(_range(wo)), Signal(_range(ho))
         w = Signal(_range(g.windows))
-        tap_off, pos_base, row_base = (Signal(range(g.n_in)) for _ in range(3))
+        tap_off, pos_base, row_base = (Signal(_range(g.n_in)) for _ in range(3))
         settle = Signal(range(pm.SETTLE + 1))
         offsets = (sx * c_n, (g.width - kw + 1) * c_n, sy * g.width * c_n)
         clear = Signal(_range(g.clear_cycles))
