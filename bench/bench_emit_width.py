@@ -7,8 +7,8 @@ cycle models (the Amaranth tests check them against the RTL beat for beat,
 * layer 0 alone (analog, input always valid) at ``P`` lanes and ``k`` spikes per beat: cycles per
   inference and overall utilization, with the bound no emitter can pass — the accumulate slots
   over accumulate + sweep + re-initialisation slots (every step sweeps ``W`` words);
-* the whole network back to back (``hw.model.network_model``, FIFOs sized so that none fills:
-  the model is exact), cycles per inference per lanes, pipeline and ``k``, the receiving core
+* the whole network back to back (``hw.model.network_model``, FIFOs the smallest power of two
+  none fills), cycles per inference per lanes, pipeline and ``k``, the receiving core
   taking a beat's events in one shared pass (the design) or one pass each (``serial``).
 
 With ``--pnr``: layer 0's core (``P = 8``, pipeline 1) at each ``k`` (``--pnr-layers 0,1``: also
@@ -64,14 +64,15 @@ def layer0_rows(net, x, trace, widths, lanes_list=(8, 16)) -> list[dict]:
 
 
 def _exact(net, x, trace, lanes, depth, k, serial):
-    """The network schedule with the smallest power-of-two FIFOs no inference fills (exact)."""
-    fifo = 4
-    while True:
-        params = DesignParams.of(net, lanes=lanes, pipeline=depth, emit_width=k, fifo_depth=fifo)
-        sched = network_schedule(net, x, trace, params, serial_input=serial)
-        if sched.exact:
-            return params, sched
-        fifo *= 2
+    """The network schedule with the smallest power-of-two FIFOs no inference fills."""
+    params = DesignParams.of(net, lanes=lanes, pipeline=depth, emit_width=k, fifo_depth=1 << 20)
+    sched = network_schedule(net, x, trace, params, serial_input=serial)
+    need = max(f.need for f in sched.fifos)
+    fifo = 1 << max(0, (need - 1).bit_length())
+    params = DesignParams.of(net, lanes=lanes, pipeline=depth, emit_width=k, fifo_depth=fifo)
+    sched = network_schedule(net, x, trace, params, serial_input=serial)
+    assert not sched.backpressure
+    return params, sched
 
 
 def network_rows(net, x, trace, widths) -> list[dict]:

@@ -205,6 +205,7 @@ STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
 MHZ = _converter(_mhz, "a clock in MHz in (0, 10000]")
 SEED = _int_in(0, (1 << 32) - 1)
+FIFO_DEPTH = _int_in(1, MAX_FIFO_ENTRIES)
 FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
@@ -276,12 +277,24 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         if isinstance(network, VisionTransformer):
             raise CliError("--emit-width sets an MLP's layer cores; a ViT's send one per beat")
         params = replace(params, emit_width=width)
+    params = replace(params, fifo_depth=_fifo_depth(network, args))
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
 
 
 def _probed_params(network, args: argparse.Namespace) -> DesignParams:
     """:func:`_design_params` of a design with the testbench probe (generate, simulate)."""
     return _design_params(network, args)
+
+
+def _fifo_depth(network, args: argparse.Namespace) -> int | None:
+    """``--fifo-depth`` (an MLP's inter-layer FIFOs), or a CliError for a ViT."""
+    depth = getattr(args, "fifo_depth", None)
+    if depth is not None and isinstance(network, VisionTransformer):
+        raise CliError(
+            "--fifo-depth sets an MLP's inter-layer FIFOs; a ViT's FIFOs take --fifo-depths "
+            "NAME=N,…"
+        )
+    return depth
 
 
 def _with_vit_knobs(network, params: DesignParams, args: argparse.Namespace) -> DesignParams:
@@ -747,6 +760,7 @@ def _device(args: argparse.Namespace, network: Network | VisionTransformer) -> s
         raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
     if not vit and args.fifo_depths:
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    _fifo_depth(network, args)
     for name in ("product_lanes", "layer_norm_units"):
         if not vit and getattr(args, name, None) is not None:
             raise CliError(f"--{name.replace('_', '-')} sets a ViT's cores; an MLP has none")
@@ -781,6 +795,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             network,
             x,
             point,
+            fifo_depth=params.fifo_depth,
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
@@ -897,6 +912,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     pnr = args.synth and args.pnr and args.target != "generic"
     kw: dict = {"target": args.target, "pnr": pnr, "device": device}
+    if args.fifo_depth is not None:
+        kw["fifo_depth"] = args.fifo_depth
     if vit:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
         params = _with_vit_knobs(network, params, args)
@@ -986,8 +1003,17 @@ def _design_parent() -> argparse.ArgumentParser:
         type=EMIT_WIDTH,
         metavar="K",
         help=f"spikes per beat between an MLP's layer cores, 1..{MAX_EMIT_WIDTH} (default 1): "
-        "the emitter sends up to k spikes of a fired word per beat and the next core unpacks "
-        "them (docs/performance.md, emitter bandwidth)",
+        "the emitter sends up to k spikes of a fired word per beat, the next core takes them "
+        "in one pass (docs/performance.md, emitter bandwidth)",
+    )
+    p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
     )
     p.add_argument(
         "--fifo-depths",
@@ -1048,6 +1074,15 @@ def _sweep_parent() -> argparse.ArgumentParser:
         metavar="K[,K…]",
         help=f"spikes per beat between an MLP's layer cores to try, comma-separated, each in "
         f"1..{MAX_EMIT_WIDTH} (default 1)",
+    )
+    p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
     )
     p.add_argument(
         "--fifo-depths",

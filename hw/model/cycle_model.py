@@ -49,7 +49,7 @@ behind them are the switches of a :class:`Pipeline`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ __all__ = [
     "LayerTiming",
     "Pipeline",
     "StepSchedule",
+    "beat_cycles",
     "check_timing",
     "schedule",
     "summary",
@@ -366,11 +367,18 @@ class LayerTiming:
         return self.input_width > 1 and not self.serial_input
 
     def input_groups(self, indices: np.ndarray) -> np.ndarray:
-        """The input beat of every event of a step (``0, 0, 1, …``): one beat per event, or with
-        :attr:`shares_passes` the producer's beats — per word of ``input_lanes`` indices,
-        chunks of ``input_width`` (``hw.model.events.BeatFormat.beats``)."""
+        """The pass of every event of a step (``0, 0, 1, …``): one per event, or with
+        :attr:`shares_passes` one per input beat (:meth:`beat_groups`)."""
+        if not self.shares_passes:
+            return np.arange(len(indices))
+        return self.beat_groups(indices)
+
+    def beat_groups(self, indices: np.ndarray) -> np.ndarray:
+        """The input beat of every event of a step (``0, 0, 1, …``): the producer's beats — per
+        word of ``input_lanes`` indices, chunks of ``input_width``
+        (``hw.model.events.BeatFormat.beats``)."""
         n = len(indices)
-        if not self.shares_passes or n == 0:
+        if self.input_width == 1 or n == 0:
             return np.arange(n)
         words = np.asarray(indices) // self.input_lanes
         out, beat, size = np.empty(n, dtype=np.int64), 0, 0
@@ -538,14 +546,19 @@ def _emit(
 
 class _Ready:
     """Backpressure on an output: beat ``k`` (over the run) offered in cycle ``c`` leaves in
-    ``max(c, ready[k])``; the offers are recorded."""
+    ``max(c, ready[k])``, or in ``ready(c)`` when ``ready`` is a function (a per-cycle
+    ``ready`` pattern: the first ready cycle from ``c`` on); the offers are recorded."""
 
-    def __init__(self, ready: Sequence[int]) -> None:
-        self.ready = ready.tolist() if isinstance(ready, np.ndarray) else list(ready)
+    def __init__(self, ready: Sequence[int] | Callable[[int], int]) -> None:
+        self.fn = ready if callable(ready) else None
+        if self.fn is None:
+            self.ready = ready.tolist() if isinstance(ready, np.ndarray) else list(ready)
         self.k, self.offered = 0, []
 
     def leave(self, cycle: int) -> int:
         self.offered.append(cycle)
+        if self.fn is not None:
+            return self.fn(cycle)
         k = self.k
         self.k += 1
         return max(cycle, self.ready[k]) if k < len(self.ready) else cycle
@@ -557,7 +570,7 @@ def schedule(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
-    ready: Sequence[int] | None = None,
+    ready: Sequence[int] | Callable[[int], int] | None = None,
 ) -> list[InferenceSchedule]:
     """The cycle of every output event and marker of a run of inferences, back to back.
 
@@ -578,7 +591,9 @@ def schedule(
         <hw.model.input_map.InputMap.event_cycles>` (its pass, or 1 cycle if dropped) instead of
         ``slots``.
     ready : optional, per output beat of the run (events and markers in stream order), the
-        first cycle it may leave (backpressure on ``o``: ``hw.model.vit_model``). The emitter
+        first cycle it may leave (backpressure on ``o``: ``hw.model.vit_model``), or a function
+        of the cycle a beat is offered giving the cycle it leaves (a per-cycle ``o.ready``
+        pattern: ``hw.model.network_model.OutputReady``). The emitter
         is an elastic pipeline (a skid register behind the serialiser), so a beat held back
         delays only the beats after it — one per cycle — and, through the marker, the sweep two
         steps later.
@@ -697,7 +712,7 @@ def timed(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
-    ready: Sequence[int] | None = None,
+    ready: Sequence[int] | Callable[[int], int] | None = None,
     *,
     ops_per_event: int | None = None,
 ) -> CoreRun:
@@ -709,6 +724,12 @@ def timed(
     its sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
     cycle 0). ``ops_per_event``: neurons one pass updates (default: ``n_out``, or a map's
     ``span·lanes``; a multi-pass map's event counts once per pass).
+
+    With wide input beats (``timing.input_width > 1``; ``arrivals`` per event, its beat's) one
+    ``taken`` per beat: the input register takes a beat whose events share a pass as it takes
+    an event; with ``serial_input`` the unpacker takes it, ``max(arrival, the cycle it handed on
+    the last event of the beat before)``, and hands each event on after ``UNPACKER_LATENCY``.
+    ``offered`` is per output beat (a wide beat once).
     """
     sched, offered = _schedule(timing, inputs, outputs, arrivals, input_map, ready)
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
@@ -717,6 +738,7 @@ def timed(
     slots = timing.slots
     taken: list[int] = []
     held = -1  # the cycle the beat held by the input register leaves it
+    unpacked = -1  # (``serial_input``) the cycle the unpacker hands on its beat's last event
     work = accumulate = ops = 0
     for b, (ins, inf) in enumerate(zip(inputs, sched, strict=True)):
         work += timing.init_cycles + extra + len(inf.steps) * (slots + extra)
@@ -731,18 +753,33 @@ def timed(
                 after = input_map.consumed_after(step.indices, timing.min_distance)
                 passes = input_map.pass_counts[step.indices]
             beats = arrivals[b][t] if arrivals is not None else None
-            for k in range(step.n_events):
+            groups = timing.beat_groups(step.indices)  # one input beat per group
+            n = step.n_events
+            for k in range(n):
                 arrive = 0 if beats is None else int(beats[k])
-                taken.append(max(arrive, held))
+                first = k == 0 or groups[k] != groups[k - 1]
+                if timing.unpacks:  # the unpacker takes the beat, the input register its events
+                    if first:
+                        taken.append(max(arrive, unpacked))
+                    event = max(arrive + UNPACKER_LATENCY, held)
+                    if k == n - 1 or groups[k + 1] != groups[k]:
+                        unpacked = event  # (it takes the next beat with its last event's handshake)
+                elif first:  # a beat (its events share one pass, or it is one event)
+                    taken.append(max(arrive, held))
                 held = s.event_slots[k] + int(after[k])
-            taken.append(max(0 if beats is None else int(beats[-1]), held))
+            arrive = 0 if beats is None else int(beats[-1])
+            if timing.unpacks:
+                taken.append(max(arrive, unpacked))
+                unpacked = max(arrive + UNPACKER_LATENCY, held)
+            else:
+                taken.append(max(arrive, held))
             held = s.fire_cycle
             work += int(costs.sum())
             accumulate += s.fire_cycle - s.accumulate_cycle - s.early_fire
             ops += int(passes.sum()) * ops_per_event
     beats_out = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
     if offered is None:
-        offered = [c for inf in beats_out for ev, mk in inf for c in (*ev, mk)]
+        offered = [c for inf in beats_out for ev, mk in inf for c in (*beat_cycles(ev), mk)]
     return CoreRun(
         beats=beats_out,
         taken=(tuple(taken),),
@@ -751,6 +788,16 @@ def timed(
         ops=ops,
         offered=tuple(offered),
     )
+
+
+def beat_cycles(event_cycles: Sequence[int]) -> list[int]:
+    """The cycle of every beat of a step's events (the events of a wide beat share its cycle;
+    one beat leaves per cycle)."""
+    out: list[int] = []
+    for c in event_cycles:
+        if not out or out[-1] != c:
+            out.append(int(c))
+    return out
 
 
 #: version of :meth:`CycleSummary.to_json`

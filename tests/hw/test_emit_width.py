@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.network_core import NetworkCore
 from spikezip.hw.model import cycle_model, events
-from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH, PIPELINES, LayerTiming
+from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH, PIPELINES, LayerTiming, beat_cycles
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import BeatFormat, EventFormat, Step
 from spikezip.hw.model.network_model import network_schedule
@@ -217,23 +217,21 @@ def test_random_wide_layers_many(case) -> None:
 # -- tier 2: network cores -----------------------------------------------------------------------
 
 
-def exact_depth(net, x, trace, **knobs) -> int:
-    """The smallest power of two for the FIFOs at which the network model is exact."""
-    depth = 4
-    while not network_schedule(net, x, trace, fifo_depth=depth, **knobs).exact:
-        depth *= 2
-    return depth
+def unfilled_depth(net, x, trace, **knobs) -> int:
+    """The smallest power of two no FIFO fills at (the model's ``need``)."""
+    need = max(f.need for f in network_schedule(net, x, trace, fifo_depth=1 << 20, **knobs).fifos)
+    return 1 << max(0, (need - 1).bit_length())
 
 
-def run_network(net, x, lanes, pipeline, emit_width, serial=False):
+def run_network(net, x, lanes, pipeline, emit_width, serial=False, fifo_depth=None):
     """The network core in Amaranth's simulator, input always valid: every core's output beats
-    (cycle, payload) against the golden beats and ``network_schedule``'s cycles."""
+    (cycle, payload) against the golden beats and ``network_schedule``'s cycles (FIFOs of
+    ``fifo_depth`` wide beats, default: a depth none fills)."""
     trace = simulate(net, x)
     knobs = dict(lanes=lanes, pipeline=pipeline, emit_width=emit_width)
-    depth = exact_depth(net, x, trace, serial_input=serial, **knobs)
+    depth = fifo_depth or unfilled_depth(net, x, trace, serial_input=serial, **knobs)
     dut = NetworkCore(network=net, fifo_depth=depth, serial_input=serial, **knobs)
     sched = network_schedule(net, x, trace, dut.params, serial_input=serial)
-    assert sched.exact
     words = [
         w for inf in events.input_steps(net, x, trace, 0) for s in inf
         for w in s.words(dut.input_format)
@@ -266,18 +264,30 @@ def run_network(net, x, lanes, pipeline, emit_width, serial=False):
             fmt = BeatFormat(core.output_format, core.emit_width)
             expected = [w for inf in outs for s in inf for w in fmt.words(s, core.lanes)]
         assert [w for _, w in got[k]] == expected, f"layer {k}: payloads"
-        cycles = _beat_cycles(s for inf in sched.layers[k] for s in inf.steps)
+        cycles = [
+            c for inf in sched.runs[k].beats for ev, mk in inf for c in (*beat_cycles(ev), mk)
+        ]
         assert [c for c, _ in got[k]] == cycles, f"layer {k}: cycles"
-    return dut
+    return dut, sched
 
 
 def test_wide_network_matches_golden_and_network_model() -> None:
     net = random_network(7, depth=3, max_width=12)
     x = np.random.default_rng(7).integers(0, 16, (3, net.n_inputs))
-    dut = run_network(net, x, 3, 1, 2)
+    dut, sched = run_network(net, x, 3, 1, 2)
     assert [c.emit_width for c in dut.cores] == [2, 2, 1]
     assert [c.input_width for c in dut.cores] == [1, 2, 2]
-    assert not any(c.timing.unpacks for c in dut.cores)
+    assert not any(c.timing.unpacks for c in dut.cores) and not sched.backpressure
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_wide_network_under_fifo_backpressure(serial) -> None:
+    """FIFOs of one wide beat: the producers wait, and the model (at any depth) still gives
+    every beat's cycle."""
+    net = random_network(7, depth=3, max_width=12)
+    x = np.random.default_rng(7).integers(0, 16, (3, net.n_inputs))
+    _, sched = run_network(net, x, 3, 1, 2, serial, fifo_depth=1)
+    assert sched.backpressure
 
 
 @pytest.mark.slow
@@ -289,6 +299,7 @@ def test_wide_digits_network_matches_network_model(lanes, pipeline, emit_width, 
 
     net = convert.to_network(qann.load_or_train())
     run_network(net, digits.load().x_test[:3], lanes, pipeline, emit_width, serial)
+    run_network(net, digits.load().x_test[:3], lanes, pipeline, emit_width, serial, fifo_depth=2)
 
 
 @pytest.mark.slow
