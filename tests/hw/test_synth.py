@@ -96,6 +96,26 @@ def test_place_and_route_layer_core(digits_network):
     assert p.critical_path and p.utilization["TRELLIS_IO"]["used"] <= 8
 
 
+def test_place_and_route_stops_at_its_time_limit(tmp_path):
+    """nextpnr past its time limit is stopped: a PlaceRouteError that says so (with the synthesis
+    counts kept), not a hang; a limit that is not positive is refused before any work."""
+    import time
+
+    from spikezip.hw.cores.fifo import RegisteredFIFO
+    from spikezip.hw.flow.synth import PlaceRouteError, place_and_route
+
+    with pytest.raises(ValueError, match="time_limit must be > 0"):
+        place_and_route(RegisteredFIFO(width=8, depth=16), time_limit=0)
+    t0 = time.monotonic()
+    with pytest.raises(PlaceRouteError) as info:
+        place_and_route(RegisteredFIFO(width=8, depth=16), time_limit=0.2, workdir=tmp_path)
+    assert time.monotonic() - t0 < 60
+    assert info.value.timed_out and info.value.misfit is None
+    assert "stopped after its time limit of 0.2 s (seed 1" in str(info.value)
+    assert info.value.synth.total["lut"] > 0
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_keep_expands_to_the_direct_submodules(digits_network, digits_verilog):
     """``<module>.*`` keeps every direct child (not grandchildren); an unknown name is an
     error, not a silent no-op (Yosys would otherwise report no such module's counts)."""
