@@ -212,12 +212,16 @@ STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
 MHZ = _converter(_mhz, "a clock in MHz in (0, 10000]")
 SEED = _int_in(0, (1 << 32) - 1)
+<<<<<<< HEAD
 MINUTES = _converter(_minutes, "minutes in (0, 10000]")
 #: nextpnr's default time limit per design point, in minutes (``--pnr-time-limit``): an MLP or
 #: CNN places in 0.5–4 min, but some seeds run many times longer on the same netlist; the whole
 #: ViT on the 85k takes hours.
 PNR_TIME_LIMIT_MIN = 30.0
 VIT_PNR_TIME_LIMIT_MIN = 300.0
+=======
+FIFO_DEPTH = _int_in(1, MAX_FIFO_ENTRIES)
+>>>>>>> main
 FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
@@ -273,7 +277,19 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         )
     except (TypeError, ValueError) as e:
         raise CliError(f"--lanes {','.join(map(str, lanes or ()))}: {e}") from None
+    params = replace(params, fifo_depth=_fifo_depth(network, args))
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
+
+
+def _fifo_depth(network, args: argparse.Namespace) -> int | None:
+    """``--fifo-depth`` (an MLP's inter-layer FIFOs), or a CliError for a ViT."""
+    depth = getattr(args, "fifo_depth", None)
+    if depth is not None and isinstance(network, VisionTransformer):
+        raise CliError(
+            "--fifo-depth sets an MLP's inter-layer FIFOs; a ViT's FIFOs take --fifo-depths "
+            "NAME=N,…"
+        )
+    return depth
 
 
 def _with_vit_knobs(network, params: DesignParams, args: argparse.Namespace) -> DesignParams:
@@ -739,6 +755,7 @@ def _device(args: argparse.Namespace, network: Network | VisionTransformer) -> s
         raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
     if not vit and args.fifo_depths:
         raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    _fifo_depth(network, args)
     for name in ("product_lanes", "layer_norm_units"):
         if not vit and getattr(args, name, None) is not None:
             raise CliError(f"--{name.replace('_', '-')} sets a ViT's cores; an MLP has none")
@@ -771,6 +788,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             network,
             x,
             point,
+            fifo_depth=params.fifo_depth,
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
@@ -894,7 +912,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     pnr = args.synth and args.pnr and args.target != "generic"
     kw: dict = {"target": args.target, "pnr": pnr, "device": device}
+<<<<<<< HEAD
     kw["pnr_time_limit"] = _pnr_seconds(args, network)
+=======
+    if args.fifo_depth is not None:
+        kw["fifo_depth"] = args.fifo_depth
+>>>>>>> main
     if vit:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
         params = _with_vit_knobs(network, params, args)
@@ -979,6 +1002,15 @@ def _design_parent() -> argparse.ArgumentParser:
         help="where membranes and tracers live (default: by size, per layer)",
     )
     p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
+    )
+    p.add_argument(
         "--fifo-depths",
         default=None,
         type=FIFO_DEPTHS,
@@ -1029,6 +1061,15 @@ def _sweep_parent() -> argparse.ArgumentParser:
         type=STORAGE_LIST,
         help=f"membrane storage to try, comma-separated from auto, {', '.join(STORAGES)} "
         "(default auto)",
+    )
+    p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
     )
     p.add_argument(
         "--fifo-depths",

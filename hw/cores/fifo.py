@@ -28,7 +28,10 @@ entry written in cycle ``c`` into an empty FIFO is valid on ``r`` in cycle ``c +
 behind it follow one per cycle (after a stall too: both stages hold theirs), so entry ``n`` is
 valid from ``max(written_n + 3, taken_{n-1} + 1)`` on. ``w.ready`` is ``level < depth``, from a
 register of its own (``full``): the memory is full with ``depth`` entries not yet read (the FIFO
-then holds up to ``depth + 3``).
+then holds up to ``depth + 3``). Any ``depth ≥ 1`` works; the exact network model's view of all
+this (when a beat is fetched, when the writer has room, how deep it must be never to refuse a
+beat) is :data:`hw.model.fifo_model.REGISTERED_FIFO`, checked against this class in
+tests/hw/test_fifo.py.
 """
 
 from __future__ import annotations

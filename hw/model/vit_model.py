@@ -18,17 +18,18 @@ testbench's stimulus: every inference's beats back to back from cycle 0) and the
 always ready, so ``done`` of an inference is the cycle of the head's last marker.
 
 **Backpressure.** A FIFO of ``d ≥ 2`` entries moves beat ``k`` from its memory to its output
-register in ``max(w_k + 1, taken_{k−1})`` and has room for beat ``k`` once beat ``k − d + 1``
-moved; a one-entry FIFO once beat ``k − 1`` was taken. Room depends on the consumer's progress
-on earlier beats, which depends on its own FIFOs downstream, so :func:`vit_schedule` runs the
-composition in **passes**: every core in execution order, each with the room its FIFOs had in the
-pass before (none in the first, the schedule with FIFOs that never fill). Every cycle only grows
-from pass to pass; the first pass that changes no FIFO's room is a consistent schedule, the
-RTL's (the digits ViT: 24 passes for 3 images, 9 for one). How each core waits for room is its
-model's: the layer core's emitter is an elastic pipeline (a held beat delays only the beats
-behind it, and through its marker the sweep two steps later), the residual stage's and the
-LayerNorm's and the product's output registers hold their sequencer, the softmax freezes
-entirely (``en = ~o.valid | o.ready``).
+register in ``max(w_k + 1, taken_{k−1})`` and has room for beat ``k`` once beat ``k − d + 1`` moved;
+a one-entry FIFO once beat ``k − 1`` was taken (:data:`hw.model.fifo_model.SYNC_FIFO`; the MLP's
+chain, :mod:`hw.model.network_model`, composes the same way). Room depends on the consumer's
+progress on earlier beats, which depends on its own FIFOs downstream, so :func:`vit_schedule` runs
+the composition in **passes**: every core in execution order, each with the room its FIFOs had in
+the pass before (none in the first, the schedule with FIFOs that never fill). Every cycle only grows
+from pass to pass; the first pass that changes no FIFO's room is a consistent schedule, the RTL's
+(the digits ViT: 24 passes for 3 images, 9 for one). How each core waits for room is its model's:
+the layer core's emitter is an elastic pipeline (a held beat delays only the beats behind it, and
+through its marker the sweep two steps later), the residual stage's and the LayerNorm's and the
+product's output registers hold their sequencer, the softmax freezes entirely (``en = ~o.valid |
+o.ready``).
 
 The streams' contents come from the golden trace: a site's output in step ``t`` is its spikes
 (``trace.spikes``) and a marker whose busy flag is the core's own — its input marker's flag, the
@@ -56,9 +57,10 @@ from spikezip.hw.model import product_model as pm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model import softmax_model as sm
 from spikezip.hw.model import vit_sites
-from spikezip.hw.model.cycle_model import FIFO_LATENCY, CoreRun, LayerTiming, Pipeline
+from spikezip.hw.model.cycle_model import CoreRun, LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import Step
+from spikezip.hw.model.fifo_model import SYNC_FIFO, FifoCheck
 from spikezip.hw.model.vit_sites import SiteSpec, fifo_depth, input_steps, site_spec
 from spikezip.ir import Trace
 from spikezip.ir.transformer import SiteKind, VisionTransformer
@@ -69,27 +71,8 @@ __all__ = ["CoreLoad", "FifoCheck", "ViTSchedule", "fifo_latency", "vit_schedule
 def fifo_latency(depth: int) -> int:
     """Cycles from a beat written into an empty FIFO of ``depth`` entries to the cycle it is
     valid at the FIFO's output: :data:`~hw.model.cycle_model.FIFO_LATENCY`, 1 for one entry
-    (``SyncFIFOBuffered`` is then a single register)."""
-    return 1 if depth == 1 else FIFO_LATENCY
-
-
-@dataclass(frozen=True)
-class FifoCheck:
-    """How full one FIFO ran (:func:`vit_schedule`)."""
-
-    name: str  #: the FIFO's name in ``ViTCore`` (``"blocks_0_q_fifo"``)
-    depth: int
-    #: the fewest entries with which it would never be full, every FIFO being that deep: its
-    #: occupancy in the schedule without backpressure (≥ 2; 1 when a one-entry FIFO is always
-    #: empty when a beat comes)
-    need: int
-    #: cycles its producer's beats waited for room in it, summed
-    waited: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """It never refused a beat: no backpressure from it."""
-        return self.waited == 0
+    (``SyncFIFOBuffered`` is then a single register; :data:`hw.model.fifo_model.SYNC_FIFO`)."""
+    return SYNC_FIFO.latency_of(depth)
 
 
 @dataclass(frozen=True)
@@ -270,7 +253,7 @@ class _Graph:
             taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
             if taken.size != writes.size:  # (a model's bug, not the user's)
                 raise AssertionError(f"{fifo}: {writes.size} beats written, {taken.size} taken")
-            room = _room(writes, taken, depth)
+            room = SYNC_FIFO.room(writes, taken, depth)
             if not np.array_equal(room, self.fifo_ready[fifo]):
                 self.fifo_ready[fifo], changed = room, True
         return changed
@@ -281,7 +264,12 @@ class _Graph:
             offered = np.asarray(self.runs[producer].offered, dtype=np.int64)
             taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
             out.append(
-                FifoCheck(fifo, depth, _need(offered, taken, depth), int((writes - offered).sum()))
+                FifoCheck(
+                    fifo,
+                    depth,
+                    SYNC_FIFO.need(offered, taken, depth),
+                    int((writes - offered).sum()),
+                )
             )
         return tuple(out)
 
@@ -307,30 +295,6 @@ class _Graph:
 
 def _site_model(timing, ins, outs, arrivals, ready, *, ops: int, imap: Any) -> CoreRun:
     return cm.timed(timing, ins, outs, arrivals, imap, ready, ops_per_event=ops)
-
-
-def _room(writes: np.ndarray, taken: np.ndarray, depth: int) -> np.ndarray:
-    """Per beat, the first cycle a FIFO of ``depth`` entries has room for it: beat ``k`` moves
-    from the memory to the output register in ``max(w_k + 1, taken_{k−1})``, and the memory
-    (``depth − 1`` entries) has room for beat ``k`` once beat ``k − depth + 1`` moved; a
-    one-entry FIFO once the beat before was taken."""
-    room = np.zeros_like(writes)
-    if depth == 1:
-        room[1:] = taken[:-1] + 1
-        return room
-    moved = np.maximum(writes + 1, np.concatenate([[-1], taken[:-1]]))
-    room[depth - 1 :] = moved[: max(0, writes.size - depth + 1)] + 1
-    return room
-
-
-def _need(offered: np.ndarray, taken: np.ndarray, depth: int) -> int:
-    """The fewest entries (≥ 2) with which a FIFO fed at the ``offered`` cycles and read at the
-    ``taken`` cycles never refuses a beat (1 when a one-entry FIFO never does)."""
-    if depth == 1 and np.all(taken[:-1] < offered[1:]):
-        return 1
-    moved = np.maximum(offered + 1, np.concatenate([[-1], taken[:-1]]))
-    inner = np.arange(offered.size) - np.searchsorted(moved, offered, side="left")
-    return int(inner.max()) + 2 if inner.size else 2
 
 
 def vit_schedule(
