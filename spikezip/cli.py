@@ -212,16 +212,13 @@ STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
 MHZ = _converter(_mhz, "a clock in MHz in (0, 10000]")
 SEED = _int_in(0, (1 << 32) - 1)
-<<<<<<< HEAD
 MINUTES = _converter(_minutes, "minutes in (0, 10000]")
 #: nextpnr's default time limit per design point, in minutes (``--pnr-time-limit``): an MLP or
 #: CNN places in 0.5–4 min, but some seeds run many times longer on the same netlist; the whole
 #: ViT on the 85k takes hours.
 PNR_TIME_LIMIT_MIN = 30.0
 VIT_PNR_TIME_LIMIT_MIN = 300.0
-=======
 FIFO_DEPTH = _int_in(1, MAX_FIFO_ENTRIES)
->>>>>>> main
 FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
@@ -912,12 +909,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     pnr = args.synth and args.pnr and args.target != "generic"
     kw: dict = {"target": args.target, "pnr": pnr, "device": device}
-<<<<<<< HEAD
     kw["pnr_time_limit"] = _pnr_seconds(args, network)
-=======
     if args.fifo_depth is not None:
         kw["fifo_depth"] = args.fifo_depth
->>>>>>> main
     if vit:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
         params = _with_vit_knobs(network, params, args)

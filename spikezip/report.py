@@ -630,19 +630,14 @@ def evaluate(
     generic: bool = False,
     trace=None,
     device: str | None = None,
-<<<<<<< HEAD
+    fifo_depth: int | None = None,
     pnr_time_limit: float | None = None,
 ) -> Report:
     """Resources, fmax, latency, SOPs and energy of one design point (``device``: an ECP5
-    size, :func:`device_args`; default the 25k; ``pnr_time_limit``: seconds nextpnr may run,
-    past them a :class:`hw.flow.synth.PlaceRouteError` saying so)."""
-=======
-    fifo_depth: int | None = None,
-) -> Report:
-    """Resources, fmax, latency, SOPs and energy of one design point (``device``: an ECP5
     size, :func:`device_args`; default the 25k), its inter-layer FIFOs ``fifo_depth`` deep
-    (default: the smallest power of two no inference fills, :func:`model_latency`)."""
->>>>>>> main
+    (default: the smallest power of two no inference fills, :func:`model_latency`);
+    ``pnr_time_limit``: CPU seconds nextpnr may use, past them a
+    :class:`hw.flow.synth.PlaceRouteError` saying so."""
     from spikezip.hw.cores.network_core import NetworkCore
     from spikezip.hw.flow.synth import place_and_route, synthesize
     from spikezip.hw.flow.verilog import generate
