@@ -490,6 +490,7 @@ def evaluate_vit(
     target: str = "ecp5",
     device: str | None = VIT_DEVICE,
     on_stage: Callable[[str], None] | None = None,
+    pnr_time_limit: float | None = None,
 ) -> ViTReport:
     """One design point of a ViT (:class:`ViTReport`).
 
@@ -564,7 +565,10 @@ def evaluate_vit(
             stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
             keep = ("harness.dut", "harness.dut.*")
             try:
-                p = place_and_route(core(), target=target, device_args=dev_args, keep=keep)
+                p = place_and_route(
+                    core(), target=target, device_args=dev_args, keep=keep,
+                    time_limit=pnr_time_limit,
+                )  # fmt: skip
             except PlaceRouteError as e:  # synthesised, but it did not place: say so, keep counts
                 p, synthesized = None, e.synth
                 if e.misfit:  # (any other failure, a stopped nextpnr too, is not a misfit)
@@ -632,10 +636,13 @@ def evaluate(
     trace=None,
     device: str | None = None,
     fifo_depth: int | None = None,
+    pnr_time_limit: float | None = None,
 ) -> Report:
     """Resources, fmax, latency, SOPs and energy of one design point (``device``: an ECP5
     size, :func:`device_args`; default the 25k), its inter-layer FIFOs ``fifo_depth`` deep
-    (default: the smallest power of two no inference fills, :func:`model_latency`)."""
+    (default: the smallest power of two no inference fills, :func:`model_latency`);
+    ``pnr_time_limit``: CPU seconds nextpnr may use, past them a
+    :class:`hw.flow.synth.PlaceRouteError` saying so."""
     from spikezip.hw.cores.network_core import NetworkCore
     from spikezip.hw.flow.synth import place_and_route, synthesize
     from spikezip.hw.flow.verilog import generate
@@ -668,7 +675,12 @@ def evaluate(
     macs = float(sum(layer.n_in * layer.n_out for layer in network.layers))
     placed = None
     if pnr and target in ("ecp5", "ice40"):
-        p = place_and_route(core(), target=target, device_args=device_args(target, device))
+        p = place_and_route(
+            core(),
+            target=target,
+            device_args=device_args(target, device),
+            time_limit=pnr_time_limit,
+        )
         placed = PlaceRoute(
             device=p.device,
             fmax_mhz=round(p.fmax_mhz, 2),

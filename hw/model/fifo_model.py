@@ -16,15 +16,18 @@ Two kinds, one :class:`FifoTiming` each:
   ``max(w_k + 1, t_{k−1})``; latency 2 (:data:`~hw.model.cycle_model.FIFO_LATENCY`), 1 for one
   entry (a single register, room once the beat before was taken).
 * :data:`REGISTERED_FIFO`, ``hw.cores.fifo.RegisteredFIFO`` (the MLP's inter-layer FIFOs): a
-  memory of ``depth`` entries, its read register ``v1`` and the output register ``v2``. Beat
-  ``k`` is **fetched** from the memory (into ``v1``) in ``f_k = max(w_k + 1, a_{k−1})`` and
-  moves into ``v2`` in ``a_k = max(f_k + 1, t_{k−1})`` (``v2`` takes it when empty or when its
-  beat is taken), so ``f_k = max(w_k + 1, f_{k−1} + 1, t_{k−2})``; it is valid on ``r`` from
-  ``a_k + 1 = max(w_k + 3, t_{k−1} + 1)``
-  (:data:`~hw.model.cycle_model.REGISTERED_FIFO_LATENCY`). ``w.ready`` is ``level < depth``
-  (``level``: written and not fetched, seen the cycle after), so the memory has room for beat
-  ``k`` from ``f_{k−depth} + 1`` on. Any ``depth ≥ 1`` works: the FIFO then holds up to
-  ``depth + 2`` beats (memory, ``v1``, ``v2``).
+  memory of ``depth`` entries, its read register ``v1``, the output register ``v2`` and the skid
+  register behind it. Beat ``k`` is **fetched** from the memory (into ``v1``) in
+  ``f_k = max(w_k + 1, a_{k−1})`` and moves into ``v2`` in ``a_k = max(f_k + 1, a_{k−1} + 1,
+  t_{k−2} + 1)``: ``v2`` takes the next beat unless it holds one and the skid register holds the
+  one before (which it does until that beat is taken, in ``t_{k−2}``); since
+  ``a_{k−2} ≤ f_{k−1}``, ``f_k = max(w_k + 1, f_{k−1} + 1, t_{k−3} + 1)``. Beat ``k`` is valid on
+  ``r`` from ``max(a_k + 1, t_{k−1} + 1) = max(w_k + 3, t_{k−1} + 1)``
+  (:data:`~hw.model.cycle_model.REGISTERED_FIFO_LATENCY`; a beat is taken at the earliest 2
+  cycles after its fetch, and one beat per cycle). ``w.ready`` is ``level < depth`` (``level``:
+  written and not fetched, seen the cycle after), so the memory has room for beat ``k`` from
+  ``f_{k−depth} + 1`` on. Any ``depth ≥ 1`` works: the FIFO then holds up to ``depth + 3``
+  beats (memory, ``v1``, ``v2``, skid).
 
 tests/hw/test_fifo.py checks both formulas against the FIFOs in Amaranth's simulator under random
 writes and reads.
@@ -76,10 +79,10 @@ def _previous(a: np.ndarray, shift: int) -> np.ndarray:
 
 def registered_fetches(writes, taken) -> np.ndarray:
     """The cycle each beat of a ``RegisteredFIFO`` leaves its memory (into the read register):
-    ``f_k = max(w_k + 1, f_{k−1} + 1, t_{k−2})``, a running maximum."""
+    ``f_k = max(w_k + 1, f_{k−1} + 1, t_{k−3} + 1)``, a running maximum."""
     w, t = _ints(writes), _ints(taken)
     k = np.arange(w.size, dtype=np.int64)
-    own = np.maximum(w + 1, _previous(t, 2)) - k
+    own = np.maximum(w + 1, _previous(t, 3) + 1) - k
     return np.maximum.accumulate(own) + k if w.size else w
 
 
@@ -176,7 +179,7 @@ class _Room:
         k, d, moved = len(self.moved), self.depth, self.moved
         if self.registered:
             w = max(cycle, moved[k - d] + 1) if k >= d else cycle
-            moved.append(max(w + 1, moved[-1] + 1 if moved else -1, self._taken(k - 2)))
+            moved.append(max(w + 1, moved[-1] + 1 if moved else -1, self._taken(k - 3) + 1))
         else:
             if d == 1:
                 w = max(cycle, self._taken(k - 1) + 1) if k else cycle
