@@ -99,7 +99,10 @@ def test_cli_sweep_on_a_scheduler_records_a_failed_point_and_exits_1(
     record = json.loads((out / "sweep.json").read_text())
     assert [r["point"]["label"] for r in record["results"]] == ["P=1", "P=4"]
     assert record["failed"] == [
-        {"point": {"lanes": 2, "storage": None, "pipeline": 1, "label": "P=2"}, "error": error}
+        {
+            "point": {"lanes": 2, "storage": None, "pipeline": 1, "emit_width": 1, "label": "P=2"},
+            "error": error,
+        }
     ]
     assert (out / "sweep.png").stat().st_size > 0
 
