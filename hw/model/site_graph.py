@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from spikezip.hw.model import cycle_model as cm
 from spikezip.hw.model.cycle_model import FIFO_LATENCY, CoreRun
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "GraphSchedule",
     "fifo_latency",
     "link_names",
+    "site_core_model",
     "solve",
 ]
 
@@ -282,6 +284,13 @@ def solve(graph: GraphModel, compose: Callable[[GraphModel], None], max_passes: 
         if not graph.settle():
             return passes, need
     raise RuntimeError(f"the FIFOs' backpressure did not settle in {max_passes} passes")
+
+
+def site_core_model(timing, ins, outs, arrivals, ready, *, ops: int | None, imap: Any) -> CoreRun:
+    """A mapped layer core's model in :meth:`GraphModel.run`'s argument order
+    (:func:`hw.model.cycle_model.timed`; ``ops``: neurons one pass updates, None for the map's
+    ``span·lanes``)."""
+    return cm.timed(timing, ins, outs, arrivals, imap, ready, ops_per_event=ops)
 
 
 def _room(writes: np.ndarray, taken: np.ndarray, depth: int) -> np.ndarray:

@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model import cycle_model as cm
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model import product_model as pm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model import softmax_model as sm
 from spikezip.hw.model import vit_sites
-from spikezip.hw.model.cycle_model import CoreRun, LayerTiming, Pipeline
+from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import Step
 from spikezip.hw.model.site_graph import (
@@ -49,6 +48,7 @@ from spikezip.hw.model.site_graph import (
     GraphModel,
     GraphSchedule,
     fifo_latency,
+    site_core_model,
     solve,
 )
 from spikezip.hw.model.vit_sites import SiteSpec, fifo_depth, input_steps, site_spec
@@ -126,17 +126,13 @@ class _Graph(GraphModel):
         self.run(
             name,
             arrivals,
-            functools.partial(_site_model, ops=ops, imap=spec.input_map),
+            functools.partial(site_core_model, ops=ops, imap=spec.input_map),
             timing,
             ins,
             self.streams[name],
         )
         kind = "linear" if spec.kind is SiteKind.LINEAR else "direct"
         self.loads.append((name, kind, timing.lanes))
-
-
-def _site_model(timing, ins, outs, arrivals, ready, *, ops: int, imap: Any) -> CoreRun:
-    return cm.timed(timing, ins, outs, arrivals, imap, ready, ops_per_event=ops)
 
 
 def vit_schedule(
