@@ -33,6 +33,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
 from spikezip.hw.cores.accumulator import weight_words
+from spikezip.hw.cores.cnn_core import CnnCore
 from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
 from spikezip.hw.cores.vit_core import ViTCore
 from spikezip.hw.flow.manifest import (
@@ -48,6 +49,7 @@ from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Network
 from spikezip.ir._io import atomic_write
+from spikezip.ir.cnn import ConvNet
 from spikezip.ir.transformer import VisionTransformer
 
 __all__ = [
@@ -199,6 +201,9 @@ def write_design(
     )
     if isinstance(network, VisionTransformer):
         top = ViTCore(vit=network, params=checked, probe=probe)
+        names = network.site_names
+    elif isinstance(network, ConvNet):
+        top = CnnCore(net=network, params=checked, probe=probe)
         names = network.site_names
     else:
         top = NetworkCore(network=network, params=checked, probe=probe)
