@@ -14,6 +14,8 @@ sequencer reads together with the event:
   computed elsewhere): event ``(i, value)`` adds ``gain·value`` to neuron ``i`` only — a pass of
   one word (``base = i // lanes``) whose weight word is ``gain`` in lane ``i mod lanes`` and 0
   elsewhere (row ``i mod lanes`` of a ``lanes``-row table).
+* **merge** (:meth:`InputMap.merge`; a ``ConvNet``'s residual ``Add``): the direct map of
+  several sources, each with its own gain, the source number above the index bits.
 * **convolution** (:meth:`InputMap.conv`; docs/cnn.md §11): event ``(c', y, x)`` is a *list* of
   passes, one per target ``(oy, ox, ky, kx)`` of ``Conv2d.targets``: over the ``span = c_out /
   lanes`` words of output position ``(oy, ox)`` (neurons in HWC order) with weight row
@@ -54,7 +56,7 @@ class InputMap:
     """Per input index: its weight ``row``, the first neuron word ``base`` of its pass and whether
     it is ``kept``; the weight table ``[rows·span, lanes]`` (row ``r`` at words ``r·span …``).
 
-    Build with :meth:`tokens`, :meth:`direct` or :meth:`conv`. A map whose events may have more
+    Build with :meth:`tokens`, :meth:`direct`, :meth:`merge` or :meth:`conv`. A map whose events may have more
     than one pass (:attr:`multi`) also lists every pass: ``counts[j]`` passes for index ``j``
     (0: dropped), their rows and bases ``pass_rows``/``pass_bases`` concatenated in index order
     (``rows``/``bases`` are each index's first pass).
@@ -177,6 +179,42 @@ class InputMap:
             kept=np.ones(n, dtype=bool),
             table=np.eye(lanes, dtype=np.int64) * int(gain),
         )
+
+    @classmethod
+    def merge(cls, n: int, gains, *, lanes: int) -> InputMap:
+        """A residual merge of ``len(gains)`` sources of ``n`` neurons each (docs/cnn.md §11):
+        event ``(s·stride + i, v)`` of source ``s`` adds ``gains[s]·v`` to neuron ``i``, with
+        ``stride = 2^⌈log2 n⌉`` (:meth:`merge_stride`: the source number sits above the index
+        bits, so a merger concatenates it). A one-word pass (``base = i // lanes``) whose
+        weight word is ``gains[s]`` in lane ``i mod lanes`` (row ``s·lanes + i mod lanes``);
+        the indices ``i ≥ n`` of the stride's gap are dropped (no source sends them)."""
+        n, lanes = _pos_int("n", n), _pos_int("lanes", lanes)
+        if isinstance(gains, (str, bytes)) or not hasattr(gains, "__iter__"):
+            raise ValueError(f"gains must be a sequence of integers, not {gains!r}")
+        gains = list(gains)
+        if len(gains) < 1:
+            raise ValueError("gains must hold at least one entry")
+        for k, v in enumerate(gains):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise ValueError(f"gains[{k}] must be an integer, not {v!r}")
+        stride = cls.merge_stride(n)
+        source, i = np.divmod(np.arange(len(gains) * stride), stride)
+        kept = i < n
+        eye = np.eye(lanes, dtype=np.int64)
+        return cls(
+            kind="merge",
+            span=1,
+            lanes=lanes,
+            rows=np.where(kept, source * lanes + i % lanes, 0),
+            bases=np.where(kept, i // lanes, 0),
+            kept=kept,
+            table=np.concatenate([eye * int(g) for g in gains]),
+        )
+
+    @staticmethod
+    def merge_stride(n: int) -> int:
+        """Index distance between two sources of a merge map: ``2^⌈log2 n⌉`` (at least 1)."""
+        return 1 << max(0, (int(n) - 1).bit_length())
 
     @classmethod
     def conv(

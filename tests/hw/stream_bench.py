@@ -63,3 +63,47 @@ def drive_streams(
 def drive_stream(core, words: Sequence[int], n_out: int, **kw) -> list[tuple[int, int]]:
     """:func:`drive_streams` with one input, ``core.i``."""
     return drive_streams(core, [(core.i, words)], n_out, **kw)
+
+
+def drive_timed(
+    core,
+    inputs: Sequence[tuple[object, Sequence[int], Sequence[int]]],
+    n_out: int,
+    ready: Sequence[int],
+    *,
+    limit: int,
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Run ``core`` with scheduled inputs and backpressure, as a cycle model's ``arrivals`` and
+    ``ready`` describe them: ``inputs`` are ``(port, words, valid_from)`` triples, word ``k``
+    offered from cycle ``valid_from[k]`` on (once the word before was taken); output beat ``k``
+    taken from cycle ``ready[k]`` on (``o.ready`` low before). Returns the cycle each input word
+    was taken, per input, and the output beats as ``(cycle, payload)``."""
+    got: list[tuple[int, int]] = []
+    taken: list[list[int]] = [[] for _ in inputs]
+
+    async def bench(ctx):
+        cycle = 0
+        while len(got) < n_out and cycle < limit:
+            offered = []
+            for j, (port, words, valid_from) in enumerate(inputs):
+                k = len(taken[j])
+                valid = k < len(words) and cycle >= int(valid_from[k])
+                ctx.set(port.valid, valid)
+                ctx.set(port.payload.as_value(), words[min(k, len(words) - 1)] if words else 0)
+                offered.append(valid)
+            k = len(got)
+            ok = k >= len(ready) or cycle >= int(ready[k])
+            ctx.set(core.o.ready, ok)
+            for j, (port, _, _) in enumerate(inputs):
+                if offered[j] and ctx.get(port.ready):
+                    taken[j].append(cycle)
+            if ok and ctx.get(core.o.valid):
+                got.append((cycle, ctx.get(core.o.payload.as_value())))
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return taken, got
