@@ -198,6 +198,8 @@ def _max_cycles(
         # a conv event is one pass per window it reaches (up to kh·kw), not one
         per_step += sum(
             int(spec.input_map.event_cycles(np.arange(spec.input_map.n_in), 3).sum())
+            if hasattr(spec, "input_map")
+            else spec.sweep_cycles + spec.clear_cycles + 16  # a max-pool
             for spec in conv_sites.site_specs(network, d.params.lanes).values()
         )
     elif isinstance(network, VisionTransformer):

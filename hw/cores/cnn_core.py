@@ -1,10 +1,13 @@
 """The spiking CNN in RTL: every site of an ``ir.cnn.ConvNet`` a core, wired as its site graph.
 
-Each site is a mapped layer core (:class:`hw.cores.layer_core.LayerCore` with an input map,
-:func:`hw.model.conv_sites.site_spec`): a convolution (an input event is a list of passes over
-the output windows it reaches, docs/cnn.md §11), a sum-pool (a depthwise map: one word per
-window), a linear layer (one token of a token map, its weight columns permuted to read its source
-core's HWC indices — the Flatten is this index map and nothing else). Every site's stream goes
+Each site is a core (:func:`hw.model.conv_sites.site_spec`): a mapped layer core
+(:class:`hw.cores.layer_core.LayerCore` with an input map) for a convolution (an input event is
+a list of passes over the output windows it reaches, docs/cnn.md §11), a sum-pool (a depthwise
+map: one word per window) and a linear layer (one token of a token map, its weight columns
+permuted to read its source core's HWC indices — the Flatten is this index map and nothing
+else); the residual merge (:class:`hw.cores.add.AddCore`: a stream merger in front of a layer
+core with a merge map, one input port per source); the differential max-pool
+(:class:`hw.cores.max_pool.MaxPoolCore`). Every site's stream goes
 to each site that reads it through a FIFO (a broadcast first where several do), named and sized
 by :func:`hw.model.conv_sites.fifo_names` and :func:`~hw.model.conv_sites.default_fifo_depths`::
 
@@ -28,12 +31,16 @@ from typing import Any
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
+from spikezip.hw.cores.add import AddCore
 from spikezip.hw.cores.layer_core import LayerCore
+from spikezip.hw.cores.max_pool import MaxPoolCore
 from spikezip.hw.cores.site_graph import SiteGraph
 from spikezip.hw.model import conv_sites
+from spikezip.hw.model.add_model import source_formats
 from spikezip.hw.model.cycle_model import Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import EventFormat
+from spikezip.hw.model.pool_model import PoolGeometry
 from spikezip.hw.model.vit_sites import SiteSpec
 from spikezip.ir.cnn import ConvNet
 
@@ -110,8 +117,9 @@ class CnnCore(SiteGraph):
         return self._net
 
     @property
-    def sites(self) -> dict[str, SiteSpec]:
-        """Every site's spec (neurons, widths, formats, map), in execution order."""
+    def sites(self) -> dict[str, SiteSpec | PoolGeometry]:
+        """Every site's spec (neurons, widths, formats, map) or max-pool geometry, in execution
+        order."""
         return dict(self._specs)
 
     @property
@@ -123,16 +131,30 @@ class CnnCore(SiteGraph):
         return self._params.lanes
 
     @property
-    def cores(self) -> tuple[LayerCore, ...]:
+    def cores(self) -> tuple[LayerCore | AddCore | MaxPoolCore, ...]:
         """The site cores, in execution order (built once; the RTL instantiates these)."""
         if not hasattr(self, "_cores"):
-            self._cores = tuple(
-                LayerCore.for_site(
-                    spec, pipeline=self._params.pipeline, storage=self._params.storage
-                )
-                for spec in self._specs.values()
-            )
+            knobs = {"pipeline": self._params.pipeline, "storage": self._params.storage}
+            out = []
+            for s, spec in zip(self._net.sites, self._specs.values(), strict=True):
+                if isinstance(spec, PoolGeometry):
+                    out.append(MaxPoolCore(spec))
+                elif s.kind == "add":
+                    formats = source_formats(self._net, s.layer)
+                    out.append(AddCore(site=spec, formats=formats, **knobs))
+                else:
+                    out.append(LayerCore.for_site(spec, **knobs))
+            self._cores = tuple(out)
         return self._cores
+
+    @property
+    def layer_cores(self) -> tuple[LayerCore | None, ...]:
+        """Per site its layer core (a merge's inner one), None for a max-pool: the cores with
+        a weight table."""
+        return tuple(
+            c.core if isinstance(c, AddCore) else c if isinstance(c, LayerCore) else None
+            for c in self.cores
+        )
 
     @property
     def formats(self) -> tuple[EventFormat, ...]:
@@ -156,7 +178,13 @@ class CnnCore(SiteGraph):
         wiring.connect(m, wiring.flipped(self.i), cores[0].i)
         for k in range(net.depth - 1):
             readers = conv_sites.consumers(net, k)
-            self.link(m, cores[k].o, [cores[c].i for c, _ in readers], net.sites[k].name)
+            ports = [_port(cores[c], p) for c, p in readers]
+            self.link(m, cores[k].o, ports, net.sites[k].name)
         wiring.connect(m, cores[-1].o, wiring.flipped(self.o))
         self.monitor(m, list(cores))
         return m
+
+
+def _port(core, port: int):
+    """Input ``port`` of a site core: ``i`` (one input), ``i{port}`` of a merge."""
+    return getattr(core, f"i{port}") if isinstance(core, AddCore) else core.i

@@ -181,7 +181,11 @@ class MaxPoolCore(wiring.Component):
                         with m.If(ch != c_n - 1):
                             m.d.sync += ch.eq(ch + 1)
                         with m.Elif(ox != wo - 1):
-                            m.d.sync += [ch.eq(0), ox.eq(ox + 1), pos_base.eq(pos_base + offsets[0])]
+                            m.d.sync += [
+                                ch.eq(0),
+                                ox.eq(ox + 1),
+                                pos_base.eq(pos_base + offsets[0]),
+                            ]
                         with m.Elif(oy != ho - 1):
                             nxt = row_base + offsets[2]
                             m.d.sync += [ch.eq(0), ox.eq(0), oy.eq(oy + 1)]

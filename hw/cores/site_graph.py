@@ -148,7 +148,8 @@ class SiteGraph(wiring.Component):
     def monitor(self, m: Module, cores: list) -> None:
         """``done`` (the last site's marker with busy 0 leaving on ``o``), the cycle and
         inference counters, every site core's stream counters and the probe (``cores``: the
-        site cores in execution order, each with ``i`` and ``o``)."""
+        site cores in execution order, each with ``o`` and ``i``, or — a merge — an inner layer
+        core ``core`` whose ``i`` is counted)."""
         last = self.o
         m.d.comb += self.done.eq(last.valid & last.ready & last.payload.marker & ~last.payload.busy)
         m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -157,7 +158,8 @@ class SiteGraph(wiring.Component):
         probe, counters = [], []
         for k, core in enumerate(cores):
             out = core.o
-            counters.extend(stream_counters(m, k, core.i, out))
+            inp = core.core.i if hasattr(core, "core") else core.i
+            counters.extend(stream_counters(m, k, inp, out))
             fire_out = out.valid & out.ready
             probe.extend([fire_out if k < len(cores) - 1 else out.valid, out.payload.as_value()])
         m.d.comb += self.counters.eq(Cat(*counters))

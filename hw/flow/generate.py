@@ -175,6 +175,29 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _pool_entry(name: str, geo: Any, hex_name: str) -> LayerEntry:
+    """The manifest entry of a max-pool core (``hw.model.pool_model.PoolGeometry``): one lane,
+    a word per window, no weights (an empty image)."""
+    return LayerEntry(
+        name=name,
+        n_in=geo.n_in,
+        n_out=geo.windows,
+        lanes=1,
+        words=geo.windows,
+        analog=False,
+        storage="memory",
+        pipeline=None,
+        bounds=(geo.neg_bound, geo.pos_bound),
+        widths={"tracer": geo.tracer_width, "membrane": geo.membrane_width},
+        cycles_per_event=1,
+        sweep_cycles=geo.sweep_cycles,
+        init_cycles=geo.clear_cycles,
+        input_format=geo.input_format,
+        output_format=geo.output_format,
+        weights=WeightImage(file=hex_name, depth=0, word_width=1),
+    )
+
+
 def write_design(
     network: Network,
     directory: str | os.PathLike,
@@ -221,9 +244,15 @@ def write_design(
 
     write(f"{toplevel}.v", generate(top, toplevel, backend=backend))
     layers = []
-    for k, core in enumerate(top.cores):
-        words = core.weight_table()
+    cores = top.layer_cores if isinstance(top, CnnCore) else top.cores
+    for k, core in enumerate(cores):
         hex_name = f"layer{k}.weights.hex"
+        if core is None:  # a CNN's max-pool: no weights, its own geometry
+            geo = top.cores[k].geometry
+            write(hex_name, "")
+            layers.append(_pool_entry(names[k], geo, hex_name))
+            continue
+        words = core.weight_table()
         write(hex_name, _hex(words, core.widths.weight, core.lanes))
         layers.append(
             LayerEntry(

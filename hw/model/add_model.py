@@ -114,9 +114,9 @@ def merge_steps(sources: Sequence[Sequence[Sequence[Step]]], stride: int) -> lis
             live = [(s, p[t]) for s, p in enumerate(per) if t < len(p)]
             steps.append(
                 Step(
-                    indices=np.concatenate(
-                        [st.indices + s * stride for s, st in live]
-                    ).astype(np.int64),
+                    indices=np.concatenate([st.indices + s * stride for s, st in live]).astype(
+                        np.int64
+                    ),
                     values=np.concatenate([st.values for _, st in live]).astype(np.int64),
                     busy=any(st.busy for _, st in live),
                 )

@@ -4,8 +4,10 @@ cores' models (pure Python, no Amaranth).
 The top is a site graph (:mod:`hw.model.site_graph`: FIFOs, broadcasts, backpressure and the
 passes of the composition): per site a mapped layer core
 (:func:`hw.model.cycle_model.timed` with the site's input map: a convolution's list of passes
-per event, a sum-pool's depthwise map, a linear layer's one-token map), in execution order, each
-fed by the FIFO from the site it reads. The first site's input is always valid (every
+per event, a sum-pool's depthwise map, a linear layer's one-token map), a merge
+(:func:`hw.model.add_model.timed`: its stream merger and layer core, one port per source), a
+max-pool (:func:`hw.model.pool_model.timed`), in execution order, each fed by the FIFOs from the
+sites it reads. The first site's input is always valid (every
 inference's beats back to back from cycle 0) and the last site's output always ready, so
 ``done`` of an inference is the cycle of the last site's last marker.
 
@@ -28,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from spikezip.hw.model import add_model as am
 from spikezip.hw.model import conv_sites
+from spikezip.hw.model import pool_model as pm
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.site_graph import GraphModel, GraphSchedule, site_core_model, solve
@@ -41,7 +45,13 @@ __all__ = ["CnnSchedule", "cnn_schedule"]
 CnnSchedule = GraphSchedule
 
 #: a site's load kind (:class:`hw.model.site_graph.CoreLoad`) by its IR kind
-LOAD_KINDS = {"conv2d": "conv", "sumpool2d": "pool", "linear": "linear"}
+LOAD_KINDS = {
+    "conv2d": "conv",
+    "sumpool2d": "pool",
+    "linear": "linear",
+    "add": "merge",
+    "maxpool2d": "maxpool",
+}
 
 
 class _Graph(GraphModel):
@@ -101,23 +111,34 @@ def _compose(g: _Graph, image: list, trace: Trace) -> None:
     names = net.site_names
     arrivals: dict[tuple[int, int], Any] = {}
     for k, (site, spec) in enumerate(zip(net.sites, g.specs, strict=True)):
+        srcs = conv_sites.source_sites(net, k)
         if k == 0:
             ports, arr = [image], None
         else:
-            ports = [g.streams[names[src]] for src in conv_sites.source_sites(net, k)]
+            ports = [g.streams[names[src]] for src in srcs]
             arr = arrivals[(k, 0)]
         if site.name not in g.streams:
             g.streams[site.name] = conv_sites.output_steps(net, trace, k, ports)
-        timing = LayerTiming(
-            n_out=spec.n_out, lanes=spec.input_map.lanes, pipeline=g.params.pipeline
-        )
+        outs = g.streams[site.name]
         kind = LOAD_KINDS[site.kind]
-        ops = {"linear": spec.n_out, "pool": 1}.get(kind)
-        model = functools.partial(site_core_model, ops=ops, imap=spec.input_map)
-        g.run(site.name, arr, model, timing, ports[0], g.streams[site.name])
-        g.loads.append((site.name, kind, timing.lanes))
-        readers = conv_sites.consumers(net, k)
+        if isinstance(spec, pm.PoolGeometry):
+            g.run(site.name, arr, pm.timed, spec, ports[0], outs)
+            g.loads.append((site.name, kind, 0))
+        else:
+            timing = LayerTiming(
+                n_out=spec.n_out, lanes=spec.input_map.lanes, pipeline=g.params.pipeline
+            )
+            if kind == "merge":  # per inference, per source, per step
+                per = [arrivals[(k, p)] for p in range(len(srcs))]
+                arr = [[a[b] for a in per] for b in range(len(ports[0]))]
+                g.run(site.name, arr, am.timed, timing, spec.input_map, ports, outs)
+            else:
+                ops = {"linear": spec.n_out, "pool": 1}.get(kind)
+                model = functools.partial(site_core_model, ops=ops, imap=spec.input_map)
+                g.run(site.name, arr, model, timing, ports[0], outs)
+            g.loads.append((site.name, kind, timing.lanes))
         if k < net.depth - 1:
+            readers = conv_sites.consumers(net, k)
             targets = [(names[c], port) for c, port in readers]
             for reader, a in zip(readers, g.link(site.name, targets, site.name), strict=True):
                 arrivals[reader] = a

@@ -174,15 +174,10 @@ def conv_streams(
 
 
 # -- every site of a ConvNet (the CNN top, hw.cores.cnn_core) ----------------------------------
-#: site kinds the RTL builds as mapped layer cores
-LAYER_KINDS = ("conv2d", "sumpool2d", "linear")
-#: site kinds built by their own cores (the max-pool and the residual merge)
-STREAM_KINDS = ("maxpool2d", "add")
-_NAMES = {"maxpool2d": "MaxPool2d", "add": "Add"}
-
-
-def _unsupported(kind: str) -> ValueError:
-    return ValueError(f"{_NAMES.get(kind, kind)} sites are not supported in RTL yet")
+#: site kinds the RTL builds as mapped layer cores (a merge: a stream merger in front of one)
+LAYER_KINDS = ("conv2d", "sumpool2d", "linear", "add")
+#: every site kind the CNN top builds (a max-pool: ``hw.cores.max_pool.MaxPoolCore``)
+RTL_KINDS = (*LAYER_KINDS, "maxpool2d")
 
 
 def core_order(net: ConvNet, site: int) -> np.ndarray:
@@ -221,8 +216,8 @@ def check_rtl(net: ConvNet) -> None:
     if not isinstance(net, ConvNet):
         raise TypeError(f"network must be an ir.cnn.ConvNet, not {type(net).__name__}")
     for s in net.sites:
-        if s.kind not in LAYER_KINDS:
-            raise _unsupported(s.kind)
+        if s.kind not in RTL_KINDS:
+            raise ValueError(f"{s.kind} sites are not supported in RTL yet")
     readers = consumers(net, -1)
     if [k for k, _ in readers] != [0]:
         names = [net.sites[k].name for k, _ in readers]
@@ -241,8 +236,9 @@ def resolve_cnn_lanes(net: ConvNet, lanes: Any) -> tuple[int, ...]:
 
     One value ``P``: a conv takes the largest divisor of its output channels not above ``P``, a
     sum-pool the largest divisor of its channels (a core's words hold whole positions), a linear
-    layer ``min(P, n_out)``. One per site: each must lie in ``1..n`` and divide the channels of
-    a conv or a sum-pool; the error names the site and the valid values.
+    layer or a merge ``min(P, n)``, a max-pool 1 (its core has no lanes: one element per cycle).
+    One per site: each must lie in ``1..n`` and divide the channels of a conv or a sum-pool (a
+    max-pool's must be 1); the error names the site and the valid values.
     """
     check_rtl(net)
     sites = net.sites
@@ -256,7 +252,9 @@ def resolve_cnn_lanes(net: ConvNet, lanes: Any) -> tuple[int, ...]:
         out = []
         for s in sites:
             c = channels(s)
-            if c is None:
+            if s.kind == "maxpool2d":
+                out.append(1)
+            elif c is None:
                 out.append(min(int(lanes), s.size))
             else:
                 out.append(max(p for p in range(1, min(int(lanes), c) + 1) if c % p == 0))
@@ -268,6 +266,8 @@ def resolve_cnn_lanes(net: ConvNet, lanes: Any) -> tuple[int, ...]:
         if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 1 <= p <= s.size:
             raise ValueError(f"lanes of site {s.name} must lie in 1..{s.size}, not {p!r}")
         c = channels(s)
+        if s.kind == "maxpool2d" and p != 1:
+            raise ValueError(f"lanes of site {s.name} (a max-pool) must be 1, not {p}")
         if c is not None and c % p:
             valid = [q for q in range(1, c + 1) if c % q == 0]
             raise ValueError(
@@ -298,19 +298,29 @@ def _neurons(op: Any, n: int, positions: int, thr: np.ndarray, bias: np.ndarray)
     )
 
 
-def site_spec(net: ConvNet, site: int, *, lanes: int) -> SiteSpec:
-    """The mapped layer core of trace layer ``site`` of ``net``: a convolution
-    (:func:`conv_spec`), a sum-pool (:meth:`InputMap.depthwise`, neurons in HWC order) or a
-    linear layer (one token of :meth:`InputMap.tokens`, its weight columns permuted to read its
-    source core's HWC indices). Max-pools and merges have their own cores."""
+def site_spec(net: ConvNet, site: int, *, lanes: int) -> Any:
+    """What trace layer ``site`` of ``net`` is built from: the :class:`SiteSpec` of a mapped
+    layer core — a convolution (:func:`conv_spec`), a sum-pool (:meth:`InputMap.depthwise`,
+    neurons in HWC order), a linear layer (one token of :meth:`InputMap.tokens`, its weight
+    columns permuted to read its source core's HWC indices), a merge
+    (:func:`hw.model.add_model.add_spec`) — or a max-pool's
+    :class:`hw.model.pool_model.PoolGeometry`."""
     if not isinstance(site, int) or not 0 <= site < net.depth:
         raise ValueError(f"site must be an integer in [0, {net.depth - 1}], not {site!r}")
     s = net.sites[site]
     layer, op = s.layer, s.op
     if s.kind == "conv2d":
         return conv_spec(net, layer, lanes=lanes)
+    if s.kind == "add":
+        from spikezip.hw.model.add_model import add_spec
+
+        return add_spec(net, layer, lanes=lanes)
+    if s.kind == "maxpool2d":
+        from spikezip.hw.model.pool_model import pool_geometry
+
+        return pool_geometry(net, layer)
     if s.kind not in LAYER_KINDS:
-        raise _unsupported(s.kind)
+        raise ValueError(f"{s.kind} sites are not supported in RTL yet")
     widths = net.widths[layer]
     value_width, spike_max = _value_width(net, layer, widths)
     shape = net.input_shape_of(layer)
@@ -337,8 +347,9 @@ def site_spec(net: ConvNet, site: int, *, lanes: int) -> SiteSpec:
     )
 
 
-def site_specs(net: ConvNet, lanes: Any) -> dict[str, SiteSpec]:
-    """Every site's spec, in execution order (``lanes``: :func:`resolve_cnn_lanes`)."""
+def site_specs(net: ConvNet, lanes: Any) -> dict[str, Any]:
+    """Every site's :func:`site_spec`, in execution order (``lanes``:
+    :func:`resolve_cnn_lanes`)."""
     return {
         s.name: site_spec(net, k, lanes=p)
         for k, (s, p) in enumerate(zip(net.sites, resolve_cnn_lanes(net, lanes), strict=True))

@@ -108,9 +108,7 @@ class PoolGeometry:
             object.__setattr__(self, name, tuple(int(x) for x in v))
         (kh, kw) = self.kernel
         if kh > self.height or kw > self.width:
-            raise ValueError(
-                f"kernel must fit the {self.height}×{self.width} input, not {kh}×{kw}"
-            )
+            raise ValueError(f"kernel must fit the {self.height}×{self.width} input, not {kh}×{kw}")
         n, p = self.neg_bound, self.pos_bound
         if not (isinstance(n, int) and isinstance(p, int) and n <= 0 <= p and n < p):
             raise ValueError(f"bounds must be integers with n ≤ 0 ≤ p and n < p, not [{n}, {p}]")
@@ -213,7 +211,11 @@ class PoolGeometry:
         if u == 0:
             return 0
         m = 1 << (abs(u).bit_length() - 1)
-        cap = 1 if self.neuron == "stbif" else (None if self.max_level is None else 1 << self.max_level)
+        cap = (
+            1
+            if self.neuron == "stbif"
+            else (None if self.max_level is None else 1 << self.max_level)
+        )
         if cap is not None:
             m = min(m, cap)
         return m if u > 0 else -m
