@@ -28,10 +28,12 @@ from spikezip.hw.model import cycle_model, events
 from spikezip.ir import Network, Trace
 from spikezip.sim.tb.files import (
     STIMULUS_ENV,
+    AddStimulus,
     BitLayout,
     ConvCoreStimulus,
     LayerCoreStimulus,
     LayerNormStimulus,
+    MaxPoolStimulus,
     NeuronArrayStimulus,
     ProductStimulus,
     Record,
@@ -567,3 +569,95 @@ def product_case(
     return StreamCase(
         directory, verilog, toplevel, beats, ProductStimulus, "spikezip.sim.tb.product"
     )
+
+
+# -- the max-pool and residual merge cores (docs/cnn.md §12) -------------------------------------
+def max_pool_case(
+    directory: Path,
+    net,
+    inputs: np.ndarray,
+    layer: int,
+    *,
+    trace: Trace | None = None,
+    toplevel: str = "max_pool",
+) -> StreamCase:
+    """Write the Verilog and stimulus of the max-pool core of ``net.layers[layer]`` (an
+    ``ir.cnn.MaxPool2d``; :func:`hw.model.pool_model.pool_geometry`) fed with the reference's
+    spikes of its source for ``inputs``, expecting the reference's spikes (``trace``, default
+    ``sw.cnn.reference.simulate``) at the exact cycle model's cycles."""
+    from spikezip.hw.cores.max_pool import MaxPoolCore
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model import pool_model as pm
+
+    if trace is None:
+        from spikezip.sw.cnn.reference import simulate
+
+        trace = simulate(net, inputs)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    geo = pm.pool_geometry(net, layer)
+    core = MaxPoolCore(geo)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel))
+    ins, outs = pm.pool_streams(net, inputs, trace, layer)
+    sched = pm.schedule(geo, ins, outs)
+    fin, fout = geo.input_format, geo.output_format
+    MaxPoolStimulus(
+        name=net.sites[[s.layer for s in net.sites].index(layer)].name,
+        in_format=fin,
+        out_format=fout,
+        in_words=np.array([w for inf in ins for s in inf for w in s.words(fin)], dtype=np.uint64),
+        **_expected_beats(fout, outs, sched),
+    ).save(directory / STIMULUS)
+    return StreamCase(
+        directory, verilog, toplevel, sched, MaxPoolStimulus, "spikezip.sim.tb.max_pool"
+    )
+
+
+def add_case(
+    directory: Path,
+    net,
+    inputs: np.ndarray,
+    layer: int,
+    *,
+    lanes: int,
+    pipeline: cycle_model.Pipeline | int = 1,
+    trace: Trace | None = None,
+    toplevel: str = "add_core",
+) -> StreamCase:
+    """Write the Verilog and stimulus of the merge core of ``net.layers[layer]`` (an
+    ``ir.cnn.Add``; :func:`hw.model.add_model.add_spec`) fed with the reference's spikes of
+    each source for ``inputs``, expecting the reference's spikes (``trace``, default
+    ``sw.cnn.reference.simulate``) at the exact cycle model's cycles."""
+    from spikezip.hw.cores.add import AddCore
+    from spikezip.hw.flow.verilog import generate
+    from spikezip.hw.model import add_model as am
+
+    if trace is None:
+        from spikezip.sw.cnn.reference import simulate
+
+        trace = simulate(net, inputs)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = am.add_spec(net, layer, lanes=lanes)
+    fmts = am.source_formats(net, layer)
+    core = AddCore(site=spec, formats=fmts, pipeline=pipeline)
+    verilog = directory / f"{toplevel}.v"
+    verilog.write_text(generate(core, toplevel))
+    sources, _, outs = am.add_streams(net, inputs, trace, layer)
+    run = am.timed(core.timing, spec.input_map, sources, outs)
+    sched = [[(list(ev), mk) for ev, mk in inf] for inf in run.beats]
+    fout = core.output_format
+    per = [
+        [w for inf in src for s in inf for w in s.words(f)]
+        for src, f in zip(sources, fmts, strict=True)
+    ]
+    AddStimulus(
+        name=spec.name,
+        in_format=fmts[0],
+        out_format=fout,
+        in_words=np.array([w for p in per for w in p], dtype=np.uint64),
+        in_counts=np.array([len(p) for p in per], dtype=np.int64),
+        **_expected_beats(fout, outs, sched),
+    ).save(directory / STIMULUS)
+    return StreamCase(directory, verilog, toplevel, sched, AddStimulus, "spikezip.sim.tb.add_core")

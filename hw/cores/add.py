@@ -1,19 +1,20 @@
-"""The residual merge core (``ir.cnn.Add``; docs/cnn.md §11): a stream merger in front of a
+"""The residual merge core (``ir.cnn.Add``; docs/cnn.md §12): a stream merger in front of a
 layer core with a merge map.
 
 Architecture::
 
-    i0 (source 0's spikes) ─┐
-    i1 (source 1's spikes) ─┼─▶ StreamMerge ─(s·stride + i, v)─▶ LayerCore (merge map: m_s in
-    …                       ┘   step by step,                    lane i mod lanes; neurons) ─▶ o
-                                one marker
+    i0 (source 0's spikes) ─ register ─┐
+    i1 (source 1's spikes) ─ register ─┼─▶ StreamMerge ─(s·stride + i, v)─▶ LayerCore ─▶ o
+    …                                  ┘   step by step, one marker        (merge map: m_s in
+                                                                            lane i mod lanes)
 
-Protocol, streams and the exact cycle model: :mod:`hw.model.add_model`. The merger is
-combinational (no cycle, a few gates): in state ``k`` it offers the event of the first source
-``s ≥ k`` not at its marker (and not ended), taking the markers of the sources before it in the
-same transfer, or — every source at its marker or ended — the merged marker (busy: the OR). A
-source whose marker had busy 0 has ended its inference; the merged marker with busy 0 ends it
-for all.
+Protocol, streams and the exact cycle model: :mod:`hw.model.add_model`. Each input goes
+through a one-beat register (``hw.cores.sequencer.EventBuffer``: ``i{s}.ready`` depends on
+registers only, one cycle of latency); the merger behind them is combinational (a few gates):
+in state ``k`` it offers the event of the first source ``s ≥ k`` not at its marker (and not
+ended), taking the markers of the sources before it in the same transfer, or — every source at
+its marker or ended — the merged marker (busy: the OR). A source whose marker had busy 0 has
+ended its inference; the merged marker with busy 0 ends it for all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.layouts import event_layout
+from spikezip.hw.cores.sequencer import EventBuffer
 from spikezip.hw.model.events import EventFormat
 from spikezip.hw.model.vit_sites import SiteSpec
 
@@ -50,12 +52,16 @@ class StreamMerge(wiring.Component):
     o : Out(stream.Signature(event_layout(output_format)))
     """
 
+    def __new__(cls, formats, stride_bits: int) -> StreamMerge:
+        formats = tuple(formats)
+        if len(formats) < 2:
+            raise ValueError(f"formats must hold at least two sources, not {len(formats)}")
+        if any(f.index_width > stride_bits for f in formats):
+            raise ValueError(f"every source's index must fit stride_bits = {stride_bits}")
+        return super().__new__(cls)
+
     def __init__(self, formats, stride_bits: int) -> None:
         self._formats = tuple(formats)
-        if len(self._formats) < 2:
-            raise ValueError(f"formats must hold at least two sources, not {len(self._formats)}")
-        if any(f.index_width > stride_bits for f in self._formats):
-            raise ValueError(f"every source's index must fit stride_bits = {stride_bits}")
         self._bits = stride_bits
         n = len(self._formats)
         fo = self.output_format
@@ -138,9 +144,18 @@ class AddCore(wiring.Component):
     o : Out(stream.Signature(event_layout(site.output_format)))
     """
 
-    def __init__(self, *, site: SiteSpec, formats, pipeline=1, storage=None) -> None:
+    def __new__(cls, *, site: SiteSpec, formats, **_: object) -> AddCore:
+        # checked before the object exists (a rejected one leaves no unused elaboratable)
         if not isinstance(site, SiteSpec):
             raise TypeError(f"site must be a SiteSpec, not {type(site).__name__}")
+        formats = tuple(formats)
+        if len(formats) < 2 or site.input_map.n_in % len(formats):
+            raise ValueError(
+                f"formats must give one format per source of the merge map, not {len(formats)}"
+            )
+        return super().__new__(cls)
+
+    def __init__(self, *, site: SiteSpec, formats, pipeline=1, storage=None) -> None:
         formats = tuple(formats)
         stride = site.input_map.n_in // len(formats)
         bits = max(0, (stride - 1).bit_length())
@@ -179,8 +194,11 @@ class AddCore(wiring.Component):
         m = Module()
         m.submodules.merge = merge = self._merge
         m.submodules.core = core = self._core
-        for s in range(len(self._formats)):
-            wiring.connect(m, wiring.flipped(getattr(self, f"i{s}")), getattr(merge, f"i{s}"))
+        for s, f in enumerate(self._formats):  # a register per source: i.ready from registers
+            buf = EventBuffer(index_width=f.index_width, value_width=f.value_width)
+            m.submodules[f"buffer{s}"] = buf
+            wiring.connect(m, wiring.flipped(getattr(self, f"i{s}")), buf.i)
+            wiring.connect(m, buf.o, getattr(merge, f"i{s}"))
         mo, ci = merge.o, core.i
         m.d.comb += [ci.valid.eq(mo.valid), mo.ready.eq(ci.ready)]
         m.d.comb += [ci.payload.marker.eq(mo.payload.marker), ci.payload.busy.eq(mo.payload.busy)]

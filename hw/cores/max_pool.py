@@ -1,4 +1,4 @@
-"""The differential max-pool core (``ir.cnn.MaxPool2d``; docs/cnn.md §3, §11).
+"""The differential max-pool core (``ir.cnn.MaxPool2d``; docs/cnn.md §3, §12).
 
 Architecture (one stall signal ``en`` freezes the sweep while a spike waits for ``o``)::
 
@@ -8,8 +8,10 @@ Architecture (one stall signal ``en`` freezes the sweep while a spike waits for 
                                               A memory (per window: the pool's tracer) ┘
 
 Geometry, golden streams and the exact cycle model: :mod:`hw.model.pool_model`. In short: the
-input's events are added into ``X`` (a read-modify-write per cycle; a write is forwarded to an
-event on the same element in the next cycle); at the step's marker every window is swept
+input's events are added into ``X`` (a read-modify-write per cycle through the same pipeline as
+the sweep's reads: address register, read, the block RAM's output register, a copy; each element
+at most once per step, as a site's spikes are, so nothing is forwarded); ``SETTLE`` cycles after
+the step's marker every window is swept
 (``kh·kw`` cycles each, addresses from counters, no multiplier), its spike
 ``sign(U)·min(2^⌊log2|U|⌋, cap)`` formed and ``A`` updated, non-zero spikes leaving in window
 order; then the marker (busy = the input's busy OR a spike). After the input's marker with busy 0
@@ -18,7 +20,7 @@ the core sweeps on its own until a step without spikes, then clears ``X`` and ``
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,9 +39,10 @@ def _range(n: int) -> range:
 class MaxPoolCore(wiring.Component):
     """One differential max-pool (see the module docstring and :mod:`hw.model.pool_model`).
 
-    Latency: one cycle per input beat; then ``geometry.sweep_cycles`` issue cycles, a window's
-    spike on ``o`` :data:`~hw.model.pool_model.EMIT_LATENCY` + 1 cycles after its last element's
-    issue, the marker two cycles after the last window's; ``geometry.clear_cycles`` after an
+    Latency: one cycle per input beat, :data:`~hw.model.pool_model.SETTLE`; then
+    ``geometry.sweep_cycles`` issue cycles, a window's spike on ``o``
+    :data:`~hw.model.pool_model.EMIT_LATENCY` + 1 cycles after its last element's issue, the
+    marker two cycles after the last window's; ``geometry.clear_cycles`` after an
     inference. Throughput: one input beat per cycle, one output beat per cycle.
 
     Parameters
@@ -52,9 +55,13 @@ class MaxPoolCore(wiring.Component):
     o : Out(stream.Signature(event_layout(output format)))
     """
 
-    def __init__(self, geometry: pm.PoolGeometry) -> None:
+    def __new__(cls, geometry: pm.PoolGeometry) -> MaxPoolCore:
+        # checked before the object exists (a rejected one leaves no unused elaboratable)
         if not isinstance(geometry, pm.PoolGeometry):
             raise TypeError(f"geometry must be a PoolGeometry, not {type(geometry).__name__}")
+        return super().__new__(cls)
+
+    def __init__(self, geometry: pm.PoolGeometry) -> None:
         self._geo = g = geometry
         fin, fout = g.input_format, g.output_format
         super().__init__(
@@ -93,17 +100,62 @@ class MaxPoolCore(wiring.Component):
         free = Signal()
         m.d.comb += free.eq(~o.valid | o.ready)
 
-        # -- the read phase: X[index] += value, one event per cycle ---------------------------------
-        ev0_v, ev1_v = Signal(), Signal()
-        ev0_i, ev1_i = Signal(iw), Signal(iw)
-        ev0_x, ev1_x = (Signal(signed(g.input_format.value_width)) for _ in range(2))
-        fwd = Signal()
-        fwd_x, new_x = Signal(signed(tw)), Signal(signed(tw))
-        m.d.sync += [ev1_v.eq(ev0_v), ev1_i.eq(ev0_i), ev1_x.eq(ev0_x)]
-        m.d.sync += [fwd.eq(ev0_v & ev1_v & (ev0_i == ev1_i)), fwd_x.eq(new_x)]
-        m.d.comb += new_x.eq(Mux(fwd, fwd_x, rx.data) + ev1_x)
+        # -- one pipeline for both phases: an event's read-modify-write of X, a sweep's reads --
+        # stage 0 the address register, 1 the memory read, 2 its output register, 3 a copy near
+        # the logic (X + value written back, or the running maximum), 4 U = M − A, 5 the spike
+        vw = g.input_format.value_width
+        p_ev = [Signal(name=f"ev{k}") for k in range(4)]  # an event in stage k
+        p_sw = [Signal(name=f"sw{k}") for k in range(4)]  # a sweep read in stage k
+        p_first = [Signal(name=f"first{k}") for k in range(4)]
+        p_last = [Signal(name=f"last{k}") for k in range(4)]
+        p_a = [Signal(iw, name=f"addr{k}") for k in range(4)]
+        p_w = [Signal(ww, name=f"win{k}") for k in range(4)]
+        p_x = [Signal(signed(vw), name=f"value{k}") for k in range(4)]
+        word = Signal(signed(tw))  # the block RAM's output register
+        copy = Signal(signed(tw))  # near the logic
+        mx = Signal(signed(tw))  # the running maximum
+        s4_v, s4_w = Signal(), Signal(ww)
+        s5_v, s5_nz, s5_neg, s5_w = Signal(), Signal(), Signal(), Signal(ww)
+        s5_a = Signal(signed(tw))
+        s5_mag = Signal(g.membrane_width)  # |U|
+        u = Signal(signed(g.membrane_width + 1))
+        m.d.comb += [
+            en.eq(~(s5_v & s5_nz & ~free)),
+            rx.en.eq(en),
+            ra.en.eq(en),
+            rx.addr.eq(p_a[0]),
+            ra.addr.eq(p_w[3]),
+            u.eq(mx - ra.data),
+            wx.addr.eq(p_a[3]),
+            wx.data.eq(copy + p_x[3]),
+            wx.en.eq(p_ev[3] & en),
+        ]
+        with m.If(en):
+            m.d.sync += [word.eq(rx.data), copy.eq(word)]
+            for x in (p_ev, p_sw, p_first, p_last, p_a, p_w, p_x):
+                m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1], strict=False)]
+            with m.If(p_sw[3]):
+                m.d.sync += mx.eq(Mux(p_first[3] | (copy > mx), copy, mx))
+            m.d.sync += [s4_v.eq(p_sw[3] & p_last[3]), s4_w.eq(p_w[3])]
+            m.d.sync += [s5_v.eq(s4_v), s5_w.eq(s4_w), s5_a.eq(ra.data)]
+            m.d.sync += [s5_nz.eq(u != 0), s5_neg.eq(u < 0), s5_mag.eq(Mux(u < 0, -u, u))]
+        # the spike: sign(U)·min(2^⌊log2 |U|⌋, cap), a priority choice of constants
+        cap = 0 if g.neuron == "stbif" else g.max_level
+        mag = 0
+        for b in range(g.membrane_width):
+            k = b if cap is None else min(b, cap)
+            mag = Mux(s5_mag[b], 1 << k, mag)
+        spike = Signal(signed(g.output_format.value_width))
+        m.d.comb += spike.eq(Mux(s5_neg, -mag, mag))
+        m.d.comb += [wa.addr.eq(s5_w), wa.data.eq(s5_a + spike), wa.en.eq(s5_v & en)]
+        spiked, fed, ended = Signal(), Signal(), Signal()
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(s5_v & s5_nz & en):  # the output register is free (else en is low)
+            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+            m.d.sync += [o.payload.index.eq(s5_w), o.payload.value.eq(spike), spiked.eq(1)]
 
-        # -- the sweep: counters → issue register (s0) → read (s1) → max (s2) → U (s3) → o ------
+        # -- the sweep's counters: window (oy, ox, c) in HWC order, tap (ky, kx) -----------------
         kh, kw = g.kernel
         sy, sx = g.stride
         c_n, wo, ho = g.channels, g.out_width, g.out_height
@@ -111,67 +163,29 @@ class MaxPoolCore(wiring.Component):
         ch, ox, oy = Signal(_range(c_n)), Signal(_range(wo)), Signal(_range(ho))
         w = Signal(_range(g.windows))
         tap_off, pos_base, row_base = (Signal(range(g.n_in)) for _ in range(3))
-        s0_v, s0_first, s0_last = Signal(), Signal(), Signal()
-        s0_a, s0_w = Signal(iw), Signal(ww)
-        s1_v, s1_first, s1_last, s1_w = Signal(), Signal(), Signal(), Signal(ww)
-        s2_v, s2_last, s2_w = Signal(), Signal(), Signal(ww)
-        s2_a = Signal(signed(tw))  # A of the window
-        mx = Signal(signed(tw))  # the running maximum
-        s3_v, s3_nz, s3_neg, s3_w = Signal(), Signal(), Signal(), Signal(ww)
-        s3_a = Signal(signed(tw))
-        s3_mag = Signal(g.membrane_width)  # |U|
-        u = Signal(signed(g.membrane_width + 1))
-        m.d.comb += [
-            en.eq(~(s3_v & s3_nz & ~free)),
-            rx.en.eq(en),
-            ra.en.eq(en),
-            rx.addr.eq(Mux(s0_v, s0_a, ev0_i)),
-            ra.addr.eq(s0_w),
-            u.eq(mx - s2_a),
-        ]
-        with m.If(en):
-            m.d.sync += [s1_v.eq(s0_v), s1_first.eq(s0_first), s1_last.eq(s0_last), s1_w.eq(s0_w)]
-            m.d.sync += [s2_v.eq(s1_v), s2_last.eq(s1_last), s2_w.eq(s1_w)]
-            with m.If(s1_v):
-                m.d.sync += mx.eq(Mux(s1_first | (rx.data > mx), rx.data, mx))
-                with m.If(s1_last):
-                    m.d.sync += s2_a.eq(ra.data)
-            m.d.sync += [s3_v.eq(s2_v & s2_last), s3_w.eq(s2_w), s3_a.eq(s2_a)]
-            m.d.sync += [s3_nz.eq(u != 0), s3_neg.eq(u < 0), s3_mag.eq(Mux(u < 0, -u, u))]
-        # the spike: sign(U)·min(2^⌊log2 |U|⌋, cap), a priority choice of constants
-        cap = 0 if g.neuron == "stbif" else g.max_level
-        mag = 0
-        for b in range(g.membrane_width):
-            k = b if cap is None else min(b, cap)
-            mag = Mux(s3_mag[b], 1 << k, mag)
-        spike = Signal(signed(g.output_format.value_width))
-        m.d.comb += spike.eq(Mux(s3_neg, -mag, mag))
-        m.d.comb += [wa.addr.eq(s3_w), wa.data.eq(s3_a + spike), wa.en.eq(s3_v & en)]
-        spiked, fed, ended = Signal(), Signal(), Signal()
-        with m.If(o.valid & o.ready):
-            m.d.sync += o.valid.eq(0)
-        with m.If(s3_v & s3_nz & en):  # the output register is free (else en is low)
-            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-            m.d.sync += [o.payload.index.eq(s3_w), o.payload.value.eq(spike), spiked.eq(1)]
-
+        settle = Signal(range(pm.SETTLE + 1))
         offsets = (sx * c_n, (g.width - kw + 1) * c_n, sy * g.width * c_n)
         clear = Signal(_range(g.clear_cycles))
-        m.d.comb += [wx.addr.eq(ev1_i), wx.data.eq(new_x), wx.en.eq(ev1_v)]
-        ev_take = Signal()
-        m.d.sync += ev0_v.eq(ev_take)
+        with m.If(en):  # nothing issued unless a state below says so
+            m.d.sync += [p_ev[0].eq(0), p_sw[0].eq(0)]
         with m.FSM(init="READ"):
             with m.State("READ"):
                 m.d.comb += i.ready.eq(1)
-                m.d.comb += ev_take.eq(i.valid & ~i.payload.marker)
-                m.d.sync += [ev0_i.eq(i.payload.index), ev0_x.eq(i.payload.value)]
+                m.d.sync += [p_a[0].eq(i.payload.index), p_x[0].eq(i.payload.value)]
+                m.d.sync += p_ev[0].eq(i.valid & ~i.payload.marker)
                 with m.If(i.valid & i.payload.marker):
                     m.d.sync += [fed.eq(i.payload.busy), ended.eq(~i.payload.busy)]
+                    m.d.sync += settle.eq(pm.SETTLE)
+                    m.next = "SETTLE"
+            with m.State("SETTLE"):  # the last event's write reaches X
+                m.d.sync += settle.eq(settle - 1)
+                with m.If(settle == 1):
                     m.next = "SWEEP"
             with m.State("SWEEP"):
                 with m.If(en):
-                    m.d.sync += [s0_v.eq(1), s0_a.eq(pos_base + ch + tap_off), s0_w.eq(w)]
-                    m.d.sync += [s0_first.eq((ky == 0) & (kx == 0))]
-                    m.d.sync += s0_last.eq((ky == kh - 1) & (kx == kw - 1))
+                    m.d.sync += [p_sw[0].eq(1), p_a[0].eq(pos_base + ch + tap_off), p_w[0].eq(w)]
+                    m.d.sync += [p_first[0].eq((ky == 0) & (kx == 0))]
+                    m.d.sync += p_last[0].eq((ky == kh - 1) & (kx == kw - 1))
                     with m.If(kx != kw - 1):
                         m.d.sync += [kx.eq(kx + 1), tap_off.eq(tap_off + c_n)]
                     with m.Elif(ky != kh - 1):
@@ -195,9 +209,7 @@ class MaxPoolCore(wiring.Component):
                             m.d.sync += [row_base.eq(0), pos_base.eq(0)]
                             m.next = "MARK"
             with m.State("MARK"):
-                with m.If(en):
-                    m.d.sync += s0_v.eq(0)
-                drained = ~(s0_v | s1_v | s2_v | s3_v)
+                drained = ~(Cat(*p_ev, *p_sw) | Cat(s4_v, s5_v)).any()
                 with m.If(drained & free):
                     busy = fed | spiked
                     m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1), o.payload.busy.eq(busy)]

@@ -1,5 +1,5 @@
 """The residual merge (``ir.cnn.Add``) as a stream merger and a mapped layer core (pure Python;
-docs/cnn.md §11).
+docs/cnn.md §12).
 
 The core (``hw.cores.add.AddCore``) is a :class:`hw.cores.add.StreamMerge` in front of a
 :class:`hw.cores.layer_core.LayerCore` with a merge map (:meth:`InputMap.merge`): per step the
@@ -11,13 +11,16 @@ the site's ST-BIF or graded neurons (Θ per channel, no bias). A source whose ma
 has ended its inference and is skipped until the merged marker with busy 0 (every source
 ended) closes the inference. Neurons in HWC order, as the conv cores' (``hw.model.conv_sites``).
 
-The merger is combinational (it adds no cycle): a source's event is offered once it is valid
-and every earlier source of the step has its marker valid (or has ended); the merged marker once
-every source's is. :func:`merged_arrivals` turns the sources' arrival cycles into the merged
-stream's, the layer core's model (:func:`hw.model.cycle_model.timed`) runs on those, and
-:func:`timed` splits its ``taken`` back per source (a source's marker is taken with the merged
-beat after it). This is exact because the layer core takes a beat at the earliest one cycle
-after the one before, the earliest a source's FIFO shows its next beat.
+Each source port has a one-beat input register (``i{s}.ready`` from registers only; a beat is
+taken in the cycle it is valid if the register is free or its beat leaves, and offered the cycle
+after); the merger behind the registers is combinational: a source's event is offered once it is
+in its register and every earlier live source of the step has its marker there (or has ended);
+the merged marker once every live source's is. :func:`merged_arrivals` turns the sources'
+arrival cycles into the merged stream's, the layer core's model
+(:func:`hw.model.cycle_model.timed`) runs on those, and :func:`timed` derives each source beat's
+``taken`` from the merged beats (a source's marker leaves its register with the merged beat after
+it). This is exact because the layer core takes a beat at the earliest one cycle after the one
+before, the earliest a register can show its source's next beat.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from spikezip.hw.model.vit_sites import SiteSpec
 from spikezip.ir.network import Layer, unsigned_width
 
 __all__ = [
+    "BUFFER_LATENCY",
     "add_spec",
     "add_streams",
     "merge_steps",
@@ -41,6 +45,11 @@ __all__ = [
     "source_formats",
     "timed",
 ]
+
+
+#: cycles from a source beat taken on ``i{s}`` to its being offered by the merger (the input
+#: register, ``hw.cores.sequencer.EventBuffer``)
+BUFFER_LATENCY = 1
 
 
 def _add(net, layer: int):
@@ -143,12 +152,13 @@ def add_streams(net, inputs: np.ndarray, trace, layer: int) -> tuple[list, list,
 def merged_arrivals(
     sources: Sequence[Sequence[Sequence[Step]]],
     arrivals: Sequence[Sequence[Sequence[Sequence[int]]]] | None,
-) -> list[list[list[int]]] | None:
+) -> list[list[list[int]]]:
     """Per inference and merged step, the first cycle each merged beat is valid, from
     ``arrivals[b][s][t]``: per inference, per source, per step the cycle each of its beats
-    (events, then the marker) is valid (``None``: always valid)."""
-    if arrivals is None:
-        return None
+    (events, then the marker) is valid at the port (``None``: always valid). A beat reaches the
+    merger :data:`BUFFER_LATENCY` cycle after it is valid (the input register); a source's event
+    is offered once every earlier live source's marker of the step has reached it too, the
+    merged marker once every live source's has."""
     out = []
     for b in range(len(sources[0])):
         per = [src[b] for src in sources]
@@ -158,10 +168,10 @@ def merged_arrivals(
             for s, p in enumerate(per):
                 if t >= len(p):
                     continue
-                arr = arrivals[b][s][t]
-                beats += [max(int(a), gate) for a in arr[:-1]]
-                gate = max(gate, int(arr[-1]))
-            steps.append(beats + [gate])
+                arr = [0] * (p[t].n_events + 1) if arrivals is None else arrivals[b][s][t]
+                beats += [max(int(a) + BUFFER_LATENCY, gate) for a in arr[:-1]]
+                gate = max(gate, int(arr[-1]) + BUFFER_LATENCY)
+            steps.append([*beats, gate])
         out.append(steps)
     return out
 
@@ -180,7 +190,7 @@ def timed(
     merged = merge_steps(sources, imap.n_in // len(sources))
     run = cm.timed(timing, merged, outputs, merged_arrivals(sources, arrivals), imap, ready)
     taken = iter(run.taken[0])
-    ports: list[list[int]] = [[] for _ in sources]
+    consumed: list[list[int]] = [[] for _ in sources]  # each source beat leaves its register
     for b in range(len(merged)):
         per = [src[b] for src in sources]
         for t in range(len(merged[b])):
@@ -191,13 +201,23 @@ def timed(
                 for _ in range(p[t].n_events):
                     c = next(taken)
                     for q in pending:
-                        ports[q].append(c)
+                        consumed[q].append(c)
                     pending = []
-                    ports[s].append(c)
+                    consumed[s].append(c)
                 pending.append(s)
             c = next(taken)  # the merged marker
             for q in pending:
-                ports[q].append(c)
+                consumed[q].append(c)
+    ports = []
+    for s, src in enumerate(sources):
+        arr = [0] * len(consumed[s])
+        if arrivals is not None:
+            arr = [a for b in range(len(src)) for st in arrivals[b][s] for a in st]
+        held, port = -1, []
+        for a, c in zip(arr, consumed[s], strict=True):
+            port.append(max(int(a), held))  # the register takes a beat as the one held leaves
+            held = c
+        ports.append(port)
     return CoreRun(
         beats=run.beats,
         taken=tuple(tuple(p) for p in ports),

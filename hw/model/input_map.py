@@ -56,10 +56,10 @@ class InputMap:
     """Per input index: its weight ``row``, the first neuron word ``base`` of its pass and whether
     it is ``kept``; the weight table ``[rows·span, lanes]`` (row ``r`` at words ``r·span …``).
 
-    Build with :meth:`tokens`, :meth:`direct`, :meth:`merge` or :meth:`conv`. A map whose events may have more
-    than one pass (:attr:`multi`) also lists every pass: ``counts[j]`` passes for index ``j``
-    (0: dropped), their rows and bases ``pass_rows``/``pass_bases`` concatenated in index order
-    (``rows``/``bases`` are each index's first pass).
+    Build with :meth:`tokens`, :meth:`direct`, :meth:`merge` or :meth:`conv`. A map whose
+    events may have more than one pass (:attr:`multi`) also lists every pass: ``counts[j]``
+    passes for index ``j`` (0: dropped), their rows and bases ``pass_rows``/``pass_bases``
+    concatenated in index order (``rows``/``bases`` are each index's first pass).
     """
 
     kind: str
@@ -213,8 +213,9 @@ class InputMap:
 
     @staticmethod
     def merge_stride(n: int) -> int:
-        """Index distance between two sources of a merge map: ``2^⌈log2 n⌉`` (at least 1)."""
-        return 1 << max(0, (int(n) - 1).bit_length())
+        """Index distance between two sources of a merge map: ``2^⌈log2 n⌉``, at least 2 (a
+        source's index has at least one bit)."""
+        return 1 << max(1, (int(n) - 1).bit_length())
 
     @classmethod
     def conv(

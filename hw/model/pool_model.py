@@ -1,5 +1,5 @@
 """The max-pool core's geometry, golden streams and exact cycle model (pure Python; docs/cnn.md
-§3, §11).
+§3, §12).
 
 A differential max-pool (``ir.cnn.MaxPool2d``) reads its source's spikes in HWC order (input
 index ``(y·W + x)·C + c``) and keeps
@@ -26,8 +26,9 @@ spikes; its marker has busy 0, and the core clears ``X`` and ``A`` (``clear_cycl
 reads the next inference.
 
 Cycles (:func:`timed`; ``hw.cores.max_pool``): the sequencer reads one input beat per cycle in
-the cycle it is valid (``i.ready`` high in the read phase); the cycle after the marker the sweep
-issues one element read per cycle, windows in order, ``taps = kh·kw`` each; the spike of a
+the cycle it is valid (``i.ready`` high in the read phase; each index at most once per step,
+:func:`check_inputs`); :data:`SETTLE` cycles after the cycle after the marker the sweep issues
+one element read per cycle, windows in order, ``taps = kh·kw`` each; the spike of a
 window is formed :data:`EMIT_LATENCY` cycles after its last element's issue and leaves one cycle
 later (the output register). A non-zero spike that finds the output register still holding a
 beat freezes the whole sweep until that beat leaves (backpressure). The marker is decided in the
@@ -49,7 +50,9 @@ from spikezip.ir.network import signed_width, unsigned_width
 
 __all__ = [
     "EMIT_LATENCY",
+    "SETTLE",
     "PoolGeometry",
+    "check_inputs",
     "golden_outputs",
     "pool_geometry",
     "pool_streams",
@@ -58,9 +61,12 @@ __all__ = [
 ]
 
 #: cycles from a window's last element read being issued (the sweep counter) to the stage that
-#: forms its spike and loads the output register: the issue register, the memory read, the
-#: running maximum, the membrane ``U = M − A``
-EMIT_LATENCY = 4
+#: forms its spike and loads the output register: the address register, the memory read, its
+#: output register, a copy near the logic (the running maximum), the membrane ``U = M − A``
+EMIT_LATENCY = 6
+#: cycles between an input marker's read and the sweep's first issue: an event's write reaches
+#: X three cycles after the event's read (address register, read, output register, copy)
+SETTLE = 2
 
 
 def _pos(name: str, v: object, lo: int = 1) -> int:
@@ -262,9 +268,29 @@ def pool_streams(net, inputs: np.ndarray, trace, layer: int) -> tuple[list, list
     return ins, _core_steps(trace, site_index(net, layer), perm, ins, False)
 
 
+def check_inputs(geo: PoolGeometry, inputs: Sequence[Sequence[Step]]) -> None:
+    """Refuse input steps the core does not take: an index outside the input, or one index twice
+    in a step (the read-modify-write of ``X`` has no forwarding: a site's core emits each neuron
+    at most once per step)."""
+    for b, steps in enumerate(inputs):
+        for t, step in enumerate(steps):
+            idx = np.asarray(step.indices)
+            if idx.size and (idx.min() < 0 or idx.max() >= geo.n_in):
+                raise ValueError(
+                    f"step {t} of inference {b} has an input index outside [0, {geo.n_in - 1}]"
+                )
+            uniq, counts = np.unique(idx, return_counts=True)
+            if (counts > 1).any():
+                raise ValueError(
+                    f"step {t} of inference {b} has input index {int(uniq[counts > 1][0])} "
+                    "twice (the core takes each input element at most once per step)"
+                )
+
+
 def golden_outputs(geo: PoolGeometry, inputs: Sequence[Sequence[Step]]) -> list[list[Step]]:
     """Per inference, the steps the core emits for ``inputs`` (the module docstring's
     definition, in integers: no reference involved)."""
+    check_inputs(geo, inputs)
     elements = np.array([geo.window_elements(w) for w in range(geo.windows)], dtype=np.int64)
     out = []
     for steps_in in inputs:
@@ -313,6 +339,7 @@ def timed(
     then the marker) is valid; default always valid. ``ready``: optional, per output beat of the
     run, the first cycle it may leave (backpressure on ``o``). See the module docstring.
     """
+    check_inputs(geo, inputs)
     taps = geo.taps
     cycle, work, left = 0, 0, -1  # left: the cycle the latest output beat left
     taken: list[int] = []
@@ -338,7 +365,8 @@ def timed(
                     at = cycle if beats_in is None else max(cycle, int(beats_in[k]))
                     taken.append(at)
                     cycle = at + 1
-                work += ins[t].n_events + 1
+                work += ins[t].n_events + 1 + SETTLE
+                cycle += SETTLE
             # the sweep: window w's spike stage in (enabled) cycle start + w·taps + taps − 1 + L
             shift = 0
             ev = []

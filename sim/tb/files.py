@@ -26,10 +26,12 @@ from spikezip.ir.errors import FormatError
 __all__ = [
     "CALLER_PID_ENV",
     "STIMULUS_ENV",
+    "AddStimulus",
     "BitLayout",
     "ConvCoreStimulus",
     "LayerCoreStimulus",
     "LayerNormStimulus",
+    "MaxPoolStimulus",
     "NetworkResult",
     "NetworkStimulus",
     "NeuronArrayStimulus",
@@ -330,6 +332,29 @@ class ConvCoreStimulus(StreamStimulus):
     HWC order (:mod:`hw.model.conv_sites`)."""
 
     KIND: ClassVar[str] = "spikezip-stimulus-conv-core"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxPoolStimulus(StreamStimulus):
+    """Input of :mod:`sim.tb.max_pool` (``name``: the max-pool site): indices in HWC order
+    (:mod:`hw.model.pool_model`)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-max-pool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddStimulus(StreamStimulus):
+    """Input of :mod:`sim.tb.add_core` (``name``: the merge site): ``in_words`` every source's
+    payloads, source after source, ``in_counts`` how many each (``in_format`` is source 0's)."""
+
+    KIND: ClassVar[str] = "spikezip-stimulus-add"
+
+    in_counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def source_words(self) -> list[np.ndarray]:
+        """Each source's payloads."""
+        ends = np.cumsum(self.in_counts)
+        return [self.in_words[e - c : e] for c, e in zip(self.in_counts, ends, strict=True)]
 
 
 @dataclass(frozen=True, kw_only=True)
