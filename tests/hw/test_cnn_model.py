@@ -20,10 +20,10 @@ from spikezip.hw.model import conv_sites
 from spikezip.hw.model.cnn_model import cnn_schedule
 from spikezip.hw.model.input_map import InputMap
 from spikezip.ir import Layer
-from spikezip.ir.cnn import Conv2d, ConvNet, Flatten, SumPool2d
+from spikezip.ir.cnn import Add, Conv2d, ConvNet, Flatten, SumPool2d
 from spikezip.sw.cnn.reference import simulate
 from tests.hw.test_vit_core import run_graph
-from tests.sw.cnn_strategies import images_for, layer_chains
+from tests.sw.cnn_strategies import images_for, layer_chains, residual_nets
 
 
 def check_top(net, x, **knobs):
@@ -105,15 +105,50 @@ def test_depthwise_map() -> None:
         InputMap.depthwise(pool, (4, 3, 3), lanes=3, weight=3)
 
 
-def test_unsupported_sites_are_named() -> None:
-    """Max-pools and merges have no core in the top yet: one clear error names the kind."""
-    from hypothesis import find
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_residual_nets_exact(data) -> None:
+    """conv → conv → merge (the skip through a broadcast) → max- or sum-pool → linear, ST-BIF or
+    graded: the merge and max-pool cores in the top, their FIFOs down to one entry."""
+    net = data.draw(residual_nets(graded=data.draw(st.booleans())))
+    x = data.draw(images_for(net, max_batch=2))
+    check_top(net, x, **_knobs(data, [None, 1, 2]))
 
-    from tests.sw.cnn_strategies import residual_nets
 
-    net = find(residual_nets(), lambda n: True)
-    with pytest.raises(ValueError, match=r"(Add|MaxPool2d) sites are not supported in RTL yet"):
-        CnnCore(net=net)
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_residual_nets_exact_many(data) -> None:
+    net = data.draw(residual_nets(graded=data.draw(st.booleans())))
+    x = data.draw(images_for(net, max_batch=3))
+    check_top(net, x, **_knobs(data, [None, 1, 2, 3, 64]))
+
+
+def test_graph_checks() -> None:
+    """The top feeds the image to its first site only, and every site but the last feeds
+    another: one clear error each; a linear layer may read the image itself."""
+    net = _chain(np.random.default_rng(2))
+    conv1 = net.layers[0]
+    add = Add(multipliers=(1, 1), threshold=1, neg_bound=0, pos_bound=1)
+    two = ConvNet(
+        input_shape=net.input_shape,
+        input_bounds=net.input_bounds,
+        layers=(conv1, conv1, add),
+        sources=((-1,), (-1,), (0, 1)),
+    )
+    with pytest.raises(ValueError, match=r"feeds the image to its first site only; .* read it"):
+        conv_sites.check_rtl(two)
+    dead = ConvNet(
+        input_shape=net.input_shape,
+        input_bounds=net.input_bounds,
+        layers=(conv1, conv1),
+        sources=((-1,), (-1,)),
+    )
+    with pytest.raises(ValueError, match="feeds the image"):
+        conv_sites.check_rtl(dead)
+    fc = Layer(weight=np.ones((2, 4), int), bias=[0, 0], threshold=1, neg_bound=0, pos_bound=1)
+    flat = ConvNet(input_shape=(4,), input_bounds=(0, 8), layers=(fc,))
+    assert conv_sites.resolve_cnn_lanes(flat, 8) == (2,)
 
 
 def _chain(rng, c0=2, c1=6, c2=7, size=4, n_out=5) -> ConvNet:
