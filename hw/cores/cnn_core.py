@@ -17,8 +17,10 @@ by :func:`hw.model.conv_sites.fifo_names` and :func:`~hw.model.conv_sites.defaul
 Neurons of a 3-D site are in HWC order (the hardware trace maps them back to C order,
 :func:`hw.model.conv_sites.core_order`). Every core finishes a step from that step's inputs
 alone and reads a step only after it emitted the one before, so the graph runs steps and
-inferences in a pipeline without deadlock for any FIFO depth, as the ViT's
-(docs/transformer.md, "ViT network top"); its exact model is :mod:`hw.model.cnn_model`. The
+inferences in a pipeline without deadlock, as the ViT's (docs/transformer.md, "ViT network
+top"), provided every FIFO on a skip path into a merge holds a whole step of its producer
+(:func:`hw.model.conv_sites.skip_floors`, enforced; docs/cnn.md §13); its exact model is
+:mod:`hw.model.cnn_model`. The
 last site's marker with busy 0 is ``done``. The FIFO links, ``done``, the counters and the probe
 are the site graph's (:mod:`hw.cores.site_graph`).
 """

@@ -27,6 +27,7 @@ from spikezip.ir.network import Layer, signed_width, unsigned_width
 from spikezip.ir.trace import Trace
 
 __all__ = [
+    "check_fifo_depths",
     "check_rtl",
     "consumers",
     "conv_spec",
@@ -42,6 +43,7 @@ __all__ = [
     "site_index",
     "site_spec",
     "site_specs",
+    "skip_floors",
     "source_sites",
 ]
 
@@ -405,27 +407,58 @@ def fifo_names(net: ConvNet) -> tuple[str, ...]:
     return tuple(out)
 
 
-def default_fifo_depths(net: ConvNet) -> dict[str, int]:
-    """Entries of every FIFO by default: :data:`SHALLOW_FIFO`, and a step of its producer's
-    beats (``n + 1``) on a skip path — a FIFO into a merge that also reads a later site, so the
-    producer runs ahead instead of stalling the branch."""
+def skip_floors(net: ConvNet) -> dict[str, int]:
+    """The fewest entries of every FIFO on a **skip path** — into a merge from a site the merge
+    reads beside a later one: a whole step of its producer's beats, ``n + 1`` (at most one event
+    per neuron, then the marker).
+
+    Why: the merge (``hw.cores.add``) reads a step source by source, and the producer's stream
+    reaches the later site (through the broadcast) only as fast as the skip FIFO takes it; the
+    later site emits step ``t`` only after all of step ``t`` came in. A skip FIFO that cannot
+    hold a whole step therefore fills before the merge reads it, stops the broadcast, and the
+    later site never finishes the step: a deadlock (found by the composed model's passes not
+    settling with one- and two-entry FIFOs). With ``n + 1`` entries the step is in the FIFO when
+    the merge gets to it, and no FIFO depth anywhere else can deadlock the top (docs/cnn.md §13).
+    """
     from spikezip.hw.model.site_graph import link_names
 
     out = {}
     for k in range(net.depth - 1):
         readers = consumers(net, k)
         for name, (c, _) in zip(link_names(net.sites[k].name, len(readers)), readers, strict=True):
-            skip = any(src > k for src in source_sites(net, c))
-            out[name] = net.sites[k].size + 1 if skip else SHALLOW_FIFO
+            if net.sites[c].kind == "add" and any(src > k for src in source_sites(net, c)):
+                out[name] = net.sites[k].size + 1
     return out
 
 
+def check_fifo_depths(net: ConvNet, fifo_depths: Any) -> None:
+    """A ValueError naming a FIFO set by name below its :func:`skip_floors` entry."""
+    floors = skip_floors(net)
+    for name, depth in fifo_depths:
+        if depth < floors.get(name, 1):
+            raise ValueError(
+                f"FIFO {name} is on a skip path into a merge: it must hold a whole step of its "
+                f"producer's beats, at least {floors[name]} entries, not {depth} "
+                "(docs/cnn.md §13)"
+            )
+
+
+def default_fifo_depths(net: ConvNet) -> dict[str, int]:
+    """Entries of every FIFO by default: its :func:`skip_floors` entry on a skip path (a step
+    of its producer's beats), else :data:`SHALLOW_FIFO`."""
+    floors = skip_floors(net)
+    return {name: floors.get(name, SHALLOW_FIFO) for name in fifo_names(net)}
+
+
 def fifo_depth(net: ConvNet, params: Any, name: str) -> int:
-    """Entries of the FIFO ``name`` under ``params``: its own in ``params.fifo_depths``, else
-    ``params.fifo_depth`` for every FIFO, else :func:`default_fifo_depths`."""
+    """Entries of the FIFO ``name`` under ``params``: its own in ``params.fifo_depths`` (checked
+    against :func:`skip_floors`), else ``params.fifo_depth`` for every FIFO (a skip FIFO at
+    least its floor), else :func:`default_fifo_depths`."""
     own = dict(params.fifo_depths).get(name)
+    floor = skip_floors(net).get(name, 1)
     if own is not None:
+        check_fifo_depths(net, [(name, own)])
         return own
     if params.fifo_depth is not None:
-        return params.fifo_depth
+        return max(params.fifo_depth, floor)
     return default_fifo_depths(net)[name]

@@ -281,6 +281,10 @@ class DesignParams:
                     f"{' …' if len(unknown) > 3 else ''} (its {len(names)} FIFOs: "
                     f"{', '.join(names[:3])}, …; hw.model.{where}.fifo_names)"
                 )
+            if isinstance(network, ConvNet):
+                from spikezip.hw.model.conv_sites import check_fifo_depths
+
+                check_fifo_depths(network, self.fifo_depths)
         return self
 
     # -- derived facts -------------------------------------------------------------------------

@@ -31,9 +31,10 @@ def check_top(net, x, **knobs):
     for beat. Returns the schedule."""
     core = CnnCore(net=net, probe=True, **knobs)
     samples = conv_sites.input_steps(net, x)
-    hw, accepted, done_at = run_graph(core, samples)
     tr = simulate(net, x)
     model = cnn_schedule(net, x, tr, **knobs)
+    # (a run that hangs stops soon after the model's end instead of at a fixed limit)
+    hw, accepted, done_at = run_graph(core, samples, limit=model.total_cycles + 200)
     for k, site in enumerate(net.sites):
         perm = conv_sites.core_order(net, k)
         for b in range(x.shape[0]):
@@ -64,10 +65,10 @@ def _knobs(data, depths) -> dict:
     }
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_chains_exact(data) -> None:
-    net = data.draw(layer_chains(max_size=5))
+    net = data.draw(layer_chains(max_size=4))
     x = data.draw(images_for(net, max_batch=2))
     check_top(net, x, **_knobs(data, [None, 1, 2]))
 
@@ -105,13 +106,15 @@ def test_depthwise_map() -> None:
         InputMap.depthwise(pool, (4, 3, 3), lanes=3, weight=3)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_residual_nets_exact(data) -> None:
     """conv → conv → merge (the skip through a broadcast) → max- or sum-pool → linear, ST-BIF or
-    graded: the merge and max-pool cores in the top, their FIFOs down to one entry."""
-    net = data.draw(residual_nets(graded=data.draw(st.booleans())))
-    x = data.draw(images_for(net, max_batch=2))
+    graded: the merge and max-pool cores in the top, their FIFOs down to one entry (small ones
+    here; the slow twin's up to 6×6 with 6 channels)."""
+    graded = data.draw(st.booleans())
+    net = data.draw(residual_nets(graded=graded, max_size=3, max_channels=2))
+    x = data.draw(images_for(net, max_batch=1))
     check_top(net, x, **_knobs(data, [None, 1, 2]))
 
 
@@ -147,8 +150,9 @@ def test_graph_checks() -> None:
     with pytest.raises(ValueError, match="feeds the image"):
         conv_sites.check_rtl(dead)
     fc = Layer(weight=np.ones((2, 4), int), bias=[0, 0], threshold=1, neg_bound=0, pos_bound=1)
-    flat = ConvNet(input_shape=(4,), input_bounds=(0, 8), layers=(fc,))
+    flat = ConvNet(input_shape=(1, 2, 2), input_bounds=(0, 8), layers=(Flatten(), fc))
     assert conv_sites.resolve_cnn_lanes(flat, 8) == (2,)
+    assert conv_sites.site_spec(flat, 0, lanes=2).analog
 
 
 def _chain(rng, c0=2, c1=6, c2=7, size=4, n_out=5) -> ConvNet:
@@ -176,3 +180,21 @@ def test_lanes_per_site() -> None:
         conv_sites.resolve_cnn_lanes(net, (4, 1, 1, 1))
     with pytest.raises(ValueError, match="lanes must hold 4 values"):
         conv_sites.resolve_cnn_lanes(net, (1, 1))
+
+
+def test_skip_fifo_holds_a_step() -> None:
+    """A FIFO into a merge from the site it also reads through a later one holds a whole step
+    of its producer (``n + 1``): below that the merge, reading source by source, would deadlock
+    the top (the composed model's passes never settled with one-entry FIFOs). ``fifo_depth``
+    raises it to the floor; a smaller one set by name is refused."""
+    from hypothesis import find
+
+    net = find(residual_nets(max_size=3, max_channels=2), lambda n: True)
+    floors = conv_sites.skip_floors(net)
+    n = net.sites[0].size
+    assert floors == {"layer0_fifo1": n + 1}  # conv1 ⇉ conv2, merge.i1
+    x = np.random.default_rng(0).integers(0, 17, (2, net.n_inputs))
+    model = cnn_schedule(net, x, simulate(net, x), lanes=1, fifo_depth=1)
+    assert {f.name: f.depth for f in model.fifos}["layer0_fifo1"] == n + 1
+    with pytest.raises(ValueError, match=rf"FIFO layer0_fifo1 is on a skip path .* {n + 1} entr"):
+        CnnCore(net=net, fifo_depths={"layer0_fifo1": n})

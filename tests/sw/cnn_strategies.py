@@ -69,12 +69,14 @@ def conv_pairs(draw, *, max_size: int = 7) -> ConvNet:
 
 
 @st.composite
-def residual_nets(draw, *, graded: bool = False) -> ConvNet:
+def residual_nets(
+    draw, *, graded: bool = False, max_size: int = 6, max_channels: int = 6
+) -> ConvNet:
     """conv (analog) → same-shape conv → Add(conv, skip) → max- or sum-pool → flatten → linear."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     c0 = draw(st.integers(1, 3))
-    size = (draw(st.integers(2, 6)), draw(st.integers(2, 6)))
-    c1 = draw(st.integers(1, 6))
+    size = (draw(st.integers(2, max_size)), draw(st.integers(2, max_size)))
+    c1 = draw(st.integers(1, max_channels))
     first = Conv2d(
         weight=rng.integers(-4, 5, (c1, c0, 3, 3)),
         bias=rng.integers(-3, 4, c1),
