@@ -487,7 +487,7 @@ def evaluate_vit(
         from spikezip.sw.cnn.energy import count_ops
         from spikezip.sw.cnn.reference import simulate
 
-        def top(params: DesignParams):
+        def make_top(params: DesignParams):
             return Top(net=vit, params=params)
 
         kinds = ("conv", "pool", "linear")
@@ -497,7 +497,7 @@ def evaluate_vit(
         from spikezip.sw.vit.energy import count_ops
         from spikezip.sw.vit.reference import simulate
 
-        def top(params: DesignParams):
+        def make_top(params: DesignParams):
             return Top(vit=vit, params=params)
 
         kinds = ("linear", "product")
@@ -561,7 +561,7 @@ def evaluate_vit(
         from spikezip.hw.flow.verilog import generate
 
         def core():
-            return top(params)
+            return make_top(params)
 
         if pnr:
             stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
