@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--device", choices=sorted(DEVICES), default="85k")
     ap.add_argument("--pipeline", type=int, default=1)
+    ap.add_argument("--time-limit", type=float, default=60.0, help="nextpnr CPU minutes per point")
     args = ap.parse_args()
     big = widen(to_network(qann.load_or_train(qann.QannConfig(hidden=(128,))), name="d128"))
     x = upsample(digits.load().x_test[: args.samples])
@@ -50,7 +51,9 @@ def main() -> None:
         top = NetworkCore(
             network=big, lanes=lanes, fifo_depth=lat.fifo_depth, pipeline=args.pipeline
         )
-        r = place_and_route(top, target="ecp5", device_args=DEVICES[args.device])
+        r = place_and_route(
+            top, target="ecp5", device_args=DEVICES[args.device], time_limit=60 * args.time_limit
+        )
         row = {
             "lanes": list(lanes),
             "pipeline": args.pipeline,

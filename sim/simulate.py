@@ -225,6 +225,7 @@ def prepare(
     simulator: str = "",
     progress: Path | None = None,
     per_cycle: bool = False,
+    ready_seed: int = -1,
 ) -> Path:
     """Write the :class:`sim.tb.files.NetworkStimulus` of :mod:`sim.tb.network` into ``run_dir``.
 
@@ -261,6 +262,7 @@ def prepare(
         max_cycles=_max_cycles(network, d, x, slack),
         valid=float(valid),
         ready=float(ready),
+        ready_seed=int(ready_seed),
         simulator=simulator,
         progress=str(progress.resolve()) if progress is not None else "",
         per_cycle=bool(per_cycle),
@@ -402,7 +404,9 @@ def simulate(
     Without pauses (``valid`` and ``ready`` 1) the harness of :mod:`sim.harness` streams and
     records in the simulator and the testbench wakes once per :data:`sim.harness.CHUNK` cycles;
     ``per_cycle`` forces the one-``await``-per-cycle loop instead (same results, cycle for cycle;
-    for tests of the harness).
+    for tests of the harness). With ``seed`` the output's pauses (``ready`` < 1) of an MLP are
+    ``hw.model.network_model.OutputReady(ready, seed)``'s, so ``network_schedule(…,
+    out_ready=OutputReady(ready, seed))`` models the run cycle for cycle.
 
     ``threads``: Verilator only, the threads of the simulated model (1 to the CPUs this process
     may use); by default 2 for a large design and 1 for a small one
@@ -532,6 +536,8 @@ def _run(
         simulator=sim,
         progress=progress,
         per_cycle=per_cycle,
+        # a seeded run's output pauses are OutputReady(ready, seed)'s: the network model's too
+        ready_seed=-1 if seed is None else seed,
     )
     env = {
         STIMULUS_ENV: str(stimulus.resolve()),

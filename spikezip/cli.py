@@ -121,6 +121,13 @@ def _mhz(text: str) -> float:
     return value
 
 
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 10_000.0:  # also rejects nan and inf
+        raise ValueError
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:  # also rejects nan
@@ -205,6 +212,13 @@ STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
 PROBABILITY = _converter(_probability, "a probability in (0, 1]")
 MHZ = _converter(_mhz, "a clock in MHz in (0, 10000]")
 SEED = _int_in(0, (1 << 32) - 1)
+MINUTES = _converter(_minutes, "minutes in (0, 10000]")
+#: nextpnr's default time limit per design point, in minutes (``--pnr-time-limit``): an MLP or
+#: CNN places in 0.5–4 min, but some seeds run many times longer on the same netlist; the whole
+#: ViT on the 85k takes hours.
+PNR_TIME_LIMIT_MIN = 30.0
+VIT_PNR_TIME_LIMIT_MIN = 300.0
+FIFO_DEPTH = _int_in(1, MAX_FIFO_ENTRIES)
 FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
@@ -267,7 +281,19 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         )
     except (TypeError, ValueError) as e:
         raise CliError(f"--lanes {','.join(map(str, lanes or ()))}: {e}") from None
+    params = replace(params, fifo_depth=_fifo_depth(network, args))
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
+
+
+def _fifo_depth(network, args: argparse.Namespace) -> int | None:
+    """``--fifo-depth`` (an MLP's inter-layer FIFOs), or a CliError for a ViT or a CNN."""
+    depth = getattr(args, "fifo_depth", None)
+    if depth is not None and not isinstance(network, Network):
+        raise CliError(
+            f"--fifo-depth sets an MLP's inter-layer FIFOs; {_a_kind(network)}'s FIFOs take "
+            "--fifo-depths NAME=N,…"
+        )
+    return depth
 
 
 def _with_vit_knobs(network, params: DesignParams, args: argparse.Namespace) -> DesignParams:
@@ -749,6 +775,7 @@ def _device(args: argparse.Namespace, network: Network | VisionTransformer) -> s
         raise CliError(
             "--fifo-depths sets a ViT's or a CNN's FIFOs by name (an MLP sizes its FIFOs itself)"
         )
+    _fifo_depth(network, args)
     for name in ("product_lanes", "layer_norm_units"):
         if not vit and getattr(args, name, None) is not None:
             raise CliError(
@@ -783,10 +810,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             network,
             x,
             point,
+            fifo_depth=params.fifo_depth,
             target=args.target,
             pnr=args.pnr and args.target != "generic",
             generic=args.target != "generic",
             device=device,
+            pnr_time_limit=_pnr_seconds(args, network),
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -845,6 +874,7 @@ def _report_vit(
             target=args.target,
             device=device,
             on_stage=stage,
+            pnr_time_limit=_pnr_seconds(args, vit),
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
@@ -852,6 +882,14 @@ def _report_vit(
     js, md = write_report(result, args.output)
     print(f"wrote {js} and {md} (every core's resources are in {md.name})")
     return EXIT_OK
+
+
+def _pnr_seconds(args: argparse.Namespace, network) -> float:
+    """nextpnr's time limit in seconds: ``--pnr-time-limit`` or the default for the network."""
+    if args.pnr_time_limit is not None:
+        return 60.0 * args.pnr_time_limit
+    vit = isinstance(network, VisionTransformer)
+    return 60.0 * (VIT_PNR_TIME_LIMIT_MIN if vit else PNR_TIME_LIMIT_MIN)
 
 
 SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
@@ -903,6 +941,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     pnr = args.synth and args.pnr and args.target != "generic"
     kw: dict = {"target": args.target, "pnr": pnr, "device": device}
+    kw["pnr_time_limit"] = _pnr_seconds(args, network)
+    if args.fifo_depth is not None:
+        kw["fifo_depth"] = args.fifo_depth
     if graph:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
         params = _with_vit_knobs(network, params, args)
@@ -989,6 +1030,15 @@ def _design_parent() -> argparse.ArgumentParser:
         help="where membranes and tracers live (default: by size, per layer)",
     )
     p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
+    )
+    p.add_argument(
         "--fifo-depths",
         default=None,
         type=FIFO_DEPTHS,
@@ -1039,6 +1089,15 @@ def _sweep_parent() -> argparse.ArgumentParser:
         type=STORAGE_LIST,
         help=f"membrane storage to try, comma-separated from auto, {', '.join(STORAGES)} "
         "(default auto)",
+    )
+    p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
     )
     p.add_argument(
         "--fifo-depths",
@@ -1205,6 +1264,15 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--samples", type=POSITIVE, default=50, help="inputs used (default 50)")
         r.add_argument("--target", default="ecp5", choices=("ecp5", "ice40", "generic"))
         r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
+        r.add_argument(
+            "--pnr-time-limit",
+            type=MINUTES,
+            default=None,
+            metavar="MINUTES",
+            help="stop nextpnr after this much CPU time per design (default "
+            f"{PNR_TIME_LIMIT_MIN:g} min; a ViT {VIT_PNR_TIME_LIMIT_MIN:g} min); a stopped run "
+            "is reported as failed",
+        )
         r.add_argument(
             "--no-synth",
             dest="synth",

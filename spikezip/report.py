@@ -128,6 +128,7 @@ class Synthesis:
     layers: tuple[Resources, ...]
     cells: dict[str, int]  #: the top module's raw cell histogram
     seconds: float
+    fifos: tuple[Resources, ...] = ()  #: each inter-layer FIFO (``fifo0``, …)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Synthesis:
@@ -135,6 +136,7 @@ class Synthesis:
             target=d["target"],
             total=Resources.from_json(d["total"]),
             layers=tuple(Resources.from_json(r) for r in d["layers"]),
+            fifos=tuple(Resources.from_json(r) for r in d.get("fifos", ())),
             cells={k: int(v) for k, v in d["cells"].items()},
             seconds=float(d["seconds"]),
         )
@@ -147,8 +149,14 @@ class Latency:
     cycles_mean: float
     cycles_max: int
     cycles_min: int
-    fifo_depth: int  #: the FIFO depth the design is built with (no FIFO fills: model exact)
-    fifo_peak: int  #: the deepest any inter-layer FIFO got
+    #: the FIFO depth the design is built with: the smallest power of two no inference fills,
+    #: or the user's (``--fifo-depth``); the model is exact at any depth
+    fifo_depth: int
+    #: the fewest entries with which no inter-layer FIFO would fill (the model's need)
+    fifo_peak: int
+    #: cycles per inference with every input streamed back to back (``total cycles / samples``)
+    #: at ``fifo_depth``: where a shallow FIFO costs (layer 0 cannot run ahead)
+    back_to_back_cycles: float | None = None
     us_mean: float | None = None  #: at the placed-and-routed fmax, when known
     us_max: float | None = None
 
@@ -406,27 +414,39 @@ def model_latency(
     *,
     lanes: int | Sequence[int] | None = None,
     pipeline: int | None = None,
+    fifo_depth: int | None = None,
 ) -> Latency:
-    """Latency per inference (one at a time, from reset) from the composed cycle model.
+    """Latency per inference (one at a time, from reset) from the composed cycle model, exact at
+    any FIFO depth (:mod:`hw.model.network_model`).
 
     ``params`` (or ``lanes`` and ``pipeline``; not both) are the network core's; their FIFO depth
-    is not used: the depth is the smallest power of two ≥ the default (``n_out + 2``) that no
-    inference fills, so the model is the RTL's exact schedule.
+    is not used. The depth is ``fifo_depth`` when given, else the default: the smallest power of
+    two ≥ ``n_out + 2`` that no inference fills (every FIFO's
+    :attr:`~hw.model.fifo_model.FifoCheck.need`, from the model: a smaller depth makes some
+    inference wait, ``bench/bench_fifo_depth.py``). Also the cycles per inference with all
+    ``inputs`` back to back at that depth (:attr:`Latency.back_to_back_cycles`), where a shallow
+    FIFO costs most.
     """
     from spikezip.hw.model.network_model import network_schedule
 
     params = replace(
         DesignParams.coerce(network, params, lanes=lanes, pipeline=pipeline), fifo_depth=None
     )
-    lat, peaks = [], []
+    peaks = []
+    for b in range(inputs.shape[0]):
+        s = network_schedule(network, inputs[b : b + 1], trace.select([b]), params)
+        peaks.append(max(s.fifo_peak, default=0))
+    default = max((layer.n_out + 2 for layer in network.layers[:-1]), default=2)
+    depth = max(default, _pow2(max(peaks, default=0))) if fifo_depth is None else fifo_depth
+    params = replace(params, fifo_depth=depth).checked(network)
+    lat = []
     for b in range(inputs.shape[0]):
         s = network_schedule(network, inputs[b : b + 1], trace.select([b]), params)
         lat.append(int(s.latency[0]))
-        peaks.append(max(s.fifo_peak, default=0))
-    default = max((layer.n_out + 2 for layer in network.layers[:-1]), default=2)
-    depth = max(default, _pow2(max(peaks, default=0)))
     lat = np.array(lat)
+    b2b = network_schedule(network, inputs, trace, params).total_cycles / max(1, inputs.shape[0])
     return Latency(
+        back_to_back_cycles=float(b2b),
         cycles_mean=float(lat.mean()),
         cycles_max=int(lat.max()),
         cycles_min=int(lat.min()),
@@ -465,6 +485,7 @@ def evaluate_vit(
     target: str = "ecp5",
     device: str | None = VIT_DEVICE,
     on_stage: Callable[[str], None] | None = None,
+    pnr_time_limit: float | None = None,
 ) -> ViTReport:
     """One design point of a site-graph top (:class:`ViTReport`): a ViT (``ViTCore``) or a CNN
     (``ir.cnn.ConvNet``: ``CnnCore``, ``product_lanes`` and ``layer_norm_units`` not given).
@@ -567,7 +588,10 @@ def evaluate_vit(
             stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
             keep = ("harness.dut", "harness.dut.*")
             try:
-                p = place_and_route(core(), target=target, device_args=dev_args, keep=keep)
+                p = place_and_route(
+                    core(), target=target, device_args=dev_args, keep=keep,
+                    time_limit=pnr_time_limit,
+                )  # fmt: skip
             except PlaceRouteError as e:  # synthesised, but it did not place: say so, keep counts
                 p, synthesized = None, e.synth
                 if e.misfit:  # (any other failure, a stopped nextpnr too, is not a misfit)
@@ -638,9 +662,14 @@ def evaluate(
     generic: bool = False,
     trace=None,
     device: str | None = None,
+    fifo_depth: int | None = None,
+    pnr_time_limit: float | None = None,
 ) -> Report:
     """Resources, fmax, latency, SOPs and energy of one design point (``device``: an ECP5
-    size, :func:`device_args`; default the 25k)."""
+    size, :func:`device_args`; default the 25k), its inter-layer FIFOs ``fifo_depth`` deep
+    (default: the smallest power of two no inference fills, :func:`model_latency`);
+    ``pnr_time_limit``: CPU seconds nextpnr may use, past them a
+    :class:`hw.flow.synth.PlaceRouteError` saying so."""
     from spikezip.hw.cores.network_core import NetworkCore
     from spikezip.hw.flow.synth import place_and_route, synthesize
     from spikezip.hw.flow.verilog import generate
@@ -648,7 +677,7 @@ def evaluate(
     from spikezip.sw.reference import simulate
 
     trace = trace if trace is not None else simulate(network, inputs)
-    lat = model_latency(network, inputs, trace, point.params(network))
+    lat = model_latency(network, inputs, trace, point.params(network), fifo_depth=fifo_depth)
     params = point.params(network, fifo_depth=lat.fifo_depth)
 
     def core():
@@ -656,14 +685,16 @@ def evaluate(
 
     top = core()
     names = [f"spikezip_net.layer{k}" for k in range(network.depth)]
+    fifos = [f"spikezip_net.fifo{k}" for k in range(network.depth - 1)]
     verilog = generate(top, "spikezip_net")
     synth = {}
     for t in (target, "generic") if generic and target != "generic" else (target,):
-        r = synthesize(verilog, "spikezip_net", target=t, keep=names)
+        r = synthesize(verilog, "spikezip_net", target=t, keep=names + fifos)
         synth[t] = Synthesis(
             target=t,
             total=Resources.from_json(r.total),
             layers=tuple(Resources.from_json(r.modules[n]) for n in names),
+            fifos=tuple(Resources.from_json(r.modules[n]) for n in fifos),
             cells=dict(r.cells["spikezip_net"]),
             seconds=round(r.seconds, 1),
         )
@@ -671,7 +702,12 @@ def evaluate(
     macs = float(sum(layer.n_in * layer.n_out for layer in network.layers))
     placed = None
     if pnr and target in ("ecp5", "ice40"):
-        p = place_and_route(core(), target=target, device_args=device_args(target, device))
+        p = place_and_route(
+            core(),
+            target=target,
+            device_args=device_args(target, device),
+            time_limit=pnr_time_limit,
+        )
         placed = PlaceRoute(
             device=p.device,
             fmax_mhz=round(p.fmax_mhz, 2),
@@ -797,16 +833,28 @@ def table(result: Report | ViTReport) -> str:
             f"{info.words:>5}{r.lut:>8}{r.carry:>7}{r.ff:>7}{r.bram:>6}"
             f"{r.dsp:>5}{r.lutram:>8}"
         )
+    lat = result.latency
+    for k, r in enumerate(s.fifos):
+        lines.append(
+            f"{f'fifo{k}':<12}{'':>6}{'':>6}{'':>5}{'':>5}{r.lut:>8}{r.carry:>7}{r.ff:>7}"
+            f"{r.bram:>6}{r.dsp:>5}{r.lutram:>8}  ({lat.fifo_depth} entries)"
+        )
     t = s.total
     lines.append(
         f"{'total':<12}{'':>22}{t.lut:>8}{t.carry:>7}{t.ff:>7}{t.bram:>6}{t.dsp:>5}{t.lutram:>8}"
     )
-    lat = result.latency
+    fills = (
+        "no inference fills it"
+        if lat.fifo_peak <= lat.fifo_depth
+        else f"it fills; {lat.fifo_peak} would not"
+    )
     lines.append(
         f"latency {lat.cycles_mean:.0f} cycles mean / {lat.cycles_max} max "
-        f"(exact model, FIFO depth {lat.fifo_depth}, {result.samples} samples, "
+        f"(exact model, FIFO depth {lat.fifo_depth}: {fills}; {result.samples} samples, "
         f"{result.steps_mean:.1f} steps)"
     )
+    if lat.back_to_back_cycles is not None:
+        lines.append(f"back to back {lat.back_to_back_cycles:.0f} cycles per inference")
     if result.pnr is not None:
         p = result.pnr
         lines.append(

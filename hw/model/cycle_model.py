@@ -42,7 +42,7 @@ behind them are the switches of a :class:`Pipeline`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -466,14 +466,19 @@ def _emit(
 
 class _Ready:
     """Backpressure on an output: beat ``k`` (over the run) offered in cycle ``c`` leaves in
-    ``max(c, ready[k])``; the offers are recorded."""
+    ``max(c, ready[k])``, or in ``ready(c)`` when ``ready`` is a function (a per-cycle
+    ``ready`` pattern: the first ready cycle from ``c`` on); the offers are recorded."""
 
-    def __init__(self, ready: Sequence[int]) -> None:
-        self.ready = ready.tolist() if isinstance(ready, np.ndarray) else list(ready)
+    def __init__(self, ready: Sequence[int] | Callable[[int], int]) -> None:
+        self.fn = ready if callable(ready) else None
+        if self.fn is None:
+            self.ready = ready.tolist() if isinstance(ready, np.ndarray) else list(ready)
         self.k, self.offered = 0, []
 
     def leave(self, cycle: int) -> int:
         self.offered.append(cycle)
+        if self.fn is not None:
+            return self.fn(cycle)
         k = self.k
         self.k += 1
         return max(cycle, self.ready[k]) if k < len(self.ready) else cycle
@@ -485,7 +490,7 @@ def schedule(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
-    ready: Sequence[int] | None = None,
+    ready: Sequence[int] | Callable[[int], int] | None = None,
 ) -> list[InferenceSchedule]:
     """The cycle of every output event and marker of a run of inferences, back to back.
 
@@ -506,7 +511,9 @@ def schedule(
         <hw.model.input_map.InputMap.event_cycles>` (its pass, or 1 cycle if dropped) instead of
         ``slots``.
     ready : optional, per output beat of the run (events and markers in stream order), the
-        first cycle it may leave (backpressure on ``o``: ``hw.model.vit_model``). The emitter
+        first cycle it may leave (backpressure on ``o``: ``hw.model.vit_model``), or a function
+        of the cycle a beat is offered giving the cycle it leaves (a per-cycle ``o.ready``
+        pattern: ``hw.model.network_model.OutputReady``). The emitter
         is an elastic pipeline (a skid register behind the serialiser), so a beat held back
         delays only the beats after it — one per cycle — and, through the marker, the sweep two
         steps later.
@@ -621,7 +628,7 @@ def timed(
     outputs: list[list[Step]],
     arrivals: list[list[Sequence[int]]] | None = None,
     input_map: Any = None,
-    ready: Sequence[int] | None = None,
+    ready: Sequence[int] | Callable[[int], int] | None = None,
     *,
     ops_per_event: int | None = None,
 ) -> CoreRun:

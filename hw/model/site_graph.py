@@ -15,8 +15,8 @@ in a one-entry FIFO (a single register).
 
 **Backpressure.** A FIFO of ``d ≥ 2`` entries moves beat ``k`` from its memory to its output
 register in ``max(w_k + 1, taken_{k−1})`` and has room for beat ``k`` once beat ``k − d + 1``
-moved; a one-entry FIFO once beat ``k − 1`` was taken. Room depends on the consumer's progress
-on earlier beats, which depends on its own FIFOs downstream, so :func:`solve` runs the
+moved; a one-entry FIFO once beat ``k − 1`` was taken (:data:`hw.model.fifo_model.SYNC_FIFO`).
+Room depends on the consumer's progress on earlier beats, which depends on its own FIFOs downstream, so :func:`solve` runs the
 composition in **passes**: every core in execution order, each with the room its FIFOs had in the
 pass before (none in the first: the schedule with FIFOs that never fill). Every cycle only grows
 from pass to pass; the first pass that changes no FIFO's room is a consistent schedule, the
@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from spikezip.hw.model import cycle_model as cm
-from spikezip.hw.model.cycle_model import FIFO_LATENCY, CoreRun
+from spikezip.hw.model.cycle_model import CoreRun
+from spikezip.hw.model.fifo_model import SYNC_FIFO, FifoCheck
 
 __all__ = [
     "CoreLoad",
@@ -49,8 +50,8 @@ __all__ = [
 def fifo_latency(depth: int) -> int:
     """Cycles from a beat written into an empty FIFO of ``depth`` entries to the cycle it is
     valid at the FIFO's output: :data:`~hw.model.cycle_model.FIFO_LATENCY`, 1 for one entry
-    (``SyncFIFOBuffered`` is then a single register)."""
-    return 1 if depth == 1 else FIFO_LATENCY
+    (``SyncFIFOBuffered`` is then a single register; :data:`hw.model.fifo_model.SYNC_FIFO`)."""
+    return SYNC_FIFO.latency_of(depth)
 
 
 def link_names(name: str, consumers: int) -> list[str]:
@@ -58,25 +59,6 @@ def link_names(name: str, consumers: int) -> list[str]:
     (``name_fifo``, or ``name_fifo0 …`` behind a broadcast; dots become ``_``)."""
     name = name.replace(".", "_")
     return [f"{name}_fifo{k}" for k in range(consumers)] if consumers > 1 else [f"{name}_fifo"]
-
-
-@dataclass(frozen=True)
-class FifoCheck:
-    """How full one FIFO ran."""
-
-    name: str  #: the FIFO's name in the top (``"blocks_0_q_fifo"``)
-    depth: int
-    #: the fewest entries with which it would never be full, every FIFO being that deep: its
-    #: occupancy in the schedule without backpressure (≥ 2; 1 when a one-entry FIFO is always
-    #: empty when a beat comes)
-    need: int
-    #: cycles its producer's beats waited for room in it, summed
-    waited: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """It never refused a beat: no backpressure from it."""
-        return self.waited == 0
 
 
 @dataclass(frozen=True)
@@ -215,7 +197,7 @@ class GraphModel:
             taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
             if taken.size != writes.size:  # (a model's bug, not the user's)
                 raise AssertionError(f"{fifo}: {writes.size} beats written, {taken.size} taken")
-            room = _room(writes, taken, depth)
+            room = SYNC_FIFO.room(writes, taken, depth)
             if not np.array_equal(room, self.fifo_ready[fifo]):
                 self.fifo_ready[fifo], changed = room, True
         return changed
@@ -226,7 +208,12 @@ class GraphModel:
             offered = np.asarray(self.runs[producer].offered, dtype=np.int64)
             taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
             out.append(
-                FifoCheck(fifo, depth, _need(offered, taken, depth), int((writes - offered).sum()))
+                FifoCheck(
+                    fifo,
+                    depth,
+                    SYNC_FIFO.need(offered, taken, depth),
+                    int((writes - offered).sum()),
+                )
             )
         return tuple(out)
 
@@ -291,27 +278,3 @@ def site_core_model(timing, ins, outs, arrivals, ready, *, ops: int | None, imap
     (:func:`hw.model.cycle_model.timed`; ``ops``: neurons one pass updates, None for the map's
     ``span·lanes``)."""
     return cm.timed(timing, ins, outs, arrivals, imap, ready, ops_per_event=ops)
-
-
-def _room(writes: np.ndarray, taken: np.ndarray, depth: int) -> np.ndarray:
-    """Per beat, the first cycle a FIFO of ``depth`` entries has room for it: beat ``k`` moves
-    from the memory to the output register in ``max(w_k + 1, taken_{k−1})``, and the memory
-    (``depth − 1`` entries) has room for beat ``k`` once beat ``k − depth + 1`` moved; a
-    one-entry FIFO once the beat before was taken."""
-    room = np.zeros_like(writes)
-    if depth == 1:
-        room[1:] = taken[:-1] + 1
-        return room
-    moved = np.maximum(writes + 1, np.concatenate([[-1], taken[:-1]]))
-    room[depth - 1 :] = moved[: max(0, writes.size - depth + 1)] + 1
-    return room
-
-
-def _need(offered: np.ndarray, taken: np.ndarray, depth: int) -> int:
-    """The fewest entries (≥ 2) with which a FIFO fed at the ``offered`` cycles and read at the
-    ``taken`` cycles never refuses a beat (1 when a one-entry FIFO never does)."""
-    if depth == 1 and np.all(taken[:-1] < offered[1:]):
-        return 1
-    moved = np.maximum(offered + 1, np.concatenate([[-1], taken[:-1]]))
-    inner = np.arange(offered.size) - np.searchsorted(moved, offered, side="left")
-    return int(inner.max()) + 2 if inner.size else 2

@@ -202,6 +202,9 @@ class NetworkStimulus(Record):
     max_cycles: int  #: the run stops here at the latest
     valid: float = 1.0  #: probability that an input beat is offered in a cycle
     ready: float = 1.0  #: probability that the output is accepted in a cycle
+    #: ``≥ 0``: the output's pauses are those of ``hw.model.network_model.OutputReady(ready,
+    #: ready_seed)``, which the network model reproduces; ``-1``: cocotb's random numbers
+    ready_seed: int = -1
     simulator: str = ""  #: name for the trace's ``source`` (default: cocotb's)
     progress: str = ""  #: file the testbench rewrites with the finished inferences ("": none)
     per_cycle: bool = False  #: one ``await`` per cycle even without pauses (not the harness)

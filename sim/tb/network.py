@@ -4,7 +4,9 @@ Reads a :class:`sim.tb.files.NetworkStimulus` (written by :func:`sim.simulate.pr
 folder is the run folder). Per cycle, on one falling-edge trigger: one read of the probe vector
 (every layer's transfers of the coming edge, :mod:`hw.cores.network_core`), the input
 :class:`~sim.tb.kit.Driver` and the output :class:`~sim.tb.kit.Sink` under their pause
-generators (``valid``/``ready`` of the stimulus, seeded by ``COCOTB_RANDOM_SEED``). After the run
+generators (``valid``/``ready`` of the stimulus, seeded by ``COCOTB_RANDOM_SEED``; the output's
+from the stimulus's ``ready_seed`` when it has one: ``hw.model.network_model.OutputReady``, the
+pattern the network model reproduces). After the run
 every layer's beats are decoded into a hardware :class:`ir.Trace` (spikes, cumulative busy
 flags, steps, cycle stamps) saved as ``hardware.npz``, and the per-inference facts (first input
 cycle, done cycle, counters read the cycle after done) as a :class:`~sim.tb.files.NetworkResult`
@@ -32,6 +34,7 @@ import numpy as np
 from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
 
+from spikezip.hw.model.network_model import OutputReady
 from spikezip.ir import Trace
 from spikezip.ir._io import atomic_write_text
 from spikezip.sim.harness import BEATS_FILE, CHUNK, FACTS_FILE, WORDS_FILE
@@ -114,7 +117,10 @@ async def _per_cycle(dut, stim: NetworkStimulus, edge, progress: Path | None) ->
     """One ``await`` per cycle: the driver and the sink under their pause generators."""
     probe, fmt = stim.probe, stim.formats[-1]
     driver = kit.Driver(dut.i__valid, dut.i__payload, stim.words, kit.pauses(stim.valid))
-    sink = kit.Sink(dut.o__ready, kit.pauses(stim.ready))
+    pauses = kit.pauses(stim.ready)
+    if stim.ready_seed >= 0 and pauses is not None:  # the network model's OutputReady
+        pauses = OutputReady(stim.ready, stim.ready_seed).pauses()
+    sink = kit.Sink(dut.o__ready, pauses)
     watchdog = kit.Watchdog("tb.network")
     ready_bit, valid_bit = probe.bit("in_ready"), probe.bit("out_valid")
     beat_off = probe.fields[f"beat{stim.depth - 1}"][0]

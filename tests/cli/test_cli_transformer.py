@@ -150,6 +150,13 @@ def test_report_and_sweep_take_fifo_depths_by_name(files, capsys):
         assert run(*argv, "--fifo-depths", bad, "-o", files / "rep2") == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+    # --fifo-depth is an MLP's (every inter-layer FIFO); a ViT's FIFOs go by name
+    sweep = ["sweep", files / "vit.npz", "--inputs", files / "x.npy", "--no-synth", "-q"]
+    for cmd in (argv, ["generate", files / "vit.npz"], sweep):
+        assert run(*cmd, "--fifo-depth", "4", "-o", files / "rep3") == 2
+        err = capsys.readouterr().err
+        assert "--fifo-depth sets an MLP's inter-layer FIFOs; a ViT's FIFOs take" in err, err
+        assert err.count("\n") == 1
     sweep = ["sweep", files / "vit.npz", "--inputs", files / "x.npy", "--no-synth", "-q"]
     assert run(*sweep, "--lanes", "1,2", "--fifo-depths", text, "-o", files / "sw") == 0
     record = json.loads((files / "sw" / "sweep.json").read_text())

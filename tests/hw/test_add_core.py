@@ -137,7 +137,7 @@ def _random(data, max_cycles: int) -> None:
            timed_seed=data.draw(st.integers(0, 99)))  # fmt: skip
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_merges_equal_the_reference_and_the_model(data) -> None:
     """Random merges: the core's spikes and busy flags equal the reference's, each beat in the
@@ -156,15 +156,24 @@ def test_random_merges_many(data) -> None:
 @pytest.mark.parametrize(
     ("n_src", "neuron"), [pytest.param(2, "stbif", marks=pytest.mark.slow), (3, "graded")]
 )
-def test_sources_that_end_early_and_pauses(n_src: int, neuron: str) -> None:
-    """Fixed merges where the first source ends before the last (it is skipped meanwhile);
-    exact with the model, and the same beats under random input gaps and output stalls."""
+def test_sources_that_end_early(n_src: int, neuron: str) -> None:
+    """Fixed merges where the first source ends before the last (it is skipped meanwhile):
+    exact with the model, also with scheduled gaps and backpressure."""
     net = fixed_add_net(n_src, neuron)
     x = images(np.random.default_rng(0), net, 3)
-    trace = simulate(net, x)
-    sources, _, outs = am.add_streams(net, x, trace, n_src)
-    assert any(len(sources[0][b]) < len(sources[-1][b]) for b in range(3))
-    _check(net, x, 2, 1, timed_seed=1)
+    sources, _, _ = am.add_streams(net, x, simulate(net, x), n_src)
+    early = [b for b in range(3) if len(sources[0][b]) < len(sources[-1][b])]
+    assert early
+    _check(net, x[early[:1]], 2, 1, timed_seed=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n_src", "neuron"), [(2, "stbif"), (3, "graded")])
+def test_random_pauses_keep_the_beats(n_src: int, neuron: str) -> None:
+    """Random input gaps on every source and output stalls: the same beats."""
+    net = fixed_add_net(n_src, neuron)
+    x = images(np.random.default_rng(0), net, 3)
+    sources, _, outs = am.add_streams(net, x, simulate(net, x), n_src)
     spec = am.add_spec(net, n_src, lanes=4)
     fmts = am.source_formats(net, n_src)
     core = AddCore(site=spec, formats=fmts, pipeline=2)

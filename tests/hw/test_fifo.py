@@ -11,6 +11,8 @@ from amaranth.sim import Simulator
 from spikezip.hw.cores.fifo import RegisteredFIFO
 from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model.cycle_model import REGISTERED_FIFO_LATENCY
+from spikezip.hw.model.fifo_model import REGISTERED_FIFO, SYNC_FIFO
+from spikezip.hw.model.network_model import OutputReady
 
 
 def _run(depth: int, p_write: float, p_ready: float, seed: int, cycles: int = 400):
@@ -64,7 +66,7 @@ def test_order_capacity_and_timing(depth: int, p_write: float, p_ready: float) -
     w_set = set(writes)
     r_set = {c for c, _ in reads}
     for c, (_, w_ready, *_) in enumerate(log):
-        assert held <= depth + 2
+        assert held <= depth + 3
         if held < depth:
             assert w_ready, f"cycle {c}: refused with {held} entries held"
         held += (c in w_set) - (c in r_set)
@@ -91,3 +93,56 @@ def test_output_register_moves_into_the_block_ram() -> None:
     kinds = Counter(c["type"] for c in net["modules"]["h"]["cells"].values())
     assert kinds["DP16KD"] == 1
     assert pack_registers(net, "h").bram_outputs == 1
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 8])
+@pytest.mark.parametrize(("p_write", "p_ready"), [(1.0, 0.3), (0.9, 0.5), (0.7, 0.9)])
+def test_room_is_the_model(depth: int, p_write: float, p_ready: float) -> None:
+    """``w.ready`` in every cycle is what ``hw.model.fifo_model.REGISTERED_FIFO`` computes from
+    the cycles beats were written and taken: room for beat ``k`` from ``f_{k−depth} + 1`` on."""
+    log = _run(depth, p_write, p_ready, seed=depth * 7 + int(10 * p_ready), cycles=300)
+    writes = [c for c, (wv, wr, *_) in enumerate(log) if wv and wr]
+    taken = [c for c, (_, _, rv, _, rr) in enumerate(log) if rv and rr]
+    n = len(taken)  # beats written and taken within the run
+    room = REGISTERED_FIFO.room(writes[:n], taken, depth)
+    refused = 0
+    for c, (_, w_ready, *_) in enumerate(log):
+        k = sum(w <= c - 1 for w in writes)  # the beat a write in cycle c would be
+        if k < n:
+            assert bool(w_ready) == (c >= room[k]), f"cycle {c}, beat {k}"
+            refused += not w_ready
+    assert refused or depth > 1 or p_ready == 0.9  # the depths that fill do refuse
+    # the producer's view, beat by beat (what the network model's layer cores ask)
+    ready = REGISTERED_FIFO.producer_ready(taken, depth)
+    assert [ready(w) for w in writes[:n]] == writes[:n]
+    assert REGISTERED_FIFO.need(writes[:n], taken, depth) >= 1
+
+
+def test_producer_ready_equals_room() -> None:
+    """Beat by beat in a producer's run, :meth:`FifoTiming.producer_ready` gives the room
+    :meth:`FifoTiming.room` computes from the whole run, for both kinds of FIFO."""
+    rng = np.random.default_rng(5)
+    for fifo in (REGISTERED_FIFO, SYNC_FIFO):
+        for depth in (1, 2, 3, 5):
+            offered = np.cumsum(rng.integers(0, 3, 200))
+            ready = fifo.producer_ready(np.cumsum(rng.integers(1, 5, 200)) + 10, depth)
+            writes = np.array([ready(int(c)) for c in offered])
+            taken = np.array(ready.taken)
+            room = fifo.room(writes, taken, depth)
+            np.testing.assert_array_equal(writes, np.maximum(offered, room))
+            assert (writes > offered).any()
+
+
+def test_output_ready_pattern() -> None:
+    """The testbench's pauses and the model's first ready cycle are one pattern."""
+    pattern = OutputReady(0.4, 17)
+    pauses = pattern.pauses()
+    ready = [c for c in range(500) if not next(pauses)]
+    assert 120 < len(ready) < 280
+    for c in range(480):
+        assert pattern.first_ready(c) == min(r for r in ready if r >= c)
+    assert OutputReady(0.4, 18).first_ready(0) is not None
+    with pytest.raises(ValueError, match=r"probability must be in \(0, 1\], not 0"):
+        OutputReady(0, 1)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, not -1"):
+        OutputReady(0.5, -1)

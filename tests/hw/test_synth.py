@@ -96,6 +96,49 @@ def test_place_and_route_layer_core(digits_network):
     assert p.critical_path and p.utilization["TRELLIS_IO"]["used"] <= 8
 
 
+def test_a_tool_is_stopped_at_its_cpu_time_limit(tmp_path):
+    """A tool past its CPU-time limit is stopped (SIGXCPU): a TimeLimitError, not a hang."""
+    import time
+
+    from spikezip.hw.flow.synth import TimeLimitError, _run_python
+
+    t0 = time.monotonic()
+    with pytest.raises(TimeLimitError, match="burner stopped after its time limit of 1 s of CPU"):
+        _run_python("burner", "while True: pass", [], tmp_path, "burn.log", time_limit=1)
+    assert time.monotonic() - t0 < 30
+    _run_python("quick", "print('ok')", [], tmp_path, "ok.log", time_limit=1)  # within: fine
+    assert (tmp_path / "ok.log").read_text() == "ok\n"
+
+
+def test_place_and_route_reports_a_stopped_seed(tmp_path, monkeypatch):
+    """A seed stopped at the limit: PlaceRouteError(timed_out) with the synthesis counts, or with
+    ``skip_stopped`` a ``None`` for that seed and the next seed placed; a limit that is not
+    positive is refused."""
+    from spikezip.hw.cores.fifo import RegisteredFIFO
+    from spikezip.hw.flow import synth as s
+
+    with pytest.raises(ValueError, match="time_limit must be > 0"):
+        s.place_and_route(RegisteredFIFO(width=8, depth=16), time_limit=0)
+    real = s._pnr
+
+    def pnr(target, args, freq_mhz, seed, wd, time_limit=None):
+        assert time_limit == 5
+        if seed == 2:
+            raise s.TimeLimitError("nextpnr-ecp5 stopped (test)", seconds=time_limit)
+        real(target, args, freq_mhz, seed, wd, time_limit)
+
+    monkeypatch.setattr(s, "_pnr", pnr)
+    with pytest.raises(s.PlaceRouteError) as info:
+        s.place_and_route(RegisteredFIFO(width=8, depth=16), seed=2, time_limit=5)
+    assert info.value.timed_out and info.value.misfit is None
+    assert "stopped (test) (seed 2; another seed or a longer limit may finish)" in str(info.value)
+    assert info.value.synth.total["lut"] > 0
+    runs = s.place_and_route_seeds(
+        RegisteredFIFO(width=8, depth=16), seeds=(2, 1), time_limit=5, skip_stopped=True
+    )
+    assert runs[0] is None and runs[1].fmax_mhz > 0
+
+
 def test_keep_expands_to_the_direct_submodules(digits_network, digits_verilog):
     """``<module>.*`` keeps every direct child (not grandchildren); an unknown name is an
     error, not a silent no-op (Yosys would otherwise report no such module's counts)."""

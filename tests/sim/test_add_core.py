@@ -78,3 +78,19 @@ def test_random_add_cores_icarus(tmp_path_factory, data) -> None:
     timing = LayerTiming(n_out=n, lanes=lanes, pipeline=pipeline)
     assume(am.timed(timing, spec.input_map, sources, outs).offered[-1] < 20_000)
     run_both(tmp_path_factory.mktemp("add"), "icarus", net, x, lanes, pipeline)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_digits_cnn_add_verilator(tmp_path, trained_cnn, digits_data) -> None:
+    """The digits CNN's ``add`` site (conv4 + conv2, 32×4×4, lanes 8) on 6 test images, per
+    cycle."""
+    from spikezip.ir.cnn import Add
+    from spikezip.sw.cnn.convert import to_convnet
+
+    net = to_convnet(trained_cnn.model, name="digits-cnn")
+    layer = next(k for k, op in enumerate(net.layers) if isinstance(op, Add))
+    x = digits_data.x_test[:6]
+    case = add_case(tmp_path / "case", net, x, layer, lanes=8, pipeline=1)
+    case.run("verilator", tmp_path / "build")
+    case.run("verilator", tmp_path / "build", ready=0.7, valid=0.8)

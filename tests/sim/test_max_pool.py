@@ -60,3 +60,18 @@ def test_random_max_pools_icarus(tmp_path_factory, data) -> None:
     ins, outs = pm.pool_streams(net, x, simulate(net, x), 1)
     assume(pm.timed(pm.pool_geometry(net, 1), ins, outs).offered[-1] < 20_000)
     run_both(tmp_path_factory.mktemp("pool"), "icarus", net, x)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_digits_cnn_pool_verilator(tmp_path, trained_cnn, digits_data) -> None:
+    """The digits CNN's ``pool`` site (32×4×4 → 32×2×2) on 6 test images, per cycle."""
+    from spikezip.ir.cnn import MaxPool2d
+    from spikezip.sw.cnn.convert import to_convnet
+
+    net = to_convnet(trained_cnn.model, name="digits-cnn")
+    layer = next(k for k, op in enumerate(net.layers) if isinstance(op, MaxPool2d))
+    x = digits_data.x_test[:6]
+    case = max_pool_case(tmp_path / "case", net, x, layer)
+    case.run("verilator", tmp_path / "build")
+    case.run("verilator", tmp_path / "build", ready=0.7, valid=0.8)

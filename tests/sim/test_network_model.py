@@ -1,13 +1,15 @@
 """The composed network cycle model (hw.model.network_model) == the RTL's cycle stamps.
 
 Every output event and marker of every layer, ``first_input`` and ``done`` of every inference,
-on Verilator, for the digits model and random networks (analog and spike input), at every
-pipeline depth (:data:`hw.model.cycle_model.PIPELINES`; pipelines 2 and 3 also with layers of fewer
-words than their same-word distance, whose passes have idle slots). The model claims exactness only
-when no inter-layer FIFO can fill up; the cases below cover both sides of that check: where it holds
-the cycles must agree and the RTL must record no stall; where it fails the RTL must indeed have
-stalled (the check is not vacuous). Every case is a Verilator build: ``make test`` runs the first
-digits case and the backpressure case, the rest is ``slow``.
+and every layer's ``stalls`` counter (the cycles its output waited: for a FIFO's producer the
+model's :attr:`~hw.model.fifo_model.FifoCheck.waited`), for the digits model and random networks
+(analog and spike input), at every pipeline depth (:data:`hw.model.cycle_model.PIPELINES`;
+pipelines 2 and 3 also with layers of fewer words than their same-word distance, whose passes have
+idle slots), and at any FIFO depth: 1 (the smallest the RTL accepts), 4, 8 and one that never
+fills, with and without pauses of the last layer's output (seeded:
+:class:`~hw.model.network_model.OutputReady`), on Verilator and Icarus. ``make test`` runs one
+Verilator case (digits, depth 1), one Icarus case (a random network at depth 1 with output
+pauses) and the first digits case; the rest is ``slow``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from spikezip.hw.model.cycle_model import LayerTiming
 from spikezip.hw.model.design import resolve_lanes
-from spikezip.hw.model.network_model import network_schedule
+from spikezip.hw.model.network_model import OutputReady, network_schedule
 from spikezip.sim.simulate import design, simulate
 from spikezip.sw.reference import simulate as reference
 from tests.sim.test_network import fit_lanes, random_inputs, random_network
@@ -30,19 +32,22 @@ def builds(tmp_path_factory):
     return tmp_path_factory.mktemp("network-model")
 
 
-def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None, *, pipeline=1):
+def assert_model_equals_rtl(
+    network, x, builds, lanes, fifo_depth=None, *, pipeline=1, sim="verilator", ready=1.0, seed=3
+):
     golden = reference(network, x)
     d = design(
-        network, builds / f"fifo{fifo_depth}", lanes=lanes, fifo_depth=fifo_depth, pipeline=pipeline
+        network,
+        builds / f"fifo{fifo_depth}-d{pipeline}",
+        lanes=lanes,
+        fifo_depth=fifo_depth,
+        pipeline=pipeline,
     )
     assert d.manifest.pipeline == pipeline
-    run = simulate(network, x, sim="verilator", design_dir=d)
-    model = network_schedule(network, x, golden, d.params)
-    stalls = run.final_counters[:, 3]
-    if not model.exact:
-        assert stalls[:-1].any(), "model refused a run in which no FIFO filled up"
-        return model
-    assert not stalls.any()
+    run = simulate(network, x, sim=sim, design_dir=d, ready=ready, seed=seed)
+    out_ready = OutputReady(ready, seed) if ready < 1 else None
+    model = network_schedule(network, x, golden, d.params, out_ready=out_ready)
+    assert model.exact
     trace = run.trace
     for k in range(network.depth):
         for b in range(len(x)):
@@ -56,6 +61,14 @@ def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None, *, pipel
     np.testing.assert_array_equal(run.first_input, model.first_input)
     np.testing.assert_array_equal(run.done, model.done)
     np.testing.assert_array_equal(run.latency, model.latency)
+    # the cycles each producer waited for room (the RTL's ``stalls`` counters), and the last
+    # layer's waits for the output's pauses
+    stalls = run.final_counters[:, 3]
+    assert [int(c) for c in stalls[:-1]] == [f.waited for f in model.fifos]
+    last = model.runs[-1]
+    left = [c for inf in last.beats for ev, mk in inf for c in (*ev, mk)]
+    assert int(stalls[-1]) == sum(a - b for a, b in zip(left, last.offered, strict=True))
+    assert (int(stalls[-1]) > 0) == (ready < 1)
     return model
 
 
@@ -72,15 +85,86 @@ def assert_model_equals_rtl(network, x, builds, lanes, fifo_depth=None, *, pipel
     ],
 )
 def test_digits_model_equals_rtl(digits_network, digits_data, builds, lanes, fifo_depth, pipeline):
-    model = assert_model_equals_rtl(
-        digits_network, digits_data.x_test[:24], builds, lanes, fifo_depth, pipeline=pipeline
+    assert_model_equals_rtl(
+        digits_network,
+        digits_data.x_test[:24],
+        builds / f"p{lanes}",
+        lanes,
+        fifo_depth,
+        pipeline=pipeline,
     )
-    assert model.exact
 
 
-def test_backpressure_is_detected(digits_network, digits_data, builds):
-    model = assert_model_equals_rtl(digits_network, digits_data.x_test[:8], builds, 8)
-    assert not model.exact
+#: FIFO depths of the backpressure matrix: the smallest the RTL accepts, small ones, and one that
+#: never fills (``None``: the model's need, as a power of two, found per case)
+DEPTHS = (1, 4, 8, None)
+
+
+def _never_fills(network, x, lanes, pipeline=1) -> int:
+    model = network_schedule(network, x, reference(network, x), lanes=lanes, pipeline=pipeline)
+    return 1 << (max(model.fifo_peak) - 1).bit_length()
+
+
+@pytest.mark.parametrize(
+    ("sim", "fifo_depth", "ready"),
+    [
+        ("verilator", 1, 1.0),
+        *[
+            pytest.param(s, d, r, marks=pytest.mark.slow)
+            for s in ("verilator", "icarus")
+            for d in DEPTHS
+            for r in (1.0, 0.6)
+            if (s, d, r) != ("verilator", 1, 1.0)
+        ],
+    ],
+)
+def test_digits_backpressure(digits_network, digits_data, builds, sim, fifo_depth, ready):
+    """The digits network at small FIFO depths: the producer waits, the model is exact."""
+    x = digits_data.x_test[:6]
+    lanes = 8
+    never = fifo_depth is None
+    if never:
+        fifo_depth = _never_fills(digits_network, x, lanes)
+    model = assert_model_equals_rtl(
+        digits_network, x, builds, lanes, fifo_depth, sim=sim, ready=ready
+    )
+    assert model.backpressure == (not never)  # the small depths do fill (not vacuous)
+    assert all(f.need <= f.depth for f in model.fifos) == never
+
+
+@pytest.mark.parametrize(
+    ("sim", "seed", "depth", "width", "lanes", "encoding", "pipeline", "ready"),
+    [
+        ("icarus", 41, 3, 16, (4, 1, 2), "analog", 1, 0.6),
+        pytest.param("verilator", 42, 3, 20, (8, 1, 3), "spike", 2, 0.5, marks=pytest.mark.slow),
+        pytest.param(
+            "verilator", 43, 4, 24, (6, 2, 1, 3), "analog", 0, 1.0, marks=pytest.mark.slow
+        ),
+        pytest.param("icarus", 44, 2, 24, (12, 1), "analog", 3, 0.7, marks=pytest.mark.slow),
+        pytest.param("verilator", 45, 3, 16, (1, 16, 1), "spike", 1, 1.0, marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize(
+    "fifo_depth",
+    [
+        1,
+        pytest.param(4, marks=pytest.mark.slow),
+        pytest.param(8, marks=pytest.mark.slow),
+        pytest.param(None, marks=pytest.mark.slow),
+    ],
+)
+def test_random_backpressure(
+    builds, sim, seed, depth, width, lanes, encoding, pipeline, ready, fifo_depth
+):
+    """Random small networks at FIFO depths 1, 4, 8 and one that never fills."""
+    net = random_network(seed, depth=depth, max_width=width, encoding=encoding)
+    lanes = fit_lanes(net, lanes)
+    x = random_inputs(net, 5, seed)
+    if fifo_depth is None:
+        fifo_depth = _never_fills(net, x, lanes, pipeline)
+    assert_model_equals_rtl(
+        net, x, builds / f"r{seed}", lanes, fifo_depth, pipeline=pipeline, sim=sim, ready=ready
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,5 +215,4 @@ def _random_model_equals_rtl(
             for p, layer in zip(per_layer, net.layers, strict=True)
         ]
         assert any(t.slots > t.words for t in timings)
-    model = assert_model_equals_rtl(net, x, builds, lanes, fifo_depth=512, pipeline=pipeline)
-    assert model.exact
+    assert_model_equals_rtl(net, x, builds / f"r{seed}", lanes, fifo_depth=512, pipeline=pipeline)

@@ -31,6 +31,7 @@ def _network_stimulus() -> NetworkStimulus:
         digest="abc",
         max_cycles=1000,
         ready=0.5,
+        ready_seed=11,
         progress="/tmp/p",
     )
 
@@ -41,6 +42,7 @@ def test_network_stimulus_round_trip(tmp_path: Path) -> None:
     assert back.formats == stim.formats and back.probe == stim.probe
     assert (back.n_out, back.layer_names, back.samples, back.depth) == ((5, 3), ("a", "b"), 2, 2)
     assert (back.valid, back.ready, back.progress, back.max_cycles) == (1.0, 0.5, "/tmp/p", 1000)
+    assert back.ready_seed == 11
     np.testing.assert_array_equal(back.words, stim.words)
 
 
