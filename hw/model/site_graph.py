@@ -16,11 +16,12 @@ in a one-entry FIFO (a single register).
 **Backpressure.** A FIFO of ``d ≥ 2`` entries moves beat ``k`` from its memory to its output
 register in ``max(w_k + 1, taken_{k−1})`` and has room for beat ``k`` once beat ``k − d + 1``
 moved; a one-entry FIFO once beat ``k − 1`` was taken (:data:`hw.model.fifo_model.SYNC_FIFO`).
-Room depends on the consumer's progress on earlier beats, which depends on its own FIFOs downstream, so :func:`solve` runs the
-composition in **passes**: every core in execution order, each with the room its FIFOs had in the
-pass before (none in the first: the schedule with FIFOs that never fill). Every cycle only grows
-from pass to pass; the first pass that changes no FIFO's room is a consistent schedule, the
-RTL's. How each core waits for room is its own model's.
+Room depends on the consumer's progress on earlier beats, which depends on its own FIFOs
+downstream, so :func:`solve` runs the composition in **passes**: every core in execution order,
+each with the room its FIFOs had in the pass before (none in the first: the schedule with FIFOs
+that never fill). Every cycle only grows from pass to pass; the first pass that changes no
+FIFO's room is a consistent schedule, the RTL's. How each core waits for room is its own
+model's.
 """
 
 from __future__ import annotations
