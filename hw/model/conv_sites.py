@@ -93,17 +93,7 @@ def conv_spec(net: ConvNet, layer: int, *, lanes: int) -> SiteSpec:
         value_width = max(SPIKE_VALUE_WIDTH, signed_width(widths.input_lo, widths.input_hi))
     else:
         value_width = spike_value_width(spike_max)
-    thr = np.tile(op.thresholds, ho * wo)
-    neurons = Layer(
-        weight=np.zeros((n, 1), dtype=np.int64),
-        bias=np.tile(op.bias, ho * wo),
-        threshold=int(thr[0]) if np.all(thr == thr[0]) else thr,
-        neg_bound=int(op.neg_bound),
-        pos_bound=int(op.pos_bound),
-        name=op.name,
-        neuron=op.neuron,
-        max_level=op.max_level,
-    )
+    neurons = _neurons(op, n, ho * wo, op.thresholds, op.bias)
     return SiteSpec(
         name=op.name or f"layer{layer}",
         kind="conv2d",
