@@ -116,6 +116,7 @@ def design(
     fifo_depth: int | None = None,
     storage: str | None = None,
     backend: str = "proc",
+    emit_width: int | None = None,
 ) -> Design:
     """The design of ``network`` under ``root``; generated unless an identical one is there.
 
@@ -127,7 +128,13 @@ def design(
     file in the directory).
     """
     params = DesignParams.coerce(
-        network, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth, storage=storage
+        network,
+        params,
+        lanes=lanes,
+        pipeline=pipeline,
+        fifo_depth=fifo_depth,
+        storage=storage,
+        emit_width=emit_width,
     )
     with _locked_design(network, root, params, backend=backend) as d:
         return d
@@ -213,6 +220,23 @@ def _max_cycles(
     return int((steps * per_step + init) * x.shape[0] * slack) + 1000
 
 
+def _emit_widths(network, d: Design) -> tuple[int, ...]:
+    """Events per output beat of every core of the design (``()``: one each)."""
+    params = d.params
+    if isinstance(network, VisionTransformer) or params.emit_width == 1:
+        return ()
+    from spikezip.hw.model.network_model import layer_timing
+
+    wide = max(f.width for f in d.manifest.probe_layout if f.field.startswith("beat"))
+    if wide > 62:
+        raise ValueError(
+            f"emit_width {params.emit_width}: a beat of {wide} bits does not fit the "
+            "simulation's beat records (62 bits); use a smaller emit width"
+        )
+
+    return tuple(layer_timing(network, params, k).emit_width for k in range(network.depth))
+
+
 def prepare(
     network: Network,
     inputs: np.ndarray,
@@ -257,6 +281,7 @@ def prepare(
         n_out=tuple(layer.n_out for layer in layers),
         layer_names=names,
         formats=tuple(layer.output_format for layer in layers),
+        emit_widths=_emit_widths(network, d),
         probe=BitLayout.from_json([asdict(f) for f in d.manifest.probe_layout]),
         digest=network.digest(),
         max_cycles=_max_cycles(network, d, x, slack),

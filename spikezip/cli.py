@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from spikezip.cluster import SchedulerError, check_address
-from spikezip.hw.model.cycle_model import PIPELINES
+from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH, PIPELINES
 from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
@@ -222,6 +222,17 @@ FIFO_DEPTH = _int_in(1, MAX_FIFO_ENTRIES)
 FIFO_DEPTHS = _converter(
     _fifo_depths, f"NAME=N[,NAME=N…], each FIFO once, N in 1..{MAX_FIFO_ENTRIES}"
 )
+EMIT_WIDTH = _int_in(1, MAX_EMIT_WIDTH)
+
+
+def _emit_width(text: str) -> int:
+    value = int(text.strip())
+    if not 1 <= value <= MAX_EMIT_WIDTH:
+        raise ValueError
+    return value
+
+
+EMIT_WIDTH_LIST = _list_converter(_emit_width, f"an integer in 1..{MAX_EMIT_WIDTH}")
 JOBS = _int_in(1, 256)
 SHARDS = _int_in(1, 4096)
 SCHEDULER = _converter(check_address, "a scheduler address [tcp://]HOST:PORT (port 1..65535)")
@@ -281,8 +292,20 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         )
     except (TypeError, ValueError) as e:
         raise CliError(f"--lanes {','.join(map(str, lanes or ()))}: {e}") from None
+    width = getattr(args, "emit_width", None)
+    if width is not None and width != 1:
+        if not isinstance(network, Network):
+            raise CliError(
+                f"--emit-width sets an MLP's layer cores; {_a_kind(network)}'s send one per beat"
+            )
+        params = replace(params, emit_width=width)
     params = replace(params, fifo_depth=_fifo_depth(network, args))
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
+
+
+def _probed_params(network, args: argparse.Namespace) -> DesignParams:
+    """:func:`_design_params` of a design with the testbench probe (generate, simulate)."""
+    return _design_params(network, args)
 
 
 def _fifo_depth(network, args: argparse.Namespace) -> int | None:
@@ -628,7 +651,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"layer{k}.weights.hex" for k in range(_n_cores(network))
     ]
     output_dir(args.output, "-o", writes, [("NETWORK", source)])
-    params = _design_params(network, args)
+    params = _probed_params(network, args)
     from spikezip.hw.flow.generate import write_design
 
     try:
@@ -670,7 +693,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError("--waves is for one run; a sharded run (--shards) has one per shard")
     network = _rtl_network(args.network)
     x = _checked_inputs(network, args.inputs)
-    params = _design_params(network, args)
+    params = _probed_params(network, args)
     from spikezip.sim.runner import BuildError, SimulationError
     from spikezip.sim.simulate import simulate
 
@@ -804,7 +827,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     steps = ["reference trace + cycle model", "synthesis"] + (["place and route"] * args.pnr)
     print(f"report: {' → '.join(steps)} ({len(x)} samples)", file=sys.stderr)
     given = args.lanes[0] if args.lanes and len(args.lanes) == 1 else params.lanes  # P=<P>
-    point = DesignPoint(lanes=given, storage=params.storage, pipeline=args.pipeline)
+    point = DesignPoint(
+        lanes=given, storage=params.storage, pipeline=args.pipeline, emit_width=params.emit_width
+    )
     try:
         result = evaluate(
             network,
@@ -907,7 +932,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _tools_check(args.target)
     if args.scheduler is not None and args.jobs is not None:
         raise CliError("-j sets the workers of the local cluster; --scheduler's has its own")
-    storages, pipelines = args.storage, args.pipeline
+    storages, pipelines, widths = args.storage, args.pipeline, args.emit_width
+    if graph and widths != (1,):
+        raise CliError(
+            f"--emit-width sets an MLP's layer cores; {_a_kind(network)}'s send one per beat"
+        )
     if graph:  # each site takes the largest divisor ≤ P of its channels (DesignParams.of)
         widest = max(DesignParams.of(network, lanes=max(args.lanes or (16,))).lanes)
         given = args.lanes or (4, 8, 16)
@@ -933,10 +962,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     points = list(
         dict.fromkeys(
-            DesignPoint(lanes=p, storage=s, pipeline=d)
+            DesignPoint(lanes=p, storage=s, pipeline=d, emit_width=k)
             for p in lane_values
             for s in storages
             for d in pipelines
+            for k in widths
         )
     )
     pnr = args.synth and args.pnr and args.target != "generic"
@@ -1030,6 +1060,15 @@ def _design_parent() -> argparse.ArgumentParser:
         help="where membranes and tracers live (default: by size, per layer)",
     )
     p.add_argument(
+        "--emit-width",
+        default=None,
+        type=EMIT_WIDTH,
+        metavar="K",
+        help=f"spikes per beat between an MLP's layer cores, 1..{MAX_EMIT_WIDTH} (default 1): "
+        "the emitter sends up to k spikes of a fired word per beat, the next core takes them "
+        "in one pass (docs/performance.md, emitter bandwidth)",
+    )
+    p.add_argument(
         "--fifo-depth",
         default=None,
         type=FIFO_DEPTH,
@@ -1089,6 +1128,14 @@ def _sweep_parent() -> argparse.ArgumentParser:
         type=STORAGE_LIST,
         help=f"membrane storage to try, comma-separated from auto, {', '.join(STORAGES)} "
         "(default auto)",
+    )
+    p.add_argument(
+        "--emit-width",
+        default=(1,),
+        type=EMIT_WIDTH_LIST,
+        metavar="K[,K…]",
+        help=f"spikes per beat between an MLP's layer cores to try, comma-separated, each in "
+        f"1..{MAX_EMIT_WIDTH} (default 1)",
     )
     p.add_argument(
         "--fifo-depth",

@@ -69,6 +69,8 @@ class DesignPoint:
     lanes: int | tuple[int, ...]
     storage: str | None = None  #: ``registers``, ``memory`` or None (by size)
     pipeline: int = 1  #: pipeline depth of the layer cores (:data:`hw.model.cycle_model.PIPELINES`)
+    #: spikes per beat between an MLP's layer cores (:attr:`DesignParams.emit_width`)
+    emit_width: int = 1
 
     def params(self, network: Network, *, fifo_depth: int | None = None) -> DesignParams:
         """The validated parameters of this point for ``network``."""
@@ -78,6 +80,7 @@ class DesignPoint:
             pipeline=self.pipeline,
             storage=self.storage,
             fifo_depth=fifo_depth,
+            emit_width=self.emit_width,
         )
 
     @property
@@ -88,6 +91,7 @@ class DesignPoint:
             f"P={lanes}"
             + (f" {self.storage}" if self.storage else "")
             + (f" d{self.pipeline}" if self.pipeline != 1 else "")
+            + (f" k{self.emit_width}" if self.emit_width != 1 else "")
         )
 
 
@@ -255,6 +259,7 @@ class Report:
                 lanes=lanes if isinstance(lanes, int) else tuple(lanes),
                 storage=point["storage"],
                 pipeline=point["pipeline"],
+                emit_width=point.get("emit_width", 1),
             ),
             target=d["target"],
             layers=tuple(LayerInfo(**info) for info in d["layers"]),

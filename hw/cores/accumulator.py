@@ -20,7 +20,12 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.layouts import Op, command_layout, op_layout
 from spikezip.hw.cores.stages import Delay
-from spikezip.hw.model.cycle_model import WEIGHT_READ_LATENCY, LayerTiming, check_timing
+from spikezip.hw.model.cycle_model import (
+    SUM_LATENCY,
+    WEIGHT_READ_LATENCY,
+    LayerTiming,
+    check_timing,
+)
 from spikezip.hw.model.input_map import InputMap
 from spikezip.ir.network import Layer, LayerWidths
 
@@ -309,6 +314,10 @@ class Accumulator(wiring.Component):
         self._layer, self._widths, self._analog = layer, widths, bool(analog)
         self._timing = timing
         self._value_width = value_width
+        #: events of one wide input beat in one pass: k weight rows, products, their sum
+        self._width = timing.input_width if timing.shares_passes else 1
+        if self._width > 1 and (external or input_map is not None):
+            raise ValueError("only a plain layer core takes wide input beats")
         if external:
             self._weight_width = external[0]
         elif input_map is not None:
@@ -335,6 +344,7 @@ class Accumulator(wiring.Component):
                             value_width=value_width,
                             span=span,
                             first_row=not external,
+                            width=self._width,
                         ),
                         always_ready=True,
                     )
@@ -373,9 +383,10 @@ class Accumulator(wiring.Component):
         would alias such bits, and Icarus simulates an output port aliased to itself ~100×
         slower).
         """
+        extra = (self._width - 1).bit_length()  # the sum of a wide beat's k products
         if self._analog:
-            return self._value_width + self._weight_width
-        return self._weight_width + self._value_width - 1  # ±(w << k), k < value_width − 1
+            return self._value_width + self._weight_width + extra
+        return self._weight_width + self._value_width - 1 + extra  # ±(w << k), k < width − 1
 
     @property
     def weight_depth(self) -> int:
@@ -394,6 +405,8 @@ class Accumulator(wiring.Component):
         return weight_words(self._layer, self.lanes)
 
     def elaborate(self, platform):
+        if self._width > 1:
+            return self._elaborate_wide()
         m = Module()
         p, ops = self._timing.pipeline, self.i.payload.shape()
         shape = data.ArrayLayout(signed(self._weight_width), self.lanes)
@@ -441,4 +454,66 @@ class Accumulator(wiring.Component):
         integrate = out.op == Op.INTEGRATE
         for k in range(self.lanes):
             m.d.comb += self.o.payload.drive[k].eq(Mux(integrate, products.products[k], 0))
+        return m
+
+    def _elaborate_wide(self):
+        """The events of a wide beat in one pass: per slot ``j`` its own copy of the weight
+        memory read at ``first[j] + word`` and its products, the drive their sum per lane (an
+        unused slot has value 0: no drive). The products are registered before the sum (the
+        weight memory's output, the product and an adder tree in one cycle were the critical
+        path): one cycle more than one event's path (:data:`hw.model.cycle_model.SUM_LATENCY`)."""
+        m = Module()
+        p, ops, k = self._timing.pipeline, self.i.payload.shape(), self._width
+        shape = data.ArrayLayout(signed(self._weight_width), self.lanes)
+        m.submodules.address_stage = address = Delay(ops, cycles=p.address_latency, name="op0")
+        m.submodules.read = read = Delay(ops, cycles=WEIGHT_READ_LATENCY, name="op")
+        wiring.connect(m, wiring.flipped(self.i), address.i)
+        wiring.connect(m, address.o, read.i)
+        depth = max(2, self.weight_depth)
+        rows = [row.tolist() for row in self.weight_words()]
+        products = []
+        for j in range(k):
+            row = Delay(range(depth), cycles=p.address_latency, name=f"row0_{j}")
+            weights = WeightRead(
+                shape=shape, rows=rows, bank_depth=self._bank_depth if p.banked_weights else None
+            )
+            product = Products(
+                analog=self._analog,
+                lanes=self.lanes,
+                value_width=self._value_width,
+                weight_width=self._weight_width,
+                registered=p.dsp_registers,
+            )
+            m.submodules[f"row_stage{j}"] = row
+            m.submodules[f"weight_read{j}"] = weights
+            m.submodules[f"product{j}"] = product
+            m.d.comb += [
+                row.i.payload.eq(self.i.payload.first[j] + self.i.payload.word),
+                row.i.valid.eq(self.i.valid),
+                weights.address.eq(row.o.payload),
+                product.value.eq(read.o.payload.value[j]),
+                product.weights.eq(weights.data),
+            ]
+            products.append(product)
+        control = data.StructLayout({"op": Op, "word": ops["word"].shape, "last": 1, "busy": 1})
+        m.submodules.control = ctrl = Delay(
+            control, cycles=products[0].latency + SUM_LATENCY, name="op_mul"
+        )
+        op = read.o.payload
+        m.d.comb += ctrl.i.valid.eq(read.o.valid)
+        m.d.comb += [ctrl.i.payload[name].eq(op[name]) for name in ("op", "word", "last", "busy")]
+        out = ctrl.o.payload
+        m.d.comb += self.o.valid.eq(ctrl.o.valid)
+        m.d.comb += [self.o.payload[name].eq(out[name]) for name in ("op", "word", "last", "busy")]
+        integrate = out.op == Op.INTEGRATE
+        for lane in range(self.lanes):
+            terms = []
+            for j, pr in enumerate(products):  # the products registered before their sum
+                term = Signal.like(pr.products[lane], name=f"term{j}_{lane}", reset_less=True)
+                m.d.sync += term.eq(pr.products[lane])
+                terms.append(term)
+            while len(terms) > 1:  # a balanced tree of adders
+                pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+                terms = pairs + terms[len(terms) - len(terms) % 2 :]
+            m.d.comb += self.o.payload.drive[lane].eq(Mux(integrate, terms[0], 0))
         return m

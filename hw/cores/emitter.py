@@ -24,7 +24,7 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikezip.hw.cores.layouts import event_layout, spike_word_layout
+from spikezip.hw.cores.layouts import event_layout, spike_word_layout, stream_layout
 from spikezip.hw.cores.sequencer import StepStatus
 from spikezip.hw.model.cycle_model import (
     OUTPUT_BUFFER_LATENCY,
@@ -36,7 +36,14 @@ from spikezip.hw.model.cycle_model import (
 )
 from spikezip.hw.model.events import SPIKE_VALUE_WIDTH, EventFormat
 
-__all__ = ["OutputBuffer", "Serialiser", "SpikeEmitter", "WordPacker", "entry_layout"]
+__all__ = [
+    "OutputBuffer",
+    "Serialiser",
+    "SpikeEmitter",
+    "WideSerialiser",
+    "WordPacker",
+    "entry_layout",
+]
 
 
 def _lowest(m: Module, bits, name: str) -> Signal:
@@ -274,6 +281,139 @@ class Serialiser(wiring.Component):
         return m
 
 
+class WideSerialiser(wiring.Component):
+    """:class:`Serialiser` for ``width = k > 1`` spikes per beat (``hw.cores.layouts.beat_layout``):
+    each beat carries the ``k`` lowest lanes of the head not sent yet (a chain of ``k`` priority
+    encoders), so a word with ``n`` spikes costs ``ceil(n / k)`` beats; the marker follows in its
+    own beat. It takes the next entry in the same cycle as the head's final beat. Latency 1
+    (:data:`hw.model.cycle_model.SERIALISER_LATENCY`), as the serialiser's.
+
+    Parameters
+    ----------
+    index_width, lanes : int
+    value_width : int
+        Signed bits of a spike (above 2: graded values from the entry).
+    width : int
+        Spikes per beat, ``k ≥ 2``.
+
+    Members
+    -------
+    i : In(stream.Signature(entry_layout))
+        The queue's head; ``ready`` with its final beat.
+    o : Out(stream.Signature(beat_layout))
+        The beat register.
+    """
+
+    def __init__(
+        self, *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH, width: int
+    ) -> None:
+        self._lanes, self._graded, self._width = lanes, value_width > SPIKE_VALUE_WIDTH, width
+        entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
+        super().__init__(
+            {
+                "i": In(stream.Signature(entry)),
+                "o": Out(stream.Signature(stream_layout(index_width, value_width, width))),
+            }
+        )
+
+    @property
+    def latency(self) -> int:
+        return SERIALISER_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, head, k = self._lanes, self.i.payload, self._width
+        left_reg = Signal(lanes, name="left")  # lanes of the head not sent yet (if not fresh)
+        fresh = Signal(init=1, name="fresh")  # no beat of the head sent yet
+        count_reg = Signal(range(lanes + 1), name="spikes_left")  # (if not fresh)
+        pending = Signal(lanes, name="pending")
+        count = Signal(range(lanes + 1), name="pending_count")  # spikes of the head not sent
+        m.d.comb += [
+            pending.eq(Mux(fresh, head.fired, left_reg)),
+            count.eq(Mux(fresh, head.beats - head.marker, count_reg)),
+        ]
+        # slot of every pending lane: the count of pending lanes below it (an adder tree per lane,
+        # shallower than k priority encoders in a chain)
+        slot_of = []
+        for i in range(lanes):
+            slot = Signal(range(lanes + 1), name=f"below{i}")
+            m.d.comb += slot.eq(_tree_sum([pending[b] for b in range(i)]) if i else 0)
+            slot_of.append(slot)
+        lane_sel, has = [], []
+        for j in range(k):  # the lane of slot j: the pending lane with j pending lanes below
+            hit = [pending[i] & (slot_of[i] == j) for i in range(lanes)]
+            lane = Signal(range(max(2, lanes)), name=f"lane{j}")
+            m.d.comb += lane.eq(_or_encode(hit))
+            lane_sel.append(lane)
+            has.append(Cat(*hit).any())
+        rest = Cat(pending[i] & (slot_of[i] >= k) for i in range(lanes))  # lanes after this beat
+        spikes = count != 0
+        final = ~spikes | ((count <= k) & ~head.marker)  # the marker's beat, or the last spikes
+        beat_lanes = [Signal.like(sel, name=f"beat_lane{j}") for j, sel in enumerate(lane_sel)]
+        beat_has = Signal(k, name="beat_has")
+        beat_base = Signal.like(head.base, name="beat_base")
+        beat_negative = Signal.like(head.negative, name="beat_negative")
+        beat_marker, beat_busy = Signal(name="beat_marker"), Signal(name="beat_busy")
+        beat_count = Signal(range(k + 1), name="beat_count")
+        take = ~self.o.valid | self.o.ready  # the beat register is free after this cycle
+        beat = take & self.i.valid
+        m.d.comb += self.i.ready.eq(beat & final)
+        with m.If(take):
+            m.d.sync += self.o.valid.eq(self.i.valid)
+        with m.If(beat):
+            m.d.sync += [
+                *(r.eq(sel) for r, sel in zip(beat_lanes, lane_sel, strict=True)),
+                beat_has.eq(Cat(*has)),
+                beat_count.eq(Mux(count > k, k, count)),
+                beat_base.eq(head.base),
+                beat_negative.eq(head.negative),
+                beat_marker.eq(~spikes),
+                beat_busy.eq(head.busy),
+            ]
+            with m.If(final):
+                m.d.sync += fresh.eq(1)
+            with m.Else():
+                m.d.sync += [
+                    left_reg.eq(rest),
+                    count_reg.eq(Mux(count > k, count - k, 0)),
+                    fresh.eq(0),
+                ]
+        if self._graded:  # the lanes' values, registered with the beat
+            beat_values = Signal.like(head.values, name="beat_values")
+            with m.If(beat):
+                m.d.sync += beat_values.eq(head.values)
+        for j in range(k):
+            lane = beat_lanes[j]
+            if lanes & (lanes - 1) == 0:  # the base has zero low bits
+                index = beat_base | lane
+            else:
+                index = beat_base + lane
+            if self._graded:
+                value = beat_values[lane]
+            else:
+                value = Mux(beat_negative.bit_select(lane, 1), -1, 1)
+            used = beat_has[j] & ~beat_marker
+            m.d.comb += [
+                self.o.payload.index[j].eq(Mux(used, index, 0)),
+                self.o.payload.value[j].eq(Mux(used, value, 0)),
+            ]
+        m.d.comb += [
+            self.o.payload.marker.eq(beat_marker),
+            self.o.payload.busy.eq(beat_marker & beat_busy),
+            self.o.payload.count.eq(Mux(beat_marker, 0, beat_count)),
+        ]
+        return m
+
+
+def _or_encode(hits):
+    """The index of the one set bit of ``hits`` (at most one is set), as an OR per index bit."""
+    width = max(1, (len(hits) - 1).bit_length())
+    return Cat(
+        Cat(*(h for i, h in enumerate(hits) if i >> b & 1)).any() if len(hits) > 1 else 0
+        for b in range(width)
+    )
+
+
 class OutputBuffer(wiring.Component):
     """The output register, with a skid register that takes a beat when the output stalls.
 
@@ -318,6 +458,9 @@ class SpikeEmitter(wiring.Component):
     Blocks: :class:`WordPacker` → queue (``lib.fifo.SyncFIFOBuffered``) → :class:`Serialiser`
     → :class:`OutputBuffer`, connected stream to stream.
 
+    With ``timing.emit_width = k > 1`` the serialiser is a :class:`WideSerialiser` and ``o``
+    carries up to ``k`` spikes of one word per beat (``hw.cores.layouts.beat_layout``).
+
     Latency ``timing.emitter_latency`` (7: packer 3, queue 2, serialiser 1, output register 1):
     a word fired in cycle ``x`` (on ``i``) has its first spike on ``o`` in cycle ``x + 7`` at the
     earliest, and not before the cycle after the previous output beat; a sweep's last word in
@@ -340,7 +483,7 @@ class SpikeEmitter(wiring.Component):
         sender starts a sweep only when fewer than two markers are outstanding). ``busy`` is the
         step's busy flag so far without the spikes, which the emitter ORs in.
     o : Out(stream.Signature(event_layout))
-        Output events and markers (from registers).
+        Output events and markers (from registers); ``beat_layout`` with ``emit_width > 1``.
     status : Out(StepStatus())
         A sweep's last word arrived (with its busy flag); a marker left.
     """
@@ -351,10 +494,11 @@ class SpikeEmitter(wiring.Component):
         self._value_width = value_width
         words, lanes = timing.words, timing.lanes
         word = spike_word_layout(words=words, lanes=lanes, value_width=value_width)
+        out = stream_layout(self.index_width, value_width, timing.emit_width)
         super().__init__(
             {
                 "i": In(stream.Signature(word, always_ready=True)),
-                "o": Out(stream.Signature(event_layout(self.index_width, value_width))),
+                "o": Out(stream.Signature(out)),
                 "status": Out(StepStatus()),
             }
         )
@@ -399,9 +543,14 @@ class SpikeEmitter(wiring.Component):
         # follow the first into an empty queue in the next cycle)
         width = Shape.cast(packer.o.payload.shape()).width
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
-        m.submodules.serialiser = serialiser = Serialiser(
-            index_width=index_width, lanes=lanes, value_width=vw
-        )
+        if self._timing.emit_width == 1:
+            m.submodules.serialiser = serialiser = Serialiser(
+                index_width=index_width, lanes=lanes, value_width=vw
+            )
+        else:
+            m.submodules.serialiser = serialiser = WideSerialiser(
+                index_width=index_width, lanes=lanes, value_width=vw, width=self._timing.emit_width
+            )
         m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), packer.i)
         wiring.connect(m, packer.o, queue.w_stream)

@@ -35,6 +35,13 @@ accumulate phase so does up to ``lanes`` synaptic operations per cycle; the over
 per step, one pass of re-initialisation per inference, and the pipeline latency
 (``timing.SPIKE_DELAY``, ``MARKER_DELAY``, ``RESULT_DELAY``) where a step waits for the one before.
 
+Wide beats (``emit_width``/``input_width`` ``k > 1``, issue 16 §3): ``o`` carries up to ``k``
+spikes of one fired word per beat (:func:`hw.cores.layouts.beat_layout`; a word with ``n`` spikes
+costs ``ceil(n / k)`` beats, the marker its own), and a core taking such beats on ``i`` reads ``k``
+weight rows per slot and adds their products, so the beat's events share one pass (or, with
+``serial_input``, an unpacker hands them on one pass each). The cycle model follows both
+(:attr:`hw.model.cycle_model.LayerTiming.emit_width`, ``input_width``).
+
 The register stages are the switches of one :class:`hw.model.cycle_model.Pipeline` (presets 0–3);
 the core builds one :class:`hw.model.cycle_model.LayerTiming` from it and hands it to every block.
 Each block reports its ``latency``, and the timing's delays are their sums:
@@ -60,9 +67,10 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator, weight_words
 from spikezip.hw.cores.emitter import SpikeEmitter
-from spikezip.hw.cores.layouts import event_layout, state_layout
+from spikezip.hw.cores.layouts import event_layout, state_layout, stream_layout
 from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
 from spikezip.hw.cores.sequencer import Sequencer
+from spikezip.hw.cores.unpacker import Unpacker
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.events import EventFormat, layer_formats
 from spikezip.hw.model.input_map import InputMap
@@ -96,8 +104,8 @@ class ProbeSignature(wiring.Signature):
         )
 
 
-def _layout(fmt: EventFormat) -> data.StructLayout:
-    return event_layout(fmt.index_width, fmt.value_width)
+def _layout(fmt: EventFormat, width: int = 1) -> data.StructLayout:
+    return stream_layout(fmt.index_width, fmt.value_width, width)
 
 
 class LayerCore(wiring.Component):
@@ -142,6 +150,19 @@ class LayerCore(wiring.Component):
         Largest ``|s|`` of an input spike: 1 for ST-BIF inputs, the producer's ``spike_max``
         (a power of two) for graded ones (:meth:`for_network` fills it in). Output spikes are
         ``±2^k`` when ``layer.neuron`` is graded (docs/graded.md).
+    emit_width : int
+        Spikes per output beat, ``k`` (default 1; :attr:`LayerTiming.emit_width
+        <hw.model.cycle_model.LayerTiming.emit_width>`): above 1 ``o`` carries up to ``k``
+        spikes of one fired word per beat (``hw.cores.layouts.beat_layout``).
+    input_width : int
+        Events per input beat (default 1): above 1 ``i`` is a ``beat_layout`` stream whose
+        beat's events share one pass (``k`` weight reads and products per slot, their sum the
+        drive), or with ``serial_input`` an :class:`hw.cores.unpacker.Unpacker` hands the
+        sequencer one event per handshake, one pass each.
+    input_lanes : int
+        Lanes of the sending core (how its beats group the events; the cycle model's only).
+    serial_input : bool
+        See ``input_width``.
 
     Members
     -------
@@ -166,6 +187,10 @@ class LayerCore(wiring.Component):
         src_loc_at: int = 0,
         site: SiteSpec | None = None,
         input_spike_max: int = 1,
+        emit_width: int = 1,
+        input_width: int = 1,
+        input_lanes: int = 1,
+        serial_input: bool = False,
     ) -> None:
         self._site = site
         if not isinstance(layer, Layer):
@@ -180,7 +205,17 @@ class LayerCore(wiring.Component):
                 raise TypeError(f"{name} must be a bool, not {flag!r}")
         self._layer, self._analog, self._probe = layer, analog, probe
         self._input_bounds = bounds
-        self._timing = LayerTiming(n_out=layer.n_out, lanes=lanes, pipeline=pipeline)
+        self._timing = LayerTiming(
+            n_out=layer.n_out,
+            lanes=lanes,
+            pipeline=pipeline,
+            emit_width=emit_width,
+            input_width=input_width,
+            input_lanes=input_lanes,
+            serial_input=serial_input,
+        )
+        if site is not None and (emit_width != 1 or input_width != 1):
+            raise ValueError("a mapped (ViT or conv) core sends and takes one event per beat")
         if (
             not isinstance(weight_bank_depth, int)
             or weight_bank_depth < 2
@@ -206,8 +241,8 @@ class LayerCore(wiring.Component):
             self._formats = (site.input_format, site.output_format)
         self._storage = check_storage(storage, self._timing.words)
         members = {
-            "i": In(stream.Signature(_layout(self.input_format))),
-            "o": Out(stream.Signature(_layout(self.output_format))),
+            "i": In(stream.Signature(_layout(self.input_format, self._timing.input_width))),
+            "o": Out(stream.Signature(_layout(self.output_format, self._timing.emit_width))),
         }
         if probe:
             members["probe"] = Out(
@@ -297,6 +332,17 @@ class LayerCore(wiring.Component):
     @property
     def lanes(self) -> int:
         return self._timing.lanes
+
+    @property
+    def emit_width(self) -> int:
+        """Spikes per output beat (:attr:`LayerTiming.emit_width
+        <hw.model.cycle_model.LayerTiming.emit_width>`)."""
+        return self._timing.emit_width
+
+    @property
+    def input_width(self) -> int:
+        """Events per input beat."""
+        return self._timing.input_width
 
     @property
     def words(self) -> int:
@@ -405,7 +451,14 @@ class LayerCore(wiring.Component):
         m.submodules.emitter = emitter = SpikeEmitter(
             timing=timing, value_width=self.output_format.value_width
         )
-        wiring.connect(m, wiring.flipped(self.i), seq.i)
+        if not timing.unpacks:
+            wiring.connect(m, wiring.flipped(self.i), seq.i)
+        else:
+            m.submodules.unpacker = unpack = Unpacker(
+                index_width=fmt.index_width, value_width=fmt.value_width, width=timing.input_width
+            )
+            wiring.connect(m, wiring.flipped(self.i), unpack.i)
+            wiring.connect(m, unpack.o, seq.i)
         wiring.connect(m, seq.o, syn.i)
         wiring.connect(m, syn.o, neurons.i)
         wiring.connect(m, neurons.o, emitter.i)

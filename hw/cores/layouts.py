@@ -16,11 +16,13 @@ from spikezip.hw.model.events import FIELDS, SPIKE_VALUE_WIDTH, EventFormat
 
 __all__ = [
     "Op",
+    "beat_layout",
     "command_layout",
     "event_layout",
     "op_layout",
     "spike_word_layout",
     "state_layout",
+    "stream_layout",
 ]
 
 
@@ -51,6 +53,34 @@ def event_layout(index_width: int, value_width: int) -> data.StructLayout:
     return data.StructLayout({name: shapes[name] for name in FIELDS})
 
 
+def beat_layout(index_width: int, value_width: int, width: int) -> data.StructLayout:
+    """Payload of a wide spike-event stream (``width = k > 1`` events per beat, a layer core's
+    ``emit_width``): ``marker``, ``busy``, ``count`` and ``k`` slots of ``index`` and ``value``.
+
+    A beat is either a marker (``marker = 1``, ``count = 0``, the step's ``busy``) or ``count``
+    events (1 … ``k``) in slots ``0 … count-1``, in stream order; unused slots are 0.
+    """
+    fmt = EventFormat(index_width, value_width)  # validates the widths
+    if not isinstance(width, int) or width < 2:
+        raise ValueError(f"a wide beat carries 2 or more events, not {width!r}")
+    return data.StructLayout(
+        {
+            "marker": unsigned(1),
+            "busy": unsigned(1),
+            "count": unsigned(width.bit_length()),
+            "index": data.ArrayLayout(unsigned(fmt.index_width), width),
+            "value": data.ArrayLayout(signed(fmt.value_width), width),
+        }
+    )
+
+
+def stream_layout(index_width: int, value_width: int, width: int) -> data.StructLayout:
+    """:func:`event_layout` for one event per beat, else :func:`beat_layout`."""
+    if width == 1:
+        return event_layout(index_width, value_width)
+    return beat_layout(index_width, value_width, width)
+
+
 def _word_shape(words: int) -> unsigned:
     return unsigned(max(0, (words - 1).bit_length()))
 
@@ -62,6 +92,7 @@ def op_layout(
     value_width: int,
     span: int | None = None,
     first_row: bool = False,
+    width: int = 1,
 ) -> data.StructLayout:
     """A word operation before the weight look-up: ``value × W[word lanes, index]``.
 
@@ -72,6 +103,9 @@ def op_layout(
     With ``first_row`` it also carries ``first``: ``index·words`` (``index·span`` when mapped),
     the weight word of the pass's first word, from a register of the sequencer, so the weight
     address is one addition (``first + word``, or ``first + offset``) and no multiplication.
+
+    With ``width = k > 1`` (the events of a wide input beat in one pass) ``index``, ``value``
+    and ``first`` are arrays of ``k`` (an unused slot has value 0).
     """
     fields = {
         "op": Op,
@@ -85,6 +119,10 @@ def op_layout(
         fields["offset"] = _word_shape(span)
     if first_row:
         fields["first"] = unsigned(max(1, ((1 << index_width) * (span or words) - 1).bit_length()))
+    if width > 1:  # the events of a wide beat, one pass for all (unused slots: value 0)
+        for name in ("index", "value", "first"):
+            if name in fields:
+                fields[name] = data.ArrayLayout(fields[name], width)
     return data.StructLayout(fields)
 
 

@@ -18,10 +18,11 @@ first step in which no layer was busy, the hardware form of SpikeZIP's terminati
 inference's input events may follow on ``i`` at once, without reset or re-generation.
 
 Counters (32 bits, wrapping, cumulative since reset) per layer — ``events`` (input events
-consumed), ``spikes`` (output events), ``steps`` (output markers), ``stalls`` (cycles the output was
-offered but not taken) — and for the network ``cycles`` and ``inferences`` are readable at any
-time; a host takes differences between two reads. Read after the last ``done`` of a batch they
-give the batch's totals. Read at each ``done`` they give per-inference figures for the last layer
+consumed), ``spikes`` (output events; a wide beat counts its events), ``steps`` (output
+markers), ``stalls`` (cycles the output was offered but not taken) — and for the network
+``cycles`` and ``inferences`` are readable at any time; a host takes differences between two
+reads. Read after the last ``done`` of a batch they give the batch's totals. Read at each
+``done`` they give per-inference figures for the last layer
 only: earlier layers may already be working on the next inference.
 
 The ``probe`` output (optional) packs, from the least significant bit, per layer but the last one
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -45,6 +46,7 @@ from spikezip.hw.cores.layer_core import LayerCore, event_layout
 from spikezip.hw.model.cycle_model import Pipeline
 from spikezip.hw.model.design import DesignParams, resolve_lanes
 from spikezip.hw.model.events import EventFormat
+from spikezip.hw.model.network_model import layer_timing
 from spikezip.ir.network import Network
 
 __all__ = ["COUNTERS", "NetworkCore", "probe_layout", "resolve_lanes", "stream_counters"]
@@ -67,24 +69,40 @@ def stream_counters(m: Module, k: int, inp, out) -> list[Signal]:
     fire_in, fire_out = inp.valid & inp.ready, out.valid & out.ready
     took = Signal(name=f"took_event{k}")
     m.d.sync += took.eq(fire_in & ~inp.payload.marker)
+    wide_in, wide_out = _has_count(inp), _has_count(out)
+    if wide_in:  # a wide beat's events (the count registered with ``took``)
+        took_count = Signal.like(inp.payload.count, name=f"took_count{k}")
+        m.d.sync += took_count.eq(inp.payload.count)
     for name, cond in (
         ("events", took),
         ("spikes", fire_out & ~out.payload.marker),
         ("steps", fire_out & out.payload.marker),
         ("stalls", out.valid & ~out.ready),
     ):
+        step = 1
+        if name == "events" and wide_in:
+            step = took_count
+        elif name == "spikes" and wide_out:
+            step = out.payload.count
         with m.If(cond):
-            m.d.sync += regs[name].eq(regs[name] + 1)
+            m.d.sync += regs[name].eq(regs[name] + step)
     return [regs[n] for n in COUNTERS]
 
 
-def probe_layout(formats: Sequence[EventFormat]) -> list[tuple[str, int, int]]:
-    """``(name, offset, width)`` of every field of the probe vector (see the module docstring)."""
+def _has_count(port) -> bool:
+    """The stream carries wide beats (a ``count`` of events per beat)."""
+    return "count" in port.payload.shape().members
+
+
+def probe_layout(formats: Sequence[EventFormat | int]) -> list[tuple[str, int, int]]:
+    """``(name, offset, width)`` of every field of the probe vector (see the module docstring);
+    ``formats``: each core's output format, or the bits of its output beat (a wide beat's)."""
     fields, offset = [], 0
     for k, fmt in enumerate(formats):
+        width = fmt if isinstance(fmt, int) else fmt.width
         fields.append((f"fire{k}" if k < len(formats) - 1 else "out_valid", offset, 1))
-        fields.append((f"beat{k}", offset + 1, fmt.width))
-        offset += 1 + fmt.width
+        fields.append((f"beat{k}", offset + 1, width))
+        offset += 1 + width
     fields.append(("in_ready", offset, 1))
     return fields
 
@@ -123,7 +141,15 @@ class NetworkCore(wiring.Component):
         :data:`hw.model.cycle_model.PIPELINES`, default 1; see
         :class:`hw.model.cycle_model.Pipeline`).
     probe : bool
-        Add the ``probe`` output for testbenches.
+        Add the ``probe`` output for testbenches (a wide beat's whole payload per core).
+    emit_width : int, optional
+        Spikes per beat between the layers (:attr:`DesignParams.emit_width
+        <hw.model.design.DesignParams.emit_width>`, default 1); the network's ``i`` and ``o``
+        carry one event per beat at any width.
+    serial_input : bool
+        With ``emit_width > 1``: the receiving cores take a beat's events one pass each
+        (through an unpacker) instead of in one shared pass — the slower alternative, kept for
+        the comparison (``bench/bench_emit_width.py``).
 
     Members
     -------
@@ -145,6 +171,8 @@ class NetworkCore(wiring.Component):
         storage: str | None = None,
         pipeline: Pipeline | int | None = None,
         probe: bool = False,
+        emit_width: int | None = None,
+        serial_input: bool = False,
     ) -> NetworkCore:
         # Every parameter is checked before the object exists: Amaranth warns about a component
         # created but never elaborated, which a rejected one would otherwise be.
@@ -157,9 +185,10 @@ class NetworkCore(wiring.Component):
             fifo_depth=fifo_depth,
             storage=storage,
             pipeline=pipeline,
+            emit_width=emit_width,
         )
         self = super().__new__(cls, src_loc_at=1)
-        self._params = checked
+        self._params, self._serial = checked, bool(serial_input)
         return self
 
     def __init__(self, *, network: Network, probe: bool = False, **_: object) -> None:
@@ -168,7 +197,12 @@ class NetworkCore(wiring.Component):
         params = self._params
         self._cores = [
             LayerCore.for_network(
-                network, k, lanes=params.lanes[k], storage=params.storage, pipeline=params.pipeline
+                network,
+                k,
+                lanes=params.lanes[k],
+                storage=params.storage,
+                pipeline=params.pipeline,
+                **self._widths_of(k),
             )
             for k in range(network.depth)
         ]
@@ -183,6 +217,21 @@ class NetworkCore(wiring.Component):
         if self._probe:
             members["probe"] = Out(self.probe_width)
         super().__init__(members)
+
+    def _widths_of(self, k: int) -> dict[str, int]:
+        """Layer ``k``'s ``emit_width`` and ``input_width`` when ``params.emit_width > 1``
+        (:func:`hw.model.network_model.layer_timing`: wide beats between the layers only); no
+        keyword at 1, so that the default builds today's cores."""
+        width = self._params.emit_width
+        if width == 1:
+            return {}
+        timing = layer_timing(self._network, self._params, k, serial=self._serial)
+        return {
+            "emit_width": timing.emit_width,
+            "input_width": timing.input_width,
+            "input_lanes": timing.input_lanes,
+            "serial_input": timing.serial_input,
+        }
 
     @staticmethod
     def _widths(fmt: EventFormat) -> tuple[int, int]:
@@ -231,8 +280,18 @@ class NetworkCore(wiring.Component):
         return tuple(self._params.fifo_depth or c.layer.n_out + 2 for c in self._cores[:-1])
 
     @property
+    def beat_widths(self) -> tuple[int, ...]:
+        """Bits of every core's output beat (its event format's, or a wide beat's)."""
+        return tuple(Shape.cast(c.o.payload.shape()).width for c in self._cores)
+
+    @property
+    def emit_widths(self) -> tuple[int, ...]:
+        """Events per output beat of every core."""
+        return tuple(c.emit_width for c in self._cores)
+
+    @property
     def probe_width(self) -> int:
-        _, offset, width = probe_layout(self.formats)[-1]
+        _, offset, width = probe_layout(self.beat_widths)[-1]
         return offset + width
 
     # -- RTL -----------------------------------------------------------------------------------
@@ -243,7 +302,7 @@ class NetworkCore(wiring.Component):
             m.submodules[f"layer{k}"] = core
         wiring.connect(m, wiring.flipped(self.i), cores[0].i)
         for k, depth in enumerate(self.fifo_depths()):
-            width = cores[k].output_format.width
+            width = Shape.cast(cores[k].o.payload.shape()).width
             m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth)
             wiring.connect(m, cores[k].o, q.w_stream)
             wiring.connect(m, q.r_stream, cores[k + 1].i)

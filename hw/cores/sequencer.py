@@ -31,7 +31,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikezip.hw.cores.layouts import Op, event_layout, op_layout
+from spikezip.hw.cores.layouts import Op, op_layout, stream_layout
 from spikezip.hw.model.cycle_model import (
     CREDIT_LATENCY,
     EVENT_BUFFER_LATENCY,
@@ -84,8 +84,8 @@ class EventBuffer(wiring.Component):
         ``o`` holds an event, a marker (from registers: no decoding of the payload).
     """
 
-    def __init__(self, *, index_width: int, value_width: int) -> None:
-        layout = event_layout(index_width, value_width)
+    def __init__(self, *, index_width: int, value_width: int, width: int = 1) -> None:
+        layout = stream_layout(index_width, value_width, width)
         super().__init__(
             {
                 "i": In(stream.Signature(layout)),
@@ -300,9 +300,17 @@ class Sequencer(wiring.Component):
         self._widths = (index_width, value_width)
         self._map = input_map
         words = timing.words
+        #: events per input beat that share a pass (1: one event per beat)
+        self._width = timing.input_width if timing.shares_passes else 1
+        if self._width > 1 and input_map is not None:
+            raise ValueError("a mapped core takes one event per beat")
         if input_map is None:
             layout = op_layout(
-                words=words, index_width=index_width, value_width=value_width, first_row=True
+                words=words,
+                index_width=index_width,
+                value_width=value_width,
+                first_row=True,
+                width=self._width,
             )
         else:
             if input_map.lanes != timing.lanes:
@@ -316,7 +324,7 @@ class Sequencer(wiring.Component):
             )
         super().__init__(
             {
-                "i": In(stream.Signature(event_layout(index_width, value_width))),
+                "i": In(stream.Signature(stream_layout(index_width, value_width, self._width))),
                 "o": Out(stream.Signature(layout, always_ready=True)),
                 "status": In(StepStatus()),
             }
@@ -344,7 +352,9 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         index_width, value_width = self._widths
-        m.submodules.buffer = buf = EventBuffer(index_width=index_width, value_width=value_width)
+        m.submodules.buffer = buf = EventBuffer(
+            index_width=index_width, value_width=value_width, width=self._width
+        )
         m.submodules.credits = credits = StepCredits()
         extra = 0 if self._map is None else self._map.sweep_extra(self._timing.min_distance)
         streams = self._map is not None and self._map.stream
@@ -354,8 +364,21 @@ class Sequencer(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), buf.i)
         wiring.connect(m, wiring.flipped(self.status), credits.status)
         o, event, one_word = self.o.payload, buf.o.payload, self.words == 1
-        m.d.comb += o.value.eq(event.value)
-        if self._map is None:  # an event is a pass over all words, weight row = its index
+        if self._width == 1:
+            m.d.comb += o.value.eq(event.value)
+        if self._width > 1:  # a wide beat: its events in one pass (unused slots: value 0)
+            first = Signal.like(o.first, name="first_row", reset_less=True)
+            for j in range(self._width):
+                m.d.comb += [
+                    o.value[j].eq(Mux(event.count > j, event.value[j], 0)),
+                    o.index[j].eq(event.index[j]),
+                ]
+                with m.If(buf.i.ready):
+                    m.d.sync += first[j].eq(_times(self.i.payload.index[j], self.words))
+            m.d.comb += o.first.eq(first)
+            passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
+            final = pass_end = None
+        elif self._map is None:  # an event is a pass over all words, weight row = its index
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
             # the pass's first weight word, taken with the input register (its index · W)

@@ -296,7 +296,7 @@ def write_design(
         counter_width=COUNTER_WIDTH,
         probe_layout=tuple(
             ProbeField(field=name, offset=off, width=width)
-            for name, off, width in probe_layout(top.formats)
+            for name, off, width in probe_layout(getattr(top, "beat_widths", top.formats))
         )
         if probe
         else (),

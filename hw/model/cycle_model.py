@@ -30,6 +30,13 @@ in ascending order, the first at the earliest in ``x_j + c + SPIKE_DELAY``, not 
 of the words below it, and not before ``m_{j-1} + 1`` (``BANK_DELAY``). The marker leaves at
 ``m_j = max(x_j + W - 1 + MARKER_DELAY, cycle after the step's last spike, m_{j-1} + 1)``.
 
+With ``emit_width = k > 1`` the spikes of a word leave ``k`` per beat (one beat per cycle, its
+events sharing its cycle), so a word of ``n`` spikes takes ``ceil(n / k)`` cycles. With
+``input_width = k > 1`` the events of one input beat (the sender's grouping:
+:meth:`LayerTiming.input_groups`) share one pass of ``W`` slots, the beat's arrival its events';
+with ``serial_input`` each event takes its own pass and a beat reaches the sequencer
+:data:`UNPACKER_LATENCY` cycle later.
+
 So an input-fed step costs ``(E + 1)·W`` cycles unless its output is still draining two steps
 behind; a self-running step ``W - 1 + RESULT_DELAY`` cycles or its spike count, whichever is
 larger; a re-initialisation ``W - 1 + RESULT_DELAY`` cycles. (``W`` reads :attr:`LayerTiming.slots`
@@ -52,6 +59,7 @@ from spikezip.hw.model.events import Step
 
 __all__ = [
     "FIFO_LATENCY",
+    "MAX_EMIT_WIDTH",
     "PIPELINES",
     "REGISTERED_FIFO_LATENCY",
     "CoreRun",
@@ -60,6 +68,7 @@ __all__ = [
     "LayerTiming",
     "Pipeline",
     "StepSchedule",
+    "beat_cycles",
     "check_timing",
     "schedule",
     "summary",
@@ -101,6 +110,15 @@ REGISTERED_FIFO_LATENCY = 3
 SERIALISER_LATENCY = 1
 #: ``hw.cores.emitter.OutputBuffer``: the beat register to the output register
 OUTPUT_BUFFER_LATENCY = 1
+#: ``hw.cores.sequencer.Unpacker`` (a core whose input beats carry up to ``k > 1`` events,
+#: :attr:`LayerTiming.input_width`): a beat taken on ``i`` shows its first event on ``o`` a cycle
+#: later; the next events follow one per handshake
+UNPACKER_LATENCY = 1
+#: ``hw.cores.accumulator.Accumulator`` taking a wide beat's events in one pass: the products'
+#: registers before their sum
+SUM_LATENCY = 1
+#: the largest spikes per beat (``emit_width``) a layer core builds
+MAX_EMIT_WIDTH = 8
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -282,11 +300,32 @@ class LayerTiming:
     pipeline : Pipeline or int
         The core's register stages, or the depth of a preset (one of :data:`PIPELINES`,
         default 1); kept as a :class:`Pipeline`.
+    emit_width : int
+        Spikes per output beat, ``k`` (1 … :data:`MAX_EMIT_WIDTH`, default 1): the emitter sends
+        up to ``k`` spikes of one fired word per beat (``hw.cores.emitter.WideSerialiser``), so a
+        word with ``n`` spikes costs ``ceil(n / k)`` beats; the marker keeps its own beat.
+    input_width : int
+        Events per input beat, ``k`` (1 … :data:`MAX_EMIT_WIDTH`, default 1). Above 1 the
+        events of one beat share **one pass** (the accumulator reads ``k`` weight rows per slot
+        and adds their products), unless ``serial_input``.
+    input_lanes : int
+        Lanes of the core that sends the input (default 1): how its beats group the events
+        (per word of ``input_lanes`` indices, chunks of ``k``:
+        :meth:`hw.model.events.BeatFormat.beats`), which the model needs with
+        ``input_width > 1`` and shared passes.
+    serial_input : bool
+        With ``input_width > 1``: an unpacker (``hw.cores.unpacker.Unpacker``) hands the
+        sequencer one event per handshake instead, every event taking its own pass, at
+        :data:`UNPACKER_LATENCY` cycles per beat (:attr:`sequencer_latency`).
     """
 
     n_out: int
     lanes: int
     pipeline: Pipeline = 1  # type: ignore[assignment]  (an int preset is converted)
+    emit_width: int = 1
+    input_width: int = 1
+    input_lanes: int = 1
+    serial_input: bool = False
 
     #: cycles from a marker leaving to the earliest spike of the next step (the emitter's output
     #: register takes one beat per cycle)
@@ -300,20 +339,63 @@ class LayerTiming:
         object.__setattr__(self, "pipeline", Pipeline.parse(self.pipeline))
         object.__setattr__(self, "n_out", int(self.n_out))
         object.__setattr__(self, "lanes", int(self.lanes))
+        for name in ("emit_width", "input_width"):
+            value = getattr(self, name)
+            if not _is_int(value) or not 1 <= value <= MAX_EMIT_WIDTH:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_EMIT_WIDTH}, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not _is_int(self.input_lanes) or self.input_lanes < 1:
+            raise ValueError(f"input_lanes must be a positive integer, not {self.input_lanes!r}")
+        object.__setattr__(self, "input_lanes", int(self.input_lanes))
+        _check_bool("serial_input", self.serial_input)
 
     # -- the blocks' latencies, added up ------------------------------------------------------
     @property
     def sequencer_latency(self) -> int:
         """``hw.cores.sequencer.Sequencer``: a beat accepted on ``i`` is acted on this much
-        later."""
-        return EVENT_BUFFER_LATENCY
+        later (with ``input_width > 1``, through the unpacker in front of it)."""
+        return EVENT_BUFFER_LATENCY + (UNPACKER_LATENCY if self.unpacks else 0)
+
+    @property
+    def unpacks(self) -> bool:
+        """Wide input beats go through the unpacker, one event per pass."""
+        return self.input_width > 1 and self.serial_input
+
+    @property
+    def shares_passes(self) -> bool:
+        """The events of a wide input beat share one pass."""
+        return self.input_width > 1 and not self.serial_input
+
+    def input_groups(self, indices: np.ndarray) -> np.ndarray:
+        """The pass of every event of a step (``0, 0, 1, …``): one per event, or with
+        :attr:`shares_passes` one per input beat (:meth:`beat_groups`)."""
+        if not self.shares_passes:
+            return np.arange(len(indices))
+        return self.beat_groups(indices)
+
+    def beat_groups(self, indices: np.ndarray) -> np.ndarray:
+        """The input beat of every event of a step (``0, 0, 1, …``): the producer's beats — per
+        word of ``input_lanes`` indices, chunks of ``input_width``
+        (``hw.model.events.BeatFormat.beats``)."""
+        n = len(indices)
+        if self.input_width == 1 or n == 0:
+            return np.arange(n)
+        words = np.asarray(indices) // self.input_lanes
+        out, beat, size = np.empty(n, dtype=np.int64), 0, 0
+        for j in range(n):
+            if j and (words[j] != words[j - 1] or size == self.input_width):
+                beat, size = beat + 1, 0
+            out[j], size = beat, size + 1
+        return out
 
     @property
     def accumulator_latency(self) -> int:
         """``hw.cores.accumulator.Accumulator``, word operation to command with its drive: the
-        address stage, the weight read and the products."""
+        address stage, the weight read and the products (and, for a wide beat's events in one
+        pass, the products' registers before their sum)."""
         p = self.pipeline
-        return p.address_latency + WEIGHT_READ_LATENCY + p.product_latency
+        wide = SUM_LATENCY if self.shares_passes else 0
+        return p.address_latency + WEIGHT_READ_LATENCY + p.product_latency + wide
 
     @property
     def array_latency(self) -> int:
@@ -446,18 +528,16 @@ def _emit(
     marker = int(fire[-1]) + timing.MARKER_DELAY
     if previous is not None:
         marker = max(marker, previous + 1)
+    width = timing.emit_width  # spikes of one word per beat
     words, counts = np.unique(step.indices // lanes, return_counts=True)
-    for word, k in zip(words.tolist(), counts.tolist(), strict=True):
+    for word, n in zip(words.tolist(), counts.tolist(), strict=True):
         start = max(int(fire[word]) + delay, free)
-        if ready is None:
-            cycles.extend(range(start, start + k))
-            free = start + k
-        else:
-            for _ in range(k):
+        for b in range(-(-n // width)):  # the word's beats, one per cycle
+            if ready is not None:
                 start = ready.leave(start)
-                cycles.append(start)
-                start += 1
-            free = start
+            cycles.extend([start] * min(width, n - b * width))
+            start += 1
+        free = start
         marker = max(marker, free)
     if ready is not None:
         marker = ready.leave(marker)
@@ -554,7 +634,11 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
                     kept = input_map.kept[ins[t].indices].tolist()
                 beats = None if arrivals is None else arrivals[b][t]
                 free, first_slots = acc, []
+                groups = timing.input_groups(ins[t].indices)
                 for k in range(n):
+                    if k and groups[k] == groups[k - 1]:  # shares the pass of the one before
+                        first_slots.append(first_slots[-1])
+                        continue
                     slot = free if beats is None else max(free, beats[k] + timing.sequencer_latency)
                     if k == 0:
                         start = slot  # (an early sweep may come first)
@@ -640,6 +724,12 @@ def timed(
     its sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
     cycle 0). ``ops_per_event``: neurons one pass updates (default: ``n_out``, or a map's
     ``span·lanes``; a multi-pass map's event counts once per pass).
+
+    With wide input beats (``timing.input_width > 1``; ``arrivals`` per event, its beat's) one
+    ``taken`` per beat: the input register takes a beat whose events share a pass as it takes
+    an event; with ``serial_input`` the unpacker takes it, ``max(arrival, the cycle it handed on
+    the last event of the beat before)``, and hands each event on after ``UNPACKER_LATENCY``.
+    ``offered`` is per output beat (a wide beat once).
     """
     sched, offered = _schedule(timing, inputs, outputs, arrivals, input_map, ready)
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
@@ -648,6 +738,7 @@ def timed(
     slots = timing.slots
     taken: list[int] = []
     held = -1  # the cycle the beat held by the input register leaves it
+    unpacked = -1  # (``serial_input``) the cycle the unpacker hands on its beat's last event
     work = accumulate = ops = 0
     for b, (ins, inf) in enumerate(zip(inputs, sched, strict=True)):
         work += timing.init_cycles + extra + len(inf.steps) * (slots + extra)
@@ -662,18 +753,33 @@ def timed(
                 after = input_map.consumed_after(step.indices, timing.min_distance)
                 passes = input_map.pass_counts[step.indices]
             beats = arrivals[b][t] if arrivals is not None else None
-            for k in range(step.n_events):
+            groups = timing.beat_groups(step.indices)  # one input beat per group
+            n = step.n_events
+            for k in range(n):
                 arrive = 0 if beats is None else int(beats[k])
-                taken.append(max(arrive, held))
+                first = k == 0 or groups[k] != groups[k - 1]
+                if timing.unpacks:  # the unpacker takes the beat, the input register its events
+                    if first:
+                        taken.append(max(arrive, unpacked))
+                    event = max(arrive + UNPACKER_LATENCY, held)
+                    if k == n - 1 or groups[k + 1] != groups[k]:
+                        unpacked = event  # (it takes the next beat with its last event's handshake)
+                elif first:  # a beat (its events share one pass, or it is one event)
+                    taken.append(max(arrive, held))
                 held = s.event_slots[k] + int(after[k])
-            taken.append(max(0 if beats is None else int(beats[-1]), held))
+            arrive = 0 if beats is None else int(beats[-1])
+            if timing.unpacks:
+                taken.append(max(arrive, unpacked))
+                unpacked = max(arrive + UNPACKER_LATENCY, held)
+            else:
+                taken.append(max(arrive, held))
             held = s.fire_cycle
             work += int(costs.sum())
             accumulate += s.fire_cycle - s.accumulate_cycle - s.early_fire
             ops += int(passes.sum()) * ops_per_event
     beats_out = tuple(tuple((s.event_cycles, s.marker_cycle) for s in inf.steps) for inf in sched)
     if offered is None:
-        offered = [c for inf in beats_out for ev, mk in inf for c in (*ev, mk)]
+        offered = [c for inf in beats_out for ev, mk in inf for c in (*beat_cycles(ev), mk)]
     return CoreRun(
         beats=beats_out,
         taken=(tuple(taken),),
@@ -682,6 +788,16 @@ def timed(
         ops=ops,
         offered=tuple(offered),
     )
+
+
+def beat_cycles(event_cycles: Sequence[int]) -> list[int]:
+    """The cycle of every beat of a step's events (the events of a wide beat share its cycle;
+    one beat leaves per cycle)."""
+    out: list[int] = []
+    for c in event_cycles:
+        if not out or out[-1] != c:
+            out.append(int(c))
+    return out
 
 
 #: version of :meth:`CycleSummary.to_json`
@@ -702,6 +818,10 @@ class CycleSummary:
     * ``fed_step_utilization`` — the input-fed steps, sweeps included ``[a_t, x_t + W)``;
     * ``utilization`` — every cycle from 0 to the last marker, self-running steps,
       re-initialisations and output latency included.
+
+    The numerators count one pass of ``W`` slots per input event: when the events of a wide
+    input beat share a pass (:attr:`LayerTiming.shares_passes`, up to ``k·P`` operations per
+    cycle) a utilization may exceed 1.
     """
 
     cycles: int  #: from cycle 0 to the last marker, inclusive
@@ -710,7 +830,8 @@ class CycleSummary:
     self_running_steps: int
     events: int  #: input events of the input-fed steps
     output_events: int
-    accumulate_cycles: int  #: slots that accumulated (events × words)
+    accumulate_cycles: int  #: slots that accumulated (events × words; passes × words when a
+    #: wide input beat's events share a pass, :attr:`LayerTiming.shares_passes`)
     accumulate_phase_cycles: int
     stall_cycles: int  #: accumulate-phase cycles that did not accumulate
     sweep_cycles: int
@@ -740,7 +861,9 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> CycleSummary
     steps = [s for inf in sched for s in inf.steps]
     fed = [s for s in steps if s.accumulate_cycle is not None]
     total = sched[-1].end_cycle + 1 if sched else 0
-    acc = sum(s.n_events for s in fed) * words
+    acc = sum(s.n_events for s in fed) * words  # (useful: one event's pass each)
+    passes = sum(len(set(s.event_slots)) for s in fed) if timing.shares_passes else None
+    slots_used = acc if passes is None else passes * words  # slots that accumulated
     phase = sum(s.fire_cycle - s.accumulate_cycle - s.early_fire for s in fed)
     return CycleSummary(
         cycles=total,
@@ -749,9 +872,9 @@ def summary(timing: LayerTiming, sched: list[InferenceSchedule]) -> CycleSummary
         self_running_steps=len(steps) - len(fed),
         events=sum(s.n_events for s in fed),
         output_events=sum(len(s.event_cycles) for s in steps),
-        accumulate_cycles=acc,
+        accumulate_cycles=slots_used,
         accumulate_phase_cycles=phase,
-        stall_cycles=phase - acc,
+        stall_cycles=phase - slots_used,
         sweep_cycles=len(steps) * slots,
         init_cycles=len(sched) * timing.init_cycles,
         cycles_per_inference=total / max(1, len(sched)),

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from spikezip.hw.model.cycle_model import PIPELINES, Pipeline  # noqa: F401  (PIPELINES: docs)
+from spikezip.hw.model.cycle_model import (  # noqa: F401  (PIPELINES: docs)
+    MAX_EMIT_WIDTH,
+    PIPELINES,
+    Pipeline,
+)
 
 __all__ = ["DEFAULT_LANES", "DesignParams", "Storage", "resolve_lanes"]
 
@@ -170,6 +174,11 @@ class DesignParams:
         A ViT's LayerNorm cores: rounding units of each (``None``: the fewest at one element per
         cycle, ``LayerNormGeometry.full_rate_units``). With ``product_lanes`` the knobs that
         trade a ViT's size against its cycles (docs/transformer.md §14, "Sizes").
+    emit_width : int
+        Spikes per beat between an MLP's layer cores, ``k`` (1 … ``MAX_EMIT_WIDTH``, default 1):
+        each layer but the last sends up to ``k`` spikes of a fired word per beat into its FIFO,
+        and each layer but the first unpacks them (``hw.model.network_model.layer_timing``).
+        ``1`` builds today's cores, bit for bit.
     """
 
     lanes: tuple[int, ...]
@@ -179,6 +188,7 @@ class DesignParams:
     fifo_depths: tuple[tuple[str, int], ...] = ()
     product_lanes: int | None = None
     layer_norm_units: int | None = None
+    emit_width: int = 1
 
     def __post_init__(self) -> None:
         lanes = tuple(self.lanes)
@@ -194,6 +204,14 @@ class DesignParams:
         object.__setattr__(self, "fifo_depths", _fifo_depths(self.fifo_depths))
         for name in ("product_lanes", "layer_norm_units"):
             object.__setattr__(self, name, _positive_or_none(name, getattr(self, name)))
+        k = self.emit_width
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, numbers.Integral)
+            or not 1 <= k <= MAX_EMIT_WIDTH
+        ):
+            raise ValueError(f"emit_width must be an integer in 1..{MAX_EMIT_WIDTH}, not {k!r}")
+        object.__setattr__(self, "emit_width", int(k))
 
     def fifo_depth_of(self, name: str, default: int) -> int:
         """Entries of the FIFO ``name``: its own in :attr:`fifo_depths`, else ``default``."""
@@ -211,6 +229,7 @@ class DesignParams:
         fifo_depths: Any = (),
         product_lanes: int | None = None,
         layer_norm_units: int | None = None,
+        emit_width: int = 1,
     ) -> DesignParams:
         """The parameters of a design of ``network`` from loose values, each checked once.
 
@@ -230,6 +249,7 @@ class DesignParams:
             fifo_depths=fifo_depths,
             product_lanes=product_lanes,
             layer_norm_units=layer_norm_units,
+            emit_width=emit_width,
         ).checked(network)
 
     @classmethod
@@ -264,6 +284,10 @@ class DesignParams:
                 raise ValueError(f"{name} sets a ViT's cores; an MLP has none")
             if getattr(self, name) is not None and isinstance(network, ConvNet):
                 raise ValueError(f"{name} sets a ViT's cores; a CNN has none")
+        if self.emit_width != 1 and not _is_mlp(network):
+            raise ValueError(
+                "emit_width sets an MLP's layer cores; a ViT's or a CNN's cores send one per beat"
+            )
         if self.fifo_depths:
             if isinstance(network, ConvNet):
                 from spikezip.hw.model.conv_sites import fifo_names
@@ -296,7 +320,7 @@ class DesignParams:
     @property
     def key(self) -> str:
         """A short name for folder names: ``p8-d1``, ``p5-1-8-d3``, ``…-registers``, ``…-f12``
-        (a ViT's product lanes ``…-x4``, LayerNorm units ``…-n8``).
+        (a ViT's product lanes ``…-x4``, LayerNorm units ``…-n8``; spikes per beat ``…-k2``).
 
         Equal parameters have equal keys; a pipeline that is no preset is spelt by its switches.
         """
@@ -314,6 +338,8 @@ class DesignParams:
             out += f"-x{self.product_lanes}"
         if self.layer_norm_units is not None:
             out += f"-n{self.layer_norm_units}"
+        if self.emit_width != 1:
+            out += f"-k{self.emit_width}"
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -328,6 +354,7 @@ class DesignParams:
             "fifo_depths": dict(self.fifo_depths),
             "product_lanes": self.product_lanes,
             "layer_norm_units": self.layer_norm_units,
+            "emit_width": self.emit_width,
         }
 
     @classmethod
@@ -345,6 +372,7 @@ class DesignParams:
                 fifo_depths=d.get("fifo_depths", {}),
                 product_lanes=d.get("product_lanes"),
                 layer_norm_units=d.get("layer_norm_units"),
+                emit_width=d.get("emit_width", 1),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"design parameters: {e}") from None

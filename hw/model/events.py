@@ -41,6 +41,7 @@ from spikezip.ir.trace import Trace
 
 __all__ = [
     "FIELDS",
+    "BeatFormat",
     "EventFormat",
     "Step",
     "input_format",
@@ -196,6 +197,98 @@ class Step:
         ]
         out.append(fmt.pack(marker=True, busy=self.busy))
         return out
+
+
+@dataclass(frozen=True)
+class BeatFormat:
+    """Bit format of a wide beat: up to ``width = k ≥ 2`` events (``hw.cores.layouts.beat_layout``,
+    a layer core's ``emit_width``). Fields from the least significant bit up: ``marker`` (1),
+    ``busy`` (1), ``count`` (``k.bit_length()`` bits), ``k`` indices, ``k`` signed values; a
+    marker beat has ``count = 0``, an event beat its events in slots ``0 … count-1`` and zeros in
+    the others."""
+
+    event: EventFormat
+    width: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, EventFormat):
+            raise TypeError(f"event must be an EventFormat, not {self.event!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 2:
+            raise ValueError(f"a wide beat carries 2 or more events, not {self.width!r}")
+
+    @property
+    def count_width(self) -> int:
+        return self.width.bit_length()
+
+    @property
+    def bits(self) -> int:
+        """Total payload bits."""
+        e = self.event
+        return 2 + self.count_width + self.width * (e.index_width + e.value_width)
+
+    def pack(
+        self, *, marker: bool, events: tuple[tuple[int, int], ...] = (), busy: bool = False
+    ) -> int:
+        """The payload of a marker (``events`` empty) or of ``1 … k`` events ``(index, value)``."""
+        e, k = self.event, self.width
+        if marker and events:
+            raise ValueError("a marker beat carries no events")
+        if not marker and not 1 <= len(events) <= k:
+            raise ValueError(f"an event beat carries 1..{k} events, not {len(events)}")
+        word, pos = int(bool(marker)) | int(bool(busy) and marker) << 1, 2
+        word |= len(events) << pos
+        pos += self.count_width
+        slots = list(events) + [(0, 0)] * (k - len(events))
+        for index, _ in slots:
+            word |= e.pack(marker=False, index=index) >> 1 << pos  # the index bits alone
+            pos += e.index_width
+        for _, value in slots:
+            v = e.pack(marker=False, value=value) >> (1 + e.index_width)
+            word |= (v & ((1 << e.value_width) - 1)) << pos
+            pos += e.value_width
+        return word
+
+    def unpack(self, word: int) -> tuple[bool, tuple[tuple[int, int], ...], bool]:
+        """``(marker, events, busy)`` of a payload integer (``events``: the ``count`` used
+        slots)."""
+        e, k = self.event, self.width
+        marker, busy = bool(word & 1), bool(word >> 1 & 1)
+        pos = 2
+        count = word >> pos & ((1 << self.count_width) - 1)
+        pos += self.count_width
+        indices = [
+            (word >> (pos + j * e.index_width)) & ((1 << e.index_width) - 1) for j in range(k)
+        ]
+        pos += k * e.index_width
+        values = []
+        for j in range(k):
+            v = (word >> (pos + j * e.value_width)) & ((1 << e.value_width) - 1)
+            values.append(v - (1 << e.value_width) if v >> (e.value_width - 1) else v)
+        return marker, tuple(zip(indices[:count], values[:count], strict=True)), busy
+
+    def beats(self, step: Step, lanes: int) -> list[tuple[tuple[int, int], ...] | None]:
+        """The beats a layer core of ``lanes`` lanes sends for ``step``: per word
+        (``index // lanes``) its spikes in chunks of ``k``, then the marker (``None``)."""
+        out: list[tuple[tuple[int, int], ...] | None] = []
+        idx, val = step.indices.tolist(), step.values.tolist()
+        j = 0
+        while j < len(idx):
+            word, chunk = idx[j] // lanes, []
+            while j < len(idx) and idx[j] // lanes == word and len(chunk) < self.width:
+                chunk.append((idx[j], val[j]))
+                j += 1
+            out.append(tuple(chunk))
+        out.append(None)
+        return out
+
+    def words(self, step: Step, lanes: int) -> list[int]:
+        """:meth:`beats` packed."""
+        return [
+            self.pack(marker=True, busy=step.busy)
+            if b is None
+            else self.pack(marker=False, events=b)
+            for b in self.beats(step, lanes)
+        ]
 
 
 def _step(row: np.ndarray, busy: bool) -> Step:

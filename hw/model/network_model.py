@@ -56,6 +56,7 @@ __all__ = [
     "NetworkSchedule",
     "OutputReady",
     "fifo_depths",
+    "layer_timing",
     "network_schedule",
 ]
 
@@ -64,6 +65,25 @@ def fifo_depths(network: Network, params: DesignParams) -> tuple[int, ...]:
     """Entries of the FIFO after each layer but the last, as ``NetworkCore`` builds them:
     ``params.fifo_depth``, else ``n_out + 2`` of the producing layer."""
     return tuple(params.fifo_depth or layer.n_out + 2 for layer in network.layers[:-1])
+
+
+def layer_timing(
+    network: Network, params: DesignParams, k: int, *, serial: bool = False
+) -> LayerTiming:
+    """The :class:`LayerTiming` of layer ``k``'s core in a network core of ``params``: every
+    layer but the last sends ``params.emit_width`` spikes per beat into its FIFO, and every
+    layer but the first takes them, a beat's events in one pass (``serial``: one pass each,
+    through an unpacker; the network's own input and output carry one event per beat)."""
+    width = params.emit_width
+    return LayerTiming(
+        n_out=network.layers[k].n_out,
+        lanes=params.lanes[k],
+        pipeline=params.pipeline,
+        emit_width=width if k < network.depth - 1 else 1,
+        input_width=width if k > 0 else 1,
+        input_lanes=params.lanes[k - 1] if k > 0 and width > 1 else 1,
+        serial_input=serial,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,15 +176,28 @@ class NetworkSchedule:
 
 
 def _left(run: CoreRun) -> np.ndarray:
-    """The cycle every output beat of ``run`` left ``o``, in stream order."""
-    return np.array([c for inf in run.beats for ev, mk in inf for c in (*ev, mk)], dtype=np.int64)
+    """The cycle every output beat of ``run`` left ``o``, in stream order (the events of a wide
+    beat share its cycle: one entry per beat)."""
+    return np.array(
+        [c for inf in run.beats for ev, mk in inf for c in (*cm.beat_cycles(ev), mk)],
+        dtype=np.int64,
+    )
 
 
 def _arrivals(run: CoreRun, writes: np.ndarray, latency: int) -> list[list[list[int]]]:
     """Per inference and step, the cycle each beat written in ``writes`` is valid at the FIFO's
-    far end at the earliest."""
+    far end at the earliest (per event: the events of a wide beat, its cycle)."""
     it = iter((writes + latency).tolist())
-    return [[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats]
+    out = []
+    for inf in run.beats:
+        steps = []
+        for ev, _ in inf:
+            cycles: list[int] = []
+            for j, c in enumerate(ev):
+                cycles.append(next(it) if j == 0 or c != ev[j - 1] else cycles[-1])
+            steps.append([*cycles, next(it)])
+        out.append(steps)
+    return out
 
 
 def network_schedule(
@@ -176,19 +209,28 @@ def network_schedule(
     lanes: int | Sequence[int] | None = None,
     pipeline: Pipeline | int | None = None,
     fifo_depth: int | None = None,
+    emit_width: int | None = None,
+    serial_input: bool = False,
     out_ready: OutputReady | None = None,
     max_passes: int = 100_000,
 ) -> NetworkSchedule:
     """Model the network core running ``inputs`` back to back (``trace``: the golden trace).
 
-    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``; not both) are those of
-    the :class:`hw.cores.network_core.NetworkCore`; its FIFOs hold ``fifo_depth`` entries
-    (default ``n_out + 2`` per producing layer, as the core builds them). ``out_ready``: the
+    ``params`` (or the keywords ``lanes``, ``pipeline``, ``fifo_depth``, ``emit_width``; not
+    both) are those of the :class:`hw.cores.network_core.NetworkCore`; its FIFOs hold
+    ``fifo_depth`` entries (default ``n_out + 2`` per producing layer, as the core builds them),
+    wide beats one entry each. ``serial_input``: the cores taking wide beats one pass per event
+    (:func:`layer_timing`, ``NetworkCore(serial_input=True)``). ``out_ready``: the
     last layer's output pauses (default: always ready). ``max_passes`` bounds the passes of the
     composition (see the module docstring).
     """
     params = DesignParams.coerce(
-        network, params, lanes=lanes, pipeline=pipeline, fifo_depth=fifo_depth
+        network,
+        params,
+        lanes=lanes,
+        pipeline=pipeline,
+        fifo_depth=fifo_depth,
+        emit_width=emit_width,
     )
     if out_ready is not None and not isinstance(out_ready, OutputReady):
         raise TypeError(f"out_ready must be an OutputReady, not {type(out_ready).__name__}")
@@ -196,10 +238,7 @@ def network_schedule(
         raise ValueError(f"max_passes must be a positive integer, not {max_passes!r}")
     depth = network.depth
     depths = fifo_depths(network, params)
-    timings = [
-        LayerTiming(n_out=layer.n_out, lanes=params.lanes[k], pipeline=params.pipeline)
-        for k, layer in enumerate(network.layers)
-    ]
+    timings = [layer_timing(network, params, k, serial=serial_input) for k in range(depth)]
     ins = [input_steps(network, inputs, trace, k) for k in range(depth)]
     outs = [output_steps(trace, k) for k in range(depth)]
     last_ready = None  # (a function of the cycle: its own state, nothing a pass changes)

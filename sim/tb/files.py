@@ -190,6 +190,7 @@ class NetworkStimulus(Record):
         "probe": BitLayout.from_json,
         "n_out": _ints,
         "layer_names": _strs,
+        "emit_widths": _ints,
     }
 
     words: np.ndarray  #: input payloads, every inference back to back
@@ -208,6 +209,9 @@ class NetworkStimulus(Record):
     simulator: str = ""  #: name for the trace's ``source`` (default: cocotb's)
     progress: str = ""  #: file the testbench rewrites with the finished inferences ("": none)
     per_cycle: bool = False  #: one ``await`` per cycle even without pauses (not the harness)
+    #: events per output beat of every layer (``()``: one each; wide beats,
+    #: ``hw.model.events.BeatFormat``, are expanded before decoding)
+    emit_widths: tuple[int, ...] = ()
 
     @property
     def samples(self) -> int:

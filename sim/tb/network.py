@@ -34,6 +34,7 @@ import numpy as np
 from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
 
+from spikezip.hw.model.events import BeatFormat, EventFormat
 from spikezip.hw.model.network_model import OutputReady
 from spikezip.ir import Trace
 from spikezip.ir._io import atomic_write_text
@@ -79,8 +80,29 @@ def file_beats(path: Path, depth: int, end: int) -> list[list[tuple[int, int]]]:
     ]
 
 
+def expand_wide(
+    beats: list[tuple[int, int]], fmt: EventFormat, width: int
+) -> list[tuple[int, int]]:
+    """A core's wide beats (up to ``width`` events each, ``hw.model.events.BeatFormat``) as
+    one ``fmt`` payload per event or marker, each with its beat's cycle."""
+    if width == 1:
+        return beats
+    wide, out = BeatFormat(fmt, width), []
+    for cycle, word in beats:
+        marker, evs, busy = wide.unpack(word)
+        if marker:
+            out.append((cycle, fmt.pack(marker=True, busy=busy)))
+        out.extend((cycle, fmt.pack(marker=False, index=i, value=v)) for i, v in evs)
+    return out
+
+
 def hardware_trace(stim: NetworkStimulus, beats: list[list[tuple[int, int]]], source: str) -> Trace:
     """Decode every core's beats into the hardware trace."""
+    if stim.emit_widths:
+        beats = [
+            expand_wide(b, f, w)
+            for b, f, w in zip(beats, stim.formats, stim.emit_widths, strict=True)
+        ]
     batch = stim.samples
     decoded = [kit.decode_stream(b, f, batch) for b, f in zip(beats, stim.formats, strict=True)]
     n_steps = max([len(s) for layer in decoded for s in layer] + [1])

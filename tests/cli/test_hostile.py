@@ -459,6 +459,13 @@ CASES: list[tuple[str, Callable | None, list[str], int, str, tuple[str, ...]]] =
      r"--pipeline must be one of 0, 1, 2, 3, not '9'", ()),
     ("sweep-storage", NOOP, ["sweep", "net.npz", "--inputs", "x.npy", "--storage", "flash"], 2,
      r"--storage must be one of auto, registers, memory, not 'flash'", ()),
+    ("emit-width-9", NOOP, ["report", "net.npz", "--emit-width", "9"], 2,
+     r"--emit-width must be an integer in 1\.\.8, not '9'", ()),
+    ("emit-width-0", NOOP, ["generate", "net.npz", "-o", "g", "--emit-width", "0"], 2,
+     r"--emit-width must be an integer in 1\.\.8, not '0'", ()),
+    ("sweep-emit-width-list", NOOP,
+     ["sweep", "net.npz", "--inputs", "x.npy", "--emit-width", "1,wide"], 2,
+     r"--emit-width must be an integer in 1\.\.8, not 'wide'", ()),
 ]
 # fmt: on
 
