@@ -39,10 +39,12 @@ import numpy as np
 
 from spikezip.hw.flow.generate import generator_fingerprint, verify_design, write_design
 from spikezip.hw.flow.manifest import Manifest
+from spikezip.hw.model import conv_sites
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import input_steps
 from spikezip.hw.model.vit_sites import input_steps as vit_input_steps
 from spikezip.ir import Network, Trace
+from spikezip.ir.cnn import ConvNet
 from spikezip.ir.transformer import VisionTransformer
 from spikezip.sim.harness import (
     HARNESS,
@@ -198,7 +200,16 @@ def _max_cycles(
     per_step = sum(  # cycles_per_event: a pass over the words (W, padded by deep pipelines)
         (layer.n_in + 2) * layer.cycles_per_event + layer.n_out + 16 for layer in d.manifest.layers
     )
-    if isinstance(network, VisionTransformer):
+    if isinstance(network, ConvNet):
+        steps = network.step_bound()
+        # a conv event is one pass per window it reaches (up to kh·kw), not one
+        per_step += sum(
+            int(spec.input_map.event_cycles(np.arange(spec.input_map.n_in), 3).sum())
+            if hasattr(spec, "input_map")
+            else spec.sweep_cycles + spec.clear_cycles + 16  # a max-pool
+            for spec in conv_sites.site_specs(network, d.params.lanes).values()
+        )
+    elif isinstance(network, VisionTransformer):
         steps = network.step_bound()
         # the LayerNorm cores (≤ 64 cycles per entry), the softmax and product read-outs
         per_step += 64 * network.tokens * network.dim * (2 * network.depth + 1)
@@ -252,6 +263,8 @@ def prepare(
     words, starts = [], []
     if isinstance(network, VisionTransformer):
         samples, names = vit_input_steps(network, x), network.site_names
+    elif isinstance(network, ConvNet):
+        samples, names = conv_sites.input_steps(network, x), network.site_names
     else:
         samples = input_steps(network, x, None, 0)
         names = tuple(network.layer_name(k) for k in range(network.depth))
@@ -601,6 +614,8 @@ def _run(
     if error is not None and not hw_path.is_file():
         raise error
     trace = Trace.load(hw_path)
+    if isinstance(network, ConvNet):
+        trace = c_order(network, trace)
     facts = NetworkResult.load(run_dir / "inferences.npz")
     if on_progress is not None:
         on_progress(len(facts.done))
@@ -620,6 +635,23 @@ def _run(
         run_dir=run_dir,
         threads=threads,
     )
+
+
+def c_order(net: ConvNet, trace: Trace) -> Trace:
+    """A CNN's hardware trace with every site's neurons in C order (its cores emit HWC:
+    :func:`hw.model.conv_sites.core_order`), as the reference's."""
+
+    def reorder(arrays):
+        if arrays is None:
+            return None
+        out = []
+        for k, a in enumerate(arrays):
+            c = np.empty_like(a)
+            c[..., conv_sites.core_order(net, k)] = a
+            out.append(c)
+        return tuple(out)
+
+    return replace(trace, spikes=reorder(trace.spikes), spike_cycles=reorder(trace.spike_cycles))
 
 
 def _wave_file(run_dir: Path) -> Path | None:

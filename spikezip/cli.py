@@ -248,6 +248,10 @@ def _hardware_neurons(network: Network | VisionTransformer, args: argparse.Names
     ST-BIF and graded ST-BIF both run in hardware, MLP and ViT)."""
     try:
         check_stbif(network)
+        if isinstance(network, ConvNet):
+            from spikezip.hw.model.conv_sites import check_rtl
+
+            check_rtl(network)
     except ValueError as e:
         raise CliError(f"{args.network}: {e}") from None
 
@@ -262,16 +266,19 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     """
     lanes = args.lanes
     depths = getattr(args, "fifo_depths", None) or ()
-    if depths and not isinstance(network, VisionTransformer):  # (generate, simulate)
-        raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    if depths and isinstance(network, Network):  # (generate, simulate)
+        raise CliError(
+            "--fifo-depths sets a ViT's or a CNN's FIFOs by name (an MLP sizes its FIFOs itself)"
+        )
     _hardware_neurons(network, args)
     chosen = None if lanes is None else lanes[0] if len(lanes) == 1 else lanes
     if getattr(args, "fast", False):
         from spikezip.hw.model.design import FAST_PIPELINE, fast_lanes
 
-        if isinstance(network, VisionTransformer):
+        if not isinstance(network, Network):
             raise CliError(
-                "--fast is an MLP's preset (pipeline 3, lanes per layer); a ViT has none"
+                "--fast is an MLP's preset (pipeline 3, lanes per layer); a "
+                f"{_kind_name(network)} has none"
             )
         if args.pipeline not in (None, FAST_PIPELINE):
             raise CliError(f"--fast sets --pipeline {FAST_PIPELINE}, not {args.pipeline}")
@@ -287,8 +294,10 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         raise CliError(f"--lanes {','.join(map(str, lanes or ()))}: {e}") from None
     width = getattr(args, "emit_width", None)
     if width is not None and width != 1:
-        if isinstance(network, VisionTransformer):
-            raise CliError("--emit-width sets an MLP's layer cores; a ViT's send one per beat")
+        if not isinstance(network, Network):
+            raise CliError(
+                f"--emit-width sets an MLP's layer cores; {_a_kind(network)}'s send one per beat"
+            )
         params = replace(params, emit_width=width)
     params = replace(params, fifo_depth=_fifo_depth(network, args))
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
@@ -300,12 +309,12 @@ def _probed_params(network, args: argparse.Namespace) -> DesignParams:
 
 
 def _fifo_depth(network, args: argparse.Namespace) -> int | None:
-    """``--fifo-depth`` (an MLP's inter-layer FIFOs), or a CliError for a ViT."""
+    """``--fifo-depth`` (an MLP's inter-layer FIFOs), or a CliError for a ViT or a CNN."""
     depth = getattr(args, "fifo_depth", None)
-    if depth is not None and isinstance(network, VisionTransformer):
+    if depth is not None and not isinstance(network, Network):
         raise CliError(
-            "--fifo-depth sets an MLP's inter-layer FIFOs; a ViT's FIFOs take --fifo-depths "
-            "NAME=N,…"
+            f"--fifo-depth sets an MLP's inter-layer FIFOs; {_a_kind(network)}'s FIFOs take "
+            "--fifo-depths NAME=N,…"
         )
     return depth
 
@@ -319,12 +328,12 @@ def _with_vit_knobs(network, params: DesignParams, args: argparse.Namespace) -> 
     }
     if knobs and not isinstance(network, VisionTransformer):
         option = "--" + next(iter(knobs)).replace("_", "-")
-        raise CliError(f"{option} sets a ViT's cores; an MLP has none")
+        raise CliError(f"{option} sets a ViT's cores; {_a_kind(network)} has none")
     return replace(params, **knobs).checked(network) if knobs else params
 
 
 def _with_fifo_depths(network, params: DesignParams, depths) -> DesignParams:
-    """``params`` with ``--fifo-depths`` (checked against the ViT's FIFO names)."""
+    """``params`` with ``--fifo-depths`` (checked against the ViT's or CNN's FIFO names)."""
     if not depths:
         return params
     try:
@@ -333,29 +342,42 @@ def _with_fifo_depths(network, params: DesignParams, depths) -> DesignParams:
         raise CliError(f"--fifo-depths: {e}".replace("fifo_depths names", "names")) from None
 
 
+def _kind_name(network: Network | VisionTransformer | ConvNet) -> str:
+    """``MLP``, ``ViT`` or ``CNN``."""
+    if isinstance(network, VisionTransformer):
+        return "ViT"
+    return "CNN" if isinstance(network, ConvNet) else "MLP"
+
+
+def _a_kind(network: Network | VisionTransformer | ConvNet) -> str:
+    """``an MLP``, ``a ViT`` or ``a CNN``."""
+    name = _kind_name(network)
+    return ("an " if name == "MLP" else "a ") + name
+
+
 def _network(
-    path: str, what: str = "NETWORK", *, cnn: bool = False
+    path: str, what: str = "NETWORK", *, cnn: bool = True
 ) -> Network | VisionTransformer | ConvNet:
     """The network file ``path`` (any kind); a CNN only where ``cnn`` says the command takes
-    one (``trace``, ``compare``, ``info``), else a CliError naming the file."""
+    one (every command but ``baseline``), else a CliError naming the file."""
     input_file(path, what)
     network = load_network(path)
     if isinstance(network, ConvNet) and not cnn:
         raise CliError(
             f"{path}: a convolutional network (ConvNet); this command takes MLP and ViT networks "
-            "only (CNNs: trace, compare, info)"
+            "only"
         )
     return network
 
 
-def _rtl_network(path: str) -> Network | VisionTransformer:
-    """A network ``generate`` and ``simulate`` take: an MLP or a ViT."""
+def _rtl_network(path: str) -> Network | VisionTransformer | ConvNet:
+    """A network ``generate`` and ``simulate`` take: an MLP, a ViT or a CNN."""
     return _network(path)
 
 
-def _n_cores(network: Network | VisionTransformer) -> int:
-    """Layer cores of the design: one per layer, or one per ViT site."""
-    return len(network.sites) if isinstance(network, VisionTransformer) else network.depth
+def _n_cores(network: Network | VisionTransformer | ConvNet) -> int:
+    """Layer cores of the design: one per layer, or one per ViT or CNN site."""
+    return network.depth if isinstance(network, Network) else len(network.sites)
 
 
 def _fc_network(path: str) -> Network:
@@ -585,7 +607,7 @@ def _labels(path: str, batch: int, classes: int) -> np.ndarray:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    network = _network(args.network)
+    network = _network(args.network, cnn=False)
     from spikezip.ir import Encoding
     from spikezip.sw import ecmt
 
@@ -769,14 +791,19 @@ def _device(args: argparse.Namespace, network: Network | VisionTransformer) -> s
     a ViT's, ``--device`` an ECP5's. Returns the ECP5 device to place on (a ViT: the 85k by
     default; None: the target's default)."""
     vit = isinstance(network, VisionTransformer)
-    if not vit and not args.synth:
-        raise CliError("--no-synth is for a ViT (an MLP's synthesis takes seconds)")
-    if not vit and args.fifo_depths:
-        raise CliError("--fifo-depths sets a ViT's FIFOs by name (an MLP sizes its FIFOs itself)")
+    mlp = isinstance(network, Network)
+    if mlp and not args.synth:
+        raise CliError("--no-synth is for a ViT or a CNN (an MLP's synthesis takes seconds)")
+    if mlp and args.fifo_depths:
+        raise CliError(
+            "--fifo-depths sets a ViT's or a CNN's FIFOs by name (an MLP sizes its FIFOs itself)"
+        )
     _fifo_depth(network, args)
     for name in ("product_lanes", "layer_norm_units"):
         if not vit and getattr(args, name, None) is not None:
-            raise CliError(f"--{name.replace('_', '-')} sets a ViT's cores; an MLP has none")
+            raise CliError(
+                f"--{name.replace('_', '-')} sets a ViT's cores; {_a_kind(network)} has none"
+            )
     if args.device is not None and args.target != "ecp5":
         raise CliError(f"--device picks an ECP5 device; --target is {args.target}")
     return args.device or (VIT_DEVICE if vit and args.target == "ecp5" else None)
@@ -787,10 +814,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     output_dir(args.output, "-o", ("report.json", "report.md"), sources)
     network = _network(args.network)
     device = _device(args, network)
-    if isinstance(network, VisionTransformer):
+    if not isinstance(network, Network):
         return _report_vit(args, network, device)
     if args.fmax is not None:
-        raise CliError("--fmax is for a ViT (an MLP's fmax comes from place and route)")
+        raise CliError("--fmax is for a ViT or a CNN (an MLP's fmax comes from place and route)")
     x = _report_inputs(args, network)
     params = _design_params(network, args)
     _tools_check(args.target)
@@ -823,9 +850,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_vit(args: argparse.Namespace, vit: VisionTransformer, device: str | None) -> int:
-    """``report`` of a ViT: latency alone and back to back (exact model), resources per core,
-    fmax on the ECP5-85k (or ``--device``), SOPs and energy."""
+def _report_vit(
+    args: argparse.Namespace, vit: VisionTransformer | ConvNet, device: str | None
+) -> int:
+    """``report`` of a ViT or a CNN: latency alone and back to back (exact model), resources per
+    core, fmax on the ECP5-85k (a CNN: 25k; or ``--device``), SOPs and energy."""
     x = _report_inputs(args, vit)
     params = _design_params(vit, args)
     synth, pnr = args.synth, args.synth and args.pnr and args.target != "generic"
@@ -837,9 +866,11 @@ def _report_vit(args: argparse.Namespace, vit: VisionTransformer, device: str | 
     from spikezip.report import DesignPoint, evaluate_vit, table, write_report
 
     if synth:
+        took = "~20–45 minutes" if isinstance(vit, VisionTransformer) else "~5–15 minutes"
         print(
-            f"report: the whole ViT is synthesised{' and placed and routed' if pnr else ''} "
-            f"({args.target}{' ' + device if pnr and device else ''}): ~20–45 minutes on 2 "
+            f"report: the whole {_kind_name(vit)} is synthesised"
+            f"{' and placed and routed' if pnr else ''} "
+            f"({args.target}{' ' + device if pnr and device else ''}): {took} on 2 "
             "cores; --no-synth gives the latency, SOPs and energy in about a minute",
             file=sys.stderr,
         )
@@ -852,13 +883,16 @@ def _report_vit(args: argparse.Namespace, vit: VisionTransformer, device: str | 
             print(f"report: {text}", file=sys.stderr)
 
     try:
+        knobs = {}
+        if isinstance(vit, VisionTransformer):
+            knobs = {"product_lanes": params.product_lanes}
+            knobs["layer_norm_units"] = params.layer_norm_units
         result = evaluate_vit(
             vit,
             x,
             point,
             fifo_depths=params.fifo_depths,
-            product_lanes=params.product_lanes,
-            layer_norm_units=params.layer_norm_units,
+            **knobs,
             fmax_mhz=args.fmax,
             synth=synth,
             pnr=pnr,
@@ -891,7 +925,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     output_dir(args.output, "-o", SWEEP_FILES, sources)
     network = _network(args.network)
     _hardware_neurons(network, args)
-    vit = isinstance(network, VisionTransformer)
+    graph = not isinstance(network, Network)  # a ViT or a CNN: a site-graph top
     x = _report_inputs(args, network)
     device = _device(args, network)
     if args.synth:
@@ -899,9 +933,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.scheduler is not None and args.jobs is not None:
         raise CliError("-j sets the workers of the local cluster; --scheduler's has its own")
     storages, pipelines, widths = args.storage, args.pipeline, args.emit_width
-    if vit and widths != (1,):
-        raise CliError("--emit-width sets an MLP's layer cores; a ViT's send one per beat")
-    if vit:  # each site takes the largest divisor ≤ P of its channels (DesignParams.of)
+    if graph and widths != (1,):
+        raise CliError(
+            f"--emit-width sets an MLP's layer cores; {_a_kind(network)}'s send one per beat"
+        )
+    if graph:  # each site takes the largest divisor ≤ P of its channels (DesignParams.of)
         widest = max(DesignParams.of(network, lanes=max(args.lanes or (16,))).lanes)
         given = args.lanes or (4, 8, 16)
     else:
@@ -938,14 +974,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     kw["pnr_time_limit"] = _pnr_seconds(args, network)
     if args.fifo_depth is not None:
         kw["fifo_depth"] = args.fifo_depth
-    if vit:
+    if graph:
         params = _with_fifo_depths(network, DesignParams.of(network), args.fifo_depths)
         params = _with_vit_knobs(network, params, args)
         kw |= {"synth": args.synth, "fifo_depths": params.fifo_depths}
-        kw |= {"product_lanes": params.product_lanes, "layer_norm_units": params.layer_norm_units}
+        if isinstance(network, VisionTransformer):
+            kw |= {"product_lanes": params.product_lanes}
+            kw |= {"layer_norm_units": params.layer_norm_units}
         if args.synth:
             print(
-                f"sweep: {len(points)} ViT designs, each synthesised"
+                f"sweep: {len(points)} {_kind_name(network)} designs, each synthesised"
                 f"{' and placed and routed' if pnr else ''} (~20–45 minutes each on 2 cores); "
                 "--no-synth sweeps the latency only",
                 file=sys.stderr,

@@ -11,8 +11,9 @@ Stages, each timed:
    cycle-accurately, compare every image's trace with the golden one (equalities 2 and 3);
 4. the same QANN with graded ST-BIF neurons (spikes ±2^k, docs/graded.md): equality 1, its steps,
    events and energy beside ST-BIF's, and its RTL on the same images (equalities 2 and 3);
-5. the digits ViT (``--model both``, the default, or ``vit``): converted, SNN == integer QANN at
-   every site, then its RTL on ``--vit-images`` images, compared image by image.
+5. the digits ViT (``--model all``, the default, ``both`` or ``vit``): converted, SNN == integer
+   QANN at every site, then its RTL on ``--vit-images`` images, compared image by image;
+6. the digits CNN (``--model all`` or ``cnn``): the same, on ``--cnn-images`` images.
 
 Prints one table and writes ``<out>/report.md``. Exits non-zero if any equality fails.
 """
@@ -33,6 +34,7 @@ from spikezip.paths import CliError, output_dir
 
 VIT_DEMO_IMAGES = 20  #: ViT test images `make demo` simulates in RTL (after a ~2.5-minute build)
 VIT_REFERENCE_IMAGES = 50  #: ViT test images `make demo` checks SNN == integer QANN on
+CNN_DEMO_IMAGES = 50  #: CNN test images `make demo` simulates in RTL (after a ~45-s build)
 ALL = 10**9  #: ``--images all``: every test image
 
 
@@ -195,8 +197,6 @@ def vit_stage(
     """The spiking digits ViT: reference on the test images (SNN == integer QANN at every site;
     on ``max(images, reference_images)`` of them), then RTL on ``images`` (generate, simulate,
     compare every image); add its rows."""
-    from spikezip.ir.compare import first_divergence
-    from spikezip.sim.simulate import design, simulate
     from spikezip.sw import digits
     from spikezip.sw.vit import model as vit_model
     from spikezip.sw.vit.convert import to_transformer
@@ -221,35 +221,96 @@ def vit_stage(
     )
     rep.add(f"ViT: SNN == integer QANN ({n_ref} images)", "yes (every site)" if same else "NO")
     rep.add(f"ViT: accuracy SNN ({n_ref} images)", f"{(reference.predictions() == y).mean():.2%}")
-    if sim == "none":
-        return
-    golden, x, y = reference.select(slice(0, n)), x[:n], y[:n]
-    snn_acc = float((golden.predictions() == y).mean())
-    with Stopwatch(rep, f"ViT: generate Verilog (lanes {lanes})"):
-        d = design(vit, Path("build") / "designs", lanes=lanes)
+    if sim != "none":
+        graph_rtl_stage(rep, "ViT", vit, reference.select(slice(0, n)), x[:n], y[:n], out,
+                        sim=sim, lanes=lanes, file="hw-vit.npz")  # fmt: skip
+
+
+def cnn_stage(
+    rep: Report,
+    out: Path,
+    *,
+    sim: str,
+    images: int,
+    lanes: int,
+    reference_images: int | None = None,
+) -> None:
+    """The spiking digits CNN (docs/cnn.md): reference on the test images (SNN == integer QANN
+    at every site; on ``max(images, reference_images)`` of them), then RTL on ``images``
+    (generate, simulate, compare every image); add its rows."""
+    from spikezip.sw import digits
+    from spikezip.sw.cnn import model as cnn_model
+    from spikezip.sw.cnn.convert import to_convnet
+    from spikezip.sw.cnn.reference import integer_qann, simulate
+
+    with Stopwatch(rep, "CNN: train or load QANN, convert"):
+        net = to_convnet(cnn_model.load_or_train(cnn_model.CnnConfig()), name="digits-cnn")
+        net.save(out / "digits-cnn.npz")
+    data = digits.load()
+    n = min(images, len(data.x_test))
+    n_ref = min(max(n, reference_images or 0), len(data.x_test))
+    x, y = data.x_test[:n_ref], data.y_test[:n_ref]
+    with Stopwatch(rep, f"CNN: integer reference, {n_ref} images"):
+        reference = simulate(net, x)
+        acts = integer_qann(net, x)
+    same = all(
+        np.array_equal(reference.counts(k), acts[k].reshape(n_ref, -1)) for k in range(net.depth)
+    )
+    rep.check(same, "CNN: converged SNN != integer QANN")
+    shape = "×".join(map(str, net.input_shape))
+    rep.add("CNN", f"{shape} input, {net.depth} sites, digest {net.digest()[:12]}")
+    rep.add(f"CNN: SNN == integer QANN ({n_ref} images)", "yes (every site)" if same else "NO")
+    rep.add(f"CNN: accuracy SNN ({n_ref} images)", f"{(reference.predictions() == y).mean():.2%}")
+    if sim != "none":
+        graph_rtl_stage(rep, "CNN", net, reference.select(slice(0, n)), x[:n], y[:n], out,
+                        sim=sim, lanes=lanes, file="hw-cnn.npz")  # fmt: skip
+
+
+def graph_rtl_stage(
+    rep: Report,
+    label: str,
+    net,
+    golden,
+    x: np.ndarray,
+    y: np.ndarray,
+    out: Path,
+    *,
+    sim: str,
+    lanes: int,
+    file: str,
+) -> None:
+    """A site-graph top (the ViT's, the CNN's) on ``x``: generate, simulate, compare every image
+    with ``golden``; add the ``label: …`` rows."""
     from tqdm import tqdm
 
-    bar = tqdm(total=n, unit="image", desc=f"ViT RTL on {sim}", leave=False)
-    with Stopwatch(rep, f"ViT: build + simulate {n} images ({sim})"):
-        hw = simulate(vit, x, sim=sim, design_dir=d, on_progress=lambda k: bar.update(k - bar.n))
+    from spikezip.ir.compare import first_divergence
+    from spikezip.sim.simulate import design, simulate
+
+    n = len(x)
+    snn_acc = float((golden.predictions() == y).mean())
+    with Stopwatch(rep, f"{label}: generate Verilog (lanes {lanes})"):
+        d = design(net, Path("build") / "designs", lanes=lanes)
+    bar = tqdm(total=n, unit="image", desc=f"{label} RTL on {sim}", leave=False)
+    with Stopwatch(rep, f"{label}: build + simulate {n} images ({sim})"):
+        hw = simulate(net, x, sim=sim, design_dir=d, on_progress=lambda k: bar.update(k - bar.n))
     bar.close()
-    hw.trace.save(out / "hw-vit.npz")
-    div = first_divergence(golden, hw.trace, describe=vit.describe_neuron)
+    hw.trace.save(out / file)
+    div = first_divergence(golden, hw.trace, describe=net.describe_neuron)
     exact = sum(
         first_divergence(golden.select([b]), hw.trace.select([b])) is None for b in range(n)
     )
-    rep.check(div is None, f"ViT RTL differs from the reference: {div}")
+    rep.check(div is None, f"{label} RTL differs from the reference: {div}")
     rtl_acc = float((hw.trace.predictions() == y).mean())
-    rep.add(f"ViT: accuracy RTL ({sim}, {n} images)", f"{rtl_acc:.2%} (SNN: {snn_acc:.2%})")
-    rep.add("ViT: images bit-exact (RTL == reference)", f"{exact} / {n}")
+    rep.add(f"{label}: accuracy RTL ({sim}, {n} images)", f"{rtl_acc:.2%} (SNN: {snn_acc:.2%})")
+    rep.add(f"{label}: images bit-exact (RTL == reference)", f"{exact} / {n}")
     rep.add(  # later images wait behind earlier ones: only image 0's latency is its own
-        "ViT: cycles / inference",
+        f"{label}: cycles / inference",
         f"latency {hw.latency[0]} (image 0, nothing ahead of it); back to back "
         f"{hw.total_cycles / n:.0f}",
     )
     threads = f" on {hw.threads} threads" if hw.threads > 1 else ""
     rep.add(
-        "ViT: RTL simulation speed",
+        f"{label}: RTL simulation speed",
         f"{hw.cycles_per_second:,.0f} cycles/s{threads}, {hw.run_seconds / n:.2f} s per image "
         "(start-up included)",
     )
@@ -302,9 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", type=POSITIVE, default=8, help="lanes per layer core (default 8)")
     ap.add_argument(
         "--model",
-        choices=("both", "mlp", "vit"),
-        default="both",
-        help="the MLP, the ViT or both (default); the ViT runs --vit-images images",
+        choices=("all", "both", "mlp", "vit", "cnn"),
+        default="all",
+        help="the MLP, the ViT, the CNN, the MLP and the ViT (both), or all three (default); "
+        "beside the MLP, the ViT runs --vit-images images and the CNN --cnn-images",
     )
     ap.add_argument(
         "--vit-images",
@@ -312,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"test images for the ViT's RTL (--model both: default {VIT_DEMO_IMAGES}, on top "
         f"of the reference on {VIT_REFERENCE_IMAGES}; --model vit: default --images or all)",
+    )
+    ap.add_argument(
+        "--cnn-images",
+        type=IMAGES,
+        default=None,
+        help=f"test images for the CNN's RTL (--model all: default {CNN_DEMO_IMAGES}; --model "
+        "cnn: default --images or all)",
     )
     try:
         args = ap.parse_args(argv)
@@ -330,13 +399,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     out = output_dir(args.out, "--out", ("report.md", "raster.png", "digits.npz", "golden.npz"))
     out.mkdir(parents=True, exist_ok=True)
-    if args.model == "vit":
+    if args.model in ("vit", "cnn"):
         rep = Report()
         t_start = time.perf_counter()
-        vit_stage(rep, out, sim=args.sim, images=args.vit_images or args.images or ALL,
-                  lanes=args.lanes)  # fmt: skip
+        stage, label = (vit_stage, "ViT") if args.model == "vit" else (cnn_stage, "CNN")
+        own = args.vit_images if args.model == "vit" else args.cnn_images
+        stage(rep, out, sim=args.sim, images=own or args.images or ALL, lanes=args.lanes)
         rep.timings.append(("total", time.perf_counter() - t_start))
-        return _finish(rep, out, "# spikezip-hw digits ViT demo\n\n", "")
+        return _finish(rep, out, f"# spikezip-hw digits {label} demo\n\n", "")
 
     from spikezip.sw import digits, qann
     from spikezip.sw.convert import agreement, to_network
@@ -392,11 +462,14 @@ def _run(args: argparse.Namespace) -> int:
     graded_stage(
         rep, model, x, y, out, sim=args.sim, images=args.images, lanes=args.lanes, base=ops
     )
-    if args.model == "both":
+    if args.model in ("both", "all"):
         vit_stage(
             rep, out, sim=args.sim, images=args.vit_images or VIT_DEMO_IMAGES, lanes=args.lanes,
             reference_images=VIT_REFERENCE_IMAGES,
         )  # fmt: skip
+    if args.model == "all":
+        cnn_stage(rep, out, sim=args.sim, images=args.cnn_images or CNN_DEMO_IMAGES,
+                  lanes=args.lanes)  # fmt: skip
     raster(golden, network, out / "raster.png", sample=0)
     rep.timings.append(("total", time.perf_counter() - t_start))
     return _finish(

@@ -342,7 +342,7 @@ class ViTReport:
 
     network: str
     point: DesignPoint
-    product_lanes: int
+    product_lanes: int  #: 0 for a CNN (no products)
     layer_norm_units: int | None = None  #: rounding units per LayerNorm (None: full rate)
     sites: int
     fifo_depths: dict[str, int]  #: FIFOs set by name (the rest follow the FIFO plan)
@@ -492,20 +492,41 @@ def evaluate_vit(
     on_stage: Callable[[str], None] | None = None,
     pnr_time_limit: float | None = None,
 ) -> ViTReport:
-    """One design point of a ViT (:class:`ViTReport`).
+    """One design point of a site-graph top (:class:`ViTReport`): a ViT (``ViTCore``) or a CNN
+    (``ir.cnn.ConvNet``: ``CnnCore``, ``product_lanes`` and ``layer_norm_units`` not given).
 
     * latency: each image alone from reset, and the images back to back, through the exact
-      model of ``ViTCore`` (:func:`hw.model.vit_model.vit_schedule`) with the design's FIFOs
-      (the FIFO plan, ``fifo_depths`` by name);
+      model of the top (:func:`hw.model.vit_model.vit_schedule`,
+      :func:`hw.model.cnn_model.cnn_schedule`) with the design's FIFOs (the FIFO plan,
+      ``fifo_depths`` by name);
     * ``synth``: resources of the top and of every core (kept separate through synthesis);
     * ``pnr`` (ECP5 or iCE40): place and route of the top in the pin-limited harness on
       ``device`` (default the 85k), from the same synthesis; its fmax sets the µs and images/s.
       Without it, ``fmax_mhz`` (a clock the caller gives) does;
-    * SOPs and energy per image: :func:`sw.vit.energy.count_ops`.
+    * SOPs and energy per image: :func:`sw.vit.energy.count_ops`, :func:`sw.cnn.energy.count_ops`.
     """
-    from spikezip.hw.model.vit_model import vit_schedule
-    from spikezip.sw.vit.energy import count_ops
-    from spikezip.sw.vit.reference import simulate
+    from spikezip.ir.cnn import ConvNet
+
+    if isinstance(vit, ConvNet):
+        from spikezip.hw.cores.cnn_core import CnnCore as Top
+        from spikezip.hw.model.cnn_model import cnn_schedule as schedule
+        from spikezip.sw.cnn.energy import count_ops
+        from spikezip.sw.cnn.reference import simulate
+
+        def make_top(params: DesignParams):
+            return Top(net=vit, params=params)
+
+        kinds = ("conv", "pool", "linear")
+    else:
+        from spikezip.hw.cores.vit_core import ViTCore as Top
+        from spikezip.hw.model.vit_model import vit_schedule as schedule
+        from spikezip.sw.vit.energy import count_ops
+        from spikezip.sw.vit.reference import simulate
+
+        def make_top(params: DesignParams):
+            return Top(vit=vit, params=params)
+
+        kinds = ("linear", "product")
 
     if fmax_mhz is not None and not (isinstance(fmax_mhz, int | float) and fmax_mhz > 0):
         raise ValueError(f"fmax_mhz must be a positive number, not {fmax_mhz!r}")
@@ -527,18 +548,18 @@ def evaluate_vit(
     stage(f"exact model, {n} images alone")
     lat, need, depth, waited = [], 0, 0, False
     for b in range(n):
-        s = vit_schedule(vit, inputs[b : b + 1], trace.select([b]), params)
+        s = schedule(vit, inputs[b : b + 1], trace.select([b]), params)
         lat.append(int(s.latency[0]))
         need = max(need, max(min(f.need, f.depth) for f in s.fifos))
         depth = max(depth, max(f.depth for f in s.fifos))
         waited |= s.backpressure
     stage(f"exact model, {n} images back to back")
-    run = vit_schedule(vit, inputs, trace, params)
+    run = schedule(vit, inputs, trace, params)
     waited |= run.backpressure
     busy = {ld.name: ld.work for ld in run.loads}
     top = max(busy, key=busy.get)
     util: dict[str, float] = {}
-    for kind in ("linear", "product"):
+    for kind in kinds:
         lds = [ld for ld in run.loads if ld.kind == kind and ld.lanes and ld.accumulate]
         if lds:
             util[kind] = sum(ld.ops for ld in lds) / sum(ld.lanes * ld.accumulate for ld in lds)
@@ -552,14 +573,21 @@ def evaluate_vit(
         fifo_peak=int(need),
     )
     ops = count_ops(vit, trace, inputs)
+    if isinstance(vit, ConvNet):
+        from spikezip.sw.cnn.energy import dense_macs
+        from spikezip.sw.energy import E_MAC_PJ
+
+        ann_macs = float(dense_macs(vit).sum())
+        ann_pj = E_MAC_PJ * ann_macs
+    else:
+        ann_macs, ann_pj = float(ops.ann_macs), float(ops.ann_energy_pj)
     synthesis = placed = pnr_error = None
     if synth or pnr:
-        from spikezip.hw.cores.vit_core import ViTCore
         from spikezip.hw.flow.synth import PlaceRouteError, place_and_route, synthesize
         from spikezip.hw.flow.verilog import generate
 
         def core():
-            return ViTCore(vit=vit, params=params)
+            return make_top(params)
 
         if pnr:
             stage(f"synthesis and place and route ({target} {device or ''})".replace(" )", ")"))
@@ -600,9 +628,13 @@ def evaluate_vit(
     if fmax_mhz is not None:
         latency = latency.at(float(fmax_mhz))
     return ViTReport(
-        network=vit.name or "vit",
+        network=vit.name or ("cnn" if isinstance(vit, ConvNet) else "vit"),
         point=point,
-        product_lanes=vit.tokens if params.product_lanes is None else params.product_lanes,
+        product_lanes=0
+        if isinstance(vit, ConvNet)
+        else vit.tokens
+        if params.product_lanes is None
+        else params.product_lanes,
         layer_norm_units=params.layer_norm_units,
         sites=len(vit.sites),
         fifo_depths=dict(params.fifo_depths),
@@ -617,8 +649,8 @@ def evaluate_vit(
         utilization=util,
         sops_per_image=float(ops.sops.mean()),
         energy_nj_per_image=float(ops.energy_pj.mean() / 1000),
-        ann_macs_per_image=float(ops.ann_macs),
-        ann_energy_nj_per_image=float(ops.ann_energy_pj / 1000),
+        ann_macs_per_image=ann_macs,
+        ann_energy_nj_per_image=ann_pj / 1000,
         synthesis=synthesis,
         pnr=placed,
         pnr_error=pnr_error,
@@ -863,11 +895,14 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
     fifos = "the FIFO plan" + (
         f", {len(result.fifo_depths)} set by name" if result.fifo_depths else ""
     )
-    lines = [
-        f"{result.network} {result.point.label} (ViT, {result.sites} sites, product lanes "
-        f"{result.product_lanes}, LayerNorm units "
-        f"{result.layer_norm_units or 'full rate'}, FIFOs: {fifos})",
-    ]
+    if result.product_lanes:
+        what = (
+            f"ViT, {result.sites} sites, product lanes {result.product_lanes}, LayerNorm units "
+            f"{result.layer_norm_units or 'full rate'}"
+        )
+    else:
+        what = f"CNN, {result.sites} sites"
+    lines = [f"{result.network} {result.point.label} ({what}, FIFOs: {fifos})"]
     s = result.synthesis
     if s is not None:
         lines.append(_resources_header("cores (" + s.target + ")"))
@@ -883,7 +918,8 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
             lines.append("")
     lines += [
         f"latency {lat.cycles_mean:.0f} cycles mean / {lat.cycles_max} max / {lat.cycles_min} min "
-        f"per image alone (exact ViT model, {result.samples} samples, "
+        f"per image alone (exact {'ViT' if result.product_lanes else 'CNN'} model, "
+        f"{result.samples} samples, "
         f"{result.steps_mean:.1f} steps); back to back {result.back_to_back_cycles:.0f} cycles "
         "per image",
         "FIFO backpressure: "
@@ -896,7 +932,7 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
             + ", ".join(
                 f"{kind} cores {result.utilization[kind]:.1%} (lowest "
                 f"{result.utilization[kind + ' lowest']:.1%})"
-                for kind in ("linear", "product")
+                for kind in ("conv", "pool", "linear", "product")
                 if kind in result.utilization
             )
         )

@@ -28,9 +28,8 @@ flag is the OR of the activity of the sites it depends on, the head's therefore 
 network's: ``done`` pulses when the head's marker with busy 0 leaves on ``o``, the SpikeZIP
 termination rule.
 
-The ``probe`` output has :func:`hw.cores.network_core.probe_layout`'s fields over the sites in
-execution order (one transfer bit and beat per site's output, the head's ``o.valid``, then
-``i.ready``), so the network testbench decodes it into a trace with one layer per site.
+The broadcasts, the FIFO links, ``done``, the counters and the ``probe`` output are the
+site graph's (:mod:`hw.cores.site_graph`).
 """
 
 from __future__ import annotations
@@ -39,21 +38,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import fifo, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.cores.layer_norm import LayerNormCore
-from spikezip.hw.cores.layouts import event_layout
-from spikezip.hw.cores.network_core import (
-    COUNTER_WIDTH,
-    COUNTERS,
-    probe_layout,
-    stream_counters,
-)
 from spikezip.hw.cores.product import SpikeProduct
 from spikezip.hw.cores.residual import ResidualCore
+from spikezip.hw.cores.site_graph import Broadcast, SiteGraph
 from spikezip.hw.cores.softmax import SoftmaxCore
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model import vit_sites
@@ -72,45 +64,7 @@ __all__ = [
 ]
 
 
-class Broadcast(wiring.Component):
-    """One stream to ``n`` consumers: a beat leaves when every consumer has taken it (each
-    output's ``valid`` drops once its consumer took the beat). ``o_k.valid`` depends on ``i.valid``
-    and registers only; ``i.ready`` on the consumers' ``ready``.
-
-    Members
-    -------
-    i : In(stream.Signature(layout))
-    o0 … o{n-1} : Out(stream.Signature(layout))
-    """
-
-    def __init__(self, layout, n: int) -> None:
-        self._n = n
-        members = {"i": In(stream.Signature(layout))}
-        members |= {f"o{k}": Out(stream.Signature(layout)) for k in range(n)}
-        super().__init__(members)
-
-    def elaborate(self, platform):
-        m = Module()
-        outs = [getattr(self, f"o{k}") for k in range(self._n)]
-        taken = [Signal(name=f"taken{k}") for k in range(self._n)]
-        for o, t in zip(outs, taken, strict=True):
-            m.d.comb += [o.payload.eq(self.i.payload), o.valid.eq(self.i.valid & ~t)]
-        m.d.comb += self.i.ready.eq(
-            Cat(*(t | o.ready for o, t in zip(outs, taken, strict=True))).all()
-        )
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [t.eq(0) for t in taken]
-        with m.Else():
-            m.d.sync += [t.eq(t | (o.valid & o.ready)) for o, t in zip(outs, taken, strict=True)]
-        return m
-
-
-def _fields(port) -> tuple[int, int]:
-    layout = port.payload.shape()
-    return layout["index"].shape.width, layout["value"].shape.width
-
-
-class ViTCore(wiring.Component):
+class ViTCore(SiteGraph):
     """The whole ViT (see the module docstring).
 
     Parameters
@@ -193,18 +147,7 @@ class ViTCore(wiring.Component):
     def __init__(self, *, vit: VisionTransformer, probe: bool = False, **_: object) -> None:
         self._vit, self._probe = vit, bool(probe)
         self._pipeline = self._params.pipeline
-        first, last = self._specs[vit.sites[0].name], self._specs[vit.sites[-1].name]
-        fin, fout = first.input_format, last.output_format
-        members = {
-            "i": In(stream.Signature(event_layout(fin.index_width, fin.value_width))),
-            "o": Out(stream.Signature(event_layout(fout.index_width, fout.value_width))),
-            "done": Out(1),
-            "cycles": Out(COUNTER_WIDTH),
-            "inferences": Out(COUNTER_WIDTH),
-            "counters": Out(COUNTER_WIDTH * len(COUNTERS) * len(vit.sites)),
-        }
-        if self._probe:
-            members["probe"] = Out(self.probe_width)
+        members = self._members()
         super().__init__(members)
 
     # -- facts ---------------------------------------------------------------------------------
@@ -237,14 +180,9 @@ class ViTCore(wiring.Component):
             )
         return self._cores
 
-    def fifo_depths(self) -> tuple[int, ...]:
-        """Depth of every FIFO, in the order they are built (:func:`fifo_names`; known once
-        elaborated)."""
-        return tuple(getattr(self, "_fifos", ()))
-
-    def built_fifo_names(self) -> tuple[str, ...]:
-        """The name of every FIFO as elaborated (equal to :func:`fifo_names`)."""
-        return tuple(getattr(self, "_fifo_names", ()))
+    def fifo_entries(self, name: str) -> int:
+        """Entries of the FIFO ``name`` (:func:`hw.model.vit_sites.fifo_depth`)."""
+        return fifo_depth(self._vit, self._params, name)
 
     @property
     def product_lanes(self) -> int:
@@ -265,43 +203,7 @@ class ViTCore(wiring.Component):
     def input_format(self) -> EventFormat:
         return next(iter(self._specs.values())).input_format
 
-    @property
-    def probe_width(self) -> int:
-        _, offset, width = probe_layout(self.formats)[-1]
-        return offset + width
-
     # -- RTL -----------------------------------------------------------------------------------
-    def _link(self, m: Module, src, dsts: list, name: str) -> None:
-        """``src`` to every port of ``dsts``, each through a FIFO of
-        :func:`~hw.model.vit_sites.fifo_depth` entries (a broadcast first
-        when there are several); index and value are widened, never narrowed."""
-        iw, vw = _fields(src)
-        layout, name = event_layout(iw, vw), name.replace(".", "_")
-        if len(dsts) > 1:
-            m.submodules[f"{name}_fork"] = fork = Broadcast(layout, len(dsts))
-            wiring.connect(m, src, fork.i)
-            heads = [getattr(fork, f"o{k}") for k in range(len(dsts))]
-        else:
-            heads = [src]
-        for k, (head, dst) in enumerate(zip(heads, dsts, strict=True)):
-            diw, dvw = _fields(dst)
-            if diw < iw or dvw < vw:
-                raise ValueError(
-                    f"{name}: a ({iw}, {vw})-bit stream does not fit a ({diw}, {dvw})-bit input"
-                )
-            fifo_name = f"{name}_fifo{k}" if len(dsts) > 1 else f"{name}_fifo"
-            entries = fifo_depth(self._vit, self._params, fifo_name)
-            q = fifo.SyncFIFOBuffered(width=layout.size, depth=entries)
-            self._fifos.append(entries)
-            self._fifo_names.append(fifo_name)
-            m.submodules[fifo_name] = q
-            wiring.connect(m, head, q.w_stream)
-            beat = layout(q.r_stream.payload)
-            d = dst.payload
-            m.d.comb += [dst.valid.eq(q.r_stream.valid), q.r_stream.ready.eq(dst.ready)]
-            m.d.comb += [d.marker.eq(beat.marker), d.busy.eq(beat.busy)]
-            m.d.comb += [d.index.eq(beat.index), d.value.eq(beat.value)]
-
     def elaborate(self, platform):
         m = Module()
         self._fifos, self._fifo_names = [], []
@@ -320,7 +222,7 @@ class ViTCore(wiring.Component):
             pos = None if pos is None or not pos.any() else pos
             core = ResidualCore(geometry=rm.stage_geometry(vit, st), position=pos)
             m.submodules["stage_" + st["name"].replace(".", "_")] = stages[st["name"]] = core
-        link = self._link
+        link = self.link
         wiring.connect(m, wiring.flipped(self.i), site[vit.sites[0].name].i)
         for st in rm.stages(vit):
             name = st["name"]
@@ -338,11 +240,11 @@ class ViTCore(wiring.Component):
             self._block(m, f"blocks.{b}.", b, site)
         link(m, site["norm"].o, [site["head"].i], "norm")
         wiring.connect(m, site["head"].o, wiring.flipped(self.o))
-        self._monitor(m, site)
+        self.monitor(m, list(site.values()))
         return m
 
     def _block(self, m: Module, p: str, b: int, site: dict) -> None:
-        vit, link = self._vit, self._link
+        vit, link = self._vit, self.link
         pipe = self._pipeline
         scores, context = (
             SpikeProduct(geo=self.product_geometry(b, kind), pipeline=pipe)
@@ -365,21 +267,3 @@ class ViTCore(wiring.Component):
         link(m, site[p + "context"].o, [site[p + "proj"].i], p + "context")
         link(m, site[p + "norm2"].o, [site[p + "fc1"].i], p + "norm2")
         link(m, site[p + "fc1"].o, [site[p + "fc2"].i], p + "fc1")
-
-    def _monitor(self, m: Module, site: dict) -> None:
-        last = self.o
-        m.d.comb += self.done.eq(last.valid & last.ready & last.payload.marker & ~last.payload.busy)
-        m.d.sync += self.cycles.eq(self.cycles + 1)
-        with m.If(self.done):
-            m.d.sync += self.inferences.eq(self.inferences + 1)
-        probe, cores, counters = [], list(site.values()), []
-        for k, core in enumerate(cores):
-            out = core.o
-            counters.extend(stream_counters(m, k, core.i, out))
-            fire_out = out.valid & out.ready
-            probe.extend([fire_out if k < len(cores) - 1 else out.valid, out.payload.as_value()])
-        m.d.comb += self.counters.eq(Cat(*counters))
-        if not self._probe:
-            return
-        probe.append(self.i.ready)
-        m.d.comb += self.probe.eq(Cat(*probe))

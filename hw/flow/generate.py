@@ -33,6 +33,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
 from spikezip.hw.cores.accumulator import weight_words
+from spikezip.hw.cores.cnn_core import CnnCore
 from spikezip.hw.cores.network_core import COUNTER_WIDTH, COUNTERS, NetworkCore, probe_layout
 from spikezip.hw.cores.vit_core import ViTCore
 from spikezip.hw.flow.manifest import (
@@ -48,6 +49,7 @@ from spikezip.hw.flow.verilog import generate
 from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Network
 from spikezip.ir._io import atomic_write
+from spikezip.ir.cnn import ConvNet
 from spikezip.ir.transformer import VisionTransformer
 
 __all__ = [
@@ -173,6 +175,29 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _pool_entry(name: str, geo: Any, hex_name: str) -> LayerEntry:
+    """The manifest entry of a max-pool core (``hw.model.pool_model.PoolGeometry``): one lane,
+    a word per window, no weights (an empty image)."""
+    return LayerEntry(
+        name=name,
+        n_in=geo.n_in,
+        n_out=geo.windows,
+        lanes=1,
+        words=geo.windows,
+        analog=False,
+        storage="memory",
+        pipeline=None,
+        bounds=(geo.neg_bound, geo.pos_bound),
+        widths={"tracer": geo.tracer_width, "membrane": geo.membrane_width},
+        cycles_per_event=1,
+        sweep_cycles=geo.sweep_cycles,
+        init_cycles=geo.clear_cycles,
+        input_format=geo.input_format,
+        output_format=geo.output_format,
+        weights=WeightImage(file=hex_name, depth=0, word_width=1),
+    )
+
+
 def write_design(
     network: Network,
     directory: str | os.PathLike,
@@ -200,6 +225,9 @@ def write_design(
     if isinstance(network, VisionTransformer):
         top = ViTCore(vit=network, params=checked, probe=probe)
         names = network.site_names
+    elif isinstance(network, ConvNet):
+        top = CnnCore(net=network, params=checked, probe=probe)
+        names = network.site_names
     else:
         top = NetworkCore(network=network, params=checked, probe=probe)
         names = tuple(network.layer_name(k) for k in range(network.depth))
@@ -216,9 +244,15 @@ def write_design(
 
     write(f"{toplevel}.v", generate(top, toplevel, backend=backend))
     layers = []
-    for k, core in enumerate(top.cores):
-        words = core.weight_table()
+    cores = top.layer_cores if isinstance(top, CnnCore) else top.cores
+    for k, core in enumerate(cores):
         hex_name = f"layer{k}.weights.hex"
+        if core is None:  # a CNN's max-pool: no weights, its own geometry
+            geo = top.cores[k].geometry
+            write(hex_name, "")
+            layers.append(_pool_entry(names[k], geo, hex_name))
+            continue
+        words = core.weight_table()
         write(hex_name, _hex(words, core.widths.weight, core.lanes))
         layers.append(
             LayerEntry(

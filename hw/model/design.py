@@ -59,9 +59,10 @@ def check_stbif(network: Any) -> None:
     cores (linear and direct sites), the spike products (graded X and Y spikes) and the residual
     stages (graded spikes times the multiplier) (docs/graded.md §10). Kept as the one place the
     hardware commands ask, should a kind be added to the IR before its RTL."""
+    from spikezip.ir.cnn import ConvNet
     from spikezip.ir.transformer import VisionTransformer
 
-    if isinstance(network, VisionTransformer):
+    if isinstance(network, VisionTransformer | ConvNet):
         named = [(s.name, s.op) for s in network.sites]
     else:
         named = [(network.layer_name(k), layer) for k, layer in enumerate(network.layers)]
@@ -99,6 +100,7 @@ def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
     """
     if isinstance(lanes, bool):
         raise TypeError(f"lanes must be an integer or one integer per layer, not {lanes!r}")
+    from spikezip.ir.cnn import ConvNet
     from spikezip.ir.transformer import VisionTransformer
 
     check_stbif(network)
@@ -106,6 +108,10 @@ def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
         from spikezip.hw.model.vit_sites import resolve_site_lanes
 
         return resolve_site_lanes(network, lanes)
+    if isinstance(network, ConvNet):  # one core per site
+        from spikezip.hw.model.conv_sites import resolve_cnn_lanes
+
+        return resolve_cnn_lanes(network, lanes)
     widest = max(layer.n_out for layer in network.layers)
     if isinstance(lanes, numbers.Integral):
         if not 1 <= lanes <= widest:
@@ -127,6 +133,13 @@ def resolve_lanes(network: Any, lanes: int | Sequence[int]) -> tuple[int, ...]:
                 f"(its neuron count), not {p}"
             )
     return tuple(int(p) for p in lanes)
+
+
+def _is_mlp(network: Any) -> bool:
+    """``network`` is an MLP (``ir.Network``: one layer core per layer, FIFOs sized by depth)."""
+    from spikezip.ir.network import Network
+
+    return isinstance(network, Network)
 
 
 def _positive_or_none(name: str, value: Any) -> int | None:
@@ -224,7 +237,7 @@ class DesignParams:
         :data:`DEFAULT_LANES` capped at the widest layer. ``pipeline``: a preset depth or a
         :class:`Pipeline`.
         """
-        if lanes is None and not hasattr(network, "layers"):  # a ViT: capped per site
+        if lanes is None and not _is_mlp(network):  # a ViT or a CNN: capped per site
             lanes = DEFAULT_LANES
         elif lanes is None:
             lanes = min(DEFAULT_LANES, max(layer.n_out for layer in network.layers))
@@ -259,29 +272,43 @@ class DesignParams:
 
     def checked(self, network: Any) -> DesignParams:
         """``self``, after checking that its lanes fit ``network`` (one per layer, in range)."""
+        from spikezip.ir.cnn import ConvNet
+
         resolve_lanes(network, self.lanes)
-        if self.fifo_depths and hasattr(network, "layers"):
+        if self.fifo_depths and _is_mlp(network):
             raise ValueError(
                 "fifo_depths sets a ViT's FIFOs by name; an MLP's FIFOs take fifo_depth"
             )
         for name in ("product_lanes", "layer_norm_units"):
-            if getattr(self, name) is not None and hasattr(network, "layers"):
+            if getattr(self, name) is not None and _is_mlp(network):
                 raise ValueError(f"{name} sets a ViT's cores; an MLP has none")
-        if self.emit_width != 1 and not hasattr(network, "layers"):
+            if getattr(self, name) is not None and isinstance(network, ConvNet):
+                raise ValueError(f"{name} sets a ViT's cores; a CNN has none")
+        if self.emit_width != 1 and not _is_mlp(network):
             raise ValueError(
-                "emit_width sets an MLP's layer cores; a ViT's cores send one per beat"
+                "emit_width sets an MLP's layer cores; a ViT's or a CNN's cores send one per beat"
             )
         if self.fifo_depths:
-            from spikezip.hw.model.vit_sites import fifo_names
+            if isinstance(network, ConvNet):
+                from spikezip.hw.model.conv_sites import fifo_names
 
+                what, where = "CNN", "conv_sites"
+            else:
+                from spikezip.hw.model.vit_sites import fifo_names
+
+                what, where = "ViT", "vit_sites"
             names = fifo_names(network)
             unknown = sorted(n for n, _ in self.fifo_depths if n not in names)
             if unknown:
                 raise ValueError(
-                    f"fifo_depths names no FIFO of this ViT: {', '.join(unknown[:3])}"
+                    f"fifo_depths names no FIFO of this {what}: {', '.join(unknown[:3])}"
                     f"{' …' if len(unknown) > 3 else ''} (its {len(names)} FIFOs: "
-                    f"{', '.join(names[:3])}, …; hw.model.vit_sites.fifo_names)"
+                    f"{', '.join(names[:3])}, …; hw.model.{where}.fifo_names)"
                 )
+            if isinstance(network, ConvNet):
+                from spikezip.hw.model.conv_sites import check_fifo_depths
+
+                check_fifo_depths(network, self.fifo_depths)
         return self
 
     # -- derived facts -------------------------------------------------------------------------

@@ -20,6 +20,8 @@ sequencer reads together with the event:
   passes, one per target ``(oy, ox, ky, kx)`` of ``Conv2d.targets``: over the ``span = c_out /
   lanes`` words of output position ``(oy, ox)`` (neurons in HWC order) with weight row
   ``(c'·kh + ky)·kw + kx``. Events no window reaches are dropped.
+* **depthwise** (:meth:`InputMap.depthwise`; a sum-pool): as a convolution, but a pass is the
+  one word of channel ``c'`` at ``(oy, ox)``, its weight in lane ``c' mod lanes`` only.
 
 Neuron ``i`` is lane ``i mod lanes`` of word ``i // lanes`` in both, as in the plain core (token
 maps need ``lanes`` to divide ``d_out``), so the spikes leave with their own index.
@@ -267,6 +269,54 @@ class InputMap:
             counts=counts_a,
             pass_rows=np.asarray(rows, dtype=np.int64),
             pass_bases=np.asarray(bases, dtype=np.int64),
+        )
+
+    @classmethod
+    def depthwise(
+        cls, pool: Any, shape: tuple[int, int, int], *, lanes: int, weight: int
+    ) -> InputMap:
+        """A window map that keeps the channel (a sum-pool, ``ir.cnn.SumPool2d``; docs/cnn.md
+        §11): event ``(c, y, x)`` (input index ``(y·W + x)·C + c``, HWC) adds ``weight·value``
+        to output ``(c, oy, ox)`` of every window ``(oy, ox)`` of ``pool.targets`` — one pass
+        of **one word** per target, the word of neuron ``(oy·W' + ox)·C + c`` (HWC), whose
+        weight word is ``weight`` in lane ``c mod lanes`` (row ``c mod lanes`` of a
+        ``lanes``-row table, as :meth:`direct`); ``lanes`` must divide ``C``."""
+        lanes = _pos_int("lanes", lanes)
+        if isinstance(weight, bool) or not isinstance(weight, int | np.integer):
+            raise ValueError(f"weight must be an integer, not {weight!r}")
+        c_in, h, w = (int(v) for v in shape)
+        if c_in % lanes:
+            raise ValueError(
+                f"lanes must divide the site's {c_in} channels "
+                f"(one of {[p for p in range(1, c_in + 1) if c_in % p == 0]}), not {lanes}"
+            )
+        wo = pool.output_shape(shape)[2]
+        span = c_in // lanes  # words per output position
+        at = {(y, x): pool.targets(shape, y, x) for y in range(h) for x in range(w)}
+        counts, rows, bases = [], [], []
+        for j in range(c_in * h * w):
+            rest, c = divmod(j, c_in)
+            y, x = divmod(rest, w)
+            targets = at[(y, x)]
+            counts.append(len(targets))
+            rows += [c % lanes] * len(targets)
+            bases += [(oy * wo + ox) * span + c // lanes for oy, ox, _, _ in targets]
+        counts_a = np.asarray(counts, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts_a)[:-1]])
+        rows_a, bases_a = np.asarray(rows, dtype=np.int64), np.asarray(bases, dtype=np.int64)
+        kept = counts_a > 0
+        pick = np.minimum(starts, max(rows_a.size - 1, 0))
+        return cls(
+            kind="depthwise",
+            span=1,
+            lanes=lanes,
+            rows=np.where(kept, rows_a[pick] if rows_a.size else 0, 0),
+            bases=np.where(kept, bases_a[pick] if bases_a.size else 0, 0),
+            kept=kept,
+            table=np.eye(lanes, dtype=np.int64) * int(weight),
+            counts=counts_a,
+            pass_rows=rows_a,
+            pass_bases=bases_a,
         )
 
     # -- cost --------------------------------------------------------------------------------------

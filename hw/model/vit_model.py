@@ -1,35 +1,19 @@
 """Exact cycle model of the whole ViT top (``hw.cores.vit_core.ViTCore``), composed from the
 cores' models.
 
-No amaranth import. The top is a graph of cores joined by FIFOs (``SyncFIFOBuffered``) and
-broadcasts (``Broadcast``, combinational: a beat leaves when every consumer's FIFO took it, each
-FIFO taking it as soon as it has room): per site a layer core with an input map
-(:func:`hw.model.cycle_model.timed`), per LayerNorm site a residual stage
+No amaranth import. The top is a site graph (:mod:`hw.model.site_graph`: the FIFOs, their
+backpressure and the passes of the composition are that module's): per site a layer core with
+an input map (:func:`hw.model.cycle_model.timed`), per LayerNorm site a residual stage
 (:func:`hw.model.residual_model.timed`) and a LayerNorm core
 (:func:`hw.model.layer_norm_model.timed`), per block two spike products
 (:func:`hw.model.product_model.timed`) and a softmax (:func:`hw.model.softmax_model.timed`).
-Each core's model takes the cycle each input beat is valid at its ports and, per output beat,
-the first cycle the FIFOs it feeds have room for it (backpressure), and gives the cycle each
-output beat was offered and left, and the cycle each input beat was taken. A beat written into
-a FIFO in cycle ``w`` is valid at its far end in ``w + 2``
-(:data:`~hw.model.cycle_model.FIFO_LATENCY`: the memory, then the output register), ``w + 1``
-in a one-entry FIFO (a single register). The embedding's input is always valid (the
-testbench's stimulus: every inference's beats back to back from cycle 0) and the head's output
-always ready, so ``done`` of an inference is the cycle of the head's last marker.
-
-**Backpressure.** A FIFO of ``d ≥ 2`` entries moves beat ``k`` from its memory to its output
-register in ``max(w_k + 1, taken_{k−1})`` and has room for beat ``k`` once beat ``k − d + 1`` moved;
-a one-entry FIFO once beat ``k − 1`` was taken (:data:`hw.model.fifo_model.SYNC_FIFO`; the MLP's
-chain, :mod:`hw.model.network_model`, composes the same way). Room depends on the consumer's
-progress on earlier beats, which depends on its own FIFOs downstream, so :func:`vit_schedule` runs
-the composition in **passes**: every core in execution order, each with the room its FIFOs had in
-the pass before (none in the first, the schedule with FIFOs that never fill). Every cycle only grows
-from pass to pass; the first pass that changes no FIFO's room is a consistent schedule, the RTL's
-(the digits ViT: 24 passes for 3 images, 9 for one). How each core waits for room is its model's:
-the layer core's emitter is an elastic pipeline (a held beat delays only the beats behind it, and
-through its marker the sweep two steps later), the residual stage's and the LayerNorm's and the
-product's output registers hold their sequencer, the softmax freezes entirely (``en = ~o.valid |
-o.ready``).
+The embedding's input is always valid (the testbench's stimulus: every inference's beats back
+to back from cycle 0) and the head's output always ready, so ``done`` of an inference is the
+cycle of the head's last marker. The digits ViT settles in 24 passes for 3 images, 9 for one.
+How each core waits for room is its model's: the layer core's emitter is an elastic pipeline (a
+held beat delays only the beats behind it, and through its marker the sweep two steps later),
+the residual stage's and the LayerNorm's and the product's output registers hold their
+sequencer, the softmax freezes entirely (``en = ~o.valid | o.ready``).
 
 The streams' contents come from the golden trace: a site's output in step ``t`` is its spikes
 (``trace.spikes``) and a marker whose busy flag is the core's own — its input marker's flag, the
@@ -46,99 +30,37 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from spikezip.hw.model import cycle_model as cm
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model import product_model as pm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model import softmax_model as sm
 from spikezip.hw.model import vit_sites
-from spikezip.hw.model.cycle_model import CoreRun, LayerTiming, Pipeline
+from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.design import DesignParams
 from spikezip.hw.model.events import Step
-from spikezip.hw.model.fifo_model import SYNC_FIFO, FifoCheck
+from spikezip.hw.model.site_graph import (
+    CoreLoad,
+    FifoCheck,
+    GraphModel,
+    GraphSchedule,
+    fifo_latency,
+    site_core_model,
+    solve,
+)
 from spikezip.hw.model.vit_sites import SiteSpec, fifo_depth, input_steps, site_spec
 from spikezip.ir import Trace
 from spikezip.ir.transformer import SiteKind, VisionTransformer
 
 __all__ = ["CoreLoad", "FifoCheck", "ViTSchedule", "fifo_latency", "vit_schedule"]
 
-
-def fifo_latency(depth: int) -> int:
-    """Cycles from a beat written into an empty FIFO of ``depth`` entries to the cycle it is
-    valid at the FIFO's output: :data:`~hw.model.cycle_model.FIFO_LATENCY`, 1 for one entry
-    (``SyncFIFOBuffered`` is then a single register; :data:`hw.model.fifo_model.SYNC_FIFO`)."""
-    return SYNC_FIFO.latency_of(depth)
-
-
-@dataclass(frozen=True)
-class CoreLoad:
-    """Cycles and lane use of one core over a run (:meth:`ViTSchedule.loads`)."""
-
-    #: the site's name, or a key of :attr:`ViTSchedule.cores`
-    name: str
-    kind: str  #: ``linear``, ``direct``, ``product``, ``residual``, ``layernorm``, ``softmax``
-    lanes: int  #: lanes of the accumulate phase (0 for cores without one)
-    work: int  #: cycles of work (passes, scans, clears, beats read), waits for input excluded
-    accumulate: int  #: cycles of the accumulate phases (waits for input included)
-    ops: int  #: useful lane operations in the accumulate phases
-    cycles: int  #: cycles of the whole run
-
-    @property
-    def busy_fraction(self) -> float:
-        """``work / cycles``."""
-        return self.work / self.cycles if self.cycles else 0.0
-
-    @property
-    def accumulate_utilization(self) -> float:
-        """``ops / (lanes · accumulate)``: the accumulate phases' delivered lane fraction."""
-        return self.ops / (self.lanes * self.accumulate) if self.lanes and self.accumulate else 0.0
-
-
-@dataclass(frozen=True)
-class ViTSchedule:
-    """The modelled cycles of a run of inferences through a ``ViTCore``."""
-
-    #: per site (execution order), its core's run: ``beats[b][t] = (event cycles, marker)``
-    sites: dict[str, CoreRun]
-    #: every other core's run: ``"stage:{site}"`` (residual stage), ``"ln:{site}"`` (LayerNorm),
-    #: ``"blocks.{b}.scores"``, ``"blocks.{b}.softmax"``, ``"blocks.{b}.context_product"``
-    cores: dict[str, CoreRun]
-    first_input: np.ndarray  #: [B] cycle the first input beat of each inference is accepted
-    done: np.ndarray  #: [B] cycle ``done`` pulses (the head's last marker)
-    fifos: tuple[FifoCheck, ...]  #: every FIFO, named as in ``ViTCore``
-    loads: tuple[CoreLoad, ...]  #: every core's cycles and lane use
-    passes: int = 1  #: passes of the composition until the backpressure settled
-
-    @property
-    def exact(self) -> bool:
-        """The composition settled (:func:`vit_schedule`): the RTL's exact schedule."""
-        return True
-
-    @property
-    def backpressure(self) -> bool:
-        """Some FIFO filled up and made its producer wait."""
-        return not all(f.ok for f in self.fifos)
-
-    @property
-    def latency(self) -> np.ndarray:
-        """Cycles from each inference's first input beat to its ``done``, inclusive."""
-        return self.done - self.first_input + 1
-
-    @property
-    def total_cycles(self) -> int:
-        return int(self.done[-1]) + 1 if self.done.size else 0
-
-    def site_steps(self, name: str, sample: int) -> tuple[tuple[tuple[int, ...], int], ...]:
-        """Per step of site ``name`` in inference ``sample``: its spikes' cycles and its
-        marker's."""
-        if name not in self.sites:
-            raise ValueError(f"name must be one of the sites {list(self.sites)}, not {name!r}")
-        return self.sites[name].beats[sample]
+#: the modelled cycles of a run through a ``ViTCore`` (:class:`hw.model.site_graph.GraphSchedule`;
+#: ``cores``: ``"stage:{site}"`` (residual stage), ``"ln:{site}"`` (LayerNorm),
+#: ``"blocks.{b}.scores"``, ``"blocks.{b}.softmax"``, ``"blocks.{b}.context_product"``)
+ViTSchedule = GraphSchedule
 
 
 # -- the streams' contents ----------------------------------------------------------------------
@@ -179,99 +101,19 @@ def _events(steps: list[list[Step]]) -> list[list[list[tuple[int, int]]]]:
 
 
 # -- the composition ----------------------------------------------------------------------------
-class _Graph:
-    """The cores' runs, the streams between them and their FIFOs, built in execution order; run
-    again (:func:`vit_schedule`) until no FIFO's backpressure changes."""
+class _Graph(GraphModel):
+    """The ViT's composition state (:class:`hw.model.site_graph.GraphModel`): its site specs and
+    knobs; the FIFOs named and sized as ``ViTCore`` builds them."""
 
     def __init__(self, vit: VisionTransformer, params: DesignParams, product_lanes: int) -> None:
+        super().__init__(functools.partial(fifo_depth, vit, params))
         self.vit, self.params, self.product_lanes = vit, params, product_lanes
         self.pipeline: Pipeline = params.pipeline
         self.specs: dict[str, SiteSpec] = {
             s.name: site_spec(vit, s.name, lanes=p)
             for s, p in zip(vit.sites, params.lanes, strict=True)
         }
-        self.streams: dict[str, list[list[Step]]] = {}  # every core's output steps (fixed)
-        #: per FIFO, the first cycle each beat may be written (from the last pass)
-        self.fifo_ready: dict[str, np.ndarray] = {}
-        self.producer_fifos: dict[str, list[str]] = {}
         self.units: int | None = None  # LayerNorm rounding units (None: the cores' default)
-        self.memo: dict[str, tuple] = {}
-        self.reset()
-
-    def run(self, core: str, arrivals: Any, model: Any, *args: Any) -> None:
-        """``core``'s run: ``model(*args, arrivals, ready)``, reused from the pass before when
-        its arrivals and backpressure did not change (a core's model is a function of them)."""
-        ready = self.ready(core)
-        memo = self.memo.get(core)
-        if memo is not None and memo[0] == arrivals and memo[1] == ready:
-            self.runs[core] = memo[2]
-            return
-        self.runs[core] = run = model(*args, arrivals, ready)
-        self.memo[core] = (arrivals, ready, run)
-
-    def reset(self) -> None:
-        """Start a pass."""
-        self.runs: dict[str, CoreRun] = {}
-        self.loads: list[tuple[str, str, int]] = []  # (core, kind, lanes)
-        self.links: list[tuple[str, str, str, int, int, np.ndarray]] = []
-
-    def ready(self, core: str) -> list[int] | None:
-        """Per output beat of ``core``, the first cycle every FIFO it feeds has room for it."""
-        fifos = self.producer_fifos.get(core)
-        if not fifos:
-            return None
-        return np.max([self.fifo_ready[f] for f in fifos], axis=0).tolist()
-
-    def link(self, producer: str, consumers: list[tuple[str, int]], name: str):
-        """The FIFOs from ``producer`` to each ``(consumer, port)`` (through a broadcast when
-        there are several): per consumer, per inference and step, the cycle each beat is valid
-        at the FIFO's output."""
-        run = self.runs[producer]
-        offered = np.asarray(run.offered, dtype=np.int64)
-        name, out = name.replace(".", "_"), []
-        for k, (core, port) in enumerate(consumers):
-            fifo = f"{name}_fifo{k}" if len(consumers) > 1 else f"{name}_fifo"
-            depth = fifo_depth(self.vit, self.params, fifo)
-            lat = fifo_latency(depth)
-            writes = offered
-            if fifo in self.fifo_ready:  # the beat waits for room in this FIFO only
-                writes = np.maximum(offered, self.fifo_ready[fifo])
-            else:
-                self.fifo_ready[fifo] = np.zeros_like(offered)
-                self.producer_fifos.setdefault(producer, []).append(fifo)
-            self.links.append((fifo, producer, core, port, depth, writes))
-            it = iter((writes + lat).tolist())
-            out.append(
-                [[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats]
-            )
-        return out
-
-    def settle(self) -> bool:
-        """Each FIFO's room from this pass's cycles; whether any changed."""
-        changed = False
-        for fifo, _, core, port, depth, writes in self.links:
-            taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
-            if taken.size != writes.size:  # (a model's bug, not the user's)
-                raise AssertionError(f"{fifo}: {writes.size} beats written, {taken.size} taken")
-            room = SYNC_FIFO.room(writes, taken, depth)
-            if not np.array_equal(room, self.fifo_ready[fifo]):
-                self.fifo_ready[fifo], changed = room, True
-        return changed
-
-    def checks(self) -> tuple[FifoCheck, ...]:
-        out = []
-        for fifo, producer, core, port, depth, writes in self.links:
-            offered = np.asarray(self.runs[producer].offered, dtype=np.int64)
-            taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
-            out.append(
-                FifoCheck(
-                    fifo,
-                    depth,
-                    SYNC_FIFO.need(offered, taken, depth),
-                    int((writes - offered).sum()),
-                )
-            )
-        return tuple(out)
 
     # -- cores ------------------------------------------------------------------------------------
     def site(self, name: str, ins: list[list[Step]], arrivals, trace: Trace, at: int) -> None:
@@ -284,17 +126,13 @@ class _Graph:
         self.run(
             name,
             arrivals,
-            functools.partial(_site_model, ops=ops, imap=spec.input_map),
+            functools.partial(site_core_model, ops=ops, imap=spec.input_map),
             timing,
             ins,
             self.streams[name],
         )
         kind = "linear" if spec.kind is SiteKind.LINEAR else "direct"
         self.loads.append((name, kind, timing.lanes))
-
-
-def _site_model(timing, ins, outs, arrivals, ready, *, ops: int, imap: Any) -> CoreRun:
-    return cm.timed(timing, ins, outs, arrivals, imap, ready, ops_per_event=ops)
 
 
 def vit_schedule(
@@ -341,8 +179,6 @@ def vit_schedule(
     )
     pl = vit.tokens if params.product_lanes is None else params.product_lanes
     units = params.layer_norm_units
-    if isinstance(max_passes, bool) or not isinstance(max_passes, int) or max_passes < 1:
-        raise ValueError(f"max_passes must be a positive integer, not {max_passes!r}")
     x = vit.check_inputs(inputs)
     if trace.batch != x.shape[0]:
         raise ValueError(f"trace must hold the {x.shape[0]} inputs' samples, not {trace.batch}")
@@ -350,46 +186,12 @@ def vit_schedule(
         raise ValueError("trace must come from this vit (its network_digest differs)")
     g = _Graph(vit, params, int(pl))
     g.units = units
-    need = {}
-    for passes in range(1, max_passes + 1):
-        g.reset()
-        _compose(g, x, trace)
-        if passes == 1:  # no backpressure yet: how deep each FIFO would have to be
-            need = {f.name: f.need for f in g.checks()}
-        if not g.settle():
-            break
-    else:
-        raise RuntimeError(f"the FIFOs' backpressure did not settle in {max_passes} passes")
+    passes, need = solve(g, lambda graph: _compose(graph, x, trace), max_passes)
     embed = vit.sites[0].name
     counts = [sum(s.n_events + 1 for s in inf) for inf in input_steps(vit, x)]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     first = np.asarray(g.runs[embed].taken[0], dtype=np.int64)[starts]
-    head = vit.sites[-1].name
-    done = np.array([inf[-1][1] for inf in g.runs[head].beats], dtype=np.int64)
-    end = int(done[-1]) + 1 if done.size else 0
-    loads = tuple(
-        CoreLoad(
-            name=n,
-            kind=k,
-            lanes=p,
-            work=g.runs[n].work,
-            accumulate=g.runs[n].accumulate,
-            ops=g.runs[n].ops,
-            cycles=end,
-        )
-        for n, k, p in g.loads
-    )
-    sites = {s.name: g.runs[s.name] for s in vit.sites}
-    cores = {n: r for n, r in g.runs.items() if n not in sites}
-    return ViTSchedule(
-        sites=sites,
-        cores=cores,
-        first_input=first,
-        done=done,
-        fifos=tuple(dataclasses.replace(f, need=need[f.name]) for f in g.checks()),
-        loads=loads,
-        passes=passes,
-    )
+    return g.schedule([s.name for s in vit.sites], first, passes, need)
 
 
 def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:

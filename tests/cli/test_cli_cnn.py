@@ -7,7 +7,7 @@ import pytest
 
 from spikezip.cli import main
 from spikezip.ir import Trace
-from spikezip.ir.cnn import ConvNet
+from spikezip.ir.cnn import Add, ConvNet
 from spikezip.ir.files import load_network
 from spikezip.sw.cnn.reference import integer_qann, simulate
 from tests.ir.test_cnn import small_cnn
@@ -84,7 +84,72 @@ def test_compare_names_channel_y_x(files, capsys):
     assert f"layer {k} (res), neuron {n} (channel {c}, y {y}, x {x}), time step {t}" in out
 
 
-def test_commands_without_cnn_support_refuse_it_in_one_line(files, capsys):
-    assert run("generate", files / "cnn.npz", "-o", files / "v") == 2
+def test_baseline_refuses_a_cnn_in_one_line(files, capsys):
+    assert run("baseline", files / "cnn.npz", files / "x.npy") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a convolutional network (ConvNet)" in err
+
+
+def test_generate_and_report_a_cnn(files, capsys):
+    """``generate`` writes the CNN top (one weight image per site, a max-pool's empty);
+    ``report --no-synth`` gives the exact model's latency, utilization, SOPs and energy."""
+    assert run("generate", files / "cnn.npz", "-o", files / "rtl", "--lanes", "2") == 0
+    out = capsys.readouterr().out
+    assert "lanes [2, 2, 2, 1, 2]" in out and "5 weight images" in out
+    assert (files / "rtl" / "layer3.weights.hex").read_text() == ""  # the max-pool
+    assert "module spikezip_net" in (files / "rtl" / "spikezip_net.v").read_text()
+    x = files / "x.npy"
+    assert run("report", files / "cnn.npz", "--inputs", x, "--no-synth", "-o", files / "r") == 0
+    out = capsys.readouterr().out
+    assert "(CNN, 5 sites, FIFOs: the FIFO plan)" in out
+    assert "per image alone (exact CNN model, 3 samples" in out
+    assert "resources and fmax: not evaluated (--no-synth)" in out
+    assert (files / "r" / "report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--fast"], "--fast is an MLP's preset (pipeline 3, lanes per layer); a CNN has none"),
+        (["--lanes", "2,2"], "--lanes 2,2: lanes must hold 5 values (one per site), not 2"),
+        (["--lanes", "3,2,2,1,2"], "lanes of site c1 must divide its 2 channels (one of [1, 2])"),
+        (["--fifo-depths", "nope=4"], "--fifo-depths: names no FIFO of this CNN: nope"),
+    ],
+)
+def test_bad_cnn_design_options_in_one_line(files, capsys, extra, message):
+    assert run("generate", files / "cnn.npz", "-o", files / "rtl", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (files / "rtl").exists()
+
+
+def test_a_graph_the_top_does_not_build_in_one_line(files, capsys):
+    net = small_cnn()
+    two = ConvNet(
+        input_shape=net.input_shape,
+        input_bounds=net.input_bounds,
+        layers=(
+            net.layers[0],
+            net.layers[0],
+            Add(multipliers=(1, 1), threshold=1, neg_bound=0, pos_bound=1),
+        ),
+        sources=((-1,), (-1,), (0, 1)),
+    )
+    two.save(files / "two.npz")
+    assert run("generate", files / "two.npz", "-o", files / "rtl") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "the CNN top feeds the image to its first site only; c1, c1 read it" in err
+
+
+@pytest.mark.slow
+def test_simulate_and_compare_a_cnn(files, capsys):
+    """``simulate`` (Icarus) writes the hardware trace in C order; ``compare`` finds it
+    identical to ``trace``'s."""
+    cnn, x = files / "cnn.npz", files / "x.npy"
+    args = ("--sim", "icarus", "--build-dir", files / "b", "-q")
+    assert run("simulate", cnn, x, "-o", files / "hw.npz", *args) == 0
+    assert run("trace", cnn, x, "-o", files / "gold.npz") == 0
+    capsys.readouterr()
+    assert run("compare", files / "gold.npz", files / "hw.npz", "--network", cnn) == 0
+    assert capsys.readouterr().out.startswith("identical: 3 samples, 5 layers")

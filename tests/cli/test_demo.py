@@ -48,8 +48,32 @@ def test_spikezip_demo_all_images(trained_vit, tmp_path, monkeypatch, capsys):
     assert "ViT: SNN == integer QANN (450 images)  yes (every site)" in capsys.readouterr().out
 
 
+def test_spikezip_demo_cnn_all_images(trained_cnn, tmp_path, monkeypatch, capsys):
+    """``spikezip demo --model cnn --images all --sim none``: the CNN's SNN == integer QANN at
+    every site on the whole test set (the RTL stage is the slow test's,
+    tests/sim/test_cnn.py::test_digits_cnn_whole_test_set)."""
+    monkeypatch.setenv("SPIKEZIP_CACHE", str(trained_cnn.cache))
+    out = tmp_path / "out"
+    argv = ["demo", "--out", str(out), "--sim", "none", "--model", "cnn", "--images", "all"]
+    assert cli_main(argv) == 0
+    assert "CNN: SNN == integer QANN (450 images)  yes (every site)" in capsys.readouterr().out
+    assert (out / "digits-cnn.npz").is_file()
+
+
+@pytest.mark.slow
+def test_demo_cnn_rtl_stage(trained_cnn, tmp_path, monkeypatch, capsys):
+    """``--model cnn --cnn-images 5``: the CNN's RTL in Verilator, every image bit-exact."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPIKEZIP_CACHE", str(trained_cnn.cache))
+    assert main(["--out", "out", "--model", "cnn", "--cnn-images", "5"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^CNN: images bit-exact \(RTL == reference\) +5 / 5", text, re.M)
+    assert (tmp_path / "out" / "hw-cnn.npz").is_file()
+
+
 @pytest.mark.parametrize(
-    ("option", "value"), [("--images", "0"), ("--images", "most"), ("--vit-images", "-3")]
+    ("option", "value"),
+    [("--images", "0"), ("--images", "most"), ("--vit-images", "-3"), ("--cnn-images", "x")],
 )
 def test_demo_bad_image_count(option, value, tmp_path, capsys):
     assert cli_main(["demo", "--out", str(tmp_path / "out"), option, value]) == 2

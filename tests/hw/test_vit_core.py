@@ -26,13 +26,19 @@ from tests.sw.vit_strategies import images, transformers
 def run_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000):
     """Every sample back to back, input always valid, output always ready: per site its decoded
     steps per sample, the cycle every input beat was accepted, and the cycles ``done`` pulsed."""
+    return run_graph(core, input_steps(core.vit, x), limit=limit)
+
+
+def run_graph(core, samples: list, *, limit: int = 400_000):
+    """:func:`run_vit` for any site-graph top (``hw.cores.site_graph.SiteGraph``) fed with
+    ``samples``: per sample, the first site's input steps."""
     fmt_in = core.input_format
-    words = [w for inf in input_steps(core.vit, x) for s in inf for w in s.words(fmt_in)]
+    words = [w for inf in samples for s in inf for w in s.words(fmt_in)]
     fields = {n: (o, w) for n, o, w in probe_layout(core.formats)}
     rec: list[int] = []
     accepted: list[int] = []
     done_at: list[int] = []
-    batch = x.shape[0]
+    batch = len(samples)
 
     async def bench(ctx):
         ptr, cycle = 0, 0
@@ -53,10 +59,10 @@ def run_vit(core: ViTCore, x: np.ndarray, *, limit: int = 400_000):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    sites = core.vit.sites
+    n_sites = len(core.formats)
     out = []
-    for k in range(len(sites)):
-        fo, _ = fields[f"fire{k}"] if k < len(sites) - 1 else fields["out_valid"]
+    for k in range(n_sites):
+        fo, _ = fields[f"fire{k}"] if k < n_sites - 1 else fields["out_valid"]
         bo, bw = fields[f"beat{k}"]
         beats = [(c, (p >> bo) & ((1 << bw) - 1)) for c, p in enumerate(rec) if (p >> fo) & 1]
         out.append(kit.decode_stream(beats, core.formats[k], batch))

@@ -69,12 +69,14 @@ def conv_pairs(draw, *, max_size: int = 7) -> ConvNet:
 
 
 @st.composite
-def residual_nets(draw, *, graded: bool = False) -> ConvNet:
+def residual_nets(
+    draw, *, graded: bool = False, max_size: int = 6, max_channels: int = 6
+) -> ConvNet:
     """conv (analog) → same-shape conv → Add(conv, skip) → max- or sum-pool → flatten → linear."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     c0 = draw(st.integers(1, 3))
-    size = (draw(st.integers(2, 6)), draw(st.integers(2, 6)))
-    c1 = draw(st.integers(1, 6))
+    size = (draw(st.integers(2, max_size)), draw(st.integers(2, max_size)))
+    c1 = draw(st.integers(1, max_channels))
     first = Conv2d(
         weight=rng.integers(-4, 5, (c1, c0, 3, 3)),
         bias=rng.integers(-3, 4, c1),
@@ -252,3 +254,37 @@ def snn_direct(net: ConvNet, pixels: np.ndarray, n_steps: int) -> list[np.ndarra
             out[k] = s
             rec[k].append(s.reshape(b, -1))
     return [np.stack(v, axis=1) for v in rec.values()]
+
+
+@st.composite
+def layer_chains(draw, *, max_size: int = 6, pool: bool | None = None) -> ConvNet:
+    """The sites the CNN top builds as layer cores, in a chain: an analog conv → a random
+    spike-fed conv (:func:`conv_layers`) → optionally a sum-pool → flatten → linear."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    c0 = draw(st.integers(1, 2))
+    size = (draw(st.integers(1, max_size)), draw(st.integers(1, max_size)))
+    c1 = draw(st.integers(1, 8))
+    first = Conv2d(
+        weight=rng.integers(-4, 5, (c1, c0, 3, 3)),
+        bias=rng.integers(-3, 4, c1) * draw(st.sampled_from([0, 1])),
+        padding=1,
+        **_neurons(draw, rng, c1),
+    )
+    second = draw(conv_layers(c1, size))
+    layers = [first, second]
+    shape = second.output_shape((c1, *size))
+    if pool if pool is not None else draw(st.booleans()):
+        k = (draw(st.integers(1, min(2, shape[1]))), draw(st.integers(1, min(2, shape[2]))))
+        stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        sp = SumPool2d(
+            kernel=k, stride=stride, weight=int(rng.integers(1, 4)), **_neurons(draw, rng, shape[0])
+        )
+        shape = sp.output_shape(shape)
+        layers.append(sp)
+    n_out = draw(st.integers(1, 5))
+    fc = Layer(
+        weight=rng.integers(-5, 6, (n_out, int(np.prod(shape)))),
+        bias=rng.integers(-3, 4, n_out),
+        **_neurons(draw, rng, n_out),
+    )
+    return ConvNet(input_shape=(c0, *size), input_bounds=(0, 16), layers=(*layers, Flatten(), fc))
