@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--device", choices=sorted(DEVICES), default="85k")
     ap.add_argument("--pipeline", type=int, default=1)
     ap.add_argument("--time-limit", type=float, default=60.0, help="nextpnr CPU minutes per point")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr seed")
     args = ap.parse_args()
     big = widen(to_network(qann.load_or_train(qann.QannConfig(hidden=(128,))), name="d128"))
     x = upsample(digits.load().x_test[: args.samples])
@@ -52,11 +53,16 @@ def main() -> None:
             network=big, lanes=lanes, fifo_depth=lat.fifo_depth, pipeline=args.pipeline
         )
         r = place_and_route(
-            top, target="ecp5", device_args=DEVICES[args.device], time_limit=60 * args.time_limit
+            top,
+            target="ecp5",
+            device_args=DEVICES[args.device],
+            time_limit=60 * args.time_limit,
+            seed=args.seed,
         )
         row = {
             "lanes": list(lanes),
             "pipeline": args.pipeline,
+            "seed": args.seed,
             "abc9": r.abc9,
             "device": f"ECP5 {args.device} CABGA381",
             "fmax_mhz": round(r.fmax_mhz, 1),
@@ -79,7 +85,9 @@ def main() -> None:
             f"{row['utilization']}; limit: {row['critical_path']}",
             flush=True,
         )
-    name = f"mnist_size_{args.device}_d{args.pipeline}"
+    name = f"mnist_size_{args.device}_d{args.pipeline}" + (
+        f"_s{args.seed}" if args.seed != 1 else ""
+    )
     print(f"recorded in {record(name, {'samples': args.samples, 'designs': rows})}")
 
 
