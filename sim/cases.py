@@ -423,6 +423,17 @@ def residual_case(
 
 
 # -- the convolution core (docs/cnn.md §11) -----------------------------------------------------
+def _cnn_case_start(directory, net, inputs: np.ndarray, trace: Trace | None):
+    """A CNN core case's folder (made) and golden trace (default: ``sw.cnn.reference``'s)."""
+    if trace is None:
+        from spikezip.sw.cnn.reference import simulate
+
+        trace = simulate(net, inputs)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory, trace
+
+
 def conv_core_case(
     directory: Path,
     net,
@@ -442,12 +453,7 @@ def conv_core_case(
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model.conv_sites import conv_spec, conv_streams
 
-    if trace is None:
-        from spikezip.sw.cnn.reference import simulate
-
-        trace = simulate(net, inputs)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory, trace = _cnn_case_start(directory, net, inputs, trace)
     spec = conv_spec(net, layer, lanes=lanes)
     core = LayerCore.for_site(spec, pipeline=pipeline)
     verilog = directory / f"{toplevel}.v"
@@ -589,12 +595,7 @@ def max_pool_case(
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model import pool_model as pm
 
-    if trace is None:
-        from spikezip.sw.cnn.reference import simulate
-
-        trace = simulate(net, inputs)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory, trace = _cnn_case_start(directory, net, inputs, trace)
     geo = pm.pool_geometry(net, layer)
     core = MaxPoolCore(geo)
     verilog = directory / f"{toplevel}.v"
@@ -633,12 +634,7 @@ def add_case(
     from spikezip.hw.flow.verilog import generate
     from spikezip.hw.model import add_model as am
 
-    if trace is None:
-        from spikezip.sw.cnn.reference import simulate
-
-        trace = simulate(net, inputs)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory, trace = _cnn_case_start(directory, net, inputs, trace)
     spec = am.add_spec(net, layer, lanes=lanes)
     fmts = am.source_formats(net, layer)
     core = AddCore(site=spec, formats=fmts, pipeline=pipeline)
