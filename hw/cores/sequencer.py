@@ -415,17 +415,31 @@ class Sequencer(wiring.Component):
                 m.d.sync += ptr.eq(0)
         else:
             m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
+        # the operation's fields from the state alone, whether an operation is issued or not
+        # (``o.valid`` says): none of them waits for the conditions of ``o.valid``
+        pass_word = passes.word if self._map is None else base + passes.word
+        in_pass = s_acc & buf.event  # (an operation in the accumulate state: the event's pass)
+        m.d.comb += [
+            begin_op.eq(Mux(s_acc | credits.busy, Op.FIRE, Op.INIT)),
+            begin_busy.eq(s_acc & (event.busy | (first & self._has_bias))),
+            begin_fed.eq(s_acc & event.busy),
+            o.op.eq(Mux(s_sweep, sweep_op, Mux(in_pass, Op.INTEGRATE, begin_op))),
+            o.busy.eq(Mux(s_sweep, sweep_busy, begin_busy)),
+        ]
+        if streams:  # (the marker's sweep begins on ``ptr``)
+            m.d.comb += [o.word.eq(Mux(in_pass, pass_word, Mux(s_sweep, counter.word, ptr)))]
+            m.d.comb += [o.last.eq(Mux(in_pass, passes.last, Mux(s_sweep, counter.last, at_ptr)))]
+        elif self._map is None:  # (one counter: a pass or a sweep begins on word 0)
+            m.d.comb += [o.word.eq(counter.word), o.last.eq(counter.last)]
+        else:  # (the counter of the sweeps is on word 0 outside them)
+            m.d.comb += [o.word.eq(Mux(in_pass, pass_word, counter.word))]
+            m.d.comb += [o.last.eq(Mux(in_pass, passes.last, counter.last))]
         with m.If(~gap):
             with m.If(s_sweep):
-                m.d.comb += [self.o.valid.eq(1), o.op.eq(sweep_op), o.word.eq(counter.word)]
-                m.d.comb += [o.busy.eq(sweep_busy), o.last.eq(counter.last)]
-                m.d.comb += counter.advance.eq(1)
+                m.d.comb += [self.o.valid.eq(1), counter.advance.eq(1)]
             with m.If(s_acc):
                 integrate = [
                     self.o.valid.eq(1),
-                    o.op.eq(Op.INTEGRATE),
-                    o.word.eq(passes.word if self._map is None else base + passes.word),
-                    o.last.eq(passes.last),
                     buf.o.ready.eq(passes.last if final is None else passes.last & final),
                     passes.advance.eq(1),
                 ]
@@ -437,7 +451,7 @@ class Sequencer(wiring.Component):
                         # (the step's first sweep slot takes the emitter's room, as a marker's)
                         with m.If((ptr != 0) | credits.room):
                             m.d.comb += [self.o.valid.eq(1), o.op.eq(Op.FIRE), o.word.eq(ptr)]
-                            m.d.comb += [o.busy.eq(first & self._has_bias)]
+                            m.d.comb += [o.busy.eq(first & self._has_bias), o.last.eq(0)]
                             m.d.comb += early_first.eq(ptr == 0)
                             m.d.sync += ptr.eq(ptr + 1)
                     with m.Elif(pass_event):
@@ -450,23 +464,18 @@ class Sequencer(wiring.Component):
                         m.d.comb += buf.o.ready.eq(1)
                 with m.Elif(buf.marker & (credits.room | (ptr != 0) if streams else credits.room)):
                     # a marker: consume it, start the sweep (its room taken if it began early)
-                    m.d.comb += [buf.o.ready.eq(1), begin.eq(1), begin_op.eq(Op.FIRE)]
-                    m.d.comb += [begin_busy.eq(event.busy | (first & self._has_bias))]
-                    m.d.comb += begin_fed.eq(event.busy)
+                    m.d.comb += [buf.o.ready.eq(1), begin.eq(1)]
                     m.d.sync += [first.eq(0), s_acc.eq(0)]
             with m.If(s_wait & credits.resolved):
-                with m.If(credits.busy & credits.room):  # run on while busy
-                    m.d.comb += [begin.eq(1), begin_op.eq(Op.FIRE)]
-                    m.d.sync += s_wait.eq(0)
-                with m.Elif(~credits.busy):  # else re-initialise
-                    m.d.comb += [begin.eq(1), begin_op.eq(Op.INIT)]
+                with m.If(credits.room | ~credits.busy):  # run on while busy, else re-initialise
+                    m.d.comb += begin.eq(1)
                     m.d.sync += s_wait.eq(0)
             with m.If(begin):  # word 0 of a sweep or re-initialisation, in this cycle
-                m.d.comb += [self.o.valid.eq(1), o.op.eq(begin_op), counter.restart.eq(1)]
+                m.d.comb += self.o.valid.eq(1)
                 if streams:  # (``ptr`` is 0 but after early sweeps)
-                    m.d.comb += [o.busy.eq(begin_busy), o.last.eq(at_ptr), o.word.eq(ptr)]
-                else:
-                    m.d.comb += [o.busy.eq(begin_busy), o.last.eq(one_word), o.word.eq(0)]
+                    m.d.comb += counter.restart.eq(1)
+                else:  # (the counter is on word 0: it goes on to word 1)
+                    m.d.comb += counter.advance.eq(1)
                 m.d.sync += [sweep_op.eq(begin_op), sweep_busy.eq(begin_busy), fed.eq(begin_fed)]
                 # (the state it began from was cleared there: each state register's next value
                 # then depends on its own begin only, not on the other state's conditions)
