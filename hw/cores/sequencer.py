@@ -381,17 +381,11 @@ class Sequencer(wiring.Component):
         elif self._map is None:  # an event is a pass over all words, weight row = its index
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
-            if self._timing.pipeline.registered_address:
-                # the pass's first weight word (its index · W) from the input register: the
-                # accumulator's address stage registers ``first + word`` (a beat read from a
-                # block RAM, as the FIFO before the core delivers it, then goes into registers
-                # only)
-                m.d.comb += o.first.eq(_times(event.index, self.words))
-            else:  # the pass's first weight word, taken with the input register (its index · W)
-                first = Signal.like(o.first, name="first_row", reset_less=True)
-                with m.If(buf.i.ready):
-                    m.d.sync += first.eq(_times(self.i.payload.index, self.words))
-                m.d.comb += o.first.eq(first)
+            # the pass's first weight word, taken with the input register (its index · W)
+            first = Signal.like(o.first, name="first_row", reset_less=True)
+            with m.If(buf.i.ready):
+                m.d.sync += first.eq(_times(self.i.payload.index, self.words))
+            m.d.comb += o.first.eq(first)
             final = pass_end = None
         else:  # a pass over the map's span from the event's base word, or dropped
             passes, decoded, final, pass_end = self._decoder(m, buf)
@@ -419,12 +413,8 @@ class Sequencer(wiring.Component):
             m.d.comb += credits.start.eq((begin & (begin_op == Op.FIRE) & (ptr == 0)) | early_first)
             with m.If(begin):
                 m.d.sync += ptr.eq(0)
-        else:  # (``begin`` of a sweep, written out: one logic level less before the credits)
-            m.d.comb += credits.start.eq(
-                ~gap
-                & credits.room
-                & ((s_acc & buf.marker) | (s_wait & credits.resolved & credits.busy))
-            )
+        else:
+            m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
         # the operation's fields from the state alone, whether an operation is issued or not
         # (``o.valid`` says): none of them waits for the conditions of ``o.valid``
         pass_word = passes.word if self._map is None else base + passes.word
