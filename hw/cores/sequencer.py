@@ -22,6 +22,10 @@ operation per cycle:
 
 ``busy`` of the ``FIRE`` operations is the part of the step's busy flag known here: the input
 marker's busy, or step 0 of a layer with a non-zero bias.
+
+The operation's fields (``op``, ``word``, ``last``, ``busy``) follow from the state alone, issued
+or not; only ``o.valid`` waits for the input, the credits and the idle slots (so the next stage's
+operation register sees no more than ``o.valid``'s conditions in front of it).
 """
 
 from __future__ import annotations
