@@ -96,6 +96,10 @@ class ResidualGeometry:
     spike_max : int
         Largest ``|s|`` of a spike (the contributing site's ``spike_max``: 1 for ST-BIF, ``2^K``
         for graded neurons; a power of two).
+    stream : bool
+        A **streaming** stage (:func:`timed`, "Streaming" in the module docstring): both inputs
+        read as they come, a changed token scanned as soon as both have passed it. Each input
+        must then send a step in ascending token order.
     """
 
     tokens: int
@@ -106,6 +110,7 @@ class ResidualGeometry:
     base_bound: int | None = None
     position_bound: int = 0
     spike_max: int = 1
+    stream: bool = False
 
     def __post_init__(self) -> None:
         for name, lo in (("tokens", 1), ("dim", 1), ("spike_neurons", 1), ("offset", 0)):
@@ -128,6 +133,8 @@ class ResidualGeometry:
         s = self.spike_max
         if not isinstance(s, int) or isinstance(s, bool) or s < 1 or s & (s - 1):
             raise ValueError(f"spike_max must be a power of two ≥ 1, not {s!r}")
+        if not isinstance(self.stream, bool):
+            raise ValueError(f"stream must be a bool, not {self.stream!r}")
 
     @property
     def entries(self) -> int:
@@ -255,6 +262,8 @@ def timed(
     a register: an entry's ``EMIT`` or the marker's ``SCAN`` cycle waits until the beat before
     has left; zero entries do not wait).
     """
+    if geo.stream:
+        return _timed_stream(geo, base, spikes, outputs, arrivals, ready)
     d, cycle, work = geo.dim, 0, 0
     taken_a: list[int] = []
     taken_b: list[int] = []
@@ -322,6 +331,189 @@ def _at(ready: Sequence[int], k: int) -> int:
     return int(ready[k]) if k < len(ready) else 0
 
 
+def _check_order(geo: ResidualGeometry, steps, offset: int, j: int, port: str) -> None:
+    """A streaming stage's input must send each step in ascending token order."""
+    for t, step in enumerate(steps):
+        tok = (np.asarray(step.indices, dtype=np.int64) + offset) // geo.dim
+        bad = np.flatnonzero(np.diff(tok) < 0)
+        if bad.size:
+            k = int(bad[0]) + 1
+            raise ValueError(
+                f"streaming residual stage: inference {j}, step {t}, input {port}: event {k} "
+                f"(token {int(tok[k])}) comes after token {int(tok[k - 1])}; a streaming stage "
+                f"needs each step in ascending token order"
+            )
+
+
+def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
+    """:func:`timed` of a streaming stage: the RTL's registers cycle by cycle (idle waits for
+    input and the freezes skipped). See the module docstring, "Streaming"."""
+    d, n = geo.dim, geo.tokens
+    ml = MARK_LATENCY - 1  # stages of the mark pipeline before the mask
+    taken_a: list[int] = []
+    taken_b: list[int] = []
+    beats, offered = [], []
+    left = -1
+    work = 0
+    c = 0
+    # registers
+    fsm, settle, ch, tok, tail = "READ", 0, 0, 0, False
+    a_done, b_done, a_end, b_end, busy = not geo.has_base, False, False, False, False
+    mask = (1 << n) - 1 if geo.position_bound > 0 else 0
+    fa, fb = (0 if geo.has_base else n), 0  # tokens below the frontier of a, b
+    pipe: list = [None] * ml  # marks in flight: (src, close, token), newest first
+    onehot, any_r, base_r, later_r = None, False, 0, False
+    sc: list = [None] * SCAN_LATENCY  # scan reads in flight: entry index, newest first
+    for j, outs in enumerate(outputs):
+        a_steps = base[j] if base is not None else []
+        b_steps = spikes[j]
+        arr_a, arr_b = (None, None) if arrivals is None else arrivals[j]
+        _check_order(geo, a_steps, 0, j, "a")
+        _check_order(geo, b_steps, geo.offset, j, "b")
+        steps = []
+        for t, out in enumerate(outs):
+            nonzero = set(out.indices.tolist())
+            a_step = a_steps[t] if t < len(a_steps) else None
+            b_step = b_steps[t] if t < len(b_steps) else None
+            if geo.has_base and a_step is None:
+                a_done = True
+            if b_step is None:
+                b_done = True
+            a_tok = [] if a_step is None else (a_step.indices // d).tolist()
+            b_tok = [] if b_step is None else ((b_step.indices + geo.offset) // d).tolist()
+            a_beats = None if arr_a is None or a_step is None else arr_a[t]
+            b_beats = None if arr_b is None or b_step is None else arr_b[t]
+            ka = kb = 0
+            ev: list[int] = []
+            marker = None
+            while marker is None:
+                free = c >= left
+                s3 = sc[-1]
+                if s3 is not None and s3 in nonzero and not free:
+                    c = left  # frozen until o is free
+                    continue
+                scan_busy = any(x is not None for x in sc)
+                in_flight = scan_busy or any(x is not None for x in pipe)
+                settled = (
+                    onehot == _lowest(mask) and any_r == bool(mask)
+                    and base_r == (onehot or 0)
+                    and later_r == (onehot is not None and onehot < min(fa, fb))
+                )  # fmt: skip
+                a_ok = not a_done and (a_beats is None or int(a_beats[ka]) <= c)
+                b_ok = not b_done and (b_beats is None or int(b_beats[kb]) <= c)
+                if fsm == "READ" and not in_flight and settle == 0 and settled and not later_r:
+                    if not (a_ok or b_ok):  # idle until a beat arrives
+                        nxt = []
+                        if not a_done:
+                            nxt.append(int(a_beats[ka]))
+                        if not b_done:
+                            nxt.append(int(b_beats[kb]))
+                        c = min(nxt)
+                        continue
+                if fsm == "SCAN" and settle == 0 and not any_r and not scan_busy and not free:
+                    if settled and not any(x is not None for x in pipe):
+                        c = left  # the marker waits for o
+                        continue
+                # this cycle (en high)
+                if s3 is not None and s3 in nonzero:  # the emit stage
+                    offered.append(c + 1)
+                    left = c + 1 if ready is None else max(c + 1, _at(ready, len(offered) - 1))
+                    ev.append(left)
+                drop = set_all = forget = False
+                keep_a, keep_b = not geo.has_base, False
+                new_mark = None
+                scan = None
+                did = scan_busy or in_flight or fsm != "READ"
+                n_settle = settle - 1 if settle else 0
+                if fsm == "READ":
+                    decide = settle == 0 and later_r
+                    take = not scan_busy and not decide
+                    if decide:
+                        drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, "ISSUE"
+                        did = True
+                    elif take and (b_ok or a_ok):
+                        did = True
+                        if b_ok:
+                            close = kb == len(b_tok)
+                            taken_b.append(c)
+                            new_mark = (1, close, n if close else b_tok[kb])
+                            kb += 1
+                            if close:
+                                b_done, busy = True, busy or b_step.busy
+                                b_end = not b_step.busy
+                        else:
+                            close = ka == len(a_tok)
+                            taken_a.append(c)
+                            new_mark = (0, close, n if close else a_tok[ka])
+                            ka += 1
+                            if close:
+                                a_done, busy = True, busy or a_step.busy
+                                a_end = not a_step.busy
+                        if new_mark[1] and a_done and b_done:
+                            tail, n_settle, fsm = True, SCAN_SETTLE, "SCAN"
+                elif fsm == "SCAN":
+                    if settle == 0:
+                        if any_r:
+                            drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, "ISSUE"
+                        elif not scan_busy and free:
+                            offered.append(c + 1)
+                            left = (
+                                c + 1 if ready is None
+                                else max(c + 1, _at(ready, len(offered) - 1))
+                            )  # fmt: skip
+                            marker = left
+                            forget, tail, fsm = True, False, "READ"
+                            if busy:
+                                keep_a, keep_b = a_end or keep_a, b_end
+                                a_done, b_done = a_end or not geo.has_base, b_end
+                            else:
+                                set_all = geo.position_bound > 0
+                                a_end = b_end = False
+                                a_done, b_done = not geo.has_base, False
+                            busy = False
+                else:  # ISSUE
+                    scan = tok * d + ch
+                    ch += 1
+                    if ch == d:
+                        fsm = "SCAN" if tail else "READ"
+                if did:
+                    work += 1
+                # the token mask (registers)
+                last = pipe[-1]
+                n_onehot = _lowest(mask)
+                n_any = bool(mask)
+                n_base = onehot or 0
+                n_later = onehot is not None and onehot < min(fa, fb)
+                if set_all:
+                    mask = (1 << n) - 1
+                else:
+                    if drop:
+                        mask &= mask - 1
+                    if last is not None and not last[1]:
+                        mask |= 1 << last[2]
+                if forget:
+                    fa = n if keep_a else 0
+                    fb = n if keep_b else 0
+                elif last is not None:
+                    if last[0]:
+                        fb = last[2]
+                    else:
+                        fa = last[2]
+                pipe = [new_mark, *pipe[:-1]]
+                onehot, any_r, base_r, later_r = n_onehot, n_any, n_base, n_later
+                sc = [scan, *sc[:-1]]
+                settle = n_settle
+                c += 1
+            steps.append((tuple(ev), marker))
+        beats.append(tuple(steps))
+    taken = (tuple(taken_a), tuple(taken_b)) if geo.has_base else (tuple(taken_b),)
+    return CoreRun(beats=tuple(beats), taken=taken, work=work, offered=tuple(offered))
+
+
+def _lowest(mask: int) -> int | None:
+    return (mask & -mask).bit_length() - 1 if mask else None
+
+
 def stages(vit) -> list[dict]:
     """The stages of a ``VisionTransformer``, one per LayerNorm site in execution order: its
     ``name``, the contributing spike ``site``, ``multiplier``, ``offset``, the ``base`` LayerNorm
@@ -366,9 +558,10 @@ def spike_steps(trace, site: int) -> list[list[Step]]:
     return out
 
 
-def stage_geometry(vit, stage: dict) -> ResidualGeometry:
+def stage_geometry(vit, stage: dict, *, stream: bool = False) -> ResidualGeometry:
     """The :class:`ResidualGeometry` of one of :func:`stages`' stages; the base input's values
-    are a LayerNorm site's increments, ``|ΔR| ≤ 2·ranges.stream``."""
+    are a LayerNorm site's increments, ``|ΔR| ≤ 2·ranges.stream``; ``stream``: a streaming
+    stage (what the ViT top builds: ``hw.model.vit_sites.STREAM_RESIDUAL``)."""
     sites = {s.name: s for s in vit.sites}
     norms = [s.name for s in vit.sites if s.kind is SiteKind.LAYERNORM]
     base = stage["base"]
@@ -382,4 +575,5 @@ def stage_geometry(vit, stage: dict) -> ResidualGeometry:
         base_bound=None if base is None else 2 * vit.ranges.stream[norms.index(base)],
         position_bound=0 if pos is None else int(np.abs(pos).max()),
         spike_max=int(sites[stage["site"]].op.spike_max),
+        stream=stream,
     )
