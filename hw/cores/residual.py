@@ -45,13 +45,14 @@ class DeltaStore(wiring.Component):
     ``out_valid`` in ``c + 4`` (:data:`~hw.model.residual_model.SCAN_LATENCY`, the emit stage),
     where the entry is zeroed. ``reading`` (a register: the input phase) selects the read
     address, the event's or the scan's. ``en`` low freezes every stage; ``busy``: a scan read
-    in flight.
+    in flight; ``issued``: one issued in the cycle before (its entry is zeroed in the cycle an
+    event taken now would write).
 
     Members
     -------
     en, ev_valid, reading, scan_valid, inject : In(1); ev_index, scan_addr : In(index_width);
     ev_value : In(signed(value_width)); total : Out(signed(value_width));
-    nonzero, out_valid, busy : Out(1); out_index : Out(index_width)
+    nonzero, out_valid, busy, issued : Out(1); out_index : Out(index_width)
     """
 
     def __init__(self, *, geometry: rm.ResidualGeometry, position: np.ndarray | None):
@@ -72,6 +73,7 @@ class DeltaStore(wiring.Component):
                 "out_valid": Out(1),
                 "out_index": Out(g.index_width),
                 "busy": Out(1),
+                "issued": Out(1),
             }
         )
 
@@ -122,6 +124,7 @@ class DeltaStore(wiring.Component):
             self.out_valid.eq(sc_v[3]),
             self.out_index.eq(sc_i[3]),
             self.busy.eq(Cat(*sc_v).any()),
+            self.issued.eq(sc_v[0]),
         ]
         with m.If(en):
             m.d.sync += [word.eq(rd.data), copy.eq(word)]
@@ -311,6 +314,7 @@ class ResidualSequencer(wiring.Component):
             "out_valid": In(1),
             "out_index": In(g.index_width),
             "scan_busy": In(1),
+            "issued": In(1),
             "any": In(1),
             "base": In(g.index_width),
         }
@@ -410,7 +414,9 @@ class ResidualSequencer(wiring.Component):
         with m.FSM(init="READ"):
             with m.State("READ"):
                 decide = en & (settle == 0) & self.later
-                take = ~self.scan_busy & ~decide  # (no scan in flight: en is high)
+                # not in the cycle after a scan read (its entry is zeroed in the cycle an event
+                # taken then would write) nor while frozen (the event would be lost)
+                take = en & ~self.issued & ~decide
                 b_rdy = take & ~b_done
                 m.d.comb += b.ready.eq(b_rdy)
                 tb = b_rdy & b.valid
@@ -618,6 +624,7 @@ class ResidualCore(wiring.Component):
             seq.out_valid.eq(store.out_valid),
             seq.out_index.eq(store.out_index),
             seq.scan_busy.eq(store.busy),
+            seq.issued.eq(store.issued),
             seq.any.eq(changed.any),
             seq.base.eq(changed.base),
         ]

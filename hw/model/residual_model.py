@@ -427,7 +427,7 @@ def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
                 n_settle = settle - 1 if settle else 0
                 if fsm == "READ":
                     decide = settle == 0 and later_r
-                    take = not scan_busy and not decide
+                    take = sc[0] is None and not decide  # (en: frozen cycles skipped)
                     if decide:
                         drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, "ISSUE"
                         did = True
