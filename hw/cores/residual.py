@@ -265,7 +265,8 @@ class TokenMask(wiring.Component):
         with m.Else():
             kept = Mux(self.drop, mask & (mask - 1), mask)
             m.d.sync += mask.eq(kept | Mux(event, Const(1, n) << token, 0))
-        thermo = Mux(closes[-1], full, Cat(*(token > k for k in range(n))))
+        # (the last token lies below no token: no constant comparison for it)
+        thermo = Mux(closes[-1], full, Cat(*(token > k for k in range(n - 1)), Const(0, 1)))
         with m.If(self.forget):
             m.d.sync += below_a.eq(Mux(self.keep_a, full, 0))
             m.d.sync += below_b.eq(Mux(self.keep_b, full, 0))
@@ -386,8 +387,10 @@ class ResidualSequencer(wiring.Component):
         return m
 
     def _elaborate_stream(self) -> Module:
-        """The streaming sequencer: ``READ`` takes ``b``'s beat when one is valid, else ``a``'s,
-        while no scan read is in flight; a cycle in which the lowest changed token is complete
+        """The streaming sequencer: ``READ`` takes a beat of the selected input (``sel_b``: stays
+        on ``b`` while it offers beats, moves to ``a`` when only ``a`` does, back as soon as ``b``
+        does), except in the cycle after a scan read and while a non-zero sum waits at the emit
+        stage; a cycle in which the lowest changed token is complete
         (``later``, settled) is instead the decision of its scan (``ISSUE``, then back to
         ``READ``); after both markers ``SCAN`` scans the changed tokens left and sends the
         marker, as the plain core does."""
@@ -411,18 +414,28 @@ class ResidualSequencer(wiring.Component):
             m.d.sync += settle.eq(settle - 1)
         b = self.b
         scaled = _scaled(b.payload.value, g.multiplier, g.spike_max)
+        # the input read next: b's while it offers beats, a's while b offers none and a does
+        sel_b = Signal(init=1)
+        if g.has_base:
+            bv, av = b.valid & ~b_done, self.a.valid & ~a_done
+            with m.If(en & sel_b & ~bv & av):
+                m.d.sync += sel_b.eq(0)
+            with m.Elif(en & ~sel_b & bv):
+                m.d.sync += sel_b.eq(1)
         with m.FSM(init="READ"):
             with m.State("READ"):
-                decide = en & (settle == 0) & self.later
+                pick = (settle == 0) & self.later
+                decide = en & pick
                 # not in the cycle after a scan read (its entry is zeroed in the cycle an event
-                # taken then would write) nor while frozen (the event would be lost)
-                take = en & ~self.issued & ~decide
-                b_rdy = take & ~b_done
+                # taken then would write) nor when a non-zero sum is at the emit stage (it may
+                # freeze the core, and the event would be lost): registers only
+                take = ~self.issued & ~(self.out_valid & self.nonzero) & ~pick
+                b_rdy = take & sel_b & ~b_done
                 m.d.comb += b.ready.eq(b_rdy)
                 tb = b_rdy & b.valid
                 if g.has_base:
                     a = self.a
-                    a_rdy = take & ~a_done & ~(b.valid & ~b_done)  # b first
+                    a_rdy = take & ~sel_b & ~a_done
                     m.d.comb += a.ready.eq(a_rdy)
                     ta = a_rdy & a.valid
                     a_mark = ta & a.payload.marker

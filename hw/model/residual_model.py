@@ -29,6 +29,22 @@ first decision cycle when no token changed), leaves one cycle later, and the nex
 from that cycle. :func:`timed` also takes input beats that arrive late (a beat is read once
 valid) and an output held back (a non-zero sum waits at the emit stage and the whole stage
 freezes meanwhile), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
+
+Streaming (``ResidualGeometry.stream``, what the ViT top builds: ``vit_sites.STREAM_RESIDUAL``):
+both inputs send a step in ascending token order, so once an input has sent a beat of token
+``j`` (or its marker) every token below ``j`` has all of that input's events of the step; a
+token below both inputs' last beats is **complete**. The stage reads both inputs at once, one
+beat per cycle (``b``'s when it has one, else ``a``'s; an input that has sent its marker, or
+ended the inference, is not read), and a cycle in which the lowest changed token is complete
+(the token mask's ``later``: the mask and the two thresholds three cycles after a beat's take,
+the pick two more; after a scan decision ``PICK_LATENCY`` cycles before the next) is instead
+that token's scan decision: the same scan as after the markers, the core back to its input
+after the token's last read (but not in the cycle after a scan read, nor while frozen). After
+both markers the changed tokens left are scanned and the marker sent as in the plain stage.
+The step's output is the same list in the same (ascending) order; only its cycles move: a
+token's sums leave while later tokens still arrive. :func:`timed` follows the RTL's registers
+cycle by cycle (skipping idle waits and freezes) and refuses an input step out of token order
+(a ``ValueError`` naming the inference, step, input and event).
 """
 
 from __future__ import annotations
@@ -357,7 +373,7 @@ def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
     work = 0
     c = 0
     # registers
-    fsm, settle, ch, tok, tail = "READ", 0, 0, 0, False
+    fsm, settle, ch, tok, tail, sel_b = "READ", 0, 0, 0, False, True
     a_done, b_done, a_end, b_end, busy = not geo.has_base, False, False, False, False
     mask = (1 << n) - 1 if geo.position_bound > 0 else 0
     fa, fb = (0 if geo.has_base else n), 0  # tokens below the frontier of a, b
@@ -427,13 +443,14 @@ def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
                 n_settle = settle - 1 if settle else 0
                 if fsm == "READ":
                     decide = settle == 0 and later_r
-                    take = sc[0] is None and not decide  # (en: frozen cycles skipped)
+                    take = sc[0] is None and not (s3 is not None and s3 in nonzero)
+                    take = take and not decide
                     if decide:
                         drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, "ISSUE"
                         did = True
-                    elif take and (b_ok or a_ok):
+                    elif take and ((sel_b and b_ok) or (not sel_b and a_ok)):
                         did = True
-                        if b_ok:
+                        if sel_b:
                             close = kb == len(b_tok)
                             taken_b.append(c)
                             new_mark = (1, close, n if close else b_tok[kb])
@@ -478,6 +495,10 @@ def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
                         fsm = "SCAN" if tail else "READ"
                 if did:
                     work += 1
+                if sel_b and not b_ok and a_ok:  # the input read next
+                    sel_b = False
+                elif not sel_b and b_ok:
+                    sel_b = True
                 # the token mask (registers)
                 last = pipe[-1]
                 n_onehot = _lowest(mask)
