@@ -365,21 +365,26 @@ def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
     """:func:`timed` of a streaming stage: the RTL's registers cycle by cycle (idle waits for
     input and the freezes skipped). See the module docstring, "Streaming"."""
     d, n = geo.dim, geo.tokens
-    ml = MARK_LATENCY - 1  # stages of the mark pipeline before the mask
+    has_base, inject = geo.has_base, geo.position_bound > 0
+    ready = None if ready is None else [int(r) for r in ready]
+    n_ready = 0 if ready is None else len(ready)
     taken_a: list[int] = []
     taken_b: list[int] = []
     beats, offered = [], []
     left = -1
     work = 0
     c = 0
-    # registers
-    fsm, settle, ch, tok, tail, sel_b = "READ", 0, 0, 0, False, True
-    a_done, b_done, a_end, b_end, busy = not geo.has_base, False, False, False, False
-    mask = (1 << n) - 1 if geo.position_bound > 0 else 0
-    fa, fb = (0 if geo.has_base else n), 0  # tokens below the frontier of a, b
-    pipe: list = [None] * ml  # marks in flight: (src, close, token), newest first
+    # registers: the sequencer
+    fsm, settle, ch, tok, tail, sel_b = _READ, 0, 0, 0, False, True
+    a_done, b_done, a_end, b_end, busy = not has_base, False, False, False, False
+    # the token mask: the mask, the thresholds of a and b (tokens below them), the two marks in
+    # flight ``(src, close, token)`` (p0 the newer), the pick registers
+    mask = (1 << n) - 1 if inject else 0
+    fa, fb = (0 if has_base else n), 0
+    p0 = p1 = None
     onehot, any_r, base_r, later_r = None, False, 0, False
-    sc: list = [None] * SCAN_LATENCY  # scan reads in flight: entry index, newest first
+    # the scan reads in flight (entry index or -1), s0 the newest, s3 at the emit stage
+    s0 = s1 = s2 = s3 = -1
     for j, outs in enumerate(outputs):
         a_steps = base[j] if base is not None else []
         b_steps = spikes[j]
@@ -391,144 +396,143 @@ def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
             nonzero = set(out.indices.tolist())
             a_step = a_steps[t] if t < len(a_steps) else None
             b_step = b_steps[t] if t < len(b_steps) else None
-            if geo.has_base and a_step is None:
+            if has_base and a_step is None:
                 a_done = True
             if b_step is None:
                 b_done = True
             a_tok = [] if a_step is None else (a_step.indices // d).tolist()
             b_tok = [] if b_step is None else ((b_step.indices + geo.offset) // d).tolist()
-            a_beats = None if arr_a is None or a_step is None else arr_a[t]
-            b_beats = None if arr_b is None or b_step is None else arr_b[t]
+            a_tok.append(n)  # the marker: every token below it
+            b_tok.append(n)
+            a_at = None if arr_a is None or a_step is None else [int(v) for v in arr_a[t]]
+            b_at = None if arr_b is None or b_step is None else [int(v) for v in arr_b[t]]
             ka = kb = 0
             ev: list[int] = []
             marker = None
             while marker is None:
                 free = c >= left
-                s3 = sc[-1]
-                if s3 is not None and s3 in nonzero and not free:
+                emit = s3 >= 0 and s3 in nonzero
+                if emit and not free:
                     c = left  # frozen until o is free
                     continue
-                scan_busy = any(x is not None for x in sc)
-                in_flight = scan_busy or any(x is not None for x in pipe)
-                settled = (
-                    onehot == _lowest(mask) and any_r == bool(mask)
-                    and base_r == (onehot or 0)
-                    and later_r == (onehot is not None and onehot < min(fa, fb))
-                )  # fmt: skip
-                a_ok = not a_done and (a_beats is None or int(a_beats[ka]) <= c)
-                b_ok = not b_done and (b_beats is None or int(b_beats[kb]) <= c)
-                if fsm == "READ" and not in_flight and settle == 0 and settled and not later_r:
-                    if not (a_ok or b_ok):  # idle until a beat arrives
-                        nxt = []
-                        if not a_done:
-                            nxt.append(int(a_beats[ka]))
-                        if not b_done:
-                            nxt.append(int(b_beats[kb]))
-                        c = min(nxt)
-                        continue
-                if fsm == "SCAN" and settle == 0 and not any_r and not scan_busy and not free:
-                    if settled and not any(x is not None for x in pipe):
-                        c = left  # the marker waits for o
-                        continue
+                a_ok = not a_done and (a_at is None or a_at[ka] <= c)
+                b_ok = not b_done and (b_at is None or b_at[kb] <= c)
+                quiet = s0 < 0 and s1 < 0 and s2 < 0 and s3 < 0 and p0 is None and p1 is None
+                if quiet and settle == 0 and fsm is not _ISSUE:
+                    low = (mask & -mask).bit_length() - 1 if mask else None
+                    if (
+                        onehot == low and any_r == bool(mask) and base_r == (onehot or 0)
+                        and later_r == (onehot is not None and onehot < min(fa, fb))
+                    ):  # fmt: skip
+                        if fsm is _READ and not later_r and not (a_ok or b_ok):
+                            nxt = []  # idle until a beat arrives
+                            if not a_done:
+                                nxt.append(a_at[ka])
+                            if not b_done:
+                                nxt.append(b_at[kb])
+                            c = min(nxt)
+                            continue
+                        if fsm is _SCAN and not any_r and not free:
+                            c = left  # the marker waits for o
+                            continue
                 # this cycle (en high)
-                if s3 is not None and s3 in nonzero:  # the emit stage
+                if emit:  # the emit stage
+                    k = len(offered)
                     offered.append(c + 1)
-                    left = c + 1 if ready is None else max(c + 1, _at(ready, len(offered) - 1))
+                    left = c + 1 if k >= n_ready else max(c + 1, ready[k])
                     ev.append(left)
                 drop = set_all = forget = False
-                keep_a, keep_b = not geo.has_base, False
                 new_mark = None
-                scan = None
-                did = scan_busy or in_flight or fsm != "READ"
+                scan = -1
+                did = not quiet or fsm is not _READ
                 n_settle = settle - 1 if settle else 0
-                if fsm == "READ":
-                    decide = settle == 0 and later_r
-                    take = sc[0] is None and not (s3 is not None and s3 in nonzero)
-                    take = take and not decide
-                    if decide:
-                        drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, "ISSUE"
+                if fsm is _READ:
+                    if settle == 0 and later_r:  # the scan decision of a complete token
+                        drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, _ISSUE
                         did = True
-                    elif take and ((sel_b and b_ok) or (not sel_b and a_ok)):
+                    elif s0 < 0 and not emit and ((sel_b and b_ok) or (not sel_b and a_ok)):
                         did = True
                         if sel_b:
-                            close = kb == len(b_tok)
+                            close = kb == len(b_tok) - 1
                             taken_b.append(c)
-                            new_mark = (1, close, n if close else b_tok[kb])
+                            new_mark = (1, close, b_tok[kb])
                             kb += 1
                             if close:
                                 b_done, busy = True, busy or b_step.busy
                                 b_end = not b_step.busy
                         else:
-                            close = ka == len(a_tok)
+                            close = ka == len(a_tok) - 1
                             taken_a.append(c)
-                            new_mark = (0, close, n if close else a_tok[ka])
+                            new_mark = (0, close, a_tok[ka])
                             ka += 1
                             if close:
                                 a_done, busy = True, busy or a_step.busy
                                 a_end = not a_step.busy
-                        if new_mark[1] and a_done and b_done:
-                            tail, n_settle, fsm = True, SCAN_SETTLE, "SCAN"
-                elif fsm == "SCAN":
+                        if close and a_done and b_done:
+                            tail, n_settle, fsm = True, SCAN_SETTLE, _SCAN
+                elif fsm is _SCAN:
                     if settle == 0:
                         if any_r:
-                            drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, "ISSUE"
-                        elif not scan_busy and free:
+                            drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, _ISSUE
+                        elif s0 < 0 and s1 < 0 and s2 < 0 and s3 < 0 and free:
+                            k = len(offered)
                             offered.append(c + 1)
-                            left = (
-                                c + 1 if ready is None
-                                else max(c + 1, _at(ready, len(offered) - 1))
-                            )  # fmt: skip
+                            left = c + 1 if k >= n_ready else max(c + 1, ready[k])
                             marker = left
-                            forget, tail, fsm = True, False, "READ"
+                            forget, tail, fsm = True, False, _READ
                             if busy:
-                                keep_a, keep_b = a_end or keep_a, b_end
-                                a_done, b_done = a_end or not geo.has_base, b_end
+                                keep_a, keep_b = a_end or not has_base, b_end
+                                a_done, b_done = a_end or not has_base, b_end
                             else:
-                                set_all = geo.position_bound > 0
+                                keep_a, keep_b = not has_base, False
+                                set_all = inject
                                 a_end = b_end = False
-                                a_done, b_done = not geo.has_base, False
+                                a_done, b_done = not has_base, False
                             busy = False
                 else:  # ISSUE
                     scan = tok * d + ch
                     ch += 1
                     if ch == d:
-                        fsm = "SCAN" if tail else "READ"
+                        fsm = _SCAN if tail else _READ
                 if did:
                     work += 1
-                if sel_b and not b_ok and a_ok:  # the input read next
-                    sel_b = False
-                elif not sel_b and b_ok:
-                    sel_b = True
+                if has_base:  # the input read next
+                    if sel_b and not b_ok and a_ok:
+                        sel_b = False
+                    elif not sel_b and b_ok:
+                        sel_b = True
                 # the token mask (registers)
-                last = pipe[-1]
-                n_onehot = _lowest(mask)
+                n_onehot = (mask & -mask).bit_length() - 1 if mask else None
                 n_any = bool(mask)
                 n_base = onehot or 0
-                n_later = onehot is not None and onehot < min(fa, fb)
+                n_later = onehot is not None and onehot < (fa if fa < fb else fb)
                 if set_all:
                     mask = (1 << n) - 1
                 else:
                     if drop:
                         mask &= mask - 1
-                    if last is not None and not last[1]:
-                        mask |= 1 << last[2]
+                    if p1 is not None and not p1[1]:
+                        mask |= 1 << p1[2]
                 if forget:
                     fa = n if keep_a else 0
                     fb = n if keep_b else 0
-                elif last is not None:
-                    if last[0]:
-                        fb = last[2]
+                elif p1 is not None:
+                    if p1[0]:
+                        fb = p1[2]
                     else:
-                        fa = last[2]
-                pipe = [new_mark, *pipe[:-1]]
+                        fa = p1[2]
+                p1, p0 = p0, new_mark
                 onehot, any_r, base_r, later_r = n_onehot, n_any, n_base, n_later
-                sc = [scan, *sc[:-1]]
+                s3, s2, s1, s0 = s2, s1, s0, scan
                 settle = n_settle
                 c += 1
             steps.append((tuple(ev), marker))
         beats.append(tuple(steps))
-    taken = (tuple(taken_a), tuple(taken_b)) if geo.has_base else (tuple(taken_b),)
+    taken = (tuple(taken_a), tuple(taken_b)) if has_base else (tuple(taken_b),)
     return CoreRun(beats=tuple(beats), taken=taken, work=work, offered=tuple(offered))
+
+
+_READ, _ISSUE, _SCAN = "READ", "ISSUE", "SCAN"
 
 
 def _lowest(mask: int) -> int | None:
