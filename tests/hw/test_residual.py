@@ -238,10 +238,11 @@ def test_graded_every_level() -> None:
 
 # slow; make test: random ViTs' stages (above) and the digits ViT's other cores (tests/sim)
 @pytest.mark.slow
-def test_digits_vit_stages_in_rtl(trained_vit) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_digits_vit_stages_in_rtl(trained_vit, stream) -> None:
     """The trained digits ViT, one test image: every stage's golden list equals the reference's
-    recorded increments of its LayerNorm site, and every stage's core (Amaranth simulator) emits
-    exactly that list, each beat in the model's cycle."""
+    recorded increments of its LayerNorm site, and every stage's core (Amaranth simulator),
+    plain and streaming, emits exactly that list, each beat in the model's cycle."""
     from spikezip.sw import digits
     from spikezip.sw.vit.convert import to_transformer
 
@@ -250,6 +251,7 @@ def test_digits_vit_stages_in_rtl(trained_vit) -> None:
     stages = _lists(vit, x)
     assert len(stages) == 2 * vit.depth + 1
     for name, geo, pos, base, spikes, want in stages:
+        geo = dataclasses.replace(geo, stream=stream)
         pos = None if pos is None or not pos.any() else pos
         outputs = rm.golden_outputs(geo, base, spikes, pos)
         for g, w in zip(outputs[0], want[0], strict=True):
