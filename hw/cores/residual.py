@@ -18,6 +18,11 @@ the writes of the 4 cycles before an event's read-modify-write are forwarded ins
 reads one entry per cycle, its sums and their non-zero test are registered before the emit
 stage, and the token mask is picked through registers (one-hot, then the token's base index).
 A non-zero sum that finds ``o`` busy freezes the whole core (``en``) until it leaves.
+
+``geometry.stream`` (what the ViT top builds): both inputs read as they come, and a changed
+token scanned as soon as both have passed it (:meth:`ResidualSequencer._elaborate_stream`, the
+token mask's per-input thresholds; "Streaming" in :mod:`hw.model.residual_model`): the same
+output list, a token's sums leaving while later tokens still arrive.
 """
 
 from __future__ import annotations
