@@ -63,7 +63,7 @@ def test_conv_map_passes_are_the_targets(order, k, stride, padding, lanes) -> No
         assert len(got) == len(targets) == imap.pass_counts[j]
         for (row, base), (oy, ox, ky, kx) in zip(got, targets, strict=True):
             assert base == (oy * wo + ox) * span
-            assert row == (c * kh + ky) * kw + kx
+            assert row == (ky * kw + kx) * shape[0] + c  # tap-major rows
             words = imap.table[row * span : (row + 1) * span].reshape(-1)
             assert words.tolist() == conv.weight[:, c, ky, kx].tolist()
         assert imap.kept[j] == bool(targets)
