@@ -26,7 +26,6 @@ marker's busy, or step 0 of a layer with a non-zero bias.
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out

@@ -367,7 +367,7 @@ class InputMap:
 
 
 #: the largest table a split decoder reads as logic (entries of either half; :class:`DecoderTables`)
-SPLIT_MAX = 128
+SPLIT_MAX = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -434,9 +434,10 @@ class DecoderTables:
         pass_or = True
         for j in np.flatnonzero(counts > 1):
             s, t = int(starts[j]), int(counts[j])
-            rows = imap.pass_rows[s + 1 : s + t] if imap.pass_rows is not None else []
-            bases = imap.pass_bases[s + 1 : s + t]
-            resid = tuple((int(r) * span - int(chan[j]), int(b)) for r, b in zip(rows, bases))
+            rows, bases = imap.pass_rows[s + 1 : s + t], imap.pass_bases[s + 1 : s + t]
+            resid = tuple(
+                (int(r) * span - int(chan[j]), int(b)) for r, b in zip(rows, bases, strict=True)
+            )
             pass_or &= all(int(chan[j]) & f == 0 and f >= 0 for f, _ in resid)
             if resid not in lists:
                 lists[resid] = len(p_first)
