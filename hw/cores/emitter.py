@@ -15,7 +15,9 @@ registered head (the beat count of an entry is counted when it enters, not when 
 
 The queue holds ``2·W`` entries: two sweeps (the sequencer starts a sweep only while fewer than two
 markers are outstanding), so the datapath goes on accumulating and sweeping while the output
-drains, and backpressure on ``o`` only stalls the core when a third sweep is due.
+drains, and backpressure on ``o`` only stalls the core when a third sweep is due. It stores only
+what the serialiser reads and cannot rebuild cheaply (:func:`queue_layout`: 33 bits at 8 lanes,
+one DP16KD for up to 512 entries).
 """
 
 from __future__ import annotations

@@ -19,12 +19,16 @@ sequencer reads together with the event:
 * **convolution** (:meth:`InputMap.conv`; docs/cnn.md §11): event ``(c', y, x)`` is a *list* of
   passes, one per target ``(oy, ox, ky, kx)`` of ``Conv2d.targets``: over the ``span = c_out /
   lanes`` words of output position ``(oy, ox)`` (neurons in HWC order) with weight row
-  ``(c'·kh + ky)·kw + kx``. Events no window reaches are dropped.
+  ``(ky·kw + kx)·c_in + c'`` (tap-major). Events no window reaches are dropped.
 * **depthwise** (:meth:`InputMap.depthwise`; a sum-pool): as a convolution, but a pass is the
   one word of channel ``c'`` at ``(oy, ox)``, its weight in lane ``c' mod lanes`` only.
 
 Neuron ``i`` is lane ``i mod lanes`` of word ``i // lanes`` in both, as in the plain core (token
 maps need ``lanes`` to divide ``d_out``), so the spikes leave with their own index.
+
+The sequencer stores a map as :class:`DecoderTables` (:meth:`InputMap.decoder_tables`): a
+decoder per index (or split into two small tables) and the later passes as lists shared between
+indices — one per input position for a convolution (docs/cnn.md §11).
 
 Cost: a kept event occupies ``passes·span`` slots, its last pass padded to ``min_distance`` as
 the plain core's, a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
