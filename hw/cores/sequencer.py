@@ -550,7 +550,7 @@ class Sequencer(wiring.Component):
             fields["chan"] = first_shape
         layout = data.StructLayout(fields)
         index = self.i.payload.index
-        per_index = {"first": tables.first, "chan": tables.chan} | tables._fields()
+        per_index = {"first": tables.first, "chan": tables.chan} | tables.index_fields()
         if tables.split is None:
             init = [
                 layout.const({k: int(per_index[k][j]) for k in fields}).as_value().value

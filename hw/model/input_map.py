@@ -464,8 +464,10 @@ class DecoderTables:
         )
         return tables._split()
 
-    def _fields(self) -> dict[str, np.ndarray]:
-        """The decoder's fields that a split reads from its high table (all but first, chan)."""
+    def index_fields(self) -> dict[str, np.ndarray]:
+        """Per index, the decoder fields other than ``first`` and ``chan``: ``base``, ``kept`` and
+        (with a pass ROM) ``single``, ``pair``, ``second`` (a split reads them from its high
+        table)."""
         c = self.counts
         fields = {"base": self.base, "kept": (c > 0).astype(np.int64)}
         if self.depth:
@@ -498,7 +500,7 @@ class DecoderTables:
         h, lo_j = j >> b, j & (n_lo - 1)
         kept = self.counts > 0
         hi: dict[str, np.ndarray] = {}
-        for name, values in self._fields().items():
+        for name, values in self.index_fields().items():
             table = np.zeros(n_hi, dtype=np.int64)
             # kept must be a function of the high part; the others where kept
             where = np.ones_like(kept) if name == "kept" else kept

@@ -82,7 +82,7 @@ def _sequencer_passes(tables, j: int) -> list[tuple[int, int]]:
     second is the last, and a later pass with ``next_last`` says the one after it is the last."""
     if tables.split is None:
         first, base, chan = int(tables.first[j]), int(tables.base[j]), int(tables.chan[j])
-        f = tables._fields()
+        f = tables.index_fields()
         kept = bool(f["kept"][j])
         single = int(f["single"][j]) if tables.depth else 1
         pair = int(f["pair"][j]) if tables.depth else 0
