@@ -57,7 +57,7 @@ def _streaming(case):
 
 
 @pytest.mark.sim
-@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
 @given(residual_cases())
 def test_random_streaming_stages_icarus(tmp_path_factory, case) -> None:
     """A streaming stage (``geometry.stream``): every beat in the streaming model's cycle."""
