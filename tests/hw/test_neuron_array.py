@@ -155,6 +155,20 @@ def test_bad_parameters(kwargs, error, message) -> None:
 # -- tier 2: one lane against the reference's step function ------------------------------------
 
 
+def _level_offsets(lanes: NeuronLanes, d: int, theta: int) -> dict:
+    """The graded offsets of the levels above 0 the lanes take (``drive_levels``): ``minus{j}``
+    (``d − Θ·2^j``), ``plus{j}`` (``d + Θ·2^j``), ``below{j}`` (``d + Θ·(2^j − 1)``)."""
+    if "drive_levels" not in lanes.signature.members:
+        return {}
+    value = {"minus": lambda j: d - (theta << j), "plus": lambda j: d + (theta << j)}
+    value["below"] = lambda j: d + theta * ((1 << j) - 1)
+    out = {}
+    for name in lanes.signature.members["drive_levels"].shape.members:
+        kind, j = re.fullmatch(r"(minus|plus|below)(\d+)", name).groups()
+        out[name] = value[kind](int(j))
+    return out
+
+
 def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags: bool):
     """Apply (fire, membrane, tracer, drive) rows to the lanes; return their outputs (after the
     register, with ``registered``)."""
@@ -171,11 +185,10 @@ def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags:
                 ctx.set(lanes.drive[k], int(d[k]))
                 ctx.set(lanes.drive_minus[k], int(d[k]) - theta)
                 ctx.set(lanes.drive_plus[k], int(d[k]) + theta)
-                for j in range(1, levels(layer)):  # graded: the offsets of the higher levels
-                    ctx.set(lanes.drive_levels[f"minus{j}"][k], int(d[k]) - (theta << j))
-                    ctx.set(lanes.drive_levels[f"plus{j}"][k], int(d[k]) + (theta << j))
-                    if j >= 2:
-                        ctx.set(lanes.drive_levels[f"below{j}"][k], int(d[k]) + theta * (2**j - 1))
+                for name, value in _level_offsets(lanes, int(d[k]), theta).items():
+                    ctx.set(lanes.drive_levels[name][k], value)
+                if "thresholds" in lanes.signature.members:
+                    ctx.set(lanes.thresholds[k], theta)
             if flags:
                 ctx.set(lanes.below_p, sum(int(a[k] < p) << k for k in range(lanes.lanes)))
                 ctx.set(lanes.above_n, sum(int(a[k] > n) << k for k in range(lanes.lanes)))
