@@ -443,9 +443,7 @@ class NeuronLanes(wiring.Component):
                 Signal.like((u if i < half else u2) + x, name=f"t{i}c_{k}")
                 for i, x in enumerate(operands)
             ]
-            m.d.comb += [
-                sums[i].eq((u if i < half else u2) + x) for i, x in enumerate(operands)
-            ]
+            m.d.comb += [sums[i].eq((u if i < half else u2) + x) for i, x in enumerate(operands)]
             u1 = Signal(m_, name=f"u1c_{k}")
             m.d.comb += u1.eq(sums[0])
             up = [~sums[1 + j][-1] for j in range(J)]  # U1 ≥ Θ·2^j
