@@ -421,9 +421,11 @@ class NeuronLanes(wiring.Component):
 
         After the register: ``U' = U1 + (Θ_s << L)`` (``U1`` when no level is open), the shift
         chosen by a multiplexer tree on the code's bits in front of the one carry chain;
-        ``s = ±2^L``, ``A' = A + s``. ``2J`` carry chains before the register (``U1`` and the
-        tests; only ``U1`` and ``J + 1`` flag bits registered) and one after it, instead of
-        ``3J − 1`` registered sums and a ``2J + 1``-way multiplexer of membranes."""
+        ``s = ±2^L`` and ``A' = A + s`` chosen by the same trees among constants and
+        ``A ± 2^j`` (no sum after the code: ``A + s`` as a sum was the critical path). ``2J``
+        carry chains before the register (``U1`` and the tests; only ``U1``, ``Θ_s`` and the
+        code registered) and one after it, instead of ``3J − 1`` registered sums and a
+        ``2J + 1``-way multiplexer of membranes."""
         m = Module()
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
@@ -465,14 +467,27 @@ class NeuronLanes(wiring.Component):
                 m.d.sync += code[j].eq(fire & ((up[j] & room_up) | (down[j] & room_down)))
             # after the register: Θ_s·2^L (0 when no level is open) into the one sum
             shifted = [Const(0, 1)] + [theta_s << j for j in range(J)]
-            magnitude = [Const(0, 1)] + [Const(1 << j, J + 1) for j in range(J)]
             delta = _highest(code, shifted)
-            step = _highest(code, magnitude)
-            spike = Mux(u1_s[-1], -step, step)
+            # the spike and the tracer: every level's value beside the code (constants, and
+            # A ± 2^j from the tracer register), then the choice (no sum after the code)
+            negative = u1_s[-1]
+            spike_w = spike_value_width(layer.spike_max)
+            spike_up = [Const(0, signed(spike_w))] + [
+                Const(1 << j, signed(spike_w)) for j in range(J)
+            ]
+            spike_down = [Const(0, signed(spike_w))] + [
+                Const(-(1 << j), signed(spike_w)) for j in range(J)
+            ]
+            tracer_up = [a] + [a + (1 << j) for j in range(J)]
+            tracer_down = [a] + [a - (1 << j) for j in range(J)]
             m.d.comb += [
-                self.spikes[k].eq(spike),
+                self.spikes[k].eq(
+                    Mux(negative, _highest(code, spike_down), _highest(code, spike_up))
+                ),
                 self.next_membranes[k].eq(u1_s + delta),  # (the chosen result fits the membrane)
-                self.next_tracers[k].eq(a + spike),
+                self.next_tracers[k].eq(
+                    Mux(negative, _highest(code, tracer_down), _highest(code, tracer_up))
+                ),
             ]
         return m
 
