@@ -491,8 +491,8 @@ class NeuronLanes(wiring.Component):
 
         After the register: ``U' = U1 + (Θ_s << L)`` (``U1`` when no level is open), the shift
         chosen by a multiplexer tree on the code's bits in front of the one carry chain;
-        ``s = ±2^L`` and ``A' = A + s`` chosen by the same trees among constants and
-        ``A ± 2^j`` (no sum after the code: ``A + s`` as a sum was the critical path). ``2J``
+        ``s = ±2^L`` chosen by the same trees among constants (``s`` as ``−2^L`` computed by a
+        sum after the code, then ``A + s``, was the critical path) and ``A' = A + s``. ``2J``
         carry chains before the register (``U1`` and the tests; only ``U1``, ``Θ_s`` and the
         code registered) and one after it, instead of ``3J − 1`` registered sums and a
         ``2J + 1``-way multiplexer of membranes."""
@@ -538,26 +538,18 @@ class NeuronLanes(wiring.Component):
             # after the register: Θ_s·2^L (0 when no level is open) into the one sum
             shifted = [Const(0, 1)] + [theta_s << j for j in range(J)]
             delta = _highest(code, shifted)
-            # the spike and the tracer: every level's value beside the code (constants, and
-            # A ± 2^j from the tracer register), then the choice (no sum after the code)
+            # the spike from constants chosen by the code (no sum after the code), the tracer
+            # A + s one short sum (A ± 2^j for every level and a choice map to more LUTs)
             negative = u1_s[-1]
-            spike_w = spike_value_width(layer.spike_max)
-            spike_up = [Const(0, signed(spike_w))] + [
-                Const(1 << j, signed(spike_w)) for j in range(J)
-            ]
-            spike_down = [Const(0, signed(spike_w))] + [
-                Const(-(1 << j), signed(spike_w)) for j in range(J)
-            ]
-            tracer_up = [a] + [a + (1 << j) for j in range(J)]
-            tracer_down = [a] + [a - (1 << j) for j in range(J)]
+            spike_w = signed(spike_value_width(layer.spike_max))
+            spike_up = [Const(0, spike_w)] + [Const(1 << j, spike_w) for j in range(J)]
+            spike_down = [Const(0, spike_w)] + [Const(-(1 << j), spike_w) for j in range(J)]
+            spike = Signal(spike_w, name=f"spike{k}")
             m.d.comb += [
-                self.spikes[k].eq(
-                    Mux(negative, _highest(code, spike_down), _highest(code, spike_up))
-                ),
+                spike.eq(Mux(negative, _highest(code, spike_down), _highest(code, spike_up))),
+                self.spikes[k].eq(spike),
                 self.next_membranes[k].eq(u1_s + delta),  # (the chosen result fits the membrane)
-                self.next_tracers[k].eq(
-                    Mux(negative, _highest(code, tracer_down), _highest(code, tracer_up))
-                ),
+                self.next_tracers[k].eq(a + spike),
             ]
         return m
 
