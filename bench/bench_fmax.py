@@ -7,12 +7,10 @@ moved into the block RAMs and multipliers (``hw.flow.ecp5``), placed and routed 
 Also the cycles per inference of the whole network at that pipeline (exact model, 100 test
 images, back to back), so fmax and cycles can be traded. About 20 s per run on 2 cores.
 ``--neurons stbif,graded`` also builds the graded ST-BIF cores (issue 14: spikes ±2^k, the level
-in the neuron array) and prints their fmax, LUT4 and carry cells per lane beside ST-BIF's;
-``--graded-lanes sums`` builds session 12's graded lanes at pipelines 2, 3 instead of the level
-code (``hw.cores.neuron_array.GRADED_LANES``).
+in the neuron array) and prints their fmax and LUT4 per lane beside ST-BIF's.
 
     python bench/bench_fmax.py [--lanes 8] [--pipelines 0,1,2,3] [--seeds 1,2,3]
-                               [--neurons stbif,graded] [--graded-lanes code|sums]
+                               [--neurons stbif,graded]
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
 from spikezip.hw.cores.layer_core import LayerCore
-from spikezip.hw.cores.neuron_array import GRADED_LANES
 from spikezip.hw.flow.synth import ToolError, place_and_route
 from spikezip.hw.model.network_model import network_schedule
 from spikezip.sw import digits, qann
@@ -41,16 +38,15 @@ def _net(neuron: str = "stbif"):
 
 
 def _run(job):
-    layer, lanes, pipeline, seed, neuron, graded_lanes = job
+    layer, lanes, pipeline, seed, neuron = job
     t0 = time.perf_counter()
     point = {"neuron": neuron, "layer": layer, "lanes": lanes, "pipeline": pipeline, "seed": seed}
-    if neuron == "graded":
-        point["graded_lanes"] = graded_lanes
     try:
-        core = LayerCore.for_network(
-            _net(neuron), layer, lanes=lanes, pipeline=pipeline, graded_lanes=graded_lanes
+        r = place_and_route(
+            LayerCore.for_network(_net(neuron), layer, lanes=lanes, pipeline=pipeline),
+            target="ecp5",
+            seed=seed,
         )
-        r = place_and_route(core, target="ecp5", seed=seed)
     except ToolError as e:
         return point | {"error": str(e)}
     return point | {
@@ -72,22 +68,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--neurons", default="stbif", help="stbif, graded or stbif,graded")
-    ap.add_argument(
-        "--graded-lanes",
-        default="code",
-        choices=GRADED_LANES,
-        help="graded lanes at pipelines 2, 3 (hw.cores.neuron_array.GRADED_LANES)",
-    )
     args = ap.parse_args()
     pipelines = [int(p) for p in args.pipelines.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     neurons = args.neurons.split(",")
     jobs = [
-        (k, args.lanes, p, s, n, args.graded_lanes)
-        for n in neurons
-        for p in pipelines
-        for k in (0, 1)
-        for s in seeds
+        (k, args.lanes, p, s, n) for n in neurons for p in pipelines for k in (0, 1) for s in seeds
     ]
     with ProcessPoolExecutor(args.jobs) as ex:
         runs = list(ex.map(_run, jobs))
@@ -144,7 +130,6 @@ def main() -> None:
     results = {
         "lanes": args.lanes,
         "neurons": neurons,
-        "graded_lanes": args.graded_lanes,
         "runs": runs,
         "failed": failed,
         "table": table,

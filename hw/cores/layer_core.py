@@ -68,12 +68,7 @@ from amaranth.lib.wiring import In, Out
 from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator, weight_words
 from spikezip.hw.cores.emitter import SpikeEmitter
 from spikezip.hw.cores.layouts import event_layout, state_layout, stream_layout
-from spikezip.hw.cores.neuron_array import (
-    NeuronArray,
-    Storage,
-    check_graded_lanes,
-    check_storage,
-)
+from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
 from spikezip.hw.cores.sequencer import Sequencer
 from spikezip.hw.cores.unpacker import Unpacker
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
@@ -168,9 +163,6 @@ class LayerCore(wiring.Component):
         Lanes of the sending core (how its beats group the events; the cycle model's only).
     serial_input : bool
         See ``input_width``.
-    graded_lanes : str
-        Graded neurons with ``registered_sums`` (pipelines 2, 3): ``"code"`` (default) or
-        ``"sums"`` (:data:`hw.cores.neuron_array.GRADED_LANES`: fewer LUTs or a higher fmax).
 
     Members
     -------
@@ -199,10 +191,8 @@ class LayerCore(wiring.Component):
         input_width: int = 1,
         input_lanes: int = 1,
         serial_input: bool = False,
-        graded_lanes: str = "code",
     ) -> None:
         self._site = site
-        self._graded_lanes = check_graded_lanes(graded_lanes)
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be an ir.Layer, not {type(layer).__name__}")
         bounds = tuple(input_bounds) if hasattr(input_bounds, "__iter__") else ()
@@ -457,7 +447,6 @@ class LayerCore(wiring.Component):
             timing=timing,
             storage=self._storage,
             drive_width=syn.drive_width,
-            graded_lanes=self._graded_lanes,
         )
         m.submodules.emitter = emitter = SpikeEmitter(
             timing=timing, value_width=self.output_format.value_width

@@ -42,7 +42,6 @@ from spikezip.hw.model.events import spike_value_width
 from spikezip.ir.network import Layer, LayerWidths, signed_width
 
 __all__ = [
-    "GRADED_LANES",
     "DriveOffsets",
     "Forward",
     "NeuronArray",
@@ -59,19 +58,6 @@ __all__ = [
 
 #: Largest number of words kept in registers by default.
 REGISTER_WORDS_MAX = 4
-
-#: The graded lanes with ``registered_sums`` (:func:`uses_level_code`): ``"code"`` (default,
-#: session 15) registers the level as a thermometer code and makes the result after the
-#: register with one sum (LUT4 per lane within 1.3× ST-BIF's); ``"sums"`` (session 12)
-#: registers every level's result and chooses among them after the register (2.2× the LUT4,
-#: a higher fmax): docs/performance.md "Graded fmax, session 15".
-GRADED_LANES = ("code", "sums")
-
-
-def check_graded_lanes(value: str) -> str:
-    if value not in GRADED_LANES:
-        raise ValueError(f"graded_lanes must be one of {', '.join(GRADED_LANES)}, not {value!r}")
-    return value
 
 
 def default_storage(words: int) -> Storage:
@@ -226,8 +212,6 @@ class NeuronLanes(wiring.Component):
         choice of the operand.
     drive_width : int, optional
         Signed bits of a drive; ``widths.drive`` by default.
-    graded_lanes : str
-        One of :data:`GRADED_LANES` (graded lanes with ``registered_sums`` only).
     membrane_copy : bool
         Graded lanes with ``registered_sums``: half of the level tests read ``membranes_copy``,
         a copy of the membranes from a second operand register (each register then drives half
@@ -258,7 +242,6 @@ class NeuronLanes(wiring.Component):
         pipeline: Pipeline,
         drive_width: int | None = None,
         membrane_copy: bool = False,
-        graded_lanes: str = "code",
     ) -> None:
         if not _is_count(lanes):
             raise ValueError(f"lanes must be a positive integer (1 or more), not {lanes!r}")
@@ -268,7 +251,6 @@ class NeuronLanes(wiring.Component):
             raise ValueError("membrane_copy needs graded lanes with registered_sums")
         self._layer, self._widths, self._lanes, self._pipeline = layer, widths, lanes, pipeline
         self._copy = bool(membrane_copy)
-        self._graded_lanes = check_graded_lanes(graded_lanes)
         m_, t_ = signed(widths.membrane), signed(widths.tracer)
         drive_width = widths.drive if drive_width is None else drive_width
         minus, plus = offset_shapes(layer, widths, drive_width)
@@ -278,7 +260,7 @@ class NeuronLanes(wiring.Component):
 
         flags = {"below_p": In(lanes), "above_n": In(lanes)}
         flags |= {"next_below_p": Out(lanes), "next_above_n": Out(lanes)}
-        coded = uses_level_code(pipeline, layer, graded_lanes)
+        coded = uses_level_code(pipeline, layer)
         graded = level_layout(layer, widths, drive_width, lanes, results=not coded)
         thresholds = {}
         if coded and layer.per_neuron_threshold:
@@ -383,10 +365,8 @@ class NeuronLanes(wiring.Component):
         result; without it (pipelines 0, 1) every result ``U1 ∓ Θ·2^j`` is a sum of its own
         beside the tests (``3J − 1`` sums) and a priority chain of multiplexers, selected
         straight from the sums' signs, picks the highest open level."""
-        if uses_level_code(self._pipeline, self._layer, self._graded_lanes):
-            return self._elaborate_level_code()
         if self._pipeline.registered_sums:
-            return self._elaborate_registered_sums()
+            return self._elaborate_level_code()
         m = Module()
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
@@ -420,56 +400,6 @@ class NeuronLanes(wiring.Component):
                 # (a chosen sum fits the membrane)
                 membrane = Mux(chosen, Mux(pos[j], up[j], down[j]), membrane)
                 tracer = Mux(chosen, Mux(pos[j], a + (1 << j), a - (1 << j)), tracer)
-            m.d.comb += [
-                self.spikes[k].eq(spike),
-                self.next_membranes[k].eq(membrane),
-                self.next_tracers[k].eq(tracer),
-            ]
-        return m
-
-    def _elaborate_registered_sums(self) -> Module:
-        """Graded lanes with ``registered_sums`` and ``graded_lanes="sums"`` (session 12): the
-        ``3J − 1`` sums of the unregistered lanes, registered with the level tests as two
-        thermometer codes (one LUT after the carry chains); after the register a balanced tree
-        of multiplexers, each selected by one code bit, picks the highest open level's
-        membrane, tracer and spike (:func:`_thermometer_choice`). The negative sums read the
-        membranes' copy."""
-        m = Module()
-        layer, lanes, J = self._layer, self.lanes, levels(self._layer)
-        n, p = layer.neg_bound, layer.pos_bound
-        m_ = signed(self._widths.membrane)
-        fire = self.fire
-        offsets = self.drive_levels
-        for k in range(lanes):
-            u, a_in = self.membranes[k], self.tracers[k]
-            u2 = self.membranes_copy[k] if self._copy else u
-            minus = {0: self.drive_minus[k]} | {j: offsets[f"minus{j}"][k] for j in range(1, J)}
-            plus = {0: self.drive_plus[k]} | {j: offsets[f"plus{j}"][k] for j in range(1, J)}
-            below = {j: offsets[f"below{j}"][k] for j in range(2, J)}
-            u1 = Signal(m_, name=f"u1c_{k}")
-            up = [Signal.like(u + minus[j], name=f"u_minus{j}c_{k}") for j in range(J)]
-            down = [Signal.like(u2 + plus[j], name=f"u_plus{j}c_{k}") for j in range(J)]
-            test = {j: Signal.like(u2 + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
-            m.d.comb += [u1.eq(u + self.drive[k])]
-            m.d.comb += [up[j].eq(u + minus[j]) for j in range(J)]
-            m.d.comb += [down[j].eq(u2 + plus[j]) for j in range(J)]
-            m.d.comb += [test[j].eq(u2 + below[j]) for j in range(2, J)]
-            negative = [u1[-1], down[0][-1]] + [test[j][-1] for j in range(2, J)]
-            u1_s = Signal(m_, name=f"u1_{k}")
-            up_s = [Signal(m_, name=f"u_minus{j}_{k}") for j in range(J)]
-            down_s = [Signal(m_, name=f"u_plus{j}_{k}") for j in range(J)]
-            a = Signal.like(a_in, name=f"a{k}")
-            m.d.sync += [u1_s.eq(u1), a.eq(a_in)]
-            m.d.sync += [up_s[j].eq(up[j]) for j in range(J)]  # (a chosen one fits)
-            m.d.sync += [down_s[j].eq(down[j]) for j in range(J)]
-            pos_r = Signal(J, name=f"open_up{k}")
-            neg_r = Signal(J, name=f"open_down{k}")
-            for j in range(J):
-                m.d.sync += pos_r[j].eq(fire & ~up[j][-1] & (a_in <= p - (1 << j)))
-                m.d.sync += neg_r[j].eq(fire & negative[j] & (a_in >= n + (1 << j)))
-            spike, membrane, tracer = _thermometer_choice(
-                list(pos_r), list(neg_r), up_s, down_s, u1_s, a
-            )
             m.d.comb += [
                 self.spikes[k].eq(spike),
                 self.next_membranes[k].eq(membrane),
@@ -569,33 +499,6 @@ def _highest(code, values):
     return pick(0, len(values))
 
 
-def _thermometer_choice(pos, neg, up, down, stay, a):
-    """The spike, membrane and tracer of the highest open level: ``pos`` and ``neg`` are
-    thermometer codes (level ``j`` open implies every level below it open) that exclude each
-    other; a balanced tree of multiplexers selected by single code bits (bit ``mid`` of the levels
-    ``lo … hi − 1`` splits them in halves), no one-hot decoding."""
-
-    def pick(code, values, lo, hi):
-        if hi - lo == 1:
-            return values[lo]
-        mid = (lo + hi) // 2
-        return Mux(code[mid], pick(code, values, mid, hi), pick(code, values, lo, mid))
-
-    J = len(pos)
-    levels_ = range(J)
-    spike_up, spike_down = [1 << j for j in levels_], [-(1 << j) for j in levels_]
-    tracer_up, tracer_down = [a + (1 << j) for j in levels_], [a - (1 << j) for j in levels_]
-    out = []
-    for ups, downs, rest in (
-        (spike_up, spike_down, 0),
-        (up, down, stay),
-        (tracer_up, tracer_down, a),
-    ):
-        up_value, down_value = pick(pos, ups, 0, J), pick(neg, downs, 0, J)
-        out.append(Mux(pos[0], up_value, Mux(neg[0], down_value, rest)))
-    return tuple(out)
-
-
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -606,18 +509,18 @@ def uses_bound_flags(pipeline: Pipeline, layer: Layer) -> bool:
     return pipeline.bound_flags and levels(layer) == 1
 
 
-def uses_level_code(pipeline: Pipeline, layer: Layer, graded_lanes: str = "code") -> bool:
-    """Graded lanes with ``registered_sums`` and ``graded_lanes="code"``: the level registered as
-    a thermometer code, the result computed after the register by one sum
-    (``NeuronLanes._elaborate_level_code``); the lanes then take each lane's Θ (``thresholds``,
-    per-neuron thresholds) and no ``plus{j}`` offsets."""
-    return pipeline.registered_sums and levels(layer) > 1 and graded_lanes == "code"
+def uses_level_code(pipeline: Pipeline, layer: Layer) -> bool:
+    """Graded lanes with ``registered_sums``: the level registered as a thermometer code, the
+    result computed after the register by one sum (``NeuronLanes._elaborate_level_code``); the
+    lanes then take each lane's Θ (``thresholds``, per-neuron thresholds) and no ``plus{j}``
+    offsets."""
+    return pipeline.registered_sums and levels(layer) > 1
 
 
 def uses_membrane_copy(pipeline: Pipeline, layer: Layer) -> bool:
     """Graded lanes with ``registered_sums`` read a second copy of the membranes (the operand
-    register's fan-out into the carry chains, halved)."""
-    return pipeline.registered_sums and levels(layer) > 1
+    register's fan-out into the ``2J`` carry chains of ``U1`` and the level tests, halved)."""
+    return uses_level_code(pipeline, layer)
 
 
 def levels(layer: Layer) -> int:
@@ -974,15 +877,13 @@ class Operands(wiring.Component):
         timing: LayerTiming,
         drive_width: int,
         word_layout,
-        graded_lanes: str = "code",
     ) -> None:
         self._layer, self._widths, self._timing = layer, widths, timing
         self._drive_width, self._word_layout = drive_width, word_layout
-        self._graded_lanes = check_graded_lanes(graded_lanes)
         words, lanes = timing.words, timing.lanes
         command = command_layout(words=words, lanes=lanes, drive_width=drive_width)
         offsets = offset_shapes(layer, widths, drive_width)
-        coded = uses_level_code(timing.pipeline, layer, graded_lanes)
+        coded = uses_level_code(timing.pipeline, layer)
         theta_layout = data.ArrayLayout(unsigned(widths.threshold), lanes)
         layout = operands_layout(
             words=words,
@@ -1027,7 +928,7 @@ class Operands(wiring.Component):
             lanes=lanes,
             drive_width=self._drive_width,
             registered=p.registered_offsets,
-            results=not uses_level_code(p, self._layer, self._graded_lanes),
+            results=not uses_level_code(p, self._layer),
         )
         m.d.comb += [o.drive_minus.eq(offsets.minus), o.drive_plus.eq(offsets.plus)]
         if "levels" in offsets.signature.members:
@@ -1129,10 +1030,8 @@ class Update(wiring.Component):
         drive_width: int,
         word_layout,
         operands: data.StructLayout,
-        graded_lanes: str = "code",
     ) -> None:
         self._layer, self._widths, self._timing = layer, widths, timing
-        self._graded_lanes = check_graded_lanes(graded_lanes)
         self._drive_width, self._word_layout = drive_width, word_layout
         words, lanes = timing.words, timing.lanes
         members = {
@@ -1170,7 +1069,6 @@ class Update(wiring.Component):
             pipeline=p,
             drive_width=self._drive_width,
             membrane_copy=uses_membrane_copy(p, self._layer),
-            graded_lanes=self._graded_lanes,
         )
         m.d.comb += lanes.fire.eq(ops.op == Op.FIRE)
         if uses_membrane_copy(p, self._layer):
@@ -1263,8 +1161,6 @@ class NeuronArray(wiring.Component):
         the layer core gives the width of one event's product instead.
     storage : Storage or str, optional
         Default :func:`default_storage` of the word count.
-    graded_lanes : str
-        Graded lanes with ``registered_sums``: one of :data:`GRADED_LANES` (default ``"code"``).
 
     Members
     -------
@@ -1282,9 +1178,7 @@ class NeuronArray(wiring.Component):
         timing: LayerTiming,
         storage: Storage | str | None = None,
         drive_width: int | None = None,
-        graded_lanes: str = "code",
     ) -> None:
-        self._graded_lanes = check_graded_lanes(graded_lanes)
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be an ir.Layer, not {type(layer).__name__}")
         if not isinstance(widths, LayerWidths):
@@ -1413,7 +1307,6 @@ class NeuronArray(wiring.Component):
             timing=self._timing,
             drive_width=self._drive_width,
             word_layout=word_layout,
-            graded_lanes=self._graded_lanes,
         )
         m.submodules.operands = operands = Operands(**args)
         m.submodules.update = update = Update(**args, operands=operands.o.payload.shape())

@@ -186,22 +186,15 @@ def test_core_matches_golden_and_cycle_model(
         ("graded_analog_k1", 1, 3, None, 2),
         ("graded_saturating", 1, 4, "registers", 3),
         ("graded_large", 0, 4, None, 1),
-        # session 12's graded lanes (hw.cores.neuron_array.GRADED_LANES) at pipelines 2, 3
-        ("graded_analog:sums", 1, 2, "memory", 3),
-        ("graded_large:sums", 0, 4, None, 2),
     ],
 )
 def test_graded_core_matches_golden_and_cycle_model(
     name: str, k: int, lanes: int, storage, pipeline: int
 ) -> None:
     """Graded neurons: output events carry ±2^k, graded input events shift the weights; the
-    events and their cycles equal the reference and the cycle model (``name:sums``: with
-    ``graded_lanes="sums"``)."""
-    name, _, graded_lanes = name.partition(":")
+    events and their cycles equal the reference and the cycle model."""
     net, x = network(name)
-    got, expected, cycles, core = run_core(
-        net, x, k, lanes, storage=storage, pipeline=pipeline, graded_lanes=graded_lanes or "code"
-    )
+    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
     fmt = core.output_format
     assert fmt.value_width == core.layer.spike_max.bit_length() + 1
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
@@ -220,12 +213,6 @@ def test_banked_weight_memory(name: str, k: int, lanes: int, pipeline: int) -> N
     fmt = core.output_format
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
     assert [c for c, _ in got] == cycles
-
-
-def test_graded_lanes_validation() -> None:
-    net, _ = network("graded_analog")
-    with pytest.raises(ValueError, match="graded_lanes must be one of code, sums, not 'fast'"):
-        LayerCore.for_network(net, 0, lanes=2, graded_lanes="fast")
 
 
 def test_weight_bank_depth_validation() -> None:

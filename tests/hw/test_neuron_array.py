@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from spikezip.hw.cores.layouts import Op, state_layout
 from spikezip.hw.cores.neuron_array import (
-    GRADED_LANES,
     REGISTER_WORDS_MAX,
     NeuronArray,
     NeuronArrayTop,
@@ -286,10 +285,9 @@ def test_lanes_match_reference_step(threshold, levels, symmetric, seed, register
     seed=st.integers(0, 2**32 - 1),
     registered=st.booleans(),
     flags=st.booleans(),
-    graded_lanes=st.sampled_from(GRADED_LANES),
 )
 def test_graded_lanes_match_reference_step(
-    threshold, span, symmetric, max_level, seed, registered, flags, graded_lanes
+    threshold, span, symmetric, max_level, seed, registered, flags
 ) -> None:
     """Graded lanes (levels up to 2^5, per-neuron Θ, any K, every pipeline flag): random
     membranes, tracers and drives, fire or not, equal ``graded_step``; membranes near the
@@ -300,9 +298,7 @@ def test_graded_lanes_match_reference_step(
     layer = _lanes_layer(rng, n, threshold, neg, pos, neuron="graded", max_level=max_level)
     widths = layer.widths(-100 * threshold, 100 * threshold, analog=True)  # edges ≤ 64Θ
     pipeline = replace(Pipeline.preset(2 if registered else 1), bound_flags=flags)
-    lanes = NeuronLanes(
-        layer=layer, widths=widths, lanes=n, pipeline=pipeline, graded_lanes=graded_lanes
-    )
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=n, pipeline=pipeline)
     flagged = "below_p" in lanes.signature.members
     assert flagged == (flags and levels(layer) == 1)  # graded lanes compare the tracer
     theta = layer.thresholds
@@ -357,9 +353,7 @@ def test_graded_lanes_hand_sequence() -> None:
     ]
 
 
-def _exhaustive_graded(
-    thetas, u1_range, registered: bool, max_level=None, graded_lanes: str = "code"
-) -> None:
+def _exhaustive_graded(thetas, u1_range, registered: bool, max_level=None) -> None:
     """Every ``(Θ, U1, A)`` with ``Θ`` in ``thetas``, ``U1`` in ``u1_range`` (8-bit membranes),
     ``A`` in ``[n, p] = [−8, 7]`` (16 levels: spikes ±1 … ±8), each firing once in one lane of
     a wide :class:`NeuronLanes` (per-neuron Θ, 16 lanes per Θ), ``U1`` split at random into
@@ -378,11 +372,8 @@ def _exhaustive_graded(
     # W = 8: the membrane, the drive and (4 bits) the threshold as narrow as the values allow
     widths = replace(layer.widths(-64, 63, analog=True), membrane=8, drive=8, threshold=4)
     pipeline = Pipeline.preset(3 if registered else 1)
-    lanes = NeuronLanes(
-        layer=layer, widths=widths, lanes=lanes_n, pipeline=pipeline, graded_lanes=graded_lanes
-    )
-    coded = registered and graded_lanes == "code"
-    assert ("thresholds" in lanes.signature.members) == coded  # the level-code lanes
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=lanes_n, pipeline=pipeline)
+    assert ("thresholds" in lanes.signature.members) == registered  # the level-code lanes
     pairs = np.array([(u1, a) for u1 in u1_range for a in range(n, p + 1)])
     rows = -(-len(pairs) // per)
     theta = layer.thresholds
@@ -397,7 +388,7 @@ def _exhaustive_graded(
 
     async def testbench(ctx):
         ctx.set(lanes.fire, 1)
-        if coded:
+        if registered:
             ctx.set(lanes.thresholds, theta.tolist())
         for u, a, d in cases:
             ctx.set(lanes.membranes, u.tolist())
@@ -440,13 +431,10 @@ def test_graded_lanes_exhaustive_small() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("max_level", [None, 1, 2])
-@pytest.mark.parametrize(
-    ("registered", "graded_lanes"), [(True, "code"), (True, "sums"), (False, "code")]
-)
-def test_graded_lanes_exhaustive(registered: bool, graded_lanes: str, max_level) -> None:
-    """Exhaustive at W = 8: every Θ of 4 bits, every 8-bit U1, every tracer, K = ∞, 1, 2; the
-    three graded lanes (level code, session 12's registered sums, unregistered)."""
-    _exhaustive_graded(list(range(1, 16)), range(-128, 128), registered, max_level, graded_lanes)
+@pytest.mark.parametrize("registered", [True, False])
+def test_graded_lanes_exhaustive(registered: bool, max_level) -> None:
+    """Exhaustive at W = 8: every Θ of 4 bits, every 8-bit U1, every tracer, K = ∞, 1, 2."""
+    _exhaustive_graded(list(range(1, 16)), range(-128, 128), registered, max_level)
 
 
 # -- tier 2: spec §7 vectors through a one-neuron array ----------------------------------------
