@@ -97,9 +97,9 @@ def main() -> None:
         print("failed:", f, flush=True)
     res = [r for r in res if not isinstance(r, PointFailure)]
     out["digits_sweep_seconds"] = round(time.perf_counter() - t0)
-    front = plot_sweep(
-        res, Path(__file__).resolve().parent.parent / "build" / "bench" / "codesign_sweep.png"
-    )
+    plot = Path(__file__).resolve().parent.parent / "build" / "bench" / "codesign_sweep.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no build/bench yet
+    front = plot_sweep(res, plot)
     out["digits_sweep"] = []
     for i, r in enumerate(res):
         row = {

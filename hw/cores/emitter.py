@@ -15,7 +15,9 @@ registered head (the beat count of an entry is counted when it enters, not when 
 
 The queue holds ``2·W`` entries: two sweeps (the sequencer starts a sweep only while fewer than two
 markers are outstanding), so the datapath goes on accumulating and sweeping while the output
-drains, and backpressure on ``o`` only stalls the core when a third sweep is due.
+drains, and backpressure on ``o`` only stalls the core when a third sweep is due. It stores only
+what the serialiser reads and cannot rebuild cheaply (:func:`queue_layout`: 33 bits at 8 lanes,
+one DP16KD for up to 512 entries).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "WideSerialiser",
     "WordPacker",
     "entry_layout",
+    "queue_layout",
 ]
 
 
@@ -78,6 +81,30 @@ def entry_layout(
             "single": 1,  # beats == 1
             "marker": 1,  # the marker follows the spikes
             "busy": 1,  # the marker's busy flag
+        }
+    )
+
+
+def _base_shift(lanes: int) -> int:
+    """Zero low bits of an entry's ``base`` (``word · lanes``): ``log2 lanes`` for a power of
+    two, else 0."""
+    return (lanes.bit_length() - 1) if lanes & (lanes - 1) == 0 else 0
+
+
+def queue_layout(
+    *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+) -> data.StructLayout:
+    """What the emitter's queue stores of an :func:`entry_layout`: ``base`` without its zero low
+    bits (``word``), and none of the fields the serialiser never reads (``pair_*``, used by the
+    packer alone) or rebuilds from ``fired`` at the queue's head (``rest``). At 8 lanes: 33 bits
+    instead of 60, so a queue of ``2·W ≤ 512`` entries is one DP16KD (docs/cnn.md §13)."""
+    entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
+    keep = ("values", "fired", "negative", "beats", "single", "marker", "busy")
+    base = entry["base"].shape
+    return data.StructLayout(
+        {
+            "word": unsigned(max(1, base.width - _base_shift(lanes))),
+            **{name: entry[name].shape for name in keep if name in entry.members},
         }
     )
 
@@ -541,7 +568,8 @@ class SpikeEmitter(wiring.Component):
         # register in the same cycle is not credited): one entry more than the sender's credit
         # allows keeps w_rdy high whenever the packer writes (with W = 1 a second entry may
         # follow the first into an empty queue in the next cycle)
-        width = Shape.cast(packer.o.payload.shape()).width
+        stored = queue_layout(index_width=index_width, lanes=lanes, value_width=vw)
+        width = Shape.cast(stored).width
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
         if self._timing.emit_width == 1:
             m.submodules.serialiser = serialiser = Serialiser(
@@ -553,8 +581,26 @@ class SpikeEmitter(wiring.Component):
             )
         m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), packer.i)
-        wiring.connect(m, packer.o, queue.w_stream)
-        wiring.connect(m, queue.r_stream, serialiser.i)
+        # the queue stores only what the serialiser reads and cannot derive cheaply (a narrower
+        # memory: one block RAM of 36 bits instead of two at 8 lanes); the rest is rebuilt at
+        # its registered head (:func:`queue_layout`)
+        put, head = stored(queue.w_stream.payload), stored(queue.r_stream.payload)
+        entry = packer.o.payload
+        shift = _base_shift(lanes)
+        m.d.comb += [
+            queue.w_stream.valid.eq(packer.o.valid),
+            packer.o.ready.eq(queue.w_stream.ready),
+            put.word.eq(entry.base >> shift),
+            *(put[name].eq(entry[name]) for name in stored.members if name != "word"),
+        ]
+        out = serialiser.i.payload
+        m.d.comb += [
+            serialiser.i.valid.eq(queue.r_stream.valid),
+            queue.r_stream.ready.eq(serialiser.i.ready),
+            out.base.eq(head.word << shift),
+            out.rest.eq(head.fired & (head.fired - 1)),
+            *(out[name].eq(head[name]) for name in stored.members if name != "word"),
+        ]
         wiring.connect(m, serialiser.o, output.i)
         wiring.connect(m, output.o, wiring.flipped(self.o))
         m.d.comb += [

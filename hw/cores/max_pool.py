@@ -16,11 +16,16 @@ the step's marker every window is swept
 ``sign(U)·min(2^⌊log2|U|⌋, cap)`` formed and ``A`` updated, non-zero spikes leaving in window
 order; then the marker (busy = the input's busy OR a spike). After the input's marker with busy 0
 the core sweeps on its own until a step without spikes, then clears ``X`` and ``A``.
+
+With padding the sweep still visits every tap (the same cycles), but a tap outside the input (a
+per-row and a per-column constant table, indexed by the window and tap counters) reads address 0
+and does not enter the maximum; the window's first tap starts it at the tracer width's minimum
+when it lies outside (every window has an element inside: padding ≤ k // 2).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -136,12 +141,19 @@ class MaxPoolCore(wiring.Component):
             wx.data.eq(copy + p_x[3]),
             wx.en.eq(p_ev[3] & en),
         ]
+        padded = any(g.padding)
+        p_in = [Signal(name=f"inside{k}") for k in range(4)] if padded else []
         with m.If(en):
             m.d.sync += [word.eq(rx.data), copy.eq(word)]
-            for x in (p_ev, p_sw, p_first, p_last, p_a, p_w, p_x):
+            for x in (p_ev, p_sw, p_first, p_last, p_a, p_w, p_x, p_in):
                 m.d.sync += [d.eq(q) for d, q in zip(x[1:], x[:-1], strict=False)]
             with m.If(p_sw[3]):
-                m.d.sync += mx.eq(Mux(p_first[3] | (copy > mx), copy, mx))
+                if padded:  # a tap outside the input is not in the maximum
+                    low = -(1 << (tw - 1))
+                    first = Mux(p_in[3], copy, low)
+                    m.d.sync += mx.eq(Mux(p_first[3], first, Mux(p_in[3] & (copy > mx), copy, mx)))
+                else:
+                    m.d.sync += mx.eq(Mux(p_first[3] | (copy > mx), copy, mx))
             m.d.sync += [s4_v.eq(p_sw[3] & p_last[3]), s4_w.eq(p_w[3])]
             m.d.sync += [s5_v.eq(s4_v), s5_w.eq(s4_w), s5_a.eq(ra.data)]
             m.d.sync += [s5_nz.eq(u != 0), s5_neg.eq(u < 0), s5_mag.eq(Mux(u < 0, -u, u))]
@@ -168,9 +180,21 @@ class MaxPoolCore(wiring.Component):
         ky, kx = Signal(_range(kh)), Signal(_range(kw))
         ch, ox, oy = Signal(_range(c_n)), Signal(_range(wo)), Signal(_range(ho))
         w = Signal(_range(g.windows))
-        tap_off, pos_base, row_base = (Signal(_range(g.n_in)) for _ in range(3))
         settle = Signal(range(pm.SETTLE + 1))
         offsets = (sx * c_n, (g.width - kw + 1) * c_n, sy * g.width * c_n)
+        if padded:  # addresses modulo 2^bits: window (0, 0)'s top-left tap lies outside
+            bits = len(Signal(_range(g.n_in)))
+            start = -(g.padding[0] * g.width + g.padding[1]) * c_n % (1 << bits)
+            tap_off = Signal(bits)
+            pos_base, row_base = (Signal(bits, init=start) for _ in range(2))
+            my, mxr = g.reach()
+            rows = Array(Const(int(sum(int(b) << k for k, b in enumerate(r))), kh) for r in my)
+            cols = Array(Const(int(sum(int(b) << k for k, b in enumerate(r))), kw) for r in mxr)
+            inside = rows[oy].bit_select(ky, 1) & cols[ox].bit_select(kx, 1)
+            address = Mux(inside, pos_base + ch + tap_off, 0)
+        else:
+            tap_off, pos_base, row_base = (Signal(_range(g.n_in)) for _ in range(3))
+            start, inside, address = 0, None, pos_base + ch + tap_off
         clear = Signal(_range(g.clear_cycles))
         with m.If(en):  # nothing issued unless a state below says so
             m.d.sync += [p_ev[0].eq(0), p_sw[0].eq(0)]
@@ -189,7 +213,9 @@ class MaxPoolCore(wiring.Component):
                     m.next = "SWEEP"
             with m.State("SWEEP"):
                 with m.If(en):
-                    m.d.sync += [p_sw[0].eq(1), p_a[0].eq(pos_base + ch + tap_off), p_w[0].eq(w)]
+                    m.d.sync += [p_sw[0].eq(1), p_a[0].eq(address), p_w[0].eq(w)]
+                    if padded:
+                        m.d.sync += p_in[0].eq(inside)
                     m.d.sync += [p_first[0].eq((ky == 0) & (kx == 0))]
                     m.d.sync += p_last[0].eq((ky == kh - 1) & (kx == kw - 1))
                     with m.If(kx != kw - 1):
@@ -212,7 +238,7 @@ class MaxPoolCore(wiring.Component):
                             m.d.sync += [row_base.eq(nxt), pos_base.eq(nxt)]
                         with m.Else():
                             m.d.sync += [ch.eq(0), ox.eq(0), oy.eq(0), w.eq(0)]
-                            m.d.sync += [row_base.eq(0), pos_base.eq(0)]
+                            m.d.sync += [row_base.eq(start), pos_base.eq(start)]
                             m.next = "MARK"
             with m.State("MARK"):
                 drained = ~(Cat(*p_ev, *p_sw) | Cat(s4_v, s5_v)).any()

@@ -213,14 +213,19 @@ class NeuronLanes(wiring.Component):
     drive_width : int, optional
         Signed bits of a drive; ``widths.drive`` by default.
     membrane_copy : bool
-        Graded lanes with ``registered_sums``: half of the sums read ``membranes_copy``, a copy
-        of the membranes from a second operand register (each register then drives half the
-        carry chains).
+        Graded lanes with ``registered_sums``: half of the level tests read ``membranes_copy``,
+        a copy of the membranes from a second operand register (each register then drives half
+        the carry chains).
 
     Members
     -------
     fire : In(1)
     membranes, tracers, drive, drive_minus, drive_plus : In(ArrayLayout(..., lanes))
+    drive_levels : In(level_layout)
+        Graded lanes only: the offsets of the levels above 0.
+    thresholds : In(ArrayLayout(unsigned(widths.threshold), lanes))
+        Graded lanes with ``registered_sums`` and per-neuron thresholds only
+        (:func:`uses_level_code`): each lane's Θ.
     membranes_copy : In(ArrayLayout(..., lanes))
         Only with ``membrane_copy``: equal to ``membranes``.
     spikes, next_membranes, next_tracers : Out(ArrayLayout(..., lanes))
@@ -255,7 +260,11 @@ class NeuronLanes(wiring.Component):
 
         flags = {"below_p": In(lanes), "above_n": In(lanes)}
         flags |= {"next_below_p": Out(lanes), "next_above_n": Out(lanes)}
-        graded = level_layout(layer, widths, drive_width, lanes)
+        coded = uses_level_code(pipeline, layer)
+        graded = level_layout(layer, widths, drive_width, lanes, results=not coded)
+        thresholds = {}
+        if coded and layer.per_neuron_threshold:
+            thresholds = {"thresholds": In(arr(unsigned(widths.threshold)))}
         super().__init__(
             {
                 "fire": In(1),
@@ -266,6 +275,7 @@ class NeuronLanes(wiring.Component):
                 "drive_minus": In(arr(minus)),
                 "drive_plus": In(arr(plus)),
                 **({} if graded is None else {"drive_levels": In(graded)}),
+                **thresholds,
                 "spikes": Out(arr(signed(spike_value_width(layer.spike_max)))),
                 "next_membranes": Out(arr(m_)),
                 "next_tracers": Out(arr(t_)),
@@ -345,67 +355,51 @@ class NeuronLanes(wiring.Component):
         """Graded lanes (docs/graded.md §10): with ``U1 = U + drive`` and ``J`` levels, level ``j``
         is open upwards when ``U1 − Θ·2^j ≥ 0`` and ``A ≤ p − 2^j``, downwards when
         ``U1 + Θ·(2^j − 1) < 0`` and ``A ≥ n + 2^j``; both tests are monotone in ``j``, so the
-        spike is ``±2^j`` for the highest open level and the new membrane is the sum
-        ``U1 ∓ Θ·2^j`` computed beside it: ``3J − 1`` parallel sums, the tracer's tests against
-        constants, no divider and no multiplier. With ``registered_sums`` the tests are registered
-        with the sums as thermometer codes and a multiplexer tree picks the level after the
-        register (:func:`_thermometer_choice`); with ``membrane_copy`` the negative sums read the
-        second operand register."""
+        spike is ``±2^j`` for the highest open level ``L``, and the new membrane is
+        ``U1 ∓ Θ·2^L``. No divider and no multiplier: the tests are the signs of parallel sums
+        ``U + (drive − Θ·2^j)`` and ``U + (drive + Θ·(2^j − 1))`` (offsets precomputed by
+        :class:`DriveOffsets`), the tracer's tests comparisons with constants.
+
+        With ``registered_sums`` (:func:`uses_level_code`, :meth:`_elaborate_level_code`) only
+        ``U1`` and the tests are computed before the register, and one sum after it makes the
+        result; without it (pipelines 0, 1) every result ``U1 ∓ Θ·2^j`` is a sum of its own
+        beside the tests (``3J − 1`` sums) and a priority chain of multiplexers, selected
+        straight from the sums' signs, picks the highest open level."""
+        if self._pipeline.registered_sums:
+            return self._elaborate_level_code()
         m = Module()
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
         m_ = signed(self._widths.membrane)
-        # with registered_sums the sums, and the level's one-hot choice decided from their signs,
-        # are registered between the carry chains and the AND-OR that picks the result
-        stage = m.d.sync if self._pipeline.registered_sums else m.d.comb
         fire = self.fire
         offsets = self.drive_levels
         for k in range(lanes):
-            u, a_in = self.membranes[k], self.tracers[k]
-            # the results and tests of negative spikes from the copy (half the fan-out each)
-            u2 = self.membranes_copy[k] if self._copy else u
+            u, a = self.membranes[k], self.tracers[k]
             minus = {0: self.drive_minus[k]} | {j: offsets[f"minus{j}"][k] for j in range(1, J)}
             plus = {0: self.drive_plus[k]} | {j: offsets[f"plus{j}"][k] for j in range(1, J)}
             below = {j: offsets[f"below{j}"][k] for j in range(2, J)}
             # U1 − Θ·2^j (test and result of +2^j) and U1 + Θ·2^j (result of −2^j; its sign for
             # j = 0 is the test of −2), at natural widths; U1 + Θ·(2^j − 1) for j ≥ 2 (tests)
-            u1 = Signal(m_, name=f"u1c_{k}")
-            up = [Signal.like(u + minus[j], name=f"u_minus{j}c_{k}") for j in range(J)]
-            down = [Signal.like(u2 + plus[j], name=f"u_plus{j}c_{k}") for j in range(J)]
-            test = {j: Signal.like(u2 + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
+            u1 = Signal(m_, name=f"u1_{k}")
+            up = [Signal.like(u + minus[j], name=f"u_minus{j}_{k}") for j in range(J)]
+            down = [Signal.like(u + plus[j], name=f"u_plus{j}_{k}") for j in range(J)]
+            test = {j: Signal.like(u + below[j], name=f"u_below{j}_{k}") for j in range(2, J)}
             m.d.comb += [u1.eq(u + self.drive[k])]
             m.d.comb += [up[j].eq(u + minus[j]) for j in range(J)]
-            m.d.comb += [down[j].eq(u2 + plus[j]) for j in range(J)]
-            m.d.comb += [test[j].eq(u2 + below[j]) for j in range(2, J)]
+            m.d.comb += [down[j].eq(u + plus[j]) for j in range(J)]
+            m.d.comb += [test[j].eq(u + below[j]) for j in range(2, J)]
             negative = [u1[-1], down[0][-1]] + [test[j][-1] for j in range(2, J)]
-            # the sums and the tracer at the choice (registered with registered_sums)
-            u1_s = Signal(m_, name=f"u1_{k}")
-            up_s = [Signal(m_, name=f"u_minus{j}_{k}") for j in range(J)]
-            down_s = [Signal(m_, name=f"u_plus{j}_{k}") for j in range(J)]
-            a = Signal.like(a_in, name=f"a{k}")
-            stage += [u1_s.eq(u1), a.eq(a_in)]
-            stage += [up_s[j].eq(up[j]) for j in range(J)]  # (a chosen one fits the membrane)
-            stage += [down_s[j].eq(down[j]) for j in range(J)]
-            if self._pipeline.registered_sums:
-                # the tests (thermometer codes in j) are registered with the sums, one LUT after
-                # the carry chains; a tree of multiplexers picks the highest open level after it
-                pos_r = Signal(J, name=f"open_up{k}")
-                neg_r = Signal(J, name=f"open_down{k}")
-                for j in range(J):
-                    stage += pos_r[j].eq(fire & ~up[j][-1] & (a_in <= p - (1 << j)))
-                    stage += neg_r[j].eq(fire & negative[j] & (a_in >= n + (1 << j)))
-                pos, neg = list(pos_r), list(neg_r)
-                spike, membrane, tracer = _thermometer_choice(pos, neg, up_s, down_s, u1_s, a)
-            else:  # selects straight from the carry chains: a priority chain maps smaller and
-                # no slower (measured, docs/performance.md "Graded ST-BIF (issue 14), RTL")
-                pos = [fire & ~up[j][-1] & (a_in <= p - (1 << j)) for j in range(J)]
-                neg = [fire & negative[j] & (a_in >= n + (1 << j)) for j in range(J)]
-                spike, membrane, tracer = 0, u1_s, a
-                for j in range(J):  # the highest open level wins (pos and neg exclude each other)
-                    chosen = pos[j] | neg[j]
-                    spike = Mux(chosen, Mux(pos[j], 1 << j, -(1 << j)), spike)
-                    membrane = Mux(chosen, Mux(pos[j], up_s[j], down_s[j]), membrane)
-                    tracer = Mux(chosen, Mux(pos[j], a + (1 << j), a - (1 << j)), tracer)
+            # a priority chain of multiplexers maps smaller than a one-hot AND-OR here and is no
+            # slower (measured, docs/performance.md "Graded ST-BIF (issue 14), RTL")
+            pos = [fire & ~up[j][-1] & (a <= p - (1 << j)) for j in range(J)]
+            neg = [fire & negative[j] & (a >= n + (1 << j)) for j in range(J)]
+            spike, membrane, tracer = 0, u1, a
+            for j in range(J):  # the highest open level wins (pos and neg exclude each other)
+                chosen = pos[j] | neg[j]
+                spike = Mux(chosen, Mux(pos[j], 1 << j, -(1 << j)), spike)
+                # (a chosen sum fits the membrane)
+                membrane = Mux(chosen, Mux(pos[j], up[j], down[j]), membrane)
+                tracer = Mux(chosen, Mux(pos[j], a + (1 << j), a - (1 << j)), tracer)
             m.d.comb += [
                 self.spikes[k].eq(spike),
                 self.next_membranes[k].eq(membrane),
@@ -413,32 +407,96 @@ class NeuronLanes(wiring.Component):
             ]
         return m
 
+    def _elaborate_level_code(self) -> Module:
+        """Graded lanes with ``registered_sums``: the level is decided before the register, the
+        result computed after it by one sum.
 
-def _thermometer_choice(pos, neg, up, down, stay, a):
-    """The spike, membrane and tracer of the highest open level: ``pos`` and ``neg`` are
-    thermometer codes (level ``j`` open implies every level below it open) that exclude each
-    other; a balanced tree of multiplexers selected by single code bits (bit ``mid`` of the levels
-    ``lo … hi − 1`` splits them in halves), no one-hot decoding."""
+        Before the register (one LUT after the carry chains, as ST-BIF's sums): ``U1``, the
+        ``2J − 1`` tests' signs (the ``J`` upward ones from ``U + (drive − Θ·2^j)``, the downward
+        ones ``U1 < 0``, ``U + (drive + Θ) < 0`` and ``U + (drive + Θ·(2^j − 1)) < 0``), and
+        per level the open flag ``t_j = fire ∧ (up_j ∧ room_up_j ∨ down_j ∧ room_down_j)``: a
+        thermometer code (up and down exclude each other: ``U1 ≥ 0`` or not), so the level
+        ``L`` is its highest set bit. Beside them ``Θ_s = −Θ`` when ``U1 ≥ 0`` (a spike can
+        only be positive), ``+Θ`` when ``U1 < 0``.
 
-    def pick(code, values, lo, hi):
+        After the register: ``U' = U1 + (Θ_s << L)`` (``U1`` when no level is open), the shift
+        chosen by a multiplexer tree on the code's bits in front of the one carry chain;
+        ``s = ±2^L`` chosen by the same trees among constants (``s`` as ``−2^L`` computed by a
+        sum after the code, then ``A + s``, was the critical path) and ``A' = A + s``. ``2J``
+        carry chains before the register (``U1`` and the tests; only ``U1``, ``Θ_s`` and the
+        code registered) and one after it, instead of ``3J − 1`` registered sums and a
+        ``2J + 1``-way multiplexer of membranes."""
+        m = Module()
+        layer, lanes, J = self._layer, self.lanes, levels(self._layer)
+        n, p = layer.neg_bound, layer.pos_bound
+        m_, t_w = signed(self._widths.membrane), self._widths.threshold
+        fire = self.fire
+        offsets = self.drive_levels
+        for k in range(lanes):
+            u, a_in = self.membranes[k], self.tracers[k]
+            u2 = self.membranes_copy[k] if self._copy else u
+            minus = {0: self.drive_minus[k]} | {j: offsets[f"minus{j}"][k] for j in range(1, J)}
+            below = {1: self.drive_plus[k]} | {j: offsets[f"below{j}"][k] for j in range(2, J)}
+            # U1, then the tests; the later half of them read the membranes' copy (fan-out)
+            operands = [self.drive[k]] + [minus[j] for j in range(J)]
+            operands += [below[j] for j in range(1, J)]
+            half = (len(operands) + 1) // 2
+            sums = [
+                Signal.like((u if i < half else u2) + x, name=f"t{i}c_{k}")
+                for i, x in enumerate(operands)
+            ]
+            m.d.comb += [sums[i].eq((u if i < half else u2) + x) for i, x in enumerate(operands)]
+            u1 = Signal(m_, name=f"u1c_{k}")
+            m.d.comb += u1.eq(sums[0])
+            up = [~sums[1 + j][-1] for j in range(J)]  # U1 ≥ Θ·2^j
+            down = [u1[-1]] + [sums[J + j][-1] for j in range(1, J)]  # ⌈−U1/Θ⌉ ≥ 2^j
+            if layer.per_neuron_threshold:
+                theta = self.thresholds[k]
+                minus_theta = Signal(signed(t_w + 1), name=f"minus_theta{k}")
+                m.d.comb += minus_theta.eq(-theta)
+            else:
+                theta, minus_theta = Const(layer.threshold), Const(-int(layer.threshold))
+            # registered: U1, the tracer, the thermometer code, Θ with the spike's sign
+            u1_s = Signal(m_, name=f"u1_{k}")
+            a = Signal.like(a_in, name=f"a{k}")
+            code = Signal(J, name=f"open{k}")
+            theta_s = Signal(signed(t_w + 1), name=f"theta_s{k}")
+            m.d.sync += [u1_s.eq(u1), a.eq(a_in), theta_s.eq(Mux(u1[-1], theta, minus_theta))]
+            for j in range(J):
+                room_up, room_down = a_in <= p - (1 << j), a_in >= n + (1 << j)
+                m.d.sync += code[j].eq(fire & ((up[j] & room_up) | (down[j] & room_down)))
+            # after the register: Θ_s·2^L (0 when no level is open) into the one sum
+            shifted = [Const(0, 1)] + [theta_s << j for j in range(J)]
+            delta = _highest(code, shifted)
+            # the spike from constants chosen by the code (no sum after the code), the tracer
+            # A + s one short sum (A ± 2^j for every level and a choice map to more LUTs)
+            negative = u1_s[-1]
+            spike_w = signed(spike_value_width(layer.spike_max))
+            spike_up = [Const(0, spike_w)] + [Const(1 << j, spike_w) for j in range(J)]
+            spike_down = [Const(0, spike_w)] + [Const(-(1 << j), spike_w) for j in range(J)]
+            spike = Signal(spike_w, name=f"spike{k}")
+            m.d.comb += [
+                spike.eq(Mux(negative, _highest(code, spike_down), _highest(code, spike_up))),
+                self.spikes[k].eq(spike),
+                self.next_membranes[k].eq(u1_s + delta),  # (the chosen result fits the membrane)
+                self.next_tracers[k].eq(a + spike),
+            ]
+        return m
+
+
+def _highest(code, values):
+    """``values[i + 1]`` for the highest set bit ``i`` of the thermometer code ``code`` (bit ``i``
+    set implies every bit below it set), ``values[0]`` when none is: a balanced tree of
+    multiplexers, each selected by one code bit (no one-hot decoding); the upper half of a range
+    splits first, so that ``values[0]`` meets bit 0 in the tree's last level."""
+
+    def pick(lo, hi):
         if hi - lo == 1:
             return values[lo]
-        mid = (lo + hi) // 2
-        return Mux(code[mid], pick(code, values, mid, hi), pick(code, values, lo, mid))
+        mid = (lo + hi + 1) // 2
+        return Mux(code[mid - 1], pick(mid, hi), pick(lo, mid))
 
-    J = len(pos)
-    levels_ = range(J)
-    spike_up, spike_down = [1 << j for j in levels_], [-(1 << j) for j in levels_]
-    tracer_up, tracer_down = [a + (1 << j) for j in levels_], [a - (1 << j) for j in levels_]
-    out = []
-    for ups, downs, rest in (
-        (spike_up, spike_down, 0),
-        (up, down, stay),
-        (tracer_up, tracer_down, a),
-    ):
-        up_value, down_value = pick(pos, ups, 0, J), pick(neg, downs, 0, J)
-        out.append(Mux(pos[0], up_value, Mux(neg[0], down_value, rest)))
-    return tuple(out)
+    return pick(0, len(values))
 
 
 def _is_count(value) -> bool:
@@ -451,10 +509,18 @@ def uses_bound_flags(pipeline: Pipeline, layer: Layer) -> bool:
     return pipeline.bound_flags and levels(layer) == 1
 
 
+def uses_level_code(pipeline: Pipeline, layer: Layer) -> bool:
+    """Graded lanes with ``registered_sums``: the level registered as a thermometer code, the
+    result computed after the register by one sum (``NeuronLanes._elaborate_level_code``); the
+    lanes then take each lane's Θ (``thresholds``, per-neuron thresholds) and no ``plus{j}``
+    offsets."""
+    return pipeline.registered_sums and levels(layer) > 1
+
+
 def uses_membrane_copy(pipeline: Pipeline, layer: Layer) -> bool:
     """Graded lanes with ``registered_sums`` read a second copy of the membranes (the operand
-    register's fan-out into ``3J − 1`` carry chains, halved)."""
-    return pipeline.registered_sums and levels(layer) > 1
+    register's fan-out into the ``2J`` carry chains of ``U1`` and the level tests, halved)."""
+    return uses_level_code(pipeline, layer)
 
 
 def levels(layer: Layer) -> int:
@@ -474,9 +540,12 @@ def offset_shapes(layer: Layer, widths: LayerWidths, drive_width: int):
     return (d - theta).shape(), (d + theta).shape()
 
 
-def level_layout(layer: Layer, widths: LayerWidths, drive_width: int, lanes: int):
+def level_layout(
+    layer: Layer, widths: LayerWidths, drive_width: int, lanes: int, *, results: bool = True
+):
     """The graded offsets of the levels above 0, per lane (``None`` with one level):
-    ``minus{j} = drive − Θ·2^j`` and ``plus{j} = drive + Θ·2^j`` for ``1 ≤ j < J``, and
+    ``minus{j} = drive − Θ·2^j`` and (with ``results``: the lanes compute every result as a sum
+    of its own) ``plus{j} = drive + Θ·2^j`` for ``1 ≤ j < J``, and
     ``below{j} = drive + Θ·(2^j − 1)`` for ``2 ≤ j < J`` (the test of a negative level ``j``:
     ``⌈−U1/Θ⌉ ≥ 2^j ⇔ U1 + Θ·(2^j − 1) < 0``).
 
@@ -490,10 +559,9 @@ def level_layout(layer: Layer, widths: LayerWidths, drive_width: int, lanes: int
         t_lo = t_hi = int(layer.threshold)
     fields = {}
     for j in range(1, levels(layer)):
-        ranges = {
-            f"minus{j}": (d_lo - (t_hi << j), d_hi - (t_lo << j)),
-            f"plus{j}": (d_lo + (t_lo << j), d_hi + (t_hi << j)),
-        }
+        ranges = {f"minus{j}": (d_lo - (t_hi << j), d_hi - (t_lo << j))}
+        if results:
+            ranges[f"plus{j}"] = (d_lo + (t_lo << j), d_hi + (t_hi << j))
         if j >= 2:
             ranges[f"below{j}"] = (d_lo + t_lo * ((1 << j) - 1), d_hi + t_hi * ((1 << j) - 1))
         for name, (lo, hi) in ranges.items():
@@ -515,8 +583,10 @@ def multiples_layout(layer: Layer, widths: LayerWidths, lanes: int):
     )
 
 
-def _level_offsets(layer: Layer, drive, theta, j: int, multiple=None) -> dict:
-    out = {f"minus{j}": drive - (theta << j), f"plus{j}": drive + (theta << j)}
+def _level_offsets(layer: Layer, drive, theta, j: int, multiple=None, results=True) -> dict:
+    out = {f"minus{j}": drive - (theta << j)}
+    if results:
+        out[f"plus{j}"] = drive + (theta << j)
     if j >= 2:  # Θ·(2^j − 1): a constant, or given (per-neuron thresholds)
         out[f"below{j}"] = drive + (theta * ((1 << j) - 1) if multiple is None else multiple)
     return out
@@ -534,6 +604,9 @@ class DriveOffsets(wiring.Component):
     widths : ir.network.LayerWidths
     lanes, drive_width : int
     registered : bool
+    results : bool
+        Also the offsets of the results of the levels above 0 (``plus{j}``,
+        :func:`level_layout`); not for :func:`uses_level_code` lanes.
 
     Members
     -------
@@ -550,9 +623,17 @@ class DriveOffsets(wiring.Component):
     """
 
     def __init__(
-        self, *, layer: Layer, widths: LayerWidths, lanes: int, drive_width: int, registered: bool
+        self,
+        *,
+        layer: Layer,
+        widths: LayerWidths,
+        lanes: int,
+        drive_width: int,
+        registered: bool,
+        results: bool = True,
     ) -> None:
         self._layer, self._lanes, self._registered = layer, lanes, bool(registered)
+        self._results = bool(results)
         minus, plus = offset_shapes(layer, widths, drive_width)
         members = {"drive": In(data.ArrayLayout(signed(drive_width), lanes))}
         if layer.per_neuron_threshold:
@@ -562,7 +643,7 @@ class DriveOffsets(wiring.Component):
             members["multiples"] = In(multiples)
         members |= {"minus": Out(data.ArrayLayout(minus, lanes))}
         members |= {"plus": Out(data.ArrayLayout(plus, lanes))}
-        graded = level_layout(layer, widths, drive_width, lanes)
+        graded = level_layout(layer, widths, drive_width, lanes, results=self._results)
         if graded is not None:
             members["levels"] = Out(graded)
         super().__init__(members)
@@ -585,7 +666,9 @@ class DriveOffsets(wiring.Component):
                 multiple = None
                 if per_neuron and j >= 2:
                     multiple = self.multiples[f"x{j}"][k]
-                offsets = _level_offsets(self._layer, self.drive[k], theta, j, multiple)
+                offsets = _level_offsets(
+                    self._layer, self.drive[k], theta, j, multiple, self._results
+                )
                 for name, value in offsets.items():
                     stage += self.levels[name][k].eq(value)
         return m
@@ -708,13 +791,24 @@ _CONTROL = ("op", "word", "last", "busy")
 
 
 def operands_layout(
-    *, words: int, lanes: int, word_layout, drive_width: int, offsets, levels=None, copy=False
+    *,
+    words: int,
+    lanes: int,
+    word_layout,
+    drive_width: int,
+    offsets,
+    levels=None,
+    copy=False,
+    thresholds=None,
 ) -> data.StructLayout:
     """Everything the update of one word takes: the operation, its drive and the word's state
     (and the graded levels' offsets, :func:`level_layout`, when ``levels`` is given; with
-    ``copy``, a second copy of the membranes, :func:`uses_membrane_copy`)."""
+    ``copy``, a second copy of the membranes, :func:`uses_membrane_copy`; the word's per-neuron
+    thresholds when ``thresholds``, their layout, is given: :func:`uses_level_code`)."""
     minus, plus = offsets
     copies = {"membranes_copy": word_layout["membranes"].shape} if copy else {}
+    if thresholds is not None:
+        copies["thresholds"] = thresholds
     return data.StructLayout(
         {
             **{name: f.shape for name, f in _control_layout(words)},
@@ -789,14 +883,17 @@ class Operands(wiring.Component):
         words, lanes = timing.words, timing.lanes
         command = command_layout(words=words, lanes=lanes, drive_width=drive_width)
         offsets = offset_shapes(layer, widths, drive_width)
+        coded = uses_level_code(timing.pipeline, layer)
+        theta_layout = data.ArrayLayout(unsigned(widths.threshold), lanes)
         layout = operands_layout(
             words=words,
             lanes=lanes,
             word_layout=word_layout,
             drive_width=drive_width,
             offsets=offsets,
-            levels=level_layout(layer, widths, drive_width, lanes),
+            levels=level_layout(layer, widths, drive_width, lanes, results=not coded),
             copy=uses_membrane_copy(timing.pipeline, layer),
+            thresholds=theta_layout if coded and layer.per_neuron_threshold else None,
         )
         members = {
             "i": In(stream.Signature(command, always_ready=True)),
@@ -831,6 +928,7 @@ class Operands(wiring.Component):
             lanes=lanes,
             drive_width=self._drive_width,
             registered=p.registered_offsets,
+            results=not uses_level_code(p, self._layer),
         )
         m.d.comb += [o.drive_minus.eq(offsets.minus), o.drive_plus.eq(offsets.plus)]
         if "levels" in offsets.signature.members:
@@ -885,6 +983,10 @@ class Operands(wiring.Component):
                 Mux(ahead, fwd.result.membranes, copy) if p.forwarding else copy
             )
         m.d.comb += o.state.eq(Mux(ahead, fwd.result, operand) if p.forwarding else operand)
+        if "thresholds" in o.shape().members:  # Θ of the operand register's word, for the lanes
+            theta = Signal.like(self.thresholds, name="thresholds_a")
+            m.d.sync += theta.eq(self.thresholds)
+            m.d.comb += o.thresholds.eq(theta)
         return m
 
 
@@ -978,6 +1080,8 @@ class Update(wiring.Component):
             m.d.comb += [lanes.below_p.eq(ops.state.below_p), lanes.above_n.eq(ops.state.above_n)]
         if "drive_levels" in ops.shape().members:
             m.d.comb += lanes.drive_levels.eq(ops.drive_levels)
+        if "thresholds" in ops.shape().members:
+            m.d.comb += lanes.thresholds.eq(ops.thresholds)
         # the operation at the lanes' output (a cycle later with registered sums)
         op = Signal(_control_layout(self._timing.words), name="op")
         op_valid, op_driven = Signal(name="op_valid"), Signal(name="op_driven")

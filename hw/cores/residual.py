@@ -18,12 +18,17 @@ the writes of the 4 cycles before an event's read-modify-write are forwarded ins
 reads one entry per cycle, its sums and their non-zero test are registered before the emit
 stage, and the token mask is picked through registers (one-hot, then the token's base index).
 A non-zero sum that finds ``o`` busy freezes the whole core (``en``) until it leaves.
+
+``geometry.stream`` (what the ViT top builds): both inputs read as they come, and a changed
+token scanned as soon as both have passed it (:meth:`ResidualSequencer._elaborate_stream`, the
+token mask's per-input thresholds; "Streaming" in :mod:`hw.model.residual_model`): the same
+output list, a token's sums leaving while later tokens still arrive.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -45,13 +50,14 @@ class DeltaStore(wiring.Component):
     ``out_valid`` in ``c + 4`` (:data:`~hw.model.residual_model.SCAN_LATENCY`, the emit stage),
     where the entry is zeroed. ``reading`` (a register: the input phase) selects the read
     address, the event's or the scan's. ``en`` low freezes every stage; ``busy``: a scan read
-    in flight.
+    in flight; ``issued``: one issued in the cycle before (its entry is zeroed in the cycle an
+    event taken now would write).
 
     Members
     -------
     en, ev_valid, reading, scan_valid, inject : In(1); ev_index, scan_addr : In(index_width);
     ev_value : In(signed(value_width)); total : Out(signed(value_width));
-    nonzero, out_valid, busy : Out(1); out_index : Out(index_width)
+    nonzero, out_valid, busy, issued : Out(1); out_index : Out(index_width)
     """
 
     def __init__(self, *, geometry: rm.ResidualGeometry, position: np.ndarray | None):
@@ -72,6 +78,7 @@ class DeltaStore(wiring.Component):
                 "out_valid": Out(1),
                 "out_index": Out(g.index_width),
                 "busy": Out(1),
+                "issued": Out(1),
             }
         )
 
@@ -122,6 +129,7 @@ class DeltaStore(wiring.Component):
             self.out_valid.eq(sc_v[3]),
             self.out_index.eq(sc_i[3]),
             self.busy.eq(Cat(*sc_v).any()),
+            self.issued.eq(sc_v[0]),
         ]
         with m.If(en):
             m.d.sync += [word.eq(rd.data), copy.eq(word)]
@@ -169,18 +177,39 @@ class TokenMask(wiring.Component):
     the mask :data:`~hw.model.residual_model.PICK_LATENCY` cycles later (a one-hot word, then an
     OR of constants). ``en`` low freezes it.
 
+    ``geometry.stream``: ``mark`` is any beat taken, ``src`` its input (0: ``a``, 1: ``b``) and
+    ``close`` whether it is that input's marker; an event sets its token's bit, and per input a
+    thermometer ``below`` of the tokens under its last beat's token (every token after its
+    marker) follows with the same latency, so a token is **complete** when it lies below both.
+    ``later`` (with ``base``): the lowest set token is complete. ``drop`` and a mark may meet (both
+    apply); ``set_all`` is a pulse at an inference's end (the mask starts full when
+    ``inject``). ``forget`` (a step's end) resets each thermometer to ``keep_a``/``keep_b``
+    (full: that input has ended).
+
     Members
     -------
     en, mark, set_all, drop : In(1); index : In(index_width); any : Out(1); base : Out(index_width)
+    src, close, forget, keep_a, keep_b : In(1); later : Out(1)  (streaming)
     """
 
-    def __init__(self, *, geometry: rm.ResidualGeometry) -> None:
+    def __init__(self, *, geometry: rm.ResidualGeometry, inject: bool = False) -> None:
         g = self._geo = geometry
+        self._inject = inject
         mult, shift = 1, 0
         while any((i * mult) >> shift != i // g.dim for i in range(g.entries)):
             shift += 1
             mult = -(-(1 << shift) // g.dim)
         self._mult, self._shift = mult, shift
+        extra = {}
+        if g.stream:
+            extra = {
+                "src": In(1),
+                "close": In(1),
+                "forget": In(1),
+                "keep_a": In(1),
+                "keep_b": In(1),
+                "later": Out(1),
+            }
         super().__init__(
             {
                 "en": In(1),
@@ -190,6 +219,7 @@ class TokenMask(wiring.Component):
                 "index": In(g.index_width),
                 "any": Out(1),
                 "base": Out(g.index_width),
+                **extra,
             }
         )
 
@@ -197,7 +227,8 @@ class TokenMask(wiring.Component):
         m = Module()
         g, en = self._geo, self.en
         n = g.tokens
-        mask = Signal(n)
+        full = (1 << n) - 1
+        mask = Signal(n, init=full if g.stream and self._inject else 0)
         index = Signal(g.index_width, reset_less=True)
         token = Signal(range(n), reset_less=True)
         marks = [Signal(name=f"mark{k}") for k in range(1, rm.MARK_LATENCY)]
@@ -206,18 +237,49 @@ class TokenMask(wiring.Component):
             m.d.sync += [index.eq(self.index), token.eq((index * self._mult) >> self._shift)]
             m.d.sync += [marks[0].eq(self.mark)]
             m.d.sync += [d.eq(q) for d, q in zip(marks[1:], marks[:-1], strict=False)]
-            with m.If(self.set_all):
-                m.d.sync += mask.eq((1 << n) - 1)
-            with m.Elif(self.drop):
-                m.d.sync += mask.eq(mask & (mask - 1))
-            with m.Elif(marks[-1]):
-                m.d.sync += mask.bit_select(token, 1).eq(1)
+            if g.stream:
+                self._stream(m, mask, token, marks, onehot, full)
+            else:
+                with m.If(self.set_all):
+                    m.d.sync += mask.eq(full)
+                with m.Elif(self.drop):
+                    m.d.sync += mask.eq(mask & (mask - 1))
+                with m.Elif(marks[-1]):
+                    m.d.sync += mask.bit_select(token, 1).eq(1)
             m.d.sync += [onehot.eq(mask & (~mask + 1)), self.any.eq(mask.any())]
             for j in range(len(base)):  # bit j of token·dim: the tokens that have it
                 rows_j = [r for r in range(n) if (r * g.dim) >> j & 1]
                 m.d.sync += base[j].eq(Cat(*(onehot[r] for r in rows_j)).any() if rows_j else 0)
         m.d.comb += self.base.eq(base)
         return m
+
+    def _stream(self, m, mask, token, marks, onehot, full) -> None:
+        """The streaming mask (inside ``en``): marks with their input and marker bit, the two
+        thermometers, ``later``."""
+        g, n = self._geo, self._geo.tokens
+        srcs = [Signal(name=f"src{k}") for k in range(1, rm.MARK_LATENCY)]
+        closes = [Signal(name=f"close{k}") for k in range(1, rm.MARK_LATENCY)]
+        m.d.sync += [srcs[0].eq(self.src), closes[0].eq(self.close)]
+        m.d.sync += [d.eq(q) for d, q in zip(srcs[1:], srcs[:-1], strict=False)]
+        m.d.sync += [d.eq(q) for d, q in zip(closes[1:], closes[:-1], strict=False)]
+        below_a = Signal(n, init=0 if g.has_base else full)
+        below_b = Signal(n)
+        event = marks[-1] & ~closes[-1]
+        with m.If(self.set_all):
+            m.d.sync += mask.eq(full)
+        with m.Else():
+            kept = Mux(self.drop, mask & (mask - 1), mask)
+            m.d.sync += mask.eq(kept | Mux(event, Const(1, n) << token, 0))
+        # (the last token lies below no token: no constant comparison for it)
+        thermo = Mux(closes[-1], full, Cat(*(token > k for k in range(n - 1)), Const(0, 1)))
+        with m.If(self.forget):
+            m.d.sync += below_a.eq(Mux(self.keep_a, full, 0))
+            m.d.sync += below_b.eq(Mux(self.keep_b, full, 0))
+        with m.Elif(marks[-1] & srcs[-1]):
+            m.d.sync += below_b.eq(thermo)
+        with m.Elif(marks[-1]):
+            m.d.sync += below_a.eq(thermo)
+        m.d.sync += self.later.eq((onehot & below_a & below_b).any())
 
 
 class ResidualSequencer(wiring.Component):
@@ -258,14 +320,27 @@ class ResidualSequencer(wiring.Component):
             "out_valid": In(1),
             "out_index": In(g.index_width),
             "scan_busy": In(1),
+            "issued": In(1),
             "any": In(1),
             "base": In(g.index_width),
         }
         if g.has_base:
             members["a"] = In(stream.Signature(event_layout(g.index_width, g.base_width)))
+        if g.stream:
+            members |= {
+                "mark": Out(1),
+                "src": Out(1),
+                "close": Out(1),
+                "forget": Out(1),
+                "keep_a": Out(1),
+                "keep_b": Out(1),
+                "later": In(1),
+            }
         super().__init__(members)
 
     def elaborate(self, platform):
+        if self._geo.stream:
+            return self._elaborate_stream()
         m = Module()
         g, d, o = self._geo, self._geo.dim, self.o
         ch, addr = Signal(range(d)), Signal(g.index_width)
@@ -314,6 +389,127 @@ class ResidualSequencer(wiring.Component):
                     m.d.sync += [ch.eq(ch + 1), addr.eq(addr + 1)]
                     with m.If(ch == d - 1):
                         m.next = "SCAN"
+        return m
+
+    def _elaborate_stream(self) -> Module:
+        """The streaming sequencer: ``READ`` takes a beat of the selected input (``sel_b``: stays
+        on ``b`` while it offers beats, moves to ``a`` when only ``a`` does, back as soon as ``b``
+        does), except in the cycle after a scan read and while a non-zero sum waits at the emit
+        stage; a cycle in which the lowest changed token is complete
+        (``later``, settled) is instead the decision of its scan (``ISSUE``, then back to
+        ``READ``); after both markers ``SCAN`` scans the changed tokens left and sends the
+        marker, as the plain core does."""
+        m = Module()
+        g, d, o = self._geo, self._geo.dim, self.o
+        ch, addr = Signal(range(d)), Signal(g.index_width)
+        busy, tail = Signal(), Signal()
+        a_end, b_end = Signal(), Signal()
+        a_done = Signal(init=0 if g.has_base else 1)
+        b_done = Signal()
+        settle = Signal(range(max(rm.SCAN_SETTLE, rm.PICK_LATENCY) + 1))
+        free, en = Signal(), Signal()
+        m.d.comb += [free.eq(~o.valid | o.ready), self.scan_addr.eq(addr)]
+        m.d.comb += [en.eq(~(self.out_valid & self.nonzero & ~free)), self.en.eq(en)]
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(en & self.out_valid & self.nonzero):  # the emit stage (free)
+            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
+            m.d.sync += [o.payload.index.eq(self.out_index), o.payload.value.eq(self.total)]
+        with m.If(en & (settle != 0)):
+            m.d.sync += settle.eq(settle - 1)
+        b = self.b
+        scaled = _scaled(b.payload.value, g.multiplier, g.spike_max)
+        # the input read next: b's while it offers beats, a's while b offers none and a does
+        sel_b = Signal(init=1)
+        if g.has_base:
+            bv, av = b.valid & ~b_done, self.a.valid & ~a_done
+            with m.If(en & sel_b & ~bv & av):
+                m.d.sync += sel_b.eq(0)
+            with m.Elif(en & ~sel_b & bv):
+                m.d.sync += sel_b.eq(1)
+        with m.FSM(init="READ"):
+            with m.State("READ"):
+                pick = (settle == 0) & self.later
+                decide = en & pick
+                # not in the cycle after a scan read (its entry is zeroed in the cycle an event
+                # taken then would write) nor when a non-zero sum is at the emit stage (it may
+                # freeze the core, and the event would be lost): registers only
+                take = ~self.issued & ~(self.out_valid & self.nonzero) & ~pick
+                b_rdy = take & sel_b & ~b_done
+                m.d.comb += b.ready.eq(b_rdy)
+                tb = b_rdy & b.valid
+                if g.has_base:
+                    a = self.a
+                    a_rdy = take & ~sel_b & ~a_done
+                    m.d.comb += a.ready.eq(a_rdy)
+                    ta = a_rdy & a.valid
+                    a_mark = ta & a.payload.marker
+                    m.d.comb += [
+                        self.ev_index.eq(Mux(tb, b.payload.index + g.offset, a.payload.index)),
+                        self.ev_value.eq(Mux(tb, scaled, a.payload.value)),
+                    ]
+                else:
+                    ta = a_mark = Const(0)
+                    m.d.comb += [
+                        self.ev_index.eq(b.payload.index + g.offset),
+                        self.ev_value.eq(scaled),
+                    ]
+                b_mark = tb & b.payload.marker
+                m.d.comb += [
+                    self.ev_valid.eq((tb & ~b.payload.marker) | (ta & ~a_mark)),
+                    self.src.eq(tb),
+                    self.close.eq(a_mark | b_mark),
+                ]
+                m.d.comb += self.mark.eq(tb | ta)
+                with m.If(decide):  # this cycle is the scan decision of a complete token
+                    m.d.comb += self.drop.eq(1)
+                    m.d.sync += [addr.eq(self.base), ch.eq(0), self.reading.eq(0)]
+                    m.d.sync += settle.eq(rm.PICK_LATENCY)
+                    m.next = "ISSUE"
+                if g.has_base:
+                    with m.If(a_mark):
+                        m.d.sync += [a_done.eq(1), busy.eq(busy | a.payload.busy)]
+                        m.d.sync += a_end.eq(~a.payload.busy)
+                with m.If(b_mark):
+                    m.d.sync += [b_done.eq(1), busy.eq(busy | b.payload.busy)]
+                    m.d.sync += b_end.eq(~b.payload.busy)
+                with m.If((a_mark & b_done) | (b_mark & a_done)):  # the step's input is in
+                    m.d.sync += [tail.eq(1), settle.eq(rm.SCAN_SETTLE), self.reading.eq(0)]
+                    m.next = "SCAN"
+            with m.State("SCAN"):
+                with m.If(en & (settle == 0)):
+                    with m.If(self.any):
+                        m.d.comb += self.drop.eq(1)
+                        m.d.sync += [addr.eq(self.base), ch.eq(0)]
+                        m.d.sync += settle.eq(rm.PICK_LATENCY)
+                        m.next = "ISSUE"
+                    with m.Elif(~self.scan_busy & free):
+                        m.d.sync += [o.valid.eq(1), o.payload.marker.eq(1)]
+                        m.d.sync += [o.payload.busy.eq(busy), busy.eq(0)]
+                        m.d.sync += [o.payload.index.eq(0), o.payload.value.eq(0)]
+                        m.d.sync += [self.step0.eq(0), self.reading.eq(1), tail.eq(0)]
+                        m.d.comb += self.forget.eq(1)
+                        m.next = "READ"
+                        with m.If(busy):  # an ended input stays done
+                            m.d.comb += [self.keep_a.eq(a_end), self.keep_b.eq(b_end)]
+                            m.d.sync += [a_done.eq(a_end), b_done.eq(b_end)]
+                        with m.Else():  # the inference is over
+                            m.d.comb += self.set_all.eq(self._inject)
+                            m.d.sync += [self.step0.eq(1), a_end.eq(0), b_end.eq(0)]
+                            m.d.sync += [a_done.eq(0), b_done.eq(0)]
+                        if not g.has_base:
+                            m.d.comb += self.keep_a.eq(1)
+                            m.d.sync += a_done.eq(1)
+            with m.State("ISSUE"):
+                with m.If(en):
+                    m.d.comb += self.scan_valid.eq(1)
+                    m.d.sync += [ch.eq(ch + 1), addr.eq(addr + 1)]
+                    with m.If(ch == d - 1):
+                        with m.If(tail):
+                            m.next = "SCAN"
+                        with m.Else():
+                            m.d.sync += self.reading.eq(1)
+                            m.next = "READ"
         return m
 
     def _read(self, m, state, port, end, busy, ev, set_all, then, settle) -> None:
@@ -418,7 +614,8 @@ class ResidualCore(wiring.Component):
         m = Module()
         g = self._geo
         m.submodules.store = store = DeltaStore(geometry=g, position=self._position)
-        m.submodules.changed = changed = TokenMask(geometry=g)
+        inject = self._position is not None
+        m.submodules.changed = changed = TokenMask(geometry=g, inject=inject)
         m.submodules.sequencer = seq = ResidualSequencer(
             geometry=g, inject=self._position is not None
         )
@@ -436,7 +633,7 @@ class ResidualCore(wiring.Component):
             store.scan_addr.eq(seq.scan_addr),
             store.inject.eq(seq.step0),
             changed.en.eq(seq.en),
-            changed.mark.eq(seq.ev_valid),
+            changed.mark.eq(seq.mark if g.stream else seq.ev_valid),
             changed.index.eq(seq.ev_index),
             changed.set_all.eq(seq.set_all),
             changed.drop.eq(seq.drop),
@@ -445,7 +642,17 @@ class ResidualCore(wiring.Component):
             seq.out_valid.eq(store.out_valid),
             seq.out_index.eq(store.out_index),
             seq.scan_busy.eq(store.busy),
+            seq.issued.eq(store.issued),
             seq.any.eq(changed.any),
             seq.base.eq(changed.base),
         ]
+        if g.stream:
+            m.d.comb += [
+                changed.src.eq(seq.src),
+                changed.close.eq(seq.close),
+                changed.forget.eq(seq.forget),
+                changed.keep_a.eq(seq.keep_a),
+                changed.keep_b.eq(seq.keep_b),
+                seq.later.eq(changed.later),
+            ]
         return m

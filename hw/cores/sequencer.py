@@ -30,7 +30,6 @@ operation register sees no more than ``o.valid``'s conditions in front of it).
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -393,7 +392,9 @@ class Sequencer(wiring.Component):
             final = pass_end = None
         else:  # a pass over the map's span from the event's base word, or dropped
             passes, decoded, final, pass_end = self._decoder(m, buf)
-            m.d.comb += [o.index.eq(decoded.row), o.offset.eq(passes.word)]
+            m.d.comb += o.offset.eq(passes.word)
+            if "row" in decoded.shape().members:  # (the list decoder keeps no row: unused)
+                m.d.comb += o.index.eq(decoded.row)
             m.d.comb += o.first.eq(decoded.first)
             gap, base = counter.gap | passes.gap, decoded.base
             pass_event = buf.event & decoded.kept
@@ -509,69 +510,121 @@ class Sequencer(wiring.Component):
 
     def _decoder(self, m: Module, buf: EventBuffer):
         """The map's table, read with the input register: ``(row, base, kept)`` of the event held
-        by ``buf`` (a ROM read in the cycle the beat enters ``buf``), and the pass counter."""
+        by ``buf`` (a ROM read in the cycle the beat enters ``buf``), and the pass counter. A
+        map with several passes per event, or a merge, takes :meth:`_list_decoder`."""
         imap, words = self._map, self.words
+        if imap.multi or imap.kind == "merge":
+            return self._list_decoder(m, buf)
         row_shape = unsigned(max(1, (imap.n_rows - 1).bit_length()))
         base_shape = unsigned(max(1, (words - 1).bit_length()))
         first_shape = unsigned(max(1, (imap.n_rows * imap.span - 1).bit_length()))
         # ``first``: the pass's first weight word (row · span): the address is then one addition
         fields = {"row": row_shape, "first": first_shape, "base": base_shape, "kept": unsigned(1)}
-        counts = imap.pass_counts
-        later = np.maximum(counts - 1, 0)  # passes after the first, per index
-        depth = int(later.sum())
-        if depth:  # the first pass is the last one; the address of the second in the pass ROM
-            fields |= {
-                "single": unsigned(1),
-                "pair": unsigned(1),  # exactly two passes: the second is the last
-                "second": unsigned(max(1, (depth - 1).bit_length())),
-            }
         layout = data.StructLayout(fields)
-        seconds = np.concatenate([[0], np.cumsum(later)[:-1]]).astype(np.int64)
         init = []
-        for j, (r, b, k) in enumerate(zip(imap.rows, imap.bases, imap.kept, strict=True)):
+        for r, b, k in zip(imap.rows, imap.bases, imap.kept, strict=True):
             entry = {"row": int(r), "first": int(r) * imap.span, "base": int(b), "kept": int(k)}
-            if depth:
-                entry |= {
-                    "single": int(counts[j] <= 1),
-                    "pair": int(counts[j] == 2),
-                    "second": int(seconds[j]) % depth,
-                }
             init.append(layout.const(entry).as_value().value)
         m.submodules.decode = rom = memory.Memory(
             shape=layout.as_shape().width, depth=len(init), init=init
         )
         rp = rom.read_port()
         m.d.comb += [rp.addr.eq(self.i.payload.index), rp.en.eq(buf.i.ready)]
-        timing = self._timing
-        span = LayerTiming(
+        m.submodules.pass_counter = passes = WordCounter(timing=self._span_timing())
+        return passes, layout(rp.data), None, None
+
+    def _span_timing(self) -> LayerTiming:
+        timing, imap = self._timing, self._map
+        return LayerTiming(
             n_out=imap.span * timing.lanes, lanes=timing.lanes, pipeline=timing.pipeline
         )
-        m.submodules.pass_counter = passes = WordCounter(timing=span, gated=bool(depth))
-        first = layout(rp.data)
+
+    def _list_decoder(self, m: Module, buf: EventBuffer):
+        """The decoder and pass ROM of :class:`hw.model.input_map.DecoderTables`: per index the
+        first pass (``first``, ``base``, ``kept``), whether it is the only or one of two, the pass
+        ROM address of its second pass and the weight offset ``chan`` of its later passes — one
+        table read with the input register, or (a split decoder) two small tables read as logic
+        from the index's high and low bits and registered with it; the pass ROM holds the later
+        passes as lists shared between indices, read one pass ahead."""
+        imap, words = self._map, self.words
+        tables = imap.decoder_tables()
+        base_shape = unsigned(max(1, (words - 1).bit_length()))
+        first_shape = unsigned(max(1, (imap.n_rows * imap.span - 1).bit_length()))
+        depth = tables.depth
+        fields = {"first": first_shape, "base": base_shape, "kept": unsigned(1)}
+        if depth:  # the first pass is the last one; the address of the second in the pass ROM
+            fields |= {
+                "single": unsigned(1),
+                "pair": unsigned(1),  # exactly two passes: the second is the last
+                "second": unsigned(max(1, (depth - 1).bit_length())),
+            }
+        chan = bool(depth) and bool(tables.chan.any())
+        if chan:  # the later passes' weight offset (a convolution: the input channel's rows)
+            fields["chan"] = first_shape
+        layout = data.StructLayout(fields)
+        index = self.i.payload.index
+        per_index = {"first": tables.first, "chan": tables.chan} | tables.index_fields()
+        if tables.split is None:
+            init = [
+                layout.const({k: int(per_index[k][j]) for k in fields}).as_value().value
+                for j in range(tables.n_in)
+            ]
+            m.submodules.decode = rom = memory.Memory(
+                shape=layout.as_shape().width, depth=len(init), init=init
+            )
+            rp = rom.read_port()
+            m.d.comb += [rp.addr.eq(index), rp.en.eq(buf.i.ready)]
+            first = layout(rp.data)
+        else:  # the high and low tables as logic, registered as the table's read would be
+            b = tables.split
+            hi_layout = data.StructLayout({k: v for k, v in fields.items() if k != "chan"})
+            lo_layout = data.StructLayout({k: fields[k] for k in ("first", "chan") if k in fields})
+            ports = []
+            for name, lay, values, addr in (
+                ("decode_hi", hi_layout, tables.hi, index[b:]),
+                ("decode_lo", lo_layout, tables.lo, index[:b]),
+            ):
+                n = len(values["first"])
+                init = [
+                    lay.const({k: int(values[k][a]) for k in lay.members}).as_value().value
+                    for a in range(n)
+                ]
+                m.submodules[name] = rom = memory.Memory(
+                    shape=lay.as_shape().width, depth=n, init=init
+                )
+                port = rom.read_port(domain="comb")
+                m.d.comb += port.addr.eq(addr)
+                ports.append(lay(port.data))
+            hi, lo = ports
+            now = Signal(layout, name="decoding")
+            joined = hi.first | lo.first if tables.split_or else hi.first + lo.first
+            m.d.comb += [now[k].eq(hi[k]) for k in hi_layout.members if k != "first"]
+            m.d.comb += now.first.eq(joined)
+            if chan:
+                m.d.comb += now.chan.eq(lo.chan)
+            first = Signal(layout, name="decoded")
+            with m.If(buf.i.ready):
+                m.d.sync += first.eq(now)
+        m.submodules.pass_counter = passes = WordCounter(
+            timing=self._span_timing(), gated=bool(depth)
+        )
         if not depth:  # one pass per event (or none)
             return passes, first, None, None
         pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
-        # the pass ROM: every pass after an index's first, in order
-        # ``next_last``: the pass after this one is the event's last (so that whether a pass is
-        # the last comes from a register, not from the ROM's output: it decides the consumption)
+        # the pass ROM: the later passes, lists shared between indices; ``next_last``: the pass
+        # after this one is the event's last (so that whether a pass is the last comes from a
+        # register, not from the ROM's output: it decides the consumption)
         entry = data.StructLayout(
-            {"row": row_shape, "first": first_shape, "base": base_shape, "next_last": unsigned(1)}
+            {"first": first_shape, "base": base_shape, "next_last": unsigned(1)}
         )
-        table = []
-        for j in range(imap.n_in):
-            for q, (r, b) in enumerate(imap.passes(j)[1:], start=2):
-                table.append(
-                    entry.const(
-                        {
-                            "row": r,
-                            "first": r * imap.span,
-                            "base": b,
-                            "next_last": int(q + 1 == counts[j]),
-                        }
-                    )
-                )
+        table = [
+            entry.const({"first": int(f), "base": int(b), "next_last": int(e)}).as_value().value
+            for f, b, e in zip(
+                tables.pass_first, tables.pass_base, tables.pass_next_last, strict=True
+            )
+        ]
         m.submodules.pass_list = plist = memory.Memory(
-            shape=entry.as_shape().width, depth=depth, init=[e.as_value().value for e in table]
+            shape=entry.as_shape().width, depth=depth, init=table
         )
         pp = plist.read_port()  # read at a pass's last slot: the next pass, from the next cycle
         later_pass = Signal(name="later_pass")  # the held event is past its first pass
@@ -587,8 +640,13 @@ class Sequencer(wiring.Component):
         decoded = Signal(layout, name="pass")
         m.d.comb += decoded.eq(first)
         with m.If(later_pass):
-            m.d.comb += [decoded.row.eq(read.row), decoded.base.eq(read.base)]
-            m.d.comb += decoded.first.eq(read.first)
+            if not chan:
+                later_first = read.first
+            elif tables.pass_or:  # (one LUT level with the multiplexer)
+                later_first = read.first | first.chan
+            else:
+                later_first = read.first + first.chan
+            m.d.comb += [decoded.base.eq(read.base), decoded.first.eq(later_first)]
         return passes, decoded, final, pass_end
 
 

@@ -138,6 +138,7 @@ class ViTCore(SiteGraph):
         self = super().__new__(cls, src_loc_at=1)
         self._params, self._product_lanes = checked, pl
         self._stream_ln = vit_sites.STREAM_LAYER_NORM
+        self._stream_res = vit_sites.STREAM_RESIDUAL
         self._specs = {
             s.name: site_spec(vit, s.name, lanes=p)
             for s, p in zip(vit.sites, checked.lanes, strict=True)
@@ -220,7 +221,8 @@ class ViTCore(SiteGraph):
         for st in rm.stages(vit):
             pos = st["position"]
             pos = None if pos is None or not pos.any() else pos
-            core = ResidualCore(geometry=rm.stage_geometry(vit, st), position=pos)
+            geo = rm.stage_geometry(vit, st, stream=self._stream_res)
+            core = ResidualCore(geometry=geo, position=pos)
             m.submodules["stage_" + st["name"].replace(".", "_")] = stages[st["name"]] = core
         link = self.link
         wiring.connect(m, wiring.flipped(self.i), site[vit.sites[0].name].i)

@@ -19,12 +19,16 @@ sequencer reads together with the event:
 * **convolution** (:meth:`InputMap.conv`; docs/cnn.md §11): event ``(c', y, x)`` is a *list* of
   passes, one per target ``(oy, ox, ky, kx)`` of ``Conv2d.targets``: over the ``span = c_out /
   lanes`` words of output position ``(oy, ox)`` (neurons in HWC order) with weight row
-  ``(c'·kh + ky)·kw + kx``. Events no window reaches are dropped.
+  ``(ky·kw + kx)·c_in + c'`` (tap-major). Events no window reaches are dropped.
 * **depthwise** (:meth:`InputMap.depthwise`; a sum-pool): as a convolution, but a pass is the
   one word of channel ``c'`` at ``(oy, ox)``, its weight in lane ``c' mod lanes`` only.
 
 Neuron ``i`` is lane ``i mod lanes`` of word ``i // lanes`` in both, as in the plain core (token
 maps need ``lanes`` to divide ``d_out``), so the spikes leave with their own index.
+
+The sequencer stores a map as :class:`DecoderTables` (:meth:`InputMap.decoder_tables`): a
+decoder per index (or split into two small tables) and the later passes as lists shared between
+indices — one per input position for a convolution (docs/cnn.md §11).
 
 Cost: a kept event occupies ``passes·span`` slots, its last pass padded to ``min_distance`` as
 the plain core's, a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
@@ -74,6 +78,9 @@ class InputMap:
     counts: np.ndarray | None = None
     pass_rows: np.ndarray | None = None
     pass_bases: np.ndarray | None = None
+    #: per input index, a row offset its later passes share with other indices' (a convolution:
+    #: the channel ``c'``, so every channel of a position reads one list; :meth:`decoder_tables`)
+    offsets: np.ndarray | None = None
 
     @property
     def multi(self) -> bool:
@@ -249,15 +256,22 @@ class InputMap:
                 y, x = divmod(rest, w)
             targets = at[(y, x)]
             counts.append(len(targets))
-            r = [(c * kh + ky) * kw + kx for _, _, ky, kx in targets]
+            r = [(ky * kw + kx) * c_in + c for _, _, ky, kx in targets]
             b = [(oy * wo + ox) * span for oy, ox, _, _ in targets]
             rows += r
             bases += b
             first_rows.append(r[0] if r else 0)
             first_bases.append(b[0] if b else 0)
         weight = np.asarray(conv.weight, dtype=np.int64)  # [c_out, c_in, kh, kw]
-        table = weight.transpose(1, 2, 3, 0).reshape(c_in * kh * kw * span, lanes)
+        # tap-major rows (``(ky·kw + kx)·c_in + c'``): a pass's first weight word is
+        # ``tap·c_in·span + c'·span``, the channel's part below the tap's when ``c_in·span`` is a
+        # power of two, so the sequencer ORs the two (:meth:`decoder_tables`)
+        table = weight.transpose(2, 3, 1, 0).reshape(kh * kw * c_in * span, lanes)
         counts_a = np.asarray(counts, dtype=np.int64)
+        if order == "chw":
+            channel = np.arange(c_in * h * w) // (h * w)
+        else:
+            channel = np.arange(c_in * h * w) % c_in
         return cls(
             kind="conv",
             span=span,
@@ -269,6 +283,7 @@ class InputMap:
             counts=counts_a,
             pass_rows=np.asarray(rows, dtype=np.int64),
             pass_bases=np.asarray(bases, dtype=np.int64),
+            offsets=np.where(counts_a > 0, channel, 0),
         )
 
     @classmethod
@@ -348,3 +363,171 @@ class InputMap:
         idx = np.asarray(indices, dtype=np.int64)
         n = self.pass_counts[idx]
         return np.where(n > 0, n * self.span - 1, 0)
+
+    # -- the sequencer's tables --------------------------------------------------------------------
+    def decoder_tables(self) -> DecoderTables:
+        """The sequencer's decoder and pass ROM for this map (:class:`DecoderTables`)."""
+        return DecoderTables.of(self)
+
+
+#: the largest table a split decoder reads as logic (entries of either half; :class:`DecoderTables`)
+SPLIT_MAX = 256
+
+
+@dataclass(frozen=True, eq=False)
+class DecoderTables:
+    """What a mapped core's sequencer stores of an :class:`InputMap` (docs/cnn.md §11).
+
+    **Decoder**, per input index ``j``, read with the input register: the first pass's weight
+    word ``first`` (``row·span``) and neuron word ``base``, ``kept``, ``single``/``pair`` (one or
+    two passes), ``second`` (the pass ROM address of its second pass) and ``chan`` (the weight
+    word offset its later passes add to the pass ROM's: the map's ``offsets·span``).
+
+    **Pass ROM**, the second and later passes as *lists shared between indices*: an index's list
+    is its later passes' ``(first − chan, base)`` with ``next_last`` (the pass after it is the
+    last), and indices with equal lists (a convolution: every channel of an input position) read
+    one copy. Depth ``Σ`` over distinct lists instead of ``Σ_j (passes_j − 1)``; a later pass's
+    weight word is ``pass_first ⊕ chan``, ``⊕`` an OR where the bits never overlap
+    (``pass_or``: a convolution with ``c_in·span`` a power of two), else an addition.
+
+    **Split decoder** (``split = b``): when every field but ``first`` and ``chan`` depends on
+    ``j >> b`` alone and ``first = hi_first[j >> b] ⊕ lo_first[j mod 2^b]`` (``split_or``),
+    ``chan = lo_chan[j mod 2^b]`` — a convolution in HWC order with ``c_in`` a power of two
+    (position × channel), a merge with ``lanes`` a power of two — the decoder is two tables of
+    at most :data:`SPLIT_MAX` entries (logic) instead of one of ``n_in`` (a block RAM).
+    """
+
+    n_in: int
+    counts: np.ndarray
+    first: np.ndarray
+    base: np.ndarray
+    chan: np.ndarray
+    second: np.ndarray
+    pass_first: np.ndarray
+    pass_base: np.ndarray
+    pass_next_last: np.ndarray
+    pass_or: bool
+    split: int | None = None
+    hi: dict[str, np.ndarray] | None = None
+    lo: dict[str, np.ndarray] | None = None
+    split_or: bool = True
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.counts > 0
+
+    @property
+    def depth(self) -> int:
+        """Entries of the pass ROM (0: no index has a second pass)."""
+        return int(self.pass_first.size)
+
+    @classmethod
+    def of(cls, imap: InputMap) -> DecoderTables:
+        n, span = imap.n_in, imap.span
+        counts = imap.pass_counts
+        offsets = np.zeros(n, dtype=np.int64) if imap.offsets is None else imap.offsets
+        chan = np.where(counts > 0, offsets * span, 0)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        first = np.where(counts > 0, imap.rows * span, 0)
+        base = np.where(counts > 0, imap.bases, 0)
+        second = np.zeros(n, dtype=np.int64)
+        lists: dict[tuple, int] = {}
+        p_first: list[int] = []
+        p_base: list[int] = []
+        p_last: list[int] = []
+        pass_or = True
+        for j in np.flatnonzero(counts > 1):
+            s, t = int(starts[j]), int(counts[j])
+            rows, bases = imap.pass_rows[s + 1 : s + t], imap.pass_bases[s + 1 : s + t]
+            resid = tuple(
+                (int(r) * span - int(chan[j]), int(b)) for r, b in zip(rows, bases, strict=True)
+            )
+            pass_or &= all(int(chan[j]) & f == 0 and f >= 0 for f, _ in resid)
+            if resid not in lists:
+                lists[resid] = len(p_first)
+                for q, (f, b) in enumerate(resid, start=2):
+                    p_first.append(f)
+                    p_base.append(b)
+                    p_last.append(int(q + 1 == t))
+            second[j] = lists[resid]
+        tables = cls(
+            n_in=n,
+            counts=counts,
+            first=first,
+            base=base,
+            chan=chan,
+            second=second,
+            pass_first=np.asarray(p_first, dtype=np.int64),
+            pass_base=np.asarray(p_base, dtype=np.int64),
+            pass_next_last=np.asarray(p_last, dtype=np.int64),
+            pass_or=pass_or,
+        )
+        return tables._split()
+
+    def index_fields(self) -> dict[str, np.ndarray]:
+        """Per index, the decoder fields other than ``first`` and ``chan``: ``base``, ``kept`` and
+        (with a pass ROM) ``single``, ``pair``, ``second`` (a split reads them from its high
+        table)."""
+        c = self.counts
+        fields = {"base": self.base, "kept": (c > 0).astype(np.int64)}
+        if self.depth:
+            fields |= {
+                "single": (c <= 1).astype(np.int64),
+                "pair": (c == 2).astype(np.int64),
+                "second": self.second,
+            }
+        return fields
+
+    def _split(self) -> DecoderTables:
+        """Self with the smallest split decoder that is exact, if one is smaller than the
+        per-index table and both halves have at most :data:`SPLIT_MAX` entries."""
+        bits = max(1, (self.n_in - 1).bit_length())
+        best = None
+        for b in range(1, bits):
+            n_hi, n_lo = 1 << (bits - b), 1 << b
+            if n_hi > SPLIT_MAX or n_lo > SPLIT_MAX or n_hi + n_lo >= self.n_in:
+                continue
+            found = self._factor(b, n_hi, n_lo)
+            if found is not None and (best is None or n_hi + n_lo < best[0]):
+                best = (n_hi + n_lo, b, *found)
+        if best is None:
+            return self
+        _, b, hi, lo, split_or = best
+        return dataclasses.replace(self, split=b, hi=hi, lo=lo, split_or=split_or)
+
+    def _factor(self, b: int, n_hi: int, n_lo: int):
+        j = np.arange(self.n_in)
+        h, lo_j = j >> b, j & (n_lo - 1)
+        kept = self.counts > 0
+        hi: dict[str, np.ndarray] = {}
+        for name, values in self.index_fields().items():
+            table = np.zeros(n_hi, dtype=np.int64)
+            # kept must be a function of the high part; the others where kept
+            where = np.ones_like(kept) if name == "kept" else kept
+            table[h[where]] = values[where]
+            if not np.array_equal(table[h[where]], values[where]):
+                return None
+            hi[name] = table
+        lo_chan = np.zeros(n_lo, dtype=np.int64)
+        lo_chan[lo_j[kept]] = self.chan[kept]
+        if not np.array_equal(lo_chan[lo_j[kept]], self.chan[kept]):
+            return None
+        # first = hi_first ⊕ lo_first: lo_first from a high block whose every index is kept
+        full = [
+            k
+            for k in np.unique(h[kept])
+            if (k + 1) * n_lo <= self.n_in and kept[k * n_lo : (k + 1) * n_lo].all()
+        ]
+        if not full:
+            return None
+        ref = self.first[full[0] * n_lo : (full[0] + 1) * n_lo]
+        lo_first = ref - ref[0]
+        hi_first = np.zeros(n_hi, dtype=np.int64)
+        hi_first[h[kept]] = self.first[kept] - lo_first[lo_j[kept]]
+        if (lo_first < 0).any() or (hi_first < 0).any():
+            return None
+        if not np.array_equal(hi_first[h[kept]] + lo_first[lo_j[kept]], self.first[kept]):
+            return None
+        hi["first"] = hi_first
+        split_or = not (hi_first[h[kept]] & lo_first[lo_j[kept]]).any()
+        return hi, {"first": lo_first, "chan": lo_chan}, bool(split_or)

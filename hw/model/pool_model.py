@@ -83,7 +83,9 @@ class PoolGeometry:
     ----------
     channels, height, width : int ≥ 1
         The source's shape ``(C, H, W)``.
-    kernel, stride : ``(kh, kw)``, ``(sy, sx)``, each ≥ 1 (no padding); the kernel fits the input
+    kernel, stride : ``(kh, kw)``, ``(sy, sx)``, each ≥ 1; the kernel fits the padded input
+    padding : ``(py, px)``, each in ``[0, k // 2]`` (a padded tap is not in the maximum; the sweep
+        still visits it, so every window costs ``kh·kw`` cycles)
     neg_bound, pos_bound : int
         The source's tracer bounds ``[n, p]`` (``n ≤ 0 ≤ p``, ``n < p``).
     in_spike_max : int
@@ -101,20 +103,30 @@ class PoolGeometry:
     in_spike_max: int = 1
     neuron: str = "stbif"
     max_level: int | None = None
+    padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         for name in ("channels", "height", "width"):
             _pos(name, getattr(self, name))
-        for name in ("kernel", "stride"):
+        for name in ("kernel", "stride", "padding"):
             v = tuple(getattr(self, name))
             if len(v) != 2:
                 raise ValueError(f"{name} must be a pair (y, x), not {v!r}")
             for k, x in enumerate(v):
-                _pos(f"{name}[{k}]", x)
+                if name != "padding":
+                    _pos(f"{name}[{k}]", x)
+                elif isinstance(x, bool) or not isinstance(x, int | np.integer):
+                    raise ValueError(f"padding[{k}] must be an integer, not {x!r}")
             object.__setattr__(self, name, tuple(int(x) for x in v))
-        (kh, kw) = self.kernel
-        if kh > self.height or kw > self.width:
-            raise ValueError(f"kernel must fit the {self.height}×{self.width} input, not {kh}×{kw}")
+        for k, (p, kk) in enumerate(zip(self.padding, self.kernel, strict=True)):
+            if not 0 <= p <= kk // 2:
+                raise ValueError(f"padding[{k}] must lie in [0, {kk // 2}], not {p}")
+        (kh, kw), (py, px) = self.kernel, self.padding
+        if kh > self.height + 2 * py or kw > self.width + 2 * px:
+            pad = f" (padding {py}×{px})" if py or px else ""
+            raise ValueError(
+                f"kernel must fit the {self.height}×{self.width} input{pad}, not {kh}×{kw}"
+            )
         n, p = self.neg_bound, self.pos_bound
         if not (isinstance(n, int) and isinstance(p, int) and n <= 0 <= p and n < p):
             raise ValueError(f"bounds must be integers with n ≤ 0 ≤ p and n < p, not [{n}, {p}]")
@@ -132,11 +144,11 @@ class PoolGeometry:
     # -- sizes ----------------------------------------------------------------------------------
     @property
     def out_height(self) -> int:
-        return (self.height - self.kernel[0]) // self.stride[0] + 1
+        return (self.height + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
 
     @property
     def out_width(self) -> int:
-        return (self.width - self.kernel[1]) // self.stride[1] + 1
+        return (self.width + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
 
     @property
     def n_in(self) -> int:
@@ -190,19 +202,30 @@ class PoolGeometry:
 
     # -- the datapath's facts ---------------------------------------------------------------------
     def window_elements(self, w: int) -> list[int]:
-        """Input indices (HWC) of window ``w`` (HWC), in issue order (``ky``, then ``kx``)."""
+        """Input indices (HWC) of window ``w`` (HWC) inside the input, in issue order (``ky``,
+        then ``kx``; a padded tap is skipped)."""
         c, y0, x0 = self.window_origin(w)
         return [
             ((y0 + ky) * self.width + x0 + kx) * self.channels + c
             for ky in range(self.kernel[0])
             for kx in range(self.kernel[1])
+            if 0 <= y0 + ky < self.height and 0 <= x0 + kx < self.width
         ]
 
     def window_origin(self, w: int) -> tuple[int, int, int]:
-        """``(c, y0, x0)`` of window ``w``: its channel and top-left input element."""
+        """``(c, y0, x0)`` of window ``w``: its channel and top-left tap (outside the input, at
+        ``y0`` or ``x0 < 0``, with padding)."""
         pos, c = divmod(w, self.channels)
         oy, ox = divmod(pos, self.out_width)
-        return c, oy * self.stride[0], ox * self.stride[1]
+        return c, oy * self.stride[0] - self.padding[0], ox * self.stride[1] - self.padding[1]
+
+    def reach(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(my [H', kh], mx [W', kw])``: which taps of each output row / column lie inside the
+        input (``ir.cnn.window_reach``)."""
+        from spikezip.ir.cnn import window_reach
+
+        (kh, kw), (sy, sx), (py, px) = self.kernel, self.stride, self.padding
+        return window_reach(self.height, kh, sy, py), window_reach(self.width, kw, sx, px)
 
     def tap_offsets(self) -> list[int]:
         """Per tap (``ky``, then ``kx``), the input index offset ``(ky·W + kx)·C``."""
@@ -247,6 +270,7 @@ def pool_geometry(net, layer: int) -> PoolGeometry:
         width=int(w),
         kernel=tuple(op.kernel),
         stride=tuple(op.stride),
+        padding=tuple(op.padding),
         neg_bound=int(n),
         pos_bound=int(p),
         in_spike_max=int(net.spike_max(net.sources[layer][0])),
@@ -291,10 +315,16 @@ def golden_outputs(geo: PoolGeometry, inputs: Sequence[Sequence[Step]]) -> list[
     """Per inference, the steps the core emits for ``inputs`` (the module docstring's
     definition, in integers: no reference involved)."""
     check_inputs(geo, inputs)
-    elements = np.array([geo.window_elements(w) for w in range(geo.windows)], dtype=np.int64)
+    # every window's elements, padded to kh·kw with index n_in: an entry below every tracer
+    elements = np.full((geo.windows, geo.taps), geo.n_in, dtype=np.int64)
+    for w in range(geo.windows):
+        e = geo.window_elements(w)
+        elements[w, : len(e)] = e
+    low = geo.neg_bound - 1
     out = []
     for steps_in in inputs:
-        x = np.zeros(geo.n_in, dtype=np.int64)
+        x = np.zeros(geo.n_in + 1, dtype=np.int64)
+        x[geo.n_in] = low
         a = np.zeros(geo.windows, dtype=np.int64)
         steps, t = [], 0
         while True:

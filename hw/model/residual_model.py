@@ -29,6 +29,22 @@ first decision cycle when no token changed), leaves one cycle later, and the nex
 from that cycle. :func:`timed` also takes input beats that arrive late (a beat is read once
 valid) and an output held back (a non-zero sum waits at the emit stage and the whole stage
 freezes meanwhile), as the ViT's composed model (:mod:`hw.model.vit_model`) needs.
+
+Streaming (``ResidualGeometry.stream``, what the ViT top builds: ``vit_sites.STREAM_RESIDUAL``):
+both inputs send a step in ascending token order, so once an input has sent a beat of token
+``j`` (or its marker) every token below ``j`` has all of that input's events of the step; a
+token below both inputs' last beats is **complete**. The stage reads both inputs at once, one
+beat per cycle (``b``'s when it has one, else ``a``'s; an input that has sent its marker, or
+ended the inference, is not read), and a cycle in which the lowest changed token is complete
+(the token mask's ``later``: the mask and the two thresholds three cycles after a beat's take,
+the pick two more; after a scan decision ``PICK_LATENCY`` cycles before the next) is instead
+that token's scan decision: the same scan as after the markers, the core back to its input
+after the token's last read (but not in the cycle after a scan read, nor while frozen). After
+both markers the changed tokens left are scanned and the marker sent as in the plain stage.
+The step's output is the same list in the same (ascending) order; only its cycles move: a
+token's sums leave while later tokens still arrive. :func:`timed` follows the RTL's registers
+cycle by cycle (skipping idle waits and freezes) and refuses an input step out of token order
+(a ``ValueError`` naming the inference, step, input and event).
 """
 
 from __future__ import annotations
@@ -96,6 +112,10 @@ class ResidualGeometry:
     spike_max : int
         Largest ``|s|`` of a spike (the contributing site's ``spike_max``: 1 for ST-BIF, ``2^K``
         for graded neurons; a power of two).
+    stream : bool
+        A **streaming** stage (:func:`timed`, "Streaming" in the module docstring): both inputs
+        read as they come, a changed token scanned as soon as both have passed it. Each input
+        must then send a step in ascending token order.
     """
 
     tokens: int
@@ -106,6 +126,7 @@ class ResidualGeometry:
     base_bound: int | None = None
     position_bound: int = 0
     spike_max: int = 1
+    stream: bool = False
 
     def __post_init__(self) -> None:
         for name, lo in (("tokens", 1), ("dim", 1), ("spike_neurons", 1), ("offset", 0)):
@@ -128,6 +149,8 @@ class ResidualGeometry:
         s = self.spike_max
         if not isinstance(s, int) or isinstance(s, bool) or s < 1 or s & (s - 1):
             raise ValueError(f"spike_max must be a power of two ≥ 1, not {s!r}")
+        if not isinstance(self.stream, bool):
+            raise ValueError(f"stream must be a bool, not {self.stream!r}")
 
     @property
     def entries(self) -> int:
@@ -255,6 +278,8 @@ def timed(
     a register: an entry's ``EMIT`` or the marker's ``SCAN`` cycle waits until the beat before
     has left; zero entries do not wait).
     """
+    if geo.stream:
+        return _timed_stream(geo, base, spikes, outputs, arrivals, ready)
     d, cycle, work = geo.dim, 0, 0
     taken_a: list[int] = []
     taken_b: list[int] = []
@@ -322,6 +347,198 @@ def _at(ready: Sequence[int], k: int) -> int:
     return int(ready[k]) if k < len(ready) else 0
 
 
+def _check_order(geo: ResidualGeometry, steps, offset: int, j: int, port: str) -> None:
+    """A streaming stage's input must send each step in ascending token order."""
+    for t, step in enumerate(steps):
+        tok = (np.asarray(step.indices, dtype=np.int64) + offset) // geo.dim
+        bad = np.flatnonzero(np.diff(tok) < 0)
+        if bad.size:
+            k = int(bad[0]) + 1
+            raise ValueError(
+                f"streaming residual stage: inference {j}, step {t}, input {port}: event {k} "
+                f"(token {int(tok[k])}) comes after token {int(tok[k - 1])}; a streaming stage "
+                f"needs each step in ascending token order"
+            )
+
+
+def _timed_stream(geo, base, spikes, outputs, arrivals, ready) -> CoreRun:
+    """:func:`timed` of a streaming stage: the RTL's registers cycle by cycle (idle waits for
+    input and the freezes skipped). See the module docstring, "Streaming"."""
+    d, n = geo.dim, geo.tokens
+    has_base, inject = geo.has_base, geo.position_bound > 0
+    ready = None if ready is None else [int(r) for r in ready]
+    n_ready = 0 if ready is None else len(ready)
+    taken_a: list[int] = []
+    taken_b: list[int] = []
+    beats, offered = [], []
+    left = -1
+    work = 0
+    c = 0
+    # registers: the sequencer
+    fsm, settle, ch, tok, tail, sel_b = _READ, 0, 0, 0, False, True
+    a_done, b_done, a_end, b_end, busy = not has_base, False, False, False, False
+    # the token mask: the mask, the thresholds of a and b (tokens below them), the two marks in
+    # flight ``(src, close, token)`` (p0 the newer), the pick registers
+    mask = (1 << n) - 1 if inject else 0
+    fa, fb = (0 if has_base else n), 0
+    p0 = p1 = None
+    onehot, any_r, base_r, later_r = None, False, 0, False
+    # the scan reads in flight (entry index or -1), s0 the newest, s3 at the emit stage
+    s0 = s1 = s2 = s3 = -1
+    for j, outs in enumerate(outputs):
+        a_steps = base[j] if base is not None else []
+        b_steps = spikes[j]
+        arr_a, arr_b = (None, None) if arrivals is None else arrivals[j]
+        _check_order(geo, a_steps, 0, j, "a")
+        _check_order(geo, b_steps, geo.offset, j, "b")
+        steps = []
+        for t, out in enumerate(outs):
+            nonzero = set(out.indices.tolist())
+            a_step = a_steps[t] if t < len(a_steps) else None
+            b_step = b_steps[t] if t < len(b_steps) else None
+            if has_base and a_step is None:
+                a_done = True
+            if b_step is None:
+                b_done = True
+            a_tok = [] if a_step is None else (a_step.indices // d).tolist()
+            b_tok = [] if b_step is None else ((b_step.indices + geo.offset) // d).tolist()
+            a_tok.append(n)  # the marker: every token below it
+            b_tok.append(n)
+            a_at = None if arr_a is None or a_step is None else [int(v) for v in arr_a[t]]
+            b_at = None if arr_b is None or b_step is None else [int(v) for v in arr_b[t]]
+            ka = kb = 0
+            ev: list[int] = []
+            marker = None
+            while marker is None:
+                free = c >= left
+                emit = s3 >= 0 and s3 in nonzero
+                if emit and not free:
+                    c = left  # frozen until o is free
+                    continue
+                a_ok = not a_done and (a_at is None or a_at[ka] <= c)
+                b_ok = not b_done and (b_at is None or b_at[kb] <= c)
+                quiet = s0 < 0 and s1 < 0 and s2 < 0 and s3 < 0 and p0 is None and p1 is None
+                if quiet and settle == 0 and fsm is not _ISSUE:
+                    low = (mask & -mask).bit_length() - 1 if mask else None
+                    if (
+                        onehot == low and any_r == bool(mask) and base_r == (onehot or 0)
+                        and later_r == (onehot is not None and onehot < min(fa, fb))
+                    ):  # fmt: skip
+                        if fsm is _READ and not later_r and not (a_ok or b_ok):
+                            nxt = []  # idle until a beat arrives
+                            if not a_done:
+                                nxt.append(a_at[ka])
+                            if not b_done:
+                                nxt.append(b_at[kb])
+                            c = min(nxt)
+                            continue
+                        if fsm is _SCAN and not any_r and not free:
+                            c = left  # the marker waits for o
+                            continue
+                # this cycle (en high)
+                if emit:  # the emit stage
+                    k = len(offered)
+                    offered.append(c + 1)
+                    left = c + 1 if k >= n_ready else max(c + 1, ready[k])
+                    ev.append(left)
+                drop = set_all = forget = False
+                new_mark = None
+                scan = -1
+                did = not quiet or fsm is not _READ
+                n_settle = settle - 1 if settle else 0
+                if fsm is _READ:
+                    if settle == 0 and later_r:  # the scan decision of a complete token
+                        drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, _ISSUE
+                        did = True
+                    elif s0 < 0 and not emit and ((sel_b and b_ok) or (not sel_b and a_ok)):
+                        did = True
+                        if sel_b:
+                            close = kb == len(b_tok) - 1
+                            taken_b.append(c)
+                            new_mark = (1, close, b_tok[kb])
+                            kb += 1
+                            if close:
+                                b_done, busy = True, busy or b_step.busy
+                                b_end = not b_step.busy
+                        else:
+                            close = ka == len(a_tok) - 1
+                            taken_a.append(c)
+                            new_mark = (0, close, a_tok[ka])
+                            ka += 1
+                            if close:
+                                a_done, busy = True, busy or a_step.busy
+                                a_end = not a_step.busy
+                        if close and a_done and b_done:
+                            tail, n_settle, fsm = True, SCAN_SETTLE, _SCAN
+                elif fsm is _SCAN:
+                    if settle == 0:
+                        if any_r:
+                            drop, tok, ch, n_settle, fsm = True, base_r, 0, PICK_LATENCY, _ISSUE
+                        elif s0 < 0 and s1 < 0 and s2 < 0 and s3 < 0 and free:
+                            k = len(offered)
+                            offered.append(c + 1)
+                            left = c + 1 if k >= n_ready else max(c + 1, ready[k])
+                            marker = left
+                            forget, tail, fsm = True, False, _READ
+                            if busy:
+                                keep_a, keep_b = a_end or not has_base, b_end
+                                a_done, b_done = a_end or not has_base, b_end
+                            else:
+                                keep_a, keep_b = not has_base, False
+                                set_all = inject
+                                a_end = b_end = False
+                                a_done, b_done = not has_base, False
+                            busy = False
+                else:  # ISSUE
+                    scan = tok * d + ch
+                    ch += 1
+                    if ch == d:
+                        fsm = _SCAN if tail else _READ
+                if did:
+                    work += 1
+                if has_base:  # the input read next
+                    if sel_b and not b_ok and a_ok:
+                        sel_b = False
+                    elif not sel_b and b_ok:
+                        sel_b = True
+                # the token mask (registers)
+                n_onehot = (mask & -mask).bit_length() - 1 if mask else None
+                n_any = bool(mask)
+                n_base = onehot or 0
+                n_later = onehot is not None and onehot < (fa if fa < fb else fb)
+                if set_all:
+                    mask = (1 << n) - 1
+                else:
+                    if drop:
+                        mask &= mask - 1
+                    if p1 is not None and not p1[1]:
+                        mask |= 1 << p1[2]
+                if forget:
+                    fa = n if keep_a else 0
+                    fb = n if keep_b else 0
+                elif p1 is not None:
+                    if p1[0]:
+                        fb = p1[2]
+                    else:
+                        fa = p1[2]
+                p1, p0 = p0, new_mark
+                onehot, any_r, base_r, later_r = n_onehot, n_any, n_base, n_later
+                s3, s2, s1, s0 = s2, s1, s0, scan
+                settle = n_settle
+                c += 1
+            steps.append((tuple(ev), marker))
+        beats.append(tuple(steps))
+    taken = (tuple(taken_a), tuple(taken_b)) if has_base else (tuple(taken_b),)
+    return CoreRun(beats=tuple(beats), taken=taken, work=work, offered=tuple(offered))
+
+
+_READ, _ISSUE, _SCAN = "READ", "ISSUE", "SCAN"
+
+
+def _lowest(mask: int) -> int | None:
+    return (mask & -mask).bit_length() - 1 if mask else None
+
+
 def stages(vit) -> list[dict]:
     """The stages of a ``VisionTransformer``, one per LayerNorm site in execution order: its
     ``name``, the contributing spike ``site``, ``multiplier``, ``offset``, the ``base`` LayerNorm
@@ -366,9 +583,10 @@ def spike_steps(trace, site: int) -> list[list[Step]]:
     return out
 
 
-def stage_geometry(vit, stage: dict) -> ResidualGeometry:
+def stage_geometry(vit, stage: dict, *, stream: bool = False) -> ResidualGeometry:
     """The :class:`ResidualGeometry` of one of :func:`stages`' stages; the base input's values
-    are a LayerNorm site's increments, ``|ΔR| ≤ 2·ranges.stream``."""
+    are a LayerNorm site's increments, ``|ΔR| ≤ 2·ranges.stream``; ``stream``: a streaming
+    stage (what the ViT top builds: ``hw.model.vit_sites.STREAM_RESIDUAL``)."""
     sites = {s.name: s for s in vit.sites}
     norms = [s.name for s in vit.sites if s.kind is SiteKind.LAYERNORM]
     base = stage["base"]
@@ -382,4 +600,5 @@ def stage_geometry(vit, stage: dict) -> ResidualGeometry:
         base_bound=None if base is None else 2 * vit.ranges.stream[norms.index(base)],
         position_bound=0 if pos is None else int(np.abs(pos).max()),
         spike_max=int(sites[stage["site"]].op.spike_max),
+        stream=stream,
     )

@@ -209,7 +209,7 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
     def run_stage(st: dict) -> None:
         """A residual stage, its LayerNorm core and LayerNorm site (ViTCore's stage loop)."""
         name, src, core = st["name"], st["site"], "stage:" + st["name"]
-        geo = rm.stage_geometry(vit, st)
+        geo = rm.stage_geometry(vit, st, stream=vit_sites.STREAM_RESIDUAL)
         b_port = 1 if geo.has_base else 0  # (ports a, b)
         (b_arr,) = g.link(src, [(core, b_port)], f"{src}_to_stage")
         base = a_arr = None

@@ -198,6 +198,10 @@ STREAMING_KINDS = frozenset({SiteKind.LINEAR, SiteKind.LAYERNORM, SiteKind.SOFTM
 #: passed it (``LayerNormGeometry.stream``; the stage sends in ascending index)
 STREAM_LAYER_NORM = True
 
+#: the residual stages of a ViT top scan a changed token as soon as both inputs have passed it
+#: (``ResidualGeometry.stream``; the previous stage and the linear sites send in ascending index)
+STREAM_RESIDUAL = True
+
 
 def site_spec(
     vit: VisionTransformer, name: str, *, lanes: int, stream: bool | None = None

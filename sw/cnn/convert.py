@@ -276,7 +276,7 @@ def sequential_to_convnet(
     * ``Conv2d [BatchNorm2d] MyQuan`` → :class:`ir.cnn.Conv2d` (BN folded, zero padding only);
     * ``Linear MyQuan`` → :class:`ir.Layer`;
     * ``AvgPool2d MyQuan`` → :class:`ir.cnn.SumPool2d` (:func:`avg_pool`);
-    * ``MaxPool2d`` → :class:`ir.cnn.MaxPool2d` (no padding, dilation 1);
+    * ``MaxPool2d`` → :class:`ir.cnn.MaxPool2d` (padding ≤ k/2 as PyTorch's, dilation 1);
     * ``Flatten`` → :class:`ir.cnn.Flatten`;
 
     ``ReLU`` after an asymmetric quantizer, ``Identity`` and ``Dropout`` are the identity and
@@ -389,11 +389,11 @@ def sequential_to_convnet(
             if neuron != "stbif":
                 layers[-1] = replace(layers[-1], **kind)
         elif isinstance(m, torch.nn.MaxPool2d):
-            if m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)) or m.ceil_mode:
-                raise ValueError(
-                    f"model module {n!r}: padding, dilation and ceil_mode are not supported"
-                )
-            layers.append(MaxPool2d(kernel=m.kernel_size, stride=m.stride, name=n, **kind))
+            if m.dilation not in (1, (1, 1)) or m.ceil_mode:
+                raise ValueError(f"model module {n!r}: dilation and ceil_mode are not supported")
+            layers.append(
+                MaxPool2d(kernel=m.kernel_size, stride=m.stride, padding=m.padding, name=n, **kind)
+            )
             continue
         elif isinstance(m, torch.nn.Flatten):
             layers.append(Flatten(name=n))

@@ -58,6 +58,16 @@ def im2col(
     return torch.stack(cols, dim=2)
 
 
+def window_max(x: torch.Tensor, op: MaxPool2d) -> torch.Tensor:
+    """``[B, C, H', W']``: the maximum of each window of ``op`` over the elements inside the
+    input (a padded tap is below every element: PyTorch's ``-inf`` padding)."""
+    py, px = op.padding
+    if py or px:
+        info = torch.finfo if x.is_floating_point() else torch.iinfo
+        x = torch.nn.functional.pad(x, (px, px, py, py), value=info(x.dtype).min)
+    return im2col(x, op.kernel, op.stride, (0, 0)).amax(dim=2)
+
+
 def _dtype(bound: int) -> torch.dtype:
     if bound < 2**24:
         return torch.float32
@@ -191,7 +201,7 @@ def integer_qann(net: ConvNet, inputs: np.ndarray | torch.Tensor) -> list[np.nda
                 acts.append(x.reshape(batch, -1))
                 continue
             if isinstance(op, MaxPool2d):
-                a = im2col(x, op.kernel, op.stride, (0, 0)).amax(dim=2)
+                a = window_max(x, op)
             else:
                 if isinstance(op, Add):
                     d = sum(m * src(i) for m, i in zip(op.multipliers, p.sources, strict=True))
@@ -266,7 +276,7 @@ def _simulate(net: ConvNet, inputs: Any, *, max_steps: int | None, record_state:
                 drive = 0
                 if x is not None and bool(x.any()):
                     cum[k] = cum[k] + x
-                    new = im2col(cum[k], op.kernel, op.stride, (0, 0)).amax(dim=2)
+                    new = window_max(cum[k], op)
                     drive, top[k] = new - top[k], new
                 s, mem[k], acc[k] = p.step(drive, mem[k], acc[k])
             else:

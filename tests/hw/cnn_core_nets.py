@@ -22,18 +22,20 @@ def _first(draw, rng, c0: int, c: int) -> Conv2d:
 @st.composite
 def pool_nets(draw, *, max_size: int = 6, max_channels: int = 16) -> ConvNet:
     """An analog 3×3 conv (1–``max_channels`` channels, ``h × w`` of 2–``max_size``) feeding a
-    max-pool of random kernel (1–3 per axis, fitting) and stride (1–3); ST-BIF, or graded (K
-    None, 0, 1 or 2)."""
+    max-pool of random kernel (1–3 per axis, fitting), stride (1–3) and padding (0–k // 2);
+    ST-BIF, or graded (K None, 0, 1 or 2)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     c0 = draw(st.integers(1, 2))
     size = (draw(st.integers(2, max_size)), draw(st.integers(2, max_size)))
     c = draw(st.integers(1, max_channels))
     kernel = tuple(draw(st.integers(1, min(3, s))) for s in size)
     stride = tuple(draw(st.integers(1, 3)) for _ in size)
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    pool = MaxPool2d(kernel=kernel, stride=stride, padding=padding)
     net = ConvNet(
         input_shape=(c0, *size),
         input_bounds=(0, 16),
-        layers=(_first(draw, rng, c0, c), MaxPool2d(kernel=kernel, stride=stride)),
+        layers=(_first(draw, rng, c0, c), pool),
     )
     if draw(st.booleans()):
         net = net.with_neuron("graded", draw(st.sampled_from([None, 0, 1, 2])))
@@ -79,14 +81,16 @@ def arrivals_of(steps, valid_from):
     return [[[next(it) for _ in range(s.n_events + 1)] for s in inf] for inf in steps]
 
 
-def fixed_pool_net(neuron: str = "stbif", max_level: int | None = None) -> ConvNet:
+def fixed_pool_net(
+    neuron: str = "stbif", max_level: int | None = None, padding: tuple[int, int] = (0, 0)
+) -> ConvNet:
     """conv 3×3 p1 (analog, 1 → 3 channels, 5×6, symmetric bounds −3…7) → max-pool 2×3,
-    stride (2, 1)."""
+    stride (2, 1), ``padding`` (at most (1, 1))."""
     rng = np.random.default_rng(11)
     conv = Conv2d(weight=rng.integers(-4, 5, (3, 1, 3, 3)), bias=rng.integers(-3, 4, 3),
                   threshold=4, neg_bound=-3, pos_bound=7, padding=1)  # fmt: skip
-    net = ConvNet(input_shape=(1, 5, 6), input_bounds=(0, 16),
-                  layers=(conv, MaxPool2d(kernel=(2, 3), stride=(2, 1))))  # fmt: skip
+    pool = MaxPool2d(kernel=(2, 3), stride=(2, 1), padding=padding)
+    net = ConvNet(input_shape=(1, 5, 6), input_bounds=(0, 16), layers=(conv, pool))
     return net if neuron == "stbif" else net.with_neuron(neuron, max_level)
 
 

@@ -51,7 +51,7 @@ def test_conv_map_passes_are_the_targets(order, k, stride, padding, lanes) -> No
     shape = (2, 5, 6)
     imap = InputMap.conv(conv, shape, lanes=lanes, order=order)
     wo = conv.output_shape(shape)[2]
-    span, (kh, kw) = conv.c_out // lanes, conv.kernel
+    span, kw = conv.c_out // lanes, conv.kernel[1]
     assert imap.span == span and imap.multi == (max(conv.fan_out(shape).flat) > conv.c_out)
     for j in range(int(np.prod(shape))):
         if order == "chw":
@@ -63,7 +63,7 @@ def test_conv_map_passes_are_the_targets(order, k, stride, padding, lanes) -> No
         assert len(got) == len(targets) == imap.pass_counts[j]
         for (row, base), (oy, ox, ky, kx) in zip(got, targets, strict=True):
             assert base == (oy * wo + ox) * span
-            assert row == (c * kh + ky) * kw + kx
+            assert row == (ky * kw + kx) * shape[0] + c  # tap-major rows
             words = imap.table[row * span : (row + 1) * span].reshape(-1)
             assert words.tolist() == conv.weight[:, c, ky, kx].tolist()
         assert imap.kept[j] == bool(targets)
@@ -75,6 +75,88 @@ def test_conv_map_passes_are_the_targets(order, k, stride, padding, lanes) -> No
         cost = np.where(n > 0, n * span + max(0, d - span), 1)
         assert imap.event_cycles(idx, d).tolist() == cost.tolist()
         assert imap.consumed_after(idx, d).tolist() == np.where(n > 0, n * span - 1, 0).tolist()
+
+
+def _sequencer_passes(tables, j: int) -> list[tuple[int, int]]:
+    """As the sequencer walks them: the first pass; ``single`` ends; else ``pair`` means the
+    second is the last, and a later pass with ``next_last`` says the one after it is the last."""
+    if tables.split is None:
+        first, base, chan = int(tables.first[j]), int(tables.base[j]), int(tables.chan[j])
+        f = tables.index_fields()
+        kept = bool(f["kept"][j])
+        single = int(f["single"][j]) if tables.depth else 1
+        pair = int(f["pair"][j]) if tables.depth else 0
+        second = int(f["second"][j]) if tables.depth else 0
+    else:
+        hi, lo = j >> tables.split, j & ((1 << tables.split) - 1)
+        h = {k: int(v[hi]) for k, v in tables.hi.items()}
+        a, b = h["first"], int(tables.lo["first"][lo])
+        first = a | b if tables.split_or else a + b
+        base, kept, chan = h["base"], bool(h["kept"]), int(tables.lo["chan"][lo])
+        single, pair, second = h.get("single", 1), h.get("pair", 0), h.get("second", 0)
+    if not kept:
+        return []
+    out = [(first, base)]
+    last = bool(single)
+    q, last_next = second, bool(pair)
+    while not last:
+        f = int(tables.pass_first[q])
+        out.append((f | chan if tables.pass_or else f + chan, int(tables.pass_base[q])))
+        last, last_next = last_next, bool(tables.pass_next_last[q])
+        q += 1
+    return out
+
+
+@pytest.mark.parametrize(
+    ("c_in", "order", "k", "stride", "padding", "lanes", "split", "pass_or"),
+    [
+        (4, "hwc", (3, 3), 1, 1, 2, True, True),  # c_in·span = 8: channel bits ORed in
+        (3, "hwc", (3, 3), 1, 1, 2, False, False),  # c_in 3: no split, an addition
+        (8, "hwc", (2, 3), (2, 1), (1, 0), 4, True, True),
+        (2, "chw", (3, 3), 2, 1, 1, False, True),
+        (1, "chw", (5, 4), 3, 2, 1, False, True),
+    ],
+)
+def test_decoder_tables_rebuild_every_pass(c_in, order, k, stride, padding, lanes, split, pass_or):
+    """The sequencer's tables (``InputMap.decoder_tables``: decoder, split or not, and the pass
+    ROM's shared lists) give back every index's passes, ``first = row·span``, in order; a
+    convolution's lists are one per input position."""
+    conv = _conv(c_in=c_in, k=k, stride=stride, padding=padding)
+    shape = (c_in, 6, 7)
+    imap = InputMap.conv(conv, shape, lanes=lanes, order=order)
+    tables = imap.decoder_tables()
+    assert (tables.split is not None) == split and tables.pass_or == pass_or
+    for j in range(imap.n_in):
+        want = [(row * imap.span, base) for row, base in imap.passes(j)]
+        assert _sequencer_passes(tables, j) == want, j
+    later = int(np.maximum(imap.pass_counts - 1, 0).sum())
+    per_position = (
+        int(np.maximum(imap.pass_counts - 1, 0).reshape(-1, c_in).sum() / c_in)
+        if (order == "hwc")
+        else None
+    )
+    assert tables.depth <= later
+    if per_position is not None:  # HWC: every channel of a position shares its list
+        assert tables.depth == per_position
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 3])
+def test_decoder_tables_of_merges_and_sum_pools(lanes) -> None:
+    """A merge's decoder splits where ``lanes`` is a power of two (its fields are bit slices of
+    the index); a sum-pool's lists do not share (the base holds the channel) but still decode."""
+    from spikezip.ir.cnn import SumPool2d
+
+    maps = [InputMap.merge(12, (3, -2), lanes=lanes)]
+    if 12 % lanes == 0:
+        pool = SumPool2d(kernel=2, stride=1, weight=3, threshold=1, neg_bound=0, pos_bound=1)
+        maps.append(InputMap.depthwise(pool, (12, 3, 3), lanes=lanes, weight=3))
+    for imap in maps:
+        tables = imap.decoder_tables()
+        if imap.kind == "merge":
+            assert (tables.split is not None) == (lanes in (2, 4))
+        for j in range(imap.n_in):
+            want = [(row * imap.span, base) for row, base in imap.passes(j)]
+            assert _sequencer_passes(tables, j) == want, (imap.kind, j)
 
 
 def test_conv_map_validation() -> None:

@@ -202,6 +202,24 @@ def test_random_pools_many(data) -> None:
     _random(data, 20_000)
 
 
+def test_padded_pool_is_the_max_inside() -> None:
+    """Padding (1, 1) on a source with negative tracers: a border window's maximum is over its
+    elements inside the input (a zero-padded maximum would differ), and the core equals the
+    reference and the exact model, also under scheduled gaps and backpressure."""
+    net = fixed_pool_net(padding=(1, 1))
+    geo = pm.pool_geometry(net, 1)
+    assert (geo.out_height, geo.out_width, geo.padding) == (3, 6, (1, 1))
+    assert len(geo.window_elements(0)) == 2 and geo.window_origin(0) == (0, -1, -1)
+    x = images(np.random.default_rng(4), net, 2)
+    trace = simulate(net, x)
+    src = net.output_shape(0)
+    counts = trace.counts(0).reshape(2, *src)  # the source's final tracers, C order
+    corner = counts[:, :, 0, :2].max(axis=2)  # window (0, 0): rows 0, columns 0–1
+    assert (corner < 0).any(), "a negative border maximum is what padding must not hide"
+    np.testing.assert_array_equal(trace.counts(1).reshape(2, 3, 3, 6)[:, :, 0, 0], corner)
+    _check(net, x, timed_seed=3)
+
+
 def test_random_pauses_keep_the_beats() -> None:
     """A graded pool with K = 1 under random input gaps and output stalls: the same beats."""
     net = fixed_pool_net("graded", 1)

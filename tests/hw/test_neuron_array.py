@@ -155,6 +155,20 @@ def test_bad_parameters(kwargs, error, message) -> None:
 # -- tier 2: one lane against the reference's step function ------------------------------------
 
 
+def _level_offsets(lanes: NeuronLanes, d, theta) -> dict:
+    """The graded offsets of the levels above 0 the lanes take (``drive_levels``): ``minus{j}``
+    (``d − Θ·2^j``), ``plus{j}`` (``d + Θ·2^j``), ``below{j}`` (``d + Θ·(2^j − 1)``)."""
+    if "drive_levels" not in lanes.signature.members:
+        return {}
+    value = {"minus": lambda j: d - (theta << j), "plus": lambda j: d + (theta << j)}
+    value["below"] = lambda j: d + theta * ((1 << j) - 1)
+    out = {}
+    for name in lanes.signature.members["drive_levels"].shape.members:
+        kind, j = re.fullmatch(r"(minus|plus|below)(\d+)", name).groups()
+        out[name] = value[kind](int(j))
+    return out
+
+
 def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags: bool):
     """Apply (fire, membrane, tracer, drive) rows to the lanes; return their outputs (after the
     register, with ``registered``)."""
@@ -171,11 +185,10 @@ def _lanes_case(layer: Layer, lanes: NeuronLanes, rows, registered: bool, flags:
                 ctx.set(lanes.drive[k], int(d[k]))
                 ctx.set(lanes.drive_minus[k], int(d[k]) - theta)
                 ctx.set(lanes.drive_plus[k], int(d[k]) + theta)
-                for j in range(1, levels(layer)):  # graded: the offsets of the higher levels
-                    ctx.set(lanes.drive_levels[f"minus{j}"][k], int(d[k]) - (theta << j))
-                    ctx.set(lanes.drive_levels[f"plus{j}"][k], int(d[k]) + (theta << j))
-                    if j >= 2:
-                        ctx.set(lanes.drive_levels[f"below{j}"][k], int(d[k]) + theta * (2**j - 1))
+                for name, value in _level_offsets(lanes, int(d[k]), theta).items():
+                    ctx.set(lanes.drive_levels[name][k], value)
+                if "thresholds" in lanes.signature.members:
+                    ctx.set(lanes.thresholds[k], theta)
             if flags:
                 ctx.set(lanes.below_p, sum(int(a[k] < p) << k for k in range(lanes.lanes)))
                 ctx.set(lanes.above_n, sum(int(a[k] > n) << k for k in range(lanes.lanes)))
@@ -338,6 +351,90 @@ def test_graded_lanes_hand_sequence() -> None:
         [[-1], [2], [1]],
         [[0], [2], [1]],
     ]
+
+
+def _exhaustive_graded(thetas, u1_range, registered: bool, max_level=None) -> None:
+    """Every ``(Θ, U1, A)`` with ``Θ`` in ``thetas``, ``U1`` in ``u1_range`` (8-bit membranes),
+    ``A`` in ``[n, p] = [−8, 7]`` (16 levels: spikes ±1 … ±8), each firing once in one lane of
+    a wide :class:`NeuronLanes` (per-neuron Θ, 16 lanes per Θ), ``U1`` split at random into
+    ``U + drive``: spikes, membranes and tracers equal ``graded_step``'s."""
+    per, n, p = 16, -8, 7
+    lanes_n = len(thetas) * per
+    layer = Layer(
+        weight=np.ones((lanes_n, 1), dtype=np.int64),
+        bias=np.zeros(lanes_n, dtype=np.int64),
+        threshold=np.repeat(thetas, per),
+        neg_bound=n,
+        pos_bound=p,
+        neuron="graded",
+        max_level=max_level,
+    )
+    # W = 8: the membrane, the drive and (4 bits) the threshold as narrow as the values allow
+    widths = replace(layer.widths(-64, 63, analog=True), membrane=8, drive=8, threshold=4)
+    pipeline = Pipeline.preset(3 if registered else 1)
+    lanes = NeuronLanes(layer=layer, widths=widths, lanes=lanes_n, pipeline=pipeline)
+    assert ("thresholds" in lanes.signature.members) == registered  # the level-code lanes
+    pairs = np.array([(u1, a) for u1 in u1_range for a in range(n, p + 1)])
+    rows = -(-len(pairs) // per)
+    theta = layer.thresholds
+    rng = np.random.default_rng(len(pairs))
+    cases = []
+    for r in range(rows):  # lane k takes pair (k mod per)·rows + r of its Θ's share
+        u1, a = pairs[(np.arange(lanes_n) % per * rows + r) % len(pairs)].T
+        d = rng.integers(-64, 64, lanes_n)
+        d = np.where(np.abs(u1 - d + 0.5) < 128, d, 0)  # U = U1 − d fits the 8 bits too
+        cases.append((u1 - d, a, d))
+    got = []
+
+    async def testbench(ctx):
+        ctx.set(lanes.fire, 1)
+        if registered:
+            ctx.set(lanes.thresholds, theta.tolist())
+        for u, a, d in cases:
+            ctx.set(lanes.membranes, u.tolist())
+            ctx.set(lanes.tracers, a.tolist())
+            ctx.set(lanes.drive, d.tolist())
+            ctx.set(lanes.drive_minus, (d - theta).tolist())
+            ctx.set(lanes.drive_plus, (d + theta).tolist())
+            if "drive_levels" in lanes.signature.members:
+                offsets = _level_offsets(lanes, d, theta)  # (numpy: every lane at once)
+                ctx.set(lanes.drive_levels, {k: v.tolist() for k, v in offsets.items()})
+            if registered:
+                await ctx.tick()
+            else:
+                await ctx.delay(1e-9)
+            got.append(
+                [list(ctx.get(v)) for v in (lanes.spikes, lanes.next_membranes, lanes.next_tracers)]
+            )
+
+    sim = Simulator(lanes)
+    if registered:
+        sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    for (u, a, d), row in zip(cases, got, strict=True):
+        expected = _expected(graded_step, layer, 1, u, a, d, max_level=max_level)
+        for name, e, g in zip(("spikes", "membranes", "tracers"), expected, row, strict=True):
+            wrong = np.flatnonzero(np.asarray(g) != e)
+            k = wrong[0] if wrong.size else 0
+            assert not wrong.size, (
+                f"{name}, lane {k}: Θ = {theta[k]}, U1 = {u[k] + d[k]}, A = {a[k]}: "
+                f"{g[k]}, expected {e[k]}"
+            )
+
+
+def test_graded_lanes_exhaustive_small() -> None:
+    """The level-code lanes (``registered_sums``) exhaustively at W = 8 for two thresholds
+    (3, 6), U1 in [−40, 40), every tracer (fast; every Θ and U1: the slow test below)."""
+    _exhaustive_graded([3, 6], range(-40, 40), True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_level", [None, 1, 2])
+@pytest.mark.parametrize("registered", [True, False])
+def test_graded_lanes_exhaustive(registered: bool, max_level) -> None:
+    """Exhaustive at W = 8: every Θ of 4 bits, every 8-bit U1, every tracer, K = ∞, 1, 2."""
+    _exhaustive_graded(list(range(1, 16)), range(-128, 128), registered, max_level)
 
 
 # -- tier 2: spec §7 vectors through a one-neuron array ----------------------------------------

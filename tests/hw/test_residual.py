@@ -5,6 +5,8 @@ lists and the cycle model, with stalls)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +16,7 @@ from spikezip.hw.cores.residual import ResidualCore
 from spikezip.hw.model import layer_norm_model as lnm
 from spikezip.hw.model import residual_model as rm
 from spikezip.hw.model.events import Step
-from tests.hw.stream_bench import drive_streams
+from tests.hw.stream_bench import drive_streams, drive_timed
 from tests.sw.vit_strategies import images, transformers
 
 
@@ -236,10 +238,11 @@ def test_graded_every_level() -> None:
 
 # slow; make test: random ViTs' stages (above) and the digits ViT's other cores (tests/sim)
 @pytest.mark.slow
-def test_digits_vit_stages_in_rtl(trained_vit) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_digits_vit_stages_in_rtl(trained_vit, stream) -> None:
     """The trained digits ViT, one test image: every stage's golden list equals the reference's
-    recorded increments of its LayerNorm site, and every stage's core (Amaranth simulator) emits
-    exactly that list, each beat in the model's cycle."""
+    recorded increments of its LayerNorm site, and every stage's core (Amaranth simulator),
+    plain and streaming, emits exactly that list, each beat in the model's cycle."""
     from spikezip.sw import digits
     from spikezip.sw.vit.convert import to_transformer
 
@@ -248,6 +251,7 @@ def test_digits_vit_stages_in_rtl(trained_vit) -> None:
     stages = _lists(vit, x)
     assert len(stages) == 2 * vit.depth + 1
     for name, geo, pos, base, spikes, want in stages:
+        geo = dataclasses.replace(geo, stream=stream)
         pos = None if pos is None or not pos.any() else pos
         outputs = rm.golden_outputs(geo, base, spikes, pos)
         for g, w in zip(outputs[0], want[0], strict=True):
@@ -278,3 +282,120 @@ def test_injection_alone_sets_no_busy_flag() -> None:
     )
     assert [w for _, w in got] == expected
     assert [c for c, _ in got] == cycles
+
+
+# -- streaming stages (geometry.stream) ---------------------------------------------------------
+def _timed_case(geo, pos, base, spikes, seed):
+    """The stage's golden list, random arrival cycles for both inputs' beats and random cycles
+    from which each output beat may leave."""
+    rng = np.random.default_rng(seed)
+    p = None if pos is None or not pos.any() else pos
+    outputs = rm.golden_outputs(geo, base, spikes, p)
+
+    def arrivals_of(steps_per_inf):
+        beats = [s.n_events + 1 for inf in steps_per_inf for s in inf]
+        flat = np.cumsum(rng.choice([0, 0, 0, 1, 2, 5, 40], sum(beats))).tolist()
+        out, k = [], 0
+        for inf in steps_per_inf:
+            out.append([])
+            for s in inf:
+                out[-1].append(flat[k : k + s.n_events + 1])
+                k += s.n_events + 1
+        return out, flat
+
+    arr_b, flat_b = arrivals_of(spikes)
+    arr_a, flat_a = arrivals_of(base) if base is not None else (None, None)
+    arrivals = [(None if arr_a is None else arr_a[j], arr_b[j]) for j in range(len(spikes))]
+    n_out = sum(s.n_events + 1 for inf in outputs for s in inf)
+    ready = np.cumsum(rng.choice([0, 0, 0, 1, 3, 30], n_out)).tolist()
+    return p, outputs, arrivals, (flat_a, flat_b), ready
+
+
+def _timed_run(geo, pos, base, spikes, seed):
+    """Model and Amaranth run of one stage with gapped inputs and backpressure: the output
+    words, every output beat's cycle and every input beat's taken cycle, each from both."""
+    _, outputs, arrivals, (flat_a, flat_b), ready = _timed_case(geo, pos, base, spikes, seed)
+    core = ResidualCore(geometry=geo, position=pos)
+    model = rm.timed(geo, base, spikes, outputs, arrivals, ready)
+    cycles = [c for inf in model.beats for ev, mk in inf for c in (*ev, mk)]
+    b_words = [w for inf in spikes for s in inf for w in s.words(core.spike_format)]
+    inputs = [(core.b, b_words, flat_b)]
+    if base is not None:
+        a_words = [w for inf in base for s in inf for w in s.words(core.base_format)]
+        inputs = [(core.a, a_words, flat_a), *inputs]
+    expected = [w for inf in outputs for s in inf for w in s.words(core.output_format)]
+    limit = max(cycles) + 200
+    taken, got = drive_timed(core, inputs, len(expected), ready, limit=limit)
+    assert [w for _, w in got] == expected
+    assert [c for c, _ in got] == cycles
+    assert [tuple(t) for t in taken] == list(model.taken)
+    return cycles
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(residual_cases(), st.integers(0, 999))
+def test_streaming_stage_is_exact(case, seed) -> None:
+    """A streaming stage (``geometry.stream``): the same golden list beat for beat, every output
+    beat in the model's cycle and every input beat taken in the model's cycle, with both inputs
+    arriving with random gaps and the output held back at random; and always-valid inputs with
+    random stalls change no value. The plain stage passes the same timed check."""
+    geo, pos, base, spikes = case
+    for stream in (False, True):
+        g = dataclasses.replace(geo, stream=stream)
+        _timed_run(g, pos, base, spikes, seed)
+    g = dataclasses.replace(geo, stream=True)
+    core = ResidualCore(geometry=g, position=pos)
+    p = None if pos is None or not pos.any() else pos
+    outputs = rm.golden_outputs(g, base, spikes, p)
+    got, expected, cycles = simulate(core, base, spikes, outputs)
+    assert [w for _, w in got] == expected
+    assert [c for c, _ in got] == cycles
+    got, expected, _ = simulate(core, base, spikes, outputs, valid=0.6, ready=0.5, seed=seed)
+    assert [w for _, w in got] == expected
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(residual_cases(), residual_cases(graded=True)), st.integers(0, 999))
+def test_streaming_stage_is_exact_more(case, seed) -> None:
+    test_streaming_stage_is_exact.hypothesis.inner_test(case, seed)
+
+
+def test_streaming_stage_sends_a_token_before_the_markers() -> None:
+    """Three tokens; both inputs send their first events (up to a later token's) at once and
+    the rest 300 cycles later: the streaming stage sends token 0's sums before the later beats
+    arrive, the plain stage only after both markers, each in the model's cycles."""
+    geo = rm.ResidualGeometry(tokens=3, dim=2, multiplier=3, spike_neurons=6, base_bound=20)
+    base = [[Step(np.array([0, 1, 4]), np.array([5, -2, 7]), False)]]
+    spikes = [[Step(np.array([1, 3, 5]), np.array([1, -1, 1]), False)]]
+    outputs = rm.golden_outputs(geo, base, spikes)
+    assert outputs[0][0].indices.tolist() == [0, 1, 3, 4, 5]
+    arrivals = [([[0, 1, 2, 300]], [[0, 1, 300, 301]])]
+    first = {}
+    for stream in (False, True):
+        g = dataclasses.replace(geo, stream=stream)
+        model = rm.timed(g, base, spikes, outputs, arrivals)
+        ((ev, mk),) = model.beats[0]
+        first[stream] = ev[0]
+        core = ResidualCore(geometry=g)
+        words = {p: [w for s in inf[0:1] for w in s.words(f)] for p, inf, f in (
+            ("a", base[0], core.base_format), ("b", spikes[0], core.spike_format))}  # fmt: skip
+        _, got = drive_timed(
+            core,
+            [(core.a, words["a"], arrivals[0][0][0]), (core.b, words["b"], arrivals[0][1][0])],
+            6,
+            [],
+            limit=1000,
+        )
+        assert [c for c, _ in got] == [*ev, mk]
+    assert first[True] < 300 < first[False]
+
+
+def test_streaming_stage_refuses_input_out_of_token_order() -> None:
+    """The streaming model names the first event of an input out of token order."""
+    geo = rm.ResidualGeometry(tokens=3, dim=2, multiplier=1, spike_neurons=6, stream=True)
+    spikes = [[Step(np.array([4, 1]), np.array([1, 1]), False)]]
+    outputs = rm.golden_outputs(geo, None, spikes)
+    with pytest.raises(ValueError, match=r"inference 0, step 0, input b: event 1 \(token 0\) "
+                       r"comes after token 2"):  # fmt: skip
+        rm.timed(geo, None, spikes, outputs)

@@ -84,6 +84,11 @@ def small_cnn(**kw) -> ConvNet:
         ),
         (lambda: MaxPool2d(kernel=2, stride=0), ValueError, "stride must lie in [1, 65536]"),
         (
+            lambda: MaxPool2d(kernel=(3, 2), padding=(1, 2)),
+            ValueError,
+            "padding must lie in [0, 1] (half the kernel 3×2) along x, not 2",
+        ),
+        (
             lambda: Add(multipliers=(1,), threshold=1, neg_bound=0, pos_bound=1),
             ValueError,
             "multipliers must hold at least two entries, not 1",
@@ -345,6 +350,16 @@ def test_round_trips_digest_and_dispatch(tmp_path):
     )
     pooled.save(tmp_path / "p.npz")
     assert load_network(tmp_path / "p.npz").digest() == pooled.digest()
+    # a padded max-pool: its padding in the file (the unpadded one's record has no key for it)
+    padded = ConvNet(
+        input_shape=(1, 4, 4),
+        input_bounds=(0, 16),
+        layers=(conv(padding=1), MaxPool2d(kernel=3, stride=2, padding=1)),
+    )
+    assert padded.output_shape(1) == (2, 2, 2) and "padding" not in MaxPool2d(kernel=2).to_dict()
+    padded.save(tmp_path / "m.npz")
+    loaded = load_network(tmp_path / "m.npz")
+    assert loaded.layers[1].padding == (1, 1) and loaded.digest() == padded.digest()
 
 
 def _rewrite(src, dst, edit_meta=None, edit_arrays=None):

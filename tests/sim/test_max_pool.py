@@ -51,10 +51,20 @@ def test_max_pool_verilator(tmp_path, neuron) -> None:
 
 @pytest.mark.sim
 @pytest.mark.slow
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_padded_max_pool(tmp_path, sim) -> None:
+    """Padding (1, 1), negative tracers: the border windows' maxima over their inside elements."""
+    net = fixed_pool_net(padding=(1, 1))
+    run_both(tmp_path, sim, net, images(np.random.default_rng(4), net, 2))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_random_max_pools_icarus(tmp_path_factory, data) -> None:
-    """Random pools (kernel 1–3, stride 1–3, channels 1–16, ST-BIF and graded)."""
+    """Random pools (kernel 1–3, stride 1–3, padding 0–k // 2, channels 1–16, ST-BIF and
+    graded)."""
     net = data.draw(pool_nets(max_size=5))
     x = images(np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))), net, 1)
     ins, outs = pm.pool_streams(net, x, simulate(net, x), 1)

@@ -4,6 +4,7 @@ again under random valid/ready pauses."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,24 @@ def test_random_stage_verilator(tmp_path_factory, case) -> None:
 def test_random_graded_stage_icarus(tmp_path_factory, case) -> None:
     """Graded spikes ``±2^k`` (K in 0–4) on ``b``."""
     run_both(tmp_path_factory.mktemp("r"), "icarus", *case)
+
+
+def _streaming(case):
+    geo, pos, base, spikes = case
+    return dataclasses.replace(geo, stream=True), pos, base, spikes
+
+
+@pytest.mark.sim
+@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
+@given(residual_cases())
+def test_random_streaming_stages_icarus(tmp_path_factory, case) -> None:
+    """A streaming stage (``geometry.stream``): every beat in the streaming model's cycle."""
+    run_both(tmp_path_factory.mktemp("r"), "icarus", *_streaming(case))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+@given(residual_cases(graded=True))
+def test_random_streaming_stage_verilator(tmp_path_factory, case) -> None:
+    run_both(tmp_path_factory.mktemp("r"), "verilator", *_streaming(case))

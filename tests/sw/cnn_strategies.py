@@ -87,8 +87,9 @@ def residual_nets(
     m = [int(v) for v in rng.integers(1, 5, 2) * rng.choice([-1, 1], 2)]
     add = Add(multipliers=tuple(m), **_neurons(draw, rng, c1))
     k = (draw(st.integers(1, min(2, size[0]))), draw(st.integers(1, min(2, size[1]))))
-    if draw(st.booleans()):
-        pool = MaxPool2d(kernel=k)
+    if draw(st.booleans()):  # (padding up to half the kernel: the max over the inside)
+        pad = tuple(draw(st.integers(0, v // 2)) for v in k)
+        pool = MaxPool2d(kernel=k, padding=pad)
     else:
         pool = SumPool2d(kernel=k, weight=int(rng.integers(1, 4)), **_neurons(draw, rng, c1))
     n = int(np.prod(pool.output_shape((c1, *size))))
@@ -136,13 +137,17 @@ def conv_direct(op: Conv2d, x: np.ndarray) -> np.ndarray:
 
 
 def pool_direct(op, x: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` over each window's elements inside the input (a padded max-pool's window is
+    clipped to the input)."""
     b, c, h, w = x.shape
-    (kh, kw), (sy, sx) = op.kernel, op.stride
-    ho, wo = (h - kh) // sy + 1, (w - kw) // sx + 1
+    (kh, kw), (sy, sx), (py, px) = op.kernel, op.stride, op.padding
+    ho, wo = (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1
     out = np.zeros((b, c, ho, wo), dtype=np.int64)
     for oy in range(ho):
         for ox in range(wo):
-            out[:, :, oy, ox] = reduce(x[:, :, oy * sy : oy * sy + kh, ox * sx : ox * sx + kw])
+            y0, x0 = oy * sy - py, ox * sx - px
+            win = x[:, :, max(y0, 0) : y0 + kh, max(x0, 0) : x0 + kw]
+            out[:, :, oy, ox] = reduce(win)
     return out
 
 

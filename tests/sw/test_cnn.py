@@ -81,7 +81,7 @@ def test_random_residual_nets_slow(data):
     check_equivalence(net, data.draw(images_for(net, max_batch=8)))
 
 
-def _pool_net(kernel, stride) -> ConvNet:
+def _pool_net(kernel, stride, padding=0) -> ConvNet:
     rng = np.random.default_rng(3)
     conv = Conv2d(
         weight=rng.integers(-6, 7, (3, 1, 3, 3)),
@@ -94,28 +94,33 @@ def _pool_net(kernel, stride) -> ConvNet:
     return ConvNet(
         input_shape=(1, 6, 6),
         input_bounds=(0, 16),
-        layers=(conv, MaxPool2d(kernel=kernel, stride=stride)),
+        layers=(conv, MaxPool2d(kernel=kernel, stride=stride, padding=padding)),
     )
 
 
-@pytest.mark.parametrize(("kernel", "stride"), [(2, None), (3, 1), ((2, 3), (1, 2)), (1, 1)])
-def test_max_pool_telescopes(kernel, stride):
-    """Every step: the pool's tracer is max(X_t) of its source's cumulative tracers, its spike is
-    max(X_t) − max(X_{t−1}) ∈ {−1, 0, +1}, and the spikes sum to the QANN's max (docs/cnn.md §3)."""
-    net = _pool_net(kernel, stride)
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding"),
+    [(2, None, 0), (3, 1, 0), ((2, 3), (1, 2), 0), (1, 1, 0), (3, 2, 1), ((2, 3), 1, (1, 1))],
+)
+def test_max_pool_telescopes(kernel, stride, padding):
+    """Every step: the pool's tracer is max(X_t) of its source's cumulative tracers (over the
+    window's elements inside the input, with padding), its spike is max(X_t) − max(X_{t−1}) ∈
+    {−1, 0, +1}, and the spikes sum to the QANN's max (docs/cnn.md §3)."""
+    net = _pool_net(kernel, stride, padding)
     x = np.random.default_rng(0).integers(0, 17, (20, 36))
     tr = simulate(net, x, record_state=True)
     pool = net.layers[1]
     src = tr.tracers[0].reshape(20, tr.n_steps, *net.output_shape(0))
     prev = np.zeros((20, *net.output_shape(1)), dtype=np.int64)
     moved = 0
+    (sy, sx), (py, px), (kh, kw) = pool.stride, pool.padding, pool.kernel
     for t in range(tr.n_steps):
         want = np.stack(
             [
                 np.stack(
                     [
-                        src[:, t, :, oy * pool.stride[0] : oy * pool.stride[0] + pool.kernel[0]][
-                            ..., ox * pool.stride[1] : ox * pool.stride[1] + pool.kernel[1]
+                        src[:, t, :, max(oy * sy - py, 0) : oy * sy - py + kh][
+                            ..., max(ox * sx - px, 0) : ox * sx - px + kw
                         ].max(axis=(2, 3))
                         for ox in range(net.output_shape(1)[2])
                     ],
@@ -413,9 +418,9 @@ def test_a_sequential_front_end_converts(digits_data):
             "model module '0' must be followed by a MyQuan, not GELU",
         ),
         (
-            lambda m: m.__setitem__(4, __import__("torch").nn.MaxPool2d(2, padding=1)),
+            lambda m: m.__setitem__(4, __import__("torch").nn.MaxPool2d(2, dilation=2)),
             ValueError,
-            "model module '4': padding, dilation and ceil_mode are not supported",
+            "model module '4': dilation and ceil_mode are not supported",
         ),
         (
             lambda m: m.__setitem__(7, __import__("torch").nn.AvgPool2d(2, ceil_mode=True)),

@@ -1,0 +1,92 @@
+"""The memories of an elaborated design and the ECP5 block RAMs they take, without synthesis.
+
+:func:`memories` elaborates a component (Amaranth only, a few seconds for the whole digits CNN)
+and lists every ``lib.memory.Memory`` with its width, depth, whether it is written (a RAM) and
+whether a read port is synchronous. :func:`dp16kd` estimates the DP16KD block RAMs Yosys's
+``synth_ecp5`` maps it to, with the rule that matches every memory of the digits CNN
+(``tests/hw/test_memories.py`` checks it against Yosys's own mapping, slow):
+
+* only a memory with a synchronous read port can be a block RAM;
+* a RAM goes to LUT-RAM while it needs at most 32 ``TRELLIS_DPR16X4`` cells
+  (``⌈w/4⌉·⌈d/16⌉``), else to block RAM; a ROM to logic up to 128 entries, else to block RAM;
+* a block RAM memory takes ``⌈w/36⌉·⌈d/512⌉`` DP16KD (36-bit ``PDPW16KD`` mode, one read and
+  one write port of 36 bits each) — at most 36 bits per cycle per block RAM, so a wide shallow
+  memory (a layer core's membranes: ``lanes`` states per word) costs its width, not its bits.
+
+Widths are the elaborated ones; Yosys may drop constant or unread bits first, so the estimate is
+an upper bound where that happens (not on the digits CNN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Fragment, Shape
+from amaranth.hdl._mem import MemoryInstance
+from amaranth.lib import wiring
+
+__all__ = ["MemoryUse", "dp16kd", "memories"]
+
+#: a RAM needing more ``TRELLIS_DPR16X4`` cells than this goes to block RAM
+LUTRAM_CELLS_MAX = 32
+#: a ROM deeper than this goes to block RAM
+ROM_LOGIC_DEPTH_MAX = 128
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """One memory of a design: its hierarchical name (submodule names joined by dots)."""
+
+    name: str
+    width: int
+    depth: int
+    written: bool  #: a RAM (a write port), else a ROM
+    sync_read: bool  #: some read port is synchronous
+
+    @property
+    def bits(self) -> int:
+        return self.width * self.depth
+
+    @property
+    def dp16kd(self) -> int:
+        """DP16KD block RAMs Yosys maps this memory to (the module's rule), 0 for LUT-RAM or
+        logic."""
+        return dp16kd(self)
+
+
+def dp16kd(mem: MemoryUse) -> int:
+    """The estimate of the module docstring."""
+    if not mem.sync_read:
+        return 0
+    if mem.written:
+        cells = -(-mem.width // 4) * -(-mem.depth // 16)
+        if cells <= LUTRAM_CELLS_MAX:
+            return 0
+    elif mem.depth <= ROM_LOGIC_DEPTH_MAX:
+        return 0
+    return -(-mem.width // 36) * -(-mem.depth // 512)
+
+
+def memories(component: wiring.Component) -> list[MemoryUse]:
+    """Every memory of ``component`` once elaborated, in elaboration order."""
+    out: list[MemoryUse] = []
+
+    def walk(fragment, path: tuple[str, ...]) -> None:
+        for sub, name, _ in fragment.subfragments:
+            here = (*path, name if isinstance(name, str) else "?")
+            if isinstance(sub, MemoryInstance):
+                data = sub._data
+                out.append(
+                    MemoryUse(
+                        name=".".join(here),
+                        width=Shape.cast(data.shape).width,
+                        depth=int(data.depth),
+                        written=bool(sub._write_ports),
+                        sync_read=any(p._domain != "comb" for p in sub._read_ports),
+                    )
+                )
+            else:
+                walk(sub, here)
+
+    walk(Fragment.get(component, None), ())
+    return out
