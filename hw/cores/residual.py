@@ -338,14 +338,11 @@ class ResidualSequencer(wiring.Component):
             }
         super().__init__(members)
 
-    def elaborate(self, platform):
-        if self._geo.stream:
-            return self._elaborate_stream()
-        m = Module()
-        g, d, o = self._geo, self._geo.dim, self.o
-        ch, addr = Signal(range(d)), Signal(g.index_width)
-        busy = Signal()
-        a_end, b_end = Signal(), Signal()
+    def _emit_stage(self, m: Module, addr: Signal) -> tuple[Signal, Signal, Signal]:
+        """The emit stage both elaborations share: ``o`` takes the scan's non-zero total when
+        free, ``en`` stalls the scan pipeline while a result waits, ``settle`` counts down the
+        scan's settling cycles. Returns ``(free, en, settle)``."""
+        o = self.o
         settle = Signal(range(max(rm.SCAN_SETTLE, rm.PICK_LATENCY) + 1))
         free, en = Signal(), Signal()
         m.d.comb += [free.eq(~o.valid | o.ready), self.scan_addr.eq(addr)]
@@ -357,6 +354,17 @@ class ResidualSequencer(wiring.Component):
             m.d.sync += [o.payload.index.eq(self.out_index), o.payload.value.eq(self.total)]
         with m.If(en & (settle != 0)):
             m.d.sync += settle.eq(settle - 1)
+        return free, en, settle
+
+    def elaborate(self, platform):
+        if self._geo.stream:
+            return self._elaborate_stream()
+        m = Module()
+        g, d, o = self._geo, self._geo.dim, self.o
+        ch, addr = Signal(range(d)), Signal(g.index_width)
+        busy = Signal()
+        a_end, b_end = Signal(), Signal()
+        free, en, settle = self._emit_stage(m, addr)
         start = "READ_A" if g.has_base else "READ_B"
         with m.FSM(init=start):
             inject = self.step0 & self._inject
@@ -406,17 +414,7 @@ class ResidualSequencer(wiring.Component):
         a_end, b_end = Signal(), Signal()
         a_done = Signal(init=0 if g.has_base else 1)
         b_done = Signal()
-        settle = Signal(range(max(rm.SCAN_SETTLE, rm.PICK_LATENCY) + 1))
-        free, en = Signal(), Signal()
-        m.d.comb += [free.eq(~o.valid | o.ready), self.scan_addr.eq(addr)]
-        m.d.comb += [en.eq(~(self.out_valid & self.nonzero & ~free)), self.en.eq(en)]
-        with m.If(o.valid & o.ready):
-            m.d.sync += o.valid.eq(0)
-        with m.If(en & self.out_valid & self.nonzero):  # the emit stage (free)
-            m.d.sync += [o.valid.eq(1), o.payload.marker.eq(0), o.payload.busy.eq(0)]
-            m.d.sync += [o.payload.index.eq(self.out_index), o.payload.value.eq(self.total)]
-        with m.If(en & (settle != 0)):
-            m.d.sync += settle.eq(settle - 1)
+        free, en, settle = self._emit_stage(m, addr)
         b = self.b
         scaled = _scaled(b.payload.value, g.multiplier, g.spike_max)
         # the input read next: b's while it offers beats, a's while b offers none and a does
