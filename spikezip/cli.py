@@ -225,6 +225,19 @@ FIFO_DEPTHS = _converter(
 EMIT_WIDTH = _int_in(1, MAX_EMIT_WIDTH)
 
 
+def _add_fifo_depth(p: argparse.ArgumentParser) -> None:
+    """``--fifo-depth N``, the same on every command that builds an MLP design."""
+    p.add_argument(
+        "--fifo-depth",
+        default=None,
+        type=FIFO_DEPTH,
+        metavar="N",
+        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
+        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
+        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
+    )
+
+
 def _emit_width(text: str) -> int:
     value = int(text.strip())
     if not 1 <= value <= MAX_EMIT_WIDTH:
@@ -1068,15 +1081,7 @@ def _design_parent() -> argparse.ArgumentParser:
         "the emitter sends up to k spikes of a fired word per beat, the next core takes them "
         "in one pass (docs/performance.md, emitter bandwidth)",
     )
-    p.add_argument(
-        "--fifo-depth",
-        default=None,
-        type=FIFO_DEPTH,
-        metavar="N",
-        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
-        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
-        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
-    )
+    _add_fifo_depth(p)
     p.add_argument(
         "--fifo-depths",
         default=None,
@@ -1137,15 +1142,7 @@ def _sweep_parent() -> argparse.ArgumentParser:
         help=f"spikes per beat between an MLP's layer cores to try, comma-separated, each in "
         f"1..{MAX_EMIT_WIDTH} (default 1)",
     )
-    p.add_argument(
-        "--fifo-depth",
-        default=None,
-        type=FIFO_DEPTH,
-        metavar="N",
-        help=f"an MLP only: entries of every inter-layer FIFO, 1..{MAX_FIFO_ENTRIES} (default: "
-        "the smallest power of two no inference fills; fewer entries save block RAM and cost "
-        "cycles, modelled exactly: docs/performance.md, FIFO depth)",
-    )
+    _add_fifo_depth(p)
     p.add_argument(
         "--fifo-depths",
         default=None,
