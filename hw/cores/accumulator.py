@@ -14,7 +14,7 @@ graded spikes ``±2^k`` and adds or subtracts the weight shifted by ``k``.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -446,15 +446,22 @@ class Accumulator(wiring.Component):
         m.d.comb += [row.i.valid.eq(self.i.valid), weights.address.eq(row.o.payload)]
         op = read.o.payload
         m.d.comb += [products.value.eq(op.value), products.weights.eq(weights.data)]
-        m.d.comb += ctrl.i.valid.eq(read.o.valid)
-        m.d.comb += [ctrl.i.payload[name].eq(op[name]) for name in ("op", "word", "last", "busy")]
-        out = ctrl.o.payload
-        m.d.comb += self.o.valid.eq(ctrl.o.valid)
-        m.d.comb += [self.o.payload[name].eq(out[name]) for name in ("op", "word", "last", "busy")]
-        integrate = out.op == Op.INTEGRATE
+        integrate = self._control(m, ctrl, op, read.o.valid)
         for k in range(self.lanes):
             m.d.comb += self.o.payload.drive[k].eq(Mux(integrate, products.products[k], 0))
         return m
+
+    _CONTROL = ("op", "word", "last", "busy")
+
+    def _control(self, m: Module, ctrl, op, valid) -> Value:
+        """The operation's control fields through ``ctrl`` (a :class:`Delay` as long as the
+        products' path) to ``o``; returns "the operation leaving now integrates"."""
+        m.d.comb += ctrl.i.valid.eq(valid)
+        m.d.comb += [ctrl.i.payload[name].eq(op[name]) for name in self._CONTROL]
+        out = ctrl.o.payload
+        m.d.comb += self.o.valid.eq(ctrl.o.valid)
+        m.d.comb += [self.o.payload[name].eq(out[name]) for name in self._CONTROL]
+        return out.op == Op.INTEGRATE
 
     def _elaborate_wide(self):
         """The events of a wide beat in one pass: per slot ``j`` its own copy of the weight
@@ -500,12 +507,7 @@ class Accumulator(wiring.Component):
             control, cycles=products[0].latency + SUM_LATENCY, name="op_mul"
         )
         op = read.o.payload
-        m.d.comb += ctrl.i.valid.eq(read.o.valid)
-        m.d.comb += [ctrl.i.payload[name].eq(op[name]) for name in ("op", "word", "last", "busy")]
-        out = ctrl.o.payload
-        m.d.comb += self.o.valid.eq(ctrl.o.valid)
-        m.d.comb += [self.o.payload[name].eq(out[name]) for name in ("op", "word", "last", "busy")]
-        integrate = out.op == Op.INTEGRATE
+        integrate = self._control(m, ctrl, op, read.o.valid)
         for lane in range(self.lanes):
             terms = []
             for j, pr in enumerate(products):  # the products registered before their sum
