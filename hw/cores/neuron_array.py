@@ -462,9 +462,17 @@ class NeuronLanes(wiring.Component):
             code = Signal(J, name=f"open{k}")
             theta_s = Signal(signed(t_w + 1), name=f"theta_s{k}")
             m.d.sync += [u1_s.eq(u1), a.eq(a_in), theta_s.eq(Mux(u1[-1], theta, minus_theta))]
+            # fire ∧ room per level and direction, from registers only: each code bit is then
+            # one LUT4 of two chains' signs and these two flags (fire and the tracer's tests
+            # mapped after the chains were a second LUT level on the critical path)
+            go_up = Signal(J, name=f"go_up{k}")
+            go_down = Signal(J, name=f"go_down{k}")
             for j in range(J):
-                room_up, room_down = a_in <= p - (1 << j), a_in >= n + (1 << j)
-                m.d.sync += code[j].eq(fire & ((up[j] & room_up) | (down[j] & room_down)))
+                m.d.comb += [
+                    go_up[j].eq(fire & _test(a_in, lambda a, j=j: a <= p - (1 << j))),
+                    go_down[j].eq(fire & _test(a_in, lambda a, j=j: a >= n + (1 << j))),
+                ]
+                m.d.sync += code[j].eq((up[j] & go_up[j]) | (down[j] & go_down[j]))
             # after the register: Θ_s·2^L (0 when no level is open) into the one sum
             shifted = [Const(0, 1)] + [theta_s << j for j in range(J)]
             delta = _highest(code, shifted)
@@ -482,6 +490,25 @@ class NeuronLanes(wiring.Component):
                 self.next_tracers[k].eq(a + spike),
             ]
         return m
+
+
+#: Widest tracer whose tests against constants are tables (LUTs) rather than comparisons.
+TABLE_WIDTH_MAX = 6
+
+
+def _test(value, predicate):
+    """``predicate`` of the signed ``value`` as a table of constants indexed by its bits (LUTs
+    alone) when ``value`` is at most :data:`TABLE_WIDTH_MAX` bits wide: Yosys maps a comparison
+    with a constant to a carry chain, whose routing in and out costs more than the LUT of a
+    narrow tracer's test (docs/performance.md, "Graded fmax, session 16")."""
+    width = len(value)
+    if width > TABLE_WIDTH_MAX:
+        return predicate(value)
+    table = 0
+    for raw in range(1 << width):
+        if predicate(raw - ((raw >> (width - 1)) << width)):  # the signed value of the bits
+            table |= 1 << raw
+    return Const(table, 1 << width).bit_select(value.as_unsigned(), 1)
 
 
 def _highest(code, values):
