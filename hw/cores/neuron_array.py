@@ -508,7 +508,7 @@ def _test(value, predicate):
     """``predicate`` of the signed ``value`` as a table of constants indexed by its bits (LUTs
     alone) when ``value`` is at most :data:`TABLE_WIDTH_MAX` bits wide: Yosys maps a comparison
     with a constant to a carry chain, whose routing in and out costs more than the LUT of a
-    narrow tracer's test (docs/performance.md, "Graded fmax, session 16")."""
+    narrow tracer's test (docs/performance.md, "Graded fmax and LUTs, session 16")."""
     width = len(value)
     if width > TABLE_WIDTH_MAX:
         return predicate(value)
