@@ -380,10 +380,12 @@ class Sequencer(wiring.Component):
                     m.d.sync += first[j].eq(_times(self.i.payload.index[j], self.words))
             m.d.comb += o.first.eq(first)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
+            bound = base
             final = pass_end = None
         elif self._map is None:  # an event is a pass over all words, weight row = its index
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
+            bound = base
             # the pass's first weight word, taken with the input register (its index · W)
             first = Signal.like(o.first, name="first_row", reset_less=True)
             with m.If(buf.i.ready):
@@ -391,7 +393,7 @@ class Sequencer(wiring.Component):
             m.d.comb += o.first.eq(first)
             final = pass_end = None
         else:  # a pass over the map's span from the event's base word, or dropped
-            passes, decoded, final, pass_end = self._decoder(m, buf)
+            passes, decoded, final, pass_end, bound = self._decoder(m, buf)
             m.d.comb += o.offset.eq(passes.word)
             if "row" in decoded.shape().members:  # (the list decoder keeps no row: unused)
                 m.d.comb += o.index.eq(decoded.row)
@@ -450,8 +452,9 @@ class Sequencer(wiring.Component):
                 ]
                 if pass_end is not None:  # (the event's pass list moves on after each pass)
                     integrate.append(pass_end.eq(passes.last))
-                if streams:  # a word below the event's pass not swept yet: sweep it first
-                    m.d.comb += early.eq(pass_event & (base > ptr))
+                if streams:  # a complete word not swept yet (below the event's bound): sweep it
+                    # first (``bound``: the event's, held through its passes, ``≤`` every pass)
+                    m.d.comb += early.eq(pass_event & (bound > ptr))
                     with m.If(early):
                         # (the step's first sweep slot takes the emitter's room, as a marker's)
                         with m.If((ptr != 0) | credits.room):
@@ -511,9 +514,11 @@ class Sequencer(wiring.Component):
     def _decoder(self, m: Module, buf: EventBuffer):
         """The map's table, read with the input register: ``(row, base, kept)`` of the event held
         by ``buf`` (a ROM read in the cycle the beat enters ``buf``), and the pass counter. A
-        map with several passes per event, or a merge, takes :meth:`_list_decoder`."""
+        map with several passes per event, a merge, or a streaming map whose sweep bound is not
+        its base (``DecoderTables.sweep``) takes :meth:`_list_decoder`. Returns the pass
+        counter, the decoded pass, ``final``, ``pass_end`` and the event's sweep bound."""
         imap, words = self._map, self.words
-        if imap.multi or imap.kind == "merge":
+        if imap.multi or imap.kind == "merge" or imap.decoder_tables().sweep is not None:
             return self._list_decoder(m, buf)
         row_shape = unsigned(max(1, (imap.n_rows - 1).bit_length()))
         base_shape = unsigned(max(1, (words - 1).bit_length()))
@@ -531,7 +536,8 @@ class Sequencer(wiring.Component):
         rp = rom.read_port()
         m.d.comb += [rp.addr.eq(self.i.payload.index), rp.en.eq(buf.i.ready)]
         m.submodules.pass_counter = passes = WordCounter(timing=self._span_timing())
-        return passes, layout(rp.data), None, None
+        decoded = layout(rp.data)
+        return passes, decoded, None, None, decoded.base
 
     def _span_timing(self) -> LayerTiming:
         timing, imap = self._timing, self._map
@@ -561,6 +567,8 @@ class Sequencer(wiring.Component):
         chan = bool(depth) and bool(tables.chan.any())
         if chan:  # the later passes' weight offset (a convolution: the input channel's rows)
             fields["chan"] = first_shape
+        if tables.sweep is not None:  # a streaming map's sweep bound (not its first base)
+            fields["sweep"] = base_shape
         layout = data.StructLayout(fields)
         index = self.i.payload.index
         per_index = {"first": tables.first, "chan": tables.chan} | tables.index_fields()
@@ -608,8 +616,9 @@ class Sequencer(wiring.Component):
         m.submodules.pass_counter = passes = WordCounter(
             timing=self._span_timing(), gated=bool(depth)
         )
+        bound = first.sweep if tables.sweep is not None else first.base
         if not depth:  # one pass per event (or none)
-            return passes, first, None, None
+            return passes, first, None, None, bound
         pass_end = Signal(name="pass_end")  # the last slot of one of the event's passes: now
         # the pass ROM: the later passes, lists shared between indices; ``next_last``: the pass
         # after this one is the event's last (so that whether a pass is the last comes from a
@@ -647,7 +656,7 @@ class Sequencer(wiring.Component):
             else:
                 later_first = read.first + first.chan
             m.d.comb += [decoded.base.eq(read.base), decoded.first.eq(later_first)]
-        return passes, decoded, final, pass_end
+        return passes, decoded, final, pass_end, bound
 
 
 def _times(value, k: int):

@@ -77,13 +77,16 @@ def _conv(net: ConvNet, layer: int) -> Conv2d:
     return op
 
 
-def conv_spec(net: ConvNet, layer: int, *, lanes: int) -> SiteSpec:
+def conv_spec(net: ConvNet, layer: int, *, lanes: int, stream: bool = False) -> SiteSpec:
     """The mapped layer core of the convolution ``net.layers[layer]`` (``lanes`` must divide its
-    output channels)."""
+    output channels); ``stream``: a streaming core (:meth:`InputMap.streaming`: an output
+    position is swept as soon as the last input that reaches it has passed; its input must come
+    in ascending index within a step, as every CNN site and the image send it)."""
     op = _conv(net, layer)
     shape = net.input_shape_of(layer)
     analog = net.reads_image(layer)
     imap = InputMap.conv(op, shape, lanes=lanes, order="chw" if analog else "hwc")
+    imap = imap.streaming(stream)
     _, ho, wo = op.output_shape(shape)
     n = op.c_out * ho * wo
     widths = net.widths[layer]
@@ -170,6 +173,11 @@ def conv_streams(
 LAYER_KINDS = ("conv2d", "sumpool2d", "linear", "add")
 #: every site kind the CNN top builds (a max-pool: ``hw.cores.max_pool.MaxPoolCore``)
 RTL_KINDS = (*LAYER_KINDS, "maxpool2d")
+#: site kinds the CNN top builds as streaming cores (:meth:`InputMap.streaming`, docs/cnn.md
+#: §11): every CNN source sends a step in ascending index (the image in C order, layer cores'
+#: emitters and the max-pool in HWC order), so a conv core sweeps an output position as soon
+#: as the last input row reaching it has passed, and its consumer starts before the marker
+STREAMING_KINDS = frozenset({"conv2d"})
 
 
 def core_order(net: ConvNet, site: int) -> np.ndarray:
@@ -290,19 +298,22 @@ def _neurons(op: Any, n: int, positions: int, thr: np.ndarray, bias: np.ndarray)
     )
 
 
-def site_spec(net: ConvNet, site: int, *, lanes: int) -> Any:
+def site_spec(net: ConvNet, site: int, *, lanes: int, stream: bool | None = None) -> Any:
     """What trace layer ``site`` of ``net`` is built from: the :class:`SiteSpec` of a mapped
     layer core — a convolution (:func:`conv_spec`), a sum-pool (:meth:`InputMap.depthwise`,
     neurons in HWC order), a linear layer (one token of :meth:`InputMap.tokens`, its weight
     columns permuted to read its source core's HWC indices), a merge
     (:func:`hw.model.add_model.add_spec`) — or a max-pool's
-    :class:`hw.model.pool_model.PoolGeometry`."""
+    :class:`hw.model.pool_model.PoolGeometry`. ``stream``: a conv site streams (default
+    ``None``: where :data:`STREAMING_KINDS` says)."""
     if not isinstance(site, int) or not 0 <= site < net.depth:
         raise ValueError(f"site must be an integer in [0, {net.depth - 1}], not {site!r}")
     s = net.sites[site]
     layer, op = s.layer, s.op
     if s.kind == "conv2d":
-        return conv_spec(net, layer, lanes=lanes)
+        return conv_spec(
+            net, layer, lanes=lanes, stream=s.kind in STREAMING_KINDS if stream is None else stream
+        )
     if s.kind == "add":
         from spikezip.hw.model.add_model import add_spec
 

@@ -607,6 +607,8 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
     words, slots = timing.words, timing.slots
     extra = 0 if input_map is None else input_map.sweep_extra(timing.min_distance)
     stream = input_map is not None and input_map.stream
+    if stream:  # (per index: the words swept before its event, its lowest pass)
+        bounds_all, lowest_all = input_map.sweep_bounds, input_map.lowest
     pad = slots - words + extra  # idle slots after a sweep's last word
     order = np.arange(words)
     out: list[InferenceSchedule] = []
@@ -630,7 +632,8 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
                     costs = input_map.event_cycles(ins[t].indices, timing.min_distance)
                 if stream:
                     fire = np.empty(words, dtype=np.int64)
-                    bases = input_map.bases[ins[t].indices].tolist()
+                    bounds = bounds_all[ins[t].indices].tolist()
+                    lowest = lowest_all[ins[t].indices].tolist()
                     kept = input_map.kept[ins[t].indices].tolist()
                 beats = None if arrivals is None else arrivals[b][t]
                 free, first_slots = acc, []
@@ -642,19 +645,19 @@ def _schedule(timing, inputs, outputs, arrivals, input_map, ready):
                     slot = free if beats is None else max(free, beats[k] + timing.sequencer_latency)
                     if k == 0:
                         start = slot  # (an early sweep may come first)
-                    if stream and kept[k] and bases[k] < ptr:
+                    if stream and kept[k] and lowest[k] < ptr:
                         raise ValueError(
                             f"inference {b}, step {t}: event {k} (index {ins[t].indices[k]}) is "
-                            f"on word {bases[k]}, below word {ptr} the streaming core swept: "
-                            "its input must come in ascending word order"
+                            f"on word {lowest[k]}, below word {ptr} the streaming core swept: "
+                            "its input must come in ascending index order"
                         )
-                    if stream and kept[k] and bases[k] > ptr:
-                        # the words below the event's pass are complete: sweep them first
+                    if stream and kept[k] and bounds[k] > ptr:
+                        # the words below the bound are complete: sweep them first
                         if ptr == 0:  # the step's first sweep slot: the emitter's room
                             slot = max(slot, bank)
-                        fire[ptr : bases[k]] = slot + np.arange(bases[k] - ptr)
-                        slot += bases[k] - ptr
-                        ptr = bases[k]
+                        fire[ptr : bounds[k]] = slot + np.arange(bounds[k] - ptr)
+                        slot += bounds[k] - ptr
+                        ptr = bounds[k]
                     first_slots.append(slot)
                     free = slot + int(costs[k])
                 x = free if beats is None else max(free, beats[n] + timing.sequencer_latency)

@@ -109,16 +109,40 @@ class InputMap:
         )
 
     def streaming(self, stream: bool = True) -> InputMap:
-        """This map with ``stream`` set: the core sweeps the words below a kept event's pass
-        (``[p, base)``, ``p`` the first word not swept yet in the step) before the pass, so
-        that a token's spikes leave as soon as the next token's input begins instead of after
-        the step's marker. Exact only for inputs whose kept events come in ascending ``base``
-        within a step; the cycle model raises ``ValueError`` on an input out of that order
-        (:data:`hw.model.vit_sites.STREAMING_KINDS`: the sites whose producers send so). A map
-        with several passes per event cannot stream (its passes are not in word order)."""
-        if stream and self.multi:
-            raise ValueError("a map with several passes per event cannot stream")
+        """This map with ``stream`` set: before a kept event ``j`` the core sweeps the words
+        ``[p, sweep_bounds[j])`` (``p`` the first word not swept yet in the step), so that a
+        word's spikes leave as soon as the last input that can reach it has passed instead of
+        after the step's marker. Exact for inputs whose events come in ascending index within a
+        step (no later index has a pass below :attr:`sweep_bounds`); the cycle model raises
+        ``ValueError`` on an input out of that order (:data:`hw.model.vit_sites.STREAMING_KINDS`,
+        :func:`hw.model.conv_sites.streams`: the sites whose producers send so). A merge cannot
+        stream (its sources' passes cover the same words: no word is complete before the last
+        source)."""
+        if stream and self.kind == "merge":
+            raise ValueError("a merge map cannot stream (its sources cover the same words)")
         return dataclasses.replace(self, stream=bool(stream))
+
+    @property
+    def lowest(self) -> np.ndarray:
+        """Per input index, the lowest base of its passes (``int64 [n_in]``; 0 if dropped)."""
+        if self.counts is None or not self.multi:
+            return np.where(self.kept, self.bases, 0)
+        starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        low = np.zeros(self.n_in, dtype=np.int64)
+        kept = np.flatnonzero(self.counts > 0)
+        low[kept] = np.minimum.reduceat(self.pass_bases, starts[kept])
+        return low
+
+    @property
+    def sweep_bounds(self) -> np.ndarray:
+        """Per input index ``j``, the words a streaming core may sweep before event ``j``
+        (``[0, sweep_bounds[j])``): the lowest base of any pass of an index ``≥ j`` — every word
+        below it is complete once the indices ``< j`` have arrived (docs/cnn.md §11). ``int64
+        [n_in]``; 0 for a dropped index (it sweeps nothing). A token or direct map: its bases
+        (ascending); a convolution: the output row above the window rows still to come."""
+        low = np.where(self.kept, self.lowest, np.iinfo(np.int64).max)
+        suffix = np.minimum.accumulate(low[::-1])[::-1]
+        return np.where(self.kept, suffix, 0)
 
     @property
     def n_in(self) -> int:
@@ -411,6 +435,9 @@ class DecoderTables:
     hi: dict[str, np.ndarray] | None = None
     lo: dict[str, np.ndarray] | None = None
     split_or: bool = True
+    #: a streaming map whose sweep bound is not its first pass's base (a convolution): per index
+    #: :attr:`InputMap.sweep_bounds`, a decoder field; else ``None`` (the bound is ``base``)
+    sweep: np.ndarray | None = None
 
     @property
     def kept(self) -> np.ndarray:
@@ -462,14 +489,20 @@ class DecoderTables:
             pass_next_last=np.asarray(p_last, dtype=np.int64),
             pass_or=pass_or,
         )
+        if imap.stream:
+            bounds = imap.sweep_bounds
+            if not np.array_equal(bounds, base):
+                tables = dataclasses.replace(tables, sweep=bounds)
         return tables._split()
 
     def index_fields(self) -> dict[str, np.ndarray]:
-        """Per index, the decoder fields other than ``first`` and ``chan``: ``base``, ``kept`` and
-        (with a pass ROM) ``single``, ``pair``, ``second`` (a split reads them from its high
-        table)."""
+        """Per index, the decoder fields other than ``first`` and ``chan``: ``base``, ``kept``,
+        (with a pass ROM) ``single``, ``pair``, ``second`` and (streaming, :attr:`sweep`)
+        ``sweep`` (a split reads them from its high table)."""
         c = self.counts
         fields = {"base": self.base, "kept": (c > 0).astype(np.int64)}
+        if self.sweep is not None:
+            fields["sweep"] = self.sweep
         if self.depth:
             fields |= {
                 "single": (c <= 1).astype(np.int64),

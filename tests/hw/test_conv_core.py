@@ -165,8 +165,64 @@ def test_conv_map_validation() -> None:
         InputMap.conv(conv, (2, 4, 4), lanes=4)
     with pytest.raises(ValueError, match="order must be"):
         InputMap.conv(conv, (2, 4, 4), lanes=2, order="cwh")
-    with pytest.raises(ValueError, match="cannot stream"):
-        InputMap.conv(conv, (2, 4, 4), lanes=2).streaming()
+    assert InputMap.conv(conv, (2, 4, 4), lanes=2).streaming().stream  # (docs/cnn.md §11)
+    with pytest.raises(ValueError, match="a merge map cannot stream"):
+        InputMap.merge(12, (3, -2), lanes=2).streaming()
+
+
+def test_first_pass_base_is_not_a_sweep_bound() -> None:
+    """Why a conv map sweeps to :attr:`InputMap.sweep_bounds`, not to an event's first pass's base
+    (what a token map does): with padding, input rows 0 and 1 of a 3×3 conv both reach output
+    row 0, so in raster order the first pass falls back from (0, 6) at input (0, 7) to (0, 0)
+    at input (1, 0) — sweeping below (0, 6) at (0, 7) would fire words (1, 0)'s event adds to."""
+    imap = InputMap.conv(_conv(c_out=1, c_in=1), (1, 8, 8), lanes=1)
+    assert imap.bases[7] == 6 and imap.bases[8] == 0
+    assert imap.sweep_bounds[7] == 0 and imap.sweep_bounds[8] == 0
+
+
+def test_sweep_bounds_by_hand() -> None:
+    """3×3, padding 1, stride 1 on a 4×4 image (one channel, one lane: word = output position
+    ``oy·4 + ox``): output ``(oy, ox)`` is complete once input ``(oy + 1, ox + 1)`` (clipped) has
+    passed, so before input ``(y, x)`` the words below ``(y − 1, x − 1)`` are: ``(y − 1)·4 +
+    max(0, x − 1)`` for ``y ≥ 1``, none on row 0."""
+    imap = InputMap.conv(_conv(c_out=1, c_in=1), (1, 4, 4), lanes=1)
+    hand = [0 if y == 0 else (y - 1) * 4 + max(0, x - 1) for y in range(4) for x in range(4)]
+    assert imap.sweep_bounds.tolist() == hand
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.integers(1, 3),
+    st.sampled_from(["chw", "hwc"]),
+    st.integers(3, 8),
+    st.integers(3, 8),
+)
+def test_sweep_bounds_are_exact(kh, kw, sy, sx, py, px, c_in, order, h, w) -> None:
+    """Random conv geometries (kernel 1–5, stride 1–3, padding 0–2, both input orders): before
+    kept index ``j`` a streaming core sweeps below ``sweep_bounds[j]`` — no pass of an index
+    ``≥ j`` lies there (exact for input in ascending index), the bounds never fall over the
+    kept indices (a sweep never goes back), and they are the largest such: the word at the
+    bound is reached by some index ``≥ j``."""
+    py, px = min(py, kh - 1), min(px, kw - 1)
+    assume(h + 2 * py >= kh and w + 2 * px >= kw)
+    conv = _conv(c_out=2, c_in=c_in, k=(kh, kw), stride=(sy, sx), padding=(py, px))
+    imap = InputMap.conv(conv, (c_in, h, w), lanes=1, order=order)
+    bounds = imap.sweep_bounds
+    passes = [[b for _, b in imap.passes(j)] for j in range(imap.n_in)]
+    kept = [j for j in range(imap.n_in) if passes[j]]
+    for j in kept:
+        later = [b for k in range(j, imap.n_in) for b in passes[k]]
+        assert min(later) == bounds[j]
+    assert all(bounds[a] <= bounds[b] for a, b in zip(kept, kept[1:], strict=False))
+    assert all(bounds[j] == 0 for j in range(imap.n_in) if not passes[j])
+    tokens = InputMap.tokens(np.ones((4, 3), np.int64), tokens=3, lanes=2, read_tokens=2)
+    assert tokens.sweep_bounds.tolist() == tokens.bases.tolist()  # (the ViT's sites: unchanged)
 
 
 def test_hwc_order() -> None:
@@ -193,11 +249,12 @@ def conv_nets(draw, *, max_size: int = 8, max_c0: int = 3, graded: bool = True) 
     return net
 
 
-def run_conv(net, x, layer, lanes, *, pipeline=1, seed=None, trace=None):
-    """Drive the conv core of ``net.layers[layer]`` with its golden input; return the output
-    beats unpacked, the expected ones, the model's cycles and the beats' cycles."""
+def run_conv(net, x, layer, lanes, *, pipeline=1, seed=None, trace=None, stream=False):
+    """Drive the conv core of ``net.layers[layer]`` (``stream``: a streaming one) with its golden
+    input; return the output beats unpacked, the expected ones, the model's cycles and the
+    beats' cycles."""
     trace = trace if trace is not None else simulate(net, x)
-    spec = conv_spec(net, layer, lanes=lanes)
+    spec = conv_spec(net, layer, lanes=lanes, stream=stream)
     core = LayerCore.for_site(spec, pipeline=pipeline)
     ins, outs = conv_streams(net, x, trace, layer)
     words = [w for inf in ins for s in inf for w in s.words(core.input_format)]
@@ -209,8 +266,8 @@ def run_conv(net, x, layer, lanes, *, pipeline=1, seed=None, trace=None):
     return [fmt.unpack(w) for _, w in got], [fmt.unpack(w) for w in expected], cycles, got
 
 
-def _model_cycles(net, x, trace, layer, lanes, pipeline) -> int:
-    spec = conv_spec(net, layer, lanes=lanes)
+def _model_cycles(net, x, trace, layer, lanes, pipeline, stream=False) -> int:
+    spec = conv_spec(net, layer, lanes=lanes, stream=stream)
     timing = cycle_model.LayerTiming(n_out=spec.n_out, lanes=lanes, pipeline=pipeline)
     ins, outs = conv_streams(net, x, trace, layer)
     sched = cycle_model.schedule(timing, ins, outs, input_map=spec.input_map)
@@ -228,14 +285,14 @@ def _check_random(data, max_cycles: int) -> None:
         c_out = net.layers[layer].c_out
         lanes = data.draw(st.sampled_from([p for p in range(1, c_out + 1) if c_out % p == 0]))
         pipeline = data.draw(st.sampled_from([0, 1, 2, 3]))
-        assume(_model_cycles(net, x, trace, layer, lanes, pipeline) < max_cycles)
-        got, expected, cycles, beats = run_conv(
-            net, x, layer, lanes, pipeline=pipeline, trace=trace
-        )
+        stream = data.draw(st.booleans())  # a streaming core (docs/cnn.md §11)
+        assume(_model_cycles(net, x, trace, layer, lanes, pipeline, stream) < max_cycles)
+        kw = {"pipeline": pipeline, "trace": trace, "stream": stream}
+        got, expected, cycles, beats = run_conv(net, x, layer, lanes, **kw)
         assert got == expected, layer
         assert [c for c, _ in beats] == cycles, layer
         if data.draw(st.booleans()):  # random idle input cycles and output stalls: same beats
-            got, _, _, _ = run_conv(net, x, layer, lanes, pipeline=pipeline, seed=1, trace=trace)
+            got, _, _, _ = run_conv(net, x, layer, lanes, seed=1, **kw)
             assert got == expected, layer
 
 
