@@ -198,3 +198,33 @@ def test_skip_fifo_holds_a_step() -> None:
     assert {f.name: f.depth for f in model.fifos}["layer0_fifo1"] == n + 1
     with pytest.raises(ValueError, match=rf"FIFO layer0_fifo1 is on a skip path .* {n + 1} entr"):
         CnnCore(net=net, fifo_depths={"layer0_fifo1": n})
+
+
+def test_streaming_conv_sites(monkeypatch) -> None:
+    """The top's conv sites stream (``conv_sites.STREAMING_KINDS``, docs/cnn.md §11): a conv core
+    sweeps an output position once the last input row reaching it has passed, so its spikes leave
+    before its step's marker; RTL == model beat for beat, and the same net with plain conv cores
+    takes longer (the model, which the other tests pin to the RTL for both)."""
+    rng = np.random.default_rng(5)
+
+    def conv(c_in, c_out):
+        w = rng.integers(-2, 4, (c_out, c_in, 3, 3))
+        return Conv2d(weight=w, bias=np.zeros(c_out, np.int64), threshold=3, neg_bound=0,
+                      pos_bound=3, padding=1)  # fmt: skip
+
+    fc = Layer(weight=rng.integers(-3, 4, (3, 2 * 25)), bias=[0, 0, 0], threshold=3,
+               neg_bound=0, pos_bound=3)  # fmt: skip
+    net = ConvNet(input_shape=(1, 5, 5), input_bounds=(0, 8),
+                  layers=(conv(1, 2), conv(2, 2), Flatten(), fc))  # fmt: skip
+    x = rng.integers(0, 9, (1, net.n_inputs))
+    specs = list(conv_sites.site_specs(net, 2).values())
+    assert [s.input_map.stream for s in specs] == [True, True, False]
+    model = check_top(net, x, lanes=2, pipeline=1)
+    # a spike of conv2 leaves before conv2's input marker (conv1's) arrives: a plain core cannot
+    markers = [m for _, m in model.site_steps(net.sites[0].name, 0)]
+    steps = list(model.site_steps(net.sites[1].name, 0))
+    assert any(ev and ev[0] < markers[t] for t, (ev, _) in enumerate(steps[: len(markers)]))
+    monkeypatch.setattr(conv_sites, "STREAMING_KINDS", frozenset())
+    assert not any(s.input_map.stream for s in conv_sites.site_specs(net, 2).values())
+    plain = cnn_schedule(net, x, simulate(net, x), lanes=2, pipeline=1)
+    assert plain.total_cycles > model.total_cycles
