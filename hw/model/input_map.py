@@ -30,6 +30,11 @@ The sequencer stores a map as :class:`DecoderTables` (:meth:`InputMap.decoder_ta
 decoder per index (or split into two small tables) and the later passes as lists shared between
 indices — one per input position for a convolution (docs/cnn.md §11).
 
+Streaming (:meth:`InputMap.streaming`): before a kept event the core sweeps the words below
+:attr:`InputMap.sweep_bounds` (the lowest pass of that or any later index), so its spikes leave
+before the step's marker; a token map's bound is its base, a convolution's lags the input by
+the kernel's reach (docs/cnn.md §11).
+
 Cost: a kept event occupies ``passes·span`` slots, its last pass padded to ``min_distance`` as
 the plain core's, a dropped one 1 cycle (:meth:`event_cycles`); a sweep or re-initialisation
 :meth:`sweep_extra` idle slots more than the plain core's (both used by
