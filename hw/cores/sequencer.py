@@ -518,7 +518,8 @@ class Sequencer(wiring.Component):
         its base (``DecoderTables.sweep``) takes :meth:`_list_decoder`. Returns the pass
         counter, the decoded pass, ``final``, ``pass_end`` and the event's sweep bound."""
         imap, words = self._map, self.words
-        if imap.multi or imap.kind == "merge" or imap.decoder_tables().sweep is not None:
+        moved = imap.stream and not imap.sweep_is_base  # (a decoder field: ``sweep``)
+        if imap.multi or imap.kind == "merge" or moved:
             return self._list_decoder(m, buf)
         row_shape = unsigned(max(1, (imap.n_rows - 1).bit_length()))
         base_shape = unsigned(max(1, (words - 1).bit_length()))

@@ -150,6 +150,12 @@ class InputMap:
         return np.where(self.kept, suffix, 0)
 
     @property
+    def sweep_is_base(self) -> bool:
+        """Every index's sweep bound is its first pass's base (a token or direct map): a
+        streaming sequencer compares ``base`` and its decoder needs no ``sweep`` field."""
+        return bool(np.array_equal(self.sweep_bounds, np.where(self.kept, self.bases, 0)))
+
+    @property
     def n_in(self) -> int:
         """Input indices the map covers."""
         return int(self.rows.shape[0])
@@ -494,10 +500,8 @@ class DecoderTables:
             pass_next_last=np.asarray(p_last, dtype=np.int64),
             pass_or=pass_or,
         )
-        if imap.stream:
-            bounds = imap.sweep_bounds
-            if not np.array_equal(bounds, base):
-                tables = dataclasses.replace(tables, sweep=bounds)
+        if imap.stream and not imap.sweep_is_base:
+            tables = dataclasses.replace(tables, sweep=imap.sweep_bounds)
         return tables._split()
 
     def index_fields(self) -> dict[str, np.ndarray]:
