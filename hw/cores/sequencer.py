@@ -44,7 +44,7 @@ from spikezip.hw.model.cycle_model import (
 )
 from spikezip.hw.model.input_map import InputMap
 
-__all__ = ["EventBuffer", "Sequencer", "StepCredits", "StepStatus", "WordCounter"]
+__all__ = ["EventBuffer", "Sequencer", "StepCredits", "StepStatus", "WordCounter", "first_row"]
 
 
 class StepStatus(wiring.Signature):
@@ -158,7 +158,9 @@ class EventBuffer(wiring.Component):
         i, o, side = self.i, self.o, self._side
         shape = i.payload.shape()
         entry = [Signal(shape, name=f"entry{j}", reset_less=True) for j in (0, 1)]
-        kept = [] if side is None else [Signal(side, name=f"side{j}", reset_less=True) for j in (0, 1)]
+        kept = (
+            [] if side is None else [Signal(side, name=f"side{j}", reset_less=True) for j in (0, 1)]
+        )
         wp, rp = Signal(name="write_entry"), Signal(name="read_entry")
         full = Signal(name="full")  # both entries hold a beat
         m.d.comb += i.ready.eq(~full)
@@ -353,6 +355,11 @@ class Sequencer(wiring.Component):
         Input event format.
     has_bias : bool
         The layer has a non-zero bias: step 0 is busy.
+    row_input : bool
+        Take each beat's first weight row (:func:`first_row`) from the ``row`` input, valid with
+        ``i``, instead of computing it (the sender computed it, so that no carry chain follows
+        its memory); needs the two-entry buffer (:meth:`LayerTiming.input_entries
+        <hw.model.cycle_model.LayerTiming.input_entries>`). No cycle changes.
 
     Members
     -------
@@ -362,6 +369,8 @@ class Sequencer(wiring.Component):
         Word operations.
     status : In(StepStatus())
         From the emitter: sweeps done and markers sent.
+    row : In(first row shape)
+        Only with ``row_input``: ``first_row(i.payload.index, W)``.
     """
 
     def __init__(
@@ -372,8 +381,12 @@ class Sequencer(wiring.Component):
         value_width: int,
         has_bias: bool,
         input_map: InputMap | None = None,
+        row_input: bool = False,
     ) -> None:
         self._timing = check_timing(timing)
+        self._row_input = bool(row_input)
+        if self._row_input and timing.input_entries(input_map) != 2:
+            raise ValueError("row_input needs the two-entry input buffer (buffered_input, no map)")
         self._has_bias = bool(has_bias)
         self._widths = (index_width, value_width)
         self._map = input_map
@@ -400,13 +413,14 @@ class Sequencer(wiring.Component):
                 span=input_map.span,
                 first_row=True,
             )
-        super().__init__(
-            {
-                "i": In(stream.Signature(stream_layout(index_width, value_width, self._width))),
-                "o": Out(stream.Signature(layout, always_ready=True)),
-                "status": In(StepStatus()),
-            }
-        )
+        members = {
+            "i": In(stream.Signature(stream_layout(index_width, value_width, self._width))),
+            "o": Out(stream.Signature(layout, always_ready=True)),
+            "status": In(StepStatus()),
+        }
+        if self._row_input:  # the first weight row of the beat on ``i``, from the sender
+            members["row"] = In(layout.members["first"])
+        super().__init__(members)
 
     @property
     def input_map(self) -> InputMap | None:
@@ -469,8 +483,9 @@ class Sequencer(wiring.Component):
             m.d.comb += o.index.eq(event.index)
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
             # the pass's first weight word, taken with the input register (its index · W)
-            if two:  # (kept with each entry)
-                m.d.comb += buf.side_i.eq(_times(self.i.payload.index, self.words))
+            if two:  # (kept with each entry; with ``row_input`` computed by the sender)
+                row = self.row if self._row_input else first_row(self.i.payload.index, self.words)
+                m.d.comb += buf.side_i.eq(row)
                 m.d.comb += o.first.eq(buf.side_o)
             else:
                 first = Signal.like(o.first, name="first_row", reset_less=True)
@@ -737,6 +752,12 @@ class Sequencer(wiring.Component):
                 later_first = read.first + first.chan
             m.d.comb += [decoded.base.eq(read.base), decoded.first.eq(later_first)]
         return passes, decoded, final, pass_end
+
+
+def first_row(index, words: int):
+    """The first weight row of an event's pass, ``index · words`` (a sum of shifts): what the
+    sequencer keeps with each beat, or (``row_input``) takes from the sender with it."""
+    return _times(index, words)
 
 
 def _times(value, k: int):
