@@ -167,8 +167,9 @@ class LayerCore(wiring.Component):
         The ``row`` input: the sender gives each input beat's first weight row
         (:meth:`row_of`), so that the core's two-entry input buffer loads it from the sender's
         register or memory with no carry chain in between
-        (:class:`hw.cores.network_core.NetworkCore` stores it in the FIFO with the beat). Needs a pipeline with ``buffered_input`` and one
-        event per beat, no input map; no cycle changes.
+        (:class:`hw.cores.network_core.NetworkCore` stores it in the FIFO with the beat).
+        Needs a pipeline with ``buffered_input`` and one event per beat, no input map; no cycle
+        changes.
 
     Members
     -------

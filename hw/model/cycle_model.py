@@ -744,8 +744,9 @@ def timed(
     a register) takes beat ``k`` in ``max(arrival_k, taken_{k−1} + 1, consumed_{k−2} + 1)``:
     while the beat before still waits, if the one before that left; the sequencer sees beat
     ``k`` from ``max(arrival_k, consumed_{k−1}) + 1`` either way. Without ``arrivals`` the input
-    is always valid (a beat is valid from cycle 0). ``ops_per_event``: neurons one pass updates (default: ``n_out``, or a map's
-    ``span·lanes``; a multi-pass map's event counts once per pass).
+    is always valid (a beat is valid from cycle 0). ``ops_per_event``: neurons one pass updates
+    (default: ``n_out``, or a map's ``span·lanes``; a multi-pass map's event counts once per
+    pass).
 
     With wide input beats (``timing.input_width > 1``; ``arrivals`` per event, its beat's) one
     ``taken`` per beat: the input register takes a beat whose events share a pass as it takes
