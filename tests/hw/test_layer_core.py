@@ -85,6 +85,13 @@ def test_bad_parameters() -> None:
         ({"input_bounds": (5, 1)}, ValueError, r"input_bounds must satisfy lo ≤ hi, not \(5, 1\)"),
         ({"analog": 1}, TypeError, "analog must be a bool, not 1"),
         ({"probe": "yes"}, TypeError, "probe must be a bool, not 'yes'"),
+        ({"row_input": 1}, TypeError, "row_input must be a bool, not 1"),
+        ({"row_input": True}, ValueError, "row_input needs the two-entry input buffer"),
+        (
+            {"row_input": True, "pipeline": 3, "input_width": 2},
+            ValueError,
+            "row_input needs the two-entry input buffer",
+        ),
     ]
     for change, error, message in cases:
         with pytest.raises(error, match=message):
