@@ -11,7 +11,9 @@ is idle for good (a marker with ``busy = 0``), keeps stepping on its own until i
 then re-initialises for the next inference. Layers are therefore decoupled: layer ``l`` may work
 on step ``t + 1`` (or on the next inference) while layer ``l + 1`` still integrates step ``t``;
 the FIFOs (one step of spikes deep by default) take up the slack, so the throughput is what the
-step-wise dependency allows.
+step-wise dependency allows. With ``buffered_input`` (pipeline presets 2 and 3) a FIFO also stores,
+with each beat, the receiving core's first weight row ``index · W`` (``LayerCore`` ``row_input``),
+computed from the sender's output register before the block RAM instead of behind it.
 
 ``done`` is high for one cycle when the last layer's marker with ``busy = 0`` leaves on ``o``: the
 first step in which no layer was busy, the hardware form of SpikeZIP's termination rule. The next
