@@ -72,20 +72,37 @@ def main() -> None:
         default=30.0,
         help="CPU minutes nextpnr may use per design point (a stopped point is recorded)",
     )
+    ap.add_argument(
+        "--part",
+        choices=("all", "digits", "784"),
+        default="all",
+        help="the digits sweep, the 784-128-10 points, or both (default; `784` records "
+        "build/bench/codesign_784.json, `digits` codesign_digits.json)",
+    )
     args = ap.parse_args()
     data = digits.load()
     out: dict = {"samples": args.samples}
+    x = data.x_test[: args.samples]
+    limit = args.time_limit * 60
+    if args.part != "784":
+        digits_sweep(args, x, limit, out)
+    if args.part != "digits":
+        mnist_size(x, limit, out)
+    name = "codesign" if args.part == "all" else f"codesign_{args.part}"
+    print(f"recorded in {record(name, out)}")
+
+
+def digits_sweep(args, x, limit: float, out: dict) -> None:
+    """2. The digits network's sweep over lanes (synthesis + place and route + model), in
+    parallel."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-codesign-"))
     net = to_network(qann.load_or_train(qann.QannConfig()), name="digits")
-    x = data.x_test[: args.samples]
     net.save(tmp / "digits.npz")
 
-    # 2. digits sweep over lanes (synthesis + place and route + model), in parallel
     points = [DesignPoint(lanes=p, pipeline=d) for d in (1, 3) for p in (1, 2, 4, 8, 16)]
     points += [DesignPoint(lanes=(8, 4), pipeline=3), DesignPoint(lanes=(16, 4), pipeline=3)]
     points += [DesignPoint(lanes=8, storage="memory"), DesignPoint(lanes=8, storage="registers")]
     t0 = time.perf_counter()
-    limit = args.time_limit * 60
     res = sweep(
         tmp / "digits.npz", x, points, jobs=args.jobs, target="ecp5", pnr=True, pnr_time_limit=limit
     )
@@ -131,7 +148,10 @@ def main() -> None:
         )
     }
 
-    # 3. 784-128-10
+
+def mnist_size(x, limit: float, out: dict) -> None:
+    """3. The 784-128-10 network: three lane points, placed and routed where it fits the
+    25k."""
     big = widen(to_network(qann.load_or_train(qann.QannConfig(hidden=(128,))), name="d128"))
     xb = upsample(x)
     for p in ((16, 10), (64, 10), (128, 10)):  # lanes ≤ the neuron count (10 outputs)
@@ -174,7 +194,6 @@ def main() -> None:
         row["ann_energy_nj"] = r.ann_energy_nj_per_inference
         out.setdefault("mnist_size", []).append(row)
         print("784-128-10", row, flush=True)
-    print(f"recorded in {record('codesign', out)}")
 
 
 if __name__ == "__main__":

@@ -913,6 +913,7 @@ def _report_vit(
             device=device,
             on_stage=stage,
             pnr_time_limit=_pnr_seconds(args, vit),
+            back_to_back=args.back_to_back,
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
@@ -1306,6 +1307,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--inputs", help="inputs that set the activity (default: <network>_inputs.npy)"
         )
         r.add_argument("--samples", type=POSITIVE, default=50, help="inputs used (default 50)")
+        if name == "report":
+            r.add_argument(
+                "--back-to-back",
+                type=POSITIVE,
+                default=None,
+                metavar="N",
+                help="a ViT or CNN: the first N samples run back to back through the exact "
+                "model (default: a ViT 3, as its model's cost grows faster than the square of "
+                "the images; a CNN all)",
+            )
         r.add_argument("--target", default="ecp5", choices=("ecp5", "ice40", "generic"))
         r.add_argument("--no-pnr", dest="pnr", action="store_false", help="skip place and route")
         r.add_argument(

@@ -98,7 +98,7 @@ class DesignPoint:
 REPORT_KIND = "spikezip-report"
 REPORT_VERSION = 1
 VIT_REPORT_KIND = "spikezip-vit-report"
-VIT_REPORT_VERSION = 2
+VIT_REPORT_VERSION = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,7 +347,9 @@ class ViTReport:
     sites: int
     fifo_depths: dict[str, int]  #: FIFOs set by name (the rest follow the FIFO plan)
     latency: Latency  #: per image alone, from reset; µs at :attr:`fmax_mhz` when known
-    back_to_back_cycles: float  #: cycles per image, the samples back to back
+    back_to_back_cycles: float  #: cycles per image, the first samples back to back
+    #: the samples run back to back (the first ones; :data:`VIT_BACK_TO_BACK`)
+    back_to_back_samples: int
     fmax_mhz: float | None  #: placed and routed (:attr:`pnr`), or the clock the caller gave
     samples: int
     steps_mean: float
@@ -462,6 +464,12 @@ def model_latency(
 
 #: ECP5 device a ViT is placed on by default (the digits ViT is over the 25k's 24k LUTs)
 VIT_DEVICE = "85k"
+#: images a ViT's back-to-back exact model runs by default (of the samples): the composition's
+#: passes grow with the images (a stall that fills a FIFO settles one FIFO-full of beats per
+#: pass), so its cost grows faster than their square: 1, 3, 5 images 1.6, 38, 160 s of CPU
+#: (docs/performance.md, "The ViT's exact model and many images"); a CNN and an MLP run all
+#: samples
+VIT_BACK_TO_BACK = 3
 ECP5_DEVICES = ("25k", "45k", "85k")
 
 
@@ -491,6 +499,7 @@ def evaluate_vit(
     device: str | None = VIT_DEVICE,
     on_stage: Callable[[str], None] | None = None,
     pnr_time_limit: float | None = None,
+    back_to_back: int | None = None,
 ) -> ViTReport:
     """One design point of a site-graph top (:class:`ViTReport`): a ViT (``ViTCore``) or a CNN
     (``ir.cnn.ConvNet``: ``CnnCore``, ``product_lanes`` and ``layer_norm_units`` not given).
@@ -498,7 +507,8 @@ def evaluate_vit(
     * latency: each image alone from reset, and the images back to back, through the exact
       model of the top (:func:`hw.model.vit_model.vit_schedule`,
       :func:`hw.model.cnn_model.cnn_schedule`) with the design's FIFOs (the FIFO plan,
-      ``fifo_depths`` by name);
+      ``fifo_depths`` by name); back to back the first ``back_to_back`` images (default: a
+      ViT's first :data:`VIT_BACK_TO_BACK`, a CNN's all);
     * ``synth``: resources of the top and of every core (kept separate through synthesis);
     * ``pnr`` (ECP5 or iCE40): place and route of the top in the pin-limited harness on
       ``device`` (default the 85k), from the same synthesis; its fmax sets the µs and images/s.
@@ -542,9 +552,16 @@ def evaluate_vit(
         product_lanes=product_lanes,
         layer_norm_units=layer_norm_units,
     ).checked(vit)
+    if back_to_back is not None and (
+        isinstance(back_to_back, bool) or not isinstance(back_to_back, int) or back_to_back < 1
+    ):
+        raise ValueError(f"back_to_back must be a positive integer, not {back_to_back!r}")
     stage("reference trace")
     trace = trace if trace is not None else simulate(vit, inputs)
     n = inputs.shape[0]
+    if back_to_back is None:
+        back_to_back = n if isinstance(vit, ConvNet) else VIT_BACK_TO_BACK
+    chain = min(n, back_to_back)
     stage(f"exact model, {n} images alone")
     lat, need, depth, waited = [], 0, 0, False
     for b in range(n):
@@ -553,8 +570,8 @@ def evaluate_vit(
         need = max(need, max(min(f.need, f.depth) for f in s.fifos))
         depth = max(depth, max(f.depth for f in s.fifos))
         waited |= s.backpressure
-    stage(f"exact model, {n} images back to back")
-    run = schedule(vit, inputs, trace, params)
+    stage(f"exact model, {chain} images back to back")
+    run = schedule(vit, inputs[:chain], trace.select(list(range(chain))), params)
     waited |= run.backpressure
     busy = {ld.name: ld.work for ld in run.loads}
     top = max(busy, key=busy.get)
@@ -639,13 +656,14 @@ def evaluate_vit(
         sites=len(vit.sites),
         fifo_depths=dict(params.fifo_depths),
         latency=latency,
-        back_to_back_cycles=run.total_cycles / n,
+        back_to_back_cycles=run.total_cycles / chain,
+        back_to_back_samples=int(chain),
         fmax_mhz=None if fmax_mhz is None else float(fmax_mhz),
         samples=int(n),
         steps_mean=float(np.asarray(trace.steps).mean()),
         backpressure=bool(waited),
         busiest=top,
-        busiest_cycles=busy[top] / n,
+        busiest_cycles=busy[top] / chain,
         utilization=util,
         sops_per_image=float(ops.sops.mean()),
         energy_nj_per_image=float(ops.energy_pj.mean() / 1000),
@@ -921,7 +939,7 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
         f"per image alone (exact {'ViT' if result.product_lanes else 'CNN'} model, "
         f"{result.samples} samples, "
         f"{result.steps_mean:.1f} steps); back to back {result.back_to_back_cycles:.0f} cycles "
-        "per image",
+        f"per image (the first {result.back_to_back_samples} samples)",
         "FIFO backpressure: "
         + ("in some image (modelled exactly)" if result.backpressure else "none")
         + f"; busiest core {result.busiest}, {result.busiest_cycles:.0f} busy cycles per image",

@@ -414,18 +414,20 @@ class NeuronLanes(wiring.Component):
         Before the register (one LUT after the carry chains, as ST-BIF's sums): ``U1``, the
         ``2J − 1`` tests' signs (the ``J`` upward ones from ``U + (drive − Θ·2^j)``, the downward
         ones ``U1 < 0``, ``U + (drive + Θ) < 0`` and ``U + (drive + Θ·(2^j − 1)) < 0``), and
-        per level the open flag ``t_j = fire ∧ (up_j ∧ room_up_j ∨ down_j ∧ room_down_j)``: a
-        thermometer code (up and down exclude each other: ``U1 ≥ 0`` or not), so the level
-        ``L`` is its highest set bit. Beside them ``Θ_s = −Θ`` when ``U1 ≥ 0`` (a spike can
-        only be positive), ``+Θ`` when ``U1 < 0``.
+        per level the open flag ``t_j = up_j ∧ go_up_j ∨ down_j ∧ go_down_j``: a thermometer
+        code (up and down exclude each other: ``U1 ≥ 0`` or not), so the level ``L`` is its
+        highest set bit. ``go_up_j = fire ∧ A ≤ p − 2^j`` and ``go_down_j = fire ∧ A ≥ n + 2^j``
+        come from registers alone (the tracer's tests as tables, :func:`_test`), so each code
+        bit is one LUT of two chains' signs and two flags. Only the code reads ``U1``'s sign
+        before the register.
 
-        After the register: ``U' = U1 + (Θ_s << L)`` (``U1`` when no level is open), the shift
-        chosen by a multiplexer tree on the code's bits in front of the one carry chain;
-        ``s = ±2^L`` chosen by the same trees among constants (``s`` as ``−2^L`` computed by a
-        sum after the code, then ``A + s``, was the critical path) and ``A' = A + s``. ``2J``
-        carry chains before the register (``U1`` and the tests; only ``U1``, ``Θ_s`` and the
-        code registered) and one after it, instead of ``3J − 1`` registered sums and a
-        ``2J + 1``-way multiplexer of membranes."""
+        After the register: ``U' = U1 ∓ Θ·2^L`` (``U1`` when no level is open) as one carry
+        chain, ``U1 + (M XOR −q) + q`` with ``M = Θ·2^L`` chosen by a multiplexer tree on the
+        code's bits among ``0`` and ``Θ << j``, and ``q = U1 ≥ 0`` (a spike can only be positive
+        then) both the XOR mask and the carry-in; ``s = ±2^L`` chosen by the same trees among
+        constants and ``A' = A + s``. ``2J`` carry chains before the register (``U1`` and the
+        tests; only ``U1``, Θ, the tracer and the code registered) and one after it, instead of
+        ``3J − 1`` registered sums and a ``2J + 1``-way multiplexer of membranes."""
         m = Module()
         layer, lanes, J = self._layer, self.lanes, levels(self._layer)
         n, p = layer.neg_bound, layer.pos_bound
@@ -450,24 +452,38 @@ class NeuronLanes(wiring.Component):
             m.d.comb += u1.eq(sums[0])
             up = [~sums[1 + j][-1] for j in range(J)]  # U1 ≥ Θ·2^j
             down = [u1[-1]] + [sums[J + j][-1] for j in range(1, J)]  # ⌈−U1/Θ⌉ ≥ 2^j
-            if layer.per_neuron_threshold:
-                theta = self.thresholds[k]
-                minus_theta = Signal(signed(t_w + 1), name=f"minus_theta{k}")
-                m.d.comb += minus_theta.eq(-theta)
-            else:
-                theta, minus_theta = Const(layer.threshold), Const(-int(layer.threshold))
-            # registered: U1, the tracer, the thermometer code, Θ with the spike's sign
+            # registered: U1, the tracer, the thermometer code and Θ (nothing that reads U1's
+            # sign but the code: it no longer picks ±Θ before the register)
             u1_s = Signal(m_, name=f"u1_{k}")
             a = Signal.like(a_in, name=f"a{k}")
             code = Signal(J, name=f"open{k}")
-            theta_s = Signal(signed(t_w + 1), name=f"theta_s{k}")
-            m.d.sync += [u1_s.eq(u1), a.eq(a_in), theta_s.eq(Mux(u1[-1], theta, minus_theta))]
+            m.d.sync += [u1_s.eq(u1), a.eq(a_in)]
+            if layer.per_neuron_threshold:
+                theta = Signal(unsigned(t_w), name=f"theta{k}")
+                m.d.sync += theta.eq(self.thresholds[k])
+            else:
+                theta = Const(layer.threshold, unsigned(t_w))
+            # fire ∧ room per level and direction, from registers only: each code bit is then
+            # one LUT4 of two chains' signs and these two flags (fire and the tracer's tests
+            # mapped after the chains were a second LUT level on the critical path)
+            go_up = Signal(J, name=f"go_up{k}")
+            go_down = Signal(J, name=f"go_down{k}")
             for j in range(J):
-                room_up, room_down = a_in <= p - (1 << j), a_in >= n + (1 << j)
-                m.d.sync += code[j].eq(fire & ((up[j] & room_up) | (down[j] & room_down)))
-            # after the register: Θ_s·2^L (0 when no level is open) into the one sum
-            shifted = [Const(0, 1)] + [theta_s << j for j in range(J)]
-            delta = _highest(code, shifted)
+                m.d.comb += [
+                    go_up[j].eq(fire & _test(a_in, lambda a, j=j: a <= p - (1 << j))),
+                    go_down[j].eq(fire & _test(a_in, lambda a, j=j: a >= n + (1 << j))),
+                ]
+                m.d.sync += code[j].eq((up[j] & go_up[j]) | (down[j] & go_down[j]))
+            # after the register: U' = U1 ∓ Θ·2^L (U1 when no level is open) as one carry chain,
+            # U1 + (M XOR −p) + p with M = Θ·2^L and p = U1 ≥ 0 (a spike can only be positive
+            # then): the carry-in p as the low bit of both operands. Modulo 2^width, which is
+            # exact: U1 and U' both fit the membrane.
+            magnitude = _highest(code, [Const(0, 1)] + [theta << j for j in range(J)])
+            positive = ~u1_s[-1]
+            width = self._widths.membrane
+            flipped = Signal(width, name=f"flipped{k}")
+            m.d.comb += flipped.eq(magnitude ^ positive.replicate(width))
+            total = Cat(positive, u1_s.as_unsigned()) + Cat(positive, flipped)
             # the spike from constants chosen by the code (no sum after the code), the tracer
             # A + s one short sum (A ± 2^j for every level and a choice map to more LUTs)
             negative = u1_s[-1]
@@ -478,10 +494,29 @@ class NeuronLanes(wiring.Component):
             m.d.comb += [
                 spike.eq(Mux(negative, _highest(code, spike_down), _highest(code, spike_up))),
                 self.spikes[k].eq(spike),
-                self.next_membranes[k].eq(u1_s + delta),  # (the chosen result fits the membrane)
+                self.next_membranes[k].eq(total[1 : width + 1]),
                 self.next_tracers[k].eq(a + spike),
             ]
         return m
+
+
+#: Widest tracer whose tests against constants are tables (LUTs) rather than comparisons.
+TABLE_WIDTH_MAX = 6
+
+
+def _test(value, predicate):
+    """``predicate`` of the signed ``value`` as a table of constants indexed by its bits (LUTs
+    alone) when ``value`` is at most :data:`TABLE_WIDTH_MAX` bits wide: Yosys maps a comparison
+    with a constant to a carry chain, whose routing in and out costs more than the LUT of a
+    narrow tracer's test (docs/performance.md, "Graded fmax and LUTs, session 16")."""
+    width = len(value)
+    if width > TABLE_WIDTH_MAX:
+        return predicate(value)
+    table = 0
+    for raw in range(1 << width):
+        if predicate(raw - ((raw >> (width - 1)) << width)):  # the signed value of the bits
+            table |= 1 << raw
+    return Const(table, 1 << width).bit_select(value.as_unsigned(), 1)
 
 
 def _highest(code, values):

@@ -9,12 +9,18 @@ whether a read port is synchronous. :func:`dp16kd` estimates the DP16KD block RA
 * only a memory with a synchronous read port can be a block RAM;
 * a RAM goes to LUT-RAM while it needs at most 32 ``TRELLIS_DPR16X4`` cells
   (``⌈w/4⌉·⌈d/16⌉``), else to block RAM; a ROM to logic up to 128 entries, else to block RAM;
-* a block RAM memory takes ``⌈w/36⌉·⌈d/512⌉`` DP16KD (36-bit ``PDPW16KD`` mode, one read and
-  one write port of 36 bits each) — at most 36 bits per cycle per block RAM, so a wide shallow
-  memory (a layer core's membranes: ``lanes`` states per word) costs its width, not its bits.
+* a block RAM memory takes ``⌈w/W⌉·⌈d/D⌉`` DP16KD in the cheapest of the configurations
+  :data:`DP16KD_MODES` (W × D: 36 × 512 as ``PDPW16KD``, 18 × 1,024, 9 × 2,048, … as ``DP16KD``)
+  — at most 36 bits per cycle per block RAM, so a wide shallow memory (a layer core's
+  membranes: ``lanes`` states per word) costs its width, not its bits, and a narrow deep one
+  (a 16-bit × 544 LayerNorm store) fits one block RAM at 18 × 1,024.
 
 Widths are the elaborated ones; Yosys may drop constant or unread bits first, so the estimate is
-an upper bound where that happens (not on the digits CNN).
+an upper bound where that happens (not on the digits CNN). On the whole digits ViT (lanes 4,
+product lanes 4, LayerNorm units 4, pipeline 3, skip FIFOs of 510: session 13's fitting
+configuration) it gives 194 DP16KD against Yosys's 187: a site core's 88-bit membrane store is 3
+here and 2 there, and the context products' 10-bit × 160 banks (30 LUT-RAM cells, under the
+threshold) go to block RAM there — an estimate, not Yosys's count, outside the CNN.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ __all__ = ["MemoryUse", "dp16kd", "memories"]
 LUTRAM_CELLS_MAX = 32
 #: a ROM deeper than this goes to block RAM
 ROM_LOGIC_DEPTH_MAX = 128
+#: (data bits, entries) of a DP16KD's configurations: 36 bits wide as ``PDPW16KD``, 18 bits and
+#: narrower as a dual-port ``DP16KD``
+DP16KD_MODES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ def dp16kd(mem: MemoryUse) -> int:
             return 0
     elif mem.depth <= ROM_LOGIC_DEPTH_MAX:
         return 0
-    return -(-mem.width // 36) * -(-mem.depth // 512)
+    return min(-(-mem.width // w) * -(-mem.depth // d) for w, d in DP16KD_MODES)
 
 
 def memories(component: wiring.Component) -> list[MemoryUse]:

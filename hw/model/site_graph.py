@@ -20,8 +20,10 @@ Room depends on the consumer's progress on earlier beats, which depends on its o
 downstream, so :func:`solve` runs the composition in **passes**: every core in execution order,
 each with the room its FIFOs had in the pass before (none in the first: the schedule with FIFOs
 that never fill). Every cycle only grows from pass to pass; the first pass that changes no
-FIFO's room is a consistent schedule, the RTL's. How each core waits for room is its own
-model's.
+FIFO's room is a consistent schedule, the RTL's. A pass reuses what did not change: a core's
+run whose arrivals and room are the last pass's (:meth:`GraphModel.run`), a link's beats whose
+producer's run and room are (:meth:`GraphModel.link`), and what no FIFO changes
+(:meth:`GraphModel.once`). How each core waits for room is its own model's.
 """
 
 from __future__ import annotations
@@ -142,7 +144,18 @@ class GraphModel:
         self.fifo_ready: dict[str, np.ndarray] = {}
         self.producer_fifos: dict[str, list[str]] = {}
         self.memo: dict[str, tuple] = {}
+        #: per FIFO, (producer's run, room, writes, arrivals) of its last :meth:`link`
+        self.link_memo: dict[str, tuple] = {}
+        self.depths: dict[str, int] = {}
+        self.static: dict[Any, Any] = {}
         self.reset()
+
+    def once(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, made in the first pass and kept for the passes after it (what a pass
+        needs that no FIFO changes: geometries, a stream's events)."""
+        if key not in self.static:
+            self.static[key] = make()
+        return self.static[key]
 
     def run(self, core: str, arrivals: Any, model: Any, *args: Any) -> None:
         """``core``'s run: ``model(*args, arrivals, ready)``, reused from the pass before when
@@ -151,9 +164,16 @@ class GraphModel:
         memo = self.memo.get(core)
         if memo is not None and memo[0] == arrivals and memo[1] == ready:
             self.runs[core] = memo[2]
-            return
-        self.runs[core] = run = model(*args, arrivals, ready)
-        self.memo[core] = (arrivals, ready, run)
+        else:
+            self.runs[core] = run = model(*args, arrivals, ready)
+            self.memo[core] = (arrivals, ready, run)
+
+    @staticmethod
+    def _room(fifo: str, writes: np.ndarray, taken, depth: int) -> np.ndarray:
+        taken = np.asarray(taken, dtype=np.int64)
+        if taken.size != writes.size:  # (a model's bug, not the user's)
+            raise AssertionError(f"{fifo}: {writes.size} beats written, {taken.size} taken")
+        return SYNC_FIFO.room(writes, taken, depth)
 
     def reset(self) -> None:
         """Start a pass."""
@@ -173,32 +193,37 @@ class GraphModel:
         there are several): per consumer, per inference and step, the cycle each beat is valid
         at the FIFO's output."""
         run = self.runs[producer]
-        offered = np.asarray(run.offered, dtype=np.int64)
+        offered = None
         out = []
         for fifo, (core, port) in zip(link_names(name, len(consumers)), consumers, strict=True):
-            depth = self.fifo_depth(fifo)
-            lat = fifo_latency(depth)
-            writes = offered
-            if fifo in self.fifo_ready:  # the beat waits for room in this FIFO only
-                writes = np.maximum(offered, self.fifo_ready[fifo])
+            depth = self.depths.get(fifo)
+            if depth is None:
+                self.depths[fifo] = depth = self.fifo_depth(fifo)
+            room = self.fifo_ready.get(fifo)
+            last = self.link_memo.get(fifo)
+            if last is not None and last[0] is run and last[1] is room:
+                writes, arr = last[2], last[3]  # the same beats as last time
             else:
-                self.fifo_ready[fifo] = np.zeros_like(offered)
-                self.producer_fifos.setdefault(producer, []).append(fifo)
+                if offered is None:
+                    offered = np.asarray(run.offered, dtype=np.int64)
+                writes = offered
+                if room is not None:  # the beat waits for room in this FIFO only
+                    writes = np.maximum(offered, room)
+                else:
+                    self.fifo_ready[fifo] = room = np.zeros_like(offered)
+                    self.producer_fifos.setdefault(producer, []).append(fifo)
+                it = iter((writes + fifo_latency(depth)).tolist())
+                arr = [[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats]
+                self.link_memo[fifo] = (run, room, writes, arr)
             self.links.append((fifo, producer, core, port, depth, writes))
-            it = iter((writes + lat).tolist())
-            out.append(
-                [[[next(it) for _ in ev] + [next(it)] for ev, _ in inf] for inf in run.beats]
-            )
+            out.append(arr)
         return out
 
     def settle(self) -> bool:
         """Each FIFO's room from this pass's cycles; whether any changed."""
         changed = False
         for fifo, _, core, port, depth, writes in self.links:
-            taken = np.asarray(self.runs[core].taken[port], dtype=np.int64)
-            if taken.size != writes.size:  # (a model's bug, not the user's)
-                raise AssertionError(f"{fifo}: {writes.size} beats written, {taken.size} taken")
-            room = SYNC_FIFO.room(writes, taken, depth)
+            room = self._room(fifo, writes, self.runs[core].taken[port], depth)
             if not np.array_equal(room, self.fifo_ready[fifo]):
                 self.fifo_ready[fifo], changed = room, True
         return changed

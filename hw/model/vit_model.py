@@ -198,18 +198,20 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
     """One pass: every core's model in execution order (a core after the producers of its
     inputs)."""
     vit = g.vit
-    at = {s.name: k for k, s in enumerate(vit.sites)}
+    at = g.once("at", lambda: {s.name: k for k, s in enumerate(vit.sites)})
     embed = vit.sites[0].name
-    g.site(embed, input_steps(vit, x), None, trace, at[embed])
-    stages = rm.stages(vit)
-    norms = {s.name: s.op for s in vit.sites if s.kind is SiteKind.LAYERNORM}
+    g.site(embed, g.once("input", lambda: input_steps(vit, x)), None, trace, at[embed])
+    stages = g.once("stages", lambda: rm.stages(vit))
+    norms = g.once(
+        "norms", lambda: {s.name: s.op for s in vit.sites if s.kind is SiteKind.LAYERNORM}
+    )
     norm_index = {name: j for j, name in enumerate(norms)}
     based: dict[str, list] = {}  # a stage's output as valid at the stage based on it
 
     def run_stage(st: dict) -> None:
         """A residual stage, its LayerNorm core and LayerNorm site (ViTCore's stage loop)."""
         name, src, core = st["name"], st["site"], "stage:" + st["name"]
-        geo = rm.stage_geometry(vit, st, stream=vit_sites.STREAM_RESIDUAL)
+        geo = g.once(core, lambda: rm.stage_geometry(vit, st, stream=vit_sites.STREAM_RESIDUAL))
         b_port = 1 if geo.has_base else 0  # (ports a, b)
         (b_arr,) = g.link(src, [(core, b_port)], f"{src}_to_stage")
         base = a_arr = None
@@ -232,16 +234,20 @@ def _compose(g: _Graph, x: np.ndarray, trace: Trace) -> None:
             based[name] = arrs[1]
         # the LayerNorm core, then the LN → site FIFO and the site
         op, ln = norms[name], "ln:" + name
-        geo_ln = lnm.LayerNormGeometry(
-            tokens=vit.tokens,
-            dim=op.dim,
-            stream_bound=int(vit.ranges.stream[norm_index[name]]),
-            gain_bound=int(abs(op.gain).max()),
-            bias_bound=int(abs(op.bias).max()),
-            eps=int(op.eps),
-            stream=vit_sites.STREAM_LAYER_NORM,
-        )
-        geo_ln = dataclasses.replace(geo_ln, units=g.units or geo_ln.full_rate_units)
+
+        def ln_geometry() -> lnm.LayerNormGeometry:
+            geo_ln = lnm.LayerNormGeometry(
+                tokens=vit.tokens,
+                dim=op.dim,
+                stream_bound=int(vit.ranges.stream[norm_index[name]]),
+                gain_bound=int(abs(op.gain).max()),
+                bias_bound=int(abs(op.bias).max()),
+                eps=int(op.eps),
+                stream=vit_sites.STREAM_LAYER_NORM,
+            )
+            return dataclasses.replace(geo_ln, units=g.units or geo_ln.full_rate_units)
+
+        geo_ln = g.once(ln, ln_geometry)
         if ln not in g.streams:
             g.streams[ln] = lnm.golden_outputs(op.gain, op.bias, op.eps, vit.tokens, outs)
         g.run(ln, arrs[0], lnm.timed, geo_ln, outs, g.streams[ln])
@@ -273,24 +279,29 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
     for f, arr in zip("qkv", arrs, strict=True):
         g.site(p + f, g.streams[p + "norm1"], arr, trace, at[p + f])
     timing = LayerTiming(n_out=1, lanes=1, pipeline=g.pipeline)
-    geos = {
-        kind: dataclasses.replace(
-            pm.ProductGeometry.for_block(vit, b, kind, lanes=g.product_lanes),
-            accumulator_latency=timing.accumulator_latency,
-        )
-        for kind in pm.KINDS
-    }
+    geos = g.once(
+        p + "products",
+        lambda: {
+            kind: dataclasses.replace(
+                pm.ProductGeometry.for_block(vit, b, kind, lanes=g.product_lanes),
+                accumulator_latency=timing.accumulator_latency,
+            )
+            for kind in pm.KINDS
+        },
+    )
     # scores = q · kᵀ
     (xq,) = g.link(p + "q", [(p + "scores", 0)], p + "q")
     (yk,) = g.link(p + "k", [(p + "scores", 1)], p + "k")
     _product(g, p + "scores", geos["scores"], p + "q", p + "k", xq, yk)
     # softmax, attn
-    params, name = sm.SoftmaxParams.of_block(vit, b), p + "softmax"
+    name = p + "softmax"
+    params = g.once(name, lambda: sm.SoftmaxParams.of_block(vit, b))
     (arr,) = g.link(p + "scores", [(name, 0)], p + "scores")
     ins = g.streams[p + "scores"]
     if name not in g.streams:
         g.streams[name] = sm.output_steps(params, ins)
-    g.run(name, arr, sm.timed, sm.SoftmaxTiming.of(params), ins, g.streams[name])
+    g.run(name, arr, sm.timed, g.once((name, "timing"), lambda: sm.SoftmaxTiming.of(params)),
+          ins, g.streams[name])  # fmt: skip
     g.loads.append((name, "softmax", 0))
     (arr,) = g.link(name, [(p + "attn", 0)], name)
     g.site(p + "attn", g.streams[name], arr, trace, at[p + "attn"])
@@ -305,7 +316,9 @@ def _block(g: _Graph, p: str, b: int, trace: Trace, at: dict[str, int]) -> None:
 
 
 def _product(g: _Graph, name: str, geo, x: str, y: str, x_arr, y_arr) -> None:
-    infs = list(zip(_events(g.streams[x]), _events(g.streams[y]), strict=True))
+    infs = g.once(
+        name, lambda: list(zip(_events(g.streams[x]), _events(g.streams[y]), strict=True))
+    )
     arr = list(zip(x_arr, y_arr, strict=True))
     g.run(name, arr, pm.timed, geo, infs)
     if name not in g.streams:

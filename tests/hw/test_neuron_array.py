@@ -353,17 +353,18 @@ def test_graded_lanes_hand_sequence() -> None:
     ]
 
 
-def _exhaustive_graded(thetas, u1_range, registered: bool, max_level=None) -> None:
+def _exhaustive_graded(thetas, u1_range, registered: bool, max_level=None, one=False) -> None:
     """Every ``(Θ, U1, A)`` with ``Θ`` in ``thetas``, ``U1`` in ``u1_range`` (8-bit membranes),
     ``A`` in ``[n, p] = [−8, 7]`` (16 levels: spikes ±1 … ±8), each firing once in one lane of
-    a wide :class:`NeuronLanes` (per-neuron Θ, 16 lanes per Θ), ``U1`` split at random into
+    a wide :class:`NeuronLanes` (per-neuron Θ, 16 lanes per Θ; with ``one``, the layer's one
+    threshold ``thetas[0]``, a constant in the lanes), ``U1`` split at random into
     ``U + drive``: spikes, membranes and tracers equal ``graded_step``'s."""
     per, n, p = 16, -8, 7
     lanes_n = len(thetas) * per
     layer = Layer(
         weight=np.ones((lanes_n, 1), dtype=np.int64),
         bias=np.zeros(lanes_n, dtype=np.int64),
-        threshold=np.repeat(thetas, per),
+        threshold=int(thetas[0]) if one else np.repeat(thetas, per),
         neg_bound=n,
         pos_bound=p,
         neuron="graded",
@@ -373,7 +374,8 @@ def _exhaustive_graded(thetas, u1_range, registered: bool, max_level=None) -> No
     widths = replace(layer.widths(-64, 63, analog=True), membrane=8, drive=8, threshold=4)
     pipeline = Pipeline.preset(3 if registered else 1)
     lanes = NeuronLanes(layer=layer, widths=widths, lanes=lanes_n, pipeline=pipeline)
-    assert ("thresholds" in lanes.signature.members) == registered  # the level-code lanes
+    per_neuron = "thresholds" in lanes.signature.members
+    assert per_neuron == (registered and not one)  # the level-code lanes with Θ per neuron
     pairs = np.array([(u1, a) for u1 in u1_range for a in range(n, p + 1)])
     rows = -(-len(pairs) // per)
     theta = layer.thresholds
@@ -388,7 +390,7 @@ def _exhaustive_graded(thetas, u1_range, registered: bool, max_level=None) -> No
 
     async def testbench(ctx):
         ctx.set(lanes.fire, 1)
-        if registered:
+        if per_neuron:
             ctx.set(lanes.thresholds, theta.tolist())
         for u, a, d in cases:
             ctx.set(lanes.membranes, u.tolist())
@@ -427,6 +429,12 @@ def test_graded_lanes_exhaustive_small() -> None:
     """The level-code lanes (``registered_sums``) exhaustively at W = 8 for two thresholds
     (3, 6), U1 in [−40, 40), every tracer (fast; every Θ and U1: the slow test below)."""
     _exhaustive_graded([3, 6], range(-40, 40), True)
+
+
+def test_graded_lanes_exhaustive_one_threshold() -> None:
+    """The level-code lanes with the layer's one Θ (a constant: no threshold register), every
+    8-bit U1 and tracer at Θ = 5 (fast)."""
+    _exhaustive_graded([5], range(-128, 128), True, one=True)
 
 
 @pytest.mark.slow
