@@ -67,9 +67,9 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator, weight_words
 from spikezip.hw.cores.emitter import SpikeEmitter
-from spikezip.hw.cores.layouts import event_layout, state_layout, stream_layout
+from spikezip.hw.cores.layouts import event_layout, op_layout, state_layout, stream_layout
 from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
-from spikezip.hw.cores.sequencer import Sequencer
+from spikezip.hw.cores.sequencer import Sequencer, first_row
 from spikezip.hw.cores.unpacker import Unpacker
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.events import EventFormat, layer_formats
@@ -163,11 +163,20 @@ class LayerCore(wiring.Component):
         Lanes of the sending core (how its beats group the events; the cycle model's only).
     serial_input : bool
         See ``input_width``.
+    row_input : bool
+        The ``row`` input: the sender gives each input beat's first weight row
+        (:meth:`row_of`), so that the core's two-entry input buffer loads it from the sender's
+        register or memory with no carry chain in between
+        (:class:`hw.cores.network_core.NetworkCore` stores it in the FIFO with the beat).
+        Needs a pipeline with ``buffered_input`` and one event per beat, no input map; no cycle
+        changes.
 
     Members
     -------
     i : In(stream.Signature(event_layout(input_format)))
     o : Out(stream.Signature(event_layout(output_format)))
+    row : In(row_shape)
+        Only with ``row_input=True``: ``row_of(i.payload.index)``, valid with ``i``.
     probe : Out(ProbeSignature)
         Only with ``probe=True``: valid for one cycle per fired word, in the cycle the word is
         updated (before its spikes leave on ``o``).
@@ -191,6 +200,7 @@ class LayerCore(wiring.Component):
         input_width: int = 1,
         input_lanes: int = 1,
         serial_input: bool = False,
+        row_input: bool = False,
     ) -> None:
         self._site = site
         if not isinstance(layer, Layer):
@@ -200,7 +210,7 @@ class LayerCore(wiring.Component):
             raise TypeError(f"input_bounds must be a pair of integers, not {input_bounds!r}")
         if bounds[0] > bounds[1]:
             raise ValueError(f"input_bounds must satisfy lo ≤ hi, not {bounds!r}")
-        for name, flag in (("analog", analog), ("probe", probe)):
+        for name, flag in (("analog", analog), ("probe", probe), ("row_input", row_input)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, not {flag!r}")
         self._layer, self._analog, self._probe = layer, analog, probe
@@ -240,10 +250,18 @@ class LayerCore(wiring.Component):
             self._widths = site.widths
             self._formats = (site.input_format, site.output_format)
         self._storage = check_storage(storage, self._timing.words)
+        self._row_input = row_input
+        if row_input and self._timing.input_entries(self.input_map) != 2:
+            raise ValueError(
+                "row_input needs the two-entry input buffer (a pipeline with buffered_input, "
+                "one event per beat, no input map)"
+            )
         members = {
             "i": In(stream.Signature(_layout(self.input_format, self._timing.input_width))),
             "o": Out(stream.Signature(_layout(self.output_format, self._timing.emit_width))),
         }
+        if row_input:  # the sender's first_row(index, W) of the beat on ``i``
+            members["row"] = In(self.row_shape)
         if probe:
             members["probe"] = Out(
                 ProbeSignature(
@@ -398,6 +416,26 @@ class LayerCore(wiring.Component):
         return self._timing.RESULT_DELAY
 
     @property
+    def row_input(self) -> bool:
+        """The core takes each input beat's first weight row on ``row`` (``row_input``)."""
+        return self._row_input
+
+    @property
+    def row_shape(self):
+        """Shape of an input beat's first weight row (``index · W``, the ``row`` input)."""
+        fmt = self.input_format
+        return op_layout(
+            words=self.words,
+            index_width=fmt.index_width,
+            value_width=fmt.value_width,
+            first_row=True,
+        ).members["first"]
+
+    def row_of(self, index):
+        """``index · W``, the first weight row of an event on ``index`` (what ``row`` takes)."""
+        return first_row(index, self.words)
+
+    @property
     def buffered_steps(self) -> int:
         """Steps whose spikes the emitter holds at once (a sweep waits while both are taken)."""
         return 2
@@ -430,7 +468,10 @@ class LayerCore(wiring.Component):
             value_width=fmt.value_width,
             has_bias=bool(layer.bias.any()),
             input_map=self.input_map,
+            row_input=self._row_input,
         )
+        if self._row_input:
+            m.d.comb += seq.row.eq(self.row)
         m.submodules.synapses = syn = Accumulator(
             layer=layer,
             widths=self._widths,

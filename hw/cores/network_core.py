@@ -11,7 +11,9 @@ is idle for good (a marker with ``busy = 0``), keeps stepping on its own until i
 then re-initialises for the next inference. Layers are therefore decoupled: layer ``l`` may work
 on step ``t + 1`` (or on the next inference) while layer ``l + 1`` still integrates step ``t``;
 the FIFOs (one step of spikes deep by default) take up the slack, so the throughput is what the
-step-wise dependency allows.
+step-wise dependency allows. With ``buffered_input`` (pipeline presets 2 and 3) a FIFO also stores,
+with each beat, the receiving core's first weight row ``index · W`` (``LayerCore`` ``row_input``),
+computed from the sender's output register before the block RAM instead of behind it.
 
 ``done`` is high for one cycle when the last layer's marker with ``busy = 0`` leaves on ``o``: the
 first step in which no layer was busy, the hardware form of SpikeZIP's termination rule. The next
@@ -202,6 +204,7 @@ class NetworkCore(wiring.Component):
                 lanes=params.lanes[k],
                 storage=params.storage,
                 pipeline=params.pipeline,
+                row_input=self._row_input(k),
                 **self._widths_of(k),
             )
             for k in range(network.depth)
@@ -232,6 +235,13 @@ class NetworkCore(wiring.Component):
             "input_lanes": timing.input_lanes,
             "serial_input": timing.serial_input,
         }
+
+    def _row_input(self, k: int) -> bool:
+        """Layer ``k`` (after a FIFO) takes its beats' first weight rows from the FIFO, which
+        stores them with the beats (:class:`LayerCore` ``row_input``): with the two-entry input
+        buffer (``buffered_input``) and one event per beat."""
+        one = self._widths_of(k).get("input_width", 1) == 1
+        return k >= 1 and self._params.pipeline.buffered_input and one
 
     @staticmethod
     def _widths(fmt: EventFormat) -> tuple[int, int]:
@@ -303,9 +313,28 @@ class NetworkCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), cores[0].i)
         for k, depth in enumerate(self.fifo_depths()):
             width = Shape.cast(cores[k].o.payload.shape()).width
-            m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth)
-            wiring.connect(m, cores[k].o, q.w_stream)
-            wiring.connect(m, q.r_stream, cores[k + 1].i)
+            nxt = cores[k + 1]
+            if not nxt.row_input:
+                m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth)
+                wiring.connect(m, cores[k].o, q.w_stream)
+                wiring.connect(m, q.r_stream, nxt.i)
+                continue
+            # the receiver's first weight row stored with each beat, computed from the sender's
+            # output register (no carry chain behind the FIFO's block RAM)
+            row_width = Shape.cast(nxt.row_shape).width
+            m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width + row_width, depth=depth)
+            out = cores[k].o
+            row = Signal(nxt.row_shape, name=f"row{k + 1}")
+            m.d.comb += row.eq(nxt.row_of(out.payload.index))
+            m.d.comb += [
+                q.w_stream.valid.eq(out.valid),
+                out.ready.eq(q.w_stream.ready),
+                q.w_stream.payload.eq(Cat(out.payload.as_value(), row)),
+                nxt.i.valid.eq(q.r_stream.valid),
+                q.r_stream.ready.eq(nxt.i.ready),
+                nxt.i.payload.eq(q.r_stream.payload[:width]),
+                nxt.row.eq(q.r_stream.payload[width:]),
+            ]
         wiring.connect(m, cores[-1].o, wiring.flipped(self.o))
 
         last = self.o

@@ -1,8 +1,9 @@
 """Sequencer of a layer core: turns the input event stream into word operations.
 
-It holds the input in a one-beat register (so that ``i.ready`` depends on
-registers only, never combinationally on ``i.valid`` or the payload) and issues one word
-operation per cycle:
+It holds the input in a one-beat register, or (``Pipeline.buffered_input``, a core with one event
+per beat and no input map) a two-entry buffer whose ``i.ready`` is a register (so that ``i.ready``
+depends on registers only, never combinationally on ``i.valid`` or the payload), and issues one
+word operation per cycle:
 
 * after reset, and after a sweep whose busy flag is 0 once the input is idle: ``INIT`` of every
   word (the next inference);
@@ -43,7 +44,7 @@ from spikezip.hw.model.cycle_model import (
 )
 from spikezip.hw.model.input_map import InputMap
 
-__all__ = ["EventBuffer", "Sequencer", "StepCredits", "StepStatus", "WordCounter"]
+__all__ = ["EventBuffer", "Sequencer", "StepCredits", "StepStatus", "WordCounter", "first_row"]
 
 
 class StepStatus(wiring.Signature):
@@ -64,49 +65,85 @@ class StepStatus(wiring.Signature):
 
 
 class EventBuffer(wiring.Component):
-    """One-beat input register: ``i.ready`` depends on registers only.
+    """Input register of one or two beats: ``i.ready`` depends on registers only.
 
     Latency 1 (:data:`hw.model.cycle_model.EVENT_BUFFER_LATENCY`): a beat accepted on ``i`` in cycle
-    ``c`` is on ``o`` in ``c + 1``. Throughput one beat per cycle: a beat is accepted in the
-    cycle the one held leaves (``i.ready = ~o.valid | o.ready``). The payload register takes
-    ``i.payload`` whenever it is free, valid or not (``o.payload`` means nothing while
-    ``o.valid`` is low), so that ``i.valid`` is not in its enable: one logic level less between
-    the sequencer's state and the register.
+    ``c`` is on ``o`` from ``c + 1`` (once the beats before it left). Throughput one beat per cycle.
+
+    One entry (``entries=1``): a beat is accepted in the cycle the one held leaves
+    (``i.ready = ~o.valid | o.ready``). The payload register takes ``i.payload`` whenever it is
+    free, valid or not (``o.payload`` means nothing while ``o.valid`` is low), so that ``i.valid``
+    is not in its enable: one logic level less between the sequencer's state and the register.
+
+    Two entries (``entries=2``, :attr:`hw.model.cycle_model.Pipeline.buffered_input`): ``i.ready``
+    is a register (not both entries full), and each entry's payload register loads from the input
+    side only (its enable: ``i.valid``, ``i.ready`` and the write pointer, all registers or the
+    sender's); the consumption (``o.ready``, decided by the sequencer's state) moves only the read
+    pointer, the fill flags and the held beat's kind (``event``, ``marker``, ``busy``: registers).
+    ``o.payload`` is the entry the read pointer names. Beat ``k`` is accepted in
+    ``max(valid_k, taken_{k−1} + 1, consumed_{k−2} + 1)`` and on ``o`` from
+    ``max(valid_k, consumed_{k−1}) + 1``, the cycle the one-entry register would show it.
+
+    ``side``: a shape of data kept with each beat (``side_i`` sampled with the beat, ``side_o``
+    the held beat's: a value computed from the payload as it arrives).
 
     Parameters
     ----------
     index_width, value_width : int
         The event format.
+    entries : int
+        1 or 2.
 
     Members
     -------
     i : In(stream.Signature(event_layout))
     o : Out(stream.Signature(event_layout))
-        The beat held (``o.valid`` and the payload from registers).
+        The beat held (``o.valid`` and the payload from registers; two entries: the read
+        pointer's).
     event, marker : Out(1)
         ``o`` holds an event, a marker (from registers: no decoding of the payload).
+    busy : Out(1)
+        (Two entries) the held beat's busy flag, from a register.
+    side_i : In(side), side_o : Out(side)
+        (With ``side``) the data kept with each beat.
     """
 
-    def __init__(self, *, index_width: int, value_width: int, width: int = 1) -> None:
+    def __init__(
+        self, *, index_width: int, value_width: int, width: int = 1, entries: int = 1, side=None
+    ) -> None:
+        if entries not in (1, 2):
+            raise ValueError(f"entries must be 1 or 2, not {entries!r}")
+        self._entries, self._side = entries, side
         layout = stream_layout(index_width, value_width, width)
-        super().__init__(
-            {
-                "i": In(stream.Signature(layout)),
-                "o": Out(stream.Signature(layout)),
-                "event": Out(1),
-                "marker": Out(1),
-            }
-        )
+        members = {
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(layout)),
+            "event": Out(1),
+            "marker": Out(1),
+        }
+        if entries == 2:
+            members["busy"] = Out(1)
+        if side is not None:
+            members |= {"side_i": In(side), "side_o": Out(side)}
+        super().__init__(members)
 
     @property
     def latency(self) -> int:
         return EVENT_BUFFER_LATENCY
 
+    @property
+    def entries(self) -> int:
+        return self._entries
+
     def elaborate(self, platform):
         m = Module()
+        if self._entries == 2:
+            return self._two(m)
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.ready):  # (valid or not: i.valid stays off the payload's enable)
             m.d.sync += self.o.payload.eq(self.i.payload)
+            if self._side is not None:
+                m.d.sync += self.side_o.eq(self.side_i)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += self.o.valid.eq(1)
             m.d.sync += [
@@ -115,6 +152,46 @@ class EventBuffer(wiring.Component):
             ]
         with m.Elif(self.o.ready):
             m.d.sync += [self.o.valid.eq(0), self.event.eq(0), self.marker.eq(0)]
+        return m
+
+    def _two(self, m: Module) -> Module:
+        i, o, side = self.i, self.o, self._side
+        shape = i.payload.shape()
+        entry = [Signal(shape, name=f"entry{j}", reset_less=True) for j in (0, 1)]
+        kept = (
+            [] if side is None else [Signal(side, name=f"side{j}", reset_less=True) for j in (0, 1)]
+        )
+        wp, rp = Signal(name="write_entry"), Signal(name="read_entry")
+        full = Signal(name="full")  # both entries hold a beat
+        m.d.comb += i.ready.eq(~full)
+        take = i.valid & ~full
+        # the payload registers: from the input side only
+        for j in (0, 1):
+            with m.If(take & (wp == j)):
+                m.d.sync += entry[j].eq(i.payload)
+                if side is not None:
+                    m.d.sync += kept[j].eq(self.side_i)
+        with m.If(take):
+            m.d.sync += wp.eq(~wp)
+        m.d.comb += o.payload.eq(Mux(rp, entry[1].as_value(), entry[0].as_value()))
+        if side is not None:
+            m.d.comb += self.side_o.eq(Mux(rp, kept[1], kept[0]))
+        # the consumption: the pointers, the fill flags and the held beat's kind
+        gone = o.valid & o.ready
+        with m.If(gone):
+            m.d.sync += rp.eq(~rp)
+        m.d.sync += full.eq(Mux(gone, 0, full | (o.valid & take)))
+        # the next head: the other entry if both are full, else the beat taken now (if any)
+        nxt_valid = full | take
+        nxt_marker = Mux(full, Mux(rp, entry[0].marker, entry[1].marker), i.payload.marker)
+        nxt_busy = Mux(full, Mux(rp, entry[0].busy, entry[1].busy), i.payload.busy)
+        with m.If(gone | ~o.valid):
+            m.d.sync += [
+                o.valid.eq(nxt_valid),
+                self.event.eq(nxt_valid & ~nxt_marker),
+                self.marker.eq(nxt_valid & nxt_marker),
+                self.busy.eq(nxt_busy),
+            ]
         return m
 
 
@@ -278,6 +355,11 @@ class Sequencer(wiring.Component):
         Input event format.
     has_bias : bool
         The layer has a non-zero bias: step 0 is busy.
+    row_input : bool
+        Take each beat's first weight row (:func:`first_row`) from the ``row`` input, valid with
+        ``i``, instead of computing it (the sender computed it, so that no carry chain follows
+        its memory); needs the two-entry buffer (:meth:`LayerTiming.input_entries
+        <hw.model.cycle_model.LayerTiming.input_entries>`). No cycle changes.
 
     Members
     -------
@@ -287,6 +369,8 @@ class Sequencer(wiring.Component):
         Word operations.
     status : In(StepStatus())
         From the emitter: sweeps done and markers sent.
+    row : In(first row shape)
+        Only with ``row_input``: ``first_row(i.payload.index, W)``.
     """
 
     def __init__(
@@ -297,8 +381,12 @@ class Sequencer(wiring.Component):
         value_width: int,
         has_bias: bool,
         input_map: InputMap | None = None,
+        row_input: bool = False,
     ) -> None:
         self._timing = check_timing(timing)
+        self._row_input = bool(row_input)
+        if self._row_input and timing.input_entries(input_map) != 2:
+            raise ValueError("row_input needs the two-entry input buffer (buffered_input, no map)")
         self._has_bias = bool(has_bias)
         self._widths = (index_width, value_width)
         self._map = input_map
@@ -325,13 +413,14 @@ class Sequencer(wiring.Component):
                 span=input_map.span,
                 first_row=True,
             )
-        super().__init__(
-            {
-                "i": In(stream.Signature(stream_layout(index_width, value_width, self._width))),
-                "o": Out(stream.Signature(layout, always_ready=True)),
-                "status": In(StepStatus()),
-            }
-        )
+        members = {
+            "i": In(stream.Signature(stream_layout(index_width, value_width, self._width))),
+            "o": Out(stream.Signature(layout, always_ready=True)),
+            "status": In(StepStatus()),
+        }
+        if self._row_input:  # the first weight row of the beat on ``i``, from the sender
+            members["row"] = In(layout.members["first"])
+        super().__init__(members)
 
     @property
     def input_map(self) -> InputMap | None:
@@ -355,9 +444,18 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         index_width, value_width = self._widths
-        m.submodules.buffer = buf = EventBuffer(
-            index_width=index_width, value_width=value_width, width=self._width
-        )
+        two = self._timing.input_entries(self._map) == 2
+        if two:  # (one event per beat, no map) the pass's first weight row kept with each beat
+            m.submodules.buffer = buf = EventBuffer(
+                index_width=index_width,
+                value_width=value_width,
+                entries=2,
+                side=self.o.payload.first.shape(),
+            )
+        else:
+            m.submodules.buffer = buf = EventBuffer(
+                index_width=index_width, value_width=value_width, width=self._width
+            )
         m.submodules.credits = credits = StepCredits()
         extra = 0 if self._map is None else self._map.sweep_extra(self._timing.min_distance)
         streams = self._map is not None and self._map.stream
@@ -387,10 +485,15 @@ class Sequencer(wiring.Component):
             passes, gap, pass_event, base = counter, counter.gap, buf.event, 0
             bound = base
             # the pass's first weight word, taken with the input register (its index · W)
-            first = Signal.like(o.first, name="first_row", reset_less=True)
-            with m.If(buf.i.ready):
-                m.d.sync += first.eq(_times(self.i.payload.index, self.words))
-            m.d.comb += o.first.eq(first)
+            if two:  # (kept with each entry; with ``row_input`` computed by the sender)
+                row = self.row if self._row_input else first_row(self.i.payload.index, self.words)
+                m.d.comb += buf.side_i.eq(row)
+                m.d.comb += o.first.eq(buf.side_o)
+            else:
+                first = Signal.like(o.first, name="first_row", reset_less=True)
+                with m.If(buf.i.ready):
+                    m.d.sync += first.eq(_times(self.i.payload.index, self.words))
+                m.d.comb += o.first.eq(first)
             final = pass_end = None
         else:  # a pass over the map's span from the event's base word, or dropped
             passes, decoded, final, pass_end, bound = self._decoder(m, buf)
@@ -422,14 +525,15 @@ class Sequencer(wiring.Component):
                 m.d.sync += ptr.eq(0)
         else:
             m.d.comb += credits.start.eq(begin & (begin_op == Op.FIRE))
+        held_busy = buf.busy if two else event.busy  # (two entries: a register of its own)
         # the operation's fields from the state alone, whether an operation is issued or not
         # (``o.valid`` says): none of them waits for the conditions of ``o.valid``
         pass_word = passes.word if self._map is None else base + passes.word
         in_pass = s_acc & buf.event  # (an operation in the accumulate state: the event's pass)
         m.d.comb += [
             begin_op.eq(Mux(s_acc | credits.busy, Op.FIRE, Op.INIT)),
-            begin_busy.eq(s_acc & (event.busy | (first & self._has_bias))),
-            begin_fed.eq(s_acc & event.busy),
+            begin_busy.eq(s_acc & (held_busy | (first & self._has_bias))),
+            begin_fed.eq(s_acc & held_busy),
             o.op.eq(Mux(s_sweep, sweep_op, Mux(in_pass, Op.INTEGRATE, begin_op))),
             o.busy.eq(Mux(s_sweep, sweep_busy, begin_busy)),
         ]
@@ -658,6 +762,12 @@ class Sequencer(wiring.Component):
                 later_first = read.first + first.chan
             m.d.comb += [decoded.base.eq(read.base), decoded.first.eq(later_first)]
         return passes, decoded, final, pass_end, bound
+
+
+def first_row(index, words: int):
+    """The first weight row of an event's pass, ``index · words`` (a sum of shifts): what the
+    sequencer keeps with each beat, or (``row_input``) takes from the sender with it."""
+    return _times(index, words)
 
 
 def _times(value, k: int):

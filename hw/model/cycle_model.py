@@ -144,6 +144,7 @@ class Pipeline:
     ``registered_address``    no     no     yes    yes
     ``banked_weights``        no     no     yes    yes
     ``dsp_registers``         no     no     yes    yes
+    ``buffered_input``        no     no     yes    yes
     ======================  =====  =====  =====  =====
 
     Depth 0 updates a word from its state store's output in the cycle after its command; depth 1
@@ -184,6 +185,13 @@ class Pipeline:
         ``hw.cores.accumulator.Products``: the multiplier's (or ``±w``'s) input and output
         registers, which the ECP5 flow moves into the DSP block (:mod:`hw.flow.ecp5`). Two cycles of
         accumulator latency.
+    buffered_input : bool
+        ``hw.cores.sequencer.EventBuffer``: two entries instead of one, ``i.ready`` a register and
+        the payload registers loaded from the input side only (the sequencer's consumption moves
+        pointers), for a core that takes one event per beat and has no input map
+        (:meth:`LayerTiming.input_entries`). The sequencer acts on a beat in the same cycle; the
+        beat is taken earlier (while the one before it still waits). Default ``False`` (design
+        files written before the switch).
     """
 
     registered_read: bool
@@ -194,6 +202,7 @@ class Pipeline:
     registered_address: bool
     banked_weights: bool
     dsp_registers: bool
+    buffered_input: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -204,6 +213,7 @@ class Pipeline:
             "registered_address",
             "banked_weights",
             "dsp_registers",
+            "buffered_input",
         ):
             _check_bool(name, getattr(self, name))
         if not _is_int(self.min_distance) or self.min_distance not in (1, 2, 3):
@@ -277,6 +287,7 @@ def _preset(stages: int, min_distance: int) -> Pipeline:
         registered_address=stages >= 2,
         banked_weights=stages >= 2,
         dsp_registers=stages >= 2,
+        buffered_input=stages >= 2,
     )
 
 
@@ -355,6 +366,14 @@ class LayerTiming:
         """``hw.cores.sequencer.Sequencer``: a beat accepted on ``i`` is acted on this much
         later (with ``input_width > 1``, through the unpacker in front of it)."""
         return EVENT_BUFFER_LATENCY + (UNPACKER_LATENCY if self.unpacks else 0)
+
+    def input_entries(self, input_map: Any = None) -> int:
+        """Entries of the sequencer's input buffer (``hw.cores.sequencer.EventBuffer``): 2 with
+        :attr:`Pipeline.buffered_input` for a core that takes one event per beat
+        (``input_width`` 1) and has no input map (``input_map``, a mapped core's, reads its
+        decoder with the beat), else 1."""
+        two = self.pipeline.buffered_input and self.input_width == 1 and input_map is None
+        return 2 if two else 1
 
     @property
     def unpacks(self) -> bool:
@@ -724,9 +743,13 @@ def timed(
     The input register (``hw.cores.sequencer.EventBuffer``) takes a beat in the cycle it is valid
     and the beat held leaves, ``max(arrival, consumption of the previous beat)``: an event is
     consumed with the last word of its last pass (at once if the map drops it), a marker with
-    its sweep's first slot. Without ``arrivals`` the input is always valid (a beat is valid from
-    cycle 0). ``ops_per_event``: neurons one pass updates (default: ``n_out``, or a map's
-    ``span·lanes``; a multi-pass map's event counts once per pass).
+    its sweep's first slot. A two-entry buffer (:meth:`LayerTiming.input_entries`, ``i.ready``
+    a register) takes beat ``k`` in ``max(arrival_k, taken_{k−1} + 1, consumed_{k−2} + 1)``:
+    while the beat before still waits, if the one before that left; the sequencer sees beat
+    ``k`` from ``max(arrival_k, consumed_{k−1}) + 1`` either way. Without ``arrivals`` the input
+    is always valid (a beat is valid from cycle 0). ``ops_per_event``: neurons one pass updates
+    (default: ``n_out``, or a map's ``span·lanes``; a multi-pass map's event counts once per
+    pass).
 
     With wide input beats (``timing.input_width > 1``; ``arrivals`` per event, its beat's) one
     ``taken`` per beat: the input register takes a beat whose events share a pass as it takes
@@ -741,6 +764,14 @@ def timed(
     slots = timing.slots
     taken: list[int] = []
     held = -1  # the cycle the beat held by the input register leaves it
+    two = timing.input_entries(input_map) == 2  # (one event per beat, no unpacker)
+    before = -2  # (two entries) the cycle the beat before the held one left
+
+    def take(arrive: int) -> int:  # the cycle the input buffer takes a beat valid from ``arrive``
+        if not two:
+            return max(arrive, held)
+        return max(arrive, taken[-1] + 1 if taken else 0, before + 1)
+
     unpacked = -1  # (``serial_input``) the cycle the unpacker hands on its beat's last event
     work = accumulate = ops = 0
     for b, (ins, inf) in enumerate(zip(inputs, sched, strict=True)):
@@ -768,15 +799,15 @@ def timed(
                     if k == n - 1 or groups[k + 1] != groups[k]:
                         unpacked = event  # (it takes the next beat with its last event's handshake)
                 elif first:  # a beat (its events share one pass, or it is one event)
-                    taken.append(max(arrive, held))
-                held = s.event_slots[k] + int(after[k])
+                    taken.append(take(arrive))
+                before, held = held, s.event_slots[k] + int(after[k])
             arrive = 0 if beats is None else int(beats[-1])
             if timing.unpacks:
                 taken.append(max(arrive, unpacked))
                 unpacked = max(arrive + UNPACKER_LATENCY, held)
             else:
-                taken.append(max(arrive, held))
-            held = s.fire_cycle
+                taken.append(take(arrive))
+            before, held = held, s.fire_cycle
             work += int(costs.sum())
             accumulate += s.fire_cycle - s.accumulate_cycle - s.early_fire
             ops += int(passes.sum()) * ops_per_event

@@ -62,6 +62,7 @@ PRESET_SWITCHES = {
     "registered_address": (False, False, True, True),
     "banked_weights": (False, False, True, True),
     "dsp_registers": (False, False, True, True),
+    "buffered_input": (False, False, True, True),
 }
 
 

@@ -290,6 +290,19 @@ def test_wide_network_under_fifo_backpressure(serial) -> None:
     assert sched.backpressure
 
 
+@pytest.mark.parametrize("fifo_depth", [1, pytest.param(None, marks=pytest.mark.slow)])
+def test_two_entry_buffers_in_a_network(fifo_depth) -> None:
+    """Pipeline 3, one event per beat: every core after a FIFO has the two-entry input buffer
+    and takes its weight rows from the FIFO (``row_input``); beats and cycles are the network
+    model's, with FIFOs of one entry (the producers wait) and with FIFOs none fills."""
+    net = random_network(7, depth=3, max_width=12)
+    x = np.random.default_rng(7).integers(0, 16, (3, net.n_inputs))
+    dut, sched = run_network(net, x, 3, 3, 1, fifo_depth=fifo_depth)
+    assert [c.row_input for c in dut.cores] == [False, True, True]
+    assert [c.timing.input_entries() for c in dut.cores] == [2, 2, 2]
+    assert sched.backpressure == (fifo_depth == 1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("emit_width", [2, 3, 4])

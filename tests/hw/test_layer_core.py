@@ -21,7 +21,7 @@ from spikezip.hw.model.cycle_model import PIPELINES
 from spikezip.ir import Layer, Network
 from spikezip.sw.reference import simulate
 from tests.hw.layer_configs import network
-from tests.hw.stream_bench import drive_stream
+from tests.hw.stream_bench import drive_stream, drive_timed
 from tests.sw.strategies import inputs_for, networks
 
 # -- tier 1 -------------------------------------------------------------------------------------
@@ -85,6 +85,13 @@ def test_bad_parameters() -> None:
         ({"input_bounds": (5, 1)}, ValueError, r"input_bounds must satisfy lo ≤ hi, not \(5, 1\)"),
         ({"analog": 1}, TypeError, "analog must be a bool, not 1"),
         ({"probe": "yes"}, TypeError, "probe must be a bool, not 'yes'"),
+        ({"row_input": 1}, TypeError, "row_input must be a bool, not 1"),
+        ({"row_input": True}, ValueError, "row_input needs the two-entry input buffer"),
+        (
+            {"row_input": True, "pipeline": 3, "input_width": 2},
+            ValueError,
+            "row_input needs the two-entry input buffer",
+        ),
     ]
     for change, error, message in cases:
         with pytest.raises(error, match=message):
@@ -229,6 +236,52 @@ def test_core_under_backpressure(name: str, k: int, lanes: int, pipeline: int) -
     got, expected, _, core = run_core(net, x, k, lanes, seed=lanes, pipeline=pipeline)
     fmt = core.output_format
     assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+
+
+@pytest.mark.parametrize(("pipeline", "entries"), [(1, 1), (3, 2)])
+def test_input_taken_matches_cycle_model(pipeline: int, entries: int) -> None:
+    """Input beats valid from random cycles and the output held back at random: the cycle the
+    core takes each input beat (its ``i.ready`` handshake), its output beats and their cycles
+    equal the cycle model's ``taken`` and schedule — with the one-beat input register and the
+    two-entry buffer (``buffered_input``: a beat taken while the one before still waits)."""
+    net, x = network("analog")
+    trace = simulate(net, x, record_state=True)
+    core = LayerCore.for_network(net, 1, lanes=2, pipeline=pipeline)
+    assert core.timing.input_entries() == entries
+    ins, outs = events.input_steps(net, x, trace, 1), events.output_steps(trace, 1)
+    rng = np.random.default_rng(7)
+    words, valid_from, arrivals, cycle = [], [], [], 0
+    for inf in ins:
+        arrivals.append([])
+        for s in inf:
+            step = s.words(core.input_format)
+            # bursts (several beats valid at once: the second entry fills) and gaps
+            cycle += int(rng.integers(0, 12))
+            gaps = rng.choice([0, 0, 0, 1, 5], size=len(step))
+            starts = (cycle + np.cumsum(gaps)).tolist()
+            cycle = starts[-1]
+            words += step
+            valid_from += starts
+            arrivals[-1].append(starts)
+    expected = [w for inf in outs for s in inf for w in s.words(core.output_format)]
+    ready = np.cumsum(rng.choice([0, 0, 1, 3], size=len(expected))).tolist()
+    run = cycle_model.timed(core.timing, ins, outs, arrivals, None, ready)
+    cycles = [c for inf in run.beats for ev, mk in inf for c in (*ev, mk)]
+    taken, got = drive_timed(
+        core, [(core.i, words, valid_from)], len(expected), ready, limit=20 * (cycles[-1] + 10)
+    )
+    fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+    assert [c for c, _ in got] == cycles
+    assert taken[0] == list(run.taken[0])
+    # against a one-beat register: the same schedule, beats taken no later, with two entries
+    # some earlier (the second entry filled)
+    one = replace(core.timing, pipeline=replace(core.timing.pipeline, buffered_input=False))
+    assert one.input_entries() == 1
+    single = cycle_model.timed(one, ins, outs, arrivals, None, ready)
+    assert single.beats == run.beats
+    earlier = np.asarray(single.taken[0]) - np.asarray(run.taken[0])
+    assert (earlier >= 0).all() and ((earlier > 0).sum() > 10) == (entries == 2)
 
 
 def test_layer_configs_cover_the_corners() -> None:
