@@ -22,7 +22,7 @@ one DP16KD for up to 512 entries).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,15 +58,29 @@ def _lowest(m: Module, bits, name: str) -> Signal:
     return index
 
 
+def _clear_lowest(bits) -> Value:
+    """``bits`` without their lowest set bit, as an OR of the bits below each (no carry chain)."""
+    return Cat(bits[k] & bits[:k].any() if k else 0 for k in range(len(bits)))
+
+
 def entry_layout(
-    *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+    *,
+    index_width: int,
+    lanes: int,
+    value_width: int = SPIKE_VALUE_WIDTH,
+    registered_lane: bool = False,
 ) -> data.StructLayout:
     """A queue entry: one fired word with spikes, or a sweep's last word (with the marker).
-    Graded spikes (``value_width`` above 2 bits) also carry each lane's value."""
+    Graded spikes (``value_width`` above 2 bits) also carry each lane's value; with
+    ``registered_lane`` (:attr:`hw.model.cycle_model.Pipeline.registered_lane`) the entry also
+    names its lowest two spiking lanes and the lanes after them."""
     pairs = -(-lanes // 2)
     values = {}
     if value_width > SPIKE_VALUE_WIDTH:
         values = {"values": data.ArrayLayout(signed(value_width), lanes)}
+    if registered_lane:
+        lane = range(max(2, lanes))
+        values |= {"lane0": lane, "lane1": lane, "after": unsigned(lanes)}
     return data.StructLayout(
         {
             **values,
@@ -92,14 +106,26 @@ def _base_shift(lanes: int) -> int:
 
 
 def queue_layout(
-    *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+    *,
+    index_width: int,
+    lanes: int,
+    value_width: int = SPIKE_VALUE_WIDTH,
+    registered_lane: bool = False,
 ) -> data.StructLayout:
     """What the emitter's queue stores of an :func:`entry_layout`: ``base`` without its zero low
     bits (``word``), and none of the fields the serialiser never reads (``pair_*``, used by the
     packer alone) or rebuilds from ``fired`` at the queue's head (``rest``). At 8 lanes: 33 bits
-    instead of 60, so a queue of ``2·W ≤ 512`` entries is one DP16KD (docs/cnn.md §13)."""
-    entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
-    keep = ("values", "fired", "negative", "beats", "single", "marker", "busy")
+    instead of 60, so a queue of ``2·W ≤ 512`` entries is one DP16KD (docs/cnn.md §13). With
+    ``registered_lane``, ``lane0``, ``lane1`` and ``after`` instead of ``fired`` (39 bits at 8
+    lanes)."""
+    entry = entry_layout(
+        index_width=index_width,
+        lanes=lanes,
+        value_width=value_width,
+        registered_lane=registered_lane,
+    )
+    spiked = ("lane0", "lane1", "after") if registered_lane else ("fired",)
+    keep = ("values", *spiked, "negative", "beats", "single", "marker", "busy")
     base = entry["base"].shape
     return data.StructLayout(
         {
@@ -142,7 +168,13 @@ class WordPacker(wiring.Component):
     ) -> None:
         self._timing = timing
         words, lanes = timing.words, timing.lanes
-        entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
+        self._registered_lane = _registered_lane(timing)
+        entry = entry_layout(
+            index_width=index_width,
+            lanes=lanes,
+            value_width=value_width,
+            registered_lane=self._registered_lane,
+        )
         word = spike_word_layout(words=words, lanes=lanes, value_width=value_width)
         super().__init__(
             {
@@ -209,6 +241,14 @@ class WordPacker(wiring.Component):
             self.o.payload.busy.eq(busy),
             self.o.valid.eq(valid2 & (any_spike | entry_reg.marker)),
         ]
+        if self._registered_lane:  # the lowest two spiking lanes, and the lanes after them
+            # (each a function of the registered lanes alone: no carry chain)
+            rest = _clear_lowest(entry_reg.fired)
+            m.d.sync += [
+                self.o.payload.lane0.eq(_lowest(m, entry_reg.fired, "lane0")),
+                self.o.payload.lane1.eq(_lowest(m, rest, "lane1")),
+                self.o.payload.after.eq(_clear_lowest(rest)),
+            ]
         return m
 
 
@@ -226,6 +266,12 @@ class Serialiser(wiring.Component):
     index_width, lanes : int
     value_width : int
         Signed bits of a spike (above 2: graded values from the entry).
+    registered_lane : bool
+        :attr:`hw.model.cycle_model.Pipeline.registered_lane`: the head names its lowest two
+        spiking lanes (``lane0``, ``lane1``) and the lanes after them (``after``); the lane of the
+        next beat is ``lane0`` for a fresh head, else a register (``lane_next``, loaded with
+        ``lane1`` or the lowest of ``left``), so no priority encoder follows ``fresh``. The same
+        beats in the same cycles.
 
     Members
     -------
@@ -236,10 +282,21 @@ class Serialiser(wiring.Component):
     """
 
     def __init__(
-        self, *, index_width: int, lanes: int, value_width: int = SPIKE_VALUE_WIDTH
+        self,
+        *,
+        index_width: int,
+        lanes: int,
+        value_width: int = SPIKE_VALUE_WIDTH,
+        registered_lane: bool = False,
     ) -> None:
         self._lanes, self._graded = lanes, value_width > SPIKE_VALUE_WIDTH
-        entry = entry_layout(index_width=index_width, lanes=lanes, value_width=value_width)
+        self._registered_lane = registered_lane
+        entry = entry_layout(
+            index_width=index_width,
+            lanes=lanes,
+            value_width=value_width,
+            registered_lane=registered_lane,
+        )
         super().__init__(
             {
                 "i": In(stream.Signature(entry)),
@@ -259,8 +316,12 @@ class Serialiser(wiring.Component):
         done = Signal(range(lanes + 2), name="done")  # beats of the head sent
         final_next = Signal(name="final_next")  # the head's next beat is its last (if not fresh)
         final = Mux(fresh, head.single, final_next)
-        lane = _lowest(m, Mux(fresh, head.fired, left_reg), "lane")
-        beat_lane = Signal.like(lane, name="beat_lane")
+        if self._registered_lane:  # (left: the lanes after lane_next)
+            lane_next = Signal(range(max(2, lanes)), name="lane_next")
+            lane = Mux(fresh, head.lane0, lane_next)
+        else:
+            lane = _lowest(m, Mux(fresh, head.fired, left_reg), "lane")
+        beat_lane = Signal(range(max(2, lanes)), name="beat_lane")
         beat_base = Signal.like(head.base, name="beat_base")
         beat_negative = Signal.like(head.negative, name="beat_negative")
         beat_marker, beat_busy = Signal(name="beat_marker"), Signal(name="beat_busy")
@@ -280,9 +341,16 @@ class Serialiser(wiring.Component):
             with m.If(final):
                 m.d.sync += [fresh.eq(1), done.eq(0)]
             with m.Else():
-                m.d.sync += [
+                if self._registered_lane:
+                    left_lowest = _lowest(m, left_reg, "left_lowest")
+                    m.d.sync += [
+                        lane_next.eq(Mux(fresh, head.lane1, left_lowest)),
+                        left_reg.eq(Mux(fresh, head.after, left_reg & (left_reg - 1))),
+                    ]
+                else:
                     # the lowest lane cleared (for a fresh head, from the queue)
-                    left_reg.eq(Mux(fresh, head.rest, left_reg & (left_reg - 1))),
+                    m.d.sync += left_reg.eq(Mux(fresh, head.rest, left_reg & (left_reg - 1)))
+                m.d.sync += [
                     fresh.eq(0),
                     done.eq(done + 1),
                     final_next.eq(done + 2 == head.beats),
@@ -568,12 +636,18 @@ class SpikeEmitter(wiring.Component):
         # register in the same cycle is not credited): one entry more than the sender's credit
         # allows keeps w_rdy high whenever the packer writes (with W = 1 a second entry may
         # follow the first into an empty queue in the next cycle)
-        stored = queue_layout(index_width=index_width, lanes=lanes, value_width=vw)
+        registered_lane = _registered_lane(self._timing)
+        stored = queue_layout(
+            index_width=index_width, lanes=lanes, value_width=vw, registered_lane=registered_lane
+        )
         width = Shape.cast(stored).width
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
         if self._timing.emit_width == 1:
             m.submodules.serialiser = serialiser = Serialiser(
-                index_width=index_width, lanes=lanes, value_width=vw
+                index_width=index_width,
+                lanes=lanes,
+                value_width=vw,
+                registered_lane=registered_lane,
             )
         else:
             m.submodules.serialiser = serialiser = WideSerialiser(
@@ -598,7 +672,7 @@ class SpikeEmitter(wiring.Component):
             serialiser.i.valid.eq(queue.r_stream.valid),
             queue.r_stream.ready.eq(serialiser.i.ready),
             out.base.eq(head.word << shift),
-            out.rest.eq(head.fired & (head.fired - 1)),
+            *([] if registered_lane else [out.rest.eq(head.fired & (head.fired - 1))]),
             *(out[name].eq(head[name]) for name in stored.members if name != "word"),
         ]
         wiring.connect(m, serialiser.o, output.i)
@@ -609,6 +683,11 @@ class SpikeEmitter(wiring.Component):
             self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker),
         ]
         return m
+
+
+def _registered_lane(timing: LayerTiming) -> bool:
+    """The narrow serialiser with :attr:`hw.model.cycle_model.Pipeline.registered_lane`."""
+    return timing.pipeline.registered_lane and timing.emit_width == 1
 
 
 def _tree_sum(values):

@@ -108,6 +108,10 @@ class StateStore(wiring.Component):
         Initial value of every word (constant-castable to ``shape``).
     storage : Storage
         Registers or memory.
+    transparent : bool
+        ``False``: ``rdata`` is word ``raddr`` *before* the write of cycle ``x`` (no write-address
+        compare in front of the read; :attr:`hw.model.cycle_model.Pipeline.bypassed_store`, where
+        :class:`Operands` forwards that write instead).
 
     Members
     -------
@@ -116,7 +120,9 @@ class StateStore(wiring.Component):
     write : In(StoreWrite(shape=shape, depth=depth))
     """
 
-    def __init__(self, *, shape, depth: int, init, storage: Storage) -> None:
+    def __init__(
+        self, *, shape, depth: int, init, storage: Storage, transparent: bool = True
+    ) -> None:
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer, not {depth!r}")
         init = list(init)
@@ -124,6 +130,7 @@ class StateStore(wiring.Component):
             raise ValueError(f"init must hold {depth} words, not {len(init)}")
         self._shape, self._depth, self._init = shape, depth, init
         self._storage = Storage(storage)
+        self._transparent = bool(transparent)
         super().__init__(
             {
                 "raddr": In(_addr_shape(depth)),
@@ -152,7 +159,7 @@ class StateStore(wiring.Component):
                 shape=self._shape, depth=self._depth, init=self._init
             )
             wp = mem.write_port()
-            rp = mem.read_port(transparent_for=(wp,))
+            rp = mem.read_port(transparent_for=(wp,) if self._transparent else ())
             m.d.comb += [
                 wp.addr.eq(write.addr),
                 wp.en.eq(write.en),
@@ -169,6 +176,12 @@ class StateStore(wiring.Component):
         for k, reg in enumerate(regs):
             with m.If(write.en & (write.addr == k)):
                 m.d.sync += reg.eq(write.data)
+        if not self._transparent:
+            with m.Switch(self.raddr):
+                for k, reg in enumerate(regs):
+                    with m.Case(k):
+                        m.d.sync += rdata.eq(reg)
+            return m
         with m.If(write.en & (write.addr == self.raddr)):
             m.d.sync += rdata.eq(write.data)  # forward the write in flight
         with m.Else():
@@ -901,6 +914,10 @@ class Operands(wiring.Component):
         Its per-neuron thresholds, a cycle after ``i`` (only with per-neuron thresholds).
     forward : In(Forward)
         Only with ``registered_read``.
+    written : In(StoreWrite)
+        The store's write port (only with ``bypassed_store``: the store is not transparent, so the
+        word it writes in the cycle of a command's read is taken from a copy of it, one cycle
+        later, chosen by a register decided when the command arrives).
     o : Out(stream.Signature(operands_layout, always_ready=True))
     """
 
@@ -942,6 +959,8 @@ class Operands(wiring.Component):
             members["multiples"] = In(multiples)
         if timing.pipeline.registered_read:
             members["forward"] = In(Forward(words=words, word_layout=word_layout))
+        if timing.pipeline.bypassed_store:
+            members["written"] = In(StoreWrite(shape=word_layout, depth=words))
         members["o"] = Out(stream.Signature(layout, always_ready=True))
         super().__init__(members)
 
@@ -1007,11 +1026,19 @@ class Operands(wiring.Component):
             in_result.eq(fwd.valid & (fwd.word == nxt.word)),
             init1.eq(nxt.op == Op.INIT),
         ]
+        stored = self.stored
+        if p.bypassed_store:  # the word the store writes while the command's word is read
+            written = Signal(self._word_layout, name="written")
+            in_written = Signal(name="in_written")
+            w = self.written
+            m.d.sync += [written.eq(w.data), in_written.eq(w.en & (w.addr == nxt.word))]
+            stored = Signal(self._word_layout, name="stored_or_written")
+            m.d.comb += stored.eq(Mux(in_written, written, self.stored))
         operand = Signal(self._word_layout, name="operand_reg")
-        m.d.sync += operand.eq(Mux(init1, self.initial, Mux(in_result, fwd.result, self.stored)))
+        m.d.sync += operand.eq(Mux(init1, self.initial, Mux(in_result, fwd.result, stored)))
         if uses_membrane_copy(p, self._layer):  # no reset: not merged with the operand register
             copy = Signal.like(operand.membranes, name="operand_copy", reset_less=True)
-            membranes = [v.membranes for v in (self.initial, fwd.result, self.stored)]
+            membranes = [v.membranes for v in (self.initial, fwd.result, stored)]
             chosen = Mux(init1, membranes[0], Mux(in_result, membranes[1], membranes[2]))
             m.d.sync += copy.eq(chosen)
             m.d.comb += o.membranes_copy.eq(
@@ -1335,6 +1362,7 @@ class NeuronArray(wiring.Component):
                 {"membranes": row.tolist(), "tracers": [0] * lanes, **flags} for row in membranes
             ],
             storage=self._storage,
+            transparent=not self.pipeline.bypassed_store,
         )
         args = dict(
             layer=layer,
@@ -1355,6 +1383,10 @@ class NeuronArray(wiring.Component):
             m.d.comb += operands.multiples.eq(consts.multiples)
         wiring.connect(m, operands.o, update.i)
         wiring.connect(m, update.write, store.write)
+        if self.pipeline.bypassed_store:
+            w = operands.written
+            m.d.comb += [w.en.eq(store.write.en), w.addr.eq(store.write.addr)]
+            m.d.comb += w.data.eq(store.write.data)
         if self.pipeline.registered_read:
             wiring.connect(m, update.forward, operands.forward)
         wiring.connect(m, update.o, wiring.flipped(self.o))

@@ -145,6 +145,8 @@ class Pipeline:
     ``banked_weights``        no     no     yes    yes
     ``dsp_registers``         no     no     yes    yes
     ``buffered_input``        no     no     yes    yes
+    ``bypassed_store``        no     no     yes    yes
+    ``registered_lane``       no     no     yes    yes
     ======================  =====  =====  =====  =====
 
     Depth 0 updates a word from its state store's output in the cycle after its command; depth 1
@@ -192,6 +194,17 @@ class Pipeline:
         (:meth:`LayerTiming.input_entries`). The sequencer acts on a beat in the same cycle; the
         beat is taken earlier (while the one before it still waits). Default ``False`` (design
         files written before the switch).
+    bypassed_store : bool
+        ``hw.cores.neuron_array.StateStore``: the read port is not transparent (no write-address
+        compare in front of the read register, nor the LUT RAM's read address a register);
+        ``Operands`` takes the word written in the read's cycle from a copy of the result
+        register, chosen by a register decided with the command. Needs ``registered_read``. No
+        cycle changes. Default ``False``.
+    registered_lane : bool
+        ``hw.cores.emitter.Serialiser``: the queue stores each entry's lowest two spiking lanes
+        and the lanes after them, and the serialiser keeps the lane of the next beat in a
+        register, so that no priority encoder lies between its state and the beat register. No
+        cycle changes. Default ``False``.
     """
 
     registered_read: bool
@@ -203,6 +216,8 @@ class Pipeline:
     banked_weights: bool
     dsp_registers: bool
     buffered_input: bool = False
+    bypassed_store: bool = False
+    registered_lane: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -214,12 +229,14 @@ class Pipeline:
             "banked_weights",
             "dsp_registers",
             "buffered_input",
+            "bypassed_store",
+            "registered_lane",
         ):
             _check_bool(name, getattr(self, name))
         if not _is_int(self.min_distance) or self.min_distance not in (1, 2, 3):
             raise ValueError(f"min_distance must be 1, 2 or 3, not {self.min_distance!r}")
         object.__setattr__(self, "min_distance", int(self.min_distance))
-        for name in ("registered_offsets", "registered_sums"):
+        for name in ("registered_offsets", "registered_sums", "bypassed_store"):
             if getattr(self, name) and not self.registered_read:
                 raise ValueError(f"{name} needs registered_read (the operand register)")
         if self.min_distance < 1 + self.registered_sums:
@@ -288,6 +305,8 @@ def _preset(stages: int, min_distance: int) -> Pipeline:
         banked_weights=stages >= 2,
         dsp_registers=stages >= 2,
         buffered_input=stages >= 2,
+        bypassed_store=stages >= 2,
+        registered_lane=stages >= 2,
     )
 
 

@@ -509,13 +509,15 @@ def test_spec_vectors(name, kwargs, drives, spikes, final, storage, pipeline) ->
 # -- tier 2: the state store and read-modify-write hazards -------------------------------------
 
 
+@pytest.mark.parametrize("transparent", [True, False])
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
-def test_state_store_is_transparent(storage: str, depth: int) -> None:
-    """Random reads and writes: ``rdata`` is the word after the write of the same cycle."""
+def test_state_store_is_transparent(storage: str, depth: int, transparent: bool) -> None:
+    """Random reads and writes: ``rdata`` is the word after the write of the same cycle (before
+    it, for a store that is not transparent: ``Pipeline.bypassed_store``)."""
     rng = np.random.default_rng(depth)
     init = rng.integers(0, 256, depth).tolist()
-    store = StateStore(shape=8, depth=depth, init=init, storage=storage)
+    store = StateStore(shape=8, depth=depth, init=init, storage=storage, transparent=transparent)
     model = list(init)
 
     async def testbench(ctx):
@@ -529,9 +531,10 @@ def test_state_store_is_transparent(storage: str, depth: int) -> None:
             ctx.set(store.write.data, wdata)
             if expect is not None:
                 assert ctx.get(store.rdata) == expect
+            before = model[raddr]
             if wen:
                 model[waddr] = wdata
-            expect = model[raddr]
+            expect = model[raddr] if transparent else before
             await ctx.tick()
 
     _run(store, testbench)
