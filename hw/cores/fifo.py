@@ -55,6 +55,11 @@ class RegisteredFIFO(wiring.Component):
         Bits per entry (≥ 1).
     depth : int
         Entries of the memory (≥ 1).
+    registered_empty : bool
+        ``level ≠ 0`` as a register of its own (``stored``, like ``full``), so that no compare
+        of the level lies in front of the read pointer, the level and the read register's
+        enable (the network's presets 2 and 3: ``Pipeline.buffered_input``). The same FIFO
+        cycle for cycle.
 
     Members
     -------
@@ -65,7 +70,7 @@ class RegisteredFIFO(wiring.Component):
     #: cycles from a write into an empty FIFO to its entry valid on ``r_stream``
     LATENCY = REGISTERED_FIFO_LATENCY
 
-    def __new__(cls, *, width: int, depth: int) -> RegisteredFIFO:
+    def __new__(cls, *, width: int, depth: int, registered_empty: bool = False) -> RegisteredFIFO:
         # checked before the object exists: Amaranth warns about a component created but never
         # elaborated, which a rejected one would otherwise be
         if not isinstance(width, int) or isinstance(width, bool) or width < 1:
@@ -74,8 +79,9 @@ class RegisteredFIFO(wiring.Component):
             raise ValueError(f"depth must be a positive integer, not {depth!r}")
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, *, width: int, depth: int) -> None:
+    def __init__(self, *, width: int, depth: int, registered_empty: bool = False) -> None:
         self._width, self._depth = width, depth
+        self._registered_empty = bool(registered_empty)
         super().__init__(
             {"w_stream": In(stream.Signature(width)), "r_stream": Out(stream.Signature(width))}
         )
@@ -113,7 +119,16 @@ class RegisteredFIFO(wiring.Component):
         advance = ~held | ~v2
         fetch = ~v1 | advance  # the read register takes the next address
         do_write = w.valid & w.ready
-        do_read = fetch & (level != 0)
+        if self._registered_empty:
+            stored = Signal(name="stored")  # level != 0, as a register
+            do_read = fetch & stored
+            with m.If(do_write & ~do_read):
+                m.d.sync += stored.eq(1)
+            with m.Elif(do_read & ~do_write):
+                m.d.sync += stored.eq(level != 1)
+        else:
+            stored = level != 0
+            do_read = fetch & stored
         m.d.comb += [
             w.ready.eq(~full),
             wp.addr.eq(produce),
@@ -133,7 +148,7 @@ class RegisteredFIFO(wiring.Component):
         with m.Elif(do_read & ~do_write):
             m.d.sync += [level.eq(level - 1), full.eq(0)]
         with m.If(fetch):
-            m.d.sync += v1.eq(level != 0)
+            m.d.sync += v1.eq(stored)
         with m.If(advance):
             m.d.sync += [v2.eq(v1), word.eq(rp.data)]
         with m.If(held):

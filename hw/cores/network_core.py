@@ -311,18 +311,22 @@ class NetworkCore(wiring.Component):
         for k, core in enumerate(cores):
             m.submodules[f"layer{k}"] = core
         wiring.connect(m, wiring.flipped(self.i), cores[0].i)
+        # presets 2 and 3: the FIFO's "not empty" a register (hw.cores.fifo)
+        fast = {"registered_empty": True} if self._params.pipeline.buffered_input else {}
         for k, depth in enumerate(self.fifo_depths()):
             width = Shape.cast(cores[k].o.payload.shape()).width
             nxt = cores[k + 1]
             if not nxt.row_input:
-                m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth)
+                m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width, depth=depth, **fast)
                 wiring.connect(m, cores[k].o, q.w_stream)
                 wiring.connect(m, q.r_stream, nxt.i)
                 continue
             # the receiver's first weight row stored with each beat, computed from the sender's
             # output register (no carry chain behind the FIFO's block RAM)
             row_width = Shape.cast(nxt.row_shape).width
-            m.submodules[f"fifo{k}"] = q = RegisteredFIFO(width=width + row_width, depth=depth)
+            m.submodules[f"fifo{k}"] = q = RegisteredFIFO(
+                width=width + row_width, depth=depth, **fast
+            )
             out = cores[k].o
             row = Signal(nxt.row_shape, name=f"row{k + 1}")
             m.d.comb += row.eq(nxt.row_of(out.payload.index))

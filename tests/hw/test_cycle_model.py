@@ -63,6 +63,8 @@ PRESET_SWITCHES = {
     "banked_weights": (False, False, True, True),
     "dsp_registers": (False, False, True, True),
     "buffered_input": (False, False, True, True),
+    "bypassed_store": (False, False, True, True),
+    "registered_lane": (False, False, True, True),
 }
 
 
@@ -102,6 +104,8 @@ def test_custom_pipeline() -> None:
         ({"dsp_registers": None}, TypeError, "dsp_registers must be a bool, not None"),
         ({"registered_sums": True, "min_distance": 2}, ValueError, "registered_sums needs "),
         ({"registered_offsets": True}, ValueError, "registered_offsets needs registered_read"),
+        ({"bypassed_store": True}, ValueError, "bypassed_store needs registered_read"),
+        ({"registered_lane": 0}, TypeError, "registered_lane must be a bool, not 0"),
     ],
 )
 def test_pipeline_validation(change, error, message) -> None:

@@ -15,11 +15,18 @@ from spikezip.hw.model.fifo_model import REGISTERED_FIFO, SYNC_FIFO
 from spikezip.hw.model.network_model import OutputReady
 
 
-def _run(depth: int, p_write: float, p_ready: float, seed: int, cycles: int = 400):
+def _run(
+    depth: int,
+    p_write: float,
+    p_ready: float,
+    seed: int,
+    cycles: int = 400,
+    registered_empty: bool = False,
+):
     """Random writes (payload = its number) and random reads; per cycle what was sampled before
     the edge: ``(w_valid, w_ready, r_valid, r_payload, r_ready)``."""
     rng = np.random.default_rng(seed)
-    dut = RegisteredFIFO(width=12, depth=depth)
+    dut = RegisteredFIFO(width=12, depth=depth, registered_empty=registered_empty)
     log = []
 
     async def testbench(ctx):
@@ -42,10 +49,14 @@ def _run(depth: int, p_write: float, p_ready: float, seed: int, cycles: int = 40
     return log
 
 
+@pytest.mark.parametrize("registered_empty", [False, True])
 @pytest.mark.parametrize("depth", [1, 2, 3, 5, 8, 16])
 @pytest.mark.parametrize(("p_write", "p_ready"), [(1.0, 1.0), (0.9, 0.4), (0.3, 0.9), (0.7, 0.7)])
-def test_order_capacity_and_timing(depth: int, p_write: float, p_ready: float) -> None:
-    log = _run(depth, p_write, p_ready, seed=depth * 100 + int(p_write * 10 + p_ready))
+def test_order_capacity_and_timing(
+    depth: int, p_write: float, p_ready: float, registered_empty: bool
+) -> None:
+    seed = depth * 100 + int(p_write * 10 + p_ready)
+    log = _run(depth, p_write, p_ready, seed=seed, registered_empty=registered_empty)
     writes = [c for c, (wv, wr, *_) in enumerate(log) if wv and wr]
     reads = [(c, pay) for c, (_, _, rv, pay, rr) in enumerate(log) if rv and rr]
     assert len(writes) > 20 and len(reads) > 20
@@ -95,12 +106,14 @@ def test_output_register_moves_into_the_block_ram() -> None:
     assert pack_registers(net, "h").bram_outputs == 1
 
 
+@pytest.mark.parametrize("registered_empty", [False, True])
 @pytest.mark.parametrize("depth", [1, 2, 3, 8])
 @pytest.mark.parametrize(("p_write", "p_ready"), [(1.0, 0.3), (0.9, 0.5), (0.7, 0.9)])
-def test_room_is_the_model(depth: int, p_write: float, p_ready: float) -> None:
+def test_room_is_the_model(depth: int, p_write: float, p_ready: float, registered_empty) -> None:
     """``w.ready`` in every cycle is what ``hw.model.fifo_model.REGISTERED_FIFO`` computes from
     the cycles beats were written and taken: room for beat ``k`` from ``f_{k−depth} + 1`` on."""
-    log = _run(depth, p_write, p_ready, seed=depth * 7 + int(10 * p_ready), cycles=300)
+    seed = depth * 7 + int(10 * p_ready)
+    log = _run(depth, p_write, p_ready, seed=seed, cycles=300, registered_empty=registered_empty)
     writes = [c for c, (wv, wr, *_) in enumerate(log) if wv and wr]
     taken = [c for c, (_, _, rv, _, rr) in enumerate(log) if rv and rr]
     n = len(taken)  # beats written and taken within the run

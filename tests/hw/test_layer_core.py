@@ -208,6 +208,31 @@ def test_graded_core_matches_golden_and_cycle_model(
     assert [c for c, _ in got] == cycles
 
 
+#: the fmax switches of presets 2 and 3 one at a time (no cycle changes: the same model)
+SWITCHED = {
+    "p1+lane": replace(cycle_model.Pipeline.preset(1), registered_lane=True),
+    "p1+bypass": replace(cycle_model.Pipeline.preset(1), bypassed_store=True),
+    "p3-both": replace(cycle_model.Pipeline.preset(3), registered_lane=False, bypassed_store=False),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "lanes", "storage"),
+    [("analog", 0, 5, "registers"), ("analog", 1, 2, "memory"), ("analog", 0, 12, None)],
+)
+@pytest.mark.parametrize("pipeline", SWITCHED.values(), ids=SWITCHED.keys())
+def test_fmax_switches_match_golden_and_cycle_model(
+    name: str, k: int, lanes: int, storage, pipeline
+) -> None:
+    """``registered_lane`` and ``bypassed_store`` alone (with preset 1's forwarding) and both off
+    at preset 3: the same events in the same cycles as the model, which they do not change."""
+    net, x = network(name)
+    got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
+    fmt = core.output_format
+    assert [fmt.unpack(w) for _, w in got] == [fmt.unpack(w) for w in expected]
+    assert [c for c, _ in got] == cycles
+
+
 @pytest.mark.parametrize(("name", "k", "lanes"), [("analog", 0, 1), ("analog", 1, 2)])
 @pytest.mark.parametrize("pipeline", [2, 3])
 def test_banked_weight_memory(name: str, k: int, lanes: int, pipeline: int) -> None:

@@ -540,7 +540,16 @@ def test_state_store_is_transparent(storage: str, depth: int, transparent: bool)
     _run(store, testbench)
 
 
-@pytest.mark.parametrize("pipeline", PIPELINES)
+#: ``bypassed_store`` with preset 1's forwarding, and preset 3 without it
+BYPASS = {
+    "p1+bypass": replace(Pipeline.preset(1), bypassed_store=True),
+    "p3-bypass": replace(Pipeline.preset(3), bypassed_store=False),
+}
+
+
+@pytest.mark.parametrize(
+    "pipeline", [*PIPELINES, *BYPASS.values()], ids=[*map(str, PIPELINES), *BYPASS]
+)
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize(("n_out", "lanes"), [(3, 4), (3, 3), (6, 3), (7, 2)])
 def test_back_to_back_integration_has_no_hazard(
