@@ -349,10 +349,20 @@ class NeuronLanes(wiring.Component):
             ]
             pos = Signal(name=f"pos{k}")
             neg = Signal(name=f"neg{k}")
+            # U1 ≥ Θ ⇔ U1 - Θ ≥ 0 (U1 never overflows its width: exact widths)
+            if self._pipeline.registered_sums:  # fire and the bounds registered per lane
+                may_pos, may_neg = Signal(name=f"may_pos{k}"), Signal(name=f"may_neg{k}")
+                stage += [  # (fire_s alone would fan out to every lane)
+                    may_pos.eq(self.fire & (self.below_p[k] if flags else a_in < p)),
+                    may_neg.eq(self.fire & (self.above_n[k] if flags else a_in > n)),
+                ]
+                m.d.comb += [pos.eq(may_pos & ~u1_minus[-1]), neg.eq(may_neg & u1[-1])]
+            else:
+                m.d.comb += [
+                    pos.eq(fire & ~u1_minus[-1] & below_p),
+                    neg.eq(fire & u1[-1] & above_n),
+                ]
             m.d.comb += [
-                # U1 ≥ Θ ⇔ U1 - Θ ≥ 0 (U1 never overflows its width: exact widths)
-                pos.eq(fire & ~u1_minus[-1] & below_p),
-                neg.eq(fire & u1[-1] & above_n),
                 self.spikes[k].eq(Mux(neg, -1, pos)),
                 self.next_membranes[k].eq(Mux(pos, u1_minus, Mux(neg, u1_plus, u1))),
                 self.next_tracers[k].eq(Mux(pos, a_plus, Mux(neg, a_minus, a))),
