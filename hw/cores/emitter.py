@@ -26,6 +26,7 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, signed, unsigne
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from spikezip.hw.cores.fifo import FlagFIFO
 from spikezip.hw.cores.layouts import event_layout, spike_word_layout, stream_layout
 from spikezip.hw.cores.sequencer import StepStatus
 from spikezip.hw.model.cycle_model import (
@@ -72,7 +73,7 @@ def entry_layout(
 ) -> data.StructLayout:
     """A queue entry: one fired word with spikes, or a sweep's last word (with the marker).
     Graded spikes (``value_width`` above 2 bits) also carry each lane's value; with
-    ``registered_lane`` (:attr:`hw.model.cycle_model.Pipeline.registered_lane`) the entry also
+    ``registered_lane`` (:attr:`hw.model.cycle_model.Pipeline.registered_emitter`) the entry also
     names its lowest two spiking lanes and the lanes after them."""
     pairs = -(-lanes // 2)
     values = {}
@@ -267,7 +268,7 @@ class Serialiser(wiring.Component):
     value_width : int
         Signed bits of a spike (above 2: graded values from the entry).
     registered_lane : bool
-        :attr:`hw.model.cycle_model.Pipeline.registered_lane`: the head names its lowest two
+        :attr:`hw.model.cycle_model.Pipeline.registered_emitter`: the head names its lowest two
         spiking lanes (``lane0``, ``lane1``) and the lanes after them (``after``); the lane of the
         next beat is ``lane0`` for a fresh head, else a register (``lane_next``, loaded with
         ``lane1`` or the lowest of ``left``), so no priority encoder follows ``fresh``. The same
@@ -550,7 +551,8 @@ class OutputBuffer(wiring.Component):
 class SpikeEmitter(wiring.Component):
     """Queue of fired words and serialiser of their spikes onto the output event stream.
 
-    Blocks: :class:`WordPacker` → queue (``lib.fifo.SyncFIFOBuffered``) → :class:`Serialiser`
+    Blocks: :class:`WordPacker` → queue (``lib.fifo.SyncFIFOBuffered``; ``hw.cores.fifo.FlagFIFO``
+    with ``Pipeline.registered_emitter``) → :class:`Serialiser`
     → :class:`OutputBuffer`, connected stream to stream.
 
     With ``timing.emit_width = k > 1`` the serialiser is a :class:`WideSerialiser` and ``o``
@@ -641,7 +643,11 @@ class SpikeEmitter(wiring.Component):
             index_width=index_width, lanes=lanes, value_width=vw, registered_lane=registered_lane
         )
         width = Shape.cast(stored).width
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
+        if registered_lane:  # the same queue cycle for cycle, its flags registers
+            queue = FlagFIFO(width=width, depth=self.queue_depth + 1)
+        else:
+            queue = fifo.SyncFIFOBuffered(width=width, depth=self.queue_depth + 1)
+        m.submodules.queue = queue
         if self._timing.emit_width == 1:
             m.submodules.serialiser = serialiser = Serialiser(
                 index_width=index_width,
@@ -686,8 +692,8 @@ class SpikeEmitter(wiring.Component):
 
 
 def _registered_lane(timing: LayerTiming) -> bool:
-    """The narrow serialiser with :attr:`hw.model.cycle_model.Pipeline.registered_lane`."""
-    return timing.pipeline.registered_lane and timing.emit_width == 1
+    """The narrow serialiser with :attr:`hw.model.cycle_model.Pipeline.registered_emitter`."""
+    return timing.pipeline.registered_emitter and timing.emit_width == 1
 
 
 def _tree_sum(values):

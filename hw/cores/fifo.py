@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.model.cycle_model import REGISTERED_FIFO_LATENCY
 
-__all__ = ["RegisteredFIFO"]
+__all__ = ["FlagFIFO", "RegisteredFIFO"]
 
 
 class RegisteredFIFO(wiring.Component):
@@ -164,3 +164,83 @@ def _next(pointer: Signal, depth: int):
     if depth & (depth - 1) == 0:
         return (pointer + 1)[: len(pointer)]
     return Mux(pointer == depth - 1, 0, pointer + 1)
+
+
+class FlagFIFO(wiring.Component):
+    """``amaranth.lib.fifo.SyncFIFOBuffered`` cycle for cycle (an inner memory of ``depth − 1``
+    entries, then its read register, which the reader sees: latency 2,
+    :data:`hw.model.cycle_model.FIFO_LATENCY`), with the inner memory's "not empty" and "full"
+    as registers of their own instead of a level counter compared with 0 and ``depth − 1``.
+
+    The reader's ``ready`` then reaches only the read pointer, the read register's enable, the
+    output's valid and the two flags' selects: no compare or carry chain behind it (the emitter's
+    queue, whose reader's ``ready`` comes out of the serialiser's logic:
+    :attr:`hw.model.cycle_model.Pipeline.registered_emitter`).
+
+    Parameters
+    ----------
+    width : int
+        Bits per entry (≥ 1).
+    depth : int
+        Entries held at most, the read register included (≥ 2).
+
+    Members
+    -------
+    w_stream : In(stream.Signature(width))
+        ``ready``: the inner memory is not full (a register).
+    r_stream : Out(stream.Signature(width))
+        From the read register.
+    """
+
+    def __new__(cls, *, width: int, depth: int) -> FlagFIFO:
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
+            raise ValueError(f"depth must be an integer ≥ 2, not {depth!r}")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, width: int, depth: int) -> None:
+        self._width, self._depth = width, depth
+        super().__init__(
+            {"w_stream": In(stream.Signature(width)), "r_stream": Out(stream.Signature(width))}
+        )
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        w, r, inner = self.w_stream, self.r_stream, self._depth - 1
+        mem = memory.Memory(shape=self._width, depth=inner, init=[])
+        m.submodules.storage = mem
+        wp, rp = mem.write_port(), mem.read_port(domain="sync")
+        produce = Signal(range(inner), name="produce")
+        consume = Signal(range(inner), name="consume")
+        stored = Signal(name="stored")  # the inner memory holds an entry
+        full = Signal(name="full")  # ... holds depth − 1 entries
+        do_write = w.valid & ~full
+        do_read = stored & (~r.valid | r.ready)  # into the read register
+        m.d.comb += [
+            w.ready.eq(~full),
+            wp.addr.eq(produce),
+            wp.data.eq(w.payload),
+            wp.en.eq(do_write),
+            rp.addr.eq(consume),
+            rp.en.eq(do_read),
+            r.payload.eq(rp.data),
+        ]
+        produce_next, consume_next = _next(produce, inner), _next(consume, inner)
+        with m.If(do_write):
+            m.d.sync += produce.eq(produce_next)
+        with m.If(do_read):
+            m.d.sync += consume.eq(consume_next)
+        with m.If(do_write & ~do_read):
+            m.d.sync += [stored.eq(1), full.eq(produce_next == consume)]
+        with m.Elif(do_read & ~do_write):
+            m.d.sync += [stored.eq(consume_next != produce), full.eq(0)]
+        with m.If(do_read):
+            m.d.sync += r.valid.eq(1)
+        with m.Elif(r.ready):
+            m.d.sync += r.valid.eq(0)
+        return m

@@ -146,7 +146,7 @@ class Pipeline:
     ``dsp_registers``         no     no     yes    yes
     ``buffered_input``        no     no     yes    yes
     ``bypassed_store``        no     no     yes    yes
-    ``registered_lane``       no     no     yes    yes
+    ``registered_emitter``    no     no     yes    yes
     ======================  =====  =====  =====  =====
 
     Depth 0 updates a word from its state store's output in the cycle after its command; depth 1
@@ -200,11 +200,12 @@ class Pipeline:
         ``Operands`` takes the word written in the read's cycle from a copy of the result
         register, chosen by a register decided with the command. Needs ``registered_read``. No
         cycle changes. Default ``False``.
-    registered_lane : bool
-        ``hw.cores.emitter.Serialiser``: the queue stores each entry's lowest two spiking lanes
-        and the lanes after them, and the serialiser keeps the lane of the next beat in a
-        register, so that no priority encoder lies between its state and the beat register. No
-        cycle changes. Default ``False``.
+    registered_emitter : bool
+        ``hw.cores.emitter`` (one spike per beat): the queue stores each entry's lowest two
+        spiking lanes and the lanes after them, and the ``Serialiser`` keeps the lane of the next
+        beat in a register, so that no priority encoder lies between its state and the beat
+        register; the queue is a ``hw.cores.fifo.FlagFIFO`` (its empty and full flags registers,
+        no level counter behind the serialiser's ``ready``). No cycle changes. Default ``False``.
     """
 
     registered_read: bool
@@ -217,7 +218,7 @@ class Pipeline:
     dsp_registers: bool
     buffered_input: bool = False
     bypassed_store: bool = False
-    registered_lane: bool = False
+    registered_emitter: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -230,7 +231,7 @@ class Pipeline:
             "dsp_registers",
             "buffered_input",
             "bypassed_store",
-            "registered_lane",
+            "registered_emitter",
         ):
             _check_bool(name, getattr(self, name))
         if not _is_int(self.min_distance) or self.min_distance not in (1, 2, 3):
@@ -306,7 +307,7 @@ def _preset(stages: int, min_distance: int) -> Pipeline:
         dsp_registers=stages >= 2,
         buffered_input=stages >= 2,
         bypassed_store=stages >= 2,
-        registered_lane=stages >= 2,
+        registered_emitter=stages >= 2,
     )
 
 

@@ -64,7 +64,7 @@ PRESET_SWITCHES = {
     "dsp_registers": (False, False, True, True),
     "buffered_input": (False, False, True, True),
     "bypassed_store": (False, False, True, True),
-    "registered_lane": (False, False, True, True),
+    "registered_emitter": (False, False, True, True),
 }
 
 
@@ -105,7 +105,7 @@ def test_custom_pipeline() -> None:
         ({"registered_sums": True, "min_distance": 2}, ValueError, "registered_sums needs "),
         ({"registered_offsets": True}, ValueError, "registered_offsets needs registered_read"),
         ({"bypassed_store": True}, ValueError, "bypassed_store needs registered_read"),
-        ({"registered_lane": 0}, TypeError, "registered_lane must be a bool, not 0"),
+        ({"registered_emitter": 0}, TypeError, "registered_emitter must be a bool, not 0"),
     ],
 )
 def test_pipeline_validation(change, error, message) -> None:

@@ -159,3 +159,43 @@ def test_output_ready_pattern() -> None:
         OutputReady(0, 1)
     with pytest.raises(ValueError, match="seed must be a non-negative integer, not -1"):
         OutputReady(0.5, -1)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 5, 17])
+@pytest.mark.parametrize(("p_write", "p_ready"), [(1.0, 0.3), (0.9, 0.9), (0.4, 0.8)])
+def test_flag_fifo_is_sync_fifo_buffered(depth: int, p_write: float, p_ready: float) -> None:
+    """``FlagFIFO`` against ``amaranth.lib.fifo.SyncFIFOBuffered`` of the same depth under
+    random writes and reads: the same ``w.ready``, ``r.valid`` and payload in every cycle."""
+    from amaranth.hdl import Module
+    from amaranth.lib.fifo import SyncFIFOBuffered
+
+    from spikezip.hw.cores.fifo import FlagFIFO
+
+    rng = np.random.default_rng(depth * 10 + int(10 * p_ready))
+    ours, ref = FlagFIFO(width=8, depth=depth), SyncFIFOBuffered(width=8, depth=depth)
+    top = Module()
+    top.submodules.ours, top.submodules.ref = ours, ref
+    seen = {"full": 0, "data": 0}
+
+    async def testbench(ctx):
+        for _ in range(300):
+            w_valid, r_ready, data = rng.random() < p_write, rng.random() < p_ready, rng.integers(256)
+            for q in (ours.w_stream, ref.w_stream):
+                ctx.set(q.valid, int(w_valid))
+                ctx.set(q.payload, int(data))
+            for q in (ours.r_stream, ref.r_stream):
+                ctx.set(q.ready, int(r_ready))
+            a, b = ours.r_stream, ref.r_stream
+            assert ctx.get(ours.w_stream.ready) == ctx.get(ref.w_stream.ready)
+            assert ctx.get(a.valid) == ctx.get(b.valid)
+            if ctx.get(b.valid):
+                assert ctx.get(a.payload) == ctx.get(b.payload)
+                seen["data"] += 1
+            seen["full"] += not ctx.get(ref.w_stream.ready)
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen["data"] > 50 and (seen["full"] > 0 or p_ready >= p_write)

@@ -210,9 +210,9 @@ def test_graded_core_matches_golden_and_cycle_model(
 
 #: the fmax switches of presets 2 and 3 one at a time (no cycle changes: the same model)
 SWITCHED = {
-    "p1+lane": replace(cycle_model.Pipeline.preset(1), registered_lane=True),
+    "p1+emitter": replace(cycle_model.Pipeline.preset(1), registered_emitter=True),
     "p1+bypass": replace(cycle_model.Pipeline.preset(1), bypassed_store=True),
-    "p3-both": replace(cycle_model.Pipeline.preset(3), registered_lane=False, bypassed_store=False),
+    "p3-both": replace(cycle_model.Pipeline.preset(3), registered_emitter=False, bypassed_store=False),
 }
 
 
@@ -224,7 +224,7 @@ SWITCHED = {
 def test_fmax_switches_match_golden_and_cycle_model(
     name: str, k: int, lanes: int, storage, pipeline
 ) -> None:
-    """``registered_lane`` and ``bypassed_store`` alone (with preset 1's forwarding) and both off
+    """``registered_emitter`` and ``bypassed_store`` alone (with preset 1's forwarding) and both off
     at preset 3: the same events in the same cycles as the model, which they do not change."""
     net, x = network(name)
     got, expected, cycles, core = run_core(net, x, k, lanes, storage=storage, pipeline=pipeline)
