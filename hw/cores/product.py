@@ -67,12 +67,18 @@ __all__ = ["DecodedInput", "DeltaBanks", "ProductEmitter", "SpikeProduct", "Trac
 
 X, Y = 0, 1
 
+#: the tracer and ΔO memories' mapping (Yosys's ``ram_style``): LUT RAM whatever their depth. A
+#: block RAM's unregistered read (5.8 ns clock-to-output on ECP5) feeds the read-modify-write
+#: adders in the same cycle and would cap the core near 85 MHz at small ``P`` (deep banks);
+#: LUT RAM reads in ~1 ns and keeps the block RAMs for the site cores.
+LUT_RAM = {"ram_style": "distributed"}
+
 
 def _decode_layout(geo: ProductGeometry) -> data.StructLayout:
     return data.StructLayout(
         {
             "h": range(max(2, geo.heads)),
-            "g": range(max(2, geo.groups)),
+            "row": range(max(2, geo.tracer_depth)),
             "pos_div": range(max(2, geo.words)),
             "pos_mod": range(max(2, geo.lanes)),
             "own": range(max(2, geo.tracer_depth)),
@@ -166,8 +172,8 @@ class DecodedInput(wiring.Component):
     """:class:`hw.cores.sequencer.EventBuffer` plus a table decoding the held event's index.
 
     Latency 1 (the buffer; the table's output register loads with it: the table is logic on the
-    incoming index, not a block RAM). ``fields`` of the held event: head ``h``, tracer row
-    ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
+    incoming index, not a block RAM). ``fields`` of the held event: head ``h``, ``row = g·words``,
+    the first tracer word of its tracer row ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
     ``own``, the address of its own tracer word, ``base``, the bank address of its first
     word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event),
     and ``shift``, the ``k`` of its value ``±2^k`` (the value's trailing zeros: 0 for ST-BIF).
@@ -203,7 +209,7 @@ class DecodedInput(wiring.Component):
         for index in range(1 << geo.index_widths[self._side]):
             size = geo.x_size if self._side == X else geo.y_size
             if index >= size:
-                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0, "base": 0})
+                out.append({"h": 0, "row": 0, "pos_div": 0, "pos_mod": 0, "own": 0, "base": 0})
                 continue
             if self._side == X:
                 h, pos, c = geo.x_entry(index)
@@ -213,7 +219,7 @@ class DecodedInput(wiring.Component):
             rn, wm = geo.column_words * p, geo.row_words
             base = (h * rn + pos) * wm if self._side == X else h * rn * wm + pos // p
             out.append(
-                {"h": h, "g": g, "pos_div": pos // p, "pos_mod": pos % p,
+                {"h": h, "row": g * geo.words, "pos_div": pos // p, "pos_mod": pos % p,
                  "own": g * geo.words + pos // p, "base": base}
             )  # fmt: skip
         return out
@@ -285,7 +291,9 @@ class TracerStore(wiring.Component):
         m.d.sync += sel1.eq(reads_x)
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, half)
         for kind, name in ((X, "x"), (Y, "y")):
-            m.submodules[f"{name}acc"] = mem = memory.Memory(shape=self._word, depth=half, init=[])
+            m.submodules[f"{name}acc"] = mem = memory.Memory(
+                shape=self._word, depth=half, init=[], attrs=LUT_RAM
+            )
             rp, wp = mem.read_port(), mem.write_port()
             product = reads_x if kind == X else ~reads_x
             m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
@@ -387,15 +395,16 @@ class DeltaBanks(wiring.Component):
         k_max = geo.max_shift
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
-                shape=self._value, depth=geo.bank_depth, init=[]
+                shape=self._value, depth=geo.bank_depth, init=[], attrs=LUT_RAM
             )
             wp = mem.write_port()
             rp = mem.read_port(transparent_for=(wp,))  # (a read sees the write of its cycle)
             # the command's lane (b − rot) mod P (a table), then its bank address, registered
-            lane = Signal(range(max(2, p)), name=f"lane{b}")
-            table = Array(Const((b - r) % p, lane.shape()) for r in range(p))
-            m.d.sync += lane.eq(table[cmd.payload.rot])
-            offset = Mux(kind1 == Y, lane * geo.row_words, 0)
+            # (a Y command's offset ``lane·Wm``, from a table: no multiplication)
+            lane_offset = Signal(range(max(2, p * geo.row_words)), name=f"lane_offset{b}")
+            table = Array(Const((b - r) % p * geo.row_words, lane_offset.shape()) for r in range(p))
+            m.d.sync += lane_offset.eq(table[cmd.payload.rot])
+            offset = Mux(kind1 == Y, lane_offset, 0)
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
             m.d.sync += [v0.eq(valid1), a0.eq(base1 + offset)]
             m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
@@ -468,7 +477,8 @@ class ProductSequencer(wiring.Component):
 
     @property
     def op_index_width(self) -> int:
-        return max(1, (self._geo.groups - 1).bit_length())
+        """Bits of ``op.index``: the tracer row's first word ``g·words``."""
+        return max(1, (self._geo.tracer_depth - 1).bit_length())
 
     def _operation(self, m: Module, xi, yi, take_x, take_y, word):
         """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
@@ -479,7 +489,9 @@ class ProductSequencer(wiring.Component):
         last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)
         op, side, upd = self.op.payload, self.side.payload, self.update.payload
         m.d.comb += [op.op.eq(Op.INTEGRATE), op.word.eq(word), op.last.eq(last)]
-        m.d.comb += op.index.eq(f.g)  # the tracer row; ``update.product`` chooses the memory
+        # the tracer row's first word (``g·words``, from the table: no multiplication);
+        # ``update.product`` chooses the memory
+        m.d.comb += op.index.eq(f.row)
         # the accumulator adds or subtracts the tracer word (the sign); the banks shift it by
         # ``k`` (graded spikes ``±2^k``); the tracer update adds the value itself
         value = Mux(take_x, xi.o.payload.value, yi.o.payload.value)
@@ -489,8 +501,8 @@ class ProductSequencer(wiring.Component):
         m.d.comb += [side.kind.eq(take_y), side.rot.eq(f.pos_mod), side.shift.eq(f.shift)]
         if geo.words == 1:  # (``word`` is always 0)
             m.d.comb += side.base.eq(f.base)
-        else:
-            m.d.comb += side.base.eq(f.base + Mux(take_x, word, word * (p * geo.row_words)))
+        else:  # ``stride`` = word·P·Wm, counted along with ``word`` (no multiplication)
+            m.d.comb += side.base.eq(f.base + Mux(take_x, word, self._stride))
         return last
 
     def elaborate(self, platform):
@@ -502,6 +514,9 @@ class ProductSequencer(wiring.Component):
         wiring.connect(m, wiring.flipped(self.y), yi.i)
         count = Signal(range(max(2, geo.clear_cycles, geo.drain_cycles)), name="count")
         word = Signal(range(max(2, geo.words)), name="word")
+        # word·P·Wm (a Y event's bank address step per word), counted along with ``word``
+        stride = Signal(range(max(2, geo.words * geo.lanes * geo.row_words)), name="y_stride")
+        self._stride = stride
         cur_y = Signal(name="current_y")  # the event in progress is a Y event
         x_done, y_done = Signal(name="x_done"), Signal(name="y_done")  # no more in this step
         x_idle, y_idle = Signal(name="x_idle"), Signal(name="y_idle")  # no more in this inference
@@ -525,6 +540,7 @@ class ProductSequencer(wiring.Component):
                     m.d.comb += [self.op.valid.eq(1), self.side.valid.eq(1)]
                     m.d.comb += self.update.valid.eq(word == 0)
                     m.d.sync += [word.eq(Mux(last, 0, word + 1)), cur_y.eq(take_y)]
+                    m.d.sync += stride.eq(Mux(last, 0, stride + geo.lanes * geo.row_words))
                     m.d.comb += [xi.o.ready.eq(take_x & last), yi.o.ready.eq(take_y & last)]
                 with m.Else():
                     x_end = ~x_done & xi.marker
