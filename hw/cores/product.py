@@ -258,25 +258,36 @@ class TracerStore(wiring.Component):
     later; the write of the cycle before is forwarded to every read, so reads always see every
     earlier update. ``clear`` writes a zero word to both memories.
 
+    With ``early``, ``next_address`` and ``next_update`` are the values ``weights.address`` and
+    ``update.payload`` take in the next cycle: each memory's read address is then chosen a cycle
+    ahead into a register (the same address in every cycle, and no multiplexer between a
+    register and the LUT RAM).
+
     Members
     -------
     weights : In(WeightPort)
     update : In(stream.Signature(update layout, always_ready=True))
     clear : In(1)
     clear_address : In(range(clear_cycles))
+    next_address : In(range(tracer_depth))
+        Only with ``early``.
+    next_update : In(update layout)
+        Only with ``early``.
     """
 
-    def __init__(self, *, geo: ProductGeometry) -> None:
-        self._geo = geo
+    def __init__(self, *, geo: ProductGeometry, early: bool = False) -> None:
+        self._geo, self._early = geo, early
         self._word = data.ArrayLayout(signed(geo.tracer_width), geo.lanes)
-        super().__init__(
-            {
-                "weights": In(WeightPort(shape=self._word, depth=geo.tracer_depth)),
-                "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
-                "clear": In(1),
-                "clear_address": In(range(max(2, geo.clear_cycles))),
-            }
-        )
+        members = {
+            "weights": In(WeightPort(shape=self._word, depth=geo.tracer_depth)),
+            "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
+            "clear": In(1),
+            "clear_address": In(range(max(2, geo.clear_cycles))),
+        }
+        if early:  # next cycle's ``weights.address`` and ``update.payload``
+            members["next_address"] = In(range(max(2, geo.tracer_depth)))
+            members["next_update"] = In(_update_layout(geo))
+        super().__init__(members)
 
     @property
     def latency(self) -> int:
@@ -296,7 +307,13 @@ class TracerStore(wiring.Component):
             )
             rp, wp = mem.read_port(), mem.write_port()
             product = reads_x if kind == X else ~reads_x
-            m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
+            if self._early:  # the same address, chosen a cycle ahead into a register
+                ahead = self.next_update.product if kind == X else ~self.next_update.product
+                address = Signal.like(rp.addr, name=f"{name}_read_address", reset_less=True)
+                m.d.sync += address.eq(Mux(ahead, self.next_address, self.next_update.address))
+                m.d.comb += rp.addr.eq(address)
+            else:
+                m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
             a1 = Signal.like(rp.addr, name=f"{name}_address1")
             u1 = Signal(name=f"{name}_update1")
             lane1 = Signal(geo.lanes, name=f"{name}_lane1")  # one-hot
@@ -346,6 +363,9 @@ class DeltaBanks(wiring.Component):
     drive : In(ArrayLayout(signed(tracer_width + 1), P))
     scan : In(1)
     scan_address : In(range(bank_depth))
+    next_scan_address : In(range(bank_depth))
+        ``scan_address`` of the next cycle (the read address is a register chosen a cycle
+        ahead: no multiplexer between a register and the LUT RAM).
     word : Out(ArrayLayout(signed(value_width), P))
     clear : In(1)
     clear_address : In(range(clear_cycles))
@@ -360,6 +380,7 @@ class DeltaBanks(wiring.Component):
                 "drive": In(data.ArrayLayout(signed(geo.tracer_width + 1), geo.lanes)),
                 "scan": In(1),
                 "scan_address": In(range(max(2, geo.bank_depth))),
+                "next_scan_address": In(range(max(2, geo.bank_depth))),
                 "word": Out(data.ArrayLayout(self._value, geo.lanes)),
                 "clear": In(1),
                 "clear_address": In(range(max(2, geo.clear_cycles))),
@@ -407,7 +428,10 @@ class DeltaBanks(wiring.Component):
             offset = Mux(kind1 == Y, lane_offset, 0)
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
             m.d.sync += [v0.eq(valid1), a0.eq(base1 + offset)]
-            m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
+            # the read address, chosen a cycle ahead (the command's, else the scan's next)
+            ra = Signal.like(rp.addr, name=f"read_address{b}", reset_less=True)
+            m.d.sync += ra.eq(Mux(valid1, base1 + offset, self.next_scan_address))
+            m.d.comb += rp.addr.eq(ra)
             m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal(signed(geo.tracer_width + 1 + k_max), name=f"drive{b}")
@@ -593,6 +617,8 @@ class ProductEmitter(wiring.Component):
     done : Out(1)
     scan : Out(1)
     scan_address : Out(range(bank_depth))
+    next_scan_address : Out(range(bank_depth))
+        ``scan_address`` of the next cycle.
     word : In(ArrayLayout(signed(value_width), P))
         The word read, in bank order.
     o : Out(stream.Signature(event_layout(output format)))
@@ -607,6 +633,7 @@ class ProductEmitter(wiring.Component):
                 "done": Out(1),
                 "scan": Out(1),
                 "scan_address": Out(range(max(2, geo.bank_depth))),
+                "next_scan_address": Out(range(max(2, geo.bank_depth))),
                 "word": In(data.ArrayLayout(signed(geo.value_width), geo.lanes)),
                 "o": Out(stream.Signature(event_layout(geo.index_widths[2], geo.value_width))),
             }
@@ -627,15 +654,18 @@ class ProductEmitter(wiring.Component):
                         for x in ("", "row_", "head_"))  # fmt: skip
         p_last = Signal(name="read_last", init=geo.scan_words == 1)
         m.d.comb += self.scan_address.eq(pa)
+        nxt = self.next_scan_address  # (pa's next value, for the banks' registered address)
         end_w, end_i = pw == wm - 1, pi == n - 1
         nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
         nw = Mux(end_w, 0, pw + 1)
         jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
+        step = pa + Mux(end_w & end_i, jump, 1)
+        m.d.comb += nxt.eq(Mux(issue, Mux(p_last, 0, step), pa))
         with m.If(issue & p_last):  # back to word 0 for the next step
             m.d.sync += [x.eq(0) for x in (ph, pi, pw, prot, pa, pb, prb, phb)]
             m.d.sync += p_last.eq(geo.scan_words == 1)
         with m.Elif(issue):
-            m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), pa.eq(pa + Mux(end_w & end_i, jump, 1))]
+            m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), pa.eq(step)]
             m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
             with m.If(end_w & end_i):
                 m.d.sync += [prot.eq(0), phb.eq(phb + hs), prb.eq(phb + hs), pb.eq(phb + hs)]
@@ -830,7 +860,10 @@ class SpikeProduct(wiring.Component):
             index_width=seq.op_index_width, value_width=2,  # the sign; the banks shift
             external=(geo.tracer_width, geo.tracer_depth),
         )  # fmt: skip
-        m.submodules.tracers = store = TracerStore(geo=geo)
+        # with a registered weight address (presets 2, 3) the tracers' read address is chosen a
+        # cycle ahead, so nothing but a register drives the LUT RAMs' address
+        early = timing.pipeline.address_latency == 1
+        m.submodules.tracers = store = TracerStore(geo=geo, early=early)
         m.submodules.banks = banks = DeltaBanks(geo=geo)
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
@@ -838,8 +871,10 @@ class SpikeProduct(wiring.Component):
         m.submodules.op_stage = ops = Delay(
             seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
+        m.submodules.update_early = upd0 = Delay(_update_layout(geo), cycles=OP_STAGES,
+                                                 name="update_early")  # fmt: skip
         m.submodules.update_stage = upd = Delay(
-            _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
+            _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
         )
         m.submodules.side_stage = side = Delay(
             _side_layout(geo), cycles=OP_STAGES + acc.latency, name="side"
@@ -849,8 +884,12 @@ class SpikeProduct(wiring.Component):
         wiring.connect(m, seq.op, ops.i)
         wiring.connect(m, ops.o, acc.i)
         wiring.connect(m, acc.weights, store.weights)
-        wiring.connect(m, seq.update, upd.i)
+        wiring.connect(m, seq.update, upd0.i)
+        wiring.connect(m, upd0.o, upd.i)
         wiring.connect(m, upd.o, store.update)
+        if early:  # (the accumulator's row stage holds ``index + word`` of the op stage's op)
+            m.d.comb += store.next_update.eq(upd0.o.payload)
+            m.d.comb += store.next_address.eq(ops.o.payload.index + ops.o.payload.word)
         wiring.connect(m, seq.side, side.i)
         wiring.connect(m, side.o, banks.cmd)
         m.d.comb += banks.drive.eq(acc.o.payload.drive)
@@ -858,6 +897,7 @@ class SpikeProduct(wiring.Component):
             m.d.comb += [part.clear.eq(seq.clear), part.clear_address.eq(seq.clear_address)]
         m.d.comb += [emit.start.eq(seq.start), emit.busy.eq(seq.busy), seq.done.eq(emit.done)]
         m.d.comb += [banks.scan.eq(emit.scan), banks.scan_address.eq(emit.scan_address)]
+        m.d.comb += banks.next_scan_address.eq(emit.next_scan_address)
         m.d.comb += emit.word.eq(banks.word)
         wiring.connect(m, emit.o, wiring.flipped(self.o))
         return m
