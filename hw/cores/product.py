@@ -871,8 +871,8 @@ class SpikeProduct(wiring.Component):
         m.submodules.op_stage = ops = Delay(
             seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
-        m.submodules.update_early = upd0 = Delay(_update_layout(geo), cycles=OP_STAGES,
-                                                 name="update_early")  # fmt: skip
+        m.submodules.update_stage0 = upd0 = Delay(_update_layout(geo), cycles=OP_STAGES,
+                                                  name="update0")  # fmt: skip
         m.submodules.update_stage = upd = Delay(
             _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
         )
