@@ -35,7 +35,11 @@ one cycle (an idle input's none); the read-out ``max(1, non-zeros)`` cycles per 
 after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
 
 Clock rate: every memory read is registered and nothing but registers drives a memory's address,
-write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
+write enable or data through more than a multiplexer or an adder (the tracers' and the banks'
+read addresses are registers chosen a cycle ahead, the tracers' only with a registered weight
+address, presets 2 and 3); the tracers and the banks are LUT RAM whatever ``P`` (:data:`LUT_RAM`:
+at ``P = 4`` Yosys made them block RAMs, whose 5.8 ns read fed the read-modify-write adders);
+no address is a product (``g·words`` and ``lane·Wm`` are tables, ``word·P·Wm`` a counter); the index decoding is logic (a
 block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
 rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
 from registers (its stall enable one logic level from them; the lanes left to send are masks,
