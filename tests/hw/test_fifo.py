@@ -179,7 +179,11 @@ def test_flag_fifo_is_sync_fifo_buffered(depth: int, p_write: float, p_ready: fl
 
     async def testbench(ctx):
         for _ in range(300):
-            w_valid, r_ready, data = rng.random() < p_write, rng.random() < p_ready, rng.integers(256)
+            w_valid, r_ready, data = (
+                rng.random() < p_write,
+                rng.random() < p_ready,
+                rng.integers(256),
+            )
             for q in (ours.w_stream, ref.w_stream):
                 ctx.set(q.valid, int(w_valid))
                 ctx.set(q.payload, int(data))

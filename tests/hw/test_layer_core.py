@@ -212,7 +212,9 @@ def test_graded_core_matches_golden_and_cycle_model(
 SWITCHED = {
     "p1+emitter": replace(cycle_model.Pipeline.preset(1), registered_emitter=True),
     "p1+bypass": replace(cycle_model.Pipeline.preset(1), bypassed_store=True),
-    "p3-both": replace(cycle_model.Pipeline.preset(3), registered_emitter=False, bypassed_store=False),
+    "p3-both": replace(
+        cycle_model.Pipeline.preset(3), registered_emitter=False, bypassed_store=False
+    ),
 }
 
 
