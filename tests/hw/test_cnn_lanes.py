@@ -18,7 +18,11 @@ def chain() -> ConvNet:
     """conv 1→4 → conv 4→8 → max-pool → flatten → fc 6: lane choices 1,2,4 / 1,2,4,8 / 1 /
     1,2,3,6."""
     fc = Layer(
-        weight=np.ones((6, 32), dtype=int), bias=np.zeros(6, int), threshold=3, neg_bound=-4, pos_bound=3
+        weight=np.ones((6, 32), dtype=int),
+        bias=np.zeros(6, int),
+        threshold=3,
+        neg_bound=-4,
+        pos_bound=3,
     )
     return ConvNet(
         input_shape=(1, 4, 4),
