@@ -236,11 +236,15 @@ def _fifo_depths(text: str) -> tuple[tuple[str, int], ...]:
 
 _PIPELINE_LIST = ", ".join(map(str, PIPELINES))
 POSITIVE = _int_in(1)
-LANES = _converter(
-    _lanes_list,
-    f"P, P0,P1,… with each value in 1..{MAX_LANES}, balanced or balanced=N (N in 1..{MAX_LANES})",
-)
 LANES_LIST = _converter(_lanes_values, f"P or P0,P1,… with each value in 1..{MAX_LANES}")
+_BALANCED = _converter(_lanes_list, f"balanced or balanced=N with N in 1..{MAX_LANES} (a CNN)")
+
+
+def LANES(text: str) -> tuple[int, ...] | BalancedLanes:
+    """``--lanes`` of one design: :data:`LANES_LIST`'s values or ``balanced[=N]``."""
+    return (_BALANCED if text.startswith("balanced") else LANES_LIST)(text)
+
+
 PIPELINE = _converter(_pipeline, f"one of {_PIPELINE_LIST}")
 PIPELINE_LIST = _list_converter(_pipeline, f"one of {_PIPELINE_LIST}")
 STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")

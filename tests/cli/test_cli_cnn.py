@@ -130,8 +130,9 @@ def test_balanced_lanes(files, capsys):
     assert f"lanes {list(want)}" in capsys.readouterr().out
     for lanes, message in [
         ("balanced=3", "--lanes balanced=3: budget must be at least 4 lanes (one per site), not 3"),
-        ("balanced=0", "--lanes must be P, P0,P1,… with each value in 1..65536, balanced or"),
-        ("balance", "--lanes must be P, P0,P1,…"),
+        ("balanced=0", "--lanes must be balanced or balanced=N with N in 1..65536 (a CNN), not"),
+        ("balanced=x", "--lanes must be balanced or balanced=N"),
+        ("x", "--lanes must be P or P0,P1,… with each value in 1..65536, not 'x'"),
     ]:
         assert run("generate", files / "cnn.npz", "-o", files / "rtl2", "--lanes", lanes) == 2
         err = capsys.readouterr().err
