@@ -1405,7 +1405,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--no-synth",
             dest="synth",
             action="store_false",
-            help="a ViT only: skip synthesis and place and route (latency, SOPs and energy only; "
+            help="a ViT or a CNN: skip synthesis and place and route (latency, SOPs and energy only; "
             "the whole ViT's synthesis takes ~20–45 minutes)",
         )
         r.add_argument(
