@@ -1405,8 +1405,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--no-synth",
             dest="synth",
             action="store_false",
-            help="a ViT or a CNN: skip synthesis and place and route (latency, SOPs and energy only; "
-            "the whole ViT's synthesis takes ~20–45 minutes)",
+            help="a ViT or a CNN: skip synthesis and place and route (latency, SOPs and energy "
+            "only; the whole ViT's synthesis takes ~20–45 minutes)",
         )
         r.add_argument(
             "--device",
