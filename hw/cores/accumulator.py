@@ -284,7 +284,9 @@ class Accumulator(wiring.Component):
     external : tuple of int or None
         ``(weight_width, weight_depth)``: no weight ROM; the weights come from a memory outside
         (``layer`` and ``widths`` then ``None``) through the ``weights`` port, with the latency
-        of :class:`WeightRead` (the spike-product core's writable tracer memories).
+        of :class:`WeightRead` (the spike-product core's writable tracer memories); the
+        operation's ``index`` is then the first word of its row (the address is
+        ``index + word``: the product core's decode table holds ``g·words``).
 
     Members
     -------
@@ -437,8 +439,8 @@ class Accumulator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), address.i)
         wiring.connect(m, address.o, read.i)
         op = self.i.payload
-        if self._external:  # (the spike products' tracer rows)
-            m.d.comb += row.i.payload.eq(op.index * self.words + op.word)
+        if self._external:  # (the spike products': ``index`` is the tracer row's first word)
+            m.d.comb += row.i.payload.eq(op.index + op.word)
         elif self._map is None:  # the sequencer's first row: one addition, no multiplication
             m.d.comb += row.i.payload.eq(op.first + op.word)
         else:

@@ -35,7 +35,11 @@ one cycle (an idle input's none); the read-out ``max(1, non-zeros)`` cycles per 
 after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
 
 Clock rate: every memory read is registered and nothing but registers drives a memory's address,
-write enable or data through more than a multiplexer or an adder; the index decoding is logic (a
+write enable or data through more than a multiplexer or an adder (the tracers' and the banks'
+read addresses are registers chosen a cycle ahead, the tracers' only with a registered weight
+address, presets 2 and 3); the tracers and the banks are LUT RAM whatever ``P`` (:data:`LUT_RAM`:
+at ``P = 4`` Yosys made them block RAMs, whose 5.8 ns read fed the read-modify-write adders);
+no address is a product (``g·words`` and ``lane·Wm`` are tables, ``word·P·Wm`` a counter); the index decoding is logic (a
 block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
 rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
 from registers (its stall enable one logic level from them; the lanes left to send are masks,
@@ -67,12 +71,18 @@ __all__ = ["DecodedInput", "DeltaBanks", "ProductEmitter", "SpikeProduct", "Trac
 
 X, Y = 0, 1
 
+#: the tracer and ΔO memories' mapping (Yosys's ``ram_style``): LUT RAM whatever their depth. A
+#: block RAM's unregistered read (5.8 ns clock-to-output on ECP5) feeds the read-modify-write
+#: adders in the same cycle and would cap the core near 85 MHz at small ``P`` (deep banks);
+#: LUT RAM reads in ~1 ns and keeps the block RAMs for the site cores.
+LUT_RAM = {"ram_style": "distributed"}
+
 
 def _decode_layout(geo: ProductGeometry) -> data.StructLayout:
     return data.StructLayout(
         {
             "h": range(max(2, geo.heads)),
-            "g": range(max(2, geo.groups)),
+            "row": range(max(2, geo.tracer_depth)),
             "pos_div": range(max(2, geo.words)),
             "pos_mod": range(max(2, geo.lanes)),
             "own": range(max(2, geo.tracer_depth)),
@@ -166,8 +176,8 @@ class DecodedInput(wiring.Component):
     """:class:`hw.cores.sequencer.EventBuffer` plus a table decoding the held event's index.
 
     Latency 1 (the buffer; the table's output register loads with it: the table is logic on the
-    incoming index, not a block RAM). ``fields`` of the held event: head ``h``, tracer row
-    ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
+    incoming index, not a block RAM). ``fields`` of the held event: head ``h``, ``row = g·words``,
+    the first tracer word of its tracer row ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
     ``own``, the address of its own tracer word, ``base``, the bank address of its first
     word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event),
     and ``shift``, the ``k`` of its value ``±2^k`` (the value's trailing zeros: 0 for ST-BIF).
@@ -203,7 +213,7 @@ class DecodedInput(wiring.Component):
         for index in range(1 << geo.index_widths[self._side]):
             size = geo.x_size if self._side == X else geo.y_size
             if index >= size:
-                out.append({"h": 0, "g": 0, "pos_div": 0, "pos_mod": 0, "own": 0, "base": 0})
+                out.append({"h": 0, "row": 0, "pos_div": 0, "pos_mod": 0, "own": 0, "base": 0})
                 continue
             if self._side == X:
                 h, pos, c = geo.x_entry(index)
@@ -213,7 +223,7 @@ class DecodedInput(wiring.Component):
             rn, wm = geo.column_words * p, geo.row_words
             base = (h * rn + pos) * wm if self._side == X else h * rn * wm + pos // p
             out.append(
-                {"h": h, "g": g, "pos_div": pos // p, "pos_mod": pos % p,
+                {"h": h, "row": g * geo.words, "pos_div": pos // p, "pos_mod": pos % p,
                  "own": g * geo.words + pos // p, "base": base}
             )  # fmt: skip
         return out
@@ -252,25 +262,36 @@ class TracerStore(wiring.Component):
     later; the write of the cycle before is forwarded to every read, so reads always see every
     earlier update. ``clear`` writes a zero word to both memories.
 
+    With ``early``, ``next_address`` and ``next_update`` are the values ``weights.address`` and
+    ``update.payload`` take in the next cycle: each memory's read address is then chosen a cycle
+    ahead into a register (the same address in every cycle, and no multiplexer between a
+    register and the LUT RAM).
+
     Members
     -------
     weights : In(WeightPort)
     update : In(stream.Signature(update layout, always_ready=True))
     clear : In(1)
     clear_address : In(range(clear_cycles))
+    next_address : In(range(tracer_depth))
+        Only with ``early``.
+    next_update : In(update layout)
+        Only with ``early``.
     """
 
-    def __init__(self, *, geo: ProductGeometry) -> None:
-        self._geo = geo
+    def __init__(self, *, geo: ProductGeometry, early: bool = False) -> None:
+        self._geo, self._early = geo, early
         self._word = data.ArrayLayout(signed(geo.tracer_width), geo.lanes)
-        super().__init__(
-            {
-                "weights": In(WeightPort(shape=self._word, depth=geo.tracer_depth)),
-                "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
-                "clear": In(1),
-                "clear_address": In(range(max(2, geo.clear_cycles))),
-            }
-        )
+        members = {
+            "weights": In(WeightPort(shape=self._word, depth=geo.tracer_depth)),
+            "update": In(stream.Signature(_update_layout(geo), always_ready=True)),
+            "clear": In(1),
+            "clear_address": In(range(max(2, geo.clear_cycles))),
+        }
+        if early:  # next cycle's ``weights.address`` and ``update.payload``
+            members["next_address"] = In(range(max(2, geo.tracer_depth)))
+            members["next_update"] = In(_update_layout(geo))
+        super().__init__(members)
 
     @property
     def latency(self) -> int:
@@ -285,10 +306,18 @@ class TracerStore(wiring.Component):
         m.d.sync += sel1.eq(reads_x)
         clear, clear_address = _registered_clear(m, self.clear, self.clear_address, half)
         for kind, name in ((X, "x"), (Y, "y")):
-            m.submodules[f"{name}acc"] = mem = memory.Memory(shape=self._word, depth=half, init=[])
+            m.submodules[f"{name}acc"] = mem = memory.Memory(
+                shape=self._word, depth=half, init=[], attrs=LUT_RAM
+            )
             rp, wp = mem.read_port(), mem.write_port()
             product = reads_x if kind == X else ~reads_x
-            m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
+            if self._early:  # the same address, chosen a cycle ahead into a register
+                ahead = self.next_update.product if kind == X else ~self.next_update.product
+                address = Signal.like(rp.addr, name=f"{name}_read_address", reset_less=True)
+                m.d.sync += address.eq(Mux(ahead, self.next_address, self.next_update.address))
+                m.d.comb += rp.addr.eq(address)
+            else:
+                m.d.comb += rp.addr.eq(Mux(product, self.weights.address, upd.payload.address))
             a1 = Signal.like(rp.addr, name=f"{name}_address1")
             u1 = Signal(name=f"{name}_update1")
             lane1 = Signal(geo.lanes, name=f"{name}_lane1")  # one-hot
@@ -338,6 +367,9 @@ class DeltaBanks(wiring.Component):
     drive : In(ArrayLayout(signed(tracer_width + 1), P))
     scan : In(1)
     scan_address : In(range(bank_depth))
+    next_scan_address : In(range(bank_depth))
+        ``scan_address`` of the next cycle (the read address is a register chosen a cycle
+        ahead: no multiplexer between a register and the LUT RAM).
     word : Out(ArrayLayout(signed(value_width), P))
     clear : In(1)
     clear_address : In(range(clear_cycles))
@@ -352,6 +384,7 @@ class DeltaBanks(wiring.Component):
                 "drive": In(data.ArrayLayout(signed(geo.tracer_width + 1), geo.lanes)),
                 "scan": In(1),
                 "scan_address": In(range(max(2, geo.bank_depth))),
+                "next_scan_address": In(range(max(2, geo.bank_depth))),
                 "word": Out(data.ArrayLayout(self._value, geo.lanes)),
                 "clear": In(1),
                 "clear_address": In(range(max(2, geo.clear_cycles))),
@@ -387,18 +420,22 @@ class DeltaBanks(wiring.Component):
         k_max = geo.max_shift
         for b in range(p):
             m.submodules[f"bank{b}"] = mem = memory.Memory(
-                shape=self._value, depth=geo.bank_depth, init=[]
+                shape=self._value, depth=geo.bank_depth, init=[], attrs=LUT_RAM
             )
             wp = mem.write_port()
             rp = mem.read_port(transparent_for=(wp,))  # (a read sees the write of its cycle)
             # the command's lane (b − rot) mod P (a table), then its bank address, registered
-            lane = Signal(range(max(2, p)), name=f"lane{b}")
-            table = Array(Const((b - r) % p, lane.shape()) for r in range(p))
-            m.d.sync += lane.eq(table[cmd.payload.rot])
-            offset = Mux(kind1 == Y, lane * geo.row_words, 0)
+            # (a Y command's offset ``lane·Wm``, from a table: no multiplication)
+            lane_offset = Signal(range(max(2, p * geo.row_words)), name=f"lane_offset{b}")
+            table = Array(Const((b - r) % p * geo.row_words, lane_offset.shape()) for r in range(p))
+            m.d.sync += lane_offset.eq(table[cmd.payload.rot])
+            offset = Mux(kind1 == Y, lane_offset, 0)
             v0, a0 = Signal(name=f"command{b}"), Signal.like(rp.addr, name=f"command_address{b}")
             m.d.sync += [v0.eq(valid1), a0.eq(base1 + offset)]
-            m.d.comb += rp.addr.eq(Mux(v0, a0, self.scan_address))
+            # the read address, chosen a cycle ahead (the command's, else the scan's next)
+            ra = Signal.like(rp.addr, name=f"read_address{b}", reset_less=True)
+            m.d.sync += ra.eq(Mux(valid1, base1 + offset, self.next_scan_address))
+            m.d.comb += rp.addr.eq(ra)
             m.d.comb += rp.en.eq(v0 | self.scan)
             v1, a1 = Signal(name=f"add{b}"), Signal.like(rp.addr, name=f"address{b}")
             d1 = Signal(signed(geo.tracer_width + 1 + k_max), name=f"drive{b}")
@@ -468,7 +505,8 @@ class ProductSequencer(wiring.Component):
 
     @property
     def op_index_width(self) -> int:
-        return max(1, (self._geo.groups - 1).bit_length())
+        """Bits of ``op.index``: the tracer row's first word ``g·words``."""
+        return max(1, (self._geo.tracer_depth - 1).bit_length())
 
     def _operation(self, m: Module, xi, yi, take_x, take_y, word):
         """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
@@ -479,7 +517,9 @@ class ProductSequencer(wiring.Component):
         last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)
         op, side, upd = self.op.payload, self.side.payload, self.update.payload
         m.d.comb += [op.op.eq(Op.INTEGRATE), op.word.eq(word), op.last.eq(last)]
-        m.d.comb += op.index.eq(f.g)  # the tracer row; ``update.product`` chooses the memory
+        # the tracer row's first word (``g·words``, from the table: no multiplication);
+        # ``update.product`` chooses the memory
+        m.d.comb += op.index.eq(f.row)
         # the accumulator adds or subtracts the tracer word (the sign); the banks shift it by
         # ``k`` (graded spikes ``±2^k``); the tracer update adds the value itself
         value = Mux(take_x, xi.o.payload.value, yi.o.payload.value)
@@ -489,8 +529,8 @@ class ProductSequencer(wiring.Component):
         m.d.comb += [side.kind.eq(take_y), side.rot.eq(f.pos_mod), side.shift.eq(f.shift)]
         if geo.words == 1:  # (``word`` is always 0)
             m.d.comb += side.base.eq(f.base)
-        else:
-            m.d.comb += side.base.eq(f.base + Mux(take_x, word, word * (p * geo.row_words)))
+        else:  # ``stride`` = word·P·Wm, counted along with ``word`` (no multiplication)
+            m.d.comb += side.base.eq(f.base + Mux(take_x, word, self._stride))
         return last
 
     def elaborate(self, platform):
@@ -502,6 +542,9 @@ class ProductSequencer(wiring.Component):
         wiring.connect(m, wiring.flipped(self.y), yi.i)
         count = Signal(range(max(2, geo.clear_cycles, geo.drain_cycles)), name="count")
         word = Signal(range(max(2, geo.words)), name="word")
+        # word·P·Wm (a Y event's bank address step per word), counted along with ``word``
+        stride = Signal(range(max(2, geo.words * geo.lanes * geo.row_words)), name="y_stride")
+        self._stride = stride
         cur_y = Signal(name="current_y")  # the event in progress is a Y event
         x_done, y_done = Signal(name="x_done"), Signal(name="y_done")  # no more in this step
         x_idle, y_idle = Signal(name="x_idle"), Signal(name="y_idle")  # no more in this inference
@@ -525,6 +568,7 @@ class ProductSequencer(wiring.Component):
                     m.d.comb += [self.op.valid.eq(1), self.side.valid.eq(1)]
                     m.d.comb += self.update.valid.eq(word == 0)
                     m.d.sync += [word.eq(Mux(last, 0, word + 1)), cur_y.eq(take_y)]
+                    m.d.sync += stride.eq(Mux(last, 0, stride + geo.lanes * geo.row_words))
                     m.d.comb += [xi.o.ready.eq(take_x & last), yi.o.ready.eq(take_y & last)]
                 with m.Else():
                     x_end = ~x_done & xi.marker
@@ -577,6 +621,8 @@ class ProductEmitter(wiring.Component):
     done : Out(1)
     scan : Out(1)
     scan_address : Out(range(bank_depth))
+    next_scan_address : Out(range(bank_depth))
+        ``scan_address`` of the next cycle.
     word : In(ArrayLayout(signed(value_width), P))
         The word read, in bank order.
     o : Out(stream.Signature(event_layout(output format)))
@@ -591,6 +637,7 @@ class ProductEmitter(wiring.Component):
                 "done": Out(1),
                 "scan": Out(1),
                 "scan_address": Out(range(max(2, geo.bank_depth))),
+                "next_scan_address": Out(range(max(2, geo.bank_depth))),
                 "word": In(data.ArrayLayout(signed(geo.value_width), geo.lanes)),
                 "o": Out(stream.Signature(event_layout(geo.index_widths[2], geo.value_width))),
             }
@@ -611,15 +658,18 @@ class ProductEmitter(wiring.Component):
                         for x in ("", "row_", "head_"))  # fmt: skip
         p_last = Signal(name="read_last", init=geo.scan_words == 1)
         m.d.comb += self.scan_address.eq(pa)
+        nxt = self.next_scan_address  # (pa's next value, for the banks' registered address)
         end_w, end_i = pw == wm - 1, pi == n - 1
         nh, ni = Mux(end_w & end_i, ph + 1, ph), Mux(end_w, Mux(end_i, 0, pi + 1), pi)
         nw = Mux(end_w, 0, pw + 1)
         jump = (geo.column_words * p - n) * wm + 1  # to the next head's row 0
+        step = pa + Mux(end_w & end_i, jump, 1)
+        m.d.comb += nxt.eq(Mux(issue, Mux(p_last, 0, step), pa))
         with m.If(issue & p_last):  # back to word 0 for the next step
             m.d.sync += [x.eq(0) for x in (ph, pi, pw, prot, pa, pb, prb, phb)]
             m.d.sync += p_last.eq(geo.scan_words == 1)
         with m.Elif(issue):
-            m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), pa.eq(pa + Mux(end_w & end_i, jump, 1))]
+            m.d.sync += [ph.eq(nh), pi.eq(ni), pw.eq(nw), pa.eq(step)]
             m.d.sync += p_last.eq((nh == heads - 1) & (ni == n - 1) & (nw == wm - 1))
             with m.If(end_w & end_i):
                 m.d.sync += [prot.eq(0), phb.eq(phb + hs), prb.eq(phb + hs), pb.eq(phb + hs)]
@@ -814,7 +864,10 @@ class SpikeProduct(wiring.Component):
             index_width=seq.op_index_width, value_width=2,  # the sign; the banks shift
             external=(geo.tracer_width, geo.tracer_depth),
         )  # fmt: skip
-        m.submodules.tracers = store = TracerStore(geo=geo)
+        # with a registered weight address (presets 2, 3) the tracers' read address is chosen a
+        # cycle ahead, so nothing but a register drives the LUT RAMs' address
+        early = timing.pipeline.address_latency == 1
+        m.submodules.tracers = store = TracerStore(geo=geo, early=early)
         m.submodules.banks = banks = DeltaBanks(geo=geo)
         m.submodules.emitter = emit = ProductEmitter(geo=geo)
         # the sequencer's word operation is registered (``OP_STAGES``) before the accumulator,
@@ -822,8 +875,10 @@ class SpikeProduct(wiring.Component):
         m.submodules.op_stage = ops = Delay(
             seq.op.payload.shape(), cycles=OP_STAGES, name="word_op"
         )
+        m.submodules.update_stage0 = upd0 = Delay(_update_layout(geo), cycles=OP_STAGES,
+                                                  name="update0")  # fmt: skip
         m.submodules.update_stage = upd = Delay(
-            _update_layout(geo), cycles=OP_STAGES + timing.pipeline.address_latency, name="update"
+            _update_layout(geo), cycles=timing.pipeline.address_latency, name="update"
         )
         m.submodules.side_stage = side = Delay(
             _side_layout(geo), cycles=OP_STAGES + acc.latency, name="side"
@@ -833,8 +888,12 @@ class SpikeProduct(wiring.Component):
         wiring.connect(m, seq.op, ops.i)
         wiring.connect(m, ops.o, acc.i)
         wiring.connect(m, acc.weights, store.weights)
-        wiring.connect(m, seq.update, upd.i)
+        wiring.connect(m, seq.update, upd0.i)
+        wiring.connect(m, upd0.o, upd.i)
         wiring.connect(m, upd.o, store.update)
+        if early:  # (the accumulator's row stage holds ``index + word`` of the op stage's op)
+            m.d.comb += store.next_update.eq(upd0.o.payload)
+            m.d.comb += store.next_address.eq(ops.o.payload.index + ops.o.payload.word)
         wiring.connect(m, seq.side, side.i)
         wiring.connect(m, side.o, banks.cmd)
         m.d.comb += banks.drive.eq(acc.o.payload.drive)
@@ -842,6 +901,7 @@ class SpikeProduct(wiring.Component):
             m.d.comb += [part.clear.eq(seq.clear), part.clear_address.eq(seq.clear_address)]
         m.d.comb += [emit.start.eq(seq.start), emit.busy.eq(seq.busy), seq.done.eq(emit.done)]
         m.d.comb += [banks.scan.eq(emit.scan), banks.scan_address.eq(emit.scan_address)]
+        m.d.comb += banks.next_scan_address.eq(emit.next_scan_address)
         m.d.comb += emit.word.eq(banks.word)
         wiring.connect(m, emit.o, wiring.flipped(self.o))
         return m

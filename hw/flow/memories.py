@@ -7,6 +7,9 @@ whether a read port is synchronous. :func:`dp16kd` estimates the DP16KD block RA
 (``tests/hw/test_memories.py`` checks it against Yosys's own mapping, slow):
 
 * only a memory with a synchronous read port can be a block RAM;
+* a memory built with ``attrs={"ram_style": "distributed"}`` (kept in the Verilog,
+  :mod:`hw.flow.verilog`) goes to LUT-RAM whatever its size (the spike products' tracers and
+  banks, ``hw.cores.product.LUT_RAM``);
 * a RAM goes to LUT-RAM while it needs at most 32 ``TRELLIS_DPR16X4`` cells
   (``⌈w/4⌉·⌈d/16⌉``), else to block RAM; a ROM to logic up to 128 entries, else to block RAM;
 * a block RAM memory takes ``⌈w/W⌉·⌈d/D⌉`` DP16KD in the cheapest of the configurations
@@ -51,6 +54,8 @@ class MemoryUse:
     depth: int
     written: bool  #: a RAM (a write port), else a ROM
     sync_read: bool  #: some read port is synchronous
+    #: the memory's ``ram_style`` attribute (``"distributed"``: LUT-RAM), ``None`` without one
+    style: str | None = None
 
     @property
     def bits(self) -> int:
@@ -65,7 +70,7 @@ class MemoryUse:
 
 def dp16kd(mem: MemoryUse) -> int:
     """The estimate of the module docstring."""
-    if not mem.sync_read:
+    if not mem.sync_read or mem.style == "distributed":
         return 0
     if mem.written:
         cells = -(-mem.width // 4) * -(-mem.depth // 16)
@@ -92,6 +97,7 @@ def memories(component: wiring.Component) -> list[MemoryUse]:
                         depth=int(data.depth),
                         written=bool(sub._write_ports),
                         sync_read=any(p._domain != "comb" for p in sub._read_ports),
+                        style=sub._attrs.get("ram_style"),
                     )
                 )
             else:

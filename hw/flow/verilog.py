@@ -28,11 +28,13 @@ stimulus, no cocotb): ``"amaranth"`` ~460 cycles/s, ``proc`` without ``wreduce``
   one-cycle late first handshake of a layer core with one word); ``"proc"`` has no such blocks.
   Verilator and Amaranth's simulator agree with ``"proc"`` on Icarus cycle for cycle.
 
-``write_verilog -noattr`` drops every attribute; the one a synthesis tool needs from the RTL is put
-back: a memory built with ``attrs={"no_rw_check": 1}`` (its read port never uses a word read in
-the cycle it is written) keeps ``(* no_rw_check *)`` on its ``reg`` array, so Yosys maps it to a
-block RAM without the read/write collision logic (which would stand between the RAM's output and
-its output register, :mod:`hw.flow.ecp5`).
+``write_verilog -noattr`` drops every attribute; those a synthesis tool needs from the RTL are
+put back (:data:`KEPT_MEMORY_ATTRIBUTES`): a memory built with ``attrs={"no_rw_check": 1}`` (its
+read port never uses a word read in the cycle it is written) keeps ``(* no_rw_check *)`` on its
+``reg`` array, so Yosys maps it to a block RAM without the read/write collision logic (which would
+stand between the RAM's output and its output register, :mod:`hw.flow.ecp5`); one built with
+``attrs={"ram_style": "distributed"}`` keeps ``(* ram_style = "distributed" *)`` (LUT RAM,
+``hw.cores.product.LUT_RAM``).
 """
 
 from __future__ import annotations
@@ -93,25 +95,32 @@ def generate(component: wiring.Component, name: str, *, backend: str = "proc") -
     return _keep_memory_attributes(text, _yosys(script))
 
 
+#: memory attributes a synthesis tool needs from the RTL, kept through ``write_verilog -noattr``
+KEPT_MEMORY_ATTRIBUTES = ("no_rw_check", "ram_style")
+
+
 def _keep_memory_attributes(il: str, text: str) -> str:
-    """``text`` with ``(* no_rw_check *)`` on each memory that has it in the RTLIL ``il``."""
-    marked, module, pending = [], None, False
+    """``text`` with each memory's :data:`KEPT_MEMORY_ATTRIBUTES` from the RTLIL ``il`` on its
+    ``reg`` array (``(* no_rw_check *)``, ``(* ram_style = "distributed" *)``)."""
+    marked, module, pending = [], None, []
     for line in il.splitlines():
         s = line.strip()
         if s.startswith("module "):
-            module, pending = s.split()[1], False
-        elif s == "attribute \\no_rw_check 1":
-            pending = True
+            module, pending = s.split()[1], []
+        elif s.startswith("attribute \\"):
+            key, _, value = s[len("attribute \\") :].partition(" ")
+            if key in KEPT_MEMORY_ATTRIBUTES:
+                pending.append(key if value == "1" else f"{key} = {value}")
         elif s.startswith("memory ") and pending:
-            marked.append((module, s.split()[-1]))
-            pending = False
-        elif s and not s.startswith("attribute "):
-            pending = False
+            marked.append((module, s.split()[-1], pending))
+            pending = []
+        elif s:
+            pending = []
 
     def verilog_name(rtlil_name: str) -> str:  # an identifier plain, else escaped with a space
         return rtlil_name[1:] if rtlil_name[1:].isidentifier() else rtlil_name + " "
 
-    for module, memory in marked:
+    for module, memory, attrs in marked:
         head = re.compile(r"\nmodule " + re.escape(verilog_name(module).rstrip()) + r" ?\(")
         found = head.search(text)
         if found is None:
@@ -124,7 +133,8 @@ def _keep_memory_attributes(il: str, text: str) -> str:
         if found is None:
             raise RuntimeError(f"memory {memory} of {module}: no reg array in the Verilog")
         at = found.start() + 1
-        text = text[:at] + found.group(1) + "(* no_rw_check *)\n" + text[at:]
+        marks = "".join(f"(* {a} *) " for a in attrs).rstrip()
+        text = text[:at] + found.group(1) + marks + "\n" + text[at:]
     return text
 
 

@@ -37,6 +37,9 @@ def test_dp16kd_rule() -> None:
     assert dp16kd(_mem(17, 540, written=False)) == 1 and dp16kd(_mem(24, 544, written=False)) == 2
     # an asynchronous read is never a block RAM
     assert dp16kd(_mem(64, 4096, sync_read=False)) == 0
+    # ``ram_style = "distributed"``: LUT-RAM whatever the size; another style keeps the rule
+    assert dp16kd(MemoryUse("m", 40, 300, written=True, sync_read=True, style="distributed")) == 0
+    assert dp16kd(MemoryUse("m", 40, 300, written=True, sync_read=True, style="block")) == 2
 
 
 def digits_shaped_cnn(seed: int = 0) -> ConvNet:

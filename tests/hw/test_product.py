@@ -204,6 +204,30 @@ def test_ports_and_widths():
 
 
 @pytest.mark.parametrize("kind", ["scores", "context"])
+def test_memories_are_lut_ram_and_no_address_multiplies(kind):
+    """The flow's Verilog (``hw.flow.verilog.generate``) of a core with several words per row
+    keeps ``ram_style = "distributed"`` on its two tracer and its P bank memories (Yosys maps
+    them to LUT RAM: a block RAM's unregistered read capped the core near 85 MHz at P = 4), and
+    no address is a product (``g·words``, ``word·P·Wm``, ``lane·Wm`` come from tables and a
+    counter: Yosys mapped each multiplication to a MULT18X18D in the address path)."""
+    import re
+
+    from spikezip.hw.flow.memories import memories
+    from spikezip.hw.flow.verilog import generate
+
+    geo = geometry(kind=kind, tokens=5, heads=2, head_dim=3, lanes=2)
+    assert geo.words > 1 and geo.row_words > 1 and geo.column_words > 1
+    text = generate(SpikeProduct(geo=geo), "product")
+    arrays = re.findall(r'\(\* ram_style = "distributed" \*\)\n\s*reg \[[^\]]*\] (\w+) \[', text)
+    assert sorted(arrays) == sorted(["xacc", "yacc", *(f"bank{b}" for b in range(geo.lanes))])
+    assert not re.search(r"[\w\]\)] \* [\w\d(]", text), "a multiplication in the product core"
+    # the block-RAM estimate follows the attribute
+    mems = memories(SpikeProduct(geo=geo))
+    assert {m.name.rsplit(".", 1)[-1] for m in mems if m.style == "distributed"} >= set(arrays)
+    assert sum(m.dp16kd for m in mems) == 0
+
+
+@pytest.mark.parametrize("kind", ["scores", "context"])
 @pytest.mark.parametrize("levels", [(1, 1), (8, 4)], ids=["stbif", "graded"])
 def test_reference_product_is_multi(kind, levels):
     """The definition the tests use equals ``sw.attention.multi``/``multi1`` summed (the index
