@@ -360,7 +360,8 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
 def _balanced_lanes(network, args: argparse.Namespace) -> tuple[int, ...]:
     """``--lanes balanced[=N]``: a CNN's lanes per site from the work its cores do on the first
     :data:`BALANCE_SAMPLES` images of the inputs (``report``'s ``--inputs``, ``simulate``'s
-    INPUTS, ``generate``: ``<network>_inputs.npy`` next to the network), measured by the exact
+    INPUTS, ``generate``: its ``--inputs`` or ``<network>_inputs.npy`` next to the network),
+    measured by the exact
     model at lanes 8 (:func:`hw.model.cnn_model.balanced`); printed to stderr."""
     choice = args.lanes
     if not isinstance(network, ConvNet):
@@ -731,6 +732,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     source = input_file(args.network, "NETWORK")
+    if args.inputs is not None:
+        if not isinstance(args.lanes, BalancedLanes):
+            raise CliError("--inputs sets the work of --lanes balanced; give it with that")
+        input_file(args.inputs, "--inputs")
     network = _rtl_network(args.network)
     writes = [f"{args.top}.v", "manifest.json"] + [
         f"layer{k}.weights.hex" for k in range(_n_cores(network))
@@ -1320,6 +1325,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="directory to write into")
     g.add_argument("--top", default="spikezip_net", type=MODULE, help="top module name")
     g.add_argument("--backend", default="proc", choices=("proc", "amaranth"))
+    g.add_argument(
+        "--inputs",
+        default=None,
+        help="a CNN with --lanes balanced: the inputs whose work sets the lanes (default: "
+        "<network>_inputs.npy next to the network)",
+    )
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser(

@@ -125,9 +125,13 @@ def test_balanced_lanes(files, capsys):
     assert run(*gen) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--lanes balanced=6 measures the work on inputs: no " in err
-    np.save(files / "cnn_inputs.npy", x)
-    assert run(*gen) == 0
+    assert run(*gen, "--inputs", files / "x.npy") == 0
     assert f"lanes {list(want)}" in capsys.readouterr().out
+    np.save(files / "cnn_inputs.npy", x)
+    assert run(*gen) == 0  # the default inputs (over the same folder)
+    assert f"lanes {list(want)}" in capsys.readouterr().out
+    assert run("generate", files / "cnn.npz", "-o", files / "g2", "--inputs", files / "x.npy") == 2
+    assert "--inputs sets the work of --lanes balanced" in capsys.readouterr().err
     for lanes, message in [
         ("balanced=3", "--lanes balanced=3: budget must be at least 4 lanes (one per site), not 3"),
         ("balanced=0", "--lanes must be balanced or balanced=N with N in 1..65536 (a CNN), not"),
