@@ -26,7 +26,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +139,40 @@ MAX_LANES = 1 << 16
 """Largest lane count the parser accepts; each layer then bounds it by its neuron count."""
 
 
-def _lanes_list(text: str) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class BalancedLanes:
+    """``--lanes balanced`` / ``balanced=N``: a CNN's lanes from its cores' work
+    (:func:`hw.model.cnn_model.balanced`), ``budget`` lanes in total (None: those of ``--lanes
+    8``)."""
+
+    budget: int | None = None
+
+    def __str__(self) -> str:
+        return "balanced" if self.budget is None else f"balanced={self.budget}"
+
+
+#: images of the inputs whose work ``--lanes balanced`` measures (the first ones, back to back)
+BALANCE_SAMPLES = 20
+
+
+def _lanes_list(text: str) -> tuple[int, ...] | BalancedLanes:
+    name, sep, budget = text.partition("=")
+    if name == "balanced":
+        if not sep:
+            return BalancedLanes()
+        value = int(budget)
+        if not 1 <= value <= MAX_LANES:
+            raise ValueError
+        return BalancedLanes(value)
     values = tuple(int(v) for v in text.split(","))
     if not values or any(not 1 <= v <= MAX_LANES for v in values):
+        raise ValueError
+    return values
+
+
+def _lanes_values(text: str) -> tuple[int, ...]:
+    values = _lanes_list(text)
+    if isinstance(values, BalancedLanes):
         raise ValueError
     return values
 
@@ -205,7 +236,15 @@ def _fifo_depths(text: str) -> tuple[tuple[str, int], ...]:
 
 _PIPELINE_LIST = ", ".join(map(str, PIPELINES))
 POSITIVE = _int_in(1)
-LANES = _converter(_lanes_list, f"P or P0,P1,… with each value in 1..{MAX_LANES}")
+LANES_LIST = _converter(_lanes_values, f"P or P0,P1,… with each value in 1..{MAX_LANES}")
+_BALANCED = _converter(_lanes_list, f"balanced or balanced=N with N in 1..{MAX_LANES} (a CNN)")
+
+
+def LANES(text: str) -> tuple[int, ...] | BalancedLanes:
+    """``--lanes`` of one design: :data:`LANES_LIST`'s values or ``balanced[=N]``."""
+    return (_BALANCED if text.startswith("balanced") else LANES_LIST)(text)
+
+
 PIPELINE = _converter(_pipeline, f"one of {_PIPELINE_LIST}")
 PIPELINE_LIST = _list_converter(_pipeline, f"one of {_PIPELINE_LIST}")
 STORAGE_LIST = _list_converter(_storage, f"one of auto, {', '.join(STORAGES)}")
@@ -277,6 +316,8 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
     layer, each at most its neuron count) is checked here, once. ``--lanes`` defaults to
     :data:`hw.model.design.DEFAULT_LANES` capped at the widest layer.
     """
+    if isinstance(args.lanes, BalancedLanes):
+        args.lanes = _balanced_lanes(network, args)
     lanes = args.lanes
     depths = getattr(args, "fifo_depths", None) or ()
     if depths and isinstance(network, Network):  # (generate, simulate)
@@ -314,6 +355,38 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
         params = replace(params, emit_width=width)
     params = replace(params, fifo_depth=_fifo_depth(network, args))
     return _with_vit_knobs(network, _with_fifo_depths(network, params, depths), args)
+
+
+def _balanced_lanes(network, args: argparse.Namespace) -> tuple[int, ...]:
+    """``--lanes balanced[=N]``: a CNN's lanes per site from the work its cores do on the first
+    :data:`BALANCE_SAMPLES` images of the inputs (``report``'s ``--inputs``, ``simulate``'s
+    INPUTS, ``generate``: its ``--inputs`` or ``<network>_inputs.npy`` next to the network),
+    measured by the exact
+    model at lanes 8 (:func:`hw.model.cnn_model.balanced`); printed to stderr."""
+    choice = args.lanes
+    if not isinstance(network, ConvNet):
+        raise CliError(f"--lanes {choice} is for a CNN; {_a_kind(network)} takes P or P0,P1,…")
+    path = getattr(args, "inputs", None)
+    if path is None:
+        guess = Path(args.network).with_name(Path(args.network).stem + "_inputs.npy")
+        if not guess.is_file():
+            raise CliError(f"--lanes {choice} measures the work on inputs: no {guess}")
+        path = str(guess)
+    x = _checked_inputs(network, path, "--lanes balanced: inputs")
+    samples = getattr(args, "samples", None) or BALANCE_SAMPLES
+    x = x[: min(samples, BALANCE_SAMPLES)]
+    from spikezip.hw.model.cnn_model import balanced
+    from spikezip.sw.cnn.reference import simulate
+
+    try:
+        lanes = balanced(network, x, simulate(network, x), budget=choice.budget)
+    except ValueError as e:
+        raise CliError(f"--lanes {choice}: {e}") from None
+    print(
+        f"--lanes {choice}: {','.join(map(str, lanes))} (work of {len(x)} images of {path})",
+        file=sys.stderr,
+    )
+    return lanes
 
 
 def _probed_params(network, args: argparse.Namespace) -> DesignParams:
@@ -659,6 +732,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     source = input_file(args.network, "NETWORK")
+    if args.inputs is not None:
+        if not isinstance(args.lanes, BalancedLanes):
+            raise CliError("--inputs sets the work of --lanes balanced; give it with that")
+        input_file(args.inputs, "--inputs")
     network = _rtl_network(args.network)
     writes = [f"{args.top}.v", "manifest.json"] + [
         f"layer{k}.weights.hex" for k in range(_n_cores(network))
@@ -1040,7 +1117,8 @@ PIPELINE_HELP = (
 )
 LANES_HELP = (
     "lanes per layer: P (capped at each layer's neuron count) or P0,P1,… (one per layer, "
-    "each at most its layer's neuron count)"
+    "each at most its layer's neuron count); a CNN also takes balanced[=N]: lanes in proportion "
+    "to each core's work on the inputs, N lanes in total (default: as many as --lanes 8)"
 )
 
 
@@ -1118,7 +1196,7 @@ def _sweep_parent() -> argparse.ArgumentParser:
     p.add_argument(
         "--lanes",
         default=None,
-        type=LANES,
+        type=LANES_LIST,
         help="lane counts to try, comma-separated, each applied to every layer "
         "(default 1,2,4,8,16 up to the widest layer)",
     )
@@ -1247,6 +1325,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="directory to write into")
     g.add_argument("--top", default="spikezip_net", type=MODULE, help="top module name")
     g.add_argument("--backend", default="proc", choices=("proc", "amaranth"))
+    g.add_argument(
+        "--inputs",
+        default=None,
+        help="a CNN with --lanes balanced: the inputs whose work sets the lanes (default: "
+        "<network>_inputs.npy next to the network)",
+    )
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser(
@@ -1332,8 +1416,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--no-synth",
             dest="synth",
             action="store_false",
-            help="a ViT only: skip synthesis and place and route (latency, SOPs and energy only; "
-            "the whole ViT's synthesis takes ~20–45 minutes)",
+            help="a ViT or a CNN: skip synthesis and place and route (latency, SOPs and energy "
+            "only; the whole ViT's synthesis takes ~20–45 minutes)",
         )
         r.add_argument(
             "--device",

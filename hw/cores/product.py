@@ -35,19 +35,18 @@ one cycle (an idle input's none); the read-out ``max(1, non-zeros)`` cycles per 
 after a drain of ``geo.drain_cycles`` and ``geo.scan_latency`` cycles.
 
 Clock rate: every memory read is registered and nothing but registers drives a memory's address,
-write enable or data through more than a multiplexer or an adder (the tracers' and the banks'
-read addresses are registers chosen a cycle ahead, the tracers' only with a registered weight
-address, presets 2 and 3); the tracers and the banks are LUT RAM whatever ``P`` (:data:`LUT_RAM`:
-at ``P = 4`` Yosys made them block RAMs, whose 5.8 ns read fed the read-modify-write adders);
-no address is a product (``g·words`` and ``lane·Wm`` are tables, ``word·P·Wm`` a counter); the index decoding is logic (a
-block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank lane
-rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
+write enable or data through more than a multiplexer or an adder (the tracers' and the banks' read
+addresses are registers chosen a cycle ahead, the tracers' only with a registered weight address,
+presets 2 and 3); the tracers and the banks are LUT RAM whatever ``P`` (:data:`LUT_RAM`: at ``P =
+4`` Yosys made them block RAMs, whose 5.8 ns read fed the read-modify-write adders); no address is
+a product (``g·words`` and ``lane·Wm`` are tables, ``word·P·Wm`` a counter); the index decoding is
+logic (a block-RAM ROM's 5.6 ns clock-to-output alone limits to ~150 MHz on ECP5); the per-bank
+lane rotations are tables, the banks' drive is turned in two registered steps; the read-out decides
 from registers (its stall enable one logic level from them; the lanes left to send are masks,
-shifted by a carry chain; ``o`` has a skid register, so ``o.ready`` reaches two registers
-only). The cycles
-this costs against a combinational version: one per step for the word operation's register,
-two for the banks' drive registers, four per read-out (the emitter's stages), one per inference
-for the registered clear.
+shifted by a carry chain; ``o`` has a skid register, so ``o.ready`` reaches two registers only).
+The cycles this costs against a combinational version: one per step for the word operation's
+register, two for the banks' drive registers, four per read-out (the emitter's stages), one per
+inference for the registered clear.
 """
 
 from __future__ import annotations
@@ -177,10 +176,11 @@ class DecodedInput(wiring.Component):
 
     Latency 1 (the buffer; the table's output register loads with it: the table is logic on the
     incoming index, not a block RAM). ``fields`` of the held event: head ``h``, ``row = g·words``,
-    the first tracer word of its tracer row ``g = h·r + c``, its position ``pos = pos_div·P + pos_mod`` along the row of its own tracer,
-    ``own``, the address of its own tracer word, ``base``, the bank address of its first
-    word operation (:class:`DeltaBanks`; word ``w`` adds ``w``, or ``w·P·Wm`` for a Y event),
-    and ``shift``, the ``k`` of its value ``±2^k`` (the value's trailing zeros: 0 for ST-BIF).
+    the first tracer word of its tracer row ``g = h·r + c``, its position ``pos = pos_div·P +
+    pos_mod`` along the row of its own tracer, ``own``, the address of its own tracer word,
+    ``base``, the bank address of its first word operation (:class:`DeltaBanks`; word ``w`` adds
+    ``w``, or ``w·P·Wm`` for a Y event), and ``shift``, the ``k`` of its value ``±2^k`` (the
+    value's trailing zeros: 0 for ST-BIF).
 
     Members
     -------
@@ -511,7 +511,7 @@ class ProductSequencer(wiring.Component):
     def _operation(self, m: Module, xi, yi, take_x, take_y, word):
         """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
         event (``take_x``) or the Y event held; returns whether it is the event's last word."""
-        geo, p = self._geo, self._geo.lanes
+        geo = self._geo
         f = Signal(_decode_layout(geo), name="fields")
         m.d.comb += f.eq(Mux(take_x, xi.fields.as_value(), yi.fields.as_value()))
         last = Mux(take_x, word == geo.row_words - 1, word == geo.column_words - 1)

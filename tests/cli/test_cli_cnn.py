@@ -107,6 +107,44 @@ def test_generate_and_report_a_cnn(files, capsys):
     assert (files / "r" / "report.json").is_file()
 
 
+def test_balanced_lanes(files, capsys):
+    """``--lanes balanced``: the lanes from the cores' work on the inputs (printed), the same
+    for ``report`` (its ``--inputs``) and ``generate`` (``<network>_inputs.npy``); bad uses in
+    one line."""
+    from spikezip.hw.model.cnn_model import balanced
+
+    net, x = ConvNet.load(files / "cnn.npz"), np.load(files / "x.npy")
+    want = balanced(net, x, simulate(net, x), budget=6)
+    text = ",".join(map(str, want))
+    argv = ["--inputs", files / "x.npy", "--no-synth", "-o", files / "r", "--lanes", "balanced=6"]
+    assert run("report", files / "cnn.npz", *argv) == 0
+    out, err = capsys.readouterr()
+    assert f"--lanes balanced=6: {text} (work of 3 images of " in err
+    assert f"P={text} (CNN, 5 sites" in out
+    gen = ["generate", files / "cnn.npz", "-o", files / "rtl", "--lanes", "balanced=6"]
+    assert run(*gen) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lanes balanced=6 measures the work on inputs: no " in err
+    assert run(*gen, "--inputs", files / "x.npy") == 0
+    assert f"lanes {list(want)}" in capsys.readouterr().out
+    np.save(files / "cnn_inputs.npy", x)
+    assert run(*gen) == 0  # the default inputs (over the same folder)
+    assert f"lanes {list(want)}" in capsys.readouterr().out
+    assert run("generate", files / "cnn.npz", "-o", files / "g2", "--inputs", files / "x.npy") == 2
+    assert "--inputs sets the work of --lanes balanced" in capsys.readouterr().err
+    for lanes, message in [
+        ("balanced=3", "--lanes balanced=3: budget must be at least 4 lanes (one per site), not 3"),
+        ("balanced=0", "--lanes must be balanced or balanced=N with N in 1..65536 (a CNN), not"),
+        ("balanced=x", "--lanes must be balanced or balanced=N"),
+        ("x", "--lanes must be P or P0,P1,… with each value in 1..65536, not 'x'"),
+    ]:
+        assert run("generate", files / "cnn.npz", "-o", files / "rtl2", "--lanes", lanes) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert run("sweep", files / "cnn.npz", "--inputs", files / "x.npy", "--lanes", "balanced") == 2
+    assert "--lanes must be P or P0,P1,…" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -113,18 +113,20 @@ def test_planted_conv_weight_fault_is_located(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_digits_cnn_rtl_equals_reference(trained_cnn, tmp_path) -> None:
+@pytest.mark.parametrize("lanes", [8, (8, 8, 16, 16, 8, 1, 8)], ids=["8", "8-8-16-16-8-1-8"])
+def test_digits_cnn_rtl_equals_reference(trained_cnn, tmp_path, lanes) -> None:
     """The trained digits CNN in Verilator, 3 test images back to back: bit-exact and in the
-    exact model's cycles (the whole test set: the next test)."""
+    exact model's cycles, at lanes 8 and at session 17's lanes (conv3 and conv4 at 16; the
+    whole test set: the next test)."""
     from spikezip.sw import digits
     from spikezip.sw.cnn.convert import to_convnet
 
     net = to_convnet(trained_cnn.model, name="digits-cnn")
     x = digits.load().x_test[:3]
-    hw = simulate(net, x, sim="verilator", lanes=8, root=tmp_path)
+    hw = simulate(net, x, sim="verilator", lanes=lanes, root=tmp_path)
     golden = reference(net, x)
     assert first_divergence(golden, hw.trace, describe=net.describe_neuron) is None
-    check_cycles(net, x, hw, golden, lanes=8)
+    check_cycles(net, x, hw, golden, lanes=lanes)
 
 
 @pytest.mark.slow
