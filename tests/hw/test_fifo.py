@@ -161,7 +161,10 @@ def test_output_ready_pattern() -> None:
         OutputReady(0.5, -1)
 
 
-@pytest.mark.parametrize("depth", [2, 3, 5, 17])
+@pytest.mark.parametrize(
+    "depth",
+    [2, 3, pytest.param(5, marks=pytest.mark.slow), pytest.param(17, marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize(("p_write", "p_ready"), [(1.0, 0.3), (0.9, 0.9), (0.4, 0.8)])
 def test_flag_fifo_is_sync_fifo_buffered(depth: int, p_write: float, p_ready: float) -> None:
     """``FlagFIFO`` against ``amaranth.lib.fifo.SyncFIFOBuffered`` of the same depth under

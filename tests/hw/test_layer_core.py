@@ -220,7 +220,11 @@ SWITCHED = {
 
 @pytest.mark.parametrize(
     ("name", "k", "lanes", "storage"),
-    [("analog", 0, 5, "registers"), ("analog", 1, 2, "memory"), ("analog", 0, 12, None)],
+    [
+        ("analog", 0, 5, "registers"),
+        pytest.param("analog", 1, 2, "memory", marks=pytest.mark.slow),
+        pytest.param("analog", 0, 12, None, marks=pytest.mark.slow),  # W = 1
+    ],
 )
 @pytest.mark.parametrize("pipeline", SWITCHED.values(), ids=SWITCHED.keys())
 def test_fmax_switches_match_golden_and_cycle_model(

@@ -548,7 +548,13 @@ BYPASS = {
 
 
 @pytest.mark.parametrize(
-    "pipeline", [*PIPELINES, *BYPASS.values()], ids=[*map(str, PIPELINES), *BYPASS]
+    "pipeline",
+    [
+        *PIPELINES,
+        BYPASS["p1+bypass"],
+        pytest.param(BYPASS["p3-bypass"], marks=pytest.mark.slow),
+    ],
+    ids=[*map(str, PIPELINES), *BYPASS],
 )
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize(("n_out", "lanes"), [(3, 4), (3, 3), (6, 3), (7, 2)])
