@@ -143,7 +143,7 @@ def test_one_entry_fifos_backpressure() -> None:
     """One-entry FIFOs everywhere: producers wait on them, and the model still has every cycle."""
     rng = np.random.default_rng(11)
     vit = build_vit(rng, patches=2, patch_size=2, n_inputs=4, dim=4, heads=2, hidden=3, depth=1)
-    x = rng.integers(*vit.input_bounds, (2, vit.n_inputs), endpoint=True)
+    x = rng.integers(*vit.input_bounds, (1, vit.n_inputs), endpoint=True)  # (batches: random)
     model = check_model(vit, x, lanes=2, pipeline=1, fifo_depth=1)
     assert model.backpressure and model.passes > 1
     assert any(f.waited for f in model.fifos)
@@ -154,7 +154,7 @@ def test_small_configuration_cycle_exact() -> None:
     one rounding unit per LayerNorm, one product lane; the design is slower and still exact."""
     rng = np.random.default_rng(23)
     vit = build_vit(rng, patches=2, patch_size=2, n_inputs=4, dim=4, heads=2, hidden=3, depth=1)
-    x = rng.integers(*vit.input_bounds, (2, vit.n_inputs), endpoint=True)
+    x = rng.integers(*vit.input_bounds, (1, vit.n_inputs), endpoint=True)
     full = check_model(vit, x, lanes=2, pipeline=1)
     small = check_model(vit, x, lanes=2, pipeline=1, product_lanes=1, layer_norm_units=1)
     assert small.total_cycles > full.total_cycles
