@@ -45,6 +45,16 @@ from spikezip.hw.model.cycle_model import REGISTERED_FIFO_LATENCY
 __all__ = ["FlagFIFO", "RegisteredFIFO"]
 
 
+def _write_side(m: Module, w, wp, full, produce, do_write) -> None:
+    """A FIFO's write side: ``w.ready`` while not ``full``, the beat into ``produce``."""
+    m.d.comb += [
+        w.ready.eq(~full),
+        wp.addr.eq(produce),
+        wp.data.eq(w.payload),
+        wp.en.eq(do_write),
+    ]
+
+
 class RegisteredFIFO(wiring.Component):
     """A FIFO of ``depth`` memory entries with a registered, block-RAM-packable output (see the
     module docstring). Latency 3, one entry per cycle.
@@ -129,11 +139,8 @@ class RegisteredFIFO(wiring.Component):
         else:
             stored = level != 0
             do_read = fetch & stored
+        _write_side(m, w, wp, full, produce, do_write)
         m.d.comb += [
-            w.ready.eq(~full),
-            wp.addr.eq(produce),
-            wp.data.eq(w.payload),
-            wp.en.eq(do_write),
             rp.addr.eq(consume),
             rp.en.eq(fetch),
             r.valid.eq(held | v2),
@@ -221,15 +228,8 @@ class FlagFIFO(wiring.Component):
         full = Signal(name="full")  # ... holds depth − 1 entries
         do_write = w.valid & ~full
         do_read = stored & (~r.valid | r.ready)  # into the read register
-        m.d.comb += [
-            w.ready.eq(~full),
-            wp.addr.eq(produce),
-            wp.data.eq(w.payload),
-            wp.en.eq(do_write),
-            rp.addr.eq(consume),
-            rp.en.eq(do_read),
-            r.payload.eq(rp.data),
-        ]
+        _write_side(m, w, wp, full, produce, do_write)
+        m.d.comb += [rp.addr.eq(consume), rp.en.eq(do_read), r.payload.eq(rp.data)]
         produce_next, consume_next = _next(produce, inner), _next(consume, inner)
         with m.If(do_write):
             m.d.sync += produce.eq(produce_next)
