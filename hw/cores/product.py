@@ -508,9 +508,10 @@ class ProductSequencer(wiring.Component):
         """Bits of ``op.index``: the tracer row's first word ``g·words``."""
         return max(1, (self._geo.tracer_depth - 1).bit_length())
 
-    def _operation(self, m: Module, xi, yi, take_x, take_y, word):
+    def _operation(self, m: Module, xi, yi, take_x, take_y, word, stride):
         """The word operation of the cycle (``op``, ``update``, ``side`` payloads) of the X
-        event (``take_x``) or the Y event held; returns whether it is the event's last word."""
+        event (``take_x``) or the Y event held (``word`` its word, ``stride`` = word·P·Wm);
+        returns whether it is the event's last word."""
         geo = self._geo
         f = Signal(_decode_layout(geo), name="fields")
         m.d.comb += f.eq(Mux(take_x, xi.fields.as_value(), yi.fields.as_value()))
@@ -530,7 +531,7 @@ class ProductSequencer(wiring.Component):
         if geo.words == 1:  # (``word`` is always 0)
             m.d.comb += side.base.eq(f.base)
         else:  # ``stride`` = word·P·Wm, counted along with ``word`` (no multiplication)
-            m.d.comb += side.base.eq(f.base + Mux(take_x, word, self._stride))
+            m.d.comb += side.base.eq(f.base + Mux(take_x, word, stride))
         return last
 
     def elaborate(self, platform):
@@ -544,7 +545,6 @@ class ProductSequencer(wiring.Component):
         word = Signal(range(max(2, geo.words)), name="word")
         # word·P·Wm (a Y event's bank address step per word), counted along with ``word``
         stride = Signal(range(max(2, geo.words * geo.lanes * geo.row_words)), name="y_stride")
-        self._stride = stride
         cur_y = Signal(name="current_y")  # the event in progress is a Y event
         x_done, y_done = Signal(name="x_done"), Signal(name="y_done")  # no more in this step
         x_idle, y_idle = Signal(name="x_idle"), Signal(name="y_idle")  # no more in this inference
@@ -554,7 +554,7 @@ class ProductSequencer(wiring.Component):
         go_x = ~x_done & xi.event
         take_x = Mux(word != 0, ~cur_y, go_x)
         take_y = Mux(word != 0, cur_y, ~go_x & ~y_done & yi.event)
-        last = self._operation(m, xi, yi, take_x, take_y, word)
+        last = self._operation(m, xi, yi, take_x, take_y, word, stride)
         with m.FSM(init="clear"):
             with m.State("clear"):
                 m.d.comb += [self.clear.eq(1), self.clear_address.eq(count)]
