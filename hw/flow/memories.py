@@ -19,11 +19,11 @@ whether a read port is synchronous. :func:`dp16kd` estimates the DP16KD block RA
   (a 16-bit × 544 LayerNorm store) fits one block RAM at 18 × 1,024.
 
 Widths are the elaborated ones; Yosys may drop constant or unread bits first, so the estimate is
-an upper bound where that happens (not on the digits CNN). On the whole digits ViT (lanes 4,
-product lanes 4, LayerNorm units 4, pipeline 3, skip FIFOs of 510: session 13's fitting
-configuration) it gives 194 DP16KD against Yosys's 187: a site core's 88-bit membrane store is 3
-here and 2 there, and the context products' 10-bit × 160 banks (30 LUT-RAM cells, under the
-threshold) go to block RAM there — an estimate, not Yosys's count, outside the CNN.
+an upper bound where that happens (not on the digits CNN at up to 8 lanes). On the whole digits
+ViT (lanes 4, product lanes 4, LayerNorm units 4, pipeline 3, skip FIFOs of 510: session 13's
+fitting configuration) it gives 178 DP16KD against Yosys's 163 (session 17): a site core's 88-bit
+membrane store is 3 here and 2 there; and with 16 or 32 lanes Yosys puts a CNN's wide membrane
+stores in LUT-RAM — an estimate, not Yosys's count, outside the CNN at 8 lanes.
 """
 
 from __future__ import annotations
