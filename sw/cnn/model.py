@@ -76,7 +76,8 @@ class CnnConfig:
         Output channels ``(c1, c2)`` of conv1 and of conv2 … conv4, or ``(c1, c2, c3)`` with
         conv3's own ``c3`` (conv4's are conv2's: the residual add). Each in
         ``1..``:data:`MAX_CHANNELS`. Kept as a pair when ``c3 == c2`` (one cache key per
-        network); :attr:`conv_channels` gives all three.
+        network); :attr:`conv_channels` gives all three. Default ``(12, 24, 36)``: chosen for
+        the hardware (docs/cnn.md §14; sessions 14–17 used ``(16, 32)``).
     levels : int
         Levels ``L`` of every quantizer (even).
     epochs, batch_size, learning_rate, weight_decay : training
@@ -87,7 +88,7 @@ class CnnConfig:
     test_size, split_seed : the digits split (:func:`sw.digits.load`)
     """
 
-    channels: tuple[int, int] = (16, 32)
+    channels: tuple[int, ...] = (12, 24, 36)
     levels: int = 16
     epochs: int = 30
     batch_size: int = 64
@@ -166,7 +167,7 @@ class QannCNN(torch.nn.Module):
     def __init__(
         self,
         *,
-        channels: tuple[int, ...] = (16, 32),
+        channels: tuple[int, ...] = (12, 24, 36),
         levels: int = 16,
         input_scale: float = digits.INPUT_SCALE,
         input_bounds: tuple[int, int] = digits.INPUT_BOUNDS,
