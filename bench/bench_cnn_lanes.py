@@ -100,7 +100,9 @@ def model_row(net, x, trace, lanes, fifo_depths, *, alone: bool) -> dict:
     run = cnn_schedule(net, x, trace, params)
     row = {
         "lanes": list(params.lanes),
-        "lanes_total": sum(p for s, p in zip(net.sites, params.lanes) if s.kind != "maxpool2d"),
+        "lanes_total": sum(
+            p for s, p in zip(net.sites, params.lanes, strict=True) if s.kind != "maxpool2d"
+        ),
         "fifo_depths": dict(fifo_depths),
         "back_to_back_cycles": run.total_cycles / len(x),
         "conv_utilization": _utilization(run),
@@ -125,7 +127,7 @@ def model_row(net, x, trace, lanes, fifo_depths, *, alone: bool) -> dict:
 def candidates(net, work, *, min_balance: float, max_cycles: float, images: int, top: int):
     """The ``--search`` lane vectors (module docstring): ``(predicted, T per image, lanes)``."""
     names = list(net.site_names)
-    k1, k2, k3, k4 = (names.index(n) for n in ("conv1", "conv2", "conv3", "conv4"))
+    k2, k3, k4 = (names.index(n) for n in ("conv2", "conv3", "conv4"))
     found = []
     choices = [conv_sites.lane_choices(net, k) for k in (k2, k3, k4)]
     for ps in itertools.product(*choices):

@@ -136,7 +136,7 @@ def check_channels(channels: Any) -> tuple[int, ...]:
     ):
         raise ValueError(f"channels must be 2 or 3 integers (c1, c2[, c3]), not {channels!r}")
     ch = tuple(int(c) for c in ch)
-    for name, c in zip(("c1", "c2", "c3"), ch):
+    for name, c in zip(("c1", "c2", "c3"), ch, strict=False):
         if not 1 <= c <= MAX_CHANNELS:
             raise ValueError(f"channels {name} must lie in 1..{MAX_CHANNELS}, not {c}")
     return ch[:2] if len(ch) == 3 and ch[2] == ch[1] else ch
