@@ -23,7 +23,8 @@ without backpressure), then every conv2/conv3/conv4 lane vector of divisors of t
 whose predicted ops-weighted utilization ``Σ W / (T · Σ P)`` (``T = max W/P``, the bottleneck)
 is at least ``--min-balance`` and whose ``T`` is at most ``--max-cycles`` per image; conv1, add
 and fc take the fewest lanes (a divisor) with ``W/P ≤ T/2``. The ``--top`` with the fewest lanes
-are modelled exactly. Records ``build/bench/cnn_lanes.json``.
+are modelled exactly. Records ``build/bench/cnn_lanes.json`` (``cnn_lanes_search.json`` with
+``--search``).
 
     nice -n 10 python bench/bench_cnn_lanes.py [--images 20] [--lanes 8,8,16,16,8,1,8 ...]
     nice -n 10 python bench/bench_cnn_lanes.py --search --channels 16,32 8,24,48 20,24 \\
@@ -235,7 +236,8 @@ def main() -> int:
                 conf["rows"].append(row)
                 _print(label, row)
         configs.append(conf)
-    path = record("cnn_lanes", {"images": len(x), "configs": configs})
+    name = "cnn_lanes_search" if args.search else "cnn_lanes"
+    path = record(name, {"images": len(x), "configs": configs})
     print(f"recorded {path}")
     return 0
 
