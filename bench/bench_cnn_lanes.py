@@ -12,11 +12,11 @@ report`` gives it) and, with ``--alone``, each alone (mean and max), plus the DP
 the elaborated design (``hw.flow.memories``). ``balanced`` and ``balanced=N`` rows are ``spikezip
 report --lanes balanced[=N]``'s choice.
 
-FIFO plans (``--fifo``): ``default`` (``conv_sites.default_fifo_depths``), ``auto`` (each FIFO
-that never fills within ``AUTO_MAX`` entries when all are deep — the model's ``FifoCheck.need``
-with every FIFO 65,536 deep — gets the power of two ≥ its need; a FIFO whose need exceeds
-``AUTO_MAX`` feeds a core slower than its producer over the whole run and keeps its default: it
-fills whatever its depth), or both.
+FIFO plans (``--fifo``; ``--fifo-depths NAME=N,…`` adds one): ``default``
+(``conv_sites.default_fifo_depths``), ``auto`` (each FIFO whose need — the model's
+``FifoCheck.need`` with every FIFO 65,536 deep — is at most ``AUTO_MAX`` entries gets the power of
+two ≥ its need; a FIFO that needs more feeds a core slower than its producer over the whole run
+and keeps its default: it fills whatever its depth), or both.
 
 ``--search``: per configuration, the work of every site (lane-cycles, ``site_work``, at lanes 8
 without backpressure), then every conv2/conv3/conv4 lane vector of divisors of their channels
@@ -27,8 +27,8 @@ are modelled exactly. Records ``build/bench/cnn_lanes.json`` (``cnn_lanes_search
 ``--search``).
 
     nice -n 10 python bench/bench_cnn_lanes.py [--images 20] [--lanes 8,8,16,16,8,1,8 ...]
-    nice -n 10 python bench/bench_cnn_lanes.py --search --channels 16,32 8,24,48 20,24 \\
-        --fifo both
+    nice -n 10 python bench/bench_cnn_lanes.py --search --channels 16,32 12,24,36 8,24,48 \\
+        --fifo both --top 1 --max-cycles 26000
 """
 
 from __future__ import annotations
@@ -55,9 +55,12 @@ from spikezip.sw.cnn.convert import to_convnet
 from spikezip.sw.cnn.reference import integer_qann, simulate
 
 #: session 16's plain lanes 8, its hand-balanced 8,8,16,16,8,1,8, fewer lanes where the work is
-#: small, the balanced choices, and faster points (conv3 and conv4 at 32)
+#: small, the balanced choices, and faster points (conv3 and conv4 at 32) — for (16, 32) channels;
+#: session 18's recommended 6,3,12,12,4,1,5 for the default (12, 24, 36) (a vector that does not
+#: divide a configuration's channels is skipped)
 DEFAULT = (
     "8",
+    "6,3,12,12,4,1,5",
     "8,8,16,16,8,1,8",
     "4,8,16,16,4,1,8",
     "4,8,16,16,4,1,2",
@@ -175,6 +178,12 @@ def main() -> int:
     ap.add_argument("--channels", nargs="*", type=_channels, default=[cnn.CnnConfig().channels])
     ap.add_argument("--lanes", nargs="*", default=None, help="lane vectors to model")
     ap.add_argument("--fifo", choices=("default", "auto", "both"), default="default")
+    ap.add_argument(
+        "--fifo-depths",
+        default=None,
+        metavar="NAME=N,…",
+        help="also this FIFO plan (as spikezip's --fifo-depths)",
+    )
     ap.add_argument("--alone", action="store_true", help="also each image alone")
     ap.add_argument("--search", action="store_true", help="lane vectors from the work (above)")
     ap.add_argument("--min-balance", type=float, default=0.95)
@@ -229,6 +238,14 @@ def main() -> int:
                 todo.append((text, lanes))
         for label, lanes in todo:
             plans = {"default": [()], "auto": [None], "both": [(), None]}[args.fifo]
+            if args.fifo_depths:
+                items = (item.split("=") for item in args.fifo_depths.split(","))
+                plans = [*plans, tuple((k.strip(), int(v)) for k, v in items)]
+            try:
+                DesignParams.of(net, lanes=lanes)
+            except ValueError as e:  # a lane vector given for other channels
+                print(f"{label:>20}: skipped ({e})", flush=True)
+                continue
             for plan in plans:
                 fifo = auto_fifos(net, x, trace, lanes) if plan is None else plan
                 row = model_row(net, x, trace, lanes, fifo, alone=args.alone)
