@@ -52,6 +52,7 @@ __all__ = [
     "build",
     "cache_key",
     "cache_path",
+    "check_channels",
     "load_or_train",
     "train",
 ]
