@@ -248,6 +248,11 @@ def main() -> int:
                 continue
             for plan in plans:
                 fifo = auto_fifos(net, x, trace, lanes) if plan is None else plan
+                try:
+                    DesignParams.of(net, lanes=lanes, fifo_depths=fifo)
+                except ValueError as e:  # a FIFO plan below this network's skip floor
+                    print(f"{label:>20}: FIFOs {dict(fifo)} skipped ({e})", flush=True)
+                    continue
                 row = model_row(net, x, trace, lanes, fifo, alone=args.alone)
                 row["given"] = label
                 conf["rows"].append(row)
