@@ -142,7 +142,7 @@ def main() -> int:
         if thr is None and hasattr(op, "thresholds_for"):
             thr = op.thresholds_for(site.shape[0])
         theta = "–" if thr is None else f"{int(np.min(thr))}–{int(np.max(thr))}"
-        nb = "–" if w is None else f"{op.neg_bound}..{op.pos_bound}"
+        nb = "–" if w is None or not hasattr(op, "neg_bound") else f"{op.neg_bound}..{op.pos_bound}"
         acs = ops.acs[:, :, d].sum(axis=1).mean() + ops.macs[:, d].mean()
         print(
             f"| {site.name} | {site.kind} {'×'.join(map(str, site.shape))} | {site.size} | {nb} "

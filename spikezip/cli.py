@@ -114,6 +114,17 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], object]:
     return _converter(convert, span)
 
 
+#: largest channel count of ``digits --model cnn --channels`` (``sw.cnn.model.MAX_CHANNELS``)
+MAX_CNN_CHANNELS = 512
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    values = tuple(int(v.strip()) for v in text.split(","))
+    if len(values) not in (2, 3) or not all(1 <= v <= MAX_CNN_CHANNELS for v in values):
+        raise ValueError
+    return values
+
+
 def _mhz(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 10_000.0:  # also rejects nan and inf
@@ -289,6 +300,9 @@ JOBS = _int_in(1, 256)
 SHARDS = _int_in(1, 4096)
 SCHEDULER = _converter(check_address, "a scheduler address [tcp://]HOST:PORT (port 1..65535)")
 MAX_LEVEL = _int_in(0, 61)
+CHANNELS = _converter(
+    _channels, f"C1,C2 or C1,C2,C3 (conv1, conv2 and conv4, conv3) in 1..{MAX_CNN_CHANNELS}"
+)
 STEPS_LIST = _list_converter(_int_in(1), "an integer ≥ 1")
 MODULE = _converter(
     _module_name, "a Verilog identifier (letters, digits, _; not a keyword, ≤ 128 characters)"
@@ -618,6 +632,8 @@ def _neuron_kind(args: argparse.Namespace) -> dict[str, object]:
 
 def cmd_digits(args: argparse.Namespace) -> int:
     kind = _neuron_kind(args)
+    if args.channels is not None and args.model != "cnn":
+        raise CliError("--channels applies to the CNN only: add --model cnn")
     if args.model == "vit":
         return _digits_vit(args, kind)
     if args.model == "cnn":
@@ -655,7 +671,8 @@ def _digits_cnn(args: argparse.Namespace, kind: dict[str, object]) -> int:
     from spikezip.sw.cnn import model as cnn_model
     from spikezip.sw.cnn.convert import to_convnet
 
-    net = to_convnet(cnn_model.load_or_train(cnn_model.CnnConfig()), name="digits-cnn", **kind)
+    config = cnn_model.CnnConfig(**({} if args.channels is None else {"channels": args.channels}))
+    net = to_convnet(cnn_model.load_or_train(config), name="digits-cnn", **kind)
     return _write_digits(
         out, net, DIGITS_CNN_FILES[0], f"{net.depth} sites: {', '.join(net.site_names)}"
     )
@@ -1284,6 +1301,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="with --graded: the largest spike level K (|s| ≤ 2^K); default unbounded",
+    )
+    d.add_argument(
+        "--channels",
+        type=CHANNELS,
+        default=None,
+        metavar="C1,C2[,C3]",
+        help="with --model cnn: output channels of conv1, of conv2 and conv4 (the residual "
+        "block), and of conv3 (default C2); trained once per configuration and cached "
+        "(default: the digits CNN's, docs/cnn.md §14)",
     )
     d.set_defaults(func=cmd_digits)
 

@@ -5,9 +5,14 @@ convolution before conversion)::
 
     image 1×8×8 ─ conv1 3×3 ─ BN ─ Q⁺ ─▶ c1×8×8 ─ conv2 3×3 stride 2 ─ BN ─ Q⁺ ─▶ c2×4×4 ─┬─ (skip)
         ┌──────────────────────────────────────────────────────────────────────────────┘
-        ├─ conv3 3×3 ─ BN ─ Q⁺ ─ conv4 3×3 ─ BN ─ Q ─┐
-        └────────────────────────────────────────────(+)─ Q⁺ (add) ─ max-pool 2×2 ─▶ c2×2×2
-    ─ flatten ─ fc ─ Q ─▶ 10 codes; the class is their arg-max (first index on ties)
+        ├─ conv3 3×3 ─ BN ─ Q⁺ ─▶ c3×4×4 ─ conv4 3×3 ─ BN ─ Q ─▶ c2×4×4 ─┐
+        └───────────────────────────────────────────────────────────────(+)─ Q⁺ (add)
+    ─ max-pool 2×2 ─▶ c2×2×2 ─ flatten ─ fc ─ Q ─▶ 10 codes; the class is their arg-max (first
+    index on ties)
+
+The channels ``(c1, c2, c3)`` are a knob (:attr:`CnnConfig.channels`): the residual add fixes
+conv4's output channels to conv2's ``c2``; conv3's ``c3`` may differ (docs/cnn.md §14: channel
+counts chosen so that lanes dividing them balance the conv cores' work).
 
 Every convolution pads by 1. The residual merge has its own quantizer (``add``): in the SNN it is an
 :class:`ir.cnn.Add` site whose drive is ``m_conv4·s_conv4 + m_conv2·s_conv2``. Max-pool of
@@ -39,6 +44,7 @@ from spikezip.sw.quant import MyQuan, bounds
 
 __all__ = [
     "CACHE_VERSION",
+    "MAX_CHANNELS",
     "SITES",
     "CnnConfig",
     "QannCNN",
@@ -46,6 +52,7 @@ __all__ = [
     "build",
     "cache_key",
     "cache_path",
+    "check_channels",
     "load_or_train",
     "train",
 ]
@@ -54,6 +61,8 @@ __all__ = [
 CACHE_VERSION = 1
 #: Side of the digits images.
 IMAGE_SIDE = 8
+#: Largest channel count of a convolution (:attr:`CnnConfig.channels`).
+MAX_CHANNELS = 512
 #: The sites of the converted network, in execution order (the trace layers).
 SITES = ("conv1", "conv2", "conv3", "conv4", "add", "pool", "fc")
 
@@ -64,8 +73,12 @@ class CnnConfig:
 
     Parameters
     ----------
-    channels : (int, int)
-        Channels of conv1 and of conv2 … conv4 (the residual block).
+    channels : (int, int) or (int, int, int)
+        Output channels ``(c1, c2)`` of conv1 and of conv2 … conv4, or ``(c1, c2, c3)`` with
+        conv3's own ``c3`` (conv4's are conv2's: the residual add). Each in
+        ``1..``:data:`MAX_CHANNELS`. Kept as a pair when ``c3 == c2`` (one cache key per
+        network); :attr:`conv_channels` gives all three. Default ``(12, 24, 36)``: chosen for
+        the hardware (docs/cnn.md §14; sessions 14–17 used ``(16, 32)``).
     levels : int
         Levels ``L`` of every quantizer (even).
     epochs, batch_size, learning_rate, weight_decay : training
@@ -76,7 +89,7 @@ class CnnConfig:
     test_size, split_seed : the digits split (:func:`sw.digits.load`)
     """
 
-    channels: tuple[int, int] = (16, 32)
+    channels: tuple[int, ...] = (12, 24, 36)
     levels: int = 16
     epochs: int = 30
     batch_size: int = 64
@@ -88,12 +101,7 @@ class CnnConfig:
     split_seed: int = digits.RANDOM_STATE
 
     def __post_init__(self) -> None:
-        ch = tuple(self.channels) if isinstance(self.channels, (tuple, list)) else ()
-        if len(ch) != 2 or not all(isinstance(c, int) and not isinstance(c, bool) for c in ch):
-            raise TypeError(f"channels must be a pair of integers, not {self.channels!r}")
-        if min(ch) < 1:
-            raise ValueError(f"channels must be positive, not {ch}")
-        object.__setattr__(self, "channels", ch)
+        object.__setattr__(self, "channels", check_channels(self.channels))
         bounds(self.levels, True)
         for field in ("epochs", "batch_size"):
             v = getattr(self, field)
@@ -106,10 +114,38 @@ class CnnConfig:
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be ≥ 0, not {self.weight_decay!r}")
 
+    @property
+    def conv_channels(self) -> tuple[int, int, int]:
+        """``(c1, c2, c3)``: the output channels of conv1, conv2 (and conv4), conv3."""
+        return _triple(self.channels)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
+
+
+def check_channels(channels: Any) -> tuple[int, ...]:
+    """``channels`` (:attr:`CnnConfig.channels`) checked: 2 or 3 integers in
+    ``1..``:data:`MAX_CHANNELS`; a triple whose ``c3`` equals ``c2`` becomes the pair. A
+    ValueError (TypeError for a non-sequence) names the field and the range."""
+    if not isinstance(channels, (tuple, list)):
+        raise TypeError(f"channels must be 2 or 3 integers (c1, c2[, c3]), not {channels!r}")
+    ch = tuple(channels)
+    if len(ch) not in (2, 3) or not all(
+        isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in ch
+    ):
+        raise ValueError(f"channels must be 2 or 3 integers (c1, c2[, c3]), not {channels!r}")
+    ch = tuple(int(c) for c in ch)
+    for name, c in zip(("c1", "c2", "c3"), ch, strict=False):
+        if not 1 <= c <= MAX_CHANNELS:
+            raise ValueError(f"channels {name} must lie in 1..{MAX_CHANNELS}, not {c}")
+    return ch[:2] if len(ch) == 3 and ch[2] == ch[1] else ch
+
+
+def _triple(channels: tuple[int, ...]) -> tuple[int, int, int]:
+    c1, c2, *rest = channels
+    return (c1, c2, rest[0] if rest else c2)
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> torch.nn.Conv2d:
@@ -121,7 +157,8 @@ class QannCNN(torch.nn.Module):
 
     Parameters
     ----------
-    channels : (int, int)
+    channels : (int, int) or (int, int, int)
+        :attr:`CnnConfig.channels`.
     levels : int
     input_scale : float
         Float value of one integer pixel step.
@@ -131,13 +168,13 @@ class QannCNN(torch.nn.Module):
     def __init__(
         self,
         *,
-        channels: tuple[int, int] = (16, 32),
+        channels: tuple[int, ...] = (12, 24, 36),
         levels: int = 16,
         input_scale: float = digits.INPUT_SCALE,
         input_bounds: tuple[int, int] = digits.INPUT_BOUNDS,
     ) -> None:
         super().__init__()
-        c1, c2 = channels
+        c1, c2, c3 = _triple(check_channels(channels))
         self.conv1, self.bn1, self.q1 = (
             _conv(1, c1),
             torch.nn.BatchNorm2d(c1),
@@ -149,12 +186,12 @@ class QannCNN(torch.nn.Module):
             MyQuan(levels, symmetric=False),
         )
         self.conv3, self.bn3, self.q3 = (
-            _conv(c2, c2),
-            torch.nn.BatchNorm2d(c2),
+            _conv(c2, c3),
+            torch.nn.BatchNorm2d(c3),
             MyQuan(levels, symmetric=False),
         )
         self.conv4, self.bn4, self.q4 = (
-            _conv(c2, c2),
+            _conv(c3, c2),
             torch.nn.BatchNorm2d(c2),
             MyQuan(levels, symmetric=True),
         )

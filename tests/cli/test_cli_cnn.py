@@ -191,3 +191,24 @@ def test_simulate_and_compare_a_cnn(files, capsys):
     capsys.readouterr()
     assert run("compare", files / "gold.npz", files / "hw.npz", "--network", cnn) == 0
     assert capsys.readouterr().out.startswith("identical: 3 samples, 5 layers")
+
+
+def test_digits_cnn_channels_reach_the_config(tmp_path, monkeypatch, capsys):
+    """``--channels`` is the ``CnnConfig`` the model is trained (here: built) with; the file has
+    those shapes (training itself: tests/sw/test_cnn.py, bench/bench_cnn_lanes.py)."""
+    import torch
+
+    from spikezip.sw.cnn import model as cnn
+
+    seen = []
+
+    def build(config):
+        seen.append(config)
+        torch.manual_seed(0)
+        return cnn.build(config)
+
+    monkeypatch.setattr(cnn, "load_or_train", build)
+    assert run("digits", "--model", "cnn", "--channels", "6,12,9", "-o", tmp_path / "o") == 0
+    assert seen == [cnn.CnnConfig(channels=(6, 12, 9))]
+    net = load_network(tmp_path / "o" / "digits-cnn.npz")
+    assert [s.shape[0] for s in net.sites[:5]] == [6, 12, 9, 12, 12]

@@ -113,12 +113,16 @@ def test_digits_cnn_block_rams() -> None:
 
 @pytest.mark.slow
 def test_estimate_is_yosys_mapping(trained_cnn) -> None:
-    """The trained digits CNN: the estimate's DP16KD total is Yosys's (``synth_ecp5``), 54."""
+    """The trained (16, 32)-channel digits CNN of sessions 14–17 (session 18's default has
+    other channels, docs/cnn.md §14): the estimate's DP16KD total is Yosys's (``synth_ecp5``),
+    54."""
     from spikezip.hw.flow.synth import synthesize
     from spikezip.hw.flow.verilog import generate
+    from spikezip.sw.cnn import model as cnn
     from spikezip.sw.cnn.convert import to_convnet
 
-    core = CnnCore(net=to_convnet(trained_cnn.model, name="digits-cnn"))
+    model = cnn.load_or_train(cnn.CnnConfig(channels=(16, 32)), directory=trained_cnn.cache)
+    core = CnnCore(net=to_convnet(model, name="digits-cnn"))
     estimate = sum(m.dp16kd for m in memories(core))
     result = synthesize(generate(core, "top"), "top", target="ecp5")
     assert result.total["bram"] == estimate == 54

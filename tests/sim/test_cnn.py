@@ -112,21 +112,31 @@ def test_planted_conv_weight_fault_is_located(tmp_path) -> None:
     assert f"(channel {c}, y {y}, x {xx})" in str(found) and "layer2" in str(found)
 
 
+#: session 18's recommended design of the digits CNN (12, 24, 36 channels): lanes in proportion
+#: to the conv cores' work and the FIFOs that absorb their per-step swings (docs/cnn.md §14)
+RECOMMENDED = {
+    "lanes": (6, 3, 12, 12, 4, 1, 5),
+    "fifo_depths": (("conv2_fifo0", 256), ("conv2_fifo1", 512), ("conv3_fifo", 512)),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lanes", [8, (8, 8, 16, 16, 8, 1, 8)], ids=["8", "8-8-16-16-8-1-8"])
-def test_digits_cnn_rtl_equals_reference(trained_cnn, tmp_path, lanes) -> None:
+@pytest.mark.parametrize("knobs", [{"lanes": 8}, RECOMMENDED], ids=["8", "recommended"])
+def test_digits_cnn_rtl_equals_reference(trained_cnn, tmp_path, knobs) -> None:
     """The trained digits CNN in Verilator, 3 test images back to back: bit-exact and in the
-    exact model's cycles, at lanes 8 and at session 17's lanes (conv3 and conv4 at 16; the
+    exact model's cycles, at lanes 8 and at session 18's recommended lanes and FIFOs (the
     whole test set: the next test)."""
+    from spikezip.hw.model.design import DesignParams
     from spikezip.sw import digits
     from spikezip.sw.cnn.convert import to_convnet
 
     net = to_convnet(trained_cnn.model, name="digits-cnn")
     x = digits.load().x_test[:3]
-    hw = simulate(net, x, sim="verilator", lanes=lanes, root=tmp_path)
+    params = DesignParams.of(net, pipeline=1, **knobs)
+    hw = simulate(net, x, params, sim="verilator", root=tmp_path)
     golden = reference(net, x)
     assert first_divergence(golden, hw.trace, describe=net.describe_neuron) is None
-    check_cycles(net, x, hw, golden, lanes=lanes)
+    check_cycles(net, x, hw, golden, params=params)
 
 
 @pytest.mark.slow

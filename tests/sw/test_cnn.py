@@ -469,3 +469,52 @@ def test_snn_spike_for_spike_against_a_direct_step_loop(data):
         got = tr.spikes[k].astype(np.int64)
         live = np.arange(tr.n_steps)[None, :] < tr.steps[:, None]  # after a sample's end: padding
         np.testing.assert_array_equal(got[live], direct[k][live], err_msg=net.sites[k].name)
+
+
+# -- the channel knob (docs/cnn.md §14) ----------------------------------------------------------
+def test_cnn_config_channels_are_a_knob_with_conv3_its_own():
+    import torch
+
+    from spikezip.sw.cnn import model as cnn
+    from spikezip.sw.cnn.convert import to_convnet
+
+    assert cnn.CnnConfig(channels=[16, 32, 32]).channels == (16, 32)  # one key per network
+    assert cnn.cache_key(cnn.CnnConfig(channels=(16, 32, 32))) == cnn.cache_key(
+        cnn.CnnConfig(channels=(16, 32))
+    )
+    config = cnn.CnnConfig(channels=(4, 6, 9))
+    assert config.conv_channels == (4, 6, 9)
+    assert cnn.cache_key(config) != cnn.cache_key(cnn.CnnConfig(channels=(4, 6)))
+    torch.manual_seed(0)
+    net = to_convnet(cnn.build(config))  # untrained: the shapes only
+    shapes = {s.name: s.shape for s in net.sites}
+    assert shapes["conv1"] == (4, 8, 8) and shapes["conv2"] == (6, 4, 4)
+    assert shapes["conv3"] == (9, 4, 4) and shapes["conv4"] == shapes["add"] == (6, 4, 4)
+    assert net.layers[3].weight.shape[1] == 9  # conv4 reads conv3's 9 channels
+
+
+@pytest.mark.parametrize(
+    "channels, error, message",
+    [
+        ((8,), ValueError, r"channels must be 2 or 3 integers \(c1, c2\[, c3\]\), not \(8,\)"),
+        ((8, 8, 8, 8), ValueError, r"channels must be 2 or 3 integers"),
+        ((0, 32), ValueError, r"channels c1 must lie in 1\.\.512, not 0"),
+        ((8, 513), ValueError, r"channels c2 must lie in 1\.\.512, not 513"),
+        ((8, 32, -1), ValueError, r"channels c3 must lie in 1\.\.512, not -1"),
+        ((True, 32), ValueError, r"channels must be 2 or 3 integers"),
+        ((8.0, 32), ValueError, r"channels must be 2 or 3 integers"),
+        ("16,32", TypeError, r"channels must be 2 or 3 integers"),
+    ],
+)
+def test_cnn_config_channels_errors_name_the_field_and_range(channels, error, message):
+    from spikezip.sw.cnn import model as cnn
+
+    with pytest.raises(error, match=message):
+        cnn.CnnConfig(channels=channels)
+
+
+def test_cli_channel_range_is_the_model_s():
+    from spikezip import cli
+    from spikezip.sw.cnn import model as cnn
+
+    assert cli.MAX_CNN_CHANNELS == cnn.MAX_CHANNELS
