@@ -10,7 +10,8 @@ conv1, conv2, conv3, conv4, add, pool, fc) models the whole ``CnnCore``
 per image, every core's ``CoreLoad``, the conv cores' ops-weighted utilization as ``spikezip
 report`` gives it) and, with ``--alone``, each alone (mean and max), plus the DP16KD estimate of
 the elaborated design (``hw.flow.memories``). ``balanced`` and ``balanced=N`` rows are ``spikezip
-report --lanes balanced[=N]``'s choice.
+report --lanes balanced[=N]``'s lanes (``hw.model.cnn_search``) under the ``--fifo`` plans (the
+search's own FIFO plan is what ``report`` then prints).
 
 FIFO plans (``--fifo``; ``--fifo-depths NAME=N,…`` adds one): ``default``
 (``conv_sites.default_fifo_depths``), ``auto`` (each FIFO whose need — the model's
@@ -47,7 +48,8 @@ from _record import record
 from spikezip.hw.cores.cnn_core import CnnCore
 from spikezip.hw.flow.memories import memories
 from spikezip.hw.model import conv_sites
-from spikezip.hw.model.cnn_model import balanced, cnn_schedule, site_work
+from spikezip.hw.model.cnn_model import cnn_schedule, site_work
+from spikezip.hw.model.cnn_search import search_design
 from spikezip.hw.model.design import DesignParams
 from spikezip.sw import digits
 from spikezip.sw.cnn import model as cnn
@@ -231,7 +233,8 @@ def main() -> int:
             for text in args.lanes or DEFAULT:
                 name, _, budget = text.partition("=")
                 if name == "balanced":
-                    lanes = balanced(net, x, trace, budget=int(budget) if budget else None)
+                    budget = int(budget) if budget else None
+                    lanes = search_design(net, x, trace, budget=budget, fifo_plan=False).lanes
                 else:
                     values = tuple(int(v) for v in text.split(","))
                     lanes = values[0] if len(values) == 1 else values

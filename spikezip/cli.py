@@ -372,11 +372,12 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
 
 
 def _balanced_lanes(network, args: argparse.Namespace) -> tuple[int, ...]:
-    """``--lanes balanced[=N]``: a CNN's lanes per site from the work its cores do on the first
-    :data:`BALANCE_SAMPLES` images of the inputs (``report``'s ``--inputs``, ``simulate``'s
-    INPUTS, ``generate``: its ``--inputs`` or ``<network>_inputs.npy`` next to the network),
-    measured by the exact
-    model at lanes 8 (:func:`hw.model.cnn_model.balanced`); printed to stderr."""
+    """``--lanes balanced[=N]``: a CNN's lanes per site and, unless ``--fifo-depths`` is given,
+    its FIFO plan, searched with the exact model on the first :data:`BALANCE_SAMPLES` images of
+    the inputs back to back (``report``'s ``--inputs``, ``simulate``'s INPUTS, ``generate``: its
+    ``--inputs`` or ``<network>_inputs.npy`` next to the network;
+    :func:`hw.model.cnn_search.search_design`); the choice is printed to stderr and the plan
+    set in ``args.fifo_depths``, so generate, simulate and report build the same design."""
     choice = args.lanes
     if not isinstance(network, ConvNet):
         raise CliError(f"--lanes {choice} is for a CNN; {_a_kind(network)} takes P or P0,P1,…")
@@ -389,18 +390,23 @@ def _balanced_lanes(network, args: argparse.Namespace) -> tuple[int, ...]:
     x = _checked_inputs(network, path, "--lanes balanced: inputs")
     samples = getattr(args, "samples", None) or BALANCE_SAMPLES
     x = x[: min(samples, BALANCE_SAMPLES)]
-    from spikezip.hw.model.cnn_model import balanced
+    from spikezip.hw.model.cnn_search import search_design
     from spikezip.sw.cnn.reference import simulate
 
+    given = getattr(args, "fifo_depths", None)
     try:
-        lanes = balanced(network, x, simulate(network, x), budget=choice.budget)
+        found = search_design(
+            network, x, simulate(network, x), budget=choice.budget, fifo_plan=not given
+        )
     except ValueError as e:
         raise CliError(f"--lanes {choice}: {e}") from None
+    if not given and hasattr(args, "fifo_depths"):
+        args.fifo_depths = found.fifo_depths
     print(
-        f"--lanes {choice}: {','.join(map(str, lanes))} (work of {len(x)} images of {path})",
+        f"--lanes {choice}: {found.summary()} (work of {len(x)} images of {path})",
         file=sys.stderr,
     )
-    return lanes
+    return found.lanes
 
 
 def _probed_params(network, args: argparse.Namespace) -> DesignParams:

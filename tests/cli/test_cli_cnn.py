@@ -111,16 +111,23 @@ def test_balanced_lanes(files, capsys):
     """``--lanes balanced``: the lanes from the cores' work on the inputs (printed), the same
     for ``report`` (its ``--inputs``) and ``generate`` (``<network>_inputs.npy``); bad uses in
     one line."""
-    from spikezip.hw.model.cnn_model import balanced
+    from spikezip.hw.model.cnn_search import search_design
 
     net, x = ConvNet.load(files / "cnn.npz"), np.load(files / "x.npy")
-    want = balanced(net, x, simulate(net, x), budget=6)
+    found = search_design(net, x, simulate(net, x), budget=6)
+    want = found.lanes
     text = ",".join(map(str, want))
     argv = ["--inputs", files / "x.npy", "--no-synth", "-o", files / "r", "--lanes", "balanced=6"]
     assert run("report", files / "cnn.npz", *argv) == 0
     out, err = capsys.readouterr()
-    assert f"--lanes balanced=6: {text} (work of 3 images of " in err
+    assert f"--lanes balanced=6: {found.summary()} (work of 3 images of " in err
     assert f"P={text} (CNN, 5 sites" in out
+    plan = ",".join(f"{n}={d}" for n, d in found.fifo_depths)
+    assert (f"{len(found.fifo_depths)} set by name" in out) == bool(plan)
+    # a FIFO plan given by hand is kept: the search leaves the FIFOs alone
+    assert run("report", files / "cnn.npz", *argv, "--fifo-depths", "layer1_fifo=8") == 0
+    out, err = capsys.readouterr()
+    assert "FIFOs as given (not searched)" in err and "1 set by name" in out
     gen = ["generate", files / "cnn.npz", "-o", files / "rtl", "--lanes", "balanced=6"]
     assert run(*gen) == 2
     err = capsys.readouterr().err
