@@ -395,8 +395,14 @@ def _balanced_lanes(network, args: argparse.Namespace) -> tuple[int, ...]:
 
     given = getattr(args, "fifo_depths", None)
     try:
+        pipeline = getattr(args, "pipeline", None)
         found = search_design(
-            network, x, simulate(network, x), budget=choice.budget, fifo_plan=not given
+            network,
+            x,
+            simulate(network, x),
+            budget=choice.budget,
+            pipeline=1 if pipeline is None else pipeline,
+            fifo_plan=not given,
         )
     except ValueError as e:
         raise CliError(f"--lanes {choice}: {e}") from None

@@ -39,7 +39,7 @@ from spikezip.hw.model.site_graph import GraphModel, GraphSchedule, site_core_mo
 from spikezip.ir import Trace
 from spikezip.ir.cnn import ConvNet
 
-__all__ = ["CnnSchedule", "balanced", "cnn_schedule", "site_work"]
+__all__ = ["CnnSchedule", "CycleLimitExceeded", "balanced", "cnn_schedule", "site_work"]
 
 #: the modelled cycles of a run through a ``CnnCore`` (:class:`hw.model.site_graph.GraphSchedule`)
 CnnSchedule = GraphSchedule
@@ -52,6 +52,10 @@ LOAD_KINDS = {
     "add": "merge",
     "maxpool2d": "maxpool",
 }
+
+
+class CycleLimitExceeded(RuntimeError):
+    """:func:`cnn_schedule`'s ``cycle_limit`` was passed by a pass of the composition."""
 
 
 class _Graph(GraphModel):
@@ -75,6 +79,7 @@ def cnn_schedule(
     fifo_depth: int | None = None,
     fifo_depths: Any = None,
     max_passes: int = 100_000,
+    cycle_limit: int | None = None,
 ) -> CnnSchedule:
     """Model the ``CnnCore`` running ``inputs`` back to back (``trace``: the golden trace of
     ``sw.cnn.reference.simulate`` on them).
@@ -83,6 +88,13 @@ def cnn_schedule(
     both) are those of the ``CnnCore``. The composition runs every core's model in execution
     order until no FIFO's backpressure changes (:func:`hw.model.site_graph.solve`;
     ``max_passes`` bounds the passes).
+
+    ``cycle_limit``: raise :class:`CycleLimitExceeded` as soon as a pass's last output beat
+    lies at or after that cycle (the run would take more than ``cycle_limit`` cycles). Each pass
+    starts from the previous pass's FIFO room, so backpressure only adds delay and a pass's
+    cycles are those of the settled run or fewer (observed on every run of
+    ``hw.model.cnn_search``; the search only rejects a design stopped this way, it never uses
+    its numbers): a design already too slow is known after a few passes, not after all.
     """
     if not isinstance(net, ConvNet):
         raise TypeError(f"net must be an ir.cnn.ConvNet, not {type(net).__name__}")
@@ -98,7 +110,16 @@ def cnn_schedule(
         raise ValueError("trace must come from this net (its network_digest differs)")
     g = _Graph(net, params)
     ins = conv_sites.input_steps(net, x)
-    passes, need = solve(g, lambda graph: _compose(graph, ins, trace), max_passes)
+    last = net.site_names[-1]
+
+    def compose(graph: _Graph) -> None:
+        _compose(graph, ins, trace)
+        if cycle_limit is not None:
+            out = np.asarray(graph.runs[last].offered, dtype=np.int64)
+            if out.size and int(out.max()) + 1 > cycle_limit:
+                raise CycleLimitExceeded(f"the run passed cycle {cycle_limit}")
+
+    passes, need = solve(g, compose, max_passes)
     counts = [sum(s.n_events + 1 for s in inf) for inf in ins]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     first = np.asarray(g.runs[net.sites[0].name].taken[0], dtype=np.int64)[starts]

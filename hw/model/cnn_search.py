@@ -2,8 +2,6 @@
 by the exact network model (:func:`hw.model.cnn_model.cnn_schedule`) on the given inputs back to
 back (docs/cnn.md §13).
 
-Every model run here is exact; what the search leaves out is spelled out below.
-
 1. **Work.** One run at lanes ``reference`` with every FIFO :data:`DEEP` (no backpressure) gives
    each site's load in lane-cycles ``W_k`` (:func:`cnn_model.site_work`) and the busy cycles no
    lanes remove (the max-pools': ``floor``).
@@ -11,27 +9,27 @@ Every model run here is exact; what the search leaves out is spelled out below.
    needs no more lanes than make it faster than the bottleneck. So for each level ``T`` in
    ``{W_k / d}`` (``d`` a lane choice of site ``k``: a divisor of its channels or neurons) the
    cheapest vector reaching it gives each site the fewest lanes with ``W_k / P_k ≤ T``; those
-   within ``budget`` lanes are the candidates. They are run (every FIFO deep) fastest predicted
-   first; the first whose ops-weighted conv utilization (``Σ ops / Σ lanes · accumulate`` over the
-   conv cores, as ``spikezip report`` gives it) reaches ``target`` sets a bound, and the runs stop
-   once a candidate's predicted ``T`` exceeds the fastest such design's cycles by
-   :data:`STOP_MARGIN`. The choice: the fastest (cycles per image back to back) design at or above
-   ``target``, fewer lanes on a tie; if none reaches it, the fastest of those within
-   :data:`FALLBACK_BAND` of the best utilization found.
-3. **The cores off the bottleneck.** A core with little work at few lanes still sits on each time
-   step's path (conv1 sweeps all its neurons every step): back to back its FIFO cannot run ahead
-   of its reader for long (the FIFO plan keeps it shallow, step 4), so its sweep adds to every
-   step. Greedy: each site's next lane choice within the budget is tried; the one that lowers the
-   mean latency of the first :data:`ALONE_IMAGES` images alone the most is kept if that is at
-   least :data:`LATENCY_GAIN` and the design stays at or above ``target`` (or, if below it, does
-   not lose utilization) and no slower back to back; repeated until no step qualifies.
-4. **FIFO plan.** With the chosen lanes and every FIFO deep, each FIFO's need (the occupancy
-   without backpressure, ``FifoCheck.need``): one whose need is at most :data:`AUTO_MAX` gets the
-   power of two at or above it (``auto``); one that needs more feeds a core slower than its
-   producer over the whole run (it would fill at any depth) and keeps its default. Then each
-   planned FIFO, in the top's order, is halved while the design stays within
-   :data:`FIFO_TOLERANCE` of the deep FIFOs' utilization and cycles (never below its default):
-   the smallest powers of two that keep what the lanes promised.
+   within ``budget`` lanes are the candidates. They are run exactly with every FIFO
+   :data:`SEARCH_FIFO` deep (deep enough to absorb the per-step swings of the work, shallow
+   enough that a core which outruns its reader over the whole run waits, as it will in the
+   design), fastest predicted first; the runs stop once a candidate's predicted ``T`` lies
+   :data:`STOP_MARGIN` above the fastest run whose ops-weighted conv utilization (``Σ ops / Σ
+   lanes · accumulate`` over the conv cores, ``spikezip report``'s figure) reached ``target``.
+   The choice: the fastest such design (cycles per image back to back), fewer lanes on a tie;
+   if none reaches ``target``, the fastest within :data:`FALLBACK_BAND` of the best
+   utilization.
+3. **The cores off the bottleneck.** Each site's next lane choice within the budget is run; the
+   one that cuts cycles back to back the most is kept if that is at least :data:`CYCLE_GAIN` and
+   utilization stays at or above ``target`` (or, below it, does not fall); repeated until no
+   step qualifies.
+4. **FIFO plan.** Each FIFO at the power of two at or above its need without backpressure
+   (``FifoCheck.need``), at most :data:`SEARCH_FIFO` — step 3's run, exactly; the FIFOs planned
+   at most :data:`SMALL_FIFO` deep back to their default at once if that stays within
+   :data:`FIFO_TOLERANCE`; then each planned FIFO, deepest first, halved (never below its
+   default) while cycles and utilization stay within :data:`FIFO_TOLERANCE` of step 3's run.
+   A trial run stops as soon as a pass of the composition is past the cycle bound
+   (``cnn_schedule``'s ``cycle_limit``); only accepted runs' numbers are used, and they are
+   exact.
 """
 
 from __future__ import annotations
@@ -41,24 +39,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikezip.hw.model import conv_sites
-from spikezip.hw.model.cnn_model import cnn_schedule, site_work
+from spikezip.hw.model.cnn_model import CycleLimitExceeded, cnn_schedule, site_work
 from spikezip.hw.model.design import DesignParams
 from spikezip.ir import Trace
 from spikezip.ir.cnn import ConvNet
 
 __all__ = [
-    "AUTO_MAX",
     "DEEP",
     "DesignChoice",
-    "auto_fifos",
     "conv_utilization",
     "search_design",
 ]
 
 #: FIFO depth with which no FIFO of the digits CNNs fills (the work, the needs, the reference)
 DEEP = 1 << 16
-#: the deepest FIFO the ``auto`` plan sets
-AUTO_MAX = 1024
 #: runs of step 2 stop once a candidate's predicted bottleneck is this far above the best
 STOP_MARGIN = 0.02
 #: step 2 without a design at ``target``: the fastest within this of the best utilization
@@ -113,36 +107,34 @@ def conv_utilization(run) -> float:
     return sum(ld.ops for ld in conv) / sum(ld.lanes * ld.accumulate for ld in conv)
 
 
-def auto_fifos(net: ConvNet, run) -> tuple[tuple[str, int], ...]:
-    """The ``auto`` FIFO plan from a run with every FIFO deep (module docstring, step 4)."""
-    default = conv_sites.default_fifo_depths(net)
-    out = []
-    for f in run.fifos:
-        if f.need <= AUTO_MAX:
-            depth = max(default[f.name], 1 << max(f.need - 1, 0).bit_length())
-            if depth != default[f.name]:
-                out.append((f.name, depth))
-    return tuple(out)
-
-
 class _Runner:
     """The exact model on fixed inputs, each (lanes, FIFO plan) run once."""
 
-    def __init__(self, net: ConvNet, x: np.ndarray, trace: Trace) -> None:
-        self.net, self.x, self.trace = net, x, trace
+    def __init__(self, net: ConvNet, x: np.ndarray, trace: Trace, pipeline: int) -> None:
+        self.net, self.x, self.trace, self.pipeline = net, x, trace, pipeline
         self.cache: dict = {}
         self.runs = 0
 
-    def run(self, lanes, fifo_depths=None):
-        """(cycles per image, conv utilization, the schedule); ``fifo_depths`` None: deep."""
+    def run(self, lanes, fifo_depths=None, limit: float | None = None):
+        """(cycles per image, conv utilization, the schedule); ``fifo_depths`` None: every FIFO
+        :data:`SEARCH_FIFO` deep. ``limit``: cycles per image above which the run may stop early
+        (then ``(inf, 0.0, None)``, not cached)."""
         key = (tuple(lanes), fifo_depths)
         if key not in self.cache:
+            cap = None if limit is None else int(np.floor(limit * len(self.x)))
             if fifo_depths is None:
-                params = DesignParams.of(self.net, lanes=lanes, fifo_depth=SEARCH_FIFO)
+                params = DesignParams.of(
+                    self.net, lanes=lanes, pipeline=self.pipeline, fifo_depth=SEARCH_FIFO
+                )
             else:
-                params = DesignParams.of(self.net, lanes=lanes, fifo_depths=fifo_depths)
-            run = cnn_schedule(self.net, self.x, self.trace, params)
+                params = DesignParams.of(
+                    self.net, lanes=lanes, pipeline=self.pipeline, fifo_depths=fifo_depths
+                )
             self.runs += 1
+            try:
+                run = cnn_schedule(self.net, self.x, self.trace, params, cycle_limit=cap)
+            except CycleLimitExceeded:
+                return float("inf"), 0.0, None
             self.cache[key] = (run.total_cycles / len(self.x), conv_utilization(run), run)
         return self.cache[key]
 
@@ -194,11 +186,13 @@ def search_design(
     budget: int | None = None,
     target: float = 0.95,
     reference: int = 8,
+    pipeline: int = 1,
     fifo_plan: bool = True,
 ) -> DesignChoice:
     """The lanes and FIFO plan of ``--lanes balanced[=budget]`` (module docstring) for ``net``
     running ``inputs`` back to back (``trace``: their golden trace). ``budget``: lanes in total
-    over the sites with lanes (default: those of ``--lanes reference``); ``fifo_plan`` False
+    over the sites with lanes (default: those of ``--lanes reference``); ``pipeline``: the
+    cores' preset (every run's); ``fifo_plan`` False
     keeps the default FIFOs (step 4 skipped)."""
     conv_sites.check_rtl(net)
     if not 0.0 < target <= 1.0:
@@ -211,10 +205,16 @@ def search_design(
         raise ValueError(f"budget must be an integer, not {budget!r}")
     if budget < len(free):
         raise ValueError(f"budget must be at least {len(free)} lanes (one per site), not {budget}")
-    runner = _Runner(net, inputs, trace)
+    runner = _Runner(net, inputs, trace, pipeline)
     n = len(inputs)
     work, floor = site_work(
-        cnn_schedule(net, inputs, trace, DesignParams.of(net, lanes=base, fifo_depth=DEEP)), net
+        cnn_schedule(
+            net,
+            inputs,
+            trace,
+            DesignParams.of(net, lanes=base, pipeline=pipeline, fifo_depth=DEEP),
+        ),
+        net,
     )
     runner.runs += 1
 
@@ -278,7 +278,7 @@ def search_design(
 
         small = tuple((n_, d_) for n_, d_ in plan if d_ > SMALL_FIFO)
         if small != plan:  # the FIFOs of LUTs back to their default at once, if that costs nothing
-            c2, u2, _ = runner.run(lanes, small)
+            c2, u2, _ = runner.run(lanes, small, limit=ref_cycles * (1 + FIFO_TOLERANCE))
             if ok(c2, u2):
                 plan, cycles, util = small, c2, u2
         for name, _depth in sorted(plan, key=lambda item: (-item[1], item[0])):
@@ -292,7 +292,7 @@ def search_design(
                     for n_, d_ in plan
                     if n_ != name or lower != default[name]
                 )
-                c2, u2, _ = runner.run(lanes, trial)
+                c2, u2, _ = runner.run(lanes, trial, limit=ref_cycles * (1 + FIFO_TOLERANCE))
                 if not ok(c2, u2):
                     break
                 plan, cycles, util = trial, c2, u2

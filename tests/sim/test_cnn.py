@@ -121,17 +121,28 @@ RECOMMENDED = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("knobs", [{"lanes": 8}, RECOMMENDED], ids=["8", "recommended"])
+@pytest.mark.parametrize(
+    "knobs", [{"lanes": 8}, RECOMMENDED, "searched"], ids=["8", "recommended", "searched"]
+)
 def test_digits_cnn_rtl_equals_reference(trained_cnn, tmp_path, knobs) -> None:
     """The trained digits CNN in Verilator, 3 test images back to back: bit-exact and in the
-    exact model's cycles, at lanes 8 and at session 18's recommended lanes and FIFOs (the
-    whole test set: the next test)."""
+    exact model's cycles, at lanes 8, at session 18's recommended lanes and FIFOs, and at what
+    ``--lanes balanced`` finds on the first 20 test images (``hw.model.cnn_search``; the whole
+    test set: the next test)."""
     from spikezip.hw.model.design import DesignParams
     from spikezip.sw import digits
     from spikezip.sw.cnn.convert import to_convnet
 
     net = to_convnet(trained_cnn.model, name="digits-cnn")
     x = digits.load().x_test[:3]
+    if knobs == "searched":
+        from spikezip.hw.model.cnn_search import search_design
+        from spikezip.sw.cnn.reference import simulate as snn
+
+        first = digits.load().x_test[:20]
+        found = search_design(net, first, snn(net, first))
+        assert found.utilization >= 0.95
+        knobs = {"lanes": found.lanes, "fifo_depths": found.fifo_depths}
     params = DesignParams.of(net, pipeline=1, **knobs)
     hw = simulate(net, x, params, sim="verilator", root=tmp_path)
     golden = reference(net, x)
