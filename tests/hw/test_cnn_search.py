@@ -125,3 +125,18 @@ def test_search_errors(run_chain) -> None:
         search_design(net, x, tr, budget=2)
     with pytest.raises(ValueError, match=r"target must lie in \(0, 1\]"):
         search_design(net, x, tr, target=1.5)
+
+
+def test_cycle_limit(run_chain) -> None:
+    """``cnn_schedule``'s ``cycle_limit``: the run as without it at its own cycles, stopped
+    below them (a shallow FIFO: backpressure, several passes)."""
+    from spikezip.hw.model.cnn_model import CycleLimitExceeded
+
+    net, x, tr = run_chain
+    kw = {"lanes": (4, 1, 1, 1), "fifo_depth": 2}
+    full = cnn_schedule(net, x, tr, **kw)
+    assert full.passes > 1
+    same = cnn_schedule(net, x, tr, cycle_limit=full.total_cycles, **kw)
+    assert same.total_cycles == full.total_cycles
+    with pytest.raises(CycleLimitExceeded):
+        cnn_schedule(net, x, tr, cycle_limit=full.total_cycles - 1, **kw)
