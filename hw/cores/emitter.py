@@ -702,7 +702,9 @@ class SpikeEmitter(wiring.Component):
             self.status.swept.eq(packer.swept),
             self.status.swept_busy.eq(packer.swept_busy),
             self.status.sent.eq(
-                (output.flagged if flag else self.o.valid & self.o.payload.marker) & self.o.ready
+                output.flagged & self.o.ready
+                if flag
+                else self.o.valid & self.o.ready & self.o.payload.marker
             ),
         ]
         return m
