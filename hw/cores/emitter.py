@@ -522,17 +522,10 @@ class OutputBuffer(wiring.Component):
     i : In(stream.Signature(event_layout))
     o : Out(stream.Signature(event_layout))
         From registers.
-    flagged : Out(1)
-        Only with ``flag``: ``o.valid & o.payload.<flag>``, a register of its own (one flip-flop
-        instead of a LUT in front of whatever reads it).
     """
 
-    def __init__(self, *, layout: data.StructLayout, flag: str | None = None) -> None:
-        members = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))}
-        if flag is not None:
-            members["flagged"] = Out(1)
-        super().__init__(members)
-        self._flag = flag
+    def __init__(self, *, layout: data.StructLayout) -> None:
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
     @property
     def latency(self) -> int:
@@ -542,17 +535,12 @@ class OutputBuffer(wiring.Component):
         m = Module()
         skid_valid = Signal(name="skid_valid")
         skid = Signal.like(self.o.payload, name="skid")
-        flag = self._flag
         m.d.comb += self.i.ready.eq(~skid_valid)
         with m.If(~self.o.valid | self.o.ready):  # the output register is free
             with m.If(skid_valid):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
-                if flag is not None:
-                    m.d.sync += self.flagged.eq(skid[flag])
             with m.Else():
                 m.d.sync += self.o.valid.eq(self.i.valid)
-                if flag is not None:
-                    m.d.sync += self.flagged.eq(self.i.valid & self.i.payload[flag])
                 with m.If(self.i.valid):
                     m.d.sync += self.o.payload.eq(self.i.payload)
         with m.Elif(self.i.valid & ~skid_valid):  # the output stalls: the beat waits aside
@@ -671,10 +659,7 @@ class SpikeEmitter(wiring.Component):
             m.submodules.serialiser = serialiser = WideSerialiser(
                 index_width=index_width, lanes=lanes, value_width=vw, width=self._timing.emit_width
             )
-        # with the registered emitter, "a marker is on the output" is a register of its own
-        # (status.sent reaches the sequencer's credits through one LUT, not two)
-        flag = "marker" if registered_lane else None
-        m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape(), flag=flag)
+        m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), packer.i)
         # the queue stores only what the serialiser reads and cannot derive cheaply (a narrower
         # memory: one block RAM of 36 bits instead of two at 8 lanes); the rest is rebuilt at
@@ -701,11 +686,7 @@ class SpikeEmitter(wiring.Component):
         m.d.comb += [
             self.status.swept.eq(packer.swept),
             self.status.swept_busy.eq(packer.swept_busy),
-            self.status.sent.eq(
-                output.flagged & self.o.ready
-                if flag
-                else self.o.valid & self.o.ready & self.o.payload.marker
-            ),
+            self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker),
         ]
         return m
 
