@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.cores.fifo import FlagFIFO
 from spikezip.hw.cores.layouts import event_layout, spike_word_layout, stream_layout
-from spikezip.hw.cores.sequencer import StepStatus, first_row, first_row_width
+from spikezip.hw.cores.sequencer import StepStatus
 from spikezip.hw.model.cycle_model import (
     OUTPUT_BUFFER_LATENCY,
     PACKER_LATENCY,
@@ -522,24 +522,10 @@ class OutputBuffer(wiring.Component):
     i : In(stream.Signature(event_layout))
     o : Out(stream.Signature(event_layout))
         From registers.
-    flagged : Out(1)
-        With ``flag``: ``o.valid & o.payload.<flag>``, a register of its own (one flip-flop
-        instead of a LUT in front of whatever reads it).
-    i_side, o_side : In(side), Out(side)
-        With ``side`` bits: data that goes with each beat (taken with ``i``'s beat, shown with
-        ``o``'s, through the skid register too) but is not part of the stream's payload.
     """
 
-    def __init__(
-        self, *, layout: data.StructLayout, flag: str | None = None, side: int = 0
-    ) -> None:
-        members = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))}
-        if flag is not None:
-            members["flagged"] = Out(1)
-        if side:
-            members |= {"i_side": In(side), "o_side": Out(side)}
-        super().__init__(members)
-        self._flag, self._side = flag, side
+    def __init__(self, *, layout: data.StructLayout) -> None:
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
     @property
     def latency(self) -> int:
@@ -549,31 +535,16 @@ class OutputBuffer(wiring.Component):
         m = Module()
         skid_valid = Signal(name="skid_valid")
         skid = Signal.like(self.o.payload, name="skid")
-        flag = self._flag
-        # the side bits ride with the payload: (payload, side) pairs
-        ins, outs, skids = [self.i.payload], [self.o.payload], [skid]
-        if self._side:
-            ins.append(self.i_side)
-            outs.append(self.o_side)
-            skids.append(Signal(self._side, name="skid_side"))
         m.d.comb += self.i.ready.eq(~skid_valid)
         with m.If(~self.o.valid | self.o.ready):  # the output register is free
             with m.If(skid_valid):
-                m.d.sync += [
-                    self.o.valid.eq(1),
-                    *(o.eq(k) for o, k in zip(outs, skids, strict=True)),
-                    skid_valid.eq(0),
-                ]
-                if flag is not None:
-                    m.d.sync += self.flagged.eq(skid[flag])
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
             with m.Else():
                 m.d.sync += self.o.valid.eq(self.i.valid)
-                if flag is not None:
-                    m.d.sync += self.flagged.eq(self.i.valid & self.i.payload[flag])
                 with m.If(self.i.valid):
-                    m.d.sync += [o.eq(i) for o, i in zip(outs, ins, strict=True)]
+                    m.d.sync += self.o.payload.eq(self.i.payload)
         with m.Elif(self.i.valid & ~skid_valid):  # the output stalls: the beat waits aside
-            m.d.sync += [skid_valid.eq(1), *(k.eq(i) for k, i in zip(skids, ins, strict=True))]
+            m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
         return m
 
 
@@ -602,12 +573,6 @@ class SpikeEmitter(wiring.Component):
         Signed bits of a spike: 2 (±1), or ``spike_value_width(spike_max)`` for graded neurons
         (events then carry ``±2^k``).
 
-    row_words : int or None
-        The receiver's words ``W'``: the ``row`` output gives ``first_row(index, W')`` of the
-        beat on ``o`` (0 for a marker), computed before the output register and registered with
-        the beat, so that the receiver's FIFO stores it with no carry chain in front of its
-        block RAM (:class:`hw.cores.network_core.NetworkCore`). One event per beat only.
-
     Members
     -------
     i : In(stream.Signature(spike_word_layout, always_ready=True))
@@ -618,44 +583,22 @@ class SpikeEmitter(wiring.Component):
         Output events and markers (from registers); ``beat_layout`` with ``emit_width > 1``.
     status : Out(StepStatus())
         A sweep's last word arrived (with its busy flag); a marker left.
-    row : Out(row_width)
-        Only with ``row_words``: see there.
     """
 
-    def __init__(
-        self,
-        *,
-        timing: LayerTiming,
-        value_width: int = SPIKE_VALUE_WIDTH,
-        row_words: int | None = None,
-    ) -> None:
+    def __init__(self, *, timing: LayerTiming, value_width: int = SPIKE_VALUE_WIDTH) -> None:
         self._timing = check_timing(timing)
         EventFormat(1, value_width)  # validates the width
         self._value_width = value_width
-        if row_words is not None:
-            if isinstance(row_words, bool) or not isinstance(row_words, int) or row_words < 1:
-                raise ValueError(f"row_words must be a positive integer, not {row_words!r}")
-            if timing.emit_width != 1:
-                raise ValueError("row_words needs one event per beat (emit_width 1)")
-        self._row_words = row_words
         words, lanes = timing.words, timing.lanes
         word = spike_word_layout(words=words, lanes=lanes, value_width=value_width)
         out = stream_layout(self.index_width, value_width, timing.emit_width)
-        members = {
-            "i": In(stream.Signature(word, always_ready=True)),
-            "o": Out(stream.Signature(out)),
-            "status": Out(StepStatus()),
-        }
-        if row_words is not None:
-            members["row"] = Out(self.row_width)
-        super().__init__(members)
-
-    @property
-    def row_width(self) -> int:
-        """Bits of ``row``: ``first_row(index, row_words)`` at its natural width."""
-        if self._row_words is None:
-            return 0
-        return first_row_width(self.index_width, self._row_words)
+        super().__init__(
+            {
+                "i": In(stream.Signature(word, always_ready=True)),
+                "o": Out(stream.Signature(out)),
+                "status": Out(StepStatus()),
+            }
+        )
 
     @property
     def lanes(self) -> int:
@@ -716,12 +659,7 @@ class SpikeEmitter(wiring.Component):
             m.submodules.serialiser = serialiser = WideSerialiser(
                 index_width=index_width, lanes=lanes, value_width=vw, width=self._timing.emit_width
             )
-        # with the registered emitter, "a marker is on the output" is a register of its own
-        # (status.sent reaches the sequencer's credits through one LUT, not two)
-        flag = "marker" if registered_lane else None
-        m.submodules.output = output = OutputBuffer(
-            layout=self.o.payload.shape(), flag=flag, side=self.row_width
-        )
+        m.submodules.output = output = OutputBuffer(layout=self.o.payload.shape())
         wiring.connect(m, wiring.flipped(self.i), packer.i)
         # the queue stores only what the serialiser reads and cannot derive cheaply (a narrower
         # memory: one block RAM of 36 bits instead of two at 8 lanes); the rest is rebuilt at
@@ -745,15 +683,10 @@ class SpikeEmitter(wiring.Component):
         ]
         wiring.connect(m, serialiser.o, output.i)
         wiring.connect(m, output.o, wiring.flipped(self.o))
-        if self._row_words is not None:  # (a marker's index is 0: its row is 0)
-            row = first_row(serialiser.o.payload.index, self._row_words)
-            m.d.comb += [output.i_side.eq(row), self.row.eq(output.o_side)]
         m.d.comb += [
             self.status.swept.eq(packer.swept),
             self.status.swept_busy.eq(packer.swept_busy),
-            self.status.sent.eq(
-                (output.flagged if flag else self.o.valid & self.o.payload.marker) & self.o.ready
-            ),
+            self.status.sent.eq(self.o.valid & self.o.ready & self.o.payload.marker),
         ]
         return m
 

@@ -69,7 +69,7 @@ from spikezip.hw.cores.accumulator import WEIGHT_BANK_DEPTH, Accumulator, weight
 from spikezip.hw.cores.emitter import SpikeEmitter
 from spikezip.hw.cores.layouts import event_layout, op_layout, state_layout, stream_layout
 from spikezip.hw.cores.neuron_array import NeuronArray, Storage, check_storage
-from spikezip.hw.cores.sequencer import Sequencer, first_row, first_row_width
+from spikezip.hw.cores.sequencer import Sequencer, first_row
 from spikezip.hw.cores.unpacker import Unpacker
 from spikezip.hw.model.cycle_model import LayerTiming, Pipeline
 from spikezip.hw.model.events import EventFormat, layer_formats
@@ -170,12 +170,6 @@ class LayerCore(wiring.Component):
         (:class:`hw.cores.network_core.NetworkCore` stores it in the FIFO with the beat).
         Needs a pipeline with ``buffered_input`` and one event per beat, no input map; no cycle
         changes.
-    row_output : int or None
-        The receiver's words ``W'`` when it takes ``row_input``: the ``o_row`` output gives
-        ``first_row(o.payload.index, W')``, registered with the beat in the emitter's output
-        register (:class:`hw.cores.emitter.SpikeEmitter` ``row_words``), so that no carry chain
-        lies between the output register and the FIFO's block RAM. One event per beat; no
-        cycle changes.
 
     Members
     -------
@@ -183,8 +177,6 @@ class LayerCore(wiring.Component):
     o : Out(stream.Signature(event_layout(output_format)))
     row : In(row_shape)
         Only with ``row_input=True``: ``row_of(i.payload.index)``, valid with ``i``.
-    o_row : Out(first_row_width)
-        Only with ``row_output``: the receiver's first weight row of the beat on ``o``.
     probe : Out(ProbeSignature)
         Only with ``probe=True``: valid for one cycle per fired word, in the cycle the word is
         updated (before its spikes leave on ``o``).
@@ -209,7 +201,6 @@ class LayerCore(wiring.Component):
         input_lanes: int = 1,
         serial_input: bool = False,
         row_input: bool = False,
-        row_output: int | None = None,
     ) -> None:
         self._site = site
         if not isinstance(layer, Layer):
@@ -271,13 +262,6 @@ class LayerCore(wiring.Component):
         }
         if row_input:  # the sender's first_row(index, W) of the beat on ``i``
             members["row"] = In(self.row_shape)
-        if row_output is not None:
-            if isinstance(row_output, bool) or not isinstance(row_output, int) or row_output < 1:
-                raise ValueError(f"row_output must be a positive integer, not {row_output!r}")
-            if self._timing.emit_width != 1:
-                raise ValueError("row_output needs one event per beat (emit_width 1)")
-            members["o_row"] = Out(first_row_width(self.output_format.index_width, row_output))
-        self._row_output = row_output
         if probe:
             members["probe"] = Out(
                 ProbeSignature(
@@ -506,7 +490,7 @@ class LayerCore(wiring.Component):
             drive_width=syn.drive_width,
         )
         m.submodules.emitter = emitter = SpikeEmitter(
-            timing=timing, value_width=self.output_format.value_width, row_words=self._row_output
+            timing=timing, value_width=self.output_format.value_width
         )
         if not timing.unpacks:
             wiring.connect(m, wiring.flipped(self.i), seq.i)
@@ -521,8 +505,6 @@ class LayerCore(wiring.Component):
         wiring.connect(m, neurons.o, emitter.i)
         wiring.connect(m, emitter.o, wiring.flipped(self.o))
         wiring.connect(m, emitter.status, seq.status)
-        if self._row_output is not None:
-            m.d.comb += self.o_row.eq(emitter.row)
         if self._probe:
             m.d.comb += [
                 self.probe.valid.eq(neurons.o.valid),

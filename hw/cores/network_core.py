@@ -197,21 +197,18 @@ class NetworkCore(wiring.Component):
         # (the parameters were checked by __new__ into self._params)
         self._network, self._probe = network, bool(probe)
         params = self._params
-        cores: list[LayerCore] = []
-        for k in reversed(range(network.depth)):  # (last first: a sender needs its receiver's W)
-            nxt = cores[0] if cores and cores[0].row_input else None
-            core = LayerCore.for_network(
+        self._cores = [
+            LayerCore.for_network(
                 network,
                 k,
                 lanes=params.lanes[k],
                 storage=params.storage,
                 pipeline=params.pipeline,
                 row_input=self._row_input(k),
-                **({} if nxt is None else {"row_output": nxt.words}),
                 **self._widths_of(k),
             )
-            cores.insert(0, core)
-        self._cores = cores
+            for k in range(network.depth)
+        ]
         members = {
             "i": In(stream.Signature(event_layout(*self._widths(self.input_format)))),
             "o": Out(stream.Signature(event_layout(*self._widths(self.output_format)))),
@@ -324,16 +321,15 @@ class NetworkCore(wiring.Component):
                 wiring.connect(m, cores[k].o, q.w_stream)
                 wiring.connect(m, q.r_stream, nxt.i)
                 continue
-            # the receiver's first weight row stored with each beat, computed by the sender
-            # before its output register (no carry chain in front of or behind the FIFO's block
-            # RAM)
+            # the receiver's first weight row stored with each beat, computed from the sender's
+            # output register (no carry chain behind the FIFO's block RAM)
             row_width = Shape.cast(nxt.row_shape).width
             m.submodules[f"fifo{k}"] = q = RegisteredFIFO(
                 width=width + row_width, depth=depth, **fast
             )
             out = cores[k].o
             row = Signal(nxt.row_shape, name=f"row{k + 1}")
-            m.d.comb += row.eq(cores[k].o_row)
+            m.d.comb += row.eq(nxt.row_of(out.payload.index))
             m.d.comb += [
                 q.w_stream.valid.eq(out.valid),
                 out.ready.eq(q.w_stream.ready),

@@ -315,8 +315,7 @@ class NeuronLanes(wiring.Component):
         n, p = self._layer.neg_bound, self._layer.pos_bound
         m_, flags = signed(self._widths.membrane), self._pipeline.bound_flags
         # between the sums and the choice
-        registered = self._pipeline.registered_sums
-        stage = m.d.sync if registered else m.d.comb
+        stage = m.d.sync if self._pipeline.registered_sums else m.d.comb
         fire = Signal(name="fire_s")
         stage += fire.eq(self.fire)
         for k in range(self.lanes):
@@ -340,15 +339,9 @@ class NeuronLanes(wiring.Component):
                 bounds[2].eq(a_in > n - 1),
                 bounds[3].eq(a_in > n + 1),
             ]
-            if registered:  # U1 and U1 - Θ also before the register (their signs, below)
-                sum1 = Signal.like(u1, name=f"sum1_{k}")
-                sum1_minus = Signal.like(u1_minus, name=f"sum1_minus{k}")
-                m.d.comb += [sum1.eq(u + self.drive[k]), sum1_minus.eq(u + self.drive_minus[k])]
-            else:
-                sum1, sum1_minus = u + self.drive[k], u + self.drive_minus[k]
             stage += [
-                u1.eq(sum1),
-                u1_minus.eq(sum1_minus),
+                u1.eq(u + self.drive[k]),
+                u1_minus.eq(u + self.drive_minus[k]),
                 u1_plus.eq(u + self.drive_plus[k]),
                 a.eq(a_in),
                 below_p.eq(self.below_p[k] if flags else a_in < p),
@@ -357,21 +350,13 @@ class NeuronLanes(wiring.Component):
             pos = Signal(name=f"pos{k}")
             neg = Signal(name=f"neg{k}")
             # U1 ≥ Θ ⇔ U1 - Θ ≥ 0 (U1 never overflows its width: exact widths)
-            if registered:
-                # the choice itself registered per lane: a flip-flop, not a LUT after one,
-                # selects each of the lane's ~22 result bits. The sums' signs go straight into
-                # the flip-flops' D, whose synchronous set or reset takes "fire and in bounds"
-                # (a LUT after the carry chain would lengthen the sums' stage instead)
-                no_pos = Signal(init=1, name=f"no_pos{k}")  # ~pos
-                with m.If(self.fire & (self.below_p[k] if flags else a_in < p)):
-                    m.d.sync += no_pos.eq(sum1_minus[-1])
-                with m.Else():
-                    m.d.sync += no_pos.eq(1)
-                with m.If(self.fire & (self.above_n[k] if flags else a_in > n)):
-                    m.d.sync += neg.eq(sum1[-1])
-                with m.Else():
-                    m.d.sync += neg.eq(0)
-                m.d.comb += pos.eq(~no_pos)
+            if self._pipeline.registered_sums:  # fire and the bounds registered per lane
+                may_pos, may_neg = Signal(name=f"may_pos{k}"), Signal(name=f"may_neg{k}")
+                stage += [  # (fire_s alone would fan out to every lane)
+                    may_pos.eq(self.fire & (self.below_p[k] if flags else a_in < p)),
+                    may_neg.eq(self.fire & (self.above_n[k] if flags else a_in > n)),
+                ]
+                m.d.comb += [pos.eq(may_pos & ~u1_minus[-1]), neg.eq(may_neg & u1[-1])]
             else:
                 m.d.comb += [
                     pos.eq(fire & ~u1_minus[-1] & below_p),

@@ -31,7 +31,7 @@ operation register sees no more than ``o.valid``'s conditions in front of it).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -768,11 +768,6 @@ def first_row(index, words: int):
     """The first weight row of an event's pass, ``index · words`` (a sum of shifts): what the
     sequencer keeps with each beat, or (``row_input``) takes from the sender with it."""
     return _times(index, words)
-
-
-def first_row_width(index_width: int, words: int) -> int:
-    """Bits of :func:`first_row` of an ``index_width``-bit index at its natural width."""
-    return Shape.cast(first_row(Signal(index_width), words).shape()).width
 
 
 def _times(value, k: int):
