@@ -153,7 +153,7 @@ MAX_LANES = 1 << 16
 @dataclass(frozen=True)
 class BalancedLanes:
     """``--lanes balanced`` / ``balanced=N``: a CNN's lanes from its cores' work
-    (:func:`hw.model.cnn_model.balanced`), ``budget`` lanes in total (None: those of ``--lanes
+    (:func:`hw.model.cnn_search.search_design`), ``budget`` lanes in total (None: those of ``--lanes
     8``)."""
 
     budget: int | None = None

@@ -39,7 +39,7 @@ from spikezip.hw.model.site_graph import GraphModel, GraphSchedule, site_core_mo
 from spikezip.ir import Trace
 from spikezip.ir.cnn import ConvNet
 
-__all__ = ["CnnSchedule", "CycleLimitExceeded", "balanced", "cnn_schedule", "site_work"]
+__all__ = ["CnnSchedule", "CycleLimitExceeded", "cnn_schedule", "site_work"]
 
 #: the modelled cycles of a run through a ``CnnCore`` (:class:`hw.model.site_graph.GraphSchedule`)
 CnnSchedule = GraphSchedule
@@ -168,7 +168,7 @@ def _compose(g: _Graph, image: list, trace: Trace) -> None:
 def site_work(schedule: CnnSchedule, net: ConvNet) -> tuple[list[float], float]:
     """Per site (execution order) its load in lane-cycles — busy cycles (``CoreLoad.work``, waits
     excluded) times lanes — and the largest busy cycles of a lane-less core (the max-pools), from
-    a run of :func:`cnn_schedule`: the input of :func:`hw.model.conv_sites.balanced_lanes`."""
+    a run of :func:`cnn_schedule`: step 1 of :func:`hw.model.cnn_search.search_design`."""
     loads = {ld.name: ld for ld in schedule.loads}
     work, floor = [], 0.0
     for s in net.sites:
@@ -177,24 +177,3 @@ def site_work(schedule: CnnSchedule, net: ConvNet) -> tuple[list[float], float]:
         if not ld.lanes:
             floor = max(floor, float(ld.work))
     return work, floor
-
-
-def balanced(
-    net: ConvNet,
-    inputs: np.ndarray,
-    trace: Trace,
-    *,
-    budget: int | None = None,
-    reference: int = 8,
-) -> tuple[int, ...]:
-    """``--lanes balanced``: lanes per site from the work each core does on ``inputs`` (back to
-    back, ``trace`` their golden trace), measured by the exact model at ``reference`` lanes
-    (:func:`conv_sites.resolve_cnn_lanes`), then :func:`conv_sites.balanced_lanes` under
-    ``budget`` lanes in total (default: the total of ``reference`` lanes, so the same lanes
-    spent where the work is)."""
-    base = conv_sites.resolve_cnn_lanes(net, reference)
-    if budget is None:
-        budget = sum(p for s, p in zip(net.sites, base, strict=True) if s.kind != "maxpool2d")
-    run = cnn_schedule(net, inputs, trace, lanes=base)
-    work, floor = site_work(run, net)
-    return conv_sites.balanced_lanes(net, work, budget, floor=floor)

@@ -27,7 +27,6 @@ from spikezip.ir.network import Layer, signed_width, unsigned_width
 from spikezip.ir.trace import Trace
 
 __all__ = [
-    "balanced_lanes",
     "check_fifo_depths",
     "check_rtl",
     "consumers",
@@ -287,57 +286,6 @@ def lane_choices(net: ConvNet, site: int) -> tuple[int, ...]:
         return (1,)
     n = s.shape[0] if len(s.shape) == 3 else s.size
     return tuple(p for p in range(1, n + 1) if n % p == 0)
-
-
-def balanced_lanes(net: ConvNet, work: Any, budget: int, *, floor: float = 0.0) -> tuple[int, ...]:
-    """Lanes per site (execution order) in proportion to each site's work, under ``budget``
-    lanes in total (the sites with lanes: all but a max-pool).
-
-    ``work[k]``: site ``k``'s load in lane-cycles — its busy cycles times its lanes in a run of
-    the exact model (:func:`hw.model.cnn_model.site_work`), so ``work[k] / P`` estimates its
-    busy cycles at ``P`` lanes; a max-pool's value is ignored. ``floor``: busy cycles no lanes
-    can remove (the max-pools'): a site is not sped up below it.
-
-    Deterministic greedy: every site starts at 1 lane; the bottleneck (largest ``work / P``, the
-    first in execution order on a tie) moves to its next value of :func:`lane_choices` while the
-    total stays within ``budget`` and the bottleneck is above ``floor``. This minimises the
-    largest ``work / P`` among the choices within the budget (a lower one needs the bottleneck
-    higher, every other site at least where it is). Then every site takes the fewest lanes that
-    keep its ``work / P`` at or below that bottleneck: lanes go where the work is, and a site with
-    little work gets few.
-    """
-    check_rtl(net)
-    work = [float(w) for w in work]
-    if len(work) != net.depth or any(not np.isfinite(w) or w < 0 for w in work):
-        raise ValueError(f"work must hold {net.depth} non-negative numbers (one per site)")
-    if isinstance(budget, bool) or not isinstance(budget, int | np.integer):
-        raise ValueError(f"budget must be an integer, not {budget!r}")
-    lanes_of = [lane_choices(net, k) for k in range(net.depth)]
-    free = [k for k, s in enumerate(net.sites) if s.kind != "maxpool2d"]
-    if budget < len(free):
-        raise ValueError(f"budget must be at least {len(free)} lanes (one per site), not {budget}")
-    idx = {k: 0 for k in free}  # index into lanes_of[k]
-
-    def t(k: int) -> float:
-        return work[k] / lanes_of[k][idx[k]]
-
-    while free:
-        k = max(free, key=lambda j: (t(j), -j))
-        if t(k) <= floor or idx[k] + 1 == len(lanes_of[k]):
-            break
-        used = sum(lanes_of[j][idx[j]] for j in free)
-        if used - lanes_of[k][idx[k]] + lanes_of[k][idx[k] + 1] > budget:
-            break
-        idx[k] += 1
-    top = max([t(k) for k in free] + [float(floor)])
-    out = []
-    for k in range(net.depth):
-        if k in idx:
-            p = next(q for q in lanes_of[k] if work[k] / q <= top)
-        else:
-            p = 1
-        out.append(int(p))
-    return tuple(out)
 
 
 def _value_width(net: ConvNet, layer: int, widths: Any) -> tuple[int, int]:
