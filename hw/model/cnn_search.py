@@ -121,14 +121,10 @@ class _Runner:
         key = (tuple(lanes), fifo_depths)
         if key not in self.cache:
             cap = None if limit is None else int(np.floor(limit * len(self.x)))
-            if fifo_depths is None:
-                params = DesignParams.of(
-                    self.net, lanes=lanes, pipeline=self.pipeline, fifo_depth=SEARCH_FIFO
-                )
-            else:
-                params = DesignParams.of(
-                    self.net, lanes=lanes, pipeline=self.pipeline, fifo_depths=fifo_depths
-                )
+            fifo = (
+                {"fifo_depth": SEARCH_FIFO} if fifo_depths is None else {"fifo_depths": fifo_depths}
+            )
+            params = DesignParams.of(self.net, lanes=lanes, pipeline=self.pipeline, **fifo)
             self.runs += 1
             try:
                 run = cnn_schedule(self.net, self.x, self.trace, params, cycle_limit=cap)
