@@ -49,7 +49,7 @@ from spikezip.hw.cores.cnn_core import CnnCore
 from spikezip.hw.flow.memories import memories
 from spikezip.hw.model import conv_sites
 from spikezip.hw.model.cnn_model import cnn_schedule, site_work
-from spikezip.hw.model.cnn_search import search_design
+from spikezip.hw.model.cnn_search import conv_utilization, search_design
 from spikezip.hw.model.design import DesignParams
 from spikezip.sw import digits
 from spikezip.sw.cnn import model as cnn
@@ -81,11 +81,6 @@ def _channels(text: str) -> tuple[int, ...]:
     return cnn.CnnConfig(channels=tuple(int(v) for v in text.split(","))).channels
 
 
-def _utilization(run) -> float:
-    conv = [ld for ld in run.loads if ld.kind == "conv"]
-    return sum(ld.ops for ld in conv) / sum(ld.lanes * ld.accumulate for ld in conv)
-
-
 def auto_fifos(net, x, trace, lanes) -> tuple[tuple[str, int], ...]:
     """The ``auto`` FIFO plan (module docstring) for ``lanes``."""
     run = cnn_schedule(net, x, trace, DesignParams.of(net, lanes=lanes, fifo_depth=DEEP))
@@ -111,7 +106,7 @@ def model_row(net, x, trace, lanes, fifo_depths, *, alone: bool) -> dict:
         ),
         "fifo_depths": dict(fifo_depths),
         "back_to_back_cycles": run.total_cycles / len(x),
-        "conv_utilization": _utilization(run),
+        "conv_utilization": conv_utilization(run),
         "per_core": {ld.name: round(ld.accumulate_utilization, 4) for ld in run.loads if ld.lanes},
         "busy": {ld.name: round(ld.busy_fraction, 4) for ld in run.loads},
         "dp16kd": sum(m.dp16kd for m in memories(CnnCore(net=net, params=params))),
