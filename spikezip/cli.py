@@ -297,6 +297,9 @@ def _emit_width(text: str) -> int:
 
 EMIT_WIDTH_LIST = _list_converter(_emit_width, f"an integer in 1..{MAX_EMIT_WIDTH}")
 JOBS = _int_in(1, 256)
+#: nextpnr's ``--seed`` and ``--placer-heap-timingweight`` (``hw.flow.synth.check_timing_weight``)
+PNR_SEED = _int_in(1, (1 << 31) - 1)
+TIMING_WEIGHT = _int_in(1, 1000)
 SHARDS = _int_in(1, 4096)
 SCHEDULER = _converter(check_address, "a scheduler address [tcp://]HOST:PORT (port 1..65535)")
 MAX_LEVEL = _int_in(0, 61)
@@ -960,6 +963,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             generic=args.target != "generic",
             device=device,
             pnr_time_limit=_pnr_seconds(args, network),
+            pnr_seed=args.pnr_seed,
+            timing_weight=args.timing_weight,
         )
     except (ToolError, ValueError) as e:
         raise CliError(str(e)) from None
@@ -1019,6 +1024,8 @@ def _report_vit(
             device=device,
             on_stage=stage,
             pnr_time_limit=_pnr_seconds(args, vit),
+            pnr_seed=args.pnr_seed,
+            timing_weight=args.timing_weight,
             back_to_back=args.back_to_back,
         )
     except (ToolError, ValueError) as e:
@@ -1092,6 +1099,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     pnr = args.synth and args.pnr and args.target != "generic"
     kw: dict = {"target": args.target, "pnr": pnr, "device": device}
     kw["pnr_time_limit"] = _pnr_seconds(args, network)
+    kw |= {"pnr_seed": args.pnr_seed, "timing_weight": args.timing_weight}
     if args.fifo_depth is not None:
         kw["fifo_depth"] = args.fifo_depth
     if graph:
@@ -1449,6 +1457,22 @@ def build_parser() -> argparse.ArgumentParser:
             help="stop nextpnr after this much CPU time per design (default "
             f"{PNR_TIME_LIMIT_MIN:g} min; a ViT {VIT_PNR_TIME_LIMIT_MIN:g} min); a stopped run "
             "is reported as failed",
+        )
+        r.add_argument(
+            "--pnr-seed",
+            type=PNR_SEED,
+            default=1,
+            metavar="N",
+            help="nextpnr's seed (default 1; placement, and so fmax, moves by a few %% between "
+            "seeds: bench/bench_network_fmax.py gives the median over several)",
+        )
+        r.add_argument(
+            "--timing-weight",
+            type=TIMING_WEIGHT,
+            default=None,
+            metavar="W",
+            help="nextpnr's placer timing weight, 1..1000 (default: the flow's, "
+            "docs/performance.md)",
         )
         r.add_argument(
             "--no-synth",

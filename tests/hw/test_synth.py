@@ -121,11 +121,11 @@ def test_place_and_route_reports_a_stopped_seed(tmp_path, monkeypatch):
         s.place_and_route(RegisteredFIFO(width=8, depth=16), time_limit=0)
     real = s._pnr
 
-    def pnr(target, args, freq_mhz, seed, wd, time_limit=None):
+    def pnr(target, args, freq_mhz, seed, wd, time_limit=None, timing_weight=10):
         assert time_limit == 5
         if seed == 2:
             raise s.TimeLimitError("nextpnr-ecp5 stopped (test)", seconds=time_limit)
-        real(target, args, freq_mhz, seed, wd, time_limit)
+        real(target, args, freq_mhz, seed, wd, time_limit, timing_weight)
 
     monkeypatch.setattr(s, "_pnr", pnr)
     with pytest.raises(s.PlaceRouteError) as info:
@@ -137,6 +137,40 @@ def test_place_and_route_reports_a_stopped_seed(tmp_path, monkeypatch):
         RegisteredFIFO(width=8, depth=16), seeds=(2, 1), time_limit=5, skip_stopped=True
     )
     assert runs[0] is None and runs[1].fmax_mhz > 0
+
+
+def test_nextpnr_gets_the_seed_and_timing_weight_asked_for(monkeypatch):
+    """``seed`` and ``timing_weight`` reach nextpnr's command line and are recorded in the
+    result; without a weight the flow's :data:`TIMING_WEIGHT`; a weight nextpnr would not take
+    (0, 1001, a bool, a float) is refused before any tool runs, naming the field and range."""
+    from spikezip.hw.cores.fifo import RegisteredFIFO
+    from spikezip.hw.flow import synth as s
+
+    calls = []
+    real = s._run
+
+    def run(tool, args, *rest, **kw):
+        if tool.startswith("nextpnr"):
+            calls.append(list(args))
+        return real(tool, args, *rest, **kw)
+
+    monkeypatch.setattr(s, "_run", run)
+    fifo = RegisteredFIFO(width=8, depth=16)
+    for bad in (0, 1001, True, 2.5):
+        with pytest.raises(ValueError, match=r"timing_weight must be an integer 1…1000, not"):
+            s.place_and_route(fifo, timing_weight=bad)
+    assert calls == []
+    runs = s.place_and_route_seeds(fifo, seeds=(3, 4), timing_weight=30)
+    assert [(r.seed, r.timing_weight) for r in runs] == [(3, 30), (4, 30)]
+    assert all(r.fmax_mhz > 0 for r in runs)
+    default = s.place_and_route(fifo)
+    assert (default.seed, default.timing_weight) == (1, s.TIMING_WEIGHT)
+    opts = [dict(zip(c[::1], c[1:], strict=False)) for c in calls]
+    assert [(o["--seed"], o["--placer-heap-timingweight"]) for o in opts] == [
+        ("3", "30"),
+        ("4", "30"),
+        ("1", str(s.TIMING_WEIGHT)),
+    ]
 
 
 def test_keep_expands_to_the_direct_submodules(digits_network, digits_verilog):
