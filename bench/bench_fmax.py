@@ -7,10 +7,13 @@ moved into the block RAMs and multipliers (``hw.flow.ecp5``), placed and routed 
 Also the cycles per inference of the whole network at that pipeline (exact model, 100 test
 images, back to back), so fmax and cycles can be traded. About 20 s per run on 2 cores.
 ``--neurons stbif,graded`` also builds the graded ST-BIF cores (issue 14: spikes ±2^k, the level
-in the neuron array) and prints their fmax and LUT4 per lane beside ST-BIF's.
+in the neuron array) and prints their fmax and LUT4 per lane beside ST-BIF's. Then the whole
+network at the deepest pipeline as ``spikezip report`` builds it (``--network``, default lanes
+8,4; ``bench_network_fmax.py``): what a user sees, beside the blocks' numbers.
 
     python bench/bench_fmax.py [--lanes 8] [--pipelines 0,1,2,3] [--seeds 1,2,3]
-                               [--neurons stbif,graded]
+                               [--neurons stbif,graded] [--network 8,4 | none]
+                               [--timing-weight W]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
+from bench_network_fmax import network_rows
 
 from spikezip.hw.cores.layer_core import LayerCore
 from spikezip.hw.flow.synth import ToolError, place_and_route
@@ -38,7 +42,7 @@ def _net(neuron: str = "stbif"):
 
 
 def _run(job):
-    layer, lanes, pipeline, seed, neuron = job
+    layer, lanes, pipeline, seed, neuron, weight = job
     t0 = time.perf_counter()
     point = {"neuron": neuron, "layer": layer, "lanes": lanes, "pipeline": pipeline, "seed": seed}
     try:
@@ -46,6 +50,7 @@ def _run(job):
             LayerCore.for_network(_net(neuron), layer, lanes=lanes, pipeline=pipeline),
             target="ecp5",
             seed=seed,
+            timing_weight=weight,
         )
     except ToolError as e:
         return point | {"error": str(e)}
@@ -68,12 +73,29 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--neurons", default="stbif", help="stbif, graded or stbif,graded")
+    ap.add_argument(
+        "--network",
+        nargs="+",
+        default=["8,4"],
+        help="lanes of the whole digits network (as `spikezip report` builds it) placed after "
+        "the layer cores at the deepest pipeline, with the same seeds; `none` skips it",
+    )
+    ap.add_argument(
+        "--timing-weight",
+        type=int,
+        default=None,
+        help="nextpnr's placer timing weight (default: the flow's)",
+    )
     args = ap.parse_args()
     pipelines = [int(p) for p in args.pipelines.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     neurons = args.neurons.split(",")
     jobs = [
-        (k, args.lanes, p, s, n) for n in neurons for p in pipelines for k in (0, 1) for s in seeds
+        (k, args.lanes, p, s, n, args.timing_weight)
+        for n in neurons
+        for p in pipelines
+        for k in (0, 1)
+        for s in seeds
     ]
     with ProcessPoolExecutor(args.jobs) as ex:
         runs = list(ex.map(_run, jobs))
@@ -127,12 +149,23 @@ def main() -> None:
                     f"{worst['critical_path']}"
                     + ("" if row["abc9"] else " (LUTs mapped with ABC: ABC9 failed)")
                 )
+    network = []
+    if args.network != ["none"]:
+        print("\nthe whole network (bench_network_fmax.py), as `spikezip report` builds it")
+        network = network_rows(
+            args.network,
+            pipeline=max(pipelines),
+            seeds=tuple(seeds),
+            timing_weights=(args.timing_weight,),
+        )
     results = {
         "lanes": args.lanes,
         "neurons": neurons,
+        "timing_weight": args.timing_weight,
         "runs": runs,
         "failed": failed,
         "table": table,
+        "network": network,
     }
     print("recorded", record("fmax", results))
 
