@@ -33,7 +33,13 @@ import numpy as np
 
 from spikezip.cluster import SchedulerError, check_address
 from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH, PIPELINES
-from spikezip.hw.model.design import DEFAULT_LANES, DesignParams, Storage, check_stbif
+from spikezip.hw.model.design import (
+    DEFAULT_LANES,
+    FAST_TIMING_WEIGHT,
+    DesignParams,
+    Storage,
+    check_stbif,
+)
 from spikezip.ir import FormatError, Network, Trace
 from spikezip.ir._io import atomic_write, read_array
 from spikezip.ir.cnn import ConvNet
@@ -355,6 +361,8 @@ def _design_params(network: Network | VisionTransformer, args: argparse.Namespac
             raise CliError(f"--fast sets --pipeline {FAST_PIPELINE}, not {args.pipeline}")
         args.pipeline = FAST_PIPELINE
         chosen = fast_lanes(network) if chosen is None else chosen
+        if getattr(args, "timing_weight", "") is None:  # (report: unless --timing-weight is given)
+            args.timing_weight = FAST_TIMING_WEIGHT
     if args.pipeline is None:
         args.pipeline = 1  # (the default; after --fast had its say)
     try:
@@ -1179,8 +1187,9 @@ def _design_parent() -> argparse.ArgumentParser:
         "--fast",
         action="store_true",
         help="an MLP's fast preset: pipeline 3 and, unless --lanes is given, per layer the most "
-        "lanes ≤ 8 that leave it ≥ 3 words (the digits network: 8,4; ~200 MHz on the ECP5-25k, "
-        "docs/performance.md)",
+        "lanes ≤ 8 that leave it ≥ 3 words; report: nextpnr's placer timing weight "
+        f"{FAST_TIMING_WEIGHT} unless --timing-weight is given (the digits network: 8,4; ~200 "
+        "MHz on the ECP5-25k, docs/performance.md)",
     )
     p.add_argument(
         "--storage",

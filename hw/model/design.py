@@ -74,6 +74,10 @@ def check_stbif(network: Any) -> None:
 
 #: pipeline depth of the fast preset (``spikezip … --fast``)
 FAST_PIPELINE = 3
+#: nextpnr's placer timing weight of the fast preset (``report --fast``; nextpnr's and the flow's
+#: default is 10): the digits network at 8,4 places at 201.7 MHz median over seeds 1–7 with it,
+#: 196.7 without (docs/performance.md, "The whole network's fmax")
+FAST_TIMING_WEIGHT = 30
 
 
 def fast_lanes(network: Any, most: int = DEFAULT_LANES) -> tuple[int, ...]:

