@@ -593,7 +593,7 @@ def _pnr(
     seed: int,
     wd: Path,
     time_limit: float | None = None,
-    timing_weight: int = 10,
+    timing_weight: int = TIMING_WEIGHT,
 ) -> None:
     _run(
         f"nextpnr-{target}",
