@@ -36,6 +36,7 @@ from spikezip.hw.model.cycle_model import MAX_EMIT_WIDTH, PIPELINES
 from spikezip.hw.model.design import (
     DEFAULT_LANES,
     FAST_TIMING_WEIGHT,
+    MAX_TIMING_WEIGHT,
     DesignParams,
     Storage,
     check_stbif,
@@ -305,7 +306,7 @@ EMIT_WIDTH_LIST = _list_converter(_emit_width, f"an integer in 1..{MAX_EMIT_WIDT
 JOBS = _int_in(1, 256)
 #: nextpnr's ``--seed`` and ``--placer-heap-timingweight`` (``hw.flow.synth.check_timing_weight``)
 PNR_SEED = _int_in(1, (1 << 31) - 1)
-TIMING_WEIGHT = _int_in(1, 1000)
+TIMING_WEIGHT = _int_in(1, MAX_TIMING_WEIGHT)
 SHARDS = _int_in(1, 4096)
 SCHEDULER = _converter(check_address, "a scheduler address [tcp://]HOST:PORT (port 1..65535)")
 MAX_LEVEL = _int_in(0, 61)
@@ -1480,7 +1481,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=TIMING_WEIGHT,
             default=None,
             metavar="W",
-            help="nextpnr's placer timing weight, 1..1000 (default: the flow's, "
+            help=f"nextpnr's placer timing weight, 1..{MAX_TIMING_WEIGHT} (default: the flow's, "
             "docs/performance.md)",
         )
         r.add_argument(

@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikezip.hw.flow.ecp5 import PackReport, pack_registers, replicate_registers
 from spikezip.hw.flow.verilog import generate
+from spikezip.hw.model.design import TIMING_WEIGHT, check_timing_weight
 
 __all__ = [
     "TARGETS",
@@ -58,18 +59,6 @@ __all__ = [
 ]
 
 TARGETS = ("generic", "ecp5", "ice40")
-
-#: nextpnr's ``--placer-heap-timingweight`` unless a call says otherwise (nextpnr's own default)
-TIMING_WEIGHT = 10
-
-
-def check_timing_weight(weight: object) -> int:
-    """``weight`` if it is a placer timing weight nextpnr takes (an integer 1…1000), else a
-    ``ValueError`` naming the field and its range."""
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
-        raise ValueError(f"timing_weight must be an integer 1…1000, not {weight!r}")
-    return weight
-
 
 #: cell type → resource class, per target (types not listed are counted under ``other``)
 CELL_CLASSES: dict[str, dict[str, str]] = {

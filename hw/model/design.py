@@ -74,6 +74,21 @@ def check_stbif(network: Any) -> None:
 
 #: pipeline depth of the fast preset (``spikezip … --fast``)
 FAST_PIPELINE = 3
+#: nextpnr's ``--placer-heap-timingweight`` of the place-and-route flow unless a call says
+#: otherwise (``hw.flow.synth.place_and_route``; nextpnr's own default), and the largest taken
+TIMING_WEIGHT = 10
+MAX_TIMING_WEIGHT = 1000
+
+
+def check_timing_weight(weight: object) -> int:
+    """``weight`` if it is a placer timing weight the flow takes (an integer
+    1…:data:`MAX_TIMING_WEIGHT`), else a ``ValueError`` naming the field and its range."""
+    valid = isinstance(weight, int) and not isinstance(weight, bool)
+    if not (valid and 1 <= weight <= MAX_TIMING_WEIGHT):
+        raise ValueError(f"timing_weight must be an integer 1…{MAX_TIMING_WEIGHT}, not {weight!r}")
+    return weight
+
+
 #: nextpnr's placer timing weight of the fast preset (``report --fast``; nextpnr's and the flow's
 #: default is 10): the digits network at 8,4 places at 201.7 MHz median over seeds 1–7 with it,
 #: 196.7 without (docs/performance.md, "The whole network's fmax")
