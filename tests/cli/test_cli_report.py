@@ -136,7 +136,22 @@ def test_report_generic_writes_json_and_markdown(files, tmp_path, capsys):  # no
     assert "latency" in capsys.readouterr().out
 
 
+def test_place_route_record_reads_old_reports_and_names_its_run():
+    """A report's place-and-route record keeps nextpnr's seed and weight; one written before
+    they were recorded reads as seed 1, weight 10 (what the flow then ran)."""
+    from spikezip.report import PlaceRoute
+
+    d = {"device": "25k", "fmax_mhz": 1.0, "critical_path": "", "utilization": {}, "seconds": 1.0}
+    assert (PlaceRoute.from_json(d).seed, PlaceRoute.from_json(d).timing_weight) == (1, 10)
+    p = PlaceRoute.from_json(d | {"seed": 5, "timing_weight": 42})
+    assert p.run == "25k, nextpnr seed 5, timing weight 42"
+    with pytest.raises(KeyError, match="device"):  # a field without a default is required
+        PlaceRoute.from_json({k: v for k, v in d.items() if k != "device"})
+
+
 @pytest.mark.synth
+@pytest.mark.slow  # ~20 s (a real place and route); the fast tier: the record above, the flags
+# through the CLI with the flow stopped (below), nextpnr's command line in tests/hw/test_synth.py
 def test_report_places_with_the_seed_and_timing_weight_given(files, tmp_path, capsys):  # noqa: F811
     """``--pnr-seed`` and ``--timing-weight`` reach nextpnr; the report records and prints them,
     and reads back (a report written before they were recorded reads as seed 1, weight 10)."""
